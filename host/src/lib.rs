@@ -1,0 +1,7 @@
+//! weir: a WebAssembly-extensible programmable proxy.
+//!
+//! The host owns everything that touches a socket; see `DESIGN.md` for the module map.
+
+pub mod body;
+pub mod stats;
+pub mod upstream;

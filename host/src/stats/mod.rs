@@ -1,0 +1,221 @@
+//! Every stat weir exports, in one place.
+//!
+//! Names and meanings follow Envoy's (`downstream_rq_total`, `upstream_cx_overflow`, ...), with
+//! the `weir_` prefix and Envoy's Prometheus shape: the listener's `stat_prefix` and the cluster
+//! name are labels, and response classes are one family with a `response_code_class` label
+//! (Envoy's `downstream_rq_2xx` is `weir_http_downstream_rq_xx{response_code_class="2"}`).
+//!
+//! Families are registered once per process; callers resolve the label values once (per
+//! listener, per cluster) into [`HttpStats`] and [`ClusterStats`], so the request path only
+//! touches atomics.
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::sync::OnceLock;
+
+/// Declares a stats handle struct whose fields are metrics of one label set, and the
+/// families behind them. Each field becomes the family `weir_<scope>_<field>`.
+macro_rules! stat_group {
+    (
+        $(#[$meta:meta])*
+        $handle:ident / $families:ident in $field:ident, scope $scope:literal, label $label:literal {
+            counters { $($counter:ident: $chelp:literal,)* }
+            gauges { $($gauge:ident: $ghelp:literal,)* }
+        }
+    ) => {
+        struct $families {
+            $($counter: IntCounterVec,)*
+            $($gauge: IntGaugeVec,)*
+            rq_xx: IntCounterVec,
+        }
+
+        impl $families {
+            fn register(registry: &Registry) -> Self {
+                Self {
+                    $($counter: register_counter(
+                        registry,
+                        concat!("weir_", $scope, "_", stringify!($counter)),
+                        $chelp,
+                        &[$label],
+                    ),)*
+                    $($gauge: register_gauge(
+                        registry,
+                        concat!("weir_", $scope, "_", stringify!($gauge)),
+                        $ghelp,
+                        &[$label],
+                    ),)*
+                    rq_xx: register_counter(
+                        registry,
+                        concat!("weir_", $scope, "_rq_xx"),
+                        "Responses by class: response_code_class 1..5 for 1xx..5xx.",
+                        &[$label, "response_code_class"],
+                    ),
+                }
+            }
+        }
+
+        $(#[$meta])*
+        #[derive(Clone)]
+        pub struct $handle {
+            $(#[doc = $chelp] pub $counter: IntCounter,)*
+            $(#[doc = $ghelp] pub $gauge: IntGauge,)*
+            rq_xx: [IntCounter; 5],
+        }
+
+        impl $handle {
+            /// Resolves every metric for one label value.
+            pub fn new(label_value: &str) -> Self {
+                let families = &Stats::global().$field;
+                Self {
+                    $($counter: families.$counter.with_label_values(&[label_value]),)*
+                    $($gauge: families.$gauge.with_label_values(&[label_value]),)*
+                    rq_xx: ["1", "2", "3", "4", "5"].map(|class| {
+                        families.rq_xx.with_label_values(&[label_value, class])
+                    }),
+                }
+            }
+
+            /// Counts one response with `status` in its class (1xx..5xx).
+            pub fn count_response(&self, status: u16) {
+                if let Some(counter) = (status / 100)
+                    .checked_sub(1)
+                    .and_then(|i| self.rq_xx.get(usize::from(i)))
+                {
+                    counter.inc();
+                }
+            }
+        }
+    };
+}
+
+stat_group! {
+    /// Stats of one HTTP connection manager, labelled by its `stat_prefix`
+    /// (Envoy's `http.<stat_prefix>.*`).
+    HttpStats / HttpFamilies in http, scope "http_downstream", label "stat_prefix" {
+        counters {
+            cx_total: "Downstream connections accepted.",
+            cx_http1_total: "Downstream HTTP/1.1 connections.",
+            cx_http2_total: "Downstream HTTP/2 connections.",
+            cx_ssl_total: "Downstream TLS connections.",
+            cx_protocol_error: "Downstream connections closed on a protocol error.",
+            rq_total: "Downstream requests.",
+            rq_timeout: "Requests that hit their route timeout (504).",
+            rq_no_route: "Requests that matched no route (404).",
+            rq_direct_response: "Requests answered by a direct_response route.",
+        }
+        gauges {
+            cx_active: "Downstream connections open now.",
+            rq_active: "Downstream requests in flight now.",
+        }
+    }
+}
+
+stat_group! {
+    /// Stats of one upstream cluster, labelled by its name (Envoy's `cluster.<name>.*`).
+    ClusterStats / ClusterFamilies in cluster, scope "cluster_upstream", label "cluster_name" {
+        counters {
+            cx_total: "Upstream connections opened.",
+            cx_http1_total: "Upstream HTTP/1.1 connections opened.",
+            cx_http2_total: "Upstream HTTP/2 connections opened.",
+            cx_connect_fail: "Upstream connection attempts that failed.",
+            cx_connect_timeout: "Upstream connection attempts that timed out.",
+            cx_overflow: "Times the max_connections circuit breaker tripped.",
+            cx_destroy_with_active_rq: "Upstream connections closed with requests in flight.",
+            cx_max_requests: "Upstream connections closed by max_requests_per_connection.",
+            cx_idle_timeout: "Upstream connections closed for idleness.",
+            rq_total: "Requests sent upstream.",
+            rq_pending_total: "Requests that waited for a connection.",
+            rq_pending_overflow: "Requests refused by the max_pending_requests circuit breaker.",
+            rq_overflow: "Requests refused by the max_requests circuit breaker.",
+            rq_timeout: "Requests that timed out waiting for the upstream.",
+            rq_reset: "Requests reset by the upstream or its connection.",
+            health_check_attempt: "Active health checks sent.",
+            health_check_success: "Active health checks passed.",
+            health_check_failure: "Active health checks failed.",
+        }
+        gauges {
+            cx_active: "Upstream connections open now.",
+            rq_active: "Upstream requests in flight now.",
+            rq_pending_active: "Requests waiting for a connection now.",
+            membership_healthy: "Hosts healthy now.",
+            membership_total: "Hosts in the cluster now.",
+        }
+    }
+}
+
+/// The process-wide registry and every metric family in it.
+pub struct Stats {
+    registry: Registry,
+    http: HttpFamilies,
+    cluster: ClusterFamilies,
+}
+
+impl Stats {
+    /// The process-wide instance, created on first use.
+    pub fn global() -> &'static Stats {
+        static STATS: OnceLock<Stats> = OnceLock::new();
+        STATS.get_or_init(|| {
+            let registry = Registry::new();
+            Stats {
+                http: HttpFamilies::register(&registry),
+                cluster: ClusterFamilies::register(&registry),
+                registry,
+            }
+        })
+    }
+
+    /// The registry, for modules that register families of their own (e.g. Wasm metrics).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Every metric in the Prometheus text exposition format.
+    pub fn prometheus_text(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail on I/O; a metric family with a bad name cannot
+        // exist because every name above is static.
+        if let Err(error) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out)
+        {
+            tracing::warn!(%error, "encoding stats");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+fn register_counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let family = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+    if let Err(e) = registry.register(Box::new(family.clone())) {
+        unreachable!("static metric {name} is registered once: {e}");
+    }
+    family
+}
+
+fn register_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let family = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+    if let Err(e) = registry.register(Box::new(family.clone())) {
+        unreachable!("static metric {name} is registered once: {e}");
+    }
+    family
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_envoy() {
+        let http = HttpStats::new("ingress_http");
+        http.rq_total.inc();
+        http.count_response(204);
+        http.count_response(999);
+        let cluster = ClusterStats::new("backend");
+        cluster.cx_overflow.inc();
+        let text = Stats::global().prometheus_text();
+        assert!(text.contains("weir_http_downstream_rq_total{stat_prefix=\"ingress_http\"} 1"));
+        assert!(text.contains(
+            "weir_http_downstream_rq_xx{response_code_class=\"2\",stat_prefix=\"ingress_http\"} 1"
+        ));
+        assert!(text.contains("weir_cluster_upstream_cx_overflow{cluster_name=\"backend\"} 1"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Clusters, endpoints, load balancing, health checking, circuit breakers and pools.
