@@ -1,0 +1,164 @@
+//! What a cluster is, as the upstream side needs it: plain data built from the config.
+//!
+//! The config module turns Envoy's YAML (`static_resources.clusters[]`) into these, with
+//! Envoy's defaults already applied, so nothing below this module reads YAML.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One upstream cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSpec {
+    /// The cluster's name, as routes refer to it and as the `cluster_name` stat label.
+    pub name: String,
+    /// How the endpoints' addresses are found.
+    pub discovery: Discovery,
+    /// Endpoints from `load_assignment` (flattened over localities, in order).
+    pub endpoints: Vec<EndpointSpec>,
+    /// How often STRICT_DNS / LOGICAL_DNS names are resolved again (Envoy default 5s).
+    pub dns_refresh_rate: Duration,
+    /// Limit on a TCP (and TLS) connection attempt (Envoy default 5s).
+    pub connect_timeout: Duration,
+    /// How a host is picked for a request.
+    pub lb_policy: LbPolicy,
+    /// The default-priority circuit breaker thresholds.
+    pub thresholds: Thresholds,
+    /// Which HTTP protocol is spoken upstream.
+    pub protocol: UpstreamProtocol,
+    /// HTTP/2 settings weir sends to the upstream (from `http2_protocol_options`).
+    pub http2: Http2Settings,
+    /// After this many requests a connection is drained (no limit when `None`).
+    pub max_requests_per_connection: Option<u32>,
+    /// An idle connection (no request in flight) is closed after this (Envoy default 1h).
+    pub idle_timeout: Option<Duration>,
+    /// Active HTTP health checking, when configured.
+    pub health_check: Option<HealthCheckSpec>,
+    /// TLS to the upstream (`transport_socket` envoy.transport_sockets.tls), when configured.
+    pub tls: Option<UpstreamTlsSpec>,
+}
+
+/// `type` of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// Endpoints are IP literals, used as written.
+    Static,
+    /// Every address each name resolves to is a host; resolved again every refresh.
+    StrictDns,
+    /// Only the first address a name resolves to is used; resolved again every refresh.
+    LogicalDns,
+}
+
+/// One endpoint: `socket_address { address, port_value }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// An IP literal (STATIC) or a DNS name (STRICT_DNS, LOGICAL_DNS).
+    pub address: String,
+    /// The TCP port.
+    pub port: u16,
+}
+
+/// `lb_policy` of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbPolicy {
+    /// Each healthy host in turn.
+    RoundRobin,
+    /// Power of two choices on active requests.
+    LeastRequest,
+    /// A uniformly random healthy host.
+    Random,
+}
+
+/// `circuit_breakers.thresholds[]` for the DEFAULT priority. Envoy's defaults are 1024,
+/// 1024, 1024 and 3. They count across all workers, as Envoy's do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Connections open to all hosts of the cluster at once.
+    pub max_connections: u32,
+    /// Requests waiting for a connection at once.
+    pub max_pending_requests: u32,
+    /// Requests in flight to the cluster at once.
+    pub max_requests: u32,
+    /// Retries in flight at once.
+    pub max_retries: u32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
+    }
+}
+
+/// The upstream protocol, from `typed_extension_protocol_options`
+/// (`envoy.extensions.upstreams.http.v3.HttpProtocolOptions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// `explicit_http_config.http_protocol_options`, or nothing configured (Envoy's default).
+    Http1,
+    /// `explicit_http_config.http2_protocol_options`: h2 with prior knowledge in the clear,
+    /// ALPN "h2" over TLS.
+    Http2,
+    /// `auto_config`: over TLS, ALPN offers h2 and http/1.1 and the server picks; in the clear,
+    /// HTTP/1.1.
+    Auto,
+}
+
+/// HTTP/2 settings for upstream connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Settings {
+    /// Our own limit on streams per connection; the peer's SETTINGS may lower it further.
+    pub max_concurrent_streams: u32,
+    /// SETTINGS_INITIAL_WINDOW_SIZE we advertise (Envoy default 256 MiB).
+    pub initial_stream_window_size: u32,
+    /// The connection-level window we advertise (Envoy default 256 MiB).
+    pub initial_connection_window_size: u32,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            max_concurrent_streams: 2_147_483_647,
+            initial_stream_window_size: 268_435_456,
+            initial_connection_window_size: 268_435_456,
+        }
+    }
+}
+
+/// `health_checks[0]` with `http_health_check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckSpec {
+    /// Request path of the check (`http_health_check.path`).
+    pub path: String,
+    /// Host header of the check (`http_health_check.host`; the cluster name when unset).
+    pub host: Option<String>,
+    /// Time between checks of one host.
+    pub interval: Duration,
+    /// A check with no response within this fails.
+    pub timeout: Duration,
+    /// Consecutive passes that make an unhealthy host healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make a healthy host unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+/// `transport_socket` `envoy.transport_sockets.tls` with an `UpstreamTlsContext`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTlsSpec {
+    /// SNI to send (`sni`); none when unset, as in Envoy.
+    pub sni: Option<String>,
+    /// CA bundle the upstream's certificate must chain to
+    /// (`common_tls_context.validation_context.trusted_ca.filename`). When unset the
+    /// certificate is not verified, as in Envoy without a validation context.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (`common_tls_context.tls_certificates[0].certificate_chain`).
+    pub cert_chain_file: Option<PathBuf>,
+    /// Client private key (`common_tls_context.tls_certificates[0].private_key`).
+    pub private_key_file: Option<PathBuf>,
+    /// `common_tls_context.alpn_protocols`; when empty the protocol decides
+    /// (h2 / http/1.1 / both for auto).
+    pub alpn_protocols: Vec<String>,
+}
