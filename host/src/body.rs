@@ -15,12 +15,16 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 /// A body with nothing in it (a HEAD reply, a 204, a CONNECT request).
 pub fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A body holding `bytes`, sent as one frame.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// Boxes any body whose error converts into [`BoxError`].

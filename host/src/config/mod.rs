@@ -1,0 +1,700 @@
+//! The YAML config: Envoy's v3 bootstrap shape in, weir's runtime config out.
+//!
+//! [`load_file`] / [`load_str`] parse with `serde_yaml_ng`, tracking the field path of every
+//! error, check what serde cannot (references, exclusive fields, regexes, addresses), and turn
+//! the result into [`Config`], with Envoy's defaults applied, so nothing past this module
+//! reads YAML.
+
+pub mod duration;
+pub mod schema;
+pub mod typed;
+
+use crate::route::RouteTable;
+use crate::upstream::{self, ClusterSpec};
+use schema::{Bootstrap, CodecType};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use typed::{HttpFilterConfig, NetworkFilterConfig, PATH_MARK, TransportSocketConfig};
+
+/// The config weir runs with when it is given none: a page saying how to write one.
+pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
+
+/// A config that cannot be used: which file, which field, what is wrong and what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {path}: {message}")]
+pub struct ConfigError {
+    /// The file (or `<built-in>`).
+    pub file: String,
+    /// The field path, e.g. `static_resources.clusters[2].lb_policy`.
+    pub path: String,
+    /// What is wrong, and what is accepted.
+    pub message: String,
+}
+
+/// A field path and a message, before the file is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field path.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error at `path`.
+    pub fn new(path: impl Into<String>, message: impl fmt::Display) -> Self {
+        FieldError {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+
+    fn in_file(self, file: &str) -> ConfigError {
+        ConfigError {
+            file: file.to_string(),
+            path: self.path,
+            message: self.message,
+        }
+    }
+}
+
+/// Everything weir runs: listeners, clusters, admin.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from (a path, or `<built-in>`).
+    pub source: String,
+    /// The file as JSON, for `/config_dump`.
+    pub dump: serde_json::Value,
+    /// `node.id`.
+    pub node_id: String,
+    /// The admin listener's address.
+    pub admin: Option<SocketAddr>,
+    /// HTTP listeners.
+    pub listeners: Vec<ListenerConfig>,
+    /// Upstream clusters.
+    pub clusters: Vec<ClusterSpec>,
+}
+
+/// One listener with its HTTP connection manager.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Its name.
+    pub name: String,
+    /// Where it binds.
+    pub address: SocketAddr,
+    /// TLS, when the filter chain has a transport socket.
+    pub tls: Option<DownstreamTls>,
+    /// The connection manager.
+    pub http: HttpManagerConfig,
+}
+
+/// Downstream TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownstreamTls {
+    /// Certificate chains and keys (PEM files); the first is the default, others are picked by
+    /// SNI.
+    pub certificates: Vec<(PathBuf, PathBuf)>,
+    /// ALPN protocols accepted, in preference order.
+    pub alpn_protocols: Vec<String>,
+    /// CA bundle for client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients without a certificate.
+    pub require_client_certificate: bool,
+}
+
+/// The HTTP connection manager of a listener.
+#[derive(Debug, Clone)]
+pub struct HttpManagerConfig {
+    /// Label of its stats.
+    pub stat_prefix: String,
+    /// Which codec(s) it speaks.
+    pub codec: CodecType,
+    /// Virtual hosts and routes.
+    pub routes: RouteTable,
+    /// Close connections idle this long (Envoy default 1h; `None` = never).
+    pub idle_timeout: Option<Duration>,
+    /// Most headers a request may carry (Envoy default 100).
+    pub max_headers_count: usize,
+    /// Time allowed to receive request headers.
+    pub request_headers_timeout: Option<Duration>,
+    /// Time allowed to receive a whole request.
+    pub request_timeout: Option<Duration>,
+    /// Downstream HTTP/2 settings.
+    pub http2: upstream::Http2Settings,
+    /// Advertise RFC 8441 extended CONNECT.
+    pub allow_connect: bool,
+    /// Append the peer address to x-forwarded-for and trust it as the client.
+    pub use_remote_address: bool,
+    /// Generate x-request-id when absent.
+    pub generate_request_id: bool,
+    /// `server` header of responses.
+    pub server_name: String,
+    /// Close connections this long after they opened.
+    pub max_connection_duration: Option<Duration>,
+}
+
+/// Reads and checks the config file at `path`.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        path: ".".into(),
+        message: format!("cannot read the file: {e}"),
+    })?;
+    load_str(&text, &file)
+}
+
+/// Reads and checks config `text`; `file` names it in errors.
+pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let bootstrap = parse(text).map_err(|e| e.in_file(file))?;
+    let dump =
+        serde_yaml_ng::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null);
+    build(bootstrap, file, dump).map_err(|e| e.in_file(file))
+}
+
+/// Parses YAML into the schema, with the field path of any error.
+pub fn parse(text: &str) -> Result<Bootstrap, FieldError> {
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let outer = error.path().to_string();
+        let message = error.into_inner().to_string();
+        let (inner, message) = split_marked_path(&message);
+        let path = match (outer.as_str(), inner.as_str()) {
+            (".", "") => ".".to_string(),
+            (".", inner) => inner.to_string(),
+            (outer, "") => outer.to_string(),
+            (outer, inner) => format!("{outer}.{inner}"),
+        };
+        FieldError { path, message }
+    })
+}
+
+/// Takes the nested paths [`typed`] marked in `message` off its front, joined with dots.
+/// serde_yaml_ng starts its messages with its own idea of the path; that is dropped, since
+/// serde_path_to_error's is the one kept.
+fn split_marked_path(message: &str) -> (String, String) {
+    let mut message = match message.find(PATH_MARK) {
+        Some(start) => &message[start..],
+        None => strip_yaml_path(message),
+    };
+    let mut path = Vec::new();
+    while let Some(rest) = message.strip_prefix(PATH_MARK) {
+        match rest.split_once(PATH_MARK) {
+            Some((inner, tail)) => {
+                path.push(inner);
+                message = tail;
+            }
+            None => break,
+        }
+    }
+    (path.join("."), message.to_string())
+}
+
+/// Drops the `a.b[0]: ` path prefix serde_yaml_ng puts on its messages.
+pub(crate) fn strip_yaml_path(message: &str) -> &str {
+    match message.split_once(": ") {
+        Some((head, tail)) if !head.is_empty() && !head.contains(char::is_whitespace) => tail,
+        _ => message,
+    }
+}
+
+fn build(
+    bootstrap: Bootstrap,
+    source: &str,
+    dump: serde_json::Value,
+) -> Result<Config, FieldError> {
+    let admin = match &bootstrap.admin {
+        Some(admin) => Some(listen_address(&admin.address, "admin.address")?),
+        None => None,
+    };
+    let mut clusters = Vec::new();
+    for (i, cluster) in bootstrap.static_resources.clusters.iter().enumerate() {
+        let path = format!("static_resources.clusters[{i}]");
+        if clusters
+            .iter()
+            .any(|c: &ClusterSpec| c.name == cluster.name)
+        {
+            return Err(FieldError::new(
+                format!("{path}.name"),
+                format!("duplicate cluster name {:?}", cluster.name),
+            ));
+        }
+        clusters.push(cluster_spec(cluster, &path)?);
+    }
+    let cluster_names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    let mut listeners = Vec::new();
+    for (i, listener) in bootstrap.static_resources.listeners.iter().enumerate() {
+        let path = format!("static_resources.listeners[{i}]");
+        let built = listener_config(listener, &path, &cluster_names)?;
+        if listeners
+            .iter()
+            .any(|l: &ListenerConfig| l.name == built.name)
+        {
+            return Err(FieldError::new(
+                format!("{path}.name"),
+                format!("duplicate listener name {:?}", built.name),
+            ));
+        }
+        listeners.push(built);
+    }
+    Ok(Config {
+        source: source.to_string(),
+        dump,
+        node_id: bootstrap.node.map(|n| n.id).unwrap_or_default(),
+        admin,
+        listeners,
+        clusters,
+    })
+}
+
+fn listen_address(address: &schema::Address, path: &str) -> Result<SocketAddr, FieldError> {
+    let socket = &address.socket_address;
+    let ip: IpAddr = socket.address.parse().map_err(|_| {
+        FieldError::new(
+            format!("{path}.socket_address.address"),
+            format!(
+                "{:?} is not an IP address; listeners bind to IP literals like 0.0.0.0 or ::1",
+                socket.address
+            ),
+        )
+    })?;
+    if socket.protocol != schema::SocketProtocol::TCP {
+        return Err(FieldError::new(
+            format!("{path}.socket_address.protocol"),
+            "only TCP listeners are supported here; accepted: TCP",
+        ));
+    }
+    Ok(SocketAddr::new(ip, socket.port_value))
+}
+
+fn listener_config(
+    listener: &schema::Listener,
+    path: &str,
+    clusters: &[&str],
+) -> Result<ListenerConfig, FieldError> {
+    let address = listen_address(&listener.address, &format!("{path}.address"))?;
+    let name = if listener.name.is_empty() {
+        address.to_string()
+    } else {
+        listener.name.clone()
+    };
+    let [chain] = listener.filter_chains.as_slice() else {
+        return Err(FieldError::new(
+            format!("{path}.filter_chains"),
+            format!(
+                "expected exactly one filter chain, found {}",
+                listener.filter_chains.len()
+            ),
+        ));
+    };
+    let chain_path = format!("{path}.filter_chains[0]");
+    let tls = match &chain.transport_socket {
+        None => None,
+        Some(socket) => match &socket.config {
+            TransportSocketConfig::DownstreamTls(context) => Some(downstream_tls(
+                context,
+                &format!("{chain_path}.transport_socket.typed_config"),
+            )?),
+            TransportSocketConfig::UpstreamTls(_) => {
+                return Err(FieldError::new(
+                    format!("{chain_path}.transport_socket.typed_config.@type"),
+                    "a listener needs a DownstreamTlsContext, not an UpstreamTlsContext",
+                ));
+            }
+        },
+    };
+    let [filter] = chain.filters.as_slice() else {
+        return Err(FieldError::new(
+            format!("{chain_path}.filters"),
+            format!(
+                "expected exactly one network filter (envoy.filters.network.http_connection_manager), found {}",
+                chain.filters.len()
+            ),
+        ));
+    };
+    let filter_path = format!("{chain_path}.filters[0].typed_config");
+    let NetworkFilterConfig::HttpConnectionManager(hcm) = &filter.config;
+    let http = http_manager_config(hcm, &filter_path, clusters)?;
+    Ok(ListenerConfig {
+        name,
+        address,
+        tls,
+        http,
+    })
+}
+
+fn http_manager_config(
+    hcm: &schema::HttpConnectionManager,
+    path: &str,
+    clusters: &[&str],
+) -> Result<HttpManagerConfig, FieldError> {
+    for (i, filter) in hcm.http_filters.iter().enumerate() {
+        let HttpFilterConfig::Router(_) = &filter.config;
+        if i + 1 != hcm.http_filters.len() {
+            return Err(FieldError::new(
+                format!("{path}.http_filters[{i}]"),
+                "the router must be the last HTTP filter",
+            ));
+        }
+    }
+    let routes = RouteTable::build(&hcm.route_config, &format!("{path}.route_config"), clusters)?;
+    let common = hcm.common_http_protocol_options.clone().unwrap_or_default();
+    let h2 = hcm.http2_protocol_options.clone().unwrap_or_default();
+    let defaults = upstream::Http2Settings::default();
+    let max_headers_count = common.max_headers_count.unwrap_or(100);
+    if max_headers_count == 0 {
+        return Err(FieldError::new(
+            format!("{path}.common_http_protocol_options.max_headers_count"),
+            "must be at least 1",
+        ));
+    }
+    Ok(HttpManagerConfig {
+        stat_prefix: hcm.stat_prefix.clone(),
+        codec: hcm.codec_type,
+        routes,
+        idle_timeout: nonzero(
+            common
+                .idle_timeout
+                .map(|d| d.get())
+                .or(Some(Duration::from_secs(3600))),
+        ),
+        max_headers_count: max_headers_count as usize,
+        request_headers_timeout: nonzero(hcm.request_headers_timeout.map(|d| d.get())),
+        request_timeout: nonzero(hcm.request_timeout.map(|d| d.get())),
+        http2: upstream::Http2Settings {
+            max_concurrent_streams: h2
+                .max_concurrent_streams
+                .unwrap_or(defaults.max_concurrent_streams),
+            initial_stream_window_size: h2
+                .initial_stream_window_size
+                .unwrap_or(defaults.initial_stream_window_size),
+            initial_connection_window_size: h2
+                .initial_connection_window_size
+                .unwrap_or(defaults.initial_connection_window_size),
+        },
+        allow_connect: h2.allow_connect,
+        use_remote_address: hcm.use_remote_address,
+        generate_request_id: hcm.generate_request_id.unwrap_or(true),
+        server_name: hcm.server_name.clone().unwrap_or_else(|| "weir".into()),
+        max_connection_duration: nonzero(common.max_connection_duration.map(|d| d.get())),
+    })
+}
+
+/// Envoy's convention: a zero duration disables the timeout.
+fn nonzero(duration: Option<Duration>) -> Option<Duration> {
+    duration.filter(|d| !d.is_zero())
+}
+
+fn file_of(source: &schema::DataSource, path: &str) -> Result<PathBuf, FieldError> {
+    match (
+        &source.filename,
+        &source.inline_string,
+        &source.inline_bytes,
+    ) {
+        (Some(file), None, None) => Ok(PathBuf::from(file)),
+        _ => Err(FieldError::new(
+            path,
+            "TLS material must be given as {filename: PATH}; inline_string and inline_bytes are not supported here",
+        )),
+    }
+}
+
+fn downstream_tls(
+    context: &schema::DownstreamTlsContext,
+    path: &str,
+) -> Result<DownstreamTls, FieldError> {
+    let common = &context.common_tls_context;
+    if common.tls_certificates.is_empty() {
+        return Err(FieldError::new(
+            format!("{path}.common_tls_context.tls_certificates"),
+            "a TLS listener needs at least one certificate_chain + private_key",
+        ));
+    }
+    let mut certificates = Vec::new();
+    for (i, cert) in common.tls_certificates.iter().enumerate() {
+        let cert_path = format!("{path}.common_tls_context.tls_certificates[{i}]");
+        certificates.push((
+            file_of(
+                &cert.certificate_chain,
+                &format!("{cert_path}.certificate_chain"),
+            )?,
+            file_of(&cert.private_key, &format!("{cert_path}.private_key"))?,
+        ));
+    }
+    let client_ca = match common
+        .validation_context
+        .as_ref()
+        .and_then(|v| v.trusted_ca.as_ref())
+    {
+        Some(ca) => Some(file_of(
+            ca,
+            &format!("{path}.common_tls_context.validation_context.trusted_ca"),
+        )?),
+        None => None,
+    };
+    if context.require_client_certificate && client_ca.is_none() {
+        return Err(FieldError::new(
+            format!("{path}.require_client_certificate"),
+            "requiring client certificates needs common_tls_context.validation_context.trusted_ca",
+        ));
+    }
+    Ok(DownstreamTls {
+        certificates,
+        alpn_protocols: common.alpn_protocols.clone(),
+        client_ca,
+        require_client_certificate: context.require_client_certificate,
+    })
+}
+
+fn cluster_spec(cluster: &schema::Cluster, path: &str) -> Result<ClusterSpec, FieldError> {
+    use schema::DiscoveryType;
+    let discovery = match cluster.discovery_type {
+        DiscoveryType::STATIC => upstream::Discovery::Static,
+        DiscoveryType::STRICT_DNS => upstream::Discovery::StrictDns,
+        DiscoveryType::LOGICAL_DNS => upstream::Discovery::LogicalDns,
+    };
+    let mut endpoints = Vec::new();
+    if let Some(assignment) = &cluster.load_assignment {
+        for (j, locality) in assignment.endpoints.iter().enumerate() {
+            if locality.priority != 0 {
+                return Err(FieldError::new(
+                    format!("{path}.load_assignment.endpoints[{j}].priority"),
+                    "only priority 0 is supported",
+                ));
+            }
+            for (k, lb_endpoint) in locality.lb_endpoints.iter().enumerate() {
+                let socket = &lb_endpoint.endpoint.address.socket_address;
+                let field = format!(
+                    "{path}.load_assignment.endpoints[{j}].lb_endpoints[{k}].endpoint.address.socket_address"
+                );
+                if discovery == upstream::Discovery::Static
+                    && socket.address.parse::<IpAddr>().is_err()
+                {
+                    return Err(FieldError::new(
+                        format!("{field}.address"),
+                        format!(
+                            "{:?} is not an IP address; a STATIC cluster needs IP literals (use type: STRICT_DNS or LOGICAL_DNS for names)",
+                            socket.address
+                        ),
+                    ));
+                }
+                if socket.port_value == 0 {
+                    return Err(FieldError::new(
+                        format!("{field}.port_value"),
+                        "an endpoint needs a port",
+                    ));
+                }
+                endpoints.push(upstream::EndpointSpec {
+                    address: socket.address.clone(),
+                    port: socket.port_value,
+                });
+            }
+        }
+    }
+    if discovery == upstream::Discovery::LogicalDns && endpoints.len() > 1 {
+        return Err(FieldError::new(
+            format!("{path}.load_assignment"),
+            "a LOGICAL_DNS cluster takes exactly one endpoint",
+        ));
+    }
+    let lb_policy = match cluster.lb_policy {
+        schema::LbPolicyName::ROUND_ROBIN => upstream::LbPolicy::RoundRobin,
+        schema::LbPolicyName::LEAST_REQUEST => upstream::LbPolicy::LeastRequest,
+        schema::LbPolicyName::RANDOM => upstream::LbPolicy::Random,
+    };
+    let mut thresholds = upstream::Thresholds::default();
+    if let Some(breakers) = &cluster.circuit_breakers {
+        for t in breakers
+            .thresholds
+            .iter()
+            .filter(|t| t.priority == schema::RoutingPriority::DEFAULT)
+        {
+            thresholds.max_connections = t.max_connections.unwrap_or(thresholds.max_connections);
+            thresholds.max_pending_requests = t
+                .max_pending_requests
+                .unwrap_or(thresholds.max_pending_requests);
+            thresholds.max_requests = t.max_requests.unwrap_or(thresholds.max_requests);
+            thresholds.max_retries = t.max_retries.unwrap_or(thresholds.max_retries);
+        }
+    }
+    let (protocol, h2_options, common) = upstream_protocol(cluster, path)?;
+    let defaults = upstream::Http2Settings::default();
+    let http2 = upstream::Http2Settings {
+        max_concurrent_streams: h2_options
+            .as_ref()
+            .and_then(|o| o.max_concurrent_streams)
+            .unwrap_or(defaults.max_concurrent_streams),
+        initial_stream_window_size: h2_options
+            .as_ref()
+            .and_then(|o| o.initial_stream_window_size)
+            .unwrap_or(defaults.initial_stream_window_size),
+        initial_connection_window_size: h2_options
+            .as_ref()
+            .and_then(|o| o.initial_connection_window_size)
+            .unwrap_or(defaults.initial_connection_window_size),
+    };
+    let health_check = match cluster.health_checks.as_slice() {
+        [] => None,
+        [check, ..] => {
+            let check_path = format!("{path}.health_checks[0]");
+            let Some(http) = &check.http_health_check else {
+                return Err(FieldError::new(
+                    check_path,
+                    "only http_health_check is supported",
+                ));
+            };
+            if check.interval.get().is_zero() {
+                return Err(FieldError::new(
+                    format!("{check_path}.interval"),
+                    "must be above 0s",
+                ));
+            }
+            Some(upstream::HealthCheckSpec {
+                path: http.path.clone(),
+                host: http.host.clone(),
+                interval: check.interval.get(),
+                timeout: check.timeout.get(),
+                healthy_threshold: check.healthy_threshold.max(1),
+                unhealthy_threshold: check.unhealthy_threshold.max(1),
+            })
+        }
+    };
+    let tls = match &cluster.transport_socket {
+        None => None,
+        Some(socket) => match &socket.config {
+            TransportSocketConfig::UpstreamTls(context) => Some(upstream_tls(
+                context,
+                &format!("{path}.transport_socket.typed_config"),
+            )?),
+            TransportSocketConfig::DownstreamTls(_) => {
+                return Err(FieldError::new(
+                    format!("{path}.transport_socket.typed_config.@type"),
+                    "a cluster needs an UpstreamTlsContext, not a DownstreamTlsContext",
+                ));
+            }
+        },
+    };
+    Ok(ClusterSpec {
+        name: cluster.name.clone(),
+        discovery,
+        endpoints,
+        dns_refresh_rate: nonzero(cluster.dns_refresh_rate.map(|d| d.get()))
+            .unwrap_or(Duration::from_secs(5)),
+        connect_timeout: nonzero(cluster.connect_timeout.map(|d| d.get()))
+            .unwrap_or(Duration::from_secs(5)),
+        lb_policy,
+        thresholds,
+        protocol,
+        http2,
+        max_requests_per_connection: common
+            .as_ref()
+            .and_then(|c| c.max_requests_per_connection)
+            .filter(|n| *n > 0),
+        idle_timeout: match common.as_ref().and_then(|c| c.idle_timeout) {
+            Some(d) => nonzero(Some(d.get())),
+            None => Some(Duration::from_secs(3600)),
+        },
+        health_check,
+        tls,
+    })
+}
+
+type ProtocolChoice = (
+    upstream::UpstreamProtocol,
+    Option<schema::Http2ProtocolOptions>,
+    Option<schema::CommonHttpProtocolOptions>,
+);
+
+fn upstream_protocol(cluster: &schema::Cluster, path: &str) -> Result<ProtocolChoice, FieldError> {
+    use upstream::UpstreamProtocol;
+    let options = cluster
+        .typed_extension_protocol_options
+        .as_ref()
+        .and_then(|m| m.http.as_ref());
+    let Some(options) = options else {
+        return Ok(match &cluster.http2_protocol_options {
+            Some(h2) => (UpstreamProtocol::Http2, Some(h2.clone()), None),
+            None => (UpstreamProtocol::Http1, None, None),
+        });
+    };
+    let options_path = format!(
+        "{path}.typed_extension_protocol_options.{}",
+        typed::type_names::HTTP_PROTOCOL_OPTIONS
+    );
+    let common = options.common_http_protocol_options.clone();
+    match (&options.explicit_http_config, &options.auto_config) {
+        (Some(_), Some(_)) => Err(FieldError::new(
+            options_path,
+            "set one of explicit_http_config and auto_config, not both",
+        )),
+        (Some(explicit), None) => match (
+            &explicit.http_protocol_options,
+            &explicit.http2_protocol_options,
+        ) {
+            (Some(_), None) => Ok((UpstreamProtocol::Http1, None, common)),
+            (None, Some(h2)) => Ok((UpstreamProtocol::Http2, Some(h2.clone()), common)),
+            _ => Err(FieldError::new(
+                format!("{options_path}.explicit_http_config"),
+                "set exactly one of http_protocol_options and http2_protocol_options",
+            )),
+        },
+        (None, Some(auto)) => Ok((
+            UpstreamProtocol::Auto,
+            auto.http2_protocol_options.clone(),
+            common,
+        )),
+        (None, None) => Ok((UpstreamProtocol::Http1, None, common)),
+    }
+}
+
+fn upstream_tls(
+    context: &schema::UpstreamTlsContext,
+    path: &str,
+) -> Result<upstream::UpstreamTlsSpec, FieldError> {
+    let common = &context.common_tls_context;
+    let (cert_chain_file, private_key_file) = match common.tls_certificates.as_slice() {
+        [] => (None, None),
+        [cert] => {
+            let cert_path = format!("{path}.common_tls_context.tls_certificates[0]");
+            (
+                Some(file_of(
+                    &cert.certificate_chain,
+                    &format!("{cert_path}.certificate_chain"),
+                )?),
+                Some(file_of(
+                    &cert.private_key,
+                    &format!("{cert_path}.private_key"),
+                )?),
+            )
+        }
+        _ => {
+            return Err(FieldError::new(
+                format!("{path}.common_tls_context.tls_certificates"),
+                "an upstream TLS context takes at most one client certificate",
+            ));
+        }
+    };
+    let ca_file = match common
+        .validation_context
+        .as_ref()
+        .and_then(|v| v.trusted_ca.as_ref())
+    {
+        Some(ca) => Some(file_of(
+            ca,
+            &format!("{path}.common_tls_context.validation_context.trusted_ca"),
+        )?),
+        None => None,
+    };
+    Ok(upstream::UpstreamTlsSpec {
+        sni: context.sni.clone(),
+        ca_file,
+        cert_chain_file,
+        private_key_file,
+        alpn_protocols: common.alpn_protocols.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

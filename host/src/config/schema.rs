@@ -1,0 +1,702 @@
+//! The subset of Envoy's v3 bootstrap that weir reads, with Envoy's field names and nesting.
+//!
+//! Every struct denies unknown fields, so a typo or an unsupported Envoy feature is an error
+//! that names its path rather than something silently ignored. Fields whose `typed_config`
+//! selects a type (`filters[]`, `http_filters[]`, `transport_socket`,
+//! `typed_extension_protocol_options`) are resolved in [`super::typed`].
+
+use super::duration::ConfigDuration;
+use super::typed::{HttpFilter, NetworkFilter, ProtocolOptionsMap, TransportSocket};
+use serde::Deserialize;
+
+/// The top of the file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Bootstrap {
+    /// `node` identifies this proxy (its id is visible to filters).
+    #[serde(default)]
+    pub node: Option<Node>,
+    /// The admin listener; none when absent.
+    #[serde(default)]
+    pub admin: Option<Admin>,
+    /// Listeners and clusters.
+    #[serde(default)]
+    pub static_resources: StaticResources,
+}
+
+/// `node`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// `node.id`.
+    #[serde(default)]
+    pub id: String,
+    /// `node.cluster`.
+    #[serde(default)]
+    pub cluster: String,
+}
+
+/// `admin`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Where the admin listener binds.
+    pub address: Address,
+    /// Accepted for compatibility with older Envoy configs; weir writes no admin access log.
+    #[serde(default)]
+    pub access_log_path: Option<String>,
+}
+
+/// `static_resources`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StaticResources {
+    /// `listeners[]`.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// `clusters[]`.
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+}
+
+/// `config.core.v3.Address`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    /// `socket_address`.
+    pub socket_address: SocketAddress,
+}
+
+/// `config.core.v3.SocketAddress`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketAddress {
+    /// An IP literal (listeners, STATIC clusters) or a DNS name (DNS clusters).
+    pub address: String,
+    /// The port; 0 for a listener means "any free port".
+    #[serde(default)]
+    pub port_value: u16,
+    /// TCP (default) or UDP.
+    #[serde(default)]
+    pub protocol: SocketProtocol,
+    /// Accept IPv4 on an IPv6 any-address too.
+    #[serde(default)]
+    pub ipv4_compat: bool,
+}
+
+/// `SocketAddress.protocol`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+pub enum SocketProtocol {
+    /// TCP.
+    #[default]
+    TCP,
+    /// UDP (QUIC listeners).
+    UDP,
+}
+
+/// `listeners[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Unique name.
+    #[serde(default)]
+    pub name: String,
+    /// Where it binds.
+    pub address: Address,
+    /// `filter_chains[]`; weir uses the first (filter_chain_match is not supported).
+    pub filter_chains: Vec<FilterChain>,
+    /// Accepted for compatibility; weir sizes its own buffers.
+    #[serde(default)]
+    pub per_connection_buffer_limit_bytes: Option<u32>,
+}
+
+/// `filter_chains[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterChain {
+    /// Optional name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `filters[]`: network filters, the last one terminal.
+    pub filters: Vec<NetworkFilter>,
+    /// TLS for the downstream side (`DownstreamTlsContext`).
+    #[serde(default)]
+    pub transport_socket: Option<TransportSocket>,
+}
+
+/// `envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConnectionManager {
+    /// Label of this manager's stats.
+    pub stat_prefix: String,
+    /// Which downstream codec: AUTO detects HTTP/2 by its preface or ALPN.
+    #[serde(default)]
+    pub codec_type: CodecType,
+    /// Inline route table.
+    pub route_config: RouteConfiguration,
+    /// `http_filters[]`; the router must be last.
+    #[serde(default)]
+    pub http_filters: Vec<HttpFilter>,
+    /// Options for every protocol.
+    #[serde(default)]
+    pub common_http_protocol_options: Option<CommonHttpProtocolOptions>,
+    /// HTTP/1.1 options.
+    #[serde(default)]
+    pub http_protocol_options: Option<Http1ProtocolOptions>,
+    /// HTTP/2 options.
+    #[serde(default)]
+    pub http2_protocol_options: Option<Http2ProtocolOptions>,
+    /// Time allowed to receive a whole request; zero or unset disables it.
+    #[serde(default)]
+    pub request_timeout: Option<ConfigDuration>,
+    /// Time allowed to receive request headers.
+    #[serde(default)]
+    pub request_headers_timeout: Option<ConfigDuration>,
+    /// Use the connection's peer address as the client address and append it to
+    /// x-forwarded-for (Envoy's edge setting).
+    #[serde(default)]
+    pub use_remote_address: bool,
+    /// Give requests without x-request-id a generated one (default true).
+    #[serde(default)]
+    pub generate_request_id: Option<bool>,
+    /// Value of the `server` response header (default "weir").
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Time allowed for draining connections on shutdown.
+    #[serde(default)]
+    pub drain_timeout: Option<ConfigDuration>,
+}
+
+/// `codec_type`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+pub enum CodecType {
+    /// HTTP/1.1 or HTTP/2, detected per connection.
+    #[default]
+    AUTO,
+    /// HTTP/1.1 only.
+    HTTP1,
+    /// HTTP/2 only.
+    HTTP2,
+}
+
+/// `common_http_protocol_options`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CommonHttpProtocolOptions {
+    /// Close a connection with no request in flight after this (Envoy default 1h).
+    #[serde(default)]
+    pub idle_timeout: Option<ConfigDuration>,
+    /// Most headers a request (or, upstream, a response) may carry (default 100).
+    #[serde(default)]
+    pub max_headers_count: Option<u32>,
+    /// Upstream only: drain a connection after this many requests.
+    #[serde(default)]
+    pub max_requests_per_connection: Option<u32>,
+    /// Close a connection this long after it opened.
+    #[serde(default)]
+    pub max_connection_duration: Option<ConfigDuration>,
+}
+
+/// `http_protocol_options` (HTTP/1.1).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Http1ProtocolOptions {
+    /// Accept HTTP/1.0 requests (hyper always does).
+    #[serde(default)]
+    pub accept_http_10: bool,
+}
+
+/// `http2_protocol_options`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Http2ProtocolOptions {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS (Envoy default 2147483647).
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u32>,
+    /// SETTINGS_INITIAL_WINDOW_SIZE (Envoy default 268435456).
+    #[serde(default)]
+    pub initial_stream_window_size: Option<u32>,
+    /// Connection flow-control window (Envoy default 268435456).
+    #[serde(default)]
+    pub initial_connection_window_size: Option<u32>,
+    /// Advertise SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441).
+    #[serde(default)]
+    pub allow_connect: bool,
+}
+
+/// `route_config`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfiguration {
+    /// Optional name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `virtual_hosts[]`.
+    #[serde(default)]
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// `virtual_hosts[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualHost {
+    /// Name (for logs).
+    pub name: String,
+    /// Host names, each exact, `*.suffix`, `prefix.*` or `*`.
+    pub domains: Vec<String>,
+    /// `routes[]`, first match wins.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// `routes[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Optional name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Which requests this route takes.
+    #[serde(rename = "match")]
+    pub route_match: RouteMatch,
+    /// Forward to a cluster.
+    #[serde(default)]
+    pub route: Option<RouteAction>,
+    /// Answer locally.
+    #[serde(default)]
+    pub direct_response: Option<DirectResponse>,
+}
+
+/// `match`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// The path starts with this.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The path without its query is exactly this.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The path without its query matches this regex in full.
+    #[serde(default)]
+    pub safe_regex: Option<RegexMatcher>,
+    /// Whether prefix and path compare case-sensitively (default true).
+    #[serde(default)]
+    pub case_sensitive: Option<bool>,
+    /// Every one of these must match.
+    #[serde(default)]
+    pub headers: Vec<HeaderMatcher>,
+}
+
+/// `type.matcher.v3.RegexMatcher`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexMatcher {
+    /// The pattern (RE2 syntax; weir uses the `regex` crate, whose syntax is RE2's).
+    pub regex: String,
+    /// Accepted for compatibility; the engine is always RE2-compatible.
+    #[serde(default)]
+    pub google_re2: Option<serde_yaml_ng::Value>,
+}
+
+/// `headers[]` of a route match.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatcher {
+    /// Header name.
+    pub name: String,
+    /// Deprecated form of `string_match.exact`.
+    #[serde(default)]
+    pub exact_match: Option<String>,
+    /// Deprecated form of `string_match.prefix`.
+    #[serde(default)]
+    pub prefix_match: Option<String>,
+    /// Deprecated form of `string_match.suffix`.
+    #[serde(default)]
+    pub suffix_match: Option<String>,
+    /// Deprecated form of `string_match.contains`.
+    #[serde(default)]
+    pub contains_match: Option<String>,
+    /// Deprecated form of `string_match.safe_regex`.
+    #[serde(default)]
+    pub safe_regex_match: Option<RegexMatcher>,
+    /// The header is present (true) or absent (false).
+    #[serde(default)]
+    pub present_match: Option<bool>,
+    /// The value matches.
+    #[serde(default)]
+    pub string_match: Option<StringMatcher>,
+    /// Negate the result.
+    #[serde(default)]
+    pub invert_match: bool,
+}
+
+/// `type.matcher.v3.StringMatcher`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StringMatcher {
+    /// Equal.
+    #[serde(default)]
+    pub exact: Option<String>,
+    /// Starts with.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Ends with.
+    #[serde(default)]
+    pub suffix: Option<String>,
+    /// Contains.
+    #[serde(default)]
+    pub contains: Option<String>,
+    /// Matches in full.
+    #[serde(default)]
+    pub safe_regex: Option<RegexMatcher>,
+    /// Compare ignoring ASCII case (not for safe_regex).
+    #[serde(default)]
+    pub ignore_case: bool,
+}
+
+/// `route` of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAction {
+    /// The cluster to forward to.
+    pub cluster: String,
+    /// Replace the matched prefix with this.
+    #[serde(default)]
+    pub prefix_rewrite: Option<String>,
+    /// Replace the Host / :authority with this.
+    #[serde(default)]
+    pub host_rewrite_literal: Option<String>,
+    /// Time for the upstream to respond (default 15s; 0 disables it).
+    #[serde(default)]
+    pub timeout: Option<ConfigDuration>,
+}
+
+/// `direct_response`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponse {
+    /// Status code.
+    pub status: u16,
+    /// Body.
+    #[serde(default)]
+    pub body: Option<DataSource>,
+}
+
+/// `config.core.v3.DataSource`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DataSource {
+    /// Read from this file.
+    #[serde(default)]
+    pub filename: Option<String>,
+    /// This text.
+    #[serde(default)]
+    pub inline_string: Option<String>,
+    /// These bytes, base64 as protobuf JSON writes bytes.
+    #[serde(default)]
+    pub inline_bytes: Option<String>,
+}
+
+/// `clusters[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Unique name routes refer to.
+    pub name: String,
+    /// Discovery type (default STATIC).
+    #[serde(default, rename = "type")]
+    pub discovery_type: DiscoveryType,
+    /// Limit on connecting (default 5s).
+    #[serde(default)]
+    pub connect_timeout: Option<ConfigDuration>,
+    /// Load balancing policy (default ROUND_ROBIN).
+    #[serde(default)]
+    pub lb_policy: LbPolicyName,
+    /// Endpoints.
+    #[serde(default)]
+    pub load_assignment: Option<ClusterLoadAssignment>,
+    /// Circuit breakers.
+    #[serde(default)]
+    pub circuit_breakers: Option<CircuitBreakers>,
+    /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions` and friends.
+    #[serde(default)]
+    pub typed_extension_protocol_options: Option<ProtocolOptionsMap>,
+    /// Deprecated v3 shortcut for an HTTP/2 upstream.
+    #[serde(default)]
+    pub http2_protocol_options: Option<Http2ProtocolOptions>,
+    /// Active health checks (the first is used).
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
+    /// TLS to the upstream (`UpstreamTlsContext`).
+    #[serde(default)]
+    pub transport_socket: Option<TransportSocket>,
+    /// Re-resolution interval for DNS clusters (default 5s).
+    #[serde(default)]
+    pub dns_refresh_rate: Option<ConfigDuration>,
+    /// Address families DNS names resolve to.
+    #[serde(default)]
+    pub dns_lookup_family: DnsLookupFamily,
+    /// Accepted for compatibility; weir buffers per stream, not per connection.
+    #[serde(default)]
+    pub per_connection_buffer_limit_bytes: Option<u32>,
+}
+
+/// `type` of a cluster.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum DiscoveryType {
+    /// IP literals.
+    #[default]
+    STATIC,
+    /// Every address of every name.
+    STRICT_DNS,
+    /// The first address of each name.
+    LOGICAL_DNS,
+}
+
+/// `lb_policy`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum LbPolicyName {
+    /// In turn.
+    #[default]
+    ROUND_ROBIN,
+    /// Fewest active requests of two random picks.
+    LEAST_REQUEST,
+    /// Uniformly random.
+    RANDOM,
+}
+
+/// `dns_lookup_family`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum DnsLookupFamily {
+    /// Both families.
+    #[default]
+    AUTO,
+    /// IPv4 only.
+    V4_ONLY,
+    /// IPv6 only.
+    V6_ONLY,
+    /// IPv4 first.
+    V4_PREFERRED,
+    /// All addresses.
+    ALL,
+}
+
+/// `load_assignment`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterLoadAssignment {
+    /// Usually the cluster's name.
+    #[serde(default)]
+    pub cluster_name: Option<String>,
+    /// Localities.
+    #[serde(default)]
+    pub endpoints: Vec<LocalityLbEndpoints>,
+}
+
+/// `endpoints[]` of a load assignment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalityLbEndpoints {
+    /// Accepted for compatibility; weir does not do locality-aware balancing.
+    #[serde(default)]
+    pub locality: Option<serde_yaml_ng::Value>,
+    /// The endpoints.
+    #[serde(default)]
+    pub lb_endpoints: Vec<LbEndpoint>,
+    /// Only priority 0 is supported.
+    #[serde(default)]
+    pub priority: u32,
+}
+
+/// `lb_endpoints[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbEndpoint {
+    /// The endpoint.
+    pub endpoint: Endpoint,
+    /// Accepted; weir balances without weights.
+    #[serde(default)]
+    pub load_balancing_weight: Option<u32>,
+}
+
+/// `endpoint`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Its address.
+    pub address: Address,
+}
+
+/// `circuit_breakers`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakers {
+    /// One entry per priority; weir uses DEFAULT.
+    #[serde(default)]
+    pub thresholds: Vec<Thresholds>,
+}
+
+/// `thresholds[]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// DEFAULT (the default) or HIGH.
+    #[serde(default)]
+    pub priority: RoutingPriority,
+    /// Connections to the cluster.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Requests waiting for a connection.
+    #[serde(default)]
+    pub max_pending_requests: Option<u32>,
+    /// Requests in flight.
+    #[serde(default)]
+    pub max_requests: Option<u32>,
+    /// Retries in flight.
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+}
+
+/// `priority` of circuit breaker thresholds.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum RoutingPriority {
+    /// The one weir uses.
+    #[default]
+    DEFAULT,
+    /// Accepted; weir has no high-priority routes.
+    HIGH,
+}
+
+/// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamHttpProtocolOptions {
+    /// Options for every protocol.
+    #[serde(default)]
+    pub common_http_protocol_options: Option<CommonHttpProtocolOptions>,
+    /// One protocol, always.
+    #[serde(default)]
+    pub explicit_http_config: Option<ExplicitHttpConfig>,
+    /// Protocol chosen by ALPN.
+    #[serde(default)]
+    pub auto_config: Option<AutoHttpConfig>,
+}
+
+/// `explicit_http_config`: exactly one of the fields.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ExplicitHttpConfig {
+    /// HTTP/1.1.
+    #[serde(default)]
+    pub http_protocol_options: Option<Http1ProtocolOptions>,
+    /// HTTP/2.
+    #[serde(default)]
+    pub http2_protocol_options: Option<Http2ProtocolOptions>,
+}
+
+/// `auto_config`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AutoHttpConfig {
+    /// HTTP/1.1 options when h1 is picked.
+    #[serde(default)]
+    pub http_protocol_options: Option<Http1ProtocolOptions>,
+    /// HTTP/2 options when h2 is picked.
+    #[serde(default)]
+    pub http2_protocol_options: Option<Http2ProtocolOptions>,
+}
+
+/// `health_checks[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// A check with no answer within this fails.
+    pub timeout: ConfigDuration,
+    /// Time between checks.
+    pub interval: ConfigDuration,
+    /// Failures that make a host unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Passes that make a host healthy.
+    pub healthy_threshold: u32,
+    /// The HTTP check.
+    #[serde(default)]
+    pub http_health_check: Option<HttpHealthCheck>,
+    /// Accepted; weir does not add jitter.
+    #[serde(default)]
+    pub interval_jitter: Option<ConfigDuration>,
+}
+
+/// `http_health_check`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpHealthCheck {
+    /// Path requested.
+    pub path: String,
+    /// Host header (default: the cluster name).
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// `extensions.transport_sockets.tls.v3.DownstreamTlsContext`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DownstreamTlsContext {
+    /// Certificates and ALPN.
+    #[serde(default)]
+    pub common_tls_context: CommonTlsContext,
+    /// Ask clients for a certificate and refuse those without one.
+    #[serde(default)]
+    pub require_client_certificate: bool,
+}
+
+/// `extensions.transport_sockets.tls.v3.UpstreamTlsContext`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsContext {
+    /// CA, client certificate and ALPN.
+    #[serde(default)]
+    pub common_tls_context: CommonTlsContext,
+    /// SNI to send.
+    #[serde(default)]
+    pub sni: Option<String>,
+}
+
+/// `common_tls_context`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CommonTlsContext {
+    /// Certificate chains with their keys.
+    #[serde(default)]
+    pub tls_certificates: Vec<TlsCertificate>,
+    /// Peer certificate validation.
+    #[serde(default)]
+    pub validation_context: Option<CertificateValidationContext>,
+    /// ALPN protocols offered (client) or accepted (server), in preference order.
+    #[serde(default)]
+    pub alpn_protocols: Vec<String>,
+}
+
+/// `tls_certificates[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertificate {
+    /// PEM certificate chain.
+    pub certificate_chain: DataSource,
+    /// PEM private key.
+    pub private_key: DataSource,
+}
+
+/// `validation_context`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateValidationContext {
+    /// PEM CA bundle.
+    #[serde(default)]
+    pub trusted_ca: Option<DataSource>,
+}

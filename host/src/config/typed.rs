@@ -1,0 +1,323 @@
+//! Fields whose `typed_config` `"@type"` picks what they contain.
+//!
+//! Envoy writes an extension as `{name, typed_config: {"@type": URL, ...fields}}`, sometimes
+//! wrapped in a `TypedStruct` (`{"@type": ...TypedStruct, type_url: URL, value: {...}}`), and for
+//! well-known extensions with the `name` alone. Each is read here into a typed enum. An error
+//! inside the typed fields keeps its own field path: it is carried in the message between
+//! [`PATH_MARK`]s and joined onto the outer path by [`super::ConfigError`].
+
+use super::schema::{
+    DownstreamTlsContext, HttpConnectionManager, UpstreamHttpProtocolOptions, UpstreamTlsContext,
+};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
+use serde_yaml_ng::{Mapping, Value};
+use std::collections::BTreeMap;
+
+/// Marks the inner field path inside an error message (see the module docs).
+pub(super) const PATH_MARK: char = '\u{1}';
+
+const TYPE_PREFIX: &str = "type.googleapis.com/";
+const TYPED_STRUCTS: &[&str] = &["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"];
+
+/// Type names of the extensions weir implements.
+pub mod type_names {
+    /// The HTTP connection manager network filter.
+    pub const HCM: &str =
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+    /// The router HTTP filter.
+    pub const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+    /// Downstream TLS.
+    pub const DOWNSTREAM_TLS: &str =
+        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+    /// Upstream TLS.
+    pub const UPSTREAM_TLS: &str = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+    /// Upstream HTTP protocol options.
+    pub const HTTP_PROTOCOL_OPTIONS: &str =
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+}
+
+/// Extension names that may stand alone, without `typed_config`, and the type each means.
+const WELL_KNOWN_NAMES: &[(&str, &str)] = &[
+    ("envoy.filters.http.router", type_names::ROUTER),
+    ("envoy.router", type_names::ROUTER),
+];
+
+/// Splits `typed_config` into its type name and its fields. With no `typed_config`, the
+/// extension's `name` must be one that stands alone.
+fn split_typed(name: &str, typed_config: Option<Value>) -> Result<(String, Value), String> {
+    let Some(typed_config) = typed_config else {
+        return WELL_KNOWN_NAMES
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, type_name)| (type_name.to_string(), Value::Mapping(Mapping::new())))
+            .ok_or_else(|| format!("extension {name:?} needs a typed_config with an \"@type\""));
+    };
+    let Value::Mapping(mut fields) = typed_config else {
+        return Err(format!(
+            "{PATH_MARK}typed_config{PATH_MARK}expected a mapping"
+        ));
+    };
+    let type_url = match fields.remove("@type") {
+        Some(Value::String(url)) => url,
+        Some(_) => {
+            return Err(format!(
+                "{PATH_MARK}typed_config.@type{PATH_MARK}expected a string"
+            ));
+        }
+        None => {
+            return Err(format!(
+                "{PATH_MARK}typed_config{PATH_MARK}missing \"@type\""
+            ));
+        }
+    };
+    let type_name = type_url
+        .strip_prefix(TYPE_PREFIX)
+        .unwrap_or(&type_url)
+        .to_string();
+    if !TYPED_STRUCTS.contains(&type_name.as_str()) {
+        return Ok((type_name, Value::Mapping(fields)));
+    }
+    let inner_url = match fields.remove("type_url") {
+        Some(Value::String(url)) => url,
+        _ => {
+            return Err(format!(
+                "{PATH_MARK}typed_config.type_url{PATH_MARK}a TypedStruct needs a string type_url"
+            ));
+        }
+    };
+    let value = fields
+        .remove("value")
+        .unwrap_or(Value::Mapping(Mapping::new()));
+    if let Some((Value::String(key), _)) = fields.into_iter().next() {
+        return Err(format!(
+            "{PATH_MARK}typed_config.{key}{PATH_MARK}unknown field, expected `type_url` or `value`"
+        ));
+    }
+    let inner = inner_url
+        .strip_prefix(TYPE_PREFIX)
+        .unwrap_or(&inner_url)
+        .to_string();
+    Ok((inner, value))
+}
+
+/// Reads `value` as `T`, keeping the field path of an error inside it, relative to
+/// `typed_config`.
+fn typed<T: DeserializeOwned>(value: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let path = if path == "." {
+            String::new()
+        } else {
+            format!(".{path}")
+        };
+        let message = error.into_inner().to_string();
+        match message.find(PATH_MARK) {
+            // A typed field nested in this one: join its path onto ours.
+            Some(start) => {
+                let nested = &message[start + PATH_MARK.len_utf8()..];
+                format!("{PATH_MARK}typed_config{path}.{nested}")
+            }
+            None => format!(
+                "{PATH_MARK}typed_config{path}{PATH_MARK}{}",
+                super::strip_yaml_path(&message)
+            ),
+        }
+    })
+}
+
+fn unsupported(kind: &str, type_name: &str, accepted: &[&str]) -> String {
+    format!(
+        "{PATH_MARK}typed_config.@type{PATH_MARK}unsupported {kind} type {type_name:?}; weir supports {}",
+        accepted.join(", ")
+    )
+}
+
+/// The fields every typed extension has.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExtension {
+    name: String,
+    #[serde(default)]
+    typed_config: Option<Value>,
+}
+
+/// `filter_chains[].filters[]`.
+#[derive(Debug, Clone)]
+pub struct NetworkFilter {
+    /// The filter's `name`.
+    pub name: String,
+    /// What it is.
+    pub config: NetworkFilterConfig,
+}
+
+/// The network filters weir implements.
+#[derive(Debug, Clone)]
+pub enum NetworkFilterConfig {
+    /// `envoy.filters.network.http_connection_manager`.
+    HttpConnectionManager(Box<HttpConnectionManager>),
+}
+
+impl<'de> Deserialize<'de> for NetworkFilter {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawExtension::deserialize(deserializer)?;
+        let (type_name, value) =
+            split_typed(&raw.name, raw.typed_config).map_err(D::Error::custom)?;
+        let config = match type_name.as_str() {
+            type_names::HCM => NetworkFilterConfig::HttpConnectionManager(Box::new(
+                typed(value).map_err(D::Error::custom)?,
+            )),
+            other => {
+                return Err(D::Error::custom(unsupported(
+                    "network filter",
+                    other,
+                    &[type_names::HCM],
+                )));
+            }
+        };
+        Ok(NetworkFilter {
+            name: raw.name,
+            config,
+        })
+    }
+}
+
+/// `http_filters[]`.
+#[derive(Debug, Clone)]
+pub struct HttpFilter {
+    /// The filter's `name`.
+    pub name: String,
+    /// What it is.
+    pub config: HttpFilterConfig,
+}
+
+/// The HTTP filters weir implements.
+#[derive(Debug, Clone)]
+pub enum HttpFilterConfig {
+    /// `envoy.filters.http.router`: forwards to the route's cluster. Always last.
+    Router(RouterConfig),
+}
+
+/// `envoy.extensions.filters.http.router.v3.Router`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Don't add `x-envoy-*` headers (weir adds none either way).
+    #[serde(default)]
+    pub suppress_envoy_headers: bool,
+}
+
+impl<'de> Deserialize<'de> for HttpFilter {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawExtension::deserialize(deserializer)?;
+        let (type_name, value) =
+            split_typed(&raw.name, raw.typed_config).map_err(D::Error::custom)?;
+        let config = match type_name.as_str() {
+            type_names::ROUTER => HttpFilterConfig::Router(typed(value).map_err(D::Error::custom)?),
+            other => {
+                return Err(D::Error::custom(unsupported(
+                    "HTTP filter",
+                    other,
+                    &[type_names::ROUTER],
+                )));
+            }
+        };
+        Ok(HttpFilter {
+            name: raw.name,
+            config,
+        })
+    }
+}
+
+/// `transport_socket`.
+#[derive(Debug, Clone)]
+pub struct TransportSocket {
+    /// The socket's `name` (e.g. `envoy.transport_sockets.tls`).
+    pub name: String,
+    /// What it is.
+    pub config: TransportSocketConfig,
+}
+
+/// The transport sockets weir implements.
+#[derive(Debug, Clone)]
+pub enum TransportSocketConfig {
+    /// TLS on a listener's filter chain.
+    DownstreamTls(Box<DownstreamTlsContext>),
+    /// TLS to a cluster's hosts.
+    UpstreamTls(Box<UpstreamTlsContext>),
+}
+
+impl<'de> Deserialize<'de> for TransportSocket {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawExtension::deserialize(deserializer)?;
+        let (type_name, value) =
+            split_typed(&raw.name, raw.typed_config).map_err(D::Error::custom)?;
+        let config = match type_name.as_str() {
+            type_names::DOWNSTREAM_TLS => TransportSocketConfig::DownstreamTls(Box::new(
+                typed(value).map_err(D::Error::custom)?,
+            )),
+            type_names::UPSTREAM_TLS => TransportSocketConfig::UpstreamTls(Box::new(
+                typed(value).map_err(D::Error::custom)?,
+            )),
+            other => {
+                return Err(D::Error::custom(unsupported(
+                    "transport socket",
+                    other,
+                    &[type_names::DOWNSTREAM_TLS, type_names::UPSTREAM_TLS],
+                )));
+            }
+        };
+        Ok(TransportSocket {
+            name: raw.name,
+            config,
+        })
+    }
+}
+
+/// `typed_extension_protocol_options` of a cluster: the one key weir knows.
+#[derive(Debug, Clone, Default)]
+pub struct ProtocolOptionsMap {
+    /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.
+    pub http: Option<UpstreamHttpProtocolOptions>,
+}
+
+impl<'de> Deserialize<'de> for ProtocolOptionsMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = BTreeMap::<String, Value>::deserialize(deserializer)?;
+        let mut options = ProtocolOptionsMap::default();
+        for (key, value) in entries {
+            if key != type_names::HTTP_PROTOCOL_OPTIONS {
+                return Err(D::Error::custom(format!(
+                    "{PATH_MARK}{key}{PATH_MARK}unsupported protocol options; weir supports {}",
+                    type_names::HTTP_PROTOCOL_OPTIONS
+                )));
+            }
+            let (type_name, fields) =
+                split_typed(&key, Some(value)).map_err(|e| D::Error::custom(nest(&key, e)))?;
+            if type_name != type_names::HTTP_PROTOCOL_OPTIONS {
+                return Err(D::Error::custom(nest(
+                    &key,
+                    unsupported(
+                        "protocol options",
+                        &type_name,
+                        &[type_names::HTTP_PROTOCOL_OPTIONS],
+                    ),
+                )));
+            }
+            options.http = Some(typed(fields).map_err(|e| D::Error::custom(nest(&key, e)))?);
+        }
+        Ok(options)
+    }
+}
+
+/// Puts `key` in front of the inner path of `message`. The map's values are written without a
+/// `typed_config` key, so that part of the inner path is replaced by the key.
+fn nest(key: &str, message: String) -> String {
+    match message.strip_prefix(PATH_MARK) {
+        Some(rest) => {
+            let rest = rest.strip_prefix("typed_config").unwrap_or(rest);
+            format!("{PATH_MARK}{key}{rest}")
+        }
+        None => format!("{PATH_MARK}{key}{PATH_MARK}{message}"),
+    }
+}

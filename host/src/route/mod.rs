@@ -1,0 +1,314 @@
+//! Virtual hosts and routes: which route a request takes.
+//!
+//! A [`RouteTable`] is built once per config from `route_config`, with every regex compiled and
+//! every cluster reference checked, so matching a request does no parsing and cannot fail.
+//! Virtual hosts are found as Envoy finds them: an exact domain first, then the longest
+//! `*.suffix` wildcard, then the longest `prefix.*` wildcard, then `*`. Within a virtual host,
+//! the first route whose match accepts the request wins.
+
+mod matcher;
+
+use crate::config::FieldError;
+use crate::config::schema::{self, RouteConfiguration};
+use bytes::Bytes;
+use http::HeaderMap;
+pub use matcher::{HeaderMatcher, PathMatcher};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Default upstream response timeout of a route (Envoy's).
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Every virtual host of one connection manager.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    virtual_hosts: Vec<VirtualHost>,
+    exact: HashMap<String, usize>,
+    /// `*.example.com` as (".example.com"-style suffix, host index), longest first.
+    suffixes: Vec<(String, usize)>,
+    /// `www.example.*` as ("www.example."-style prefix, host index), longest first.
+    prefixes: Vec<(String, usize)>,
+    catch_all: Option<usize>,
+}
+
+/// One virtual host.
+#[derive(Debug, Clone)]
+pub struct VirtualHost {
+    /// Its name.
+    pub name: String,
+    /// Its routes, in order.
+    pub routes: Vec<Route>,
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Its name, if given.
+    pub name: Option<String>,
+    /// What the path must look like.
+    pub path: PathMatcher,
+    /// Headers that must match, all of them.
+    pub headers: Vec<HeaderMatcher>,
+    /// What happens to a matched request.
+    pub action: RouteAction,
+}
+
+/// What a route does.
+#[derive(Debug, Clone)]
+pub enum RouteAction {
+    /// Forward to a cluster.
+    Forward(ForwardAction),
+    /// Answer locally.
+    Direct {
+        /// Status code.
+        status: http::StatusCode,
+        /// Body.
+        body: Bytes,
+    },
+}
+
+/// `route` of a route: where and how to forward.
+#[derive(Debug, Clone)]
+pub struct ForwardAction {
+    /// The cluster.
+    pub cluster: String,
+    /// Replaces the matched part of the path.
+    pub prefix_rewrite: Option<String>,
+    /// Replaces the host.
+    pub host_rewrite: Option<http::HeaderValue>,
+    /// Time for the upstream to answer; `None` = no limit.
+    pub timeout: Option<Duration>,
+}
+
+impl RouteTable {
+    /// Builds the table from `route_config` at `path`, checking that every cluster a route
+    /// names is one of `clusters`.
+    pub fn build(
+        config: &RouteConfiguration,
+        path: &str,
+        clusters: &[&str],
+    ) -> Result<RouteTable, FieldError> {
+        let mut table = RouteTable::default();
+        for (i, vhost) in config.virtual_hosts.iter().enumerate() {
+            let vhost_path = format!("{path}.virtual_hosts[{i}]");
+            for (d, domain) in vhost.domains.iter().enumerate() {
+                let domain = domain.to_ascii_lowercase();
+                let domain_path = format!("{vhost_path}.domains[{d}]");
+                let duplicate = if domain == "*" {
+                    table.catch_all.replace(i).is_some()
+                } else if let Some(suffix) = domain.strip_prefix('*') {
+                    if suffix.is_empty() || suffix.contains('*') {
+                        return Err(FieldError::new(
+                            domain_path,
+                            "a wildcard domain has one leading or trailing *",
+                        ));
+                    }
+                    push_unique(&mut table.suffixes, suffix, i)
+                } else if let Some(prefix) = domain.strip_suffix('*') {
+                    if prefix.contains('*') {
+                        return Err(FieldError::new(
+                            domain_path,
+                            "a wildcard domain has one leading or trailing *",
+                        ));
+                    }
+                    push_unique(&mut table.prefixes, prefix, i)
+                } else if domain.contains('*') {
+                    return Err(FieldError::new(
+                        domain_path,
+                        "a wildcard domain has one leading or trailing *",
+                    ));
+                } else {
+                    table.exact.insert(domain.clone(), i).is_some()
+                };
+                if duplicate {
+                    return Err(FieldError::new(
+                        domain_path,
+                        format!("domain {domain:?} appears in more than one virtual host"),
+                    ));
+                }
+            }
+            let mut routes = Vec::new();
+            for (r, route) in vhost.routes.iter().enumerate() {
+                routes.push(build_route(
+                    route,
+                    &format!("{vhost_path}.routes[{r}]"),
+                    clusters,
+                )?);
+            }
+            table.virtual_hosts.push(VirtualHost {
+                name: vhost.name.clone(),
+                routes,
+            });
+        }
+        table
+            .suffixes
+            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        table
+            .prefixes
+            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        Ok(table)
+    }
+
+    /// The virtual host for `host` (the Host header or :authority). The host is tried as it
+    /// is, then without its port.
+    pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
+        let host = host.to_ascii_lowercase();
+        self.find_host(&host)
+            .or_else(|| strip_port(&host).and_then(|bare| self.find_host(bare)))
+            .or(self.catch_all)
+            .and_then(|i| self.virtual_hosts.get(i))
+    }
+
+    fn find_host(&self, host: &str) -> Option<usize> {
+        if let Some(i) = self.exact.get(host) {
+            return Some(*i);
+        }
+        // A wildcard must stand for at least one character, as in Envoy.
+        let suffix = self
+            .suffixes
+            .iter()
+            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()));
+        if let Some((_, i)) = suffix {
+            return Some(*i);
+        }
+        self.prefixes
+            .iter()
+            .find(|(prefix, _)| host.len() > prefix.len() && host.starts_with(prefix.as_str()))
+            .map(|(_, i)| *i)
+    }
+
+    /// The route for a request: its virtual host by `host`, then the first route matching
+    /// `path` (with query) and `headers`.
+    pub fn find(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<&Route> {
+        self.virtual_host(host)?.routes.iter().find(|route| {
+            route.path.matches(path) && route.headers.iter().all(|h| h.matches(headers))
+        })
+    }
+}
+
+fn push_unique(list: &mut Vec<(String, usize)>, key: &str, index: usize) -> bool {
+    if list.iter().any(|(existing, _)| existing == key) {
+        return true;
+    }
+    list.push((key.to_string(), index));
+    false
+}
+
+/// `host:port` -> `host`, `[::1]:80` -> `[::1]`; `None` when there is no port.
+fn strip_port(host: &str) -> Option<&str> {
+    let (bare, port) = host.rsplit_once(':')?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || bare.ends_with(':') {
+        return None;
+    }
+    // `::1` has colons but no port unless bracketed.
+    if bare.contains(':') && !bare.ends_with(']') {
+        return None;
+    }
+    Some(bare)
+}
+
+fn build_route(route: &schema::Route, path: &str, clusters: &[&str]) -> Result<Route, FieldError> {
+    let path_matcher = PathMatcher::build(&route.route_match, &format!("{path}.match"))?;
+    let mut headers = Vec::new();
+    for (h, header) in route.route_match.headers.iter().enumerate() {
+        headers.push(HeaderMatcher::build(
+            header,
+            &format!("{path}.match.headers[{h}]"),
+        )?);
+    }
+    let action = match (&route.route, &route.direct_response) {
+        (Some(forward), None) => {
+            if !clusters.contains(&forward.cluster.as_str()) {
+                return Err(FieldError::new(
+                    format!("{path}.route.cluster"),
+                    format!(
+                        "unknown cluster {:?}; defined clusters: {:?}",
+                        forward.cluster, clusters
+                    ),
+                ));
+            }
+            let host_rewrite = match &forward.host_rewrite_literal {
+                Some(host) => Some(http::HeaderValue::from_str(host).map_err(|_| {
+                    FieldError::new(
+                        format!("{path}.route.host_rewrite_literal"),
+                        "not a valid header value",
+                    )
+                })?),
+                None => None,
+            };
+            if let Some(rewrite) = &forward.prefix_rewrite
+                && !rewrite.starts_with('/')
+                && !rewrite.is_empty()
+            {
+                // Envoy allows this, but a path that does not start with '/' is not a valid
+                // origin-form request target for the upstream.
+                return Err(FieldError::new(
+                    format!("{path}.route.prefix_rewrite"),
+                    "must start with '/'",
+                ));
+            }
+            RouteAction::Forward(ForwardAction {
+                cluster: forward.cluster.clone(),
+                prefix_rewrite: forward.prefix_rewrite.clone(),
+                host_rewrite,
+                timeout: match forward.timeout {
+                    Some(t) if t.get().is_zero() => None,
+                    Some(t) => Some(t.get()),
+                    None => Some(DEFAULT_ROUTE_TIMEOUT),
+                },
+            })
+        }
+        (None, Some(direct)) => {
+            let status = http::StatusCode::from_u16(direct.status)
+                .ok()
+                .filter(|s| (200..=599).contains(&s.as_u16()))
+                .ok_or_else(|| {
+                    FieldError::new(
+                        format!("{path}.direct_response.status"),
+                        "expected 200..=599",
+                    )
+                })?;
+            let body = match &direct.body {
+                None => Bytes::new(),
+                Some(source) => data_source(source, &format!("{path}.direct_response.body"))?,
+            };
+            RouteAction::Direct { status, body }
+        }
+        _ => {
+            return Err(FieldError::new(
+                path,
+                "a route needs exactly one of `route` and `direct_response`",
+            ));
+        }
+    };
+    Ok(Route {
+        name: route.name.clone(),
+        path: path_matcher,
+        headers,
+        action,
+    })
+}
+
+/// Reads a `DataSource` holding a body: inline text or a file read now.
+fn data_source(source: &schema::DataSource, path: &str) -> Result<Bytes, FieldError> {
+    match (
+        &source.inline_string,
+        &source.filename,
+        &source.inline_bytes,
+    ) {
+        (Some(text), None, None) => Ok(Bytes::from(text.clone())),
+        (None, Some(file), None) => std::fs::read(file).map(Bytes::from).map_err(|e| {
+            FieldError::new(
+                format!("{path}.filename"),
+                format!("cannot read {file:?}: {e}"),
+            )
+        }),
+        _ => Err(FieldError::new(
+            path,
+            "set exactly one of inline_string and filename",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;
