@@ -2,8 +2,12 @@
 //!
 //! The host owns everything that touches a socket; see `DESIGN.md` for the module map.
 
+pub mod admin;
 pub mod body;
 pub mod config;
+pub mod http;
+pub mod listener;
 pub mod route;
 pub mod stats;
 pub mod upstream;
+pub mod worker;

@@ -1,1 +1,172 @@
-fn main() {}
+//! The `weir` binary: command line, logging, start-up and signals. Everything else is in the
+//! library.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use weir::admin::Admin;
+use weir::config;
+use weir::upstream::ClusterManager;
+use weir::worker::Workers;
+
+/// weir: a WebAssembly-extensible programmable proxy. Configs are shaped like Envoy's v3
+/// bootstrap.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The config file (YAML). Without one, weir serves its built-in config.
+    #[arg(
+        short = 'c',
+        long = "config-path",
+        visible_alias = "config",
+        global = true
+    )]
+    config_path: Option<PathBuf>,
+    /// Worker threads (default: one per core).
+    #[arg(long, global = true)]
+    concurrency: Option<usize>,
+    /// trace, debug, info, warning (warn), error, critical, off.
+    #[arg(short = 'l', long, default_value = "info", global = true)]
+    log_level: String,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 10, global = true)]
+    drain_time_s: u64,
+    /// Envoy's way to ask for validation: `--mode validate`.
+    #[arg(long, value_enum, default_value_t = Mode::Serve)]
+    mode: Mode,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Run the proxy.
+    Serve,
+    /// Check the config and exit.
+    Validate,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a config file and exit: 0 when it loads, 1 with the field path of the error.
+    Validate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let validate = cli.mode == Mode::Validate || matches!(cli.command, Some(Command::Validate));
+    if validate {
+        return match &cli.config_path {
+            None => {
+                eprintln!("weir validate: give the file with -c FILE");
+                ExitCode::from(2)
+            }
+            Some(path) => match config::load_file(path) {
+                Ok(config) => {
+                    println!(
+                        "{}: OK ({} listeners, {} clusters)",
+                        path.display(),
+                        config.listeners.len(),
+                        config.clusters.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::FAILURE
+                }
+            },
+        };
+    }
+    match serve(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("weir: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let level = match level {
+        "warning" => "warn",
+        "critical" => "error",
+        other => other,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve(cli: &Cli) -> anyhow::Result<()> {
+    let config = match &cli.config_path {
+        Some(path) => config::load_file(path)?,
+        None => {
+            tracing::info!("no config given (-c FILE): serving the built-in config");
+            config::load_str(config::DEFAULT_CONFIG, "<built-in>")?
+        }
+    };
+    let config = Arc::new(config);
+    let concurrency = cli
+        .concurrency
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let drain_time = Duration::from_secs(cli.drain_time_s);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("weir-main")
+        .enable_all()
+        .build()
+        .context("building the main runtime")?;
+    runtime.block_on(async move {
+        let clusters = ClusterManager::new(config.clusters.clone())?;
+        clusters.start_background();
+        let admin = Admin::new(config.clone(), clusters.clone());
+        if let Some(address) = config.admin {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("admin: cannot listen on {address}"))?;
+            tracing::info!(%address, "admin listening");
+            tokio::spawn(admin.clone().serve(listener));
+        }
+        let workers = Workers::start(&config, clusters.clone(), concurrency, drain_time)?;
+        for (name, address) in workers.addresses() {
+            tracing::info!(listener = %name, %address, concurrency, "listening");
+        }
+        admin.set_ready(true);
+        wait_for_signal().await?;
+        tracing::info!(
+            ?drain_time,
+            "draining: no new connections; in-flight requests finish"
+        );
+        admin.set_ready(false);
+        tokio::task::spawn_blocking(move || workers.shutdown())
+            .await
+            .context("joining workers")?;
+        clusters.shutdown();
+        tracing::info!("drained; exiting");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM"),
+        _ = interrupt.recv() => tracing::info!("SIGINT"),
+    }
+    Ok(())
+}

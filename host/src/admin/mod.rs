@@ -1,0 +1,116 @@
+//! The admin listener: `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters`.
+//!
+//! It runs on the main runtime, apart from the workers, so it answers even when they are busy.
+
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::stats::Stats;
+use crate::upstream::ClusterManager;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+
+/// What the admin endpoints show.
+pub struct Admin {
+    config: Arc<Config>,
+    clusters: Arc<ClusterManager>,
+    ready: AtomicBool,
+}
+
+impl Admin {
+    /// Admin over the running `config` and `clusters`; not ready until [`Admin::set_ready`].
+    pub fn new(config: Arc<Config>, clusters: Arc<ClusterManager>) -> Arc<Admin> {
+        Arc::new(Admin {
+            config,
+            clusters,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Marks the proxy as serving (true) or draining (false), as `/ready` reports it.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Serves admin requests on `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let admin = self.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.handle(&request)) }
+                });
+                let served = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                if let Err(error) = served {
+                    tracing::debug!(%peer, %error, "admin connection");
+                }
+            });
+        }
+    }
+
+    fn handle(&self, request: &Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path();
+        match (request.method(), path) {
+            (&Method::GET | &Method::HEAD, "/ready") => {
+                if self.ready.load(Ordering::Acquire) {
+                    text(StatusCode::OK, "LIVE\n".into())
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n".into())
+                }
+            }
+            (&Method::GET, "/stats/prometheus") => {
+                let mut response = text(StatusCode::OK, Stats::global().prometheus_text());
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            (&Method::GET, "/config_dump") => {
+                let dump = serde_json::json!({
+                    "source": self.config.source,
+                    "bootstrap": self.config.dump,
+                });
+                let json = serde_json::to_string_pretty(&dump)
+                    .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+                let mut response = text(StatusCode::OK, json);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            (&Method::GET, "/clusters") => text(StatusCode::OK, self.clusters.clusters_text()),
+            (&Method::GET, "/") => text(
+                StatusCode::OK,
+                "weir admin\n  /ready\n  /stats/prometheus\n  /config_dump\n  /clusters\n".into(),
+            ),
+            _ => text(StatusCode::NOT_FOUND, format!("no admin endpoint {path}\n")),
+        }
+    }
+}
+
+fn text(status: StatusCode, content: String) -> Response<Body> {
+    let mut response = Response::new(body::full(content));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}

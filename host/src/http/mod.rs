@@ -1,0 +1,42 @@
+//! The HTTP connection manager: codec glue for hyper (HTTP/1.1, HTTP/2), the stream lifecycle
+//! and local replies.
+
+pub mod headers;
+pub mod local_reply;
+mod server;
+pub mod stream;
+mod tracked;
+
+use crate::config::HttpManagerConfig;
+use crate::stats::HttpStats;
+use crate::upstream::WorkerPools;
+pub use server::{ConnectionTls, serve_connection};
+use std::sync::Arc;
+pub use stream::ConnectionInfo;
+
+/// One listener's HTTP connection manager on one worker.
+pub struct HttpManager {
+    config: Arc<HttpManagerConfig>,
+    stats: HttpStats,
+    pools: WorkerPools,
+    codecs: server::Codecs,
+}
+
+impl HttpManager {
+    /// A manager for `config` forwarding through this worker's `pools`.
+    pub fn new(config: Arc<HttpManagerConfig>, pools: WorkerPools) -> Arc<HttpManager> {
+        let stats = HttpStats::new(&config.stat_prefix);
+        let codecs = server::Codecs::new(&config);
+        Arc::new(HttpManager {
+            config,
+            stats,
+            pools,
+            codecs,
+        })
+    }
+
+    /// The config it runs.
+    pub fn config(&self) -> &HttpManagerConfig {
+        &self.config
+    }
+}

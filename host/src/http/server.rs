@@ -1,0 +1,156 @@
+//! Serving one downstream connection with hyper: codec choice (ALPN, `codec_type`, HTTP/2
+//! preface detection), graceful drain on shutdown, idle timeout, connection stats.
+
+use super::tracked::{Activity, StreamGuard, TrackedBody};
+use super::{ConnectionInfo, HttpManager};
+use crate::config::HttpManagerConfig;
+use crate::config::schema::CodecType;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+/// How often an idle connection checks its clock.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// The three codec setups a listener may need, built once.
+pub(super) struct Codecs {
+    auto: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Codecs {
+    pub(super) fn new(config: &HttpManagerConfig) -> Codecs {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .max_headers(config.max_headers_count)
+            .header_read_timeout(
+                config
+                    .request_headers_timeout
+                    .or(config.request_timeout)
+                    .or(Some(Duration::from_secs(30))),
+            );
+        let mut http2 = builder.http2();
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(config.http2.max_concurrent_streams)
+            .initial_stream_window_size(config.http2.initial_stream_window_size)
+            .initial_connection_window_size(config.http2.initial_connection_window_size);
+        if config.allow_connect {
+            http2.enable_connect_protocol();
+        }
+        Codecs {
+            http1: builder.clone().http1_only(),
+            http2: builder.clone().http2_only(),
+            auto: builder,
+        }
+    }
+
+    fn pick(&self, codec: CodecType, tls: &ConnectionTls) -> &auto::Builder<TokioExecutor> {
+        match (codec, tls.alpn.as_deref()) {
+            (CodecType::HTTP1, _) => &self.http1,
+            (CodecType::HTTP2, _) => &self.http2,
+            (CodecType::AUTO, Some(b"h2")) => &self.http2,
+            (CodecType::AUTO, Some(b"http/1.1")) => &self.http1,
+            (CodecType::AUTO, _) => &self.auto,
+        }
+    }
+}
+
+/// What the TLS handshake (if any) settled.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionTls {
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The protocol ALPN picked.
+    pub alpn: Option<Vec<u8>>,
+}
+
+/// Serves HTTP on `io` until the peer closes, an error, the idle timeout, or `shutdown`
+/// turning true (then in-flight streams finish and the connection closes).
+pub async fn serve_connection<I>(
+    manager: Arc<HttpManager>,
+    io: I,
+    info: ConnectionInfo,
+    tls: ConnectionTls,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stats = manager.stats.clone();
+    stats.cx_total.inc();
+    stats.cx_active.inc();
+    if tls.tls {
+        stats.cx_ssl_total.inc();
+    }
+    let activity = Activity::new();
+    let counted_protocol = Arc::new(AtomicBool::new(false));
+    let service = {
+        let manager = manager.clone();
+        let activity = activity.clone();
+        service_fn(move |request: hyper::Request<Incoming>| {
+            let manager = manager.clone();
+            let guard = StreamGuard::start(activity.clone(), manager.stats.clone());
+            if !counted_protocol.swap(true, Ordering::Relaxed) {
+                if request.version() == http::Version::HTTP_2 {
+                    manager.stats.cx_http2_total.inc();
+                } else {
+                    manager.stats.cx_http1_total.inc();
+                }
+            }
+            async move {
+                let response = manager.handle(request, &info).await;
+                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
+            }
+        })
+    };
+    let builder = manager.codecs.pick(manager.config.codec, &tls);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let idle_timeout = manager.config.idle_timeout;
+    let max_duration = manager
+        .config
+        .max_connection_duration
+        .map(|d| tokio::time::Instant::now() + d);
+    let mut draining = *shutdown.borrow();
+    if draining {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(peer = %info.remote, %error, "downstream connection ended with an error");
+                    stats.cx_protocol_error.inc();
+                }
+                break;
+            }
+            changed = shutdown.changed(), if !draining => {
+                // A dropped sender means the worker is gone: drain as on shutdown.
+                if changed.is_err() || *shutdown.borrow() {
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            () = tokio::time::sleep(IDLE_CHECK), if !draining && (idle_timeout.is_some() || max_duration.is_some()) => {
+                let idle = matches!((idle_timeout, activity.idle_for()), (Some(limit), Some(idle)) if idle >= limit);
+                let too_old = max_duration.is_some_and(|deadline| tokio::time::Instant::now() >= deadline);
+                if idle || too_old {
+                    tracing::debug!(peer = %info.remote, idle, too_old, "closing downstream connection");
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+    stats.cx_active.dec();
+}

@@ -1,0 +1,230 @@
+//! One request's way through the connection manager.
+//!
+//! Every request passes these phases, in this order; a phase that answers locally ends the
+//! stream there:
+//!
+//! 1. **admission** ([`HttpManager::admit`]): header count, a host, methods and upgrades this
+//!    listener does not take (CONNECT and upgrades are off unless configured: 403);
+//! 2. **route** ([`crate::route::RouteTable::find`]): virtual host by host, then the first
+//!    matching route; none is a 404;
+//! 3. **direct response**: a route with `direct_response` answers here;
+//! 4. **upstream request** ([`HttpManager::upstream_request`]): path and host rewrites,
+//!    hop-by-hop headers removed, `x-forwarded-*` and `x-request-id` set;
+//! 5. **forward** ([`HttpManager::forward`]): the cluster's pool sends it, under the route's
+//!    timeout (504); pool errors become 503s;
+//! 6. **response**: hop-by-hop headers removed, `server` set, stats counted; the body streams
+//!    back, and the stream ends when its last byte is written (see [`super::tracked`]).
+
+use super::HttpManager;
+use super::headers::{self, X_FORWARDED_PROTO, X_REQUEST_ID};
+use super::local_reply::LocalReply;
+use crate::body::{self, Body};
+use crate::route::{ForwardAction, RouteAction};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
+use std::net::SocketAddr;
+
+/// What the connection manager knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionInfo {
+    /// The peer.
+    pub remote: SocketAddr,
+    /// Our address.
+    pub local: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+impl HttpManager {
+    /// Handles one request and returns its response head and streamed body. Never fails:
+    /// every problem is a local reply.
+    pub async fn handle<B>(&self, request: Request<B>, conn: &ConnectionInfo) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        let stats = &self.stats;
+        stats.rq_total.inc();
+        let response = match self.route_and_forward(request, conn).await {
+            Ok(response) => response,
+            Err(reply) => {
+                tracing::debug!(status = %reply.status(), ?reply, "local reply");
+                reply.into_response()
+            }
+        };
+        stats.count_response(response.status().as_u16());
+        response
+    }
+
+    async fn route_and_forward<B>(
+        &self,
+        request: Request<B>,
+        conn: &ConnectionInfo,
+    ) -> Result<Response<Body>, LocalReply>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        let host = self.admit(&request)?;
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", PathAndQuery::as_str);
+        let routes = &self.config.routes;
+        let Some(route) = routes.find(&host, path, request.headers()) else {
+            self.stats.rq_no_route.inc();
+            return Err(LocalReply::NoRoute);
+        };
+        match &route.action {
+            RouteAction::Direct {
+                status,
+                body: content,
+            } => {
+                self.stats.rq_direct_response.inc();
+                let mut response = Response::new(body::full(content.clone()));
+                *response.status_mut() = *status;
+                if !content.is_empty() {
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                }
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(content.len()));
+                Ok(response)
+            }
+            RouteAction::Forward(action) => {
+                let rewrite_len = route.path.rewrite_len(path);
+                let upstream = self.upstream_request(request, &host, action, rewrite_len, conn)?;
+                self.forward(upstream, action).await
+            }
+        }
+    }
+
+    /// Checks a request can be served here at all, and returns its host.
+    fn admit<B>(&self, request: &Request<B>) -> Result<String, LocalReply> {
+        if request.headers().len() > self.config.max_headers_count {
+            return Err(LocalReply::TooManyHeaders);
+        }
+        if request.method() == Method::CONNECT {
+            return Err(LocalReply::Forbidden(
+                "CONNECT is not enabled on this listener",
+            ));
+        }
+        if is_upgrade(request) {
+            return Err(LocalReply::Forbidden(
+                "upgrades are not enabled on this route",
+            ));
+        }
+        let host = match request.uri().authority() {
+            Some(authority) => authority.as_str().to_string(),
+            None => match request.headers().get(header::HOST).map(HeaderValue::to_str) {
+                Some(Ok(host)) if !host.is_empty() => host.to_string(),
+                Some(_) => return Err(LocalReply::BadRequest("invalid host header")),
+                // HTTP/1.0 may omit Host; Envoy rejects it the same way unless told otherwise.
+                None => return Err(LocalReply::BadRequest("missing host header")),
+            },
+        };
+        Ok(host)
+    }
+
+    /// Builds the request the upstream receives.
+    fn upstream_request<B>(
+        &self,
+        request: Request<B>,
+        host: &str,
+        action: &ForwardAction,
+        rewrite_len: usize,
+        conn: &ConnectionInfo,
+    ) -> Result<Request<Body>, LocalReply>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        let (mut parts, request_body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let path = match &action.prefix_rewrite {
+            Some(rewrite) => {
+                let rest = path.get(rewrite_len..).unwrap_or("");
+                let mut rewritten = format!("{rewrite}{rest}");
+                if !rewritten.starts_with('/') {
+                    rewritten.insert(0, '/');
+                }
+                rewritten
+            }
+            None => path.to_string(),
+        };
+        parts.uri = Uri::try_from(path)
+            .map_err(|_| LocalReply::BadRequest("invalid path after rewrite"))?;
+        parts.version = Version::HTTP_11;
+        let headers = &mut parts.headers;
+        headers::remove_hop_by_hop(headers, true);
+        let host = match &action.host_rewrite {
+            Some(rewrite) => rewrite.clone(),
+            None => {
+                HeaderValue::from_str(host).map_err(|_| LocalReply::BadRequest("invalid host"))?
+            }
+        };
+        headers.insert(header::HOST, host);
+        let scheme = if conn.tls { "https" } else { "http" };
+        if self.config.use_remote_address || !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+        }
+        if self.config.use_remote_address {
+            headers::append_forwarded_for(headers, conn.remote.ip());
+        }
+        if self.config.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
+            headers.insert(X_REQUEST_ID.clone(), headers::new_request_id());
+        }
+        Ok(Request::from_parts(parts, body::boxed(request_body)))
+    }
+
+    /// Sends `request` to the route's cluster and shapes the response for downstream.
+    async fn forward(
+        &self,
+        request: Request<Body>,
+        action: &ForwardAction,
+    ) -> Result<Response<Body>, LocalReply> {
+        let send = self.pools.send(&action.cluster, request);
+        let result = match action.timeout {
+            Some(limit) => match tokio::time::timeout(limit, send).await {
+                Ok(result) => result,
+                Err(_) => {
+                    self.stats.rq_timeout.inc();
+                    return Err(LocalReply::UpstreamTimeout);
+                }
+            },
+            None => send.await,
+        };
+        let mut response = result.map_err(|e| {
+            tracing::debug!(cluster = %action.cluster, error = %e, "upstream request failed");
+            LocalReply::Upstream(e)
+        })?;
+        headers::remove_hop_by_hop(response.headers_mut(), false);
+        if let Ok(server) = HeaderValue::from_str(&self.config.server_name) {
+            response.headers_mut().insert(header::SERVER, server);
+        }
+        *response.version_mut() = Version::HTTP_11;
+        Ok(response)
+    }
+}
+
+/// An HTTP/1.1 `Connection: upgrade` + `Upgrade: X` request, or an HTTP/2 extended CONNECT
+/// (which hyper shows as CONNECT and is refused with it). `Upgrade: h2c` is not an upgrade a
+/// proxy forwards: it is dropped with the other hop-by-hop headers, as Envoy does.
+fn is_upgrade<B>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    connection_upgrade
+        && headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.trim().eq_ignore_ascii_case("h2c"))
+}

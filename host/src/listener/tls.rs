@@ -1,0 +1,145 @@
+//! Downstream TLS: certificates from PEM files, picked by SNI, ALPN, optional client
+//! certificates.
+
+use crate::config::DownstreamTls;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// TLS material that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM item of the expected kind.
+    #[error("{path}: {what}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// rustls refused the combination.
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Reads every certificate in a PEM file.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Invalid {
+            path: path.into(),
+            what: format!("bad PEM: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Invalid {
+            path: path.into(),
+            what: "no CERTIFICATE in the file".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key in a PEM file.
+pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| TlsError::Invalid {
+            path: path.into(),
+            what: format!("bad PEM: {e}"),
+        })?
+        .ok_or_else(|| TlsError::Invalid {
+            path: path.into(),
+            what: "no PRIVATE KEY in the file".into(),
+        })
+}
+
+/// The rustls crypto provider weir uses everywhere (ring).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds the acceptor of a TLS listener. Every file is read and checked now, so a bad key
+/// stops start-up with its path in the message.
+pub fn acceptor(tls: &DownstreamTls) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let provider = provider();
+    let mut keys = Vec::new();
+    for (chain, key) in &tls.certificates {
+        let certs = read_certificates(chain)?;
+        let key = read_private_key(key)?;
+        let certified =
+            CertifiedKey::from_der(certs, key, &provider).map_err(|e| TlsError::Invalid {
+                path: chain.clone(),
+                what: format!("certificate and key do not match: {e}"),
+            })?;
+        keys.push(Arc::new(certified));
+    }
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certificates(ca)? {
+                roots.add(cert).map_err(|e| TlsError::Invalid {
+                    path: ca.clone(),
+                    what: format!("unusable CA: {e}"),
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if tls.require_client_certificate {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::Invalid {
+                path: ca.clone(),
+                what: format!("client verifier: {e}"),
+            })?)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SniResolver { keys }));
+    config.alpn_protocols = tls
+        .alpn_protocols
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Picks the first certificate valid for the client's SNI, else the first one.
+#[derive(Debug)]
+struct SniResolver {
+    keys: Vec<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let by_name = hello.server_name().and_then(|name| {
+            let name = ServerName::try_from(name).ok()?;
+            self.keys.iter().find(|key| {
+                key.end_entity_cert()
+                    .ok()
+                    .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+                    .is_some_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
+            })
+        });
+        by_name.or_else(|| self.keys.first()).cloned()
+    }
+}

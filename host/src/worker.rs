@@ -1,0 +1,194 @@
+//! Workers: N threads, each a single-threaded tokio runtime with its own `SO_REUSEPORT`
+//! sockets, its own connection pools and its own connection managers, as Envoy's are. Nothing
+//! on the request path is shared between workers but atomics.
+
+use crate::config::{Config, ListenerConfig};
+use crate::http::HttpManager;
+use crate::listener::{self, TlsError};
+use crate::upstream::{ClusterManager, WorkerPools};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Why the workers could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener's TLS files are unusable.
+    #[error("listener {listener}: {source}")]
+    Tls {
+        /// The listener.
+        listener: String,
+        /// Why.
+        source: TlsError,
+    },
+    /// A listener could not bind.
+    #[error("listener {listener}: cannot listen on {address}: {source}")]
+    Bind {
+        /// The listener.
+        listener: String,
+        /// Where.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A worker thread could not be created.
+    #[error("cannot start worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The running workers.
+pub struct Workers {
+    threads: Vec<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+    addresses: Vec<(String, SocketAddr)>,
+}
+
+/// What one worker serves: each listener's config, sockets and TLS.
+struct WorkerListener {
+    config: Arc<crate::config::HttpManagerConfig>,
+    socket: std::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Workers {
+    /// Binds every listener of `config` once per worker and starts `concurrency` workers
+    /// serving them. Binding and TLS errors surface here, before anything is served.
+    pub fn start(
+        config: &Config,
+        clusters: Arc<ClusterManager>,
+        concurrency: usize,
+        drain_time: Duration,
+    ) -> Result<Workers, StartError> {
+        let concurrency = concurrency.max(1);
+        let mut per_worker: Vec<Vec<WorkerListener>> =
+            (0..concurrency).map(|_| Vec::new()).collect();
+        let mut addresses = Vec::new();
+        for listener in &config.listeners {
+            let tls = match &listener.tls {
+                Some(tls) => {
+                    Some(
+                        listener::tls::acceptor(tls).map_err(|source| StartError::Tls {
+                            listener: listener.name.clone(),
+                            source,
+                        })?,
+                    )
+                }
+                None => None,
+            };
+            let http = Arc::new(listener.http.clone());
+            let mut address = listener.address;
+            for sockets in per_worker.iter_mut() {
+                let socket = bind(listener, address)?;
+                // Port 0 asks for any free port: every worker must then share the one the
+                // first bind got.
+                address = socket.local_addr().map_err(|source| StartError::Bind {
+                    listener: listener.name.clone(),
+                    address,
+                    source,
+                })?;
+                sockets.push(WorkerListener {
+                    config: http.clone(),
+                    socket,
+                    tls: tls.clone(),
+                });
+            }
+            addresses.push((listener.name.clone(), address));
+        }
+        let (shutdown, _) = watch::channel(false);
+        let mut threads = Vec::new();
+        for (index, listeners) in per_worker.into_iter().enumerate() {
+            let clusters = clusters.clone();
+            let shutdown = shutdown.subscribe();
+            let thread = std::thread::Builder::new()
+                .name(format!("weir-worker-{index}"))
+                .spawn(move || run_worker(index, listeners, clusters, shutdown, drain_time))
+                .map_err(StartError::Thread)?;
+            threads.push(thread);
+        }
+        Ok(Workers {
+            threads,
+            shutdown,
+            addresses,
+        })
+    }
+
+    /// Where each listener is bound (useful when the config asked for port 0).
+    pub fn addresses(&self) -> &[(String, SocketAddr)] {
+        &self.addresses
+    }
+
+    /// Stops accepting, lets in-flight requests finish (each worker waits up to the drain
+    /// time), and returns when every worker has exited. Blocks the calling thread.
+    pub fn shutdown(self) {
+        self.shutdown.send_replace(true);
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("a worker thread panicked");
+            }
+        }
+    }
+}
+
+fn bind(
+    listener: &ListenerConfig,
+    address: SocketAddr,
+) -> Result<std::net::TcpListener, StartError> {
+    listener::bind_tcp(address).map_err(|source| StartError::Bind {
+        listener: listener.name.clone(),
+        address,
+        source,
+    })
+}
+
+fn run_worker(
+    index: usize,
+    listeners: Vec<WorkerListener>,
+    clusters: Arc<ClusterManager>,
+    mut shutdown: watch::Receiver<bool>,
+    drain_time: Duration,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(worker = index, %error, "cannot build worker runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let pools = WorkerPools::new(clusters);
+        let (alive, mut all_closed) = mpsc::channel::<()>(1);
+        for listener in listeners {
+            let manager = HttpManager::new(listener.config, pools.clone());
+            tokio::spawn(listener::accept_loop(
+                listener.socket,
+                listener.tls,
+                manager,
+                shutdown.clone(),
+                alive.clone(),
+            ));
+        }
+        drop(alive);
+        while !*shutdown.borrow_and_update() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        tracing::debug!(worker = index, "draining");
+        // Every connection holds a sender; recv() returns None once all are gone.
+        if tokio::time::timeout(drain_time, all_closed.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                worker = index,
+                ?drain_time,
+                "drain time over with connections still open; closing them"
+            );
+        }
+    });
+}
