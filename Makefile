@@ -1,0 +1,48 @@
+# weir: the two commands are `make run` and `make test`. Both install what they need.
+SHELL := /bin/bash
+CARGO ?= cargo
+APT_PACKAGES := curl nghttp2-client
+BENCH_PACKAGES := nginx-light haproxy wrk nghttp2-client
+
+.PHONY: run test bench deps bench-deps lint build release
+
+## run: the proxy on its built-in config (a page on 127.0.0.1:10000, admin on 127.0.0.1:9901)
+run: release
+	./target/release/weir --log-level info
+
+## test: every test (unit and end to end), plus fmt and clippy
+test: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) build -p weir --bin weir
+	$(CARGO) test --workspace
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## bench: weir beside nginx, haproxy, Envoy and a direct connection (loopback, < 3 min)
+bench: bench-deps release
+	WEIR_BIN=$(CURDIR)/target/release/weir tests/bench/run.sh
+
+build:
+	$(CARGO) build -p weir
+
+release:
+	$(CARGO) build --release -p weir
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Debian packages the tests drive (curl, nghttp), installed only when missing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+bench-deps:
+	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
