@@ -16,6 +16,8 @@ pub enum LocalReply {
     NoRoute,
     /// More headers than `max_headers_count` (431).
     TooManyHeaders,
+    /// The request body did not arrive within `request_timeout` (408).
+    RequestTimeout,
     /// The upstream did not answer within the route's timeout (504).
     UpstreamTimeout,
     /// The upstream could not be reached or used (503).
@@ -30,6 +32,7 @@ impl LocalReply {
             LocalReply::Forbidden(_) => StatusCode::FORBIDDEN,
             LocalReply::NoRoute => StatusCode::NOT_FOUND,
             LocalReply::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            LocalReply::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::Upstream(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -43,6 +46,7 @@ impl LocalReply {
             LocalReply::BadRequest(why) | LocalReply::Forbidden(why) => (*why).to_string(),
             LocalReply::NoRoute => String::new(),
             LocalReply::TooManyHeaders => "request headers exceed max_headers_count".into(),
+            LocalReply::RequestTimeout => "request timeout".into(),
             LocalReply::UpstreamTimeout => "upstream request timeout".into(),
             LocalReply::Upstream(UpstreamError::NoHealthyHost(_)) => "no healthy upstream".into(),
             LocalReply::Upstream(e) if e.is_overflow() => "upstream overflow".into(),

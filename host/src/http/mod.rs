@@ -1,6 +1,7 @@
 //! The HTTP connection manager: codec glue for hyper (HTTP/1.1, HTTP/2), the stream lifecycle
 //! and local replies.
 
+mod deadline;
 pub mod headers;
 pub mod local_reply;
 mod server;

@@ -9,20 +9,25 @@
 //!    matching route; none is a 404;
 //! 3. **direct response**: a route with `direct_response` answers here;
 //! 4. **upstream request** ([`HttpManager::upstream_request`]): path and host rewrites,
-//!    hop-by-hop headers removed, `x-forwarded-*` and `x-request-id` set;
+//!    hop-by-hop headers removed, `x-forwarded-*` and `x-request-id` set, the body put under
+//!    `request_timeout` (408 when it passes first);
 //! 5. **forward** ([`HttpManager::forward`]): the cluster's pool sends it, under the route's
 //!    timeout (504); pool errors become 503s;
 //! 6. **response**: hop-by-hop headers removed, `server` set, stats counted; the body streams
 //!    back, and the stream ends when its last byte is written (see [`super::tracked`]).
 
 use super::HttpManager;
+use super::deadline::DeadlineBody;
 use super::headers::{self, X_FORWARDED_PROTO, X_REQUEST_ID};
 use super::local_reply::LocalReply;
 use crate::body::{self, Body};
 use crate::route::{ForwardAction, RouteAction};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
+use http_body::Body as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What the connection manager knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -95,8 +100,16 @@ impl HttpManager {
             }
             RouteAction::Forward(action) => {
                 let rewrite_len = route.path.rewrite_len(path);
-                let upstream = self.upstream_request(request, &host, action, rewrite_len, conn)?;
-                self.forward(upstream, action).await
+                let (upstream, body_expired) =
+                    self.upstream_request(request, &host, action, rewrite_len, conn)?;
+                self.forward(upstream, action).await.map_err(|reply| {
+                    if body_expired.is_some_and(|expired| expired.load(Ordering::Acquire)) {
+                        self.stats.rq_timeout.inc();
+                        LocalReply::RequestTimeout
+                    } else {
+                        reply
+                    }
+                })
             }
         }
     }
@@ -128,7 +141,8 @@ impl HttpManager {
         Ok(host)
     }
 
-    /// Builds the request the upstream receives.
+    /// Builds the request the upstream receives. With `request_timeout` set, the body is put
+    /// under that deadline, and the flag returned turns true if it passes.
     fn upstream_request<B>(
         &self,
         request: Request<B>,
@@ -136,7 +150,7 @@ impl HttpManager {
         action: &ForwardAction,
         rewrite_len: usize,
         conn: &ConnectionInfo,
-    ) -> Result<Request<Body>, LocalReply>
+    ) -> Result<(Request<Body>, Option<Arc<AtomicBool>>), LocalReply>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<body::BoxError>,
@@ -176,7 +190,16 @@ impl HttpManager {
         if self.config.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
             headers.insert(X_REQUEST_ID.clone(), headers::new_request_id());
         }
-        Ok(Request::from_parts(parts, body::boxed(request_body)))
+        let request_body = body::boxed(request_body);
+        match self.config.request_timeout {
+            Some(limit) if !request_body.is_end_stream() => {
+                let expired = Arc::new(AtomicBool::new(false));
+                let request_body =
+                    body::boxed(DeadlineBody::new(request_body, limit, expired.clone()));
+                Ok((Request::from_parts(parts, request_body), Some(expired)))
+            }
+            _ => Ok((Request::from_parts(parts, request_body), None)),
+        }
     }
 
     /// Sends `request` to the route's cluster and shapes the response for downstream.
