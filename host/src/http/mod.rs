@@ -21,6 +21,8 @@ pub struct HttpManager {
     stats: HttpStats,
     pools: WorkerPools,
     codecs: server::Codecs,
+    /// The `server` header of proxied responses, checked once.
+    server_header: Option<http::HeaderValue>,
 }
 
 impl HttpManager {
@@ -28,11 +30,13 @@ impl HttpManager {
     pub fn new(config: Arc<HttpManagerConfig>, pools: WorkerPools) -> Arc<HttpManager> {
         let stats = HttpStats::new(&config.stat_prefix);
         let codecs = server::Codecs::new(&config);
+        let server_header = http::HeaderValue::from_str(&config.server_name).ok();
         Arc::new(HttpManager {
             config,
             stats,
             pools,
             codecs,
+            server_header,
         })
     }
 

@@ -224,8 +224,10 @@ impl HttpManager {
             LocalReply::Upstream(e)
         })?;
         headers::remove_hop_by_hop(response.headers_mut(), false);
-        if let Ok(server) = HeaderValue::from_str(&self.config.server_name) {
-            response.headers_mut().insert(header::SERVER, server);
+        if let Some(server) = &self.server_header {
+            response
+                .headers_mut()
+                .insert(header::SERVER, server.clone());
         }
         *response.version_mut() = Version::HTTP_11;
         Ok(response)
