@@ -2,6 +2,7 @@
 //!
 //! The host owns everything that touches a socket; see `DESIGN.md` for the module map.
 
+pub mod accel;
 pub mod admin;
 pub mod body;
 pub mod config;

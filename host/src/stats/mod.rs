@@ -142,6 +142,43 @@ stat_group! {
     }
 }
 
+/// Stats of [`crate::accel::splice`]: how payload moved (Envoy has no equivalent).
+pub struct AccelStats {
+    /// `weir_accel_splices_total{mode="userspace"}`: splices copied in user space.
+    pub splices_userspace: IntCounter,
+    /// `weir_accel_splices_total{mode="kernel"}`: splices done in the kernel (eBPF sockmap).
+    pub splices_kernel: IntCounter,
+    /// `weir_accel_userspace_bytes_total`: payload bytes copied through user space.
+    pub userspace_bytes: IntCounter,
+}
+
+impl AccelStats {
+    /// The process-wide instance.
+    pub fn global() -> &'static AccelStats {
+        static ACCEL: OnceLock<AccelStats> = OnceLock::new();
+        ACCEL.get_or_init(|| {
+            let registry = Stats::global().registry();
+            let splices = register_counter(
+                registry,
+                "weir_accel_splices_total",
+                "Tunnel and upgrade payload splices, by mode (kernel or userspace).",
+                &["mode"],
+            );
+            let bytes = register_counter(
+                registry,
+                "weir_accel_userspace_bytes_total",
+                "Payload bytes of splices copied through user space.",
+                &[],
+            );
+            AccelStats {
+                splices_userspace: splices.with_label_values(&["userspace"]),
+                splices_kernel: splices.with_label_values(&["kernel"]),
+                userspace_bytes: bytes.with_label_values::<&str>(&[]),
+            }
+        })
+    }
+}
+
 /// The process-wide registry and every metric family in it.
 pub struct Stats {
     registry: Registry,
