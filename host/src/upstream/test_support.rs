@@ -1,0 +1,157 @@
+//! In-process upstream servers and specs for the upstream tests (127.0.0.1, port 0).
+
+use super::spec::*;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// A cluster spec for one or more local ports, HTTP/1.1, round robin, Envoy's defaults.
+pub fn spec(name: &str, ports: &[u16]) -> ClusterSpec {
+    ClusterSpec {
+        name: name.into(),
+        discovery: Discovery::Static,
+        endpoints: ports
+            .iter()
+            .map(|port| EndpointSpec {
+                address: "127.0.0.1".into(),
+                port: *port,
+            })
+            .collect(),
+        dns_refresh_rate: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(1),
+        lb_policy: LbPolicy::RoundRobin,
+        thresholds: Thresholds::default(),
+        protocol: UpstreamProtocol::Http1,
+        http2: Http2Settings::default(),
+        max_requests_per_connection: None,
+        idle_timeout: None,
+        health_check: None,
+        tls: None,
+    }
+}
+
+/// A request to `/path` with the host header set, empty body.
+pub fn get(path: &str) -> http::Request<crate::body::Body> {
+    let mut request = http::Request::new(crate::body::empty());
+    *request.uri_mut() = path.parse().unwrap_or_default();
+    request.headers_mut().insert(
+        http::header::HOST,
+        http::HeaderValue::from_static("backend.test"),
+    );
+    request
+}
+
+/// What a test server saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Connections accepted.
+    pub accepted: AtomicUsize,
+    /// Connections that served at least one request other than `/healthz` and then closed.
+    pub data_closed: AtomicUsize,
+    /// Requests other than `/healthz`.
+    pub requests: AtomicUsize,
+}
+
+impl Seen {
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+    pub fn data_closed(&self) -> usize {
+        self.data_closed.load(Ordering::SeqCst)
+    }
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// Handles one request of an HTTP/1.1 test server.
+pub type Handler = Arc<
+    dyn Fn(http::Request<Incoming>) -> BoxFuture<'static, http::Response<Full<Bytes>>>
+        + Send
+        + Sync,
+>;
+
+/// A handler that answers 200 "ok" after `delay`.
+pub fn delayed_ok(delay: Duration) -> Handler {
+    Arc::new(move |_request| {
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            http::Response::new(Full::new(Bytes::from_static(b"ok")))
+        })
+    })
+}
+
+/// An HTTP/1.1 server (hyper) on 127.0.0.1:0; `/healthz` answers 200 while `healthy` is
+/// set and 503 otherwise; everything else goes to `handler`.
+pub async fn http1_server(handler: Handler, healthy: Arc<AtomicBool>) -> (SocketAddr, Arc<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"));
+    let seen = Arc::new(Seen::default());
+    let seen_by_server = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            seen_by_server.accepted.fetch_add(1, Ordering::SeqCst);
+            let seen = seen_by_server.clone();
+            let handler = handler.clone();
+            let healthy = healthy.clone();
+            tokio::spawn(async move {
+                let served_data = Arc::new(AtomicBool::new(false));
+                let served = served_data.clone();
+                let seen_here = seen.clone();
+                let service =
+                    hyper::service::service_fn(move |request: http::Request<Incoming>| {
+                        let handler = handler.clone();
+                        let healthy = healthy.clone();
+                        let served = served.clone();
+                        let seen = seen_here.clone();
+                        async move {
+                            if request.uri().path() == "/healthz" {
+                                let status = if healthy.load(Ordering::SeqCst) {
+                                    200
+                                } else {
+                                    503
+                                };
+                                let mut response = http::Response::new(Full::new(Bytes::new()));
+                                *response.status_mut() =
+                                    http::StatusCode::from_u16(status).unwrap_or_default();
+                                return Ok::<_, std::convert::Infallible>(response);
+                            }
+                            served.store(true, Ordering::SeqCst);
+                            seen.requests.fetch_add(1, Ordering::SeqCst);
+                            Ok(handler(request).await)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+                if served_data.load(Ordering::SeqCst) {
+                    seen.data_closed.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Polls `condition` every 10 ms until it holds or `limit` passes; returns whether it held.
+pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    condition()
+}
