@@ -155,3 +155,98 @@ pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) ->
     }
     condition()
 }
+
+/// An HTTP/2 server (the h2 crate) on 127.0.0.1:0 advertising `max_streams` when given.
+/// `/slow` answers after 300 ms, `/echo` sends the request body back with the request's
+/// trailers plus `x-echo-len`, anything else answers "ok" at once. Setting `goaway` makes
+/// every open connection shut down gracefully (GOAWAY; streams in flight finish).
+pub async fn http2_server(
+    max_streams: Option<u32>,
+    goaway: tokio::sync::watch::Receiver<bool>,
+) -> (SocketAddr, Arc<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"));
+    let seen = Arc::new(Seen::default());
+    let seen_by_server = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            seen_by_server.accepted.fetch_add(1, Ordering::SeqCst);
+            let seen = seen_by_server.clone();
+            let mut goaway = goaway.clone();
+            // Only a GOAWAY requested after this connection opened applies to it.
+            goaway.borrow_and_update();
+            tokio::spawn(async move {
+                let mut builder = h2::server::Builder::new();
+                if let Some(max) = max_streams {
+                    builder.max_concurrent_streams(max);
+                }
+                let Ok(mut connection) = builder.handshake::<_, Bytes>(tcp).await else {
+                    return;
+                };
+                let mut shutting_down = false;
+                loop {
+                    tokio::select! {
+                        accepted = connection.accept() => match accepted {
+                            Some(Ok((request, respond))) => {
+                                seen.requests.fetch_add(1, Ordering::SeqCst);
+                                tokio::spawn(handle_h2(request, respond));
+                            }
+                            _ => break,
+                        },
+                        changed = goaway.changed(), if !shutting_down => {
+                            if changed.is_ok() && *goaway.borrow() {
+                                shutting_down = true;
+                                connection.graceful_shutdown();
+                            }
+                        }
+                    }
+                }
+                seen.data_closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+async fn handle_h2(
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+) {
+    let path = request.uri().path().to_owned();
+    let mut body = request.into_body();
+    let mut received = Vec::new();
+    while let Some(Ok(data)) = body.data().await {
+        let _ = body.flow_control().release_capacity(data.len());
+        received.extend_from_slice(&data);
+    }
+    let trailers = body.trailers().await.ok().flatten();
+    if path == "/slow" {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let Ok(mut stream) = respond.send_response(http::Response::new(()), false) else {
+        return;
+    };
+    if path != "/echo" {
+        let _ = stream.send_data(Bytes::from_static(b"ok"), true);
+        return;
+    }
+    let mut data = Bytes::from(received);
+    let length = data.len();
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len());
+        let Some(Ok(available)) = std::future::poll_fn(|cx| stream.poll_capacity(cx)).await else {
+            return;
+        };
+        let chunk = data.split_to(available.min(data.len()));
+        if stream.send_data(chunk, false).is_err() {
+            return;
+        }
+    }
+    let mut trailers = trailers.unwrap_or_default();
+    trailers.insert("x-echo-len", http::HeaderValue::from(length));
+    let _ = stream.send_trailers(trailers);
+}

@@ -637,3 +637,188 @@ impl Drop for WaitingCount {
         state.waiting = state.waiting.saturating_sub(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::stats::ClusterStats;
+    use crate::upstream::test_support::{self, eventually, get};
+    use crate::upstream::{ClusterManager, UpstreamError, UpstreamProtocol, WorkerPools};
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tokio::time::timeout;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    fn pools_for(
+        name: &str,
+        port: u16,
+        adjust: impl FnOnce(&mut crate::upstream::ClusterSpec),
+    ) -> WorkerPools {
+        let mut spec = test_support::spec(name, &[port]);
+        spec.protocol = UpstreamProtocol::Http2;
+        adjust(&mut spec);
+        match ClusterManager::new(vec![spec]) {
+            Ok(manager) => WorkerPools::new(manager),
+            Err(error) => panic!("cluster builds: {error}"),
+        }
+    }
+
+    async fn send_ok(
+        pools: &WorkerPools,
+        cluster: &str,
+        path: &str,
+    ) -> Result<String, UpstreamError> {
+        let response = pools.send(cluster, get(path)).await?;
+        assert_eq!(response.status(), http::StatusCode::OK);
+        match response.into_body().collect().await {
+            Ok(body) => Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned()),
+            Err(error) => Ok(format!("body error: {error}")),
+        }
+    }
+
+    /// The upstream allows 2 streams per connection: 5 concurrent slow requests open
+    /// exactly 3 connections (2 + 2 + 1), and all succeed.
+    #[tokio::test]
+    async fn streams_multiplex_up_to_the_peer_limit() {
+        let (_goaway, goaway_rx) = tokio::sync::watch::channel(false);
+        let (addr, seen) = test_support::http2_server(Some(2), goaway_rx).await;
+        let pools = pools_for("h2_streams", addr.port(), |_| {});
+        let requests = (0..5).map(|_| {
+            let pools = pools.clone();
+            tokio::spawn(async move { send_ok(&pools, "h2_streams", "/slow").await })
+        });
+        let Ok(results) = timeout(LIMIT, futures_util::future::join_all(requests)).await else {
+            panic!("requests finish in time")
+        };
+        for result in results {
+            assert!(
+                matches!(&result, Ok(Ok(body)) if body == "ok"),
+                "{result:?}"
+            );
+        }
+        assert_eq!(seen.accepted(), 3);
+        assert_eq!(ClusterStats::new("h2_streams").cx_http2_total.get(), 3);
+    }
+
+    /// max_requests_per_connection 10: 25 sequential requests open 3 connections, and the
+    /// drained ones close once empty.
+    #[tokio::test]
+    async fn max_requests_per_connection_drains() {
+        let (_goaway, goaway_rx) = tokio::sync::watch::channel(false);
+        let (addr, seen) = test_support::http2_server(None, goaway_rx).await;
+        let pools = pools_for("h2_max_requests", addr.port(), |spec| {
+            spec.max_requests_per_connection = Some(10);
+        });
+        for _ in 0..25 {
+            let result = timeout(LIMIT, send_ok(&pools, "h2_max_requests", "/")).await;
+            assert!(
+                matches!(&result, Ok(Ok(body)) if body == "ok"),
+                "{result:?}"
+            );
+        }
+        assert_eq!(seen.accepted(), 3);
+        let stats = ClusterStats::new("h2_max_requests");
+        assert_eq!(stats.cx_max_requests.get(), 2);
+        assert!(
+            eventually(LIMIT, || seen.data_closed() == 2).await,
+            "drained connections close"
+        );
+    }
+
+    /// A GOAWAY from the upstream lets the stream in flight finish, and the next request
+    /// goes on a new connection.
+    #[tokio::test]
+    async fn goaway_drains_and_next_request_uses_a_new_connection() {
+        let (goaway, goaway_rx) = tokio::sync::watch::channel(false);
+        let (addr, seen) = test_support::http2_server(None, goaway_rx).await;
+        let pools = pools_for("h2_goaway", addr.port(), |_| {});
+        let slow = {
+            let pools = pools.clone();
+            tokio::spawn(async move { send_ok(&pools, "h2_goaway", "/slow").await })
+        };
+        assert!(eventually(LIMIT, || seen.requests() == 1).await);
+        let _ = goaway.send(true);
+        // Let the GOAWAY reach the client before the next request.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let next = timeout(LIMIT, send_ok(&pools, "h2_goaway", "/")).await;
+        assert!(matches!(&next, Ok(Ok(body)) if body == "ok"), "{next:?}");
+        let slow = timeout(LIMIT, slow).await;
+        assert!(
+            matches!(&slow, Ok(Ok(Ok(body))) if body == "ok"),
+            "{slow:?}"
+        );
+        assert_eq!(seen.accepted(), 2);
+        assert!(
+            eventually(LIMIT, || seen.data_closed() >= 1).await,
+            "the old connection closes"
+        );
+    }
+
+    /// A 10 MiB chunked request body with trailers streams up with flow control and comes
+    /// back, with trailers, as the response body.
+    #[tokio::test]
+    async fn bodies_and_trailers_stream_both_ways() {
+        let (_goaway, goaway_rx) = tokio::sync::watch::channel(false);
+        let (addr, _seen) = test_support::http2_server(None, goaway_rx).await;
+        let pools = pools_for("h2_echo", addr.port(), |_| {});
+        let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+        let mut frames: Vec<Result<Frame<Bytes>, crate::body::BoxError>> =
+            (0..160).map(|_| Ok(Frame::data(chunk.clone()))).collect();
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-request-trailer", http::HeaderValue::from_static("yes"));
+        frames.push(Ok(Frame::trailers(trailers)));
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let mut request = get("/echo");
+        *request.method_mut() = http::Method::POST;
+        *request.body_mut() = crate::body::boxed(body);
+        let response = timeout(LIMIT, pools.send("h2_echo", request)).await;
+        let Ok(Ok(response)) = response else {
+            panic!("request succeeds: {response:?}")
+        };
+        let collected = timeout(LIMIT, response.into_body().collect()).await;
+        let Ok(Ok(collected)) = collected else {
+            panic!("body arrives")
+        };
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        assert_eq!(collected.to_bytes().len(), 10 * 1024 * 1024);
+        assert_eq!(
+            trailers.get("x-request-trailer").map(|v| v.as_bytes()),
+            Some(&b"yes"[..])
+        );
+        assert_eq!(
+            trailers.get("x-echo-len").map(|v| v.as_bytes()),
+            Some(&b"10485760"[..])
+        );
+        let stats = ClusterStats::new("h2_echo");
+        assert!(eventually(LIMIT, || stats.rq_active.get() == 0).await);
+    }
+
+    /// The h2 head: absolute URI from the host header, forbidden headers dropped.
+    #[test]
+    fn request_head_builds_pseudo_headers_and_drops_connection_headers() {
+        let request = http::Request::post("/p?q=1")
+            .header("host", "example.test:8443")
+            .header("connection", "close")
+            .header("te", "gzip")
+            .header("x-kept", "1")
+            .body(());
+        let Ok(request) = request else {
+            panic!("request builds")
+        };
+        let (parts, ()) = request.into_parts();
+        let head = super::request_head(&parts, "https", "127.0.0.1:1");
+        let Ok(head) = head else {
+            panic!("head builds")
+        };
+        assert_eq!(head.uri().to_string(), "https://example.test:8443/p?q=1");
+        assert!(head.headers().get("connection").is_none());
+        assert!(head.headers().get("te").is_none());
+        assert!(head.headers().get("host").is_none());
+        assert_eq!(
+            head.headers().get("x-kept").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+    }
+}
