@@ -174,4 +174,89 @@ mod tests {
         apply(&cluster, &spec, &host, &mut streak, true);
         assert!(host.is_healthy());
     }
+
+    /// A host whose health endpoint starts failing has its idle pooled connection closed
+    /// (the upstream sees the close), gets no requests while unhealthy, and takes requests
+    /// again on a fresh connection once it passes.
+    #[tokio::test]
+    async fn unhealthy_host_is_drained_and_skipped_until_it_passes() {
+        use crate::stats::ClusterStats;
+        use crate::upstream::test_support::{self, delayed_ok, eventually, get};
+        use crate::upstream::{ClusterManager, UpstreamError, WorkerPools};
+        use http_body_util::BodyExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        const LIMIT: Duration = Duration::from_secs(10);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (addr, seen) =
+            test_support::http1_server(delayed_ok(Duration::ZERO), healthy.clone()).await;
+        let mut spec = test_support::spec("hc_drain", &[addr.port()]);
+        spec.health_check = Some(HealthCheckSpec {
+            interval: Duration::from_millis(50),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+            ..self::tests::spec()
+        });
+        let manager = match ClusterManager::new(vec![spec]) {
+            Ok(manager) => manager,
+            Err(error) => panic!("cluster builds: {error}"),
+        };
+        manager.start_background();
+        manager.start_background();
+        let pools = WorkerPools::new(manager.clone());
+        let stats = ClusterStats::new("hc_drain");
+        assert!(eventually(LIMIT, || stats.health_check_success.get() >= 1).await);
+
+        let response = tokio::time::timeout(LIMIT, pools.send("hc_drain", get("/"))).await;
+        let Ok(Ok(response)) = response else {
+            panic!("request succeeds: {response:?}")
+        };
+        assert!(response.into_body().collect().await.is_ok());
+        assert_eq!(seen.data_closed(), 0, "the connection stays pooled");
+
+        healthy.store(false, Ordering::SeqCst);
+        assert!(
+            eventually(LIMIT, || seen.data_closed() == 1).await,
+            "pooled connection closed"
+        );
+        let refused = pools.send("hc_drain", get("/")).await;
+        assert!(
+            matches!(refused, Err(UpstreamError::NoHealthyHost(_))),
+            "{refused:?}"
+        );
+        assert_eq!(seen.requests(), 1, "no request reached the unhealthy host");
+        assert_eq!(stats.membership_healthy.get(), 0);
+        assert_eq!(stats.membership_total.get(), 1);
+        assert!(stats.health_check_failure.get() >= 1);
+        let flags = format!("hc_drain::{addr}::health_flags::/failed_active_hc");
+        assert!(
+            manager.clusters_text().contains(&flags),
+            "{}",
+            manager.clusters_text()
+        );
+
+        healthy.store(true, Ordering::SeqCst);
+        assert!(eventually(LIMIT, || stats.membership_healthy.get() == 1).await);
+        let response = tokio::time::timeout(LIMIT, pools.send("hc_drain", get("/"))).await;
+        let Ok(Ok(response)) = response else {
+            panic!("request succeeds: {response:?}")
+        };
+        assert!(response.into_body().collect().await.is_ok());
+        assert_eq!(seen.requests(), 2);
+        assert_eq!(
+            stats.cx_http1_total.get(),
+            2,
+            "a fresh connection after recovery"
+        );
+        let text = manager.clusters_text();
+        assert!(
+            text.contains(&format!("hc_drain::{addr}::rq_total::2")),
+            "{text}"
+        );
+        assert!(
+            text.contains("hc_drain::default_priority::max_connections::1024"),
+            "{text}"
+        );
+        manager.shutdown();
+    }
 }

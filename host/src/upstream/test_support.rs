@@ -250,3 +250,76 @@ async fn handle_h2(
     trailers.insert("x-echo-len", http::HeaderValue::from(length));
     let _ = stream.send_trailers(trailers);
 }
+
+/// Path of a file in `upstream/testdata`.
+pub fn testdata(file: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/upstream/testdata")
+        .join(file)
+}
+
+/// A TLS server on 127.0.0.1:0 with `testdata/cert.pem` (for `localhost`, signed by
+/// `testdata/ca.pem`) offering `alpn`; speaks h2 when ALPN chose it, HTTP/1.1 otherwise, and
+/// answers "ok".
+pub async fn tls_server(alpn: &[&[u8]]) -> (SocketAddr, Arc<Seen>) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |file: &str| std::fs::read(testdata(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let certs = rustls_pemfile::certs(&mut read("cert.pem").as_slice())
+        .collect::<Result<Vec<CertificateDer<'static>>, _>>()
+        .unwrap_or_else(|e| panic!("cert: {e}"));
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut read("key.pem").as_slice())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("key.pem has a key"));
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|builder| builder.with_no_client_auth().with_single_cert(certs, key))
+    .unwrap_or_else(|e| panic!("server config: {e}"));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"));
+    let seen = Arc::new(Seen::default());
+    let seen_by_server = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            seen_by_server.accepted.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            let seen = seen_by_server.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let Ok(mut connection) = h2::server::handshake(tls).await else {
+                        return;
+                    };
+                    while let Some(Ok((request, respond))) = connection.accept().await {
+                        seen.requests.fetch_add(1, Ordering::SeqCst);
+                        tokio::spawn(handle_h2(request, respond));
+                    }
+                } else {
+                    let service =
+                        hyper::service::service_fn(move |_request: http::Request<Incoming>| {
+                            seen.requests.fetch_add(1, Ordering::SeqCst);
+                            async {
+                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                    Bytes::from_static(b"ok"),
+                                )))
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, seen)
+}

@@ -154,3 +154,120 @@ async fn send_to_host(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::ClusterStats;
+    use crate::upstream::spec::UpstreamTlsSpec;
+    use crate::upstream::test_support::{self, get};
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tokio::time::timeout;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    fn pools_for(spec: crate::upstream::ClusterSpec) -> WorkerPools {
+        match ClusterManager::new(vec![spec]) {
+            Ok(manager) => WorkerPools::new(manager),
+            Err(error) => panic!("cluster builds: {error}"),
+        }
+    }
+
+    async fn send_ok(pools: &WorkerPools, cluster: &str) -> Result<String, UpstreamError> {
+        let response = timeout(LIMIT, pools.send(cluster, get("/")))
+            .await
+            .map_err(|_| UpstreamError::NoHealthyHost("test timed out".into()))??;
+        let body = response.into_body().collect().await;
+        Ok(body
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default())
+    }
+
+    /// auto over TLS: ALPN offers h2 and http/1.1; an h2 server gets h2 (the connection the
+    /// first request made is handed to the h2 pool and reused), a server that only speaks
+    /// http/1.1 gets HTTP/1.1. No CA configured: the certificate is accepted unverified.
+    #[tokio::test]
+    async fn auto_over_tls_follows_alpn() {
+        let (h2_addr, h2_seen) = test_support::tls_server(&[b"h2", b"http/1.1"]).await;
+        let (h1_addr, h1_seen) = test_support::tls_server(&[b"http/1.1"]).await;
+        let mut specs = Vec::new();
+        for (name, port) in [("auto_h2", h2_addr.port()), ("auto_h1", h1_addr.port())] {
+            let mut spec = test_support::spec(name, &[port]);
+            spec.protocol = UpstreamProtocol::Auto;
+            spec.tls = Some(UpstreamTlsSpec::default());
+            specs.push(spec);
+        }
+        let manager = match ClusterManager::new(specs) {
+            Ok(manager) => manager,
+            Err(error) => panic!("clusters build: {error}"),
+        };
+        let pools = WorkerPools::new(manager);
+        for cluster in ["auto_h2", "auto_h1"] {
+            for _ in 0..3 {
+                let body = send_ok(&pools, cluster).await;
+                assert_eq!(body.ok().as_deref(), Some("ok"), "{cluster}");
+            }
+        }
+        let h2_stats = ClusterStats::new("auto_h2");
+        assert_eq!(
+            (h2_stats.cx_http2_total.get(), h2_stats.cx_http1_total.get()),
+            (1, 0)
+        );
+        assert_eq!(h2_seen.accepted(), 1);
+        assert_eq!(h2_seen.requests(), 3);
+        let h1_stats = ClusterStats::new("auto_h1");
+        assert_eq!(
+            (h1_stats.cx_http2_total.get(), h1_stats.cx_http1_total.get()),
+            (0, 1)
+        );
+        assert_eq!(h1_seen.accepted(), 1);
+    }
+
+    /// With a CA the server certificate is verified against the SNI: the right name
+    /// connects, a wrong one fails with a TLS error.
+    #[tokio::test]
+    async fn tls_verifies_against_the_ca_and_sni() {
+        let (addr, _seen) = test_support::tls_server(&[b"http/1.1"]).await;
+        let mut specs = Vec::new();
+        for (name, sni) in [("tls_good_sni", "localhost"), ("tls_bad_sni", "other.test")] {
+            let mut spec = test_support::spec(name, &[addr.port()]);
+            spec.tls = Some(UpstreamTlsSpec {
+                sni: Some(sni.into()),
+                ca_file: Some(test_support::testdata("ca.pem")),
+                ..Default::default()
+            });
+            specs.push(spec);
+        }
+        let Ok(manager) = ClusterManager::new(specs) else {
+            panic!("clusters build")
+        };
+        let pools = WorkerPools::new(manager);
+        assert_eq!(
+            send_ok(&pools, "tls_good_sni").await.ok().as_deref(),
+            Some("ok")
+        );
+        let bad = send_ok(&pools, "tls_bad_sni").await;
+        assert!(matches!(bad, Err(UpstreamError::Tls { .. })), "{bad:?}");
+        assert_eq!(ClusterStats::new("tls_bad_sni").cx_connect_fail.get(), 1);
+    }
+
+    /// Unknown clusters and missing TLS files are errors, not panics.
+    #[tokio::test]
+    async fn unknown_cluster_and_bad_tls_files_are_errors() {
+        let pools = pools_for(test_support::spec("known", &[1]));
+        let unknown = pools.send("unknown", get("/")).await;
+        assert!(matches!(unknown, Err(UpstreamError::UnknownCluster(_))));
+        let mut spec = test_support::spec("bad_key", &[1]);
+        spec.tls = Some(UpstreamTlsSpec {
+            cert_chain_file: Some(test_support::testdata("cert.pem")),
+            private_key_file: Some("/nonexistent/weir-key.pem".into()),
+            ..Default::default()
+        });
+        let error = ClusterManager::new(vec![spec])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("/nonexistent/weir-key.pem"), "{error}");
+    }
+}
