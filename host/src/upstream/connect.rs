@@ -31,9 +31,22 @@ pub struct Connected {
     pub alpn: Option<HostProtocol>,
 }
 
-/// Connects to `host` within the cluster's `connect_timeout`, counting `cx_connect_fail` and
-/// `cx_connect_timeout`.
+/// Connects to `host` for a pool within the cluster's `connect_timeout`, counting
+/// `cx_connect_fail` and `cx_connect_timeout`.
 pub async fn connect(cluster: &Cluster, host: &Host) -> Result<Connected, UpstreamError> {
+    let result = establish(cluster, host).await;
+    if let Err(error) = &result {
+        cluster.stats.cx_connect_fail.inc();
+        if matches!(error, UpstreamError::ConnectTimeout { .. }) {
+            cluster.stats.cx_connect_timeout.inc();
+        }
+    }
+    result
+}
+
+/// Connects to `host` within the cluster's `connect_timeout` without counting anything (the
+/// health checker's connections are not the pools').
+pub async fn establish(cluster: &Cluster, host: &Host) -> Result<Connected, UpstreamError> {
     let attempt = async {
         let tcp =
             TcpStream::connect(host.addr)
@@ -82,18 +95,13 @@ pub async fn connect(cluster: &Cluster, host: &Host) -> Result<Connected, Upstre
             Ok(connected)
         }
         Ok(Err(error)) => {
-            cluster.stats.cx_connect_fail.inc();
             tracing::debug!(%error, "connect failed");
             Err(error)
         }
-        Err(_) => {
-            cluster.stats.cx_connect_fail.inc();
-            cluster.stats.cx_connect_timeout.inc();
-            Err(UpstreamError::ConnectTimeout {
-                cluster: cluster.name().to_owned(),
-                host: host.addr.to_string(),
-            })
-        }
+        Err(_) => Err(UpstreamError::ConnectTimeout {
+            cluster: cluster.name().to_owned(),
+            host: host.addr.to_string(),
+        }),
     }
 }
 

@@ -99,7 +99,7 @@ async fn check(
     spec: &HealthCheckSpec,
     host: &Host,
 ) -> Result<http::StatusCode, Box<dyn std::error::Error + Send + Sync>> {
-    let connected = connect::connect(cluster, host).await?;
+    let connected = connect::establish(cluster, host).await?;
     let authority = spec
         .host
         .clone()

@@ -193,10 +193,11 @@ impl Http1Pool {
                         poke: entry.poke.clone(),
                     }));
                 }
-                if wait.saw_new_failure(state.failures) && state.connecting == 0 {
-                    if let Some(failure) = state.last_failure.clone() {
-                        return Err(failure);
-                    }
+                if wait.saw_new_failure(state.failures)
+                    && state.connecting == 0
+                    && let Some(failure) = state.last_failure.clone()
+                {
+                    return Err(failure);
                 }
                 if wait.enter()? {
                     state.waiting += 1;
@@ -728,5 +729,61 @@ mod tests {
         let stats = ClusterStats::new("h1_severed");
         assert_eq!(stats.rq_reset.get(), 1);
         assert_eq!(stats.cx_destroy_with_active_rq.get(), 1);
+    }
+
+    /// When its host is drained while a request is in flight, the connection finishes that
+    /// request and then closes (the upstream sees the close) instead of going back idle.
+    #[tokio::test]
+    async fn busy_connection_closes_after_its_request_when_drained() {
+        let (addr, seen) = test_support::http1_server(
+            delayed_ok(Duration::from_millis(200)),
+            Arc::new(AtomicBool::new(true)),
+        )
+        .await;
+        let Ok(manager) =
+            ClusterManager::new(vec![test_support::spec("h1_busy_drain", &[addr.port()])])
+        else {
+            panic!("cluster builds")
+        };
+        let Some(cluster) = manager.cluster("h1_busy_drain") else {
+            panic!("cluster exists")
+        };
+        let pools = WorkerPools::new(manager.clone());
+        let in_flight = {
+            let pools = pools.clone();
+            tokio::spawn(async move {
+                let response = pools.send("h1_busy_drain", get("/")).await?;
+                Ok::<_, UpstreamError>(body_text(response).await)
+            })
+        };
+        assert!(eventually(LIMIT, || seen.requests() == 1).await);
+        cluster.hosts()[0].drain_connections();
+        let body = timeout(LIMIT, in_flight).await;
+        assert!(
+            matches!(&body, Ok(Ok(Ok(body))) if body == "ok"),
+            "{body:?}"
+        );
+        assert!(
+            eventually(LIMIT, || seen.data_closed() == 1).await,
+            "closed after its request"
+        );
+        let stats = ClusterStats::new("h1_busy_drain");
+        assert_eq!(stats.cx_destroy_with_active_rq.get(), 0);
+        assert!(eventually(LIMIT, || stats.cx_active.get() == 0).await);
+    }
+
+    /// The router needs `WorkerPools` shareable across threads and `send`'s future `Send`
+    /// (hyper's h2 server spawns the service future).
+    #[test]
+    fn worker_pools_and_send_future_are_send() {
+        fn is_send_sync<T: Send + Sync>(_: &T) {}
+        fn is_send<T: Send>(_: &T) {}
+        let Ok(manager) = ClusterManager::new(vec![]) else {
+            panic!("empty manager builds")
+        };
+        let pools = WorkerPools::new(manager);
+        is_send_sync(&pools);
+        let future = pools.send("none", get("/"));
+        is_send(&future);
     }
 }

@@ -222,10 +222,11 @@ impl Http2Pool {
                     };
                     return Ok((lease, entry.send.clone()));
                 }
-                if wait.saw_new_failure(state.failures) && state.connecting == 0 {
-                    if let Some(failure) = state.last_failure.clone() {
-                        return Err(failure);
-                    }
+                if wait.saw_new_failure(state.failures)
+                    && state.connecting == 0
+                    && let Some(failure) = state.last_failure.clone()
+                {
+                    return Err(failure);
                 }
                 if wait.enter()? {
                     state.waiting += 1;
