@@ -134,6 +134,7 @@ pub async fn http1_server(handler: Handler, healthy: Arc<AtomicBool>) -> (Socket
                     });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), service)
+                    .with_upgrades()
                     .await;
                 if served_data.load(Ordering::SeqCst) {
                     seen.data_closed.fetch_add(1, Ordering::SeqCst);

@@ -582,6 +582,10 @@ mod tests {
         assert!(seen.accepted() >= 1);
         let stats = ClusterStats::new("h1_max_cx");
         assert!(
+            stats.cx_overflow.get() >= 1,
+            "requests found max_connections reached"
+        );
+        assert!(
             stats.rq_pending_total.get() >= 16,
             "requests waited as pending"
         );
@@ -785,5 +789,80 @@ mod tests {
         is_send_sync(&pools);
         let future = pools.send("none", get("/"));
         is_send(&future);
+    }
+
+    /// A 101 hands the connection to the upgrade (bytes flow both ways on it), and the
+    /// connection is never reused: the next request opens a new one.
+    #[tokio::test]
+    async fn upgrade_takes_the_connection_out_of_the_pool() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let handler: test_support::Handler = Arc::new(|mut request| {
+            Box::pin(async move {
+                if request.headers().contains_key(http::header::UPGRADE) {
+                    let upgrade = hyper::upgrade::on(&mut request);
+                    tokio::spawn(async move {
+                        if let Ok(upgraded) = upgrade.await {
+                            let mut io = hyper_util::rt::TokioIo::new(upgraded);
+                            let mut buf = [0u8; 4];
+                            if io.read_exact(&mut buf).await.is_ok() {
+                                let _ = io.write_all(&buf).await;
+                            }
+                        }
+                    });
+                    let mut response =
+                        http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                    *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+                    response.headers_mut().insert(
+                        http::header::UPGRADE,
+                        http::HeaderValue::from_static("echo"),
+                    );
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("upgrade"),
+                    );
+                    return response;
+                }
+                http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")))
+            })
+        });
+        let (addr, seen) =
+            test_support::http1_server(handler, Arc::new(AtomicBool::new(true))).await;
+        let pools = pools_for(test_support::spec("h1_upgrade", &[addr.port()]));
+        let mut request = get("/");
+        request.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+        request.headers_mut().insert(
+            http::header::UPGRADE,
+            http::HeaderValue::from_static("echo"),
+        );
+        let response = timeout(LIMIT, pools.send("h1_upgrade", request)).await;
+        let Ok(Ok(mut response)) = response else {
+            panic!("upgrade answered: {response:?}")
+        };
+        assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+        let upgraded = timeout(LIMIT, hyper::upgrade::on(&mut response)).await;
+        let Ok(Ok(upgraded)) = upgraded else {
+            panic!("upgraded")
+        };
+        let mut io = hyper_util::rt::TokioIo::new(upgraded);
+        let echoed = timeout(LIMIT, async {
+            io.write_all(b"ping").await?;
+            let mut buf = [0u8; 4];
+            io.read_exact(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await;
+        assert!(
+            matches!(echoed, Ok(Ok(buf)) if &buf == b"ping"),
+            "{echoed:?}"
+        );
+        let next = timeout(LIMIT, pools.send("h1_upgrade", get("/"))).await;
+        let Ok(Ok(next)) = next else {
+            panic!("next request succeeds: {next:?}")
+        };
+        assert_eq!(body_text(next).await, "ok");
+        assert_eq!(seen.accepted(), 2, "the upgraded connection was not reused");
     }
 }

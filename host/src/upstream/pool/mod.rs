@@ -270,4 +270,49 @@ mod tests {
             .unwrap_or_default();
         assert!(error.contains("/nonexistent/weir-key.pem"), "{error}");
     }
+
+    /// max_requests 1: while one response body is unread a second request is refused with
+    /// RequestOverflow (counted); once the body is read the breaker lets requests through.
+    #[tokio::test]
+    async fn max_requests_breaker_holds_until_the_body_is_done() {
+        let (addr, _seen) = test_support::http1_server(
+            test_support::delayed_ok(Duration::ZERO),
+            std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        )
+        .await;
+        let mut spec = test_support::spec("max_rq", &[addr.port()]);
+        spec.thresholds.max_requests = 1;
+        let pools = pools_for(spec);
+        let first = timeout(LIMIT, pools.send("max_rq", get("/"))).await;
+        let Ok(Ok(first)) = first else {
+            panic!("first succeeds: {first:?}")
+        };
+        let second = pools.send("max_rq", get("/")).await;
+        assert!(
+            matches!(second, Err(UpstreamError::RequestOverflow(_))),
+            "{second:?}"
+        );
+        assert_eq!(ClusterStats::new("max_rq").rq_overflow.get(), 1);
+        assert!(first.into_body().collect().await.is_ok());
+        assert_eq!(send_ok(&pools, "max_rq").await.ok().as_deref(), Some("ok"));
+    }
+
+    /// A refused connection fails the request with ConnectFailed and counts cx_connect_fail.
+    #[tokio::test]
+    async fn refused_connection_is_connect_failed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await;
+        let Ok(port) = listener.and_then(|l| l.local_addr()).map(|a| a.port()) else {
+            panic!("bind")
+        };
+        let pools = pools_for(test_support::spec("refused", &[port]));
+        let result = send_ok(&pools, "refused").await;
+        assert!(
+            matches!(result, Err(UpstreamError::ConnectFailed { .. })),
+            "{result:?}"
+        );
+        let stats = ClusterStats::new("refused");
+        assert_eq!(stats.cx_connect_fail.get(), 1);
+        assert_eq!(stats.rq_pending_active.get(), 0);
+        assert_eq!(stats.rq_active.get(), 0);
+    }
 }
