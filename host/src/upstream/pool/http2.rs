@@ -822,4 +822,47 @@ mod tests {
             Some(&b"1"[..])
         );
     }
+
+    /// An idle h2 connection closes after idle_timeout (counted); a host drain closes an
+    /// idle connection at once, and the next request gets a fresh one.
+    #[tokio::test]
+    async fn idle_timeout_and_drain_close_idle_connections() {
+        let (_goaway, goaway_rx) = tokio::sync::watch::channel(false);
+        let (addr, seen) = test_support::http2_server(None, goaway_rx).await;
+        let pools = pools_for("h2_idle", addr.port(), |spec| {
+            spec.idle_timeout = Some(Duration::from_millis(200));
+        });
+        let first = timeout(LIMIT, send_ok(&pools, "h2_idle", "/")).await;
+        assert!(matches!(&first, Ok(Ok(body)) if body == "ok"), "{first:?}");
+        let stats = ClusterStats::new("h2_idle");
+        assert!(
+            eventually(LIMIT, || seen.data_closed() == 1).await,
+            "idle connection closed"
+        );
+        assert_eq!(stats.cx_idle_timeout.get(), 1);
+
+        let (_goaway, goaway_rx) = tokio::sync::watch::channel(false);
+        let (addr, seen) = test_support::http2_server(None, goaway_rx).await;
+        let Ok(manager) = ClusterManager::new(vec![{
+            let mut spec = test_support::spec("h2_drain", &[addr.port()]);
+            spec.protocol = UpstreamProtocol::Http2;
+            spec
+        }]) else {
+            panic!("cluster builds")
+        };
+        let pools = WorkerPools::new(manager.clone());
+        let first = timeout(LIMIT, send_ok(&pools, "h2_drain", "/")).await;
+        assert!(matches!(&first, Ok(Ok(body)) if body == "ok"), "{first:?}");
+        let Some(cluster) = manager.cluster("h2_drain") else {
+            panic!("cluster exists")
+        };
+        cluster.hosts()[0].drain_connections();
+        assert!(
+            eventually(LIMIT, || seen.data_closed() == 1).await,
+            "drained connection closed"
+        );
+        let next = timeout(LIMIT, send_ok(&pools, "h2_drain", "/")).await;
+        assert!(matches!(&next, Ok(Ok(body)) if body == "ok"), "{next:?}");
+        assert_eq!(seen.accepted(), 2);
+    }
 }
