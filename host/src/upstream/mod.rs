@@ -1,5 +1,24 @@
-//! Clusters, endpoints, load balancing, health checking, circuit breakers and pools.
+//! Clusters, endpoints, load balancing, health checking, circuit breakers and connection
+//! pools: everything between the router and an upstream host.
+//!
+//! [`ClusterManager`] is built once per config snapshot and shared by all workers; each
+//! worker sends through its own [`WorkerPools`].
 
+mod cluster;
+mod connect;
+mod dns;
+mod error;
+mod health;
+mod lb;
+mod manager;
+mod pool;
 pub mod spec;
+mod tls;
 
+#[cfg(test)]
+mod test_support;
+
+pub use error::UpstreamError;
+pub use manager::ClusterManager;
+pub use pool::WorkerPools;
 pub use spec::*;

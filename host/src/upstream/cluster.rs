@@ -1,0 +1,431 @@
+//! The state of a cluster and its hosts that every worker shares: health, counters and the
+//! circuit breakers, all atomics (or lock-free swaps), so the request path never takes a lock
+//! shared between workers.
+
+use super::error::UpstreamError;
+use super::spec::{ClusterSpec, Discovery};
+use super::tls;
+use crate::stats::ClusterStats;
+use arc_swap::ArcSwap;
+use rustls::ClientConfig;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
+use tokio::sync::{Notify, watch};
+
+/// The HTTP protocol spoken to one host, as the pools know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2.
+    Http2,
+}
+
+const PROTOCOL_UNKNOWN: u8 = 0;
+const PROTOCOL_HTTP1: u8 = 1;
+const PROTOCOL_HTTP2: u8 = 2;
+
+/// One upstream host (an address of an endpoint).
+///
+/// Hosts are shared by all workers; each worker's pools hold their own connections to it and
+/// watch [`Host::drain_signal`] to close them when the host turns unhealthy or disappears.
+#[derive(Debug)]
+pub struct Host {
+    /// Where connections go.
+    pub addr: SocketAddr,
+    healthy: AtomicBool,
+    removed: AtomicBool,
+    /// Connections open to this host, over all workers.
+    pub cx_active: AtomicI64,
+    /// Requests in flight to this host, over all workers (LEAST_REQUEST reads it).
+    pub rq_active: AtomicI64,
+    /// Requests sent to this host since it was added.
+    pub rq_total: AtomicU64,
+    protocol: AtomicU8,
+    drain: watch::Sender<u64>,
+}
+
+impl Host {
+    /// A new host: healthy, protocol not yet negotiated.
+    pub fn new(addr: SocketAddr) -> Host {
+        Host {
+            addr,
+            healthy: AtomicBool::new(true),
+            removed: AtomicBool::new(false),
+            cx_active: AtomicI64::new(0),
+            rq_active: AtomicI64::new(0),
+            rq_total: AtomicU64::new(0),
+            protocol: AtomicU8::new(PROTOCOL_UNKNOWN),
+            drain: watch::Sender::new(0),
+        }
+    }
+
+    /// Whether load balancing may pick this host.
+    pub fn is_available(&self) -> bool {
+        self.healthy.load(Ordering::Acquire) && !self.removed.load(Ordering::Acquire)
+    }
+
+    /// Whether discovery removed it.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// Whether the last active health checks left it healthy.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Sets the health-check verdict; turning unhealthy drains every worker's connections.
+    pub fn set_healthy(&self, healthy: bool) {
+        let was = self.healthy.swap(healthy, Ordering::AcqRel);
+        if was && !healthy {
+            self.drain_connections();
+        }
+    }
+
+    /// Marks the host gone from discovery and drains every worker's connections to it.
+    pub fn remove(&self) {
+        self.removed.store(true, Ordering::Release);
+        self.drain_connections();
+    }
+
+    /// Tells every connection to this host to close: idle ones now, busy ones when their
+    /// requests finish.
+    pub fn drain_connections(&self) {
+        self.drain.send_modify(|generation| *generation += 1);
+    }
+
+    /// A receiver that changes whenever [`Host::drain_connections`] is called after it was
+    /// taken. A connection takes one when it opens.
+    pub fn drain_signal(&self) -> watch::Receiver<u64> {
+        self.drain.subscribe()
+    }
+
+    /// The protocol ALPN negotiated with this host last time, when known.
+    pub fn negotiated_protocol(&self) -> Option<HostProtocol> {
+        match self.protocol.load(Ordering::Acquire) {
+            PROTOCOL_HTTP1 => Some(HostProtocol::Http1),
+            PROTOCOL_HTTP2 => Some(HostProtocol::Http2),
+            _ => None,
+        }
+    }
+
+    /// Remembers what ALPN negotiated, so later requests go to that protocol's pool.
+    pub fn set_negotiated_protocol(&self, protocol: HostProtocol) {
+        let value = match protocol {
+            HostProtocol::Http1 => PROTOCOL_HTTP1,
+            HostProtocol::Http2 => PROTOCOL_HTTP2,
+        };
+        self.protocol.store(value, Ordering::Release);
+    }
+}
+
+/// A counting limit shared by all workers (one circuit breaker threshold).
+#[derive(Debug)]
+pub struct Breaker {
+    limit: u32,
+    count: AtomicU32,
+}
+
+impl Breaker {
+    fn new(limit: u32) -> Breaker {
+        Breaker {
+            limit,
+            count: AtomicU32::new(0),
+        }
+    }
+
+    /// Takes one unit if the limit allows.
+    fn try_acquire(&self) -> bool {
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < self.limit).then_some(count + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        // Only called by guards that acquired, so the count is above zero.
+        let _ = self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                count.checked_sub(1)
+            });
+    }
+
+    /// Units taken now.
+    pub fn current(&self) -> u32 {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+/// A cluster: its spec, stats, TLS config, hosts and circuit breakers.
+pub struct Cluster {
+    /// What it was built from.
+    pub spec: ClusterSpec,
+    /// Its stats (label `cluster_name`).
+    pub stats: ClusterStats,
+    /// The TLS client config, when the cluster speaks TLS.
+    pub tls: Option<Arc<ClientConfig>>,
+    hosts: ArcSwap<Vec<Arc<Host>>>,
+    /// `max_connections`.
+    pub connections: Breaker,
+    /// `max_pending_requests`.
+    pub pending: Breaker,
+    /// `max_requests`.
+    pub requests: Breaker,
+    /// Where round robin goes next.
+    pub(crate) round_robin: AtomicUsize,
+    /// Woken when a connection of this cluster closes, for requests waiting on
+    /// `max_connections`. Only requests already over a breaker wait on it.
+    pub(crate) connection_freed: Notify,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.spec.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Builds a cluster: TLS config, and for STATIC the hosts from the IP literals. DNS
+    /// clusters get their hosts from the first resolution (see `dns`).
+    pub fn new(spec: ClusterSpec) -> Result<Cluster, UpstreamError> {
+        let tls = spec
+            .tls
+            .as_ref()
+            .map(|tls_spec| tls::client_config(&spec.name, tls_spec, spec.protocol))
+            .transpose()?;
+        let hosts = match spec.discovery {
+            Discovery::Static => spec
+                .endpoints
+                .iter()
+                .map(|endpoint| {
+                    let ip: IpAddr =
+                        endpoint
+                            .address
+                            .parse()
+                            .map_err(|_| UpstreamError::Config {
+                                cluster: spec.name.clone(),
+                                reason: format!(
+                                    "STATIC endpoint address {:?} is not an IP address",
+                                    endpoint.address
+                                ),
+                            })?;
+                    Ok(Arc::new(Host::new(SocketAddr::new(ip, endpoint.port))))
+                })
+                .collect::<Result<Vec<_>, UpstreamError>>()?,
+            Discovery::StrictDns | Discovery::LogicalDns => Vec::new(),
+        };
+        let stats = ClusterStats::new(&spec.name);
+        stats.membership_total.set(hosts.len() as i64);
+        stats.membership_healthy.set(hosts.len() as i64);
+        Ok(Cluster {
+            connections: Breaker::new(spec.thresholds.max_connections),
+            pending: Breaker::new(spec.thresholds.max_pending_requests),
+            requests: Breaker::new(spec.thresholds.max_requests),
+            stats,
+            tls,
+            hosts: ArcSwap::from_pointee(hosts),
+            round_robin: AtomicUsize::new(0),
+            connection_freed: Notify::new(),
+            spec,
+        })
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The hosts now (a snapshot).
+    pub fn hosts(&self) -> Arc<Vec<Arc<Host>>> {
+        self.hosts.load_full()
+    }
+
+    /// Replaces the host set with `addrs`: hosts still present keep their state, new ones
+    /// start healthy, and the ones gone are removed (their connections drained).
+    pub fn set_host_addresses(&self, addrs: &[SocketAddr]) {
+        let old = self.hosts.load_full();
+        let mut next = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            if next.iter().any(|host: &Arc<Host>| host.addr == *addr) {
+                continue;
+            }
+            match old.iter().find(|host| host.addr == *addr) {
+                Some(host) => next.push(host.clone()),
+                None => next.push(Arc::new(Host::new(*addr))),
+            }
+        }
+        for host in old.iter() {
+            if !next.iter().any(|kept| Arc::ptr_eq(kept, host)) {
+                tracing::debug!(cluster = %self.name(), host = %host.addr, "host removed");
+                host.remove();
+            }
+        }
+        self.hosts.store(Arc::new(next));
+        self.update_membership();
+    }
+
+    /// Sets the membership gauges from the hosts' state.
+    pub fn update_membership(&self) {
+        let hosts = self.hosts.load();
+        let healthy = hosts.iter().filter(|host| host.is_healthy()).count();
+        self.stats.membership_total.set(hosts.len() as i64);
+        self.stats.membership_healthy.set(healthy as i64);
+    }
+
+    /// Takes a `max_connections` unit for a new connection; `None` when the breaker is open
+    /// (the caller counts `cx_overflow`, once per request).
+    pub fn try_open_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        self.connections.try_acquire().then(|| ConnectionSlot {
+            cluster: self.clone(),
+        })
+    }
+
+    /// Takes a `max_pending_requests` unit; `PendingOverflow` (counted) when it is open.
+    pub fn try_pending(self: &Arc<Self>) -> Result<PendingSlot, UpstreamError> {
+        if self.pending.try_acquire() {
+            self.stats.rq_pending_total.inc();
+            self.stats.rq_pending_active.inc();
+            Ok(PendingSlot {
+                cluster: self.clone(),
+            })
+        } else {
+            self.stats.rq_pending_overflow.inc();
+            Err(UpstreamError::PendingOverflow(self.name().to_owned()))
+        }
+    }
+
+    /// Takes a `max_requests` unit for a request to `host`, held until the response body is
+    /// done; `RequestOverflow` (counted) when the breaker is open.
+    pub fn try_request(self: &Arc<Self>, host: &Arc<Host>) -> Result<RequestSlot, UpstreamError> {
+        if self.requests.try_acquire() {
+            self.stats.rq_total.inc();
+            self.stats.rq_active.inc();
+            host.rq_active.fetch_add(1, Ordering::AcqRel);
+            host.rq_total.fetch_add(1, Ordering::AcqRel);
+            Ok(RequestSlot {
+                cluster: self.clone(),
+                host: host.clone(),
+            })
+        } else {
+            self.stats.rq_overflow.inc();
+            Err(UpstreamError::RequestOverflow(self.name().to_owned()))
+        }
+    }
+}
+
+/// One unit of `max_connections`, held by a connection (or its attempt) until it closes.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    cluster: Arc<Cluster>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.cluster.connections.release();
+        self.cluster.connection_freed.notify_waiters();
+    }
+}
+
+/// One unit of `max_pending_requests`, held while a request waits for a connection.
+#[derive(Debug)]
+pub struct PendingSlot {
+    cluster: Arc<Cluster>,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.cluster.pending.release();
+        self.cluster.stats.rq_pending_active.dec();
+    }
+}
+
+/// One unit of `max_requests`, held from dispatch until the response body is done.
+#[derive(Debug)]
+pub struct RequestSlot {
+    cluster: Arc<Cluster>,
+    host: Arc<Host>,
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.cluster.requests.release();
+        self.cluster.stats.rq_active.dec();
+        self.host.rq_active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts an open connection in the cluster's and host's stats until dropped; holds the
+/// connection's `max_connections` unit.
+#[derive(Debug)]
+pub struct OpenConnection {
+    cluster: Arc<Cluster>,
+    host: Arc<Host>,
+    _slot: ConnectionSlot,
+}
+
+impl OpenConnection {
+    /// Counts a newly established connection of `protocol`.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        host: Arc<Host>,
+        slot: ConnectionSlot,
+        protocol: HostProtocol,
+    ) -> OpenConnection {
+        cluster.stats.cx_total.inc();
+        cluster.stats.cx_active.inc();
+        match protocol {
+            HostProtocol::Http1 => cluster.stats.cx_http1_total.inc(),
+            HostProtocol::Http2 => cluster.stats.cx_http2_total.inc(),
+        }
+        host.cx_active.fetch_add(1, Ordering::AcqRel);
+        OpenConnection {
+            cluster,
+            host,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.cluster.stats.cx_active.dec();
+        self.host.cx_active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_counts_up_to_its_limit() {
+        let breaker = Breaker::new(2);
+        assert!(breaker.try_acquire());
+        assert!(breaker.try_acquire());
+        assert!(!breaker.try_acquire());
+        breaker.release();
+        assert!(breaker.try_acquire());
+        assert_eq!(breaker.current(), 2);
+    }
+
+    #[test]
+    fn unhealthy_host_signals_drain_and_leaves_lb() {
+        let host = Host::new(SocketAddr::from(([127, 0, 0, 1], 1)));
+        let mut signal = host.drain_signal();
+        host.set_healthy(false);
+        assert!(!host.is_available());
+        assert!(signal.has_changed().unwrap_or(false));
+        signal.borrow_and_update();
+        host.set_healthy(true);
+        assert!(host.is_available());
+        assert!(!signal.has_changed().unwrap_or(true));
+    }
+}

@@ -1,0 +1,868 @@
+//! One worker's HTTP/2 connections to one host, on the `h2` crate's client.
+//!
+//! Streams are multiplexed up to min(the peer's SETTINGS_MAX_CONCURRENT_STREAMS, ours); a
+//! connection at that limit is busy. A new connection opens whenever a request waits and the
+//! connections being made cannot take it (up to `max_connections`). A connection drains (no
+//! new streams, open ones finish, then it closes) after `max_requests_per_connection`, when
+//! the peer sends GOAWAY, and when the host is drained (unhealthy or removed). A request whose
+//! stream could not be opened because the connection is going away goes to another one.
+//!
+//! The handshake is followed by a PING round trip, so the peer's SETTINGS have been applied
+//! before the connection's stream limit is read and requests are put on it.
+
+use super::http1::sleep_until_some;
+use super::wait::PendingWait;
+use crate::body::{Body, BoxError};
+use crate::upstream::cluster::{
+    Cluster, ConnectionSlot, Host, HostProtocol, OpenConnection, RequestSlot,
+};
+use crate::upstream::connect::{self, Connected, UpstreamStream};
+use crate::upstream::error::UpstreamError;
+use bytes::Bytes;
+use h2::client::{Connection, SendRequest};
+use h2::{RecvStream, SendStream};
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::BodyExt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, ready};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+/// How many connections a request tries when streams cannot be opened on them.
+const MAX_SEND_ATTEMPTS: usize = 4;
+
+/// Headers that HTTP/2 forbids (RFC 9113 8.2.2); `te` is allowed only as "trailers".
+const CONNECTION_SPECIFIC: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The HTTP/2 pool of one worker to one host.
+pub struct Http2Pool {
+    cluster: Arc<Cluster>,
+    host: Arc<Host>,
+    state: Mutex<State>,
+    /// Woken when a stream ends, a connection opens or closes, or an attempt fails.
+    changed: Notify,
+}
+
+struct State {
+    connections: Vec<Entry>,
+    connecting: usize,
+    waiting: usize,
+    failures: u64,
+    last_failure: Option<UpstreamError>,
+    next_id: u64,
+    /// Streams a connection being made is expected to take: the last peer's limit, or ours.
+    expected_streams: u32,
+}
+
+struct Entry {
+    id: u64,
+    send: SendRequest<Bytes>,
+    max_streams: u32,
+    active: u32,
+    requests: u32,
+    draining: bool,
+    idle_since: Option<Instant>,
+    poke: Arc<Notify>,
+}
+
+/// A stream slot on one connection, given back when dropped (when both the request body
+/// pump and the response body are done).
+struct StreamLease {
+    pool: Arc<Http2Pool>,
+    id: u64,
+}
+
+impl Drop for StreamLease {
+    fn drop(&mut self) {
+        self.pool.release_stream(self.id);
+    }
+}
+
+enum Verdict {
+    Close,
+    Keep(Option<Instant>),
+}
+
+impl Http2Pool {
+    /// An empty pool.
+    pub fn new(cluster: Arc<Cluster>, host: Arc<Host>) -> Arc<Self> {
+        let expected_streams = cluster.spec.http2.max_concurrent_streams.max(1);
+        Arc::new(Http2Pool {
+            cluster,
+            host,
+            state: Mutex::new(State {
+                connections: Vec::new(),
+                connecting: 0,
+                waiting: 0,
+                failures: 0,
+                last_failure: None,
+                next_id: 0,
+                expected_streams,
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn reset(&self, reason: String) -> UpstreamError {
+        UpstreamError::Reset {
+            cluster: self.cluster.name().to_owned(),
+            host: self.host.addr.to_string(),
+            reason,
+        }
+    }
+
+    /// Sends `req` on a stream of this pool and returns the response head; the request body
+    /// is pumped by a task, and the response body holds `slot` and the stream until done.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: http::Request<Body>,
+        slot: RequestSlot,
+    ) -> Result<http::Response<Body>, UpstreamError> {
+        let (parts, body) = req.into_parts();
+        let scheme = if self.cluster.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let end_of_stream = body.is_end_stream();
+        let mut body = Some(body);
+        for _ in 0..MAX_SEND_ATTEMPTS {
+            let (lease, send) = self.acquire().await?;
+            let head = request_head(&parts, scheme, &self.host.addr.to_string())
+                .map_err(|reason| self.reset(reason))?;
+            let opened = match send.ready().await {
+                Ok(mut send) => send.send_request(head, end_of_stream),
+                Err(error) => Err(error),
+            };
+            let (response, stream) = match opened {
+                Ok(opened) => opened,
+                Err(error) => {
+                    // Nothing went out: the connection is going away. Try another one.
+                    tracing::debug!(%error, "h2 stream not opened; retrying on another connection");
+                    self.mark_draining(lease.id);
+                    continue;
+                }
+            };
+            let lease = Arc::new(lease);
+            if let Some(body) = body.take().filter(|_| !end_of_stream) {
+                tokio::spawn(pump_request_body(body, stream, lease.clone()));
+            }
+            match response.await {
+                Ok(response) => {
+                    let (head, recv) = response.into_parts();
+                    let body = ResponseBody {
+                        recv,
+                        done: false,
+                        data_done: false,
+                        lease: Some(lease),
+                        slot: Some(slot),
+                    };
+                    return Ok(http::Response::from_parts(head, body.boxed()));
+                }
+                Err(error) if end_of_stream && refused_unprocessed(&error) => {
+                    // The peer did not process the stream (GOAWAY below its id or
+                    // REFUSED_STREAM) and there was no body: safe to send again elsewhere.
+                    tracing::debug!(%error, "h2 stream refused; retrying on another connection");
+                    self.mark_draining(lease.id);
+                }
+                Err(error) => {
+                    self.cluster.stats.rq_reset.inc();
+                    return Err(self.reset(error.to_string()));
+                }
+            }
+        }
+        self.cluster.stats.rq_reset.inc();
+        Err(self.reset("no connection could open a stream".into()))
+    }
+
+    /// Takes a stream slot on a connection with room, or waits (pending) while new
+    /// connections are made.
+    async fn acquire(self: &Arc<Self>) -> Result<(StreamLease, SendRequest<Bytes>), UpstreamError> {
+        let mut wait = PendingWait::new(self.cluster.clone());
+        let mut waiting: Option<WaitingCount> = None;
+        loop {
+            let changed = self.changed.notified();
+            let freed = self.cluster.connection_freed.notified();
+            tokio::pin!(changed, freed);
+            changed.as_mut().enable();
+            freed.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if let Some(entry) = state
+                    .connections
+                    .iter_mut()
+                    .find(|entry| !entry.draining && entry.active < entry.max_streams)
+                {
+                    entry.active += 1;
+                    entry.requests += 1;
+                    entry.idle_since = None;
+                    if self
+                        .cluster
+                        .spec
+                        .max_requests_per_connection
+                        .is_some_and(|max| entry.requests >= max)
+                    {
+                        entry.draining = true;
+                        self.cluster.stats.cx_max_requests.inc();
+                    }
+                    let lease = StreamLease {
+                        pool: self.clone(),
+                        id: entry.id,
+                    };
+                    return Ok((lease, entry.send.clone()));
+                }
+                if wait.saw_new_failure(state.failures)
+                    && state.connecting == 0
+                    && let Some(failure) = state.last_failure.clone()
+                {
+                    return Err(failure);
+                }
+                if wait.enter()? {
+                    state.waiting += 1;
+                    waiting.get_or_insert_with(|| WaitingCount { pool: self.clone() });
+                }
+                let coming = state
+                    .connecting
+                    .saturating_mul(state.expected_streams as usize);
+                if state.waiting > coming
+                    && let Some(slot) = wait.open_connection()
+                {
+                    state.connecting += 1;
+                    tokio::spawn(self.clone().connect(slot, None));
+                }
+            }
+            let host = self.host.addr.to_string();
+            wait.wait(&host, changed, freed).await?;
+        }
+    }
+
+    /// Takes a connection that the HTTP/1.1 pool made and ALPN made h2 (auto over TLS).
+    pub fn adopt(self: &Arc<Self>, connected: Connected, slot: ConnectionSlot) {
+        self.lock().connecting += 1;
+        tokio::spawn(self.clone().connect(slot, Some(connected)));
+    }
+
+    /// Makes one connection (holding `slot`), or finishes one already made, and drives it
+    /// until it closes.
+    async fn connect(self: Arc<Self>, slot: ConnectionSlot, connected: Option<Connected>) {
+        let drain = self.host.drain_signal();
+        let stream = match connected {
+            Some(connected) => connected.stream,
+            None => match connect::connect(&self.cluster, &self.host).await {
+                Ok(connected) => connected.stream,
+                Err(error) => return self.connect_failed(error),
+            },
+        };
+        let handshake =
+            tokio::time::timeout(self.cluster.spec.connect_timeout, self.handshake(stream)).await;
+        let (send, connection, max_streams) = match handshake {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(reason)) => {
+                self.cluster.stats.cx_connect_fail.inc();
+                return self.connect_failed(UpstreamError::ConnectFailed {
+                    cluster: self.cluster.name().to_owned(),
+                    host: self.host.addr.to_string(),
+                    reason,
+                });
+            }
+            Err(_) => {
+                self.cluster.stats.cx_connect_fail.inc();
+                self.cluster.stats.cx_connect_timeout.inc();
+                return self.connect_failed(UpstreamError::ConnectTimeout {
+                    cluster: self.cluster.name().to_owned(),
+                    host: self.host.addr.to_string(),
+                });
+            }
+        };
+        let open = OpenConnection::new(
+            self.cluster.clone(),
+            self.host.clone(),
+            slot,
+            HostProtocol::Http2,
+        );
+        let poke = Arc::new(Notify::new());
+        let id = {
+            let mut state = self.lock();
+            state.connecting -= 1;
+            state.expected_streams = max_streams;
+            let id = state.next_id;
+            state.next_id += 1;
+            state.connections.push(Entry {
+                id,
+                send,
+                max_streams,
+                active: 0,
+                requests: 0,
+                draining: false,
+                idle_since: Some(Instant::now()),
+                poke: poke.clone(),
+            });
+            id
+        };
+        tracing::debug!(cluster = %self.cluster.name(), host = %self.host.addr, id, max_streams, "h2 connection open");
+        self.changed.notify_waiters();
+        self.drive(id, connection, drain, poke).await;
+        drop(open);
+    }
+
+    /// The h2 handshake with our SETTINGS, then a PING round trip so that the peer's
+    /// SETTINGS are applied; returns the stream limit: min(peer's, ours).
+    async fn handshake(
+        &self,
+        stream: UpstreamStream,
+    ) -> Result<(SendRequest<Bytes>, Connection<UpstreamStream, Bytes>, u32), String> {
+        let settings = self.cluster.spec.http2;
+        let (send, mut connection) = h2::client::Builder::new()
+            .initial_window_size(settings.initial_stream_window_size)
+            .initial_connection_window_size(settings.initial_connection_window_size)
+            .enable_push(false)
+            .handshake::<_, Bytes>(stream)
+            .await
+            .map_err(|e| format!("h2 handshake: {e}"))?;
+        let mut ping_pong = connection
+            .ping_pong()
+            .ok_or_else(|| "h2 ping handle already taken".to_owned())?;
+        tokio::select! {
+            result = &mut connection => {
+                return Err(match result {
+                    Ok(()) => "h2 connection closed during the handshake".to_owned(),
+                    Err(e) => format!("h2 handshake: {e}"),
+                });
+            }
+            pong = ping_pong.ping(h2::Ping::opaque()) => {
+                pong.map_err(|e| format!("h2 settings ping: {e}"))?;
+            }
+        }
+        let peer = connection.max_concurrent_send_streams();
+        let ours = settings.max_concurrent_streams.max(1) as usize;
+        let limit = u32::try_from(peer.min(ours)).unwrap_or(u32::MAX).max(1);
+        Ok((send, connection, limit))
+    }
+
+    fn connect_failed(&self, error: UpstreamError) {
+        tracing::debug!(%error, "h2 connect failed");
+        {
+            let mut state = self.lock();
+            state.connecting -= 1;
+            state.failures += 1;
+            state.last_failure = Some(error);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Runs the connection until it ends or the pool closes it.
+    async fn drive(
+        &self,
+        id: u64,
+        connection: Connection<UpstreamStream, Bytes>,
+        mut drain: watch::Receiver<u64>,
+        poke: Arc<Notify>,
+    ) {
+        tokio::pin!(connection);
+        let mut drain_open = true;
+        loop {
+            let poked = poke.notified();
+            tokio::pin!(poked);
+            poked.as_mut().enable();
+            let deadline = match self.evaluate(id) {
+                Verdict::Close => break,
+                Verdict::Keep(deadline) => deadline,
+            };
+            tokio::select! {
+                result = &mut connection => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, id, "h2 connection failed");
+                    }
+                    break;
+                }
+                changed = drain.changed(), if drain_open => {
+                    drain_open = changed.is_ok();
+                    self.mark_draining(id);
+                }
+                () = &mut poked => {}
+                () = sleep_until_some(deadline) => {}
+            }
+        }
+        let mut state = self.lock();
+        if let Some(index) = state.connections.iter().position(|e| e.id == id) {
+            let entry = state.connections.swap_remove(index);
+            if entry.active > 0 {
+                self.cluster.stats.cx_destroy_with_active_rq.inc();
+            }
+        }
+        drop(state);
+        tracing::debug!(cluster = %self.cluster.name(), host = %self.host.addr, id, "h2 connection closed");
+        self.changed.notify_waiters();
+    }
+
+    /// Decides whether connection `id` closes now (drained and empty, or idle too long).
+    fn evaluate(&self, id: u64) -> Verdict {
+        let mut state = self.lock();
+        let Some(index) = state.connections.iter().position(|e| e.id == id) else {
+            return Verdict::Close;
+        };
+        let entry = &state.connections[index];
+        if entry.active > 0 {
+            return Verdict::Keep(None);
+        }
+        if entry.draining {
+            state.connections.swap_remove(index);
+            return Verdict::Close;
+        }
+        match (self.cluster.spec.idle_timeout, entry.idle_since) {
+            (Some(timeout), Some(since)) if since + timeout <= Instant::now() => {
+                state.connections.swap_remove(index);
+                self.cluster.stats.cx_idle_timeout.inc();
+                Verdict::Close
+            }
+            (Some(timeout), Some(since)) => Verdict::Keep(Some(since + timeout)),
+            _ => Verdict::Keep(None),
+        }
+    }
+
+    fn mark_draining(&self, id: u64) {
+        let poke = {
+            let mut state = self.lock();
+            let Some(entry) = state.connections.iter_mut().find(|e| e.id == id) else {
+                return;
+            };
+            entry.draining = true;
+            entry.poke.clone()
+        };
+        poke.notify_one();
+    }
+
+    fn release_stream(&self, id: u64) {
+        let poke = {
+            let mut state = self.lock();
+            let Some(entry) = state.connections.iter_mut().find(|e| e.id == id) else {
+                return;
+            };
+            entry.active = entry.active.saturating_sub(1);
+            if entry.active == 0 {
+                entry.idle_since = Some(Instant::now());
+            }
+            entry.poke.clone()
+        };
+        poke.notify_one();
+        self.changed.notify_one();
+    }
+}
+
+/// Whether a stream failed without the peer having processed it.
+fn refused_unprocessed(error: &h2::Error) -> bool {
+    error.reason() == Some(h2::Reason::REFUSED_STREAM) || (error.is_go_away() && error.is_remote())
+}
+
+/// The h2 request head: absolute URI from the scheme, the `host` header (else the host's
+/// address) and the origin-form path; connection-specific headers dropped.
+fn request_head(
+    parts: &http::request::Parts,
+    scheme: &str,
+    fallback_authority: &str,
+) -> Result<http::Request<()>, String> {
+    let authority = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or(fallback_authority);
+    let mut builder = http::Uri::builder().authority(authority);
+    if parts.method != http::Method::CONNECT {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |path_and_query| path_and_query.as_str());
+        builder = builder.scheme(scheme).path_and_query(path);
+    }
+    let uri = builder
+        .build()
+        .map_err(|e| format!("bad request target: {e}"))?;
+    let mut head = http::Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = uri;
+    *head.version_mut() = http::Version::HTTP_2;
+    let headers = head.headers_mut();
+    for (name, value) in &parts.headers {
+        let name_str = name.as_str();
+        let forbidden = name == http::header::HOST
+            || CONNECTION_SPECIFIC.contains(&name_str)
+            || (name == http::header::TE && value.as_bytes() != b"trailers");
+        if !forbidden {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    Ok(head)
+}
+
+/// Copies the request body into the stream with flow control, then its trailers.
+async fn pump_request_body(mut body: Body, mut stream: SendStream<Bytes>, lease: Arc<StreamLease>) {
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            reset = std::future::poll_fn(|cx| stream.poll_reset(cx)) => {
+                tracing::debug!(?reset, "h2 upstream reset the stream while the request body was sent");
+                break;
+            }
+        };
+        match frame {
+            None => {
+                if let Err(error) = stream.send_data(Bytes::new(), true) {
+                    tracing::debug!(%error, "h2 end of request body");
+                }
+                break;
+            }
+            Some(Err(error)) => {
+                tracing::debug!(%error, "request body failed; resetting the upstream stream");
+                stream.send_reset(h2::Reason::CANCEL);
+                break;
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if let Err(error) = send_with_capacity(&mut stream, data).await {
+                        tracing::debug!(%error, "h2 request body");
+                        break;
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers()
+                        && let Err(error) = stream.send_trailers(trailers)
+                    {
+                        tracing::debug!(%error, "h2 request trailers");
+                    }
+                    break;
+                }
+            },
+        }
+    }
+    drop(lease);
+}
+
+/// Sends `data` as the peer's flow-control window allows.
+async fn send_with_capacity(
+    stream: &mut SendStream<Bytes>,
+    mut data: Bytes,
+) -> Result<(), BoxError> {
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len());
+        let available = std::future::poll_fn(|cx| stream.poll_capacity(cx))
+            .await
+            .ok_or("stream closed while waiting for flow-control capacity")??;
+        if available == 0 {
+            continue;
+        }
+        let chunk = data.split_to(available.min(data.len()));
+        stream.send_data(chunk, false)?;
+    }
+    Ok(())
+}
+
+/// The response body of an h2 stream: data (releasing flow-control capacity as it is
+/// handed on), then trailers. Holds the stream slot and the request's breaker unit until done.
+struct ResponseBody {
+    recv: RecvStream,
+    done: bool,
+    data_done: bool,
+    lease: Option<Arc<StreamLease>>,
+    slot: Option<RequestSlot>,
+}
+
+impl ResponseBody {
+    fn finish(&mut self) {
+        self.done = true;
+        self.lease = None;
+        self.slot = None;
+    }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    if let Err(error) = this.recv.flow_control().release_capacity(data.len()) {
+                        tracing::debug!(%error, "h2 release capacity");
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(error)) => {
+                    this.finish();
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+                None => this.data_done = true,
+            }
+        }
+        let trailers = ready!(this.recv.poll_trailers(cx));
+        this.finish();
+        match trailers {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(error) => Poll::Ready(Some(Err(error.into()))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.recv.is_end_stream()
+    }
+}
+
+/// Counts a request among the pool's waiters until dropped.
+struct WaitingCount {
+    pool: Arc<Http2Pool>,
+}
+
+impl Drop for WaitingCount {
+    fn drop(&mut self) {
+        let mut state = self.pool.lock();
+        state.waiting = state.waiting.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::stats::ClusterStats;
+    use crate::upstream::test_support::{self, eventually, get};
+    use crate::upstream::{ClusterManager, UpstreamError, UpstreamProtocol, WorkerPools};
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tokio::time::timeout;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    fn pools_for(
+        name: &str,
+        port: u16,
+        adjust: impl FnOnce(&mut crate::upstream::ClusterSpec),
+    ) -> WorkerPools {
+        let mut spec = test_support::spec(name, &[port]);
+        spec.protocol = UpstreamProtocol::Http2;
+        adjust(&mut spec);
+        match ClusterManager::new(vec![spec]) {
+            Ok(manager) => WorkerPools::new(manager),
+            Err(error) => panic!("cluster builds: {error}"),
+        }
+    }
+
+    async fn send_ok(
+        pools: &WorkerPools,
+        cluster: &str,
+        path: &str,
+    ) -> Result<String, UpstreamError> {
+        let response = pools.send(cluster, get(path)).await?;
+        assert_eq!(response.status(), http::StatusCode::OK);
+        match response.into_body().collect().await {
+            Ok(body) => Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned()),
+            Err(error) => Ok(format!("body error: {error}")),
+        }
+    }
+
+    /// The upstream allows 2 streams per connection: 5 concurrent slow requests open
+    /// exactly 3 connections (2 + 2 + 1), and all succeed.
+    #[tokio::test]
+    async fn streams_multiplex_up_to_the_peer_limit() {
+        let (_goaway, goaway_rx) = tokio::sync::watch::channel(false);
+        let (addr, seen) = test_support::http2_server(Some(2), goaway_rx).await;
+        let pools = pools_for("h2_streams", addr.port(), |_| {});
+        let requests = (0..5).map(|_| {
+            let pools = pools.clone();
+            tokio::spawn(async move { send_ok(&pools, "h2_streams", "/slow").await })
+        });
+        let Ok(results) = timeout(LIMIT, futures_util::future::join_all(requests)).await else {
+            panic!("requests finish in time")
+        };
+        for result in results {
+            assert!(
+                matches!(&result, Ok(Ok(body)) if body == "ok"),
+                "{result:?}"
+            );
+        }
+        assert_eq!(seen.accepted(), 3);
+        assert_eq!(ClusterStats::new("h2_streams").cx_http2_total.get(), 3);
+    }
+
+    /// max_requests_per_connection 10: 25 sequential requests open 3 connections, and the
+    /// drained ones close once empty.
+    #[tokio::test]
+    async fn max_requests_per_connection_drains() {
+        let (_goaway, goaway_rx) = tokio::sync::watch::channel(false);
+        let (addr, seen) = test_support::http2_server(None, goaway_rx).await;
+        let pools = pools_for("h2_max_requests", addr.port(), |spec| {
+            spec.max_requests_per_connection = Some(10);
+        });
+        for _ in 0..25 {
+            let result = timeout(LIMIT, send_ok(&pools, "h2_max_requests", "/")).await;
+            assert!(
+                matches!(&result, Ok(Ok(body)) if body == "ok"),
+                "{result:?}"
+            );
+        }
+        assert_eq!(seen.accepted(), 3);
+        let stats = ClusterStats::new("h2_max_requests");
+        assert_eq!(stats.cx_max_requests.get(), 2);
+        assert!(
+            eventually(LIMIT, || seen.data_closed() == 2).await,
+            "drained connections close"
+        );
+    }
+
+    /// A GOAWAY from the upstream lets the stream in flight finish, and the next request
+    /// goes on a new connection.
+    #[tokio::test]
+    async fn goaway_drains_and_next_request_uses_a_new_connection() {
+        let (goaway, goaway_rx) = tokio::sync::watch::channel(false);
+        let (addr, seen) = test_support::http2_server(None, goaway_rx).await;
+        let pools = pools_for("h2_goaway", addr.port(), |_| {});
+        let slow = {
+            let pools = pools.clone();
+            tokio::spawn(async move { send_ok(&pools, "h2_goaway", "/slow").await })
+        };
+        assert!(eventually(LIMIT, || seen.requests() == 1).await);
+        let _ = goaway.send(true);
+        // Let the GOAWAY reach the client before the next request.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let next = timeout(LIMIT, send_ok(&pools, "h2_goaway", "/")).await;
+        assert!(matches!(&next, Ok(Ok(body)) if body == "ok"), "{next:?}");
+        let slow = timeout(LIMIT, slow).await;
+        assert!(
+            matches!(&slow, Ok(Ok(Ok(body))) if body == "ok"),
+            "{slow:?}"
+        );
+        assert_eq!(seen.accepted(), 2);
+        assert!(
+            eventually(LIMIT, || seen.data_closed() >= 1).await,
+            "the old connection closes"
+        );
+    }
+
+    /// A 10 MiB chunked request body with trailers streams up with flow control and comes
+    /// back, with trailers, as the response body.
+    #[tokio::test]
+    async fn bodies_and_trailers_stream_both_ways() {
+        let (_goaway, goaway_rx) = tokio::sync::watch::channel(false);
+        let (addr, _seen) = test_support::http2_server(None, goaway_rx).await;
+        let pools = pools_for("h2_echo", addr.port(), |_| {});
+        let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+        let mut frames: Vec<Result<Frame<Bytes>, crate::body::BoxError>> =
+            (0..160).map(|_| Ok(Frame::data(chunk.clone()))).collect();
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-request-trailer", http::HeaderValue::from_static("yes"));
+        frames.push(Ok(Frame::trailers(trailers)));
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let mut request = get("/echo");
+        *request.method_mut() = http::Method::POST;
+        *request.body_mut() = crate::body::boxed(body);
+        let response = timeout(LIMIT, pools.send("h2_echo", request)).await;
+        let Ok(Ok(response)) = response else {
+            panic!("request succeeds: {response:?}")
+        };
+        let collected = timeout(LIMIT, response.into_body().collect()).await;
+        let Ok(Ok(collected)) = collected else {
+            panic!("body arrives")
+        };
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        assert_eq!(collected.to_bytes().len(), 10 * 1024 * 1024);
+        assert_eq!(
+            trailers.get("x-request-trailer").map(|v| v.as_bytes()),
+            Some(&b"yes"[..])
+        );
+        assert_eq!(
+            trailers.get("x-echo-len").map(|v| v.as_bytes()),
+            Some(&b"10485760"[..])
+        );
+        let stats = ClusterStats::new("h2_echo");
+        assert!(eventually(LIMIT, || stats.rq_active.get() == 0).await);
+    }
+
+    /// The h2 head: absolute URI from the host header, forbidden headers dropped.
+    #[test]
+    fn request_head_builds_pseudo_headers_and_drops_connection_headers() {
+        let request = http::Request::post("/p?q=1")
+            .header("host", "example.test:8443")
+            .header("connection", "close")
+            .header("te", "gzip")
+            .header("x-kept", "1")
+            .body(());
+        let Ok(request) = request else {
+            panic!("request builds")
+        };
+        let (parts, ()) = request.into_parts();
+        let head = super::request_head(&parts, "https", "127.0.0.1:1");
+        let Ok(head) = head else {
+            panic!("head builds")
+        };
+        assert_eq!(head.uri().to_string(), "https://example.test:8443/p?q=1");
+        assert!(head.headers().get("connection").is_none());
+        assert!(head.headers().get("te").is_none());
+        assert!(head.headers().get("host").is_none());
+        assert_eq!(
+            head.headers().get("x-kept").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+    }
+
+    /// An idle h2 connection closes after idle_timeout (counted); a host drain closes an
+    /// idle connection at once, and the next request gets a fresh one.
+    #[tokio::test]
+    async fn idle_timeout_and_drain_close_idle_connections() {
+        let (_goaway, goaway_rx) = tokio::sync::watch::channel(false);
+        let (addr, seen) = test_support::http2_server(None, goaway_rx).await;
+        let pools = pools_for("h2_idle", addr.port(), |spec| {
+            spec.idle_timeout = Some(Duration::from_millis(200));
+        });
+        let first = timeout(LIMIT, send_ok(&pools, "h2_idle", "/")).await;
+        assert!(matches!(&first, Ok(Ok(body)) if body == "ok"), "{first:?}");
+        let stats = ClusterStats::new("h2_idle");
+        assert!(
+            eventually(LIMIT, || seen.data_closed() == 1).await,
+            "idle connection closed"
+        );
+        assert_eq!(stats.cx_idle_timeout.get(), 1);
+
+        let (_goaway, goaway_rx) = tokio::sync::watch::channel(false);
+        let (addr, seen) = test_support::http2_server(None, goaway_rx).await;
+        let Ok(manager) = ClusterManager::new(vec![{
+            let mut spec = test_support::spec("h2_drain", &[addr.port()]);
+            spec.protocol = UpstreamProtocol::Http2;
+            spec
+        }]) else {
+            panic!("cluster builds")
+        };
+        let pools = WorkerPools::new(manager.clone());
+        let first = timeout(LIMIT, send_ok(&pools, "h2_drain", "/")).await;
+        assert!(matches!(&first, Ok(Ok(body)) if body == "ok"), "{first:?}");
+        let Some(cluster) = manager.cluster("h2_drain") else {
+            panic!("cluster exists")
+        };
+        cluster.hosts()[0].drain_connections();
+        assert!(
+            eventually(LIMIT, || seen.data_closed() == 1).await,
+            "drained connection closed"
+        );
+        let next = timeout(LIMIT, send_ok(&pools, "h2_drain", "/")).await;
+        assert!(matches!(&next, Ok(Ok(body)) if body == "ok"), "{next:?}");
+        assert_eq!(seen.accepted(), 2);
+    }
+}

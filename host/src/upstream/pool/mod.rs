@@ -1,0 +1,318 @@
+//! Per-worker connection pools and the dispatch of a request to one.
+//!
+//! Each worker owns a [`WorkerPools`]: for every (cluster, host) it has an HTTP/1.1 pool, an
+//! HTTP/2 pool or both (auto over TLS). Pool state is behind a mutex that only that worker's
+//! tasks take; what is shared across workers (circuit breakers, host health, stats) is atomics
+//! in [`Cluster`] and [`Host`].
+
+mod body;
+mod http1;
+mod http2;
+mod wait;
+
+use super::cluster::{Cluster, Host, HostProtocol, RequestSlot};
+use super::error::UpstreamError;
+use super::lb;
+use super::manager::ClusterManager;
+use super::spec::UpstreamProtocol;
+use crate::body::Body;
+use http1::Http1Pool;
+use http2::Http2Pool;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The connection pools of one worker thread, for every cluster of one [`ClusterManager`].
+///
+/// Cheap to clone; clones share the pools.
+#[derive(Clone)]
+pub struct WorkerPools {
+    inner: Arc<WorkerInner>,
+}
+
+struct WorkerInner {
+    manager: Arc<ClusterManager>,
+    hosts: Mutex<HashMap<(String, SocketAddr), HostPools>>,
+}
+
+/// The pools of one worker to one host.
+#[derive(Clone)]
+struct HostPools {
+    host: Arc<Host>,
+    http1: Option<Arc<Http1Pool>>,
+    http2: Option<Arc<Http2Pool>>,
+}
+
+impl std::fmt::Debug for WorkerPools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPools").finish_non_exhaustive()
+    }
+}
+
+impl WorkerPools {
+    /// Empty pools for the clusters of `manager`; connections open on first use.
+    pub fn new(manager: Arc<ClusterManager>) -> WorkerPools {
+        WorkerPools {
+            inner: Arc::new(WorkerInner {
+                manager,
+                hosts: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Picks a healthy host by the cluster's `lb_policy`, gets a connection from this worker's
+    /// pool (circuit breakers apply), sends `req` and returns the response head with its
+    /// streamed body.
+    ///
+    /// `req.uri()` is origin-form and the `host` header carries the authority; hop-by-hop
+    /// headers are already removed. The `max_requests` unit taken here is held until the
+    /// response body is done (read to its end, failed or dropped).
+    pub async fn send(
+        &self,
+        cluster: &str,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<Body>, UpstreamError> {
+        let cluster = self
+            .inner
+            .manager
+            .cluster(cluster)
+            .ok_or_else(|| UpstreamError::UnknownCluster(cluster.to_owned()))?;
+        let host = lb::pick_host(&cluster)
+            .ok_or_else(|| UpstreamError::NoHealthyHost(cluster.name().to_owned()))?;
+        let slot = cluster.try_request(&host)?;
+        let pools = self.host_pools(&cluster, &host);
+        let result = send_to_host(&pools, req, slot).await;
+        match &result {
+            Ok(response) => cluster.stats.count_response(response.status().as_u16()),
+            Err(error) => tracing::debug!(%error, "upstream request failed"),
+        }
+        result
+    }
+
+    /// This worker's pools to `host`, created on first use.
+    fn host_pools(&self, cluster: &Arc<Cluster>, host: &Arc<Host>) -> HostPools {
+        let mut hosts = self
+            .inner
+            .hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = (cluster.name().to_owned(), host.addr);
+        if let Some(pools) = hosts.get(&key)
+            && Arc::ptr_eq(&pools.host, host)
+        {
+            return pools.clone();
+        }
+        // A new host (or one that came back under the same address): forget pools of hosts
+        // that discovery removed, whose connections are already draining.
+        hosts.retain(|_, pools| !pools.host.is_removed());
+        let speaks_tls = cluster.tls.is_some();
+        let (http1, http2) = match cluster.spec.protocol {
+            UpstreamProtocol::Http1 => (true, false),
+            UpstreamProtocol::Http2 => (false, true),
+            UpstreamProtocol::Auto => (true, speaks_tls),
+        };
+        let http2 = http2.then(|| Http2Pool::new(cluster.clone(), host.clone()));
+        let http1 = http1.then(|| Http1Pool::new(cluster.clone(), host.clone(), http2.clone()));
+        let pools = HostPools {
+            host: host.clone(),
+            http1,
+            http2,
+        };
+        hosts.insert(key, pools.clone());
+        pools
+    }
+}
+
+/// Sends on the pool of the host's protocol: HTTP/2 when that is all the cluster speaks or
+/// ALPN chose it before, HTTP/1.1 otherwise (whose first connection may find out, by ALPN,
+/// that the host speaks h2 and hand the request over).
+async fn send_to_host(
+    pools: &HostPools,
+    req: http::Request<Body>,
+    slot: RequestSlot,
+) -> Result<http::Response<Body>, UpstreamError> {
+    let prefer_http2 =
+        pools.http1.is_none() || pools.host.negotiated_protocol() == Some(HostProtocol::Http2);
+    if let (true, Some(http2)) = (prefer_http2, &pools.http2) {
+        return http2.send(req, slot).await;
+    }
+    let Some(http1) = &pools.http1 else {
+        // Unreachable by construction: a host has at least one pool.
+        return Err(UpstreamError::Config {
+            cluster: String::new(),
+            reason: "host has no connection pool".into(),
+        });
+    };
+    match http1.send(req, slot).await? {
+        http1::Sent::Response(response) => Ok(response),
+        http1::Sent::UseHttp2(req, slot) => match &pools.http2 {
+            Some(http2) => http2.send(*req, slot).await,
+            None => Err(UpstreamError::Config {
+                cluster: String::new(),
+                reason: "host negotiated h2 but the cluster has no h2 pool".into(),
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::ClusterStats;
+    use crate::upstream::spec::UpstreamTlsSpec;
+    use crate::upstream::test_support::{self, get};
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tokio::time::timeout;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    fn pools_for(spec: crate::upstream::ClusterSpec) -> WorkerPools {
+        match ClusterManager::new(vec![spec]) {
+            Ok(manager) => WorkerPools::new(manager),
+            Err(error) => panic!("cluster builds: {error}"),
+        }
+    }
+
+    async fn send_ok(pools: &WorkerPools, cluster: &str) -> Result<String, UpstreamError> {
+        let response = timeout(LIMIT, pools.send(cluster, get("/")))
+            .await
+            .map_err(|_| UpstreamError::NoHealthyHost("test timed out".into()))??;
+        let body = response.into_body().collect().await;
+        Ok(body
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default())
+    }
+
+    /// auto over TLS: ALPN offers h2 and http/1.1; an h2 server gets h2 (the connection the
+    /// first request made is handed to the h2 pool and reused), a server that only speaks
+    /// http/1.1 gets HTTP/1.1. No CA configured: the certificate is accepted unverified.
+    #[tokio::test]
+    async fn auto_over_tls_follows_alpn() {
+        let (h2_addr, h2_seen) = test_support::tls_server(&[b"h2", b"http/1.1"]).await;
+        let (h1_addr, h1_seen) = test_support::tls_server(&[b"http/1.1"]).await;
+        let mut specs = Vec::new();
+        for (name, port) in [("auto_h2", h2_addr.port()), ("auto_h1", h1_addr.port())] {
+            let mut spec = test_support::spec(name, &[port]);
+            spec.protocol = UpstreamProtocol::Auto;
+            spec.tls = Some(UpstreamTlsSpec::default());
+            specs.push(spec);
+        }
+        let manager = match ClusterManager::new(specs) {
+            Ok(manager) => manager,
+            Err(error) => panic!("clusters build: {error}"),
+        };
+        let pools = WorkerPools::new(manager);
+        for cluster in ["auto_h2", "auto_h1"] {
+            for _ in 0..3 {
+                let body = send_ok(&pools, cluster).await;
+                assert_eq!(body.ok().as_deref(), Some("ok"), "{cluster}");
+            }
+        }
+        let h2_stats = ClusterStats::new("auto_h2");
+        assert_eq!(
+            (h2_stats.cx_http2_total.get(), h2_stats.cx_http1_total.get()),
+            (1, 0)
+        );
+        assert_eq!(h2_seen.accepted(), 1);
+        assert_eq!(h2_seen.requests(), 3);
+        let h1_stats = ClusterStats::new("auto_h1");
+        assert_eq!(
+            (h1_stats.cx_http2_total.get(), h1_stats.cx_http1_total.get()),
+            (0, 1)
+        );
+        assert_eq!(h1_seen.accepted(), 1);
+    }
+
+    /// With a CA the server certificate is verified against the SNI: the right name
+    /// connects, a wrong one fails with a TLS error.
+    #[tokio::test]
+    async fn tls_verifies_against_the_ca_and_sni() {
+        let (addr, _seen) = test_support::tls_server(&[b"http/1.1"]).await;
+        let mut specs = Vec::new();
+        for (name, sni) in [("tls_good_sni", "localhost"), ("tls_bad_sni", "other.test")] {
+            let mut spec = test_support::spec(name, &[addr.port()]);
+            spec.tls = Some(UpstreamTlsSpec {
+                sni: Some(sni.into()),
+                ca_file: Some(test_support::testdata("ca.pem")),
+                ..Default::default()
+            });
+            specs.push(spec);
+        }
+        let Ok(manager) = ClusterManager::new(specs) else {
+            panic!("clusters build")
+        };
+        let pools = WorkerPools::new(manager);
+        assert_eq!(
+            send_ok(&pools, "tls_good_sni").await.ok().as_deref(),
+            Some("ok")
+        );
+        let bad = send_ok(&pools, "tls_bad_sni").await;
+        assert!(matches!(bad, Err(UpstreamError::Tls { .. })), "{bad:?}");
+        assert_eq!(ClusterStats::new("tls_bad_sni").cx_connect_fail.get(), 1);
+    }
+
+    /// Unknown clusters and missing TLS files are errors, not panics.
+    #[tokio::test]
+    async fn unknown_cluster_and_bad_tls_files_are_errors() {
+        let pools = pools_for(test_support::spec("known", &[1]));
+        let unknown = pools.send("unknown", get("/")).await;
+        assert!(matches!(unknown, Err(UpstreamError::UnknownCluster(_))));
+        let mut spec = test_support::spec("bad_key", &[1]);
+        spec.tls = Some(UpstreamTlsSpec {
+            cert_chain_file: Some(test_support::testdata("cert.pem")),
+            private_key_file: Some("/nonexistent/weir-key.pem".into()),
+            ..Default::default()
+        });
+        let error = ClusterManager::new(vec![spec])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("/nonexistent/weir-key.pem"), "{error}");
+    }
+
+    /// max_requests 1: while one response body is unread a second request is refused with
+    /// RequestOverflow (counted); once the body is read the breaker lets requests through.
+    #[tokio::test]
+    async fn max_requests_breaker_holds_until_the_body_is_done() {
+        let (addr, _seen) = test_support::http1_server(
+            test_support::delayed_ok(Duration::ZERO),
+            std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        )
+        .await;
+        let mut spec = test_support::spec("max_rq", &[addr.port()]);
+        spec.thresholds.max_requests = 1;
+        let pools = pools_for(spec);
+        let first = timeout(LIMIT, pools.send("max_rq", get("/"))).await;
+        let Ok(Ok(first)) = first else {
+            panic!("first succeeds: {first:?}")
+        };
+        let second = pools.send("max_rq", get("/")).await;
+        assert!(
+            matches!(second, Err(UpstreamError::RequestOverflow(_))),
+            "{second:?}"
+        );
+        assert_eq!(ClusterStats::new("max_rq").rq_overflow.get(), 1);
+        assert!(first.into_body().collect().await.is_ok());
+        assert_eq!(send_ok(&pools, "max_rq").await.ok().as_deref(), Some("ok"));
+    }
+
+    /// A refused connection fails the request with ConnectFailed and counts cx_connect_fail.
+    #[tokio::test]
+    async fn refused_connection_is_connect_failed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await;
+        let Ok(port) = listener.and_then(|l| l.local_addr()).map(|a| a.port()) else {
+            panic!("bind")
+        };
+        let pools = pools_for(test_support::spec("refused", &[port]));
+        let result = send_ok(&pools, "refused").await;
+        assert!(
+            matches!(result, Err(UpstreamError::ConnectFailed { .. })),
+            "{result:?}"
+        );
+        let stats = ClusterStats::new("refused");
+        assert_eq!(stats.cx_connect_fail.get(), 1);
+        assert_eq!(stats.rq_pending_active.get(), 0);
+        assert_eq!(stats.rq_active.get(), 0);
+    }
+}
