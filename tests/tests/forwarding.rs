@@ -20,7 +20,9 @@ async fn forwarded_headers_and_generated_request_id() {
     let _weir = Weir::start(&edge_config(ports, up.addr)).await;
 
     for i in 0..2 {
-        let resp = get(ports.http_addr(), &format!("/fwd/{i}")).await.expect("GET");
+        let resp = get(ports.http_addr(), &format!("/fwd/{i}"))
+            .await
+            .expect("GET");
         assert_eq!(resp.status, 200, "{resp:?}");
     }
     let seen: Vec<Recorded> = up.proxied_requests();
@@ -42,7 +44,10 @@ async fn forwarded_headers_and_generated_request_id() {
         );
         ids.push(rid[0].to_owned());
     }
-    assert_ne!(ids[0], ids[1], "two requests got the same generated x-request-id");
+    assert_ne!(
+        ids[0], ids[1],
+        "two requests got the same generated x-request-id"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,8 +93,18 @@ Transfer-Encoding: chunked\r\n\
 5\r\nhello\r\n0\r\n\r\n";
 
 fn assert_no_hop_by_hop(rec: &Recorded, h2_upstream: bool) {
-    assert_eq!(rec.values("x-kept"), vec!["yes"], "control header lost: {rec:?}");
-    for name in ["keep-alive", "te", "proxy-connection", "x-custom-hop", "upgrade"] {
+    assert_eq!(
+        rec.values("x-kept"),
+        vec!["yes"],
+        "control header lost: {rec:?}"
+    );
+    for name in [
+        "keep-alive",
+        "te",
+        "proxy-connection",
+        "x-custom-hop",
+        "upgrade",
+    ] {
         assert!(
             rec.values(name).is_empty(),
             "hop-by-hop header {name} reached the upstream: {rec:?}"

@@ -7,7 +7,11 @@ use weir_tests::config::{self, Ports, direct, route_prefix, vhost};
 use weir_tests::h1_upstream::Counting;
 use weir_tests::{H1Upstream, Weir};
 
-fn routing_config(ports: Ports, a: std::net::SocketAddr, b: std::net::SocketAddr) -> serde_json::Value {
+fn routing_config(
+    ports: Ports,
+    a: std::net::SocketAddr,
+    b: std::net::SocketAddr,
+) -> serde_json::Value {
     let default_routes = vec![
         json!({"match": {"path": "/exact"},
                "direct_response": {"status": 200, "body": {"inline_string": "path-exact"}}}),
@@ -33,14 +37,29 @@ fn routing_config(ports: Ports, a: std::net::SocketAddr, b: std::net::SocketAddr
             config::hcm(
                 "ingress_http",
                 vec![
-                    vhost("exact", &["api.example.com"], vec![direct("/", 200, "vh-exact")]),
-                    vhost("suffix", &["*.wild.example"], vec![direct("/", 200, "vh-suffix")]),
-                    vhost("prefix", &["www.example.*"], vec![direct("/", 200, "vh-prefix")]),
+                    vhost(
+                        "exact",
+                        &["api.example.com"],
+                        vec![direct("/", 200, "vh-exact")],
+                    ),
+                    vhost(
+                        "suffix",
+                        &["*.wild.example"],
+                        vec![direct("/", 200, "vh-suffix")],
+                    ),
+                    vhost(
+                        "prefix",
+                        &["www.example.*"],
+                        vec![direct("/", 200, "vh-prefix")],
+                    ),
                     vhost("default", &["*"], default_routes),
                 ],
             ),
         )],
-        vec![config::static_cluster("a", &[a]), config::static_cluster("b", &[b])],
+        vec![
+            config::static_cluster("a", &[a]),
+            config::static_cluster("b", &[b]),
+        ],
     )
 }
 
@@ -87,15 +106,26 @@ async fn path_prefix_regex_header_matches_first_match_wins() {
         (200, "path-exact".into()),
         "path match ignores the query"
     );
-    assert_eq!(fetch(ports, h, "/exact/more").await.0, 404, "path is not a prefix");
+    assert_eq!(
+        fetch(ports, h, "/exact/more").await.0,
+        404,
+        "path is not a prefix"
+    );
     assert_eq!(fetch(ports, h, "/items/42").await, (200, "regex".into()));
     assert_eq!(
         fetch(ports, h, "/items/42x").await.0,
         404,
         "safe_regex must match the whole path"
     );
-    assert_eq!(fetch(ports, h, "/first/second/x").await, (200, "first".into()), "first match wins");
-    assert_eq!(fetch(ports, h, "/teapot").await, (418, "short and stout".into()));
+    assert_eq!(
+        fetch(ports, h, "/first/second/x").await,
+        (200, "first".into()),
+        "first match wins"
+    );
+    assert_eq!(
+        fetch(ports, h, "/teapot").await,
+        (418, "short and stout".into())
+    );
 
     // Header match: with x-tenant: blue the earlier route takes it; without, the later one.
     let req = http::Request::get("/api/users")
@@ -103,15 +133,22 @@ async fn path_prefix_regex_header_matches_first_match_wins() {
         .header("x-tenant", "blue")
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
-    let resp = weir_tests::h1_request(ports.http_addr(), req).await.unwrap();
+    let resp = weir_tests::h1_request(ports.http_addr(), req)
+        .await
+        .unwrap();
     assert_eq!((resp.status, resp.text()), (200, "header-blue".into()));
-    assert!(a.proxied_requests().is_empty(), "header-matched route must not reach cluster a");
+    assert!(
+        a.proxied_requests().is_empty(),
+        "header-matched route must not reach cluster a"
+    );
     let req = http::Request::get("/api/users")
         .header("host", h)
         .header("x-tenant", "green")
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
-    let resp = weir_tests::h1_request(ports.http_addr(), req).await.unwrap();
+    let resp = weir_tests::h1_request(ports.http_addr(), req)
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(resp.header("x-upstream"), "a");
     assert_eq!(fetch(ports, h, "/nowhere").await.0, 404, "no route");
@@ -124,16 +161,30 @@ async fn prefix_rewrite_and_host_rewrite_literal() {
     assert_eq!(status, 200);
     let rec = a.last_request("/").expect("cluster a saw nothing");
     assert_eq!(rec.path, "/v2/users?id=7", "prefix_rewrite /api/ -> /v2/");
-    assert_eq!(rec.values("host"), vec!["client.test"], "host unchanged without rewrite");
+    assert_eq!(
+        rec.values("host"),
+        vec!["client.test"],
+        "host unchanged without rewrite"
+    );
 
     let (status, _) = fetch(ports, "client.test", "/host/x").await;
     assert_eq!(status, 200);
-    let rec = a.last_request("/host/").expect("cluster a saw no /host/ request");
-    assert_eq!(rec.values("host"), vec!["rewritten.example"], "host_rewrite_literal: {rec:?}");
+    let rec = a
+        .last_request("/host/")
+        .expect("cluster a saw no /host/ request");
+    assert_eq!(
+        rec.values("host"),
+        vec!["rewritten.example"],
+        "host_rewrite_literal: {rec:?}"
+    );
 
     let (status, _) = fetch(ports, "client.test", "/b/thing").await;
     assert_eq!(status, 200);
     let rec = b.last_request("/b/").expect("cluster b saw nothing");
     assert_eq!(rec.path, "/b/thing", "no rewrite configured for /b/");
-    assert_eq!(a.proxied_requests().len(), 2, "cluster a got exactly its two requests");
+    assert_eq!(
+        a.proxied_requests().len(),
+        2,
+        "cluster a got exactly its two requests"
+    );
 }
