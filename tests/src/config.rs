@@ -7,8 +7,7 @@ use std::path::Path;
 /// `typed_config` type of the HTTP connection manager.
 pub const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 /// `typed_config` type of the router filter.
-pub const ROUTER_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+pub const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 /// `typed_config` type of the downstream TLS context.
 pub const DOWNSTREAM_TLS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
@@ -190,8 +189,7 @@ pub fn simple(ports: Ports, backend: &[SocketAddr]) -> Value {
 
 /// The HCM `typed_config` of listener 0 in a bootstrap, to tweak.
 pub fn hcm_of(config: &mut Value) -> &mut Value {
-    &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-        ["typed_config"]
+    &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 }
 
 /// Cluster `i` of a bootstrap, to tweak.

@@ -138,7 +138,10 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(
-            s.get("weir_http_downstream_rq_xx", &[("response_code_class", "4")]),
+            s.get(
+                "weir_http_downstream_rq_xx",
+                &[("response_code_class", "4")]
+            ),
             None
         );
         assert_eq!(s.get("plain_metric", &[]), Some(7.5));

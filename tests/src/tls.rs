@@ -14,8 +14,9 @@ pub struct TlsFiles {
 
 /// Generates the certificate and writes `cert.pem` and `key.pem` into `dir`.
 pub fn self_signed(dir: &Path) -> TlsFiles {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .expect("rcgen self-signed certificate");
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("rcgen self-signed certificate");
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     std::fs::write(&cert, ck.cert.pem()).expect("write cert.pem");

@@ -187,7 +187,9 @@ impl Weir {
 
     /// The exit status if weir has exited.
     pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits (polling) up to `limit` for weir to exit.
@@ -222,7 +224,9 @@ impl Drop for Weir {
 /// `admin.address.socket_address` of a config value.
 pub fn admin_addr(config: &Value) -> SocketAddr {
     let sa = &config["admin"]["address"]["socket_address"];
-    let ip = sa["address"].as_str().expect("admin.address.socket_address.address");
+    let ip = sa["address"]
+        .as_str()
+        .expect("admin.address.socket_address.address");
     let port = sa["port_value"].as_u64().expect("admin...port_value");
     format!("{ip}:{port}").parse().expect("admin address")
 }

@@ -214,3 +214,21 @@ async fn h2_goaway_lets_streams_finish_and_moves_to_new_connection() {
     assert_eq!(slow.header("x-conn-id"), "1");
     assert_eq!(up.accepted(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_pool_reuses_connection_for_sequential_requests() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let _weir = Weir::start(&config::simple(ports, &[up.addr])).await;
+    for i in 0..5 {
+        let r = get(ports.http_addr(), &format!("/seq/{i}"))
+            .await
+            .expect("GET");
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(
+        up.accepted(),
+        1,
+        "5 sequential requests should share one upstream connection"
+    );
+}
