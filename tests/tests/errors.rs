@@ -159,3 +159,32 @@ async fn too_many_headers_gets_431() {
         "the oversized request reached the upstream"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_drop_is_counted() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let weir = Weir::start(&config::simple(ports, &[up.addr])).await;
+    let resp = get(ports.http_addr(), "/drop").await.expect("GET /drop");
+    assert_eq!(resp.status, 503);
+    let stats = weir.stats().await;
+    let backend = [("cluster_name", "backend")];
+    assert_eq!(
+        stats.get("weir_cluster_upstream_cx_destroy_with_active_rq", &backend),
+        Some(1.0),
+        "the upstream closed a connection with a request on it:\n{}",
+        stats.text
+    );
+    assert_eq!(
+        stats.get(
+            "weir_http_downstream_rq_xx",
+            &[
+                ("response_code_class", "5"),
+                ("stat_prefix", "ingress_http")
+            ]
+        ),
+        Some(1.0),
+        "{}",
+        stats.text
+    );
+}

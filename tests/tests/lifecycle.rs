@@ -134,3 +134,41 @@ async fn admin_ready_clusters_config_dump_and_stats() {
         stats.text
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downstream_idle_timeout_closes_idle_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let mut cfg = config::simple(ports, &[up.addr]);
+    config::hcm_of(&mut cfg)["common_http_protocol_options"] =
+        serde_json::json!({"idle_timeout": "0.5s"});
+    let _weir = Weir::start(&cfg).await;
+    let mut tcp = tokio::net::TcpStream::connect(ports.http_addr())
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /idle HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "the request is answered first:\n{text}"
+    );
+    assert!(
+        closed,
+        "weir kept an idle keep-alive connection open past idle_timeout 0.5s"
+    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "closed only after {took:?}");
+}

@@ -47,6 +47,19 @@ async fn h1_pool_respects_max_connections() {
     );
     let rq_total = weir.stat("weir_cluster_upstream_rq_total", &BACKEND).await;
     assert_eq!(rq_total, 20.0, "upstream_rq_total");
+    let cx_overflow = weir
+        .stat("weir_cluster_upstream_cx_overflow", &BACKEND)
+        .await;
+    assert!(
+        cx_overflow >= 1.0,
+        "20 concurrent requests over 4 connections must hit max_connections (upstream_cx_overflow {cx_overflow})"
+    );
+    assert_eq!(
+        weir.stat("weir_cluster_upstream_rq_pending_overflow", &BACKEND)
+            .await,
+        0.0,
+        "nothing may overflow the default pending limit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

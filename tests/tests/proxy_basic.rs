@@ -177,7 +177,7 @@ async fn curl_http1_ten_mib_chunked_both_ways() {
     assert_eq!(out.code, 0, "curl upload failed: {}", out.stderr);
     let head = std::fs::read_to_string(&headers).unwrap();
     // curl sends `Expect: 100-continue` for a large body: a 100 may come before the 200.
-    let last_status = head.lines().filter(|l| l.starts_with("HTTP/")).last();
+    let last_status = head.lines().rfind(|l| l.starts_with("HTTP/"));
     assert!(
         last_status.is_some_and(|l| l.starts_with("HTTP/1.1 200")),
         "final status must be 200:\n{head}"
@@ -321,4 +321,28 @@ async fn rustls_client_verifies_certificate_and_gets_h2() {
         .expect("GET over h1+TLS");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.version, Version::HTTP_11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_serve_and_share_stats() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let weir = Weir::start_with(&config::simple(ports, &[up.addr]), &["--concurrency", "2"]).await;
+    let futs = (0..20).map(|i| async move {
+        weir_tests::get(ports.http_addr(), &format!("/w/{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("GET /w/{i}: {e}"))
+    });
+    let resps = futures_util::future::join_all(futs).await;
+    assert!(resps.iter().all(|r| r.status == 200), "{resps:?}");
+    assert_eq!(up.proxied_requests().len(), 20);
+    assert_eq!(
+        weir.stat(
+            "weir_http_downstream_rq_total",
+            &[("stat_prefix", "ingress_http")]
+        )
+        .await,
+        20.0,
+        "stats must add up over both workers"
+    );
 }
