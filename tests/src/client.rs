@@ -206,7 +206,6 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
 }
 
 /// What a command-line tool did.
-#[derive(Debug)]
 pub struct ToolOutput {
     /// Exit code (-1 when killed by a signal).
     pub code: i32,
@@ -214,6 +213,22 @@ pub struct ToolOutput {
     pub stdout: Vec<u8>,
     /// Stderr as text.
     pub stderr: String,
+}
+
+impl std::fmt::Debug for ToolOutput {
+    /// Text, not bytes; stdout cut to its last 4 KiB (bodies can be megabytes).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let start = self.stdout.len().saturating_sub(4096);
+        write!(
+            f,
+            "exit code {}\n--- stdout ({} bytes{}) ---\n{}\n--- stderr ---\n{}",
+            self.code,
+            self.stdout.len(),
+            if start > 0 { ", tail shown" } else { "" },
+            String::from_utf8_lossy(&self.stdout[start..]),
+            self.stderr
+        )
+    }
 }
 
 impl ToolOutput {

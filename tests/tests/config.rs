@@ -250,3 +250,34 @@ async fn no_config_serves_builtin_page_on_port_10000() {
     assert_eq!(resp.status, 200, "built-in page: {resp:?}");
     assert!(!resp.body.is_empty(), "the built-in page is empty");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_options_config_path_and_log_level() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let cfg = config::simple(ports, &[up.addr]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "long.yaml", &cfg.to_string());
+
+    let bin = weir_bin();
+    let out = run_tool(
+        bin.to_str().unwrap(),
+        &["validate", "--config-path", file.to_str().unwrap()],
+        LIMIT,
+    )
+    .await;
+    assert_eq!(out.code, 0, "validate --config-path: {out:?}");
+
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg("--config-path")
+        .arg(&file)
+        .args(["--log-level", "info", "--concurrency", "2"]);
+    let mut weir =
+        weir_tests::Weir::spawn_command(cmd, dir, file, weir_tests::weir::admin_addr(&cfg));
+    weir.wait_ready().await;
+    let r = weir_tests::get(ports.http_addr(), "/long")
+        .await
+        .expect("GET");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-upstream"), "up");
+}

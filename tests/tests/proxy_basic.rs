@@ -346,3 +346,71 @@ async fn two_workers_serve_and_share_stats() {
         "stats must add up over both workers"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codec_type_http1_and_http2_are_enforced() {
+    let up = H1Upstream::start("up").await;
+    let admin = weir_tests::free_port();
+    let (h1_port, h2_port) = (weir_tests::free_port(), weir_tests::free_port());
+    let listener = |name: &str, port: u16, codec: &str| {
+        let mut hcm = config::hcm(
+            name,
+            vec![config::vhost(
+                "all",
+                &["*"],
+                vec![config::route_prefix("/", "backend")],
+            )],
+        );
+        hcm["codec_type"] = codec.into();
+        config::listener(name, port, hcm)
+    };
+    let cfg = config::bootstrap(
+        admin,
+        vec![
+            listener("only_h1", h1_port, "HTTP1"),
+            listener("only_h2", h2_port, "HTTP2"),
+        ],
+        vec![config::static_cluster("backend", &[up.addr])],
+    );
+    let _weir = Weir::start(&cfg).await;
+
+    let h1_url = format!("http://127.0.0.1:{h1_port}/c1");
+    let h2_url = format!("http://127.0.0.1:{h2_port}/c2");
+    let out = run_tool(
+        "curl",
+        &["-sS", "--http1.1", "-D", "-", &h1_url],
+        TOOL_LIMIT,
+    )
+    .await;
+    assert!(
+        out.stdout_text().starts_with("HTTP/1.1 200"),
+        "HTTP1 listener, h1 client: {out:?}"
+    );
+    let out = run_tool("nghttp", &["-v", &h2_url], TOOL_LIMIT).await;
+    assert!(
+        out.code == 0 && out.stdout_text().contains(":status: 200"),
+        "HTTP2 listener, h2c client: {out:?}"
+    );
+    assert!(up.last_request("/c1").is_some() && up.last_request("/c2").is_some());
+
+    // The wrong protocol on each gets no answer from the upstream.
+    let out = run_tool("nghttp", &["-v", &h1_url.replace("/c1", "/x1")], TOOL_LIMIT).await;
+    assert!(
+        !out.stdout_text().contains(":status: 200"),
+        "HTTP1 listener answered an h2c client: {out:?}"
+    );
+    let out = run_tool(
+        "curl",
+        &["-sS", "--http1.1", "-D", "-", &h2_url.replace("/c2", "/x2")],
+        TOOL_LIMIT,
+    )
+    .await;
+    assert!(
+        !out.stdout_text().contains(" 200"),
+        "HTTP2 listener answered an HTTP/1.1 client: {out:?}"
+    );
+    assert!(
+        up.last_request("/x1").is_none() && up.last_request("/x2").is_none(),
+        "a request in the wrong protocol reached the upstream"
+    );
+}
