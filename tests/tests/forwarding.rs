@@ -51,14 +51,15 @@ async fn forwarded_headers_and_generated_request_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_id_and_forwarded_for_kept_when_present() {
+async fn request_id_kept_when_present() {
+    // Not an edge listener (no use_remote_address): Envoy keeps an incoming x-request-id
+    // there (at the edge it regenerates it unless preserve_external_request_id is set).
     let up = H1Upstream::start("up").await;
     let ports = Ports::new();
-    let _weir = Weir::start(&edge_config(ports, up.addr)).await;
+    let _weir = Weir::start(&config::simple(ports, &[up.addr])).await;
     let req = http::Request::get("/keep")
         .header("host", "localhost")
         .header("x-request-id", "e2e-fixed-id-123")
-        .header("x-forwarded-for", "203.0.113.7")
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
     let resp = weir_tests::h1_request(ports.http_addr(), req)
@@ -71,6 +72,23 @@ async fn request_id_and_forwarded_for_kept_when_present() {
         vec!["e2e-fixed-id-123"],
         "an incoming x-request-id must be kept as is: {rec:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_appends_the_peer_to_incoming_entries() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let _weir = Weir::start(&edge_config(ports, up.addr)).await;
+    let req = http::Request::get("/xff")
+        .header("host", "localhost")
+        .header("x-forwarded-for", "203.0.113.7")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = weir_tests::h1_request(ports.http_addr(), req)
+        .await
+        .expect("GET");
+    assert_eq!(resp.status, 200);
+    let rec = up.last_request("/xff").expect("upstream saw nothing");
     let xff = rec.values("x-forwarded-for").join(",");
     assert!(
         xff.starts_with("203.0.113.7") && xff.contains("127.0.0.1"),
