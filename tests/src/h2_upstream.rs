@@ -54,6 +54,8 @@ impl H2Upstream {
             let mut conns = JoinSet::new();
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
+                    // e.g. EMFILE: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
                 let id = st.tracker.open();
