@@ -125,6 +125,8 @@ pub async fn must_get(addr: SocketAddr, path: &str) -> Resp {
 }
 
 /// An HTTP/2 connection with prior knowledge (h2c), or over TLS when given a TLS stream.
+/// Clones share the connection (each request is a new stream).
+#[derive(Clone)]
 pub struct H2Client {
     sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
 }

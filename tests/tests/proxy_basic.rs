@@ -414,3 +414,38 @@ async fn codec_type_http1_and_http2_are_enforced() {
         "a request in the wrong protocol reached the upstream"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_multiplexes_concurrent_streams_on_one_connection() {
+    let (up, ports, _weir) = setup().await;
+    let h2 = H2Client::connect(ports.http_addr())
+        .await
+        .expect("h2c connect");
+    let futs = (0..20).map(|i| {
+        let mut c = h2.clone();
+        async move {
+            let req = Request::get(format!("http://localhost/slow/200?stream={i}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            c.request(req)
+                .await
+                .unwrap_or_else(|e| panic!("stream {i}: {e}"))
+        }
+    });
+    let started = std::time::Instant::now();
+    let resps = futures_util::future::join_all(futs).await;
+    let took = started.elapsed();
+    for (i, r) in resps.iter().enumerate() {
+        assert_eq!(r.status, 200, "stream {i}: {r:?}");
+        assert_eq!(
+            r.json()["path"],
+            format!("/slow/200?stream={i}"),
+            "responses crossed"
+        );
+    }
+    assert_eq!(up.proxied_requests().len(), 20);
+    assert!(
+        took < Duration::from_secs(3),
+        "20 concurrent 200 ms streams took {took:?}: were they serialized?"
+    );
+}
