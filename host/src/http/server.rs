@@ -6,10 +6,13 @@ use super::{ConnectionInfo, HttpManager};
 use crate::config::HttpManagerConfig;
 use crate::config::schema::CodecType;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
+use hyper::server::conn::{http1, http2};
+use http::{Request, Response};
+use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,27 +22,36 @@ use tokio::sync::watch;
 /// How often an idle connection checks its clock.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-/// The three codec setups a listener may need, built once.
+/// The codec setups a listener may need, built once: HTTP/1.1 only, HTTP/2 only, and AUTO
+/// (HTTP/2 when the connection starts with its preface, else HTTP/1.1).
 pub(super) struct Codecs {
     auto: auto::Builder<TokioExecutor>,
-    http1: auto::Builder<TokioExecutor>,
-    http2: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
 }
 
 impl Codecs {
     pub(super) fn new(config: &HttpManagerConfig) -> Codecs {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
             .timer(TokioTimer::new())
             .max_headers(config.max_headers_count)
-            .header_read_timeout(
-                config
-                    .request_headers_timeout
-                    .or(config.request_timeout)
-                    .or(Some(Duration::from_secs(30))),
-            );
-        let mut http2 = builder.http2();
+            .header_read_timeout(config.request_headers_timeout);
+        let mut auto_http2 = auto.http2();
+        auto_http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(config.http2.max_concurrent_streams)
+            .initial_stream_window_size(config.http2.initial_stream_window_size)
+            .initial_connection_window_size(config.http2.initial_connection_window_size);
+        if config.allow_connect {
+            auto_http2.enable_connect_protocol();
+        }
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .max_headers(config.max_headers_count)
+            .header_read_timeout(config.request_headers_timeout);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
             .max_concurrent_streams(config.http2.max_concurrent_streams)
@@ -48,20 +60,68 @@ impl Codecs {
         if config.allow_connect {
             http2.enable_connect_protocol();
         }
-        Codecs {
-            http1: builder.clone().http1_only(),
-            http2: builder.clone().http2_only(),
-            auto: builder,
+        Codecs { auto, http1, http2 }
+    }
+
+    /// Starts serving `io` with the codec `codec_type` and ALPN call for.
+    fn serve<I, S>(&self, codec: CodecType, tls: &ConnectionTls, io: I, service: S) -> Serving<I, S>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<TrackedBody>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let io = TokioIo::new(io);
+        match (codec, tls.alpn.as_deref()) {
+            (CodecType::HTTP1, _) | (CodecType::AUTO, Some(b"http/1.1")) => {
+                Serving::Http1(Box::pin(self.http1.serve_connection(io, service).with_upgrades()))
+            }
+            (CodecType::HTTP2, _) | (CodecType::AUTO, Some(b"h2")) => {
+                Serving::Http2(Box::pin(self.http2.serve_connection(io, service)))
+            }
+            (CodecType::AUTO, _) => Serving::Auto(Box::pin(
+                self.auto.serve_connection_with_upgrades(io, service).into_owned(),
+            )),
+        }
+    }
+}
+
+/// A connection being served by one of the codecs.
+enum Serving<I, S>
+where
+    S: Service<Request<Incoming>, Response = Response<TrackedBody>, Error = Infallible>,
+{
+    Http1(Pin<Box<http1::UpgradeableConnection<TokioIo<I>, S>>>),
+    Http2(Pin<Box<http2::Connection<TokioIo<I>, S, TokioExecutor>>>),
+    Auto(Pin<Box<auto::UpgradeableConnection<'static, TokioIo<I>, S, TokioExecutor>>>),
+}
+
+impl<I, S> Serving<I, S>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<TrackedBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    /// Stops taking new requests; in-flight ones finish, then the connection closes.
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Serving::Http1(connection) => connection.as_mut().graceful_shutdown(),
+            Serving::Http2(connection) => connection.as_mut().graceful_shutdown(),
+            Serving::Auto(connection) => connection.as_mut().graceful_shutdown(),
         }
     }
 
-    fn pick(&self, codec: CodecType, tls: &ConnectionTls) -> &auto::Builder<TokioExecutor> {
-        match (codec, tls.alpn.as_deref()) {
-            (CodecType::HTTP1, _) => &self.http1,
-            (CodecType::HTTP2, _) => &self.http2,
-            (CodecType::AUTO, Some(b"h2")) => &self.http2,
-            (CodecType::AUTO, Some(b"http/1.1")) => &self.http1,
-            (CodecType::AUTO, _) => &self.auto,
+    /// Serves until the connection ends.
+    async fn run(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        match self {
+            Serving::Http1(connection) => connection.as_mut().await.map_err(Into::into),
+            Serving::Http2(connection) => connection.as_mut().await.map_err(Into::into),
+            Serving::Auto(connection) => connection.as_mut().await,
         }
     }
 }
@@ -113,9 +173,7 @@ pub async fn serve_connection<I>(
             }
         })
     };
-    let builder = manager.codecs.pick(manager.config.codec, &tls);
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(connection);
+    let mut connection = manager.codecs.serve(manager.config.codec, &tls, io, service);
     let idle_timeout = manager.config.idle_timeout;
     let max_duration = manager
         .config
@@ -123,11 +181,11 @@ pub async fn serve_connection<I>(
         .map(|d| tokio::time::Instant::now() + d);
     let mut draining = *shutdown.borrow();
     if draining {
-        connection.as_mut().graceful_shutdown();
+        connection.graceful_shutdown();
     }
     loop {
         tokio::select! {
-            result = connection.as_mut() => {
+            result = connection.run() => {
                 if let Err(error) = result {
                     tracing::debug!(peer = %info.remote, %error, "downstream connection ended with an error");
                     stats.cx_protocol_error.inc();
@@ -138,7 +196,7 @@ pub async fn serve_connection<I>(
                 // A dropped sender means the worker is gone: drain as on shutdown.
                 if changed.is_err() || *shutdown.borrow() {
                     draining = true;
-                    connection.as_mut().graceful_shutdown();
+                    connection.graceful_shutdown();
                 }
             }
             () = tokio::time::sleep(IDLE_CHECK), if !draining && (idle_timeout.is_some() || max_duration.is_some()) => {
@@ -147,7 +205,7 @@ pub async fn serve_connection<I>(
                 if idle || too_old {
                     tracing::debug!(peer = %info.remote, idle, too_old, "closing downstream connection");
                     draining = true;
-                    connection.as_mut().graceful_shutdown();
+                    connection.graceful_shutdown();
                 }
             }
         }
