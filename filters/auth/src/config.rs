@@ -213,7 +213,10 @@ mod tests {
     #[test]
     fn api_keys() {
         let c = config();
-        assert_eq!(c.api_key.as_ref().map(|a| a.header.as_str()), Some("x-api-key"));
+        assert_eq!(
+            c.api_key.as_ref().map(|a| a.header.as_str()),
+            Some("x-api-key")
+        );
         assert!(c.accepts_api_key(b"k2"));
         assert!(!c.accepts_api_key(b"k3"));
         assert!(!c.accepts_api_key(b""));

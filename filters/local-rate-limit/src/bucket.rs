@@ -151,7 +151,12 @@ mod tests {
             state = Some(b);
         }
         let (b, d) = take(&c, state, t0 + SEC / 2);
-        assert_eq!(d, Decision::Deny { retry_after_secs: 2 });
+        assert_eq!(
+            d,
+            Decision::Deny {
+                retry_after_secs: 2
+            }
+        );
         state = Some(b);
         let (b, d) = take(&c, state, t0 + 2 * SEC);
         assert_eq!(d, Decision::Allow);
@@ -166,7 +171,12 @@ mod tests {
         let c = config(1, None, 10);
         let (b, _) = take(&c, None, 5 * SEC);
         let (_, d) = take(&c, Some(b), 5 * SEC + 1);
-        assert_eq!(d, Decision::Deny { retry_after_secs: 1 });
+        assert_eq!(
+            d,
+            Decision::Deny {
+                retry_after_secs: 1
+            }
+        );
     }
 
     #[test]
