@@ -1,0 +1,83 @@
+//! weir's SDK for writing proxy-wasm filters in Rust.
+//!
+//! Filters target proxy-wasm ABI 0.2.1 exactly, so a module built with this SDK runs in weir
+//! and in Envoy. Every ABI number and the header-map wire format come from [`weir_abi`], the
+//! crate weir's host uses too.
+//!
+//! A filter implements [`RootContext`] (per plugin configuration) and [`HttpContext`] or
+//! [`StreamContext`] (per stream), registers its root with [`main!`], and calls the host
+//! through [`hostcalls`] (or the shortcuts re-exported here). Build it as a `cdylib` for
+//! `wasm32-wasip1`:
+//!
+//! ```ignore
+//! use weir_sdk::{Action, HttpContext, RootContext, hostcalls, MapType};
+//!
+//! struct Root;
+//! impl RootContext for Root {
+//!     fn create_http_context(&mut self, _id: u32) -> Option<Box<dyn HttpContext>> {
+//!         Some(Box::new(Stamp))
+//!     }
+//! }
+//!
+//! struct Stamp;
+//! impl HttpContext for Stamp {
+//!     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+//!         let _ = hostcalls::replace_map_value(MapType::HttpResponseHeaders, "x-stamp", b"1");
+//!         Action::Continue
+//!     }
+//! }
+//!
+//! weir_sdk::main!(|_root_id| Box::new(Root));
+//! ```
+//!
+//! Off wasm32 the crate still builds (for `cargo test` of filter logic): there is no host, and
+//! every host call returns [`Status::Unimplemented`].
+
+#![warn(missing_docs)]
+
+mod dispatcher;
+pub mod error;
+#[cfg(target_arch = "wasm32")]
+mod exports;
+pub mod hostcalls;
+pub mod log;
+mod traits;
+
+pub use error::{Error, Result};
+pub use traits::{HttpContext, RootContext, StreamContext};
+pub use weir_abi::{
+    self as abi, Action, BufferType, LogLevel, MapType, MetricType, PeerType, Status, StreamType,
+};
+
+/// The bytes of `vm_config.configuration`; call it from [`RootContext::on_vm_start`]. Empty
+/// when there is none.
+pub fn vm_configuration() -> Result<Vec<u8>> {
+    Ok(hostcalls::get_buffer(BufferType::VmConfiguration, 0, usize::MAX)?.unwrap_or_default())
+}
+
+/// The bytes of the plugin's `configuration` (for Envoy's `StringValue`, the string); call it
+/// from [`RootContext::on_configure`]. Empty when there is none.
+pub fn plugin_configuration() -> Result<Vec<u8>> {
+    Ok(hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)?.unwrap_or_default())
+}
+
+/// Registers the filter: `$new_root` builds the root context for a root context id (one per
+/// plugin configuration in each VM). Use it once, at the top level of the filter crate.
+///
+/// ```ignore
+/// weir_sdk::main!(|root_id| Box::new(MyRoot::new(root_id)));
+/// ```
+///
+/// It defines the `__weir_sdk_new_root` symbol the SDK's `proxy_on_context_create` export
+/// links against; a module without it fails to load (an unresolved import), loudly.
+#[macro_export]
+macro_rules! main {
+    ($new_root:expr $(,)?) => {
+        #[doc(hidden)]
+        #[unsafe(no_mangle)]
+        pub fn __weir_sdk_new_root(root_id: u32) -> ::std::boxed::Box<dyn $crate::RootContext> {
+            let new_root: fn(u32) -> ::std::boxed::Box<dyn $crate::RootContext> = $new_root;
+            new_root(root_id)
+        }
+    };
+}
