@@ -11,11 +11,12 @@ run: release
 	./target/release/weir --log-level info
 
 ## test: every test (unit and end to end), plus fmt and clippy
-test: deps
+test: deps wasm-filters envoy
 	$(CARGO) fmt --all -- --check
 	$(CARGO) build -p weir --bin weir
 	$(CARGO) test --workspace
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --target wasm32-wasip1 -p weir-sdk -p header-manipulation -p auth -p local-rate-limit -p websocket-guard -- -D warnings
 
 ## bench: weir beside nginx, haproxy, Envoy and a direct connection (loopback, < 3 min)
 bench: bench-deps release
@@ -30,6 +31,7 @@ release:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --target wasm32-wasip1 -p weir-sdk -p header-manipulation -p auth -p local-rate-limit -p websocket-guard -- -D warnings
 
 # Debian packages the tests drive (curl, nghttp), installed only when missing.
 deps:
@@ -46,3 +48,5 @@ bench-deps:
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+include filters/Makefile.inc
