@@ -5,9 +5,9 @@ use super::tracked::{Activity, StreamGuard, TrackedBody};
 use super::{ConnectionInfo, HttpManager};
 use crate::config::HttpManagerConfig;
 use crate::config::schema::CodecType;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
-use http::{Request, Response};
 use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -75,14 +75,16 @@ impl Codecs {
     {
         let io = TokioIo::new(io);
         match (codec, tls.alpn.as_deref()) {
-            (CodecType::HTTP1, _) | (CodecType::AUTO, Some(b"http/1.1")) => {
-                Serving::Http1(Box::pin(self.http1.serve_connection(io, service).with_upgrades()))
-            }
+            (CodecType::HTTP1, _) | (CodecType::AUTO, Some(b"http/1.1")) => Serving::Http1(
+                Box::pin(self.http1.serve_connection(io, service).with_upgrades()),
+            ),
             (CodecType::HTTP2, _) | (CodecType::AUTO, Some(b"h2")) => {
                 Serving::Http2(Box::pin(self.http2.serve_connection(io, service)))
             }
             (CodecType::AUTO, _) => Serving::Auto(Box::pin(
-                self.auto.serve_connection_with_upgrades(io, service).into_owned(),
+                self.auto
+                    .serve_connection_with_upgrades(io, service)
+                    .into_owned(),
             )),
         }
     }
@@ -173,7 +175,9 @@ pub async fn serve_connection<I>(
             }
         })
     };
-    let mut connection = manager.codecs.serve(manager.config.codec, &tls, io, service);
+    let mut connection = manager
+        .codecs
+        .serve(manager.config.codec, &tls, io, service);
     let idle_timeout = manager.config.idle_timeout;
     let max_duration = manager
         .config
