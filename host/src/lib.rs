@@ -10,5 +10,6 @@ pub mod http;
 pub mod listener;
 pub mod route;
 pub mod stats;
+pub mod tunnel;
 pub mod upstream;
 pub mod worker;

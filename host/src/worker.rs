@@ -5,6 +5,7 @@
 use crate::config::{Config, ListenerConfig};
 use crate::http::HttpManager;
 use crate::listener::{self, TlsError};
+use crate::tunnel::tcp_proxy::TcpProxy;
 use crate::upstream::{ClusterManager, WorkerPools};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +44,12 @@ pub struct Workers {
     threads: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
     addresses: Vec<(String, SocketAddr)>,
+}
+
+/// A tcp_proxy listener's config and socket on one worker.
+struct TcpWorkerListener {
+    config: Arc<crate::config::TcpProxyConfig>,
+    socket: std::net::TcpListener,
 }
 
 /// What one worker serves: each listener's config, sockets and TLS.
@@ -96,14 +103,48 @@ impl Workers {
             }
             addresses.push((listener.name.clone(), address));
         }
+        let mut tcp_per_worker: Vec<Vec<TcpWorkerListener>> =
+            (0..concurrency).map(|_| Vec::new()).collect();
+        for listener in &config.tcp_listeners {
+            let proxy = Arc::new(listener.proxy.clone());
+            let mut address = listener.address;
+            for sockets in tcp_per_worker.iter_mut() {
+                let socket = listener::bind_tcp(address).map_err(|source| StartError::Bind {
+                    listener: listener.name.clone(),
+                    address,
+                    source,
+                })?;
+                address = socket.local_addr().map_err(|source| StartError::Bind {
+                    listener: listener.name.clone(),
+                    address,
+                    source,
+                })?;
+                sockets.push(TcpWorkerListener {
+                    config: proxy.clone(),
+                    socket,
+                });
+            }
+            addresses.push((listener.name.clone(), address));
+        }
         let (shutdown, _) = watch::channel(false);
         let mut threads = Vec::new();
-        for (index, listeners) in per_worker.into_iter().enumerate() {
+        for (index, (listeners, tcp_listeners)) in
+            per_worker.into_iter().zip(tcp_per_worker).enumerate()
+        {
             let clusters = clusters.clone();
             let shutdown = shutdown.subscribe();
             let thread = std::thread::Builder::new()
                 .name(format!("weir-worker-{index}"))
-                .spawn(move || run_worker(index, listeners, clusters, shutdown, drain_time))
+                .spawn(move || {
+                    run_worker(
+                        index,
+                        listeners,
+                        tcp_listeners,
+                        clusters,
+                        shutdown,
+                        drain_time,
+                    )
+                })
                 .map_err(StartError::Thread)?;
             threads.push(thread);
         }
@@ -145,6 +186,7 @@ fn bind(
 fn run_worker(
     index: usize,
     listeners: Vec<WorkerListener>,
+    tcp_listeners: Vec<TcpWorkerListener>,
     clusters: Arc<ClusterManager>,
     mut shutdown: watch::Receiver<bool>,
     drain_time: Duration,
@@ -171,6 +213,10 @@ fn run_worker(
                 shutdown.clone(),
                 alive.clone(),
             ));
+        }
+        for listener in tcp_listeners {
+            let proxy = TcpProxy::new(listener.config, pools.clone());
+            tokio::spawn(proxy.accept_loop(listener.socket, shutdown.clone(), alive.clone()));
         }
         drop(alive);
         while !*shutdown.borrow_and_update() {

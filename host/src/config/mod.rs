@@ -75,6 +75,57 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Upstream clusters.
     pub clusters: Vec<ClusterSpec>,
+    /// TCP proxy listeners (`envoy.filters.network.tcp_proxy`).
+    pub tcp_listeners: Vec<TcpListenerConfig>,
+}
+
+/// A listener whose filter chain is a `tcp_proxy`.
+#[derive(Debug, Clone)]
+pub struct TcpListenerConfig {
+    /// Its name.
+    pub name: String,
+    /// Where it binds.
+    pub address: SocketAddr,
+    /// The proxy.
+    pub proxy: TcpProxyConfig,
+}
+
+/// `envoy.filters.network.tcp_proxy`: each connection goes to the cluster, as raw TCP or
+/// inside an HTTP tunnel.
+#[derive(Debug, Clone)]
+pub struct TcpProxyConfig {
+    /// Label of its stats.
+    pub stat_prefix: String,
+    /// Where connections go.
+    pub cluster: String,
+    /// Encapsulate in HTTP CONNECT / POST when set.
+    pub tunnel: Option<TunnelConfig>,
+    /// Idle limit (Envoy default 1h; `None` = never).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// `tunneling_config` of a tcp_proxy.
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    /// The CONNECT authority / POST host.
+    pub hostname: http::uri::Authority,
+    /// POST to `post_path` instead of CONNECT.
+    pub use_post: bool,
+    /// The POST path.
+    pub post_path: http::uri::PathAndQuery,
+    /// Extra request headers.
+    pub headers: http::HeaderMap,
+}
+
+/// One `upgrade_configs[]` entry of a connection manager.
+#[derive(Debug, Clone)]
+pub struct UpgradeSetting {
+    /// The upgrade type, lowercased (`connect` for CONNECT).
+    pub upgrade_type: String,
+    /// Allowed unless a route says otherwise.
+    pub enabled: bool,
+    /// The filter chain for this type, replacing the default one.
+    pub filters: Option<Vec<typed::HttpFilter>>,
 }
 
 /// One listener with its HTTP connection manager.
@@ -133,6 +184,17 @@ pub struct HttpManagerConfig {
     pub server_name: String,
     /// Close connections this long after they opened.
     pub max_connection_duration: Option<Duration>,
+    /// `upgrade_configs`.
+    pub upgrades: Vec<UpgradeSetting>,
+}
+
+impl HttpManagerConfig {
+    /// The manager's setting for `upgrade_type` (case-insensitive), if it lists that type.
+    pub fn upgrade(&self, upgrade_type: &str) -> Option<&UpgradeSetting> {
+        self.upgrades
+            .iter()
+            .find(|u| u.upgrade_type.eq_ignore_ascii_case(upgrade_type))
+    }
 }
 
 /// Reads and checks the config file at `path`.
@@ -225,8 +287,13 @@ fn build(
     }
     let cluster_names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
     let mut listeners = Vec::new();
+    let mut tcp_listeners = Vec::new();
     for (i, listener) in bootstrap.static_resources.listeners.iter().enumerate() {
         let path = format!("static_resources.listeners[{i}]");
+        if let Some(tcp) = tcp_listener_config(listener, &path, &cluster_names)? {
+            tcp_listeners.push(tcp);
+            continue;
+        }
         let built = listener_config(listener, &path, &cluster_names)?;
         if listeners
             .iter()
@@ -246,7 +313,104 @@ fn build(
         admin,
         listeners,
         clusters,
+        tcp_listeners,
     })
+}
+
+/// A listener whose one network filter is a tcp_proxy; `None` for any other listener.
+fn tcp_listener_config(
+    listener: &schema::Listener,
+    path: &str,
+    clusters: &[&str],
+) -> Result<Option<TcpListenerConfig>, FieldError> {
+    let [chain] = listener.filter_chains.as_slice() else {
+        return Ok(None);
+    };
+    let [filter] = chain.filters.as_slice() else {
+        return Ok(None);
+    };
+    let NetworkFilterConfig::TcpProxy(proxy) = &filter.config else {
+        return Ok(None);
+    };
+    let filter_path = format!("{path}.filter_chains[0].filters[0].typed_config");
+    if chain.transport_socket.is_some() {
+        return Err(FieldError::new(
+            format!("{path}.filter_chains[0].transport_socket"),
+            "TLS on tcp_proxy listeners is not supported here",
+        ));
+    }
+    let address = listen_address(&listener.address, &format!("{path}.address"))?;
+    if !clusters.contains(&proxy.cluster.as_str()) {
+        return Err(FieldError::new(
+            format!("{filter_path}.cluster"),
+            format!(
+                "unknown cluster {:?}; defined clusters: {clusters:?}",
+                proxy.cluster
+            ),
+        ));
+    }
+    let tunnel = match &proxy.tunneling_config {
+        None => None,
+        Some(tunneling) => {
+            let tunnel_path = format!("{filter_path}.tunneling_config");
+            let hostname = tunneling
+                .hostname
+                .parse::<http::uri::Authority>()
+                .map_err(|_| {
+                    FieldError::new(format!("{tunnel_path}.hostname"), "expected host:port")
+                })?;
+            let post_path = tunneling
+                .post_path
+                .as_deref()
+                .unwrap_or("/")
+                .parse::<http::uri::PathAndQuery>()
+                .map_err(|_| {
+                    FieldError::new(format!("{tunnel_path}.post_path"), "expected a path")
+                })?;
+            if tunneling.post_path.is_some() && !tunneling.use_post {
+                return Err(FieldError::new(
+                    format!("{tunnel_path}.post_path"),
+                    "post_path needs use_post: true",
+                ));
+            }
+            let mut headers = http::HeaderMap::new();
+            for (h, option) in tunneling.headers_to_add.iter().enumerate() {
+                let field = format!("{tunnel_path}.headers_to_add[{h}].header");
+                let name =
+                    http::HeaderName::from_bytes(option.header.key.as_bytes()).map_err(|_| {
+                        FieldError::new(format!("{field}.key"), "not a valid header name")
+                    })?;
+                let value = http::HeaderValue::from_str(&option.header.value).map_err(|_| {
+                    FieldError::new(format!("{field}.value"), "not a valid header value")
+                })?;
+                headers.append(name, value);
+            }
+            Some(TunnelConfig {
+                hostname,
+                use_post: tunneling.use_post,
+                post_path,
+                headers,
+            })
+        }
+    };
+    let name = if listener.name.is_empty() {
+        address.to_string()
+    } else {
+        listener.name.clone()
+    };
+    Ok(Some(TcpListenerConfig {
+        name,
+        address,
+        proxy: TcpProxyConfig {
+            stat_prefix: proxy.stat_prefix.clone(),
+            cluster: proxy.cluster.clone(),
+            tunnel,
+            idle_timeout: match proxy.idle_timeout {
+                Some(d) => nonzero(Some(d.get())),
+                None => Some(Duration::from_secs(3600)),
+            },
+        },
+    }))
 }
 
 fn listen_address(address: &schema::Address, path: &str) -> Result<SocketAddr, FieldError> {
@@ -315,7 +479,12 @@ fn listener_config(
         ));
     };
     let filter_path = format!("{chain_path}.filters[0].typed_config");
-    let NetworkFilterConfig::HttpConnectionManager(hcm) = &filter.config;
+    let NetworkFilterConfig::HttpConnectionManager(hcm) = &filter.config else {
+        return Err(FieldError::new(
+            format!("{chain_path}.filters[0]"),
+            "expected envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy",
+        ));
+    };
     let http = http_manager_config(hcm, &filter_path, clusters)?;
     Ok(ListenerConfig {
         name,
@@ -379,6 +548,15 @@ fn http_manager_config(
         generate_request_id: hcm.generate_request_id.unwrap_or(true),
         server_name: hcm.server_name.clone().unwrap_or_else(|| "weir".into()),
         max_connection_duration: nonzero(common.max_connection_duration.map(|d| d.get())),
+        upgrades: hcm
+            .upgrade_configs
+            .iter()
+            .map(|u| UpgradeSetting {
+                upgrade_type: u.upgrade_type.to_ascii_lowercase(),
+                enabled: u.enabled.unwrap_or(true),
+                filters: u.filters.clone(),
+            })
+            .collect(),
     })
 }
 

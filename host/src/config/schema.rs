@@ -166,6 +166,46 @@ pub struct HttpConnectionManager {
     /// Time allowed for draining connections on shutdown.
     #[serde(default)]
     pub drain_timeout: Option<ConfigDuration>,
+    /// Upgrade types (`websocket`, `CONNECT`, any other) this manager takes.
+    #[serde(default)]
+    pub upgrade_configs: Vec<UpgradeConfig>,
+}
+
+/// `upgrade_configs[]` of a connection manager.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeConfig {
+    /// The upgrade's name, matched case-insensitively (`CONNECT` for CONNECT).
+    pub upgrade_type: String,
+    /// The HTTP filters for this upgrade type, replacing the default chain.
+    #[serde(default)]
+    pub filters: Option<Vec<HttpFilter>>,
+    /// Whether the upgrade is allowed (default true); routes may override it.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// `upgrade_configs[]` of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteUpgradeConfig {
+    /// The upgrade's name, matched case-insensitively.
+    pub upgrade_type: String,
+    /// Whether the upgrade is allowed on this route (default true).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// For CONNECT: weir terminates the tunnel itself and opens TCP to the route's cluster.
+    #[serde(default)]
+    pub connect_config: Option<ConnectConfig>,
+}
+
+/// `connect_config` of a route's CONNECT upgrade.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectConfig {
+    /// Also terminate POST requests as tunnels (the body is the payload).
+    #[serde(default)]
+    pub allow_post: bool,
 }
 
 /// `codec_type`.
@@ -287,7 +327,15 @@ pub struct RouteMatch {
     /// Every one of these must match.
     #[serde(default)]
     pub headers: Vec<HeaderMatcher>,
+    /// Matches CONNECT requests (which have no path).
+    #[serde(default)]
+    pub connect_matcher: Option<EmptyConfig>,
 }
+
+/// A message with no fields (`{}`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyConfig {}
 
 /// `type.matcher.v3.RegexMatcher`.
 #[derive(Debug, Clone, Deserialize)]
@@ -371,6 +419,9 @@ pub struct RouteAction {
     /// Time for the upstream to respond (default 15s; 0 disables it).
     #[serde(default)]
     pub timeout: Option<ConfigDuration>,
+    /// Per-route upgrade settings, overriding the connection manager's.
+    #[serde(default)]
+    pub upgrade_configs: Vec<RouteUpgradeConfig>,
 }
 
 /// `direct_response`.
@@ -699,4 +750,62 @@ pub struct CertificateValidationContext {
     /// PEM CA bundle.
     #[serde(default)]
     pub trusted_ca: Option<DataSource>,
+}
+
+/// `envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProxy {
+    /// Label of its stats.
+    pub stat_prefix: String,
+    /// Where connections go.
+    pub cluster: String,
+    /// Carry each connection inside an HTTP CONNECT (or POST) to the cluster.
+    #[serde(default)]
+    pub tunneling_config: Option<TunnelingConfig>,
+    /// Close a connection with no bytes either way for this long (Envoy default 1h).
+    #[serde(default)]
+    pub idle_timeout: Option<ConfigDuration>,
+}
+
+/// `tunneling_config` of a tcp_proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelingConfig {
+    /// The CONNECT authority (or POST host), e.g. `host.example:443`.
+    pub hostname: String,
+    /// POST instead of CONNECT.
+    #[serde(default)]
+    pub use_post: bool,
+    /// The POST path (default "/").
+    #[serde(default)]
+    pub post_path: Option<String>,
+    /// Headers added to the tunnel request.
+    #[serde(default)]
+    pub headers_to_add: Vec<HeaderValueOption>,
+}
+
+/// `config.core.v3.HeaderValueOption`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderValueOption {
+    /// The header.
+    pub header: HeaderValue,
+    /// Deprecated append flag; accepted.
+    #[serde(default)]
+    pub append: Option<bool>,
+    /// How to combine with an existing value; accepted (weir appends).
+    #[serde(default)]
+    pub append_action: Option<String>,
+}
+
+/// `config.core.v3.HeaderValue`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderValue {
+    /// Name.
+    pub key: String,
+    /// Value.
+    #[serde(default)]
+    pub value: String,
 }

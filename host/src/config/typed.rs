@@ -7,7 +7,8 @@
 //! [`PATH_MARK`]s and joined onto the outer path by [`super::ConfigError`].
 
 use super::schema::{
-    DownstreamTlsContext, HttpConnectionManager, UpstreamHttpProtocolOptions, UpstreamTlsContext,
+    DownstreamTlsContext, HttpConnectionManager, TcpProxy, UpstreamHttpProtocolOptions,
+    UpstreamTlsContext,
 };
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
@@ -25,6 +26,8 @@ pub mod type_names {
     /// The HTTP connection manager network filter.
     pub const HCM: &str =
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+    /// The TCP proxy network filter.
+    pub const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
     /// The router HTTP filter.
     pub const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
     /// Downstream TLS.
@@ -156,6 +159,8 @@ pub struct NetworkFilter {
 pub enum NetworkFilterConfig {
     /// `envoy.filters.network.http_connection_manager`.
     HttpConnectionManager(Box<HttpConnectionManager>),
+    /// `envoy.filters.network.tcp_proxy`.
+    TcpProxy(Box<TcpProxy>),
 }
 
 impl<'de> Deserialize<'de> for NetworkFilter {
@@ -167,11 +172,14 @@ impl<'de> Deserialize<'de> for NetworkFilter {
             type_names::HCM => NetworkFilterConfig::HttpConnectionManager(Box::new(
                 typed(value).map_err(D::Error::custom)?,
             )),
+            type_names::TCP_PROXY => {
+                NetworkFilterConfig::TcpProxy(Box::new(typed(value).map_err(D::Error::custom)?))
+            }
             other => {
                 return Err(D::Error::custom(unsupported(
                     "network filter",
                     other,
-                    &[type_names::HCM],
+                    &[type_names::HCM, type_names::TCP_PROXY],
                 )));
             }
         };

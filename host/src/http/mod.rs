@@ -7,6 +7,7 @@ pub mod local_reply;
 mod server;
 pub mod stream;
 mod tracked;
+mod upgrade;
 
 use crate::config::HttpManagerConfig;
 use crate::stats::HttpStats;

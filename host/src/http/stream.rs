@@ -20,6 +20,7 @@ use super::HttpManager;
 use super::deadline::DeadlineBody;
 use super::headers::{self, X_FORWARDED_PROTO, X_REQUEST_ID};
 use super::local_reply::LocalReply;
+use super::upgrade::{self, TunnelKind};
 use crate::body::{self, Body};
 use crate::route::{ForwardAction, RouteAction};
 use http::uri::PathAndQuery;
@@ -70,14 +71,22 @@ impl HttpManager {
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<body::BoxError>,
     {
+        let kind = upgrade::tunnel_kind(&request)?;
         let host = self.admit(&request)?;
+        let is_connect = kind == Some(TunnelKind::Connect);
         let path = request
             .uri()
             .path_and_query()
             .map_or("/", PathAndQuery::as_str);
         let routes = &self.config.routes;
-        let Some(route) = routes.find(&host, path, request.headers()) else {
+        let Some(route) = routes.find_request(&host, is_connect, path, request.headers()) else {
             self.stats.rq_no_route.inc();
+            if is_connect && !self.config.upgrade("connect").is_some_and(|u| u.enabled) {
+                // CONNECT is off unless configured: say so rather than "no route".
+                return Err(LocalReply::Forbidden(
+                    "CONNECT is not enabled on this listener",
+                ));
+            }
             return Err(LocalReply::NoRoute);
         };
         match &route.action {
@@ -99,6 +108,22 @@ impl HttpManager {
                 Ok(response)
             }
             RouteAction::Forward(action) => {
+                if let Some(kind) = kind {
+                    if !self.tunnel_enabled(&kind, action) {
+                        return Err(LocalReply::Forbidden(match kind {
+                            TunnelKind::Connect => "CONNECT is not enabled on this route",
+                            TunnelKind::Upgrade(_) => "this upgrade is not enabled on this route",
+                        }));
+                    }
+                    return self.tunnel(request, kind, &host, action, conn).await;
+                }
+                if request.method() == Method::POST
+                    && self.terminate_config(action).is_some_and(|t| t.allow_post)
+                {
+                    return self
+                        .terminate_post(body::boxed(request.into_body()), action)
+                        .await;
+                }
                 let rewrite_len = route.path.rewrite_len(path);
                 let (upstream, body_expired) =
                     self.upstream_request(request, &host, action, rewrite_len, conn)?;
@@ -118,16 +143,6 @@ impl HttpManager {
     fn admit<B>(&self, request: &Request<B>) -> Result<String, LocalReply> {
         if request.headers().len() > self.config.max_headers_count {
             return Err(LocalReply::TooManyHeaders);
-        }
-        if request.method() == Method::CONNECT {
-            return Err(LocalReply::Forbidden(
-                "CONNECT is not enabled on this listener",
-            ));
-        }
-        if is_upgrade(request) {
-            return Err(LocalReply::Forbidden(
-                "upgrades are not enabled on this route",
-            ));
         }
         let host = match request.uri().authority() {
             Some(authority) => authority.as_str().to_string(),
@@ -232,24 +247,4 @@ impl HttpManager {
         *response.version_mut() = Version::HTTP_11;
         Ok(response)
     }
-}
-
-/// An HTTP/1.1 `Connection: upgrade` + `Upgrade: X` request, or an HTTP/2 extended CONNECT
-/// (which hyper shows as CONNECT and is refused with it). `Upgrade: h2c` is not an upgrade a
-/// proxy forwards: it is dropped with the other hop-by-hop headers, as Envoy does.
-fn is_upgrade<B>(request: &Request<B>) -> bool {
-    let headers = request.headers();
-    let connection_upgrade = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        });
-    connection_upgrade
-        && headers
-            .get(header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| !v.trim().eq_ignore_ascii_case("h2c"))
 }

@@ -24,6 +24,8 @@ pub enum PathMatcher {
     },
     /// The path without its query matches this in full.
     Regex(Regex),
+    /// CONNECT requests (`connect_matcher`); they have no path.
+    Connect,
 }
 
 impl PathMatcher {
@@ -54,6 +56,16 @@ impl PathMatcher {
         }
     }
 
+    /// Whether a request matches: a CONNECT request only `connect_matcher`, any other request
+    /// by its `path_and_query`.
+    pub fn matches_request(&self, is_connect: bool, path_and_query: &str) -> bool {
+        match (self, is_connect) {
+            (PathMatcher::Connect, connect) => connect,
+            (_, true) => false,
+            (_, false) => self.matches(path_and_query),
+        }
+    }
+
     /// Whether `path_and_query` matches.
     pub fn matches(&self, path_and_query: &str) -> bool {
         let path = path_and_query
@@ -79,6 +91,7 @@ impl PathMatcher {
                 case_sensitive: false,
             } => path.eq_ignore_ascii_case(exact),
             PathMatcher::Regex(regex) => regex.is_match(path),
+            PathMatcher::Connect => false,
         }
     }
 
@@ -88,6 +101,7 @@ impl PathMatcher {
         match self {
             PathMatcher::Prefix { prefix, .. } => prefix.len().min(path_and_query.len()),
             PathMatcher::Exact { .. } | PathMatcher::Regex(_) => path_len,
+            PathMatcher::Connect => 0,
         }
     }
 }

@@ -78,6 +78,35 @@ pub struct ForwardAction {
     pub host_rewrite: Option<http::HeaderValue>,
     /// Time for the upstream to answer; `None` = no limit.
     pub timeout: Option<Duration>,
+    /// Per-route upgrade overrides.
+    pub upgrades: Vec<RouteUpgrade>,
+}
+
+/// One `upgrade_configs[]` entry of a route.
+#[derive(Debug, Clone)]
+pub struct RouteUpgrade {
+    /// The upgrade type, lowercased (`connect` for CONNECT).
+    pub upgrade_type: String,
+    /// Allowed on this route.
+    pub enabled: bool,
+    /// CONNECT only: terminate here (open TCP to the cluster) instead of proxying.
+    pub terminate: Option<TerminateConnect>,
+}
+
+/// `connect_config`: weir ends the tunnel and speaks raw TCP to the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminateConnect {
+    /// POST requests are tunnels too (their body is the payload).
+    pub allow_post: bool,
+}
+
+impl ForwardAction {
+    /// The route's override for `upgrade_type`, if it has one.
+    pub fn upgrade(&self, upgrade_type: &str) -> Option<&RouteUpgrade> {
+        self.upgrades
+            .iter()
+            .find(|u| u.upgrade_type.eq_ignore_ascii_case(upgrade_type))
+    }
 }
 
 impl RouteTable {
@@ -180,8 +209,21 @@ impl RouteTable {
     /// The route for a request: its virtual host by `host`, then the first route matching
     /// `path` (with query) and `headers`.
     pub fn find(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<&Route> {
+        self.find_request(host, false, path, headers)
+    }
+
+    /// As [`RouteTable::find`], for a CONNECT request (`is_connect`: only `connect_matcher`
+    /// routes take it) or any other.
+    pub fn find_request(
+        &self,
+        host: &str,
+        is_connect: bool,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<&Route> {
         self.virtual_host(host)?.routes.iter().find(|route| {
-            route.path.matches(path) && route.headers.iter().all(|h| h.matches(headers))
+            route.path.matches_request(is_connect, path)
+                && route.headers.iter().all(|h| h.matches(headers))
         })
     }
 }
@@ -256,6 +298,27 @@ fn build_route(route: &schema::Route, path: &str, clusters: &[&str]) -> Result<R
                     Some(t) => Some(t.get()),
                     None => Some(DEFAULT_ROUTE_TIMEOUT),
                 },
+                upgrades: forward
+                    .upgrade_configs
+                    .iter()
+                    .enumerate()
+                    .map(|(u, upgrade)| {
+                        let upgrade_type = upgrade.upgrade_type.to_ascii_lowercase();
+                        if upgrade.connect_config.is_some() && upgrade_type != "connect" {
+                            return Err(FieldError::new(
+                                format!("{path}.route.upgrade_configs[{u}].connect_config"),
+                                "connect_config belongs to upgrade_type CONNECT",
+                            ));
+                        }
+                        Ok(RouteUpgrade {
+                            upgrade_type,
+                            enabled: upgrade.enabled.unwrap_or(true),
+                            terminate: upgrade.connect_config.as_ref().map(|c| TerminateConnect {
+                                allow_post: c.allow_post,
+                            }),
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
             })
         }
         (None, Some(direct)) => {

@@ -101,10 +101,12 @@ stat_group! {
             rq_timeout: "Requests that hit their route timeout (504).",
             rq_no_route: "Requests that matched no route (404).",
             rq_direct_response: "Requests answered by a direct_response route.",
+            cx_upgrades_total: "Upgrades and tunnels (WebSocket, CONNECT, any upgrade) established.",
         }
         gauges {
             cx_active: "Downstream connections open now.",
             rq_active: "Downstream requests in flight now.",
+            cx_upgrades_active: "Upgrades and tunnels open now.",
         }
     }
 }
@@ -138,6 +140,20 @@ stat_group! {
             rq_pending_active: "Requests waiting for a connection now.",
             membership_healthy: "Hosts healthy now.",
             membership_total: "Hosts in the cluster now.",
+        }
+    }
+}
+
+stat_group! {
+    /// Stats of one tcp_proxy listener, labelled by its `stat_prefix` (Envoy's
+    /// `tcp.<stat_prefix>.*`).
+    TcpStats / TcpFamilies in tcp, scope "tcp", label "stat_prefix" {
+        counters {
+            cx_total: "Downstream connections accepted.",
+            upstream_connect_fail: "Connections whose upstream (or tunnel) could not be established.",
+        }
+        gauges {
+            cx_active: "Downstream connections open now.",
         }
     }
 }
@@ -184,6 +200,7 @@ pub struct Stats {
     registry: Registry,
     http: HttpFamilies,
     cluster: ClusterFamilies,
+    tcp: TcpFamilies,
 }
 
 impl Stats {
@@ -195,6 +212,7 @@ impl Stats {
             Stats {
                 http: HttpFamilies::register(&registry),
                 cluster: ClusterFamilies::register(&registry),
+                tcp: TcpFamilies::register(&registry),
                 registry,
             }
         })

@@ -394,6 +394,21 @@ impl OpenConnection {
     }
 }
 
+impl OpenConnection {
+    /// Counts a raw TCP connection (a terminated CONNECT, a tcp_proxy): `cx_total` and
+    /// `cx_active`, no protocol counter.
+    pub fn tcp(cluster: Arc<Cluster>, host: Arc<Host>, slot: ConnectionSlot) -> OpenConnection {
+        cluster.stats.cx_total.inc();
+        cluster.stats.cx_active.inc();
+        host.cx_active.fetch_add(1, Ordering::AcqRel);
+        OpenConnection {
+            cluster,
+            host,
+            _slot: slot,
+        }
+    }
+}
+
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.cluster.stats.cx_active.dec();

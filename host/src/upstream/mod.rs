@@ -5,7 +5,7 @@
 //! worker sends through its own [`WorkerPools`].
 
 mod cluster;
-mod connect;
+pub mod connect;
 mod dns;
 mod error;
 mod health;
@@ -14,11 +14,12 @@ mod manager;
 mod pool;
 pub mod spec;
 mod tls;
+pub mod tunnel;
 
 #[cfg(test)]
 mod test_support;
 
 pub use error::UpstreamError;
 pub use manager::ClusterManager;
-pub use pool::WorkerPools;
+pub use pool::{RawConnection, RawGuard, WorkerPools};
 pub use spec::*;

@@ -18,6 +18,7 @@ use crate::upstream::cluster::{
 };
 use crate::upstream::connect::{self, Connected, UpstreamStream};
 use crate::upstream::error::UpstreamError;
+use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
 use bytes::Bytes;
 use h2::client::{Connection, SendRequest};
 use h2::{RecvStream, SendStream};
@@ -135,12 +136,27 @@ impl Http2Pool {
         } else {
             "http"
         };
+        // A tunnel's payload is the stream's body (see `upstream::tunnel`).
+        let payload = parts
+            .extensions
+            .get::<TunnelPayload>()
+            .and_then(TunnelPayload::take);
+        let is_tunnel = payload.is_some();
+        let body = payload.unwrap_or(body);
         let end_of_stream = body.is_end_stream();
         let mut body = Some(body);
         for _ in 0..MAX_SEND_ATTEMPTS {
             let (lease, send) = self.acquire().await?;
             let head = request_head(&parts, scheme, &self.host.addr.to_string())
                 .map_err(|reason| self.reset(reason))?;
+            if head.extensions().get::<h2::ext::Protocol>().is_some()
+                && !send.is_extended_connect_protocol_enabled()
+            {
+                self.cluster.stats.rq_reset.inc();
+                return Err(self.reset(
+                    "the upstream does not accept extended CONNECT (RFC 8441); give its cluster http2_protocol_options.allow_connect and the server SETTINGS_ENABLE_CONNECT_PROTOCOL".into(),
+                ));
+            }
             let opened = match send.ready().await {
                 Ok(mut send) => send.send_request(head, end_of_stream),
                 Err(error) => Err(error),
@@ -160,7 +176,8 @@ impl Http2Pool {
             }
             match response.await {
                 Ok(response) => {
-                    let (head, recv) = response.into_parts();
+                    let (mut head, recv) = response.into_parts();
+                    head.version = http::Version::HTTP_2;
                     let body = ResponseBody {
                         recv,
                         done: false,
@@ -170,7 +187,7 @@ impl Http2Pool {
                     };
                     return Ok(http::Response::from_parts(head, body.boxed()));
                 }
-                Err(error) if end_of_stream && refused_unprocessed(&error) => {
+                Err(error) if end_of_stream && !is_tunnel && refused_unprocessed(&error) => {
                     // The peer did not process the stream (GOAWAY below its id or
                     // REFUSED_STREAM) and there was no body: safe to send again elsewhere.
                     tracing::debug!(%error, "h2 stream refused; retrying on another connection");
@@ -478,8 +495,15 @@ fn request_head(
         .and_then(|value| value.to_str().ok())
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .unwrap_or(fallback_authority);
+    // An HTTP/1.1 upgrade becomes an extended CONNECT (RFC 8441) with `:protocol`; a method
+    // other than GET travels in a header so the next hop can restore it.
+    let upgrade = parts
+        .headers
+        .get(http::header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty());
     let mut builder = http::Uri::builder().authority(authority);
-    if parts.method != http::Method::CONNECT {
+    if parts.method != http::Method::CONNECT || upgrade.is_some() {
         let path = parts
             .uri
             .path_and_query()
@@ -493,6 +517,17 @@ fn request_head(
     *head.method_mut() = parts.method.clone();
     *head.uri_mut() = uri;
     *head.version_mut() = http::Version::HTTP_2;
+    if let Some(protocol) = upgrade {
+        *head.method_mut() = http::Method::CONNECT;
+        head.extensions_mut()
+            .insert(h2::ext::Protocol::from(protocol));
+        if parts.method != http::Method::GET && parts.method != http::Method::CONNECT {
+            let method = http::HeaderValue::from_str(parts.method.as_str())
+                .map_err(|_| "bad method".to_string())?;
+            head.headers_mut()
+                .insert(X_WEIR_UPGRADE_METHOD.clone(), method);
+        }
+    }
     let headers = head.headers_mut();
     for (name, value) in &parts.headers {
         let name_str = name.as_str();

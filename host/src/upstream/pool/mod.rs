@@ -10,7 +10,8 @@ mod http1;
 mod http2;
 mod wait;
 
-use super::cluster::{Cluster, Host, HostProtocol, RequestSlot};
+use super::cluster::{Cluster, Host, HostProtocol, OpenConnection, RequestSlot};
+use super::connect::{self, UpstreamStream};
 use super::error::UpstreamError;
 use super::lb;
 use super::manager::ClusterManager;
@@ -89,6 +90,31 @@ impl WorkerPools {
         result
     }
 
+    /// Opens a raw connection (TCP, or TLS where the cluster has a transport socket) to a
+    /// healthy host of `cluster`, for a terminated CONNECT or a tcp_proxy. The connection
+    /// counts against `max_connections` for as long as it lives; over the limit the call
+    /// fails at once with `ConnectionOverflow`.
+    pub async fn connect_raw(&self, cluster: &str) -> Result<RawConnection, UpstreamError> {
+        let cluster = self
+            .inner
+            .manager
+            .cluster(cluster)
+            .ok_or_else(|| UpstreamError::UnknownCluster(cluster.to_owned()))?;
+        let host = lb::pick_host(&cluster)
+            .ok_or_else(|| UpstreamError::NoHealthyHost(cluster.name().to_owned()))?;
+        let Some(slot) = cluster.try_open_connection() else {
+            cluster.stats.cx_overflow.inc();
+            return Err(UpstreamError::ConnectionOverflow(cluster.name().to_owned()));
+        };
+        let connected = connect::connect(&cluster, &host).await?;
+        let peer = host.addr;
+        Ok(RawConnection {
+            stream: connected.stream,
+            peer,
+            guard: RawGuard(OpenConnection::tcp(cluster, host, slot)),
+        })
+    }
+
     /// This worker's pools to `host`, created on first use.
     fn host_pools(&self, cluster: &Arc<Cluster>, host: &Arc<Host>) -> HostPools {
         let mut hosts = self
@@ -122,6 +148,22 @@ impl WorkerPools {
         pools
     }
 }
+
+/// A raw connection to an upstream host (see [`WorkerPools::connect_raw`]).
+#[derive(Debug)]
+pub struct RawConnection {
+    /// The byte stream.
+    pub stream: UpstreamStream,
+    /// The host's address.
+    pub peer: SocketAddr,
+    /// Keep this while the stream is in use: it holds the `max_connections` unit and the
+    /// connection stats.
+    pub guard: RawGuard,
+}
+
+/// The accounting of a [`RawConnection`], released on drop.
+#[derive(Debug)]
+pub struct RawGuard(#[allow(dead_code)] OpenConnection);
 
 /// Sends on the pool of the host's protocol: HTTP/2 when that is all the cluster speaks or
 /// ALPN chose it before, HTTP/1.1 otherwise (whose first connection may find out, by ALPN,

@@ -1,0 +1,362 @@
+//! Upgrades and CONNECT in the connection manager: which requests are tunnels, whether this
+//! route lets them through, and setting them up (proxied to the upstream, or terminated here
+//! with raw TCP to the cluster).
+//!
+//! An upgrade has one internal shape whatever the wire: an HTTP/1.1 `Upgrade: X` request and
+//! an HTTP/2 extended CONNECT with `:protocol X` are both "upgrade X". The upstream side
+//! encodes it for its own protocol (see `upstream::tunnel`), so a WebSocket crosses
+//! H1 -> H2 -> H1 hops intact; a method other than GET travels across an HTTP/2 hop in
+//! `x-weir-upgrade-method` and is restored on the next HTTP/1.1 hop.
+
+use super::HttpManager;
+use super::headers::{self, X_FORWARDED_PROTO, X_REQUEST_ID};
+use super::local_reply::LocalReply;
+use super::stream::ConnectionInfo;
+use crate::body::{self, Body};
+use crate::route::{ForwardAction, TerminateConnect};
+use crate::tunnel::{self, TunnelIo, body_io};
+use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+
+/// What kind of tunnel a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TunnelKind {
+    /// An upgrade to this protocol (lowercased): HTTP/1.1 `Upgrade`, or HTTP/2+ extended
+    /// CONNECT's `:protocol`.
+    Upgrade(String),
+    /// A plain CONNECT: a TCP tunnel to the request's authority.
+    Connect,
+}
+
+impl TunnelKind {
+    /// The `upgrade_type` that enables it (`connect` for CONNECT).
+    pub fn upgrade_type(&self) -> &str {
+        match self {
+            TunnelKind::Upgrade(protocol) => protocol,
+            TunnelKind::Connect => "connect",
+        }
+    }
+}
+
+/// Whether `request` asks for a tunnel. `Upgrade: h2c` is not one: it is dropped with the
+/// other hop-by-hop headers, as Envoy does.
+pub fn tunnel_kind<B>(request: &Request<B>) -> Result<Option<TunnelKind>, LocalReply> {
+    if request.method() == Method::CONNECT {
+        if let Some(protocol) = request.extensions().get::<hyper::ext::Protocol>() {
+            let protocol = protocol.as_str();
+            if protocol.is_empty() || !protocol.bytes().all(is_token_byte) {
+                return Err(LocalReply::BadRequest("malformed :protocol"));
+            }
+            return Ok(Some(TunnelKind::Upgrade(protocol.to_ascii_lowercase())));
+        }
+        if request.uri().authority().is_none() {
+            return Err(LocalReply::BadRequest(
+                "CONNECT needs an authority (host:port)",
+            ));
+        }
+        return Ok(Some(TunnelKind::Connect));
+    }
+    let headers = request.headers();
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    if !connection_upgrade {
+        return Ok(None);
+    }
+    match headers.get(header::UPGRADE).map(HeaderValue::to_str) {
+        None => Ok(None),
+        Some(Ok(value)) if value.trim().eq_ignore_ascii_case("h2c") => Ok(None),
+        Some(Ok(value)) => {
+            // `Upgrade` may list several protocols; weir passes the first on, as Envoy does.
+            let first = value.split(',').next().unwrap_or("").trim();
+            if first.is_empty() || !first.bytes().all(|b| is_token_byte(b) || b == b'/') {
+                return Err(LocalReply::BadRequest("malformed upgrade header"));
+            }
+            Ok(Some(TunnelKind::Upgrade(first.to_ascii_lowercase())))
+        }
+        Some(Err(_)) => Err(LocalReply::BadRequest("malformed upgrade header")),
+    }
+}
+
+/// RFC 9110 token characters.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+impl HttpManager {
+    /// Whether `kind` is enabled for `action`: the route's setting where it has one, else the
+    /// connection manager's, else off.
+    pub(super) fn tunnel_enabled(&self, kind: &TunnelKind, action: &ForwardAction) -> bool {
+        let upgrade_type = kind.upgrade_type();
+        match action.upgrade(upgrade_type) {
+            Some(route) => route.enabled,
+            None => self.config.upgrade(upgrade_type).is_some_and(|u| u.enabled),
+        }
+    }
+
+    /// The route's `connect_config` when CONNECT is enabled and terminated here.
+    pub(super) fn terminate_config(&self, action: &ForwardAction) -> Option<TerminateConnect> {
+        action
+            .upgrade("connect")
+            .filter(|u| u.enabled)
+            .and_then(|u| u.terminate)
+    }
+
+    /// Sets up an enabled tunnel: answers downstream and leaves a task moving the payload.
+    pub(super) async fn tunnel<B>(
+        &self,
+        mut request: Request<B>,
+        kind: TunnelKind,
+        host: &str,
+        action: &ForwardAction,
+        conn: &ConnectionInfo,
+    ) -> Result<Response<Body>, LocalReply>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        if !request.body().is_end_stream() && request.version() != Version::HTTP_2 {
+            // An HTTP/1.1 upgrade with a body: its bytes would be taken for the tunnel's on
+            // an HTTP/2 hop. RFC 8441's path is strict, and so is weir's.
+            let has_body = request
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0")
+                || request.headers().contains_key(header::TRANSFER_ENCODING);
+            if has_body {
+                return Err(LocalReply::BadRequest(
+                    "an upgrade request may not have a body",
+                ));
+            }
+        }
+        let downstream = hyper::upgrade::on(&mut request);
+        let downstream_version = request.version();
+        if kind == TunnelKind::Connect
+            && let Some(_terminate) = self.terminate_config(action)
+        {
+            return self.terminate(downstream, downstream_version, action).await;
+        }
+        let upstream_request = self.tunnel_request(request, &kind, host, conn)?;
+        let (payload_sender, payload) = body_io::channel_body();
+        let mut upstream_request = upstream_request;
+        upstream_request
+            .extensions_mut()
+            .insert(TunnelPayload::new(payload));
+        let send = self.pools.send(&action.cluster, upstream_request);
+        let result = match action.timeout {
+            Some(limit) => tokio::time::timeout(limit, send)
+                .await
+                .map_err(|_| LocalReply::UpstreamTimeout)?,
+            None => send.await,
+        };
+        let mut response = result.map_err(LocalReply::Upstream)?;
+        let status = response.status();
+        let over_h2 = response.version() == Version::HTTP_2;
+        let established = if over_h2 {
+            status.is_success()
+        } else {
+            status == StatusCode::SWITCHING_PROTOCOLS
+                || (kind == TunnelKind::Connect && status.is_success())
+        };
+        if !established {
+            // The upstream said no: its answer goes back as an ordinary response.
+            headers::remove_hop_by_hop(response.headers_mut(), false);
+            *response.version_mut() = Version::HTTP_11;
+            return Ok(response);
+        }
+        let upstream: TunnelIo = if over_h2 {
+            let (parts, incoming) = response.into_parts();
+            response = Response::from_parts(parts, body::empty());
+            tunnel::boxed(body_io::BodyIo::new(incoming, payload_sender))
+        } else {
+            drop(payload_sender);
+            let upgraded = hyper::upgrade::on(&mut response).await.map_err(|e| {
+                LocalReply::Upstream(crate::upstream::UpstreamError::Reset {
+                    cluster: action.cluster.clone(),
+                    host: String::new(),
+                    reason: format!("upgrade: {e}"),
+                })
+            })?;
+            tunnel::upgraded(upgraded)
+        };
+        let mut answer = Response::new(body::empty());
+        let mut head = response.headers().clone();
+        headers::remove_hop_by_hop(&mut head, false);
+        head.remove(header::CONTENT_LENGTH);
+        *answer.headers_mut() = head;
+        match (&kind, downstream_version) {
+            (TunnelKind::Upgrade(protocol), Version::HTTP_10 | Version::HTTP_11) => {
+                *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                let answer_headers = answer.headers_mut();
+                answer_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                if let Ok(value) = HeaderValue::from_str(protocol) {
+                    answer_headers.insert(header::UPGRADE, value);
+                }
+            }
+            _ => *answer.status_mut() = StatusCode::OK,
+        }
+        self.spawn_splice(downstream, upstream);
+        Ok(answer)
+    }
+
+    /// Builds the upstream request of a proxied tunnel.
+    fn tunnel_request<B>(
+        &self,
+        request: Request<B>,
+        kind: &TunnelKind,
+        host: &str,
+        conn: &ConnectionInfo,
+    ) -> Result<Request<Body>, LocalReply> {
+        let (mut parts, _body) = request.into_parts();
+        let original_method = parts
+            .headers
+            .remove(&X_WEIR_UPGRADE_METHOD)
+            .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
+        headers::remove_hop_by_hop(&mut parts.headers, false);
+        parts.extensions = http::Extensions::new();
+        parts.version = Version::HTTP_11;
+        match kind {
+            TunnelKind::Connect => {
+                let authority = parts
+                    .uri
+                    .authority()
+                    .cloned()
+                    .ok_or(LocalReply::BadRequest(
+                        "CONNECT needs an authority (host:port)",
+                    ))?;
+                parts.method = Method::CONNECT;
+                parts.uri = Uri::from(authority.clone());
+                let value = HeaderValue::from_str(authority.as_str())
+                    .map_err(|_| LocalReply::BadRequest("invalid authority"))?;
+                parts.headers.insert(header::HOST, value);
+            }
+            TunnelKind::Upgrade(protocol) => {
+                if parts.method == Method::CONNECT {
+                    // From an HTTP/2+ extended CONNECT: back to the method the first hop had.
+                    parts.method = original_method.unwrap_or(Method::GET);
+                }
+                let path = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string();
+                parts.uri =
+                    Uri::try_from(path).map_err(|_| LocalReply::BadRequest("invalid path"))?;
+                let host = HeaderValue::from_str(host)
+                    .map_err(|_| LocalReply::BadRequest("invalid host"))?;
+                parts.headers.insert(header::HOST, host);
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                let upgrade = HeaderValue::from_str(protocol)
+                    .map_err(|_| LocalReply::BadRequest("malformed upgrade"))?;
+                parts.headers.insert(header::UPGRADE, upgrade);
+                // RFC 8441 drops this on the HTTP/2 hop; WebSocket servers on HTTP/1.1 need it.
+                if protocol == "websocket"
+                    && !parts.headers.contains_key(header::SEC_WEBSOCKET_VERSION)
+                {
+                    parts.headers.insert(
+                        header::SEC_WEBSOCKET_VERSION,
+                        HeaderValue::from_static("13"),
+                    );
+                }
+            }
+        }
+        let scheme = if conn.tls { "https" } else { "http" };
+        if self.config.use_remote_address || !parts.headers.contains_key(&X_FORWARDED_PROTO) {
+            parts
+                .headers
+                .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+        }
+        if self.config.use_remote_address {
+            headers::append_forwarded_for(&mut parts.headers, conn.remote.ip());
+        }
+        if self.config.generate_request_id && !parts.headers.contains_key(&X_REQUEST_ID) {
+            parts
+                .headers
+                .insert(X_REQUEST_ID.clone(), headers::new_request_id());
+        }
+        Ok(Request::from_parts(parts, body::empty()))
+    }
+
+    /// A terminated CONNECT: raw TCP (or TLS) to the route's cluster, 200 once it is up.
+    async fn terminate(
+        &self,
+        downstream: hyper::upgrade::OnUpgrade,
+        _downstream_version: Version,
+        action: &ForwardAction,
+    ) -> Result<Response<Body>, LocalReply> {
+        let raw = self
+            .pools
+            .connect_raw(&action.cluster)
+            .await
+            .map_err(LocalReply::Upstream)?;
+        let (stream, guard) = (raw.stream, raw.guard);
+        self.spawn_splice_with(downstream, tunnel::boxed(stream), Some(guard));
+        Ok(Response::new(body::empty()))
+    }
+
+    /// A terminated POST tunnel (`connect_config.allow_post`): the request body is the
+    /// payload to the cluster, the response body the payload back.
+    pub(super) async fn terminate_post(
+        &self,
+        request_body: Body,
+        action: &ForwardAction,
+    ) -> Result<Response<Body>, LocalReply> {
+        let raw = self
+            .pools
+            .connect_raw(&action.cluster)
+            .await
+            .map_err(LocalReply::Upstream)?;
+        let (sender, response_body) = body_io::channel_body();
+        let downstream = tunnel::boxed(body_io::BodyIo::new(request_body, sender));
+        let stats = self.stats.clone();
+        stats.cx_upgrades_total.inc();
+        stats.cx_upgrades_active.inc();
+        let (stream, guard) = (raw.stream, raw.guard);
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(error) = crate::accel::splice(downstream, stream).await {
+                tracing::debug!(%error, "POST tunnel ended");
+            }
+            stats.cx_upgrades_active.dec();
+        });
+        Ok(Response::new(response_body))
+    }
+
+    fn spawn_splice(&self, downstream: hyper::upgrade::OnUpgrade, upstream: TunnelIo) {
+        self.spawn_splice_with(downstream, upstream, None);
+    }
+
+    /// Once hyper hands over the downstream connection (after our 101/200 is written), moves
+    /// the payload both ways until both sides are done.
+    fn spawn_splice_with(
+        &self,
+        downstream: hyper::upgrade::OnUpgrade,
+        upstream: TunnelIo,
+        guard: Option<crate::upstream::RawGuard>,
+    ) {
+        let stats = self.stats.clone();
+        stats.cx_upgrades_total.inc();
+        stats.cx_upgrades_active.inc();
+        tokio::spawn(async move {
+            let _guard = guard;
+            match downstream.await {
+                Ok(downstream) => {
+                    if let Err(error) =
+                        crate::accel::splice(tunnel::upgraded(downstream), upstream).await
+                    {
+                        tracing::debug!(%error, "tunnel ended with an error");
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "downstream upgrade did not complete"),
+            }
+            stats.cx_upgrades_active.dec();
+        });
+    }
+}

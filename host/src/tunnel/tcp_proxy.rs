@@ -1,0 +1,161 @@
+//! `envoy.filters.network.tcp_proxy` listeners: each accepted connection goes to the cluster,
+//! as raw TCP, or encapsulated in HTTP (`tunneling_config`): an HTTP/1.1 or HTTP/2 CONNECT, or
+//! a POST whose bodies carry the bytes. The downstream's bytes are not read until the tunnel
+//! answered 2xx, so nothing is sent before it is established; a refusal closes the downstream.
+
+use super::{TunnelIo, body_io};
+use crate::body;
+use crate::config::{TcpProxyConfig, TunnelConfig};
+use crate::stats::TcpStats;
+use crate::upstream::WorkerPools;
+use crate::upstream::tunnel::TunnelPayload;
+use http::{HeaderValue, Method, Request, Uri, Version, header};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+/// One tcp_proxy listener on one worker.
+pub struct TcpProxy {
+    config: Arc<TcpProxyConfig>,
+    pools: WorkerPools,
+    stats: TcpStats,
+}
+
+impl TcpProxy {
+    /// A proxy for `config` through this worker's `pools`.
+    pub fn new(config: Arc<TcpProxyConfig>, pools: WorkerPools) -> Arc<TcpProxy> {
+        let stats = TcpStats::new(&config.stat_prefix);
+        Arc::new(TcpProxy {
+            config,
+            pools,
+            stats,
+        })
+    }
+
+    /// Accepts until `shutdown` turns true; every connection task holds a clone of `alive`.
+    pub async fn accept_loop(
+        self: Arc<Self>,
+        listener: std::net::TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+        alive: mpsc::Sender<()>,
+    ) {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%error, "cannot register tcp_proxy listener with the runtime");
+                return;
+            }
+        };
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.changed() => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let proxy = self.clone();
+            let alive = alive.clone();
+            tokio::spawn(async move {
+                let _alive = alive;
+                proxy.stats.cx_total.inc();
+                proxy.stats.cx_active.inc();
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "TCP_NODELAY");
+                }
+                proxy.serve(stream).await;
+                tracing::debug!(%peer, "tcp_proxy connection done");
+                proxy.stats.cx_active.dec();
+            });
+        }
+    }
+
+    async fn serve(&self, downstream: TcpStream) {
+        match &self.config.tunnel {
+            None => match self.pools.connect_raw(&self.config.cluster).await {
+                Ok(raw) => {
+                    let _guard = raw.guard;
+                    self.pump(downstream, super::boxed(raw.stream)).await;
+                }
+                Err(error) => {
+                    self.stats.upstream_connect_fail.inc();
+                    tracing::debug!(%error, "tcp_proxy: no upstream connection");
+                    reset(downstream);
+                }
+            },
+            Some(tunnel) => match self.open_tunnel(tunnel).await {
+                Ok(upstream) => self.pump(downstream, upstream).await,
+                Err(reason) => {
+                    self.stats.upstream_connect_fail.inc();
+                    tracing::debug!(%reason, "tcp_proxy: tunnel not established");
+                    reset(downstream);
+                }
+            },
+        }
+    }
+
+    /// Moves bytes both ways; an error (a reset on one side) resets the downstream too.
+    async fn pump(&self, downstream: TcpStream, upstream: TunnelIo) {
+        let mut downstream = downstream;
+        let result = crate::accel::splice(&mut downstream, upstream).await;
+        if let Err(error) = result {
+            tracing::debug!(%error, "tcp_proxy tunnel ended with an error");
+            reset(downstream);
+        }
+    }
+
+    /// Sends the CONNECT (or POST) and returns the tunnel once the upstream answered 2xx.
+    async fn open_tunnel(&self, tunnel: &TunnelConfig) -> Result<TunnelIo, String> {
+        let (payload_sender, payload) = body_io::channel_body();
+        let mut request = Request::new(body::empty());
+        *request.version_mut() = Version::HTTP_11;
+        if tunnel.use_post {
+            *request.method_mut() = Method::POST;
+            *request.uri_mut() = Uri::from(tunnel.post_path.clone());
+            *request.body_mut() = payload;
+        } else {
+            *request.method_mut() = Method::CONNECT;
+            *request.uri_mut() = Uri::from(tunnel.hostname.clone());
+            request.extensions_mut().insert(TunnelPayload::new(payload));
+        }
+        let host = HeaderValue::from_str(tunnel.hostname.as_str()).map_err(|e| e.to_string())?;
+        request.headers_mut().insert(header::HOST, host);
+        for (name, value) in &tunnel.headers {
+            request.headers_mut().append(name.clone(), value.clone());
+        }
+        let mut response = self
+            .pools
+            .send(&self.config.cluster, request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("upstream answered {}", response.status()));
+        }
+        let over_h2 = response.version() == Version::HTTP_2;
+        if tunnel.use_post || over_h2 {
+            return Ok(super::boxed(body_io::BodyIo::new(
+                response.into_body(),
+                payload_sender,
+            )));
+        }
+        drop(payload_sender);
+        let upgraded = hyper::upgrade::on(&mut response)
+            .await
+            .map_err(|e| format!("CONNECT upgrade: {e}"))?;
+        Ok(super::upgraded(upgraded))
+    }
+}
+
+/// Closes `stream` with a reset (SO_LINGER 0), so the peer sees the failure as one.
+fn reset(stream: TcpStream) {
+    if let Err(error) = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!(%error, "SO_LINGER");
+    }
+    drop(stream);
+}
