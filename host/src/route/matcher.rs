@@ -32,7 +32,20 @@ impl PathMatcher {
     /// Builds the path matcher of `route_match` at `path`.
     pub fn build(route_match: &RouteMatch, path: &str) -> Result<PathMatcher, FieldError> {
         let case_sensitive = route_match.case_sensitive.unwrap_or(true);
+        if route_match.connect_matcher.is_some() {
+            if route_match.prefix.is_some()
+                || route_match.path.is_some()
+                || route_match.safe_regex.is_some()
+            {
+                return Err(FieldError::new(
+                    path,
+                    "set exactly one of prefix, path, safe_regex and connect_matcher",
+                ));
+            }
+            return Ok(PathMatcher::Connect);
+        }
         match (
+
             &route_match.prefix,
             &route_match.path,
             &route_match.safe_regex,
@@ -51,7 +64,7 @@ impl PathMatcher {
             )?)),
             _ => Err(FieldError::new(
                 path,
-                "set exactly one of prefix, path and safe_regex",
+                "set exactly one of prefix, path, safe_regex and connect_matcher",
             )),
         }
     }
