@@ -70,7 +70,8 @@ fn main() -> ExitCode {
                     println!(
                         "{}: OK ({} listeners, {} clusters)",
                         path.display(),
-                        config.listeners.len(),
+                        config.listeners.len() + config.tcp_listeners.len(),
+
                         config.clusters.len()
                     );
                     ExitCode::SUCCESS
