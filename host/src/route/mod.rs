@@ -181,8 +181,17 @@ impl RouteTable {
     /// The virtual host for `host` (the Host header or :authority). The host is tried as it
     /// is, then without its port.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
-        let host = host.to_ascii_lowercase();
+        if self.exact.is_empty() && self.suffixes.is_empty() && self.prefixes.is_empty() {
+            // Only `*` (the common front-proxy shape): nothing to compare.
+            return self.catch_all.and_then(|i| self.virtual_hosts.get(i));
+        }
+        let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            host.to_ascii_lowercase().into()
+        } else {
+            host.into()
+        };
         self.find_host(&host)
+
             .or_else(|| strip_port(&host).and_then(|bare| self.find_host(bare)))
             .or(self.catch_all)
             .and_then(|i| self.virtual_hosts.get(i))

@@ -120,12 +120,15 @@ impl Http1Pool {
             };
             // A connection comes back as soon as its response body ends; hyper may need a
             // moment to finish its bookkeeping before it takes the next request.
-            let ready =
-                tokio::time::timeout(self.cluster.spec.connect_timeout, lease.sender.ready());
-            if !matches!(ready.await, Ok(Ok(()))) {
-                self.abandon(lease);
-                continue;
+            if !lease.sender.is_ready() {
+                let ready =
+                    tokio::time::timeout(self.cluster.spec.connect_timeout, lease.sender.ready());
+                if !matches!(ready.await, Ok(Ok(()))) {
+                    self.abandon(lease);
+                    continue;
+                }
             }
+
             match lease.sender.try_send_request(req).await {
                 Ok(response) => return Ok(Sent::Response(self.finish(lease, response, slot))),
                 Err(mut error) => {
