@@ -196,3 +196,74 @@ pub fn hcm_of(config: &mut Value) -> &mut Value {
 pub fn cluster_of(config: &mut Value, i: usize) -> &mut Value {
     &mut config["static_resources"]["clusters"][i]
 }
+
+/// `typed_config` type of the TCP proxy network filter.
+pub const TCP_PROXY_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+
+/// Sets the HCM's `upgrade_configs` (e.g. `[{"upgrade_type": "websocket"}]`).
+pub fn set_upgrades(hcm: &mut Value, upgrade_configs: Value) {
+    hcm["upgrade_configs"] = upgrade_configs;
+}
+
+/// `http2_protocol_options.allow_connect: true` on an HCM (downstream RFC 8441, extended
+/// CONNECT advertised in SETTINGS).
+pub fn allow_connect_downstream(hcm: &mut Value) {
+    hcm["http2_protocol_options"] = json!({"allow_connect": true});
+}
+
+/// Like [`upstream_http2`], with `http2_protocol_options.allow_connect: true` (the hop that
+/// carries upgrades as extended CONNECT).
+pub fn upstream_http2_allow_connect(cluster: &mut Value) {
+    let options = json!({
+        "@type": format!("type.googleapis.com/{UPSTREAM_HTTP_OPTIONS}"),
+        "explicit_http_config": {"http2_protocol_options": {"allow_connect": true}},
+    });
+    cluster["typed_extension_protocol_options"] = json!({ UPSTREAM_HTTP_OPTIONS: options });
+}
+
+/// `match: {connect_matcher: {}}` -> `route: {cluster, upgrade_configs}`.
+pub fn route_connect(cluster: &str, upgrade_configs: Option<Value>) -> Value {
+    let mut route = json!({"match": {"connect_matcher": {}}, "route": {"cluster": cluster}});
+    if let Some(u) = upgrade_configs {
+        route["route"]["upgrade_configs"] = u;
+    }
+    route
+}
+
+/// A route's `upgrade_configs` that terminates CONNECT here (`connect_config`), with
+/// `allow_post` when asked.
+pub fn terminate_connect(allow_post: bool) -> Value {
+    let connect_config = if allow_post {
+        json!({"allow_post": true})
+    } else {
+        json!({})
+    };
+    json!([{"upgrade_type": "CONNECT", "connect_config": connect_config}])
+}
+
+/// A listener on 127.0.0.1:`port` whose one filter is `envoy.filters.network.tcp_proxy` to
+/// `cluster`, encapsulated in HTTP when `tunneling_config` is given.
+pub fn tcp_proxy_listener(
+    name: &str,
+    port: u16,
+    stat_prefix: &str,
+    cluster: &str,
+    tunneling_config: Option<Value>,
+) -> Value {
+    let mut proxy = json!({
+        "@type": TCP_PROXY_TYPE,
+        "stat_prefix": stat_prefix,
+        "cluster": cluster,
+    });
+    if let Some(t) = tunneling_config {
+        proxy["tunneling_config"] = t;
+    }
+    json!({
+        "name": name,
+        "address": address(port),
+        "filter_chains": [{
+            "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}],
+        }],
+    })
+}

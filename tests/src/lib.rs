@@ -11,8 +11,12 @@ pub mod config;
 pub mod h1_upstream;
 pub mod h2_upstream;
 pub mod stats;
+pub mod tcp_server;
 pub mod tls;
+pub mod tunnel_client;
+pub mod upgrade_app;
 pub mod weir;
+pub mod ws_echo;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -95,4 +99,89 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// Deterministic test payload of `len` bytes (not all-zero, so reordering or truncation shows).
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*) from `seed`: the same seed gives the same
+/// bytes, different seeds differ.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut stream = RandomStream::new(seed, len);
+    while let Some(chunk) = stream.next_chunk(1 << 20) {
+        out.extend_from_slice(&chunk);
+    }
+    out
+}
+
+/// Hex SHA-256 of [`random_bytes`]`(seed, len)`, computed without holding them.
+pub fn random_sha256(seed: u64, len: usize) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut stream = RandomStream::new(seed, len);
+    while let Some(chunk) = stream.next_chunk(1 << 20) {
+        hasher.update(&chunk);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// [`random_bytes`] produced chunk by chunk, for payloads too large to hold.
+#[derive(Debug, Clone)]
+pub struct RandomStream {
+    rng: Rng,
+    remaining: usize,
+}
+
+impl RandomStream {
+    /// The `len` bytes of [`random_bytes`]`(seed, len)`.
+    pub fn new(seed: u64, len: usize) -> RandomStream {
+        RandomStream {
+            rng: Rng::new(seed),
+            remaining: len,
+        }
+    }
+
+    /// The next at most `max` bytes (rounded down to a multiple of 8, at least 8); `None`
+    /// when all were produced.
+    pub fn next_chunk(&mut self, max: usize) -> Option<Vec<u8>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let n = self.remaining.min((max / 8).max(1) * 8);
+        let mut out = Vec::with_capacity(n + 8);
+        while out.len() < n {
+            out.extend_from_slice(&self.rng.next_u64().to_le_bytes());
+        }
+        out.truncate(n);
+        self.remaining -= n;
+        Some(out)
+    }
+}
+
+/// A small deterministic generator (xorshift64*) for test data and sizes.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (any value; 0 is remapped).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next 64 bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
 }

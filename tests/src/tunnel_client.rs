@@ -1,0 +1,150 @@
+//! Client-side helpers for upgrades and tunnels: a WebSocket client over TCP, a raw request
+//! whose response head is read (and the connection kept), and bounded reads.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+
+/// A WebSocket client connection.
+pub type WsClient = WebSocketStream<TcpStream>;
+
+/// Opens a WebSocket to `ws://addr{path}` over plain TCP; the error is tungstenite's (for an
+/// HTTP answer other than 101 it names the status).
+pub async fn ws_connect(addr: SocketAddr, path: &str) -> Result<WsClient, String> {
+    let fut = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let url = format!("ws://{addr}{path}");
+        let (ws, resp) = tokio_tungstenite::client_async(url.as_str(), tcp)
+            .await
+            .map_err(|e| match e {
+                tokio_tungstenite::tungstenite::Error::Http(resp) => format!(
+                    "handshake answered {} ({:?})",
+                    resp.status(),
+                    resp.body()
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                ),
+                e => format!("websocket handshake: {e}"),
+            })?;
+        if resp.status() != 101 {
+            return Err(format!("handshake status {}", resp.status()));
+        }
+        Ok(ws)
+    };
+    tokio::time::timeout(crate::IO_TIMEOUT, fut)
+        .await
+        .map_err(|_| format!("websocket connect to {addr} timed out"))?
+}
+
+/// A response head read off a raw connection.
+#[derive(Debug)]
+pub struct RawHead {
+    /// The status line, e.g. `HTTP/1.1 101 Switching Protocols`.
+    pub status_line: String,
+    /// The status code (0 when the line did not parse).
+    pub status: u16,
+    /// The head's text (status line and headers).
+    pub text: String,
+    /// Bytes read past the head.
+    pub rest: Vec<u8>,
+}
+
+/// Writes `request` on a fresh connection and reads the response head (at most 10 s); the
+/// connection stays open for the caller. `Err` says what came back instead.
+pub async fn raw_head(addr: SocketAddr, request: &[u8]) -> Result<(TcpStream, RawHead), String> {
+    let mut tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    tcp.write_all(request)
+        .await
+        .map_err(|e| format!("write request: {e}"))?;
+    let head = read_response_head(&mut tcp, Duration::from_secs(10)).await?;
+    Ok((tcp, head))
+}
+
+/// Reads a response head from `tcp` within `limit`.
+pub async fn read_response_head(tcp: &mut TcpStream, limit: Duration) -> Result<RawHead, String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let status_line = text.lines().next().unwrap_or("").to_owned();
+            let status = status_line
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            return Ok(RawHead {
+                status_line,
+                status,
+                text,
+                rest: buf[end + 4..].to_vec(),
+            });
+        }
+        if buf.len() > 64 * 1024 {
+            return Err("response head over 64 KiB".into());
+        }
+        match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
+            Err(_) => {
+                return Err(format!(
+                    "no response head within {limit:?}; got {:?}",
+                    String::from_utf8_lossy(&buf)
+                ));
+            }
+            Ok(Ok(0)) => {
+                return Err(format!(
+                    "connection closed before a response head; got {:?}",
+                    String::from_utf8_lossy(&buf)
+                ));
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "read error {e} before a response head; got {:?}",
+                    String::from_utf8_lossy(&buf)
+                ));
+            }
+        }
+    }
+}
+
+/// How a connection ended, seen by a reader.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// EOF (the peer's FIN).
+    Eof,
+    /// A read error (e.g. a reset).
+    Error(std::io::ErrorKind),
+    /// Nothing within the limit.
+    Open,
+}
+
+/// Reads (discarding, counting) until EOF, an error or `limit`: how it ended and the bytes.
+pub async fn read_until_end(tcp: &mut TcpStream, limit: Duration) -> (Ending, Vec<u8>) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
+            Err(_) => return (Ending::Open, out),
+            Ok(Ok(0)) => return (Ending::Eof, out),
+            Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return (Ending::Error(e.kind()), out),
+        }
+    }
+}
+
+/// A WebSocket upgrade request for `path` (HTTP/1.1, fixed key).
+pub fn ws_upgrade_request(path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nhost: ws.test\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+         sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .into_bytes()
+}

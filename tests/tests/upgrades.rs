@@ -1,0 +1,584 @@
+//! HTTP upgrades: WebSocket across an HTTP/2 hop (client -H1-> weir A -H2-> weir B -H1->
+//! app), the enable table, a non-WebSocket upgrade sent with POST, the upgrade counters, and
+//! bad upgrade requests.
+//!
+//! Not here: the per-upgrade-type filter chain (`upgrade_configs[].filters`) needs the Wasm
+//! filter chain, which is not merged yet.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use weir_tests::config::{self, Ports};
+use weir_tests::h1_upstream::Counting;
+use weir_tests::tunnel_client::{self, WsClient, ws_connect, ws_upgrade_request};
+use weir_tests::upgrade_app::UpgradeApp;
+use weir_tests::ws_echo::WsEcho;
+use weir_tests::{H1Upstream, Rng, Weir};
+
+const INGRESS: [(&str, &str); 1] = [("stat_prefix", "ingress_http")];
+
+/// weir B (HTTP/1.1 or HTTP/2 downstream with allow_connect) -> `app` over HTTP/1.1, and
+/// weir A (HTTP/1.1 downstream) -> B over HTTP/2 with allow_connect; both with `upgrades` as
+/// the HCM's `upgrade_configs`. Returns (A, B, A's address).
+async fn start_chain(app: SocketAddr, upgrades: Value) -> (Weir, Weir, SocketAddr) {
+    let pb = Ports::new();
+    let mut cfg_b = config::simple(pb, &[app]);
+    config::set_upgrades(config::hcm_of(&mut cfg_b), upgrades.clone());
+    config::allow_connect_downstream(config::hcm_of(&mut cfg_b));
+    let b = Weir::start(&cfg_b).await;
+
+    let pa = Ports::new();
+    let mut cfg_a = config::simple(pa, &[pb.http_addr()]);
+    config::set_upgrades(config::hcm_of(&mut cfg_a), upgrades);
+    config::upstream_http2_allow_connect(config::cluster_of(&mut cfg_a, 0));
+    let a = Weir::start(&cfg_a).await;
+    (a, b, pa.http_addr())
+}
+
+/// The A -> B hop was HTTP/2: B saw one HTTP/2 connection and no HTTP/1.1 one.
+async fn assert_h2_hop(b: &Weir) {
+    assert_eq!(
+        b.stat("weir_http_downstream_cx_http2_total", &INGRESS)
+            .await,
+        1.0,
+        "B must have been reached over HTTP/2"
+    );
+    assert_eq!(
+        b.stat("weir_http_downstream_cx_http1_total", &INGRESS)
+            .await,
+        0.0,
+        "B must not have been reached over HTTP/1.1"
+    );
+}
+
+/// Sends `msg` and expects the same message back within 30 s.
+async fn echo(ws: &mut WsClient, msg: Message) -> Result<(), String> {
+    ws.send(msg.clone())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let got = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        .await
+        .map_err(|_| "no echo within 30 s".to_owned())?
+        .ok_or("stream ended instead of an echo")?
+        .map_err(|e| format!("read: {e}"))?;
+    if got != msg {
+        return Err(format!(
+            "echo differs: sent {} bytes ({}), got {} bytes ({})",
+            msg.len(),
+            kind(&msg),
+            got.len(),
+            kind(&got)
+        ));
+    }
+    Ok(())
+}
+
+fn kind(m: &Message) -> &'static str {
+    match m {
+        Message::Text(_) => "text",
+        Message::Binary(_) => "binary",
+        Message::Ping(_) => "ping",
+        Message::Pong(_) => "pong",
+        Message::Close(_) => "close",
+        Message::Frame(_) => "frame",
+    }
+}
+
+/// The 1,000 messages: most small, some medium, ten large (up to 1 MiB), 1 B and exactly
+/// 1 MiB included; every seventh is text.
+fn messages() -> Vec<Message> {
+    let mut rng = Rng::new(4);
+    (0..1000usize)
+        .map(|i| {
+            let len = match i {
+                0 => 1,
+                1 => 1 << 20,
+                _ if i % 100 == 50 => rng.range(256 << 10, 1 << 20),
+                _ if i % 10 == 5 => rng.range(1 << 10, 64 << 10),
+                _ => rng.range(1, 512),
+            };
+            if i % 7 == 3 {
+                let text: String = (0..len)
+                    .map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char)
+                    .collect();
+                Message::text(text)
+            } else {
+                Message::binary(weir_tests::random_bytes(i as u64, len))
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_h1_h2_h1() {
+    let app = WsEcho::start().await;
+    let (a, b, addr) = start_chain(app.addr, json!([{"upgrade_type": "websocket"}])).await;
+    let mut ws = ws_connect(addr, "/chat?room=1")
+        .await
+        .unwrap_or_else(|e| panic!("handshake through A and B: {e}\n{}", b.log_report()));
+
+    let msgs = messages();
+    let total: usize = msgs.iter().map(Message::len).sum();
+    let started = std::time::Instant::now();
+    let run = async {
+        for (i, msg) in msgs.into_iter().enumerate() {
+            echo(&mut ws, msg)
+                .await
+                .map_err(|e| format!("message {i}: {e}"))?;
+        }
+        Ok::<_, String>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(180), run).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{e}\n{}", b.log_report()),
+        Err(_) => panic!("1,000 messages took over 180 s\n{}", b.log_report()),
+    }
+    eprintln!(
+        "1,000 messages, {total} bytes each way, in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.messages(), 1000, "the echo server's message count");
+
+    // Ping -> pong with the same payload (answered by the app, end to end).
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .expect("send ping");
+    let pong = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("pong within 10 s")
+        .expect("stream open")
+        .expect("read pong");
+    assert_eq!(pong, Message::Pong(b"are you there".to_vec().into()));
+
+    // Close with an application code: the app sees it, and its echo comes back.
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::from(4000),
+        reason: "done here".into(),
+    })))
+    .await
+    .expect("send close");
+    let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("close echo within 10 s");
+    match back {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 4000, "close code back");
+            assert_eq!(frame.reason.as_str(), "done here", "close reason back");
+        }
+        other => panic!("expected the close frame back, got {other:?}"),
+    }
+    assert_eq!(app.closes(), vec![(4000, "done here".to_owned())]);
+
+    let hs = app.handshakes();
+    assert_eq!(hs.len(), 1, "one handshake at the app: {hs:?}");
+    assert_eq!(hs[0].method, "GET");
+    assert_eq!(hs[0].path, "/chat?room=1");
+    assert_h2_hop(&b).await;
+    drop(a);
+}
+
+/// One weir -> WsEcho with the HCM's and the route's websocket setting (None = not listed).
+async fn start_enable(
+    app: SocketAddr,
+    hcm_enabled: Option<bool>,
+    route_enabled: Option<bool>,
+) -> (Weir, SocketAddr) {
+    let ports = Ports::new();
+    let mut cfg = config::simple(ports, &[app]);
+    let mut hcm_entry = json!({"upgrade_type": "websocket"});
+    if let Some(e) = hcm_enabled {
+        hcm_entry["enabled"] = json!(e);
+    }
+    config::set_upgrades(config::hcm_of(&mut cfg), json!([hcm_entry]));
+    if let Some(e) = route_enabled {
+        let route = &mut config::hcm_of(&mut cfg)["route_config"]["virtual_hosts"][0]["routes"][0];
+        route["route"]["upgrade_configs"] = json!([{"upgrade_type": "websocket", "enabled": e}]);
+    }
+    (Weir::start(&cfg).await, ports.http_addr())
+}
+
+async fn assert_upgrade_works(hcm: Option<bool>, route: Option<bool>) {
+    let app = WsEcho::start().await;
+    let (weir, addr) = start_enable(app.addr, hcm, route).await;
+    let mut ws = ws_connect(addr, "/ws")
+        .await
+        .unwrap_or_else(|e| panic!("HCM {hcm:?} / route {route:?}: {e}\n{}", weir.log_report()));
+    echo(&mut ws, Message::text("hello"))
+        .await
+        .expect("echo through the upgrade");
+    assert_eq!(app.accepted(), 1);
+}
+
+async fn assert_upgrade_forbidden(hcm: Option<bool>, route: Option<bool>) {
+    let app = WsEcho::start().await;
+    let (weir, addr) = start_enable(app.addr, hcm, route).await;
+    let (_tcp, head) = tunnel_client::raw_head(addr, &ws_upgrade_request("/ws"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", weir.log_report()));
+    assert_eq!(
+        head.status, 403,
+        "HCM {hcm:?} / route {route:?}: {}",
+        head.text
+    );
+    assert_eq!(
+        app.accepted(),
+        0,
+        "a refused upgrade must not reach the app"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_hcm_default_route_default_works() {
+    assert_upgrade_works(None, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_hcm_default_route_false_is_403() {
+    assert_upgrade_forbidden(None, Some(false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_hcm_false_route_true_works() {
+    assert_upgrade_works(Some(false), Some(true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_hcm_false_route_false_is_403() {
+    assert_upgrade_forbidden(Some(false), Some(false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_type_matches_case_insensitively() {
+    let app = WsEcho::start().await;
+    let ports = Ports::new();
+    let mut cfg = config::simple(ports, &[app.addr]);
+    config::set_upgrades(
+        config::hcm_of(&mut cfg),
+        json!([{"upgrade_type": "WebSocket"}]),
+    );
+    let weir = Weir::start(&cfg).await;
+    let request = b"GET /ws HTTP/1.1\r\nhost: ws.test\r\nconnection: upgrade\r\nupgrade: WEBSOCKET\r\n\
+                    sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let (_tcp, head) = tunnel_client::raw_head(ports.http_addr(), request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", weir.log_report()));
+    assert_eq!(head.status, 101, "{}", head.text);
+    assert_eq!(app.handshakes().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_without_any_config_is_403() {
+    let app = WsEcho::start().await;
+    let ports = Ports::new();
+    let weir = Weir::start(&config::simple(ports, &[app.addr])).await;
+    let (_tcp, head) = tunnel_client::raw_head(ports.http_addr(), &ws_upgrade_request("/ws"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", weir.log_report()));
+    assert_eq!(head.status, 403, "{}", head.text);
+    assert_eq!(app.accepted(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_upgrade_arrives_as_post_after_h2_hop() {
+    let app = UpgradeApp::start().await;
+    let (_a, b, addr) = start_chain(app.addr, json!([{"upgrade_type": "my-proto"}])).await;
+    let request = b"POST /switch HTTP/1.1\r\nhost: app.test\r\nconnection: upgrade\r\n\
+                    upgrade: my-proto\r\n\r\n";
+    let (tcp, head) = tunnel_client::raw_head(addr, request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", b.log_report()));
+    assert_eq!(head.status, 101, "{}", head.text);
+    assert!(
+        head.text.to_ascii_lowercase().contains("upgrade: my-proto"),
+        "101 without `upgrade: my-proto`: {}",
+        head.text
+    );
+    assert!(
+        head.rest.is_empty(),
+        "bytes before any were sent: {:?}",
+        head.rest
+    );
+
+    // 256 KiB each way, concurrently, then half-close: the echo comes back whole.
+    let sent = weir_tests::random_bytes(9, 256 << 10);
+    let (mut rd, mut wr) = tcp.into_split();
+    let to_send = sent.clone();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&to_send).await?;
+        wr.shutdown().await?;
+        Ok::<_, std::io::Error>(wr)
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), rd.read_to_end(&mut back))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "echo not finished in 30 s ({} bytes back)\n{}",
+                back.len(),
+                b.log_report()
+            )
+        })
+        .expect("read echo");
+    writer.await.expect("writer").expect("write");
+    assert_eq!(back.len(), sent.len(), "bytes echoed");
+    assert!(back == sent, "echoed bytes differ");
+
+    let heads = app.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert_eq!(heads[0].method, "POST", "the method the app saw: {heads:?}");
+    assert_eq!(heads[0].target, "/switch");
+    assert_eq!(heads[0].header("upgrade"), Some("my-proto"));
+    assert_eq!(
+        heads[0].header("x-weir-upgrade-method"),
+        None,
+        "the hop's method header must not reach the app"
+    );
+    assert_h2_hop(&b).await;
+}
+
+async fn stat_until(weir: &Weir, name: &str, want: f64, limit: Duration) -> f64 {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let v = weir.stat(name, &INGRESS).await;
+        if v == want || tokio::time::Instant::now() >= deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_counters() {
+    let app = WsEcho::start().await;
+    let ports = Ports::new();
+    let mut cfg = config::simple(ports, &[app.addr]);
+    config::set_upgrades(
+        config::hcm_of(&mut cfg),
+        json!([{"upgrade_type": "websocket"}]),
+    );
+    let routes = &mut config::hcm_of(&mut cfg)["route_config"]["virtual_hosts"][0]["routes"];
+    // /off refuses upgrades: a 403 must not count.
+    routes.as_array_mut().expect("routes").insert(
+        0,
+        json!({"match": {"prefix": "/off"}, "route": {"cluster": "backend",
+            "upgrade_configs": [{"upgrade_type": "websocket", "enabled": false}]}}),
+    );
+    let weir = Weir::start(&cfg).await;
+    let total = "weir_http_downstream_cx_upgrades_total";
+    let active = "weir_http_downstream_cx_upgrades_active";
+    assert_eq!(weir.stat(total, &INGRESS).await, 0.0);
+
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut ws = ws_connect(ports.http_addr(), &format!("/ws/{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("client {i}: {e}\n{}", weir.log_report()));
+        echo(&mut ws, Message::text(format!("client {i}")))
+            .await
+            .expect("echo");
+        clients.push(ws);
+    }
+    let (_tcp, head) = tunnel_client::raw_head(ports.http_addr(), &ws_upgrade_request("/off"))
+        .await
+        .expect("request to /off");
+    assert_eq!(head.status, 403, "{}", head.text);
+
+    assert_eq!(weir.stat(total, &INGRESS).await, 3.0, "three upgrades");
+    assert_eq!(
+        stat_until(&weir, active, 3.0, Duration::from_secs(5)).await,
+        3.0,
+        "three open"
+    );
+    let splices = weir
+        .stat("weir_accel_splices_total", &[("mode", "userspace")])
+        .await;
+    assert!(
+        splices >= 3.0,
+        "each upgrade's payload goes through accel::splice: {splices}"
+    );
+
+    for (i, mut ws) in clients.into_iter().enumerate() {
+        ws.close(None)
+            .await
+            .unwrap_or_else(|e| panic!("close {i}: {e}"));
+        // Drain until the close handshake finishes (bounded).
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
+    }
+    assert_eq!(
+        stat_until(&weir, active, 0.0, Duration::from_secs(10)).await,
+        0.0,
+        "upgrades_active must return to 0 after the close\n{}",
+        weir.log_report()
+    );
+    assert_eq!(weir.stat(total, &INGRESS).await, 3.0, "total unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_with_body_is_400() {
+    let app = WsEcho::start().await;
+    let (a, _b, addr) = start_chain(app.addr, json!([{"upgrade_type": "websocket"}])).await;
+    let request =
+        b"GET /ws HTTP/1.1\r\nhost: ws.test\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+                    sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                    content-length: 5\r\n\r\nhello";
+    let (_tcp, head) = tunnel_client::raw_head(addr, request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", a.log_report()));
+    assert_eq!(head.status, 400, "{}", head.text);
+    assert_eq!(app.accepted(), 0, "the app must see nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_protocol_is_400_and_other_streams_carry_on() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let mut cfg = config::simple(ports, &[up.addr]);
+    config::set_upgrades(
+        config::hcm_of(&mut cfg),
+        json!([{"upgrade_type": "websocket"}]),
+    );
+    config::allow_connect_downstream(config::hcm_of(&mut cfg));
+    let weir = Weir::start(&cfg).await;
+
+    let tcp = tokio::net::TcpStream::connect(ports.http_addr())
+        .await
+        .expect("connect");
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let get = |path: &str| {
+        http::Request::get(format!("http://localhost{path}"))
+            .body(())
+            .expect("request")
+    };
+    let mut send = send.ready().await.expect("ready");
+    let (first, _) = send.send_request(get("/first"), true).expect("first GET");
+    let first = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("first answer in time")
+        .expect("first answer");
+    assert_eq!(first.status(), 200);
+    assert!(
+        send.is_extended_connect_protocol_enabled(),
+        "allow_connect must advertise SETTINGS_ENABLE_CONNECT_PROTOCOL"
+    );
+
+    // A slow stream in flight while the bad one is refused.
+    let mut send = send.ready().await.expect("ready");
+    let (slow, _) = send.send_request(get("/slow/800"), true).expect("slow GET");
+
+    let mut bad = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri("http://localhost/ws")
+        .body(())
+        .expect("request");
+    bad.extensions_mut()
+        .insert(h2::ext::Protocol::from("web socket"));
+    let mut send = send.ready().await.expect("ready");
+    let (bad, _stream) = send.send_request(bad, false).expect("send bad CONNECT");
+    let bad = tokio::time::timeout(Duration::from_secs(10), bad)
+        .await
+        .expect("answer to the bad :protocol in time")
+        .unwrap_or_else(|e| panic!("bad :protocol: {e}\n{}", weir.log_report()));
+    assert_eq!(bad.status(), 400, "malformed :protocol");
+
+    let slow = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("slow answer in time")
+        .expect("slow stream survives");
+    assert_eq!(slow.status(), 200);
+    let mut send = send.ready().await.expect("connection still usable");
+    let (after, _) = send.send_request(get("/after"), true).expect("GET after");
+    let after = tokio::time::timeout(Duration::from_secs(10), after)
+        .await
+        .expect("answer in time")
+        .expect("answer");
+    assert_eq!(after.status(), 200);
+    let paths: Vec<String> = up.proxied_requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths.len(),
+        3,
+        "only the good streams reach the upstream: {paths:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_refused_by_app_is_not_101_after_h2_hop() {
+    // The app answers the upgrade with 403: the client must get that answer, not a 101.
+    let app = weir_tests::upgrade_app::RefusingH1::start().await;
+    let (a, b, addr) = start_chain(app.addr, json!([{"upgrade_type": "websocket"}])).await;
+    let (_tcp, head) = tunnel_client::raw_head(addr, &ws_upgrade_request("/ws"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", b.log_report()));
+    assert_eq!(
+        head.status,
+        403,
+        "the app refused the upgrade: {}\n--- A ---\n{}\n--- B ---\n{}",
+        head.text,
+        a.log_report(),
+        b.log_report()
+    );
+    assert_eq!(app.seen().requests.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_ignored_by_app_is_not_101_after_h2_hop() {
+    // The app ignores `Upgrade` and answers 200 with a body, as a plain HTTP server does.
+    // It never switched protocols, so the client must not be told it did.
+    let app = H1Upstream::start("plain").await;
+    let (a, b, addr) = start_chain(app.addr, json!([{"upgrade_type": "websocket"}])).await;
+    let (_tcp, head) = tunnel_client::raw_head(addr, &ws_upgrade_request("/ws"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", b.log_report()));
+    eprintln!(
+        "upgrade ignored by the app: the client got {:?}",
+        head.status_line
+    );
+    assert_ne!(
+        head.status,
+        101,
+        "the app answered 200 without switching protocols, yet the client got 101: {}\n--- A ---\n{}\n--- B ---\n{}",
+        head.text,
+        a.log_report(),
+        b.log_report()
+    );
+    assert_eq!(app.proxied_requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_sent_with_the_upgrade_request_arrive() {
+    // The client does not wait for the 101: its first bytes ride in the same segment as the
+    // request head, and must reach the app after the switch (not be lost or taken as HTTP).
+    let app = UpgradeApp::start().await;
+    let (_a, b, addr) = start_chain(app.addr, json!([{"upgrade_type": "my-proto"}])).await;
+    let request = b"GET /eager HTTP/1.1\r\nhost: app.test\r\nconnection: upgrade\r\n\
+                    upgrade: my-proto\r\n\r\nearly-bytes";
+    let (mut tcp, head) = tunnel_client::raw_head(addr, request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", b.log_report()));
+    assert_eq!(head.status, 101, "{}", head.text);
+    let mut back = head.rest.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 64];
+    while back.len() < b"early-bytes".len() {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => back.extend_from_slice(&buf[..n]),
+            other => panic!(
+                "early bytes not echoed ({other:?}); got {:?}\n{}",
+                String::from_utf8_lossy(&back),
+                b.log_report()
+            ),
+        }
+    }
+    assert_eq!(back, b"early-bytes");
+    assert_eq!(app.heads().len(), 1);
+}
