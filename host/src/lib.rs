@@ -11,4 +11,5 @@ pub mod listener;
 pub mod route;
 pub mod stats;
 pub mod upstream;
+pub mod wasm;
 pub mod worker;

@@ -12,6 +12,7 @@ pub mod h1_upstream;
 pub mod h2_upstream;
 pub mod stats;
 pub mod tls;
+pub mod wasm;
 pub mod weir;
 
 use std::collections::BTreeSet;

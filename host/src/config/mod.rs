@@ -8,6 +8,7 @@
 pub mod duration;
 pub mod schema;
 pub mod typed;
+pub mod wasm;
 
 use crate::route::RouteTable;
 use crate::upstream::{self, ClusterSpec};
@@ -133,6 +134,8 @@ pub struct HttpManagerConfig {
     pub server_name: String,
     /// Close connections this long after they opened.
     pub max_connection_duration: Option<Duration>,
+    /// The Wasm plugins of `http_filters`, in order (the router, always last, is not listed).
+    pub http_filters: Vec<std::sync::Arc<crate::wasm::Plugin>>,
 }
 
 /// Reads and checks the config file at `path`.
@@ -224,10 +227,22 @@ fn build(
         clusters.push(cluster_spec(cluster, &path)?);
     }
     let cluster_names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    let node = crate::wasm::NodeInfo {
+        id: bootstrap
+            .node
+            .as_ref()
+            .map(|n| n.id.clone())
+            .unwrap_or_default(),
+        cluster: bootstrap
+            .node
+            .as_ref()
+            .map(|n| n.cluster.clone())
+            .unwrap_or_default(),
+    };
     let mut listeners = Vec::new();
     for (i, listener) in bootstrap.static_resources.listeners.iter().enumerate() {
         let path = format!("static_resources.listeners[{i}]");
-        let built = listener_config(listener, &path, &cluster_names)?;
+        let built = listener_config(listener, &path, &cluster_names, &node)?;
         if listeners
             .iter()
             .any(|l: &ListenerConfig| l.name == built.name)
@@ -273,6 +288,7 @@ fn listener_config(
     listener: &schema::Listener,
     path: &str,
     clusters: &[&str],
+    node: &crate::wasm::NodeInfo,
 ) -> Result<ListenerConfig, FieldError> {
     let address = listen_address(&listener.address, &format!("{path}.address"))?;
     let name = if listener.name.is_empty() {
@@ -316,7 +332,7 @@ fn listener_config(
     };
     let filter_path = format!("{chain_path}.filters[0].typed_config");
     let NetworkFilterConfig::HttpConnectionManager(hcm) = &filter.config;
-    let http = http_manager_config(hcm, &filter_path, clusters)?;
+    let http = http_manager_config(hcm, &filter_path, clusters, node)?;
     Ok(ListenerConfig {
         name,
         address,
@@ -329,16 +345,9 @@ fn http_manager_config(
     hcm: &schema::HttpConnectionManager,
     path: &str,
     clusters: &[&str],
+    node: &crate::wasm::NodeInfo,
 ) -> Result<HttpManagerConfig, FieldError> {
-    for (i, filter) in hcm.http_filters.iter().enumerate() {
-        let HttpFilterConfig::Router(_) = &filter.config;
-        if i + 1 != hcm.http_filters.len() {
-            return Err(FieldError::new(
-                format!("{path}.http_filters[{i}]"),
-                "the router must be the last HTTP filter",
-            ));
-        }
-    }
+    let http_filters = http_filters(&hcm.http_filters, &format!("{path}.http_filters"), node)?;
     let routes = RouteTable::build(&hcm.route_config, &format!("{path}.route_config"), clusters)?;
     let common = hcm.common_http_protocol_options.clone().unwrap_or_default();
     let h2 = hcm.http2_protocol_options.clone().unwrap_or_default();
@@ -379,7 +388,41 @@ fn http_manager_config(
         generate_request_id: hcm.generate_request_id.unwrap_or(true),
         server_name: hcm.server_name.clone().unwrap_or_else(|| "weir".into()),
         max_connection_duration: nonzero(common.max_connection_duration.map(|d| d.get())),
+        http_filters,
     })
+}
+
+/// Reads a list of `http_filters` (at `path`) into the Wasm plugins it runs, in order,
+/// loading and compiling each module. The router must be last (and may be absent, as in
+/// `upgrade_configs[].filters`).
+pub fn http_filters(
+    filters: &[typed::HttpFilter],
+    path: &str,
+    node: &crate::wasm::NodeInfo,
+) -> Result<Vec<std::sync::Arc<crate::wasm::Plugin>>, FieldError> {
+    let mut plugins = Vec::new();
+    for (i, filter) in filters.iter().enumerate() {
+        let filter_path = format!("{path}[{i}]");
+        match &filter.config {
+            HttpFilterConfig::Router(_) => {
+                if i + 1 != filters.len() {
+                    return Err(FieldError::new(
+                        filter_path,
+                        "the router must be the last HTTP filter",
+                    ));
+                }
+            }
+            HttpFilterConfig::Wasm(wasm_config) => {
+                let typed_path = format!("{filter_path}.typed_config");
+                let spec = wasm::plugin_spec(wasm_config, &typed_path, node)?;
+                let plugin = crate::wasm::Plugin::load(spec).map_err(|e| {
+                    FieldError::new(format!("{typed_path}.config.vm_config.code.local"), e)
+                })?;
+                plugins.push(plugin);
+            }
+        }
+    }
+    Ok(plugins)
 }
 
 /// Envoy's convention: a zero duration disables the timeout.

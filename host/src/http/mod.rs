@@ -2,6 +2,7 @@
 //! and local replies.
 
 mod deadline;
+pub mod filter_chain;
 pub mod headers;
 pub mod local_reply;
 mod server;
@@ -21,6 +22,8 @@ pub struct HttpManager {
     stats: HttpStats,
     pools: WorkerPools,
     codecs: server::Codecs,
+    /// The Wasm `http_filters`, with this worker's VMs.
+    filters: filter_chain::FilterChain,
     /// The `server` header of proxied responses, checked once.
     server_header: Option<http::HeaderValue>,
 }
@@ -31,7 +34,9 @@ impl HttpManager {
         let stats = HttpStats::new(&config.stat_prefix);
         let codecs = server::Codecs::new(&config);
         let server_header = http::HeaderValue::from_str(&config.server_name).ok();
+        let filters = filter_chain::FilterChain::new(&config.http_filters, &pools);
         Arc::new(HttpManager {
+            filters,
             config,
             stats,
             pools,

@@ -3,6 +3,8 @@
 //! Every request passes these phases, in this order; a phase that answers locally ends the
 //! stream there:
 //!
+//! 0. **HTTP filters** ([`super::filter_chain`]), when the listener has any: they see the
+//!    request before routing and the response after; phases 1-6 run inside them;
 //! 1. **admission** ([`HttpManager::admit`]): header count, a host, methods and upgrades this
 //!    listener does not take (CONNECT and upgrades are off unless configured: 403);
 //! 2. **route** ([`crate::route::RouteTable::find`]): virtual host by host, then the first
@@ -50,15 +52,30 @@ impl HttpManager {
     {
         let stats = &self.stats;
         stats.rq_total.inc();
-        let response = match self.route_and_forward(request, conn).await {
+        let response = if self.filters.is_empty() {
+            self.respond(request, conn).await
+        } else {
+            let request = request.map(body::boxed);
+            let next = |request| self.respond(request, conn);
+            self.filters.run(request, conn, next).await
+        };
+        stats.count_response(response.status().as_u16());
+        response
+    }
+
+    /// Phases 2-6 (after the HTTP filters, when there are any); every problem is a local reply.
+    async fn respond<B>(&self, request: Request<B>, conn: &ConnectionInfo) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        match self.route_and_forward(request, conn).await {
             Ok(response) => response,
             Err(reply) => {
                 tracing::debug!(status = %reply.status(), ?reply, "local reply");
                 reply.into_response()
             }
-        };
-        stats.count_response(response.status().as_u16());
-        response
+        }
     }
 
     async fn route_and_forward<B>(

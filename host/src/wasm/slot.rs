@@ -1,0 +1,454 @@
+//! One worker's VM of one plugin ([`VmSlot`]), and one stream's context in it
+//! ([`StreamHandle`]).
+//!
+//! The VM is created when the slot is (on the worker, so its timers run there), and again on
+//! the next use after it failed: a trap, deadline or memory limit drops it, counts
+//! `weir_wasm_vm_failures_total{plugin}`, tells every stream that had a context in it
+//! ([`StreamEvent::VmFailed`]) and bumps the slot's generation, so late callbacks (a timer, a
+//! callout's answer, the end of a stream) for the dead VM are dropped instead of reaching the
+//! new one.
+//!
+//! The lock is per worker and uncontended (one thread); it is never held across an `.await`.
+
+use super::WasmError;
+use super::context::{CallResponse, HeaderPairs, PendingCall, StreamData, StreamEvent, StreamInfo};
+use super::plugin::Plugin;
+use super::vm::{Direction, Effects, Vm};
+use crate::body;
+use crate::upstream::WorkerPools;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use weir_abi::Action;
+
+/// Most bytes of a callout answer's body kept for the module.
+const MAX_CALL_RESPONSE_BODY: usize = 4 << 20;
+/// The timeout of a callout that asked for none.
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a call through a slot did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    /// The VM failed during this call (counted).
+    #[error("{0}")]
+    Failed(WasmError),
+    /// The VM that held this context failed earlier and was replaced.
+    #[error("the VM of this context is gone")]
+    Gone,
+}
+
+struct SlotInner {
+    vm: Option<Vm>,
+    generation: u64,
+    tick_task: Option<tokio::task::AbortHandle>,
+}
+
+/// A plugin's VM on one worker.
+pub struct VmSlot {
+    plugin: Arc<Plugin>,
+    pools: WorkerPools,
+    inner: Mutex<SlotInner>,
+}
+
+impl VmSlot {
+    /// A slot for `plugin` whose callouts go through `pools`; starts the VM now (a failure is
+    /// logged and counted, and the next stream tries again).
+    pub fn new(plugin: Arc<Plugin>, pools: WorkerPools) -> Arc<VmSlot> {
+        let slot = Arc::new(VmSlot {
+            plugin,
+            pools,
+            inner: Mutex::new(SlotInner {
+                vm: None,
+                generation: 0,
+                tick_task: None,
+            }),
+        });
+        let _ = slot.with_vm(None, |_| Ok(()));
+        slot
+    }
+
+    /// The plugin.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// Runs `f` on the VM, creating it if needed. With `generation`, only on the VM of that
+    /// generation ([`SlotError::Gone`] otherwise). Returns the generation it ran on.
+    fn with_vm<R>(
+        self: &Arc<Self>,
+        generation: Option<u64>,
+        f: impl FnOnce(&mut Vm) -> Result<R, WasmError>,
+    ) -> Result<(R, u64), SlotError> {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if generation.is_some_and(|g| g != inner.generation) {
+            return Err(SlotError::Gone);
+        }
+        let mut effects = Effects::default();
+        if inner.vm.is_none() {
+            if generation.is_some() {
+                return Err(SlotError::Gone);
+            }
+            match Vm::start(&self.plugin) {
+                Ok(mut vm) => {
+                    self.listen_to_queues(&mut vm, inner.generation);
+                    effects = vm.take_effects();
+                    inner.vm = Some(vm);
+                }
+                Err(error) => {
+                    self.failed(&mut inner, &error);
+                    return Err(SlotError::Failed(error));
+                }
+            }
+        }
+        let Some(vm) = inner.vm.as_mut() else {
+            return Err(SlotError::Gone);
+        };
+        match f(vm) {
+            Ok(result) => {
+                let more = vm.take_effects();
+                effects.calls.extend(more.calls);
+                effects.tick = more.tick.or(effects.tick);
+                let current = inner.generation;
+                self.apply(&mut inner, effects, current);
+                Ok((result, current))
+            }
+            Err(error) => {
+                self.failed(&mut inner, &error);
+                Err(SlotError::Failed(error))
+            }
+        }
+    }
+
+    /// Drops a failed VM: count, log, tell its streams, stop its timer.
+    fn failed(&self, inner: &mut SlotInner, error: &WasmError) {
+        self.plugin.failures().inc();
+        tracing::warn!(plugin = self.plugin.name(), %error, "Wasm VM failed; it is recreated for the next stream");
+        if let Some(vm) = inner.vm.take() {
+            for stream in vm.streams() {
+                let _ = stream.events.send(StreamEvent::VmFailed);
+            }
+        }
+        if let Some(task) = inner.tick_task.take() {
+            task.abort();
+        }
+        inner.generation += 1;
+    }
+
+    /// Starts the callouts and (re)starts the timer a callback asked for.
+    fn apply(self: &Arc<Self>, inner: &mut SlotInner, effects: Effects, generation: u64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for call in effects.calls {
+            let weak = Arc::downgrade(self);
+            let pools = self.pools.clone();
+            runtime.spawn(async move {
+                let token = call.token;
+                let response = execute_call(&pools, call).await;
+                if let Some(slot) = weak.upgrade() {
+                    let _ = slot.with_vm(Some(generation), |vm| {
+                        vm.on_http_call_response(token, response)
+                    });
+                }
+            });
+        }
+        if let Some(period) = effects.tick {
+            if let Some(task) = inner.tick_task.take() {
+                task.abort();
+            }
+            if let Some(period) = period {
+                let weak = Arc::downgrade(self);
+                let task = runtime.spawn(tick(weak, period, generation));
+                inner.tick_task = Some(task.abort_handle());
+            }
+        }
+    }
+
+    /// Routes queue wake-ups for `vm` to `proxy_on_queue_ready`, while it lives.
+    fn listen_to_queues(self: &Arc<Self>, vm: &mut Vm, generation: u64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (waker, mut woken) = mpsc::unbounded_channel::<u32>();
+        vm.set_queue_waker(waker);
+        let weak = Arc::downgrade(self);
+        runtime.spawn(async move {
+            while let Some(queue) = woken.recv().await {
+                let Some(slot) = weak.upgrade() else { break };
+                if slot
+                    .with_vm(Some(generation), |vm| vm.on_queue_ready(queue))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Creates an HTTP context for a new stream.
+    pub fn start_stream(self: &Arc<Self>, info: StreamInfo) -> Result<StreamHandle, SlotError> {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (id, generation) = self.with_vm(None, |vm| {
+            vm.create_stream(StreamData::new(info, events_tx))
+        })?;
+        Ok(StreamHandle {
+            slot: self.clone(),
+            id,
+            generation,
+            events,
+            finished: false,
+        })
+    }
+}
+
+async fn tick(slot: Weak<VmSlot>, period: Duration, generation: u64) {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        interval.tick().await;
+        let Some(slot) = slot.upgrade() else { return };
+        if slot.with_vm(Some(generation), Vm::on_tick).is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends a callout through the worker's pools; `None` when it failed or timed out.
+async fn execute_call(pools: &WorkerPools, call: PendingCall) -> Option<CallResponse> {
+    let request = match call_request(&call) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::debug!(%error, "invalid Wasm callout request");
+            return None;
+        }
+    };
+    let timeout = if call.timeout.is_zero() {
+        DEFAULT_CALL_TIMEOUT
+    } else {
+        call.timeout
+    };
+    let cluster = call.cluster;
+    let exchange = async {
+        let response = pools.send(&cluster, request).await.ok()?;
+        let (parts, body) = response.into_parts();
+        let (body, trailers) = collect_limited(body, MAX_CALL_RESPONSE_BODY).await?;
+        let mut headers: HeaderPairs = vec![(
+            ":status".to_string(),
+            Bytes::from(parts.status.as_u16().to_string()),
+        )];
+        headers.extend(crate::wasm::context::pairs_of(&parts.headers));
+        Some(CallResponse {
+            headers,
+            body,
+            trailers: trailers
+                .map(|t| crate::wasm::context::pairs_of(&t).collect())
+                .unwrap_or_default(),
+        })
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::debug!(cluster, ?timeout, "Wasm callout timed out");
+            None
+        }
+    }
+}
+
+/// Reads `body` to its end: its bytes and trailers; `None` when it fails or passes `limit`.
+async fn collect_limited(
+    mut body: body::Body,
+    limit: usize,
+) -> Option<(Vec<u8>, Option<http::HeaderMap>)> {
+    let mut bytes = Vec::new();
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.ok()?;
+        match frame.into_data() {
+            Ok(data) => {
+                if bytes.len() + data.len() > limit {
+                    return None;
+                }
+                bytes.extend_from_slice(&data);
+            }
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    Some((bytes, trailers))
+}
+
+/// The request of a callout: `:method`, `:path`, `:authority` (as `host`) and the headers.
+fn call_request(call: &PendingCall) -> Result<http::Request<body::Body>, http::Error> {
+    let mut request = http::Request::new(body::full(call.body.clone()));
+    for (name, value) in &call.headers {
+        match name.as_str() {
+            ":method" => *request.method_mut() = http::Method::from_bytes(value)?,
+            ":path" => *request.uri_mut() = http::Uri::try_from(value.as_ref())?,
+            ":authority" => {
+                let host = http::HeaderValue::from_bytes(value)?;
+                request.headers_mut().insert(http::header::HOST, host);
+            }
+            pseudo if pseudo.starts_with(':') => {}
+            _ => {
+                let header = http::HeaderName::from_bytes(name.as_bytes())?;
+                let value = http::HeaderValue::from_bytes(value)?;
+                request.headers_mut().append(header, value);
+            }
+        }
+    }
+    Ok(request)
+}
+
+/// One stream's context in a plugin's VM. Dropping it ends the context (`proxy_on_log`,
+/// `proxy_on_done`, `proxy_on_delete`).
+pub struct StreamHandle {
+    slot: Arc<VmSlot>,
+    id: u32,
+    generation: u64,
+    events: mpsc::UnboundedReceiver<StreamEvent>,
+    finished: bool,
+}
+
+impl StreamHandle {
+    /// The plugin.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        self.slot.plugin()
+    }
+
+    /// What the module asked of this stream (continue, local reply, close, VM failed).
+    pub fn events(&mut self) -> &mut mpsc::UnboundedReceiver<StreamEvent> {
+        &mut self.events
+    }
+
+    fn with_stream<R>(
+        &mut self,
+        f: impl FnOnce(&mut Vm, u32) -> Result<R, WasmError>,
+    ) -> Result<R, SlotError> {
+        let id = self.id;
+        let result = self.slot.with_vm(Some(self.generation), |vm| f(vm, id));
+        if result.is_err() {
+            self.finished = true;
+        }
+        result.map(|(r, _)| r)
+    }
+
+    /// Runs the headers callback of `direction` with `headers` as its map; the map stays in
+    /// the VM (the module may still change it after a pause): read it with
+    /// [`StreamHandle::current_headers`].
+    pub fn headers(
+        &mut self,
+        direction: Direction,
+        headers: HeaderPairs,
+        end_of_stream: bool,
+    ) -> Result<Action, SlotError> {
+        self.with_stream(|vm, id| {
+            let count = headers.len();
+            if let Some(stream) = vm.stream_mut(id) {
+                *map_of(stream, direction, false) = headers;
+            }
+            vm.on_headers(id, direction, count, end_of_stream)
+        })
+    }
+
+    /// The headers (or trailers) of `direction` as the module left them.
+    pub fn current_headers(
+        &mut self,
+        direction: Direction,
+        trailers: bool,
+    ) -> Result<HeaderPairs, SlotError> {
+        self.with_stream(|vm, id| {
+            Ok(vm
+                .stream_mut(id)
+                .map(|s| map_of(s, direction, trailers).clone())
+                .unwrap_or_default())
+        })
+    }
+
+    /// Appends `data` to the body buffer of `direction` and runs the body callback with all
+    /// that is buffered. On `Continue` the buffer (as the module left it) is taken and
+    /// returned; on `Pause` it stays buffered (see [`StreamHandle::take_body`]).
+    pub fn body(
+        &mut self,
+        direction: Direction,
+        data: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Option<Vec<u8>>, SlotError> {
+        self.with_stream(|vm, id| {
+            let size = match vm.stream_mut(id) {
+                Some(stream) => {
+                    let buffer = body_of(stream, direction);
+                    buffer.extend_from_slice(data);
+                    buffer.len()
+                }
+                None => 0,
+            };
+            match vm.on_body(id, direction, size, end_of_stream)? {
+                Action::Pause => Ok(None),
+                _ => Ok(Some(
+                    vm.stream_mut(id)
+                        .map(|s| std::mem::take(body_of(s, direction)))
+                        .unwrap_or_default(),
+                )),
+            }
+        })
+    }
+
+    /// Takes the body bytes buffered for `direction`.
+    pub fn take_body(&mut self, direction: Direction) -> Result<Vec<u8>, SlotError> {
+        self.with_stream(|vm, id| {
+            Ok(vm
+                .stream_mut(id)
+                .map(|s| std::mem::take(body_of(s, direction)))
+                .unwrap_or_default())
+        })
+    }
+
+    /// Runs the trailers callback of `direction`; returns the action and the trailers as the
+    /// module left them.
+    pub fn trailers(
+        &mut self,
+        direction: Direction,
+        trailers: HeaderPairs,
+    ) -> Result<(Action, HeaderPairs), SlotError> {
+        self.with_stream(|vm, id| {
+            let count = trailers.len();
+            if let Some(stream) = vm.stream_mut(id) {
+                *map_of(stream, direction, true) = trailers;
+            }
+            let action = vm.on_trailers(id, direction, count)?;
+            let trailers = vm
+                .stream_mut(id)
+                .map(|s| map_of(s, direction, true).clone())
+                .unwrap_or_default();
+            Ok((action, trailers))
+        })
+    }
+}
+
+fn map_of(stream: &mut StreamData, direction: Direction, trailers: bool) -> &mut HeaderPairs {
+    match (direction, trailers) {
+        (Direction::Request, false) => &mut stream.request_headers,
+        (Direction::Request, true) => &mut stream.request_trailers,
+        (Direction::Response, false) => &mut stream.response_headers,
+        (Direction::Response, true) => &mut stream.response_trailers,
+    }
+}
+
+fn body_of(stream: &mut StreamData, direction: Direction) -> &mut Vec<u8> {
+    match direction {
+        Direction::Request => &mut stream.request_body,
+        Direction::Response => &mut stream.response_body,
+    }
+}
+
+impl Drop for StreamHandle {
+    fn drop(&mut self) {
+        if !self.finished {
+            let id = self.id;
+            let _ = self
+                .slot
+                .with_vm(Some(self.generation), |vm| vm.finish_stream(id));
+        }
+    }
+}
