@@ -13,7 +13,11 @@ use weir_tests::h1_upstream::Counting;
 use weir_tests::wasm::{fixture, set_filters, start_with_env, wasm_filter};
 use weir_tests::{H1Upstream, Weir, client};
 
-async fn start(name: &str, configuration: &str, tweak: impl FnOnce(&mut Value)) -> (H1Upstream, Ports, Weir) {
+async fn start(
+    name: &str,
+    configuration: &str,
+    tweak: impl FnOnce(&mut Value),
+) -> (H1Upstream, Ports, Weir) {
     let up = H1Upstream::start("up").await;
     let ports = Ports::new();
     let mut config = config::simple(ports, &[up.addr]);
@@ -31,10 +35,13 @@ async fn send(ports: &Ports, req: http::request::Builder, body: &[u8]) -> client
         .header("host", "example.com")
         .body(Full::new(Bytes::copy_from_slice(body)))
         .expect("request");
-    tokio::time::timeout(Duration::from_secs(20), client::h1_request(ports.http_addr(), req))
-        .await
-        .expect("answered within 20 s")
-        .expect("exchange")
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        client::h1_request(ports.http_addr(), req),
+    )
+    .await
+    .expect("answered within 20 s")
+    .expect("exchange")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +60,14 @@ async fn headers_properties_and_configuration_reach_the_module() {
     )
     .await;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let seen = up.tracker().requests.lock().unwrap().last().cloned().expect("upstream saw it");
+    let seen = up
+        .tracker()
+        .requests
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("upstream saw it");
     assert!(seen.values("x-remove").is_empty(), "{seen:?}");
     assert_eq!(seen.values("x-replace"), ["replaced"]);
     assert_eq!(seen.values("x-added"), ["1"]);
@@ -68,9 +82,19 @@ async fn headers_properties_and_configuration_reach_the_module() {
             ports.http
         )
     );
-    assert_eq!(resp.header("x-wasm-state"), "kept", "set_property reads back");
-    assert!(resp.headers.get("x-echoed").is_none(), "response header removed");
-    let count: usize = resp.header("x-wasm-request-headers").parse().expect("count");
+    assert_eq!(
+        resp.header("x-wasm-state"),
+        "kept",
+        "set_property reads back"
+    );
+    assert!(
+        resp.headers.get("x-echoed").is_none(),
+        "response header removed"
+    );
+    let count: usize = resp
+        .header("x-wasm-request-headers")
+        .parse()
+        .expect("count");
     assert!(count >= 5, "pseudo-headers and headers: {count}");
 }
 
@@ -115,7 +139,14 @@ async fn http_callout_answers_resume_or_fail_the_request() {
     .await;
     let ok = send(&ports, Request::get("/hello"), b"").await;
     assert_eq!(ok.status, 200, "{}", ok.text());
-    let seen = up.tracker().requests.lock().unwrap().last().cloned().expect("upstream saw it");
+    let seen = up
+        .tracker()
+        .requests
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("upstream saw it");
     assert_eq!(seen.values("x-auth"), ["auth"], "{seen:?}");
     let body_len: usize = seen.values("x-auth-body-len")[0].parse().expect("len");
     assert!(body_len > 10, "the callout body was read: {body_len}");
@@ -138,7 +169,11 @@ async fn tick_period_calls_on_tick() {
     let ticks: u64 = resp.header("x-ticks").parse().expect("x-ticks");
     assert!(ticks >= 5, "{ticks} ticks in 400 ms at 10 ms");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let later: u64 = send(&ports, Request::get("/"), b"").await.header("x-ticks").parse().expect("x-ticks");
+    let later: u64 = send(&ports, Request::get("/"), b"")
+        .await
+        .header("x-ticks")
+        .parse()
+        .expect("x-ticks");
     assert!(later > ticks, "{later} > {ticks}");
 }
 
@@ -147,7 +182,15 @@ async fn shared_data_counts_across_workers_and_queue_reaches_its_owner() {
     let up = H1Upstream::start("up").await;
     let ports = Ports::new();
     let mut config = config::simple(ports, &[up.addr]);
-    set_filters(&mut config, vec![wasm_filter("shared_data", &fixture("shared_data"), "", false)]);
+    set_filters(
+        &mut config,
+        vec![wasm_filter(
+            "shared_data",
+            &fixture("shared_data"),
+            "",
+            false,
+        )],
+    );
     let _weir = start_with_env(&config, 2, &[]).await;
     let mut last_paths = Vec::new();
     for i in 1..=20u64 {
@@ -171,7 +214,12 @@ async fn metrics_are_defined_updated_and_exported() {
         assert_eq!(resp.header("x-requests"), i.to_string());
     }
     let stats = weir.stats().await;
-    assert_eq!(stats.get("weir_wasm_fixture_requests", &[]), Some(5.0), "{}", stats.text);
+    assert_eq!(
+        stats.get("weir_wasm_fixture_requests", &[]),
+        Some(5.0),
+        "{}",
+        stats.text
+    );
     assert_eq!(stats.get("weir_wasm_fixture_gauge", &[]), Some(42.0));
     assert_eq!(stats.get("weir_wasm_fixture_sizes_count", &[]), Some(5.0));
 }

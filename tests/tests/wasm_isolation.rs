@@ -17,7 +17,15 @@ async fn start(mode: &str, fail_open: bool, env: &[(&str, &str)]) -> (H1Upstream
     let up = H1Upstream::start("up").await;
     let ports = Ports::new();
     let mut config = config::simple(ports, &[up.addr]);
-    set_filters(&mut config, vec![wasm_filter("misbehave", &fixture("misbehave"), mode, fail_open)]);
+    set_filters(
+        &mut config,
+        vec![wasm_filter(
+            "misbehave",
+            &fixture("misbehave"),
+            mode,
+            fail_open,
+        )],
+    );
     let weir = start_with_env(&config, 1, env).await;
     (up, ports, weir)
 }
@@ -30,17 +38,24 @@ async fn hammer(ports: &Ports, weir: &mut Weir) -> (usize, usize) {
             .header("host", "example.com")
             .body(Full::new(Bytes::new()))
             .expect("request");
-        let resp = tokio::time::timeout(Duration::from_secs(10), client::h1_request(ports.http_addr(), req))
-            .await
-            .unwrap_or_else(|_| panic!("request {i} unanswered\n{}", weir.log_report()))
-            .unwrap_or_else(|e| panic!("request {i}: {e}\n{}", weir.log_report()));
+        let resp = tokio::time::timeout(
+            Duration::from_secs(10),
+            client::h1_request(ports.http_addr(), req),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("request {i} unanswered\n{}", weir.log_report()))
+        .unwrap_or_else(|e| panic!("request {i}: {e}\n{}", weir.log_report()));
         match resp.status {
             200 => ok += 1,
             500 => failed += 1,
             other => panic!("request {i}: unexpected {other}: {}", resp.text()),
         }
     }
-    assert!(weir.try_exit_status().is_none(), "weir exited\n{}", weir.log_report());
+    assert!(
+        weir.try_exit_status().is_none(),
+        "weir exited\n{}",
+        weir.log_report()
+    );
     (ok, failed)
 }
 
@@ -75,7 +90,10 @@ async fn trap_answers_500_and_the_vm_is_recreated() {
     let (ok, failed) = hammer(&ports, &mut weir).await;
     assert_eq!((ok, failed), (0, REQUESTS));
     assert_eq!(failures(&weir).await, REQUESTS as f64);
-    assert!(weir.log().contains("trap on purpose"), "the module's panic message is logged");
+    assert!(
+        weir.log().contains("trap on purpose"),
+        "the module's panic message is logged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +114,10 @@ async fn missing_or_broken_module_is_a_config_error_with_its_path() {
     let broken = dir.path().join("broken.wasm");
     std::fs::write(&broken, b"\0asm\x01\0\0\0garbage").expect("write");
     for (module, expected) in [
-        (dir.path().join("missing.wasm"), "cannot read the Wasm module"),
+        (
+            dir.path().join("missing.wasm"),
+            "cannot read the Wasm module",
+        ),
         (broken, "does not compile"),
     ] {
         let mut config = config::simple(ports, &["127.0.0.1:1".parse().expect("addr")]);
@@ -109,7 +130,11 @@ async fn missing_or_broken_module_is_a_config_error_with_its_path() {
             .arg(&path)
             .output()
             .expect("run weir validate");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(!out.status.success(), "{text}");
         assert!(
             text.contains("http_filters[0].typed_config.config.vm_config.code.local"),

@@ -90,9 +90,10 @@ impl VmSlot {
             if generation.is_some() {
                 return Err(SlotError::Gone);
             }
-            match Vm::start(&self.plugin) {
+            let (waker, woken) = mpsc::unbounded_channel::<u32>();
+            match Vm::start(&self.plugin, Some(waker)) {
                 Ok(mut vm) => {
-                    self.listen_to_queues(&mut vm, inner.generation);
+                    self.listen_to_queues(woken, inner.generation);
                     effects = vm.take_effects();
                     inner.vm = Some(vm);
                 }
@@ -166,13 +167,15 @@ impl VmSlot {
         }
     }
 
-    /// Routes queue wake-ups for `vm` to `proxy_on_queue_ready`, while it lives.
-    fn listen_to_queues(self: &Arc<Self>, vm: &mut Vm, generation: u64) {
+    /// Routes queue wake-ups (`woken`) of the VM of `generation` to `proxy_on_queue_ready`, while it lives.
+    fn listen_to_queues(
+        self: &Arc<Self>,
+        mut woken: mpsc::UnboundedReceiver<u32>,
+        generation: u64,
+    ) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (waker, mut woken) = mpsc::unbounded_channel::<u32>();
-        vm.set_queue_waker(waker);
         let weak = Arc::downgrade(self);
         runtime.spawn(async move {
             while let Some(queue) = woken.recv().await {

@@ -126,13 +126,18 @@ pub struct Vm {
 impl Vm {
     /// Instantiates `plugin` and runs its root context's start: `_initialize`/`_start`,
     /// `proxy_on_context_create(root)`, `proxy_on_vm_start`, `proxy_on_configure`.
-    pub fn start(plugin: &Plugin) -> Result<Vm, WasmError> {
+    /// `queue_waker` receives the ids of queues this VM registers when items arrive.
+    pub fn start(
+        plugin: &Plugin,
+        queue_waker: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
+    ) -> Result<Vm, WasmError> {
         let limits = plugin.limits();
         let engine = plugin.instance_pre().module().engine();
         let mut store = Store::new(
             engine,
             HostState::new(plugin.info().clone(), limits.memory_bytes),
         );
+        store.data_mut().queue_waker = queue_waker;
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         let deadline_ticks = limits.deadline_ticks();
@@ -360,11 +365,6 @@ impl Vm {
             calls: std::mem::take(&mut state.pending_calls),
             tick: std::mem::take(&mut state.tick_changed).then_some(state.tick_period),
         }
-    }
-
-    /// Sets where queue-ready wake-ups go (before any queue is registered).
-    pub fn set_queue_waker(&mut self, waker: tokio::sync::mpsc::UnboundedSender<u32>) {
-        self.store.data_mut().queue_waker = Some(waker);
     }
 }
 
