@@ -107,8 +107,8 @@ impl FilterChain {
                 Ok(pairs) => pairs,
                 Err(response) => return response,
             };
-        if let Err(response) = apply_request_pairs(&mut parts, &pairs) {
-            return response;
+        if let Err(problem) = apply_request_pairs(&mut parts, &pairs) {
+            return bad_request(problem);
         }
         let request_body = if end_of_stream {
             request_body
@@ -606,7 +606,7 @@ fn request_pairs(parts: &http::request::Parts) -> HeaderPairs {
 fn apply_request_pairs(
     parts: &mut http::request::Parts,
     pairs: &HeaderPairs,
-) -> Result<(), Response<Body>> {
+) -> Result<(), &'static str> {
     let mut headers = HeaderMap::with_capacity(pairs.len());
     let mut path = None;
     let mut authority = None;
@@ -614,7 +614,7 @@ fn apply_request_pairs(
         match name.as_str() {
             ":method" => match Method::from_bytes(value) {
                 Ok(method) => parts.method = method,
-                Err(_) => return Err(bad_request("invalid :method set by a Wasm filter")),
+                Err(_) => return Err("invalid :method set by a Wasm filter"),
             },
             ":path" => path = Some(value.clone()),
             ":authority" => authority = Some(value.clone()),
@@ -629,7 +629,7 @@ fn apply_request_pairs(
             Ok(host) => {
                 headers.insert(http::header::HOST, host);
             }
-            Err(_) => return Err(bad_request("invalid :authority set by a Wasm filter")),
+            Err(_) => return Err("invalid :authority set by a Wasm filter"),
         }
     }
     let path = path.unwrap_or_else(|| Bytes::from_static(b"/"));
@@ -639,7 +639,7 @@ fn apply_request_pairs(
         }
         _ => Uri::try_from(path.to_vec()),
     };
-    parts.uri = uri.map_err(|_| bad_request("invalid :path set by a Wasm filter"))?;
+    parts.uri = uri.map_err(|_| "invalid :path set by a Wasm filter")?;
     parts.headers = headers;
     Ok(())
 }

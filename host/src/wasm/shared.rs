@@ -12,8 +12,10 @@ struct Entry {
     cas: u32,
 }
 
-static DATA: LazyLock<Mutex<HashMap<(String, Vec<u8>), Entry>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Shared data by (vm_id, key).
+type DataMap = HashMap<(String, Vec<u8>), Entry>;
+
+static DATA: LazyLock<Mutex<DataMap>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// The value of `key` and its CAS version; `NotFound` when absent.
 pub fn get_data(vm_id: &str, key: &[u8]) -> Result<(Vec<u8>, u32), Status> {

@@ -20,6 +20,9 @@ enum HeadersFn {
     Current(TypedFunc<(i32, i32, i32), i32>),
 }
 
+/// `proxy_on_http_call_response(root, token, headers, body_size, trailers)`.
+type CallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
+
 /// The callbacks a module exports (all but context creation are optional).
 struct Exports {
     on_context_create: TypedFunc<(i32, i32), ()>,
@@ -33,7 +36,7 @@ struct Exports {
     on_response_headers: Option<HeadersFn>,
     on_response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
     on_response_trailers: Option<TypedFunc<(i32, i32), i32>>,
-    on_http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    on_http_call_response: Option<CallResponseFn>,
     on_log: Option<TypedFunc<i32, ()>>,
     on_done: Option<TypedFunc<i32, i32>>,
     on_delete: Option<TypedFunc<i32, ()>>,
