@@ -55,3 +55,6 @@ pub enum WasmError {
     #[error("the plugin refused to start: {0} returned false")]
     Refused(&'static str),
 }
+
+#[cfg(test)]
+mod tests;
