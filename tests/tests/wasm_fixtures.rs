@@ -223,3 +223,30 @@ async fn metrics_are_defined_updated_and_exported() {
     assert_eq!(stats.get("weir_wasm_fixture_gauge", &[]), Some(42.0));
     assert_eq!(stats.get("weir_wasm_fixture_sizes_count", &[]), Some(5.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_runs_in_order_and_local_replies_pass_the_response_callbacks() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let mut config = config::simple(ports, &[up.addr]);
+    set_filters(
+        &mut config,
+        vec![
+            wasm_filter("headers", &fixture("headers"), "first", false),
+            wasm_filter("local_response", &fixture("local_response"), "", false),
+            wasm_filter("body_rewrite", &fixture("body_rewrite"), "", false),
+        ],
+    );
+    let _weir = start_with_env(&config, 1, &[]).await;
+    let denied = send(&ports, Request::get("/x").header("x-deny", "yes"), b"").await;
+    assert_eq!(denied.status, 403);
+    // As in Envoy, the local reply of the second filter went through every filter's response
+    // callbacks, in reverse order: the third rewrote its body, the first saw its status.
+    assert_eq!(denied.header("x-wasm-response"), "403 403");
+    assert_eq!(denied.text(), "rewritten:DENIED BY WASM");
+    assert_eq!(up.tracker().requests.lock().unwrap().len(), 0);
+    let passed = send(&ports, Request::post("/echo"), b"foo").await;
+    assert_eq!(passed.status, 200);
+    assert_eq!(passed.header("x-wasm-config"), "first");
+    assert_eq!(passed.text(), "rewritten:BAR");
+}

@@ -98,50 +98,72 @@ impl FilterChain {
             filters: Mutex::new(filters),
             local_reply: Mutex::new(None),
         });
-        let (mut parts, request_body) = request.into_parts();
-        let end_of_stream = request_body.is_end_stream();
-        let pairs = request_pairs(&parts);
         let order: Vec<usize> = (0..self.slots.len()).collect();
-        let pairs =
-            match run_headers(&shared, &order, Direction::Request, pairs, end_of_stream).await {
-                Ok(pairs) => pairs,
-                Err(response) => return response,
-            };
-        if let Err(problem) = apply_request_pairs(&mut parts, &pairs) {
-            return bad_request(problem);
-        }
-        let request_body = if end_of_stream {
-            request_body
-        } else {
-            body::boxed(FilteredBody::new(
-                request_body,
-                shared.clone(),
-                order.clone(),
-                Direction::Request,
-            ))
+        let response = match filter_request(&shared, &order, request).await {
+            Ok(request) => {
+                let response = next(request).await;
+                shared.take_local_reply().unwrap_or(response)
+            }
+            // As in Envoy, local replies pass through the response callbacks too.
+            Err(reply) => reply,
         };
-        let response = next(Request::from_parts(parts, request_body)).await;
-        if let Some(reply) = shared.take_local_reply() {
-            return reply;
-        }
-        let (mut parts, response_body) = response.into_parts();
-        let end_of_stream = response_body.is_end_stream();
         let reverse: Vec<usize> = order.into_iter().rev().collect();
-        let pairs = response_pairs(&parts);
-        let pairs =
-            match run_headers(&shared, &reverse, Direction::Response, pairs, end_of_stream).await {
-                Ok(pairs) => pairs,
-                Err(response) => return response,
-            };
-        apply_response_pairs(&mut parts, &pairs);
-        let response_body = body::boxed(FilteredBody::new(
-            response_body,
-            shared,
-            reverse,
-            Direction::Response,
-        ));
-        Response::from_parts(parts, response_body)
+        filter_response(shared, reverse, response).await
     }
+}
+
+/// The request phase: headers through every filter, then the body wrapped to run through
+/// them as it streams. `Err` is the reply to answer with instead.
+async fn filter_request(
+    shared: &Arc<Shared>,
+    order: &[usize],
+    request: Request<Body>,
+) -> Result<Request<Body>, Response<Body>> {
+    let (mut parts, request_body) = request.into_parts();
+    let end_of_stream = request_body.is_end_stream();
+    let pairs = request_pairs(&parts);
+    let pairs = run_headers(shared, order, Direction::Request, pairs, end_of_stream).await?;
+    apply_request_pairs(&mut parts, &pairs).map_err(bad_request)?;
+    let request_body = if end_of_stream {
+        // Envoy calls no body callback for a request without a body.
+        request_body
+    } else {
+        body::boxed(FilteredBody::new(
+            request_body,
+            shared.clone(),
+            order.to_vec(),
+            Direction::Request,
+        ))
+    };
+    Ok(Request::from_parts(parts, request_body))
+}
+
+/// The response phase: headers through the filters in reverse order, then the body wrapped.
+/// The stream's contexts end when the returned body is done (or dropped).
+async fn filter_response(
+    shared: Arc<Shared>,
+    reverse: Vec<usize>,
+    response: Response<Body>,
+) -> Response<Body> {
+    let (mut parts, response_body) = response.into_parts();
+    let end_of_stream = response_body.is_end_stream();
+    let pairs = response_pairs(&parts);
+    let pairs =
+        match run_headers(&shared, &reverse, Direction::Response, pairs, end_of_stream).await {
+            Ok(pairs) => pairs,
+            Err(reply) => return reply,
+        };
+    apply_response_pairs(&mut parts, &pairs);
+    if end_of_stream {
+        return Response::from_parts(parts, response_body);
+    }
+    let response_body = body::boxed(FilteredBody::new(
+        response_body,
+        shared,
+        reverse,
+        Direction::Response,
+    ));
+    Response::from_parts(parts, response_body)
 }
 
 /// One stream's contexts, shared by the chain and the two bodies. Locked only for a callback
