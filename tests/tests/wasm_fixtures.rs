@@ -250,3 +250,33 @@ async fn chain_runs_in_order_and_local_replies_pass_the_response_callbacks() {
     assert_eq!(passed.header("x-wasm-config"), "first");
     assert_eq!(passed.text(), "rewritten:BAR");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_run_the_same_filters() {
+    let (up, ports, _weir) = start("headers", "h2", |_| {}).await;
+    let req = Request::get(format!("http://example.com:{}/over/h2", ports.http))
+        .header("x-replace", "original")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        client::h2c_request(ports.http_addr(), req),
+    )
+    .await
+    .expect("answered within 20 s")
+    .expect("h2c exchange");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let props = resp.header("x-wasm-props").to_string();
+    assert!(props.contains("|/over/h2|"), "{props}");
+    assert!(props.contains("|HTTP/2|"), "{props}");
+    let seen = up
+        .tracker()
+        .requests
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("upstream saw it");
+    assert_eq!(seen.values("x-replace"), ["replaced"]);
+    assert_eq!(seen.values("x-wasm-request"), ["GET /over/h2"]);
+}

@@ -39,6 +39,9 @@ pub struct PluginConfig {
     /// Envoy's newer spelling: `FAIL_CLOSED` (default), `FAIL_OPEN`, `FAIL_RELOAD`.
     #[serde(default)]
     pub failure_policy: Option<String>,
+    /// Accepted and ignored: weir always lets `on_request_headers` pause.
+    #[serde(default)]
+    pub allow_on_headers_stop_iteration: Option<bool>,
 }
 
 /// `envoy.extensions.wasm.v3.VmConfig`.
@@ -62,6 +65,9 @@ pub struct VmConfig {
     /// Accepted and ignored.
     #[serde(default)]
     pub nack_on_code_cache_miss: bool,
+    /// Accepted and ignored: the WASI environment of a module is empty here.
+    #[serde(default)]
+    pub environment_variables: Option<Value>,
 }
 
 /// `config.core.v3.AsyncDataSource`: only `local` is supported.

@@ -206,6 +206,21 @@ impl VmSlot {
     }
 }
 
+impl Drop for VmSlot {
+    /// The worker is done with the plugin: end the root context.
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = inner.tick_task.take() {
+            task.abort();
+        }
+        if let Some(mut vm) = inner.vm.take()
+            && let Err(error) = vm.stop()
+        {
+            tracing::debug!(plugin = self.plugin.name(), %error, "Wasm VM failed while stopping");
+        }
+    }
+}
+
 async fn tick(slot: Weak<VmSlot>, period: Duration, generation: u64) {
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -361,6 +361,19 @@ impl Vm {
         result
     }
 
+    /// Ends the root context (`proxy_on_done`, `proxy_on_delete`) before the VM is dropped
+    /// for good (the worker is shutting down).
+    pub fn stop(&mut self) -> Result<(), WasmError> {
+        let root = self.root_id();
+        if let Some(f) = self.exports.on_done.clone() {
+            self.call(root, |s| f.call(s, root as i32))?;
+        }
+        if let Some(f) = self.exports.on_delete.clone() {
+            self.call(root, |s| f.call(s, root as i32))?;
+        }
+        Ok(())
+    }
+
     /// Takes what the last callbacks asked of the host.
     pub fn take_effects(&mut self) -> Effects {
         let state = self.store.data_mut();
