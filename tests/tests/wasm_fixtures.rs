@@ -78,7 +78,7 @@ async fn headers_properties_and_configuration_reach_the_module() {
     assert_eq!(
         resp.header("x-wasm-props"),
         format!(
-            "headers|headers|headers|/props/x|example.com|GET|HTTP/1.1|test-node|{}",
+            "headers|headers|headers|/props/x|example.com|GET|HTTP/1.1|test-node|{}|backend",
             ports.http
         )
     );

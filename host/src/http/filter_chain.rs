@@ -11,7 +11,8 @@
 //! The API is [`FilterChain::new`] (per worker, from any list of plugins: a listener's
 //! `http_filters`, or an upgrade type's filters), [`FilterChain::is_empty`] and
 //! [`FilterChain::run`], which wraps whatever produces the response (`next`). Because routing
-//! runs inside `next`, the route is looked up on the headers as the filters left them.
+//! runs inside `next`, the route is looked up on the headers as the filters left them; the
+//! `routes` given to `run` only serve the `xds.route_name`/`xds.cluster_name` properties.
 //!
 //! Semantics (Envoy's): a callback that returns `Pause` holds its direction until the module
 //! calls `proxy_continue_stream`, answers with `proxy_send_local_response` or closes the
@@ -24,10 +25,11 @@
 
 use super::stream::ConnectionInfo;
 use crate::body::{self, Body, BoxError};
+use crate::route::{RouteAction, RouteTable};
 use crate::upstream::WorkerPools;
 use crate::wasm::{
-    Direction, HeaderPairs, LocalResponse, Plugin, SlotError, StreamEvent, StreamHandle,
-    StreamInfo, VmSlot,
+    Direction, HeaderPairs, LocalResponse, Plugin, RouteProps, SlotError, StreamEvent,
+    StreamHandle, StreamInfo, VmSlot,
 };
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
@@ -73,6 +75,7 @@ impl FilterChain {
         &self,
         request: Request<Body>,
         conn: &ConnectionInfo,
+        routes: &RouteTable,
         next: F,
     ) -> Response<Body>
     where
@@ -85,7 +88,9 @@ impl FilterChain {
             tls: conn.tls,
             protocol: protocol_name(request.version()),
             start: std::time::SystemTime::now(),
+            route: Arc::new(Mutex::new(route_props(routes, &request))),
         };
+        let route = info.route.clone();
         let mut filters = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             match slot.start_stream(info.clone()) {
@@ -101,6 +106,8 @@ impl FilterChain {
         let order: Vec<usize> = (0..self.slots.len()).collect();
         let response = match filter_request(&shared, &order, request).await {
             Ok(request) => {
+                *route.lock().unwrap_or_else(PoisonError::into_inner) =
+                    route_props(routes, &request);
                 let response = next(request).await;
                 shared.take_local_reply().unwrap_or(response)
             }
@@ -581,6 +588,24 @@ impl http_body::Body for FilteredBody {
         // Filters may change the length.
         SizeHint::default()
     }
+}
+
+/// The route `request` matches, as properties show it.
+fn route_props<B>(routes: &RouteTable, request: &Request<B>) -> Option<RouteProps> {
+    let host = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| request.headers().get(http::header::HOST)?.to_str().ok())?;
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let route = routes.find(host, path, request.headers())?;
+    Some(RouteProps {
+        name: route.name.clone().unwrap_or_default(),
+        cluster: match &route.action {
+            RouteAction::Forward(action) => action.cluster.clone(),
+            RouteAction::Direct { .. } => String::new(),
+        },
+    })
 }
 
 fn protocol_name(version: http::Version) -> &'static str {

@@ -57,7 +57,8 @@ impl HttpManager {
         } else {
             let request = request.map(body::boxed);
             let next = |request| self.respond(request, conn);
-            self.filters.run(request, conn, next).await
+            let routes = &self.config.routes;
+            self.filters.run(request, conn, routes, next).await
         };
         stats.count_response(response.status().as_u16());
         response

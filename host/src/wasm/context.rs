@@ -43,9 +43,21 @@ pub struct LocalResponse {
     pub headers: HeaderPairs,
 }
 
+/// The route a stream matched, for the `xds.route_name` and `xds.cluster_name` properties.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteProps {
+    /// The route's `name` (empty when it has none).
+    pub name: String,
+    /// The cluster it forwards to (empty for a direct response).
+    pub cluster: String,
+}
+
 /// What is known about a stream outside its headers, for properties.
 #[derive(Debug, Clone)]
 pub struct StreamInfo {
+    /// The route as of the last lookup (on arrival, then after the request filters), shared
+    /// by the stream's contexts in every filter.
+    pub route: std::sync::Arc<std::sync::Mutex<Option<RouteProps>>>,
     /// The downstream peer.
     pub source: SocketAddr,
     /// The listener's address.

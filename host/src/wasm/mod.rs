@@ -27,7 +27,7 @@ mod slot;
 mod state;
 mod vm;
 
-pub use context::{HeaderPairs, LocalResponse, StreamEvent, StreamInfo};
+pub use context::{HeaderPairs, LocalResponse, RouteProps, StreamEvent, StreamInfo};
 pub use engine::Limits;
 pub use plugin::{AbiVersion, NodeInfo, Plugin, PluginSpec};
 pub use slot::{SlotError, StreamHandle, VmSlot};

@@ -94,11 +94,20 @@ fn stream_property(stream: &StreamData, names: &[&str]) -> Option<Vec<u8>> {
         ["source", "port"] => Some(int(i64::from(info.source.port()))),
         ["destination", "address"] => Some(info.destination.to_string().into_bytes()),
         ["destination", "port"] => Some(int(i64::from(info.destination.port()))),
+        ["xds", "route_name"] | ["route_name"] => route(info).map(|r| r.name.into_bytes()),
+        ["xds", "cluster_name"] => route(info).map(|r| r.cluster.into_bytes()),
         // Client certificates are not passed to the filter chain: never mutual TLS here.
         ["connection", "mtls"] => Some(vec![0]),
         ["connection", "tls_version"] if !info.tls => None,
         _ => None,
     }
+}
+
+fn route(info: &super::context::StreamInfo) -> Option<super::context::RouteProps> {
+    info.route
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 /// Stores `value` at `path` in the effective context, for [`lookup`] to return.

@@ -147,6 +147,7 @@ fn stream_info() -> StreamInfo {
         destination: "127.0.0.1:8080".parse().unwrap(),
         tls: false,
         protocol: "HTTP/1.1",
+        route: Default::default(),
         start: std::time::SystemTime::now(),
     }
 }
