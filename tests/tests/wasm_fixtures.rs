@@ -280,3 +280,13 @@ async fn http2_requests_run_the_same_filters() {
     assert_eq!(seen.values("x-replace"), ["replaced"]);
     assert_eq!(seen.values("x-wasm-request"), ["GET /over/h2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_callout_to_an_unknown_cluster_is_refused_at_once() {
+    let (up, ports, _weir) = start("http_call", "", |_| {}).await;
+    let resp = send(&ports, Request::get("/x"), b"").await;
+    // proxy_http_call answered BadArgument; the fixture replies 500 itself.
+    assert_eq!(resp.status, 500, "{}", resp.text());
+    assert_eq!(resp.text(), "dispatch failed");
+    assert_eq!(up.tracker().requests.lock().unwrap().len(), 0);
+}

@@ -140,7 +140,7 @@ impl Plugin {
             limits: Limits::get(),
         });
         // Checked once here; the VM is dropped (workers make their own).
-        Vm::start(&plugin, None)?;
+        Vm::start(&plugin, Default::default())?;
         Ok(plugin)
     }
 

@@ -13,6 +13,7 @@
 use super::WasmError;
 use super::context::{CallResponse, HeaderPairs, PendingCall, StreamData, StreamEvent, StreamInfo};
 use super::plugin::Plugin;
+use super::state::VmHooks;
 use super::vm::{Direction, Effects, Vm};
 use crate::body;
 use crate::upstream::WorkerPools;
@@ -91,7 +92,12 @@ impl VmSlot {
                 return Err(SlotError::Gone);
             }
             let (waker, woken) = mpsc::unbounded_channel::<u32>();
-            match Vm::start(&self.plugin, Some(waker)) {
+            let pools = self.pools.clone();
+            let hooks = VmHooks {
+                queue_waker: Some(waker),
+                cluster_exists: Some(Arc::new(move |name: &str| pools.has_cluster(name))),
+            };
+            match Vm::start(&self.plugin, hooks) {
                 Ok(mut vm) => {
                     self.listen_to_queues(woken, inner.generation);
                     effects = vm.take_effects();

@@ -41,6 +41,20 @@ pub struct HostState {
     pub last_critical: Option<String>,
     /// Wakes this VM's queue listener when a queue it owns gets an item.
     pub queue_waker: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
+    /// Says whether a cluster exists, for `proxy_http_call` (`None`: any name is taken).
+    pub cluster_exists: Option<ClusterCheck>,
+}
+
+/// Whether a cluster name is configured.
+pub type ClusterCheck = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// What a VM is connected to on its worker.
+#[derive(Default)]
+pub struct VmHooks {
+    /// Receives the ids of queues the VM registered when items arrive.
+    pub queue_waker: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
+    /// Checks callout cluster names.
+    pub cluster_exists: Option<ClusterCheck>,
 }
 
 impl HostState {
@@ -67,6 +81,7 @@ impl HostState {
             root_properties: HashMap::new(),
             last_critical: None,
             queue_waker: None,
+            cluster_exists: None,
         }
     }
 

@@ -185,7 +185,7 @@ fn request_headers_callback_edits_the_map_and_sends_events() {
         );
         let plugin =
             Plugin::load(spec(module(version, &imports, "(i32.const 1)", &extra), "")).unwrap();
-        let mut vm = Vm::start(&plugin, None).unwrap();
+        let mut vm = Vm::start(&plugin, Default::default()).unwrap();
         let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
         let id = vm
             .create_stream(StreamData::new(stream_info(), events_tx))

@@ -6,7 +6,7 @@
 use super::WasmError;
 use super::context::{CallResponse, PendingCall, StreamData};
 use super::plugin::{AbiVersion, Plugin};
-use super::state::HostState;
+use super::state::{HostState, VmHooks};
 use std::time::Duration;
 use wasmtime::{Instance, Store, Trap, TypedFunc, WasmParams, WasmResults};
 use weir_abi::Action;
@@ -129,18 +129,17 @@ pub struct Vm {
 impl Vm {
     /// Instantiates `plugin` and runs its root context's start: `_initialize`/`_start`,
     /// `proxy_on_context_create(root)`, `proxy_on_vm_start`, `proxy_on_configure`.
-    /// `queue_waker` receives the ids of queues this VM registers when items arrive.
-    pub fn start(
-        plugin: &Plugin,
-        queue_waker: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
-    ) -> Result<Vm, WasmError> {
+    /// `hooks` connect it to its worker (queues, clusters); a default one for a VM that only
+    /// checks the plugin starts.
+    pub fn start(plugin: &Plugin, hooks: VmHooks) -> Result<Vm, WasmError> {
         let limits = plugin.limits();
         let engine = plugin.instance_pre().module().engine();
         let mut store = Store::new(
             engine,
             HostState::new(plugin.info().clone(), limits.memory_bytes),
         );
-        store.data_mut().queue_waker = queue_waker;
+        store.data_mut().queue_waker = hooks.queue_waker;
+        store.data_mut().cluster_exists = hooks.cluster_exists;
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         let deadline_ticks = limits.deadline_ticks();

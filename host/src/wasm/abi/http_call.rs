@@ -41,10 +41,15 @@ fn http_call(
                 return Err(Status::BadArgument);
             }
         }
-        if cluster.is_empty() {
+        let state = caller.data_mut();
+        let known = match &state.cluster_exists {
+            Some(exists) => exists(&cluster),
+            None => !cluster.is_empty(),
+        };
+        if !known {
+            // As Envoy: an unknown cluster is refused at once.
             return Err(Status::BadArgument);
         }
-        let state = caller.data_mut();
         if state.pending_calls.len() >= MAX_PENDING_CALLS {
             return Err(Status::InternalFailure);
         }
