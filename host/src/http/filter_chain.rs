@@ -794,3 +794,91 @@ fn closed_response() -> Response<Body> {
 fn bad_request(text: &'static str) -> Response<Body> {
     text_response(StatusCode::BAD_REQUEST, text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(pairs: &HeaderPairs) -> Vec<&str> {
+        pairs.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    #[test]
+    fn request_head_round_trips_through_the_abi_map() {
+        let request = Request::post("/a/b?c=1")
+            .header("host", "example.com")
+            .header("x-one", "1")
+            .header("x-one", "2")
+            .body(())
+            .unwrap();
+        let (mut parts, ()) = request.into_parts();
+        let pairs = request_pairs(&parts);
+        assert_eq!(
+            names(&pairs),
+            [
+                ":method",
+                ":scheme",
+                ":authority",
+                ":path",
+                "x-one",
+                "x-one"
+            ]
+        );
+        assert_eq!(pairs[2].1, "example.com");
+        let mut edited = pairs.clone();
+        edited[0].1 = Bytes::from_static(b"PUT");
+        edited[2].1 = Bytes::from_static(b"other.example");
+        edited[3].1 = Bytes::from_static(b"/new?x=y");
+        edited.push(("x-two".into(), Bytes::from_static(b"2")));
+        apply_request_pairs(&mut parts, &edited).unwrap();
+        assert_eq!(parts.method, Method::PUT);
+        assert_eq!(parts.uri, "/new?x=y");
+        assert_eq!(parts.headers["host"], "other.example");
+        assert_eq!(parts.headers.get_all("x-one").iter().count(), 2);
+        assert_eq!(parts.headers["x-two"], "2");
+    }
+
+    #[test]
+    fn invalid_pseudo_headers_from_a_filter_are_refused() {
+        let (mut parts, ()) = Request::get("/").body(()).unwrap().into_parts();
+        let bad_method = vec![(":method".to_string(), Bytes::from_static(b"BAD METHOD"))];
+        assert!(apply_request_pairs(&mut parts, &bad_method).is_err());
+        let bad_path = vec![(":path".to_string(), Bytes::from_static(b"/with space"))];
+        assert!(apply_request_pairs(&mut parts, &bad_path).is_err());
+    }
+
+    #[test]
+    fn response_status_and_headers_round_trip() {
+        let (mut parts, ()) = Response::builder()
+            .status(201)
+            .header("x-a", "1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut pairs = response_pairs(&parts);
+        assert_eq!(names(&pairs), [":status", "x-a"]);
+        pairs[0].1 = Bytes::from_static(b"418");
+        pairs.push(("bad header".into(), Bytes::from_static(b"dropped")));
+        apply_response_pairs(&mut parts, &pairs);
+        assert_eq!(parts.status, StatusCode::IM_A_TEAPOT);
+        assert_eq!(parts.headers.len(), 1);
+    }
+
+    #[test]
+    fn local_response_has_its_headers_and_length() {
+        let response = local_response(LocalResponse {
+            status: 403,
+            details: "denied".into(),
+            body: Bytes::from_static(b"no"),
+            headers: vec![("x-why".into(), Bytes::from_static(b"policy"))],
+        });
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.headers()["x-why"], "policy");
+        assert_eq!(response.headers()["content-length"], "2");
+    }
+
+    #[test]
+    fn an_empty_chain_is_empty() {
+        assert!(FilterChain::empty().is_empty());
+    }
+}
