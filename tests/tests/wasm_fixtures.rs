@@ -152,6 +152,14 @@ async fn http_callout_answers_resume_or_fail_the_request() {
     assert!(body_len > 10, "the callout body was read: {body_len}");
     assert_eq!(auth.tracker().requests.lock().unwrap().len(), 1);
 
+    // Paused at the end of the body while the callout runs; the body is replaced in the VM
+    // during the pause, then the request resumes.
+    let big = b"body-".repeat(50_000);
+    let checked = send(&ports, Request::post("/echo"), &big).await;
+    assert_eq!(checked.status, 200, "{}", checked.text());
+    assert_eq!(checked.body.len(), "checked:".len() + big.len());
+    assert!(checked.body.starts_with(b"checked:body-body-"));
+
     let before = up.tracker().requests.lock().unwrap().len();
     let timed_out = send(&ports, Request::get("/slow/3000"), b"").await;
     assert_eq!(timed_out.status, 504, "{}", timed_out.text());
