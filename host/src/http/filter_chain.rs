@@ -337,6 +337,8 @@ struct FilteredBody {
     ready: VecDeque<Frame<Bytes>>,
     /// A filter paused at the end of the stream: wait for it, then go on from the next one.
     waiting: Option<Waiting>,
+    /// A filter paused mid-stream holds data; it is flushed when the filter continues.
+    held: Option<usize>,
     /// The inner body is done.
     inner_done: bool,
     /// Everything has been handed on.
@@ -355,8 +357,8 @@ struct Waiting {
 enum Push {
     /// Hand on this data (and end when `end_of_stream`).
     Emit(Vec<u8>),
-    /// A filter holds the data (paused mid-stream).
-    Held,
+    /// The filter at this position holds the data (paused mid-stream).
+    Held(usize),
     /// A filter paused at the end: wait for it.
     Wait(usize),
     /// The stream must stop with this error.
@@ -372,6 +374,7 @@ impl FilteredBody {
             direction,
             ready: VecDeque::new(),
             waiting: None,
+            held: None,
             inner_done: false,
             finished: false,
         }
@@ -396,7 +399,7 @@ impl FilteredBody {
                     match out {
                         Some(out) => data = out,
                         None if end_of_stream => return Push::Wait(position),
-                        None => return Push::Held,
+                        None => return Push::Held(position),
                     }
                 }
                 Some(Err(_)) => {
@@ -500,7 +503,7 @@ impl http_body::Body for FilteredBody {
                         this.emit(data, waiting.trailers);
                         this.finished = true;
                     }
-                    Push::Held => this.finished = true,
+                    Push::Held(_) => this.finished = true,
                     Push::Wait(position) => {
                         this.waiting = Some(Waiting {
                             position,
@@ -517,6 +520,33 @@ impl http_body::Body for FilteredBody {
             if this.inner_done {
                 this.finished = true;
                 continue;
+            }
+            if let Some(position) = this.held {
+                let index = this.order[position];
+                if let Poll::Ready(event) = this.shared.poll_event(cx, index, this.direction) {
+                    // The filter continued (or failed) while holding data: hand it on.
+                    this.held = None;
+                    if let Some(Push::Fail(reason)) = this.on_body_event(index, event) {
+                        this.finished = true;
+                        return Poll::Ready(Some(Err(reason.into())));
+                    }
+                    let direction = this.direction;
+                    let held = this
+                        .shared
+                        .with_filter(index, |h| h.take_body(direction))
+                        .and_then(Result::ok)
+                        .unwrap_or_default();
+                    match this.push(position + 1, held, false) {
+                        Push::Emit(data) => this.emit(data, None),
+                        Push::Held(later) => this.held = Some(later),
+                        Push::Wait(_) => {}
+                        Push::Fail(reason) => {
+                            this.finished = true;
+                            return Poll::Ready(Some(Err(reason.into())));
+                        }
+                    }
+                    continue;
+                }
             }
             let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -560,12 +590,13 @@ impl http_body::Body for FilteredBody {
             }
             match this.push(0, data, end_of_stream) {
                 Push::Emit(data) => {
+                    this.held = None;
                     this.emit(data, None);
                     if end_of_stream {
                         this.finished = true;
                     }
                 }
-                Push::Held => {}
+                Push::Held(position) => this.held = Some(position),
                 Push::Wait(position) => {
                     this.waiting = Some(Waiting {
                         position,
