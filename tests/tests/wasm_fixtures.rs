@@ -46,7 +46,7 @@ async fn send(ports: &Ports, req: http::request::Builder, body: &[u8]) -> client
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_properties_and_configuration_reach_the_module() {
-    let (up, ports, _weir) = start("headers", "cfg-headers", |config| {
+    let (up, ports, weir) = start("headers", "cfg-headers", |config| {
         config["node"] = json!({"id": "test-node", "cluster": "test-cluster"});
     })
     .await;
@@ -54,6 +54,7 @@ async fn headers_properties_and_configuration_reach_the_module() {
         &ports,
         Request::get("/props/x?q=1")
             .header("x-remove", "1")
+            .header("x-remove-too", "1")
             .header("x-replace", "original")
             .header("x-echo-back", "v"),
         b"",
@@ -69,6 +70,11 @@ async fn headers_properties_and_configuration_reach_the_module() {
         .cloned()
         .expect("upstream saw it");
     assert!(seen.values("x-remove").is_empty(), "{seen:?}");
+    assert!(seen.values("x-remove-too").is_empty(), "{seen:?}");
+    assert_eq!(seen.values("x-wasm-time"), ["ok"]);
+    let pairs: usize = seen.values("x-wasm-pairs")[0].parse().expect("pairs");
+    // :method, :scheme, :authority, :path, x-replace, x-echo-back (after the removals).
+    assert_eq!(pairs, 6, "every header and pseudo-header");
     assert_eq!(seen.values("x-replace"), ["replaced"]);
     assert_eq!(seen.values("x-added"), ["1"]);
     assert_eq!(seen.values("x-wasm-request"), ["GET /props/x?q=1"]);
@@ -96,6 +102,21 @@ async fn headers_properties_and_configuration_reach_the_module() {
         .parse()
         .expect("count");
     assert!(count >= 5, "pseudo-headers and headers: {count}");
+    assert_eq!(
+        resp.header("x-wasm-pairs-set"),
+        "1",
+        "the whole map replaced"
+    );
+    // proxy_on_log runs once the response is done.
+    let mut logged = false;
+    for _ in 0..50 {
+        if weir.log().contains("headers fixture on_log 200") {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(logged, "on_log ran\n{}", weir.log_report());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,6 +141,10 @@ async fn local_response_answers_without_the_upstream() {
     assert_eq!(denied.status, 403);
     assert_eq!(denied.text(), "denied by wasm");
     assert_eq!(denied.header("x-denied-by"), "wasm");
+    assert_eq!(up.tracker().requests.lock().unwrap().len(), 0);
+    // weir answers a closed stream with 503 (Envoy resets it).
+    let closed = send(&ports, Request::get("/x").header("x-close", "yes"), b"").await;
+    assert_eq!(closed.status, 503, "{}", closed.text());
     assert_eq!(up.tracker().requests.lock().unwrap().len(), 0);
     let allowed = send(&ports, Request::get("/x"), b"").await;
     assert_eq!(allowed.status, 200);
