@@ -323,3 +323,37 @@ async fn http_callout_to_an_unknown_cluster_is_refused_at_once() {
     assert_eq!(resp.text(), "dispatch failed");
     assert_eq!(up.tracker().requests.lock().unwrap().len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_paused_streams_each_resume_on_their_own_callout() {
+    let auth = H1Upstream::start("auth").await;
+    let auth_addr = auth.addr;
+    let (up, ports, _weir) = start("http_call", "", |config| {
+        config["static_resources"]["clusters"]
+            .as_array_mut()
+            .expect("clusters")
+            .push(config::static_cluster("auth", &[auth_addr]));
+    })
+    .await;
+    let requests = (0..20).map(|i| {
+        let ports = ports;
+        async move {
+            // Every other callout takes 100 ms, so the paused streams overlap.
+            let path = if i % 2 == 0 {
+                format!("/slow/100?i={i}")
+            } else {
+                format!("/fast?i={i}")
+            };
+            send(&ports, Request::get(path), b"").await
+        }
+    });
+    let responses = futures_util::future::join_all(requests).await;
+    for resp in &responses {
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let seen = up.tracker().requests.lock().unwrap().clone();
+    assert_eq!(seen.len(), 20);
+    for request in &seen {
+        assert_eq!(request.values("x-auth"), ["auth"], "{request:?}");
+    }
+}
