@@ -64,7 +64,7 @@ impl HttpManager {
         response
     }
 
-    /// Phases 2-6 (after the HTTP filters, when there are any); every problem is a local reply.
+    /// Phases 1-6 (inside the HTTP filters, when there are any); every problem is a local reply.
     async fn respond<B>(&self, request: Request<B>, conn: &ConnectionInfo) -> Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
