@@ -336,7 +336,6 @@ async fn concurrent_paused_streams_each_resume_on_their_own_callout() {
     })
     .await;
     let requests = (0..20).map(|i| {
-        let ports = ports;
         async move {
             // Every other callout takes 100 ms, so the paused streams overlap.
             let path = if i % 2 == 0 {

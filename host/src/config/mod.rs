@@ -135,7 +135,7 @@ pub struct HttpManagerConfig {
     /// Close connections this long after they opened.
     pub max_connection_duration: Option<Duration>,
     /// The Wasm plugins of `http_filters`, in order (the router, always last, is not listed).
-    pub http_filters: Vec<std::sync::Arc<crate::wasm::Plugin>>,
+    pub http_filters: Vec<std::sync::Arc<crate::wasm::PluginHandle>>,
 }
 
 /// Reads and checks the config file at `path`.
@@ -399,7 +399,7 @@ pub fn http_filters(
     filters: &[typed::HttpFilter],
     path: &str,
     node: &crate::wasm::NodeInfo,
-) -> Result<Vec<std::sync::Arc<crate::wasm::Plugin>>, FieldError> {
+) -> Result<Vec<std::sync::Arc<crate::wasm::PluginHandle>>, FieldError> {
     let mut plugins = Vec::new();
     for (i, filter) in filters.iter().enumerate() {
         let filter_path = format!("{path}[{i}]");
@@ -415,10 +415,11 @@ pub fn http_filters(
             HttpFilterConfig::Wasm(wasm_config) => {
                 let typed_path = format!("{filter_path}.typed_config");
                 let spec = wasm::plugin_spec(wasm_config, &typed_path, node)?;
-                let plugin = crate::wasm::Plugin::load(spec).map_err(|e| {
+                let source = spec.source.clone();
+                let plugin = crate::wasm::Plugin::load(spec.clone()).map_err(|e| {
                     FieldError::new(format!("{typed_path}.config.vm_config.code.local"), e)
                 })?;
-                plugins.push(plugin);
+                plugins.push(crate::wasm::PluginHandle::new(plugin, spec, source));
             }
         }
     }

@@ -131,6 +131,12 @@ pub fn plugin_spec(
         )?,
         fail_open,
         node: node.clone(),
+        source: vm
+            .code
+            .local
+            .as_ref()
+            .and_then(|local| local.filename.as_ref())
+            .map(std::path::PathBuf::from),
     })
 }
 

@@ -9,6 +9,7 @@
 //! - `vm.rs`: a Store + Instance and the typed calls into the module's callbacks;
 //! - `abi/`: the raw host functions the module imports, by area, separate from the contexts
 //!   (`state.rs`, `context.rs`) they act on;
+//! - [`reload`]: hot reload of a plugin's module file ([`PluginHandle`]);
 //! - `shared.rs`, `metrics.rs`, `properties.rs`: process-wide shared data and queues, plugin
 //!   metrics, and the properties a module may read.
 //!
@@ -22,6 +23,7 @@ mod metrics;
 pub mod module_cache;
 mod plugin;
 mod properties;
+pub mod reload;
 mod shared;
 mod slot;
 mod state;
@@ -30,6 +32,7 @@ mod vm;
 pub use context::{HeaderPairs, LocalResponse, RouteProps, StreamEvent, StreamInfo};
 pub use engine::Limits;
 pub use plugin::{AbiVersion, NodeInfo, Plugin, PluginSpec};
+pub use reload::PluginHandle;
 pub use slot::{SlotError, StreamHandle, VmSlot};
 pub use vm::Direction;
 

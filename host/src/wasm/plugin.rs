@@ -39,6 +39,8 @@ pub struct PluginSpec {
     pub fail_open: bool,
     /// The bootstrap's node.
     pub node: NodeInfo,
+    /// The module's file, when it came from one (watched for hot reload).
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// A plugin's names and configuration, shared by its VMs' stores.

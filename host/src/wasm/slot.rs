@@ -13,6 +13,7 @@
 use super::WasmError;
 use super::context::{CallResponse, HeaderPairs, PendingCall, StreamData, StreamEvent, StreamInfo};
 use super::plugin::Plugin;
+use super::reload::PluginHandle;
 use super::state::VmHooks;
 use super::vm::{Direction, Effects, Vm};
 use crate::body;
@@ -41,50 +42,71 @@ pub enum SlotError {
 }
 
 struct SlotInner {
+    /// The VM new streams start on (created on demand).
     vm: Option<Vm>,
+    /// The plugin `vm` runs (or the next one will).
+    plugin: Arc<Plugin>,
+    /// The generation of `vm`; bumped when it fails or is replaced.
     generation: u64,
     tick_task: Option<tokio::task::AbortHandle>,
+    /// VMs of replaced (reloaded) modules, kept until their streams have finished.
+    retiring: Vec<Retiring>,
+}
+
+/// A VM of a module that was reloaded, finishing the streams it has.
+struct Retiring {
+    vm: Vm,
+    plugin: Arc<Plugin>,
+    generation: u64,
 }
 
 /// A plugin's VM on one worker.
 pub struct VmSlot {
-    plugin: Arc<Plugin>,
+    handle: Arc<PluginHandle>,
     pools: WorkerPools,
     inner: Mutex<SlotInner>,
 }
 
 impl VmSlot {
-    /// A slot for `plugin` whose callouts go through `pools`; starts the VM now (a failure is
-    /// logged and counted, and the next stream tries again).
-    pub fn new(plugin: Arc<Plugin>, pools: WorkerPools) -> Arc<VmSlot> {
+    /// A slot for the plugin of `handle` whose callouts go through `pools`; starts the VM now
+    /// (a failure is logged and counted, and the next stream tries again) and the watch of the
+    /// module file.
+    pub fn new(handle: Arc<PluginHandle>, pools: WorkerPools) -> Arc<VmSlot> {
+        handle.watch();
         let slot = Arc::new(VmSlot {
-            plugin,
-            pools,
             inner: Mutex::new(SlotInner {
                 vm: None,
+                plugin: handle.current(),
                 generation: 0,
                 tick_task: None,
+                retiring: Vec::new(),
             }),
+            handle,
+            pools,
         });
         let _ = slot.with_vm(None, |_| Ok(()));
         slot
     }
 
-    /// The plugin.
-    pub fn plugin(&self) -> &Arc<Plugin> {
-        &self.plugin
+    /// The plugin in force (the newest, after a reload).
+    pub fn plugin(&self) -> Arc<Plugin> {
+        self.handle.current()
     }
 
-    /// Runs `f` on the VM, creating it if needed. With `generation`, only on the VM of that
-    /// generation ([`SlotError::Gone`] otherwise). Returns the generation it ran on.
+    /// Runs `f` on a VM. Without `generation` (a new stream), on the current VM, created if
+    /// needed, after replacing it if the module was reloaded. With `generation`, only on the
+    /// VM of that generation, current or retiring ([`SlotError::Gone`] otherwise). Returns the
+    /// generation it ran on.
     fn with_vm<R>(
         self: &Arc<Self>,
         generation: Option<u64>,
         f: impl FnOnce(&mut Vm) -> Result<R, WasmError>,
     ) -> Result<(R, u64), SlotError> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if generation.is_some_and(|g| g != inner.generation) {
-            return Err(SlotError::Gone);
+        match generation {
+            Some(g) if g != inner.generation => return self.with_retiring(&mut inner, g, f),
+            Some(_) => {}
+            None => self.retire_if_reloaded(&mut inner),
         }
         let mut effects = Effects::default();
         if inner.vm.is_none() {
@@ -97,7 +119,7 @@ impl VmSlot {
                 queue_waker: Some(waker),
                 cluster_exists: Some(Arc::new(move |name: &str| pools.has_cluster(name))),
             };
-            match Vm::start(&self.plugin, hooks) {
+            match Vm::start(&inner.plugin, hooks) {
                 Ok(mut vm) => {
                     self.listen_to_queues(woken, inner.generation);
                     effects = vm.take_effects();
@@ -128,10 +150,76 @@ impl VmSlot {
         }
     }
 
+    /// When the handle holds a newer plugin than the current VM runs, the VM retires (its
+    /// streams finish on it) and the next one is made from the new plugin.
+    fn retire_if_reloaded(&self, inner: &mut SlotInner) {
+        let newest = self.handle.current();
+        if Arc::ptr_eq(&newest, &inner.plugin) {
+            return;
+        }
+        let old = std::mem::replace(&mut inner.plugin, newest);
+        if let Some(task) = inner.tick_task.take() {
+            task.abort();
+        }
+        if let Some(mut vm) = inner.vm.take() {
+            if vm.streams().next().is_some() {
+                inner.retiring.push(Retiring {
+                    vm,
+                    plugin: old,
+                    generation: inner.generation,
+                });
+            } else {
+                stop(&mut vm, &old);
+            }
+        }
+        inner.generation += 1;
+    }
+
+    /// Runs `f` on the retiring VM of `generation`, and drops that VM once it has no streams.
+    fn with_retiring<R>(
+        self: &Arc<Self>,
+        inner: &mut SlotInner,
+        generation: u64,
+        f: impl FnOnce(&mut Vm) -> Result<R, WasmError>,
+    ) -> Result<(R, u64), SlotError> {
+        let Some(at) = inner
+            .retiring
+            .iter()
+            .position(|r| r.generation == generation)
+        else {
+            return Err(SlotError::Gone);
+        };
+        let retiring = &mut inner.retiring[at];
+        let result = f(&mut retiring.vm);
+        match result {
+            Ok(result) => {
+                let effects = Effects {
+                    calls: retiring.vm.take_effects().calls,
+                    tick: None,
+                };
+                if retiring.vm.streams().next().is_none() {
+                    let mut done = inner.retiring.swap_remove(at);
+                    stop(&mut done.vm, &done.plugin);
+                }
+                self.apply(inner, effects, generation);
+                Ok((result, generation))
+            }
+            Err(error) => {
+                let failed = inner.retiring.swap_remove(at);
+                failed.plugin.failures().inc();
+                tracing::warn!(plugin = failed.plugin.name(), %error, "retiring Wasm VM failed");
+                for stream in failed.vm.streams() {
+                    let _ = stream.events.send(StreamEvent::VmFailed);
+                }
+                Err(SlotError::Failed(error))
+            }
+        }
+    }
+
     /// Drops a failed VM: count, log, tell its streams, stop its timer.
     fn failed(&self, inner: &mut SlotInner, error: &WasmError) {
-        self.plugin.failures().inc();
-        tracing::warn!(plugin = self.plugin.name(), %error, "Wasm VM failed; it is recreated for the next stream");
+        inner.plugin.failures().inc();
+        tracing::warn!(plugin = inner.plugin.name(), %error, "Wasm VM failed; it is recreated for the next stream");
         if let Some(vm) = inner.vm.take() {
             for stream in vm.streams() {
                 let _ = stream.events.send(StreamEvent::VmFailed);
@@ -161,7 +249,7 @@ impl VmSlot {
                 }
             });
         }
-        if let Some(period) = effects.tick {
+        if let Some(period) = effects.tick.filter(|_| generation == inner.generation) {
             if let Some(task) = inner.tick_task.take() {
                 task.abort();
             }
@@ -213,17 +301,25 @@ impl VmSlot {
 }
 
 impl Drop for VmSlot {
-    /// The worker is done with the plugin: end the root context.
+    /// The worker is done with the plugin: end the root contexts.
     fn drop(&mut self) {
         let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
         if let Some(task) = inner.tick_task.take() {
             task.abort();
         }
-        if let Some(mut vm) = inner.vm.take()
-            && let Err(error) = vm.stop()
-        {
-            tracing::debug!(plugin = self.plugin.name(), %error, "Wasm VM failed while stopping");
+        if let Some(mut vm) = inner.vm.take() {
+            stop(&mut vm, &inner.plugin);
         }
+        for mut retiring in inner.retiring.drain(..) {
+            stop(&mut retiring.vm, &retiring.plugin);
+        }
+    }
+}
+
+/// Ends a VM's root context before it is dropped; a failure then is only logged.
+fn stop(vm: &mut Vm, plugin: &Plugin) {
+    if let Err(error) = vm.stop() {
+        tracing::debug!(plugin = plugin.name(), %error, "Wasm VM failed while stopping");
     }
 }
 
@@ -335,8 +431,8 @@ pub struct StreamHandle {
 }
 
 impl StreamHandle {
-    /// The plugin.
-    pub fn plugin(&self) -> &Arc<Plugin> {
+    /// The plugin in force.
+    pub fn plugin(&self) -> Arc<Plugin> {
         self.slot.plugin()
     }
 

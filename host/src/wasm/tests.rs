@@ -38,6 +38,7 @@ fn spec(code: Vec<u8>, configuration: &str) -> PluginSpec {
         plugin_configuration: configuration.as_bytes().to_vec(),
         fail_open: false,
         node: NodeInfo::default(),
+        source: None,
     }
 }
 
@@ -260,7 +261,7 @@ static_resources:
     let loaded = crate::config::load_str(&config(&typed_struct), "t.yaml").expect("config");
     let plugins = &loaded.listeners[0].http.http_filters;
     assert_eq!(plugins.len(), 1);
-    assert_eq!(plugins[0].name(), "inline");
+    assert_eq!(plugins[0].current().name(), "inline");
 
     let missing = r#"          - name: envoy.filters.http.wasm
             typed_config:

@@ -27,7 +27,9 @@ use super::stream::ConnectionInfo;
 use crate::body::{self, Body};
 use crate::route::RouteTable;
 use crate::upstream::WorkerPools;
-use crate::wasm::{Direction, HeaderPairs, Plugin, StreamEvent, StreamHandle, StreamInfo, VmSlot};
+use crate::wasm::{
+    Direction, HeaderPairs, PluginHandle, StreamEvent, StreamHandle, StreamInfo, VmSlot,
+};
 use http::{Request, Response};
 use http_body::Body as _;
 use std::future::Future;
@@ -52,7 +54,7 @@ pub struct FilterChain {
 impl FilterChain {
     /// A chain running `plugins` in order, each in its own VM on this worker, with callouts
     /// through `pools`. Call on the worker's runtime (the VMs' timers start there).
-    pub fn new(plugins: &[Arc<Plugin>], pools: &WorkerPools) -> FilterChain {
+    pub fn new(plugins: &[Arc<PluginHandle>], pools: &WorkerPools) -> FilterChain {
         FilterChain {
             slots: plugins
                 .iter()
