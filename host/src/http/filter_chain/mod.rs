@@ -17,9 +17,13 @@
 //! Semantics (Envoy's): a callback that returns `Pause` holds its direction until the module
 //! calls `proxy_continue_stream`, answers with `proxy_send_local_response` or closes the
 //! stream; a paused body keeps buffering, and the filter sees everything buffered so far on
-//! each call. A filter whose VM fails answers 500 (or is skipped for the rest of the stream
-//! with `fail_open`). The stream's contexts end (`proxy_on_log`, `proxy_on_done`,
-//! `proxy_on_delete`) when both bodies are done or dropped.
+//! each call. Local replies (a filter's, or the router's own 404/503/...) pass through every
+//! filter's response callbacks. A filter whose VM fails answers 500 (or is skipped for the
+//! rest of the stream with `fail_open`). The stream's contexts end (`proxy_on_log`,
+//! `proxy_on_done`, `proxy_on_delete`) when both bodies are done or dropped.
+//!
+//! Where weir differs: `proxy_close_stream` answers 503 (Envoy resets the stream); admission
+//! (header count, refused CONNECT or upgrade) runs inside `next`, after the request filters.
 //!
 //! A chain with no filters is never entered: the caller checks [`FilterChain::is_empty`].
 
