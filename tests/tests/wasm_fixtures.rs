@@ -73,20 +73,28 @@ async fn headers_properties_and_configuration_reach_the_module() {
     assert!(seen.values("x-remove-too").is_empty(), "{seen:?}");
     assert_eq!(seen.values("x-wasm-time"), ["ok"]);
     let pairs: usize = seen.values("x-wasm-pairs")[0].parse().expect("pairs");
-    // :method, :scheme, :authority, :path, x-replace, x-echo-back (after the removals).
-    assert_eq!(pairs, 6, "every header and pseudo-header");
+    // :method, :scheme, :authority, :path, x-replace, x-echo-back, x-request-id (after the
+    // removals).
+    assert_eq!(pairs, 7, "every header and pseudo-header");
     assert_eq!(seen.values("x-replace"), ["replaced"]);
     assert_eq!(seen.values("x-added"), ["1"]);
     assert_eq!(seen.values("x-wasm-request"), ["GET /props/x?q=1"]);
     assert_eq!(resp.header("x-wasm-response"), "200 200");
     assert_eq!(resp.header("x-wasm-config"), "cfg-headers");
     assert_eq!(resp.header("x-wasm-vm-config"), "vm:headers");
+    let props = resp.header("x-wasm-props").to_string();
+    let (props, request_id) = props.rsplit_once('|').expect("request.id last");
     assert_eq!(
-        resp.header("x-wasm-props"),
+        props,
         format!(
             "headers|headers|headers|/props/x|example.com|GET|HTTP/1.1|test-node|{}|backend",
             ports.http
         )
+    );
+    assert_eq!(
+        seen.values("x-request-id"),
+        [request_id],
+        "request.id is the id sent upstream"
     );
     assert_eq!(
         resp.header("x-wasm-state"),

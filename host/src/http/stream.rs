@@ -55,7 +55,12 @@ impl HttpManager {
         let response = if self.filters.is_empty() {
             self.respond(request, conn).await
         } else {
-            let request = request.map(body::boxed);
+            let mut request = request.map(body::boxed);
+            // As Envoy, the request id exists before the filters run (`request.id`).
+            if self.config.generate_request_id && !request.headers().contains_key(&X_REQUEST_ID) {
+                let id = headers::new_request_id();
+                request.headers_mut().insert(X_REQUEST_ID.clone(), id);
+            }
             let next = |request| self.respond(request, conn);
             let routes = &self.config.routes;
             self.filters.run(request, conn, routes, next).await
