@@ -266,7 +266,7 @@ async fn metrics_are_defined_updated_and_exported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chain_runs_in_order_and_local_replies_pass_the_response_callbacks() {
+async fn chain_runs_in_order_and_local_replies_pass_the_filters_before() {
     let up = H1Upstream::start("up").await;
     let ports = Ports::new();
     let mut config = config::simple(ports, &[up.addr]);
@@ -281,14 +281,19 @@ async fn chain_runs_in_order_and_local_replies_pass_the_response_callbacks() {
     let _weir = start_with_env(&config, 1, &[]).await;
     let denied = send(&ports, Request::get("/x").header("x-deny", "yes"), b"").await;
     assert_eq!(denied.status, 403);
-    // As in Envoy, the local reply of the second filter went through every filter's response
-    // callbacks, in reverse order: the third rewrote its body, the first saw its status.
+    // What Envoy 1.40 does with the same modules and chain: the local reply of the second
+    // filter goes back through the first one's response callbacks only; neither the filter
+    // that replied nor the third one (which never saw the request) see it.
     assert_eq!(denied.header("x-wasm-response"), "403 403");
-    assert_eq!(denied.text(), "rewritten:DENIED BY WASM");
+    assert!(denied.headers.get("x-local-response-saw").is_none());
+    assert_eq!(denied.text(), "denied by wasm");
+    assert_eq!(denied.header("content-length"), "14");
     assert_eq!(up.tracker().requests.lock().unwrap().len(), 0);
+    // An upstream answer goes back through all three, in reverse order.
     let passed = send(&ports, Request::post("/echo"), b"foo").await;
     assert_eq!(passed.status, 200);
     assert_eq!(passed.header("x-wasm-config"), "first");
+    assert_eq!(passed.header("x-local-response-saw"), "200");
     assert_eq!(passed.text(), "rewritten:BAR");
 }
 

@@ -2,7 +2,7 @@
 //! callbacks as it streams (see the parent module for the semantics).
 
 use super::head::header_map;
-use super::{Outcome, Shared, on_event};
+use super::{FilterReply, Outcome, Shared, on_event};
 use crate::body::{Body, BoxError};
 use crate::wasm::{Direction, HeaderPairs, SlotError, StreamEvent};
 use bytes::Bytes;
@@ -109,7 +109,11 @@ impl FilteredBody {
             Outcome::Next => None,
             Outcome::Reply(response) => {
                 if self.direction == Direction::Request {
-                    self.shared.set_local_reply(response);
+                    // Request filters run in configuration order: the index is the position.
+                    self.shared.set_local_reply(FilterReply {
+                        from: index,
+                        response,
+                    });
                 }
                 Some(Push::Fail("a Wasm filter stopped the stream"))
             }

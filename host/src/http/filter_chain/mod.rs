@@ -17,8 +17,9 @@
 //! Semantics (Envoy's): a callback that returns `Pause` holds its direction until the module
 //! calls `proxy_continue_stream`, answers with `proxy_send_local_response` or closes the
 //! stream; a paused body keeps buffering, and the filter sees everything buffered so far on
-//! each call. Local replies (a filter's, or the router's own 404/503/...) pass through every
-//! filter's response callbacks. A filter whose VM fails answers 500 (or is skipped for the
+//! each call. The router's answers (the upstream's, or its own 404/503/...) pass back through
+//! every filter; a filter's local reply only through the filters before it (checked against
+//! Envoy 1.40 with the same modules). A filter whose VM fails answers 500 (or is skipped for the
 //! rest of the stream with `fail_open`). The stream's contexts end (`proxy_on_log`,
 //! `proxy_on_done`, `proxy_on_delete`) when both bodies are done or dropped.
 //!
@@ -113,18 +114,22 @@ impl FilterChain {
             local_reply: Mutex::new(None),
         });
         let order: Vec<usize> = (0..self.slots.len()).collect();
-        let response = match filter_request(&shared, &order, request).await {
+        let reply = match filter_request(&shared, &order, request).await {
             Ok(request) => {
                 *route.lock().unwrap_or_else(PoisonError::into_inner) =
                     route_props(routes, &request);
                 let response = next(request).await;
-                shared.take_local_reply().unwrap_or(response)
+                shared.take_local_reply().unwrap_or(FilterReply {
+                    from: order.len(),
+                    response,
+                })
             }
-            // As in Envoy, local replies pass through the response callbacks too.
             Err(reply) => reply,
         };
-        let reverse: Vec<usize> = order.into_iter().rev().collect();
-        filter_response(shared, reverse, response).await
+        // As in Envoy, a response passes back through the filters that saw the request: all of
+        // them for the upstream's (or the router's) answer, those before a filter that replied.
+        let reverse: Vec<usize> = order[..reply.from].iter().rev().copied().collect();
+        filter_response(shared, reverse, reply.response).await
     }
 }
 
@@ -134,12 +139,15 @@ async fn filter_request(
     shared: &Arc<Shared>,
     order: &[usize],
     request: Request<Body>,
-) -> Result<Request<Body>, Response<Body>> {
+) -> Result<Request<Body>, FilterReply> {
     let (mut parts, request_body) = request.into_parts();
     let end_of_stream = request_body.is_end_stream();
     let pairs = request_pairs(&parts);
     let pairs = run_headers(shared, order, Direction::Request, pairs, end_of_stream).await?;
-    apply_request_pairs(&mut parts, &pairs).map_err(bad_request)?;
+    apply_request_pairs(&mut parts, &pairs).map_err(|problem| FilterReply {
+        from: order.len(),
+        response: bad_request(problem),
+    })?;
     let request_body = if end_of_stream {
         // Envoy calls no body callback for a request without a body.
         request_body
@@ -167,7 +175,7 @@ async fn filter_response(
     let pairs =
         match run_headers(&shared, &reverse, Direction::Response, pairs, end_of_stream).await {
             Ok(pairs) => pairs,
-            Err(reply) => return reply,
+            Err(reply) => return reply.response,
         };
     apply_response_pairs(&mut parts, &pairs);
     if end_of_stream {
@@ -188,22 +196,30 @@ struct Shared {
     /// Per filter: its context, or `None` once it is skipped (failed open).
     filters: Mutex<Vec<Option<StreamHandle>>>,
     /// A local reply a filter made while the request body was streaming.
-    local_reply: Mutex<Option<Response<Body>>>,
+    local_reply: Mutex<Option<FilterReply>>,
+}
+
+/// A response a filter made (a local reply, or a 500 for its failure) instead of the
+/// upstream's.
+struct FilterReply {
+    /// The position of the filter that made it: only the filters before it see it.
+    from: usize,
+    response: Response<Body>,
 }
 
 impl Shared {
-    fn take_local_reply(&self) -> Option<Response<Body>> {
+    fn take_local_reply(&self) -> Option<FilterReply> {
         self.local_reply
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
     }
 
-    fn set_local_reply(&self, response: Response<Body>) {
+    fn set_local_reply(&self, reply: FilterReply) {
         *self
             .local_reply
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(response);
+            .unwrap_or_else(PoisonError::into_inner) = Some(reply);
     }
 
     /// Runs `f` on filter `index` if it is still in the chain.
@@ -301,8 +317,12 @@ async fn run_headers(
     direction: Direction,
     mut pairs: HeaderPairs,
     end_of_stream: bool,
-) -> Result<HeaderPairs, Response<Body>> {
-    for &index in order {
+) -> Result<HeaderPairs, FilterReply> {
+    for (position, &index) in order.iter().enumerate() {
+        let reply = |response| FilterReply {
+            from: position,
+            response,
+        };
         let called = shared.with_filter(index, |h| {
             h.headers(direction, pairs.clone(), end_of_stream)
         });
@@ -319,13 +339,13 @@ async fn run_headers(
             },
         };
         match outcome {
-            Outcome::Reply(response) => return Err(response),
+            Outcome::Reply(response) => return Err(reply(response)),
             Outcome::Next => {
                 match shared.with_filter(index, |h| h.current_headers(direction, false)) {
                     Some(Ok(current)) => pairs = current,
                     Some(Err(_)) => {
                         if let Outcome::Reply(response) = on_event(shared, index, None) {
-                            return Err(response);
+                            return Err(reply(response));
                         }
                     }
                     None => {}
