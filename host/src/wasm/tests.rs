@@ -290,3 +290,43 @@ static_resources:
     );
     assert!(error.message.contains("bogus"), "{error}");
 }
+
+/// Response trailers are a map of their own (`HttpResponseTrailers`), and body callbacks see
+/// the bytes buffered so far and may replace them.
+#[test]
+fn trailers_and_body_buffers_are_reachable_from_their_callbacks() {
+    let imports = r#"
+        (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+        (import "env" "proxy_set_buffer_bytes" (func $set (param i32 i32 i32 i32 i32) (result i32)))"#;
+    let extra = r#"
+        (func (export "proxy_on_response_trailers") (param i32 i32) (result i32)
+          (drop (call $add (i32.const 3) (i32.const 100) (i32.const 3) (i32.const 103) (i32.const 1)))
+          (i32.const 0))
+        (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32)
+          ;; replace everything buffered with "x-b"
+          (drop (call $set (i32.const 1) (i32.const 0) (local.get 1) (i32.const 104) (i32.const 3)))
+          (i32.const 0))"#;
+    let code = module(
+        weir_abi::names::ABI_VERSION_0_2_1,
+        imports,
+        "(i32.const 1)",
+        extra,
+    );
+    let plugin = Plugin::load(spec(code, "")).unwrap();
+    let mut vm = Vm::start(&plugin, Default::default()).unwrap();
+    let (events_tx, _events) = tokio::sync::mpsc::unbounded_channel();
+    let id = vm
+        .create_stream(StreamData::new(stream_info(), events_tx))
+        .unwrap();
+    vm.stream_mut(id).unwrap().response_body = b"original body".to_vec();
+    let action = vm.on_body(id, Direction::Response, 13, true).unwrap();
+    assert_eq!(action, Action::Continue);
+    assert_eq!(vm.stream_mut(id).unwrap().response_body, b"x-b");
+    let action = vm.on_trailers(id, Direction::Response, 0).unwrap();
+    assert_eq!(action, Action::Continue);
+    assert_eq!(
+        vm.stream_mut(id).unwrap().response_trailers,
+        vec![("x-a".to_string(), Bytes::from_static(b"1"))]
+    );
+    assert!(vm.stream_mut(id).unwrap().request_trailers.is_empty());
+}
