@@ -10,12 +10,14 @@
 //! - `abi/`: the raw host functions the module imports, by area, separate from the contexts
 //!   (`state.rs`, `context.rs`) they act on;
 //! - [`reload`]: hot reload of a plugin's module file ([`PluginHandle`]);
+//! - `callout.rs`: `proxy_http_call` requests sent through the worker's pools;
 //! - `shared.rs`, `metrics.rs`, `properties.rs`: process-wide shared data and queues, plugin
 //!   metrics, and the properties a module may read.
 //!
 //! The filter chain that drives stream contexts lives in [`crate::http::filter_chain`].
 
 mod abi;
+mod callout;
 pub mod context;
 pub mod engine;
 mod memory;
