@@ -11,7 +11,7 @@ run: release
 	./target/release/weir --log-level info
 
 ## test: every test (unit and end to end), plus fmt and clippy
-test: deps wasm-filters envoy
+test: deps wasm-filters wasm-fixtures envoy
 	$(CARGO) fmt --all -- --check
 	$(CARGO) build -p weir --bin weir
 	$(CARGO) test --workspace

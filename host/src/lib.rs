@@ -12,4 +12,5 @@ pub mod route;
 pub mod stats;
 pub mod tunnel;
 pub mod upstream;
+pub mod wasm;
 pub mod worker;

@@ -15,6 +15,7 @@ pub mod tcp_server;
 pub mod tls;
 pub mod tunnel_client;
 pub mod upgrade_app;
+pub mod wasm;
 pub mod weir;
 pub mod ws_echo;
 

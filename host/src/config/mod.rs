@@ -8,6 +8,7 @@
 pub mod duration;
 pub mod schema;
 pub mod typed;
+pub mod wasm;
 
 use crate::route::RouteTable;
 use crate::upstream::{self, ClusterSpec};
@@ -125,7 +126,7 @@ pub struct UpgradeSetting {
     /// Allowed unless a route says otherwise.
     pub enabled: bool,
     /// The filter chain for this type, replacing the default one.
-    pub filters: Option<Vec<typed::HttpFilter>>,
+    pub filters: Option<Vec<std::sync::Arc<crate::wasm::PluginHandle>>>,
 }
 
 /// One listener with its HTTP connection manager.
@@ -184,6 +185,8 @@ pub struct HttpManagerConfig {
     pub server_name: String,
     /// Close connections this long after they opened.
     pub max_connection_duration: Option<Duration>,
+    /// The Wasm plugins of `http_filters`, in order (the router, always last, is not listed).
+    pub http_filters: Vec<std::sync::Arc<crate::wasm::PluginHandle>>,
     /// `upgrade_configs`.
     pub upgrades: Vec<UpgradeSetting>,
 }
@@ -286,6 +289,18 @@ fn build(
         clusters.push(cluster_spec(cluster, &path)?);
     }
     let cluster_names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    let node = crate::wasm::NodeInfo {
+        id: bootstrap
+            .node
+            .as_ref()
+            .map(|n| n.id.clone())
+            .unwrap_or_default(),
+        cluster: bootstrap
+            .node
+            .as_ref()
+            .map(|n| n.cluster.clone())
+            .unwrap_or_default(),
+    };
     let mut listeners = Vec::new();
     let mut tcp_listeners = Vec::new();
     for (i, listener) in bootstrap.static_resources.listeners.iter().enumerate() {
@@ -294,7 +309,7 @@ fn build(
             tcp_listeners.push(tcp);
             continue;
         }
-        let built = listener_config(listener, &path, &cluster_names)?;
+        let built = listener_config(listener, &path, &cluster_names, &node)?;
         if listeners
             .iter()
             .any(|l: &ListenerConfig| l.name == built.name)
@@ -437,6 +452,7 @@ fn listener_config(
     listener: &schema::Listener,
     path: &str,
     clusters: &[&str],
+    node: &crate::wasm::NodeInfo,
 ) -> Result<ListenerConfig, FieldError> {
     let address = listen_address(&listener.address, &format!("{path}.address"))?;
     let name = if listener.name.is_empty() {
@@ -485,7 +501,7 @@ fn listener_config(
             "expected envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy",
         ));
     };
-    let http = http_manager_config(hcm, &filter_path, clusters)?;
+    let http = http_manager_config(hcm, &filter_path, clusters, node)?;
     Ok(ListenerConfig {
         name,
         address,
@@ -498,16 +514,26 @@ fn http_manager_config(
     hcm: &schema::HttpConnectionManager,
     path: &str,
     clusters: &[&str],
+    node: &crate::wasm::NodeInfo,
 ) -> Result<HttpManagerConfig, FieldError> {
-    for (i, filter) in hcm.http_filters.iter().enumerate() {
-        let HttpFilterConfig::Router(_) = &filter.config;
-        if i + 1 != hcm.http_filters.len() {
-            return Err(FieldError::new(
-                format!("{path}.http_filters[{i}]"),
-                "the router must be the last HTTP filter",
-            ));
-        }
+    let http_filters = http_filters(&hcm.http_filters, &format!("{path}.http_filters"), node)?;
+    let mut upgrades = Vec::new();
+    for (u, upgrade) in hcm.upgrade_configs.iter().enumerate() {
+        let filters = match &upgrade.filters {
+            Some(filters) => Some(self::http_filters(
+                filters,
+                &format!("{path}.upgrade_configs[{u}].filters"),
+                node,
+            )?),
+            None => None,
+        };
+        upgrades.push(UpgradeSetting {
+            upgrade_type: upgrade.upgrade_type.to_ascii_lowercase(),
+            enabled: upgrade.enabled.unwrap_or(true),
+            filters,
+        });
     }
+
     let routes = RouteTable::build(&hcm.route_config, &format!("{path}.route_config"), clusters)?;
     let common = hcm.common_http_protocol_options.clone().unwrap_or_default();
     let h2 = hcm.http2_protocol_options.clone().unwrap_or_default();
@@ -548,16 +574,43 @@ fn http_manager_config(
         generate_request_id: hcm.generate_request_id.unwrap_or(true),
         server_name: hcm.server_name.clone().unwrap_or_else(|| "weir".into()),
         max_connection_duration: nonzero(common.max_connection_duration.map(|d| d.get())),
-        upgrades: hcm
-            .upgrade_configs
-            .iter()
-            .map(|u| UpgradeSetting {
-                upgrade_type: u.upgrade_type.to_ascii_lowercase(),
-                enabled: u.enabled.unwrap_or(true),
-                filters: u.filters.clone(),
-            })
-            .collect(),
+        http_filters,
+        upgrades,
     })
+}
+
+/// Reads a list of `http_filters` (at `path`) into the Wasm plugins it runs, in order,
+/// loading and compiling each module. The router must be last (and may be absent, as in
+/// `upgrade_configs[].filters`).
+pub fn http_filters(
+    filters: &[typed::HttpFilter],
+    path: &str,
+    node: &crate::wasm::NodeInfo,
+) -> Result<Vec<std::sync::Arc<crate::wasm::PluginHandle>>, FieldError> {
+    let mut plugins = Vec::new();
+    for (i, filter) in filters.iter().enumerate() {
+        let filter_path = format!("{path}[{i}]");
+        match &filter.config {
+            HttpFilterConfig::Router(_) => {
+                if i + 1 != filters.len() {
+                    return Err(FieldError::new(
+                        filter_path,
+                        "the router must be the last HTTP filter",
+                    ));
+                }
+            }
+            HttpFilterConfig::Wasm(wasm_config) => {
+                let typed_path = format!("{filter_path}.typed_config");
+                let spec = wasm::plugin_spec(wasm_config, &typed_path, node)?;
+                let source = spec.source.clone();
+                let plugin = crate::wasm::Plugin::load(spec.clone()).map_err(|e| {
+                    FieldError::new(format!("{typed_path}.config.vm_config.code.local"), e)
+                })?;
+                plugins.push(crate::wasm::PluginHandle::new(plugin, spec, source));
+            }
+        }
+    }
+    Ok(plugins)
 }
 
 /// Envoy's convention: a zero duration disables the timeout.

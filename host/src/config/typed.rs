@@ -35,6 +35,8 @@ pub mod type_names {
         "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
     /// Upstream TLS.
     pub const UPSTREAM_TLS: &str = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+    /// The proxy-wasm HTTP filter.
+    pub const WASM: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
     /// Upstream HTTP protocol options.
     pub const HTTP_PROTOCOL_OPTIONS: &str =
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -204,6 +206,8 @@ pub struct HttpFilter {
 pub enum HttpFilterConfig {
     /// `envoy.filters.http.router`: forwards to the route's cluster. Always last.
     Router(RouterConfig),
+    /// `envoy.filters.http.wasm`: a proxy-wasm module (see [`super::wasm`]).
+    Wasm(Box<super::wasm::WasmFilterConfig>),
 }
 
 /// `envoy.extensions.filters.http.router.v3.Router`.
@@ -222,11 +226,14 @@ impl<'de> Deserialize<'de> for HttpFilter {
             split_typed(&raw.name, raw.typed_config).map_err(D::Error::custom)?;
         let config = match type_name.as_str() {
             type_names::ROUTER => HttpFilterConfig::Router(typed(value).map_err(D::Error::custom)?),
+            type_names::WASM => {
+                HttpFilterConfig::Wasm(Box::new(typed(value).map_err(D::Error::custom)?))
+            }
             other => {
                 return Err(D::Error::custom(unsupported(
                     "HTTP filter",
                     other,
-                    &[type_names::ROUTER],
+                    &[type_names::ROUTER, type_names::WASM],
                 )));
             }
         };

@@ -86,7 +86,6 @@ pub fn new_request_id() -> HeaderValue {
     }
     HeaderValue::from_bytes(&text)
         .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
-
 }
 
 #[cfg(test)]

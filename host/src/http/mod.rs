@@ -2,6 +2,7 @@
 //! and local replies.
 
 mod deadline;
+pub mod filter_chain;
 pub mod headers;
 pub mod local_reply;
 mod server;
@@ -22,6 +23,11 @@ pub struct HttpManager {
     stats: HttpStats,
     pools: WorkerPools,
     codecs: server::Codecs,
+    /// The Wasm `http_filters`, with this worker's VMs.
+    filters: filter_chain::FilterChain,
+    /// The chains of `upgrade_configs[].filters`, by upgrade type (lowercase); an upgrade of
+    /// such a type runs its own chain instead of `filters`.
+    upgrade_filters: Vec<(String, filter_chain::FilterChain)>,
     /// The `server` header of proxied responses, checked once.
     server_header: Option<http::HeaderValue>,
 }
@@ -32,7 +38,19 @@ impl HttpManager {
         let stats = HttpStats::new(&config.stat_prefix);
         let codecs = server::Codecs::new(&config);
         let server_header = http::HeaderValue::from_str(&config.server_name).ok();
+        let filters = filter_chain::FilterChain::new(&config.http_filters, &pools);
+        let upgrade_filters = config
+            .upgrades
+            .iter()
+            .filter_map(|u| {
+                let chain = filter_chain::FilterChain::new(u.filters.as_deref()?, &pools);
+                Some((u.upgrade_type.clone(), chain))
+            })
+            .collect();
         Arc::new(HttpManager {
+            filters,
+            upgrade_filters,
+
             config,
             stats,
             pools,

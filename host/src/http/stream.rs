@@ -3,6 +3,8 @@
 //! Every request passes these phases, in this order; a phase that answers locally ends the
 //! stream there:
 //!
+//! 0. **HTTP filters** ([`super::filter_chain`]), when the listener has any: they see the
+//!    request before routing and the response after; phases 1-6 run inside them;
 //! 1. **admission** ([`HttpManager::admit`]): header count, a host, methods and upgrades this
 //!    listener does not take (CONNECT and upgrades are off unless configured: 403);
 //! 2. **route** ([`crate::route::RouteTable::find`]): virtual host by host, then the first
@@ -51,15 +53,45 @@ impl HttpManager {
     {
         let stats = &self.stats;
         stats.rq_total.inc();
-        let response = match self.route_and_forward(request, conn).await {
+        // An upgrade whose type has its own chain runs that chain alone.
+        let filters = match upgrade::tunnel_kind(&request) {
+            Ok(Some(kind)) if !self.upgrade_filters.is_empty() => self
+                .upgrade_filters
+                .iter()
+                .find(|(upgrade_type, _)| upgrade_type == kind.upgrade_type())
+                .map_or(&self.filters, |(_, chain)| chain),
+            _ => &self.filters,
+        };
+        let response = if filters.is_empty() {
+            self.respond(request, conn).await
+        } else {
+            let mut request = request.map(body::boxed);
+            // As Envoy, the request id exists before the filters run (`request.id`).
+            if self.config.generate_request_id && !request.headers().contains_key(&X_REQUEST_ID) {
+                let id = headers::new_request_id();
+                request.headers_mut().insert(X_REQUEST_ID.clone(), id);
+            }
+            let next = |request| self.respond(request, conn);
+            let routes = &self.config.routes;
+            filters.run(request, conn, routes, next).await
+        };
+        stats.count_response(response.status().as_u16());
+        response
+    }
+
+    /// Phases 1-6 (inside the HTTP filters, when there are any); every problem is a local reply.
+    async fn respond<B>(&self, request: Request<B>, conn: &ConnectionInfo) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        match self.route_and_forward(request, conn).await {
             Ok(response) => response,
             Err(reply) => {
                 tracing::debug!(status = %reply.status(), ?reply, "local reply");
                 reply.into_response()
             }
-        };
-        stats.count_response(response.status().as_u16());
-        response
+        }
     }
 
     async fn route_and_forward<B>(

@@ -45,7 +45,6 @@ impl PathMatcher {
             return Ok(PathMatcher::Connect);
         }
         match (
-
             &route_match.prefix,
             &route_match.path,
             &route_match.safe_regex,

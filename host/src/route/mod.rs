@@ -191,7 +191,6 @@ impl RouteTable {
             host.into()
         };
         self.find_host(&host)
-
             .or_else(|| strip_port(&host).and_then(|bare| self.find_host(bare)))
             .or(self.catch_all)
             .and_then(|i| self.virtual_hosts.get(i))

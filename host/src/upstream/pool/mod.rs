@@ -61,6 +61,11 @@ impl WorkerPools {
         }
     }
 
+    /// Whether `cluster` is configured.
+    pub fn has_cluster(&self, cluster: &str) -> bool {
+        self.inner.manager.has_cluster(cluster)
+    }
+
     /// Picks a healthy host by the cluster's `lb_policy`, gets a connection from this worker's
     /// pool (circuit breakers apply), sends `req` and returns the response head with its
     /// streamed body.

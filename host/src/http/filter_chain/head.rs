@@ -1,0 +1,295 @@
+//! Between hyper's heads and the ABI's header maps, and the responses the chain makes itself.
+
+use crate::body::{self, Body};
+use crate::route::{RouteAction, RouteTable};
+use crate::wasm::{HeaderPairs, LocalResponse, RouteProps};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+
+/// The route `request` matches, as properties show it.
+pub(super) fn route_props<B>(routes: &RouteTable, request: &Request<B>) -> Option<RouteProps> {
+    let host = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| request.headers().get(http::header::HOST)?.to_str().ok())?;
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let route = routes.find(host, path, request.headers())?;
+    Some(RouteProps {
+        name: route.name.clone().unwrap_or_default(),
+        cluster: match &route.action {
+            RouteAction::Forward(action) => action.cluster.clone(),
+            RouteAction::Direct { .. } => String::new(),
+        },
+    })
+}
+
+pub(super) fn protocol_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn pair(name: &str, value: impl Into<Bytes>) -> (String, Bytes) {
+    (name.to_string(), value.into())
+}
+
+/// The request head as the ABI's map: `:method`, `:scheme`, `:authority`, `:path`, headers.
+pub(super) fn request_pairs(parts: &http::request::Parts) -> HeaderPairs {
+    let mut pairs = Vec::with_capacity(parts.headers.len() + 4);
+    pairs.push(pair(
+        ":method",
+        Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
+    ));
+    let scheme = parts.uri.scheme_str().unwrap_or("http");
+    pairs.push(pair(":scheme", Bytes::copy_from_slice(scheme.as_bytes())));
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| Bytes::copy_from_slice(a.as_str().as_bytes()))
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .map(|h| Bytes::copy_from_slice(h.as_bytes()))
+        })
+        .unwrap_or_default();
+    pairs.push(pair(":authority", authority));
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    pairs.push(pair(":path", Bytes::copy_from_slice(path.as_bytes())));
+    pairs.extend(crate::wasm::context::pairs_of(&parts.headers).filter(|(name, _)| name != "host"));
+    pairs
+}
+
+/// Puts the filters' request map back into the request head.
+pub(super) fn apply_request_pairs(
+    parts: &mut http::request::Parts,
+    pairs: &HeaderPairs,
+) -> Result<(), &'static str> {
+    let mut headers = HeaderMap::with_capacity(pairs.len());
+    let mut path = None;
+    let mut authority = None;
+    for (name, value) in pairs {
+        match name.as_str() {
+            ":method" => match Method::from_bytes(value) {
+                Ok(method) => parts.method = method,
+                Err(_) => return Err("invalid :method set by a Wasm filter"),
+            },
+            ":path" => path = Some(value.clone()),
+            ":authority" => authority = Some(value.clone()),
+            pseudo if pseudo.starts_with(':') => {}
+            _ => append(&mut headers, name, value),
+        }
+    }
+    if let Some(authority) = &authority
+        && !authority.is_empty()
+    {
+        match HeaderValue::from_bytes(authority) {
+            Ok(host) => {
+                headers.insert(http::header::HOST, host);
+            }
+            Err(_) => return Err("invalid :authority set by a Wasm filter"),
+        }
+    }
+    let path = path.unwrap_or_else(|| Bytes::from_static(b"/"));
+    let uri = match (parts.uri.scheme_str(), &authority) {
+        (Some(scheme), Some(authority)) if !authority.is_empty() => {
+            Uri::try_from([scheme.as_bytes(), b"://", authority, &path].concat())
+        }
+        _ => Uri::try_from(path.to_vec()),
+    };
+    parts.uri = uri.map_err(|_| "invalid :path set by a Wasm filter")?;
+    parts.headers = headers;
+    Ok(())
+}
+
+/// The response head as the ABI's map: `:status`, then the headers.
+pub(super) fn response_pairs(parts: &http::response::Parts) -> HeaderPairs {
+    let mut pairs = Vec::with_capacity(parts.headers.len() + 1);
+    pairs.push(pair(
+        ":status",
+        Bytes::from(parts.status.as_u16().to_string()),
+    ));
+    pairs.extend(crate::wasm::context::pairs_of(&parts.headers));
+    pairs
+}
+
+pub(super) fn apply_response_pairs(parts: &mut http::response::Parts, pairs: &HeaderPairs) {
+    let mut headers = HeaderMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        if name == ":status" {
+            if let Some(status) = std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.parse::<u16>().ok())
+                .and_then(|s| StatusCode::from_u16(s).ok())
+            {
+                parts.status = status;
+            }
+        } else if !name.starts_with(':') {
+            append(&mut headers, name, value);
+        }
+    }
+    parts.headers = headers;
+}
+
+pub(super) fn header_map(pairs: &HeaderPairs) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        append(&mut headers, name, value);
+    }
+    headers
+}
+
+/// Appends one header; names or values HTTP does not allow are dropped (and logged).
+fn append(headers: &mut HeaderMap, name: &str, value: &Bytes) {
+    match (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_bytes(value),
+    ) {
+        (Ok(name), Ok(value)) => {
+            headers.append(name, value);
+        }
+        _ => tracing::debug!(
+            header = name,
+            "dropping an invalid header set by a Wasm filter"
+        ),
+    }
+}
+
+/// A module's `proxy_send_local_response` as a response.
+pub(super) fn local_response(reply: LocalResponse) -> Response<Body> {
+    let mut response = Response::new(body::full(reply.body.clone()));
+    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    let headers = response.headers_mut();
+    for (name, value) in &reply.headers {
+        append(headers, name, value);
+    }
+    if !reply.body.is_empty() && !headers.contains_key(http::header::CONTENT_TYPE) {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+    }
+    headers.insert(
+        http::header::CONTENT_LENGTH,
+        HeaderValue::from(reply.body.len()),
+    );
+    response
+}
+
+fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(body::full(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    response
+}
+
+/// A filter's VM failed and the plugin does not fail open.
+pub(super) fn failure_response() -> Response<Body> {
+    text_response(StatusCode::INTERNAL_SERVER_ERROR, "wasm filter failed\n")
+}
+
+/// A filter closed the stream.
+pub(super) fn closed_response() -> Response<Body> {
+    text_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "stream closed by a wasm filter\n",
+    )
+}
+
+pub(super) fn bad_request(text: &'static str) -> Response<Body> {
+    text_response(StatusCode::BAD_REQUEST, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(pairs: &HeaderPairs) -> Vec<&str> {
+        pairs.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    #[test]
+    fn request_head_round_trips_through_the_abi_map() {
+        let request = Request::post("/a/b?c=1")
+            .header("host", "example.com")
+            .header("x-one", "1")
+            .header("x-one", "2")
+            .body(())
+            .unwrap();
+        let (mut parts, ()) = request.into_parts();
+        let pairs = request_pairs(&parts);
+        assert_eq!(
+            names(&pairs),
+            [
+                ":method",
+                ":scheme",
+                ":authority",
+                ":path",
+                "x-one",
+                "x-one"
+            ]
+        );
+        assert_eq!(pairs[2].1, "example.com");
+        let mut edited = pairs.clone();
+        edited[0].1 = Bytes::from_static(b"PUT");
+        edited[2].1 = Bytes::from_static(b"other.example");
+        edited[3].1 = Bytes::from_static(b"/new?x=y");
+        edited.push(("x-two".into(), Bytes::from_static(b"2")));
+        apply_request_pairs(&mut parts, &edited).unwrap();
+        assert_eq!(parts.method, Method::PUT);
+        assert_eq!(parts.uri, "/new?x=y");
+        assert_eq!(parts.headers["host"], "other.example");
+        assert_eq!(parts.headers.get_all("x-one").iter().count(), 2);
+        assert_eq!(parts.headers["x-two"], "2");
+    }
+
+    #[test]
+    fn invalid_pseudo_headers_from_a_filter_are_refused() {
+        let (mut parts, ()) = Request::get("/").body(()).unwrap().into_parts();
+        let bad_method = vec![(":method".to_string(), Bytes::from_static(b"BAD METHOD"))];
+        assert!(apply_request_pairs(&mut parts, &bad_method).is_err());
+        let bad_path = vec![(":path".to_string(), Bytes::from_static(b"/with space"))];
+        assert!(apply_request_pairs(&mut parts, &bad_path).is_err());
+    }
+
+    #[test]
+    fn response_status_and_headers_round_trip() {
+        let (mut parts, ()) = Response::builder()
+            .status(201)
+            .header("x-a", "1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut pairs = response_pairs(&parts);
+        assert_eq!(names(&pairs), [":status", "x-a"]);
+        pairs[0].1 = Bytes::from_static(b"418");
+        pairs.push(("bad header".into(), Bytes::from_static(b"dropped")));
+        apply_response_pairs(&mut parts, &pairs);
+        assert_eq!(parts.status, StatusCode::IM_A_TEAPOT);
+        assert_eq!(parts.headers.len(), 1);
+    }
+
+    #[test]
+    fn local_response_has_its_headers_and_length() {
+        let response = local_response(LocalResponse {
+            status: 403,
+            details: "denied".into(),
+            body: Bytes::from_static(b"no"),
+            headers: vec![("x-why".into(), Bytes::from_static(b"policy"))],
+        });
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.headers()["x-why"], "policy");
+        assert_eq!(response.headers()["content-length"], "2");
+    }
+}

@@ -1,0 +1,367 @@
+//! The HTTP filter chain: a connection manager's `http_filters` (Wasm plugins) run around the
+//! router, as Envoy runs them.
+//!
+//! ```text
+//! request headers  -> filter 0 -> filter 1 -> ... -> next (route + forward)
+//! request body     -> filter 0 -> filter 1 -> ... -> upstream
+//! response headers <- filter 0 <- filter 1 <- ... <- next's response
+//! response body    <- filter 0 <- filter 1 <- ... <- upstream
+//! ```
+//!
+//! The API is [`FilterChain::new`] (per worker, from any list of plugins: a listener's
+//! `http_filters`, or an upgrade type's filters), [`FilterChain::is_empty`] and
+//! [`FilterChain::run`], which wraps whatever produces the response (`next`). Because routing
+//! runs inside `next`, the route is looked up on the headers as the filters left them; the
+//! `routes` given to `run` only serve the `xds.route_name`/`xds.cluster_name` properties.
+//!
+//! Semantics (Envoy's): a callback that returns `Pause` holds its direction until the module
+//! calls `proxy_continue_stream`, answers with `proxy_send_local_response` or closes the
+//! stream; a paused body keeps buffering, and the filter sees everything buffered so far on
+//! each call. The router's answers (the upstream's, or its own 404/503/...) pass back through
+//! every filter; a filter's local reply only through the filters before it (checked against
+//! Envoy 1.40 with the same modules). A filter whose VM fails answers 500 (or is skipped for the
+//! rest of the stream with `fail_open`). The stream's contexts end (`proxy_on_log`,
+//! `proxy_on_done`, `proxy_on_delete`) when both bodies are done or dropped.
+//!
+//! Where weir differs: `proxy_close_stream` answers 503 (Envoy resets the stream); admission
+//! (header count, refused CONNECT or upgrade) runs inside `next`, after the request filters.
+//!
+//! A chain with no filters is never entered: the caller checks [`FilterChain::is_empty`].
+
+use super::stream::ConnectionInfo;
+use crate::body::{self, Body};
+use crate::route::RouteTable;
+use crate::upstream::WorkerPools;
+use crate::wasm::{
+    Direction, HeaderPairs, PluginHandle, StreamEvent, StreamHandle, StreamInfo, VmSlot,
+};
+use http::{Request, Response};
+use http_body::Body as _;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use weir_abi::{Action, StreamType};
+
+mod filtered_body;
+mod head;
+
+use filtered_body::FilteredBody;
+use head::{
+    apply_request_pairs, apply_response_pairs, bad_request, closed_response, failure_response,
+    local_response, protocol_name, request_pairs, response_pairs, route_props,
+};
+
+/// The filters of one chain on one worker.
+pub struct FilterChain {
+    slots: Vec<Arc<VmSlot>>,
+}
+
+impl FilterChain {
+    /// A chain running `plugins` in order, each in its own VM on this worker, with callouts
+    /// through `pools`. Call on the worker's runtime (the VMs' timers start there).
+    pub fn new(plugins: &[Arc<PluginHandle>], pools: &WorkerPools) -> FilterChain {
+        FilterChain {
+            slots: plugins
+                .iter()
+                .map(|plugin| VmSlot::new(plugin.clone(), pools.clone()))
+                .collect(),
+        }
+    }
+
+    /// A chain with no filters.
+    pub fn empty() -> FilterChain {
+        FilterChain { slots: Vec::new() }
+    }
+
+    /// Whether there is nothing to run (then [`FilterChain::run`] need not be called).
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Runs `request` through the filters, then `next` (routing and forwarding), then the
+    /// response back through the filters in reverse order. Never fails: a filter's failure
+    /// or local reply is the response.
+    pub async fn run<F, Fut>(
+        &self,
+        request: Request<Body>,
+        conn: &ConnectionInfo,
+        routes: &RouteTable,
+        next: F,
+    ) -> Response<Body>
+    where
+        F: FnOnce(Request<Body>) -> Fut,
+        Fut: Future<Output = Response<Body>>,
+    {
+        let info = StreamInfo {
+            source: conn.remote,
+            destination: conn.local,
+            tls: conn.tls,
+            protocol: protocol_name(request.version()),
+            start: std::time::SystemTime::now(),
+            route: Arc::new(Mutex::new(route_props(routes, &request))),
+        };
+        let route = info.route.clone();
+        let mut filters = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            match slot.start_stream(info.clone()) {
+                Ok(handle) => filters.push(Some(handle)),
+                Err(_) if slot.plugin().fail_open() => filters.push(None),
+                Err(_) => return failure_response(),
+            }
+        }
+        let shared = Arc::new(Shared {
+            filters: Mutex::new(filters),
+            local_reply: Mutex::new(None),
+        });
+        let order: Vec<usize> = (0..self.slots.len()).collect();
+        let reply = match filter_request(&shared, &order, request).await {
+            Ok(request) => {
+                *route.lock().unwrap_or_else(PoisonError::into_inner) =
+                    route_props(routes, &request);
+                let response = next(request).await;
+                shared.take_local_reply().unwrap_or(FilterReply {
+                    from: order.len(),
+                    response,
+                })
+            }
+            Err(reply) => reply,
+        };
+        // As in Envoy, a response passes back through the filters that saw the request: all of
+        // them for the upstream's (or the router's) answer, those before a filter that replied.
+        let reverse: Vec<usize> = order[..reply.from].iter().rev().copied().collect();
+        filter_response(shared, reverse, reply.response).await
+    }
+}
+
+/// The request phase: headers through every filter, then the body wrapped to run through
+/// them as it streams. `Err` is the reply to answer with instead.
+async fn filter_request(
+    shared: &Arc<Shared>,
+    order: &[usize],
+    request: Request<Body>,
+) -> Result<Request<Body>, FilterReply> {
+    let (mut parts, request_body) = request.into_parts();
+    let end_of_stream = request_body.is_end_stream();
+    let pairs = request_pairs(&parts);
+    let pairs = run_headers(shared, order, Direction::Request, pairs, end_of_stream).await?;
+    apply_request_pairs(&mut parts, &pairs).map_err(|problem| FilterReply {
+        from: order.len(),
+        response: bad_request(problem),
+    })?;
+    let request_body = if end_of_stream {
+        // Envoy calls no body callback for a request without a body.
+        request_body
+    } else {
+        body::boxed(FilteredBody::new(
+            request_body,
+            shared.clone(),
+            order.to_vec(),
+            Direction::Request,
+        ))
+    };
+    Ok(Request::from_parts(parts, request_body))
+}
+
+/// The response phase: headers through the filters in reverse order, then the body wrapped.
+/// The stream's contexts end when the returned body is done (or dropped).
+async fn filter_response(
+    shared: Arc<Shared>,
+    reverse: Vec<usize>,
+    response: Response<Body>,
+) -> Response<Body> {
+    let (mut parts, response_body) = response.into_parts();
+    let end_of_stream = response_body.is_end_stream();
+    let pairs = response_pairs(&parts);
+    let pairs =
+        match run_headers(&shared, &reverse, Direction::Response, pairs, end_of_stream).await {
+            Ok(pairs) => pairs,
+            Err(reply) => return reply.response,
+        };
+    apply_response_pairs(&mut parts, &pairs);
+    if end_of_stream {
+        return Response::from_parts(parts, response_body);
+    }
+    let response_body = body::boxed(FilteredBody::new(
+        response_body,
+        shared,
+        reverse,
+        Direction::Response,
+    ));
+    Response::from_parts(parts, response_body)
+}
+
+/// One stream's contexts, shared by the chain and the two bodies. Locked only for a callback
+/// (never across an `.await`).
+struct Shared {
+    /// Per filter: its context, or `None` once it is skipped (failed open).
+    filters: Mutex<Vec<Option<StreamHandle>>>,
+    /// A local reply a filter made while the request body was streaming.
+    local_reply: Mutex<Option<FilterReply>>,
+}
+
+/// A response a filter made (a local reply, or a 500 for its failure) instead of the
+/// upstream's.
+struct FilterReply {
+    /// The position of the filter that made it: only the filters before it see it.
+    from: usize,
+    response: Response<Body>,
+}
+
+impl Shared {
+    fn take_local_reply(&self) -> Option<FilterReply> {
+        self.local_reply
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    fn set_local_reply(&self, reply: FilterReply) {
+        *self
+            .local_reply
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(reply);
+    }
+
+    /// Runs `f` on filter `index` if it is still in the chain.
+    fn with_filter<R>(&self, index: usize, f: impl FnOnce(&mut StreamHandle) -> R) -> Option<R> {
+        let mut filters = self.filters.lock().unwrap_or_else(PoisonError::into_inner);
+        filters.get_mut(index).and_then(Option::as_mut).map(f)
+    }
+
+    /// After a failure of filter `index`: skip it when it fails open (`true`), else `false`.
+    fn fail(&self, index: usize) -> bool {
+        let mut filters = self.filters.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(slot) = filters.get_mut(index) else {
+            return false;
+        };
+        let fail_open = slot.as_ref().is_some_and(|h| h.plugin().fail_open());
+        if fail_open {
+            *slot = None;
+        }
+        fail_open
+    }
+
+    /// Waits for what filter `index` asks after pausing `direction`.
+    async fn wait(&self, index: usize, direction: Direction) -> Option<StreamEvent> {
+        std::future::poll_fn(|cx| self.poll_event(cx, index, direction)).await
+    }
+
+    fn poll_event(
+        &self,
+        cx: &mut Context<'_>,
+        index: usize,
+        direction: Direction,
+    ) -> Poll<Option<StreamEvent>> {
+        let mut filters = self.filters.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(Some(handle)) = filters.get_mut(index) else {
+            return Poll::Ready(None);
+        };
+        loop {
+            match handle.events().poll_recv(cx) {
+                Poll::Ready(Some(StreamEvent::Continue(t))) if t != stream_type(direction) => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// A request or response event that arrived during a callback that did not pause.
+    fn pending_event(&self, index: usize) -> Option<StreamEvent> {
+        self.with_filter(index, |handle| {
+            while let Ok(event) = handle.events().try_recv() {
+                if !matches!(event, StreamEvent::Continue(_)) {
+                    return Some(event);
+                }
+            }
+            None
+        })
+        .flatten()
+    }
+}
+
+fn stream_type(direction: Direction) -> StreamType {
+    match direction {
+        Direction::Request => StreamType::HttpRequest,
+        Direction::Response => StreamType::HttpResponse,
+    }
+}
+
+/// What a filter's turn ended with.
+enum Outcome {
+    /// Go on to the next filter.
+    Next,
+    /// Answer with this response.
+    Reply(Response<Body>),
+}
+
+/// What to do after filter `index` answered `event` (or failed, `None`/`VmFailed`).
+fn on_event(shared: &Shared, index: usize, event: Option<StreamEvent>) -> Outcome {
+    match event {
+        Some(StreamEvent::Continue(_)) => Outcome::Next,
+        Some(StreamEvent::LocalResponse(reply)) => Outcome::Reply(local_response(reply)),
+        Some(StreamEvent::Close) => Outcome::Reply(closed_response()),
+        Some(StreamEvent::VmFailed) | None => {
+            if shared.fail(index) {
+                Outcome::Next
+            } else {
+                Outcome::Reply(failure_response())
+            }
+        }
+    }
+}
+
+/// Runs the headers callbacks of `direction` over filters `order`; returns the headers as the
+/// last filter left them, or the response to answer with.
+async fn run_headers(
+    shared: &Shared,
+    order: &[usize],
+    direction: Direction,
+    mut pairs: HeaderPairs,
+    end_of_stream: bool,
+) -> Result<HeaderPairs, FilterReply> {
+    for (position, &index) in order.iter().enumerate() {
+        let reply = |response| FilterReply {
+            from: position,
+            response,
+        };
+        let called = shared.with_filter(index, |h| {
+            h.headers(direction, pairs.clone(), end_of_stream)
+        });
+        let outcome = match called {
+            None => continue,
+            Some(Err(_)) => on_event(shared, index, None),
+            Some(Ok(action)) => match shared.pending_event(index) {
+                Some(event) => on_event(shared, index, Some(event)),
+                None if action == Action::Pause => {
+                    let event = shared.wait(index, direction).await;
+                    on_event(shared, index, event)
+                }
+                None => Outcome::Next,
+            },
+        };
+        match outcome {
+            Outcome::Reply(response) => return Err(reply(response)),
+            Outcome::Next => {
+                match shared.with_filter(index, |h| h.current_headers(direction, false)) {
+                    Some(Ok(current)) => pairs = current,
+                    Some(Err(_)) => {
+                        if let Outcome::Reply(response) = on_event(shared, index, None) {
+                            return Err(reply(response));
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_chain_is_empty() {
+        assert!(FilterChain::empty().is_empty());
+    }
+}

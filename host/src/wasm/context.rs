@@ -1,0 +1,147 @@
+//! The host side of a module's HTTP contexts: what one stream holds while its filters run
+//! (header maps, buffered bodies, trailers, properties) and what a module asks of it
+//! ([`StreamEvent`]s: continue, local reply, close).
+//!
+//! The data lives in the VM's store ([`super::state::HostState::streams`]) for the life of the
+//! stream, so host functions called from any context (a callout's answer on the root context
+//! that switches with `proxy_set_effective_context`) find it. The filter chain moves headers in
+//! before a callback and takes them back after.
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+use tokio::sync::mpsc;
+
+/// A header map as the ABI sees it: lowercase keys, pseudo-headers as ordinary entries, in
+/// order, repeated keys kept.
+pub type HeaderPairs = Vec<(String, Bytes)>;
+
+/// What a module asked its stream to do; takes effect once the running callback returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// `proxy_continue_stream` (or 0.1.0 `proxy_continue_request/response`).
+    Continue(weir_abi::StreamType),
+    /// `proxy_send_local_response`.
+    LocalResponse(LocalResponse),
+    /// `proxy_close_stream`: reset the stream.
+    Close,
+    /// The VM that held this stream's context failed or was replaced.
+    VmFailed,
+}
+
+/// A reply a module makes instead of the upstream's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Why (Envoy's response code details).
+    pub details: String,
+    /// The body.
+    pub body: Bytes,
+    /// Extra headers.
+    pub headers: HeaderPairs,
+}
+
+/// The route a stream matched, for the `xds.route_name` and `xds.cluster_name` properties.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteProps {
+    /// The route's `name` (empty when it has none).
+    pub name: String,
+    /// The cluster it forwards to (empty for a direct response).
+    pub cluster: String,
+}
+
+/// What is known about a stream outside its headers, for properties.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    /// The route as of the last lookup (on arrival, then after the request filters), shared
+    /// by the stream's contexts in every filter.
+    pub route: std::sync::Arc<std::sync::Mutex<Option<RouteProps>>>,
+    /// The downstream peer.
+    pub source: SocketAddr,
+    /// The listener's address.
+    pub destination: SocketAddr,
+    /// Downstream TLS.
+    pub tls: bool,
+    /// The downstream protocol (`HTTP/1.1`, `HTTP/2`).
+    pub protocol: &'static str,
+    /// When the request arrived.
+    pub start: SystemTime,
+}
+
+/// One HTTP context's data inside a VM.
+#[derive(Debug)]
+pub struct StreamData {
+    /// Request headers, as the filters have left them.
+    pub request_headers: HeaderPairs,
+    /// Request body bytes buffered for the filter.
+    pub request_body: Vec<u8>,
+    /// Request trailers.
+    pub request_trailers: HeaderPairs,
+    /// Response headers.
+    pub response_headers: HeaderPairs,
+    /// Response body bytes buffered for the filter.
+    pub response_body: Vec<u8>,
+    /// Response trailers.
+    pub response_trailers: HeaderPairs,
+    /// Properties set by the module (filter state).
+    pub properties: HashMap<Vec<u8>, Vec<u8>>,
+    /// Connection and timing.
+    pub info: StreamInfo,
+    /// Where [`StreamEvent`]s go (the stream's side of the chain listens).
+    pub events: mpsc::UnboundedSender<StreamEvent>,
+}
+
+impl StreamData {
+    /// A stream with empty maps.
+    pub fn new(info: StreamInfo, events: mpsc::UnboundedSender<StreamEvent>) -> StreamData {
+        StreamData {
+            request_headers: Vec::new(),
+            request_body: Vec::new(),
+            request_trailers: Vec::new(),
+            response_headers: Vec::new(),
+            response_body: Vec::new(),
+            response_trailers: Vec::new(),
+            properties: HashMap::new(),
+            info,
+            events,
+        }
+    }
+}
+
+/// The answer to an HTTP callout, readable while `proxy_on_http_call_response` runs.
+#[derive(Debug, Default)]
+pub struct CallResponse {
+    /// Headers, `:status` first.
+    pub headers: HeaderPairs,
+    /// The body.
+    pub body: Vec<u8>,
+    /// Trailers.
+    pub trailers: HeaderPairs,
+}
+
+/// A callout a module asked for with `proxy_http_call`, started once its callback returns.
+#[derive(Debug)]
+pub struct PendingCall {
+    /// The token the module got.
+    pub token: u32,
+    /// The cluster.
+    pub cluster: String,
+    /// Headers with `:method`, `:path`, `:authority`.
+    pub headers: HeaderPairs,
+    /// The body.
+    pub body: Bytes,
+    /// Give up after this long.
+    pub timeout: std::time::Duration,
+}
+
+/// The pairs of an `http::HeaderMap` (names are lowercase already).
+pub fn pairs_of(headers: &http::HeaderMap) -> impl Iterator<Item = (String, Bytes)> + '_ {
+    headers.iter().map(|(name, value)| {
+        (
+            name.as_str().to_string(),
+            Bytes::copy_from_slice(value.as_bytes()),
+        )
+    })
+}

@@ -1,0 +1,183 @@
+//! A configured plugin: its module compiled and linked once per process (an `InstancePre`),
+//! its names and configuration bytes, its ABI version and its failure counter. Workers make
+//! their own VMs from it ([`super::VmSlot`]).
+
+use super::engine::{self, Limits};
+use super::state::HostState;
+use super::vm::Vm;
+use super::{WasmError, abi, module_cache};
+use prometheus::IntCounter;
+use std::sync::Arc;
+use wasmtime::{InstancePre, Module};
+use weir_abi::names;
+
+/// `node` of the bootstrap, for the `node.*` properties.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// `node.id`.
+    pub id: String,
+    /// `node.cluster`.
+    pub cluster: String,
+}
+
+/// What the config says about a plugin (see [`crate::config::wasm`]).
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// `config.name`.
+    pub name: String,
+    /// `config.root_id`.
+    pub root_id: String,
+    /// `config.vm_config.vm_id`.
+    pub vm_id: String,
+    /// The module's bytes.
+    pub code: Vec<u8>,
+    /// `config.vm_config.configuration`, as the module reads it.
+    pub vm_configuration: Vec<u8>,
+    /// `config.configuration`, as the module reads it.
+    pub plugin_configuration: Vec<u8>,
+    /// Pass streams through (instead of a 500) when the VM fails.
+    pub fail_open: bool,
+    /// The bootstrap's node.
+    pub node: NodeInfo,
+    /// The module's file, when it came from one (watched for hot reload).
+    pub source: Option<std::path::PathBuf>,
+}
+
+/// A plugin's names and configuration, shared by its VMs' stores.
+#[derive(Debug)]
+pub struct PluginInfo {
+    /// The name in logs and metrics (`config.name`, else the root id, else the VM id).
+    pub name: String,
+    /// `config.root_id`.
+    pub root_id: String,
+    /// `config.vm_config.vm_id`.
+    pub vm_id: String,
+    /// VM configuration bytes.
+    pub vm_configuration: Vec<u8>,
+    /// Plugin configuration bytes.
+    pub plugin_configuration: Vec<u8>,
+    /// Fail open.
+    pub fail_open: bool,
+    /// The bootstrap's node.
+    pub node: NodeInfo,
+}
+
+/// The proxy-wasm ABI version a module declares (by exporting `proxy_abi_version_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbiVersion {
+    /// 0.1.0: `proxy_on_request_headers(ctx, n)`, `proxy_continue_request`, ...
+    V0_1_0,
+    /// 0.2.0.
+    V0_2_0,
+    /// 0.2.1.
+    V0_2_1,
+}
+
+impl AbiVersion {
+    /// The version `module` declares; `None` for a module that is not proxy-wasm.
+    pub fn of(module: &Module) -> Option<AbiVersion> {
+        module.exports().find_map(|export| match export.name() {
+            names::ABI_VERSION_0_2_1 => Some(AbiVersion::V0_2_1),
+            names::ABI_VERSION_0_2_0 => Some(AbiVersion::V0_2_0),
+            names::ABI_VERSION_0_1_0 => Some(AbiVersion::V0_1_0),
+            _ => None,
+        })
+    }
+}
+
+/// A loaded plugin.
+pub struct Plugin {
+    info: Arc<PluginInfo>,
+    abi: AbiVersion,
+    pre: InstancePre<HostState>,
+    failures: IntCounter,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.info.name)
+            .field("root_id", &self.info.root_id)
+            .field("vm_id", &self.info.vm_id)
+            .field("abi", &self.abi)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// Compiles (or takes from the cache) and links the module, then starts one VM to check
+    /// that it starts and accepts its configuration, as Envoy does when it loads a plugin.
+    pub fn load(spec: PluginSpec) -> Result<Arc<Plugin>, WasmError> {
+        let engine = engine::engine()?;
+        let module = module_cache::compile(engine, &spec.code)?;
+        let abi = AbiVersion::of(&module).ok_or_else(|| {
+            WasmError::NotProxyWasm(format!(
+                "it exports none of {}",
+                names::ABI_VERSIONS.join(", ")
+            ))
+        })?;
+        let linker = abi::link(&module)?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| WasmError::Instantiate(format!("{e:#}")))?;
+        let name = [&spec.name, &spec.root_id, &spec.vm_id]
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "wasm".to_string());
+        let plugin = Arc::new(Plugin {
+            failures: super::metrics::vm_failures(&name),
+            info: Arc::new(PluginInfo {
+                name,
+                root_id: spec.root_id,
+                vm_id: spec.vm_id,
+                vm_configuration: spec.vm_configuration,
+                plugin_configuration: spec.plugin_configuration,
+                fail_open: spec.fail_open,
+                node: spec.node,
+            }),
+            abi,
+            pre,
+            limits: Limits::get(),
+        });
+        // Checked once here; the VM is dropped (workers make their own).
+        Vm::start(&plugin, Default::default())?;
+        Ok(plugin)
+    }
+
+    /// The name in logs and metrics.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// Whether streams pass through when its VM fails.
+    pub fn fail_open(&self) -> bool {
+        self.info.fail_open
+    }
+
+    /// The ABI version of its module.
+    pub fn abi(&self) -> AbiVersion {
+        self.abi
+    }
+
+    /// Names and configuration.
+    pub(crate) fn info(&self) -> &Arc<PluginInfo> {
+        &self.info
+    }
+
+    /// The linked module, ready to instantiate.
+    pub(crate) fn instance_pre(&self) -> &InstancePre<HostState> {
+        &self.pre
+    }
+
+    /// Its `weir_wasm_vm_failures_total` counter.
+    pub fn failures(&self) -> &IntCounter {
+        &self.failures
+    }
+
+    /// The limits its VMs run under.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+}

@@ -1,0 +1,482 @@
+//! One worker's VM of one plugin ([`VmSlot`]), and one stream's context in it
+//! ([`StreamHandle`]).
+//!
+//! The VM is created when the slot is (on the worker, so its timers run there), and again on
+//! the next use after it failed: a trap, deadline or memory limit drops it, counts
+//! `weir_wasm_vm_failures_total{plugin}`, tells every stream that had a context in it
+//! ([`StreamEvent::VmFailed`]) and bumps the slot's generation, so late callbacks (a timer, a
+//! callout's answer, the end of a stream) for the dead VM are dropped instead of reaching the
+//! new one.
+//!
+//! The lock is per worker and uncontended (one thread); it is never held across an `.await`.
+
+use super::WasmError;
+use super::callout;
+use super::context::{HeaderPairs, StreamData, StreamEvent, StreamInfo};
+use super::plugin::Plugin;
+use super::reload::PluginHandle;
+use super::state::VmHooks;
+use super::vm::{Direction, Effects, Vm};
+use crate::upstream::WorkerPools;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use weir_abi::Action;
+
+/// Why a call through a slot did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    /// The VM failed during this call (counted).
+    #[error("{0}")]
+    Failed(WasmError),
+    /// The VM that held this context failed earlier and was replaced.
+    #[error("the VM of this context is gone")]
+    Gone,
+}
+
+struct SlotInner {
+    /// The VM new streams start on (created on demand).
+    vm: Option<Vm>,
+    /// The plugin `vm` runs (or the next one will).
+    plugin: Arc<Plugin>,
+    /// The generation of `vm`; bumped when it fails or is replaced.
+    generation: u64,
+    tick_task: Option<tokio::task::AbortHandle>,
+    /// VMs of replaced (reloaded) modules, kept until their streams have finished.
+    retiring: Vec<Retiring>,
+}
+
+/// A VM of a module that was reloaded, finishing the streams it has.
+struct Retiring {
+    vm: Vm,
+    plugin: Arc<Plugin>,
+    generation: u64,
+}
+
+/// A plugin's VM on one worker.
+pub struct VmSlot {
+    handle: Arc<PluginHandle>,
+    pools: WorkerPools,
+    inner: Mutex<SlotInner>,
+}
+
+impl VmSlot {
+    /// A slot for the plugin of `handle` whose callouts go through `pools`; starts the VM now
+    /// (a failure is logged and counted, and the next stream tries again) and the watch of the
+    /// module file.
+    pub fn new(handle: Arc<PluginHandle>, pools: WorkerPools) -> Arc<VmSlot> {
+        handle.watch();
+        let slot = Arc::new(VmSlot {
+            inner: Mutex::new(SlotInner {
+                vm: None,
+                plugin: handle.current(),
+                generation: 0,
+                tick_task: None,
+                retiring: Vec::new(),
+            }),
+            handle,
+            pools,
+        });
+        let _ = slot.with_vm(None, |_| Ok(()));
+        slot
+    }
+
+    /// The plugin in force (the newest, after a reload).
+    pub fn plugin(&self) -> Arc<Plugin> {
+        self.handle.current()
+    }
+
+    /// Runs `f` on a VM. Without `generation` (a new stream), on the current VM, created if
+    /// needed, after replacing it if the module was reloaded. With `generation`, only on the
+    /// VM of that generation, current or retiring ([`SlotError::Gone`] otherwise). Returns the
+    /// generation it ran on.
+    fn with_vm<R>(
+        self: &Arc<Self>,
+        generation: Option<u64>,
+        f: impl FnOnce(&mut Vm) -> Result<R, WasmError>,
+    ) -> Result<(R, u64), SlotError> {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        match generation {
+            Some(g) if g != inner.generation => return self.with_retiring(&mut inner, g, f),
+            Some(_) => {}
+            None => self.retire_if_reloaded(&mut inner),
+        }
+        let mut effects = Effects::default();
+        if inner.vm.is_none() {
+            if generation.is_some() {
+                return Err(SlotError::Gone);
+            }
+            let (waker, woken) = mpsc::unbounded_channel::<u32>();
+            let pools = self.pools.clone();
+            let hooks = VmHooks {
+                queue_waker: Some(waker),
+                cluster_exists: Some(Arc::new(move |name: &str| pools.has_cluster(name))),
+            };
+            match Vm::start(&inner.plugin, hooks) {
+                Ok(mut vm) => {
+                    self.listen_to_queues(woken, inner.generation);
+                    effects = vm.take_effects();
+                    inner.vm = Some(vm);
+                }
+                Err(error) => {
+                    self.failed(&mut inner, &error);
+                    return Err(SlotError::Failed(error));
+                }
+            }
+        }
+        let Some(vm) = inner.vm.as_mut() else {
+            return Err(SlotError::Gone);
+        };
+        match f(vm) {
+            Ok(result) => {
+                let more = vm.take_effects();
+                effects.calls.extend(more.calls);
+                effects.tick = more.tick.or(effects.tick);
+                let current = inner.generation;
+                self.apply(&mut inner, effects, current);
+                Ok((result, current))
+            }
+            Err(error) => {
+                self.failed(&mut inner, &error);
+                Err(SlotError::Failed(error))
+            }
+        }
+    }
+
+    /// When the handle holds a newer plugin than the current VM runs, the VM retires (its
+    /// streams finish on it) and the next one is made from the new plugin.
+    fn retire_if_reloaded(&self, inner: &mut SlotInner) {
+        let newest = self.handle.current();
+        if Arc::ptr_eq(&newest, &inner.plugin) {
+            return;
+        }
+        let old = std::mem::replace(&mut inner.plugin, newest);
+        if let Some(task) = inner.tick_task.take() {
+            task.abort();
+        }
+        if let Some(mut vm) = inner.vm.take() {
+            if vm.streams().next().is_some() {
+                inner.retiring.push(Retiring {
+                    vm,
+                    plugin: old,
+                    generation: inner.generation,
+                });
+            } else {
+                stop(&mut vm, &old);
+            }
+        }
+        inner.generation += 1;
+    }
+
+    /// Runs `f` on the retiring VM of `generation`, and drops that VM once it has no streams.
+    fn with_retiring<R>(
+        self: &Arc<Self>,
+        inner: &mut SlotInner,
+        generation: u64,
+        f: impl FnOnce(&mut Vm) -> Result<R, WasmError>,
+    ) -> Result<(R, u64), SlotError> {
+        let Some(at) = inner
+            .retiring
+            .iter()
+            .position(|r| r.generation == generation)
+        else {
+            return Err(SlotError::Gone);
+        };
+        let retiring = &mut inner.retiring[at];
+        let result = f(&mut retiring.vm);
+        match result {
+            Ok(result) => {
+                let effects = Effects {
+                    calls: retiring.vm.take_effects().calls,
+                    tick: None,
+                };
+                if retiring.vm.streams().next().is_none() {
+                    let mut done = inner.retiring.swap_remove(at);
+                    stop(&mut done.vm, &done.plugin);
+                }
+                self.apply(inner, effects, generation);
+                Ok((result, generation))
+            }
+            Err(error) => {
+                let failed = inner.retiring.swap_remove(at);
+                failed.plugin.failures().inc();
+                tracing::warn!(plugin = failed.plugin.name(), %error, "retiring Wasm VM failed");
+                for stream in failed.vm.streams() {
+                    let _ = stream.events.send(StreamEvent::VmFailed);
+                }
+                Err(SlotError::Failed(error))
+            }
+        }
+    }
+
+    /// Drops a failed VM: count, log, tell its streams, stop its timer.
+    fn failed(&self, inner: &mut SlotInner, error: &WasmError) {
+        inner.plugin.failures().inc();
+        tracing::warn!(plugin = inner.plugin.name(), %error, "Wasm VM failed; it is recreated for the next stream");
+        if let Some(vm) = inner.vm.take() {
+            for stream in vm.streams() {
+                let _ = stream.events.send(StreamEvent::VmFailed);
+            }
+        }
+        if let Some(task) = inner.tick_task.take() {
+            task.abort();
+        }
+        inner.generation += 1;
+    }
+
+    /// Starts the callouts and (re)starts the timer a callback asked for.
+    fn apply(self: &Arc<Self>, inner: &mut SlotInner, effects: Effects, generation: u64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for call in effects.calls {
+            let weak = Arc::downgrade(self);
+            let pools = self.pools.clone();
+            runtime.spawn(async move {
+                let token = call.token;
+                let response = callout::execute(&pools, call).await;
+                if let Some(slot) = weak.upgrade() {
+                    let _ = slot.with_vm(Some(generation), |vm| {
+                        vm.on_http_call_response(token, response)
+                    });
+                }
+            });
+        }
+        if let Some(period) = effects.tick.filter(|_| generation == inner.generation) {
+            if let Some(task) = inner.tick_task.take() {
+                task.abort();
+            }
+            if let Some(period) = period {
+                let weak = Arc::downgrade(self);
+                let task = runtime.spawn(tick(weak, period, generation));
+                inner.tick_task = Some(task.abort_handle());
+            }
+        }
+    }
+
+    /// Routes queue wake-ups (`woken`) of the VM of `generation` to `proxy_on_queue_ready`, while it lives.
+    fn listen_to_queues(
+        self: &Arc<Self>,
+        mut woken: mpsc::UnboundedReceiver<u32>,
+        generation: u64,
+    ) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        runtime.spawn(async move {
+            while let Some(queue) = woken.recv().await {
+                let Some(slot) = weak.upgrade() else { break };
+                if slot
+                    .with_vm(Some(generation), |vm| vm.on_queue_ready(queue))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Creates an HTTP context for a new stream.
+    pub fn start_stream(self: &Arc<Self>, info: StreamInfo) -> Result<StreamHandle, SlotError> {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (id, generation) = self.with_vm(None, |vm| {
+            vm.create_stream(StreamData::new(info, events_tx))
+        })?;
+        Ok(StreamHandle {
+            slot: self.clone(),
+            id,
+            generation,
+            events,
+            finished: false,
+        })
+    }
+}
+
+impl Drop for VmSlot {
+    /// The worker is done with the plugin: end the root contexts.
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = inner.tick_task.take() {
+            task.abort();
+        }
+        if let Some(mut vm) = inner.vm.take() {
+            stop(&mut vm, &inner.plugin);
+        }
+        for mut retiring in inner.retiring.drain(..) {
+            stop(&mut retiring.vm, &retiring.plugin);
+        }
+    }
+}
+
+/// Ends a VM's root context before it is dropped; a failure then is only logged.
+fn stop(vm: &mut Vm, plugin: &Plugin) {
+    if let Err(error) = vm.stop() {
+        tracing::debug!(plugin = plugin.name(), %error, "Wasm VM failed while stopping");
+    }
+}
+
+async fn tick(slot: Weak<VmSlot>, period: Duration, generation: u64) {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        interval.tick().await;
+        let Some(slot) = slot.upgrade() else { return };
+        if slot.with_vm(Some(generation), Vm::on_tick).is_err() {
+            return;
+        }
+    }
+}
+
+/// One stream's context in a plugin's VM. Dropping it ends the context (`proxy_on_log`,
+/// `proxy_on_done`, `proxy_on_delete`).
+pub struct StreamHandle {
+    slot: Arc<VmSlot>,
+    id: u32,
+    generation: u64,
+    events: mpsc::UnboundedReceiver<StreamEvent>,
+    finished: bool,
+}
+
+impl StreamHandle {
+    /// The plugin in force.
+    pub fn plugin(&self) -> Arc<Plugin> {
+        self.slot.plugin()
+    }
+
+    /// What the module asked of this stream (continue, local reply, close, VM failed).
+    pub fn events(&mut self) -> &mut mpsc::UnboundedReceiver<StreamEvent> {
+        &mut self.events
+    }
+
+    fn with_stream<R>(
+        &mut self,
+        f: impl FnOnce(&mut Vm, u32) -> Result<R, WasmError>,
+    ) -> Result<R, SlotError> {
+        let id = self.id;
+        let result = self.slot.with_vm(Some(self.generation), |vm| f(vm, id));
+        if result.is_err() {
+            self.finished = true;
+        }
+        result.map(|(r, _)| r)
+    }
+
+    /// Runs the headers callback of `direction` with `headers` as its map; the map stays in
+    /// the VM (the module may still change it after a pause): read it with
+    /// [`StreamHandle::current_headers`].
+    pub fn headers(
+        &mut self,
+        direction: Direction,
+        headers: HeaderPairs,
+        end_of_stream: bool,
+    ) -> Result<Action, SlotError> {
+        self.with_stream(|vm, id| {
+            let count = headers.len();
+            if let Some(stream) = vm.stream_mut(id) {
+                *map_of(stream, direction, false) = headers;
+            }
+            vm.on_headers(id, direction, count, end_of_stream)
+        })
+    }
+
+    /// The headers (or trailers) of `direction` as the module left them.
+    pub fn current_headers(
+        &mut self,
+        direction: Direction,
+        trailers: bool,
+    ) -> Result<HeaderPairs, SlotError> {
+        self.with_stream(|vm, id| {
+            Ok(vm
+                .stream_mut(id)
+                .map(|s| map_of(s, direction, trailers).clone())
+                .unwrap_or_default())
+        })
+    }
+
+    /// Appends `data` to the body buffer of `direction` and runs the body callback with all
+    /// that is buffered. On `Continue` the buffer (as the module left it) is taken and
+    /// returned; on `Pause` it stays buffered (see [`StreamHandle::take_body`]).
+    pub fn body(
+        &mut self,
+        direction: Direction,
+        data: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Option<Vec<u8>>, SlotError> {
+        self.with_stream(|vm, id| {
+            let size = match vm.stream_mut(id) {
+                Some(stream) => {
+                    let buffer = body_of(stream, direction);
+                    buffer.extend_from_slice(data);
+                    buffer.len()
+                }
+                None => 0,
+            };
+            match vm.on_body(id, direction, size, end_of_stream)? {
+                Action::Pause => Ok(None),
+                _ => Ok(Some(
+                    vm.stream_mut(id)
+                        .map(|s| std::mem::take(body_of(s, direction)))
+                        .unwrap_or_default(),
+                )),
+            }
+        })
+    }
+
+    /// Takes the body bytes buffered for `direction`.
+    pub fn take_body(&mut self, direction: Direction) -> Result<Vec<u8>, SlotError> {
+        self.with_stream(|vm, id| {
+            Ok(vm
+                .stream_mut(id)
+                .map(|s| std::mem::take(body_of(s, direction)))
+                .unwrap_or_default())
+        })
+    }
+
+    /// Runs the trailers callback of `direction`; returns the action and the trailers as the
+    /// module left them.
+    pub fn trailers(
+        &mut self,
+        direction: Direction,
+        trailers: HeaderPairs,
+    ) -> Result<(Action, HeaderPairs), SlotError> {
+        self.with_stream(|vm, id| {
+            let count = trailers.len();
+            if let Some(stream) = vm.stream_mut(id) {
+                *map_of(stream, direction, true) = trailers;
+            }
+            let action = vm.on_trailers(id, direction, count)?;
+            let trailers = vm
+                .stream_mut(id)
+                .map(|s| map_of(s, direction, true).clone())
+                .unwrap_or_default();
+            Ok((action, trailers))
+        })
+    }
+}
+
+fn map_of(stream: &mut StreamData, direction: Direction, trailers: bool) -> &mut HeaderPairs {
+    match (direction, trailers) {
+        (Direction::Request, false) => &mut stream.request_headers,
+        (Direction::Request, true) => &mut stream.request_trailers,
+        (Direction::Response, false) => &mut stream.response_headers,
+        (Direction::Response, true) => &mut stream.response_trailers,
+    }
+}
+
+fn body_of(stream: &mut StreamData, direction: Direction) -> &mut Vec<u8> {
+    match direction {
+        Direction::Request => &mut stream.request_body,
+        Direction::Response => &mut stream.response_body,
+    }
+}
+
+impl Drop for StreamHandle {
+    fn drop(&mut self) {
+        if !self.finished {
+            let id = self.id;
+            let _ = self
+                .slot
+                .with_vm(Some(self.generation), |vm| vm.finish_stream(id));
+        }
+    }
+}

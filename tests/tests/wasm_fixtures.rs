@@ -1,0 +1,371 @@
+//! Modules built with the official proxy-wasm Rust SDK (`filters/fixtures`) driving every
+//! area of the host through real HTTP requests: header maps, properties, configuration
+//! buffers, body buffering and rewriting, local replies, HTTP callouts (answered, failed,
+//! timed out), timers, shared data with CAS, shared queues, metrics.
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde_json::{Value, json};
+use std::time::Duration;
+use weir_tests::config::{self, Ports};
+use weir_tests::h1_upstream::Counting;
+use weir_tests::wasm::{fixture, set_filters, start_with_env, wasm_filter};
+use weir_tests::{H1Upstream, Weir, client};
+
+async fn start(
+    name: &str,
+    configuration: &str,
+    tweak: impl FnOnce(&mut Value),
+) -> (H1Upstream, Ports, Weir) {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let mut config = config::simple(ports, &[up.addr]);
+    set_filters(
+        &mut config,
+        vec![wasm_filter(name, &fixture(name), configuration, false)],
+    );
+    tweak(&mut config);
+    let weir = start_with_env(&config, 1, &[]).await;
+    (up, ports, weir)
+}
+
+async fn send(ports: &Ports, req: http::request::Builder, body: &[u8]) -> client::Resp {
+    let req = req
+        .header("host", "example.com")
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .expect("request");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        client::h1_request(ports.http_addr(), req),
+    )
+    .await
+    .expect("answered within 20 s")
+    .expect("exchange")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_properties_and_configuration_reach_the_module() {
+    let (up, ports, weir) = start("headers", "cfg-headers", |config| {
+        config["node"] = json!({"id": "test-node", "cluster": "test-cluster"});
+    })
+    .await;
+    let resp = send(
+        &ports,
+        Request::get("/props/x?q=1")
+            .header("x-remove", "1")
+            .header("x-remove-too", "1")
+            .header("x-replace", "original")
+            .header("x-echo-back", "v"),
+        b"",
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = up
+        .tracker()
+        .requests
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("upstream saw it");
+    assert!(seen.values("x-remove").is_empty(), "{seen:?}");
+    assert!(seen.values("x-remove-too").is_empty(), "{seen:?}");
+    assert_eq!(seen.values("x-wasm-time"), ["ok"]);
+    let pairs: usize = seen.values("x-wasm-pairs")[0].parse().expect("pairs");
+    // :method, :scheme, :authority, :path, x-replace, x-echo-back, x-request-id (after the
+    // removals).
+    assert_eq!(pairs, 7, "every header and pseudo-header");
+    assert_eq!(seen.values("x-replace"), ["replaced"]);
+    assert_eq!(seen.values("x-added"), ["1"]);
+    assert_eq!(seen.values("x-wasm-request"), ["GET /props/x?q=1"]);
+    assert_eq!(resp.header("x-wasm-response"), "200 200");
+    assert_eq!(resp.header("x-wasm-config"), "cfg-headers");
+    assert_eq!(resp.header("x-wasm-vm-config"), "vm:headers");
+    let props = resp.header("x-wasm-props").to_string();
+    let (props, request_id) = props.rsplit_once('|').expect("request.id last");
+    assert_eq!(
+        props,
+        format!(
+            "headers|headers|headers|/props/x|example.com|GET|HTTP/1.1|test-node|{}|backend",
+            ports.http
+        )
+    );
+    assert_eq!(
+        seen.values("x-request-id"),
+        [request_id],
+        "request.id is the id sent upstream"
+    );
+    assert_eq!(
+        resp.header("x-wasm-state"),
+        "kept",
+        "set_property reads back"
+    );
+    assert!(
+        resp.headers.get("x-echoed").is_none(),
+        "response header removed"
+    );
+    let count: usize = resp
+        .header("x-wasm-request-headers")
+        .parse()
+        .expect("count");
+    assert!(count >= 5, "pseudo-headers and headers: {count}");
+    assert_eq!(
+        resp.header("x-wasm-pairs-set"),
+        "1",
+        "the whole map replaced"
+    );
+    // proxy_on_log runs once the response is done.
+    let mut logged = false;
+    for _ in 0..50 {
+        if weir.log().contains("headers fixture on_log 200") {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(logged, "on_log ran\n{}", weir.log_report());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_bodies_buffer_and_are_rewritten_both_ways() {
+    let (_up, ports, _weir) = start("body_rewrite", "", |_| {}).await;
+    let small = send(&ports, Request::post("/echo"), b"foo and foo").await;
+    assert_eq!(small.status, 200, "{}", small.text());
+    assert_eq!(small.text(), "rewritten:BAR AND BAR");
+    // Several frames each way: the upstream echoes in 64 KiB chunks.
+    let big: Vec<u8> = b"foo-".repeat(100_000);
+    let resp = send(&ports, Request::post("/echo"), &big).await;
+    assert_eq!(resp.status, 200);
+    let expected = format!("rewritten:{}", "BAR-".repeat(100_000));
+    assert_eq!(resp.body.len(), expected.len());
+    assert!(resp.text() == expected, "body differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_response_answers_without_the_upstream() {
+    let (up, ports, _weir) = start("local_response", "", |_| {}).await;
+    let denied = send(&ports, Request::get("/x").header("x-deny", "yes"), b"").await;
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.text(), "denied by wasm");
+    assert_eq!(denied.header("x-denied-by"), "wasm");
+    assert_eq!(up.tracker().requests.lock().unwrap().len(), 0);
+    // weir answers a closed stream with 503 (Envoy resets it).
+    let closed = send(&ports, Request::get("/x").header("x-close", "yes"), b"").await;
+    assert_eq!(closed.status, 503, "{}", closed.text());
+    assert_eq!(up.tracker().requests.lock().unwrap().len(), 0);
+    let allowed = send(&ports, Request::get("/x"), b"").await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(up.tracker().requests.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_callout_answers_resume_or_fail_the_request() {
+    let auth = H1Upstream::start("auth").await;
+    let auth_addr = auth.addr;
+    let (up, ports, _weir) = start("http_call", "", |config| {
+        config["static_resources"]["clusters"]
+            .as_array_mut()
+            .expect("clusters")
+            .push(config::static_cluster("auth", &[auth_addr]));
+    })
+    .await;
+    let ok = send(&ports, Request::get("/hello"), b"").await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let seen = up
+        .tracker()
+        .requests
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("upstream saw it");
+    assert_eq!(seen.values("x-auth"), ["auth"], "{seen:?}");
+    let body_len: usize = seen.values("x-auth-body-len")[0].parse().expect("len");
+    assert!(body_len > 10, "the callout body was read: {body_len}");
+    assert_eq!(auth.tracker().requests.lock().unwrap().len(), 1);
+
+    // Paused at the end of the body while the callout runs; the body is replaced in the VM
+    // during the pause, then the request resumes.
+    let big = b"body-".repeat(50_000);
+    let checked = send(&ports, Request::post("/echo"), &big).await;
+    assert_eq!(checked.status, 200, "{}", checked.text());
+    assert_eq!(checked.body.len(), "checked:".len() + big.len());
+    assert!(checked.body.starts_with(b"checked:body-body-"));
+
+    let before = up.tracker().requests.lock().unwrap().len();
+    let timed_out = send(&ports, Request::get("/slow/3000"), b"").await;
+    assert_eq!(timed_out.status, 504, "{}", timed_out.text());
+    assert_eq!(timed_out.text(), "callout failed");
+    let dropped = send(&ports, Request::get("/drop"), b"").await;
+    assert_eq!(dropped.status, 504, "{}", dropped.text());
+    assert_eq!(up.tracker().requests.lock().unwrap().len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tick_period_calls_on_tick() {
+    let (_up, ports, _weir) = start("timers", "", |_| {}).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let resp = send(&ports, Request::get("/"), b"").await;
+    let ticks: u64 = resp.header("x-ticks").parse().expect("x-ticks");
+    assert!(ticks >= 5, "{ticks} ticks in 400 ms at 10 ms");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let later: u64 = send(&ports, Request::get("/"), b"")
+        .await
+        .header("x-ticks")
+        .parse()
+        .expect("x-ticks");
+    assert!(later > ticks, "{later} > {ticks}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_data_counts_across_workers_and_queue_reaches_its_owner() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let mut config = config::simple(ports, &[up.addr]);
+    set_filters(
+        &mut config,
+        vec![wasm_filter(
+            "shared_data",
+            &fixture("shared_data"),
+            "",
+            false,
+        )],
+    );
+    let _weir = start_with_env(&config, 2, &[]).await;
+    let mut last_paths = Vec::new();
+    for i in 1..=20u64 {
+        let resp = send(&ports, Request::get(format!("/p{i}")), b"").await;
+        assert_eq!(resp.status, 200);
+        let hits: u64 = resp.header("x-hits").parse().expect("x-hits");
+        assert_eq!(hits, i, "one counter for both workers");
+        last_paths.push(resp.header("x-last-path").to_string());
+    }
+    assert!(
+        last_paths.iter().any(|p| p.starts_with("/p")),
+        "on_queue_ready stored a dequeued path: {last_paths:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_defined_updated_and_exported() {
+    let (_up, ports, weir) = start("metrics", "", |_| {}).await;
+    for i in 1..=5 {
+        let resp = send(&ports, Request::get("/"), b"").await;
+        assert_eq!(resp.header("x-requests"), i.to_string());
+    }
+    let stats = weir.stats().await;
+    assert_eq!(
+        stats.get("weir_wasm_fixture_requests", &[]),
+        Some(5.0),
+        "{}",
+        stats.text
+    );
+    assert_eq!(stats.get("weir_wasm_fixture_gauge", &[]), Some(42.0));
+    assert_eq!(stats.get("weir_wasm_fixture_sizes_count", &[]), Some(5.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_runs_in_order_and_local_replies_pass_the_filters_before() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let mut config = config::simple(ports, &[up.addr]);
+    set_filters(
+        &mut config,
+        vec![
+            wasm_filter("headers", &fixture("headers"), "first", false),
+            wasm_filter("local_response", &fixture("local_response"), "", false),
+            wasm_filter("body_rewrite", &fixture("body_rewrite"), "", false),
+        ],
+    );
+    let _weir = start_with_env(&config, 1, &[]).await;
+    let denied = send(&ports, Request::get("/x").header("x-deny", "yes"), b"").await;
+    assert_eq!(denied.status, 403);
+    // What Envoy 1.40 does with the same modules and chain: the local reply of the second
+    // filter goes back through the first one's response callbacks only; neither the filter
+    // that replied nor the third one (which never saw the request) see it.
+    assert_eq!(denied.header("x-wasm-response"), "403 403");
+    assert!(denied.headers.get("x-local-response-saw").is_none());
+    assert_eq!(denied.text(), "denied by wasm");
+    assert_eq!(denied.header("content-length"), "14");
+    assert_eq!(up.tracker().requests.lock().unwrap().len(), 0);
+    // An upstream answer goes back through all three, in reverse order.
+    let passed = send(&ports, Request::post("/echo"), b"foo").await;
+    assert_eq!(passed.status, 200);
+    assert_eq!(passed.header("x-wasm-config"), "first");
+    assert_eq!(passed.header("x-local-response-saw"), "200");
+    assert_eq!(passed.text(), "rewritten:BAR");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_run_the_same_filters() {
+    let (up, ports, _weir) = start("headers", "h2", |_| {}).await;
+    let req = Request::get(format!("http://example.com:{}/over/h2", ports.http))
+        .header("x-replace", "original")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        client::h2c_request(ports.http_addr(), req),
+    )
+    .await
+    .expect("answered within 20 s")
+    .expect("h2c exchange");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let props = resp.header("x-wasm-props").to_string();
+    assert!(props.contains("|/over/h2|"), "{props}");
+    assert!(props.contains("|HTTP/2|"), "{props}");
+    let seen = up
+        .tracker()
+        .requests
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("upstream saw it");
+    assert_eq!(seen.values("x-replace"), ["replaced"]);
+    assert_eq!(seen.values("x-wasm-request"), ["GET /over/h2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_callout_to_an_unknown_cluster_is_refused_at_once() {
+    let (up, ports, _weir) = start("http_call", "", |_| {}).await;
+    let resp = send(&ports, Request::get("/x"), b"").await;
+    // proxy_http_call answered BadArgument; the fixture replies 500 itself.
+    assert_eq!(resp.status, 500, "{}", resp.text());
+    assert_eq!(resp.text(), "dispatch failed");
+    assert_eq!(up.tracker().requests.lock().unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_paused_streams_each_resume_on_their_own_callout() {
+    let auth = H1Upstream::start("auth").await;
+    let auth_addr = auth.addr;
+    let (up, ports, _weir) = start("http_call", "", |config| {
+        config["static_resources"]["clusters"]
+            .as_array_mut()
+            .expect("clusters")
+            .push(config::static_cluster("auth", &[auth_addr]));
+    })
+    .await;
+    let requests = (0..20).map(|i| {
+        async move {
+            // Every other callout takes 100 ms, so the paused streams overlap.
+            let path = if i % 2 == 0 {
+                format!("/slow/100?i={i}")
+            } else {
+                format!("/fast?i={i}")
+            };
+            send(&ports, Request::get(path), b"").await
+        }
+    });
+    let responses = futures_util::future::join_all(requests).await;
+    for resp in &responses {
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let seen = up.tracker().requests.lock().unwrap().clone();
+    assert_eq!(seen.len(), 20);
+    for request in &seen {
+        assert_eq!(request.values("x-auth"), ["auth"], "{request:?}");
+    }
+}
