@@ -2,6 +2,8 @@
 //! and local replies.
 
 mod deadline;
+mod h3;
+pub mod h3_body;
 pub mod headers;
 pub mod local_reply;
 mod server;
@@ -11,6 +13,7 @@ mod tracked;
 use crate::config::HttpManagerConfig;
 use crate::stats::HttpStats;
 use crate::upstream::WorkerPools;
+pub use h3::serve_h3_connection;
 pub use server::{ConnectionTls, serve_connection};
 use std::sync::Arc;
 pub use stream::ConnectionInfo;

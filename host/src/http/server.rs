@@ -81,7 +81,8 @@ impl Codecs {
             (CodecType::HTTP2, _) | (CodecType::AUTO, Some(b"h2")) => {
                 Serving::Http2(Box::pin(self.http2.serve_connection(io, service)))
             }
-            (CodecType::AUTO, _) => Serving::Auto(Box::pin(
+            // HTTP3 is for QUIC listeners only (the config refuses it on TCP).
+            (CodecType::AUTO | CodecType::HTTP3, _) => Serving::Auto(Box::pin(
                 self.auto
                     .serve_connection_with_upgrades(io, service)
                     .into_owned(),

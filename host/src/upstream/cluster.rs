@@ -22,11 +22,14 @@ pub enum HostProtocol {
     Http1,
     /// HTTP/2.
     Http2,
+    /// HTTP/3 over QUIC.
+    Http3,
 }
 
 const PROTOCOL_UNKNOWN: u8 = 0;
 const PROTOCOL_HTTP1: u8 = 1;
 const PROTOCOL_HTTP2: u8 = 2;
+const PROTOCOL_HTTP3: u8 = 3;
 
 /// One upstream host (an address of an endpoint).
 ///
@@ -109,6 +112,7 @@ impl Host {
         match self.protocol.load(Ordering::Acquire) {
             PROTOCOL_HTTP1 => Some(HostProtocol::Http1),
             PROTOCOL_HTTP2 => Some(HostProtocol::Http2),
+            PROTOCOL_HTTP3 => Some(HostProtocol::Http3),
             _ => None,
         }
     }
@@ -118,6 +122,7 @@ impl Host {
         let value = match protocol {
             HostProtocol::Http1 => PROTOCOL_HTTP1,
             HostProtocol::Http2 => PROTOCOL_HTTP2,
+            HostProtocol::Http3 => PROTOCOL_HTTP3,
         };
         self.protocol.store(value, Ordering::Release);
     }
@@ -170,6 +175,8 @@ pub struct Cluster {
     pub stats: ClusterStats,
     /// The TLS client config, when the cluster speaks TLS.
     pub tls: Option<Arc<ClientConfig>>,
+    /// The QUIC client config, when the cluster speaks HTTP/3 (always or by alt-svc).
+    pub quic: Option<quinn::ClientConfig>,
     hosts: ArcSwap<Vec<Arc<Host>>>,
     /// `max_connections`.
     pub connections: Breaker,
@@ -201,6 +208,7 @@ impl Cluster {
             .as_ref()
             .map(|tls_spec| tls::client_config(&spec.name, tls_spec, spec.protocol))
             .transpose()?;
+        let quic = super::quic::client_config(&spec)?;
         let hosts = match spec.discovery {
             Discovery::Static => spec
                 .endpoints
@@ -231,6 +239,7 @@ impl Cluster {
             requests: Breaker::new(spec.thresholds.max_requests),
             stats,
             tls,
+            quic,
             hosts: ArcSwap::from_pointee(hosts),
             round_robin: AtomicUsize::new(0),
             connection_freed: Notify::new(),
@@ -384,6 +393,7 @@ impl OpenConnection {
         match protocol {
             HostProtocol::Http1 => cluster.stats.cx_http1_total.inc(),
             HostProtocol::Http2 => cluster.stats.cx_http2_total.inc(),
+            HostProtocol::Http3 => cluster.stats.cx_http3_total.inc(),
         }
         host.cx_active.fetch_add(1, Ordering::AcqRel);
         OpenConnection {

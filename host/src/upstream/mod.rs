@@ -12,6 +12,7 @@ mod health;
 mod lb;
 mod manager;
 mod pool;
+mod quic;
 pub mod spec;
 mod tls;
 

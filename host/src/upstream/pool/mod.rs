@@ -8,6 +8,7 @@
 mod body;
 mod http1;
 mod http2;
+mod http3;
 mod wait;
 
 use super::cluster::{Cluster, Host, HostProtocol, RequestSlot};
@@ -18,6 +19,7 @@ use super::spec::UpstreamProtocol;
 use crate::body::Body;
 use http1::Http1Pool;
 use http2::Http2Pool;
+use http3::Http3Pool;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,6 +43,7 @@ struct HostPools {
     host: Arc<Host>,
     http1: Option<Arc<Http1Pool>>,
     http2: Option<Arc<Http2Pool>>,
+    http3: Option<Arc<Http3Pool>>,
 }
 
 impl std::fmt::Debug for WorkerPools {
@@ -109,14 +112,19 @@ impl WorkerPools {
         let (http1, http2) = match cluster.spec.protocol {
             UpstreamProtocol::Http1 => (true, false),
             UpstreamProtocol::Http2 => (false, true),
-            UpstreamProtocol::Auto => (true, speaks_tls),
+            UpstreamProtocol::Http3 => (false, false),
+            // HTTP/3 by alt-svc is not raced yet: TCP with ALPN, as plain auto.
+            UpstreamProtocol::Auto | UpstreamProtocol::AutoHttp3 => (true, speaks_tls),
         };
+        let http3 = (cluster.spec.protocol == UpstreamProtocol::Http3)
+            .then(|| Http3Pool::new(cluster.clone(), host.clone()));
         let http2 = http2.then(|| Http2Pool::new(cluster.clone(), host.clone()));
         let http1 = http1.then(|| Http1Pool::new(cluster.clone(), host.clone(), http2.clone()));
         let pools = HostPools {
             host: host.clone(),
             http1,
             http2,
+            http3,
         };
         hosts.insert(key, pools.clone());
         pools
@@ -131,6 +139,9 @@ async fn send_to_host(
     req: http::Request<Body>,
     slot: RequestSlot,
 ) -> Result<http::Response<Body>, UpstreamError> {
+    if let Some(http3) = &pools.http3 {
+        return http3.send(req, slot).await;
+    }
     let prefer_http2 =
         pools.http1.is_none() || pools.host.negotiated_protocol() == Some(HostProtocol::Http2);
     if let (true, Some(http2)) = (prefer_http2, &pools.http2) {
