@@ -170,8 +170,20 @@ pub async fn serve_connection<I>(
                     manager.stats.cx_http1_total.inc();
                 }
             }
+            let host = request
+                .uri()
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .or_else(|| {
+                    let host = request.headers().get(http::header::HOST)?;
+                    host.to_str().ok().map(str::to_owned)
+                });
             async move {
-                let response = manager.handle(request, &info).await;
+                let mut response = manager.handle(request, &info).await;
+                manager
+                    .config
+                    .routes
+                    .add_response_headers(host.as_deref(), response.headers_mut());
                 Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
             }
         })
