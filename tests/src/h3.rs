@@ -143,6 +143,8 @@ pub struct H3Upstream {
     pub addr: SocketAddr,
     /// Its certificate, DER.
     pub cert_der: Vec<u8>,
+    /// Its certificate, PEM (a CA file for weir).
+    pub cert_pem: String,
     connections: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
     goaway: watch::Sender<u64>,
@@ -156,6 +158,7 @@ impl H3Upstream {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
             .expect("rcgen certificate");
         let cert_der = ck.cert.der().to_vec();
+        let cert_pem = ck.cert.pem();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
         let mut tls = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -192,6 +195,7 @@ impl H3Upstream {
         H3Upstream {
             addr,
             cert_der,
+            cert_pem,
             connections,
             requests,
             goaway,

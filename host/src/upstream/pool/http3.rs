@@ -57,6 +57,8 @@ struct State {
     failures: u64,
     last_failure: Option<UpstreamError>,
     next_id: u64,
+    /// Streams a connection being made is expected to take: the last limit found, or ours.
+    expected_streams: u32,
 }
 
 struct Entry {
@@ -82,11 +84,13 @@ impl Entry {
 struct StreamLease {
     pool: Arc<Http3Pool>,
     id: u64,
+    /// Whether a stream was opened with it (its end gives stream credit back).
+    opened: bool,
 }
 
 impl Drop for StreamLease {
     fn drop(&mut self) {
-        self.pool.release_stream(self.id);
+        self.pool.release_stream(self.id, self.opened);
     }
 }
 
@@ -98,6 +102,7 @@ enum Verdict {
 impl Http3Pool {
     /// An empty pool.
     pub fn new(cluster: Arc<Cluster>, host: Arc<Host>) -> Arc<Self> {
+        let expected_streams = cluster.spec.http3.max_concurrent_streams.max(1);
         Arc::new(Http3Pool {
             cluster,
             host,
@@ -108,6 +113,7 @@ impl Http3Pool {
                 failures: 0,
                 last_failure: None,
                 next_id: 0,
+                expected_streams,
             }),
             changed: Notify::new(),
             endpoint: Mutex::new(None),
@@ -145,7 +151,7 @@ impl Http3Pool {
         let end_of_stream = body.is_end_stream();
         let mut body = Some(body);
         for attempt in 0..MAX_SEND_ATTEMPTS {
-            let (lease, mut send, active) = self.acquire().await?;
+            let (mut lease, mut send, active) = self.acquire().await?;
             let mut head = request_head(&parts, "https", &self.host.addr.to_string())
                 .map_err(|reason| self.reset(reason))?;
             *head.version_mut() = http::Version::HTTP_3;
@@ -157,7 +163,7 @@ impl Http3Pool {
                 Poll::Pending if active > 1 && attempt + 1 < MAX_SEND_ATTEMPTS => {
                     // No stream credit: the peer's limit is reached on this connection.
                     tracing::debug!(id = lease.id, active, "h3 connection at its stream limit");
-                    self.mark_busy(lease.id);
+                    self.mark_busy(lease.id, active - 1);
                     continue;
                 }
                 Poll::Pending => opening.await,
@@ -171,6 +177,7 @@ impl Http3Pool {
                 }
             };
             let (send_half, mut recv) = stream.split();
+            lease.opened = true;
             let lease = Arc::new(lease);
             match body.take().filter(|_| !end_of_stream) {
                 Some(body) => {
@@ -232,6 +239,7 @@ impl Http3Pool {
                     let lease = StreamLease {
                         pool: self.clone(),
                         id: entry.id,
+                        opened: false,
                     };
                     return Ok((lease, entry.send.clone(), entry.active));
                 }
@@ -245,8 +253,10 @@ impl Http3Pool {
                     state.waiting += 1;
                     waiting.get_or_insert_with(|| WaitingCount { pool: self.clone() });
                 }
-                // A connection being made takes at least one waiting request.
-                if state.waiting > state.connecting
+                let coming = state
+                    .connecting
+                    .saturating_mul(state.expected_streams as usize);
+                if state.waiting > coming
                     && let Some(slot) = wait.open_connection()
                 {
                     state.connecting += 1;
@@ -452,20 +462,28 @@ impl Http3Pool {
         poke.notify_one();
     }
 
-    fn mark_busy(&self, id: u64) {
-        if let Some(entry) = self.lock().connections.iter_mut().find(|e| e.id == id) {
+    /// Connection `id` had no stream credit with `open` streams: no new stream on it until
+    /// one ends, and connections made from now on are expected to take `open`.
+    fn mark_busy(&self, id: u64, open: u32) {
+        let mut state = self.lock();
+        state.expected_streams = open.max(1);
+        if let Some(entry) = state.connections.iter_mut().find(|e| e.id == id) {
             entry.busy = true;
         }
     }
 
-    fn release_stream(&self, id: u64) {
+    /// A lease ended; when its stream was opened (and so has ended), the peer gives its
+    /// credit back and the connection is no longer busy.
+    fn release_stream(&self, id: u64, opened: bool) {
         let poke = {
             let mut state = self.lock();
             let Some(entry) = state.connections.iter_mut().find(|e| e.id == id) else {
                 return;
             };
             entry.active = entry.active.saturating_sub(1);
-            entry.busy = false;
+            if opened {
+                entry.busy = false;
+            }
             if entry.active == 0 {
                 entry.idle_since = Some(Instant::now());
             }
