@@ -290,3 +290,113 @@ async fn answer(
     }
     stream.finish().await
 }
+
+/// An HTTP/1.1-over-TLS upstream on a given TCP port (to pair with an [`H3Upstream`] or a
+/// UDP blackhole on the same port number) that answers `tcp`, with an `alt-svc` header once
+/// one is set.
+pub struct TlsTcpUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    alt_svc: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl TlsTcpUpstream {
+    /// Starts it on 127.0.0.1:`port` with a fresh self-signed certificate.
+    pub async fn start(port: u16) -> TlsTcpUpstream {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("rcgen certificate");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(ck.cert.der().to_vec())], key)
+            .expect("server certificate");
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the TCP upstream on the UDP upstream's port number");
+        let addr = listener.local_addr().expect("local addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let alt_svc = Arc::new(std::sync::Mutex::new(None::<String>));
+        let (conns, reqs, alt) = (connections.clone(), requests.clone(), alt_svc.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                conns.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, reqs, alt) = (acceptor.clone(), reqs.clone(), alt.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |_req: http::Request<hyper::body::Incoming>| {
+                            reqs.fetch_add(1, Ordering::SeqCst);
+                            let alt_svc = alt.lock().map(|a| a.clone()).unwrap_or(None);
+                            async move {
+                                let mut response = http::Response::new(http_body_util::Full::new(
+                                    Bytes::from_static(b"tcp"),
+                                ));
+                                if let Some(value) = alt_svc {
+                                    response.headers_mut().insert(
+                                        "alt-svc",
+                                        http::HeaderValue::from_str(&value).expect("alt-svc value"),
+                                    );
+                                }
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        TlsTcpUpstream {
+            addr,
+            connections,
+            requests,
+            alt_svc,
+        }
+    }
+
+    /// Starts advertising `value` in `alt-svc`.
+    pub fn advertise(&self, value: &str) {
+        if let Ok(mut alt_svc) = self.alt_svc.lock() {
+            *alt_svc = Some(value.to_owned());
+        }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// A UDP socket on 127.0.0.1:`port` that reads and drops every datagram (QUIC blackholed),
+/// for at most `limit`.
+pub async fn udp_blackhole(limit: Duration) -> (SocketAddr, tokio::task::JoinHandle<usize>) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind the UDP blackhole");
+    let addr = socket.local_addr().expect("local addr");
+    let task = tokio::spawn(async move {
+        let mut dropped = 0;
+        let mut buf = vec![0u8; 65536];
+        let deadline = tokio::time::Instant::now() + limit;
+        while let Ok(Ok(_)) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
+            dropped += 1;
+        }
+        dropped
+    });
+    (addr, task)
+}

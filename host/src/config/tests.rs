@@ -185,11 +185,18 @@ fn loads_envoys_http3_shapes() {
     assert_eq!(settings.max_concurrent_streams, 100);
     assert_eq!(quic.http.codec, CodecType::HTTP3);
     assert_eq!(quic.tls.as_ref().map(|t| t.certificates.len()), Some(1));
-    assert_eq!(quic.address.port(), tcp.address.port(), "one port number, two protocols");
+    assert_eq!(
+        quic.address.port(),
+        tcp.address.port(),
+        "one port number, two protocols"
+    );
     let h3 = &config.clusters[0];
     assert_eq!(h3.protocol, upstream::UpstreamProtocol::Http3);
     assert_eq!(h3.max_requests_per_connection, Some(1000));
-    let tls = h3.tls.as_ref().expect("upstream TLS from QuicUpstreamTransport");
+    let tls = h3
+        .tls
+        .as_ref()
+        .expect("upstream TLS from QuicUpstreamTransport");
     assert_eq!(tls.sni.as_deref(), Some("localhost"));
     assert!(tls.ca_file.is_some());
     let auto = &config.clusters[1];
@@ -199,10 +206,7 @@ fn loads_envoys_http3_shapes() {
 
 #[test]
 fn quic_listener_rules_name_their_fields() {
-    let no_quic_options = h3_variant(
-        "      quic_options: {}\n",
-        "",
-    );
+    let no_quic_options = h3_variant("      quic_options: {}\n", "");
     let error = error_of(&no_quic_options);
     assert_eq!(
         error.path,
@@ -213,7 +217,10 @@ fn quic_listener_rules_name_their_fields() {
         error_of(&not_http3).path,
         "static_resources.listeners[1].filter_chains[0].filters[0].typed_config.codec_type"
     );
-    let tcp_http3 = h3_variant("stat_prefix: ingress_tcp", "stat_prefix: ingress_tcp\n          codec_type: HTTP3");
+    let tcp_http3 = h3_variant(
+        "stat_prefix: ingress_tcp",
+        "stat_prefix: ingress_tcp\n          codec_type: HTTP3",
+    );
     assert_eq!(
         error_of(&tcp_http3).path,
         "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.codec_type"
@@ -243,14 +250,27 @@ fn http3_cluster_rules_name_their_fields() {
         "      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        sni: localhost\n        common_tls_context:",
     );
     let error = error_of(&tls_socket);
-    assert_eq!(error.path, "static_resources.clusters[0].transport_socket", "{error}");
+    assert_eq!(
+        error.path, "static_resources.clusters[0].transport_socket",
+        "{error}"
+    );
     let no_cache = h3_variant(
         "          alternate_protocols_cache_options:\n            name: default_alternate_protocols_cache\n            prepopulated_entries:\n            - {hostname: localhost, port: 8444}\n",
         "",
     );
     let error = error_of(&no_cache);
-    assert!(error.path.ends_with("auto_config.alternate_protocols_cache_options"), "{error}");
+    assert!(
+        error
+            .path
+            .ends_with("auto_config.alternate_protocols_cache_options"),
+        "{error}"
+    );
     let bad_header = h3_variant("key: alt-svc", "key: \"alt svc\"");
     let error = error_of(&bad_header);
-    assert!(error.path.ends_with("route_config.response_headers_to_add[0].header.key"), "{error}");
+    assert!(
+        error
+            .path
+            .ends_with("route_config.response_headers_to_add[0].header.key"),
+        "{error}"
+    );
 }

@@ -177,6 +177,8 @@ pub struct Cluster {
     pub tls: Option<Arc<ClientConfig>>,
     /// The QUIC client config, when the cluster speaks HTTP/3 (always or by alt-svc).
     pub quic: Option<quinn::ClientConfig>,
+    /// Hosts known to speak HTTP/3 (`auto_config` with `http3_protocol_options` only).
+    pub alt_svc: Option<super::alt_svc::AltSvcCache>,
     hosts: ArcSwap<Vec<Arc<Host>>>,
     /// `max_connections`.
     pub connections: Breaker,
@@ -240,11 +242,33 @@ impl Cluster {
             stats,
             tls,
             quic,
+            alt_svc: (spec.protocol == super::spec::UpstreamProtocol::AutoHttp3)
+                .then(super::alt_svc::AltSvcCache::new),
             hosts: ArcSwap::from_pointee(hosts),
             round_robin: AtomicUsize::new(0),
             connection_freed: Notify::new(),
             spec,
         })
+    }
+
+    /// Where to try HTTP/3 for `host` now (`auto_config` with HTTP/3): the UDP address its
+    /// alt-svc advertised, or its own address when a QUIC hint names it (by endpoint name or
+    /// IP, and port); `None` when it is not known to speak HTTP/3 or its QUIC is broken.
+    pub fn h3_address(&self, host: SocketAddr) -> Option<SocketAddr> {
+        let cache = self.alt_svc.as_ref()?;
+        let hinted = self.spec.quic_hints.iter().any(|(name, port)| {
+            *port == host.port()
+                && (name.parse::<IpAddr>().ok() == Some(host.ip())
+                    || self
+                        .spec
+                        .endpoints
+                        .iter()
+                        .any(|e| e.port == host.port() && e.address.eq_ignore_ascii_case(name)))
+        });
+        if hinted {
+            cache.add_hint(host);
+        }
+        cache.h3_address(host)
     }
 
     /// The cluster's name.

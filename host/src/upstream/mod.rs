@@ -4,6 +4,7 @@
 //! [`ClusterManager`] is built once per config snapshot and shared by all workers; each
 //! worker sends through its own [`WorkerPools`].
 
+mod alt_svc;
 mod cluster;
 mod connect;
 mod dns;

@@ -59,6 +59,8 @@ struct State {
     next_id: u64,
     /// Streams a connection being made is expected to take: the last limit found, or ours.
     expected_streams: u32,
+    /// When the last connection attempt started (auto's 300 ms head start).
+    attempt_started: Option<Instant>,
 }
 
 struct Entry {
@@ -114,6 +116,7 @@ impl Http3Pool {
                 last_failure: None,
                 next_id: 0,
                 expected_streams,
+                attempt_started: None,
             }),
             changed: Notify::new(),
             endpoint: Mutex::new(None),
@@ -290,9 +293,14 @@ impl Http3Pool {
         };
         let endpoint = self.endpoint(config)?;
         let name = quic::server_name(&self.cluster.spec, self.host.addr);
+        // Auto: the UDP port the host advertised; explicit HTTP/3: the endpoint itself.
+        let target = self
+            .cluster
+            .h3_address(self.host.addr)
+            .unwrap_or(self.host.addr);
         let attempt = async {
             let connecting = endpoint
-                .connect(self.host.addr, &name)
+                .connect(target, &name)
                 .map_err(|e| self.connect_error(format!("QUIC connect: {e}")))?;
             let connection = connecting.await.map_err(|e| match e {
                 quinn::ConnectionError::TransportError(ref t)
@@ -327,10 +335,61 @@ impl Http3Pool {
     /// Makes one connection (holding `slot`) and drives it until it closes.
     async fn connect(self: Arc<Self>, slot: ConnectionSlot) {
         match self.handshake().await {
-            Ok((send, driver)) => self.adopt(send, driver, slot).await,
+            Ok((send, driver)) => {
+                if let Some(cache) = &self.cluster.alt_svc {
+                    cache.mark_working(self.host.addr);
+                }
+                self.adopt(send, driver, slot).await
+            }
             Err(error) => {
                 self.cluster.stats.cx_connect_fail.inc();
+                if let Some(cache) = &self.cluster.alt_svc {
+                    cache.mark_broken(self.host.addr);
+                }
                 self.connect_failed(error);
+            }
+        }
+    }
+
+    /// Whether a connection can take a stream now (auto: prefer QUIC once it is up).
+    pub fn has_room(&self) -> bool {
+        self.lock().connections.iter().any(Entry::has_room)
+    }
+
+    /// Auto: starts a QUIC connection when none is open or being made (a `max_connections`
+    /// unit permitting), and returns when the attempt in progress started.
+    pub fn start_connecting(self: &Arc<Self>) -> Option<Instant> {
+        let mut state = self.lock();
+        if state.connecting == 0 && state.connections.iter().all(|e| e.draining) {
+            let slot = self.cluster.try_open_connection()?;
+            state.connecting += 1;
+            state.attempt_started = Some(Instant::now());
+            tokio::spawn(self.clone().connect(slot));
+        }
+        (state.connecting > 0)
+            .then_some(state.attempt_started)
+            .flatten()
+    }
+
+    /// Auto: waits until a connection has room (true) or `until` passes or the attempt
+    /// fails (false).
+    pub async fn wait_ready(&self, until: Instant) -> bool {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let state = self.lock();
+                if state.connections.iter().any(Entry::has_room) {
+                    return true;
+                }
+                if state.connecting == 0 {
+                    return false;
+                }
+            }
+            tokio::select! {
+                () = &mut changed => {}
+                () = tokio::time::sleep_until(until) => return false,
             }
         }
     }

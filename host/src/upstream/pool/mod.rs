@@ -84,9 +84,19 @@ impl WorkerPools {
             .ok_or_else(|| UpstreamError::NoHealthyHost(cluster.name().to_owned()))?;
         let slot = cluster.try_request(&host)?;
         let pools = self.host_pools(&cluster, &host);
-        let result = send_to_host(&pools, req, slot).await;
+        let result = send_to_host(&pools, &cluster, req, slot).await;
         match &result {
-            Ok(response) => cluster.stats.count_response(response.status().as_u16()),
+            Ok(response) => {
+                cluster.stats.count_response(response.status().as_u16());
+                if let Some(cache) = &cluster.alt_svc
+                    && response.version() != http::Version::HTTP_3
+                {
+                    cache.record(
+                        host.addr,
+                        &response.headers().get_all(http::header::ALT_SVC),
+                    );
+                }
+            }
             Err(error) => tracing::debug!(%error, "upstream request failed"),
         }
         result
@@ -113,11 +123,14 @@ impl WorkerPools {
             UpstreamProtocol::Http1 => (true, false),
             UpstreamProtocol::Http2 => (false, true),
             UpstreamProtocol::Http3 => (false, false),
-            // HTTP/3 by alt-svc is not raced yet: TCP with ALPN, as plain auto.
+            // With HTTP/3 by alt-svc, TCP is there for hosts not (yet) known to speak it.
             UpstreamProtocol::Auto | UpstreamProtocol::AutoHttp3 => (true, speaks_tls),
         };
-        let http3 = (cluster.spec.protocol == UpstreamProtocol::Http3)
-            .then(|| Http3Pool::new(cluster.clone(), host.clone()));
+        let http3 = matches!(
+            cluster.spec.protocol,
+            UpstreamProtocol::Http3 | UpstreamProtocol::AutoHttp3
+        )
+        .then(|| Http3Pool::new(cluster.clone(), host.clone()));
         let http2 = http2.then(|| Http2Pool::new(cluster.clone(), host.clone()));
         let http1 = http1.then(|| Http1Pool::new(cluster.clone(), host.clone(), http2.clone()));
         let pools = HostPools {
@@ -134,13 +147,39 @@ impl WorkerPools {
 /// Sends on the pool of the host's protocol: HTTP/2 when that is all the cluster speaks or
 /// ALPN chose it before, HTTP/1.1 otherwise (whose first connection may find out, by ALPN,
 /// that the host speaks h2 and hand the request over).
+/// How long auto waits for a QUIC handshake before TCP carries the request.
+const QUIC_HEAD_START: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Auto with HTTP/3: QUIC when a connection is up (preferred once both are); for a host known
+/// to speak HTTP/3 (alt-svc or hint), a QUIC attempt gets [`QUIC_HEAD_START`] from its start
+/// before the request goes over TCP (the attempt goes on, and takes later requests once up).
+/// Hosts not known to speak HTTP/3 get no QUIC attempt.
+async fn auto_picks_http3(http3: &Arc<Http3Pool>, cluster: &Cluster, host: &Host) -> bool {
+    if http3.has_room() {
+        return true;
+    }
+    if cluster.h3_address(host.addr).is_none() {
+        return false;
+    }
+    let Some(started) = http3.start_connecting() else {
+        return false;
+    };
+    http3.wait_ready(started + QUIC_HEAD_START).await
+}
+
 async fn send_to_host(
     pools: &HostPools,
+    cluster: &Cluster,
     req: http::Request<Body>,
     slot: RequestSlot,
 ) -> Result<http::Response<Body>, UpstreamError> {
     if let Some(http3) = &pools.http3 {
-        return http3.send(req, slot).await;
+        if pools.http1.is_none() && pools.http2.is_none() {
+            return http3.send(req, slot).await;
+        }
+        if auto_picks_http3(http3, cluster, &pools.host).await {
+            return http3.send(req, slot).await;
+        }
     }
     let prefer_http2 =
         pools.http1.is_none() || pools.host.negotiated_protocol() == Some(HostProtocol::Http2);
