@@ -102,3 +102,41 @@ async fn missing_quic_key_stops_start_up_naming_the_file() {
         "the error names the key file:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_listener_picks_the_certificate_by_sni() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let first_dir = tempfile::tempdir().expect("tempdir");
+    let (mut cfg, first_der) = h3_config(ports, up.addr, first_dir.path());
+    // A second certificate, for other.test only.
+    let second_dir = tempfile::tempdir().expect("tempdir");
+    let ck = rcgen::generate_simple_self_signed(vec!["other.test".to_owned()]).expect("rcgen");
+    let (cert, key) = (
+        second_dir.path().join("cert.pem"),
+        second_dir.path().join("key.pem"),
+    );
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.key_pair.serialize_pem()).expect("write key");
+    let certificates = &mut cfg["static_resources"]["listeners"][1]["filter_chains"][0]["transport_socket"]
+        ["typed_config"]["downstream_tls_context"]["common_tls_context"]["tls_certificates"];
+    certificates
+        .as_array_mut()
+        .expect("certificates")
+        .push(json!({
+            "certificate_chain": {"filename": cert.to_str().expect("utf-8")},
+            "private_key": {"filename": key.to_str().expect("utf-8")},
+        }));
+    let weir = Weir::start(&cfg).await;
+    let second_der = ck.cert.der().to_vec();
+    for (name, trusted) in [("localhost", &first_der), ("other.test", &second_der)] {
+        let client = H3Client::connect(ports.http_addr(), name, trusted)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", weir.log_report()));
+        let response = client.get("/sni").await.expect("h3 GET");
+        assert_eq!(response.status, 200, "{name}");
+    }
+    // other.test with only the first certificate trusted: the handshake must fail.
+    let wrong = H3Client::connect(ports.http_addr(), "other.test", &first_der).await;
+    assert!(wrong.is_err(), "other.test must get its own certificate");
+}

@@ -113,3 +113,17 @@ async fn max_requests_per_connection_and_goaway_drain() {
     );
     assert_eq!(up.connections(), before + 1, "{}", weir.log_report());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_sni_fails_certificate_verification() {
+    let up = H3Upstream::start(100).await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config_for(&up, ports, dir.path(), None);
+    config::cluster_of(&mut cfg, 0)["transport_socket"]["typed_config"]["upstream_tls_context"]["sni"] =
+        json!("other.test");
+    let weir = Weir::start(&cfg).await;
+    let response = get(ports.http_addr(), "/").await.expect("GET");
+    assert_eq!(response.status, 503, "{response:?}\n{}", weir.log_report());
+    assert_eq!(up.requests(), 0);
+}
