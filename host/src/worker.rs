@@ -74,8 +74,11 @@ impl Workers {
         let mut addresses = Vec::new();
         for listener in &config.listeners {
             if let Some(settings) = &listener.quic {
-                let address = start_quic(listener, settings, &mut per_worker[0])?;
-                addresses.push((listener.name.clone(), address));
+                // `per_worker` has at least one worker (concurrency.max(1)).
+                if let Some(first) = per_worker.first_mut() {
+                    let address = start_quic(listener, settings, first)?;
+                    addresses.push((listener.name.clone(), address));
+                }
                 continue;
             }
             let tls = match &listener.tls {

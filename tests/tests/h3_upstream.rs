@@ -127,3 +127,40 @@ async fn wrong_sni_fails_certificate_verification() {
     assert_eq!(response.status, 503, "{response:?}\n{}", weir.log_report());
     assert_eq!(up.requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_to_h3_streams_bodies_and_trailers_both_ways() {
+    let up = H3Upstream::start(100).await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config_for(&up, ports, dir.path(), None);
+    let tls = weir_tests::tls::self_signed(dir.path());
+    let hcm = config::hcm_of(&mut cfg).clone();
+    let quic = config::quic_listener("quic", ports.http, hcm, &tls.cert, &tls.key);
+    cfg["static_resources"]["listeners"] = json!([quic]);
+    let weir = Weir::start(&cfg).await;
+    let client = weir_tests::h3::H3Client::connect(ports.http_addr(), "localhost", &tls.cert_der)
+        .await
+        .unwrap_or_else(|e| panic!("h3 connect: {e}\n{}", weir.log_report()));
+    let payload: Bytes = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+    let request = http::Request::post("https://localhost/echo")
+        .body(())
+        .expect("request");
+    let response = client
+        .request(request, payload.clone(), Some(trailers))
+        .await
+        .unwrap_or_else(|e| panic!("h3 echo: {e}\n{}", weir.log_report()));
+    assert_eq!(response.status, 200);
+    assert!(
+        response.body == payload,
+        "1 MiB intact through h3 -> weir -> h3"
+    );
+    let echoed = response.trailers.and_then(|t| t.get("x-checksum").cloned());
+    assert_eq!(
+        echoed,
+        Some(http::HeaderValue::from_static("abc")),
+        "trailers both ways"
+    );
+}
