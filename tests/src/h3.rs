@@ -103,13 +103,13 @@ impl H3Client {
                 let chunk = rest.split_to(rest.len().min(64 * 1024));
                 stream.send_data(chunk).await.map_err(|e| e.to_string())?;
             }
-            match trailers {
-                Some(trailers) => stream
+            if let Some(trailers) = trailers {
+                stream
                     .send_trailers(trailers)
                     .await
-                    .map_err(|e| e.to_string())?,
-                None => stream.finish().await.map_err(|e| e.to_string())?,
+                    .map_err(|e| e.to_string())?;
             }
+            stream.finish().await.map_err(|e| e.to_string())?;
             let response = stream.recv_response().await.map_err(|e| e.to_string())?;
             let mut body = BytesMut::new();
             while let Some(mut chunk) = stream.recv_data().await.map_err(|e| e.to_string())? {
@@ -283,7 +283,7 @@ async fn answer(
             stream.send_data(chunk).await?;
         }
         if let Some(trailers) = trailers {
-            return stream.send_trailers(trailers).await;
+            stream.send_trailers(trailers).await?;
         }
     } else {
         stream.send_data(Bytes::from_static(b"ok")).await?;

@@ -159,8 +159,9 @@ async fn send_response(
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
+                    // h3 0.0.8's send_trailers does not end the stream.
                     send.send_trailers(trailers).await?;
-                    return Ok(());
+                    break;
                 }
             }
         }

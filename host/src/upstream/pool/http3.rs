@@ -593,12 +593,17 @@ async fn pump_request_body(
                     }
                 }
                 Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers()
-                        && let Err(error) = stream.send_trailers(trailers).await
-                    {
-                        tracing::debug!(%error, "h3 request trailers");
+                    if let Ok(trailers) = frame.into_trailers() {
+                        // h3 0.0.8's send_trailers does not end the stream: finish after.
+                        let sent = match stream.send_trailers(trailers).await {
+                            Ok(()) => stream.finish().await,
+                            Err(error) => Err(error),
+                        };
+                        if let Err(error) = sent {
+                            tracing::debug!(%error, "h3 request trailers");
+                        }
+                        break;
                     }
-                    break;
                 }
             },
         }
