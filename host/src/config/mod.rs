@@ -589,7 +589,7 @@ fn cluster_spec(cluster: &schema::Cluster, path: &str) -> Result<ClusterSpec, Fi
             }
         },
     };
-    let (protocol, http3, quic_hints) = quic::cluster_quic(cluster, protocol, path)?;
+    let (http3, quic_hints) = quic::cluster_quic(cluster, protocol, path)?;
     Ok(ClusterSpec {
         name: cluster.name.clone(),
         discovery,

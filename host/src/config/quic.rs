@@ -96,13 +96,13 @@ pub(super) fn listener_quic(
     Ok(Some(settings))
 }
 
-/// What HTTP/3 adds to a cluster: its protocol checked against its transport socket, its QUIC
-/// settings and its QUIC hints.
+/// What HTTP/3 adds to a cluster of `protocol`: its QUIC settings and QUIC hints, after
+/// checking the protocol against the transport socket.
 pub(super) fn cluster_quic(
     cluster: &schema::Cluster,
     protocol: UpstreamProtocol,
     path: &str,
-) -> Result<(UpstreamProtocol, Http3Settings, Vec<(String, u16)>), FieldError> {
+) -> Result<(Http3Settings, Vec<(String, u16)>), FieldError> {
     let quic_socket = matches!(
         cluster.transport_socket.as_ref().map(|t| &t.config),
         Some(TransportSocketConfig::QuicUpstream(_))
@@ -154,5 +154,5 @@ pub(super) fn cluster_quic(
             .map(|e| (e.hostname.to_ascii_lowercase(), e.port))
             .collect();
     }
-    Ok((protocol, settings, hints))
+    Ok((settings, hints))
 }
