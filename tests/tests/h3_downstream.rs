@@ -140,3 +140,37 @@ async fn quic_listener_picks_the_certificate_by_sni() {
     let wrong = H3Client::connect(ports.http_addr(), "other.test", &first_der).await;
     assert!(wrong.is_err(), "other.test must get its own certificate");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_h3_requests_then_exits() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cfg, cert_der) = h3_config(ports, up.addr, dir.path());
+    let mut weir = Weir::start(&cfg).await;
+    let client = H3Client::connect(ports.http_addr(), "localhost", &cert_der)
+        .await
+        .expect("h3 connect");
+    let in_flight = tokio::spawn(async move {
+        let response = client.get("/slow/700").await;
+        (response, client)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let started = std::time::Instant::now();
+    weir.sigterm();
+    let (response, _client) = in_flight.await.expect("join");
+    let response =
+        response.unwrap_or_else(|e| panic!("in-flight h3 request: {e}\n{}", weir.log_report()));
+    assert_eq!(response.status, 200, "the request in flight finishes");
+    let status = weir.wait_exit(std::time::Duration::from_secs(8)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "weir exits 0: {status:?}\n{}",
+        weir.log_report()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the drained QUIC connection closed instead of holding shutdown for the drain time: {:?}",
+        started.elapsed()
+    );
+}

@@ -25,8 +25,13 @@ const CONNECTION_SPECIFIC: [&str; 5] = [
     "upgrade",
 ];
 
+/// How often a draining connection checks whether its last stream is done.
+const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Serves HTTP/3 on an accepted QUIC `connection` until it closes; `shutdown` turning true
-/// sends GOAWAY and lets in-flight requests finish.
+/// sends GOAWAY, lets in-flight requests finish, then closes the connection (a few round trips
+/// after the last response, so its last bytes are acknowledged first: closing a QUIC
+/// connection drops data not yet delivered).
 pub async fn serve_h3_connection(
     manager: Arc<HttpManager>,
     connection: quinn::Connection,
@@ -43,6 +48,7 @@ pub async fn serve_h3_connection(
         local,
         tls: true,
     };
+    let quic = connection.clone();
     let built = h3::server::builder()
         .max_field_section_size(64 * 1024)
         .build::<_, Bytes>(h3_quinn::Connection::new(connection))
@@ -89,6 +95,14 @@ pub async fn serve_h3_connection(
                     if let Err(error) = h3_connection.shutdown(0).await {
                         tracing::debug!(%error, "HTTP/3 GOAWAY");
                     }
+                }
+            }
+            () = tokio::time::sleep(DRAIN_CHECK), if draining => {
+                let grace = (quic.rtt() * 3).max(std::time::Duration::from_millis(100));
+                if activity.idle_for().is_some_and(|idle| idle >= grace) {
+                    // 0x100: H3_NO_ERROR.
+                    quic.close(quinn::VarInt::from_u32(0x100), b"shutting down");
+                    break;
                 }
             }
         }
