@@ -351,9 +351,10 @@ impl Http3Pool {
         }
     }
 
-    /// Whether a connection can take a stream now (auto: prefer QUIC once it is up).
-    pub fn has_room(&self) -> bool {
-        self.lock().connections.iter().any(Entry::has_room)
+    /// Whether a connection is up and not draining (auto: QUIC is preferred once up; the pool
+    /// opens more QUIC connections when that one is at its stream limit).
+    pub fn is_up(&self) -> bool {
+        self.lock().connections.iter().any(|e| !e.draining)
     }
 
     /// Auto: starts a QUIC connection when none is open or being made (a `max_connections`

@@ -155,7 +155,7 @@ const QUIC_HEAD_START: std::time::Duration = std::time::Duration::from_millis(30
 /// before the request goes over TCP (the attempt goes on, and takes later requests once up).
 /// Hosts not known to speak HTTP/3 get no QUIC attempt.
 async fn auto_picks_http3(http3: &Arc<Http3Pool>, cluster: &Cluster, host: &Host) -> bool {
-    if http3.has_room() {
+    if http3.is_up() {
         return true;
     }
     if cluster.h3_address(host.addr).is_none() {
