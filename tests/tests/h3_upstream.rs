@@ -164,3 +164,41 @@ async fn h3_to_h3_streams_bodies_and_trailers_both_ways() {
         "trailers both ways"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_of_an_h3_cluster_go_over_quic() {
+    let up = H3Upstream::start(100).await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config_for(&up, ports, dir.path(), None);
+    config::cluster_of(&mut cfg, 0)["health_checks"] = json!([{
+        "timeout": "0.5s",
+        "interval": "0.2s",
+        "unhealthy_threshold": 1,
+        "healthy_threshold": 1,
+        "http_health_check": {"path": "/health"},
+    }]);
+    let weir = Weir::start(&cfg).await;
+    let checked = weir_tests::wait_until(Duration::from_secs(5), || up.requests() >= 3).await;
+    assert!(
+        checked,
+        "health checks reach the h3 upstream\n{}",
+        weir.log_report()
+    );
+    let response = get(ports.http_addr(), "/").await.expect("GET");
+    assert_eq!(
+        response.status,
+        200,
+        "the host stays healthy\n{}",
+        weir.log_report()
+    );
+    let stats = weir.stats().await;
+    let failures = stats.get(
+        "weir_cluster_upstream_health_check_failure",
+        &[("cluster_name", "backend")],
+    );
+    assert!(
+        failures.unwrap_or(0.0) == 0.0,
+        "no failed checks: {failures:?}"
+    );
+}

@@ -70,3 +70,41 @@ pub fn server_name(spec: &ClusterSpec, peer: SocketAddr) -> String {
         .and_then(|t| t.sni.clone())
         .unwrap_or_else(|| peer.ip().to_string())
 }
+
+/// One active health check of an HTTP/3 host: a fresh QUIC connection (from its own endpoint,
+/// so it shares nothing with the pools), `GET path` with `authority`, the response status.
+/// The caller bounds it with the check's timeout.
+pub async fn health_check(
+    cluster: &super::cluster::Cluster,
+    host: SocketAddr,
+    authority: &str,
+    path: &str,
+) -> Result<http::StatusCode, crate::body::BoxError> {
+    let config = cluster
+        .quic
+        .as_ref()
+        .ok_or("the cluster has no QUIC config")?;
+    let endpoint = client_endpoint(config, host)?;
+    let name = server_name(&cluster.spec, host);
+    let connection = endpoint.connect(host, &name)?.await?;
+    let (mut driver, mut send) =
+        h3::client::new(h3_quinn::Connection::new(connection.clone())).await?;
+    let drive = tokio::spawn(async move { driver.wait_idle().await });
+    let uri = http::Uri::builder()
+        .scheme("https")
+        .authority(authority)
+        .path_and_query(path)
+        .build()?;
+    let exchange = async {
+        let mut stream = send.send_request(http::Request::get(uri).body(())?).await?;
+        stream.finish().await?;
+        let response = stream.recv_response().await?;
+        Ok::<_, crate::body::BoxError>(response.status())
+    };
+    let status = exchange.await;
+    drive.abort();
+    // 0x100: H3_NO_ERROR.
+    connection.close(quinn::VarInt::from_u32(0x100), b"health check done");
+    endpoint.wait_idle().await;
+    status
+}
