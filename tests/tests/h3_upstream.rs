@@ -176,7 +176,7 @@ async fn health_checks_of_an_h3_cluster_go_over_quic() {
         "interval": "0.2s",
         "unhealthy_threshold": 1,
         "healthy_threshold": 1,
-        "http_health_check": {"path": "/health"},
+        "http_health_check": {"path": "/health", "codec_client_type": "HTTP3"},
     }]);
     let weir = Weir::start(&cfg).await;
     let checked = weir_tests::wait_until(Duration::from_secs(5), || up.requests() >= 3).await;

@@ -567,6 +567,7 @@ fn cluster_spec(cluster: &schema::Cluster, path: &str) -> Result<ClusterSpec, Fi
                 timeout: check.timeout.get(),
                 healthy_threshold: check.healthy_threshold.max(1),
                 unhealthy_threshold: check.unhealthy_threshold.max(1),
+                over_quic: quic::health_check_over_quic(http.codec_client_type, protocol),
             })
         }
     };

@@ -96,6 +96,19 @@ pub(super) fn listener_quic(
     Ok(Some(settings))
 }
 
+/// Whether a cluster's health checks go over QUIC: `codec_client_type: HTTP3`, or none given
+/// on an explicit HTTP/3 cluster (Envoy would check such a cluster with HTTP/1.1 over TCP,
+/// which a QUIC-only upstream cannot answer).
+pub(super) fn health_check_over_quic(
+    codec: Option<schema::HealthCheckCodec>,
+    protocol: UpstreamProtocol,
+) -> bool {
+    match codec {
+        Some(codec) => codec == schema::HealthCheckCodec::HTTP3,
+        None => protocol == UpstreamProtocol::Http3,
+    }
+}
+
 /// What HTTP/3 adds to a cluster of `protocol`: its QUIC settings and QUIC hints, after
 /// checking the protocol against the transport socket.
 pub(super) fn cluster_quic(

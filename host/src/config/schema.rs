@@ -813,6 +813,20 @@ pub struct HttpHealthCheck {
     /// Host header (default: the cluster name).
     #[serde(default)]
     pub host: Option<String>,
+    /// The protocol of the check; HTTP3 checks over QUIC (see `upstream::HealthCheckSpec`).
+    #[serde(default)]
+    pub codec_client_type: Option<HealthCheckCodec>,
+}
+
+/// `http_health_check.codec_client_type` (`type.v3.CodecClientType`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum HealthCheckCodec {
+    /// HTTP/1.1 (Envoy's default).
+    HTTP1,
+    /// HTTP/2.
+    HTTP2,
+    /// HTTP/3 over QUIC.
+    HTTP3,
 }
 
 /// `extensions.transport_sockets.tls.v3.DownstreamTlsContext`.

@@ -103,7 +103,7 @@ async fn check(
         .host
         .clone()
         .unwrap_or_else(|| cluster.name().to_owned());
-    if cluster.spec.protocol == UpstreamProtocol::Http3 {
+    if spec.over_quic {
         return super::quic::health_check(cluster, host.addr, &authority, &spec.path).await;
     }
     let connected = connect::establish(cluster, host).await?;
@@ -152,6 +152,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             healthy_threshold: 2,
             unhealthy_threshold: 3,
+            over_quic: false,
         }
     }
 

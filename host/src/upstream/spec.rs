@@ -177,6 +177,8 @@ pub struct HealthCheckSpec {
     pub healthy_threshold: u32,
     /// Consecutive failures that make a healthy host unhealthy.
     pub unhealthy_threshold: u32,
+    /// Check over QUIC (HTTP/3) instead of TCP.
+    pub over_quic: bool,
 }
 
 /// `transport_socket` `envoy.transport_sockets.tls` with an `UpstreamTlsContext`.
