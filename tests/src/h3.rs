@@ -305,6 +305,11 @@ pub struct TlsTcpUpstream {
 impl TlsTcpUpstream {
     /// Starts it on 127.0.0.1:`port` with a fresh self-signed certificate.
     pub async fn start(port: u16) -> TlsTcpUpstream {
+        Self::start_slow(port, Duration::ZERO).await
+    }
+
+    /// Like [`TlsTcpUpstream::start`], with each TLS handshake held back by `delay`.
+    pub async fn start_slow(port: u16, delay: Duration) -> TlsTcpUpstream {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
             .expect("rcgen certificate");
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
@@ -329,6 +334,7 @@ impl TlsTcpUpstream {
                 conns.fetch_add(1, Ordering::SeqCst);
                 let (acceptor, reqs, alt) = (acceptor.clone(), reqs.clone(), alt.clone());
                 tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
@@ -399,4 +405,54 @@ pub async fn udp_blackhole(limit: Duration) -> (SocketAddr, tokio::task::JoinHan
         dropped
     });
     (addr, task)
+}
+
+/// A UDP relay on 127.0.0.1 to `target` that holds every datagram back by `delay` each way
+/// (a QUIC path with a long round trip), for at most `limit`.
+pub async fn udp_delay_relay(target: SocketAddr, delay: Duration, limit: Duration) -> SocketAddr {
+    let front = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind the relay"),
+    );
+    let back = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind the relay's back side"),
+    );
+    back.connect(target)
+        .await
+        .expect("connect the relay to its target");
+    let addr = front.local_addr().expect("local addr");
+    let client = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+    let deadline = tokio::time::Instant::now() + limit;
+    let (f, b, c) = (front.clone(), back.clone(), client.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(Ok((n, from))) = tokio::time::timeout_at(deadline, f.recv_from(&mut buf)).await
+        {
+            if let Ok(mut client) = c.lock() {
+                *client = Some(from);
+            }
+            let (b, data) = (b.clone(), buf[..n].to_vec());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = b.send(&data).await;
+            });
+        }
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, back.recv(&mut buf)).await {
+            let Some(to) = client.lock().ok().and_then(|c| *c) else {
+                continue;
+            };
+            let (f, data) = (front.clone(), buf[..n].to_vec());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = f.send_to(&data, to).await;
+            });
+        }
+    });
+    addr
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use weir_tests::config::{self, Ports};
-use weir_tests::h3::{H3Upstream, TlsTcpUpstream, udp_blackhole};
+use weir_tests::h3::{H3Upstream, TlsTcpUpstream, udp_blackhole, udp_delay_relay};
 use weir_tests::{Weir, get};
 
 /// A config whose cluster is auto (h2/http1.1 by ALPN over TLS, HTTP/3 by alt-svc) to
@@ -117,4 +117,34 @@ async fn hinted_host_gets_quic_first() {
     }
     assert_eq!(h3.connections(), 1);
     assert_eq!(tcp.connections(), 0, "QUIC won the race: no TCP connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_quic_still_wins_when_tcp_is_later() {
+    // QUIC through a relay with 200 ms each way: up after ~400 ms, past its 300 ms head start.
+    // TCP's TLS handshake is held back 1.5 s. The QUIC handshake finishes first, so it carries
+    // the first request although TCP was started at 300 ms.
+    let h3 = H3Upstream::start(100).await;
+    let relay = udp_delay_relay(h3.addr, Duration::from_millis(200), Duration::from_secs(20)).await;
+    let tcp = TlsTcpUpstream::start_slow(relay.port(), Duration::from_millis(1500)).await;
+    let ports = Ports::new();
+    let weir = Weir::start(&auto_config(ports, tcp.addr, true)).await;
+    let started = Instant::now();
+    assert_eq!(
+        body_of(ports, &weir).await,
+        "ok",
+        "QUIC won the race\n{}",
+        weir.log_report()
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(tcp.requests(), 0);
+    assert_eq!(
+        tcp.connections(),
+        1,
+        "a TCP handshake was raced (and dropped)"
+    );
 }

@@ -61,6 +61,8 @@ struct State {
     expected_streams: u32,
     /// When the last connection attempt started (auto's 300 ms head start).
     attempt_started: Option<Instant>,
+    /// Whether a TCP handshake was already raced against that attempt.
+    tcp_raced: bool,
 }
 
 struct Entry {
@@ -117,6 +119,7 @@ impl Http3Pool {
                 next_id: 0,
                 expected_streams,
                 attempt_started: None,
+                tcp_raced: false,
             }),
             changed: Notify::new(),
             endpoint: Mutex::new(None),
@@ -365,11 +368,19 @@ impl Http3Pool {
             let slot = self.cluster.try_open_connection()?;
             state.connecting += 1;
             state.attempt_started = Some(Instant::now());
+            state.tcp_raced = false;
             tokio::spawn(self.clone().connect(slot));
         }
         (state.connecting > 0)
             .then_some(state.attempt_started)
             .flatten()
+    }
+
+    /// Auto: true once per QUIC attempt, for the request that races a TCP handshake against
+    /// it (later requests find that TCP connection in the TCP pools).
+    pub fn claim_tcp_race(&self) -> bool {
+        let mut state = self.lock();
+        !std::mem::replace(&mut state.tcp_raced, true)
     }
 
     /// Auto: waits until a connection has room (true) or `until` passes or the attempt

@@ -150,11 +150,17 @@ impl WorkerPools {
 /// How long auto waits for a QUIC handshake before TCP carries the request.
 const QUIC_HEAD_START: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// Auto with HTTP/3: QUIC when a connection is up (preferred once both are); for a host known
-/// to speak HTTP/3 (alt-svc or hint), a QUIC attempt gets [`QUIC_HEAD_START`] from its start
-/// before the request goes over TCP (the attempt goes on, and takes later requests once up).
-/// Hosts not known to speak HTTP/3 get no QUIC attempt.
-async fn auto_picks_http3(http3: &Arc<Http3Pool>, cluster: &Cluster, host: &Host) -> bool {
+/// Auto with HTTP/3: QUIC when a connection is up (preferred once both are). For a host known
+/// to speak HTTP/3 (alt-svc or hint), a QUIC attempt gets [`QUIC_HEAD_START`] from its start;
+/// then a TCP handshake starts too, and whichever is up first carries the request (a TCP
+/// connection that wins goes to the TCP pools; the QUIC attempt goes on and takes later
+/// requests once up). Hosts not known to speak HTTP/3 get no QUIC attempt.
+async fn auto_picks_http3(
+    http3: &Arc<Http3Pool>,
+    cluster: &Arc<Cluster>,
+    pools: &HostPools,
+) -> bool {
+    let host = &pools.host;
     if http3.is_up() {
         return true;
     }
@@ -164,12 +170,42 @@ async fn auto_picks_http3(http3: &Arc<Http3Pool>, cluster: &Cluster, host: &Host
     let Some(started) = http3.start_connecting() else {
         return false;
     };
-    http3.wait_ready(started + QUIC_HEAD_START).await
+    if http3.wait_ready(started + QUIC_HEAD_START).await {
+        return true;
+    }
+    let Some(http1) = pools.http1.as_ref().filter(|_| http3.claim_tcp_race()) else {
+        return false;
+    };
+    let Some(slot) = cluster.try_open_connection() else {
+        return false;
+    };
+    let tcp = super::connect::connect(cluster, host);
+    tokio::pin!(tcp);
+    let quic_deadline = started + cluster.spec.connect_timeout;
+    tokio::select! {
+        ready = http3.wait_ready(quic_deadline) => {
+            if ready {
+                // QUIC won; the TCP handshake is dropped.
+                return true;
+            }
+            // QUIC failed or timed out: TCP carries it.
+            if let Ok(connected) = tcp.await {
+                http1.adopt(connected, slot);
+            }
+            false
+        }
+        connected = &mut tcp => {
+            if let Ok(connected) = connected {
+                http1.adopt(connected, slot);
+            }
+            false
+        }
+    }
 }
 
 async fn send_to_host(
     pools: &HostPools,
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     req: http::Request<Body>,
     slot: RequestSlot,
 ) -> Result<http::Response<Body>, UpstreamError> {
@@ -177,7 +213,7 @@ async fn send_to_host(
         if pools.http1.is_none() && pools.http2.is_none() {
             return http3.send(req, slot).await;
         }
-        if auto_picks_http3(http3, cluster, &pools.host).await {
+        if auto_picks_http3(http3, cluster, pools).await {
             return http3.send(req, slot).await;
         }
     }
