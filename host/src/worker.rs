@@ -55,8 +55,15 @@ struct TcpWorkerListener {
 /// What one worker serves: each listener's config, sockets and TLS.
 struct WorkerListener {
     config: Arc<crate::config::HttpManagerConfig>,
-    socket: std::net::TcpListener,
+    socket: ListenerSocket,
     tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// A TCP socket (one per worker) or a QUIC endpoint's UDP socket (worker 0 only; see
+/// [`listener::quic`]).
+enum ListenerSocket {
+    Tcp(std::net::TcpListener),
+    Quic(std::net::UdpSocket, quinn::ServerConfig),
 }
 
 impl Workers {
@@ -73,6 +80,14 @@ impl Workers {
             (0..concurrency).map(|_| Vec::new()).collect();
         let mut addresses = Vec::new();
         for listener in &config.listeners {
+            if let Some(settings) = &listener.quic {
+                // `per_worker` has at least one worker (concurrency.max(1)).
+                if let Some(first) = per_worker.first_mut() {
+                    let address = start_quic(listener, settings, first)?;
+                    addresses.push((listener.name.clone(), address));
+                }
+                continue;
+            }
             let tls = match &listener.tls {
                 Some(tls) => {
                     Some(
@@ -97,7 +112,7 @@ impl Workers {
                 })?;
                 sockets.push(WorkerListener {
                     config: http.clone(),
-                    socket,
+                    socket: ListenerSocket::Tcp(socket),
                     tls: tls.clone(),
                 });
             }
@@ -172,6 +187,38 @@ impl Workers {
     }
 }
 
+/// Binds a QUIC listener and gives it to `worker` (its TLS and QUIC config checked now).
+fn start_quic(
+    listener: &ListenerConfig,
+    settings: &crate::upstream::Http3Settings,
+    worker: &mut Vec<WorkerListener>,
+) -> Result<SocketAddr, StartError> {
+    let tls_error = |source| StartError::Tls {
+        listener: listener.name.clone(),
+        source,
+    };
+    let Some(tls) = &listener.tls else {
+        return Err(tls_error(TlsError::Invalid {
+            path: Default::default(),
+            what: "a QUIC listener needs certificates".into(),
+        }));
+    };
+    let server = listener::quic::server_config(tls, settings).map_err(tls_error)?;
+    let bind_error = |source| StartError::Bind {
+        listener: listener.name.clone(),
+        address: listener.address,
+        source,
+    };
+    let socket = listener::quic::bind_udp(listener.address).map_err(bind_error)?;
+    let address = socket.local_addr().map_err(bind_error)?;
+    worker.push(WorkerListener {
+        config: Arc::new(listener.http.clone()),
+        socket: ListenerSocket::Quic(socket, server),
+        tls: None,
+    });
+    Ok(address)
+}
+
 fn bind(
     listener: &ListenerConfig,
     address: SocketAddr,
@@ -206,13 +253,24 @@ fn run_worker(
         let (alive, mut all_closed) = mpsc::channel::<()>(1);
         for listener in listeners {
             let manager = HttpManager::new(listener.config, pools.clone());
-            tokio::spawn(listener::accept_loop(
-                listener.socket,
-                listener.tls,
-                manager,
-                shutdown.clone(),
-                alive.clone(),
-            ));
+            match listener.socket {
+                ListenerSocket::Tcp(socket) => tokio::spawn(listener::accept_loop(
+                    socket,
+                    listener.tls,
+                    manager,
+                    shutdown.clone(),
+                    alive.clone(),
+                )),
+                ListenerSocket::Quic(socket, server) => {
+                    tokio::spawn(listener::quic::quic_accept_loop(
+                        socket,
+                        server,
+                        manager,
+                        shutdown.clone(),
+                        alive.clone(),
+                    ))
+                }
+            };
         }
         for listener in tcp_listeners {
             let proxy = TcpProxy::new(listener.config, pools.clone());

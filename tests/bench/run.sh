@@ -31,7 +31,7 @@ PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 BENCH_SECONDS="${BENCH_SECONDS:-8}"
 BENCH_WARMUP="${BENCH_WARMUP:-1}"
 BENCH_TARGETS="${BENCH_TARGETS:-direct weir nginx haproxy envoy}"
-BENCH_TESTS="${BENCH_TESTS:-wrk_h1 h2load_h1 h2load_h2c}"
+BENCH_TESTS="${BENCH_TESTS:-wrk_h1 h2load_h1 h2load_h2c h3load}"
 BENCH_CONNS="${BENCH_CONNS:-2}"
 BENCH_H2_STREAMS="${BENCH_H2_STREAMS:-100}"
 BENCH_H2LOAD_LOG="${BENCH_H2LOAD_LOG:-1}"
@@ -273,6 +273,12 @@ shared_config() {
         free_port; admin=$FREE_PORT
         SHARED_CONFIGS[$template]="$WORK/$template"
         SHARED_PORTS[$template]=$h1
+        if [[ ! -s "$WORK/bench-key.pem" ]]; then
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+                -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+                -keyout "$WORK/bench-key.pem" -out "$WORK/bench-cert.pem" >/dev/null 2>&1 ||
+                die "openssl could not make the bench certificate"
+        fi
         render "$CONF_DIR/$template" "$WORK/$template" "H1=$h1" "ADMIN=$admin" \
             "UP_H1=$UP_H1" "UP_H2=$UP_H2" "WORK=$WORK" "BENCH_DIR=$BENCH_DIR"
     fi
@@ -346,14 +352,15 @@ start_envoy() {
         "$ENVOY_BIN" -c "$2" --concurrency 1 --log-level warn --disable-hot-restart
 }
 
+# The shared config's QUIC listener has the TCP listener's port number (UDP).
 target_weir() {
     shared_config envoy.yaml
-    start_weir weir "$CFG" "$CFG_PORT"
+    start_weir weir "$CFG" "$CFG_PORT" && T_PORT[h3]=$CFG_PORT
 }
 
 target_envoy() {
     shared_config envoy.yaml
-    start_envoy envoy "$CFG" "$CFG_PORT"
+    start_envoy envoy "$CFG" "$CFG_PORT" && T_PORT[h3]=$CFG_PORT
 }
 
 target_nginx() {
@@ -391,8 +398,9 @@ target_haproxy() {
 # TEST_PROTO says which of the target's ports it uses, TEST_TOOL which binary it needs.
 # To add a test: write test_<name>, add it to TEST_PROTO, TEST_TOOL and BENCH_TESTS' default.
 # ---------------------------------------------------------------------------------------------
-declare -A TEST_PROTO=([wrk_h1]=h1 [h2load_h1]=h1 [h2load_h2c]=h2)
-declare -A TEST_TOOL=([wrk_h1]=wrk [h2load_h1]=h2load [h2load_h2c]=h2load)
+H3LOAD_BIN="${H3LOAD_BIN:-$TARGET_DIR/release/h3load}"
+declare -A TEST_PROTO=([wrk_h1]=h1 [h2load_h1]=h1 [h2load_h2c]=h2 [h3load]=h3)
+declare -A TEST_TOOL=([wrk_h1]=wrk [h2load_h1]=h2load [h2load_h2c]=h2load [h3load]=$H3LOAD_BIN)
 declare -A TEST_UNIT=() # the unit of R_RPS where it is not req/s (e.g. Gbit/s for a tunnel test)
 R_RPS='' R_P50='' R_P99='' R_ERRORS='' R_DETAIL='' R_NOTE=''
 reset_result() { R_RPS='' R_P50='' R_P99='' R_ERRORS='' R_DETAIL='' R_NOTE=''; }
@@ -462,6 +470,33 @@ run_h2load() {
 
 test_h2load_h1() { run_h2load h2load_h1 "$1" "$2" --h1; }
 test_h2load_h2c() { run_h2load h2load_h2c "$1" "$2" -m "$BENCH_H2_STREAMS"; }
+
+# find_h3load: build the project's HTTP/3 load client (tests/src/bin/h3load.rs) when missing.
+find_h3load() {
+    [[ " $BENCH_TESTS " == *" h3load "* && ! -x "$H3LOAD_BIN" && "$BENCH_BUILD" == 1 ]] || return 0
+    command -v cargo >/dev/null || return 0
+    log "building h3load: cargo build --release -p weir-tests --bin h3load"
+    (cd "$ROOT" && timeout 1800 cargo build --release -p weir-tests --bin h3load) \
+        >"$WORK/logs/cargo-build-h3load.log" 2>&1 || log "h3load did not build; see $WORK/logs/cargo-build-h3load.log"
+}
+
+# test_h3load PORT TARGET: HTTP/3 over QUIC (UDP PORT), the same connections and streams as
+# h2load_h2c, so the two rows compare h3 with h2 through the same proxy and upstream.
+test_h3load() {
+    local port=$1 target=$2 out="$WORK/h3load-$2.txt" line
+    timeout $((BENCH_SECONDS + 30)) "$H3LOAD_BIN" -c "$BENCH_CONNS" -m "$BENCH_H2_STREAMS" \
+        -d "$BENCH_SECONDS" --insecure "https://127.0.0.1:$port/" >"$out" 2>&1 || true
+    line=$(grep '^h3load: requests=' "$out" | tail -n1)
+    if [[ -z "$line" ]]; then
+        R_NOTE="h3load printed no result; see $out"
+        return 1
+    fi
+    R_RPS=$(sed -n 's/.* rps=\([0-9.]*\).*/\1/p' <<<"$line")
+    R_P50=$(sed -n 's/.* p50_us=\([0-9]*\).*/\1/p' <<<"$line")
+    R_P99=$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' <<<"$line")
+    R_ERRORS=$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' <<<"$line")
+    R_DETAIL="$line"
+}
 
 # warmup PORT: BENCH_WARMUP seconds of HTTP/1.1 load, unmeasured (fills connection pools, caches).
 warmup() {
@@ -638,6 +673,7 @@ main() {
     local target test proto port tool status
     ensure_tools
     start_upstream
+    find_h3load
     log "upstream nginx on 127.0.0.1:$UP_H1 (h1) and :$UP_H2 (h2c); work dir $WORK"
 
     for target in $BENCH_TARGETS; do

@@ -267,3 +267,53 @@ pub fn tcp_proxy_listener(
         }],
     })
 }
+
+/// A QUIC (HTTP/3) listener in Envoy's shape on UDP 127.0.0.1:`port`: `udp_listener_config`
+/// with `quic_options`, the QUIC transport socket with `cert`/`key`, and `hcm` switched to
+/// `codec_type: HTTP3`.
+pub fn quic_listener(name: &str, port: u16, mut hcm: Value, cert: &Path, key: &Path) -> Value {
+    hcm["codec_type"] = json!("HTTP3");
+    hcm["http3_protocol_options"] = json!({});
+    json!({
+        "name": name,
+        "address": {"socket_address": {"protocol": "UDP", "address": "127.0.0.1", "port_value": port}},
+        "udp_listener_config": {"quic_options": {}, "downstream_socket_config": {"prefer_gro": true}},
+        "filter_chains": [{
+            "transport_socket": {
+                "name": "envoy.transport_sockets.quic",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport",
+                    "downstream_tls_context": {"common_tls_context": {"tls_certificates": [{
+                        "certificate_chain": {"filename": cert.to_str().expect("utf-8 path")},
+                        "private_key": {"filename": key.to_str().expect("utf-8 path")},
+                    }]}},
+                },
+            },
+            "filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": hcm,
+            }],
+        }],
+    })
+}
+
+/// Makes `cluster` speak HTTP/3 (Envoy's shape: `explicit_http_config.http3_protocol_options`
+/// and a `QuicUpstreamTransport` transport socket with SNI `localhost`), optionally capping
+/// requests per connection.
+pub fn upstream_http3(cluster: &mut Value, max_requests_per_connection: Option<u32>) {
+    let mut options = json!({
+        "@type": format!("type.googleapis.com/{UPSTREAM_HTTP_OPTIONS}"),
+        "explicit_http_config": {"http3_protocol_options": {}},
+    });
+    if let Some(n) = max_requests_per_connection {
+        options["common_http_protocol_options"] = json!({"max_requests_per_connection": n});
+    }
+    cluster["typed_extension_protocol_options"] = json!({ UPSTREAM_HTTP_OPTIONS: options });
+    cluster["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.quic",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.quic.v3.QuicUpstreamTransport",
+            "upstream_tls_context": {"sni": "localhost"},
+        },
+    });
+}

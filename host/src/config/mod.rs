@@ -6,6 +6,7 @@
 //! reads YAML.
 
 pub mod duration;
+mod quic;
 pub mod schema;
 pub mod typed;
 pub mod wasm;
@@ -138,6 +139,8 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// TLS, when the filter chain has a transport socket.
     pub tls: Option<DownstreamTls>,
+    /// QUIC settings when this is a UDP (HTTP/3) listener; its TLS is then in `tls`.
+    pub quic: Option<upstream::Http3Settings>,
     /// The connection manager.
     pub http: HttpManagerConfig,
 }
@@ -439,10 +442,10 @@ fn listen_address(address: &schema::Address, path: &str) -> Result<SocketAddr, F
             ),
         )
     })?;
-    if socket.protocol != schema::SocketProtocol::TCP {
+    if socket.protocol != schema::SocketProtocol::TCP && path == "admin.address" {
         return Err(FieldError::new(
             format!("{path}.socket_address.protocol"),
-            "only TCP listeners are supported here; accepted: TCP",
+            "the admin listener is TCP; accepted: TCP",
         ));
     }
     Ok(SocketAddr::new(ip, socket.port_value))
@@ -477,10 +480,14 @@ fn listener_config(
                 context,
                 &format!("{chain_path}.transport_socket.typed_config"),
             )?),
-            TransportSocketConfig::UpstreamTls(_) => {
+            TransportSocketConfig::QuicDownstream(quic) => Some(downstream_tls(
+                &quic.downstream_tls_context,
+                &format!("{chain_path}.transport_socket.typed_config.downstream_tls_context"),
+            )?),
+            TransportSocketConfig::UpstreamTls(_) | TransportSocketConfig::QuicUpstream(_) => {
                 return Err(FieldError::new(
                     format!("{chain_path}.transport_socket.typed_config.@type"),
-                    "a listener needs a DownstreamTlsContext, not an UpstreamTlsContext",
+                    "a listener needs a DownstreamTlsContext or QuicDownstreamTransport",
                 ));
             }
         },
@@ -502,10 +509,12 @@ fn listener_config(
         ));
     };
     let http = http_manager_config(hcm, &filter_path, clusters, node)?;
+    let quic = quic::listener_quic(listener, chain, hcm, path)?;
     Ok(ListenerConfig {
         name,
         address,
         tls,
+        quic,
         http,
     })
 }
@@ -789,6 +798,7 @@ fn cluster_spec(cluster: &schema::Cluster, path: &str) -> Result<ClusterSpec, Fi
                 timeout: check.timeout.get(),
                 healthy_threshold: check.healthy_threshold.max(1),
                 unhealthy_threshold: check.unhealthy_threshold.max(1),
+                over_quic: quic::health_check_over_quic(http.codec_client_type, protocol),
             })
         }
     };
@@ -799,14 +809,19 @@ fn cluster_spec(cluster: &schema::Cluster, path: &str) -> Result<ClusterSpec, Fi
                 context,
                 &format!("{path}.transport_socket.typed_config"),
             )?),
-            TransportSocketConfig::DownstreamTls(_) => {
+            TransportSocketConfig::QuicUpstream(quic) => Some(upstream_tls(
+                &quic.upstream_tls_context,
+                &format!("{path}.transport_socket.typed_config.upstream_tls_context"),
+            )?),
+            TransportSocketConfig::DownstreamTls(_) | TransportSocketConfig::QuicDownstream(_) => {
                 return Err(FieldError::new(
                     format!("{path}.transport_socket.typed_config.@type"),
-                    "a cluster needs an UpstreamTlsContext, not a DownstreamTlsContext",
+                    "a cluster needs an UpstreamTlsContext or QuicUpstreamTransport",
                 ));
             }
         },
     };
+    let (http3, quic_hints) = quic::cluster_quic(cluster, protocol, path)?;
     Ok(ClusterSpec {
         name: cluster.name.clone(),
         discovery,
@@ -829,6 +844,8 @@ fn cluster_spec(cluster: &schema::Cluster, path: &str) -> Result<ClusterSpec, Fi
         },
         health_check,
         tls,
+        http3,
+        quic_hints,
     })
 }
 
@@ -864,15 +881,31 @@ fn upstream_protocol(cluster: &schema::Cluster, path: &str) -> Result<ProtocolCh
             &explicit.http_protocol_options,
             &explicit.http2_protocol_options,
         ) {
+            _ if explicit.http3_protocol_options.is_some()
+                && (explicit.http_protocol_options.is_some()
+                    || explicit.http2_protocol_options.is_some()) =>
+            {
+                Err(FieldError::new(
+                    format!("{options_path}.explicit_http_config"),
+                    "set exactly one of http_protocol_options, http2_protocol_options and http3_protocol_options",
+                ))
+            }
             (Some(_), None) => Ok((UpstreamProtocol::Http1, None, common)),
             (None, Some(h2)) => Ok((UpstreamProtocol::Http2, Some(h2.clone()), common)),
+            (None, None) if explicit.http3_protocol_options.is_some() => {
+                Ok((UpstreamProtocol::Http3, None, common))
+            }
             _ => Err(FieldError::new(
                 format!("{options_path}.explicit_http_config"),
-                "set exactly one of http_protocol_options and http2_protocol_options",
+                "set exactly one of http_protocol_options, http2_protocol_options and http3_protocol_options",
             )),
         },
         (None, Some(auto)) => Ok((
-            UpstreamProtocol::Auto,
+            if auto.http3_protocol_options.is_some() {
+                UpstreamProtocol::AutoHttp3
+            } else {
+                UpstreamProtocol::Auto
+            },
             auto.http2_protocol_options.clone(),
             common,
         )),

@@ -108,6 +108,158 @@ pub struct Listener {
     /// Accepted for compatibility; weir sizes its own buffers.
     #[serde(default)]
     pub per_connection_buffer_limit_bytes: Option<u32>,
+    /// A UDP listener's settings; with `quic_options` it is a QUIC (HTTP/3) listener.
+    #[serde(default)]
+    pub udp_listener_config: Option<UdpListenerConfig>,
+}
+
+/// `udp_listener_config`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UdpListenerConfig {
+    /// Socket buffer sizes and GRO; accepted, weir leaves them to quinn.
+    #[serde(default)]
+    pub downstream_socket_config: Option<UdpSocketConfig>,
+    /// Makes the listener a QUIC listener.
+    #[serde(default)]
+    pub quic_options: Option<QuicListenerOptions>,
+}
+
+/// `config.core.v3.UdpSocketConfig` (accepted for compatibility; quinn sizes its own buffers).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UdpSocketConfig {
+    /// Largest datagram read.
+    #[serde(default)]
+    pub max_rx_datagram_size: Option<u64>,
+    /// Use UDP GRO where the kernel has it.
+    #[serde(default)]
+    pub prefer_gro: Option<bool>,
+}
+
+/// `udp_listener_config.quic_options` (`config.listener.v3.QuicProtocolOptions`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct QuicListenerOptions {
+    /// Stream limits and flow-control windows.
+    #[serde(default)]
+    pub quic_protocol_options: Option<QuicProtocolOptions>,
+    /// A connection with no packets for this long is closed (Envoy default 300s).
+    #[serde(default)]
+    pub idle_timeout: Option<ConfigDuration>,
+    /// Time allowed for the QUIC handshake (accepted; quinn bounds it by the idle timeout).
+    #[serde(default)]
+    pub crypto_handshake_timeout: Option<ConfigDuration>,
+    /// Accepted for compatibility (runtime feature flag).
+    #[serde(default)]
+    pub enabled: Option<serde_yaml_ng::Value>,
+}
+
+/// `config.core.v3.QuicProtocolOptions`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct QuicProtocolOptions {
+    /// Most concurrent bidirectional streams the peer may open (Envoy default 100).
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u32>,
+    /// Per-stream flow-control window (Envoy default 16 MiB).
+    #[serde(default)]
+    pub initial_stream_window_size: Option<u32>,
+    /// Connection flow-control window (Envoy default 24 MiB).
+    #[serde(default)]
+    pub initial_connection_window_size: Option<u32>,
+    /// Close a connection with no packets for this long.
+    #[serde(default)]
+    pub idle_network_timeout: Option<ConfigDuration>,
+}
+
+/// `http3_protocol_options` (`config.core.v3.Http3ProtocolOptions`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Http3ProtocolOptions {
+    /// QUIC transport settings.
+    #[serde(default)]
+    pub quic_protocol_options: Option<QuicProtocolOptions>,
+    /// RFC 9220 extended CONNECT (accepted; not served over HTTP/3 yet).
+    #[serde(default)]
+    pub allow_extended_connect: bool,
+    /// Accepted for compatibility.
+    #[serde(default)]
+    pub override_stream_error_on_invalid_http_message: Option<bool>,
+}
+
+/// `alternate_protocols_cache_options` of `auto_config`: where alt-svc entries are kept, and
+/// entries known before any response (QUIC hints).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AlternateProtocolsCacheOptions {
+    /// The cache's name (Envoy shares caches by name; weir keeps one per cluster).
+    #[serde(default)]
+    pub name: String,
+    /// Most entries kept.
+    #[serde(default)]
+    pub max_entries: Option<u32>,
+    /// Hosts known to speak HTTP/3 on the same port before they advertise it.
+    #[serde(default)]
+    pub prepopulated_entries: Vec<AlternateProtocolsCacheEntry>,
+    /// Accepted for compatibility (weir stores nothing on disk).
+    #[serde(default)]
+    pub key_value_store_config: Option<serde_yaml_ng::Value>,
+    /// Accepted for compatibility.
+    #[serde(default)]
+    pub canonical_suffixes: Vec<String>,
+}
+
+/// `prepopulated_entries[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlternateProtocolsCacheEntry {
+    /// Host name or IP of the endpoint.
+    pub hostname: String,
+    /// Its port.
+    pub port: u16,
+}
+
+/// `response_headers_to_add[]` (`config.core.v3.HeaderValueOption`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderValueOption {
+    /// The header.
+    pub header: HeaderValue,
+    /// How it combines with a header already there (default APPEND_IF_EXISTS_OR_ADD).
+    #[serde(default)]
+    pub append_action: Option<HeaderAppendAction>,
+    /// Deprecated form: true appends, false overwrites.
+    #[serde(default)]
+    pub append: Option<bool>,
+    /// Add the header even when its value is empty.
+    #[serde(default)]
+    pub keep_empty_value: bool,
+}
+
+/// `config.core.v3.HeaderValue`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderValue {
+    /// Name.
+    pub key: String,
+    /// Value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// `append_action`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum HeaderAppendAction {
+    /// Append a value (or add the header).
+    APPEND_IF_EXISTS_OR_ADD,
+    /// Add only when absent.
+    ADD_IF_ABSENT,
+    /// Replace the values (or add the header).
+    OVERWRITE_IF_EXISTS_OR_ADD,
+    /// Replace only when present.
+    OVERWRITE_IF_EXISTS,
 }
 
 /// `filter_chains[]`.
@@ -147,6 +299,9 @@ pub struct HttpConnectionManager {
     /// HTTP/2 options.
     #[serde(default)]
     pub http2_protocol_options: Option<Http2ProtocolOptions>,
+    /// HTTP/3 options (listeners with `codec_type: HTTP3`).
+    #[serde(default)]
+    pub http3_protocol_options: Option<Http3ProtocolOptions>,
     /// Time allowed to receive a whole request; zero or unset disables it.
     #[serde(default)]
     pub request_timeout: Option<ConfigDuration>,
@@ -218,6 +373,8 @@ pub enum CodecType {
     HTTP1,
     /// HTTP/2 only.
     HTTP2,
+    /// HTTP/3 (QUIC listeners only).
+    HTTP3,
 }
 
 /// `common_http_protocol_options`.
@@ -275,6 +432,9 @@ pub struct RouteConfiguration {
     /// `virtual_hosts[]`.
     #[serde(default)]
     pub virtual_hosts: Vec<VirtualHost>,
+    /// Headers added to every response (after the virtual host's).
+    #[serde(default)]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
 }
 
 /// `virtual_hosts[]`.
@@ -288,6 +448,9 @@ pub struct VirtualHost {
     /// `routes[]`, first match wins.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Headers added to every response of this virtual host.
+    #[serde(default)]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
 }
 
 /// `routes[]`.
@@ -649,6 +812,9 @@ pub struct ExplicitHttpConfig {
     /// HTTP/2.
     #[serde(default)]
     pub http2_protocol_options: Option<Http2ProtocolOptions>,
+    /// HTTP/3 (the cluster's transport socket must be QUIC).
+    #[serde(default)]
+    pub http3_protocol_options: Option<Http3ProtocolOptions>,
 }
 
 /// `auto_config`.
@@ -661,6 +827,12 @@ pub struct AutoHttpConfig {
     /// HTTP/2 options when h2 is picked.
     #[serde(default)]
     pub http2_protocol_options: Option<Http2ProtocolOptions>,
+    /// HTTP/3 to hosts known to speak it (alt-svc or a QUIC hint); TCP otherwise.
+    #[serde(default)]
+    pub http3_protocol_options: Option<Http3ProtocolOptions>,
+    /// Where alt-svc entries are kept, and QUIC hints.
+    #[serde(default)]
+    pub alternate_protocols_cache_options: Option<AlternateProtocolsCacheOptions>,
 }
 
 /// `health_checks[]`.
@@ -692,6 +864,20 @@ pub struct HttpHealthCheck {
     /// Host header (default: the cluster name).
     #[serde(default)]
     pub host: Option<String>,
+    /// The protocol of the check; HTTP3 checks over QUIC (see `upstream::HealthCheckSpec`).
+    #[serde(default)]
+    pub codec_client_type: Option<HealthCheckCodec>,
+}
+
+/// `http_health_check.codec_client_type` (`type.v3.CodecClientType`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum HealthCheckCodec {
+    /// HTTP/1.1 (Envoy's default).
+    HTTP1,
+    /// HTTP/2.
+    HTTP2,
+    /// HTTP/3 over QUIC.
+    HTTP3,
 }
 
 /// `extensions.transport_sockets.tls.v3.DownstreamTlsContext`.
@@ -785,27 +971,21 @@ pub struct TunnelingConfig {
     pub headers_to_add: Vec<HeaderValueOption>,
 }
 
-/// `config.core.v3.HeaderValueOption`.
-#[derive(Debug, Clone, Deserialize)]
+/// `envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport`.
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct HeaderValueOption {
-    /// The header.
-    pub header: HeaderValue,
-    /// Deprecated append flag; accepted.
+pub struct QuicDownstreamTransport {
+    /// Certificates (picked by SNI) and client validation, as for TLS over TCP.
+    pub downstream_tls_context: DownstreamTlsContext,
+    /// 0-RTT (accepted; weir does not take early data).
     #[serde(default)]
-    pub append: Option<bool>,
-    /// How to combine with an existing value; accepted (weir appends).
-    #[serde(default)]
-    pub append_action: Option<String>,
+    pub enable_early_data: Option<bool>,
 }
 
-/// `config.core.v3.HeaderValue`.
-#[derive(Debug, Clone, Deserialize)]
+/// `envoy.extensions.transport_sockets.quic.v3.QuicUpstreamTransport`.
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct HeaderValue {
-    /// Name.
-    pub key: String,
-    /// Value.
-    #[serde(default)]
-    pub value: String,
+pub struct QuicUpstreamTransport {
+    /// SNI, CA and client certificate, as for TLS over TCP.
+    pub upstream_tls_context: UpstreamTlsContext,
 }

@@ -166,3 +166,111 @@ fn yaml_syntax_errors_are_reported() {
     let e = error_of("static_resources: [");
     assert!(!e.message.is_empty());
 }
+
+/// The HTTP/3 example: Envoy's shapes for QUIC listeners and HTTP/3 clusters.
+const H3: &str = include_str!("../../../configs/http3_downstream_upstream.yaml");
+
+fn h3_variant(from: &str, to: &str) -> String {
+    assert!(H3.contains(from), "the example contains {from:?}");
+    H3.replacen(from, to, 1)
+}
+
+#[test]
+fn loads_envoys_http3_shapes() {
+    let config = load_str(H3, "h3.yaml").unwrap();
+    let tcp = &config.listeners[0];
+    assert!(tcp.quic.is_none());
+    let quic = &config.listeners[1];
+    let settings = quic.quic.expect("a QUIC listener");
+    assert_eq!(settings.max_concurrent_streams, 100);
+    assert_eq!(quic.http.codec, CodecType::HTTP3);
+    assert_eq!(quic.tls.as_ref().map(|t| t.certificates.len()), Some(1));
+    assert_eq!(
+        quic.address.port(),
+        tcp.address.port(),
+        "one port number, two protocols"
+    );
+    let h3 = &config.clusters[0];
+    assert_eq!(h3.protocol, upstream::UpstreamProtocol::Http3);
+    assert_eq!(h3.max_requests_per_connection, Some(1000));
+    let tls = h3
+        .tls
+        .as_ref()
+        .expect("upstream TLS from QuicUpstreamTransport");
+    assert_eq!(tls.sni.as_deref(), Some("localhost"));
+    assert!(tls.ca_file.is_some());
+    let auto = &config.clusters[1];
+    assert_eq!(auto.protocol, upstream::UpstreamProtocol::AutoHttp3);
+    assert_eq!(auto.quic_hints, vec![("localhost".to_owned(), 8444)]);
+}
+
+#[test]
+fn quic_listener_rules_name_their_fields() {
+    let no_quic_options = h3_variant("      quic_options: {}\n", "");
+    let error = error_of(&no_quic_options);
+    assert_eq!(
+        error.path,
+        "static_resources.listeners[1].udp_listener_config.quic_options"
+    );
+    let not_http3 = h3_variant("codec_type: HTTP3", "codec_type: AUTO");
+    assert_eq!(
+        error_of(&not_http3).path,
+        "static_resources.listeners[1].filter_chains[0].filters[0].typed_config.codec_type"
+    );
+    let tcp_http3 = h3_variant(
+        "stat_prefix: ingress_tcp",
+        "stat_prefix: ingress_tcp\n          codec_type: HTTP3",
+    );
+    assert_eq!(
+        error_of(&tcp_http3).path,
+        "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.codec_type"
+    );
+    let unknown = h3_variant(
+        "          downstream_tls_context:\n",
+        "          bogus: 1\n          downstream_tls_context:\n",
+    );
+    let error = error_of(&unknown);
+    assert_eq!(
+        error.path,
+        "static_resources.listeners[1].filter_chains[0].transport_socket.typed_config.bogus",
+        "{error}"
+    );
+}
+
+#[test]
+fn http3_cluster_rules_name_their_fields() {
+    let both = h3_variant(
+        "          http3_protocol_options: {}\n        common_http_protocol_options",
+        "          http3_protocol_options: {}\n          http2_protocol_options: {}\n        common_http_protocol_options",
+    );
+    let error = error_of(&both);
+    assert!(error.path.ends_with(".explicit_http_config"), "{error}");
+    let tls_socket = h3_variant(
+        "      name: envoy.transport_sockets.quic\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.quic.v3.QuicUpstreamTransport\n        upstream_tls_context:\n          sni: localhost\n          common_tls_context:",
+        "      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        sni: localhost\n        common_tls_context:",
+    );
+    let error = error_of(&tls_socket);
+    assert_eq!(
+        error.path, "static_resources.clusters[0].transport_socket",
+        "{error}"
+    );
+    let no_cache = h3_variant(
+        "          alternate_protocols_cache_options:\n            name: default_alternate_protocols_cache\n            prepopulated_entries:\n            - {hostname: localhost, port: 8444}\n",
+        "",
+    );
+    let error = error_of(&no_cache);
+    assert!(
+        error
+            .path
+            .ends_with("auto_config.alternate_protocols_cache_options"),
+        "{error}"
+    );
+    let bad_header = h3_variant("key: alt-svc", "key: \"alt svc\"");
+    let error = error_of(&bad_header);
+    assert!(
+        error
+            .path
+            .ends_with("route_config.response_headers_to_add[0].header.key"),
+        "{error}"
+    );
+}

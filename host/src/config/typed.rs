@@ -7,8 +7,8 @@
 //! [`PATH_MARK`]s and joined onto the outer path by [`super::ConfigError`].
 
 use super::schema::{
-    DownstreamTlsContext, HttpConnectionManager, TcpProxy, UpstreamHttpProtocolOptions,
-    UpstreamTlsContext,
+    DownstreamTlsContext, HttpConnectionManager, QuicDownstreamTransport, QuicUpstreamTransport,
+    TcpProxy, UpstreamHttpProtocolOptions, UpstreamTlsContext,
 };
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
@@ -37,6 +37,12 @@ pub mod type_names {
     pub const UPSTREAM_TLS: &str = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
     /// The proxy-wasm HTTP filter.
     pub const WASM: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
+    /// QUIC (HTTP/3) on a listener's filter chain.
+    pub const QUIC_DOWNSTREAM: &str =
+        "envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport";
+    /// QUIC (HTTP/3) to a cluster's hosts.
+    pub const QUIC_UPSTREAM: &str =
+        "envoy.extensions.transport_sockets.quic.v3.QuicUpstreamTransport";
     /// Upstream HTTP protocol options.
     pub const HTTP_PROTOCOL_OPTIONS: &str =
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -260,6 +266,10 @@ pub enum TransportSocketConfig {
     DownstreamTls(Box<DownstreamTlsContext>),
     /// TLS to a cluster's hosts.
     UpstreamTls(Box<UpstreamTlsContext>),
+    /// QUIC on a listener's filter chain (HTTP/3 listeners).
+    QuicDownstream(Box<QuicDownstreamTransport>),
+    /// QUIC to a cluster's hosts (HTTP/3 clusters).
+    QuicUpstream(Box<QuicUpstreamTransport>),
 }
 
 impl<'de> Deserialize<'de> for TransportSocket {
@@ -274,11 +284,22 @@ impl<'de> Deserialize<'de> for TransportSocket {
             type_names::UPSTREAM_TLS => TransportSocketConfig::UpstreamTls(Box::new(
                 typed(value).map_err(D::Error::custom)?,
             )),
+            type_names::QUIC_DOWNSTREAM => TransportSocketConfig::QuicDownstream(Box::new(
+                typed(value).map_err(D::Error::custom)?,
+            )),
+            type_names::QUIC_UPSTREAM => TransportSocketConfig::QuicUpstream(Box::new(
+                typed(value).map_err(D::Error::custom)?,
+            )),
             other => {
                 return Err(D::Error::custom(unsupported(
                     "transport socket",
                     other,
-                    &[type_names::DOWNSTREAM_TLS, type_names::UPSTREAM_TLS],
+                    &[
+                        type_names::DOWNSTREAM_TLS,
+                        type_names::UPSTREAM_TLS,
+                        type_names::QUIC_DOWNSTREAM,
+                        type_names::QUIC_UPSTREAM,
+                    ],
                 )));
             }
         };

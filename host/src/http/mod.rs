@@ -3,6 +3,8 @@
 
 mod deadline;
 pub mod filter_chain;
+mod h3;
+pub mod h3_body;
 pub mod headers;
 pub mod local_reply;
 mod server;
@@ -13,6 +15,7 @@ mod upgrade;
 use crate::config::HttpManagerConfig;
 use crate::stats::HttpStats;
 use crate::upstream::WorkerPools;
+pub use h3::serve_h3_connection;
 pub use server::{ConnectionTls, serve_connection};
 use std::sync::Arc;
 pub use stream::ConnectionInfo;

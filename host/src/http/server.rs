@@ -81,7 +81,8 @@ impl Codecs {
             (CodecType::HTTP2, _) | (CodecType::AUTO, Some(b"h2")) => {
                 Serving::Http2(Box::pin(self.http2.serve_connection(io, service)))
             }
-            (CodecType::AUTO, _) => Serving::Auto(Box::pin(
+            // HTTP3 is for QUIC listeners only (the config refuses it on TCP).
+            (CodecType::AUTO | CodecType::HTTP3, _) => Serving::Auto(Box::pin(
                 self.auto
                     .serve_connection_with_upgrades(io, service)
                     .into_owned(),
@@ -169,8 +170,20 @@ pub async fn serve_connection<I>(
                     manager.stats.cx_http1_total.inc();
                 }
             }
+            let host = request
+                .uri()
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .or_else(|| {
+                    let host = request.headers().get(http::header::HOST)?;
+                    host.to_str().ok().map(str::to_owned)
+                });
             async move {
-                let response = manager.handle(request, &info).await;
+                let mut response = manager.handle(request, &info).await;
+                manager
+                    .config
+                    .routes
+                    .add_response_headers(host.as_deref(), response.headers_mut());
                 Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
             }
         })

@@ -1,6 +1,7 @@
 //! Listeners: binding (one `SO_REUSEPORT` socket per worker), TLS with ALPN, and the accept
 //! loop that hands each connection to its HTTP connection manager.
 
+pub mod quic;
 pub mod tls;
 
 use crate::http::{ConnectionInfo, ConnectionTls, HttpManager, serve_connection};

@@ -78,6 +78,12 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Builds the acceptor of a TLS listener. Every file is read and checked now, so a bad key
 /// stops start-up with its path in the message.
 pub fn acceptor(tls: &DownstreamTls) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    Ok(tokio_rustls::TlsAcceptor::from(server_config(tls)?))
+}
+
+/// The rustls server config of a listener (TCP or QUIC): certificates picked by SNI, client
+/// verification, ALPN from the config.
+pub fn server_config(tls: &DownstreamTls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = provider();
     let mut keys = Vec::new();
     for (chain, key) in &tls.certificates {
@@ -120,7 +126,7 @@ pub fn acceptor(tls: &DownstreamTls) -> Result<tokio_rustls::TlsAcceptor, TlsErr
         .iter()
         .map(|p| p.as_bytes().to_vec())
         .collect();
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// Picks the first certificate valid for the client's SNI, else the first one.

@@ -7,6 +7,7 @@
 //! the first route whose match accepts the request wins.
 
 mod matcher;
+pub mod response_headers;
 
 use crate::config::FieldError;
 use crate::config::schema::{self, RouteConfiguration};
@@ -29,6 +30,8 @@ pub struct RouteTable {
     /// `www.example.*` as ("www.example."-style prefix, host index), longest first.
     prefixes: Vec<(String, usize)>,
     catch_all: Option<usize>,
+    /// `route_config.response_headers_to_add`.
+    response_headers: Vec<response_headers::HeaderToAdd>,
 }
 
 /// One virtual host.
@@ -38,6 +41,8 @@ pub struct VirtualHost {
     pub name: String,
     /// Its routes, in order.
     pub routes: Vec<Route>,
+    /// `response_headers_to_add` of the virtual host.
+    pub response_headers: Vec<response_headers::HeaderToAdd>,
 }
 
 /// One route.
@@ -164,11 +169,20 @@ impl RouteTable {
                     clusters,
                 )?);
             }
+            let response_headers = response_headers::build(
+                &vhost.response_headers_to_add,
+                &format!("{vhost_path}.response_headers_to_add"),
+            )?;
             table.virtual_hosts.push(VirtualHost {
                 name: vhost.name.clone(),
                 routes,
+                response_headers,
             });
         }
+        table.response_headers = response_headers::build(
+            &config.response_headers_to_add,
+            &format!("{path}.response_headers_to_add"),
+        )?;
         table
             .suffixes
             .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
@@ -212,6 +226,15 @@ impl RouteTable {
             .iter()
             .find(|(prefix, _)| host.len() > prefix.len() && host.starts_with(prefix.as_str()))
             .map(|(_, i)| *i)
+    }
+
+    /// Adds the `response_headers_to_add` of the virtual host for `host` and then of the
+    /// route configuration to a response's `headers` (Envoy's order: most specific first).
+    pub fn add_response_headers(&self, host: Option<&str>, headers: &mut HeaderMap) {
+        if let Some(vhost) = host.and_then(|host| self.virtual_host(host)) {
+            response_headers::apply(&vhost.response_headers, headers);
+        }
+        response_headers::apply(&self.response_headers, headers);
     }
 
     /// The route for a request: its virtual host by `host`, then the first route matching

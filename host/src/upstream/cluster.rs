@@ -22,11 +22,14 @@ pub enum HostProtocol {
     Http1,
     /// HTTP/2.
     Http2,
+    /// HTTP/3 over QUIC.
+    Http3,
 }
 
 const PROTOCOL_UNKNOWN: u8 = 0;
 const PROTOCOL_HTTP1: u8 = 1;
 const PROTOCOL_HTTP2: u8 = 2;
+const PROTOCOL_HTTP3: u8 = 3;
 
 /// One upstream host (an address of an endpoint).
 ///
@@ -109,6 +112,7 @@ impl Host {
         match self.protocol.load(Ordering::Acquire) {
             PROTOCOL_HTTP1 => Some(HostProtocol::Http1),
             PROTOCOL_HTTP2 => Some(HostProtocol::Http2),
+            PROTOCOL_HTTP3 => Some(HostProtocol::Http3),
             _ => None,
         }
     }
@@ -118,6 +122,7 @@ impl Host {
         let value = match protocol {
             HostProtocol::Http1 => PROTOCOL_HTTP1,
             HostProtocol::Http2 => PROTOCOL_HTTP2,
+            HostProtocol::Http3 => PROTOCOL_HTTP3,
         };
         self.protocol.store(value, Ordering::Release);
     }
@@ -170,6 +175,10 @@ pub struct Cluster {
     pub stats: ClusterStats,
     /// The TLS client config, when the cluster speaks TLS.
     pub tls: Option<Arc<ClientConfig>>,
+    /// The QUIC client config, when the cluster speaks HTTP/3 (always or by alt-svc).
+    pub quic: Option<quinn::ClientConfig>,
+    /// Hosts known to speak HTTP/3 (`auto_config` with `http3_protocol_options` only).
+    pub alt_svc: Option<super::alt_svc::AltSvcCache>,
     hosts: ArcSwap<Vec<Arc<Host>>>,
     /// `max_connections`.
     pub connections: Breaker,
@@ -201,6 +210,7 @@ impl Cluster {
             .as_ref()
             .map(|tls_spec| tls::client_config(&spec.name, tls_spec, spec.protocol))
             .transpose()?;
+        let quic = super::quic::client_config(&spec)?;
         let hosts = match spec.discovery {
             Discovery::Static => spec
                 .endpoints
@@ -231,11 +241,34 @@ impl Cluster {
             requests: Breaker::new(spec.thresholds.max_requests),
             stats,
             tls,
+            quic,
+            alt_svc: (spec.protocol == super::spec::UpstreamProtocol::AutoHttp3)
+                .then(super::alt_svc::AltSvcCache::new),
             hosts: ArcSwap::from_pointee(hosts),
             round_robin: AtomicUsize::new(0),
             connection_freed: Notify::new(),
             spec,
         })
+    }
+
+    /// Where to try HTTP/3 for `host` now (`auto_config` with HTTP/3): the UDP address its
+    /// alt-svc advertised, or its own address when a QUIC hint names it (by endpoint name or
+    /// IP, and port); `None` when it is not known to speak HTTP/3 or its QUIC is broken.
+    pub fn h3_address(&self, host: SocketAddr) -> Option<SocketAddr> {
+        let cache = self.alt_svc.as_ref()?;
+        let hinted = self.spec.quic_hints.iter().any(|(name, port)| {
+            *port == host.port()
+                && (name.parse::<IpAddr>().ok() == Some(host.ip())
+                    || self
+                        .spec
+                        .endpoints
+                        .iter()
+                        .any(|e| e.port == host.port() && e.address.eq_ignore_ascii_case(name)))
+        });
+        if hinted {
+            cache.add_hint(host);
+        }
+        cache.h3_address(host)
     }
 
     /// The cluster's name.
@@ -384,6 +417,7 @@ impl OpenConnection {
         match protocol {
             HostProtocol::Http1 => cluster.stats.cx_http1_total.inc(),
             HostProtocol::Http2 => cluster.stats.cx_http2_total.inc(),
+            HostProtocol::Http3 => cluster.stats.cx_http3_total.inc(),
         }
         host.cx_active.fetch_add(1, Ordering::AcqRel);
         OpenConnection {

@@ -99,11 +99,14 @@ async fn check(
     spec: &HealthCheckSpec,
     host: &Host,
 ) -> Result<http::StatusCode, Box<dyn std::error::Error + Send + Sync>> {
-    let connected = connect::establish(cluster, host).await?;
     let authority = spec
         .host
         .clone()
         .unwrap_or_else(|| cluster.name().to_owned());
+    if spec.over_quic {
+        return super::quic::health_check(cluster, host.addr, &authority, &spec.path).await;
+    }
+    let connected = connect::establish(cluster, host).await?;
     let io = TokioIo::new(connected.stream);
     let use_h2 = cluster.spec.protocol == UpstreamProtocol::Http2
         || connected.alpn == Some(HostProtocol::Http2);
@@ -149,6 +152,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             healthy_threshold: 2,
             unhealthy_threshold: 3,
+            over_quic: false,
         }
     }
 

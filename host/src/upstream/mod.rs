@@ -4,6 +4,7 @@
 //! [`ClusterManager`] is built once per config snapshot and shared by all workers; each
 //! worker sends through its own [`WorkerPools`].
 
+mod alt_svc;
 mod cluster;
 pub mod connect;
 mod dns;
@@ -12,6 +13,7 @@ mod health;
 mod lb;
 mod manager;
 mod pool;
+mod quic;
 pub mod spec;
 mod tls;
 pub mod tunnel;

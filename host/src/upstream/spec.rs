@@ -35,6 +35,35 @@ pub struct ClusterSpec {
     pub health_check: Option<HealthCheckSpec>,
     /// TLS to the upstream (`transport_socket` envoy.transport_sockets.tls), when configured.
     pub tls: Option<UpstreamTlsSpec>,
+    /// QUIC settings of HTTP/3 connections (`http3_protocol_options.quic_protocol_options`).
+    pub http3: Http3Settings,
+    /// Hosts (name or IP, port) known to speak HTTP/3 before they advertise it with alt-svc
+    /// (`alternate_protocols_cache_options.prepopulated_entries`).
+    pub quic_hints: Vec<(String, u16)>,
+}
+
+/// QUIC and HTTP/3 settings, for listeners and for upstream connections; Envoy's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http3Settings {
+    /// Bidirectional streams the peer may open at once (Envoy default 100).
+    pub max_concurrent_streams: u32,
+    /// Per-stream receive window (Envoy default 16 MiB).
+    pub initial_stream_window_size: u32,
+    /// Connection receive window (Envoy default 24 MiB).
+    pub initial_connection_window_size: u32,
+    /// A connection without packets for this long is closed (Envoy default 300s).
+    pub idle_timeout: Duration,
+}
+
+impl Default for Http3Settings {
+    fn default() -> Self {
+        Http3Settings {
+            max_concurrent_streams: 100,
+            initial_stream_window_size: 16 * 1024 * 1024,
+            initial_connection_window_size: 24 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
 }
 
 /// `type` of a cluster.
@@ -105,6 +134,11 @@ pub enum UpstreamProtocol {
     /// `auto_config`: over TLS, ALPN offers h2 and http/1.1 and the server picks; in the clear,
     /// HTTP/1.1.
     Auto,
+    /// `explicit_http_config.http3_protocol_options`: HTTP/3 over QUIC (ALPN "h3").
+    Http3,
+    /// `auto_config` with `http3_protocol_options`: HTTP/3 to a host that advertised it with
+    /// alt-svc (or has a QUIC hint), raced against TCP; TCP with ALPN h2/http/1.1 otherwise.
+    AutoHttp3,
 }
 
 /// HTTP/2 settings for upstream connections.
@@ -143,6 +177,8 @@ pub struct HealthCheckSpec {
     pub healthy_threshold: u32,
     /// Consecutive failures that make a healthy host unhealthy.
     pub unhealthy_threshold: u32,
+    /// Check over QUIC (HTTP/3) instead of TCP.
+    pub over_quic: bool,
 }
 
 /// `transport_socket` `envoy.transport_sockets.tls` with an `UpstreamTlsContext`.

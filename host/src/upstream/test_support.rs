@@ -34,6 +34,8 @@ pub fn spec(name: &str, ports: &[u16]) -> ClusterSpec {
         idle_timeout: None,
         health_check: None,
         tls: None,
+        http3: Http3Settings::default(),
+        quic_hints: Vec::new(),
     }
 }
 

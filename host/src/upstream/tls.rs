@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 /// ALPN "h2".
 pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN "h3" (QUIC).
+pub const ALPN_H3: &[u8] = b"h3";
 /// ALPN "http/1.1".
 pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 
@@ -71,7 +73,10 @@ pub fn client_config(
         match protocol {
             UpstreamProtocol::Http1 => vec![ALPN_HTTP1.to_vec()],
             UpstreamProtocol::Http2 => vec![ALPN_H2.to_vec()],
-            UpstreamProtocol::Auto => vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()],
+            UpstreamProtocol::Auto | UpstreamProtocol::AutoHttp3 => {
+                vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()]
+            }
+            UpstreamProtocol::Http3 => vec![ALPN_H3.to_vec()],
         }
     } else {
         spec.alpn_protocols

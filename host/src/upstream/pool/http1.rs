@@ -287,10 +287,25 @@ impl Http1Pool {
 
     /// Makes one connection (holding `slot`) and drives it until it closes.
     async fn connect(self: Arc<Self>, slot: ConnectionSlot) {
+        self.connect_with(slot, None).await;
+    }
+
+    /// Takes a connection made outside the pool: auto with HTTP/3 races a TCP handshake
+    /// against QUIC, and a TCP connection that wins comes here (or, by ALPN, to HTTP/2).
+    pub fn adopt(self: &Arc<Self>, connected: Connected, slot: ConnectionSlot) {
+        self.lock().connecting += 1;
+        tokio::spawn(self.clone().connect_with(slot, Some(connected)));
+    }
+
+    /// Makes one connection (or finishes `connected`) and drives it until it closes.
+    async fn connect_with(self: Arc<Self>, slot: ConnectionSlot, connected: Option<Connected>) {
         let drain = self.host.drain_signal();
-        let connected = match connect::connect(&self.cluster, &self.host).await {
-            Ok(connected) => connected,
-            Err(error) => return self.connect_failed(error),
+        let connected = match connected {
+            Some(connected) => connected,
+            None => match connect::connect(&self.cluster, &self.host).await {
+                Ok(connected) => connected,
+                Err(error) => return self.connect_failed(error),
+            },
         };
         if let Some(http2) = &self.http2 {
             if connected.alpn == Some(HostProtocol::Http2) {

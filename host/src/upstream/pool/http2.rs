@@ -484,7 +484,7 @@ fn refused_unprocessed(error: &h2::Error) -> bool {
 
 /// The h2 request head: absolute URI from the scheme, the `host` header (else the host's
 /// address) and the origin-form path; connection-specific headers dropped.
-fn request_head(
+pub(super) fn request_head(
     parts: &http::request::Parts,
     scheme: &str,
     fallback_authority: &str,

@@ -8,6 +8,7 @@
 mod body;
 mod http1;
 mod http2;
+mod http3;
 mod wait;
 
 use super::cluster::{Cluster, Host, HostProtocol, OpenConnection, RequestSlot};
@@ -19,6 +20,7 @@ use super::spec::UpstreamProtocol;
 use crate::body::Body;
 use http1::Http1Pool;
 use http2::Http2Pool;
+use http3::Http3Pool;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -42,6 +44,7 @@ struct HostPools {
     host: Arc<Host>,
     http1: Option<Arc<Http1Pool>>,
     http2: Option<Arc<Http2Pool>>,
+    http3: Option<Arc<Http3Pool>>,
 }
 
 impl std::fmt::Debug for WorkerPools {
@@ -87,9 +90,19 @@ impl WorkerPools {
             .ok_or_else(|| UpstreamError::NoHealthyHost(cluster.name().to_owned()))?;
         let slot = cluster.try_request(&host)?;
         let pools = self.host_pools(&cluster, &host);
-        let result = send_to_host(&pools, req, slot).await;
+        let result = send_to_host(&pools, &cluster, req, slot).await;
         match &result {
-            Ok(response) => cluster.stats.count_response(response.status().as_u16()),
+            Ok(response) => {
+                cluster.stats.count_response(response.status().as_u16());
+                if let Some(cache) = &cluster.alt_svc
+                    && response.version() != http::Version::HTTP_3
+                {
+                    cache.record(
+                        host.addr,
+                        &response.headers().get_all(http::header::ALT_SVC),
+                    );
+                }
+            }
             Err(error) => tracing::debug!(%error, "upstream request failed"),
         }
         result
@@ -140,14 +153,22 @@ impl WorkerPools {
         let (http1, http2) = match cluster.spec.protocol {
             UpstreamProtocol::Http1 => (true, false),
             UpstreamProtocol::Http2 => (false, true),
-            UpstreamProtocol::Auto => (true, speaks_tls),
+            UpstreamProtocol::Http3 => (false, false),
+            // With HTTP/3 by alt-svc, TCP is there for hosts not (yet) known to speak it.
+            UpstreamProtocol::Auto | UpstreamProtocol::AutoHttp3 => (true, speaks_tls),
         };
+        let http3 = matches!(
+            cluster.spec.protocol,
+            UpstreamProtocol::Http3 | UpstreamProtocol::AutoHttp3
+        )
+        .then(|| Http3Pool::new(cluster.clone(), host.clone()));
         let http2 = http2.then(|| Http2Pool::new(cluster.clone(), host.clone()));
         let http1 = http1.then(|| Http1Pool::new(cluster.clone(), host.clone(), http2.clone()));
         let pools = HostPools {
             host: host.clone(),
             http1,
             http2,
+            http3,
         };
         hosts.insert(key, pools.clone());
         pools
@@ -173,11 +194,76 @@ pub struct RawGuard(#[allow(dead_code)] OpenConnection);
 /// Sends on the pool of the host's protocol: HTTP/2 when that is all the cluster speaks or
 /// ALPN chose it before, HTTP/1.1 otherwise (whose first connection may find out, by ALPN,
 /// that the host speaks h2 and hand the request over).
+/// How long auto waits for a QUIC handshake before TCP carries the request.
+const QUIC_HEAD_START: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Auto with HTTP/3: QUIC when a connection is up (preferred once both are). For a host known
+/// to speak HTTP/3 (alt-svc or hint), a QUIC attempt gets [`QUIC_HEAD_START`] from its start;
+/// then a TCP handshake starts too, and whichever is up first carries the request (a TCP
+/// connection that wins goes to the TCP pools; the QUIC attempt goes on and takes later
+/// requests once up). Hosts not known to speak HTTP/3 get no QUIC attempt.
+async fn auto_picks_http3(
+    http3: &Arc<Http3Pool>,
+    cluster: &Arc<Cluster>,
+    pools: &HostPools,
+) -> bool {
+    let host = &pools.host;
+    if http3.is_up() {
+        return true;
+    }
+    if cluster.h3_address(host.addr).is_none() {
+        return false;
+    }
+    let Some(started) = http3.start_connecting() else {
+        return false;
+    };
+    if http3.wait_ready(started + QUIC_HEAD_START).await {
+        return true;
+    }
+    let Some(http1) = pools.http1.as_ref().filter(|_| http3.claim_tcp_race()) else {
+        return false;
+    };
+    let Some(slot) = cluster.try_open_connection() else {
+        return false;
+    };
+    let tcp = super::connect::connect(cluster, host);
+    tokio::pin!(tcp);
+    let quic_deadline = started + cluster.spec.connect_timeout;
+    tokio::select! {
+        ready = http3.wait_ready(quic_deadline) => {
+            if ready {
+                // QUIC won; the TCP handshake is dropped.
+                return true;
+            }
+            // QUIC failed or timed out: TCP carries it.
+            if let Ok(connected) = tcp.await {
+                http1.adopt(connected, slot);
+            }
+            false
+        }
+        connected = &mut tcp => {
+            if let Ok(connected) = connected {
+                http1.adopt(connected, slot);
+            }
+            false
+        }
+    }
+}
+
 async fn send_to_host(
     pools: &HostPools,
+    cluster: &Arc<Cluster>,
     req: http::Request<Body>,
     slot: RequestSlot,
 ) -> Result<http::Response<Body>, UpstreamError> {
+    if let Some(http3) = &pools.http3 {
+        if pools.http1.is_none() && pools.http2.is_none() {
+            return http3.send(req, slot).await;
+        }
+        if auto_picks_http3(http3, cluster, pools).await {
+            return http3.send(req, slot).await;
+        }
+    }
     let prefer_http2 =
         pools.http1.is_none() || pools.host.negotiated_protocol() == Some(HostProtocol::Http2);
     if let (true, Some(http2)) = (prefer_http2, &pools.http2) {

@@ -1,0 +1,120 @@
+//! QUIC listeners: the UDP socket, the quinn endpoint with rustls (ALPN "h3", certificates
+//! picked by SNI exactly as on TCP) and the accept loop handing each connection to HTTP/3.
+//!
+//! Workers and QUIC: the kernel spreads datagrams over `SO_REUSEPORT` sockets by their
+//! 4-tuple, which breaks QUIC once a client migrates or its connection ID routing matters, and
+//! a quinn endpoint must own every datagram of its connections. So each QUIC listener has one
+//! endpoint, served by one worker (worker 0); its connections and requests run on that worker.
+//! TCP listeners keep one socket per worker.
+
+use super::tls::{self, TlsError};
+use crate::config::DownstreamTls;
+use crate::http::{HttpManager, serve_h3_connection};
+use crate::upstream::Http3Settings;
+use quinn::crypto::rustls::QuicServerConfig;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// ALPN of HTTP/3.
+const ALPN_H3: &[u8] = b"h3";
+
+/// Binds the UDP socket of a QUIC listener (no `SO_REUSEPORT`: one endpoint owns the port).
+pub fn bind_udp(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    Ok(socket.into())
+}
+
+/// The quinn server config of a QUIC listener: its TLS (read and checked now, so a bad key
+/// stops start-up naming the file), ALPN "h3" only, and the listener's QUIC settings.
+pub fn server_config(
+    tls: &DownstreamTls,
+    settings: &Http3Settings,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let rustls_config = tls::server_config(tls)?;
+    let mut rustls_config = (*rustls_config).clone();
+    rustls_config.alpn_protocols = vec![ALPN_H3.to_vec()];
+    rustls_config.max_early_data_size = 0;
+    let crypto = QuicServerConfig::try_from(rustls_config).map_err(|e| TlsError::Invalid {
+        path: tls
+            .certificates
+            .first()
+            .map(|(chain, _)| chain.clone())
+            .unwrap_or_default(),
+        what: format!("not usable for QUIC: {e}"),
+    })?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(settings.max_concurrent_streams.into())
+        .stream_receive_window(settings.initial_stream_window_size.into())
+        .receive_window(settings.initial_connection_window_size.into());
+    if let Ok(idle) = quinn::IdleTimeout::try_from(settings.idle_timeout) {
+        transport.max_idle_timeout(Some(idle));
+    }
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// Accepts QUIC connections on `socket` until `shutdown` turns true, serving each with HTTP/3
+/// on its own task (each holds a clone of `alive`, as TCP connections do).
+pub async fn quic_accept_loop(
+    socket: std::net::UdpSocket,
+    config: quinn::ServerConfig,
+    manager: Arc<HttpManager>,
+    mut shutdown: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    let local = match socket.local_addr() {
+        Ok(local) => local,
+        Err(error) => {
+            tracing::error!(%error, "QUIC listener has no address");
+            return;
+        }
+    };
+    let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+    let endpoint = match quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        runtime,
+    ) {
+        Ok(endpoint) => endpoint,
+        Err(error) => {
+            tracing::error!(%error, %local, "cannot start QUIC endpoint");
+            return;
+        }
+    };
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = shutdown.changed() => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let manager = manager.clone();
+        let shutdown = shutdown.clone();
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            let _alive = alive;
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(connection) => serve_h3_connection(manager, connection, local, shutdown).await,
+                Err(error) => tracing::debug!(peer = %remote, %error, "QUIC handshake failed"),
+            }
+        });
+    }
+    // New connections are refused from now on; open ones drain on their own tasks.
+    endpoint.set_server_config(None);
+    tracing::debug!(%local, "QUIC listener closed");
+}

@@ -1,0 +1,176 @@
+//! Downstream HTTP/3: a QUIC listener in Envoy's shape sharing its port number with a TCP
+//! listener that advertises it with `alt-svc`, requests through the same routes to an
+//! HTTP/1.1 upstream, bodies streamed both ways, a bad key refused at start-up.
+
+use bytes::Bytes;
+use serde_json::json;
+use weir_tests::config::{self, Ports};
+use weir_tests::h1_upstream::Counting;
+use weir_tests::h3::H3Client;
+use weir_tests::{H1Upstream, Weir, get};
+
+fn h3_config(
+    ports: Ports,
+    backend: std::net::SocketAddr,
+    dir: &std::path::Path,
+) -> (serde_json::Value, Vec<u8>) {
+    let tls = weir_tests::tls::self_signed(dir);
+    let mut cfg = config::simple(ports, &[backend]);
+    let alt_svc = format!("h3=\":{}\"; ma=86400", ports.http);
+    config::hcm_of(&mut cfg)["route_config"]["response_headers_to_add"] = json!([
+        {"header": {"key": "alt-svc", "value": alt_svc}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+    ]);
+    let hcm = config::hcm_of(&mut cfg).clone();
+    let quic = config::quic_listener("quic", ports.http, hcm, &tls.cert, &tls.key);
+    cfg["static_resources"]["listeners"]
+        .as_array_mut()
+        .expect("listeners")
+        .push(quic);
+    (cfg, tls.cert_der)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_requests_share_routes_and_stream_bodies() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cfg, cert_der) = h3_config(ports, up.addr, dir.path());
+    let weir = Weir::start_with(&cfg, &["--concurrency", "2"]).await;
+
+    // The TCP listener advertises HTTP/3 on the same port number.
+    let tcp = get(ports.http_addr(), "/any").await.expect("GET over TCP");
+    assert_eq!(tcp.status, 200, "{tcp:?}");
+    let alt_svc = tcp
+        .headers
+        .get("alt-svc")
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    assert_eq!(alt_svc, Some(format!("h3=\":{}\"; ma=86400", ports.http)));
+
+    let client = H3Client::connect(ports.http_addr(), "localhost", &cert_der)
+        .await
+        .unwrap_or_else(|e| panic!("h3 connect: {e}\n{}", weir.log_report()));
+    let response = client.get("/h3/get").await.expect("h3 GET");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(
+        response.headers.contains_key("alt-svc"),
+        "route config headers apply to h3 too"
+    );
+    let seen = up.proxied_requests();
+    let last = seen.last().expect("the upstream saw the request");
+    assert_eq!(last.values("x-forwarded-proto"), vec!["https"], "{last:?}");
+
+    // 10 MiB up and back, intact.
+    let payload: Bytes = (0..10 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let request = http::Request::post("https://localhost/echo")
+        .body(())
+        .expect("request");
+    let echoed = client
+        .request(request, payload.clone(), None)
+        .await
+        .unwrap_or_else(|e| panic!("h3 echo: {e}\n{}", weir.log_report()));
+    assert_eq!(echoed.status, 200);
+    assert_eq!(echoed.body.len(), payload.len());
+    assert!(echoed.body == payload, "echoed body differs");
+
+    let stats = weir.stats().await;
+    let h3_connections = stats.get(
+        "weir_http_downstream_cx_http3_total",
+        &[("stat_prefix", "ingress_http")],
+    );
+    assert_eq!(h3_connections, Some(1.0), "one h3 connection counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_quic_key_stops_start_up_naming_the_file() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut cfg, _) = h3_config(ports, up.addr, dir.path());
+    let missing = dir.path().join("missing-key.pem");
+    cfg["static_resources"]["listeners"][1]["filter_chains"][0]["transport_socket"]["typed_config"]
+        ["downstream_tls_context"]["common_tls_context"]["tls_certificates"][0]["private_key"] =
+        json!({"filename": missing.to_str().expect("utf-8")});
+    let mut weir = Weir::spawn(&cfg, &["--concurrency", "1"]);
+    let status = weir.wait_exit(std::time::Duration::from_secs(10)).await;
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "weir must refuse to start"
+    );
+    let log = weir.log();
+    assert!(
+        log.contains("missing-key.pem"),
+        "the error names the key file:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_listener_picks_the_certificate_by_sni() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let first_dir = tempfile::tempdir().expect("tempdir");
+    let (mut cfg, first_der) = h3_config(ports, up.addr, first_dir.path());
+    // A second certificate, for other.test only.
+    let second_dir = tempfile::tempdir().expect("tempdir");
+    let ck = rcgen::generate_simple_self_signed(vec!["other.test".to_owned()]).expect("rcgen");
+    let (cert, key) = (
+        second_dir.path().join("cert.pem"),
+        second_dir.path().join("key.pem"),
+    );
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.key_pair.serialize_pem()).expect("write key");
+    let certificates = &mut cfg["static_resources"]["listeners"][1]["filter_chains"][0]["transport_socket"]
+        ["typed_config"]["downstream_tls_context"]["common_tls_context"]["tls_certificates"];
+    certificates
+        .as_array_mut()
+        .expect("certificates")
+        .push(json!({
+            "certificate_chain": {"filename": cert.to_str().expect("utf-8")},
+            "private_key": {"filename": key.to_str().expect("utf-8")},
+        }));
+    let weir = Weir::start(&cfg).await;
+    let second_der = ck.cert.der().to_vec();
+    for (name, trusted) in [("localhost", &first_der), ("other.test", &second_der)] {
+        let client = H3Client::connect(ports.http_addr(), name, trusted)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", weir.log_report()));
+        let response = client.get("/sni").await.expect("h3 GET");
+        assert_eq!(response.status, 200, "{name}");
+    }
+    // other.test with only the first certificate trusted: the handshake must fail.
+    let wrong = H3Client::connect(ports.http_addr(), "other.test", &first_der).await;
+    assert!(wrong.is_err(), "other.test must get its own certificate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_h3_requests_then_exits() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cfg, cert_der) = h3_config(ports, up.addr, dir.path());
+    let mut weir = Weir::start(&cfg).await;
+    let client = H3Client::connect(ports.http_addr(), "localhost", &cert_der)
+        .await
+        .expect("h3 connect");
+    let in_flight = tokio::spawn(async move {
+        let response = client.get("/slow/700").await;
+        (response, client)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let started = std::time::Instant::now();
+    weir.sigterm();
+    let (response, _client) = in_flight.await.expect("join");
+    let response =
+        response.unwrap_or_else(|e| panic!("in-flight h3 request: {e}\n{}", weir.log_report()));
+    assert_eq!(response.status, 200, "the request in flight finishes");
+    let status = weir.wait_exit(std::time::Duration::from_secs(8)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "weir exits 0: {status:?}\n{}",
+        weir.log_report()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the drained QUIC connection closed instead of holding shutdown for the drain time: {:?}",
+        started.elapsed()
+    );
+}
