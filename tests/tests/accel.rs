@@ -1,0 +1,217 @@
+//! The kernel splice (eBPF sockhash) end to end: raw tcp_proxy tunnels through a real weir.
+//!
+//! These need root (CAP_BPF + CAP_NET_ADMIN) and bpftool; they fail, not skip, without them,
+//! since CI runs as root.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use weir_tests::config::{self, address};
+use weir_tests::{Weir, free_port};
+
+const TCP_PROXY: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const BULK: u64 = 256 << 20;
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the kernel splice tests need root (CAP_BPF + CAP_NET_ADMIN); CI runs as root"
+    );
+}
+
+/// A bootstrap with one raw tcp_proxy listener to `upstream`; returns it and the listener.
+fn tcp_proxy_config(upstream: SocketAddr) -> (Value, SocketAddr) {
+    let port = free_port();
+    let listener = json!({
+        "name": "tcp",
+        "address": address(port),
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {"@type": TCP_PROXY, "stat_prefix": "tcp", "cluster": "backend"},
+        }]}],
+    });
+    let cluster = config::static_cluster("backend", &[upstream]);
+    let config = config::bootstrap(free_port(), vec![listener], vec![cluster]);
+    (config, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// An upstream that reads each connection to EOF, then answers "<bytes> <sha256>" and closes
+/// (so the answer travels after the client's half-close).
+async fn hashing_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local_addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut hash = Sha256::new();
+                let mut total = 0u64;
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            hash.update(&buf[..n]);
+                            total += n as u64;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                let answer = format!("{total} {}", hex(&hash.finalize()));
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Sends `len` bytes of a pattern, half-closes, and returns (our "<len> <sha>", the answer).
+async fn transfer(proxy: SocketAddr, len: u64) -> (String, String) {
+    let mut stream = TcpStream::connect(proxy).await.expect("connect to weir");
+    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut hash = Sha256::new();
+    let mut sent = 0u64;
+    while sent < len {
+        let n = chunk.len().min((len - sent) as usize);
+        stream.write_all(&chunk[..n]).await.expect("write");
+        hash.update(&chunk[..n]);
+        sent += n as u64;
+    }
+    stream.shutdown().await.expect("half-close");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read the answer");
+    (format!("{len} {}", hex(&hash.finalize())), answer)
+}
+
+/// The number of open fds of `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
+}
+
+/// Entries in every BPF map weir holds (found through its fds' `map_id`), read with bpftool.
+fn weir_map_entries(pid: u32) -> usize {
+    let mut total = 0;
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("read fdinfo");
+    for entry in dir.flatten() {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let Some(id) = info
+            .lines()
+            .find_map(|line| line.strip_prefix("map_id:"))
+            .map(str::trim)
+        else {
+            continue;
+        };
+        let out = std::process::Command::new("bpftool")
+            .args(["-j", "map", "dump", "id", id])
+            .output()
+            .expect("bpftool (Debian package bpftool) must be installed");
+        assert!(out.status.success(), "bpftool map dump id {id}: {out:?}");
+        let dump: Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+        total += dump.as_array().map_or(0, Vec::len);
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_transfer_is_spliced_in_the_kernel() {
+    require_root();
+    let upstream = hashing_upstream().await;
+    let (config, proxy) = tcp_proxy_config(upstream);
+    let weir = Weir::start(&config).await;
+    let started = std::time::Instant::now();
+    let (sent, answer) = transfer(proxy, BULK).await;
+    let elapsed = started.elapsed();
+    assert_eq!(answer, sent, "same length and SHA-256 at the upstream\n{}", weir.log_report());
+    println!(
+        "{} MiB through the kernel splice in {elapsed:?} ({:.1} Gbit/s)",
+        BULK >> 20,
+        BULK as f64 * 8.0 / elapsed.as_secs_f64() / 1e9
+    );
+    let kernel = weir.stat("weir_accel_splices_total", &[("mode", "kernel")]).await;
+    let userspace_bytes = weir.stat("weir_accel_userspace_bytes_total", &[]).await;
+    assert!(kernel >= 1.0, "a kernel splice counted\n{}", weir.log_report());
+    assert_eq!(userspace_bytes, 0.0, "no payload byte went through user space");
+    assert!(weir.log().contains("kernel splice on"), "{}", weir.log_report());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_is_carried_to_the_upstream() {
+    require_root();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("local_addr");
+    let (config, proxy) = tcp_proxy_config(upstream);
+    let weir = Weir::start(&config).await;
+    let mut client = TcpStream::connect(proxy).await.expect("connect");
+    let (mut server, _) = listener.accept().await.expect("accept");
+    client.write_all(b"hello").await.expect("write");
+    let mut hello = [0u8; 5];
+    server.read_exact(&mut hello).await.expect("read hello");
+    client.set_linger(Some(Duration::ZERO)).expect("SO_LINGER");
+    drop(client);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), server.read_to_end(&mut rest))
+        .await
+        .expect("the upstream learns of the reset");
+    assert!(read.is_err(), "a RST, not a FIN: {read:?}\n{}", weir.log_report());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_short_tunnels_leave_no_map_entry_and_no_fd() {
+    require_root();
+    let upstream = hashing_upstream().await;
+    let (config, proxy) = tcp_proxy_config(upstream);
+    let weir = Weir::start(&config).await;
+    let pid = weir.pid();
+    // One tunnel first, so lazily made things (the program, pools) exist before the baseline.
+    let (sent, answer) = transfer(proxy, 10).await;
+    assert_eq!(answer, sent);
+    let fds_before = fd_count(pid);
+    let started = std::time::Instant::now();
+    for round in 0..2_000u64 {
+        let (sent, answer) = transfer(proxy, 1 + round % 2_000).await;
+        assert_eq!(answer, sent, "tunnel {round}\n{}", weir.log_report());
+    }
+    println!("2,000 tunnels in {:?}", started.elapsed());
+    let mut fds_after = fd_count(pid);
+    for _ in 0..50 {
+        if fds_after <= fds_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        fds_after = fd_count(pid);
+    }
+    assert!(fds_after <= fds_before, "fds: {fds_before} before, {fds_after} after");
+    assert_eq!(weir_map_entries(pid), 0, "weir's BPF maps are empty");
+    let kernel = weir.stat("weir_accel_splices_total", &[("mode", "kernel")]).await;
+    assert!(kernel >= 2_001.0, "every tunnel spliced in the kernel: {kernel}");
+    assert_eq!(weir.stat("weir_accel_userspace_bytes_total", &[]).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_fallback_copies_in_user_space_and_says_so() {
+    let upstream = hashing_upstream().await;
+    let (config, proxy) = tcp_proxy_config(upstream);
+    let weir = Weir::start_with(&config, &["--concurrency", "1", "--accel", "userspace"]).await;
+    let (sent, answer) = transfer(proxy, 16 << 20).await;
+    assert_eq!(answer, sent, "same length and SHA-256 via user space");
+    let userspace = weir.stat("weir_accel_splices_total", &[("mode", "userspace")]).await;
+    let kernel = weir.stat("weir_accel_splices_total", &[("mode", "kernel")]).await;
+    let bytes = weir.stat("weir_accel_userspace_bytes_total", &[]).await;
+    assert_eq!((userspace, kernel), (1.0, 0.0));
+    assert!(bytes >= (16 << 20) as f64, "the payload was copied: {bytes}");
+    let log = weir.log();
+    let lines = log.lines().filter(|l| l.contains("accel:")).count();
+    assert_eq!(lines, 1, "one log line says why:\n{}", weir.log_report());
+    assert!(log.contains("--accel userspace"), "{}", weir.log_report());
+}
