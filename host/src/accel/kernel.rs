@@ -11,6 +11,7 @@ use super::sock;
 use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData, SockHash};
 use aya::programs::SkSkb;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
@@ -193,8 +194,8 @@ impl Kernel {
         maps.bytes.insert(pair.b, 0, 0)?;
         maps.peers.insert(pair.a, pair.b, 0)?;
         maps.peers.insert(pair.b, pair.a, 0)?;
-        maps.socks.insert(pair.b, b, 0)?;
-        maps.socks.insert(pair.a, a, 0)?;
+        maps.socks.insert(pair.b, b.as_raw_fd(), 0)?;
+        maps.socks.insert(pair.a, a.as_raw_fd(), 0)?;
         drop(maps);
         Ok(pair)
     }
@@ -221,14 +222,6 @@ impl Pair {
     /// Bytes the program has redirected away from the socket with `cookie` (a or b).
     pub fn redirected_from(&self, cookie: u64) -> u64 {
         self.kernel.maps().bytes.get(&cookie, 0).unwrap_or(0)
-    }
-
-    /// Stops redirecting (trap D): removes the peer entries only; what was already redirected
-    /// still drains, and what arrives next is passed up to user space.
-    pub fn unlink(&self) {
-        let mut maps = self.kernel.maps();
-        let _ = maps.peers.remove(&self.a);
-        let _ = maps.peers.remove(&self.b);
     }
 }
 

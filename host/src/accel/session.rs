@@ -16,8 +16,9 @@
 //! Backpressure (trap A): the kernel acks what a socket receives and queues what it redirects
 //! without bound while the peer's receiver does not read. There is no cap yet: a tunnel whose
 //! one end stops reading while the other keeps sending grows kernel memory (bounded by the
-//! sender's patience and `tcp_mem`). Capping means [`Pair::unlink`] above a pending threshold
-//! (redirected minus queued), waiting for the drain, then copying in user space.
+//! sender's patience and `tcp_mem`). Capping would mean deleting the two `peers` entries (only
+//! those: trap D) above a pending threshold (redirected minus queued), waiting for the drain,
+//! then copying in user space.
 
 use super::kernel::{Kernel, MapError, Pair};
 use super::{Spliced, sock};
