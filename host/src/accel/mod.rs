@@ -64,13 +64,15 @@ where
 /// already read from either socket (past a CONNECT head, say) must be written to the other
 /// before this call.
 pub async fn splice_tcp(a: TcpStream, b: TcpStream) -> io::Result<Spliced> {
+    let (mut a, mut b) = (a, b);
     if let Ok(kernel) = kernel::get() {
-        match session::Session::start(kernel, &a, &b) {
+        match session::Session::start(kernel, &mut a, &mut b).await {
             Ok(session) => return session.run(a, b).await,
+            // Typically a side that already sent its FIN: the sockhash takes only
+            // established sockets. Copying handles that, and any other refusal.
             Err(error) => tracing::debug!(%error, "accel: cannot splice in the kernel; copying"),
         }
     }
-    let (mut a, mut b) = (a, b);
     let result = userspace::copy(&mut a, &mut b).await;
     if result.is_err() {
         sock::set_reset_on_close(&a);
