@@ -22,7 +22,14 @@ fn main() {
     let object = out_dir.join("splice.bpf.o");
     let clang = std::env::var("WEIR_CLANG").unwrap_or_else(|_| "clang".to_string());
     let status = Command::new(&clang)
-        .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
+        .args([
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-I/usr/include/x86_64-linux-gnu",
+            "-c",
+        ])
         .arg(&source)
         .arg("-o")
         .arg(&object)

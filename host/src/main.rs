@@ -83,7 +83,6 @@ fn main() -> ExitCode {
                         "{}: OK ({} listeners, {} clusters)",
                         path.display(),
                         config.listeners.len() + config.tcp_listeners.len(),
-
                         config.clusters.len()
                     );
                     ExitCode::SUCCESS

@@ -12,7 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use weir_tests::config::{self, address};
 use weir_tests::{Weir, free_port};
 
-const TCP_PROXY: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const TCP_PROXY: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const BULK: u64 = 1 << 30;
 const TUNNELS: u64 = 10_000;
 
@@ -109,11 +110,17 @@ async fn request_response(proxy: SocketAddr, len: usize) {
     request.extend_from_slice(body);
     stream.write_all(&request).await.expect("write");
     let mut answer = [0u8; 32];
-    stream.read_exact(&mut answer).await.expect("read the answer");
+    stream
+        .read_exact(&mut answer)
+        .await
+        .expect("read the answer");
     assert_eq!(answer.as_slice(), Sha256::digest(body).as_slice());
     stream.shutdown().await.expect("half-close");
     let mut rest = Vec::new();
-    stream.read_to_end(&mut rest).await.expect("the upstream's FIN");
+    stream
+        .read_to_end(&mut rest)
+        .await
+        .expect("the upstream's FIN");
     assert!(rest.is_empty());
 }
 
@@ -139,20 +146,29 @@ async fn send_and_hash(mut stream: TcpStream, len: u64, already: &[u8]) -> (Stri
     while sent < len {
         let offset = (sent % chunk.len() as u64) as usize;
         let n = (chunk.len() - offset).min((len - sent) as usize);
-        stream.write_all(&chunk[offset..offset + n]).await.expect("write");
+        stream
+            .write_all(&chunk[offset..offset + n])
+            .await
+            .expect("write");
         hash.update(&chunk[offset..offset + n]);
         sent += n as u64;
     }
     stream.shutdown().await.expect("half-close");
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.expect("read the answer");
+    stream
+        .read_to_string(&mut answer)
+        .await
+        .expect("read the answer");
     (format!("{len} {}", hex(&hash.finalize())), answer)
 }
 
 /// Closes `stream` with a RST (SO_LINGER 0).
 fn reset(stream: TcpStream) {
     use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: `linger` is a valid struct of the size given, for the duration of the call.
     let rc = unsafe {
         libc::setsockopt(
@@ -207,17 +223,35 @@ async fn bulk_transfer_is_spliced_in_the_kernel() {
     let started = std::time::Instant::now();
     let (sent, answer) = transfer(proxy, BULK).await;
     let elapsed = started.elapsed();
-    assert_eq!(answer, sent, "same length and SHA-256 at the upstream\n{}", weir.log_report());
+    assert_eq!(
+        answer,
+        sent,
+        "same length and SHA-256 at the upstream\n{}",
+        weir.log_report()
+    );
     println!(
         "{} MiB through the kernel splice in {elapsed:?} ({:.1} Gbit/s)",
         BULK >> 20,
         BULK as f64 * 8.0 / elapsed.as_secs_f64() / 1e9
     );
-    let kernel = weir.stat("weir_accel_splices_total", &[("mode", "kernel")]).await;
+    let kernel = weir
+        .stat("weir_accel_splices_total", &[("mode", "kernel")])
+        .await;
     let userspace_bytes = weir.stat("weir_accel_userspace_bytes_total", &[]).await;
-    assert!(kernel >= 1.0, "a kernel splice counted\n{}", weir.log_report());
-    assert_eq!(userspace_bytes, 0.0, "no payload byte went through user space");
-    assert!(weir.log().contains("kernel splice on"), "{}", weir.log_report());
+    assert!(
+        kernel >= 1.0,
+        "a kernel splice counted\n{}",
+        weir.log_report()
+    );
+    assert_eq!(
+        userspace_bytes, 0.0,
+        "no payload byte went through user space"
+    );
+    assert!(
+        weir.log().contains("kernel splice on"),
+        "{}",
+        weir.log_report()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,7 +271,11 @@ async fn reset_is_carried_to_the_upstream() {
     let read = tokio::time::timeout(Duration::from_secs(10), server.read_to_end(&mut rest))
         .await
         .expect("the upstream learns of the reset");
-    assert!(read.is_err(), "a RST, not a FIN: {read:?}\n{}", weir.log_report());
+    assert!(
+        read.is_err(),
+        "a RST, not a FIN: {read:?}\n{}",
+        weir.log_report()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,13 +301,24 @@ async fn many_short_tunnels_leave_no_map_entry_and_no_fd() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         fds_after = fd_count(pid);
     }
-    assert!(fds_after <= fds_before, "fds: {fds_before} before, {fds_after} after");
+    assert!(
+        fds_after <= fds_before,
+        "fds: {fds_before} before, {fds_after} after"
+    );
     assert_eq!(weir_map_entries(pid), 0, "weir's BPF maps are empty");
-    let kernel = weir.stat("weir_accel_splices_total", &[("mode", "kernel")]).await;
-    let userspace = weir.stat("weir_accel_splices_total", &[("mode", "userspace")]).await;
+    let kernel = weir
+        .stat("weir_accel_splices_total", &[("mode", "kernel")])
+        .await;
+    let userspace = weir
+        .stat("weir_accel_splices_total", &[("mode", "userspace")])
+        .await;
     let bytes = weir.stat("weir_accel_userspace_bytes_total", &[]).await;
     println!("splices: {kernel} kernel, {userspace} userspace; {bytes} bytes copied in user space");
-    assert_eq!(kernel, (TUNNELS + 1) as f64, "every tunnel spliced in the kernel");
+    assert_eq!(
+        kernel,
+        (TUNNELS + 1) as f64,
+        "every tunnel spliced in the kernel"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,11 +328,18 @@ async fn forced_fallback_copies_in_user_space_and_says_so() {
     let weir = Weir::start_with(&config, &["--concurrency", "1", "--accel", "userspace"]).await;
     let (sent, answer) = transfer(proxy, 16 << 20).await;
     assert_eq!(answer, sent, "same length and SHA-256 via user space");
-    let userspace = weir.stat("weir_accel_splices_total", &[("mode", "userspace")]).await;
-    let kernel = weir.stat("weir_accel_splices_total", &[("mode", "kernel")]).await;
+    let userspace = weir
+        .stat("weir_accel_splices_total", &[("mode", "userspace")])
+        .await;
+    let kernel = weir
+        .stat("weir_accel_splices_total", &[("mode", "kernel")])
+        .await;
     let bytes = weir.stat("weir_accel_userspace_bytes_total", &[]).await;
     assert_eq!((userspace, kernel), (1.0, 0.0));
-    assert!(bytes >= (16 << 20) as f64, "the payload was copied: {bytes}");
+    assert!(
+        bytes >= (16 << 20) as f64,
+        "the payload was copied: {bytes}"
+    );
     let log = weir.log();
     let lines = log.lines().filter(|l| l.contains("accel:")).count();
     assert_eq!(lines, 1, "one log line says why:\n{}", weir.log_report());
@@ -300,7 +356,10 @@ fn terminate_config(upstream: SocketAddr) -> (Value, SocketAddr) {
             "upgrade_configs": [{"upgrade_type": "CONNECT", "connect_config": {}}],
         },
     });
-    let mut hcm = config::hcm("ingress_http", vec![config::vhost("all", &["*"], vec![route])]);
+    let mut hcm = config::hcm(
+        "ingress_http",
+        vec![config::vhost("all", &["*"], vec![route])],
+    );
     hcm["codec_type"] = json!("HTTP1");
     let listener = config::listener("connect", port, hcm);
     let cluster = config::static_cluster("backend", &[upstream]);
@@ -325,17 +384,36 @@ async fn terminated_connect_is_spliced_with_the_early_bytes_first() {
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
         let n = stream.read(&mut byte).await.expect("read the 200");
-        assert_eq!(n, 1, "weir closed before answering: {head:?}\n{}", weir.log_report());
+        assert_eq!(
+            n,
+            1,
+            "weir closed before answering: {head:?}\n{}",
+            weir.log_report()
+        );
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).into_owned();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{}", weir.log_report());
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "{head}\n{}",
+        weir.log_report()
+    );
     let (sent, answer) = send_and_hash(stream, len, early).await;
-    assert_eq!(answer, sent, "same length and SHA-256 at the upstream\n{}", weir.log_report());
-    let kernel = weir.stat("weir_accel_splices_total", &[("mode", "kernel")]).await;
+    assert_eq!(
+        answer,
+        sent,
+        "same length and SHA-256 at the upstream\n{}",
+        weir.log_report()
+    );
+    let kernel = weir
+        .stat("weir_accel_splices_total", &[("mode", "kernel")])
+        .await;
     assert_eq!(kernel, 1.0, "spliced in the kernel\n{}", weir.log_report());
     // Only the early bytes hyper had read past the head are copied by user space.
     let bytes = weir.stat("weir_accel_userspace_bytes_total", &[]).await;
     println!("CONNECT: {bytes} early bytes copied in user space, the rest in the kernel");
-    assert!(bytes <= early.len() as f64, "no payload through the user-space copy: {bytes}");
+    assert!(
+        bytes <= early.len() as f64,
+        "no payload through the user-space copy: {bytes}"
+    );
 }

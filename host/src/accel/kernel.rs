@@ -52,7 +52,8 @@ pub enum MapError {
 /// The 8-byte-aligned embedded object (aya's ELF parser needs aligned data).
 #[repr(C, align(8))]
 struct Aligned<B: ?Sized>(B);
-static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/splice.bpf.o")));
+static OBJECT: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/splice.bpf.o")));
 
 static FORCE_USERSPACE: AtomicBool = AtomicBool::new(false);
 static KERNEL: OnceLock<Result<Kernel, Unavailable>> = OnceLock::new();
@@ -174,7 +175,9 @@ impl Kernel {
     fn maps(&self) -> MutexGuard<'_, Maps> {
         // A panic while holding the lock cannot leave the maps inconsistent beyond what the
         // kernel already reflects, so a poisoned lock is used as is.
-        self.maps.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.maps
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Splices `a` and `b`: from now on what either receives is sent out of the other.

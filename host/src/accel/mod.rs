@@ -18,10 +18,10 @@ mod upgraded;
 mod userspace;
 
 pub use kernel::{Unavailable, force_userspace};
-pub use upgraded::splice_upgraded;
 use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+pub use upgraded::splice_upgraded;
 
 /// Bytes moved by one splice, per direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -57,9 +57,13 @@ fn require_kernel() {
 async fn four_sockets() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
     let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let back = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = TcpStream::connect(front.local_addr().unwrap()).await.unwrap();
+    let client = TcpStream::connect(front.local_addr().unwrap())
+        .await
+        .unwrap();
     let (a, _) = front.accept().await.unwrap();
-    let b = TcpStream::connect(back.local_addr().unwrap()).await.unwrap();
+    let b = TcpStream::connect(back.local_addr().unwrap())
+        .await
+        .unwrap();
     let (server, _) = back.accept().await.unwrap();
     (client, a, b, server)
 }
@@ -81,7 +85,11 @@ async fn kernel_splice_carries_bytes_and_half_close() {
     });
     let mut received = Vec::new();
     server.read_to_end(&mut received).await.unwrap();
-    assert!(received == expected, "8 MiB, then the FIN, in order ({} bytes)", received.len());
+    assert!(
+        received == expected,
+        "8 MiB, then the FIN, in order ({} bytes)",
+        received.len()
+    );
     server.write_all(b"reply after half-close").await.unwrap();
     server.shutdown().await.unwrap();
     let back = writer.await.unwrap().unwrap();

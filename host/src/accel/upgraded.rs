@@ -18,7 +18,9 @@ pub async fn splice_upgraded(downstream: Upgraded, mut upstream: TcpStream) -> i
             let early = parts.read_buf.len() as u64;
             if early > 0 {
                 upstream.write_all(&parts.read_buf).await?;
-                crate::stats::AccelStats::global().userspace_bytes.inc_by(early);
+                crate::stats::AccelStats::global()
+                    .userspace_bytes
+                    .inc_by(early);
             }
             let mut spliced = super::splice_tcp(parts.io.into_inner(), upstream).await?;
             spliced.a_to_b += early;
