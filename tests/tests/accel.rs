@@ -417,3 +417,66 @@ async fn terminated_connect_is_spliced_with_the_early_bytes_first() {
         "no payload through the user-space copy: {bytes}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_accel_env_forces_the_user_space_copy() {
+    let upstream = hashing_upstream().await;
+    let (config, proxy) = tcp_proxy_config(upstream);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_path = dir.path().join("weir.yaml");
+    std::fs::write(&config_path, config.to_string()).expect("write config");
+    let mut command = std::process::Command::new(weir_tests::weir_bin());
+    command
+        .arg("-c")
+        .arg(&config_path)
+        .args(["--log-level", "debug", "--concurrency", "1"])
+        .env("WEIR_ACCEL", "userspace");
+    let admin = weir_tests::weir::admin_addr(&config);
+    let mut weir = Weir::spawn_command(command, dir, config_path, admin);
+    weir.wait_ready().await;
+    let (sent, answer) = transfer(proxy, 4 << 20).await;
+    assert_eq!(answer, sent, "same length and SHA-256 via user space");
+    let kernel = weir
+        .stat("weir_accel_splices_total", &[("mode", "kernel")])
+        .await;
+    let userspace = weir
+        .stat("weir_accel_splices_total", &[("mode", "userspace")])
+        .await;
+    assert_eq!((userspace, kernel), (1.0, 0.0));
+    let log = weir.log();
+    assert_eq!(
+        log.lines().filter(|l| l.contains("accel:")).count(),
+        1,
+        "{}",
+        weir.log_report()
+    );
+    assert!(
+        log.contains("WEIR_ACCEL=userspace"),
+        "{}",
+        weir.log_report()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_reset_is_carried_to_the_client() {
+    require_root();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("local_addr");
+    let (config, proxy) = tcp_proxy_config(upstream);
+    let weir = Weir::start(&config).await;
+    let mut client = TcpStream::connect(proxy).await.expect("connect");
+    let (mut server, _) = listener.accept().await.expect("accept");
+    server.write_all(b"hello").await.expect("write");
+    let mut hello = [0u8; 5];
+    client.read_exact(&mut hello).await.expect("read hello");
+    reset(server);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest))
+        .await
+        .expect("the client learns of the reset");
+    assert!(
+        read.is_err(),
+        "a RST, not a FIN: {read:?}\n{}",
+        weir.log_report()
+    );
+}

@@ -66,7 +66,7 @@ where
 pub async fn splice_tcp(a: TcpStream, b: TcpStream) -> io::Result<Spliced> {
     let (mut a, mut b) = (a, b);
     if let Ok(kernel) = kernel::get() {
-        match session::Session::start(kernel, &mut a, &mut b).await {
+        match session::Session::start(kernel, &a, &b) {
             Ok(session) => return session.run(a, b).await,
             // Typically a side that already sent its FIN: the sockhash takes only
             // established sockets. Copying handles that, and any other refusal.

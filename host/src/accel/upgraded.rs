@@ -16,6 +16,7 @@ pub async fn splice_upgraded(downstream: Upgraded, mut upstream: TcpStream) -> i
     match downstream.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let early = parts.read_buf.len() as u64;
+            tracing::debug!(early, "accel: upgraded h1 socket taken back from hyper");
             if early > 0 {
                 upstream.write_all(&parts.read_buf).await?;
                 crate::stats::AccelStats::global()
@@ -26,6 +27,9 @@ pub async fn splice_upgraded(downstream: Upgraded, mut upstream: TcpStream) -> i
             spliced.a_to_b += early;
             Ok(spliced)
         }
-        Err(upgraded) => super::splice(TokioIo::new(upgraded), upstream).await,
+        Err(upgraded) => {
+            tracing::debug!("accel: upgraded connection is not a plain h1 socket; copying");
+            super::splice(TokioIo::new(upgraded), upstream).await
+        }
     }
 }
