@@ -155,8 +155,11 @@ fn failed(step: &'static str, error: &dyn std::error::Error) -> Unavailable {
     let mut source = error.source();
     let mut eperm = false;
     while let Some(cause) = source {
-        reason.push_str(": ");
-        reason.push_str(&cause.to_string());
+        let text = cause.to_string();
+        if !reason.contains(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             eperm |= io.raw_os_error() == Some(libc::EPERM);
         }
