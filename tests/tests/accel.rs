@@ -203,7 +203,11 @@ fn weir_map_entries(pid: u32) -> usize {
         else {
             continue;
         };
-        let out = std::process::Command::new("bpftool")
+        let bpftool = ["/usr/sbin/bpftool", "/sbin/bpftool"]
+            .into_iter()
+            .find(|path| std::path::Path::new(path).exists())
+            .unwrap_or("bpftool");
+        let out = std::process::Command::new(bpftool)
             .args(["-j", "map", "dump", "id", id])
             .output()
             .expect("bpftool (Debian package bpftool) must be installed");
