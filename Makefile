@@ -1,7 +1,7 @@
 # weir: the two commands are `make run` and `make test`. Both install what they need.
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := curl nghttp2-client
+APT_PACKAGES := curl nghttp2-client clang llvm libbpf-dev bpftool
 BENCH_PACKAGES := nginx-light haproxy wrk nghttp2-client
 
 .PHONY: run test bench deps bench-deps lint build release
@@ -33,7 +33,8 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip1 -p weir-sdk -p header-manipulation -p auth -p local-rate-limit -p websocket-guard -- -D warnings
 
-# Debian packages the tests drive (curl, nghttp), installed only when missing.
+# Debian packages the build and tests need (clang llvm libbpf-dev: the eBPF splice, built by
+# host/build.rs; bpftool: the splice tests read the maps; curl, nghttp), installed when missing.
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

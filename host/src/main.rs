@@ -37,6 +37,10 @@ struct Cli {
     /// Envoy's way to ask for validation: `--mode validate`.
     #[arg(long, value_enum, default_value_t = Mode::Serve)]
     mode: Mode,
+    /// How tunnels move their payload: `auto` splices plain TCP in the kernel (eBPF) where it
+    /// can be loaded; `userspace` always copies (also `WEIR_ACCEL=userspace`).
+    #[arg(long, value_enum, default_value_t = Accel::Auto, global = true)]
+    accel: Accel,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -47,6 +51,14 @@ enum Mode {
     Serve,
     /// Check the config and exit.
     Validate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Accel {
+    /// The kernel splice where possible, else the user-space copy.
+    Auto,
+    /// Always the user-space copy.
+    Userspace,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +151,11 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             tracing::info!(%address, "admin listening");
             tokio::spawn(admin.clone().serve(listener));
         }
+        if cli.accel == Accel::Userspace {
+            weir::accel::force_userspace();
+        }
+        // Loads the eBPF splice (or logs once why not) before the first tunnel needs it.
+        let _ = weir::accel::init();
         let workers = Workers::start(&config, clusters.clone(), concurrency, drain_time)?;
         for (name, address) in workers.addresses() {
             tracing::info!(listener = %name, %address, concurrency, "listening");

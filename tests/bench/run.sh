@@ -9,6 +9,8 @@
 #   BENCH_WARMUP      seconds of warm-up load per target before its measurements (default 1; 0 = none)
 #   BENCH_TARGETS     space-separated targets (default: "direct weir nginx haproxy envoy")
 #   BENCH_TESTS       space-separated tests (default: "wrk_h1 h2load_h1 h2load_h2c")
+#   BENCH_TUNNEL_BYTES bytes of the tunnel_bulk transfer (default 1 GiB)
+#   BENCH_PINGPONGS   64-byte round trips of tunnel_pingpong (default 10000)
 #   BENCH_CONNS       client connections (default 2)
 #   BENCH_H2_STREAMS  concurrent streams per h2 connection (h2load -m; default 100)
 #   BENCH_H2LOAD_LOG  1 = compute h2load p50/p99 from its per-request --log-file (default 1)
@@ -30,8 +32,10 @@ PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 BENCH_SECONDS="${BENCH_SECONDS:-8}"
 BENCH_WARMUP="${BENCH_WARMUP:-1}"
-BENCH_TARGETS="${BENCH_TARGETS:-direct weir nginx haproxy envoy}"
-BENCH_TESTS="${BENCH_TESTS:-wrk_h1 h2load_h1 h2load_h2c h3load}"
+BENCH_TARGETS="${BENCH_TARGETS:-direct weir weir_userspace nginx haproxy envoy}"
+BENCH_TESTS="${BENCH_TESTS:-wrk_h1 h2load_h1 h2load_h2c h3load tunnel_bulk tunnel_pingpong}"
+BENCH_TUNNEL_BYTES="${BENCH_TUNNEL_BYTES:-1073741824}"
+BENCH_PINGPONGS="${BENCH_PINGPONGS:-10000}"
 BENCH_CONNS="${BENCH_CONNS:-2}"
 BENCH_H2_STREAMS="${BENCH_H2_STREAMS:-100}"
 BENCH_H2LOAD_LOG="${BENCH_H2LOAD_LOG:-1}"
@@ -40,7 +44,7 @@ BENCH_BUILD="${BENCH_BUILD:-1}"
 START_TIMEOUT=20 # seconds a proxy gets to answer its first request
 
 # Targets compared in the ratio section: each subject against each peer.
-RATIO_SUBJECTS="weir"
+RATIO_SUBJECTS="weir weir_userspace"
 RATIO_PEERS="nginx haproxy envoy direct"
 
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -229,6 +233,7 @@ ensure_tools() {
 UP_H1=
 UP_H2=
 UP_PID=
+UP_TCP=
 
 start_upstream() {
     command -v nginx >/dev/null || die "nginx is needed for the upstream"
@@ -245,6 +250,11 @@ start_upstream() {
         show_log_tail "$WORK/upstream-nginx.error.log"
         die "upstream nginx did not start: ${T_NOTE:-no h2c on $UP_H2}"
     fi
+    # The tunnel rows' upstream (tunnel.py: a byte sink and an echo), UP_TCP.
+    free_port; UP_TCP=$FREE_PORT
+    spawn "$WORK/logs/tunnel-upstream.log" python3 "$BENCH_DIR/tunnel.py" server "$UP_TCP"
+    local i
+    for i in $(seq 1 50); do port_open "$UP_TCP" && break; sleep 0.1; done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -262,15 +272,18 @@ T_LOG=
 # Envoy bootstraps that Envoy and weir both load. shared_config TEMPLATE renders conf/TEMPLATE
 # once per run (ports allocated then) and sets CFG and CFG_PORT; a second call for the same
 # template returns the same file, so both proxies load byte for byte the same config.
-# Placeholders: @H1@ (listener), @ADMIN@, @UP_H1@, @UP_H2@, @WORK@, @BENCH_DIR@.
-declare -A SHARED_CONFIGS=() SHARED_PORTS=()
+# Placeholders: @H1@ (listener), @ADMIN@, @TCP@ (a tcp_proxy listener), @UP_H1@, @UP_H2@,
+# @UP_TCP@ (the tunnel upstream), @WORK@, @BENCH_DIR@.
+declare -A SHARED_CONFIGS=() SHARED_PORTS=() SHARED_TCP_PORTS=()
 CFG=
 CFG_PORT=
+CFG_TCP_PORT=
 shared_config() {
-    local template=$1 h1 admin
+    local template=$1 h1 admin tcp
     if [[ -z "${SHARED_CONFIGS[$template]:-}" ]]; then
         free_port; h1=$FREE_PORT
         free_port; admin=$FREE_PORT
+        free_port; tcp=$FREE_PORT
         SHARED_CONFIGS[$template]="$WORK/$template"
         SHARED_PORTS[$template]=$h1
         if [[ ! -s "$WORK/bench-key.pem" ]]; then
@@ -279,16 +292,19 @@ shared_config() {
                 -keyout "$WORK/bench-key.pem" -out "$WORK/bench-cert.pem" >/dev/null 2>&1 ||
                 die "openssl could not make the bench certificate"
         fi
-        render "$CONF_DIR/$template" "$WORK/$template" "H1=$h1" "ADMIN=$admin" \
-            "UP_H1=$UP_H1" "UP_H2=$UP_H2" "WORK=$WORK" "BENCH_DIR=$BENCH_DIR"
+        SHARED_TCP_PORTS[$template]=$tcp
+        render "$CONF_DIR/$template" "$WORK/$template" "H1=$h1" "ADMIN=$admin" "TCP=$tcp" \
+            "UP_H1=$UP_H1" "UP_H2=$UP_H2" "UP_TCP=$UP_TCP" "WORK=$WORK" "BENCH_DIR=$BENCH_DIR"
     fi
     CFG=${SHARED_CONFIGS[$template]}
     CFG_PORT=${SHARED_PORTS[$template]}
+    CFG_TCP_PORT=${SHARED_TCP_PORTS[$template]}
 }
 
 target_direct() {
     T_PORT[h1]=$UP_H1
     T_PORT[h2]=$UP_H2
+    T_PORT[tcp]=$UP_TCP
 }
 
 # start_proxy NAME PORT_H1 PORT_H2 CMD...: spawn CMD and wait until it serves HTTP/1.1; h2c is
@@ -336,10 +352,14 @@ find_weir() {
     fi
 }
 
-# start_weir NAME CONFIG PORT: weir with one worker on CONFIG, serving h1 and h2c on PORT.
+# start_weir NAME CONFIG PORT [ARGS...]: weir with one worker on CONFIG, serving h1 and h2c on
+# PORT; ARGS are added to its command line.
 start_weir() {
     find_weir || return 1
-    start_proxy "$1" "$3" "$3" "$WEIR_USED" -c "$2" --concurrency 1 --log-level warn
+    local name=$1 config=$2 port=$3
+    shift 3
+    start_proxy "$name" "$port" "$port" "$WEIR_USED" -c "$config" --concurrency 1 \
+        --log-level warn "$@"
 }
 
 # start_envoy NAME CONFIG PORT: Envoy with one worker on CONFIG, serving h1 and h2c on PORT.
@@ -352,15 +372,27 @@ start_envoy() {
         "$ENVOY_BIN" -c "$2" --concurrency 1 --log-level warn --disable-hot-restart
 }
 
-# The shared config's QUIC listener has the TCP listener's port number (UDP).
+# The shared config's QUIC listener has the TCP listener's port number (UDP); its tcp_proxy
+# tunnel is spliced in the kernel (eBPF) when run as root.
 target_weir() {
     shared_config envoy.yaml
-    start_weir weir "$CFG" "$CFG_PORT" && T_PORT[h3]=$CFG_PORT
+    start_weir weir "$CFG" "$CFG_PORT" || return 1
+    T_PORT[h3]=$CFG_PORT
+    T_PORT[tcp]=$CFG_TCP_PORT
+}
+
+# weir with the kernel splice off: the tunnel is copied in user space.
+target_weir_userspace() {
+    shared_config envoy.yaml
+    start_weir weir_userspace "$CFG" "$CFG_PORT" --accel userspace || return 1
+    T_PORT[tcp]=$CFG_TCP_PORT
 }
 
 target_envoy() {
     shared_config envoy.yaml
-    start_envoy envoy "$CFG" "$CFG_PORT" && T_PORT[h3]=$CFG_PORT
+    start_envoy envoy "$CFG" "$CFG_PORT" || return 1
+    T_PORT[h3]=$CFG_PORT
+    T_PORT[tcp]=$CFG_TCP_PORT
 }
 
 target_nginx() {
@@ -382,12 +414,14 @@ target_haproxy() {
         T_NOTE="haproxy not installed"
         return 1
     fi
-    local h1 h2
+    local h1 h2 tcp
     free_port; h1=$FREE_PORT
     free_port; h2=$FREE_PORT
+    free_port; tcp=$FREE_PORT
     render "$CONF_DIR/haproxy.cfg" "$WORK/haproxy.cfg" \
-        "WORK=$WORK" "H1=$h1" "H2=$h2" "UP_H1=$UP_H1"
-    start_proxy haproxy "$h1" "$h2" haproxy -db -f "$WORK/haproxy.cfg"
+        "WORK=$WORK" "H1=$h1" "H2=$h2" "UP_H1=$UP_H1" "TCP=$tcp" "UP_TCP=$UP_TCP"
+    start_proxy haproxy "$h1" "$h2" haproxy -db -f "$WORK/haproxy.cfg" || return 1
+    T_PORT[tcp]=$tcp
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -399,9 +433,12 @@ target_haproxy() {
 # To add a test: write test_<name>, add it to TEST_PROTO, TEST_TOOL and BENCH_TESTS' default.
 # ---------------------------------------------------------------------------------------------
 H3LOAD_BIN="${H3LOAD_BIN:-$TARGET_DIR/release/h3load}"
-declare -A TEST_PROTO=([wrk_h1]=h1 [h2load_h1]=h1 [h2load_h2c]=h2 [h3load]=h3)
-declare -A TEST_TOOL=([wrk_h1]=wrk [h2load_h1]=h2load [h2load_h2c]=h2load [h3load]=$H3LOAD_BIN)
-declare -A TEST_UNIT=() # the unit of R_RPS where it is not req/s (e.g. Gbit/s for a tunnel test)
+declare -A TEST_PROTO=([wrk_h1]=h1 [h2load_h1]=h1 [h2load_h2c]=h2 [h3load]=h3 [tunnel_bulk]=tcp
+    [tunnel_pingpong]=tcp)
+declare -A TEST_TOOL=([wrk_h1]=wrk [h2load_h1]=h2load [h2load_h2c]=h2load [h3load]=$H3LOAD_BIN
+    [tunnel_bulk]=python3 [tunnel_pingpong]=python3)
+# the unit of R_RPS where it is not req/s
+declare -A TEST_UNIT=([tunnel_bulk]=Gbit/s [tunnel_pingpong]=rtt/s)
 R_RPS='' R_P50='' R_P99='' R_ERRORS='' R_DETAIL='' R_NOTE=''
 reset_result() { R_RPS='' R_P50='' R_P99='' R_ERRORS='' R_DETAIL='' R_NOTE=''; }
 
@@ -469,6 +506,32 @@ run_h2load() {
 }
 
 test_h2load_h1() { run_h2load h2load_h1 "$1" "$2" --h1; }
+
+# tunnel_bulk: BENCH_TUNNEL_BYTES through the target's TCP tunnel, one connection (Gbit/s).
+test_tunnel_bulk() {
+    local out="$WORK/logs/$2.tunnel_bulk.txt"
+    if ! timeout 120 python3 "$BENCH_DIR/tunnel.py" bulk "$1" "$BENCH_TUNNEL_BYTES" >"$out" 2>&1; then
+        R_NOTE="tunnel.py bulk failed; output: $out"
+        return 1
+    fi
+    R_RPS="$(sed -n 's/^gbps=\([0-9.]*\).*/\1/p' "$out")"
+    R_ERRORS=0
+    R_DETAIL="$(head -n1 "$out")"
+}
+
+# tunnel_pingpong: BENCH_PINGPONGS 64-byte round trips through the tunnel (p50/p99 per trip).
+test_tunnel_pingpong() {
+    local out="$WORK/logs/$2.tunnel_pingpong.txt"
+    if ! timeout 120 python3 "$BENCH_DIR/tunnel.py" pingpong "$1" "$BENCH_PINGPONGS" >"$out" 2>&1; then
+        R_NOTE="tunnel.py pingpong failed; output: $out"
+        return 1
+    fi
+    R_RPS="$(sed -n 's/^rtt_per_s=\([0-9]*\).*/\1/p' "$out")"
+    R_P50="$(sed -n 's/.*p50_us=\([0-9]*\).*/\1/p' "$out")"
+    R_P99="$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' "$out")"
+    R_ERRORS=0
+    R_DETAIL="$(head -n1 "$out")"
+}
 test_h2load_h2c() { run_h2load h2load_h2c "$1" "$2" -m "$BENCH_H2_STREAMS"; }
 
 # find_h3load: build the project's HTTP/3 load client (tests/src/bin/h3load.rs) when missing.

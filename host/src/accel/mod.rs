@@ -1,12 +1,27 @@
 //! Moving the payload of an established tunnel or upgrade between its two sides.
 //!
 //! Every byte of a CONNECT tunnel, an upgraded stream or a plain TCP proxy goes through
-//! [`splice`]. This is the user-space copy; the kernel (eBPF sockmap) path plugs in behind the
-//! same call where both sides are plain TCP sockets and nothing needs to see the bytes.
+//! [`splice`] (any two byte streams, copied in user space) or [`splice_tcp`] (two plain TCP
+//! sockets, spliced in the kernel by the eBPF program of `ebpf/` where it could be loaded, and
+//! copied in user space otherwise). `weir_accel_splices_total{mode}` counts each.
+//!
+//! - `kernel`: loading the program once per process and the per-tunnel map entries;
+//! - `session`: one kernel-spliced tunnel (FIN, RST, drain, cleanup);
+//! - `upgraded`: the CONNECT/upgrade case (hyper gives the socket back);
+//! - `userspace`: the copy;
+//! - `sock`: the socket options both need.
 
-use crate::stats::AccelStats;
+mod kernel;
+mod session;
+mod sock;
+mod upgraded;
+mod userspace;
+
+pub use kernel::{Unavailable, force_userspace};
 use std::io;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+pub use upgraded::splice_upgraded;
 
 /// Bytes moved by one splice, per direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -17,64 +32,54 @@ pub struct Spliced {
     pub b_to_a: u64,
 }
 
-/// Copies bytes both ways between `a` and `b` until both directions are done.
+/// Loads the kernel splice now (at start-up) rather than on the first tunnel, so its one log
+/// line (on, or why not) comes early. Returns why it is off, if it is.
+pub fn init() -> Option<&'static Unavailable> {
+    kernel::get().err()
+}
+
+/// Entries in the kernel splice's own maps (0 when nothing is spliced, or when not loaded);
+/// for tests and leak checks.
+pub fn kernel_map_entries() -> usize {
+    kernel::get().map_or(0, |kernel| kernel.entries())
+}
+
+/// Copies bytes both ways between `a` and `b` in user space until both directions are done.
 ///
 /// A FIN is carried: when one side stops sending, the other side's write half is shut down
 /// and the opposite direction goes on (TCP half-close). An error on either side ends both
 /// directions; dropping the two halves then closes (or resets) both connections.
-pub async fn splice<A, B>(mut a: A, mut b: B) -> io::Result<Spliced>
+pub async fn splice<A, B>(a: A, b: B) -> io::Result<Spliced>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let stats = AccelStats::global();
-    stats.splices_userspace.inc();
-    let result = tokio::io::copy_bidirectional(&mut a, &mut b).await;
-    match result {
-        Ok((a_to_b, b_to_a)) => {
-            stats.userspace_bytes.inc_by(a_to_b + b_to_a);
-            // Both directions saw EOF; make sure both write halves are closed too.
-            let _ = a.shutdown().await;
-            let _ = b.shutdown().await;
-            Ok(Spliced { a_to_b, b_to_a })
+    userspace::copy(a, b).await
+}
+
+/// Splices two plain TCP sockets until both directions are done, in the kernel where possible.
+///
+/// FIN and half-close are carried both ways; an error or a RST on one side resets the other
+/// (both sockets are reset on `Err`). Both sockets are closed on return. Bytes the caller
+/// already read from either socket (past a CONNECT head, say) must be written to the other
+/// before this call.
+pub async fn splice_tcp(a: TcpStream, b: TcpStream) -> io::Result<Spliced> {
+    let (mut a, mut b) = (a, b);
+    if let Ok(kernel) = kernel::get() {
+        match session::Session::start(kernel, &a, &b) {
+            Ok(session) => return session.run(a, b).await,
+            // Typically a side that already sent its FIN: the sockhash takes only
+            // established sockets. Copying handles that, and any other refusal.
+            Err(error) => tracing::debug!(%error, "accel: cannot splice in the kernel; copying"),
         }
-        Err(error) => Err(error),
     }
+    let result = userspace::copy(&mut a, &mut b).await;
+    if result.is_err() {
+        sock::set_reset_on_close(&a);
+        sock::set_reset_on_close(&b);
+    }
+    result
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, duplex};
-
-    #[tokio::test]
-    async fn carries_bytes_and_half_close_both_ways() {
-        let (mut client, proxy_a) = duplex(64);
-        let (proxy_b, mut server) = duplex(64);
-        let relay = tokio::spawn(splice(proxy_a, proxy_b));
-        let payload: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
-        let expected = payload.clone();
-        let writer = tokio::spawn(async move {
-            client.write_all(&payload).await?;
-            client.shutdown().await?;
-            let mut back = Vec::new();
-            client.read_to_end(&mut back).await?;
-            Ok::<_, io::Error>(back)
-        });
-        let mut received = Vec::new();
-        server.read_to_end(&mut received).await.unwrap();
-        assert_eq!(received, expected, "client's bytes, then its FIN");
-        server.write_all(b"reply after half-close").await.unwrap();
-        server.shutdown().await.unwrap();
-        let back = writer.await.unwrap().unwrap();
-        assert_eq!(back, b"reply after half-close");
-        let spliced = relay.await.unwrap().unwrap();
-        assert_eq!(
-            spliced,
-            Spliced {
-                a_to_b: 10_000,
-                b_to_a: 22
-            }
-        );
-    }
-}
+mod tests;

@@ -15,6 +15,7 @@ use super::stream::ConnectionInfo;
 use crate::body::{self, Body};
 use crate::route::{ForwardAction, TerminateConnect};
 use crate::tunnel::{self, TunnelIo, body_io};
+use crate::upstream::connect::UpstreamStream;
 use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 
@@ -297,8 +298,36 @@ impl HttpManager {
             .await
             .map_err(LocalReply::Upstream)?;
         let (stream, guard) = (raw.stream, raw.guard);
-        self.spawn_splice_with(downstream, tunnel::boxed(stream), Some(guard));
+        match stream {
+            // Plain TCP upstream: the kernel splice where the downstream is an h1 socket.
+            UpstreamStream::Plain(upstream) => self.spawn_splice_tcp(downstream, upstream, guard),
+            stream => self.spawn_splice_with(downstream, tunnel::boxed(stream), Some(guard)),
+        }
         Ok(Response::new(body::empty()))
+    }
+
+    /// As [`Self::spawn_splice_with`], to a plain TCP upstream: [`crate::accel::splice_upgraded`].
+    fn spawn_splice_tcp(
+        &self,
+        downstream: hyper::upgrade::OnUpgrade,
+        upstream: tokio::net::TcpStream,
+        guard: crate::upstream::RawGuard,
+    ) {
+        let stats = self.stats.clone();
+        stats.cx_upgrades_total.inc();
+        stats.cx_upgrades_active.inc();
+        tokio::spawn(async move {
+            let _guard = guard;
+            match downstream.await {
+                Ok(downstream) => {
+                    if let Err(error) = crate::accel::splice_upgraded(downstream, upstream).await {
+                        tracing::debug!(%error, "tunnel ended with an error");
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "downstream upgrade did not complete"),
+            }
+            stats.cx_upgrades_active.dec();
+        });
     }
 
     /// A terminated POST tunnel (`connect_config.allow_post`): the request body is the

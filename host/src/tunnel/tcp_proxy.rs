@@ -8,6 +8,7 @@ use crate::body;
 use crate::config::{TcpProxyConfig, TunnelConfig};
 use crate::stats::TcpStats;
 use crate::upstream::WorkerPools;
+use crate::upstream::connect::UpstreamStream;
 use crate::upstream::tunnel::TunnelPayload;
 use http::{HeaderValue, Method, Request, Uri, Version, header};
 use std::sync::Arc;
@@ -81,7 +82,16 @@ impl TcpProxy {
             None => match self.pools.connect_raw(&self.config.cluster).await {
                 Ok(raw) => {
                     let _guard = raw.guard;
-                    self.pump(downstream, super::boxed(raw.stream)).await;
+                    match raw.stream {
+                        // Plain TCP both sides: the kernel splice where it is loaded.
+                        UpstreamStream::Plain(upstream) => {
+                            let result = crate::accel::splice_tcp(downstream, upstream).await;
+                            if let Err(error) = result {
+                                tracing::debug!(%error, "tcp_proxy tunnel ended with an error");
+                            }
+                        }
+                        stream => self.pump(downstream, super::boxed(stream)).await,
+                    }
                 }
                 Err(error) => {
                     self.stats.upstream_connect_fail.inc();

@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: GPL-2.0
+// weir's kernel splice: every byte a spliced socket receives is sent out of its peer socket.
+//
+// User space (host/src/accel/kernel.rs) puts both sockets of a tunnel into `socks` (keyed by
+// their SO_COOKIE), writes `peers[a] = b` and `peers[b] = a`, and `bytes[a] = bytes[b] = 0`.
+// `splice_verdict` then runs for each skb a socket receives and redirects it to the egress of
+// the peer. What it cannot redirect it passes up to user space (SK_PASS), which copies it:
+//  - a zero-length skb (a pure FIN): passed, so user space sees EOF and half-closes the peer
+//    once the redirected bytes have drained (the FIN itself is never redirected);
+//  - a socket without a peer entry (not spliced yet, or being unspliced);
+//  - a peer not (or no longer) in `socks`.
+// `bytes[cookie]` counts the bytes redirected away from that socket, which is what user space
+// compares with the peer's send sequence before it forwards a FIN.
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u32);
+} socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} bytes SEC(".maps");
+
+SEC("sk_skb/stream_verdict")
+int splice_verdict(struct __sk_buff *skb)
+{
+	__u32 len = skb->len;
+	if (len == 0)
+		return SK_PASS;
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	__u64 *peer = bpf_map_lookup_elem(&peers, &cookie);
+	if (!peer)
+		return SK_PASS;
+	__u64 peer_cookie = *peer;
+	if (bpf_sk_redirect_hash(skb, &socks, &peer_cookie, 0) != SK_PASS)
+		return SK_PASS;
+	__u64 *count = bpf_map_lookup_elem(&bytes, &cookie);
+	if (count)
+		__sync_fetch_and_add(count, len);
+	return SK_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";

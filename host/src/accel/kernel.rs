@@ -1,0 +1,242 @@
+//! The kernel path: loading `ebpf/splice.bpf.c` (built by `host/build.rs`) with aya, once per
+//! process, and the per-tunnel entries in its maps.
+//!
+//! The program is an `sk_skb/stream_verdict` attached to the `socks` sockhash: each skb a
+//! member socket receives is redirected to the egress of the socket named by `peers[cookie]`.
+//! Loading needs CAP_BPF + CAP_NET_ADMIN (or CAP_SYS_ADMIN); without them, with the object not
+//! built, or when turned off (`WEIR_ACCEL=userspace`, `--accel userspace`), [`get`] says why
+//! and every splice copies in user space.
+
+use super::sock;
+use aya::Ebpf;
+use aya::maps::{HashMap as BpfHashMap, MapData, SockHash};
+use aya::programs::SkSkb;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+use tokio::net::TcpStream;
+
+/// Why the kernel splice is not in use.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// Turned off by `WEIR_ACCEL=userspace` or `--accel userspace`.
+    #[error("turned off ({0})")]
+    Disabled(&'static str),
+    /// clang was missing when weir was built: the embedded object is empty.
+    #[error("the eBPF program was not built (clang missing at build time; `make deps`)")]
+    NotBuilt,
+    /// The kernel refused to load or attach (typically not root / no CAP_BPF + CAP_NET_ADMIN).
+    #[error("cannot {step} the eBPF program: {reason}{hint}")]
+    Load {
+        /// parse, load, attach, or find a map.
+        step: &'static str,
+        /// aya's error, with its causes.
+        reason: String,
+        /// A hint on privileges when the kernel said EPERM.
+        hint: &'static str,
+    },
+}
+
+/// A failure to add or remove one tunnel's entries.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    /// A socket option could not be read.
+    #[error("socket: {0}")]
+    Socket(#[from] std::io::Error),
+    /// The kernel refused a map update (full map, socket state).
+    #[error("map update: {0}")]
+    Map(#[from] aya::maps::MapError),
+}
+
+/// The 8-byte-aligned embedded object (aya's ELF parser needs aligned data).
+#[repr(C, align(8))]
+struct Aligned<B: ?Sized>(B);
+static OBJECT: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/splice.bpf.o")));
+
+static FORCE_USERSPACE: AtomicBool = AtomicBool::new(false);
+static KERNEL: OnceLock<Result<Kernel, Unavailable>> = OnceLock::new();
+
+/// The loaded program and its maps, for the life of the process.
+pub struct Kernel {
+    maps: Mutex<Maps>,
+    /// Owns the program and its attachment; dropping it would detach.
+    _ebpf: Mutex<Ebpf>,
+}
+
+struct Maps {
+    socks: SockHash<MapData, u64>,
+    peers: BpfHashMap<MapData, u64, u64>,
+    bytes: BpfHashMap<MapData, u64, u64>,
+}
+
+/// Turns the kernel path off before it is first used (the `--accel userspace` flag).
+pub fn force_userspace() {
+    FORCE_USERSPACE.store(true, Ordering::Relaxed);
+}
+
+/// The kernel splice, loaded on first call; the reason it is off otherwise. The first call
+/// logs the outcome once (info when on, warn when off).
+pub fn get() -> Result<&'static Kernel, &'static Unavailable> {
+    KERNEL
+        .get_or_init(|| {
+            let started = Instant::now();
+            let loaded = load();
+            match &loaded {
+                Ok(_) => tracing::info!(
+                    load_ms = started.elapsed().as_millis() as u64,
+                    "accel: kernel splice on (eBPF sockhash + sk_skb verdict)"
+                ),
+                Err(Unavailable::Disabled(why)) => {
+                    tracing::info!("accel: kernel splice turned off ({why}); tunnels are copied in user space")
+                }
+                Err(reason) => {
+                    tracing::warn!("accel: kernel splice unavailable: {reason}; tunnels are copied in user space")
+                }
+            }
+            loaded
+        })
+        .as_ref()
+}
+
+fn load() -> Result<Kernel, Unavailable> {
+    if FORCE_USERSPACE.load(Ordering::Relaxed) {
+        return Err(Unavailable::Disabled("--accel userspace"));
+    }
+    if std::env::var("WEIR_ACCEL").is_ok_and(|v| v == "userspace") {
+        return Err(Unavailable::Disabled("WEIR_ACCEL=userspace"));
+    }
+    if OBJECT.0.is_empty() {
+        return Err(Unavailable::NotBuilt);
+    }
+    let mut ebpf = Ebpf::load(&OBJECT.0).map_err(|e| failed("load", &e))?;
+    let socks: SockHash<MapData, u64> = take(&mut ebpf, "socks")?;
+    let peers: BpfHashMap<MapData, u64, u64> = take(&mut ebpf, "peers")?;
+    let bytes: BpfHashMap<MapData, u64, u64> = take(&mut ebpf, "bytes")?;
+    let program: &mut SkSkb = ebpf
+        .program_mut("splice_verdict")
+        .ok_or_else(|| missing("program splice_verdict"))?
+        .try_into()
+        .map_err(|e| failed("find", &e))?;
+    program.load().map_err(|e| failed("load", &e))?;
+    program
+        .attach(socks.fd())
+        .map_err(|e| failed("attach", &e))?;
+    Ok(Kernel {
+        maps: Mutex::new(Maps {
+            socks,
+            peers,
+            bytes,
+        }),
+        _ebpf: Mutex::new(ebpf),
+    })
+}
+
+fn take<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, Unavailable>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or_else(|| missing(name))?;
+    M::try_from(map).map_err(|e| failed("find", &e))
+}
+
+fn missing(what: &'static str) -> Unavailable {
+    Unavailable::Load {
+        step: "find",
+        reason: format!("{what} is not in the object"),
+        hint: "",
+    }
+}
+
+/// The error with its causes; a privilege hint where the kernel said EPERM.
+fn failed(step: &'static str, error: &dyn std::error::Error) -> Unavailable {
+    let mut reason = error.to_string();
+    let mut source = error.source();
+    let mut eperm = false;
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !reason.contains(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            eperm |= io.raw_os_error() == Some(libc::EPERM);
+        }
+        source = cause.source();
+    }
+    eperm |= reason.contains("Operation not permitted");
+    let hint = if eperm {
+        " (not privileged: needs root, or CAP_BPF + CAP_NET_ADMIN)"
+    } else {
+        ""
+    };
+    Unavailable::Load { step, reason, hint }
+}
+
+impl Kernel {
+    fn maps(&self) -> MutexGuard<'_, Maps> {
+        // A panic while holding the lock cannot leave the maps inconsistent beyond what the
+        // kernel already reflects, so a poisoned lock is used as is.
+        self.maps
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Splices `a` and `b`: from now on what either receives is sent out of the other.
+    ///
+    /// Order matters (see ebpf/splice.bpf.c): counters and peers first, then `b`, then `a`
+    /// into the sockhash, so a redirect never targets a socket that is not there yet (the
+    /// program passes such skbs up to user space, which forwards them). On failure the entries
+    /// made so far are removed by the returned error path ([`Pair`]'s drop).
+    pub fn link(&'static self, a: &TcpStream, b: &TcpStream) -> Result<Pair, MapError> {
+        let pair = Pair {
+            kernel: self,
+            a: sock::cookie(a)?,
+            b: sock::cookie(b)?,
+        };
+        let mut maps = self.maps();
+        maps.bytes.insert(pair.a, 0, 0)?;
+        maps.bytes.insert(pair.b, 0, 0)?;
+        maps.peers.insert(pair.a, pair.b, 0)?;
+        maps.peers.insert(pair.b, pair.a, 0)?;
+        maps.socks.insert(pair.b, b.as_raw_fd(), 0)?;
+        maps.socks.insert(pair.a, a.as_raw_fd(), 0)?;
+        drop(maps);
+        Ok(pair)
+    }
+
+    /// Entries in the program's own maps (`peers`, `bytes`); 0 when no tunnel is spliced.
+    pub fn entries(&self) -> usize {
+        let maps = self.maps();
+        maps.peers.keys().count() + maps.bytes.keys().count()
+    }
+}
+
+/// One spliced pair's map entries; removed on drop, whatever the path (trap E). The sockets
+/// themselves leave the sockhash when they are closed; they are never removed while open,
+/// since that would lose the data queued for them (trap D).
+pub struct Pair {
+    kernel: &'static Kernel,
+    /// `a`'s cookie.
+    pub a: u64,
+    /// `b`'s cookie.
+    pub b: u64,
+}
+
+impl Pair {
+    /// Bytes the program has redirected away from the socket with `cookie` (a or b).
+    pub fn redirected_from(&self, cookie: u64) -> u64 {
+        self.kernel.maps().bytes.get(&cookie, 0).unwrap_or(0)
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let mut maps = self.kernel.maps();
+        for cookie in [self.a, self.b] {
+            let _ = maps.peers.remove(&cookie);
+            let _ = maps.bytes.remove(&cookie);
+        }
+    }
+}

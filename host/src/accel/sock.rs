@@ -1,0 +1,78 @@
+//! The few socket facts the kernel splice needs, read with `getsockopt`/`ioctl`.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// `SO_COOKIE` (asm-generic/socket.h): the socket's 64-bit id, the key of the eBPF maps.
+const SO_COOKIE: libc::c_int = 57;
+/// Offset of `tcpi_bytes_acked` in `struct tcp_info` (linux/tcp.h): 8 bytes of `u8` fields,
+/// 24 `u32`, then `tcpi_pacing_rate` and `tcpi_max_pacing_rate`.
+const BYTES_ACKED_OFFSET: usize = 120;
+
+/// The socket's cookie (`SO_COOKIE`), stable for the socket's life.
+pub fn cookie(socket: &impl AsRawFd) -> io::Result<u64> {
+    let mut value: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `value` is a valid u64 buffer of `len` bytes for the duration of the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_COOKIE,
+            (&mut value as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+/// Every byte ever put into the socket's send queue: bytes acked by the peer plus those still
+/// queued (`SIOCOUTQ`: unacked and unsent). Compared with a baseline, it tells how much of what
+/// the eBPF program redirected to this socket has reached its send queue.
+pub fn bytes_queued(socket: &impl AsRawFd) -> io::Result<u64> {
+    let fd = socket.as_raw_fd();
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: `info` is a writable buffer of `len` bytes for the duration of the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let acked = info
+        .get(BYTES_ACKED_OFFSET..BYTES_ACKED_OFFSET + 8)
+        .filter(|_| len as usize >= BYTES_ACKED_OFFSET + 8)
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+        .map(u64::from_ne_bytes)
+        .ok_or_else(|| io::Error::other("tcp_info has no tcpi_bytes_acked"))?;
+    let mut outq: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int to the pointer given.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut outq as *mut libc::c_int) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(acked + u64::try_from(outq).unwrap_or(0))
+}
+
+/// Makes the next close send a RST (`SO_LINGER` 0), so a reset is carried to this side.
+pub fn set_reset_on_close(socket: &tokio::net::TcpStream) {
+    if let Err(error) = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!(%error, "SO_LINGER");
+    }
+}
+
+/// Sends our FIN (`shutdown(SHUT_WR)`); the read half stays open.
+pub fn shutdown_write(socket: &tokio::net::TcpStream) -> io::Result<()> {
+    socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write)
+}

@@ -1,0 +1,151 @@
+//! The user-space copy on in-memory pipes; the kernel splice on loopback sockets (root only:
+//! these fail, not skip, without privileges, since CI runs as root).
+
+use super::*;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+use tokio::net::TcpListener;
+
+/// Kernel tests share the maps; one at a time, so "the maps are empty" means something.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test]
+async fn carries_bytes_and_half_close_both_ways() {
+    let (mut client, proxy_a) = duplex(64);
+    let (proxy_b, mut server) = duplex(64);
+    let relay = tokio::spawn(splice(proxy_a, proxy_b));
+    let payload: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+    let expected = payload.clone();
+    let writer = tokio::spawn(async move {
+        client.write_all(&payload).await?;
+        client.shutdown().await?;
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await?;
+        Ok::<_, io::Error>(back)
+    });
+    let mut received = Vec::new();
+    server.read_to_end(&mut received).await.unwrap();
+    assert_eq!(received, expected, "client's bytes, then its FIN");
+    server.write_all(b"reply after half-close").await.unwrap();
+    server.shutdown().await.unwrap();
+    let back = writer.await.unwrap().unwrap();
+    assert_eq!(back, b"reply after half-close");
+    let spliced = relay.await.unwrap().unwrap();
+    assert_eq!(
+        spliced,
+        Spliced {
+            a_to_b: 10_000,
+            b_to_a: 22
+        }
+    );
+}
+
+/// The kernel path must be on: these tests run as root (CI does).
+fn require_kernel() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if let Err(reason) = kernel::get() {
+        panic!(
+            "the kernel splice is unavailable (euid {euid}): {reason}. These tests need root \
+             (CAP_BPF + CAP_NET_ADMIN) and clang at build time; CI runs as root."
+        );
+    }
+}
+
+/// A client socket, the proxy's two sockets (`a` facing the client, `b` the server) and the
+/// server's socket, all on loopback.
+async fn four_sockets() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
+    let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let back = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(front.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (a, _) = front.accept().await.unwrap();
+    let b = TcpStream::connect(back.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = back.accept().await.unwrap();
+    (client, a, b, server)
+}
+
+#[tokio::test]
+async fn kernel_splice_carries_bytes_and_half_close() {
+    require_kernel();
+    let _serial = SERIAL.lock().await;
+    let (mut client, a, b, mut server) = four_sockets().await;
+    let relay = tokio::spawn(splice_tcp(a, b));
+    let payload: Vec<u8> = (0..8u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
+    let expected = payload.clone();
+    let writer = tokio::spawn(async move {
+        client.write_all(&payload).await?;
+        client.shutdown().await?;
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await?;
+        Ok::<_, io::Error>(back)
+    });
+    let mut received = Vec::new();
+    server.read_to_end(&mut received).await.unwrap();
+    assert!(
+        received == expected,
+        "8 MiB, then the FIN, in order ({} bytes)",
+        received.len()
+    );
+    server.write_all(b"reply after half-close").await.unwrap();
+    server.shutdown().await.unwrap();
+    let back = writer.await.unwrap().unwrap();
+    assert_eq!(back, b"reply after half-close");
+    let spliced = relay.await.unwrap().unwrap();
+    assert_eq!(
+        spliced,
+        Spliced {
+            a_to_b: 8 << 20,
+            b_to_a: 22
+        }
+    );
+    assert_eq!(kernel_map_entries(), 0, "map entries removed");
+}
+
+#[tokio::test]
+async fn kernel_splice_carries_a_reset() {
+    require_kernel();
+    let _serial = SERIAL.lock().await;
+    let (client, a, b, mut server) = four_sockets().await;
+    let relay = tokio::spawn(splice_tcp(a, b));
+    let mut client = client;
+    client.write_all(b"hello").await.unwrap();
+    let mut hello = [0u8; 5];
+    server.read_exact(&mut hello).await.unwrap();
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), server.read_to_end(&mut rest))
+        .await
+        .expect("the server learns of the reset");
+    assert!(read.is_err(), "a RST, not a FIN: {read:?}");
+    assert!(relay.await.unwrap().is_err());
+    assert_eq!(kernel_map_entries(), 0, "map entries removed");
+}
+
+#[tokio::test]
+async fn kernel_splice_leaves_nothing_after_many_tunnels() {
+    require_kernel();
+    let _serial = SERIAL.lock().await;
+    for round in 0..500u32 {
+        let (mut client, a, b, mut server) = four_sockets().await;
+        let relay = tokio::spawn(splice_tcp(a, b));
+        client.write_all(&round.to_be_bytes()).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, round.to_be_bytes());
+        server.write_all(b"ok").await.unwrap();
+        drop(server);
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"ok");
+        relay.await.unwrap().unwrap();
+    }
+    assert_eq!(kernel_map_entries(), 0, "map entries removed");
+}
