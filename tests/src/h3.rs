@@ -310,6 +310,15 @@ impl TlsTcpUpstream {
 
     /// Like [`TlsTcpUpstream::start`], with each TLS handshake held back by `delay`.
     pub async fn start_slow(port: u16, delay: Duration) -> TlsTcpUpstream {
+        match Self::try_start_slow(port, delay).await {
+            Some(upstream) => upstream,
+            None => panic!("bind the TCP upstream on port {port}: in use"),
+        }
+    }
+
+    /// Like [`TlsTcpUpstream::start_slow`]; `None` when the TCP port is taken (the UDP side
+    /// got a port number some other test holds over TCP: pick another pair).
+    pub async fn try_start_slow(port: u16, delay: Duration) -> Option<TlsTcpUpstream> {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
             .expect("rcgen certificate");
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
@@ -323,7 +332,7 @@ impl TlsTcpUpstream {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
-            .expect("bind the TCP upstream on the UDP upstream's port number");
+            .ok()?;
         let addr = listener.local_addr().expect("local addr");
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
@@ -362,12 +371,12 @@ impl TlsTcpUpstream {
                 });
             }
         });
-        TlsTcpUpstream {
+        Some(TlsTcpUpstream {
             addr,
             connections,
             requests,
             alt_svc,
-        }
+        })
     }
 
     /// Starts advertising `value` in `alt-svc`.

@@ -44,10 +44,30 @@ async fn body_of(ports: Ports, weir: &Weir) -> String {
     String::from_utf8_lossy(&response.body).into_owned()
 }
 
+/// Makes the UDP side with `$make`, then a TCP upstream on the same port number; when another
+/// test holds that number over TCP, tries a fresh UDP side (at most 20 times).
+macro_rules! paired {
+    ($make:expr, $port:expr, $delay:expr) => {{
+        let mut found = None;
+        for _ in 0..20 {
+            let udp_side = $make;
+            let port = ($port)(&udp_side);
+            if let Some(tcp) = TlsTcpUpstream::try_start_slow(port, $delay).await {
+                found = Some((udp_side, tcp));
+                break;
+            }
+        }
+        found.expect("a UDP and TCP port pair within 20 tries")
+    }};
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_quic_attempt_until_the_host_advertises_h3() {
-    let h3 = H3Upstream::start(100).await;
-    let tcp = TlsTcpUpstream::start(h3.addr.port()).await;
+    let (h3, tcp) = paired!(
+        H3Upstream::start(100).await,
+        |h3: &H3Upstream| h3.addr.port(),
+        Duration::ZERO
+    );
     let ports = Ports::new();
     let weir = Weir::start(&auto_config(ports, tcp.addr, false)).await;
     for _ in 0..3 {
@@ -79,8 +99,11 @@ async fn no_quic_attempt_until_the_host_advertises_h3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blackholed_quic_falls_back_to_tcp_after_300ms() {
-    let (udp, blackhole) = udp_blackhole(Duration::from_secs(10)).await;
-    let tcp = TlsTcpUpstream::start(udp.port()).await;
+    let ((_udp, blackhole), tcp) = paired!(
+        udp_blackhole(Duration::from_secs(10)).await,
+        |hole: &(std::net::SocketAddr, _)| hole.0.port(),
+        Duration::ZERO
+    );
     let ports = Ports::new();
     let weir = Weir::start(&auto_config(ports, tcp.addr, true)).await;
     let started = Instant::now();
@@ -108,8 +131,11 @@ async fn blackholed_quic_falls_back_to_tcp_after_300ms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hinted_host_gets_quic_first() {
-    let h3 = H3Upstream::start(100).await;
-    let tcp = TlsTcpUpstream::start(h3.addr.port()).await;
+    let (h3, tcp) = paired!(
+        H3Upstream::start(100).await,
+        |h3: &H3Upstream| h3.addr.port(),
+        Duration::ZERO
+    );
     let ports = Ports::new();
     let weir = Weir::start(&auto_config(ports, tcp.addr, true)).await;
     for _ in 0..4 {
@@ -125,8 +151,11 @@ async fn late_quic_still_wins_when_tcp_is_later() {
     // TCP's TLS handshake is held back 1.5 s. The QUIC handshake finishes first, so it carries
     // the first request although TCP was started at 300 ms.
     let h3 = H3Upstream::start(100).await;
-    let relay = udp_delay_relay(h3.addr, Duration::from_millis(200), Duration::from_secs(20)).await;
-    let tcp = TlsTcpUpstream::start_slow(relay.port(), Duration::from_millis(1500)).await;
+    let (_relay, tcp) = paired!(
+        udp_delay_relay(h3.addr, Duration::from_millis(200), Duration::from_secs(20)).await,
+        |relay: &std::net::SocketAddr| relay.port(),
+        Duration::from_millis(1500)
+    );
     let ports = Ports::new();
     let weir = Weir::start(&auto_config(ports, tcp.addr, true)).await;
     let started = Instant::now();
