@@ -109,8 +109,14 @@ impl H3Client {
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            stream.finish().await.map_err(|e| e.to_string())?;
-            let response = stream.recv_response().await.map_err(|e| e.to_string())?;
+            // The server may answer before it read our FIN and stop our sending side
+            // (STOP_SENDING with H3_NO_ERROR, RFC 9114 section 4.1.1): the response still
+            // counts, so a failed finish is not the end of the exchange.
+            if let Err(error) = stream.finish().await {
+                let _ = error;
+            }
+            let response
+ = stream.recv_response().await.map_err(|e| e.to_string())?;
             let mut body = BytesMut::new();
             while let Some(mut chunk) = stream.recv_data().await.map_err(|e| e.to_string())? {
                 body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
