@@ -115,8 +115,7 @@ impl H3Client {
             if let Err(error) = stream.finish().await {
                 let _ = error;
             }
-            let response
- = stream.recv_response().await.map_err(|e| e.to_string())?;
+            let response = stream.recv_response().await.map_err(|e| e.to_string())?;
             let mut body = BytesMut::new();
             while let Some(mut chunk) = stream.recv_data().await.map_err(|e| e.to_string())? {
                 body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
