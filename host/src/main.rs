@@ -37,10 +37,12 @@ struct Cli {
     /// Envoy's way to ask for validation: `--mode validate`.
     #[arg(long, value_enum, default_value_t = Mode::Serve)]
     mode: Mode,
-    /// How tunnels move their payload: `auto` splices plain TCP in the kernel (eBPF) where it
-    /// can be loaded; `userspace` always copies (also `WEIR_ACCEL=userspace`).
-    #[arg(long, value_enum, default_value_t = Accel::Auto, global = true)]
-    accel: Accel,
+    /// How tunnels move their payload: `kernel` splices plain TCP in the kernel (eBPF) where
+    /// it can be loaded (also `WEIR_ACCEL=kernel`); `userspace` always copies (also
+    /// `WEIR_ACCEL=userspace`). Default: user space, until the kernel path's teardown race is
+    /// fixed.
+    #[arg(long, value_enum, global = true)]
+    accel: Option<Accel>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -56,7 +58,8 @@ enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Accel {
     /// The kernel splice where possible, else the user-space copy.
-    Auto,
+    #[value(alias = "auto")]
+    Kernel,
     /// Always the user-space copy.
     Userspace,
 }
@@ -151,8 +154,10 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             tracing::info!(%address, "admin listening");
             tokio::spawn(admin.clone().serve(listener));
         }
-        if cli.accel == Accel::Userspace {
-            weir::accel::force_userspace();
+        match cli.accel {
+            Some(Accel::Userspace) => weir::accel::force_userspace(),
+            Some(Accel::Kernel) => weir::accel::enable_kernel(),
+            None => {}
         }
         // Loads the eBPF splice (or logs once why not) before the first tunnel needs it.
         let _ = weir::accel::init();

@@ -376,7 +376,7 @@ start_envoy() {
 # tunnel is spliced in the kernel (eBPF) when run as root.
 target_weir() {
     shared_config envoy.yaml
-    start_weir weir "$CFG" "$CFG_PORT" || return 1
+    start_weir weir "$CFG" "$CFG_PORT" --accel kernel || return 1
     T_PORT[h3]=$CFG_PORT
     T_PORT[tcp]=$CFG_TCP_PORT
 }

@@ -17,7 +17,7 @@ mod sock;
 mod upgraded;
 mod userspace;
 
-pub use kernel::{Unavailable, force_userspace};
+pub use kernel::{Unavailable, enable_kernel, force_userspace};
 use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;

@@ -42,6 +42,8 @@ async fn carries_bytes_and_half_close_both_ways() {
 
 /// The kernel path must be on: these tests run as root (CI does).
 fn require_kernel() {
+    kernel::enable_kernel();
+
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if let Err(reason) = kernel::get() {
