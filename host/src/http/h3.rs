@@ -131,7 +131,9 @@ async fn serve_request(
         });
     let body = H3Body::new(recv, None).await;
     let request = request.map(|()| body);
-    let response = manager.handle(request, info).await;
+    // Boxed for the same reason as on h1/h2 (http/server.rs): a large future, moved per stream.
+    let response = Box::pin(manager.handle(request, info)).await;
+
     let (mut head, body) = response.into_parts();
     manager
         .config

@@ -73,7 +73,7 @@ impl HttpManager {
             }
             let next = |request| self.respond(request, conn);
             let routes = &self.config.routes;
-            filters.run(request, conn, routes, next).await
+            Box::pin(filters.run(request, conn, routes, next)).await
         };
         stats.count_response(response.status().as_u16());
         response
@@ -147,13 +147,14 @@ impl HttpManager {
                             TunnelKind::Upgrade(_) => "this upgrade is not enabled on this route",
                         }));
                     }
-                    return self.tunnel(request, kind, &host, action, conn).await;
+                    // Boxed, as the other rare paths below: the future of this function is
+                    // as large as its largest branch, and it is moved per request.
+                    return Box::pin(self.tunnel(request, kind, &host, action, conn)).await;
                 }
                 if request.method() == Method::POST
                     && self.terminate_config(action).is_some_and(|t| t.allow_post)
                 {
-                    return self
-                        .terminate_post(body::boxed(request.into_body()), action)
+                    return Box::pin(self.terminate_post(body::boxed(request.into_body()), action))
                         .await;
                 }
                 let rewrite_len = route.path.rewrite_len(path);
