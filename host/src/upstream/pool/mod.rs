@@ -256,12 +256,14 @@ async fn send_to_host(
     req: http::Request<Body>,
     slot: RequestSlot,
 ) -> Result<http::Response<Body>, UpstreamError> {
+    // The h3 paths are boxed so that their (large) futures do not make every h1/h2 request's
+    // future larger: the future is moved per request.
     if let Some(http3) = &pools.http3 {
         if pools.http1.is_none() && pools.http2.is_none() {
-            return http3.send(req, slot).await;
+            return Box::pin(http3.send(req, slot)).await;
         }
-        if auto_picks_http3(http3, cluster, pools).await {
-            return http3.send(req, slot).await;
+        if Box::pin(auto_picks_http3(http3, cluster, pools)).await {
+            return Box::pin(http3.send(req, slot)).await;
         }
     }
     let prefer_http2 =
@@ -279,7 +281,8 @@ async fn send_to_host(
     match http1.send(req, slot).await? {
         http1::Sent::Response(response) => Ok(response),
         http1::Sent::UseHttp2(req, slot) => match &pools.http2 {
-            Some(http2) => http2.send(*req, slot).await,
+            Some(http2) => Box::pin(http2.send(*req, slot)).await,
+
             None => Err(UpstreamError::Config {
                 cluster: String::new(),
                 reason: "host negotiated h2 but the cluster has no h2 pool".into(),
