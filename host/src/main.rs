@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use weir::admin::Admin;
 use weir::config;
+use weir::reload::{Reloader, Snapshot};
 use weir::upstream::ClusterManager;
 use weir::worker::Workers;
 
@@ -131,11 +132,17 @@ fn init_logging(level: &str) {
 }
 
 fn serve(cli: &Cli) -> anyhow::Result<()> {
-    let config = match &cli.config_path {
-        Some(path) => config::load_file(path)?,
+    let (config, config_hash) = match &cli.config_path {
+        Some(path) => {
+            let (config, hash) = weir::reload::read_config(path)?;
+            (config, Some(hash))
+        }
         None => {
             tracing::info!("no config given (-c FILE): serving the built-in config");
-            config::load_str(config::DEFAULT_CONFIG, "<built-in>")?
+            (
+                config::load_str(config::DEFAULT_CONFIG, "<built-in>")?,
+                None,
+            )
         }
     };
     let config = Arc::new(config);
@@ -152,14 +159,20 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let clusters = ClusterManager::new(config.clusters.clone())?;
         clusters.start_background();
-        let admin = Admin::new(config.clone(), clusters.clone());
-        if let Some(address) = config.admin {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .with_context(|| format!("admin: cannot listen on {address}"))?;
-            tracing::info!(%address, "admin listening");
-            tokio::spawn(admin.clone().serve(listener));
-        }
+        let snapshot = Arc::new(Snapshot {
+            generation: 0,
+            config: config.clone(),
+            config_hash,
+            clusters,
+        });
+        let admin_listener = match config.admin {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("admin: cannot listen on {address}"))?,
+            ),
+            None => None,
+        };
         match cli.accel {
             Some(Accel::Userspace) => weir::accel::force_userspace(),
             Some(Accel::Kernel) => weir::accel::enable_kernel(),
@@ -167,9 +180,18 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         }
         // Loads the eBPF splice (or logs once why not) before the first tunnel needs it.
         let _ = weir::accel::init();
-        let workers = Workers::start(&config, clusters.clone(), concurrency, drain_time)?;
+        let workers = Workers::start(&snapshot, concurrency, drain_time)?;
         for (name, address) in workers.addresses() {
             tracing::info!(listener = %name, %address, concurrency, "listening");
+        }
+        let reloader = Reloader::new(cli.config_path.clone(), snapshot, workers.publisher());
+        weir::reload::watch::spawn(&reloader, tokio::runtime::Handle::current());
+        let admin = Admin::new(reloader.clone());
+        if let Some(listener) = admin_listener {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!(%address, "admin listening");
+            }
+            tokio::spawn(admin.clone().serve(listener));
         }
         admin.set_ready(true);
         wait_for_signal().await?;
@@ -181,7 +203,7 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || workers.shutdown())
             .await
             .context("joining workers")?;
-        clusters.shutdown();
+        reloader.current().clusters.shutdown();
         tracing::info!("drained; exiting");
         Ok(())
     })

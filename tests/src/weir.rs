@@ -160,6 +160,18 @@ impl Weir {
         }
     }
 
+    /// `POST` (empty body) on the admin listener: (status, body).
+    pub async fn admin_post(&self, path: &str) -> (u16, String) {
+        let request = http::Request::post(path)
+            .header("host", "localhost")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("admin request");
+        match client::h1_request(self.admin, request).await {
+            Ok(resp) => (resp.status, resp.text()),
+            Err(e) => panic!("admin POST {path}: {e}\n{}", self.log_report()),
+        }
+    }
+
     /// A snapshot of `/stats/prometheus`.
     pub async fn stats(&self) -> Stats {
         let (status, body) = self.admin_get("/stats/prometheus").await;

@@ -1,11 +1,11 @@
-//! The admin listener: `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters`.
+//! The admin listener: `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters`, and
+//! `POST /reload`.
 //!
 //! It runs on the main runtime, apart from the workers, so it answers even when they are busy.
 
 use crate::body::{self, Body};
-use crate::config::Config;
+use crate::reload::{Reloader, Trigger};
 use crate::stats::Stats;
-use crate::upstream::ClusterManager;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -17,17 +17,16 @@ use tokio::net::TcpListener;
 
 /// What the admin endpoints show.
 pub struct Admin {
-    config: Arc<Config>,
-    clusters: Arc<ClusterManager>,
+    /// The running config snapshot, and how to reload it.
+    reloader: Arc<Reloader>,
     ready: AtomicBool,
 }
 
 impl Admin {
-    /// Admin over the running `config` and `clusters`; not ready until [`Admin::set_ready`].
-    pub fn new(config: Arc<Config>, clusters: Arc<ClusterManager>) -> Arc<Admin> {
+    /// Admin over the config `reloader` runs; not ready until [`Admin::set_ready`].
+    pub fn new(reloader: Arc<Reloader>) -> Arc<Admin> {
         Arc::new(Admin {
-            config,
-            clusters,
+            reloader,
             ready: AtomicBool::new(false),
         })
     }
@@ -52,7 +51,7 @@ impl Admin {
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(&request)) }
+                    async move { Ok::<_, Infallible>(admin.respond(&request).await) }
                 });
                 let served = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -62,6 +61,33 @@ impl Admin {
                 }
             });
         }
+    }
+
+    /// `/reload` (which waits for the reload), else [`Admin::handle`].
+    async fn respond(&self, request: &Request<Incoming>) -> Response<Body> {
+        if request.uri().path() != "/reload" {
+            return self.handle(request);
+        }
+        if request.method() != Method::POST {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use POST /reload\n".into());
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        let (status, json) = match self.reloader.reload(Trigger::Admin).await {
+            Ok(outcome) => (StatusCode::OK, outcome.to_json()),
+            Err(error) => (
+                error.status(),
+                serde_json::json!({ "result": "failure", "error": error.to_string() }),
+            ),
+        };
+        let mut response = text(status, format!("{json}\n"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
     }
 
     fn handle(&self, request: &Request<Incoming>) -> Response<Body> {
@@ -83,9 +109,11 @@ impl Admin {
                 response
             }
             (&Method::GET, "/config_dump") => {
+                let snapshot = self.reloader.current();
                 let dump = serde_json::json!({
-                    "source": self.config.source,
-                    "bootstrap": self.config.dump,
+                    "source": snapshot.config.source,
+                    "generation": snapshot.generation,
+                    "bootstrap": snapshot.config.dump,
                 });
                 let json = serde_json::to_string_pretty(&dump)
                     .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
@@ -96,10 +124,14 @@ impl Admin {
                 );
                 response
             }
-            (&Method::GET, "/clusters") => text(StatusCode::OK, self.clusters.clusters_text()),
+            (&Method::GET, "/clusters") => text(
+                StatusCode::OK,
+                self.reloader.current().clusters.clusters_text(),
+            ),
             (&Method::GET, "/") => text(
                 StatusCode::OK,
-                "weir admin\n  /ready\n  /stats/prometheus\n  /config_dump\n  /clusters\n".into(),
+                "weir admin\n  /ready\n  /stats/prometheus\n  /config_dump\n  /clusters\n  POST /reload\n"
+                    .into(),
             ),
             _ => text(StatusCode::NOT_FOUND, format!("no admin endpoint {path}\n")),
         }

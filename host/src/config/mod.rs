@@ -612,10 +612,11 @@ pub fn http_filters(
                 let typed_path = format!("{filter_path}.typed_config");
                 let spec = wasm::plugin_spec(wasm_config, &typed_path, node)?;
                 let source = spec.source.clone();
-                let plugin = crate::wasm::Plugin::load(spec.clone()).map_err(|e| {
+                let code_hash = <sha2::Sha256 as sha2::Digest>::digest(&spec.code).into();
+                let plugin = crate::wasm::Plugin::load(spec).map_err(|e| {
                     FieldError::new(format!("{typed_path}.config.vm_config.code.local"), e)
                 })?;
-                plugins.push(crate::wasm::PluginHandle::new(plugin, spec, source));
+                plugins.push(crate::wasm::PluginHandle::new(plugin, source, code_hash));
             }
         }
     }

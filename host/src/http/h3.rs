@@ -5,7 +5,7 @@
 
 use super::h3_body::H3Body;
 use super::tracked::{Activity, StreamGuard};
-use super::{ConnectionInfo, HttpManager};
+use super::{ConnectionInfo, CurrentManager, HttpManager};
 use crate::body::Body;
 use bytes::Bytes;
 use http::{HeaderMap, Response};
@@ -31,14 +31,15 @@ const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 /// Serves HTTP/3 on an accepted QUIC `connection` until it closes; `shutdown` turning true
 /// sends GOAWAY, lets in-flight requests finish, then closes the connection (a few round trips
 /// after the last response, so its last bytes are acknowledged first: closing a QUIC
-/// connection drops data not yet delivered).
+/// connection drops data not yet delivered). Each request runs on the manager `current` holds
+/// when it starts.
 pub async fn serve_h3_connection(
-    manager: Arc<HttpManager>,
+    current: Arc<CurrentManager>,
     connection: quinn::Connection,
     local: std::net::SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let stats = manager.stats.clone();
+    let stats = current.load().stats.clone();
     stats.cx_total.inc();
     stats.cx_active.inc();
     stats.cx_ssl_total.inc();
@@ -71,7 +72,7 @@ pub async fn serve_h3_connection(
         tokio::select! {
             accepted = h3_connection.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    let manager = manager.clone();
+                    let manager = current.load_full();
                     let guard = StreamGuard::start(activity.clone(), manager.stats.clone());
                     tokio::spawn(async move {
                         match resolver.resolve_request().await {

@@ -15,10 +15,18 @@ mod upgrade;
 use crate::config::HttpManagerConfig;
 use crate::stats::HttpStats;
 use crate::upstream::WorkerPools;
+use arc_swap::ArcSwap;
 pub use h3::serve_h3_connection;
 pub use server::{ConnectionTls, serve_connection};
 use std::sync::Arc;
 pub use stream::ConnectionInfo;
+
+/// The connection manager a listener runs on one worker now. A config reload stores a new one
+/// (built from the new snapshot); each stream loads it once when it starts and keeps it to its
+/// end, so streams in flight finish with the routes, filters and pools they started with. A
+/// connection takes its codec settings, idle limits and stats label from the one in force when
+/// it was accepted.
+pub type CurrentManager = ArcSwap<HttpManager>;
 
 /// One listener's HTTP connection manager on one worker.
 pub struct HttpManager {

@@ -2,7 +2,7 @@
 //! preface detection), graceful drain on shutdown, idle timeout, connection stats.
 
 use super::tracked::{Activity, StreamGuard, TrackedBody};
-use super::{ConnectionInfo, HttpManager};
+use super::{ConnectionInfo, CurrentManager};
 use crate::config::HttpManagerConfig;
 use crate::config::schema::CodecType;
 use http::{Request, Response};
@@ -139,9 +139,11 @@ pub struct ConnectionTls {
 }
 
 /// Serves HTTP on `io` until the peer closes, an error, the idle timeout, or `shutdown`
-/// turning true (then in-flight streams finish and the connection closes).
+/// turning true (then in-flight streams finish and the connection closes). Each request runs on
+/// the manager `current` holds when it starts; the connection's own settings come from the one
+/// in force now.
 pub async fn serve_connection<I>(
-    manager: Arc<HttpManager>,
+    current: Arc<CurrentManager>,
     io: I,
     info: ConnectionInfo,
     tls: ConnectionTls,
@@ -149,6 +151,7 @@ pub async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let manager = current.load_full();
     let stats = manager.stats.clone();
     stats.cx_total.inc();
     stats.cx_active.inc();
@@ -158,10 +161,9 @@ pub async fn serve_connection<I>(
     let activity = Activity::new();
     let counted_protocol = Arc::new(AtomicBool::new(false));
     let service = {
-        let manager = manager.clone();
         let activity = activity.clone();
         service_fn(move |request: hyper::Request<Incoming>| {
-            let manager = manager.clone();
+            let manager = current.load_full();
             let guard = StreamGuard::start(activity.clone(), manager.stats.clone());
             if !counted_protocol.swap(true, Ordering::Relaxed) {
                 if request.version() == http::Version::HTTP_2 {
@@ -200,6 +202,9 @@ pub async fn serve_connection<I>(
         .config
         .max_connection_duration
         .map(|d| tokio::time::Instant::now() + d);
+    // Not kept for the connection's life: a reload may replace it, and its VMs and pools
+    // should go once the streams that use them are done.
+    drop(manager);
     let mut draining = *shutdown.borrow();
     if draining {
         connection.graceful_shutdown();

@@ -4,7 +4,7 @@
 pub mod quic;
 pub mod tls;
 
-use crate::http::{ConnectionInfo, ConnectionTls, HttpManager, serve_connection};
+use crate::http::{ConnectionInfo, ConnectionTls, CurrentManager, serve_connection};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
@@ -35,12 +35,12 @@ pub fn bind_tcp(address: SocketAddr) -> io::Result<std::net::TcpListener> {
 }
 
 /// Accepts connections on `listener` until `shutdown` turns true, serving each on its own
-/// task. Every connection task holds a clone of `alive`, so the worker can wait for all of
+/// task with the connection manager `manager` holds (see [`CurrentManager`]). Every connection task holds a clone of `alive`, so the worker can wait for all of
 /// them to finish by waiting for the channel to close.
 pub async fn accept_loop(
     listener: std::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    manager: Arc<HttpManager>,
+    manager: Arc<CurrentManager>,
     mut shutdown: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {

@@ -9,7 +9,7 @@
 
 use super::tls::{self, TlsError};
 use crate::config::DownstreamTls;
-use crate::http::{HttpManager, serve_h3_connection};
+use crate::http::{CurrentManager, serve_h3_connection};
 use crate::upstream::Http3Settings;
 use quinn::crypto::rustls::QuicServerConfig;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -72,7 +72,7 @@ pub fn server_config(
 pub async fn quic_accept_loop(
     socket: std::net::UdpSocket,
     config: quinn::ServerConfig,
-    manager: Arc<HttpManager>,
+    manager: Arc<CurrentManager>,
     mut shutdown: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {

@@ -197,6 +197,52 @@ impl AccelStats {
     }
 }
 
+/// Stats of config reloads ([`crate::reload`]); Envoy has none of its own for a file reload.
+pub struct ReloadStats {
+    /// `weir_server_config_reloads_total{result="success"}`: reloads that swapped a new
+    /// snapshot in.
+    pub success: IntCounter,
+    /// `weir_server_config_reloads_total{result="failure"}`: reloads that kept the old snapshot
+    /// (bad config, a module that does not load, a change that needs a restart).
+    pub failure: IntCounter,
+    /// `weir_server_config_reload_duration_seconds`: how long the last reload took, from
+    /// reading the file to every worker running the new snapshot (or to the failure).
+    pub last_duration_seconds: prometheus::Gauge,
+    /// `weir_server_config_reload_last_success_timestamp_seconds`: Unix time of the last
+    /// successful reload (0 before the first).
+    pub last_success_timestamp_seconds: prometheus::Gauge,
+}
+
+impl ReloadStats {
+    /// The process-wide instance.
+    pub fn global() -> &'static ReloadStats {
+        static RELOAD: OnceLock<ReloadStats> = OnceLock::new();
+        RELOAD.get_or_init(|| {
+            let registry = Stats::global().registry();
+            let reloads = register_counter(
+                registry,
+                "weir_server_config_reloads_total",
+                "Config reloads (file watch or POST /reload), by result (success or failure).",
+                &["result"],
+            );
+            ReloadStats {
+                success: reloads.with_label_values(&["success"]),
+                failure: reloads.with_label_values(&["failure"]),
+                last_duration_seconds: register_float_gauge(
+                    registry,
+                    "weir_server_config_reload_duration_seconds",
+                    "Duration of the last config reload, successful or not.",
+                ),
+                last_success_timestamp_seconds: register_float_gauge(
+                    registry,
+                    "weir_server_config_reload_last_success_timestamp_seconds",
+                    "Unix time of the last successful config reload.",
+                ),
+            }
+        })
+    }
+}
+
 /// The process-wide registry and every metric family in it.
 pub struct Stats {
     registry: Registry,
@@ -245,6 +291,15 @@ fn register_counter(registry: &Registry, name: &str, help: &str, labels: &[&str]
         unreachable!("static metric {name} is registered once: {e}");
     }
     family
+}
+
+fn register_float_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Gauge {
+    let gauge = prometheus::Gauge::new(name, help)
+        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+    if let Err(e) = registry.register(Box::new(gauge.clone())) {
+        unreachable!("static metric {name} is registered once: {e}");
+    }
+    gauge
 }
 
 fn register_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {

@@ -16,6 +16,10 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+/// The tcp_proxy a listener runs on one worker now; a config reload stores a new one, and
+/// each connection keeps the one in force when it was accepted.
+pub type CurrentTcpProxy = arc_swap::ArcSwap<TcpProxy>;
+
 /// One tcp_proxy listener on one worker.
 pub struct TcpProxy {
     config: Arc<TcpProxyConfig>,
@@ -34,9 +38,10 @@ impl TcpProxy {
         })
     }
 
-    /// Accepts until `shutdown` turns true; every connection task holds a clone of `alive`.
+    /// Accepts until `shutdown` turns true, serving each connection with the proxy `current`
+    /// holds when it is accepted; every connection task holds a clone of `alive`.
     pub async fn accept_loop(
-        self: Arc<Self>,
+        current: Arc<CurrentTcpProxy>,
         listener: std::net::TcpListener,
         mut shutdown: watch::Receiver<bool>,
         alive: mpsc::Sender<()>,
@@ -61,7 +66,7 @@ impl TcpProxy {
                     continue;
                 }
             };
-            let proxy = self.clone();
+            let proxy = current.load_full();
             let alive = alive.clone();
             tokio::spawn(async move {
                 let _alive = alive;

@@ -11,10 +11,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::task::JoinHandle;
 
 /// Every cluster of one config snapshot, shared by all workers.
+///
+/// A reload builds the next snapshot's manager with [`ClusterManager::successor`]: a cluster
+/// whose spec did not change is the same [`Cluster`] (its hosts, health, circuit breakers, and
+/// the workers' pools to it, carry over); a changed or new one starts afresh.
 pub struct ClusterManager {
     clusters: HashMap<String, Arc<Cluster>>,
     started: AtomicBool,
-    background: Mutex<Vec<JoinHandle<()>>>,
+    /// Health checkers and DNS resolvers, by cluster name.
+    background: Mutex<HashMap<String, Vec<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for ClusterManager {
@@ -43,8 +48,71 @@ impl ClusterManager {
         Ok(Arc::new(ClusterManager {
             clusters,
             started: AtomicBool::new(false),
-            background: Mutex::new(Vec::new()),
+            background: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// The manager of the next snapshot: `specs` built as [`ClusterManager::new`] does, except
+    /// that a cluster of `previous` with the same name and an equal spec is taken as it is.
+    /// Spawns nothing and changes nothing in `previous` (the reload may still be refused); once
+    /// it is in force, call [`ClusterManager::take_over_background`].
+    pub fn successor(
+        previous: &ClusterManager,
+        specs: Vec<ClusterSpec>,
+    ) -> Result<Arc<ClusterManager>, UpstreamError> {
+        let mut clusters = HashMap::with_capacity(specs.len());
+        for spec in specs {
+            let name = spec.name.clone();
+            let cluster = match previous.clusters.get(&name) {
+                Some(same) if same.spec == spec => same.clone(),
+                _ => Arc::new(Cluster::new(spec)?),
+            };
+            if clusters.insert(name.clone(), cluster).is_some() {
+                return Err(UpstreamError::Config {
+                    cluster: name,
+                    reason: "duplicate cluster name".into(),
+                });
+            }
+        }
+        Ok(Arc::new(ClusterManager {
+            clusters,
+            started: AtomicBool::new(false),
+            background: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Starts the background tasks of a successor: the clusters it shares with `previous` keep
+    /// theirs (moved over, so they run on when `previous` is dropped); the others get new ones
+    /// on the current tokio runtime. `previous` keeps the tasks of the clusters that were
+    /// changed or removed until it is dropped (when the streams still using it are done).
+    pub fn take_over_background(self: &Arc<Self>, previous: &ClusterManager) {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut theirs = previous
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut background = self
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (name, cluster) in &self.clusters {
+            let shared = previous
+                .clusters
+                .get(name)
+                .is_some_and(|old| Arc::ptr_eq(old, cluster));
+            let tasks = match theirs.remove(name) {
+                Some(tasks) if shared => tasks,
+                not_shared => {
+                    if let Some(tasks) = not_shared {
+                        theirs.insert(name.clone(), tasks);
+                    }
+                    spawn_background(cluster)
+                }
+            };
+            background.insert(name.clone(), tasks);
+        }
     }
 
     /// Spawns health checkers and DNS resolvers on the current tokio runtime. Only the first
@@ -57,13 +125,8 @@ impl ClusterManager {
             .background
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for cluster in self.clusters.values() {
-            if cluster.spec.discovery != Discovery::Static {
-                background.push(tokio::spawn(dns::run(cluster.clone())));
-            }
-            if let Some(spec) = &cluster.spec.health_check {
-                background.push(tokio::spawn(health::run(cluster.clone(), spec.clone())));
-            }
+        for (name, cluster) in &self.clusters {
+            background.insert(name.clone(), spawn_background(cluster));
         }
     }
 
@@ -73,8 +136,10 @@ impl ClusterManager {
             .background
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for task in background.drain(..) {
-            task.abort();
+        for (_, tasks) in background.drain() {
+            for task in tasks {
+                task.abort();
+            }
         }
     }
 
@@ -136,8 +201,103 @@ impl ClusterManager {
     }
 }
 
+/// A cluster's DNS resolver and health checker, as its spec asks.
+fn spawn_background(cluster: &Arc<Cluster>) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if cluster.spec.discovery != Discovery::Static {
+        tasks.push(tokio::spawn(dns::run(cluster.clone())));
+    }
+    if let Some(spec) = &cluster.spec.health_check {
+        tasks.push(tokio::spawn(health::run(cluster.clone(), spec.clone())));
+    }
+    tasks
+}
+
 impl Drop for ClusterManager {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::spec::HealthCheckSpec;
+    use crate::upstream::test_support;
+    use std::time::Duration;
+
+    fn checked(name: &str, port: u16) -> ClusterSpec {
+        let mut spec = test_support::spec(name, &[port]);
+        spec.health_check = Some(HealthCheckSpec {
+            path: "/health".into(),
+            host: None,
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+            over_quic: false,
+        });
+        spec
+    }
+
+    fn tasks(manager: &ClusterManager, name: &str) -> usize {
+        let background = manager
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        background.get(name).map_or(0, Vec::len)
+    }
+
+    #[tokio::test]
+    async fn successor_keeps_unchanged_clusters_and_their_health_checks() {
+        let Ok(old) = ClusterManager::new(vec![
+            checked("same", 1),
+            checked("changed", 2),
+            checked("removed", 3),
+        ]) else {
+            panic!("clusters");
+        };
+        old.start_background();
+        let Ok(new) = ClusterManager::successor(
+            &old,
+            vec![
+                checked("same", 1),
+                checked("changed", 20),
+                checked("added", 4),
+            ],
+        ) else {
+            panic!("successor");
+        };
+        let kept = |name: &str| match (old.cluster(name), new.cluster(name)) {
+            (Some(old), Some(new)) => Arc::ptr_eq(&old, &new),
+            _ => false,
+        };
+        assert!(kept("same"));
+        assert!(!kept("changed"));
+        assert!(new.cluster("added").is_some() && !new.has_cluster("removed"));
+        // Nothing moved before the successor is in force.
+        assert_eq!(tasks(&old, "same"), 1);
+
+        new.take_over_background(&old);
+        assert_eq!(tasks(&new, "same"), 1, "moved over");
+        assert_eq!(tasks(&old, "same"), 0);
+        assert_eq!(tasks(&new, "changed"), 1, "a new checker for the new spec");
+        assert_eq!(
+            tasks(&old, "changed"),
+            1,
+            "the old one runs until the old manager goes"
+        );
+        assert_eq!(tasks(&new, "added"), 1);
+        assert_eq!(tasks(&old, "removed"), 1);
+        drop(old);
+        let background = new
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let same = background.get("same").and_then(|t| t.first());
+        assert!(
+            same.is_some_and(|task| !task.is_finished()),
+            "the kept checker outlives the old manager"
+        );
     }
 }

@@ -9,7 +9,8 @@
 //! - `vm.rs`: a Store + Instance and the typed calls into the module's callbacks;
 //! - `abi/`: the raw host functions the module imports, by area, separate from the contexts
 //!   (`state.rs`, `context.rs`) they act on;
-//! - [`reload`]: hot reload of a plugin's module file ([`PluginHandle`]);
+//! - [`PluginHandle`]: a plugin as a config snapshot holds it, with its module's file (hot
+//!   reload swaps whole snapshots: see [`crate::reload`]);
 //! - `callout.rs`: `proxy_http_call` requests sent through the worker's pools;
 //! - `shared.rs`, `metrics.rs`, `properties.rs`: process-wide shared data and queues, plugin
 //!   metrics, and the properties a module may read.
@@ -25,7 +26,6 @@ mod metrics;
 pub mod module_cache;
 mod plugin;
 mod properties;
-pub mod reload;
 mod shared;
 mod slot;
 mod state;
@@ -33,8 +33,7 @@ mod vm;
 
 pub use context::{HeaderPairs, LocalResponse, RouteProps, StreamEvent, StreamInfo};
 pub use engine::Limits;
-pub use plugin::{AbiVersion, NodeInfo, Plugin, PluginSpec};
-pub use reload::PluginHandle;
+pub use plugin::{AbiVersion, NodeInfo, Plugin, PluginHandle, PluginSpec};
 pub use slot::{SlotError, StreamHandle, VmSlot};
 pub use vm::Direction;
 

@@ -181,3 +181,53 @@ impl Plugin {
         self.limits
     }
 }
+
+/// A configured plugin as a config snapshot holds it: the loaded plugin and the file its module
+/// came from. The file is one of those the config reloader watches ([`crate::reload`]); a
+/// change builds a whole new snapshot, with new handles, rather than changing this one.
+pub struct PluginHandle {
+    plugin: Arc<Plugin>,
+    source: Option<std::path::PathBuf>,
+    /// SHA-256 of the module's bytes as loaded.
+    code_hash: [u8; 32],
+}
+
+impl std::fmt::Debug for PluginHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHandle")
+            .field("plugin", &self.plugin)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl PluginHandle {
+    /// A handle on `plugin`, whose module (with SHA-256 `code_hash`) came from `source` when
+    /// that is a file.
+    pub fn new(
+        plugin: Arc<Plugin>,
+        source: Option<std::path::PathBuf>,
+        code_hash: [u8; 32],
+    ) -> Arc<Self> {
+        Arc::new(PluginHandle {
+            plugin,
+            source,
+            code_hash,
+        })
+    }
+
+    /// The plugin.
+    pub fn current(&self) -> Arc<Plugin> {
+        self.plugin.clone()
+    }
+
+    /// The module's file, when the config named one.
+    pub fn source(&self) -> Option<&std::path::Path> {
+        self.source.as_deref()
+    }
+
+    /// SHA-256 of the module's bytes as loaded (the watcher compares the file with it).
+    pub fn code_hash(&self) -> [u8; 32] {
+        self.code_hash
+    }
+}

@@ -8,13 +8,15 @@
 //! callout's answer, the end of a stream) for the dead VM are dropped instead of reaching the
 //! new one.
 //!
+//! A config reload does not touch a slot: it builds new slots for the new snapshot, and this
+//! one lives on, with its VM, until the last stream that started on it has finished.
+//!
 //! The lock is per worker and uncontended (one thread); it is never held across an `.await`.
 
 use super::WasmError;
 use super::callout;
 use super::context::{HeaderPairs, StreamData, StreamEvent, StreamInfo};
-use super::plugin::Plugin;
-use super::reload::PluginHandle;
+use super::plugin::{Plugin, PluginHandle};
 use super::state::VmHooks;
 use super::vm::{Direction, Effects, Vm};
 use crate::upstream::WorkerPools;
@@ -37,20 +39,11 @@ pub enum SlotError {
 struct SlotInner {
     /// The VM new streams start on (created on demand).
     vm: Option<Vm>,
-    /// The plugin `vm` runs (or the next one will).
+    /// The plugin `vm` runs.
     plugin: Arc<Plugin>,
-    /// The generation of `vm`; bumped when it fails or is replaced.
+    /// The generation of `vm`; bumped when it fails.
     generation: u64,
     tick_task: Option<tokio::task::AbortHandle>,
-    /// VMs of replaced (reloaded) modules, kept until their streams have finished.
-    retiring: Vec<Retiring>,
-}
-
-/// A VM of a module that was reloaded, finishing the streams it has.
-struct Retiring {
-    vm: Vm,
-    plugin: Arc<Plugin>,
-    generation: u64,
 }
 
 /// A plugin's VM on one worker.
@@ -62,17 +55,14 @@ pub struct VmSlot {
 
 impl VmSlot {
     /// A slot for the plugin of `handle` whose callouts go through `pools`; starts the VM now
-    /// (a failure is logged and counted, and the next stream tries again) and the watch of the
-    /// module file.
+    /// (a failure is logged and counted, and the next stream tries again).
     pub fn new(handle: Arc<PluginHandle>, pools: WorkerPools) -> Arc<VmSlot> {
-        handle.watch();
         let slot = Arc::new(VmSlot {
             inner: Mutex::new(SlotInner {
                 vm: None,
                 plugin: handle.current(),
                 generation: 0,
                 tick_task: None,
-                retiring: Vec::new(),
             }),
             handle,
             pools,
@@ -81,25 +71,22 @@ impl VmSlot {
         slot
     }
 
-    /// The plugin in force (the newest, after a reload).
+    /// The plugin it runs.
     pub fn plugin(&self) -> Arc<Plugin> {
         self.handle.current()
     }
 
     /// Runs `f` on a VM. Without `generation` (a new stream), on the current VM, created if
-    /// needed, after replacing it if the module was reloaded. With `generation`, only on the
-    /// VM of that generation, current or retiring ([`SlotError::Gone`] otherwise). Returns the
-    /// generation it ran on.
+    /// needed. With `generation`, only on the VM of that generation ([`SlotError::Gone`] after
+    /// it failed). Returns the generation it ran on.
     fn with_vm<R>(
         self: &Arc<Self>,
         generation: Option<u64>,
         f: impl FnOnce(&mut Vm) -> Result<R, WasmError>,
     ) -> Result<(R, u64), SlotError> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        match generation {
-            Some(g) if g != inner.generation => return self.with_retiring(&mut inner, g, f),
-            Some(_) => {}
-            None => self.retire_if_reloaded(&mut inner),
+        if generation.is_some_and(|g| g != inner.generation) {
+            return Err(SlotError::Gone);
         }
         let mut effects = Effects::default();
         if inner.vm.is_none() {
@@ -138,72 +125,6 @@ impl VmSlot {
             }
             Err(error) => {
                 self.failed(&mut inner, &error);
-                Err(SlotError::Failed(error))
-            }
-        }
-    }
-
-    /// When the handle holds a newer plugin than the current VM runs, the VM retires (its
-    /// streams finish on it) and the next one is made from the new plugin.
-    fn retire_if_reloaded(&self, inner: &mut SlotInner) {
-        let newest = self.handle.current();
-        if Arc::ptr_eq(&newest, &inner.plugin) {
-            return;
-        }
-        let old = std::mem::replace(&mut inner.plugin, newest);
-        if let Some(task) = inner.tick_task.take() {
-            task.abort();
-        }
-        if let Some(mut vm) = inner.vm.take() {
-            if vm.streams().next().is_some() {
-                inner.retiring.push(Retiring {
-                    vm,
-                    plugin: old,
-                    generation: inner.generation,
-                });
-            } else {
-                stop(&mut vm, &old);
-            }
-        }
-        inner.generation += 1;
-    }
-
-    /// Runs `f` on the retiring VM of `generation`, and drops that VM once it has no streams.
-    fn with_retiring<R>(
-        self: &Arc<Self>,
-        inner: &mut SlotInner,
-        generation: u64,
-        f: impl FnOnce(&mut Vm) -> Result<R, WasmError>,
-    ) -> Result<(R, u64), SlotError> {
-        let Some(at) = inner
-            .retiring
-            .iter()
-            .position(|r| r.generation == generation)
-        else {
-            return Err(SlotError::Gone);
-        };
-        let retiring = &mut inner.retiring[at];
-        let result = f(&mut retiring.vm);
-        match result {
-            Ok(result) => {
-                let effects = Effects {
-                    calls: retiring.vm.take_effects().calls,
-                    tick: None,
-                };
-                if retiring.vm.streams().next().is_none() {
-                    let mut done = inner.retiring.swap_remove(at);
-                    stop(&mut done.vm, &done.plugin);
-                }
-                self.apply(inner, effects, generation);
-                Ok((result, generation))
-            }
-            Err(error) => {
-                let failed = inner.retiring.swap_remove(at);
-                failed.plugin.failures().inc();
-                tracing::warn!(plugin = failed.plugin.name(), %error, "retiring Wasm VM failed");
-                for stream in failed.vm.streams() {
-                    let _ = stream.events.send(StreamEvent::VmFailed);
-                }
                 Err(SlotError::Failed(error))
             }
         }
@@ -303,9 +224,6 @@ impl Drop for VmSlot {
         if let Some(mut vm) = inner.vm.take() {
             stop(&mut vm, &inner.plugin);
         }
-        for mut retiring in inner.retiring.drain(..) {
-            stop(&mut retiring.vm, &retiring.plugin);
-        }
     }
 }
 
@@ -339,7 +257,7 @@ pub struct StreamHandle {
 }
 
 impl StreamHandle {
-    /// The plugin in force.
+    /// The plugin it runs in.
     pub fn plugin(&self) -> Arc<Plugin> {
         self.slot.plugin()
     }

@@ -64,6 +64,37 @@ impl WorkerPools {
         }
     }
 
+    /// This worker's pools for the next snapshot's `manager`: the pools to clusters `manager`
+    /// shares with this one's (unchanged by the reload) are carried over with their open
+    /// connections; the others start empty. Pools left behind close as the streams still using
+    /// them finish.
+    pub fn successor(&self, manager: Arc<ClusterManager>) -> WorkerPools {
+        let hosts = self
+            .inner
+            .hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let kept = hosts
+            .iter()
+            .filter(|((cluster, _), pools)| {
+                manager.cluster(cluster).is_some_and(|new| {
+                    self.inner
+                        .manager
+                        .cluster(cluster)
+                        .is_some_and(|old| Arc::ptr_eq(&old, &new))
+                        && !pools.host.is_removed()
+                })
+            })
+            .map(|(key, pools)| (key.clone(), pools.clone()))
+            .collect();
+        WorkerPools {
+            inner: Arc::new(WorkerInner {
+                manager,
+                hosts: Mutex::new(kept),
+            }),
+        }
+    }
+
     /// Whether `cluster` is configured.
     pub fn has_cluster(&self, cluster: &str) -> bool {
         self.inner.manager.has_cluster(cluster)

@@ -1,0 +1,128 @@
+//! What a reload cannot change while weir runs. Listeners keep their sockets, TLS acceptors and
+//! QUIC endpoints across a reload (only what runs behind them is swapped), so a change to any
+//! of those, or to the admin address, is refused with the reason; a restart applies it.
+
+use crate::config::Config;
+
+/// Why going from `old` to `new` needs a restart, or `None` when a reload can apply it.
+pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
+    if old.admin != new.admin {
+        return Some(format!(
+            "admin.address changed ({} -> {})",
+            show(old.admin),
+            show(new.admin)
+        ));
+    }
+    if old.listeners.len() != new.listeners.len() {
+        return Some(format!(
+            "the number of HTTP listeners changed ({} -> {})",
+            old.listeners.len(),
+            new.listeners.len()
+        ));
+    }
+    for (old, new) in old.listeners.iter().zip(&new.listeners) {
+        let what = if old.name != new.name {
+            "name"
+        } else if old.address != new.address {
+            "address"
+        } else if old.tls != new.tls {
+            "TLS (transport_socket)"
+        } else if old.quic != new.quic {
+            "QUIC settings"
+        } else {
+            continue;
+        };
+        return Some(format!("listener {}: {what} changed", old.name));
+    }
+    if old.tcp_listeners.len() != new.tcp_listeners.len() {
+        return Some(format!(
+            "the number of tcp_proxy listeners changed ({} -> {})",
+            old.tcp_listeners.len(),
+            new.tcp_listeners.len()
+        ));
+    }
+    for (old, new) in old.tcp_listeners.iter().zip(&new.tcp_listeners) {
+        let what = if old.name != new.name {
+            "name"
+        } else if old.address != new.address {
+            "address"
+        } else {
+            continue;
+        };
+        return Some(format!("listener {}: {what} changed", old.name));
+    }
+    None
+}
+
+fn show(address: Option<std::net::SocketAddr>) -> String {
+    address.map_or_else(|| "none".to_string(), |a| a.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_needed;
+    use crate::config::{Config, load_str};
+
+    fn config(port: u16, route_body: &str, cluster_port: u16) -> Config {
+        let text = format!(
+            r#"
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9901 }} }}
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress_http
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/direct" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "{route_body}" }} }}
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: backend }}
+          http_filters:
+          - name: envoy.filters.http.router
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {cluster_port} }} }} }}
+"#
+        );
+        match load_str(&text, "t.yaml") {
+            Ok(config) => config,
+            Err(error) => panic!("test config: {error}"),
+        }
+    }
+
+    #[test]
+    fn routes_and_clusters_reload_listeners_need_a_restart() {
+        let running = config(8080, "a", 9000);
+        assert_eq!(restart_needed(&running, &config(8080, "b", 9001)), None);
+        let moved = restart_needed(&running, &config(8081, "a", 9000));
+        assert_eq!(moved.as_deref(), Some("listener main: address changed"));
+        let mut no_admin = config(8080, "a", 9000);
+        no_admin.admin = None;
+        let admin = restart_needed(&running, &no_admin);
+        assert_eq!(
+            admin.as_deref(),
+            Some("admin.address changed (127.0.0.1:9901 -> none)")
+        );
+        let mut fewer = config(8080, "a", 9000);
+        fewer.listeners.clear();
+        assert!(
+            restart_needed(&running, &fewer).is_some_and(|r| r.contains("HTTP listeners")),
+            "a removed listener needs a restart"
+        );
+    }
+}

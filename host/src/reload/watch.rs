@@ -1,0 +1,163 @@
+//! Watching the config file and every module file it names: a change starts a reload.
+//!
+//! The files are polled (every `WEIR_RELOAD_INTERVAL_MS`, default 500; 0 turns the watch off;
+//! the older name `WEIR_WASM_RELOAD_INTERVAL_MS` is read too) by path, so an editor that
+//! writes a new file and renames it over the old one is seen like one that writes in place.
+//! A file counts as changed when its modification time, size or inode changed *and* its
+//! content hash differs from the last one a reload was tried with; a file that is still
+//! changing (between two looks a few milliseconds apart) is looked at again on the next poll,
+//! so a half-written file is not loaded. A content that failed to load is not tried again until
+//! it changes.
+
+use super::{Reloader, Snapshot, Trigger};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+/// Env var: how often watched files are checked, in milliseconds (0 = never).
+pub const RELOAD_INTERVAL_ENV: &str = "WEIR_RELOAD_INTERVAL_MS";
+/// The older name of [`RELOAD_INTERVAL_ENV`], from when only module files were watched.
+pub const WASM_RELOAD_INTERVAL_ENV: &str = "WEIR_WASM_RELOAD_INTERVAL_MS";
+const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
+/// The pause between two looks at a changed file, to let a writer finish.
+const SETTLE: Duration = Duration::from_millis(25);
+
+/// Starts the watcher thread for `reloader`'s files; it reloads through `runtime` and ends
+/// when the reloader is dropped. Nothing is watched for the built-in config or with the
+/// interval set to 0.
+pub fn spawn(reloader: &Arc<Reloader>, runtime: tokio::runtime::Handle) {
+    let Some(interval) = interval() else {
+        tracing::info!("config and module files are not watched (reload interval 0)");
+        return;
+    };
+    if reloader.path().is_none() {
+        return;
+    }
+    let weak = Arc::downgrade(reloader);
+    let started = std::thread::Builder::new()
+        .name("weir-reload-watch".into())
+        .spawn(move || run(weak, runtime, interval));
+    if let Err(error) = started {
+        tracing::warn!(%error, "cannot start the config file watcher; use POST /reload");
+    }
+}
+
+fn interval() -> Option<Duration> {
+    let value = std::env::var(RELOAD_INTERVAL_ENV)
+        .ok()
+        .map(|v| (RELOAD_INTERVAL_ENV, v))
+        .or_else(|| {
+            std::env::var(WASM_RELOAD_INTERVAL_ENV)
+                .ok()
+                .map(|v| (WASM_RELOAD_INTERVAL_ENV, v))
+        });
+    let interval = match value {
+        None => DEFAULT_INTERVAL,
+        Some((var, text)) => match text.trim().parse::<u64>() {
+            Ok(millis) => Duration::from_millis(millis),
+            Err(_) => {
+                tracing::warn!(var, value = %text, "ignoring invalid value");
+                DEFAULT_INTERVAL
+            }
+        },
+    };
+    (!interval.is_zero()).then_some(interval)
+}
+
+/// The files a snapshot was built from, each with the SHA-256 of the content it was built
+/// with: the config file, then each module file it names.
+pub fn watched_files(config_path: &Path, snapshot: &Snapshot) -> Vec<(PathBuf, Option<[u8; 32]>)> {
+    let mut files = vec![(config_path.to_path_buf(), snapshot.config_hash)];
+    for listener in &snapshot.config.listeners {
+        let http = &listener.http;
+        let upgrade_filters = http.upgrades.iter().filter_map(|u| u.filters.as_ref());
+        for plugin in std::iter::once(&http.http_filters)
+            .chain(upgrade_filters)
+            .flatten()
+        {
+            if let Some(source) = plugin.source()
+                && !files.iter().any(|(f, _)| f == source)
+            {
+                files.push((source.to_path_buf(), Some(plugin.code_hash())));
+            }
+        }
+    }
+    files
+}
+
+/// What is compared to notice a change cheaply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt as _;
+    let metadata = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        modified: metadata.modified().ok(),
+        len: metadata.len(),
+        inode: metadata.ino(),
+    })
+}
+
+fn hash(path: &Path) -> Option<[u8; 32]> {
+    let content = std::fs::read(path).ok()?;
+    Some(Sha256::digest(&content).into())
+}
+
+/// One watched file: how it looked and what content a reload last used.
+#[derive(Debug, Default)]
+struct Seen {
+    stamp: Option<Stamp>,
+    hash: Option<[u8; 32]>,
+}
+
+fn run(reloader: Weak<Reloader>, runtime: tokio::runtime::Handle, interval: Duration) {
+    let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
+    loop {
+        let Some(reloader) = reloader.upgrade() else {
+            return;
+        };
+        let Some(config_path) = reloader.path().map(Path::to_path_buf) else {
+            return;
+        };
+        let files = watched_files(&config_path, &reloader.current());
+        seen.retain(|path, _| files.iter().any(|(file, _)| file == path));
+        let mut changed = Vec::new();
+        for (file, loaded) in &files {
+            let now = stamp(file);
+            // First look (start-up, or a file a reload added): compared with the content the
+            // running snapshot was built from, so a change made since then is not missed.
+            let old = seen.entry(file.clone()).or_insert_with(|| Seen {
+                stamp: None,
+                hash: *loaded,
+            });
+            // Gone (an editor between unlink and rename) or unchanged: nothing to do yet.
+            if now.is_none() || old.stamp == now {
+                continue;
+            }
+            std::thread::sleep(SETTLE);
+            if stamp(file) != now {
+                continue;
+            }
+            old.stamp = now;
+            let content = hash(file);
+            if content.is_some() && content != old.hash {
+                old.hash = content;
+                changed.push(file.clone());
+            }
+        }
+        if !changed.is_empty() {
+            tracing::info!(files = ?changed, "watched file changed; reloading the config");
+            // The outcome is logged and counted by the reloader.
+            let _ = runtime.block_on(reloader.reload(Trigger::FileChange));
+        }
+        drop(reloader);
+        std::thread::sleep(interval);
+    }
+}
