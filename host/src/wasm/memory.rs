@@ -4,8 +4,8 @@
 //! answers a [`Status`] instead of trapping; only a trap inside the module's own allocator
 //! (called to place returned bytes) comes back as an error, which fails the call.
 
-use super::state::HostState;
-use wasmtime::{Caller, Extern, Memory};
+use super::state::{HostState, ModuleExports};
+use wasmtime::{AsContextMut, Caller, Extern, Instance, Memory, TypedFunc};
 use weir_abi::Status;
 
 /// What a host function returns to the module: a status, or a trap.
@@ -29,11 +29,43 @@ pub fn unsigned(value: i32) -> usize {
     value as u32 as usize
 }
 
+/// Looks up, once per instance, the exports every host call needs (kept in
+/// [`HostState::exports`]).
+pub fn resolve_exports(mut store: impl AsContextMut, instance: &Instance) -> ModuleExports {
+    let mut store = store.as_context_mut();
+    let memory = instance.get_memory(&mut store, "memory");
+    let allocator = [
+        weir_abi::names::callbacks::PROXY_ON_MEMORY_ALLOCATE,
+        weir_abi::names::callbacks::MALLOC,
+    ]
+    .iter()
+    .find_map(|name| instance.get_func(&mut store, name))
+    .and_then(|func| func.typed::<i32, i32>(&store).ok());
+    ModuleExports { memory, allocator }
+}
+
 fn memory(caller: &mut Caller<'_, HostState>) -> Result<Memory, Status> {
+    if let Some(memory) = caller.data().exports.memory {
+        return Ok(memory);
+    }
     match caller.get_export("memory") {
         Some(Extern::Memory(memory)) => Ok(memory),
         _ => Err(Status::InternalFailure),
     }
+}
+
+/// The module's allocator: the one resolved at instantiation, else looked up by name.
+fn allocator(caller: &mut Caller<'_, HostState>) -> Option<TypedFunc<i32, i32>> {
+    if let Some(allocator) = &caller.data().exports.allocator {
+        return Some(allocator.clone());
+    }
+    [
+        weir_abi::names::callbacks::PROXY_ON_MEMORY_ALLOCATE,
+        weir_abi::names::callbacks::MALLOC,
+    ]
+    .iter()
+    .find_map(|name| caller.get_export(name).and_then(Extern::into_func))
+    .and_then(|func| func.typed::<i32, i32>(&*caller).ok())
 }
 
 /// A copy of `len` bytes at `ptr`; `BadArgument` when the range is outside memory.
@@ -96,18 +128,10 @@ pub fn return_bytes(
     let Ok(len) = u32::try_from(bytes.len()) else {
         return Ok(Err(Status::BadArgument));
     };
-    let allocator = [
-        weir_abi::names::callbacks::PROXY_ON_MEMORY_ALLOCATE,
-        weir_abi::names::callbacks::MALLOC,
-    ]
-    .iter()
-    .find_map(|name| caller.get_export(name).and_then(Extern::into_func));
-    let Some(allocator) = allocator else {
+    let Some(allocator) = allocator(caller) else {
         return Ok(Err(Status::InternalFailure));
     };
-    let Ok(allocator) = allocator.typed::<i32, i32>(&*caller) else {
-        return Ok(Err(Status::InternalFailure));
-    };
+
     let address = allocator.call(&mut *caller, len as i32)?;
     if address == 0 && len > 0 {
         return Ok(Err(Status::InternalFailure));

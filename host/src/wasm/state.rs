@@ -43,6 +43,19 @@ pub struct HostState {
     pub queue_waker: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
     /// Says whether a cluster exists, for `proxy_http_call` (`None`: any name is taken).
     pub cluster_exists: Option<ClusterCheck>,
+    /// The module's exported memory and allocator, resolved once after instantiation: host
+    /// calls use them on every request, and a lookup by name (plus the allocator's type
+    /// check) each time showed in profiles.
+    pub exports: ModuleExports,
+}
+
+/// Exports that host functions use, resolved once per instance (see [`HostState::exports`]).
+#[derive(Default, Clone)]
+pub struct ModuleExports {
+    /// `memory`.
+    pub memory: Option<wasmtime::Memory>,
+    /// `proxy_on_memory_allocate`, else `malloc`, typed `(i32) -> i32`.
+    pub allocator: Option<wasmtime::TypedFunc<i32, i32>>,
 }
 
 /// Whether a cluster name is configured.
@@ -80,6 +93,7 @@ impl HostState {
             metrics: Vec::new(),
             root_properties: HashMap::new(),
             last_critical: None,
+            exports: ModuleExports::default(),
             queue_waker: None,
             cluster_exists: None,
         }

@@ -148,6 +148,8 @@ impl Vm {
             .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| trap_error(&store, e))?;
+        store.data_mut().exports = super::memory::resolve_exports(&mut store, &instance);
+
         for entry in [names::WASI_INITIALIZE, names::WASI_START] {
             if let Some(init) = typed::<(), ()>(&mut store, &instance, entry)? {
                 store.set_epoch_deadline(deadline_ticks);
