@@ -44,6 +44,8 @@ enum Resolved {
 /// How often a draining connection checks whether its last stream is done.
 const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// How often a connection checks `idle_timeout` and `max_connection_duration`.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves HTTP/3 on an accepted QUIC `connection` until it closes; `shutdown` turning true
 /// sends GOAWAY, lets in-flight requests finish, then closes the connection (a few round trips
@@ -82,6 +84,16 @@ pub async fn serve_h3_connection(
         }
     };
     let activity = Activity::new();
+    // `common_http_protocol_options`, as on TCP: past either limit the connection drains
+    // (GOAWAY, in-flight streams finish, then it closes).
+    let idle_timeout = manager.config.idle_timeout;
+    let max_duration = manager
+        .config
+        .max_connection_duration
+        .map(|d| tokio::time::Instant::now() + d);
+    // An interval, not a sleep in the loop: every accepted stream restarts the loop.
+    let mut idle_check = tokio::time::interval(IDLE_CHECK);
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut draining = *shutdown.borrow();
     if draining {
         let _ = h3_connection.shutdown(0).await;
@@ -117,6 +129,17 @@ pub async fn serve_h3_connection(
             },
             changed = shutdown.changed(), if !draining => {
                 if changed.is_err() || *shutdown.borrow() {
+                    draining = true;
+                    if let Err(error) = h3_connection.shutdown(0).await {
+                        tracing::debug!(%error, "HTTP/3 GOAWAY");
+                    }
+                }
+            }
+            _ = idle_check.tick(), if !draining && (idle_timeout.is_some() || max_duration.is_some()) => {
+                let idle = matches!((idle_timeout, activity.idle_for()), (Some(limit), Some(idle)) if idle >= limit);
+                let too_old = max_duration.is_some_and(|deadline| tokio::time::Instant::now() >= deadline);
+                if idle || too_old {
+                    tracing::debug!(peer = %info.remote, idle, too_old, "draining downstream HTTP/3 connection");
                     draining = true;
                     if let Err(error) = h3_connection.shutdown(0).await {
                         tracing::debug!(%error, "HTTP/3 GOAWAY");
