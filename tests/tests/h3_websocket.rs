@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use weir_tests::config::{self, Ports};
 use weir_tests::h3::H3Client;
+use weir_tests::tcp_server::{Mode, TcpServer};
 use weir_tests::tunnel_client::{self, WsClient, ws_connect};
 use weir_tests::upgrade_app::UpgradeApp;
 use weir_tests::ws_echo::WsEcho;
@@ -429,4 +430,49 @@ async fn plain_connect_over_h3_is_403_unless_enabled() {
         .expect("a response to CONNECT");
     assert_eq!(stream.status, 403);
     assert!(app.heads().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_connect_over_h3_terminates_to_tcp() {
+    let echo = TcpServer::start(Mode::Echo).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = weir_tests::tls::self_signed(dir.path());
+    let ports = Ports::new();
+    let mut cfg = quic_front(
+        ports,
+        echo.addr,
+        json!([{"upgrade_type": "CONNECT"}]),
+        false,
+        &tls,
+    );
+    for listener in cfg["static_resources"]["listeners"]
+        .as_array_mut()
+        .expect("listeners")
+    {
+        let hcm = &mut listener["filter_chains"][0]["filters"][0]["typed_config"];
+        hcm["route_config"]["virtual_hosts"][0]["routes"] = json!([config::route_connect(
+            "backend",
+            Some(config::terminate_connect(false))
+        )]);
+    }
+    let weir = Weir::start(&cfg).await;
+    let client = H3Client::connect(ports.http_addr(), "localhost", &tls.cert_der)
+        .await
+        .unwrap_or_else(|e| panic!("h3 connect: {e}\n{}", weir.log_report()));
+    let connect = [(":method", "CONNECT"), (":authority", "db.test:5432")];
+    let mut stream = client
+        .connect_stream(&connect)
+        .await
+        .unwrap_or_else(|e| panic!("CONNECT: {e}\n{}", weir.log_report()));
+    assert_eq!(stream.status, 200, "{}", weir.log_report());
+    let sent = weir_tests::random_bytes(21, 100 << 10);
+    for chunk in sent.chunks(7000) {
+        stream.send(chunk).await.expect("send DATA");
+    }
+    let back = stream.read_exact(sent.len()).await.expect("echo back");
+    assert!(back == sent, "echoed bytes differ ({} back)", back.len());
+    // Our FIN reaches the TCP server, whose FIN ends the stream.
+    stream.finish().expect("FIN");
+    let rest = stream.read_exact(1).await.expect("end of stream");
+    assert!(rest.is_empty(), "{rest:?}");
 }
