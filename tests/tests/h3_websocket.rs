@@ -476,3 +476,53 @@ async fn plain_connect_over_h3_terminates_to_tcp() {
     let rest = stream.read_exact(1).await.expect("end of stream");
     assert!(rest.is_empty(), "{rest:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_connect_crosses_two_h3_hops() {
+    let app = UpgradeApp::start().await;
+    let upgrades = json!([{"upgrade_type": "my-proto"}]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = weir_tests::tls::self_signed(dir.path());
+    let pb = Ports::new();
+    let b = Weir::start(&quic_front(pb, app.addr, upgrades.clone(), true, &tls)).await;
+    let pa = Ports::new();
+    let mut cfg_a = quic_front(pa, pb.http_addr(), upgrades, true, &tls);
+    let cluster = config::cluster_of(&mut cfg_a, 0);
+    config::upstream_http3(cluster, None);
+    cluster["transport_socket"]["typed_config"]["upstream_tls_context"]["common_tls_context"] = json!({
+        "validation_context": {"trusted_ca": {"filename": tls.cert.to_str().expect("utf-8")}}
+    });
+    let a = Weir::start(&cfg_a).await;
+
+    // client -H3-> A -H3-> B -H1-> app
+    let client = H3Client::connect(pa.http_addr(), "localhost", &tls.cert_der)
+        .await
+        .unwrap_or_else(|e| panic!("h3 connect: {e}\n{}", a.log_report()));
+    assert!(
+        client
+            .extended_connect_enabled(Duration::from_secs(5))
+            .await
+    );
+    let head = extended_connect("my-proto", "/two/hops");
+    let mut stream = client
+        .connect_stream(&fields(&head))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log_report(), b.log_report()));
+    assert_eq!(stream.status, 200, "{}\n{}", a.log_report(), b.log_report());
+    let sent = weir_tests::random_bytes(33, 300 << 10);
+    for chunk in sent.chunks(10_000) {
+        stream.send(chunk).await.expect("send DATA");
+    }
+    let back = stream.read_exact(sent.len()).await.expect("echo back");
+    assert!(back == sent, "echoed bytes differ ({} back)", back.len());
+    stream.finish().expect("FIN");
+    let rest = stream.read_exact(1).await.expect("end of stream");
+    assert!(rest.is_empty(), "{rest:?}");
+
+    let heads = app.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert_eq!(heads[0].method, "GET");
+    assert_eq!(heads[0].target, "/two/hops");
+    assert_eq!(heads[0].header("upgrade"), Some("my-proto"));
+    assert_h3_hop(&b).await;
+}
