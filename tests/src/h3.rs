@@ -142,6 +142,185 @@ impl H3Client {
     }
 }
 
+impl H3Client {
+    /// Whether the server's SETTINGS enable extended CONNECT (RFC 9220), waiting up to
+    /// `limit` for them (h3 reports the defaults, off, until they arrive).
+    pub async fn extended_connect_enabled(&self, limit: Duration) -> bool {
+        use h3::ConnectionState as _;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.send.settings().enable_extended_connect() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Opens a CONNECT stream with `fields` (pseudo-headers first) and reads the response
+    /// head. h3 0.0.8's client cannot send `:protocol websocket`, so the stream is opened on
+    /// the QUIC connection directly and its frames are written here: one HEADERS frame
+    /// (QPACK without the dynamic table, via the `qpack` crate), then DATA frames.
+    pub async fn connect_stream(&self, fields: &[(&str, &str)]) -> Result<H3ConnectStream, String> {
+        let open = async {
+            let (mut send, recv) = self.connection.open_bi().await.map_err(|e| e.to_string())?;
+            let fields: Vec<qpack::HeaderField> = fields
+                .iter()
+                .map(|(name, value)| qpack::HeaderField::new(*name, *value))
+                .collect();
+            let mut block = BytesMut::new();
+            qpack::encode_stateless(&mut block, &fields).map_err(|e| e.to_string())?;
+            let mut frame = BytesMut::new();
+            put_varint(&mut frame, 0x01);
+            put_varint(&mut frame, block.len() as u64);
+            frame.extend_from_slice(&block);
+            send.write_all(&frame).await.map_err(|e| e.to_string())?;
+            let mut stream = H3ConnectStream {
+                status: 0,
+                headers: http::HeaderMap::new(),
+                send,
+                recv,
+                buf: BytesMut::new(),
+            };
+            loop {
+                match stream.next_frame().await? {
+                    Some((0x01, block)) => {
+                        let mut block = block;
+                        let decoded = qpack::decode_stateless(&mut block, 1 << 16)
+                            .map_err(|e| format!("response head: {e}"))?;
+                        for field in decoded.fields {
+                            if field.name.as_ref() == b":status" {
+                                let text = String::from_utf8_lossy(&field.value).into_owned();
+                                stream.status =
+                                    text.parse().map_err(|_| format!("status {text}"))?;
+                            } else {
+                                let name = http::HeaderName::from_bytes(&field.name)
+                                    .map_err(|e| e.to_string())?;
+                                let value = http::HeaderValue::from_bytes(&field.value)
+                                    .map_err(|e| e.to_string())?;
+                                stream.headers.append(name, value);
+                            }
+                        }
+                        if stream.status >= 200 {
+                            return Ok(stream);
+                        }
+                    }
+                    Some((0x00, _)) => return Err("DATA before the response head".into()),
+                    Some(_) => {}
+                    None => return Err("stream ended before the response head".into()),
+                }
+            }
+        };
+        tokio::time::timeout(crate::IO_TIMEOUT, open)
+            .await
+            .map_err(|_| "CONNECT stream: no response head in time".to_owned())?
+    }
+}
+
+fn put_varint(buf: &mut BytesMut, value: u64) {
+    if value < 1 << 6 {
+        buf.extend_from_slice(&[value as u8]);
+    } else if value < 1 << 14 {
+        buf.extend_from_slice(&(0x4000 | value as u16).to_be_bytes());
+    } else if value < 1 << 30 {
+        buf.extend_from_slice(&(0x8000_0000 | value as u32).to_be_bytes());
+    } else {
+        buf.extend_from_slice(&(0xc000_0000_0000_0000 | value).to_be_bytes());
+    }
+}
+
+/// A varint at the start of `buf`: (value, length), if complete.
+fn varint(buf: &[u8]) -> Option<(u64, usize)> {
+    let first = *buf.first()?;
+    let len = 1usize << (first >> 6);
+    let rest = buf.get(1..len)?;
+    Some((
+        rest.iter()
+            .fold(u64::from(first & 0x3f), |v, b| (v << 8) | u64::from(*b)),
+        len,
+    ))
+}
+
+/// A CONNECT stream opened by [`H3Client::connect_stream`]: its response head, and its DATA
+/// frames as the payload both ways.
+pub struct H3ConnectStream {
+    /// The final status.
+    pub status: u16,
+    /// The response headers.
+    pub headers: http::HeaderMap,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    buf: BytesMut,
+}
+
+impl H3ConnectStream {
+    /// The next whole frame (type, payload); `None` at the end of the stream.
+    async fn next_frame(&mut self) -> Result<Option<(u64, Bytes)>, String> {
+        loop {
+            if let Some((kind, a)) = varint(&self.buf)
+                && let Some((len, b)) = varint(&self.buf[a..])
+                && self.buf.len() >= a + b + len as usize
+            {
+                self.buf.advance(a + b);
+                return Ok(Some((kind, self.buf.split_to(len as usize).freeze())));
+            }
+            match self.recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) if self.buf.is_empty() => return Ok(None),
+                Ok(None) => return Err("stream ended inside a frame".into()),
+                Err(error) => return Err(format!("read: {error}")),
+            }
+        }
+    }
+
+    /// Sends `data` as one DATA frame.
+    pub async fn send(&mut self, data: &[u8]) -> Result<(), String> {
+        let mut head = BytesMut::new();
+        put_varint(&mut head, 0x00);
+        put_varint(&mut head, data.len() as u64);
+        self.send
+            .write_all(&head)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.send.write_all(data).await.map_err(|e| e.to_string())
+    }
+
+    /// Ends the sending side (FIN).
+    pub fn finish(&mut self) -> Result<(), String> {
+        self.send.finish().map_err(|e| e.to_string())
+    }
+
+    /// The next DATA payload (other frame types are skipped); `None` at the end.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>, String> {
+        loop {
+            match self.next_frame().await? {
+                Some((0x00, data)) => return Ok(Some(data)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Reads DATA until `len` bytes came or the stream ended (within [`crate::IO_TIMEOUT`]).
+    pub async fn read_exact(&mut self, len: usize) -> Result<Vec<u8>, String> {
+        let read = async {
+            let mut out = Vec::with_capacity(len);
+            while out.len() < len {
+                match self.recv().await? {
+                    Some(data) => out.extend_from_slice(&data),
+                    None => break,
+                }
+            }
+            Ok(out)
+        };
+        tokio::time::timeout(crate::IO_TIMEOUT, read)
+            .await
+            .map_err(|_| format!("fewer than {len} bytes in time"))?
+    }
+}
+
 /// An in-process HTTP/3 upstream on 127.0.0.1.
 pub struct H3Upstream {
     /// Where it listens (UDP).

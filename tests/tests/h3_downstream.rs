@@ -174,3 +174,65 @@ async fn sigterm_drains_h3_requests_then_exits() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_connections_honour_idle_timeout_and_max_connection_duration() {
+    let up = H1Upstream::start("up").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = [
+        ("idle_timeout", json!({"idle_timeout": "1s"})),
+        (
+            "max_connection_duration",
+            json!({"max_connection_duration": "2s"}),
+        ),
+    ];
+    for (which, common) in limits {
+        let ports = Ports::new();
+        let (mut cfg, cert_der) = h3_config(ports, up.addr, dir.path());
+        cfg["static_resources"]["listeners"][1]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["common_http_protocol_options"] = common;
+        let weir = Weir::start(&cfg).await;
+        let client = H3Client::connect(ports.http_addr(), "localhost", &cert_der)
+            .await
+            .unwrap_or_else(|e| panic!("h3 connect: {e}\n{}", weir.log_report()));
+        let opened = std::time::Instant::now();
+        let first = client.get("/first").await.expect("first GET");
+        assert_eq!(first.status, 200);
+        // The QUIC idle timeout (300 s by default) is far away: only the HCM limit can close it.
+        let closed = client.connection.closed();
+        tokio::pin!(closed);
+        let keep_busy = which == "max_connection_duration";
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        let mut requests = 0u32;
+        let reason = loop {
+            tokio::select! {
+                reason = &mut closed => break Some(reason),
+                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        break None;
+                    }
+                    if keep_busy && client.get("/busy").await.is_ok() {
+                        requests += 1;
+                    }
+                }
+            }
+        };
+        let lived = opened.elapsed();
+        assert!(
+            reason.is_some(),
+            "{which}: the connection was still open after 15 s\n{}",
+            weir.log_report()
+        );
+        let floor = if keep_busy { 2 } else { 1 };
+        assert!(
+            lived >= std::time::Duration::from_secs(floor),
+            "{which}: closed after {lived:?}, before the limit"
+        );
+        if keep_busy {
+            assert!(
+                requests >= 3,
+                "requests kept flowing until the limit ({requests})"
+            );
+        }
+    }
+}

@@ -180,6 +180,9 @@ pub struct HttpManagerConfig {
     pub http2: upstream::Http2Settings,
     /// Advertise RFC 8441 extended CONNECT.
     pub allow_connect: bool,
+    /// Advertise RFC 9220 extended CONNECT on HTTP/3 (`http3_protocol_options.
+    /// allow_extended_connect`).
+    pub allow_extended_connect: bool,
     /// Append the peer address to x-forwarded-for and trust it as the client.
     pub use_remote_address: bool,
     /// Generate x-request-id when absent.
@@ -579,6 +582,10 @@ fn http_manager_config(
                 .unwrap_or(defaults.initial_connection_window_size),
         },
         allow_connect: h2.allow_connect,
+        allow_extended_connect: hcm
+            .http3_protocol_options
+            .as_ref()
+            .is_some_and(|h3| h3.allow_extended_connect),
         use_remote_address: hcm.use_remote_address,
         generate_request_id: hcm.generate_request_id.unwrap_or(true),
         server_name: hcm.server_name.clone().unwrap_or_else(|| "weir".into()),

@@ -180,7 +180,9 @@ pub struct Http3ProtocolOptions {
     /// QUIC transport settings.
     #[serde(default)]
     pub quic_protocol_options: Option<QuicProtocolOptions>,
-    /// RFC 9220 extended CONNECT (accepted; not served over HTTP/3 yet).
+    /// RFC 9220 extended CONNECT: a QUIC listener advertises SETTINGS_ENABLE_CONNECT_PROTOCOL
+    /// and serves WebSocket (any upgrade) over HTTP/3 streams. On a cluster it is accepted and
+    /// not needed: the peer's SETTINGS decide.
     #[serde(default)]
     pub allow_extended_connect: bool,
     /// Accepted for compatibility.

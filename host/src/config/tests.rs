@@ -204,6 +204,27 @@ fn loads_envoys_http3_shapes() {
     assert_eq!(auto.quic_hints, vec![("localhost".to_owned(), 8444)]);
 }
 
+/// The WebSocket-over-HTTP/3 example: the QUIC listener advertises extended CONNECT, the
+/// other does not.
+#[test]
+fn websocket_over_h3_example_allows_extended_connect_on_its_quic_listener() {
+    let text = include_str!("../../../configs/websocket_h1_h3_h1.yaml");
+    let config = load_str(text, "websocket_h1_h3_h1.yaml").unwrap();
+    let (edge, inner) = (&config.listeners[0], &config.listeners[1]);
+    assert!(!edge.http.allow_extended_connect);
+    assert!(inner.quic.is_some());
+    assert!(inner.http.allow_extended_connect);
+    assert_eq!(
+        config.clusters[0].protocol,
+        upstream::UpstreamProtocol::Http3
+    );
+    let off = load_str(H3, "h3.yaml").unwrap();
+    assert!(
+        !off.listeners[1].http.allow_extended_connect,
+        "off unless configured"
+    );
+}
+
 #[test]
 fn quic_listener_rules_name_their_fields() {
     let no_quic_options = h3_variant("      quic_options: {}\n", "");

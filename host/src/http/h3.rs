@@ -2,31 +2,50 @@
 //! goes through the same [`HttpManager::handle`] as HTTP/1.1 and HTTP/2 requests, with its
 //! body streamed both ways and trailers passed on. On shutdown the connection sends GOAWAY,
 //! lets the requests in flight finish, then closes.
+//!
+//! CONNECT streams (plain CONNECT, and RFC 9220 extended CONNECT where the listener's
+//! `http3_protocol_options.allow_extended_connect` advertises SETTINGS_ENABLE_CONNECT_PROTOCOL)
+//! are served on the raw stream (see [`super::h3_connect`] for why): the manager sees an
+//! upgrade or a CONNECT as it would from HTTP/2, and once its 2xx is written the stream's DATA
+//! frames are the tunnel, handed over through a [`TunnelHandoff`].
 
 use super::h3_body::H3Body;
+use super::h3_connect::{self, CONNECTION_SPECIFIC, DataBody};
 use super::tracked::{Activity, StreamGuard};
+use super::upgrade::{ConnectProtocol, TunnelHandoff};
 use super::{ConnectionInfo, CurrentManager, HttpManager};
-use crate::body::Body;
+use crate::body::{self, Body};
+use crate::tunnel::{self, body_io};
 use bytes::Bytes;
-use http::{HeaderMap, Response};
+use h3::quic::{BidiStream as _, RecvStream as _, SendStream as _};
+use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 /// A request stream of a downstream connection.
 type ServerStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
-/// Headers HTTP/3 forbids (RFC 9114 4.2), removed from responses.
-const CONNECTION_SPECIFIC: [&str; 5] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-];
+/// What accepting a request stream gives.
+type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
+
+/// A request stream taken from the h3 crate after its first HEADERS frame (a CONNECT).
+type RawStream = h3::stream::BufRecvStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+/// A request stream, once its head is read.
+enum Resolved {
+    /// Anything but CONNECT, served through the h3 crate.
+    Request(http::Request<()>, ServerStream),
+    /// A CONNECT (extended or plain), served on the raw stream.
+    Connect(http::Request<()>, RawStream),
+}
 
 /// How often a draining connection checks whether its last stream is done.
 const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How often a connection checks `idle_timeout` and `max_connection_duration`.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves HTTP/3 on an accepted QUIC `connection` until it closes; `shutdown` turning true
 /// sends GOAWAY, lets in-flight requests finish, then closes the connection (a few round trips
@@ -39,7 +58,10 @@ pub async fn serve_h3_connection(
     local: std::net::SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let stats = current.load().stats.clone();
+    // Connection-level settings come from the manager current at accept; each request
+    // takes the manager current when it starts.
+    let accepted_on = current.load_full();
+    let stats = accepted_on.stats.clone();
     stats.cx_total.inc();
     stats.cx_active.inc();
     stats.cx_ssl_total.inc();
@@ -50,8 +72,10 @@ pub async fn serve_h3_connection(
         tls: true,
     };
     let quic = connection.clone();
+    let allow_extended_connect = accepted_on.config.allow_extended_connect;
     let built = h3::server::builder()
-        .max_field_section_size(64 * 1024)
+        .max_field_section_size(h3_connect::MAX_FIELD_SECTION as u64)
+        .enable_extended_connect(allow_extended_connect)
         .build::<_, Bytes>(h3_quinn::Connection::new(connection))
         .await;
     let mut h3_connection = match built {
@@ -64,6 +88,18 @@ pub async fn serve_h3_connection(
         }
     };
     let activity = Activity::new();
+    // `common_http_protocol_options`, as on TCP: past either limit the connection drains
+    // (GOAWAY, in-flight streams finish, then it closes).
+    let idle_timeout = accepted_on.config.idle_timeout;
+    let max_duration = accepted_on
+        .config
+        .max_connection_duration
+        .map(|d| tokio::time::Instant::now() + d);
+    // Not kept: a reload must not keep an old snapshot alive for a long-lived connection.
+    drop(accepted_on);
+    // An interval, not a sleep in the loop: every accepted stream restarts the loop.
+    let mut idle_check = tokio::time::interval(IDLE_CHECK);
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut draining = *shutdown.borrow();
     if draining {
         let _ = h3_connection.shutdown(0).await;
@@ -75,11 +111,18 @@ pub async fn serve_h3_connection(
                     let manager = current.load_full();
                     let guard = StreamGuard::start(activity.clone(), manager.stats.clone());
                     tokio::spawn(async move {
-                        match resolver.resolve_request().await {
-                            Ok((request, stream)) => serve_request(&manager, request, stream, &info).await,
-                            Err(error) => tracing::debug!(%error, "HTTP/3 request head unreadable"),
+                        match resolve(resolver, allow_extended_connect).await {
+                            Ok(Resolved::Request(request, stream)) => {
+                                serve_request(&manager, request, stream, &info).await;
+                                drop(guard);
+                            }
+                            // A tunnel keeps its stream counted until it ends.
+                            Ok(Resolved::Connect(request, stream)) => serve_connect(&manager, request, stream, &info, guard).await,
+                            Err(error) => {
+                                tracing::debug!(%error, "HTTP/3 request head unreadable");
+                                drop(guard);
+                            }
                         }
-                        drop(guard);
                     });
                 }
                 Ok(None) => break,
@@ -98,6 +141,17 @@ pub async fn serve_h3_connection(
                     }
                 }
             }
+            _ = idle_check.tick(), if !draining && (idle_timeout.is_some() || max_duration.is_some()) => {
+                let idle = matches!((idle_timeout, activity.idle_for()), (Some(limit), Some(idle)) if idle >= limit);
+                let too_old = max_duration.is_some_and(|deadline| tokio::time::Instant::now() >= deadline);
+                if idle || too_old {
+                    tracing::debug!(peer = %info.remote, idle, too_old, "draining downstream HTTP/3 connection");
+                    draining = true;
+                    if let Err(error) = h3_connection.shutdown(0).await {
+                        tracing::debug!(%error, "HTTP/3 GOAWAY");
+                    }
+                }
+            }
             () = tokio::time::sleep(DRAIN_CHECK), if draining => {
                 let grace = (quic.rtt() * 3).max(std::time::Duration::from_millis(100));
                 if activity.idle_for().is_some_and(|idle| idle >= grace) {
@@ -109,6 +163,102 @@ pub async fn serve_h3_connection(
         }
     }
     stats.cx_active.dec();
+}
+
+/// Reads the head of a request stream. A CONNECT is taken off the h3 crate (which cannot
+/// parse `:protocol websocket`); any other request goes back to it with its first frame.
+/// An extended CONNECT on a listener that did not advertise it is malformed (RFC 9220 3,
+/// RFC 8441 4): the stream is reset with H3_MESSAGE_ERROR, as is a CONNECT head that is not
+/// valid HTTP/3.
+async fn resolve(mut resolver: Resolver, allow_extended_connect: bool) -> Result<Resolved, String> {
+    let frame = std::future::poll_fn(|cx| resolver.frame_stream.poll_next(cx)).await;
+    let connect = match &frame {
+        Ok(Some(h3::proto::frame::Frame::Headers(block))) => h3_connect::peek_connect(block),
+        _ => None,
+    };
+    let Some(fields) = connect else {
+        let resolved = resolver
+            .accept_with_frame(frame)
+            .map_err(|e| e.to_string())?;
+        let (request, stream) = resolved.resolve().await.map_err(|e| e.to_string())?;
+        return Ok(Resolved::Request(request, stream));
+    };
+    let mut stream = resolver.frame_stream.into_inner();
+    let refused = match h3_connect::connect_request(fields) {
+        Ok((mut request, protocol)) => match protocol {
+            Some(_) if !allow_extended_connect => {
+                "extended CONNECT on a listener without allow_extended_connect".to_owned()
+            }
+            Some(protocol) => {
+                request.extensions_mut().insert(ConnectProtocol(protocol));
+                return Ok(Resolved::Connect(request, stream));
+            }
+            None => return Ok(Resolved::Connect(request, stream)),
+        },
+        Err(error) => error.to_string(),
+    };
+    let code = h3::error::Code::H3_MESSAGE_ERROR.value();
+    stream.stop_sending(code);
+    stream.reset(code);
+    Err(refused)
+}
+
+/// A CONNECT stream: the manager answers it as any tunnel request (an upgrade of type
+/// `:protocol`, or a CONNECT); a 2xx it answered with a tunnel behind is written, then the
+/// stream is handed over as the tunnel's downstream end. Any other answer goes back as an
+/// ordinary response.
+async fn serve_connect(
+    manager: &HttpManager,
+    mut request: Request<()>,
+    stream: RawStream,
+    info: &ConnectionInfo,
+    guard: StreamGuard,
+) {
+    let host = request.uri().authority().map(|a| a.as_str().to_owned());
+    let (mut send, recv) = stream.split();
+    let (handoff_sender, handoff) = TunnelHandoff::channel();
+    request.extensions_mut().insert(handoff);
+    let response = manager.handle(request.map(|()| body::empty()), info).await;
+    let (mut head, body) = response.into_parts();
+    manager
+        .config
+        .routes
+        .add_response_headers(host.as_deref(), &mut head.headers);
+    remove_connection_specific(&mut head.headers);
+    let sent =
+        match h3_connect::headers_frame(&h3_connect::response_fields(head.status, &head.headers)) {
+            Ok(frame) => send.write_all(&frame).await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+    if let Err(error) = sent {
+        tracing::debug!(%error, "HTTP/3 CONNECT response head not sent");
+        send.reset(h3::error::Code::H3_INTERNAL_ERROR.value());
+        return;
+    }
+    // A tunnel task waits on the handoff only when the manager set a tunnel up.
+    if head.status.is_success() && !handoff_sender.is_closed() {
+        drop(body);
+        let incoming = DataBody::new(h3_connect::frames(recv), None).boxed();
+        let (outgoing_sender, outgoing) = body_io::channel_body();
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(error) = h3_connect::pump_data(outgoing, &mut send).await {
+                tracing::debug!(%error, "HTTP/3 tunnel stream ended with an error");
+                send.reset(h3::error::Code::H3_REQUEST_CANCELLED.value());
+            }
+        });
+        let io = tunnel::boxed(body_io::BodyIo::new(incoming, outgoing_sender));
+        if handoff_sender.send(io).is_err() {
+            tracing::debug!("HTTP/3 tunnel ended before its stream was handed over");
+        }
+        return;
+    }
+    drop(handoff_sender);
+    drop(recv);
+    if let Err(error) = h3_connect::pump_data(body, &mut send).await {
+        tracing::debug!(%error, "HTTP/3 CONNECT response not sent in full");
+        send.reset(h3::error::Code::H3_INTERNAL_ERROR.value());
+    }
 }
 
 /// One request: the manager answers it, the response head, body and trailers go back.

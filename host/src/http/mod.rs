@@ -5,6 +5,7 @@ mod deadline;
 pub mod filter_chain;
 mod h3;
 pub mod h3_body;
+pub mod h3_connect;
 pub mod headers;
 pub mod local_reply;
 mod server;

@@ -18,6 +18,63 @@ use crate::tunnel::{self, TunnelIo, body_io};
 use crate::upstream::connect::UpstreamStream;
 use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::oneshot;
+
+/// The `:protocol` of an HTTP/3 extended CONNECT (RFC 9220), as received. hyper carries
+/// HTTP/2's in its own extension; HTTP/3 requests carry it in this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectProtocol(pub String);
+
+/// The downstream end of a tunnel on a stream hyper does not own (an HTTP/3 CONNECT stream):
+/// the codec hands the stream over once the tunnel's 2xx is written, or drops the sender when
+/// the answer was anything else.
+#[derive(Clone)]
+pub struct TunnelHandoff(Arc<Mutex<Option<oneshot::Receiver<TunnelIo>>>>);
+
+impl TunnelHandoff {
+    /// A handoff and the sender its stream comes through.
+    pub fn channel() -> (oneshot::Sender<TunnelIo>, TunnelHandoff) {
+        let (sender, receiver) = oneshot::channel();
+        (sender, TunnelHandoff(Arc::new(Mutex::new(Some(receiver)))))
+    }
+
+    fn take(&self) -> Option<oneshot::Receiver<TunnelIo>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// Where the downstream side of an accepted tunnel comes from.
+pub(super) enum DownstreamEnd {
+    /// hyper's connection or stream (HTTP/1.1 upgrade, HTTP/2 CONNECT).
+    Hyper(hyper::upgrade::OnUpgrade),
+    /// A stream handed over by another codec (HTTP/3).
+    Handoff(Option<oneshot::Receiver<TunnelIo>>),
+}
+
+impl DownstreamEnd {
+    /// The downstream end of `request`'s tunnel.
+    fn of<B>(request: &mut Request<B>) -> DownstreamEnd {
+        match request.extensions_mut().remove::<TunnelHandoff>() {
+            Some(handoff) => DownstreamEnd::Handoff(handoff.take()),
+            None => DownstreamEnd::Hyper(hyper::upgrade::on(request)),
+        }
+    }
+
+    /// Waits until the answer is written and the stream is ours.
+    async fn into_io(self) -> Result<TunnelIo, String> {
+        match self {
+            DownstreamEnd::Hyper(upgrade) => upgrade
+                .await
+                .map(tunnel::upgraded)
+                .map_err(|e| e.to_string()),
+            DownstreamEnd::Handoff(Some(receiver)) => receiver
+                .await
+                .map_err(|_| "the downstream stream was not handed over".to_owned()),
+            DownstreamEnd::Handoff(None) => Err("the downstream stream was taken".to_owned()),
+        }
+    }
+}
 
 /// What kind of tunnel a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +100,14 @@ impl TunnelKind {
 /// other hop-by-hop headers, as Envoy does.
 pub fn tunnel_kind<B>(request: &Request<B>) -> Result<Option<TunnelKind>, LocalReply> {
     if request.method() == Method::CONNECT {
-        if let Some(protocol) = request.extensions().get::<hyper::ext::Protocol>() {
-            let protocol = protocol.as_str();
+        let protocol = match request.extensions().get::<hyper::ext::Protocol>() {
+            Some(protocol) => Some(protocol.as_str()),
+            None => request
+                .extensions()
+                .get::<ConnectProtocol>()
+                .map(|p| p.0.as_str()),
+        };
+        if let Some(protocol) = protocol {
             if protocol.is_empty() || !protocol.bytes().all(is_token_byte) {
                 return Err(LocalReply::BadRequest("malformed :protocol"));
             }
@@ -121,7 +184,9 @@ impl HttpManager {
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<body::BoxError>,
     {
-        if !request.body().is_end_stream() && request.version() != Version::HTTP_2 {
+        if !request.body().is_end_stream()
+            && !matches!(request.version(), Version::HTTP_2 | Version::HTTP_3)
+        {
             // An HTTP/1.1 upgrade with a body: its bytes would be taken for the tunnel's on
             // an HTTP/2 hop. RFC 8441's path is strict, and so is weir's.
             let has_body = request
@@ -135,7 +200,7 @@ impl HttpManager {
                 ));
             }
         }
-        let downstream = hyper::upgrade::on(&mut request);
+        let downstream = DownstreamEnd::of(&mut request);
         let downstream_version = request.version();
         if kind == TunnelKind::Connect
             && let Some(_terminate) = self.terminate_config(action)
@@ -157,7 +222,8 @@ impl HttpManager {
         };
         let mut response = result.map_err(LocalReply::Upstream)?;
         let status = response.status();
-        let over_h2 = response.version() == Version::HTTP_2;
+        // HTTP/2 and HTTP/3 carry the tunnel on the stream: its DATA frames are the bodies.
+        let over_h2 = matches!(response.version(), Version::HTTP_2 | Version::HTTP_3);
         let established = if over_h2 {
             status.is_success()
         } else {
@@ -288,7 +354,7 @@ impl HttpManager {
     /// A terminated CONNECT: raw TCP (or TLS) to the route's cluster, 200 once it is up.
     async fn terminate(
         &self,
-        downstream: hyper::upgrade::OnUpgrade,
+        downstream: DownstreamEnd,
         _downstream_version: Version,
         action: &ForwardAction,
     ) -> Result<Response<Body>, LocalReply> {
@@ -309,10 +375,14 @@ impl HttpManager {
     /// As [`Self::spawn_splice_with`], to a plain TCP upstream: [`crate::accel::splice_upgraded`].
     fn spawn_splice_tcp(
         &self,
-        downstream: hyper::upgrade::OnUpgrade,
+        downstream: DownstreamEnd,
         upstream: tokio::net::TcpStream,
         guard: crate::upstream::RawGuard,
     ) {
+        let downstream = match downstream {
+            DownstreamEnd::Hyper(downstream) => downstream,
+            other => return self.spawn_splice_with(other, tunnel::boxed(upstream), Some(guard)),
+        };
         let stats = self.stats.clone();
         stats.cx_upgrades_total.inc();
         stats.cx_upgrades_active.inc();
@@ -358,15 +428,15 @@ impl HttpManager {
         Ok(Response::new(response_body))
     }
 
-    fn spawn_splice(&self, downstream: hyper::upgrade::OnUpgrade, upstream: TunnelIo) {
+    fn spawn_splice(&self, downstream: DownstreamEnd, upstream: TunnelIo) {
         self.spawn_splice_with(downstream, upstream, None);
     }
 
-    /// Once hyper hands over the downstream connection (after our 101/200 is written), moves
-    /// the payload both ways until both sides are done.
+    /// Once the downstream end is handed over (by hyper, or by the HTTP/3 codec, after our
+    /// 101/200 is written), moves the payload both ways until both sides are done.
     fn spawn_splice_with(
         &self,
-        downstream: hyper::upgrade::OnUpgrade,
+        downstream: DownstreamEnd,
         upstream: TunnelIo,
         guard: Option<crate::upstream::RawGuard>,
     ) {
@@ -375,11 +445,9 @@ impl HttpManager {
         stats.cx_upgrades_active.inc();
         tokio::spawn(async move {
             let _guard = guard;
-            match downstream.await {
+            match downstream.into_io().await {
                 Ok(downstream) => {
-                    if let Err(error) =
-                        crate::accel::splice(tunnel::upgraded(downstream), upstream).await
-                    {
+                    if let Err(error) = crate::accel::splice(downstream, upstream).await {
                         tracing::debug!(%error, "tunnel ended with an error");
                     }
                 }

@@ -11,24 +11,30 @@
 //!   event: the next stream it refuses to open marks the connection draining and the request
 //!   goes to another connection (nothing was sent), and the peer closes it when done;
 //! - circuit breakers through the cluster's slots, pending waits through [`PendingWait`],
-//!   `cx_http3_total` and the other connection stats as for h2.
+//!   `cx_http3_total` and the other connection stats as for h2;
+//! - a tunnel (an upgrade, or CONNECT) goes as a CONNECT stream: RFC 9220 extended CONNECT
+//!   with `:protocol` for an upgrade (only to a peer whose SETTINGS enable it), plain CONNECT
+//!   otherwise; its DATA frames are the payload both ways (see [`crate::http::h3_connect`]).
 
 use super::http1::sleep_until_some;
 use super::http2::request_head;
 use super::wait::PendingWait;
 use crate::body::{Body, BoxError};
 use crate::http::h3_body::H3Body;
+use crate::http::h3_connect::{self, DataBody};
 use crate::upstream::cluster::{
     Cluster, ConnectionSlot, Host, HostProtocol, OpenConnection, RequestSlot,
 };
 use crate::upstream::error::UpstreamError;
 use crate::upstream::quic;
+use crate::upstream::tunnel::TunnelPayload;
 use bytes::Bytes;
 use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
+use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -68,6 +74,10 @@ struct State {
 struct Entry {
     id: u64,
     send: SendRequest,
+    /// The QUIC connection itself: CONNECT streams are opened on it directly.
+    quic: quinn::Connection,
+    /// When the connection was set up (the peer's SETTINGS follow shortly).
+    opened: Instant,
     max_streams: u32,
     active: u32,
     requests: u32,
@@ -154,6 +164,14 @@ impl Http3Pool {
         slot: RequestSlot,
     ) -> Result<http::Response<Body>, UpstreamError> {
         let (parts, body) = req.into_parts();
+        // A tunnel's payload is the stream's body (see `upstream::tunnel`).
+        if let Some(payload) = parts
+            .extensions
+            .get::<TunnelPayload>()
+            .and_then(TunnelPayload::take)
+        {
+            return self.send_tunnel(parts, payload, slot).await;
+        }
         let end_of_stream = body.is_end_stream();
         let mut body = Some(body);
         for attempt in 0..MAX_SEND_ATTEMPTS {
@@ -214,6 +232,79 @@ impl Http3Pool {
         }
         self.cluster.stats.rq_reset.inc();
         Err(self.reset("no connection could open a stream".into()))
+    }
+
+    /// Sends a tunnel as a CONNECT stream: `:protocol` (RFC 9220) for an upgrade, plain
+    /// CONNECT for a CONNECT; `payload` is pumped into its DATA frames, and the response body
+    /// is the DATA frames that come back. The stream slot is held until both are done.
+    async fn send_tunnel(
+        self: &Arc<Self>,
+        parts: http::request::Parts,
+        payload: Body,
+        slot: RequestSlot,
+    ) -> Result<http::Response<Body>, UpstreamError> {
+        let head = request_head(&parts, "https", &self.host.addr.to_string())
+            .map_err(|reason| self.reset(reason))?;
+        let protocol = head
+            .extensions()
+            .get::<h2::ext::Protocol>()
+            .map(|p| p.as_str().to_owned());
+        let fields = h3_connect::request_fields(&head, protocol.as_deref());
+        let frame = h3_connect::headers_frame(&fields).map_err(|e| self.reset(e.to_string()))?;
+        let (mut lease, send, _active) = self.acquire().await?;
+        let Some((quic, opened)) = self.connection_of(lease.id) else {
+            return Err(self.reset("the connection closed".into()));
+        };
+        if protocol.is_some() && !peer_allows_extended_connect(&send, &quic, opened).await {
+            self.cluster.stats.rq_reset.inc();
+            return Err(self.reset(
+                "the upstream does not accept extended CONNECT over HTTP/3 (RFC 9220): its SETTINGS lack SETTINGS_ENABLE_CONNECT_PROTOCOL (on weir or Envoy: http3_protocol_options.allow_extended_connect)".into(),
+            ));
+        }
+        let (mut send_stream, recv_stream) = match quic.open_bi().await {
+            Ok(streams) => streams,
+            Err(error) => {
+                self.mark_draining(lease.id);
+                self.cluster.stats.rq_reset.inc();
+                return Err(self.reset(format!("QUIC stream not opened: {error}")));
+            }
+        };
+        lease.opened = true;
+        let lease = Arc::new(lease);
+        if let Err(error) = send_stream.write_all(&frame).await {
+            self.cluster.stats.rq_reset.inc();
+            return Err(self.reset(format!("CONNECT head not sent: {error}")));
+        }
+        let pump_lease = lease.clone();
+        tokio::spawn(async move {
+            if let Err(error) = h3_connect::pump_data(payload, &mut send_stream).await {
+                tracing::debug!(%error, "h3 tunnel payload ended with an error; resetting the stream");
+                let code = quinn::VarInt::from_u64(h3::error::Code::H3_REQUEST_CANCELLED.value());
+                if let Ok(code) = code {
+                    let _ = send_stream.reset(code);
+                }
+            }
+            drop(pump_lease);
+        });
+        let mut frames = h3_connect::frames(recv_stream);
+        let response = match h3_connect::read_response(&mut frames).await {
+            Ok(response) => response,
+            Err(error) => {
+                self.cluster.stats.rq_reset.inc();
+                return Err(self.reset(error.to_string()));
+            }
+        };
+        let (head, ()) = response.into_parts();
+        let hold: Box<dyn Send + Sync> = Box::new((lease, slot));
+        let body = DataBody::new(frames, Some(hold)).boxed();
+        Ok(http::Response::from_parts(head, body))
+    }
+
+    /// The QUIC connection of entry `id` and when it was set up.
+    fn connection_of(&self, id: u64) -> Option<(quinn::Connection, Instant)> {
+        let state = self.lock();
+        let entry = state.connections.iter().find(|e| e.id == id)?;
+        Some((entry.quic.clone(), entry.opened))
     }
 
     /// Takes a stream slot on a connection with room, or waits (pending) while new
@@ -287,7 +378,7 @@ impl Http3Pool {
     }
 
     /// The QUIC handshake and the HTTP/3 setup, within `connect_timeout`.
-    async fn handshake(&self) -> Result<(SendRequest, Driver), UpstreamError> {
+    async fn handshake(&self) -> Result<(SendRequest, Driver, quinn::Connection), UpstreamError> {
         let Some(config) = &self.cluster.quic else {
             return Err(UpstreamError::Config {
                 cluster: self.cluster.name().to_owned(),
@@ -318,10 +409,10 @@ impl Http3Pool {
                 other => self.connect_error(format!("QUIC handshake: {other}")),
             })?;
             let (driver, send) = h3::client::builder()
-                .build::<_, _, Bytes>(h3_quinn::Connection::new(connection))
+                .build::<_, _, Bytes>(h3_quinn::Connection::new(connection.clone()))
                 .await
                 .map_err(|e| self.connect_error(format!("HTTP/3 setup: {e}")))?;
-            Ok((send, driver))
+            Ok((send, driver, connection))
         };
         match tokio::time::timeout(self.cluster.spec.connect_timeout, attempt).await {
             Ok(result) => result,
@@ -338,11 +429,11 @@ impl Http3Pool {
     /// Makes one connection (holding `slot`) and drives it until it closes.
     async fn connect(self: Arc<Self>, slot: ConnectionSlot) {
         match self.handshake().await {
-            Ok((send, driver)) => {
+            Ok((send, driver, quic)) => {
                 if let Some(cache) = &self.cluster.alt_svc {
                     cache.mark_working(self.host.addr);
                 }
-                self.adopt(send, driver, slot).await
+                self.adopt(send, driver, quic, slot).await
             }
             Err(error) => {
                 self.cluster.stats.cx_connect_fail.inc();
@@ -408,7 +499,13 @@ impl Http3Pool {
 
     /// Puts an established connection in the pool and drives it until it closes. The
     /// caller counted it in `connecting`.
-    async fn adopt(self: Arc<Self>, send: SendRequest, driver: Driver, slot: ConnectionSlot) {
+    async fn adopt(
+        self: Arc<Self>,
+        send: SendRequest,
+        driver: Driver,
+        quic: quinn::Connection,
+        slot: ConnectionSlot,
+    ) {
         let drain = self.host.drain_signal();
         let open = OpenConnection::new(
             self.cluster.clone(),
@@ -425,6 +522,8 @@ impl Http3Pool {
             state.connections.push(Entry {
                 id,
                 send,
+                quic,
+                opened: Instant::now(),
                 max_streams: self.cluster.spec.http3.max_concurrent_streams.max(1),
                 active: 0,
                 requests: 0,
@@ -562,6 +661,27 @@ impl Http3Pool {
         };
         poke.notify_one();
         self.changed.notify_one();
+    }
+}
+
+/// Whether the peer's SETTINGS enable extended CONNECT. They come on the peer's control stream
+/// shortly after the handshake, and h3 reports defaults (off) until then, so a connection
+/// younger than a few round trips waits for them.
+async fn peer_allows_extended_connect(
+    send: &SendRequest,
+    quic: &quinn::Connection,
+    opened: Instant,
+) -> bool {
+    use h3::ConnectionState as _;
+    let settled = opened + (quic.rtt() * 4).max(Duration::from_millis(100));
+    loop {
+        if send.settings().enable_extended_connect() {
+            return true;
+        }
+        if Instant::now() >= settled || quic.close_reason().is_some() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
