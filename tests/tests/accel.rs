@@ -258,6 +258,79 @@ async fn bulk_transfer_is_spliced_in_the_kernel() {
     );
 }
 
+/// An upstream that sends `len` pattern bytes at once, then reads to the client's FIN and
+/// answers with the number of bytes it read after it (the client sends none) before closing.
+async fn downloading_upstream(len: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local_addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut sent = 0;
+                while sent < len {
+                    let n = chunk().len().min(len - sent);
+                    if stream.write_all(&chunk()[..n]).await.is_err() {
+                        return;
+                    }
+                    sent += n;
+                }
+                let mut rest = Vec::new();
+                if stream.read_to_end(&mut rest).await.is_err() {
+                    return;
+                }
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// The client half-closes while the upstream is still sending and the client is not
+/// reading, so the bytes toward the client wait in the kernel: every byte must still arrive,
+/// then the upstream's FIN, never a reset.
+///
+/// This is the teardown race of the short tunnels made deterministic: a pure FIN passed up
+/// to user space while bytes redirected to the same socket are queued in the kernel's psock
+/// backlog waits behind them, and the backlog's worker takes a zero-length skb for a broken
+/// pipe (EPIPE on the socket, and every later redirect to it dropped).
+async fn half_close_while_downloading(accel: &str) {
+    let len = 64 << 20;
+    let upstream = downloading_upstream(len).await;
+    let (config, proxy) = tcp_proxy_config(upstream);
+    let weir = Weir::start_with(&config, &["--concurrency", "1", "--accel", accel]).await;
+    for round in 0..3 {
+        let mut stream = TcpStream::connect(proxy).await.expect("connect to weir");
+        // Let the download fill every buffer on the way while the client does not read.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stream.shutdown().await.expect("half-close");
+        let mut received = Vec::with_capacity(len);
+        let read = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut received))
+            .await
+            .expect("the download ends within a minute");
+        let intact = received.len() == len
+            && received
+                .chunks(chunk().len())
+                .all(|part| part == &chunk()[..part.len()]);
+        assert!(
+            read.is_ok() && intact,
+            "round {round}: the whole download, then a FIN: {read:?}, {} of {len} bytes\n{}",
+            received.len(),
+            weir.log_report()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_while_the_other_way_is_busy_is_carried() {
+    require_root();
+    half_close_while_downloading("kernel").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_while_the_other_way_is_busy_is_carried_in_user_space() {
+    half_close_while_downloading("userspace").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_is_carried_to_the_upstream() {
     require_root();
@@ -283,9 +356,6 @@ async fn reset_is_carried_to_the_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: under load one short kernel-spliced tunnel in a few thousand ends with \
-            EPIPE and a reset instead of a FIN; the kernel splice is off by default until it is \
-            fixed (run with --ignored to reproduce)"]
 async fn many_short_tunnels_leave_no_map_entry_and_no_fd() {
     require_root();
     let upstream = request_response_upstream().await;
@@ -486,4 +556,37 @@ async fn upstream_reset_is_carried_to_the_client() {
         "a RST, not a FIN: {read:?}\n{}",
         weir.log_report()
     );
+}
+
+/// The user-space path (`splice(2)` through a pipe) carries a reset both ways too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_is_carried_in_user_space() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("local_addr");
+    let (config, proxy) = tcp_proxy_config(upstream);
+    let weir = Weir::start_with(&config, &["--concurrency", "1", "--accel", "userspace"]).await;
+    for client_resets in [true, false] {
+        let mut client = TcpStream::connect(proxy).await.expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        client.write_all(b"hello").await.expect("write");
+        let mut hello = [0u8; 5];
+        server.read_exact(&mut hello).await.expect("read hello");
+        server.write_all(b"olleh").await.expect("write back");
+        client.read_exact(&mut hello).await.expect("read olleh");
+        let (resetting, mut other) = if client_resets {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        reset(resetting);
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), other.read_to_end(&mut rest))
+            .await
+            .expect("the other side learns of the reset");
+        assert!(
+            read.is_err(),
+            "client resets: {client_resets}: a RST, not a FIN: {read:?}\n{}",
+            weir.log_report()
+        );
+    }
 }

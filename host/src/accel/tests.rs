@@ -151,3 +151,58 @@ async fn kernel_splice_leaves_nothing_after_many_tunnels() {
     }
     assert_eq!(kernel_map_entries(), 0, "map entries removed");
 }
+
+/// The client half-closes while the server is still sending to it and the client's side is
+/// not reading, so the bytes redirected toward the client wait in the kernel (the target
+/// socket's backlog, full send buffer). The client's FIN arriving then must neither cut the
+/// download nor reset anything: every byte arrives, then the server's FIN.
+///
+/// This is the teardown race of the short tunnels made deterministic: a pure FIN passed up
+/// (SK_PASS) while redirected bytes are queued for the same socket is queued behind them in
+/// the kernel's backlog, whose worker treats a zero-length skb as a broken pipe (EPIPE on
+/// the socket, and every later redirect to it dropped).
+#[tokio::test]
+async fn kernel_splice_carries_a_half_close_while_the_other_way_is_busy() {
+    require_kernel();
+    let _serial = SERIAL.lock().await;
+    let (mut client, a, b, mut server) = four_sockets().await;
+    let relay = tokio::spawn(splice_tcp(a, b));
+    let len: usize = 32 << 20;
+    let payload: Vec<u8> = (0..len as u32).map(|i| (i * 13 + i / 509) as u8).collect();
+    let expected = payload.clone();
+    let sender = tokio::spawn(async move {
+        server.write_all(&payload).await?;
+        let mut rest = Vec::new();
+        // The client's FIN, carried once the whole download is queued.
+        server.read_to_end(&mut rest).await?;
+        server.shutdown().await?;
+        Ok::<_, io::Error>(rest.len())
+    });
+    // Let the download fill every buffer on the way while the client does not read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.shutdown().await.unwrap();
+    let mut received = Vec::with_capacity(len);
+    let read = tokio::time::timeout(Duration::from_secs(60), client.read_to_end(&mut received))
+        .await
+        .expect("the download ends within a minute");
+    assert!(
+        read.is_ok() && received.len() == len && received == expected,
+        "the whole download, then a FIN: {read:?}, {} of {len} bytes",
+        received.len()
+    );
+    let rest = tokio::time::timeout(Duration::from_secs(30), sender)
+        .await
+        .expect("the server sees the client's FIN")
+        .unwrap()
+        .unwrap();
+    assert_eq!(rest, 0);
+    let spliced = relay.await.unwrap().unwrap();
+    assert_eq!(
+        spliced,
+        Spliced {
+            a_to_b: 0,
+            b_to_a: len as u64
+        }
+    );
+    assert_eq!(kernel_map_entries(), 0, "map entries removed");
+}
