@@ -64,24 +64,30 @@ where
 /// FIN and half-close are carried both ways; an error or a RST on one side resets the other
 /// (both sockets are reset on `Err`). Both sockets are closed on return. Bytes the caller
 /// already read from either socket (past a CONNECT head, say) must be written to the other
-/// before this call. Where the kernel splice is off or refuses the pair, `splice(2)` through
-/// a pipe moves the bytes (and the plain copy where no pipe can be made, out of fds say).
+/// before this call. Where the kernel splice is off, `splice(2)` through a pipe moves the
+/// bytes; where it refuses the pair, or no pipe can be made (out of fds), the plain copy.
 pub async fn splice_tcp(a: TcpStream, b: TcpStream) -> io::Result<Spliced> {
     let (mut a, mut b) = (a, b);
-    if let Ok(kernel) = kernel::get() {
-        match session::Session::start(kernel, &a, &b) {
+    let result = match kernel::get() {
+        Ok(kernel) => match session::Session::start(kernel, &a, &b) {
             Ok(session) => return session.run(a, b).await,
             // Typically a side that already sent its FIN: the sockhash takes only
-            // established sockets. The user-space path handles that, and any other refusal.
-            Err(error) => tracing::debug!(%error, "accel: cannot splice in the kernel; copying"),
-        }
-    }
-    let result = match pipe::Pipes::new() {
-        Ok(pipes) => pipe::splice_tcp(&a, &b, pipes).await,
-        Err(error) => {
-            tracing::debug!(%error, "accel: no pipe for splice(2); copying");
-            userspace::copy(&mut a, &mut b).await
-        }
+            // established sockets. The other may be in the sockhash by then (it is never
+            // taken out while open, trap D), and a sockhash member's bytes are only
+            // readable with recv(2), not splice(2) (the program moves them off the TCP
+            // receive queue): so the copy, not the pipe.
+            Err(error) => {
+                tracing::debug!(%error, "accel: cannot splice in the kernel; copying");
+                userspace::copy(&mut a, &mut b).await
+            }
+        },
+        Err(_) => match pipe::Pipes::new() {
+            Ok(pipes) => pipe::splice_tcp(&a, &b, pipes).await,
+            Err(error) => {
+                tracing::debug!(%error, "accel: no pipe for splice(2); copying");
+                userspace::copy(&mut a, &mut b).await
+            }
+        },
     };
     if result.is_err() {
         sock::set_reset_on_close(&a);

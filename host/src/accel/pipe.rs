@@ -19,22 +19,23 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Pipe capacity asked for (`F_SETPIPE_SZ`): large enough that one `splice` moves what a
-/// loopback or LAN socket typically holds (the default 64 KiB pipe needs 4x the calls), and
-/// at most `/proc/sys/fs/pipe-max-size`'s default (1 MiB) so an unprivileged weir gets it too.
-const PIPE_SIZE: libc::c_int = 1 << 20;
+/// Pipe capacity asked for (`F_SETPIPE_SZ`): 4x the default 64 KiB, so that one `splice`
+/// moves what a loopback or LAN socket typically holds. Not more: an unprivileged process's
+/// pipes share `/proc/sys/fs/pipe-user-pages-soft` (64 MiB), past which every new pipe gets
+/// 2 pages; at 256 KiB that is 128 busy tunnels before pipes shrink (they still work).
+const PIPE_SIZE: libc::c_int = 256 * 1024;
 
 /// One direction's pipe: `read` end, `write` end, and how many bytes it holds.
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
-    /// What `F_SETPIPE_SZ` granted (the default 64 KiB where it refused).
+    /// What `F_SETPIPE_SZ` granted (the pipe's own size where it refused).
     capacity: usize,
     held: usize,
 }
 
 impl Pipe {
-    /// A non-blocking pipe sized to [`PIPE_SIZE`] where the kernel allows it.
+    /// A non-blocking pipe, sized to [`PIPE_SIZE`] where the kernel allows it.
     fn new() -> io::Result<Self> {
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: `fds` is a writable array of two c_int, as pipe2 requires.
@@ -44,9 +45,17 @@ impl Pipe {
         }
         // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: F_SETPIPE_SZ takes an int argument and returns the new size or -1.
-        let granted = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-        let capacity = usize::try_from(granted).unwrap_or(64 * 1024);
+        // SAFETY: F_SETPIPE_SZ takes an int argument and returns the new size or -1;
+        // F_GETPIPE_SZ takes none and returns the size or -1.
+        let size = unsafe {
+            match libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) {
+                -1 => libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ),
+                granted => granted,
+            }
+        };
+        // A pipe too small for our byte count is also handled: a full pipe reads as
+        // [`Fill::PipeFull`].
+        let capacity = usize::try_from(size).unwrap_or(0).max(4096);
         Ok(Pipe {
             read,
             write,

@@ -206,3 +206,42 @@ async fn kernel_splice_carries_a_half_close_while_the_other_way_is_busy() {
     );
     assert_eq!(kernel_map_entries(), 0, "map entries removed");
 }
+
+/// The user-space path for two TCP sockets (`splice(2)` through a pipe, used where the kernel
+/// splice is off): bytes in order, the FIN carried, the other way going on after it.
+#[tokio::test]
+async fn pipe_splice_carries_bytes_and_half_close() {
+    let (mut client, a, b, mut server) = four_sockets().await;
+    let relay = tokio::spawn(async move {
+        let pipes = pipe::Pipes::new()?;
+        pipe::splice_tcp(&a, &b, pipes).await
+    });
+    let payload: Vec<u8> = (0..8u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
+    let expected = payload.clone();
+    let writer = tokio::spawn(async move {
+        client.write_all(&payload).await?;
+        client.shutdown().await?;
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await?;
+        Ok::<_, io::Error>(back)
+    });
+    let mut received = Vec::new();
+    server.read_to_end(&mut received).await.unwrap();
+    assert!(
+        received == expected,
+        "8 MiB, then the FIN, in order ({} bytes)",
+        received.len()
+    );
+    server.write_all(b"reply after half-close").await.unwrap();
+    server.shutdown().await.unwrap();
+    let back = writer.await.unwrap().unwrap();
+    assert_eq!(back, b"reply after half-close");
+    let spliced = relay.await.unwrap().unwrap();
+    assert_eq!(
+        spliced,
+        Spliced {
+            a_to_b: 8 << 20,
+            b_to_a: 22
+        }
+    );
+}
