@@ -12,12 +12,14 @@
 // net/core/skmsg.c: a send or an ingress queueing of 0 bytes is a hard error, EPIPE on the
 // socket, and every later redirect to it is dropped). A redirected one meets that at once;
 // a passed one meets it when bytes redirected *to* the same socket are still queued in its
-// backlog (the passed skb then waits behind them), which is the teardown race seen once in a
-// few thousand short tunnels, and every time a side half-closes while the other way is
-// still sending. Dropping it loses nothing: TCP has already marked the socket's receive side
-// shut down, so user space reads EOF once nothing is left to read (as it does for a FIN that
-// came in the same skb as data, which the redirect carries away) and half-closes the peer
-// once the redirected bytes have drained (the FIN itself is never redirected).
+// backlog (the passed skb then waits behind them; the worker also keeps the skb it is
+// sending queued until sent, so a FIN answering it can land there): the socket errors with
+// EPIPE, and user space resets the tunnel if it reads that error, which is the teardown race
+// seen once in a few thousand short tunnels. Dropping it loses nothing: TCP has already
+// marked the socket's receive side shut down, so user space reads EOF once nothing is left to
+// read (as it does for a FIN that came in the same skb as data, which the redirect carries
+// away) and half-closes the peer once the redirected bytes have drained (the FIN itself is
+// never redirected).
 // `bytes[cookie]` counts the bytes redirected away from that socket, which is what user space
 // compares with the peer's send sequence before it forwards a FIN.
 #include <linux/bpf.h>

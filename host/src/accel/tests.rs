@@ -157,10 +157,12 @@ async fn kernel_splice_leaves_nothing_after_many_tunnels() {
 /// socket's backlog, full send buffer). The client's FIN arriving then must neither cut the
 /// download nor reset anything: every byte arrives, then the server's FIN.
 ///
-/// This is the teardown race of the short tunnels made deterministic: a pure FIN passed up
-/// (SK_PASS) while redirected bytes are queued for the same socket is queued behind them in
-/// the kernel's backlog, whose worker treats a zero-length skb as a broken pipe (EPIPE on
-/// the socket, and every later redirect to it dropped).
+/// It exercises what was behind the short tunnels' teardown race: a pure FIN passed up to
+/// user space while bytes redirected to the same socket wait in the kernel's psock backlog
+/// is queued behind them, and the backlog's worker takes a zero-length skb for a broken pipe
+/// (EPIPE on the socket, later redirects to it dropped). The program now drops such skbs.
+/// (The old program passed this test too, since weir reads that side's EOF before the
+/// worker reaches the FIN and never reads it again; the race needs weir to read after.)
 #[tokio::test]
 async fn kernel_splice_carries_a_half_close_while_the_other_way_is_busy() {
     require_kernel();
