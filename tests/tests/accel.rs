@@ -333,6 +333,32 @@ async fn half_close_while_the_other_way_is_busy_is_carried_in_user_space() {
     half_close_while_downloading("userspace").await;
 }
 
+/// Without `--accel`, a plain TCP tunnel is spliced in the kernel where the program loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kernel_splice_is_the_default() {
+    require_root();
+    let upstream = hashing_upstream().await;
+    let (config, proxy) = tcp_proxy_config(upstream);
+    let weir = Weir::start_with(&config, &["--concurrency", "1"]).await;
+    let (sent, answer) = transfer(proxy, 4 << 20).await;
+    assert_eq!(answer, sent, "same length and SHA-256 at the upstream");
+    let kernel = weir
+        .stat("weir_accel_splices_total", &[("mode", "kernel")])
+        .await;
+    let userspace = weir
+        .stat("weir_accel_splices_total", &[("mode", "userspace")])
+        .await;
+    assert_eq!((kernel, userspace), (1.0, 0.0), "{}", weir.log_report());
+    let log = weir.log();
+    assert_eq!(
+        log.lines().filter(|l| l.contains("accel:")).count(),
+        1,
+        "{}",
+        weir.log_report()
+    );
+    assert!(log.contains("kernel splice on"), "{}", weir.log_report());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_is_carried_to_the_upstream() {
     require_root();
