@@ -5,10 +5,21 @@
 // their SO_COOKIE), writes `peers[a] = b` and `peers[b] = a`, and `bytes[a] = bytes[b] = 0`.
 // `splice_verdict` then runs for each skb a socket receives and redirects it to the egress of
 // the peer. What it cannot redirect it passes up to user space (SK_PASS), which copies it:
-//  - a zero-length skb (a pure FIN): passed, so user space sees EOF and half-closes the peer
-//    once the redirected bytes have drained (the FIN itself is never redirected);
 //  - a socket without a peer entry (not spliced yet, or being unspliced);
 //  - a peer not (or no longer) in `socks`.
+// A zero-length skb (a pure FIN) is dropped, neither redirected nor passed: the kernel's
+// psock backlog treats a zero-length skb as a broken pipe (`sk_psock_backlog` in
+// net/core/skmsg.c: a send or an ingress queueing of 0 bytes is a hard error, EPIPE on the
+// socket, and every later redirect to it is dropped). A redirected one meets that at once;
+// a passed one meets it when bytes redirected *to* the same socket are still queued in its
+// backlog (the passed skb then waits behind them; the worker also keeps the skb it is
+// sending queued until sent, so a FIN answering it can land there): the socket errors with
+// EPIPE, and user space resets the tunnel if it reads that error, which is the teardown race
+// seen once in a few thousand short tunnels. Dropping it loses nothing: TCP has already
+// marked the socket's receive side shut down, so user space reads EOF once nothing is left to
+// read (as it does for a FIN that came in the same skb as data, which the redirect carries
+// away) and half-closes the peer once the redirected bytes have drained (the FIN itself is
+// never redirected).
 // `bytes[cookie]` counts the bytes redirected away from that socket, which is what user space
 // compares with the peer's send sequence before it forwards a FIN.
 #include <linux/bpf.h>
@@ -40,7 +51,7 @@ int splice_verdict(struct __sk_buff *skb)
 {
 	__u32 len = skb->len;
 	if (len == 0)
-		return SK_PASS;
+		return SK_DROP;
 	__u64 cookie = bpf_get_socket_cookie(skb);
 	__u64 *peer = bpf_map_lookup_elem(&peers, &cookie);
 	if (!peer)

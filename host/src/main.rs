@@ -44,10 +44,10 @@ struct Cli {
     /// Envoy's way to ask for validation: `--mode validate`.
     #[arg(long, value_enum, default_value_t = Mode::Serve)]
     mode: Mode,
-    /// How tunnels move their payload: `kernel` splices plain TCP in the kernel (eBPF) where
-    /// it can be loaded (also `WEIR_ACCEL=kernel`); `userspace` always copies (also
-    /// `WEIR_ACCEL=userspace`). Default: user space, until the kernel path's teardown race is
-    /// fixed.
+    /// How tunnels move their payload: `kernel` (the default) splices plain TCP in the kernel
+    /// (eBPF) where the program loads (root, or CAP_BPF + CAP_NET_ADMIN) and copies in user
+    /// space otherwise; `userspace` always copies (also `WEIR_ACCEL=userspace`, which
+    /// `--accel kernel` overrides).
     #[arg(long, value_enum, global = true)]
     accel: Option<Accel>,
     #[command(subcommand)]

@@ -12,7 +12,7 @@ use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData, SockHash};
 use aya::programs::SkSkb;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 use tokio::net::TcpStream;
@@ -55,8 +55,12 @@ struct Aligned<B: ?Sized>(B);
 static OBJECT: &Aligned<[u8]> =
     &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/splice.bpf.o")));
 
-static FORCE_USERSPACE: AtomicBool = AtomicBool::new(false);
-static ENABLE_KERNEL: AtomicBool = AtomicBool::new(false);
+/// What the command line chose: [`CHOSE_NOTHING`] (then `WEIR_ACCEL`, then the kernel
+/// splice), [`CHOSE_KERNEL`] or [`CHOSE_USERSPACE`].
+static CHOSEN: AtomicU8 = AtomicU8::new(CHOSE_NOTHING);
+const CHOSE_NOTHING: u8 = 0;
+const CHOSE_KERNEL: u8 = 1;
+const CHOSE_USERSPACE: u8 = 2;
 static KERNEL: OnceLock<Result<Kernel, Unavailable>> = OnceLock::new();
 
 /// The loaded program and its maps, for the life of the process.
@@ -74,14 +78,14 @@ struct Maps {
 
 /// Turns the kernel path off before it is first used (the `--accel userspace` flag).
 pub fn force_userspace() {
-    FORCE_USERSPACE.store(true, Ordering::Relaxed);
+    CHOSEN.store(CHOSE_USERSPACE, Ordering::Relaxed);
 }
 
-/// Turns the kernel path on (the `--accel kernel` flag). It is off by default: under load, a
-/// short tunnel's teardown can still end with a reset instead of a FIN (seen in about one of
-/// ten thousand tunnels), which the user-space copy never does.
+/// Asks for the kernel path before it is first used (the `--accel kernel` flag): the same as
+/// the default, except that it overrides `WEIR_ACCEL=userspace`. Where the program cannot be
+/// loaded, tunnels are still copied in user space.
 pub fn enable_kernel() {
-    ENABLE_KERNEL.store(true, Ordering::Relaxed);
+    CHOSEN.store(CHOSE_KERNEL, Ordering::Relaxed);
 }
 
 /// The kernel splice, loaded on first call; the reason it is off otherwise. The first call
@@ -109,20 +113,14 @@ pub fn get() -> Result<&'static Kernel, &'static Unavailable> {
 }
 
 fn load() -> Result<Kernel, Unavailable> {
-    if FORCE_USERSPACE.load(Ordering::Relaxed) {
-        return Err(Unavailable::Disabled("--accel userspace"));
+    match CHOSEN.load(Ordering::Relaxed) {
+        CHOSE_USERSPACE => return Err(Unavailable::Disabled("--accel userspace")),
+        CHOSE_KERNEL => {}
+        _ if std::env::var("WEIR_ACCEL").is_ok_and(|v| v == "userspace") => {
+            return Err(Unavailable::Disabled("WEIR_ACCEL=userspace"));
+        }
+        _ => {}
     }
-    if std::env::var("WEIR_ACCEL").is_ok_and(|v| v == "userspace") {
-        return Err(Unavailable::Disabled("WEIR_ACCEL=userspace"));
-    }
-    let asked = ENABLE_KERNEL.load(Ordering::Relaxed)
-        || std::env::var("WEIR_ACCEL").is_ok_and(|v| v == "kernel" || v == "auto");
-    if !asked {
-        return Err(Unavailable::Disabled(
-            "off by default until its teardown race is fixed; --accel kernel or WEIR_ACCEL=kernel turns it on",
-        ));
-    }
-
     if OBJECT.0.is_empty() {
         return Err(Unavailable::NotBuilt);
     }

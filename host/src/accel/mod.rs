@@ -3,15 +3,17 @@
 //! Every byte of a CONNECT tunnel, an upgraded stream or a plain TCP proxy goes through
 //! [`splice`] (any two byte streams, copied in user space) or [`splice_tcp`] (two plain TCP
 //! sockets, spliced in the kernel by the eBPF program of `ebpf/` where it could be loaded, and
-//! copied in user space otherwise). `weir_accel_splices_total{mode}` counts each.
+//! by `splice(2)` through a pipe otherwise). `weir_accel_splices_total{mode}` counts each.
 //!
 //! - `kernel`: loading the program once per process and the per-tunnel map entries;
 //! - `session`: one kernel-spliced tunnel (FIN, RST, drain, cleanup);
 //! - `upgraded`: the CONNECT/upgrade case (hyper gives the socket back);
-//! - `userspace`: the copy;
+//! - `pipe`: the user-space path for two TCP sockets (`splice(2)`, no copy into weir);
+//! - `userspace`: the copy, for every other pair of streams;
 //! - `sock`: the socket options both need.
 
 mod kernel;
+mod pipe;
 mod session;
 mod sock;
 mod upgraded;
@@ -62,18 +64,31 @@ where
 /// FIN and half-close are carried both ways; an error or a RST on one side resets the other
 /// (both sockets are reset on `Err`). Both sockets are closed on return. Bytes the caller
 /// already read from either socket (past a CONNECT head, say) must be written to the other
-/// before this call.
+/// before this call. Where the kernel splice is off, `splice(2)` through a pipe moves the
+/// bytes; where it refuses the pair, or no pipe can be made (out of fds), the plain copy.
 pub async fn splice_tcp(a: TcpStream, b: TcpStream) -> io::Result<Spliced> {
     let (mut a, mut b) = (a, b);
-    if let Ok(kernel) = kernel::get() {
-        match session::Session::start(kernel, &a, &b) {
+    let result = match kernel::get() {
+        Ok(kernel) => match session::Session::start(kernel, &a, &b) {
             Ok(session) => return session.run(a, b).await,
             // Typically a side that already sent its FIN: the sockhash takes only
-            // established sockets. Copying handles that, and any other refusal.
-            Err(error) => tracing::debug!(%error, "accel: cannot splice in the kernel; copying"),
-        }
-    }
-    let result = userspace::copy(&mut a, &mut b).await;
+            // established sockets. The other may be in the sockhash by then (it is never
+            // taken out while open, trap D), and a sockhash member's bytes are only
+            // readable with recv(2), not splice(2) (the program moves them off the TCP
+            // receive queue): so the copy, not the pipe.
+            Err(error) => {
+                tracing::debug!(%error, "accel: cannot splice in the kernel; copying");
+                userspace::copy(&mut a, &mut b).await
+            }
+        },
+        Err(_) => match pipe::Pipes::new() {
+            Ok(pipes) => pipe::splice_tcp(&a, &b, pipes).await,
+            Err(error) => {
+                tracing::debug!(%error, "accel: no pipe for splice(2); copying");
+                userspace::copy(&mut a, &mut b).await
+            }
+        },
+    };
     if result.is_err() {
         sock::set_reset_on_close(&a);
         sock::set_reset_on_close(&b);

@@ -2,7 +2,9 @@
 //!
 //! Once linked, the eBPF program carries the payload; this task only watches the two sockets
 //! for what the program leaves to user space:
-//! - EOF (a FIN is a zero-length skb the program passes, trap C): the FIN is not redirected,
+//! - EOF (the program drops a pure FIN's zero-length skb, which the kernel's psock backlog
+//!   would take for a broken pipe; the socket reads EOF from TCP's state once its queue is
+//!   empty): the FIN is not redirected,
 //!   so it is forwarded here with `shutdown(SHUT_WR)` on the peer, but only once every byte
 //!   the program redirected has reached the peer's send queue (trap B), or the stream would be
 //!   truncated. "Reached" is the program's per-socket byte counter against the peer's

@@ -151,3 +151,99 @@ async fn kernel_splice_leaves_nothing_after_many_tunnels() {
     }
     assert_eq!(kernel_map_entries(), 0, "map entries removed");
 }
+
+/// The client half-closes while the server is still sending to it and the client's side is
+/// not reading, so the bytes redirected toward the client wait in the kernel (the target
+/// socket's backlog, full send buffer). The client's FIN arriving then must neither cut the
+/// download nor reset anything: every byte arrives, then the server's FIN.
+///
+/// It exercises what was behind the short tunnels' teardown race: a pure FIN passed up to
+/// user space while bytes redirected to the same socket wait in the kernel's psock backlog
+/// is queued behind them, and the backlog's worker takes a zero-length skb for a broken pipe
+/// (EPIPE on the socket, later redirects to it dropped). The program now drops such skbs.
+/// (The old program passed this test too, since weir reads that side's EOF before the
+/// worker reaches the FIN and never reads it again; the race needs weir to read after.)
+#[tokio::test]
+async fn kernel_splice_carries_a_half_close_while_the_other_way_is_busy() {
+    require_kernel();
+    let _serial = SERIAL.lock().await;
+    let (mut client, a, b, mut server) = four_sockets().await;
+    let relay = tokio::spawn(splice_tcp(a, b));
+    let len: usize = 32 << 20;
+    let payload: Vec<u8> = (0..len as u32).map(|i| (i * 13 + i / 509) as u8).collect();
+    let expected = payload.clone();
+    let sender = tokio::spawn(async move {
+        server.write_all(&payload).await?;
+        let mut rest = Vec::new();
+        // The client's FIN, carried once the whole download is queued.
+        server.read_to_end(&mut rest).await?;
+        server.shutdown().await?;
+        Ok::<_, io::Error>(rest.len())
+    });
+    // Let the download fill every buffer on the way while the client does not read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.shutdown().await.unwrap();
+    let mut received = Vec::with_capacity(len);
+    let read = tokio::time::timeout(Duration::from_secs(60), client.read_to_end(&mut received))
+        .await
+        .expect("the download ends within a minute");
+    assert!(
+        read.is_ok() && received.len() == len && received == expected,
+        "the whole download, then a FIN: {read:?}, {} of {len} bytes",
+        received.len()
+    );
+    let rest = tokio::time::timeout(Duration::from_secs(30), sender)
+        .await
+        .expect("the server sees the client's FIN")
+        .unwrap()
+        .unwrap();
+    assert_eq!(rest, 0);
+    let spliced = relay.await.unwrap().unwrap();
+    assert_eq!(
+        spliced,
+        Spliced {
+            a_to_b: 0,
+            b_to_a: len as u64
+        }
+    );
+    assert_eq!(kernel_map_entries(), 0, "map entries removed");
+}
+
+/// The user-space path for two TCP sockets (`splice(2)` through a pipe, used where the kernel
+/// splice is off): bytes in order, the FIN carried, the other way going on after it.
+#[tokio::test]
+async fn pipe_splice_carries_bytes_and_half_close() {
+    let (mut client, a, b, mut server) = four_sockets().await;
+    let relay = tokio::spawn(async move {
+        let pipes = pipe::Pipes::new()?;
+        pipe::splice_tcp(&a, &b, pipes).await
+    });
+    let payload: Vec<u8> = (0..8u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
+    let expected = payload.clone();
+    let writer = tokio::spawn(async move {
+        client.write_all(&payload).await?;
+        client.shutdown().await?;
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await?;
+        Ok::<_, io::Error>(back)
+    });
+    let mut received = Vec::new();
+    server.read_to_end(&mut received).await.unwrap();
+    assert!(
+        received == expected,
+        "8 MiB, then the FIN, in order ({} bytes)",
+        received.len()
+    );
+    server.write_all(b"reply after half-close").await.unwrap();
+    server.shutdown().await.unwrap();
+    let back = writer.await.unwrap().unwrap();
+    assert_eq!(back, b"reply after half-close");
+    let spliced = relay.await.unwrap().unwrap();
+    assert_eq!(
+        spliced,
+        Spliced {
+            a_to_b: 8 << 20,
+            b_to_a: 22
+        }
+    );
+}
