@@ -58,7 +58,10 @@ impl ClusterManager {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         for cluster in self.clusters.values() {
-            if cluster.spec.discovery != Discovery::Static {
+            if matches!(
+                cluster.spec.discovery,
+                Discovery::StrictDns | Discovery::LogicalDns
+            ) {
                 background.push(tokio::spawn(dns::run(cluster.clone())));
             }
             if let Some(spec) = &cluster.spec.health_check {
