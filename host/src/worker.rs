@@ -2,7 +2,7 @@
 //! sockets, its own connection pools and its own connection managers, as Envoy's are. Nothing
 //! on the request path is shared between workers but atomics.
 
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, Interception, ListenerConfig};
 use crate::http::HttpManager;
 use crate::listener::{self, TlsError};
 use crate::tunnel::tcp_proxy::TcpProxy;
@@ -50,6 +50,7 @@ pub struct Workers {
 struct TcpWorkerListener {
     config: Arc<crate::config::TcpProxyConfig>,
     socket: std::net::TcpListener,
+    interception: Interception,
 }
 
 /// What one worker serves: each listener's config, sockets and TLS.
@@ -57,6 +58,7 @@ struct WorkerListener {
     config: Arc<crate::config::HttpManagerConfig>,
     socket: ListenerSocket,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    interception: Interception,
 }
 
 /// A TCP socket (one per worker) or a QUIC endpoint's UDP socket (worker 0 only; see
@@ -114,6 +116,7 @@ impl Workers {
                     config: http.clone(),
                     socket: ListenerSocket::Tcp(socket),
                     tls: tls.clone(),
+                    interception: listener.interception,
                 });
             }
             addresses.push((listener.name.clone(), address));
@@ -124,10 +127,13 @@ impl Workers {
             let proxy = Arc::new(listener.proxy.clone());
             let mut address = listener.address;
             for sockets in tcp_per_worker.iter_mut() {
-                let socket = listener::bind_tcp(address).map_err(|source| StartError::Bind {
-                    listener: listener.name.clone(),
-                    address,
-                    source,
+                let transparent = listener.interception.transparent;
+                let socket = listener::bind_tcp(address, transparent).map_err(|source| {
+                    StartError::Bind {
+                        listener: listener.name.clone(),
+                        address,
+                        source,
+                    }
                 })?;
                 address = socket.local_addr().map_err(|source| StartError::Bind {
                     listener: listener.name.clone(),
@@ -137,6 +143,7 @@ impl Workers {
                 sockets.push(TcpWorkerListener {
                     config: proxy.clone(),
                     socket,
+                    interception: listener.interception,
                 });
             }
             addresses.push((listener.name.clone(), address));
@@ -215,6 +222,7 @@ fn start_quic(
         config: Arc::new(listener.http.clone()),
         socket: ListenerSocket::Quic(socket, server),
         tls: None,
+        interception: listener.interception,
     });
     Ok(address)
 }
@@ -223,10 +231,12 @@ fn bind(
     listener: &ListenerConfig,
     address: SocketAddr,
 ) -> Result<std::net::TcpListener, StartError> {
-    listener::bind_tcp(address).map_err(|source| StartError::Bind {
-        listener: listener.name.clone(),
-        address,
-        source,
+    listener::bind_tcp(address, listener.interception.transparent).map_err(|source| {
+        StartError::Bind {
+            listener: listener.name.clone(),
+            address,
+            source,
+        }
     })
 }
 
@@ -256,6 +266,7 @@ fn run_worker(
             match listener.socket {
                 ListenerSocket::Tcp(socket) => tokio::spawn(listener::accept_loop(
                     socket,
+                    listener.interception,
                     listener.tls,
                     manager,
                     shutdown.clone(),
@@ -273,7 +284,7 @@ fn run_worker(
             };
         }
         for listener in tcp_listeners {
-            let proxy = TcpProxy::new(listener.config, pools.clone());
+            let proxy = TcpProxy::new(listener.config, listener.interception, pools.clone());
             tokio::spawn(proxy.accept_loop(listener.socket, shutdown.clone(), alive.clone()));
         }
         drop(alive);
