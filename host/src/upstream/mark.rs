@@ -54,9 +54,11 @@ mod tests {
     /// mark is process-wide, so this test sets it and clears it again).
     #[tokio::test]
     async fn upstream_sockets_carry_the_mark() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await;
-        let Ok(address) = listener.and_then(|l| l.local_addr()) else {
+        let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else {
             panic!("bind")
+        };
+        let Ok(address) = listener.local_addr() else {
+            panic!("local_addr")
         };
         if let Err(error) = set_upstream_mark(0x5eed) {
             panic!("setting SO_MARK needs CAP_NET_ADMIN (tests run as root): {error}");
