@@ -305,10 +305,9 @@ async fn start_http_app() {
                             String::from_utf8_lossy(value.as_bytes())
                         ));
                     }
-                    let response = Response::builder()
+                    Response::builder()
                         .header("x-app", "yes")
-                        .body(Full::new(Bytes::from(text)));
-                    response
+                        .body(Full::new(Bytes::from(text)))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)

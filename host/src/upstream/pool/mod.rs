@@ -207,7 +207,8 @@ impl WorkerPools {
                     .rq_active
                     .load(std::sync::atomic::Ordering::Acquire)
                     <= 0;
-            !pools.host.is_removed() && !(original_dst && unused)
+            let idle_destination = original_dst && unused;
+            !(pools.host.is_removed() || idle_destination)
         });
         let speaks_tls = cluster.tls.is_some();
         let (http1, http2) = match cluster.spec.protocol {
