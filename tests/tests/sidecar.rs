@@ -45,6 +45,10 @@ const ADMIN_PORT: u16 = 15000;
 const APP_HTTP_PORT: u16 = 8080;
 /// The app's TCP (echo) port.
 const APP_TCP_PORT: u16 = 9000;
+/// The port of the app's second HTTP server, reached through weir by TPROXY.
+const APP_TPROXY_PORT: u16 = 8081;
+/// weir's transparent (TPROXY) HTTP listener.
+const WEIR_TPROXY_PORT: u16 = 15003;
 /// The SO_MARK weir puts on its upstream sockets; the rules let marked connections through.
 const MARK: u32 = 77;
 /// Bound on every wait.
@@ -168,6 +172,80 @@ impl Topology {
                 &weir_port,
             ]);
         }
+        // TPROXY: no NAT; packets for the app's second port are delivered to weir's transparent
+        // listener as they are (policy routing sends the marked packets to the local table).
+        // weir's own connections (mark 77) come back through PREROUTING on lo and are left
+        // alone.
+        let tproxy_port = APP_TPROXY_PORT.to_string();
+        let mangle = |rule: &[&str]| {
+            let mut args = vec![
+                "netns",
+                "exec",
+                &topology.app_ns,
+                "iptables",
+                "-w",
+                "-t",
+                "mangle",
+            ];
+            args.extend_from_slice(rule);
+            run("ip", &args);
+        };
+        mangle(&[
+            "-A",
+            "PREROUTING",
+            "-p",
+            "tcp",
+            "--dport",
+            &tproxy_port,
+            "-m",
+            "mark",
+            "--mark",
+            &mark,
+            "-j",
+            "RETURN",
+        ]);
+        mangle(&[
+            "-A",
+            "PREROUTING",
+            "-p",
+            "tcp",
+            "--dport",
+            &tproxy_port,
+            "-j",
+            "TPROXY",
+            "--on-port",
+            &WEIR_TPROXY_PORT.to_string(),
+            "--tproxy-mark",
+            "1",
+        ]);
+        run(
+            "ip",
+            &[
+                "-n",
+                &topology.app_ns,
+                "rule",
+                "add",
+                "fwmark",
+                "1",
+                "lookup",
+                "100",
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                &topology.app_ns,
+                "route",
+                "add",
+                "local",
+                "0.0.0.0/0",
+                "dev",
+                "lo",
+                "table",
+                "100",
+            ],
+        );
         topology
     }
 
@@ -290,10 +368,10 @@ impl Drop for Topology {
 
 /// The app: answers every request with the headers it received, one `name: value` a line,
 /// and `x-app: yes`. Serves until the runtime ends.
-async fn start_http_app() {
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", APP_HTTP_PORT))
+async fn start_http_app(port: u16) {
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await
-        .unwrap_or_else(|e| panic!("app bind :{APP_HTTP_PORT}: {e}"));
+        .unwrap_or_else(|e| panic!("app bind :{port}: {e}"));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -370,10 +448,21 @@ fn sidecar_config() -> Value {
             "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
         }
     }]);
+    let mut tproxy = listener(
+        "inbound_tproxy",
+        WEIR_TPROXY_PORT,
+        hcm(
+            "inbound_tproxy",
+            vec![vhost("all", &["*"], vec![route_prefix("/", "original")])],
+        ),
+    );
+    tproxy["address"] = any_address(WEIR_TPROXY_PORT);
+    tproxy["transparent"] = json!(true);
+    tproxy["use_original_dst"] = json!(true);
     let mut config = json!({
         "admin": {"address": address(ADMIN_PORT)},
         "static_resources": {
-            "listeners": [http, tcp],
+            "listeners": [http, tcp, tproxy],
             "clusters": [{
                 "name": "original",
                 "type": "ORIGINAL_DST",
@@ -417,7 +506,7 @@ fn http_to_the_app_goes_through_the_sidecar() {
     let topology = Topology::new();
     let app_url = format!("http://{}:{APP_HTTP_PORT}/hello", topology.app_ip);
     topology.in_app(async || {
-        start_http_app().await;
+        start_http_app(APP_HTTP_PORT).await;
         let weir = start_sidecar().await;
         let answer = match topology.curl_from_client(&app_url).await {
             Ok(answer) => answer,
@@ -462,7 +551,7 @@ fn a_connection_to_the_sidecar_itself_is_refused_not_looped() {
     let topology = Topology::new();
     let weir_url = format!("http://{}:{WEIR_HTTP_PORT}/direct", topology.app_ip);
     topology.in_app(async || {
-        start_http_app().await;
+        start_http_app(APP_HTTP_PORT).await;
         let weir = start_sidecar().await;
         let answer = match topology.curl_from_client(&weir_url).await {
             Ok(answer) => answer,
@@ -524,5 +613,40 @@ fn tcp_to_the_app_goes_through_the_sidecar() {
             &[("cluster_name", "original")],
         );
         assert_eq!(upstream, Some(1.0), "{}", stats.text);
+    });
+}
+
+/// TPROXY instead of REDIRECT: weir's listener is bound with IP_TRANSPARENT and takes the
+/// connection as it was addressed (no NAT); the accepted socket's local address is the app's,
+/// and the ORIGINAL_DST cluster sends there. The app sees the request id weir added.
+#[test]
+fn http_through_a_tproxy_rule_reaches_the_app() {
+    let topology = Topology::new();
+    let app_url = format!("http://{}:{APP_TPROXY_PORT}/tproxied", topology.app_ip);
+    topology.in_app(async || {
+        start_http_app(APP_TPROXY_PORT).await;
+        let weir = start_sidecar().await;
+        let answer = match topology.curl_from_client(&app_url).await {
+            Ok(answer) => answer,
+            Err(error) => panic!("{error}\n{}", weir.log_report()),
+        };
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "{answer}\n{}",
+            weir.log_report()
+        );
+        let lower = answer.to_ascii_lowercase();
+        assert!(lower.contains("x-app: yes"), "{answer}");
+        assert!(lower.contains("get /tproxied\n"), "{answer}");
+        assert!(
+            lower.contains("\nx-request-id: "),
+            "weir's request id did not reach the app: {answer}"
+        );
+        let stats = weir.stats().await;
+        let requests = stats.get(
+            "weir_http_downstream_rq_total",
+            &[("stat_prefix", "inbound_tproxy")],
+        );
+        assert_eq!(requests, Some(1.0), "{}", stats.text);
     });
 }
