@@ -1,7 +1,7 @@
 # weir: the two commands are `make run` and `make test`. Both install what they need.
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := curl nghttp2-client clang llvm libbpf-dev bpftool
+APT_PACKAGES := curl nghttp2-client clang llvm libbpf-dev bpftool iproute2 iptables
 BENCH_PACKAGES := nginx-light haproxy wrk nghttp2-client
 
 .PHONY: run test bench deps bench-deps lint build release
@@ -34,7 +34,8 @@ lint:
 	$(CARGO) clippy --target wasm32-wasip1 -p weir-sdk -p header-manipulation -p auth -p local-rate-limit -p websocket-guard -- -D warnings
 
 # Debian packages the build and tests need (clang llvm libbpf-dev: the eBPF splice, built by
-# host/build.rs; bpftool: the splice tests read the maps; curl, nghttp), installed when missing.
+# host/build.rs; bpftool: the splice tests read the maps; curl, nghttp; iproute2 iptables: the
+# sidecar tests build network namespaces and REDIRECT rules), installed when missing.
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -50,6 +50,11 @@ struct Cli {
     /// `--accel kernel` overrides).
     #[arg(long, value_enum, global = true)]
     accel: Option<Accel>,
+    /// Sidecar mode: mark every upstream TCP socket weir opens with SO_MARK N (needs
+    /// CAP_NET_ADMIN), so an iptables rule `-m mark --mark N -j RETURN` keeps weir's own
+    /// connections from being redirected back to it.
+    #[arg(long, value_name = "N", global = true)]
+    upstream_mark: Option<u32>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -177,6 +182,11 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             Some(Accel::Userspace) => weir::accel::force_userspace(),
             Some(Accel::Kernel) => weir::accel::enable_kernel(),
             None => {}
+        }
+        if let Some(mark) = cli.upstream_mark {
+            weir::upstream::mark::set_upstream_mark(mark)
+                .with_context(|| format!("--upstream-mark {mark}: cannot set SO_MARK"))?;
+            tracing::info!(mark, "upstream sockets are marked (SO_MARK)");
         }
         // Loads the eBPF splice (or logs once why not) before the first tunnel needs it.
         let _ = weir::accel::init();

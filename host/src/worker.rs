@@ -7,7 +7,7 @@
 //! over the pools of clusters the reload left unchanged, and stores them where its accept
 //! loops take them from; then it reports the generation it runs.
 
-use crate::config::ListenerConfig;
+use crate::config::{Interception, ListenerConfig};
 use crate::http::{CurrentManager, HttpManager};
 use crate::listener::{self, TlsError};
 use crate::reload::{Publisher, Snapshot};
@@ -60,6 +60,7 @@ struct TcpWorkerListener {
     index: usize,
     config: Arc<crate::config::TcpProxyConfig>,
     socket: std::net::TcpListener,
+    interception: Interception,
 }
 
 /// What one worker serves: each listener's config, sockets and TLS.
@@ -69,6 +70,7 @@ struct WorkerListener {
     config: Arc<crate::config::HttpManagerConfig>,
     socket: ListenerSocket,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    interception: Interception,
 }
 
 /// A TCP socket (one per worker) or a QUIC endpoint's UDP socket (worker 0 only; see
@@ -128,6 +130,7 @@ impl Workers {
                     config: http.clone(),
                     socket: ListenerSocket::Tcp(socket),
                     tls: tls.clone(),
+                    interception: listener.interception,
                 });
             }
             addresses.push((listener.name.clone(), address));
@@ -138,10 +141,13 @@ impl Workers {
             let proxy = Arc::new(listener.proxy.clone());
             let mut address = listener.address;
             for sockets in tcp_per_worker.iter_mut() {
-                let socket = listener::bind_tcp(address).map_err(|source| StartError::Bind {
-                    listener: listener.name.clone(),
-                    address,
-                    source,
+                let transparent = listener.interception.transparent;
+                let socket = listener::bind_tcp(address, transparent).map_err(|source| {
+                    StartError::Bind {
+                        listener: listener.name.clone(),
+                        address,
+                        source,
+                    }
                 })?;
                 address = socket.local_addr().map_err(|source| StartError::Bind {
                     listener: listener.name.clone(),
@@ -152,6 +158,7 @@ impl Workers {
                     index,
                     config: proxy.clone(),
                     socket,
+                    interception: listener.interception,
                 });
             }
             addresses.push((listener.name.clone(), address));
@@ -247,6 +254,7 @@ fn start_quic(
         config: Arc::new(listener.http.clone()),
         socket: ListenerSocket::Quic(socket, server),
         tls: None,
+        interception: listener.interception,
     });
     Ok(address)
 }
@@ -255,10 +263,12 @@ fn bind(
     listener: &ListenerConfig,
     address: SocketAddr,
 ) -> Result<std::net::TcpListener, StartError> {
-    listener::bind_tcp(address).map_err(|source| StartError::Bind {
-        listener: listener.name.clone(),
-        address,
-        source,
+    listener::bind_tcp(address, listener.interception.transparent).map_err(|source| {
+        StartError::Bind {
+            listener: listener.name.clone(),
+            address,
+            source,
+        }
     })
 }
 
@@ -304,6 +314,7 @@ fn run_worker(
             match listener.socket {
                 ListenerSocket::Tcp(socket) => tokio::spawn(listener::accept_loop(
                     socket,
+                    listener.interception,
                     listener.tls,
                     manager,
                     shutdown.clone(),
@@ -321,7 +332,11 @@ fn run_worker(
             };
         }
         for listener in tcp_listeners {
-            let proxy = Arc::new(ArcSwap::new(TcpProxy::new(listener.config, pools.clone())));
+            let proxy = Arc::new(ArcSwap::new(TcpProxy::new(
+                listener.config,
+                listener.interception,
+                pools.clone(),
+            )));
             proxies.push((listener.index, proxy.clone()));
             tokio::spawn(TcpProxy::accept_loop(
                 proxy,
@@ -376,7 +391,7 @@ async fn follow_snapshots(
         for (index, current) in &proxies {
             if let Some(listener) = config.tcp_listeners.get(*index) {
                 let proxy = Arc::new(listener.proxy.clone());
-                current.store(TcpProxy::new(proxy, pools.clone()));
+                current.store(TcpProxy::new(proxy, listener.interception, pools.clone()));
             }
         }
         tracing::debug!(

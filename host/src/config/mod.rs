@@ -88,8 +88,21 @@ pub struct TcpListenerConfig {
     pub name: String,
     /// Where it binds.
     pub address: SocketAddr,
+    /// Whether it takes redirected connections (sidecar mode).
+    pub interception: Interception,
     /// The proxy.
     pub proxy: TcpProxyConfig,
+}
+
+/// How a listener takes connections that iptables/nftables redirected to it (sidecar mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Interception {
+    /// Read each connection's original destination (`SO_ORIGINAL_DST` after a REDIRECT, the
+    /// local address under TPROXY): `ORIGINAL_DST` clusters connect there. From
+    /// `use_original_dst: true` or the `envoy.filters.listener.original_dst` listener filter.
+    pub use_original_dst: bool,
+    /// Bind with `IP_TRANSPARENT` (`transparent: true`), for TPROXY rules.
+    pub transparent: bool,
 }
 
 /// `envoy.filters.network.tcp_proxy`: each connection goes to the cluster, as raw TCP or
@@ -141,6 +154,8 @@ pub struct ListenerConfig {
     pub tls: Option<DownstreamTls>,
     /// QUIC settings when this is a UDP (HTTP/3) listener; its TLS is then in `tls`.
     pub quic: Option<upstream::Http3Settings>,
+    /// Whether it takes redirected connections (sidecar mode; TCP listeners only).
+    pub interception: Interception,
     /// The connection manager.
     pub http: HttpManagerConfig,
 }
@@ -361,6 +376,7 @@ fn tcp_listener_config(
         ));
     }
     let address = listen_address(&listener.address, &format!("{path}.address"))?;
+    let interception = interception(listener, path)?;
     if !clusters.contains(&proxy.cluster.as_str()) {
         return Err(FieldError::new(
             format!("{filter_path}.cluster"),
@@ -422,6 +438,7 @@ fn tcp_listener_config(
     Ok(Some(TcpListenerConfig {
         name,
         address,
+        interception,
         proxy: TcpProxyConfig {
             stat_prefix: proxy.stat_prefix.clone(),
             cluster: proxy.cluster.clone(),
@@ -432,6 +449,36 @@ fn tcp_listener_config(
             },
         },
     }))
+}
+
+/// `use_original_dst`, `listener_filters` and `transparent` of a listener.
+fn interception(listener: &schema::Listener, path: &str) -> Result<Interception, FieldError> {
+    let mut use_original_dst = listener.use_original_dst.unwrap_or(false);
+    for filter in &listener.listener_filters {
+        match filter.config {
+            typed::ListenerFilterConfig::OriginalDst(_) => use_original_dst = true,
+        }
+    }
+    let interception = Interception {
+        use_original_dst,
+        transparent: listener.transparent.unwrap_or(false),
+    };
+    let udp = listener.address.socket_address.protocol == schema::SocketProtocol::UDP
+        || listener.udp_listener_config.is_some();
+    if udp && interception != Interception::default() {
+        let field = if interception.transparent {
+            "transparent"
+        } else if listener.listener_filters.is_empty() {
+            "use_original_dst"
+        } else {
+            "listener_filters"
+        };
+        return Err(FieldError::new(
+            format!("{path}.{field}"),
+            "original destination and transparent mode are for TCP listeners only",
+        ));
+    }
+    Ok(interception)
 }
 
 fn listen_address(address: &schema::Address, path: &str) -> Result<SocketAddr, FieldError> {
@@ -461,6 +508,7 @@ fn listener_config(
     node: &crate::wasm::NodeInfo,
 ) -> Result<ListenerConfig, FieldError> {
     let address = listen_address(&listener.address, &format!("{path}.address"))?;
+    let interception = interception(listener, path)?;
     let name = if listener.name.is_empty() {
         address.to_string()
     } else {
@@ -518,6 +566,7 @@ fn listener_config(
         address,
         tls,
         quic,
+        interception,
         http,
     })
 }
@@ -702,7 +751,9 @@ fn cluster_spec(cluster: &schema::Cluster, path: &str) -> Result<ClusterSpec, Fi
         DiscoveryType::STATIC => upstream::Discovery::Static,
         DiscoveryType::STRICT_DNS => upstream::Discovery::StrictDns,
         DiscoveryType::LOGICAL_DNS => upstream::Discovery::LogicalDns,
+        DiscoveryType::ORIGINAL_DST => upstream::Discovery::OriginalDst,
     };
+    original_dst_checks(cluster, path)?;
     let mut endpoints = Vec::new();
     if let Some(assignment) = &cluster.load_assignment {
         for (j, locality) in assignment.endpoints.iter().enumerate() {
@@ -751,6 +802,9 @@ fn cluster_spec(cluster: &schema::Cluster, path: &str) -> Result<ClusterSpec, Fi
         schema::LbPolicyName::ROUND_ROBIN => upstream::LbPolicy::RoundRobin,
         schema::LbPolicyName::LEAST_REQUEST => upstream::LbPolicy::LeastRequest,
         schema::LbPolicyName::RANDOM => upstream::LbPolicy::Random,
+        // Only ORIGINAL_DST takes it (checked above), and its host is the destination, not
+        // a pick: the policy is never consulted.
+        schema::LbPolicyName::CLUSTER_PROVIDED => upstream::LbPolicy::RoundRobin,
     };
     let mut thresholds = upstream::Thresholds::default();
     if let Some(breakers) = &cluster.circuit_breakers {
@@ -855,6 +909,45 @@ fn cluster_spec(cluster: &schema::Cluster, path: &str) -> Result<ClusterSpec, Fi
         http3,
         quic_hints,
     })
+}
+
+/// What Envoy requires of `ORIGINAL_DST` clusters, and of `CLUSTER_PROVIDED`.
+fn original_dst_checks(cluster: &schema::Cluster, path: &str) -> Result<(), FieldError> {
+    use schema::{DiscoveryType, LbPolicyName};
+    let original_dst = cluster.discovery_type == DiscoveryType::ORIGINAL_DST;
+    let provided = cluster.lb_policy == LbPolicyName::CLUSTER_PROVIDED;
+    if original_dst && !provided {
+        return Err(FieldError::new(
+            format!("{path}.lb_policy"),
+            "a cluster of type ORIGINAL_DST needs lb_policy: CLUSTER_PROVIDED",
+        ));
+    }
+    if provided && !original_dst {
+        return Err(FieldError::new(
+            format!("{path}.lb_policy"),
+            "CLUSTER_PROVIDED is only for clusters of type ORIGINAL_DST",
+        ));
+    }
+    if !original_dst {
+        return Ok(());
+    }
+    let has_endpoints = cluster
+        .load_assignment
+        .as_ref()
+        .is_some_and(|a| a.endpoints.iter().any(|e| !e.lb_endpoints.is_empty()));
+    if has_endpoints {
+        return Err(FieldError::new(
+            format!("{path}.load_assignment"),
+            "an ORIGINAL_DST cluster has no endpoints: it connects to each connection's original destination",
+        ));
+    }
+    if !cluster.health_checks.is_empty() {
+        return Err(FieldError::new(
+            format!("{path}.health_checks"),
+            "an ORIGINAL_DST cluster has no fixed hosts to check",
+        ));
+    }
+    Ok(())
 }
 
 type ProtocolChoice = (
@@ -968,5 +1061,7 @@ fn upstream_tls(
     })
 }
 
+#[cfg(test)]
+mod sidecar_tests;
 #[cfg(test)]
 mod tests;

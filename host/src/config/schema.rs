@@ -6,7 +6,9 @@
 //! `typed_extension_protocol_options`) are resolved in [`super::typed`].
 
 use super::duration::ConfigDuration;
-use super::typed::{HttpFilter, NetworkFilter, ProtocolOptionsMap, TransportSocket};
+use super::typed::{
+    HttpFilter, ListenerFilter, NetworkFilter, ProtocolOptionsMap, TransportSocket,
+};
 use serde::Deserialize;
 
 /// The top of the file.
@@ -111,6 +113,18 @@ pub struct Listener {
     /// A UDP listener's settings; with `quic_options` it is a QUIC (HTTP/3) listener.
     #[serde(default)]
     pub udp_listener_config: Option<UdpListenerConfig>,
+    /// Connections redirected to this listener (iptables/nftables REDIRECT) go on to where
+    /// they were headed: an `ORIGINAL_DST` cluster connects there. The same as listing
+    /// `envoy.filters.listener.original_dst` in `listener_filters`.
+    #[serde(default)]
+    pub use_original_dst: Option<bool>,
+    /// `listener_filters[]`: run on each accepted connection before its filter chain.
+    #[serde(default)]
+    pub listener_filters: Vec<ListenerFilter>,
+    /// Bind with `IP_TRANSPARENT` (TPROXY): connections to any address routed here are
+    /// accepted, and their local address is where they were headed.
+    #[serde(default)]
+    pub transparent: Option<bool>,
 }
 
 /// `udp_listener_config`.
@@ -657,6 +671,10 @@ pub struct Cluster {
     /// Accepted for compatibility; weir buffers per stream, not per connection.
     #[serde(default)]
     pub per_connection_buffer_limit_bytes: Option<u32>,
+    /// `ORIGINAL_DST` clusters: how often Envoy drops unused hosts. Accepted; weir drops a
+    /// destination's pools once it has no connection left.
+    #[serde(default)]
+    pub cleanup_interval: Option<ConfigDuration>,
 }
 
 /// `type` of a cluster.
@@ -670,6 +688,9 @@ pub enum DiscoveryType {
     STRICT_DNS,
     /// The first address of each name.
     LOGICAL_DNS,
+    /// No endpoints: each connection goes where the downstream connection was headed before
+    /// it was redirected to weir (a listener with `use_original_dst`).
+    ORIGINAL_DST,
 }
 
 /// `lb_policy`.
@@ -683,6 +704,8 @@ pub enum LbPolicyName {
     LEAST_REQUEST,
     /// Uniformly random.
     RANDOM,
+    /// The cluster picks the host itself (`ORIGINAL_DST`: the original destination).
+    CLUSTER_PROVIDED,
 }
 
 /// `dns_lookup_family`.

@@ -46,12 +46,19 @@ pub mod type_names {
     /// Upstream HTTP protocol options.
     pub const HTTP_PROTOCOL_OPTIONS: &str =
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    /// The listener filter that reads a redirected connection's original destination.
+    pub const ORIGINAL_DST: &str = "envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
 }
 
 /// Extension names that may stand alone, without `typed_config`, and the type each means.
 const WELL_KNOWN_NAMES: &[(&str, &str)] = &[
     ("envoy.filters.http.router", type_names::ROUTER),
     ("envoy.router", type_names::ROUTER),
+    (
+        "envoy.filters.listener.original_dst",
+        type_names::ORIGINAL_DST,
+    ),
+    ("envoy.listener.original_dst", type_names::ORIGINAL_DST),
 ];
 
 /// Splits `typed_config` into its type name and its fields. With no `typed_config`, the
@@ -244,6 +251,56 @@ impl<'de> Deserialize<'de> for HttpFilter {
             }
         };
         Ok(HttpFilter {
+            name: raw.name,
+            config,
+        })
+    }
+}
+
+/// `listener_filters[]`.
+#[derive(Debug, Clone)]
+pub struct ListenerFilter {
+    /// The filter's `name`.
+    pub name: String,
+    /// What it is.
+    pub config: ListenerFilterConfig,
+}
+
+/// The listener filters weir implements.
+#[derive(Debug, Clone)]
+pub enum ListenerFilterConfig {
+    /// `envoy.filters.listener.original_dst`: the connection's original destination (before
+    /// an iptables/nftables REDIRECT) is where an `ORIGINAL_DST` cluster connects.
+    OriginalDst(OriginalDstConfig),
+}
+
+/// `envoy.extensions.filters.listener.original_dst.v3.OriginalDst`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginalDstConfig {
+    /// Windows only in Envoy (`INBOUND`/`OUTBOUND`); accepted, Linux needs none.
+    #[serde(default)]
+    pub traffic_direction: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ListenerFilter {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawExtension::deserialize(deserializer)?;
+        let (type_name, value) =
+            split_typed(&raw.name, raw.typed_config).map_err(D::Error::custom)?;
+        let config = match type_name.as_str() {
+            type_names::ORIGINAL_DST => {
+                ListenerFilterConfig::OriginalDst(typed(value).map_err(D::Error::custom)?)
+            }
+            other => {
+                return Err(D::Error::custom(unsupported(
+                    "listener filter",
+                    other,
+                    &[type_names::ORIGINAL_DST],
+                )));
+            }
+        };
+        Ok(ListenerFilter {
             name: raw.name,
             config,
         })

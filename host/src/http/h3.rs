@@ -70,6 +70,7 @@ pub async fn serve_h3_connection(
         remote: connection.remote_address(),
         local,
         tls: true,
+        original_dst: None,
     };
     let quic = connection.clone();
     let allow_extended_connect = accepted_on.config.allow_extended_connect;

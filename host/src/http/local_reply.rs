@@ -20,7 +20,8 @@ pub enum LocalReply {
     RequestTimeout,
     /// The upstream did not answer within the route's timeout (504).
     UpstreamTimeout,
-    /// The upstream could not be reached or used (503).
+    /// The upstream could not be reached or used (503; 502 where an `ORIGINAL_DST` cluster
+    /// has no original destination to go to).
     Upstream(UpstreamError),
 }
 
@@ -34,6 +35,11 @@ impl LocalReply {
             LocalReply::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             LocalReply::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            // Nowhere to forward to (a connection that was not redirected): a gateway error,
+            // not an unavailable upstream.
+            LocalReply::Upstream(UpstreamError::NoOriginalDestination { .. }) => {
+                StatusCode::BAD_GATEWAY
+            }
             LocalReply::Upstream(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -49,6 +55,7 @@ impl LocalReply {
             LocalReply::RequestTimeout => "request timeout".into(),
             LocalReply::UpstreamTimeout => "upstream request timeout".into(),
             LocalReply::Upstream(UpstreamError::NoHealthyHost(_)) => "no healthy upstream".into(),
+            LocalReply::Upstream(e @ UpstreamError::NoOriginalDestination { .. }) => e.to_string(),
             LocalReply::Upstream(e) if e.is_overflow() => "upstream overflow".into(),
             LocalReply::Upstream(e) => {
                 format!(

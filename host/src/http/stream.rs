@@ -41,6 +41,20 @@ pub struct ConnectionInfo {
     pub local: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// Where the connection was headed before iptables/nftables redirected it to weir, on a
+    /// listener with `use_original_dst` (`None` elsewhere, and where it was not redirected).
+    /// `ORIGINAL_DST` clusters send there.
+    pub original_dst: Option<SocketAddr>,
+}
+
+impl ConnectionInfo {
+    /// Puts the connection's original destination, if any, on an upstream request, where an
+    /// `ORIGINAL_DST` cluster looks for it.
+    pub(super) fn mark_original_destination(&self, extensions: &mut http::Extensions) {
+        if let Some(original) = self.original_dst {
+            extensions.insert(crate::upstream::OriginalDestination(original));
+        }
+    }
 }
 
 impl HttpManager {
@@ -239,6 +253,7 @@ impl HttpManager {
             headers.insert(X_REQUEST_ID.clone(), headers::new_request_id());
         }
         let request_body = body::boxed(request_body);
+        conn.mark_original_destination(&mut parts.extensions);
         match self.config.request_timeout {
             Some(limit) if !request_body.is_end_stream() => {
                 let expired = Arc::new(AtomicBool::new(false));

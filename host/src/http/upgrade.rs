@@ -210,6 +210,7 @@ impl HttpManager {
         let upstream_request = self.tunnel_request(request, &kind, host, conn)?;
         let (payload_sender, payload) = body_io::channel_body();
         let mut upstream_request = upstream_request;
+        conn.mark_original_destination(upstream_request.extensions_mut());
         upstream_request
             .extensions_mut()
             .insert(TunnelPayload::new(payload));

@@ -1,9 +1,12 @@
 //! Listeners: binding (one `SO_REUSEPORT` socket per worker), TLS with ALPN, and the accept
-//! loop that hands each connection to its HTTP connection manager.
+//! loop that hands each connection to its HTTP connection manager. Listeners in sidecar mode
+//! read each connection's original destination ([`original_dst`]).
 
+pub mod original_dst;
 pub mod quic;
 pub mod tls;
 
+use crate::config::Interception;
 use crate::http::{ConnectionInfo, ConnectionTls, CurrentManager, serve_connection};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
@@ -15,8 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 /// Binds a TCP listening socket at `address` that other workers can bind too
-/// (`SO_REUSEPORT`: the kernel spreads connections over them).
-pub fn bind_tcp(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// (`SO_REUSEPORT`: the kernel spreads connections over them); with `transparent`
+/// (`IP_TRANSPARENT`, for TPROXY rules) it also takes connections addressed elsewhere.
+pub fn bind_tcp(address: SocketAddr, transparent: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM,
@@ -28,6 +32,9 @@ pub fn bind_tcp(address: SocketAddr) -> io::Result<std::net::TcpListener> {
         // `::` takes IPv4 too only where Envoy's ipv4_compat asks; the default is IPv6 only.
         socket.set_only_v6(true)?;
     }
+    if transparent {
+        original_dst::set_transparent(&socket, address)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     socket.listen(1024)?;
@@ -35,10 +42,13 @@ pub fn bind_tcp(address: SocketAddr) -> io::Result<std::net::TcpListener> {
 }
 
 /// Accepts connections on `listener` until `shutdown` turns true, serving each on its own
-/// task with the connection manager `manager` holds (see [`CurrentManager`]). Every connection task holds a clone of `alive`, so the worker can wait for all of
-/// them to finish by waiting for the channel to close.
+/// task with the connection manager `manager` holds (see [`CurrentManager`]). Every
+/// connection task holds a clone of `alive`, so the worker can wait for all of them to finish
+/// by waiting for the channel to close. With `interception.use_original_dst` each connection
+/// carries its original destination, for `ORIGINAL_DST` clusters.
 pub async fn accept_loop(
     listener: std::net::TcpListener,
+    interception: Interception,
     tls: Option<tokio_rustls::TlsAcceptor>,
     manager: Arc<CurrentManager>,
     mut shutdown: watch::Receiver<bool>,
@@ -69,6 +79,12 @@ pub async fn accept_loop(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY");
         }
+        let original_dst = match (interception.use_original_dst, local) {
+            (true, Some(bound)) => {
+                original_destination_or_log(&stream, bound, interception.transparent, remote)
+            }
+            _ => None,
+        };
         let local = stream.local_addr().ok().or(local).unwrap_or(remote);
         let manager = manager.clone();
         let shutdown = shutdown.clone();
@@ -80,6 +96,7 @@ pub async fn accept_loop(
                 remote,
                 local,
                 tls: tls.is_some(),
+                original_dst,
             };
             match tls {
                 None => {
@@ -98,4 +115,29 @@ pub async fn accept_loop(
         });
     }
     tracing::debug!(?local, "listener closed");
+}
+
+/// The original destination of a connection accepted on the listener bound at `bound`, or
+/// `None` with a log line saying why (requests of such a connection to an `ORIGINAL_DST`
+/// cluster are refused; its tcp_proxy connection is closed).
+pub fn original_destination_or_log(
+    stream: &tokio::net::TcpStream,
+    bound: SocketAddr,
+    transparent: bool,
+    remote: SocketAddr,
+) -> Option<SocketAddr> {
+    match original_dst::original_destination(stream, bound, transparent) {
+        Ok(destination) => {
+            tracing::debug!(peer = %remote, %destination, "original destination");
+            Some(destination)
+        }
+        Err(reason) => {
+            tracing::warn!(
+                peer = %remote,
+                listener = %bound,
+                "no original destination: {reason}"
+            );
+            None
+        }
+    }
 }

@@ -29,6 +29,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
             "TLS (transport_socket)"
         } else if old.quic != new.quic {
             "QUIC settings"
+        } else if old.interception != new.interception {
+            "original destination (use_original_dst, listener_filters, transparent)"
         } else {
             continue;
         };
@@ -46,6 +48,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
             "name"
         } else if old.address != new.address {
             "address"
+        } else if old.interception != new.interception {
+            "original destination (use_original_dst, listener_filters, transparent)"
         } else {
             continue;
         };

@@ -5,11 +5,11 @@
 
 use super::{TunnelIo, body_io};
 use crate::body;
-use crate::config::{TcpProxyConfig, TunnelConfig};
+use crate::config::{Interception, TcpProxyConfig, TunnelConfig};
 use crate::stats::TcpStats;
-use crate::upstream::WorkerPools;
 use crate::upstream::connect::UpstreamStream;
 use crate::upstream::tunnel::TunnelPayload;
+use crate::upstream::{OriginalDestination, UpstreamError, WorkerPools};
 use http::{HeaderValue, Method, Request, Uri, Version, header};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,16 +23,24 @@ pub type CurrentTcpProxy = arc_swap::ArcSwap<TcpProxy>;
 /// One tcp_proxy listener on one worker.
 pub struct TcpProxy {
     config: Arc<TcpProxyConfig>,
+    interception: Interception,
     pools: WorkerPools,
     stats: TcpStats,
 }
 
 impl TcpProxy {
-    /// A proxy for `config` through this worker's `pools`.
-    pub fn new(config: Arc<TcpProxyConfig>, pools: WorkerPools) -> Arc<TcpProxy> {
+    /// A proxy for `config` through this worker's `pools`; with
+    /// `interception.use_original_dst` an `ORIGINAL_DST` cluster connects each connection to
+    /// where it was headed before it was redirected here.
+    pub fn new(
+        config: Arc<TcpProxyConfig>,
+        interception: Interception,
+        pools: WorkerPools,
+    ) -> Arc<TcpProxy> {
         let stats = TcpStats::new(&config.stat_prefix);
         Arc::new(TcpProxy {
             config,
+            interception,
             pools,
             stats,
         })
@@ -53,6 +61,7 @@ impl TcpProxy {
                 return;
             }
         };
+        let bound = listener.local_addr().ok();
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -67,6 +76,15 @@ impl TcpProxy {
                 }
             };
             let proxy = current.load_full();
+            let original = match (proxy.interception.use_original_dst, bound) {
+                (true, Some(bound)) => crate::listener::original_destination_or_log(
+                    &stream,
+                    bound,
+                    proxy.interception.transparent,
+                    peer,
+                ),
+                _ => None,
+            };
             let alive = alive.clone();
             tokio::spawn(async move {
                 let _alive = alive;
@@ -75,16 +93,21 @@ impl TcpProxy {
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "TCP_NODELAY");
                 }
-                proxy.serve(stream).await;
+                proxy.serve(stream, original).await;
                 tracing::debug!(%peer, "tcp_proxy connection done");
                 proxy.stats.cx_active.dec();
             });
         }
     }
 
-    async fn serve(&self, downstream: TcpStream) {
+    async fn serve(&self, downstream: TcpStream, original: Option<std::net::SocketAddr>) {
+        let original = original.map(OriginalDestination);
         match &self.config.tunnel {
-            None => match self.pools.connect_raw(&self.config.cluster).await {
+            None => match self
+                .pools
+                .connect_raw_to(&self.config.cluster, original)
+                .await
+            {
                 Ok(raw) => {
                     let _guard = raw.guard;
                     match raw.stream {
@@ -100,7 +123,11 @@ impl TcpProxy {
                 }
                 Err(error) => {
                     self.stats.upstream_connect_fail.inc();
-                    tracing::debug!(%error, "tcp_proxy: no upstream connection");
+                    if matches!(error, UpstreamError::NoOriginalDestination { .. }) {
+                        tracing::warn!(%error, "tcp_proxy: closing the connection");
+                    } else {
+                        tracing::debug!(%error, "tcp_proxy: no upstream connection");
+                    }
                     reset(downstream);
                 }
             },

@@ -230,7 +230,8 @@ impl Cluster {
                     Ok(Arc::new(Host::new(SocketAddr::new(ip, endpoint.port))))
                 })
                 .collect::<Result<Vec<_>, UpstreamError>>()?,
-            Discovery::StrictDns | Discovery::LogicalDns => Vec::new(),
+            // ORIGINAL_DST: each worker's pools make a host per destination as it comes.
+            Discovery::StrictDns | Discovery::LogicalDns | Discovery::OriginalDst => Vec::new(),
         };
         let stats = ClusterStats::new(&spec.name);
         stats.membership_total.set(hosts.len() as i64);

@@ -48,14 +48,13 @@ pub async fn connect(cluster: &Cluster, host: &Host) -> Result<Connected, Upstre
 /// health checker's connections are not the pools').
 pub async fn establish(cluster: &Cluster, host: &Host) -> Result<Connected, UpstreamError> {
     let attempt = async {
-        let tcp =
-            TcpStream::connect(host.addr)
-                .await
-                .map_err(|e| UpstreamError::ConnectFailed {
-                    cluster: cluster.name().to_owned(),
-                    host: host.addr.to_string(),
-                    reason: e.to_string(),
-                })?;
+        let tcp = super::mark::connect_tcp(host.addr).await.map_err(|e| {
+            UpstreamError::ConnectFailed {
+                cluster: cluster.name().to_owned(),
+                host: host.addr.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, host = %host.addr, "setting TCP_NODELAY");
         }

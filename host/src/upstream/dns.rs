@@ -33,7 +33,9 @@ async fn resolve(cluster: &Cluster) -> std::io::Result<Vec<SocketAddr>> {
             tokio::net::lookup_host((endpoint.address.as_str(), endpoint.port)).await?;
         match cluster.spec.discovery {
             Discovery::LogicalDns => addrs.extend(resolved.next()),
-            Discovery::StrictDns | Discovery::Static => addrs.extend(resolved),
+            Discovery::StrictDns | Discovery::Static | Discovery::OriginalDst => {
+                addrs.extend(resolved)
+            }
         }
     }
     Ok(addrs)

@@ -60,6 +60,16 @@ pub enum UpstreamError {
         /// What the codec said.
         reason: String,
     },
+    /// An `ORIGINAL_DST` cluster was asked for a connection that has no usable original
+    /// destination: it was not redirected (it was addressed to weir's own listener, so
+    /// forwarding it would loop back to weir), or its listener does not read one.
+    #[error("cluster {cluster:?}: {reason}")]
+    NoOriginalDestination {
+        /// The cluster.
+        cluster: String,
+        /// Why there is none.
+        reason: String,
+    },
     /// The cluster could not be built (TLS material, addresses).
     #[error("cluster {cluster:?}: {reason}")]
     Config {

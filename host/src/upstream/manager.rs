@@ -204,7 +204,11 @@ impl ClusterManager {
 /// A cluster's DNS resolver and health checker, as its spec asks.
 fn spawn_background(cluster: &Arc<Cluster>) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
-    if cluster.spec.discovery != Discovery::Static {
+    // Only DNS clusters resolve names; STATIC and ORIGINAL_DST ones have nothing to resolve.
+    if matches!(
+        cluster.spec.discovery,
+        Discovery::StrictDns | Discovery::LogicalDns
+    ) {
         tasks.push(tokio::spawn(dns::run(cluster.clone())));
     }
     if let Some(spec) = &cluster.spec.health_check {

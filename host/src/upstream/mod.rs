@@ -12,6 +12,7 @@ mod error;
 mod health;
 mod lb;
 mod manager;
+pub mod mark;
 mod pool;
 mod quic;
 pub mod spec;

@@ -75,7 +75,18 @@ pub enum Discovery {
     StrictDns,
     /// Only the first address a name resolves to is used; resolved again every refresh.
     LogicalDns,
+    /// No endpoints: a request (or raw connection) goes to the original destination of the
+    /// downstream connection it came on (see [`OriginalDestination`]).
+    OriginalDst,
 }
+
+/// Where a downstream connection was headed before iptables/nftables redirected it to weir.
+///
+/// The listener reads it (`SO_ORIGINAL_DST`, or the local address under TPROXY) and the HTTP
+/// connection manager puts it in each upstream request's extensions, where an `ORIGINAL_DST`
+/// cluster finds the host to send to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginalDestination(pub std::net::SocketAddr);
 
 /// One endpoint: `socket_address { address, port_value }`.
 #[derive(Debug, Clone, PartialEq, Eq)]

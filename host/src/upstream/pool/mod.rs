@@ -16,7 +16,7 @@ use super::connect::{self, UpstreamStream};
 use super::error::UpstreamError;
 use super::lb;
 use super::manager::ClusterManager;
-use super::spec::UpstreamProtocol;
+use super::spec::{Discovery, OriginalDestination, UpstreamProtocol};
 use crate::body::Body;
 use http1::Http1Pool;
 use http2::Http2Pool;
@@ -100,7 +100,8 @@ impl WorkerPools {
         self.inner.manager.has_cluster(cluster)
     }
 
-    /// Picks a healthy host by the cluster's `lb_policy`, gets a connection from this worker's
+    /// Picks a healthy host by the cluster's `lb_policy` (for an `ORIGINAL_DST` cluster: the
+    /// [`OriginalDestination`] in `req`'s extensions), gets a connection from this worker's
     /// pool (circuit breakers apply), sends `req` and returns the response head with its
     /// streamed body.
     ///
@@ -117,8 +118,8 @@ impl WorkerPools {
             .manager
             .cluster(cluster)
             .ok_or_else(|| UpstreamError::UnknownCluster(cluster.to_owned()))?;
-        let host = lb::pick_host(&cluster)
-            .ok_or_else(|| UpstreamError::NoHealthyHost(cluster.name().to_owned()))?;
+        let original = req.extensions().get::<OriginalDestination>().copied();
+        let host = self.pick_host(&cluster, original)?;
         let slot = cluster.try_request(&host)?;
         let pools = self.host_pools(&cluster, &host);
         let result = send_to_host(&pools, &cluster, req, slot).await;
@@ -144,13 +145,23 @@ impl WorkerPools {
     /// counts against `max_connections` for as long as it lives; over the limit the call
     /// fails at once with `ConnectionOverflow`.
     pub async fn connect_raw(&self, cluster: &str) -> Result<RawConnection, UpstreamError> {
+        self.connect_raw_to(cluster, None).await
+    }
+
+    /// [`WorkerPools::connect_raw`] for a downstream connection that was redirected to weir:
+    /// an `ORIGINAL_DST` cluster connects to `original` (and fails without one); other
+    /// clusters ignore it.
+    pub async fn connect_raw_to(
+        &self,
+        cluster: &str,
+        original: Option<OriginalDestination>,
+    ) -> Result<RawConnection, UpstreamError> {
         let cluster = self
             .inner
             .manager
             .cluster(cluster)
             .ok_or_else(|| UpstreamError::UnknownCluster(cluster.to_owned()))?;
-        let host = lb::pick_host(&cluster)
-            .ok_or_else(|| UpstreamError::NoHealthyHost(cluster.name().to_owned()))?;
+        let host = self.pick_host(&cluster, original)?;
         let Some(slot) = cluster.try_open_connection() else {
             cluster.stats.cx_overflow.inc();
             return Err(UpstreamError::ConnectionOverflow(cluster.name().to_owned()));
@@ -161,6 +172,38 @@ impl WorkerPools {
             stream: connected.stream,
             peer,
             guard: RawGuard(OpenConnection::tcp(cluster, host, slot)),
+        })
+    }
+
+    /// The host a request or connection goes to: the original destination for an
+    /// `ORIGINAL_DST` cluster, else a healthy host picked by the cluster's `lb_policy`.
+    fn pick_host(
+        &self,
+        cluster: &Arc<Cluster>,
+        original: Option<OriginalDestination>,
+    ) -> Result<Arc<Host>, UpstreamError> {
+        if cluster.spec.discovery != Discovery::OriginalDst {
+            return lb::pick_host(cluster)
+                .ok_or_else(|| UpstreamError::NoHealthyHost(cluster.name().to_owned()));
+        }
+        let Some(OriginalDestination(addr)) = original else {
+            return Err(UpstreamError::NoOriginalDestination {
+                cluster: cluster.name().to_owned(),
+                reason: "the downstream connection has no original destination (it was not \
+                         redirected to weir, or its listener does not set use_original_dst)"
+                    .into(),
+            });
+        };
+        // One host per destination and worker: its pools are this worker's alone, so no
+        // lock shared between workers is taken (and `/clusters` lists no such hosts).
+        let hosts = self
+            .inner
+            .hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(match hosts.get(&(cluster.name().to_owned(), addr)) {
+            Some(pools) => pools.host.clone(),
+            None => Arc::new(Host::new(addr)),
         })
     }
 
@@ -178,8 +221,26 @@ impl WorkerPools {
             return pools.clone();
         }
         // A new host (or one that came back under the same address): forget pools of hosts
-        // that discovery removed, whose connections are already draining.
-        hosts.retain(|_, pools| !pools.host.is_removed());
+        // that discovery removed, whose connections are already draining, and of original
+        // destinations with no connection and no request left.
+        let manager = &self.inner.manager;
+        hosts.retain(|(name, _), pools| {
+            let original_dst = manager
+                .cluster(name)
+                .is_some_and(|c| c.spec.discovery == Discovery::OriginalDst);
+            let unused = pools
+                .host
+                .cx_active
+                .load(std::sync::atomic::Ordering::Acquire)
+                <= 0
+                && pools
+                    .host
+                    .rq_active
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    <= 0;
+            let idle_destination = original_dst && unused;
+            !(pools.host.is_removed() || idle_destination)
+        });
         let speaks_tls = cluster.tls.is_some();
         let (http1, http2) = match cluster.spec.protocol {
             UpstreamProtocol::Http1 => (true, false),
