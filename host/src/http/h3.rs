@@ -47,6 +47,7 @@ pub async fn serve_h3_connection(
         remote: connection.remote_address(),
         local,
         tls: true,
+        socket: None,
     };
     let quic = connection.clone();
     let built = h3::server::builder()

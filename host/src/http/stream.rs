@@ -41,6 +41,22 @@ pub struct ConnectionInfo {
     pub local: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The TCP socket under it (none for QUIC): an HTTP/1.1 connection that carries a tunnel
+    /// is reset through it when the tunnel is (see `tunnel::reset`).
+    pub socket: Option<crate::tunnel::reset::SocketId>,
+}
+
+impl ConnectionInfo {
+    /// The socket to reset when a tunnel carried by a request of `version` is reset: the
+    /// connection's own for HTTP/1.x (the connection is the tunnel, or carries only it); none
+    /// for HTTP/2 and HTTP/3, where the stream is reset and the connection's other streams
+    /// carry on.
+    pub fn tunnel_socket(&self, version: http::Version) -> Option<crate::tunnel::reset::SocketId> {
+        match version {
+            http::Version::HTTP_09 | http::Version::HTTP_10 | http::Version::HTTP_11 => self.socket,
+            _ => None,
+        }
+    }
 }
 
 impl HttpManager {
@@ -152,8 +168,9 @@ impl HttpManager {
                 if request.method() == Method::POST
                     && self.terminate_config(action).is_some_and(|t| t.allow_post)
                 {
+                    let socket = conn.tunnel_socket(request.version());
                     return self
-                        .terminate_post(body::boxed(request.into_body()), action)
+                        .terminate_post(body::boxed(request.into_body()), socket, action)
                         .await;
                 }
                 let rewrite_len = route.path.rewrite_len(path);

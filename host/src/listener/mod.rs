@@ -80,6 +80,7 @@ pub async fn accept_loop(
                 remote,
                 local,
                 tls: tls.is_some(),
+                socket: crate::tunnel::reset::SocketId::of(&stream),
             };
             match tls {
                 None => {

@@ -142,6 +142,20 @@ impl Http2Pool {
             .get::<TunnelPayload>()
             .and_then(TunnelPayload::take);
         let is_tunnel = payload.is_some();
+        // An upgrade goes as an extended CONNECT (`request_head`); as in Envoy, only to a
+        // cluster configured for it. Said before anything is sent, whatever the peer offers.
+        if let Some(protocol) = parts.headers.get(http::header::UPGRADE)
+            && !protocol.is_empty()
+            && !self.cluster.spec.http2.allow_connect
+        {
+            self.cluster.stats.rq_reset.inc();
+            return Err(UpstreamError::Config {
+                cluster: self.cluster.name().to_owned(),
+                reason: format!(
+                    "the {protocol:?} upgrade would be an HTTP/2 extended CONNECT (RFC 8441), which this cluster does not allow: set http2_protocol_options.allow_connect: true in its HttpProtocolOptions"
+                ),
+            });
+        }
         let body = payload.unwrap_or(body);
         let end_of_stream = body.is_end_stream();
         let mut body = Some(body);
@@ -559,8 +573,10 @@ async fn pump_request_body(mut body: Body, mut stream: SendStream<Bytes>, lease:
                 break;
             }
             Some(Err(error)) => {
-                tracing::debug!(%error, "request body failed; resetting the upstream stream");
-                stream.send_reset(h2::Reason::CANCEL);
+                // A tunnel that was reset says so with CONNECT_ERROR (RFC 9113 8.5).
+                let reason = crate::tunnel::reset::stream_reset_reason(&*error);
+                tracing::debug!(%error, ?reason, "request body failed; resetting the upstream stream");
+                stream.send_reset(reason);
                 break;
             }
             Some(Ok(frame)) => match frame.into_data() {
