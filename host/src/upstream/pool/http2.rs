@@ -148,7 +148,6 @@ impl Http2Pool {
             && !protocol.is_empty()
             && !self.cluster.spec.http2.allow_connect
         {
-            self.cluster.stats.rq_reset.inc();
             return Err(UpstreamError::Config {
                 cluster: self.cluster.name().to_owned(),
                 reason: format!(
