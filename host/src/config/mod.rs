@@ -577,7 +577,6 @@ fn http_manager_config(
             initial_connection_window_size: h2
                 .initial_connection_window_size
                 .unwrap_or(defaults.initial_connection_window_size),
-            allow_connect: h2.allow_connect,
         },
         allow_connect: h2.allow_connect,
         use_remote_address: hcm.use_remote_address,
@@ -775,7 +774,6 @@ fn cluster_spec(cluster: &schema::Cluster, path: &str) -> Result<ClusterSpec, Fi
             .as_ref()
             .and_then(|o| o.initial_connection_window_size)
             .unwrap_or(defaults.initial_connection_window_size),
-        allow_connect: h2_options.as_ref().is_some_and(|o| o.allow_connect),
     };
     let health_check = match cluster.health_checks.as_slice() {
         [] => None,

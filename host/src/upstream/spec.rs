@@ -150,10 +150,6 @@ pub struct Http2Settings {
     pub initial_stream_window_size: u32,
     /// The connection-level window we advertise (Envoy default 256 MiB).
     pub initial_connection_window_size: u32,
-    /// `http2_protocol_options.allow_connect`: as in Envoy, an upgrade may be sent to this
-    /// cluster as an RFC 8441 extended CONNECT only with it set (and the peer advertising
-    /// SETTINGS_ENABLE_CONNECT_PROTOCOL). Plain CONNECT does not need it.
-    pub allow_connect: bool,
 }
 
 impl Default for Http2Settings {
@@ -162,7 +158,6 @@ impl Default for Http2Settings {
             max_concurrent_streams: 2_147_483_647,
             initial_stream_window_size: 268_435_456,
             initial_connection_window_size: 268_435_456,
-            allow_connect: false,
         }
     }
 }

@@ -142,19 +142,6 @@ impl Http2Pool {
             .get::<TunnelPayload>()
             .and_then(TunnelPayload::take);
         let is_tunnel = payload.is_some();
-        // An upgrade goes as an extended CONNECT (`request_head`); as in Envoy, only to a
-        // cluster configured for it. Said before anything is sent, whatever the peer offers.
-        if let Some(protocol) = parts.headers.get(http::header::UPGRADE)
-            && !protocol.is_empty()
-            && !self.cluster.spec.http2.allow_connect
-        {
-            return Err(UpstreamError::Config {
-                cluster: self.cluster.name().to_owned(),
-                reason: format!(
-                    "the {protocol:?} upgrade would be an HTTP/2 extended CONNECT (RFC 8441), which this cluster does not allow: set http2_protocol_options.allow_connect: true in its HttpProtocolOptions"
-                ),
-            });
-        }
         let body = payload.unwrap_or(body);
         let end_of_stream = body.is_end_stream();
         let mut body = Some(body);
@@ -167,7 +154,7 @@ impl Http2Pool {
             {
                 self.cluster.stats.rq_reset.inc();
                 return Err(self.reset(
-                    "the upstream does not accept extended CONNECT (RFC 8441); give its cluster http2_protocol_options.allow_connect and the server SETTINGS_ENABLE_CONNECT_PROTOCOL".into(),
+                    "the upstream does not accept extended CONNECT: its SETTINGS lack SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441)".into(),
                 ));
             }
             let opened = match send.ready().await {
