@@ -29,7 +29,13 @@ pub enum Mode {
     },
     /// Reads until at least one byte arrived, then closes with a reset (SO_LINGER 0).
     ResetAfterFirstByte,
+    /// Writes [`FIN_FIRST_GREETING`] and shuts its write half down (a FIN) at once, then
+    /// reads until EOF: the other direction must stay open after its FIN.
+    FinFirst,
 }
+
+/// What [`Mode::FinFirst`] sends before its FIN.
+pub const FIN_FIRST_GREETING: &[u8] = b"bye from the server";
 
 /// What one connection carried, recorded when it ended.
 #[derive(Debug, Clone)]
@@ -42,6 +48,8 @@ pub struct ConnRecord {
     pub saw_eof: bool,
     /// An I/O error, if the connection ended with one.
     pub error: Option<String>,
+    /// The kind of the error a read ended with (`ConnectionReset`: the peer reset).
+    pub read_error: Option<std::io::ErrorKind>,
 }
 
 #[derive(Default)]
@@ -115,6 +123,7 @@ async fn serve(st: &State, sock: TcpStream, mode: Mode) -> ConnRecord {
     let mut received_len = 0usize;
     let mut saw_eof = false;
     let mut error = None;
+    let mut read_error = None;
     let (mut rd, mut wr) = sock.into_split();
     let mut buf = vec![0u8; 64 * 1024];
     match mode {
@@ -135,6 +144,7 @@ async fn serve(st: &State, sock: TcpStream, mode: Mode) -> ConnRecord {
                     }
                 }
                 Err(e) => {
+                    read_error = Some(e.kind());
                     error = Some(e.to_string());
                     break;
                 }
@@ -153,6 +163,7 @@ async fn serve(st: &State, sock: TcpStream, mode: Mode) -> ConnRecord {
                         all.extend_from_slice(&buf[..n]);
                     }
                     Err(e) => {
+                        read_error = Some(e.kind());
                         error = Some(e.to_string());
                         break;
                     }
@@ -188,6 +199,7 @@ async fn serve(st: &State, sock: TcpStream, mode: Mode) -> ConnRecord {
                         received_len += n;
                     }
                     Err(e) => {
+                        read_error = Some(e.kind());
                         error = Some(e.to_string());
                         break;
                     }
@@ -207,11 +219,38 @@ async fn serve(st: &State, sock: TcpStream, mode: Mode) -> ConnRecord {
                     received_len = n;
                     saw_eof = n == 0;
                 }
-                Err(e) => error = Some(e.to_string()),
+                Err(e) => {
+                    read_error = Some(e.kind());
+                    error = Some(e.to_string());
+                }
             }
             let sock = rd.reunite(wr).expect("reunite halves");
             let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
             drop(sock);
+        }
+        Mode::FinFirst => {
+            if let Err(e) = wr.write_all(FIN_FIRST_GREETING).await {
+                error = Some(format!("write: {e}"));
+            }
+            let _ = wr.shutdown().await;
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) => {
+                        saw_eof = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        st.bytes_received.fetch_add(n as u64, Ordering::SeqCst);
+                        hasher.update(&buf[..n]);
+                        received_len += n;
+                    }
+                    Err(e) => {
+                        read_error = Some(e.kind());
+                        error = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
         }
     }
     ConnRecord {
@@ -219,6 +258,7 @@ async fn serve(st: &State, sock: TcpStream, mode: Mode) -> ConnRecord {
         received_sha: hex(&hasher.finalize()),
         saw_eof,
         error,
+        read_error,
     }
 }
 

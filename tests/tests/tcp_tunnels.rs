@@ -1,8 +1,9 @@
 //! TCP tunneling, weir to weir: weir A's tcp_proxy listener (`tunneling_config`) carries
 //! each connection in an HTTP/1.1 CONNECT, an HTTP/2 CONNECT, an HTTP/1.1 POST or an HTTP/2
 //! POST to weir B, which terminates it (`connect_config`) to a TCP server. Per carrier:
-//! random bytes both ways with matching SHA-256, half-close, reset, and refusals (no
-//! downstream bytes before the 2xx; the downstream closed). Plus plain tcp_proxy.
+//! random bytes both ways with matching SHA-256, half-close (a FIN either way stays a FIN),
+//! reset (a RST either way arrives as a RST: `ECONNRESET` on the far side's read), and
+//! refusals (no downstream bytes before the 2xx; the downstream closed). Plus plain tcp_proxy.
 //!
 //! Payload size: 256 MiB each way, as the issue asks (about 2-8 s per carrier with a debug
 //! build; generated and hashed as it streams, so memory stays small). `WEIR_TUNNEL_MIB`
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weir_tests::config::{self, Ports};
-use weir_tests::tcp_server::{Mode, TcpServer};
+use weir_tests::tcp_server::{FIN_FIRST_GREETING, Mode, TcpServer};
 use weir_tests::tunnel_client::{Ending, read_until_end};
 use weir_tests::upgrade_app::{RefusingH1, RefusingH2};
 use weir_tests::{RandomStream, Weir, free_port, random_sha256};
@@ -259,6 +260,8 @@ async fn half_close(carrier: Carrier) {
     assert!(rec.saw_eof && rec.error.is_none(), "{carrier:?}: {rec:?}");
 }
 
+/// The server resets its connection: the client's read fails with a reset (ECONNRESET), not
+/// an EOF: TCP RST -> RST_STREAM(CONNECT_ERROR) or a reset HTTP/1.1 connection -> TCP RST.
 async fn reset(carrier: Carrier) {
     let server = TcpServer::start(Mode::ResetAfterFirstByte).await;
     let (a, b, addr) = start_pair(carrier, server.addr, true).await;
@@ -267,27 +270,36 @@ async fn reset(carrier: Carrier) {
     let (ending, bytes) = read_until_end(&mut tcp, Duration::from_secs(10)).await;
     eprintln!("{carrier:?}: after the server's reset the client saw {ending:?}");
     assert!(bytes.is_empty(), "{carrier:?}: unexpected bytes {bytes:?}");
-    assert_ne!(
-        ending,
-        Ending::Open,
-        "{carrier:?}: the server reset its connection, but the client's stayed open 10 s\n{}",
-        logs(&a, &b)
-    );
     assert_eq!(server.accepted(), 1);
-    // A reset, not an orderly close: the client's further writes fail (bounded tries).
-    let mut write_failed = matches!(ending, Ending::Error(_));
-    for _ in 0..50 {
-        if write_failed {
-            break;
+    if carrier == Carrier::H2Connect {
+        // Known gap (README): weir B answered this CONNECT on an HTTP/2 downstream, and
+        // hyper's server-side upgraded stream cannot be reset, only ended (END_STREAM, then
+        // RST_STREAM(NO_ERROR)). The client sees the end, and its next writes fail.
+        assert_ne!(
+            ending,
+            Ending::Open,
+            "{carrier:?}: still open\n{}",
+            logs(&a, &b)
+        );
+        let mut write_failed = matches!(ending, Ending::Error(_));
+        for _ in 0..50 {
+            if write_failed {
+                break;
+            }
+            write_failed = tcp.write_all(&[0u8; 1024]).await.is_err();
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if tcp.write_all(&[0u8; 1024]).await.is_err() {
-            write_failed = true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            write_failed,
+            "{carrier:?}: the client saw {ending:?} and could keep writing\n{}",
+            logs(&a, &b)
+        );
+        return;
     }
-    assert!(
-        write_failed,
-        "{carrier:?}: the client saw {ending:?} and could keep writing: the reset was not carried\n{}",
+    assert_eq!(
+        ending,
+        Ending::Error(std::io::ErrorKind::ConnectionReset),
+        "{carrier:?}: the server reset its connection; the client must see a reset\n{}",
         logs(&a, &b)
     );
 }
@@ -318,6 +330,50 @@ async fn client_reset(carrier: Carrier) {
     let rec = &server.records()[0];
     eprintln!("{carrier:?}: after the client's reset the server saw {rec:?}");
     assert_eq!(rec.received_len, 4, "{carrier:?}: {rec:?}");
+    assert_eq!(
+        rec.read_error,
+        Some(std::io::ErrorKind::ConnectionReset),
+        "{carrier:?}: the client reset its connection; the server must see a reset, not {}\n{}",
+        if rec.saw_eof { "an EOF" } else { "this" },
+        logs(&a, &b)
+    );
+}
+
+/// The server sends its FIN first: the client reads the bytes and an EOF (not a reset), and
+/// can still send; the server reads that and then the client's own FIN, without an error.
+async fn server_fin(carrier: Carrier) {
+    let server = TcpServer::start(Mode::FinFirst).await;
+    let (a, b, addr) = start_pair(carrier, server.addr, true).await;
+    let mut tcp = TcpStream::connect(addr).await.expect("connect A");
+    let (ending, bytes) = read_until_end(&mut tcp, Duration::from_secs(10)).await;
+    assert_eq!(
+        (ending, bytes.as_slice()),
+        (Ending::Eof, FIN_FIRST_GREETING),
+        "{carrier:?}: the server's FIN must reach the client as a FIN, after its bytes\n{}",
+        logs(&a, &b)
+    );
+    tcp.write_all(b"still sending after your FIN")
+        .await
+        .expect("the client's direction stays open");
+    tcp.shutdown().await.expect("the client's FIN");
+    let ended =
+        weir_tests::wait_until(Duration::from_secs(10), || !server.records().is_empty()).await;
+    assert!(
+        ended,
+        "{carrier:?}: the client's FIN did not reach the server\n{}",
+        logs(&a, &b)
+    );
+    let rec = &server.records()[0];
+    assert!(
+        rec.saw_eof && rec.error.is_none(),
+        "{carrier:?}: the server must see an orderly EOF: {rec:?}\n{}",
+        logs(&a, &b)
+    );
+    assert_eq!(
+        rec.received_len,
+        b"still sending after your FIN".len(),
+        "{carrier:?}: {rec:?}"
+    );
 }
 
 /// A's upstream is a fake that refuses with 403 after a pause: the client's early bytes must
@@ -476,13 +532,18 @@ macro_rules! carrier_tests {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn reset_carried() {
+            async fn server_reset_reaches_client_as_reset() {
                 reset($carrier).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn client_reset_ends_server_side() {
+            async fn client_reset_reaches_server_as_reset() {
                 client_reset($carrier).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn server_fin_stays_fin() {
+                server_fin($carrier).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -567,4 +628,114 @@ async fn plain_tcp_proxy_reset_carried() {
         "the server reset; plain tcp_proxy must reset the client\n{}",
         weir.log_report()
     );
+}
+
+/// weir with one tcp_proxy listener to an echo server, `idle_timeout` 1s, raw or tunnelled
+/// (then through weir B over `carrier`). Returns the weirs (B when tunnelled) and A's address.
+async fn idle_pair(
+    carrier: Option<Carrier>,
+    server: SocketAddr,
+) -> (Weir, Option<Weir>, SocketAddr) {
+    let port = free_port();
+    let (mut cfg, b) = match carrier {
+        None => {
+            let cfg = config::bootstrap(
+                free_port(),
+                vec![config::tcp_proxy_listener(
+                    "tcp",
+                    port,
+                    "tcp_tunnel",
+                    "b",
+                    None,
+                )],
+                vec![config::static_cluster("b", &[server])],
+            );
+            (cfg, None)
+        }
+        Some(carrier) => {
+            let pb = Ports::new();
+            let b = Weir::start(&config_b(pb, carrier, server, true)).await;
+            (
+                config_a(free_port(), port, carrier, pb.http_addr()),
+                Some(b),
+            )
+        }
+    };
+    cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["idle_timeout"] =
+        json!("1s");
+    let a = Weir::start(&cfg).await;
+    (a, b, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// `idle_timeout`: bytes every 300 ms for 2.5 s keep the connection open past the 1 s limit;
+/// then, with no byte either way, both sides are closed within a few seconds and
+/// `weir_tcp_idle_timeout` counts it.
+async fn idle_timeout_closes_both_sides(carrier: Option<Carrier>) {
+    let server = TcpServer::start(Mode::Echo).await;
+    let (a, b, addr) = idle_pair(carrier, server.addr).await;
+    let report = || match &b {
+        Some(b) => logs(&a, b),
+        None => a.log_report(),
+    };
+    let mut tcp = TcpStream::connect(addr).await.expect("connect A");
+    let started = Instant::now();
+    let mut echo = [0u8; 1];
+    let mut last_byte = Instant::now();
+    for i in 0..9u8 {
+        tcp.write_all(&[i]).await.expect("write while active");
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut echo))
+            .await
+            .unwrap_or_else(|_| panic!("{carrier:?}: no echo {i}\n{}", report()))
+            .unwrap_or_else(|e| {
+                panic!("{carrier:?}: closed while active ({i}): {e}\n{}", report())
+            });
+        assert_eq!(echo[0], i);
+        last_byte = Instant::now();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "active for longer than the limit"
+    );
+    let (ending, bytes) = read_until_end(&mut tcp, Duration::from_secs(15)).await;
+    let closed_after = last_byte.elapsed();
+    assert!(bytes.is_empty(), "{carrier:?}: {bytes:?}");
+    assert_ne!(
+        ending,
+        Ending::Open,
+        "{carrier:?}: idle for 15 s with idle_timeout 1s, still open\n{}",
+        report()
+    );
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "{carrier:?}: closed {closed_after:?} after the last byte, before the 1 s limit"
+    );
+    let server_closed =
+        weir_tests::wait_until(Duration::from_secs(10), || !server.records().is_empty()).await;
+    assert!(
+        server_closed,
+        "{carrier:?}: the server side stayed open\n{}",
+        report()
+    );
+    assert_eq!(
+        a.stat("weir_tcp_idle_timeout", &[("stat_prefix", "tcp_tunnel")])
+            .await,
+        1.0,
+        "{carrier:?}: counted once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_tcp_proxy_idle_timeout_closes_both_sides() {
+    idle_timeout_closes_both_sides(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_connect_idle_timeout_closes_both_sides() {
+    idle_timeout_closes_both_sides(Some(Carrier::H2Connect)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_post_idle_timeout_closes_both_sides() {
+    idle_timeout_closes_both_sides(Some(Carrier::H1Post)).await;
 }

@@ -582,3 +582,38 @@ async fn bytes_sent_with_the_upgrade_request_arrive() {
     assert_eq!(back, b"early-bytes");
     assert_eq!(app.heads().len(), 1);
 }
+
+/// As in Envoy 1.40 (checked with the same shape of config), an upgrade goes to an HTTP/2
+/// cluster as an RFC 8441 extended CONNECT whether or not the cluster has
+/// `http2_protocol_options.allow_connect`: the peer's SETTINGS_ENABLE_CONNECT_PROTOCOL is what
+/// counts. (`websocket_echo_h1_h2_h1` above has it set.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_to_h2_cluster_without_allow_connect_works_as_in_envoy() {
+    let app = WsEcho::start().await;
+    let upgrades = json!([{"upgrade_type": "websocket"}]);
+    let pb = Ports::new();
+    let mut cfg_b = config::simple(pb, &[app.addr]);
+    config::set_upgrades(config::hcm_of(&mut cfg_b), upgrades.clone());
+    config::allow_connect_downstream(config::hcm_of(&mut cfg_b));
+    let b = Weir::start(&cfg_b).await;
+    let pa = Ports::new();
+    let mut cfg_a = config::simple(pa, &[pb.http_addr()]);
+    config::set_upgrades(config::hcm_of(&mut cfg_a), upgrades);
+    config::upstream_http2(config::cluster_of(&mut cfg_a, 0), None);
+    let a = Weir::start(&cfg_a).await;
+
+    let mut ws = ws_connect(pa.http_addr(), "/ws").await.unwrap_or_else(|e| {
+        panic!(
+            "{e}\n--- A ---\n{}\n--- B ---\n{}",
+            a.log_report(),
+            b.log_report()
+        )
+    });
+    echo(
+        &mut ws,
+        Message::text("over an h2 cluster without allow_connect"),
+    )
+    .await
+    .expect("echo");
+    assert_h2_hop(&b).await;
+}

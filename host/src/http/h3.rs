@@ -71,6 +71,7 @@ pub async fn serve_h3_connection(
         local,
         tls: true,
         original_dst: None,
+        socket: None,
     };
     let quic = connection.clone();
     let allow_extended_connect = accepted_on.config.allow_extended_connect;

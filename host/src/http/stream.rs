@@ -45,6 +45,9 @@ pub struct ConnectionInfo {
     /// listener with `use_original_dst` (`None` elsewhere, and where it was not redirected).
     /// `ORIGINAL_DST` clusters send there.
     pub original_dst: Option<SocketAddr>,
+    /// The TCP socket under it (none for QUIC): an HTTP/1.1 connection that carries a tunnel
+    /// is reset through it when the tunnel is (see `tunnel::reset`).
+    pub socket: Option<crate::tunnel::reset::SocketId>,
 }
 
 impl ConnectionInfo {
@@ -53,6 +56,17 @@ impl ConnectionInfo {
     pub(super) fn mark_original_destination(&self, extensions: &mut http::Extensions) {
         if let Some(original) = self.original_dst {
             extensions.insert(crate::upstream::OriginalDestination(original));
+        }
+    }
+
+    /// The socket to reset when a tunnel carried by a request of `version` is reset: the
+    /// connection's own for HTTP/1.x (the connection is the tunnel, or carries only it); none
+    /// for HTTP/2 and HTTP/3, where the stream is reset and the connection's other streams
+    /// carry on.
+    pub fn tunnel_socket(&self, version: http::Version) -> Option<crate::tunnel::reset::SocketId> {
+        match version {
+            http::Version::HTTP_09 | http::Version::HTTP_10 | http::Version::HTTP_11 => self.socket,
+            _ => None,
         }
     }
 }
@@ -168,8 +182,13 @@ impl HttpManager {
                 if request.method() == Method::POST
                     && self.terminate_config(action).is_some_and(|t| t.allow_post)
                 {
-                    return Box::pin(self.terminate_post(body::boxed(request.into_body()), action))
-                        .await;
+                    let socket = conn.tunnel_socket(request.version());
+                    return Box::pin(self.terminate_post(
+                        body::boxed(request.into_body()),
+                        socket,
+                        action,
+                    ))
+                    .await;
                 }
                 let rewrite_len = route.path.rewrite_len(path);
                 let (upstream, body_expired) =

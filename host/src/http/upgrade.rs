@@ -14,6 +14,7 @@ use super::local_reply::LocalReply;
 use super::stream::ConnectionInfo;
 use crate::body::{self, Body};
 use crate::route::{ForwardAction, TerminateConnect};
+use crate::tunnel::reset::SocketId;
 use crate::tunnel::{self, TunnelIo, body_io};
 use crate::upstream::connect::UpstreamStream;
 use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
@@ -202,10 +203,18 @@ impl HttpManager {
         }
         let downstream = DownstreamEnd::of(&mut request);
         let downstream_version = request.version();
+        let downstream_socket = conn.tunnel_socket(downstream_version);
         if kind == TunnelKind::Connect
             && let Some(_terminate) = self.terminate_config(action)
         {
-            return self.terminate(downstream, downstream_version, action).await;
+            // Only an HTTP1-codec listener in the clear hands back the bare TCP socket
+            // (AUTO wraps it to replay the sniffed preface): the kernel splice's case.
+            let bare_socket = downstream_socket.is_some()
+                && !conn.tls
+                && self.config.codec == crate::config::schema::CodecType::HTTP1;
+            return self
+                .terminate(downstream, downstream_socket, bare_socket, action)
+                .await;
         }
         let upstream_request = self.tunnel_request(request, &kind, host, conn)?;
         let (payload_sender, payload) = body_io::channel_body();
@@ -240,8 +249,10 @@ impl HttpManager {
         let upstream: TunnelIo = if over_h2 {
             let (parts, incoming) = response.into_parts();
             response = Response::from_parts(parts, body::empty());
-            tunnel::boxed(body_io::BodyIo::new(incoming, payload_sender))
+            tunnel::body(body_io::BodyIo::new(incoming, payload_sender))
         } else {
+            // The HTTP/1.1 connection is the tunnel now: a reset resets it.
+            let socket = response.extensions().get::<SocketId>().copied();
             drop(payload_sender);
             let upgraded = hyper::upgrade::on(&mut response).await.map_err(|e| {
                 LocalReply::Upstream(crate::upstream::UpstreamError::Reset {
@@ -250,7 +261,7 @@ impl HttpManager {
                     reason: format!("upgrade: {e}"),
                 })
             })?;
-            tunnel::upgraded(upgraded)
+            tunnel::upgraded(upgraded).reset_socket(socket)
         };
         let mut answer = Response::new(body::empty());
         let mut head = response.headers().clone();
@@ -268,7 +279,7 @@ impl HttpManager {
             }
             _ => *answer.status_mut() = StatusCode::OK,
         }
-        self.spawn_splice(downstream, upstream);
+        self.spawn_splice_with(downstream, downstream_socket, upstream, None);
         Ok(answer)
     }
 
@@ -353,10 +364,13 @@ impl HttpManager {
     }
 
     /// A terminated CONNECT: raw TCP (or TLS) to the route's cluster, 200 once it is up.
+    /// `downstream_socket` is the HTTP/1.1 connection's (none on HTTP/2: a stream);
+    /// `bare_socket`: hyper will hand back that socket itself, unwrapped.
     async fn terminate(
         &self,
         downstream: DownstreamEnd,
-        _downstream_version: Version,
+        downstream_socket: Option<SocketId>,
+        bare_socket: bool,
         action: &ForwardAction,
     ) -> Result<Response<Body>, LocalReply> {
         let raw = self
@@ -366,9 +380,15 @@ impl HttpManager {
             .map_err(LocalReply::Upstream)?;
         let (stream, guard) = (raw.stream, raw.guard);
         match stream {
-            // Plain TCP upstream: the kernel splice where the downstream is an h1 socket.
-            UpstreamStream::Plain(upstream) => self.spawn_splice_tcp(downstream, upstream, guard),
-            stream => self.spawn_splice_with(downstream, tunnel::boxed(stream), Some(guard)),
+            // Plain TCP both sides: the kernel splice where it is loaded (it resets both
+            // sockets itself when one fails).
+            UpstreamStream::Plain(upstream) if bare_socket => {
+                self.spawn_splice_tcp(downstream, downstream_socket, upstream, guard)
+            }
+            stream => {
+                let upstream = upstream_end(stream);
+                self.spawn_splice_with(downstream, downstream_socket, upstream, Some(guard))
+            }
         }
         Ok(Response::new(body::empty()))
     }
@@ -377,12 +397,16 @@ impl HttpManager {
     fn spawn_splice_tcp(
         &self,
         downstream: DownstreamEnd,
+        downstream_socket: Option<SocketId>,
         upstream: tokio::net::TcpStream,
         guard: crate::upstream::RawGuard,
     ) {
         let downstream = match downstream {
             DownstreamEnd::Hyper(downstream) => downstream,
-            other => return self.spawn_splice_with(other, tunnel::boxed(upstream), Some(guard)),
+            other => {
+                let upstream = tunnel::tcp(upstream);
+                return self.spawn_splice_with(other, downstream_socket, upstream, Some(guard));
+            }
         };
         let stats = self.stats.clone();
         stats.cx_upgrades_total.inc();
@@ -403,9 +427,13 @@ impl HttpManager {
 
     /// A terminated POST tunnel (`connect_config.allow_post`): the request body is the
     /// payload to the cluster, the response body the payload back.
+    ///
+    /// A reset upstream ends the response body with an error: `RST_STREAM(CONNECT_ERROR)` on
+    /// HTTP/2, and on HTTP/1.1 the connection (`downstream_socket`) closes with a RST.
     pub(super) async fn terminate_post(
         &self,
         request_body: Body,
+        downstream_socket: Option<SocketId>,
         action: &ForwardAction,
     ) -> Result<Response<Body>, LocalReply> {
         let raw = self
@@ -414,14 +442,15 @@ impl HttpManager {
             .await
             .map_err(LocalReply::Upstream)?;
         let (sender, response_body) = body_io::channel_body();
-        let downstream = tunnel::boxed(body_io::BodyIo::new(request_body, sender));
+        let downstream = tunnel::body(body_io::BodyIo::new(request_body, sender))
+            .reset_socket(downstream_socket);
         let stats = self.stats.clone();
         stats.cx_upgrades_total.inc();
         stats.cx_upgrades_active.inc();
         let (stream, guard) = (raw.stream, raw.guard);
         tokio::spawn(async move {
             let _guard = guard;
-            if let Err(error) = crate::accel::splice(downstream, stream).await {
+            if let Err(error) = tunnel::splice(downstream, upstream_end(stream)).await {
                 tracing::debug!(%error, "POST tunnel ended");
             }
             stats.cx_upgrades_active.dec();
@@ -429,15 +458,14 @@ impl HttpManager {
         Ok(Response::new(response_body))
     }
 
-    fn spawn_splice(&self, downstream: DownstreamEnd, upstream: TunnelIo) {
-        self.spawn_splice_with(downstream, upstream, None);
-    }
-
     /// Once the downstream end is handed over (by hyper, or by the HTTP/3 codec, after our
-    /// 101/200 is written), moves the payload both ways until both sides are done.
+    /// 101/200 is written), moves the payload both ways until both sides are done; a failure
+    /// resets both ends ([`tunnel::splice`]), the downstream through `downstream_socket` on
+    /// HTTP/1.1.
     fn spawn_splice_with(
         &self,
         downstream: DownstreamEnd,
+        downstream_socket: Option<SocketId>,
         upstream: TunnelIo,
         guard: Option<crate::upstream::RawGuard>,
     ) {
@@ -448,7 +476,8 @@ impl HttpManager {
             let _guard = guard;
             match downstream.into_io().await {
                 Ok(downstream) => {
-                    if let Err(error) = crate::accel::splice(downstream, upstream).await {
+                    let downstream = downstream.reset_socket(downstream_socket);
+                    if let Err(error) = tunnel::splice(downstream, upstream).await {
                         tracing::debug!(%error, "tunnel ended with an error");
                     }
                 }
@@ -456,5 +485,16 @@ impl HttpManager {
             }
             stats.cx_upgrades_active.dec();
         });
+    }
+}
+
+/// A raw upstream connection as a tunnel end whose reset is a RST on its TCP socket.
+fn upstream_end(stream: UpstreamStream) -> TunnelIo {
+    match stream {
+        UpstreamStream::Plain(tcp) => tunnel::tcp(tcp),
+        UpstreamStream::Tls(tls) => {
+            let socket = SocketId::of(tls.get_ref().0);
+            tunnel::socket(tls, socket)
+        }
     }
 }

@@ -97,6 +97,7 @@ pub async fn accept_loop(
                 local,
                 tls: tls.is_some(),
                 original_dst,
+                socket: crate::tunnel::reset::SocketId::of(&stream),
             };
             match tls {
                 None => {

@@ -153,6 +153,7 @@ stat_group! {
         counters {
             cx_total: "Downstream connections accepted.",
             upstream_connect_fail: "Connections whose upstream (or tunnel) could not be established.",
+            idle_timeout: "Connections closed because no byte moved either way for idle_timeout.",
         }
         gauges {
             cx_active: "Downstream connections open now.",

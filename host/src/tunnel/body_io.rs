@@ -6,6 +6,8 @@ use bytes::{Buf, Bytes};
 use http_body::{Body as _, Frame, SizeHint};
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
@@ -14,15 +16,28 @@ use tokio_util::sync::PollSender;
 /// Chunks in flight from a [`BodyIo`]'s writer to its peer before the writer waits.
 const CHANNEL_DEPTH: usize = 16;
 
-/// A body fed by a channel: each `Bytes` sent is a data frame; dropping every sender ends it.
+/// A body fed by a channel: each `Bytes` sent is a data frame; dropping every sender ends it,
+/// cleanly (a FIN) or, when the tunnel was reset first, with [`super::reset::reset_error`].
 pub struct ChannelBody {
     receiver: mpsc::Receiver<Bytes>,
+    reset: Arc<AtomicBool>,
+}
+
+/// The feeding end of a [`ChannelBody`].
+pub struct BodySender {
+    sender: mpsc::Sender<Bytes>,
+    reset: Arc<AtomicBool>,
 }
 
 /// A body whose frames are sent later, and the sender that feeds it.
-pub fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
+pub fn channel_body() -> (BodySender, Body) {
     let (sender, receiver) = mpsc::channel(CHANNEL_DEPTH);
-    (sender, crate::body::boxed(ChannelBody { receiver }))
+    let reset = Arc::new(AtomicBool::new(false));
+    let body = ChannelBody {
+        receiver,
+        reset: reset.clone(),
+    };
+    (BodySender { sender, reset }, crate::body::boxed(body))
 }
 
 impl http_body::Body for ChannelBody {
@@ -33,13 +48,18 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.receiver
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+        match ready!(self.receiver.poll_recv(cx)) {
+            Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            // Every sender is gone; the flag was set before, if it was set at all.
+            None if self.reset.load(Ordering::Acquire) => {
+                Poll::Ready(Some(Err(super::reset::reset_error())))
+            }
+            None => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.receiver.is_closed() && self.receiver.is_empty()
+        self.receiver.is_closed() && self.receiver.is_empty() && !self.reset.load(Ordering::Acquire)
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -52,17 +72,25 @@ pub struct BodyIo {
     incoming: Body,
     leftover: Bytes,
     outgoing: PollSender<Bytes>,
+    reset: Arc<AtomicBool>,
 }
 
 impl BodyIo {
     /// Reads come from `incoming`; writes go to the body fed by `outgoing`, and shutting the
     /// writer down ends that body (a half-close).
-    pub fn new(incoming: Body, outgoing: mpsc::Sender<Bytes>) -> BodyIo {
+    pub fn new(incoming: Body, outgoing: BodySender) -> BodyIo {
         BodyIo {
             incoming,
             leftover: Bytes::new(),
-            outgoing: PollSender::new(outgoing),
+            outgoing: PollSender::new(outgoing.sender),
+            reset: outgoing.reset,
         }
+    }
+
+    /// Set it, then drop this `BodyIo`: the outgoing body ends with an error instead of
+    /// cleanly, which the hop carries as a reset (`RST_STREAM`, or a failed HTTP/1.1 body).
+    pub fn reset_flag(&self) -> Arc<AtomicBool> {
+        self.reset.clone()
     }
 }
 
@@ -134,8 +162,16 @@ mod tests {
         let (feed_in, incoming) = channel_body();
         let (outgoing, out_body) = channel_body();
         let mut io = BodyIo::new(incoming, outgoing);
-        feed_in.send(Bytes::from_static(b"hello ")).await.unwrap();
-        feed_in.send(Bytes::from_static(b"world")).await.unwrap();
+        feed_in
+            .sender
+            .send(Bytes::from_static(b"hello "))
+            .await
+            .unwrap();
+        feed_in
+            .sender
+            .send(Bytes::from_static(b"world"))
+            .await
+            .unwrap();
         drop(feed_in);
         let mut read = Vec::new();
         io.read_to_end(&mut read).await.unwrap();
@@ -144,5 +180,34 @@ mod tests {
         io.shutdown().await.unwrap();
         let sent = out_body.collect().await.unwrap().to_bytes();
         assert_eq!(&sent[..], b"back");
+    }
+
+    #[tokio::test]
+    async fn a_reset_ends_the_outgoing_body_with_connect_error() {
+        let (_feed_in, incoming) = channel_body();
+        let (outgoing, mut out_body) = channel_body();
+        let mut io = BodyIo::new(incoming, outgoing);
+        io.write_all(b"sent before").await.unwrap();
+        let flag = io.reset_flag();
+        flag.store(true, Ordering::Release);
+        drop(io);
+        let first = out_body.frame().await.unwrap().unwrap();
+        assert_eq!(
+            first.into_data().unwrap(),
+            Bytes::from_static(b"sent before")
+        );
+        assert!(
+            !out_body.is_end_stream(),
+            "a reset body is not a finished one"
+        );
+        let error = out_body
+            .frame()
+            .await
+            .expect("an error, not the end")
+            .unwrap_err();
+        assert_eq!(
+            super::super::reset::stream_reset_reason(&*error),
+            h2::Reason::CONNECT_ERROR
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! a POST whose bodies carry the bytes. The downstream's bytes are not read until the tunnel
 //! answered 2xx, so nothing is sent before it is established; a refusal closes the downstream.
 
+use super::reset::SocketId;
 use super::{TunnelIo, body_io};
 use crate::body;
 use crate::config::{Interception, TcpProxyConfig, TunnelConfig};
@@ -113,12 +114,16 @@ impl TcpProxy {
                     match raw.stream {
                         // Plain TCP both sides: the kernel splice where it is loaded.
                         UpstreamStream::Plain(upstream) => {
-                            let result = crate::accel::splice_tcp(downstream, upstream).await;
-                            if let Err(error) = result {
+                            let socket = SocketId::of(&downstream);
+                            let splice = crate::accel::splice_tcp(downstream, upstream);
+                            if let Some(Err(error)) = self.until_idle(splice, socket).await {
                                 tracing::debug!(%error, "tcp_proxy tunnel ended with an error");
                             }
                         }
-                        stream => self.pump(downstream, super::boxed(stream)).await,
+                        UpstreamStream::Tls(tls) => {
+                            let socket = SocketId::of(tls.get_ref().0);
+                            self.pump(downstream, super::socket(tls, socket)).await
+                        }
                     }
                 }
                 Err(error) => {
@@ -142,14 +147,29 @@ impl TcpProxy {
         }
     }
 
-    /// Moves bytes both ways; an error (a reset on one side) resets the downstream too.
+    /// Moves bytes both ways; an error (a reset on one side) resets both: the downstream
+    /// with a RST, the tunnel as its hop carries a reset (see [`super::splice`]).
     async fn pump(&self, downstream: TcpStream, upstream: TunnelIo) {
-        let mut downstream = downstream;
-        let result = crate::accel::splice(&mut downstream, upstream).await;
-        if let Err(error) = result {
+        let socket = SocketId::of(&downstream);
+        let splice = super::splice(super::tcp(downstream), upstream);
+        if let Some(Err(error)) = self.until_idle(splice, socket).await {
             tracing::debug!(%error, "tcp_proxy tunnel ended with an error");
-            reset(downstream);
         }
+    }
+
+    /// Runs a connection's pump under `idle_timeout` (read off the downstream `socket`): past
+    /// it the pump is dropped, which closes both sides, and `weir_tcp_idle_timeout` counts it.
+    async fn until_idle<F: std::future::Future>(
+        &self,
+        pump: F,
+        socket: Option<SocketId>,
+    ) -> Option<F::Output> {
+        let output = super::idle::run_until_idle(pump, socket, self.config.idle_timeout).await;
+        if output.is_none() {
+            self.stats.idle_timeout.inc();
+            tracing::debug!(limit = ?self.config.idle_timeout, "tcp_proxy connection idle; closed");
+        }
+        output
     }
 
     /// Sends the CONNECT (or POST) and returns the tunnel once the upstream answered 2xx.
@@ -180,17 +200,18 @@ impl TcpProxy {
             return Err(format!("upstream answered {}", response.status()));
         }
         let over_h2 = response.version() == Version::HTTP_2;
+        // Set by an HTTP/1.1 pool only: that connection carries the tunnel alone, so a reset
+        // resets it. An HTTP/2 stream is reset on its own (RST_STREAM).
+        let socket = response.extensions().get::<SocketId>().copied();
         if tunnel.use_post || over_h2 {
-            return Ok(super::boxed(body_io::BodyIo::new(
-                response.into_body(),
-                payload_sender,
-            )));
+            let io = body_io::BodyIo::new(response.into_body(), payload_sender);
+            return Ok(super::body(io).reset_socket(socket));
         }
         drop(payload_sender);
         let upgraded = hyper::upgrade::on(&mut response)
             .await
             .map_err(|e| format!("CONNECT upgrade: {e}"))?;
-        Ok(super::upgraded(upgraded))
+        Ok(super::upgraded(upgraded).reset_socket(socket))
     }
 }
 

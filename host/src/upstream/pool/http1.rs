@@ -14,10 +14,11 @@ use super::body::GuardedBody;
 use super::http2::Http2Pool;
 use super::wait::PendingWait;
 use crate::body::{Body, BoxError, boxed};
+use crate::tunnel::reset::SocketId;
 use crate::upstream::cluster::{
     Cluster, ConnectionSlot, Host, HostProtocol, OpenConnection, RequestSlot,
 };
-use crate::upstream::connect::{self, Connected};
+use crate::upstream::connect::{self, Connected, UpstreamStream};
 use crate::upstream::error::UpstreamError;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -76,6 +77,8 @@ struct Entry {
     idle_since: Option<Instant>,
     /// Wakes the connection's driver to look at its entry again.
     poke: Arc<Notify>,
+    /// The TCP socket under it, so a tunnel it carries can be reset (see `tunnel::reset`).
+    socket: Option<SocketId>,
 }
 
 /// A connection taken for one request.
@@ -83,6 +86,7 @@ struct Lease {
     id: u64,
     sender: SendRequest<Body>,
     poke: Arc<Notify>,
+    socket: Option<SocketId>,
 }
 
 /// What a connection's driver does next.
@@ -194,6 +198,7 @@ impl Http1Pool {
                         id: entry.id,
                         sender,
                         poke: entry.poke.clone(),
+                        socket: entry.socket,
                     }));
                 }
                 if wait.saw_new_failure(state.failures)
@@ -224,9 +229,14 @@ impl Http1Pool {
     fn finish(
         self: &Arc<Self>,
         lease: Lease,
-        response: http::Response<hyper::body::Incoming>,
+        mut response: http::Response<hyper::body::Incoming>,
         slot: RequestSlot,
     ) -> http::Response<Body> {
+        // A tunnel on this connection (CONNECT, an upgrade, a POST tunnel) is reset by
+        // resetting the connection itself.
+        if let Some(socket) = lease.socket {
+            response.extensions_mut().insert(socket);
+        }
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             let mut state = self.lock();
             if let Some(entry) = state.connections.iter_mut().find(|e| e.id == lease.id) {
@@ -318,6 +328,10 @@ impl Http1Pool {
             self.host.set_negotiated_protocol(HostProtocol::Http1);
         }
         let Connected { stream, .. } = connected;
+        let socket = match &stream {
+            UpstreamStream::Plain(tcp) => SocketId::of(tcp),
+            UpstreamStream::Tls(tls) => SocketId::of(tls.get_ref().0),
+        };
         let (sender, connection) =
             match hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream)).await {
                 Ok(handshake) => handshake,
@@ -351,6 +365,7 @@ impl Http1Pool {
                 requests: 0,
                 idle_since: Some(Instant::now()),
                 poke: poke.clone(),
+                socket,
             });
             id
         };
@@ -460,7 +475,10 @@ impl Release {
     /// `reusable`: the response body was read to its end, so the connection may carry
     /// another request.
     fn finish(&mut self, reusable: bool) {
-        if let Some(Lease { id, sender, poke }) = self.lease.take() {
+        if let Some(Lease {
+            id, sender, poke, ..
+        }) = self.lease.take()
+        {
             self.pool.release(id, sender, reusable);
             poke.notify_one();
         }

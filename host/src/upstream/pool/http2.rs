@@ -154,7 +154,7 @@ impl Http2Pool {
             {
                 self.cluster.stats.rq_reset.inc();
                 return Err(self.reset(
-                    "the upstream does not accept extended CONNECT (RFC 8441); give its cluster http2_protocol_options.allow_connect and the server SETTINGS_ENABLE_CONNECT_PROTOCOL".into(),
+                    "the upstream does not accept extended CONNECT: its SETTINGS lack SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441)".into(),
                 ));
             }
             let opened = match send.ready().await {
@@ -559,8 +559,10 @@ async fn pump_request_body(mut body: Body, mut stream: SendStream<Bytes>, lease:
                 break;
             }
             Some(Err(error)) => {
-                tracing::debug!(%error, "request body failed; resetting the upstream stream");
-                stream.send_reset(h2::Reason::CANCEL);
+                // A tunnel that was reset says so with CONNECT_ERROR (RFC 9113 8.5).
+                let reason = crate::tunnel::reset::stream_reset_reason(&*error);
+                tracing::debug!(%error, ?reason, "request body failed; resetting the upstream stream");
+                stream.send_reset(reason);
                 break;
             }
             Some(Ok(frame)) => match frame.into_data() {
