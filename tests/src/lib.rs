@@ -18,6 +18,7 @@ pub mod tunnel_client;
 pub mod upgrade_app;
 pub mod wasm;
 pub mod weir;
+pub mod ws_check;
 pub mod ws_echo;
 
 use std::collections::BTreeSet;

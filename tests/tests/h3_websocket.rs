@@ -3,19 +3,17 @@
 //! listener without `allow_extended_connect` refusing it, a non-WebSocket upgrade sent with
 //! POST arriving as POST, a peer without SETTINGS_ENABLE_CONNECT_PROTOCOL, and bad CONNECTs.
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use weir_tests::config::{self, Ports};
 use weir_tests::h3::H3Client;
 use weir_tests::tcp_server::{Mode, TcpServer};
-use weir_tests::tunnel_client::{self, WsClient, ws_connect};
+use weir_tests::tunnel_client::{self, ws_connect};
 use weir_tests::upgrade_app::UpgradeApp;
+use weir_tests::ws_check::{assert_close_echoed, assert_ping_pong, echo, mixed_messages};
 use weir_tests::ws_echo::WsEcho;
 use weir_tests::{Rng, Weir};
 
@@ -85,51 +83,6 @@ async fn assert_h3_hop(b: &Weir) {
     );
 }
 
-/// Sends `msg` and expects the same message back within 30 s.
-async fn echo(ws: &mut WsClient, msg: Message) -> Result<(), String> {
-    ws.send(msg.clone())
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let got = tokio::time::timeout(Duration::from_secs(30), ws.next())
-        .await
-        .map_err(|_| "no echo within 30 s".to_owned())?
-        .ok_or("stream ended instead of an echo")?
-        .map_err(|e| format!("read: {e}"))?;
-    if got != msg {
-        return Err(format!(
-            "echo differs: sent {} bytes, got {} bytes",
-            msg.len(),
-            got.len()
-        ));
-    }
-    Ok(())
-}
-
-/// The 1,000 messages: most small, some medium, ten large (up to 1 MiB), 1 B and exactly
-/// 1 MiB included; every seventh is text.
-fn messages() -> Vec<Message> {
-    let mut rng = Rng::new(9220);
-    (0..1000usize)
-        .map(|i| {
-            let len = match i {
-                0 => 1,
-                1 => 1 << 20,
-                _ if i % 100 == 50 => rng.range(256 << 10, 1 << 20),
-                _ if i % 10 == 5 => rng.range(1 << 10, 64 << 10),
-                _ => rng.range(1, 512),
-            };
-            if i % 7 == 3 {
-                let text: String = (0..len)
-                    .map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char)
-                    .collect();
-                Message::text(text)
-            } else {
-                Message::binary(weir_tests::random_bytes(i as u64, len))
-            }
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_h1_h3_h1() {
     let app = WsEcho::start().await;
@@ -143,7 +96,7 @@ async fn websocket_echo_h1_h3_h1() {
         )
     });
 
-    let msgs = messages();
+    let msgs = mixed_messages(9220);
     let total: usize = msgs.iter().map(Message::len).sum();
     let started = std::time::Instant::now();
     let run = async {
@@ -166,33 +119,10 @@ async fn websocket_echo_h1_h3_h1() {
     assert_eq!(app.messages(), 1000, "the echo server's message count");
 
     // Ping -> pong with the same payload (answered by the app, end to end).
-    ws.send(Message::Ping(b"still there?".to_vec().into()))
-        .await
-        .expect("send ping");
-    let pong = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .expect("pong within 10 s")
-        .expect("stream open")
-        .expect("read pong");
-    assert_eq!(pong, Message::Pong(b"still there?".to_vec().into()));
+    assert_ping_pong(&mut ws, b"still there?").await;
 
     // Close with an application code: the app sees it, and its echo comes back.
-    ws.send(Message::Close(Some(CloseFrame {
-        code: CloseCode::from(4001),
-        reason: "over h3".into(),
-    })))
-    .await
-    .expect("send close");
-    let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .expect("close echo within 10 s");
-    match back {
-        Some(Ok(Message::Close(Some(frame)))) => {
-            assert_eq!(u16::from(frame.code), 4001, "close code back");
-            assert_eq!(frame.reason.as_str(), "over h3", "close reason back");
-        }
-        other => panic!("expected the close frame back, got {other:?}"),
-    }
+    assert_close_echoed(&mut ws, 4001, "over h3").await;
     assert_eq!(app.closes(), vec![(4001, "over h3".to_owned())]);
 
     let hs = app.handshakes();

@@ -1,9 +1,7 @@
 //! HTTP upgrades: WebSocket across an HTTP/2 hop (client -H1-> weir A -H2-> weir B -H1->
 //! app), the enable table, a non-WebSocket upgrade sent with POST, the upgrade counters, and
-//! bad upgrade requests.
-//!
-//! Not here: the per-upgrade-type filter chain (`upgrade_configs[].filters`) needs the Wasm
-//! filter chain, which is not merged yet.
+//! bad upgrade requests. The per-upgrade-type filter chain (`upgrade_configs[].filters`) is
+//! in upgrade_filters.rs.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -11,14 +9,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use weir_tests::config::{self, Ports};
 use weir_tests::h1_upstream::Counting;
-use weir_tests::tunnel_client::{self, WsClient, ws_connect, ws_upgrade_request};
+use weir_tests::tunnel_client::{self, ws_connect, ws_upgrade_request};
 use weir_tests::upgrade_app::UpgradeApp;
+use weir_tests::ws_check::{assert_close_echoed, assert_ping_pong, echo, mixed_messages};
 use weir_tests::ws_echo::WsEcho;
-use weir_tests::{H1Upstream, Rng, Weir};
+use weir_tests::{H1Upstream, Weir};
 
 const INGRESS: [(&str, &str); 1] = [("stat_prefix", "ingress_http")];
 
@@ -56,64 +53,6 @@ async fn assert_h2_hop(b: &Weir) {
     );
 }
 
-/// Sends `msg` and expects the same message back within 30 s.
-async fn echo(ws: &mut WsClient, msg: Message) -> Result<(), String> {
-    ws.send(msg.clone())
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let got = tokio::time::timeout(Duration::from_secs(30), ws.next())
-        .await
-        .map_err(|_| "no echo within 30 s".to_owned())?
-        .ok_or("stream ended instead of an echo")?
-        .map_err(|e| format!("read: {e}"))?;
-    if got != msg {
-        return Err(format!(
-            "echo differs: sent {} bytes ({}), got {} bytes ({})",
-            msg.len(),
-            kind(&msg),
-            got.len(),
-            kind(&got)
-        ));
-    }
-    Ok(())
-}
-
-fn kind(m: &Message) -> &'static str {
-    match m {
-        Message::Text(_) => "text",
-        Message::Binary(_) => "binary",
-        Message::Ping(_) => "ping",
-        Message::Pong(_) => "pong",
-        Message::Close(_) => "close",
-        Message::Frame(_) => "frame",
-    }
-}
-
-/// The 1,000 messages: most small, some medium, ten large (up to 1 MiB), 1 B and exactly
-/// 1 MiB included; every seventh is text.
-fn messages() -> Vec<Message> {
-    let mut rng = Rng::new(4);
-    (0..1000usize)
-        .map(|i| {
-            let len = match i {
-                0 => 1,
-                1 => 1 << 20,
-                _ if i % 100 == 50 => rng.range(256 << 10, 1 << 20),
-                _ if i % 10 == 5 => rng.range(1 << 10, 64 << 10),
-                _ => rng.range(1, 512),
-            };
-            if i % 7 == 3 {
-                let text: String = (0..len)
-                    .map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char)
-                    .collect();
-                Message::text(text)
-            } else {
-                Message::binary(weir_tests::random_bytes(i as u64, len))
-            }
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_h1_h2_h1() {
     let app = WsEcho::start().await;
@@ -122,7 +61,7 @@ async fn websocket_echo_h1_h2_h1() {
         .await
         .unwrap_or_else(|e| panic!("handshake through A and B: {e}\n{}", b.log_report()));
 
-    let msgs = messages();
+    let msgs = mixed_messages(4);
     let total: usize = msgs.iter().map(Message::len).sum();
     let started = std::time::Instant::now();
     let run = async {
@@ -145,33 +84,10 @@ async fn websocket_echo_h1_h2_h1() {
     assert_eq!(app.messages(), 1000, "the echo server's message count");
 
     // Ping -> pong with the same payload (answered by the app, end to end).
-    ws.send(Message::Ping(b"are you there".to_vec().into()))
-        .await
-        .expect("send ping");
-    let pong = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .expect("pong within 10 s")
-        .expect("stream open")
-        .expect("read pong");
-    assert_eq!(pong, Message::Pong(b"are you there".to_vec().into()));
+    assert_ping_pong(&mut ws, b"are you there").await;
 
     // Close with an application code: the app sees it, and its echo comes back.
-    ws.send(Message::Close(Some(CloseFrame {
-        code: CloseCode::from(4000),
-        reason: "done here".into(),
-    })))
-    .await
-    .expect("send close");
-    let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .expect("close echo within 10 s");
-    match back {
-        Some(Ok(Message::Close(Some(frame)))) => {
-            assert_eq!(u16::from(frame.code), 4000, "close code back");
-            assert_eq!(frame.reason.as_str(), "done here", "close reason back");
-        }
-        other => panic!("expected the close frame back, got {other:?}"),
-    }
+    assert_close_echoed(&mut ws, 4000, "done here").await;
     assert_eq!(app.closes(), vec![(4000, "done here".to_owned())]);
 
     let hs = app.handshakes();
