@@ -3,7 +3,7 @@
 //! bad upgrade requests. The per-upgrade-type filter chain (`upgrade_configs[].filters`) is
 //! in upgrade_filters.rs.
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
