@@ -71,6 +71,8 @@ pub async fn serve_h3_connection(
         local,
         tls: true,
         original_dst: None,
+        // QUIC listeners ask for no client certificate.
+        mtls: false,
         socket: None,
     };
     let quic = connection.clone();

@@ -45,6 +45,9 @@ pub struct ConnectionInfo {
     /// listener with `use_original_dst` (`None` elsewhere, and where it was not redirected).
     /// `ORIGINAL_DST` clusters send there.
     pub original_dst: Option<SocketAddr>,
+    /// Whether the peer presented a client certificate that the listener verified (mutual
+    /// TLS); the `connection.mtls` property.
+    pub mtls: bool,
     /// The TCP socket under it (none for QUIC): an HTTP/1.1 connection that carries a tunnel
     /// is reset through it when the tunnel is (see `tunnel::reset`).
     pub socket: Option<crate::tunnel::reset::SocketId>,

@@ -92,11 +92,12 @@ pub async fn accept_loop(
         let tls = tls.clone();
         tokio::spawn(async move {
             let _alive = alive;
-            let info = ConnectionInfo {
+            let mut info = ConnectionInfo {
                 remote,
                 local,
                 tls: tls.is_some(),
                 original_dst,
+                mtls: false,
                 socket: crate::tunnel::reset::SocketId::of(&stream),
             };
             match tls {
@@ -106,7 +107,13 @@ pub async fn accept_loop(
                 }
                 Some(acceptor) => match acceptor.accept(stream).await {
                     Ok(stream) => {
-                        let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                        let session = stream.get_ref().1;
+                        let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+                        // rustls only completes a handshake with a client certificate that
+                        // the listener's verifier accepted.
+                        info.mtls = session
+                            .peer_certificates()
+                            .is_some_and(|chain| !chain.is_empty());
                         let tls = ConnectionTls { tls: true, alpn };
                         serve_connection(manager, stream, info, tls, shutdown).await;
                     }

@@ -64,6 +64,8 @@ pub struct StreamInfo {
     pub destination: SocketAddr,
     /// Downstream TLS.
     pub tls: bool,
+    /// Downstream mutual TLS (a verified client certificate).
+    pub mtls: bool,
     /// The downstream protocol (`HTTP/1.1`, `HTTP/2`).
     pub protocol: &'static str,
     /// When the request arrived.

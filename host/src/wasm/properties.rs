@@ -96,8 +96,7 @@ fn stream_property(stream: &StreamData, names: &[&str]) -> Option<Vec<u8>> {
         ["destination", "port"] => Some(int(i64::from(info.destination.port()))),
         ["xds", "route_name"] | ["route_name"] => route(info).map(|r| r.name.into_bytes()),
         ["xds", "cluster_name"] => route(info).map(|r| r.cluster.into_bytes()),
-        // Client certificates are not passed to the filter chain: never mutual TLS here.
-        ["connection", "mtls"] => Some(vec![0]),
+        ["connection", "mtls"] => Some(vec![u8::from(info.mtls)]),
         ["connection", "tls_version"] if !info.tls => None,
         _ => None,
     }

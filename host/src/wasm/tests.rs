@@ -147,6 +147,7 @@ fn stream_info() -> StreamInfo {
         source: "127.0.0.1:5000".parse().unwrap(),
         destination: "127.0.0.1:8080".parse().unwrap(),
         tls: false,
+        mtls: false,
         protocol: "HTTP/1.1",
         route: Default::default(),
         start: std::time::SystemTime::now(),

@@ -96,6 +96,7 @@ impl FilterChain {
             source: conn.remote,
             destination: conn.local,
             tls: conn.tls,
+            mtls: conn.mtls,
             protocol: protocol_name(request.version()),
             start: std::time::SystemTime::now(),
             route: Arc::new(Mutex::new(route_props(routes, &request))),
