@@ -12,6 +12,7 @@
 
 use super::body::GuardedBody;
 use super::http2::Http2Pool;
+use super::lifecycle::{self, Verdict, sleep_until_some};
 use super::wait::PendingWait;
 use crate::body::{Body, BoxError, boxed};
 use crate::tunnel::reset::SocketId;
@@ -81,18 +82,27 @@ struct Entry {
     socket: Option<SocketId>,
 }
 
+impl lifecycle::PooledConnection for Entry {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn in_use(&self) -> bool {
+        self.upgraded || self.busy
+    }
+    fn draining(&self) -> bool {
+        self.draining
+    }
+    fn idle_since(&self) -> Option<Instant> {
+        self.idle_since
+    }
+}
+
 /// A connection taken for one request.
 struct Lease {
     id: u64,
     sender: SendRequest<Body>,
     poke: Arc<Notify>,
     socket: Option<SocketId>,
-}
-
-/// What a connection's driver does next.
-enum Verdict {
-    Close,
-    Keep(Option<Instant>),
 }
 
 impl Http1Pool {
@@ -436,26 +446,12 @@ impl Http1Pool {
     /// Decides whether connection `id` closes now (drained or idle too long).
     fn evaluate(&self, id: u64) -> Verdict {
         let mut state = self.lock();
-        let Some(index) = state.connections.iter().position(|e| e.id == id) else {
-            return Verdict::Close;
-        };
-        let entry = &state.connections[index];
-        if entry.upgraded || entry.busy {
-            return Verdict::Keep(None);
-        }
-        if entry.draining {
-            state.connections.swap_remove(index);
-            return Verdict::Close;
-        }
-        match (self.cluster.spec.idle_timeout, entry.idle_since) {
-            (Some(timeout), Some(since)) if since + timeout <= Instant::now() => {
-                state.connections.swap_remove(index);
-                self.cluster.stats.cx_idle_timeout.inc();
-                Verdict::Close
-            }
-            (Some(timeout), Some(since)) => Verdict::Keep(Some(since + timeout)),
-            _ => Verdict::Keep(None),
-        }
+        lifecycle::evaluate(
+            &mut state.connections,
+            id,
+            self.cluster.spec.idle_timeout,
+            &self.cluster.stats,
+        )
     }
 
     fn mark_draining(&self, id: u64) {
@@ -535,14 +531,6 @@ impl HttpBody for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.incoming.size_hint()
-    }
-}
-
-/// Sleeps until `deadline`, or forever when there is none.
-pub(super) async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -10,7 +10,7 @@
 //! The handshake is followed by a PING round trip, so the peer's SETTINGS have been applied
 //! before the connection's stream limit is read and requests are put on it.
 
-use super::http1::sleep_until_some;
+use super::lifecycle::{self, Verdict, sleep_until_some};
 use super::wait::PendingWait;
 use crate::body::{Body, BoxError};
 use crate::upstream::cluster::{
@@ -73,6 +73,21 @@ struct Entry {
     poke: Arc<Notify>,
 }
 
+impl lifecycle::PooledConnection for Entry {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn in_use(&self) -> bool {
+        self.active > 0
+    }
+    fn draining(&self) -> bool {
+        self.draining
+    }
+    fn idle_since(&self) -> Option<Instant> {
+        self.idle_since
+    }
+}
+
 /// A stream slot on one connection, given back when dropped (when both the request body
 /// pump and the response body are done).
 struct StreamLease {
@@ -85,12 +100,6 @@ impl Drop for StreamLease {
         self.pool.release_stream(self.id);
     }
 }
-
-enum Verdict {
-    Close,
-    Keep(Option<Instant>),
-}
-
 impl Http2Pool {
     /// An empty pool.
     pub fn new(cluster: Arc<Cluster>, host: Arc<Host>) -> Arc<Self> {
@@ -426,26 +435,12 @@ impl Http2Pool {
     /// Decides whether connection `id` closes now (drained and empty, or idle too long).
     fn evaluate(&self, id: u64) -> Verdict {
         let mut state = self.lock();
-        let Some(index) = state.connections.iter().position(|e| e.id == id) else {
-            return Verdict::Close;
-        };
-        let entry = &state.connections[index];
-        if entry.active > 0 {
-            return Verdict::Keep(None);
-        }
-        if entry.draining {
-            state.connections.swap_remove(index);
-            return Verdict::Close;
-        }
-        match (self.cluster.spec.idle_timeout, entry.idle_since) {
-            (Some(timeout), Some(since)) if since + timeout <= Instant::now() => {
-                state.connections.swap_remove(index);
-                self.cluster.stats.cx_idle_timeout.inc();
-                Verdict::Close
-            }
-            (Some(timeout), Some(since)) => Verdict::Keep(Some(since + timeout)),
-            _ => Verdict::Keep(None),
-        }
+        lifecycle::evaluate(
+            &mut state.connections,
+            id,
+            self.cluster.spec.idle_timeout,
+            &self.cluster.stats,
+        )
     }
 
     fn mark_draining(&self, id: u64) {

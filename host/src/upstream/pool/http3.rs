@@ -16,8 +16,8 @@
 //!   with `:protocol` for an upgrade (only to a peer whose SETTINGS enable it), plain CONNECT
 //!   otherwise; its DATA frames are the payload both ways (see [`crate::http::h3_connect`]).
 
-use super::http1::sleep_until_some;
 use super::http2::request_head;
+use super::lifecycle::{self, Verdict, sleep_until_some};
 use super::wait::PendingWait;
 use crate::body::{Body, BoxError};
 use crate::http::h3_body::H3Body;
@@ -88,6 +88,21 @@ struct Entry {
     poke: Arc<Notify>,
 }
 
+impl lifecycle::PooledConnection for Entry {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn in_use(&self) -> bool {
+        self.active > 0
+    }
+    fn draining(&self) -> bool {
+        self.draining
+    }
+    fn idle_since(&self) -> Option<Instant> {
+        self.idle_since
+    }
+}
+
 impl Entry {
     fn has_room(&self) -> bool {
         !self.draining && !self.busy && self.active < self.max_streams
@@ -107,12 +122,6 @@ impl Drop for StreamLease {
         self.pool.release_stream(self.id, self.opened);
     }
 }
-
-enum Verdict {
-    Close,
-    Keep(Option<Instant>),
-}
-
 impl Http3Pool {
     /// An empty pool.
     pub fn new(cluster: Arc<Cluster>, host: Arc<Host>) -> Arc<Self> {
@@ -598,26 +607,12 @@ impl Http3Pool {
     /// Decides whether connection `id` closes now (drained and empty, or idle too long).
     fn evaluate(&self, id: u64) -> Verdict {
         let mut state = self.lock();
-        let Some(index) = state.connections.iter().position(|e| e.id == id) else {
-            return Verdict::Close;
-        };
-        let entry = &state.connections[index];
-        if entry.active > 0 {
-            return Verdict::Keep(None);
-        }
-        if entry.draining {
-            state.connections.swap_remove(index);
-            return Verdict::Close;
-        }
-        match (self.cluster.spec.idle_timeout, entry.idle_since) {
-            (Some(timeout), Some(since)) if since + timeout <= Instant::now() => {
-                state.connections.swap_remove(index);
-                self.cluster.stats.cx_idle_timeout.inc();
-                Verdict::Close
-            }
-            (Some(timeout), Some(since)) => Verdict::Keep(Some(since + timeout)),
-            _ => Verdict::Keep(None),
-        }
+        lifecycle::evaluate(
+            &mut state.connections,
+            id,
+            self.cluster.spec.idle_timeout,
+            &self.cluster.stats,
+        )
     }
 
     fn mark_draining(&self, id: u64) {

@@ -9,6 +9,7 @@ mod body;
 mod http1;
 mod http2;
 mod http3;
+mod lifecycle;
 mod wait;
 
 use super::cluster::{Cluster, Host, HostProtocol, OpenConnection, RequestSlot};
