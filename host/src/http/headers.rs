@@ -129,3 +129,12 @@ mod tests {
         assert_ne!(a, new_request_id());
     }
 }
+
+/// The host a request is for: its authority (HTTP/2, HTTP/3, absolute-form HTTP/1.1), else
+/// its Host header; `None` when neither is there or the header is not text.
+pub fn request_host<B>(request: &http::Request<B>) -> Option<&str> {
+    match request.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => request.headers().get(http::header::HOST)?.to_str().ok(),
+    }
+}

@@ -172,24 +172,19 @@ pub async fn serve_connection<I>(
                     manager.stats.cx_http1_total.inc();
                 }
             }
-            let host = request
-                .uri()
-                .authority()
-                .map(|a| a.as_str().to_owned())
-                .or_else(|| {
-                    let host = request.headers().get(http::header::HOST)?;
-                    host.to_str().ok().map(str::to_owned)
-                });
+            // Resolved now, while the request is here: its response gets that virtual
+            // host's response_headers_to_add.
+            let vhost = super::headers::request_host(&request)
+                .and_then(|host| manager.config.routes.virtual_host_id(host));
             async move {
                 // Boxed: the stream's future is large, and hyper moves the service future
                 // into a spawned task per h2 stream; a pointer is cheaper to move than the
                 // whole state machine (measured: memmove was 10% of a h2c profile).
                 let mut response = Box::pin(manager.handle(request, &info)).await;
-
                 manager
                     .config
                     .routes
-                    .add_response_headers(host.as_deref(), response.headers_mut());
+                    .add_response_headers(vhost, response.headers_mut());
                 Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
             }
         })

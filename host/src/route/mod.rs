@@ -34,6 +34,10 @@ pub struct RouteTable {
     response_headers: Vec<response_headers::HeaderToAdd>,
 }
 
+/// A virtual host of one [`RouteTable`], by position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtualHostId(usize);
+
 /// One virtual host.
 #[derive(Debug, Clone)]
 pub struct VirtualHost {
@@ -195,9 +199,14 @@ impl RouteTable {
     /// The virtual host for `host` (the Host header or :authority). The host is tried as it
     /// is, then without its port.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
+        self.virtual_host_index(host)
+            .and_then(|i| self.virtual_hosts.get(i))
+    }
+
+    fn virtual_host_index(&self, host: &str) -> Option<usize> {
         if self.exact.is_empty() && self.suffixes.is_empty() && self.prefixes.is_empty() {
             // Only `*` (the common front-proxy shape): nothing to compare.
-            return self.catch_all.and_then(|i| self.virtual_hosts.get(i));
+            return self.catch_all;
         }
         let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             host.to_ascii_lowercase().into()
@@ -207,7 +216,6 @@ impl RouteTable {
         self.find_host(&host)
             .or_else(|| strip_port(&host).and_then(|bare| self.find_host(bare)))
             .or(self.catch_all)
-            .and_then(|i| self.virtual_hosts.get(i))
     }
 
     fn find_host(&self, host: &str) -> Option<usize> {
@@ -230,11 +238,18 @@ impl RouteTable {
 
     /// Adds the `response_headers_to_add` of the virtual host for `host` and then of the
     /// route configuration to a response's `headers` (Envoy's order: most specific first).
-    pub fn add_response_headers(&self, host: Option<&str>, headers: &mut HeaderMap) {
-        if let Some(vhost) = host.and_then(|host| self.virtual_host(host)) {
+    pub fn add_response_headers(&self, vhost: Option<VirtualHostId>, headers: &mut HeaderMap) {
+        if let Some(vhost) = vhost.and_then(|VirtualHostId(i)| self.virtual_hosts.get(i)) {
             response_headers::apply(&vhost.response_headers, headers);
         }
         response_headers::apply(&self.response_headers, headers);
+    }
+
+    /// The virtual host a request for `host` (its authority or Host header) belongs to, as
+    /// an id to pass to [`RouteTable::add_response_headers`] once the response is there: the
+    /// request itself is gone by then, and an id needs no copy of its host.
+    pub fn virtual_host_id(&self, host: &str) -> Option<VirtualHostId> {
+        self.virtual_host_index(host).map(VirtualHostId)
     }
 
     /// The route for a request: its virtual host by `host`, then the first route matching

@@ -109,3 +109,45 @@ fn strip_port_handles_ipv6() {
     assert_eq!(strip_port("::1"), None);
     assert_eq!(strip_port("example.com"), None);
 }
+
+#[test]
+fn response_headers_come_from_the_requests_virtual_host_then_the_table() {
+    let t = table(
+        r#"
+response_headers_to_add:
+- header: { key: x-table, value: "1" }
+virtual_hosts:
+- name: api
+  domains: ["api.example.com"]
+  response_headers_to_add:
+  - header: { key: x-vhost, value: api }
+  routes: [ { match: { prefix: "/" }, route: { cluster: a } } ]
+- name: any
+  domains: ["*"]
+  response_headers_to_add:
+  - header: { key: x-vhost, value: any }
+  routes: [ { match: { prefix: "/" }, route: { cluster: b } } ]
+"#,
+    );
+    let headers_for = |host: Option<&str>| {
+        let mut headers = HeaderMap::new();
+        t.add_response_headers(host.and_then(|h| t.virtual_host_id(h)), &mut headers);
+        (
+            headers
+                .get("x-vhost")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            headers
+                .get("x-table")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        )
+    };
+    assert_eq!(
+        headers_for(Some("API.example.com:443")),
+        (Some("api".into()), Some("1".into()))
+    );
+    assert_eq!(
+        headers_for(Some("other.test")),
+        (Some("any".into()), Some("1".into()))
+    );
+    assert_eq!(headers_for(None), (None, Some("1".into())));
+}
