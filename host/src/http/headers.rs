@@ -88,6 +88,15 @@ pub fn new_request_id() -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
 }
 
+/// The host a request is for: its authority (HTTP/2, HTTP/3, absolute-form HTTP/1.1), else
+/// its Host header; `None` when neither is there or the header is not text.
+pub fn request_host<B>(request: &http::Request<B>) -> Option<&str> {
+    match request.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => request.headers().get(http::header::HOST)?.to_str().ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,14 +136,5 @@ mod tests {
         assert_eq!(text.len(), 36);
         assert_eq!(&text[14..15], "4");
         assert_ne!(a, new_request_id());
-    }
-}
-
-/// The host a request is for: its authority (HTTP/2, HTTP/3, absolute-form HTTP/1.1), else
-/// its Host header; `None` when neither is there or the header is not text.
-pub fn request_host<B>(request: &http::Request<B>) -> Option<&str> {
-    match request.uri().authority() {
-        Some(authority) => Some(authority.as_str()),
-        None => request.headers().get(http::header::HOST)?.to_str().ok(),
     }
 }
