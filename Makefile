@@ -7,7 +7,7 @@ BENCH_PACKAGES := nginx-light haproxy wrk nghttp2-client
 .PHONY: run test bench deps bench-deps lint build release
 
 ## run: the proxy on its built-in config (a page on 127.0.0.1:10000, admin on 127.0.0.1:9901)
-run: release
+run: deps release
 	./target/release/weir --log-level info
 
 ## test: every test (unit and end to end), plus fmt and clippy
