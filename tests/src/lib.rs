@@ -62,16 +62,68 @@ pub fn weir_bin() -> PathBuf {
     bin
 }
 
-static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+/// Where [`free_port`] looks next (an offset into its range); starts at a per-process spot so
+/// test binaries run side by side rarely probe the same ports.
+static NEXT_PORT: Mutex<Option<u32>> = Mutex::new(None);
 
-/// A free TCP port on 127.0.0.1 for weir to bind. The kernel picks it; within one test
-/// binary the same port is never handed out twice.
+/// The kernel's range for ephemeral (auto-bound) ports, from
+/// `/proc/sys/net/ipv4/ip_local_port_range`; Linux's default when it cannot be read.
+fn ephemeral_port_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// A free port on 127.0.0.1 for weir to bind (TCP, and UDP for a QUIC listener on the same
+/// port). Within one test binary the same port is never handed out twice.
+///
+/// Why not the kernel's pick (`bind :0`): such a port is free only until the next outgoing
+/// connection on the machine, which may get it as its source port between this call and the
+/// moment weir binds it (seen in CI as "Address already in use" on an admin port). The ports
+/// come from below the ephemeral range instead, where no outgoing connection is auto-bound.
 pub fn free_port() -> u16 {
+    const FLOOR: u32 = 10_000;
+    let (ephemeral_low, _) = ephemeral_port_range();
+    let ceiling = u32::from(ephemeral_low);
+    if ceiling <= FLOOR + 1_000 {
+        // An unusual range leaves no room below it: fall back to the kernel's pick.
+        return kernel_picked_port();
+    }
+    let span = ceiling - FLOOR;
+    let mut next = NEXT_PORT.lock().unwrap_or_else(|e| e.into_inner());
+    let offset = next.get_or_insert_with(|| (std::process::id().wrapping_mul(7_919)) % span);
+    for _ in 0..span {
+        let port = (FLOOR + *offset) as u16;
+        *offset = (*offset + 1) % span;
+        if port_is_free(port) {
+            return port;
+        }
+    }
+    panic!("no free port in {FLOOR}..{ceiling}");
+}
+
+/// True when `port` can be bound on 127.0.0.1 for both TCP and UDP right now.
+fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// The kernel's choice of port (`bind 127.0.0.1:0`), never the same twice in one binary.
+fn kernel_picked_port() -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     for _ in 0..100 {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local_addr").port();
         drop(listener);
-        if HANDED_OUT.lock().unwrap().insert(port) {
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port)
+        {
             return port;
         }
     }
