@@ -158,18 +158,14 @@ async fn late_quic_still_wins_when_tcp_is_later() {
     );
     let ports = Ports::new();
     let weir = Weir::start(&auto_config(ports, tcp.addr, true)).await;
-    let started = Instant::now();
     assert_eq!(
         body_of(ports, &weir).await,
         "ok",
         "QUIC won the race\n{}",
         weir.log_report()
     );
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
+    // No bound on the time taken: "ok" is the h3 server's answer (TCP's says "tcp"), which
+    // is the proof, and a wall-clock bound only measures how loaded the machine is.
     assert_eq!(tcp.requests(), 0);
     assert_eq!(
         tcp.connections(),
