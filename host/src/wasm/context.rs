@@ -17,6 +17,67 @@ use tokio::sync::mpsc;
 /// order, repeated keys kept.
 pub type HeaderPairs = Vec<(String, Bytes)>;
 
+/// One value call a module made on a header map (`proxy_add/replace/remove_header_map_value`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderEdit {
+    /// Append a value.
+    Add(String, Bytes),
+    /// Set the value, dropping every other value of the name.
+    Replace(String, Bytes),
+    /// Drop every value of the name.
+    Remove(String),
+}
+
+/// What the module did to a stream's request or response header map since the chain handed
+/// it over.
+///
+/// Why: most filters change a header or two. Replaying those few edits on the request or
+/// response head costs far less than rebuilding the head from the whole map after every
+/// callback, which is what [`MapChanges::Rewritten`] (a pseudo-header or `host` touched, or
+/// `proxy_set_header_map_pairs`) still needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MapChanges {
+    /// Untouched: the head is as the chain gave it.
+    #[default]
+    None,
+    /// Only these value edits on ordinary headers, in order.
+    Edits(Vec<HeaderEdit>),
+    /// Anything more: rebuild the head from the map.
+    Rewritten,
+}
+
+impl MapChanges {
+    /// Records one more edit.
+    pub fn push(&mut self, edit: HeaderEdit) {
+        let name = match &edit {
+            HeaderEdit::Add(name, _) | HeaderEdit::Replace(name, _) | HeaderEdit::Remove(name) => {
+                name
+            }
+        };
+        // `:method`, `:path`, `:authority`, `:status` and `host` live outside the head's
+        // header map (or are tied to `:authority`): only a rebuild gets them right.
+        if name.starts_with(':') || name == "host" {
+            *self = MapChanges::Rewritten;
+            return;
+        }
+        match self {
+            MapChanges::None => *self = MapChanges::Edits(vec![edit]),
+            MapChanges::Edits(edits) => edits.push(edit),
+            MapChanges::Rewritten => {}
+        }
+    }
+
+    /// Adds what a later filter did to what the earlier ones did.
+    pub fn merge(&mut self, later: MapChanges) {
+        match (&mut *self, later) {
+            (_, MapChanges::None) | (MapChanges::Rewritten, _) => {}
+            (_, MapChanges::Rewritten) => *self = MapChanges::Rewritten,
+            (MapChanges::None, later) => *self = later,
+            (MapChanges::Edits(edits), MapChanges::Edits(more)) => edits.extend(more),
+        }
+    }
+}
+
 /// What a module asked its stream to do; takes effect once the running callback returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent {
@@ -87,6 +148,10 @@ pub struct StreamData {
     pub response_body: Vec<u8>,
     /// Response trailers.
     pub response_trailers: HeaderPairs,
+    /// What the module did to `request_headers` since they were handed over.
+    pub request_changes: MapChanges,
+    /// What the module did to `response_headers` since they were handed over.
+    pub response_changes: MapChanges,
     /// Properties set by the module (filter state).
     pub properties: HashMap<Vec<u8>, Vec<u8>>,
     /// Connection and timing.
@@ -105,6 +170,9 @@ impl StreamData {
             response_headers: Vec::new(),
             response_body: Vec::new(),
             response_trailers: Vec::new(),
+            request_changes: MapChanges::None,
+            response_changes: MapChanges::None,
+
             properties: HashMap::new(),
             info,
             events,
@@ -146,4 +214,48 @@ pub fn pairs_of(headers: &http::HeaderMap) -> impl Iterator<Item = (String, Byte
             Bytes::copy_from_slice(value.as_bytes()),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(name: &str) -> HeaderEdit {
+        HeaderEdit::Add(name.into(), Bytes::from_static(b"v"))
+    }
+
+    #[test]
+    fn value_edits_on_ordinary_headers_are_kept_in_order() {
+        let mut changes = MapChanges::None;
+        changes.push(add("x-a"));
+        changes.push(HeaderEdit::Remove("x-b".into()));
+        assert_eq!(
+            changes,
+            MapChanges::Edits(vec![add("x-a"), HeaderEdit::Remove("x-b".into())])
+        );
+        let mut later = MapChanges::None;
+        later.push(add("x-c"));
+        changes.merge(later);
+        changes.merge(MapChanges::None);
+        let MapChanges::Edits(edits) = &changes else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(edits.len(), 3);
+    }
+
+    #[test]
+    fn pseudo_headers_and_host_need_a_rebuild() {
+        for name in [":path", ":authority", ":status", "host"] {
+            let mut changes = MapChanges::None;
+            changes.push(add("x-a"));
+            changes.push(add(name));
+            changes.push(add("x-b"));
+            assert_eq!(changes, MapChanges::Rewritten, "{name}");
+        }
+        let mut changes = MapChanges::None;
+        changes.push(add("x-a"));
+        changes.merge(MapChanges::Rewritten);
+        changes.merge(MapChanges::Edits(vec![add("x-b")]));
+        assert_eq!(changes, MapChanges::Rewritten);
+    }
 }

@@ -31,7 +31,9 @@ mod slot;
 mod state;
 mod vm;
 
-pub use context::{HeaderPairs, LocalResponse, RouteProps, StreamEvent, StreamInfo};
+pub use context::{
+    HeaderEdit, HeaderPairs, LocalResponse, MapChanges, RouteProps, StreamEvent, StreamInfo,
+};
 pub use engine::Limits;
 pub use plugin::{AbiVersion, NodeInfo, Plugin, PluginHandle, PluginSpec};
 pub use slot::{SlotError, StreamHandle, VmSlot};

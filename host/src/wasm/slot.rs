@@ -15,7 +15,7 @@
 
 use super::WasmError;
 use super::callout;
-use super::context::{HeaderPairs, StreamData, StreamEvent, StreamInfo};
+use super::context::{HeaderPairs, MapChanges, StreamData, StreamEvent, StreamInfo};
 use super::plugin::{Plugin, PluginHandle};
 use super::state::VmHooks;
 use super::vm::{Direction, Effects, Vm};
@@ -292,8 +292,20 @@ impl StreamHandle {
             let count = headers.len();
             if let Some(stream) = vm.stream_mut(id) {
                 *map_of(stream, direction, false) = headers;
+                *changes_of(stream, direction) = MapChanges::None;
             }
             vm.on_headers(id, direction, count, end_of_stream)
+        })
+    }
+
+    /// What the module did to the headers of `direction` since [`StreamHandle::headers`]
+    /// handed them over; the record starts again empty.
+    pub fn take_header_changes(&mut self, direction: Direction) -> Result<MapChanges, SlotError> {
+        self.with_stream(|vm, id| {
+            Ok(vm
+                .stream_mut(id)
+                .map(|s| std::mem::take(changes_of(s, direction)))
+                .unwrap_or_default())
         })
     }
 
@@ -378,6 +390,13 @@ fn map_of(stream: &mut StreamData, direction: Direction, trailers: bool) -> &mut
         (Direction::Request, true) => &mut stream.request_trailers,
         (Direction::Response, false) => &mut stream.response_headers,
         (Direction::Response, true) => &mut stream.response_trailers,
+    }
+}
+
+fn changes_of(stream: &mut StreamData, direction: Direction) -> &mut MapChanges {
+    match direction {
+        Direction::Request => &mut stream.request_changes,
+        Direction::Response => &mut stream.response_changes,
     }
 }
 

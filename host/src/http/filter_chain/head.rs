@@ -1,8 +1,10 @@
 //! Between hyper's heads and the ABI's header maps, and the responses the chain makes itself.
 
+use super::HeadChanges;
 use crate::body::{self, Body};
 use crate::route::{RouteAction, RouteTable};
-use crate::wasm::{HeaderPairs, LocalResponse, RouteProps};
+use crate::wasm::{HeaderEdit, HeaderPairs, LocalResponse, RouteProps};
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 
@@ -65,8 +67,69 @@ pub(super) fn request_pairs(parts: &http::request::Parts) -> HeaderPairs {
     pairs
 }
 
+/// Puts what the request filters did into the request head: `Err` when they left a
+/// pseudo-header HTTP cannot carry.
+pub(super) fn apply_request(
+    parts: &mut http::request::Parts,
+    changes: HeadChanges,
+) -> Result<(), &'static str> {
+    match changes {
+        HeadChanges::None => Ok(()),
+        HeadChanges::Edits(edits) => {
+            apply_edits(&mut parts.headers, edits);
+            Ok(())
+        }
+        HeadChanges::Rewritten(pairs) => apply_request_pairs(parts, &pairs),
+    }
+}
+
+/// Puts what the response filters did into the response head.
+pub(super) fn apply_response(parts: &mut http::response::Parts, changes: HeadChanges) {
+    match changes {
+        HeadChanges::None => {}
+        HeadChanges::Edits(edits) => apply_edits(&mut parts.headers, edits),
+        HeadChanges::Rewritten(pairs) => apply_response_pairs(parts, &pairs),
+    }
+}
+
+/// Replays value edits on a head's headers, with the outcome a rebuild from the edited map
+/// would have (a value HTTP does not allow is dropped, and with `Replace` so are the old ones).
+fn apply_edits(headers: &mut HeaderMap, edits: Vec<HeaderEdit>) {
+    for edit in edits {
+        match edit {
+            HeaderEdit::Add(name, value) => append(headers, &name, &value),
+            HeaderEdit::Replace(name, value) => {
+                let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+                    tracing::debug!(
+                        header = name,
+                        "dropping an invalid header set by a Wasm filter"
+                    );
+                    continue;
+                };
+                match HeaderValue::from_maybe_shared(value) {
+                    Ok(value) => {
+                        headers.insert(header, value);
+                    }
+                    Err(_) => {
+                        headers.remove(&header);
+                        tracing::debug!(
+                            header = name,
+                            "dropping an invalid header set by a Wasm filter"
+                        );
+                    }
+                }
+            }
+            HeaderEdit::Remove(name) => {
+                if let Ok(header) = HeaderName::from_bytes(name.as_bytes()) {
+                    headers.remove(&header);
+                }
+            }
+        }
+    }
+}
+
 /// Puts the filters' request map back into the request head.
-pub(super) fn apply_request_pairs(
+fn apply_request_pairs(
     parts: &mut http::request::Parts,
     pairs: &HeaderPairs,
 ) -> Result<(), &'static str> {
@@ -118,7 +181,7 @@ pub(super) fn response_pairs(parts: &http::response::Parts) -> HeaderPairs {
     pairs
 }
 
-pub(super) fn apply_response_pairs(parts: &mut http::response::Parts, pairs: &HeaderPairs) {
+fn apply_response_pairs(parts: &mut http::response::Parts, pairs: &HeaderPairs) {
     let mut headers = HeaderMap::with_capacity(pairs.len());
     for (name, value) in pairs {
         if name == ":status" {
@@ -252,6 +315,40 @@ mod tests {
         assert_eq!(parts.headers["host"], "other.example");
         assert_eq!(parts.headers.get_all("x-one").iter().count(), 2);
         assert_eq!(parts.headers["x-two"], "2");
+    }
+
+    #[test]
+    fn replayed_edits_match_a_rebuild_from_the_edited_map() {
+        let request = Request::get("/p")
+            .header("host", "example.com")
+            .header("x-a", "1")
+            .header("x-b", "2")
+            .header("x-b", "3")
+            .header("x-d", "old")
+            .body(())
+            .unwrap();
+        let (mut replayed, ()) = request.into_parts();
+        let mut rebuilt = replayed.clone();
+        let edits = vec![
+            HeaderEdit::Replace("x-b".into(), Bytes::from_static(b"9")),
+            HeaderEdit::Add("x-c".into(), Bytes::from_static(b"1")),
+            HeaderEdit::Remove("x-a".into()),
+            HeaderEdit::Replace("x-d".into(), Bytes::from_static(b"bad\n")),
+            HeaderEdit::Add("bad name".into(), Bytes::from_static(b"x")),
+        ];
+        // The map as the host functions leave it after the same calls.
+        let mut pairs = request_pairs(&rebuilt);
+        pairs.retain(|(k, _)| k != "x-b" && k != "x-a" && k != "x-d");
+        pairs.push(("x-b".into(), Bytes::from_static(b"9")));
+        pairs.push(("x-d".into(), Bytes::from_static(b"bad\n")));
+        pairs.push(("x-c".into(), Bytes::from_static(b"1")));
+        pairs.push(("bad name".into(), Bytes::from_static(b"x")));
+        apply_request(&mut rebuilt, HeadChanges::Rewritten(pairs)).unwrap();
+        apply_request(&mut replayed, HeadChanges::Edits(edits)).unwrap();
+        assert_eq!(replayed.headers, rebuilt.headers);
+        assert_eq!(replayed.headers.get_all("x-b").iter().count(), 1);
+        assert!(!replayed.headers.contains_key("x-d"));
+        assert_eq!(replayed.uri, "/p");
     }
 
     #[test]

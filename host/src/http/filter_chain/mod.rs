@@ -33,7 +33,8 @@ use crate::body::{self, Body};
 use crate::route::RouteTable;
 use crate::upstream::WorkerPools;
 use crate::wasm::{
-    Direction, HeaderPairs, PluginHandle, StreamEvent, StreamHandle, StreamInfo, VmSlot,
+    Direction, HeaderEdit, HeaderPairs, MapChanges, PluginHandle, StreamEvent, StreamHandle,
+    StreamInfo, VmSlot,
 };
 use http::{Request, Response};
 use http_body::Body as _;
@@ -47,8 +48,8 @@ mod head;
 
 use filtered_body::FilteredBody;
 use head::{
-    apply_request_pairs, apply_response_pairs, bad_request, closed_response, failure_response,
-    local_response, protocol_name, request_pairs, response_pairs, route_props,
+    bad_request, closed_response, failure_response, local_response, protocol_name, request_pairs,
+    response_pairs, route_props,
 };
 
 /// The filters of one chain on one worker.
@@ -144,8 +145,8 @@ async fn filter_request(
     let (mut parts, request_body) = request.into_parts();
     let end_of_stream = request_body.is_end_stream();
     let pairs = request_pairs(&parts);
-    let pairs = run_headers(shared, order, Direction::Request, pairs, end_of_stream).await?;
-    apply_request_pairs(&mut parts, &pairs).map_err(|problem| FilterReply {
+    let changes = run_headers(shared, order, Direction::Request, pairs, end_of_stream).await?;
+    head::apply_request(&mut parts, changes).map_err(|problem| FilterReply {
         from: order.len(),
         response: bad_request(problem),
     })?;
@@ -173,12 +174,12 @@ async fn filter_response(
     let (mut parts, response_body) = response.into_parts();
     let end_of_stream = response_body.is_end_stream();
     let pairs = response_pairs(&parts);
-    let pairs =
+    let changes =
         match run_headers(&shared, &reverse, Direction::Response, pairs, end_of_stream).await {
-            Ok(pairs) => pairs,
+            Ok(changes) => changes,
             Err(reply) => return reply.response,
         };
-    apply_response_pairs(&mut parts, &pairs);
+    head::apply_response(&mut parts, changes);
     if end_of_stream {
         return Response::from_parts(parts, response_body);
     }
@@ -310,23 +311,41 @@ fn on_event(shared: &Shared, index: usize, event: Option<StreamEvent>) -> Outcom
     }
 }
 
-/// Runs the headers callbacks of `direction` over filters `order`; returns the headers as the
-/// last filter left them, or the response to answer with.
+/// What the headers callbacks of one direction did to the head, for [`head::apply_request`]
+/// and [`head::apply_response`].
+enum HeadChanges {
+    /// Nothing: the head stays as it is.
+    None,
+    /// Value edits on ordinary headers, in the order the filters made them.
+    Edits(Vec<HeaderEdit>),
+    /// The map as the last filter left it: the head is rebuilt from it.
+    Rewritten(HeaderPairs),
+}
+
+/// Runs the headers callbacks of `direction` over filters `order`, starting from `pairs` (the
+/// head as the ABI's map); returns what they changed, or the response to answer with.
 async fn run_headers(
     shared: &Shared,
     order: &[usize],
     direction: Direction,
     mut pairs: HeaderPairs,
     end_of_stream: bool,
-) -> Result<HeaderPairs, FilterReply> {
+) -> Result<HeadChanges, FilterReply> {
+    let mut changes = MapChanges::None;
     for (position, &index) in order.iter().enumerate() {
         let reply = |response| FilterReply {
             from: position,
             response,
         };
-        let called = shared.with_filter(index, |h| {
-            h.headers(direction, pairs.clone(), end_of_stream)
-        });
+        // Nothing after the last filter reads `pairs` unless the head must be rebuilt from
+        // the final map (then it is read back below): the last filter may have it outright.
+        let last = position + 1 == order.len();
+        let given = if last && changes != MapChanges::Rewritten {
+            std::mem::take(&mut pairs)
+        } else {
+            pairs.clone()
+        };
+        let called = shared.with_filter(index, |h| h.headers(direction, given, end_of_stream));
         let outcome = match called {
             None => continue,
             Some(Err(_)) => on_event(shared, index, None),
@@ -339,22 +358,40 @@ async fn run_headers(
                 None => Outcome::Next,
             },
         };
-        match outcome {
-            Outcome::Reply(response) => return Err(reply(response)),
-            Outcome::Next => {
-                match shared.with_filter(index, |h| h.current_headers(direction, false)) {
-                    Some(Ok(current)) => pairs = current,
-                    Some(Err(_)) => {
-                        if let Outcome::Reply(response) = on_event(shared, index, None) {
-                            return Err(reply(response));
-                        }
+        if let Outcome::Reply(response) = outcome {
+            return Err(reply(response));
+        }
+        // A filter skipped after failing open (`None`) changed nothing.
+        let more = match shared.with_filter(index, |h| h.take_header_changes(direction)) {
+            Some(Ok(more)) => more,
+            Some(Err(_)) => match on_event(shared, index, None) {
+                Outcome::Reply(response) => return Err(reply(response)),
+                Outcome::Next => continue,
+            },
+            None => continue,
+        };
+        if more == MapChanges::None {
+            continue;
+        }
+        changes.merge(more);
+        // The next filter, or the rebuild, sees the map as this filter left it.
+        if !last || changes == MapChanges::Rewritten {
+            match shared.with_filter(index, |h| h.current_headers(direction, false)) {
+                Some(Ok(current)) => pairs = current,
+                Some(Err(_)) => {
+                    if let Outcome::Reply(response) = on_event(shared, index, None) {
+                        return Err(reply(response));
                     }
-                    None => {}
                 }
+                None => {}
             }
         }
     }
-    Ok(pairs)
+    Ok(match changes {
+        MapChanges::None => HeadChanges::None,
+        MapChanges::Edits(edits) => HeadChanges::Edits(edits),
+        MapChanges::Rewritten => HeadChanges::Rewritten(pairs),
+    })
 }
 
 #[cfg(test)]

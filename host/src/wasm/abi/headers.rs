@@ -4,7 +4,7 @@
 //! Keys are lowercased as Envoy does; lookups take the first value.
 
 use super::Registrar;
-use crate::wasm::context::HeaderPairs;
+use crate::wasm::context::{HeaderEdit, HeaderPairs, MapChanges};
 use crate::wasm::memory::{self, HostResult, done, read, read_string, return_bytes};
 use crate::wasm::state::HostState;
 use bytes::Bytes;
@@ -38,6 +38,26 @@ pub(crate) fn map_mut(state: &mut HostState, map_type: i32) -> Result<&mut Heade
 
 fn stream(state: &mut HostState) -> Result<&mut crate::wasm::context::StreamData, Status> {
     state.effective_stream().ok_or(Status::NotFound)
+}
+
+/// Notes a successful change of map `map_type` where the filter chain will look for it (only
+/// a stream's request and response headers are tracked; every other map is read back whole).
+fn note_change(state: &mut HostState, map_type: i32, change: Option<HeaderEdit>) {
+    let Ok(map_type) = MapType::try_from(map_type) else {
+        return;
+    };
+    let Some(stream) = state.effective_stream() else {
+        return;
+    };
+    let changes = match map_type {
+        MapType::HttpRequestHeaders => &mut stream.request_changes,
+        MapType::HttpResponseHeaders => &mut stream.response_changes,
+        _ => return,
+    };
+    match change {
+        Some(edit) => changes.push(edit),
+        None => *changes = MapChanges::Rewritten,
+    }
 }
 
 /// Decodes a wire-format map from the module, lowercasing keys.
@@ -86,6 +106,7 @@ fn set_pairs(mut caller: Caller<'_, HostState>, map_type: i32, ptr: i32, len: i3
         .and_then(|bytes| decode_pairs(&bytes))
         .and_then(|pairs| {
             *map_mut(caller.data_mut(), map_type)? = pairs;
+            note_change(caller.data_mut(), map_type, None);
             Ok(())
         });
     done(result)
@@ -130,21 +151,28 @@ fn edit_value(
     let name = read_string(caller, key.0, key.1)?.to_ascii_lowercase();
     let value = Bytes::from(read(caller, value.0, value.1)?);
     let map = map_mut(caller.data_mut(), map_type)?;
-    match edit {
-        Edit::Add => map.push((name, value)),
-        Edit::Replace => match map.iter().position(|(k, _)| *k == name) {
-            Some(first) => {
-                map[first].1 = value;
-                let mut index = 0;
-                map.retain(|(k, _)| {
-                    let keep = index <= first || *k != name;
-                    index += 1;
-                    keep
-                });
+    let change = match edit {
+        Edit::Add => {
+            map.push((name.clone(), value.clone()));
+            HeaderEdit::Add(name, value)
+        }
+        Edit::Replace => {
+            match map.iter().position(|(k, _)| *k == name) {
+                Some(first) => {
+                    map[first].1 = value.clone();
+                    let mut index = 0;
+                    map.retain(|(k, _)| {
+                        let keep = index <= first || *k != name;
+                        index += 1;
+                        keep
+                    });
+                }
+                None => map.push((name.clone(), value.clone())),
             }
-            None => map.push((name, value)),
-        },
-    }
+            HeaderEdit::Replace(name, value)
+        }
+    };
+    note_change(caller.data_mut(), map_type, Some(change));
     Ok(())
 }
 
@@ -155,6 +183,7 @@ fn remove_value(
 ) -> Result<(), Status> {
     let name = read_string(caller, key.0, key.1)?.to_ascii_lowercase();
     map_mut(caller.data_mut(), map_type)?.retain(|(k, _)| *k != name);
+    note_change(caller.data_mut(), map_type, Some(HeaderEdit::Remove(name)));
     Ok(())
 }
 
