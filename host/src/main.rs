@@ -50,9 +50,9 @@ struct Cli {
     /// `--accel kernel` overrides).
     #[arg(long, value_enum, global = true)]
     accel: Option<Accel>,
-    /// Sidecar mode: mark every upstream TCP socket weir opens with SO_MARK N (needs
-    /// CAP_NET_ADMIN), so an iptables rule `-m mark --mark N -j RETURN` keeps weir's own
-    /// connections from being redirected back to it.
+    /// Sidecar mode: mark every upstream socket weir opens (TCP, and UDP for QUIC) with
+    /// SO_MARK N (needs CAP_NET_ADMIN), so an iptables rule `-m mark --mark N -j RETURN`
+    /// keeps weir's own connections from being redirected back to it.
     #[arg(long, value_name = "N", global = true)]
     upstream_mark: Option<u32>,
     #[command(subcommand)]

@@ -4,7 +4,8 @@
 //! own connections to the same ports must not be redirected again (they would loop back into
 //! weir). With `--upstream-mark N` every upstream TCP connection weir opens (to clusters, for
 //! health checks, for tunnels) carries mark N, and a rule like
-//! `iptables -t nat -I OUTPUT -m mark --mark N -j RETURN` lets it through untouched.
+//! `iptables -t nat -I OUTPUT -m mark --mark N -j RETURN` lets it through untouched. QUIC
+//! upstream sockets (UDP) carry the mark too.
 
 use std::io;
 use std::net::SocketAddr;
@@ -46,6 +47,16 @@ pub async fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
     socket.connect(addr).await
 }
 
+/// Binds a UDP socket for upstream QUIC at `local`, marked with the upstream mark when one
+/// is set (QUIC datagrams pass the same sidecar rules as TCP).
+pub fn bind_udp(local: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(local)?;
+    if let Some(mark) = upstream_mark() {
+        socket2::SockRef::from(&socket).set_mark(mark)?;
+    }
+    Ok(socket)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +75,7 @@ mod tests {
             panic!("setting SO_MARK needs CAP_NET_ADMIN (tests run as root): {error}");
         }
         let stream = connect_tcp(address).await;
+        let udp = bind_udp(SocketAddr::from(([127, 0, 0, 1], 0)));
         let cleared = set_upstream_mark(0);
         let Ok(stream) = stream else {
             panic!("connect: {stream:?}")
@@ -71,6 +83,11 @@ mod tests {
         assert!(cleared.is_ok());
         let mark = socket2::SockRef::from(&stream).mark();
         assert_eq!(mark.ok(), Some(0x5eed));
+        let Ok(udp) = udp else {
+            panic!("bind udp: {udp:?}")
+        };
+        assert_eq!(socket2::SockRef::from(&udp).mark().ok(), Some(0x5eed));
+
         let unmarked = connect_tcp(address).await;
         let Ok(unmarked) = unmarked else {
             panic!("connect: {unmarked:?}")

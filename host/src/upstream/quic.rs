@@ -47,7 +47,9 @@ fn transport(settings: &Http3Settings) -> quinn::TransportConfig {
     transport
 }
 
-/// A client endpoint on an ephemeral UDP port of `peer`'s address family.
+/// A client endpoint on an ephemeral UDP port of `peer`'s address family, its socket marked
+/// with the upstream mark (`--upstream-mark`) like weir's TCP upstream sockets, so sidecar
+/// rules let its datagrams through.
 pub fn client_endpoint(
     config: &quinn::ClientConfig,
     peer: SocketAddr,
@@ -57,7 +59,11 @@ pub fn client_endpoint(
     } else {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
-    let mut endpoint = quinn::Endpoint::client(local)?;
+    let socket = super::mark::bind_udp(local)?;
+    let runtime: std::sync::Arc<dyn quinn::Runtime> = std::sync::Arc::new(quinn::TokioRuntime);
+    let mut endpoint =
+        quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
+
     endpoint.set_default_client_config(config.clone());
     Ok(endpoint)
 }
