@@ -539,6 +539,13 @@ fn http_to_the_app_goes_through_the_sidecar() {
             &[("cluster_name", "original")],
         );
         assert_eq!(upstream, Some(1.0), "{}", stats.text);
+        // The destination is a host of the ORIGINAL_DST cluster, as in Envoy's /clusters.
+        let clusters = match weir_tests::client::get(weir.admin, "/clusters").await {
+            Ok(resp) => String::from_utf8_lossy(&resp.body).into_owned(),
+            Err(error) => panic!("/clusters: {error}"),
+        };
+        let app = format!("original::{}:{APP_HTTP_PORT}::rq_total::1", topology.app_ip);
+        assert!(clusters.lines().any(|l| l == app), "{app} in\n{clusters}");
         drop(weir);
     });
 }

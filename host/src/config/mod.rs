@@ -908,6 +908,8 @@ fn cluster_spec(cluster: &schema::Cluster, path: &str) -> Result<ClusterSpec, Fi
         tls,
         http3,
         quic_hints,
+        cleanup_interval: nonzero(cluster.cleanup_interval.map(|d| d.get()))
+            .unwrap_or(Duration::from_secs(5)),
     })
 }
 

@@ -191,6 +191,8 @@ pub struct Cluster {
     /// Woken when a connection of this cluster closes, for requests waiting on
     /// `max_connections`. Only requests already over a breaker wait on it.
     pub(crate) connection_freed: Notify,
+    /// `ORIGINAL_DST`: the destinations seen (see `original_dst`).
+    pub(super) original: super::original_dst::OriginalDestinations,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -230,7 +232,7 @@ impl Cluster {
                     Ok(Arc::new(Host::new(SocketAddr::new(ip, endpoint.port))))
                 })
                 .collect::<Result<Vec<_>, UpstreamError>>()?,
-            // ORIGINAL_DST: each worker's pools make a host per destination as it comes.
+            // ORIGINAL_DST: a host per destination as redirected connections need it.
             Discovery::StrictDns | Discovery::LogicalDns | Discovery::OriginalDst => Vec::new(),
         };
         let stats = ClusterStats::new(&spec.name);
@@ -248,6 +250,7 @@ impl Cluster {
             hosts: ArcSwap::from_pointee(hosts),
             round_robin: AtomicUsize::new(0),
             connection_freed: Notify::new(),
+            original: Default::default(),
             spec,
         })
     }
@@ -302,7 +305,12 @@ impl Cluster {
                 host.remove();
             }
         }
-        self.hosts.store(Arc::new(next));
+        self.store_hosts(next);
+    }
+
+    /// Makes `hosts` the host set and updates the membership gauges.
+    pub(super) fn store_hosts(&self, hosts: Vec<Arc<Host>>) {
+        self.hosts.store(Arc::new(hosts));
         self.update_membership();
     }
 

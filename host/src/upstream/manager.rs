@@ -214,6 +214,11 @@ fn spawn_background(cluster: &Arc<Cluster>) -> Vec<JoinHandle<()>> {
     if let Some(spec) = &cluster.spec.health_check {
         tasks.push(tokio::spawn(health::run(cluster.clone(), spec.clone())));
     }
+    if cluster.spec.discovery == Discovery::OriginalDst {
+        tasks.push(tokio::spawn(super::original_dst::run_cleanup(
+            cluster.clone(),
+        )));
+    }
     tasks
 }
 

@@ -13,6 +13,7 @@ mod health;
 mod lb;
 mod manager;
 pub mod mark;
+mod original_dst;
 mod pool;
 mod quic;
 pub mod spec;

@@ -40,6 +40,9 @@ pub struct ClusterSpec {
     /// Hosts (name or IP, port) known to speak HTTP/3 before they advertise it with alt-svc
     /// (`alternate_protocols_cache_options.prepopulated_entries`).
     pub quic_hints: Vec<(String, u16)>,
+    /// `ORIGINAL_DST` only: a destination with no connection, no request and no new pick
+    /// for this long leaves the cluster (Envoy's `cleanup_interval`, default 5s).
+    pub cleanup_interval: Duration,
 }
 
 /// QUIC and HTTP/3 settings, for listeners and for upstream connections; Envoy's defaults.

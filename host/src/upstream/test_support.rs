@@ -36,6 +36,7 @@ pub fn spec(name: &str, ports: &[u16]) -> ClusterSpec {
         tls: None,
         http3: Http3Settings::default(),
         quic_hints: Vec::new(),
+        cleanup_interval: Duration::from_secs(5),
     }
 }
 

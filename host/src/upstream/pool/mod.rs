@@ -195,17 +195,9 @@ impl WorkerPools {
                     .into(),
             });
         };
-        // One host per destination and worker: its pools are this worker's alone, so no
-        // lock shared between workers is taken (and `/clusters` lists no such hosts).
-        let hosts = self
-            .inner
-            .hosts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Ok(match hosts.get(&(cluster.name().to_owned(), addr)) {
-            Some(pools) => pools.host.clone(),
-            None => Arc::new(Host::new(addr)),
-        })
+        // The cluster's host for this destination (shared by the workers, listed by
+        // `/clusters`); this worker's pools to it are found by `host_pools`.
+        Ok(cluster.original_host(addr))
     }
 
     /// This worker's pools to `host`, created on first use.
