@@ -23,6 +23,9 @@
 //! rest of the stream with `fail_open`). The stream's contexts end (`proxy_on_log`,
 //! `proxy_on_done`, `proxy_on_delete`) when both bodies are done or dropped.
 //!
+//! The payload of a tunnel (an upgrade, CONNECT) is a body too, where a filter of the chain
+//! reads bodies: see `upgraded_payload` ([`PayloadFilters`]).
+//!
 //! Where weir differs: `proxy_close_stream` answers 503 (Envoy resets the stream); admission
 //! (header count, refused CONNECT or upgrade) runs inside `next`, after the request filters.
 //!
@@ -44,12 +47,14 @@ use weir_abi::{Action, StreamType};
 
 mod filtered_body;
 mod head;
+mod upgraded_payload;
 
 use filtered_body::FilteredBody;
 use head::{
     apply_request_pairs, apply_response_pairs, bad_request, closed_response, failure_response,
     local_response, protocol_name, request_pairs, response_pairs, route_props,
 };
+pub use upgraded_payload::{PayloadFilters, PayloadFollows};
 
 /// The filters of one chain on one worker.
 pub struct FilterChain {
@@ -78,9 +83,21 @@ impl FilterChain {
         self.slots.is_empty()
     }
 
+    /// Whether a plugin of the chain may read bodies ([`crate::wasm::Plugin::reads_bodies`]):
+    /// then the payload of an upgraded stream goes through the chain (see
+    /// [`PayloadFilters`]) instead of being spliced.
+    pub fn reads_bodies(&self) -> bool {
+        self.slots.iter().any(|slot| slot.plugin().reads_bodies())
+    }
+
     /// Runs `request` through the filters, then `next` (routing and forwarding), then the
     /// response back through the filters in reverse order. Never fails: a filter's failure
     /// or local reply is the response.
+    ///
+    /// A request for a tunnel (an upgrade, CONNECT) on a chain that [reads
+    /// bodies](FilterChain::reads_bodies) goes to `next` with [`PayloadFilters`] in its
+    /// extensions, and its headers callbacks are told a body follows: the tunnel's payload
+    /// will be that body.
     pub async fn run<F, Fut>(
         &self,
         request: Request<Body>,
@@ -102,6 +119,10 @@ impl FilterChain {
             route: Arc::new(Mutex::new(route_props(routes, &request))),
         };
         let route = info.route.clone();
+        // Checked before the filters run: they may rewrite the upgrade headers, but not
+        // turn a tunnel into a request or back.
+        let payload =
+            matches!(super::upgrade::tunnel_kind(&request), Ok(Some(_))) && self.reads_bodies();
         let mut filters = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             match slot.start_stream(info.clone()) {
@@ -115,8 +136,12 @@ impl FilterChain {
             local_reply: Mutex::new(None),
         });
         let order: Vec<usize> = (0..self.slots.len()).collect();
-        let reply = match filter_request(&shared, &order, request).await {
-            Ok(request) => {
+        let reply = match filter_request(&shared, &order, request, payload).await {
+            Ok(mut request) => {
+                if payload {
+                    let filters = PayloadFilters::new(shared.clone(), &order);
+                    request.extensions_mut().insert(filters);
+                }
                 *route.lock().unwrap_or_else(PoisonError::into_inner) =
                     route_props(routes, &request);
                 let response = next(request).await;
@@ -135,21 +160,25 @@ impl FilterChain {
 }
 
 /// The request phase: headers through every filter, then the body wrapped to run through
-/// them as it streams. `Err` is the reply to answer with instead.
+/// them as it streams. `Err` is the reply to answer with instead. With `payload` (a tunnel
+/// whose payload will go through the filters) a body follows the headers, but not as this
+/// request's body, which is left as it is.
 async fn filter_request(
     shared: &Arc<Shared>,
     order: &[usize],
     request: Request<Body>,
+    payload: bool,
 ) -> Result<Request<Body>, FilterReply> {
     let (mut parts, request_body) = request.into_parts();
     let end_of_stream = request_body.is_end_stream();
     let pairs = request_pairs(&parts);
-    let pairs = run_headers(shared, order, Direction::Request, pairs, end_of_stream).await?;
+    let headers_end = end_of_stream && !payload;
+    let pairs = run_headers(shared, order, Direction::Request, pairs, headers_end).await?;
     apply_request_pairs(&mut parts, &pairs).map_err(|problem| FilterReply {
         from: order.len(),
         response: bad_request(problem),
     })?;
-    let request_body = if end_of_stream {
+    let request_body = if end_of_stream || payload {
         // Envoy calls no body callback for a request without a body.
         request_body
     } else {
@@ -172,12 +201,14 @@ async fn filter_response(
 ) -> Response<Body> {
     let (mut parts, response_body) = response.into_parts();
     let end_of_stream = response_body.is_end_stream();
+    // An established tunnel's payload follows its answer (see [`PayloadFilters`]).
+    let headers_end = end_of_stream && parts.extensions.get::<PayloadFollows>().is_none();
     let pairs = response_pairs(&parts);
-    let pairs =
-        match run_headers(&shared, &reverse, Direction::Response, pairs, end_of_stream).await {
-            Ok(pairs) => pairs,
-            Err(reply) => return reply.response,
-        };
+    let pairs = match run_headers(&shared, &reverse, Direction::Response, pairs, headers_end).await
+    {
+        Ok(pairs) => pairs,
+        Err(reply) => return reply.response,
+    };
     apply_response_pairs(&mut parts, &pairs);
     if end_of_stream {
         return Response::from_parts(parts, response_body);
