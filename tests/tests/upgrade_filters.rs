@@ -147,18 +147,9 @@ async fn splices_until(weir: &Weir, mode: &str, want: f64) -> f64 {
     }
 }
 
-/// Sends `count` messages, each echoed intact, then one more, after which the connection
-/// must end without that message's echo (within 10 s).
-async fn assert_closed_after(ws: &mut WsClient, count: usize, weir: &Weir) {
-    for i in 0..count {
-        let msg = Message::binary(weir_tests::random_bytes(i as u64, 100 + i * 1000));
-        echo(ws, msg)
-            .await
-            .unwrap_or_else(|e| panic!("message {}: {e}\n{}", i + 1, weir.log_report()));
-    }
-    ws.send(Message::text("one too many"))
-        .await
-        .unwrap_or_else(|e| panic!("send message {}: {e}", count + 1));
+/// The connection ends (EOF, an error, or a close) within 10 s without a data message
+/// coming back.
+async fn assert_ends_without_echo(ws: &mut WsClient, weir: &Weir) {
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match ws.next().await {
@@ -172,13 +163,27 @@ async fn assert_closed_after(ws: &mut WsClient, count: usize, weir: &Weir) {
     match ended {
         Ok(Ok(())) => {}
         Ok(Err(msg)) => panic!(
-            "message {} came back ({} bytes) past the limit\n{}",
-            count + 1,
+            "a message came back ({} bytes) past the limit\n{}",
             msg.len(),
             weir.log_report()
         ),
         Err(_) => panic!("the connection stayed open\n{}", weir.log_report()),
     }
+}
+
+/// Sends `count` messages, each echoed intact, then one more, after which the connection
+/// must end without that message's echo.
+async fn assert_closed_after(ws: &mut WsClient, count: usize, weir: &Weir) {
+    for i in 0..count {
+        let msg = Message::binary(weir_tests::random_bytes(i as u64, 100 + i * 1000));
+        echo(ws, msg)
+            .await
+            .unwrap_or_else(|e| panic!("message {}: {e}\n{}", i + 1, weir.log_report()));
+    }
+    ws.send(Message::text("one too many"))
+        .await
+        .unwrap_or_else(|e| panic!("send message {}: {e}", count + 1));
+    assert_ends_without_echo(ws, weir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,6 +201,29 @@ async fn websocket_guard_closes_after_the_limit_and_earlier_messages_arrive_inta
     // The message over the limit is refused, not counted.
     assert_eq!(metric("weir_wasm_websocket_guard_client_messages"), 3.0);
     assert_eq!(metric("weir_wasm_websocket_guard_violations"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_guard_closes_on_a_frame_over_its_size_limit() {
+    let app = WsEcho::start().await;
+    let (ports, weir) = start_ws(app.addr, vec![guard(r#"{"max_frame_payload": 1024}"#)]).await;
+    let mut ws = ws_connect(ports.http_addr(), "/ws")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", weir.log_report()));
+    echo(&mut ws, Message::binary(vec![7u8; 1024]))
+        .await
+        .unwrap_or_else(|e| panic!("a frame at the limit: {e}\n{}", weir.log_report()));
+    ws.send(Message::binary(vec![8u8; 1025]))
+        .await
+        .expect("send the frame over the limit");
+    assert_ends_without_echo(&mut ws, &weir).await;
+    assert_eq!(
+        app.messages(),
+        1,
+        "the frame over the limit must not reach the app"
+    );
+    let violations = weir.stat("weir_wasm_websocket_guard_violations", &[]).await;
+    assert_eq!(violations, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
