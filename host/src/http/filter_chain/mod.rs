@@ -42,7 +42,7 @@ use http::{Request, Response};
 use http_body::Body as _;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use weir_abi::{Action, StreamType};
 
 mod filtered_body;
@@ -131,9 +131,11 @@ impl FilterChain {
                 Err(_) => return failure_response(),
             }
         }
+        let resumed = filters.iter().map(|_| Resumed::default()).collect();
         let shared = Arc::new(Shared {
             filters: Mutex::new(filters),
             local_reply: Mutex::new(None),
+            resumed: Mutex::new(resumed),
         });
         let order: Vec<usize> = (0..self.slots.len()).collect();
         let reply = match filter_request(&shared, &order, request, payload).await {
@@ -229,6 +231,26 @@ struct Shared {
     filters: Mutex<Vec<Option<StreamHandle>>>,
     /// A local reply a filter made while the request body was streaming.
     local_reply: Mutex<Option<FilterReply>>,
+    /// Per filter: `proxy_continue_stream` calls read off its channel by the other direction
+    /// (both directions of an upgraded stream run at once), kept for the one they resume.
+    resumed: Mutex<Vec<Resumed>>,
+}
+
+/// One filter's continues kept for a direction, by [`side`].
+#[derive(Default)]
+struct Resumed {
+    /// A continue arrived for this direction.
+    pending: [bool; 2],
+    /// The task waiting for this direction's continue.
+    wakers: [Option<Waker>; 2],
+}
+
+/// The index of `direction` in [`Resumed`].
+fn side(direction: Direction) -> usize {
+    match direction {
+        Direction::Request => 0,
+        Direction::Response => 1,
+    }
 }
 
 /// A response a filter made (a local reply, or a 500 for its failure) instead of the
@@ -284,29 +306,82 @@ impl Shared {
         index: usize,
         direction: Direction,
     ) -> Poll<Option<StreamEvent>> {
+        if self.take_resumed(index, direction, cx.waker()) {
+            return Poll::Ready(Some(StreamEvent::Continue(stream_type(direction))));
+        }
         let mut filters = self.filters.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(Some(handle)) = filters.get_mut(index) else {
             return Poll::Ready(None);
         };
         loop {
             match handle.events().poll_recv(cx) {
-                Poll::Ready(Some(StreamEvent::Continue(t))) if t != stream_type(direction) => {}
+                Poll::Ready(Some(StreamEvent::Continue(t))) if t != stream_type(direction) => {
+                    self.resume_other(index, t);
+                }
                 other => return other,
             }
         }
     }
 
-    /// A request or response event that arrived during a callback that did not pause.
-    fn pending_event(&self, index: usize) -> Option<StreamEvent> {
+    /// An event other than a continue that arrived during a callback of `direction` that did
+    /// not pause. A continue of that direction means nothing then and is dropped; one of the
+    /// other direction is kept for it.
+    fn pending_event(&self, index: usize, direction: Direction) -> Option<StreamEvent> {
         self.with_filter(index, |handle| {
             while let Ok(event) = handle.events().try_recv() {
-                if !matches!(event, StreamEvent::Continue(_)) {
-                    return Some(event);
+                match event {
+                    StreamEvent::Continue(t) if t != stream_type(direction) => {
+                        self.resume_other(index, t);
+                    }
+                    StreamEvent::Continue(_) => {}
+                    event => return Some(event),
                 }
             }
             None
         })
         .flatten()
+    }
+
+    /// Whether a continue for `direction` of filter `index` was kept (taking it); if not,
+    /// `waker` is woken when one is.
+    fn take_resumed(&self, index: usize, direction: Direction, waker: &Waker) -> bool {
+        let mut resumed = self.resumed.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = resumed.get_mut(index) else {
+            return false;
+        };
+        let side = side(direction);
+        if std::mem::take(&mut entry.pending[side]) {
+            entry.wakers[side] = None;
+            return true;
+        }
+        entry.wakers[side] = Some(waker.clone());
+        false
+    }
+
+    /// Keeps a continue of `stream_type` (read off filter `index`'s channel by the other
+    /// direction) for the direction it resumes, and wakes that direction.
+    fn resume_other(&self, index: usize, stream_type: StreamType) {
+        let direction = match stream_type {
+            StreamType::HttpRequest => Direction::Request,
+            StreamType::HttpResponse => Direction::Response,
+            _ => return,
+        };
+        let mut resumed = self.resumed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = resumed.get_mut(index) {
+            entry.pending[side(direction)] = true;
+            if let Some(waker) = entry.wakers[side(direction)].take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Forgets a continue kept for `direction` of filter `index`: called before each of its
+    /// callbacks of that direction, whose answer supersedes it.
+    fn forget_resumed(&self, index: usize, direction: Direction) {
+        let mut resumed = self.resumed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = resumed.get_mut(index) {
+            entry.pending[side(direction)] = false;
+        }
     }
 }
 
@@ -355,13 +430,14 @@ async fn run_headers(
             from: position,
             response,
         };
+        shared.forget_resumed(index, direction);
         let called = shared.with_filter(index, |h| {
             h.headers(direction, pairs.clone(), end_of_stream)
         });
         let outcome = match called {
             None => continue,
             Some(Err(_)) => on_event(shared, index, None),
-            Some(Ok(action)) => match shared.pending_event(index) {
+            Some(Ok(action)) => match shared.pending_event(index, direction) {
                 Some(event) => on_event(shared, index, Some(event)),
                 None if action == Action::Pause => {
                     let event = shared.wait(index, direction).await;

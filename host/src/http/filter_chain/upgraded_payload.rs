@@ -263,6 +263,22 @@ mod tests {
       (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
     )"#;
 
+    /// Response payload: always held (`Pause`). Request payload: passed on, and each chunk
+    /// resumes the response direction (`proxy_continue_stream(HttpResponse)`).
+    const CONTINUE_FILTER: &str = r#"(module
+      (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 4096))
+      (func (export "proxy_on_context_create") (param i32 i32))
+      (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_request_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+        (drop (call $continue (i32.const 1)))
+        (i32.const 0))
+      (func (export "proxy_on_response_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+        (i32.const 1))
+    )"#;
+
     fn chain(wat: &str) -> FilterChain {
         let code = wat::parse_str(wat).expect("test module");
         let plugin = Plugin::load(PluginSpec {
@@ -430,5 +446,29 @@ mod tests {
             .body(crate::body::empty())
             .expect("request");
         assert!(run(&reading, plain).await.is_none(), "not a tunnel");
+    }
+
+    #[tokio::test]
+    async fn a_continue_made_while_the_other_direction_runs_resumes_the_paused_one() {
+        let chain = chain(CONTINUE_FILTER);
+        let filters = run(&chain, upgrade_request())
+            .await
+            .expect("payload filters");
+        let (mut client, downstream, upstream, mut server) = ends();
+        let pump = tokio::spawn(filters.pump(downstream, upstream));
+        for round in 0..3u8 {
+            server.write_all(&[b'a' + round]).await.expect("write");
+            let held = tokio::time::timeout(Duration::from_millis(100), client.read_u8()).await;
+            assert!(
+                held.is_err(),
+                "round {round}: a paused direction passed: {held:?}"
+            );
+            // The client's bytes make the filter resume the response direction.
+            client.write_all(b"go").await.expect("write");
+            assert_eq!(read_exactly(&mut server, 2).await, b"go");
+            assert_eq!(read_exactly(&mut client, 1).await, [b'a' + round]);
+        }
+        drop((client, server));
+        let _ = tokio::time::timeout(Duration::from_secs(10), pump).await;
     }
 }
