@@ -348,34 +348,66 @@ async fn a_payload_rewriting_filter_changes_upgraded_bytes_both_ways() {
     assert_eq!(splices_until(&weir, "filtered", 1.0).await, 1.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_terminated_connect_payload_goes_through_the_connect_chain() {
-    let target = TcpServer::start(Mode::Echo).await;
+/// One weir taking CONNECT on an HTTP/1.1 listener to `backend`: terminated there when
+/// `terminate`, else proxied; `filters` (then the router), if any, as the CONNECT chain.
+fn connect_weir(
+    backend: SocketAddr,
+    terminate: bool,
+    filters: Option<Vec<Value>>,
+) -> (Ports, Value) {
     let ports = Ports::new();
-    let route = config::route_connect("backend", Some(config::terminate_connect(false)));
+    let upgrade = terminate.then(|| config::terminate_connect(false));
+    let route = config::route_connect("backend", upgrade);
     let mut hcm = config::hcm(
         "ingress_http",
         vec![config::vhost("v", &["*"], vec![route])],
     );
     hcm["codec_type"] = json!("HTTP1");
-    let rewrite = wasm_filter("body_rewrite", &fixture("body_rewrite"), "", false);
-    hcm["upgrade_configs"] = json!([{"upgrade_type": "CONNECT", "filters": [rewrite, router()]}]);
+    hcm["upgrade_configs"] = match filters {
+        Some(mut chain) => {
+            chain.push(router());
+            json!([{"upgrade_type": "CONNECT", "filters": chain}])
+        }
+        None => json!([{"upgrade_type": "CONNECT"}]),
+    };
     let config = config::bootstrap(
         ports.admin,
         vec![config::listener("ingress", ports.http, hcm)],
-        vec![config::static_cluster("backend", &[target.addr])],
+        vec![config::static_cluster("backend", &[backend])],
     );
-    let weir = start_with_env(&config, 1, &[]).await;
+    (ports, config)
+}
+
+/// CONNECTs through `proxy`, sends `payload`, half-closes, and returns what came back
+/// before the end (which must be a FIN).
+async fn connect_exchange(proxy: SocketAddr, payload: &[u8], weirs: &[&Weir]) -> String {
+    let logs = || {
+        weirs
+            .iter()
+            .map(|w| w.log_report())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let request = b"CONNECT target.example:8080 HTTP/1.1\r\nhost: target.example:8080\r\n\r\n";
-    let (mut tcp, head) = raw_head(ports.http_addr(), request)
+    let (mut tcp, head) = raw_head(proxy, request)
         .await
-        .unwrap_or_else(|e| panic!("CONNECT: {e}\n{}", weir.log_report()));
-    assert_eq!(head.status, 200, "{}\n{}", head.text, weir.log_report());
-    tcp.write_all(b"foo foo").await.expect("write");
+        .unwrap_or_else(|e| panic!("CONNECT: {e}\n{}", logs()));
+    assert_eq!(head.status, 200, "{}\n{}", head.text, logs());
+    tcp.write_all(payload).await.expect("write");
     tcp.shutdown().await.expect("half-close");
     let (ending, bytes) = read_until_end(&mut tcp, Duration::from_secs(20)).await;
-    assert_eq!(ending, Ending::Eof, "{}", weir.log_report());
-    assert_eq!(String::from_utf8_lossy(&bytes), "rewritten:BAR BAR");
+    assert_eq!(ending, Ending::Eof, "{}", logs());
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_connect_payload_goes_through_the_connect_chain() {
+    let target = TcpServer::start(Mode::Echo).await;
+    let rewrite = wasm_filter("body_rewrite", &fixture("body_rewrite"), "", false);
+    let (ports, config) = connect_weir(target.addr, true, Some(vec![rewrite]));
+    let weir = start_with_env(&config, 1, &[]).await;
+    let back = connect_exchange(ports.http_addr(), b"foo foo", &[&weir]).await;
+    assert_eq!(back, "rewritten:BAR BAR");
     assert_eq!(
         target.bytes_received(),
         7,
@@ -385,4 +417,26 @@ async fn a_terminated_connect_payload_goes_through_the_connect_chain() {
     assert_eq!(splices_until(&weir, "filtered", 1.0).await, 1.0);
     assert_eq!(weir.stat(SPLICES, &[("mode", "kernel")]).await, 0.0);
     assert_eq!(weir.stat(SPLICES, &[("mode", "userspace")]).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxied_connect_payload_goes_through_the_connect_chain() {
+    // client -> A (proxies the CONNECT over HTTP/2, the rewriting filter on its CONNECT
+    // chain) -> B (terminates, no filter) -> echo.
+    let target = TcpServer::start(Mode::Echo).await;
+    let (pb, mut cfg_b) = connect_weir(target.addr, true, None);
+    config::hcm_of(&mut cfg_b)["codec_type"] = json!("AUTO");
+    let b = start_with_env(&cfg_b, 1, &[]).await;
+    let rewrite = wasm_filter("body_rewrite", &fixture("body_rewrite"), "", false);
+    let (pa, mut cfg_a) = connect_weir(pb.http_addr(), false, Some(vec![rewrite]));
+    config::upstream_http2(config::cluster_of(&mut cfg_a, 0), None);
+    let a = start_with_env(&cfg_a, 1, &[]).await;
+    let back = connect_exchange(pa.http_addr(), b"a foo here", &[&a, &b]).await;
+    assert_eq!(back, "rewritten:A BAR HERE");
+    assert_eq!(splices_until(&a, "filtered", 1.0).await, 1.0);
+    assert_eq!(
+        b.stat(SPLICES, &[("mode", "filtered")]).await,
+        0.0,
+        "B has no filter"
+    );
 }
