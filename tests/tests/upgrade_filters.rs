@@ -440,3 +440,26 @@ async fn a_proxied_connect_payload_goes_through_the_connect_chain() {
         "B has no filter"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_crosses_a_filtered_tunnel_as_a_reset() {
+    // The guard reads bodies (so the payload goes through it) and passes anything that is not
+    // a WebSocket as it is; the target resets the connection after the first byte.
+    let target = TcpServer::start(Mode::ResetAfterFirstByte).await;
+    let (ports, config) = connect_weir(target.addr, true, Some(vec![guard("{}")]));
+    let weir = start_with_env(&config, 1, &[]).await;
+    let request = b"CONNECT target.example:8080 HTTP/1.1\r\nhost: target.example:8080\r\n\r\n";
+    let (mut tcp, head) = raw_head(ports.http_addr(), request)
+        .await
+        .unwrap_or_else(|e| panic!("CONNECT: {e}\n{}", weir.log_report()));
+    assert_eq!(head.status, 200, "{}\n{}", head.text, weir.log_report());
+    tcp.write_all(b"x").await.expect("write");
+    let (ending, _) = read_until_end(&mut tcp, Duration::from_secs(20)).await;
+    assert_eq!(
+        ending,
+        Ending::Error(std::io::ErrorKind::ConnectionReset),
+        "{}",
+        weir.log_report()
+    );
+    assert_eq!(splices_until(&weir, "filtered", 1.0).await, 1.0);
+}

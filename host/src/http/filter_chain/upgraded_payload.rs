@@ -96,22 +96,21 @@ impl PayloadFilters {
             self.response_order,
             Direction::Response,
         );
+        let (mut a_to_b, mut b_to_a) = (0, 0);
         let result = tokio::try_join!(
-            forward(requests, &mut up_write),
-            forward(responses, &mut down_write)
+            forward(requests, &mut up_write, &mut a_to_b),
+            forward(responses, &mut down_write, &mut b_to_a)
         );
+        stats.userspace_bytes.inc_by(a_to_b + b_to_a);
         match result {
-            Ok((a_to_b, b_to_a)) => {
-                stats.userspace_bytes.inc_by(a_to_b + b_to_a);
-                Ok(Spliced { a_to_b, b_to_a })
-            }
+            Ok(((), ())) => Ok(Spliced { a_to_b, b_to_a }),
             Err(Stop::Filter(reason)) => {
                 tracing::debug!(%reason, "a filter ended the upgraded stream; closing both ends");
                 // Dropping the halves after their write side is shut: a FIN (END_STREAM)
                 // each way, and the peers' later bytes are not read.
                 let _ = up_write.shutdown().await;
                 let _ = down_write.shutdown().await;
-                Ok(Spliced::default())
+                Ok(Spliced { a_to_b, b_to_a })
             }
             Err(Stop::Io(error)) => {
                 tracing::debug!(%error, "upgraded stream failed; resetting both ends");
@@ -124,12 +123,11 @@ impl PayloadFilters {
 }
 
 /// Writes what the filters hand on of one direction to `out`, then shuts `out`'s write side
-/// (the half-close carried on). Returns the bytes written.
-async fn forward<W>(mut body: FilteredBody, out: &mut W) -> Result<u64, Stop>
+/// (the half-close carried on). Counts the bytes written in `written`.
+async fn forward<W>(mut body: FilteredBody, out: &mut W, written: &mut u64) -> Result<(), Stop>
 where
     W: AsyncWrite + Unpin,
 {
-    let mut written = 0u64;
     loop {
         match body.frame().await {
             None => break,
@@ -140,7 +138,7 @@ where
                 {
                     out.write_all(&data).await.map_err(Stop::Io)?;
                     out.flush().await.map_err(Stop::Io)?;
-                    written += data.len() as u64;
+                    *written += data.len() as u64;
                 }
             }
             Some(Err(error)) => {
@@ -151,8 +149,7 @@ where
             }
         }
     }
-    out.shutdown().await.map_err(Stop::Io)?;
-    Ok(written)
+    out.shutdown().await.map_err(Stop::Io)
 }
 
 /// The bytes read from one end of a tunnel as a body: a data frame per read, the end at EOF.
