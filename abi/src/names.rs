@@ -17,6 +17,13 @@ pub const ABI_VERSION_0_1_0: &str = "proxy_abi_version_0_1_0";
 /// The version markers, newest first: a host picks the first one a module exports.
 pub const ABI_VERSIONS: &[&str] = &[ABI_VERSION_0_2_1, ABI_VERSION_0_2_0, ABI_VERSION_0_1_0];
 
+/// Exported (as a no-op function) by a module that reads no body: weir's own marker, which
+/// other hosts ignore. Every SDK exports the body callbacks whether a filter uses them or
+/// not, so this is how a filter says so; weir then leaves the payload of an upgraded stream
+/// (a WebSocket, a CONNECT tunnel) off that filter, and off the user-space path, where no
+/// other filter of its chain reads it. `weir_sdk::headers_only!()` defines it.
+pub const HEADERS_ONLY: &str = "weir_headers_only";
+
 /// WASI command entry point; a host calls it once before any callback.
 pub const WASI_START: &str = "_start";
 /// WASI reactor entry point; a host calls it once before any callback.

@@ -81,3 +81,27 @@ macro_rules! main {
         }
     };
 }
+
+/// Declares that the filter reads no body: it exports the [`abi::names::HEADERS_ONLY`]
+/// marker. Use it once, at the top level of a filter crate whose [`HttpContext`] implements
+/// no body callback.
+///
+/// The SDK exports every callback whatever a filter implements, so without the marker a host
+/// cannot tell a headers-only filter from one that reads bodies. weir reads it to keep the
+/// payload of an upgraded stream (WebSocket, CONNECT) on its fast path (kernel splice or a
+/// plain copy) where no filter of the upgrade's chain wants it; other hosts ignore it. A
+/// filter that declares it and implements body callbacks anyway still gets ordinary request
+/// and response bodies, but not the payload after an upgrade.
+///
+/// ```ignore
+/// weir_sdk::main!(|_root_id| Box::new(MyRoot));
+/// weir_sdk::headers_only!();
+/// ```
+#[macro_export]
+macro_rules! headers_only {
+    () => {
+        #[doc(hidden)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn weir_headers_only() {}
+    };
+}

@@ -28,14 +28,14 @@ fn cargo_build(args: &[&str]) {
 }
 
 /// A real filter's module (`header_manipulation`, `auth`, `local_rate_limit`, ...), built
-/// when missing.
+/// when missing or older than its sources.
 pub fn filter(module: &str) -> PathBuf {
     let path = crate::workspace_root()
         .join("target/wasm32-wasip1/wasm-filter")
         .join(format!("{module}.wasm"));
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.is_file() {
-        let package = module.replace('_', "-");
+    let package = module.replace('_', "-");
+    if !path.is_file() || older_than_sources(&path, &package) {
         cargo_build(&[
             "build",
             "--target",
@@ -48,6 +48,36 @@ pub fn filter(module: &str) -> PathBuf {
     }
     assert!(path.is_file(), "{} was not built", path.display());
     path
+}
+
+/// Whether the module at `path` is older than a source of its filter crate, the SDK or the
+/// ABI crate (a module built before a change there, e.g. on another branch, is rebuilt).
+fn older_than_sources(path: &std::path::Path, package: &str) -> bool {
+    fn newest(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+        let mut latest = None;
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            let time = if path.is_dir() {
+                newest(&path)
+            } else {
+                entry.metadata().ok()?.modified().ok()
+            };
+            latest = latest.max(time);
+        }
+        latest
+    }
+    let Ok(built) = std::fs::metadata(path).and_then(|m| m.modified()) else {
+        return true;
+    };
+    let root = crate::workspace_root();
+    [
+        root.join("filters").join(package).join("src"),
+        root.join("sdk/src"),
+        root.join("abi/src"),
+    ]
+    .iter()
+    .filter_map(|dir| newest(dir))
+    .any(|source| source > built)
 }
 
 /// A fixture's module (`headers`, `body_rewrite`, `misbehave`, ...), built when missing.

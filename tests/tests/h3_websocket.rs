@@ -456,3 +456,66 @@ async fn extended_connect_crosses_two_h3_hops() {
     assert_eq!(heads[0].header("upgrade"), Some("my-proto"));
     assert_h3_hop(&b).await;
 }
+
+/// The payload of the extended CONNECT goes through a filter that reads bodies on both sides
+/// of the HTTP/3 hop (A's upstream leg, B's downstream leg): `websocket-guard` with a limit of
+/// two client messages on both. A stops the third; B's guard saw the two that crossed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_payload_goes_through_the_filters_across_an_h3_hop() {
+    use futures_util::{SinkExt, StreamExt};
+    use weir_tests::wasm::{filter, wasm_filter};
+    let app = WsEcho::start().await;
+    let guard = wasm_filter(
+        "websocket_guard",
+        &filter("websocket_guard"),
+        r#"{"max_client_messages": 2}"#,
+        false,
+    );
+    let router = json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": config::ROUTER_TYPE}
+    });
+    let upgrades = json!([{"upgrade_type": "websocket", "filters": [guard, router]}]);
+    let (a, b, addr, _dir) = start_chain(app.addr, upgrades, true).await;
+    let mut ws = ws_connect(addr, "/ws")
+        .await
+        .unwrap_or_else(|e| panic!("handshake: {e}\n{}\n{}", a.log_report(), b.log_report()));
+    for i in 0..2u64 {
+        let msg = Message::binary(weir_tests::random_bytes(i, 3000));
+        echo(&mut ws, msg)
+            .await
+            .unwrap_or_else(|e| panic!("message {i}: {e}\n{}", b.log_report()));
+    }
+    ws.send(Message::text("one too many")).await.expect("send");
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return Ok(()),
+                Some(Ok(Message::Close(_))) => {}
+                Some(Ok(other)) => return Err(other),
+            }
+        }
+    })
+    .await;
+    assert!(
+        matches!(ended, Ok(Ok(()))),
+        "the connection must end without an echo: {ended:?}\n{}",
+        a.log_report()
+    );
+    assert_eq!(
+        app.messages(),
+        2,
+        "the third message must not reach the app"
+    );
+    assert_h3_hop(&b).await;
+    let filtered = [("mode", "filtered")];
+    let client_messages = "weir_wasm_websocket_guard_client_messages";
+    assert_eq!(a.stat("weir_accel_splices_total", &filtered).await, 1.0);
+    assert_eq!(b.stat("weir_accel_splices_total", &filtered).await, 1.0);
+    assert_eq!(a.stat(client_messages, &[]).await, 2.0, "A's guard");
+    assert_eq!(
+        b.stat(client_messages, &[]).await,
+        2.0,
+        "B's guard, over HTTP/3"
+    );
+}

@@ -115,3 +115,5 @@ fn deny(challenges: &[String]) {
 }
 
 weir_sdk::main!(|_root_id| Box::new(Root::default()));
+// No body callback: an upgraded stream's payload need not come through this filter.
+weir_sdk::headers_only!();

@@ -114,3 +114,5 @@ impl HttpContext for Stream {
 }
 
 weir_sdk::main!(|_root_id| Box::new(Root::default()));
+// No body callback: an upgraded stream's payload need not come through this filter.
+weir_sdk::headers_only!();

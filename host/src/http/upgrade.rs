@@ -9,6 +9,7 @@
 //! `x-weir-upgrade-method` and is restored on the next HTTP/1.1 hop.
 
 use super::HttpManager;
+use super::filter_chain::{PayloadFilters, PayloadFollows};
 use super::headers::{self, X_FORWARDED_PROTO, X_REQUEST_ID};
 use super::local_reply::LocalReply;
 use super::stream::ConnectionInfo;
@@ -202,6 +203,8 @@ impl HttpManager {
             }
         }
         let downstream = DownstreamEnd::of(&mut request);
+        // The chain's filters, where one reads the payload (put there by the chain).
+        let payload_filters = request.extensions_mut().remove::<PayloadFilters>();
         let downstream_version = request.version();
         let downstream_socket = conn.tunnel_socket(downstream_version);
         if kind == TunnelKind::Connect
@@ -213,7 +216,13 @@ impl HttpManager {
                 && !conn.tls
                 && self.config.codec == crate::config::schema::CodecType::HTTP1;
             return self
-                .terminate(downstream, downstream_socket, bare_socket, action)
+                .terminate(
+                    downstream,
+                    downstream_socket,
+                    bare_socket,
+                    action,
+                    payload_filters,
+                )
                 .await;
         }
         let upstream_request = self.tunnel_request(request, &kind, host, conn)?;
@@ -279,7 +288,11 @@ impl HttpManager {
             }
             _ => *answer.status_mut() = StatusCode::OK,
         }
-        self.spawn_splice_with(downstream, downstream_socket, upstream, None);
+        if payload_filters.is_some() {
+            answer.extensions_mut().insert(PayloadFollows);
+        }
+        let filters = payload_filters;
+        self.spawn_splice_with(downstream, downstream_socket, upstream, None, filters);
         Ok(answer)
     }
 
@@ -365,13 +378,15 @@ impl HttpManager {
 
     /// A terminated CONNECT: raw TCP (or TLS) to the route's cluster, 200 once it is up.
     /// `downstream_socket` is the HTTP/1.1 connection's (none on HTTP/2: a stream);
-    /// `bare_socket`: hyper will hand back that socket itself, unwrapped.
+    /// `bare_socket`: hyper will hand back that socket itself, unwrapped; `payload`: the
+    /// filters the payload goes through, if any reads it (then it is never kernel-spliced).
     async fn terminate(
         &self,
         downstream: DownstreamEnd,
         downstream_socket: Option<SocketId>,
         bare_socket: bool,
         action: &ForwardAction,
+        payload: Option<PayloadFilters>,
     ) -> Result<Response<Body>, LocalReply> {
         let raw = self
             .pools
@@ -379,18 +394,23 @@ impl HttpManager {
             .await
             .map_err(LocalReply::Upstream)?;
         let (stream, guard) = (raw.stream, raw.guard);
+        let mut answer = Response::new(body::empty());
         match stream {
             // Plain TCP both sides: the kernel splice where it is loaded (it resets both
             // sockets itself when one fails).
-            UpstreamStream::Plain(upstream) if bare_socket => {
+            UpstreamStream::Plain(upstream) if bare_socket && payload.is_none() => {
                 self.spawn_splice_tcp(downstream, downstream_socket, upstream, guard)
             }
             stream => {
+                if payload.is_some() {
+                    answer.extensions_mut().insert(PayloadFollows);
+                }
                 let upstream = upstream_end(stream);
-                self.spawn_splice_with(downstream, downstream_socket, upstream, Some(guard))
+                let guard = Some(guard);
+                self.spawn_splice_with(downstream, downstream_socket, upstream, guard, payload)
             }
         }
-        Ok(Response::new(body::empty()))
+        Ok(answer)
     }
 
     /// As [`Self::spawn_splice_with`], to a plain TCP upstream: [`crate::accel::splice_upgraded`].
@@ -405,7 +425,8 @@ impl HttpManager {
             DownstreamEnd::Hyper(downstream) => downstream,
             other => {
                 let upstream = tunnel::tcp(upstream);
-                return self.spawn_splice_with(other, downstream_socket, upstream, Some(guard));
+                let guard = Some(guard);
+                return self.spawn_splice_with(other, downstream_socket, upstream, guard, None);
             }
         };
         let stats = self.stats.clone();
@@ -461,13 +482,15 @@ impl HttpManager {
     /// Once the downstream end is handed over (by hyper, or by the HTTP/3 codec, after our
     /// 101/200 is written), moves the payload both ways until both sides are done; a failure
     /// resets both ends ([`tunnel::splice`]), the downstream through `downstream_socket` on
-    /// HTTP/1.1.
+    /// HTTP/1.1. With `payload`, through the chain's body callbacks
+    /// ([`PayloadFilters::pump`]) instead of a splice.
     fn spawn_splice_with(
         &self,
         downstream: DownstreamEnd,
         downstream_socket: Option<SocketId>,
         upstream: TunnelIo,
         guard: Option<crate::upstream::RawGuard>,
+        payload: Option<PayloadFilters>,
     ) {
         let stats = self.stats.clone();
         stats.cx_upgrades_total.inc();
@@ -477,7 +500,11 @@ impl HttpManager {
             match downstream.into_io().await {
                 Ok(downstream) => {
                     let downstream = downstream.reset_socket(downstream_socket);
-                    if let Err(error) = tunnel::splice(downstream, upstream).await {
+                    let result = match payload {
+                        Some(filters) => filters.pump(downstream, upstream).await,
+                        None => tunnel::splice(downstream, upstream).await,
+                    };
+                    if let Err(error) = result {
                         tracing::debug!(%error, "tunnel ended with an error");
                     }
                 }

@@ -167,6 +167,9 @@ pub struct AccelStats {
     pub splices_userspace: IntCounter,
     /// `weir_accel_splices_total{mode="kernel"}`: splices done in the kernel (eBPF sockmap).
     pub splices_kernel: IntCounter,
+    /// `weir_accel_splices_total{mode="filtered"}`: upgraded streams whose payload went
+    /// through the body callbacks of their filter chain (in user space, never spliced).
+    pub splices_filtered: IntCounter,
     /// `weir_accel_userspace_bytes_total`: payload bytes copied through user space.
     pub userspace_bytes: IntCounter,
 }
@@ -180,7 +183,7 @@ impl AccelStats {
             let splices = register_counter(
                 registry,
                 "weir_accel_splices_total",
-                "Tunnel and upgrade payload splices, by mode (kernel or userspace).",
+                "Tunnel and upgrade payload splices, by mode (kernel, userspace, or filtered: through the HTTP filters' body callbacks).",
                 &["mode"],
             );
             let bytes = register_counter(
@@ -192,6 +195,7 @@ impl AccelStats {
             AccelStats {
                 splices_userspace: splices.with_label_values(&["userspace"]),
                 splices_kernel: splices.with_label_values(&["kernel"]),
+                splices_filtered: splices.with_label_values(&["filtered"]),
                 userspace_bytes: bytes.with_label_values::<&str>(&[]),
             }
         })

@@ -51,13 +51,38 @@ impl TunnelIo {
     /// Closes this end as a reset: the socket under it (if any) with a RST, the body it sends
     /// (if any) with an error.
     pub fn reset(self) {
+        self.reset_handle().reset();
+        drop(self.stream);
+    }
+
+    /// What [`TunnelIo::reset`] does, kept apart from the stream: for a caller that splits
+    /// the end into halves and may have to reset it once the halves are gone.
+    pub fn reset_handle(&self) -> ResetHandle {
+        ResetHandle {
+            socket: self.socket,
+            body_reset: self.body_reset.clone(),
+        }
+    }
+}
+
+/// Resets a [`TunnelIo`] that was split or moved: call [`ResetHandle::reset`] before the
+/// last half is dropped.
+#[derive(Clone)]
+pub struct ResetHandle {
+    socket: Option<SocketId>,
+    body_reset: Option<Arc<AtomicBool>>,
+}
+
+impl ResetHandle {
+    /// Makes the end's close a reset: a RST on its socket (if any), an error ending the body
+    /// it sends (if any).
+    pub fn reset(&self) {
         if let Some(socket) = &self.socket {
             socket.reset_on_close();
         }
         if let Some(flag) = &self.body_reset {
             flag.store(true, Ordering::Release);
         }
-        drop(self.stream);
     }
 }
 

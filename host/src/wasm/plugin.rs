@@ -85,6 +85,21 @@ impl AbiVersion {
     }
 }
 
+/// Whether `module` may read bodies: it exports a body callback and not the
+/// [`names::HEADERS_ONLY`] marker.
+fn reads_bodies(module: &Module) -> bool {
+    use weir_abi::names::callbacks as cb;
+    let mut body_callback = false;
+    for export in module.exports() {
+        match export.name() {
+            names::HEADERS_ONLY => return false,
+            cb::PROXY_ON_REQUEST_BODY | cb::PROXY_ON_RESPONSE_BODY => body_callback = true,
+            _ => {}
+        }
+    }
+    body_callback
+}
+
 /// A loaded plugin.
 pub struct Plugin {
     info: Arc<PluginInfo>,
@@ -92,6 +107,8 @@ pub struct Plugin {
     pre: InstancePre<HostState>,
     failures: IntCounter,
     limits: Limits,
+    /// Whether its module may read bodies (see [`Plugin::reads_bodies`]).
+    reads_bodies: bool,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -117,6 +134,7 @@ impl Plugin {
                 names::ABI_VERSIONS.join(", ")
             ))
         })?;
+        let reads_bodies = reads_bodies(&module);
         let linker = abi::link(&module)?;
         let pre = linker
             .instantiate_pre(&module)
@@ -140,6 +158,7 @@ impl Plugin {
             abi,
             pre,
             limits: Limits::get(),
+            reads_bodies,
         });
         // Checked once here; the VM is dropped (workers make their own).
         Vm::start(&plugin, Default::default())?;
@@ -159,6 +178,14 @@ impl Plugin {
     /// The ABI version of its module.
     pub fn abi(&self) -> AbiVersion {
         self.abi
+    }
+
+    /// Whether its module may read bodies: it exports `proxy_on_request_body` or
+    /// `proxy_on_response_body` and does not declare itself headers-only
+    /// ([`names::HEADERS_ONLY`]). The payload of an upgraded stream goes through the chain's
+    /// body callbacks only where one of its plugins does.
+    pub fn reads_bodies(&self) -> bool {
+        self.reads_bodies
     }
 
     /// Names and configuration.

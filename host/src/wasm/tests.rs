@@ -69,6 +69,23 @@ fn abi_version_is_detected_from_exports() {
 }
 
 #[test]
+fn a_module_reads_bodies_when_it_exports_a_body_callback_and_no_headers_only_marker() {
+    let v = weir_abi::names::ABI_VERSION_0_2_1;
+    let load = |extra: &str| Plugin::load(spec(module(v, "", "(i32.const 1)", extra), "")).unwrap();
+    let request_body =
+        r#"(func (export "proxy_on_request_body") (param i32 i32 i32) (result i32) (i32.const 0))"#;
+    let response_body = r#"(func (export "proxy_on_response_body") (param i32 i32 i32) (result i32) (i32.const 0))"#;
+    let marker = format!(r#"(func (export "{}"))"#, weir_abi::names::HEADERS_ONLY);
+    assert!(!load("").reads_bodies(), "no body callback");
+    assert!(load(request_body).reads_bodies(), "request body callback");
+    assert!(load(response_body).reads_bodies(), "response body callback");
+    assert!(
+        !load(&format!("{request_body}{response_body}{marker}")).reads_bodies(),
+        "body callbacks, but declared headers-only"
+    );
+}
+
+#[test]
 fn configure_returning_false_refuses_the_plugin() {
     let refused = load("(i32.const 0)", "");
     assert!(

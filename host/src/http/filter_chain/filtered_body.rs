@@ -76,13 +76,14 @@ impl FilteredBody {
         for position in from..self.order.len() {
             let index = self.order[position];
             let direction = self.direction;
+            self.shared.forget_resumed(index, direction);
             let called = self
                 .shared
                 .with_filter(index, |h| h.body(direction, &data, end_of_stream));
             match called {
                 None => {}
                 Some(Ok(out)) => {
-                    if let Some(event) = self.shared.pending_event(index)
+                    if let Some(event) = self.shared.pending_event(index, direction)
                         && let Some(fail) = self.on_body_event(index, Some(event))
                     {
                         return fail;

@@ -40,7 +40,10 @@ fn pair(name: &str, value: impl Into<Bytes>) -> (String, Bytes) {
     (name.to_string(), value.into())
 }
 
-/// The request head as the ABI's map: `:method`, `:scheme`, `:authority`, `:path`, headers.
+/// The request head as the ABI's map: `:method`, `:scheme`, `:authority`, `:path`, headers;
+/// `:protocol` for an extended CONNECT (RFC 8441, 9220), which a filter reads to tell a
+/// WebSocket over HTTP/2 or HTTP/3; no `:path` for a plain CONNECT, whose target is the
+/// authority.
 pub(super) fn request_pairs(parts: &http::request::Parts) -> HeaderPairs {
     let mut pairs = Vec::with_capacity(parts.headers.len() + 4);
     pairs.push(pair(
@@ -61,8 +64,26 @@ pub(super) fn request_pairs(parts: &http::request::Parts) -> HeaderPairs {
         })
         .unwrap_or_default();
     pairs.push(pair(":authority", authority));
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    pairs.push(pair(":path", Bytes::copy_from_slice(path.as_bytes())));
+    let protocol = match parts.extensions.get::<hyper::ext::Protocol>() {
+        Some(protocol) => Some(protocol.as_str()),
+        None => parts
+            .extensions
+            .get::<crate::http::upgrade::ConnectProtocol>()
+            .map(|p| p.0.as_str()),
+    };
+    match parts.uri.path_and_query() {
+        None if parts.method == Method::CONNECT && protocol.is_none() => {}
+        path => {
+            let path = path.map_or("/", |p| p.as_str());
+            pairs.push(pair(":path", Bytes::copy_from_slice(path.as_bytes())));
+        }
+    }
+    if let Some(protocol) = protocol {
+        pairs.push(pair(
+            ":protocol",
+            Bytes::copy_from_slice(protocol.as_bytes()),
+        ));
+    }
     pairs.extend(crate::wasm::context::pairs_of(&parts.headers).filter(|(name, _)| name != "host"));
     pairs
 }
@@ -157,6 +178,16 @@ fn apply_request_pairs(
             }
             Err(_) => return Err("invalid :authority set by a Wasm filter"),
         }
+    }
+    if parts.method == Method::CONNECT
+        && path.is_none()
+        && let Some(target) = authority.as_ref().filter(|a| !a.is_empty())
+    {
+        // A plain CONNECT: its target is the authority (RFC 9110 authority-form).
+        parts.uri = Uri::try_from(target.to_vec())
+            .map_err(|_| "invalid :authority set by a Wasm filter")?;
+        parts.headers = headers;
+        return Ok(());
     }
     let path = path.unwrap_or_else(|| Bytes::from_static(b"/"));
     let uri = match (parts.uri.scheme_str(), &authority) {
@@ -349,6 +380,44 @@ mod tests {
         assert_eq!(replayed.headers.get_all("x-b").iter().count(), 1);
         assert!(!replayed.headers.contains_key("x-d"));
         assert_eq!(replayed.uri, "/p");
+    }
+
+    #[test]
+    fn a_plain_connect_keeps_its_authority_target_and_has_no_path() {
+        let (mut parts, ()) = Request::connect("target.example:8080")
+            .header("host", "target.example:8080")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let pairs = request_pairs(&parts);
+        assert_eq!(names(&pairs), [":method", ":scheme", ":authority"]);
+        apply_request_pairs(&mut parts, &pairs).unwrap();
+        assert_eq!(parts.method, Method::CONNECT);
+        assert_eq!(
+            parts.uri.authority().unwrap().as_str(),
+            "target.example:8080"
+        );
+        assert_eq!(parts.uri.path_and_query(), None);
+        assert_eq!(parts.headers["host"], "target.example:8080");
+    }
+
+    #[test]
+    fn an_extended_connect_shows_its_protocol() {
+        let mut request = Request::connect("https://ws.example/chat")
+            .body(())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let (mut parts, ()) = request.into_parts();
+        let pairs = request_pairs(&parts);
+        assert_eq!(
+            names(&pairs),
+            [":method", ":scheme", ":authority", ":path", ":protocol"]
+        );
+        assert_eq!(pairs[4].1, "websocket");
+        apply_request_pairs(&mut parts, &pairs).unwrap();
+        assert_eq!(parts.uri, "https://ws.example/chat");
     }
 
     #[test]

@@ -23,6 +23,9 @@
 //! rest of the stream with `fail_open`). The stream's contexts end (`proxy_on_log`,
 //! `proxy_on_done`, `proxy_on_delete`) when both bodies are done or dropped.
 //!
+//! The payload of a tunnel (an upgrade, CONNECT) is a body too, where a filter of the chain
+//! reads bodies: see `upgraded_payload` ([`PayloadFilters`]).
+//!
 //! Where weir differs: `proxy_close_stream` answers 503 (Envoy resets the stream); admission
 //! (header count, refused CONNECT or upgrade) runs inside `next`, after the request filters.
 //!
@@ -40,17 +43,19 @@ use http::{Request, Response};
 use http_body::Body as _;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use weir_abi::{Action, StreamType};
 
 mod filtered_body;
 mod head;
+mod upgraded_payload;
 
 use filtered_body::FilteredBody;
 use head::{
     bad_request, closed_response, failure_response, local_response, protocol_name, request_pairs,
     response_pairs, route_props,
 };
+pub use upgraded_payload::{PayloadFilters, PayloadFollows};
 
 /// The filters of one chain on one worker.
 pub struct FilterChain {
@@ -79,9 +84,21 @@ impl FilterChain {
         self.slots.is_empty()
     }
 
+    /// Whether a plugin of the chain may read bodies ([`crate::wasm::Plugin::reads_bodies`]):
+    /// then the payload of an upgraded stream goes through the chain (see
+    /// [`PayloadFilters`]) instead of being spliced.
+    pub fn reads_bodies(&self) -> bool {
+        self.slots.iter().any(|slot| slot.plugin().reads_bodies())
+    }
+
     /// Runs `request` through the filters, then `next` (routing and forwarding), then the
     /// response back through the filters in reverse order. Never fails: a filter's failure
     /// or local reply is the response.
+    ///
+    /// A request for a tunnel (an upgrade, CONNECT) on a chain that [reads
+    /// bodies](FilterChain::reads_bodies) goes to `next` with [`PayloadFilters`] in its
+    /// extensions, and its headers callbacks are told a body follows: the tunnel's payload
+    /// will be that body.
     pub async fn run<F, Fut>(
         &self,
         request: Request<Body>,
@@ -103,6 +120,10 @@ impl FilterChain {
             route: Arc::new(Mutex::new(route_props(routes, &request))),
         };
         let route = info.route.clone();
+        // Checked before the filters run: they may rewrite the upgrade headers, but not
+        // turn a tunnel into a request or back.
+        let payload =
+            matches!(super::upgrade::tunnel_kind(&request), Ok(Some(_))) && self.reads_bodies();
         let mut filters = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             match slot.start_stream(info.clone()) {
@@ -111,13 +132,19 @@ impl FilterChain {
                 Err(_) => return failure_response(),
             }
         }
+        let resumed = filters.iter().map(|_| Resumed::default()).collect();
         let shared = Arc::new(Shared {
             filters: Mutex::new(filters),
             local_reply: Mutex::new(None),
+            resumed: Mutex::new(resumed),
         });
         let order: Vec<usize> = (0..self.slots.len()).collect();
-        let reply = match filter_request(&shared, &order, request).await {
-            Ok(request) => {
+        let reply = match filter_request(&shared, &order, request, payload).await {
+            Ok(mut request) => {
+                if payload {
+                    let filters = PayloadFilters::new(shared.clone(), &order);
+                    request.extensions_mut().insert(filters);
+                }
                 *route.lock().unwrap_or_else(PoisonError::into_inner) =
                     route_props(routes, &request);
                 let response = next(request).await;
@@ -136,21 +163,25 @@ impl FilterChain {
 }
 
 /// The request phase: headers through every filter, then the body wrapped to run through
-/// them as it streams. `Err` is the reply to answer with instead.
+/// them as it streams. `Err` is the reply to answer with instead. With `payload` (a tunnel
+/// whose payload will go through the filters) a body follows the headers, but not as this
+/// request's body, which is left as it is.
 async fn filter_request(
     shared: &Arc<Shared>,
     order: &[usize],
     request: Request<Body>,
+    payload: bool,
 ) -> Result<Request<Body>, FilterReply> {
     let (mut parts, request_body) = request.into_parts();
     let end_of_stream = request_body.is_end_stream();
     let pairs = request_pairs(&parts);
-    let changes = run_headers(shared, order, Direction::Request, pairs, end_of_stream).await?;
+    let headers_end = end_of_stream && !payload;
+    let changes = run_headers(shared, order, Direction::Request, pairs, headers_end).await?;
     head::apply_request(&mut parts, changes).map_err(|problem| FilterReply {
         from: order.len(),
         response: bad_request(problem),
     })?;
-    let request_body = if end_of_stream {
+    let request_body = if end_of_stream || payload {
         // Envoy calls no body callback for a request without a body.
         request_body
     } else {
@@ -173,9 +204,11 @@ async fn filter_response(
 ) -> Response<Body> {
     let (mut parts, response_body) = response.into_parts();
     let end_of_stream = response_body.is_end_stream();
+    // An established tunnel's payload follows its answer (see [`PayloadFilters`]).
+    let headers_end = end_of_stream && parts.extensions.get::<PayloadFollows>().is_none();
     let pairs = response_pairs(&parts);
     let changes =
-        match run_headers(&shared, &reverse, Direction::Response, pairs, end_of_stream).await {
+        match run_headers(&shared, &reverse, Direction::Response, pairs, headers_end).await {
             Ok(changes) => changes,
             Err(reply) => return reply.response,
         };
@@ -199,6 +232,26 @@ struct Shared {
     filters: Mutex<Vec<Option<StreamHandle>>>,
     /// A local reply a filter made while the request body was streaming.
     local_reply: Mutex<Option<FilterReply>>,
+    /// Per filter: `proxy_continue_stream` calls read off its channel by the other direction
+    /// (both directions of an upgraded stream run at once), kept for the one they resume.
+    resumed: Mutex<Vec<Resumed>>,
+}
+
+/// One filter's continues kept for a direction, by [`side`].
+#[derive(Default)]
+struct Resumed {
+    /// A continue arrived for this direction.
+    pending: [bool; 2],
+    /// The task waiting for this direction's continue.
+    wakers: [Option<Waker>; 2],
+}
+
+/// The index of `direction` in [`Resumed`].
+fn side(direction: Direction) -> usize {
+    match direction {
+        Direction::Request => 0,
+        Direction::Response => 1,
+    }
 }
 
 /// A response a filter made (a local reply, or a 500 for its failure) instead of the
@@ -254,29 +307,82 @@ impl Shared {
         index: usize,
         direction: Direction,
     ) -> Poll<Option<StreamEvent>> {
+        if self.take_resumed(index, direction, cx.waker()) {
+            return Poll::Ready(Some(StreamEvent::Continue(stream_type(direction))));
+        }
         let mut filters = self.filters.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(Some(handle)) = filters.get_mut(index) else {
             return Poll::Ready(None);
         };
         loop {
             match handle.events().poll_recv(cx) {
-                Poll::Ready(Some(StreamEvent::Continue(t))) if t != stream_type(direction) => {}
+                Poll::Ready(Some(StreamEvent::Continue(t))) if t != stream_type(direction) => {
+                    self.resume_other(index, t);
+                }
                 other => return other,
             }
         }
     }
 
-    /// A request or response event that arrived during a callback that did not pause.
-    fn pending_event(&self, index: usize) -> Option<StreamEvent> {
+    /// An event other than a continue that arrived during a callback of `direction` that did
+    /// not pause. A continue of that direction means nothing then and is dropped; one of the
+    /// other direction is kept for it.
+    fn pending_event(&self, index: usize, direction: Direction) -> Option<StreamEvent> {
         self.with_filter(index, |handle| {
             while let Ok(event) = handle.events().try_recv() {
-                if !matches!(event, StreamEvent::Continue(_)) {
-                    return Some(event);
+                match event {
+                    StreamEvent::Continue(t) if t != stream_type(direction) => {
+                        self.resume_other(index, t);
+                    }
+                    StreamEvent::Continue(_) => {}
+                    event => return Some(event),
                 }
             }
             None
         })
         .flatten()
+    }
+
+    /// Whether a continue for `direction` of filter `index` was kept (taking it); if not,
+    /// `waker` is woken when one is.
+    fn take_resumed(&self, index: usize, direction: Direction, waker: &Waker) -> bool {
+        let mut resumed = self.resumed.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = resumed.get_mut(index) else {
+            return false;
+        };
+        let side = side(direction);
+        if std::mem::take(&mut entry.pending[side]) {
+            entry.wakers[side] = None;
+            return true;
+        }
+        entry.wakers[side] = Some(waker.clone());
+        false
+    }
+
+    /// Keeps a continue of `stream_type` (read off filter `index`'s channel by the other
+    /// direction) for the direction it resumes, and wakes that direction.
+    fn resume_other(&self, index: usize, stream_type: StreamType) {
+        let direction = match stream_type {
+            StreamType::HttpRequest => Direction::Request,
+            StreamType::HttpResponse => Direction::Response,
+            _ => return,
+        };
+        let mut resumed = self.resumed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = resumed.get_mut(index) {
+            entry.pending[side(direction)] = true;
+            if let Some(waker) = entry.wakers[side(direction)].take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Forgets a continue kept for `direction` of filter `index`: called before each of its
+    /// callbacks of that direction, whose answer supersedes it.
+    fn forget_resumed(&self, index: usize, direction: Direction) {
+        let mut resumed = self.resumed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = resumed.get_mut(index) {
+            entry.pending[side(direction)] = false;
+        }
     }
 }
 
@@ -337,6 +443,7 @@ async fn run_headers(
             from: position,
             response,
         };
+        shared.forget_resumed(index, direction);
         // Nothing after the last filter reads `pairs` unless the head must be rebuilt from
         // the final map (then it is read back below): the last filter may have it outright.
         let last = position + 1 == order.len();
@@ -349,7 +456,7 @@ async fn run_headers(
         let outcome = match called {
             None => continue,
             Some(Err(_)) => on_event(shared, index, None),
-            Some(Ok(action)) => match shared.pending_event(index) {
+            Some(Ok(action)) => match shared.pending_event(index, direction) {
                 Some(event) => on_event(shared, index, Some(event)),
                 None if action == Action::Pause => {
                     let event = shared.wait(index, direction).await;
