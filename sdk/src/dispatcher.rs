@@ -12,7 +12,8 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use weir_abi::{Action, LogLevel, PeerType};
 
@@ -28,7 +29,37 @@ enum Child {
     Stream(Box<dyn StreamContext>),
     /// The root did not want this stream: every callback passes through.
     PassThrough,
+    /// Out of the table while one of its callbacks runs.
+    Running,
 }
+
+/// Hashes a context id (a `u32` the host hands out) with one multiplication.
+///
+/// Why not the standard SipHash or a `BTreeMap`: the table is looked up on every callback,
+/// several times per request, with hundreds of streams live; inside a Wasm VM SipHash or a
+/// B-tree walk costs more than the rest of a typical callback.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        // Fibonacci hashing: the high bits (which the table's control bytes use) depend on
+        // every bit of the id.
+        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Children = HashMap<u32, Child, BuildHasherDefault<IdHasher>>;
 
 /// Which kind a pending child should become.
 #[derive(Clone, Copy)]
@@ -41,7 +72,7 @@ enum Kind {
 #[derive(Default)]
 pub(crate) struct Dispatcher {
     roots: RefCell<BTreeMap<u32, Box<dyn RootContext>>>,
-    children: RefCell<BTreeMap<u32, Child>>,
+    children: RefCell<Children>,
     /// The context whose callback is running; a callout made now answers to it.
     active: Cell<u32>,
     /// Callout token -> the context that dispatched it.
@@ -113,15 +144,23 @@ impl Dispatcher {
         Some(result)
     }
 
-    /// Takes child `id` out of the table, turning a pending child into `kind`.
-    fn take_child(&self, id: u32, kind: Kind) -> Option<Child> {
-        let child = self.children.borrow_mut().remove(&id);
-        match child {
-            None => {
+    /// Takes child `id` out of the table (leaving [`Child::Running`] in its place), turning a
+    /// pending child into `kind`; `None` when there is no such child or it is running.
+    fn take_child(&self, id: u32, kind: Option<Kind>) -> Option<Child> {
+        let child = {
+            let mut children = self.children.borrow_mut();
+            let Some(slot) = children.get_mut(&id) else {
+                drop(children);
                 warn(&format!("callback for unknown context {id}"));
-                None
+                return None;
+            };
+            if matches!(slot, Child::Running) {
+                return None;
             }
-            Some(Child::Pending { root_id }) => {
+            std::mem::replace(slot, Child::Running)
+        };
+        match (child, kind) {
+            (Child::Pending { root_id }, Some(kind)) => {
                 self.active.set(id);
                 let created = self.with_root(root_id, |root| match kind {
                     Kind::Http => root.create_http_context(id).map(Child::Http),
@@ -129,8 +168,24 @@ impl Dispatcher {
                 });
                 Some(created.flatten().unwrap_or(Child::PassThrough))
             }
-            Some(child) => Some(child),
+            (child, _) => Some(child),
         }
+    }
+
+    /// Puts child `id` back after its callback, unless it was deleted meanwhile.
+    fn put_back(&self, id: u32, child: Child) {
+        if let Some(slot) = self.children.borrow_mut().get_mut(&id) {
+            *slot = child;
+        }
+    }
+
+    /// Runs `f` on child `id` as it is (a pending child stays pending); `None` when there is
+    /// no such child.
+    fn with_child<R>(&self, id: u32, f: impl FnOnce(&mut Child) -> R) -> Option<R> {
+        let mut child = self.take_child(id, None)?;
+        let result = f(&mut child);
+        self.put_back(id, child);
+        Some(result)
     }
 
     /// Runs `f` on HTTP context `id`; `None` when it is unknown, passes through or is L4.
@@ -139,7 +194,7 @@ impl Dispatcher {
         id: u32,
         f: impl FnOnce(&mut dyn HttpContext) -> R,
     ) -> Option<R> {
-        let mut child = self.take_child(id, Kind::Http)?;
+        let mut child = self.take_child(id, Some(Kind::Http))?;
         let result = match &mut child {
             Child::Http(http) => {
                 self.active.set(id);
@@ -147,7 +202,7 @@ impl Dispatcher {
             }
             _ => None,
         };
-        self.children.borrow_mut().insert(id, child);
+        self.put_back(id, child);
         result
     }
 
@@ -157,7 +212,7 @@ impl Dispatcher {
         id: u32,
         f: impl FnOnce(&mut dyn StreamContext) -> R,
     ) -> Option<R> {
-        let mut child = self.take_child(id, Kind::Stream)?;
+        let mut child = self.take_child(id, Some(Kind::Stream))?;
         let result = match &mut child {
             Child::Stream(stream) => {
                 self.active.set(id);
@@ -165,7 +220,7 @@ impl Dispatcher {
             }
             _ => None,
         };
-        self.children.borrow_mut().insert(id, child);
+        self.put_back(id, child);
         result
     }
 
@@ -193,11 +248,20 @@ impl Dispatcher {
 
     /// `proxy_on_log`.
     pub(crate) fn on_log(&self, id: u32) {
-        if self.child_is(id, |c| matches!(c, Child::Http(_))) {
-            self.with_http(id, |c| c.on_log());
-        } else if self.child_is(id, |c| matches!(c, Child::Stream(_))) {
-            self.with_stream(id, |c| c.on_log());
+        if self.roots.borrow().contains_key(&id) {
+            return;
         }
+        self.with_child(id, |child| match child {
+            Child::Http(http) => {
+                self.active.set(id);
+                http.on_log();
+            }
+            Child::Stream(stream) => {
+                self.active.set(id);
+                stream.on_log();
+            }
+            _ => {}
+        });
     }
 
     /// `proxy_on_done`: true when the context can be deleted now.
@@ -205,13 +269,18 @@ impl Dispatcher {
         if self.roots.borrow().contains_key(&id) {
             return self.with_root(id, |r| r.on_done()).unwrap_or(true);
         }
-        if self.child_is(id, |c| matches!(c, Child::Http(_))) {
-            self.with_http(id, |c| c.on_done()).unwrap_or(true)
-        } else if self.child_is(id, |c| matches!(c, Child::Stream(_))) {
-            self.with_stream(id, |c| c.on_done()).unwrap_or(true)
-        } else {
-            true
-        }
+        self.with_child(id, |child| match child {
+            Child::Http(http) => {
+                self.active.set(id);
+                http.on_done()
+            }
+            Child::Stream(stream) => {
+                self.active.set(id);
+                stream.on_done()
+            }
+            _ => true,
+        })
+        .unwrap_or(true)
     }
 
     /// `proxy_on_delete`: drops the context and any callouts still addressed to it.

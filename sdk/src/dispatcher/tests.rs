@@ -227,3 +227,31 @@ fn deleting_a_context_forgets_its_callouts() {
     d.on_http_call_response(1, 11, 0, 0, 0);
     assert_eq!(entries(&journal), ["create http 2", "root callout 11"]);
 }
+
+#[test]
+fn a_context_deleted_during_its_callback_stays_deleted() {
+    let (d, journal) = setup(true);
+    d.on_context_create(2, 1, &|_| unreachable!("not a root"));
+    d.with_http(2, |_| d.on_delete(2));
+    assert!(!d.child_is(2, |_| true), "put back after its delete");
+    assert_eq!(entries(&journal), ["create http 2"]);
+}
+
+#[test]
+fn a_callback_reentering_a_running_context_gets_the_default() {
+    let (d, journal) = setup(true);
+    d.on_context_create(2, 1, &|_| unreachable!("not a root"));
+    let inner = d.with_http(2, |_| {
+        d.http_action(2, |c| c.on_http_request_headers(1, true))
+    });
+    assert_eq!(inner, Some(Action::Continue));
+    // The context is back and answers as itself.
+    assert_eq!(
+        d.http_action(2, |c| c.on_http_request_headers(4, false)),
+        Action::Pause
+    );
+    assert_eq!(
+        entries(&journal),
+        ["create http 2", "2 request_headers 4 false"]
+    );
+}
