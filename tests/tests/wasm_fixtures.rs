@@ -143,6 +143,50 @@ async fn paused_bodies_buffer_and_are_rewritten_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_body_past_the_buffer_limit_is_refused() {
+    // As in Envoy: a filter may hold at most per_connection_buffer_limit_bytes of a paused
+    // body; past it a request gets 413 and a response (its head already sent) is cut off.
+    let (up, ports, weir) = start("body_rewrite", "", |config| {
+        config["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] =
+            json!(65_536);
+    })
+    .await;
+    let under = send(&ports, Request::post("/echo"), &b"foo-".repeat(10_000)).await;
+    assert_eq!(under.status, 200, "{}", under.text());
+    assert_eq!(under.body.len(), "rewritten:".len() + 40_000);
+    let over = send(&ports, Request::post("/echo"), &b"foo-".repeat(50_000)).await;
+    assert_eq!(over.status, 413, "{}\n{}", over.text(), weir.log_report());
+    assert_eq!(over.text(), "payload too large\n");
+    let echoed = up
+        .tracker()
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path == "/echo")
+        .count();
+    assert!(echoed <= 2, "{echoed}");
+    // A response over the limit: the head went out, the body cannot complete.
+    let req = Request::get("/large/200000")
+        .header("host", "example.com")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let cut = tokio::time::timeout(
+        Duration::from_secs(20),
+        client::h1_request(ports.http_addr(), req),
+    )
+    .await
+    .expect("ended within 20 s");
+    assert!(
+        cut.is_err(),
+        "a response past the limit must not arrive whole"
+    );
+    // weir goes on serving.
+    let after = send(&ports, Request::post("/echo"), b"foo").await;
+    assert_eq!(after.text(), "rewritten:BAR");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_response_answers_without_the_upstream() {
     let (up, ports, _weir) = start("local_response", "", |_| {}).await;
     let denied = send(&ports, Request::get("/x").header("x-deny", "yes"), b"").await;

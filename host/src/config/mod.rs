@@ -210,6 +210,9 @@ pub struct HttpManagerConfig {
     pub http_filters: Vec<std::sync::Arc<crate::wasm::PluginHandle>>,
     /// `upgrade_configs`.
     pub upgrades: Vec<UpgradeSetting>,
+    /// Most body bytes a Wasm filter may hold paused: the listener's
+    /// `per_connection_buffer_limit_bytes` (Envoy default 1 MiB).
+    pub buffer_limit: usize,
 }
 
 impl HttpManagerConfig {
@@ -559,7 +562,10 @@ fn listener_config(
             "expected envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy",
         ));
     };
-    let http = http_manager_config(hcm, &filter_path, clusters, node)?;
+    let mut http = http_manager_config(hcm, &filter_path, clusters, node)?;
+    if let Some(limit) = listener.per_connection_buffer_limit_bytes {
+        http.buffer_limit = limit as usize;
+    }
     let quic = quic::listener_quic(listener, chain, hcm, path)?;
     Ok(ListenerConfig {
         name,
@@ -641,6 +647,7 @@ fn http_manager_config(
         max_connection_duration: nonzero(common.max_connection_duration.map(|d| d.get())),
         http_filters,
         upgrades,
+        buffer_limit: crate::http::DEFAULT_BUFFER_LIMIT,
     })
 }
 

@@ -107,7 +107,8 @@ pub struct Listener {
     pub address: Address,
     /// `filter_chains[]`; weir uses the first (filter_chain_match is not supported).
     pub filter_chains: Vec<FilterChain>,
-    /// Accepted for compatibility; weir sizes its own buffers.
+    /// Most body bytes a Wasm filter may hold paused (Envoy default 1 MiB): past it a request
+    /// gets 413 and a response is reset.
     #[serde(default)]
     pub per_connection_buffer_limit_bytes: Option<u32>,
     /// A UDP listener's settings; with `quic_options` it is a QUIC (HTTP/3) listener.

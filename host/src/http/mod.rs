@@ -17,6 +17,7 @@ use crate::config::HttpManagerConfig;
 use crate::stats::HttpStats;
 use crate::upstream::WorkerPools;
 use arc_swap::ArcSwap;
+pub use filter_chain::DEFAULT_BUFFER_LIMIT;
 pub use h3::serve_h3_connection;
 pub use server::{ConnectionTls, serve_connection};
 use std::sync::Arc;
@@ -50,12 +51,17 @@ impl HttpManager {
         let stats = HttpStats::new(&config.stat_prefix);
         let codecs = server::Codecs::new(&config);
         let server_header = http::HeaderValue::from_str(&config.server_name).ok();
-        let filters = filter_chain::FilterChain::new(&config.http_filters, &pools);
+        let filters =
+            filter_chain::FilterChain::new(&config.http_filters, &pools, config.buffer_limit);
         let upgrade_filters = config
             .upgrades
             .iter()
             .filter_map(|u| {
-                let chain = filter_chain::FilterChain::new(u.filters.as_deref()?, &pools);
+                let chain = filter_chain::FilterChain::new(
+                    u.filters.as_deref()?,
+                    &pools,
+                    config.buffer_limit,
+                );
                 Some((u.upgrade_type.clone(), chain))
             })
             .collect();

@@ -352,6 +352,11 @@ impl StreamHandle {
         })
     }
 
+    /// How many body bytes of `direction` the module holds (a paused body buffers).
+    pub fn buffered_len(&mut self, direction: Direction) -> Result<usize, SlotError> {
+        self.with_stream(|vm, id| Ok(vm.stream_mut(id).map_or(0, |s| body_of(s, direction).len())))
+    }
+
     /// Takes the body bytes buffered for `direction`.
     pub fn take_body(&mut self, direction: Direction) -> Result<Vec<u8>, SlotError> {
         self.with_stream(|vm, id| {

@@ -1,7 +1,8 @@
 //! The body of one direction of a stream, run through its filters' body and trailers
 //! callbacks as it streams (see the parent module for the semantics).
 
-use super::head::header_map;
+use super::head::{header_map, payload_too_large};
+
 use super::{FilterReply, Outcome, Shared, on_event};
 use crate::body::{Body, BoxError};
 use crate::wasm::{Direction, HeaderPairs, SlotError, StreamEvent};
@@ -90,6 +91,7 @@ impl FilteredBody {
                     }
                     match out {
                         Some(out) => data = out,
+                        None if self.holds_too_much(index) => return self.refuse(index),
                         None if end_of_stream => return Push::Wait(position),
                         None => return Push::Held(position),
                     }
@@ -102,6 +104,33 @@ impl FilteredBody {
             }
         }
         Push::Emit(data)
+    }
+
+    /// Whether filter `index`, paused, holds more of this body than the listener allows.
+    fn holds_too_much(&self, index: usize) -> bool {
+        let direction = self.direction;
+        self.shared
+            .with_filter(index, |h| h.buffered_len(direction))
+            .and_then(Result::ok)
+            .is_some_and(|held| held > self.shared.buffer_limit)
+    }
+
+    /// Stops the body of a filter that buffered past the limit: a request is answered 413
+    /// (by the filters before it, as for a local reply), a response (its head already sent)
+    /// is reset.
+    fn refuse(&mut self, index: usize) -> Push {
+        tracing::debug!(
+            limit = self.shared.buffer_limit,
+            direction = ?self.direction,
+            "a Wasm filter buffered more than per_connection_buffer_limit_bytes"
+        );
+        if self.direction == Direction::Request {
+            self.shared.set_local_reply(FilterReply {
+                from: index,
+                response: payload_too_large(),
+            });
+        }
+        Push::Fail("a Wasm filter buffered more than per_connection_buffer_limit_bytes")
     }
 
     /// Handles a non-continue event of filter `index` during the body; `Some` stops the body.

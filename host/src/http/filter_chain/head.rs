@@ -293,6 +293,11 @@ pub(super) fn failure_response() -> Response<Body> {
     text_response(StatusCode::INTERNAL_SERVER_ERROR, "wasm filter failed\n")
 }
 
+/// A filter paused a request body past `per_connection_buffer_limit_bytes`.
+pub(super) fn payload_too_large() -> Response<Body> {
+    text_response(StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n")
+}
+
 /// A filter closed the stream.
 pub(super) fn closed_response() -> Response<Body> {
     text_response(

@@ -60,23 +60,39 @@ pub use upgraded_payload::{PayloadFilters, PayloadFollows};
 /// The filters of one chain on one worker.
 pub struct FilterChain {
     slots: Vec<Arc<VmSlot>>,
+    /// Most body bytes one filter may hold paused (the listener's
+    /// `per_connection_buffer_limit_bytes`).
+    buffer_limit: usize,
 }
+
+/// Envoy's default `per_connection_buffer_limit_bytes`: 1 MiB.
+pub const DEFAULT_BUFFER_LIMIT: usize = 1 << 20;
 
 impl FilterChain {
     /// A chain running `plugins` in order, each in its own VM on this worker, with callouts
     /// through `pools`. Call on the worker's runtime (the VMs' timers start there).
-    pub fn new(plugins: &[Arc<PluginHandle>], pools: &WorkerPools) -> FilterChain {
+    /// A filter that pauses a body may hold at most `buffer_limit` bytes of it: past that a
+    /// request gets 413 and a response is reset, as in Envoy.
+    pub fn new(
+        plugins: &[Arc<PluginHandle>],
+        pools: &WorkerPools,
+        buffer_limit: usize,
+    ) -> FilterChain {
         FilterChain {
             slots: plugins
                 .iter()
                 .map(|plugin| VmSlot::new(plugin.clone(), pools.clone()))
                 .collect(),
+            buffer_limit,
         }
     }
 
     /// A chain with no filters.
     pub fn empty() -> FilterChain {
-        FilterChain { slots: Vec::new() }
+        FilterChain {
+            slots: Vec::new(),
+            buffer_limit: DEFAULT_BUFFER_LIMIT,
+        }
     }
 
     /// Whether there is nothing to run (then [`FilterChain::run`] need not be called).
@@ -137,6 +153,7 @@ impl FilterChain {
             filters: Mutex::new(filters),
             local_reply: Mutex::new(None),
             resumed: Mutex::new(resumed),
+            buffer_limit: self.buffer_limit,
         });
         let order: Vec<usize> = (0..self.slots.len()).collect();
         let reply = match filter_request(&shared, &order, request, payload).await {
@@ -235,6 +252,8 @@ struct Shared {
     /// Per filter: `proxy_continue_stream` calls read off its channel by the other direction
     /// (both directions of an upgraded stream run at once), kept for the one they resume.
     resumed: Mutex<Vec<Resumed>>,
+    /// Most body bytes one filter may hold paused.
+    buffer_limit: usize,
 }
 
 /// One filter's continues kept for a direction, by [`side`].

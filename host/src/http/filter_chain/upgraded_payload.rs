@@ -292,7 +292,7 @@ mod tests {
         .expect("plugin loads");
         let handle = PluginHandle::new(plugin, None, [0; 32]);
         let pools = WorkerPools::new(ClusterManager::new(Vec::new()).expect("no clusters"));
-        FilterChain::new(&[handle], &pools)
+        FilterChain::new(&[handle], &pools, crate::http::DEFAULT_BUFFER_LIMIT)
     }
 
     fn conn() -> ConnectionInfo {
