@@ -240,20 +240,26 @@ impl HttpManager {
         B::Error: Into<body::BoxError>,
     {
         let (mut parts, request_body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let path = match &action.prefix_rewrite {
             Some(rewrite) => {
+                let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
                 let rest = path.get(rewrite_len..).unwrap_or("");
                 let mut rewritten = format!("{rewrite}{rest}");
                 if !rewritten.starts_with('/') {
                     rewritten.insert(0, '/');
                 }
-                rewritten
+                PathAndQuery::try_from(rewritten)
+                    .map_err(|_| LocalReply::BadRequest("invalid path after rewrite"))?
             }
-            None => path.to_string(),
+            // The request's own path, shared rather than copied and parsed again.
+            None => parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
         };
-        parts.uri = Uri::try_from(path)
-            .map_err(|_| LocalReply::BadRequest("invalid path after rewrite"))?;
+        parts.uri = Uri::from(path);
+
         parts.version = Version::HTTP_11;
         let headers = &mut parts.headers;
         headers::remove_hop_by_hop(headers, true);
