@@ -32,6 +32,31 @@ pub async fn echo(ws: &mut WsClient, msg: Message) -> Result<(), String> {
     Ok(())
 }
 
+/// Echoes every one of `msgs` in order ([`echo`]), all within `limit`; returns the bytes
+/// sent (each way) and the time taken, or which message failed and why.
+pub async fn echo_all(
+    ws: &mut WsClient,
+    msgs: Vec<Message>,
+    limit: Duration,
+) -> Result<(usize, Duration), String> {
+    let total: usize = msgs.iter().map(Message::len).sum();
+    let count = msgs.len();
+    let started = std::time::Instant::now();
+    let run = async {
+        for (i, msg) in msgs.into_iter().enumerate() {
+            echo(ws, msg)
+                .await
+                .map_err(|e| format!("message {i}: {e}"))?;
+        }
+        Ok::<_, String>(())
+    };
+    match tokio::time::timeout(limit, run).await {
+        Ok(Ok(())) => Ok((total, started.elapsed())),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(format!("{count} messages took over {limit:?}")),
+    }
+}
+
 fn kind(m: &Message) -> &'static str {
     match m {
         Message::Text(_) => "text",

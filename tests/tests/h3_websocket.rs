@@ -13,7 +13,7 @@ use weir_tests::h3::H3Client;
 use weir_tests::tcp_server::{Mode, TcpServer};
 use weir_tests::tunnel_client::{self, ws_connect};
 use weir_tests::upgrade_app::UpgradeApp;
-use weir_tests::ws_check::{assert_close_echoed, assert_ping_pong, echo, mixed_messages};
+use weir_tests::ws_check::{assert_close_echoed, assert_ping_pong, echo, echo_all, mixed_messages};
 use weir_tests::ws_echo::WsEcho;
 use weir_tests::{Rng, Weir};
 
@@ -96,25 +96,14 @@ async fn websocket_echo_h1_h3_h1() {
         )
     });
 
-    let msgs = mixed_messages(9220);
-    let total: usize = msgs.iter().map(Message::len).sum();
-    let started = std::time::Instant::now();
-    let run = async {
-        for (i, msg) in msgs.into_iter().enumerate() {
-            echo(&mut ws, msg)
-                .await
-                .map_err(|e| format!("message {i}: {e}"))?;
-        }
-        Ok::<_, String>(())
-    };
-    match tokio::time::timeout(Duration::from_secs(240), run).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{e}\n{}\n{}", a.log_report(), b.log_report()),
-        Err(_) => panic!("1,000 messages took over 240 s\n{}", b.log_report()),
-    }
+    let (total, took) =
+        match echo_all(&mut ws, mixed_messages(9220), Duration::from_secs(240)).await {
+            Ok(done) => done,
+            Err(e) => panic!("{e}\n{}\n{}", a.log_report(), b.log_report()),
+        };
     eprintln!(
         "1,000 messages, {total} bytes each way over an HTTP/3 hop, in {:?}",
-        started.elapsed()
+        took
     );
     assert_eq!(app.messages(), 1000, "the echo server's message count");
 

@@ -19,7 +19,7 @@ use weir_tests::tunnel_client::ws_upgrade_request;
 use weir_tests::tunnel_client::{Ending, WsClient, raw_head, read_until_end, ws_connect};
 use weir_tests::upgrade_app::UpgradeApp;
 use weir_tests::wasm::{filter, fixture, set_filters, start_with_env, wasm_filter};
-use weir_tests::ws_check::{assert_close_echoed, echo, mixed_messages};
+use weir_tests::ws_check::{assert_close_echoed, echo, echo_all, mixed_messages};
 use weir_tests::ws_echo::WsEcho;
 use weir_tests::{Weir, client};
 
@@ -260,25 +260,13 @@ async fn thousand_mixed_messages_through_payload_filters_across_an_h2_hop() {
     let mut ws = ws_connect(addr, "/ws")
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log_report(), b.log_report()));
-    let msgs = mixed_messages(8);
-    let total: usize = msgs.iter().map(Message::len).sum();
-    let started = std::time::Instant::now();
-    let run = async {
-        for (i, msg) in msgs.into_iter().enumerate() {
-            echo(&mut ws, msg)
-                .await
-                .map_err(|e| format!("message {i}: {e}"))?;
-        }
-        Ok::<_, String>(())
+    let (total, took) = match echo_all(&mut ws, mixed_messages(8), Duration::from_secs(300)).await {
+        Ok(done) => done,
+        Err(e) => panic!("{e}\n{}\n{}", a.log_report(), b.log_report()),
     };
-    match tokio::time::timeout(Duration::from_secs(300), run).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{e}\n{}\n{}", a.log_report(), b.log_report()),
-        Err(_) => panic!("1,000 messages took over 300 s\n{}", a.log_report()),
-    }
     eprintln!(
         "1,000 messages, {total} bytes each way, through a payload filter on both weirs, in {:?}",
-        started.elapsed()
+        took
     );
     assert_eq!(app.messages(), 1000);
     assert_close_echoed(&mut ws, 4000, "done").await;

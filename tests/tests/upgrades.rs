@@ -13,7 +13,7 @@ use weir_tests::config::{self, Ports};
 use weir_tests::h1_upstream::Counting;
 use weir_tests::tunnel_client::{self, ws_connect, ws_upgrade_request};
 use weir_tests::upgrade_app::UpgradeApp;
-use weir_tests::ws_check::{assert_close_echoed, assert_ping_pong, echo, mixed_messages};
+use weir_tests::ws_check::{assert_close_echoed, assert_ping_pong, echo, echo_all, mixed_messages};
 use weir_tests::ws_echo::WsEcho;
 use weir_tests::{H1Upstream, Weir};
 
@@ -61,26 +61,11 @@ async fn websocket_echo_h1_h2_h1() {
         .await
         .unwrap_or_else(|e| panic!("handshake through A and B: {e}\n{}", b.log_report()));
 
-    let msgs = mixed_messages(4);
-    let total: usize = msgs.iter().map(Message::len).sum();
-    let started = std::time::Instant::now();
-    let run = async {
-        for (i, msg) in msgs.into_iter().enumerate() {
-            echo(&mut ws, msg)
-                .await
-                .map_err(|e| format!("message {i}: {e}"))?;
-        }
-        Ok::<_, String>(())
+    let (total, took) = match echo_all(&mut ws, mixed_messages(4), Duration::from_secs(180)).await {
+        Ok(done) => done,
+        Err(e) => panic!("{e}\n{}", b.log_report()),
     };
-    match tokio::time::timeout(Duration::from_secs(180), run).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{e}\n{}", b.log_report()),
-        Err(_) => panic!("1,000 messages took over 180 s\n{}", b.log_report()),
-    }
-    eprintln!(
-        "1,000 messages, {total} bytes each way, in {:?}",
-        started.elapsed()
-    );
+    eprintln!("1,000 messages, {total} bytes each way, in {:?}", took);
     assert_eq!(app.messages(), 1000, "the echo server's message count");
 
     // Ping -> pong with the same payload (answered by the app, end to end).
