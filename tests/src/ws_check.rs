@@ -57,6 +57,30 @@ pub async fn echo_all(
     }
 }
 
+/// Waits up to 10 s for the connection to end (EOF, an error, or a close frame) without a
+/// data message coming back; `Err` says what came instead.
+pub async fn ends_without_echo(ws: &mut WsClient) -> Result<(), String> {
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return Ok(()),
+                Some(Ok(Message::Close(_))) => {}
+                Some(Ok(other)) => return Err(other),
+            }
+        }
+    })
+    .await;
+    match ended {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(msg)) => Err(format!(
+            "a {} message came back ({} bytes)",
+            kind(&msg),
+            msg.len()
+        )),
+        Err(_) => Err("the connection stayed open for 10 s".to_owned()),
+    }
+}
+
 fn kind(m: &Message) -> &'static str {
     match m {
         Message::Text(_) => "text",

@@ -13,7 +13,9 @@ use weir_tests::h3::H3Client;
 use weir_tests::tcp_server::{Mode, TcpServer};
 use weir_tests::tunnel_client::{self, ws_connect};
 use weir_tests::upgrade_app::UpgradeApp;
-use weir_tests::ws_check::{assert_close_echoed, assert_ping_pong, echo, echo_all, mixed_messages};
+use weir_tests::ws_check::{
+    assert_close_echoed, assert_ping_pong, echo, echo_all, ends_without_echo, mixed_messages,
+};
 use weir_tests::ws_echo::WsEcho;
 use weir_tests::{Rng, Weir};
 
@@ -451,7 +453,7 @@ async fn extended_connect_crosses_two_h3_hops() {
 /// two client messages on both. A stops the third; B's guard saw the two that crossed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_payload_goes_through_the_filters_across_an_h3_hop() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use weir_tests::wasm::{filter, wasm_filter};
     let app = WsEcho::start().await;
     let guard = wasm_filter(
@@ -476,21 +478,12 @@ async fn websocket_payload_goes_through_the_filters_across_an_h3_hop() {
             .unwrap_or_else(|e| panic!("message {i}: {e}\n{}", b.log_report()));
     }
     ws.send(Message::text("one too many")).await.expect("send");
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) => return Ok(()),
-                Some(Ok(Message::Close(_))) => {}
-                Some(Ok(other)) => return Err(other),
-            }
-        }
-    })
-    .await;
-    assert!(
-        matches!(ended, Ok(Ok(()))),
-        "the connection must end without an echo: {ended:?}\n{}",
-        a.log_report()
-    );
+    if let Err(e) = ends_without_echo(&mut ws).await {
+        panic!(
+            "the connection must end without an echo: {e}\n{}",
+            a.log_report()
+        );
+    }
     assert_eq!(
         app.messages(),
         2,

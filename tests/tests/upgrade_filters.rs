@@ -5,7 +5,7 @@
 //! a chain of headers-only filters keeps the splice.
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use http::Request;
 use http_body_util::Full;
 use serde_json::{Value, json};
@@ -19,7 +19,9 @@ use weir_tests::tunnel_client::ws_upgrade_request;
 use weir_tests::tunnel_client::{Ending, WsClient, raw_head, read_until_end, ws_connect};
 use weir_tests::upgrade_app::UpgradeApp;
 use weir_tests::wasm::{filter, fixture, set_filters, start_with_env, wasm_filter};
-use weir_tests::ws_check::{assert_close_echoed, echo, echo_all, mixed_messages};
+use weir_tests::ws_check::{
+    assert_close_echoed, echo, echo_all, ends_without_echo, mixed_messages,
+};
 use weir_tests::ws_echo::WsEcho;
 use weir_tests::{Weir, client};
 
@@ -147,30 +149,6 @@ async fn splices_until(weir: &Weir, mode: &str, want: f64) -> f64 {
     }
 }
 
-/// The connection ends (EOF, an error, or a close) within 10 s without a data message
-/// coming back.
-async fn assert_ends_without_echo(ws: &mut WsClient, weir: &Weir) {
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) => return Ok(()),
-                Some(Ok(Message::Close(_))) => {}
-                Some(Ok(other)) => return Err(other),
-            }
-        }
-    })
-    .await;
-    match ended {
-        Ok(Ok(())) => {}
-        Ok(Err(msg)) => panic!(
-            "a message came back ({} bytes) past the limit\n{}",
-            msg.len(),
-            weir.log_report()
-        ),
-        Err(_) => panic!("the connection stayed open\n{}", weir.log_report()),
-    }
-}
-
 /// Sends `count` messages, each echoed intact, then one more, after which the connection
 /// must end without that message's echo.
 async fn assert_closed_after(ws: &mut WsClient, count: usize, weir: &Weir) {
@@ -183,7 +161,9 @@ async fn assert_closed_after(ws: &mut WsClient, count: usize, weir: &Weir) {
     ws.send(Message::text("one too many"))
         .await
         .unwrap_or_else(|e| panic!("send message {}: {e}", count + 1));
-    assert_ends_without_echo(ws, weir).await;
+    if let Err(e) = ends_without_echo(ws).await {
+        panic!("{e}\n{}", weir.log_report());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +196,9 @@ async fn websocket_guard_closes_on_a_frame_over_its_size_limit() {
     ws.send(Message::binary(vec![8u8; 1025]))
         .await
         .expect("send the frame over the limit");
-    assert_ends_without_echo(&mut ws, &weir).await;
+    if let Err(e) = ends_without_echo(&mut ws).await {
+        panic!("{e}\n{}", weir.log_report());
+    }
     assert_eq!(
         app.messages(),
         1,
