@@ -15,7 +15,8 @@
 //! - `shared.rs`, `metrics.rs`, `properties.rs`: process-wide shared data and queues, plugin
 //!   metrics, and the properties a module may read.
 //!
-//! The filter chain that drives stream contexts lives in [`crate::http::filter_chain`].
+//! The filter chain that drives HTTP stream contexts lives in [`crate::http::filter_chain`];
+//! the one that drives network (L4) contexts in [`crate::tunnel::network_filters`].
 
 mod abi;
 mod callout;
@@ -31,11 +32,11 @@ mod slot;
 mod state;
 mod vm;
 
-pub use context::{HeaderPairs, LocalResponse, RouteProps, StreamEvent, StreamInfo};
+pub use context::{HeaderPairs, LocalResponse, RouteProps, SharedAddress, StreamEvent, StreamInfo};
 pub use engine::Limits;
 pub use plugin::{AbiVersion, NodeInfo, Plugin, PluginHandle, PluginSpec};
 pub use slot::{SlotError, StreamHandle, VmSlot};
-pub use vm::Direction;
+pub use vm::{Direction, Side};
 
 /// Why a plugin could not be loaded or a call into it failed.
 #[derive(Debug, thiserror::Error)]

@@ -31,7 +31,7 @@
 use super::stream::ConnectionInfo;
 use crate::body::{self, Body};
 use crate::route::RouteTable;
-use crate::upstream::WorkerPools;
+use crate::upstream::{UpstreamAddress, WorkerPools};
 use crate::wasm::{
     Direction, HeaderPairs, PluginHandle, StreamEvent, StreamHandle, StreamInfo, VmSlot,
 };
@@ -100,8 +100,10 @@ impl FilterChain {
             protocol: protocol_name(request.version()),
             start: std::time::SystemTime::now(),
             route: Arc::new(Mutex::new(route_props(routes, &request))),
+            upstream: Default::default(),
         };
         let route = info.route.clone();
+        let upstream = info.upstream.clone();
         let mut filters = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             match slot.start_stream(info.clone()) {
@@ -120,6 +122,9 @@ impl FilterChain {
                 *route.lock().unwrap_or_else(PoisonError::into_inner) =
                     route_props(routes, &request);
                 let response = next(request).await;
+                if let Some(host) = response.extensions().get::<UpstreamAddress>() {
+                    *upstream.lock().unwrap_or_else(PoisonError::into_inner) = Some(host.0);
+                }
                 shared.take_local_reply().unwrap_or(FilterReply {
                     from: order.len(),
                     response,
