@@ -565,3 +565,60 @@ fn envoy_bin() -> std::path::PathBuf {
     );
     bin
 }
+
+/// Hot reload: a new tcp-guard configuration (the config file changed, `POST /reload`)
+/// applies to the connections accepted after it; a connection that was open keeps the
+/// filter it started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_the_network_filter_for_new_connections() {
+    let echo = TcpServer::start(Mode::Echo).await;
+    let ports = Ports::new();
+    let module = filter("tcp_guard");
+    let config_with = |configuration: &str| {
+        bootstrap(
+            ports.admin,
+            vec![filtered_listener(
+                ports.http,
+                vec![network_wasm("tcp_guard", &module, configuration, false)],
+                None,
+            )],
+            echo.addr,
+        )
+    };
+    let weir = start_with_env(&config_with(GUARD), 1, &[]).await;
+    let mut old = connect(ports.http).await;
+    old.write_all(b"HELLO ping").await.expect("write");
+    let mut answer = [0u8; 4];
+    tokio::time::timeout(LIMIT, old.read_exact(&mut answer))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    assert_eq!(&answer, b"pong");
+
+    std::fs::write(
+        weir.config_path(),
+        serde_json::to_string_pretty(&config_with(r#"{"prefix": "BYE ", "strip_prefix": true}"#))
+            .expect("json"),
+    )
+    .expect("write config");
+    let (status, body) = weir.admin_post("/reload").await;
+    assert_eq!(status, 200, "{body}\n{}", weir.log_report());
+
+    let mut refused = connect(ports.http).await;
+    refused.write_all(b"HELLO ping").await.expect("write");
+    let (got, _) = read_to_end(&mut refused).await;
+    assert!(got.is_empty(), "the old prefix is refused now: {got:?}");
+    let mut new = connect(ports.http).await;
+    new.write_all(b"BYE ping").await.expect("write");
+    new.shutdown().await.expect("FIN");
+    let (got, error) = read_to_end(&mut new).await;
+    assert_eq!(error, None);
+    assert_eq!(got, b"ping", "no rewrite in the new configuration");
+
+    // The connection from before the reload still runs the old filter.
+    old.write_all(b" ping").await.expect("write");
+    old.shutdown().await.expect("FIN");
+    let (got, error) = read_to_end(&mut old).await;
+    assert_eq!(error, None);
+    assert_eq!(got, b" pong", "{}", weir.log_report());
+}
