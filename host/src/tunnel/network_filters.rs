@@ -593,9 +593,115 @@ impl Drop for FilteredConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::ClusterManager;
+    use crate::wasm::{NodeInfo, Plugin, PluginSpec};
+    use std::time::Duration;
+    use tokio::io::DuplexStream;
 
     #[test]
     fn no_plugins_is_empty() {
         assert!(NetworkFilters { slots: Vec::new() }.is_empty());
+    }
+
+    /// A network filter in WAT: `downstream` and `upstream` are the bodies of its data
+    /// callbacks (params `$size`, `$end`; `$set` is `proxy_set_buffer_bytes`); bytes 100..
+    /// hold `markers`.
+    fn plugin(name: &str, markers: &str, downstream: &str, upstream: &str) -> Arc<PluginHandle> {
+        let text = format!(
+            r#"(module
+              (import "env" "proxy_set_buffer_bytes" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+              (memory (export "memory") 1)
+              (data (i32.const 100) "{markers}")
+              (func (export "proxy_abi_version_0_2_1"))
+              (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 4096))
+              (func (export "proxy_on_context_create") (param i32 i32))
+              (func (export "proxy_on_downstream_data") (param $ctx i32) (param $size i32) (param $end i32) (result i32) {downstream})
+              (func (export "proxy_on_upstream_data") (param $ctx i32) (param $size i32) (param $end i32) (result i32) {upstream})
+            )"#
+        );
+        let code = wat::parse_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let plugin = Plugin::load(PluginSpec {
+            name: name.into(),
+            root_id: name.into(),
+            vm_id: name.into(),
+            code,
+            vm_configuration: Vec::new(),
+            plugin_configuration: Vec::new(),
+            fail_open: false,
+            node: NodeInfo::default(),
+            source: None,
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        PluginHandle::new(plugin, None, [0; 32])
+    }
+
+    /// Appends the marker at `at` to the `buffer` (2 downstream, 3 upstream) when bytes came.
+    fn append(buffer: u32, at: u32) -> String {
+        format!(
+            "(if (i32.gt_u (local.get $size) (i32.const 0)) (then (drop (call $set (i32.const {buffer}) (i32.const 1000000) (i32.const 0) (i32.const {at}) (i32.const 1))))) (i32.const 0)"
+        )
+    }
+
+    async fn read_exactly(stream: &mut DuplexStream, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut out))
+            .await
+            .expect("bytes in time")
+            .expect("read");
+        out
+    }
+
+    /// Two filters: `hold` pauses downstream bytes until 5 have come (then passes them all),
+    /// `mark` prepends `b` to downstream bytes; each appends its letter to upstream bytes.
+    /// Downstream goes hold -> mark, upstream mark -> hold (reverse), so the upstream reads
+    /// `babcde` from `ab` + `cde`, and the client reads `replyBA` from `reply`.
+    #[tokio::test]
+    async fn bytes_go_through_the_filters_in_order_and_a_pause_accumulates() {
+        let hold = plugin(
+            "hold",
+            "A",
+            "(if (result i32) (i32.and (i32.lt_u (local.get $size) (i32.const 5)) (i32.eqz (local.get $end))) (then (i32.const 1)) (else (i32.const 0)))",
+            &append(3, 100),
+        );
+        let mark = plugin(
+            "mark",
+            "bB",
+            "(if (i32.gt_u (local.get $size) (i32.const 0)) (then (drop (call $set (i32.const 2) (i32.const 0) (i32.const 0) (i32.const 100) (i32.const 1))))) (i32.const 0)",
+            &append(3, 101),
+        );
+        let manager = ClusterManager::new(Vec::new()).expect("no clusters");
+        let pools = WorkerPools::new(manager);
+        let filters = NetworkFilters::new(&[hold, mark], &pools);
+        let local: SocketAddr = "127.0.0.1:1000".parse().expect("addr");
+        let connection = filters
+            .start("127.0.0.1:2000".parse().expect("addr"), local)
+            .await
+            .expect("no filter closes it");
+        connection.connected(Some("127.0.0.1:3000".parse().expect("addr")));
+        let (mut client, downstream) = tokio::io::duplex(1 << 16);
+        let (mut server, upstream) = tokio::io::duplex(1 << 16);
+        let carried = connection.carry(
+            super::super::boxed(downstream),
+            super::super::boxed(upstream),
+        );
+        let peers = async {
+            client.write_all(b"ab").await.expect("write");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            client.write_all(b"cde").await.expect("write");
+            assert_eq!(read_exactly(&mut server, 6).await, b"babcde");
+            server.write_all(b"reply").await.expect("write");
+            assert_eq!(read_exactly(&mut client, 7).await, b"replyBA");
+            client.shutdown().await.expect("FIN");
+            server.shutdown().await.expect("FIN");
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).await.expect("EOF");
+            assert!(rest.is_empty(), "{rest:?}");
+        };
+        let (result, ()) = tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::join!(carried, peers)
+        })
+        .await
+        .expect("done in time");
+        result.expect("carried to the end");
     }
 }
