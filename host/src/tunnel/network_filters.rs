@@ -5,8 +5,8 @@
 //! accept -> proxy_on_new_connection (filter 0, 1, ...) -> connect upstream
 //! downstream bytes -> filter 0 -> filter 1 -> ... -> upstream
 //! upstream bytes   <- filter 0 <- filter 1 <- ... <- upstream   (reverse order, as Envoy)
-//! end -> proxy_on_downstream_connection_close, proxy_on_upstream_connection_close,
-//!        proxy_on_log, proxy_on_done, proxy_on_delete
+//! upstream's end of stream -> proxy_on_upstream_data(end), proxy_on_upstream_connection_close
+//! end -> proxy_on_downstream_connection_close, proxy_on_log, proxy_on_done, proxy_on_delete
 //! ```
 //!
 //! Every filter has its own context (its own VM per worker) and holds, per direction, the
@@ -19,10 +19,11 @@
 //! `proxy_close_stream` closes the connection, both sides, once the callback returns. A filter
 //! whose VM fails closes the connection too (or is skipped from then on with `fail_open`).
 //!
-//! Where weir differs from Envoy: filters before a paused one see only the bytes that are new
-//! to them (Envoy hands them its whole read buffer again); `proxy_on_upstream_connection_close`
-//! comes when the connection ends, after the downstream's, not when the upstream socket
-//! closes (tcp_proxy has no such hook in Envoy either).
+//! As in Envoy, `proxy_on_upstream_connection_close` comes right after the data callback that
+//! carried the upstream's end of stream (a connection the upstream never ended gets none), and
+//! `proxy_on_downstream_connection_close` when the connection is done. Where weir differs:
+//! filters before a paused one see only the bytes that are new to them (Envoy hands them its
+//! whole read buffer again).
 //!
 //! The bytes of such a connection are read into weir (64 KiB at a time per direction): it is
 //! never spliced in the kernel, and counts as a user-space splice in
@@ -101,7 +102,7 @@ impl NetworkFilters {
                 downstream: Flow::new(count),
                 upstream: Flow::new(count),
                 closed: false,
-                connected: false,
+                upstream_closed: vec![false; count],
                 peer_ended: [false; 2],
             }),
             woken: [Notify::new(), Notify::new()],
@@ -158,8 +159,8 @@ struct State {
     upstream: Flow,
     /// A filter closed the connection (or failed): both sides close.
     closed: bool,
-    /// The upstream was connected (its close callback is due at the end).
-    connected: bool,
+    /// Per filter: `proxy_on_upstream_connection_close` was called.
+    upstream_closed: Vec<bool>,
     /// Per side (downstream, upstream): the peer ended its stream or failed, so its close
     /// was the peer's (`PeerType::Remote`) rather than weir's.
     peer_ended: [bool; 2],
@@ -353,10 +354,28 @@ impl FilteredConnection {
     }
 
     /// The upstream is connected (to `address`, when it is known): `upstream.address` reads
-    /// it from now on, and its close callback is due at the end.
+    /// it from now on.
     pub fn connected(&self, address: Option<SocketAddr>) {
         *self.upstream.lock().unwrap_or_else(PoisonError::into_inner) = address;
-        self.state().connected = true;
+    }
+
+    /// After filter `index` saw the upstream's end of stream: its
+    /// `proxy_on_upstream_connection_close`, once (as Envoy, which has no upstream close
+    /// event in a network filter, calls it then too).
+    fn upstream_ended(&self, index: usize) {
+        {
+            let mut state = self.state();
+            match state.upstream_closed.get_mut(index) {
+                Some(closed) if !*closed => *closed = true,
+                _ => return,
+            }
+        }
+        let called = self.with_filter(index, |handle| {
+            handle.connection_closed(Side::Upstream, PeerType::Remote)
+        });
+        if let Some(Err(error)) = called {
+            self.failed(index, &error);
+        }
     }
 
     /// The filters in the order `side`'s bytes go through them.
@@ -380,6 +399,9 @@ impl FilteredConnection {
                 return Outcome::Held;
             }
             let called = self.with_filter(index, |handle| handle.data(side, &bytes, end));
+            if end && side == Side::Upstream && matches!(called, Some(Ok(_))) {
+                self.upstream_ended(index);
+            }
             match called {
                 // Skipped (failed open): the bytes go on as they are.
                 None => {}
@@ -550,32 +572,19 @@ impl FilteredConnection {
         }
     }
 
-    /// Ends every context: the close callbacks (downstream, then upstream when it was
-    /// connected; `Remote` where the peer ended its side, `Local` where weir closed it),
-    /// then `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`. Runs once, when the
-    /// connection is dropped (whatever ended it: both sides, a filter, the idle timeout).
+    /// Ends every context: `proxy_on_downstream_connection_close` (`Remote` where the client
+    /// ended its side, `Local` where weir closed it), then `proxy_on_log`, `proxy_on_done`,
+    /// `proxy_on_delete`. Runs once, when the connection is dropped (whatever ended it: both
+    /// sides, a filter, the idle timeout).
     fn finish(&self) {
-        let (connected, peers) = {
-            let state = self.state();
-            let peer = |ended: bool| {
-                if ended {
-                    PeerType::Remote
-                } else {
-                    PeerType::Local
-                }
-            };
-            (
-                state.connected,
-                [peer(state.peer_ended[0]), peer(state.peer_ended[1])],
-            )
+        let peer = if self.state().peer_ended[side_index(Side::Downstream)] {
+            PeerType::Remote
+        } else {
+            PeerType::Local
         };
         let mut filters = self.filters.lock().unwrap_or_else(PoisonError::into_inner);
         for handle in filters.iter_mut().flatten() {
-            let mut result = handle.connection_closed(Side::Downstream, peers[0]);
-            if connected && result.is_ok() {
-                result = handle.connection_closed(Side::Upstream, peers[1]);
-            }
-            if let Err(error) = result {
+            if let Err(error) = handle.connection_closed(Side::Downstream, peer) {
                 tracing::debug!(plugin = handle.plugin().name(), %error, "network filter failed in its close callback");
             }
         }
