@@ -616,16 +616,26 @@ mod tests {
     /// callbacks (params `$size`, `$end`; `$set` is `proxy_set_buffer_bytes`); bytes 100..
     /// hold `markers`.
     fn plugin(name: &str, markers: &str, downstream: &str, upstream: &str) -> Arc<PluginHandle> {
+        plugin_of(
+            name,
+            &format!(
+                r#"(import "env" "proxy_set_buffer_bytes" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+                (memory (export "memory") 1)
+                (data (i32.const 100) "{markers}")
+                (func (export "proxy_on_downstream_data") (param $ctx i32) (param $size i32) (param $end i32) (result i32) {downstream})
+                (func (export "proxy_on_upstream_data") (param $ctx i32) (param $size i32) (param $end i32) (result i32) {upstream})"#
+            ),
+        )
+    }
+
+    /// A proxy-wasm module (ABI 0.2.1) with `body` (imports first, a memory) added.
+    fn plugin_of(name: &str, body: &str) -> Arc<PluginHandle> {
         let text = format!(
             r#"(module
-              (import "env" "proxy_set_buffer_bytes" (func $set (param i32 i32 i32 i32 i32) (result i32)))
-              (memory (export "memory") 1)
-              (data (i32.const 100) "{markers}")
+              {body}
               (func (export "proxy_abi_version_0_2_1"))
               (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 4096))
               (func (export "proxy_on_context_create") (param i32 i32))
-              (func (export "proxy_on_downstream_data") (param $ctx i32) (param $size i32) (param $end i32) (result i32) {downstream})
-              (func (export "proxy_on_upstream_data") (param $ctx i32) (param $size i32) (param $end i32) (result i32) {upstream})
             )"#
         );
         let code = wat::parse_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -712,5 +722,50 @@ mod tests {
         .await
         .expect("done in time");
         result.expect("carried to the end");
+    }
+
+    /// A pause in `proxy_on_new_connection` holds the connection until the module acts
+    /// (from its tick, after `proxy_set_effective_context`): `proxy_continue_stream` lets it
+    /// start, `proxy_close_stream` ends it.
+    #[tokio::test]
+    async fn a_pause_on_new_connection_waits_for_the_module() {
+        let manager = ClusterManager::new(Vec::new()).expect("no clusters");
+        let pools = WorkerPools::new(manager);
+        for (action, opens) in [("$continue", true), ("$close", false)] {
+            let gate = plugin_of(
+                "gate",
+                &format!(
+                    r#"(import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
+                    (import "env" "proxy_set_effective_context" (func $context (param i32) (result i32)))
+                    (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+                    (import "env" "proxy_close_stream" (func $close (param i32) (result i32)))
+                    (memory (export "memory") 1)
+                    (global $held (mut i32) (i32.const 0))
+                    (func (export "proxy_on_new_connection") (param $ctx i32) (result i32)
+                      (global.set $held (local.get $ctx))
+                      (drop (call $tick (i32.const 20)))
+                      (i32.const 1))
+                    (func (export "proxy_on_tick") (param i32)
+                      (if (global.get $held) (then
+                        (drop (call $context (global.get $held)))
+                        (drop (call {action} (i32.const 2)))
+                        (global.set $held (i32.const 0))
+                        (drop (call $tick (i32.const 0))))))"#
+                ),
+            );
+            let filters = NetworkFilters::new(&[gate], &pools);
+            let address: SocketAddr = "127.0.0.1:1000".parse().expect("addr");
+            let start = filters.start(address, address);
+            tokio::pin!(start);
+            tokio::select! {
+                biased;
+                _ = &mut start => panic!("{action}: the connection must wait for the tick"),
+                () = tokio::task::yield_now() => {}
+            }
+            let started = tokio::time::timeout(Duration::from_secs(10), start)
+                .await
+                .expect("the tick came");
+            assert_eq!(started.is_some(), opens, "{action}");
+        }
     }
 }
