@@ -622,3 +622,54 @@ async fn a_reload_swaps_the_network_filter_for_new_connections() {
     assert_eq!(error, None);
     assert_eq!(got, b" pong", "{}", weir.log_report());
 }
+
+/// The module file of a network filter is watched: replacing it (here tcp-guard, which
+/// refuses a client without the prefix, by the trap-on-`!` module, which passes it) changes
+/// what new connections run, with no `POST /reload`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_module_file_reloads_the_network_filter() {
+    let echo = TcpServer::start(Mode::Echo).await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let module = dir.path().join("network_filter.wasm");
+    std::fs::copy(filter("tcp_guard"), &module).expect("copy module");
+    let config = bootstrap(
+        ports.admin,
+        vec![filtered_listener(
+            ports.http,
+            vec![network_wasm(
+                "watched",
+                &module,
+                r#"{"prefix": "HELLO "}"#,
+                false,
+            )],
+            None,
+        )],
+        echo.addr,
+    );
+    let weir = start_with_env(&config, 1, &[("WEIR_RELOAD_INTERVAL_MS", "50")]).await;
+    let exchange = |bytes: &'static [u8]| async move {
+        let mut client = connect(ports.http).await;
+        client.write_all(bytes).await.expect("write");
+        let _ = client.shutdown().await;
+        read_to_end(&mut client).await.0
+    };
+    assert!(exchange(b"fine").await.is_empty(), "tcp-guard refuses it");
+
+    let replacement = dir.path().join("replacement.wasm");
+    std::fs::write(&replacement, wat::parse_str(TRAP_ON_BANG).expect("WAT")).expect("write");
+    std::fs::rename(&replacement, &module).expect("replace the module");
+    let mut passed = false;
+    for _ in 0..100 {
+        if exchange(b"fine").await == b"fine" {
+            passed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        passed,
+        "the new module runs within 10 s\n{}",
+        weir.log_report()
+    );
+}
