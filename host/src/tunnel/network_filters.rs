@@ -234,14 +234,15 @@ impl FilteredConnection {
     /// skip it from now on when it fails open, else close the connection.
     fn failed(&self, index: usize, error: &SlotError) {
         let mut filters = self.filters.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(slot) = filters.get_mut(index) else {
+        let Some(Some(handle)) = filters.get_mut(index) else {
+            // Already skipped.
             return;
         };
-        let fail_open = slot.as_ref().is_some_and(|h| h.plugin().fail_open());
-        let name = slot.as_ref().map(|h| h.plugin().name().to_string());
+        let fail_open = handle.plugin().fail_open();
+        let name = handle.plugin().name().to_string();
         drop(filters);
         if fail_open {
-            tracing::debug!(plugin = ?name, %error, "network filter failed open; skipped for this connection");
+            tracing::debug!(plugin = %name, %error, "network filter failed open; skipped for this connection");
             if let Some(slot) = self
                 .filters
                 .lock()
@@ -250,14 +251,16 @@ impl FilteredConnection {
             {
                 *slot = None;
             }
-            let mut state = self.state();
+            // What it held died with its VM; an end of stream it held goes on (as a resume
+            // with no bytes), so the far side still sees the FIN.
             for side in [Side::Downstream, Side::Upstream] {
-                let flow = state.flow(side);
-                flow.paused[index] = false;
-                flow.held_end[index] = false;
+                let paused = self.state().flow(side).paused[index];
+                if paused {
+                    self.resume(side, index);
+                }
             }
         } else {
-            tracing::debug!(plugin = ?name, %error, "network filter failed; closing the connection");
+            tracing::debug!(plugin = %name, %error, "network filter failed; closing the connection");
             self.close();
         }
     }
@@ -456,13 +459,13 @@ impl FilteredConnection {
             Some(Ok(held)) => held,
             Some(Err(error)) => {
                 self.failed(index, &error);
-                return if self.is_closed() {
-                    Outcome::Close
-                } else {
-                    Outcome::Held
-                };
+                if self.is_closed() {
+                    return Outcome::Close;
+                }
+                Vec::new()
             }
-            None => return Outcome::Held,
+            // Skipped after a failure (fail_open): its bytes are gone, its end of stream not.
+            None => Vec::new(),
         };
         let position = self
             .order(side)
