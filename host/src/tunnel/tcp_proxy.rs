@@ -163,10 +163,11 @@ impl TcpProxy {
     /// the upstream connection back) first, then every byte goes through them, in user
     /// space. The idle timeout covers the whole of it.
     async fn serve_filtered(&self, downstream: TcpStream, original: Option<std::net::SocketAddr>) {
-        let (Ok(source), Ok(destination)) = (downstream.peer_addr(), downstream.local_addr())
-        else {
+        let (Ok(source), Ok(local)) = (downstream.peer_addr(), downstream.local_addr()) else {
             return;
         };
+        // As in Envoy, a redirected connection's destination is where it was headed.
+        let destination = original.unwrap_or(local);
         let socket = SocketId::of(&downstream);
         let work = async {
             let Some(connection) = self.filters.start(source, destination).await else {
