@@ -673,3 +673,62 @@ async fn replacing_the_module_file_reloads_the_network_filter() {
         weir.log_report()
     );
 }
+
+/// The traffic and configuration of `filters/envoy-check/tests/tcp_guard.rs`, which runs the
+/// same module in Envoy 1.40: weir gives the same bytes and the same metric values (the
+/// numbers below are Envoy's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_and_weir_count_the_same() {
+    const CONFIG: &str = r#"{"prefix": "HELLO ", "strip_prefix": true, "rewrite_downstream": {"from": "ping", "to": "PING"}, "rewrite_upstream": {"from": "PING", "to": "pong"}}"#;
+    let echo = TcpServer::start(Mode::Echo).await;
+    let ports = Ports::new();
+    let module = filter("tcp_guard");
+    let config = bootstrap(
+        ports.admin,
+        vec![filtered_listener(
+            ports.http,
+            vec![network_wasm("tcp_guard", &module, CONFIG, false)],
+            None,
+        )],
+        echo.addr,
+    );
+    let weir = start_with_env(&config, 1, &[]).await;
+    let exchange = |parts: &'static [&'static [u8]]| async move {
+        let mut client = connect(ports.http).await;
+        for part in parts {
+            client.write_all(part).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = client.shutdown().await;
+        read_to_end(&mut client).await.0
+    };
+    let good = exchange(&[b"HEL", b"LO ping and ping!"]).await;
+    let bad = exchange(&[b"GET / HTTP/1.1\r\n\r\n"]).await;
+    assert_eq!(String::from_utf8_lossy(&good), "pong and pong!");
+    assert!(bad.is_empty(), "{bad:?}");
+    let expected = [
+        ("connections", 2.0),
+        ("downstream_bytes", 38.0),
+        ("upstream_bytes", 14.0),
+        ("rejected", 1.0),
+        ("rewrites", 4.0),
+        ("downstream_closes", 2.0),
+        ("upstream_closes", 1.0),
+    ];
+    stat_reaches(&weir, "weir_wasm_tcp_guard_downstream_closes", 2.0).await;
+    for (name, want) in expected {
+        assert_eq!(
+            stat(&weir, &format!("weir_wasm_tcp_guard_{name}")).await,
+            want,
+            "{name}\n{}",
+            weir.log_report()
+        );
+    }
+    assert!(wait_until(LIMIT, || echo.records().len() == 2).await);
+    let saw: Vec<String> = echo
+        .records()
+        .iter()
+        .map(|r| r.received_sha.clone())
+        .collect();
+    assert!(saw.contains(&sha256_hex(b"PING and PING!")), "{saw:?}");
+}
