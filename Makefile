@@ -16,7 +16,7 @@ test: deps wasm-filters wasm-fixtures envoy
 	$(CARGO) build -p weir --bin weir
 	$(CARGO) test --workspace
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --target wasm32-wasip1 -p weir-sdk -p header-manipulation -p auth -p local-rate-limit -p websocket-guard -- -D warnings
+	$(CARGO) clippy --target wasm32-wasip1 -p weir-sdk -p header-manipulation -p auth -p local-rate-limit -p websocket-guard -p tcp-guard -- -D warnings
 
 ## bench: weir beside nginx, haproxy, Envoy and a direct connection (loopback, < 3 min)
 bench: bench-deps release
@@ -31,7 +31,7 @@ release:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --target wasm32-wasip1 -p weir-sdk -p header-manipulation -p auth -p local-rate-limit -p websocket-guard -- -D warnings
+	$(CARGO) clippy --target wasm32-wasip1 -p weir-sdk -p header-manipulation -p auth -p local-rate-limit -p websocket-guard -p tcp-guard -- -D warnings
 
 # Debian packages the build and tests need (clang llvm libbpf-dev: the eBPF splice, built by
 # host/build.rs; bpftool: the splice tests read the maps; curl, nghttp; iproute2 iptables: the

@@ -115,10 +115,16 @@ async fn headers_properties_and_configuration_reach_the_module() {
         "1",
         "the whole map replaced"
     );
-    // proxy_on_log runs once the response is done.
+    assert_eq!(
+        resp.header("x-wasm-upstream"),
+        up.addr.to_string(),
+        "upstream.address in the response callbacks"
+    );
+    // proxy_on_log runs once the response is done, and still reads upstream.address.
     let mut logged = false;
+    let expected_log = format!("headers fixture on_log 200 upstream {}", up.addr);
     for _ in 0..50 {
-        if weir.log().contains("headers fixture on_log 200") {
+        if weir.log().contains(&expected_log) {
             logged = true;
             break;
         }

@@ -24,6 +24,7 @@ pub const FILTERS: &[(&str, &str)] = &[
     ("auth", "auth.wasm"),
     ("local-rate-limit", "local_rate_limit.wasm"),
     ("websocket-guard", "websocket_guard.wasm"),
+    ("tcp-guard", "tcp_guard.wasm"),
 ];
 
 /// Where `make wasm-filters` (and [`build_filters`]) put the modules.

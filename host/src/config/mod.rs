@@ -117,6 +117,9 @@ pub struct TcpProxyConfig {
     pub tunnel: Option<TunnelConfig>,
     /// Idle limit (Envoy default 1h; `None` = never).
     pub idle_timeout: Option<Duration>,
+    /// The `envoy.filters.network.wasm` filters before the tcp_proxy, in order: each sees
+    /// the bytes from downstream in this order and those from upstream in reverse.
+    pub network_filters: Vec<std::sync::Arc<crate::wasm::PluginHandle>>,
 }
 
 /// `tunneling_config` of a tcp_proxy.
@@ -329,7 +332,7 @@ fn build(
     let mut tcp_listeners = Vec::new();
     for (i, listener) in bootstrap.static_resources.listeners.iter().enumerate() {
         let path = format!("static_resources.listeners[{i}]");
-        if let Some(tcp) = tcp_listener_config(listener, &path, &cluster_names)? {
+        if let Some(tcp) = tcp_listener_config(listener, &path, &cluster_names, &node)? {
             tcp_listeners.push(tcp);
             continue;
         }
@@ -356,22 +359,40 @@ fn build(
     })
 }
 
-/// A listener whose one network filter is a tcp_proxy; `None` for any other listener.
+/// A listener whose network filters end with a tcp_proxy, after any number of
+/// `envoy.filters.network.wasm`; `None` for any other listener.
 fn tcp_listener_config(
     listener: &schema::Listener,
     path: &str,
     clusters: &[&str],
+    node: &crate::wasm::NodeInfo,
 ) -> Result<Option<TcpListenerConfig>, FieldError> {
     let [chain] = listener.filter_chains.as_slice() else {
         return Ok(None);
     };
-    let [filter] = chain.filters.as_slice() else {
+    let Some((filter, before)) = chain.filters.split_last() else {
         return Ok(None);
     };
     let NetworkFilterConfig::TcpProxy(proxy) = &filter.config else {
         return Ok(None);
     };
-    let filter_path = format!("{path}.filter_chains[0].filters[0].typed_config");
+    let last = before.len();
+    let filter_path = format!("{path}.filter_chains[0].filters[{last}].typed_config");
+    let mut network_filters = Vec::with_capacity(before.len());
+    for (i, filter) in before.iter().enumerate() {
+        let filter_path = format!("{path}.filter_chains[0].filters[{i}]");
+        let NetworkFilterConfig::Wasm(wasm_config) = &filter.config else {
+            return Err(FieldError::new(
+                filter_path,
+                "before a tcp_proxy only envoy.filters.network.wasm filters are supported",
+            ));
+        };
+        network_filters.push(load_plugin(
+            wasm_config,
+            &format!("{filter_path}.typed_config"),
+            node,
+        )?);
+    }
     if chain.transport_socket.is_some() {
         return Err(FieldError::new(
             format!("{path}.filter_chains[0].transport_socket"),
@@ -446,6 +467,7 @@ fn tcp_listener_config(
             stat_prefix: proxy.stat_prefix.clone(),
             cluster: proxy.cluster.clone(),
             tunnel,
+            network_filters,
             idle_timeout: match proxy.idle_timeout {
                 Some(d) => nonzero(Some(d.get())),
                 None => Some(Duration::from_secs(3600)),
@@ -673,17 +695,27 @@ pub fn http_filters(
             }
             HttpFilterConfig::Wasm(wasm_config) => {
                 let typed_path = format!("{filter_path}.typed_config");
-                let spec = wasm::plugin_spec(wasm_config, &typed_path, node)?;
-                let source = spec.source.clone();
-                let code_hash = <sha2::Sha256 as sha2::Digest>::digest(&spec.code).into();
-                let plugin = crate::wasm::Plugin::load(spec).map_err(|e| {
-                    FieldError::new(format!("{typed_path}.config.vm_config.code.local"), e)
-                })?;
-                plugins.push(crate::wasm::PluginHandle::new(plugin, source, code_hash));
+                plugins.push(load_plugin(wasm_config, &typed_path, node)?);
             }
         }
     }
     Ok(plugins)
+}
+
+/// Loads the plugin of one Wasm filter (HTTP or network; the config has the same shape) whose
+/// `typed_config` is at `typed_path`: its module is read, compiled and started once, so a
+/// module that fails is a config error naming the field.
+fn load_plugin(
+    wasm_config: &wasm::WasmFilterConfig,
+    typed_path: &str,
+    node: &crate::wasm::NodeInfo,
+) -> Result<std::sync::Arc<crate::wasm::PluginHandle>, FieldError> {
+    let spec = wasm::plugin_spec(wasm_config, typed_path, node)?;
+    let source = spec.source.clone();
+    let code_hash = <sha2::Sha256 as sha2::Digest>::digest(&spec.code).into();
+    let plugin = crate::wasm::Plugin::load(spec)
+        .map_err(|e| FieldError::new(format!("{typed_path}.config.vm_config.code.local"), e))?;
+    Ok(crate::wasm::PluginHandle::new(plugin, source, code_hash))
 }
 
 /// Envoy's convention: a zero duration disables the timeout.

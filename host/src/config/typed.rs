@@ -37,6 +37,8 @@ pub mod type_names {
     pub const UPSTREAM_TLS: &str = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
     /// The proxy-wasm HTTP filter.
     pub const WASM: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
+    /// The proxy-wasm network (L4) filter.
+    pub const NETWORK_WASM: &str = "envoy.extensions.filters.network.wasm.v3.Wasm";
     /// QUIC (HTTP/3) on a listener's filter chain.
     pub const QUIC_DOWNSTREAM: &str =
         "envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport";
@@ -176,6 +178,9 @@ pub enum NetworkFilterConfig {
     HttpConnectionManager(Box<HttpConnectionManager>),
     /// `envoy.filters.network.tcp_proxy`.
     TcpProxy(Box<TcpProxy>),
+    /// `envoy.filters.network.wasm`: a proxy-wasm module on a connection's bytes, before the
+    /// tcp_proxy. Its config has the HTTP Wasm filter's shape (see [`super::wasm`]).
+    Wasm(Box<super::wasm::WasmFilterConfig>),
 }
 
 impl<'de> Deserialize<'de> for NetworkFilter {
@@ -190,11 +195,18 @@ impl<'de> Deserialize<'de> for NetworkFilter {
             type_names::TCP_PROXY => {
                 NetworkFilterConfig::TcpProxy(Box::new(typed(value).map_err(D::Error::custom)?))
             }
+            type_names::NETWORK_WASM => {
+                NetworkFilterConfig::Wasm(Box::new(typed(value).map_err(D::Error::custom)?))
+            }
             other => {
                 return Err(D::Error::custom(unsupported(
                     "network filter",
                     other,
-                    &[type_names::HCM, type_names::TCP_PROXY],
+                    &[
+                        type_names::HCM,
+                        type_names::TCP_PROXY,
+                        type_names::NETWORK_WASM,
+                    ],
                 )));
             }
         };

@@ -67,7 +67,7 @@ fn interval() -> Option<Duration> {
 }
 
 /// The files a snapshot was built from, each with the SHA-256 of the content it was built
-/// with: the config file, then each module file it names.
+/// with: the config file, then each module file it names (HTTP and network filters).
 pub fn watched_files(config_path: &Path, snapshot: &Snapshot) -> Vec<(PathBuf, Option<[u8; 32]>)> {
     let mut files = vec![(config_path.to_path_buf(), snapshot.config_hash)];
     for listener in &snapshot.config.listeners {
@@ -82,6 +82,18 @@ pub fn watched_files(config_path: &Path, snapshot: &Snapshot) -> Vec<(PathBuf, O
             {
                 files.push((source.to_path_buf(), Some(plugin.code_hash())));
             }
+        }
+    }
+    for plugin in snapshot
+        .config
+        .tcp_listeners
+        .iter()
+        .flat_map(|l| &l.proxy.network_filters)
+    {
+        if let Some(source) = plugin.source()
+            && !files.iter().any(|(f, _)| f == source)
+        {
+            files.push((source.to_path_buf(), Some(plugin.code_hash())));
         }
     }
     files

@@ -3,12 +3,14 @@
 //!
 //! The connection manager decides *whether* a request is a tunnel (`http::upgrade`); this
 //! module has the pieces that move its bytes: [`body_io`] (a tunnel carried as HTTP bodies),
-//! [`tcp_proxy`] (the listener side that encapsulates raw TCP), [`reset`] (carrying a reset
+//! [`tcp_proxy`] (the listener side that encapsulates raw TCP), [`network_filters`] (the
+//! Wasm filters a tcp_proxy's bytes may go through), [`reset`] (carrying a reset
 //! across a hop), and the payload pump itself is [`crate::accel::splice`], wrapped by
 //! [`splice`] here so that a failed tunnel resets both of its ends.
 
 pub mod body_io;
 pub mod idle;
+pub mod network_filters;
 pub mod reset;
 pub mod tcp_proxy;
 

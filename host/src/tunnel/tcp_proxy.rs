@@ -2,7 +2,12 @@
 //! as raw TCP, or encapsulated in HTTP (`tunneling_config`): an HTTP/1.1 or HTTP/2 CONNECT, or
 //! a POST whose bodies carry the bytes. The downstream's bytes are not read until the tunnel
 //! answered 2xx, so nothing is sent before it is established; a refusal closes the downstream.
+//!
+//! With network Wasm filters (`envoy.filters.network.wasm` before the tcp_proxy) the
+//! connection's bytes go through them in user space ([`super::network_filters`]); without,
+//! a raw TCP connection is spliced in the kernel where it can be.
 
+use super::network_filters::{FilteredConnection, NetworkFilters};
 use super::reset::SocketId;
 use super::{TunnelIo, body_io};
 use crate::body;
@@ -10,7 +15,7 @@ use crate::config::{Interception, TcpProxyConfig, TunnelConfig};
 use crate::stats::TcpStats;
 use crate::upstream::connect::UpstreamStream;
 use crate::upstream::tunnel::TunnelPayload;
-use crate::upstream::{OriginalDestination, UpstreamError, WorkerPools};
+use crate::upstream::{OriginalDestination, RawGuard, UpstreamAddress, UpstreamError, WorkerPools};
 use http::{HeaderValue, Method, Request, Uri, Version, header};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,10 +32,12 @@ pub struct TcpProxy {
     interception: Interception,
     pools: WorkerPools,
     stats: TcpStats,
+    filters: NetworkFilters,
 }
 
 impl TcpProxy {
-    /// A proxy for `config` through this worker's `pools`; with
+    /// A proxy for `config` through this worker's `pools`, with a VM per network filter on
+    /// this worker (call it on the worker's runtime); with
     /// `interception.use_original_dst` an `ORIGINAL_DST` cluster connects each connection to
     /// where it was headed before it was redirected here.
     pub fn new(
@@ -39,11 +46,13 @@ impl TcpProxy {
         pools: WorkerPools,
     ) -> Arc<TcpProxy> {
         let stats = TcpStats::new(&config.stat_prefix);
+        let filters = NetworkFilters::new(&config.network_filters, &pools);
         Arc::new(TcpProxy {
             config,
             interception,
             pools,
             stats,
+            filters,
         })
     }
 
@@ -102,6 +111,9 @@ impl TcpProxy {
     }
 
     async fn serve(&self, downstream: TcpStream, original: Option<std::net::SocketAddr>) {
+        if !self.filters.is_empty() {
+            return self.serve_filtered(downstream, original).await;
+        }
         let original = original.map(OriginalDestination);
         match &self.config.tunnel {
             None => match self
@@ -137,13 +149,84 @@ impl TcpProxy {
                 }
             },
             Some(tunnel) => match self.open_tunnel(tunnel).await {
-                Ok(upstream) => self.pump(downstream, upstream).await,
+                Ok((upstream, _)) => self.pump(downstream, upstream).await,
                 Err(reason) => {
                     self.stats.upstream_connect_fail.inc();
                     tracing::debug!(%reason, "tcp_proxy: tunnel not established");
                     reset(downstream);
                 }
             },
+        }
+    }
+
+    /// [`TcpProxy::serve`] through the network filters: their contexts start (and may hold
+    /// the upstream connection back) first, then every byte goes through them, in user
+    /// space. The idle timeout covers the whole of it.
+    async fn serve_filtered(&self, downstream: TcpStream, original: Option<std::net::SocketAddr>) {
+        let (Ok(source), Ok(local)) = (downstream.peer_addr(), downstream.local_addr()) else {
+            return;
+        };
+        // As in Envoy, a redirected connection's destination is where it was headed.
+        let destination = original.unwrap_or(local);
+        let socket = SocketId::of(&downstream);
+        let work = async {
+            let Some(connection) = self.filters.start(source, destination).await else {
+                tracing::debug!(%source, "tcp_proxy: a network filter closed the connection");
+                return;
+            };
+            let Some((upstream, address, _guard)) = self.connect_upstream(original).await else {
+                reset(downstream);
+                return;
+            };
+            connection.connected(address);
+            let downstream = super::tcp(downstream);
+            if let Err(error) = connection.carry(downstream, upstream).await {
+                tracing::debug!(%error, "tcp_proxy connection ended with an error");
+            }
+            drop::<FilteredConnection>(connection);
+        };
+        self.until_idle(work, socket).await;
+    }
+
+    /// The upstream end for a filtered connection (raw TCP, TLS or a tunnel, as the config
+    /// says), the host's address, and for a raw connection the guard to hold while it is in
+    /// use; `None` (counted, logged) when it cannot be had.
+    async fn connect_upstream(
+        &self,
+        original: Option<std::net::SocketAddr>,
+    ) -> Option<(TunnelIo, Option<std::net::SocketAddr>, Option<RawGuard>)> {
+        let connected = match &self.config.tunnel {
+            None => match self
+                .pools
+                .connect_raw_to(&self.config.cluster, original.map(OriginalDestination))
+                .await
+            {
+                Ok(raw) => {
+                    let peer = raw.peer;
+                    let guard = raw.guard;
+                    let io = match raw.stream {
+                        UpstreamStream::Plain(tcp) => super::tcp(tcp),
+                        UpstreamStream::Tls(tls) => {
+                            let socket = SocketId::of(tls.get_ref().0);
+                            super::socket(tls, socket)
+                        }
+                    };
+                    Ok((io, Some(peer), Some(guard)))
+                }
+                Err(error) => Err(error.to_string()),
+            },
+            Some(tunnel) => self
+                .open_tunnel(tunnel)
+                .await
+                .map(|(io, address)| (io, address, None)),
+        };
+        match connected {
+            Ok(connected) => Some(connected),
+            Err(reason) => {
+                self.stats.upstream_connect_fail.inc();
+                tracing::debug!(%reason, "tcp_proxy: no upstream connection");
+                None
+            }
         }
     }
 
@@ -172,8 +255,12 @@ impl TcpProxy {
         output
     }
 
-    /// Sends the CONNECT (or POST) and returns the tunnel once the upstream answered 2xx.
-    async fn open_tunnel(&self, tunnel: &TunnelConfig) -> Result<TunnelIo, String> {
+    /// Sends the CONNECT (or POST) and returns the tunnel once the upstream answered 2xx,
+    /// with the address of the host that answered.
+    async fn open_tunnel(
+        &self,
+        tunnel: &TunnelConfig,
+    ) -> Result<(TunnelIo, Option<std::net::SocketAddr>), String> {
         let (payload_sender, payload) = body_io::channel_body();
         let mut request = Request::new(body::empty());
         *request.version_mut() = Version::HTTP_11;
@@ -199,19 +286,20 @@ impl TcpProxy {
         if !response.status().is_success() {
             return Err(format!("upstream answered {}", response.status()));
         }
+        let address = response.extensions().get::<UpstreamAddress>().map(|a| a.0);
         let over_h2 = response.version() == Version::HTTP_2;
         // Set by an HTTP/1.1 pool only: that connection carries the tunnel alone, so a reset
         // resets it. An HTTP/2 stream is reset on its own (RST_STREAM).
         let socket = response.extensions().get::<SocketId>().copied();
         if tunnel.use_post || over_h2 {
             let io = body_io::BodyIo::new(response.into_body(), payload_sender);
-            return Ok(super::body(io).reset_socket(socket));
+            return Ok((super::body(io).reset_socket(socket), address));
         }
         drop(payload_sender);
         let upgraded = hyper::upgrade::on(&mut response)
             .await
             .map_err(|e| format!("CONNECT upgrade: {e}"))?;
-        Ok(super::upgraded(upgraded).reset_socket(socket))
+        Ok((super::upgraded(upgraded).reset_socket(socket), address))
     }
 }
 

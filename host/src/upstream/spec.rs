@@ -91,6 +91,11 @@ pub enum Discovery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OriginalDestination(pub std::net::SocketAddr);
 
+/// The host of a cluster a response came from, in that response's extensions (set by
+/// [`super::WorkerPools::send`]), for the `upstream.address` property of Wasm filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamAddress(pub std::net::SocketAddr);
+
 /// One endpoint: `socket_address { address, port_value }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointSpec {

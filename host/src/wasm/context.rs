@@ -1,5 +1,6 @@
-//! The host side of a module's HTTP contexts: what one stream holds while its filters run
-//! (header maps, buffered bodies, trailers, properties) and what a module asks of it
+//! The host side of a module's stream contexts: what one HTTP stream holds while its filters
+//! run (header maps, buffered bodies, trailers, properties), or one L4 connection through
+//! network filters (the bytes each filter holds), and what a module asks of it
 //! ([`StreamEvent`]s: continue, local reply, close).
 //!
 //! The data lives in the VM's store ([`super::state::HostState::streams`]) for the life of the
@@ -129,9 +130,15 @@ pub struct StreamInfo {
     pub mtls: bool,
     /// The downstream protocol (`HTTP/1.1`, `HTTP/2`).
     pub protocol: &'static str,
-    /// When the request arrived.
+    /// When the request arrived (the connection was accepted, for a network filter).
     pub start: SystemTime,
+    /// The upstream host the stream went to, once one was picked (`upstream.address`),
+    /// shared by the stream's contexts in every filter.
+    pub upstream: SharedAddress,
 }
+
+/// An address learnt while a stream runs (the upstream host), readable from every context.
+pub type SharedAddress = std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>>;
 
 /// One HTTP context's data inside a VM.
 #[derive(Debug)]
@@ -152,6 +159,10 @@ pub struct StreamData {
     pub request_changes: MapChanges,
     /// What the module did to `response_headers` since they were handed over.
     pub response_changes: MapChanges,
+    /// A network filter's downstream bytes not passed on yet (`BufferType::DownstreamData`).
+    pub downstream_data: Vec<u8>,
+    /// A network filter's upstream bytes not passed on yet (`BufferType::UpstreamData`).
+    pub upstream_data: Vec<u8>,
     /// Properties set by the module (filter state).
     pub properties: HashMap<Vec<u8>, Vec<u8>>,
     /// Connection and timing.
@@ -172,7 +183,8 @@ impl StreamData {
             response_trailers: Vec::new(),
             request_changes: MapChanges::None,
             response_changes: MapChanges::None,
-
+            downstream_data: Vec::new(),
+            upstream_data: Vec::new(),
             properties: HashMap::new(),
             info,
             events,

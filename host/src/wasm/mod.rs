@@ -15,7 +15,8 @@
 //! - `shared.rs`, `metrics.rs`, `properties.rs`: process-wide shared data and queues, plugin
 //!   metrics, and the properties a module may read.
 //!
-//! The filter chain that drives stream contexts lives in [`crate::http::filter_chain`].
+//! The filter chain that drives HTTP stream contexts lives in [`crate::http::filter_chain`];
+//! the one that drives network (L4) contexts in [`crate::tunnel::network_filters`].
 
 mod abi;
 mod callout;
@@ -32,12 +33,13 @@ mod state;
 mod vm;
 
 pub use context::{
-    HeaderEdit, HeaderPairs, LocalResponse, MapChanges, RouteProps, StreamEvent, StreamInfo,
+    HeaderEdit, HeaderPairs, LocalResponse, MapChanges, RouteProps, SharedAddress, StreamEvent,
+    StreamInfo,
 };
 pub use engine::Limits;
 pub use plugin::{AbiVersion, NodeInfo, Plugin, PluginHandle, PluginSpec};
 pub use slot::{SlotError, StreamHandle, VmSlot};
-pub use vm::Direction;
+pub use vm::{Direction, Side};
 
 /// Why a plugin could not be loaded or a call into it failed.
 #[derive(Debug, thiserror::Error)]

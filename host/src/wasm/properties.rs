@@ -94,6 +94,8 @@ fn stream_property(stream: &StreamData, names: &[&str]) -> Option<Vec<u8>> {
         ["source", "port"] => Some(int(i64::from(info.source.port()))),
         ["destination", "address"] => Some(info.destination.to_string().into_bytes()),
         ["destination", "port"] => Some(int(i64::from(info.destination.port()))),
+        ["upstream", "address"] => upstream(info).map(|a| a.to_string().into_bytes()),
+        ["upstream", "port"] => upstream(info).map(|a| int(i64::from(a.port()))),
         ["xds", "route_name"] | ["route_name"] => route(info).map(|r| r.name.into_bytes()),
         ["xds", "cluster_name"] => route(info).map(|r| r.cluster.into_bytes()),
         ["connection", "mtls"] => Some(vec![u8::from(info.mtls)]),
@@ -107,6 +109,13 @@ fn route(info: &super::context::StreamInfo) -> Option<super::context::RouteProps
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone()
+}
+
+fn upstream(info: &super::context::StreamInfo) -> Option<std::net::SocketAddr> {
+    *info
+        .upstream
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Stores `value` at `path` in the effective context, for [`lookup`] to return.

@@ -18,7 +18,7 @@ use super::callout;
 use super::context::{HeaderPairs, MapChanges, StreamData, StreamEvent, StreamInfo};
 use super::plugin::{Plugin, PluginHandle};
 use super::state::VmHooks;
-use super::vm::{Direction, Effects, Vm};
+use super::vm::{Direction, Effects, Side, Vm};
 use crate::upstream::WorkerPools;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -386,6 +386,71 @@ impl StreamHandle {
                 .unwrap_or_default();
             Ok((action, trailers))
         })
+    }
+}
+
+/// A network filter's context (an L4 connection): the callbacks of
+/// `envoy.filters.network.wasm`.
+impl StreamHandle {
+    /// `proxy_on_new_connection`.
+    pub fn new_connection(&mut self) -> Result<Action, SlotError> {
+        self.with_stream(|vm, id| vm.on_new_connection(id))
+    }
+
+    /// Appends `data` to what this filter holds for `side` and runs the data callback with
+    /// all of it. On `Continue` the bytes (as the module left them: replaced, cut, added to)
+    /// are taken and returned, to go on to the next filter; on `Pause` they stay held (see
+    /// [`StreamHandle::take_data`]).
+    pub fn data(
+        &mut self,
+        side: Side,
+        data: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Option<Vec<u8>>, SlotError> {
+        self.with_stream(|vm, id| {
+            let size = match vm.stream_mut(id) {
+                Some(stream) => {
+                    let held = data_of(stream, side);
+                    held.extend_from_slice(data);
+                    held.len()
+                }
+                None => 0,
+            };
+            match vm.on_data(id, side, size, end_of_stream)? {
+                Action::Pause => Ok(None),
+                _ => Ok(Some(
+                    vm.stream_mut(id)
+                        .map(|s| std::mem::take(data_of(s, side)))
+                        .unwrap_or_default(),
+                )),
+            }
+        })
+    }
+
+    /// Takes the bytes this filter holds for `side` (it paused, then continued).
+    pub fn take_data(&mut self, side: Side) -> Result<Vec<u8>, SlotError> {
+        self.with_stream(|vm, id| {
+            Ok(vm
+                .stream_mut(id)
+                .map(|s| std::mem::take(data_of(s, side)))
+                .unwrap_or_default())
+        })
+    }
+
+    /// `proxy_on_{downstream,upstream}_connection_close`.
+    pub fn connection_closed(
+        &mut self,
+        side: Side,
+        peer: weir_abi::PeerType,
+    ) -> Result<(), SlotError> {
+        self.with_stream(|vm, id| vm.on_connection_close(id, side, peer))
+    }
+}
+
+fn data_of(stream: &mut StreamData, side: Side) -> &mut Vec<u8> {
+    match side {
+        Side::Downstream => &mut stream.downstream_data,
+        Side::Upstream => &mut stream.upstream_data,
     }
 }
 

@@ -5,7 +5,7 @@
 use super::WasmError;
 use super::context::{StreamData, StreamEvent, StreamInfo};
 use super::plugin::{AbiVersion, NodeInfo, Plugin, PluginSpec};
-use super::vm::{Direction, Vm};
+use super::vm::{Direction, Side, Vm};
 use bytes::Bytes;
 use std::sync::Arc;
 use weir_abi::{Action, StreamType};
@@ -168,6 +168,7 @@ fn stream_info() -> StreamInfo {
         protocol: "HTTP/1.1",
         route: Default::default(),
         start: std::time::SystemTime::now(),
+        upstream: Default::default(),
     }
 }
 
@@ -347,4 +348,71 @@ fn trailers_and_body_buffers_are_reachable_from_their_callbacks() {
         vec![("x-a".to_string(), Bytes::from_static(b"1"))]
     );
     assert!(vm.stream_mut(id).unwrap().request_trailers.is_empty());
+}
+
+/// The network (L4) callbacks: `proxy_on_new_connection` reads `upstream.address` and puts
+/// it into the downstream buffer; `proxy_on_downstream_data` prepends to what it holds and
+/// continues the upstream side; `proxy_on_upstream_data` closes the connection and pauses;
+/// the close callback gets the peer type.
+#[test]
+fn network_callbacks_reach_their_buffers_and_send_events() {
+    let imports = r#"
+        (import "env" "proxy_set_buffer_bytes" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+        (import "env" "proxy_get_property" (func $prop (param i32 i32 i32 i32) (result i32)))
+        (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+        (import "env" "proxy_close_stream" (func $close (param i32) (result i32)))"#;
+    let extra = r#"
+        (data (i32.const 150) "upstream\00address")
+        (func (export "proxy_on_new_connection") (param i32) (result i32)
+          (if (i32.eqz (call $prop (i32.const 150) (i32.const 16) (i32.const 300) (i32.const 304)))
+            (then (drop (call $set (i32.const 2) (i32.const 0) (i32.const 0)
+                                   (i32.load (i32.const 300)) (i32.load (i32.const 304))))))
+          (i32.const 0))
+        (func (export "proxy_on_downstream_data") (param i32 i32 i32) (result i32)
+          (drop (call $set (i32.const 2) (i32.const 0) (i32.const 0) (i32.const 100) (i32.const 3)))
+          (drop (call $continue (i32.const 3)))
+          (i32.const 0))
+        (func (export "proxy_on_upstream_data") (param i32 i32 i32) (result i32)
+          (drop (call $close (i32.const 3)))
+          (i32.const 1))
+        (func (export "proxy_on_downstream_connection_close") (param i32 i32)
+          ;; peer type 2 (Remote): append "!" to the upstream buffer, as a witness
+          (if (i32.eq (local.get 1) (i32.const 2))
+            (then (drop (call $set (i32.const 3) (i32.const 1000) (i32.const 0) (i32.const 103) (i32.const 1))))))"#;
+    let code = module(
+        weir_abi::names::ABI_VERSION_0_2_1,
+        imports,
+        "(i32.const 1)",
+        extra,
+    );
+    let plugin = Plugin::load(spec(code, "")).unwrap();
+    let mut vm = Vm::start(&plugin, Default::default()).unwrap();
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let info = stream_info();
+    *info.upstream.lock().unwrap() = Some("10.0.0.7:9000".parse().unwrap());
+    let id = vm.create_stream(StreamData::new(info, events_tx)).unwrap();
+
+    assert_eq!(vm.on_new_connection(id).unwrap(), Action::Continue);
+    assert_eq!(vm.stream_mut(id).unwrap().downstream_data, b"10.0.0.7:9000");
+
+    vm.stream_mut(id).unwrap().downstream_data = b"payload".to_vec();
+    let action = vm.on_data(id, Side::Downstream, 7, false).unwrap();
+    assert_eq!(action, Action::Continue);
+    assert_eq!(vm.stream_mut(id).unwrap().downstream_data, b"x-apayload");
+    assert_eq!(
+        events.try_recv(),
+        Ok(StreamEvent::Continue(StreamType::Upstream))
+    );
+
+    vm.stream_mut(id).unwrap().upstream_data = b"reply".to_vec();
+    let action = vm.on_data(id, Side::Upstream, 5, true).unwrap();
+    assert_eq!(action, Action::Pause);
+    assert_eq!(events.try_recv(), Ok(StreamEvent::Close));
+
+    vm.on_connection_close(id, Side::Downstream, weir_abi::PeerType::Remote)
+        .unwrap();
+    assert_eq!(vm.stream_mut(id).unwrap().upstream_data, b"reply1");
+    vm.on_connection_close(id, Side::Upstream, weir_abi::PeerType::Local)
+        .unwrap();
+    vm.finish_stream(id).unwrap();
 }

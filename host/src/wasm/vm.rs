@@ -37,6 +37,11 @@ struct Exports {
     on_response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
     on_response_trailers: Option<TypedFunc<(i32, i32), i32>>,
     on_http_call_response: Option<CallResponseFn>,
+    on_new_connection: Option<TypedFunc<i32, i32>>,
+    on_downstream_data: Option<TypedFunc<(i32, i32, i32), i32>>,
+    on_upstream_data: Option<TypedFunc<(i32, i32, i32), i32>>,
+    on_downstream_close: Option<TypedFunc<(i32, i32), ()>>,
+    on_upstream_close: Option<TypedFunc<(i32, i32), ()>>,
     on_log: Option<TypedFunc<i32, ()>>,
     on_done: Option<TypedFunc<i32, i32>>,
     on_delete: Option<TypedFunc<i32, ()>>,
@@ -93,6 +98,11 @@ impl Exports {
             on_response_body: typed(store, instance, cb::PROXY_ON_RESPONSE_BODY)?,
             on_response_trailers: typed(store, instance, cb::PROXY_ON_RESPONSE_TRAILERS)?,
             on_http_call_response: typed(store, instance, cb::PROXY_ON_HTTP_CALL_RESPONSE)?,
+            on_new_connection: typed(store, instance, cb::PROXY_ON_NEW_CONNECTION)?,
+            on_downstream_data: typed(store, instance, cb::PROXY_ON_DOWNSTREAM_DATA)?,
+            on_upstream_data: typed(store, instance, cb::PROXY_ON_UPSTREAM_DATA)?,
+            on_downstream_close: typed(store, instance, cb::PROXY_ON_DOWNSTREAM_CONNECTION_CLOSE)?,
+            on_upstream_close: typed(store, instance, cb::PROXY_ON_UPSTREAM_CONNECTION_CLOSE)?,
             on_log: typed(store, instance, cb::PROXY_ON_LOG)?,
             on_done: typed(store, instance, cb::PROXY_ON_DONE)?,
             on_delete: typed(store, instance, cb::PROXY_ON_DELETE)?,
@@ -107,6 +117,15 @@ pub enum Direction {
     Request,
     /// The response (encoding).
     Response,
+}
+
+/// Which side of an L4 connection a network filter callback is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client that connected to the listener (its bytes go upstream).
+    Downstream,
+    /// The cluster's host (its bytes go downstream).
+    Upstream,
 }
 
 /// What a host function left for the host to do once the callback returned.
@@ -290,6 +309,54 @@ impl Vm {
         };
         let action = self.call(id, |s| f.call(s, (id as i32, count as i32)))?;
         Ok(to_action(action))
+    }
+
+    /// `proxy_on_new_connection`: a network filter's context for a new connection.
+    pub fn on_new_connection(&mut self, id: u32) -> Result<Action, WasmError> {
+        let Some(f) = self.exports.on_new_connection.clone() else {
+            return Ok(Action::Continue);
+        };
+        let action = self.call(id, |s| f.call(s, id as i32))?;
+        Ok(to_action(action))
+    }
+
+    /// `proxy_on_{downstream,upstream}_data` with `size` bytes buffered for `side`.
+    pub fn on_data(
+        &mut self,
+        id: u32,
+        side: Side,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<Action, WasmError> {
+        let callback = match side {
+            Side::Downstream => self.exports.on_downstream_data.clone(),
+            Side::Upstream => self.exports.on_upstream_data.clone(),
+        };
+        let Some(f) = callback else {
+            return Ok(Action::Continue);
+        };
+        let action = self.call(id, |s| {
+            f.call(s, (id as i32, size as i32, i32::from(end_of_stream)))
+        })?;
+        Ok(to_action(action))
+    }
+
+    /// `proxy_on_{downstream,upstream}_connection_close`: `side` is closed, by the peer
+    /// (`PeerType::Remote`) or by weir (`PeerType::Local`).
+    pub fn on_connection_close(
+        &mut self,
+        id: u32,
+        side: Side,
+        peer: weir_abi::PeerType,
+    ) -> Result<(), WasmError> {
+        let callback = match side {
+            Side::Downstream => self.exports.on_downstream_close.clone(),
+            Side::Upstream => self.exports.on_upstream_close.clone(),
+        };
+        match callback {
+            Some(f) => self.call(id, |s| f.call(s, (id as i32, peer.as_i32()))),
+            None => Ok(()),
+        }
     }
 
     /// The end of stream `id`: `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`, and its

@@ -34,7 +34,7 @@
 use super::stream::ConnectionInfo;
 use crate::body::{self, Body};
 use crate::route::RouteTable;
-use crate::upstream::WorkerPools;
+use crate::upstream::{UpstreamAddress, WorkerPools};
 use crate::wasm::{
     Direction, HeaderEdit, HeaderPairs, MapChanges, PluginHandle, StreamEvent, StreamHandle,
     StreamInfo, VmSlot,
@@ -134,12 +134,14 @@ impl FilterChain {
             protocol: protocol_name(request.version()),
             start: std::time::SystemTime::now(),
             route: Arc::new(Mutex::new(route_props(routes, &request))),
+            upstream: Default::default(),
         };
         let route = info.route.clone();
         // Checked before the filters run: they may rewrite the upgrade headers, but not
         // turn a tunnel into a request or back.
         let payload =
             matches!(super::upgrade::tunnel_kind(&request), Ok(Some(_))) && self.reads_bodies();
+        let upstream = info.upstream.clone();
         let mut filters = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             match slot.start_stream(info.clone()) {
@@ -165,6 +167,9 @@ impl FilterChain {
                 *route.lock().unwrap_or_else(PoisonError::into_inner) =
                     route_props(routes, &request);
                 let response = next(request).await;
+                if let Some(host) = response.extensions().get::<UpstreamAddress>() {
+                    *upstream.lock().unwrap_or_else(PoisonError::into_inner) = Some(host.0);
+                }
                 shared.take_local_reply().unwrap_or(FilterReply {
                     from: order.len(),
                     response,

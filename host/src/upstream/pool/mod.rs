@@ -104,7 +104,8 @@ impl WorkerPools {
     /// Picks a healthy host by the cluster's `lb_policy` (for an `ORIGINAL_DST` cluster: the
     /// [`OriginalDestination`] in `req`'s extensions), gets a connection from this worker's
     /// pool (circuit breakers apply), sends `req` and returns the response head with its
-    /// streamed body.
+    /// streamed body, and the host's address as an [`super::spec::UpstreamAddress`] in its
+    /// extensions.
     ///
     /// `req.uri()` is origin-form and the `host` header carries the authority; hop-by-hop
     /// headers are already removed. The `max_requests` unit taken here is held until the
@@ -123,9 +124,12 @@ impl WorkerPools {
         let host = self.pick_host(&cluster, original)?;
         let slot = cluster.try_request(&host)?;
         let pools = self.host_pools(&cluster, &host);
-        let result = send_to_host(&pools, &cluster, req, slot).await;
-        match &result {
+        let mut result = send_to_host(&pools, &cluster, req, slot).await;
+        match &mut result {
             Ok(response) => {
+                response
+                    .extensions_mut()
+                    .insert(super::spec::UpstreamAddress(host.addr));
                 cluster.stats.count_response(response.status().as_u16());
                 if let Some(cache) = &cluster.alt_svc
                     && response.version() != http::Version::HTTP_3

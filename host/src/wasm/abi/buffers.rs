@@ -23,12 +23,14 @@ fn buffer(state: &mut HostState, buffer_type: i32) -> Result<Vec<u8>, Status> {
     }
 }
 
-/// The mutable body buffer of the effective stream.
+/// The mutable body buffer (HTTP) or connection data (network filter) of the effective stream.
 fn body_mut(state: &mut HostState, buffer_type: BufferType) -> Result<&mut Vec<u8>, Status> {
     let stream = state.effective_stream().ok_or(Status::NotFound)?;
     match buffer_type {
         BufferType::HttpRequestBody => Ok(&mut stream.request_body),
         BufferType::HttpResponseBody => Ok(&mut stream.response_body),
+        BufferType::DownstreamData => Ok(&mut stream.downstream_data),
+        BufferType::UpstreamData => Ok(&mut stream.upstream_data),
         _ => Err(Status::NotFound),
     }
 }

@@ -75,10 +75,7 @@ fn stream_event(state: &mut HostState, event: StreamEvent) -> Result<(), Status>
 
 fn continue_stream(mut caller: Caller<'_, HostState>, stream_type: i32) -> HostResult {
     let result = match StreamType::try_from(stream_type) {
-        Ok(t @ (StreamType::HttpRequest | StreamType::HttpResponse)) => {
-            stream_event(caller.data_mut(), StreamEvent::Continue(t))
-        }
-        Ok(_) => Err(Status::Unimplemented),
+        Ok(t) => stream_event(caller.data_mut(), StreamEvent::Continue(t)),
         Err(_) => Err(Status::BadArgument),
     };
     done(result)
@@ -86,10 +83,9 @@ fn continue_stream(mut caller: Caller<'_, HostState>, stream_type: i32) -> HostR
 
 fn close_stream(mut caller: Caller<'_, HostState>, stream_type: i32) -> HostResult {
     let result = match StreamType::try_from(stream_type) {
-        Ok(StreamType::HttpRequest | StreamType::HttpResponse) => {
-            stream_event(caller.data_mut(), StreamEvent::Close)
-        }
-        Ok(_) => Err(Status::Unimplemented),
+        // Either direction of an HTTP stream resets the stream; either side of a network
+        // filter's connection closes the connection (both sides), as in Envoy.
+        Ok(_) => stream_event(caller.data_mut(), StreamEvent::Close),
         Err(_) => Err(Status::BadArgument),
     };
     done(result)
