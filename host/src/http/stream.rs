@@ -57,9 +57,15 @@ impl ConnectionInfo {
     /// Puts the connection's original destination, if any, on an upstream request, where an
     /// `ORIGINAL_DST` cluster looks for it.
     pub(super) fn mark_original_destination(&self, extensions: &mut http::Extensions) {
-        if let Some(original) = self.original_dst {
-            extensions.insert(crate::upstream::OriginalDestination(original));
+        if let Some(original) = self.original_destination() {
+            extensions.insert(original);
         }
+    }
+
+    /// Where the connection was headed before it was redirected to weir, as `ORIGINAL_DST`
+    /// clusters take it.
+    pub(super) fn original_destination(&self) -> Option<crate::upstream::OriginalDestination> {
+        self.original_dst.map(crate::upstream::OriginalDestination)
     }
 
     /// The socket to reset when a tunnel carried by a request of `version` is reset: the
@@ -190,6 +196,7 @@ impl HttpManager {
                         body::boxed(request.into_body()),
                         socket,
                         action,
+                        conn.original_destination(),
                     ))
                     .await;
                 }

@@ -17,6 +17,7 @@ use crate::body::{self, Body};
 use crate::route::{ForwardAction, TerminateConnect};
 use crate::tunnel::reset::SocketId;
 use crate::tunnel::{self, TunnelIo, body_io};
+use crate::upstream::OriginalDestination;
 use crate::upstream::connect::UpstreamStream;
 use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
@@ -222,6 +223,7 @@ impl HttpManager {
                     bare_socket,
                     action,
                     payload_filters,
+                    conn.original_destination(),
                 )
                 .await;
         }
@@ -387,10 +389,11 @@ impl HttpManager {
         bare_socket: bool,
         action: &ForwardAction,
         payload: Option<PayloadFilters>,
+        original: Option<OriginalDestination>,
     ) -> Result<Response<Body>, LocalReply> {
         let raw = self
             .pools
-            .connect_raw(&action.cluster)
+            .connect_raw_to(&action.cluster, original)
             .await
             .map_err(LocalReply::Upstream)?;
         let (stream, guard) = (raw.stream, raw.guard);
@@ -456,10 +459,11 @@ impl HttpManager {
         request_body: Body,
         downstream_socket: Option<SocketId>,
         action: &ForwardAction,
+        original: Option<OriginalDestination>,
     ) -> Result<Response<Body>, LocalReply> {
         let raw = self
             .pools
-            .connect_raw(&action.cluster)
+            .connect_raw_to(&action.cluster, original)
             .await
             .map_err(LocalReply::Upstream)?;
         let (sender, response_body) = body_io::channel_body();

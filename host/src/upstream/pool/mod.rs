@@ -146,16 +146,11 @@ impl WorkerPools {
     }
 
     /// Opens a raw connection (TCP, or TLS where the cluster has a transport socket) to a
-    /// healthy host of `cluster`, for a terminated CONNECT or a tcp_proxy. The connection
-    /// counts against `max_connections` for as long as it lives; over the limit the call
-    /// fails at once with `ConnectionOverflow`.
-    pub async fn connect_raw(&self, cluster: &str) -> Result<RawConnection, UpstreamError> {
-        self.connect_raw_to(cluster, None).await
-    }
-
-    /// [`WorkerPools::connect_raw`] for a downstream connection that was redirected to weir:
-    /// an `ORIGINAL_DST` cluster connects to `original` (and fails without one); other
-    /// clusters ignore it.
+    /// healthy host of `cluster`, for a terminated CONNECT or POST tunnel or a tcp_proxy; an
+    /// `ORIGINAL_DST` cluster connects to `original`, where the downstream connection was
+    /// headed before it was redirected to weir (and fails without one), other clusters ignore
+    /// it. The connection counts against `max_connections` for as long as it lives; over the
+    /// limit the call fails at once with `ConnectionOverflow`.
     pub async fn connect_raw_to(
         &self,
         cluster: &str,
@@ -264,7 +259,7 @@ impl WorkerPools {
     }
 }
 
-/// A raw connection to an upstream host (see [`WorkerPools::connect_raw`]).
+/// A raw connection to an upstream host (see [`WorkerPools::connect_raw_to`]).
 #[derive(Debug)]
 pub struct RawConnection {
     /// The byte stream.
