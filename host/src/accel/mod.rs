@@ -6,6 +6,8 @@
 //! by `splice(2)` through a pipe otherwise). `weir_accel_splices_total{mode}` counts each.
 //!
 //! - `kernel`: loading the program once per process and the per-tunnel map entries;
+//! - `local`: the opt-in `sock_ops` + `sk_msg` acceleration of loopback hops between weir and
+//!   an application in the same cgroup (`--local-accel-cgroup`);
 //! - `session`: one kernel-spliced tunnel (FIN, RST, drain, cleanup);
 //! - `upgraded`: the CONNECT/upgrade case (hyper gives the socket back);
 //! - `pipe`: the user-space path for two TCP sockets (`splice(2)`, no copy into weir);
@@ -13,6 +15,7 @@
 //! - `sock`: the socket options both need.
 
 mod kernel;
+pub mod local;
 mod pipe;
 mod session;
 mod sock;
@@ -20,6 +23,7 @@ mod upgraded;
 mod userspace;
 
 pub use kernel::{Unavailable, enable_kernel, force_userspace};
+pub use local::{LocalCounts, LocalUnavailable};
 use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -81,6 +85,11 @@ pub async fn splice_tcp(a: TcpStream, b: TcpStream) -> io::Result<Spliced> {
                 userspace::copy(&mut a, &mut b).await
             }
         },
+        // A local-acceleration member may hold bytes in its sk_msg queue, which splice(2)
+        // cannot read (it reads TCP's receive queue only): such pairs are copied.
+        Err(_) if local::get().is_some_and(|local| local.may_hold(&a) || local.may_hold(&b)) => {
+            userspace::copy(&mut a, &mut b).await
+        }
         Err(_) => match pipe::Pipes::new() {
             Ok(pipes) => pipe::splice_tcp(&a, &b, pipes).await,
             Err(error) => {
