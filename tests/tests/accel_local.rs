@@ -401,11 +401,13 @@ async fn http_between_weir_and_a_local_app_goes_through_sk_msg() {
     // Both ends of weir's pooled connection to the app, and weir's side of each client
     // connection (the clients themselves are outside the cgroup).
     assert!(added >= 2, "sockets added: {added}\n{}", weir.log_report());
-    // 16 MiB up and back, 16 MiB down, plus the small requests: the weir<->app hop.
+    // 16 MiB up and back, 16 MiB down, plus the small requests: the weir<->app hop. At
+    // least what the app sent (echo and download): weir's side may have been kept on TCP if
+    // weir sent before the app's socket was in the map (the reorder guard, local.bpf.c).
     assert!(
-        redirected >= 3 * BIG as u64,
+        redirected >= 2 * BIG as u64,
         "sk_msg redirected {redirected} bytes, want at least {}\n{}",
-        3 * BIG,
+        2 * BIG,
         weir.log_report()
     );
     let userspace = weir.stat("weir_accel_userspace_bytes_total", &[]).await;
@@ -528,7 +530,7 @@ async fn tcp_proxy_to_a_local_app_without_the_kernel_splice_is_copied_intact() {
     // (with read/write, which sk_msg accelerates on the weir<->app hop).
     let (_, _, redirected) = local_counts(&weir).await;
     assert!(
-        redirected >= 3 * BIG as u64,
+        redirected >= 2 * BIG as u64,
         "sk_msg carried the weir<->app hop: {redirected}\n{}",
         weir.log_report()
     );
