@@ -508,6 +508,80 @@ async fn tcp_proxy_to_a_local_app_is_spliced_in_the_kernel_not_redirected() {
     drop(cgroup);
 }
 
+/// One request through a CONNECT tunnel that weir terminates (to its `backend` cluster).
+async fn through_connect(proxy: SocketAddr, request: Request<Full<Bytes>>) -> Resp {
+    let head = b"CONNECT app.local:80 HTTP/1.1\r\nhost: app.local:80\r\n\r\n";
+    let (tcp, head) = weir_tests::tunnel_client::raw_head(proxy, head)
+        .await
+        .unwrap_or_else(|e| panic!("CONNECT: {e}"));
+    assert_eq!(head.status, 200, "CONNECT answered: {}", head.text);
+    assert!(head.rest.is_empty(), "nothing past the 200 before we spoke");
+    must(h1_request_on(tcp, request).await, "request in the tunnel")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_connect_to_a_local_app_is_spliced_in_the_kernel() {
+    require_root();
+    let cgroup = TestCgroup::new("connect");
+    let app = App::start_in(&cgroup.path, "connect-app");
+    let ports = Ports::new();
+    let mut hcm = config::hcm(
+        "ingress_http",
+        vec![config::vhost(
+            "v",
+            &["*"],
+            vec![config::route_connect(
+                "backend",
+                Some(config::terminate_connect(false)),
+            )],
+        )],
+    );
+    config::set_upgrades(&mut hcm, serde_json::json!([{"upgrade_type": "CONNECT"}]));
+    // An HTTP/1.1 listener: the tunnel then owns the whole downstream socket (spliceable).
+    hcm["codec_type"] = serde_json::json!("HTTP1");
+    let config = config::bootstrap(
+        ports.admin,
+        vec![config::listener("ingress", ports.http, hcm)],
+        vec![config::static_cluster("backend", &[app.addr])],
+    );
+    let weir = weir_in(&cgroup, &config, &["--accel", "kernel"]).await;
+
+    let body = Bytes::from(weir_tests::random_bytes(5, BIG));
+    let resp = through_connect(ports.http_addr(), post("/echo", body.clone())).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(sha256(&resp.body), sha256(&body), "echo through the tunnel");
+    let resp = through_connect(ports.http_addr(), get(&format!("/large/{BIG}"))).await;
+    assert_eq!(
+        sha256(&resp.body),
+        sha256(&weir_tests::pattern(BIG)),
+        "download"
+    );
+
+    let kernel = weir
+        .stat("weir_accel_splices_total", &[("mode", "kernel")])
+        .await;
+    assert_eq!(
+        kernel,
+        2.0,
+        "both tunnels kernel-spliced\n{}",
+        weir.log_report()
+    );
+    let userspace = weir.stat("weir_accel_userspace_bytes_total", &[]).await;
+    assert_eq!(userspace, 0.0, "no payload byte through user space");
+    let (_, _, redirected) = local_counts(&weir).await;
+    assert_eq!(redirected, 0, "sk_msg kept off the spliced sockets");
+    drop(app);
+    wait_map_empty(&weir).await;
+    let bypass = dump_map(weir.pid(), "local_bypass");
+    assert_eq!(
+        bypass.as_array().map(Vec::len),
+        Some(0),
+        "local_bypass is empty"
+    );
+    drop(weir);
+    drop(cgroup);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_proxy_to_a_local_app_without_the_kernel_splice_is_copied_intact() {
     require_root();
