@@ -8,7 +8,9 @@
 //
 //  - `local_sockops` runs when such a TCP socket becomes established (either end) and adds it
 //    to `local_socks`, keyed by its own 4-tuple, when both ends are loopback addresses
-//    (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104). The sockhash drops a socket by itself on close.
+//    (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104), and its key to `local_members`. The sockhash
+//    drops a socket by itself on close; `local_members` is cleaned by the TCP_CLOSE state
+//    callback.
 //  - `local_redirect` runs on every sendmsg of a member socket. It looks up the peer by the
 //    reversed 4-tuple and, where the peer is a member too, puts the message straight onto the
 //    peer's receive queue (BPF_F_INGRESS): the bytes skip TCP/IP and loopback entirely.
@@ -17,7 +19,8 @@
 //        not established yet;
 //      - a socket in `local_bypass`: weir's kernel splice (splice.bpf.c) carries that socket's
 //        bytes with its sk_skb program, which sees only what arrives through TCP; user space
-//        marks both ends of a spliced pair here before it links them;
+//        marks both ends of a spliced pair here before it links them (and first hands over
+//        what sk_msg already delivered to a socket whose peer is in `local_members`);
 //      - a sender that has sent through TCP once (`local_passed`): its peer may still hold
 //        those bytes in its TCP receive queue, and a reader takes the redirected queue first,
 //        so redirecting now could reorder the stream. This happens when the active side
@@ -49,6 +52,16 @@ struct {
 	__type(key, struct local_key);
 	__type(value, __u32);
 } local_socks SEC(".maps");
+
+// The keys of `local_socks`, readable from user space (a sockhash with 4-byte values answers
+// every user-space lookup with ENOSPC, found or not). Added with the socket, removed when it
+// reaches TCP_CLOSE (the state callback turned on for members only).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct local_key);
+	__type(value, __u8);
+} local_members SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -140,8 +153,9 @@ static __always_inline void reverse(struct local_key *peer, const struct local_k
 SEC("sockops")
 int local_sockops(struct bpf_sock_ops *skops)
 {
-	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
-	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+	__u32 op = skops->op;
+	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&
+	    !(op == BPF_SOCK_OPS_STATE_CB && skops->args[1] == BPF_TCP_CLOSE))
 		return 1;
 	__u32 local_ip6[4] = { skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2],
 			       skops->local_ip6[3] };
@@ -151,8 +165,17 @@ int local_sockops(struct bpf_sock_ops *skops)
 	if (make_key(&key, skops->family, skops->local_ip4, skops->remote_ip4, local_ip6,
 		     remote_ip6, skops->local_port, skops->remote_port) != 0)
 		return 1;
-	if (bpf_sock_hash_update(skops, &local_socks, &key, BPF_ANY) == 0)
+	if (op == BPF_SOCK_OPS_STATE_CB) {
+		bpf_map_delete_elem(&local_members, &key);
+		return 1;
+	}
+	if (bpf_sock_hash_update(skops, &local_socks, &key, BPF_ANY) == 0) {
+		__u8 one = 1;
+		bpf_map_update_elem(&local_members, &key, &one, BPF_ANY);
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						 BPF_SOCK_OPS_STATE_CB_FLAG);
 		count(STAT_SOCKETS, 1);
+	}
 	return 1;
 }
 

@@ -1,4 +1,4 @@
-//! Local acceleration (`--local-accel-cgroup`) end to end: weir and an HTTP app (the `h1_app`
+//! Local acceleration (`--local-accel-cgroup`) end to end: weir and an app (the `local_app`
 //! binary) in a cgroup v2 directory each test makes for itself, a client outside it.
 //!
 //! These need root (attaching `sock_ops` to a cgroup, CAP_BPF + CAP_NET_ADMIN), a cgroup v2
@@ -100,18 +100,24 @@ impl Drop for TestCgroup {
     }
 }
 
-/// The HTTP/1.1 test upstream (`h1_app`) as a process started inside `cgroup`.
+/// A test application (`local_app`) as a process started inside a cgroup.
 struct App {
     child: Child,
     addr: SocketAddr,
 }
 
 impl App {
+    /// The HTTP/1.1 test upstream, answering with `x-upstream: NAME`.
     fn start_in(cgroup: &Path, name: &str) -> App {
+        Self::spawn_in(cgroup, &["http", name])
+    }
+
+    /// `local_app ARGS` inside `cgroup`; waits for its `listening ADDR` line.
+    fn spawn_in(cgroup: &Path, args: &[&str]) -> App {
         let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())
             .expect("cgroup path has no NUL");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_h1_app"));
-        cmd.arg(name)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_local_app"));
+        cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -129,17 +135,17 @@ impl App {
                 if written == 1 { Ok(()) } else { Err(error) }
             });
         }
-        let mut child = cmd.spawn().expect("spawn h1_app in the cgroup");
-        let stdout = child.stdout.take().expect("h1_app stdout");
+        let mut child = cmd.spawn().expect("spawn local_app in the cgroup");
+        let stdout = child.stdout.take().expect("local_app stdout");
         let mut line = String::new();
         BufReader::new(stdout)
             .read_line(&mut line)
-            .expect("read h1_app's first line");
+            .expect("read local_app's first line");
         let addr = line
             .trim()
             .strip_prefix("listening ")
             .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("h1_app said {line:?}"));
+            .unwrap_or_else(|| panic!("local_app said {line:?}"));
         App { child, addr }
     }
 
@@ -336,17 +342,21 @@ fn dump_map(pid: u32, name: &str) -> Value {
     panic!("weir (pid {pid}) holds no map named {name}");
 }
 
-/// Polls until weir's `local_socks` is empty (bounded); panics with what is left.
+/// Polls until weir's `local_socks` and `local_members` are empty (bounded); panics with what
+/// is left.
 async fn wait_map_empty(weir: &Weir) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let left = local_socks_ports(weir.pid());
-        if left.is_empty() {
+        let members = dump_map(weir.pid(), "local_members")
+            .as_array()
+            .map_or(usize::MAX, Vec::len);
+        if left.is_empty() && members == 0 {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "local_socks still holds {left:?} after every connection closed\n{}",
+            "local_socks still holds {left:?} ({members} in local_members) after every connection closed\n{}",
             weir.log_report()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -570,6 +580,77 @@ async fn terminated_connect_to_a_local_app_is_spliced_in_the_kernel() {
     assert_eq!(userspace, 0.0, "no payload byte through user space");
     let (_, _, redirected) = local_counts(&weir).await;
     assert_eq!(redirected, 0, "sk_msg kept off the spliced sockets");
+    drop(app);
+    wait_map_empty(&weir).await;
+    let bypass = dump_map(weir.pid(), "local_bypass");
+    assert_eq!(
+        bypass.as_array().map(Vec::len),
+        Some(0),
+        "local_bypass is empty"
+    );
+    drop(weir);
+    drop(cgroup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_app_that_speaks_first_keeps_its_byte_order_through_the_splice() {
+    require_root();
+    const BANNER: usize = 1 << 20;
+    const ECHO: usize = 1 << 20;
+    const CONNECTIONS: usize = 20;
+    let cgroup = TestCgroup::new("banner");
+    // Writes its banner as soon as it accepts: part of it can reach weir's upstream socket
+    // through sk_msg before weir splices the pair, the rest through the splice.
+    let app = App::spawn_in(&cgroup.path, &["banner-echo", &BANNER.to_string()]);
+    let port = free_port();
+    let listener = config::tcp_proxy_listener("tcp", port, "tcp", "app", None);
+    let config = config::bootstrap(
+        free_port(),
+        vec![listener],
+        vec![config::static_cluster("app", &[app.addr])],
+    );
+    let weir = weir_in(&cgroup, &config, &["--accel", "kernel"]).await;
+    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+    let banner = weir_tests::pattern(BANNER);
+    for i in 0..CONNECTIONS {
+        let exchange = async {
+            let mut stream = TcpStream::connect(proxy).await.expect("connect");
+            let mut got = vec![0u8; BANNER];
+            stream.read_exact(&mut got).await.expect("read the banner");
+            assert!(got == banner, "connection {i}: the banner arrived in order");
+            let sent = weir_tests::random_bytes(100 + i as u64, ECHO);
+            let (mut reader, mut writer) = stream.into_split();
+            let writing = async {
+                writer.write_all(&sent).await.expect("write");
+                writer.shutdown().await.expect("half-close");
+            };
+            let mut back = Vec::with_capacity(ECHO);
+            let reading = reader.read_to_end(&mut back);
+            let ((), read) = tokio::join!(writing, reading);
+            read.expect("read the echo");
+            assert!(
+                back == sent,
+                "connection {i}: the echo arrived intact, then EOF"
+            );
+        };
+        tokio::time::timeout(Duration::from_secs(60), exchange)
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} timed out\n{}", weir.log_report()));
+    }
+    let handed = weir
+        .log()
+        .matches("bytes sk_msg delivered before the splice, handed over")
+        .count();
+    println!(
+        "{handed} of {CONNECTIONS} connections had sk_msg bytes handed over before the splice"
+    );
+    let kernel = weir
+        .stat("weir_accel_splices_total", &[("mode", "kernel")])
+        .await;
+    assert_eq!(
+        kernel, CONNECTIONS as f64,
+        "every connection kernel-spliced"
+    );
     drop(app);
     wait_map_empty(&weir).await;
     let bypass = dump_map(weir.pid(), "local_bypass");

@@ -170,6 +170,7 @@ pub struct Local {
 
 struct Maps {
     socks: SockHash<MapData, LocalKey>,
+    members: BpfHashMap<MapData, LocalKey, u8>,
     bypass: BpfHashMap<MapData, LocalKey, u8>,
     stats: PerCpuArray<MapData, u64>,
 }
@@ -216,6 +217,7 @@ fn load(cgroup: &Path) -> Result<Local, LocalUnavailable> {
     })?;
     let mut ebpf = Ebpf::load(&OBJECT.0).map_err(|e| failed("load", &e))?;
     let socks: SockHash<MapData, LocalKey> = take(&mut ebpf, "local_socks")?;
+    let members: BpfHashMap<MapData, LocalKey, u8> = take(&mut ebpf, "local_members")?;
     let bypass: BpfHashMap<MapData, LocalKey, u8> = take(&mut ebpf, "local_bypass")?;
     let stats: PerCpuArray<MapData, u64> = take(&mut ebpf, "local_stats")?;
     let redirect: &mut SkMsg = ebpf
@@ -243,6 +245,7 @@ fn load(cgroup: &Path) -> Result<Local, LocalUnavailable> {
     Ok(Local {
         maps: Mutex::new(Maps {
             socks,
+            members,
             bypass,
             stats,
         }),
@@ -369,6 +372,14 @@ impl Local {
         LocalKey::of_socket(socket).is_some()
     }
 
+    /// Whether the other end of `socket` is in the sockhash (so `sk_msg` may have delivered
+    /// to `socket`), by `local_members`: a user-space lookup in the sockhash itself (4-byte
+    /// values) fails with ENOSPC whether the key is there or not.
+    pub fn peer_in_map(&self, socket: &TcpStream) -> bool {
+        LocalKey::of_socket(socket)
+            .is_some_and(|key| self.maps().members.get(&key.reversed(), 0).is_ok())
+    }
+
     /// Leaves the traffic of `sockets` to TCP (the kernel splice carries it) until the
     /// returned guard is dropped. Sockets that are not loopback are skipped.
     pub fn bypass(&'static self, sockets: [&TcpStream; 2]) -> Bypass {
@@ -393,6 +404,69 @@ impl Local {
     /// Entries in `local_bypass` (0 when no spliced pair is local); for leak checks.
     pub fn bypass_entries(&self) -> usize {
         self.maps().bypass.keys().count()
+    }
+}
+
+/// Moves what `sk_msg` already delivered to either socket (which an `sk_skb` program never
+/// sees) across to the other, until neither has more to read right now; returns the byte
+/// counts. Called after [`Local::bypass`] and before the pair is linked for the kernel
+/// splice, so those bytes keep their place ahead of what the splice carries next. Only a
+/// socket whose peer is in the sockhash can hold such bytes; the others are left alone, so
+/// what waits in their TCP receive queue goes through the splice as usual. An EOF is left
+/// for the splice to find. Bounded: a local peer still sending after a few rounds sends over
+/// TCP by then (the bypass), and TCP keeps that order by itself.
+pub async fn hand_over(
+    local: &Local,
+    a: &mut TcpStream,
+    b: &mut TcpStream,
+) -> io::Result<super::Spliced> {
+    const ROUNDS: usize = 16;
+    let (from_a, from_b) = (local.peer_in_map(a), local.peer_in_map(b));
+    let mut moved = super::Spliced::default();
+    if !from_a && !from_b {
+        return Ok(moved);
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..ROUNDS {
+        let a_to_b = if from_a {
+            forward_ready(a, b, &mut buf).await?
+        } else {
+            0
+        };
+        let b_to_a = if from_b {
+            forward_ready(b, a, &mut buf).await?
+        } else {
+            0
+        };
+        moved.a_to_b += a_to_b;
+        moved.b_to_a += b_to_a;
+        if a_to_b == 0 && b_to_a == 0 {
+            break;
+        }
+    }
+    if moved.a_to_b + moved.b_to_a > 0 {
+        tracing::debug!(
+            ?moved,
+            "accel: bytes sk_msg delivered before the splice, handed over"
+        );
+    }
+    Ok(moved)
+}
+
+/// One non-blocking read from `from`, written to `to`; 0 when nothing is ready (or EOF).
+async fn forward_ready(from: &TcpStream, to: &mut TcpStream, buf: &mut [u8]) -> io::Result<u64> {
+    use tokio::io::AsyncWriteExt as _;
+    match from.try_read(buf) {
+        Ok(n) => {
+            let data = buf.get(..n).unwrap_or_default();
+            to.write_all(data).await?;
+            crate::stats::AccelStats::global()
+                .userspace_bytes
+                .inc_by(n as u64);
+            Ok(n as u64)
+        }
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(error) => Err(error),
     }
 }
 

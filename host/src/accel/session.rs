@@ -67,8 +67,14 @@ impl Session {
     /// microseconds between its insertion and the client's (the program cannot redirect to a
     /// socket not yet in the map) are passed up and copied by the watcher: the one window where
     /// order depends on timing.
-    pub fn start(kernel: &'static Kernel, a: &TcpStream, b: &TcpStream) -> Result<Self, MapError> {
-        let bypass = super::local::get().map(|local| local.bypass([a, b]));
+    ///
+    /// `bypass` (where local acceleration is on) is held for the session's life.
+    pub fn start(
+        kernel: &'static Kernel,
+        a: &TcpStream,
+        b: &TcpStream,
+        bypass: Option<Bypass>,
+    ) -> Result<Self, MapError> {
         let base_a = sock::bytes_queued(a)?;
         let base_b = sock::bytes_queued(b)?;
         let pair = kernel.link(a, b)?;
