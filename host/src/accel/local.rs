@@ -400,11 +400,6 @@ impl Local {
             keys: marked,
         }
     }
-
-    /// Entries in `local_bypass` (0 when no spliced pair is local); for leak checks.
-    pub fn bypass_entries(&self) -> usize {
-        self.maps().bypass.keys().count()
-    }
 }
 
 /// Moves what `sk_msg` already delivered to either socket (which an `sk_skb` program never
