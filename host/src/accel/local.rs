@@ -16,7 +16,10 @@
 //! Interplay with the kernel splice (`kernel`): its `sk_skb` program sees only what arrives
 //! through TCP, so before a pair is spliced its two sockets are put into `local_bypass`
 //! ([`Local::bypass`]); the `sk_msg` program then leaves their traffic to TCP and the splice
-//! carries it. The `splice(2)` path reads only TCP's receive queue, never what `sk_msg`
+//! carries it. What `sk_msg` delivered to them before that (an app that speaks first) is
+//! forwarded by [`hand_over`] before the link, so the splice cannot overtake it; whether a
+//! socket's peer is a member comes from `local_members`, which the `sock_ops` program keeps
+//! beside the sockhash. The `splice(2)` path reads only TCP's receive queue, never what `sk_msg`
 //! delivered, so a pair with a member socket is copied instead ([`Local::may_hold`]).
 
 use aya::Ebpf;
