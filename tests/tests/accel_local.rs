@@ -782,3 +782,56 @@ async fn without_a_cgroup_v2_directory_weir_says_why_and_serves_over_tcp() {
         "no local acceleration stats while it is off"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_privileges_weir_says_why_and_serves_over_tcp() {
+    require_root();
+    let cgroup = TestCgroup::new("unprivileged");
+    let app = weir_tests::H1Upstream::start("unprivileged-app").await;
+    let ports = Ports::new();
+    let config = config::simple(ports, &[app.addr]);
+    let dir = tempfile::Builder::new()
+        .prefix("weir-e2e-")
+        .tempdir()
+        .expect("temp dir");
+    let config_path = dir.path().join("weir.yaml");
+    std::fs::write(&config_path, config.to_string()).expect("write config");
+    // Still uid 0 (so the files and the cgroup stay writable), but with no capability at all:
+    // loading a BPF program needs CAP_BPF (or CAP_SYS_ADMIN).
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--bounding-set=-all", "--inh-caps=-all", "--"])
+        .arg(weir_tests::weir_bin())
+        .arg("-c")
+        .arg(&config_path)
+        .args(["--log-level", "debug", "--concurrency", "1"])
+        .arg("--local-accel-cgroup")
+        .arg(&cgroup.path);
+    let admin = SocketAddr::from(([127, 0, 0, 1], ports.admin));
+    let mut weir = Weir::spawn_command(cmd, dir, config_path, admin);
+    weir.wait_ready().await;
+    let log = weir.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("local acceleration off"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one log line says why\n{}",
+        weir.log_report()
+    );
+    assert!(
+        lines[0].contains("not privileged"),
+        "the reason names the missing privilege: {}",
+        lines[0]
+    );
+    assert!(
+        !cgroup.pids().contains(&weir.pid()),
+        "weir did not join the cgroup"
+    );
+    let resp = must(h1_request(ports.http_addr(), get("/small")).await, "GET");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-upstream"), "unprivileged-app");
+    drop(weir);
+    drop(cgroup);
+}
