@@ -55,6 +55,13 @@ struct Cli {
     /// keeps weir's own connections from being redirected back to it.
     #[arg(long, value_name = "N", global = true)]
     upstream_mark: Option<u32>,
+    /// Local acceleration: a cgroup v2 directory (created if missing) whose loopback TCP
+    /// sockets are joined by eBPF (sock_ops + sk_msg), so bytes between weir and an app on the
+    /// same host skip TCP/IP. weir moves itself into it; put the app there too. Needs root
+    /// (CAP_BPF + CAP_NET_ADMIN); where it cannot be set up, one log line says why and weir
+    /// serves without it.
+    #[arg(long, value_name = "DIR", global = true)]
+    local_accel_cgroup: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -162,14 +169,8 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         .build()
         .context("building the main runtime")?;
     runtime.block_on(async move {
-        let clusters = ClusterManager::new(config.clusters.clone())?;
-        clusters.start_background();
-        let snapshot = Arc::new(Snapshot {
-            generation: 0,
-            config: config.clone(),
-            config_hash,
-            clusters,
-        });
+        // Bound before weir joins a local acceleration cgroup: scrapes and reloads over
+        // loopback stay out of its sockhash.
         let admin_listener = match config.admin {
             Some(address) => Some(
                 tokio::net::TcpListener::bind(address)
@@ -178,6 +179,24 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             ),
             None => None,
         };
+        if let Some(cgroup) = &cli.local_accel_cgroup {
+            // Before any other socket (health checks, listeners, pools) exists, so that all
+            // of them are made inside the cgroup.
+            if let Err(reason) = weir::accel::local::enable(cgroup) {
+                tracing::warn!(
+                    cgroup = %cgroup.display(),
+                    "accel: local acceleration off: {reason}; loopback hops use TCP"
+                );
+            }
+        }
+        let clusters = ClusterManager::new(config.clusters.clone())?;
+        clusters.start_background();
+        let snapshot = Arc::new(Snapshot {
+            generation: 0,
+            config: config.clone(),
+            config_hash,
+            clusters,
+        });
         match cli.accel {
             Some(Accel::Userspace) => weir::accel::force_userspace(),
             Some(Accel::Kernel) => weir::accel::enable_kernel(),

@@ -7,8 +7,8 @@
 # Environment (all optional):
 #   BENCH_SECONDS     seconds per measurement (default 8; 1..60)
 #   BENCH_WARMUP      seconds of warm-up load per target before its measurements (default 1; 0 = none)
-#   BENCH_TARGETS     space-separated targets (default: "direct weir weir_userspace weir_wasm nginx
-#                     haproxy envoy envoy_wasm")
+#   BENCH_TARGETS     space-separated targets (default: "direct weir weir_userspace weir_local
+#                     weir_wasm nginx haproxy envoy envoy_wasm")
 #   BENCH_TESTS       space-separated tests (default: "wrk_h1 h2load_h1 h2load_h2c")
 #   BENCH_TUNNEL_BYTES bytes of the tunnel_bulk transfer (default 1 GiB)
 #   BENCH_PINGPONGS   64-byte round trips of tunnel_pingpong (default 10000)
@@ -36,7 +36,7 @@ PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 BENCH_SECONDS="${BENCH_SECONDS:-8}"
 BENCH_WARMUP="${BENCH_WARMUP:-1}"
-BENCH_TARGETS="${BENCH_TARGETS:-direct weir weir_userspace weir_wasm nginx haproxy envoy envoy_wasm}"
+BENCH_TARGETS="${BENCH_TARGETS:-direct weir weir_userspace weir_local weir_wasm nginx haproxy envoy envoy_wasm}"
 BENCH_TESTS="${BENCH_TESTS:-wrk_h1 h2load_h1 h2load_h2c h3load tunnel_bulk tunnel_pingpong}"
 BENCH_TUNNEL_BYTES="${BENCH_TUNNEL_BYTES:-1073741824}"
 BENCH_PINGPONGS="${BENCH_PINGPONGS:-10000}"
@@ -48,7 +48,7 @@ BENCH_BUILD="${BENCH_BUILD:-1}"
 START_TIMEOUT=20 # seconds a proxy gets to answer its first request
 
 # Targets compared in the ratio section: each subject against each peer.
-RATIO_SUBJECTS="weir weir_userspace"
+RATIO_SUBJECTS="weir weir_userspace weir_local"
 RATIO_PEERS="nginx haproxy envoy direct"
 # The cost of one Wasm filter: each proxy's *_wasm row against its row without the filter.
 WASM_PROXIES="weir envoy"
@@ -116,6 +116,7 @@ cleanup() {
         stop_proc "$pid"
     done
     rm -f "$WORK"/logs/*.h2load-requests
+    remove_bench_cgroup
     exit "$rc"
 }
 trap cleanup EXIT
@@ -241,14 +242,53 @@ UP_H2=
 UP_PID=
 UP_TCP=
 
+# The upstreams run inside a cgroup v2 directory of this run (root only), so that the
+# weir_local target can accelerate the weir<->upstream hop with --local-accel-cgroup (sock_ops
+# + sk_msg; nothing is attached there while the other targets run). IN_CGROUP is the command
+# prefix that starts a process inside it (empty when there is none: weir_local then fails with
+# the reason in BENCH_CGROUP_NOTE).
+BENCH_CGROUP=
+BENCH_CGROUP_NOTE=
+IN_CGROUP=()
+make_bench_cgroup() {
+    local mount
+    if [[ "$(id -u)" != 0 ]]; then
+        BENCH_CGROUP_NOTE="weir_local needs root (sock_ops on a cgroup)"
+        return 0
+    fi
+    mount="$(awk '$0 ~ / - cgroup2 / { print $5; exit }' /proc/self/mountinfo)"
+    if [[ -z "$mount" ]]; then
+        BENCH_CGROUP_NOTE="weir_local needs a cgroup v2 mount"
+        return 0
+    fi
+    BENCH_CGROUP="$mount/weir-bench-$$"
+    if ! mkdir "$BENCH_CGROUP" 2>/dev/null; then
+        BENCH_CGROUP_NOTE="cannot create the cgroup $BENCH_CGROUP"
+        BENCH_CGROUP=
+        return 0
+    fi
+    # shellcheck disable=SC2016 # $0 and $@ belong to the inner shell
+    IN_CGROUP=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$BENCH_CGROUP")
+}
+remove_bench_cgroup() {
+    [[ -n "$BENCH_CGROUP" && -d "$BENCH_CGROUP" ]] || return 0
+    local i
+    for ((i = 0; i < 50; i++)); do
+        rmdir "$BENCH_CGROUP" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    log "could not remove the cgroup $BENCH_CGROUP (processes left in it?)"
+}
+
 start_upstream() {
     command -v nginx >/dev/null || die "nginx is needed for the upstream"
     free_port; UP_H1=$FREE_PORT
     free_port; UP_H2=$FREE_PORT
     render "$CONF_DIR/upstream-nginx.conf" "$WORK/upstream-nginx.conf" \
         "WORK=$WORK" "UP_H1=$UP_H1" "UP_H2=$UP_H2"
-    spawn "$WORK/logs/upstream.log" nginx -p "$WORK" -e "$WORK/upstream-nginx.error.log" \
-        -c "$WORK/upstream-nginx.conf"
+    make_bench_cgroup
+    spawn "$WORK/logs/upstream.log" "${IN_CGROUP[@]}" nginx -p "$WORK" \
+        -e "$WORK/upstream-nginx.error.log" -c "$WORK/upstream-nginx.conf"
     UP_PID=$SPAWNED_PID
     T_NOTE=
     if ! wait_ready "$UP_PID" "$UP_H1" h1 "$WORK/logs/upstream.log" ||
@@ -258,7 +298,7 @@ start_upstream() {
     fi
     # The tunnel rows' upstream (tunnel.py: a byte sink and an echo), UP_TCP.
     free_port; UP_TCP=$FREE_PORT
-    spawn "$WORK/logs/tunnel-upstream.log" python3 "$BENCH_DIR/tunnel.py" server "$UP_TCP"
+    spawn "$WORK/logs/tunnel-upstream.log" "${IN_CGROUP[@]}" python3 "$BENCH_DIR/tunnel.py" server "$UP_TCP"
     local i
     for i in $(seq 1 50); do port_open "$UP_TCP" && break; sleep 0.1; done
 }
@@ -392,6 +432,25 @@ target_weir() {
 target_weir_userspace() {
     shared_config envoy.yaml
     start_weir weir_userspace "$CFG" "$CFG_PORT" --accel userspace || return 1
+    T_PORT[tcp]=$CFG_TCP_PORT
+}
+
+# weir with local acceleration: weir joins the cgroup the upstreams run in, and the hop from
+# weir to them goes by sk_msg instead of TCP/IP over loopback (compare with the weir row). The
+# tunnel is still spliced by sk_skb (local acceleration keeps off spliced sockets).
+target_weir_local() {
+    if [[ -z "$BENCH_CGROUP" ]]; then
+        T_NOTE=$BENCH_CGROUP_NOTE
+        return 1
+    fi
+    shared_config envoy.yaml
+    start_weir weir_local "$CFG" "$CFG_PORT" --accel kernel \
+        --local-accel-cgroup "$BENCH_CGROUP" || return 1
+    # weir serves without it where it cannot be set up; its one warning says why.
+    if grep -q "local acceleration off" "$T_LOG"; then
+        T_NOTE="$(grep -m1 "local acceleration off" "$T_LOG")"
+        return 1
+    fi
     T_PORT[tcp]=$CFG_TCP_PORT
 }
 

@@ -202,6 +202,107 @@ impl AccelStats {
     }
 }
 
+/// What local acceleration's eBPF programs counted ([`crate::accel::local`]); read from their
+/// maps at each scrape.
+pub type LocalAccelValues = crate::accel::LocalCounts;
+
+/// Registers the stats of local acceleration (`--local-accel-cgroup`), read through `read` at
+/// each scrape: `weir_accel_local_sockets_total` (sockets the `sock_ops` program added to the
+/// sockhash), `weir_accel_local_sockets_active` (in it now),
+/// `weir_accel_local_redirected_bytes_total` and `weir_accel_local_redirected_messages_total`
+/// (what the `sk_msg` program handed straight to a peer socket). Registered once, when local
+/// acceleration comes on; absent otherwise.
+pub fn register_local_accel(read: fn() -> LocalAccelValues) {
+    static REGISTERED: OnceLock<()> = OnceLock::new();
+    REGISTERED.get_or_init(|| {
+        if let Err(error) = Stats::global()
+            .registry()
+            .register(Box::new(LocalAccelCollector::new(read)))
+        {
+            tracing::warn!(%error, "registering the local acceleration stats");
+        }
+    });
+}
+
+/// A collector over the eBPF maps: the values live in the kernel, so each scrape reads them.
+struct LocalAccelCollector {
+    read: fn() -> LocalAccelValues,
+    sockets_total: IntCounter,
+    sockets_active: IntGauge,
+    redirected_bytes_total: IntCounter,
+    redirected_messages_total: IntCounter,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl LocalAccelCollector {
+    fn new(read: fn() -> LocalAccelValues) -> Self {
+        let counter = |name: &str, help: &str| {
+            IntCounter::new(name, help)
+                .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"))
+        };
+        let sockets_total = counter(
+            "weir_accel_local_sockets_total",
+            "Loopback sockets of the local acceleration cgroup added to its sockhash.",
+        );
+        let sockets_active = IntGauge::new(
+            "weir_accel_local_sockets_active",
+            "Sockets in the local acceleration sockhash now.",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric is valid: {e}"));
+        let redirected_bytes_total = counter(
+            "weir_accel_local_redirected_bytes_total",
+            "Bytes the sk_msg program handed straight to the peer socket (not through TCP/IP).",
+        );
+        let redirected_messages_total = counter(
+            "weir_accel_local_redirected_messages_total",
+            "Messages (sendmsg chunks) the sk_msg program handed straight to the peer socket.",
+        );
+        use prometheus::core::Collector as _;
+        let descs = [
+            sockets_total.desc(),
+            sockets_active.desc(),
+            redirected_bytes_total.desc(),
+            redirected_messages_total.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        LocalAccelCollector {
+            read,
+            sockets_total,
+            sockets_active,
+            redirected_bytes_total,
+            redirected_messages_total,
+            descs,
+        }
+    }
+}
+
+impl prometheus::core::Collector for LocalAccelCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let values = (self.read)();
+        // Counters only go up: move each to the kernel's value (which only grows too).
+        let catch_up = |counter: &IntCounter, value: u64| {
+            counter.inc_by(value.saturating_sub(counter.get()));
+        };
+        catch_up(&self.sockets_total, values.sockets_added);
+        catch_up(&self.redirected_bytes_total, values.redirected_bytes);
+        catch_up(&self.redirected_messages_total, values.redirected_messages);
+        self.sockets_active
+            .set(i64::try_from(values.sockets_active).unwrap_or(i64::MAX));
+        let mut families = self.sockets_total.collect();
+        families.extend(self.sockets_active.collect());
+        families.extend(self.redirected_bytes_total.collect());
+        families.extend(self.redirected_messages_total.collect());
+        families
+    }
+}
+
 /// Stats of config reloads ([`crate::reload`]); Envoy has none of its own for a file reload.
 pub struct ReloadStats {
     /// `weir_server_config_reloads_total{result="success"}`: reloads that swapped a new
