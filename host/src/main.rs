@@ -132,8 +132,17 @@ fn init_logging(level: &str) {
         "critical" => "error",
         other => other,
     };
+    // The Wasm compiler's own debug output (thousands of lines per module compiled) is not
+    // weir's: at debug and trace it stays at info unless RUST_LOG asks for it.
+    let directives = match level {
+        "debug" | "trace" => format!(
+            "{level},cranelift_codegen=info,cranelift_frontend=info,regalloc2=info,\
+             wasmtime_internal_cranelift=info,wasmtime_cranelift=info"
+        ),
+        other => other.to_owned(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&directives))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal as _;
     tracing_subscriber::fmt()

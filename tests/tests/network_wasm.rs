@@ -248,9 +248,9 @@ async fn tcp_guard_checks_the_prefix_and_rewrites_both_ways() {
         stat(&weir, "weir_wasm_tcp_guard_upstream_bytes").await,
         (upstream_saw.len() + up_expected.len()) as f64
     );
-    let log = weir.log();
+    let done = format!("-> {} done", echo.addr);
     assert!(
-        log.contains(&format!("-> {} done", echo.addr)),
+        wait_until(LIMIT, || weir.log().contains(&done)).await,
         "upstream.address in the filter's log line\n{}",
         weir.log_report()
     );
@@ -374,9 +374,11 @@ async fn tcp_guard_works_inside_a_connect_tunnel() {
         echo.records()[0].received_sha,
         sha256_hex(b"PING-REWRITTEN over a tunnel")
     );
-    let log = weir.log();
+    // The filter's on_log line comes once weir has closed both sides, which may be just
+    // after the client read its end.
+    let done = format!("-> 127.0.0.1:{terminator_port} done");
     assert!(
-        log.contains(&format!("-> 127.0.0.1:{terminator_port} done")),
+        wait_until(LIMIT, || weir.log().contains(&done)).await,
         "{}",
         weir.log_report()
     );
