@@ -31,7 +31,10 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use weir_tests::config::{address, hcm, listener, route_prefix, tcp_proxy_listener, vhost};
+use weir_tests::config::{
+    address, hcm, listener, route_connect, route_prefix, set_upgrades, tcp_proxy_listener,
+    terminate_connect, vhost,
+};
 use weir_tests::wasm::{filter, set_filters, wasm_filter};
 use weir_tests::{Weir, weir_bin};
 
@@ -288,18 +291,16 @@ impl Topology {
     /// `curl` from the client namespace, with no proxy setting: status line and headers
     /// (`-i`) and the body; `None` with curl's error when it fails.
     async fn curl_from_client(&self, url: &str) -> Result<String, String> {
+        self.curl_from_client_with(&["--noproxy", "*"], url).await
+    }
+
+    /// [`Topology::curl_from_client`] with other curl arguments before the URL.
+    async fn curl_from_client_with(&self, args: &[&str], url: &str) -> Result<String, String> {
         let output = tokio::process::Command::new("timeout")
             .args(["20", "ip", "netns", "exec", &self.client_ns])
-            .args([
-                "curl",
-                "-sS",
-                "-i",
-                "--noproxy",
-                "*",
-                "--max-time",
-                "10",
-                url,
-            ])
+            .args(["curl", "-sS", "-i", "--max-time", "10"])
+            .args(args)
+            .arg(url)
             .env_remove("http_proxy")
             .env_remove("HTTP_PROXY")
             .output()
@@ -424,14 +425,21 @@ fn any_address(port: u16) -> Value {
 /// Wasm filter, a tcp_proxy listener with the original_dst listener filter, both to an
 /// ORIGINAL_DST cluster.
 fn sidecar_config() -> Value {
-    let mut http = listener(
+    // A CONNECT arriving on the redirected HTTP port is terminated here and its payload
+    // goes where the connection was headed (the ORIGINAL_DST cluster), as any request does.
+    let mut inbound_hcm = hcm(
         "inbound_http",
-        WEIR_HTTP_PORT,
-        hcm(
-            "inbound_http",
-            vec![vhost("all", &["*"], vec![route_prefix("/", "original")])],
-        ),
+        vec![vhost(
+            "all",
+            &["*"],
+            vec![
+                route_connect("original", Some(terminate_connect(false))),
+                route_prefix("/", "original"),
+            ],
+        )],
     );
+    set_upgrades(&mut inbound_hcm, json!([{"upgrade_type": "CONNECT"}]));
+    let mut http = listener("inbound_http", WEIR_HTTP_PORT, inbound_hcm);
     http["address"] = any_address(WEIR_HTTP_PORT);
     http["use_original_dst"] = json!(true);
     let mut tcp = tcp_proxy_listener(
@@ -546,6 +554,54 @@ fn http_to_the_app_goes_through_the_sidecar() {
         };
         let app = format!("original::{}:{APP_HTTP_PORT}::rq_total::1", topology.app_ip);
         assert!(clusters.lines().any(|l| l == app), "{app} in\n{clusters}");
+        drop(weir);
+    });
+}
+
+/// A CONNECT sent to the app's address (a client that takes the app for its proxy) is
+/// redirected to weir, which terminates it and carries the tunnel to the original destination:
+/// the request the client then sends through the tunnel is answered by the app itself.
+#[test]
+fn a_terminated_connect_goes_to_the_original_destination() {
+    let topology = Topology::new();
+    let app = format!("http://{}:{APP_HTTP_PORT}", topology.app_ip);
+    topology.in_app(async || {
+        start_http_app(APP_HTTP_PORT).await;
+        let weir = start_sidecar().await;
+        let answer = match topology
+            .curl_from_client_with(
+                &["--proxytunnel", "--proxy", &app],
+                &format!("{app}/tunneled"),
+            )
+            .await
+        {
+            Ok(answer) => answer,
+            Err(error) => panic!("{error}\n{}", weir.log_report()),
+        };
+        // curl prints weir's answer to the CONNECT, then the app's answer through the tunnel.
+        let lower = answer.to_ascii_lowercase();
+        let (connect, response) = lower.split_at(lower.rfind("http/1.1 ").unwrap_or(0));
+        assert!(
+            connect.starts_with("http/1.1 200"),
+            "CONNECT answered: {answer}\n{}",
+            weir.log_report()
+        );
+        assert!(response.starts_with("http/1.1 200"), "{answer}");
+        assert!(response.contains("x-app: yes"), "{answer}");
+        assert!(response.contains("get /tunneled"), "{answer}");
+        // The app answered the client itself, through the tunnel: weir's filter did not see it.
+        assert!(!response.contains("x-sidecar-response"), "{answer}");
+        let stats = weir.stats().await;
+        let tunnels = stats.get(
+            "weir_http_downstream_cx_upgrades_total",
+            &[("stat_prefix", "inbound_http")],
+        );
+        assert_eq!(tunnels, Some(1.0), "{}", stats.text);
+        let upstream = stats.get(
+            "weir_cluster_upstream_cx_total",
+            &[("cluster_name", "original")],
+        );
+        assert_eq!(upstream, Some(1.0), "{}", stats.text);
         drop(weir);
     });
 }
