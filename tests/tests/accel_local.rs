@@ -458,7 +458,7 @@ async fn http_between_weir_and_a_local_app_goes_through_sk_msg() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tcp_proxy_to_a_local_app_is_spliced_in_the_kernel_not_redirected() {
+async fn tcp_proxy_to_a_local_app_is_copied_through_sk_msg_not_kernel_spliced() {
     require_root();
     let cgroup = TestCgroup::new("splice");
     let app = App::start_in(&cgroup.path, "spliced-app");
@@ -475,24 +475,20 @@ async fn tcp_proxy_to_a_local_app_is_spliced_in_the_kernel_not_redirected() {
     big_transfers(proxy, 2).await;
     small_requests(proxy, "spliced-app", 20).await;
 
+    // With local acceleration on, a loopback pair is never kernel-spliced (sk_msg bytes and
+    // spliced bytes could overtake each other): it is copied, and sk_msg carries the
+    // weir<->app hop.
     let kernel = weir
         .stat("weir_accel_splices_total", &[("mode", "kernel")])
         .await;
+    assert_eq!(kernel, 0.0, "no loopback pair kernel-spliced");
+    let (_, _, redirected) = local_counts(&weir).await;
     assert!(
-        kernel >= 12.0,
-        "every tcp_proxy connection was kernel-spliced: {kernel}"
-    );
-    let userspace = weir.stat("weir_accel_userspace_bytes_total", &[]).await;
-    assert_eq!(
-        userspace,
-        0.0,
-        "the sk_skb splice carried every byte (sk_msg kept off the spliced sockets)\n{}",
+        redirected >= 2 * BIG as u64,
+        "sk_msg carried the weir<->app hop: {redirected}\n{}",
         weir.log_report()
     );
-    let (_, _, redirected) = local_counts(&weir).await;
-    assert_eq!(redirected, 0, "sk_msg redirected nothing of a spliced pair");
-    // Every tunnel was torn down (a FIN carried only after the drain, which sk_msg would
-    // have stalled), and the bypass marks went with them.
+    // Every tunnel was torn down.
     let deadline = Instant::now() + Duration::from_secs(20);
     while weir
         .stat("weir_tcp_cx_active", &[("stat_prefix", "tcp")])
@@ -506,12 +502,6 @@ async fn tcp_proxy_to_a_local_app_is_spliced_in_the_kernel_not_redirected() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let bypass = dump_map(weir.pid(), "local_bypass");
-    assert_eq!(
-        bypass.as_array().map(Vec::len),
-        Some(0),
-        "local_bypass is empty"
-    );
     wait_map_empty(&weir).await;
     drop(weir);
     drop(app);
@@ -530,7 +520,7 @@ async fn through_connect(proxy: SocketAddr, request: Request<Full<Bytes>>) -> Re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn terminated_connect_to_a_local_app_is_spliced_in_the_kernel() {
+async fn terminated_connect_to_a_local_app_is_copied_through_sk_msg() {
     require_root();
     let cgroup = TestCgroup::new("connect");
     let app = App::start_in(&cgroup.path, "connect-app");
@@ -572,35 +562,32 @@ async fn terminated_connect_to_a_local_app_is_spliced_in_the_kernel() {
         .await;
     assert_eq!(
         kernel,
-        2.0,
-        "both tunnels kernel-spliced\n{}",
+        0.0,
+        "no loopback tunnel kernel-spliced\n{}",
         weir.log_report()
     );
-    let userspace = weir.stat("weir_accel_userspace_bytes_total", &[]).await;
-    assert_eq!(userspace, 0.0, "no payload byte through user space");
     let (_, _, redirected) = local_counts(&weir).await;
-    assert_eq!(redirected, 0, "sk_msg kept off the spliced sockets");
+    assert!(
+        redirected >= BIG as u64,
+        "sk_msg carried the weir<->app hop: {redirected}\n{}",
+        weir.log_report()
+    );
     drop(app);
     wait_map_empty(&weir).await;
-    let bypass = dump_map(weir.pid(), "local_bypass");
-    assert_eq!(
-        bypass.as_array().map(Vec::len),
-        Some(0),
-        "local_bypass is empty"
-    );
     drop(weir);
     drop(cgroup);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_local_app_that_speaks_first_keeps_its_byte_order_through_the_splice() {
+async fn a_local_app_that_speaks_first_keeps_its_byte_order() {
     require_root();
     const BANNER: usize = 1 << 20;
     const ECHO: usize = 1 << 20;
     const CONNECTIONS: usize = 20;
     let cgroup = TestCgroup::new("banner");
-    // Writes its banner as soon as it accepts: part of it can reach weir's upstream socket
-    // through sk_msg before weir splices the pair, the rest through the splice.
+    // Writes its banner as soon as it accepts, through sk_msg: with the kernel splice on as
+    // well, the banner must still arrive whole and in order (once, it did not, when the pair
+    // was spliced after the first bytes had gone by sk_msg).
     let app = App::spawn_in(&cgroup.path, &["banner-echo", &BANNER.to_string()]);
     let port = free_port();
     let listener = config::tcp_proxy_listener("tcp", port, "tcp", "app", None);
@@ -637,28 +624,12 @@ async fn a_local_app_that_speaks_first_keeps_its_byte_order_through_the_splice()
             .await
             .unwrap_or_else(|_| panic!("connection {i} timed out\n{}", weir.log_report()));
     }
-    let handed = weir
-        .log()
-        .matches("bytes sk_msg delivered before the splice, handed over")
-        .count();
-    println!(
-        "{handed} of {CONNECTIONS} connections had sk_msg bytes handed over before the splice"
-    );
     let kernel = weir
         .stat("weir_accel_splices_total", &[("mode", "kernel")])
         .await;
-    assert_eq!(
-        kernel, CONNECTIONS as f64,
-        "every connection kernel-spliced"
-    );
+    assert_eq!(kernel, 0.0, "no loopback pair kernel-spliced");
     drop(app);
     wait_map_empty(&weir).await;
-    let bypass = dump_map(weir.pid(), "local_bypass");
-    assert_eq!(
-        bypass.as_array().map(Vec::len),
-        Some(0),
-        "local_bypass is empty"
-    );
     drop(weir);
     drop(cgroup);
 }

@@ -13,17 +13,15 @@
 //! weir's fd): two weirs on one machine, each with its own cgroup, do not see each other, and
 //! everything is detached when weir exits.
 //!
-//! Interplay with the kernel splice (`kernel`): its `sk_skb` program sees only what arrives
-//! through TCP, so before a pair is spliced its two sockets are put into `local_bypass`
-//! ([`Local::bypass`]); the `sk_msg` program then leaves their traffic to TCP and the splice
-//! carries it. What `sk_msg` delivered to them before that (an app that speaks first) is
-//! forwarded by [`hand_over`] before the link, so the splice cannot overtake it; whether a
-//! socket's peer is a member comes from `local_members`, which the `sock_ops` program keeps
-//! beside the sockhash. The `splice(2)` path reads only TCP's receive queue, never what `sk_msg`
-//! delivered, so a pair with a member socket is copied instead ([`Local::may_hold`]).
+//! Interplay with the kernel splice (`kernel`): its `sk_skb` program and `splice(2)` see only
+//! what arrives through TCP, never what `sk_msg` delivered, and the order of the two cannot be
+//! guaranteed when a socket switches from one to the other mid-stream (an app that speaks
+//! first lost its byte order in a test). So while local acceleration is on, a tunnel with a
+//! loopback socket ([`Local::may_hold`]) is copied with `recv(2)`, which reads `sk_msg`'s queue
+//! and then TCP's in order; `sk_msg` still carries its hop to a local app.
 
 use aya::Ebpf;
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, SockHash};
+use aya::maps::{MapData, PerCpuArray, SockHash};
 use aya::programs::{CgroupAttachMode, SkMsg, SockOps};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -173,8 +171,6 @@ pub struct Local {
 
 struct Maps {
     socks: SockHash<MapData, LocalKey>,
-    members: BpfHashMap<MapData, LocalKey, u8>,
-    bypass: BpfHashMap<MapData, LocalKey, u8>,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -220,8 +216,6 @@ fn load(cgroup: &Path) -> Result<Local, LocalUnavailable> {
     })?;
     let mut ebpf = Ebpf::load(&OBJECT.0).map_err(|e| failed("load", &e))?;
     let socks: SockHash<MapData, LocalKey> = take(&mut ebpf, "local_socks")?;
-    let members: BpfHashMap<MapData, LocalKey, u8> = take(&mut ebpf, "local_members")?;
-    let bypass: BpfHashMap<MapData, LocalKey, u8> = take(&mut ebpf, "local_bypass")?;
     let stats: PerCpuArray<MapData, u64> = take(&mut ebpf, "local_stats")?;
     let redirect: &mut SkMsg = ebpf
         .program_mut("local_redirect")
@@ -246,12 +240,7 @@ fn load(cgroup: &Path) -> Result<Local, LocalUnavailable> {
         .attach(&cgroup_dir, CgroupAttachMode::Single)
         .map_err(|e| failed("attach", &e))?;
     Ok(Local {
-        maps: Mutex::new(Maps {
-            socks,
-            members,
-            bypass,
-            stats,
-        }),
+        maps: Mutex::new(Maps { socks, stats }),
         cgroup: cgroup.to_path_buf(),
         _ebpf: Mutex::new(ebpf),
     })
@@ -373,116 +362,6 @@ impl Local {
     /// receives may sit in its sk_msg queue, readable by `recv(2)` but not `splice(2)`.
     pub fn may_hold(&self, socket: &TcpStream) -> bool {
         LocalKey::of_socket(socket).is_some()
-    }
-
-    /// Whether the other end of `socket` is in the sockhash (so `sk_msg` may have delivered
-    /// to `socket`), by `local_members`: a user-space lookup in the sockhash itself (4-byte
-    /// values) fails with ENOSPC whether the key is there or not.
-    pub fn peer_in_map(&self, socket: &TcpStream) -> bool {
-        LocalKey::of_socket(socket)
-            .is_some_and(|key| self.maps().members.get(&key.reversed(), 0).is_ok())
-    }
-
-    /// Leaves the traffic of `sockets` to TCP (the kernel splice carries it) until the
-    /// returned guard is dropped. Sockets that are not loopback are skipped.
-    pub fn bypass(&'static self, sockets: [&TcpStream; 2]) -> Bypass {
-        let keys: Vec<LocalKey> = sockets
-            .into_iter()
-            .filter_map(LocalKey::of_socket)
-            .collect();
-        let mut maps = self.maps();
-        let mut marked = Vec::with_capacity(keys.len());
-        for key in keys {
-            match maps.bypass.insert(key, 1, 0) {
-                Ok(()) => marked.push(key),
-                Err(error) => tracing::debug!(%error, "accel: local bypass entry not added"),
-            }
-        }
-        Bypass {
-            local: self,
-            keys: marked,
-        }
-    }
-}
-
-/// Moves what `sk_msg` already delivered to either socket (which an `sk_skb` program never
-/// sees) across to the other, until neither has more to read right now; returns the byte
-/// counts. Called after [`Local::bypass`] and before the pair is linked for the kernel
-/// splice, so those bytes keep their place ahead of what the splice carries next. Only a
-/// socket whose peer is in the sockhash can hold such bytes; the others are left alone, so
-/// what waits in their TCP receive queue goes through the splice as usual. An EOF is left
-/// for the splice to find. Bounded: a local peer still sending after a few rounds sends over
-/// TCP by then (the bypass), and TCP keeps that order by itself.
-pub async fn hand_over(
-    local: &Local,
-    a: &mut TcpStream,
-    b: &mut TcpStream,
-) -> io::Result<super::Spliced> {
-    const ROUNDS: usize = 16;
-    let (from_a, from_b) = (local.peer_in_map(a), local.peer_in_map(b));
-    let mut moved = super::Spliced::default();
-    if !from_a && !from_b {
-        return Ok(moved);
-    }
-    let mut buf = vec![0u8; 64 * 1024];
-    for _ in 0..ROUNDS {
-        let a_to_b = if from_a {
-            forward_ready(a, b, &mut buf).await?
-        } else {
-            0
-        };
-        let b_to_a = if from_b {
-            forward_ready(b, a, &mut buf).await?
-        } else {
-            0
-        };
-        moved.a_to_b += a_to_b;
-        moved.b_to_a += b_to_a;
-        if a_to_b == 0 && b_to_a == 0 {
-            break;
-        }
-    }
-    if moved.a_to_b + moved.b_to_a > 0 {
-        tracing::debug!(
-            ?moved,
-            "accel: bytes sk_msg delivered before the splice, handed over"
-        );
-    }
-    Ok(moved)
-}
-
-/// One non-blocking read from `from`, written to `to`; 0 when nothing is ready (or EOF).
-async fn forward_ready(from: &TcpStream, to: &mut TcpStream, buf: &mut [u8]) -> io::Result<u64> {
-    use tokio::io::AsyncWriteExt as _;
-    match from.try_read(buf) {
-        Ok(n) => {
-            let data = buf.get(..n).unwrap_or_default();
-            to.write_all(data).await?;
-            crate::stats::AccelStats::global()
-                .userspace_bytes
-                .inc_by(n as u64);
-            Ok(n as u64)
-        }
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(0),
-        Err(error) => Err(error),
-    }
-}
-
-/// Sockets whose traffic the `sk_msg` program leaves to TCP; removed on drop.
-pub struct Bypass {
-    local: &'static Local,
-    keys: Vec<LocalKey>,
-}
-
-impl Drop for Bypass {
-    fn drop(&mut self) {
-        if self.keys.is_empty() {
-            return;
-        }
-        let mut maps = self.local.maps();
-        for key in &self.keys {
-            let _ = maps.bypass.remove(key);
-        }
     }
 }
 

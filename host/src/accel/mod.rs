@@ -38,15 +38,6 @@ pub struct Spliced {
     pub b_to_a: u64,
 }
 
-impl Spliced {
-    fn plus(self, other: Spliced) -> Spliced {
-        Spliced {
-            a_to_b: self.a_to_b + other.a_to_b,
-            b_to_a: self.b_to_a + other.b_to_a,
-        }
-    }
-}
-
 /// Loads the kernel splice now (at start-up) rather than on the first tunnel, so its one log
 /// line (on, or why not) comes early. Returns why it is off, if it is.
 pub fn init() -> Option<&'static Unavailable> {
@@ -82,38 +73,26 @@ where
 pub async fn splice_tcp(a: TcpStream, b: TcpStream) -> io::Result<Spliced> {
     let (mut a, mut b) = (a, b);
     let result = match kernel::get() {
-        Ok(kernel) => {
-            // Local acceleration: its sk_msg program is kept off the pair from here on, and
-            // what it already delivered to either socket (which the splice's sk_skb program
-            // never sees) goes across first, so nothing later overtakes it.
-            let bypass = local::get().map(|local| local.bypass([&a, &b]));
-            let early = match (&bypass, local::get()) {
-                (Some(_), Some(local)) => local::hand_over(local, &mut a, &mut b).await,
-                _ => Ok(Spliced::default()),
-            };
-            match early {
-                Err(error) => Err(error),
-                Ok(early) => match session::Session::start(kernel, &a, &b, bypass) {
-                    Ok(session) => return session.run(a, b).await.map(|done| done.plus(early)),
-                    // Typically a side that already sent its FIN: the sockhash takes only
-                    // established sockets. The other may be in the sockhash by then (it is
-                    // never taken out while open, trap D), and a sockhash member's bytes are
-                    // only readable with recv(2), not splice(2) (the program moves them off
-                    // the TCP receive queue): so the copy, not the pipe.
-                    Err(error) => {
-                        tracing::debug!(%error, "accel: cannot splice in the kernel; copying");
-                        userspace::copy(&mut a, &mut b)
-                            .await
-                            .map(|done| done.plus(early))
-                    }
-                },
-            }
-        }
-        // A local-acceleration member may hold bytes in its sk_msg queue, which splice(2)
-        // cannot read (it reads TCP's receive queue only): such pairs are copied.
-        Err(_) if local::get().is_some_and(|local| local.may_hold(&a) || local.may_hold(&b)) => {
+        // Local acceleration: a loopback socket may receive bytes by sk_msg, which neither
+        // the splice's sk_skb program nor splice(2) sees, and whose order against what a
+        // splice carries cannot be guaranteed (seen: a local app's first megabyte arriving
+        // out of order). recv(2) reads sk_msg's queue, then TCP's, in order: such pairs are
+        // copied, and sk_msg still carries the hop to a local app.
+        _ if local::get().is_some_and(|local| local.may_hold(&a) || local.may_hold(&b)) => {
             userspace::copy(&mut a, &mut b).await
         }
+        Ok(kernel) => match session::Session::start(kernel, &a, &b) {
+            Ok(session) => return session.run(a, b).await,
+            // Typically a side that already sent its FIN: the sockhash takes only established
+            // sockets. The other may be in the sockhash by then (it is never taken out while
+            // open, trap D), and a sockhash member's bytes are only readable with recv(2), not
+            // splice(2) (the program moves them off the TCP receive queue): so the copy, not
+            // the pipe.
+            Err(error) => {
+                tracing::debug!(%error, "accel: cannot splice in the kernel; copying");
+                userspace::copy(&mut a, &mut b).await
+            }
+        },
         Err(_) => match pipe::Pipes::new() {
             Ok(pipes) => pipe::splice_tcp(&a, &b, pipes).await,
             Err(error) => {

@@ -23,7 +23,6 @@
 //! then copying in user space.
 
 use super::kernel::{Kernel, MapError, Pair};
-use super::local::Bypass;
 use super::{Spliced, sock};
 use crate::stats::AccelStats;
 use std::io;
@@ -40,12 +39,6 @@ pub struct Session {
     pair: Pair,
     base_a: u64,
     base_b: u64,
-    /// Where local acceleration is on: keeps its `sk_msg` program off these two sockets, so
-    /// what they exchange with a local peer goes through TCP, where the splice sees it and
-    /// where the drain accounting finds it (an `sk_skb` redirect to a socket's egress goes
-    /// through that socket's `sk_msg` program, which would move it to the peer's receive
-    /// queue, past the send queue the drain watches).
-    _bypass: Option<Bypass>,
 }
 
 /// What one look at a readable socket found.
@@ -67,14 +60,7 @@ impl Session {
     /// microseconds between its insertion and the client's (the program cannot redirect to a
     /// socket not yet in the map) are passed up and copied by the watcher: the one window where
     /// order depends on timing.
-    ///
-    /// `bypass` (where local acceleration is on) is held for the session's life.
-    pub fn start(
-        kernel: &'static Kernel,
-        a: &TcpStream,
-        b: &TcpStream,
-        bypass: Option<Bypass>,
-    ) -> Result<Self, MapError> {
+    pub fn start(kernel: &'static Kernel, a: &TcpStream, b: &TcpStream) -> Result<Self, MapError> {
         let base_a = sock::bytes_queued(a)?;
         let base_b = sock::bytes_queued(b)?;
         let pair = kernel.link(a, b)?;
@@ -82,7 +68,6 @@ impl Session {
             pair,
             base_a,
             base_b,
-            _bypass: bypass,
         })
     }
 
