@@ -41,6 +41,7 @@ pub mod error;
 mod exports;
 pub mod hostcalls;
 pub mod log;
+pub mod metric;
 mod traits;
 
 pub use error::{Error, Result};
@@ -59,6 +60,25 @@ pub fn vm_configuration() -> Result<Vec<u8>> {
 /// from [`RootContext::on_configure`]. Empty when there is none.
 pub fn plugin_configuration() -> Result<Vec<u8>> {
     Ok(hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)?.unwrap_or_default())
+}
+
+/// The plugin's `configuration` parsed by `parse`, for [`RootContext::on_configure`]. A read
+/// or parse error is logged as `"{filter}: bad configuration: {error}"` and gives `None`:
+/// return false from `on_configure` then, and the host refuses the configuration.
+pub fn parsed_plugin_configuration<T, E: core::fmt::Display>(
+    filter: &str,
+    parse: impl FnOnce(&[u8]) -> core::result::Result<T, E>,
+) -> Option<T> {
+    let parsed = plugin_configuration()
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| parse(&bytes).map_err(|e| e.to_string()));
+    match parsed {
+        Ok(config) => Some(config),
+        Err(e) => {
+            log::error(&format!("{filter}: bad configuration: {e}"));
+            None
+        }
+    }
 }
 
 /// Registers the filter: `$new_root` builds the root context for a root context id (one per

@@ -18,19 +18,11 @@ pub struct Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let parsed = weir_sdk::plugin_configuration()
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| Config::parse(&bytes).map_err(|e| e.to_string()));
-        match parsed {
-            Ok(config) => {
-                self.config = Some(Rc::new(config));
-                true
-            }
-            Err(e) => {
-                log::error(&format!("auth: bad configuration: {e}"));
-                false
-            }
-        }
+        let Some(config) = weir_sdk::parsed_plugin_configuration("auth", Config::parse) else {
+            return false;
+        };
+        self.config = Some(Rc::new(config));
+        true
     }
 
     fn create_http_context(&mut self, _id: u32) -> Option<Box<dyn HttpContext>> {

@@ -17,23 +17,13 @@ pub struct Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match weir_sdk::plugin_configuration() {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                log::error(&format!("header-manipulation: reading configuration: {e}"));
-                return false;
-            }
+        let Some(config) =
+            weir_sdk::parsed_plugin_configuration("header-manipulation", Config::parse)
+        else {
+            return false;
         };
-        match Config::parse(&bytes) {
-            Ok(config) => {
-                self.config = Rc::new(config);
-                true
-            }
-            Err(e) => {
-                log::error(&format!("header-manipulation: bad configuration: {e}"));
-                false
-            }
-        }
+        self.config = Rc::new(config);
+        true
     }
 
     fn create_http_context(&mut self, _id: u32) -> Option<Box<dyn HttpContext>> {

@@ -21,19 +21,12 @@ pub struct Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let parsed = weir_sdk::plugin_configuration()
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| Config::parse(&bytes));
-        match parsed {
-            Ok(config) => {
-                self.config = Some(Rc::new(config));
-                true
-            }
-            Err(e) => {
-                log::error(&format!("local-rate-limit: bad configuration: {e}"));
-                false
-            }
-        }
+        let Some(config) = weir_sdk::parsed_plugin_configuration("local-rate-limit", Config::parse)
+        else {
+            return false;
+        };
+        self.config = Some(Rc::new(config));
+        true
     }
 
     fn create_http_context(&mut self, _id: u32) -> Option<Box<dyn HttpContext>> {

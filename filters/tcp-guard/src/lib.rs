@@ -9,45 +9,36 @@ pub mod rewrite;
 
 use std::rc::Rc;
 
+use weir_sdk::metric::Counter;
 use weir_sdk::{
-    Action, BufferType, MetricType, PeerType, RootContext, StreamContext, StreamType, hostcalls,
-    log,
+    Action, BufferType, PeerType, RootContext, StreamContext, StreamType, hostcalls, log,
 };
 
 use crate::config::Config;
 use crate::rewrite::Replacer;
 
-/// Metric ids (None where the host has no metrics).
+/// The filter's counters.
 #[derive(Debug, Default, Clone, Copy)]
 struct Metrics {
-    connections: Option<u32>,
-    downstream_bytes: Option<u32>,
-    upstream_bytes: Option<u32>,
-    rejected: Option<u32>,
-    rewrites: Option<u32>,
-    downstream_closes: Option<u32>,
-    upstream_closes: Option<u32>,
+    connections: Counter,
+    downstream_bytes: Counter,
+    upstream_bytes: Counter,
+    rejected: Counter,
+    rewrites: Counter,
+    downstream_closes: Counter,
+    upstream_closes: Counter,
 }
 
 impl Metrics {
     fn define() -> Metrics {
-        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
         Metrics {
-            connections: counter("tcp_guard.connections"),
-            downstream_bytes: counter("tcp_guard.downstream_bytes"),
-            upstream_bytes: counter("tcp_guard.upstream_bytes"),
-            rejected: counter("tcp_guard.rejected"),
-            rewrites: counter("tcp_guard.rewrites"),
-            downstream_closes: counter("tcp_guard.downstream_closes"),
-            upstream_closes: counter("tcp_guard.upstream_closes"),
-        }
-    }
-
-    fn add(id: Option<u32>, delta: u64) {
-        if let (Some(id), Ok(delta)) = (id, i64::try_from(delta))
-            && delta > 0
-        {
-            let _ = hostcalls::increment_metric(id, delta);
+            connections: Counter::define("tcp_guard.connections"),
+            downstream_bytes: Counter::define("tcp_guard.downstream_bytes"),
+            upstream_bytes: Counter::define("tcp_guard.upstream_bytes"),
+            rejected: Counter::define("tcp_guard.rejected"),
+            rewrites: Counter::define("tcp_guard.rewrites"),
+            downstream_closes: Counter::define("tcp_guard.downstream_closes"),
+            upstream_closes: Counter::define("tcp_guard.upstream_closes"),
         }
     }
 }
@@ -61,20 +52,12 @@ pub struct Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let parsed = weir_sdk::plugin_configuration()
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| Config::parse(&bytes));
-        match parsed {
-            Ok(config) => {
-                self.config = Some(Rc::new(config));
-                self.metrics = Metrics::define();
-                true
-            }
-            Err(e) => {
-                log::error(&format!("tcp-guard: bad configuration: {e}"));
-                false
-            }
-        }
+        let Some(config) = weir_sdk::parsed_plugin_configuration("tcp-guard", Config::parse) else {
+            return false;
+        };
+        self.config = Some(Rc::new(config));
+        self.metrics = Metrics::define();
+        true
     }
 
     fn create_stream_context(&mut self, _id: u32) -> Option<Box<dyn StreamContext>> {
@@ -187,7 +170,7 @@ impl Guard {
             buffer(buffer_type, start, len)
         };
         let out = replacer.feed(&data, end);
-        Metrics::add(metrics.rewrites, replacer.replaced() - before);
+        metrics.rewrites.add(replacer.replaced() - before);
         if out != data {
             set(buffer_type, start, len, &out);
         }
@@ -196,7 +179,7 @@ impl Guard {
 
     fn reject(&mut self, why: &str) -> Action {
         self.prefix = Prefix::Rejected;
-        Metrics::add(self.metrics.rejected, 1);
+        self.metrics.rejected.add(1);
         log::info(&format!(
             "tcp-guard: closing the connection from {}: {why}",
             text_property(&["source", "address"])
@@ -210,14 +193,14 @@ impl Guard {
 
 impl StreamContext for Guard {
     fn on_new_connection(&mut self) -> Action {
-        Metrics::add(self.metrics.connections, 1);
+        self.metrics.connections.add(1);
         Action::Continue
     }
 
     fn on_downstream_data(&mut self, size: usize, end_of_stream: bool) -> Action {
         let fresh = size.saturating_sub(self.downstream.held);
         self.downstream.received += fresh as u64;
-        Metrics::add(self.metrics.downstream_bytes, fresh as u64);
+        self.metrics.downstream_bytes.add(fresh as u64);
         if self.prefix == Prefix::Rejected {
             return Action::Pause;
         }
@@ -265,7 +248,7 @@ impl StreamContext for Guard {
     fn on_upstream_data(&mut self, size: usize, end_of_stream: bool) -> Action {
         let fresh = size.saturating_sub(self.upstream.held);
         self.upstream.received += fresh as u64;
-        Metrics::add(self.metrics.upstream_bytes, fresh as u64);
+        self.metrics.upstream_bytes.add(fresh as u64);
         if self.prefix == Prefix::Rejected {
             return Action::Pause;
         }
@@ -290,11 +273,11 @@ impl StreamContext for Guard {
     }
 
     fn on_downstream_close(&mut self, _peer: PeerType) {
-        Metrics::add(self.metrics.downstream_closes, 1);
+        self.metrics.downstream_closes.add(1);
     }
 
     fn on_upstream_close(&mut self, _peer: PeerType) {
-        Metrics::add(self.metrics.upstream_closes, 1);
+        self.metrics.upstream_closes.add(1);
     }
 
     fn on_log(&mut self) {

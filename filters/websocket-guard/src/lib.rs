@@ -8,36 +8,26 @@ pub mod frames;
 
 use std::rc::Rc;
 
-use weir_sdk::{
-    Action, BufferType, HttpContext, MapType, MetricType, RootContext, StreamType, hostcalls, log,
-};
+use weir_sdk::metric::Counter;
+use weir_sdk::{Action, BufferType, HttpContext, MapType, RootContext, StreamType, hostcalls, log};
 
 use crate::config::Config;
 use crate::frames::{FrameParser, Violation};
 
-/// Metric ids (None where the host has no metrics).
+/// The filter's counters.
 #[derive(Debug, Default, Clone, Copy)]
 struct Metrics {
-    client_messages: Option<u32>,
-    server_messages: Option<u32>,
-    violations: Option<u32>,
+    client_messages: Counter,
+    server_messages: Counter,
+    violations: Counter,
 }
 
 impl Metrics {
     fn define() -> Metrics {
-        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
         Metrics {
-            client_messages: counter("websocket_guard.client_messages"),
-            server_messages: counter("websocket_guard.server_messages"),
-            violations: counter("websocket_guard.violations"),
-        }
-    }
-
-    fn add(id: Option<u32>, delta: u64) {
-        if let (Some(id), Ok(delta)) = (id, i64::try_from(delta))
-            && delta > 0
-        {
-            let _ = hostcalls::increment_metric(id, delta);
+            client_messages: Counter::define("websocket_guard.client_messages"),
+            server_messages: Counter::define("websocket_guard.server_messages"),
+            violations: Counter::define("websocket_guard.violations"),
         }
     }
 }
@@ -51,20 +41,13 @@ pub struct Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let parsed = weir_sdk::plugin_configuration()
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| Config::parse(&bytes));
-        match parsed {
-            Ok(config) => {
-                self.config = Some(Rc::new(config));
-                self.metrics = Metrics::define();
-                true
-            }
-            Err(e) => {
-                log::error(&format!("websocket-guard: bad configuration: {e}"));
-                false
-            }
-        }
+        let Some(config) = weir_sdk::parsed_plugin_configuration("websocket-guard", Config::parse)
+        else {
+            return false;
+        };
+        self.config = Some(Rc::new(config));
+        self.metrics = Metrics::define();
+        true
     }
 
     fn create_http_context(&mut self, _id: u32) -> Option<Box<dyn HttpContext>> {
@@ -141,7 +124,7 @@ impl Guard {
         };
         let before = parser.messages();
         let result = parser.feed(&bytes);
-        Metrics::add(counter, parser.messages() - before);
+        counter.add(parser.messages() - before);
         match result {
             Ok(()) => Action::Continue,
             Err(violation) => self.stop(direction, violation),
@@ -151,7 +134,7 @@ impl Guard {
     /// Stops the stream: a local reply while the upgrade is not answered yet, a reset after.
     fn stop(&mut self, direction: Direction, violation: Violation) -> Action {
         self.stopped = true;
-        Metrics::add(self.metrics.violations, 1);
+        self.metrics.violations.add(1);
         let side = match direction {
             Direction::Client => "client",
             Direction::Server => "server",
