@@ -332,23 +332,8 @@ impl StreamHandle {
         data: &[u8],
         end_of_stream: bool,
     ) -> Result<Option<Vec<u8>>, SlotError> {
-        self.with_stream(|vm, id| {
-            let size = match vm.stream_mut(id) {
-                Some(stream) => {
-                    let buffer = body_of(stream, direction);
-                    buffer.extend_from_slice(data);
-                    buffer.len()
-                }
-                None => 0,
-            };
-            match vm.on_body(id, direction, size, end_of_stream)? {
-                Action::Pause => Ok(None),
-                _ => Ok(Some(
-                    vm.stream_mut(id)
-                        .map(|s| std::mem::take(body_of(s, direction)))
-                        .unwrap_or_default(),
-                )),
-            }
+        self.run_buffered(body_of, direction, data, |vm, id, size| {
+            vm.on_body(id, direction, size, end_of_stream)
         })
     }
 
@@ -407,20 +392,35 @@ impl StreamHandle {
         data: &[u8],
         end_of_stream: bool,
     ) -> Result<Option<Vec<u8>>, SlotError> {
+        self.run_buffered(data_of, side, data, |vm, id, size| {
+            vm.on_data(id, side, size, end_of_stream)
+        })
+    }
+
+    /// Appends `data` to the buffer `buffer(stream, key)` and runs `callback` with the size of
+    /// all it holds. On `Continue` the buffer (as the module left it) is taken and returned;
+    /// on `Pause` it stays.
+    fn run_buffered<K: Copy>(
+        &mut self,
+        buffer: fn(&mut StreamData, K) -> &mut Vec<u8>,
+        key: K,
+        data: &[u8],
+        callback: impl FnOnce(&mut Vm, u32, usize) -> Result<Action, WasmError>,
+    ) -> Result<Option<Vec<u8>>, SlotError> {
         self.with_stream(|vm, id| {
             let size = match vm.stream_mut(id) {
                 Some(stream) => {
-                    let held = data_of(stream, side);
+                    let held = buffer(stream, key);
                     held.extend_from_slice(data);
                     held.len()
                 }
                 None => 0,
             };
-            match vm.on_data(id, side, size, end_of_stream)? {
+            match callback(vm, id, size)? {
                 Action::Pause => Ok(None),
                 _ => Ok(Some(
                     vm.stream_mut(id)
-                        .map(|s| std::mem::take(data_of(s, side)))
+                        .map(|s| std::mem::take(buffer(s, key)))
                         .unwrap_or_default(),
                 )),
             }

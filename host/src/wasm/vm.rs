@@ -284,13 +284,7 @@ impl Vm {
             Direction::Request => self.exports.on_request_body.clone(),
             Direction::Response => self.exports.on_response_body.clone(),
         };
-        let Some(f) = callback else {
-            return Ok(Action::Continue);
-        };
-        let action = self.call(id, |s| {
-            f.call(s, (id as i32, size as i32, i32::from(end_of_stream)))
-        })?;
-        Ok(to_action(action))
+        self.on_buffered(callback, id, size, end_of_stream)
     }
 
     /// `proxy_on_{request,response}_trailers`.
@@ -332,6 +326,18 @@ impl Vm {
             Side::Downstream => self.exports.on_downstream_data.clone(),
             Side::Upstream => self.exports.on_upstream_data.clone(),
         };
+        self.on_buffered(callback, id, size, end_of_stream)
+    }
+
+    /// A callback about `size` buffered bytes (an HTTP body, or a connection's data); Continue
+    /// where the module does not export it.
+    fn on_buffered(
+        &mut self,
+        callback: Option<TypedFunc<(i32, i32, i32), i32>>,
+        id: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<Action, WasmError> {
         let Some(f) = callback else {
             return Ok(Action::Continue);
         };
