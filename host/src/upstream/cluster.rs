@@ -49,6 +49,8 @@ pub struct Host {
     pub rq_total: AtomicU64,
     protocol: AtomicU8,
     drain: watch::Sender<u64>,
+    /// Picked since the last `ORIGINAL_DST` cleanup sweep (see `original_dst`).
+    used: AtomicBool,
 }
 
 impl Host {
@@ -63,6 +65,7 @@ impl Host {
             rq_total: AtomicU64::new(0),
             protocol: AtomicU8::new(PROTOCOL_UNKNOWN),
             drain: watch::Sender::new(0),
+            used: AtomicBool::new(true),
         }
     }
 
@@ -74,6 +77,16 @@ impl Host {
     /// Whether discovery removed it.
     pub fn is_removed(&self) -> bool {
         self.removed.load(Ordering::Acquire)
+    }
+
+    /// Notes a pick, for the `ORIGINAL_DST` cleanup sweep.
+    pub fn mark_used(&self) {
+        self.used.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it was picked since the last call (and clears that).
+    pub fn take_used(&self) -> bool {
+        self.used.swap(false, Ordering::Relaxed)
     }
 
     /// Whether the last active health checks left it healthy.

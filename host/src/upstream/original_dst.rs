@@ -1,5 +1,6 @@
 //! The hosts of an `ORIGINAL_DST` cluster: one per original destination, made when a
-//! redirected connection first needs it and dropped after `cleanup_interval` without use.
+//! redirected connection first needs it and dropped by a sweep every `cleanup_interval` when
+//! it was not picked since the previous sweep and has no connection or request (Envoy's rule).
 //!
 //! The hosts are the cluster's, shared by every worker (as Envoy's are), so `/clusters` lists
 //! them with their counters and the `membership_total` gauge counts them. Each worker still
@@ -11,45 +12,45 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
 
-/// The destinations an `ORIGINAL_DST` cluster knows now, with when each was last picked.
+/// The destinations an `ORIGINAL_DST` cluster knows now.
 #[derive(Debug, Default)]
 pub struct OriginalDestinations {
-    hosts: Mutex<HashMap<SocketAddr, (Arc<Host>, Instant)>>,
+    hosts: Mutex<HashMap<SocketAddr, Arc<Host>>>,
 }
 
 impl Cluster {
-    /// The host for original destination `addr` (created on first use), marked used now.
+    /// The host for original destination `addr` (created on first use), marked used. Workers
+    /// call it only for a destination they have no pools to yet (see `pool`), so the lock
+    /// shared by the workers is not taken per request.
     pub fn original_host(&self, addr: SocketAddr) -> Arc<Host> {
-        let now = Instant::now();
         let mut hosts = self
             .original
             .hosts
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some((host, used)) = hosts.get_mut(&addr) {
-            *used = now;
+        if let Some(host) = hosts.get(&addr) {
+            host.mark_used();
             return host.clone();
         }
         let host = Arc::new(Host::new(addr));
-        hosts.insert(addr, (host.clone(), now));
+        hosts.insert(addr, host.clone());
         self.publish_original_hosts(&hosts);
         host
     }
 
-    /// Drops the destinations that nothing used since `now - cleanup_interval`: no pick, no
-    /// open connection, no request in flight. Returns how many were dropped.
-    pub fn sweep_original_hosts(&self, now: Instant) -> usize {
-        let interval = self.spec.cleanup_interval;
+    /// Drops the destinations that were not picked since the previous sweep and have no open
+    /// connection and no request in flight. Returns how many were dropped.
+    pub fn sweep_original_hosts(&self) -> usize {
         let mut hosts = self
             .original
             .hosts
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let before = hosts.len();
-        hosts.retain(|_, (host, used)| {
-            let stale = now.saturating_duration_since(*used) >= interval
+        hosts.retain(|_, host| {
+            let used = host.take_used();
+            let stale = !used
                 && host.cx_active.load(Ordering::Acquire) <= 0
                 && host.rq_active.load(Ordering::Acquire) <= 0;
             if stale {
@@ -66,8 +67,8 @@ impl Cluster {
 
     /// Makes the host set (what `/clusters` and the membership gauges show) the destinations
     /// known now, in address order.
-    fn publish_original_hosts(&self, hosts: &HashMap<SocketAddr, (Arc<Host>, Instant)>) {
-        let mut list: Vec<Arc<Host>> = hosts.values().map(|(host, _)| host.clone()).collect();
+    fn publish_original_hosts(&self, hosts: &HashMap<SocketAddr, Arc<Host>>) {
+        let mut list: Vec<Arc<Host>> = hosts.values().cloned().collect();
         list.sort_by_key(|host| host.addr);
         self.store_hosts(list);
     }
@@ -80,7 +81,7 @@ pub async fn run_cleanup(cluster: Arc<Cluster>) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let dropped = cluster.sweep_original_hosts(Instant::now());
+        let dropped = cluster.sweep_original_hosts();
         if dropped > 0 {
             tracing::debug!(
                 cluster = cluster.name(),
@@ -132,10 +133,8 @@ mod tests {
         connected.cx_active.fetch_add(1, Ordering::AcqRel);
         let busy = cluster.original_host(addr(82));
         busy.rq_active.fetch_add(1, Ordering::AcqRel);
-        let start = Instant::now();
-        assert_eq!(cluster.sweep_original_hosts(start), 0, "all used just now");
-        let later = start + Duration::from_secs(6);
-        assert_eq!(cluster.sweep_original_hosts(later), 1);
+        assert_eq!(cluster.sweep_original_hosts(), 0, "all used just now");
+        assert_eq!(cluster.sweep_original_hosts(), 1);
         assert!(idle.is_removed());
         assert!(!connected.is_removed() && !busy.is_removed());
         let listed: Vec<SocketAddr> = cluster.hosts().iter().map(|h| h.addr).collect();

@@ -195,8 +195,23 @@ impl WorkerPools {
             });
         };
         // The cluster's host for this destination (shared by the workers, listed by
-        // `/clusters`); this worker's pools to it are found by `host_pools`.
-        Ok(cluster.original_host(addr))
+        // `/clusters`): from this worker's own pools when it has them, so the cluster's lock
+        // is taken only for a destination new to this worker.
+        let known = self
+            .inner
+            .hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(cluster.name().to_owned(), addr))
+            .map(|pools| pools.host.clone())
+            .filter(|host| !host.is_removed());
+        Ok(match known {
+            Some(host) => {
+                host.mark_used();
+                host
+            }
+            None => cluster.original_host(addr),
+        })
     }
 
     /// This worker's pools to `host`, created on first use.
