@@ -294,6 +294,21 @@ impl Topology {
         self.curl_from_client_with(&["--noproxy", "*"], url).await
     }
 
+    /// [`Topology::curl_from_client`], which must succeed with a 200 (else the test fails
+    /// with `weir`'s log).
+    async fn curl_ok(&self, url: &str, weir: &Weir) -> String {
+        let answer = match self.curl_from_client(url).await {
+            Ok(answer) => answer,
+            Err(error) => panic!("{error}\n{}", weir.log_report()),
+        };
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "{answer}\n{}",
+            weir.log_report()
+        );
+        answer
+    }
+
     /// [`Topology::curl_from_client`] with other curl arguments before the URL.
     async fn curl_from_client_with(&self, args: &[&str], url: &str) -> Result<String, String> {
         let output = tokio::process::Command::new("timeout")
@@ -492,6 +507,14 @@ fn sidecar_config() -> Value {
     config
 }
 
+/// Each of `counters` (name, labels) reads 1 on weir's `/stats/prometheus`.
+async fn counted_once(weir: &Weir, counters: &[(&str, &[(&str, &str)])]) {
+    let stats = weir.stats().await;
+    for (name, labels) in counters {
+        assert_eq!(stats.get(name, labels), Some(1.0), "{name}\n{}", stats.text);
+    }
+}
+
 /// Starts weir (in the namespace of the calling thread) marking its upstream sockets.
 async fn start_sidecar() -> Weir {
     assert!(
@@ -516,15 +539,7 @@ fn http_to_the_app_goes_through_the_sidecar() {
     topology.in_app(async || {
         start_http_app(APP_HTTP_PORT).await;
         let weir = start_sidecar().await;
-        let answer = match topology.curl_from_client(&app_url).await {
-            Ok(answer) => answer,
-            Err(error) => panic!("{error}\n{}", weir.log_report()),
-        };
-        assert!(
-            answer.starts_with("HTTP/1.1 200"),
-            "{answer}\n{}",
-            weir.log_report()
-        );
+        let answer = topology.curl_ok(&app_url, &weir).await;
         let lower = answer.to_ascii_lowercase();
         assert!(lower.contains("x-app: yes"), "{answer}");
         assert!(lower.contains("x-sidecar-response: weir"), "{answer}");
@@ -536,17 +551,20 @@ fn http_to_the_app_goes_through_the_sidecar() {
             lower.contains("\nget /hello\n") || lower.contains("get /hello\n"),
             "{answer}"
         );
-        let stats = weir.stats().await;
-        let requests = stats.get(
-            "weir_http_downstream_rq_total",
-            &[("stat_prefix", "inbound_http")],
-        );
-        assert_eq!(requests, Some(1.0), "{}", stats.text);
-        let upstream = stats.get(
-            "weir_cluster_upstream_rq_total",
-            &[("cluster_name", "original")],
-        );
-        assert_eq!(upstream, Some(1.0), "{}", stats.text);
+        counted_once(
+            &weir,
+            &[
+                (
+                    "weir_http_downstream_rq_total",
+                    &[("stat_prefix", "inbound_http")],
+                ),
+                (
+                    "weir_cluster_upstream_rq_total",
+                    &[("cluster_name", "original")],
+                ),
+            ],
+        )
+        .await;
         // The destination is a host of the ORIGINAL_DST cluster, as in Envoy's /clusters.
         let clusters = match weir_tests::client::get(weir.admin, "/clusters").await {
             Ok(resp) => String::from_utf8_lossy(&resp.body).into_owned(),
@@ -591,17 +609,20 @@ fn a_terminated_connect_goes_to_the_original_destination() {
         assert!(response.contains("get /tunneled"), "{answer}");
         // The app answered the client itself, through the tunnel: weir's filter did not see it.
         assert!(!response.contains("x-sidecar-response"), "{answer}");
-        let stats = weir.stats().await;
-        let tunnels = stats.get(
-            "weir_http_downstream_cx_upgrades_total",
-            &[("stat_prefix", "inbound_http")],
-        );
-        assert_eq!(tunnels, Some(1.0), "{}", stats.text);
-        let upstream = stats.get(
-            "weir_cluster_upstream_cx_total",
-            &[("cluster_name", "original")],
-        );
-        assert_eq!(upstream, Some(1.0), "{}", stats.text);
+        counted_once(
+            &weir,
+            &[
+                (
+                    "weir_http_downstream_cx_upgrades_total",
+                    &[("stat_prefix", "inbound_http")],
+                ),
+                (
+                    "weir_cluster_upstream_cx_total",
+                    &[("cluster_name", "original")],
+                ),
+            ],
+        )
+        .await;
         drop(weir);
     });
 }
@@ -668,14 +689,17 @@ fn tcp_to_the_app_goes_through_the_sidecar() {
             "{}",
             weir.log_report()
         );
-        let stats = weir.stats().await;
-        let connections = stats.get("weir_tcp_cx_total", &[("stat_prefix", "inbound_tcp")]);
-        assert_eq!(connections, Some(1.0), "{}", stats.text);
-        let upstream = stats.get(
-            "weir_cluster_upstream_cx_total",
-            &[("cluster_name", "original")],
-        );
-        assert_eq!(upstream, Some(1.0), "{}", stats.text);
+        counted_once(
+            &weir,
+            &[
+                ("weir_tcp_cx_total", &[("stat_prefix", "inbound_tcp")]),
+                (
+                    "weir_cluster_upstream_cx_total",
+                    &[("cluster_name", "original")],
+                ),
+            ],
+        )
+        .await;
     });
 }
 
@@ -689,15 +713,7 @@ fn http_through_a_tproxy_rule_reaches_the_app() {
     topology.in_app(async || {
         start_http_app(APP_TPROXY_PORT).await;
         let weir = start_sidecar().await;
-        let answer = match topology.curl_from_client(&app_url).await {
-            Ok(answer) => answer,
-            Err(error) => panic!("{error}\n{}", weir.log_report()),
-        };
-        assert!(
-            answer.starts_with("HTTP/1.1 200"),
-            "{answer}\n{}",
-            weir.log_report()
-        );
+        let answer = topology.curl_ok(&app_url, &weir).await;
         let lower = answer.to_ascii_lowercase();
         assert!(lower.contains("x-app: yes"), "{answer}");
         assert!(lower.contains("get /tproxied\n"), "{answer}");
@@ -705,11 +721,13 @@ fn http_through_a_tproxy_rule_reaches_the_app() {
             lower.contains("\nx-request-id: "),
             "weir's request id did not reach the app: {answer}"
         );
-        let stats = weir.stats().await;
-        let requests = stats.get(
-            "weir_http_downstream_rq_total",
-            &[("stat_prefix", "inbound_tproxy")],
-        );
-        assert_eq!(requests, Some(1.0), "{}", stats.text);
+        counted_once(
+            &weir,
+            &[(
+                "weir_http_downstream_rq_total",
+                &[("stat_prefix", "inbound_tproxy")],
+            )],
+        )
+        .await;
     });
 }
