@@ -457,11 +457,16 @@ async fn http_between_weir_and_a_local_app_goes_through_sk_msg() {
     drop(cgroup);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tcp_proxy_to_a_local_app_is_copied_through_sk_msg_not_kernel_spliced() {
-    require_root();
-    let cgroup = TestCgroup::new("splice");
-    let app = App::start_in(&cgroup.path, "spliced-app");
+/// A test cgroup named `cgroup` with an HTTP app `app_name` in it, and weir in it too (with
+/// `--accel ACCEL`) proxying a tcp_proxy listener to the app; returns them and the listener's
+/// address.
+async fn tcp_proxy_to_a_local_app(
+    cgroup: &str,
+    app_name: &str,
+    accel: &str,
+) -> (TestCgroup, App, Weir, SocketAddr) {
+    let cgroup = TestCgroup::new(cgroup);
+    let app = App::start_in(&cgroup.path, app_name);
     let port = free_port();
     let listener = config::tcp_proxy_listener("tcp", port, "tcp", "app", None);
     let config = config::bootstrap(
@@ -469,8 +474,15 @@ async fn tcp_proxy_to_a_local_app_is_copied_through_sk_msg_not_kernel_spliced() 
         vec![listener],
         vec![config::static_cluster("app", &[app.addr])],
     );
-    let weir = weir_in(&cgroup, &config, &["--accel", "kernel"]).await;
-    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+    let weir = weir_in(&cgroup, &config, &["--accel", accel]).await;
+    (cgroup, app, weir, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_proxy_to_a_local_app_is_copied_through_sk_msg_not_kernel_spliced() {
+    require_root();
+    let (cgroup, app, weir, proxy) =
+        tcp_proxy_to_a_local_app("splice", "spliced-app", "kernel").await;
 
     big_transfers(proxy, 2).await;
     small_requests(proxy, "spliced-app", 20).await;
@@ -637,17 +649,8 @@ async fn a_local_app_that_speaks_first_keeps_its_byte_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_proxy_to_a_local_app_without_the_kernel_splice_is_copied_intact() {
     require_root();
-    let cgroup = TestCgroup::new("copy");
-    let app = App::start_in(&cgroup.path, "copied-app");
-    let port = free_port();
-    let listener = config::tcp_proxy_listener("tcp", port, "tcp", "app", None);
-    let config = config::bootstrap(
-        free_port(),
-        vec![listener],
-        vec![config::static_cluster("app", &[app.addr])],
-    );
-    let weir = weir_in(&cgroup, &config, &["--accel", "userspace"]).await;
-    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+    let (cgroup, app, weir, proxy) =
+        tcp_proxy_to_a_local_app("copy", "copied-app", "userspace").await;
 
     big_transfers(proxy, 3).await;
     small_requests(proxy, "copied-app", 20).await;
