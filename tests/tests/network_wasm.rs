@@ -53,6 +53,25 @@ fn filtered_listener(port: u16, filters: Vec<Value>, tunneling: Option<Value>) -
     listener
 }
 
+/// A test server in `mode`, and weir with tcp-guard (`configuration`) on a tcp_proxy listener
+/// in front of it.
+async fn start_guarded(mode: Mode, configuration: &str) -> (TcpServer, Ports, Weir) {
+    let server = TcpServer::start(mode).await;
+    let ports = Ports::new();
+    let module = filter("tcp_guard");
+    let config = bootstrap(
+        ports.admin,
+        vec![filtered_listener(
+            ports.http,
+            vec![network_wasm("tcp_guard", &module, configuration, false)],
+            None,
+        )],
+        server.addr,
+    );
+    let weir = start_with_env(&config, 1, &[]).await;
+    (server, ports, weir)
+}
+
 fn bootstrap(admin: u16, listeners: Vec<Value>, upstream: SocketAddr) -> Value {
     config::bootstrap(
         admin,
@@ -129,19 +148,7 @@ async fn stat_reaches(weir: &Weir, name: &str, at_least: f64) -> f64 {
 /// kernel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_guard_checks_the_prefix_and_rewrites_both_ways() {
-    let echo = TcpServer::start(Mode::Echo).await;
-    let ports = Ports::new();
-    let module = filter("tcp_guard");
-    let config = bootstrap(
-        ports.admin,
-        vec![filtered_listener(
-            ports.http,
-            vec![network_wasm("tcp_guard", &module, GUARD, false)],
-            None,
-        )],
-        echo.addr,
-    );
-    let weir = start_with_env(&config, 1, &[]).await;
+    let (echo, ports, weir) = start_guarded(Mode::Echo, GUARD).await;
 
     // The prefix in two writes: the filter pauses on "HEL", then sees "HELLO ping..." whole.
     let mut client = connect(ports.http).await;
@@ -280,24 +287,11 @@ fn hex(bytes: &[u8]) -> String {
 /// arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_server_bytes_are_released_by_continue_stream() {
-    let server = TcpServer::start(Mode::FinFirst).await;
-    let ports = Ports::new();
-    let module = filter("tcp_guard");
-    let config = bootstrap(
-        ports.admin,
-        vec![filtered_listener(
-            ports.http,
-            vec![network_wasm(
-                "tcp_guard",
-                &module,
-                r#"{"prefix": "HELLO ", "hold_upstream": true}"#,
-                false,
-            )],
-            None,
-        )],
-        server.addr,
-    );
-    let weir = start_with_env(&config, 1, &[]).await;
+    let (server, ports, weir) = start_guarded(
+        Mode::FinFirst,
+        r#"{"prefix": "HELLO ", "hold_upstream": true}"#,
+    )
+    .await;
     let mut client = connect(ports.http).await;
     let mut buf = [0u8; 64];
     let early = tokio::time::timeout(Duration::from_millis(500), client.read(&mut buf)).await;
@@ -682,19 +676,7 @@ async fn replacing_the_module_file_reloads_the_network_filter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_and_weir_count_the_same() {
     const CONFIG: &str = r#"{"prefix": "HELLO ", "strip_prefix": true, "rewrite_downstream": {"from": "ping", "to": "PING"}, "rewrite_upstream": {"from": "PING", "to": "pong"}}"#;
-    let echo = TcpServer::start(Mode::Echo).await;
-    let ports = Ports::new();
-    let module = filter("tcp_guard");
-    let config = bootstrap(
-        ports.admin,
-        vec![filtered_listener(
-            ports.http,
-            vec![network_wasm("tcp_guard", &module, CONFIG, false)],
-            None,
-        )],
-        echo.addr,
-    );
-    let weir = start_with_env(&config, 1, &[]).await;
+    let (echo, ports, weir) = start_guarded(Mode::Echo, CONFIG).await;
     let exchange = |parts: &'static [&'static [u8]]| async move {
         let mut client = connect(ports.http).await;
         for part in parts {
