@@ -74,36 +74,9 @@ async fn four_sockets() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
 async fn kernel_splice_carries_bytes_and_half_close() {
     require_kernel();
     let _serial = SERIAL.lock().await;
-    let (mut client, a, b, mut server) = four_sockets().await;
+    let (client, a, b, server) = four_sockets().await;
     let relay = tokio::spawn(splice_tcp(a, b));
-    let payload: Vec<u8> = (0..8u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
-    let expected = payload.clone();
-    let writer = tokio::spawn(async move {
-        client.write_all(&payload).await?;
-        client.shutdown().await?;
-        let mut back = Vec::new();
-        client.read_to_end(&mut back).await?;
-        Ok::<_, io::Error>(back)
-    });
-    let mut received = Vec::new();
-    server.read_to_end(&mut received).await.unwrap();
-    assert!(
-        received == expected,
-        "8 MiB, then the FIN, in order ({} bytes)",
-        received.len()
-    );
-    server.write_all(b"reply after half-close").await.unwrap();
-    server.shutdown().await.unwrap();
-    let back = writer.await.unwrap().unwrap();
-    assert_eq!(back, b"reply after half-close");
-    let spliced = relay.await.unwrap().unwrap();
-    assert_eq!(
-        spliced,
-        Spliced {
-            a_to_b: 8 << 20,
-            b_to_a: 22
-        }
-    );
+    half_close_exchange(client, server, relay).await;
     assert_eq!(kernel_map_entries(), 0, "map entries removed");
 }
 
@@ -213,11 +186,22 @@ async fn kernel_splice_carries_a_half_close_while_the_other_way_is_busy() {
 /// splice is off): bytes in order, the FIN carried, the other way going on after it.
 #[tokio::test]
 async fn pipe_splice_carries_bytes_and_half_close() {
-    let (mut client, a, b, mut server) = four_sockets().await;
+    let (client, a, b, server) = four_sockets().await;
     let relay = tokio::spawn(async move {
         let pipes = pipe::Pipes::new()?;
         pipe::splice_tcp(&a, &b, pipes).await
     });
+    half_close_exchange(client, server, relay).await;
+}
+
+/// Through `relay` (splicing the client's and the server's peers): 8 MiB from `client`, then
+/// its FIN, arrive in order; the server's reply after that half-close comes back; the relay
+/// reports both counts.
+async fn half_close_exchange(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    relay: tokio::task::JoinHandle<io::Result<Spliced>>,
+) {
     let payload: Vec<u8> = (0..8u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
     let expected = payload.clone();
     let writer = tokio::spawn(async move {
