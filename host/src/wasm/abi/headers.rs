@@ -40,23 +40,29 @@ fn stream(state: &mut HostState) -> Result<&mut crate::wasm::context::StreamData
     state.effective_stream().ok_or(Status::NotFound)
 }
 
-/// Notes a successful change of map `map_type` where the filter chain will look for it (only
-/// a stream's request and response headers are tracked; every other map is read back whole).
-fn note_change(state: &mut HostState, map_type: i32, change: Option<HeaderEdit>) {
-    let Ok(map_type) = MapType::try_from(map_type) else {
-        return;
-    };
-    let Some(stream) = state.effective_stream() else {
-        return;
-    };
-    let changes = match map_type {
-        MapType::HttpRequestHeaders => &mut stream.request_changes,
-        MapType::HttpResponseHeaders => &mut stream.response_changes,
-        _ => return,
-    };
-    match change {
-        Some(edit) => changes.push(edit),
-        None => *changes = MapChanges::Rewritten,
+/// The map `map_type` names, as [`map_mut`] finds it, with the record of its changes where
+/// the filter chain reads one (a stream's request and response headers; every other map is
+/// read back whole).
+fn map_with_changes(
+    state: &mut HostState,
+    map_type: i32,
+) -> Result<(&mut HeaderPairs, Option<&mut MapChanges>), Status> {
+    match MapType::try_from(map_type) {
+        Ok(MapType::HttpRequestHeaders) => {
+            let stream = stream(state)?;
+            Ok((
+                &mut stream.request_headers,
+                Some(&mut stream.request_changes),
+            ))
+        }
+        Ok(MapType::HttpResponseHeaders) => {
+            let stream = stream(state)?;
+            Ok((
+                &mut stream.response_headers,
+                Some(&mut stream.response_changes),
+            ))
+        }
+        _ => Ok((map_mut(state, map_type)?, None)),
     }
 }
 
@@ -105,8 +111,11 @@ fn set_pairs(mut caller: Caller<'_, HostState>, map_type: i32, ptr: i32, len: i3
     let result = read(&mut caller, ptr, len)
         .and_then(|bytes| decode_pairs(&bytes))
         .and_then(|pairs| {
-            *map_mut(caller.data_mut(), map_type)? = pairs;
-            note_change(caller.data_mut(), map_type, None);
+            let (map, changes) = map_with_changes(caller.data_mut(), map_type)?;
+            *map = pairs;
+            if let Some(changes) = changes {
+                *changes = MapChanges::Rewritten;
+            }
             Ok(())
         });
     done(result)
@@ -150,7 +159,7 @@ fn edit_value(
 ) -> Result<(), Status> {
     let name = read_string(caller, key.0, key.1)?.to_ascii_lowercase();
     let value = Bytes::from(read(caller, value.0, value.1)?);
-    let map = map_mut(caller.data_mut(), map_type)?;
+    let (map, changes) = map_with_changes(caller.data_mut(), map_type)?;
     let change = match edit {
         Edit::Add => {
             map.push((name.clone(), value.clone()));
@@ -172,7 +181,9 @@ fn edit_value(
             HeaderEdit::Replace(name, value)
         }
     };
-    note_change(caller.data_mut(), map_type, Some(change));
+    if let Some(changes) = changes {
+        changes.push(change);
+    }
     Ok(())
 }
 
@@ -182,8 +193,11 @@ fn remove_value(
     key: (i32, i32),
 ) -> Result<(), Status> {
     let name = read_string(caller, key.0, key.1)?.to_ascii_lowercase();
-    map_mut(caller.data_mut(), map_type)?.retain(|(k, _)| *k != name);
-    note_change(caller.data_mut(), map_type, Some(HeaderEdit::Remove(name)));
+    let (map, changes) = map_with_changes(caller.data_mut(), map_type)?;
+    map.retain(|(k, _)| *k != name);
+    if let Some(changes) = changes {
+        changes.push(HeaderEdit::Remove(name));
+    }
     Ok(())
 }
 
