@@ -148,3 +148,32 @@ pub fn ws_upgrade_request(path: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// Sends `len` random bytes (from `seed`) on `tcp` while reading, half-closes after them, and
+/// expects exactly those bytes echoed back, then EOF, within 30 s.
+pub async fn echo_half_closed(tcp: TcpStream, seed: u64, len: usize) -> Result<(), String> {
+    let sent = crate::random_bytes(seed, len);
+    let (mut rd, mut wr) = tcp.into_split();
+    let to_send = sent.clone();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&to_send).await?;
+        wr.shutdown().await?;
+        Ok::<_, std::io::Error>(wr)
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), rd.read_to_end(&mut back))
+        .await
+        .map_err(|_| format!("echo not finished in 30 s ({} bytes back)", back.len()))?
+        .map_err(|e| format!("read echo: {e}"))?;
+    writer
+        .await
+        .map_err(|e| format!("writer: {e}"))?
+        .map_err(|e| format!("write: {e}"))?;
+    if back.len() != sent.len() {
+        return Err(format!("bytes echoed: {} of {}", back.len(), sent.len()));
+    }
+    if back != sent {
+        return Err("echoed bytes differ".to_owned());
+    }
+    Ok(())
+}

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
 use weir_tests::config::{self, Ports};
 use weir_tests::h1_upstream::Counting;
@@ -206,28 +206,9 @@ async fn post_upgrade_arrives_as_post_after_h2_hop() {
     );
 
     // 256 KiB each way, concurrently, then half-close: the echo comes back whole.
-    let sent = weir_tests::random_bytes(9, 256 << 10);
-    let (mut rd, mut wr) = tcp.into_split();
-    let to_send = sent.clone();
-    let writer = tokio::spawn(async move {
-        wr.write_all(&to_send).await?;
-        wr.shutdown().await?;
-        Ok::<_, std::io::Error>(wr)
-    });
-    let mut back = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), rd.read_to_end(&mut back))
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "echo not finished in 30 s ({} bytes back)\n{}",
-                back.len(),
-                b.log_report()
-            )
-        })
-        .expect("read echo");
-    writer.await.expect("writer").expect("write");
-    assert_eq!(back.len(), sent.len(), "bytes echoed");
-    assert!(back == sent, "echoed bytes differ");
+    if let Err(e) = tunnel_client::echo_half_closed(tcp, 9, 256 << 10).await {
+        panic!("{e}\n{}", b.log_report());
+    }
 
     let heads = app.heads();
     assert_eq!(heads.len(), 1, "{heads:?}");
