@@ -140,6 +140,26 @@ pub async fn read_until_end(tcp: &mut TcpStream, limit: Duration) -> (Ending, Ve
     }
 }
 
+/// Connects to `addr`, writes `early` (a failed write is ignored), and reads until the end, as
+/// [`read_until_end`]. For a proxy that refuses the connection right after accepting it: its
+/// reset can arrive before this side's connect has been polled to completion, and then the
+/// connect itself fails with `ECONNRESET`; that counts as the same ending as a reset read.
+pub async fn connect_and_read_until_end(
+    addr: SocketAddr,
+    early: &[u8],
+    limit: Duration,
+) -> (Ending, Vec<u8>) {
+    let mut tcp = match TcpStream::connect(addr).await {
+        Ok(tcp) => tcp,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            return (Ending::Error(e.kind()), Vec::new());
+        }
+        Err(e) => panic!("connect {addr}: {e}"),
+    };
+    let _ = tcp.write_all(early).await;
+    read_until_end(&mut tcp, limit).await
+}
+
 /// A WebSocket upgrade request for `path` (HTTP/1.1, fixed key).
 pub fn ws_upgrade_request(path: &str) -> Vec<u8> {
     format!(

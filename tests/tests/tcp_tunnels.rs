@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weir_tests::config::{self, Ports};
 use weir_tests::tcp_server::{FIN_FIRST_GREETING, Mode, TcpServer};
-use weir_tests::tunnel_client::{Ending, read_until_end};
+use weir_tests::tunnel_client::{Ending, connect_and_read_until_end, read_until_end};
 use weir_tests::upgrade_app::{RefusingH1, RefusingH2};
 use weir_tests::{RandomStream, Weir, free_port, random_sha256};
 
@@ -464,11 +464,9 @@ async fn refused_by_weir_503(carrier: Carrier) {
     let b = Weir::start(&config_b(pb, carrier, dead, true)).await;
     let port = free_port();
     let a = Weir::start(&config_a(free_port(), port, carrier, pb.http_addr())).await;
-    let mut tcp = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect A");
-    let _ = tcp.write_all(b"early bytes").await;
-    let (ending, bytes) = read_until_end(&mut tcp, Duration::from_secs(10)).await;
+    let a_addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (ending, bytes) =
+        connect_and_read_until_end(a_addr, b"early bytes", Duration::from_secs(10)).await;
     assert_ne!(
         ending,
         Ending::Open,
@@ -494,9 +492,8 @@ async fn refused_by_weir_503(carrier: Carrier) {
 async fn refused_by_weir_403(carrier: Carrier) {
     let server = TcpServer::start(Mode::Echo).await;
     let (a, b, addr) = start_pair(carrier, server.addr, false).await;
-    let mut tcp = TcpStream::connect(addr).await.expect("connect A");
-    let _ = tcp.write_all(b"early bytes").await;
-    let (ending, bytes) = read_until_end(&mut tcp, Duration::from_secs(10)).await;
+    let (ending, bytes) =
+        connect_and_read_until_end(addr, b"early bytes", Duration::from_secs(10)).await;
     assert_ne!(
         ending,
         Ending::Open,
