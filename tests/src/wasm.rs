@@ -100,6 +100,29 @@ pub fn fixture(name: &str) -> PathBuf {
     path
 }
 
+/// The AssemblyScript fixture (`filters/fixtures/assemblyscript`, the npm proxy-wasm SDK),
+/// built with `make wasm-fixture-as` (npm + asc) when missing.
+pub fn assemblyscript_fixture() -> PathBuf {
+    let path =
+        crate::workspace_root().join("filters/fixtures/assemblyscript/build/path_guard.wasm");
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if !path.is_file() {
+        let out = Command::new("timeout")
+            .args(["600", "make", "-s", "wasm-fixture-as"])
+            .current_dir(crate::workspace_root())
+            .output()
+            .unwrap_or_else(|e| panic!("running make wasm-fixture-as: {e}"));
+        assert!(
+            out.status.success(),
+            "make wasm-fixture-as failed (needs npm):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
 /// An `envoy.filters.http.wasm` entry of `http_filters`, as Envoy's docs write it.
 pub fn wasm_filter(
     name: &str,

@@ -1,7 +1,8 @@
 //! Modules built with the official proxy-wasm Rust SDK (`filters/fixtures`) driving every
 //! area of the host through real HTTP requests: header maps, properties, configuration
 //! buffers, body buffering and rewriting, local replies, HTTP callouts (answered, failed,
-//! timed out), timers, shared data with CAS, shared queues, metrics.
+//! timed out), timers, shared data with CAS, shared queues, metrics. Plus one module in a second
+//! language: AssemblyScript on the npm proxy-wasm SDK (ABI 0.2.0, a Wasm start section).
 
 use bytes::Bytes;
 use http::Request;
@@ -10,7 +11,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use weir_tests::config::{self, Ports};
 use weir_tests::h1_upstream::Counting;
-use weir_tests::wasm::{fixture, set_filters, start_with_env, wasm_filter};
+use weir_tests::wasm::{assemblyscript_fixture, fixture, set_filters, start_with_env, wasm_filter};
 use weir_tests::{H1Upstream, Weir, client};
 
 async fn start(
@@ -418,4 +419,60 @@ async fn concurrent_paused_streams_each_resume_on_their_own_callout() {
     for request in &seen {
         assert_eq!(request.values("x-auth"), ["auth"], "{request:?}");
     }
+}
+
+/// `filters/fixtures/assemblyscript`: the npm SDK's root context picked by `plugin_root_id`,
+/// its configuration read in `proxy_on_configure`, a header read and added each way, a local
+/// reply with an extra header, and a counter, all as in Envoy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assemblyscript_module_on_the_npm_sdk_guards_paths() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let mut config = config::simple(ports, &[up.addr]);
+    set_filters(
+        &mut config,
+        vec![wasm_filter(
+            "path_guard",
+            &assemblyscript_fixture(),
+            "/admin, /private/",
+            false,
+        )],
+    );
+    let weir = start_with_env(&config, 1, &[]).await;
+    for path in ["/admin", "/admin/users", "/private/x"] {
+        let blocked = send(&ports, Request::get(path), b"").await;
+        assert_eq!(blocked.status, 403, "{path}: {}", blocked.text());
+        assert_eq!(blocked.header("x-path-guard"), "blocked", "{path}");
+        assert_eq!(blocked.text(), "blocked by path-guard\n", "{path}");
+    }
+    assert_eq!(
+        up.tracker().requests.lock().unwrap().len(),
+        0,
+        "nothing blocked went upstream"
+    );
+    let passed = send(&ports, Request::get("/private"), b"").await;
+    assert_eq!(
+        passed.status,
+        200,
+        "{}\n{}",
+        passed.text(),
+        weir.log_report()
+    );
+    assert_eq!(passed.header("x-path-guard"), "passed");
+    let seen = up
+        .tracker()
+        .requests
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("upstream saw it");
+    assert_eq!(seen.values("x-path-guard"), ["passed"]);
+    let stats = weir.stats().await;
+    assert_eq!(
+        stats.get("weir_wasm_path_guard_blocked", &[]),
+        Some(3.0),
+        "{}",
+        stats.text
+    );
 }

@@ -71,3 +71,22 @@ pub fn build_filters() -> PathBuf {
     }
     dir
 }
+
+/// Builds the AssemblyScript fixture (`make wasm-fixture-as`: npm + asc, a no-op when up to
+/// date; at most 10 minutes) and returns its module. Panics with the build output on failure.
+pub fn build_assemblyscript_fixture() -> PathBuf {
+    let out = Command::new("timeout")
+        .args(["600", "make", "-s", "wasm-fixture-as"])
+        .current_dir(workspace_root())
+        .output()
+        .unwrap_or_else(|e| panic!("running make wasm-fixture-as: {e}"));
+    assert!(
+        out.status.success(),
+        "make wasm-fixture-as failed (needs npm):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let module = workspace_root().join("filters/fixtures/assemblyscript/build/path_guard.wasm");
+    assert!(module.is_file(), "{} was not built", module.display());
+    module
+}

@@ -9,10 +9,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use envoy_check::envoy::{self, Envoy};
-use envoy_check::{build_filters, http, upstream};
+use envoy_check::{build_assemblyscript_fixture, build_filters, http, upstream};
 
 /// One listener: its name (also the plugin's root_id and vm_id), the module, the plugin
 /// configuration JSON, and whether the filter goes in the websocket upgrade chain.
+#[derive(Clone, Copy)]
 struct Plugin<'a> {
     name: &'a str,
     module: &'a str,
@@ -200,6 +201,30 @@ fn check_local_rate_limit(envoy: &Envoy) {
     assert!((1..=3600).contains(&retry_after), "{retry_after}");
 }
 
+/// The AssemblyScript fixture (npm proxy-wasm SDK) answers as `tests/tests/wasm_fixtures.rs`
+/// expects it to in weir.
+fn check_path_guard(envoy: &Envoy) {
+    let addr = envoy.listener("path_guard");
+    for path in ["/admin", "/admin/users", "/private/x"] {
+        let blocked = http::get(&addr, path, &[]).expect("request to a blocked path");
+        assert_eq!(blocked.status, 403, "{path}: {blocked:?}");
+        assert_eq!(
+            blocked.header("x-path-guard"),
+            Some("blocked"),
+            "{blocked:?}"
+        );
+        assert_eq!(blocked.text(), "blocked by path-guard\n", "{blocked:?}");
+    }
+    let passed = http::get(&addr, "/private", &[]).expect("request to an open path");
+    assert_eq!(passed.status, 200, "{passed:?}");
+    assert_eq!(passed.header("x-path-guard"), Some("passed"), "{passed:?}");
+    let seen_upstream = passed.text().to_ascii_lowercase();
+    assert!(
+        seen_upstream.contains("x-path-guard: passed"),
+        "{seen_upstream}"
+    );
+}
+
 fn check_websocket_guard(envoy: &Envoy, upstream: &upstream::Upstream) {
     let addr = envoy.listener("websocket_guard");
     let mut ws = http::connect(&addr).expect("connect websocket_guard");
@@ -246,13 +271,26 @@ fn filters_run_in_real_envoy() {
     let dir = std::env::temp_dir().join(format!("weir-envoy-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config_path = dir.join("envoy.yaml");
-    std::fs::write(&config_path, config(&wasm, &upstream.addr, PLUGINS)).expect("write config");
+    let path_guard = build_assemblyscript_fixture();
+    let path_guard = path_guard.display().to_string();
+    let plugins: Vec<Plugin<'_>> = PLUGINS
+        .iter()
+        .copied()
+        .chain([Plugin {
+            name: "path_guard",
+            module: &path_guard,
+            config: "/admin, /private/",
+            websocket_chain: false,
+        }])
+        .collect();
+    std::fs::write(&config_path, config(&wasm, &upstream.addr, &plugins)).expect("write config");
 
     let envoy = Envoy::start(&bin, &config_path, &dir);
-    let checks: [(&str, &dyn Fn()); 4] = [
+    let checks: [(&str, &dyn Fn()); 5] = [
         ("header_manipulation", &|| check_header_manipulation(&envoy)),
         ("auth", &|| check_auth(&envoy)),
         ("local_rate_limit", &|| check_local_rate_limit(&envoy)),
+        ("path_guard", &|| check_path_guard(&envoy)),
         ("websocket_guard", &|| {
             check_websocket_guard(&envoy, &upstream)
         }),
