@@ -26,9 +26,9 @@
 //! `peers` entry, then passing bytes up to the socket's queue, which is charged to the socket,
 //! so the window closes), and user space copies once the backlog has drained. It held the
 //! download to 12 MiB, but in about 1 of 15 runs under load one TCP segment (65,483 bytes, the
-//! loopback MSS) arrived twice: reading a sockhash member while its verdict program passes
-//! skbs up is not safe as done there, so it was not kept. A cap needs a way to leave the
-//! kernel that does not read through the psock.
+//! loopback MSS) arrived twice, so it was not kept. The cause was not pinned down; the suspect
+//! is a user-space read of a sockhash member racing its verdict program over the same skb
+//! (the stray-bytes path above reads such sockets too, but only around the link).
 
 use super::kernel::{Kernel, MapError, Pair};
 use super::{Spliced, sock};
