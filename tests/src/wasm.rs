@@ -101,26 +101,10 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// The AssemblyScript fixture (`filters/fixtures/assemblyscript`, the npm proxy-wasm SDK),
-/// built with `make wasm-fixture-as` (npm + asc) when missing.
+/// built with `make wasm-fixture-as` (npm + asc; a no-op when up to date).
 pub fn assemblyscript_fixture() -> PathBuf {
-    let path =
-        crate::workspace_root().join("filters/fixtures/assemblyscript/build/path_guard.wasm");
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.is_file() {
-        let out = Command::new("timeout")
-            .args(["600", "make", "-s", "wasm-fixture-as"])
-            .current_dir(crate::workspace_root())
-            .output()
-            .unwrap_or_else(|e| panic!("running make wasm-fixture-as: {e}"));
-        assert!(
-            out.status.success(),
-            "make wasm-fixture-as failed (needs npm):\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert!(path.is_file(), "{} was not built", path.display());
-    path
+    envoy_check::build_assemblyscript_fixture()
 }
 
 /// An `envoy.filters.http.wasm` entry of `http_filters`, as Envoy's docs write it.

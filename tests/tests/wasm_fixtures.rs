@@ -19,12 +19,22 @@ async fn start(
     configuration: &str,
     tweak: impl FnOnce(&mut Value),
 ) -> (H1Upstream, Ports, Weir) {
+    start_module(name, &fixture(name), configuration, tweak).await
+}
+
+/// weir with one plugin `name` (also its root id) running `module`, in front of an upstream.
+async fn start_module(
+    name: &str,
+    module: &std::path::Path,
+    configuration: &str,
+    tweak: impl FnOnce(&mut Value),
+) -> (H1Upstream, Ports, Weir) {
     let up = H1Upstream::start("up").await;
     let ports = Ports::new();
     let mut config = config::simple(ports, &[up.addr]);
     set_filters(
         &mut config,
-        vec![wasm_filter(name, &fixture(name), configuration, false)],
+        vec![wasm_filter(name, module, configuration, false)],
     );
     tweak(&mut config);
     let weir = start_with_env(&config, 1, &[]).await;
@@ -426,19 +436,13 @@ async fn concurrent_paused_streams_each_resume_on_their_own_callout() {
 /// reply with an extra header, and a counter, all as in Envoy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assemblyscript_module_on_the_npm_sdk_guards_paths() {
-    let up = H1Upstream::start("up").await;
-    let ports = Ports::new();
-    let mut config = config::simple(ports, &[up.addr]);
-    set_filters(
-        &mut config,
-        vec![wasm_filter(
-            "path_guard",
-            &assemblyscript_fixture(),
-            "/admin, /private/",
-            false,
-        )],
-    );
-    let weir = start_with_env(&config, 1, &[]).await;
+    let (up, ports, weir) = start_module(
+        "path_guard",
+        &assemblyscript_fixture(),
+        "/admin, /private/",
+        |_| {},
+    )
+    .await;
     for path in ["/admin", "/admin/users", "/private/x"] {
         let blocked = send(&ports, Request::get(path), b"").await;
         assert_eq!(blocked.status, 403, "{path}: {}", blocked.text());
