@@ -72,14 +72,7 @@ async fn headers_properties_and_configuration_reach_the_module() {
     )
     .await;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let seen = up
-        .tracker()
-        .requests
-        .lock()
-        .unwrap()
-        .last()
-        .cloned()
-        .expect("upstream saw it");
+    let seen = up.last_request("").expect("upstream saw it");
     assert!(seen.values("x-remove").is_empty(), "{seen:?}");
     assert!(seen.values("x-remove-too").is_empty(), "{seen:?}");
     assert_eq!(seen.values("x-wasm-time"), ["ok"]);
@@ -233,14 +226,7 @@ async fn http_callout_answers_resume_or_fail_the_request() {
     .await;
     let ok = send(&ports, Request::get("/hello"), b"").await;
     assert_eq!(ok.status, 200, "{}", ok.text());
-    let seen = up
-        .tracker()
-        .requests
-        .lock()
-        .unwrap()
-        .last()
-        .cloned()
-        .expect("upstream saw it");
+    let seen = up.last_request("").expect("upstream saw it");
     assert_eq!(seen.values("x-auth"), ["auth"], "{seen:?}");
     let body_len: usize = seen.values("x-auth-body-len")[0].parse().expect("len");
     assert!(body_len > 10, "the callout body was read: {body_len}");
@@ -376,14 +362,7 @@ async fn http2_requests_run_the_same_filters() {
     let props = resp.header("x-wasm-props").to_string();
     assert!(props.contains("|/over/h2|"), "{props}");
     assert!(props.contains("|HTTP/2|"), "{props}");
-    let seen = up
-        .tracker()
-        .requests
-        .lock()
-        .unwrap()
-        .last()
-        .cloned()
-        .expect("upstream saw it");
+    let seen = up.last_request("").expect("upstream saw it");
     assert_eq!(seen.values("x-replace"), ["replaced"]);
     assert_eq!(seen.values("x-wasm-request"), ["GET /over/h2"]);
 }
@@ -463,14 +442,7 @@ async fn assemblyscript_module_on_the_npm_sdk_guards_paths() {
         weir.log_report()
     );
     assert_eq!(passed.header("x-path-guard"), "passed");
-    let seen = up
-        .tracker()
-        .requests
-        .lock()
-        .unwrap()
-        .last()
-        .cloned()
-        .expect("upstream saw it");
+    let seen = up.last_request("").expect("upstream saw it");
     assert_eq!(seen.values("x-path-guard"), ["passed"]);
     let stats = weir.stats().await;
     assert_eq!(
