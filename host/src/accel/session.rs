@@ -26,7 +26,7 @@
 //! `peers` entry, then passing bytes up to the socket's queue, which is charged to the socket,
 //! so the window closes), and user space copies once the backlog has drained. It held the
 //! download to 12 MiB, but in about 1 of 15 runs under load one TCP segment (65,483 bytes, the
-//! loopback MSS) arrived twice, so it was not kept. Seen in three of ~60 runs of the accel
+//! loopback MSS) arrived twice, so it was not kept. Seen in 4 of about 25 runs of the accel
 //! tests under load, always whole segments (one, or two in a 1 GiB upload) in the direction
 //! copied by user space after the transition: the suspect is recvmsg on a sockhash member
 //! whose verdict program passes skbs up (tcp_bpf_recvmsg can fall back to tcp_recvmsg on the
