@@ -25,10 +25,10 @@
 //! redirecting past a limit user space keeps at "peer's send queue + 8 MiB" (deleting its own
 //! `peers` entry, then passing bytes up to the socket's queue, which is charged to the socket,
 //! so the window closes), and user space copies once the backlog has drained. It held the
-//! download to 12 MiB, but in about 1 of 15 runs under load one TCP segment (65,483 bytes, the
-//! loopback MSS) arrived twice, so it was not kept. Seen in 4 of about 25 runs of the accel
-//! tests under load, always whole segments (one, or two in a 1 GiB upload) in the direction
-//! copied by user space after the transition: the suspect is recvmsg on a sockhash member
+//! download to 12 MiB, but in 4 of about 25 runs of the accel tests under load whole TCP
+//! segments (65,483 bytes, the loopback MSS; one, or two in a 1 GiB upload) arrived twice, in
+//! the direction copied by user space after the transition, so it was not kept. The suspect
+//! is recvmsg on a sockhash member
 //! whose verdict program passes skbs up (tcp_bpf_recvmsg can fall back to tcp_recvmsg on the
 //! receive queue) racing the verdict over the same skb. The stray-bytes path above reads
 //! such sockets too, but only around the link. A cap needs a way to leave the kernel that
