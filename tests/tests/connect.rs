@@ -560,3 +560,101 @@ async fn h1_connect_bytes_sent_with_the_request_arrive() {
     }
     assert_eq!(back, b"early-bytes");
 }
+
+/// RFC 9113 8.5 on weir's own HTTP/2 downstream: the target resetting its TCP connection
+/// reaches the client as `RST_STREAM(CONNECT_ERROR)` (not an orderly `END_STREAM`), a client's
+/// `RST_STREAM` reaches the target as a TCP reset, and the connection's other streams carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_connect_resets_cross_as_connect_error_and_tcp_rst() {
+    let resetting = TcpServer::start(Mode::ResetAfterFirstByte).await;
+    let echo = TcpServer::start(Mode::Echo).await;
+    let ports = Ports::new();
+    let terminate =
+        |cluster: &str| config::route_connect(cluster, Some(config::terminate_connect(false)));
+    let mut hcm = config::hcm(
+        "ingress_http",
+        vec![
+            config::vhost("resets", &["resets.example:1"], vec![terminate("resets")]),
+            config::vhost("echoes", &["echoes.example:1"], vec![terminate("echoes")]),
+        ],
+    );
+    config::set_upgrades(&mut hcm, json!([{"upgrade_type": "CONNECT"}]));
+    let cfg = config::bootstrap(
+        ports.admin,
+        vec![config::listener("ingress", ports.http, hcm)],
+        vec![
+            config::static_cluster("resets", &[resetting.addr]),
+            config::static_cluster("echoes", &[echo.addr]),
+        ],
+    );
+    let weir = Weir::start(&cfg).await;
+    let tcp = tokio::net::TcpStream::connect(ports.http_addr())
+        .await
+        .expect("connect");
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+
+    // A tunnel that stays open through both resets.
+    let (status, mut bystander, mut bystander_body) = h2_connect(&send, "echoes.example:1").await;
+    assert_eq!(status, 200, "{}", weir.log_report());
+
+    // The target resets: the client's stream is reset with CONNECT_ERROR.
+    let (status, mut tunnel, mut body) = h2_connect(&send, "resets.example:1").await;
+    assert_eq!(status, 200, "{}", weir.log_report());
+    tunnel
+        .send_data(Bytes::from_static(b"x"), false)
+        .expect("send");
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match body.data().await {
+                Some(Ok(chunk)) if chunk.is_empty() => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the tunnel did not end in 10 s\n{}", weir.log_report()));
+    let reason = match ended {
+        Some(Err(error)) => error.reason(),
+        other => panic!(
+            "the target reset its connection; the stream ended with {other:?}\n{}",
+            weir.log_report()
+        ),
+    };
+    assert_eq!(reason, Some(h2::Reason::CONNECT_ERROR));
+
+    // The client resets its stream: the target sees a TCP reset.
+    bystander
+        .send_data(Bytes::from_static(b"ping"), false)
+        .expect("send");
+    assert_eq!(h2_read(&mut bystander_body, 4).await, b"ping");
+    let (status, mut cancelled, mut cancelled_body) = h2_connect(&send, "echoes.example:1").await;
+    assert_eq!(status, 200);
+    cancelled
+        .send_data(Bytes::from_static(b"abc"), false)
+        .expect("send");
+    assert_eq!(h2_read(&mut cancelled_body, 3).await, b"abc");
+    cancelled.send_reset(h2::Reason::CANCEL);
+    let closed =
+        weir_tests::wait_until(Duration::from_secs(10), || !echo.records().is_empty()).await;
+    assert!(
+        closed,
+        "the target's connection stayed open\n{}",
+        weir.log_report()
+    );
+    let record = &echo.records()[0];
+    assert_eq!(record.received_len, 3, "{record:?}");
+    assert_eq!(
+        record.read_error,
+        Some(std::io::ErrorKind::ConnectionReset),
+        "a client RST_STREAM must reach the target as a reset: {record:?}"
+    );
+
+    // The first tunnel carried on through both.
+    bystander
+        .send_data(Bytes::from_static(b"still here"), false)
+        .expect("send");
+    assert_eq!(h2_read(&mut bystander_body, 10).await, b"still here");
+}

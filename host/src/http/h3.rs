@@ -247,12 +247,13 @@ async fn serve_connect(
         let (outgoing_sender, outgoing) = body_io::channel_body();
         tokio::spawn(async move {
             let _guard = guard;
+            // The outgoing body fails only when the tunnel was reset (RFC 9114 4.4).
             if let Err(error) = h3_connect::pump_data(outgoing, &mut send).await {
                 tracing::debug!(%error, "HTTP/3 tunnel stream ended with an error");
-                send.reset(h3::error::Code::H3_REQUEST_CANCELLED.value());
+                send.reset(h3::error::Code::H3_CONNECT_ERROR.value());
             }
         });
-        let io = tunnel::boxed(body_io::BodyIo::new(incoming, outgoing_sender));
+        let io = tunnel::body(body_io::BodyIo::new(incoming, outgoing_sender));
         if handoff_sender.send(io).is_err() {
             tracing::debug!("HTTP/3 tunnel ended before its stream was handed over");
         }

@@ -110,6 +110,43 @@ pub fn request_host<B>(request: &http::Request<B>) -> Option<&str> {
     }
 }
 
+/// The body length a head declares: its `content-length`, when that is one number (repeated
+/// values must agree, RFC 9110 8.6). `None` when absent or malformed.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.to_str().ok()?.split(',') {
+            let item: u64 = item.trim().parse().ok()?;
+            if length.is_some_and(|length| length != item) {
+                return None;
+            }
+            length = Some(item);
+        }
+    }
+    length
+}
+
+/// Today's `date` header value (RFC 9110 6.6.1), formatted at most once a second per thread.
+pub fn date_now() -> HeaderValue {
+    thread_local! {
+        static CACHED: std::cell::RefCell<Option<(u64, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let now = std::time::SystemTime::now();
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    CACHED.with_borrow_mut(|cached| match cached {
+        Some((at, value)) if *at == second => value.clone(),
+        _ => {
+            let value = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+                .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+            *cached = Some((second, value.clone()));
+            value
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +188,32 @@ mod tests {
             let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
             assert_eq!(names, ["x-kept"], "{name}");
         }
+    }
+
+    #[test]
+    fn content_length_is_one_number() {
+        let of = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::CONTENT_LENGTH, v.parse().unwrap());
+            }
+            content_length(&h)
+        };
+        assert_eq!(of(&[]), None);
+        assert_eq!(of(&["12"]), Some(12));
+        assert_eq!(of(&["12", "12"]), Some(12));
+        assert_eq!(of(&["12, 12"]), Some(12));
+        assert_eq!(of(&["12", "13"]), None);
+        assert_eq!(of(&["-1"]), None);
+        assert_eq!(of(&["twelve"]), None);
+    }
+
+    #[test]
+    fn date_is_an_http_date() {
+        let value = date_now();
+        let parsed = httpdate::parse_http_date(value.to_str().unwrap()).unwrap();
+        let age = std::time::SystemTime::now().duration_since(parsed).unwrap();
+        assert!(age < std::time::Duration::from_secs(3), "{value:?}");
     }
 
     #[test]

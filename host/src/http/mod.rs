@@ -3,6 +3,8 @@
 
 mod deadline;
 pub mod filter_chain;
+mod h2;
+pub mod h2_body;
 mod h3;
 pub mod h3_body;
 pub mod h3_connect;

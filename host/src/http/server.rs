@@ -1,130 +1,255 @@
-//! Serving one downstream connection with hyper: codec choice (ALPN, `codec_type`, HTTP/2
-//! preface detection), graceful drain on shutdown, idle timeout, connection stats.
+//! Serving one downstream connection: codec choice (ALPN, `codec_type`, HTTP/2 preface
+//! detection), graceful drain on shutdown, idle timeout, connection stats. HTTP/1.1 is
+//! hyper's; HTTP/2 is weir's own codec on the `h2` crate ([`super::h2`]).
 
+use super::h2::{self as h2_codec};
 use super::tracked::{Activity, StreamGuard, TrackedBody};
 use super::{ConnectionInfo, CurrentManager};
+use crate::body::BoxError;
 use crate::config::HttpManagerConfig;
 use crate::config::schema::CodecType;
+use bytes::{Buf, Bytes};
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
-use hyper::service::{Service, service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 /// How often an idle connection checks its clock.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-/// The codec setups a listener may need, built once: HTTP/1.1 only, HTTP/2 only, and AUTO
-/// (HTTP/2 when the connection starts with its preface, else HTTP/1.1).
+/// What a client speaking HTTP/2 with prior knowledge sends first (RFC 9113 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection being served, to its end.
+type Serving = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+/// The codec setups a listener may need, built once: HTTP/1.1 (hyper) and HTTP/2 (`h2`).
 pub(super) struct Codecs {
-    auto: auto::Builder<TokioExecutor>,
     http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
+    http2: h2::server::Builder,
 }
 
 impl Codecs {
     pub(super) fn new(config: &HttpManagerConfig) -> Codecs {
-        let mut auto = auto::Builder::new(TokioExecutor::new());
-        auto.http1()
-            .timer(TokioTimer::new())
-            .max_headers(config.max_headers_count)
-            .header_read_timeout(config.request_headers_timeout);
-        let mut auto_http2 = auto.http2();
-        auto_http2
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(config.http2.max_concurrent_streams)
-            .initial_stream_window_size(config.http2.initial_stream_window_size)
-            .initial_connection_window_size(config.http2.initial_connection_window_size);
-        if config.allow_connect {
-            auto_http2.enable_connect_protocol();
-        }
         let mut http1 = http1::Builder::new();
         http1
             .timer(TokioTimer::new())
             .max_headers(config.max_headers_count)
             .header_read_timeout(config.request_headers_timeout);
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
-        http2
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(config.http2.max_concurrent_streams)
-            .initial_stream_window_size(config.http2.initial_stream_window_size)
-            .initial_connection_window_size(config.http2.initial_connection_window_size);
-        if config.allow_connect {
-            http2.enable_connect_protocol();
+        Codecs {
+            http1,
+            http2: h2_codec::builder(config),
         }
-        Codecs { auto, http1, http2 }
     }
 
-    /// Starts serving `io` with the codec `codec_type` and ALPN call for.
-    fn serve<I, S>(&self, codec: CodecType, tls: &ConnectionTls, io: I, service: S) -> Serving<I, S>
+    /// Starts serving `io` with the codec `codec_type` and ALPN call for: HTTP/1.1, HTTP/2,
+    /// or (AUTO without ALPN) HTTP/2 when the connection starts with its preface, else
+    /// HTTP/1.1. `drain` turning true stops taking requests; those in flight finish.
+    fn serve<I>(
+        &self,
+        codec: CodecType,
+        tls: &ConnectionTls,
+        io: I,
+        streams: Streams,
+        drain: watch::Receiver<bool>,
+    ) -> Serving
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: Service<Request<Incoming>, Response = Response<TrackedBody>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
     {
-        let io = TokioIo::new(io);
+        let http1 = self.http1.clone();
+        let http2 = self.http2.clone();
         match (codec, tls.alpn.as_deref()) {
-            (CodecType::HTTP1, _) | (CodecType::AUTO, Some(b"http/1.1")) => Serving::Http1(
-                Box::pin(self.http1.serve_connection(io, service).with_upgrades()),
-            ),
+            (CodecType::HTTP1, _) | (CodecType::AUTO, Some(b"http/1.1")) => {
+                Box::pin(serve_http1(http1, io, streams, drain))
+            }
             (CodecType::HTTP2, _) | (CodecType::AUTO, Some(b"h2")) => {
-                Serving::Http2(Box::pin(self.http2.serve_connection(io, service)))
+                Box::pin(serve_http2(http2, io, streams, drain))
             }
             // HTTP3 is for QUIC listeners only (the config refuses it on TCP).
-            (CodecType::AUTO | CodecType::HTTP3, _) => Serving::Auto(Box::pin(
-                self.auto
-                    .serve_connection_with_upgrades(io, service)
-                    .into_owned(),
-            )),
+            (CodecType::AUTO | CodecType::HTTP3, _) => Box::pin(async move {
+                let mut drain_sniff = drain.clone();
+                let sniffed = tokio::select! {
+                    sniffed = sniff_preface(io) => sniffed?,
+                    // Drained before the client said anything.
+                    _ = drain_sniff.wait_for(|drain| *drain) => return Ok(()),
+                };
+                match sniffed {
+                    (io, true) => serve_http2(http2, io, streams, drain).await,
+                    (io, false) => serve_http1(http1, io, streams, drain).await,
+                }
+            }),
         }
     }
 }
 
-/// A connection being served by one of the codecs.
-enum Serving<I, S>
-where
-    S: Service<Request<Incoming>, Response = Response<TrackedBody>, Error = Infallible>,
-{
-    Http1(Pin<Box<http1::UpgradeableConnection<TokioIo<I>, S>>>),
-    Http2(Pin<Box<http2::Connection<TokioIo<I>, S, TokioExecutor>>>),
-    Auto(Pin<Box<auto::UpgradeableConnection<'static, TokioIo<I>, S, TokioExecutor>>>),
-}
-
-impl<I, S> Serving<I, S>
+/// Serves HTTP/1.1 with hyper (upgrades and CONNECT hand the connection over).
+async fn serve_http1<I>(
+    builder: http1::Builder,
+    io: I,
+    streams: Streams,
+    mut drain: watch::Receiver<bool>,
+) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<TrackedBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
 {
-    /// Stops taking new requests; in-flight ones finish, then the connection closes.
-    fn graceful_shutdown(&mut self) {
-        match self {
-            Serving::Http1(connection) => connection.as_mut().graceful_shutdown(),
-            Serving::Http2(connection) => connection.as_mut().graceful_shutdown(),
-            Serving::Auto(connection) => connection.as_mut().graceful_shutdown(),
+    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+        let handled = streams.handle(request);
+        async move { Ok::<_, Infallible>(handled.await) }
+    });
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result.map_err(Into::into),
+        _ = drain.wait_for(|drain| *drain) => connection.as_mut().graceful_shutdown(),
+    }
+    connection.await.map_err(Into::into)
+}
+
+/// Serves HTTP/2 with weir's codec.
+async fn serve_http2<I>(
+    builder: h2::server::Builder,
+    io: I,
+    streams: Streams,
+    drain: watch::Receiver<bool>,
+) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handle = move |request| streams.handle(request);
+    h2_codec::serve(builder, io, handle, drain)
+        .await
+        .map_err(Into::into)
+}
+
+/// Reads as much of the connection's start as tells HTTP/2's preface from anything else:
+/// the connection (with those bytes to be read again) and whether it is HTTP/2.
+async fn sniff_preface<I: AsyncRead + Unpin>(mut io: I) -> io::Result<(Prefixed<I>, bool)> {
+    let mut start = [0u8; H2_PREFACE.len()];
+    let mut len = 0;
+    while len < start.len() {
+        let read = io.read(&mut start[len..]).await?;
+        if read == 0 {
+            break;
+        }
+        len += read;
+        if start[..len] != H2_PREFACE[..len] {
+            break;
         }
     }
+    let is_h2 = start[..len] == H2_PREFACE[..];
+    let prefix = Bytes::copy_from_slice(&start[..len]);
+    Ok((Prefixed { prefix, io }, is_h2))
+}
 
-    /// Serves until the connection ends.
-    async fn run(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        match self {
-            Serving::Http1(connection) => connection.as_mut().await.map_err(Into::into),
-            Serving::Http2(connection) => connection.as_mut().await.map_err(Into::into),
-            Serving::Auto(connection) => connection.as_mut().await,
+/// A connection whose first bytes were already read: they are read again first.
+struct Prefixed<I> {
+    prefix: Bytes,
+    io: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix[..n]);
+        self.prefix.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// What every stream of one connection is handled with, whatever its codec.
+#[derive(Clone)]
+struct Streams {
+    current: Arc<CurrentManager>,
+    activity: Arc<Activity>,
+    /// Whether the connection's protocol (from its first request) is counted yet.
+    counted_protocol: Arc<AtomicBool>,
+    info: ConnectionInfo,
+}
+
+impl Streams {
+    /// Answers `request` on the manager in force now; the response's body holds the
+    /// stream's accounting until it is written.
+    fn handle<B>(
+        &self,
+        request: Request<B>,
+    ) -> impl Future<Output = Response<TrackedBody>> + Send + use<B>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let manager = self.current.load_full();
+        let guard = StreamGuard::start(self.activity.clone(), manager.stats.clone());
+        if !self.counted_protocol.swap(true, Ordering::Relaxed) {
+            if request.version() == http::Version::HTTP_2 {
+                manager.stats.cx_http2_total.inc();
+            } else {
+                manager.stats.cx_http1_total.inc();
+            }
+        }
+        // Resolved now, while the request is here: its response gets that virtual host's
+        // response_headers_to_add.
+        let vhost = super::headers::request_host(&request)
+            .and_then(|host| manager.config.routes.virtual_host_id(host));
+        let info = self.info;
+        async move {
+            // Boxed: the stream's future is large, and each h2 stream's future is moved into
+            // a spawned task; a pointer is cheaper to move than the whole state machine
+            // (measured: memmove was 10% of a h2c profile).
+            let mut response = Box::pin(manager.handle(request, &info)).await;
+            manager
+                .config
+                .routes
+                .add_response_headers(vhost, response.headers_mut());
+            response.map(|body| TrackedBody::new(body, guard))
         }
     }
 }
@@ -158,40 +283,18 @@ pub async fn serve_connection<I>(
     if tls.tls {
         stats.cx_ssl_total.inc();
     }
-    let activity = Activity::new();
-    let counted_protocol = Arc::new(AtomicBool::new(false));
-    let service = {
-        let activity = activity.clone();
-        service_fn(move |request: hyper::Request<Incoming>| {
-            let manager = current.load_full();
-            let guard = StreamGuard::start(activity.clone(), manager.stats.clone());
-            if !counted_protocol.swap(true, Ordering::Relaxed) {
-                if request.version() == http::Version::HTTP_2 {
-                    manager.stats.cx_http2_total.inc();
-                } else {
-                    manager.stats.cx_http1_total.inc();
-                }
-            }
-            // Resolved now, while the request is here: its response gets that virtual
-            // host's response_headers_to_add.
-            let vhost = super::headers::request_host(&request)
-                .and_then(|host| manager.config.routes.virtual_host_id(host));
-            async move {
-                // Boxed: the stream's future is large, and hyper moves the service future
-                // into a spawned task per h2 stream; a pointer is cheaper to move than the
-                // whole state machine (measured: memmove was 10% of a h2c profile).
-                let mut response = Box::pin(manager.handle(request, &info)).await;
-                manager
-                    .config
-                    .routes
-                    .add_response_headers(vhost, response.headers_mut());
-                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
-            }
-        })
+    let streams = Streams {
+        current: current.clone(),
+        activity: Activity::new(),
+        counted_protocol: Arc::new(AtomicBool::new(false)),
+        info,
     };
+    let activity = streams.activity.clone();
+    let (drain, drained) = watch::channel(*shutdown.borrow());
+    let mut draining = *drained.borrow();
     let mut connection = manager
         .codecs
-        .serve(manager.config.codec, &tls, io, service);
+        .serve(manager.config.codec, &tls, io, streams, drained);
     let idle_timeout = manager.config.idle_timeout;
     let max_duration = manager
         .config
@@ -200,13 +303,9 @@ pub async fn serve_connection<I>(
     // Not kept for the connection's life: a reload may replace it, and its VMs and pools
     // should go once the streams that use them are done.
     drop(manager);
-    let mut draining = *shutdown.borrow();
-    if draining {
-        connection.graceful_shutdown();
-    }
     loop {
         tokio::select! {
-            result = connection.run() => {
+            result = &mut connection => {
                 if let Err(error) = result {
                     tracing::debug!(peer = %info.remote, %error, "downstream connection ended with an error");
                     stats.cx_protocol_error.inc();
@@ -217,7 +316,7 @@ pub async fn serve_connection<I>(
                 // A dropped sender means the worker is gone: drain as on shutdown.
                 if changed.is_err() || *shutdown.borrow() {
                     draining = true;
-                    connection.graceful_shutdown();
+                    drain.send_replace(true);
                 }
             }
             () = tokio::time::sleep(IDLE_CHECK), if !draining && (idle_timeout.is_some() || max_duration.is_some()) => {
@@ -226,7 +325,7 @@ pub async fn serve_connection<I>(
                 if idle || too_old {
                     tracing::debug!(peer = %info.remote, idle, too_old, "closing downstream connection");
                     draining = true;
-                    connection.graceful_shutdown();
+                    drain.send_replace(true);
                 }
             }
         }

@@ -252,6 +252,23 @@ impl HttpManager {
                 || (kind == TunnelKind::Connect && status.is_success())
         };
         if !established {
+            // On an HTTP/2 or HTTP/3 downstream a 2xx to a CONNECT *is* the tunnel (RFC 9113
+            // 8.5, RFC 8441 5): an upstream that answered 2xx without switching protocols
+            // cannot be passed on as it is.
+            if status.is_success()
+                && matches!(downstream_version, Version::HTTP_2 | Version::HTTP_3)
+            {
+                return Err(LocalReply::Upstream(
+                    crate::upstream::UpstreamError::Reset {
+                        cluster: action.cluster.clone(),
+                        host: String::new(),
+                        reason: format!(
+                            "the upstream answered the {} upgrade with {status} without switching protocols",
+                            kind.upgrade_type()
+                        ),
+                    },
+                ));
+            }
             // The upstream said no: its answer goes back as an ordinary response.
             headers::remove_hop_by_hop(response.headers_mut(), false);
             *response.version_mut() = Version::HTTP_11;

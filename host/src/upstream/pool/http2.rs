@@ -12,7 +12,8 @@
 
 use super::lifecycle::{self, Verdict, sleep_until_some};
 use super::wait::PendingWait;
-use crate::body::{Body, BoxError};
+use crate::body::Body;
+use crate::http::h2_body::{H2Body, send_body};
 use crate::upstream::cluster::{
     Cluster, ConnectionSlot, Host, HostProtocol, OpenConnection, RequestSlot,
 };
@@ -20,13 +21,10 @@ use crate::upstream::connect::{self, Connected, UpstreamStream};
 use crate::upstream::error::UpstreamError;
 use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
 use bytes::Bytes;
+use h2::SendStream;
 use h2::client::{Connection, SendRequest};
-use h2::{RecvStream, SendStream};
-use http_body::{Body as HttpBody, Frame};
-use http_body_util::BodyExt;
-use std::pin::Pin;
+use http_body::Body as HttpBody;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, ready};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -187,14 +185,10 @@ impl Http2Pool {
                 Ok(response) => {
                     let (mut head, recv) = response.into_parts();
                     head.version = http::Version::HTTP_2;
-                    let body = ResponseBody {
-                        recv,
-                        done: false,
-                        data_done: false,
-                        lease: Some(lease),
-                        slot: Some(slot),
-                    };
-                    return Ok(http::Response::from_parts(head, body.boxed()));
+                    // The stream slot and the request's breaker unit are held until the
+                    // response body is done.
+                    let body = H2Body::new(recv, None).holding((lease, slot));
+                    return Ok(http::Response::from_parts(head, crate::body::boxed(body)));
                 }
                 Err(error) if end_of_stream && !is_tunnel && refused_unprocessed(&error) => {
                     // The peer did not process the stream (GOAWAY below its id or
@@ -536,127 +530,13 @@ pub(super) fn request_head(
     Ok(head)
 }
 
-/// Copies the request body into the stream with flow control, then its trailers.
-async fn pump_request_body(mut body: Body, mut stream: SendStream<Bytes>, lease: Arc<StreamLease>) {
-    loop {
-        let frame = tokio::select! {
-            frame = body.frame() => frame,
-            reset = std::future::poll_fn(|cx| stream.poll_reset(cx)) => {
-                tracing::debug!(?reset, "h2 upstream reset the stream while the request body was sent");
-                break;
-            }
-        };
-        match frame {
-            None => {
-                if let Err(error) = stream.send_data(Bytes::new(), true) {
-                    tracing::debug!(%error, "h2 end of request body");
-                }
-                break;
-            }
-            Some(Err(error)) => {
-                // A tunnel that was reset says so with CONNECT_ERROR (RFC 9113 8.5).
-                let reason = crate::tunnel::reset::stream_reset_reason(&*error);
-                tracing::debug!(%error, ?reason, "request body failed; resetting the upstream stream");
-                stream.send_reset(reason);
-                break;
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    if let Err(error) = send_with_capacity(&mut stream, data).await {
-                        tracing::debug!(%error, "h2 request body");
-                        break;
-                    }
-                }
-                Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers()
-                        && let Err(error) = stream.send_trailers(trailers)
-                    {
-                        tracing::debug!(%error, "h2 request trailers");
-                    }
-                    break;
-                }
-            },
-        }
+/// Copies the request body into the stream with flow control, then its trailers; the
+/// stream's slot is held until then.
+async fn pump_request_body(body: Body, mut stream: SendStream<Bytes>, lease: Arc<StreamLease>) {
+    if let Err(error) = send_body(body, &mut stream).await {
+        tracing::debug!(%error, "h2 request body not sent in full");
     }
     drop(lease);
-}
-
-/// Sends `data` as the peer's flow-control window allows.
-async fn send_with_capacity(
-    stream: &mut SendStream<Bytes>,
-    mut data: Bytes,
-) -> Result<(), BoxError> {
-    while !data.is_empty() {
-        stream.reserve_capacity(data.len());
-        let available = std::future::poll_fn(|cx| stream.poll_capacity(cx))
-            .await
-            .ok_or("stream closed while waiting for flow-control capacity")??;
-        if available == 0 {
-            continue;
-        }
-        let chunk = data.split_to(available.min(data.len()));
-        stream.send_data(chunk, false)?;
-    }
-    Ok(())
-}
-
-/// The response body of an h2 stream: data (releasing flow-control capacity as it is
-/// handed on), then trailers. Holds the stream slot and the request's breaker unit until done.
-struct ResponseBody {
-    recv: RecvStream,
-    done: bool,
-    data_done: bool,
-    lease: Option<Arc<StreamLease>>,
-    slot: Option<RequestSlot>,
-}
-
-impl ResponseBody {
-    fn finish(&mut self) {
-        self.done = true;
-        self.lease = None;
-        self.slot = None;
-    }
-}
-
-impl HttpBody for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        if !this.data_done {
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    if let Err(error) = this.recv.flow_control().release_capacity(data.len()) {
-                        tracing::debug!(%error, "h2 release capacity");
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(error)) => {
-                    this.finish();
-                    return Poll::Ready(Some(Err(error.into())));
-                }
-                None => this.data_done = true,
-            }
-        }
-        let trailers = ready!(this.recv.poll_trailers(cx));
-        this.finish();
-        match trailers {
-            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Ok(None) => Poll::Ready(None),
-            Err(error) => Poll::Ready(Some(Err(error.into()))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done || self.recv.is_end_stream()
-    }
 }
 
 /// Counts a request among the pool's waiters until dropped.

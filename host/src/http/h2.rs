@@ -1,0 +1,215 @@
+//! Serving one downstream HTTP/2 connection on the `h2` crate: each stream goes through the
+//! same handler as an HTTP/1.1 request (see [`super::server`]), its bodies streamed both ways
+//! within flow control, trailers passed on. On drain the connection sends GOAWAY, lets the
+//! streams in flight finish, then closes.
+//!
+//! Why not hyper's HTTP/2 server: hyper hands an accepted CONNECT stream (plain, or RFC 8441
+//! extended) over as an `Upgraded` whose close is always an orderly `END_STREAM`, while a
+//! tunnel whose far side was reset must end with `RST_STREAM(CONNECT_ERROR)` (RFC 9113 8.5),
+//! and that needs the stream itself. Here a CONNECT's 2xx is sent, then its DATA frames are
+//! handed to the tunnel through a [`TunnelHandoff`] (as HTTP/3 does), and a reset of the
+//! tunnel resets the stream with the reason it carries.
+//!
+//! What hyper's server did and this one keeps: a `date` header on every response,
+//! connection-specific headers stripped from responses, `content-length` set from a body of
+//! known length, a stream the client resets before its answer stops being handled (which
+//! cancels the upstream request), and hyper's limits (16 KiB header lists, 400 KiB send
+//! buffer per stream, 1,024 locally reset streams before the connection is closed).
+
+use super::h2_body::{H2Body, send_body};
+use super::headers;
+use super::tracked::TrackedBody;
+use super::upgrade::TunnelHandoff;
+use crate::config::HttpManagerConfig;
+use crate::tunnel::{self, TunnelIo, body_io};
+use bytes::Bytes;
+use h2::RecvStream;
+use h2::server::SendResponse;
+use http::{HeaderValue, Method, Request, Response, header};
+use http_body::Body as _;
+use std::future::Future;
+use std::task::Poll;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{oneshot, watch};
+
+/// SETTINGS_MAX_HEADER_LIST_SIZE we advertise (hyper's default).
+const MAX_HEADER_LIST_SIZE: u32 = 16 << 10;
+
+/// Bytes a stream may queue for sending beyond what the peer's window lets out.
+const MAX_SEND_BUFFER: usize = 400 << 10;
+
+/// Streams we may reset for the peer's protocol errors before closing the connection
+/// (a bound on the "reset flood" attacks).
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// The connection settings of a listener, from its `http2_protocol_options`.
+pub(super) fn builder(config: &HttpManagerConfig) -> h2::server::Builder {
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(config.http2.max_concurrent_streams)
+        .initial_window_size(config.http2.initial_stream_window_size)
+        .initial_connection_window_size(config.http2.initial_connection_window_size)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS));
+    if config.allow_connect {
+        builder.enable_connect_protocol();
+    }
+    builder
+}
+
+/// Serves HTTP/2 on `io` until the peer closes or the connection fails; `drain` turning true
+/// sends GOAWAY, and the connection closes once its streams are done. `handle` answers each
+/// request.
+pub(super) async fn serve<I, H, F>(
+    builder: h2::server::Builder,
+    io: I,
+    handle: H,
+    mut drain: watch::Receiver<bool>,
+) -> Result<(), h2::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    H: Fn(Request<H2Body>) -> F + Clone + Send + 'static,
+    F: Future<Output = Response<TrackedBody>> + Send + 'static,
+{
+    let mut connection = tokio::select! {
+        connection = builder.handshake::<_, Bytes>(io) => connection?,
+        // Drained before its preface came: nothing is in flight.
+        _ = drain.wait_for(|drain| *drain) => return Ok(()),
+    };
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            accepted = connection.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    tokio::spawn(serve_stream(handle.clone(), request, respond));
+                }
+                Some(Err(error)) if is_orderly_end(&error) => return Ok(()),
+                Some(Err(error)) => return Err(error),
+                None => return Ok(()),
+            },
+            // A dropped sender drains too (whoever could ask for a drain is gone).
+            _ = drain.wait_for(|drain| *drain), if !draining => {
+                draining = true;
+                connection.graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// The peer went away in good order: GOAWAY with NO_ERROR, or the socket closed on a frame
+/// boundary.
+fn is_orderly_end(error: &h2::Error) -> bool {
+    (error.is_go_away() && error.is_remote() && error.reason() == Some(h2::Reason::NO_ERROR))
+        || error
+            .get_io()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+}
+
+/// One stream: the handler answers it; the head, body and trailers go back. A CONNECT's DATA
+/// frames are not its body: the handler gets an empty one, and the frames go to the tunnel
+/// it sets up, if it does.
+async fn serve_stream<H, F>(
+    handle: H,
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) where
+    H: Fn(Request<H2Body>) -> F,
+    F: Future<Output = Response<TrackedBody>>,
+{
+    let (mut parts, recv) = request.into_parts();
+    // The rest of weir reads an extended CONNECT's :protocol in hyper's type.
+    if let Some(protocol) = parts.extensions.remove::<h2::ext::Protocol>() {
+        parts
+            .extensions
+            .insert(hyper::ext::Protocol::from(protocol.as_str()));
+    }
+    let mut tunnel = None;
+    let body = if parts.method == Method::CONNECT {
+        let (sender, handoff) = TunnelHandoff::channel();
+        parts.extensions.insert(handoff);
+        tunnel = Some((recv, sender));
+        H2Body::empty()
+    } else {
+        let length = headers::content_length(&parts.headers);
+        H2Body::new(recv, length)
+    };
+    let handled = handle(Request::from_parts(parts, body));
+    let mut handled = std::pin::pin!(handled);
+    // A client that resets the stream before its answer cancels the request (and the
+    // upstream request with it).
+    let answered = std::future::poll_fn(|cx| {
+        if let Poll::Ready(response) = handled.as_mut().poll(cx) {
+            return Poll::Ready(Some(response));
+        }
+        respond.poll_reset(cx).map(|_| None)
+    })
+    .await;
+    let Some(response) = answered else {
+        tracing::debug!("h2 stream reset by the client before its answer");
+        return;
+    };
+    let (mut head, body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut head.headers, false);
+    if !head.headers.contains_key(header::DATE) {
+        head.headers.insert(header::DATE, headers::date_now());
+    }
+    if let Some((recv, handoff)) = tunnel {
+        // A tunnel waits on the handoff only where the handler set one up.
+        if head.status.is_success() && !handoff.is_closed() {
+            head.headers.remove(header::CONTENT_LENGTH);
+            serve_tunnel(respond, Response::from_parts(head, ()), body, recv, handoff).await;
+            return;
+        }
+    }
+    let end_of_stream = body.is_end_stream();
+    if !end_of_stream
+        && !head.headers.contains_key(header::CONTENT_LENGTH)
+        && let Some(length) = body.size_hint().exact()
+    {
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    let mut stream = match respond.send_response(Response::from_parts(head, ()), end_of_stream) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::debug!(%error, "h2 response head not sent");
+            return;
+        }
+    };
+    if !end_of_stream && let Err(error) = send_body(body, &mut stream).await {
+        tracing::debug!(%error, "h2 response not sent in full");
+    }
+}
+
+/// An accepted tunnel: the 2xx head goes out, then the stream is handed over as the tunnel's
+/// downstream end. What the tunnel writes is sent here; a tunnel reset ends it with
+/// `RST_STREAM(CONNECT_ERROR)`. `counted` (the response's body) keeps the stream counted as
+/// active until the tunnel is done.
+async fn serve_tunnel(
+    mut respond: SendResponse<Bytes>,
+    head: Response<()>,
+    counted: TrackedBody,
+    recv: RecvStream,
+    handoff: oneshot::Sender<TunnelIo>,
+) {
+    let mut stream = match respond.send_response(head, false) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::debug!(%error, "h2 CONNECT answer not sent");
+            return;
+        }
+    };
+    let incoming = crate::body::boxed(H2Body::new(recv, None));
+    let (outgoing_sender, outgoing) = body_io::channel_body();
+    let io = tunnel::body(body_io::BodyIo::new(incoming, outgoing_sender));
+    if handoff.send(io).is_err() {
+        tracing::debug!("h2 tunnel ended before its stream was handed over");
+        stream.send_reset(h2::Reason::CANCEL);
+        return;
+    }
+    if let Err(error) = send_body(outgoing, &mut stream).await {
+        tracing::debug!(%error, "h2 tunnel stream ended with an error");
+    }
+    drop(counted);
+}
