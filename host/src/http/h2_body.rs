@@ -25,8 +25,6 @@ pub struct H2Body {
     /// The body's length when the head declared one (`content-length`); h2 checks that the
     /// DATA frames add up to it.
     length: Option<u64>,
-    /// Kept until the body is done or dropped (a pool's stream slot, a breaker unit).
-    hold: Option<Box<dyn Send + Sync>>,
 }
 
 impl H2Body {
@@ -36,7 +34,6 @@ impl H2Body {
             recv: Some(recv),
             data_done: false,
             length,
-            hold: None,
         }
     }
 
@@ -46,19 +43,11 @@ impl H2Body {
             recv: None,
             data_done: true,
             length: Some(0),
-            hold: None,
         }
-    }
-
-    /// Keeps `hold` alive until the body is done or dropped.
-    pub fn holding(mut self, hold: impl Send + Sync + 'static) -> H2Body {
-        self.hold = Some(Box::new(hold));
-        self
     }
 
     fn finish(&mut self) {
         self.recv = None;
-        self.hold = None;
     }
 }
 

@@ -10,6 +10,7 @@
 //! The handshake is followed by a PING round trip, so the peer's SETTINGS have been applied
 //! before the connection's stream limit is read and requests are put on it.
 
+use super::body::GuardedBody;
 use super::lifecycle::{self, Verdict, sleep_until_some};
 use super::wait::PendingWait;
 use crate::body::Body;
@@ -187,7 +188,7 @@ impl Http2Pool {
                     head.version = http::Version::HTTP_2;
                     // The stream slot and the request's breaker unit are held until the
                     // response body is done.
-                    let body = H2Body::new(recv, None).holding((lease, slot));
+                    let body = GuardedBody::new(H2Body::new(recv, None), (lease, slot));
                     return Ok(http::Response::from_parts(head, crate::body::boxed(body)));
                 }
                 Err(error) if end_of_stream && !is_tunnel && refused_unprocessed(&error) => {
