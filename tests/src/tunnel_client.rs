@@ -197,3 +197,14 @@ pub async fn echo_half_closed(tcp: TcpStream, seed: u64, len: usize) -> Result<(
     }
     Ok(())
 }
+
+/// An HTTP/2 (prior knowledge) client connection to `addr`, driven in the background; panics
+/// when the connection or its handshake fails.
+pub async fn h2_client(addr: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}

@@ -462,13 +462,7 @@ async fn h2_connect_refusals_leave_other_streams_alone() {
         echo.addr,
     );
     let weir = Weir::start(&cfg).await;
-    let tcp = tokio::net::TcpStream::connect(ports.http_addr())
-        .await
-        .expect("connect");
-    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let send = tunnel_client::h2_client(ports.http_addr()).await;
 
     let (status, mut tunnel, mut tunnel_body) = h2_connect(&send, TARGET).await;
     assert_eq!(status, 200, "{}", weir.log_report());
@@ -509,13 +503,7 @@ async fn h2_connect_with_upgrades_off_is_403() {
         echo.addr,
     );
     let weir = Weir::start(&cfg).await;
-    let tcp = tokio::net::TcpStream::connect(ports.http_addr())
-        .await
-        .expect("connect");
-    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let send = tunnel_client::h2_client(ports.http_addr()).await;
     let (status, _s, _b) = h2_connect(&send, TARGET).await;
     assert_eq!(status, 403, "{}", weir.log_report());
     assert_eq!(echo.accepted(), 0);
@@ -588,13 +576,7 @@ async fn h2_connect_resets_cross_as_connect_error_and_tcp_rst() {
         ],
     );
     let weir = Weir::start(&cfg).await;
-    let tcp = tokio::net::TcpStream::connect(ports.http_addr())
-        .await
-        .expect("connect");
-    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let send = tunnel_client::h2_client(ports.http_addr()).await;
 
     // A tunnel that stays open through both resets.
     let (status, mut bystander, mut bystander_body) = h2_connect(&send, "echoes.example:1").await;

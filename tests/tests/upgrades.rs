@@ -330,13 +330,7 @@ async fn malformed_protocol_is_400_and_other_streams_carry_on() {
     config::allow_connect_downstream(config::hcm_of(&mut cfg));
     let weir = Weir::start(&cfg).await;
 
-    let tcp = tokio::net::TcpStream::connect(ports.http_addr())
-        .await
-        .expect("connect");
-    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let send = tunnel_client::h2_client(ports.http_addr()).await;
     let get = |path: &str| {
         http::Request::get(format!("http://localhost{path}"))
             .body(())
