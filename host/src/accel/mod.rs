@@ -9,11 +9,13 @@
 //! - `local`: the opt-in `sock_ops` + `sk_msg` acceleration of loopback hops between weir and
 //!   an application in the same cgroup (`--local-accel-cgroup`);
 //! - `session`: one kernel-spliced tunnel (FIN, RST, drain, cleanup);
+//! - `hangup`: what `session` waits on: a FIN or an error on either socket, never data;
 //! - `upgraded`: the CONNECT/upgrade case (hyper gives the socket back);
 //! - `pipe`: the user-space path for two TCP sockets (`splice(2)`, no copy into weir);
 //! - `userspace`: the copy, for every other pair of streams;
 //! - `sock`: the socket options both need.
 
+mod hangup;
 mod kernel;
 pub mod local;
 mod pipe;

@@ -65,14 +65,42 @@ pub fn bytes_queued(socket: &impl AsRawFd) -> io::Result<u64> {
     Ok(acked + u64::try_from(outq).unwrap_or(0))
 }
 
+/// `SO_SNDBUFFORCE` (asm-generic/socket.h): `SO_SNDBUF` past `net.core.wmem_max`, for
+/// CAP_NET_ADMIN.
+const SO_SNDBUFFORCE: libc::c_int = 32;
+
+/// Sets the socket's send buffer limit to `bytes` (the kernel doubles it for its overhead),
+/// past `net.core.wmem_max` where the process may (`SO_SNDBUFFORCE`), else up to it.
+pub fn set_send_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let set = |option| {
+        // SAFETY: `value` is a valid c_int for the duration of the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    set(SO_SNDBUFFORCE).or_else(|_| set(libc::SO_SNDBUF))
+}
+
 /// Makes the next close send a RST (`SO_LINGER` 0), so a reset is carried to this side.
-pub fn set_reset_on_close(socket: &tokio::net::TcpStream) {
+pub fn set_reset_on_close(socket: &impl std::os::fd::AsFd) {
     if let Err(error) = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO)) {
         tracing::debug!(%error, "SO_LINGER");
     }
 }
 
 /// Sends our FIN (`shutdown(SHUT_WR)`); the read half stays open.
-pub fn shutdown_write(socket: &tokio::net::TcpStream) -> io::Result<()> {
+pub fn shutdown_write(socket: &impl std::os::fd::AsFd) -> io::Result<()> {
     socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write)
 }
