@@ -451,8 +451,8 @@ async fn forced_fallback_copies_in_user_space_and_says_so() {
     assert!(log.contains("--accel userspace"), "{}", weir.log_report());
 }
 
-/// An HTTP/1.1-only listener that terminates CONNECT to `upstream`.
-fn terminate_config(upstream: SocketAddr) -> (Value, SocketAddr) {
+/// A listener with `codec_type: codec` that terminates CONNECT to `upstream`.
+fn terminate_config(upstream: SocketAddr, codec: &str) -> (Value, SocketAddr) {
     let port = free_port();
     let route = json!({
         "match": {"connect_matcher": {}},
@@ -465,7 +465,7 @@ fn terminate_config(upstream: SocketAddr) -> (Value, SocketAddr) {
         "ingress_http",
         vec![config::vhost("all", &["*"], vec![route])],
     );
-    hcm["codec_type"] = json!("HTTP1");
+    hcm["codec_type"] = json!(codec);
     let listener = config::listener("connect", port, hcm);
     let cluster = config::static_cluster("backend", &[upstream]);
     let config = config::bootstrap(free_port(), vec![listener], vec![cluster]);
@@ -474,9 +474,22 @@ fn terminate_config(upstream: SocketAddr) -> (Value, SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_connect_is_spliced_with_the_early_bytes_first() {
+    connect_is_spliced_with_the_early_bytes_first("HTTP1").await;
+}
+
+/// An AUTO listener (Envoy's default) wraps the socket to replay the bytes it sniffed for the
+/// HTTP/2 preface; the splice takes the socket back out from under that wrapper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_connect_on_an_auto_listener_is_spliced_too() {
+    connect_is_spliced_with_the_early_bytes_first("AUTO").await;
+}
+
+/// A CONNECT whose head and first payload bytes come in one write, on a `codec` listener:
+/// 64 MiB arrive intact, carried by the kernel but for the bytes hyper read past the head.
+async fn connect_is_spliced_with_the_early_bytes_first(codec: &str) {
     require_root();
     let upstream = hashing_upstream().await;
-    let (config, proxy) = terminate_config(upstream);
+    let (config, proxy) = terminate_config(upstream, codec);
     let weir = Weir::start_with(&config, &["--concurrency", "1", "--accel", "kernel"]).await;
     let len: u64 = 64 << 20;
     let mut stream = TcpStream::connect(proxy).await.expect("connect to weir");

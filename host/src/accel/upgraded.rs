@@ -1,6 +1,8 @@
 //! Splicing a connection hyper handed over after a CONNECT or an upgrade.
 
 use super::Spliced;
+use crate::http::prefixed::Prefixed;
+use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::io;
@@ -8,28 +10,54 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Splices an upgraded downstream with a plain TCP upstream: in the kernel when the downstream
-/// is an h1 connection on a plain TCP socket (hyper gives the socket back), else by copying.
+/// is an h1 connection on a plain TCP socket (hyper gives the socket back; behind an AUTO
+/// listener, from under the preface sniffer's [`Prefixed`]), else by copying.
 ///
 /// The bytes hyper had already read past the request head (a client that did not wait for
 /// the 200) are written to the upstream first (trap F), so nothing is lost or reordered.
-pub async fn splice_upgraded(downstream: Upgraded, mut upstream: TcpStream) -> io::Result<Spliced> {
-    match downstream.downcast::<TokioIo<TcpStream>>() {
+pub async fn splice_upgraded(downstream: Upgraded, upstream: TcpStream) -> io::Result<Spliced> {
+    let downstream = match downstream.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
-            let early = parts.read_buf.len() as u64;
-            tracing::debug!(early, "accel: upgraded h1 socket taken back from hyper");
-            if early > 0 {
-                upstream.write_all(&parts.read_buf).await?;
-                crate::stats::AccelStats::global()
-                    .userspace_bytes
-                    .inc_by(early);
-            }
-            let mut spliced = super::splice_tcp(parts.io.into_inner(), upstream).await?;
-            spliced.a_to_b += early;
-            Ok(spliced)
+            let socket = parts.io.into_inner();
+            return splice_socket(socket, [parts.read_buf, Bytes::new()], upstream).await;
         }
-        Err(upgraded) => {
+        Err(downstream) => downstream,
+    };
+    match downstream.downcast::<TokioIo<Prefixed<TcpStream>>>() {
+        Ok(parts) => {
+            // hyper read the sniffed prefix before the request head it is part of, so what is
+            // left of it (nothing, in practice) comes after hyper's own buffer.
+            let (prefix, socket) = parts.io.into_inner().into_parts();
+            splice_socket(socket, [parts.read_buf, prefix], upstream).await
+        }
+        Err(downstream) => {
             tracing::debug!("accel: upgraded connection is not a plain h1 socket; copying");
-            super::splice(TokioIo::new(upgraded), upstream).await
+            super::splice(TokioIo::new(downstream), upstream).await
         }
     }
+}
+
+/// Writes the bytes already read from `downstream` (in order) to `upstream`, then splices the
+/// two sockets.
+async fn splice_socket(
+    downstream: TcpStream,
+    early: [Bytes; 2],
+    mut upstream: TcpStream,
+) -> io::Result<Spliced> {
+    let early_len: u64 = early.iter().map(|bytes| bytes.len() as u64).sum();
+    tracing::debug!(
+        early = early_len,
+        "accel: upgraded h1 socket taken back from hyper"
+    );
+    for bytes in early.iter().filter(|bytes| !bytes.is_empty()) {
+        upstream.write_all(bytes).await?;
+    }
+    if early_len > 0 {
+        crate::stats::AccelStats::global()
+            .userspace_bytes
+            .inc_by(early_len);
+    }
+    let mut spliced = super::splice_tcp(downstream, upstream).await?;
+    spliced.a_to_b += early_len;
+    Ok(spliced)
 }

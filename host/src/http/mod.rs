@@ -10,6 +10,7 @@ pub mod h3_body;
 pub mod h3_connect;
 pub mod headers;
 pub mod local_reply;
+pub mod prefixed;
 mod server;
 pub mod stream;
 mod tracked;

@@ -3,12 +3,13 @@
 //! hyper's; HTTP/2 is weir's own codec on the `h2` crate ([`super::h2`]).
 
 use super::h2::{self as h2_codec};
+use super::prefixed::Prefixed;
 use super::tracked::{Activity, StreamGuard, TrackedBody};
 use super::{ConnectionInfo, CurrentManager};
 use crate::body::BoxError;
 use crate::config::HttpManagerConfig;
 use crate::config::schema::CodecType;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -19,9 +20,8 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
 
 /// How often an idle connection checks its clock.
@@ -150,59 +150,7 @@ async fn sniff_preface<I: AsyncRead + Unpin>(mut io: I) -> io::Result<(Prefixed<
     }
     let is_h2 = start[..len] == H2_PREFACE[..];
     let prefix = Bytes::copy_from_slice(&start[..len]);
-    Ok((Prefixed { prefix, io }, is_h2))
-}
-
-/// A connection whose first bytes were already read: they are read again first.
-struct Prefixed<I> {
-    prefix: Bytes,
-    io: I,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.prefix.is_empty() {
-            return Pin::new(&mut self.io).poll_read(cx, buf);
-        }
-        let n = self.prefix.len().min(buf.remaining());
-        buf.put_slice(&self.prefix[..n]);
-        self.prefix.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
+    Ok((Prefixed::new(prefix, io), is_h2))
 }
 
 /// What every stream of one connection is handled with, whatever its codec.

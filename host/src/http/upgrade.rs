@@ -211,11 +211,12 @@ impl HttpManager {
         if kind == TunnelKind::Connect
             && let Some(_terminate) = self.terminate_config(action)
         {
-            // Only an HTTP1-codec listener in the clear hands back the bare TCP socket
-            // (AUTO wraps it to replay the sniffed preface): the kernel splice's case.
+            // An HTTP/1.1 connection in the clear on an HTTP1 or AUTO listener hands back its
+            // TCP socket (AUTO's from under the preface sniffer): the kernel splice's case.
+            use crate::config::schema::CodecType;
             let bare_socket = downstream_socket.is_some()
                 && !conn.tls
-                && self.config.codec == crate::config::schema::CodecType::HTTP1;
+                && matches!(self.config.codec, CodecType::HTTP1 | CodecType::AUTO);
             return self
                 .terminate(
                     downstream,
