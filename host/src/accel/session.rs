@@ -23,19 +23,25 @@
 //! one end stops reading while the other keeps sending grows kernel memory (bounded by the
 //! sender's patience and `tcp_mem`). Measured (2026-12-03, Linux 6.18, 2 cores): a client
 //! that did not read for 2 s let its upstream write a whole 256 MiB download into the kernel,
-//! and a 1 GiB bulk transfer whose reader does read still ran up a 200 MiB backlog (the
-//! kernel's backlog worker is slower than the sender). A cap was tried: the program stops
+//! and a bulk transfer whose reader does read still runs up a backlog: free memory fell by
+//! about 170 MB/s during an 8 GiB transfer through tcp_proxy (the kernel's worker for the
+//! peer socket is slower than the sender; it also slept 259 times in 2 s on the one-jiffy
+//! back-off, see [`SEND_BUFFER`]). That backlog is also what keeps bulk throughput at about a
+//! third of a direct connection here: the endpoints' copies into and out of pages that sat in
+//! a backlog of hundreds of MB cost about ten times what they cost on the direct path, whose
+//! pages are reused while hot (perf: `_copy_from_iter` 40% of both CPUs at 8 Gbit/s against
+//! 12% at 27 Gbit/s direct). A cap was tried: the program stops
 //! redirecting past a limit user space keeps at "peer's send queue + 8 MiB" (deleting its own
 //! `peers` entry, then passing bytes up to the socket's queue, which is charged to the socket,
 //! so the window closes), and user space copies once the backlog has drained. It held the
 //! download to 12 MiB, but in 4 of about 25 runs of the accel tests under load whole TCP
 //! segments (65,483 bytes, the loopback MSS; one, or two in a 1 GiB upload) arrived twice, in
 //! the direction copied by user space after the transition, so it was not kept. The suspect
-//! is recvmsg on a sockhash member
-//! whose verdict program passes skbs up (tcp_bpf_recvmsg can fall back to tcp_recvmsg on the
-//! receive queue) racing the verdict over the same skb. The stray-bytes path above reads
-//! such sockets too, but only around the link. A cap needs a way to leave the kernel that
-//! does not read through the psock.
+//! is recvmsg on a sockhash member whose verdict program passes skbs up (the psock's
+//! recvmsg runs the verdict itself over what is still on the TCP receive queue, then reads
+//! the psock's queue) racing the verdict over the same skb; it was not pinned down. The
+//! stray-bytes path above reads such sockets too, but only around the link and at close. A
+//! cap needs a way to leave the kernel that does not read through the psock.
 
 use super::hangup::{HangupWatch, Hangups};
 use super::kernel::{Kernel, MapError, Pair};
