@@ -125,22 +125,12 @@ impl Session {
         let mut due = Hangups { a: true, b: true };
         loop {
             if due.a && !a_eof {
-                let (copied, eof) = copy_passed(a, b, &mut buf).await?;
-                user_ab += copied;
-                if eof {
-                    a_eof = true;
-                    self.drain(self.pair.a, b, self.base_b, user_ab).await?;
-                    sock::shutdown_write(b)?;
-                }
+                let way = (a, b, self.pair.a, self.base_b);
+                a_eof = self.step(way, &mut user_ab, &mut buf).await?;
             }
             if due.b && !b_eof {
-                let (copied, eof) = copy_passed(b, a, &mut buf).await?;
-                user_ba += copied;
-                if eof {
-                    b_eof = true;
-                    self.drain(self.pair.b, a, self.base_a, user_ba).await?;
-                    sock::shutdown_write(a)?;
-                }
+                let way = (b, a, self.pair.b, self.base_a);
+                b_eof = self.step(way, &mut user_ba, &mut buf).await?;
             }
             if a_eof && b_eof {
                 break;
@@ -151,6 +141,24 @@ impl Session {
             a_to_b: self.pair.redirected_from(self.pair.a) + user_ab,
             b_to_a: self.pair.redirected_from(self.pair.b) + user_ba,
         })
+    }
+
+    /// Looks at one way, `(from, to, from's cookie, to's send-queue baseline)`: copies what
+    /// the program left to user space on `from` (adding it to `user_written`) and, on EOF,
+    /// forwards the FIN once everything before it has drained. Returns whether `from` is done.
+    async fn step(
+        &self,
+        (from, to, from_cookie, to_base): (&StdTcpStream, &StdTcpStream, u64, u64),
+        user_written: &mut u64,
+        buf: &mut [u8],
+    ) -> io::Result<bool> {
+        let (copied, eof) = copy_passed(from, to, buf).await?;
+        *user_written += copied;
+        if eof {
+            self.drain(from_cookie, to, to_base, *user_written).await?;
+            sock::shutdown_write(to)?;
+        }
+        Ok(eof)
     }
 
     /// Waits until everything redirected away from `from_cookie` (plus `user_written` bytes
