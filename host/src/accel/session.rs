@@ -41,7 +41,11 @@
 //! recvmsg runs the verdict itself over what is still on the TCP receive queue, then reads
 //! the psock's queue) racing the verdict over the same skb; it was not pinned down. The
 //! stray-bytes path above reads such sockets too, but only around the link and at close. A
-//! cap needs a way to leave the kernel that does not read through the psock.
+//! cap needs a way to leave the kernel that does not read through the psock. Nor can a pause
+//! take a socket out of the program's map while bytes arrive (tried on the branch
+//! `backpressure-pause`): `sk_psock_stop_verdict` clears the program before it restores
+//! `sk_data_ready`, and the verdict path takes no lock against it, so an skb read in that
+//! window meets no program and is dropped although TCP has acked it (net/core/skmsg.c).
 
 use super::hangup::{HangupWatch, Hangups};
 use super::kernel::{Kernel, MapError, Pair};
