@@ -303,6 +303,37 @@ impl H3ConnectStream {
         }
     }
 
+    /// Sends `sent` in DATA frames of `chunk` bytes to an echoing peer, checks that the same
+    /// bytes come back, then sends our FIN and checks that the peer's FIN ends the stream.
+    pub async fn echo_then_close(&mut self, sent: &[u8], chunk: usize) {
+        for part in sent.chunks(chunk) {
+            self.send(part).await.expect("send DATA");
+        }
+        let back = self.read_exact(sent.len()).await.expect("echo back");
+        assert!(back == sent, "echoed bytes differ ({} back)", back.len());
+        self.finish().expect("FIN");
+        let rest = self.read_exact(1).await.expect("end of stream");
+        assert!(rest.is_empty(), "{rest:?}");
+    }
+
+    /// Reads to the end of the stream (within [`crate::IO_TIMEOUT`]): `Ok(None)` when it
+    /// ended with a FIN, `Ok(Some(code))` when the peer reset it with that error code.
+    pub async fn reset_code(&mut self) -> Result<Option<u64>, String> {
+        let read = async {
+            loop {
+                match self.recv.read_chunk(64 * 1024, true).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Ok(None),
+                    Err(quinn::ReadError::Reset(code)) => return Ok(Some(code.into_inner())),
+                    Err(error) => return Err(format!("read: {error}")),
+                }
+            }
+        };
+        tokio::time::timeout(crate::IO_TIMEOUT, read)
+            .await
+            .map_err(|_| "the stream did not end in time".to_owned())?
+    }
+
     /// Reads DATA until `len` bytes came or the stream ended (within [`crate::IO_TIMEOUT`]).
     pub async fn read_exact(&mut self, len: usize) -> Result<Vec<u8>, String> {
         let read = async {

@@ -343,12 +343,53 @@ async fn plain_connect_over_h3_is_403_unless_enabled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_connect_over_h3_terminates_to_tcp() {
     let echo = TcpServer::start(Mode::Echo).await;
+    let (weir, client, _dir) = h3_terminating(echo.addr).await;
+    let connect = [(":method", "CONNECT"), (":authority", "db.test:5432")];
+    let mut stream = client
+        .connect_stream(&connect)
+        .await
+        .unwrap_or_else(|e| panic!("CONNECT: {e}\n{}", weir.log_report()));
+    assert_eq!(stream.status, 200, "{}", weir.log_report());
+    // Our FIN reaches the TCP server, whose FIN ends the stream.
+    let sent = weir_tests::random_bytes(21, 100 << 10);
+    stream.echo_then_close(&sent, 7000).await;
+}
+
+/// A TCP reset of the target ends the CONNECT stream with H3_CONNECT_ERROR (RFC 9114 section
+/// 4.4), not a FIN: the client can tell a broken tunnel from a finished one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_connect_over_h3_carries_a_target_reset_as_h3_connect_error() {
+    let target = TcpServer::start(Mode::ResetAfterFirstByte).await;
+    let (weir, client, _dir) = h3_terminating(target.addr).await;
+    let connect = [(":method", "CONNECT"), (":authority", "db.test:5432")];
+    let mut stream = client
+        .connect_stream(&connect)
+        .await
+        .unwrap_or_else(|e| panic!("CONNECT: {e}\n{}", weir.log_report()));
+    assert_eq!(stream.status, 200, "{}", weir.log_report());
+    stream.send(b"x").await.expect("send DATA");
+    let ended = stream.reset_code().await;
+    assert_eq!(
+        ended,
+        Ok(Some(h3::error::Code::H3_CONNECT_ERROR.value())),
+        "the stream must be reset with H3_CONNECT_ERROR\n{}",
+        weir.log_report()
+    );
+    let ok = client
+        .get("/after")
+        .await
+        .unwrap_or_else(|e| panic!("the connection carries on: {e}\n{}", weir.log_report()));
+    assert_eq!(ok.status, 404, "{}", weir.log_report());
+}
+
+/// weir on HTTP/3 terminating CONNECT to `target` over TCP, and an HTTP/3 client of it.
+async fn h3_terminating(target: std::net::SocketAddr) -> (Weir, H3Client, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let tls = weir_tests::tls::self_signed(dir.path());
     let ports = Ports::new();
     let mut cfg = quic_front(
         ports,
-        echo.addr,
+        target,
         json!([{"upgrade_type": "CONNECT"}]),
         false,
         &tls,
@@ -367,22 +408,7 @@ async fn plain_connect_over_h3_terminates_to_tcp() {
     let client = H3Client::connect(ports.http_addr(), "localhost", &tls.cert_der)
         .await
         .unwrap_or_else(|e| panic!("h3 connect: {e}\n{}", weir.log_report()));
-    let connect = [(":method", "CONNECT"), (":authority", "db.test:5432")];
-    let mut stream = client
-        .connect_stream(&connect)
-        .await
-        .unwrap_or_else(|e| panic!("CONNECT: {e}\n{}", weir.log_report()));
-    assert_eq!(stream.status, 200, "{}", weir.log_report());
-    let sent = weir_tests::random_bytes(21, 100 << 10);
-    for chunk in sent.chunks(7000) {
-        stream.send(chunk).await.expect("send DATA");
-    }
-    let back = stream.read_exact(sent.len()).await.expect("echo back");
-    assert!(back == sent, "echoed bytes differ ({} back)", back.len());
-    // Our FIN reaches the TCP server, whose FIN ends the stream.
-    stream.finish().expect("FIN");
-    let rest = stream.read_exact(1).await.expect("end of stream");
-    assert!(rest.is_empty(), "{rest:?}");
+    (weir, client, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,14 +444,7 @@ async fn extended_connect_crosses_two_h3_hops() {
         .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log_report(), b.log_report()));
     assert_eq!(stream.status, 200, "{}\n{}", a.log_report(), b.log_report());
     let sent = weir_tests::random_bytes(33, 300 << 10);
-    for chunk in sent.chunks(10_000) {
-        stream.send(chunk).await.expect("send DATA");
-    }
-    let back = stream.read_exact(sent.len()).await.expect("echo back");
-    assert!(back == sent, "echoed bytes differ ({} back)", back.len());
-    stream.finish().expect("FIN");
-    let rest = stream.read_exact(1).await.expect("end of stream");
-    assert!(rest.is_empty(), "{rest:?}");
+    stream.echo_then_close(&sent, 10_000).await;
 
     let heads = app.heads();
     assert_eq!(heads.len(), 1, "{heads:?}");
