@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
 use weir_tests::config::{self, Ports};
-use weir_tests::h3::H3Client;
+use weir_tests::h3::{H3Client, H3ConnectStream};
 use weir_tests::tcp_server::{Mode, TcpServer};
 use weir_tests::tunnel_client::{self, ws_connect};
 use weir_tests::upgrade_app::UpgradeApp;
@@ -343,13 +343,7 @@ async fn plain_connect_over_h3_is_403_unless_enabled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_connect_over_h3_terminates_to_tcp() {
     let echo = TcpServer::start(Mode::Echo).await;
-    let (weir, client, _dir) = h3_terminating(echo.addr).await;
-    let connect = [(":method", "CONNECT"), (":authority", "db.test:5432")];
-    let mut stream = client
-        .connect_stream(&connect)
-        .await
-        .unwrap_or_else(|e| panic!("CONNECT: {e}\n{}", weir.log_report()));
-    assert_eq!(stream.status, 200, "{}", weir.log_report());
+    let (_weir, _client, mut stream, _dir) = h3_terminating(echo.addr).await;
     // Our FIN reaches the TCP server, whose FIN ends the stream.
     let sent = weir_tests::random_bytes(21, 100 << 10);
     stream.echo_then_close(&sent, 7000).await;
@@ -360,13 +354,7 @@ async fn plain_connect_over_h3_terminates_to_tcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_connect_over_h3_carries_a_target_reset_as_h3_connect_error() {
     let target = TcpServer::start(Mode::ResetAfterFirstByte).await;
-    let (weir, client, _dir) = h3_terminating(target.addr).await;
-    let connect = [(":method", "CONNECT"), (":authority", "db.test:5432")];
-    let mut stream = client
-        .connect_stream(&connect)
-        .await
-        .unwrap_or_else(|e| panic!("CONNECT: {e}\n{}", weir.log_report()));
-    assert_eq!(stream.status, 200, "{}", weir.log_report());
+    let (weir, client, mut stream, _dir) = h3_terminating(target.addr).await;
     stream.send(b"x").await.expect("send DATA");
     let ended = stream.reset_code().await;
     assert_eq!(
@@ -382,8 +370,11 @@ async fn plain_connect_over_h3_carries_a_target_reset_as_h3_connect_error() {
     assert_eq!(ok.status, 404, "{}", weir.log_report());
 }
 
-/// weir on HTTP/3 terminating CONNECT to `target` over TCP, and an HTTP/3 client of it.
-async fn h3_terminating(target: std::net::SocketAddr) -> (Weir, H3Client, tempfile::TempDir) {
+/// weir on HTTP/3 terminating CONNECT to `target` over TCP, an HTTP/3 client of it, and a
+/// CONNECT stream that client opened (answered 200).
+async fn h3_terminating(
+    target: std::net::SocketAddr,
+) -> (Weir, H3Client, H3ConnectStream, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let tls = weir_tests::tls::self_signed(dir.path());
     let ports = Ports::new();
@@ -408,7 +399,13 @@ async fn h3_terminating(target: std::net::SocketAddr) -> (Weir, H3Client, tempfi
     let client = H3Client::connect(ports.http_addr(), "localhost", &tls.cert_der)
         .await
         .unwrap_or_else(|e| panic!("h3 connect: {e}\n{}", weir.log_report()));
-    (weir, client, dir)
+    let connect = [(":method", "CONNECT"), (":authority", "db.test:5432")];
+    let stream = client
+        .connect_stream(&connect)
+        .await
+        .unwrap_or_else(|e| panic!("CONNECT: {e}\n{}", weir.log_report()));
+    assert_eq!(stream.status, 200, "{}", weir.log_report());
+    (weir, client, stream, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
