@@ -22,6 +22,10 @@
 // never redirected).
 // `bytes[cookie]` counts the bytes redirected away from that socket, which is what user space
 // compares with the peer's send sequence before it forwards a FIN.
+// `wake_at[cookie]`, where user space sets one (a tunnel with a backlog limit), is a count at
+// which the program pushes the cookie into the `wakes` ring buffer and deletes the entry:
+// user space then looks at how much of what this socket sent still waits in the kernel,
+// without polling a tunnel that moves nothing.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -46,6 +50,18 @@ struct {
 	__type(value, __u64);
 } bytes SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} wake_at SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} wakes SEC(".maps");
+
 SEC("sk_skb/stream_verdict")
 int splice_verdict(struct __sk_buff *skb)
 {
@@ -60,8 +76,14 @@ int splice_verdict(struct __sk_buff *skb)
 	if (bpf_sk_redirect_hash(skb, &socks, &peer_cookie, 0) != SK_PASS)
 		return SK_PASS;
 	__u64 *count = bpf_map_lookup_elem(&bytes, &cookie);
-	if (count)
-		__sync_fetch_and_add(count, len);
+	if (!count)
+		return SK_PASS;
+	__sync_fetch_and_add(count, len);
+	__u64 *at = bpf_map_lookup_elem(&wake_at, &cookie);
+	// Two CPUs may both get here for one threshold: a second wake-up costs one look. A full
+	// ring buffer keeps the entry, so the next skb tries again.
+	if (at && *count >= *at && bpf_ringbuf_output(&wakes, &cookie, sizeof(cookie), 0) == 0)
+		bpf_map_delete_elem(&wake_at, &cookie);
 	return SK_PASS;
 }
 

@@ -50,6 +50,12 @@ struct Cli {
     /// `--accel kernel` overrides).
     #[arg(long, value_enum, global = true)]
     accel: Option<Accel>,
+    /// Bounds what one way of a kernel-spliced tunnel may hold in the kernel, in bytes: past
+    /// it the sender is paused (its receive window shut) until the far reader catches up.
+    /// Off by default: the kernel queues without bound while a reader stalls, and each pause
+    /// costs the sender's zero-window probe (200 ms or more) to resume.
+    #[arg(long, value_name = "BYTES", global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    accel_backlog_limit: Option<u64>,
     /// Sidecar mode: mark every upstream socket weir opens (TCP, and UDP for QUIC) with
     /// SO_MARK N (needs CAP_NET_ADMIN), so an iptables rule `-m mark --mark N -j RETURN`
     /// keeps weir's own connections from being redirected back to it.
@@ -206,6 +212,7 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             config_hash,
             clusters,
         });
+        weir::accel::set_backlog_limit(cli.accel_backlog_limit);
         match cli.accel {
             Some(Accel::Userspace) => weir::accel::force_userspace(),
             Some(Accel::Kernel) => weir::accel::enable_kernel(),

@@ -12,6 +12,8 @@
 #   BENCH_TESTS       space-separated tests (default: "wrk_h1 h2load_h1 h2load_h2c")
 #   BENCH_TUNNEL_BYTES bytes of the tunnel_bulk transfer (default 1 GiB)
 #   BENCH_PINGPONGS   64-byte round trips of tunnel_pingpong (default 10000)
+#   BENCH_BACKLOG_LIMIT --accel-backlog-limit of the weir_bounded target (default 64 MiB; the
+#                     target is not in the default list: BENCH_TARGETS="direct weir weir_bounded")
 #   BENCH_CONNS       client connections (default 2)
 #   BENCH_H2_STREAMS  concurrent streams per h2 connection (h2load -m; default 100)
 #   BENCH_H2LOAD_LOG  1 = compute h2load p50/p99 from its per-request --log-file (default 1)
@@ -432,6 +434,15 @@ target_weir() {
 target_weir_userspace() {
     shared_config envoy.yaml
     start_weir weir_userspace "$CFG" "$CFG_PORT" --accel userspace || return 1
+    T_PORT[tcp]=$CFG_TCP_PORT
+}
+
+# weir's kernel splice with a backlog limit (BENCH_BACKLOG_LIMIT bytes per way, default 64 MiB):
+# what the opt-in bound costs the tunnel rows. Not in the default targets.
+target_weir_bounded() {
+    shared_config envoy.yaml
+    start_weir weir_bounded "$CFG" "$CFG_PORT" --accel kernel \
+        --accel-backlog-limit "${BENCH_BACKLOG_LIMIT:-67108864}" || return 1
     T_PORT[tcp]=$CFG_TCP_PORT
 }
 

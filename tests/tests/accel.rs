@@ -188,7 +188,8 @@ fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
 }
 
-/// Entries in every BPF map weir holds (found through its fds' `map_id`), read with bpftool.
+/// Entries in every BPF map weir holds (found through its fds' `map_id`), read with bpftool;
+/// ring buffers aside.
 fn weir_map_entries(pid: u32) -> usize {
     let mut total = 0;
     let dir = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("read fdinfo");
@@ -203,6 +204,14 @@ fn weir_map_entries(pid: u32) -> usize {
         else {
             continue;
         };
+        // A ring buffer (BPF_MAP_TYPE_RINGBUF, 27: the splice's wake-ups) has no entries to
+        // dump; bpftool refuses it.
+        if info
+            .lines()
+            .any(|line| line.strip_prefix("map_type:").map(str::trim) == Some("27"))
+        {
+            continue;
+        }
         let bpftool = ["/usr/sbin/bpftool", "/sbin/bpftool"]
             .into_iter()
             .find(|path| std::path::Path::new(path).exists())

@@ -9,11 +9,12 @@
 
 use super::sock;
 use aya::Ebpf;
-use aya::maps::{HashMap as BpfHashMap, MapData, SockHash};
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf, SockHash};
 use aya::programs::SkSkb;
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 use tokio::net::TcpStream;
 
@@ -47,6 +48,9 @@ pub enum MapError {
     /// The kernel refused a map update (full map, socket state).
     #[error("map update: {0}")]
     Map(#[from] aya::maps::MapError),
+    /// The task reading the program's wake-ups could not be started earlier.
+    #[error("the wake-up ring buffer is not being read")]
+    NoWakes,
 }
 
 /// The 8-byte-aligned embedded object (aya's ELF parser needs aligned data).
@@ -66,6 +70,12 @@ static KERNEL: OnceLock<Result<Kernel, Unavailable>> = OnceLock::new();
 /// The loaded program and its maps, for the life of the process.
 pub struct Kernel {
     maps: Mutex<Maps>,
+    /// The program's `wakes` ring buffer, until the task that reads it takes it.
+    wakes: Mutex<Option<RingBuf<MapData>>>,
+    /// Who waits for a `wakes` entry, by cookie.
+    waiters: Mutex<HashMap<u64, Arc<tokio::sync::Notify>>>,
+    /// Set once the task reading `wakes` runs.
+    wake_reader: OnceLock<()>,
     /// Owns the program and its attachment; dropping it would detach.
     _ebpf: Mutex<Ebpf>,
 }
@@ -74,6 +84,7 @@ struct Maps {
     socks: SockHash<MapData, u64>,
     peers: BpfHashMap<MapData, u64, u64>,
     bytes: BpfHashMap<MapData, u64, u64>,
+    wake_at: BpfHashMap<MapData, u64, u64>,
 }
 
 /// Turns the kernel path off before it is first used (the `--accel userspace` flag).
@@ -128,6 +139,8 @@ fn load() -> Result<Kernel, Unavailable> {
     let socks: SockHash<MapData, u64> = take(&mut ebpf, "socks")?;
     let peers: BpfHashMap<MapData, u64, u64> = take(&mut ebpf, "peers")?;
     let bytes: BpfHashMap<MapData, u64, u64> = take(&mut ebpf, "bytes")?;
+    let wake_at: BpfHashMap<MapData, u64, u64> = take(&mut ebpf, "wake_at")?;
+    let wakes: RingBuf<MapData> = take(&mut ebpf, "wakes")?;
     let program: &mut SkSkb = ebpf
         .program_mut("splice_verdict")
         .ok_or_else(|| missing("program splice_verdict"))?
@@ -142,7 +155,11 @@ fn load() -> Result<Kernel, Unavailable> {
             socks,
             peers,
             bytes,
+            wake_at,
         }),
+        wakes: Mutex::new(Some(wakes)),
+        waiters: Mutex::new(HashMap::new()),
+        wake_reader: OnceLock::new(),
         _ebpf: Mutex::new(ebpf),
     })
 }
@@ -192,16 +209,21 @@ impl Kernel {
     fn maps(&self) -> MutexGuard<'_, Maps> {
         // A panic while holding the lock cannot leave the maps inconsistent beyond what the
         // kernel already reflects, so a poisoned lock is used as is.
-        self.maps
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.maps)
     }
 
     /// Splices `a` and `b`: from now on what either receives is sent out of the other.
     ///
-    /// Order matters (see ebpf/splice.bpf.c): counters and peers first, then `b`, then `a`
-    /// into the sockhash, so a redirect never targets a socket that is not there yet (the
-    /// program passes such skbs up to user space, which forwards them). On failure the entries
+    /// Order matters (see ebpf/splice.bpf.c): counters and peers first, then one socket, then
+    /// the other into the sockhash. What the first one receives before the second joins
+    /// cannot be redirected: the program passes it up and user space copies it, while what
+    /// arrives after is redirected and may get there first (seen once in a loaded test run: a
+    /// download that began on accept, 64 KiB passed up, the stream reordered; the two inserts
+    /// are microseconds apart unless weir's thread is preempted between them). What a socket
+    /// held before joining was not at risk in the tests (1 MiB queued on the socket that
+    /// joined first stayed in order): the program seems to read it on the next arrival, by
+    /// which time both are in. So the socket that holds no bytes, the side that is not talking, goes
+    /// in first; where both hold bytes (both sides spoke before the link), `b` goes first. On failure the entries
     /// made so far are removed by the returned error path ([`Pair`]'s drop).
     pub fn link(&'static self, a: &TcpStream, b: &TcpStream) -> Result<Pair, MapError> {
         let pair = Pair {
@@ -209,22 +231,85 @@ impl Kernel {
             a: sock::cookie(a)?,
             b: sock::cookie(b)?,
         };
+        let b_first = sock::bytes_readable(b)? == 0 || sock::bytes_readable(a)? > 0;
         let mut maps = self.maps();
         maps.bytes.insert(pair.a, 0, 0)?;
         maps.bytes.insert(pair.b, 0, 0)?;
         maps.peers.insert(pair.a, pair.b, 0)?;
         maps.peers.insert(pair.b, pair.a, 0)?;
-        maps.socks.insert(pair.b, b.as_raw_fd(), 0)?;
-        maps.socks.insert(pair.a, a.as_raw_fd(), 0)?;
+        let (first, second) = if b_first {
+            ((pair.b, b), (pair.a, a))
+        } else {
+            ((pair.a, a), (pair.b, b))
+        };
+        maps.socks.insert(first.0, first.1.as_raw_fd(), 0)?;
+        maps.socks.insert(second.0, second.1.as_raw_fd(), 0)?;
         drop(maps);
         Ok(pair)
     }
 
-    /// Entries in the program's own maps (`peers`, `bytes`); 0 when no tunnel is spliced.
+    /// Entries in the program's own maps (`peers`, `bytes`, `wake_at`) and in the table of
+    /// who waits for a wake-up; 0 when no tunnel is spliced.
     pub fn entries(&self) -> usize {
         let maps = self.maps();
-        maps.peers.keys().count() + maps.bytes.keys().count()
+        maps.peers.keys().count()
+            + maps.bytes.keys().count()
+            + maps.wake_at.keys().count()
+            + lock(&self.waiters).len()
     }
+
+    /// Starts, once, the task that reads the program's `wakes` ring buffer and notifies the
+    /// waiter of each cookie in it. Needs a tokio runtime; an error leaves wake-ups off
+    /// (`Pair::wake_when` then says so).
+    fn start_wake_reader(&'static self) -> Result<(), MapError> {
+        let mut wakes = lock(&self.wakes);
+        if self.wake_reader.get().is_some() {
+            return Ok(());
+        }
+        let ring = wakes.take().ok_or(MapError::NoWakes)?;
+        // SAFETY: the RingBuf owns its map's fd, which stays open and the same until the
+        // RingBuf is dropped, which only the AsyncFd owning it does.
+        let ring = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
+        }
+        .map_err(std::io::Error::from)?;
+        let _ = self.wake_reader.set(());
+        drop(wakes);
+        tokio::spawn(async move {
+            let mut ring = ring;
+            loop {
+                let mut guard = match ring.readable_mut().await {
+                    Ok(guard) => guard,
+                    Err(error) => {
+                        tracing::error!(%error, "accel: the wake-up ring buffer failed; backlog limits are no longer enforced");
+                        return;
+                    }
+                };
+                let mut cookies = Vec::new();
+                while let Some(item) = guard.get_inner_mut().next() {
+                    if let Ok(bytes) = <[u8; 8]>::try_from(&item[..]) {
+                        cookies.push(u64::from_ne_bytes(bytes));
+                    }
+                }
+                guard.clear_ready();
+                let waiters = lock(&self.waiters);
+                for cookie in cookies {
+                    if let Some(waiter) = waiters.get(&cookie) {
+                        waiter.notify_one();
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// A std mutex's guard, poisoned or not (the data behind these locks stays consistent: each
+/// critical section is a single insert, remove or lookup).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One spliced pair's map entries; removed on drop, whatever the path (trap E). The sockets
@@ -243,6 +328,27 @@ impl Pair {
     pub fn redirected_from(&self, cookie: u64) -> u64 {
         self.kernel.maps().bytes.get(&cookie, 0).unwrap_or(0)
     }
+
+    /// Has `waiter` notified once the program's count for `a` reaches `at[0]` or the one for
+    /// `b` reaches `at[1]` (a count already past its threshold notifies on the next skb).
+    /// Replaces the thresholds set before.
+    pub fn wake_when(
+        &self,
+        at: [u64; 2],
+        waiter: &Arc<tokio::sync::Notify>,
+    ) -> Result<(), MapError> {
+        self.kernel.start_wake_reader()?;
+        {
+            let mut waiters = lock(&self.kernel.waiters);
+            for cookie in [self.a, self.b] {
+                waiters.entry(cookie).or_insert_with(|| Arc::clone(waiter));
+            }
+        }
+        let mut maps = self.kernel.maps();
+        maps.wake_at.insert(self.a, at[0], 0)?;
+        maps.wake_at.insert(self.b, at[1], 0)?;
+        Ok(())
+    }
 }
 
 impl Drop for Pair {
@@ -251,6 +357,12 @@ impl Drop for Pair {
         for cookie in [self.a, self.b] {
             let _ = maps.peers.remove(&cookie);
             let _ = maps.bytes.remove(&cookie);
+            let _ = maps.wake_at.remove(&cookie);
+        }
+        drop(maps);
+        let mut waiters = lock(&self.kernel.waiters);
+        for cookie in [self.a, self.b] {
+            waiters.remove(&cookie);
         }
     }
 }

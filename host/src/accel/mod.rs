@@ -9,12 +9,15 @@
 //! - `local`: the opt-in `sock_ops` + `sk_msg` acceleration of loopback hops between weir and
 //!   an application in the same cgroup (`--local-accel-cgroup`);
 //! - `session`: one kernel-spliced tunnel (FIN, RST, drain, cleanup);
+//! - `backpressure`: the opt-in bound on what one tunnel holds in the kernel
+//!   (`--accel-backlog-limit`);
 //! - `hangup`: what `session` waits on: a FIN or an error on either socket, never data;
 //! - `upgraded`: the CONNECT/upgrade case (hyper gives the socket back);
 //! - `pipe`: the user-space path for two TCP sockets (`splice(2)`, no copy into weir);
 //! - `userspace`: the copy, for every other pair of streams;
 //! - `sock`: the socket options both need.
 
+mod backpressure;
 mod hangup;
 mod kernel;
 pub mod local;
@@ -24,6 +27,7 @@ mod sock;
 mod upgraded;
 mod userspace;
 
+pub use backpressure::set_limit as set_backlog_limit;
 pub use kernel::{Unavailable, enable_kernel, force_userspace};
 pub use local::{LocalCounts, LocalUnavailable};
 use std::io;
@@ -73,6 +77,16 @@ where
 /// before this call. Where the kernel splice is off, `splice(2)` through a pipe moves the
 /// bytes; where it refuses the pair, or no pipe can be made (out of fds), the plain copy.
 pub async fn splice_tcp(a: TcpStream, b: TcpStream) -> io::Result<Spliced> {
+    splice_tcp_limited(a, b, backpressure::limit()).await
+}
+
+/// [`splice_tcp`] with the kernel queue of each way bounded by `backlog_limit` bytes, if any
+/// (see [`set_backlog_limit`]).
+async fn splice_tcp_limited(
+    a: TcpStream,
+    b: TcpStream,
+    backlog_limit: Option<u64>,
+) -> io::Result<Spliced> {
     let (mut a, mut b) = (a, b);
     let result = match kernel::get() {
         // Local acceleration: a loopback socket may receive bytes by sk_msg, which neither
@@ -83,7 +97,7 @@ pub async fn splice_tcp(a: TcpStream, b: TcpStream) -> io::Result<Spliced> {
         _ if local::get().is_some_and(|local| local.may_hold(&a) || local.may_hold(&b)) => {
             userspace::copy(&mut a, &mut b).await
         }
-        Ok(kernel) => match session::Session::start(kernel, &a, &b) {
+        Ok(kernel) => match session::Session::start(kernel, &a, &b, backlog_limit) {
             Ok(session) => return session.run(a, b).await,
             // Typically a side that already sent its FIN: the sockhash takes only established
             // sockets. The other may be in the sockhash by then (it is never taken out while

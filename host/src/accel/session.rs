@@ -19,40 +19,32 @@
 //!   (which wakes the watcher).
 //!
 //! Backpressure (trap A): the kernel acks what a socket receives and queues what it redirects
-//! without bound while the peer's receiver does not read. There is no cap yet: a tunnel whose
-//! one end stops reading while the other keeps sending grows kernel memory (bounded by the
-//! sender's patience and `tcp_mem`). Measured (2026-12-03, Linux 6.18, 2 cores): a client
-//! that did not read for 2 s let its upstream write a whole 256 MiB download into the kernel,
-//! and a bulk transfer whose reader does read still runs up a backlog: free memory fell by
-//! about 170 MB/s during an 8 GiB transfer through tcp_proxy (the kernel's worker for the
-//! peer socket is slower than the sender; it also slept 259 times in 2 s on the one-jiffy
-//! back-off, see [`SEND_BUFFER`]). That backlog is also what keeps bulk throughput at about a
-//! third of a direct connection here: the endpoints' copies into and out of pages that sat in
-//! a backlog of hundreds of MB cost about ten times what they cost on the direct path, whose
-//! pages are reused while hot (perf: `_copy_from_iter` 40% of both CPUs at 8 Gbit/s against
-//! 12% at 27 Gbit/s direct). A cap was tried: the program stops
-//! redirecting past a limit user space keeps at "peer's send queue + 8 MiB" (deleting its own
-//! `peers` entry, then passing bytes up to the socket's queue, which is charged to the socket,
-//! so the window closes), and user space copies once the backlog has drained. It held the
-//! download to 12 MiB, but in 4 of about 25 runs of the accel tests under load whole TCP
-//! segments (65,483 bytes, the loopback MSS; one, or two in a 1 GiB upload) arrived twice, in
-//! the direction copied by user space after the transition, so it was not kept. The suspect
-//! is recvmsg on a sockhash member whose verdict program passes skbs up (the psock's
-//! recvmsg runs the verdict itself over what is still on the TCP receive queue, then reads
-//! the psock's queue) racing the verdict over the same skb; it was not pinned down. The
-//! stray-bytes path above reads such sockets too, but only around the link and at close. A
-//! cap needs a way to leave the kernel that does not read through the psock. Nor can a pause
-//! take a socket out of the program's map while bytes arrive (tried on the branch
-//! `backpressure-pause`): `sk_psock_stop_verdict` clears the program before it restores
-//! `sk_data_ready`, and the verdict path takes no lock against it, so an skb read in that
-//! window meets no program and is dropped although TCP has acked it (net/core/skmsg.c).
+//! without bound while the peer's receiver does not read (1 GiB in 2.5 s measured behind a
+//! client that stopped reading). The bound is opt-in (`--accel-backlog-limit`, see
+//! [`super::backpressure`]): it shuts the sender's receive window, which costs a bulk
+//! transfer each time, since only the sender's zero-window probe reopens it. The backlog is
+//! also what keeps bulk throughput well under a direct connection's here: the endpoints'
+//! copies into and out of pages that sat in a backlog of hundreds of MB cost about ten times
+//! what they cost on the direct path, whose pages are reused while hot (perf, 2026-12-03, 2
+//! cores: `_copy_from_iter` 40% of both CPUs at 8 Gbit/s against 12% at 27 Gbit/s direct).
+//! Two other ways to cap it were tried and not kept. The program passing bytes up past a
+//! limit (to the socket's own queue, which is charged to it, so the window closes) and user
+//! space copying them: in 4 of about 25 loaded runs whole segments arrived twice in the
+//! direction copied after the switch; the suspect is the psock's recvmsg running the verdict
+//! over what is still on the TCP receive queue while the softirq does, not pinned down.
+//! Taking a socket out of the map to pause it (the branch `backpressure-pause`):
+//! `sk_psock_stop_verdict` clears the program before it restores `sk_data_ready`, and the
+//! verdict path takes no lock against it, so an skb read in that window meets no program and
+//! is dropped although TCP has acked it (net/core/skmsg.c).
 
+use super::backpressure::{Backpressure, PAUSED_INTERVAL, Way};
 use super::hangup::{HangupWatch, Hangups};
 use super::kernel::{Kernel, MapError, Pair};
 use super::{Spliced, sock};
 use crate::stats::AccelStats;
 use std::io::{self, Read, Write};
 use std::net::TcpStream as StdTcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -69,11 +61,17 @@ const SEND_BUFFER: usize = 16 << 20;
 /// gone or stuck).
 const DRAIN_STALL: Duration = Duration::from_secs(30);
 
+/// A tunnel's backpressure with the tunnel's sockets `(a, b)`, for a wait that must keep
+/// looking (see [`Session::step`]).
+type KeepUp<'a> = (&'a mut Backpressure, (&'a StdTcpStream, &'a StdTcpStream));
+
 /// A linked pair with the send-queue baselines taken just before the link.
 pub struct Session {
     pair: Pair,
     base_a: u64,
     base_b: u64,
+    /// The bound on each way's kernel queue, if one is set (see [`super::backpressure`]).
+    backlog_limit: Option<u64>,
 }
 
 impl Session {
@@ -81,11 +79,17 @@ impl Session {
     ///
     /// What a socket already holds when it joins the sockhash goes through the program too,
     /// ahead of what arrives later (measured: 10,000 request/response tunnels whose request
-    /// was queued before the link, no byte copied here). Bytes the upstream sends in the
-    /// microseconds between its insertion and the client's (the program cannot redirect to a
-    /// socket not yet in the map) are passed up and copied by the watcher: the one window where
+    /// was queued before the link, no byte copied here), except on the socket that joins
+    /// first (the program cannot redirect to a socket not yet in the map): `Kernel::link`
+    /// puts in first the one that holds nothing yet. Bytes it receives in the microseconds
+    /// before the other joins are passed up and copied by the watcher: the one window where
     /// order depends on timing.
-    pub fn start(kernel: &'static Kernel, a: &TcpStream, b: &TcpStream) -> Result<Self, MapError> {
+    pub fn start(
+        kernel: &'static Kernel,
+        a: &TcpStream,
+        b: &TcpStream,
+        backlog_limit: Option<u64>,
+    ) -> Result<Self, MapError> {
         let base_a = sock::bytes_queued(a)?;
         let base_b = sock::bytes_queued(b)?;
         let pair = kernel.link(a, b)?;
@@ -99,6 +103,7 @@ impl Session {
             pair,
             base_a,
             base_b,
+            backlog_limit,
         })
     }
 
@@ -127,19 +132,52 @@ impl Session {
         // Both sides are read once first: what the program passed up during the link (see
         // `start`) wakes nothing later.
         let mut due = Hangups { a: true, b: true };
+        let mut backpressure = match self.backlog_limit {
+            Some(limit) => Some(Backpressure::new(limit, a, b)?),
+            None => None,
+        };
+        let waiter = Arc::new(tokio::sync::Notify::new());
+        if let Some(backpressure) = &mut backpressure {
+            let at = backpressure.look(self.ways(a, b))?;
+            self.pair.wake_when(at, &waiter).map_err(io::Error::other)?;
+        }
         loop {
             if due.a && !a_eof {
                 let way = (a, b, self.pair.a, self.base_b);
-                a_eof = self.step(way, &mut user_ab, &mut buf).await?;
+                let keep_up = backpressure.as_mut().map(|bp| (bp, (a, b)));
+                a_eof = self.step(way, &mut user_ab, &mut buf, keep_up).await?;
             }
             if due.b && !b_eof {
                 let way = (b, a, self.pair.b, self.base_a);
-                b_eof = self.step(way, &mut user_ba, &mut buf).await?;
+                let keep_up = backpressure.as_mut().map(|bp| (bp, (a, b)));
+                b_eof = self.step(way, &mut user_ba, &mut buf, keep_up).await?;
             }
             if a_eof && b_eof {
                 break;
             }
-            due = hangups.wait().await?;
+            let Some(backpressure) = &mut backpressure else {
+                due = hangups.wait().await?;
+                continue;
+            };
+            let hung_up = if backpressure.paused() {
+                tokio::select! {
+                    due = hangups.wait() => Some(due?),
+                    () = tokio::time::sleep(PAUSED_INTERVAL) => None,
+                }
+            } else {
+                tokio::select! {
+                    due = hangups.wait() => Some(due?),
+                    () = waiter.notified() => None,
+                }
+            };
+            due = match hung_up {
+                Some(due) => due,
+                None => {
+                    let at = backpressure.look(self.ways(a, b))?;
+                    self.pair.wake_when(at, &waiter).map_err(io::Error::other)?;
+                    Hangups::default()
+                }
+            };
         }
         Ok(Spliced {
             a_to_b: self.pair.redirected_from(self.pair.a) + user_ab,
@@ -147,19 +185,42 @@ impl Session {
         })
     }
 
+    /// Both ways as the backpressure sees them: `a -> b`, then `b -> a`.
+    fn ways<'a>(&self, a: &'a StdTcpStream, b: &'a StdTcpStream) -> [Way<'a>; 2] {
+        [
+            Way {
+                from: a,
+                redirected: self.pair.redirected_from(self.pair.a),
+                to: b,
+                to_base: self.base_b,
+            },
+            Way {
+                from: b,
+                redirected: self.pair.redirected_from(self.pair.b),
+                to: a,
+                to_base: self.base_a,
+            },
+        ]
+    }
+
     /// Looks at one way, `(from, to, from's cookie, to's send-queue baseline)`: copies what
     /// the program left to user space on `from` (adding it to `user_written`) and, on EOF,
     /// forwards the FIN once everything before it has drained. Returns whether `from` is done.
+    /// `keep_up`: the tunnel's backpressure and its sockets `(a, b)`, looked at while the
+    /// drain waits, since the other way may be paused and its reader may have caught up (an
+    /// echoing peer stops reading this way until it can write that one).
     async fn step(
         &self,
         (from, to, from_cookie, to_base): (&StdTcpStream, &StdTcpStream, u64, u64),
         user_written: &mut u64,
         buf: &mut [u8],
+        keep_up: Option<KeepUp<'_>>,
     ) -> io::Result<bool> {
         let (copied, eof) = copy_passed(from, to, buf).await?;
         *user_written += copied;
         if eof {
-            self.drain(from_cookie, to, to_base, *user_written).await?;
+            self.drain(from_cookie, to, to_base, *user_written, keep_up)
+                .await?;
             sock::shutdown_write(to)?;
         }
         Ok(eof)
@@ -173,6 +234,7 @@ impl Session {
         to: &StdTcpStream,
         to_base: u64,
         user_written: u64,
+        mut keep_up: Option<KeepUp<'_>>,
     ) -> io::Result<()> {
         let mut last = u64::MAX;
         let mut since = Instant::now();
@@ -184,6 +246,11 @@ impl Session {
             }
             if let Some(error) = to.take_error()? {
                 return Err(error);
+            }
+            if let Some((backpressure, (a, b))) = keep_up.as_mut() {
+                // The thresholds armed before stay valid (counts only grow); a pause found
+                // here is looked at by the main loop's timer afterwards.
+                backpressure.look(self.ways(a, b))?;
             }
             if queued != last {
                 last = queued;

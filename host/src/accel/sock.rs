@@ -35,6 +35,19 @@ pub fn cookie(socket: &impl AsRawFd) -> io::Result<u64> {
 /// the eBPF program redirected to this socket has reached its send queue.
 pub fn bytes_queued(socket: &impl AsRawFd) -> io::Result<u64> {
     let fd = socket.as_raw_fd();
+    let acked = bytes_acked(socket)?;
+    let mut outq: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int to the pointer given.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut outq as *mut libc::c_int) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(acked + u64::try_from(outq).unwrap_or(0))
+}
+
+/// Every byte of this socket's send queue its peer has acked (`tcpi_bytes_acked`).
+fn bytes_acked(socket: &impl AsRawFd) -> io::Result<u64> {
+    let fd = socket.as_raw_fd();
     let mut info = [0u8; 256];
     let mut len = info.len() as libc::socklen_t;
     // SAFETY: `info` is a writable buffer of `len` bytes for the duration of the call.
@@ -56,13 +69,55 @@ pub fn bytes_queued(socket: &impl AsRawFd) -> io::Result<u64> {
         .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
         .map(u64::from_ne_bytes)
         .ok_or_else(|| io::Error::other("tcp_info has no tcpi_bytes_acked"))?;
-    let mut outq: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int to the pointer given.
-    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut outq as *mut libc::c_int) };
+    Ok(acked)
+}
+
+/// Caps the receive window this socket advertises at `bytes` (`TCP_WINDOW_CLAMP`; the
+/// kernel's floor is about 1 KiB).
+pub fn set_window_clamp(socket: &impl AsRawFd, bytes: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int(socket, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, value)
+}
+
+/// `setsockopt(level, option)` with a C int value.
+fn set_int(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` is a valid c_int for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Bytes waiting to be read on the socket (`SIOCINQ`).
+pub fn bytes_readable(socket: &impl AsRawFd) -> io::Result<u64> {
+    let mut inq: libc::c_int = 0;
+    // SAFETY: SIOCINQ (FIONREAD) writes one c_int to the pointer given.
+    let rc = unsafe {
+        libc::ioctl(
+            socket.as_raw_fd(),
+            libc::FIONREAD,
+            &mut inq as *mut libc::c_int,
+        )
+    };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(acked + u64::try_from(outq).unwrap_or(0))
+    Ok(u64::try_from(inq).unwrap_or(0))
 }
 
 /// `SO_SNDBUFFORCE` (asm-generic/socket.h): `SO_SNDBUF` past `net.core.wmem_max`, for
@@ -73,24 +128,8 @@ const SO_SNDBUFFORCE: libc::c_int = 32;
 /// past `net.core.wmem_max` where the process may (`SO_SNDBUFFORCE`), else up to it.
 pub fn set_send_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    let set = |option| {
-        // SAFETY: `value` is a valid c_int for the duration of the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
-    set(SO_SNDBUFFORCE).or_else(|_| set(libc::SO_SNDBUF))
+    set_int(socket, libc::SOL_SOCKET, SO_SNDBUFFORCE, value)
+        .or_else(|_| set_int(socket, libc::SOL_SOCKET, libc::SO_SNDBUF, value))
 }
 
 /// Makes the next close send a RST (`SO_LINGER` 0), so a reset is carried to this side.
@@ -103,4 +142,29 @@ pub fn set_reset_on_close(socket: &impl std::os::fd::AsFd) {
 /// Sends our FIN (`shutdown(SHUT_WR)`); the read half stays open.
 pub fn shutdown_write(socket: &impl std::os::fd::AsFd) -> io::Result<()> {
     socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write)
+}
+
+/// The receive window cap the socket has now (`TCP_WINDOW_CLAMP`).
+pub fn window_clamp(socket: &impl AsRawFd) -> io::Result<u32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` is a valid c_int buffer of `len` bytes for the duration of the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_WINDOW_CLAMP,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u32::try_from(value).unwrap_or(0))
+}
+
+/// Sends an ACK now if one is pending (`TCP_QUICKACK`), so a reopened window is advertised.
+pub fn quick_ack(socket: &impl AsRawFd) -> io::Result<()> {
+    set_int(socket, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1)
 }

@@ -172,6 +172,9 @@ pub struct AccelStats {
     pub splices_filtered: IntCounter,
     /// `weir_accel_userspace_bytes_total`: payload bytes copied through user space.
     pub userspace_bytes: IntCounter,
+    /// `weir_accel_backpressure_pauses_total`: times a kernel-spliced tunnel's sender was
+    /// paused because its kernel queue passed `--accel-backlog-limit`.
+    pub backpressure_pauses: IntCounter,
 }
 
 impl AccelStats {
@@ -192,7 +195,14 @@ impl AccelStats {
                 "Payload bytes of splices copied through user space.",
                 &[],
             );
+            let pauses = register_counter(
+                registry,
+                "weir_accel_backpressure_pauses_total",
+                "Times a kernel-spliced tunnel's sender was paused (receive window shut) because the bytes waiting in the kernel for its peer passed --accel-backlog-limit.",
+                &[],
+            );
             AccelStats {
+                backpressure_pauses: pauses.with_label_values::<&str>(&[]),
                 splices_userspace: splices.with_label_values(&["userspace"]),
                 splices_kernel: splices.with_label_values(&["kernel"]),
                 splices_filtered: splices.with_label_values(&["filtered"]),
