@@ -38,8 +38,10 @@ use super::sock;
 use crate::stats::AccelStats;
 use std::io;
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// The limit in bytes per way, 0 for none (the default).
 static LIMIT: AtomicU64 = AtomicU64::new(0);
@@ -75,6 +77,8 @@ pub struct Way<'a> {
 pub struct Backpressure {
     limit: u64,
     ways: [WayState; 2],
+    /// Notified by the program's wake-ups (see `Pair::notify_wakes`).
+    waiter: Arc<Notify>,
 }
 
 struct WayState {
@@ -95,7 +99,13 @@ impl Backpressure {
         Ok(Backpressure {
             limit,
             ways: [way(a)?, way(b)?],
+            waiter: Arc::new(Notify::new()),
         })
+    }
+
+    /// What the program's wake-ups notify.
+    pub fn waiter(&self) -> &Arc<Notify> {
+        &self.waiter
     }
 
     /// Whether a way is paused now (the caller then looks every [`PAUSED_INTERVAL`]).

@@ -70,14 +70,21 @@ static KERNEL: OnceLock<Result<Kernel, Unavailable>> = OnceLock::new();
 /// The loaded program and its maps, for the life of the process.
 pub struct Kernel {
     maps: Mutex<Maps>,
-    /// The program's `wakes` ring buffer, until the task that reads it takes it.
-    wakes: Mutex<Option<RingBuf<MapData>>>,
+    /// The reader of the program's `wakes` ring buffer.
+    wake_reader: Mutex<WakeReader>,
     /// Who waits for a `wakes` entry, by cookie.
     waiters: Mutex<HashMap<u64, Arc<tokio::sync::Notify>>>,
-    /// Set once the task reading `wakes` runs.
-    wake_reader: OnceLock<()>,
     /// Owns the program and its attachment; dropping it would detach.
     _ebpf: Mutex<Ebpf>,
+}
+
+/// The task reading the `wakes` ring buffer, started by the first tunnel that needs it.
+enum WakeReader {
+    /// Not started: the ring buffer, for the task to take.
+    Idle(RingBuf<MapData>),
+    Running,
+    /// Could not be started (no tokio runtime, or epoll refused the fd).
+    Failed,
 }
 
 struct Maps {
@@ -157,9 +164,8 @@ fn load() -> Result<Kernel, Unavailable> {
             bytes,
             wake_at,
         }),
-        wakes: Mutex::new(Some(wakes)),
+        wake_reader: Mutex::new(WakeReader::Idle(wakes)),
         waiters: Mutex::new(HashMap::new()),
-        wake_reader: OnceLock::new(),
         _ebpf: Mutex::new(ebpf),
     })
 }
@@ -259,24 +265,27 @@ impl Kernel {
     }
 
     /// Starts, once, the task that reads the program's `wakes` ring buffer and notifies the
-    /// waiter of each cookie in it. Needs a tokio runtime; an error leaves wake-ups off
-    /// (`Pair::wake_when` then says so).
+    /// waiter of each cookie in it. Needs a tokio runtime; where it could not be started,
+    /// every later call says so too.
     fn start_wake_reader(&'static self) -> Result<(), MapError> {
-        let mut wakes = lock(&self.wakes);
-        if self.wake_reader.get().is_some() {
-            return Ok(());
-        }
-        let ring = wakes.take().ok_or(MapError::NoWakes)?;
+        let mut state = lock(&self.wake_reader);
+        let ring = match std::mem::replace(&mut *state, WakeReader::Failed) {
+            WakeReader::Idle(ring) => ring,
+            WakeReader::Running => {
+                *state = WakeReader::Running;
+                return Ok(());
+            }
+            WakeReader::Failed => return Err(MapError::NoWakes),
+        };
         // SAFETY: the RingBuf owns its map's fd, which stays open and the same until the
         // RingBuf is dropped, which only the AsyncFd owning it does.
-        let ring = unsafe {
+        let mut ring = unsafe {
             tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
         }
         .map_err(std::io::Error::from)?;
-        let _ = self.wake_reader.set(());
-        drop(wakes);
+        *state = WakeReader::Running;
+        drop(state);
         tokio::spawn(async move {
-            let mut ring = ring;
             loop {
                 let mut guard = match ring.readable_mut().await {
                     Ok(guard) => guard,
@@ -285,19 +294,15 @@ impl Kernel {
                         return;
                     }
                 };
-                let mut cookies = Vec::new();
-                while let Some(item) = guard.get_inner_mut().next() {
-                    if let Ok(bytes) = <[u8; 8]>::try_from(&item[..]) {
-                        cookies.push(u64::from_ne_bytes(bytes));
-                    }
-                }
-                guard.clear_ready();
                 let waiters = lock(&self.waiters);
-                for cookie in cookies {
-                    if let Some(waiter) = waiters.get(&cookie) {
+                while let Some(item) = guard.get_inner_mut().next() {
+                    let cookie = <[u8; 8]>::try_from(&item[..]).map(u64::from_ne_bytes);
+                    if let Some(waiter) = cookie.ok().and_then(|cookie| waiters.get(&cookie)) {
                         waiter.notify_one();
                     }
                 }
+                drop(waiters);
+                guard.clear_ready();
             }
         });
         Ok(())
@@ -329,21 +334,20 @@ impl Pair {
         self.kernel.maps().bytes.get(&cookie, 0).unwrap_or(0)
     }
 
-    /// Has `waiter` notified once the program's count for `a` reaches `at[0]` or the one for
-    /// `b` reaches `at[1]` (a count already past its threshold notifies on the next skb).
-    /// Replaces the thresholds set before.
-    pub fn wake_when(
-        &self,
-        at: [u64; 2],
-        waiter: &Arc<tokio::sync::Notify>,
-    ) -> Result<(), MapError> {
+    /// Has `waiter` notified on each of this pair's wake-ups (see [`Pair::wake_when`]).
+    pub fn notify_wakes(&self, waiter: &Arc<tokio::sync::Notify>) -> Result<(), MapError> {
         self.kernel.start_wake_reader()?;
-        {
-            let mut waiters = lock(&self.kernel.waiters);
-            for cookie in [self.a, self.b] {
-                waiters.entry(cookie).or_insert_with(|| Arc::clone(waiter));
-            }
+        let mut waiters = lock(&self.kernel.waiters);
+        for cookie in [self.a, self.b] {
+            waiters.insert(cookie, Arc::clone(waiter));
         }
+        Ok(())
+    }
+
+    /// Wakes this pair's waiter (see [`Pair::notify_wakes`]) once the program's count for `a`
+    /// reaches `at[0]` or the one for `b` reaches `at[1]` (a count already past its threshold
+    /// wakes it on the next skb). Replaces the thresholds set before.
+    pub fn wake_when(&self, at: [u64; 2]) -> Result<(), MapError> {
         let mut maps = self.kernel.maps();
         maps.wake_at.insert(self.a, at[0], 0)?;
         maps.wake_at.insert(self.b, at[1], 0)?;

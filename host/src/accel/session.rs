@@ -44,7 +44,6 @@ use super::{Spliced, sock};
 use crate::stats::AccelStats;
 use std::io::{self, Read, Write};
 use std::net::TcpStream as StdTcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -133,14 +132,16 @@ impl Session {
         // `start`) wakes nothing later.
         let mut due = Hangups { a: true, b: true };
         let mut backpressure = match self.backlog_limit {
-            Some(limit) => Some(Backpressure::new(limit, a, b)?),
+            Some(limit) => {
+                let mut backpressure = Backpressure::new(limit, a, b)?;
+                self.pair
+                    .notify_wakes(backpressure.waiter())
+                    .map_err(io::Error::other)?;
+                self.look(&mut backpressure, a, b)?;
+                Some(backpressure)
+            }
             None => None,
         };
-        let waiter = Arc::new(tokio::sync::Notify::new());
-        if let Some(backpressure) = &mut backpressure {
-            let at = backpressure.look(self.ways(a, b))?;
-            self.pair.wake_when(at, &waiter).map_err(io::Error::other)?;
-        }
         loop {
             if due.a && !a_eof {
                 let way = (a, b, self.pair.a, self.base_b);
@@ -167,14 +168,13 @@ impl Session {
             } else {
                 tokio::select! {
                     due = hangups.wait() => Some(due?),
-                    () = waiter.notified() => None,
+                    () = backpressure.waiter().notified() => None,
                 }
             };
             due = match hung_up {
                 Some(due) => due,
                 None => {
-                    let at = backpressure.look(self.ways(a, b))?;
-                    self.pair.wake_when(at, &waiter).map_err(io::Error::other)?;
+                    self.look(backpressure, a, b)?;
                     Hangups::default()
                 }
             };
@@ -183,6 +183,18 @@ impl Session {
             a_to_b: self.pair.redirected_from(self.pair.a) + user_ab,
             b_to_a: self.pair.redirected_from(self.pair.b) + user_ba,
         })
+    }
+
+    /// Has the backpressure pause or resume each way, then arms the program's wake-ups at
+    /// the counts it returns.
+    fn look(
+        &self,
+        backpressure: &mut Backpressure,
+        a: &StdTcpStream,
+        b: &StdTcpStream,
+    ) -> io::Result<()> {
+        let at = backpressure.look(self.ways(a, b))?;
+        self.pair.wake_when(at).map_err(io::Error::other)
     }
 
     /// Both ways as the backpressure sees them: `a -> b`, then `b -> a`.
@@ -248,9 +260,7 @@ impl Session {
                 return Err(error);
             }
             if let Some((backpressure, (a, b))) = keep_up.as_mut() {
-                // The thresholds armed before stay valid (counts only grow); a pause found
-                // here is looked at by the main loop's timer afterwards.
-                backpressure.look(self.ways(a, b))?;
+                self.look(backpressure, a, b)?;
             }
             if queued != last {
                 last = queued;

@@ -34,26 +34,12 @@ pub fn cookie(socket: &impl AsRawFd) -> io::Result<u64> {
 /// queued (`SIOCOUTQ`: unacked and unsent). Compared with a baseline, it tells how much of what
 /// the eBPF program redirected to this socket has reached its send queue.
 pub fn bytes_queued(socket: &impl AsRawFd) -> io::Result<u64> {
-    let fd = socket.as_raw_fd();
-    let acked = bytes_acked(socket)?;
-    let mut outq: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int to the pointer given.
-    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut outq as *mut libc::c_int) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(acked + u64::try_from(outq).unwrap_or(0))
-}
-
-/// Every byte of this socket's send queue its peer has acked (`tcpi_bytes_acked`).
-fn bytes_acked(socket: &impl AsRawFd) -> io::Result<u64> {
-    let fd = socket.as_raw_fd();
     let mut info = [0u8; 256];
     let mut len = info.len() as libc::socklen_t;
     // SAFETY: `info` is a writable buffer of `len` bytes for the duration of the call.
     let rc = unsafe {
         libc::getsockopt(
-            fd,
+            socket.as_raw_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
             info.as_mut_ptr().cast(),
@@ -69,7 +55,24 @@ fn bytes_acked(socket: &impl AsRawFd) -> io::Result<u64> {
         .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
         .map(u64::from_ne_bytes)
         .ok_or_else(|| io::Error::other("tcp_info has no tcpi_bytes_acked"))?;
-    Ok(acked)
+    // SIOCOUTQ is TIOCOUTQ for sockets.
+    Ok(acked + ioctl_count(socket, libc::TIOCOUTQ)?)
+}
+
+/// Bytes waiting to be read on the socket (`SIOCINQ`, which is FIONREAD for sockets).
+pub fn bytes_readable(socket: &impl AsRawFd) -> io::Result<u64> {
+    ioctl_count(socket, libc::FIONREAD)
+}
+
+/// An `ioctl` that writes one C int count (`SIOCINQ`, `SIOCOUTQ`).
+fn ioctl_count(socket: &impl AsRawFd, request: libc::Ioctl) -> io::Result<u64> {
+    let mut count: libc::c_int = 0;
+    // SAFETY: these requests write one c_int to the pointer given.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), request, &mut count as *mut libc::c_int) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::try_from(count).unwrap_or(0))
 }
 
 /// Caps the receive window this socket advertises at `bytes` (`TCP_WINDOW_CLAMP`; the
@@ -101,23 +104,6 @@ fn set_int(
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-/// Bytes waiting to be read on the socket (`SIOCINQ`).
-pub fn bytes_readable(socket: &impl AsRawFd) -> io::Result<u64> {
-    let mut inq: libc::c_int = 0;
-    // SAFETY: SIOCINQ (FIONREAD) writes one c_int to the pointer given.
-    let rc = unsafe {
-        libc::ioctl(
-            socket.as_raw_fd(),
-            libc::FIONREAD,
-            &mut inq as *mut libc::c_int,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(u64::try_from(inq).unwrap_or(0))
 }
 
 /// `SO_SNDBUFFORCE` (asm-generic/socket.h): `SO_SNDBUF` past `net.core.wmem_max`, for
