@@ -56,6 +56,18 @@ use tokio::net::TcpStream;
 /// autotuned default, 6.6 to 7.8 with 16 MiB.
 const SEND_BUFFER: usize = 16 << 20;
 
+/// The receive buffer limit of both spliced sockets (doubled by the kernel; autotuning stops,
+/// the advertised window may grow to this). Why a fixed one: TCP learns that a window
+/// reopened only from an ACK. A client that sends at once fills the few hundred KiB of
+/// window a fresh socket advertises while weir connects upstream, and then waits. Once
+/// linked, the program takes those bytes off the queue, but the reopened window is
+/// advertised only if the buffer leaves room for it (`__tcp_cleanup_rbuf`); from an
+/// autotuned 128 KiB buffer it does not, so the client sat until its zero-window probe,
+/// 200 ms or more (37 of 60 back-to-back 32 MiB uploads through tcp_proxy, 2026-12-04; none
+/// with this; `kernel_splice_reopens_a_window_the_client_filled_before_the_link`). Set before
+/// the link, so the ACKs of whatever arrives meanwhile advertise room too.
+const RECEIVE_BUFFER: usize = 8 << 20;
+
 /// How long a drain may make no progress before the tunnel is reset (the peer's receiver is
 /// gone or stuck).
 const DRAIN_STALL: Duration = Duration::from_secs(30);
@@ -91,6 +103,8 @@ impl Session {
     ) -> Result<Self, MapError> {
         let base_a = sock::bytes_queued(a)?;
         let base_b = sock::bytes_queued(b)?;
+        sock::set_receive_buffer(a, RECEIVE_BUFFER)?;
+        sock::set_receive_buffer(b, RECEIVE_BUFFER)?;
         let pair = kernel.link(a, b)?;
         // Besides its own purpose (see SEND_BUFFER), setsockopt takes each socket's lock,
         // which a softirq holds while it runs the program on an skb: once these return, every

@@ -118,6 +118,21 @@ pub fn set_send_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
         .or_else(|_| set_int(socket, libc::SOL_SOCKET, libc::SO_SNDBUF, value))
 }
 
+/// `SO_RCVBUFFORCE` (asm-generic/socket.h): `SO_RCVBUF` past `net.core.rmem_max`, for
+/// CAP_NET_ADMIN.
+const SO_RCVBUFFORCE: libc::c_int = 33;
+
+/// Sets the socket's receive buffer limit to `bytes` (doubled by the kernel, which also stops
+/// autotuning it), past `net.core.rmem_max` where the process may, else up to it; and lets
+/// the advertised window grow to `bytes` (`TCP_WINDOW_CLAMP`), which autotuning would
+/// otherwise have raised.
+pub fn set_receive_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int(socket, libc::SOL_SOCKET, SO_RCVBUFFORCE, value)
+        .or_else(|_| set_int(socket, libc::SOL_SOCKET, libc::SO_RCVBUF, value))?;
+    set_int(socket, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, value)
+}
+
 /// Makes the next close send a RST (`SO_LINGER` 0), so a reset is carried to this side.
 pub fn set_reset_on_close(socket: &impl std::os::fd::AsFd) {
     if let Err(error) = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO)) {

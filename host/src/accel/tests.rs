@@ -224,6 +224,67 @@ async fn kernel_splice_keeps_order_when_the_server_spoke_before_the_link() {
     assert_eq!(kernel_map_entries(), 0, "map entries removed");
 }
 
+/// A client that filled the window before the link (it sends at once; weir was still
+/// connecting upstream) goes on at once after it. TCP learns of a reopened window only from
+/// an ACK: without one the client waits for its zero-window probe, 200 ms or more, which is
+/// what this catches (each of these tunnels starts with the window shut, so each would
+/// wait; measured without the fix: 207 to 420 ms a tunnel, with it: under 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_splice_reopens_a_window_the_client_filled_before_the_link() {
+    require_kernel();
+    let _serial = SERIAL.lock().await;
+    let tunnels = 4;
+    let total: usize = 16 << 20;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..tunnels {
+        let (client, a, b, mut server) = four_sockets().await;
+        let chunk = vec![7u8; 1 << 20];
+        let mut sent = 0usize;
+        // Until the client's writes block: its send queue full behind a shut window.
+        for _ in 0..200 {
+            match client.try_write(&chunk) {
+                Ok(n) => sent += n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    if sock::bytes_readable(&a).unwrap() > 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(error) => panic!("client write: {error}"),
+            }
+        }
+        assert!(
+            sent < total,
+            "the window shut before {total} bytes ({sent} sent)"
+        );
+        let start = std::time::Instant::now();
+        let relay = tokio::spawn(splice_tcp(a, b));
+        let writer = tokio::spawn(async move {
+            let mut client = client;
+            let rest = vec![7u8; total - sent];
+            client.write_all(&rest).await?;
+            client.shutdown().await?;
+            Ok::<_, io::Error>(client)
+        });
+        let mut received = Vec::with_capacity(total);
+        tokio::time::timeout(Duration::from_secs(30), server.read_to_end(&mut received))
+            .await
+            .expect("the upload ends within 30 s")
+            .unwrap();
+        slowest = slowest.max(start.elapsed());
+        assert_eq!(received.len(), total, "every byte");
+        drop(writer.await.unwrap().unwrap());
+        drop(server);
+        let _ = tokio::time::timeout(Duration::from_secs(30), relay).await;
+    }
+    eprintln!("slowest of {tunnels} tunnels: {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(150),
+        "a tunnel took {slowest:?}: the client waited for its zero-window probe"
+    );
+    assert_eq!(kernel_map_entries(), 0, "map entries removed");
+}
+
 /// With a backlog limit, a server whose client stops reading is paused: while the client
 /// reads nothing for 1.5 s, the server gets only the limit plus the sockets' own buffers
 /// plus what arrives before the watcher reacts (41 to 63 MiB measured with 8 MiB, 164 once
