@@ -10,6 +10,8 @@
 #   BENCH_TARGETS     space-separated targets (default: "direct weir weir_userspace weir_local
 #                     weir_wasm nginx haproxy envoy envoy_wasm")
 #   BENCH_TESTS       space-separated tests (default: "wrk_h1 h2load_h1 h2load_h2c")
+#   BENCH_ROUNDS      times the whole target x test matrix runs, one round after the other
+#                     (default 1; 1..20); each row is then the median of its rounds
 #   BENCH_TUNNEL_BYTES bytes of the tunnel_bulk transfer (default 1 GiB)
 #   BENCH_PINGPONGS   64-byte round trips of tunnel_pingpong (default 10000)
 #   BENCH_BACKLOG_LIMIT --accel-backlog-limit of the weir_bounded target (default 64 MiB; the
@@ -40,6 +42,7 @@ BENCH_SECONDS="${BENCH_SECONDS:-8}"
 BENCH_WARMUP="${BENCH_WARMUP:-1}"
 BENCH_TARGETS="${BENCH_TARGETS:-direct weir weir_userspace weir_local weir_wasm nginx haproxy envoy envoy_wasm}"
 BENCH_TESTS="${BENCH_TESTS:-wrk_h1 h2load_h1 h2load_h2c h3load tunnel_bulk tunnel_pingpong}"
+BENCH_ROUNDS="${BENCH_ROUNDS:-1}"
 BENCH_TUNNEL_BYTES="${BENCH_TUNNEL_BYTES:-1073741824}"
 BENCH_PINGPONGS="${BENCH_PINGPONGS:-10000}"
 BENCH_CONNS="${BENCH_CONNS:-2}"
@@ -61,6 +64,7 @@ die() { log "error: $*"; exit 2; }
 int_in_range() { [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= $2 && $1 <= $3)); }
 int_in_range "$BENCH_SECONDS" 1 60 || die "BENCH_SECONDS must be 1..60, got '$BENCH_SECONDS'"
 int_in_range "$BENCH_WARMUP" 0 30 || die "BENCH_WARMUP must be 0..30, got '$BENCH_WARMUP'"
+int_in_range "$BENCH_ROUNDS" 1 20 || die "BENCH_ROUNDS must be 1..20, got '$BENCH_ROUNDS'"
 int_in_range "$BENCH_CONNS" 1 1000 || die "BENCH_CONNS must be 1..1000, got '$BENCH_CONNS'"
 int_in_range "$BENCH_H2_STREAMS" 1 1000 || die "BENCH_H2_STREAMS must be 1..1000"
 
@@ -690,20 +694,72 @@ warmup() {
 # Results
 # ---------------------------------------------------------------------------------------------
 declare -A RES_STATUS=() RES_RPS=() RES_P50=() RES_P99=() RES_ERRORS=() RES_DETAIL=() RES_NOTE=()
+# Each round's values of a row, space-separated, for the medians (see finish_rounds).
+declare -A ROUND_RPS=() ROUND_P50=() ROUND_P99=()
 WEIR_FAILED=0
 
-record() { # record TEST TARGET STATUS NOTE (the R_* values are taken as they are)
+# record TEST TARGET STATUS NOTE (the R_* values are taken as they are). Over several rounds a
+# row keeps every round's numbers, its errors summed, and the first failure's status and note
+# (a row that failed once is reported as failed).
+record() {
     local k="$1|$2"
-    RES_STATUS[$k]=$3
+    ROUND_RPS[$k]="${ROUND_RPS[$k]:-} $R_RPS"
+    ROUND_P50[$k]="${ROUND_P50[$k]:-} $R_P50"
+    ROUND_P99[$k]="${ROUND_P99[$k]:-} $R_P99"
     RES_RPS[$k]=$R_RPS
     RES_P50[$k]=$R_P50
     RES_P99[$k]=$R_P99
-    RES_ERRORS[$k]=$R_ERRORS
+    if [[ -n "$R_ERRORS" ]]; then
+        RES_ERRORS[$k]=$((${RES_ERRORS[$k]:-0} + R_ERRORS))
+    else
+        RES_ERRORS[$k]=${RES_ERRORS[$k]:-}
+    fi
     RES_DETAIL[$k]=$R_DETAIL
-    RES_NOTE[$k]=$4
+    if [[ "${RES_STATUS[$k]:-ok}" == ok ]]; then
+        RES_STATUS[$k]=$3
+        RES_NOTE[$k]=$4
+    fi
     if [[ "$2" == weir* && "$3" == fail ]]; then
         WEIR_FAILED=1
     fi
+}
+
+median() { # median VALUE... (empty ones skipped; nothing when none is left)
+    printf '%s\n' "$@" | awk 'NF { v[++n] = $1 } END {
+        if (!n) exit
+        for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+        if (n % 2) print v[(n + 1) / 2]; else print (v[n / 2] + v[n / 2 + 1]) / 2 }'
+}
+span() { # span VALUE... -> "min..max" of the non-empty ones
+    printf '%s\n' "$@" | awk 'NF { if (!n++ || $1 < lo) lo = $1; if (n == 1 || $1 > hi) hi = $1 }
+        END { if (n) printf "%s..%s", lo, hi }'
+}
+
+# finish_rounds: with more than one round, each row's numbers become the medians of its rounds,
+# and its detail says how many there were and how far they spread.
+finish_rounds() {
+    ((BENCH_ROUNDS > 1)) || return 0
+    local k spread name values
+    for k in "${!ROUND_RPS[@]}"; do
+        # shellcheck disable=SC2086 # the lists are meant to split into words
+        RES_RPS[$k]=$(median ${ROUND_RPS[$k]})
+        # shellcheck disable=SC2086
+        RES_P50[$k]=$(median ${ROUND_P50[$k]})
+        # shellcheck disable=SC2086
+        RES_P99[$k]=$(median ${ROUND_P99[$k]})
+        spread="median of $BENCH_ROUNDS rounds:"
+        for name in rate p50_us p99_us; do
+            case $name in
+            rate) values=${ROUND_RPS[$k]} ;;
+            p50_us) values=${ROUND_P50[$k]} ;;
+            p99_us) values=${ROUND_P99[$k]} ;;
+            esac
+            # shellcheck disable=SC2086
+            values=$(span $values)
+            [[ -z "$values" ]] || spread="$spread $name $values"
+        done
+        RES_DETAIL[$k]=$spread
+    done
 }
 
 fmt_us() {
@@ -742,8 +798,8 @@ print_and_write() {
     local tsv="$OUT_DIR/results-$STAMP.tsv" json="$OUT_DIR/results-$STAMP.json"
     local test target k subject peer first=1 t unit
     echo
-    printf 'weir bench: %ss per test, %s connections, h2 %s streams/conn, one worker per proxy, loadavg %s\n' \
-        "$BENCH_SECONDS" "$BENCH_CONNS" "$BENCH_H2_STREAMS" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    printf 'weir bench: %ss per test, %s connections, h2 %s streams/conn, one worker per proxy, %s round(s), loadavg %s\n' \
+        "$BENCH_SECONDS" "$BENCH_CONNS" "$BENCH_H2_STREAMS" "$BENCH_ROUNDS" "$(cut -d' ' -f1-3 /proc/loadavg)"
     printf 'weir: %s%s\n' "${WEIR_USED:-not run}" "${WEIR_VERSION:+ ($WEIR_VERSION)}"
     [[ -z "${SHARED_CONFIGS[envoy.yaml]:-}" ]] || printf 'config for both weir and Envoy: %s\n' "${SHARED_CONFIGS[envoy.yaml]}"
     [[ -z "${SHARED_CONFIGS[envoy-wasm.yaml]:-}" ]] || printf 'with one Wasm filter (%s): %s\n' "$BENCH_WASM" "${SHARED_CONFIGS[envoy-wasm.yaml]}"
@@ -820,8 +876,8 @@ print_and_write() {
         printf '{\n  "schema": 1,\n  "started_utc": %s,\n' "$(json_str "$STAMP")"
         printf '  "host": {"cpus": %s, "loadavg_at_end": %s, "kernel": %s},\n' "$(nproc)" \
             "$(json_str "$(cut -d' ' -f1-3 /proc/loadavg)")" "$(json_str "$(uname -r)")"
-        printf '  "settings": {"seconds": %s, "warmup_seconds": %s, "connections": %s, "h2_streams": %s, "workers": 1},\n' \
-            "$BENCH_SECONDS" "$BENCH_WARMUP" "$BENCH_CONNS" "$BENCH_H2_STREAMS"
+        printf '  "settings": {"seconds": %s, "warmup_seconds": %s, "connections": %s, "h2_streams": %s, "workers": 1, "rounds": %s},\n' \
+            "$BENCH_SECONDS" "$BENCH_WARMUP" "$BENCH_CONNS" "$BENCH_H2_STREAMS" "$BENCH_ROUNDS"
         printf '  "weir_bin": %s,\n  "weir_version": %s,\n  "shared_config": %s,\n' \
             "$(json_str "$WEIR_USED")" "$(json_str "$WEIR_VERSION")" \
             "$(json_str "${SHARED_CONFIGS[envoy.yaml]:-}")"
@@ -894,57 +950,62 @@ main() {
     find_h3load
     log "upstream nginx on 127.0.0.1:$UP_H1 (h1) and :$UP_H2 (h2c); work dir $WORK"
 
-    for target in $BENCH_TARGETS; do
-        if ! declare -F "target_$target" >/dev/null; then
-            log "unknown target '$target' (no function target_$target)"
-            continue
-        fi
-        T_PORT=() T_BROKEN=() T_PID='' T_NOTE='' T_LOG=''
-        log "target $target: starting"
-        if ! "target_$target"; then
-            log "target $target: FAILED: $T_NOTE"
-            [[ -n "$T_LOG" ]] && show_log_tail "$T_LOG"
-            reset_result
-            for test in $BENCH_TESTS; do record "$test" "$target" fail "$T_NOTE"; done
+    local round
+    for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+        ((BENCH_ROUNDS == 1)) || log "round $round of $BENCH_ROUNDS"
+        for target in $BENCH_TARGETS; do
+            if ! declare -F "target_$target" >/dev/null; then
+                log "unknown target '$target' (no function target_$target)"
+                continue
+            fi
+            T_PORT=() T_BROKEN=() T_PID='' T_NOTE='' T_LOG=''
+            log "target $target: starting"
+            if ! "target_$target"; then
+                log "target $target: FAILED: $T_NOTE"
+                [[ -n "$T_LOG" ]] && show_log_tail "$T_LOG"
+                reset_result
+                for test in $BENCH_TESTS; do record "$test" "$target" fail "$T_NOTE"; done
+                [[ -n "$T_PID" ]] && stop_proc "$T_PID"
+                continue
+            fi
+            warmup "${T_PORT[h1]:-}"
+            for test in $BENCH_TESTS; do
+                reset_result
+                proto=${TEST_PROTO[$test]:-}
+                tool=${TEST_TOOL[$test]:-}
+                port=${T_PORT[$proto]:-}
+                if ! declare -F "test_$test" >/dev/null; then
+                    record "$test" "$target" n/a "unknown test (no function test_$test)"
+                    continue
+                elif [[ -n "${T_BROKEN[$proto]:-}" ]]; then
+                    record "$test" "$target" fail "${T_BROKEN[$proto]}"
+                    continue
+                elif [[ -z "$port" ]]; then
+                    record "$test" "$target" n/a "target has no $proto listener"
+                    continue
+                elif [[ -n "$tool" ]] && ! command -v "$tool" >/dev/null; then
+                    record "$test" "$target" skipped "$tool not installed"
+                    continue
+                fi
+                if [[ -n "$T_PID" ]] && ! alive "$T_PID"; then
+                    record "$test" "$target" fail "$target is no longer running; log: $T_LOG"
+                    continue
+                fi
+                log "target $target: $test on :$port (${BENCH_SECONDS}s)"
+                status=ok
+                "test_$test" "$port" "$target" || status=fail
+                if [[ -n "$T_PID" ]] && ! alive "$T_PID"; then
+                    status=fail
+                    R_NOTE="$target died during the test; log: $T_LOG"
+                fi
+                record "$test" "$target" "$status" "$R_NOTE"
+            done
             [[ -n "$T_PID" ]] && stop_proc "$T_PID"
-            continue
-        fi
-        warmup "${T_PORT[h1]:-}"
-        for test in $BENCH_TESTS; do
-            reset_result
-            proto=${TEST_PROTO[$test]:-}
-            tool=${TEST_TOOL[$test]:-}
-            port=${T_PORT[$proto]:-}
-            if ! declare -F "test_$test" >/dev/null; then
-                record "$test" "$target" n/a "unknown test (no function test_$test)"
-                continue
-            elif [[ -n "${T_BROKEN[$proto]:-}" ]]; then
-                record "$test" "$target" fail "${T_BROKEN[$proto]}"
-                continue
-            elif [[ -z "$port" ]]; then
-                record "$test" "$target" n/a "target has no $proto listener"
-                continue
-            elif [[ -n "$tool" ]] && ! command -v "$tool" >/dev/null; then
-                record "$test" "$target" skipped "$tool not installed"
-                continue
-            fi
-            if [[ -n "$T_PID" ]] && ! alive "$T_PID"; then
-                record "$test" "$target" fail "$target is no longer running; log: $T_LOG"
-                continue
-            fi
-            log "target $target: $test on :$port (${BENCH_SECONDS}s)"
-            status=ok
-            "test_$test" "$port" "$target" || status=fail
-            if [[ -n "$T_PID" ]] && ! alive "$T_PID"; then
-                status=fail
-                R_NOTE="$target died during the test; log: $T_LOG"
-            fi
-            record "$test" "$target" "$status" "$R_NOTE"
+            alive "$UP_PID" || die "the upstream nginx died; see $WORK/upstream-nginx.error.log"
         done
-        [[ -n "$T_PID" ]] && stop_proc "$T_PID"
-        alive "$UP_PID" || die "the upstream nginx died; see $WORK/upstream-nginx.error.log"
     done
 
+    finish_rounds
     print_and_write
     log "done in $((SECONDS - RUN_START))s"
     if ((WEIR_FAILED)); then
