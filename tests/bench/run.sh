@@ -828,20 +828,26 @@ print_and_write() {
     echo
     for subject in $RATIO_SUBJECTS; do
         [[ " $BENCH_TARGETS " == *" $subject "* ]] || continue
-        printf '%s / peer: req/s ratio (higher is better) | p99 ratio (lower is better)\n' "$subject"
-        printf '%-11s' test
-        for peer in $RATIO_PEERS; do printf ' %8s' "$peer"; done
-        printf '   |'
-        for peer in $RATIO_PEERS; do printf ' %8s' "$peer"; done
+        printf '%s / peer: req/s ratio (higher is better) | p50 ratio | p99 ratio (lower is better)\n' "$subject"
+        printf '%-15s' test
+        for peer in $RATIO_PEERS; do printf ' %7s' "$peer"; done
+        printf ' |'
+        for peer in $RATIO_PEERS; do printf ' %7s' "$peer"; done
+        printf ' |'
+        for peer in $RATIO_PEERS; do printf ' %7s' "$peer"; done
         echo
         for test in $BENCH_TESTS; do
-            printf '%-11s' "$test"
+            printf '%-15s' "$test"
             for peer in $RATIO_PEERS; do
-                printf ' %8s' "$(dash "$(ratio "${RES_RPS[$test|$subject]:-}" "${RES_RPS[$test|$peer]:-}")")"
+                printf ' %7s' "$(dash "$(ratio "${RES_RPS[$test|$subject]:-}" "${RES_RPS[$test|$peer]:-}")")"
             done
-            printf '   |'
+            printf ' |'
             for peer in $RATIO_PEERS; do
-                printf ' %8s' "$(dash "$(ratio "${RES_P99[$test|$subject]:-}" "${RES_P99[$test|$peer]:-}")")"
+                printf ' %7s' "$(dash "$(ratio "${RES_P50[$test|$subject]:-}" "${RES_P50[$test|$peer]:-}")")"
+            done
+            printf ' |'
+            for peer in $RATIO_PEERS; do
+                printf ' %7s' "$(dash "$(ratio "${RES_P99[$test|$subject]:-}" "${RES_P99[$test|$peer]:-}")")"
             done
             echo
         done
@@ -912,9 +918,10 @@ print_and_write() {
                     [[ -n "${RES_STATUS[$test|$subject]:-}" && -n "${RES_STATUS[$test|$peer]:-}" ]] || continue
                     ((first)) || printf ',\n'
                     first=0
-                    printf '    {"test": %s, "subject": %s, "peer": %s, "rps_ratio": %s, "p99_ratio": %s}' \
+                    printf '    {"test": %s, "subject": %s, "peer": %s, "rps_ratio": %s, "p50_ratio": %s, "p99_ratio": %s}' \
                         "$(json_str "$test")" "$(json_str "$subject")" "$(json_str "$peer")" \
                         "$(json_num "$(ratio "${RES_RPS[$test|$subject]}" "${RES_RPS[$test|$peer]}")")" \
+                        "$(json_num "$(ratio "${RES_P50[$test|$subject]}" "${RES_P50[$test|$peer]}")")" \
                         "$(json_num "$(ratio "${RES_P99[$test|$subject]}" "${RES_P99[$test|$peer]}")")"
                 done
             done
