@@ -59,12 +59,13 @@ const SEND_BUFFER: usize = 16 << 20;
 /// The receive buffer limit of both spliced sockets (doubled by the kernel; autotuning stops,
 /// the advertised window may grow to this). Why a fixed one: TCP learns that a window
 /// reopened only from an ACK. A client that sends at once fills the few hundred KiB of
-/// window a fresh socket advertises while weir connects upstream, and then waits. Once
+/// window a fresh socket advertises while weir connects upstream, and then waits (as does a
+/// server that speaks first, on the upstream socket). Once
 /// linked, the program takes those bytes off the queue, but the reopened window is
 /// advertised only if the buffer leaves room for it (`__tcp_cleanup_rbuf`); from an
 /// autotuned 128 KiB buffer it does not, so the client sat until its zero-window probe,
 /// 200 ms or more (37 of 60 back-to-back 32 MiB uploads through tcp_proxy, 2026-12-04; none
-/// with this; `kernel_splice_reopens_a_window_the_client_filled_before_the_link`). Set before
+/// with this; `kernel_splice_reopens_a_window_filled_before_the_link`). Set before
 /// the link, so the ACKs of whatever arrives meanwhile advertise room too.
 const RECEIVE_BUFFER: usize = 8 << 20;
 
