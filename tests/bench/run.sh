@@ -725,40 +725,27 @@ record() {
 }
 
 median() { # median VALUE... (empty ones skipped; nothing when none is left)
-    printf '%s\n' "$@" | awk 'NF { v[++n] = $1 } END {
-        if (!n) exit
-        for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
-        if (n % 2) print v[(n + 1) / 2]; else print (v[n / 2] + v[n / 2 + 1]) / 2 }'
+    printf '%s\n' "$@" | awk NF | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-span() { # span VALUE... -> "min..max" of the non-empty ones
-    printf '%s\n' "$@" | awk 'NF { if (!n++ || $1 < lo) lo = $1; if (n == 1 || $1 > hi) hi = $1 }
-        END { if (n) printf "%s..%s", lo, hi }'
+spread() { # spread NAME VALUE... -> " NAME min..max" of the non-empty values, or nothing
+    local name=$1
+    shift
+    printf '%s\n' "$@" | awk NF | sort -g | awk -v name="$name" '{ v[NR] = $1 } END {
+        if (NR) printf " %s %s..%s", name, v[1], v[NR] }'
 }
 
 # finish_rounds: with more than one round, each row's numbers become the medians of its rounds,
 # and its detail says how many there were and how far they spread.
 finish_rounds() {
     ((BENCH_ROUNDS > 1)) || return 0
-    local k spread name values
+    local k
+    # shellcheck disable=SC2086 # the lists are meant to split into words
     for k in "${!ROUND_RPS[@]}"; do
-        # shellcheck disable=SC2086 # the lists are meant to split into words
         RES_RPS[$k]=$(median ${ROUND_RPS[$k]})
-        # shellcheck disable=SC2086
         RES_P50[$k]=$(median ${ROUND_P50[$k]})
-        # shellcheck disable=SC2086
         RES_P99[$k]=$(median ${ROUND_P99[$k]})
-        spread="median of $BENCH_ROUNDS rounds:"
-        for name in rate p50_us p99_us; do
-            case $name in
-            rate) values=${ROUND_RPS[$k]} ;;
-            p50_us) values=${ROUND_P50[$k]} ;;
-            p99_us) values=${ROUND_P99[$k]} ;;
-            esac
-            # shellcheck disable=SC2086
-            values=$(span $values)
-            [[ -z "$values" ]] || spread="$spread $name $values"
-        done
-        RES_DETAIL[$k]=$spread
+        RES_DETAIL[$k]="median of $BENCH_ROUNDS rounds:$(spread rate ${ROUND_RPS[$k]})$(spread p50_us ${ROUND_P50[$k]})$(spread p99_us ${ROUND_P99[$k]})"
     done
 }
 

@@ -106,31 +106,36 @@ fn set_int(
     }
 }
 
-/// `SO_SNDBUFFORCE` (asm-generic/socket.h): `SO_SNDBUF` past `net.core.wmem_max`, for
-/// CAP_NET_ADMIN.
+/// `SO_SNDBUFFORCE` and `SO_RCVBUFFORCE` (asm-generic/socket.h): `SO_SNDBUF` and `SO_RCVBUF`
+/// past `net.core.wmem_max` / `rmem_max`, for CAP_NET_ADMIN.
 const SO_SNDBUFFORCE: libc::c_int = 32;
-
-/// Sets the socket's send buffer limit to `bytes` (the kernel doubles it for its overhead),
-/// past `net.core.wmem_max` where the process may (`SO_SNDBUFFORCE`), else up to it.
-pub fn set_send_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    set_int(socket, libc::SOL_SOCKET, SO_SNDBUFFORCE, value)
-        .or_else(|_| set_int(socket, libc::SOL_SOCKET, libc::SO_SNDBUF, value))
-}
-
-/// `SO_RCVBUFFORCE` (asm-generic/socket.h): `SO_RCVBUF` past `net.core.rmem_max`, for
-/// CAP_NET_ADMIN.
 const SO_RCVBUFFORCE: libc::c_int = 33;
 
-/// Sets the socket's receive buffer limit to `bytes` (doubled by the kernel, which also stops
-/// autotuning it), past `net.core.rmem_max` where the process may, else up to it; and lets
-/// the advertised window grow to `bytes` (`TCP_WINDOW_CLAMP`), which autotuning would
-/// otherwise have raised.
-pub fn set_receive_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+/// Sets a buffer limit to `bytes` (the kernel doubles it for its overhead) with `forced` where
+/// the process may, else with `plain`, which the sysctl maximum caps.
+fn set_buffer(
+    socket: &impl AsRawFd,
+    forced: libc::c_int,
+    plain: libc::c_int,
+    bytes: usize,
+) -> io::Result<()> {
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    set_int(socket, libc::SOL_SOCKET, SO_RCVBUFFORCE, value)
-        .or_else(|_| set_int(socket, libc::SOL_SOCKET, libc::SO_RCVBUF, value))?;
-    set_int(socket, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, value)
+    set_int(socket, libc::SOL_SOCKET, forced, value)
+        .or_else(|_| set_int(socket, libc::SOL_SOCKET, plain, value))
+}
+
+/// Sets the socket's send buffer limit to `bytes`, past `net.core.wmem_max` where the
+/// process may, else up to it.
+pub fn set_send_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+    set_buffer(socket, SO_SNDBUFFORCE, libc::SO_SNDBUF, bytes)
+}
+
+/// Sets the socket's receive buffer limit to `bytes` (which also stops the kernel autotuning
+/// it), past `net.core.rmem_max` where the process may, else up to it; and lets the
+/// advertised window grow to `bytes`, which autotuning would otherwise have raised.
+pub fn set_receive_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+    set_buffer(socket, SO_RCVBUFFORCE, libc::SO_RCVBUF, bytes)?;
+    set_window_clamp(socket, u32::try_from(bytes).unwrap_or(u32::MAX))
 }
 
 /// Makes the next close send a RST (`SO_LINGER` 0), so a reset is carried to this side.

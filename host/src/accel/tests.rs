@@ -246,6 +246,7 @@ async fn kernel_splice_reopens_a_window_filled_before_the_link() {
         } else {
             (server, client)
         };
+        let full = if upload { &a } else { &b };
         let chunk = vec![7u8; 1 << 20];
         let mut sent = 0usize;
         // Until the sender's writes block: its send queue full behind a shut window.
@@ -253,7 +254,6 @@ async fn kernel_splice_reopens_a_window_filled_before_the_link() {
             match sender.try_write(&chunk) {
                 Ok(n) => sent += n,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    let full = if upload { &a } else { &b };
                     if sock::bytes_readable(full).unwrap() > 0 {
                         break;
                     }
