@@ -728,11 +728,12 @@ median() { # median VALUE... (empty ones skipped; nothing when none is left)
     printf '%s\n' "$@" | awk NF | sort -g | awk '{ v[NR] = $1 } END {
         if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-spread() { # spread NAME VALUE... -> " NAME min..max" of the non-empty values, or nothing
+spread() { # spread NAME VALUE... -> " NAME min..max" of the non-empty values (h2load's
+    # "12555.00" prints as 12555, a rate of 25.14 Gbit/s as 25.14), or nothing
     local name=$1
     shift
     printf '%s\n' "$@" | awk NF | sort -g | awk -v name="$name" '{ v[NR] = $1 } END {
-        if (NR) printf " %s %s..%s", name, v[1], v[NR] }'
+        if (NR) printf " %s %.6g..%.6g", name, v[1], v[NR] }'
 }
 
 # finish_rounds: with more than one round, each row's numbers become the medians of its rounds,
@@ -791,7 +792,7 @@ print_and_write() {
     [[ -z "${SHARED_CONFIGS[envoy.yaml]:-}" ]] || printf 'config for both weir and Envoy: %s\n' "${SHARED_CONFIGS[envoy.yaml]}"
     [[ -z "${SHARED_CONFIGS[envoy-wasm.yaml]:-}" ]] || printf 'with one Wasm filter (%s): %s\n' "$BENCH_WASM" "${SHARED_CONFIGS[envoy-wasm.yaml]}"
     echo
-    printf '%-11s %-9s %10s %9s %9s %7s  %s\n' test target req/s p50 p99 errors notes
+    printf '%-15s %-14s %10s %9s %9s %7s  %s\n' test target req/s p50 p99 errors notes
     printf -- '-%.0s' {1..100}
     echo
     printf 'test\ttarget\tstatus\trps\tunit\tp50_us\tp99_us\terrors\tdetail\tnote\n' >"$tsv"
@@ -803,7 +804,7 @@ print_and_write() {
             [[ "${RES_STATUS[$k]}" == ok ]] || t="${RES_STATUS[$k]}: ${RES_NOTE[$k]}"
             unit=${TEST_UNIT[$test]:-req/s}
             [[ "$unit" == req/s || -z "${RES_RPS[$k]}" ]] || t="[$unit] $t"
-            printf '%-11s %-9s %10s %9s %9s %7s  %s\n' "$test" "$target" \
+            printf '%-15s %-14s %10s %9s %9s %7s  %s\n' "$test" "$target" \
                 "$(fmt_rps "${RES_RPS[$k]}")" "$(fmt_us "${RES_P50[$k]}")" \
                 "$(fmt_us "${RES_P99[$k]}")" "${RES_ERRORS[$k]:--}" "$t"
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$target" "${RES_STATUS[$k]}" \
