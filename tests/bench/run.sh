@@ -55,6 +55,8 @@ START_TIMEOUT=20 # seconds a proxy gets to answer its first request
 # Targets compared in the ratio section: each subject against each peer.
 RATIO_SUBJECTS="weir weir_userspace weir_local"
 RATIO_PEERS="nginx haproxy envoy direct"
+# ... in these columns of the ratio table, in order (the results' arrays, by name).
+RATIO_METRICS=(RES_RPS RES_P50 RES_P99)
 # The cost of one Wasm filter: each proxy's *_wasm row against its row without the filter.
 WASM_PROXIES="weir envoy"
 
@@ -706,9 +708,6 @@ record() {
     ROUND_RPS[$k]="${ROUND_RPS[$k]:-} $R_RPS"
     ROUND_P50[$k]="${ROUND_P50[$k]:-} $R_P50"
     ROUND_P99[$k]="${ROUND_P99[$k]:-} $R_P99"
-    RES_RPS[$k]=$R_RPS
-    RES_P50[$k]=$R_P50
-    RES_P99[$k]=$R_P99
     if [[ -n "$R_ERRORS" ]]; then
         RES_ERRORS[$k]=$((${RES_ERRORS[$k]:-0} + R_ERRORS))
     else
@@ -736,17 +735,17 @@ spread() { # spread NAME VALUE... -> " NAME min..max" of the non-empty values (h
         if (NR) printf " %s %.6g..%.6g", name, v[1], v[NR] }'
 }
 
-# finish_rounds: with more than one round, each row's numbers become the medians of its rounds,
-# and its detail says how many there were and how far they spread.
+# finish_rounds: each row's numbers are the medians of its rounds (of one round, its values);
+# with more than one, its detail says how many there were and how far they spread.
 finish_rounds() {
-    ((BENCH_ROUNDS > 1)) || return 0
     local k
     # shellcheck disable=SC2086 # the lists are meant to split into words
     for k in "${!ROUND_RPS[@]}"; do
         RES_RPS[$k]=$(median ${ROUND_RPS[$k]})
         RES_P50[$k]=$(median ${ROUND_P50[$k]})
         RES_P99[$k]=$(median ${ROUND_P99[$k]})
-        RES_DETAIL[$k]="median of $BENCH_ROUNDS rounds:$(spread rate ${ROUND_RPS[$k]})$(spread p50_us ${ROUND_P50[$k]})$(spread p99_us ${ROUND_P99[$k]})"
+        ((BENCH_ROUNDS == 1)) ||
+            RES_DETAIL[$k]="median of $BENCH_ROUNDS rounds:$(spread rate ${ROUND_RPS[$k]})$(spread p50_us ${ROUND_P50[$k]})$(spread p99_us ${ROUND_P99[$k]})"
     done
 }
 
@@ -818,24 +817,20 @@ print_and_write() {
         [[ " $BENCH_TARGETS " == *" $subject "* ]] || continue
         printf '%s / peer: req/s ratio (higher is better) | p50 ratio | p99 ratio (lower is better)\n' "$subject"
         printf '%-15s' test
-        for peer in $RATIO_PEERS; do printf ' %7s' "$peer"; done
-        printf ' |'
-        for peer in $RATIO_PEERS; do printf ' %7s' "$peer"; done
-        printf ' |'
-        for peer in $RATIO_PEERS; do printf ' %7s' "$peer"; done
+        for metric in "${RATIO_METRICS[@]}"; do
+            [[ "$metric" == RES_RPS ]] || printf ' |'
+            for peer in $RATIO_PEERS; do printf ' %7s' "$peer"; done
+        done
         echo
         for test in $BENCH_TESTS; do
             printf '%-15s' "$test"
-            for peer in $RATIO_PEERS; do
-                printf ' %7s' "$(dash "$(ratio "${RES_RPS[$test|$subject]:-}" "${RES_RPS[$test|$peer]:-}")")"
-            done
-            printf ' |'
-            for peer in $RATIO_PEERS; do
-                printf ' %7s' "$(dash "$(ratio "${RES_P50[$test|$subject]:-}" "${RES_P50[$test|$peer]:-}")")"
-            done
-            printf ' |'
-            for peer in $RATIO_PEERS; do
-                printf ' %7s' "$(dash "$(ratio "${RES_P99[$test|$subject]:-}" "${RES_P99[$test|$peer]:-}")")"
+            for metric in "${RATIO_METRICS[@]}"; do
+                local -n values=$metric
+                [[ "$metric" == RES_RPS ]] || printf ' |'
+                for peer in $RATIO_PEERS; do
+                    printf ' %7s' "$(dash "$(ratio "${values[$test|$subject]:-}" "${values[$test|$peer]:-}")")"
+                done
+                unset -n values
             done
             echo
         done
@@ -938,66 +933,70 @@ print_and_write() {
 # ---------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------
+# run_target TARGET: starts one target, runs every test against it, stops it, and records
+# each test's row for this round.
+run_target() {
+    local target=$1 test proto port tool status
+    if ! declare -F "target_$target" >/dev/null; then
+        log "unknown target '$target' (no function target_$target)"
+        return
+    fi
+    T_PORT=() T_BROKEN=() T_PID='' T_NOTE='' T_LOG=''
+    log "target $target: starting"
+    if ! "target_$target"; then
+        log "target $target: FAILED: $T_NOTE"
+        [[ -n "$T_LOG" ]] && show_log_tail "$T_LOG"
+        reset_result
+        for test in $BENCH_TESTS; do record "$test" "$target" fail "$T_NOTE"; done
+        [[ -n "$T_PID" ]] && stop_proc "$T_PID"
+        return
+    fi
+    warmup "${T_PORT[h1]:-}"
+    for test in $BENCH_TESTS; do
+        reset_result
+        proto=${TEST_PROTO[$test]:-}
+        tool=${TEST_TOOL[$test]:-}
+        port=${T_PORT[$proto]:-}
+        if ! declare -F "test_$test" >/dev/null; then
+            record "$test" "$target" n/a "unknown test (no function test_$test)"
+            continue
+        elif [[ -n "${T_BROKEN[$proto]:-}" ]]; then
+            record "$test" "$target" fail "${T_BROKEN[$proto]}"
+            continue
+        elif [[ -z "$port" ]]; then
+            record "$test" "$target" n/a "target has no $proto listener"
+            continue
+        elif [[ -n "$tool" ]] && ! command -v "$tool" >/dev/null; then
+            record "$test" "$target" skipped "$tool not installed"
+            continue
+        fi
+        if [[ -n "$T_PID" ]] && ! alive "$T_PID"; then
+            record "$test" "$target" fail "$target is no longer running; log: $T_LOG"
+            continue
+        fi
+        log "target $target: $test on :$port (${BENCH_SECONDS}s)"
+        status=ok
+        "test_$test" "$port" "$target" || status=fail
+        if [[ -n "$T_PID" ]] && ! alive "$T_PID"; then
+            status=fail
+            R_NOTE="$target died during the test; log: $T_LOG"
+        fi
+        record "$test" "$target" "$status" "$R_NOTE"
+    done
+    [[ -n "$T_PID" ]] && stop_proc "$T_PID"
+    alive "$UP_PID" || die "the upstream nginx died; see $WORK/upstream-nginx.error.log"
+}
+
 main() {
-    local target test proto port tool status
+    local target round
     ensure_tools
     start_upstream
     find_h3load
     log "upstream nginx on 127.0.0.1:$UP_H1 (h1) and :$UP_H2 (h2c); work dir $WORK"
 
-    local round
     for ((round = 1; round <= BENCH_ROUNDS; round++)); do
         ((BENCH_ROUNDS == 1)) || log "round $round of $BENCH_ROUNDS"
-        for target in $BENCH_TARGETS; do
-            if ! declare -F "target_$target" >/dev/null; then
-                log "unknown target '$target' (no function target_$target)"
-                continue
-            fi
-            T_PORT=() T_BROKEN=() T_PID='' T_NOTE='' T_LOG=''
-            log "target $target: starting"
-            if ! "target_$target"; then
-                log "target $target: FAILED: $T_NOTE"
-                [[ -n "$T_LOG" ]] && show_log_tail "$T_LOG"
-                reset_result
-                for test in $BENCH_TESTS; do record "$test" "$target" fail "$T_NOTE"; done
-                [[ -n "$T_PID" ]] && stop_proc "$T_PID"
-                continue
-            fi
-            warmup "${T_PORT[h1]:-}"
-            for test in $BENCH_TESTS; do
-                reset_result
-                proto=${TEST_PROTO[$test]:-}
-                tool=${TEST_TOOL[$test]:-}
-                port=${T_PORT[$proto]:-}
-                if ! declare -F "test_$test" >/dev/null; then
-                    record "$test" "$target" n/a "unknown test (no function test_$test)"
-                    continue
-                elif [[ -n "${T_BROKEN[$proto]:-}" ]]; then
-                    record "$test" "$target" fail "${T_BROKEN[$proto]}"
-                    continue
-                elif [[ -z "$port" ]]; then
-                    record "$test" "$target" n/a "target has no $proto listener"
-                    continue
-                elif [[ -n "$tool" ]] && ! command -v "$tool" >/dev/null; then
-                    record "$test" "$target" skipped "$tool not installed"
-                    continue
-                fi
-                if [[ -n "$T_PID" ]] && ! alive "$T_PID"; then
-                    record "$test" "$target" fail "$target is no longer running; log: $T_LOG"
-                    continue
-                fi
-                log "target $target: $test on :$port (${BENCH_SECONDS}s)"
-                status=ok
-                "test_$test" "$port" "$target" || status=fail
-                if [[ -n "$T_PID" ]] && ! alive "$T_PID"; then
-                    status=fail
-                    R_NOTE="$target died during the test; log: $T_LOG"
-                fi
-                record "$test" "$target" "$status" "$R_NOTE"
-            done
-            [[ -n "$T_PID" ]] && stop_proc "$T_PID"
-            alive "$UP_PID" || die "the upstream nginx died; see $WORK/upstream-nginx.error.log"
-        done
+        for target in $BENCH_TARGETS; do run_target "$target"; done
     done
 
     finish_rounds
