@@ -9,7 +9,8 @@
 #   BENCH_WARMUP      seconds of warm-up load per target before its measurements (default 1; 0 = none)
 #   BENCH_TARGETS     space-separated targets (default: "direct weir weir_userspace weir_local
 #                     weir_wasm nginx haproxy envoy envoy_wasm")
-#   BENCH_TESTS       space-separated tests (default: "wrk_h1 h2load_h1 h2load_h2c")
+#   BENCH_TESTS       space-separated tests (default: "wrk_h1 h2load_h1 h2load_h2c h3load
+#                     tunnel_bulk tunnel_pingpong")
 #   BENCH_ROUNDS      times the whole target x test matrix runs, one round after the other
 #                     (default 1; 1..20); each row is then the median of its rounds
 #   BENCH_TUNNEL_BYTES bytes of the tunnel_bulk transfer (default 1 GiB)
