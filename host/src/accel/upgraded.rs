@@ -10,19 +10,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Splices an upgraded downstream with a plain TCP upstream: in the kernel when the downstream
-/// is an h1 connection on a plain TCP socket (hyper gives the socket back; behind an AUTO
-/// listener, from under the preface sniffer's [`Prefixed`]), else by copying.
+/// is an h1 connection on a plain TCP socket (hyper gives the socket back from under the
+/// [`Prefixed`] reader every h1 connection is served through), else by copying.
 ///
 /// The bytes hyper had already read past the request head (a client that did not wait for
 /// the 200) are written to the upstream first (trap F), so nothing is lost or reordered.
 pub async fn splice_upgraded(downstream: Upgraded, upstream: TcpStream) -> io::Result<Spliced> {
-    let downstream = match downstream.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let socket = parts.io.into_inner();
-            return splice_socket(socket, [parts.read_buf, Bytes::new()], upstream).await;
-        }
-        Err(downstream) => downstream,
-    };
     match downstream.downcast::<TokioIo<Prefixed<TcpStream>>>() {
         Ok(parts) => {
             // hyper read the sniffed prefix before the request head it is part of, so what is

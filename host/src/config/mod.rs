@@ -7,6 +7,7 @@
 
 pub mod duration;
 mod quic;
+pub mod runtime;
 pub mod schema;
 pub mod typed;
 pub mod wasm;
@@ -190,8 +191,16 @@ pub struct HttpManagerConfig {
     pub idle_timeout: Option<Duration>,
     /// Most headers a request may carry (Envoy default 100).
     pub max_headers_count: usize,
-    /// Time allowed to receive request headers.
+    /// Most bytes a request head may take (`max_request_headers_kb`, default 60 KiB).
+    pub max_request_headers_bytes: u32,
+    /// What to do with header names that have an underscore.
+    pub headers_with_underscores: schema::HeadersWithUnderscoresAction,
+    /// Time allowed to receive request headers (weir's default 10 s).
     pub request_headers_timeout: Option<Duration>,
+    /// Time a stream may go without a byte either way (default 5 min).
+    pub stream_idle_timeout: Option<Duration>,
+    /// Premature-reset and per-cycle limits (from `layered_runtime`).
+    pub abuse: runtime::StreamAbuseLimits,
     /// Time allowed to receive a whole request.
     pub request_timeout: Option<Duration>,
     /// Downstream HTTP/2 settings.
@@ -226,6 +235,13 @@ impl HttpManagerConfig {
             .find(|u| u.upgrade_type.eq_ignore_ascii_case(upgrade_type))
     }
 }
+
+/// `request_headers_timeout` when the config gives none: Envoy's edge recommendation (Envoy
+/// itself has none by default, which lets a client trickle a head forever).
+pub const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `stream_idle_timeout` when the config gives none (Envoy's default).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Reads and checks the config file at `path`.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -328,6 +344,7 @@ fn build(
             .map(|n| n.cluster.clone())
             .unwrap_or_default(),
     };
+    let abuse = runtime::StreamAbuseLimits::from_runtime(bootstrap.layered_runtime.as_ref())?;
     let mut listeners = Vec::new();
     let mut tcp_listeners = Vec::new();
     for (i, listener) in bootstrap.static_resources.listeners.iter().enumerate() {
@@ -336,7 +353,8 @@ fn build(
             tcp_listeners.push(tcp);
             continue;
         }
-        let built = listener_config(listener, &path, &cluster_names, &node)?;
+        let mut built = listener_config(listener, &path, &cluster_names, &node)?;
+        built.http.abuse = abuse;
         if listeners
             .iter()
             .any(|l: &ListenerConfig| l.name == built.name)
@@ -626,12 +644,19 @@ fn http_manager_config(
     let routes = RouteTable::build(&hcm.route_config, &format!("{path}.route_config"), clusters)?;
     let common = hcm.common_http_protocol_options.clone().unwrap_or_default();
     let h2 = hcm.http2_protocol_options.clone().unwrap_or_default();
-    let defaults = upstream::Http2Settings::default();
+    let defaults = upstream::Http2Settings::downstream();
     let max_headers_count = common.max_headers_count.unwrap_or(100);
     if max_headers_count == 0 {
         return Err(FieldError::new(
             format!("{path}.common_http_protocol_options.max_headers_count"),
             "must be at least 1",
+        ));
+    }
+    let max_request_headers_kb = hcm.max_request_headers_kb.unwrap_or(60);
+    if !(1..=8192).contains(&max_request_headers_kb) {
+        return Err(FieldError::new(
+            format!("{path}.max_request_headers_kb"),
+            "must be between 1 and 8192",
         ));
     }
     Ok(HttpManagerConfig {
@@ -645,7 +670,19 @@ fn http_manager_config(
                 .or(Some(Duration::from_secs(3600))),
         ),
         max_headers_count: max_headers_count as usize,
-        request_headers_timeout: nonzero(hcm.request_headers_timeout.map(|d| d.get())),
+        max_request_headers_bytes: max_request_headers_kb * 1024,
+        headers_with_underscores: common.headers_with_underscores_action,
+        request_headers_timeout: nonzero(
+            hcm.request_headers_timeout
+                .map(|d| d.get())
+                .or(Some(DEFAULT_REQUEST_HEADERS_TIMEOUT)),
+        ),
+        stream_idle_timeout: nonzero(
+            hcm.stream_idle_timeout
+                .map(|d| d.get())
+                .or(Some(DEFAULT_STREAM_IDLE_TIMEOUT)),
+        ),
+        abuse: runtime::StreamAbuseLimits::default(),
         request_timeout: nonzero(hcm.request_timeout.map(|d| d.get())),
         http2: upstream::Http2Settings {
             max_concurrent_streams: h2

@@ -24,6 +24,35 @@ pub struct Bootstrap {
     /// Listeners and clusters.
     #[serde(default)]
     pub static_resources: StaticResources,
+    /// `layered_runtime`: the runtime keys weir reads (see [`LayeredRuntime`]).
+    #[serde(default)]
+    pub layered_runtime: Option<LayeredRuntime>,
+}
+
+/// `layered_runtime`: Envoy's runtime, of which weir reads the static layers. Their keys are
+/// free-form in Envoy; weir acts on the few it knows (premature resets, requests per I/O cycle)
+/// and logs the others as unused.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LayeredRuntime {
+    /// `layers[]`, later layers overriding earlier ones.
+    #[serde(default)]
+    pub layers: Vec<RuntimeLayer>,
+}
+
+/// `layered_runtime.layers[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeLayer {
+    /// The layer's name.
+    #[serde(default)]
+    pub name: String,
+    /// Keys and values given in the file.
+    #[serde(default)]
+    pub static_layer: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The admin layer (`/runtime_modify`): accepted, weir has none, so it stays empty.
+    #[serde(default)]
+    pub admin_layer: Option<serde_json::Value>,
 }
 
 /// `node`.
@@ -322,9 +351,17 @@ pub struct HttpConnectionManager {
     /// Time allowed to receive a whole request; zero or unset disables it.
     #[serde(default)]
     pub request_timeout: Option<ConfigDuration>,
-    /// Time allowed to receive request headers.
+    /// Time allowed to receive request headers, from the first byte of the head (weir's
+    /// default 10 s; zero disables).
     #[serde(default)]
     pub request_headers_timeout: Option<ConfigDuration>,
+    /// Time a stream may go without activity in either direction (default 5 min; zero
+    /// disables).
+    #[serde(default)]
+    pub stream_idle_timeout: Option<ConfigDuration>,
+    /// Most request header bytes, in KiB (default 60, at most 8192): past it, 431.
+    #[serde(default)]
+    pub max_request_headers_kb: Option<u32>,
     /// Use the connection's peer address as the client address and append it to
     /// x-forwarded-for (Envoy's edge setting).
     #[serde(default)]
@@ -410,6 +447,24 @@ pub struct CommonHttpProtocolOptions {
     /// Close a connection this long after it opened.
     #[serde(default)]
     pub max_connection_duration: Option<ConfigDuration>,
+    /// What to do with a request header whose name has an underscore (default ALLOW).
+    #[serde(default)]
+    pub headers_with_underscores_action: HeadersWithUnderscoresAction,
+}
+
+/// `headers_with_underscores_action`: underscores in header names are legal, but some
+/// servers read `x_user` and `x-user` as the same header, so a proxy that checks one may
+/// pass the other through.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+pub enum HeadersWithUnderscoresAction {
+    /// Pass them on.
+    #[default]
+    ALLOW,
+    /// Answer 400.
+    REJECT_REQUEST,
+    /// Remove those headers and pass the request on.
+    DROP_HEADER,
 }
 
 /// `http_protocol_options` (HTTP/1.1).
@@ -425,13 +480,16 @@ pub struct Http1ProtocolOptions {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Http2ProtocolOptions {
-    /// SETTINGS_MAX_CONCURRENT_STREAMS (Envoy default 2147483647).
+    /// SETTINGS_MAX_CONCURRENT_STREAMS (downstream: 100, Envoy's edge value; upstream:
+    /// Envoy's default 2147483647).
     #[serde(default)]
     pub max_concurrent_streams: Option<u32>,
-    /// SETTINGS_INITIAL_WINDOW_SIZE (Envoy default 268435456).
+    /// SETTINGS_INITIAL_WINDOW_SIZE (downstream: 64 KiB, Envoy's edge value; upstream:
+    /// Envoy's default 268435456).
     #[serde(default)]
     pub initial_stream_window_size: Option<u32>,
-    /// Connection flow-control window (Envoy default 268435456).
+    /// Connection flow-control window (downstream: 1 MiB, Envoy's edge value; upstream:
+    /// Envoy's default 268435456).
     #[serde(default)]
     pub initial_connection_window_size: Option<u32>,
     /// Advertise SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441).

@@ -13,14 +13,22 @@
 //! What hyper's server did and this one keeps: a `date` header on every response,
 //! connection-specific headers stripped from responses, `content-length` set from a body of
 //! known length, a stream the client resets before its answer stops being handled (which
-//! cancels the upstream request), and hyper's limits (16 KiB header lists, 400 KiB send
-//! buffer per stream, 1,024 locally reset streams before the connection is closed).
+//! cancels the upstream request), and hyper's limits (400 KiB send buffer per stream, 1,024
+//! locally reset streams before the connection is closed).
+//!
+//! What it adds against abusive clients: header lists are bounded by `max_request_headers_kb`
+//! (431 past it), Envoy's premature-reset rule closes a connection whose streams are mostly
+//! reset by the client ([`super::premature_reset`]), and one connection starts at most
+//! `max_requests_per_io_cycle` streams before it yields its worker to the others.
 
-use super::h2_body::{H2Body, send_body};
+use super::h2_body::{H2Body, SendBodyError, send_body};
 use super::headers;
+use super::premature_reset::{ResetWatch, StreamEnd};
 use super::tracked::TrackedBody;
 use super::upgrade::TunnelHandoff;
 use crate::config::HttpManagerConfig;
+use crate::config::runtime::StreamAbuseLimits;
+use crate::stats::HttpStats;
 use crate::tunnel::{self, TunnelIo, body_io};
 use bytes::Bytes;
 use h2::RecvStream;
@@ -28,12 +36,11 @@ use h2::server::SendResponse;
 use http::{HeaderValue, Method, Request, Response, header};
 use http_body::Body as _;
 use std::future::Future;
+use std::sync::Arc;
 use std::task::Poll;
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, watch};
-
-/// SETTINGS_MAX_HEADER_LIST_SIZE we advertise (hyper's default).
-const MAX_HEADER_LIST_SIZE: u32 = 16 << 10;
 
 /// Bytes a stream may queue for sending beyond what the peer's window lets out.
 const MAX_SEND_BUFFER: usize = 400 << 10;
@@ -49,7 +56,7 @@ pub(super) fn builder(config: &HttpManagerConfig) -> h2::server::Builder {
         .max_concurrent_streams(config.http2.max_concurrent_streams)
         .initial_window_size(config.http2.initial_stream_window_size)
         .initial_connection_window_size(config.http2.initial_connection_window_size)
-        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_header_list_size(config.max_request_headers_bytes)
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS));
     if config.allow_connect {
@@ -58,13 +65,23 @@ pub(super) fn builder(config: &HttpManagerConfig) -> h2::server::Builder {
     builder
 }
 
+/// What one connection is held to, beyond its codec settings.
+#[derive(Clone)]
+pub(super) struct Limits {
+    /// Premature resets and streams per cycle.
+    pub abuse: StreamAbuseLimits,
+    /// The listener's stats (resets and closes are counted there).
+    pub stats: HttpStats,
+}
+
 /// Serves HTTP/2 on `io` until the peer closes or the connection fails; `drain` turning true
 /// sends GOAWAY, and the connection closes once its streams are done. `handle` answers each
-/// request.
+/// request. Too many premature resets close it at once with GOAWAY(ENHANCE_YOUR_CALM).
 pub(super) async fn serve<I, H, F>(
     builder: h2::server::Builder,
     io: I,
     handle: H,
+    limits: Limits,
     mut drain: watch::Receiver<bool>,
 ) -> Result<(), h2::Error>
 where
@@ -77,24 +94,63 @@ where
         // Drained before its preface came: nothing is in flight.
         _ = drain.wait_for(|drain| *drain) => return Ok(()),
     };
+    let resets = Arc::new(ResetWatch::new(limits.abuse));
+    let per_cycle = limits.abuse.max_requests_per_io_cycle.max(1);
+    let mut started_this_cycle = 0u32;
     let mut draining = false;
+    let mut closing = false;
     loop {
+        if started_this_cycle >= per_cycle {
+            // Let the worker's other connections run before this one starts more.
+            started_this_cycle = 0;
+            tokio::task::yield_now().await;
+        }
         tokio::select! {
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    tokio::spawn(serve_stream(handle.clone(), request, respond));
+                    let stream = StreamCtx { resets: resets.clone(), stats: limits.stats.clone() };
+                    tokio::spawn(serve_stream(handle.clone(), request, respond, stream));
+                    started_this_cycle += 1;
                 }
                 Some(Err(error)) if is_orderly_end(&error) => return Ok(()),
+                // Our own GOAWAY for premature resets ends the connection in good order.
+                Some(Err(_)) | None if closing => return Ok(()),
                 Some(Err(error)) => return Err(error),
                 None => return Ok(()),
             },
+            () = resets.tripped(), if !closing => {
+                closing = true;
+                limits.stats.rq_too_many_premature_resets.inc();
+                tracing::debug!("h2 connection closed: too many premature stream resets");
+                connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+            }
             // A dropped sender drains too (whoever could ask for a drain is gone).
-            _ = drain.wait_for(|drain| *drain), if !draining => {
+            _ = drain.wait_for(|drain| *drain), if !draining && !closing => {
                 draining = true;
                 connection.graceful_shutdown();
             }
         }
     }
+}
+
+/// What a stream task reports its end to.
+struct StreamCtx {
+    resets: Arc<ResetWatch>,
+    stats: HttpStats,
+}
+
+impl StreamCtx {
+    fn ended(&self, started: Instant, end: StreamEnd) {
+        if matches!(end, StreamEnd::ResetByClient { .. }) {
+            self.stats.rq_rx_reset.inc();
+        }
+        self.resets.stream_ended(started, end);
+    }
+}
+
+/// Whether `error` is the client's RST_STREAM.
+fn is_remote_reset(error: &h2::Error) -> bool {
+    error.is_reset() && error.is_remote()
 }
 
 /// The peer went away in good order: GOAWAY with NO_ERROR, or the socket closed on a frame
@@ -113,7 +169,24 @@ async fn serve_stream<H, F>(
     handle: H,
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
+    ctx: StreamCtx,
 ) where
+    H: Fn(Request<H2Body>) -> F,
+    F: Future<Output = Response<TrackedBody>>,
+{
+    let started = Instant::now();
+    let end = answer_stream(handle, request, &mut respond, &ctx).await;
+    ctx.ended(started, end);
+}
+
+/// [`serve_stream`]'s body: answers the stream and says how it ended.
+async fn answer_stream<H, F>(
+    handle: H,
+    request: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    ctx: &StreamCtx,
+) -> StreamEnd
+where
     H: Fn(Request<H2Body>) -> F,
     F: Future<Output = Response<TrackedBody>>,
 {
@@ -147,7 +220,9 @@ async fn serve_stream<H, F>(
     .await;
     let Some(response) = answered else {
         tracing::debug!("h2 stream reset by the client before its answer");
-        return;
+        return StreamEnd::ResetByClient {
+            response_started: false,
+        };
     };
     let (mut head, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut head.headers, false);
@@ -158,8 +233,15 @@ async fn serve_stream<H, F>(
         // A tunnel waits on the handoff only where the handler set one up.
         if head.status.is_success() && !handoff.is_closed() {
             head.headers.remove(header::CONTENT_LENGTH);
-            serve_tunnel(respond, Response::from_parts(head, ()), body, recv, handoff).await;
-            return;
+            return serve_tunnel(
+                respond,
+                Response::from_parts(head, ()),
+                body,
+                recv,
+                handoff,
+                ctx,
+            )
+            .await;
         }
     }
     let end_of_stream = body.is_end_stream();
@@ -174,11 +256,38 @@ async fn serve_stream<H, F>(
         Ok(stream) => stream,
         Err(error) => {
             tracing::debug!(%error, "h2 response head not sent");
-            return;
+            return ended_by(&error, false);
         }
     };
     if !end_of_stream && let Err(error) = send_body(body, &mut stream).await {
         tracing::debug!(%error, "h2 response not sent in full");
+        return body_ended_by(&error, ctx);
+    }
+    StreamEnd::Completed
+}
+
+/// How a stream whose response body was not sent in full ended (its head was); a reset weir
+/// sent is counted.
+fn body_ended_by(error: &SendBodyError, ctx: &StreamCtx) -> StreamEnd {
+    match error {
+        SendBodyError::Reset(_) => StreamEnd::ResetByClient {
+            response_started: true,
+        },
+        SendBodyError::Stream(error) => ended_by(error, true),
+        SendBodyError::Body(_) => {
+            // send_body reset the stream with the body's reason.
+            ctx.stats.rq_tx_reset.inc();
+            StreamEnd::Completed
+        }
+    }
+}
+
+/// How a stream that failed with `error` ended.
+fn ended_by(error: &h2::Error, response_started: bool) -> StreamEnd {
+    if is_remote_reset(error) {
+        StreamEnd::ResetByClient { response_started }
+    } else {
+        StreamEnd::Completed
     }
 }
 
@@ -187,17 +296,18 @@ async fn serve_stream<H, F>(
 /// `RST_STREAM(CONNECT_ERROR)`. `counted` (the response's body) keeps the stream counted as
 /// active until the tunnel is done.
 async fn serve_tunnel(
-    mut respond: SendResponse<Bytes>,
+    respond: &mut SendResponse<Bytes>,
     head: Response<()>,
     counted: TrackedBody,
     recv: RecvStream,
     handoff: oneshot::Sender<TunnelIo>,
-) {
+    ctx: &StreamCtx,
+) -> StreamEnd {
     let mut stream = match respond.send_response(head, false) {
         Ok(stream) => stream,
         Err(error) => {
             tracing::debug!(%error, "h2 CONNECT answer not sent");
-            return;
+            return ended_by(&error, false);
         }
     };
     let incoming = crate::body::boxed(H2Body::new(recv, None));
@@ -206,10 +316,16 @@ async fn serve_tunnel(
     if handoff.send(io).is_err() {
         tracing::debug!("h2 tunnel ended before its stream was handed over");
         stream.send_reset(h2::Reason::CANCEL);
-        return;
+        ctx.stats.rq_tx_reset.inc();
+        return StreamEnd::Completed;
     }
-    if let Err(error) = send_body(outgoing, &mut stream).await {
-        tracing::debug!(%error, "h2 tunnel stream ended with an error");
-    }
+    let end = match send_body(outgoing, &mut stream).await {
+        Ok(()) => StreamEnd::Completed,
+        Err(error) => {
+            tracing::debug!(%error, "h2 tunnel stream ended with an error");
+            body_ended_by(&error, ctx)
+        }
+    };
     drop(counted);
+    end
 }

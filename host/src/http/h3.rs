@@ -8,9 +8,14 @@
 //! are served on the raw stream (see [`super::h3_connect`] for why): the manager sees an
 //! upgrade or a CONNECT as it would from HTTP/2, and once its 2xx is written the stream's DATA
 //! frames are the tunnel, handed over through a [`TunnelHandoff`].
+//!
+//! Envoy's premature-reset rule holds here as on HTTP/2 ([`super::premature_reset`]): a
+//! connection whose request streams are mostly abandoned by the client (stopped or reset
+//! before their response is written) gets GOAWAY and is closed with H3_EXCESSIVE_LOAD.
 
 use super::h3_body::H3Body;
 use super::h3_connect::{self, CONNECTION_SPECIFIC, DataBody};
+use super::premature_reset::{ResetWatch, StreamEnd};
 use super::tracked::{Activity, StreamGuard};
 use super::upgrade::{ConnectProtocol, TunnelHandoff};
 use super::{ConnectionInfo, CurrentManager, HttpManager};
@@ -21,6 +26,7 @@ use h3::quic::{BidiStream as _, RecvStream as _, SendStream as _};
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
@@ -46,6 +52,9 @@ const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How often a connection checks `idle_timeout` and `max_connection_duration`.
 const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// H3_EXCESSIVE_LOAD (RFC 9114 8.1): the code a connection closed for abuse gets.
+const H3_EXCESSIVE_LOAD: u32 = 0x107;
 
 /// Serves HTTP/3 on an accepted QUIC `connection` until it closes; `shutdown` turning true
 /// sends GOAWAY, lets in-flight requests finish, then closes the connection (a few round trips
@@ -78,7 +87,7 @@ pub async fn serve_h3_connection(
     let quic = connection.clone();
     let allow_extended_connect = accepted_on.config.allow_extended_connect;
     let built = h3::server::builder()
-        .max_field_section_size(h3_connect::MAX_FIELD_SECTION as u64)
+        .max_field_section_size(u64::from(accepted_on.config.max_request_headers_bytes))
         .enable_extended_connect(allow_extended_connect)
         .build::<_, Bytes>(h3_quinn::Connection::new(connection))
         .await;
@@ -92,6 +101,7 @@ pub async fn serve_h3_connection(
         }
     };
     let activity = Activity::new();
+    let resets = Arc::new(ResetWatch::new(accepted_on.config.abuse));
     // `common_http_protocol_options`, as on TCP: past either limit the connection drains
     // (GOAWAY, in-flight streams finish, then it closes).
     let idle_timeout = accepted_on.config.idle_timeout;
@@ -114,10 +124,16 @@ pub async fn serve_h3_connection(
                 Ok(Some(resolver)) => {
                     let manager = current.load_full();
                     let guard = StreamGuard::start(activity.clone(), manager.stats.clone());
+                    let resets = resets.clone();
+                    let started = Instant::now();
                     tokio::spawn(async move {
                         match resolve(resolver, allow_extended_connect).await {
                             Ok(Resolved::Request(request, stream)) => {
-                                serve_request(&manager, request, stream, &info).await;
+                                let end = serve_request(&manager, request, stream, &info).await;
+                                if matches!(end, StreamEnd::ResetByClient { .. }) {
+                                    manager.stats.rq_rx_reset.inc();
+                                }
+                                resets.stream_ended(started, end);
                                 drop(guard);
                             }
                             // A tunnel keeps its stream counted until it ends.
@@ -137,6 +153,15 @@ pub async fn serve_h3_connection(
                     break;
                 }
             },
+            () = resets.tripped() => {
+                stats.rq_too_many_premature_resets.inc();
+                tracing::debug!(peer = %info.remote, "HTTP/3 connection closed: too many premature stream resets");
+                if let Err(error) = h3_connection.shutdown(0).await {
+                    tracing::debug!(%error, "HTTP/3 GOAWAY");
+                }
+                quic.close(quinn::VarInt::from_u32(H3_EXCESSIVE_LOAD), b"too many premature resets");
+                break;
+            }
             changed = shutdown.changed(), if !draining => {
                 if changed.is_err() || *shutdown.borrow() {
                     draining = true;
@@ -267,13 +292,14 @@ async fn serve_connect(
     }
 }
 
-/// One request: the manager answers it, the response head, body and trailers go back.
+/// One request: the manager answers it, the response head, body and trailers go back; says
+/// how the stream ended.
 async fn serve_request(
     manager: &HttpManager,
     request: http::Request<()>,
     stream: ServerStream,
     info: &ConnectionInfo,
-) {
+) -> StreamEnd {
     let (mut send, recv) = stream.split();
     let vhost = super::headers::request_host(&request)
         .and_then(|host| manager.config.routes.virtual_host_id(host));
@@ -287,9 +313,39 @@ async fn serve_request(
         .routes
         .add_response_headers(vhost, &mut head.headers);
     remove_connection_specific(&mut head.headers);
-    if let Err(error) = send_response(&mut send, Response::from_parts(head, ()), body).await {
-        tracing::debug!(%error, "HTTP/3 response not sent in full");
+    match send_response(&mut send, Response::from_parts(head, ()), body).await {
+        Ok(()) => StreamEnd::Completed,
+        Err(error) => {
+            tracing::debug!(%error, "HTTP/3 response not sent in full");
+            match error {
+                // The client stopped or reset the stream, or its connection is gone.
+                ResponseError::Head(_) => StreamEnd::ResetByClient {
+                    response_started: false,
+                },
+                ResponseError::Stream(_) => StreamEnd::ResetByClient {
+                    response_started: true,
+                },
+                ResponseError::Body(_) => {
+                    manager.stats.rq_tx_reset.inc();
+                    StreamEnd::Completed
+                }
+            }
+        }
     }
+}
+
+/// How sending a response failed.
+#[derive(Debug, thiserror::Error)]
+enum ResponseError {
+    /// The head could not be written: the client is gone from the stream.
+    #[error("head not sent: {0}")]
+    Head(h3::error::StreamError),
+    /// The stream failed after the head.
+    #[error("stream failed: {0}")]
+    Stream(h3::error::StreamError),
+    /// The response body failed (the upstream's side); the stream was reset.
+    #[error("body failed: {0}")]
+    Body(crate::body::BoxError),
 }
 
 fn remove_connection_specific(headers: &mut HeaderMap) {
@@ -303,32 +359,36 @@ async fn send_response(
     send: &mut h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>,
     head: Response<()>,
     mut body: Body,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    send.send_response(head).await?;
+) -> Result<(), ResponseError> {
+    send.send_response(head)
+        .await
+        .map_err(ResponseError::Head)?;
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(frame) => frame,
             Err(error) => {
                 // The upstream failed mid-body: reset so the client sees it was cut.
                 send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
-                return Err(error);
+                return Err(ResponseError::Body(error));
             }
         };
         match frame.into_data() {
             Ok(data) => {
                 if !data.is_empty() {
-                    send.send_data(data).await?;
+                    send.send_data(data).await.map_err(ResponseError::Stream)?;
                 }
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
                     // h3 0.0.8's send_trailers does not end the stream.
-                    send.send_trailers(trailers).await?;
+                    send.send_trailers(trailers)
+                        .await
+                        .map_err(ResponseError::Stream)?;
                     break;
                 }
             }
         }
     }
-    send.finish().await?;
+    send.finish().await.map_err(ResponseError::Stream)?;
     Ok(())
 }

@@ -1,6 +1,11 @@
 //! Replies weir makes itself, with the status and text an Envoy user would see.
+//!
+//! A reply tells the client nothing of the inside: its body is a short fixed reason (Envoy's
+//! words, with the failure's kind but never a cluster, a host, an address or an OS error), and
+//! it carries the request's `x-request-id`, so an operator can find the detail, which goes to
+//! the log with the same id.
 
-use super::headers::X_WEIR_OVERLOADED;
+use super::headers::{X_REQUEST_ID, X_WEIR_OVERLOADED};
 use crate::body::{self, Body};
 use crate::upstream::UpstreamError;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -16,6 +21,9 @@ pub enum LocalReply {
     NoRoute,
     /// More headers than `max_headers_count` (431).
     TooManyHeaders,
+    /// The request body was malformed (a bad chunk, more bytes than its `content-length`) or
+    /// cut short by the client (400).
+    BadRequestBody,
     /// The request body did not arrive within `request_timeout` (408).
     RequestTimeout,
     /// The upstream did not answer within the route's timeout (504).
@@ -33,6 +41,7 @@ impl LocalReply {
             LocalReply::Forbidden(_) => StatusCode::FORBIDDEN,
             LocalReply::NoRoute => StatusCode::NOT_FOUND,
             LocalReply::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            LocalReply::BadRequestBody => StatusCode::BAD_REQUEST,
             LocalReply::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             // Nowhere to forward to (a connection that was not redirected): a gateway error,
@@ -44,27 +53,26 @@ impl LocalReply {
         }
     }
 
-    /// The reply as a response, `text/plain`, with `x-weir-overloaded: true` when a circuit
-    /// breaker refused the request.
-    pub fn into_response(self) -> Response<Body> {
+    /// The reply's body: a fixed text per kind of failure.
+    fn text(&self) -> &'static str {
+        match self {
+            LocalReply::BadRequest(why) | LocalReply::Forbidden(why) => why,
+            LocalReply::NoRoute => "",
+            LocalReply::TooManyHeaders => "request headers exceed max_headers_count",
+            LocalReply::BadRequestBody => "malformed request body",
+            LocalReply::RequestTimeout => "request timeout",
+            LocalReply::UpstreamTimeout => "upstream request timeout",
+            LocalReply::Upstream(error) => upstream_text(error),
+        }
+    }
+
+    /// The reply as a response, `text/plain`, with the request's id (`request_id`) and
+    /// `x-weir-overloaded: true` when a circuit breaker refused the request.
+    pub fn into_response(self, request_id: Option<HeaderValue>) -> Response<Body> {
         let status = self.status();
-        let text = match &self {
-            LocalReply::BadRequest(why) | LocalReply::Forbidden(why) => (*why).to_string(),
-            LocalReply::NoRoute => String::new(),
-            LocalReply::TooManyHeaders => "request headers exceed max_headers_count".into(),
-            LocalReply::RequestTimeout => "request timeout".into(),
-            LocalReply::UpstreamTimeout => "upstream request timeout".into(),
-            LocalReply::Upstream(UpstreamError::NoHealthyHost(_)) => "no healthy upstream".into(),
-            LocalReply::Upstream(e @ UpstreamError::NoOriginalDestination { .. }) => e.to_string(),
-            LocalReply::Upstream(e) if e.is_overflow() => "upstream overflow".into(),
-            LocalReply::Upstream(e) => {
-                format!(
-                    "upstream connect error or disconnect/reset before headers. reset reason: {e}"
-                )
-            }
-        };
+        let text = self.text();
         let overloaded = matches!(&self, LocalReply::Upstream(e) if e.is_overflow());
-        let mut response = Response::new(body::full(text.clone()));
+        let mut response = Response::new(body::full(text));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         if !text.is_empty() {
@@ -74,6 +82,98 @@ impl LocalReply {
         if overloaded {
             headers.insert(X_WEIR_OVERLOADED.clone(), HeaderValue::from_static("true"));
         }
+        if let Some(id) = request_id {
+            headers.insert(X_REQUEST_ID.clone(), id);
+        }
         response
+    }
+}
+
+/// Envoy's text for an upstream failure, with its reset reason as Envoy names them
+/// (`connection failure`, `connection termination`, `overflow`, ...): the kind of failure,
+/// never where it happened.
+fn upstream_text(error: &UpstreamError) -> &'static str {
+    match error {
+        UpstreamError::NoHealthyHost(_) => "no healthy upstream",
+        UpstreamError::NoOriginalDestination { .. } => "no original destination",
+        UpstreamError::UnknownCluster(_) => "",
+        UpstreamError::ConnectionOverflow(_)
+        | UpstreamError::PendingOverflow(_)
+        | UpstreamError::RequestOverflow(_) => {
+            "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+        }
+        UpstreamError::ConnectFailed { .. }
+        | UpstreamError::Tls { .. }
+        | UpstreamError::Config { .. } => {
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+        }
+        UpstreamError::ConnectTimeout { .. } => {
+            "upstream connect error or disconnect/reset before headers. reset reason: connection timeout"
+        }
+        UpstreamError::Reset { .. } => {
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every upstream failure's reply, as the client reads it.
+    async fn reply_text(error: UpstreamError) -> String {
+        let response = LocalReply::Upstream(error).into_response(None);
+        let (_, body) = response.into_parts();
+        let bytes = http_body_util::BodyExt::collect(body)
+            .await
+            .expect("body")
+            .to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[tokio::test]
+    async fn upstream_replies_name_no_cluster_host_or_os_error() {
+        let secrets = ["secret-cluster", "10.1.2.3", "4567", "Connection refused"];
+        let errors = [
+            UpstreamError::ConnectFailed {
+                cluster: "secret-cluster".into(),
+                host: "10.1.2.3:4567".into(),
+                reason: "Connection refused (os error 111)".into(),
+            },
+            UpstreamError::ConnectTimeout {
+                cluster: "secret-cluster".into(),
+                host: "10.1.2.3:4567".into(),
+            },
+            UpstreamError::Tls {
+                cluster: "secret-cluster".into(),
+                host: "10.1.2.3:4567".into(),
+                reason: "Connection refused".into(),
+            },
+            UpstreamError::Reset {
+                cluster: "secret-cluster".into(),
+                host: "10.1.2.3:4567".into(),
+                reason: "Connection refused".into(),
+            },
+            UpstreamError::NoOriginalDestination {
+                cluster: "secret-cluster".into(),
+                reason: "10.1.2.3:4567".into(),
+            },
+            UpstreamError::NoHealthyHost("secret-cluster".into()),
+            UpstreamError::UnknownCluster("secret-cluster".into()),
+            UpstreamError::PendingOverflow("secret-cluster".into()),
+        ];
+        for error in errors {
+            let text = reply_text(error.clone()).await;
+            for secret in secrets {
+                assert!(!text.contains(secret), "{error:?} told the client {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_request_id_rides_on_the_reply() {
+        let id = HeaderValue::from_static("abc-123");
+        let response = LocalReply::NoRoute.into_response(Some(id.clone()));
+        assert_eq!(response.headers().get(&X_REQUEST_ID), Some(&id));
     }
 }

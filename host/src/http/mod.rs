@@ -1,7 +1,6 @@
 //! The HTTP connection manager: codec glue for hyper (HTTP/1.1, HTTP/2), the stream lifecycle
 //! and local replies.
 
-mod deadline;
 pub mod filter_chain;
 mod h2;
 pub mod h2_body;
@@ -9,8 +8,11 @@ mod h3;
 pub mod h3_body;
 pub mod h3_connect;
 pub mod headers;
+mod idle_clock;
 pub mod local_reply;
 pub mod prefixed;
+mod premature_reset;
+mod request_body;
 mod server;
 pub mod stream;
 mod tracked;

@@ -1,13 +1,17 @@
-//! A connection whose first bytes were already read (an AUTO listener sniffing for the HTTP/2
-//! preface): they are read again first.
+//! A connection as the HTTP/1.1 codec reads it: the first bytes, if they were already read (an
+//! AUTO listener sniffing for the HTTP/2 preface), are read again first; and every read tells
+//! the connection's [`Activity`] that bytes arrived, which starts its request headers timeout
+//! when no request is in flight.
 //!
 //! The splice of a CONNECT or an upgrade on such a connection takes the socket back out
 //! ([`Prefixed::into_parts`]), so a plain TCP socket behind an AUTO listener is spliced in the
 //! kernel like one behind an HTTP1 listener.
 
+use super::tracked::Activity;
 use bytes::{Buf, Bytes};
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -15,12 +19,27 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct Prefixed<I> {
     prefix: Bytes,
     io: I,
+    clock: Option<Arc<Activity>>,
 }
 
 impl<I> Prefixed<I> {
     /// `io`, whose first bytes `prefix` were already read from it.
     pub fn new(prefix: Bytes, io: I) -> Self {
-        Prefixed { prefix, io }
+        Prefixed {
+            prefix,
+            io,
+            clock: None,
+        }
+    }
+
+    /// Tells `activity` of every read from now on (see [`Activity::bytes_arrived`]); when
+    /// bytes were already read, a head is arriving now.
+    pub(super) fn with_head_clock(mut self, activity: Arc<Activity>) -> Self {
+        if !self.prefix.is_empty() {
+            activity.bytes_arrived();
+        }
+        self.clock = Some(activity);
+        self
     }
 
     /// The part of the prefix not read yet, and the connection.
@@ -36,7 +55,14 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         if self.prefix.is_empty() {
-            return Pin::new(&mut self.io).poll_read(cx, buf);
+            let before = buf.filled().len();
+            let read = Pin::new(&mut self.io).poll_read(cx, buf);
+            if let Some(clock) = &self.clock
+                && buf.filled().len() > before
+            {
+                clock.bytes_arrived();
+            }
+            return read;
         }
         let n = self.prefix.len().min(buf.remaining());
         buf.put_slice(&self.prefix[..n]);

@@ -45,7 +45,11 @@ impl Codecs {
         http1
             .timer(TokioTimer::new())
             .max_headers(config.max_headers_count)
-            .header_read_timeout(config.request_headers_timeout);
+            // 431 past it (hyper answers it itself).
+            .max_header_size(config.max_request_headers_bytes as usize)
+            // hyper's own timer would run while a keep-alive connection idles between
+            // requests; weir's starts at the head's first byte (see `Activity::bytes_arrived`).
+            .header_read_timeout(None);
         Codecs {
             http1,
             http2: h2_codec::builder(config),
@@ -61,6 +65,7 @@ impl Codecs {
         tls: &ConnectionTls,
         io: I,
         streams: Streams,
+        limits: h2_codec::Limits,
         drain: watch::Receiver<bool>,
     ) -> Serving
     where
@@ -68,12 +73,14 @@ impl Codecs {
     {
         let http1 = self.http1.clone();
         let http2 = self.http2.clone();
+        let clock = streams.activity.clone();
         match (codec, tls.alpn.as_deref()) {
             (CodecType::HTTP1, _) | (CodecType::AUTO, Some(b"http/1.1")) => {
+                let io = Prefixed::new(Bytes::new(), io).with_head_clock(clock);
                 Box::pin(serve_http1(http1, io, streams, drain))
             }
             (CodecType::HTTP2, _) | (CodecType::AUTO, Some(b"h2")) => {
-                Box::pin(serve_http2(http2, io, streams, drain))
+                Box::pin(serve_http2(http2, io, streams, limits, drain))
             }
             // HTTP3 is for QUIC listeners only (the config refuses it on TCP).
             (CodecType::AUTO | CodecType::HTTP3, _) => Box::pin(async move {
@@ -84,8 +91,10 @@ impl Codecs {
                     _ = drain_sniff.wait_for(|drain| *drain) => return Ok(()),
                 };
                 match sniffed {
-                    (io, true) => serve_http2(http2, io, streams, drain).await,
-                    (io, false) => serve_http1(http1, io, streams, drain).await,
+                    (io, true) => serve_http2(http2, io, streams, limits, drain).await,
+                    (io, false) => {
+                        serve_http1(http1, io.with_head_clock(clock), streams, drain).await
+                    }
                 }
             }),
         }
@@ -122,13 +131,14 @@ async fn serve_http2<I>(
     builder: h2::server::Builder,
     io: I,
     streams: Streams,
+    limits: h2_codec::Limits,
     drain: watch::Receiver<bool>,
 ) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let handle = move |request| streams.handle(request);
-    h2_codec::serve(builder, io, handle, drain)
+    h2_codec::serve(builder, io, handle, limits, drain)
         .await
         .map_err(Into::into)
 }
@@ -197,7 +207,8 @@ impl Streams {
                 .config
                 .routes
                 .add_response_headers(vhost, response.headers_mut());
-            response.map(|body| TrackedBody::new(body, guard))
+            let idle = manager.config.stream_idle_timeout;
+            response.map(|body| TrackedBody::new(body, guard, idle))
         }
     }
 }
@@ -240,10 +251,16 @@ pub async fn serve_connection<I>(
     let activity = streams.activity.clone();
     let (drain, drained) = watch::channel(*shutdown.borrow());
     let mut draining = *drained.borrow();
-    let mut connection = manager
-        .codecs
-        .serve(manager.config.codec, &tls, io, streams, drained);
+    let limits = h2_codec::Limits {
+        abuse: manager.config.abuse,
+        stats: stats.clone(),
+    };
+    let mut connection =
+        manager
+            .codecs
+            .serve(manager.config.codec, &tls, io, streams, limits, drained);
     let idle_timeout = manager.config.idle_timeout;
+    let headers_timeout = manager.config.request_headers_timeout;
     let max_duration = manager
         .config
         .max_connection_duration
@@ -267,7 +284,18 @@ pub async fn serve_connection<I>(
                     drain.send_replace(true);
                 }
             }
-            () = tokio::time::sleep(IDLE_CHECK), if !draining && (idle_timeout.is_some() || max_duration.is_some()) => {
+            () = tokio::time::sleep(IDLE_CHECK), if idle_timeout.is_some() || max_duration.is_some() || headers_timeout.is_some() => {
+                if let Some(limit) = headers_timeout
+                    && activity.head_arriving_for().is_some_and(|arriving| arriving >= limit)
+                {
+                    // A head still not whole: the client is slow or trickling on purpose.
+                    tracing::debug!(peer = %info.remote, "request headers timeout; closing");
+                    stats.rq_header_timeout.inc();
+                    break;
+                }
+                if draining {
+                    continue;
+                }
                 let idle = matches!((idle_timeout, activity.idle_for()), (Some(limit), Some(idle)) if idle >= limit);
                 let too_old = max_duration.is_some_and(|deadline| tokio::time::Instant::now() >= deadline);
                 if idle || too_old {

@@ -19,9 +19,9 @@
 //!    back, and the stream ends when its last byte is written (see [`super::tracked`]).
 
 use super::HttpManager;
-use super::deadline::DeadlineBody;
 use super::headers::{self, X_FORWARDED_PROTO, X_REQUEST_ID};
 use super::local_reply::LocalReply;
+use super::request_body::{BodyFault, BodyVerdict, WatchedBody};
 use super::upgrade::{self, TunnelKind};
 use crate::body::{self, Body};
 use crate::route::{ForwardAction, RouteAction};
@@ -30,7 +30,6 @@ use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body::Body as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What the connection manager knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +89,12 @@ impl HttpManager {
     {
         let stats = &self.stats;
         stats.rq_total.inc();
+        let mut request = request;
+        if let Err(reply) = self.screen_head(&mut request) {
+            let response = reply.into_response(request.headers().get(&X_REQUEST_ID).cloned());
+            stats.count_response(response.status().as_u16());
+            return response;
+        }
         // An upgrade whose type has its own chain runs that chain alone.
         let filters = match upgrade::tunnel_kind(&request) {
             Ok(Some(kind)) if !self.upgrade_filters.is_empty() => self
@@ -116,17 +121,56 @@ impl HttpManager {
         response
     }
 
+    /// What is checked of a request's head before anything (the filters included) sees it:
+    /// header names with underscores (`headers_with_underscores_action`).
+    fn screen_head<B>(&self, request: &mut Request<B>) -> Result<(), LocalReply> {
+        use crate::config::schema::HeadersWithUnderscoresAction as Underscores;
+        let action = self.config.headers_with_underscores;
+        if action == Underscores::ALLOW
+            || !request
+                .headers()
+                .keys()
+                .any(|name| name.as_str().contains('_'))
+        {
+            return Ok(());
+        }
+        if action == Underscores::REJECT_REQUEST {
+            self.stats.rq_rejected_with_underscores_in_headers.inc();
+            return Err(LocalReply::BadRequest("header name with an underscore"));
+        }
+        let names: Vec<_> = request
+            .headers()
+            .keys()
+            .filter(|name| name.as_str().contains('_'))
+            .cloned()
+            .collect();
+        for name in names {
+            request.headers_mut().remove(&name);
+            self.stats.dropped_headers_with_underscores.inc();
+        }
+        Ok(())
+    }
+
     /// Phases 1-6 (inside the HTTP filters, when there are any); every problem is a local reply.
-    async fn respond<B>(&self, request: Request<B>, conn: &ConnectionInfo) -> Response<Body>
+    async fn respond<B>(&self, mut request: Request<B>, conn: &ConnectionInfo) -> Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<body::BoxError>,
     {
+        // The id exists before anything can fail, so a local reply and its log line carry the
+        // one the upstream would have seen (`upstream_request` keeps it).
+        if self.config.generate_request_id && !request.headers().contains_key(&X_REQUEST_ID) {
+            request
+                .headers_mut()
+                .insert(X_REQUEST_ID.clone(), headers::new_request_id());
+        }
+        let request_id = request.headers().get(&X_REQUEST_ID).cloned();
         match self.route_and_forward(request, conn).await {
             Ok(response) => response,
             Err(reply) => {
-                tracing::debug!(status = %reply.status(), ?reply, "local reply");
-                reply.into_response()
+                // The detail (cluster, host, OS error) is for the operator, never the client.
+                tracing::debug!(status = %reply.status(), ?reply, request_id = ?request_id, "local reply");
+                reply.into_response(request_id)
             }
         }
     }
@@ -201,14 +245,25 @@ impl HttpManager {
                     .await;
                 }
                 let rewrite_len = route.path.rewrite_len(path);
-                let (upstream, body_expired) =
+                let (upstream, verdict) =
                     self.upstream_request(request, &host, action, rewrite_len, conn)?;
                 self.forward(upstream, action).await.map_err(|reply| {
-                    if body_expired.is_some_and(|expired| expired.load(Ordering::Acquire)) {
-                        self.stats.rq_timeout.inc();
-                        LocalReply::RequestTimeout
-                    } else {
-                        reply
+                    // A body that failed on the client's side is why the upstream request
+                    // failed: the client's fault, answered as such.
+                    match verdict.and_then(|verdict| verdict.fault()) {
+                        Some(BodyFault::TimedOut) => {
+                            self.stats.rq_timeout.inc();
+                            LocalReply::RequestTimeout
+                        }
+                        Some(BodyFault::Idle) => {
+                            self.stats.rq_idle_timeout.inc();
+                            LocalReply::RequestTimeout
+                        }
+                        Some(BodyFault::Malformed) => {
+                            self.stats.rq_body_error.inc();
+                            LocalReply::BadRequestBody
+                        }
+                        None => reply,
                     }
                 })
             }
@@ -232,8 +287,8 @@ impl HttpManager {
         Ok(host)
     }
 
-    /// Builds the request the upstream receives. With `request_timeout` set, the body is put
-    /// under that deadline, and the flag returned turns true if it passes.
+    /// Builds the request the upstream receives. A request with a body has it watched (see
+    /// [`super::request_body`]); the verdict returned says whether and why it failed.
     fn upstream_request<B>(
         &self,
         request: Request<B>,
@@ -241,7 +296,7 @@ impl HttpManager {
         action: &ForwardAction,
         rewrite_len: usize,
         conn: &ConnectionInfo,
-    ) -> Result<(Request<Body>, Option<Arc<AtomicBool>>), LocalReply>
+    ) -> Result<(Request<Body>, Option<Arc<BodyVerdict>>), LocalReply>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<body::BoxError>,
@@ -289,15 +344,17 @@ impl HttpManager {
         }
         let request_body = body::boxed(request_body);
         conn.mark_original_destination(&mut parts.extensions);
-        match self.config.request_timeout {
-            Some(limit) if !request_body.is_end_stream() => {
-                let expired = Arc::new(AtomicBool::new(false));
-                let request_body =
-                    body::boxed(DeadlineBody::new(request_body, limit, expired.clone()));
-                Ok((Request::from_parts(parts, request_body), Some(expired)))
-            }
-            _ => Ok((Request::from_parts(parts, request_body), None)),
+        if request_body.is_end_stream() {
+            return Ok((Request::from_parts(parts, request_body), None));
         }
+        let verdict = Arc::new(BodyVerdict::default());
+        let request_body = body::boxed(WatchedBody::new(
+            request_body,
+            self.config.request_timeout,
+            self.config.stream_idle_timeout,
+            verdict.clone(),
+        ));
+        Ok((Request::from_parts(parts, request_body), Some(verdict)))
     }
 
     /// Sends `request` to the route's cluster and shapes the response for downstream.

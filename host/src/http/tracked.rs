@@ -4,6 +4,7 @@
 //! (`downstream_rq_active`, the connection's idle clock) rides on the body and is settled when
 //! the body finishes or is dropped, whichever comes first.
 
+use super::idle_clock::{IdleClock, StreamIdleTimeout};
 use crate::body::{Body, BoxError};
 use crate::stats::HttpStats;
 use bytes::Bytes;
@@ -14,14 +15,21 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-/// What a connection knows about its streams, for its idle timeout.
+/// What a connection knows about its streams, for its idle timeout and (HTTP/1.1) its
+/// request headers timeout.
 #[derive(Debug)]
 pub struct Activity {
     origin: Instant,
     active: AtomicUsize,
     /// Milliseconds since `origin` when the last stream ended.
     last_end_ms: AtomicU64,
+    /// Milliseconds since `origin` when bytes of a request head not yet whole first arrived
+    /// (bytes read while no stream is in flight); [`NO_HEAD`] when none is arriving.
+    head_since_ms: AtomicU64,
 }
+
+/// `head_since_ms` when no request head is arriving.
+const NO_HEAD: u64 = u64::MAX;
 
 impl Activity {
     /// A connection with no stream yet; its idle clock starts now.
@@ -30,7 +38,34 @@ impl Activity {
             origin: Instant::now(),
             active: AtomicUsize::new(0),
             last_end_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(NO_HEAD),
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(NO_HEAD - 1)
+    }
+
+    /// Bytes came in on an HTTP/1.1 connection: with no stream in flight they are the start
+    /// of a request head, and its clock starts (Envoy's `request_headers_timeout` runs from
+    /// the head's first byte, so an idle keep-alive connection is not timed by it).
+    pub fn bytes_arrived(&self) {
+        if self.active.load(Ordering::Acquire) == 0
+            && self.head_since_ms.load(Ordering::Relaxed) == NO_HEAD
+        {
+            self.head_since_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// How long a request head has been arriving without being whole; `None` when none is.
+    pub fn head_arriving_for(&self) -> Option<std::time::Duration> {
+        let since = self.head_since_ms.load(Ordering::Relaxed);
+        if since == NO_HEAD || self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(std::time::Duration::from_millis(
+            self.now_ms().saturating_sub(since),
+        ))
     }
 
     /// How long the connection has had no stream in flight; `None` while one is.
@@ -53,6 +88,7 @@ impl StreamGuard {
     /// Counts a new stream on `activity`.
     pub fn start(activity: Arc<Activity>, stats: HttpStats) -> StreamGuard {
         activity.active.fetch_add(1, Ordering::AcqRel);
+        activity.head_since_ms.store(NO_HEAD, Ordering::Relaxed);
         stats.rq_active.inc();
         StreamGuard { activity, stats }
     }
@@ -69,18 +105,24 @@ impl Drop for StreamGuard {
     }
 }
 
-/// A response body that holds its stream's [`StreamGuard`] until the last frame is out.
+/// A response body that holds its stream's [`StreamGuard`] until the last frame is out, and
+/// fails (resetting the stream) when it goes `stream_idle_timeout` without a frame.
 pub struct TrackedBody {
     inner: Body,
     guard: Option<StreamGuard>,
+    idle: Option<IdleClock>,
 }
 
 impl TrackedBody {
-    /// Wraps `inner`; `guard` is released at its end.
-    pub fn new(inner: Body, guard: StreamGuard) -> TrackedBody {
+    /// Wraps `inner`; `guard` is released at its end; `idle` is `stream_idle_timeout`.
+    pub fn new(inner: Body, guard: StreamGuard, idle: Option<std::time::Duration>) -> TrackedBody {
+        let idle = idle
+            .filter(|_| !http_body::Body::is_end_stream(&inner))
+            .map(IdleClock::new);
         TrackedBody {
             inner,
             guard: Some(guard),
+            idle,
         }
     }
 }
@@ -96,8 +138,23 @@ impl http_body::Body for TrackedBody {
         // `Body` (a BoxBody) is Unpin, and so is this struct.
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            this.guard = None;
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(idle) = &mut this.idle {
+                    idle.touch();
+                }
+            }
+            Poll::Ready(None | Some(Err(_))) => this.guard = None,
+            Poll::Pending => {
+                if let Some(idle) = &mut this.idle
+                    && idle.poll_expired(cx).is_ready()
+                {
+                    if let Some(guard) = this.guard.take() {
+                        guard.stats.rq_idle_timeout.inc();
+                    }
+                    return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout))));
+                }
+            }
         }
         polled
     }

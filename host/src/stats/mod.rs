@@ -103,6 +103,14 @@ stat_group! {
             rq_no_route: "Requests that matched no route (404).",
             rq_direct_response: "Requests answered by a direct_response route.",
             cx_upgrades_total: "Upgrades and tunnels (WebSocket, CONNECT, any upgrade) established.",
+            rq_rx_reset: "HTTP/2 and HTTP/3 streams the client reset.",
+            rq_tx_reset: "HTTP/2 and HTTP/3 streams weir reset.",
+            rq_too_many_premature_resets: "Connections closed (GOAWAY) because most of their streams were reset prematurely by the client (Envoy's premature-reset rule).",
+            rq_header_timeout: "HTTP/1.1 connections closed because a request head did not arrive within request_headers_timeout.",
+            rq_idle_timeout: "Streams ended because no byte moved either way for stream_idle_timeout.",
+            rq_rejected_with_underscores_in_headers: "Requests refused (400) for an underscore in a header name (headers_with_underscores_action: REJECT_REQUEST).",
+            dropped_headers_with_underscores: "Request headers dropped for an underscore in their name (headers_with_underscores_action: DROP_HEADER).",
+            rq_body_error: "Requests whose body the client sent malformed or cut short (400 where no response had started).",
         }
         gauges {
             cx_active: "Downstream connections open now.",

@@ -181,6 +181,19 @@ impl Default for Http2Settings {
     }
 }
 
+impl Http2Settings {
+    /// A listener's defaults: Envoy's edge best-practice values, so one client can neither
+    /// hold more than 100 streams (and with them the clusters' circuit breakers) nor make weir
+    /// buffer more than 1 MiB of its uploads.
+    pub fn downstream() -> Self {
+        Http2Settings {
+            max_concurrent_streams: 100,
+            initial_stream_window_size: 65_536,
+            initial_connection_window_size: 1_048_576,
+        }
+    }
+}
+
 /// `health_checks[0]` with `http_health_check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheckSpec {

@@ -155,7 +155,11 @@ impl Http1Pool {
                             req = unsent;
                         }
                         None => {
-                            self.cluster.stats.rq_reset.inc();
+                            // A request body that failed is the client's doing (malformed,
+                            // cut short, too slow): the upstream is not blamed for it.
+                            if !error.error().is_user() {
+                                self.cluster.stats.rq_reset.inc();
+                            }
                             return Err(self.reset(reason));
                         }
                     }

@@ -198,7 +198,12 @@ impl Http2Pool {
                     self.mark_draining(lease.id);
                 }
                 Err(error) => {
-                    self.cluster.stats.rq_reset.inc();
+                    // Our own reset (the request body failed on the client's side) is not
+                    // the upstream's doing.
+                    let ours = error.is_reset() && !error.is_remote() && !error.is_library();
+                    if !ours {
+                        self.cluster.stats.rq_reset.inc();
+                    }
                     return Err(self.reset(error.to_string()));
                 }
             }
