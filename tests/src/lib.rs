@@ -9,6 +9,7 @@
 pub mod client;
 pub mod config;
 pub mod h1_upstream;
+pub mod h2_frames;
 pub mod h2_upstream;
 pub mod h3;
 pub mod stats;
