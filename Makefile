@@ -4,7 +4,7 @@ CARGO ?= cargo
 APT_PACKAGES := curl nghttp2-client clang llvm libbpf-dev bpftool iproute2 iptables
 BENCH_PACKAGES := nginx-light haproxy wrk nghttp2-client
 
-.PHONY: run test bench deps bench-deps lint build release
+.PHONY: run test bench conformance deps bench-deps lint build release
 
 ## run: the proxy on its built-in config (a page on 127.0.0.1:10000, admin on 127.0.0.1:9901)
 run: deps release
@@ -21,6 +21,22 @@ test: deps wasm-filters wasm-fixtures envoy
 ## bench: weir beside nginx, haproxy, Envoy and a direct connection (loopback, < 3 min)
 bench: bench-deps release
 	WEIR_BIN=$(CURDIR)/target/release/weir tests/bench/run.sh
+
+## conformance: h2spec's 146 HTTP/2 cases against weir at its default settings (HTTP2 in the
+## clear and over TLS, AUTO); h2spec is not on the registries: see the message when it is missing
+H2SPEC ?= $(CURDIR)/target/h2spec
+H2SPEC_SRC ?=
+conformance: deps
+	@if [ ! -x "$(H2SPEC)" ] && [ -n "$(H2SPEC_SRC)" ]; then tests/scripts/build-h2spec.sh "$(H2SPEC_SRC)" "$(H2SPEC)"; fi
+	@if [ ! -x "$(H2SPEC)" ]; then \
+		echo "h2spec is missing at $(H2SPEC). It is on no package registry: get a git checkout of"; \
+		echo "github.com/summerwind/h2spec (a clone, or a fetched snapshot), then run"; \
+		echo "  make conformance H2SPEC_SRC=/path/to/that/checkout"; \
+		echo "which builds it with Debian's Go (tests/scripts/build-h2spec.sh), or pass H2SPEC=/path/to/h2spec."; \
+		exit 2; \
+	fi
+	$(CARGO) build -p weir --bin weir
+	H2SPEC=$(H2SPEC) $(CARGO) test -p weir-tests --test conformance -- --ignored --nocapture
 
 build:
 	$(CARGO) build -p weir
