@@ -159,6 +159,16 @@ async fn handle(
         }
     }
     let p = path.split('?').next().unwrap_or("");
+    if let Some(n) = p.strip_prefix("/large/") {
+        // `n` bytes, as fast as the peer's window lets them out.
+        let n: usize = n.parse().unwrap_or(0);
+        let resp = Response::builder().status(200).body(()).expect("response");
+        if let Ok(send) = respond.send_response(resp, false) {
+            send_large(send, n).await;
+        }
+        st.tracker.in_flight.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
     if let Some(ms) = p.strip_prefix("/slow/") {
         let ms: u64 = ms.parse().unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -175,4 +185,26 @@ async fn handle(
         let _ = send.send_data(Bytes::from(desc), true);
     }
     st.tracker.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Sends `len` bytes (one 64 KiB block of [`crate::pattern`] over and over) within the peer's
+/// flow-control window, then ends the stream.
+async fn send_large(mut send: h2::SendStream<Bytes>, len: usize) {
+    let block = Bytes::from(crate::pattern(64 * 1024));
+    let mut left = len;
+    while left > 0 {
+        send.reserve_capacity(left.min(block.len()));
+        let Some(Ok(n)) = std::future::poll_fn(|cx| send.poll_capacity(cx)).await else {
+            return;
+        };
+        let n = n.min(left).min(block.len());
+        if n == 0 {
+            continue;
+        }
+        if send.send_data(block.slice(..n), false).is_err() {
+            return;
+        }
+        left -= n;
+    }
+    let _ = send.send_data(Bytes::new(), true);
 }

@@ -606,3 +606,38 @@ async fn a_stalled_upload_ends_with_408_after_stream_idle_timeout() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_to_clients_that_never_read_stay_bounded() {
+    let up = weir_tests::H2Upstream::start("up", None).await;
+    let ports = Ports::new();
+    let mut cfg = config::simple(ports, &[up.addr]);
+    config::upstream_http2(config::cluster_of(&mut cfg, 0), None);
+    let weir = Weir::start(&cfg).await;
+    let before = rss(weir.pid());
+    // 20 clients ask for 500 MiB each from an HTTP/2 upstream and read nothing.
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut client = TcpStream::connect(ports.http_addr())
+            .await
+            .expect("connect");
+        client
+            .write_all(b"GET /large/524288000 HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .expect("request");
+        clients.push(client);
+    }
+    let mut peak = before;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(rss(weir.pid()));
+    }
+    let growth = peak.saturating_sub(before);
+    eprintln!("downloads: weir grew by {} KiB", growth / 1024);
+    assert!(
+        growth < 64 * MIB,
+        "20 stalled downloads from an HTTP/2 upstream grew weir by {} MiB",
+        growth / MIB
+    );
+    assert_eq!(up.requests().len(), 20, "{}", weir.log_report());
+}

@@ -904,10 +904,18 @@ fn cluster_spec(cluster: &schema::Cluster, path: &str) -> Result<ClusterSpec, Fi
             .as_ref()
             .and_then(|o| o.max_concurrent_streams)
             .unwrap_or(defaults.max_concurrent_streams),
+        // What one upstream stream may push ahead of a slow client is the cluster's
+        // buffer limit (Envoy holds it there with watermarks; an HTTP/2 window is weir's
+        // watermark), unless the config sets the window itself.
         initial_stream_window_size: h2_options
             .as_ref()
             .and_then(|o| o.initial_stream_window_size)
-            .unwrap_or(defaults.initial_stream_window_size),
+            .unwrap_or(
+                cluster
+                    .per_connection_buffer_limit_bytes
+                    .unwrap_or(crate::http::DEFAULT_BUFFER_LIMIT as u32)
+                    .clamp(65_535, defaults.initial_stream_window_size),
+            ),
         initial_connection_window_size: h2_options
             .as_ref()
             .and_then(|o| o.initial_connection_window_size)

@@ -727,7 +727,9 @@ pub struct Cluster {
     /// Address families DNS names resolve to.
     #[serde(default)]
     pub dns_lookup_family: DnsLookupFamily,
-    /// Accepted for compatibility; weir buffers per stream, not per connection.
+    /// What one upstream stream may hold in weir ahead of a slow client (default 1 MiB, as
+    /// Envoy): the HTTP/2 stream window weir advertises upstream when
+    /// `http2_protocol_options.initial_stream_window_size` does not set it.
     #[serde(default)]
     pub per_connection_buffer_limit_bytes: Option<u32>,
     /// `ORIGINAL_DST` clusters: how often Envoy drops unused hosts. Accepted; weir drops a
