@@ -133,6 +133,43 @@ impl H3Client {
             .map_err(|_| "HTTP/3 exchange timed out".to_owned())?
     }
 
+    /// HTTP/3 "rapid reset": opens GET `path` streams one after another and abandons each at
+    /// once (STOP_SENDING with H3_REQUEST_CANCELLED, the response unread), up to `most` or
+    /// until the server closes the connection. Returns how many went out and the
+    /// application error code the server closed with, if it did.
+    pub async fn rapid_reset(&self, path: &str, most: u32, limit: Duration) -> (u32, Option<u64>) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut sent = 0;
+        while sent < most && tokio::time::Instant::now() < deadline {
+            if let Some(code) = self.close_code() {
+                return (sent, Some(code));
+            }
+            let Ok(request) = http::Request::get(format!("https://localhost{path}")).body(())
+            else {
+                break;
+            };
+            let mut send = self.send.clone();
+            let opened = tokio::time::timeout_at(deadline, send.send_request(request)).await;
+            let Ok(Ok(mut stream)) = opened else {
+                break;
+            };
+            let _ = stream.finish().await;
+            stream.stop_sending(h3::error::Code::H3_REQUEST_CANCELLED);
+            sent += 1;
+        }
+        // Give a close on its way time to land.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.connection.closed()).await;
+        (sent, self.close_code())
+    }
+
+    /// The application error code the server closed the connection with, if it did.
+    pub fn close_code(&self) -> Option<u64> {
+        match self.connection.close_reason()? {
+            quinn::ConnectionError::ApplicationClosed(close) => Some(close.error_code.into_inner()),
+            _ => None,
+        }
+    }
+
     /// GET `https://localhost{path}`.
     pub async fn get(&self, path: &str) -> Result<H3Response, String> {
         let request = http::Request::get(format!("https://localhost{path}"))

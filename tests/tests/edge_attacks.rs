@@ -641,3 +641,38 @@ async fn downloads_to_clients_that_never_read_stay_bounded() {
     );
     assert_eq!(up.requests().len(), 20, "{}", weir.log_report());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_rapid_reset_closes_the_connection() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = weir_tests::tls::self_signed(dir.path());
+    let mut cfg = config::simple(ports, &[up.addr]);
+    let hcm = config::hcm_of(&mut cfg).clone();
+    let quic = config::quic_listener("quic", ports.http, hcm, &tls.cert, &tls.key);
+    cfg["static_resources"]["listeners"]
+        .as_array_mut()
+        .expect("listeners")
+        .push(quic);
+    let weir = Weir::start(&cfg).await;
+    let client = weir_tests::h3::H3Client::connect(ports.http_addr(), "localhost", &tls.cert_der)
+        .await
+        .expect("h3 connect");
+    let (sent, code) = client
+        .rapid_reset("/slow/300", 3000, Duration::from_secs(40))
+        .await;
+    // H3_EXCESSIVE_LOAD.
+    assert_eq!(
+        code,
+        Some(0x107),
+        "expected the connection closed with H3_EXCESSIVE_LOAD after {sent} abandoned streams\n{}",
+        weir.log_report()
+    );
+    assert!(sent <= 1000, "closed only after {sent} streams");
+    assert!(up.requests().len() < 1000);
+    assert_eq!(
+        stat(&weir, "weir_http_downstream_rq_too_many_premature_resets").await,
+        1.0
+    );
+}
