@@ -51,7 +51,7 @@ async fn run_h2spec(port: u16, tls: bool) -> ((u32, u32, u32), String) {
         summary
             .split(", ")
             .find_map(|part| part.strip_suffix(word))
-            .and_then(|n| n.trim().split_whitespace().last()?.parse().ok())
+            .and_then(|n| n.split_whitespace().last()?.parse().ok())
             .unwrap_or(0)
     };
     let failures = text
