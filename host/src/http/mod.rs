@@ -11,6 +11,7 @@ pub mod h3_connect;
 pub mod headers;
 pub mod local_reply;
 pub mod prefixed;
+pub mod sanitize;
 mod server;
 pub mod stream;
 mod tracked;
