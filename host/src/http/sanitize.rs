@@ -1,4 +1,4 @@
-//! Phase 0 of every request, before any HTTP filter, route or upstream sees it: the head is
+//! The first step of every request, before any HTTP filter, route or upstream sees it: the head is
 //! made safe to route. The authority (`:authority`, an absolute-form target, the `Host`
 //! header) must not carry userinfo and is stripped of its port where the connection manager
 //! says so; the path is normalised ([`crate::route::path`]). Everything after this phase
