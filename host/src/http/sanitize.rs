@@ -1,9 +1,9 @@
-//! The first step of every request, before any HTTP filter, route or upstream sees it: the head is
-//! made safe to route. The authority (`:authority`, an absolute-form target, the `Host`
-//! header) must not carry userinfo and is stripped of its port where the connection manager
-//! says so; the path is normalised ([`crate::route::path`]). Everything after this phase
-//! sees the same, normalised head, so a filter guarding `/admin` and the route to `/admin`
-//! cannot be walked around with `/a/../admin` or `%2e%2e`.
+//! The first step of every request, before any HTTP filter, route or upstream sees it: the
+//! head is made safe to route. The authority (`:authority`, an absolute-form target, the
+//! `Host` header) must not carry userinfo and is stripped of its port where the connection
+//! manager says so; the path is normalised ([`crate::route::path`]). Everything after this
+//! step sees the same, normalised head, so a filter guarding `/admin` and the route to
+//! `/admin` cannot be walked around with `/a/../admin` or `%2e%2e`.
 
 use super::upgrade::{self, TunnelKind};
 use crate::config::HttpManagerConfig;
