@@ -225,6 +225,10 @@ pub struct HttpManagerConfig {
     /// Most body bytes a Wasm filter may hold paused: the listener's
     /// `per_connection_buffer_limit_bytes` (Envoy default 1 MiB).
     pub buffer_limit: usize,
+    /// `normalize_path`, `merge_slashes` and `path_with_escaped_slashes_action`.
+    pub path_normalization: crate::route::path::PathNormalization,
+    /// `strip_matching_host_port` / `strip_any_host_port`.
+    pub strip_port: crate::route::authority::StripPort,
 }
 
 impl HttpManagerConfig {
@@ -707,7 +711,31 @@ fn http_manager_config(
         http_filters,
         upgrades,
         buffer_limit: crate::http::DEFAULT_BUFFER_LIMIT,
+        path_normalization: crate::route::path::PathNormalization {
+            normalize_path: hcm.normalize_path.unwrap_or(true),
+            merge_slashes: hcm.merge_slashes,
+            escaped_slashes: hcm.path_with_escaped_slashes_action,
+        },
+        strip_port: strip_port(hcm, path)?,
     })
+}
+
+/// `strip_matching_host_port` and `strip_any_host_port` of the manager at `path`: at most
+/// one of them (Envoy's `oneof`).
+fn strip_port(
+    hcm: &schema::HttpConnectionManager,
+    path: &str,
+) -> Result<crate::route::authority::StripPort, FieldError> {
+    use crate::route::authority::StripPort;
+    match (hcm.strip_matching_host_port, hcm.strip_any_host_port) {
+        (false, false) => Ok(StripPort::Never),
+        (true, false) => Ok(StripPort::Matching),
+        (false, true) => Ok(StripPort::Any),
+        (true, true) => Err(FieldError::new(
+            format!("{path}.strip_any_host_port"),
+            "set at most one of strip_matching_host_port and strip_any_host_port",
+        )),
+    }
 }
 
 /// Reads a list of `http_filters` (at `path`) into the Wasm plugins it runs, in order,

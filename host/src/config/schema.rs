@@ -378,6 +378,41 @@ pub struct HttpConnectionManager {
     /// Upgrade types (`websocket`, `CONNECT`, any other) this manager takes.
     #[serde(default)]
     pub upgrade_configs: Vec<UpgradeConfig>,
+    /// RFC 3986 path normalisation before filters and routing (weir's default true; Envoy's
+    /// false).
+    #[serde(default)]
+    pub normalize_path: Option<bool>,
+    /// Merge adjacent slashes in the path before filters and routing (default false).
+    #[serde(default)]
+    pub merge_slashes: bool,
+    /// What to do with `%2F` and `%5C` in the path.
+    #[serde(default)]
+    pub path_with_escaped_slashes_action: PathWithEscapedSlashesAction,
+    /// Strip the host's port when it is the listener's (exclusive with
+    /// `strip_any_host_port`).
+    #[serde(default)]
+    pub strip_matching_host_port: bool,
+    /// Strip any port from the host.
+    #[serde(default)]
+    pub strip_any_host_port: bool,
+}
+
+/// `path_with_escaped_slashes_action`: what a connection manager does with escaped slashes
+/// (`%2F`, `%2f`, `%5C`, `%5c`) in a request path.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+pub enum PathWithEscapedSlashesAction {
+    /// The implementation's choice: Envoy's and weir's is `KEEP_UNCHANGED`.
+    #[default]
+    IMPLEMENTATION_SPECIFIC_DEFAULT,
+    /// Forward them as they are.
+    KEEP_UNCHANGED,
+    /// Answer 400.
+    REJECT_REQUEST,
+    /// Unescape them and answer 307 with the normalised path in `location` (400 for gRPC).
+    UNESCAPE_AND_REDIRECT,
+    /// Unescape them and go on.
+    UNESCAPE_AND_FORWARD,
 }
 
 /// `upgrade_configs[]` of a connection manager.
@@ -510,6 +545,9 @@ pub struct RouteConfiguration {
     /// Headers added to every response (after the virtual host's).
     #[serde(default)]
     pub response_headers_to_add: Vec<HeaderValueOption>,
+    /// Pick the virtual host by the host without its port (default false).
+    #[serde(default)]
+    pub ignore_port_in_host_matching: bool,
 }
 
 /// `virtual_hosts[]`.

@@ -295,3 +295,51 @@ fn http3_cluster_rules_name_their_fields() {
         "{error}"
     );
 }
+
+#[test]
+fn path_and_host_normalization_fields() {
+    use crate::config::schema::PathWithEscapedSlashesAction;
+    use crate::route::authority::StripPort;
+    let config = load_str(GOOD, "test.yaml").unwrap();
+    let http = &config.listeners[0].http;
+    assert!(
+        http.path_normalization.normalize_path,
+        "weir normalises paths by default"
+    );
+    assert!(!http.path_normalization.merge_slashes);
+    assert_eq!(
+        http.path_normalization.escaped_slashes,
+        PathWithEscapedSlashesAction::IMPLEMENTATION_SPECIFIC_DEFAULT
+    );
+    assert_eq!(http.strip_port, StripPort::Never);
+
+    let set = GOOD.replace(
+        "codec_type: AUTO",
+        "codec_type: AUTO\n          normalize_path: false\n          merge_slashes: true\n          path_with_escaped_slashes_action: REJECT_REQUEST\n          strip_any_host_port: true",
+    );
+    let http = load_str(&set, "test.yaml")
+        .unwrap()
+        .listeners
+        .remove(0)
+        .http;
+    assert!(!http.path_normalization.normalize_path);
+    assert!(http.path_normalization.merge_slashes);
+    assert_eq!(
+        http.path_normalization.escaped_slashes,
+        PathWithEscapedSlashesAction::REJECT_REQUEST
+    );
+    assert_eq!(http.strip_port, StripPort::Any);
+
+    let both = GOOD.replace(
+        "codec_type: AUTO",
+        "codec_type: AUTO\n          strip_matching_host_port: true\n          strip_any_host_port: true",
+    );
+    let e = error_of(&both);
+    assert!(e.path.ends_with("typed_config.strip_any_host_port"), "{e}");
+    let e = error_of(&GOOD.replace(
+        "codec_type: AUTO",
+        "codec_type: AUTO\n          path_with_escaped_slashes_action: UNESCAPE",
+    ));
+    assert!(e.path.ends_with("path_with_escaped_slashes_action"), "{e}");
+    assert!(e.message.contains("UNESCAPE_AND_FORWARD"), "{e}");
+}

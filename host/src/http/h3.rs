@@ -243,17 +243,11 @@ async fn serve_connect(
     info: &ConnectionInfo,
     guard: StreamGuard,
 ) {
-    let vhost = super::headers::request_host(&request)
-        .and_then(|host| manager.config.routes.virtual_host_id(host));
     let (mut send, recv) = stream.split();
     let (handoff_sender, handoff) = TunnelHandoff::channel();
     request.extensions_mut().insert(handoff);
     let response = manager.handle(request.map(|()| body::empty()), info).await;
     let (mut head, body) = response.into_parts();
-    manager
-        .config
-        .routes
-        .add_response_headers(vhost, &mut head.headers);
     remove_connection_specific(&mut head.headers);
     let sent =
         match h3_connect::headers_frame(&h3_connect::response_fields(head.status, &head.headers)) {
@@ -301,17 +295,11 @@ async fn serve_request(
     info: &ConnectionInfo,
 ) -> StreamEnd {
     let (mut send, recv) = stream.split();
-    let vhost = super::headers::request_host(&request)
-        .and_then(|host| manager.config.routes.virtual_host_id(host));
     let body = H3Body::new(recv, None).await;
     let request = request.map(|()| body);
     // Boxed for the same reason as on h1/h2 (http/server.rs): a large future, moved per stream.
     let response = Box::pin(manager.handle(request, info)).await;
     let (mut head, body) = response.into_parts();
-    manager
-        .config
-        .routes
-        .add_response_headers(vhost, &mut head.headers);
     remove_connection_specific(&mut head.headers);
     match send_response(&mut send, Response::from_parts(head, ()), body).await {
         Ok(()) => StreamEnd::Completed,

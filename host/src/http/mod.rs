@@ -13,6 +13,7 @@ pub mod local_reply;
 pub mod prefixed;
 mod premature_reset;
 mod request_body;
+pub mod sanitize;
 mod server;
 pub mod stream;
 mod tracked;

@@ -193,20 +193,12 @@ impl Streams {
                 manager.stats.cx_http1_total.inc();
             }
         }
-        // Resolved now, while the request is here: its response gets that virtual host's
-        // response_headers_to_add.
-        let vhost = super::headers::request_host(&request)
-            .and_then(|host| manager.config.routes.virtual_host_id(host));
         let info = self.info;
         async move {
             // Boxed: the stream's future is large, and each h2 stream's future is moved into
             // a spawned task; a pointer is cheaper to move than the whole state machine
             // (measured: memmove was 10% of a h2c profile).
-            let mut response = Box::pin(manager.handle(request, &info)).await;
-            manager
-                .config
-                .routes
-                .add_response_headers(vhost, response.headers_mut());
+            let response = Box::pin(manager.handle(request, &info)).await;
             let idle = manager.config.stream_idle_timeout;
             response.map(|body| TrackedBody::new(body, guard, idle))
         }

@@ -1,7 +1,10 @@
 //! One request's way through the connection manager.
 //!
-//! Every request passes these phases, in this order; a phase that answers locally ends the
-//! stream there:
+//! Before anything else, the head is **sanitised** ([`super::sanitize`]): userinfo in the
+//! authority is a 400; the host's port is stripped and the path normalised as the manager
+//! says (`/a/%2e%2e/admin` is `/admin` from there on, for the filters, the route and the
+//! upstream alike). Then every request passes these phases, in this order; a phase that
+//! answers locally ends the stream there:
 //!
 //! 0. **HTTP filters** ([`super::filter_chain`]), when the listener has any: they see the
 //!    request before routing and the response after; phases 1-6 run inside them;
@@ -22,6 +25,7 @@ use super::HttpManager;
 use super::headers::{self, X_FORWARDED_PROTO, X_REQUEST_ID};
 use super::local_reply::LocalReply;
 use super::request_body::{BodyFault, BodyVerdict, WatchedBody};
+use super::sanitize;
 use super::upgrade::{self, TunnelKind};
 use crate::body::{self, Body};
 use crate::route::{ForwardAction, RouteAction};
@@ -82,19 +86,81 @@ impl ConnectionInfo {
 impl HttpManager {
     /// Handles one request and returns its response head and streamed body. Never fails:
     /// every problem is a local reply.
-    pub async fn handle<B>(&self, request: Request<B>, conn: &ConnectionInfo) -> Response<Body>
+    /// The response carries the `response_headers_to_add` of the request's virtual host and
+    /// route configuration.
+    pub async fn handle<B>(&self, mut request: Request<B>, conn: &ConnectionInfo) -> Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<body::BoxError>,
     {
-        let stats = &self.stats;
-        stats.rq_total.inc();
-        let mut request = request;
-        if let Err(reply) = self.screen_head(&mut request) {
-            let response = reply.into_response(request.headers().get(&X_REQUEST_ID).cloned());
-            stats.count_response(response.status().as_u16());
-            return response;
+        self.stats.rq_total.inc();
+        let routes = &self.config.routes;
+        let sanitized = sanitize::sanitize_head(&mut request, &self.config, conn.local.port())
+            .and_then(|()| self.screen_head(&mut request));
+        let response = match sanitized {
+            Ok(()) => {
+                // Resolved now, while the request is here and its host is the normalised one:
+                // the response gets that virtual host's response_headers_to_add.
+                let vhost =
+                    headers::request_host(&request).and_then(|host| routes.virtual_host_id(host));
+                let mut response = self.filter_and_respond(request, conn).await;
+                routes.add_response_headers(vhost, response.headers_mut());
+                response
+            }
+            Err(refusal) => {
+                let request_id = request.headers().get(&X_REQUEST_ID).cloned();
+                let mut response = self.refuse(refusal, request_id);
+                routes.add_response_headers(None, response.headers_mut());
+                response
+            }
+        };
+        self.stats.count_response(response.status().as_u16());
+        response
+    }
+
+    /// The answer to a head that [`sanitize::sanitize_head`] refused, counted as Envoy counts
+    /// it.
+    fn refuse(
+        &self,
+        refusal: sanitize::HeadRefusal,
+        request_id: Option<HeaderValue>,
+    ) -> Response<Body> {
+        tracing::debug!(?refusal, "request head refused");
+        match refusal {
+            sanitize::HeadRefusal::BadAuthority(why) | sanitize::HeadRefusal::BadHeader(why) => {
+                LocalReply::BadRequest(why).into_response(request_id)
+            }
+            sanitize::HeadRefusal::BadPath(why) => {
+                self.stats.rq_failed_path_normalization.inc();
+                LocalReply::BadRequest(why).into_response(request_id)
+            }
+            sanitize::HeadRefusal::Redirect(location) => {
+                let Ok(location) = HeaderValue::from_str(&location) else {
+                    self.stats.rq_failed_path_normalization.inc();
+                    return LocalReply::BadRequest("path normalization failed")
+                        .into_response(request_id);
+                };
+                self.stats.rq_redirected_with_normalized_path.inc();
+                let mut response = Response::new(body::empty());
+                *response.status_mut() = http::StatusCode::TEMPORARY_REDIRECT;
+                let headers = response.headers_mut();
+                headers.insert(header::LOCATION, location);
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                response
+            }
         }
+    }
+
+    /// The HTTP filters, when there are any, around phases 1-6.
+    async fn filter_and_respond<B>(
+        &self,
+        request: Request<B>,
+        conn: &ConnectionInfo,
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
         // An upgrade whose type has its own chain runs that chain alone.
         let filters = match upgrade::tunnel_kind(&request) {
             Ok(Some(kind)) if !self.upgrade_filters.is_empty() => self
@@ -104,7 +170,7 @@ impl HttpManager {
                 .map_or(&self.filters, |(_, chain)| chain),
             _ => &self.filters,
         };
-        let response = if filters.is_empty() {
+        if filters.is_empty() {
             self.respond(request, conn).await
         } else {
             let mut request = request.map(body::boxed);
@@ -116,14 +182,12 @@ impl HttpManager {
             let next = |request| self.respond(request, conn);
             let routes = &self.config.routes;
             Box::pin(filters.run(request, conn, routes, next)).await
-        };
-        stats.count_response(response.status().as_u16());
-        response
+        }
     }
 
-    /// What is checked of a request's head before anything (the filters included) sees it:
-    /// header names with underscores (`headers_with_underscores_action`).
-    fn screen_head<B>(&self, request: &mut Request<B>) -> Result<(), LocalReply> {
+    /// After [`sanitize::sanitize_head`], before anything (the filters included) sees the
+    /// request: header names with underscores (`headers_with_underscores_action`).
+    fn screen_head<B>(&self, request: &mut Request<B>) -> Result<(), sanitize::HeadRefusal> {
         use crate::config::schema::HeadersWithUnderscoresAction as Underscores;
         let action = self.config.headers_with_underscores;
         if action == Underscores::ALLOW
@@ -136,7 +200,9 @@ impl HttpManager {
         }
         if action == Underscores::REJECT_REQUEST {
             self.stats.rq_rejected_with_underscores_in_headers.inc();
-            return Err(LocalReply::BadRequest("header name with an underscore"));
+            return Err(sanitize::HeadRefusal::BadHeader(
+                "header name with an underscore",
+            ));
         }
         let names: Vec<_> = request
             .headers()

@@ -4,9 +4,14 @@
 //! every cluster reference checked, so matching a request does no parsing and cannot fail.
 //! Virtual hosts are found as Envoy finds them: an exact domain first, then the longest
 //! `*.suffix` wildcard, then the longest `prefix.*` wildcard, then `*`. Within a virtual host,
-//! the first route whose match accepts the request wins.
+//! the first route whose match accepts the request wins. The host is compared with its port,
+//! as Envoy compares it: `example.com:8080` matches the domain `example.com:8080` (or a
+//! wildcard), not `example.com`, unless `ignore_port_in_host_matching` is set or the
+//! connection manager strips ports first (see [`authority::StripPort`]).
 
+pub mod authority;
 mod matcher;
+pub mod path;
 pub mod response_headers;
 
 use crate::config::FieldError;
@@ -32,6 +37,9 @@ pub struct RouteTable {
     catch_all: Option<usize>,
     /// `route_config.response_headers_to_add`.
     response_headers: Vec<response_headers::HeaderToAdd>,
+    /// `route_config.ignore_port_in_host_matching`: the host's port is ignored when the
+    /// virtual host is picked.
+    ignore_port: bool,
 }
 
 /// A virtual host of one [`RouteTable`], by position.
@@ -126,7 +134,10 @@ impl RouteTable {
         path: &str,
         clusters: &[&str],
     ) -> Result<RouteTable, FieldError> {
-        let mut table = RouteTable::default();
+        let mut table = RouteTable {
+            ignore_port: config.ignore_port_in_host_matching,
+            ..RouteTable::default()
+        };
         for (i, vhost) in config.virtual_hosts.iter().enumerate() {
             let vhost_path = format!("{path}.virtual_hosts[{i}]");
             for (d, domain) in vhost.domains.iter().enumerate() {
@@ -196,8 +207,8 @@ impl RouteTable {
         Ok(table)
     }
 
-    /// The virtual host for `host` (the Host header or :authority). The host is tried as it
-    /// is, then without its port.
+    /// The virtual host for `host` (the Host header or :authority), compared with its port
+    /// unless `ignore_port_in_host_matching` is set.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         self.virtual_host_index(host)
             .and_then(|i| self.virtual_hosts.get(i))
@@ -213,9 +224,13 @@ impl RouteTable {
         } else {
             host.into()
         };
-        self.find_host(&host)
-            .or_else(|| strip_port(&host).and_then(|bare| self.find_host(bare)))
-            .or(self.catch_all)
+        let host: &str = &host;
+        let host = if self.ignore_port {
+            authority::strip_port(host).unwrap_or(host)
+        } else {
+            host
+        };
+        self.find_host(host).or(self.catch_all)
     }
 
     fn find_host(&self, host: &str) -> Option<usize> {
@@ -280,19 +295,6 @@ fn push_unique(list: &mut Vec<(String, usize)>, key: &str, index: usize) -> bool
     }
     list.push((key.to_string(), index));
     false
-}
-
-/// `host:port` -> `host`, `[::1]:80` -> `[::1]`; `None` when there is no port.
-fn strip_port(host: &str) -> Option<&str> {
-    let (bare, port) = host.rsplit_once(':')?;
-    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || bare.ends_with(':') {
-        return None;
-    }
-    // `::1` has colons but no port unless bracketed.
-    if bare.contains(':') && !bare.ends_with(']') {
-        return None;
-    }
-    Some(bare)
 }
 
 fn build_route(route: &schema::Route, path: &str, clusters: &[&str]) -> Result<Route, FieldError> {

@@ -31,7 +31,8 @@ virtual_hosts:
     );
     assert_eq!(
         cluster_of(&t, "api.example.com:8080", "/", &h).as_deref(),
-        Some("a")
+        Some("c"),
+        "the port is part of the host, as in Envoy"
     );
     assert_eq!(
         cluster_of(&t, "x.example.com", "/", &h).as_deref(),
@@ -103,14 +104,6 @@ fn rewrite_len_covers_the_matched_part() {
 }
 
 #[test]
-fn strip_port_handles_ipv6() {
-    assert_eq!(strip_port("example.com:80"), Some("example.com"));
-    assert_eq!(strip_port("[::1]:80"), Some("[::1]"));
-    assert_eq!(strip_port("::1"), None);
-    assert_eq!(strip_port("example.com"), None);
-}
-
-#[test]
 fn response_headers_come_from_the_requests_virtual_host_then_the_table() {
     let t = table(
         r#"
@@ -142,7 +135,7 @@ virtual_hosts:
         )
     };
     assert_eq!(
-        headers_for(Some("API.example.com:443")),
+        headers_for(Some("API.example.com")),
         (Some("api".into()), Some("1".into()))
     );
     assert_eq!(
@@ -150,4 +143,37 @@ virtual_hosts:
         (Some("any".into()), Some("1".into()))
     );
     assert_eq!(headers_for(None), (None, Some("1".into())));
+}
+
+#[test]
+fn ports_in_hosts_and_domains() {
+    let yaml = r#"
+virtual_hosts:
+- { name: bare, domains: ["example.com"], routes: [ { match: { prefix: "/" }, route: { cluster: a } } ] }
+- { name: with_port, domains: ["example.com:8080"], routes: [ { match: { prefix: "/" }, route: { cluster: b } } ] }
+- { name: any, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: c } } ] }
+"#;
+    let h = HeaderMap::new();
+    let t = table(yaml);
+    assert_eq!(cluster_of(&t, "example.com", "/", &h).as_deref(), Some("a"));
+    assert_eq!(
+        cluster_of(&t, "example.com:8080", "/", &h).as_deref(),
+        Some("b")
+    );
+    assert_eq!(
+        cluster_of(&t, "example.com:10000", "/", &h).as_deref(),
+        Some("c")
+    );
+    let t = table(&format!("{yaml}ignore_port_in_host_matching: true\n"));
+    assert_eq!(
+        cluster_of(&t, "example.com:10000", "/", &h).as_deref(),
+        Some("a"),
+        "ignore_port_in_host_matching drops the host's port"
+    );
+    assert_eq!(
+        cluster_of(&t, "example.com:8080", "/", &h).as_deref(),
+        Some("a"),
+        "and never the domain's"
+    );
+    assert_eq!(cluster_of(&t, "[::1]:80", "/", &h).as_deref(), Some("c"));
 }

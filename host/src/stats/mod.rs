@@ -102,6 +102,8 @@ stat_group! {
             rq_timeout: "Requests that hit their route timeout (504).",
             rq_no_route: "Requests that matched no route (404).",
             rq_direct_response: "Requests answered by a direct_response route.",
+            rq_failed_path_normalization: "Requests answered 400 because their path could not be normalised or had escaped slashes (REJECT_REQUEST).",
+            rq_redirected_with_normalized_path: "Requests redirected (307) to their path with escaped slashes unescaped (UNESCAPE_AND_REDIRECT).",
             cx_upgrades_total: "Upgrades and tunnels (WebSocket, CONNECT, any upgrade) established.",
             rq_rx_reset: "HTTP/2 and HTTP/3 streams the client reset.",
             rq_tx_reset: "HTTP/2 and HTTP/3 streams weir reset.",
