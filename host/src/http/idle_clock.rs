@@ -37,6 +37,23 @@ impl IdleClock {
         self.last = Instant::now();
     }
 
+    /// Sees what polling the body gave: a frame stamps the time; a wait is `Ready` once it has
+    /// lasted `limit` since the last frame (the body should then fail).
+    pub fn observe<T, E>(
+        &mut self,
+        polled: &Poll<Option<Result<T, E>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        match polled {
+            Poll::Ready(Some(Ok(_))) => {
+                self.touch();
+                Poll::Pending
+            }
+            Poll::Ready(_) => Poll::Pending,
+            Poll::Pending => self.poll_expired(cx),
+        }
+    }
+
     /// The body is waiting: `Ready` once it has waited `limit` since its last frame.
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let deadline = self.last + self.limit;

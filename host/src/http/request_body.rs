@@ -94,15 +94,16 @@ impl http_body::Body for WatchedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            match &frame {
-                Some(Ok(_)) => {
-                    if let Some(idle) = &mut this.idle {
-                        idle.touch();
-                    }
-                }
-                Some(Err(_)) => this.verdict.set(BodyFault::Malformed),
-                None => {}
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(idle) = &mut this.idle
+            && idle.observe(&polled, cx).is_ready()
+        {
+            this.verdict.set(BodyFault::Idle);
+            return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout))));
+        }
+        if let Poll::Ready(frame) = polled {
+            if matches!(frame, Some(Err(_))) {
+                this.verdict.set(BodyFault::Malformed);
             }
             return Poll::Ready(frame);
         }
@@ -111,12 +112,6 @@ impl http_body::Body for WatchedBody {
         {
             this.verdict.set(BodyFault::TimedOut);
             return Poll::Ready(Some(Err(Box::new(RequestTimedOut))));
-        }
-        if let Some(idle) = &mut this.idle
-            && idle.poll_expired(cx).is_ready()
-        {
-            this.verdict.set(BodyFault::Idle);
-            return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout))));
         }
         Poll::Pending
     }

@@ -138,23 +138,16 @@ impl http_body::Body for TrackedBody {
         // `Body` (a BoxBody) is Unpin, and so is this struct.
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(_))) => {
-                if let Some(idle) = &mut this.idle {
-                    idle.touch();
-                }
+        if let Some(idle) = &mut this.idle
+            && idle.observe(&polled, cx).is_ready()
+        {
+            if let Some(guard) = this.guard.take() {
+                guard.stats.rq_idle_timeout.inc();
             }
-            Poll::Ready(None | Some(Err(_))) => this.guard = None,
-            Poll::Pending => {
-                if let Some(idle) = &mut this.idle
-                    && idle.poll_expired(cx).is_ready()
-                {
-                    if let Some(guard) = this.guard.take() {
-                        guard.stats.rq_idle_timeout.inc();
-                    }
-                    return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout))));
-                }
-            }
+            return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout))));
+        }
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.guard = None;
         }
         polled
     }
