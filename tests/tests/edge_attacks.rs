@@ -676,3 +676,45 @@ async fn http3_rapid_reset_closes_the_connection() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_per_connection_closes_the_connection_after_its_last_request() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let mut cfg = config::simple(ports, &[up.addr]);
+    config::hcm_of(&mut cfg)["common_http_protocol_options"] =
+        json!({"max_requests_per_connection": 2});
+    let weir = Weir::start(&cfg).await;
+    let mut client = TcpStream::connect(ports.http_addr())
+        .await
+        .expect("connect");
+    let mut replies = Vec::new();
+    for path in ["/1", "/2"] {
+        client
+            .write_all(format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").as_bytes())
+            .await
+            .expect("request");
+        let mut buf = vec![0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("answered")
+            .expect("read");
+        replies.push(String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase());
+    }
+    assert!(replies[0].starts_with("http/1.1 200") && !replies[0].contains("connection: close"));
+    assert!(
+        replies[1].starts_with("http/1.1 200") && replies[1].contains("connection: close"),
+        "the last request's response says close: {:?}",
+        replies[1]
+    );
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the connection closes after its last request");
+    assert_eq!(
+        stat(&weir, "weir_http_downstream_cx_max_requests_reached").await,
+        1.0
+    );
+}

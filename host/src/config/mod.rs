@@ -218,6 +218,8 @@ pub struct HttpManagerConfig {
     pub server_name: String,
     /// Close connections this long after they opened.
     pub max_connection_duration: Option<Duration>,
+    /// Drain a connection once it has started this many requests.
+    pub max_requests_per_connection: Option<u32>,
     /// The Wasm plugins of `http_filters`, in order (the router, always last, is not listed).
     pub http_filters: Vec<std::sync::Arc<crate::wasm::PluginHandle>>,
     /// `upgrade_configs`.
@@ -708,6 +710,7 @@ fn http_manager_config(
         generate_request_id: hcm.generate_request_id.unwrap_or(true),
         server_name: hcm.server_name.clone().unwrap_or_else(|| "weir".into()),
         max_connection_duration: nonzero(common.max_connection_duration.map(|d| d.get())),
+        max_requests_per_connection: common.max_requests_per_connection.filter(|n| *n > 0),
         http_filters,
         upgrades,
         buffer_limit: crate::http::DEFAULT_BUFFER_LIMIT,

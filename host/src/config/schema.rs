@@ -476,7 +476,8 @@ pub struct CommonHttpProtocolOptions {
     /// Most headers a request (or, upstream, a response) may carry (default 100).
     #[serde(default)]
     pub max_headers_count: Option<u32>,
-    /// Upstream only: drain a connection after this many requests.
+    /// Drain a connection after this many requests (downstream: GOAWAY, or `connection:
+    /// close` on HTTP/1.1, counted as `downstream_cx_max_requests_reached`).
     #[serde(default)]
     pub max_requests_per_connection: Option<u32>,
     /// Close a connection this long after it opened.

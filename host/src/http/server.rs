@@ -19,7 +19,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
@@ -170,6 +170,10 @@ struct Streams {
     activity: Arc<Activity>,
     /// Whether the connection's protocol (from its first request) is counted yet.
     counted_protocol: Arc<AtomicBool>,
+    /// Requests started on the connection, for `max_requests_per_connection`.
+    requests: Arc<AtomicU32>,
+    /// Drains the connection (GOAWAY, or `connection: close` after the response in flight).
+    drain: Arc<watch::Sender<bool>>,
     info: ConnectionInfo,
 }
 
@@ -186,6 +190,18 @@ impl Streams {
     {
         let manager = self.current.load_full();
         let guard = StreamGuard::start(self.activity.clone(), manager.stats.clone());
+        if let Some(max) = manager.config.max_requests_per_connection {
+            let started = self
+                .requests
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
+            if started == max {
+                // This one is served; the connection takes no more (as Envoy: approximate on
+                // HTTP/2, where streams already open finish).
+                manager.stats.cx_max_requests_reached.inc();
+                self.drain.send_replace(true);
+            }
+        }
         if !self.counted_protocol.swap(true, Ordering::Relaxed) {
             if request.version() == http::Version::HTTP_2 {
                 manager.stats.cx_http2_total.inc();
@@ -234,15 +250,18 @@ pub async fn serve_connection<I>(
     if tls.tls {
         stats.cx_ssl_total.inc();
     }
+    let (drain, drained) = watch::channel(*shutdown.borrow());
+    let drain = Arc::new(drain);
+    let mut draining = *drained.borrow();
     let streams = Streams {
         current: current.clone(),
         activity: Activity::new(),
         counted_protocol: Arc::new(AtomicBool::new(false)),
+        requests: Arc::new(AtomicU32::new(0)),
+        drain: drain.clone(),
         info,
     };
     let activity = streams.activity.clone();
-    let (drain, drained) = watch::channel(*shutdown.borrow());
-    let mut draining = *drained.borrow();
     let limits = h2_codec::Limits {
         abuse: manager.config.abuse,
         stats: stats.clone(),

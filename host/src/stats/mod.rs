@@ -105,6 +105,7 @@ stat_group! {
             rq_failed_path_normalization: "Requests answered 400 because their path could not be normalised or had escaped slashes (REJECT_REQUEST).",
             rq_redirected_with_normalized_path: "Requests redirected (307) to their path with escaped slashes unescaped (UNESCAPE_AND_REDIRECT).",
             cx_upgrades_total: "Upgrades and tunnels (WebSocket, CONNECT, any upgrade) established.",
+            cx_max_requests_reached: "Connections drained because they reached max_requests_per_connection.",
             rq_rx_reset: "HTTP/2 and HTTP/3 streams the client reset.",
             rq_tx_reset: "HTTP/2 and HTTP/3 streams weir reset.",
             rq_too_many_premature_resets: "Connections closed (GOAWAY) because most of their streams were reset prematurely by the client (Envoy's premature-reset rule).",
