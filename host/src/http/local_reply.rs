@@ -20,6 +20,8 @@ pub enum LocalReply {
     RequestTimeout,
     /// The upstream did not answer within the route's timeout (504).
     UpstreamTimeout,
+    /// The overload action `stop_accepting_requests` is saturated (503).
+    Overloaded,
     /// The upstream could not be reached or used (503; 502 where an `ORIGINAL_DST` cluster
     /// has no original destination to go to).
     Upstream(UpstreamError),
@@ -35,6 +37,7 @@ impl LocalReply {
             LocalReply::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             LocalReply::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            LocalReply::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             // Nowhere to forward to (a connection that was not redirected): a gateway error,
             // not an unavailable upstream.
             LocalReply::Upstream(UpstreamError::NoOriginalDestination { .. }) => {
@@ -54,6 +57,9 @@ impl LocalReply {
             LocalReply::TooManyHeaders => "request headers exceed max_headers_count".into(),
             LocalReply::RequestTimeout => "request timeout".into(),
             LocalReply::UpstreamTimeout => "upstream request timeout".into(),
+            // Envoy says "envoy overloaded"; which proxy and which resource is nobody's
+            // business but the operator's (the log and `weir_overload_*` say it).
+            LocalReply::Overloaded => "overloaded".into(),
             LocalReply::Upstream(UpstreamError::NoHealthyHost(_)) => "no healthy upstream".into(),
             LocalReply::Upstream(e @ UpstreamError::NoOriginalDestination { .. }) => e.to_string(),
             LocalReply::Upstream(e) if e.is_overflow() => "upstream overflow".into(),

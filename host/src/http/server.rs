@@ -161,6 +161,8 @@ struct Streams {
     /// Whether the connection's protocol (from its first request) is counted yet.
     counted_protocol: Arc<AtomicBool>,
     info: ConnectionInfo,
+    /// Turning it true drains the connection (HTTP/2: GOAWAY; in-flight streams finish).
+    drain: Arc<watch::Sender<bool>>,
 }
 
 impl Streams {
@@ -188,6 +190,9 @@ impl Streams {
         let vhost = super::headers::request_host(&request)
             .and_then(|host| manager.config.routes.virtual_host_id(host));
         let info = self.info;
+        let drain = self.drain.clone();
+        let version = request.version();
+        let tunnel = *request.method() == http::Method::CONNECT;
         async move {
             // Boxed: the stream's future is large, and each h2 stream's future is moved into
             // a spawned task; a pointer is cheaper to move than the whole state machine
@@ -197,9 +202,38 @@ impl Streams {
                 .config
                 .routes
                 .add_response_headers(vhost, response.headers_mut());
+            if crate::overload::disable_http_keepalive() && !tunnel {
+                disable_keepalive(&manager, version, &mut response, &drain);
+            }
             response.map(|body| TrackedBody::new(body, guard))
         }
     }
+}
+
+/// The overload action `disable_http_keepalive`, as Envoy applies it: an HTTP/1.x response
+/// says `connection: close` (hyper then closes the connection after it); an HTTP/2
+/// connection drains (GOAWAY, in-flight streams finish). A switch of protocols (101) is left
+/// alone: the connection is the tunnel.
+fn disable_keepalive<B>(
+    manager: &super::HttpManager,
+    version: http::Version,
+    response: &mut Response<B>,
+    drain: &watch::Sender<bool>,
+) {
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    if version == http::Version::HTTP_2 {
+        if !drain.send_replace(true) {
+            manager.stats.cx_overload_disable_keepalive.inc();
+        }
+        return;
+    }
+    manager.stats.cx_overload_disable_keepalive.inc();
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
 }
 
 /// What the TLS handshake (if any) settled.
@@ -231,14 +265,16 @@ pub async fn serve_connection<I>(
     if tls.tls {
         stats.cx_ssl_total.inc();
     }
+    let (drain, drained) = watch::channel(*shutdown.borrow());
+    let drain = Arc::new(drain);
     let streams = Streams {
         current: current.clone(),
         activity: Activity::new(),
         counted_protocol: Arc::new(AtomicBool::new(false)),
         info,
+        drain: drain.clone(),
     };
     let activity = streams.activity.clone();
-    let (drain, drained) = watch::channel(*shutdown.borrow());
     let mut draining = *drained.borrow();
     let mut connection = manager
         .codecs

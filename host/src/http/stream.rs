@@ -90,6 +90,15 @@ impl HttpManager {
     {
         let stats = &self.stats;
         stats.rq_total.inc();
+        if crate::overload::stop_accepting_requests() {
+            // As Envoy: refused as soon as the head is read, before routing or any filter
+            // runs, so an overloaded proxy spends as little as it can on the request.
+            stats.rq_overload_close.inc();
+            tracing::debug!(peer = %conn.remote, "overloaded: request refused");
+            let response = LocalReply::Overloaded.into_response();
+            stats.count_response(response.status().as_u16());
+            return response;
+        }
         // An upgrade whose type has its own chain runs that chain alone.
         let filters = match upgrade::tunnel_kind(&request) {
             Ok(Some(kind)) if !self.upgrade_filters.is_empty() => self
