@@ -293,7 +293,10 @@ where
     loop {
         let config = current();
         refresh(&config.overload, default_limit);
-        let interval = config.overload.refresh_interval.max(Duration::from_millis(1));
+        let interval = config
+            .overload
+            .refresh_interval
+            .max(Duration::from_millis(1));
         drop(config);
         tokio::time::sleep(interval).await;
     }

@@ -386,7 +386,11 @@ pub fn build(manager: Option<&OverloadManager>) -> Result<OverloadConfig, FieldE
     })
 }
 
-fn trigger_of(trigger: &RawTrigger, monitors: &[Monitor], path: &str) -> Result<Trigger, FieldError> {
+fn trigger_of(
+    trigger: &RawTrigger,
+    monitors: &[Monitor],
+    path: &str,
+) -> Result<Trigger, FieldError> {
     let monitor = monitors
         .iter()
         .position(|m| m.name == trigger.name)
@@ -410,7 +414,9 @@ fn trigger_of(trigger: &RawTrigger, monitors: &[Monitor], path: &str) -> Result<
         }
     };
     let rule = match (trigger.threshold, trigger.scaled) {
-        (Some(threshold), None) => TriggerRule::Threshold(fraction(threshold.value, "threshold.value")?),
+        (Some(threshold), None) => {
+            TriggerRule::Threshold(fraction(threshold.value, "threshold.value")?)
+        }
         (None, Some(scaled)) => {
             let scaling = fraction(scaled.scaling_threshold, "scaled.scaling_threshold")?;
             let saturation = fraction(scaled.saturation_threshold, "scaled.saturation_threshold")?;
@@ -524,10 +530,7 @@ mod tests {
                 "  resource_monitors:\n    - name: envoy.resource_monitors.fixed_heap\n      typed_config: {\"@type\": type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig, max_heap_size_bytes: 10}\n  actions:\n    - name: envoy.overload_actions.stop_accepting_requests\n      triggers: [{name: envoy.resource_monitors.fixed_heap, threshold: {value: 1.5}}]\n",
                 "overload_manager.actions[0].triggers[0].threshold.value",
             ),
-            (
-                "  loadshed_points: []\n",
-                "overload_manager",
-            ),
+            ("  loadshed_points: []\n", "overload_manager"),
         ];
         for (overload, path) in cases {
             let error = load(overload).expect_err(overload);

@@ -70,7 +70,10 @@ const WELL_KNOWN_NAMES: &[(&str, &str)] = &[
 
 /// Splits `typed_config` into its type name and its fields. With no `typed_config`, the
 /// extension's `name` must be one that stands alone.
-pub(super) fn split_typed(name: &str, typed_config: Option<Value>) -> Result<(String, Value), String> {
+pub(super) fn split_typed(
+    name: &str,
+    typed_config: Option<Value>,
+) -> Result<(String, Value), String> {
     let Some(typed_config) = typed_config else {
         return WELL_KNOWN_NAMES
             .iter()
