@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use weir_tests::client::{H2Client, get, raw_exchange_for};
 use weir_tests::config::{self, Ports};
 use weir_tests::h1_upstream::Counting;
+use weir_tests::h3::H3Client;
 use weir_tests::{H1Upstream, Weir, weir_bin};
 
 const CONNECTIONS_MONITOR: &str = "envoy.resource_monitors.global_downstream_max_connections";
@@ -408,4 +409,51 @@ async fn out_of_descriptors_neither_panics_nor_spins() {
         weir.log_report()
     );
     assert!(!weir.log().contains("panicked"), "{}", weir.log_report());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_connections_count_toward_the_limit() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = weir_tests::tls::self_signed(dir.path());
+    let mut cfg = config::simple(ports, &[up.addr]);
+    let hcm = config::hcm_of(&mut cfg).clone();
+    let quic = config::quic_listener("quic", ports.http, hcm, &tls.cert, &tls.key);
+    cfg["static_resources"]["listeners"]
+        .as_array_mut()
+        .expect("listeners")
+        .push(quic);
+    cfg["overload_manager"] = json!({"resource_monitors": [connections_monitor(2)]});
+    let weir = Weir::start(&cfg).await;
+    let addr = ports.http_addr();
+    let mut clients = Vec::new();
+    for i in 0..2 {
+        let client = H3Client::connect(addr, "localhost", &tls.cert_der)
+            .await
+            .unwrap_or_else(|e| panic!("h3 connection {i}: {e}\n{}", weir.log_report()));
+        let response = client.get("/h3").await.expect("h3 GET");
+        assert_eq!(response.status, 200);
+        clients.push(client);
+    }
+    // Full with two QUIC connections: a third is refused, and so is a TCP one.
+    let third = H3Client::connect(addr, "localhost", &tls.cert_der).await;
+    assert!(third.is_err(), "a third QUIC connection was accepted");
+    let tcp = raw_exchange_for(addr, KEEPALIVE_REQUEST, Duration::from_secs(5)).await;
+    assert!(tcp.is_empty(), "a TCP connection past the limit: {tcp:?}");
+    let label = listener_label(addr);
+    assert_eq!(
+        weir.stat(OVERFLOW, &[("listener_address", label.as_str())])
+            .await,
+        2.0
+    );
+    // One QUIC connection closes: its place is free for the next connection.
+    let closing = clients.pop().expect("client");
+    closing.connection.close(0u32.into(), b"done");
+    drop(closing);
+    assert!(
+        served_within(addr, Duration::from_secs(5)).await,
+        "not served after a QUIC connection closed\n{}",
+        weir.log_report()
+    );
 }
