@@ -8,6 +8,7 @@ pub mod body;
 pub mod config;
 pub mod http;
 pub mod listener;
+pub mod overload;
 pub mod reload;
 pub mod route;
 pub mod stats;

@@ -225,12 +225,31 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         }
         // Loads the eBPF splice (or logs once why not) before the first tunnel needs it.
         let _ = weir::accel::init();
+        // The overload state (and the global connection limit) is in force before the first
+        // connection is accepted; then a timer refreshes it from the config in force.
+        let fd_limit = weir::overload::raise_fd_limit();
+        let default_limit = weir::overload::default_connection_limit();
+        weir::overload::refresh(&config.overload, default_limit);
+        match config.overload.max_active_downstream_connections() {
+            Some(limit) => tracing::info!(limit, "global downstream connection limit"),
+            None => tracing::info!(
+                limit = default_limit,
+                ?fd_limit,
+                "global downstream connection limit: weir's default, min(50000, (RLIMIT_NOFILE - 64) / 2); \
+                 set it with overload_manager's envoy.resource_monitors.global_downstream_max_connections"
+            ),
+        }
         let workers = Workers::start(&snapshot, concurrency, drain_time)?;
         for (name, address) in workers.addresses() {
             tracing::info!(listener = %name, %address, concurrency, "listening");
         }
         let reloader = Reloader::new(cli.config_path.clone(), snapshot, workers.publisher());
         weir::reload::watch::spawn(&reloader, tokio::runtime::Handle::current());
+        let overload_source = reloader.clone();
+        tokio::spawn(weir::overload::run(
+            move || overload_source.current().config.clone(),
+            default_limit,
+        ));
         let admin = Admin::new(reloader.clone());
         if let Some(listener) = admin_listener {
             if let Ok(address) = listener.local_addr() {

@@ -119,11 +119,25 @@ async fn rapid_reset_case(ping_every_batch: bool) {
         started < 1000,
         "{started} upstream requests started for {sent} reset streams"
     );
-    assert_eq!(
-        stat(&weir, "weir_http_downstream_rq_too_many_premature_resets").await,
-        1.0
-    );
-    assert!(stat(&weir, "weir_http_downstream_rq_rx_reset").await >= 250.0);
+    // Paced resets reach weir's own rule; a burst may trip the `h2` crate's guard on resets
+    // pending accept first (then the connection ends as a protocol error). Either way, one
+    // GOAWAY(ENHANCE_YOUR_CALM) and the connection is gone.
+    // The connection's end is counted once weir's side of it has closed: wait for it.
+    let (mut premature, mut protocol_error) = (0.0, 0.0);
+    for _ in 0..50 {
+        premature = stat(&weir, "weir_http_downstream_rq_too_many_premature_resets").await;
+        protocol_error = stat(&weir, "weir_http_downstream_cx_protocol_error").await;
+        if premature + protocol_error >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if ping_every_batch {
+        assert_eq!(premature, 1.0);
+        assert!(stat(&weir, "weir_http_downstream_rq_rx_reset").await >= 250.0);
+    } else {
+        assert_eq!(premature + protocol_error, 1.0);
+    }
     // The listener still serves others.
     let resp = weir_tests::h2c_request(
         ports.http_addr(),

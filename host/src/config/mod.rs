@@ -6,6 +6,7 @@
 //! reads YAML.
 
 pub mod duration;
+pub mod overload;
 mod quic;
 pub mod runtime;
 pub mod schema;
@@ -80,6 +81,8 @@ pub struct Config {
     pub clusters: Vec<ClusterSpec>,
     /// TCP proxy listeners (`envoy.filters.network.tcp_proxy`).
     pub tcp_listeners: Vec<TcpListenerConfig>,
+    /// `overload_manager`: monitors, actions and the global connection limit.
+    pub overload: overload::OverloadConfig,
 }
 
 /// A listener whose filter chain is a `tcp_proxy`.
@@ -323,6 +326,7 @@ fn build(
         Some(admin) => Some(listen_address(&admin.address, "admin.address")?),
         None => None,
     };
+    let overload = overload::build(bootstrap.overload_manager.as_ref())?;
     let mut clusters = Vec::new();
     for (i, cluster) in bootstrap.static_resources.clusters.iter().enumerate() {
         let path = format!("static_resources.clusters[{i}]");
@@ -380,6 +384,7 @@ fn build(
         listeners,
         clusters,
         tcp_listeners,
+        overload,
     })
 }
 

@@ -24,6 +24,9 @@ pub struct Bootstrap {
     /// Listeners and clusters.
     #[serde(default)]
     pub static_resources: StaticResources,
+    /// `overload_manager` (see [`super::overload`]).
+    #[serde(default)]
+    pub overload_manager: Option<super::overload::OverloadManager>,
     /// `layered_runtime`: the runtime keys weir reads (see [`LayeredRuntime`]).
     #[serde(default)]
     pub layered_runtime: Option<LayeredRuntime>,

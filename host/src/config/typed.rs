@@ -50,6 +50,11 @@ pub mod type_names {
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
     /// The listener filter that reads a redirected connection's original destination.
     pub const ORIGINAL_DST: &str = "envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
+    /// The overload manager's global downstream connections monitor.
+    pub const DOWNSTREAM_CONNECTIONS: &str =
+        "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig";
+    /// The overload manager's memory monitor.
+    pub const FIXED_HEAP: &str = "envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig";
 }
 
 /// Extension names that may stand alone, without `typed_config`, and the type each means.
@@ -65,7 +70,10 @@ const WELL_KNOWN_NAMES: &[(&str, &str)] = &[
 
 /// Splits `typed_config` into its type name and its fields. With no `typed_config`, the
 /// extension's `name` must be one that stands alone.
-fn split_typed(name: &str, typed_config: Option<Value>) -> Result<(String, Value), String> {
+pub(super) fn split_typed(
+    name: &str,
+    typed_config: Option<Value>,
+) -> Result<(String, Value), String> {
     let Some(typed_config) = typed_config else {
         return WELL_KNOWN_NAMES
             .iter()
@@ -123,7 +131,7 @@ fn split_typed(name: &str, typed_config: Option<Value>) -> Result<(String, Value
 
 /// Reads `value` as `T`, keeping the field path of an error inside it, relative to
 /// `typed_config`.
-fn typed<T: DeserializeOwned>(value: Value) -> Result<T, String> {
+pub(super) fn typed<T: DeserializeOwned>(value: Value) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         let path = if path == "." {

@@ -126,6 +126,14 @@ pub async fn serve_h3_connection(
                     let guard = StreamGuard::start(activity.clone(), manager.stats.clone());
                     let resets = resets.clone();
                     let started = Instant::now();
+                    if !draining && crate::overload::disable_http_keepalive() {
+                        // As on HTTP/2: this request is served, then the connection drains.
+                        manager.stats.cx_overload_disable_keepalive.inc();
+                        draining = true;
+                        if let Err(error) = h3_connection.shutdown(0).await {
+                            tracing::debug!(%error, "HTTP/3 GOAWAY");
+                        }
+                    }
                     tokio::spawn(async move {
                         match resolve(resolver, allow_extended_connect).await {
                             Ok(Resolved::Request(request, stream)) => {

@@ -28,6 +28,8 @@ pub enum LocalReply {
     RequestTimeout,
     /// The upstream did not answer within the route's timeout (504).
     UpstreamTimeout,
+    /// The overload action `stop_accepting_requests` is saturated (503).
+    Overloaded,
     /// The upstream could not be reached or used (503; 502 where an `ORIGINAL_DST` cluster
     /// has no original destination to go to).
     Upstream(UpstreamError),
@@ -44,6 +46,7 @@ impl LocalReply {
             LocalReply::BadRequestBody => StatusCode::BAD_REQUEST,
             LocalReply::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            LocalReply::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             // Nowhere to forward to (a connection that was not redirected): a gateway error,
             // not an unavailable upstream.
             LocalReply::Upstream(UpstreamError::NoOriginalDestination { .. }) => {
@@ -62,6 +65,9 @@ impl LocalReply {
             LocalReply::BadRequestBody => "malformed request body",
             LocalReply::RequestTimeout => "request timeout",
             LocalReply::UpstreamTimeout => "upstream request timeout",
+            // Envoy says "envoy overloaded"; which proxy and which resource is nobody's
+            // business but the operator's (the log and `weir_overload_*` say it).
+            LocalReply::Overloaded => "overloaded",
             LocalReply::Upstream(error) => upstream_text(error),
         }
     }

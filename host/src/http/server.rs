@@ -172,7 +172,8 @@ struct Streams {
     counted_protocol: Arc<AtomicBool>,
     /// Requests started on the connection, for `max_requests_per_connection`.
     requests: Arc<AtomicU32>,
-    /// Drains the connection (GOAWAY, or `connection: close` after the response in flight).
+    /// Turning it true drains the connection (HTTP/2: GOAWAY; HTTP/1.1: `connection: close`
+    /// after the response in flight; in-flight streams finish).
     drain: Arc<watch::Sender<bool>>,
     info: ConnectionInfo,
 }
@@ -210,15 +211,47 @@ impl Streams {
             }
         }
         let info = self.info;
+        let drain = self.drain.clone();
+        let version = request.version();
+        let tunnel = *request.method() == http::Method::CONNECT;
         async move {
             // Boxed: the stream's future is large, and each h2 stream's future is moved into
             // a spawned task; a pointer is cheaper to move than the whole state machine
             // (measured: memmove was 10% of a h2c profile).
-            let response = Box::pin(manager.handle(request, &info)).await;
+            let mut response = Box::pin(manager.handle(request, &info)).await;
+            if crate::overload::disable_http_keepalive() && !tunnel {
+                disable_keepalive(&manager, version, &mut response, &drain);
+            }
             let idle = manager.config.stream_idle_timeout;
             response.map(|body| TrackedBody::new(body, guard, idle))
         }
     }
+}
+
+/// The overload action `disable_http_keepalive`, as Envoy applies it: an HTTP/1.x response
+/// says `connection: close` (hyper then closes the connection after it); an HTTP/2
+/// connection drains (GOAWAY, in-flight streams finish). A switch of protocols (101) is left
+/// alone: the connection is the tunnel.
+fn disable_keepalive<B>(
+    manager: &super::HttpManager,
+    version: http::Version,
+    response: &mut Response<B>,
+    drain: &watch::Sender<bool>,
+) {
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    if version == http::Version::HTTP_2 {
+        if !drain.send_replace(true) {
+            manager.stats.cx_overload_disable_keepalive.inc();
+        }
+        return;
+    }
+    manager.stats.cx_overload_disable_keepalive.inc();
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
 }
 
 /// What the TLS handshake (if any) settled.

@@ -94,6 +94,15 @@ impl HttpManager {
         B::Error: Into<body::BoxError>,
     {
         self.stats.rq_total.inc();
+        if crate::overload::stop_accepting_requests() {
+            // As Envoy: refused as soon as the head is read, before routing or any filter
+            // runs, so an overloaded proxy spends as little as it can on the request.
+            self.stats.rq_overload_close.inc();
+            tracing::debug!(peer = %conn.remote, "overloaded: request refused");
+            let response = LocalReply::Overloaded.into_response(None);
+            self.stats.count_response(response.status().as_u16());
+            return response;
+        }
         let routes = &self.config.routes;
         let sanitized = sanitize::sanitize_head(&mut request, &self.config, conn.local.port())
             .and_then(|()| self.screen_head(&mut request));

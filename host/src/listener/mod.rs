@@ -8,11 +8,12 @@ pub mod tls;
 
 use crate::config::Interception;
 use crate::http::{ConnectionInfo, ConnectionTls, CurrentManager, serve_connection};
+use crate::stats::ListenerStats;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 pub use tls::TlsError;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -62,6 +63,8 @@ pub async fn accept_loop(
         }
     };
     let local = listener.local_addr().ok();
+    let stats = ListenerStats::new(local);
+    let mut errors = AcceptErrors::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -70,11 +73,16 @@ pub async fn accept_loop(
         let (stream, remote) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                errors.back_off(&error, local).await;
                 continue;
             }
+        };
+        let Some(slot) = crate::overload::admit_connection() else {
+            // Closed at once, before any byte is read: the client sees the connection end.
+            stats.downstream_global_cx_overflow.inc();
+            tracing::debug!(peer = %remote, "global downstream connection limit reached; closed");
+            drop(stream);
+            continue;
         };
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY");
@@ -92,6 +100,7 @@ pub async fn accept_loop(
         let tls = tls.clone();
         tokio::spawn(async move {
             let _alive = alive;
+            let _slot = slot;
             let mut info = ConnectionInfo {
                 remote,
                 local,
@@ -147,5 +156,63 @@ pub fn original_destination_or_log(
             );
             None
         }
+    }
+}
+
+/// How often a listener that keeps failing to accept says so in the log.
+const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What an accept loop does when `accept()` fails: wait before trying again (a listener out
+/// of file descriptors stays readable, so trying again at once would spin a core), and log
+/// once per [`ACCEPT_ERROR_LOG_INTERVAL`] with the number of failures since the last line.
+#[derive(Debug, Default)]
+pub struct AcceptErrors {
+    last_logged: Option<Instant>,
+    since_logged: u64,
+}
+
+impl AcceptErrors {
+    /// Logs `error` (at most once per interval) and sleeps: 100 ms when the process or system
+    /// is out of descriptors or buffers (EMFILE, ENFILE, ENOBUFS, ENOMEM), which only a
+    /// connection ending can fix; 10 ms otherwise.
+    pub async fn back_off(&mut self, error: &io::Error, listener: Option<SocketAddr>) {
+        self.since_logged += 1;
+        if self
+            .last_logged
+            .is_none_or(|at| at.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL)
+        {
+            tracing::warn!(
+                %error,
+                ?listener,
+                failures = self.since_logged,
+                "accept failed; backing off"
+            );
+            self.last_logged = Some(Instant::now());
+            self.since_logged = 0;
+        }
+        tokio::time::sleep(accept_backoff(error)).await;
+    }
+}
+
+/// How long to wait after `error` before accepting again.
+fn accept_backoff(error: &io::Error) -> Duration {
+    match error.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            Duration::from_millis(100)
+        }
+        _ => Duration::from_millis(10),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_descriptors_waits_longer() {
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        assert_eq!(accept_backoff(&emfile), Duration::from_millis(100));
+        let aborted = io::Error::from_raw_os_error(libc::ECONNABORTED);
+        assert_eq!(accept_backoff(&aborted), Duration::from_millis(10));
     }
 }

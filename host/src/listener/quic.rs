@@ -96,17 +96,26 @@ pub async fn quic_accept_loop(
             return;
         }
     };
+    let overflow = crate::stats::ListenerStats::new(Some(local));
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
             _ = shutdown.changed() => break,
         };
         let Some(incoming) = incoming else { break };
+        let Some(slot) = crate::overload::admit_connection() else {
+            // Refused before the handshake: the client gets CONNECTION_REFUSED.
+            overflow.downstream_global_cx_overflow.inc();
+            tracing::debug!(peer = %incoming.remote_address(), "global downstream connection limit reached; QUIC connection refused");
+            incoming.refuse();
+            continue;
+        };
         let manager = manager.clone();
         let shutdown = shutdown.clone();
         let alive = alive.clone();
         tokio::spawn(async move {
             let _alive = alive;
+            let _slot = slot;
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(connection) => serve_h3_connection(manager, connection, local, shutdown).await,

@@ -104,6 +104,8 @@ stat_group! {
             rq_direct_response: "Requests answered by a direct_response route.",
             rq_failed_path_normalization: "Requests answered 400 because their path could not be normalised or had escaped slashes (REJECT_REQUEST).",
             rq_redirected_with_normalized_path: "Requests redirected (307) to their path with escaped slashes unescaped (UNESCAPE_AND_REDIRECT).",
+            rq_overload_close: "Requests answered 503 by the overload action stop_accepting_requests.",
+            cx_overload_disable_keepalive: "Connections closed or drained by the overload action disable_http_keepalive.",
             cx_upgrades_total: "Upgrades and tunnels (WebSocket, CONNECT, any upgrade) established.",
             cx_max_requests_reached: "Connections drained because they reached max_requests_per_connection.",
             rq_rx_reset: "HTTP/2 and HTTP/3 streams the client reset.",
@@ -321,6 +323,108 @@ impl prometheus::core::Collector for LocalAccelCollector {
         families.extend(self.redirected_bytes_total.collect());
         families.extend(self.redirected_messages_total.collect());
         families
+    }
+}
+
+/// Stats of one listening address (Envoy's `listener.<address>.*`), labelled
+/// `listener_address` as Envoy's Prometheus output labels them (`127.0.0.1_10000`).
+#[derive(Clone)]
+pub struct ListenerStats {
+    /// `weir_listener_downstream_global_cx_overflow`: connections closed right after accept
+    /// because the global downstream connection limit was reached.
+    pub downstream_global_cx_overflow: IntCounter,
+}
+
+impl ListenerStats {
+    /// The stats of the listener bound at `address`.
+    pub fn new(address: Option<std::net::SocketAddr>) -> ListenerStats {
+        static FAMILY: OnceLock<IntCounterVec> = OnceLock::new();
+        let family = FAMILY.get_or_init(|| {
+            register_counter(
+                Stats::global().registry(),
+                "weir_listener_downstream_global_cx_overflow",
+                "Connections closed right after accept because the global downstream connection limit was reached.",
+                &["listener_address"],
+            )
+        });
+        let label = match address {
+            Some(address) => format!("{}_{}", address.ip(), address.port()),
+            None => "unknown".to_string(),
+        };
+        ListenerStats {
+            downstream_global_cx_overflow: family.with_label_values(&[label.as_str()]),
+        }
+    }
+}
+
+/// Stats of the overload manager ([`crate::overload`]): Envoy's `overload.<name>.*` with the
+/// monitor's or action's name as the `name` label.
+pub struct OverloadStats {
+    /// `weir_overload_pressure{name}`: a monitor's pressure, in percent.
+    pub pressure: IntGaugeVec,
+    /// `weir_overload_failed_updates{name}`: times a monitor could not be read.
+    pub failed_updates: IntCounterVec,
+    /// `weir_overload_active{name}`: 1 while an action is saturated, else 0.
+    pub active: IntGaugeVec,
+    /// `weir_overload_scale_percent{name}`: an action's state in percent (100: saturated).
+    pub scale_percent: IntGaugeVec,
+    /// `weir_overload_global_downstream_max_connections`: the global downstream connection
+    /// limit in force (the config's, or weir's default); weir's own.
+    pub global_downstream_max_connections: IntGauge,
+    /// `weir_overload_global_downstream_cx_active`: downstream connections open now, across
+    /// every listener and worker; weir's own.
+    pub global_downstream_cx_active: IntGauge,
+}
+
+impl OverloadStats {
+    /// The process-wide instance.
+    pub fn global() -> &'static OverloadStats {
+        static OVERLOAD: OnceLock<OverloadStats> = OnceLock::new();
+        OVERLOAD.get_or_init(|| {
+            let registry = Stats::global().registry();
+            let plain_gauge = |name: &str, help: &str| {
+                let gauge = IntGauge::new(name, help)
+                    .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+                if let Err(e) = registry.register(Box::new(gauge.clone())) {
+                    unreachable!("static metric {name} is registered once: {e}");
+                }
+                gauge
+            };
+            OverloadStats {
+                pressure: register_gauge(
+                    registry,
+                    "weir_overload_pressure",
+                    "Resource pressure of an overload manager monitor, in percent.",
+                    &["name"],
+                ),
+                failed_updates: register_counter(
+                    registry,
+                    "weir_overload_failed_updates",
+                    "Times an overload manager monitor could not be read.",
+                    &["name"],
+                ),
+                active: register_gauge(
+                    registry,
+                    "weir_overload_active",
+                    "Whether an overload action is saturated (1) or not (0).",
+                    &["name"],
+                ),
+                scale_percent: register_gauge(
+                    registry,
+                    "weir_overload_scale_percent",
+                    "State of an overload action in percent (0-99 scaling, 100 saturated).",
+                    &["name"],
+                ),
+                global_downstream_max_connections: plain_gauge(
+                    "weir_overload_global_downstream_max_connections",
+                    "The global downstream connection limit in force (configured, or weir's default from RLIMIT_NOFILE).",
+                ),
+                global_downstream_cx_active: plain_gauge(
+                    "weir_overload_global_downstream_cx_active",
+                    "Downstream connections open now across every listener and worker.",
+                ),
+            }
+        })
     }
 }
 

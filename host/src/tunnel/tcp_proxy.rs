@@ -72,6 +72,8 @@ impl TcpProxy {
             }
         };
         let bound = listener.local_addr().ok();
+        let listener_stats = crate::stats::ListenerStats::new(bound);
+        let mut errors = crate::listener::AcceptErrors::default();
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -80,10 +82,15 @@ impl TcpProxy {
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    errors.back_off(&error, bound).await;
                     continue;
                 }
+            };
+            let Some(slot) = crate::overload::admit_connection() else {
+                listener_stats.downstream_global_cx_overflow.inc();
+                tracing::debug!(%peer, "global downstream connection limit reached; closed");
+                drop(stream);
+                continue;
             };
             let proxy = current.load_full();
             let original = match (proxy.interception.use_original_dst, bound) {
@@ -98,6 +105,7 @@ impl TcpProxy {
             let alive = alive.clone();
             tokio::spawn(async move {
                 let _alive = alive;
+                let _slot = slot;
                 proxy.stats.cx_total.inc();
                 proxy.stats.cx_active.inc();
                 if let Err(error) = stream.set_nodelay(true) {
