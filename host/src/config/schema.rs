@@ -452,6 +452,9 @@ pub struct RouteConfiguration {
     /// Headers added to every response (after the virtual host's).
     #[serde(default)]
     pub response_headers_to_add: Vec<HeaderValueOption>,
+    /// The most bytes a `direct_response` body may hold (Envoy's default 4096).
+    #[serde(default)]
+    pub max_direct_response_body_size_bytes: Option<u32>,
 }
 
 /// `virtual_hosts[]`.
