@@ -266,7 +266,8 @@ pub fn parse(text: &str) -> Result<Bootstrap, FieldError> {
         let message = error.into_inner().to_string();
         let (inner, message) = split_marked_path(&message);
         let path = match (outer.as_str(), inner.as_str()) {
-            (".", "") => ".".to_string(),
+            // An empty key at the top (`"": 1`) is a path of one empty segment: the top.
+            (".", "") | ("", "") => ".".to_string(),
             (".", inner) => inner.to_string(),
             (outer, "") => outer.to_string(),
             (outer, inner) => format!("{outer}.{inner}"),

@@ -161,6 +161,14 @@ fn semantic_errors_name_their_field() {
     );
 }
 
+/// Found by the config_loader fuzz target: an empty key at the top gave an empty path.
+#[test]
+fn an_empty_top_level_key_is_reported_at_the_top() {
+    let e = error_of("{\"\": 1}");
+    assert_eq!(e.path, ".");
+    assert!(e.message.contains("unknown field"), "{e}");
+}
+
 #[test]
 fn yaml_syntax_errors_are_reported() {
     let e = error_of("static_resources: [");

@@ -305,16 +305,22 @@ mod tests {
     }
 
     #[test]
-    fn accepts_the_example_configs() {
-        for text in [
-            crate::config::DEFAULT_CONFIG,
-            include_str!("../../../configs/front_proxy.yaml"),
-            include_str!("../../../configs/http3_downstream_upstream.yaml"),
-            include_str!("../../../configs/wasm_auth.yaml"),
-        ] {
-            check(text).unwrap();
-            assert!(depth(text) < 24, "{}", depth(text));
+    fn accepts_every_example_config() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            check(&text).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.message));
+            assert!(depth(&text) < 24, "{}: {}", path.display(), depth(&text));
+            checked += 1;
         }
+        assert!(
+            checked >= 10,
+            "only {checked} examples in {}",
+            dir.display()
+        );
+        check(crate::config::DEFAULT_CONFIG).unwrap();
     }
 
     #[test]
