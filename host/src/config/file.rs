@@ -62,6 +62,18 @@ pub enum FileError {
 
 /// Reads the whole of the regular file at `path` if it holds at most `limit` bytes.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
+    // A device is not even opened when the path says what it is (opening some has effects:
+    // a watchdog arms, a tape rewinds); the opened descriptor is checked again below, since
+    // the path may change in between.
+    if let Some(kind) = std::fs::metadata(path)
+        .ok()
+        .and_then(|metadata| irregular_kind(&metadata.file_type()))
+    {
+        return Err(FileError::NotRegular {
+            path: path.into(),
+            kind,
+        });
+    }
     // O_NONBLOCK: opening a FIFO for reading blocks until a writer comes; with it the open
     // returns at once and the type check below refuses it. O_NOCTTY: a terminal named here
     // must not become weir's controlling terminal. Neither changes how a regular file reads.
