@@ -201,7 +201,15 @@ impl Scan {
                     self.node_start = true;
                 }
                 b'|' | b'>' if self.node_start && self.flow == 0 => {
-                    self.block_scalar = Some(self.indents.last().copied());
+                    // Its text is indented more than the collection it is a value of: the
+                    // innermost one, or the one before when `- ` (or `? `, `: `) opened the
+                    // innermost right here.
+                    let mut enclosing = self.indents.iter().rev().copied();
+                    let parent = match enclosing.next() {
+                        Some(column) if column == at => enclosing.next(),
+                        innermost => innermost,
+                    };
+                    self.block_scalar = Some(parent);
                     return Ok(());
                 }
                 b'&' | b'!' | b'*' if self.node_start => {
@@ -270,6 +278,8 @@ mod tests {
         assert_eq!(depth("a: x [not, flow]\n"), 1);
         assert_eq!(depth("a: \"[[[[\"\nb: '{{{'\n"), 1);
         assert_eq!(depth("a: |\n  [[[[\n  {{{{\nb: 1\n"), 1);
+        assert_eq!(depth("- |\n  [[[[\n- >-\n  {{{{\n- [1]\n"), 3);
+        assert_eq!(depth("a:\n  - |\n    [[[[\n  - b\n"), 3);
         assert_eq!(depth("a: 1 # [[[[\n"), 1);
         assert_eq!(depth(r#"{"a": "x\"[[[", "b": ['it''s [', 1]}"#), 3);
     }
