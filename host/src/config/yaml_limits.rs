@@ -213,8 +213,9 @@ impl Scan {
                     return Ok(());
                 }
                 b'&' | b'!' | b'*' if self.node_start => {
-                    // An anchor or tag comes before its node; an alias is the node.
-                    while line.get(at + 1).is_some_and(|&b| b != b' ' && b != b'\t') {
+                    // An anchor or tag comes before its node; an alias is the node. Their
+                    // names end at a space or a flow indicator.
+                    while line.get(at + 1).is_some_and(|b| !b" \t,[]{}".contains(b)) {
                         at += 1;
                     }
                     self.node_start = byte != b'*';
@@ -281,6 +282,7 @@ mod tests {
         assert_eq!(depth("- |\n  [[[[\n- >-\n  {{{{\n- [1]\n"), 3);
         assert_eq!(depth("a:\n  - |\n    [[[[\n  - b\n"), 3);
         assert_eq!(depth("a: 1 # [[[[\n"), 1);
+        assert_eq!(depth("a: &x [1]\nb: [*x]\nc: [!!str x, *x]\n"), 2);
         assert_eq!(depth(r#"{"a": "x\"[[[", "b": ['it''s [', 1]}"#), 3);
     }
 
@@ -331,6 +333,27 @@ mod tests {
             dir.display()
         );
         check(crate::config::DEFAULT_CONFIG).unwrap();
+    }
+
+    /// Aliases nest what they name where they are used, past what a scan of the text sees:
+    /// serde_yaml_ng's own recursion limit (128) refuses those, at once.
+    #[test]
+    fn aliases_nesting_past_the_limit_are_left_to_the_parser() {
+        let nest = |inner: &str| format!("{}{inner}{}", "[".repeat(60), "]".repeat(60));
+        let text = format!(
+            "a: &a {}\nb: &b {}\nc: {}\n",
+            nest("1"),
+            nest("*a"),
+            nest("*b")
+        );
+        check(&text).unwrap();
+        let started = Instant::now();
+        let error = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.starts_with("recursion limit exceeded"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub fn config_loader(data: &[u8]) {
     if let Err(error) = crate::config::load_str(text, "fuzz.yaml") {
         assert!(!error.path.is_empty(), "an error without a path: {error}");
         assert!(
-            text.contains('*') || !error.message.contains("recursion limit exceeded"),
+            text.contains('*') || !error.message.starts_with("recursion limit exceeded"),
             "the nesting pre-scan let a document through that serde refused: {error}"
         );
     }
