@@ -4,7 +4,7 @@ CARGO ?= cargo
 APT_PACKAGES := curl nghttp2-client clang llvm libbpf-dev bpftool iproute2 iptables
 BENCH_PACKAGES := nginx-light haproxy wrk nghttp2-client
 
-.PHONY: run test bench conformance deps bench-deps lint build release
+.PHONY: run test bench conformance fuzz deps bench-deps lint build release
 
 ## run: the proxy on its built-in config (a page on 127.0.0.1:10000, admin on 127.0.0.1:9901)
 run: deps release
@@ -37,6 +37,20 @@ conformance: deps
 	fi
 	$(CARGO) build -p weir --bin weir
 	H2SPEC=$(H2SPEC) $(CARGO) test -p weir-tests --test conformance -- --ignored --nocapture
+
+## fuzz: each cargo-fuzz target in host/fuzz for FUZZ_SECONDS (default 60) under libFuzzer;
+## needs nightly and cargo-fuzz. New inputs go to host/fuzz/target/corpus, crashes to
+## host/fuzz/artifacts; `make test` runs a short smoke of the same targets without either.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := config_loader request_head h2_frames wasm_memory
+fuzz:
+	@$(CARGO) +nightly --version >/dev/null 2>&1 || { echo "make fuzz needs the nightly toolchain: rustup toolchain install nightly"; exit 1; }
+	@$(CARGO) +nightly fuzz --version >/dev/null 2>&1 || { echo "make fuzz needs cargo-fuzz: cargo install cargo-fuzz"; exit 1; }
+	cd host/fuzz && for target in $(FUZZ_TARGETS); do \
+		mkdir -p target/corpus/$$target && \
+		$(CARGO) +nightly fuzz run $$target target/corpus/$$target corpus/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 || exit 1; \
+	done
 
 build:
 	$(CARGO) build -p weir

@@ -6,6 +6,9 @@ pub mod accel;
 pub mod admin;
 pub mod body;
 pub mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod listener;
 pub mod overload;

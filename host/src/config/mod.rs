@@ -6,12 +6,15 @@
 //! reads YAML.
 
 pub mod duration;
+pub mod file;
 pub mod overload;
+pub mod pem;
 mod quic;
 pub mod runtime;
 pub mod schema;
 pub mod typed;
 pub mod wasm;
+pub mod yaml_limits;
 
 use crate::route::RouteTable;
 use crate::upstream::{self, ClusterSpec};
@@ -254,17 +257,26 @@ pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Reads and checks the config file at `path`.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: file.clone(),
+    let text = read_text(path)?;
+    load_str(&text, &path.display().to_string())
+}
+
+/// Reads the config file at `path` as text: a regular file of at most
+/// [`file::MAX_CONFIG_BYTES`], in UTF-8.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let error = |message: String| ConfigError {
+        file: path.display().to_string(),
         path: ".".into(),
-        message: format!("cannot read the file: {e}"),
-    })?;
-    load_str(&text, &file)
+        message,
+    };
+    let bytes = file::read_limited(path, file::MAX_CONFIG_BYTES)
+        .map_err(|e| error(format!("cannot read the file: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| error(format!("cannot read the file: not UTF-8: {e}")))
 }
 
 /// Reads and checks config `text`; `file` names it in errors.
 pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    yaml_limits::check(text).map_err(|e| e.in_file(file))?;
     let bootstrap = parse(text).map_err(|e| e.in_file(file))?;
     let dump =
         serde_yaml_ng::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null);
@@ -279,7 +291,8 @@ pub fn parse(text: &str) -> Result<Bootstrap, FieldError> {
         let message = error.into_inner().to_string();
         let (inner, message) = split_marked_path(&message);
         let path = match (outer.as_str(), inner.as_str()) {
-            (".", "") => ".".to_string(),
+            // An empty key at the top (`"": 1`) is a path of one empty segment: the top.
+            (".", "") | ("", "") => ".".to_string(),
             (".", inner) => inner.to_string(),
             (outer, "") => outer.to_string(),
             (outer, inner) => format!("{outer}.{inner}"),
@@ -810,6 +823,25 @@ fn file_of(source: &schema::DataSource, path: &str) -> Result<PathBuf, FieldErro
     }
 }
 
+/// The `validation_context.trusted_ca` file of the TLS context at `path`, checked to hold
+/// usable CA certificates.
+fn trusted_ca(
+    common: &schema::CommonTlsContext,
+    path: &str,
+) -> Result<Option<PathBuf>, FieldError> {
+    let Some(ca) = common
+        .validation_context
+        .as_ref()
+        .and_then(|v| v.trusted_ca.as_ref())
+    else {
+        return Ok(None);
+    };
+    let field = format!("{path}.common_tls_context.validation_context.trusted_ca");
+    let file = file_of(ca, &field)?;
+    pem::check_ca(&file, &field)?;
+    Ok(Some(file))
+}
+
 fn downstream_tls(
     context: &schema::DownstreamTlsContext,
     path: &str,
@@ -824,25 +856,15 @@ fn downstream_tls(
     let mut certificates = Vec::new();
     for (i, cert) in common.tls_certificates.iter().enumerate() {
         let cert_path = format!("{path}.common_tls_context.tls_certificates[{i}]");
-        certificates.push((
-            file_of(
-                &cert.certificate_chain,
-                &format!("{cert_path}.certificate_chain"),
-            )?,
-            file_of(&cert.private_key, &format!("{cert_path}.private_key"))?,
-        ));
+        let chain = file_of(
+            &cert.certificate_chain,
+            &format!("{cert_path}.certificate_chain"),
+        )?;
+        let key = file_of(&cert.private_key, &format!("{cert_path}.private_key"))?;
+        pem::check_certificate(&chain, &key, &cert_path)?;
+        certificates.push((chain, key));
     }
-    let client_ca = match common
-        .validation_context
-        .as_ref()
-        .and_then(|v| v.trusted_ca.as_ref())
-    {
-        Some(ca) => Some(file_of(
-            ca,
-            &format!("{path}.common_tls_context.validation_context.trusted_ca"),
-        )?),
-        None => None,
-    };
+    let client_ca = trusted_ca(common, path)?;
     if context.require_client_certificate && client_ca.is_none() {
         return Err(FieldError::new(
             format!("{path}.require_client_certificate"),
@@ -1163,17 +1185,11 @@ fn upstream_tls(
             ));
         }
     };
-    let ca_file = match common
-        .validation_context
-        .as_ref()
-        .and_then(|v| v.trusted_ca.as_ref())
-    {
-        Some(ca) => Some(file_of(
-            ca,
-            &format!("{path}.common_tls_context.validation_context.trusted_ca"),
-        )?),
-        None => None,
-    };
+    if let (Some(chain), Some(key)) = (&cert_chain_file, &private_key_file) {
+        let cert_path = format!("{path}.common_tls_context.tls_certificates[0]");
+        pem::check_certificate(chain, key, &cert_path)?;
+    }
+    let ca_file = trusted_ca(common, path)?;
     Ok(upstream::UpstreamTlsSpec {
         sni: context.sni.clone(),
         ca_file,
@@ -1183,6 +1199,8 @@ fn upstream_tls(
     })
 }
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod sidecar_tests;
 #[cfg(test)]

@@ -552,6 +552,9 @@ pub struct RouteConfiguration {
     /// Pick the virtual host by the host without its port (default false).
     #[serde(default)]
     pub ignore_port_in_host_matching: bool,
+    /// The most bytes a `direct_response` body may hold (Envoy's default 4096).
+    #[serde(default)]
+    pub max_direct_response_body_size_bytes: Option<u32>,
 }
 
 /// `virtual_hosts[]`.

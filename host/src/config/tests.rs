@@ -161,6 +161,14 @@ fn semantic_errors_name_their_field() {
     );
 }
 
+/// Found by the config_loader fuzz target: an empty key at the top gave an empty path.
+#[test]
+fn an_empty_top_level_key_is_reported_at_the_top() {
+    let e = error_of("{\"\": 1}");
+    assert_eq!(e.path, ".");
+    assert!(e.message.contains("unknown field"), "{e}");
+}
+
 #[test]
 fn yaml_syntax_errors_are_reported() {
     let e = error_of("static_resources: [");
@@ -170,14 +178,22 @@ fn yaml_syntax_errors_are_reported() {
 /// The HTTP/3 example: Envoy's shapes for QUIC listeners and HTTP/3 clusters.
 const H3: &str = include_str!("../../../configs/http3_downstream_upstream.yaml");
 
+/// An example config with its certificate paths (relative to the repository root, where the
+/// README runs them) made absolute: the config's files are read when it loads, and unit
+/// tests run in `host/`.
+fn example(text: &str) -> String {
+    let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/src/upstream/testdata/");
+    text.replace("host/src/upstream/testdata/", testdata)
+}
+
 fn h3_variant(from: &str, to: &str) -> String {
     assert!(H3.contains(from), "the example contains {from:?}");
-    H3.replacen(from, to, 1)
+    example(H3).replacen(from, to, 1)
 }
 
 #[test]
 fn loads_envoys_http3_shapes() {
-    let config = load_str(H3, "h3.yaml").unwrap();
+    let config = load_str(&example(H3), "h3.yaml").unwrap();
     let tcp = &config.listeners[0];
     assert!(tcp.quic.is_none());
     let quic = &config.listeners[1];
@@ -208,8 +224,8 @@ fn loads_envoys_http3_shapes() {
 /// other does not.
 #[test]
 fn websocket_over_h3_example_allows_extended_connect_on_its_quic_listener() {
-    let text = include_str!("../../../configs/websocket_h1_h3_h1.yaml");
-    let config = load_str(text, "websocket_h1_h3_h1.yaml").unwrap();
+    let text = example(include_str!("../../../configs/websocket_h1_h3_h1.yaml"));
+    let config = load_str(&text, "websocket_h1_h3_h1.yaml").unwrap();
     let (edge, inner) = (&config.listeners[0], &config.listeners[1]);
     assert!(!edge.http.allow_extended_connect);
     assert!(inner.quic.is_some());
@@ -218,7 +234,7 @@ fn websocket_over_h3_example_allows_extended_connect_on_its_quic_listener() {
         config.clusters[0].protocol,
         upstream::UpstreamProtocol::Http3
     );
-    let off = load_str(H3, "h3.yaml").unwrap();
+    let off = load_str(&example(H3), "h3.yaml").unwrap();
     assert!(
         !off.listeners[1].http.allow_extended_connect,
         "off unless configured"

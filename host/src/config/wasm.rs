@@ -146,12 +146,16 @@ fn module_bytes(source: &DataSource, path: &str) -> Result<Vec<u8>, FieldError> 
         &source.inline_bytes,
         &source.inline_string,
     ) {
-        (Some(file), None, None) => std::fs::read(file).map_err(|e| {
-            FieldError::new(
-                format!("{path}.filename"),
-                format!("cannot read the Wasm module {file:?}: {e}"),
+        (Some(file), None, None) => {
+            super::file::read_limited(file.as_ref(), super::file::MAX_WASM_MODULE_BYTES).map_err(
+                |e| {
+                    FieldError::new(
+                        format!("{path}.filename"),
+                        format!("cannot read the Wasm module: {e}"),
+                    )
+                },
             )
-        }),
+        }
         (None, Some(encoded), None) => {
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD

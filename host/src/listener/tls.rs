@@ -2,24 +2,20 @@
 //! certificates.
 
 use crate::config::DownstreamTls;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use crate::config::pem::{self, PemError};
+use rustls::pki_types::ServerName;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// TLS material that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A file holds no usable PEM item of the expected kind.
+    /// A certificate, key or CA file cannot be read or parsed.
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    /// The material reads, but cannot be used as configured.
     #[error("{path}: {what}")]
     Invalid {
         /// The file.
@@ -32,49 +28,6 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// Reads every certificate in a PEM file.
-pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.into(),
-        source,
-    })?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Invalid {
-            path: path.into(),
-            what: format!("bad PEM: {e}"),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Invalid {
-            path: path.into(),
-            what: "no CERTIFICATE in the file".into(),
-        });
-    }
-    Ok(certs)
-}
-
-/// Reads the first private key in a PEM file.
-pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.into(),
-        source,
-    })?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| TlsError::Invalid {
-            path: path.into(),
-            what: format!("bad PEM: {e}"),
-        })?
-        .ok_or_else(|| TlsError::Invalid {
-            path: path.into(),
-            what: "no PRIVATE KEY in the file".into(),
-        })
-}
-
-/// The rustls crypto provider weir uses everywhere (ring).
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// Builds the acceptor of a TLS listener. Every file is read and checked now, so a bad key
 /// stops start-up with its path in the message.
 pub fn acceptor(tls: &DownstreamTls) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
@@ -84,16 +37,11 @@ pub fn acceptor(tls: &DownstreamTls) -> Result<tokio_rustls::TlsAcceptor, TlsErr
 /// The rustls server config of a listener (TCP or QUIC): certificates picked by SNI, client
 /// verification, ALPN from the config.
 pub fn server_config(tls: &DownstreamTls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let provider = provider();
+    let provider = pem::provider();
     let mut keys = Vec::new();
     for (chain, key) in &tls.certificates {
-        let certs = read_certificates(chain)?;
-        let key = read_private_key(key)?;
         let certified =
-            CertifiedKey::from_der(certs, key, &provider).map_err(|e| TlsError::Invalid {
-                path: chain.clone(),
-                what: format!("certificate and key do not match: {e}"),
-            })?;
+            pem::certified_key(pem::certificates(chain)?, pem::private_key(key)?, chain)?;
         keys.push(Arc::new(certified));
     }
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -101,13 +49,7 @@ pub fn server_config(tls: &DownstreamTls) -> Result<Arc<rustls::ServerConfig>, T
     let builder = match &tls.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in read_certificates(ca)? {
-                roots.add(cert).map_err(|e| TlsError::Invalid {
-                    path: ca.clone(),
-                    what: format!("unusable CA: {e}"),
-                })?;
-            }
+            let roots = pem::root_store(ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if tls.require_client_certificate {
                 verifier

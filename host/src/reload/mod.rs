@@ -51,11 +51,7 @@ pub struct Snapshot {
 pub fn read_config(path: &std::path::Path) -> Result<(Config, [u8; 32]), ConfigError> {
     use sha2::Digest as _;
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: file.clone(),
-        path: ".".into(),
-        message: format!("cannot read the file: {e}"),
-    })?;
+    let text = config::read_text(path)?;
     let hash = sha2::Sha256::digest(text.as_bytes()).into();
     Ok((config::load_str(&text, &file)?, hash))
 }

@@ -117,8 +117,12 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
+/// The SHA-256 of a watched file (the config or a Wasm module); `None` when it cannot be read
+/// as a config reads it (missing, not a regular file, over the largest limit).
 fn hash(path: &Path) -> Option<[u8; 32]> {
-    let content = std::fs::read(path).ok()?;
+    use crate::config::file;
+    let limit = file::MAX_CONFIG_BYTES.max(file::MAX_WASM_MODULE_BYTES);
+    let content = file::read_limited(path, limit).ok()?;
     Some(Sha256::digest(&content).into())
 }
 

@@ -138,6 +138,9 @@ impl RouteTable {
             ignore_port: config.ignore_port_in_host_matching,
             ..RouteTable::default()
         };
+        let body_limit = config
+            .max_direct_response_body_size_bytes
+            .unwrap_or(DEFAULT_MAX_DIRECT_RESPONSE_BODY_BYTES);
         for (i, vhost) in config.virtual_hosts.iter().enumerate() {
             let vhost_path = format!("{path}.virtual_hosts[{i}]");
             for (d, domain) in vhost.domains.iter().enumerate() {
@@ -182,6 +185,7 @@ impl RouteTable {
                     route,
                     &format!("{vhost_path}.routes[{r}]"),
                     clusters,
+                    body_limit,
                 )?);
             }
             let response_headers = response_headers::build(
@@ -297,7 +301,13 @@ fn push_unique(list: &mut Vec<(String, usize)>, key: &str, index: usize) -> bool
     false
 }
 
-fn build_route(route: &schema::Route, path: &str, clusters: &[&str]) -> Result<Route, FieldError> {
+/// One route at `path`; `body_limit` bounds a `direct_response` body.
+fn build_route(
+    route: &schema::Route,
+    path: &str,
+    clusters: &[&str],
+    body_limit: u32,
+) -> Result<Route, FieldError> {
     let path_matcher = PathMatcher::build(&route.route_match, &format!("{path}.match"))?;
     let mut headers = Vec::new();
     for (h, header) in route.route_match.headers.iter().enumerate() {
@@ -381,7 +391,9 @@ fn build_route(route: &schema::Route, path: &str, clusters: &[&str]) -> Result<R
                 })?;
             let body = match &direct.body {
                 None => Bytes::new(),
-                Some(source) => data_source(source, &format!("{path}.direct_response.body"))?,
+                Some(source) => {
+                    data_source(source, &format!("{path}.direct_response.body"), body_limit)?
+                }
             };
             RouteAction::Direct { status, body }
         }
@@ -400,25 +412,39 @@ fn build_route(route: &schema::Route, path: &str, clusters: &[&str]) -> Result<R
     })
 }
 
-/// Reads a `DataSource` holding a body: inline text or a file read now.
-fn data_source(source: &schema::DataSource, path: &str) -> Result<Bytes, FieldError> {
-    match (
+/// Envoy's default `max_direct_response_body_size_bytes`: the most bytes a `direct_response`
+/// body may hold, inline or from its file.
+pub const DEFAULT_MAX_DIRECT_RESPONSE_BODY_BYTES: u32 = 4096;
+
+/// Reads a `DataSource` holding a body of at most `limit` bytes: inline text, or a file read
+/// now (a regular file only).
+fn data_source(source: &schema::DataSource, path: &str, limit: u32) -> Result<Bytes, FieldError> {
+    let body = match (
         &source.inline_string,
         &source.filename,
         &source.inline_bytes,
     ) {
-        (Some(text), None, None) => Ok(Bytes::from(text.clone())),
-        (None, Some(file), None) => std::fs::read(file).map(Bytes::from).map_err(|e| {
-            FieldError::new(
-                format!("{path}.filename"),
-                format!("cannot read {file:?}: {e}"),
-            )
-        }),
-        _ => Err(FieldError::new(
-            path,
-            "set exactly one of inline_string and filename",
-        )),
+        (Some(text), None, None) => Bytes::from(text.clone()),
+        (None, Some(file), None) => crate::config::file::read_limited(file.as_ref(), limit.into())
+            .map(Bytes::from)
+            .map_err(|e| FieldError::new(format!("{path}.filename"), e))?,
+        _ => {
+            return Err(FieldError::new(
+                path,
+                "set exactly one of inline_string and filename",
+            ));
+        }
+    };
+    if body.len() as u64 > u64::from(limit) {
+        return Err(FieldError::new(
+            format!("{path}.inline_string"),
+            format!(
+                "the body is {} bytes, above max_direct_response_body_size_bytes ({limit})",
+                body.len()
+            ),
+        ));
     }
+    Ok(body)
 }
 
 #[cfg(test)]

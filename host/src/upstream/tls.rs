@@ -5,11 +5,11 @@
 
 use super::error::UpstreamError;
 use super::spec::{UpstreamProtocol, UpstreamTlsSpec};
+use crate::config::pem;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use std::path::Path;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use std::sync::Arc;
 
 /// ALPN "h2".
@@ -31,22 +31,14 @@ pub fn client_config(
         cluster: cluster.to_owned(),
         reason,
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pem_error = |error: pem::PemError| config_error(error.to_string());
+    let provider = pem::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| config_error(format!("TLS versions: {e}")))?;
     let builder = match &spec.ca_file {
         Some(ca_file) => {
-            let mut roots = RootCertStore::empty();
-            for cert in read_certs(cluster, ca_file)? {
-                roots.add(cert).map_err(|e| {
-                    config_error(format!(
-                        "CA file {}: bad certificate: {e}",
-                        ca_file.display()
-                    ))
-                })?;
-            }
-            builder.with_root_certificates(roots)
+            builder.with_root_certificates(pem::root_store(ca_file).map_err(pem_error)?)
         }
         None => builder
             .dangerous()
@@ -56,8 +48,8 @@ pub fn client_config(
     };
     let mut config = match (&spec.cert_chain_file, &spec.private_key_file) {
         (Some(cert_file), Some(key_file)) => {
-            let chain = read_certs(cluster, cert_file)?;
-            let key = read_key(cluster, key_file)?;
+            let chain = pem::certificates(cert_file).map_err(pem_error)?;
+            let key = pem::private_key(key_file).map_err(pem_error)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| config_error(format!("client certificate: {e}")))?
@@ -92,32 +84,6 @@ pub fn client_config(
 pub fn server_name(sni: Option<&str>, ip: std::net::IpAddr) -> ServerName<'static> {
     sni.and_then(|name| ServerName::try_from(name.to_owned()).ok())
         .unwrap_or_else(|| ServerName::IpAddress(ip.into()))
-}
-
-fn read_certs(cluster: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, UpstreamError> {
-    let file_error = |reason: String| UpstreamError::Config {
-        cluster: cluster.to_owned(),
-        reason: format!("{}: {reason}", path.display()),
-    };
-    let pem = std::fs::read(path).map_err(|e| file_error(e.to_string()))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(format!("bad PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(file_error("no certificate in file".into()));
-    }
-    Ok(certs)
-}
-
-fn read_key(cluster: &str, path: &Path) -> Result<PrivateKeyDer<'static>, UpstreamError> {
-    let file_error = |reason: String| UpstreamError::Config {
-        cluster: cluster.to_owned(),
-        reason: format!("{}: {reason}", path.display()),
-    };
-    let pem = std::fs::read(path).map_err(|e| file_error(e.to_string()))?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| file_error(format!("bad PEM: {e}")))?
-        .ok_or_else(|| file_error("no private key in file".into()))
 }
 
 /// Used when no CA is configured: any certificate is accepted (Envoy without a validation

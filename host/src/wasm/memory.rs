@@ -68,19 +68,29 @@ fn allocator(caller: &mut Caller<'_, HostState>) -> Option<TypedFunc<i32, i32>> 
     .and_then(|func| func.typed::<i32, i32>(&*caller).ok())
 }
 
+/// The `len` bytes at `ptr` of a module's memory `data`, the ABI's `i32`s read as unsigned;
+/// `BadArgument` when any of them is outside it. The bounds arithmetic of every access.
+pub fn slice(data: &[u8], ptr: i32, len: usize) -> Result<&[u8], Status> {
+    let ptr = unsigned(ptr);
+    let end = ptr.checked_add(len).ok_or(Status::BadArgument)?;
+    data.get(ptr..end).ok_or(Status::BadArgument)
+}
+
+/// As [`slice`], to write into.
+pub fn slice_mut(data: &mut [u8], ptr: i32, len: usize) -> Result<&mut [u8], Status> {
+    let ptr = unsigned(ptr);
+    let end = ptr.checked_add(len).ok_or(Status::BadArgument)?;
+    data.get_mut(ptr..end).ok_or(Status::BadArgument)
+}
+
 /// A copy of `len` bytes at `ptr`; `BadArgument` when the range is outside memory.
 pub fn read(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8>, Status> {
-    let (ptr, len) = (unsigned(ptr), unsigned(len));
+    let len = unsigned(len);
     if len == 0 {
         return Ok(Vec::new());
     }
     let memory = memory(caller)?;
-    let end = ptr.checked_add(len).ok_or(Status::BadArgument)?;
-    memory
-        .data(&*caller)
-        .get(ptr..end)
-        .map(<[u8]>::to_vec)
-        .ok_or(Status::BadArgument)
+    slice(memory.data(&*caller), ptr, len).map(<[u8]>::to_vec)
 }
 
 /// [`read`] as UTF-8 (lossy).
@@ -95,13 +105,7 @@ pub fn read_string(
 /// Writes `bytes` at `ptr`.
 pub fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> Result<(), Status> {
     let memory = memory(caller)?;
-    let ptr = unsigned(ptr);
-    let end = ptr.checked_add(bytes.len()).ok_or(Status::BadArgument)?;
-    memory
-        .data_mut(&mut *caller)
-        .get_mut(ptr..end)
-        .ok_or(Status::BadArgument)?
-        .copy_from_slice(bytes);
+    slice_mut(memory.data_mut(&mut *caller), ptr, bytes.len())?.copy_from_slice(bytes);
     Ok(())
 }
 

@@ -22,7 +22,7 @@ mod abi;
 mod callout;
 pub mod context;
 pub mod engine;
-mod memory;
+pub(crate) mod memory;
 mod metrics;
 pub mod module_cache;
 mod plugin;
