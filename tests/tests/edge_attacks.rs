@@ -732,3 +732,50 @@ async fn max_requests_per_connection_closes_the_connection_after_its_last_reques
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_uploads_to_an_upstream_that_never_reads_stay_bounded() {
+    let (hole, _hole_task) = black_hole().await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = weir_tests::tls::self_signed(dir.path());
+    let mut cfg = config::simple(ports, &[hole]);
+    let hcm = config::hcm_of(&mut cfg).clone();
+    let quic = config::quic_listener("quic", ports.http, hcm, &tls.cert, &tls.key);
+    cfg["static_resources"]["listeners"]
+        .as_array_mut()
+        .expect("listeners")
+        .push(quic);
+    let weir = Weir::start(&cfg).await;
+    let before = rss(weir.pid());
+    // 10 connections, each uploading 32 MiB (Envoy's QUIC windows would let weir take 24 MiB
+    // of each).
+    let body = Bytes::from(vec![b'q'; 32 << 20]);
+    let mut uploads = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let client =
+            weir_tests::h3::H3Client::connect(ports.http_addr(), "localhost", &tls.cert_der)
+                .await
+                .expect("h3 connect");
+        let body = body.clone();
+        uploads.spawn(async move {
+            let request = http::Request::post("https://localhost/upload")
+                .body(())
+                .expect("request");
+            let _ = client.request(request, body, None).await;
+        });
+    }
+    let mut peak = before;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(rss(weir.pid()));
+    }
+    uploads.abort_all();
+    let growth = peak.saturating_sub(before);
+    eprintln!("h3 uploads: weir grew by {} KiB", growth / 1024);
+    assert!(
+        growth < 64 * MIB,
+        "10 stalled HTTP/3 uploads grew weir by {} MiB",
+        growth / MIB
+    );
+}

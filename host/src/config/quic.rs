@@ -82,7 +82,7 @@ pub(super) fn listener_quic(
             "a QUIC listener needs codec_type: HTTP3",
         ));
     }
-    let mut settings = Http3Settings::default();
+    let mut settings = Http3Settings::downstream();
     overlay(&mut settings, quic_options.quic_protocol_options.as_ref());
     overlay(
         &mut settings,

@@ -69,6 +69,19 @@ impl Default for Http3Settings {
     }
 }
 
+impl Http3Settings {
+    /// A QUIC listener's defaults: the HTTP/2 edge values for the flow-control windows (64 KiB
+    /// a stream, 1 MiB a connection), so an HTTP/3 client can make weir hold no more of its
+    /// uploads than an HTTP/2 one (Envoy's QUIC defaults, 16 and 24 MiB, are for upstreams).
+    pub fn downstream() -> Self {
+        Http3Settings {
+            initial_stream_window_size: 65_536,
+            initial_connection_window_size: 1_048_576,
+            ..Http3Settings::default()
+        }
+    }
+}
+
 /// `type` of a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Discovery {
