@@ -14,7 +14,7 @@ run: deps release
 test: deps wasm-filters wasm-fixtures envoy
 	$(CARGO) fmt --all -- --check
 	$(CARGO) build -p weir --bin weir
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip1 -p weir-sdk -p header-manipulation -p auth -p local-rate-limit -p websocket-guard -p tcp-guard -- -D warnings
 
