@@ -57,7 +57,7 @@ START_TIMEOUT=20 # seconds a proxy gets to answer its first request
 RATIO_SUBJECTS="weir weir_userspace weir_local"
 RATIO_PEERS="nginx haproxy envoy direct"
 # ... in these columns of the ratio table, in order (the results' arrays, by name).
-RATIO_METRICS=(RES_RPS RES_P50 RES_P99)
+RATIO_METRICS=(RES_RPS RES_P50 RES_P99 RES_CPU)
 # The cost of one Wasm filter: each proxy's *_wasm row against its row without the filter.
 WASM_PROXIES="weir envoy"
 
@@ -563,7 +563,24 @@ declare -A TEST_TOOL=([wrk_h1]=wrk [h2load_h1]=h2load [h2load_h2c]=h2load [h3loa
 # the unit of R_RPS where it is not req/s
 declare -A TEST_UNIT=([tunnel_bulk]=Gbit/s [tunnel_pingpong]=rtt/s)
 R_RPS='' R_P50='' R_P99='' R_ERRORS='' R_DETAIL='' R_NOTE=''
-reset_result() { R_RPS='' R_P50='' R_P99='' R_ERRORS='' R_DETAIL='' R_NOTE=''; }
+reset_result() { R_RPS='' R_P50='' R_P99='' R_ERRORS='' R_DETAIL='' R_NOTE='' R_REQS='' R_CPU=''; }
+
+CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+
+# cpu_ticks PGID: user + system clock ticks so far of every process in process group PGID (a
+# target is spawned with setsid, so its workers and threads are all there).
+cpu_ticks() {
+    # `cat` reads on past a process that exits meanwhile; after "pid (comm) ", field 3 is
+    # the process group, 12 and 13 utime and stime.
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$1" '{ sub(/^.*\) /, "") }
+        $3 == g { s += $12 + $13 } END { print s + 0 }'
+}
+
+# cpu_per_request TICKS_BEFORE TICKS_AFTER REQUESTS -> microseconds of the proxy's CPU per request.
+cpu_per_request() {
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$CLK_TCK" 'BEGIN {
+        if (n > 0 && b >= a) printf "%.1f\n", (b - a) * 1e6 / hz / n }'
+}
 
 # to_us VALUE: wrk's "23.45us", "1.20ms", "1.01s", "2.00m" and h2load's the same -> microseconds.
 to_us() {
@@ -583,6 +600,7 @@ test_wrk_h1() {
         return 1
     fi
     R_RPS="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
+    R_REQS="$(awk '/ requests in / {print $1; exit}' "$out")"
     R_P50="$(to_us "$(awk '$1 == "50%" {print $2}' "$out")" || true)"
     R_P99="$(to_us "$(awk '$1 == "99%" {print $2}' "$out")" || true)"
     R_ERRORS="$(awk '/Socket errors:/ {gsub(/,/, ""); s += $4 + $6 + $8 + $10}
@@ -609,6 +627,7 @@ run_h2load() {
     fi
     R_RPS="$(awk '/^finished in/ {for (i = 2; i <= NF; i++) if ($i ~ /^req\/s/) {print $(i - 1); exit}}' "$out")"
     # requests: T total, S started, D done, OK succeeded, F failed, E errored, X timeout
+    R_REQS="$(awk '/^requests:/ {gsub(/,/, ""); print $8; exit}' "$out")"
     R_ERRORS="$(awk '/^requests:/ {gsub(/,/, ""); print $10 + $14; exit}' "$out")"
     R_DETAIL="$(awk '/^time for request:/ {printf "min %s max %s mean %s sd %s", $4, $5, $6, $7; exit}' "$out")"
     if [[ -s "$reqlog" ]]; then
@@ -678,6 +697,7 @@ test_h3load() {
         return 1
     fi
     R_RPS=$(sed -n 's/.* rps=\([0-9.]*\).*/\1/p' <<<"$line")
+    R_REQS=$(sed -n 's/^h3load: requests=\([0-9]*\).*/\1/p' <<<"$line")
     R_P50=$(sed -n 's/.* p50_us=\([0-9]*\).*/\1/p' <<<"$line")
     R_P99=$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' <<<"$line")
     R_ERRORS=$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' <<<"$line")
@@ -698,7 +718,7 @@ warmup() {
 # ---------------------------------------------------------------------------------------------
 declare -A RES_STATUS=() RES_RPS=() RES_P50=() RES_P99=() RES_ERRORS=() RES_DETAIL=() RES_NOTE=()
 # Each round's values of a row, space-separated, for the medians (see finish_rounds).
-declare -A ROUND_RPS=() ROUND_P50=() ROUND_P99=()
+declare -A ROUND_RPS=() ROUND_P50=() ROUND_P99=() ROUND_CPU=() RES_CPU=()
 WEIR_FAILED=0
 
 # record TEST TARGET STATUS NOTE (the R_* values are taken as they are). Over several rounds a
@@ -709,6 +729,7 @@ record() {
     ROUND_RPS[$k]="${ROUND_RPS[$k]:-} $R_RPS"
     ROUND_P50[$k]="${ROUND_P50[$k]:-} $R_P50"
     ROUND_P99[$k]="${ROUND_P99[$k]:-} $R_P99"
+    ROUND_CPU[$k]="${ROUND_CPU[$k]:-} $R_CPU"
     if [[ -n "$R_ERRORS" ]]; then
         RES_ERRORS[$k]=$((${RES_ERRORS[$k]:-0} + R_ERRORS))
     else
@@ -745,6 +766,7 @@ finish_rounds() {
         RES_RPS[$k]=$(median ${ROUND_RPS[$k]})
         RES_P50[$k]=$(median ${ROUND_P50[$k]})
         RES_P99[$k]=$(median ${ROUND_P99[$k]})
+        RES_CPU[$k]=$(median ${ROUND_CPU[$k]})
         ((BENCH_ROUNDS == 1)) ||
             RES_DETAIL[$k]="median of $BENCH_ROUNDS rounds:$(spread rate ${ROUND_RPS[$k]})$(spread p50_us ${ROUND_P50[$k]})$(spread p99_us ${ROUND_P99[$k]})"
     done
@@ -754,6 +776,9 @@ fmt_us() {
     [[ -n "$1" ]] || { printf -- '-'; return; }
     awk -v v="$1" 'BEGIN { if (v < 1000) printf "%dus", v + 0.5
         else if (v < 1e6) printf "%.2fms", v / 1e3; else printf "%.2fs", v / 1e6 }'
+}
+fmt_cpu() {
+    if [[ -n "$1" ]]; then printf '%.1fus' "$1"; else printf -- '-'; fi
 }
 fmt_rps() {
     if [[ -n "$1" ]]; then printf '%.0f' "$1"; else printf -- '-'; fi
@@ -792,10 +817,10 @@ print_and_write() {
     [[ -z "${SHARED_CONFIGS[envoy.yaml]:-}" ]] || printf 'config for both weir and Envoy: %s\n' "${SHARED_CONFIGS[envoy.yaml]}"
     [[ -z "${SHARED_CONFIGS[envoy-wasm.yaml]:-}" ]] || printf 'with one Wasm filter (%s): %s\n' "$BENCH_WASM" "${SHARED_CONFIGS[envoy-wasm.yaml]}"
     echo
-    printf '%-15s %-14s %10s %9s %9s %7s  %s\n' test target req/s p50 p99 errors notes
+    printf '%-15s %-14s %10s %9s %9s %9s %7s  %s\n' test target req/s p50 p99 cpu/req errors notes
     printf -- '-%.0s' {1..100}
     echo
-    printf 'test\ttarget\tstatus\trps\tunit\tp50_us\tp99_us\terrors\tdetail\tnote\n' >"$tsv"
+    printf 'test\ttarget\tstatus\trps\tunit\tp50_us\tp99_us\tcpu_us_per_request\terrors\tdetail\tnote\n' >"$tsv"
     for test in $BENCH_TESTS; do
         for target in $BENCH_TARGETS; do
             k="$test|$target"
@@ -804,19 +829,19 @@ print_and_write() {
             [[ "${RES_STATUS[$k]}" == ok ]] || t="${RES_STATUS[$k]}: ${RES_NOTE[$k]}"
             unit=${TEST_UNIT[$test]:-req/s}
             [[ "$unit" == req/s || -z "${RES_RPS[$k]}" ]] || t="[$unit] $t"
-            printf '%-15s %-14s %10s %9s %9s %7s  %s\n' "$test" "$target" \
+            printf '%-15s %-14s %10s %9s %9s %9s %7s  %s\n' "$test" "$target" \
                 "$(fmt_rps "${RES_RPS[$k]}")" "$(fmt_us "${RES_P50[$k]}")" \
-                "$(fmt_us "${RES_P99[$k]}")" "${RES_ERRORS[$k]:--}" "$t"
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$target" "${RES_STATUS[$k]}" \
-                "${RES_RPS[$k]}" "$unit" "${RES_P50[$k]}" "${RES_P99[$k]}" "${RES_ERRORS[$k]}" \
-                "${RES_DETAIL[$k]}" "${RES_NOTE[$k]}" >>"$tsv"
+                "$(fmt_us "${RES_P99[$k]}")" "$(fmt_cpu "${RES_CPU[$k]:-}")" "${RES_ERRORS[$k]:--}" "$t"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$target" "${RES_STATUS[$k]}" \
+                "${RES_RPS[$k]}" "$unit" "${RES_P50[$k]}" "${RES_P99[$k]}" "${RES_CPU[$k]:-}" \
+                "${RES_ERRORS[$k]}" "${RES_DETAIL[$k]}" "${RES_NOTE[$k]}" >>"$tsv"
         done
     done
 
     echo
     for subject in $RATIO_SUBJECTS; do
         [[ " $BENCH_TARGETS " == *" $subject "* ]] || continue
-        printf '%s / peer: req/s ratio (higher is better) | p50 ratio | p99 ratio (lower is better)\n' "$subject"
+        printf '%s / peer: req/s ratio (higher is better) | p50 ratio | p99 ratio | CPU per request ratio (lower is better)\n' "$subject"
         printf '%-15s' test
         for metric in "${RATIO_METRICS[@]}"; do
             [[ "$metric" == RES_RPS ]] || printf ' |'
@@ -886,11 +911,11 @@ print_and_write() {
                 [[ -n "${RES_STATUS[$k]:-}" ]] || continue
                 ((first)) || printf ',\n'
                 first=0
-                printf '    {"test": %s, "target": %s, "status": %s, "rps": %s, "unit": %s, "p50_us": %s, "p99_us": %s, "errors": %s, "detail": %s, "note": %s}' \
+                printf '    {"test": %s, "target": %s, "status": %s, "rps": %s, "unit": %s, "p50_us": %s, "p99_us": %s, "cpu_us_per_request": %s, "errors": %s, "detail": %s, "note": %s}' \
                     "$(json_str "$test")" "$(json_str "$target")" "$(json_str "${RES_STATUS[$k]}")" \
                     "$(json_num "${RES_RPS[$k]}")" "$(json_str "${TEST_UNIT[$test]:-req/s}")" \
                     "$(json_num "${RES_P50[$k]}")" \
-                    "$(json_num "${RES_P99[$k]}")" "$(json_num "${RES_ERRORS[$k]}")" \
+                    "$(json_num "${RES_P99[$k]}")" "$(json_num "${RES_CPU[$k]:-}")" "$(json_num "${RES_ERRORS[$k]}")" \
                     "$(json_str "${RES_DETAIL[$k]}")" "$(json_str "${RES_NOTE[$k]}")"
             done
         done
@@ -902,11 +927,12 @@ print_and_write() {
                     [[ -n "${RES_STATUS[$test|$subject]:-}" && -n "${RES_STATUS[$test|$peer]:-}" ]] || continue
                     ((first)) || printf ',\n'
                     first=0
-                    printf '    {"test": %s, "subject": %s, "peer": %s, "rps_ratio": %s, "p50_ratio": %s, "p99_ratio": %s}' \
+                    printf '    {"test": %s, "subject": %s, "peer": %s, "rps_ratio": %s, "p50_ratio": %s, "p99_ratio": %s, "cpu_ratio": %s}' \
                         "$(json_str "$test")" "$(json_str "$subject")" "$(json_str "$peer")" \
                         "$(json_num "$(ratio "${RES_RPS[$test|$subject]}" "${RES_RPS[$test|$peer]}")")" \
                         "$(json_num "$(ratio "${RES_P50[$test|$subject]}" "${RES_P50[$test|$peer]}")")" \
-                        "$(json_num "$(ratio "${RES_P99[$test|$subject]}" "${RES_P99[$test|$peer]}")")"
+                        "$(json_num "$(ratio "${RES_P99[$test|$subject]}" "${RES_P99[$test|$peer]}")")" \
+                        "$(json_num "$(ratio "${RES_CPU[$test|$subject]:-}" "${RES_CPU[$test|$peer]:-}")")"
                 done
             done
         done
@@ -977,7 +1003,14 @@ run_target() {
         fi
         log "target $target: $test on :$port (${BENCH_SECONDS}s)"
         status=ok
+        # The proxy's own CPU over the measurement (none for `direct`, which has no proxy).
+        local ticks_before='' ticks_after
+        [[ -n "$T_PID" ]] && ticks_before=$(cpu_ticks "$T_PID")
         "test_$test" "$port" "$target" || status=fail
+        if [[ -n "$ticks_before" && -n "$R_REQS" ]]; then
+            ticks_after=$(cpu_ticks "$T_PID")
+            R_CPU=$(cpu_per_request "$ticks_before" "$ticks_after" "$R_REQS")
+        fi
         if [[ -n "$T_PID" ]] && ! alive "$T_PID"; then
             status=fail
             R_NOTE="$target died during the test; log: $T_LOG"
