@@ -281,3 +281,73 @@ async fn long_options_config_path_and_log_level() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-upstream"), "up");
 }
+
+/// The official proxy-wasm Rust SDK's example `envoy.yaml` (examples/http_headers) writes
+/// `listeners:` as one object, not a list; Envoy reads it as a list of one, and so does weir.
+/// Only the module path and the port are changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_field_written_as_one_object_is_a_list_of_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let module = weir_tests::wasm::fixture("headers");
+    let port = weir_tests::free_port();
+    let text = format!(
+        r#"static_resources:
+  listeners:
+    address:
+      socket_address:
+        address: 127.0.0.1
+        port_value: {port}
+    filter_chains:
+      - filters:
+          - name: envoy.filters.network.http_connection_manager
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+              stat_prefix: ingress_http
+              codec_type: AUTO
+              route_config:
+                name: local_routes
+                virtual_hosts:
+                  - name: local_service
+                    domains:
+                      - "*"
+                    routes:
+                      - match:
+                          prefix: "/"
+                        direct_response:
+                          status: 200
+                          body:
+                            inline_string: "Request /hello and be welcomed!"
+              http_filters:
+                - name: envoy.filters.http.wasm
+                  typed_config:
+                    "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+                    type_url: type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                    value:
+                      config:
+                        name: "http_headers"
+                        vm_config:
+                          runtime: "envoy.wasm.runtime.v8"
+                          code:
+                            local:
+                              filename: "{module}"
+                - name: envoy.filters.http.router
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#,
+        module = module.display()
+    );
+    let file = write(dir.path(), "envoy.yaml", &text);
+    let (code, out) = validate(&file).await;
+    assert_eq!(code, 0, "{out}");
+
+    // A typo inside the one object still names its path.
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        &text.replace("    filter_chains:", "    filter_chain:"),
+    );
+    let (code, out) = validate(&bad).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("static_resources.listeners"), "{out}");
+    assert!(out.contains("filter_chain"), "{out}");
+}

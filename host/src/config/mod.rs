@@ -7,6 +7,7 @@
 
 pub mod duration;
 pub mod file;
+mod lenient;
 pub mod overload;
 pub mod pem;
 mod quic;

@@ -40,10 +40,10 @@ pub struct OverloadManager {
     #[serde(default)]
     pub refresh_interval: Option<ConfigDuration>,
     /// `resource_monitors[]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub resource_monitors: Vec<ResourceMonitor>,
     /// `actions[]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub actions: Vec<OverloadAction>,
 }
 
@@ -182,7 +182,7 @@ pub struct OverloadAction {
     /// Which action.
     pub name: ActionKind,
     /// When it acts.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub triggers: Vec<RawTrigger>,
 }
 

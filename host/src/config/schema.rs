@@ -39,7 +39,7 @@ pub struct Bootstrap {
 #[serde(deny_unknown_fields)]
 pub struct LayeredRuntime {
     /// `layers[]`, later layers overriding earlier ones.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub layers: Vec<RuntimeLayer>,
 }
 
@@ -86,10 +86,10 @@ pub struct Admin {
 #[serde(deny_unknown_fields)]
 pub struct StaticResources {
     /// `listeners[]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub listeners: Vec<Listener>,
     /// `clusters[]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub clusters: Vec<Cluster>,
 }
 
@@ -138,6 +138,7 @@ pub struct Listener {
     /// Where it binds.
     pub address: Address,
     /// `filter_chains[]`; weir uses the first (filter_chain_match is not supported).
+    #[serde(deserialize_with = "super::lenient::one_or_many")]
     pub filter_chains: Vec<FilterChain>,
     /// Most body bytes a Wasm filter may hold paused (Envoy default 1 MiB): past it a request
     /// gets 413 and a response is reset.
@@ -152,7 +153,7 @@ pub struct Listener {
     #[serde(default)]
     pub use_original_dst: Option<bool>,
     /// `listener_filters[]`: run on each accepted connection before its filter chain.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub listener_filters: Vec<ListenerFilter>,
     /// Bind with `IP_TRANSPARENT` (TPROXY): connections to any address routed here are
     /// accepted, and their local address is where they were headed.
@@ -249,7 +250,7 @@ pub struct AlternateProtocolsCacheOptions {
     #[serde(default)]
     pub max_entries: Option<u32>,
     /// Hosts known to speak HTTP/3 on the same port before they advertise it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub prepopulated_entries: Vec<AlternateProtocolsCacheEntry>,
     /// Accepted for compatibility (weir stores nothing on disk).
     #[serde(default)]
@@ -319,6 +320,7 @@ pub struct FilterChain {
     #[serde(default)]
     pub name: Option<String>,
     /// `filters[]`: network filters, the last one terminal.
+    #[serde(deserialize_with = "super::lenient::one_or_many")]
     pub filters: Vec<NetworkFilter>,
     /// TLS for the downstream side (`DownstreamTlsContext`).
     #[serde(default)]
@@ -337,7 +339,7 @@ pub struct HttpConnectionManager {
     /// Inline route table.
     pub route_config: RouteConfiguration,
     /// `http_filters[]`; the router must be last.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub http_filters: Vec<HttpFilter>,
     /// Options for every protocol.
     #[serde(default)]
@@ -379,7 +381,7 @@ pub struct HttpConnectionManager {
     #[serde(default)]
     pub drain_timeout: Option<ConfigDuration>,
     /// Upgrade types (`websocket`, `CONNECT`, any other) this manager takes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub upgrade_configs: Vec<UpgradeConfig>,
     /// RFC 3986 path normalisation before filters and routing (weir's default true; Envoy's
     /// false).
@@ -544,10 +546,10 @@ pub struct RouteConfiguration {
     #[serde(default)]
     pub name: Option<String>,
     /// `virtual_hosts[]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub virtual_hosts: Vec<VirtualHost>,
     /// Headers added to every response (after the virtual host's).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub response_headers_to_add: Vec<HeaderValueOption>,
     /// Pick the virtual host by the host without its port (default false).
     #[serde(default)]
@@ -566,10 +568,10 @@ pub struct VirtualHost {
     /// Host names, each exact, `*.suffix`, `prefix.*` or `*`.
     pub domains: Vec<String>,
     /// `routes[]`, first match wins.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub routes: Vec<Route>,
     /// Headers added to every response of this virtual host.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub response_headers_to_add: Vec<HeaderValueOption>,
 }
 
@@ -608,7 +610,7 @@ pub struct RouteMatch {
     #[serde(default)]
     pub case_sensitive: Option<bool>,
     /// Every one of these must match.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub headers: Vec<HeaderMatcher>,
     /// Matches CONNECT requests (which have no path).
     #[serde(default)]
@@ -703,7 +705,7 @@ pub struct RouteAction {
     #[serde(default)]
     pub timeout: Option<ConfigDuration>,
     /// Per-route upgrade settings, overriding the connection manager's.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub upgrade_configs: Vec<RouteUpgradeConfig>,
 }
 
@@ -761,7 +763,7 @@ pub struct Cluster {
     #[serde(default)]
     pub http2_protocol_options: Option<Http2ProtocolOptions>,
     /// Active health checks (the first is used).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub health_checks: Vec<HealthCheck>,
     /// TLS to the upstream (`UpstreamTlsContext`).
     #[serde(default)]
@@ -839,7 +841,7 @@ pub struct ClusterLoadAssignment {
     #[serde(default)]
     pub cluster_name: Option<String>,
     /// Localities.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub endpoints: Vec<LocalityLbEndpoints>,
 }
 
@@ -851,7 +853,7 @@ pub struct LocalityLbEndpoints {
     #[serde(default)]
     pub locality: Option<serde_yaml_ng::Value>,
     /// The endpoints.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub lb_endpoints: Vec<LbEndpoint>,
     /// Only priority 0 is supported.
     #[serde(default)]
@@ -882,7 +884,7 @@ pub struct Endpoint {
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakers {
     /// One entry per priority; weir uses DEFAULT.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub thresholds: Vec<Thresholds>,
 }
 
@@ -1040,7 +1042,7 @@ pub struct UpstreamTlsContext {
 #[serde(deny_unknown_fields)]
 pub struct CommonTlsContext {
     /// Certificate chains with their keys.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub tls_certificates: Vec<TlsCertificate>,
     /// Peer certificate validation.
     #[serde(default)]
@@ -1098,7 +1100,7 @@ pub struct TunnelingConfig {
     #[serde(default)]
     pub post_path: Option<String>,
     /// Headers added to the tunnel request.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub headers_to_add: Vec<HeaderValueOption>,
 }
 
