@@ -297,6 +297,17 @@ pub fn quic_listener(name: &str, port: u16, mut hcm: Value, cert: &Path, key: &P
     })
 }
 
+/// Adds a QUIC listener (see [`quic_listener`]) beside listener 0 of `config`, on the same port
+/// number (UDP), with listener 0's connection manager.
+pub fn add_quic_listener(config: &mut Value, port: u16, cert: &Path, key: &Path) {
+    let hcm = hcm_of(config).clone();
+    let quic = quic_listener("quic", port, hcm, cert, key);
+    config["static_resources"]["listeners"]
+        .as_array_mut()
+        .expect("listeners")
+        .push(quic);
+}
+
 /// Makes `cluster` speak HTTP/3 (Envoy's shape: `explicit_http_config.http3_protocol_options`
 /// and a `QuicUpstreamTransport` transport socket with SNI `localhost`), optionally capping
 /// requests per connection.

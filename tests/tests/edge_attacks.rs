@@ -663,12 +663,7 @@ async fn http3_rapid_reset_closes_the_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tls = weir_tests::tls::self_signed(dir.path());
     let mut cfg = config::simple(ports, &[up.addr]);
-    let hcm = config::hcm_of(&mut cfg).clone();
-    let quic = config::quic_listener("quic", ports.http, hcm, &tls.cert, &tls.key);
-    cfg["static_resources"]["listeners"]
-        .as_array_mut()
-        .expect("listeners")
-        .push(quic);
+    config::add_quic_listener(&mut cfg, ports.http, &tls.cert, &tls.key);
     let weir = Weir::start(&cfg).await;
     let client = weir_tests::h3::H3Client::connect(ports.http_addr(), "localhost", &tls.cert_der)
         .await
@@ -740,12 +735,7 @@ async fn http3_uploads_to_an_upstream_that_never_reads_stay_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tls = weir_tests::tls::self_signed(dir.path());
     let mut cfg = config::simple(ports, &[hole]);
-    let hcm = config::hcm_of(&mut cfg).clone();
-    let quic = config::quic_listener("quic", ports.http, hcm, &tls.cert, &tls.key);
-    cfg["static_resources"]["listeners"]
-        .as_array_mut()
-        .expect("listeners")
-        .push(quic);
+    config::add_quic_listener(&mut cfg, ports.http, &tls.cert, &tls.key);
     let weir = Weir::start(&cfg).await;
     let before = rss(weir.pid());
     // 10 connections, each uploading 32 MiB (Envoy's QUIC windows would let weir take 24 MiB

@@ -205,12 +205,7 @@ async fn userinfo_in_authority_is_400_on_http3() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tls = weir_tests::tls::self_signed(dir.path());
     let mut cfg = edge_config(ports, backend.addr, admin.addr);
-    let hcm = config::hcm_of(&mut cfg).clone();
-    let quic = config::quic_listener("quic", ports.http, hcm, &tls.cert, &tls.key);
-    cfg["static_resources"]["listeners"]
-        .as_array_mut()
-        .expect("listeners")
-        .push(quic);
+    config::add_quic_listener(&mut cfg, ports.http, &tls.cert, &tls.key);
     let weir = Weir::start(&cfg).await;
     let client = H3Client::connect(ports.http_addr(), "localhost", &tls.cert_der)
         .await

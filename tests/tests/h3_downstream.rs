@@ -20,12 +20,7 @@ fn h3_config(
     config::hcm_of(&mut cfg)["route_config"]["response_headers_to_add"] = json!([
         {"header": {"key": "alt-svc", "value": alt_svc}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
     ]);
-    let hcm = config::hcm_of(&mut cfg).clone();
-    let quic = config::quic_listener("quic", ports.http, hcm, &tls.cert, &tls.key);
-    cfg["static_resources"]["listeners"]
-        .as_array_mut()
-        .expect("listeners")
-        .push(quic);
+    config::add_quic_listener(&mut cfg, ports.http, &tls.cert, &tls.key);
     (cfg, tls.cert_der)
 }
 

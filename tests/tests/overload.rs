@@ -418,12 +418,7 @@ async fn quic_connections_count_toward_the_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tls = weir_tests::tls::self_signed(dir.path());
     let mut cfg = config::simple(ports, &[up.addr]);
-    let hcm = config::hcm_of(&mut cfg).clone();
-    let quic = config::quic_listener("quic", ports.http, hcm, &tls.cert, &tls.key);
-    cfg["static_resources"]["listeners"]
-        .as_array_mut()
-        .expect("listeners")
-        .push(quic);
+    config::add_quic_listener(&mut cfg, ports.http, &tls.cert, &tls.key);
     cfg["overload_manager"] = json!({"resource_monitors": [connections_monitor(2)]});
     let weir = Weir::start(&cfg).await;
     let addr = ports.http_addr();
