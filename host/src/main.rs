@@ -68,6 +68,22 @@ struct Cli {
     /// serves without it.
     #[arg(long, value_name = "DIR", global = true)]
     local_accel_cgroup: Option<PathBuf>,
+    /// The longest one call into a Wasm module may run, in milliseconds (default 100; replaces
+    /// WEIR_WASM_DEADLINE_MS, still read when this is not given).
+    #[arg(long, value_name = "MS", global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    wasm_deadline_ms: Option<u64>,
+    /// The most memory one Wasm VM may hold, in MiB (default 256; replaces
+    /// WEIR_WASM_MEMORY_LIMIT_MB).
+    #[arg(long, value_name = "MIB", global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    wasm_memory_limit_mb: Option<u64>,
+    /// Where compiled Wasm modules are cached (default $XDG_CACHE_HOME/weir/wasm or
+    /// ~/.cache/weir/wasm; replaces WEIR_WASM_CACHE_DIR).
+    #[arg(long, value_name = "DIR", global = true)]
+    wasm_cache_dir: Option<PathBuf>,
+    /// How often the config file and the module files it names are checked for changes, in
+    /// milliseconds (default 500; 0 turns the watch off; replaces WEIR_RELOAD_INTERVAL_MS).
+    #[arg(long, value_name = "MS", global = true)]
+    reload_interval_ms: Option<u64>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -98,6 +114,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
+    weir::settings::init(weir::settings::ProcessSettings {
+        wasm_deadline_ms: cli.wasm_deadline_ms,
+        wasm_memory_limit_mb: cli.wasm_memory_limit_mb,
+        wasm_cache_dir: cli.wasm_cache_dir.clone(),
+        reload_interval_ms: cli.reload_interval_ms,
+    });
     let validate = cli.mode == Mode::Validate || matches!(cli.command, Some(Command::Validate));
     if validate {
         return match &cli.config_path {

@@ -14,6 +14,13 @@ use weir_tests::{H1Upstream, Weir, client};
 const REQUESTS: usize = 100;
 
 async fn start(mode: &str, fail_open: bool, env: &[(&str, &str)]) -> (H1Upstream, Ports, Weir) {
+    let (up, ports, config) = misbehaving(mode, fail_open).await;
+    let weir = start_with_env(&config, 1, env).await;
+    (up, ports, weir)
+}
+
+/// An upstream, and a config whose listener runs the `misbehave` fixture in `mode`.
+async fn misbehaving(mode: &str, fail_open: bool) -> (H1Upstream, Ports, serde_json::Value) {
     let up = H1Upstream::start("up").await;
     let ports = Ports::new();
     let mut config = config::simple(ports, &[up.addr]);
@@ -26,8 +33,7 @@ async fn start(mode: &str, fail_open: bool, env: &[(&str, &str)]) -> (H1Upstream
             fail_open,
         )],
     );
-    let weir = start_with_env(&config, 1, env).await;
-    (up, ports, weir)
+    (up, ports, config)
 }
 
 /// Sends [`REQUESTS`] requests (each bounded in time); returns how many got each status.
@@ -104,6 +110,18 @@ async fn unbounded_memory_growth_hits_the_limit() {
     // Each VM holds 4 MiB more per request: a few pass, then one fails, and a new VM starts.
     assert!(failed >= 10, "{ok} passed, {failed} failed");
     assert!(ok >= failed, "{ok} passed, {failed} failed");
+    assert_eq!(failures(&weir).await, failed as f64);
+}
+
+/// The same limit from the command line (`--wasm-memory-limit-mb`), the environment variable's
+/// replacement: at the default 256 MiB this module would pass every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_limit_flag_sets_the_limit() {
+    let (_up, ports, config) = misbehaving("grow", false).await;
+    let mut weir = Weir::start_with(&config, &["--wasm-memory-limit-mb", "32"]).await;
+    let (ok, failed) = hammer(&ports, &mut weir).await;
+    assert_eq!(ok + failed, REQUESTS);
+    assert!(failed >= 10, "{ok} passed, {failed} failed");
     assert_eq!(failures(&weir).await, failed as f64);
 }
 

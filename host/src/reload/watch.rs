@@ -1,7 +1,8 @@
 //! Watching the config file and every module file it names: a change starts a reload.
 //!
-//! The files are polled (every `WEIR_RELOAD_INTERVAL_MS`, default 500; 0 turns the watch off;
-//! the older name `WEIR_WASM_RELOAD_INTERVAL_MS` is read too) by path, so an editor that
+//! The files are polled (every `--reload-interval-ms`, default 500; 0 turns the watch off; the
+//! environment variables `WEIR_RELOAD_INTERVAL_MS` and `WEIR_WASM_RELOAD_INTERVAL_MS` are read
+//! where the flag is not given) by path, so an editor that
 //! writes a new file and renames it over the old one is seen like one that writes in place.
 //! A file counts as changed when its modification time, size or inode changed *and* its
 //! content hash differs from the last one a reload was tried with; a file that is still
@@ -44,25 +45,16 @@ pub fn spawn(reloader: &Arc<Reloader>, runtime: tokio::runtime::Handle) {
     }
 }
 
+/// `--reload-interval-ms`, else [`RELOAD_INTERVAL_ENV`] or its older name, else the default;
+/// `None` when it is 0 (no watching).
 fn interval() -> Option<Duration> {
-    let value = std::env::var(RELOAD_INTERVAL_ENV)
-        .ok()
-        .map(|v| (RELOAD_INTERVAL_ENV, v))
+    let flag = crate::settings::get().reload_interval_ms;
+    let any = |_: u64| true;
+    let millis = crate::settings::number(flag, RELOAD_INTERVAL_ENV, "--reload-interval-ms", any)
         .or_else(|| {
-            std::env::var(WASM_RELOAD_INTERVAL_ENV)
-                .ok()
-                .map(|v| (WASM_RELOAD_INTERVAL_ENV, v))
+            crate::settings::number(None, WASM_RELOAD_INTERVAL_ENV, "--reload-interval-ms", any)
         });
-    let interval = match value {
-        None => DEFAULT_INTERVAL,
-        Some((var, text)) => match text.trim().parse::<u64>() {
-            Ok(millis) => Duration::from_millis(millis),
-            Err(_) => {
-                tracing::warn!(var, value = %text, "ignoring invalid value");
-                DEFAULT_INTERVAL
-            }
-        },
-    };
+    let interval = millis.map_or(DEFAULT_INTERVAL, Duration::from_millis);
     (!interval.is_zero()).then_some(interval)
 }
 

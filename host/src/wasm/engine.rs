@@ -12,12 +12,14 @@ use wasmtime::{Config, Engine};
 /// How often the epoch advances; the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Env var: the deadline of one call into a module, in milliseconds (default 100).
+/// Env var (older than `--wasm-deadline-ms`): the deadline of one call into a module, in
+/// milliseconds (default 100).
 pub const DEADLINE_ENV: &str = "WEIR_WASM_DEADLINE_MS";
-/// Env var: the memory limit of one VM, in MiB (default 256).
+/// Env var (older than `--wasm-memory-limit-mb`): the memory limit of one VM, in MiB
+/// (default 256).
 pub const MEMORY_LIMIT_ENV: &str = "WEIR_WASM_MEMORY_LIMIT_MB";
 
-/// What every VM runs under, read once from the environment.
+/// What every VM runs under, read once from the command line (or the environment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Longest one call into a module may run.
@@ -27,15 +29,34 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limits from [`DEADLINE_ENV`] and [`MEMORY_LIMIT_ENV`], or the defaults (100 ms,
-    /// 256 MiB). A value that does not parse is logged and the default used.
+    /// The limits from `--wasm-deadline-ms` and `--wasm-memory-limit-mb` (or, where those are
+    /// not given, [`DEADLINE_ENV`] and [`MEMORY_LIMIT_ENV`]), else the defaults (100 ms,
+    /// 256 MiB).
     pub fn get() -> Limits {
         static LIMITS: OnceLock<Limits> = OnceLock::new();
-        *LIMITS.get_or_init(|| Limits {
-            deadline: Duration::from_millis(env_number(DEADLINE_ENV, 100)),
-            memory_bytes: usize::try_from(env_number(MEMORY_LIMIT_ENV, 256))
-                .unwrap_or(256)
-                .saturating_mul(1 << 20),
+        *LIMITS.get_or_init(|| {
+            let settings = crate::settings::get();
+            let positive = |n: u64| n > 0;
+            let deadline_ms = crate::settings::number(
+                settings.wasm_deadline_ms,
+                DEADLINE_ENV,
+                "--wasm-deadline-ms",
+                positive,
+            )
+            .unwrap_or(100);
+            let memory_mb = crate::settings::number(
+                settings.wasm_memory_limit_mb,
+                MEMORY_LIMIT_ENV,
+                "--wasm-memory-limit-mb",
+                positive,
+            )
+            .unwrap_or(256);
+            Limits {
+                deadline: Duration::from_millis(deadline_ms),
+                memory_bytes: usize::try_from(memory_mb)
+                    .unwrap_or(256)
+                    .saturating_mul(1 << 20),
+            }
         })
     }
 
@@ -43,19 +64,6 @@ impl Limits {
     pub fn deadline_ticks(&self) -> u64 {
         let ticks = self.deadline.as_nanos() / EPOCH_TICK.as_nanos().max(1);
         u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
-    }
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(text) => match text.trim().parse::<u64>() {
-            Ok(value) if value > 0 => value,
-            _ => {
-                tracing::warn!(var = name, value = %text, default, "ignoring invalid value");
-                default
-            }
-        },
-        Err(_) => default,
     }
 }
 

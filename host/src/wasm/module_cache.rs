@@ -1,7 +1,8 @@
 //! Compiling modules, with the compiled code cached on disk by the module's content hash.
 //!
 //! Compiling a filter takes from milliseconds to seconds; a restart or a reload of an unchanged
-//! module should not pay it again. The cache lives in `$WEIR_WASM_CACHE_DIR`, else
+//! module should not pay it again. The cache lives in `--wasm-cache-dir` (or
+//! `$WEIR_WASM_CACHE_DIR`), else
 //! `$XDG_CACHE_HOME/weir/wasm`, else `~/.cache/weir/wasm`, else the temp dir. Failing to read
 //! or write it is logged and never fatal: the module is compiled instead.
 
@@ -10,13 +11,19 @@ use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use wasmtime::{Engine, Module};
 
-/// Env var: where compiled modules are cached.
+/// Env var (older than `--wasm-cache-dir`): where compiled modules are cached.
 pub const CACHE_DIR_ENV: &str = "WEIR_WASM_CACHE_DIR";
 
-/// The cache directory (see the module docs).
+/// The cache directory (see the module docs), found once.
 pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os(CACHE_DIR_ENV) {
-        return PathBuf::from(dir);
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(find_cache_dir).clone()
+}
+
+fn find_cache_dir() -> PathBuf {
+    let flag = crate::settings::get().wasm_cache_dir.as_ref();
+    if let Some(dir) = crate::settings::directory(flag, CACHE_DIR_ENV, "--wasm-cache-dir") {
+        return dir;
     }
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(dir).join("weir").join("wasm");
