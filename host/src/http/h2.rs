@@ -94,7 +94,12 @@ where
         // Drained before its preface came: nothing is in flight.
         _ = drain.wait_for(|drain| *drain) => return Ok(()),
     };
-    let resets = Arc::new(ResetWatch::new(limits.abuse));
+    // One per connection, shared by its stream tasks (an `Arc` clone each, not a copy of the
+    // stats' counters).
+    let ctx = Arc::new(ConnectionCtx {
+        resets: ResetWatch::new(limits.abuse),
+        stats: limits.stats,
+    });
     let per_cycle = limits.abuse.max_requests_per_io_cycle.max(1);
     let mut started_this_cycle = 0u32;
     let mut draining = false;
@@ -108,8 +113,7 @@ where
         tokio::select! {
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    let stream = StreamCtx { resets: resets.clone(), stats: limits.stats.clone() };
-                    tokio::spawn(serve_stream(handle.clone(), request, respond, stream));
+                    tokio::spawn(serve_stream(handle.clone(), request, respond, ctx.clone()));
                     started_this_cycle += 1;
                 }
                 Some(Err(error)) if is_orderly_end(&error) => return Ok(()),
@@ -118,9 +122,9 @@ where
                 Some(Err(error)) => return Err(error),
                 None => return Ok(()),
             },
-            () = resets.tripped(), if !closing => {
+            () = ctx.resets.tripped(), if !closing => {
                 closing = true;
-                limits.stats.rq_too_many_premature_resets.inc();
+                ctx.stats.rq_too_many_premature_resets.inc();
                 tracing::debug!("h2 connection closed: too many premature stream resets");
                 connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
             }
@@ -133,13 +137,13 @@ where
     }
 }
 
-/// What a stream task reports its end to.
-struct StreamCtx {
-    resets: Arc<ResetWatch>,
+/// What the stream tasks of one connection report their ends to.
+struct ConnectionCtx {
+    resets: ResetWatch,
     stats: HttpStats,
 }
 
-impl StreamCtx {
+impl ConnectionCtx {
     fn ended(&self, started: Instant, end: StreamEnd) {
         if matches!(end, StreamEnd::ResetByClient { .. }) {
             self.stats.rq_rx_reset.inc();
@@ -169,7 +173,7 @@ async fn serve_stream<H, F>(
     handle: H,
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
-    ctx: StreamCtx,
+    ctx: Arc<ConnectionCtx>,
 ) where
     H: Fn(Request<H2Body>) -> F,
     F: Future<Output = Response<TrackedBody>>,
@@ -184,7 +188,7 @@ async fn answer_stream<H, F>(
     handle: H,
     request: Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
-    ctx: &StreamCtx,
+    ctx: &ConnectionCtx,
 ) -> StreamEnd
 where
     H: Fn(Request<H2Body>) -> F,
@@ -268,7 +272,7 @@ where
 
 /// How a stream whose response body was not sent in full ended (its head was); a reset weir
 /// sent is counted.
-fn body_ended_by(error: &SendBodyError, ctx: &StreamCtx) -> StreamEnd {
+fn body_ended_by(error: &SendBodyError, ctx: &ConnectionCtx) -> StreamEnd {
     match error {
         SendBodyError::Reset(_) => StreamEnd::ResetByClient {
             response_started: true,
@@ -301,7 +305,7 @@ async fn serve_tunnel(
     counted: TrackedBody,
     recv: RecvStream,
     handoff: oneshot::Sender<TunnelIo>,
-    ctx: &StreamCtx,
+    ctx: &ConnectionCtx,
 ) -> StreamEnd {
     let mut stream = match respond.send_response(head, false) {
         Ok(stream) => stream,
