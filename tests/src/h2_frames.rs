@@ -13,9 +13,7 @@ use tokio::net::TcpStream;
 /// The client connection preface (RFC 9113 3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Frame types used here.
-pub const DATA: u8 = 0x0;
-/// HEADERS.
+/// Frame types used here: HEADERS.
 pub const HEADERS: u8 = 0x1;
 /// RST_STREAM.
 pub const RST_STREAM: u8 = 0x3;
@@ -25,8 +23,6 @@ pub const SETTINGS: u8 = 0x4;
 pub const PING: u8 = 0x6;
 /// GOAWAY.
 pub const GOAWAY: u8 = 0x7;
-/// WINDOW_UPDATE.
-pub const WINDOW_UPDATE: u8 = 0x8;
 
 /// END_STREAM flag.
 pub const END_STREAM: u8 = 0x1;

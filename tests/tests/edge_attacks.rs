@@ -29,11 +29,9 @@ fn rss(pid: u32) -> u64 {
 
 const MIB: u64 = 1024 * 1024;
 
+/// A stat of the listener these tests configure (`ingress_http`).
 async fn stat(weir: &Weir, name: &str) -> f64 {
-    weir.stats()
-        .await
-        .get(name, &[("stat_prefix", "ingress_http")])
-        .unwrap_or(0.0)
+    weir.stat(name, &[("stat_prefix", "ingress_http")]).await
 }
 
 /// Opens streams on one connection and resets each at once, `batch` at a time, optionally
@@ -489,13 +487,12 @@ async fn a_malformed_chunked_body_is_400_and_not_the_upstreams_fault() {
         "a bad chunk size must get 400: {reply:?}\n{}",
         weir.log_report()
     );
-    let stats = weir.stats().await;
-    let reset = stats
-        .get(
+    let reset = weir
+        .stat(
             "weir_cluster_upstream_rq_reset",
             &[("cluster_name", "backend")],
         )
-        .unwrap_or(0.0);
+        .await;
     assert_eq!(reset, 0.0, "the upstream was blamed for the client's body");
     assert_eq!(stat(&weir, "weir_http_downstream_rq_body_error").await, 1.0);
 }
