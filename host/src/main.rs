@@ -44,10 +44,11 @@ struct Cli {
     /// Envoy's way to ask for validation: `--mode validate`.
     #[arg(long, value_enum, default_value_t = Mode::Serve)]
     mode: Mode,
-    /// How tunnels move their payload: `kernel` (the default) splices plain TCP in the kernel
-    /// (eBPF) where the program loads (root, or CAP_BPF + CAP_NET_ADMIN) and copies in user
-    /// space otherwise; `userspace` always copies (also `WEIR_ACCEL=userspace`, which
-    /// `--accel kernel` overrides).
+    /// How plain TCP tunnels move their payload: `splice` (the default; also `userspace`):
+    /// `splice(2)` through a pipe per direction, bounded and with no copy into weir;
+    /// `kernel`: the eBPF splice where the program loads (root, or CAP_BPF + CAP_NET_ADMIN),
+    /// faster per byte but with an unbounded kernel queue unless --accel-backlog-limit is
+    /// given; `copy`: read/write. Where not given, `WEIR_ACCEL` (same names) decides.
     #[arg(long, value_enum, global = true)]
     accel: Option<Accel>,
     /// Bounds what one way of a kernel-spliced tunnel may hold in the kernel, in bytes: past
@@ -98,11 +99,14 @@ enum Mode {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Accel {
-    /// The kernel splice where possible, else the user-space copy.
+    /// The eBPF splice where the program loads, else `splice`.
     #[value(alias = "auto")]
     Kernel,
-    /// Always the user-space copy.
-    Userspace,
+    /// `splice(2)` through a pipe per direction.
+    #[value(alias = "userspace")]
+    Splice,
+    /// read/write copies.
+    Copy,
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,18 +239,18 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             clusters,
         });
         weir::accel::set_backlog_limit(cli.accel_backlog_limit);
-        match cli.accel {
-            Some(Accel::Userspace) => weir::accel::force_userspace(),
-            Some(Accel::Kernel) => weir::accel::enable_kernel(),
-            None => {}
-        }
         if let Some(mark) = cli.upstream_mark {
             weir::upstream::mark::set_upstream_mark(mark)
                 .with_context(|| format!("--upstream-mark {mark}: cannot set SO_MARK"))?;
             tracing::info!(mark, "upstream sockets are marked (SO_MARK)");
         }
-        // Loads the eBPF splice (or logs once why not) before the first tunnel needs it.
-        let _ = weir::accel::init();
+        // Chooses the tunnel mode; loads the eBPF splice where asked for (or logs once why
+        // not) before the first tunnel needs it.
+        let _ = weir::accel::init(cli.accel.map(|accel| match accel {
+            Accel::Kernel => weir::accel::Mode::Kernel,
+            Accel::Splice => weir::accel::Mode::Splice,
+            Accel::Copy => weir::accel::Mode::Copy,
+        }));
         // The overload state (and the global connection limit) is in force before the first
         // connection is accepted; then a timer refreshes it from the config in force.
         let fd_limit = weir::overload::raise_fd_limit();

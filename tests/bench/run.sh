@@ -7,8 +7,8 @@
 # Environment (all optional):
 #   BENCH_SECONDS     seconds per measurement (default 8; 1..60)
 #   BENCH_WARMUP      seconds of warm-up load per target before its measurements (default 1; 0 = none)
-#   BENCH_TARGETS     space-separated targets (default: "direct weir weir_userspace weir_local
-#                     weir_wasm nginx haproxy envoy envoy_wasm")
+#   BENCH_TARGETS     space-separated targets (default: "direct weir weir_kernel weir_copy
+#                     weir_local weir_wasm nginx haproxy envoy envoy_wasm")
 #   BENCH_TESTS       space-separated tests (default: "wrk_h1 h2load_h1 h2load_h2c h3load
 #                     tunnel_bulk tunnel_pingpong")
 #   BENCH_ROUNDS      times the whole target x test matrix runs, one round after the other
@@ -16,7 +16,7 @@
 #   BENCH_TUNNEL_BYTES bytes of the tunnel_bulk transfer (default 1 GiB)
 #   BENCH_PINGPONGS   64-byte round trips of tunnel_pingpong (default 10000)
 #   BENCH_BACKLOG_LIMIT --accel-backlog-limit of the weir_bounded target (default 64 MiB; the
-#                     target is not in the default list: BENCH_TARGETS="direct weir weir_bounded")
+#                     target is not in the default list: BENCH_TARGETS="direct weir_kernel weir_bounded")
 #   BENCH_CONNS       client connections (default 2)
 #   BENCH_H2_STREAMS  concurrent streams per h2 connection (h2load -m; default 100)
 #   BENCH_H2LOAD_LOG  1 = compute h2load p50/p99 from its per-request --log-file (default 1)
@@ -41,7 +41,7 @@ PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 BENCH_SECONDS="${BENCH_SECONDS:-8}"
 BENCH_WARMUP="${BENCH_WARMUP:-1}"
-BENCH_TARGETS="${BENCH_TARGETS:-direct weir weir_userspace weir_local weir_wasm nginx haproxy envoy envoy_wasm}"
+BENCH_TARGETS="${BENCH_TARGETS:-direct weir weir_kernel weir_copy weir_local weir_wasm nginx haproxy envoy envoy_wasm}"
 BENCH_TESTS="${BENCH_TESTS:-wrk_h1 h2load_h1 h2load_h2c h3load tunnel_bulk tunnel_pingpong}"
 BENCH_ROUNDS="${BENCH_ROUNDS:-1}"
 BENCH_TUNNEL_BYTES="${BENCH_TUNNEL_BYTES:-1073741824}"
@@ -54,7 +54,7 @@ BENCH_BUILD="${BENCH_BUILD:-1}"
 START_TIMEOUT=20 # seconds a proxy gets to answer its first request
 
 # Targets compared in the ratio section: each subject against each peer.
-RATIO_SUBJECTS="weir weir_userspace weir_local"
+RATIO_SUBJECTS="weir weir_kernel weir_copy weir_local"
 RATIO_PEERS="nginx haproxy envoy direct"
 # ... in these columns of the ratio table, in order (the results' arrays, by name).
 RATIO_METRICS=(RES_RPS RES_P50 RES_P99 RES_CPU)
@@ -429,18 +429,25 @@ start_envoy() {
 }
 
 # The shared config's QUIC listener has the TCP listener's port number (UDP); its tcp_proxy
-# tunnel is spliced in the kernel (eBPF) when run as root.
+# tunnel is moved the default way (splice(2) through a pipe).
 target_weir() {
     shared_config envoy.yaml
-    start_weir weir "$CFG" "$CFG_PORT" --accel kernel || return 1
+    start_weir weir "$CFG" "$CFG_PORT" || return 1
     T_PORT[h3]=$CFG_PORT
     T_PORT[tcp]=$CFG_TCP_PORT
 }
 
-# weir with the kernel splice off: the tunnel is copied in user space.
-target_weir_userspace() {
+# weir with the opt-in eBPF splice (--accel kernel; needs root, else it falls back and logs why).
+target_weir_kernel() {
     shared_config envoy.yaml
-    start_weir weir_userspace "$CFG" "$CFG_PORT" --accel userspace || return 1
+    start_weir weir_kernel "$CFG" "$CFG_PORT" --accel kernel || return 1
+    T_PORT[tcp]=$CFG_TCP_PORT
+}
+
+# weir copying the tunnel with read/write (--accel copy).
+target_weir_copy() {
+    shared_config envoy.yaml
+    start_weir weir_copy "$CFG" "$CFG_PORT" --accel copy || return 1
     T_PORT[tcp]=$CFG_TCP_PORT
 }
 

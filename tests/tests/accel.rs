@@ -342,9 +342,11 @@ async fn half_close_while_the_other_way_is_busy_is_carried_in_user_space() {
     half_close_while_downloading("userspace").await;
 }
 
-/// Without `--accel`, a plain TCP tunnel is spliced in the kernel where the program loads.
+/// Without `--accel`, a plain TCP tunnel is moved with splice(2), never the eBPF splice,
+/// even where the program would load (root): the kernel path's queue is unbounded, so it is
+/// opt-in. The one log line says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_kernel_splice_is_the_default() {
+async fn splice2_is_the_default_and_the_kernel_splice_opt_in() {
     require_root();
     let upstream = hashing_upstream().await;
     let (config, proxy) = tcp_proxy_config(upstream);
@@ -357,7 +359,7 @@ async fn the_kernel_splice_is_the_default() {
     let userspace = weir
         .stat("weir_accel_splices_total", &[("mode", "userspace")])
         .await;
-    assert_eq!((kernel, userspace), (1.0, 0.0), "{}", weir.log_report());
+    assert_eq!((kernel, userspace), (0.0, 1.0), "{}", weir.log_report());
     let log = weir.log();
     assert_eq!(
         log.lines().filter(|l| l.contains("accel:")).count(),
@@ -365,7 +367,51 @@ async fn the_kernel_splice_is_the_default() {
         "{}",
         weir.log_report()
     );
-    assert!(log.contains("kernel splice on"), "{}", weir.log_report());
+    assert!(
+        log.contains("splice(2) through a pipe"),
+        "{}",
+        weir.log_report()
+    );
+    assert!(!log.contains("kernel splice on"), "{}", weir.log_report());
+}
+
+/// `--accel kernel` loads the eBPF splice (root) and the tunnel goes through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accel_kernel_splices_in_the_kernel() {
+    require_root();
+    let upstream = hashing_upstream().await;
+    let (config, proxy) = tcp_proxy_config(upstream);
+    let weir = Weir::start_with(&config, &["--concurrency", "1", "--accel", "kernel"]).await;
+    let (sent, answer) = transfer(proxy, 4 << 20).await;
+    assert_eq!(answer, sent, "same length and SHA-256 at the upstream");
+    let kernel = weir
+        .stat("weir_accel_splices_total", &[("mode", "kernel")])
+        .await;
+    assert_eq!(kernel, 1.0, "{}", weir.log_report());
+    assert!(
+        weir.log().contains("kernel splice on"),
+        "{}",
+        weir.log_report()
+    );
+}
+
+/// `--accel copy` moves a plain TCP tunnel with read/write: same bytes, counted in user space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accel_copy_copies() {
+    let upstream = hashing_upstream().await;
+    let (config, proxy) = tcp_proxy_config(upstream);
+    let weir = Weir::start_with(&config, &["--concurrency", "1", "--accel", "copy"]).await;
+    let (sent, answer) = transfer(proxy, 4 << 20).await;
+    assert_eq!(answer, sent, "same length and SHA-256 at the upstream");
+    let userspace = weir
+        .stat("weir_accel_splices_total", &[("mode", "userspace")])
+        .await;
+    assert_eq!(userspace, 1.0, "{}", weir.log_report());
+    assert!(
+        weir.log().contains("read/write copies"),
+        "{}",
+        weir.log_report()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,7 +503,11 @@ async fn forced_fallback_copies_in_user_space_and_says_so() {
     let log = weir.log();
     let lines = log.lines().filter(|l| l.contains("accel:")).count();
     assert_eq!(lines, 1, "one log line says why:\n{}", weir.log_report());
-    assert!(log.contains("--accel userspace"), "{}", weir.log_report());
+    assert!(
+        log.contains("splice(2) through a pipe"),
+        "{}",
+        weir.log_report()
+    );
 }
 
 /// A listener with `codec_type: codec` that terminates CONNECT to `upstream`.
@@ -546,7 +596,7 @@ async fn connect_is_spliced_with_the_early_bytes_first(codec: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn weir_accel_env_forces_the_user_space_copy() {
+async fn weir_accel_env_chooses_the_mode() {
     let upstream = hashing_upstream().await;
     let (config, proxy) = tcp_proxy_config(upstream);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -557,7 +607,7 @@ async fn weir_accel_env_forces_the_user_space_copy() {
         .arg("-c")
         .arg(&config_path)
         .args(["--log-level", "debug", "--concurrency", "1"])
-        .env("WEIR_ACCEL", "userspace");
+        .env("WEIR_ACCEL", "copy");
     let admin = weir_tests::weir::admin_addr(&config);
     let mut weir = Weir::spawn_command(command, dir, config_path, admin);
     weir.wait_ready().await;
@@ -578,7 +628,7 @@ async fn weir_accel_env_forces_the_user_space_copy() {
         weir.log_report()
     );
     assert!(
-        log.contains("WEIR_ACCEL=userspace"),
+        log.contains("WEIR_ACCEL=copy") && log.contains("read/write copies"),
         "{}",
         weir.log_report()
     );

@@ -3,9 +3,9 @@
 //!
 //! The program is an `sk_skb/stream_verdict` attached to the `socks` sockhash: each skb a
 //! member socket receives is redirected to the egress of the socket named by `peers[cookie]`.
-//! Loading needs CAP_BPF + CAP_NET_ADMIN (or CAP_SYS_ADMIN); without them, with the object not
-//! built, or when turned off (`WEIR_ACCEL=userspace`, `--accel userspace`), [`get`] says why
-//! and every splice copies in user space.
+//! Loading needs CAP_BPF + CAP_NET_ADMIN (or CAP_SYS_ADMIN); without them, or with the object
+//! not built, [`get`] says why and tunnels are moved in user space. It is only loaded where
+//! `--accel kernel` asked for it (see [`super::Mode`]).
 
 use super::sock;
 use aya::Ebpf;
@@ -13,7 +13,6 @@ use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf, SockHash};
 use aya::programs::SkSkb;
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 use tokio::net::TcpStream;
@@ -21,9 +20,6 @@ use tokio::net::TcpStream;
 /// Why the kernel splice is not in use.
 #[derive(Debug, thiserror::Error)]
 pub enum Unavailable {
-    /// Turned off by `WEIR_ACCEL=userspace` or `--accel userspace`.
-    #[error("turned off ({0})")]
-    Disabled(&'static str),
     /// clang was missing when weir was built: the embedded object is empty.
     #[error("the eBPF program was not built (clang missing at build time; `make deps`)")]
     NotBuilt,
@@ -59,12 +55,6 @@ struct Aligned<B: ?Sized>(B);
 static OBJECT: &Aligned<[u8]> =
     &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/splice.bpf.o")));
 
-/// What the command line chose: [`CHOSE_NOTHING`] (then `WEIR_ACCEL`, then the kernel
-/// splice), [`CHOSE_KERNEL`] or [`CHOSE_USERSPACE`].
-static CHOSEN: AtomicU8 = AtomicU8::new(CHOSE_NOTHING);
-const CHOSE_NOTHING: u8 = 0;
-const CHOSE_KERNEL: u8 = 1;
-const CHOSE_USERSPACE: u8 = 2;
 static KERNEL: OnceLock<Result<Kernel, Unavailable>> = OnceLock::new();
 
 /// The loaded program and its maps, for the life of the process.
@@ -94,18 +84,6 @@ struct Maps {
     wake_at: BpfHashMap<MapData, u64, u64>,
 }
 
-/// Turns the kernel path off before it is first used (the `--accel userspace` flag).
-pub fn force_userspace() {
-    CHOSEN.store(CHOSE_USERSPACE, Ordering::Relaxed);
-}
-
-/// Asks for the kernel path before it is first used (the `--accel kernel` flag): the same as
-/// the default, except that it overrides `WEIR_ACCEL=userspace`. Where the program cannot be
-/// loaded, tunnels are still copied in user space.
-pub fn enable_kernel() {
-    CHOSEN.store(CHOSE_KERNEL, Ordering::Relaxed);
-}
-
 /// The kernel splice, loaded on first call; the reason it is off otherwise. The first call
 /// logs the outcome once (info when on, warn when off).
 pub fn get() -> Result<&'static Kernel, &'static Unavailable> {
@@ -118,11 +96,8 @@ pub fn get() -> Result<&'static Kernel, &'static Unavailable> {
                     load_ms = started.elapsed().as_millis() as u64,
                     "accel: kernel splice on (eBPF sockhash + sk_skb verdict)"
                 ),
-                Err(Unavailable::Disabled(why)) => {
-                    tracing::info!("accel: kernel splice turned off ({why}); tunnels are copied in user space")
-                }
                 Err(reason) => {
-                    tracing::warn!("accel: kernel splice unavailable: {reason}; tunnels are copied in user space")
+                    tracing::warn!("accel: kernel splice unavailable: {reason}; tunnels are moved with splice(2) instead")
                 }
             }
             loaded
@@ -130,15 +105,12 @@ pub fn get() -> Result<&'static Kernel, &'static Unavailable> {
         .as_ref()
 }
 
+/// The kernel splice if it has been loaded; never loads it.
+pub fn loaded() -> Option<&'static Kernel> {
+    KERNEL.get().and_then(|loaded| loaded.as_ref().ok())
+}
+
 fn load() -> Result<Kernel, Unavailable> {
-    match CHOSEN.load(Ordering::Relaxed) {
-        CHOSE_USERSPACE => return Err(Unavailable::Disabled("--accel userspace")),
-        CHOSE_KERNEL => {}
-        _ if std::env::var("WEIR_ACCEL").is_ok_and(|v| v == "userspace") => {
-            return Err(Unavailable::Disabled("WEIR_ACCEL=userspace"));
-        }
-        _ => {}
-    }
     if OBJECT.0.is_empty() {
         return Err(Unavailable::NotBuilt);
     }

@@ -2,9 +2,10 @@
 //!
 //! Every byte of a CONNECT tunnel, an upgraded stream or a plain TCP proxy goes through
 //! [`splice`] (any two byte streams, copied in user space) or [`splice_tcp`] (two plain TCP
-//! sockets, spliced in the kernel by the eBPF program of `ebpf/` where it could be loaded, and
-//! by `splice(2)` through a pipe otherwise). `weir_accel_splices_total{mode}` counts each.
+//! sockets: by `splice(2)` through a pipe by default, or as `--accel` chose, see [`Mode`]).
+//! `weir_accel_splices_total{mode}` counts each.
 //!
+//! - `mode`: `--accel`, and why the default is `splice(2)` rather than the eBPF splice;
 //! - `kernel`: loading the program once per process and the per-tunnel map entries;
 //! - `local`: the opt-in `sock_ops` + `sk_msg` acceleration of loopback hops between weir and
 //!   an application in the same cgroup (`--local-accel-cgroup`);
@@ -21,6 +22,7 @@ mod backpressure;
 mod hangup;
 mod kernel;
 pub mod local;
+mod mode;
 mod pipe;
 mod session;
 mod sock;
@@ -28,8 +30,9 @@ mod upgraded;
 mod userspace;
 
 pub use backpressure::set_limit as set_backlog_limit;
-pub use kernel::{Unavailable, enable_kernel, force_userspace};
+pub use kernel::Unavailable;
 pub use local::{LocalCounts, LocalUnavailable};
+pub use mode::{MODE_ENV, Mode};
 use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -44,16 +47,35 @@ pub struct Spliced {
     pub b_to_a: u64,
 }
 
-/// Loads the kernel splice now (at start-up) rather than on the first tunnel, so its one log
-/// line (on, or why not) comes early. Returns why it is off, if it is.
-pub fn init() -> Option<&'static Unavailable> {
-    kernel::get().err()
+/// Chooses how plain TCP tunnels move their payload (`--accel`; `None`: [`MODE_ENV`], else
+/// [`Mode::Splice`]) and, for [`Mode::Kernel`], loads the eBPF program now rather than on the
+/// first tunnel, so its one log line (on, or why not) comes early. Returns why the kernel
+/// splice is off where it was asked for and could not be loaded.
+pub fn init(mode: Option<Mode>) -> Option<&'static Unavailable> {
+    let chosen_by = mode::set(mode);
+    let how = match mode::get() {
+        Mode::Kernel => {
+            tracing::debug!("accel: the eBPF splice asked for ({chosen_by})");
+            return kernel::get().err();
+        }
+        Mode::Splice => "splice(2) through a pipe",
+        Mode::Copy => "read/write copies",
+    };
+    tracing::info!(
+        "accel: plain TCP tunnels are moved with {how} ({chosen_by}; `--accel kernel` for the eBPF splice)"
+    );
+    None
+}
+
+/// The mode tunnels use now (see [`init`]).
+pub fn mode() -> Mode {
+    mode::get()
 }
 
 /// Entries in the kernel splice's own maps (0 when nothing is spliced, or when not loaded);
 /// for tests and leak checks.
 pub fn kernel_map_entries() -> usize {
-    kernel::get().map_or(0, |kernel| kernel.entries())
+    kernel::loaded().map_or(0, |kernel| kernel.entries())
 }
 
 /// Copies bytes both ways between `a` and `b` in user space until both directions are done.
@@ -69,26 +91,32 @@ where
     userspace::copy(a, b).await
 }
 
-/// Splices two plain TCP sockets until both directions are done, in the kernel where possible.
+/// Splices two plain TCP sockets until both directions are done, the way [`mode`] says.
 ///
 /// FIN and half-close are carried both ways; an error or a RST on one side resets the other
 /// (both sockets are reset on `Err`). Both sockets are closed on return. Bytes the caller
 /// already read from either socket (past a CONNECT head, say) must be written to the other
-/// before this call. Where the kernel splice is off, `splice(2)` through a pipe moves the
-/// bytes; where it refuses the pair, or no pipe can be made (out of fds), the plain copy.
+/// before this call. Where the kernel splice was asked for and is not loaded, `splice(2)`
+/// through a pipe moves the bytes; where it refuses the pair, or no pipe can be made (out of
+/// fds), the plain copy.
 pub async fn splice_tcp(a: TcpStream, b: TcpStream) -> io::Result<Spliced> {
-    splice_tcp_limited(a, b, backpressure::limit()).await
+    splice_tcp_as(mode::get(), a, b, backpressure::limit()).await
 }
 
-/// [`splice_tcp`] with the kernel queue of each way bounded by `backlog_limit` bytes, if any
-/// (see [`set_backlog_limit`]).
-async fn splice_tcp_limited(
+/// [`splice_tcp`] in `mode`, with the kernel queue of each way bounded by `backlog_limit`
+/// bytes, if any (see [`set_backlog_limit`]).
+async fn splice_tcp_as(
+    mode: Mode,
     a: TcpStream,
     b: TcpStream,
     backlog_limit: Option<u64>,
 ) -> io::Result<Spliced> {
     let (mut a, mut b) = (a, b);
-    let result = match kernel::get() {
+    let kernel = match mode {
+        Mode::Kernel => kernel::get().ok(),
+        Mode::Splice | Mode::Copy => None,
+    };
+    let result = match kernel {
         // Local acceleration: a loopback socket may receive bytes by sk_msg, which neither
         // the splice's sk_skb program nor splice(2) sees, and whose order against what a
         // splice carries cannot be guaranteed (seen: a local app's first megabyte arriving
@@ -97,7 +125,8 @@ async fn splice_tcp_limited(
         _ if local::get().is_some_and(|local| local.may_hold(&a) || local.may_hold(&b)) => {
             userspace::copy(&mut a, &mut b).await
         }
-        Ok(kernel) => match session::Session::start(kernel, &a, &b, backlog_limit) {
+        _ if mode == Mode::Copy => userspace::copy(&mut a, &mut b).await,
+        Some(kernel) => match session::Session::start(kernel, &a, &b, backlog_limit) {
             Ok(session) => return session.run(a, b).await,
             // Typically a side that already sent its FIN: the sockhash takes only established
             // sockets. The other may be in the sockhash by then (it is never taken out while
@@ -109,7 +138,7 @@ async fn splice_tcp_limited(
                 userspace::copy(&mut a, &mut b).await
             }
         },
-        Err(_) => match pipe::Pipes::new() {
+        None => match pipe::Pipes::new() {
             Ok(pipes) => pipe::splice_tcp(&a, &b, pipes).await,
             Err(error) => {
                 tracing::debug!(%error, "accel: no pipe for splice(2); copying");

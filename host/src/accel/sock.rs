@@ -64,6 +64,12 @@ pub fn bytes_readable(socket: &impl AsRawFd) -> io::Result<u64> {
     ioctl_count(socket, libc::FIONREAD)
 }
 
+/// Bytes in the socket's send queue not yet acked by the peer (`SIOCOUTQ`).
+#[cfg(test)]
+pub fn bytes_unacked(socket: &impl AsRawFd) -> io::Result<u64> {
+    ioctl_count(socket, libc::TIOCOUTQ)
+}
+
 /// An `ioctl` that writes one C int count (`SIOCINQ`, `SIOCOUTQ`).
 fn ioctl_count(socket: &impl AsRawFd, request: libc::Ioctl) -> io::Result<u64> {
     let mut count: libc::c_int = 0;

@@ -40,10 +40,9 @@ async fn carries_bytes_and_half_close_both_ways() {
     );
 }
 
-/// The kernel path must be on: these tests run as root (CI does).
+/// The kernel path must load: these tests run as root (CI does). They ask for it by
+/// [`splice_tcp_as`]`(Mode::Kernel, ..)`, leaving the process's mode alone.
 fn require_kernel() {
-    kernel::enable_kernel();
-
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if let Err(reason) = kernel::get() {
@@ -75,7 +74,7 @@ async fn kernel_splice_carries_bytes_and_half_close() {
     require_kernel();
     let _serial = SERIAL.lock().await;
     let (client, a, b, server) = four_sockets().await;
-    let relay = tokio::spawn(splice_tcp(a, b));
+    let relay = tokio::spawn(splice_tcp_as(Mode::Kernel, a, b, None));
     half_close_exchange(client, server, relay).await;
     assert_eq!(kernel_map_entries(), 0, "map entries removed");
 }
@@ -85,7 +84,7 @@ async fn kernel_splice_carries_a_reset() {
     require_kernel();
     let _serial = SERIAL.lock().await;
     let (client, a, b, mut server) = four_sockets().await;
-    let relay = tokio::spawn(splice_tcp(a, b));
+    let relay = tokio::spawn(splice_tcp_as(Mode::Kernel, a, b, None));
     let mut client = client;
     client.write_all(b"hello").await.unwrap();
     let mut hello = [0u8; 5];
@@ -109,7 +108,7 @@ async fn kernel_splice_leaves_nothing_after_many_tunnels() {
     let _serial = SERIAL.lock().await;
     for round in 0..500u32 {
         let (mut client, a, b, mut server) = four_sockets().await;
-        let relay = tokio::spawn(splice_tcp(a, b));
+        let relay = tokio::spawn(splice_tcp_as(Mode::Kernel, a, b, None));
         client.write_all(&round.to_be_bytes()).await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -141,7 +140,7 @@ async fn kernel_splice_carries_a_half_close_while_the_other_way_is_busy() {
     require_kernel();
     let _serial = SERIAL.lock().await;
     let (mut client, a, b, mut server) = four_sockets().await;
-    let relay = tokio::spawn(splice_tcp(a, b));
+    let relay = tokio::spawn(splice_tcp_as(Mode::Kernel, a, b, None));
     let len: usize = 32 << 20;
     let payload: Vec<u8> = (0..len as u32).map(|i| (i * 13 + i / 509) as u8).collect();
     let expected = payload.clone();
@@ -204,7 +203,7 @@ async fn kernel_splice_keeps_order_when_the_server_spoke_before_the_link() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let relay = tokio::spawn(splice_tcp(a, b));
+    let relay = tokio::spawn(splice_tcp_as(Mode::Kernel, a, b, None));
     let sender = tokio::spawn(async move {
         server.write_all(&payload[early..]).await?;
         server.shutdown().await?;
@@ -267,7 +266,7 @@ async fn kernel_splice_reopens_a_window_filled_before_the_link() {
             "the window shut before {total} bytes ({sent} sent)"
         );
         let start = std::time::Instant::now();
-        let relay = tokio::spawn(splice_tcp(a, b));
+        let relay = tokio::spawn(splice_tcp_as(Mode::Kernel, a, b, None));
         let writer = tokio::spawn(async move {
             let mut sender = sender;
             let rest = vec![7u8; total - sent];
@@ -308,7 +307,7 @@ async fn kernel_splice_with_a_backlog_limit_pauses_the_sender_of_a_stalled_reade
     let _serial = SERIAL.lock().await;
     let (mut client, a, b, mut server) = four_sockets().await;
     let pauses = crate::stats::AccelStats::global().backpressure_pauses.get();
-    let relay = tokio::spawn(splice_tcp_limited(a, b, Some(8 << 20)));
+    let relay = tokio::spawn(splice_tcp_as(Mode::Kernel, a, b, Some(8 << 20)));
     const CHUNK: usize = 1 << 20;
     const CHUNKS: u32 = 384;
     // A pattern that never repeats within a chunk (a lost or doubled segment shifts it),
@@ -385,6 +384,117 @@ async fn pipe_splice_carries_bytes_and_half_close() {
         pipe::splice_tcp(&a, &b, pipes).await
     });
     half_close_exchange(client, server, relay).await;
+}
+
+/// The default path bounds a tunnel whose reader stops and resumes it at once. The client
+/// writes as fast as it can while the server reads nothing: it is stopped once the sockets'
+/// own buffers and one pipe are full (what weir holds, the bytes written less those queued in
+/// the four sockets, is at most the pipe), and stays stopped. The server then reads: the
+/// client can write again within 10 ms (best of three stalls; every one within 100 ms, for
+/// a loaded CI machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splice_bounds_a_stalled_reader_and_resumes_as_soon_as_it_reads() {
+    use std::os::fd::AsRawFd;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+    let (client, a, b, mut server) = four_sockets().await;
+    let (a_fd, b_fd) = (a.as_raw_fd(), b.as_raw_fd());
+    let relay = tokio::spawn(splice_tcp_as(Mode::Splice, a, b, None));
+    let client = Arc::new(client);
+    let written = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    // Nanoseconds since `started` of the client's last successful write.
+    let last_write = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (client, written, last_write) = (client.clone(), written.clone(), last_write.clone());
+        tokio::spawn(async move {
+            let chunk = vec![0x5au8; 64 << 10];
+            while started.elapsed() < Duration::from_secs(30) {
+                client.writable().await?;
+                match client.try_write(&chunk) {
+                    Ok(n) => {
+                        written.fetch_add(n as u64, Ordering::Relaxed);
+                        last_write.store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok::<_, io::Error>(())
+        })
+    };
+    let stalled = || async {
+        // Stalled: no write for 200 ms (bounded: 10 s).
+        for _ in 0..1000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let idle = started.elapsed().as_nanos() as u64 - last_write.load(Ordering::Relaxed);
+            if idle > 200_000_000 {
+                return;
+            }
+        }
+        panic!("the client was never stopped");
+    };
+    let mut resumes = Vec::new();
+    let mut read_total = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for round in 0..3 {
+        stalled().await;
+        let stalled_at = written.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            written.load(Ordering::Relaxed),
+            stalled_at,
+            "round {round}: the queue stopped growing"
+        );
+        let queued = sock::bytes_unacked(&client.as_raw_fd()).unwrap()
+            + sock::bytes_readable(&a_fd).unwrap()
+            + sock::bytes_unacked(&b_fd).unwrap()
+            + sock::bytes_readable(&server.as_raw_fd()).unwrap();
+        let in_weir = stalled_at - read_total - queued;
+        assert!(
+            in_weir <= 256 << 10,
+            "round {round}: weir holds {in_weir} bytes (at most one pipe, 256 KiB); \
+             {stalled_at} written, {queued} in the sockets' queues"
+        );
+        // The server reads; the client resumes.
+        let resumed_from = started.elapsed().as_nanos() as u64;
+        let mut resumed = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let n = tokio::time::timeout(Duration::from_millis(100), server.read(&mut buf))
+                .await
+                .ok()
+                .map(|read| read.unwrap())
+                .unwrap_or(0);
+            read_total += n as u64;
+            let last = last_write.load(Ordering::Relaxed);
+            if resumed.is_none() && last > resumed_from {
+                resumed = Some(Duration::from_nanos(last - resumed_from));
+            }
+            // Read everything the client had written by the time it resumed, so the next
+            // round starts from empty buffers.
+            if resumed.is_some() && read_total >= stalled_at {
+                break;
+            }
+        }
+        resumes.push(resumed.expect("the client resumed writing after the server read"));
+    }
+    println!("resumed after {resumes:?}");
+    assert!(
+        resumes
+            .iter()
+            .min()
+            .is_some_and(|d| *d <= Duration::from_millis(10)),
+        "resumed within 10 ms of reading: {resumes:?}"
+    );
+    assert!(
+        resumes.iter().all(|d| *d <= Duration::from_millis(100)),
+        "{resumes:?}"
+    );
+    writer.abort();
+    drop(server);
+    let _ = tokio::time::timeout(Duration::from_secs(10), relay).await;
 }
 
 /// Through `relay` (splicing the client's and the server's peers): 8 MiB from `client`, then
