@@ -107,6 +107,26 @@ pub fn assemblyscript_fixture() -> PathBuf {
     envoy_check::build_assemblyscript_fixture()
 }
 
+/// The C filter (`filters/c-header`, clang + wasi-libc, no SDK), built with
+/// `make wasm-filter-c` (which installs the Debian packages it needs; a no-op when up to date).
+pub fn c_filter() -> PathBuf {
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new("timeout")
+        .args(["600", "make", "-s", "wasm-filter-c"])
+        .current_dir(crate::workspace_root())
+        .output()
+        .unwrap_or_else(|e| panic!("running make wasm-filter-c: {e}"));
+    assert!(
+        out.status.success(),
+        "make wasm-filter-c failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = crate::workspace_root().join("target/wasm-c/c_header.wasm");
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
 /// An `envoy.filters.http.wasm` entry of `http_filters`, as Envoy's docs write it.
 pub fn wasm_filter(
     name: &str,
