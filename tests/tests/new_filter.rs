@@ -1,5 +1,6 @@
 //! `weir new-filter`: the crate it writes builds for wasm32-wasip1 as it is (offline, from the
-//! local registry cache), its unit tests pass on this machine, and its own `weir.yaml`
+//! local registry cache), is rustfmt-clean, its unit tests pass on this machine (against the
+//! SDK's in-memory host), and its own `weir.yaml`
 //! (ports changed only) runs it in weir with the effect the template promises. weir is started
 //! from the crate's directory, as the guide says: the config's module `filename` is relative
 //! to the working directory.
@@ -81,10 +82,14 @@ async fn a_new_filter_builds_tests_and_runs_from_its_own_config() {
     let module = dir.join("target/wasm32-wasip1/wasm-filter/hello_filter.wasm");
     assert!(module.is_file(), "{} was built", module.display());
     eprintln!("new filter built in {:?}", started.elapsed());
+    assert_ok(
+        "cargo fmt --check of the new filter",
+        &cargo(&dir, &["fmt", "--check"]),
+    );
     let test = cargo(&dir, &["test", "--offline", "--quiet"]);
     assert_ok("cargo test of the new filter", &test);
     assert!(
-        String::from_utf8_lossy(&test.stdout).contains("2 passed"),
+        String::from_utf8_lossy(&test.stdout).contains("3 passed"),
         "the template's unit tests ran:\n{}",
         String::from_utf8_lossy(&test.stdout)
     );
