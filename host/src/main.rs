@@ -181,7 +181,10 @@ fn new_filter(name: &str, dir: &Option<PathBuf>, sdk: &Option<PathBuf>) -> ExitC
         Ok(written) => {
             let weir = std::env::current_exe()
                 .map_or_else(|_| "weir".to_owned(), |p| p.display().to_string());
-            println!("Created the filter crate `{name}` in {}.", written.dir.display());
+            println!(
+                "Created the filter crate `{name}` in {}.",
+                written.dir.display()
+            );
             println!("Build it and run it in weir:");
             println!("  cd {}", written.dir.display());
             println!("  cargo build --target wasm32-wasip1 --profile wasm-filter");

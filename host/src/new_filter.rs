@@ -173,11 +173,12 @@ fn ensure_empty_dir(dir: &Path) -> Result<(), NewFilterError> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir)
-            .map_err(|source| NewFilterError::Io {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|source| NewFilterError::Io {
                 path: dir.to_owned(),
                 source,
-            }),
+            })
+        }
         Err(source) => Err(NewFilterError::Io {
             path: dir.to_owned(),
             source,
@@ -235,7 +236,10 @@ mod tests {
         );
         for file in ["Cargo.toml", "src/lib.rs", "weir.yaml", ".gitignore"] {
             let text = std::fs::read_to_string(dir.join(file)).expect(file);
-            assert!(!text.contains("{{"), "{file} has a placeholder left:\n{text}");
+            assert!(
+                !text.contains("{{"),
+                "{file} has a placeholder left:\n{text}"
+            );
         }
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("manifest");
         assert!(manifest.contains("name = \"my-filter\""));

@@ -106,9 +106,16 @@ async fn a_new_filter_builds_tests_and_runs_from_its_own_config() {
     std::fs::write(&config_path, yaml).expect("write weir.yaml");
 
     let mut cmd = Command::new(weir_bin());
-    cmd.args(["-c", "weir.yaml", "--concurrency", "1", "--log-level", "debug"])
-        .current_dir(&dir)
-        .env("WEIR_WASM_CACHE_DIR", tmp.path().join("wasm-cache"));
+    cmd.args([
+        "-c",
+        "weir.yaml",
+        "--concurrency",
+        "1",
+        "--log-level",
+        "debug",
+    ])
+    .current_dir(&dir)
+    .env("WEIR_WASM_CACHE_DIR", tmp.path().join("wasm-cache"));
     let log_dir = tempfile::Builder::new()
         .prefix("weir-e2e-")
         .tempdir()

@@ -77,7 +77,10 @@ async fn c_filter_defaults_to_private() {
     let up = H1Upstream::start("up").await;
     let ports = Ports::new();
     let mut config = config::simple(ports, &[up.addr]);
-    set_filters(&mut config, vec![wasm_filter("c_header", &module, "", false)]);
+    set_filters(
+        &mut config,
+        vec![wasm_filter("c_header", &module, "", false)],
+    );
     let _weir = start_with_env(&config, 1, &[]).await;
     assert_eq!(send(&ports, "/private/x").await.status, 403);
     assert_eq!(send(&ports, "/admin").await.status, 200);

@@ -162,7 +162,10 @@ impl Host {
     /// The first value of `name` in a header map.
     pub fn map_value(&self, map: MapType, name: &str) -> Option<String> {
         let name = lower(name);
-        self.map(map).into_iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+        self.map(map)
+            .into_iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
     }
 
     /// Sets a buffer: a body, connection data, a callout's body, or a configuration.

@@ -340,7 +340,8 @@ pub unsafe fn proxy_set_shared_data(
         if cas != 0 && cas != current {
             return Status::CasMismatch;
         }
-        s.shared.insert(key, (value, current.wrapping_add(1).max(1)));
+        s.shared
+            .insert(key, (value, current.wrapping_add(1).max(1)));
         Status::Ok
     })
 }

@@ -14,7 +14,10 @@ fn header_maps_behave_like_the_real_host() {
         &[(":path", "/a"), ("X-Two", "1"), ("x-two", "2")],
     );
     let map = MapType::HttpRequestHeaders;
-    assert_eq!(hc::get_map_value(map, "x-two").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(
+        hc::get_map_value(map, "x-two").unwrap(),
+        Some(b"1".to_vec())
+    );
     assert_eq!(hc::get_map_value(map, "absent").unwrap(), None);
     hc::replace_map_value(map, "X-Two", b"only").unwrap();
     hc::add_map_value(map, "via", b"weir").unwrap();
@@ -22,11 +25,17 @@ fn header_maps_behave_like_the_real_host() {
     hc::remove_map_value(map, ":path").unwrap();
     assert_eq!(
         host.map(map),
-        [("x-two".into(), "only".into()), ("via".into(), "weir".into())]
+        [
+            ("x-two".into(), "only".into()),
+            ("via".into(), "weir".into())
+        ]
     );
     assert_eq!(
         hc::get_map(map).unwrap(),
-        [("x-two".into(), b"only".to_vec()), ("via".into(), b"weir".to_vec())]
+        [
+            ("x-two".into(), b"only".to_vec()),
+            ("via".into(), b"weir".to_vec())
+        ]
     );
     hc::set_map(MapType::HttpResponseHeaders, &[(":status", "204")]).unwrap();
     assert_eq!(
@@ -40,13 +49,22 @@ fn buffers_follow_the_abi_offsets() {
     let host = Host::new();
     host.set_buffer(BufferType::HttpRequestBody, b"hello world");
     let body = BufferType::HttpRequestBody;
-    assert_eq!(hc::get_buffer(body, 6, 100).unwrap(), Some(b"world".to_vec()));
-    assert_eq!(hc::get_buffer(body, 0, usize::MAX).unwrap().unwrap().len(), 11);
+    assert_eq!(
+        hc::get_buffer(body, 6, 100).unwrap(),
+        Some(b"world".to_vec())
+    );
+    assert_eq!(
+        hc::get_buffer(body, 0, usize::MAX).unwrap().unwrap().len(),
+        11
+    );
     hc::set_buffer(body, 0, 5, b"HELLO").unwrap();
     hc::set_buffer(body, 0, 0, b">").unwrap();
     hc::set_buffer(body, usize::MAX, 0, b"<").unwrap();
     assert_eq!(host.buffer(body), b">HELLO world<");
-    assert_eq!(hc::get_buffer(BufferType::HttpResponseBody, 0, 10).unwrap(), None);
+    assert_eq!(
+        hc::get_buffer(BufferType::HttpResponseBody, 0, 10).unwrap(),
+        None
+    );
     host.set_plugin_configuration(b"{\"a\":1}");
     assert_eq!(crate::plugin_configuration().unwrap(), b"{\"a\":1}");
     assert!(crate::vm_configuration().unwrap().is_empty());
@@ -56,7 +74,10 @@ fn buffers_follow_the_abi_offsets() {
 fn properties_shared_data_queues_and_metrics() {
     let host = Host::new();
     host.set_property(&["request", "path"], b"/x");
-    assert_eq!(hc::get_property(&["request", "path"]).unwrap(), Some(b"/x".to_vec()));
+    assert_eq!(
+        hc::get_property(&["request", "path"]).unwrap(),
+        Some(b"/x".to_vec())
+    );
     hc::set_property(&["filter_state", "k"], b"v").unwrap();
     assert_eq!(host.property(&["filter_state", "k"]), Some(b"v".to_vec()));
 
@@ -74,8 +95,14 @@ fn properties_shared_data_queues_and_metrics() {
     assert!(host.enqueue("jobs", b"a"));
     assert!(!host.enqueue("other", b"a"));
     hc::enqueue_shared_queue(queue, b"b").unwrap();
-    assert_eq!(hc::dequeue_shared_queue(queue).unwrap(), Some(b"a".to_vec()));
-    assert_eq!(hc::dequeue_shared_queue(queue).unwrap(), Some(b"b".to_vec()));
+    assert_eq!(
+        hc::dequeue_shared_queue(queue).unwrap(),
+        Some(b"a".to_vec())
+    );
+    assert_eq!(
+        hc::dequeue_shared_queue(queue).unwrap(),
+        Some(b"b".to_vec())
+    );
 
     let counter = crate::metric::Counter::define("f.hits");
     counter.add(3);
@@ -95,7 +122,11 @@ fn outcomes_are_recorded() {
     hc::set_tick_period(Duration::from_millis(250)).unwrap();
     let token = hc::dispatch_http_call(
         "auth",
-        &[(":method", "GET"), (":path", "/check"), (":authority", "auth")],
+        &[
+            (":method", "GET"),
+            (":path", "/check"),
+            (":authority", "auth"),
+        ],
         Some(b"q"),
         &[],
         Duration::from_secs(1),
@@ -107,7 +138,10 @@ fn outcomes_are_recorded() {
     assert_eq!(host.closed(), [StreamType::HttpResponse]);
     assert_eq!(host.tick_period(), Some(Duration::from_millis(250)));
     let calls = host.http_calls();
-    assert_eq!((calls[0].token, calls[0].upstream.as_str()), (token, "auth"));
+    assert_eq!(
+        (calls[0].token, calls[0].upstream.as_str()),
+        (token, "auth")
+    );
     assert_eq!(calls[0].body, b"q");
     assert_eq!(
         host.local_response(),
