@@ -111,20 +111,7 @@ pub fn assemblyscript_fixture() -> PathBuf {
 /// `make wasm-filter-c` (which installs the Debian packages it needs; a no-op when up to date).
 pub fn c_filter() -> PathBuf {
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new("timeout")
-        .args(["600", "make", "-s", "wasm-filter-c"])
-        .current_dir(crate::workspace_root())
-        .output()
-        .unwrap_or_else(|e| panic!("running make wasm-filter-c: {e}"));
-    assert!(
-        out.status.success(),
-        "make wasm-filter-c failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = crate::workspace_root().join("target/wasm-c/c_header.wasm");
-    assert!(path.is_file(), "{} was not built", path.display());
-    path
+    envoy_check::build_c_filter()
 }
 
 /// An `envoy.filters.http.wasm` entry of `http_filters`, as Envoy's docs write it.
