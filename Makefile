@@ -6,9 +6,14 @@ BENCH_PACKAGES := nginx-light haproxy wrk nghttp2-client
 
 .PHONY: run test bench conformance fuzz deps bench-deps lint build release
 
-## run: the proxy on its built-in config (a page on 127.0.0.1:10000, admin on 127.0.0.1:9901)
-run: deps release
-	./target/release/weir --log-level info
+## run: the proxy on its built-in config (a page on 127.0.0.1:10000, admin on 127.0.0.1:9901),
+## or on CONFIG=FILE (e.g. `make run CONFIG=configs/wasm_auth.yaml`). weir runs in the
+## repository root, so the paths inside the examples (relative to the working directory, as in
+## Envoy) resolve from any directory with `make -C /path/to/weir run CONFIG=configs/...`; the Wasm
+## filters are built first for a CONFIG whose name has "wasm" in it.
+CONFIG ?=
+run: deps release $(if $(findstring wasm,$(CONFIG)),wasm-filters)
+	./target/release/weir --log-level info $(if $(CONFIG),-c $(CONFIG))
 
 ## test: every test (unit and end to end), plus fmt and clippy
 test: deps wasm-filters wasm-fixtures envoy

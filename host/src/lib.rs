@@ -11,6 +11,7 @@ pub mod config;
 pub mod fuzz;
 pub mod http;
 pub mod listener;
+pub mod new_filter;
 pub mod overload;
 pub mod reload;
 pub mod route;

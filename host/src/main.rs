@@ -113,10 +113,26 @@ enum Accel {
 enum Command {
     /// Check a config file and exit: 0 when it loads, 1 with the field path of the error.
     Validate,
+    /// Write a new filter crate (Rust, weir's SDK) that builds and runs as it is: Cargo.toml
+    /// with the wasm-filter profile, src/lib.rs, and weir.yaml to run it.
+    NewFilter {
+        /// The crate's name: lowercase letters, digits, '-' and '_'.
+        name: String,
+        /// Where to write the crate (created; must be empty if it exists). Default: ./NAME.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The sdk/ directory of a weir checkout, for the crate's weir-sdk dependency.
+        /// Default: the checkout this weir was built from.
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::NewFilter { name, dir, sdk }) = &cli.command {
+        return new_filter(name, dir, sdk);
+    }
     init_logging(&cli.log_level);
     weir::settings::init(weir::settings::ProcessSettings {
         wasm_deadline_ms: cli.wasm_deadline_ms,
@@ -153,6 +169,37 @@ fn main() -> ExitCode {
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("weir: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `weir new-filter`: writes the crate and prints the commands that build and run it.
+fn new_filter(name: &str, dir: &Option<PathBuf>, sdk: &Option<PathBuf>) -> ExitCode {
+    let request = weir::new_filter::NewFilter {
+        name: name.to_owned(),
+        dir: dir.clone(),
+        sdk: sdk.clone(),
+    };
+    match weir::new_filter::create(&request) {
+        Ok(written) => {
+            let weir = std::env::current_exe()
+                .map_or_else(|_| "weir".to_owned(), |p| p.display().to_string());
+            println!(
+                "Created the filter crate `{name}` in {}.",
+                written.dir.display()
+            );
+            println!("Build it and run it in weir:");
+            println!("  cd {}", written.dir.display());
+            println!("  cargo build --target wasm32-wasip1 --profile wasm-filter");
+            println!("  {weir} -c weir.yaml");
+            println!("Then, from another shell:");
+            println!("  curl -i http://127.0.0.1:10000/            # 200, with its header");
+            println!("  curl -i http://127.0.0.1:10000/forbidden   # 403 from the filter");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("weir new-filter: {error}");
             ExitCode::FAILURE
         }
     }

@@ -30,8 +30,9 @@
 //! weir_sdk::main!(|_root_id| Box::new(Root));
 //! ```
 //!
-//! Off wasm32 the crate still builds (for `cargo test` of filter logic): there is no host, and
-//! every host call returns [`Status::Unimplemented`].
+//! Off wasm32 the crate still builds, for `cargo test` of a filter on the developer's machine:
+//! host calls go to [`testing::Host`], a host in memory a test installs (without one they
+//! return [`Status::Unimplemented`]).
 
 #![warn(missing_docs)]
 
@@ -42,6 +43,8 @@ mod exports;
 pub mod hostcalls;
 pub mod log;
 pub mod metric;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 mod traits;
 
 pub use error::{Error, Result};

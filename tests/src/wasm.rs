@@ -107,6 +107,13 @@ pub fn assemblyscript_fixture() -> PathBuf {
     envoy_check::build_assemblyscript_fixture()
 }
 
+/// The C filter (`filters/c-header`, clang + wasi-libc, no SDK), built with
+/// `make wasm-filter-c` (which installs the Debian packages it needs; a no-op when up to date).
+pub fn c_filter() -> PathBuf {
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    envoy_check::build_c_filter()
+}
+
 /// An `envoy.filters.http.wasm` entry of `http_filters`, as Envoy's docs write it.
 pub fn wasm_filter(
     name: &str,

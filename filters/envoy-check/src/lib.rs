@@ -90,3 +90,23 @@ pub fn build_assemblyscript_fixture() -> PathBuf {
     assert!(module.is_file(), "{} was not built", module.display());
     module
 }
+
+/// Builds the C filter (`make wasm-filter-c`: clang + wasi-libc, installed when missing; a
+/// no-op when up to date; at most 10 minutes) and returns its module. Panics with the build
+/// output on failure.
+pub fn build_c_filter() -> PathBuf {
+    let out = Command::new("timeout")
+        .args(["600", "make", "-s", "wasm-filter-c"])
+        .current_dir(workspace_root())
+        .output()
+        .unwrap_or_else(|e| panic!("running make wasm-filter-c: {e}"));
+    assert!(
+        out.status.success(),
+        "make wasm-filter-c failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let module = workspace_root().join("target/wasm-c/c_header.wasm");
+    assert!(module.is_file(), "{} was not built", module.display());
+    module
+}

@@ -1,5 +1,5 @@
-//! Loads every weir filter into real Envoy 1.40 (V8) and checks, from a client's side, that it
-//! does what its README says. Fails — never skips — when Envoy or the wasm target is missing.
+//! Loads every weir filter (and the AssemblyScript and C modules) into real Envoy 1.40 (V8) and
+//! checks, from a client's side, that it does what its README says. Fails — never skips — when Envoy or the wasm target is missing.
 //!
 //! One Envoy (one worker, hot restart off, started with `setsid`, killed at the end) serves one
 //! listener per filter on ephemeral ports, routing to a tiny upstream on 127.0.0.1.
@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use envoy_check::envoy::{self, Envoy};
-use envoy_check::{build_assemblyscript_fixture, build_filters, http, upstream};
+use envoy_check::{build_assemblyscript_fixture, build_c_filter, build_filters, http, upstream};
 
 /// One listener: its name (also the plugin's root_id and vm_id), the module, the plugin
 /// configuration JSON, and whether the filter goes in the websocket upgrade chain.
@@ -225,6 +225,28 @@ fn check_path_guard(envoy: &Envoy) {
     );
 }
 
+/// The C filter (no SDK) answers as `tests/tests/wasm_c_filter.rs` expects it to in weir.
+fn check_c_header(envoy: &Envoy) {
+    let addr = envoy.listener("c_header");
+    for path in ["/admin", "/admin/users?x=1"] {
+        let refused = http::get(&addr, path, &[]).expect("request to a refused path");
+        assert_eq!(refused.status, 403, "{path}: {refused:?}");
+        assert_eq!(refused.text(), "blocked by c-header\n", "{refused:?}");
+        assert_eq!(
+            refused.header("x-c-header"),
+            Some("hello from C"),
+            "{refused:?}"
+        );
+    }
+    let passed = http::get(&addr, "/public/admin", &[]).expect("request to an open path");
+    assert_eq!(passed.status, 200, "{passed:?}");
+    assert_eq!(
+        passed.header("x-c-header"),
+        Some("hello from C"),
+        "{passed:?}"
+    );
+}
+
 fn check_websocket_guard(envoy: &Envoy, upstream: &upstream::Upstream) {
     let addr = envoy.listener("websocket_guard");
     let mut ws = http::connect(&addr).expect("connect websocket_guard");
@@ -273,6 +295,7 @@ fn filters_run_in_real_envoy() {
     let config_path = dir.join("envoy.yaml");
     let path_guard = build_assemblyscript_fixture();
     let path_guard = path_guard.display().to_string();
+    let c_header = build_c_filter().display().to_string();
     let plugins: Vec<Plugin<'_>> = PLUGINS
         .iter()
         .copied()
@@ -282,15 +305,22 @@ fn filters_run_in_real_envoy() {
             config: "/admin, /private/",
             websocket_chain: false,
         }])
+        .chain([Plugin {
+            name: "c_header",
+            module: &c_header,
+            config: "/admin",
+            websocket_chain: false,
+        }])
         .collect();
     std::fs::write(&config_path, config(&wasm, &upstream.addr, &plugins)).expect("write config");
 
     let envoy = Envoy::start(&bin, &config_path, &dir);
-    let checks: [(&str, &dyn Fn()); 5] = [
+    let checks: [(&str, &dyn Fn()); 6] = [
         ("header_manipulation", &|| check_header_manipulation(&envoy)),
         ("auth", &|| check_auth(&envoy)),
         ("local_rate_limit", &|| check_local_rate_limit(&envoy)),
         ("path_guard", &|| check_path_guard(&envoy)),
+        ("c_header", &|| check_c_header(&envoy)),
         ("websocket_guard", &|| {
             check_websocket_guard(&envoy, &upstream)
         }),

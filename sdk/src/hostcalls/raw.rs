@@ -1,9 +1,10 @@
 //! The host functions exactly as the module imports them from module `"env"`.
 //!
 //! Every one returns the raw `i32` status; [`super`] turns it into a `Result`. On wasm32 these
-//! are real imports. On any other target there is no host to import from, so each one is a
-//! stub that returns `Unimplemented` (12) without touching its arguments: that lets filter
-//! crates build and run their unit tests on the developer's machine.
+//! are real imports. On any other target there is no host to import from, so each one calls
+//! the in-memory host of [`crate::testing`] (`Unimplemented` (12) without a
+//! [`crate::testing::Host`] on the thread): filter crates build and run their unit tests on the
+//! developer's machine.
 
 #![allow(clippy::too_many_arguments, missing_docs)]
 
@@ -20,13 +21,14 @@ macro_rules! host_functions {
         #[cfg(not(target_arch = "wasm32"))]
         mod off_wasm {
             $(
-                /// Off wasm32 there is no host: always `Unimplemented`.
+                /// Off wasm32 the host is [`crate::testing`]'s in-memory one: `Unimplemented`
+                /// unless a test installed a [`crate::testing::Host`] on this thread.
                 ///
                 /// # Safety
-                /// Never reads or writes through its arguments.
-                #[allow(unused_variables)]
+                /// As for the import: pointers valid for the sizes passed with them.
                 pub unsafe extern "C" fn $name($($arg: $ty),*) -> i32 {
-                    weir_abi::Status::Unimplemented.as_i32()
+                    // SAFETY: forwarded contract.
+                    unsafe { crate::testing::raw::$name($($arg),*) }
                 }
             )+
         }
