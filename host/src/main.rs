@@ -228,6 +228,17 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         }
         let clusters = ClusterManager::new(config.clusters.clone())?;
         clusters.start_background();
+        // Remote Wasm modules are fetched through those clusters before any worker (and so any
+        // listener) starts, as Envoy holds its listeners until they are fetched or their
+        // retries run out (then each such plugin follows its fail_open).
+        weir::wasm::remote::init_stats();
+        weir::wasm::remote::resolve(
+            &config.plugin_handles(),
+            &clusters,
+            weir::wasm::remote::Phase::Start,
+            &config.source,
+        )
+        .await?;
         let snapshot = Arc::new(Snapshot {
             generation: 0,
             config: config.clone(),
