@@ -548,3 +548,52 @@ async fn oversized_module_is_refused() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_takes_the_module_from_the_store_and_a_corrupt_one_is_fetched_again() {
+    let up = H1Upstream::start("up").await;
+    let server = ModuleServer::start().await;
+    let (module, sha) = headers_module();
+    server.answer("/headers.wasm", Answer::Module(module));
+    let cache = tempfile::tempdir().expect("cache dir");
+    let cache_dir = cache.path().to_str().expect("utf-8 path").to_owned();
+    let env = [("WEIR_WASM_CACHE_DIR", cache_dir.as_str())];
+    let ports = Ports::new();
+    let config = remote_config(
+        ports,
+        up.addr,
+        server.addr,
+        remote_code("/headers.wasm", &sha, 0, 50),
+        "v1",
+        false,
+    );
+
+    let first = start_with_env(&config, 1, &env).await;
+    assert_eq!(send(ports).await.header("x-wasm-response"), "200 200");
+    drop(first);
+    assert_eq!(server.requests("/headers.wasm"), 1);
+
+    let second = start_with_env(&config, 1, &env).await;
+    assert_eq!(send(ports).await.header("x-wasm-response"), "200 200");
+    assert_eq!(server.requests("/headers.wasm"), 1, "taken from the store");
+    assert_eq!(
+        second.stat("weir_wasm_remote_load_cache_hits", &[]).await,
+        1.0
+    );
+    assert_eq!(
+        second.stat("weir_wasm_remote_load_cache_misses", &[]).await,
+        0.0
+    );
+    drop(second);
+
+    let stored = cache.path().join("modules").join(format!("{sha}.wasm"));
+    std::fs::write(&stored, b"\0asm\x01\0\0\0tampered").expect("corrupt the stored module");
+    let third = start_with_env(&config, 1, &env).await;
+    assert_eq!(send(ports).await.header("x-wasm-response"), "200 200");
+    assert_eq!(server.requests("/headers.wasm"), 2, "fetched again");
+    assert!(
+        third.log().contains("does not match its digest"),
+        "{}",
+        third.log_report()
+    );
+}

@@ -323,9 +323,11 @@ pub async fn resolve(
     Ok(())
 }
 
+/// Module bytes by SHA-256.
+type ModulesByDigest = HashMap<[u8; 32], Arc<Vec<u8>>>;
+
 /// Modules fetched, by digest: those the last resolved config uses.
-static MEMORY: LazyLock<Mutex<HashMap<[u8; 32], Arc<Vec<u8>>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static MEMORY: LazyLock<Mutex<ModulesByDigest>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// The module of `code`: from memory, from the disk store, or fetched (and then stored).
 async fn obtain(
@@ -755,7 +757,7 @@ static_resources:
                 "required",
             ),
             (
-                format!("{{ remote: {{ http_uri: {{ uri: \"http://m/f.wasm\", cluster: modules, timeout: 1s }}, sha256: abc }} }}"),
+                "{ remote: { http_uri: { uri: \"http://m/f.wasm\", cluster: modules, timeout: 1s }, sha256: abc } }".to_owned(),
                 format!("{REMOTE}.sha256"),
                 "64 hex digits",
             ),
