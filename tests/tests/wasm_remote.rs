@@ -44,6 +44,24 @@ struct ModuleServer {
 
 impl ModuleServer {
     async fn start() -> ModuleServer {
+        Self::start_with(None).await
+    }
+
+    /// Serves over TLS with `tls` (the certificate and key of `weir_tests::tls::self_signed`).
+    async fn start_with(tls: Option<&weir_tests::tls::TlsFiles>) -> ModuleServer {
+        let acceptor = tls.map(|files| {
+            use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+            let key = PrivateKeyDer::from_pem_file(&files.key).expect("key");
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(files.cert_der.clone())], key)
+            .expect("server certificate");
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let answers: Arc<Mutex<HashMap<String, Answer>>> = Arc::default();
@@ -51,7 +69,24 @@ impl ModuleServer {
         let (a, s) = (answers.clone(), seen.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, a.clone(), s.clone()));
+                let (a, s) = (a.clone(), s.clone());
+                match acceptor.clone() {
+                    None => {
+                        tokio::spawn(serve(stream, a, s));
+                    }
+                    Some(acceptor) => {
+                        tokio::spawn(async move {
+                            if let Ok(Ok(tls)) = tokio::time::timeout(
+                                Duration::from_secs(10),
+                                acceptor.accept(stream),
+                            )
+                            .await
+                            {
+                                serve(tls, a, s).await;
+                            }
+                        });
+                    }
+                }
             }
         });
         ModuleServer {
@@ -81,7 +116,7 @@ impl ModuleServer {
 
 /// One request per connection (the answer says `connection: close`).
 async fn serve(
-    mut stream: tokio::net::TcpStream,
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     answers: Arc<Mutex<HashMap<String, Answer>>>,
     seen: Arc<Mutex<Vec<String>>>,
 ) {
@@ -595,5 +630,47 @@ async fn restart_takes_the_module_from_the_store_and_a_corrupt_one_is_fetched_ag
         third.log().contains("does not match its digest"),
         "{}",
         third.log_report()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_is_fetched_over_tls_when_the_cluster_says_so() {
+    let up = H1Upstream::start("up").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = weir_tests::tls::self_signed(dir.path());
+    let server = ModuleServer::start_with(Some(&tls)).await;
+    let (module, sha) = headers_module();
+    server.answer("/headers.wasm", Answer::Module(module));
+    let ports = Ports::new();
+    let mut config = remote_config(
+        ports,
+        up.addr,
+        server.addr,
+        remote_code("/headers.wasm", &sha, 0, 50),
+        "v1",
+        false,
+    );
+    config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"][0]["typed_config"]["config"]["vm_config"]["code"]["remote"]["http_uri"]
+        ["uri"] = json!("https://localhost/headers.wasm");
+    config["static_resources"]["clusters"][1]["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": "localhost",
+            "common_tls_context": {
+                "validation_context": {"trusted_ca": {"filename": tls.cert.display().to_string()}}
+            }
+        }
+    });
+    let weir = start_with_env(&config, 1, &[]).await;
+    assert_eq!(server.requests("/headers.wasm"), 1);
+    let resp = send(ports).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        resp.header("x-wasm-response"),
+        "200 200",
+        "{}",
+        weir.log_report()
     );
 }

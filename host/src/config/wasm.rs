@@ -34,7 +34,9 @@ pub struct PluginConfig {
     /// Handed to `proxy_on_configure`.
     #[serde(default)]
     pub configuration: Option<Value>,
-    /// On a VM failure, pass the stream through instead of answering 500.
+    /// On a VM failure, pass the stream through instead of answering 500. For remote code
+    /// that could not be fetched at start-up (see [`crate::wasm::remote`]): skip the filter
+    /// instead of answering 503 to every stream, as Envoy does.
     #[serde(default)]
     pub fail_open: bool,
     /// Envoy's newer spelling: `FAIL_CLOSED` (default), `FAIL_OPEN`, `FAIL_RELOAD`.

@@ -444,6 +444,9 @@ async fn download(code: &RemoteCode, pools: &WorkerPools) -> Result<Vec<u8>, Fet
             authority,
             path_and_query,
         } => http_get(pools, &code.cluster, authority, path_and_query).await,
+        // The OCI client plugs in here: `oci::pull(&OciRequest { reference, sha256:
+        // hex(&code.sha256), pull_policy, timeout: code.attempt_timeout() })`, its error
+        // mapped to a retried FetchError (the digest is checked again by `verify`).
         ModuleSource::Oci(_reference) => Err(FetchError::Unsupported(
             "OCI images need weir's OCI client (oci:// is not built in yet); serve the module over http:// or https:// from a cluster".into(),
         )),
