@@ -674,3 +674,69 @@ async fn module_is_fetched_over_tls_when_the_cluster_says_so() {
         weir.log_report()
     );
 }
+
+/// A network (L4) Wasm filter whose remote module could not be fetched: fail closed closes
+/// every connection before the upstream; fail open lets the bytes through without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfetched_network_filter_follows_fail_open() {
+    use weir_tests::tcp_server::{Mode, TcpServer};
+    let server = ModuleServer::start().await;
+    server.answer("/guard.wasm", Answer::Status(500));
+    let (_, sha) = headers_module();
+    for fail_open in [false, true] {
+        let echo = TcpServer::start(Mode::Echo).await;
+        let ports = Ports::new();
+        let mut listener =
+            config::tcp_proxy_listener("tcp_in", ports.http, "tcp_in", "upstream", None);
+        let filter = json!({
+            "name": "envoy.filters.network.wasm",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+                "config": {
+                    "name": "guard",
+                    "vm_config": { "code": remote_code("/guard.wasm", &sha, 0, 50) },
+                    "fail_open": fail_open
+                }
+            }
+        });
+        let chain = &mut listener["filter_chains"][0]["filters"];
+        let tcp_proxy = chain[0].clone();
+        *chain = json!([filter, tcp_proxy]);
+        let config = config::bootstrap(
+            ports.admin,
+            vec![listener],
+            vec![
+                config::static_cluster("upstream", &[echo.addr]),
+                config::static_cluster("modules", &[server.addr]),
+            ],
+        );
+        let _weir = start_with_env(&config, 1, &[]).await;
+
+        let mut stream = tokio::net::TcpStream::connect(ports.http_addr())
+            .await
+            .expect("connect");
+        let _ = stream.write_all(b"ping").await;
+        let mut back = Vec::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            (&mut stream).take(4).read_to_end(&mut back),
+        )
+        .await
+        .expect("answered or closed within 10 s");
+        if fail_open {
+            assert!(read.is_ok(), "{read:?}");
+            assert_eq!(
+                back, b"ping",
+                "fail open: the bytes pass without the filter"
+            );
+            assert_eq!(echo.accepted(), 1);
+        } else {
+            assert!(back.is_empty(), "fail closed: nothing comes back");
+            assert_eq!(
+                echo.accepted(),
+                0,
+                "fail closed: the upstream is never reached"
+            );
+        }
+    }
+}
