@@ -231,14 +231,23 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         // Remote Wasm modules are fetched through those clusters before any worker (and so any
         // listener) starts, as Envoy holds its listeners until they are fetched or their
         // retries run out (then each such plugin follows its fail_open).
+        // Meanwhile the admin listener says INITIALIZING, as Envoy's does.
         weir::wasm::remote::init_stats();
-        weir::wasm::remote::resolve(
-            &config.plugin_handles(),
+        let handles = config.plugin_handles();
+        let resolving = weir::wasm::remote::resolve(
+            &handles,
             &clusters,
             weir::wasm::remote::Phase::Start,
             &config.source,
-        )
-        .await?;
+        );
+        let resolved = match &admin_listener {
+            Some(listener) => tokio::select! {
+                resolved = resolving => resolved,
+                never = Admin::serve_initializing(listener) => match never {},
+            },
+            None => resolving.await,
+        };
+        resolved?;
         let snapshot = Arc::new(Snapshot {
             generation: 0,
             config: config.clone(),

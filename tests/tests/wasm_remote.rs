@@ -542,8 +542,15 @@ async fn listener_is_not_bound_while_its_module_is_being_fetched() {
         refused.is_err(),
         "the listener accepts before its module is there"
     );
+    let (status, body) = weir.admin_get("/ready").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "INITIALIZING\n"),
+        "as Envoy's /ready"
+    );
 
     weir.wait_ready().await;
+    assert_eq!(weir.admin_get("/ready").await, (200, "LIVE\n".to_owned()));
     let resp = send(ports).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.header("x-wasm-response"), "", "fail_open: skipped");

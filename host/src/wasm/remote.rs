@@ -18,8 +18,8 @@
 //!
 //! What happens when the module cannot be had, as Envoy 1.40 does (checked by running it with
 //! the module's server down):
-//! - at start-up the listeners are not bound (connections are refused, `/ready` does not
-//!   answer) while the fetch and its retries run; after the last retry fails they start, and
+//! - at start-up the listeners are not bound (connections are refused; the admin listener's
+//!   `/ready` says 503 `INITIALIZING`) while the fetch and its retries run; after the last retry fails they start, and
 //!   the plugin stays unloaded for the process's life (no fetch is tried again until a reload
 //!   changes the config): with `fail_open` the filter is skipped, otherwise every request
 //!   through its chain gets a 503 (Envoy: 503, details `wasm_fail_stream`) and every
