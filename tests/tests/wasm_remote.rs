@@ -462,11 +462,18 @@ async fn failing_server_at_start_is_retried_then_a_fail_closed_filter_answers_50
         weir.log_report()
     );
 
-    // The server comes back: nothing is fetched until the config changes (as in Envoy).
+    // The server comes back: nothing is fetched by itself (as in Envoy); a reload fetches the
+    // module and swaps it in.
     server.answer("/headers.wasm", Answer::Module(headers_module().0));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(send(ports).await.status, 503);
     assert_eq!(server.requests("/headers.wasm"), 4);
+    let (status, body) = weir.admin_post("/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.requests("/headers.wasm"), 5);
+    let resp = send(ports).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("x-wasm-response"), "200 200", "the module runs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,8 +20,9 @@
 //! the module's server down):
 //! - at start-up the listeners are not bound (connections are refused; the admin listener's
 //!   `/ready` says 503 `INITIALIZING`) while the fetch and its retries run; after the last retry fails they start, and
-//!   the plugin stays unloaded for the process's life (no fetch is tried again until a reload
-//!   changes the config): with `fail_open` the filter is skipped, otherwise every request
+//!   the plugin stays unloaded (nothing is fetched again until the next reload, which fetches
+//!   it and swaps it in once its server is back): with `fail_open` the filter is skipped,
+//!   otherwise every request
 //!   through its chain gets a 503 (Envoy: 503, details `wasm_fail_stream`) and every
 //!   connection through a network filter is closed;
 //! - on a reload (file watch or `POST /reload`) the reload is refused and the running config,
