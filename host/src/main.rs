@@ -279,6 +279,26 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         }
         let clusters = ClusterManager::new(config.clusters.clone())?;
         clusters.start_background();
+        // Remote Wasm modules are fetched through those clusters before any worker (and so any
+        // listener) starts, as Envoy holds its listeners until they are fetched or their
+        // retries run out (then each such plugin follows its fail_open).
+        // Meanwhile the admin listener says INITIALIZING, as Envoy's does.
+        weir::wasm::remote::init_stats();
+        let handles = config.plugin_handles();
+        let resolving = weir::wasm::remote::resolve(
+            &handles,
+            &clusters,
+            weir::wasm::remote::Phase::Start,
+            &config.source,
+        );
+        let resolved = match &admin_listener {
+            Some(listener) => tokio::select! {
+                resolved = resolving => resolved,
+                never = Admin::serve_initializing(listener) => match never {},
+            },
+            None => resolving.await,
+        };
+        resolved?;
         let snapshot = Arc::new(Snapshot {
             generation: 0,
             config: config.clone(),

@@ -63,6 +63,38 @@ impl Admin {
         }
     }
 
+    /// Answers on `listener` while weir initializes (its remote Wasm modules are fetched
+    /// before any listener starts): `/ready` is 503 `INITIALIZING`, as Envoy's, and
+    /// `/stats/prometheus` already shows the fetch stats; anything else is 503 too. Each
+    /// connection is closed after one answer, so no client stays on it after the real admin
+    /// ([`Admin::serve`]) takes the listener over. Runs until dropped.
+    pub async fn serve_initializing(listener: &TcpListener) -> Infallible {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            tokio::spawn(async move {
+                let service = service_fn(|request: Request<Incoming>| async move {
+                    let response = if request.uri().path() == "/stats/prometheus" {
+                        text(StatusCode::OK, Stats::global().prometheus_text())
+                    } else {
+                        text(StatusCode::SERVICE_UNAVAILABLE, "INITIALIZING\n".into())
+                    };
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
     /// `/reload` (which waits for the reload), else [`Admin::handle`].
     async fn respond(&self, request: &Request<Incoming>) -> Response<Body> {
         if request.uri().path() != "/reload" {

@@ -89,6 +89,27 @@ pub struct Config {
     pub overload: overload::OverloadConfig,
 }
 
+impl Config {
+    /// Every Wasm plugin of the config (HTTP filters, upgrade filters, network filters), in
+    /// config order.
+    pub fn plugin_handles(&self) -> Vec<std::sync::Arc<crate::wasm::PluginHandle>> {
+        let http = self.listeners.iter().flat_map(|listener| {
+            let upgrades = listener
+                .http
+                .upgrades
+                .iter()
+                .filter_map(|upgrade| upgrade.filters.as_ref())
+                .flatten();
+            listener.http.http_filters.iter().chain(upgrades)
+        });
+        let network = self
+            .tcp_listeners
+            .iter()
+            .flat_map(|listener| listener.proxy.network_filters.iter());
+        http.chain(network).cloned().collect()
+    }
+}
+
 /// A listener whose filter chain is a `tcp_proxy`.
 #[derive(Debug, Clone)]
 pub struct TcpListenerConfig {
@@ -433,6 +454,7 @@ fn tcp_listener_config(
         network_filters.push(load_plugin(
             wasm_config,
             &format!("{filter_path}.typed_config"),
+            clusters,
             node,
         )?);
     }
@@ -648,13 +670,19 @@ fn http_manager_config(
     clusters: &[&str],
     node: &crate::wasm::NodeInfo,
 ) -> Result<HttpManagerConfig, FieldError> {
-    let http_filters = http_filters(&hcm.http_filters, &format!("{path}.http_filters"), node)?;
+    let http_filters = http_filters(
+        &hcm.http_filters,
+        &format!("{path}.http_filters"),
+        clusters,
+        node,
+    )?;
     let mut upgrades = Vec::new();
     for (u, upgrade) in hcm.upgrade_configs.iter().enumerate() {
         let filters = match &upgrade.filters {
             Some(filters) => Some(self::http_filters(
                 filters,
                 &format!("{path}.upgrade_configs[{u}].filters"),
+                clusters,
                 node,
             )?),
             None => None,
@@ -766,6 +794,7 @@ fn strip_port(
 pub fn http_filters(
     filters: &[typed::HttpFilter],
     path: &str,
+    clusters: &[&str],
     node: &crate::wasm::NodeInfo,
 ) -> Result<Vec<std::sync::Arc<crate::wasm::PluginHandle>>, FieldError> {
     let mut plugins = Vec::new();
@@ -782,7 +811,7 @@ pub fn http_filters(
             }
             HttpFilterConfig::Wasm(wasm_config) => {
                 let typed_path = format!("{filter_path}.typed_config");
-                plugins.push(load_plugin(wasm_config, &typed_path, node)?);
+                plugins.push(load_plugin(wasm_config, &typed_path, clusters, node)?);
             }
         }
     }
@@ -791,13 +820,19 @@ pub fn http_filters(
 
 /// Loads the plugin of one Wasm filter (HTTP or network; the config has the same shape) whose
 /// `typed_config` is at `typed_path`: its module is read, compiled and started once, so a
-/// module that fails is a config error naming the field.
+/// module that fails is a config error naming the field. A module with remote code is only
+/// checked here and left pending: [`crate::wasm::remote::resolve`] fetches it once the
+/// clusters (`clusters` are their names) exist.
 fn load_plugin(
     wasm_config: &wasm::WasmFilterConfig,
     typed_path: &str,
+    clusters: &[&str],
     node: &crate::wasm::NodeInfo,
 ) -> Result<std::sync::Arc<crate::wasm::PluginHandle>, FieldError> {
     let spec = wasm::plugin_spec(wasm_config, typed_path, node)?;
+    if let Some(remote) = wasm::remote_code(wasm_config, typed_path, clusters)? {
+        return Ok(crate::wasm::PluginHandle::remote(spec, remote));
+    }
     let source = spec.source.clone();
     let code_hash = <sha2::Sha256 as sha2::Digest>::digest(&spec.code).into();
     let plugin = crate::wasm::Plugin::load(spec)

@@ -6,6 +6,7 @@
 //! on wasmtime).
 
 use super::FieldError;
+use super::duration::ConfigDuration;
 use super::schema::DataSource;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -33,7 +34,9 @@ pub struct PluginConfig {
     /// Handed to `proxy_on_configure`.
     #[serde(default)]
     pub configuration: Option<Value>,
-    /// On a VM failure, pass the stream through instead of answering 500.
+    /// On a VM failure, pass the stream through instead of answering 500. For remote code
+    /// that could not be fetched at start-up (see [`crate::wasm::remote`]): skip the filter
+    /// instead of answering 503 to every stream, as Envoy does.
     #[serde(default)]
     pub fail_open: bool,
     /// Envoy's newer spelling: `FAIL_CLOSED` (default), `FAIL_OPEN`, `FAIL_RELOAD`.
@@ -70,16 +73,68 @@ pub struct VmConfig {
     pub environment_variables: Option<Value>,
 }
 
-/// `config.core.v3.AsyncDataSource`: only `local` is supported.
+/// `config.core.v3.AsyncDataSource`: a local file or inline bytes, or a module fetched over
+/// HTTP through one of weir's clusters ([`RemoteDataSource`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AsyncDataSource {
     /// A file or inline bytes.
     #[serde(default)]
     pub local: Option<DataSource>,
-    /// A remote fetch (not supported).
+    /// A module fetched from `http_uri` and checked against `sha256`.
     #[serde(default)]
-    pub remote: Option<Value>,
+    pub remote: Option<RemoteDataSource>,
+}
+
+/// `config.core.v3.RemoteDataSource`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteDataSource {
+    /// Where the module is, and the cluster the GET goes through.
+    pub http_uri: HttpUri,
+    /// The module's SHA-256 as 64 hex digits. Envoy requires it; so does weir (a module
+    /// fetched without one could be anything).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Retries of a failed fetch (default: 1 retry, back-off base 1 s, max 10 s).
+    #[serde(default)]
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+/// `config.core.v3.HttpUri`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpUri {
+    /// `http://host[:port]/path`: the path (and query) and authority of the GET.
+    pub uri: String,
+    /// The cluster that serves it (its endpoints, TLS and pools).
+    pub cluster: String,
+    /// The limit of one attempt (required, as in Envoy; zero: weir's ceiling of 5 minutes).
+    #[serde(default)]
+    pub timeout: Option<ConfigDuration>,
+}
+
+/// `config.core.v3.RetryPolicy` (the fields a remote data source uses).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Jittered exponential back-off between attempts.
+    #[serde(default)]
+    pub retry_back_off: Option<BackoffStrategy>,
+    /// Retries after the first attempt (default 1).
+    #[serde(default)]
+    pub num_retries: Option<u32>,
+}
+
+/// `config.core.v3.BackoffStrategy`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffStrategy {
+    /// The first retry waits a random time below this; each next one below twice as much.
+    pub base_interval: ConfigDuration,
+    /// The most any wait may be drawn from (default 10 x `base_interval`).
+    #[serde(default)]
+    pub max_interval: Option<ConfigDuration>,
 }
 
 /// Reads a plugin's config into what the Wasm host needs; `path` is the filter's
@@ -95,10 +150,12 @@ pub fn plugin_spec(
     let code_path = format!("{path}.config.vm_config.code");
     let code = match (&vm.code.local, &vm.code.remote) {
         (Some(local), None) => module_bytes(local, &format!("{code_path}.local"))?,
+        // Fetched later, through the clusters ([`remote_code`], [`crate::wasm::remote`]).
+        (None, Some(_)) => Vec::new(),
         _ => {
             return Err(FieldError::new(
                 code_path,
-                "expected code.local with a filename or inline_bytes; remote code is not supported",
+                "expected exactly one of code.local (filename or inline_bytes) and code.remote (http_uri and sha256)",
             ));
         }
     };
@@ -138,6 +195,100 @@ pub fn plugin_spec(
             .and_then(|local| local.filename.as_ref())
             .map(std::path::PathBuf::from),
     })
+}
+
+/// Reads `vm_config.code.remote` of the plugin (at `path`, the filter's `typed_config`) into
+/// what the fetcher needs; `None` for local code. `clusters` are the configured cluster names
+/// (`http_uri.cluster` must be one). The module itself is fetched once the clusters exist
+/// ([`crate::wasm::remote::resolve`]), never here: parsing a config does no I/O on the network.
+pub fn remote_code(
+    filter: &WasmFilterConfig,
+    path: &str,
+    clusters: &[&str],
+) -> Result<Option<crate::wasm::remote::RemoteCode>, FieldError> {
+    let Some(remote) = &filter.config.vm_config.code.remote else {
+        return Ok(None);
+    };
+    let path = format!("{path}.config.vm_config.code.remote");
+    let uri_path = format!("{path}.http_uri.uri");
+    let source = crate::wasm::remote::ModuleSource::parse(&remote.http_uri.uri)
+        .map_err(|reason| FieldError::new(&uri_path, reason))?;
+    let cluster = &remote.http_uri.cluster;
+    if !clusters.contains(&cluster.as_str()) {
+        return Err(FieldError::new(
+            format!("{path}.http_uri.cluster"),
+            format!("unknown cluster {cluster:?}; defined clusters: {clusters:?}"),
+        ));
+    }
+    let timeout = remote.http_uri.timeout.ok_or_else(|| {
+        FieldError::new(
+            format!("{path}.http_uri.timeout"),
+            "required: the limit of one fetch attempt, e.g. \"10s\"",
+        )
+    })?;
+    let sha256 = match remote.sha256.as_deref() {
+        None | Some("") => {
+            return Err(FieldError::new(
+                format!("{path}.sha256"),
+                "required: the module's SHA-256 (64 hex digits); a remote module is only run when its digest matches",
+            ));
+        }
+        Some(text) => crate::wasm::remote::parse_sha256(text)
+            .map_err(|reason| FieldError::new(format!("{path}.sha256"), reason))?,
+    };
+    let retry = retry_policy(
+        remote.retry_policy.as_ref(),
+        &format!("{path}.retry_policy"),
+    )?;
+    Ok(Some(crate::wasm::remote::RemoteCode {
+        source,
+        uri: remote.http_uri.uri.clone(),
+        cluster: cluster.clone(),
+        timeout: timeout.get(),
+        sha256,
+        retry,
+        path,
+    }))
+}
+
+/// Envoy's defaults for a remote data source: 1 retry, back-off base 1 s, max 10 x base.
+fn retry_policy(
+    policy: Option<&RetryPolicy>,
+    path: &str,
+) -> Result<crate::wasm::remote::Retry, FieldError> {
+    use std::time::Duration;
+    let mut retry = crate::wasm::remote::Retry {
+        num_retries: 1,
+        base_interval: Duration::from_secs(1),
+        max_interval: Duration::from_secs(10),
+    };
+    let Some(policy) = policy else {
+        return Ok(retry);
+    };
+    if let Some(n) = policy.num_retries {
+        retry.num_retries = n.min(crate::wasm::remote::MAX_RETRIES);
+    }
+    if let Some(back_off) = &policy.retry_back_off {
+        let base = back_off.base_interval.get();
+        if base.is_zero() {
+            return Err(FieldError::new(
+                format!("{path}.retry_back_off.base_interval"),
+                "must be greater than zero",
+            ));
+        }
+        let max = back_off
+            .max_interval
+            .map_or(base.saturating_mul(10), ConfigDuration::get);
+        if max < base {
+            return Err(FieldError::new(
+                format!("{path}.retry_back_off.max_interval"),
+                "must be greater than or equal to base_interval",
+            ));
+        }
+        retry.base_interval = base;
+        retry.max_interval = max;
+    }
+    Ok(retry)
 }
 
 fn module_bytes(source: &DataSource, path: &str) -> Result<Vec<u8>, FieldError> {

@@ -6,7 +6,9 @@
 //! request path, one at a time:
 //!
 //! 1. read and check the file and load every Wasm plugin (compile through the module cache,
-//!    link, start a test VM: `proxy_on_vm_start`, `proxy_on_configure`), as at start-up;
+//!    link, start a test VM: `proxy_on_vm_start`, `proxy_on_configure`), as at start-up; a
+//!    plugin with remote code is fetched (when its sha256 is not in the module store) through
+//!    the new clusters after step 3 ([`crate::wasm::remote`]);
 //! 2. refuse changes that need a restart ([`restart_needed`]: listeners, admin);
 //! 3. build the clusters: an unchanged cluster is carried over as it is (pools, health and
 //!    circuit breakers included), a changed or new one is built afresh;
@@ -279,6 +281,16 @@ impl Reloader {
         .await
         .map_err(|e| ReloadError::Task(e.to_string()))?;
         let (config, config_hash, clusters) = built?;
+        // Remote Wasm modules, through the new snapshot's clusters (a module whose sha256 is
+        // already in the store is not fetched again); one that cannot be had refuses the reload.
+        crate::wasm::remote::resolve(
+            &config.plugin_handles(),
+            &clusters,
+            crate::wasm::remote::Phase::Reload,
+            &config.source,
+        )
+        .await
+        .map_err(ReloadError::Config)?;
         let clusters_kept = config
             .clusters
             .iter()

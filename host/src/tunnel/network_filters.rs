@@ -48,23 +48,21 @@ const READ_SIZE: usize = 64 * 1024;
 /// The network filters of one tcp_proxy listener on one worker.
 pub struct NetworkFilters {
     slots: Vec<Arc<VmSlot>>,
+    /// A plugin that is not loaded and fails closed: every connection is closed.
+    unloaded: Option<String>,
 }
 
 impl NetworkFilters {
     /// Filters running `plugins` in order, each in its own VM on this worker, with callouts
     /// through `pools`. Call on the worker's runtime (the VMs' timers start there).
     pub fn new(plugins: &[Arc<PluginHandle>], pools: &WorkerPools) -> NetworkFilters {
-        NetworkFilters {
-            slots: plugins
-                .iter()
-                .map(|plugin| VmSlot::new(plugin.clone(), pools.clone()))
-                .collect(),
-        }
+        let (slots, unloaded) = crate::wasm::slots_of(plugins, pools);
+        NetworkFilters { slots, unloaded }
     }
 
     /// Whether there is none (then the connection may be spliced in the kernel).
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.slots.is_empty() && self.unloaded.is_none()
     }
 
     /// Creates each filter's context for a new connection (`source` the client, `destination`
@@ -76,6 +74,13 @@ impl NetworkFilters {
         source: SocketAddr,
         destination: SocketAddr,
     ) -> Option<FilteredConnection> {
+        if let Some(plugin) = &self.unloaded {
+            tracing::debug!(
+                plugin,
+                "Wasm plugin not loaded and fail closed: connection closed"
+            );
+            return None;
+        }
         let info = StreamInfo {
             source,
             destination,
@@ -612,7 +617,13 @@ mod tests {
 
     #[test]
     fn no_plugins_is_empty() {
-        assert!(NetworkFilters { slots: Vec::new() }.is_empty());
+        assert!(
+            NetworkFilters {
+                slots: Vec::new(),
+                unloaded: None
+            }
+            .is_empty()
+        );
     }
 
     /// A network filter in WAT: `downstream` and `upstream` are the bodies of its data

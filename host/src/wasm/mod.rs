@@ -11,6 +11,8 @@
 //!   (`state.rs`, `context.rs`) they act on;
 //! - [`PluginHandle`]: a plugin as a config snapshot holds it, with its module's file (hot
 //!   reload swaps whole snapshots: see [`crate::reload`]);
+//! - [`remote`]: `vm_config.code.remote` modules fetched through a cluster, checked by
+//!   sha256 and kept by digest; what a listener does while one cannot be had;
 //! - `callout.rs`: `proxy_http_call` requests sent through the worker's pools;
 //! - `shared.rs`, `metrics.rs`, `properties.rs`: process-wide shared data and queues, plugin
 //!   metrics, and the properties a module may read.
@@ -27,6 +29,7 @@ mod metrics;
 pub mod module_cache;
 mod plugin;
 mod properties;
+pub mod remote;
 mod shared;
 mod slot;
 mod state;
@@ -38,7 +41,7 @@ pub use context::{
 };
 pub use engine::Limits;
 pub use plugin::{AbiVersion, NodeInfo, Plugin, PluginHandle, PluginSpec};
-pub use slot::{SlotError, StreamHandle, VmSlot};
+pub use slot::{SlotError, StreamHandle, VmSlot, slots_of};
 pub use vm::{Direction, Side};
 
 /// Why a plugin could not be loaded or a call into it failed.

@@ -139,11 +139,7 @@ impl Plugin {
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| WasmError::Instantiate(format!("{e:#}")))?;
-        let name = [&spec.name, &spec.root_id, &spec.vm_id]
-            .into_iter()
-            .find(|n| !n.is_empty())
-            .cloned()
-            .unwrap_or_else(|| "wasm".to_string());
+        let name = display_name(&spec);
         let plugin = Arc::new(Plugin {
             failures: super::metrics::vm_failures(&name),
             info: Arc::new(PluginInfo {
@@ -212,20 +208,46 @@ impl Plugin {
 /// A configured plugin as a config snapshot holds it: the loaded plugin and the file its module
 /// came from. The file is one of those the config reloader watches ([`crate::reload`]); a
 /// change builds a whole new snapshot, with new handles, rather than changing this one.
+///
+/// A plugin whose code is remote ([`PluginHandle::remote`]) is pending until
+/// [`super::remote::resolve`] fetches and loads it (before any worker sees the snapshot), and
+/// stays unloaded if its module could not be fetched at start-up: then its chains follow
+/// `fail_open` ([`PluginHandle::current`] is `None`).
 pub struct PluginHandle {
-    plugin: Arc<Plugin>,
+    /// `Some(plugin)` once loaded, `None` when it failed to load; unset while pending.
+    state: std::sync::OnceLock<Option<Arc<Plugin>>>,
+    /// The spec of a pending remote plugin, taken when it is resolved.
+    pending: std::sync::Mutex<Option<PluginSpec>>,
+    /// Where its remote code is.
+    remote: Option<super::remote::RemoteCode>,
+    /// Its name in logs, known before it loads.
+    name: String,
+    /// Its `fail_open`, known before it loads.
+    fail_open: bool,
     source: Option<std::path::PathBuf>,
-    /// SHA-256 of the module's bytes as loaded.
+    /// SHA-256 of the module's bytes as loaded (for remote code: the config's `sha256`).
     code_hash: [u8; 32],
 }
 
 impl std::fmt::Debug for PluginHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginHandle")
-            .field("plugin", &self.plugin)
+            .field("name", &self.name)
+            .field("plugin", &self.state.get())
             .field("source", &self.source)
+            .field("remote", &self.remote.as_ref().map(|r| &r.uri))
             .finish()
     }
+}
+
+/// The name in logs and metrics of the plugin of `spec`: `config.name`, else the root id, else
+/// the VM id.
+fn display_name(spec: &PluginSpec) -> String {
+    [&spec.name, &spec.root_id, &spec.vm_id]
+        .into_iter()
+        .find(|n| !n.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "wasm".to_string())
 }
 
 impl PluginHandle {
@@ -237,15 +259,66 @@ impl PluginHandle {
         code_hash: [u8; 32],
     ) -> Arc<Self> {
         Arc::new(PluginHandle {
-            plugin,
+            name: plugin.name().to_owned(),
+            fail_open: plugin.fail_open(),
+            state: std::sync::OnceLock::from(Some(plugin)),
+            pending: std::sync::Mutex::new(None),
+            remote: None,
             source,
             code_hash,
         })
     }
 
-    /// The plugin.
-    pub fn current(&self) -> Arc<Plugin> {
-        self.plugin.clone()
+    /// A pending handle for the plugin of `spec` (its `code` empty), whose module is fetched
+    /// from `remote` by [`super::remote::resolve`].
+    pub fn remote(spec: PluginSpec, remote: super::remote::RemoteCode) -> Arc<Self> {
+        Arc::new(PluginHandle {
+            name: display_name(&spec),
+            fail_open: spec.fail_open,
+            state: std::sync::OnceLock::new(),
+            pending: std::sync::Mutex::new(Some(spec)),
+            code_hash: remote.sha256,
+            remote: Some(remote),
+            source: None,
+        })
+    }
+
+    /// The plugin; `None` while its remote module is pending or after it failed to load.
+    pub fn current(&self) -> Option<Arc<Plugin>> {
+        self.state.get().cloned().flatten()
+    }
+
+    /// The plugin's name in logs and metrics.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether streams pass through when the plugin fails (or is not loaded).
+    pub fn fail_open(&self) -> bool {
+        self.fail_open
+    }
+
+    /// Where its remote code is, when it has some.
+    pub fn remote_code(&self) -> Option<&super::remote::RemoteCode> {
+        self.remote.as_ref()
+    }
+
+    /// The spec of a pending remote plugin (once: the caller loads it).
+    pub(crate) fn take_pending(&self) -> Option<PluginSpec> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Its remote module was fetched and loaded.
+    pub(crate) fn set_loaded(&self, plugin: Arc<Plugin>) {
+        let _ = self.state.set(Some(plugin));
+    }
+
+    /// Its remote module could not be had: it stays unloaded.
+    pub(crate) fn set_failed(&self) {
+        let _ = self.state.set(None);
     }
 
     /// The module's file, when the config named one.

@@ -46,34 +46,59 @@ struct SlotInner {
     tick_task: Option<tokio::task::AbortHandle>,
 }
 
+/// The slots of a chain's `plugins` on this worker, in order, and the name of the first
+/// plugin that is not loaded and does not fail open, if any: its chain refuses every stream
+/// (Envoy answers 503). A plugin that is not loaded and fails open is left out of the chain,
+/// as Envoy skips it. (Only a remote module that could not be fetched at start-up leaves a
+/// plugin unloaded: see [`super::remote`].)
+pub fn slots_of(
+    plugins: &[Arc<PluginHandle>],
+    pools: &WorkerPools,
+) -> (Vec<Arc<VmSlot>>, Option<String>) {
+    let mut slots = Vec::with_capacity(plugins.len());
+    let mut refused = None;
+    for handle in plugins {
+        match VmSlot::new(handle, pools.clone()) {
+            Some(slot) => slots.push(slot),
+            None if handle.fail_open() => {}
+            None => {
+                refused.get_or_insert_with(|| handle.name().to_owned());
+            }
+        }
+    }
+    (slots, refused)
+}
+
 /// A plugin's VM on one worker.
 pub struct VmSlot {
-    handle: Arc<PluginHandle>,
+    plugin: Arc<Plugin>,
     pools: WorkerPools,
     inner: Mutex<SlotInner>,
 }
 
 impl VmSlot {
     /// A slot for the plugin of `handle` whose callouts go through `pools`; starts the VM now
-    /// (a failure is logged and counted, and the next stream tries again).
-    pub fn new(handle: Arc<PluginHandle>, pools: WorkerPools) -> Arc<VmSlot> {
+    /// (a failure is logged and counted, and the next stream tries again). `None` when the
+    /// plugin is not loaded (remote code that could not be fetched: see [`slots_of`]).
+    pub fn new(handle: &PluginHandle, pools: WorkerPools) -> Option<Arc<VmSlot>> {
+        let plugin = handle.current()?;
         let slot = Arc::new(VmSlot {
             inner: Mutex::new(SlotInner {
                 vm: None,
-                plugin: handle.current(),
+                plugin: plugin.clone(),
                 generation: 0,
                 tick_task: None,
             }),
-            handle,
+            plugin,
             pools,
         });
         let _ = slot.with_vm(None, |_| Ok(()));
-        slot
+        Some(slot)
     }
 
     /// The plugin it runs.
     pub fn plugin(&self) -> Arc<Plugin> {
-        self.handle.current()
+        self.plugin.clone()
     }
 
     /// Runs `f` on a VM. Without `generation` (a new stream), on the current VM, created if

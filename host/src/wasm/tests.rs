@@ -280,7 +280,7 @@ static_resources:
     let loaded = crate::config::load_str(&config(&typed_struct), "t.yaml").expect("config");
     let plugins = &loaded.listeners[0].http.http_filters;
     assert_eq!(plugins.len(), 1);
-    assert_eq!(plugins[0].current().name(), "inline");
+    assert_eq!(plugins[0].name(), "inline");
 
     let missing = r#"          - name: envoy.filters.http.wasm
             typed_config:

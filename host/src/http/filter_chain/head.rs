@@ -293,6 +293,12 @@ pub(super) fn failure_response() -> Response<Body> {
     text_response(StatusCode::INTERNAL_SERVER_ERROR, "wasm filter failed\n")
 }
 
+/// A plugin of the chain is not loaded (its remote module could not be fetched) and does not
+/// fail open: Envoy answers 503 (`wasm_fail_stream`).
+pub(super) fn unloaded_response() -> Response<Body> {
+    text_response(StatusCode::SERVICE_UNAVAILABLE, "wasm filter not loaded\n")
+}
+
 /// A filter paused a request body past `per_connection_buffer_limit_bytes`.
 pub(super) fn payload_too_large() -> Response<Body> {
     text_response(StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n")

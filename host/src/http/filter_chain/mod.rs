@@ -60,6 +60,8 @@ pub use upgraded_payload::{PayloadFilters, PayloadFollows};
 /// The filters of one chain on one worker.
 pub struct FilterChain {
     slots: Vec<Arc<VmSlot>>,
+    /// A plugin that is not loaded and fails closed: every stream gets a 503.
+    unloaded: Option<String>,
     /// Most body bytes one filter may hold paused (the listener's
     /// `per_connection_buffer_limit_bytes`).
     buffer_limit: usize,
@@ -78,11 +80,10 @@ impl FilterChain {
         pools: &WorkerPools,
         buffer_limit: usize,
     ) -> FilterChain {
+        let (slots, unloaded) = crate::wasm::slots_of(plugins, pools);
         FilterChain {
-            slots: plugins
-                .iter()
-                .map(|plugin| VmSlot::new(plugin.clone(), pools.clone()))
-                .collect(),
+            slots,
+            unloaded,
             buffer_limit,
         }
     }
@@ -91,13 +92,14 @@ impl FilterChain {
     pub fn empty() -> FilterChain {
         FilterChain {
             slots: Vec::new(),
+            unloaded: None,
             buffer_limit: DEFAULT_BUFFER_LIMIT,
         }
     }
 
     /// Whether there is nothing to run (then [`FilterChain::run`] need not be called).
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.slots.is_empty() && self.unloaded.is_none()
     }
 
     /// Whether a plugin of the chain may read bodies ([`crate::wasm::Plugin::reads_bodies`]):
@@ -126,6 +128,13 @@ impl FilterChain {
         F: FnOnce(Request<Body>) -> Fut,
         Fut: Future<Output = Response<Body>>,
     {
+        if let Some(plugin) = &self.unloaded {
+            tracing::debug!(
+                plugin,
+                "Wasm plugin not loaded and fail closed: 503 (wasm_fail_stream)"
+            );
+            return head::unloaded_response();
+        }
         let info = StreamInfo {
             source: conn.remote,
             destination: conn.local,

@@ -1,0 +1,826 @@
+//! Remote Wasm code: `vm_config.code.remote` (Envoy's `config.core.v3.RemoteDataSource`),
+//! fetched with an HTTP GET through one of weir's own clusters and run only when its SHA-256
+//! is the one the config gives.
+//!
+//! When: parsing a config does no network I/O; a plugin with remote code is left pending
+//! ([`crate::wasm::PluginHandle::remote`]). Once the snapshot's clusters exist, [`resolve`]
+//! fetches every pending module on the calling (main) runtime, through a [`WorkerPools`] of
+//! those clusters (so the cluster's endpoints, load balancing, TLS and circuit breakers
+//! apply), compiles it on the blocking pool and loads the plugin. Worker threads never wait on
+//! it: at start-up the workers, and so the listeners, start only after [`resolve`] is done.
+//!
+//! A fetch: `GET path?query` with `host: authority` of `http_uri.uri`, answered 200 within
+//! `http_uri.timeout` (per attempt), a body of at most
+//! [`crate::config::file::MAX_WASM_MODULE_BYTES`], whose SHA-256 is `sha256`. A failed attempt
+//! is retried `retry_policy.num_retries` times (default 1) after a jittered exponential
+//! back-off: retry `n` (from 0) waits a random time below `min(base_interval * 2^n,
+//! max_interval)` (defaults 1 s and 10 x base), as Envoy's `RemoteAsyncDataProvider` does.
+//!
+//! What happens when the module cannot be had, as Envoy 1.40 does (checked by running it with
+//! the module's server down):
+//! - at start-up the listeners are not bound (connections are refused; the admin listener's
+//!   `/ready` says 503 `INITIALIZING`) while the fetch and its retries run; after the last retry fails they start, and
+//!   the plugin stays unloaded (nothing is fetched again until the next reload, which fetches
+//!   it and swaps it in once its server is back): with `fail_open` the filter is skipped,
+//!   otherwise every request
+//!   through its chain gets a 503 (Envoy: 503, details `wasm_fail_stream`) and every
+//!   connection through a network filter is closed;
+//! - on a reload (file watch or `POST /reload`) the reload is refused and the running config,
+//!   with its old module, keeps serving (weir's rule for any config error on reload).
+//!
+//! A module whose digest differs is refused with a `warn` log line naming the URI, the
+//! expected and the actual digest, and counts as a failed attempt (Envoy retries it too).
+//!
+//! Fetched modules are kept by digest: in memory (the digests the last resolved config uses)
+//! and on disk as `<wasm cache dir>/modules/<sha256>.wasm`, checked against the digest on every
+//! read (a file that does not match is deleted and fetched again). So a reload, or the file
+//! watcher reloading the config, fetches only when a `sha256` in the config changes.
+//!
+//! Stats (Envoy's names under `wasm.`, on `/stats/prometheus` as `weir_wasm_<name>`):
+//! `remote_load_cache_hits`, `remote_load_cache_misses`, `remote_load_fetch_successes`,
+//! `remote_load_fetch_failures` (one per fetch that failed after its retries), and the gauge
+//! `remote_load_cache_entries` (modules kept in memory).
+
+use super::plugin::{Plugin, PluginHandle};
+use crate::config::ConfigError;
+use crate::config::file::MAX_WASM_MODULE_BYTES;
+use crate::upstream::{ClusterManager, WorkerPools};
+use http_body_util::BodyExt as _;
+use prometheus::{IntCounter, IntGauge};
+use sha2::{Digest as _, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
+
+/// The most `retry_policy.num_retries` weir honours: a config cannot stall start-up for
+/// longer than this many back-offs (each at most `max_interval`).
+pub const MAX_RETRIES: u32 = 20;
+
+/// The limit of one attempt whose `http_uri.timeout` is zero (Envoy: no limit).
+const ZERO_TIMEOUT_CEILING: Duration = Duration::from_secs(300);
+
+/// Where a module comes from, by the scheme of `http_uri.uri`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleSource {
+    /// `http://` or `https://`: a GET through the cluster (its transport socket decides TLS).
+    Http {
+        /// The `host` header.
+        authority: String,
+        /// The request target.
+        path_and_query: String,
+    },
+    /// `oci://REFERENCE`: an OCI image (the reference, without `oci://`).
+    Oci(String),
+}
+
+impl ModuleSource {
+    /// Reads `uri`; the message says what is wrong with it.
+    pub fn parse(uri: &str) -> Result<ModuleSource, String> {
+        if let Some(reference) = uri.strip_prefix("oci://") {
+            if reference.is_empty() {
+                return Err("expected oci://registry/repository[:tag][@sha256:...]".into());
+            }
+            return Ok(ModuleSource::Oci(reference.to_owned()));
+        }
+        let parsed: http::Uri = uri
+            .parse()
+            .map_err(|e| format!("not a valid URI ({e}); expected http://host[:port]/path"))?;
+        match parsed.scheme_str() {
+            Some("http" | "https") => {}
+            _ => {
+                return Err(format!(
+                    "unsupported scheme in {uri:?}; expected http://, https:// or oci://"
+                ));
+            }
+        }
+        let authority = parsed
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| format!("no host in {uri:?}; expected http://host[:port]/path"))?;
+        let path_and_query = parsed
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        Ok(ModuleSource::Http {
+            authority,
+            path_and_query,
+        })
+    }
+}
+
+/// The retry policy of a fetch (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Retries after the first attempt.
+    pub num_retries: u32,
+    /// Back-off base.
+    pub base_interval: Duration,
+    /// Back-off ceiling.
+    pub max_interval: Duration,
+}
+
+impl Retry {
+    /// The wait before retry `n` (0 for the first): random below `min(base * 2^n, max)`.
+    pub fn back_off(&self, n: u32) -> Duration {
+        let ceiling = self
+            .base_interval
+            .saturating_mul(1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX))
+            .min(self.max_interval);
+        let ceiling_us = u64::try_from(ceiling.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Duration::from_micros(rand::random::<u64>() % ceiling_us)
+    }
+}
+
+/// A plugin's `vm_config.code.remote`, checked ([`crate::config::wasm::remote_code`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCode {
+    /// How to get it.
+    pub source: ModuleSource,
+    /// `http_uri.uri` as written (for logs).
+    pub uri: String,
+    /// `http_uri.cluster`.
+    pub cluster: String,
+    /// `http_uri.timeout`: the limit of one attempt (zero: [`ZERO_TIMEOUT_CEILING`]).
+    pub timeout: Duration,
+    /// `sha256`.
+    pub sha256: [u8; 32],
+    /// `retry_policy`.
+    pub retry: Retry,
+    /// The field path of `code.remote`, for errors.
+    pub path: String,
+}
+
+impl RemoteCode {
+    fn attempt_timeout(&self) -> Duration {
+        if self.timeout.is_zero() {
+            ZERO_TIMEOUT_CEILING
+        } else {
+            self.timeout
+        }
+    }
+}
+
+/// Reads a SHA-256 written as 64 hex digits (either case).
+pub fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let text = text.trim();
+    let expected = || format!("expected 64 hex digits, got {text:?}");
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(expected());
+    }
+    let mut digest = [0u8; 32];
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| expected())?;
+    }
+    Ok(digest)
+}
+
+/// `digest` as 64 lower-case hex digits.
+pub fn hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why one fetch attempt failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    /// No answer from the cluster (no healthy host, connect failure, reset, ...).
+    #[error("request through cluster {cluster:?} failed: {reason}")]
+    Upstream {
+        /// `http_uri.cluster`.
+        cluster: String,
+        /// Why.
+        reason: String,
+    },
+    /// The answer was not 200.
+    #[error("answered {0}, expected 200")]
+    Status(u16),
+    /// The body passed the limit.
+    #[error("the module is larger than {0} bytes, the most weir fetches")]
+    TooLarge(u64),
+    /// The body failed part way.
+    #[error("the body failed: {0}")]
+    Body(String),
+    /// The attempt ran past `http_uri.timeout`.
+    #[error("no whole answer within {0:?} (http_uri.timeout)")]
+    Timeout(Duration),
+    /// The body's SHA-256 is not the config's.
+    #[error("sha256 {actual} differs from the configured {expected}")]
+    Digest {
+        /// The config's digest.
+        expected: String,
+        /// The body's.
+        actual: String,
+    },
+    /// The source cannot be fetched by this build at all (a config error, never retried).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Start-up or reload: what a module that cannot be had does (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The plugin stays unloaded and its chains follow `fail_open`.
+    Start,
+    /// The reload is refused.
+    Reload,
+}
+
+/// Fetches (or takes from the store) the module of every pending plugin in `handles` through
+/// `clusters`, and loads it. Call on the main runtime, before the snapshot holding `handles`
+/// is handed to the workers. An error is a config error of `file`: a source this build cannot
+/// fetch, a fetched module that does not load, or (on [`Phase::Reload`]) a module that could
+/// not be fetched.
+pub async fn resolve(
+    handles: &[Arc<PluginHandle>],
+    clusters: &Arc<ClusterManager>,
+    phase: Phase,
+    file: &str,
+) -> Result<(), ConfigError> {
+    let stats = RemoteStats::global();
+    let config_error = |path: &str, message: String| ConfigError {
+        file: file.to_owned(),
+        path: path.to_owned(),
+        message,
+    };
+    let pools = WorkerPools::new(clusters.clone());
+    // Within one resolve, a digest that failed is not fetched again for a second plugin.
+    let mut failed: HashMap<[u8; 32], FetchError> = HashMap::new();
+    let mut used = HashSet::new();
+    for handle in handles {
+        let Some(code) = handle.remote_code() else {
+            continue;
+        };
+        let Some(mut spec) = handle.take_pending() else {
+            continue;
+        };
+        used.insert(code.sha256);
+        let fetched = match failed.get(&code.sha256) {
+            Some(error) => Err(error.clone()),
+            None => obtain(code, &pools, stats).await,
+        };
+        match fetched {
+            Ok(bytes) => {
+                spec.code = bytes.as_ref().clone();
+                let loaded = tokio::task::spawn_blocking(move || Plugin::load(spec)).await;
+                match loaded {
+                    Ok(Ok(plugin)) => handle.set_loaded(plugin),
+                    Ok(Err(error)) => {
+                        return Err(config_error(
+                            &code.path,
+                            format!(
+                                "the module fetched from {} does not load: {error}",
+                                code.uri
+                            ),
+                        ));
+                    }
+                    Err(error) => {
+                        return Err(config_error(
+                            &code.path,
+                            format!("loading the module failed: {error}"),
+                        ));
+                    }
+                }
+            }
+            Err(FetchError::Unsupported(reason)) => {
+                return Err(config_error(&format!("{}.http_uri.uri", code.path), reason));
+            }
+            Err(error) => match phase {
+                Phase::Start => {
+                    let fail_open = handle.fail_open();
+                    tracing::error!(
+                        plugin = handle.name(),
+                        uri = %code.uri,
+                        cluster = %code.cluster,
+                        fail_open,
+                        %error,
+                        "Wasm module not fetched after {} attempt(s); the plugin stays unloaded: {}",
+                        code.retry.num_retries + 1,
+                        if fail_open {
+                            "its filter is skipped (fail_open)"
+                        } else {
+                            "its chain answers 503 (fail closed)"
+                        }
+                    );
+                    handle.set_failed();
+                    failed.insert(code.sha256, error);
+                }
+                Phase::Reload => {
+                    return Err(config_error(
+                        &code.path,
+                        format!(
+                            "cannot fetch the Wasm module from {} through cluster {:?}: {error}",
+                            code.uri, code.cluster
+                        ),
+                    ));
+                }
+            },
+        }
+    }
+    let mut memory = MEMORY.lock().unwrap_or_else(PoisonError::into_inner);
+    memory.retain(|digest, _| used.contains(digest));
+    stats.cache_entries.set(memory.len() as i64);
+    Ok(())
+}
+
+/// Module bytes by SHA-256.
+type ModulesByDigest = HashMap<[u8; 32], Arc<Vec<u8>>>;
+
+/// Modules fetched, by digest: those the last resolved config uses.
+static MEMORY: LazyLock<Mutex<ModulesByDigest>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The module of `code`: from memory, from the disk store, or fetched (and then stored).
+async fn obtain(
+    code: &RemoteCode,
+    pools: &WorkerPools,
+    stats: &RemoteStats,
+) -> Result<Arc<Vec<u8>>, FetchError> {
+    let digest = code.sha256;
+    let remembered = MEMORY
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&digest)
+        .cloned();
+    if let Some(bytes) = remembered {
+        stats.cache_hits.inc();
+        return Ok(bytes);
+    }
+    let stored = tokio::task::spawn_blocking(move || read_stored(&digest))
+        .await
+        .ok()
+        .flatten();
+    if let Some(bytes) = stored {
+        stats.cache_hits.inc();
+        tracing::debug!(uri = %code.uri, sha256 = %hex(&digest), "Wasm module from the module store");
+        return Ok(remember(digest, bytes));
+    }
+    stats.cache_misses.inc();
+    match fetch(code, pools).await {
+        Ok(bytes) => {
+            stats.fetch_successes.inc();
+            tracing::info!(uri = %code.uri, cluster = %code.cluster, sha256 = %hex(&digest), bytes = bytes.len(), "Wasm module fetched");
+            let bytes = remember(digest, bytes);
+            let to_store = bytes.clone();
+            let _ = tokio::task::spawn_blocking(move || store(&digest, &to_store)).await;
+            Ok(bytes)
+        }
+        Err(error) => {
+            if !matches!(error, FetchError::Unsupported(_)) {
+                stats.fetch_failures.inc();
+            }
+            Err(error)
+        }
+    }
+}
+
+fn remember(digest: [u8; 32], bytes: Vec<u8>) -> Arc<Vec<u8>> {
+    let bytes = Arc::new(bytes);
+    MEMORY
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(digest, bytes.clone());
+    bytes
+}
+
+/// Fetches the module of `code`, retrying per its policy; the last attempt's error when all
+/// failed.
+async fn fetch(code: &RemoteCode, pools: &WorkerPools) -> Result<Vec<u8>, FetchError> {
+    let attempts = code.retry.num_retries.min(MAX_RETRIES) + 1;
+    let mut last = None;
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            tokio::time::sleep(code.retry.back_off(attempt - 1)).await;
+        }
+        let limit = code.attempt_timeout();
+        let result = match tokio::time::timeout(limit, download(code, pools)).await {
+            Ok(result) => result,
+            Err(_) => Err(FetchError::Timeout(limit)),
+        }
+        .and_then(|bytes| verify(code, bytes));
+        match result {
+            Ok(bytes) => return Ok(bytes),
+            Err(error @ FetchError::Unsupported(_)) => return Err(error),
+            Err(error) => {
+                match &error {
+                    FetchError::Digest { expected, actual } => tracing::warn!(
+                        uri = %code.uri,
+                        expected = %expected,
+                        actual = %actual,
+                        "Wasm module refused: its sha256 differs from the config's"
+                    ),
+                    other => tracing::warn!(
+                        uri = %code.uri,
+                        cluster = %code.cluster,
+                        attempt = attempt + 1,
+                        attempts,
+                        error = %other,
+                        "Wasm module fetch failed"
+                    ),
+                }
+                last = Some(error);
+            }
+        }
+    }
+    Err(last.unwrap_or(FetchError::Timeout(code.attempt_timeout())))
+}
+
+/// `bytes` when their SHA-256 is the config's.
+fn verify(code: &RemoteCode, bytes: Vec<u8>) -> Result<Vec<u8>, FetchError> {
+    let actual: [u8; 32] = Sha256::digest(&bytes).into();
+    if actual == code.sha256 {
+        Ok(bytes)
+    } else {
+        Err(FetchError::Digest {
+            expected: hex(&code.sha256),
+            actual: hex(&actual),
+        })
+    }
+}
+
+/// One attempt, by the URI's scheme: the one place that picks how a module is fetched.
+async fn download(code: &RemoteCode, pools: &WorkerPools) -> Result<Vec<u8>, FetchError> {
+    match &code.source {
+        ModuleSource::Http {
+            authority,
+            path_and_query,
+        } => http_get(pools, &code.cluster, authority, path_and_query).await,
+        // The OCI client plugs in here: `oci::pull(&OciRequest { reference, sha256:
+        // hex(&code.sha256), pull_policy, timeout: code.attempt_timeout() })`, its error
+        // mapped to a retried FetchError (the digest is checked again by `verify`).
+        ModuleSource::Oci(_reference) => Err(FetchError::Unsupported(
+            "OCI images need weir's OCI client (oci:// is not built in yet); serve the module over http:// or https:// from a cluster".into(),
+        )),
+    }
+}
+
+/// `GET path_and_query` with `host: authority` through `cluster`: the body of a 200, read up
+/// to [`MAX_WASM_MODULE_BYTES`].
+async fn http_get(
+    pools: &WorkerPools,
+    cluster: &str,
+    authority: &str,
+    path_and_query: &str,
+) -> Result<Vec<u8>, FetchError> {
+    let upstream = |reason: String| FetchError::Upstream {
+        cluster: cluster.to_owned(),
+        reason,
+    };
+    let request = http::Request::get(path_and_query)
+        .header(http::header::HOST, authority)
+        .body(crate::body::empty())
+        .map_err(|e| upstream(e.to_string()))?;
+    let response = pools
+        .send(cluster, request)
+        .await
+        .map_err(|e| upstream(e.to_string()))?;
+    if response.status() != http::StatusCode::OK {
+        return Err(FetchError::Status(response.status().as_u16()));
+    }
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_WASM_MODULE_BYTES) {
+        return Err(FetchError::TooLarge(MAX_WASM_MODULE_BYTES));
+    }
+    let mut body = response.into_body();
+    let mut bytes = Vec::with_capacity(declared.map_or(0, |length| {
+        usize::try_from(length).unwrap_or(0).min(1 << 20)
+    }));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| FetchError::Body(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if (bytes.len() + data.len()) as u64 > MAX_WASM_MODULE_BYTES {
+                return Err(FetchError::TooLarge(MAX_WASM_MODULE_BYTES));
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
+}
+
+/// `<wasm cache dir>/modules/<sha256>.wasm`.
+fn stored_path(digest: &[u8; 32]) -> PathBuf {
+    super::module_cache::cache_dir()
+        .join("modules")
+        .join(format!("{}.wasm", hex(digest)))
+}
+
+/// The stored module of `digest`, when there is one whose bytes have that digest; a file
+/// that does not is deleted (and the module fetched again).
+fn read_stored(digest: &[u8; 32]) -> Option<Vec<u8>> {
+    let path = stored_path(digest);
+    if !path.is_file() {
+        return None;
+    }
+    let bytes = match crate::config::file::read_limited(&path, MAX_WASM_MODULE_BYTES) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::warn!(%error, "unusable stored Wasm module; fetching it again");
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+    };
+    let actual: [u8; 32] = Sha256::digest(&bytes).into();
+    if &actual != digest {
+        tracing::warn!(path = %path.display(), actual = %hex(&actual), "stored Wasm module does not match its digest; deleting it and fetching again");
+        let _ = std::fs::remove_file(&path);
+        return None;
+    }
+    Some(bytes)
+}
+
+/// Stores a fetched module (temp file + rename, so a reader never sees half of one). Failing
+/// is logged: the module is then fetched again by the next process.
+fn store(digest: &[u8; 32], bytes: &[u8]) {
+    let path = stored_path(digest);
+    let result = (|| -> std::io::Result<()> {
+        let dir = path
+            .parent()
+            .ok_or_else(|| std::io::Error::other("no directory"))?;
+        std::fs::create_dir_all(dir)?;
+        let temp = dir.join(format!(
+            ".{}.{}.tmp",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::write(&temp, bytes)?;
+        std::fs::rename(&temp, &path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&temp);
+        })
+    })();
+    if let Err(error) = result {
+        tracing::warn!(path = %path.display(), %error, "cannot store the fetched Wasm module");
+    }
+}
+
+/// Envoy's `wasm.remote_load_*` stats.
+struct RemoteStats {
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    fetch_successes: IntCounter,
+    fetch_failures: IntCounter,
+    cache_entries: IntGauge,
+}
+
+impl RemoteStats {
+    fn global() -> &'static RemoteStats {
+        static STATS: LazyLock<RemoteStats> = LazyLock::new(|| RemoteStats {
+            cache_hits: counter(
+                "weir_wasm_remote_load_cache_hits",
+                "Remote Wasm modules found in memory or the module store (no fetch).",
+            ),
+            cache_misses: counter(
+                "weir_wasm_remote_load_cache_misses",
+                "Remote Wasm modules that had to be fetched.",
+            ),
+            fetch_successes: counter(
+                "weir_wasm_remote_load_fetch_successes",
+                "Remote Wasm module fetches that succeeded (digest checked).",
+            ),
+            fetch_failures: counter(
+                "weir_wasm_remote_load_fetch_failures",
+                "Remote Wasm module fetches that failed after their retries.",
+            ),
+            cache_entries: {
+                let name = "weir_wasm_remote_load_cache_entries";
+                let gauge = IntGauge::new(name, "Remote Wasm modules kept in memory.")
+                    .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+                register(name, Box::new(gauge.clone()));
+                gauge
+            },
+        });
+        &STATS
+    }
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    let counter = IntCounter::new(name, help)
+        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+    register(name, Box::new(counter.clone()));
+    counter
+}
+
+fn register(name: &str, metric: Box<dyn prometheus::core::Collector>) {
+    if let Err(e) = crate::stats::Stats::global().registry().register(metric) {
+        unreachable!("static metric {name} is registered once: {e}");
+    }
+}
+
+/// Registers the stats, so they read 0 on `/stats/prometheus` before any remote module.
+pub fn init_stats() {
+    let _ = RemoteStats::global();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_by_scheme() {
+        assert_eq!(
+            ModuleSource::parse("http://modules.example:8080/f.wasm?v=2"),
+            Ok(ModuleSource::Http {
+                authority: "modules.example:8080".into(),
+                path_and_query: "/f.wasm?v=2".into()
+            })
+        );
+        assert_eq!(
+            ModuleSource::parse("oci://registry.local/filters/auth:v1"),
+            Ok(ModuleSource::Oci("registry.local/filters/auth:v1".into()))
+        );
+        for bad in [
+            "",
+            "/f.wasm",
+            "ftp://h/f.wasm",
+            "http:///f.wasm",
+            "oci://",
+            "h t t p",
+        ] {
+            assert!(ModuleSource::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sha256_is_64_hex_digits() {
+        let text = "D5590E100A80AE19EE9619E25CB170EEDCE675D28BF1E46F04F0432FB1CE84ED";
+        let digest = parse_sha256(text).expect("valid");
+        assert_eq!(hex(&digest), text.to_ascii_lowercase());
+        assert!(parse_sha256(&text[1..]).is_err());
+        assert!(parse_sha256(&format!("{}zz", &text[2..])).is_err());
+    }
+
+    #[test]
+    fn back_off_is_jittered_below_the_exponential_ceiling() {
+        let retry = Retry {
+            num_retries: 5,
+            base_interval: Duration::from_millis(100),
+            max_interval: Duration::from_millis(350),
+        };
+        for _ in 0..200 {
+            assert!(retry.back_off(0) < Duration::from_millis(100));
+            assert!(retry.back_off(1) < Duration::from_millis(200));
+            assert!(retry.back_off(2) < Duration::from_millis(350));
+            assert!(retry.back_off(40) < Duration::from_millis(350));
+        }
+    }
+
+    /// A config with one Wasm filter whose `code` is `code`, and a cluster `modules`.
+    fn config_with_code(code: &str) -> String {
+        format!(
+            r#"
+static_resources:
+  clusters:
+  - name: modules
+    load_assignment:
+      cluster_name: modules
+      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9 }} }} }} }} ] }} ]
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8080 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config: {{ virtual_hosts: [ {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, direct_response: {{ status: 200 }} }} ] }} ] }}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: remote
+                vm_config:
+                  code: {code}
+          - name: envoy.filters.http.router
+"#
+        )
+    }
+
+    const SHA: &str = "d5590e100a80ae19ee9619e25cb170eedce675d28bf1e46f04f0432fb1ce84ed";
+    const REMOTE: &str = "config.vm_config.code.remote";
+
+    fn error_of(code: &str) -> crate::config::ConfigError {
+        match crate::config::load_str(&config_with_code(code), "t.yaml") {
+            Ok(_) => panic!("{code} loads"),
+            Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn remote_code_is_read_and_left_pending() {
+        let code = format!(
+            "{{ remote: {{ http_uri: {{ uri: \"http://modules.local/f.wasm\", cluster: modules, timeout: 2s }}, sha256: {SHA}, retry_policy: {{ num_retries: 3, retry_back_off: {{ base_interval: 0.2s }} }} }} }}"
+        );
+        let config = match crate::config::load_str(&config_with_code(&code), "t.yaml") {
+            Ok(config) => config,
+            Err(error) => panic!("{error}"),
+        };
+        let handles = config.plugin_handles();
+        assert_eq!(handles.len(), 1);
+        let handle = &handles[0];
+        assert!(handle.current().is_none(), "not fetched while parsing");
+        let remote = handle.remote_code().expect("remote code");
+        assert_eq!(remote.cluster, "modules");
+        assert_eq!(remote.timeout, Duration::from_secs(2));
+        assert_eq!(hex(&remote.sha256), SHA);
+        assert_eq!(
+            remote.retry,
+            Retry {
+                num_retries: 3,
+                base_interval: Duration::from_millis(200),
+                max_interval: Duration::from_secs(2),
+            }
+        );
+        assert!(remote.path.ends_with(REMOTE), "{}", remote.path);
+    }
+
+    #[test]
+    fn remote_code_without_retry_policy_takes_envoys_defaults() {
+        let code = format!(
+            "{{ remote: {{ http_uri: {{ uri: \"http://m/f.wasm\", cluster: modules, timeout: 1s }}, sha256: {SHA} }} }}"
+        );
+        let config = crate::config::load_str(&config_with_code(&code), "t.yaml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let handles = config.plugin_handles();
+        let retry = handles[0].remote_code().expect("remote").retry;
+        assert_eq!(retry.num_retries, 1);
+        assert_eq!(retry.base_interval, Duration::from_secs(1));
+        assert_eq!(retry.max_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn remote_code_errors_name_the_field() {
+        let cases = [
+            (
+                "{ remote: { http_uri: { uri: \"http://m/f.wasm\", cluster: modules, timeout: 1s } } }".to_owned(),
+                format!("{REMOTE}.sha256"),
+                "required",
+            ),
+            (
+                "{ remote: { http_uri: { uri: \"http://m/f.wasm\", cluster: modules, timeout: 1s }, sha256: abc } }".to_owned(),
+                format!("{REMOTE}.sha256"),
+                "64 hex digits",
+            ),
+            (
+                format!("{{ remote: {{ http_uri: {{ uri: \"ftp://m/f.wasm\", cluster: modules, timeout: 1s }}, sha256: {SHA} }} }}"),
+                format!("{REMOTE}.http_uri.uri"),
+                "scheme",
+            ),
+            (
+                format!("{{ remote: {{ http_uri: {{ uri: \"not a uri\", cluster: modules, timeout: 1s }}, sha256: {SHA} }} }}"),
+                format!("{REMOTE}.http_uri.uri"),
+                "URI",
+            ),
+            (
+                format!("{{ remote: {{ http_uri: {{ uri: \"http://m/f.wasm\", cluster: nowhere, timeout: 1s }}, sha256: {SHA} }} }}"),
+                format!("{REMOTE}.http_uri.cluster"),
+                "unknown cluster \"nowhere\"",
+            ),
+            (
+                format!("{{ remote: {{ http_uri: {{ uri: \"http://m/f.wasm\", cluster: modules }}, sha256: {SHA} }} }}"),
+                format!("{REMOTE}.http_uri.timeout"),
+                "required",
+            ),
+            (
+                format!("{{ remote: {{ http_uri: {{ uri: \"http://m/f.wasm\", cluster: modules, timeout: 1s }}, sha256: {SHA}, retry_policy: {{ retry_back_off: {{ base_interval: 2s, max_interval: 1s }} }} }} }}"),
+                format!("{REMOTE}.retry_policy.retry_back_off.max_interval"),
+                "base_interval",
+            ),
+            (
+                format!("{{ local: {{ inline_string: x }}, remote: {{ http_uri: {{ uri: \"http://m/f.wasm\", cluster: modules, timeout: 1s }}, sha256: {SHA} }} }}"),
+                "config.vm_config.code".to_owned(),
+                "exactly one",
+            ),
+        ];
+        for (code, path, message) in cases {
+            let error = error_of(&code);
+            assert!(error.path.ends_with(&path), "{code}: {error}");
+            assert!(error.message.contains(message), "{code}: {error}");
+        }
+    }
+
+    /// `oci://` parses (the OCI client takes it), but this build refuses it when it would fetch:
+    /// a config error at start-up and on reload, never a fetch failure that fail_open hides.
+    #[tokio::test]
+    async fn oci_uri_is_a_config_error_when_resolved() {
+        let code = format!(
+            "{{ remote: {{ http_uri: {{ uri: \"oci://registry.local/f:v1\", cluster: modules, timeout: 1s }}, sha256: {SHA} }} }}"
+        );
+        let config = crate::config::load_str(&config_with_code(&code), "t.yaml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let clusters =
+            ClusterManager::new(config.clusters.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let error = resolve(&config.plugin_handles(), &clusters, Phase::Start, "t.yaml")
+            .await
+            .expect_err("OCI is refused");
+        assert!(
+            error.path.ends_with(&format!("{REMOTE}.http_uri.uri")),
+            "{error}"
+        );
+        assert!(error.message.contains("OCI images need"), "{error}");
+    }
+}
