@@ -95,6 +95,9 @@ pub fn plugin_spec(
     let code_path = format!("{path}.config.vm_config.code");
     let code = match (&vm.code.local, &vm.code.remote) {
         (Some(local), None) => module_bytes(local, &format!("{code_path}.local"))?,
+        (None, Some(remote)) if is_oci(remote) => {
+            oci_module(remote, &format!("{code_path}.remote"))?
+        }
         _ => {
             return Err(FieldError::new(
                 code_path,
@@ -137,6 +140,79 @@ pub fn plugin_spec(
             .as_ref()
             .and_then(|local| local.filename.as_ref())
             .map(std::path::PathBuf::from),
+    })
+}
+
+/// `code.remote` as an OCI image: `http_uri.uri: oci://registry/repo:tag[@sha256:...]`.
+/// (The h19-remote branch owns `remote`; this reads just what an OCI pull needs.)
+#[derive(Debug, Deserialize)]
+struct OciRemote {
+    http_uri: OciUri,
+    /// The module's SHA-256 (hex): required, the module is pinned by it.
+    sha256: String,
+    /// Not used for OCI pulls (the timeout bounds the pull).
+    #[serde(default)]
+    #[allow(dead_code)]
+    retry_policy: Option<Value>,
+    /// weir's own: `IfNotPresent` (default) or `Always`, as Istio's `imagePullPolicy`.
+    #[serde(default)]
+    weir_image_pull_policy: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OciUri {
+    uri: String,
+    /// Not used for OCI pulls (the registry is reached directly).
+    #[serde(default)]
+    #[allow(dead_code)]
+    cluster: Option<String>,
+    #[serde(default)]
+    timeout: Option<super::duration::ConfigDuration>,
+}
+
+/// The time an OCI pull may take when `http_uri.timeout` is absent or zero.
+const DEFAULT_OCI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn is_oci(remote: &Value) -> bool {
+    remote
+        .get("http_uri")
+        .and_then(|u| u.get("uri"))
+        .and_then(Value::as_str)
+        .is_some_and(|uri| uri.starts_with("oci://"))
+}
+
+/// Pulls the module of an `oci://` `code.remote` at `path`.
+fn oci_module(remote: &Value, path: &str) -> Result<Vec<u8>, FieldError> {
+    let remote: OciRemote = serde_yaml_ng::from_value(remote.clone())
+        .map_err(|e| FieldError::new(path, format!("bad OCI remote code: {e}")))?;
+    let pull_policy = match remote.weir_image_pull_policy.as_deref() {
+        None => crate::wasm::oci::PullPolicy::default(),
+        Some(text) => crate::wasm::oci::PullPolicy::parse(text).ok_or_else(|| {
+            FieldError::new(
+                format!("{path}.weir_image_pull_policy"),
+                format!("unknown pull policy {text:?}; accepted: IfNotPresent, Always"),
+            )
+        })?,
+    };
+    let timeout = remote
+        .http_uri
+        .timeout
+        .map(|t| t.get())
+        .filter(|t| !t.is_zero())
+        .unwrap_or(DEFAULT_OCI_TIMEOUT);
+    let request = crate::wasm::oci::OciRequest {
+        reference: remote.http_uri.uri.clone(),
+        sha256: remote.sha256.clone(),
+        pull_policy,
+        timeout,
+        docker_config: None,
+    };
+    crate::wasm::oci::pull_blocking(&request).map_err(|e| {
+        tracing::error!(reference = %remote.http_uri.uri, error = %e, "cannot pull the Wasm module");
+        FieldError::new(
+            format!("{path}.http_uri.uri"),
+            format!("cannot pull {}: {e}", remote.http_uri.uri),
+        )
     })
 }
 

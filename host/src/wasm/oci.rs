@@ -205,6 +205,23 @@ pub async fn pull(request: &OciRequest) -> Result<Vec<u8>, OciError> {
     Ok(bytes)
 }
 
+/// [`pull`] for synchronous callers (config loading): runs it on a thread of its own with a
+/// current-thread runtime, so it works whether or not the caller is inside a runtime.
+pub fn pull_blocking(request: &OciRequest) -> Result<Vec<u8>, OciError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| OciError::Registry(format!("cannot start a runtime: {e}")))?;
+                runtime.block_on(pull(request))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(OciError::Registry("the pull panicked".into())))
+    })
+}
+
 /// The expected digest as 64 lowercase hex digits (`sha256:` accepted in front).
 fn expected_sha256(text: &str) -> Result<String, OciError> {
     let hex = text.trim();
@@ -335,9 +352,65 @@ mod tests {
     #[test]
     fn pull_policy_names() {
         assert_eq!(PullPolicy::parse("Always"), Some(PullPolicy::Always));
-        assert_eq!(PullPolicy::parse("IfNotPresent"), Some(PullPolicy::IfNotPresent));
+        assert_eq!(
+            PullPolicy::parse("IfNotPresent"),
+            Some(PullPolicy::IfNotPresent)
+        );
         assert_eq!(PullPolicy::parse("Never"), None);
         assert_eq!(PullPolicy::default(), PullPolicy::IfNotPresent);
+    }
+
+    /// A registry that streams an endless manifest: the read stops at the manifest limit.
+    #[tokio::test]
+    async fn an_endless_manifest_is_cut_at_its_limit() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else {
+            panic!("bind")
+        };
+        let Ok(addr) = listener.local_addr() else {
+            panic!("addr")
+        };
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        let endless = tokio::spawn(async move {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = [0u8; 4096];
+            let _ = socket.read(&mut head).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
+                .await;
+            let chunk = vec![b' '; 64 * 1024];
+            // At most 64 MiB: far past the 4 MiB limit, bounded should the client not stop.
+            for _ in 0..1024 {
+                if socket.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let request = OciRequest {
+            reference: format!("{addr}/f:v1"),
+            sha256: "00".repeat(32),
+            pull_policy: PullPolicy::Always,
+            timeout: Duration::from_secs(20),
+            docker_config: Some(PathBuf::from("/nonexistent/config.json")),
+        };
+        let result = pull(&request).await;
+        endless.abort();
+        let Err(e) = result else {
+            panic!("an endless manifest gives no module")
+        };
+        assert!(
+            matches!(e, OciError::TooLarge { limit, .. } if limit == MAX_MANIFEST_BYTES as u64),
+            "{e}"
+        );
+        let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            sent < 16 * 1024 * 1024,
+            "the client stopped reading early: {sent} bytes sent"
+        );
     }
 
     #[tokio::test]
@@ -369,6 +442,10 @@ mod tests {
             panic!("a silent registry gives no module")
         };
         assert!(matches!(e, OciError::Timeout { .. }), "{e}");
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

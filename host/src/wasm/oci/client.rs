@@ -49,7 +49,12 @@ impl Registry {
 
     /// `GET {api_base}/{path}` with `accept`, answering a 401 challenge once; the body must
     /// be at most `limit` bytes.
-    pub async fn get(&mut self, path: &str, accept: &str, limit: usize) -> Result<Answer, OciError> {
+    pub async fn get(
+        &mut self,
+        path: &str,
+        accept: &str,
+        limit: usize,
+    ) -> Result<Answer, OciError> {
         let url = format!("{}/{path}", self.reference.api_base());
         let first = follow(&url, accept, self.authorization.as_deref(), limit).await?;
         let challenge = match first {
@@ -94,9 +99,7 @@ impl Registry {
             };
         }
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(self.unauthorized(&format!(
-                "unsupported auth challenge {challenge:?}"
-            )));
+            return Err(self.unauthorized(&format!("unsupported auth challenge {challenge:?}")));
         }
         let Some(realm) = params.iter().find(|(k, _)| k == "realm").map(|(_, v)| v) else {
             return Err(self.unauthorized("the Bearer challenge has no realm"));
@@ -109,13 +112,14 @@ impl Registry {
         let scope = format!("repository:{}:pull", self.reference.repository);
         url.push_str(&format!("scope={}", percent_encode(&scope)));
         let basic = self.credentials.as_ref().map(Credentials::basic);
-        let answer = match follow(&url, "application/json", basic.as_deref(), MAX_TOKEN_BYTES).await? {
-            Outcome::Ok(answer) => answer,
-            Outcome::Status(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _, _) => {
-                return Err(self.unauthorized("the token service refused the credentials"));
-            }
-            Outcome::Status(status, _, body) => return Err(status_error(&url, status, &body)),
-        };
+        let answer =
+            match follow(&url, "application/json", basic.as_deref(), MAX_TOKEN_BYTES).await? {
+                Outcome::Ok(answer) => answer,
+                Outcome::Status(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _, _) => {
+                    return Err(self.unauthorized("the token service refused the credentials"));
+                }
+                Outcome::Status(status, _, body) => return Err(status_error(&url, status, &body)),
+            };
         #[derive(serde::Deserialize)]
         struct Token {
             #[serde(default)]
@@ -242,11 +246,15 @@ async fn get_once(
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut request = http::Request::get(path)
         .header(header::HOST, &authority)
-        .header(header::USER_AGENT, concat!("weir/", env!("CARGO_PKG_VERSION")))
+        .header(
+            header::USER_AGENT,
+            concat!("weir/", env!("CARGO_PKG_VERSION")),
+        )
         .header(header::ACCEPT, accept);
     if let Some(authorization) = authorization {
-        let mut value = HeaderValue::from_str(authorization)
-            .map_err(|_| OciError::Registry("credentials hold characters a header cannot".into()))?;
+        let mut value = HeaderValue::from_str(authorization).map_err(|_| {
+            OciError::Registry("credentials hold characters a header cannot".into())
+        })?;
         value.set_sensitive(true);
         request = request.header(header::AUTHORIZATION, value);
     }
@@ -333,11 +341,12 @@ fn tls_connector() -> Result<tokio_rustls::TlsConnector, OciError> {
         if added == 0 {
             return Err(format!("no usable CA certificate in {}", bundle.display()));
         }
-        let mut config = rustls::ClientConfig::builder_with_provider(crate::config::pem::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(crate::config::pem::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     });
@@ -430,16 +439,24 @@ mod tests {
 
     #[test]
     fn redirects_resolve_against_the_host() {
-        let base: Uri = "http://127.0.0.1:5000/v2/f/blobs/sha256:ab".parse().unwrap_or_default();
+        let base: Uri = "http://127.0.0.1:5000/v2/f/blobs/sha256:ab"
+            .parse()
+            .unwrap_or_default();
         let to = resolve(&base, "/storage/xyz?sig=1").map(|u| u.to_string());
-        assert_eq!(to.ok().as_deref(), Some("http://127.0.0.1:5000/storage/xyz?sig=1"));
+        assert_eq!(
+            to.ok().as_deref(),
+            Some("http://127.0.0.1:5000/storage/xyz?sig=1")
+        );
         let to = resolve(&base, "https://cdn.example.com/b").map(|u| u.to_string());
         assert_eq!(to.ok().as_deref(), Some("https://cdn.example.com/b"));
     }
 
     #[test]
     fn scope_is_percent_encoded() {
-        assert_eq!(percent_encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+        assert_eq!(
+            percent_encode("repository:a/b:pull"),
+            "repository%3Aa%2Fb%3Apull"
+        );
     }
 
     #[tokio::test]

@@ -87,8 +87,9 @@ pub fn for_registry(path: &Path, registry: &str) -> Result<Option<Credentials>, 
             return Err(OciError::Credentials(e.to_string()));
         }
     };
-    let config: DockerConfig = serde_json::from_slice(&text)
-        .map_err(|e| OciError::Credentials(format!("{}: not a docker config: {e}", path.display())))?;
+    let config: DockerConfig = serde_json::from_slice(&text).map_err(|e| {
+        OciError::Credentials(format!("{}: not a docker config: {e}", path.display()))
+    })?;
     let Some((key, entry)) = config
         .auths
         .iter()
@@ -188,8 +189,14 @@ mod tests {
             alice.map(|c| c.basic()),
             Some("Basic YWxpY2U6czNjcjpldA==".to_owned())
         );
-        assert_eq!(creds(&path, "ghcr.io").map(|c| c.username), Some("bob".into()));
-        assert_eq!(creds(&path, "docker.io").map(|c| c.username), Some("bob".into()));
+        assert_eq!(
+            creds(&path, "ghcr.io").map(|c| c.username),
+            Some("bob".into())
+        );
+        assert_eq!(
+            creds(&path, "docker.io").map(|c| c.username),
+            Some("bob".into())
+        );
         assert_eq!(creds(&path, "127.0.0.1:5001"), None);
         assert!(!format!("{:?}", creds(&path, "ghcr.io")).contains("pw"));
     }

@@ -154,7 +154,9 @@ impl<R: Read> Read for Bounded<R> {
                 ))),
             };
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         self.left -= n as u64;
         Ok(n)
@@ -251,9 +253,15 @@ mod tests {
     fn plugin_wasm_from_plain_and_gzipped_tar() {
         let tar = tar_of(&[("README", b"hello"), ("./plugin.wasm", b"\0asm\x01\0\0\0")]);
         let found = module_from_archive(&tar, 1 << 20, 1 << 20);
-        assert_eq!(found.ok().flatten().as_deref(), Some(&b"\0asm\x01\0\0\0"[..]));
+        assert_eq!(
+            found.ok().flatten().as_deref(),
+            Some(&b"\0asm\x01\0\0\0"[..])
+        );
         let found = module_from_archive(&gzip(&tar), 1 << 20, 1 << 20);
-        assert_eq!(found.ok().flatten().as_deref(), Some(&b"\0asm\x01\0\0\0"[..]));
+        assert_eq!(
+            found.ok().flatten().as_deref(),
+            Some(&b"\0asm\x01\0\0\0"[..])
+        );
         let none = module_from_archive(&tar_of(&[("other.wasm", b"x")]), 1 << 20, 1 << 20);
         assert!(matches!(none, Ok(None)));
     }
@@ -291,11 +299,14 @@ mod tests {
                     .as_bytes(),
             )
         };
-        let layer = |t: &str, d: &str| format!(r#"{{"mediaType":"{t}","digest":"sha256:{d}","size":1}}"#);
+        let layer =
+            |t: &str, d: &str| format!(r#"{{"mediaType":"{t}","digest":"sha256:{d}","size":1}}"#);
         let Ok(m) = manifest(&layer(CNCF_WASM_LAYER, "aa")) else {
             panic!("parses")
         };
-        assert!(matches!(m.module_layers(), Ok(ModuleLayers::Module(d)) if d.digest == "sha256:aa"));
+        assert!(
+            matches!(m.module_layers(), Ok(ModuleLayers::Module(d)) if d.digest == "sha256:aa")
+        );
         let Ok(m) = manifest(&format!(
             "{},{}",
             layer("application/vnd.oci.image.layer.v1.tar+gzip", "01"),

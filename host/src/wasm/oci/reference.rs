@@ -269,7 +269,10 @@ mod tests {
         assert_eq!(r.tag.as_deref(), Some("v1.2"));
         assert_eq!(r.digest, Some(format!("sha256:{HEX}")));
         assert_eq!(r.manifest_selector(), format!("sha256:{HEX}"));
-        assert_eq!(r.to_string(), format!("ghcr.io/org/filters/auth:v1.2@sha256:{HEX}"));
+        assert_eq!(
+            r.to_string(),
+            format!("ghcr.io/org/filters/auth:v1.2@sha256:{HEX}")
+        );
         assert_eq!(r.api_base(), "https://ghcr.io/v2/org/filters/auth");
     }
 
@@ -277,7 +280,10 @@ mod tests {
     fn digest_only_has_no_tag() {
         let r = parse(&format!("oci://registry.example.com/f@sha256:{HEX}"));
         assert_eq!(r.tag, None);
-        assert_eq!(r.to_string(), format!("registry.example.com/f@sha256:{HEX}"));
+        assert_eq!(
+            r.to_string(),
+            format!("registry.example.com/f@sha256:{HEX}")
+        );
     }
 
     #[test]
@@ -305,7 +311,11 @@ mod tests {
 
     #[test]
     fn only_loopback_is_plain_http() {
-        for remote in ["ghcr.io/f:v1", "10.0.0.1:5000/f:v1", "localhost.example.com/f"] {
+        for remote in [
+            "ghcr.io/f:v1",
+            "10.0.0.1:5000/f:v1",
+            "localhost.example.com/f",
+        ] {
             assert!(!parse(remote).is_loopback(), "{remote}");
             assert!(parse(remote).api_base().starts_with("https://"), "{remote}");
         }
@@ -315,7 +325,10 @@ mod tests {
     fn docker_hub_api_host() {
         let r = parse("docker.io/library/filter:v1");
         assert_eq!(r.api_host(), "registry-1.docker.io");
-        assert_eq!(r.api_base(), "https://registry-1.docker.io/v2/library/filter");
+        assert_eq!(
+            r.api_base(),
+            "https://registry-1.docker.io/v2/library/filter"
+        );
     }
 
     #[test]

@@ -98,7 +98,11 @@ mod tests {
         assert_eq!(store.get("r/f:v1", &digest, 1024), None, "empty store");
         store.put("r/f:v1", &digest, &module);
         assert_eq!(store.get("r/f:v1", &digest, 1024), Some(module.clone()));
-        assert_eq!(store.get("r/f:v2", &digest, 1024), None, "keyed by reference");
+        assert_eq!(
+            store.get("r/f:v2", &digest, 1024),
+            None,
+            "keyed by reference"
+        );
         // A file whose bytes no longer match is dropped, not served.
         let path = store.path("r/f:v1", &digest);
         if let Err(e) = std::fs::write(&path, b"\0asm\x01\0\0") {
