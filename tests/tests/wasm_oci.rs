@@ -226,7 +226,17 @@ async fn each_layout_is_pulled_by_digest_and_runs() {
             registry.log()
         );
     }
-    assert!(weir.log().contains("Wasm module pulled from the registry"));
+    let pulls: Vec<String> = weir
+        .log()
+        .lines()
+        .filter(|l| l.contains("Wasm module pulled from the registry"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(pulls.len(), 4, "{}", weir.log_report());
+    // The figures (bytes, ms) for `--nocapture` runs.
+    for line in pulls {
+        eprintln!("{line}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
