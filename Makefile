@@ -1,7 +1,7 @@
 # weir: the two commands are `make run` and `make test`. Both install what they need.
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := curl nghttp2-client clang llvm libbpf-dev bpftool iproute2 iptables
+APT_PACKAGES := curl nghttp2-client clang llvm libbpf-dev bpftool iproute2 iptables docker-registry apache2-utils
 BENCH_PACKAGES := nginx-light haproxy wrk nghttp2-client
 
 .PHONY: run test bench conformance fuzz deps bench-deps lint build release

@@ -147,7 +147,12 @@ fn main() -> ExitCode {
                 eprintln!("weir validate: give the file with -c FILE");
                 ExitCode::from(2)
             }
-            Some(path) => match config::load_file(path) {
+            Some(path) => match config::load_file(path)
+                .map_err(anyhow::Error::from)
+                .and_then(|config| {
+                    fetch_remote_modules(&config)?;
+                    Ok(config)
+                }) {
                 Ok(config) => {
                     println!(
                         "{}: OK ({} listeners, {} clusters)",
@@ -172,6 +177,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `weir validate`: fetches (or takes from the store) every remote Wasm module, checks its
+/// sha256 and loads it, as a reload would; so a config validated here will not be refused for
+/// its modules. (Envoy's validation mode fetches nothing.)
+fn fetch_remote_modules(config: &config::Config) -> anyhow::Result<()> {
+    let handles = config.plugin_handles();
+    if handles.iter().all(|handle| handle.remote_code().is_none()) {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime to fetch the remote Wasm modules")?;
+    runtime.block_on(async {
+        let clusters = ClusterManager::new(config.clusters.clone())?;
+        weir::wasm::remote::resolve(
+            &handles,
+            &clusters,
+            weir::wasm::remote::Phase::Reload,
+            &config.source,
+        )
+        .await?;
+        Ok(())
+    })
 }
 
 /// `weir new-filter`: writes the crate and prints the commands that build and run it.

@@ -12,6 +12,7 @@ pub mod h1_upstream;
 pub mod h2_frames;
 pub mod h2_upstream;
 pub mod h3;
+pub mod registry;
 pub mod stats;
 pub mod tcp_server;
 pub mod tls;

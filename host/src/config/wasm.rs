@@ -99,6 +99,11 @@ pub struct RemoteDataSource {
     /// Retries of a failed fetch (default: 1 retry, back-off base 1 s, max 10 s).
     #[serde(default)]
     pub retry_policy: Option<RetryPolicy>,
+    /// weir's own, for `oci://` URIs only: `IfNotPresent` (default: a module already pulled
+    /// for this reference and digest is not pulled again) or `Always` (the registry is asked
+    /// on every load, so a tag that moved is seen), as Istio's `imagePullPolicy`.
+    #[serde(default)]
+    pub weir_image_pull_policy: Option<String>,
 }
 
 /// `config.core.v3.HttpUri`.
@@ -107,7 +112,9 @@ pub struct RemoteDataSource {
 pub struct HttpUri {
     /// `http://host[:port]/path`: the path (and query) and authority of the GET.
     pub uri: String,
-    /// The cluster that serves it (its endpoints, TLS and pools).
+    /// The cluster that serves it (its endpoints, TLS and pools). Not used for `oci://`
+    /// (the registry named in the reference is reached directly), though Envoy's schema
+    /// requires it.
     pub cluster: String,
     /// The limit of one attempt (required, as in Envoy; zero: weir's ceiling of 5 minutes).
     #[serde(default)]
@@ -214,7 +221,8 @@ pub fn remote_code(
     let source = crate::wasm::remote::ModuleSource::parse(&remote.http_uri.uri)
         .map_err(|reason| FieldError::new(&uri_path, reason))?;
     let cluster = &remote.http_uri.cluster;
-    if !clusters.contains(&cluster.as_str()) {
+    let is_oci = matches!(source, crate::wasm::remote::ModuleSource::Oci(_));
+    if !is_oci && !clusters.contains(&cluster.as_str()) {
         return Err(FieldError::new(
             format!("{path}.http_uri.cluster"),
             format!("unknown cluster {cluster:?}; defined clusters: {clusters:?}"),
@@ -240,8 +248,18 @@ pub fn remote_code(
         remote.retry_policy.as_ref(),
         &format!("{path}.retry_policy"),
     )?;
+    let pull_policy = match remote.weir_image_pull_policy.as_deref() {
+        None => crate::wasm::oci::PullPolicy::default(),
+        Some(text) => crate::wasm::oci::PullPolicy::parse(text).ok_or_else(|| {
+            FieldError::new(
+                format!("{path}.weir_image_pull_policy"),
+                format!("unknown pull policy {text:?}; accepted: IfNotPresent, Always"),
+            )
+        })?,
+    };
     Ok(Some(crate::wasm::remote::RemoteCode {
         source,
+        pull_policy,
         uri: remote.http_uri.uri.clone(),
         cluster: cluster.clone(),
         timeout: timeout.get(),

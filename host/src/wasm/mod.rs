@@ -3,6 +3,7 @@
 //! - [`engine`]: the one `wasmtime::Engine` of the process, with epoch interruption and the
 //!   limits every VM runs under ([`Limits`]);
 //! - [`module_cache`]: compiled modules cached on disk by content hash;
+//! - [`oci`]: modules pulled from OCI registries (`oci://` references);
 //! - [`Plugin`] (`plugin.rs`): one configured filter, its module compiled and linked once;
 //! - [`VmSlot`] (`slot.rs`): one worker's VM of a plugin, recreated after a failure, with its
 //!   timers, queues and callouts;
@@ -27,6 +28,7 @@ pub mod engine;
 pub(crate) mod memory;
 mod metrics;
 pub mod module_cache;
+pub mod oci;
 mod plugin;
 mod properties;
 pub mod remote;
