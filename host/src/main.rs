@@ -133,7 +133,8 @@ fn main() -> ExitCode {
     if let Some(Command::NewFilter { name, dir, sdk }) = &cli.command {
         return new_filter(name, dir, sdk);
     }
-    init_logging(&cli.log_level);
+    let started = std::time::Instant::now();
+    let set_log_level = init_logging(&cli.log_level);
     weir::settings::init(weir::settings::ProcessSettings {
         wasm_deadline_ms: cli.wasm_deadline_ms,
         wasm_memory_limit_mb: cli.wasm_memory_limit_mb,
@@ -169,7 +170,7 @@ fn main() -> ExitCode {
             },
         };
     }
-    match serve(&cli) {
+    match serve(&cli, started, set_log_level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -235,7 +236,38 @@ fn new_filter(name: &str, dir: &Option<PathBuf>, sdk: &Option<PathBuf>) -> ExitC
     }
 }
 
-fn init_logging(level: &str) {
+/// Sets up logging at `level` (Envoy's level names; `RUST_LOG` overrides); returns what
+/// `POST /logging?level=` calls to change the level later.
+fn init_logging(level: &str) -> weir::admin::SetLogLevel {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_directives(level)))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    builder.init();
+    Box::new(move |level: &str| {
+        const LEVELS: [&str; 7] = [
+            "trace", "debug", "info", "warning", "error", "critical", "off",
+        ];
+        if !LEVELS.contains(&level) {
+            return Err(format!(
+                "unknown level {level:?}; accepted: {}",
+                LEVELS.join(", ")
+            ));
+        }
+        let filter = tracing_subscriber::EnvFilter::try_new(log_directives(level))
+            .map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
+}
+
+/// The filter directives of an Envoy log level name.
+fn log_directives(level: &str) -> String {
     let level = match level {
         "warning" => "warn",
         "critical" => "error",
@@ -243,25 +275,20 @@ fn init_logging(level: &str) {
     };
     // The Wasm compiler's own debug output (thousands of lines per module compiled) is not
     // weir's: at debug and trace it stays at info unless RUST_LOG asks for it.
-    let directives = match level {
+    match level {
         "debug" | "trace" => format!(
             "{level},cranelift_codegen=info,cranelift_frontend=info,regalloc2=info,\
              wasmtime_internal_cranelift=info,wasmtime_cranelift=info"
         ),
         other => other.to_owned(),
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&directives))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal as _;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    }
 }
 
-fn serve(cli: &Cli) -> anyhow::Result<()> {
+fn serve(
+    cli: &Cli,
+    started: std::time::Instant,
+    set_log_level: weir::admin::SetLogLevel,
+) -> anyhow::Result<()> {
     let (config, config_hash) = match &cli.config_path {
         Some(path) => {
             let (config, hash) = weir::reload::read_config(path)?;
@@ -373,7 +400,16 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             move || overload_source.current().config.clone(),
             default_limit,
         ));
-        let admin = Admin::new(reloader.clone());
+        let admin = Admin::new(
+            reloader.clone(),
+            weir::admin::ServerInfo {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                command_line_options: command_line_options(cli, concurrency),
+                started,
+            },
+            &cli.log_level,
+            Some(set_log_level),
+        );
         if let Some(listener) = admin_listener {
             if let Ok(address) = listener.local_addr() {
                 tracing::info!(%address, "admin listening");
@@ -381,7 +417,10 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             tokio::spawn(admin.clone().serve(listener));
         }
         admin.set_ready(true);
-        wait_for_signal().await?;
+        tokio::select! {
+            signalled = wait_for_signal() => signalled?,
+            () = admin.quit_requested() => {}
+        }
         tracing::info!(
             ?drain_time,
             "draining: no new connections; in-flight requests finish"
@@ -393,6 +432,19 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         reloader.current().clusters.shutdown();
         tracing::info!("drained; exiting");
         Ok(())
+    })
+}
+
+/// The command line as Envoy's `/server_info` `command_line_options` names it.
+fn command_line_options(cli: &Cli, concurrency: usize) -> serde_json::Value {
+    serde_json::json!({
+        "config_path": cli.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        "concurrency": concurrency,
+        "log_level": cli.log_level,
+        "mode": "Serve",
+        "drain_time": format!("{}s", cli.drain_time_s),
+        "restart_epoch": 0,
+        "disable_hot_restart": true,
     })
 }
 

@@ -1,7 +1,13 @@
-//! The admin listener: `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters`, and
-//! `POST /reload`.
+//! The admin listener, with Envoy's admin API for what weir has: `/ready`, `/stats` (Envoy's
+//! names, text or `?format=json`, `?filter=REGEX`), `/stats/prometheus`, `/server_info`,
+//! `/config_dump` (Envoy's shape), `/clusters`, `/listeners`, `POST /logging?level=`,
+//! `POST /quitquitquit`, and weir's `POST /reload`. Endpoints that change something answer
+//! only POST (405 otherwise), so a crawler or a link cannot trigger them.
 //!
 //! It runs on the main runtime, apart from the workers, so it answers even when they are busy.
+
+mod config_dump;
+mod envoy_stats;
 
 use crate::body::{self, Body};
 use crate::reload::{Reloader, Trigger};
@@ -13,22 +19,55 @@ use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// Changes the log level at run time (`POST /logging?level=`): `Err` with why not.
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What `/server_info` tells of the process, fixed at start.
+pub struct ServerInfo {
+    /// weir's version.
+    pub version: String,
+    /// The command line as Envoy's `command_line_options` (JSON object).
+    pub command_line_options: serde_json::Value,
+    /// When the process started.
+    pub started: Instant,
+}
 
 /// What the admin endpoints show.
 pub struct Admin {
     /// The running config snapshot, and how to reload it.
     reloader: Arc<Reloader>,
     ready: AtomicBool,
+    info: ServerInfo,
+    set_log_level: Option<SetLogLevel>,
+    log_level: std::sync::Mutex<String>,
+    quit: Notify,
 }
 
 impl Admin {
     /// Admin over the config `reloader` runs; not ready until [`Admin::set_ready`].
-    pub fn new(reloader: Arc<Reloader>) -> Arc<Admin> {
+    pub fn new(
+        reloader: Arc<Reloader>,
+        info: ServerInfo,
+        log_level: &str,
+        set_log_level: Option<SetLogLevel>,
+    ) -> Arc<Admin> {
         Arc::new(Admin {
             reloader,
             ready: AtomicBool::new(false),
+            info,
+            set_log_level,
+            log_level: std::sync::Mutex::new(log_level.to_owned()),
+            quit: Notify::new(),
         })
+    }
+
+    /// Returns once `POST /quitquitquit` was asked (the caller then shuts down as on SIGTERM).
+    pub async fn quit_requested(&self) {
+        self.quit.notified().await;
     }
 
     /// Marks the proxy as serving (true) or draining (false), as `/ready` reports it.
@@ -95,18 +134,39 @@ impl Admin {
         }
     }
 
-    /// `/reload` (which waits for the reload), else [`Admin::handle`].
+    /// The endpoints that change something (POST only), else [`Admin::handle`].
     async fn respond(&self, request: &Request<Incoming>) -> Response<Body> {
-        if request.uri().path() != "/reload" {
+        let path = request.uri().path();
+        if !matches!(path, "/reload" | "/quitquitquit" | "/logging") {
             return self.handle(request);
         }
         if request.method() != Method::POST {
-            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use POST /reload\n".into());
+            if path == "/logging" && request.method() == Method::GET {
+                return self.logging_levels();
+            }
+            // Envoy's words.
+            let mut response = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("Method {} not allowed, POST required.", request.method()),
+            );
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
+        match path {
+            "/quitquitquit" => {
+                tracing::info!("admin: POST /quitquitquit");
+                self.quit.notify_one();
+                text(StatusCode::OK, "OK\n".into())
+            }
+            "/logging" => self.set_logging(request),
+            _ => self.reload().await,
+        }
+    }
+
+    /// `POST /reload`: waits for the reload and tells how it went, as JSON.
+    async fn reload(&self) -> Response<Body> {
         let (status, json) = match self.reloader.reload(Trigger::Admin).await {
             Ok(outcome) => (StatusCode::OK, outcome.to_json()),
             Err(error) => (
@@ -114,12 +174,45 @@ impl Admin {
                 serde_json::json!({ "result": "failure", "error": error.to_string() }),
             ),
         };
-        let mut response = text(status, format!("{json}\n"));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        json_response(status, format!("{json}\n"))
+    }
+
+    /// `POST /logging?level=L`: every logger at `L` (Envoy's levels: trace, debug, info,
+    /// warning, error, critical, off).
+    fn set_logging(&self, request: &Request<Incoming>) -> Response<Body> {
+        let Some(level) = query_param(request.uri(), "level") else {
+            return self.logging_levels();
+        };
+        let Some(set) = &self.set_log_level else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the log level cannot be changed in this process\n".into(),
+            );
+        };
+        match set(&level) {
+            Ok(()) => {
+                tracing::info!(%level, "admin: log level changed");
+                *self
+                    .log_level
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = level;
+                self.logging_levels()
+            }
+            Err(reason) => text(StatusCode::BAD_REQUEST, format!("{reason}\n")),
+        }
+    }
+
+    /// `GET /logging`: the level in force, as Envoy lists its loggers.
+    fn logging_levels(&self) -> Response<Body> {
+        let level = self
+            .log_level
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        text(
+            StatusCode::OK,
+            format!("active loggers:\n  weir: {level}\n"),
+        )
     }
 
     fn handle(&self, request: &Request<Incoming>) -> Response<Body> {
@@ -140,34 +233,194 @@ impl Admin {
                 );
                 response
             }
+            (&Method::GET, "/stats") => self.stats(request),
+            (&Method::GET, "/server_info") => self.server_info(),
             (&Method::GET, "/config_dump") => {
                 let snapshot = self.reloader.current();
-                let dump = serde_json::json!({
-                    "source": snapshot.config.source,
-                    "generation": snapshot.generation,
-                    "bootstrap": snapshot.config.dump,
-                });
-                let json = serde_json::to_string_pretty(&dump)
-                    .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-                let mut response = text(StatusCode::OK, json);
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                response
+                let resource = query_param(request.uri(), "resource");
+                let mask = query_param(request.uri(), "mask");
+                match config_dump::dump(&snapshot.config.dump, resource.as_deref(), mask.as_deref())
+                {
+                    Ok(dump) => json_response(
+                        StatusCode::OK,
+                        serde_json::to_string_pretty(&dump)
+                            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),
+                    ),
+                    Err(error) => text(StatusCode::NOT_FOUND, format!("{error}\n")),
+                }
             }
             (&Method::GET, "/clusters") => text(
                 StatusCode::OK,
                 self.reloader.current().clusters.clusters_text(),
             ),
+            (&Method::GET, "/listeners") => self.listeners(request),
             (&Method::GET, "/") => text(
                 StatusCode::OK,
-                "weir admin\n  /ready\n  /stats/prometheus\n  /config_dump\n  /clusters\n  POST /reload\n"
+                "weir admin\n  /ready\n  /stats  (?filter=REGEX, ?format=json|prometheus)\n  \
+                 /stats/prometheus\n  /server_info\n  /config_dump  (?resource=, ?mask=)\n  \
+                 /clusters\n  /listeners  (?format=json)\n  GET|POST /logging  (?level=)\n  \
+                 POST /reload\n  POST /quitquitquit\n"
                     .into(),
             ),
             _ => text(StatusCode::NOT_FOUND, format!("no admin endpoint {path}\n")),
         }
     }
+}
+
+impl Admin {
+    /// `GET /stats`: Envoy's names in Envoy's text (default) or JSON, `?filter=` a regex on
+    /// the name; `?format=prometheus` is `/stats/prometheus`; `?usedonly` leaves out stats that
+    /// are zero (weir does not track "ever written" apart from the value).
+    fn stats(&self, request: &Request<Incoming>) -> Response<Body> {
+        let uri = request.uri();
+        let format = query_param(uri, "format");
+        if format.as_deref() == Some("prometheus") {
+            return text(StatusCode::OK, Stats::global().prometheus_text());
+        }
+        let filter = match query_param(uri, "filter").filter(|f| !f.is_empty()) {
+            None => None,
+            Some(pattern) => match regex::RegexBuilder::new(&pattern)
+                .size_limit(1 << 20)
+                .build()
+            {
+                Ok(regex) => Some(regex),
+                Err(error) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid regex in filter: {error}\n"),
+                    );
+                }
+            },
+        };
+        let mut stats = envoy_stats::collect(&Stats::global().registry().gather());
+        if query_has(uri, "usedonly") {
+            stats.retain(|stat| stat.value != 0.0);
+        }
+        match format.as_deref() {
+            Some("json") => json_response(
+                StatusCode::OK,
+                envoy_stats::json(&stats, filter.as_ref()).to_string(),
+            ),
+            None | Some("text") => text(StatusCode::OK, envoy_stats::text(&stats, filter.as_ref())),
+            Some(other) => text(
+                StatusCode::BAD_REQUEST,
+                format!("unknown format {other:?}; accepted: text, json, prometheus\n"),
+            ),
+        }
+    }
+
+    /// `GET /server_info`, in Envoy's shape.
+    fn server_info(&self) -> Response<Body> {
+        let uptime = format!("{}s", self.info.started.elapsed().as_secs());
+        let state = if self.ready.load(Ordering::Acquire) {
+            "LIVE"
+        } else {
+            "DRAINING"
+        };
+        let info = serde_json::json!({
+            "version": self.info.version,
+            "state": state,
+            "hot_restart_version": "disabled",
+            "command_line_options": self.info.command_line_options,
+            "uptime_current_epoch": uptime,
+            "uptime_all_epochs": uptime,
+        });
+        json_response(
+            StatusCode::OK,
+            serde_json::to_string_pretty(&info).unwrap_or_default(),
+        )
+    }
+
+    /// `GET /listeners`: `name::address` lines, or Envoy's `listener_statuses` JSON.
+    fn listeners(&self, request: &Request<Incoming>) -> Response<Body> {
+        let snapshot = self.reloader.current();
+        let config = &snapshot.config;
+        let listeners: Vec<(&str, std::net::SocketAddr)> = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.address))
+            .chain(
+                config
+                    .tcp_listeners
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.address)),
+            )
+            .collect();
+        if query_param(request.uri(), "format").as_deref() == Some("json") {
+            let statuses: Vec<serde_json::Value> = listeners
+                .iter()
+                .map(|(name, address)| {
+                    serde_json::json!({
+                        "name": name,
+                        "local_address": {"socket_address": {
+                            "address": address.ip().to_string(),
+                            "port_value": address.port(),
+                        }},
+                    })
+                })
+                .collect();
+            return json_response(
+                StatusCode::OK,
+                serde_json::json!({ "listener_statuses": statuses }).to_string(),
+            );
+        }
+        let mut out = String::new();
+        for (name, address) in listeners {
+            out.push_str(&format!("{name}::{address}\n"));
+        }
+        text(StatusCode::OK, out)
+    }
+}
+
+/// The first value of query parameter `name` of `uri`, percent-decoded (`+` is a space).
+fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
+    let query = uri.query()?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(key) == name).then(|| percent_decode(value))
+    })
+}
+
+/// Whether the query of `uri` has parameter `name` (with or without a value).
+fn query_has(uri: &http::Uri, name: &str) -> bool {
+    uri.query().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| percent_decode(pair.split('=').next().unwrap_or("")) == name)
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn json_response(status: StatusCode, content: String) -> Response<Body> {
+    let mut response = text(status, content);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn text(status: StatusCode, content: String) -> Response<Body> {
@@ -177,4 +430,25 @@ fn text(status: StatusCode, content: String) -> Response<Body> {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_percent_decoded() {
+        let uri: http::Uri = "/stats?filter=%5Ecluster%5C.b+x&usedonly&format=json"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            query_param(&uri, "filter").as_deref(),
+            Some("^cluster\\.b x")
+        );
+        assert_eq!(query_param(&uri, "format").as_deref(), Some("json"));
+        assert_eq!(query_param(&uri, "usedonly").as_deref(), Some(""));
+        assert!(query_has(&uri, "usedonly"));
+        assert!(!query_has(&uri, "missing"));
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
 }

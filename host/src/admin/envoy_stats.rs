@@ -1,0 +1,224 @@
+//! `GET /stats`: every counter and gauge under the name Envoy gives it, in Envoy's text
+//! format (`cluster.backend.upstream_rq_total: 5`, one per line, sorted) or, with
+//! `?format=json`, Envoy's JSON (`{"stats": [{"name": ..., "value": ...}]}`).
+//!
+//! weir keeps its stats in Prometheus families with the scope as a label (see
+//! [`crate::stats`]); Envoy's own names are the inverse of Envoy's Prometheus conversion:
+//! `weir_http_downstream_rq_total{stat_prefix="ingress"}` is `http.ingress.downstream_rq_total`,
+//! `weir_cluster_upstream_rq_xx{cluster_name="b",response_code_class="2"}` is
+//! `cluster.b.upstream_rq_2xx`, `weir_tcp_*{stat_prefix}` is `tcp.<prefix>.*`. Stats Envoy
+//! does not have keep weir's family name under `weir.`, with their label values appended
+//! (`weir.accel_splices_total.kernel`). Histograms are left out of the text (only
+//! `/stats/prometheus` shows them).
+
+use prometheus::proto::{MetricFamily, MetricType};
+use std::fmt::Write as _;
+
+/// One stat under its Envoy name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvoyStat {
+    /// The dotted name.
+    pub name: String,
+    /// Its value (counters and integer gauges are whole numbers).
+    pub value: f64,
+}
+
+/// Every counter and gauge of `families`, named as Envoy names them, sorted by name.
+pub fn collect(families: &[MetricFamily]) -> Vec<EnvoyStat> {
+    let mut stats = Vec::new();
+    for family in families {
+        let kind = family.get_field_type();
+        for metric in family.get_metric() {
+            let value = match kind {
+                MetricType::COUNTER => metric.get_counter().get_value(),
+                MetricType::GAUGE => metric.get_gauge().get_value(),
+                _ => continue,
+            };
+            let labels: Vec<(&str, &str)> = metric
+                .get_label()
+                .iter()
+                .map(|pair| (pair.name(), pair.value()))
+                .collect();
+            stats.push(EnvoyStat {
+                name: envoy_name(family.name(), &labels),
+                value,
+            });
+        }
+    }
+    stats.sort_by(|a, b| a.name.cmp(&b.name));
+    stats
+}
+
+/// The Envoy name of the metric `family{labels}` (see the module docs).
+pub fn envoy_name(family: &str, labels: &[(&str, &str)]) -> String {
+    let label = |name: &str| {
+        labels
+            .iter()
+            .find(|(label, _)| *label == name)
+            .map(|(_, value)| *value)
+    };
+    // The response class counters are one family with a class label in weir, one stat per
+    // class in Envoy.
+    let with_class = |stem: &str| match label("response_code_class") {
+        Some(class) => format!("{}_{class}xx", stem.trim_end_matches("_xx")),
+        None => stem.to_owned(),
+    };
+    let scoped = [
+        (
+            "weir_http_downstream_",
+            "stat_prefix",
+            "http",
+            "downstream_",
+        ),
+        (
+            "weir_cluster_upstream_",
+            "cluster_name",
+            "cluster",
+            "upstream_",
+        ),
+        ("weir_tcp_", "stat_prefix", "tcp", ""),
+    ];
+    for (family_prefix, scope_label, scope, stem_prefix) in scoped {
+        if let (Some(rest), Some(scope_value)) =
+            (family.strip_prefix(family_prefix), label(scope_label))
+        {
+            return format!(
+                "{scope}.{scope_value}.{}",
+                with_class(&format!("{stem_prefix}{rest}"))
+            );
+        }
+    }
+    let mut name = format!("weir.{}", family.strip_prefix("weir_").unwrap_or(family));
+    for (_, value) in labels {
+        name.push('.');
+        name.push_str(value);
+    }
+    name
+}
+
+/// Envoy's text format: `name: value` lines, for the stats whose name `filter` matches.
+pub fn text(stats: &[EnvoyStat], filter: Option<&regex::Regex>) -> String {
+    let mut out = String::new();
+    for stat in matching(stats, filter) {
+        let _ = writeln!(out, "{}: {}", stat.name, number(stat.value));
+    }
+    out
+}
+
+/// Envoy's JSON format: `{"stats": [{"name": ..., "value": ...}, ...]}`.
+pub fn json(stats: &[EnvoyStat], filter: Option<&regex::Regex>) -> serde_json::Value {
+    let entries: Vec<serde_json::Value> = matching(stats, filter)
+        .map(|stat| {
+            let value = if stat.value.fract() == 0.0 && stat.value.abs() < 9.0e15 {
+                serde_json::json!(stat.value as i64)
+            } else {
+                serde_json::json!(stat.value)
+            };
+            serde_json::json!({ "name": stat.name, "value": value })
+        })
+        .collect();
+    serde_json::json!({ "stats": entries })
+}
+
+fn matching<'a>(
+    stats: &'a [EnvoyStat],
+    filter: Option<&'a regex::Regex>,
+) -> impl Iterator<Item = &'a EnvoyStat> {
+    stats
+        .iter()
+        .filter(move |stat| filter.is_none_or(|re| re.is_match(&stat.name)))
+}
+
+/// A whole number without a fraction, as Envoy prints counters and gauges.
+fn number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scoped_families_get_envoy_names() {
+        assert_eq!(
+            envoy_name(
+                "weir_http_downstream_rq_total",
+                &[("stat_prefix", "ingress")]
+            ),
+            "http.ingress.downstream_rq_total"
+        );
+        assert_eq!(
+            envoy_name(
+                "weir_http_downstream_rq_xx",
+                &[("response_code_class", "2"), ("stat_prefix", "ingress")]
+            ),
+            "http.ingress.downstream_rq_2xx"
+        );
+        assert_eq!(
+            envoy_name(
+                "weir_cluster_upstream_rq_xx",
+                &[("cluster_name", "backend"), ("response_code_class", "5")]
+            ),
+            "cluster.backend.upstream_rq_5xx"
+        );
+        assert_eq!(
+            envoy_name(
+                "weir_cluster_upstream_cx_overflow",
+                &[("cluster_name", "b")]
+            ),
+            "cluster.b.upstream_cx_overflow"
+        );
+        assert_eq!(
+            envoy_name("weir_tcp_downstream_cx_total", &[("stat_prefix", "tcp_in")]),
+            "tcp.tcp_in.downstream_cx_total"
+        );
+        assert_eq!(
+            envoy_name("weir_accel_splices_total", &[("mode", "kernel")]),
+            "weir.accel_splices_total.kernel"
+        );
+    }
+
+    #[test]
+    fn text_and_json_follow_envoy_and_the_filter() {
+        let stats = vec![
+            EnvoyStat {
+                name: "cluster.b.upstream_rq_total".into(),
+                value: 5.0,
+            },
+            EnvoyStat {
+                name: "http.in.downstream_rq_total".into(),
+                value: 7.0,
+            },
+        ];
+        assert_eq!(
+            text(&stats, None),
+            "cluster.b.upstream_rq_total: 5\nhttp.in.downstream_rq_total: 7\n"
+        );
+        let only = regex::Regex::new("^cluster\\.").unwrap();
+        assert_eq!(
+            text(&stats, Some(&only)),
+            "cluster.b.upstream_rq_total: 5\n"
+        );
+        assert_eq!(
+            json(&stats, Some(&only)),
+            serde_json::json!({"stats": [{"name": "cluster.b.upstream_rq_total", "value": 5}]})
+        );
+    }
+
+    #[test]
+    fn collects_the_registry_sorted() {
+        let http = crate::stats::HttpStats::new("envoy_stats_test");
+        http.rq_total.inc();
+        http.count_response(200);
+        let stats = collect(&crate::stats::Stats::global().registry().gather());
+        let names: Vec<&str> = stats.iter().map(|s| s.name.as_str()).collect();
+        assert!(names.windows(2).all(|w| w[0] <= w[1]), "sorted");
+        let find = |name: &str| stats.iter().find(|s| s.name == name).map(|s| s.value);
+        assert_eq!(find("http.envoy_stats_test.downstream_rq_total"), Some(1.0));
+        assert_eq!(find("http.envoy_stats_test.downstream_rq_2xx"), Some(1.0));
+    }
+}
