@@ -14,6 +14,7 @@ pub mod listener;
 pub mod overload;
 pub mod reload;
 pub mod route;
+pub mod services;
 pub mod settings;
 pub mod stats;
 pub mod tunnel;

@@ -7,7 +7,8 @@
 //!
 //! 1. read and check the file and load every Wasm plugin (compile through the module cache,
 //!    link, start a test VM: `proxy_on_vm_start`, `proxy_on_configure`), as at start-up;
-//! 2. refuse changes that need a restart ([`restart_needed`]: listeners, admin);
+//! 2. refuse changes that need a restart ([`restart_needed`]: listeners, admin, Wasm services
+//!    of `bootstrap_extensions`, which as in Envoy start once with the process);
 //! 3. build the clusters: an unchanged cluster is carried over as it is (pools, health and
 //!    circuit breakers included), a changed or new one is built afresh;
 //! 4. store the snapshot and hand it to every worker ([`Publisher`]), which builds its
@@ -75,7 +76,7 @@ pub enum ReloadError {
     #[error("{0}")]
     Config(ConfigError),
     /// The change is one weir cannot apply while running.
-    #[error("{0}: listener and admin changes need a restart")]
+    #[error("{0}: listener, admin and bootstrap_extensions changes need a restart")]
     NeedsRestart(String),
     /// A cluster could not be built (e.g. its TLS files).
     #[error("{file}: {source}")]
@@ -145,6 +146,12 @@ impl Publisher {
         applied: Vec<tokio::sync::watch::Receiver<u64>>,
     ) -> Publisher {
         Publisher { updates, applied }
+    }
+
+    /// A receiver of every snapshot published from now on (for what follows snapshots beside
+    /// the workers: the singleton Wasm services' pools).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
+        self.updates.subscribe()
     }
 
     /// Sends `snapshot` to every worker and waits (up to `timeout`) until each has built its

@@ -11,6 +11,8 @@
 //!   (`state.rs`, `context.rs`) they act on;
 //! - [`PluginHandle`]: a plugin as a config snapshot holds it, with its module's file (hot
 //!   reload swaps whole snapshots: see [`crate::reload`]);
+//! - [`service`]: bootstrap Wasm services (`envoy.bootstrap.wasm`), a VM kept running for the
+//!   life of the process and restarted after failures;
 //! - `callout.rs`: `proxy_http_call` requests sent through the worker's pools;
 //! - `shared.rs`, `metrics.rs`, `properties.rs`: process-wide shared data and queues, plugin
 //!   metrics, and the properties a module may read.
@@ -27,6 +29,7 @@ mod metrics;
 pub mod module_cache;
 mod plugin;
 mod properties;
+pub mod service;
 mod shared;
 mod slot;
 mod state;
