@@ -140,7 +140,7 @@ async fn singleton_service_ticks_once_per_period_for_the_process() {
     let ticks = number(&resp, "ticks") - number(&first, "ticks");
     let periods = window.elapsed().as_millis() as u64 / 50 + 3;
     assert!(
-        (10..=periods).contains(&ticks),
+        (5..=periods).contains(&ticks),
         "{ticks} ticks in {:?} at 50 ms: not one VM's",
         window.elapsed()
     );

@@ -8,6 +8,10 @@
 //! callout's answer, the end of a stream) for the dead VM are dropped instead of reaching the
 //! new one.
 //!
+//! A Wasm service's slot ([`VmSlot::for_service`]) serves no streams: its supervisor
+//! ([`super::service`]) restarts the VM after a failure, and its callouts follow the pools of
+//! each new snapshot.
+//!
 //! A config reload does not touch a slot: it builds new slots for the new snapshot, and this
 //! one lives on, with its VM, until the last stream that started on it has finished.
 //!
