@@ -4,7 +4,7 @@ CARGO ?= cargo
 APT_PACKAGES := curl nghttp2-client clang llvm libbpf-dev bpftool iproute2 iptables docker-registry apache2-utils
 BENCH_PACKAGES := nginx-light haproxy wrk nghttp2-client
 
-.PHONY: run test bench conformance fuzz deps bench-deps lint build release
+.PHONY: run test bench conformance sdk-examples fuzz deps bench-deps lint build release
 
 ## run: the proxy on its built-in config (a page on 127.0.0.1:10000, admin on 127.0.0.1:9901),
 ## or on CONFIG=FILE (e.g. `make run CONFIG=configs/wasm_auth.yaml`). weir runs in the
@@ -42,6 +42,20 @@ conformance: deps
 	fi
 	$(CARGO) build -p weir --bin weir
 	H2SPEC=$(H2SPEC) $(CARGO) test -p weir-tests --test conformance -- --ignored --nocapture
+
+## sdk-examples: the official proxy-wasm Rust SDK's `hello_world` example (a bootstrap Wasm
+## service) run by weir from its own envoy.yaml (only the module's path changed), checked to
+## start, tick and stop. The examples are not in the crates.io package: pass a checkout of
+## github.com/proxy-wasm/proxy-wasm-rust-sdk (a clone or a fetched snapshot's git directory).
+PROXY_WASM_SDK_SRC ?=
+sdk-examples: wasm-target
+	@if [ -z "$(PROXY_WASM_SDK_SRC)" ]; then \
+		echo "make sdk-examples needs a checkout of github.com/proxy-wasm/proxy-wasm-rust-sdk:"; \
+		echo "  make sdk-examples PROXY_WASM_SDK_SRC=/path/to/that/checkout"; \
+		exit 2; \
+	fi
+	$(CARGO) build -p weir --bin weir
+	CARGO=$(CARGO) tests/scripts/sdk-examples.sh "$(PROXY_WASM_SDK_SRC)" $(CURDIR)/target/debug/weir
 
 ## fuzz: each cargo-fuzz target in host/fuzz for FUZZ_SECONDS (default 60) under libFuzzer;
 ## needs nightly and cargo-fuzz. New inputs go to host/fuzz/target/corpus, crashes to

@@ -15,6 +15,7 @@ pub mod new_filter;
 pub mod overload;
 pub mod reload;
 pub mod route;
+pub mod services;
 pub mod settings;
 pub mod stats;
 pub mod tunnel;

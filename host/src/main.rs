@@ -393,6 +393,11 @@ fn serve(
         for (name, address) in workers.addresses() {
             tracing::info!(listener = %name, %address, concurrency, "listening");
         }
+        let services = weir::services::SingletonServices::start(
+            &snapshot,
+            workers.publisher().subscribe(),
+        )
+        .context("starting the singleton Wasm services")?;
         let reloader = Reloader::new(cli.config_path.clone(), snapshot, workers.publisher());
         weir::reload::watch::spawn(&reloader, tokio::runtime::Handle::current());
         let overload_source = reloader.clone();
@@ -426,9 +431,12 @@ fn serve(
             "draining: no new connections; in-flight requests finish"
         );
         admin.set_ready(false);
-        tokio::task::spawn_blocking(move || workers.shutdown())
-            .await
-            .context("joining workers")?;
+        tokio::task::spawn_blocking(move || {
+            workers.shutdown();
+            services.shutdown();
+        })
+        .await
+        .context("joining workers")?;
         reloader.current().clusters.shutdown();
         tracing::info!("drained; exiting");
         Ok(())

@@ -46,6 +46,9 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
+/// How long a worker waits for its Wasm services to end their root contexts at shutdown.
+const SERVICE_STOP_TIME: Duration = Duration::from_secs(2);
+
 /// The running workers.
 pub struct Workers {
     threads: Vec<JoinHandle<()>>,
@@ -301,6 +304,22 @@ fn run_worker(
     };
     runtime.block_on(async move {
         let pools = WorkerPools::new(snapshot.clusters.clone());
+        let service_pools = Arc::new(ArcSwap::from_pointee(pools.clone()));
+        let (stop_services, services_stop) = watch::channel(false);
+        let services: Vec<_> = snapshot
+            .config
+            .wasm_services
+            .iter()
+            .filter(|service| !service.singleton)
+            .map(|service| {
+                tokio::spawn(crate::wasm::service::supervise(
+                    service.plugin.clone(),
+                    service_pools.clone(),
+                    services_stop.clone(),
+                    format!("worker {index}"),
+                ))
+            })
+            .collect();
         drop(snapshot);
         let (alive, mut all_closed) = mpsc::channel::<()>(1);
         let mut managers = Vec::new();
@@ -346,7 +365,14 @@ fn run_worker(
             ));
         }
         drop(alive);
-        tokio::spawn(follow_snapshots(index, follow, managers, proxies, pools));
+        tokio::spawn(follow_snapshots(
+            index,
+            follow,
+            managers,
+            proxies,
+            pools,
+            service_pools,
+        ));
         while !*shutdown.borrow_and_update() {
             if shutdown.changed().await.is_err() {
                 break;
@@ -364,6 +390,17 @@ fn run_worker(
                 "drain time over with connections still open; closing them"
             );
         }
+        // The Wasm services on this worker outlive its connections (a filter may enqueue to
+        // one until its stream ends), then end their root contexts.
+        stop_services.send_replace(true);
+        for service in services {
+            if tokio::time::timeout(SERVICE_STOP_TIME, service)
+                .await
+                .is_err()
+            {
+                tracing::warn!(worker = index, "a Wasm service did not stop in time");
+            }
+        }
     });
 }
 
@@ -376,10 +413,12 @@ async fn follow_snapshots(
     managers: Vec<(usize, Arc<CurrentManager>)>,
     proxies: Vec<(usize, Arc<CurrentTcpProxy>)>,
     mut pools: WorkerPools,
+    service_pools: Arc<ArcSwap<WorkerPools>>,
 ) {
     while follow.updates.changed().await.is_ok() {
         let snapshot = follow.updates.borrow_and_update().clone();
         pools = pools.successor(snapshot.clusters.clone());
+        service_pools.store(Arc::new(pools.clone()));
         let config = &snapshot.config;
         for (index, current) in &managers {
             // The reload refused any change to the set of listeners, so the index holds.

@@ -13,6 +13,7 @@ pub mod pem;
 mod quic;
 pub mod runtime;
 pub mod schema;
+pub mod service;
 pub mod typed;
 pub mod wasm;
 pub mod yaml_limits;
@@ -87,6 +88,21 @@ pub struct Config {
     pub tcp_listeners: Vec<TcpListenerConfig>,
     /// `overload_manager`: monitors, actions and the global connection limit.
     pub overload: overload::OverloadConfig,
+    /// `bootstrap_extensions`' Wasm services, started once with the process (a reload that
+    /// changes them is refused: see [`crate::reload::restart_needed`]).
+    pub wasm_services: Vec<WasmServiceConfig>,
+}
+
+/// One `envoy.bootstrap.wasm` extension: its plugin, loaded and checked like a filter's.
+#[derive(Debug, Clone)]
+pub struct WasmServiceConfig {
+    /// The plugin.
+    pub plugin: std::sync::Arc<crate::wasm::PluginHandle>,
+    /// One VM on a thread of its own (`true`) or one per worker.
+    pub singleton: bool,
+    /// SHA-256 over everything that makes the service what it is (module, names,
+    /// configurations, `singleton`): two configs run the same service when it is equal.
+    pub identity: [u8; 32],
 }
 
 impl Config {
@@ -420,7 +436,63 @@ fn build(
         clusters,
         tcp_listeners,
         overload,
+        wasm_services: wasm_services(&bootstrap.bootstrap_extensions, &node)?,
     })
+}
+
+/// Loads the plugin of each `bootstrap_extensions[]` Wasm service (its module compiled and
+/// started once, as a filter's is).
+fn wasm_services(
+    extensions: &[service::BootstrapExtension],
+    node: &crate::wasm::NodeInfo,
+) -> Result<Vec<WasmServiceConfig>, FieldError> {
+    let mut services = Vec::new();
+    for (i, extension) in extensions.iter().enumerate() {
+        let typed_path = format!("bootstrap_extensions[{i}].typed_config");
+        let filter = wasm::WasmFilterConfig {
+            config: extension.service.config.clone(),
+        };
+        if extension.service.config.vm_config.code.remote.is_some() {
+            // A service starts once with the process, before remote modules are fetched for
+            // the listeners; fetching it as well is not built yet.
+            return Err(FieldError::new(
+                format!("{typed_path}.config.vm_config.code.remote"),
+                "a bootstrap Wasm service takes code.local (a file or inline bytes); remote code is for filters",
+            ));
+        }
+        let plugin = load_plugin(&filter, &typed_path, &[], node)?;
+        let identity = service_identity(&plugin, extension.service.singleton);
+        services.push(WasmServiceConfig {
+            plugin,
+            singleton: extension.service.singleton,
+            identity,
+        });
+    }
+    Ok(services)
+}
+
+fn service_identity(plugin: &crate::wasm::PluginHandle, singleton: bool) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    // Local code only (checked by the caller), so the plugin is loaded.
+    let Some(loaded) = plugin.current() else {
+        hash.update(plugin.name().as_bytes());
+        return hash.finalize().into();
+    };
+    let info = loaded.info().clone();
+    for part in [
+        &plugin.code_hash()[..],
+        info.name.as_bytes(),
+        info.root_id.as_bytes(),
+        info.vm_id.as_bytes(),
+        &info.vm_configuration,
+        &info.plugin_configuration,
+    ] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    hash.update([u8::from(singleton)]);
+    hash.finalize().into()
 }
 
 /// A listener whose network filters end with a tcp_proxy, after any number of

@@ -30,6 +30,9 @@ pub struct Bootstrap {
     /// `layered_runtime`: the runtime keys weir reads (see [`LayeredRuntime`]).
     #[serde(default)]
     pub layered_runtime: Option<LayeredRuntime>,
+    /// `bootstrap_extensions`: Wasm services (see [`super::service`]).
+    #[serde(default)]
+    pub bootstrap_extensions: Vec<super::service::BootstrapExtension>,
 }
 
 /// `layered_runtime`: Envoy's runtime, of which weir reads the static layers. Their keys are

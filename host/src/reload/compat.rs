@@ -36,6 +36,21 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
         };
         return Some(format!("listener {}: {what} changed", old.name));
     }
+    let services = |config: &Config| {
+        config
+            .wasm_services
+            .iter()
+            .map(|service| service.identity)
+            .collect::<Vec<_>>()
+    };
+    if services(old) != services(new) {
+        // Envoy reads bootstrap_extensions once, at start; its services run until exit.
+        return Some(
+            "bootstrap_extensions changed (a Wasm service's module, configuration or singleton); \
+             the running services are kept"
+                .to_string(),
+        );
+    }
     if old.tcp_listeners.len() != new.tcp_listeners.len() {
         return Some(format!(
             "the number of tcp_proxy listeners changed ({} -> {})",

@@ -9,7 +9,8 @@
 //!    link, start a test VM: `proxy_on_vm_start`, `proxy_on_configure`), as at start-up; a
 //!    plugin with remote code is fetched (when its sha256 is not in the module store) through
 //!    the new clusters after step 3 ([`crate::wasm::remote`]);
-//! 2. refuse changes that need a restart ([`restart_needed`]: listeners, admin);
+//! 2. refuse changes that need a restart ([`restart_needed`]: listeners, admin, Wasm services
+//!    of `bootstrap_extensions`, which as in Envoy start once with the process);
 //! 3. build the clusters: an unchanged cluster is carried over as it is (pools, health and
 //!    circuit breakers included), a changed or new one is built afresh;
 //! 4. store the snapshot and hand it to every worker ([`Publisher`]), which builds its
@@ -77,7 +78,7 @@ pub enum ReloadError {
     #[error("{0}")]
     Config(ConfigError),
     /// The change is one weir cannot apply while running.
-    #[error("{0}: listener and admin changes need a restart")]
+    #[error("{0}: listener, admin and bootstrap_extensions changes need a restart")]
     NeedsRestart(String),
     /// A cluster could not be built (e.g. its TLS files).
     #[error("{file}: {source}")]
@@ -147,6 +148,12 @@ impl Publisher {
         applied: Vec<tokio::sync::watch::Receiver<u64>>,
     ) -> Publisher {
         Publisher { updates, applied }
+    }
+
+    /// A receiver of every snapshot published from now on (for what follows snapshots beside
+    /// the workers: the singleton Wasm services' pools).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
+        self.updates.subscribe()
     }
 
     /// Sends `snapshot` to every worker and waits (up to `timeout`) until each has built its

@@ -33,6 +33,30 @@ pub fn vm_failures(plugin: &str) -> IntCounter {
     FAMILY.with_label_values(&[plugin])
 }
 
+/// `weir_wasm_service_restarts_total{service}`: times a bootstrap Wasm service's VM was
+/// started again after it failed (see [`super::service`]).
+pub fn service_restarts(service: &str) -> IntCounter {
+    static FAMILY: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        let name = "weir_wasm_service_restarts_total";
+        let family = IntCounterVec::new(
+            Opts::new(
+                name,
+                "Restarts of a bootstrap Wasm service's VM after it failed.",
+            ),
+            &["service"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+        if let Err(e) = Stats::global()
+            .registry()
+            .register(Box::new(family.clone()))
+        {
+            unreachable!("static metric {name} is registered once: {e}");
+        }
+        family
+    });
+    FAMILY.with_label_values(&[service])
+}
+
 /// One metric a module defined.
 pub enum PluginMetric {
     /// A counter.

@@ -14,6 +14,8 @@
 //!   reload swaps whole snapshots: see [`crate::reload`]);
 //! - [`remote`]: `vm_config.code.remote` modules fetched through a cluster, checked by
 //!   sha256 and kept by digest; what a listener does while one cannot be had;
+//! - [`service`]: bootstrap Wasm services (`envoy.bootstrap.wasm`), a VM kept running for the
+//!   life of the process and restarted after failures;
 //! - `callout.rs`: `proxy_http_call` requests sent through the worker's pools;
 //! - `shared.rs`, `metrics.rs`, `properties.rs`: process-wide shared data and queues, plugin
 //!   metrics, and the properties a module may read.
@@ -32,6 +34,7 @@ pub mod oci;
 mod plugin;
 mod properties;
 pub mod remote;
+pub mod service;
 mod shared;
 mod slot;
 mod state;

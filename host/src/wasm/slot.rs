@@ -8,6 +8,10 @@
 //! callout's answer, the end of a stream) for the dead VM are dropped instead of reaching the
 //! new one.
 //!
+//! A Wasm service's slot ([`VmSlot::for_service`]) serves no streams: its supervisor
+//! ([`super::service`]) restarts the VM after a failure, and its callouts follow the pools of
+//! each new snapshot.
+//!
 //! A config reload does not touch a slot: it builds new slots for the new snapshot, and this
 //! one lives on, with its VM, until the last stream that started on it has finished.
 //!
@@ -20,6 +24,7 @@ use super::plugin::{Plugin, PluginHandle};
 use super::state::VmHooks;
 use super::vm::{Direction, Effects, Side, Vm};
 use crate::upstream::WorkerPools;
+use arc_swap::ArcSwap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -69,11 +74,32 @@ pub fn slots_of(
     (slots, refused)
 }
 
+/// The pools a slot's callouts go through.
+#[derive(Clone)]
+enum SlotPools {
+    /// A filter's: the pools of the snapshot its chain was built for.
+    Fixed(WorkerPools),
+    /// A Wasm service's, which outlives snapshots: whatever pools are current (its owner
+    /// stores the pools of each new snapshot).
+    Current(Arc<ArcSwap<WorkerPools>>),
+}
+
+impl SlotPools {
+    fn get(&self) -> WorkerPools {
+        match self {
+            SlotPools::Fixed(pools) => pools.clone(),
+            SlotPools::Current(current) => WorkerPools::clone(&current.load()),
+        }
+    }
+}
+
 /// A plugin's VM on one worker.
 pub struct VmSlot {
     plugin: Arc<Plugin>,
-    pools: WorkerPools,
+    pools: SlotPools,
     inner: Mutex<SlotInner>,
+    /// Woken each time the VM fails (a Wasm service's supervisor waits on it).
+    failures: tokio::sync::Notify,
 }
 
 impl VmSlot {
@@ -81,7 +107,26 @@ impl VmSlot {
     /// (a failure is logged and counted, and the next stream tries again). `None` when the
     /// plugin is not loaded (remote code that could not be fetched: see [`slots_of`]).
     pub fn new(handle: &PluginHandle, pools: WorkerPools) -> Option<Arc<VmSlot>> {
-        let plugin = handle.current()?;
+        Some(VmSlot::with_pools(
+            handle.current()?,
+            SlotPools::Fixed(pools),
+        ))
+    }
+
+    /// A slot for a Wasm service ([`super::service`]): its callouts go through whatever pools
+    /// `pools` holds when they start. Starts the VM now, as [`VmSlot::new`] does. `None` when
+    /// the plugin is not loaded.
+    pub fn for_service(
+        handle: &PluginHandle,
+        pools: Arc<ArcSwap<WorkerPools>>,
+    ) -> Option<Arc<VmSlot>> {
+        Some(VmSlot::with_pools(
+            handle.current()?,
+            SlotPools::Current(pools),
+        ))
+    }
+
+    fn with_pools(plugin: Arc<Plugin>, pools: SlotPools) -> Arc<VmSlot> {
         let slot = Arc::new(VmSlot {
             inner: Mutex::new(SlotInner {
                 vm: None,
@@ -91,9 +136,30 @@ impl VmSlot {
             }),
             plugin,
             pools,
+            failures: tokio::sync::Notify::new(),
         });
         let _ = slot.with_vm(None, |_| Ok(()));
-        Some(slot)
+        slot
+    }
+
+    /// Starts the VM if there is none (it failed, or never started); an error says why it
+    /// could not (logged and counted already).
+    pub fn ensure_started(self: &Arc<Self>) -> Result<(), SlotError> {
+        self.with_vm(None, |_| Ok(())).map(|_| ())
+    }
+
+    /// Whether a VM is running.
+    pub fn is_running(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .vm
+            .is_some()
+    }
+
+    /// Waits until the VM fails (returns at once when it failed since the last wait).
+    pub async fn failed_wait(&self) {
+        self.failures.notified().await;
     }
 
     /// The plugin it runs.
@@ -122,7 +188,7 @@ impl VmSlot {
             let pools = self.pools.clone();
             let hooks = VmHooks {
                 queue_waker: Some(waker),
-                cluster_exists: Some(Arc::new(move |name: &str| pools.has_cluster(name))),
+                cluster_exists: Some(Arc::new(move |name: &str| pools.get().has_cluster(name))),
             };
             match Vm::start(&inner.plugin, hooks) {
                 Ok(mut vm) => {
@@ -158,7 +224,14 @@ impl VmSlot {
     /// Drops a failed VM: count, log, tell its streams, stop its timer.
     fn failed(&self, inner: &mut SlotInner, error: &WasmError) {
         inner.plugin.failures().inc();
-        tracing::warn!(plugin = inner.plugin.name(), %error, "Wasm VM failed; it is recreated for the next stream");
+        match self.pools {
+            SlotPools::Current(_) => {
+                tracing::warn!(service = inner.plugin.name(), %error, "Wasm service VM failed")
+            }
+            SlotPools::Fixed(_) => {
+                tracing::warn!(plugin = inner.plugin.name(), %error, "Wasm VM failed; it is recreated for the next stream")
+            }
+        }
         if let Some(vm) = inner.vm.take() {
             for stream in vm.streams() {
                 let _ = stream.events.send(StreamEvent::VmFailed);
@@ -168,6 +241,7 @@ impl VmSlot {
             task.abort();
         }
         inner.generation += 1;
+        self.failures.notify_one();
     }
 
     /// Starts the callouts and (re)starts the timer a callback asked for.
@@ -177,7 +251,7 @@ impl VmSlot {
         };
         for call in effects.calls {
             let weak = Arc::downgrade(self);
-            let pools = self.pools.clone();
+            let pools = self.pools.get();
             runtime.spawn(async move {
                 let token = call.token;
                 let response = callout::execute(&pools, call).await;
