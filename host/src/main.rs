@@ -135,11 +135,20 @@ fn main() -> ExitCode {
     }
     let started = std::time::Instant::now();
     let set_log_level = init_logging(&cli.log_level);
+    // The flag wins, then the config file's weir.config.v1.ProcessSettings, then (inside
+    // `settings`) the older environment variable.
+    let from_config = cli
+        .config_path
+        .as_deref()
+        .and_then(config::process_settings::read_file)
+        .unwrap_or_default();
     weir::settings::init(weir::settings::ProcessSettings {
-        wasm_deadline_ms: cli.wasm_deadline_ms,
-        wasm_memory_limit_mb: cli.wasm_memory_limit_mb,
-        wasm_cache_dir: cli.wasm_cache_dir.clone(),
-        reload_interval_ms: cli.reload_interval_ms,
+        wasm_deadline_ms: cli.wasm_deadline_ms.or(from_config.wasm_deadline_ms),
+        wasm_memory_limit_mb: cli
+            .wasm_memory_limit_mb
+            .or(from_config.wasm_memory_limit_mb),
+        wasm_cache_dir: cli.wasm_cache_dir.clone().or(from_config.wasm_cache_dir),
+        reload_interval_ms: cli.reload_interval_ms.or(from_config.reload_interval_ms),
     });
     let validate = cli.mode == Mode::Validate || matches!(cli.command, Some(Command::Validate));
     if validate {

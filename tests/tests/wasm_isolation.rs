@@ -125,6 +125,34 @@ async fn the_memory_limit_flag_sets_the_limit() {
     assert_eq!(failures(&weir).await, failed as f64);
 }
 
+/// The same limit from the config file: weir's `weir.config.v1.ProcessSettings` bootstrap
+/// extension. A reload that changes it is refused (the limit is read once, at start-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_limit_from_the_config_sets_the_limit() {
+    let (_up, ports, mut config) = misbehaving("grow", false).await;
+    let settings = |limit: u64| {
+        serde_json::json!([{
+            "name": "weir.settings",
+            "typed_config": {
+                "@type": "type.googleapis.com/weir.config.v1.ProcessSettings",
+                "wasm_memory_limit_mb": limit,
+            },
+        }])
+    };
+    config["bootstrap_extensions"] = settings(32);
+    let mut weir = Weir::start(&config).await;
+    let (ok, failed) = hammer(&ports, &mut weir).await;
+    assert_eq!(ok + failed, REQUESTS);
+    assert!(failed >= 10, "{ok} passed, {failed} failed");
+    assert_eq!(failures(&weir).await, failed as f64);
+
+    config["bootstrap_extensions"] = settings(64);
+    std::fs::write(weir.config_path(), config.to_string()).expect("rewrite the config");
+    let (status, body) = weir.admin_post("/reload").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("ProcessSettings"), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_broken_module_is_a_config_error_with_its_path() {
     let ports = Ports::new();

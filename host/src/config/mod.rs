@@ -10,6 +10,7 @@ pub mod file;
 mod lenient;
 pub mod overload;
 pub mod pem;
+pub mod process_settings;
 mod quic;
 pub mod runtime;
 pub mod schema;
@@ -91,6 +92,9 @@ pub struct Config {
     /// `bootstrap_extensions`' Wasm services, started once with the process (a reload that
     /// changes them is refused: see [`crate::reload::restart_needed`]).
     pub wasm_services: Vec<WasmServiceConfig>,
+    /// `bootstrap_extensions`' `weir.config.v1.ProcessSettings`, if any (read at start-up, a
+    /// reload that changes it is refused: see [`process_settings`]).
+    pub process_settings: Option<process_settings::ProcessSettingsConfig>,
 }
 
 /// One `envoy.bootstrap.wasm` extension: its plugin, loaded and checked like a filter's.
@@ -437,6 +441,12 @@ fn build(
         tcp_listeners,
         overload,
         wasm_services: wasm_services(&bootstrap.bootstrap_extensions, &node)?,
+        process_settings: bootstrap.bootstrap_extensions.iter().find_map(|extension| {
+            match &extension.kind {
+                service::ExtensionKind::ProcessSettings(settings) => Some(settings.clone()),
+                service::ExtensionKind::WasmService(_) => None,
+            }
+        }),
     })
 }
 
@@ -448,11 +458,14 @@ fn wasm_services(
 ) -> Result<Vec<WasmServiceConfig>, FieldError> {
     let mut services = Vec::new();
     for (i, extension) in extensions.iter().enumerate() {
+        let Some(service) = extension.wasm_service() else {
+            continue;
+        };
         let typed_path = format!("bootstrap_extensions[{i}].typed_config");
         let filter = wasm::WasmFilterConfig {
-            config: extension.service.config.clone(),
+            config: service.config.clone(),
         };
-        if extension.service.config.vm_config.code.remote.is_some() {
+        if service.config.vm_config.code.remote.is_some() {
             // A service starts once with the process, before remote modules are fetched for
             // the listeners; fetching it as well is not built yet.
             return Err(FieldError::new(
@@ -461,10 +474,10 @@ fn wasm_services(
             ));
         }
         let plugin = load_plugin(&filter, &typed_path, &[], node)?;
-        let identity = service_identity(&plugin, extension.service.singleton);
+        let identity = service_identity(&plugin, service.singleton);
         services.push(WasmServiceConfig {
             plugin,
-            singleton: extension.service.singleton,
+            singleton: service.singleton,
             identity,
         });
     }

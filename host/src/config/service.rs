@@ -1,7 +1,9 @@
 //! `bootstrap_extensions[]`: the extensions Envoy starts with the process, outside any listener.
-//! weir implements one, `envoy.bootstrap.wasm` (`envoy.extensions.wasm.v3.WasmService`): a
+//! weir implements Envoy's `envoy.bootstrap.wasm` (`envoy.extensions.wasm.v3.WasmService`): a
 //! Wasm service, a module whose root context runs for the life of the process (ticks, shared
-//! data and queues with the filters, HTTP callouts) without serving streams.
+//! data and queues with the filters, HTTP callouts) without serving streams; and its own
+//! `weir.config.v1.ProcessSettings` ([`super::process_settings`]), the process-wide settings
+//! that are also command-line flags.
 //!
 //! As in Envoy, the extension is picked by its `typed_config`'s `@type` (the `name` is free);
 //! any other type is a config error naming it.
@@ -19,8 +21,27 @@ pub const WASM_SERVICE: &str = "envoy.extensions.wasm.v3.WasmService";
 pub struct BootstrapExtension {
     /// Its `name` (Envoy's is `envoy.bootstrap.wasm`; any name is taken).
     pub name: String,
-    /// Its config.
-    pub service: WasmService,
+    /// What it is.
+    pub kind: ExtensionKind,
+}
+
+/// The bootstrap extensions weir implements.
+#[derive(Debug, Clone)]
+pub enum ExtensionKind {
+    /// A Wasm service.
+    WasmService(WasmService),
+    /// weir's process settings.
+    ProcessSettings(super::process_settings::ProcessSettingsConfig),
+}
+
+impl BootstrapExtension {
+    /// The Wasm service, if that is what it is.
+    pub fn wasm_service(&self) -> Option<&WasmService> {
+        match &self.kind {
+            ExtensionKind::WasmService(service) => Some(service),
+            ExtensionKind::ProcessSettings(_) => None,
+        }
+    }
 }
 
 /// `envoy.extensions.wasm.v3.WasmService`.
@@ -54,18 +75,24 @@ impl<'de> Deserialize<'de> for BootstrapExtension {
         })?;
         let (type_name, value) =
             split_typed(&raw.name, Some(typed_config)).map_err(D::Error::custom)?;
-        if type_name != WASM_SERVICE {
-            return Err(D::Error::custom(format!(
-                "{PATH_MARK}typed_config.@type{PATH_MARK}unsupported bootstrap extension type \
-                 {type_name:?} (extension {:?}); weir supports type.googleapis.com/{WASM_SERVICE} \
-                 (envoy.bootstrap.wasm)",
-                raw.name
-            )));
-        }
-        let service: WasmService = typed(value).map_err(D::Error::custom)?;
+        let kind = match type_name.as_str() {
+            WASM_SERVICE => ExtensionKind::WasmService(typed(value).map_err(D::Error::custom)?),
+            super::process_settings::PROCESS_SETTINGS => {
+                ExtensionKind::ProcessSettings(typed(value).map_err(D::Error::custom)?)
+            }
+            other => {
+                return Err(D::Error::custom(format!(
+                    "{PATH_MARK}typed_config.@type{PATH_MARK}unsupported bootstrap extension type \
+                     {other:?} (extension {:?}); weir supports type.googleapis.com/{WASM_SERVICE} \
+                     (envoy.bootstrap.wasm) and type.googleapis.com/{}",
+                    raw.name,
+                    super::process_settings::PROCESS_SETTINGS
+                )));
+            }
+        };
         Ok(BootstrapExtension {
             name: raw.name,
-            service,
+            kind,
         })
     }
 }
@@ -100,8 +127,9 @@ bootstrap_extensions:
             panic!("one extension");
         };
         assert_eq!(extension.name, "envoy.bootstrap.wasm");
-        assert!(extension.service.singleton);
-        assert_eq!(extension.service.config.name, "hello");
+        let service = extension.wasm_service().expect("a Wasm service");
+        assert!(service.singleton);
+        assert_eq!(service.config.name, "hello");
     }
 
     #[test]

@@ -51,6 +51,13 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
                 .to_string(),
         );
     }
+    if old.process_settings != new.process_settings {
+        // Read once when the process starts (the Wasm engine, the cache, the file watcher).
+        return Some(
+            "bootstrap_extensions changed (weir.config.v1.ProcessSettings); the settings in force are kept"
+                .to_string(),
+        );
+    }
     if old.tcp_listeners.len() != new.tcp_listeners.len() {
         return Some(format!(
             "the number of tcp_proxy listeners changed ({} -> {})",
