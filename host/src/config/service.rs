@@ -29,7 +29,7 @@ pub struct BootstrapExtension {
 #[derive(Debug, Clone)]
 pub enum ExtensionKind {
     /// A Wasm service.
-    WasmService(WasmService),
+    WasmService(Box<WasmService>),
     /// weir's process settings.
     ProcessSettings(super::process_settings::ProcessSettingsConfig),
 }
