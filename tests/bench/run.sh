@@ -10,11 +10,13 @@
 #   BENCH_TARGETS     space-separated targets (default: "direct weir weir_kernel weir_copy
 #                     weir_local weir_wasm nginx haproxy envoy envoy_wasm")
 #   BENCH_TESTS       space-separated tests (default: "wrk_h1 h2load_h1 h2load_h2c h3load
-#                     tunnel_bulk tunnel_pingpong")
+#                     tunnel_bulk tunnel_pingpong idle_conns")
 #   BENCH_ROUNDS      times the whole target x test matrix runs, one round after the other
 #                     (default 1; 1..20); each row is then the median of its rounds
 #   BENCH_TUNNEL_BYTES bytes of the tunnel_bulk transfer (default 1 GiB)
 #   BENCH_PINGPONGS   64-byte round trips of tunnel_pingpong (default 10000)
+#   BENCH_IDLE_CONNS  keep-alive clients held idle by idle_conns (default 10000); the row is the
+#                     proxy's RSS growth per connection in KiB (lower is better)
 #   BENCH_BACKLOG_LIMIT --accel-backlog-limit of the weir_bounded target (default 64 MiB; the
 #                     target is not in the default list: BENCH_TARGETS="direct weir_kernel weir_bounded")
 #   BENCH_CONNS       client connections (default 2)
@@ -38,14 +40,19 @@ CONF_DIR="$BENCH_DIR/conf"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 OUT_DIR="$TARGET_DIR/bench"
 PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+# Room for idle_conns' clients and what the proxies open for them (raising the hard limit needs
+# root; otherwise the soft limit goes as high as the hard one allows).
+ulimit -Hn 262144 2>/dev/null || true
+ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
 
 BENCH_SECONDS="${BENCH_SECONDS:-8}"
 BENCH_WARMUP="${BENCH_WARMUP:-1}"
 BENCH_TARGETS="${BENCH_TARGETS:-direct weir weir_kernel weir_copy weir_local weir_wasm nginx haproxy envoy envoy_wasm}"
-BENCH_TESTS="${BENCH_TESTS:-wrk_h1 h2load_h1 h2load_h2c h3load tunnel_bulk tunnel_pingpong}"
+BENCH_TESTS="${BENCH_TESTS:-wrk_h1 h2load_h1 h2load_h2c h3load tunnel_bulk tunnel_pingpong idle_conns}"
 BENCH_ROUNDS="${BENCH_ROUNDS:-1}"
 BENCH_TUNNEL_BYTES="${BENCH_TUNNEL_BYTES:-1073741824}"
 BENCH_PINGPONGS="${BENCH_PINGPONGS:-10000}"
+BENCH_IDLE_CONNS="${BENCH_IDLE_CONNS:-10000}"
 BENCH_CONNS="${BENCH_CONNS:-2}"
 BENCH_H2_STREAMS="${BENCH_H2_STREAMS:-100}"
 BENCH_H2LOAD_LOG="${BENCH_H2LOAD_LOG:-1}"
@@ -564,11 +571,11 @@ target_haproxy() {
 # ---------------------------------------------------------------------------------------------
 H3LOAD_BIN="${H3LOAD_BIN:-$TARGET_DIR/release/h3load}"
 declare -A TEST_PROTO=([wrk_h1]=h1 [h2load_h1]=h1 [h2load_h2c]=h2 [h3load]=h3 [tunnel_bulk]=tcp
-    [tunnel_pingpong]=tcp)
+    [tunnel_pingpong]=tcp [idle_conns]=h1)
 declare -A TEST_TOOL=([wrk_h1]=wrk [h2load_h1]=h2load [h2load_h2c]=h2load [h3load]=$H3LOAD_BIN
-    [tunnel_bulk]=python3 [tunnel_pingpong]=python3)
-# the unit of R_RPS where it is not req/s
-declare -A TEST_UNIT=([tunnel_bulk]=Gbit/s [tunnel_pingpong]=rtt/s)
+    [tunnel_bulk]=python3 [tunnel_pingpong]=python3 [idle_conns]=python3)
+# the unit of R_RPS where it is not req/s (idle_conns: memory per connection, lower is better)
+declare -A TEST_UNIT=([tunnel_bulk]=Gbit/s [tunnel_pingpong]=rtt/s [idle_conns]=KiB/conn)
 R_RPS='' R_P50='' R_P99='' R_ERRORS='' R_DETAIL='' R_NOTE=''
 reset_result() { R_RPS='' R_P50='' R_P99='' R_ERRORS='' R_DETAIL='' R_NOTE='' R_REQS='' R_CPU=''; }
 
@@ -682,6 +689,50 @@ test_tunnel_pingpong() {
     R_DETAIL="$(head -n1 "$out")"
 }
 test_h2load_h2c() { run_h2load h2load_h2c "$1" "$2" -m "$BENCH_H2_STREAMS"; }
+
+# rss_kib PGID: resident memory (KiB) of every process in process group PGID.
+rss_kib() {
+    local pid total=0 rss
+    for pid in $(ps -o pid= -g "$1" 2>/dev/null); do
+        rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        total=$((total + ${rss:-0}))
+    done
+    echo "$total"
+}
+
+# idle_conns: BENCH_IDLE_CONNS keep-alive clients, each after one request, held idle; the
+# proxy's RSS growth per connection (KiB, lower is better), then every connection reused once
+# (R_ERRORS: those the proxy dropped or did not answer). Not for `direct` (no proxy process).
+test_idle_conns() {
+    local port=$1 target=$2 out="$WORK/logs/$2.idle_conns.txt" before after line opened
+    if [[ -z "$T_PID" ]]; then
+        R_NOTE="no proxy process to measure"
+        return 1
+    fi
+    before=$(rss_kib "$T_PID")
+    coproc IDLE { timeout 600 python3 "$BENCH_DIR/idle_conns.py" "127.0.0.1:$port" "$BENCH_IDLE_CONNS" 2>&1; }
+    if ! read -r -t 300 line <&"${IDLE[0]}" || [[ "$line" != ready* ]]; then
+        R_NOTE="idle_conns.py did not get ready: $line"
+        kill "$IDLE_PID" 2>/dev/null || true
+        return 1
+    fi
+    echo "$line" >"$out"
+    sleep 2 # let the proxy settle (allocator, timers) before reading its memory
+    after=$(rss_kib "$T_PID")
+    echo go >&"${IDLE[1]}"
+    read -r -t 300 line <&"${IDLE[0]}" || line="reused: no answer"
+    echo "$line" >>"$out"
+    wait "$IDLE_PID" 2>/dev/null || true
+    opened=$(sed -n 's/^ready opened=\([0-9]*\).*/\1/p' "$out")
+    if [[ -z "$opened" || "$opened" == 0 ]]; then
+        R_NOTE="no connection opened; see $out"
+        return 1
+    fi
+    R_RPS=$(awk -v a="$before" -v b="$after" -v n="$opened" 'BEGIN { printf "%.1f\n", (b - a) / n }')
+    R_ERRORS=$(sed -n 's/^reused ok=[0-9]* failed=\([0-9]*\).*/\1/p' "$out")
+    R_ERRORS=${R_ERRORS:-$opened}
+    R_DETAIL="$(tr '\n' ' ' <"$out")rss_kib_before=$before rss_kib_after=$after"
+}
 
 # find_h3load: build the project's HTTP/3 load client (tests/src/bin/h3load.rs) when missing.
 find_h3load() {
