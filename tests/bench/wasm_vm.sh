@@ -4,7 +4,9 @@
 # 1. `wasm_vm_create_us`: the `wasm_vm_bench` example starts and drops N VMs of a filter one
 #    after the other (instantiation and the root context's start) and prints their mean, p50,
 #    p99 and max in microseconds.
-# 2. `reload_ms` / `first_request_after_reload_ms`: weir serves a direct response through the
+# 2. `start_ms`: weir started on a config with the filter, from an empty compiled-module cache
+#    and again with the cache it left (the cache's hit and miss counters of the second start).
+# 3. `reload_ms` / `first_request_after_reload_ms`: weir serves a direct response through the
 #    same filter; the config file's filter configuration is changed and `POST /reload` sent
 #    (answered once every worker runs the new snapshot, with its new VMs), then one request is
 #    timed (curl's time_total). Repeated BENCH_RELOADS times; the mean and max are printed,
@@ -95,16 +97,41 @@ YAML
   mv "$WORK/weir.yaml.tmp" "$WORK/weir.yaml"
 }
 
+# Starts weir on the config with the cache in $WORK/cache; prints the ms until it answered.
+start_weir() {
+  local t0 t1
+  t0="$(date +%s%N)"
+  "$WEIR_BIN" -c "$WORK/weir.yaml" --concurrency "$BENCH_CONCURRENCY" --log-level warn \
+    --reload-interval-ms 0 --wasm-cache-dir "$WORK/cache" >"$WORK/weir.log" 2>&1 &
+  WEIR_PID=$!
+  for _ in $(seq 1 2000); do
+    if curl -sf -o /dev/null "http://127.0.0.1:$PORT/"; then
+      t1="$(date +%s%N)"
+      echo $(((t1 - t0) / 1000000))
+      return 0
+    fi
+    sleep 0.005
+  done
+  echo "weir did not start:" >&2
+  cat "$WORK/weir.log" >&2
+  return 1
+}
+stop_weir() {
+  kill "$WEIR_PID" 2>/dev/null || true
+  wait "$WEIR_PID" 2>/dev/null || true
+  WEIR_PID=""
+}
+cache_stats() {
+  curl -s "http://127.0.0.1:$ADMIN/stats/prometheus" |
+    awk '/^weir_wasm_cache_(hit|miss)_total / { printf "%s=%s ", $1, $2 }'
+}
+
 write_config v0
-"$WEIR_BIN" -c "$WORK/weir.yaml" --concurrency "$BENCH_CONCURRENCY" --log-level warn \
-  --reload-interval-ms 0 --wasm-cache-dir "$WORK/cache" >"$WORK/weir.log" 2>&1 &
-WEIR_PID=$!
-up=""
-for _ in $(seq 1 200); do
-  if curl -sf -o /dev/null "http://127.0.0.1:$PORT/"; then up=1; break; fi
-  sleep 0.05
-done
-[[ -n "$up" ]] || { echo "weir did not start:" >&2; cat "$WORK/weir.log" >&2; exit 1; }
+cold="$(start_weir)"
+stop_weir
+warm="$(start_weir)"
+echo "== start until the first answer (--concurrency $BENCH_CONCURRENCY, one filter)"
+echo "start_ms cold_cache=$cold warm_cache=$warm (warm: $(cache_stats))"
 
 # One request: its time in ms, after checking the filter set x-env to $1.
 timed_request() {
