@@ -97,7 +97,8 @@ YAML
   mv "$WORK/weir.yaml.tmp" "$WORK/weir.yaml"
 }
 
-# Starts weir on the config with the cache in $WORK/cache; prints the ms until it answered.
+# Starts weir on the config with the cache in $WORK/cache (its pid in WEIR_PID); sets
+# STARTED_MS to the ms until it answered. Not in a subshell: WEIR_PID must reach cleanup.
 start_weir() {
   local t0 t1
   t0="$(date +%s%N)"
@@ -105,9 +106,10 @@ start_weir() {
     --reload-interval-ms 0 --wasm-cache-dir "$WORK/cache" >"$WORK/weir.log" 2>&1 &
   WEIR_PID=$!
   for _ in $(seq 1 2000); do
+    if ! kill -0 "$WEIR_PID" 2>/dev/null; then break; fi
     if curl -sf -o /dev/null "http://127.0.0.1:$PORT/"; then
       t1="$(date +%s%N)"
-      echo $(((t1 - t0) / 1000000))
+      STARTED_MS=$(((t1 - t0) / 1000000))
       return 0
     fi
     sleep 0.005
@@ -127,9 +129,11 @@ cache_stats() {
 }
 
 write_config v0
-cold="$(start_weir)"
+start_weir
+cold="$STARTED_MS"
 stop_weir
-warm="$(start_weir)"
+start_weir
+warm="$STARTED_MS"
 echo "== start until the first answer (--concurrency $BENCH_CONCURRENCY, one filter)"
 echo "start_ms cold_cache=$cold warm_cache=$warm (warm: $(cache_stats))"
 
