@@ -9,7 +9,7 @@
 # 3. `reload_ms` / `first_request_after_reload_ms`: weir serves a direct response through the
 #    same filter; the config file's filter configuration is changed and `POST /reload` sent
 #    (answered once every worker runs the new snapshot, with its new VMs), then one request is
-#    timed (curl's time_total). Repeated BENCH_RELOADS times; the mean and max are printed,
+#    timed (curl's time_total). Repeated BENCH_RELOADS times; the median, mean and max are printed,
 #    with a request at rest for comparison.
 #
 # Environment (all optional):
@@ -156,7 +156,10 @@ for i in $(seq 1 "$BENCH_RELOADS"); do
   reloads+=("$(awk -v t="$reload" 'BEGIN { printf "%.3f", t * 1000 }')")
   firsts+=("$(timed_request "v$i")")
 done
-stats() { printf '%s\n' "$@" | awk '{ s += $1; if ($1 > m) m = $1 } END { printf "mean=%.2f max=%.2f n=%d", s / NR, m, NR }'; }
+stats() {
+  printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1; s += $1 } END {
+    printf "p50=%.2f mean=%.2f max=%.2f n=%d", v[int((NR + 1) / 2)], s / NR, v[NR], NR }'
+}
 echo "== reload and the first request after it (--concurrency $BENCH_CONCURRENCY)"
 echo "reload_ms $(stats "${reloads[@]}")"
 echo "first_request_after_reload_ms $(stats "${firsts[@]}") (a request at rest: ${rest} ms)"
