@@ -38,7 +38,14 @@ async fn start(config: &Value, cache: &Path) -> Weir {
     let cache = cache.to_str().expect("utf-8 path");
     Weir::start_with(
         config,
-        &["--concurrency", "2", "--wasm-cache-dir", cache, "--reload-interval-ms", "0"],
+        &[
+            "--concurrency",
+            "2",
+            "--wasm-cache-dir",
+            cache,
+            "--reload-interval-ms",
+            "0",
+        ],
     )
     .await
 }
@@ -109,7 +116,12 @@ async fn a_restart_with_a_warm_cache_compiles_nothing() {
         "both modules from the cache:\n{}",
         stats.text
     );
-    assert_eq!(stats.get(MISS, &[]), Some(0.0), "compiled nothing:\n{}", stats.text);
+    assert_eq!(
+        stats.get(MISS, &[]),
+        Some(0.0),
+        "compiled nothing:\n{}",
+        stats.text
+    );
     assert_eq!(stats.get(CORRUPT, &[]), Some(0.0), "{}", stats.text);
     stop(warm).await;
 }
@@ -132,7 +144,11 @@ async fn a_truncated_entry_is_detected_rebuilt_and_never_loaded() {
     assert_filters_run(ports).await;
     let stats = weir.stats().await;
     assert_eq!(stats.get(CORRUPT, &[]), Some(1.0), "{}", stats.text);
-    assert_eq!(stats.get(MISS, &[]), Some(1.0), "only the damaged one compiled");
+    assert_eq!(
+        stats.get(MISS, &[]),
+        Some(1.0),
+        "only the damaged one compiled"
+    );
     assert!(stats.get(HIT, &[]).unwrap_or(0.0) >= 1.0, "{}", stats.text);
     assert!(
         weir.log().contains("corrupt cached Wasm module"),

@@ -222,9 +222,12 @@ mod tests {
         // A module whose initial memory is past the limit is refused when it is compiled
         // (without the pool, the store's limiter refuses it when it is instantiated).
         let pages = (LIMITS.memory_bytes >> 16) + 1;
-        let error = wasmtime::Module::new(&engine, wat(&format!("(module (memory {pages}))")))
-            .unwrap_err();
-        assert!(format!("{error:#}").contains("exceeds the limit"), "{error:#}");
+        let error =
+            wasmtime::Module::new(&engine, wat(&format!("(module (memory {pages}))"))).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("exceeds the limit"),
+            "{error:#}"
+        );
         // Up to the pool's size, then a clear refusal, then slots are reused once freed.
         let module = wasmtime::Module::new(&engine, wat("(module (memory 1))")).unwrap();
         let mut stores: Vec<wasmtime::Store<()>> = Vec::new();
@@ -236,7 +239,9 @@ mod tests {
         let mut store = wasmtime::Store::new(&engine, ());
         let error = wasmtime::Instance::new(&mut store, &module, &[]).unwrap_err();
         assert!(
-            error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some(),
+            error
+                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some(),
             "{error:#}"
         );
         stores.clear();

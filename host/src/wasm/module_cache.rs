@@ -156,7 +156,11 @@ impl ModuleCache {
     }
 
     /// [`ModuleCache::compile`] without the stats: the module and what the cache did.
-    fn lookup_or_compile(&self, engine: &Engine, bytes: &[u8]) -> Result<(Module, Outcome), WasmError> {
+    fn lookup_or_compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+    ) -> Result<(Module, Outcome), WasmError> {
         let path = self.dir.join(Self::entry_name(engine, bytes));
         let corrupt = match read_entry(&path) {
             Entry::Valid(file) => {
@@ -176,7 +180,8 @@ impl ModuleCache {
             Entry::Corrupt(why) => discard(&path, why),
             Entry::Missing => false,
         };
-        let module = Module::new(engine, bytes).map_err(|e| WasmError::Compile(format!("{e:#}")))?;
+        let module =
+            Module::new(engine, bytes).map_err(|e| WasmError::Compile(format!("{e:#}")))?;
         let mut evicted = 0;
         match module.serialize() {
             Ok(serialized) => match self.write_entry(&path, &serialized) {
@@ -378,7 +383,11 @@ mod tests {
         assert!(a.ends_with(SUFFIX));
         let b = ModuleCache::entry_name(&engine, b"module b");
         assert_ne!(a, b);
-        assert_eq!(a.split('-').nth(1), b.split('-').nth(1), "same engine, same tag");
+        assert_eq!(
+            a.split('-').nth(1),
+            b.split('-').nth(1),
+            "same engine, same tag"
+        );
         // Another setting that changes the compiled code: another tag.
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
@@ -395,7 +404,13 @@ mod tests {
         let engine = Engine::default();
         let code = module(1, 3);
         let (_, first) = cache.lookup_or_compile(&engine, &code).unwrap();
-        assert_eq!(first, Outcome::Compiled { corrupt: false, evicted: 0 });
+        assert_eq!(
+            first,
+            Outcome::Compiled {
+                corrupt: false,
+                evicted: 0
+            }
+        );
         let path = cache.dir().join(ModuleCache::entry_name(&engine, &code));
         assert!(matches!(read_entry(&path), Entry::Valid(_)));
         set_used(&path, 3600);
@@ -441,12 +456,22 @@ mod tests {
             let (module, outcome) = cache.lookup_or_compile(&engine, &code).unwrap();
             assert_eq!(
                 outcome,
-                Outcome::Compiled { corrupt: true, evicted: 0 },
+                Outcome::Compiled {
+                    corrupt: true,
+                    evicted: 0
+                },
                 "{what}"
             );
             assert_eq!(module.exports().count(), 2);
-            assert_eq!(std::fs::read(&path).unwrap(), whole, "{what}: rewritten whole");
-            assert_eq!(cache.lookup_or_compile(&engine, &code).unwrap().1, Outcome::Hit);
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                whole,
+                "{what}: rewritten whole"
+            );
+            assert_eq!(
+                cache.lookup_or_compile(&engine, &code).unwrap().1,
+                Outcome::Hit
+            );
         }
     }
 
@@ -467,10 +492,22 @@ mod tests {
         }
         set_used(&path(&codes[0]), 200);
         // 0 is the oldest, but a hit makes it the most recent: 1 goes instead.
-        assert_eq!(cache.lookup_or_compile(&engine, &codes[0]).unwrap().1, Outcome::Hit);
+        assert_eq!(
+            cache.lookup_or_compile(&engine, &codes[0]).unwrap().1,
+            Outcome::Hit
+        );
         let (_, outcome) = cache.lookup_or_compile(&engine, &codes[3]).unwrap();
-        assert_eq!(outcome, Outcome::Compiled { corrupt: false, evicted: 1 });
-        assert!(!path(&codes[1]).exists(), "the least recently used is evicted");
+        assert_eq!(
+            outcome,
+            Outcome::Compiled {
+                corrupt: false,
+                evicted: 1
+            }
+        );
+        assert!(
+            !path(&codes[1]).exists(),
+            "the least recently used is evicted"
+        );
         for code in [&codes[0], &codes[2], &codes[3]] {
             assert!(path(code).exists());
         }
@@ -479,7 +516,13 @@ mod tests {
         // An entry larger than the whole bound is not written (and evicts nothing).
         let small = ModuleCache::new(dir.path().to_path_buf(), 64);
         let (_, outcome) = small.lookup_or_compile(&engine, &module(9, 1)).unwrap();
-        assert_eq!(outcome, Outcome::Compiled { corrupt: false, evicted: 0 });
+        assert_eq!(
+            outcome,
+            Outcome::Compiled {
+                corrupt: false,
+                evicted: 0
+            }
+        );
         assert_eq!(entries(dir.path()).len(), 3);
     }
 }

@@ -183,7 +183,10 @@ fn a_vm_memory_maps_the_module_data_image_copy_on_write() {
         "the memory's first page is not the module's image: {mapping}"
     );
     let perms = mapping.split_whitespace().nth(1).unwrap_or("");
-    assert!(perms.ends_with('p'), "mapped private (copy-on-write): {mapping}");
+    assert!(
+        perms.ends_with('p'),
+        "mapped private (copy-on-write): {mapping}"
+    );
 }
 
 fn stream_info() -> StreamInfo {

@@ -163,18 +163,17 @@ impl Vm {
         store.epoch_deadline_trap();
         let deadline_ticks = limits.deadline_ticks();
         store.set_epoch_deadline(deadline_ticks);
-        let instance = plugin
-            .instance_pre()
-            .instantiate(&mut store)
-            .map_err(|e| {
-                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
-                    WasmError::Instantiate(format!(
-                        "{e:#}: every slot of the VM pool is in use (raise --wasm-pool-vms)"
-                    ))
-                } else {
-                    trap_error(&store, e)
-                }
-            })?;
+        let instance = plugin.instance_pre().instantiate(&mut store).map_err(|e| {
+            if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some()
+            {
+                WasmError::Instantiate(format!(
+                    "{e:#}: every slot of the VM pool is in use (raise --wasm-pool-vms)"
+                ))
+            } else {
+                trap_error(&store, e)
+            }
+        })?;
         store.data_mut().exports = super::memory::resolve_exports(&mut store, &instance);
 
         for entry in [names::WASI_INITIALIZE, names::WASI_START] {
