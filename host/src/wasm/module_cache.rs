@@ -10,7 +10,7 @@
 //! tunables, Wasm features and wasmtime's version) and weir's version, so code compiled by
 //! another wasmtime, for another CPU or under other settings is never looked up.
 //!
-//! Integrity: an entry is [`MAGIC`], the SHA-256 of the serialized module, then the module as
+//! Integrity: an entry is `WEIRCW01` (format 1), the SHA-256 of the serialized module, then the module as
 //! `Module::serialize` wrote it. The whole file is read and its checksum verified before
 //! wasmtime sees a byte: a truncated or altered entry is counted
 //! (`weir_wasm_cache_corrupt_total`), deleted and compiled again, never deserialized. The
@@ -162,7 +162,7 @@ impl ModuleCache {
         bytes: &[u8],
     ) -> Result<(Module, Outcome), WasmError> {
         let path = self.dir.join(Self::entry_name(engine, bytes));
-        let corrupt = match read_entry(&path) {
+        let corrupt = match read_entry(&path, self.max_bytes) {
             Entry::Valid(file) => {
                 // SAFETY: wasmtime requires bytes it serialized itself. These are the bytes
                 // `write_entry` stored (their SHA-256 matches the one written with them), in
@@ -279,8 +279,17 @@ impl ModuleCache {
 }
 
 /// Reads and verifies the entry at `path` (see the module docs).
-fn read_entry(path: &Path) -> Entry {
-    let file = match std::fs::read(path) {
+/// An entry longer than `max_bytes` cannot be one `write_entry` wrote: it is not read.
+fn read_entry(path: &Path, max_bytes: u64) -> Entry {
+    let read = std::fs::File::open(path).and_then(|file| {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, max_bytes + 1), &mut bytes)?;
+        Ok(bytes)
+    });
+    let file = match read {
+        Ok(file) if file.len() as u64 > max_bytes => {
+            return Entry::Corrupt("larger than the cache's bound");
+        }
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Entry::Missing,
         Err(error) => {
@@ -412,7 +421,7 @@ mod tests {
             }
         );
         let path = cache.dir().join(ModuleCache::entry_name(&engine, &code));
-        assert!(matches!(read_entry(&path), Entry::Valid(_)));
+        assert!(matches!(read_entry(&path, 1 << 30), Entry::Valid(_)));
         set_used(&path, 3600);
         let before = std::fs::metadata(&path).unwrap().modified().unwrap();
         let (module, second) = cache.lookup_or_compile(&engine, &code).unwrap();
@@ -450,7 +459,7 @@ mod tests {
         for (what, bytes) in damaged {
             std::fs::write(&path, &bytes).unwrap();
             assert!(
-                matches!(read_entry(&path), Entry::Corrupt(_)),
+                matches!(read_entry(&path, 1 << 30), Entry::Corrupt(_)),
                 "{what}: not detected"
             );
             let (module, outcome) = cache.lookup_or_compile(&engine, &code).unwrap();
@@ -473,6 +482,12 @@ mod tests {
                 Outcome::Hit
             );
         }
+        // Past the bound (someone else's file under the entry's name): not read.
+        let small = ModuleCache::new(dir.path().to_path_buf(), whole.len() as u64 - 1);
+        assert_eq!(
+            read_entry(&path, small.max_bytes),
+            Entry::Corrupt("larger than the cache's bound")
+        );
     }
 
     #[test]
