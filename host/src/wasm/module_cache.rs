@@ -10,9 +10,9 @@
 //! tunables, Wasm features and wasmtime's version) and weir's version, so code compiled by
 //! another wasmtime, for another CPU or under other settings is never looked up.
 //!
-//! Integrity: an entry is `WEIRCW01` (format 1), the SHA-256 of the serialized module, then the module as
-//! `Module::serialize` wrote it. The whole file is read and its checksum verified before
-//! wasmtime sees a byte: a truncated or altered entry is counted
+//! Integrity: an entry is `WEIRCW01` (format 1), the SHA-256 of the serialized module, then
+//! the module as `Module::serialize` wrote it. The whole file is read (at most the cache's
+//! bound) and its checksum verified before wasmtime sees a byte: a truncated or altered entry is counted
 //! (`weir_wasm_cache_corrupt_total`), deleted and compiled again, never deserialized. The
 //! checksum catches damage (a crash mid-write on a filesystem without atomic rename, a disk
 //! error, an operator's `truncate`), not an attacker: whoever can write the directory can
