@@ -166,7 +166,7 @@ fn engine_and_allocation() -> Result<&'static (Engine, Allocation), WasmError> {
                 vms => Allocation::Pooling(vms),
             };
             let (engine, allocation) = new_engine(Limits::get(), wanted)?;
-            tracing::debug!(?allocation, "Wasm engine ready");
+            tracing::info!(?allocation, "Wasm engine ready");
             let ticker = engine.clone();
             std::thread::Builder::new()
                 .name("weir-wasm-epoch".into())
