@@ -4,8 +4,9 @@
 //! `cargo run --release -p weir --example wasm_vm_bench -- MODULE.wasm [N] [CONFIGURATION]`
 //! loads the module as a plugin (compiled, or taken from the compiled-module cache), starts
 //! and drops N VMs (default 500) one after the other, and prints one line:
-//! `wasm_vm_create_us mean=... p50=... p99=... max=... n=... load_ms=... engine_ms=...`
-//! (`load_ms`: loading the plugin; `engine_ms`: creating the engine and its VM pool). `tests/bench/wasm_vm.sh` (run
+//! `wasm_vm_create_us mean=... p50=... p99=... max=... n=... load_ms=... engine_ms=...
+//! allocation=...` (`load_ms`: loading the plugin; `engine_ms`: creating the engine and its VM
+//! pool; `allocation`: `pooling(N)` or `on-demand`). `tests/bench/wasm_vm.sh` (run
 //! by `make bench`) calls it.
 
 use std::time::{Duration, Instant};
@@ -55,6 +56,11 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     let engine_ms = creating.elapsed().as_secs_f64() * 1e3;
+    let allocation = match weir::wasm::engine::allocation() {
+        Ok(weir::wasm::engine::Allocation::Pooling(vms)) => format!("pooling({vms})"),
+        Ok(weir::wasm::engine::Allocation::OnDemand) => "on-demand".to_string(),
+        Err(error) => error.to_string(),
+    };
     let loading = Instant::now();
     let plugin = match Plugin::load(spec) {
         Ok(plugin) => plugin,
@@ -78,7 +84,7 @@ fn main() -> std::process::ExitCode {
     let mean = times.iter().map(|d| micros(*d)).sum::<f64>() / count as f64;
     let at = |q: f64| micros(times[((count - 1) as f64 * q).round() as usize]);
     println!(
-        "wasm_vm_create_us mean={mean:.1} p50={:.1} p99={:.1} max={:.1} n={count} load_ms={:.1} engine_ms={engine_ms:.1}",
+        "wasm_vm_create_us mean={mean:.1} p50={:.1} p99={:.1} max={:.1} n={count} load_ms={:.1} engine_ms={engine_ms:.1} allocation={allocation}",
         at(0.5),
         at(0.99),
         at(1.0),
