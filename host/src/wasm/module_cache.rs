@@ -21,8 +21,9 @@
 //! Size: the entries together stay under `--wasm-cache-max-mb` (or `$WEIR_WASM_CACHE_MAX_MB`,
 //! default 512 MiB). Every use of an entry sets its modification time (the file system's access
 //! time is often not kept: `noatime`, `relatime`), and after each write the least recently used
-//! entries are deleted until the rest fit (`weir_wasm_cache_evictions_total`). An entry larger
-//! than the whole bound is not written.
+//! entries are deleted until the rest fit (`weir_wasm_cache_evictions_total`), with any temp
+//! file a writer that died mid-write left an hour ago. An entry larger than the whole bound is
+//! not written.
 //!
 //! Stats: `weir_wasm_cache_hit_total` (taken from the cache), `weir_wasm_cache_miss_total`
 //! (compiled: no entry, or a corrupt one).
@@ -44,6 +45,9 @@ pub const DEFAULT_MAX_MB: u64 = 512;
 const MAGIC: &[u8; 8] = b"WEIRCW01";
 /// Magic and checksum.
 const HEADER_LEN: usize = MAGIC.len() + 32;
+/// How old a temp file must be to be taken for one a dead writer left (a write takes
+/// milliseconds); such files are deleted with the evictions.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
 /// The file name suffix of entries (temp files and anything else in the directory are not
 /// entries: never read, counted or evicted).
 const SUFFIX: &str = ".cwasm";
@@ -238,15 +242,17 @@ impl ModuleCache {
         let mut total: u64 = 0;
         for item in listing.flatten() {
             let path = item.path();
-            if !path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(SUFFIX) && !n.starts_with('.'))
-            {
+            let Ok(meta) = item.metadata() else { continue };
+            let name = item.file_name();
+            let name = name.to_str().unwrap_or("");
+            if !meta.is_file() || name.starts_with('.') {
+                // A temp file of a writer that died before its rename.
+                if is_stale_temp(name, &meta) {
+                    let _ = std::fs::remove_file(&path);
+                }
                 continue;
             }
-            let Ok(meta) = item.metadata() else { continue };
-            if !meta.is_file() {
+            if !name.ends_with(SUFFIX) {
                 continue;
             }
             total = total.saturating_add(meta.len());
@@ -276,6 +282,15 @@ impl ModuleCache {
         }
         evicted
     }
+}
+
+/// Whether `name` is one of `write_entry`'s temp files, untouched for [`STALE_TEMP`].
+fn is_stale_temp(name: &str, meta: &std::fs::Metadata) -> bool {
+    let age = meta
+        .modified()
+        .ok()
+        .and_then(|modified| SystemTime::now().duration_since(modified).ok());
+    meta.is_file() && name.starts_with('.') && name.ends_with(".tmp") && age > Some(STALE_TEMP)
 }
 
 /// Reads and verifies the entry at `path` (see the module docs).
@@ -506,6 +521,12 @@ mod tests {
             set_used(&path(code), 100 - age as u64 * 10);
         }
         set_used(&path(&codes[0]), 200);
+        // A temp file a dead writer left two hours ago goes; one being written stays.
+        let stale = dir.path().join(".1.2.tmp");
+        let fresh = dir.path().join(".3.4.tmp");
+        std::fs::write(&stale, b"partial").unwrap();
+        std::fs::write(&fresh, b"partial").unwrap();
+        set_used(&stale, 7200);
         // 0 is the oldest, but a hit makes it the most recent: 1 goes instead.
         assert_eq!(
             cache.lookup_or_compile(&engine, &codes[0]).unwrap().1,
