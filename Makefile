@@ -4,7 +4,7 @@ CARGO ?= cargo
 APT_PACKAGES := curl nghttp2-client clang llvm libbpf-dev bpftool iproute2 iptables docker-registry apache2-utils
 BENCH_PACKAGES := nginx-light haproxy wrk nghttp2-client
 
-.PHONY: run test bench conformance sdk-examples fuzz deps bench-deps lint build release
+.PHONY: run test bench bench-wasm conformance sdk-examples fuzz deps bench-deps lint build release
 
 ## run: the proxy on its built-in config (a page on 127.0.0.1:10000, admin on 127.0.0.1:9901),
 ## or on CONFIG=FILE (e.g. `make run CONFIG=configs/wasm_auth.yaml`). weir runs in the
@@ -24,8 +24,13 @@ test: deps wasm-filters wasm-fixtures envoy
 	$(CARGO) clippy --target wasm32-wasip1 -p weir-sdk -p header-manipulation -p auth -p local-rate-limit -p websocket-guard -p tcp-guard -- -D warnings
 
 ## bench: weir beside nginx, haproxy, Envoy and a direct connection (loopback, < 3 min)
-bench: bench-deps release
+bench: bench-deps release bench-wasm
 	WEIR_BIN=$(CURDIR)/target/release/weir tests/bench/run.sh
+
+## bench-wasm: Wasm VM creation (microseconds) and a reload's first request (ms), release build
+bench-wasm: release wasm-filters
+	$(CARGO) build --release -p weir --example wasm_vm_bench
+	WEIR_BIN=$(CURDIR)/target/release/weir tests/bench/wasm_vm.sh
 
 ## conformance: h2spec's 146 HTTP/2 cases against weir at its default settings (HTTP2 in the
 ## clear and over TLS, AUTO); h2spec is not on the registries: see the message when it is missing

@@ -81,6 +81,15 @@ struct Cli {
     /// ~/.cache/weir/wasm; replaces WEIR_WASM_CACHE_DIR).
     #[arg(long, value_name = "DIR", global = true)]
     wasm_cache_dir: Option<PathBuf>,
+    /// The most the compiled Wasm module cache may hold, in MiB (default 512; the least
+    /// recently used modules are deleted past it; replaces WEIR_WASM_CACHE_MAX_MB).
+    #[arg(long, value_name = "MIB", global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    wasm_cache_max_mb: Option<u64>,
+    /// How many Wasm VMs (all plugins, workers and config generations together) the pooling
+    /// allocator holds slots for (default 1000; 0 allocates each VM's memory on demand;
+    /// replaces WEIR_WASM_POOL_VMS). A VM past the pool fails to start, logged.
+    #[arg(long, value_name = "N", global = true, value_parser = clap::value_parser!(u64).range(0..=u64::from(u32::MAX)))]
+    wasm_pool_vms: Option<u64>,
     /// How often the config file and the module files it names are checked for changes, in
     /// milliseconds (default 500; 0 turns the watch off; replaces WEIR_RELOAD_INTERVAL_MS).
     #[arg(long, value_name = "MS", global = true)]
@@ -148,6 +157,8 @@ fn main() -> ExitCode {
             .wasm_memory_limit_mb
             .or(from_config.wasm_memory_limit_mb),
         wasm_cache_dir: cli.wasm_cache_dir.clone().or(from_config.wasm_cache_dir),
+        wasm_cache_max_mb: cli.wasm_cache_max_mb.or(from_config.wasm_cache_max_mb),
+        wasm_pool_vms: cli.wasm_pool_vms.or(from_config.wasm_pool_vms),
         reload_interval_ms: cli.reload_interval_ms.or(from_config.reload_interval_ms),
     });
     let validate = cli.mode == Mode::Validate || matches!(cli.command, Some(Command::Validate));

@@ -1,6 +1,6 @@
 //! Process-wide settings given on the command line, for the parts that start lazily and read
-//! them once: the Wasm engine (call deadline, memory limit), the compiled-module cache (its
-//! directory) and the file watcher (its interval).
+//! them once: the Wasm engine (call deadline, memory limit, VM pool), the compiled-module cache
+//! (its directory and size) and the file watcher (its interval).
 //!
 //! Each had only an environment variable before; the variable is still read where the flag is
 //! not given, and the log says that the flag replaces it.
@@ -17,6 +17,10 @@ pub struct ProcessSettings {
     pub wasm_memory_limit_mb: Option<u64>,
     /// `--wasm-cache-dir`: where compiled modules are cached.
     pub wasm_cache_dir: Option<PathBuf>,
+    /// `--wasm-cache-max-mb`: the most the compiled-module cache may hold.
+    pub wasm_cache_max_mb: Option<u64>,
+    /// `--wasm-pool-vms`: how many VMs the pooling allocator holds slots for (0: on demand).
+    pub wasm_pool_vms: Option<u64>,
     /// `--reload-interval-ms`: how often the config and module files are checked (0 = never).
     pub reload_interval_ms: Option<u64>,
 }

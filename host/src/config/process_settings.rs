@@ -40,6 +40,12 @@ pub struct ProcessSettingsConfig {
     /// `--wasm-cache-dir`.
     #[serde(default)]
     pub wasm_cache_dir: Option<PathBuf>,
+    /// `--wasm-cache-max-mb`.
+    #[serde(default)]
+    pub wasm_cache_max_mb: Option<u64>,
+    /// `--wasm-pool-vms`.
+    #[serde(default)]
+    pub wasm_pool_vms: Option<u64>,
     /// `--reload-interval-ms`.
     #[serde(default)]
     pub reload_interval_ms: Option<u64>,

@@ -173,3 +173,53 @@ pub fn define(kind: MetricType, name: &str) -> Result<Arc<PluginMetric>, Status>
     defined.insert(family, metric.clone());
     Ok(metric)
 }
+
+/// The compiled-module cache's counters ([`super::module_cache`]).
+pub struct CacheStats {
+    /// `weir_wasm_cache_hit_total`: modules taken from the cache (nothing compiled).
+    pub hit: IntCounter,
+    /// `weir_wasm_cache_miss_total`: modules compiled (no entry, or a corrupt one).
+    pub miss: IntCounter,
+    /// `weir_wasm_cache_corrupt_total`: entries found truncated or altered, deleted and
+    /// written again.
+    pub corrupt: IntCounter,
+    /// `weir_wasm_cache_evictions_total`: entries deleted to keep the cache under its bound.
+    pub evictions: IntCounter,
+}
+
+/// The cache's counters, registered on first use (so a process that loads a module shows all
+/// four, at 0 where nothing happened).
+pub fn cache_stats() -> &'static CacheStats {
+    static STATS: LazyLock<CacheStats> = LazyLock::new(|| {
+        let counter = |name: &str, help: &str| {
+            let counter = IntCounter::new(name, help)
+                .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+            if let Err(e) = Stats::global()
+                .registry()
+                .register(Box::new(counter.clone()))
+            {
+                unreachable!("static metric {name} is registered once: {e}");
+            }
+            counter
+        };
+        CacheStats {
+            hit: counter(
+                "weir_wasm_cache_hit_total",
+                "Wasm modules taken compiled from the module cache.",
+            ),
+            miss: counter(
+                "weir_wasm_cache_miss_total",
+                "Wasm modules compiled: not in the module cache, or their entry was corrupt.",
+            ),
+            corrupt: counter(
+                "weir_wasm_cache_corrupt_total",
+                "Module cache entries found truncated or altered (deleted, then rebuilt).",
+            ),
+            evictions: counter(
+                "weir_wasm_cache_evictions_total",
+                "Module cache entries deleted to keep the cache under --wasm-cache-max-mb.",
+            ),
+        }
+    });
+    &STATS
+}

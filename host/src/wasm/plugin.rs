@@ -157,8 +157,16 @@ impl Plugin {
             reads_bodies,
         });
         // Checked once here; the VM is dropped (workers make their own).
-        Vm::start(&plugin, Default::default())?;
+        plugin.start_detached_vm()?;
         Ok(plugin)
+    }
+
+    /// Starts one VM of this plugin, outside any worker, and drops it: what a worker pays to
+    /// create its VM (instantiation and the root context's start). [`Plugin::load`] uses it
+    /// to check the plugin starts; the VM-creation bench (`examples/wasm_vm_bench.rs`) to
+    /// time it.
+    pub fn start_detached_vm(&self) -> Result<(), WasmError> {
+        Vm::start(self, Default::default()).map(drop)
     }
 
     /// The name in logs and metrics.

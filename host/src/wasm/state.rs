@@ -77,7 +77,7 @@ impl HostState {
             plugin,
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(memory_bytes)
-                .table_elements(1 << 20)
+                .table_elements(super::engine::TABLE_ELEMENTS)
                 .instances(1)
                 .trap_on_grow_failure(true)
                 .build(),

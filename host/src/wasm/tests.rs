@@ -159,6 +159,36 @@ fn memory_growth_past_the_limit_traps() {
     assert!(matches!(trapping, Err(WasmError::Trap(_))), "{trapping:?}");
 }
 
+/// A VM's memory is a copy-on-write mapping of its module's data image (a memfd wasmtime names
+/// `wasm-memory-image`), not an anonymous mapping the data is copied into: creating a VM
+/// copies nothing.
+#[test]
+fn a_vm_memory_maps_the_module_data_image_copy_on_write() {
+    let plugin = load("(i32.const 1)", "").unwrap();
+    let mut vm = Vm::start(&plugin, Default::default()).unwrap();
+    let base = vm.memory_base().expect("the module exports its memory");
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mapping = maps
+        .lines()
+        .find(|line| {
+            let range = line.split_whitespace().next().unwrap_or("");
+            let (start, end) = range.split_once('-').unwrap_or(("0", "0"));
+            let start = usize::from_str_radix(start, 16).unwrap_or(usize::MAX);
+            let end = usize::from_str_radix(end, 16).unwrap_or(0);
+            (start..end).contains(&base)
+        })
+        .unwrap_or_else(|| panic!("no mapping holds {base:#x}:\n{maps}"));
+    assert!(
+        mapping.contains("wasm-memory-image"),
+        "the memory's first page is not the module's image: {mapping}"
+    );
+    let perms = mapping.split_whitespace().nth(1).unwrap_or("");
+    assert!(
+        perms.ends_with('p'),
+        "mapped private (copy-on-write): {mapping}"
+    );
+}
+
 fn stream_info() -> StreamInfo {
     StreamInfo {
         source: "127.0.0.1:5000".parse().unwrap(),

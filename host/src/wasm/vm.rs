@@ -163,10 +163,17 @@ impl Vm {
         store.epoch_deadline_trap();
         let deadline_ticks = limits.deadline_ticks();
         store.set_epoch_deadline(deadline_ticks);
-        let instance = plugin
-            .instance_pre()
-            .instantiate(&mut store)
-            .map_err(|e| trap_error(&store, e))?;
+        let instance = plugin.instance_pre().instantiate(&mut store).map_err(|e| {
+            if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some()
+            {
+                WasmError::Instantiate(format!(
+                    "{e:#}: every slot of the VM pool is in use (raise --wasm-pool-vms)"
+                ))
+            } else {
+                trap_error(&store, e)
+            }
+        })?;
         store.data_mut().exports = super::memory::resolve_exports(&mut store, &instance);
 
         for entry in [names::WASI_INITIALIZE, names::WASI_START] {
@@ -446,6 +453,13 @@ impl Vm {
             self.call(root, |s| f.call(s, root as i32))?;
         }
         Ok(())
+    }
+
+    /// The address of its linear memory's first byte (tests check how it is mapped).
+    #[cfg(test)]
+    pub fn memory_base(&mut self) -> Option<usize> {
+        let memory = self.store.data().exports.memory?;
+        Some(memory.data_ptr(&self.store) as usize)
     }
 
     /// Takes what the last callbacks asked of the host.
