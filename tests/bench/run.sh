@@ -555,8 +555,12 @@ target_haproxy() {
     free_port; h1=$FREE_PORT
     free_port; h2=$FREE_PORT
     free_port; tcp=$FREE_PORT
+    # haproxy wants two fds per connection: as many as the fd limit allows, at most 60000.
+    local maxconn=$((($(ulimit -Hn) - 200) / 2))
+    ((maxconn > 60000)) && maxconn=60000
     render "$CONF_DIR/haproxy.cfg" "$WORK/haproxy.cfg" \
-        "WORK=$WORK" "H1=$h1" "H2=$h2" "UP_H1=$UP_H1" "TCP=$tcp" "UP_TCP=$UP_TCP"
+        "WORK=$WORK" "H1=$h1" "H2=$h2" "UP_H1=$UP_H1" "TCP=$tcp" "UP_TCP=$UP_TCP" \
+        "MAXCONN=$maxconn"
     start_proxy haproxy "$h1" "$h2" haproxy -db -f "$WORK/haproxy.cfg" || return 1
     T_PORT[tcp]=$tcp
 }
