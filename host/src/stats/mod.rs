@@ -515,7 +515,35 @@ impl Stats {
     }
 }
 
-fn register_counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+/// A counter without labels, registered once in the process's registry.
+pub(crate) fn counter(name: &str, help: &str) -> IntCounter {
+    let counter = IntCounter::new(name, help)
+        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+    if let Err(e) = Stats::global()
+        .registry()
+        .register(Box::new(counter.clone()))
+    {
+        unreachable!("static metric {name} is registered once: {e}");
+    }
+    counter
+}
+
+/// A gauge without labels, registered once in the process's registry.
+pub(crate) fn gauge(name: &str, help: &str) -> IntGauge {
+    let gauge = IntGauge::new(name, help)
+        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+    if let Err(e) = Stats::global().registry().register(Box::new(gauge.clone())) {
+        unreachable!("static metric {name} is registered once: {e}");
+    }
+    gauge
+}
+
+pub(crate) fn register_counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntCounterVec {
     let family = IntCounterVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
     if let Err(e) = registry.register(Box::new(family.clone())) {

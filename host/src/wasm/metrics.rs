@@ -5,7 +5,7 @@
 //! not allow become `_`), shared by every worker's VM of every plugin that defines the name.
 
 use crate::stats::Stats;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use weir_abi::{MetricType, Status};
@@ -13,22 +13,12 @@ use weir_abi::{MetricType, Status};
 /// `weir_wasm_vm_failures_total{plugin}`: traps, deadlines and memory limits, per plugin.
 pub fn vm_failures(plugin: &str) -> IntCounter {
     static FAMILY: LazyLock<IntCounterVec> = LazyLock::new(|| {
-        let name = "weir_wasm_vm_failures_total";
-        let family = IntCounterVec::new(
-            Opts::new(
-                name,
-                "Calls into a Wasm plugin that trapped, ran past their deadline or memory limit.",
-            ),
+        crate::stats::register_counter(
+            Stats::global().registry(),
+            "weir_wasm_vm_failures_total",
+            "Calls into a Wasm plugin that trapped, ran past their deadline or memory limit.",
             &["plugin"],
         )
-        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
-        if let Err(e) = Stats::global()
-            .registry()
-            .register(Box::new(family.clone()))
-        {
-            unreachable!("static metric {name} is registered once: {e}");
-        }
-        family
     });
     FAMILY.with_label_values(&[plugin])
 }
@@ -37,22 +27,12 @@ pub fn vm_failures(plugin: &str) -> IntCounter {
 /// started again after it failed (see [`super::service`]).
 pub fn service_restarts(service: &str) -> IntCounter {
     static FAMILY: LazyLock<IntCounterVec> = LazyLock::new(|| {
-        let name = "weir_wasm_service_restarts_total";
-        let family = IntCounterVec::new(
-            Opts::new(
-                name,
-                "Restarts of a bootstrap Wasm service's VM after it failed.",
-            ),
+        crate::stats::register_counter(
+            Stats::global().registry(),
+            "weir_wasm_service_restarts_total",
+            "Restarts of a bootstrap Wasm service's VM after it failed.",
             &["service"],
         )
-        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
-        if let Err(e) = Stats::global()
-            .registry()
-            .register(Box::new(family.clone()))
-        {
-            unreachable!("static metric {name} is registered once: {e}");
-        }
-        family
     });
     FAMILY.with_label_values(&[service])
 }
@@ -191,17 +171,7 @@ pub struct CacheStats {
 /// four, at 0 where nothing happened).
 pub fn cache_stats() -> &'static CacheStats {
     static STATS: LazyLock<CacheStats> = LazyLock::new(|| {
-        let counter = |name: &str, help: &str| {
-            let counter = IntCounter::new(name, help)
-                .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
-            if let Err(e) = Stats::global()
-                .registry()
-                .register(Box::new(counter.clone()))
-            {
-                unreachable!("static metric {name} is registered once: {e}");
-            }
-            counter
-        };
+        let counter = crate::stats::counter;
         CacheStats {
             hit: counter(
                 "weir_wasm_cache_hit_total",

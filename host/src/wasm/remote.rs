@@ -44,6 +44,7 @@
 use super::plugin::{Plugin, PluginHandle};
 use crate::config::ConfigError;
 use crate::config::file::MAX_WASM_MODULE_BYTES;
+use crate::stats::counter;
 use crate::upstream::{ClusterManager, WorkerPools};
 use http_body_util::BodyExt as _;
 use prometheus::{IntCounter, IntGauge};
@@ -606,28 +607,12 @@ impl RemoteStats {
                 "weir_wasm_remote_load_fetch_failures",
                 "Remote Wasm module fetches that failed after their retries.",
             ),
-            cache_entries: {
-                let name = "weir_wasm_remote_load_cache_entries";
-                let gauge = IntGauge::new(name, "Remote Wasm modules kept in memory.")
-                    .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
-                register(name, Box::new(gauge.clone()));
-                gauge
-            },
+            cache_entries: crate::stats::gauge(
+                "weir_wasm_remote_load_cache_entries",
+                "Remote Wasm modules kept in memory.",
+            ),
         });
         &STATS
-    }
-}
-
-fn counter(name: &str, help: &str) -> IntCounter {
-    let counter = IntCounter::new(name, help)
-        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
-    register(name, Box::new(counter.clone()));
-    counter
-}
-
-fn register(name: &str, metric: Box<dyn prometheus::core::Collector>) {
-    if let Err(e) = crate::stats::Stats::global().registry().register(metric) {
-        unreachable!("static metric {name} is registered once: {e}");
     }
 }
 
