@@ -21,7 +21,7 @@ pub(super) fn route_props<B>(routes: &RouteTable, request: &Request<B>) -> Optio
         name: route.name.clone().unwrap_or_default(),
         cluster: match &route.action {
             RouteAction::Forward(action) => action.cluster.clone(),
-            RouteAction::Direct { .. } => String::new(),
+            RouteAction::Direct { .. } | RouteAction::Redirect(_) => String::new(),
         },
     })
 }
