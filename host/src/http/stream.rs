@@ -495,7 +495,9 @@ impl HttpManager {
         let request_body = body::boxed(WatchedBody::new(
             request_body,
             self.config.request_timeout,
-            self.config.stream_idle_timeout,
+            action
+                .idle_timeout
+                .unwrap_or(self.config.stream_idle_timeout),
             verdict.clone(),
         ));
         Ok((Request::from_parts(parts, request_body), Some(verdict)))
@@ -529,9 +531,17 @@ impl HttpManager {
                 .insert(header::SERVER, server.clone());
         }
         *response.version_mut() = Version::HTTP_11;
+        if let Some(idle) = action.idle_timeout {
+            response.extensions_mut().insert(RouteIdleTimeout(idle));
+        }
         Ok(response)
     }
 }
+
+/// On a response: the route's `idle_timeout`, which replaces the connection manager's
+/// `stream_idle_timeout` for the response body (`None`: no limit).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteIdleTimeout(pub Option<std::time::Duration>);
 
 /// A redirect weir answers itself (`redirect` routes, `require_tls`): `status`, `Location`,
 /// no body.

@@ -122,6 +122,10 @@ pub struct ForwardAction {
     pub host_rewrite_header: Option<http::HeaderName>,
     /// Time for the upstream to answer; `None` = no limit.
     pub timeout: Option<Duration>,
+    /// `idle_timeout`: the stream idle timeout of this route's streams in place of the
+    /// connection manager's `stream_idle_timeout` (`Some(None)`: none at all); `None` keeps
+    /// the connection manager's.
+    pub idle_timeout: Option<Option<Duration>>,
     /// Per-route upgrade overrides.
     pub upgrades: Vec<RouteUpgrade>,
 }
@@ -469,12 +473,6 @@ fn build_forward(
             "not supported by weir yet",
         ));
     }
-    if forward.idle_timeout.is_some() {
-        return Err(FieldError::new(
-            format!("{path}.idle_timeout"),
-            "not supported by weir yet; set the connection manager's stream_idle_timeout",
-        ));
-    }
     let host_rewrites = [
         forward.host_rewrite_literal.is_some(),
         forward.host_rewrite_header.is_some(),
@@ -544,6 +542,9 @@ fn build_forward(
             Some(t) => Some(t.get()),
             None => Some(DEFAULT_ROUTE_TIMEOUT),
         },
+        idle_timeout: forward
+            .idle_timeout
+            .map(|t| Some(t.get()).filter(|t| !t.is_zero())),
         upgrades: forward
             .upgrade_configs
             .iter()

@@ -287,10 +287,6 @@ fn route_action_errors_name_the_field() {
         format!("{at}.route.auto_host_rewrite")
     );
     assert_eq!(
-        route("route: { cluster: a, idle_timeout: 5s }"),
-        format!("{at}.route.idle_timeout")
-    );
-    assert_eq!(
         route(
             "redirect: { path_redirect: /a, regex_rewrite: { pattern: { regex: a }, substitution: x } }"
         ),
