@@ -22,6 +22,10 @@ const SPLIT_TOLERANCE_POINTS: f64 = 5.0;
 /// The routes under test, on two clusters `a` and `b`.
 fn routes_config(ports: Ports, a: SocketAddr, b: SocketAddr, stall: SocketAddr) -> Value {
     let routes = vec![
+        json!({"match": {"prefix": "/wh"}, "route": {"weighted_clusters": {"clusters": [
+            {"name": "a", "weight": 0, "request_headers_to_add": [{"header": {"key": "x-w", "value": "a"}}]},
+            {"name": "b", "weight": 5, "request_headers_to_add": [
+                {"header": {"key": "x-w", "value": "b"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]}}}),
         json!({"match": {"prefix": "/w"}, "route": {"weighted_clusters": {"clusters": [
             {"name": "a", "weight": 80}, {"name": "b", "weight": 20}]}}}),
         json!({"match": {"prefix": "/ch"}, "route": {"cluster_header": "x-cluster"}}),
@@ -81,9 +85,10 @@ struct Seen {
     location: String,
     /// The upstream that answered (`""` for a local answer).
     upstream: String,
-    /// The path and Host the upstream received.
+    /// The path and Host the upstream received, and its `x-w` values.
     path: String,
     host: String,
+    x_w: Vec<String>,
 }
 
 async fn ask(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Seen {
@@ -98,16 +103,26 @@ async fn ask(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)])
         .await
         .unwrap_or_else(|e| panic!("GET {path} via {addr}: {e}"));
     let upstream = resp.header("x-upstream").to_owned();
-    let (path, host) = if upstream.is_empty() {
-        (String::new(), String::new())
+    let (path, host, x_w) = if upstream.is_empty() {
+        (String::new(), String::new(), Vec::new())
     } else {
         let json = resp.json();
+        let x_w = json["headers"]["x-w"]
+            .as_array()
+            .map(|values| {
+                values
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
         (
             json["path"].as_str().unwrap_or_default().to_owned(),
             json["headers"]["host"][0]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
+            x_w,
         )
     };
     Seen {
@@ -116,6 +131,7 @@ async fn ask(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)])
         upstream,
         path,
         host,
+        x_w,
     }
 }
 
@@ -328,6 +344,13 @@ async fn rewrites_matches_and_cluster_header_as_envoy() {
             "{path}"
         );
     }
+
+    let weighted = both.same(h, "/wh", &[("x-w", "client")]).await;
+    assert_eq!(
+        (weighted.upstream.as_str(), weighted.x_w.as_slice()),
+        ("b", ["b".to_string()].as_slice()),
+        "the picked cluster's request_headers_to_add"
+    );
 
     let to_b = both.same(h, "/ch", &[("x-cluster", "b")]).await;
     assert_eq!((to_b.status, to_b.upstream.as_str()), (200, "b"));

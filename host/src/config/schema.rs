@@ -857,6 +857,9 @@ pub struct ClusterWeight {
     pub name: String,
     /// Its share (required, as in Envoy).
     pub weight: u32,
+    /// Headers added to a request sent to this cluster (plain values).
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
 }
 
 /// `cluster_not_found_response_code` of a route.

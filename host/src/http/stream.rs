@@ -476,6 +476,7 @@ impl HttpManager {
             }
         };
         headers.insert(header::HOST, host);
+        crate::route::response_headers::apply(&action.request_headers, headers);
         let scheme = if conn.tls { "https" } else { "http" };
         if self.config.use_remote_address || !headers.contains_key(&X_FORWARDED_PROTO) {
             headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));

@@ -108,8 +108,12 @@ pub struct ForwardAction {
     /// the one [`ForwardAction::for_request`] picked (before that: the first weighted
     /// cluster, or none).
     pub cluster: String,
-    /// `weighted_clusters` or `cluster_header`: the cluster is picked per request.
-    pub choice: Option<ClusterChoice>,
+    /// `weighted_clusters` or `cluster_header`: the cluster is picked per request (shared,
+    /// so that the per-request copy of the action does not copy it).
+    pub choice: Option<std::sync::Arc<ClusterChoice>>,
+    /// Headers added to the upstream request: the picked weighted cluster's
+    /// `request_headers_to_add` (set by [`ForwardAction::for_request`]).
+    pub request_headers: Vec<response_headers::HeaderToAdd>,
     /// The status when the cluster does not exist (`cluster_not_found_response_code`).
     pub cluster_not_found: http::StatusCode,
     /// Replaces the matched part of the path.
@@ -155,8 +159,10 @@ impl ForwardAction {
         match &self.choice {
             None => std::borrow::Cow::Borrowed(self),
             Some(choice) => {
+                let (cluster, adds) = choice.pick(headers);
                 let mut action = self.clone();
-                action.cluster = choice.cluster(headers).to_string();
+                action.cluster = cluster.to_string();
+                action.request_headers = adds.to_vec();
                 action.choice = None;
                 std::borrow::Cow::Owned(action)
             }
@@ -451,12 +457,15 @@ fn build_forward(
                 WeightedClusters::build(weighted, &format!("{path}.weighted_clusters"), clusters)?;
             (
                 weighted.first().to_string(),
-                Some(ClusterChoice::Weighted(weighted)),
+                Some(std::sync::Arc::new(ClusterChoice::Weighted(weighted))),
             )
         }
         (None, None, Some(header)) => {
             let name = header_name(header, &format!("{path}.cluster_header"))?;
-            (String::new(), Some(ClusterChoice::Header(name)))
+            (
+                String::new(),
+                Some(std::sync::Arc::new(ClusterChoice::Header(name))),
+            )
         }
         _ => {
             return Err(FieldError::new(
@@ -524,6 +533,7 @@ fn build_forward(
     Ok(ForwardAction {
         cluster,
         choice,
+        request_headers: Vec::new(),
         cluster_not_found: match forward.cluster_not_found_response_code {
             schema::ClusterNotFoundResponseCode::SERVICE_UNAVAILABLE => {
                 http::StatusCode::SERVICE_UNAVAILABLE

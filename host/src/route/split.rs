@@ -1,6 +1,7 @@
 //! Which cluster a forwarding route sends one request to: `weighted_clusters` (a random pick by
 //! weight, per request) or `cluster_header` (the cluster a request header names).
 
+use super::response_headers::{self, HeaderToAdd};
 use crate::config::FieldError;
 use crate::config::schema;
 use http::{HeaderMap, HeaderName};
@@ -20,6 +21,8 @@ pub enum ClusterChoice {
 pub struct WeightedClusters {
     /// (cluster, sum of the weights up to and with it), in config order.
     bounds: Vec<(String, u64)>,
+    /// Each cluster's `request_headers_to_add`, in the same order.
+    headers: Vec<Vec<HeaderToAdd>>,
     /// The sum of every weight (> 0).
     total: u64,
 }
@@ -39,7 +42,24 @@ impl WeightedClusters {
         }
         let mut total = 0u64;
         let mut bounds = Vec::with_capacity(config.clusters.len());
+        let mut headers = Vec::with_capacity(config.clusters.len());
         for (i, cluster) in config.clusters.iter().enumerate() {
+            let adds_path = format!("{path}.clusters[{i}].request_headers_to_add");
+            if let Some(at) = cluster
+                .request_headers_to_add
+                .iter()
+                .position(|option| option.header.value.contains('%'))
+            {
+                // Envoy reads `%...%` as a command operator; weir does not have them here.
+                return Err(FieldError::new(
+                    format!("{adds_path}[{at}].header.value"),
+                    "command operators (%...%) are not supported here",
+                ));
+            }
+            headers.push(response_headers::build(
+                &cluster.request_headers_to_add,
+                &adds_path,
+            )?);
             if !clusters.contains(&cluster.name.as_str()) {
                 return Err(FieldError::new(
                     format!("{path}.clusters[{i}].name"),
@@ -58,18 +78,27 @@ impl WeightedClusters {
                 "the sum of the weights must be greater than 0",
             ));
         }
-        Ok(WeightedClusters { bounds, total })
+        Ok(WeightedClusters {
+            bounds,
+            headers,
+            total,
+        })
     }
 
     /// The cluster for a uniform `random` value, as Envoy picks it: `random % total` falls in
     /// one cluster's share, the shares laid out in config order.
     pub fn pick(&self, random: u64) -> &str {
+        self.bounds
+            .get(self.pick_index(random))
+            .map_or("", |(name, _)| name.as_str())
+    }
+
+    fn pick_index(&self, random: u64) -> usize {
         let point = random % self.total;
         self.bounds
             .iter()
-            .find(|(_, bound)| point < *bound)
-            .or(self.bounds.last())
-            .map_or("", |(name, _)| name.as_str())
+            .position(|(_, bound)| point < *bound)
+            .unwrap_or(self.bounds.len().saturating_sub(1))
     }
 
     /// The first cluster (what a Wasm filter's `cluster_name` property shows before the pick).
@@ -81,12 +110,26 @@ impl WeightedClusters {
 impl ClusterChoice {
     /// The cluster for one request with `headers`.
     pub fn cluster<'a>(&'a self, headers: &'a HeaderMap) -> &'a str {
+        self.pick(headers).0
+    }
+
+    /// The cluster for one request with `headers`, and the headers to add to it.
+    pub fn pick<'a>(&'a self, headers: &'a HeaderMap) -> (&'a str, &'a [HeaderToAdd]) {
         match self {
-            ClusterChoice::Weighted(weighted) => weighted.pick(rand::random()),
-            ClusterChoice::Header(name) => headers
-                .get(name)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or(""),
+            ClusterChoice::Weighted(weighted) => {
+                let i = weighted.pick_index(rand::random());
+                match (weighted.bounds.get(i), weighted.headers.get(i)) {
+                    (Some((name, _)), Some(adds)) => (name.as_str(), adds.as_slice()),
+                    _ => ("", &[]),
+                }
+            }
+            ClusterChoice::Header(name) => (
+                headers
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or(""),
+                &[],
+            ),
         }
     }
 }
@@ -147,6 +190,14 @@ mod tests {
                 "{total_weight: 90, clusters: [{name: a, weight: 80}, {name: b, weight: 20}]}"
             )
             .is_ok()
+        );
+        let e = weighted(
+            "{clusters: [{name: a, weight: 1, request_headers_to_add: [{header: {key: x, value: '%REQ(y)%'}}]}]}",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.path,
+            "r.route.weighted_clusters.clusters[0].request_headers_to_add[0].header.value"
         );
         let missing: Result<schema::WeightedClusters, _> =
             serde_yaml_ng::from_str("{clusters: [{name: a}]}");
