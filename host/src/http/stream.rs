@@ -489,6 +489,9 @@ impl HttpManager {
         }
         let request_body = body::boxed(request_body);
         conn.mark_original_destination(&mut parts.extensions);
+        if action.auto_host_rewrite {
+            parts.extensions.insert(crate::upstream::AutoHostRewrite);
+        }
         if request_body.is_end_stream() {
             return Ok((Request::from_parts(parts, request_body), None));
         }

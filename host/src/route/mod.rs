@@ -124,6 +124,9 @@ pub struct ForwardAction {
     pub host_rewrite: Option<http::HeaderValue>,
     /// Replaces the host with this request header's value, when it has a non-empty one.
     pub host_rewrite_header: Option<http::HeaderName>,
+    /// `auto_host_rewrite`: the host becomes the DNS name of the upstream host picked (see
+    /// [`crate::upstream::AutoHostRewrite`]).
+    pub auto_host_rewrite: bool,
     /// Time for the upstream to answer; `None` = no limit.
     pub timeout: Option<Duration>,
     /// `idle_timeout`: the stream idle timeout of this route's streams in place of the
@@ -474,14 +477,6 @@ fn build_forward(
             ));
         }
     };
-    if forward.auto_host_rewrite == Some(true) {
-        // Envoy rewrites to the picked host's DNS name; weir's pools do not say which host
-        // they picked before the request is on its way. Refused rather than ignored.
-        return Err(FieldError::new(
-            format!("{path}.auto_host_rewrite"),
-            "not supported by weir yet",
-        ));
-    }
     let host_rewrites = [
         forward.host_rewrite_literal.is_some(),
         forward.host_rewrite_header.is_some(),
@@ -547,6 +542,7 @@ fn build_forward(
         regex_rewrite,
         host_rewrite,
         host_rewrite_header,
+        auto_host_rewrite: forward.auto_host_rewrite == Some(true),
         timeout: match forward.timeout {
             Some(t) if t.get().is_zero() => None,
             Some(t) => Some(t.get()),

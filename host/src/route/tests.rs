@@ -283,8 +283,8 @@ fn route_action_errors_name_the_field() {
         format!("{at}.route.host_rewrite_header")
     );
     assert_eq!(
-        route("route: { cluster: a, auto_host_rewrite: true }"),
-        format!("{at}.route.auto_host_rewrite")
+        route("route: { cluster: a, auto_host_rewrite: true, host_rewrite_literal: x }"),
+        format!("{at}.route")
     );
     assert_eq!(
         route(
