@@ -3,7 +3,8 @@
 //! requests), `cluster_header`, `redirect` (the `Location` header), virtual host
 //! `require_tls`, `regex_rewrite`, `host_rewrite_header` and `auto_host_rewrite` as the
 //! upstream sees them,
-//! `match.query_parameters` and `match.path_separated_prefix`, and a route's `idle_timeout`.
+//! `match.query_parameters`, `match.path_separated_prefix` and `match.grpc`, and a route's
+//! `idle_timeout`.
 
 use envoy_check::envoy::{self, Envoy};
 use serde_json::{Value, json};
@@ -29,7 +30,10 @@ fn routes_config(ports: Ports, a: SocketAddr, b: SocketAddr, stall: SocketAddr) 
                 {"header": {"key": "x-w", "value": "b"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]}}}),
         json!({"match": {"prefix": "/w"}, "route": {"weighted_clusters": {"clusters": [
             {"name": "a", "weight": 80}, {"name": "b", "weight": 20}]}}}),
+        json!({"match": {"prefix": "/ch404"}, "route": {
+            "cluster_header": "x-cluster", "cluster_not_found_response_code": "NOT_FOUND"}}),
         json!({"match": {"prefix": "/ch"}, "route": {"cluster_header": "x-cluster"}}),
+        json!({"match": {"prefix": "/g", "grpc": {}}, "route": {"cluster": "b"}}),
         json!({"match": {"prefix": "/r1"}, "redirect": {"https_redirect": true}}),
         json!({"match": {"prefix": "/r2"}, "redirect": {"https_redirect": true, "strip_query": true}}),
         json!({"match": {"prefix": "/r3"}, "redirect": {
@@ -380,6 +384,18 @@ async fn rewrites_matches_and_cluster_header_as_envoy() {
     assert_eq!(unknown.status, 503, "an unknown cluster is a 503, as Envoy");
     let missing = both.same(h, "/ch", &[]).await;
     assert_eq!(missing.status, 503, "no header is a 503, as Envoy");
+    let not_found = both.same(h, "/ch404", &[("x-cluster", "nope")]).await;
+    assert_eq!(not_found.status, 404, "cluster_not_found_response_code");
+
+    for (content_type, upstream) in [
+        ("application/grpc", "b"),
+        ("application/grpc+proto", "b"),
+        ("application/grpc-web", "a"),
+        ("application/json", "a"),
+    ] {
+        let seen = both.same(h, "/g", &[("content-type", content_type)]).await;
+        assert_eq!(seen.upstream, upstream, "match.grpc with {content_type}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
