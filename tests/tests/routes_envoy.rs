@@ -444,3 +444,56 @@ async fn route_idle_timeout_ends_stalled_streams_as_envoy() {
         );
     }
 }
+
+/// How many requests show a Wasm filter the weighted route's `cluster_name`.
+const PROPS_REQUESTS: usize = 60;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_filters_see_the_weighted_pick_the_router_makes() {
+    use weir_tests::wasm;
+    let a = H1Upstream::start("a").await;
+    let b = H1Upstream::start("b").await;
+    let (stall, _stall_task) = stalling_upstream().await;
+    let with_filter = |ports: Ports| {
+        let mut config = routes_config(ports, a.addr, b.addr, stall);
+        let filter = wasm::wasm_filter("headers", &wasm::fixture("headers"), "cfg", false);
+        wasm::set_filters(&mut config, vec![filter]);
+        config
+    };
+    let weir_ports = Ports::new();
+    let envoy_ports = Ports::new();
+    let _weir = Weir::start(&with_filter(weir_ports)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, with_filter(envoy_ports).to_string()).expect("write envoy config");
+    let _envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+    for (who, addr) in [
+        ("weir", weir_ports.http_addr()),
+        ("envoy", envoy_ports.http_addr()),
+    ] {
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..PROPS_REQUESTS {
+            let request = http::Request::get(format!("/w/{i}"))
+                .header("host", "split.example")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("request");
+            let resp = client::h1_request(addr, request)
+                .await
+                .unwrap_or_else(|e| panic!("{who}: {e}"));
+            assert_eq!(resp.status, 200, "{who}: {}", resp.text());
+            let props = resp.header("x-wasm-props");
+            let cluster = props.split('|').nth(9).unwrap_or_default();
+            let upstream = resp.header("x-upstream");
+            assert_eq!(
+                cluster, upstream,
+                "{who}: the filter saw cluster_name {cluster:?}, the request went to {upstream:?} ({props})"
+            );
+            seen.insert(upstream.to_owned());
+        }
+        assert_eq!(
+            seen.len(),
+            2,
+            "{who}: both clusters in {PROPS_REQUESTS} requests"
+        );
+    }
+}

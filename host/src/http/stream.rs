@@ -324,7 +324,10 @@ impl HttpManager {
             RouteAction::Forward(action) => {
                 // `weighted_clusters` and `cluster_header` pick the cluster here, once per
                 // request; a cluster that does not exist is answered as Envoy does.
-                let picked = action.for_request(request.headers());
+                let picked = action.for_request(
+                    request.headers(),
+                    request.extensions().get::<crate::route::PickedCluster>(),
+                );
                 let action: &ForwardAction = &picked;
                 if matches!(picked, std::borrow::Cow::Owned(_))
                     && !self.pools.has_cluster(&action.cluster)

@@ -137,6 +137,12 @@ pub struct ForwardAction {
     pub upgrades: Vec<RouteUpgrade>,
 }
 
+/// In a request's extensions: the cluster a `weighted_clusters` or `cluster_header` route
+/// picked for it when the HTTP filters were shown its route (`cluster_name`); the router keeps
+/// that pick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PickedCluster(pub String);
+
 /// One `upgrade_configs[]` entry of a route.
 #[derive(Debug, Clone)]
 pub struct RouteUpgrade {
@@ -158,11 +164,19 @@ pub struct TerminateConnect {
 impl ForwardAction {
     /// This action for one request with `headers`: itself, or, where it picks its cluster per
     /// request, a copy naming the cluster picked (empty when `cluster_header` names none).
-    pub fn for_request(&self, headers: &HeaderMap) -> std::borrow::Cow<'_, ForwardAction> {
+    /// A request that carries a [`PickedCluster`] (the HTTP filters' view of its route) keeps
+    /// that pick, so that a weighted route sends where the filters were told it would.
+    pub fn for_request(
+        &self,
+        headers: &HeaderMap,
+        picked: Option<&PickedCluster>,
+    ) -> std::borrow::Cow<'_, ForwardAction> {
         match &self.choice {
             None => std::borrow::Cow::Borrowed(self),
             Some(choice) => {
-                let (cluster, adds) = choice.pick(headers);
+                let (cluster, adds) = picked
+                    .and_then(|picked| choice.repick(&picked.0))
+                    .unwrap_or_else(|| choice.pick(headers));
                 let mut action = self.clone();
                 action.cluster = cluster.to_string();
                 action.request_headers = adds.to_vec();

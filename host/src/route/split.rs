@@ -113,6 +113,23 @@ impl ClusterChoice {
         self.pick(headers).0
     }
 
+    /// The weighted pick already made for this request (`picked`, by name), with its headers
+    /// to add; `None` when this is not a weighted choice with a cluster of that name (a
+    /// `cluster_header` choice reads its header again).
+    pub fn repick<'a>(&'a self, picked: &'a str) -> Option<(&'a str, &'a [HeaderToAdd])> {
+        match self {
+            ClusterChoice::Weighted(weighted) => {
+                let i = weighted
+                    .bounds
+                    .iter()
+                    .position(|(name, _)| name == picked)?;
+                let adds = weighted.headers.get(i)?;
+                Some((picked, adds.as_slice()))
+            }
+            ClusterChoice::Header(_) => None,
+        }
+    }
+
     /// The cluster for one request with `headers`, and the headers to add to it.
     pub fn pick<'a>(&'a self, headers: &'a HeaderMap) -> (&'a str, &'a [HeaderToAdd]) {
         match self {
@@ -165,6 +182,20 @@ mod tests {
             .filter(|_| choice.cluster(&headers) == "b")
             .count();
         assert!((1_700..=2_300).contains(&b), "{b} of 10000 went to b");
+    }
+
+    #[test]
+    fn an_earlier_weighted_pick_is_kept() {
+        let w = weighted(
+            "{clusters: [{name: a, weight: 1}, {name: b, weight: 1, request_headers_to_add: [{header: {key: x-w, value: b}}]}]}",
+        )
+        .unwrap();
+        let choice = ClusterChoice::Weighted(w);
+        let (cluster, adds) = choice.repick("b").unwrap();
+        assert_eq!((cluster, adds.len()), ("b", 1));
+        assert!(choice.repick("zz").is_none());
+        let header = ClusterChoice::Header(HeaderName::from_static("x-cluster"));
+        assert!(header.repick("b").is_none());
     }
 
     #[test]
