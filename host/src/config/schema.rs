@@ -576,6 +576,23 @@ pub struct VirtualHost {
     /// Headers added to every response of this virtual host.
     #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub response_headers_to_add: Vec<HeaderValueOption>,
+    /// Requests not made over TLS (by `x-forwarded-proto`) get a 301 to `https://`.
+    #[serde(default)]
+    pub require_tls: TlsRequirementType,
+}
+
+/// `require_tls` of a virtual host.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum TlsRequirementType {
+    /// No requirement.
+    #[default]
+    NONE,
+    /// Requests from outside must use TLS. weir has no internal addresses, so this is `ALL`
+    /// (as Envoy 1.40 is without `internal_address_config`).
+    EXTERNAL_ONLY,
+    /// Every request must use TLS.
+    ALL,
 }
 
 /// `routes[]`.
@@ -594,6 +611,83 @@ pub struct Route {
     /// Answer locally.
     #[serde(default)]
     pub direct_response: Option<DirectResponse>,
+    /// Answer with a redirect.
+    #[serde(default)]
+    pub redirect: Option<RedirectAction>,
+}
+
+/// `redirect` of a route.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectAction {
+    /// The scheme becomes `https`.
+    #[serde(default)]
+    pub https_redirect: bool,
+    /// The scheme becomes this.
+    #[serde(default)]
+    pub scheme_redirect: Option<String>,
+    /// The host becomes this.
+    #[serde(default)]
+    pub host_redirect: Option<String>,
+    /// The port becomes this.
+    #[serde(default)]
+    pub port_redirect: Option<u32>,
+    /// The path becomes this (a query in it replaces the request's).
+    #[serde(default)]
+    pub path_redirect: Option<String>,
+    /// The matched prefix of the path becomes this.
+    #[serde(default)]
+    pub prefix_rewrite: Option<String>,
+    /// The path is rewritten by a regex.
+    #[serde(default)]
+    pub regex_rewrite: Option<RegexMatchAndSubstitute>,
+    /// Status (default MOVED_PERMANENTLY).
+    #[serde(default)]
+    pub response_code: RedirectResponseCode,
+    /// Drop the query.
+    #[serde(default)]
+    pub strip_query: bool,
+}
+
+/// `response_code` of a redirect.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum RedirectResponseCode {
+    /// 301.
+    #[default]
+    MOVED_PERMANENTLY,
+    /// 302.
+    FOUND,
+    /// 303.
+    SEE_OTHER,
+    /// 307.
+    TEMPORARY_REDIRECT,
+    /// 308.
+    PERMANENT_REDIRECT,
+}
+
+/// `type.matcher.v3.RegexMatchAndSubstitute`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexMatchAndSubstitute {
+    /// What to replace (every match).
+    pub pattern: RegexMatcher,
+    /// The replacement; `\1`..`\9` are the pattern's groups, as RE2 writes them.
+    pub substitution: String,
+}
+
+/// `query_parameters[]` of a route match.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryParameterMatcher {
+    /// The parameter's name.
+    pub name: String,
+    /// Its (first) value matches.
+    #[serde(default)]
+    pub string_match: Option<StringMatcher>,
+    /// It is present.
+    #[serde(default)]
+    pub present_match: Option<bool>,
 }
 
 /// `match`.
@@ -618,6 +712,15 @@ pub struct RouteMatch {
     /// Matches CONNECT requests (which have no path).
     #[serde(default)]
     pub connect_matcher: Option<EmptyConfig>,
+    /// The path without its query is this, or starts with this and `/`.
+    #[serde(default)]
+    pub path_separated_prefix: Option<String>,
+    /// Every one of these must match.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub query_parameters: Vec<QueryParameterMatcher>,
+    /// Only gRPC requests (`content-type: application/grpc` or `application/grpc+...`).
+    #[serde(default)]
+    pub grpc: Option<EmptyConfig>,
 }
 
 /// A message with no fields (`{}`).
@@ -697,7 +800,29 @@ pub struct StringMatcher {
 #[serde(deny_unknown_fields)]
 pub struct RouteAction {
     /// The cluster to forward to.
-    pub cluster: String,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Clusters to split the traffic over, by weight.
+    #[serde(default)]
+    pub weighted_clusters: Option<WeightedClusters>,
+    /// The cluster named by this request header.
+    #[serde(default)]
+    pub cluster_header: Option<String>,
+    /// Status when the cluster does not exist (default SERVICE_UNAVAILABLE).
+    #[serde(default)]
+    pub cluster_not_found_response_code: ClusterNotFoundResponseCode,
+    /// Rewrite the path (without its query) by a regex.
+    #[serde(default)]
+    pub regex_rewrite: Option<RegexMatchAndSubstitute>,
+    /// Replace the Host / :authority with this request header's value, when present.
+    #[serde(default)]
+    pub host_rewrite_header: Option<String>,
+    /// Replace the Host / :authority with the upstream host's name (DNS clusters).
+    #[serde(default)]
+    pub auto_host_rewrite: Option<bool>,
+    /// `stream_idle_timeout` for this route's streams.
+    #[serde(default)]
+    pub idle_timeout: Option<ConfigDuration>,
     /// Replace the matched prefix with this.
     #[serde(default)]
     pub prefix_rewrite: Option<String>,
@@ -710,6 +835,44 @@ pub struct RouteAction {
     /// Per-route upgrade settings, overriding the connection manager's.
     #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub upgrade_configs: Vec<RouteUpgradeConfig>,
+}
+
+/// `weighted_clusters` of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedClusters {
+    /// The clusters and their weights.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub clusters: Vec<ClusterWeight>,
+    /// Deprecated in Envoy; accepted and, as Envoy 1.40 does, not used (the weights' sum is).
+    #[serde(default)]
+    pub total_weight: Option<u32>,
+}
+
+/// `weighted_clusters.clusters[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterWeight {
+    /// The cluster.
+    pub name: String,
+    /// Its share (required, as in Envoy).
+    pub weight: u32,
+    /// Headers added to a request sent to this cluster (plain values).
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+}
+
+/// `cluster_not_found_response_code` of a route.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum ClusterNotFoundResponseCode {
+    /// 503.
+    #[default]
+    SERVICE_UNAVAILABLE,
+    /// 404.
+    NOT_FOUND,
+    /// 500.
+    INTERNAL_SERVER_ERROR,
 }
 
 /// `direct_response`.

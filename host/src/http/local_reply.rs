@@ -30,6 +30,9 @@ pub enum LocalReply {
     UpstreamTimeout,
     /// The overload action `stop_accepting_requests` is saturated (503).
     Overloaded,
+    /// The cluster a route picked per request (`cluster_header`, `weighted_clusters`) does
+    /// not exist: the route's `cluster_not_found_response_code` (503 by default), no body.
+    ClusterNotFound(StatusCode),
     /// The upstream could not be reached or used (503; 502 where an `ORIGINAL_DST` cluster
     /// has no original destination to go to).
     Upstream(UpstreamError),
@@ -47,6 +50,7 @@ impl LocalReply {
             LocalReply::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            LocalReply::ClusterNotFound(status) => *status,
             // Nowhere to forward to (a connection that was not redirected): a gateway error,
             // not an unavailable upstream.
             LocalReply::Upstream(UpstreamError::NoOriginalDestination { .. }) => {
@@ -68,6 +72,7 @@ impl LocalReply {
             // Envoy says "envoy overloaded"; which proxy and which resource is nobody's
             // business but the operator's (the log and `weir_overload_*` say it).
             LocalReply::Overloaded => "overloaded",
+            LocalReply::ClusterNotFound(_) => "",
             LocalReply::Upstream(error) => upstream_text(error),
         }
     }

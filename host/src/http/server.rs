@@ -222,7 +222,10 @@ impl Streams {
             if crate::overload::disable_http_keepalive() && !tunnel {
                 disable_keepalive(&manager, version, &mut response, &drain);
             }
-            let idle = manager.config.stream_idle_timeout;
+            let idle = response
+                .extensions()
+                .get::<super::stream::RouteIdleTimeout>()
+                .map_or(manager.config.stream_idle_timeout, |route| route.0);
             response.map(|body| TrackedBody::new(body, guard, idle))
         }
     }

@@ -28,6 +28,7 @@ use super::request_body::{BodyFault, BodyVerdict, WatchedBody};
 use super::sanitize;
 use super::upgrade::{self, TunnelKind};
 use crate::body::{self, Body};
+use crate::route::redirect::RedirectRequest;
 use crate::route::{ForwardAction, RouteAction};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
@@ -267,6 +268,15 @@ impl HttpManager {
             .path_and_query()
             .map_or("/", PathAndQuery::as_str);
         let routes = &self.config.routes;
+        let forwarded_proto = self.forwarded_proto(&request, conn);
+        if !is_connect && routes.requires_tls(&host, forwarded_proto) {
+            // `require_tls`: before any route, as Envoy; the host and path as they came.
+            self.stats.rq_direct_response.inc();
+            return redirect_response(
+                http::StatusCode::MOVED_PERMANENTLY,
+                &format!("https://{host}{path}"),
+            );
+        }
         let Some(route) = routes.find_request(&host, is_connect, path, request.headers()) else {
             self.stats.rq_no_route.inc();
             if is_connect && !self.config.upgrade("connect").is_some_and(|u| u.enabled) {
@@ -295,7 +305,36 @@ impl HttpManager {
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(content.len()));
                 Ok(response)
             }
+            RouteAction::Redirect(redirect) => {
+                self.stats.rq_direct_response.inc();
+                let scheme =
+                    request
+                        .uri()
+                        .scheme_str()
+                        .unwrap_or(if conn.tls { "https" } else { "http" });
+                let location = redirect.location(&RedirectRequest {
+                    scheme,
+                    forwarded_proto,
+                    host: &host,
+                    path_and_query: path,
+                    matched_len: route.path.rewrite_len(path),
+                });
+                redirect_response(redirect.status, &location)
+            }
             RouteAction::Forward(action) => {
+                // `weighted_clusters` and `cluster_header` pick the cluster here, once per
+                // request; a cluster that does not exist is answered as Envoy does.
+                let picked = action.for_request(
+                    request.headers(),
+                    request.extensions().get::<crate::route::PickedCluster>(),
+                );
+                let action: &ForwardAction = &picked;
+                if matches!(picked, std::borrow::Cow::Owned(_))
+                    && !self.pools.has_cluster(&action.cluster)
+                {
+                    tracing::debug!(cluster = %action.cluster, "route names no such cluster");
+                    return Err(LocalReply::ClusterNotFound(action.cluster_not_found));
+                }
                 if let Some(kind) = kind {
                     if !self.tunnel_enabled(&kind, action) {
                         return Err(LocalReply::Forbidden(match kind {
@@ -345,6 +384,20 @@ impl HttpManager {
         }
     }
 
+    /// The request's `x-forwarded-proto` as `upstream_request` will leave it: the
+    /// connection's scheme, unless the client's value is trusted (no `use_remote_address`).
+    fn forwarded_proto<'r, B>(&self, request: &'r Request<B>, conn: &ConnectionInfo) -> &'r str {
+        let scheme = if conn.tls { "https" } else { "http" };
+        if self.config.use_remote_address {
+            return scheme;
+        }
+        request
+            .headers()
+            .get(&X_FORWARDED_PROTO)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or(scheme)
+    }
+
     /// Checks a request can be served here at all, and returns its host.
     fn admit<B>(&self, request: &Request<B>) -> Result<String, LocalReply> {
         if request.headers().len() > self.config.max_headers_count {
@@ -377,8 +430,20 @@ impl HttpManager {
         B::Error: Into<body::BoxError>,
     {
         let (mut parts, request_body) = request.into_parts();
-        let path = match &action.prefix_rewrite {
-            Some(rewrite) => {
+        let path = match (&action.prefix_rewrite, &action.regex_rewrite) {
+            (None, Some(regex)) => {
+                let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+                match regex.apply(path) {
+                    std::borrow::Cow::Owned(rewritten) => PathAndQuery::try_from(rewritten)
+                        .map_err(|_| LocalReply::BadRequest("invalid path after rewrite"))?,
+                    std::borrow::Cow::Borrowed(_) => parts
+                        .uri
+                        .path_and_query()
+                        .cloned()
+                        .unwrap_or_else(|| PathAndQuery::from_static("/")),
+                }
+            }
+            (Some(rewrite), _) => {
                 let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
                 let rest = path.get(rewrite_len..).unwrap_or("");
                 let mut rewritten = format!("{rewrite}{rest}");
@@ -389,7 +454,7 @@ impl HttpManager {
                     .map_err(|_| LocalReply::BadRequest("invalid path after rewrite"))?
             }
             // The request's own path, shared rather than copied and parsed again.
-            None => parts
+            (None, None) => parts
                 .uri
                 .path_and_query()
                 .cloned()
@@ -400,13 +465,21 @@ impl HttpManager {
         parts.version = Version::HTTP_11;
         let headers = &mut parts.headers;
         headers::remove_hop_by_hop(headers, true);
-        let host = match &action.host_rewrite {
-            Some(rewrite) => rewrite.clone(),
-            None => {
+        let from_header = action
+            .host_rewrite_header
+            .as_ref()
+            .and_then(|name| headers.get(name))
+            .filter(|value| !value.is_empty())
+            .cloned();
+        let host = match (&action.host_rewrite, from_header) {
+            (Some(rewrite), _) => rewrite.clone(),
+            (None, Some(value)) => value,
+            (None, None) => {
                 HeaderValue::from_str(host).map_err(|_| LocalReply::BadRequest("invalid host"))?
             }
         };
         headers.insert(header::HOST, host);
+        crate::route::response_headers::apply(&action.request_headers, headers);
         let scheme = if conn.tls { "https" } else { "http" };
         if self.config.use_remote_address || !headers.contains_key(&X_FORWARDED_PROTO) {
             headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
@@ -419,6 +492,9 @@ impl HttpManager {
         }
         let request_body = body::boxed(request_body);
         conn.mark_original_destination(&mut parts.extensions);
+        if action.auto_host_rewrite {
+            parts.extensions.insert(crate::upstream::AutoHostRewrite);
+        }
         if request_body.is_end_stream() {
             return Ok((Request::from_parts(parts, request_body), None));
         }
@@ -426,7 +502,9 @@ impl HttpManager {
         let request_body = body::boxed(WatchedBody::new(
             request_body,
             self.config.request_timeout,
-            self.config.stream_idle_timeout,
+            action
+                .idle_timeout
+                .unwrap_or(self.config.stream_idle_timeout),
             verdict.clone(),
         ));
         Ok((Request::from_parts(parts, request_body), Some(verdict)))
@@ -460,6 +538,30 @@ impl HttpManager {
                 .insert(header::SERVER, server.clone());
         }
         *response.version_mut() = Version::HTTP_11;
+        if let Some(idle) = action.idle_timeout {
+            response.extensions_mut().insert(RouteIdleTimeout(idle));
+        }
         Ok(response)
     }
+}
+
+/// On a response: the route's `idle_timeout`, which replaces the connection manager's
+/// `stream_idle_timeout` for the response body (`None`: no limit).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteIdleTimeout(pub Option<std::time::Duration>);
+
+/// A redirect weir answers itself (`redirect` routes, `require_tls`): `status`, `Location`,
+/// no body.
+fn redirect_response(
+    status: http::StatusCode,
+    location: &str,
+) -> Result<Response<Body>, LocalReply> {
+    let location = HeaderValue::from_str(location)
+        .map_err(|_| LocalReply::BadRequest("invalid redirect location"))?;
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    Ok(response)
 }

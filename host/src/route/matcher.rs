@@ -5,6 +5,8 @@ use crate::config::schema::{self, RouteMatch};
 use http::HeaderMap;
 use regex::Regex;
 
+use super::regex::full as full_regex;
+
 /// What a request's path must look like.
 #[derive(Debug, Clone)]
 pub enum PathMatcher {
@@ -24,6 +26,14 @@ pub enum PathMatcher {
     },
     /// The path without its query matches this in full.
     Regex(Regex),
+    /// The path without its query is this, or this and then `/` and more
+    /// (`path_separated_prefix`).
+    SeparatedPrefix {
+        /// The prefix (no `?`, `#` or trailing `/`).
+        prefix: String,
+        /// Compare case-sensitively.
+        case_sensitive: bool,
+    },
     /// CONNECT requests (`connect_matcher`); they have no path.
     Connect,
 }
@@ -32,17 +42,30 @@ impl PathMatcher {
     /// Builds the path matcher of `route_match` at `path`.
     pub fn build(route_match: &RouteMatch, path: &str) -> Result<PathMatcher, FieldError> {
         let case_sensitive = route_match.case_sensitive.unwrap_or(true);
+        const ONE_OF: &str = "set exactly one of prefix, path, safe_regex, path_separated_prefix and connect_matcher";
+        let others = route_match.prefix.is_some()
+            || route_match.path.is_some()
+            || route_match.safe_regex.is_some();
         if route_match.connect_matcher.is_some() {
-            if route_match.prefix.is_some()
-                || route_match.path.is_some()
-                || route_match.safe_regex.is_some()
-            {
-                return Err(FieldError::new(
-                    path,
-                    "set exactly one of prefix, path, safe_regex and connect_matcher",
-                ));
+            if others || route_match.path_separated_prefix.is_some() {
+                return Err(FieldError::new(path, ONE_OF));
             }
             return Ok(PathMatcher::Connect);
+        }
+        if let Some(prefix) = &route_match.path_separated_prefix {
+            if others {
+                return Err(FieldError::new(path, ONE_OF));
+            }
+            if prefix.is_empty() || prefix.contains(['?', '#']) || prefix.ends_with('/') {
+                return Err(FieldError::new(
+                    format!("{path}.path_separated_prefix"),
+                    "a non-empty path without ?, # or a trailing /",
+                ));
+            }
+            return Ok(PathMatcher::SeparatedPrefix {
+                prefix: prefix.clone(),
+                case_sensitive,
+            });
         }
         match (
             &route_match.prefix,
@@ -61,10 +84,7 @@ impl PathMatcher {
                 &regex.regex,
                 &format!("{path}.safe_regex.regex"),
             )?)),
-            _ => Err(FieldError::new(
-                path,
-                "set exactly one of prefix, path, safe_regex and connect_matcher",
-            )),
+            _ => Err(FieldError::new(path, ONE_OF)),
         }
     }
 
@@ -103,6 +123,18 @@ impl PathMatcher {
                 case_sensitive: false,
             } => path.eq_ignore_ascii_case(exact),
             PathMatcher::Regex(regex) => regex.is_match(path),
+            PathMatcher::SeparatedPrefix {
+                prefix,
+                case_sensitive,
+            } => {
+                let head = path.get(..prefix.len());
+                let head_matches = match head {
+                    Some(head) if *case_sensitive => head == prefix,
+                    Some(head) => head.eq_ignore_ascii_case(prefix),
+                    None => false,
+                };
+                head_matches && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+            }
             PathMatcher::Connect => false,
         }
     }
@@ -111,17 +143,13 @@ impl PathMatcher {
     pub fn rewrite_len(&self, path_and_query: &str) -> usize {
         let path_len = path_and_query.find('?').unwrap_or(path_and_query.len());
         match self {
-            PathMatcher::Prefix { prefix, .. } => prefix.len().min(path_and_query.len()),
+            PathMatcher::Prefix { prefix, .. } | PathMatcher::SeparatedPrefix { prefix, .. } => {
+                prefix.len().min(path_and_query.len())
+            }
             PathMatcher::Exact { .. } | PathMatcher::Regex(_) => path_len,
             PathMatcher::Connect => 0,
         }
     }
-}
-
-/// Compiles `pattern` so that it must match a whole string, as RE2's FullMatch does.
-fn full_regex(pattern: &str, path: &str) -> Result<Regex, FieldError> {
-    Regex::new(&format!("^(?:{pattern})$"))
-        .map_err(|e| FieldError::new(path, format!("invalid regex: {e}")))
 }
 
 /// One `headers[]` entry of a route match.
@@ -170,33 +198,7 @@ impl HeaderMatcher {
             rules.push(HeaderRule::Present(present));
         }
         if let Some(m) = &header.string_match {
-            let ic = m.ignore_case;
-            let mut inner = Vec::new();
-            if let Some(v) = &m.exact {
-                inner.push(HeaderRule::Exact(v.clone(), ic));
-            }
-            if let Some(v) = &m.prefix {
-                inner.push(HeaderRule::Prefix(v.clone(), ic));
-            }
-            if let Some(v) = &m.suffix {
-                inner.push(HeaderRule::Suffix(v.clone(), ic));
-            }
-            if let Some(v) = &m.contains {
-                inner.push(HeaderRule::Contains(v.clone(), ic));
-            }
-            if let Some(v) = &m.safe_regex {
-                inner.push(HeaderRule::Regex(full_regex(
-                    &v.regex,
-                    &format!("{path}.string_match.safe_regex.regex"),
-                )?));
-            }
-            if inner.len() != 1 {
-                return Err(FieldError::new(
-                    format!("{path}.string_match"),
-                    "set exactly one of exact, prefix, suffix, contains and safe_regex",
-                ));
-            }
-            rules.extend(inner);
+            rules.push(string_rule(m, &format!("{path}.string_match"))?);
         }
         let rule = match rules.len() {
             0 => HeaderRule::Present(true),
@@ -223,23 +225,122 @@ impl HeaderMatcher {
             matches!(self.rule, HeaderRule::Present(false))
         } else {
             let joined: Vec<&str> = values.map(|v| v.to_str().unwrap_or("")).collect();
-            let value = joined.join(",");
-            let fold = |s: &str, ic: bool| {
-                if ic {
-                    s.to_ascii_lowercase()
-                } else {
-                    s.to_string()
-                }
-            };
-            match &self.rule {
-                HeaderRule::Present(present) => *present,
-                HeaderRule::Exact(want, ic) => fold(&value, *ic) == fold(want, *ic),
-                HeaderRule::Prefix(want, ic) => fold(&value, *ic).starts_with(&fold(want, *ic)),
-                HeaderRule::Suffix(want, ic) => fold(&value, *ic).ends_with(&fold(want, *ic)),
-                HeaderRule::Contains(want, ic) => fold(&value, *ic).contains(&fold(want, *ic)),
-                HeaderRule::Regex(regex) => regex.is_match(&value),
-            }
+            self.rule.matches(&joined.join(","))
         };
         result != self.invert
     }
+}
+
+impl HeaderRule {
+    /// Whether a present `value` satisfies the rule.
+    fn matches(&self, value: &str) -> bool {
+        let fold = |s: &str, ic: bool| {
+            if ic {
+                s.to_ascii_lowercase()
+            } else {
+                s.to_string()
+            }
+        };
+        match self {
+            HeaderRule::Present(present) => *present,
+            HeaderRule::Exact(want, ic) => fold(value, *ic) == fold(want, *ic),
+            HeaderRule::Prefix(want, ic) => fold(value, *ic).starts_with(&fold(want, *ic)),
+            HeaderRule::Suffix(want, ic) => fold(value, *ic).ends_with(&fold(want, *ic)),
+            HeaderRule::Contains(want, ic) => fold(value, *ic).contains(&fold(want, *ic)),
+            HeaderRule::Regex(regex) => regex.is_match(value),
+        }
+    }
+}
+
+/// A `StringMatcher` at `path` as a rule.
+fn string_rule(m: &schema::StringMatcher, path: &str) -> Result<HeaderRule, FieldError> {
+    let ic = m.ignore_case;
+    let mut inner = Vec::new();
+    if let Some(v) = &m.exact {
+        inner.push(HeaderRule::Exact(v.clone(), ic));
+    }
+    if let Some(v) = &m.prefix {
+        inner.push(HeaderRule::Prefix(v.clone(), ic));
+    }
+    if let Some(v) = &m.suffix {
+        inner.push(HeaderRule::Suffix(v.clone(), ic));
+    }
+    if let Some(v) = &m.contains {
+        inner.push(HeaderRule::Contains(v.clone(), ic));
+    }
+    if let Some(v) = &m.safe_regex {
+        inner.push(HeaderRule::Regex(full_regex(
+            &v.regex,
+            &format!("{path}.safe_regex.regex"),
+        )?));
+    }
+    if inner.len() != 1 {
+        return Err(FieldError::new(
+            path,
+            "set exactly one of exact, prefix, suffix, contains and safe_regex",
+        ));
+    }
+    Ok(inner.remove(0))
+}
+
+/// One `query_parameters[]` entry of a route match: the parameter's first value (as written,
+/// not decoded) matches `string_match`, or the parameter is present, as Envoy has it.
+#[derive(Debug, Clone)]
+pub struct QueryMatcher {
+    name: String,
+    /// `None`: present is enough.
+    rule: Option<HeaderRule>,
+}
+
+impl QueryMatcher {
+    /// Builds the matcher for `config` at `path`.
+    pub fn build(
+        config: &schema::QueryParameterMatcher,
+        path: &str,
+    ) -> Result<QueryMatcher, FieldError> {
+        if config.name.is_empty() {
+            return Err(FieldError::new(format!("{path}.name"), "must not be empty"));
+        }
+        if config.string_match.is_some() && config.present_match.is_some() {
+            return Err(FieldError::new(
+                path,
+                "set at most one of string_match and present_match",
+            ));
+        }
+        let rule = match &config.string_match {
+            Some(m) => Some(string_rule(m, &format!("{path}.string_match"))?),
+            None => None,
+        };
+        Ok(QueryMatcher {
+            name: config.name.clone(),
+            rule,
+        })
+    }
+
+    /// Whether the query of `path_and_query` satisfies this matcher.
+    pub fn matches(&self, path_and_query: &str) -> bool {
+        let Some((_, query)) = path_and_query.split_once('?') else {
+            return false;
+        };
+        let query = query.split_once('#').map_or(query, |(q, _)| q);
+        let first = query.split('&').find_map(|param| {
+            let (key, value) = param.split_once('=').unwrap_or((param, ""));
+            (key == self.name).then_some(value)
+        });
+        match (first, &self.rule) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(value), Some(rule)) => rule.matches(value),
+        }
+    }
+}
+
+/// Whether a request is gRPC as Envoy's `grpc` route match sees it: `content-type` is
+/// `application/grpc` or starts with `application/grpc+` (`application/grpc-web` is not).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("application/grpc"))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('+'))
 }

@@ -12,13 +12,18 @@
 pub mod authority;
 mod matcher;
 pub mod path;
+pub mod redirect;
+pub mod regex;
 pub mod response_headers;
+pub mod split;
 
 use crate::config::FieldError;
 use crate::config::schema::{self, RouteConfiguration};
 use bytes::Bytes;
 use http::HeaderMap;
-pub use matcher::{HeaderMatcher, PathMatcher};
+pub use matcher::{HeaderMatcher, PathMatcher, QueryMatcher, is_grpc};
+use redirect::Redirect;
+use split::{ClusterChoice, WeightedClusters};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -40,6 +45,8 @@ pub struct RouteTable {
     /// `route_config.ignore_port_in_host_matching`: the host's port is ignored when the
     /// virtual host is picked.
     ignore_port: bool,
+    /// Some virtual host has `require_tls` (otherwise nothing needs checking).
+    any_require_tls: bool,
 }
 
 /// A virtual host of one [`RouteTable`], by position.
@@ -55,6 +62,10 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// `response_headers_to_add` of the virtual host.
     pub response_headers: Vec<response_headers::HeaderToAdd>,
+    /// `require_tls` is EXTERNAL_ONLY or ALL: a request whose `x-forwarded-proto` is not
+    /// `https` gets a 301 to `https://` (weir has no internal addresses, so both are the same,
+    /// as in Envoy 1.40 without `internal_address_config`).
+    pub require_tls: bool,
 }
 
 /// One route.
@@ -66,6 +77,10 @@ pub struct Route {
     pub path: PathMatcher,
     /// Headers that must match, all of them.
     pub headers: Vec<HeaderMatcher>,
+    /// Query parameters that must match, all of them.
+    pub query: Vec<QueryMatcher>,
+    /// Only gRPC requests (`match.grpc`).
+    pub grpc: bool,
     /// What happens to a matched request.
     pub action: RouteAction,
 }
@@ -82,22 +97,51 @@ pub enum RouteAction {
         /// Body.
         body: Bytes,
     },
+    /// Answer with a redirect.
+    Redirect(Redirect),
 }
 
 /// `route` of a route: where and how to forward.
 #[derive(Debug, Clone)]
 pub struct ForwardAction {
-    /// The cluster.
+    /// The cluster: the one `cluster` names; with `weighted_clusters` or `cluster_header`,
+    /// the one [`ForwardAction::for_request`] picked (before that: the first weighted
+    /// cluster, or none).
     pub cluster: String,
+    /// `weighted_clusters` or `cluster_header`: the cluster is picked per request (shared,
+    /// so that the per-request copy of the action does not copy it).
+    pub choice: Option<std::sync::Arc<ClusterChoice>>,
+    /// Headers added to the upstream request: the picked weighted cluster's
+    /// `request_headers_to_add` (set by [`ForwardAction::for_request`]).
+    pub request_headers: Vec<response_headers::HeaderToAdd>,
+    /// The status when the cluster does not exist (`cluster_not_found_response_code`).
+    pub cluster_not_found: http::StatusCode,
     /// Replaces the matched part of the path.
     pub prefix_rewrite: Option<String>,
+    /// Rewrites the path (not the query) by a regex.
+    pub regex_rewrite: Option<regex::PathRegexRewrite>,
     /// Replaces the host.
     pub host_rewrite: Option<http::HeaderValue>,
+    /// Replaces the host with this request header's value, when it has a non-empty one.
+    pub host_rewrite_header: Option<http::HeaderName>,
+    /// `auto_host_rewrite`: the host becomes the DNS name of the upstream host picked (see
+    /// [`crate::upstream::AutoHostRewrite`]).
+    pub auto_host_rewrite: bool,
     /// Time for the upstream to answer; `None` = no limit.
     pub timeout: Option<Duration>,
+    /// `idle_timeout`: the stream idle timeout of this route's streams in place of the
+    /// connection manager's `stream_idle_timeout` (`Some(None)`: none at all); `None` keeps
+    /// the connection manager's.
+    pub idle_timeout: Option<Option<Duration>>,
     /// Per-route upgrade overrides.
     pub upgrades: Vec<RouteUpgrade>,
 }
+
+/// In a request's extensions: the cluster a `weighted_clusters` or `cluster_header` route
+/// picked for it when the HTTP filters were shown its route (`cluster_name`); the router keeps
+/// that pick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PickedCluster(pub String);
 
 /// One `upgrade_configs[]` entry of a route.
 #[derive(Debug, Clone)]
@@ -118,6 +162,30 @@ pub struct TerminateConnect {
 }
 
 impl ForwardAction {
+    /// This action for one request with `headers`: itself, or, where it picks its cluster per
+    /// request, a copy naming the cluster picked (empty when `cluster_header` names none).
+    /// A request that carries a [`PickedCluster`] (the HTTP filters' view of its route) keeps
+    /// that pick, so that a weighted route sends where the filters were told it would.
+    pub fn for_request(
+        &self,
+        headers: &HeaderMap,
+        picked: Option<&PickedCluster>,
+    ) -> std::borrow::Cow<'_, ForwardAction> {
+        match &self.choice {
+            None => std::borrow::Cow::Borrowed(self),
+            Some(choice) => {
+                let (cluster, adds) = picked
+                    .and_then(|picked| choice.repick(&picked.0))
+                    .unwrap_or_else(|| choice.pick(headers));
+                let mut action = self.clone();
+                action.cluster = cluster.to_string();
+                action.request_headers = adds.to_vec();
+                action.choice = None;
+                std::borrow::Cow::Owned(action)
+            }
+        }
+    }
+
     /// The route's override for `upgrade_type`, if it has one.
     pub fn upgrade(&self, upgrade_type: &str) -> Option<&RouteUpgrade> {
         self.upgrades
@@ -136,6 +204,10 @@ impl RouteTable {
     ) -> Result<RouteTable, FieldError> {
         let mut table = RouteTable {
             ignore_port: config.ignore_port_in_host_matching,
+            any_require_tls: config
+                .virtual_hosts
+                .iter()
+                .any(|v| v.require_tls != schema::TlsRequirementType::NONE),
             ..RouteTable::default()
         };
         let body_limit = config
@@ -196,6 +268,7 @@ impl RouteTable {
                 name: vhost.name.clone(),
                 routes,
                 response_headers,
+                require_tls: vhost.require_tls != schema::TlsRequirementType::NONE,
             });
         }
         table.response_headers = response_headers::build(
@@ -271,6 +344,15 @@ impl RouteTable {
         self.virtual_host_index(host).map(VirtualHostId)
     }
 
+    /// Whether a request for `host` whose `x-forwarded-proto` (as the connection manager
+    /// leaves it) is `forwarded_proto` must be redirected to `https://` (`require_tls`). As in
+    /// Envoy, this comes before any route is matched.
+    pub fn requires_tls(&self, host: &str, forwarded_proto: &str) -> bool {
+        self.any_require_tls
+            && forwarded_proto != "https"
+            && self.virtual_host(host).is_some_and(|v| v.require_tls)
+    }
+
     /// The route for a request: its virtual host by `host`, then the first route matching
     /// `path` (with query) and `headers`.
     pub fn find(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<&Route> {
@@ -289,6 +371,8 @@ impl RouteTable {
         self.virtual_host(host)?.routes.iter().find(|route| {
             route.path.matches_request(is_connect, path)
                 && route.headers.iter().all(|h| h.matches(headers))
+                && route.query.iter().all(|q| q.matches(path))
+                && (!route.grpc || is_grpc(headers))
         })
     }
 }
@@ -316,70 +400,18 @@ fn build_route(
             &format!("{path}.match.headers[{h}]"),
         )?);
     }
-    let action = match (&route.route, &route.direct_response) {
-        (Some(forward), None) => {
-            if !clusters.contains(&forward.cluster.as_str()) {
-                return Err(FieldError::new(
-                    format!("{path}.route.cluster"),
-                    format!(
-                        "unknown cluster {:?}; defined clusters: {:?}",
-                        forward.cluster, clusters
-                    ),
-                ));
-            }
-            let host_rewrite = match &forward.host_rewrite_literal {
-                Some(host) => Some(http::HeaderValue::from_str(host).map_err(|_| {
-                    FieldError::new(
-                        format!("{path}.route.host_rewrite_literal"),
-                        "not a valid header value",
-                    )
-                })?),
-                None => None,
-            };
-            if let Some(rewrite) = &forward.prefix_rewrite
-                && !rewrite.starts_with('/')
-                && !rewrite.is_empty()
-            {
-                // Envoy allows this, but a path that does not start with '/' is not a valid
-                // origin-form request target for the upstream.
-                return Err(FieldError::new(
-                    format!("{path}.route.prefix_rewrite"),
-                    "must start with '/'",
-                ));
-            }
-            RouteAction::Forward(ForwardAction {
-                cluster: forward.cluster.clone(),
-                prefix_rewrite: forward.prefix_rewrite.clone(),
-                host_rewrite,
-                timeout: match forward.timeout {
-                    Some(t) if t.get().is_zero() => None,
-                    Some(t) => Some(t.get()),
-                    None => Some(DEFAULT_ROUTE_TIMEOUT),
-                },
-                upgrades: forward
-                    .upgrade_configs
-                    .iter()
-                    .enumerate()
-                    .map(|(u, upgrade)| {
-                        let upgrade_type = upgrade.upgrade_type.to_ascii_lowercase();
-                        if upgrade.connect_config.is_some() && upgrade_type != "connect" {
-                            return Err(FieldError::new(
-                                format!("{path}.route.upgrade_configs[{u}].connect_config"),
-                                "connect_config belongs to upgrade_type CONNECT",
-                            ));
-                        }
-                        Ok(RouteUpgrade {
-                            upgrade_type,
-                            enabled: upgrade.enabled.unwrap_or(true),
-                            terminate: upgrade.connect_config.as_ref().map(|c| TerminateConnect {
-                                allow_post: c.allow_post,
-                            }),
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-            })
+    let mut query = Vec::new();
+    for (q, parameter) in route.route_match.query_parameters.iter().enumerate() {
+        query.push(QueryMatcher::build(
+            parameter,
+            &format!("{path}.match.query_parameters[{q}]"),
+        )?);
+    }
+    let action = match (&route.route, &route.direct_response, &route.redirect) {
+        (Some(forward), None, None) => {
+            RouteAction::Forward(build_forward(forward, &format!("{path}.route"), clusters)?)
         }
-        (None, Some(direct)) => {
+        (None, Some(direct), None) => {
             let status = http::StatusCode::from_u16(direct.status)
                 .ok()
                 .filter(|s| (200..=599).contains(&s.as_u16()))
@@ -397,10 +429,13 @@ fn build_route(
             };
             RouteAction::Direct { status, body }
         }
+        (None, None, Some(redirect)) => {
+            RouteAction::Redirect(Redirect::build(redirect, &format!("{path}.redirect"))?)
+        }
         _ => {
             return Err(FieldError::new(
                 path,
-                "a route needs exactly one of `route` and `direct_response`",
+                "a route needs exactly one of `route`, `redirect` and `direct_response`",
             ));
         }
     };
@@ -408,8 +443,156 @@ fn build_route(
         name: route.name.clone(),
         path: path_matcher,
         headers,
+        query,
+        grpc: route.route_match.grpc.is_some(),
         action,
     })
+}
+
+/// The `route` action at `path`, its clusters checked against `clusters`.
+fn build_forward(
+    forward: &schema::RouteAction,
+    path: &str,
+    clusters: &[&str],
+) -> Result<ForwardAction, FieldError> {
+    let (cluster, choice) = match (
+        &forward.cluster,
+        &forward.weighted_clusters,
+        &forward.cluster_header,
+    ) {
+        (Some(cluster), None, None) => {
+            if !clusters.contains(&cluster.as_str()) {
+                return Err(FieldError::new(
+                    format!("{path}.cluster"),
+                    format!("unknown cluster {cluster:?}; defined clusters: {clusters:?}"),
+                ));
+            }
+            (cluster.clone(), None)
+        }
+        (None, Some(weighted), None) => {
+            let weighted =
+                WeightedClusters::build(weighted, &format!("{path}.weighted_clusters"), clusters)?;
+            (
+                weighted.first().to_string(),
+                Some(std::sync::Arc::new(ClusterChoice::Weighted(weighted))),
+            )
+        }
+        (None, None, Some(header)) => {
+            let name = header_name(header, &format!("{path}.cluster_header"))?;
+            (
+                String::new(),
+                Some(std::sync::Arc::new(ClusterChoice::Header(name))),
+            )
+        }
+        _ => {
+            return Err(FieldError::new(
+                path,
+                "set exactly one of cluster, weighted_clusters and cluster_header",
+            ));
+        }
+    };
+    let host_rewrites = [
+        forward.host_rewrite_literal.is_some(),
+        forward.host_rewrite_header.is_some(),
+        forward.auto_host_rewrite.is_some(),
+    ];
+    if host_rewrites.iter().filter(|set| **set).count() > 1 {
+        return Err(FieldError::new(
+            path,
+            "set at most one of host_rewrite_literal, host_rewrite_header and auto_host_rewrite",
+        ));
+    }
+    let host_rewrite = match &forward.host_rewrite_literal {
+        Some(host) => Some(http::HeaderValue::from_str(host).map_err(|_| {
+            FieldError::new(
+                format!("{path}.host_rewrite_literal"),
+                "not a valid header value",
+            )
+        })?),
+        None => None,
+    };
+    let host_rewrite_header = match &forward.host_rewrite_header {
+        Some(header) => Some(header_name(header, &format!("{path}.host_rewrite_header"))?),
+        None => None,
+    };
+    if let Some(rewrite) = &forward.prefix_rewrite
+        && !rewrite.starts_with('/')
+        && !rewrite.is_empty()
+    {
+        // Envoy allows this, but a path that does not start with '/' is not a valid
+        // origin-form request target for the upstream.
+        return Err(FieldError::new(
+            format!("{path}.prefix_rewrite"),
+            "must start with '/'",
+        ));
+    }
+    if forward.prefix_rewrite.is_some() && forward.regex_rewrite.is_some() {
+        return Err(FieldError::new(
+            path,
+            "set at most one of prefix_rewrite and regex_rewrite",
+        ));
+    }
+    let regex_rewrite = match &forward.regex_rewrite {
+        Some(rewrite) => Some(regex::PathRegexRewrite::build(
+            rewrite,
+            &format!("{path}.regex_rewrite"),
+        )?),
+        None => None,
+    };
+    Ok(ForwardAction {
+        cluster,
+        choice,
+        request_headers: Vec::new(),
+        cluster_not_found: match forward.cluster_not_found_response_code {
+            schema::ClusterNotFoundResponseCode::SERVICE_UNAVAILABLE => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
+            schema::ClusterNotFoundResponseCode::NOT_FOUND => http::StatusCode::NOT_FOUND,
+            schema::ClusterNotFoundResponseCode::INTERNAL_SERVER_ERROR => {
+                http::StatusCode::INTERNAL_SERVER_ERROR
+            }
+        },
+        prefix_rewrite: forward.prefix_rewrite.clone(),
+        regex_rewrite,
+        host_rewrite,
+        host_rewrite_header,
+        auto_host_rewrite: forward.auto_host_rewrite == Some(true),
+        timeout: match forward.timeout {
+            Some(t) if t.get().is_zero() => None,
+            Some(t) => Some(t.get()),
+            None => Some(DEFAULT_ROUTE_TIMEOUT),
+        },
+        idle_timeout: forward
+            .idle_timeout
+            .map(|t| Some(t.get()).filter(|t| !t.is_zero())),
+        upgrades: forward
+            .upgrade_configs
+            .iter()
+            .enumerate()
+            .map(|(u, upgrade)| {
+                let upgrade_type = upgrade.upgrade_type.to_ascii_lowercase();
+                if upgrade.connect_config.is_some() && upgrade_type != "connect" {
+                    return Err(FieldError::new(
+                        format!("{path}.upgrade_configs[{u}].connect_config"),
+                        "connect_config belongs to upgrade_type CONNECT",
+                    ));
+                }
+                Ok(RouteUpgrade {
+                    upgrade_type,
+                    enabled: upgrade.enabled.unwrap_or(true),
+                    terminate: upgrade.connect_config.as_ref().map(|c| TerminateConnect {
+                        allow_post: c.allow_post,
+                    }),
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// A header name from config at `path`, lower-cased.
+fn header_name(name: &str, path: &str) -> Result<http::HeaderName, FieldError> {
+    http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+        .map_err(|_| FieldError::new(path, "not a valid header name"))
 }
 
 /// Envoy's default `max_direct_response_body_size_bytes`: the most bytes a `direct_response`

@@ -10,6 +10,7 @@ fn cluster_of(table: &RouteTable, host: &str, path: &str, headers: &HeaderMap) -
     match &table.find(host, path, headers)?.action {
         RouteAction::Forward(f) => Some(f.cluster.clone()),
         RouteAction::Direct { status, .. } => Some(status.as_str().to_string()),
+        RouteAction::Redirect(r) => Some(r.status.as_str().to_string()),
     }
 }
 
@@ -176,4 +177,134 @@ virtual_hosts:
         "and never the domain's"
     );
     assert_eq!(cluster_of(&t, "[::1]:80", "/", &h).as_deref(), Some("c"));
+}
+
+fn table_err(yaml: &str) -> FieldError {
+    let config: RouteConfiguration = serde_yaml_ng::from_str(yaml).unwrap();
+    RouteTable::build(&config, "route_config", &["a", "b", "c"]).unwrap_err()
+}
+
+/// Each expectation is what Envoy 1.40 did with the same match and request.
+#[test]
+fn query_parameters_separated_prefixes_and_grpc_match_as_envoys() {
+    let t = table(
+        r#"
+virtual_hosts:
+- name: v
+  domains: ["*"]
+  routes:
+  - { match: { prefix: /qp, query_parameters: [ { name: k, string_match: { exact: v } } ] }, route: { cluster: b } }
+  - { match: { prefix: /qp, query_parameters: [ { name: p, present_match: true } ] }, direct_response: { status: 201 } }
+  - { match: { prefix: /qp }, direct_response: { status: 202 } }
+  - { match: { path_separated_prefix: /sep }, route: { cluster: b } }
+  - { match: { prefix: /g, grpc: {} }, route: { cluster: c } }
+  - { match: { prefix: / }, route: { cluster: a } }
+"#,
+    );
+    let h = HeaderMap::new();
+    let on = |path: &str, headers: &HeaderMap| cluster_of(&t, "x", path, headers).unwrap();
+    assert_eq!(on("/qp?k=v", &h), "b");
+    assert_eq!(on("/qp?k=v&k=w", &h), "b");
+    assert_eq!(on("/qp?k=w&k=v", &h), "202", "only the first value counts");
+    assert_eq!(on("/qp?k=vv", &h), "202");
+    assert_eq!(on("/qp?k=%76", &h), "202", "values are not decoded");
+    assert_eq!(on("/qp?p", &h), "201");
+    assert_eq!(on("/qp?k", &h), "202");
+    assert_eq!(on("/qp", &h), "202");
+    assert_eq!(on("/sep", &h), "b");
+    assert_eq!(on("/sep/x", &h), "b");
+    assert_eq!(on("/sep?x", &h), "b");
+    assert_eq!(on("/sepx", &h), "a");
+    assert_eq!(on("/SEP/x", &h), "a");
+    let mut grpc = HeaderMap::new();
+    assert_eq!(on("/g", &grpc), "a");
+    for (content_type, cluster) in [
+        ("application/grpc", "c"),
+        ("application/grpc+proto", "c"),
+        ("application/grpc-web", "a"),
+        ("text/plain", "a"),
+    ] {
+        grpc.insert("content-type", content_type.parse().unwrap());
+        assert_eq!(on("/g", &grpc), cluster, "{content_type}");
+    }
+}
+
+#[test]
+fn require_tls_goes_by_the_forwarded_proto() {
+    let t = table(
+        r#"
+virtual_hosts:
+- { name: tls, domains: ["tls.example"], require_tls: ALL, routes: [ { match: { prefix: / }, route: { cluster: a } } ] }
+- { name: ext, domains: ["ext.example"], require_tls: EXTERNAL_ONLY, routes: [] }
+- { name: any, domains: ["*"], routes: [ { match: { prefix: / }, route: { cluster: a } } ] }
+"#,
+    );
+    assert!(t.requires_tls("tls.example", "http"));
+    assert!(!t.requires_tls("tls.example", "https"));
+    assert!(t.requires_tls("ext.example", "http"));
+    assert!(!t.requires_tls("other.example", "http"));
+    assert!(!table("virtual_hosts: []").requires_tls("x", "http"));
+}
+
+#[test]
+fn route_action_errors_name_the_field() {
+    let route = |action: &str| {
+        table_err(&format!(
+            "virtual_hosts: [ {{ name: v, domains: ['*'], routes: [ {{ match: {{ prefix: / }}, {action} }} ] }} ]"
+        ))
+        .path
+    };
+    let at = "route_config.virtual_hosts[0].routes[0]";
+    assert_eq!(
+        route("route: { cluster: a, cluster_header: x-c }"),
+        format!("{at}.route")
+    );
+    assert_eq!(route("route: {}"), format!("{at}.route"));
+    assert_eq!(
+        route("route: { cluster_header: 'bad header' }"),
+        format!("{at}.route.cluster_header")
+    );
+    assert_eq!(
+        route("route: { weighted_clusters: { clusters: [ { name: zz, weight: 1 } ] } }"),
+        format!("{at}.route.weighted_clusters.clusters[0].name")
+    );
+    assert_eq!(
+        route("route: { cluster: a, regex_rewrite: { pattern: { regex: '(' }, substitution: x } }"),
+        format!("{at}.route.regex_rewrite.pattern.regex")
+    );
+    assert_eq!(
+        route(
+            "route: { cluster: a, prefix_rewrite: /x, regex_rewrite: { pattern: { regex: a }, substitution: x } }"
+        ),
+        format!("{at}.route")
+    );
+    assert_eq!(
+        route("route: { cluster: a, host_rewrite_header: 'x y' }"),
+        format!("{at}.route.host_rewrite_header")
+    );
+    assert_eq!(
+        route("route: { cluster: a, auto_host_rewrite: true, host_rewrite_literal: x }"),
+        format!("{at}.route")
+    );
+    assert_eq!(
+        route(
+            "redirect: { path_redirect: /a, regex_rewrite: { pattern: { regex: a }, substitution: x } }"
+        ),
+        format!("{at}.redirect")
+    );
+    assert_eq!(
+        route("route: { cluster: a }, redirect: { https_redirect: true }"),
+        at.to_string()
+    );
+    let e = table_err(
+        "virtual_hosts: [ { name: v, domains: ['*'], routes: [ { match: { prefix: /, query_parameters: [ { name: k, string_match: { safe_regex: { regex: '[' } } } ] }, route: { cluster: a } } ] } ]",
+    );
+    assert_eq!(
+        e.path,
+        format!("{at}.match.query_parameters[0].string_match.safe_regex.regex")
+    );
+    let e = table_err(
+        "virtual_hosts: [ { name: v, domains: ['*'], routes: [ { match: { path_separated_prefix: /a/ }, route: { cluster: a } } ] } ]",
+    );
+    assert_eq!(e.path, format!("{at}.match.path_separated_prefix"));
 }

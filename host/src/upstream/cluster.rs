@@ -206,6 +206,9 @@ pub struct Cluster {
     pub(crate) connection_freed: Notify,
     /// `ORIGINAL_DST`: the destinations seen (see `original_dst`).
     pub(super) original: super::original_dst::OriginalDestinations,
+    /// STRICT_DNS and LOGICAL_DNS: the name each address was resolved from (see `dns`), for
+    /// `auto_host_rewrite`.
+    dns_names: ArcSwap<Vec<(SocketAddr, http::HeaderValue)>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -264,6 +267,7 @@ impl Cluster {
             round_robin: AtomicUsize::new(0),
             connection_freed: Notify::new(),
             original: Default::default(),
+            dns_names: Default::default(),
             spec,
         })
     }
@@ -296,6 +300,20 @@ impl Cluster {
     /// The hosts now (a snapshot).
     pub fn hosts(&self) -> Arc<Vec<Arc<Host>>> {
         self.hosts.load_full()
+    }
+
+    /// Records the DNS name each resolved address came from.
+    pub fn set_dns_names(&self, names: Vec<(SocketAddr, http::HeaderValue)>) {
+        self.dns_names.store(Arc::new(names));
+    }
+
+    /// The DNS name `host` was resolved from, if it was (`auto_host_rewrite`).
+    pub fn dns_name(&self, host: &Host) -> Option<http::HeaderValue> {
+        self.dns_names
+            .load()
+            .iter()
+            .find(|(addr, _)| *addr == host.addr)
+            .map(|(_, name)| name.clone())
     }
 
     /// Replaces the host set with `addrs`: hosts still present keep their state, new ones

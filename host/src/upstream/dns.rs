@@ -18,23 +18,30 @@ pub async fn run(cluster: Arc<Cluster>) {
 /// they are (a DNS hiccup must not empty the cluster).
 pub async fn refresh(cluster: &Cluster) {
     match resolve(cluster).await {
-        Ok(addrs) => cluster.set_host_addresses(&addrs),
+        Ok(resolved) => {
+            let addrs: Vec<SocketAddr> = resolved.iter().map(|(addr, _)| *addr).collect();
+            cluster.set_dns_names(resolved);
+            cluster.set_host_addresses(&addrs);
+        }
         Err(error) => {
             tracing::warn!(cluster = %cluster.name(), %error, "DNS resolution failed; keeping hosts");
         }
     }
 }
 
-/// Every address of every endpoint (STRICT_DNS) or the first of each (LOGICAL_DNS).
-async fn resolve(cluster: &Cluster) -> std::io::Result<Vec<SocketAddr>> {
+/// Every address of every endpoint (STRICT_DNS) or the first of each (LOGICAL_DNS), each
+/// with the name it was resolved from (as a Host value, for `auto_host_rewrite`).
+async fn resolve(cluster: &Cluster) -> std::io::Result<Vec<(SocketAddr, http::HeaderValue)>> {
     let mut addrs = Vec::new();
     for endpoint in &cluster.spec.endpoints {
         let mut resolved =
             tokio::net::lookup_host((endpoint.address.as_str(), endpoint.port)).await?;
+        let name = http::HeaderValue::from_str(&endpoint.address)
+            .unwrap_or_else(|_| http::HeaderValue::from_static(""));
         match cluster.spec.discovery {
-            Discovery::LogicalDns => addrs.extend(resolved.next()),
+            Discovery::LogicalDns => addrs.extend(resolved.next().map(|a| (a, name.clone()))),
             Discovery::StrictDns | Discovery::Static | Discovery::OriginalDst => {
-                addrs.extend(resolved)
+                addrs.extend(resolved.map(|a| (a, name.clone())))
             }
         }
     }

@@ -104,6 +104,13 @@ pub enum Discovery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OriginalDestination(pub std::net::SocketAddr);
 
+/// On an upstream request: the route's `auto_host_rewrite`. Where the host picked for it has a
+/// DNS name (an endpoint of a STRICT_DNS or LOGICAL_DNS cluster), [`super::WorkerPools::send`]
+/// puts that name in its Host header, as Envoy does; a host without one (STATIC,
+/// ORIGINAL_DST) leaves the Host as it is, as in Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoHostRewrite;
+
 /// The host of a cluster a response came from, in that response's extensions (set by
 /// [`super::WorkerPools::send`]), for the `upstream.address` property of Wasm filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,28 +2,71 @@
 
 use super::HeadChanges;
 use crate::body::{self, Body};
-use crate::route::{RouteAction, RouteTable};
+use crate::route::split::ClusterChoice;
+use crate::route::{PickedCluster, Route, RouteAction, RouteTable};
 use crate::wasm::{HeaderEdit, HeaderPairs, LocalResponse, RouteProps};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 
-/// The route `request` matches, as properties show it.
-pub(super) fn route_props<B>(routes: &RouteTable, request: &Request<B>) -> Option<RouteProps> {
+/// The route `request` matches, as properties show it. A `weighted_clusters` route picks its
+/// cluster the first time, and the pick rides on the request ([`PickedCluster`]): the filters
+/// see one `cluster_name` all along, and the router sends there, as in Envoy (where the route
+/// holds its pick for the stream). A `cluster_header` route reads its header each time.
+pub(super) fn route_props_picked<B>(
+    routes: &RouteTable,
+    request: &mut Request<B>,
+) -> Option<RouteProps> {
+    let (props, picked) = {
+        let route = find_route(routes, request)?;
+        let picked = match &route.action {
+            RouteAction::Forward(action)
+                if matches!(action.choice.as_deref(), Some(ClusterChoice::Weighted(_))) =>
+            {
+                let earlier = request.extensions().get::<PickedCluster>();
+                Some(
+                    action
+                        .for_request(request.headers(), earlier)
+                        .cluster
+                        .clone(),
+                )
+            }
+            _ => None,
+        };
+        let mut props = props_of(route, request.headers());
+        if let Some(picked) = &picked {
+            props.cluster.clone_from(picked);
+        }
+        (props, picked)
+    };
+    if let Some(picked) = picked {
+        request.extensions_mut().insert(PickedCluster(picked));
+    }
+    Some(props)
+}
+
+fn find_route<'a, B>(routes: &'a RouteTable, request: &Request<B>) -> Option<&'a Route> {
     let host = request
         .uri()
         .authority()
         .map(|a| a.as_str())
         .or_else(|| request.headers().get(http::header::HOST)?.to_str().ok())?;
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let route = routes.find(host, path, request.headers())?;
-    Some(RouteProps {
+    routes.find(host, path, request.headers())
+}
+
+/// A route's properties; a `cluster_header` route's cluster is the header's.
+fn props_of(route: &Route, headers: &HeaderMap) -> RouteProps {
+    RouteProps {
         name: route.name.clone().unwrap_or_default(),
         cluster: match &route.action {
-            RouteAction::Forward(action) => action.cluster.clone(),
-            RouteAction::Direct { .. } => String::new(),
+            RouteAction::Forward(action) => match action.choice.as_deref() {
+                Some(choice @ ClusterChoice::Header(_)) => choice.cluster(headers).to_owned(),
+                _ => action.cluster.clone(),
+            },
+            RouteAction::Direct { .. } | RouteAction::Redirect(_) => String::new(),
         },
-    })
+    }
 }
 
 pub(super) fn protocol_name(version: http::Version) -> &'static str {

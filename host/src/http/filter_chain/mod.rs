@@ -53,7 +53,7 @@ mod upgraded_payload;
 use filtered_body::FilteredBody;
 use head::{
     bad_request, closed_response, failure_response, local_response, protocol_name, request_pairs,
-    response_pairs, route_props,
+    response_pairs, route_props_picked,
 };
 pub use upgraded_payload::{PayloadFilters, PayloadFollows};
 
@@ -119,7 +119,7 @@ impl FilterChain {
     /// will be that body.
     pub async fn run<F, Fut>(
         &self,
-        request: Request<Body>,
+        mut request: Request<Body>,
         conn: &ConnectionInfo,
         routes: &RouteTable,
         next: F,
@@ -142,7 +142,7 @@ impl FilterChain {
             mtls: conn.mtls,
             protocol: protocol_name(request.version()),
             start: std::time::SystemTime::now(),
-            route: Arc::new(Mutex::new(route_props(routes, &request))),
+            route: Arc::new(Mutex::new(route_props_picked(routes, &mut request))),
             upstream: Default::default(),
         };
         let route = info.route.clone();
@@ -174,7 +174,7 @@ impl FilterChain {
                     request.extensions_mut().insert(filters);
                 }
                 *route.lock().unwrap_or_else(PoisonError::into_inner) =
-                    route_props(routes, &request);
+                    route_props_picked(routes, &mut request);
                 let response = next(request).await;
                 if let Some(host) = response.extensions().get::<UpstreamAddress>() {
                     *upstream.lock().unwrap_or_else(PoisonError::into_inner) = Some(host.0);

@@ -113,7 +113,7 @@ impl WorkerPools {
     pub async fn send(
         &self,
         cluster: &str,
-        req: http::Request<Body>,
+        mut req: http::Request<Body>,
     ) -> Result<http::Response<Body>, UpstreamError> {
         let cluster = self
             .inner
@@ -122,6 +122,14 @@ impl WorkerPools {
             .ok_or_else(|| UpstreamError::UnknownCluster(cluster.to_owned()))?;
         let original = req.extensions().get::<OriginalDestination>().copied();
         let host = self.pick_host(&cluster, original)?;
+        if req
+            .extensions()
+            .get::<super::spec::AutoHostRewrite>()
+            .is_some()
+            && let Some(name) = cluster.dns_name(&host).filter(|name| !name.is_empty())
+        {
+            req.headers_mut().insert(http::header::HOST, name);
+        }
         let slot = cluster.try_request(&host)?;
         let pools = self.host_pools(&cluster, &host);
         let mut result = send_to_host(&pools, &cluster, req, slot).await;
