@@ -62,6 +62,9 @@ pub fn read_file(path: &Path) -> Option<ProcessSettingsConfig> {
 
 /// As [`read_file`], from the file's text.
 pub fn from_text(text: &str) -> Option<ProcessSettingsConfig> {
+    // The same bounds as the load's, before any parser sees the text: a hostile file must not
+    // cost more here than it will there.
+    super::yaml_limits::check(text).ok()?;
     let document: Value = serde_yaml_ng::from_str(text).ok()?;
     let extensions = document.get("bootstrap_extensions")?;
     let entries: Vec<&Value> = match extensions {
@@ -123,5 +126,15 @@ bootstrap_extensions:
             "bootstrap_extensions[0].typed_config.wasm_deadline"
         );
         assert_eq!(from_text("listeners: []"), None);
+        let deep = format!(
+            "bootstrap_extensions: {}{}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(
+            from_text(&deep),
+            None,
+            "refused by the nesting bound, at once"
+        );
     }
 }
