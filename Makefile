@@ -4,7 +4,7 @@ CARGO ?= cargo
 APT_PACKAGES := curl nghttp2-client clang llvm libbpf-dev bpftool iproute2 iptables docker-registry apache2-utils
 BENCH_PACKAGES := nginx-light haproxy wrk nghttp2-client
 
-.PHONY: run test bench bench-wasm conformance sdk-examples fuzz deps bench-deps lint build release
+.PHONY: run test bench bench-wasm bench-scaling conformance sdk-examples fuzz deps bench-deps lint build release
 
 ## run: the proxy on its built-in config (a page on 127.0.0.1:10000, admin on 127.0.0.1:9901),
 ## or on CONFIG=FILE (e.g. `make run CONFIG=configs/wasm_auth.yaml`). weir runs in the
@@ -31,6 +31,10 @@ bench: bench-deps release bench-wasm
 bench-wasm: release wasm-filters
 	$(CARGO) build --release -p weir --example wasm_vm_bench
 	WEIR_BIN=$(CURDIR)/target/release/weir tests/bench/wasm_vm.sh
+
+## bench-scaling: weir with 1, 2, 4, ... workers pinned apart from the load (a many-core machine)
+bench-scaling: bench-deps release
+	WEIR_BIN=$(CURDIR)/target/release/weir tests/bench/scaling.sh
 
 ## conformance: h2spec's 146 HTTP/2 cases against weir at its default settings (HTTP2 in the
 ## clear and over TLS, AUTO); h2spec is not on the registries: see the message when it is missing

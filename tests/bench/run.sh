@@ -17,6 +17,10 @@
 #   BENCH_PINGPONGS   64-byte round trips of tunnel_pingpong (default 10000)
 #   BENCH_IDLE_CONNS  keep-alive clients held idle by idle_conns (default 10000); the row is the
 #                     proxy's RSS growth per connection in KiB (lower is better)
+#   BENCH_WORKERS     weir's --concurrency (default 1; the other proxies keep one worker)
+#   BENCH_CLIENT_THREADS threads of wrk and h2load (default 1)
+#   BENCH_PROXY_CPUS, BENCH_CLIENT_CPUS  taskset CPU lists for the proxy and for the clients and
+#                     upstreams (default: unpinned; tests/bench/scaling.sh sets them)
 #   BENCH_BACKLOG_LIMIT --accel-backlog-limit of the weir_bounded target (default 64 MiB; the
 #                     target is not in the default list: BENCH_TARGETS="direct weir_kernel weir_bounded")
 #   BENCH_CONNS       client connections (default 2)
@@ -53,6 +57,15 @@ BENCH_ROUNDS="${BENCH_ROUNDS:-1}"
 BENCH_TUNNEL_BYTES="${BENCH_TUNNEL_BYTES:-1073741824}"
 BENCH_PINGPONGS="${BENCH_PINGPONGS:-10000}"
 BENCH_IDLE_CONNS="${BENCH_IDLE_CONNS:-10000}"
+BENCH_WORKERS="${BENCH_WORKERS:-1}"
+BENCH_CLIENT_THREADS="${BENCH_CLIENT_THREADS:-1}"
+BENCH_PROXY_CPUS="${BENCH_PROXY_CPUS:-}"
+BENCH_CLIENT_CPUS="${BENCH_CLIENT_CPUS:-}"
+# Pinning (tests/bench/scaling.sh sets both): the proxy on BENCH_PROXY_CPUS, the load generators
+# and the upstreams on BENCH_CLIENT_CPUS (taskset CPU lists).
+PROXY_PIN=() CLIENT_PIN=()
+[[ -n "$BENCH_PROXY_CPUS" ]] && PROXY_PIN=(taskset -c "$BENCH_PROXY_CPUS")
+[[ -n "$BENCH_CLIENT_CPUS" ]] && CLIENT_PIN=(taskset -c "$BENCH_CLIENT_CPUS")
 BENCH_CONNS="${BENCH_CONNS:-2}"
 BENCH_H2_STREAMS="${BENCH_H2_STREAMS:-100}"
 BENCH_H2LOAD_LOG="${BENCH_H2LOAD_LOG:-1}"
@@ -303,7 +316,7 @@ start_upstream() {
     render "$CONF_DIR/upstream-nginx.conf" "$WORK/upstream-nginx.conf" \
         "WORK=$WORK" "UP_H1=$UP_H1" "UP_H2=$UP_H2"
     make_bench_cgroup
-    spawn "$WORK/logs/upstream.log" "${IN_CGROUP[@]}" nginx -p "$WORK" \
+    spawn "$WORK/logs/upstream.log" "${IN_CGROUP[@]}" "${CLIENT_PIN[@]}" nginx -p "$WORK" \
         -e "$WORK/upstream-nginx.error.log" -c "$WORK/upstream-nginx.conf"
     UP_PID=$SPAWNED_PID
     T_NOTE=
@@ -314,7 +327,7 @@ start_upstream() {
     fi
     # The tunnel rows' upstream (tunnel.py: a byte sink and an echo), UP_TCP.
     free_port; UP_TCP=$FREE_PORT
-    spawn "$WORK/logs/tunnel-upstream.log" "${IN_CGROUP[@]}" python3 "$BENCH_DIR/tunnel.py" server "$UP_TCP"
+    spawn "$WORK/logs/tunnel-upstream.log" "${IN_CGROUP[@]}" "${CLIENT_PIN[@]}" python3 "$BENCH_DIR/tunnel.py" server "$UP_TCP"
     local i
     for i in $(seq 1 50); do port_open "$UP_TCP" && break; sleep 0.1; done
 }
@@ -376,7 +389,7 @@ start_proxy() {
     local name=$1 h1=$2 h2=$3
     shift 3
     T_LOG="$WORK/logs/$name.log"
-    spawn "$T_LOG" "$@"
+    spawn "$T_LOG" "${PROXY_PIN[@]}" "$@"
     T_PID=$SPAWNED_PID
     wait_ready "$T_PID" "$h1" h1 "$T_LOG" || return 1
     T_PORT[h1]=$h1
@@ -421,7 +434,7 @@ start_weir() {
     find_weir || return 1
     local name=$1 config=$2 port=$3
     shift 3
-    start_proxy "$name" "$port" "$port" "$WEIR_USED" -c "$config" --concurrency 1 \
+    start_proxy "$name" "$port" "$port" "$WEIR_USED" -c "$config" --concurrency "$BENCH_WORKERS" \
         --log-level warn "$@"
 }
 
@@ -612,7 +625,7 @@ to_us() {
 test_wrk_h1() {
     local port=$1 target=$2 out
     out="$WORK/logs/$target.wrk_h1.txt"
-    if ! timeout $((BENCH_SECONDS + 20)) wrk -t1 -c"$BENCH_CONNS" -d"${BENCH_SECONDS}s" --latency \
+    if ! timeout $((BENCH_SECONDS + 20)) "${CLIENT_PIN[@]}" wrk -t"$BENCH_CLIENT_THREADS" -c"$BENCH_CONNS" -d"${BENCH_SECONDS}s" --latency \
         "http://127.0.0.1:$port/" >"$out" 2>&1; then
         R_NOTE="wrk failed; output: $out"
         return 1
@@ -637,7 +650,7 @@ run_h2load() {
     out="$WORK/logs/$target.$name.txt"
     reqlog="$WORK/logs/$target.$name.h2load-requests"
     [[ "$BENCH_H2LOAD_LOG" == 1 ]] && logargs=(--log-file="$reqlog")
-    if ! timeout $((BENCH_SECONDS + 20)) h2load "$@" -t 1 -c "$BENCH_CONNS" -D "$BENCH_SECONDS" \
+    if ! timeout $((BENCH_SECONDS + 20)) "${CLIENT_PIN[@]}" h2load "$@" -t "$BENCH_CLIENT_THREADS" -c "$BENCH_CONNS" -D "$BENCH_SECONDS" \
         "${logargs[@]}" "http://127.0.0.1:$port/" >"$out" 2>&1; then
         R_NOTE="h2load failed; output: $out"
         rm -f "$reqlog"
@@ -670,7 +683,7 @@ test_h2load_h1() { run_h2load h2load_h1 "$1" "$2" --h1; }
 # tunnel_bulk: BENCH_TUNNEL_BYTES through the target's TCP tunnel, one connection (Gbit/s).
 test_tunnel_bulk() {
     local out="$WORK/logs/$2.tunnel_bulk.txt"
-    if ! timeout 120 python3 "$BENCH_DIR/tunnel.py" bulk "$1" "$BENCH_TUNNEL_BYTES" >"$out" 2>&1; then
+    if ! timeout 120 "${CLIENT_PIN[@]}" python3 "$BENCH_DIR/tunnel.py" bulk "$1" "$BENCH_TUNNEL_BYTES" >"$out" 2>&1; then
         R_NOTE="tunnel.py bulk failed; output: $out"
         return 1
     fi
@@ -682,7 +695,7 @@ test_tunnel_bulk() {
 # tunnel_pingpong: BENCH_PINGPONGS 64-byte round trips through the tunnel (p50/p99 per trip).
 test_tunnel_pingpong() {
     local out="$WORK/logs/$2.tunnel_pingpong.txt"
-    if ! timeout 120 python3 "$BENCH_DIR/tunnel.py" pingpong "$1" "$BENCH_PINGPONGS" >"$out" 2>&1; then
+    if ! timeout 120 "${CLIENT_PIN[@]}" python3 "$BENCH_DIR/tunnel.py" pingpong "$1" "$BENCH_PINGPONGS" >"$out" 2>&1; then
         R_NOTE="tunnel.py pingpong failed; output: $out"
         return 1
     fi
