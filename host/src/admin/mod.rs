@@ -137,7 +137,10 @@ impl Admin {
     /// The endpoints that change something (POST only), else [`Admin::handle`].
     async fn respond(&self, request: &Request<Incoming>) -> Response<Body> {
         let path = request.uri().path();
-        if !matches!(path, "/reload" | "/quitquitquit" | "/logging") {
+        if !matches!(
+            path,
+            "/reload" | "/quitquitquit" | "/logging" | "/reopen_logs"
+        ) {
             return self.handle(request);
         }
         if request.method() != Method::POST {
@@ -161,6 +164,10 @@ impl Admin {
                 text(StatusCode::OK, "OK\n".into())
             }
             "/logging" => self.set_logging(request),
+            "/reopen_logs" => {
+                crate::access_log::sink::reopen_all();
+                text(StatusCode::OK, "OK\n".into())
+            }
             _ => self.reload().await,
         }
     }
@@ -259,7 +266,7 @@ impl Admin {
                 "weir admin\n  /ready\n  /stats  (?filter=REGEX, ?format=json|prometheus)\n  \
                  /stats/prometheus\n  /server_info\n  /config_dump  (?resource=, ?mask=)\n  \
                  /clusters\n  /listeners  (?format=json)\n  GET|POST /logging  (?level=)\n  \
-                 POST /reload\n  POST /quitquitquit\n"
+                 POST /reload\n  POST /quitquitquit\n  POST /reopen_logs\n"
                     .into(),
             ),
             _ => text(StatusCode::NOT_FOUND, format!("no admin endpoint {path}\n")),

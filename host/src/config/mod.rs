@@ -275,6 +275,8 @@ pub struct HttpManagerConfig {
     pub path_normalization: crate::route::path::PathNormalization,
     /// `strip_matching_host_port` / `strip_any_host_port`.
     pub strip_port: crate::route::authority::StripPort,
+    /// `access_log[]`: `None` when there is none, so a request costs nothing extra.
+    pub access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
 }
 
 impl HttpManagerConfig {
@@ -839,6 +841,10 @@ fn http_manager_config(
             escaped_slashes: hcm.path_with_escaped_slashes_action,
         },
         strip_port: strip_port(hcm, path)?,
+        access_log: crate::access_log::AccessLogs::from_config(
+            &hcm.access_log,
+            &format!("{path}.access_log"),
+        )?,
     })
 }
 

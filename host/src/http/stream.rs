@@ -88,7 +88,52 @@ impl HttpManager {
     /// every problem is a local reply.
     /// The response carries the `response_headers_to_add` of the request's virtual host and
     /// route configuration.
-    pub async fn handle<B>(&self, mut request: Request<B>, conn: &ConnectionInfo) -> Response<Body>
+    pub async fn handle<B>(&self, request: Request<B>, conn: &ConnectionInfo) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        match &self.config.access_log {
+            None => self.handle_unlogged(request, conn).await,
+            Some(logs) => Box::pin(self.handle_logged(logs.clone(), request, conn)).await,
+        }
+    }
+
+    /// [`Self::handle`] with an access log entry around it: started here, finished when the
+    /// response body ends or is dropped (see [`crate::access_log::http`]).
+    async fn handle_logged<B>(
+        &self,
+        logs: Arc<crate::access_log::AccessLogs>,
+        mut request: Request<B>,
+        conn: &ConnectionInfo,
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        use crate::access_log::http::{Entry, with_notes};
+        // The id is made now, so the line and the upstream carry the same one (as Envoy's,
+        // which logs the request headers as it forwarded them).
+        if self.config.generate_request_id && !request.headers().contains_key(&X_REQUEST_ID) {
+            request
+                .headers_mut()
+                .insert(X_REQUEST_ID.clone(), headers::new_request_id());
+        }
+        let (mut entry, request) = Entry::start(logs, request, conn.remote, conn.local, conn.tls);
+        if self.config.use_remote_address
+            && let Some(logged) = entry.request_headers_mut()
+        {
+            headers::append_forwarded_for(logged, conn.remote.ip());
+        }
+        let (response, upstream) = with_notes(self.handle_unlogged(request, conn)).await;
+        entry.respond(response, upstream)
+    }
+
+    async fn handle_unlogged<B>(
+        &self,
+        mut request: Request<B>,
+        conn: &ConnectionInfo,
+    ) -> Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<body::BoxError>,
@@ -296,6 +341,7 @@ impl HttpManager {
                 Ok(response)
             }
             RouteAction::Forward(action) => {
+                crate::access_log::http::note_cluster(&action.cluster);
                 if let Some(kind) = kind {
                     if !self.tunnel_enabled(&kind, action) {
                         return Err(LocalReply::Forbidden(match kind {

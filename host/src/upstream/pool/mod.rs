@@ -122,6 +122,7 @@ impl WorkerPools {
             .ok_or_else(|| UpstreamError::UnknownCluster(cluster.to_owned()))?;
         let original = req.extensions().get::<OriginalDestination>().copied();
         let host = self.pick_host(&cluster, original)?;
+        crate::access_log::http::note_upstream(host.addr);
         let slot = cluster.try_request(&host)?;
         let pools = self.host_pools(&cluster, &host);
         let mut result = send_to_host(&pools, &cluster, req, slot).await;
