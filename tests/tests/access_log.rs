@@ -60,7 +60,9 @@ fn logged_config(ports: Ports, up: SocketAddr, refused: SocketAddr, dir: &Path) 
         ),
         file_logger(
             &dir.join("errors.log"),
-            Some(json!({"text_format_source": {"inline_string": "%RESPONSE_CODE% %REQ(:PATH)%\n"}})),
+            Some(
+                json!({"text_format_source": {"inline_string": "%RESPONSE_CODE% %REQ(:PATH)%\n"}})
+            ),
             Some(json!({"status_code_filter": {"comparison": {"op": "GE",
                 "value": {"default_value": 400, "runtime_key": "unused"}}}})),
         ),
@@ -103,7 +105,16 @@ fn mask_default(line: &str) -> String {
     let (_, rest) = line.split_once("] ").unwrap_or(("", line));
     let (request, rest) = rest.split_at(rest.find("\" ").map_or(0, |i| i + 2));
     let fields: Vec<&str> = rest.splitn(7, ' ').collect();
-    let [code, flags, received, sent, _duration, _service_time, quoted] = fields[..] else {
+    let [
+        code,
+        flags,
+        received,
+        sent,
+        _duration,
+        _service_time,
+        quoted,
+    ] = fields[..]
+    else {
         panic!("not a default-format line: {line}");
     };
     let sent = if matches!(code, "200" | "503") {
@@ -133,7 +144,9 @@ async fn send_requests(addr: SocketAddr) -> Vec<u16> {
     }
     let post = http::Request::post("/ok/post")
         .header("host", "localhost")
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"abcdef")))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"abcdef",
+        )))
         .expect("request");
     let resp = client::h1_request(addr, post).await.expect("POST");
     statuses.push(resp.status);
@@ -151,7 +164,13 @@ async fn log_lines_are_envoys() {
     let envoy_dir = tempfile::tempdir().expect("tempdir");
     let weir_ports = Ports::new();
     let envoy_ports = Ports::new();
-    let weir = Weir::start(&logged_config(weir_ports, up.addr, refused, weir_dir.path())).await;
+    let weir = Weir::start(&logged_config(
+        weir_ports,
+        up.addr,
+        refused,
+        weir_dir.path(),
+    ))
+    .await;
     let envoy_config = logged_config(envoy_ports, up.addr, refused, envoy_dir.path());
     let envoy_yaml = envoy_dir.path().join("envoy.yaml");
     std::fs::write(&envoy_yaml, envoy_config.to_string()).expect("write envoy config");
@@ -244,9 +263,15 @@ async fn a_full_disk_drops_lines_not_requests() {
         let buffered = stats
             .get("weir_access_logs_file_write_buffered", &[])
             .unwrap_or(0.0);
-        let written = std::fs::read_to_string(&log).unwrap_or_default().lines().count();
+        let written = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count();
         if dropped > 0.0 && failed > 0.0 && written as f64 + dropped >= requests as f64 {
-            assert!(buffered >= dropped, "buffered {buffered}, dropped {dropped}");
+            assert!(
+                buffered >= dropped,
+                "buffered {buffered}, dropped {dropped}"
+            );
             assert!(written < requests, "{written} lines fit in the space left");
             break;
         }
@@ -303,5 +328,8 @@ async fn reopen_logs_and_sigusr1_start_a_new_file() {
         }
         assert!(Instant::now() < deadline, "SIGUSR1 did not reopen in 10 s");
     }
-    assert!(weir.try_exit_status().is_none(), "SIGUSR1 must not stop weir");
+    assert!(
+        weir.try_exit_status().is_none(),
+        "SIGUSR1 must not stop weir"
+    );
 }

@@ -580,7 +580,7 @@ fn format_time(at: SystemTime, pieces: &[TimePiece]) -> String {
                         let jan1 = days_from_year(y);
                         write!(out, "{:03}", days - jan1 + 1)
                     }
-                    'n' => write!(out, "\n"),
+                    'n' => writeln!(out),
                     't' => write!(out, "\t"),
                     other => write!(out, "%{other}"),
                 };

@@ -103,6 +103,7 @@ pub struct Entry {
     request_headers: Option<HeaderMap>,
     remote: SocketAddr,
     local: SocketAddr,
+    connection_id: u64,
     request: Arc<RequestProgress>,
 }
 
@@ -120,14 +121,12 @@ struct Finishing {
 }
 
 impl Entry {
-    /// Opens an entry for `request` (its head as the proxy will handle it) on a connection
-    /// from `remote` to `local`; returns the request with its body counted.
+    /// Opens an entry for `request` (its head as the proxy will handle it) on `conn`;
+    /// returns the request with its body counted.
     pub fn start<B>(
         logs: Arc<AccessLogs>,
         request: http::Request<B>,
-        remote: SocketAddr,
-        local: SocketAddr,
-        tls: bool,
+        conn: &crate::http::ConnectionInfo,
     ) -> (Entry, http::Request<CountedRequestBody<B>>) {
         let progress = Arc::new(RequestProgress::default());
         let (parts, body) = request.into_parts();
@@ -140,7 +139,7 @@ impl Entry {
                 .path_and_query()
                 .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
             authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
-            scheme: if tls { "https" } else { "http" },
+            scheme: if conn.tls { "https" } else { "http" },
             protocol: match parts.version {
                 http::Version::HTTP_10 => "HTTP/1.0",
                 http::Version::HTTP_2 => "HTTP/2",
@@ -148,8 +147,9 @@ impl Entry {
                 _ => "HTTP/1.1",
             },
             request_headers: logs.needs_request_headers().then(|| parts.headers.clone()),
-            remote,
-            local,
+            remote: conn.remote,
+            local: conn.local,
+            connection_id: conn.id,
             request: progress.clone(),
             logs,
         };
@@ -243,7 +243,7 @@ impl Finishing {
             downstream_local: Some(entry.local),
             protocol: Some(entry.protocol),
             sni: None,
-            connection_id: None,
+            connection_id: Some(entry.connection_id),
             attempts: Some(notes.attempts),
         };
         entry.logs.log(&cx);

@@ -83,6 +83,7 @@ pub async fn serve_h3_connection(
         // QUIC listeners ask for no client certificate.
         mtls: false,
         socket: None,
+        id: super::stream::next_connection_id(),
     };
     let quic = connection.clone();
     let allow_extended_connect = accepted_on.config.allow_extended_connect;

@@ -54,6 +54,14 @@ pub struct ConnectionInfo {
     /// The TCP socket under it (none for QUIC): an HTTP/1.1 connection that carries a tunnel
     /// is reset through it when the tunnel is (see `tunnel::reset`).
     pub socket: Option<crate::tunnel::reset::SocketId>,
+    /// The connection's id, unique in the process (`%CONNECTION_ID%`).
+    pub id: u64,
+}
+
+/// A fresh downstream connection id (process-wide, from 1, as Envoy's).
+pub fn next_connection_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl ConnectionInfo {
@@ -119,7 +127,7 @@ impl HttpManager {
                 .headers_mut()
                 .insert(X_REQUEST_ID.clone(), headers::new_request_id());
         }
-        let (mut entry, request) = Entry::start(logs, request, conn.remote, conn.local, conn.tls);
+        let (mut entry, request) = Entry::start(logs, request, conn);
         if self.config.use_remote_address
             && let Some(logged) = entry.request_headers_mut()
         {

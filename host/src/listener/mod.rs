@@ -108,6 +108,7 @@ pub async fn accept_loop(
                 original_dst,
                 mtls: false,
                 socket: crate::tunnel::reset::SocketId::of(&stream),
+                id: crate::http::stream::next_connection_id(),
             };
             match tls {
                 None => {

@@ -304,6 +304,7 @@ mod tests {
             original_dst: None,
             mtls: false,
             socket: None,
+            id: 1,
         }
     }
 
