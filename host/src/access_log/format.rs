@@ -104,7 +104,7 @@ enum Headers {
 /// The command operators weir implements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Operator {
-    StartTime(Option<Vec<TimePiece>>),
+    StartTime(Vec<TimePiece>),
     Header {
         map: Headers,
         name: String,
@@ -180,6 +180,38 @@ impl Format {
     /// Whether the format reads response headers or trailers.
     pub fn uses_response_headers(&self) -> bool {
         self.uses(Headers::Response) || self.uses(Headers::Trailer)
+    }
+
+    /// The (lowercase, non-pseudo) request header names the format reads: an entry keeps
+    /// a copy of those alone.
+    pub fn request_header_names(&self) -> impl Iterator<Item = &str> {
+        self.header_names(Headers::Request)
+    }
+
+    /// The response header names the format reads (see [`Self::request_header_names`]).
+    pub fn response_header_names(&self) -> impl Iterator<Item = &str> {
+        self.header_names(Headers::Response)
+    }
+
+    fn header_names(&self, which: Headers) -> impl Iterator<Item = &str> {
+        self.parts
+            .iter()
+            .filter_map(move |part| match part {
+                Part::Operator(
+                    Operator::Header {
+                        map,
+                        name,
+                        fallback,
+                    },
+                    _,
+                ) if *map == which => Some(std::iter::once(name).chain(fallback)),
+                _ => None,
+            })
+            .flatten()
+            .map(String::as_str)
+            // `:authority` is the `host` header on HTTP/1.1.
+            .map(|name| if name == ":authority" { "host" } else { name })
+            .filter(|name| !name.starts_with(':'))
     }
 
     fn uses(&self, which: Headers) -> bool {
@@ -305,10 +337,10 @@ fn parse_operator(text: &str) -> Result<Part, FormatError> {
         }
     };
     let op = match name {
-        "START_TIME" => Operator::StartTime(match arg {
-            None | Some("") => None,
-            Some(pattern) => Some(parse_time_pattern(pattern)),
-        }),
+        "START_TIME" => Operator::StartTime(parse_time_pattern(match arg {
+            None | Some("") => DEFAULT_TIME_PATTERN,
+            Some(pattern) => pattern,
+        })),
         "REQ" => header(Headers::Request)?,
         "RESP" => header(Headers::Response)?,
         "TRAILER" => header(Headers::Trailer)?,
@@ -355,10 +387,7 @@ fn text<'a>(s: Option<&'a str>) -> Value<'a> {
 fn evaluate<'a>(op: &Operator, cx: &LogContext<'a>) -> Value<'a> {
     match op {
         Operator::StartTime(pattern) => match cx.start {
-            Some(at) => Value::Text(Cow::Owned(match pattern {
-                Some(pieces) => format_time(at, pieces),
-                None => format_time(at, &default_time_pattern()),
-            })),
+            Some(at) => Value::Text(Cow::Owned(format_time(at, pattern))),
             None => Value::None,
         },
         Operator::Header {
@@ -460,9 +489,8 @@ enum TimePiece {
     Fraction(u8),
 }
 
-fn default_time_pattern() -> Vec<TimePiece> {
-    parse_time_pattern("%Y-%m-%dT%H:%M:%E3SZ")
-}
+/// Envoy's `%START_TIME%` without a pattern.
+const DEFAULT_TIME_PATTERN: &str = "%Y-%m-%dT%H:%M:%E3SZ";
 
 fn parse_time_pattern(pattern: &str) -> Vec<TimePiece> {
     let mut pieces = Vec::new();

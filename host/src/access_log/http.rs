@@ -146,7 +146,9 @@ impl Entry {
                 http::Version::HTTP_3 => "HTTP/3",
                 _ => "HTTP/1.1",
             },
-            request_headers: logs.needs_request_headers().then(|| parts.headers.clone()),
+            request_headers: logs
+                .needs_request_headers()
+                .then(|| logs.copy_request_headers(&parts.headers)),
             remote: conn.remote,
             local: conn.local,
             connection_id: conn.id,
@@ -182,7 +184,7 @@ impl Entry {
             response_headers: self
                 .logs
                 .needs_response_headers()
-                .then(|| parts.headers.clone()),
+                .then(|| self.logs.copy_response_headers(&parts.headers)),
             trailers: None,
             info,
             upstream_host: upstream_host.or(upstream.0.host),

@@ -26,6 +26,10 @@ pub struct AccessLogs {
     loggers: Vec<Logger>,
     needs_request_headers: bool,
     needs_response_headers: bool,
+    /// The request headers some format reads: an entry copies these alone.
+    request_header_names: Vec<::http::HeaderName>,
+    /// The response headers some format reads.
+    response_header_names: Vec<::http::HeaderName>,
 }
 
 /// One `access_log[]` entry.
@@ -123,9 +127,28 @@ impl AccessLogs {
                 LineFormat::Json { fields, .. } => json_uses(fields, f),
             })
         };
+        let names = |f: for<'f> fn(&'f Format) -> Box<dyn Iterator<Item = &'f str> + 'f>| {
+            let mut names: Vec<::http::HeaderName> = Vec::new();
+            for logger in &loggers {
+                let mut formats = Vec::new();
+                logger.line.formats(&mut formats);
+                for format in formats {
+                    for name in f(format) {
+                        if let Ok(name) = ::http::HeaderName::from_bytes(name.as_bytes())
+                            && !names.contains(&name)
+                        {
+                            names.push(name);
+                        }
+                    }
+                }
+            }
+            names
+        };
         Ok(Some(Arc::new(AccessLogs {
             needs_request_headers: uses(Format::uses_request_headers),
             needs_response_headers: uses(Format::uses_response_headers),
+            request_header_names: names(|f| Box::new(f.request_header_names())),
+            response_header_names: names(|f| Box::new(f.response_header_names())),
             loggers,
         })))
     }
@@ -140,6 +163,16 @@ impl AccessLogs {
         self.needs_response_headers
     }
 
+    /// The request headers of `all` that some format reads (a small copy, not the map).
+    pub fn copy_request_headers(&self, all: &::http::HeaderMap) -> ::http::HeaderMap {
+        copy_named(&self.request_header_names, all)
+    }
+
+    /// The response headers of `all` that some format reads.
+    pub fn copy_response_headers(&self, all: &::http::HeaderMap) -> ::http::HeaderMap {
+        copy_named(&self.response_header_names, all)
+    }
+
     /// Writes the entry `cx` to every logger whose filter keeps it.
     pub fn log(&self, cx: &LogContext<'_>) {
         for logger in &self.loggers {
@@ -151,6 +184,16 @@ impl AccessLogs {
     }
 }
 
+fn copy_named(names: &[::http::HeaderName], all: &::http::HeaderMap) -> ::http::HeaderMap {
+    let mut copy = ::http::HeaderMap::with_capacity(names.len());
+    for name in names {
+        for value in all.get_all(name) {
+            copy.append(name.clone(), value.clone());
+        }
+    }
+    copy
+}
+
 fn json_uses(fields: &[(String, JsonField)], f: fn(&Format) -> bool) -> bool {
     fields.iter().any(|(_, field)| match field {
         JsonField::Format(format) => f(format),
@@ -159,6 +202,22 @@ fn json_uses(fields: &[(String, JsonField)], f: fn(&Format) -> bool) -> bool {
 }
 
 impl LineFormat {
+    /// Every format in it.
+    fn formats<'a>(&'a self, out: &mut Vec<&'a Format>) {
+        fn walk<'a>(fields: &'a [(String, JsonField)], out: &mut Vec<&'a Format>) {
+            for (_, field) in fields {
+                match field {
+                    JsonField::Format(format) => out.push(format),
+                    JsonField::Object(inner) => walk(inner, out),
+                }
+            }
+        }
+        match self {
+            LineFormat::Text(format) => out.push(format),
+            LineFormat::Json { fields, .. } => walk(fields, out),
+        }
+    }
+
     fn render(&self, cx: &LogContext<'_>) -> String {
         match self {
             LineFormat::Text(format) => format.render(cx),

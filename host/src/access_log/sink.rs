@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -22,6 +22,9 @@ pub const MAX_QUEUED_LINES: usize = 16 * 1024;
 pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 /// Most bytes written at once.
 const BATCH_BYTES: usize = 64 * 1024;
+/// How often a writer drains its queue (the queue holds [`MAX_QUEUED_LINES`] lines, so a
+/// sink takes up to ~300k lines a second before it drops any).
+const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Bumped by [`reopen_all`]; each file writer reopens when it sees a new value.
 static REOPEN_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -199,25 +202,35 @@ impl Writer {
     fn run(mut self, lines: Receiver<String>) {
         let mut batch = Vec::with_capacity(BATCH_BYTES);
         loop {
-            let first = match lines.recv_timeout(Duration::from_secs(1)) {
-                Ok(line) => line,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            batch.clear();
-            batch.extend_from_slice(first.as_bytes());
-            let mut count = 1u64;
-            while batch.len() < BATCH_BYTES {
-                match lines.try_recv() {
-                    Ok(line) => {
-                        batch.extend_from_slice(line.as_bytes());
-                        count += 1;
+            // Woken by a clock, not by each line: a worker's `try_send` then finds no thread
+            // to wake, and the lines of a tick go out in a few large writes.
+            std::thread::sleep(FLUSH_INTERVAL);
+            let mut disconnected = false;
+            loop {
+                batch.clear();
+                let mut count = 0u64;
+                while batch.len() < BATCH_BYTES {
+                    match lines.try_recv() {
+                        Ok(line) => {
+                            batch.extend_from_slice(line.as_bytes());
+                            count += 1;
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            disconnected = true;
+                            break;
+                        }
                     }
-                    Err(_) => break,
                 }
+                if count == 0 {
+                    break;
+                }
+                self.queued_bytes.fetch_sub(batch.len(), Ordering::Relaxed);
+                self.write(&batch, count);
             }
-            self.queued_bytes.fetch_sub(batch.len(), Ordering::Relaxed);
-            self.write(&batch, count);
+            if disconnected {
+                return;
+            }
         }
     }
 
