@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir_tests::client;
 use weir_tests::config::{self, Ports};
 use weir_tests::{H1Upstream, Weir};
@@ -33,13 +34,14 @@ fn file_logger(path: &Path, log_format: Option<Value>, filter: Option<Value>) ->
 const CUSTOM: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %UPSTREAM_CLUSTER% %UPSTREAM_TRANSPORT_FAILURE_REASON% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %REQ(:PATH):6% %REQ(:METHOD)% %RESP(X-UPSTREAM)% %PROTOCOL% %REQUESTED_SERVER_NAME% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %BYTES_RECEIVED% %START_TIME(%Y)%\n";
 
 /// One listener with four access logs in `dir` (default, custom text, JSON, >= 400 only),
-/// routes `/ok` and `/slow` (300 ms timeout) to `up`, `/down` to a refused port, and
+/// routes `/ok`, `/large` and `/slow` (300 ms timeout) to `up`, `/down` to a refused port, and
 /// nothing else (NR).
 fn logged_config(ports: Ports, up: SocketAddr, refused: SocketAddr, dir: &Path) -> Value {
     let routes = vec![
         config::route_prefix("/ok", "backend"),
         json!({"match": {"prefix": "/slow"}, "route": {"cluster": "backend", "timeout": "0.3s"}}),
         config::route_prefix("/down", "refused"),
+        config::route_prefix("/large", "backend"),
     ];
     let mut hcm = config::hcm("ingress_http", vec![config::vhost("all", &["*"], routes)]);
     hcm["access_log"] = json!([
@@ -117,6 +119,7 @@ fn mask_default(line: &str) -> String {
     else {
         panic!("not a default-format line: {line}");
     };
+    // (and for a 200 cut short by the client: how far each got is timing)
     let sent = if matches!(code, "200" | "503") {
         "N"
     } else {
@@ -150,6 +153,29 @@ async fn send_requests(addr: SocketAddr) -> Vec<u16> {
         .expect("request");
     let resp = client::h1_request(addr, post).await.expect("POST");
     statuses.push(resp.status);
+    let h2 = http::Request::get("http://localhost/ok/h2")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = client::h2c_request(addr, h2).await.expect("h2c GET");
+    statuses.push(resp.status);
+    // A client that reads the head of a large response and goes away: Envoy's `DC`.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /large/50000000 HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut head))
+        .await
+        .expect("head in 5 s")
+        .expect("read");
+    assert!(
+        head[..read].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &head[..read]
+    );
+    drop(stream);
+    statuses.push(200);
     statuses
 }
 
@@ -178,7 +204,7 @@ async fn log_lines_are_envoys() {
 
     let weir_statuses = send_requests(weir_ports.http_addr()).await;
     let envoy_statuses = send_requests(envoy_ports.http_addr()).await;
-    assert_eq!(weir_statuses, [200, 503, 504, 404, 200]);
+    assert_eq!(weir_statuses, [200, 503, 504, 404, 200, 200, 200]);
     assert_eq!(weir_statuses, envoy_statuses);
 
     let read = |dir: &Path, name: &str, count| {
@@ -186,9 +212,9 @@ async fn log_lines_are_envoys() {
         async move { lines(&path, count).await }
     };
     for (name, count) in [
-        ("default.log", 5),
-        ("custom.log", 5),
-        ("json.log", 5),
+        ("default.log", 7),
+        ("custom.log", 7),
+        ("json.log", 7),
         ("errors.log", 3),
     ] {
         let ours = read(weir_dir.path(), name, count).await;
@@ -208,6 +234,12 @@ async fn log_lines_are_envoys() {
             );
         }
     }
+    // The client that went away is logged with `DC`, by both.
+    let custom = read(weir_dir.path(), "custom.log", 7).await;
+    assert!(
+        custom[6].starts_with("200 DC "),
+        "the last line is the disconnect: {custom:#?}"
+    );
     // The default line's time is Envoy's shape: `[2026-12-06T23:40:07.069Z] "GET ...`.
     let first = &read(weir_dir.path(), "default.log", 5).await[0];
     let time = first.get(1..25).unwrap_or_default();
@@ -331,5 +363,30 @@ async fn reopen_logs_and_sigusr1_start_a_new_file() {
     assert!(
         weir.try_exit_status().is_none(),
         "SIGUSR1 must not stop weir"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_weir_lacks_is_a_config_error_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config::simple(Ports::new(), &["127.0.0.1:1".parse().expect("addr")]);
+    let format = json!({"text_format_source": {"inline_string": "%DYNAMIC_METADATA(a:b)%\n"}});
+    config::hcm_of(&mut config)["access_log"] =
+        json!([file_logger(&dir.path().join("a.log"), Some(format), None)]);
+    let file = dir.path().join("weir.yaml");
+    std::fs::write(&file, config.to_string()).expect("write config");
+    let bin = weir_tests::weir_bin();
+    let out = client::run_tool(
+        bin.to_str().expect("utf-8 path"),
+        &["validate", "-c", file.to_str().expect("utf-8 path")],
+        Duration::from_secs(20),
+    )
+    .await;
+    let said = format!("{}{}", out.stdout_text(), out.stderr);
+    assert_eq!(out.code, 1, "refused: {said}");
+    assert!(said.contains("%DYNAMIC_METADATA(a:b)%"), "{said}");
+    assert!(
+        said.contains("access_log[0].typed_config.log_format.text_format_source.inline_string"),
+        "{said}"
     );
 }

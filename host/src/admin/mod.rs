@@ -1,7 +1,7 @@
 //! The admin listener, with Envoy's admin API for what weir has: `/ready`, `/stats` (Envoy's
 //! names, text or `?format=json`, `?filter=REGEX`), `/stats/prometheus`, `/server_info`,
 //! `/config_dump` (Envoy's shape), `/clusters`, `/listeners`, `POST /logging?level=`,
-//! `POST /quitquitquit`, and weir's `POST /reload`. Endpoints that change something answer
+//! `POST /quitquitquit`, `POST /reopen_logs` (access log files), and weir's `POST /reload`. Endpoints that change something answer
 //! only POST (405 otherwise), so a crawler or a link cannot trigger them.
 //!
 //! It runs on the main runtime, apart from the workers, so it answers even when they are busy.
