@@ -390,3 +390,118 @@ async fn an_operator_weir_lacks_is_a_config_error_naming_it() {
         "{said}"
     );
 }
+
+/// Two tcp_proxy listeners, to an echo server and to a refused port, each with a default
+/// and a custom access log in `dir`.
+fn tcp_logged_config(
+    admin: u16,
+    ports: [u16; 2],
+    echo: SocketAddr,
+    refused: SocketAddr,
+    dir: &Path,
+) -> Value {
+    let custom = json!({"text_format_source": {"inline_string":
+        "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_CLUSTER% %PROTOCOL% %REQ(:PATH)% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}});
+    let mut listeners = Vec::new();
+    for (i, (port, cluster)) in ports.into_iter().zip(["echo", "refused"]).enumerate() {
+        let mut listener =
+            config::tcp_proxy_listener(&format!("tcp{i}"), port, "tcp", cluster, None);
+        listener["filter_chains"][0]["filters"][0]["typed_config"]["access_log"] = json!([
+            file_logger(&dir.join("tcp-default.log"), None, None),
+            file_logger(&dir.join("tcp-custom.log"), Some(custom.clone()), None),
+        ]);
+        listeners.push(listener);
+    }
+    config::bootstrap(
+        admin,
+        listeners,
+        vec![
+            config::static_cluster("echo", &[echo]),
+            config::static_cluster("refused", &[refused]),
+        ],
+    )
+}
+
+/// One echo exchange through `addr` (11 bytes each way), then a connection to `refused`
+/// that the proxy closes.
+async fn tcp_exchange(addr: SocketAddr, refused: SocketAddr) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(b"hello world").await.expect("write");
+    stream.shutdown().await.expect("shutdown");
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut back))
+        .await
+        .expect("echo in 5 s")
+        .expect("read");
+    assert_eq!(back, b"hello world");
+    drop(stream);
+    // Lines are written at close: wait for the first before the second, so both proxies
+    // write them in the same order.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The proxy accepts, fails to connect upstream and resets: the reset may come as soon
+    // as the connect itself returns.
+    if let Ok(mut stream) = tokio::net::TcpStream::connect(refused).await {
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_proxy_logs_at_close_as_envoy() {
+    use weir_tests::tcp_server::{Mode, TcpServer};
+    let echo = TcpServer::start(Mode::Echo).await;
+    let refused = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let weir_dir = tempfile::tempdir().expect("tempdir");
+    let envoy_dir = tempfile::tempdir().expect("tempdir");
+    let free = weir_tests::free_port;
+    let (weir_admin, weir_ports) = (free(), [free(), free()]);
+    let (envoy_admin, envoy_ports) = (free(), [free(), free()]);
+    let weir = Weir::start(&tcp_logged_config(
+        weir_admin,
+        weir_ports,
+        echo.addr,
+        refused,
+        weir_dir.path(),
+    ))
+    .await;
+    let envoy_yaml = envoy_dir.path().join("envoy.yaml");
+    let envoy_config = tcp_logged_config(
+        envoy_admin,
+        envoy_ports,
+        echo.addr,
+        refused,
+        envoy_dir.path(),
+    );
+    std::fs::write(&envoy_yaml, envoy_config.to_string()).expect("write envoy config");
+    let envoy = Envoy::start(&envoy::binary(), &envoy_yaml, envoy_dir.path());
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    tcp_exchange(at(weir_ports[0]), at(weir_ports[1])).await;
+    tcp_exchange(at(envoy_ports[0]), at(envoy_ports[1])).await;
+
+    for name in ["tcp-default.log", "tcp-custom.log"] {
+        let ours = lines(&weir_dir.path().join(name), 2).await;
+        let theirs = lines(&envoy_dir.path().join(name), 2).await;
+        let mask = |line: &String| {
+            if name == "tcp-default.log" {
+                mask_default(line)
+            } else {
+                line.clone()
+            }
+        };
+        let ours: Vec<String> = ours.iter().map(mask).collect();
+        let theirs: Vec<String> = theirs.iter().map(mask).collect();
+        assert_eq!(
+            ours,
+            theirs,
+            "{name}: weir (left), Envoy (right)\n{}",
+            weir.log_report()
+        );
+    }
+    let custom = lines(&weir_dir.path().join("tcp-custom.log"), 2).await;
+    assert!(custom[0].starts_with("0 - 11 11 echo "), "{custom:?}");
+    assert!(custom[1].starts_with("0 UF,URX 0 0 refused "), "{custom:?}");
+    drop(envoy);
+}

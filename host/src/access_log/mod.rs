@@ -9,6 +9,7 @@
 pub mod format;
 pub mod http;
 pub mod sink;
+pub mod tcp;
 
 use crate::config::FieldError;
 use format::{Format, LogContext};

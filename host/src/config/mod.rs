@@ -165,6 +165,8 @@ pub struct TcpProxyConfig {
     /// The `envoy.filters.network.wasm` filters before the tcp_proxy, in order: each sees
     /// the bytes from downstream in this order and those from upstream in reverse.
     pub network_filters: Vec<std::sync::Arc<crate::wasm::PluginHandle>>,
+    /// `access_log[]`: `None` when there is none.
+    pub access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
 }
 
 /// `tunneling_config` of a tcp_proxy.
@@ -607,6 +609,10 @@ fn tcp_listener_config(
             cluster: proxy.cluster.clone(),
             tunnel,
             network_filters,
+            access_log: crate::access_log::AccessLogs::from_config(
+                &proxy.access_log,
+                &format!("{filter_path}.access_log"),
+            )?,
             idle_timeout: match proxy.idle_timeout {
                 Some(d) => nonzero(Some(d.get())),
                 None => Some(Duration::from_secs(3600)),

@@ -1091,6 +1091,9 @@ pub struct TcpProxy {
     /// Close a connection with no bytes either way for this long (Envoy default 1h).
     #[serde(default)]
     pub idle_timeout: Option<ConfigDuration>,
+    /// `access_log[]`: one line per connection, at its close.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub access_log: Vec<serde_json::Value>,
 }
 
 /// `tunneling_config` of a tcp_proxy.
