@@ -505,3 +505,102 @@ async fn tcp_proxy_logs_at_close_as_envoy() {
     assert!(custom[1].starts_with("0 UF,URX 0 0 refused "), "{custom:?}");
     drop(envoy);
 }
+
+/// A TLS listener whose log says the SNI and the protocol.
+fn tls_logged_config(
+    ports: Ports,
+    up: SocketAddr,
+    tls: &weir_tests::tls::TlsFiles,
+    log: &Path,
+) -> Value {
+    let mut hcm = config::hcm(
+        "ingress_http",
+        vec![config::vhost(
+            "all",
+            &["*"],
+            vec![config::route_prefix("/", "backend")],
+        )],
+    );
+    let format = json!({"text_format_source": {"inline_string":
+        "%REQUESTED_SERVER_NAME% %PROTOCOL% %RESPONSE_CODE% %REQ(:AUTHORITY)%\n"}});
+    hcm["access_log"] = json!([file_logger(log, Some(format), None)]);
+    let listener = config::with_tls(
+        config::listener("tls", ports.http, hcm),
+        &tls.cert,
+        &tls.key,
+    );
+    config::bootstrap(
+        ports.admin,
+        vec![listener],
+        vec![config::static_cluster("backend", &[up])],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_requested_server_name_is_logged_as_envoy() {
+    let up = H1Upstream::start("up").await;
+    let weir_dir = tempfile::tempdir().expect("tempdir");
+    let envoy_dir = tempfile::tempdir().expect("tempdir");
+    let tls = weir_tests::tls::self_signed(weir_dir.path());
+    let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
+    let weir_log = weir_dir.path().join("tls.log");
+    let envoy_log = envoy_dir.path().join("tls.log");
+    let _weir = Weir::start(&tls_logged_config(weir_ports, up.addr, &tls, &weir_log)).await;
+    let envoy_yaml = envoy_dir.path().join("envoy.yaml");
+    let mut envoy_config = tls_logged_config(envoy_ports, up.addr, &tls, &envoy_log);
+    // Envoy knows the SNI only from its `tls_inspector` listener filter (without it, Envoy
+    // logs `-`), which weir does not take: weir's TLS listener always knows it, as Envoy's
+    // edge listeners (that match filter chains by `server_names`) do.
+    envoy_config["static_resources"]["listeners"][0]["listener_filters"] = json!([{
+        "name": "envoy.filters.listener.tls_inspector",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
+    }]);
+    std::fs::write(&envoy_yaml, envoy_config.to_string()).expect("write envoy config");
+    let envoy = Envoy::start(&envoy::binary(), &envoy_yaml, envoy_dir.path());
+    for port in [weir_ports.http, envoy_ports.http] {
+        let resolve = format!("sni.example:{port}:127.0.0.1");
+        let url = format!("https://sni.example:{port}/x");
+        for version in ["--http1.1", "--http2"] {
+            let out = client::run_tool(
+                "curl",
+                &[
+                    "-sk",
+                    version,
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--resolve",
+                    &resolve,
+                    &url,
+                ],
+                Duration::from_secs(20),
+            )
+            .await;
+            assert_eq!(
+                out.stdout_text(),
+                "200",
+                "curl {version} {url}: {}",
+                out.stderr
+            );
+        }
+    }
+    let ours = lines(&weir_log, 2).await;
+    let theirs = lines(&envoy_log, 2).await;
+    let unport = |lines: Vec<String>, port: u16| -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| l.replace(&format!(":{port}"), ":PORT"))
+            .collect()
+    };
+    let ours = unport(ours, weir_ports.http);
+    assert_eq!(ours, unport(theirs, envoy_ports.http));
+    assert_eq!(
+        ours,
+        [
+            "sni.example HTTP/1.1 200 sni.example:PORT",
+            "sni.example HTTP/2 200 sni.example:PORT"
+        ]
+    );
+    drop(envoy);
+}

@@ -104,6 +104,7 @@ pub struct Entry {
     remote: SocketAddr,
     local: SocketAddr,
     connection_id: u64,
+    sni: Option<Arc<str>>,
     request: Arc<RequestProgress>,
 }
 
@@ -152,6 +153,7 @@ impl Entry {
             remote: conn.remote,
             local: conn.local,
             connection_id: conn.id,
+            sni: conn.sni.clone(),
             request: progress.clone(),
             logs,
         };
@@ -244,7 +246,7 @@ impl Finishing {
             downstream_remote: Some(entry.remote),
             downstream_local: Some(entry.local),
             protocol: Some(entry.protocol),
-            sni: None,
+            sni: entry.sni.as_deref(),
             connection_id: Some(entry.connection_id),
             attempts: Some(notes.attempts),
         };

@@ -145,6 +145,7 @@ pub(super) fn serve(codec: Codec, input: &[u8]) -> Vec<u8> {
                 mtls: false,
                 socket: None,
                 id: 1,
+                sni: None,
             };
             let serving = tokio::spawn(serve_connection(
                 manager,

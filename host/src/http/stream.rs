@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// What the connection manager knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     /// The peer.
     pub remote: SocketAddr,
@@ -56,6 +56,8 @@ pub struct ConnectionInfo {
     pub socket: Option<crate::tunnel::reset::SocketId>,
     /// The connection's id, unique in the process (`%CONNECTION_ID%`).
     pub id: u64,
+    /// The TLS server name the client asked for (`%REQUESTED_SERVER_NAME%`).
+    pub sni: Option<Arc<str>>,
 }
 
 /// A fresh downstream connection id (process-wide, from 1, as Envoy's).

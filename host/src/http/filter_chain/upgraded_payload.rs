@@ -305,6 +305,7 @@ mod tests {
             mtls: false,
             socket: None,
             id: 1,
+            sni: None,
         }
     }
 
