@@ -604,3 +604,27 @@ async fn the_requested_server_name_is_logged_as_envoy() {
     );
     drop(envoy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_requests_are_logged_with_their_protocol_and_sni() {
+    let up = H1Upstream::start("up").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = weir_tests::tls::self_signed(dir.path());
+    let ports = Ports::new();
+    let log = dir.path().join("h3.log");
+    let mut config = config::simple(ports, &[up.addr]);
+    let format = json!({"text_format_source": {"inline_string":
+        "%PROTOCOL% %REQUESTED_SERVER_NAME% %RESPONSE_CODE% %REQ(:PATH)% %UPSTREAM_CLUSTER%\n"}});
+    config::hcm_of(&mut config)["access_log"] = json!([file_logger(&log, Some(format), None)]);
+    config::add_quic_listener(&mut config, ports.http, &tls.cert, &tls.key);
+    let weir = Weir::start(&config).await;
+    let client = weir_tests::h3::H3Client::connect(ports.http_addr(), "localhost", &tls.cert_der)
+        .await
+        .unwrap_or_else(|e| panic!("h3 connect: {e}\n{}", weir.log_report()));
+    let response = client.get("/h3/get").await.expect("h3 GET");
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        lines(&log, 1).await,
+        ["HTTP/3 localhost 200 /h3/get backend"]
+    );
+}
