@@ -3,6 +3,7 @@
 //! The host owns everything that touches a socket; see `DESIGN.md` for the module map.
 
 pub mod accel;
+pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod config;

@@ -481,9 +481,18 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM"),
-        _ = interrupt.recv() => tracing::info!("SIGINT"),
+    let mut user1 =
+        signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM"),
+            _ = interrupt.recv() => tracing::info!("SIGINT"),
+            // As Envoy: SIGUSR1 reopens the access log files (logrotate), and nothing else.
+            _ = user1.recv() => {
+                weir::access_log::sink::reopen_all();
+                continue;
+            }
+        }
+        return Ok(());
     }
-    Ok(())
 }

@@ -88,6 +88,9 @@ pub fn envoy_name(family: &str, labels: &[(&str, &str)]) -> String {
             );
         }
     }
+    if let Some(rest) = family.strip_prefix("weir_access_logs_file_") {
+        return format!("access_logs.file.{rest}");
+    }
     let mut name = format!("weir.{}", family.strip_prefix("weir_").unwrap_or(family));
     for (_, value) in labels {
         name.push('.');

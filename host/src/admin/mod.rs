@@ -1,7 +1,7 @@
 //! The admin listener, with Envoy's admin API for what weir has: `/ready`, `/stats` (Envoy's
 //! names, text or `?format=json`, `?filter=REGEX`), `/stats/prometheus`, `/server_info`,
 //! `/config_dump` (Envoy's shape), `/clusters`, `/listeners`, `POST /logging?level=`,
-//! `POST /quitquitquit`, and weir's `POST /reload`. Endpoints that change something answer
+//! `POST /quitquitquit`, `POST /reopen_logs` (access log files), and weir's `POST /reload`. Endpoints that change something answer
 //! only POST (405 otherwise), so a crawler or a link cannot trigger them.
 //!
 //! It runs on the main runtime, apart from the workers, so it answers even when they are busy.
@@ -137,7 +137,10 @@ impl Admin {
     /// The endpoints that change something (POST only), else [`Admin::handle`].
     async fn respond(&self, request: &Request<Incoming>) -> Response<Body> {
         let path = request.uri().path();
-        if !matches!(path, "/reload" | "/quitquitquit" | "/logging") {
+        if !matches!(
+            path,
+            "/reload" | "/quitquitquit" | "/logging" | "/reopen_logs"
+        ) {
             return self.handle(request);
         }
         if request.method() != Method::POST {
@@ -161,6 +164,10 @@ impl Admin {
                 text(StatusCode::OK, "OK\n".into())
             }
             "/logging" => self.set_logging(request),
+            "/reopen_logs" => {
+                crate::access_log::sink::reopen_all();
+                text(StatusCode::OK, "OK\n".into())
+            }
             _ => self.reload().await,
         }
     }
@@ -259,7 +266,7 @@ impl Admin {
                 "weir admin\n  /ready\n  /stats  (?filter=REGEX, ?format=json|prometheus)\n  \
                  /stats/prometheus\n  /server_info\n  /config_dump  (?resource=, ?mask=)\n  \
                  /clusters\n  /listeners  (?format=json)\n  GET|POST /logging  (?level=)\n  \
-                 POST /reload\n  POST /quitquitquit\n"
+                 POST /reload\n  POST /quitquitquit\n  POST /reopen_logs\n"
                     .into(),
             ),
             _ => text(StatusCode::NOT_FOUND, format!("no admin endpoint {path}\n")),

@@ -169,6 +169,8 @@ pub struct TcpProxyConfig {
     /// The `envoy.filters.network.wasm` filters before the tcp_proxy, in order: each sees
     /// the bytes from downstream in this order and those from upstream in reverse.
     pub network_filters: Vec<std::sync::Arc<crate::wasm::PluginHandle>>,
+    /// `access_log[]`: `None` when there is none.
+    pub access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
 }
 
 /// `tunneling_config` of a tcp_proxy.
@@ -279,6 +281,8 @@ pub struct HttpManagerConfig {
     pub path_normalization: crate::route::path::PathNormalization,
     /// `strip_matching_host_port` / `strip_any_host_port`.
     pub strip_port: crate::route::authority::StripPort,
+    /// `access_log[]`: `None` when there is none, so a request costs nothing extra.
+    pub access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
 }
 
 impl HttpManagerConfig {
@@ -618,6 +622,10 @@ fn tcp_listener_config(
             cluster: proxy.cluster.clone(),
             tunnel,
             network_filters,
+            access_log: crate::access_log::AccessLogs::from_config(
+                &proxy.access_log,
+                &format!("{filter_path}.access_log"),
+            )?,
             idle_timeout: match proxy.idle_timeout {
                 Some(d) => nonzero(Some(d.get())),
                 None => Some(Duration::from_secs(3600)),
@@ -852,6 +860,10 @@ fn http_manager_config(
             escaped_slashes: hcm.path_with_escaped_slashes_action,
         },
         strip_port: strip_port(hcm, path)?,
+        access_log: crate::access_log::AccessLogs::from_config(
+            &hcm.access_log,
+            &format!("{path}.access_log"),
+        )?,
     })
 }
 

@@ -403,6 +403,9 @@ pub struct HttpConnectionManager {
     /// Strip any port from the host.
     #[serde(default)]
     pub strip_any_host_port: bool,
+    /// `access_log[]`: Envoy's `AccessLog`s, read by [`crate::access_log`].
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub access_log: Vec<serde_json::Value>,
 }
 
 /// `path_with_escaped_slashes_action`: what a connection manager does with escaped slashes
@@ -1251,6 +1254,9 @@ pub struct TcpProxy {
     /// Close a connection with no bytes either way for this long (Envoy default 1h).
     #[serde(default)]
     pub idle_timeout: Option<ConfigDuration>,
+    /// `access_log[]`: one line per connection, at its close.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub access_log: Vec<serde_json::Value>,
 }
 
 /// `tunneling_config` of a tcp_proxy.

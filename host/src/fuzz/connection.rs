@@ -144,6 +144,8 @@ pub(super) fn serve(codec: Codec, input: &[u8]) -> Vec<u8> {
                 original_dst: None,
                 mtls: false,
                 socket: None,
+                id: 1,
+                sni: None,
             };
             let serving = tokio::spawn(serve_connection(
                 manager,

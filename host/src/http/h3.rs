@@ -83,6 +83,14 @@ pub async fn serve_h3_connection(
         // QUIC listeners ask for no client certificate.
         mtls: false,
         socket: None,
+        id: super::stream::next_connection_id(),
+        sni: connection
+            .handshake_data()
+            .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|data| {
+                data.server_name
+                    .map(|name| std::sync::Arc::from(name.as_str()))
+            }),
     };
     let quic = connection.clone();
     let allow_extended_connect = accepted_on.config.allow_extended_connect;
@@ -134,6 +142,7 @@ pub async fn serve_h3_connection(
                             tracing::debug!(%error, "HTTP/3 GOAWAY");
                         }
                     }
+                    let info = info.clone();
                     tokio::spawn(async move {
                         match resolve(resolver, allow_extended_connect).await {
                             Ok(Resolved::Request(request, stream)) => {

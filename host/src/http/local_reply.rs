@@ -6,6 +6,7 @@
 //! the log with the same id.
 
 use super::headers::{X_REQUEST_ID, X_WEIR_OVERLOADED};
+use crate::access_log::http::ResponseInfo;
 use crate::body::{self, Body};
 use crate::upstream::UpstreamError;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -96,8 +97,77 @@ impl LocalReply {
         if let Some(id) = request_id {
             headers.insert(X_REQUEST_ID.clone(), id);
         }
+        response.extensions_mut().insert(self.log_info());
         response
     }
+
+    /// Envoy's response flag, code details and transport failure reason for this reply, as
+    /// the access log prints them.
+    pub fn log_info(&self) -> ResponseInfo {
+        let info = |flags, details: &str| ResponseInfo {
+            flags,
+            details: details.replace(' ', "_"),
+            transport_failure: None,
+        };
+        match self {
+            LocalReply::BadRequest(why) | LocalReply::Forbidden(why) => info("", why),
+            LocalReply::NoRoute => info("NR", "route_not_found"),
+            LocalReply::TooManyHeaders => info("DPE", "too_many_headers"),
+            LocalReply::BadRequestBody => info("DPE", "malformed_request_body"),
+            LocalReply::RequestTimeout => info("", "request_overall_timeout"),
+            LocalReply::UpstreamTimeout => info("UT", "response_timeout"),
+            LocalReply::Overloaded => info("OM", "overload"),
+            // Envoy: `NC` (no cluster found), `cluster_not_found`.
+            LocalReply::ClusterNotFound(_) => info("NC", "cluster_not_found"),
+            LocalReply::Upstream(error) => upstream_info(error),
+        }
+    }
+}
+
+/// Envoy's flag and details for an upstream failure.
+fn upstream_info(error: &UpstreamError) -> ResponseInfo {
+    let reset = |flags, reason: &str, failure: Option<String>| ResponseInfo {
+        flags,
+        details: match &failure {
+            Some(failure) => {
+                format!("upstream_reset_before_response_started{{{reason}|{failure}}}")
+            }
+            None => format!("upstream_reset_before_response_started{{{reason}}}"),
+        },
+        transport_failure: failure,
+    };
+    let plain = |flags, details: &str| ResponseInfo {
+        flags,
+        details: details.to_owned(),
+        transport_failure: None,
+    };
+    match error {
+        UpstreamError::NoHealthyHost(_) => plain("UH", "no_healthy_upstream"),
+        UpstreamError::NoOriginalDestination { .. } => plain("", "no_original_destination"),
+        UpstreamError::UnknownCluster(_) => plain("NC", "cluster_not_found"),
+        UpstreamError::ConnectionOverflow(_)
+        | UpstreamError::PendingOverflow(_)
+        | UpstreamError::RequestOverflow(_) => reset("UO", "overflow", None),
+        UpstreamError::ConnectFailed { reason, .. }
+        | UpstreamError::Tls { reason, .. }
+        | UpstreamError::Config { reason, .. } => reset(
+            "UF",
+            "remote_connection_failure",
+            Some(transport_failure(reason)),
+        ),
+        UpstreamError::ConnectTimeout { .. } => reset("UF", "connection_timeout", None),
+        UpstreamError::Reset { .. } => reset("UC", "connection_termination", None),
+    }
+}
+
+/// Envoy's words for a failed connect: `delayed_connect_error:_Connection_refused` (spaces as
+/// `_`, without the OS error number).
+fn transport_failure(reason: &str) -> String {
+    let reason = match reason.find(" (os error") {
+        Some(at) => &reason[..at],
+        None => reason,
+    };
+    format!("delayed_connect_error:_{}", reason.replace(' ', "_"))
 }
 
 /// Envoy's text for an upstream failure, with its reset reason as Envoy names them

@@ -210,7 +210,8 @@ impl Streams {
                 manager.stats.cx_http1_total.inc();
             }
         }
-        let info = self.info;
+        // A copy and, on TLS, one reference count (the SNI).
+        let info = self.info.clone();
         let drain = self.drain.clone();
         let version = request.version();
         let tunnel = *request.method() == http::Method::CONNECT;
@@ -295,7 +296,7 @@ pub async fn serve_connection<I>(
         counted_protocol: Arc::new(AtomicBool::new(false)),
         requests: Arc::new(AtomicU32::new(0)),
         drain: drain.clone(),
-        info,
+        info: info.clone(),
     };
     let activity = streams.activity.clone();
     let limits = h2_codec::Limits {

@@ -37,7 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// What the connection manager knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     /// The peer.
     pub remote: SocketAddr,
@@ -55,6 +55,16 @@ pub struct ConnectionInfo {
     /// The TCP socket under it (none for QUIC): an HTTP/1.1 connection that carries a tunnel
     /// is reset through it when the tunnel is (see `tunnel::reset`).
     pub socket: Option<crate::tunnel::reset::SocketId>,
+    /// The connection's id, unique in the process (`%CONNECTION_ID%`).
+    pub id: u64,
+    /// The TLS server name the client asked for (`%REQUESTED_SERVER_NAME%`).
+    pub sni: Option<Arc<str>>,
+}
+
+/// A fresh downstream connection id (process-wide, from 1, as Envoy's).
+pub fn next_connection_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl ConnectionInfo {
@@ -89,7 +99,52 @@ impl HttpManager {
     /// every problem is a local reply.
     /// The response carries the `response_headers_to_add` of the request's virtual host and
     /// route configuration.
-    pub async fn handle<B>(&self, mut request: Request<B>, conn: &ConnectionInfo) -> Response<Body>
+    pub async fn handle<B>(&self, request: Request<B>, conn: &ConnectionInfo) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        match &self.config.access_log {
+            None => self.handle_unlogged(request, conn).await,
+            Some(logs) => Box::pin(self.handle_logged(logs.clone(), request, conn)).await,
+        }
+    }
+
+    /// [`Self::handle`] with an access log entry around it: started here, finished when the
+    /// response body ends or is dropped (see [`crate::access_log::http`]).
+    async fn handle_logged<B>(
+        &self,
+        logs: Arc<crate::access_log::AccessLogs>,
+        mut request: Request<B>,
+        conn: &ConnectionInfo,
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        use crate::access_log::http::{Entry, with_notes};
+        // The id is made now, so the line and the upstream carry the same one (as Envoy's,
+        // which logs the request headers as it forwarded them).
+        if self.config.generate_request_id && !request.headers().contains_key(&X_REQUEST_ID) {
+            request
+                .headers_mut()
+                .insert(X_REQUEST_ID.clone(), headers::new_request_id());
+        }
+        let (mut entry, request) = Entry::start(logs, request, conn);
+        if self.config.use_remote_address
+            && let Some(logged) = entry.request_headers_mut()
+        {
+            headers::append_forwarded_for(logged, conn.remote.ip());
+        }
+        let (response, upstream) = with_notes(self.handle_unlogged(request, conn)).await;
+        entry.respond(response, upstream)
+    }
+
+    async fn handle_unlogged<B>(
+        &self,
+        mut request: Request<B>,
+        conn: &ConnectionInfo,
+    ) -> Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<body::BoxError>,
@@ -329,6 +384,7 @@ impl HttpManager {
                     request.extensions().get::<crate::route::PickedCluster>(),
                 );
                 let action: &ForwardAction = &picked;
+                crate::access_log::http::note_cluster(&action.cluster);
                 if matches!(picked, std::borrow::Cow::Owned(_))
                     && !self.pools.has_cluster(&action.cluster)
                 {

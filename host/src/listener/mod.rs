@@ -108,6 +108,8 @@ pub async fn accept_loop(
                 original_dst,
                 mtls: false,
                 socket: crate::tunnel::reset::SocketId::of(&stream),
+                id: crate::http::stream::next_connection_id(),
+                sni: None,
             };
             match tls {
                 None => {
@@ -123,6 +125,7 @@ pub async fn accept_loop(
                         info.mtls = session
                             .peer_certificates()
                             .is_some_and(|chain| !chain.is_empty());
+                        info.sni = session.server_name().map(std::sync::Arc::from);
                         let tls = ConnectionTls { tls: true, alpn };
                         serve_connection(manager, stream, info, tls, shutdown).await;
                     }

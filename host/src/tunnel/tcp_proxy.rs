@@ -10,6 +10,7 @@
 use super::network_filters::{FilteredConnection, NetworkFilters};
 use super::reset::SocketId;
 use super::{TunnelIo, body_io};
+use crate::access_log::tcp::TcpOutcome;
 use crate::body;
 use crate::config::{Interception, TcpProxyConfig, TunnelConfig};
 use crate::stats::TcpStats;
@@ -119,6 +120,25 @@ impl TcpProxy {
     }
 
     async fn serve(&self, downstream: TcpStream, original: Option<std::net::SocketAddr>) {
+        let Some(logs) = &self.config.access_log else {
+            self.serve_unlogged(downstream, original).await;
+            return;
+        };
+        let entry = crate::access_log::tcp::TcpEntry::start(
+            logs.clone(),
+            downstream.peer_addr().ok(),
+            downstream.local_addr().ok(),
+        );
+        let outcome = self.serve_unlogged(downstream, original).await;
+        entry.finish(&self.config.cluster, outcome);
+    }
+
+    /// Serves one connection; returns how it ended, for the access log.
+    async fn serve_unlogged(
+        &self,
+        downstream: TcpStream,
+        original: Option<std::net::SocketAddr>,
+    ) -> TcpOutcome {
         if !self.filters.is_empty() {
             return self.serve_filtered(downstream, original).await;
         }
@@ -131,20 +151,24 @@ impl TcpProxy {
             {
                 Ok(raw) => {
                     let _guard = raw.guard;
-                    match raw.stream {
+                    let upstream_host = Some(raw.peer);
+                    let ended = match raw.stream {
                         // Plain TCP both sides: the kernel splice where it is loaded.
                         UpstreamStream::Plain(upstream) => {
                             let socket = SocketId::of(&downstream);
                             let splice = crate::accel::splice_tcp(downstream, upstream);
-                            if let Some(Err(error)) = self.until_idle(splice, socket).await {
+                            let ended = self.until_idle(splice, socket).await;
+                            if let Some(Err(error)) = &ended {
                                 tracing::debug!(%error, "tcp_proxy tunnel ended with an error");
                             }
+                            ended
                         }
                         UpstreamStream::Tls(tls) => {
                             let socket = SocketId::of(tls.get_ref().0);
                             self.pump(downstream, super::socket(tls, socket)).await
                         }
-                    }
+                    };
+                    outcome(upstream_host, ended)
                 }
                 Err(error) => {
                     self.stats.upstream_connect_fail.inc();
@@ -154,14 +178,25 @@ impl TcpProxy {
                         tracing::debug!(%error, "tcp_proxy: no upstream connection");
                     }
                     reset(downstream);
+                    // As Envoy's tcp_proxy: the connect failed (UF) on its last attempt (URX),
+                    // to the host it picked.
+                    TcpOutcome {
+                        flags: "UF,URX",
+                        upstream: failed_host(&error),
+                        ..TcpOutcome::default()
+                    }
                 }
             },
             Some(tunnel) => match self.open_tunnel(tunnel).await {
-                Ok((upstream, _)) => self.pump(downstream, upstream).await,
+                Ok((upstream, address)) => outcome(address, self.pump(downstream, upstream).await),
                 Err(reason) => {
                     self.stats.upstream_connect_fail.inc();
                     tracing::debug!(%reason, "tcp_proxy: tunnel not established");
                     reset(downstream);
+                    TcpOutcome {
+                        flags: "UF",
+                        ..TcpOutcome::default()
+                    }
                 }
             },
         }
@@ -170,9 +205,15 @@ impl TcpProxy {
     /// [`TcpProxy::serve`] through the network filters: their contexts start (and may hold
     /// the upstream connection back) first, then every byte goes through them, in user
     /// space. The idle timeout covers the whole of it.
-    async fn serve_filtered(&self, downstream: TcpStream, original: Option<std::net::SocketAddr>) {
+    /// Through the filters the bytes are not counted: its log line has the upstream host
+    /// and the duration, and 0 bytes both ways.
+    async fn serve_filtered(
+        &self,
+        downstream: TcpStream,
+        original: Option<std::net::SocketAddr>,
+    ) -> TcpOutcome {
         let (Ok(source), Ok(local)) = (downstream.peer_addr(), downstream.local_addr()) else {
-            return;
+            return TcpOutcome::default();
         };
         // As in Envoy, a redirected connection's destination is where it was headed.
         let destination = original.unwrap_or(local);
@@ -180,11 +221,14 @@ impl TcpProxy {
         let work = async {
             let Some(connection) = self.filters.start(source, destination).await else {
                 tracing::debug!(%source, "tcp_proxy: a network filter closed the connection");
-                return;
+                return TcpOutcome::default();
             };
             let Some((upstream, address, _guard)) = self.connect_upstream(original).await else {
                 reset(downstream);
-                return;
+                return TcpOutcome {
+                    flags: "UF",
+                    ..TcpOutcome::default()
+                };
             };
             connection.connected(address);
             let downstream = super::tcp(downstream);
@@ -192,8 +236,15 @@ impl TcpProxy {
                 tracing::debug!(%error, "tcp_proxy connection ended with an error");
             }
             drop::<FilteredConnection>(connection);
+            TcpOutcome {
+                upstream: address,
+                ..TcpOutcome::default()
+            }
         };
-        self.until_idle(work, socket).await;
+        self.until_idle(work, socket).await.unwrap_or(TcpOutcome {
+            flags: "SI",
+            ..TcpOutcome::default()
+        })
     }
 
     /// The upstream end for a filtered connection (raw TCP, TLS or a tunnel, as the config
@@ -240,12 +291,18 @@ impl TcpProxy {
 
     /// Moves bytes both ways; an error (a reset on one side) resets both: the downstream
     /// with a RST, the tunnel as its hop carries a reset (see [`super::splice`]).
-    async fn pump(&self, downstream: TcpStream, upstream: TunnelIo) {
+    async fn pump(
+        &self,
+        downstream: TcpStream,
+        upstream: TunnelIo,
+    ) -> Option<std::io::Result<crate::accel::Spliced>> {
         let socket = SocketId::of(&downstream);
         let splice = super::splice(super::tcp(downstream), upstream);
-        if let Some(Err(error)) = self.until_idle(splice, socket).await {
+        let ended = self.until_idle(splice, socket).await;
+        if let Some(Err(error)) = &ended {
             tracing::debug!(%error, "tcp_proxy tunnel ended with an error");
         }
+        ended
     }
 
     /// Runs a connection's pump under `idle_timeout` (read off the downstream `socket`): past
@@ -308,6 +365,41 @@ impl TcpProxy {
             .await
             .map_err(|e| format!("CONNECT upgrade: {e}"))?;
         Ok((super::upgraded(upgraded).reset_socket(socket), address))
+    }
+}
+
+/// How a connection to `upstream` ended, for the access log: the bytes each way when the
+/// splice finished; none counted (0) when it failed or was cut by the idle timeout (`SI`).
+fn outcome(
+    upstream: Option<std::net::SocketAddr>,
+    ended: Option<std::io::Result<crate::accel::Spliced>>,
+) -> TcpOutcome {
+    match ended {
+        Some(Ok(spliced)) => TcpOutcome {
+            upstream,
+            received: spliced.a_to_b,
+            sent: spliced.b_to_a,
+            flags: "",
+        },
+        Some(Err(_)) => TcpOutcome {
+            upstream,
+            ..TcpOutcome::default()
+        },
+        None => TcpOutcome {
+            upstream,
+            flags: "SI",
+            ..TcpOutcome::default()
+        },
+    }
+}
+
+/// The host a failed connect went to, where the error names one.
+fn failed_host(error: &UpstreamError) -> Option<std::net::SocketAddr> {
+    match error {
+        UpstreamError::ConnectFailed { host, .. }
+        | UpstreamError::ConnectTimeout { host, .. }
+        | UpstreamError::Tls { host, .. } => host.parse().ok(),
+        _ => None,
     }
 }
 

@@ -304,6 +304,8 @@ mod tests {
             original_dst: None,
             mtls: false,
             socket: None,
+            id: 1,
+            sni: None,
         }
     }
 

@@ -130,6 +130,7 @@ impl WorkerPools {
         {
             req.headers_mut().insert(http::header::HOST, name);
         }
+        crate::access_log::http::note_upstream(host.addr);
         let slot = cluster.try_request(&host)?;
         let pools = self.host_pools(&cluster, &host);
         let mut result = send_to_host(&pools, &cluster, req, slot).await;

@@ -1,0 +1,700 @@
+//! Envoy's access log format strings: `%COMMAND(arg):N%` operators between literal text.
+//!
+//! A format is parsed once, when the config is loaded, into [`Part`]s; a request then only
+//! fills them in from a [`LogContext`]. Unknown operators are refused at parse time, naming
+//! the operator, so a config that Envoy would read differently never loads. The same parser
+//! serves any feature that takes Envoy's command operators (a header value with `%REQ(x)%`).
+
+use http::HeaderMap;
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Envoy's default access log format (when `log_format` is not given).
+pub const DEFAULT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n";
+
+/// Why a format string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// An operator weir does not implement (or Envoy does not have).
+    #[error("unsupported command operator %{0}%")]
+    Unsupported(String),
+    /// An operator with a malformed argument or length.
+    #[error("malformed command operator %{0}%: {1}")]
+    Malformed(String, &'static str),
+}
+
+/// What one request's log entry knows; every field is optional, so other features (header
+/// values) can fill in only what they have. A missing value prints as `-` (text) or `null`
+/// (JSON), as Envoy's.
+#[derive(Debug, Default, Clone)]
+pub struct LogContext<'a> {
+    /// When the request's head arrived.
+    pub start: Option<SystemTime>,
+    /// `:method`.
+    pub method: Option<&'a str>,
+    /// `:path` (with query).
+    pub path: Option<&'a str>,
+    /// `:authority` (or `host`).
+    pub authority: Option<&'a str>,
+    /// `:scheme`.
+    pub scheme: Option<&'a str>,
+    /// The request's headers.
+    pub request_headers: Option<&'a HeaderMap>,
+    /// The response's headers.
+    pub response_headers: Option<&'a HeaderMap>,
+    /// The response's trailers.
+    pub response_trailers: Option<&'a HeaderMap>,
+    /// The response status.
+    pub status: Option<u16>,
+    /// Envoy's response flags, comma-separated (empty when none).
+    pub flags: &'a str,
+    /// `%RESPONSE_CODE_DETAILS%`.
+    pub details: Option<&'a str>,
+    /// Request body bytes received.
+    pub bytes_received: u64,
+    /// Response body bytes sent.
+    pub bytes_sent: u64,
+    /// Start to the last response byte.
+    pub duration: Option<Duration>,
+    /// Start to the last request byte.
+    pub request_duration: Option<Duration>,
+    /// Start to the first response byte from upstream.
+    pub response_duration: Option<Duration>,
+    /// The upstream host the request went to.
+    pub upstream_host: Option<SocketAddr>,
+    /// The cluster the request was routed to.
+    pub upstream_cluster: Option<&'a str>,
+    /// Why connecting upstream failed.
+    pub upstream_failure: Option<&'a str>,
+    /// The downstream peer.
+    pub downstream_remote: Option<SocketAddr>,
+    /// The listener's address the connection came to.
+    pub downstream_local: Option<SocketAddr>,
+    /// `HTTP/1.1`, `HTTP/2`, `HTTP/3`.
+    pub protocol: Option<&'a str>,
+    /// The TLS SNI.
+    pub sni: Option<&'a str>,
+    /// The downstream connection's id.
+    pub connection_id: Option<u64>,
+    /// Upstream attempts made.
+    pub attempts: Option<u32>,
+}
+
+/// One operator's value: absent, text, or a number (typed as such in JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    /// Nothing to say: `-` / `null`.
+    None,
+    /// Text.
+    Text(Cow<'a, str>),
+    /// A number.
+    Number(u64),
+}
+
+/// Which header map `%REQ%`, `%RESP%` and `%TRAILER%` read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Headers {
+    Request,
+    Response,
+    Trailer,
+}
+
+/// The command operators weir implements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Operator {
+    StartTime(Vec<TimePiece>),
+    Header {
+        map: Headers,
+        name: String,
+        fallback: Option<String>,
+    },
+    ResponseCode,
+    ResponseFlags,
+    ResponseCodeDetails,
+    BytesReceived,
+    BytesSent,
+    Duration,
+    RequestDuration,
+    ResponseDuration,
+    UpstreamHost,
+    UpstreamCluster,
+    UpstreamTransportFailureReason,
+    DownstreamRemoteAddress,
+    DownstreamRemoteAddressWithoutPort,
+    DownstreamLocalAddress,
+    Protocol,
+    RequestedServerName,
+    ConnectionId,
+    UpstreamRequestAttemptCount,
+}
+
+/// A piece of a format: text as written, or an operator (with its `:N` length limit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Operator(Operator, Option<usize>),
+}
+
+/// A parsed format string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Format {
+    parts: Vec<Part>,
+}
+
+impl Format {
+    /// Parses an Envoy format string.
+    pub fn parse(text: &str) -> Result<Format, FormatError> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find('%') {
+            literal.push_str(&rest[..at]);
+            let after = &rest[at + 1..];
+            // `%%` is a literal percent sign.
+            if let Some(tail) = after.strip_prefix('%') {
+                literal.push('%');
+                rest = tail;
+                continue;
+            }
+            let (operator, tail) = split_operator(after)?;
+            if !literal.is_empty() {
+                parts.push(Part::Literal(std::mem::take(&mut literal)));
+            }
+            parts.push(parse_operator(operator)?);
+            rest = tail;
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal));
+        }
+        Ok(Format { parts })
+    }
+
+    /// Whether the format reads request headers (so a caller keeps them only then).
+    pub fn uses_request_headers(&self) -> bool {
+        self.uses(Headers::Request)
+    }
+
+    /// Whether the format reads response headers or trailers.
+    pub fn uses_response_headers(&self) -> bool {
+        self.uses(Headers::Response) || self.uses(Headers::Trailer)
+    }
+
+    /// The (lowercase, non-pseudo) request header names the format reads: an entry keeps
+    /// a copy of those alone.
+    pub fn request_header_names(&self) -> impl Iterator<Item = &str> {
+        self.header_names(Headers::Request)
+    }
+
+    /// The response header names the format reads (see [`Self::request_header_names`]).
+    pub fn response_header_names(&self) -> impl Iterator<Item = &str> {
+        self.header_names(Headers::Response)
+    }
+
+    fn header_names(&self, which: Headers) -> impl Iterator<Item = &str> {
+        self.parts
+            .iter()
+            .filter_map(move |part| match part {
+                Part::Operator(
+                    Operator::Header {
+                        map,
+                        name,
+                        fallback,
+                    },
+                    _,
+                ) if *map == which => Some(std::iter::once(name).chain(fallback)),
+                _ => None,
+            })
+            .flatten()
+            .map(String::as_str)
+            // `:authority` is the `host` header on HTTP/1.1.
+            .map(|name| if name == ":authority" { "host" } else { name })
+            .filter(|name| !name.starts_with(':'))
+    }
+
+    fn uses(&self, which: Headers) -> bool {
+        self.parts.iter().any(
+            |part| matches!(part, Part::Operator(Operator::Header { map, .. }, _) if *map == which),
+        )
+    }
+
+    /// Appends the format filled in from `cx` to `out` (text: a missing value is `-`).
+    pub fn render_into(&self, cx: &LogContext<'_>, out: &mut String) {
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Operator(op, limit) => match evaluate(op, cx) {
+                    Value::None => out.push('-'),
+                    Value::Text(text) => out.push_str(truncate(&text, *limit)),
+                    Value::Number(n) => {
+                        let _ = write!(out, "{n}");
+                    }
+                },
+            }
+        }
+    }
+
+    /// The format filled in from `cx`, as text.
+    pub fn render(&self, cx: &LogContext<'_>) -> String {
+        let mut out = String::new();
+        self.render_into(cx, &mut out);
+        out
+    }
+
+    /// The value as a JSON format's field: a lone operator keeps its type (a number, `null`
+    /// when absent); anything else is text.
+    pub fn render_json(&self, cx: &LogContext<'_>) -> serde_json::Value {
+        if let [Part::Operator(op, limit)] = self.parts.as_slice() {
+            return match evaluate(op, cx) {
+                Value::None => serde_json::Value::Null,
+                Value::Number(n) => serde_json::Value::from(n),
+                Value::Text(text) => serde_json::Value::from(truncate(&text, *limit)),
+            };
+        }
+        serde_json::Value::from(self.render(cx))
+    }
+}
+
+fn truncate(text: &str, limit: Option<usize>) -> &str {
+    match limit {
+        Some(n) => match text.char_indices().nth(n) {
+            Some((at, _)) => &text[..at],
+            None => text,
+        },
+        None => text,
+    }
+}
+
+/// Splits `NAME(args):N%rest` into the operator text and the rest.
+fn split_operator(after: &str) -> Result<(&str, &str), FormatError> {
+    // The operator ends at the first `%` outside parentheses (START_TIME's argument has its
+    // own `%`s).
+    let mut depth = 0usize;
+    for (i, c) in after.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            '%' if depth == 0 => return Ok((&after[..i], &after[i + 1..])),
+            _ => {}
+        }
+    }
+    Err(FormatError::Malformed(
+        after.chars().take(40).collect(),
+        "no closing %",
+    ))
+}
+
+fn parse_operator(text: &str) -> Result<Part, FormatError> {
+    let malformed = |why| FormatError::Malformed(text.to_string(), why);
+    let (head, limit) = match text.rfind(')') {
+        Some(close) => {
+            let (head, tail) = text.split_at(close + 1);
+            (head, tail)
+        }
+        None => match text.find(':') {
+            Some(colon) => text.split_at(colon),
+            None => (text, ""),
+        },
+    };
+    let limit = match limit {
+        "" => None,
+        tail => Some(
+            tail.strip_prefix(':')
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| malformed("the length after ':' must be a number"))?,
+        ),
+    };
+    let (name, arg) = match head.find('(') {
+        Some(open) => {
+            let arg = head[open + 1..]
+                .strip_suffix(')')
+                .ok_or_else(|| malformed("unclosed '('"))?;
+            (&head[..open], Some(arg))
+        }
+        None => (head, None),
+    };
+    let header = |map| -> Result<Operator, FormatError> {
+        let arg = arg.ok_or_else(|| malformed("needs a header name"))?;
+        let (name, fallback) = match arg.split_once('?') {
+            Some((name, fallback)) => (name, Some(fallback.to_ascii_lowercase())),
+            None => (arg, None),
+        };
+        if name.is_empty() {
+            return Err(malformed("needs a header name"));
+        }
+        Ok(Operator::Header {
+            map,
+            name: name.to_ascii_lowercase(),
+            fallback,
+        })
+    };
+    let plain = |op: Operator| -> Result<Operator, FormatError> {
+        match arg {
+            Some(_) => Err(malformed("takes no argument")),
+            None => Ok(op),
+        }
+    };
+    let op = match name {
+        "START_TIME" => Operator::StartTime(parse_time_pattern(match arg {
+            None | Some("") => DEFAULT_TIME_PATTERN,
+            Some(pattern) => pattern,
+        })),
+        "REQ" => header(Headers::Request)?,
+        "RESP" => header(Headers::Response)?,
+        "TRAILER" => header(Headers::Trailer)?,
+        "RESPONSE_CODE" => plain(Operator::ResponseCode)?,
+        "RESPONSE_FLAGS" => plain(Operator::ResponseFlags)?,
+        "RESPONSE_CODE_DETAILS" => plain(Operator::ResponseCodeDetails)?,
+        "BYTES_RECEIVED" => plain(Operator::BytesReceived)?,
+        "BYTES_SENT" => plain(Operator::BytesSent)?,
+        "DURATION" => plain(Operator::Duration)?,
+        "REQUEST_DURATION" => plain(Operator::RequestDuration)?,
+        "RESPONSE_DURATION" => plain(Operator::ResponseDuration)?,
+        "UPSTREAM_HOST" => plain(Operator::UpstreamHost)?,
+        "UPSTREAM_CLUSTER" => plain(Operator::UpstreamCluster)?,
+        "UPSTREAM_TRANSPORT_FAILURE_REASON" => plain(Operator::UpstreamTransportFailureReason)?,
+        "DOWNSTREAM_REMOTE_ADDRESS" => plain(Operator::DownstreamRemoteAddress)?,
+        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => {
+            plain(Operator::DownstreamRemoteAddressWithoutPort)?
+        }
+        "DOWNSTREAM_LOCAL_ADDRESS" => plain(Operator::DownstreamLocalAddress)?,
+        "PROTOCOL" => plain(Operator::Protocol)?,
+        "REQUESTED_SERVER_NAME" => plain(Operator::RequestedServerName)?,
+        "CONNECTION_ID" => plain(Operator::ConnectionId)?,
+        "UPSTREAM_REQUEST_ATTEMPT_COUNT" => plain(Operator::UpstreamRequestAttemptCount)?,
+        _ => return Err(FormatError::Unsupported(text.to_string())),
+    };
+    Ok(Part::Operator(op, limit))
+}
+
+fn millis(d: Option<Duration>) -> Value<'static> {
+    d.map_or(Value::None, |d| Value::Number(d.as_millis() as u64))
+}
+
+fn addr(a: Option<SocketAddr>) -> Value<'static> {
+    a.map_or(Value::None, |a| Value::Text(Cow::Owned(a.to_string())))
+}
+
+fn text<'a>(s: Option<&'a str>) -> Value<'a> {
+    match s {
+        Some(s) if !s.is_empty() => Value::Text(Cow::Borrowed(s)),
+        _ => Value::None,
+    }
+}
+
+fn evaluate<'a>(op: &Operator, cx: &LogContext<'a>) -> Value<'a> {
+    match op {
+        Operator::StartTime(pattern) => match cx.start {
+            Some(at) => Value::Text(Cow::Owned(format_time(at, pattern))),
+            None => Value::None,
+        },
+        Operator::Header {
+            map,
+            name,
+            fallback,
+        } => {
+            let found = header_value(*map, name, cx);
+            match (found, fallback) {
+                (Value::None, Some(fallback)) => header_value(*map, fallback, cx),
+                (found, _) => found,
+            }
+        }
+        Operator::ResponseCode => Value::Number(u64::from(cx.status.unwrap_or(0))),
+        // Envoy prints `-` for no flags in JSON too (a string, not null).
+        Operator::ResponseFlags => Value::Text(Cow::Borrowed(if cx.flags.is_empty() {
+            "-"
+        } else {
+            cx.flags
+        })),
+        Operator::ResponseCodeDetails => text(cx.details),
+        Operator::BytesReceived => Value::Number(cx.bytes_received),
+        Operator::BytesSent => Value::Number(cx.bytes_sent),
+        Operator::Duration => millis(cx.duration),
+        Operator::RequestDuration => millis(cx.request_duration),
+        Operator::ResponseDuration => millis(cx.response_duration),
+        Operator::UpstreamHost => addr(cx.upstream_host),
+        Operator::UpstreamCluster => text(cx.upstream_cluster),
+        Operator::UpstreamTransportFailureReason => text(cx.upstream_failure),
+        Operator::DownstreamRemoteAddress => addr(cx.downstream_remote),
+        Operator::DownstreamRemoteAddressWithoutPort => cx
+            .downstream_remote
+            .map_or(Value::None, |a| Value::Text(Cow::Owned(a.ip().to_string()))),
+        Operator::DownstreamLocalAddress => addr(cx.downstream_local),
+        Operator::Protocol => text(cx.protocol),
+        Operator::RequestedServerName => text(cx.sni),
+        Operator::ConnectionId => cx.connection_id.map_or(Value::None, Value::Number),
+        Operator::UpstreamRequestAttemptCount => Value::Number(u64::from(cx.attempts.unwrap_or(0))),
+    }
+}
+
+fn header_value<'a>(map: Headers, name: &str, cx: &LogContext<'a>) -> Value<'a> {
+    let headers = match map {
+        Headers::Request => {
+            let pseudo = match name {
+                ":method" => Some(cx.method),
+                ":path" => Some(cx.path),
+                ":authority" => Some(cx.authority.or_else(|| {
+                    cx.request_headers
+                        .and_then(|h| h.get(http::header::HOST))
+                        .and_then(|v| v.to_str().ok())
+                })),
+                ":scheme" => Some(cx.scheme),
+                _ => None,
+            };
+            if let Some(value) = pseudo {
+                return text(value);
+            }
+            cx.request_headers
+        }
+        Headers::Response => {
+            if name == ":status" {
+                return cx
+                    .status
+                    .map_or(Value::None, |s| Value::Text(Cow::Owned(s.to_string())));
+            }
+            cx.response_headers
+        }
+        Headers::Trailer => cx.response_trailers,
+    };
+    let Some(headers) = headers else {
+        return Value::None;
+    };
+    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let Some(first) = values.next() else {
+        return Value::None;
+    };
+    match values.next() {
+        None => text(Some(first)),
+        Some(second) => {
+            let mut joined = format!("{first},{second}");
+            for more in values {
+                joined.push(',');
+                joined.push_str(more);
+            }
+            Value::Text(Cow::Owned(joined))
+        }
+    }
+}
+
+/// A piece of a `%START_TIME(...)%` pattern, parsed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TimePiece {
+    Literal(String),
+    /// A strftime conversion (`Y`, `m`, ...).
+    Field(char),
+    /// `%E<n>S`: seconds with `n` fractional digits; `%f` is `Fraction(9)` without seconds.
+    SecondsFraction(u8),
+    Fraction(u8),
+}
+
+/// Envoy's `%START_TIME%` without a pattern.
+const DEFAULT_TIME_PATTERN: &str = "%Y-%m-%dT%H:%M:%E3SZ";
+
+fn parse_time_pattern(pattern: &str) -> Vec<TimePiece> {
+    let mut pieces = Vec::new();
+    let mut literal = String::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            literal.push(c);
+            continue;
+        }
+        let piece = match chars.next() {
+            Some('E') => {
+                let digits: String =
+                    std::iter::from_fn(|| chars.next_if(char::is_ascii_digit)).collect();
+                match chars.next() {
+                    Some('S') => TimePiece::SecondsFraction(digits.parse().unwrap_or(0).min(9)),
+                    Some('f') if digits.is_empty() => TimePiece::Fraction(6),
+                    Some('f') => TimePiece::Fraction(digits.parse().unwrap_or(0).min(9)),
+                    other => {
+                        literal.push_str("%E");
+                        literal.push_str(&digits);
+                        literal.extend(other);
+                        continue;
+                    }
+                }
+            }
+            Some('f') => TimePiece::Fraction(9),
+            Some('%') => {
+                literal.push('%');
+                continue;
+            }
+            Some(field) => TimePiece::Field(field),
+            None => {
+                literal.push('%');
+                continue;
+            }
+        };
+        if !literal.is_empty() {
+            pieces.push(TimePiece::Literal(std::mem::take(&mut literal)));
+        }
+        pieces.push(piece);
+    }
+    if !literal.is_empty() {
+        pieces.push(TimePiece::Literal(literal));
+    }
+    pieces
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+
+/// Year, month (1-12), day (1-31) of a day count since 1970-01-01 (Howard Hinnant's civil
+/// date algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `at` in UTC per `pieces` (Envoy logs times in UTC).
+fn format_time(at: SystemTime, pieces: &[TimePiece]) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let nanos = since.subsec_nanos();
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let (hour, minute, second) = (of_day / 3600, of_day / 60 % 60, of_day % 60);
+    let fraction = |digits: u8, out: &mut String| {
+        if digits > 0 {
+            let scaled = nanos / 10u32.pow(9 - u32::from(digits));
+            let _ = write!(out, "{scaled:0width$}", width = usize::from(digits));
+        }
+    };
+    let mut out = String::with_capacity(32);
+    for piece in pieces {
+        match piece {
+            TimePiece::Literal(text) => out.push_str(text),
+            TimePiece::SecondsFraction(digits) => {
+                let _ = write!(out, "{second:02}");
+                if *digits > 0 {
+                    out.push('.');
+                    fraction(*digits, &mut out);
+                }
+            }
+            TimePiece::Fraction(digits) => fraction(*digits, &mut out),
+            TimePiece::Field(field) => {
+                let _ = match field {
+                    'Y' => write!(out, "{year}"),
+                    'y' => write!(out, "{:02}", year.rem_euclid(100)),
+                    'm' => write!(out, "{month:02}"),
+                    'd' => write!(out, "{day:02}"),
+                    'e' => write!(out, "{day:2}"),
+                    'H' => write!(out, "{hour:02}"),
+                    'M' => write!(out, "{minute:02}"),
+                    'S' => write!(out, "{second:02}"),
+                    's' => write!(out, "{secs}"),
+                    'z' => write!(out, "+0000"),
+                    'Z' => write!(out, "UTC"),
+                    'T' => write!(out, "{hour:02}:{minute:02}:{second:02}"),
+                    'F' => write!(out, "{year}-{month:02}-{day:02}"),
+                    'b' | 'h' => write!(out, "{}", MONTHS[(month - 1) as usize]),
+                    'a' => write!(out, "{}", WEEKDAYS[days.rem_euclid(7) as usize]),
+                    'j' => {
+                        let (y, _, _) = civil_from_days(days);
+                        let jan1 = days_from_year(y);
+                        write!(out, "{:03}", days - jan1 + 1)
+                    }
+                    'n' => writeln!(out),
+                    't' => write!(out, "\t"),
+                    other => write!(out, "%{other}"),
+                };
+            }
+        }
+    }
+    out
+}
+
+/// Days from 1970-01-01 to January 1st of `year`.
+fn days_from_year(year: i64) -> i64 {
+    let y = year - 1;
+    let leaps = |y: i64| y.div_euclid(4) - y.div_euclid(100) + y.div_euclid(400);
+    365 * (year - 1970) + leaps(y) - leaps(1969)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64, nanos: u32) -> SystemTime {
+        UNIX_EPOCH + Duration::new(secs, nanos)
+    }
+
+    #[test]
+    fn default_start_time_is_envoys() {
+        // 2026-12-06T23:40:07.069434Z, as Envoy 1.40 printed it.
+        let format = Format::parse("[%START_TIME%]").expect("parse");
+        let cx = LogContext {
+            start: Some(at(1_796_600_407, 69_434_000)),
+            ..LogContext::default()
+        };
+        assert_eq!(format.render(&cx), "[2026-12-06T23:40:07.069Z]");
+        let custom = Format::parse("%START_TIME(%Y/%m/%d %s %E3S %f %z %j %a %b)%").expect("p");
+        assert_eq!(
+            custom.render(&cx),
+            "2026/12/06 1796600407 07.069 069434000 +0000 340 Sun Dec"
+        );
+    }
+
+    #[test]
+    fn headers_fallback_and_length() {
+        let mut headers = HeaderMap::new();
+        headers.insert("user-agent", "curl/7.88.1".parse().expect("value"));
+        headers.append("x-a", "1".parse().expect("value"));
+        headers.append("x-a", "2".parse().expect("value"));
+        let cx = LogContext {
+            path: Some("/hello"),
+            request_headers: Some(&headers),
+            ..LogContext::default()
+        };
+        let format = Format::parse(
+            "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ(USER-AGENT):4% %REQ(x-a)% %REQ(NONE)% 100%%",
+        )
+        .expect("parse");
+        assert_eq!(format.render(&cx), "/hello curl 1,2 - 100%");
+    }
+
+    #[test]
+    fn unknown_operators_are_named() {
+        assert_eq!(
+            Format::parse("%DYNAMIC_METADATA(x)%"),
+            Err(FormatError::Unsupported("DYNAMIC_METADATA(x)".into()))
+        );
+        assert!(matches!(
+            Format::parse("%RESPONSE_CODE"),
+            Err(FormatError::Malformed(..))
+        ));
+        assert!(matches!(
+            Format::parse("%REQ(a):x%"),
+            Err(FormatError::Malformed(..))
+        ));
+    }
+
+    #[test]
+    fn json_values_keep_their_type() {
+        let cx = LogContext {
+            status: Some(503),
+            flags: "UF",
+            ..LogContext::default()
+        };
+        let code = Format::parse("%RESPONSE_CODE%").expect("parse");
+        assert_eq!(code.render_json(&cx), serde_json::json!(503));
+        let sni = Format::parse("%REQUESTED_SERVER_NAME%").expect("parse");
+        assert_eq!(sni.render_json(&cx), serde_json::Value::Null);
+        let mixed = Format::parse("x %RESPONSE_CODE% %RESPONSE_FLAGS%").expect("parse");
+        assert_eq!(mixed.render_json(&cx), serde_json::json!("x 503 UF"));
+    }
+}

@@ -1,0 +1,386 @@
+//! One HTTP request's log entry, from its head to the end (or drop) of its response body.
+//!
+//! [`Entry::start`] takes what the head says; the request body is wrapped to count its bytes
+//! and see its end ([`CountedRequestBody`]); [`Entry::respond`] takes the response head and
+//! wraps the response body ([`LoggedBody`]), which writes the line when the body ends, or,
+//! dropped before its end (the client went away), with Envoy's `DC` flag. Facts only the
+//! router and the pools know (the cluster, the host picked, attempts) are noted on the
+//! request's task through [`note_upstream`], which costs nothing where no entry is open.
+
+use super::AccessLogs;
+use super::format::LogContext;
+use crate::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+use http_body::{Frame, SizeHint};
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+/// Envoy's response flags and code details for a response weir made itself, put in its
+/// extensions by [`crate::http::local_reply::LocalReply::into_response`].
+#[derive(Debug, Clone)]
+pub struct ResponseInfo {
+    /// Envoy's flag letters (`UF`, `NR`, ...), empty when none.
+    pub flags: &'static str,
+    /// `%RESPONSE_CODE_DETAILS%`.
+    pub details: String,
+    /// `%UPSTREAM_TRANSPORT_FAILURE_REASON%`.
+    pub transport_failure: Option<String>,
+}
+
+/// What the router and the pools learnt about the upstream side of the request.
+#[derive(Debug, Default, Clone)]
+struct UpstreamNotes {
+    cluster: Option<String>,
+    host: Option<SocketAddr>,
+    attempts: u32,
+}
+
+tokio::task_local! {
+    static NOTES: RefCell<UpstreamNotes>;
+}
+
+/// Notes that the request is being sent to `host` (one attempt more), when an access log
+/// entry is open for it; nothing otherwise.
+pub fn note_upstream(host: SocketAddr) {
+    let _ = NOTES.try_with(|notes| {
+        let mut notes = notes.borrow_mut();
+        notes.host = Some(host);
+        notes.attempts += 1;
+    });
+}
+
+/// Notes the cluster a route sends to (before a host is picked, which may fail).
+pub fn note_cluster(cluster: &str) {
+    let _ = NOTES.try_with(|notes| {
+        let mut notes = notes.borrow_mut();
+        if notes.cluster.as_deref() != Some(cluster) {
+            notes.cluster = Some(cluster.to_owned());
+        }
+    });
+}
+
+/// Runs `future` with upstream notes collected for the entry, and returns them with its
+/// output.
+pub async fn with_notes<F: std::future::Future>(future: F) -> (F::Output, UpstreamSeen) {
+    NOTES
+        .scope(RefCell::new(UpstreamNotes::default()), async move {
+            let output = future.await;
+            let notes = NOTES.with(|n| n.take());
+            (output, UpstreamSeen(notes))
+        })
+        .await
+}
+
+/// The upstream side of a request as noted while it ran (see [`with_notes`]).
+#[derive(Debug, Default)]
+pub struct UpstreamSeen(UpstreamNotes);
+
+/// The request side's progress: body bytes received and when the last arrived.
+#[derive(Debug, Default)]
+struct RequestProgress {
+    bytes: AtomicU64,
+    /// Nanoseconds after the start when the body ended, plus one (0: not yet).
+    ended_after: AtomicU64,
+}
+
+/// An open entry: what the request head said.
+#[derive(Debug)]
+pub struct Entry {
+    logs: Arc<AccessLogs>,
+    start: SystemTime,
+    started: Instant,
+    method: http::Method,
+    path: String,
+    authority: Option<String>,
+    scheme: &'static str,
+    protocol: &'static str,
+    request_headers: Option<HeaderMap>,
+    remote: SocketAddr,
+    local: SocketAddr,
+    connection_id: u64,
+    sni: Option<Arc<str>>,
+    request: Arc<RequestProgress>,
+}
+
+/// The finished facts, kept in the response body until it ends.
+#[derive(Debug)]
+struct Finishing {
+    entry: Entry,
+    status: u16,
+    response_headers: Option<HeaderMap>,
+    trailers: Option<HeaderMap>,
+    info: Option<ResponseInfo>,
+    upstream: UpstreamSeen,
+    upstream_host: Option<SocketAddr>,
+    response_after: Option<std::time::Duration>,
+}
+
+impl Entry {
+    /// Opens an entry for `request` (its head as the proxy will handle it) on `conn`;
+    /// returns the request with its body counted.
+    pub fn start<B>(
+        logs: Arc<AccessLogs>,
+        request: http::Request<B>,
+        conn: &crate::http::ConnectionInfo,
+    ) -> (Entry, http::Request<CountedRequestBody<B>>) {
+        let progress = Arc::new(RequestProgress::default());
+        let (parts, body) = request.into_parts();
+        let entry = Entry {
+            start: SystemTime::now(),
+            started: Instant::now(),
+            method: parts.method.clone(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
+            scheme: if conn.tls { "https" } else { "http" },
+            protocol: match parts.version {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_3 => "HTTP/3",
+                _ => "HTTP/1.1",
+            },
+            request_headers: logs
+                .needs_request_headers()
+                .then(|| logs.copy_request_headers(&parts.headers)),
+            remote: conn.remote,
+            local: conn.local,
+            connection_id: conn.id,
+            sni: conn.sni.clone(),
+            request: progress.clone(),
+            logs,
+        };
+        let body = CountedRequestBody {
+            inner: body,
+            progress,
+            started: entry.started,
+        };
+        (entry, http::Request::from_parts(parts, body))
+    }
+
+    /// The request's headers as logged, to adjust as the proxy adjusts them (a generated
+    /// `x-request-id`, `x-forwarded-for`).
+    pub fn request_headers_mut(&mut self) -> Option<&mut HeaderMap> {
+        self.request_headers.as_mut()
+    }
+
+    /// Takes the response head; returns the response with its body wrapped to finish the
+    /// entry.
+    pub fn respond(self, response: Response<Body>, upstream: UpstreamSeen) -> Response<Body> {
+        let (mut parts, body) = response.into_parts();
+        let info = parts.extensions.remove::<ResponseInfo>();
+        let upstream_host = parts
+            .extensions
+            .get::<crate::upstream::UpstreamAddress>()
+            .map(|a| a.0);
+        let response_after = upstream_host.map(|_| self.started.elapsed());
+        let finishing = Finishing {
+            status: parts.status.as_u16(),
+            response_headers: self
+                .logs
+                .needs_response_headers()
+                .then(|| self.logs.copy_response_headers(&parts.headers)),
+            trailers: None,
+            info,
+            upstream_host: upstream_host.or(upstream.0.host),
+            upstream,
+            response_after,
+            entry: self,
+        };
+        let body = LoggedBody {
+            inner: body,
+            sent: 0,
+            finishing: Some(Box::new(finishing)),
+        };
+        Response::from_parts(parts, crate::body::boxed(body))
+    }
+}
+
+impl Finishing {
+    fn write(self, bytes_sent: u64, disconnected: bool) {
+        let entry = &self.entry;
+        let ended_after = entry.request.ended_after.load(Ordering::Relaxed);
+        let info = self.info.as_ref();
+        let mut flags = info.map_or("", |i| i.flags).to_owned();
+        if disconnected {
+            if !flags.is_empty() {
+                flags.push(',');
+            }
+            flags.push_str("DC");
+        }
+        let details = match info {
+            Some(info) => info.details.as_str(),
+            None if disconnected => "downstream_remote_disconnect",
+            None if self.upstream_host.is_some() && self.response_after.is_some() => "via_upstream",
+            None => "direct_response",
+        };
+        let notes = &self.upstream.0;
+        let cx = LogContext {
+            start: Some(entry.start),
+            method: Some(entry.method.as_str()),
+            path: Some(&entry.path),
+            authority: entry.authority.as_deref(),
+            scheme: Some(entry.scheme),
+            request_headers: entry.request_headers.as_ref(),
+            response_headers: self.response_headers.as_ref(),
+            response_trailers: self.trailers.as_ref(),
+            status: Some(self.status),
+            flags: &flags,
+            details: Some(details),
+            bytes_received: entry.request.bytes.load(Ordering::Relaxed),
+            bytes_sent,
+            duration: Some(entry.started.elapsed()),
+            request_duration: (ended_after > 0)
+                .then(|| std::time::Duration::from_nanos(ended_after - 1)),
+            response_duration: self.response_after,
+            upstream_host: self.upstream_host,
+            upstream_cluster: notes.cluster.as_deref(),
+            upstream_failure: info.and_then(|i| i.transport_failure.as_deref()),
+            downstream_remote: Some(entry.remote),
+            downstream_local: Some(entry.local),
+            protocol: Some(entry.protocol),
+            sni: entry.sni.as_deref(),
+            connection_id: Some(entry.connection_id),
+            attempts: Some(notes.attempts),
+        };
+        entry.logs.log(&cx);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that counts its bytes and notes when it ends.
+    pub struct CountedRequestBody<B> {
+        #[pin]
+        inner: B,
+        progress: Arc<RequestProgress>,
+        started: Instant,
+    }
+}
+
+impl<B> CountedRequestBody<B> {
+    fn mark_end(progress: &RequestProgress, started: Instant) {
+        let after = started.elapsed().as_nanos() as u64 + 1;
+        let _ =
+            progress
+                .ended_after
+                .compare_exchange(0, after, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+impl<B> http_body::Body for CountedRequestBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.progress
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(None) => Self::mark_end(this.progress, *this.started),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            Self::mark_end(&self.progress, self.started);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that finishes its log entry when it ends or is dropped.
+struct LoggedBody {
+    inner: Body,
+    sent: u64,
+    finishing: Option<Box<Finishing>>,
+}
+
+impl LoggedBody {
+    fn finish(&mut self, disconnected: bool) {
+        if let Some(finishing) = self.finishing.take() {
+            finishing.write(self.sent, disconnected);
+        }
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len() as u64;
+                } else if let Some(trailers) = frame.trailers_ref()
+                    && let Some(finishing) = &mut self.finishing
+                    && finishing.entry.logs.needs_response_headers()
+                {
+                    finishing.trailers = Some(trailers.clone());
+                }
+                if self.inner.is_end_stream() {
+                    self.finish(false);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                self.finish(false);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(error))) => {
+                // The upstream failed mid-body: Envoy's `UPE`-free view is that the
+                // downstream stream was reset; the line says what was sent.
+                self.finish(true);
+                Poll::Ready(Some(Err(error)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        // A body dropped at its end (an empty body hyper never polled, a HEAD) is complete;
+        // dropped before, the client went away.
+        let complete = http_body::Body::is_end_stream(&self.inner);
+        self.finish(!complete);
+    }
+}
