@@ -457,6 +457,36 @@ target_weir() {
     T_PORT[tcp]=$CFG_TCP_PORT
 }
 
+# with_access_log NAME: CFG (the shared config) with a file access log (Envoy's default format)
+# on its HTTP listener, written to $WORK/NAME.access.log; CFG then names the new file.
+with_access_log() {
+    local out="$WORK/$1.yaml" log="$WORK/$1.access.log"
+    awk -v log="$log" '{ print }
+        !done && /^          stat_prefix: bench$/ {
+            print "          access_log:"
+            print "          - name: envoy.access_loggers.file"
+            print "            typed_config:"
+            print "              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+            print "              path: " log
+            done = 1
+        }' "$CFG" >"$out"
+    CFG=$out
+}
+
+# weir and Envoy with a file access log: what logging every request costs (not in the default
+# targets: BENCH_TARGETS="weir weir_log envoy envoy_log" BENCH_TESTS="wrk_h1 h2load_h2c").
+target_weir_log() {
+    shared_config envoy.yaml
+    with_access_log weir_log
+    start_weir weir_log "$CFG" "$CFG_PORT" || return 1
+}
+
+target_envoy_log() {
+    shared_config envoy.yaml
+    with_access_log envoy_log
+    start_envoy envoy_log "$CFG" "$CFG_PORT" || return 1
+}
+
 # weir with the opt-in eBPF splice (--accel kernel; needs root, else it falls back and logs why).
 target_weir_kernel() {
     shared_config envoy.yaml
