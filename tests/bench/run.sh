@@ -461,13 +461,13 @@ target_weir() {
 # on its HTTP listener, written to $WORK/NAME.access.log; CFG then names the new file.
 with_access_log() {
     local out="$WORK/$1.yaml" log="$WORK/$1.access.log"
-    awk -v log="$log" '{ print }
+    awk -v logpath="$log" '{ print }
         !done && /^          stat_prefix: bench$/ {
             print "          access_log:"
             print "          - name: envoy.access_loggers.file"
             print "            typed_config:"
             print "              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
-            print "              path: " log
+            print "              path: " logpath
             done = 1
         }' "$CFG" >"$out"
     CFG=$out
