@@ -138,8 +138,7 @@ impl HttpManager {
         }
         // Boxed: the request's future is large, and the task-local scope around it would
         // otherwise copy it whole, several times (memmove was 16% of an h2c profile with a log).
-        let (response, upstream) =
-            with_notes(Box::pin(self.handle_unlogged(request, conn))).await;
+        let (response, upstream) = with_notes(Box::pin(self.handle_unlogged(request, conn))).await;
         entry.respond(response, upstream)
     }
 
