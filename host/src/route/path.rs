@@ -219,7 +219,7 @@ fn decode_unreserved(segment: &str) -> Option<Cow<'_, str>> {
     Some(Cow::Owned(out))
 }
 
-fn hex_value(digit: u8) -> Option<u8> {
+pub(crate) fn hex_value(digit: u8) -> Option<u8> {
     char::from(digit)
         .to_digit(16)
         .and_then(|value| u8::try_from(value).ok())

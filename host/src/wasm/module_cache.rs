@@ -348,8 +348,15 @@ fn touch(path: &Path) {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Lowercase hex of `bytes` (digests in file names, logs and errors, for every Wasm module
+/// source: the cache, remote fetches and OCI pulls).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
 }
 
 /// Feeds `std::hash::Hash` into SHA-256 (a `Hasher` whose result is stable, unlike

@@ -185,7 +185,7 @@ pub async fn pull(request: &OciRequest) -> Result<Vec<u8>, OciError> {
             reference: name.clone(),
             after: request.timeout,
         })??;
-    let actual = store::hex(&Sha256::digest(&bytes));
+    let actual = super::module_cache::hex(&Sha256::digest(&bytes));
     if actual != expected {
         return Err(OciError::ModuleDigest {
             reference: name,
@@ -304,7 +304,10 @@ fn checked_digest(digest: &str) -> Result<String, OciError> {
 }
 
 fn verify(what: &str, expected: &str, content: &[u8]) -> Result<(), OciError> {
-    let actual = format!("sha256:{}", store::hex(&Sha256::digest(content)));
+    let actual = format!(
+        "sha256:{}",
+        super::module_cache::hex(&Sha256::digest(content))
+    );
     if actual == expected {
         Ok(())
     } else {

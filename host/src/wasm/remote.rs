@@ -41,6 +41,7 @@
 //! `remote_load_fetch_failures` (one per fetch that failed after its retries), and the gauge
 //! `remote_load_cache_entries` (modules kept in memory).
 
+use super::module_cache::hex;
 use super::plugin::{Plugin, PluginHandle};
 use crate::config::ConfigError;
 use crate::config::file::MAX_WASM_MODULE_BYTES;
@@ -178,11 +179,6 @@ pub fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
         *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| expected())?;
     }
     Ok(digest)
-}
-
-/// `digest` as 64 lower-case hex digits.
-pub fn hex(digest: &[u8; 32]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why one fetch attempt failed.

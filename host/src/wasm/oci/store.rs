@@ -6,6 +6,7 @@
 //! module pulled again. Files are written whole (temp file + rename), so a crash mid-write
 //! leaves no half entry.
 
+use crate::wasm::module_cache::hex;
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -76,11 +77,6 @@ fn write_whole(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&temp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&temp);
     })
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
