@@ -23,6 +23,7 @@
 use aya::Ebpf;
 use aya::maps::{MapData, PerCpuArray, SockHash};
 use aya::programs::{CgroupAttachMode, SkMsg, SockOps};
+use crate::stats::LocalCounts;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -146,19 +147,6 @@ fn loopback_words(ip: IpAddr) -> Option<(u32, [u32; 4])> {
         }
         _ => None,
     }
-}
-
-/// What the programs counted since they were loaded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LocalCounts {
-    /// Sockets `sock_ops` added to the sockhash.
-    pub sockets_added: u64,
-    /// Sockets in the sockhash now.
-    pub sockets_active: u64,
-    /// Bytes `sk_msg` redirected to a peer's receive queue.
-    pub redirected_bytes: u64,
-    /// Messages (sendmsg chunks) `sk_msg` redirected.
-    pub redirected_messages: u64,
 }
 
 /// The loaded programs and their maps, for the life of the process.

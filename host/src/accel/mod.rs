@@ -31,7 +31,7 @@ mod userspace;
 
 pub use backpressure::set_limit as set_backlog_limit;
 pub use kernel::Unavailable;
-pub use local::{LocalCounts, LocalUnavailable};
+pub use local::LocalUnavailable;
 pub use mode::{MODE_ENV, Mode};
 use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};

@@ -225,9 +225,21 @@ impl AccelStats {
     }
 }
 
-/// What local acceleration's eBPF programs counted ([`crate::accel::local`]); read from their
-/// maps at each scrape.
-pub type LocalAccelValues = crate::accel::LocalCounts;
+/// What local acceleration's eBPF programs counted since they were loaded
+/// ([`crate::accel::local`]); read from their maps at each scrape. Defined here, below accel/,
+/// so that stats import nothing above them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocalCounts {
+    /// Sockets `sock_ops` added to the sockhash.
+    pub sockets_added: u64,
+    /// Sockets in the sockhash now.
+    pub sockets_active: u64,
+    /// Bytes `sk_msg` redirected to a peer's receive queue.
+    pub redirected_bytes: u64,
+    /// Messages (sendmsg chunks) `sk_msg` redirected.
+    pub redirected_messages: u64,
+}
+
 
 /// Registers the stats of local acceleration (`--local-accel-cgroup`), read through `read` at
 /// each scrape: `weir_accel_local_sockets_total` (sockets the `sock_ops` program added to the
@@ -235,7 +247,7 @@ pub type LocalAccelValues = crate::accel::LocalCounts;
 /// `weir_accel_local_redirected_bytes_total` and `weir_accel_local_redirected_messages_total`
 /// (what the `sk_msg` program handed straight to a peer socket). Registered once, when local
 /// acceleration comes on; absent otherwise.
-pub fn register_local_accel(read: fn() -> LocalAccelValues) {
+pub fn register_local_accel(read: fn() -> LocalCounts) {
     static REGISTERED: OnceLock<()> = OnceLock::new();
     REGISTERED.get_or_init(|| {
         if let Err(error) = Stats::global()
@@ -249,7 +261,7 @@ pub fn register_local_accel(read: fn() -> LocalAccelValues) {
 
 /// A collector over the eBPF maps: the values live in the kernel, so each scrape reads them.
 struct LocalAccelCollector {
-    read: fn() -> LocalAccelValues,
+    read: fn() -> LocalCounts,
     sockets_total: IntCounter,
     sockets_active: IntGauge,
     redirected_bytes_total: IntCounter,
@@ -258,7 +270,7 @@ struct LocalAccelCollector {
 }
 
 impl LocalAccelCollector {
-    fn new(read: fn() -> LocalAccelValues) -> Self {
+    fn new(read: fn() -> LocalCounts) -> Self {
         let counter = |name: &str, help: &str| {
             IntCounter::new(name, help)
                 .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"))
