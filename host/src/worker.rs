@@ -357,7 +357,7 @@ fn run_worker(
                 pools.clone(),
             )));
             proxies.push((listener.index, proxy.clone()));
-            tokio::spawn(TcpProxy::accept_loop(
+            tokio::spawn(listener::tcp_proxy_accept_loop(
                 proxy,
                 listener.socket,
                 shutdown.clone(),

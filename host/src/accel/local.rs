@@ -20,10 +20,10 @@
 //! loopback socket ([`Local::may_hold`]) is copied with `recv(2)`, which reads `sk_msg`'s queue
 //! and then TCP's in order; `sk_msg` still carries its hop to a local app.
 
+use crate::stats::LocalCounts;
 use aya::Ebpf;
 use aya::maps::{MapData, PerCpuArray, SockHash};
 use aya::programs::{CgroupAttachMode, SkMsg, SockOps};
-use crate::stats::LocalCounts;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

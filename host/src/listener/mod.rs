@@ -1,5 +1,6 @@
-//! Listeners: binding (one `SO_REUSEPORT` socket per worker), TLS with ALPN, and the accept
-//! loop that hands each connection to its HTTP connection manager. Listeners in sidecar mode
+//! Listeners: binding (one `SO_REUSEPORT` socket per worker), TLS with ALPN, and the one accept
+//! loop ([`accept_each`]) that hands each connection to its HTTP connection manager or its
+//! tcp_proxy. Listeners in sidecar mode
 //! read each connection's original destination ([`original_dst`]).
 
 pub mod original_dst;
@@ -9,13 +10,14 @@ pub mod tls;
 use crate::config::Interception;
 use crate::http::{ConnectionInfo, ConnectionTls, CurrentManager, serve_connection};
 use crate::stats::ListenerStats;
+use crate::tunnel::tcp_proxy::CurrentTcpProxy;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 pub use tls::TlsError;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 /// Binds a TCP listening socket at `address` that other workers can bind too
@@ -42,19 +44,48 @@ pub fn bind_tcp(address: SocketAddr, transparent: bool) -> io::Result<std::net::
     Ok(socket.into())
 }
 
-/// Accepts connections on `listener` until `shutdown` turns true, serving each on its own
-/// task with the connection manager `manager` holds (see [`CurrentManager`]). Every
-/// connection task holds a clone of `alive`, so the worker can wait for all of them to finish
-/// by waiting for the channel to close. With `interception.use_original_dst` each connection
-/// carries its original destination, for `ORIGINAL_DST` clusters.
-pub async fn accept_loop(
+/// One connection an accept loop took, admitted under the global connection limit.
+pub struct Accepted {
+    /// The connection, with `TCP_NODELAY` set.
+    pub stream: TcpStream,
+    /// The peer.
+    pub remote: SocketAddr,
+    /// The address the listener is bound at, where the kernel says.
+    pub bound: Option<SocketAddr>,
+}
+
+impl Accepted {
+    /// The connection's original destination, read when `interception.use_original_dst` (see
+    /// [`original_destination_or_log`]); `None` otherwise.
+    pub fn original_destination(&self, interception: Interception) -> Option<SocketAddr> {
+        match (interception.use_original_dst, self.bound) {
+            (true, Some(bound)) => original_destination_or_log(
+                &self.stream,
+                bound,
+                interception.transparent,
+                self.remote,
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// The one accept loop of every TCP listener (HTTP and tcp_proxy): accepts on `listener` until
+/// `shutdown` turns true, takes a place under the global connection limit for each connection
+/// (closing it at once, before any byte is read, when there is none), and runs what `serve`
+/// makes of it on its own task. That task holds the place and a clone of `alive`, so the worker
+/// can wait for every connection to finish by waiting for the channel to close. `serve` runs
+/// on the loop itself: it does the cheap per-connection reads (the original destination) and
+/// returns the future that serves the connection.
+pub async fn accept_each<S, F>(
     listener: std::net::TcpListener,
-    interception: Interception,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    manager: Arc<CurrentManager>,
     mut shutdown: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
-) {
+    mut serve: S,
+) where
+    S: FnMut(Accepted) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(error) => {
@@ -62,8 +93,8 @@ pub async fn accept_loop(
             return;
         }
     };
-    let local = listener.local_addr().ok();
-    let stats = ListenerStats::new(local);
+    let bound = listener.local_addr().ok();
+    let stats = ListenerStats::new(bound);
     let mut errors = AcceptErrors::default();
     loop {
         let accepted = tokio::select! {
@@ -73,7 +104,7 @@ pub async fn accept_loop(
         let (stream, remote) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                errors.back_off(&error, local).await;
+                errors.back_off(&error, bound).await;
                 continue;
             }
         };
@@ -87,20 +118,46 @@ pub async fn accept_loop(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY");
         }
-        let original_dst = match (interception.use_original_dst, local) {
-            (true, Some(bound)) => {
-                original_destination_or_log(&stream, bound, interception.transparent, remote)
-            }
-            _ => None,
-        };
-        let local = stream.local_addr().ok().or(local).unwrap_or(remote);
-        let manager = manager.clone();
-        let shutdown = shutdown.clone();
+        let connection = serve(Accepted {
+            stream,
+            remote,
+            bound,
+        });
         let alive = alive.clone();
-        let tls = tls.clone();
         tokio::spawn(async move {
             let _alive = alive;
             let _slot = slot;
+            connection.await;
+        });
+    }
+    tracing::debug!(?bound, "listener closed");
+}
+
+/// Accepts HTTP connections on `listener` (see [`accept_each`]), serving each with the
+/// connection manager `manager` holds when it is accepted (see [`CurrentManager`]), over TLS
+/// when `tls` is given. With `interception.use_original_dst` each connection carries its
+/// original destination, for `ORIGINAL_DST` clusters.
+pub async fn accept_loop(
+    listener: std::net::TcpListener,
+    interception: Interception,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    manager: Arc<CurrentManager>,
+    shutdown: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    let connection_shutdown = shutdown.clone();
+    accept_each(listener, shutdown, alive, move |accepted| {
+        let original_dst = accepted.original_destination(interception);
+        let Accepted {
+            stream,
+            remote,
+            bound,
+        } = accepted;
+        let local = stream.local_addr().ok().or(bound).unwrap_or(remote);
+        let manager = manager.clone();
+        let shutdown = connection_shutdown.clone();
+        let tls = tls.clone();
+        async move {
             let mut info = ConnectionInfo {
                 remote,
                 local,
@@ -132,9 +189,29 @@ pub async fn accept_loop(
                     Err(error) => tracing::debug!(peer = %remote, %error, "TLS handshake failed"),
                 },
             }
-        });
-    }
-    tracing::debug!(?local, "listener closed");
+        }
+    })
+    .await;
+}
+
+/// Accepts tcp_proxy connections on `listener` (see [`accept_each`]), serving each with the
+/// proxy `current` holds when it is accepted.
+pub async fn tcp_proxy_accept_loop(
+    current: Arc<CurrentTcpProxy>,
+    listener: std::net::TcpListener,
+    shutdown: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    accept_each(listener, shutdown, alive, move |accepted| {
+        let proxy = current.load_full();
+        let original = accepted.original_destination(proxy.interception());
+        async move {
+            let remote = accepted.remote;
+            proxy.serve_connection(accepted.stream, original).await;
+            tracing::debug!(peer = %remote, "tcp_proxy connection done");
+        }
+    })
+    .await;
 }
 
 /// The original destination of a connection accepted on the listener bound at `bound`, or

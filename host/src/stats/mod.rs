@@ -240,7 +240,6 @@ pub struct LocalCounts {
     pub redirected_messages: u64,
 }
 
-
 /// Registers the stats of local acceleration (`--local-accel-cgroup`), read through `read` at
 /// each scrape: `weir_accel_local_sockets_total` (sockets the `sock_ops` program added to the
 /// sockhash), `weir_accel_local_sockets_active` (in it now),

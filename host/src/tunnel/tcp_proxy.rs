@@ -20,8 +20,7 @@ use crate::upstream::{OriginalDestination, RawGuard, UpstreamAddress, UpstreamEr
 use http::{HeaderValue, Method, Request, Uri, Version, header};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::net::TcpStream;
 
 /// The tcp_proxy a listener runs on one worker now; a config reload stores a new one, and
 /// each connection keeps the one in force when it was accepted.
@@ -57,66 +56,23 @@ impl TcpProxy {
         })
     }
 
-    /// Accepts until `shutdown` turns true, serving each connection with the proxy `current`
-    /// holds when it is accepted; every connection task holds a clone of `alive`.
-    pub async fn accept_loop(
-        current: Arc<CurrentTcpProxy>,
-        listener: std::net::TcpListener,
-        mut shutdown: watch::Receiver<bool>,
-        alive: mpsc::Sender<()>,
+    /// How this listener's connections were redirected here (sidecar mode), to read their
+    /// original destination.
+    pub fn interception(&self) -> Interception {
+        self.interception
+    }
+
+    /// Serves one accepted connection to its end, counting it in the listener's stats;
+    /// `original` is where it was headed before it was redirected here.
+    pub async fn serve_connection(
+        &self,
+        downstream: TcpStream,
+        original: Option<std::net::SocketAddr>,
     ) {
-        let listener = match TcpListener::from_std(listener) {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::error!(%error, "cannot register tcp_proxy listener with the runtime");
-                return;
-            }
-        };
-        let bound = listener.local_addr().ok();
-        let listener_stats = crate::stats::ListenerStats::new(bound);
-        let mut errors = crate::listener::AcceptErrors::default();
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = shutdown.changed() => break,
-            };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    errors.back_off(&error, bound).await;
-                    continue;
-                }
-            };
-            let Some(slot) = crate::overload::admit_connection() else {
-                listener_stats.downstream_global_cx_overflow.inc();
-                tracing::debug!(%peer, "global downstream connection limit reached; closed");
-                drop(stream);
-                continue;
-            };
-            let proxy = current.load_full();
-            let original = match (proxy.interception.use_original_dst, bound) {
-                (true, Some(bound)) => crate::listener::original_destination_or_log(
-                    &stream,
-                    bound,
-                    proxy.interception.transparent,
-                    peer,
-                ),
-                _ => None,
-            };
-            let alive = alive.clone();
-            tokio::spawn(async move {
-                let _alive = alive;
-                let _slot = slot;
-                proxy.stats.cx_total.inc();
-                proxy.stats.cx_active.inc();
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::debug!(%error, "TCP_NODELAY");
-                }
-                proxy.serve(stream, original).await;
-                tracing::debug!(%peer, "tcp_proxy connection done");
-                proxy.stats.cx_active.dec();
-            });
-        }
+        self.stats.cx_total.inc();
+        self.stats.cx_active.inc();
+        self.serve(downstream, original).await;
+        self.stats.cx_active.dec();
     }
 
     async fn serve(&self, downstream: TcpStream, original: Option<std::net::SocketAddr>) {
