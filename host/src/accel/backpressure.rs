@@ -34,7 +34,7 @@
 //! in a ring buffer when its count gets there (`wake_at` and `wakes` in ebpf/splice.bpf.c).
 //! An idle or slow tunnel costs nothing; only a paused one is looked at every millisecond.
 
-use super::sock;
+use crate::socket as sock;
 use crate::stats::AccelStats;
 use std::io;
 use std::net::TcpStream;

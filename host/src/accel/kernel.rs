@@ -7,7 +7,7 @@
 //! not built, [`get`] says why and tunnels are moved in user space. It is only loaded where
 //! `--accel kernel` asked for it (see [`super::Mode`]).
 
-use super::sock;
+use crate::socket as sock;
 use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf, SockHash};
 use aya::programs::SkSkb;

@@ -25,7 +25,6 @@ pub mod local;
 mod mode;
 mod pipe;
 mod session;
-mod sock;
 mod upgraded;
 mod userspace;
 
@@ -147,8 +146,8 @@ async fn splice_tcp_as(
         },
     };
     if result.is_err() {
-        sock::set_reset_on_close(&a);
-        sock::set_reset_on_close(&b);
+        crate::socket::set_reset_on_close(&a);
+        crate::socket::set_reset_on_close(&b);
     }
     result
 }

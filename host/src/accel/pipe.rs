@@ -12,7 +12,7 @@
 //! counts each byte as it leaves the pipe.
 
 use super::Spliced;
-use super::sock;
+use crate::socket as sock;
 use crate::stats::AccelStats;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

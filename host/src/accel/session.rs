@@ -37,10 +37,11 @@
 //! verdict path takes no lock against it, so an skb read in that window meets no program and
 //! is dropped although TCP has acked it (net/core/skmsg.c).
 
+use super::Spliced;
 use super::backpressure::{Backpressure, PAUSED_INTERVAL, Way};
 use super::hangup::{HangupWatch, Hangups};
 use super::kernel::{Kernel, MapError, Pair};
-use super::{Spliced, sock};
+use crate::socket as sock;
 use crate::stats::AccelStats;
 use std::io::{self, Read, Write};
 use std::net::TcpStream as StdTcpStream;

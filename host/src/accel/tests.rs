@@ -198,7 +198,7 @@ async fn kernel_splice_keeps_order_when_the_server_spoke_before_the_link() {
     server.write_all(&payload[..early]).await.unwrap();
     // Until b holds what was written (loopback delivers within the write, normally).
     for _ in 0..100 {
-        if sock::bytes_readable(&b).unwrap() >= early as u64 {
+        if crate::socket::bytes_readable(&b).unwrap() >= early as u64 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -253,7 +253,7 @@ async fn kernel_splice_reopens_a_window_filled_before_the_link() {
             match sender.try_write(&chunk) {
                 Ok(n) => sent += n,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    if sock::bytes_readable(full).unwrap() > 0 {
+                    if crate::socket::bytes_readable(full).unwrap() > 0 {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -447,10 +447,10 @@ async fn splice_bounds_a_stalled_reader_and_resumes_as_soon_as_it_reads() {
             stalled_at,
             "round {round}: the queue stopped growing"
         );
-        let queued = sock::bytes_unacked(&client.as_raw_fd()).unwrap()
-            + sock::bytes_readable(&a_fd).unwrap()
-            + sock::bytes_unacked(&b_fd).unwrap()
-            + sock::bytes_readable(&server.as_raw_fd()).unwrap();
+        let queued = crate::socket::bytes_unacked(&client.as_raw_fd()).unwrap()
+            + crate::socket::bytes_readable(&a_fd).unwrap()
+            + crate::socket::bytes_unacked(&b_fd).unwrap()
+            + crate::socket::bytes_readable(&server.as_raw_fd()).unwrap();
         let in_weir = stalled_at - read_total - queued;
         assert!(
             in_weir <= 256 << 10,

@@ -1,14 +1,23 @@
-//! The few socket facts the kernel splice needs, read with `getsockopt`/`ioctl`.
+//! Facts about a TCP socket and the few options weir sets on one, with `getsockopt`,
+//! `setsockopt` and `ioctl`: its cookie and [`SocketId`] (to reset a socket someone else owns),
+//! its byte counters (the kernel splice's backpressure, tcp_proxy's idle timeout) and its
+//! buffers and window. Below every module that moves bytes (accel/, tunnel/, upstream/, http/).
+
+mod id;
+
+pub use id::SocketId;
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-/// `SO_COOKIE` (asm-generic/socket.h): the socket's 64-bit id, the key of the eBPF maps.
+/// `SO_COOKIE` (asm-generic/socket.h): the socket's 64-bit id, unique for the boot (the key of
+/// the eBPF maps).
 const SO_COOKIE: libc::c_int = 57;
-/// Offset of `tcpi_bytes_acked` in `struct tcp_info` (linux/tcp.h): 8 bytes of `u8` fields,
-/// 24 `u32`, then `tcpi_pacing_rate` and `tcpi_max_pacing_rate`.
+/// Offsets in `struct tcp_info` (linux/tcp.h): 8 bytes of `u8` fields, 24 `u32`, then the
+/// `u64`s `tcpi_pacing_rate`, `tcpi_max_pacing_rate`, `tcpi_bytes_acked`, `tcpi_bytes_received`.
 const BYTES_ACKED_OFFSET: usize = 120;
+const BYTES_RECEIVED_OFFSET: usize = 128;
 
 /// The socket's cookie (`SO_COOKIE`), stable for the socket's life.
 pub fn cookie(socket: &impl AsRawFd) -> io::Result<u64> {
@@ -34,6 +43,22 @@ pub fn cookie(socket: &impl AsRawFd) -> io::Result<u64> {
 /// queued (`SIOCOUTQ`: unacked and unsent). Compared with a baseline, it tells how much of what
 /// the eBPF program redirected to this socket has reached its send queue.
 pub fn bytes_queued(socket: &impl AsRawFd) -> io::Result<u64> {
+    let acked = tcp_counters(socket)?.acked;
+    // SIOCOUTQ is TIOCOUTQ for sockets.
+    Ok(acked + ioctl_count(socket, libc::TIOCOUTQ)?)
+}
+
+/// A TCP socket's byte counters since it opened (`struct tcp_info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpCounters {
+    /// Bytes the peer acknowledged (`tcpi_bytes_acked`).
+    pub acked: u64,
+    /// Bytes received (`tcpi_bytes_received`).
+    pub received: u64,
+}
+
+/// The socket's [`TcpCounters`], read with `TCP_INFO`.
+pub fn tcp_counters(socket: &impl AsRawFd) -> io::Result<TcpCounters> {
     let mut info = [0u8; 256];
     let mut len = info.len() as libc::socklen_t;
     // SAFETY: `info` is a writable buffer of `len` bytes for the duration of the call.
@@ -49,14 +74,17 @@ pub fn bytes_queued(socket: &impl AsRawFd) -> io::Result<u64> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    let acked = info
-        .get(BYTES_ACKED_OFFSET..BYTES_ACKED_OFFSET + 8)
-        .filter(|_| len as usize >= BYTES_ACKED_OFFSET + 8)
-        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-        .map(u64::from_ne_bytes)
-        .ok_or_else(|| io::Error::other("tcp_info has no tcpi_bytes_acked"))?;
-    // SIOCOUTQ is TIOCOUTQ for sockets.
-    Ok(acked + ioctl_count(socket, libc::TIOCOUTQ)?)
+    let field = |offset: usize| {
+        info.get(offset..offset + 8)
+            .filter(|_| len as usize >= offset + 8)
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+            .map(u64::from_ne_bytes)
+            .ok_or_else(|| io::Error::other("tcp_info too short"))
+    };
+    Ok(TcpCounters {
+        acked: field(BYTES_ACKED_OFFSET)?,
+        received: field(BYTES_RECEIVED_OFFSET)?,
+    })
 }
 
 /// Bytes waiting to be read on the socket (`SIOCINQ`, which is FIONREAD for sockets).

@@ -7,17 +7,12 @@
 //! (`TCP_INFO`: bytes received, bytes acked by the client) a few times per period rather than
 //! by wrapping the streams.
 
-use super::reset::SocketId;
+use crate::socket::SocketId;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// Offsets in `struct tcp_info` (linux/tcp.h): 8 bytes of `u8` fields, 24 `u32`, then the
-/// `u64`s `tcpi_pacing_rate`, `tcpi_max_pacing_rate`, `tcpi_bytes_acked`, `tcpi_bytes_received`.
-const BYTES_ACKED_OFFSET: usize = 120;
-const BYTES_RECEIVED_OFFSET: usize = 128;
 
 /// How often the counters are looked at: four times per period, at most once a second.
 fn check_interval(limit: Duration) -> Duration {
@@ -61,33 +56,8 @@ fn counters(socket: &SocketId) -> io::Result<(u64, u64)> {
     let dup = socket
         .dup()
         .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-    tcp_counters(&dup)
-}
-
-fn tcp_counters(fd: &OwnedFd) -> io::Result<(u64, u64)> {
-    let mut info = [0u8; 256];
-    let mut len = info.len() as libc::socklen_t;
-    // SAFETY: `info` is a writable buffer of `len` bytes for the duration of the call.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let field = |offset: usize| {
-        info.get(offset..offset + 8)
-            .filter(|_| len as usize >= offset + 8)
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-            .map(u64::from_ne_bytes)
-            .ok_or_else(|| io::Error::other("tcp_info too short"))
-    };
-    Ok((field(BYTES_RECEIVED_OFFSET)?, field(BYTES_ACKED_OFFSET)?))
+    let counters = crate::socket::tcp_counters(&dup)?;
+    Ok((counters.received, counters.acked))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ pub mod reset;
 pub mod tcp_proxy;
 
 use crate::accel::Spliced;
-use reset::SocketId;
+use crate::socket::SocketId;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;

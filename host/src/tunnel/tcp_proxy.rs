@@ -8,11 +8,11 @@
 //! a raw TCP connection is spliced in the kernel where it can be.
 
 use super::network_filters::{FilteredConnection, NetworkFilters};
-use super::reset::SocketId;
 use super::{TunnelIo, body_io};
 use crate::access_log::tcp::TcpOutcome;
 use crate::body;
 use crate::config::{Interception, TcpProxyConfig, TunnelConfig};
+use crate::socket::SocketId;
 use crate::stats::TcpStats;
 use crate::upstream::connect::UpstreamStream;
 use crate::upstream::tunnel::TunnelPayload;
