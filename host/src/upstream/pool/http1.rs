@@ -435,6 +435,66 @@ mod tests {
         assert!(eventually(LIMIT, || stats.cx_active.get() == 0).await);
     }
 
+    /// max_requests_per_connection 2: 5 sequential requests use 3 connections (2 + 2 + 1);
+    /// the two that reached the cap are counted and closed.
+    #[tokio::test]
+    async fn max_requests_per_connection_retires_the_connection() {
+        let (addr, seen) =
+            test_support::http1_server(delayed_ok(Duration::ZERO), Arc::new(AtomicBool::new(true)))
+                .await;
+        let mut spec = test_support::spec("h1_max_requests", &[addr.port()]);
+        spec.max_requests_per_connection = Some(2);
+        let pools = pools_for(spec);
+        for _ in 0..5 {
+            let response = timeout(LIMIT, pools.send("h1_max_requests", get("/"))).await;
+            let Ok(Ok(response)) = response else {
+                panic!("request succeeds: {response:?}")
+            };
+            assert_eq!(body_text(response).await, "ok");
+        }
+        assert_eq!(seen.accepted(), 3);
+        let stats = ClusterStats::new("h1_max_requests");
+        assert_eq!(stats.cx_max_requests.get(), 2);
+        assert!(
+            eventually(LIMIT, || seen.data_closed() == 2).await,
+            "the capped connections close"
+        );
+    }
+
+    /// A request given up before its response (the caller went away) takes its connection
+    /// with it: HTTP/1.1 cannot cancel one request and keep the connection. The next request
+    /// opens a new one, and the abandoned connection closes counted as destroyed with an
+    /// active request.
+    #[tokio::test]
+    async fn abandoned_request_is_not_followed_on_its_connection() {
+        let (addr, seen) = test_support::http1_server(
+            delayed_ok(Duration::from_millis(300)),
+            Arc::new(AtomicBool::new(true)),
+        )
+        .await;
+        let pools = pools_for(test_support::spec("h1_abandoned", &[addr.port()]));
+        let given_up = timeout(
+            Duration::from_millis(50),
+            pools.send("h1_abandoned", get("/")),
+        )
+        .await;
+        assert!(given_up.is_err(), "the first request is given up");
+        let next = timeout(LIMIT, pools.send("h1_abandoned", get("/"))).await;
+        let Ok(Ok(next)) = next else {
+            panic!("next request succeeds: {next:?}")
+        };
+        assert_eq!(body_text(next).await, "ok");
+        assert_eq!(
+            seen.accepted(),
+            2,
+            "the abandoned connection was not reused"
+        );
+        let stats = ClusterStats::new("h1_abandoned");
+        assert!(eventually(LIMIT, || stats.cx_destroy_with_active_rq.get() == 1).await);
+        assert!(eventually(LIMIT, || stats.cx_active.get() == 1).await);
+        assert_eq!(stats.rq_active.get(), 0);
+    }
+
     /// A connection the upstream severs mid-request fails only that request.
     #[tokio::test]
     async fn severed_connection_fails_only_its_request() {

@@ -429,6 +429,36 @@ mod tests {
         assert_eq!(send_ok(&pools, "max_rq").await.ok().as_deref(), Some("ok"));
     }
 
+    /// The host note is called once per send with the picked host, also when a breaker then
+    /// refuses the request, and it carries over to the next snapshot's pools.
+    #[tokio::test]
+    async fn the_host_note_sees_every_attempt() {
+        static NOTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        fn note(host: SocketAddr) {
+            if host.port() == 1 {
+                NOTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let mut spec = test_support::spec("noted", &[1]);
+        spec.thresholds.max_requests = 0;
+        let Ok(manager) = ClusterManager::new(vec![spec]) else {
+            panic!("cluster builds")
+        };
+        let pools = WorkerPools::new(manager.clone()).noting_hosts(note);
+        let refused = pools.send("noted", get("/")).await;
+        assert!(
+            matches!(refused, Err(UpstreamError::RequestOverflow(_))),
+            "{refused:?}"
+        );
+        let next = pools.successor(manager);
+        let refused = next.send("noted", get("/")).await;
+        assert!(matches!(refused, Err(UpstreamError::RequestOverflow(_))));
+        assert_eq!(NOTED.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let unnoted = pools_for(test_support::spec("unnoted", &[1]));
+        let _ = timeout(LIMIT, unnoted.send("unnoted", get("/"))).await;
+        assert_eq!(NOTED.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
     /// A refused connection fails the request with ConnectFailed and counts cx_connect_fail.
     #[tokio::test]
     async fn refused_connection_is_connect_failed() {
