@@ -31,11 +31,11 @@ pub(super) trait PoolProtocol: Send + Sync + Sized + 'static {
     /// Whether a request tries the newest connection first. HTTP/1.1 does: an older idle
     /// connection is the likelier to have been closed by the server's keep-alive timeout, and
     /// the others idle out. Multiplexed protocols fill the oldest connection first.
-    const NEWEST_FIRST: bool;
+    const NEWEST_FIRST: bool = false;
     /// Whether a request given up before its end (its [`Lease`] dropped without being ended)
     /// keeps its connection busy until the connection closes. HTTP/1.1 cannot cancel one
     /// request without closing the connection it is on; h2 and h3 reset just the stream.
-    const ABANDONED_STREAM_HOLDS_CONNECTION: bool;
+    const ABANDONED_STREAM_HOLDS_CONNECTION: bool = false;
 
     /// A connection made outside the pool that the pool can take over (auto: a TLS connection
     /// whose ALPN chose this protocol, a TCP connection that won the race against QUIC).
@@ -60,8 +60,9 @@ pub(super) trait PoolProtocol: Send + Sync + Sized + 'static {
     /// checked its stream count and drain state).
     fn take_stream(connection: &mut Self::Connection) -> Option<Self::Stream>;
 
-    /// A stream given back with [`Lease::reuse`] (HTTP/1.1: the connection's sender).
-    fn return_stream(connection: &mut Self::Connection, stream: Self::Stream);
+    /// A stream given back with [`Lease::reuse`] (HTTP/1.1: the connection's sender); where
+    /// a stream is a copy of the connection's handle there is nothing to do.
+    fn return_stream(_connection: &mut Self::Connection, _stream: Self::Stream) {}
 
     /// Whether this pool still serves its host: a request waiting in it leaves
     /// ([`Pool::acquire`] returns `None`) once it does not (auto: ALPN found h2).
@@ -80,9 +81,11 @@ pub(super) enum Opened<P: PoolProtocol> {
 
 /// A connection ready for streams.
 pub(super) struct Ready<P: PoolProtocol> {
+    /// The pool's handle on it.
     pub connection: P::Connection,
     /// Runs the connection's I/O until it ends (`Err`: why it failed).
     pub driver: ConnectionDriver,
+    /// How many streams it takes.
     pub streams: StreamLimit,
     /// The connection's `max_connections` unit, held until it closes.
     pub slot: ConnectionSlot,

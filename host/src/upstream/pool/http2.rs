@@ -41,8 +41,6 @@ pub struct Http2;
 impl PoolProtocol for Http2 {
     const NAME: &'static str = "h2";
     const PROTOCOL: HostProtocol = HostProtocol::Http2;
-    const NEWEST_FIRST: bool = false;
-    const ABANDONED_STREAM_HOLDS_CONNECTION: bool = false;
     type Transport = Connected;
     type Connection = SendRequest<Bytes>;
     type Stream = SendRequest<Bytes>;
@@ -88,8 +86,6 @@ impl PoolProtocol for Http2 {
     fn take_stream(connection: &mut SendRequest<Bytes>) -> Option<SendRequest<Bytes>> {
         Some(connection.clone())
     }
-
-    fn return_stream(_connection: &mut SendRequest<Bytes>, _stream: SendRequest<Bytes>) {}
 }
 
 /// The h2 handshake with our SETTINGS, then a PING round trip so that the peer's SETTINGS

@@ -59,8 +59,6 @@ pub struct Connection {
 impl PoolProtocol for Http3 {
     const NAME: &'static str = "h3";
     const PROTOCOL: HostProtocol = HostProtocol::Http3;
-    const NEWEST_FIRST: bool = false;
-    const ABANDONED_STREAM_HOLDS_CONNECTION: bool = false;
     /// Never adopted: auto races QUIC from this pool itself.
     type Transport = Infallible;
     type Connection = Connection;
@@ -114,8 +112,6 @@ impl PoolProtocol for Http3 {
     fn take_stream(connection: &mut Connection) -> Option<Connection> {
         Some(connection.clone())
     }
-
-    fn return_stream(_connection: &mut Connection, _stream: Connection) {}
 }
 
 /// This pool's client endpoint, made on first use.
