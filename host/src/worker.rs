@@ -303,7 +303,9 @@ fn run_worker(
         }
     };
     runtime.block_on(async move {
-        let pools = WorkerPools::new(snapshot.clusters.clone());
+        // The access log notes the host each request goes to.
+        let pools = WorkerPools::new(snapshot.clusters.clone())
+            .noting_hosts(crate::access_log::http::note_upstream);
         let service_pools = Arc::new(ArcSwap::from_pointee(pools.clone()));
         let (stop_services, services_stop) = watch::channel(false);
         let services: Vec<_> = snapshot

@@ -1,24 +1,19 @@
-//! One worker's HTTP/1.1 connections to one host.
+//! HTTP/1.1 as a [`PoolProtocol`], on hyper's client connection.
 //!
-//! No pipelining: a connection carries one request at a time. A request takes an idle
-//! connection, or waits (pending) while a new one is made, up to `max_connections` over the
-//! whole cluster. A connection goes back to the pool when its response body has been read to
-//! the end (hyper's `SendRequest::ready()` says so); a response that switches protocols (101)
-//! keeps the connection for the upgrade, and it is never reused.
-//!
-//! Every connection has a driver task that runs hyper's connection future and closes it when
-//! it has been idle for `idle_timeout`, or when the host is drained (turned unhealthy or
-//! removed): at once when idle, after its request when busy.
+//! No pipelining: a connection takes one request at a time (its sender is the stream, taken
+//! out while the request runs). The connection goes back to the pool when the response body
+//! has been read to its end; a response body dropped unread retires it. A response that
+//! switches protocols (101) keeps the connection for the upgrade, and it is never reused.
+//! Auto over TLS: a connection whose ALPN chose h2 goes to the host's HTTP/2 pool (see
+//! `auto.rs`).
 
+use super::auto;
 use super::body::GuardedBody;
-use super::http2::Http2Pool;
-use super::lifecycle::{self, Verdict, sleep_until_some};
-use super::wait::PendingWait;
+use super::generic::{Lease, Opened, Pool, PoolProtocol, Ready, StreamLimit};
+use super::http2::Http2;
 use crate::body::{Body, BoxError, boxed};
 use crate::tunnel::reset::SocketId;
-use crate::upstream::cluster::{
-    Cluster, ConnectionSlot, Host, HostProtocol, OpenConnection, RequestSlot,
-};
+use crate::upstream::cluster::{Cluster, ConnectionSlot, Host, HostProtocol, RequestSlot};
 use crate::upstream::connect::{self, Connected, UpstreamStream};
 use crate::upstream::error::UpstreamError;
 use bytes::Bytes;
@@ -28,16 +23,114 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
 
 /// How many connections a request tries when each turns out closed before the request
 /// could be written to it.
 const MAX_SEND_ATTEMPTS: usize = 4;
 
-/// What [`Http1Pool::send`] did.
+/// HTTP/1.1 connections to one host.
+pub struct Http1 {
+    /// Auto over TLS: the host's h2 pool, which takes connections that negotiate h2.
+    alpn_h2: Option<Arc<Pool<Http2>>>,
+}
+
+impl Http1 {
+    /// `alpn_h2`: the host's h2 pool when ALPN may pick h2 (auto over TLS).
+    pub fn new(alpn_h2: Option<Arc<Pool<Http2>>>) -> Http1 {
+        Http1 { alpn_h2 }
+    }
+}
+
+/// An open HTTP/1.1 connection.
+pub struct Connection {
+    /// Present while the connection is idle; the request in flight holds it otherwise.
+    sender: Option<SendRequest<Body>>,
+    /// The TCP socket under it, so a tunnel it carries can be reset (see `tunnel::reset`).
+    socket: Option<SocketId>,
+}
+
+/// A connection taken for one request.
+pub struct Stream {
+    sender: SendRequest<Body>,
+    socket: Option<SocketId>,
+}
+
+impl PoolProtocol for Http1 {
+    const NAME: &'static str = "http1";
+    const PROTOCOL: HostProtocol = HostProtocol::Http1;
+    const NEWEST_FIRST: bool = true;
+    const ABANDONED_STREAM_HOLDS_CONNECTION: bool = true;
+    type Transport = Connected;
+    type Connection = Connection;
+    type Stream = Stream;
+
+    fn configured_streams(_cluster: &Cluster) -> u32 {
+        1
+    }
+
+    async fn open(
+        pool: &Arc<Pool<Self>>,
+        slot: ConnectionSlot,
+        adopted: Option<Connected>,
+    ) -> Result<Opened<Self>, UpstreamError> {
+        let connected = match adopted {
+            Some(connected) => connected,
+            None => connect::connect(&pool.cluster, &pool.host).await?,
+        };
+        let (connected, slot) = match &pool.protocol.alpn_h2 {
+            Some(http2) => match auto::offer_to_http2(http2, &pool.host, connected, slot) {
+                Some(kept) => kept,
+                None => return Ok(Opened::HandedOff),
+            },
+            None => (connected, slot),
+        };
+        let Connected { stream, .. } = connected;
+        let socket = match &stream {
+            UpstreamStream::Plain(tcp) => SocketId::of(tcp),
+            UpstreamStream::Tls(tls) => SocketId::of(tls.get_ref().0),
+        };
+        let (sender, connection) =
+            match hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream)).await {
+                Ok(handshake) => handshake,
+                Err(error) => {
+                    pool.cluster.stats.cx_connect_fail.inc();
+                    return Err(pool.connect_error(error.to_string()));
+                }
+            };
+        let connection = connection.with_upgrades();
+        Ok(Opened::Ready(Ready {
+            connection: Connection {
+                sender: Some(sender),
+                socket,
+            },
+            driver: Box::pin(async move { connection.await.map_err(|e| e.to_string()) }),
+            streams: StreamLimit::Known(1),
+            slot,
+        }))
+    }
+
+    fn take_stream(connection: &mut Connection) -> Option<Stream> {
+        if connection.sender.as_ref()?.is_closed() {
+            return None;
+        }
+        Some(Stream {
+            sender: connection.sender.take()?,
+            socket: connection.socket,
+        })
+    }
+
+    fn return_stream(connection: &mut Connection, stream: Stream) {
+        connection.sender = Some(stream.sender);
+    }
+
+    fn serves(&self, host: &Host) -> bool {
+        self.alpn_h2.is_none() || host.negotiated_protocol() != Some(HostProtocol::Http2)
+    }
+}
+
+/// What [`Pool::<Http1>::send`] did.
 pub enum Sent {
     /// The response head arrived.
     Response(http::Response<Body>),
@@ -45,82 +138,7 @@ pub enum Sent {
     UseHttp2(Box<http::Request<Body>>, RequestSlot),
 }
 
-/// The HTTP/1.1 pool of one worker to one host.
-pub struct Http1Pool {
-    cluster: Arc<Cluster>,
-    host: Arc<Host>,
-    /// For auto over TLS: the host's h2 pool, which takes connections that negotiate h2.
-    http2: Option<Arc<Http2Pool>>,
-    state: Mutex<State>,
-    /// Woken when a connection turns idle, closes, or an attempt to make one ends.
-    changed: Notify,
-}
-
-#[derive(Default)]
-struct State {
-    connections: Vec<Entry>,
-    connecting: usize,
-    waiting: usize,
-    failures: u64,
-    last_failure: Option<UpstreamError>,
-    next_id: u64,
-}
-
-/// One open connection, as the pool sees it.
-struct Entry {
-    id: u64,
-    /// Present while the connection is idle; the request in flight holds it otherwise.
-    sender: Option<SendRequest<Body>>,
-    busy: bool,
-    upgraded: bool,
-    draining: bool,
-    requests: u32,
-    idle_since: Option<Instant>,
-    /// Wakes the connection's driver to look at its entry again.
-    poke: Arc<Notify>,
-    /// The TCP socket under it, so a tunnel it carries can be reset (see `tunnel::reset`).
-    socket: Option<SocketId>,
-}
-
-impl lifecycle::PooledConnection for Entry {
-    fn id(&self) -> u64 {
-        self.id
-    }
-    fn in_use(&self) -> bool {
-        self.upgraded || self.busy
-    }
-    fn draining(&self) -> bool {
-        self.draining
-    }
-    fn idle_since(&self) -> Option<Instant> {
-        self.idle_since
-    }
-}
-
-/// A connection taken for one request.
-struct Lease {
-    id: u64,
-    sender: SendRequest<Body>,
-    poke: Arc<Notify>,
-    socket: Option<SocketId>,
-}
-
-impl Http1Pool {
-    /// An empty pool; `http2` is the host's h2 pool when ALPN may pick h2 (auto over TLS).
-    pub fn new(cluster: Arc<Cluster>, host: Arc<Host>, http2: Option<Arc<Http2Pool>>) -> Arc<Self> {
-        Arc::new(Http1Pool {
-            cluster,
-            host,
-            http2,
-            state: Mutex::new(State::default()),
-            changed: Notify::new(),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
+impl Pool<Http1> {
     /// Sends `req` on a connection of this pool and returns the response head; the response
     /// body holds `slot` until it is done.
     pub async fn send(
@@ -129,26 +147,25 @@ impl Http1Pool {
         slot: RequestSlot,
     ) -> Result<Sent, UpstreamError> {
         for _ in 0..MAX_SEND_ATTEMPTS {
-            let Some(mut lease) = self.acquire().await? else {
+            let Some((lease, mut stream)) = self.acquire().await? else {
                 return Ok(Sent::UseHttp2(Box::new(req), slot));
             };
             // A connection comes back as soon as its response body ends; hyper may need a
             // moment to finish its bookkeeping before it takes the next request.
-            if !lease.sender.is_ready() {
+            if !stream.sender.is_ready() {
                 let ready =
-                    tokio::time::timeout(self.cluster.spec.connect_timeout, lease.sender.ready());
+                    tokio::time::timeout(self.cluster.spec.connect_timeout, stream.sender.ready());
                 if !matches!(ready.await, Ok(Ok(()))) {
-                    self.abandon(lease);
+                    lease.retire();
                     continue;
                 }
             }
-
-            match lease.sender.try_send_request(req).await {
-                Ok(response) => return Ok(Sent::Response(self.finish(lease, response, slot))),
+            match stream.sender.try_send_request(req).await {
+                Ok(response) => return Ok(Sent::Response(finish(lease, stream, response, slot))),
                 Err(mut error) => {
                     let reason = error.error().to_string();
                     let unsent = error.take_message();
-                    self.abandon(lease);
+                    lease.retire();
                     match unsent {
                         Some(unsent) => {
                             tracing::debug!(%reason, "connection closed before the request was written; retrying");
@@ -169,318 +186,48 @@ impl Http1Pool {
         self.cluster.stats.rq_reset.inc();
         Err(self.reset("every connection tried closed before the request was written".into()))
     }
+}
 
-    fn reset(&self, reason: String) -> UpstreamError {
-        UpstreamError::Reset {
-            cluster: self.cluster.name().to_owned(),
-            host: self.host.addr.to_string(),
-            reason,
-        }
+/// Hands the response to the caller. The connection goes back to the pool when the response
+/// body has been read to its end (or stays with the upgrade on a 101).
+fn finish(
+    lease: Lease<Http1>,
+    stream: Stream,
+    mut response: http::Response<Incoming>,
+    slot: RequestSlot,
+) -> http::Response<Body> {
+    // A tunnel on this connection (CONNECT, an upgrade, a POST tunnel) is reset by resetting
+    // the connection itself.
+    if let Some(socket) = stream.socket {
+        response.extensions_mut().insert(socket);
     }
-
-    /// Takes an idle connection, or waits for one (pending) while new ones are made.
-    /// `None`: the host turned out to speak h2 (auto over TLS).
-    async fn acquire(self: &Arc<Self>) -> Result<Option<Lease>, UpstreamError> {
-        let mut wait = PendingWait::new(self.cluster.clone());
-        let mut waiting: Option<WaitingCount> = None;
-        loop {
-            let changed = self.changed.notified();
-            let freed = self.cluster.connection_freed.notified();
-            tokio::pin!(changed, freed);
-            changed.as_mut().enable();
-            freed.as_mut().enable();
-            {
-                let mut state = self.lock();
-                if self.http2.is_some()
-                    && self.host.negotiated_protocol() == Some(HostProtocol::Http2)
-                {
-                    return Ok(None);
-                }
-                if let Some(entry) = state.connections.iter_mut().rev().find(|entry| {
-                    !entry.busy
-                        && !entry.draining
-                        && entry
-                            .sender
-                            .as_ref()
-                            .is_some_and(|sender| !sender.is_closed())
-                }) && let Some(sender) = entry.sender.take()
-                {
-                    entry.busy = true;
-                    entry.requests += 1;
-                    entry.idle_since = None;
-                    return Ok(Some(Lease {
-                        id: entry.id,
-                        sender,
-                        poke: entry.poke.clone(),
-                        socket: entry.socket,
-                    }));
-                }
-                if wait.saw_new_failure(state.failures)
-                    && state.connecting == 0
-                    && let Some(failure) = state.last_failure.clone()
-                {
-                    return Err(failure);
-                }
-                if wait.enter()? {
-                    state.waiting += 1;
-                    waiting.get_or_insert_with(|| WaitingCount { pool: self.clone() });
-                }
-                if state.connecting < state.waiting
-                    && let Some(slot) = wait.open_connection()
-                {
-                    state.connecting += 1;
-                    tokio::spawn(self.clone().connect(slot));
-                }
-            }
-            let host = self.host.addr.to_string();
-            // On an error `waiting` is dropped with this frame, which uncounts it.
-            wait.wait(&host, changed, freed).await?;
-        }
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        lease.detach();
+        return response.map(|incoming| boxed(GuardedBody::new(incoming, slot)));
     }
-
-    /// Hands the response to the caller. The connection goes back to the pool when the
-    /// response body has been read to its end (or stays with the upgrade on a 101).
-    fn finish(
-        self: &Arc<Self>,
-        lease: Lease,
-        mut response: http::Response<hyper::body::Incoming>,
-        slot: RequestSlot,
-    ) -> http::Response<Body> {
-        // A tunnel on this connection (CONNECT, an upgrade, a POST tunnel) is reset by
-        // resetting the connection itself.
-        if let Some(socket) = lease.socket {
-            response.extensions_mut().insert(socket);
-        }
-        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-            let mut state = self.lock();
-            if let Some(entry) = state.connections.iter_mut().find(|e| e.id == lease.id) {
-                entry.upgraded = true;
-                entry.busy = false;
-            }
-            return response.map(|incoming| boxed(GuardedBody::new(incoming, slot)));
-        }
-        let release = Release {
-            pool: self.clone(),
-            lease: Some(lease),
-        };
-        response.map(|incoming| {
-            Body::new(ResponseBody {
-                incoming,
-                release,
-                slot: Some(slot),
-            })
+    let release = Release(Some((lease, stream)));
+    response.map(|incoming| {
+        Body::new(ResponseBody {
+            incoming,
+            release,
+            slot: Some(slot),
         })
-    }
-
-    /// Puts a connection whose response is done back as idle, or lets it close (draining,
-    /// `max_requests_per_connection` reached, or not reusable).
-    fn release(&self, id: u64, sender: SendRequest<Body>, reusable: bool) {
-        let mut state = self.lock();
-        let Some(entry) = state.connections.iter_mut().find(|e| e.id == id) else {
-            return;
-        };
-        entry.busy = false;
-        let max_reached = self
-            .cluster
-            .spec
-            .max_requests_per_connection
-            .is_some_and(|max| entry.requests >= max);
-        if max_reached {
-            self.cluster.stats.cx_max_requests.inc();
-        }
-        if !reusable || max_reached || entry.draining {
-            entry.draining = true;
-            return;
-        }
-        entry.sender = Some(sender);
-        entry.idle_since = Some(Instant::now());
-        drop(state);
-        self.changed.notify_one();
-    }
-
-    /// Gives up a connection whose request could not be sent on it.
-    fn abandon(&self, lease: Lease) {
-        let mut state = self.lock();
-        if let Some(entry) = state.connections.iter_mut().find(|e| e.id == lease.id) {
-            entry.busy = false;
-            entry.draining = true;
-        }
-        drop(state);
-        lease.poke.notify_one();
-    }
-
-    /// Makes one connection (holding `slot`) and drives it until it closes.
-    async fn connect(self: Arc<Self>, slot: ConnectionSlot) {
-        self.connect_with(slot, None).await;
-    }
-
-    /// Takes a connection made outside the pool: auto with HTTP/3 races a TCP handshake
-    /// against QUIC, and a TCP connection that wins comes here (or, by ALPN, to HTTP/2).
-    pub fn adopt(self: &Arc<Self>, connected: Connected, slot: ConnectionSlot) {
-        self.lock().connecting += 1;
-        tokio::spawn(self.clone().connect_with(slot, Some(connected)));
-    }
-
-    /// Makes one connection (or finishes `connected`) and drives it until it closes.
-    async fn connect_with(self: Arc<Self>, slot: ConnectionSlot, connected: Option<Connected>) {
-        let drain = self.host.drain_signal();
-        let connected = match connected {
-            Some(connected) => connected,
-            None => match connect::connect(&self.cluster, &self.host).await {
-                Ok(connected) => connected,
-                Err(error) => return self.connect_failed(error),
-            },
-        };
-        if let Some(http2) = &self.http2 {
-            if connected.alpn == Some(HostProtocol::Http2) {
-                self.host.set_negotiated_protocol(HostProtocol::Http2);
-                self.lock().connecting -= 1;
-                http2.adopt(connected, slot);
-                self.changed.notify_waiters();
-                return;
-            }
-            self.host.set_negotiated_protocol(HostProtocol::Http1);
-        }
-        let Connected { stream, .. } = connected;
-        let socket = match &stream {
-            UpstreamStream::Plain(tcp) => SocketId::of(tcp),
-            UpstreamStream::Tls(tls) => SocketId::of(tls.get_ref().0),
-        };
-        let (sender, connection) =
-            match hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream)).await {
-                Ok(handshake) => handshake,
-                Err(error) => {
-                    self.cluster.stats.cx_connect_fail.inc();
-                    return self.connect_failed(UpstreamError::ConnectFailed {
-                        cluster: self.cluster.name().to_owned(),
-                        host: self.host.addr.to_string(),
-                        reason: error.to_string(),
-                    });
-                }
-            };
-        let open = OpenConnection::new(
-            self.cluster.clone(),
-            self.host.clone(),
-            slot,
-            HostProtocol::Http1,
-        );
-        let poke = Arc::new(Notify::new());
-        let id = {
-            let mut state = self.lock();
-            state.connecting -= 1;
-            let id = state.next_id;
-            state.next_id += 1;
-            state.connections.push(Entry {
-                id,
-                sender: Some(sender),
-                busy: false,
-                upgraded: false,
-                draining: false,
-                requests: 0,
-                idle_since: Some(Instant::now()),
-                poke: poke.clone(),
-                socket,
-            });
-            id
-        };
-        tracing::debug!(cluster = %self.cluster.name(), host = %self.host.addr, id, "http1 connection open");
-        self.changed.notify_one();
-        self.drive(id, connection.with_upgrades(), drain, poke)
-            .await;
-        drop(open);
-    }
-
-    fn connect_failed(&self, error: UpstreamError) {
-        {
-            let mut state = self.lock();
-            state.connecting -= 1;
-            state.failures += 1;
-            state.last_failure = Some(error);
-        }
-        self.changed.notify_waiters();
-    }
-
-    /// Runs the connection until it ends or the pool closes it.
-    async fn drive<C>(
-        &self,
-        id: u64,
-        connection: C,
-        mut drain: watch::Receiver<u64>,
-        poke: Arc<Notify>,
-    ) where
-        C: Future<Output = hyper::Result<()>>,
-    {
-        tokio::pin!(connection);
-        let mut drain_open = true;
-        loop {
-            let poked = poke.notified();
-            tokio::pin!(poked);
-            poked.as_mut().enable();
-            let deadline = match self.evaluate(id) {
-                Verdict::Close => break,
-                Verdict::Keep(deadline) => deadline,
-            };
-            tokio::select! {
-                result = &mut connection => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, id, "http1 connection failed");
-                    }
-                    break;
-                }
-                changed = drain.changed(), if drain_open => {
-                    drain_open = changed.is_ok();
-                    self.mark_draining(id);
-                }
-                () = &mut poked => {}
-                () = sleep_until_some(deadline) => {}
-            }
-        }
-        let mut state = self.lock();
-        if let Some(index) = state.connections.iter().position(|e| e.id == id) {
-            let entry = state.connections.swap_remove(index);
-            if entry.busy {
-                self.cluster.stats.cx_destroy_with_active_rq.inc();
-            }
-        }
-        drop(state);
-        tracing::debug!(cluster = %self.cluster.name(), host = %self.host.addr, id, "http1 connection closed");
-        self.changed.notify_waiters();
-    }
-
-    /// Decides whether connection `id` closes now (drained or idle too long).
-    fn evaluate(&self, id: u64) -> Verdict {
-        let mut state = self.lock();
-        lifecycle::evaluate(
-            &mut state.connections,
-            id,
-            self.cluster.spec.idle_timeout,
-            &self.cluster.stats,
-        )
-    }
-
-    fn mark_draining(&self, id: u64) {
-        if let Some(entry) = self.lock().connections.iter_mut().find(|e| e.id == id) {
-            entry.draining = true;
-        }
-    }
+    })
 }
 
 /// Gives a connection back to its pool when the response is done with it.
-struct Release {
-    pool: Arc<Http1Pool>,
-    lease: Option<Lease>,
-}
+struct Release(Option<(Lease<Http1>, Stream)>);
 
 impl Release {
     /// `reusable`: the response body was read to its end, so the connection may carry
     /// another request.
     fn finish(&mut self, reusable: bool) {
-        if let Some(Lease {
-            id, sender, poke, ..
-        }) = self.lease.take()
-        {
-            self.pool.release(id, sender, reusable);
-            poke.notify_one();
+        if let Some((lease, stream)) = self.0.take() {
+            if reusable {
+                lease.reuse(stream);
+            } else {
+                lease.retire();
+            }
         }
     }
 }
@@ -535,18 +282,6 @@ impl HttpBody for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.incoming.size_hint()
-    }
-}
-
-/// Counts a request among the pool's waiters until dropped (also when the caller gives up).
-struct WaitingCount {
-    pool: Arc<Http1Pool>,
-}
-
-impl Drop for WaitingCount {
-    fn drop(&mut self) {
-        let mut state = self.pool.lock();
-        state.waiting = state.waiting.saturating_sub(1);
     }
 }
 
@@ -698,6 +433,66 @@ mod tests {
         );
         assert_eq!(stats.cx_idle_timeout.get(), 1);
         assert!(eventually(LIMIT, || stats.cx_active.get() == 0).await);
+    }
+
+    /// max_requests_per_connection 2: 5 sequential requests use 3 connections (2 + 2 + 1);
+    /// the two that reached the cap are counted and closed.
+    #[tokio::test]
+    async fn max_requests_per_connection_retires_the_connection() {
+        let (addr, seen) =
+            test_support::http1_server(delayed_ok(Duration::ZERO), Arc::new(AtomicBool::new(true)))
+                .await;
+        let mut spec = test_support::spec("h1_max_requests", &[addr.port()]);
+        spec.max_requests_per_connection = Some(2);
+        let pools = pools_for(spec);
+        for _ in 0..5 {
+            let response = timeout(LIMIT, pools.send("h1_max_requests", get("/"))).await;
+            let Ok(Ok(response)) = response else {
+                panic!("request succeeds: {response:?}")
+            };
+            assert_eq!(body_text(response).await, "ok");
+        }
+        assert_eq!(seen.accepted(), 3);
+        let stats = ClusterStats::new("h1_max_requests");
+        assert_eq!(stats.cx_max_requests.get(), 2);
+        assert!(
+            eventually(LIMIT, || seen.data_closed() == 2).await,
+            "the capped connections close"
+        );
+    }
+
+    /// A request given up before its response (the caller went away) takes its connection
+    /// with it: HTTP/1.1 cannot cancel one request and keep the connection. The next request
+    /// opens a new one, and the abandoned connection closes counted as destroyed with an
+    /// active request.
+    #[tokio::test]
+    async fn abandoned_request_is_not_followed_on_its_connection() {
+        let (addr, seen) = test_support::http1_server(
+            delayed_ok(Duration::from_millis(300)),
+            Arc::new(AtomicBool::new(true)),
+        )
+        .await;
+        let pools = pools_for(test_support::spec("h1_abandoned", &[addr.port()]));
+        let given_up = timeout(
+            Duration::from_millis(50),
+            pools.send("h1_abandoned", get("/")),
+        )
+        .await;
+        assert!(given_up.is_err(), "the first request is given up");
+        let next = timeout(LIMIT, pools.send("h1_abandoned", get("/"))).await;
+        let Ok(Ok(next)) = next else {
+            panic!("next request succeeds: {next:?}")
+        };
+        assert_eq!(body_text(next).await, "ok");
+        assert_eq!(
+            seen.accepted(),
+            2,
+            "the abandoned connection was not reused"
+        );
+        let stats = ClusterStats::new("h1_abandoned");
+        assert!(eventually(LIMIT, || stats.cx_destroy_with_active_rq.get() == 1).await);
+        assert!(eventually(LIMIT, || stats.cx_active.get() == 1).await);
+        assert_eq!(stats.rq_active.get(), 0);
     }
 
     /// A connection the upstream severs mid-request fails only that request.

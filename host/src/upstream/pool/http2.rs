@@ -1,23 +1,19 @@
-//! One worker's HTTP/2 connections to one host, on the `h2` crate's client.
+//! HTTP/2 as a [`PoolProtocol`], on the `h2` crate's client.
 //!
-//! Streams are multiplexed up to min(the peer's SETTINGS_MAX_CONCURRENT_STREAMS, ours); a
-//! connection at that limit is busy. A new connection opens whenever a request waits and the
-//! connections being made cannot take it (up to `max_connections`). A connection drains (no
-//! new streams, open ones finish, then it closes) after `max_requests_per_connection`, when
-//! the peer sends GOAWAY, and when the host is drained (unhealthy or removed). A request whose
-//! stream could not be opened because the connection is going away goes to another one.
+//! Streams are multiplexed up to min(the peer's SETTINGS_MAX_CONCURRENT_STREAMS, ours). A
+//! connection drains on GOAWAY as on the pool's own rules; a request whose stream could not be
+//! opened because the connection is going away, or that the peer refused unprocessed, goes to
+//! another one.
 //!
 //! The handshake is followed by a PING round trip, so the peer's SETTINGS have been applied
 //! before the connection's stream limit is read and requests are put on it.
 
 use super::body::GuardedBody;
-use super::lifecycle::{self, Verdict, sleep_until_some};
-use super::wait::PendingWait;
+use super::generic::{Lease, Opened, Pool, PoolProtocol, Ready, StreamLimit};
 use crate::body::Body;
+// Codec adapter from http/ (issue 21: moves to `crate::wire`).
 use crate::http::h2_body::{H2Body, send_body};
-use crate::upstream::cluster::{
-    Cluster, ConnectionSlot, Host, HostProtocol, OpenConnection, RequestSlot,
-};
+use crate::upstream::cluster::{Cluster, ConnectionSlot, HostProtocol, RequestSlot};
 use crate::upstream::connect::{self, Connected, UpstreamStream};
 use crate::upstream::error::UpstreamError;
 use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
@@ -25,9 +21,7 @@ use bytes::Bytes;
 use h2::SendStream;
 use h2::client::{Connection, SendRequest};
 use http_body::Body as HttpBody;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
+use std::sync::Arc;
 
 /// How many connections a request tries when streams cannot be opened on them.
 const MAX_SEND_ATTEMPTS: usize = 4;
@@ -41,96 +35,94 @@ const CONNECTION_SPECIFIC: [&str; 5] = [
     "upgrade",
 ];
 
-/// The HTTP/2 pool of one worker to one host.
-pub struct Http2Pool {
-    cluster: Arc<Cluster>,
-    host: Arc<Host>,
-    state: Mutex<State>,
-    /// Woken when a stream ends, a connection opens or closes, or an attempt fails.
-    changed: Notify,
-}
+/// HTTP/2 connections to one host.
+pub struct Http2;
 
-struct State {
-    connections: Vec<Entry>,
-    connecting: usize,
-    waiting: usize,
-    failures: u64,
-    last_failure: Option<UpstreamError>,
-    next_id: u64,
-    /// Streams a connection being made is expected to take: the last peer's limit, or ours.
-    expected_streams: u32,
-}
+impl PoolProtocol for Http2 {
+    const NAME: &'static str = "h2";
+    const PROTOCOL: HostProtocol = HostProtocol::Http2;
+    type Transport = Connected;
+    type Connection = SendRequest<Bytes>;
+    type Stream = SendRequest<Bytes>;
 
-struct Entry {
-    id: u64,
-    send: SendRequest<Bytes>,
-    max_streams: u32,
-    active: u32,
-    requests: u32,
-    draining: bool,
-    idle_since: Option<Instant>,
-    poke: Arc<Notify>,
-}
-
-impl lifecycle::PooledConnection for Entry {
-    fn id(&self) -> u64 {
-        self.id
+    fn configured_streams(cluster: &Cluster) -> u32 {
+        cluster.spec.http2.max_concurrent_streams
     }
-    fn in_use(&self) -> bool {
-        self.active > 0
-    }
-    fn draining(&self) -> bool {
-        self.draining
-    }
-    fn idle_since(&self) -> Option<Instant> {
-        self.idle_since
-    }
-}
 
-/// A stream slot on one connection, given back when dropped (when both the request body
-/// pump and the response body are done).
-struct StreamLease {
-    pool: Arc<Http2Pool>,
-    id: u64,
-}
+    async fn open(
+        pool: &Arc<Pool<Self>>,
+        slot: ConnectionSlot,
+        adopted: Option<Connected>,
+    ) -> Result<Opened<Self>, UpstreamError> {
+        let stream = match adopted {
+            Some(connected) => connected.stream,
+            None => connect::connect(&pool.cluster, &pool.host).await?.stream,
+        };
+        let handshake = tokio::time::timeout(
+            pool.cluster.spec.connect_timeout,
+            handshake(&pool.cluster, stream),
+        )
+        .await;
+        let (send, connection, limit) = match handshake {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(reason)) => {
+                pool.cluster.stats.cx_connect_fail.inc();
+                return Err(pool.connect_error(reason));
+            }
+            Err(_) => {
+                pool.cluster.stats.cx_connect_fail.inc();
+                pool.cluster.stats.cx_connect_timeout.inc();
+                return Err(pool.connect_timeout());
+            }
+        };
+        Ok(Opened::Ready(Ready {
+            connection: send,
+            driver: Box::pin(async move { connection.await.map_err(|e| e.to_string()) }),
+            streams: StreamLimit::Known(limit),
+            slot,
+        }))
+    }
 
-impl Drop for StreamLease {
-    fn drop(&mut self) {
-        self.pool.release_stream(self.id);
+    fn take_stream(connection: &mut SendRequest<Bytes>) -> Option<SendRequest<Bytes>> {
+        Some(connection.clone())
     }
 }
-impl Http2Pool {
-    /// An empty pool.
-    pub fn new(cluster: Arc<Cluster>, host: Arc<Host>) -> Arc<Self> {
-        let expected_streams = cluster.spec.http2.max_concurrent_streams.max(1);
-        Arc::new(Http2Pool {
-            cluster,
-            host,
-            state: Mutex::new(State {
-                connections: Vec::new(),
-                connecting: 0,
-                waiting: 0,
-                failures: 0,
-                last_failure: None,
-                next_id: 0,
-                expected_streams,
-            }),
-            changed: Notify::new(),
-        })
-    }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn reset(&self, reason: String) -> UpstreamError {
-        UpstreamError::Reset {
-            cluster: self.cluster.name().to_owned(),
-            host: self.host.addr.to_string(),
-            reason,
+/// The h2 handshake with our SETTINGS, then a PING round trip so that the peer's SETTINGS
+/// are applied; returns the stream limit: min(peer's, ours).
+async fn handshake(
+    cluster: &Cluster,
+    stream: UpstreamStream,
+) -> Result<(SendRequest<Bytes>, Connection<UpstreamStream, Bytes>, u32), String> {
+    let settings = cluster.spec.http2;
+    let (send, mut connection) = h2::client::Builder::new()
+        .initial_window_size(settings.initial_stream_window_size)
+        .initial_connection_window_size(settings.initial_connection_window_size)
+        .enable_push(false)
+        .handshake::<_, Bytes>(stream)
+        .await
+        .map_err(|e| format!("h2 handshake: {e}"))?;
+    let mut ping_pong = connection
+        .ping_pong()
+        .ok_or_else(|| "h2 ping handle already taken".to_owned())?;
+    tokio::select! {
+        result = &mut connection => {
+            return Err(match result {
+                Ok(()) => "h2 connection closed during the handshake".to_owned(),
+                Err(e) => format!("h2 handshake: {e}"),
+            });
+        }
+        pong = ping_pong.ping(h2::Ping::opaque()) => {
+            pong.map_err(|e| format!("h2 settings ping: {e}"))?;
         }
     }
+    let peer = connection.max_concurrent_send_streams();
+    let ours = settings.max_concurrent_streams.max(1) as usize;
+    let limit = u32::try_from(peer.min(ours)).unwrap_or(u32::MAX).max(1);
+    Ok((send, connection, limit))
+}
 
+impl Pool<Http2> {
     /// Sends `req` on a stream of this pool and returns the response head; the request body
     /// is pumped by a task, and the response body holds `slot` and the stream until done.
     pub async fn send(
@@ -154,9 +146,10 @@ impl Http2Pool {
         let end_of_stream = body.is_end_stream();
         let mut body = Some(body);
         for _ in 0..MAX_SEND_ATTEMPTS {
-            let (lease, send) = self.acquire().await?;
+            let (lease, send) = self.acquire_stream().await?;
             let head = request_head(&parts, scheme, &self.host.addr.to_string())
                 .map_err(|reason| self.reset(reason))?;
+            // The `:protocol` pseudo-header (issue 21: one Protocol type in `crate::wire`).
             if head.extensions().get::<h2::ext::Protocol>().is_some()
                 && !send.is_extended_connect_protocol_enabled()
             {
@@ -174,7 +167,7 @@ impl Http2Pool {
                 Err(error) => {
                     // Nothing went out: the connection is going away. Try another one.
                     tracing::debug!(%error, "h2 stream not opened; retrying on another connection");
-                    self.mark_draining(lease.id);
+                    lease.retire();
                     continue;
                 }
             };
@@ -195,7 +188,7 @@ impl Http2Pool {
                     // The peer did not process the stream (GOAWAY below its id or
                     // REFUSED_STREAM) and there was no body: safe to send again elsewhere.
                     tracing::debug!(%error, "h2 stream refused; retrying on another connection");
-                    self.mark_draining(lease.id);
+                    lease.drain_connection();
                 }
                 Err(error) => {
                     // Our own reset (the request body failed on the client's side) is not
@@ -210,265 +203,6 @@ impl Http2Pool {
         }
         self.cluster.stats.rq_reset.inc();
         Err(self.reset("no connection could open a stream".into()))
-    }
-
-    /// Takes a stream slot on a connection with room, or waits (pending) while new
-    /// connections are made.
-    async fn acquire(self: &Arc<Self>) -> Result<(StreamLease, SendRequest<Bytes>), UpstreamError> {
-        let mut wait = PendingWait::new(self.cluster.clone());
-        let mut waiting: Option<WaitingCount> = None;
-        loop {
-            let changed = self.changed.notified();
-            let freed = self.cluster.connection_freed.notified();
-            tokio::pin!(changed, freed);
-            changed.as_mut().enable();
-            freed.as_mut().enable();
-            {
-                let mut state = self.lock();
-                if let Some(entry) = state
-                    .connections
-                    .iter_mut()
-                    .find(|entry| !entry.draining && entry.active < entry.max_streams)
-                {
-                    entry.active += 1;
-                    entry.requests += 1;
-                    entry.idle_since = None;
-                    if self
-                        .cluster
-                        .spec
-                        .max_requests_per_connection
-                        .is_some_and(|max| entry.requests >= max)
-                    {
-                        entry.draining = true;
-                        self.cluster.stats.cx_max_requests.inc();
-                    }
-                    let lease = StreamLease {
-                        pool: self.clone(),
-                        id: entry.id,
-                    };
-                    return Ok((lease, entry.send.clone()));
-                }
-                if wait.saw_new_failure(state.failures)
-                    && state.connecting == 0
-                    && let Some(failure) = state.last_failure.clone()
-                {
-                    return Err(failure);
-                }
-                if wait.enter()? {
-                    state.waiting += 1;
-                    waiting.get_or_insert_with(|| WaitingCount { pool: self.clone() });
-                }
-                let coming = state
-                    .connecting
-                    .saturating_mul(state.expected_streams as usize);
-                if state.waiting > coming
-                    && let Some(slot) = wait.open_connection()
-                {
-                    state.connecting += 1;
-                    tokio::spawn(self.clone().connect(slot, None));
-                }
-            }
-            let host = self.host.addr.to_string();
-            wait.wait(&host, changed, freed).await?;
-        }
-    }
-
-    /// Takes a connection that the HTTP/1.1 pool made and ALPN made h2 (auto over TLS).
-    pub fn adopt(self: &Arc<Self>, connected: Connected, slot: ConnectionSlot) {
-        self.lock().connecting += 1;
-        tokio::spawn(self.clone().connect(slot, Some(connected)));
-    }
-
-    /// Makes one connection (holding `slot`), or finishes one already made, and drives it
-    /// until it closes.
-    async fn connect(self: Arc<Self>, slot: ConnectionSlot, connected: Option<Connected>) {
-        let drain = self.host.drain_signal();
-        let stream = match connected {
-            Some(connected) => connected.stream,
-            None => match connect::connect(&self.cluster, &self.host).await {
-                Ok(connected) => connected.stream,
-                Err(error) => return self.connect_failed(error),
-            },
-        };
-        let handshake =
-            tokio::time::timeout(self.cluster.spec.connect_timeout, self.handshake(stream)).await;
-        let (send, connection, max_streams) = match handshake {
-            Ok(Ok(ready)) => ready,
-            Ok(Err(reason)) => {
-                self.cluster.stats.cx_connect_fail.inc();
-                return self.connect_failed(UpstreamError::ConnectFailed {
-                    cluster: self.cluster.name().to_owned(),
-                    host: self.host.addr.to_string(),
-                    reason,
-                });
-            }
-            Err(_) => {
-                self.cluster.stats.cx_connect_fail.inc();
-                self.cluster.stats.cx_connect_timeout.inc();
-                return self.connect_failed(UpstreamError::ConnectTimeout {
-                    cluster: self.cluster.name().to_owned(),
-                    host: self.host.addr.to_string(),
-                });
-            }
-        };
-        let open = OpenConnection::new(
-            self.cluster.clone(),
-            self.host.clone(),
-            slot,
-            HostProtocol::Http2,
-        );
-        let poke = Arc::new(Notify::new());
-        let id = {
-            let mut state = self.lock();
-            state.connecting -= 1;
-            state.expected_streams = max_streams;
-            let id = state.next_id;
-            state.next_id += 1;
-            state.connections.push(Entry {
-                id,
-                send,
-                max_streams,
-                active: 0,
-                requests: 0,
-                draining: false,
-                idle_since: Some(Instant::now()),
-                poke: poke.clone(),
-            });
-            id
-        };
-        tracing::debug!(cluster = %self.cluster.name(), host = %self.host.addr, id, max_streams, "h2 connection open");
-        self.changed.notify_waiters();
-        self.drive(id, connection, drain, poke).await;
-        drop(open);
-    }
-
-    /// The h2 handshake with our SETTINGS, then a PING round trip so that the peer's
-    /// SETTINGS are applied; returns the stream limit: min(peer's, ours).
-    async fn handshake(
-        &self,
-        stream: UpstreamStream,
-    ) -> Result<(SendRequest<Bytes>, Connection<UpstreamStream, Bytes>, u32), String> {
-        let settings = self.cluster.spec.http2;
-        let (send, mut connection) = h2::client::Builder::new()
-            .initial_window_size(settings.initial_stream_window_size)
-            .initial_connection_window_size(settings.initial_connection_window_size)
-            .enable_push(false)
-            .handshake::<_, Bytes>(stream)
-            .await
-            .map_err(|e| format!("h2 handshake: {e}"))?;
-        let mut ping_pong = connection
-            .ping_pong()
-            .ok_or_else(|| "h2 ping handle already taken".to_owned())?;
-        tokio::select! {
-            result = &mut connection => {
-                return Err(match result {
-                    Ok(()) => "h2 connection closed during the handshake".to_owned(),
-                    Err(e) => format!("h2 handshake: {e}"),
-                });
-            }
-            pong = ping_pong.ping(h2::Ping::opaque()) => {
-                pong.map_err(|e| format!("h2 settings ping: {e}"))?;
-            }
-        }
-        let peer = connection.max_concurrent_send_streams();
-        let ours = settings.max_concurrent_streams.max(1) as usize;
-        let limit = u32::try_from(peer.min(ours)).unwrap_or(u32::MAX).max(1);
-        Ok((send, connection, limit))
-    }
-
-    fn connect_failed(&self, error: UpstreamError) {
-        tracing::debug!(%error, "h2 connect failed");
-        {
-            let mut state = self.lock();
-            state.connecting -= 1;
-            state.failures += 1;
-            state.last_failure = Some(error);
-        }
-        self.changed.notify_waiters();
-    }
-
-    /// Runs the connection until it ends or the pool closes it.
-    async fn drive(
-        &self,
-        id: u64,
-        connection: Connection<UpstreamStream, Bytes>,
-        mut drain: watch::Receiver<u64>,
-        poke: Arc<Notify>,
-    ) {
-        tokio::pin!(connection);
-        let mut drain_open = true;
-        loop {
-            let poked = poke.notified();
-            tokio::pin!(poked);
-            poked.as_mut().enable();
-            let deadline = match self.evaluate(id) {
-                Verdict::Close => break,
-                Verdict::Keep(deadline) => deadline,
-            };
-            tokio::select! {
-                result = &mut connection => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, id, "h2 connection failed");
-                    }
-                    break;
-                }
-                changed = drain.changed(), if drain_open => {
-                    drain_open = changed.is_ok();
-                    self.mark_draining(id);
-                }
-                () = &mut poked => {}
-                () = sleep_until_some(deadline) => {}
-            }
-        }
-        let mut state = self.lock();
-        if let Some(index) = state.connections.iter().position(|e| e.id == id) {
-            let entry = state.connections.swap_remove(index);
-            if entry.active > 0 {
-                self.cluster.stats.cx_destroy_with_active_rq.inc();
-            }
-        }
-        drop(state);
-        tracing::debug!(cluster = %self.cluster.name(), host = %self.host.addr, id, "h2 connection closed");
-        self.changed.notify_waiters();
-    }
-
-    /// Decides whether connection `id` closes now (drained and empty, or idle too long).
-    fn evaluate(&self, id: u64) -> Verdict {
-        let mut state = self.lock();
-        lifecycle::evaluate(
-            &mut state.connections,
-            id,
-            self.cluster.spec.idle_timeout,
-            &self.cluster.stats,
-        )
-    }
-
-    fn mark_draining(&self, id: u64) {
-        let poke = {
-            let mut state = self.lock();
-            let Some(entry) = state.connections.iter_mut().find(|e| e.id == id) else {
-                return;
-            };
-            entry.draining = true;
-            entry.poke.clone()
-        };
-        poke.notify_one();
-    }
-
-    fn release_stream(&self, id: u64) {
-        let poke = {
-            let mut state = self.lock();
-            let Some(entry) = state.connections.iter_mut().find(|e| e.id == id) else {
-                return;
-            };
-            entry.active = entry.active.saturating_sub(1);
-            if entry.active == 0 {
-                entry.idle_since = Some(Instant::now());
-            }
-            entry.poke.clone()
-        };
-        poke.notify_one();
-        self.changed.notify_one();
     }
 }
 
@@ -514,6 +248,7 @@ pub(super) fn request_head(
     *head.version_mut() = http::Version::HTTP_2;
     if let Some(protocol) = upgrade {
         *head.method_mut() = http::Method::CONNECT;
+        // The `:protocol` pseudo-header (issue 21: one Protocol type in `crate::wire`).
         head.extensions_mut()
             .insert(h2::ext::Protocol::from(protocol));
         if parts.method != http::Method::GET && parts.method != http::Method::CONNECT {
@@ -538,23 +273,11 @@ pub(super) fn request_head(
 
 /// Copies the request body into the stream with flow control, then its trailers; the
 /// stream's slot is held until then.
-async fn pump_request_body(body: Body, mut stream: SendStream<Bytes>, lease: Arc<StreamLease>) {
+async fn pump_request_body(body: Body, mut stream: SendStream<Bytes>, lease: Arc<Lease<Http2>>) {
     if let Err(error) = send_body(body, &mut stream).await {
         tracing::debug!(%error, "h2 request body not sent in full");
     }
     drop(lease);
-}
-
-/// Counts a request among the pool's waiters until dropped.
-struct WaitingCount {
-    pool: Arc<Http2Pool>,
-}
-
-impl Drop for WaitingCount {
-    fn drop(&mut self) {
-        let mut state = self.pool.lock();
-        state.waiting = state.waiting.saturating_sub(1);
-    }
 }
 
 #[cfg(test)]

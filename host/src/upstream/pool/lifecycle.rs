@@ -1,6 +1,6 @@
-//! When a pooled connection closes: the rules the HTTP/1.1, HTTP/2 and HTTP/3 pools share.
-//! Each pool's connection driver asks [`evaluate`] after every change to its entry and sleeps
-//! until the deadline it returns (or until poked).
+//! When a pooled connection closes. The pool's connection driver (see `generic.rs`) asks
+//! [`evaluate`] after every change to its entry and sleeps until the deadline it returns (or
+//! until poked).
 
 use crate::stats::ClusterStats;
 use std::time::Duration;

@@ -1,27 +1,28 @@
 //! Per-worker connection pools and the dispatch of a request to one.
 //!
-//! Each worker owns a [`WorkerPools`]: for every (cluster, host) it has an HTTP/1.1 pool, an
-//! HTTP/2 pool or both (auto over TLS). Pool state is behind a mutex that only that worker's
-//! tasks take; what is shared across workers (circuit breakers, host health, stats) is atomics
-//! in [`Cluster`] and [`Host`].
+//! Each worker owns a [`WorkerPools`]: for every (cluster, host) it has the pools its
+//! cluster's protocol needs (`auto.rs`), each a [`generic::Pool`] of one protocol (`http1.rs`,
+//! `http2.rs`, `http3.rs`). Pool state is behind a mutex that only that worker's tasks take;
+//! what is shared across workers (circuit breakers, host health, stats) is atomics in
+//! [`Cluster`] and [`Host`].
 
+mod auto;
 mod body;
+mod generic;
 mod http1;
 mod http2;
 mod http3;
 mod lifecycle;
 mod wait;
 
-use super::cluster::{Cluster, Host, HostProtocol, OpenConnection, RequestSlot};
+use super::cluster::{Cluster, Host, OpenConnection};
 use super::connect::{self, UpstreamStream};
 use super::error::UpstreamError;
 use super::lb;
 use super::manager::ClusterManager;
-use super::spec::{Discovery, OriginalDestination, UpstreamProtocol};
+use super::spec::{Discovery, OriginalDestination};
 use crate::body::Body;
-use http1::Http1Pool;
-use http2::Http2Pool;
-use http3::Http3Pool;
+use auto::HostPools;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,20 +33,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 #[derive(Clone)]
 pub struct WorkerPools {
     inner: Arc<WorkerInner>,
+    /// Told the host each request is sent to (see [`WorkerPools::noting_hosts`]).
+    note_host: Option<fn(SocketAddr)>,
 }
 
 struct WorkerInner {
     manager: Arc<ClusterManager>,
-    hosts: Mutex<HashMap<(String, SocketAddr), HostPools>>,
-}
-
-/// The pools of one worker to one host.
-#[derive(Clone)]
-struct HostPools {
-    host: Arc<Host>,
-    http1: Option<Arc<Http1Pool>>,
-    http2: Option<Arc<Http2Pool>>,
-    http3: Option<Arc<Http3Pool>>,
+    hosts: Mutex<HashMap<(String, SocketAddr), Arc<HostPools>>>,
 }
 
 impl std::fmt::Debug for WorkerPools {
@@ -62,6 +56,17 @@ impl WorkerPools {
                 manager,
                 hosts: Mutex::new(HashMap::new()),
             }),
+            note_host: None,
+        }
+    }
+
+    /// These pools, calling `note` with the host each request is sent to (once per
+    /// [`WorkerPools::send`], before the circuit breakers are checked), on the sending task:
+    /// the access log notes the host and counts the attempt this way.
+    pub fn noting_hosts(self, note: fn(SocketAddr)) -> WorkerPools {
+        WorkerPools {
+            note_host: Some(note),
+            ..self
         }
     }
 
@@ -93,6 +98,7 @@ impl WorkerPools {
                 manager,
                 hosts: Mutex::new(kept),
             }),
+            note_host: self.note_host,
         }
     }
 
@@ -130,10 +136,12 @@ impl WorkerPools {
         {
             req.headers_mut().insert(http::header::HOST, name);
         }
-        crate::access_log::http::note_upstream(host.addr);
+        if let Some(note) = self.note_host {
+            note(host.addr);
+        }
         let slot = cluster.try_request(&host)?;
         let pools = self.host_pools(&cluster, &host);
-        let mut result = send_to_host(&pools, &cluster, req, slot).await;
+        let mut result = pools.send(req, slot).await;
         match &mut result {
             Ok(response) => {
                 response
@@ -224,7 +232,7 @@ impl WorkerPools {
     }
 
     /// This worker's pools to `host`, created on first use.
-    fn host_pools(&self, cluster: &Arc<Cluster>, host: &Arc<Host>) -> HostPools {
+    fn host_pools(&self, cluster: &Arc<Cluster>, host: &Arc<Host>) -> Arc<HostPools> {
         let mut hosts = self
             .inner
             .hosts
@@ -257,27 +265,7 @@ impl WorkerPools {
             let idle_destination = original_dst && unused;
             !(pools.host.is_removed() || idle_destination)
         });
-        let speaks_tls = cluster.tls.is_some();
-        let (http1, http2) = match cluster.spec.protocol {
-            UpstreamProtocol::Http1 => (true, false),
-            UpstreamProtocol::Http2 => (false, true),
-            UpstreamProtocol::Http3 => (false, false),
-            // With HTTP/3 by alt-svc, TCP is there for hosts not (yet) known to speak it.
-            UpstreamProtocol::Auto | UpstreamProtocol::AutoHttp3 => (true, speaks_tls),
-        };
-        let http3 = matches!(
-            cluster.spec.protocol,
-            UpstreamProtocol::Http3 | UpstreamProtocol::AutoHttp3
-        )
-        .then(|| Http3Pool::new(cluster.clone(), host.clone()));
-        let http2 = http2.then(|| Http2Pool::new(cluster.clone(), host.clone()));
-        let http1 = http1.then(|| Http1Pool::new(cluster.clone(), host.clone(), http2.clone()));
-        let pools = HostPools {
-            host: host.clone(),
-            http1,
-            http2,
-            http3,
-        };
+        let pools = Arc::new(HostPools::new(cluster, host));
         hosts.insert(key, pools.clone());
         pools
     }
@@ -299,111 +287,11 @@ pub struct RawConnection {
 #[derive(Debug)]
 pub struct RawGuard(#[allow(dead_code)] OpenConnection);
 
-/// Sends on the pool of the host's protocol: HTTP/2 when that is all the cluster speaks or
-/// ALPN chose it before, HTTP/1.1 otherwise (whose first connection may find out, by ALPN,
-/// that the host speaks h2 and hand the request over).
-/// How long auto waits for a QUIC handshake before TCP carries the request.
-const QUIC_HEAD_START: std::time::Duration = std::time::Duration::from_millis(300);
-
-/// Auto with HTTP/3: QUIC when a connection is up (preferred once both are). For a host known
-/// to speak HTTP/3 (alt-svc or hint), a QUIC attempt gets [`QUIC_HEAD_START`] from its start;
-/// then a TCP handshake starts too, and whichever is up first carries the request (a TCP
-/// connection that wins goes to the TCP pools; the QUIC attempt goes on and takes later
-/// requests once up). Hosts not known to speak HTTP/3 get no QUIC attempt.
-async fn auto_picks_http3(
-    http3: &Arc<Http3Pool>,
-    cluster: &Arc<Cluster>,
-    pools: &HostPools,
-) -> bool {
-    let host = &pools.host;
-    if http3.is_up() {
-        return true;
-    }
-    if cluster.h3_address(host.addr).is_none() {
-        return false;
-    }
-    let Some(started) = http3.start_connecting() else {
-        return false;
-    };
-    if http3.wait_ready(started + QUIC_HEAD_START).await {
-        return true;
-    }
-    let Some(http1) = pools.http1.as_ref().filter(|_| http3.claim_tcp_race()) else {
-        return false;
-    };
-    let Some(slot) = cluster.try_open_connection() else {
-        return false;
-    };
-    let tcp = super::connect::connect(cluster, host);
-    tokio::pin!(tcp);
-    let quic_deadline = started + cluster.spec.connect_timeout;
-    tokio::select! {
-        ready = http3.wait_ready(quic_deadline) => {
-            if ready {
-                // QUIC won; the TCP handshake is dropped.
-                return true;
-            }
-            // QUIC failed or timed out: TCP carries it.
-            if let Ok(connected) = tcp.await {
-                http1.adopt(connected, slot);
-            }
-            false
-        }
-        connected = &mut tcp => {
-            if let Ok(connected) = connected {
-                http1.adopt(connected, slot);
-            }
-            false
-        }
-    }
-}
-
-async fn send_to_host(
-    pools: &HostPools,
-    cluster: &Arc<Cluster>,
-    req: http::Request<Body>,
-    slot: RequestSlot,
-) -> Result<http::Response<Body>, UpstreamError> {
-    // The h3 paths are boxed so that their (large) futures do not make every h1/h2 request's
-    // future larger: the future is moved per request.
-    if let Some(http3) = &pools.http3 {
-        if pools.http1.is_none() && pools.http2.is_none() {
-            return Box::pin(http3.send(req, slot)).await;
-        }
-        if Box::pin(auto_picks_http3(http3, cluster, pools)).await {
-            return Box::pin(http3.send(req, slot)).await;
-        }
-    }
-    let prefer_http2 =
-        pools.http1.is_none() || pools.host.negotiated_protocol() == Some(HostProtocol::Http2);
-    if let (true, Some(http2)) = (prefer_http2, &pools.http2) {
-        return http2.send(req, slot).await;
-    }
-    let Some(http1) = &pools.http1 else {
-        // Unreachable by construction: a host has at least one pool.
-        return Err(UpstreamError::Config {
-            cluster: String::new(),
-            reason: "host has no connection pool".into(),
-        });
-    };
-    match http1.send(req, slot).await? {
-        http1::Sent::Response(response) => Ok(response),
-        http1::Sent::UseHttp2(req, slot) => match &pools.http2 {
-            Some(http2) => Box::pin(http2.send(*req, slot)).await,
-
-            None => Err(UpstreamError::Config {
-                cluster: String::new(),
-                reason: "host negotiated h2 but the cluster has no h2 pool".into(),
-            }),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::stats::ClusterStats;
-    use crate::upstream::spec::UpstreamTlsSpec;
+    use crate::upstream::spec::{UpstreamProtocol, UpstreamTlsSpec};
     use crate::upstream::test_support::{self, get};
     use http_body_util::BodyExt;
     use std::time::Duration;
@@ -539,6 +427,36 @@ mod tests {
         assert_eq!(ClusterStats::new("max_rq").rq_overflow.get(), 1);
         assert!(first.into_body().collect().await.is_ok());
         assert_eq!(send_ok(&pools, "max_rq").await.ok().as_deref(), Some("ok"));
+    }
+
+    /// The host note is called once per send with the picked host, also when a breaker then
+    /// refuses the request, and it carries over to the next snapshot's pools.
+    #[tokio::test]
+    async fn the_host_note_sees_every_attempt() {
+        static NOTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        fn note(host: SocketAddr) {
+            if host.port() == 1 {
+                NOTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let mut spec = test_support::spec("noted", &[1]);
+        spec.thresholds.max_requests = 0;
+        let Ok(manager) = ClusterManager::new(vec![spec]) else {
+            panic!("cluster builds")
+        };
+        let pools = WorkerPools::new(manager.clone()).noting_hosts(note);
+        let refused = pools.send("noted", get("/")).await;
+        assert!(
+            matches!(refused, Err(UpstreamError::RequestOverflow(_))),
+            "{refused:?}"
+        );
+        let next = pools.successor(manager);
+        let refused = next.send("noted", get("/")).await;
+        assert!(matches!(refused, Err(UpstreamError::RequestOverflow(_))));
+        assert_eq!(NOTED.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let unnoted = pools_for(test_support::spec("unnoted", &[1]));
+        let _ = timeout(LIMIT, unnoted.send("unnoted", get("/"))).await;
+        assert_eq!(NOTED.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     /// A refused connection fails the request with ConnectFailed and counts cx_connect_fail.
