@@ -12,7 +12,7 @@ use super::body::GuardedBody;
 use super::generic::{Lease, Opened, Pool, PoolProtocol, Ready, StreamLimit};
 use super::http2::Http2;
 use crate::body::{Body, BoxError, boxed};
-use crate::tunnel::reset::SocketId;
+use crate::socket::SocketId;
 use crate::upstream::cluster::{Cluster, ConnectionSlot, Host, HostProtocol, RequestSlot};
 use crate::upstream::connect::{self, Connected, UpstreamStream};
 use crate::upstream::error::UpstreamError;
