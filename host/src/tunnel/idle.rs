@@ -7,7 +7,7 @@
 //! (`TCP_INFO`: bytes received, bytes acked by the client) a few times per period rather than
 //! by wrapping the streams.
 
-use super::reset::SocketId;
+use crate::wire::reset::SocketId;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -15,12 +15,12 @@ use super::http2::Http2Pool;
 use super::lifecycle::{self, Verdict, sleep_until_some};
 use super::wait::PendingWait;
 use crate::body::{Body, BoxError, boxed};
-use crate::tunnel::reset::SocketId;
 use crate::upstream::cluster::{
     Cluster, ConnectionSlot, Host, HostProtocol, OpenConnection, RequestSlot,
 };
 use crate::upstream::connect::{self, Connected, UpstreamStream};
 use crate::upstream::error::UpstreamError;
+use crate::wire::reset::SocketId;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;

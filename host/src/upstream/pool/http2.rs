@@ -14,13 +14,14 @@ use super::body::GuardedBody;
 use super::lifecycle::{self, Verdict, sleep_until_some};
 use super::wait::PendingWait;
 use crate::body::Body;
-use crate::http::h2_body::{H2Body, send_body};
 use crate::upstream::cluster::{
     Cluster, ConnectionSlot, Host, HostProtocol, OpenConnection, RequestSlot,
 };
 use crate::upstream::connect::{self, Connected, UpstreamStream};
 use crate::upstream::error::UpstreamError;
 use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
+use crate::wire::Protocol;
+use crate::wire::h2_body::{H2Body, send_body};
 use bytes::Bytes;
 use h2::SendStream;
 use h2::client::{Connection, SendRequest};
@@ -515,7 +516,7 @@ pub(super) fn request_head(
     if let Some(protocol) = upgrade {
         *head.method_mut() = http::Method::CONNECT;
         head.extensions_mut()
-            .insert(h2::ext::Protocol::from(protocol));
+            .insert(Protocol::from(protocol).to_h2());
         if parts.method != http::Method::GET && parts.method != http::Method::CONNECT {
             let method = http::HeaderValue::from_str(parts.method.as_str())
                 .map_err(|_| "bad method".to_string())?;

@@ -14,20 +14,21 @@
 //!   `cx_http3_total` and the other connection stats as for h2;
 //! - a tunnel (an upgrade, or CONNECT) goes as a CONNECT stream: RFC 9220 extended CONNECT
 //!   with `:protocol` for an upgrade (only to a peer whose SETTINGS enable it), plain CONNECT
-//!   otherwise; its DATA frames are the payload both ways (see [`crate::http::h3_connect`]).
+//!   otherwise; its DATA frames are the payload both ways (see [`crate::wire::h3_connect`]).
 
 use super::http2::request_head;
 use super::lifecycle::{self, Verdict, sleep_until_some};
 use super::wait::PendingWait;
 use crate::body::{Body, BoxError};
-use crate::http::h3_body::H3Body;
-use crate::http::h3_connect::{self, DataBody};
 use crate::upstream::cluster::{
     Cluster, ConnectionSlot, Host, HostProtocol, OpenConnection, RequestSlot,
 };
 use crate::upstream::error::UpstreamError;
 use crate::upstream::quic;
 use crate::upstream::tunnel::TunnelPayload;
+use crate::wire::Protocol;
+use crate::wire::h3_body::H3Body;
+use crate::wire::h3_connect::{self, DataBody};
 use bytes::Bytes;
 use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
@@ -257,8 +258,8 @@ impl Http3Pool {
         let protocol = head
             .extensions()
             .get::<h2::ext::Protocol>()
-            .map(|p| p.as_str().to_owned());
-        let fields = h3_connect::request_fields(&head, protocol.as_deref());
+            .map(Protocol::from_h2);
+        let fields = h3_connect::request_fields(&head, protocol.as_ref());
         let frame = h3_connect::headers_frame(&fields).map_err(|e| self.reset(e.to_string()))?;
         let (mut lease, send, _active) = self.acquire().await?;
         let Some((quic, opened)) = self.connection_of(lease.id) else {
