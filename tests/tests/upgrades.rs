@@ -537,7 +537,11 @@ async fn upgrade_past_the_route_timeout_is_504_and_counted_as_a_request_is() {
         "the 504 came after {:?}",
         started.elapsed()
     );
-    assert_eq!(weir.stat(timeouts, &INGRESS).await, 1.0, "the request's timeout");
+    assert_eq!(
+        weir.stat(timeouts, &INGRESS).await,
+        1.0,
+        "the request's timeout"
+    );
 
     // An upgrade past the same timeout: 504, and counted the same way.
     let started = std::time::Instant::now();
