@@ -107,7 +107,7 @@ pub async fn accept_loop(
                 tls: tls.is_some(),
                 original_dst,
                 mtls: false,
-                socket: crate::tunnel::reset::SocketId::of(&stream),
+                socket: crate::wire::reset::SocketId::of(&stream),
                 id: crate::http::stream::next_connection_id(),
                 sni: None,
             };
