@@ -22,7 +22,7 @@ use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
 pub use crate::wire::TunnelKind;
 use crate::wire::reset::SocketId;
 use crate::wire::tunnel::{TunnelAnswer, TunnelRequest, from_response};
-use crate::wire::{self, TunnelIo, body_io};
+use crate::wire::{self, TunnelIo, WireHead, body_io};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::oneshot;
@@ -115,9 +115,7 @@ impl HttpManager {
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<body::BoxError>,
     {
-        if !request.body().is_end_stream()
-            && !matches!(request.version(), Version::HTTP_2 | Version::HTTP_3)
-        {
+        if !request.body().is_end_stream() && !request.multiplexed() {
             // An HTTP/1.1 upgrade with a body: its bytes would be taken for the tunnel's on
             // an HTTP/2 hop. RFC 8441's path is strict, and so is weir's.
             let has_body = request
@@ -193,9 +191,7 @@ impl HttpManager {
                 // 9113 8.5, RFC 8441 5): an upstream that answered 2xx without switching
                 // protocols cannot be passed on as it is.
                 let status = response.status();
-                if status.is_success()
-                    && matches!(downstream_version, Version::HTTP_2 | Version::HTTP_3)
-                {
+                if status.is_success() && downstream_version.multiplexed() {
                     return Err(reset(format!(
                         "the upstream answered the {} upgrade with {status} without switching protocols",
                         kind.upgrade_type()
@@ -213,8 +209,9 @@ impl HttpManager {
         headers::remove_hop_by_hop(&mut head, false);
         head.remove(header::CONTENT_LENGTH);
         *answer.headers_mut() = head;
-        match (&kind, downstream_version) {
-            (TunnelKind::Upgrade(protocol), Version::HTTP_10 | Version::HTTP_11) => {
+        match &kind {
+            // HTTP/1.x: the connection switches protocols.
+            TunnelKind::Upgrade(protocol) if !downstream_version.multiplexed() => {
                 *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
                 if protocol.insert_h1_upgrade(answer.headers_mut()).is_err() {
                     // Never for a checked token; the 101 still says `Connection: upgrade`.

@@ -4,10 +4,11 @@
 //! opens one (the connection manager's upgrades and CONNECT, and the tcp_proxy's CONNECT and
 //! POST tunnels).
 
+use super::WireHead;
 use super::body_io::{self, BodySender};
 use super::reset::SocketId;
 use crate::body::Body;
-use http::{Response, StatusCode, Version};
+use http::{Response, StatusCode};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -197,16 +198,11 @@ impl std::fmt::Debug for TunnelIo {
 ///   `2xx` only (RFC 9110 9.3.6), and the connection itself is the tunnel.
 pub fn opens(response: &Response<Body>, asked: TunnelRequest) -> bool {
     let status = response.status();
-    if on_stream(response) || asked != TunnelRequest::Upgrade {
+    if response.multiplexed() || asked != TunnelRequest::Upgrade {
         status.is_success()
     } else {
         status == StatusCode::SWITCHING_PROTOCOLS
     }
-}
-
-/// Whether the answer came on an HTTP/2 or HTTP/3 stream, which carries the tunnel itself.
-fn on_stream(response: &Response<Body>) -> bool {
-    matches!(response.version(), Version::HTTP_2 | Version::HTTP_3)
 }
 
 /// Converts an upstream's answer to a tunnel request into the tunnel's upstream end, the one
@@ -226,7 +222,7 @@ pub async fn from_response(
     }
     // Set by the HTTP/1.1 pool only: that connection carries the tunnel alone.
     let socket = response.extensions().get::<SocketId>().copied();
-    if on_stream(&response) || asked == TunnelRequest::Post {
+    if response.multiplexed() || asked == TunnelRequest::Post {
         let (parts, incoming) = response.into_parts();
         let tunnel = body(body_io::BodyIo::new(incoming, payload)).reset_socket(socket);
         return Ok(TunnelAnswer::Open {
@@ -248,6 +244,7 @@ pub async fn from_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Version;
 
     fn answer(version: Version, status: u16) -> Response<Body> {
         let mut response = Response::new(crate::body::empty());

@@ -69,16 +69,6 @@ fn props_of(route: &Route, headers: &HeaderMap) -> RouteProps {
     }
 }
 
-pub(super) fn protocol_name(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_09 => "HTTP/0.9",
-        http::Version::HTTP_10 => "HTTP/1.0",
-        http::Version::HTTP_2 => "HTTP/2",
-        http::Version::HTTP_3 => "HTTP/3",
-        _ => "HTTP/1.1",
-    }
-}
-
 fn pair(name: &str, value: impl Into<Bytes>) -> (String, Bytes) {
     (name.to_string(), value.into())
 }
