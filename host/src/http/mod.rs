@@ -7,7 +7,6 @@ mod h3;
 pub mod headers;
 mod idle_clock;
 pub mod local_reply;
-pub mod prefixed;
 mod premature_reset;
 mod request_body;
 pub mod sanitize;
@@ -23,7 +22,7 @@ use arc_swap::ArcSwap;
 pub use filter_chain::DEFAULT_BUFFER_LIMIT;
 pub use h3::serve_h3_connection;
 // Kept at their old paths while other branches still use them (remove after the merge).
-pub use crate::wire::{h2_body, h3_body, h3_connect};
+pub use crate::wire::{h2_body, h3_body, h3_connect, prefixed};
 pub use server::{ConnectionTls, serve_connection};
 use std::sync::Arc;
 pub use stream::ConnectionInfo;

@@ -9,6 +9,7 @@
 //!   wire matches on versions;
 //! - [`h2_body`], [`h3_body`], [`h3_connect`]: bodies and CONNECT streams on the `h2` and `h3`
 //!   codecs, for downstream and upstream alike;
+//! - [`prefixed`]: a connection as the HTTP/1.1 codec reads it (sniffed bytes first);
 //! - [`tunnel`]: one end of an established tunnel ([`TunnelIo`]) and the one conversion of an
 //!   upstream's answer into a tunnel ([`tunnel::from_response`]); [`body_io`] (a tunnel
 //!   carried as two HTTP bodies) and [`reset`] (carrying a reset across a hop) under it.
@@ -20,6 +21,7 @@ pub mod h2_body;
 pub mod h3_body;
 pub mod h3_connect;
 pub mod head;
+pub mod prefixed;
 pub mod protocol;
 pub mod reset;
 pub mod tunnel;
