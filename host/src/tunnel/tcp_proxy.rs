@@ -1,7 +1,8 @@
 //! `envoy.filters.network.tcp_proxy` listeners: each accepted connection goes to the cluster,
-//! as raw TCP, or encapsulated in HTTP (`tunneling_config`): an HTTP/1.1 or HTTP/2 CONNECT, or
-//! a POST whose bodies carry the bytes. The downstream's bytes are not read until the tunnel
-//! answered 2xx, so nothing is sent before it is established; a refusal closes the downstream.
+//! as raw TCP, or encapsulated in HTTP (`tunneling_config`): an HTTP/1.1, HTTP/2 or HTTP/3
+//! CONNECT, or a POST whose bodies carry the bytes. The downstream's bytes are not read until
+//! the tunnel answered 2xx, so nothing is sent before it is established; a refusal closes the
+//! downstream.
 //!
 //! With network Wasm filters (`envoy.filters.network.wasm` before the tcp_proxy) the
 //! connection's bytes go through them in user space ([`super::network_filters`]); without,
