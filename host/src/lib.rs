@@ -23,4 +23,5 @@ pub mod stats;
 pub mod tunnel;
 pub mod upstream;
 pub mod wasm;
+pub mod wire;
 pub mod worker;

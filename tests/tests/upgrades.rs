@@ -493,3 +493,72 @@ async fn upgrade_to_h2_cluster_without_allow_connect_works_as_in_envoy() {
     .expect("echo");
     assert_h2_hop(&b).await;
 }
+
+/// An upstream that accepts connections (up to 8) and never answers on them.
+async fn silent_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while held.len() < 8 {
+            match listener.accept().await {
+                Ok((tcp, _)) => held.push(tcp),
+                Err(_) => break,
+            }
+        }
+        // Hold them until the test ends (the task is aborted then).
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_past_the_route_timeout_is_504_and_counted_as_a_request_is() {
+    let (app, silent) = silent_upstream().await;
+    let ports = Ports::new();
+    let mut cfg = config::simple(ports, &[app]);
+    let hcm = config::hcm_of(&mut cfg);
+    config::set_upgrades(hcm, json!([{"upgrade_type": "websocket"}]));
+    hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["timeout"] = json!("0.5s");
+    let weir = Weir::start(&cfg).await;
+    let timeouts = "weir_http_downstream_rq_timeout";
+
+    // A plain request past the timeout: 504, counted.
+    let started = std::time::Instant::now();
+    let (_tcp, head) = tunnel_client::raw_head(
+        ports.http_addr(),
+        b"GET /plain HTTP/1.1\r\nhost: ws.test\r\n\r\n",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", weir.log_report()));
+    assert_eq!(head.status, 504, "{}", head.text);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the 504 came after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        weir.stat(timeouts, &INGRESS).await,
+        1.0,
+        "the request's timeout"
+    );
+
+    // An upgrade past the same timeout: 504, and counted the same way.
+    let started = std::time::Instant::now();
+    let (_tcp, head) = tunnel_client::raw_head(ports.http_addr(), &ws_upgrade_request("/ws"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", weir.log_report()));
+    let took = started.elapsed();
+    assert_eq!(head.status, 504, "{}", head.text);
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(5),
+        "the upgrade's 504 should come after about 0.5 s, came after {took:?}"
+    );
+    assert_eq!(
+        weir.stat(timeouts, &INGRESS).await,
+        2.0,
+        "the upgrade's timeout counts as the request's did\n{}",
+        weir.log_report()
+    );
+    silent.abort();
+}

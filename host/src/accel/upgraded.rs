@@ -1,7 +1,7 @@
 //! Splicing a connection hyper handed over after a CONNECT or an upgrade.
 
 use super::Spliced;
-use crate::http::prefixed::Prefixed;
+use crate::wire::prefixed::Prefixed;
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;

@@ -21,7 +21,6 @@
 //! reset by the client ([`super::premature_reset`]), and one connection starts at most
 //! `max_requests_per_io_cycle` streams before it yields its worker to the others.
 
-use super::h2_body::{H2Body, SendBodyError, send_body};
 use super::headers;
 use super::premature_reset::{ResetWatch, StreamEnd};
 use super::tracked::TrackedBody;
@@ -29,7 +28,9 @@ use super::upgrade::TunnelHandoff;
 use crate::config::HttpManagerConfig;
 use crate::config::runtime::StreamAbuseLimits;
 use crate::stats::HttpStats;
-use crate::tunnel::{self, TunnelIo, body_io};
+use crate::wire::Protocol;
+use crate::wire::h2_body::{H2Body, SendBodyError, send_body};
+use crate::wire::{TunnelIo, body_io, tunnel};
 use bytes::Bytes;
 use h2::RecvStream;
 use h2::server::SendResponse;
@@ -195,11 +196,9 @@ where
     F: Future<Output = Response<TrackedBody>>,
 {
     let (mut parts, recv) = request.into_parts();
-    // The rest of weir reads an extended CONNECT's :protocol in hyper's type.
+    // The rest of weir reads an extended CONNECT's :protocol as the wire's one type.
     if let Some(protocol) = parts.extensions.remove::<h2::ext::Protocol>() {
-        parts
-            .extensions
-            .insert(hyper::ext::Protocol::from(protocol.as_str()));
+        parts.extensions.insert(Protocol::from_h2(&protocol));
     }
     let mut tunnel = None;
     let body = if parts.method == Method::CONNECT {

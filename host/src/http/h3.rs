@@ -13,14 +13,14 @@
 //! connection whose request streams are mostly abandoned by the client (stopped or reset
 //! before their response is written) gets GOAWAY and is closed with H3_EXCESSIVE_LOAD.
 
-use super::h3_body::H3Body;
-use super::h3_connect::{self, CONNECTION_SPECIFIC, DataBody};
 use super::premature_reset::{ResetWatch, StreamEnd};
 use super::tracked::{Activity, StreamGuard};
-use super::upgrade::{ConnectProtocol, TunnelHandoff};
+use super::upgrade::TunnelHandoff;
 use super::{ConnectionInfo, CurrentManager, HttpManager};
 use crate::body::{self, Body};
-use crate::tunnel::{self, body_io};
+use crate::wire::h3_body::H3Body;
+use crate::wire::h3_connect::{self, CONNECTION_SPECIFIC, DataBody};
+use crate::wire::{body_io, tunnel};
 use bytes::Bytes;
 use h3::quic::{BidiStream as _, RecvStream as _, SendStream as _};
 use http::{HeaderMap, Request, Response};
@@ -236,7 +236,7 @@ async fn resolve(mut resolver: Resolver, allow_extended_connect: bool) -> Result
                 "extended CONNECT on a listener without allow_extended_connect".to_owned()
             }
             Some(protocol) => {
-                request.extensions_mut().insert(ConnectProtocol(protocol));
+                request.extensions_mut().insert(protocol);
                 return Ok(Resolved::Connect(request, stream));
             }
             None => return Ok(Resolved::Connect(request, stream)),

@@ -160,3 +160,8 @@ impl http_body::Body for TrackedBody {
         self.inner.size_hint()
     }
 }
+impl crate::wire::prefixed::HeadClock for Activity {
+    fn bytes_arrived(&self) {
+        Activity::bytes_arrived(self);
+    }
+}

@@ -15,19 +15,17 @@ use super::local_reply::LocalReply;
 use super::stream::ConnectionInfo;
 use crate::body::{self, Body};
 use crate::route::{ForwardAction, TerminateConnect};
-use crate::tunnel::reset::SocketId;
-use crate::tunnel::{self, TunnelIo, body_io};
+use crate::tunnel;
 use crate::upstream::OriginalDestination;
 use crate::upstream::connect::UpstreamStream;
 use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
+pub use crate::wire::TunnelKind;
+use crate::wire::reset::SocketId;
+use crate::wire::tunnel::{TunnelAnswer, TunnelRequest, from_response};
+use crate::wire::{self, TunnelIo, WireHead, body_io};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::oneshot;
-
-/// The `:protocol` of an HTTP/3 extended CONNECT (RFC 9220), as received. hyper carries
-/// HTTP/2's in its own extension; HTTP/3 requests carry it in this one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectProtocol(pub String);
 
 /// The downstream end of a tunnel on a stream hyper does not own (an HTTP/3 CONNECT stream):
 /// the codec hands the stream over once the tunnel's 2xx is written, or drops the sender when
@@ -69,7 +67,7 @@ impl DownstreamEnd {
         match self {
             DownstreamEnd::Hyper(upgrade) => upgrade
                 .await
-                .map(tunnel::upgraded)
+                .map(wire::tunnel::upgraded)
                 .map_err(|e| e.to_string()),
             DownstreamEnd::Handoff(Some(receiver)) => receiver
                 .await
@@ -79,80 +77,10 @@ impl DownstreamEnd {
     }
 }
 
-/// What kind of tunnel a request asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TunnelKind {
-    /// An upgrade to this protocol (lowercased): HTTP/1.1 `Upgrade`, or HTTP/2+ extended
-    /// CONNECT's `:protocol`.
-    Upgrade(String),
-    /// A plain CONNECT: a TCP tunnel to the request's authority.
-    Connect,
-}
-
-impl TunnelKind {
-    /// The `upgrade_type` that enables it (`connect` for CONNECT).
-    pub fn upgrade_type(&self) -> &str {
-        match self {
-            TunnelKind::Upgrade(protocol) => protocol,
-            TunnelKind::Connect => "connect",
-        }
-    }
-}
-
-/// Whether `request` asks for a tunnel. `Upgrade: h2c` is not one: it is dropped with the
-/// other hop-by-hop headers, as Envoy does.
+/// Whether `request` asks for a tunnel, and which ([`crate::wire::tunnel_kind`]); a
+/// malformed ask is answered 400.
 pub fn tunnel_kind<B>(request: &Request<B>) -> Result<Option<TunnelKind>, LocalReply> {
-    if request.method() == Method::CONNECT {
-        let protocol = match request.extensions().get::<hyper::ext::Protocol>() {
-            Some(protocol) => Some(protocol.as_str()),
-            None => request
-                .extensions()
-                .get::<ConnectProtocol>()
-                .map(|p| p.0.as_str()),
-        };
-        if let Some(protocol) = protocol {
-            if protocol.is_empty() || !protocol.bytes().all(is_token_byte) {
-                return Err(LocalReply::BadRequest("malformed :protocol"));
-            }
-            return Ok(Some(TunnelKind::Upgrade(protocol.to_ascii_lowercase())));
-        }
-        if request.uri().authority().is_none() {
-            return Err(LocalReply::BadRequest(
-                "CONNECT needs an authority (host:port)",
-            ));
-        }
-        return Ok(Some(TunnelKind::Connect));
-    }
-    let headers = request.headers();
-    let connection_upgrade = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        });
-    if !connection_upgrade {
-        return Ok(None);
-    }
-    match headers.get(header::UPGRADE).map(HeaderValue::to_str) {
-        None => Ok(None),
-        Some(Ok(value)) if value.trim().eq_ignore_ascii_case("h2c") => Ok(None),
-        Some(Ok(value)) => {
-            // `Upgrade` may list several protocols; weir passes the first on, as Envoy does.
-            let first = value.split(',').next().unwrap_or("").trim();
-            if first.is_empty() || !first.bytes().all(|b| is_token_byte(b) || b == b'/') {
-                return Err(LocalReply::BadRequest("malformed upgrade header"));
-            }
-            Ok(Some(TunnelKind::Upgrade(first.to_ascii_lowercase())))
-        }
-        Some(Err(_)) => Err(LocalReply::BadRequest("malformed upgrade header")),
-    }
-}
-
-/// RFC 9110 token characters.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    crate::wire::tunnel_kind(request).map_err(|malformed| LocalReply::BadRequest(malformed.0))
 }
 
 impl HttpManager {
@@ -187,9 +115,7 @@ impl HttpManager {
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<body::BoxError>,
     {
-        if !request.body().is_end_stream()
-            && !matches!(request.version(), Version::HTTP_2 | Version::HTTP_3)
-        {
+        if !request.body().is_end_stream() && !request.multiplexed() {
             // An HTTP/1.1 upgrade with a body: its bytes would be taken for the tunnel's on
             // an HTTP/2 hop. RFC 8441's path is strict, and so is weir's.
             let has_body = request
@@ -237,73 +163,61 @@ impl HttpManager {
             .insert(TunnelPayload::new(payload));
         let send = self.pools.send(&action.cluster, upstream_request);
         let result = match action.timeout {
-            Some(limit) => tokio::time::timeout(limit, send)
-                .await
-                .map_err(|_| LocalReply::UpstreamTimeout)?,
+            Some(limit) => match tokio::time::timeout(limit, send).await {
+                Ok(result) => result,
+                Err(_) => {
+                    self.stats.rq_timeout.inc();
+                    return Err(LocalReply::UpstreamTimeout);
+                }
+            },
             None => send.await,
         };
-        let mut response = result.map_err(LocalReply::Upstream)?;
-        let status = response.status();
-        // HTTP/2 and HTTP/3 carry the tunnel on the stream: its DATA frames are the bodies.
-        let over_h2 = matches!(response.version(), Version::HTTP_2 | Version::HTTP_3);
-        let established = if over_h2 {
-            status.is_success()
-        } else {
-            status == StatusCode::SWITCHING_PROTOCOLS
-                || (kind == TunnelKind::Connect && status.is_success())
+        let response = result.map_err(LocalReply::Upstream)?;
+        let asked = match kind {
+            TunnelKind::Connect => TunnelRequest::Connect,
+            TunnelKind::Upgrade(_) => TunnelRequest::Upgrade,
         };
-        if !established {
-            // On an HTTP/2 or HTTP/3 downstream a 2xx to a CONNECT *is* the tunnel (RFC 9113
-            // 8.5, RFC 8441 5): an upstream that answered 2xx without switching protocols
-            // cannot be passed on as it is.
-            if status.is_success()
-                && matches!(downstream_version, Version::HTTP_2 | Version::HTTP_3)
-            {
-                return Err(LocalReply::Upstream(
-                    crate::upstream::UpstreamError::Reset {
-                        cluster: action.cluster.clone(),
-                        host: String::new(),
-                        reason: format!(
-                            "the upstream answered the {} upgrade with {status} without switching protocols",
-                            kind.upgrade_type()
-                        ),
-                    },
-                ));
+        let reset = |reason: String| {
+            LocalReply::Upstream(crate::upstream::UpstreamError::Reset {
+                cluster: action.cluster.clone(),
+                host: String::new(),
+                reason,
+            })
+        };
+        let (response, upstream) = match from_response(response, asked, payload_sender).await {
+            Ok(TunnelAnswer::Open { head, tunnel }) => (head, tunnel),
+            Ok(TunnelAnswer::Refused(mut response)) => {
+                // On an HTTP/2 or HTTP/3 downstream a 2xx to a CONNECT *is* the tunnel (RFC
+                // 9113 8.5, RFC 8441 5): an upstream that answered 2xx without switching
+                // protocols cannot be passed on as it is.
+                let status = response.status();
+                if status.is_success() && downstream_version.multiplexed() {
+                    return Err(reset(format!(
+                        "the upstream answered the {} upgrade with {status} without switching protocols",
+                        kind.upgrade_type()
+                    )));
+                }
+                // The upstream said no: its answer goes back as an ordinary response.
+                headers::remove_hop_by_hop(response.headers_mut(), false);
+                *response.version_mut() = Version::HTTP_11;
+                return Ok(response);
             }
-            // The upstream said no: its answer goes back as an ordinary response.
-            headers::remove_hop_by_hop(response.headers_mut(), false);
-            *response.version_mut() = Version::HTTP_11;
-            return Ok(response);
-        }
-        let upstream: TunnelIo = if over_h2 {
-            let (parts, incoming) = response.into_parts();
-            response = Response::from_parts(parts, body::empty());
-            tunnel::body(body_io::BodyIo::new(incoming, payload_sender))
-        } else {
-            // The HTTP/1.1 connection is the tunnel now: a reset resets it.
-            let socket = response.extensions().get::<SocketId>().copied();
-            drop(payload_sender);
-            let upgraded = hyper::upgrade::on(&mut response).await.map_err(|e| {
-                LocalReply::Upstream(crate::upstream::UpstreamError::Reset {
-                    cluster: action.cluster.clone(),
-                    host: String::new(),
-                    reason: format!("upgrade: {e}"),
-                })
-            })?;
-            tunnel::upgraded(upgraded).reset_socket(socket)
+            Err(error) => return Err(reset(error.to_string())),
         };
         let mut answer = Response::new(body::empty());
         let mut head = response.headers().clone();
         headers::remove_hop_by_hop(&mut head, false);
         head.remove(header::CONTENT_LENGTH);
         *answer.headers_mut() = head;
-        match (&kind, downstream_version) {
-            (TunnelKind::Upgrade(protocol), Version::HTTP_10 | Version::HTTP_11) => {
+        match &kind {
+            // HTTP/1.x: the connection switches protocols.
+            TunnelKind::Upgrade(protocol) if !downstream_version.multiplexed() => {
                 *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                let answer_headers = answer.headers_mut();
-                answer_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                if let Ok(value) = HeaderValue::from_str(protocol) {
-                    answer_headers.insert(header::UPGRADE, value);
+                if protocol.insert_h1_upgrade(answer.headers_mut()).is_err() {
+                    // Never for a checked token; the 101 still says `Connection: upgrade`.
+                    answer
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                 }
             }
             _ => *answer.status_mut() = StatusCode::OK,
@@ -362,14 +276,11 @@ impl HttpManager {
                 let host = HeaderValue::from_str(host)
                     .map_err(|_| LocalReply::BadRequest("invalid host"))?;
                 parts.headers.insert(header::HOST, host);
-                parts
-                    .headers
-                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                let upgrade = HeaderValue::from_str(protocol)
+                protocol
+                    .insert_h1_upgrade(&mut parts.headers)
                     .map_err(|_| LocalReply::BadRequest("malformed upgrade"))?;
-                parts.headers.insert(header::UPGRADE, upgrade);
                 // RFC 8441 drops this on the HTTP/2 hop; WebSocket servers on HTTP/1.1 need it.
-                if protocol == "websocket"
+                if protocol.as_str() == "websocket"
                     && !parts.headers.contains_key(header::SEC_WEBSOCKET_VERSION)
                 {
                     parts.headers.insert(
@@ -445,7 +356,7 @@ impl HttpManager {
         let downstream = match downstream {
             DownstreamEnd::Hyper(downstream) => downstream,
             other => {
-                let upstream = tunnel::tcp(upstream);
+                let upstream = wire::tunnel::tcp(upstream);
                 let guard = Some(guard);
                 return self.spawn_splice_with(other, downstream_socket, upstream, guard, None);
             }
@@ -485,7 +396,7 @@ impl HttpManager {
             .await
             .map_err(LocalReply::Upstream)?;
         let (sender, response_body) = body_io::channel_body();
-        let downstream = tunnel::body(body_io::BodyIo::new(request_body, sender))
+        let downstream = wire::tunnel::body(body_io::BodyIo::new(request_body, sender))
             .reset_socket(downstream_socket);
         let stats = self.stats.clone();
         stats.cx_upgrades_total.inc();
@@ -540,10 +451,10 @@ impl HttpManager {
 /// A raw upstream connection as a tunnel end whose reset is a RST on its TCP socket.
 fn upstream_end(stream: UpstreamStream) -> TunnelIo {
     match stream {
-        UpstreamStream::Plain(tcp) => tunnel::tcp(tcp),
+        UpstreamStream::Plain(tcp) => wire::tunnel::tcp(tcp),
         UpstreamStream::Tls(tls) => {
             let socket = SocketId::of(tls.get_ref().0);
-            tunnel::socket(tls, socket)
+            wire::tunnel::socket(tls, socket)
         }
     }
 }

@@ -29,10 +29,10 @@
 //! never spliced in the kernel, and counts as a user-space splice in
 //! `weir_accel_splices_total{mode="userspace"}`.
 
-use super::TunnelIo;
 use crate::stats::AccelStats;
 use crate::upstream::WorkerPools;
 use crate::wasm::{PluginHandle, Side, SlotError, StreamEvent, StreamHandle, StreamInfo, VmSlot};
+use crate::wire::TunnelIo;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -714,8 +714,8 @@ mod tests {
         let (mut client, downstream) = tokio::io::duplex(1 << 16);
         let (mut server, upstream) = tokio::io::duplex(1 << 16);
         let carried = connection.carry(
-            super::super::boxed(downstream),
-            super::super::boxed(upstream),
+            crate::wire::tunnel::boxed(downstream),
+            crate::wire::tunnel::boxed(upstream),
         );
         let peers = async {
             client.write_all(b"ab").await.expect("write");

@@ -1,14 +1,14 @@
 //! `envoy.filters.network.tcp_proxy` listeners: each accepted connection goes to the cluster,
-//! as raw TCP, or encapsulated in HTTP (`tunneling_config`): an HTTP/1.1 or HTTP/2 CONNECT, or
-//! a POST whose bodies carry the bytes. The downstream's bytes are not read until the tunnel
-//! answered 2xx, so nothing is sent before it is established; a refusal closes the downstream.
+//! as raw TCP, or encapsulated in HTTP (`tunneling_config`): an HTTP/1.1, HTTP/2 or HTTP/3
+//! CONNECT, or a POST whose bodies carry the bytes. The downstream's bytes are not read until
+//! the tunnel answered 2xx, so nothing is sent before it is established; a refusal closes the
+//! downstream.
 //!
 //! With network Wasm filters (`envoy.filters.network.wasm` before the tcp_proxy) the
 //! connection's bytes go through them in user space ([`super::network_filters`]); without,
 //! a raw TCP connection is spliced in the kernel where it can be.
 
 use super::network_filters::{FilteredConnection, NetworkFilters};
-use super::{TunnelIo, body_io};
 use crate::access_log::tcp::TcpOutcome;
 use crate::body;
 use crate::config::{Interception, TcpProxyConfig, TunnelConfig};
@@ -17,6 +17,8 @@ use crate::stats::TcpStats;
 use crate::upstream::connect::UpstreamStream;
 use crate::upstream::tunnel::TunnelPayload;
 use crate::upstream::{OriginalDestination, RawGuard, UpstreamAddress, UpstreamError, WorkerPools};
+use crate::wire::tunnel::{self as wire_tunnel, TunnelAnswer, TunnelRequest, from_response};
+use crate::wire::{TunnelIo, body_io};
 use http::{HeaderValue, Method, Request, Uri, Version, header};
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,7 +123,8 @@ impl TcpProxy {
                         }
                         UpstreamStream::Tls(tls) => {
                             let socket = SocketId::of(tls.get_ref().0);
-                            self.pump(downstream, super::socket(tls, socket)).await
+                            self.pump(downstream, wire_tunnel::socket(tls, socket))
+                                .await
                         }
                     };
                     outcome(upstream_host, ended)
@@ -187,7 +190,7 @@ impl TcpProxy {
                 };
             };
             connection.connected(address);
-            let downstream = super::tcp(downstream);
+            let downstream = wire_tunnel::tcp(downstream);
             if let Err(error) = connection.carry(downstream, upstream).await {
                 tracing::debug!(%error, "tcp_proxy connection ended with an error");
             }
@@ -220,10 +223,10 @@ impl TcpProxy {
                     let peer = raw.peer;
                     let guard = raw.guard;
                     let io = match raw.stream {
-                        UpstreamStream::Plain(tcp) => super::tcp(tcp),
+                        UpstreamStream::Plain(tcp) => wire_tunnel::tcp(tcp),
                         UpstreamStream::Tls(tls) => {
                             let socket = SocketId::of(tls.get_ref().0);
-                            super::socket(tls, socket)
+                            wire_tunnel::socket(tls, socket)
                         }
                     };
                     Ok((io, Some(peer), Some(guard)))
@@ -253,7 +256,7 @@ impl TcpProxy {
         upstream: TunnelIo,
     ) -> Option<std::io::Result<crate::accel::Spliced>> {
         let socket = SocketId::of(&downstream);
-        let splice = super::splice(super::tcp(downstream), upstream);
+        let splice = super::splice(wire_tunnel::tcp(downstream), upstream);
         let ended = self.until_idle(splice, socket).await;
         if let Some(Err(error)) = &ended {
             tracing::debug!(%error, "tcp_proxy tunnel ended with an error");
@@ -299,28 +302,24 @@ impl TcpProxy {
         for (name, value) in &tunnel.headers {
             request.headers_mut().append(name.clone(), value.clone());
         }
-        let mut response = self
+        let response = self
             .pools
             .send(&self.config.cluster, request)
             .await
             .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("upstream answered {}", response.status()));
-        }
         let address = response.extensions().get::<UpstreamAddress>().map(|a| a.0);
-        let over_h2 = response.version() == Version::HTTP_2;
-        // Set by an HTTP/1.1 pool only: that connection carries the tunnel alone, so a reset
-        // resets it. An HTTP/2 stream is reset on its own (RST_STREAM).
-        let socket = response.extensions().get::<SocketId>().copied();
-        if tunnel.use_post || over_h2 {
-            let io = body_io::BodyIo::new(response.into_body(), payload_sender);
-            return Ok((super::body(io).reset_socket(socket), address));
+        let asked = if tunnel.use_post {
+            TunnelRequest::Post
+        } else {
+            TunnelRequest::Connect
+        };
+        match from_response(response, asked, payload_sender).await {
+            Ok(TunnelAnswer::Open { tunnel, .. }) => Ok((tunnel, address)),
+            Ok(TunnelAnswer::Refused(response)) => {
+                Err(format!("upstream answered {}", response.status()))
+            }
+            Err(error) => Err(format!("CONNECT {error}")),
         }
-        drop(payload_sender);
-        let upgraded = hyper::upgrade::on(&mut response)
-            .await
-            .map_err(|e| format!("CONNECT upgrade: {e}"))?;
-        Ok((super::upgraded(upgraded).reset_socket(socket), address))
     }
 }
 

@@ -69,16 +69,6 @@ fn props_of(route: &Route, headers: &HeaderMap) -> RouteProps {
     }
 }
 
-pub(super) fn protocol_name(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_09 => "HTTP/0.9",
-        http::Version::HTTP_10 => "HTTP/1.0",
-        http::Version::HTTP_2 => "HTTP/2",
-        http::Version::HTTP_3 => "HTTP/3",
-        _ => "HTTP/1.1",
-    }
-}
-
 fn pair(name: &str, value: impl Into<Bytes>) -> (String, Bytes) {
     (name.to_string(), value.into())
 }
@@ -107,13 +97,10 @@ pub(super) fn request_pairs(parts: &http::request::Parts) -> HeaderPairs {
         })
         .unwrap_or_default();
     pairs.push(pair(":authority", authority));
-    let protocol = match parts.extensions.get::<hyper::ext::Protocol>() {
-        Some(protocol) => Some(protocol.as_str()),
-        None => parts
-            .extensions
-            .get::<crate::http::upgrade::ConnectProtocol>()
-            .map(|p| p.0.as_str()),
-    };
+    let protocol = parts
+        .extensions
+        .get::<crate::wire::Protocol>()
+        .map(crate::wire::Protocol::as_str);
     match parts.uri.path_and_query() {
         None if parts.method == Method::CONNECT && protocol.is_none() => {}
         path => {
@@ -462,7 +449,7 @@ mod tests {
             .unwrap();
         request
             .extensions_mut()
-            .insert(hyper::ext::Protocol::from_static("websocket"));
+            .insert(crate::wire::Protocol::new("websocket"));
         let (mut parts, ()) = request.into_parts();
         let pairs = request_pairs(&parts);
         assert_eq!(

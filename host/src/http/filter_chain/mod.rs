@@ -52,8 +52,8 @@ mod upgraded_payload;
 
 use filtered_body::FilteredBody;
 use head::{
-    bad_request, closed_response, failure_response, local_response, protocol_name, request_pairs,
-    response_pairs, route_props_picked,
+    bad_request, closed_response, failure_response, local_response, request_pairs, response_pairs,
+    route_props_picked,
 };
 pub use upgraded_payload::{PayloadFilters, PayloadFollows};
 
@@ -140,7 +140,7 @@ impl FilterChain {
             destination: conn.local,
             tls: conn.tls,
             mtls: conn.mtls,
-            protocol: protocol_name(request.version()),
+            protocol: crate::wire::WireHead::protocol_name(&request),
             start: std::time::SystemTime::now(),
             route: Arc::new(Mutex::new(route_props_picked(routes, &mut request))),
             upstream: Default::default(),

@@ -21,8 +21,8 @@ use super::filtered_body::FilteredBody;
 use crate::accel::Spliced;
 use crate::body::BoxError;
 use crate::stats::AccelStats;
-use crate::tunnel::TunnelIo;
 use crate::wasm::Direction;
+use crate::wire::TunnelIo;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -351,8 +351,8 @@ mod tests {
         let (upstream, server) = tokio::io::duplex(1 << 16);
         (
             client,
-            crate::tunnel::boxed(downstream),
-            crate::tunnel::boxed(upstream),
+            crate::wire::tunnel::boxed(downstream),
+            crate::wire::tunnel::boxed(upstream),
             server,
         )
     }

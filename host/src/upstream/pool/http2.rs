@@ -11,12 +11,12 @@
 use super::body::GuardedBody;
 use super::generic::{Lease, Opened, Pool, PoolProtocol, Ready, StreamLimit};
 use crate::body::Body;
-// Codec adapter from http/ (issue 21: moves to `crate::wire`).
-use crate::http::h2_body::{H2Body, send_body};
 use crate::upstream::cluster::{Cluster, ConnectionSlot, HostProtocol, RequestSlot};
 use crate::upstream::connect::{self, Connected, UpstreamStream};
 use crate::upstream::error::UpstreamError;
 use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
+use crate::wire::Protocol;
+use crate::wire::h2_body::{H2Body, send_body};
 use bytes::Bytes;
 use h2::SendStream;
 use h2::client::{Connection, SendRequest};
@@ -149,7 +149,7 @@ impl Pool<Http2> {
             let (lease, send) = self.acquire_stream().await?;
             let head = request_head(&parts, scheme, &self.host.addr.to_string())
                 .map_err(|reason| self.reset(reason))?;
-            // The `:protocol` pseudo-header (issue 21: one Protocol type in `crate::wire`).
+            // An extended CONNECT (`:protocol`, RFC 8441) needs the peer's consent.
             if head.extensions().get::<h2::ext::Protocol>().is_some()
                 && !send.is_extended_connect_protocol_enabled()
             {
@@ -248,9 +248,9 @@ pub(super) fn request_head(
     *head.version_mut() = http::Version::HTTP_2;
     if let Some(protocol) = upgrade {
         *head.method_mut() = http::Method::CONNECT;
-        // The `:protocol` pseudo-header (issue 21: one Protocol type in `crate::wire`).
+        // `:protocol` in the h2 codec's representation, converted at this edge.
         head.extensions_mut()
-            .insert(h2::ext::Protocol::from(protocol));
+            .insert(Protocol::from(protocol).to_h2());
         if parts.method != http::Method::GET && parts.method != http::Method::CONNECT {
             let method = http::HeaderValue::from_str(parts.method.as_str())
                 .map_err(|_| "bad method".to_string())?;

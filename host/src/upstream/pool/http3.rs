@@ -11,18 +11,18 @@
 //!   the peer closes it when done;
 //! - a tunnel (an upgrade, or CONNECT) goes as a CONNECT stream: RFC 9220 extended CONNECT
 //!   with `:protocol` for an upgrade (only to a peer whose SETTINGS enable it), plain CONNECT
-//!   otherwise; its DATA frames are the payload both ways (see [`crate::http::h3_connect`]).
+//!   otherwise; its DATA frames are the payload both ways (see [`crate::wire::h3_connect`]).
 
 use super::generic::{Lease, Opened, Pool, PoolProtocol, Ready, StreamLimit};
 use super::http2::request_head;
 use crate::body::{Body, BoxError};
-// Codec adapters from http/ (issue 21: they move to `crate::wire`).
-use crate::http::h3_body::H3Body;
-use crate::http::h3_connect::{self, DataBody};
 use crate::upstream::cluster::{Cluster, ConnectionSlot, HostProtocol, RequestSlot};
 use crate::upstream::error::UpstreamError;
 use crate::upstream::quic;
 use crate::upstream::tunnel::TunnelPayload;
+use crate::wire::Protocol;
+use crate::wire::h3_body::H3Body;
+use crate::wire::h3_connect::{self, DataBody};
 use bytes::Bytes;
 use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
@@ -277,12 +277,13 @@ impl Pool<Http3> {
     ) -> Result<http::Response<Body>, UpstreamError> {
         let head = request_head(&parts, "https", &self.host.addr.to_string())
             .map_err(|reason| self.reset(reason))?;
-        // The `:protocol` pseudo-header (issue 21: one Protocol type in `crate::wire`).
+        // The head is built as for HTTP/2 (`request_head`), which carries `:protocol` the h2
+        // codec's way; HTTP/3 writes it from the one `wire::Protocol`.
         let protocol = head
             .extensions()
             .get::<h2::ext::Protocol>()
-            .map(|p| p.as_str().to_owned());
-        let fields = h3_connect::request_fields(&head, protocol.as_deref());
+            .map(Protocol::from_h2);
+        let fields = h3_connect::request_fields(&head, protocol.as_ref());
         let frame = h3_connect::headers_frame(&fields).map_err(|e| self.reset(e.to_string()))?;
         let (mut lease, connection) = self.acquire_stream().await?;
         if protocol.is_some() && !peer_allows_extended_connect(&connection).await {
@@ -307,7 +308,6 @@ impl Pool<Http3> {
         }
         let pump_lease = lease.clone();
         tokio::spawn(async move {
-            // Codec adapter from http/ (issue 21: moves to `crate::wire`).
             if let Err(error) = h3_connect::pump_data(payload, &mut send_stream).await {
                 tracing::debug!(%error, "h3 tunnel payload ended with an error; resetting the stream");
                 let code = quinn::VarInt::from_u64(h3::error::Code::H3_REQUEST_CANCELLED.value());

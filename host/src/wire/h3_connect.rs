@@ -1,6 +1,6 @@
 //! The wire side of CONNECT and extended CONNECT (RFC 9220) over HTTP/3: frames, field
 //! sections and request/response heads of a CONNECT stream, for the downstream server
-//! (`super::h3`) and the upstream HTTP/3 pool alike.
+//! (`http::h3`) and the upstream HTTP/3 pool alike.
 //!
 //! Why not the `h3` crate's request API: h3 0.0.8 knows `:protocol` only as `webtransport` or
 //! `connect-udp` (its `ext::Protocol` is a closed set), so it rejects `:protocol websocket`
@@ -18,6 +18,7 @@
 //! request stream are an error. Field sections are coded statelessly with the `qpack` crate:
 //! no dynamic table, as the h3 crate advertises `SETTINGS_QPACK_MAX_TABLE_CAPACITY` 0.
 
+use super::Protocol;
 use crate::body::{self, Body};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::Stream;
@@ -325,7 +326,7 @@ pub fn peek_connect(block: &Bytes) -> Option<Vec<HeaderField>> {
 /// `:protocol`, `:scheme`, `:authority` and `:path`. Pseudo-headers come first, once each.
 pub fn connect_request(
     fields: Vec<HeaderField>,
-) -> Result<(Request<()>, Option<String>), H3ConnectError> {
+) -> Result<(Request<()>, Option<Protocol>), H3ConnectError> {
     let malformed = H3ConnectError::Malformed;
     let mut method = None;
     let mut scheme = None;
@@ -389,17 +390,17 @@ pub fn connect_request(
     *request.uri_mut() = uri;
     *request.version_mut() = http::Version::HTTP_3;
     *request.headers_mut() = headers;
-    Ok((request, protocol))
+    Ok((request, protocol.map(Protocol::new)))
 }
 
 /// The field section of the request an upstream CONNECT stream opens with: `head` is the
 /// request as the HTTP/2 pool shapes it (absolute URI, `host` moved to `:authority`), with
 /// `protocol` for an extended CONNECT.
-pub fn request_fields(head: &Request<()>, protocol: Option<&str>) -> Vec<HeaderField> {
+pub fn request_fields(head: &Request<()>, protocol: Option<&Protocol>) -> Vec<HeaderField> {
     let mut fields = vec![HeaderField::new(":method", "CONNECT")];
     let authority = head.uri().authority().map_or("", |a| a.as_str());
     if let Some(protocol) = protocol {
-        fields.push(HeaderField::new(":protocol", protocol));
+        fields.push(HeaderField::new(":protocol", protocol.as_str()));
         fields.push(HeaderField::new(
             ":scheme",
             head.uri().scheme_str().unwrap_or("https"),
@@ -588,7 +589,7 @@ mod tests {
             .insert("sec-websocket-version", HeaderValue::from_static("13"));
         head.headers_mut()
             .insert("connection", HeaderValue::from_static("upgrade"));
-        let fields = request_fields(&head, Some("websocket"));
+        let fields = request_fields(&head, Some(&Protocol::new("websocket")));
         let frame = headers_frame(&fields).unwrap();
         let frames = decode_all(&frame).unwrap();
         let [H3Frame::Headers(block)] = &frames[..] else {
@@ -596,7 +597,7 @@ mod tests {
         };
         let decoded = peek_connect(block).expect("a CONNECT");
         let (request, protocol) = connect_request(decoded).unwrap();
-        assert_eq!(protocol.as_deref(), Some("websocket"));
+        assert_eq!(protocol, Some(Protocol::new("websocket")));
         assert_eq!(request.method(), Method::CONNECT);
         assert_eq!(request.uri().to_string(), "https://ws.test:443/chat?room=1");
         assert_eq!(request.headers()["sec-websocket-version"], "13");

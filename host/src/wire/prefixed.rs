@@ -1,13 +1,12 @@
 //! A connection as the HTTP/1.1 codec reads it: the first bytes, if they were already read (an
 //! AUTO listener sniffing for the HTTP/2 preface), are read again first; and every read tells
-//! the connection's [`Activity`] that bytes arrived, which starts its request headers timeout
-//! when no request is in flight.
+//! the connection's [`HeadClock`] that bytes arrived (the connection manager's activity, which
+//! starts its request headers timeout when no request is in flight).
 //!
 //! The splice of a CONNECT or an upgrade on such a connection takes the socket back out
 //! ([`Prefixed::into_parts`]), so a plain TCP socket behind an AUTO listener is spliced in the
 //! kernel like one behind an HTTP1 listener.
 
-use super::tracked::Activity;
 use bytes::{Buf, Bytes};
 use std::io;
 use std::pin::Pin;
@@ -15,11 +14,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// Told of every read that brought bytes, to time the request head they may start.
+pub trait HeadClock: Send + Sync {
+    /// Bytes came in on the connection.
+    fn bytes_arrived(&self);
+}
+
 /// `io` with `prefix` to be read before it.
 pub struct Prefixed<I> {
     prefix: Bytes,
     io: I,
-    clock: Option<Arc<Activity>>,
+    clock: Option<Arc<dyn HeadClock>>,
 }
 
 impl<I> Prefixed<I> {
@@ -32,9 +37,9 @@ impl<I> Prefixed<I> {
         }
     }
 
-    /// Tells `activity` of every read from now on (see [`Activity::bytes_arrived`]); when
+    /// Tells `activity` of every read from now on (see [`HeadClock::bytes_arrived`]); when
     /// bytes were already read, a head is arriving now.
-    pub(super) fn with_head_clock(mut self, activity: Arc<Activity>) -> Self {
+    pub fn with_head_clock(mut self, activity: Arc<dyn HeadClock>) -> Self {
         if !self.prefix.is_empty() {
             activity.bytes_arrived();
         }

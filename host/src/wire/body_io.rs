@@ -1,5 +1,5 @@
 //! A tunnel carried as two HTTP bodies (an HTTP/2 CONNECT stream, a POST tunnel), seen as one
-//! byte stream so [`crate::accel::splice`] can move it like a socket.
+//! byte stream so the splice (`accel::splice`) can move it like a socket.
 
 use crate::body::{Body, BoxError};
 use bytes::{Buf, Bytes};

@@ -1,5 +1,5 @@
 //! Bodies on HTTP/2 streams (the `h2` crate), both directions, shared by the downstream codec
-//! ([`super::h2`]) and the upstream pool: a stream's receive half as an [`http_body::Body`]
+//! (`http::h2`) and the upstream pool: a stream's receive half as an [`http_body::Body`]
 //! that gives flow-control capacity back as its data is handed on, and the pump that sends a
 //! body on a stream within the peer's window.
 //!
@@ -136,7 +136,7 @@ where
             }
             Some(Err(error)) => {
                 let error: BoxError = error.into();
-                let reason = crate::tunnel::reset::stream_reset_reason(&*error);
+                let reason = super::reset::stream_reset_reason(&*error);
                 tracing::debug!(%error, ?reason, "body failed; resetting the stream");
                 stream.send_reset(reason);
                 return Err(SendBodyError::Body(error));

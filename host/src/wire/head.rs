@@ -1,0 +1,84 @@
+//! What the rest of weir asks of the HTTP version a request or response head came on, asked
+//! of the head itself so that only the wire knows which versions there are: whether the
+//! message is one stream among others on its connection, and the name a log or a filter shows.
+//!
+//! This is the start of the one head model for every version (the issue's `wire/` layer):
+//! callers above the wire ask [`WireHead::multiplexed`] rather than matching on
+//! `Version::HTTP_2 | Version::HTTP_3` themselves.
+
+use http::Version;
+
+/// The questions weir asks of a head's HTTP version.
+pub trait WireHead {
+    /// The HTTP version the head came on.
+    fn wire_version(&self) -> Version;
+
+    /// Whether the message is one stream among others on its connection (HTTP/2, HTTP/3):
+    /// a tunnel is carried on the stream (its DATA frames), a failure resets the stream and
+    /// not the connection, and a CONNECT's `2xx` is the tunnel itself. Otherwise (HTTP/1.x)
+    /// the connection carries this one message at a time, and a tunnel takes the connection
+    /// over.
+    fn multiplexed(&self) -> bool {
+        matches!(self.wire_version(), Version::HTTP_2 | Version::HTTP_3)
+    }
+
+    /// The protocol's name as proxy-wasm's `request.protocol` and the access log show it:
+    /// `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, `HTTP/3`.
+    fn protocol_name(&self) -> &'static str {
+        match self.wire_version() {
+            Version::HTTP_09 => "HTTP/0.9",
+            Version::HTTP_10 => "HTTP/1.0",
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_3 => "HTTP/3",
+            _ => "HTTP/1.1",
+        }
+    }
+}
+
+impl WireHead for Version {
+    fn wire_version(&self) -> Version {
+        *self
+    }
+}
+
+impl<B> WireHead for http::Request<B> {
+    fn wire_version(&self) -> Version {
+        self.version()
+    }
+}
+
+impl<B> WireHead for http::Response<B> {
+    fn wire_version(&self) -> Version {
+        self.version()
+    }
+}
+
+impl WireHead for http::request::Parts {
+    fn wire_version(&self) -> Version {
+        self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_h2_and_h3_are_multiplexed() {
+        let versions = [
+            (Version::HTTP_09, false, "HTTP/0.9"),
+            (Version::HTTP_10, false, "HTTP/1.0"),
+            (Version::HTTP_11, false, "HTTP/1.1"),
+            (Version::HTTP_2, true, "HTTP/2"),
+            (Version::HTTP_3, true, "HTTP/3"),
+        ];
+        for (version, multiplexed, name) in versions {
+            assert_eq!(version.multiplexed(), multiplexed, "{version:?}");
+            assert_eq!(version.protocol_name(), name);
+            let mut request = http::Request::new(());
+            *request.version_mut() = version;
+            assert_eq!(request.multiplexed(), multiplexed);
+            assert_eq!(request.into_parts().0.protocol_name(), name);
+        }
+    }
+}
