@@ -10,6 +10,7 @@ pub mod h3_connect;
 pub mod headers;
 mod idle_clock;
 pub mod local_reply;
+pub mod phases;
 pub mod prefixed;
 mod premature_reset;
 mod request_body;
