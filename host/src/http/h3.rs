@@ -13,6 +13,10 @@
 //! connection whose request streams are mostly abandoned by the client (stopped or reset
 //! before their response is written) gets GOAWAY and is closed with H3_EXCESSIVE_LOAD.
 
+use super::driver::{
+    ConnectionCount, ConnectionLimits, LIMITS_CHECK, LimitCheck, drain_requested,
+    finish_response_head,
+};
 use super::h3_body::H3Body;
 use super::h3_connect::{self, CONNECTION_SPECIFIC, DataBody};
 use super::premature_reset::{ResetWatch, StreamEnd};
@@ -50,9 +54,6 @@ enum Resolved {
 /// How often a draining connection checks whether its last stream is done.
 const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// How often a connection checks `idle_timeout` and `max_connection_duration`.
-const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// H3_EXCESSIVE_LOAD (RFC 9114 8.1): the code a connection closed for abuse gets.
 const H3_EXCESSIVE_LOAD: u32 = 0x107;
 
@@ -71,9 +72,7 @@ pub async fn serve_h3_connection(
     // takes the manager current when it starts.
     let accepted_on = current.load_full();
     let stats = accepted_on.stats.clone();
-    stats.cx_total.inc();
-    stats.cx_active.inc();
-    stats.cx_ssl_total.inc();
+    let _counted = ConnectionCount::open(&stats, true);
     stats.cx_http3_total.inc();
     let info = ConnectionInfo {
         remote: connection.remote_address(),
@@ -104,7 +103,6 @@ pub async fn serve_h3_connection(
         Err(error) => {
             tracing::debug!(peer = %info.remote, %error, "HTTP/3 setup failed");
             stats.cx_protocol_error.inc();
-            stats.cx_active.dec();
             return;
         }
     };
@@ -112,15 +110,11 @@ pub async fn serve_h3_connection(
     let resets = Arc::new(ResetWatch::new(accepted_on.config.abuse));
     // `common_http_protocol_options`, as on TCP: past either limit the connection drains
     // (GOAWAY, in-flight streams finish, then it closes).
-    let idle_timeout = accepted_on.config.idle_timeout;
-    let max_duration = accepted_on
-        .config
-        .max_connection_duration
-        .map(|d| tokio::time::Instant::now() + d);
+    let limits = ConnectionLimits::new(&accepted_on.config);
     // Not kept: a reload must not keep an old snapshot alive for a long-lived connection.
     drop(accepted_on);
     // An interval, not a sleep in the loop: every accepted stream restarts the loop.
-    let mut idle_check = tokio::time::interval(IDLE_CHECK);
+    let mut idle_check = tokio::time::interval(LIMITS_CHECK);
     idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut draining = *shutdown.borrow();
     if draining {
@@ -180,17 +174,17 @@ pub async fn serve_h3_connection(
                 break;
             }
             changed = shutdown.changed(), if !draining => {
-                if changed.is_err() || *shutdown.borrow() {
+                if drain_requested(changed, &shutdown) {
                     draining = true;
                     if let Err(error) = h3_connection.shutdown(0).await {
                         tracing::debug!(%error, "HTTP/3 GOAWAY");
                     }
                 }
             }
-            _ = idle_check.tick(), if !draining && (idle_timeout.is_some() || max_duration.is_some()) => {
-                let idle = matches!((idle_timeout, activity.idle_for()), (Some(limit), Some(idle)) if idle >= limit);
-                let too_old = max_duration.is_some_and(|deadline| tokio::time::Instant::now() >= deadline);
-                if idle || too_old {
+            _ = idle_check.tick(), if !draining && limits.any() => {
+                // An HTTP/3 head arrives whole in one HEADERS frame: the head clock of
+                // `request_headers_timeout` runs on HTTP/1.1 only, and never trips here.
+                if let LimitCheck::Drain { idle, too_old } = limits.check(&activity, draining) {
                     tracing::debug!(peer = %info.remote, idle, too_old, "draining downstream HTTP/3 connection");
                     draining = true;
                     if let Err(error) = h3_connection.shutdown(0).await {
@@ -208,7 +202,6 @@ pub async fn serve_h3_connection(
             }
         }
     }
-    stats.cx_active.dec();
 }
 
 /// Reads the head of a request stream. A CONNECT is taken off the h3 crate (which cannot
@@ -266,6 +259,7 @@ async fn serve_connect(
     let response = manager.handle(request.map(|()| body::empty()), info).await;
     let (mut head, body) = response.into_parts();
     remove_connection_specific(&mut head.headers);
+    finish_response_head(&mut head.headers);
     let sent =
         match h3_connect::headers_frame(&h3_connect::response_fields(head.status, &head.headers)) {
             Ok(frame) => send.write_all(&frame).await.map_err(|e| e.to_string()),
@@ -318,6 +312,7 @@ async fn serve_request(
     let response = Box::pin(manager.handle(request, info)).await;
     let (mut head, body) = response.into_parts();
     remove_connection_specific(&mut head.headers);
+    finish_response_head(&mut head.headers);
     match send_response(&mut send, Response::from_parts(head, ()), body).await {
         Ok(()) => StreamEnd::Completed,
         Err(error) => {

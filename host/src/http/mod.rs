@@ -1,6 +1,7 @@
 //! The HTTP connection manager: codec glue for hyper (HTTP/1.1, HTTP/2), the stream lifecycle
 //! and local replies.
 
+mod driver;
 pub mod filter_chain;
 mod h2;
 pub mod h2_body;
