@@ -7,7 +7,8 @@
 //!   `_ssl_total`);
 //! - its limits ([`ConnectionLimits`]: `idle_timeout`, `max_connection_duration`,
 //!   `request_headers_timeout`), checked on one clock ([`LIMITS_CHECK`]);
-//! - drain on shutdown and reload ([`drain_requested`]);
+//! - drain on shutdown and reload, and the connection's end ([`drive`], which runs the
+//!   codec's adapter under all of the above);
 //! - each stream's way in and out ([`Connection::stream`]): the manager in force when it
 //!   starts, `max_requests_per_connection`, the protocol counted once, the stream phases
 //!   ([`super::phases`]), the overload action `disable_http_keepalive`, the response head's
@@ -28,7 +29,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// How often a connection checks its limits.
-pub(super) const LIMITS_CHECK: Duration = Duration::from_secs(1);
+const LIMITS_CHECK: Duration = Duration::from_secs(1);
 
 /// A downstream connection counted in its listener's stats while it lives: `cx_total` and
 /// `cx_ssl_total` when it opens, `cx_active` until it is dropped.
@@ -59,7 +60,7 @@ impl Drop for ConnectionCount {
 /// Whether a change of the worker's shutdown signal (`changed`, the result of waiting on it)
 /// asks the connection to drain. A dropped sender means the worker is gone: drain as on
 /// shutdown.
-pub(super) fn drain_requested(
+fn drain_requested(
     changed: Result<(), watch::error::RecvError>,
     shutdown: &watch::Receiver<bool>,
 ) -> bool {
@@ -129,9 +130,100 @@ impl ConnectionLimits {
     }
 }
 
+/// One downstream connection as the driver holds it while its codec serves it.
+pub(super) struct Driven {
+    /// The peer, for logs.
+    pub peer: std::net::SocketAddr,
+    /// The listener's stats, from the manager in force when it was accepted.
+    pub stats: HttpStats,
+    /// Counted in the stats until the drive ends.
+    pub count: ConnectionCount,
+    /// Its limits.
+    pub limits: ConnectionLimits,
+    /// What it knows about its streams.
+    pub activity: Arc<Activity>,
+    /// Turning it true drains it: the codec stops taking streams (HTTP/1.1: `connection:
+    /// close` after the response in flight; HTTP/2 and HTTP/3: GOAWAY) and ends once those
+    /// in flight are done.
+    pub drain: Arc<watch::Sender<bool>>,
+}
+
+/// Drives one downstream connection to its end, whatever its codec: `codec` (the adapter
+/// serving it, which drains when [`Driven::drain`] turns true) runs until the peer closes,
+/// an error, or its drain completes; `shutdown` turning true (the worker stops, or a reload
+/// retires the listener) and the connection's limits drain it; a request head that takes
+/// longer than `request_headers_timeout` closes it at once.
+pub(super) async fn drive<C>(codec: C, driven: Driven, mut shutdown: watch::Receiver<bool>)
+where
+    C: Future<Output = Result<(), BoxError>>,
+{
+    let Driven {
+        peer,
+        stats,
+        count,
+        limits,
+        activity,
+        drain,
+    } = driven;
+    let mut codec = std::pin::pin!(codec);
+    let mut draining = *drain.borrow();
+    loop {
+        tokio::select! {
+            result = codec.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "downstream connection ended with an error");
+                    stats.cx_protocol_error.inc();
+                }
+                break;
+            }
+            changed = shutdown.changed(), if !draining => {
+                if drain_requested(changed, &shutdown) {
+                    draining = true;
+                    drain.send_replace(true);
+                }
+            }
+            () = tokio::time::sleep(LIMITS_CHECK), if limits.any() => {
+                match limits.check(&activity, draining) {
+                    LimitCheck::Fine => {}
+                    LimitCheck::HeadersTimeout => {
+                        tracing::debug!(%peer, "request headers timeout; closing");
+                        stats.rq_header_timeout.inc();
+                        break;
+                    }
+                    LimitCheck::Drain { idle, too_old } => {
+                        tracing::debug!(%peer, idle, too_old, "draining downstream connection");
+                        draining = true;
+                        drain.send_replace(true);
+                    }
+                }
+            }
+        }
+    }
+    drop(count);
+}
+
+/// A stream's answer, whatever its codec: the stream phases ([`super::phases`]), then the
+/// response head as it leaves for the wire ([`finish_response_head`]).
+pub(super) async fn answer<B>(
+    manager: &HttpManager,
+    request: Request<B>,
+    info: &ConnectionInfo,
+) -> Response<crate::body::Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    // Boxed: the stream's future is large, and each h2 stream's future is moved into a
+    // spawned task; a pointer is cheaper to move than the whole state machine (measured:
+    // memmove was 10% of a h2c profile).
+    let mut response = Box::pin(manager.handle(request, info)).await;
+    finish_response_head(response.headers_mut());
+    response
+}
+
 /// The response head as it leaves for the wire, whatever the codec: a `date` when it has
 /// none (RFC 9110 6.6.1: an origin with a clock sends one; an upstream's is kept).
-pub(super) fn finish_response_head(headers: &mut http::HeaderMap) {
+fn finish_response_head(headers: &mut http::HeaderMap) {
     if !headers.contains_key(http::header::DATE) {
         headers.insert(http::header::DATE, headers::date_now());
     }
@@ -212,14 +304,10 @@ impl Connection {
         let version = request.version();
         let tunnel = *request.method() == http::Method::CONNECT;
         async move {
-            // Boxed: the stream's future is large, and each h2 stream's future is moved into
-            // a spawned task; a pointer is cheaper to move than the whole state machine
-            // (measured: memmove was 10% of a h2c profile).
-            let mut response = Box::pin(manager.handle(request, &info)).await;
+            let mut response = answer(&manager, request, &info).await;
             if crate::overload::disable_http_keepalive() && !tunnel {
                 disable_keepalive(&manager, version, &mut response, &drain);
             }
-            finish_response_head(response.headers_mut());
             let idle = response
                 .extensions()
                 .get::<super::stream::RouteIdleTimeout>()

@@ -179,8 +179,8 @@ pub trait StreamPhases: Sync {
 
     /// **Response head**: last, for every answer that passed head received (the upstream's,
     /// a local reply, a filter's): the virtual host's and the route configuration's response
-    /// headers, and the response counted. The codec adds what belongs to the wire (`date`,
-    /// see [`super::headers::finish_response_head`]).
+    /// headers, and the response counted. The driver adds what belongs to the wire (`date`,
+    /// see [`super::driver`]).
     fn response_head(
         &self,
         vhost: Option<VirtualHostId>,
@@ -215,63 +215,59 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
     B::Error: Into<body::BoxError>,
 {
-    let (log, request) = phases.open_log(request, conn);
-    let Some(log) = log else {
-        return exchange(phases, request, conn).await;
-    };
-    // Boxed: the exchange's future is large, and the task-local scope around it would
-    // otherwise copy it whole, several times (memmove was 16% of an h2c profile with a log).
-    let (response, upstream) = with_notes(Box::pin(exchange(phases, request, conn))).await;
-    phases.log(log, response, upstream)
-}
-
-/// The phases from accept to response head.
-async fn exchange<P: StreamPhases>(
-    phases: &P,
-    mut request: Request<Body>,
-    conn: &ConnectionInfo,
-) -> Response<Body> {
-    if let Err(refused) = phases.accept(conn) {
-        return refused;
-    }
-    let vhost = match phases.head_received(&mut request, conn) {
-        Ok(vhost) => vhost,
-        Err(refused) => return phases.response_head(None, refused),
-    };
-    let response = match phases.request_filters(request, conn).await {
-        Filtered::Continue(request, filters) => {
-            let response = proxy(phases, request, conn).await;
-            phases.response_filters(filters, response).await
+    // Open log.
+    let (log, mut request) = phases.open_log(request, conn);
+    let stream = async move {
+        // Accept.
+        if let Err(refused) = phases.accept(conn) {
+            return refused;
         }
-        Filtered::Answered(response, filters) => phases.response_filters(filters, response).await,
-    };
-    phases.response_head(vhost, response)
-}
-
-/// The phases from route to forward; a failure of any is its local reply.
-async fn proxy<P: StreamPhases>(
-    phases: &P,
-    mut request: Request<Body>,
-    conn: &ConnectionInfo,
-) -> Response<Body> {
-    let request_id = phases.request_id(&mut request);
-    let forwarded = async {
-        let target = match phases.route(&request, conn)? {
-            Routed::Answered(response) => return Ok(response),
-            Routed::Upstream(target) => target,
+        // Head received.
+        let vhost = match phases.head_received(&mut request, conn) {
+            Ok(vhost) => vhost,
+            Err(refused) => return phases.response_head(None, refused),
         };
-        let target = phases.upstream_selected(&request, target)?;
-        let upstream = phases.upstream_request(request, target, conn)?;
-        phases.forward(upstream, conn).await
+        // Request filters.
+        let (mut request, filters) = match phases.request_filters(request, conn).await {
+            Filtered::Continue(request, filters) => (request, filters),
+            Filtered::Answered(response, filters) => {
+                let response = phases.response_filters(filters, response).await;
+                return phases.response_head(vhost, response);
+            }
+        };
+        // Request id, route, upstream selected, upstream request, forward: a failure of any
+        // is answered with a local reply.
+        let request_id = phases.request_id(&mut request);
+        let forwarded = async {
+            let target = match phases.route(&request, conn)? {
+                Routed::Answered(response) => return Ok(response),
+                Routed::Upstream(target) => target,
+            };
+            let target = phases.upstream_selected(&request, target)?;
+            let upstream = phases.upstream_request(request, target, conn)?;
+            phases.forward(upstream, conn).await
+        };
+        let response = match forwarded.await {
+            Ok(response) => response,
+            Err(reply) => {
+                // The detail (cluster, host, OS error) is for the operator, never the client.
+                tracing::debug!(status = %reply.status(), ?reply, request_id = ?request_id, "local reply");
+                phases.local_reply(reply, request_id)
+            }
+        };
+        // Response filters.
+        let response = phases.response_filters(filters, response).await;
+        // Response head.
+        phases.response_head(vhost, response)
     };
-    match forwarded.await {
-        Ok(response) => response,
-        Err(reply) => {
-            // The detail (cluster, host, OS error) is for the operator, never the client.
-            tracing::debug!(status = %reply.status(), ?reply, request_id = ?request_id, "local reply");
-            phases.local_reply(reply, request_id)
-        }
-    }
+    // Log: the upstream phases note what they learn for the entry, where there is one.
+    let Some(log) = log else {
+        return stream.await;
+    };
+    // Boxed: the stream's future is large, and the task-local scope around it would
+    // otherwise copy it whole, several times (memmove was 16% of an h2c profile with a log).
+    let (response, upstream) = with_notes(Box::pin(stream)).await;
+    phases.log(log, response, upstream)
 }
 
 #[cfg(test)]

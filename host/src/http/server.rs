@@ -4,9 +4,7 @@
 //! drain (HTTP/1.1: hyper's graceful shutdown; HTTP/2: GOAWAY). HTTP/1.1 is hyper's; HTTP/2
 //! is weir's own codec on the `h2` crate ([`super::h2`]).
 
-use super::driver::{
-    Connection, ConnectionCount, ConnectionLimits, LIMITS_CHECK, LimitCheck, drain_requested,
-};
+use super::driver::{Connection, ConnectionCount, ConnectionLimits, Driven, drive};
 use super::h2::{self as h2_codec};
 use super::prefixed::Prefixed;
 use super::{ConnectionInfo, CurrentManager};
@@ -180,60 +178,34 @@ pub async fn serve_connection<I>(
     io: I,
     info: ConnectionInfo,
     tls: ConnectionTls,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let manager = current.load_full();
     let stats = manager.stats.clone();
-    let _counted = ConnectionCount::open(&stats, tls.tls);
+    let count = ConnectionCount::open(&stats, tls.tls);
     let (drain, drained) = watch::channel(*shutdown.borrow());
     let drain = Arc::new(drain);
-    let mut draining = *drained.borrow();
     let streams = Connection::new(current.clone(), info.clone(), drain.clone());
     let activity = streams.activity().clone();
     let limits = h2_codec::Limits {
         abuse: manager.config.abuse,
         stats: stats.clone(),
     };
-    let mut connection =
-        manager
-            .codecs
-            .serve(manager.config.codec, &tls, io, streams, limits, drained);
-    let limits = ConnectionLimits::new(&manager.config);
+    let codec = manager
+        .codecs
+        .serve(manager.config.codec, &tls, io, streams, limits, drained);
+    let driven = Driven {
+        peer: info.remote,
+        limits: ConnectionLimits::new(&manager.config),
+        stats,
+        count,
+        activity,
+        drain,
+    };
     // Not kept for the connection's life: a reload may replace it, and its VMs and pools
     // should go once the streams that use them are done.
     drop(manager);
-    loop {
-        tokio::select! {
-            result = &mut connection => {
-                if let Err(error) = result {
-                    tracing::debug!(peer = %info.remote, %error, "downstream connection ended with an error");
-                    stats.cx_protocol_error.inc();
-                }
-                break;
-            }
-            changed = shutdown.changed(), if !draining => {
-                if drain_requested(changed, &shutdown) {
-                    draining = true;
-                    drain.send_replace(true);
-                }
-            }
-            () = tokio::time::sleep(LIMITS_CHECK), if limits.any() => {
-                match limits.check(&activity, draining) {
-                    LimitCheck::Fine => {}
-                    LimitCheck::HeadersTimeout => {
-                        tracing::debug!(peer = %info.remote, "request headers timeout; closing");
-                        stats.rq_header_timeout.inc();
-                        break;
-                    }
-                    LimitCheck::Drain { idle, too_old } => {
-                        tracing::debug!(peer = %info.remote, idle, too_old, "closing downstream connection");
-                        draining = true;
-                        drain.send_replace(true);
-                    }
-                }
-            }
-        }
-    }
+    drive(codec, driven, shutdown).await;
 }
