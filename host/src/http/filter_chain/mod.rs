@@ -10,9 +10,12 @@
 //!
 //! The API is [`FilterChain::new`] (per worker, from any list of plugins: a listener's
 //! `http_filters`, or an upgrade type's filters), [`FilterChain::is_empty`] and
-//! [`FilterChain::run`], which wraps whatever produces the response (`next`). Because routing
-//! runs inside `next`, the route is looked up on the headers as the filters left them; the
-//! `routes` given to `run` only serve the `xds.route_name`/`xds.cluster_name` properties.
+//! [`FilterChain::run`], which wraps whatever produces the response (`next`); the stream
+//! phases ([`crate::http::phases`]) call its two halves apart, [`FilterChain::filter_request`]
+//! and [`ResponseFilters::filter_response`], with routing and forwarding between them.
+//! Because routing runs after the request half, the route is looked up on the headers as the
+//! filters left them; the `routes` given to the chain only serve the
+//! `xds.route_name`/`xds.cluster_name` properties.
 //!
 //! Semantics (Envoy's): a callback that returns `Pause` holds its direction until the module
 //! calls `proxy_continue_stream`, answers with `proxy_send_local_response` or closes the
