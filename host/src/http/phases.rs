@@ -27,6 +27,7 @@ use crate::body::{self, Body};
 use crate::route::VirtualHostId;
 use http::{HeaderValue, Request, Response};
 use std::future::Future;
+use std::ops::ControlFlow;
 
 /// What the request filters phase decided.
 pub enum Filtered<F> {
@@ -82,24 +83,24 @@ pub trait StreamPhases: Sync {
     }
 
     /// **Accept**: the stream is counted and may be refused before anything is spent on it
-    /// (an overloaded proxy). `Err` is the answer, sent as it is: no filter, no response
+    /// (an overloaded proxy). `Break` is the answer, sent as it is: no filter, no response
     /// headers of any virtual host.
-    fn accept(&self, conn: &ConnectionInfo) -> Result<(), Response<Body>> {
+    fn accept(&self, conn: &ConnectionInfo) -> ControlFlow<Response<Body>> {
         let _ = conn;
-        Ok(())
+        ControlFlow::Continue(())
     }
 
     /// **Head received**: the head is checked and normalised (authority, path, header names)
     /// before anything, filters included, sees it. Returns the request's virtual host, whose
-    /// response headers the answer will carry (the request is gone by then); `Err` is the
+    /// response headers the answer will carry (the request is gone by then); `Break` is the
     /// refusal, which gets the route configuration's response headers.
     fn head_received(
         &self,
         request: &mut Request<Body>,
         conn: &ConnectionInfo,
-    ) -> Result<Option<VirtualHostId>, Response<Body>> {
+    ) -> ControlFlow<Response<Body>, Option<VirtualHostId>> {
         let _ = (request, conn);
-        Ok(None)
+        ControlFlow::Continue(None)
     }
 
     /// **Request filters**: the HTTP filters (Wasm plugins) see the request head and wrap
@@ -219,13 +220,13 @@ where
     let (log, mut request) = phases.open_log(request, conn);
     let stream = async move {
         // Accept.
-        if let Err(refused) = phases.accept(conn) {
+        if let ControlFlow::Break(refused) = phases.accept(conn) {
             return refused;
         }
         // Head received.
         let vhost = match phases.head_received(&mut request, conn) {
-            Ok(vhost) => vhost,
-            Err(refused) => return phases.response_head(None, refused),
+            ControlFlow::Continue(vhost) => vhost,
+            ControlFlow::Break(refused) => return phases.response_head(None, refused),
         };
         // Request filters.
         let (mut request, filters) = match phases.request_filters(request, conn).await {
@@ -318,22 +319,22 @@ mod tests {
             (Some(()), request.map(body::boxed))
         }
 
-        fn accept(&self, _conn: &ConnectionInfo) -> Result<(), Response<Body>> {
+        fn accept(&self, _conn: &ConnectionInfo) -> ControlFlow<Response<Body>> {
             if self.call("accept") {
-                return Err(status(503));
+                return ControlFlow::Break(status(503));
             }
-            Ok(())
+            ControlFlow::Continue(())
         }
 
         fn head_received(
             &self,
             _request: &mut Request<Body>,
             _conn: &ConnectionInfo,
-        ) -> Result<Option<VirtualHostId>, Response<Body>> {
+        ) -> ControlFlow<Response<Body>, Option<VirtualHostId>> {
             if self.call("head received") {
-                return Err(status(400));
+                return ControlFlow::Break(status(400));
             }
-            Ok(None)
+            ControlFlow::Continue(None)
         }
 
         async fn request_filters(
@@ -352,8 +353,8 @@ mod tests {
             None
         }
 
-        fn route<'s>(
-            &'s self,
+        fn route(
+            &self,
             _request: &Request<Body>,
             _conn: &ConnectionInfo,
         ) -> Result<Routed<()>, LocalReply> {
@@ -363,17 +364,13 @@ mod tests {
             Ok(Routed::Upstream(()))
         }
 
-        fn upstream_selected<'s>(
-            &'s self,
-            _request: &Request<Body>,
-            (): (),
-        ) -> Result<(), LocalReply> {
+        fn upstream_selected(&self, _request: &Request<Body>, (): ()) -> Result<(), LocalReply> {
             self.call("upstream selected");
             Ok(())
         }
 
-        fn upstream_request<'s>(
-            &'s self,
+        fn upstream_request(
+            &self,
             _request: Request<Body>,
             (): (),
             _conn: &ConnectionInfo,
@@ -382,8 +379,8 @@ mod tests {
             Ok(())
         }
 
-        async fn forward<'s>(
-            &'s self,
+        async fn forward(
+            &self,
             (): (),
             _conn: &ConnectionInfo,
         ) -> Result<Response<Body>, LocalReply> {

@@ -33,6 +33,7 @@ use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body::Body as _;
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 /// What the connection manager knows about the connection a request came on.
@@ -184,7 +185,7 @@ impl StreamPhases for HttpManager {
         (Some(entry), request.map(body::boxed))
     }
 
-    fn accept(&self, conn: &ConnectionInfo) -> Result<(), Response<Body>> {
+    fn accept(&self, conn: &ConnectionInfo) -> ControlFlow<Response<Body>> {
         self.stats.rq_total.inc();
         if crate::overload::stop_accepting_requests() {
             // As Envoy: refused as soon as the head is read, before routing or any filter
@@ -193,9 +194,9 @@ impl StreamPhases for HttpManager {
             tracing::debug!(peer = %conn.remote, "overloaded: request refused");
             let response = LocalReply::Overloaded.into_response(None);
             self.stats.count_response(response.status().as_u16());
-            return Err(response);
+            return ControlFlow::Break(response);
         }
-        Ok(())
+        ControlFlow::Continue(())
     }
 
     /// [`sanitize::sanitize_head`], then [`HttpManager::screen_head`]; the virtual host is
@@ -204,17 +205,19 @@ impl StreamPhases for HttpManager {
         &self,
         request: &mut Request<Body>,
         conn: &ConnectionInfo,
-    ) -> Result<Option<VirtualHostId>, Response<Body>> {
+    ) -> ControlFlow<Response<Body>, Option<VirtualHostId>> {
         let sanitized = sanitize::sanitize_head(request, &self.config, conn.local.port())
             .and_then(|()| self.screen_head(request));
         if let Err(refusal) = sanitized {
             let request_id = request.headers().get(&X_REQUEST_ID).cloned();
-            return Err(self.refuse(refusal, request_id));
+            return ControlFlow::Break(self.refuse(refusal, request_id));
         }
         // Resolved now, while the request is here and its host is the normalised one: the
         // response gets that virtual host's response_headers_to_add.
         let routes = &self.config.routes;
-        Ok(headers::request_host(request).and_then(|host| routes.virtual_host_id(host)))
+        ControlFlow::Continue(
+            headers::request_host(request).and_then(|host| routes.virtual_host_id(host)),
+        )
     }
 
     /// The listener's `http_filters`, or an upgrade type's own chain (which then runs
