@@ -68,6 +68,22 @@ pub fn next_connection_id() -> u64 {
 }
 
 impl ConnectionInfo {
+    /// A plain connection from and to 127.0.0.1 (id 1), for tests.
+    #[cfg(test)]
+    pub(crate) fn loopback() -> ConnectionInfo {
+        let addr = "127.0.0.1:1".parse().expect("address");
+        ConnectionInfo {
+            remote: addr,
+            local: addr,
+            tls: false,
+            original_dst: None,
+            mtls: false,
+            socket: None,
+            id: 1,
+            sni: None,
+        }
+    }
+
     /// Puts the connection's original destination, if any, on an upstream request, where an
     /// `ORIGINAL_DST` cluster looks for it.
     pub(super) fn mark_original_destination(&self, extensions: &mut http::Extensions) {
