@@ -9,11 +9,17 @@
 //!   `request_headers_timeout`), checked on one clock ([`LIMITS_CHECK`]);
 //! - drain on shutdown and reload, and the connection's end ([`drive`], which runs the
 //!   codec's adapter under all of the above);
-//! - each stream's way in and out ([`Connection::stream`]): the manager in force when it
-//!   starts, `max_requests_per_connection`, the protocol counted once, the stream phases
-//!   ([`super::phases`]), the overload action `disable_http_keepalive`, the response head's
-//!   `date` ([`finish_response_head`]), and the stream's accounting riding on its body
-//!   ([`TrackedBody`]).
+//! - every stream's answer ([`answer`]): the stream phases ([`super::phases`]), then the
+//!   response head's `date` ([`finish_response_head`]);
+//! - for HTTP/1.1 and HTTP/2, each stream's way in and out ([`Connection::stream`]): the
+//!   manager in force when it starts, `max_requests_per_connection`, the protocol counted
+//!   once, the overload action `disable_http_keepalive`, and the stream's accounting riding
+//!   on its body ([`TrackedBody`]).
+//!
+//! What still sits in the HTTP/3 adapter, as it did before the driver: its per-stream
+//! accounting (counted from the stream's accept to its last byte, `disable_http_keepalive`
+//! as GOAWAY at accept, the protocol counted per connection); HTTP/3 does not yet take
+//! `max_requests_per_connection` or a stream idle timeout on the response body.
 
 use super::tracked::{Activity, StreamGuard, TrackedBody};
 use super::{ConnectionInfo, CurrentManager, HttpManager, headers};
