@@ -231,3 +231,69 @@ async fn h3_connections_honour_idle_timeout_and_max_connection_duration() {
         }
     }
 }
+
+/// Every codec's responses get their response head once, in one place: a `date` (HTTP/3
+/// too, for weir's own answers), the virtual host's and the route configuration's
+/// `response_headers_to_add` once (an appending header would show twice otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_responses_carry_date_and_response_headers_once() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = weir_tests::tls::self_signed(dir.path());
+    let cert_der = tls.cert_der.clone();
+    let mut cfg = config::simple(ports, &[up.addr]);
+    let route_config = &mut config::hcm_of(&mut cfg)["route_config"];
+    route_config["response_headers_to_add"] = json!([
+        {"header": {"key": "x-route-config", "value": "b"}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
+    ]);
+    let vhost = &mut route_config["virtual_hosts"][0];
+    vhost["response_headers_to_add"] = json!([
+        {"header": {"key": "x-vhost", "value": "a"}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
+    ]);
+    let routes = vhost["routes"].as_array_mut().expect("routes");
+    routes.insert(0, config::direct("/direct", 200, "here"));
+    // The QUIC listener gets a copy of the TCP listener's connection manager.
+    config::add_quic_listener(&mut cfg, ports.http, &tls.cert, &tls.key);
+    let weir = Weir::start(&cfg).await;
+    let client = H3Client::connect(ports.http_addr(), "localhost", &cert_der)
+        .await
+        .unwrap_or_else(|e| panic!("h3 connect: {e}\n{}", weir.log_report()));
+
+    // weir's own answer (a direct response) and the upstream's, which brings its own date.
+    for path in ["/direct", "/proxied"] {
+        let response = tokio::time::timeout(std::time::Duration::from_secs(10), client.get(path))
+            .await
+            .expect("h3 GET within 10 s")
+            .unwrap_or_else(|e| panic!("h3 GET {path}: {e}\n{}", weir.log_report()));
+        assert_eq!(response.status, 200, "{path}: {response:?}");
+        let dates: Vec<_> = response.headers.get_all("date").iter().collect();
+        assert_eq!(dates.len(), 1, "{path}: one date: {response:?}");
+        let date = dates[0].to_str().expect("date is text");
+        assert!(
+            date.ends_with(" GMT") && date.len() == "Sun, 06 Nov 1994 08:49:37 GMT".len(),
+            "{path}: an HTTP date: {date}"
+        );
+        let vhost_values: Vec<_> = response.headers.get_all("x-vhost").iter().collect();
+        assert_eq!(
+            vhost_values,
+            ["a"],
+            "{path}: the vhost's header once: {response:?}"
+        );
+        let route_config_values: Vec<_> =
+            response.headers.get_all("x-route-config").iter().collect();
+        assert_eq!(
+            route_config_values,
+            ["b"],
+            "{path}: the route configuration's header once: {response:?}"
+        );
+    }
+
+    // The same answer over TCP (HTTP/1.1) has the same head.
+    let tcp = get(ports.http_addr(), "/direct")
+        .await
+        .expect("GET over TCP");
+    assert_eq!(tcp.status, 200, "{tcp:?}");
+    assert_eq!(tcp.headers.get_all("date").iter().count(), 1, "{tcp:?}");
+    assert_eq!(tcp.headers.get_all("x-vhost").iter().count(), 1, "{tcp:?}");
+}

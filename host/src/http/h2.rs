@@ -10,8 +10,9 @@
 //! handed to the tunnel through a [`TunnelHandoff`] (as HTTP/3 does), and a reset of the
 //! tunnel resets the stream with the reason it carries.
 //!
-//! What hyper's server did and this one keeps: a `date` header on every response,
-//! connection-specific headers stripped from responses, `content-length` set from a body of
+//! What hyper's server did and this one keeps (the `date` header on every response is the
+//! connection driver's, [`super::driver`], for every codec): connection-specific headers
+//! stripped from responses, `content-length` set from a body of
 //! known length, a stream the client resets before its answer stops being handled (which
 //! cancels the upstream request), and hyper's limits (400 KiB send buffer per stream, 1,024
 //! locally reset streams before the connection is closed).
@@ -229,9 +230,6 @@ where
     };
     let (mut head, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut head.headers, false);
-    if !head.headers.contains_key(header::DATE) {
-        head.headers.insert(header::DATE, headers::date_now());
-    }
     if let Some((recv, handoff)) = tunnel {
         // A tunnel waits on the handoff only where the handler set one up.
         if head.status.is_success() && !handoff.is_closed() {

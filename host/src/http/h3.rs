@@ -1,7 +1,8 @@
-//! Serving one downstream QUIC connection with HTTP/3 (the `h3` crate): each request stream
-//! goes through the same [`HttpManager::handle`] as HTTP/1.1 and HTTP/2 requests, with its
-//! body streamed both ways and trailers passed on. On shutdown the connection sends GOAWAY,
-//! lets the requests in flight finish, then closes.
+//! Serving one downstream QUIC connection with HTTP/3 (the `h3` crate): the codec adapter
+//! under the connection driver ([`super::driver`], which owns the connection's stats, limits
+//! and drain). Each request stream goes through the same [`HttpManager::handle`] as HTTP/1.1
+//! and HTTP/2 requests, with its body streamed both ways and trailers passed on. On drain
+//! the connection sends GOAWAY, lets the requests in flight finish, then closes.
 //!
 //! CONNECT streams (plain CONNECT, and RFC 9220 extended CONNECT where the listener's
 //! `http3_protocol_options.allow_extended_connect` advertises SETTINGS_ENABLE_CONNECT_PROTOCOL)
@@ -13,6 +14,7 @@
 //! connection whose request streams are mostly abandoned by the client (stopped or reset
 //! before their response is written) gets GOAWAY and is closed with H3_EXCESSIVE_LOAD.
 
+use super::driver::{ConnectionCount, ConnectionLimits, Driven, answer, drive};
 use super::premature_reset::{ResetWatch, StreamEnd};
 use super::tracked::{Activity, StreamGuard};
 use super::upgrade::TunnelHandoff;
@@ -50,30 +52,25 @@ enum Resolved {
 /// How often a draining connection checks whether its last stream is done.
 const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// How often a connection checks `idle_timeout` and `max_connection_duration`.
-const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// H3_EXCESSIVE_LOAD (RFC 9114 8.1): the code a connection closed for abuse gets.
 const H3_EXCESSIVE_LOAD: u32 = 0x107;
 
-/// Serves HTTP/3 on an accepted QUIC `connection` until it closes; `shutdown` turning true
-/// sends GOAWAY, lets in-flight requests finish, then closes the connection (a few round trips
-/// after the last response, so its last bytes are acknowledged first: closing a QUIC
-/// connection drops data not yet delivered). Each request runs on the manager `current` holds
-/// when it starts.
+/// Serves HTTP/3 on an accepted QUIC `connection` until it closes, under the connection
+/// driver ([`super::driver`]); `shutdown` turning true sends GOAWAY, lets in-flight requests
+/// finish, then closes the connection (a few round trips after the last response, so its
+/// last bytes are acknowledged first: closing a QUIC connection drops data not yet
+/// delivered). Each request runs on the manager `current` holds when it starts.
 pub async fn serve_h3_connection(
     current: Arc<CurrentManager>,
     connection: quinn::Connection,
     local: std::net::SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     // Connection-level settings come from the manager current at accept; each request
     // takes the manager current when it starts.
     let accepted_on = current.load_full();
     let stats = accepted_on.stats.clone();
-    stats.cx_total.inc();
-    stats.cx_active.inc();
-    stats.cx_ssl_total.inc();
+    let count = ConnectionCount::open(&stats, true);
     stats.cx_http3_total.inc();
     let info = ConnectionInfo {
         remote: connection.remote_address(),
@@ -99,30 +96,72 @@ pub async fn serve_h3_connection(
         .enable_extended_connect(allow_extended_connect)
         .build::<_, Bytes>(h3_quinn::Connection::new(connection))
         .await;
-    let mut h3_connection = match built {
+    let h3_connection = match built {
         Ok(h3_connection) => h3_connection,
         Err(error) => {
             tracing::debug!(peer = %info.remote, %error, "HTTP/3 setup failed");
             stats.cx_protocol_error.inc();
-            stats.cx_active.dec();
             return;
         }
     };
-    let activity = Activity::new();
-    let resets = Arc::new(ResetWatch::new(accepted_on.config.abuse));
-    // `common_http_protocol_options`, as on TCP: past either limit the connection drains
-    // (GOAWAY, in-flight streams finish, then it closes).
-    let idle_timeout = accepted_on.config.idle_timeout;
-    let max_duration = accepted_on
-        .config
-        .max_connection_duration
-        .map(|d| tokio::time::Instant::now() + d);
+    let (drain, drained) = watch::channel(*shutdown.borrow());
+    let driven = Driven {
+        peer: info.remote,
+        stats: stats.clone(),
+        count,
+        // `common_http_protocol_options`, as on TCP: past either limit the connection
+        // drains (GOAWAY, in-flight streams finish, then it closes).
+        limits: ConnectionLimits::new(&accepted_on.config),
+        activity: Activity::new(),
+        drain: Arc::new(drain),
+    };
+    let streams = Streams {
+        current,
+        activity: driven.activity.clone(),
+        resets: Arc::new(ResetWatch::new(accepted_on.config.abuse)),
+        allow_extended_connect,
+        stats,
+        info,
+    };
     // Not kept: a reload must not keep an old snapshot alive for a long-lived connection.
     drop(accepted_on);
-    // An interval, not a sleep in the loop: every accepted stream restarts the loop.
-    let mut idle_check = tokio::time::interval(IDLE_CHECK);
-    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut draining = *shutdown.borrow();
+    drive(
+        serve(h3_connection, quic, streams, drained),
+        driven,
+        shutdown,
+    )
+    .await;
+}
+
+/// What the request streams of one HTTP/3 connection are served with.
+struct Streams {
+    current: Arc<CurrentManager>,
+    activity: Arc<Activity>,
+    resets: Arc<ResetWatch>,
+    allow_extended_connect: bool,
+    /// The listener's stats, from the manager in force when the connection was accepted.
+    stats: crate::stats::HttpStats,
+    info: ConnectionInfo,
+}
+
+/// The HTTP/3 codec adapter: accepts request streams until the connection ends; `drain`
+/// turning true sends GOAWAY, and the connection is closed once its streams are done. Too
+/// many premature resets close it at once with H3_EXCESSIVE_LOAD.
+async fn serve(
+    mut h3_connection: h3::server::Connection<h3_quinn::Connection, Bytes>,
+    quic: quinn::Connection,
+    streams: Streams,
+    mut drain: watch::Receiver<bool>,
+) -> Result<(), crate::body::BoxError> {
+    let Streams {
+        current,
+        activity,
+        resets,
+        allow_extended_connect,
+        stats,
+        info,
+    } = streams;
+    let mut draining = *drain.borrow();
     if draining {
         let _ = h3_connection.shutdown(0).await;
     }
@@ -162,12 +201,14 @@ pub async fn serve_h3_connection(
                         }
                     });
                 }
-                Ok(None) => break,
+                Ok(None) => return Ok(()),
                 Err(error) => {
+                    // Not a protocol error of the connection's stats: QUIC ends connections
+                    // with errors in the ordinary course (idle, the peer's close).
                     if !error.is_h3_no_error() {
                         tracing::debug!(peer = %info.remote, %error, "HTTP/3 connection ended with an error");
                     }
-                    break;
+                    return Ok(());
                 }
             },
             () = resets.tripped() => {
@@ -177,25 +218,14 @@ pub async fn serve_h3_connection(
                     tracing::debug!(%error, "HTTP/3 GOAWAY");
                 }
                 quic.close(quinn::VarInt::from_u32(H3_EXCESSIVE_LOAD), b"too many premature resets");
-                break;
+                return Ok(());
             }
-            changed = shutdown.changed(), if !draining => {
-                if changed.is_err() || *shutdown.borrow() {
-                    draining = true;
-                    if let Err(error) = h3_connection.shutdown(0).await {
-                        tracing::debug!(%error, "HTTP/3 GOAWAY");
-                    }
-                }
-            }
-            _ = idle_check.tick(), if !draining && (idle_timeout.is_some() || max_duration.is_some()) => {
-                let idle = matches!((idle_timeout, activity.idle_for()), (Some(limit), Some(idle)) if idle >= limit);
-                let too_old = max_duration.is_some_and(|deadline| tokio::time::Instant::now() >= deadline);
-                if idle || too_old {
-                    tracing::debug!(peer = %info.remote, idle, too_old, "draining downstream HTTP/3 connection");
-                    draining = true;
-                    if let Err(error) = h3_connection.shutdown(0).await {
-                        tracing::debug!(%error, "HTTP/3 GOAWAY");
-                    }
+            // A dropped sender drains too (whoever could ask for a drain is gone). The guard
+            // `wait_for` returns is dropped at once: GOAWAY is awaited below.
+            () = async { drop(drain.wait_for(|drain| *drain).await) }, if !draining => {
+                draining = true;
+                if let Err(error) = h3_connection.shutdown(0).await {
+                    tracing::debug!(%error, "HTTP/3 GOAWAY");
                 }
             }
             () = tokio::time::sleep(DRAIN_CHECK), if draining => {
@@ -203,12 +233,11 @@ pub async fn serve_h3_connection(
                 if activity.idle_for().is_some_and(|idle| idle >= grace) {
                     // 0x100: H3_NO_ERROR.
                     quic.close(quinn::VarInt::from_u32(0x100), b"shutting down");
-                    break;
+                    return Ok(());
                 }
             }
         }
     }
-    stats.cx_active.dec();
 }
 
 /// Reads the head of a request stream. A CONNECT is taken off the h3 crate (which cannot
@@ -263,7 +292,7 @@ async fn serve_connect(
     let (mut send, recv) = stream.split();
     let (handoff_sender, handoff) = TunnelHandoff::channel();
     request.extensions_mut().insert(handoff);
-    let response = manager.handle(request.map(|()| body::empty()), info).await;
+    let response = answer(manager, request.map(|()| body::empty()), info).await;
     let (mut head, body) = response.into_parts();
     remove_connection_specific(&mut head.headers);
     let sent =
@@ -314,8 +343,7 @@ async fn serve_request(
     let (mut send, recv) = stream.split();
     let body = H3Body::new(recv, None).await;
     let request = request.map(|()| body);
-    // Boxed for the same reason as on h1/h2 (http/server.rs): a large future, moved per stream.
-    let response = Box::pin(manager.handle(request, info)).await;
+    let response = answer(manager, request, info).await;
     let (mut head, body) = response.into_parts();
     remove_connection_specific(&mut head.headers);
     match send_response(&mut send, Response::from_parts(head, ()), body).await {

@@ -1,12 +1,18 @@
-//! The HTTP connection manager: codec glue for hyper (HTTP/1.1, HTTP/2), the stream lifecycle
-//! and local replies.
+//! The HTTP connection manager. A downstream connection runs under one driver
+//! ([`driver`]: its stats, limits, drain, and each stream's way in and out) with a small
+//! adapter per codec underneath (`server`: HTTP/1.1 on hyper, HTTP/2 on the `h2` crate in
+//! `h2`; `h3`: HTTP/3 on `h3` + quinn). Every stream passes the phases listed in [`phases`],
+//! which the manager implements in [`stream`] (with the filters of [`filter_chain`], the
+//! upgrades and CONNECT of `upgrade`, and [`local_reply`]).
 
+mod driver;
 pub mod filter_chain;
 mod h2;
 mod h3;
 pub mod headers;
 mod idle_clock;
 pub mod local_reply;
+pub mod phases;
 mod premature_reset;
 mod request_body;
 pub mod sanitize;

@@ -1,39 +1,39 @@
-//! One request's way through the connection manager.
+//! One request's way through the connection manager: the manager's implementation of the
+//! stream phases ([`super::phases`], which lists them and runs them in order), and what they
+//! share (the connection a request came on, the upstream request's shape).
 //!
 //! Before anything else, the head is **sanitised** ([`super::sanitize`]): userinfo in the
 //! authority is a 400; the host's port is stripped and the path normalised as the manager
 //! says (`/a/%2e%2e/admin` is `/admin` from there on, for the filters, the route and the
-//! upstream alike). Then every request passes these phases, in this order; a phase that
-//! answers locally ends the stream there:
-//!
-//! 0. **HTTP filters** ([`super::filter_chain`]), when the listener has any: they see the
-//!    request before routing and the response after; phases 1-6 run inside them;
-//! 1. **admission** ([`HttpManager::admit`]): header count, a host, methods and upgrades this
-//!    listener does not take (CONNECT and upgrades are off unless configured: 403);
-//! 2. **route** ([`crate::route::RouteTable::find`]): virtual host by host, then the first
-//!    matching route; none is a 404;
-//! 3. **direct response**: a route with `direct_response` answers here;
-//! 4. **upstream request** ([`HttpManager::upstream_request`]): path and host rewrites,
-//!    hop-by-hop headers removed, `x-forwarded-*` and `x-request-id` set, the body put under
-//!    `request_timeout` (408 when it passes first);
-//! 5. **forward** ([`HttpManager::forward`]): the cluster's pool sends it, under the route's
-//!    timeout (504); pool errors become 503s;
-//! 6. **response**: hop-by-hop headers removed, `server` set, stats counted; the body streams
-//!    back, and the stream ends when its last byte is written (see [`super::tracked`]).
+//! upstream alike). The HTTP filters ([`super::filter_chain`]) see the request before
+//! routing and the response after. Admission ([`HttpManager::admit`]: header count, a host,
+//! methods and upgrades this listener does not take) and the route
+//! ([`crate::route::RouteTable::find`]; none is a 404) come next; a route may answer itself
+//! (`direct_response`, `redirect`). The upstream request ([`HttpManager::upstream_request`])
+//! has its path and host rewritten, hop-by-hop headers removed, `x-forwarded-*` and
+//! `x-request-id` set, and its body put under `request_timeout` (408 when it passes first);
+//! [`HttpManager::forward`] sends it through the cluster's pool under the route's timeout
+//! (504; pool errors are 503s), and shapes the response (hop-by-hop headers removed,
+//! `server` set). The body streams back, and the stream ends when its last byte is written
+//! (see [`super::tracked`]).
 
 use super::HttpManager;
+use super::filter_chain::ResponseFilters;
 use super::headers::{self, X_FORWARDED_PROTO, X_REQUEST_ID};
 use super::local_reply::LocalReply;
+use super::phases::{Filtered, Routed, StreamPhases, run_stream};
 use super::request_body::{BodyFault, BodyVerdict, WatchedBody};
 use super::sanitize;
 use super::upgrade::{self, TunnelKind};
 use crate::body::{self, Body};
 use crate::route::redirect::RedirectRequest;
-use crate::route::{ForwardAction, RouteAction};
+use crate::route::{ForwardAction, RouteAction, VirtualHostId};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body::Body as _;
+use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 /// What the connection manager knows about the connection a request came on.
@@ -68,6 +68,22 @@ pub fn next_connection_id() -> u64 {
 }
 
 impl ConnectionInfo {
+    /// A plain connection from and to 127.0.0.1 (id 1), for tests.
+    #[cfg(test)]
+    pub(crate) fn loopback() -> ConnectionInfo {
+        let addr = "127.0.0.1:1".parse().expect("address");
+        ConnectionInfo {
+            remote: addr,
+            local: addr,
+            tls: false,
+            original_dst: None,
+            mtls: false,
+            socket: None,
+            id: 1,
+            sni: None,
+        }
+    }
+
     /// Puts the connection's original destination, if any, on an upstream request, where an
     /// `ORIGINAL_DST` cluster looks for it.
     pub(super) fn mark_original_destination(&self, extensions: &mut http::Extensions) {
@@ -94,9 +110,44 @@ impl ConnectionInfo {
     }
 }
 
+/// What the route phase picked for a stream that goes upstream.
+pub struct Target<'s> {
+    /// The request's host, as admitted.
+    host: String,
+    /// The route's action; once the upstream is selected, the one for this request (a
+    /// weighted or `cluster_header` route's copy naming the cluster picked).
+    action: Cow<'s, ForwardAction>,
+    /// How much of the path the route's match covers (`prefix_rewrite` replaces it).
+    rewrite_len: usize,
+    /// The tunnel the request asks for, if any.
+    tunnel: Option<TunnelKind>,
+}
+
+/// What goes upstream, and how.
+pub struct Upstream<'s> {
+    action: Cow<'s, ForwardAction>,
+    outgoing: Outgoing,
+}
+
+/// How a stream leaves for its upstream.
+enum Outgoing {
+    /// A request through the cluster's pool; the verdict says whether and why its body
+    /// failed on the client's side.
+    Request(Request<Body>, Option<Arc<BodyVerdict>>),
+    /// A tunnel (an upgrade, CONNECT) proxied to the cluster.
+    Tunnel {
+        request: Request<Body>,
+        kind: TunnelKind,
+        host: String,
+    },
+    /// A POST whose body is the payload of a tunnel terminated here (`connect_config` with
+    /// `allow_post`).
+    TerminatePost(Request<Body>),
+}
+
 impl HttpManager {
-    /// Handles one request and returns its response head and streamed body. Never fails:
-    /// every problem is a local reply.
+    /// Handles one request and returns its response head and streamed body: the phases of
+    /// [`super::phases`], in order. Never fails: every problem is a local reply.
     /// The response carries the `response_headers_to_add` of the request's virtual host and
     /// route configuration.
     pub async fn handle<B>(&self, request: Request<B>, conn: &ConnectionInfo) -> Response<Body>
@@ -104,53 +155,53 @@ impl HttpManager {
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<body::BoxError>,
     {
-        match &self.config.access_log {
-            None => self.handle_unlogged(request, conn).await,
-            Some(logs) => Box::pin(self.handle_logged(logs.clone(), request, conn)).await,
-        }
+        run_stream(self, request, conn).await
     }
 
-    /// [`Self::handle`] with an access log entry around it: started here, finished when the
-    /// response body ends or is dropped (see [`crate::access_log::http`]).
-    async fn handle_logged<B>(
-        &self,
-        logs: Arc<crate::access_log::AccessLogs>,
-        mut request: Request<B>,
-        conn: &ConnectionInfo,
-    ) -> Response<Body>
-    where
-        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
-        B::Error: Into<body::BoxError>,
-    {
-        use crate::access_log::http::{Entry, with_notes};
-        // The id is made now, so the line and the upstream carry the same one (as Envoy's,
-        // which logs the request headers as it forwarded them).
+    /// Gives `request` an `x-request-id` where the manager generates them and it has none.
+    fn ensure_request_id<B>(&self, request: &mut Request<B>) {
         if self.config.generate_request_id && !request.headers().contains_key(&X_REQUEST_ID) {
             request
                 .headers_mut()
                 .insert(X_REQUEST_ID.clone(), headers::new_request_id());
         }
-        let (mut entry, request) = Entry::start(logs, request, conn);
+    }
+}
+
+/// The connection manager's phases: see [`super::phases`] for their order and purpose.
+impl StreamPhases for HttpManager {
+    type Log = crate::access_log::http::Entry;
+    type ResponseFilters = Option<ResponseFilters>;
+    type Target<'s> = Target<'s>;
+    type Upstream<'s> = Upstream<'s>;
+
+    /// An entry when the manager has access logs (see [`crate::access_log::http`]).
+    fn open_log<B>(
+        &self,
+        mut request: Request<B>,
+        conn: &ConnectionInfo,
+    ) -> (Option<Self::Log>, Request<Body>)
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        use crate::access_log::http::Entry;
+        let Some(logs) = &self.config.access_log else {
+            return (None, request.map(body::boxed));
+        };
+        // The id is made now, so the line and the upstream carry the same one (as Envoy's,
+        // which logs the request headers as it forwarded them).
+        self.ensure_request_id(&mut request);
+        let (mut entry, request) = Entry::start(logs.clone(), request, conn);
         if self.config.use_remote_address
             && let Some(logged) = entry.request_headers_mut()
         {
             headers::append_forwarded_for(logged, conn.remote.ip());
         }
-        // Boxed: the request's future is large, and the task-local scope around it would
-        // otherwise copy it whole, several times (memmove was 16% of an h2c profile with a log).
-        let (response, upstream) = with_notes(Box::pin(self.handle_unlogged(request, conn))).await;
-        entry.respond(response, upstream)
+        (Some(entry), request.map(body::boxed))
     }
 
-    async fn handle_unlogged<B>(
-        &self,
-        mut request: Request<B>,
-        conn: &ConnectionInfo,
-    ) -> Response<Body>
-    where
-        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
-        B::Error: Into<body::BoxError>,
-    {
+    fn accept(&self, conn: &ConnectionInfo) -> ControlFlow<Response<Body>> {
         self.stats.rq_total.inc();
         if crate::overload::stop_accepting_requests() {
             // As Envoy: refused as soon as the head is read, before routing or any filter
@@ -159,32 +210,291 @@ impl HttpManager {
             tracing::debug!(peer = %conn.remote, "overloaded: request refused");
             let response = LocalReply::Overloaded.into_response(None);
             self.stats.count_response(response.status().as_u16());
+            return ControlFlow::Break(response);
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// [`sanitize::sanitize_head`], then [`HttpManager::screen_head`]; the virtual host is
+    /// resolved on the normalised host.
+    fn head_received(
+        &self,
+        request: &mut Request<Body>,
+        conn: &ConnectionInfo,
+    ) -> ControlFlow<Response<Body>, Option<VirtualHostId>> {
+        let sanitized = sanitize::sanitize_head(request, &self.config, conn.local.port())
+            .and_then(|()| self.screen_head(request));
+        if let Err(refusal) = sanitized {
+            let request_id = request.headers().get(&X_REQUEST_ID).cloned();
+            return ControlFlow::Break(self.refuse(refusal, request_id));
+        }
+        // Resolved now, while the request is here and its host is the normalised one: the
+        // response gets that virtual host's response_headers_to_add.
+        let routes = &self.config.routes;
+        ControlFlow::Continue(
+            headers::request_host(request).and_then(|host| routes.virtual_host_id(host)),
+        )
+    }
+
+    /// The listener's `http_filters`, or an upgrade type's own chain (which then runs
+    /// alone).
+    async fn request_filters(
+        &self,
+        mut request: Request<Body>,
+        conn: &ConnectionInfo,
+    ) -> Filtered<Self::ResponseFilters> {
+        let filters = match upgrade::tunnel_kind(&request) {
+            Ok(Some(kind)) if !self.upgrade_filters.is_empty() => self
+                .upgrade_filters
+                .iter()
+                .find(|(upgrade_type, _)| upgrade_type == kind.upgrade_type())
+                .map_or(&self.filters, |(_, chain)| chain),
+            _ => &self.filters,
+        };
+        if filters.is_empty() {
+            return Filtered::Continue(request, None);
+        }
+        // As Envoy, the request id exists before the filters run (`request.id`).
+        self.ensure_request_id(&mut request);
+        let routes = &self.config.routes;
+        Box::pin(filters.filter_request(request, conn, routes)).await
+    }
+
+    /// The id exists before anything can fail, so a local reply and its log line carry the
+    /// one the upstream would have seen (`upstream_request` keeps it).
+    fn request_id(&self, request: &mut Request<Body>) -> Option<HeaderValue> {
+        self.ensure_request_id(request);
+        request.headers().get(&X_REQUEST_ID).cloned()
+    }
+
+    /// Admission ([`HttpManager::admit`]: header count, a host, tunnels this listener does
+    /// not take), `require_tls`, then the route; `direct_response` and `redirect` routes
+    /// answer here.
+    fn route<'s>(
+        &'s self,
+        request: &Request<Body>,
+        conn: &ConnectionInfo,
+    ) -> Result<Routed<Target<'s>>, LocalReply> {
+        let tunnel = upgrade::tunnel_kind(request)?;
+        let host = self.admit(request)?;
+        let is_connect = tunnel == Some(TunnelKind::Connect);
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", PathAndQuery::as_str);
+        let routes = &self.config.routes;
+        let forwarded_proto = self.forwarded_proto(request, conn);
+        if !is_connect && routes.requires_tls(&host, forwarded_proto) {
+            // `require_tls`: before any route, as Envoy; the host and path as they came.
+            self.stats.rq_direct_response.inc();
+            return redirect_response(
+                http::StatusCode::MOVED_PERMANENTLY,
+                &format!("https://{host}{path}"),
+            )
+            .map(Routed::Answered);
+        }
+        let Some(route) = routes.find_request(&host, is_connect, path, request.headers()) else {
+            self.stats.rq_no_route.inc();
+            if is_connect && !self.config.upgrade("connect").is_some_and(|u| u.enabled) {
+                // CONNECT is off unless configured: say so rather than "no route".
+                return Err(LocalReply::Forbidden(
+                    "CONNECT is not enabled on this listener",
+                ));
+            }
+            return Err(LocalReply::NoRoute);
+        };
+        match &route.action {
+            RouteAction::Direct {
+                status,
+                body: content,
+            } => {
+                self.stats.rq_direct_response.inc();
+                let mut response = Response::new(body::full(content.clone()));
+                *response.status_mut() = *status;
+                if !content.is_empty() {
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                }
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(content.len()));
+                Ok(Routed::Answered(response))
+            }
+            RouteAction::Redirect(redirect) => {
+                self.stats.rq_direct_response.inc();
+                let scheme =
+                    request
+                        .uri()
+                        .scheme_str()
+                        .unwrap_or(if conn.tls { "https" } else { "http" });
+                let location = redirect.location(&RedirectRequest {
+                    scheme,
+                    forwarded_proto,
+                    host: &host,
+                    path_and_query: path,
+                    matched_len: route.path.rewrite_len(path),
+                });
+                redirect_response(redirect.status, &location).map(Routed::Answered)
+            }
+            RouteAction::Forward(action) => Ok(Routed::Upstream(Target {
+                host,
+                action: Cow::Borrowed(action),
+                rewrite_len: route.path.rewrite_len(path),
+                tunnel,
+            })),
+        }
+    }
+
+    /// `weighted_clusters` and `cluster_header` pick the cluster here, once per request; a
+    /// cluster that does not exist is answered as Envoy does, and a tunnel must be enabled
+    /// on the route.
+    fn upstream_selected<'s>(
+        &'s self,
+        request: &Request<Body>,
+        mut target: Target<'s>,
+    ) -> Result<Target<'s>, LocalReply> {
+        if let Cow::Borrowed(action) = target.action {
+            target.action = action.for_request(
+                request.headers(),
+                request.extensions().get::<crate::route::PickedCluster>(),
+            );
+        }
+        let action: &ForwardAction = &target.action;
+        crate::access_log::http::note_cluster(&action.cluster);
+        if matches!(target.action, Cow::Owned(_)) && !self.pools.has_cluster(&action.cluster) {
+            tracing::debug!(cluster = %action.cluster, "route names no such cluster");
+            return Err(LocalReply::ClusterNotFound(action.cluster_not_found));
+        }
+        if let Some(kind) = &target.tunnel
+            && !self.tunnel_enabled(kind, action)
+        {
+            return Err(LocalReply::Forbidden(match kind {
+                TunnelKind::Connect => "CONNECT is not enabled on this route",
+                TunnelKind::Upgrade(_) => "this upgrade is not enabled on this route",
+            }));
+        }
+        Ok(target)
+    }
+
+    /// A tunnel as it came; a POST to a terminated CONNECT route as its body; anything else
+    /// rewritten for the upstream ([`HttpManager::upstream_request`]).
+    fn upstream_request<'s>(
+        &'s self,
+        request: Request<Body>,
+        target: Target<'s>,
+        conn: &ConnectionInfo,
+    ) -> Result<Upstream<'s>, LocalReply> {
+        let Target {
+            host,
+            action,
+            rewrite_len,
+            tunnel,
+        } = target;
+        let outgoing = if let Some(kind) = tunnel {
+            Outgoing::Tunnel {
+                request,
+                kind,
+                host,
+            }
+        } else if request.method() == Method::POST
+            && self.terminate_config(&action).is_some_and(|t| t.allow_post)
+        {
+            Outgoing::TerminatePost(request)
+        } else {
+            let (request, verdict) =
+                self.upstream_request(request, &host, &action, rewrite_len, conn)?;
+            Outgoing::Request(request, verdict)
+        };
+        Ok(Upstream { action, outgoing })
+    }
+
+    /// Through the cluster's pool ([`HttpManager::forward`]); a tunnel is set up and
+    /// answered ([`HttpManager::tunnel`], [`HttpManager::terminate_post`]).
+    async fn forward<'s>(
+        &'s self,
+        upstream: Upstream<'s>,
+        conn: &ConnectionInfo,
+    ) -> Result<Response<Body>, LocalReply> {
+        let action: &ForwardAction = &upstream.action;
+        match upstream.outgoing {
+            // Boxed, as the other rare path below: the future of this function is as large
+            // as its largest branch, and it is moved per request.
+            Outgoing::Tunnel {
+                request,
+                kind,
+                host,
+            } => Box::pin(self.tunnel(request, kind, &host, action, conn)).await,
+            Outgoing::TerminatePost(request) => {
+                let socket = conn.tunnel_socket(request.version());
+                Box::pin(self.terminate_post(
+                    request.into_body(),
+                    socket,
+                    action,
+                    conn.original_destination(),
+                ))
+                .await
+            }
+            Outgoing::Request(request, verdict) => {
+                self.forward(request, action).await.map_err(|reply| {
+                    // A body that failed on the client's side is why the upstream request
+                    // failed: the client's fault, answered as such.
+                    match verdict.and_then(|verdict| verdict.fault()) {
+                        Some(BodyFault::TimedOut) => {
+                            self.stats.rq_timeout.inc();
+                            LocalReply::RequestTimeout
+                        }
+                        Some(BodyFault::Idle) => {
+                            self.stats.rq_idle_timeout.inc();
+                            LocalReply::RequestTimeout
+                        }
+                        Some(BodyFault::Malformed) => {
+                            self.stats.rq_body_error.inc();
+                            LocalReply::BadRequestBody
+                        }
+                        None => reply,
+                    }
+                })
+            }
+        }
+    }
+
+    async fn response_filters(
+        &self,
+        filters: Self::ResponseFilters,
+        response: Response<Body>,
+    ) -> Response<Body> {
+        if filters.is_none() {
             return response;
         }
-        let routes = &self.config.routes;
-        let sanitized = sanitize::sanitize_head(&mut request, &self.config, conn.local.port())
-            .and_then(|()| self.screen_head(&mut request));
-        let response = match sanitized {
-            Ok(()) => {
-                // Resolved now, while the request is here and its host is the normalised one:
-                // the response gets that virtual host's response_headers_to_add.
-                let vhost =
-                    headers::request_host(&request).and_then(|host| routes.virtual_host_id(host));
-                let mut response = self.filter_and_respond(request, conn).await;
-                routes.add_response_headers(vhost, response.headers_mut());
-                response
-            }
-            Err(refusal) => {
-                let request_id = request.headers().get(&X_REQUEST_ID).cloned();
-                let mut response = self.refuse(refusal, request_id);
-                routes.add_response_headers(None, response.headers_mut());
-                response
-            }
-        };
+        Box::pin(ResponseFilters::filter_response(filters, response)).await
+    }
+
+    /// The virtual host's and the route configuration's `response_headers_to_add`; the
+    /// response counted by its class.
+    fn response_head(
+        &self,
+        vhost: Option<VirtualHostId>,
+        mut response: Response<Body>,
+    ) -> Response<Body> {
+        self.config
+            .routes
+            .add_response_headers(vhost, response.headers_mut());
         self.stats.count_response(response.status().as_u16());
         response
     }
 
+    fn log(
+        &self,
+        log: Self::Log,
+        response: Response<Body>,
+        upstream: crate::access_log::http::UpstreamSeen,
+    ) -> Response<Body> {
+        log.respond(response, upstream)
+    }
+}
+
+impl HttpManager {
     /// The answer to a head that [`sanitize::sanitize_head`] refused, counted as Envoy counts
     /// it.
     fn refuse(
@@ -215,40 +525,6 @@ impl HttpManager {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
                 response
             }
-        }
-    }
-
-    /// The HTTP filters, when there are any, around phases 1-6.
-    async fn filter_and_respond<B>(
-        &self,
-        request: Request<B>,
-        conn: &ConnectionInfo,
-    ) -> Response<Body>
-    where
-        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
-        B::Error: Into<body::BoxError>,
-    {
-        // An upgrade whose type has its own chain runs that chain alone.
-        let filters = match upgrade::tunnel_kind(&request) {
-            Ok(Some(kind)) if !self.upgrade_filters.is_empty() => self
-                .upgrade_filters
-                .iter()
-                .find(|(upgrade_type, _)| upgrade_type == kind.upgrade_type())
-                .map_or(&self.filters, |(_, chain)| chain),
-            _ => &self.filters,
-        };
-        if filters.is_empty() {
-            self.respond(request, conn).await
-        } else {
-            let mut request = request.map(body::boxed);
-            // As Envoy, the request id exists before the filters run (`request.id`).
-            if self.config.generate_request_id && !request.headers().contains_key(&X_REQUEST_ID) {
-                let id = headers::new_request_id();
-                request.headers_mut().insert(X_REQUEST_ID.clone(), id);
-            }
-            let next = |request| self.respond(request, conn);
-            let routes = &self.config.routes;
-            Box::pin(filters.run(request, conn, routes, next)).await
         }
     }
 
@@ -284,164 +560,6 @@ impl HttpManager {
         Ok(())
     }
 
-    /// Phases 1-6 (inside the HTTP filters, when there are any); every problem is a local reply.
-    async fn respond<B>(&self, mut request: Request<B>, conn: &ConnectionInfo) -> Response<Body>
-    where
-        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
-        B::Error: Into<body::BoxError>,
-    {
-        // The id exists before anything can fail, so a local reply and its log line carry the
-        // one the upstream would have seen (`upstream_request` keeps it).
-        if self.config.generate_request_id && !request.headers().contains_key(&X_REQUEST_ID) {
-            request
-                .headers_mut()
-                .insert(X_REQUEST_ID.clone(), headers::new_request_id());
-        }
-        let request_id = request.headers().get(&X_REQUEST_ID).cloned();
-        match self.route_and_forward(request, conn).await {
-            Ok(response) => response,
-            Err(reply) => {
-                // The detail (cluster, host, OS error) is for the operator, never the client.
-                tracing::debug!(status = %reply.status(), ?reply, request_id = ?request_id, "local reply");
-                reply.into_response(request_id)
-            }
-        }
-    }
-
-    async fn route_and_forward<B>(
-        &self,
-        request: Request<B>,
-        conn: &ConnectionInfo,
-    ) -> Result<Response<Body>, LocalReply>
-    where
-        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
-        B::Error: Into<body::BoxError>,
-    {
-        let kind = upgrade::tunnel_kind(&request)?;
-        let host = self.admit(&request)?;
-        let is_connect = kind == Some(TunnelKind::Connect);
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", PathAndQuery::as_str);
-        let routes = &self.config.routes;
-        let forwarded_proto = self.forwarded_proto(&request, conn);
-        if !is_connect && routes.requires_tls(&host, forwarded_proto) {
-            // `require_tls`: before any route, as Envoy; the host and path as they came.
-            self.stats.rq_direct_response.inc();
-            return redirect_response(
-                http::StatusCode::MOVED_PERMANENTLY,
-                &format!("https://{host}{path}"),
-            );
-        }
-        let Some(route) = routes.find_request(&host, is_connect, path, request.headers()) else {
-            self.stats.rq_no_route.inc();
-            if is_connect && !self.config.upgrade("connect").is_some_and(|u| u.enabled) {
-                // CONNECT is off unless configured: say so rather than "no route".
-                return Err(LocalReply::Forbidden(
-                    "CONNECT is not enabled on this listener",
-                ));
-            }
-            return Err(LocalReply::NoRoute);
-        };
-        match &route.action {
-            RouteAction::Direct {
-                status,
-                body: content,
-            } => {
-                self.stats.rq_direct_response.inc();
-                let mut response = Response::new(body::full(content.clone()));
-                *response.status_mut() = *status;
-                if !content.is_empty() {
-                    response
-                        .headers_mut()
-                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                }
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(content.len()));
-                Ok(response)
-            }
-            RouteAction::Redirect(redirect) => {
-                self.stats.rq_direct_response.inc();
-                let scheme =
-                    request
-                        .uri()
-                        .scheme_str()
-                        .unwrap_or(if conn.tls { "https" } else { "http" });
-                let location = redirect.location(&RedirectRequest {
-                    scheme,
-                    forwarded_proto,
-                    host: &host,
-                    path_and_query: path,
-                    matched_len: route.path.rewrite_len(path),
-                });
-                redirect_response(redirect.status, &location)
-            }
-            RouteAction::Forward(action) => {
-                // `weighted_clusters` and `cluster_header` pick the cluster here, once per
-                // request; a cluster that does not exist is answered as Envoy does.
-                let picked = action.for_request(
-                    request.headers(),
-                    request.extensions().get::<crate::route::PickedCluster>(),
-                );
-                let action: &ForwardAction = &picked;
-                crate::access_log::http::note_cluster(&action.cluster);
-                if matches!(picked, std::borrow::Cow::Owned(_))
-                    && !self.pools.has_cluster(&action.cluster)
-                {
-                    tracing::debug!(cluster = %action.cluster, "route names no such cluster");
-                    return Err(LocalReply::ClusterNotFound(action.cluster_not_found));
-                }
-                if let Some(kind) = kind {
-                    if !self.tunnel_enabled(&kind, action) {
-                        return Err(LocalReply::Forbidden(match kind {
-                            TunnelKind::Connect => "CONNECT is not enabled on this route",
-                            TunnelKind::Upgrade(_) => "this upgrade is not enabled on this route",
-                        }));
-                    }
-                    // Boxed, as the other rare paths below: the future of this function is
-                    // as large as its largest branch, and it is moved per request.
-                    return Box::pin(self.tunnel(request, kind, &host, action, conn)).await;
-                }
-                if request.method() == Method::POST
-                    && self.terminate_config(action).is_some_and(|t| t.allow_post)
-                {
-                    let socket = conn.tunnel_socket(request.version());
-                    return Box::pin(self.terminate_post(
-                        body::boxed(request.into_body()),
-                        socket,
-                        action,
-                        conn.original_destination(),
-                    ))
-                    .await;
-                }
-                let rewrite_len = route.path.rewrite_len(path);
-                let (upstream, verdict) =
-                    self.upstream_request(request, &host, action, rewrite_len, conn)?;
-                self.forward(upstream, action).await.map_err(|reply| {
-                    // A body that failed on the client's side is why the upstream request
-                    // failed: the client's fault, answered as such.
-                    match verdict.and_then(|verdict| verdict.fault()) {
-                        Some(BodyFault::TimedOut) => {
-                            self.stats.rq_timeout.inc();
-                            LocalReply::RequestTimeout
-                        }
-                        Some(BodyFault::Idle) => {
-                            self.stats.rq_idle_timeout.inc();
-                            LocalReply::RequestTimeout
-                        }
-                        Some(BodyFault::Malformed) => {
-                            self.stats.rq_body_error.inc();
-                            LocalReply::BadRequestBody
-                        }
-                        None => reply,
-                    }
-                })
-            }
-        }
-    }
-
     /// The request's `x-forwarded-proto` as `upstream_request` will leave it: the
     /// connection's scheme, unless the client's value is trusted (no `use_remote_address`).
     fn forwarded_proto<'r, B>(&self, request: &'r Request<B>, conn: &ConnectionInfo) -> &'r str {
@@ -475,18 +593,14 @@ impl HttpManager {
 
     /// Builds the request the upstream receives. A request with a body has it watched (see
     /// [`super::request_body`]); the verdict returned says whether and why it failed.
-    fn upstream_request<B>(
+    fn upstream_request(
         &self,
-        request: Request<B>,
+        request: Request<Body>,
         host: &str,
         action: &ForwardAction,
         rewrite_len: usize,
         conn: &ConnectionInfo,
-    ) -> Result<(Request<Body>, Option<Arc<BodyVerdict>>), LocalReply>
-    where
-        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
-        B::Error: Into<body::BoxError>,
-    {
+    ) -> Result<(Request<Body>, Option<Arc<BodyVerdict>>), LocalReply> {
         let (mut parts, request_body) = request.into_parts();
         let path = match (&action.prefix_rewrite, &action.regex_rewrite) {
             (None, Some(regex)) => {
@@ -548,7 +662,6 @@ impl HttpManager {
         if self.config.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
             headers.insert(X_REQUEST_ID.clone(), headers::new_request_id());
         }
-        let request_body = body::boxed(request_body);
         conn.mark_original_destination(&mut parts.extensions);
         if action.auto_host_rewrite {
             parts.extensions.insert(crate::upstream::AutoHostRewrite);

@@ -10,9 +10,12 @@
 //!
 //! The API is [`FilterChain::new`] (per worker, from any list of plugins: a listener's
 //! `http_filters`, or an upgrade type's filters), [`FilterChain::is_empty`] and
-//! [`FilterChain::run`], which wraps whatever produces the response (`next`). Because routing
-//! runs inside `next`, the route is looked up on the headers as the filters left them; the
-//! `routes` given to `run` only serve the `xds.route_name`/`xds.cluster_name` properties.
+//! [`FilterChain::run`], which wraps whatever produces the response (`next`); the stream
+//! phases ([`crate::http::phases`]) call its two halves apart, [`FilterChain::filter_request`]
+//! and [`ResponseFilters::filter_response`], with routing and forwarding between them.
+//! Because routing runs after the request half, the route is looked up on the headers as the
+//! filters left them; the `routes` given to the chain only serve the
+//! `xds.route_name`/`xds.cluster_name` properties.
 //!
 //! Semantics (Envoy's): a callback that returns `Pause` holds its direction until the module
 //! calls `proxy_continue_stream`, answers with `proxy_send_local_response` or closes the
@@ -31,6 +34,7 @@
 //!
 //! A chain with no filters is never entered: the caller checks [`FilterChain::is_empty`].
 
+use super::phases::Filtered;
 use super::stream::ConnectionInfo;
 use crate::body::{self, Body};
 use crate::route::RouteTable;
@@ -111,15 +115,12 @@ impl FilterChain {
 
     /// Runs `request` through the filters, then `next` (routing and forwarding), then the
     /// response back through the filters in reverse order. Never fails: a filter's failure
-    /// or local reply is the response.
-    ///
-    /// A request for a tunnel (an upgrade, CONNECT) on a chain that [reads
-    /// bodies](FilterChain::reads_bodies) goes to `next` with [`PayloadFilters`] in its
-    /// extensions, and its headers callbacks are told a body follows: the tunnel's payload
-    /// will be that body.
+    /// or local reply is the response. The two halves are [`FilterChain::filter_request`]
+    /// and [`ResponseFilters::filter_response`], which the stream's phases call apart (see
+    /// [`crate::http::phases`]).
     pub async fn run<F, Fut>(
         &self,
-        mut request: Request<Body>,
+        request: Request<Body>,
         conn: &ConnectionInfo,
         routes: &RouteTable,
         next: F,
@@ -128,12 +129,37 @@ impl FilterChain {
         F: FnOnce(Request<Body>) -> Fut,
         Fut: Future<Output = Response<Body>>,
     {
+        match self.filter_request(request, conn, routes).await {
+            Filtered::Continue(request, filters) => {
+                let response = next(request).await;
+                ResponseFilters::filter_response(filters, response).await
+            }
+            Filtered::Answered(response, filters) => {
+                ResponseFilters::filter_response(filters, response).await
+            }
+        }
+    }
+
+    /// The request half of [`FilterChain::run`]: the request through the filters, on to
+    /// routing, or a filter's answer instead; with the filters that are to see the response
+    /// (none where the chain could not start).
+    ///
+    /// A request for a tunnel (an upgrade, CONNECT) on a chain that [reads
+    /// bodies](FilterChain::reads_bodies) goes on with [`PayloadFilters`] in its extensions,
+    /// and its headers callbacks are told a body follows: the tunnel's payload will be that
+    /// body.
+    pub async fn filter_request(
+        &self,
+        mut request: Request<Body>,
+        conn: &ConnectionInfo,
+        routes: &RouteTable,
+    ) -> Filtered<Option<ResponseFilters>> {
         if let Some(plugin) = &self.unloaded {
             tracing::debug!(
                 plugin,
                 "Wasm plugin not loaded and fail closed: 503 (wasm_fail_stream)"
             );
-            return head::unloaded_response();
+            return Filtered::Answered(head::unloaded_response(), None);
         }
         let info = StreamInfo {
             source: conn.remote,
@@ -156,7 +182,7 @@ impl FilterChain {
             match slot.start_stream(info.clone()) {
                 Ok(handle) => filters.push(Some(handle)),
                 Err(_) if slot.plugin().fail_open() => filters.push(None),
-                Err(_) => return failure_response(),
+                Err(_) => return Filtered::Answered(failure_response(), None),
             }
         }
         let resumed = filters.iter().map(|_| Resumed::default()).collect();
@@ -167,7 +193,7 @@ impl FilterChain {
             buffer_limit: self.buffer_limit,
         });
         let order: Vec<usize> = (0..self.slots.len()).collect();
-        let reply = match filter_request(&shared, &order, request, payload).await {
+        match filter_request(&shared, &order, request, payload).await {
             Ok(mut request) => {
                 if payload {
                     let filters = PayloadFilters::new(shared.clone(), &order);
@@ -175,21 +201,68 @@ impl FilterChain {
                 }
                 *route.lock().unwrap_or_else(PoisonError::into_inner) =
                     route_props_picked(routes, &mut request);
-                let response = next(request).await;
+                let filters = ResponseFilters {
+                    from: None,
+                    len: order.len(),
+                    shared,
+                    upstream,
+                };
+                Filtered::Continue(request, Some(filters))
+            }
+            Err(reply) => {
+                let filters = ResponseFilters {
+                    from: Some(reply.from),
+                    len: order.len(),
+                    shared,
+                    upstream,
+                };
+                Filtered::Answered(reply.response, Some(filters))
+            }
+        }
+    }
+}
+
+/// The filters of one stream that saw its request, to see its response (the response half
+/// of [`FilterChain::run`]).
+pub struct ResponseFilters {
+    /// The position of the filter that answered instead of the upstream, if one did.
+    from: Option<usize>,
+    /// How many filters the chain has.
+    len: usize,
+    shared: Arc<Shared>,
+    /// The upstream host, for the filters' `upstream.address`.
+    upstream: Arc<Mutex<Option<std::net::SocketAddr>>>,
+}
+
+impl ResponseFilters {
+    /// Runs `response` back through the filters (none: it is returned as it is). As in
+    /// Envoy, a response passes back through the filters that saw the request: all of them
+    /// for the upstream's (or the router's) answer, those before a filter that replied. A
+    /// reply a filter made while the request body streamed replaces the upstream's answer.
+    pub async fn filter_response(
+        filters: Option<Self>,
+        response: Response<Body>,
+    ) -> Response<Body> {
+        let Some(filters) = filters else {
+            return response;
+        };
+        let reply = match filters.from {
+            Some(from) => FilterReply { from, response },
+            None => {
                 if let Some(host) = response.extensions().get::<UpstreamAddress>() {
-                    *upstream.lock().unwrap_or_else(PoisonError::into_inner) = Some(host.0);
+                    *filters
+                        .upstream
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(host.0);
                 }
-                shared.take_local_reply().unwrap_or(FilterReply {
-                    from: order.len(),
+                filters.shared.take_local_reply().unwrap_or(FilterReply {
+                    from: filters.len,
                     response,
                 })
             }
-            Err(reply) => reply,
         };
-        // As in Envoy, a response passes back through the filters that saw the request: all of
-        // them for the upstream's (or the router's) answer, those before a filter that replied.
-        let reverse: Vec<usize> = order[..reply.from].iter().rev().copied().collect();
-        filter_response(shared, reverse, reply.response).await
+        let reverse: Vec<usize> = (0..reply.from).rev().collect();
+        filter_response(filters.shared, reverse, reply.response).await
     }
 }
 

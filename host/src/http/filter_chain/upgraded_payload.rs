@@ -296,17 +296,7 @@ mod tests {
     }
 
     fn conn() -> ConnectionInfo {
-        let addr = "127.0.0.1:1".parse().expect("address");
-        ConnectionInfo {
-            remote: addr,
-            local: addr,
-            tls: false,
-            original_dst: None,
-            mtls: false,
-            socket: None,
-            id: 1,
-            sni: None,
-        }
+        ConnectionInfo::loopback()
     }
 
     fn upgrade_request() -> Request<crate::body::Body> {
