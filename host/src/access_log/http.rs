@@ -127,7 +127,7 @@ impl Entry {
     pub fn start<B>(
         logs: Arc<AccessLogs>,
         request: http::Request<B>,
-        conn: &crate::http::ConnectionInfo,
+        conn: &crate::wire::ConnectionInfo,
     ) -> (Entry, http::Request<CountedRequestBody<B>>) {
         let progress = Arc::new(RequestProgress::default());
         let (parts, body) = request.into_parts();

@@ -45,7 +45,7 @@ impl TcpEntry {
             started: Instant::now(),
             remote,
             local,
-            connection_id: crate::http::stream::next_connection_id(),
+            connection_id: crate::wire::connection::next_connection_id(),
         }
     }
 

@@ -4,7 +4,6 @@
 use crate::config;
 use crate::http::{ConnectionInfo, ConnectionTls, CurrentManager, HttpManager, serve_connection};
 use crate::upstream::{ClusterManager, WorkerPools};
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -137,16 +136,7 @@ pub(super) fn serve(codec: Codec, input: &[u8]) -> Vec<u8> {
         harness.runtime.block_on(async move {
             let (client, server) = tokio::io::duplex(64 * 1024);
             let (_shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-            let info = ConnectionInfo {
-                remote: SocketAddr::from((Ipv4Addr::LOCALHOST, 40000)),
-                local: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
-                tls: false,
-                original_dst: None,
-                mtls: false,
-                socket: None,
-                id: 1,
-                sni: None,
-            };
+            let info = ConnectionInfo::loopback();
             let serving = tokio::spawn(serve_connection(
                 manager,
                 server,

@@ -80,7 +80,7 @@ pub async fn serve_h3_connection(
         // QUIC listeners ask for no client certificate.
         mtls: false,
         socket: None,
-        id: super::stream::next_connection_id(),
+        id: crate::wire::connection::next_connection_id(),
         sni: connection
             .handshake_data()
             .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())

@@ -28,10 +28,10 @@ use arc_swap::ArcSwap;
 pub use filter_chain::DEFAULT_BUFFER_LIMIT;
 pub use h3::serve_h3_connection;
 // Kept at their old paths while other branches still use them (remove after the merge).
+pub use crate::wire::ConnectionInfo;
 pub use crate::wire::{h2_body, h3_body, h3_connect, prefixed};
 pub use server::{ConnectionTls, serve_connection};
 use std::sync::Arc;
-pub use stream::ConnectionInfo;
 
 /// The connection manager a listener runs on one worker now. A config reload stores a new one
 /// (built from the new snapshot); each stream loads it once when it starts and keeps it to its

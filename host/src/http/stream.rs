@@ -28,85 +28,27 @@ use super::upgrade::{self, TunnelKind};
 use crate::body::{self, Body};
 use crate::route::redirect::RedirectRequest;
 use crate::route::{ForwardAction, RouteAction, VirtualHostId};
+use crate::wire::ConnectionInfo;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body::Body as _;
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-/// What the connection manager knows about the connection a request came on.
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    /// The peer.
-    pub remote: SocketAddr,
-    /// Our address.
-    pub local: SocketAddr,
-    /// Whether the connection is TLS.
-    pub tls: bool,
-    /// Where the connection was headed before iptables/nftables redirected it to weir, on a
-    /// listener with `use_original_dst` (`None` elsewhere, and where it was not redirected).
-    /// `ORIGINAL_DST` clusters send there.
-    pub original_dst: Option<SocketAddr>,
-    /// Whether the peer presented a client certificate that the listener verified (mutual
-    /// TLS); the `connection.mtls` property.
-    pub mtls: bool,
-    /// The TCP socket under it (none for QUIC): an HTTP/1.1 connection that carries a tunnel
-    /// is reset through it when the tunnel is (see `tunnel::reset`).
-    pub socket: Option<crate::tunnel::reset::SocketId>,
-    /// The connection's id, unique in the process (`%CONNECTION_ID%`).
-    pub id: u64,
-    /// The TLS server name the client asked for (`%REQUESTED_SERVER_NAME%`).
-    pub sni: Option<Arc<str>>,
+/// Where the connection was headed before it was redirected to weir, as `ORIGINAL_DST`
+/// clusters take it.
+pub(super) fn original_destination(
+    conn: &ConnectionInfo,
+) -> Option<crate::upstream::OriginalDestination> {
+    conn.original_dst.map(crate::upstream::OriginalDestination)
 }
 
-/// A fresh downstream connection id (process-wide, from 1, as Envoy's).
-pub fn next_connection_id() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-impl ConnectionInfo {
-    /// A plain connection from and to 127.0.0.1 (id 1), for tests.
-    #[cfg(test)]
-    pub(crate) fn loopback() -> ConnectionInfo {
-        let addr = "127.0.0.1:1".parse().expect("address");
-        ConnectionInfo {
-            remote: addr,
-            local: addr,
-            tls: false,
-            original_dst: None,
-            mtls: false,
-            socket: None,
-            id: 1,
-            sni: None,
-        }
-    }
-
-    /// Puts the connection's original destination, if any, on an upstream request, where an
-    /// `ORIGINAL_DST` cluster looks for it.
-    pub(super) fn mark_original_destination(&self, extensions: &mut http::Extensions) {
-        if let Some(original) = self.original_destination() {
-            extensions.insert(original);
-        }
-    }
-
-    /// Where the connection was headed before it was redirected to weir, as `ORIGINAL_DST`
-    /// clusters take it.
-    pub(super) fn original_destination(&self) -> Option<crate::upstream::OriginalDestination> {
-        self.original_dst.map(crate::upstream::OriginalDestination)
-    }
-
-    /// The socket to reset when a tunnel carried by a request of `version` is reset: the
-    /// connection's own for HTTP/1.x (the connection is the tunnel, or carries only it); none
-    /// for HTTP/2 and HTTP/3, where the stream is reset and the connection's other streams
-    /// carry on.
-    pub fn tunnel_socket(&self, version: http::Version) -> Option<crate::tunnel::reset::SocketId> {
-        match version {
-            http::Version::HTTP_09 | http::Version::HTTP_10 | http::Version::HTTP_11 => self.socket,
-            _ => None,
-        }
+/// Puts the connection's original destination, if any, on an upstream request, where an
+/// `ORIGINAL_DST` cluster looks for it.
+pub(super) fn mark_original_destination(conn: &ConnectionInfo, extensions: &mut http::Extensions) {
+    if let Some(original) = original_destination(conn) {
+        extensions.insert(original);
     }
 }
 
@@ -426,12 +368,12 @@ impl StreamPhases for HttpManager {
                 host,
             } => Box::pin(self.tunnel(request, kind, &host, action, conn)).await,
             Outgoing::TerminatePost(request) => {
-                let socket = conn.tunnel_socket(request.version());
+                let socket = conn.tunnel_socket(&request);
                 Box::pin(self.terminate_post(
                     request.into_body(),
                     socket,
                     action,
-                    conn.original_destination(),
+                    original_destination(conn),
                 ))
                 .await
             }
@@ -662,7 +604,7 @@ impl HttpManager {
         if self.config.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
             headers.insert(X_REQUEST_ID.clone(), headers::new_request_id());
         }
-        conn.mark_original_destination(&mut parts.extensions);
+        mark_original_destination(conn, &mut parts.extensions);
         if action.auto_host_rewrite {
             parts.extensions.insert(crate::upstream::AutoHostRewrite);
         }

@@ -12,13 +12,13 @@ use super::HttpManager;
 use super::filter_chain::{PayloadFilters, PayloadFollows};
 use super::headers::{self, X_FORWARDED_PROTO, X_REQUEST_ID};
 use super::local_reply::LocalReply;
-use super::stream::ConnectionInfo;
 use crate::body::{self, Body};
 use crate::route::{ForwardAction, TerminateConnect};
 use crate::tunnel;
 use crate::upstream::OriginalDestination;
 use crate::upstream::connect::UpstreamStream;
 use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
+use crate::wire::ConnectionInfo;
 pub use crate::wire::TunnelKind;
 use crate::wire::reset::SocketId;
 use crate::wire::tunnel::{TunnelAnswer, TunnelRequest, from_response};
@@ -133,7 +133,7 @@ impl HttpManager {
         // The chain's filters, where one reads the payload (put there by the chain).
         let payload_filters = request.extensions_mut().remove::<PayloadFilters>();
         let downstream_version = request.version();
-        let downstream_socket = conn.tunnel_socket(downstream_version);
+        let downstream_socket = conn.tunnel_socket(&downstream_version);
         if kind == TunnelKind::Connect
             && let Some(_terminate) = self.terminate_config(action)
         {
@@ -150,14 +150,14 @@ impl HttpManager {
                     bare_socket,
                     action,
                     payload_filters,
-                    conn.original_destination(),
+                    super::stream::original_destination(conn),
                 )
                 .await;
         }
         let upstream_request = self.tunnel_request(request, &kind, host, conn)?;
         let (payload_sender, payload) = body_io::channel_body();
         let mut upstream_request = upstream_request;
-        conn.mark_original_destination(upstream_request.extensions_mut());
+        super::stream::mark_original_destination(conn, upstream_request.extensions_mut());
         upstream_request
             .extensions_mut()
             .insert(TunnelPayload::new(payload));

@@ -165,7 +165,7 @@ pub async fn accept_loop(
                 original_dst,
                 mtls: false,
                 socket: crate::socket::SocketId::of(&stream),
-                id: crate::http::stream::next_connection_id(),
+                id: crate::wire::connection::next_connection_id(),
                 sni: None,
             };
             match tls {

@@ -5,6 +5,7 @@
 //! - [`protocol`]: the one [`Protocol`]/[`TunnelKind`] type for HTTP/1.1 `Upgrade`, HTTP/2
 //!   and HTTP/3 `:protocol` (extended CONNECT, RFC 8441/9220) and plain CONNECT, with its
 //!   conversions to and from each codec's representation;
+//! - [`connection`]: the downstream connection a stream came on ([`ConnectionInfo`]);
 //! - [`head`]: what weir asks of the version a head came on ([`WireHead`]), so that only the
 //!   wire matches on versions;
 //! - [`h2_body`], [`h3_body`], [`h3_connect`]: bodies and CONNECT streams on the `h2` and `h3`
@@ -17,6 +18,7 @@
 //! Nothing here imports `http/`, `upstream/` or `tunnel/`.
 
 pub mod body_io;
+pub mod connection;
 pub mod h2_body;
 pub mod h3_body;
 pub mod h3_connect;
@@ -26,6 +28,7 @@ pub mod protocol;
 pub mod reset;
 pub mod tunnel;
 
+pub use connection::ConnectionInfo;
 pub use head::WireHead;
 pub use protocol::{MalformedTunnel, Protocol, TunnelKind, tunnel_kind};
 pub use tunnel::TunnelIo;

@@ -35,7 +35,6 @@
 //! A chain with no filters is never entered: the caller checks [`FilterChain::is_empty`].
 
 use super::phases::Filtered;
-use super::stream::ConnectionInfo;
 use crate::body::{self, Body};
 use crate::route::RouteTable;
 use crate::upstream::{UpstreamAddress, WorkerPools};
@@ -43,6 +42,7 @@ use crate::wasm::{
     Direction, HeaderEdit, HeaderPairs, MapChanges, PluginHandle, StreamEvent, StreamHandle,
     StreamInfo, VmSlot,
 };
+use crate::wire::ConnectionInfo;
 use http::{Request, Response};
 use http_body::Body as _;
 use std::future::Future;

@@ -218,10 +218,10 @@ impl<R: AsyncRead + Unpin> http_body::Body for ReadBody<R> {
 mod tests {
     use super::*;
     use crate::http::filter_chain::FilterChain;
-    use crate::http::stream::ConnectionInfo;
     use crate::route::RouteTable;
     use crate::upstream::{ClusterManager, WorkerPools};
     use crate::wasm::{NodeInfo, Plugin, PluginHandle, PluginSpec};
+    use crate::wire::ConnectionInfo;
     use http::{Request, Response, StatusCode};
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, DuplexStream};
