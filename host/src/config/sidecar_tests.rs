@@ -1,6 +1,7 @@
 //! Sidecar mode in the config: original-destination listeners and `ORIGINAL_DST` clusters.
 
 use super::*;
+use crate::upstream;
 
 const SIDECAR: &str = r#"
 static_resources:

@@ -1,4 +1,7 @@
 use super::*;
+use crate::upstream;
+use schema::CodecType;
+use std::time::Duration;
 
 const GOOD: &str = r#"
 admin:
