@@ -3,6 +3,7 @@
 
 use super::FieldError;
 use super::cluster::{Cluster, cluster_spec};
+use super::cluster_spec::ClusterSpec;
 use super::common::Address;
 use super::listener::{
     Listener, ListenerConfig, TcpListenerConfig, listen_address, listener_config,
@@ -15,7 +16,6 @@ use super::runtime::LayeredRuntime;
 use super::service;
 use super::wasm;
 use super::wasm::load_plugin;
-use crate::upstream::ClusterSpec;
 use serde::Deserialize;
 use std::net::SocketAddr;
 

@@ -3,7 +3,11 @@
 //! health checks), checked against Envoy's rules.
 
 use super::FieldError;
-use super::common::{Address, nonzero};
+use super::cluster_spec as spec;
+use super::cluster_spec::ClusterSpec;
+use super::cluster_spec::Http3Settings;
+use super::cluster_spec::UpstreamProtocol;
+use super::common::{Address, DEFAULT_BUFFER_LIMIT, nonzero};
 use super::duration::ConfigDuration;
 use super::http_options::{CommonHttpProtocolOptions, Http1ProtocolOptions, Http2ProtocolOptions};
 use super::quic::{AlternateProtocolsCacheOptions, Http3ProtocolOptions, overlay};
@@ -15,10 +19,6 @@ use super::typed::split_typed;
 use super::typed::type_names;
 use super::typed::typed;
 use super::typed::unsupported;
-use crate::upstream;
-use crate::upstream::ClusterSpec;
-use crate::upstream::Http3Settings;
-use crate::upstream::UpstreamProtocol;
 use serde::Deserialize;
 use serde::Deserializer;
 use serde::de::Error as _;
@@ -289,7 +289,7 @@ pub struct HttpHealthCheck {
     /// Host header (default: the cluster name).
     #[serde(default)]
     pub host: Option<String>,
-    /// The protocol of the check; HTTP3 checks over QUIC (see `upstream::HealthCheckSpec`).
+    /// The protocol of the check; HTTP3 checks over QUIC (see `spec::HealthCheckSpec`).
     #[serde(default)]
     pub codec_client_type: Option<HealthCheckCodec>,
 }
@@ -344,10 +344,10 @@ impl<'de> Deserialize<'de> for ProtocolOptionsMap {
 pub(super) fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldError> {
     use DiscoveryType;
     let discovery = match cluster.discovery_type {
-        DiscoveryType::STATIC => upstream::Discovery::Static,
-        DiscoveryType::STRICT_DNS => upstream::Discovery::StrictDns,
-        DiscoveryType::LOGICAL_DNS => upstream::Discovery::LogicalDns,
-        DiscoveryType::ORIGINAL_DST => upstream::Discovery::OriginalDst,
+        DiscoveryType::STATIC => spec::Discovery::Static,
+        DiscoveryType::STRICT_DNS => spec::Discovery::StrictDns,
+        DiscoveryType::LOGICAL_DNS => spec::Discovery::LogicalDns,
+        DiscoveryType::ORIGINAL_DST => spec::Discovery::OriginalDst,
     };
     original_dst_checks(cluster, path)?;
     let mut endpoints = Vec::new();
@@ -364,8 +364,7 @@ pub(super) fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec,
                 let field = format!(
                     "{path}.load_assignment.endpoints[{j}].lb_endpoints[{k}].endpoint.address.socket_address"
                 );
-                if discovery == upstream::Discovery::Static
-                    && socket.address.parse::<IpAddr>().is_err()
+                if discovery == spec::Discovery::Static && socket.address.parse::<IpAddr>().is_err()
                 {
                     return Err(FieldError::new(
                         format!("{field}.address"),
@@ -381,28 +380,28 @@ pub(super) fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec,
                         "an endpoint needs a port",
                     ));
                 }
-                endpoints.push(upstream::EndpointSpec {
+                endpoints.push(spec::EndpointSpec {
                     address: socket.address.clone(),
                     port: socket.port_value,
                 });
             }
         }
     }
-    if discovery == upstream::Discovery::LogicalDns && endpoints.len() > 1 {
+    if discovery == spec::Discovery::LogicalDns && endpoints.len() > 1 {
         return Err(FieldError::new(
             format!("{path}.load_assignment"),
             "a LOGICAL_DNS cluster takes exactly one endpoint",
         ));
     }
     let lb_policy = match cluster.lb_policy {
-        LbPolicyName::ROUND_ROBIN => upstream::LbPolicy::RoundRobin,
-        LbPolicyName::LEAST_REQUEST => upstream::LbPolicy::LeastRequest,
-        LbPolicyName::RANDOM => upstream::LbPolicy::Random,
+        LbPolicyName::ROUND_ROBIN => spec::LbPolicy::RoundRobin,
+        LbPolicyName::LEAST_REQUEST => spec::LbPolicy::LeastRequest,
+        LbPolicyName::RANDOM => spec::LbPolicy::Random,
         // Only ORIGINAL_DST takes it (checked above), and its host is the destination, not
         // a pick: the policy is never consulted.
-        LbPolicyName::CLUSTER_PROVIDED => upstream::LbPolicy::RoundRobin,
+        LbPolicyName::CLUSTER_PROVIDED => spec::LbPolicy::RoundRobin,
     };
-    let mut thresholds = upstream::Thresholds::default();
+    let mut thresholds = spec::Thresholds::default();
     if let Some(breakers) = &cluster.circuit_breakers {
         for t in breakers
             .thresholds
@@ -418,8 +417,8 @@ pub(super) fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec,
         }
     }
     let (protocol, h2_options, common) = upstream_protocol(cluster, path)?;
-    let defaults = upstream::Http2Settings::default();
-    let http2 = upstream::Http2Settings {
+    let defaults = spec::Http2Settings::default();
+    let http2 = spec::Http2Settings {
         max_concurrent_streams: h2_options
             .as_ref()
             .and_then(|o| o.max_concurrent_streams)
@@ -433,7 +432,7 @@ pub(super) fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec,
             .unwrap_or(
                 cluster
                     .per_connection_buffer_limit_bytes
-                    .unwrap_or(crate::http::DEFAULT_BUFFER_LIMIT as u32)
+                    .unwrap_or(DEFAULT_BUFFER_LIMIT as u32)
                     .clamp(65_535, defaults.initial_stream_window_size),
             ),
         initial_connection_window_size: h2_options
@@ -457,7 +456,7 @@ pub(super) fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec,
                     "must be above 0s",
                 ));
             }
-            Some(upstream::HealthCheckSpec {
+            Some(spec::HealthCheckSpec {
                 path: http.path.clone(),
                 host: http.host.clone(),
                 interval: check.interval.get(),
@@ -557,13 +556,13 @@ fn original_dst_checks(cluster: &Cluster, path: &str) -> Result<(), FieldError> 
 }
 
 type ProtocolChoice = (
-    upstream::UpstreamProtocol,
+    spec::UpstreamProtocol,
     Option<Http2ProtocolOptions>,
     Option<CommonHttpProtocolOptions>,
 );
 
 fn upstream_protocol(cluster: &Cluster, path: &str) -> Result<ProtocolChoice, FieldError> {
-    use upstream::UpstreamProtocol;
+    use spec::UpstreamProtocol;
     let options = cluster
         .typed_extension_protocol_options
         .as_ref()

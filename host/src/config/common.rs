@@ -101,6 +101,9 @@ pub struct DataSource {
     pub inline_bytes: Option<String>,
 }
 
+/// Envoy's default `per_connection_buffer_limit_bytes` (a listener's or a cluster's): 1 MiB.
+pub const DEFAULT_BUFFER_LIMIT: usize = 1 << 20;
+
 /// Envoy's convention: a zero duration disables the timeout.
 pub(super) fn nonzero(duration: Option<Duration>) -> Option<Duration> {
     duration.filter(|d| !d.is_zero())

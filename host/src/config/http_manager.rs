@@ -3,7 +3,8 @@
 //! defaults applied.
 
 use super::FieldError;
-use super::common::nonzero;
+use super::cluster_spec as spec;
+use super::common::{DEFAULT_BUFFER_LIMIT, nonzero};
 use super::duration::ConfigDuration;
 use super::http_options::{
     CommonHttpProtocolOptions, HeadersWithUnderscoresAction, Http1ProtocolOptions,
@@ -19,7 +20,6 @@ use super::typed::typed;
 use super::typed::unsupported;
 use super::wasm::load_plugin;
 use crate::route::RouteTable;
-use crate::upstream;
 use serde::Deserialize;
 use serde::Deserializer;
 use serde::de::Error as _;
@@ -238,7 +238,7 @@ pub struct HttpManagerConfig {
     /// Time allowed to receive a whole request.
     pub request_timeout: Option<Duration>,
     /// Downstream HTTP/2 settings.
-    pub http2: upstream::Http2Settings,
+    pub http2: spec::Http2Settings,
     /// Advertise RFC 8441 extended CONNECT.
     pub allow_connect: bool,
     /// Advertise RFC 9220 extended CONNECT on HTTP/3 (`http3_protocol_options.
@@ -262,9 +262,9 @@ pub struct HttpManagerConfig {
     /// `per_connection_buffer_limit_bytes` (Envoy default 1 MiB).
     pub buffer_limit: usize,
     /// `normalize_path`, `merge_slashes` and `path_with_escaped_slashes_action`.
-    pub path_normalization: crate::route::path::PathNormalization,
+    pub path_normalization: PathNormalization,
     /// `strip_matching_host_port` / `strip_any_host_port`.
-    pub strip_port: crate::route::authority::StripPort,
+    pub strip_port: StripPort,
     /// `access_log[]`: `None` when there is none, so a request costs nothing extra.
     pub access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
 }
@@ -276,6 +276,41 @@ impl HttpManagerConfig {
             .iter()
             .find(|u| u.upgrade_type.eq_ignore_ascii_case(upgrade_type))
     }
+}
+
+/// How a connection manager normalises request paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathNormalization {
+    /// RFC 3986 normalisation (`route::path::normalize_rfc3986`). weir's default is on (Envoy's is
+    /// off, with a note that it will turn on): an edge proxy whose routes and filters
+    /// see `/a/../admin` where the upstream sees `/admin` cannot guard `/admin`.
+    pub normalize_path: bool,
+    /// Merge runs of `/` into one (`route::path::merge_slashes`); default off, as Envoy.
+    pub merge_slashes: bool,
+    /// What to do with `%2F`, `%2f`, `%5C` and `%5c` in the path.
+    pub escaped_slashes: PathWithEscapedSlashesAction,
+}
+
+impl Default for PathNormalization {
+    fn default() -> Self {
+        PathNormalization {
+            normalize_path: true,
+            merge_slashes: false,
+            escaped_slashes: PathWithEscapedSlashesAction::IMPLEMENTATION_SPECIFIC_DEFAULT,
+        }
+    }
+}
+
+/// Which port a connection manager strips from the host before filters and routing see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StripPort {
+    /// Keep the host as the client sent it (Envoy's default).
+    #[default]
+    Never,
+    /// Strip the port when it is the listener's own (`strip_matching_host_port`).
+    Matching,
+    /// Strip any port (`strip_any_host_port`).
+    Any,
 }
 
 /// `request_headers_timeout` when the config gives none: Envoy's edge recommendation (Envoy
@@ -318,7 +353,7 @@ pub(super) fn http_manager_config(
     let routes = RouteTable::build(&hcm.route_config, &format!("{path}.route_config"), clusters)?;
     let common = hcm.common_http_protocol_options.clone().unwrap_or_default();
     let h2 = hcm.http2_protocol_options.clone().unwrap_or_default();
-    let defaults = upstream::Http2Settings::downstream();
+    let defaults = spec::Http2Settings::downstream();
     let max_headers_count = common.max_headers_count.unwrap_or(100);
     if max_headers_count == 0 {
         return Err(FieldError::new(
@@ -358,7 +393,7 @@ pub(super) fn http_manager_config(
         ),
         abuse: runtime::StreamAbuseLimits::default(),
         request_timeout: nonzero(hcm.request_timeout.map(|d| d.get())),
-        http2: upstream::Http2Settings {
+        http2: spec::Http2Settings {
             max_concurrent_streams: h2
                 .max_concurrent_streams
                 .unwrap_or(defaults.max_concurrent_streams),
@@ -381,8 +416,8 @@ pub(super) fn http_manager_config(
         max_requests_per_connection: common.max_requests_per_connection.filter(|n| *n > 0),
         http_filters,
         upgrades,
-        buffer_limit: crate::http::DEFAULT_BUFFER_LIMIT,
-        path_normalization: crate::route::path::PathNormalization {
+        buffer_limit: DEFAULT_BUFFER_LIMIT,
+        path_normalization: PathNormalization {
             normalize_path: hcm.normalize_path.unwrap_or(true),
             merge_slashes: hcm.merge_slashes,
             escaped_slashes: hcm.path_with_escaped_slashes_action,
@@ -397,11 +432,7 @@ pub(super) fn http_manager_config(
 
 /// `strip_matching_host_port` and `strip_any_host_port` of the manager at `path`: at most
 /// one of them (Envoy's `oneof`).
-fn strip_port(
-    hcm: &HttpConnectionManager,
-    path: &str,
-) -> Result<crate::route::authority::StripPort, FieldError> {
-    use crate::route::authority::StripPort;
+fn strip_port(hcm: &HttpConnectionManager, path: &str) -> Result<StripPort, FieldError> {
     match (hcm.strip_matching_host_port, hcm.strip_any_host_port) {
         (false, false) => Ok(StripPort::Never),
         (true, false) => Ok(StripPort::Matching),

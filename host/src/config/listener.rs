@@ -3,6 +3,8 @@
 //! [`TcpListenerConfig`] (a `tcp_proxy` listener).
 
 use super::FieldError;
+use super::cluster_spec as spec;
+use super::cluster_spec::Http3Settings;
 use super::common::{Address, HeaderValueOption, SocketProtocol, nonzero};
 use super::duration::ConfigDuration;
 use super::http_manager::{
@@ -16,8 +18,6 @@ use super::typed::type_names;
 use super::typed::typed;
 use super::typed::unsupported;
 use super::wasm::load_plugin;
-use crate::upstream;
-use crate::upstream::Http3Settings;
 use serde::Deserialize;
 use serde::Deserializer;
 use serde::de::Error as _;
@@ -280,7 +280,7 @@ pub struct ListenerConfig {
     /// TLS, when the filter chain has a transport socket.
     pub tls: Option<DownstreamTls>,
     /// QUIC settings when this is a UDP (HTTP/3) listener; its TLS is then in `tls`.
-    pub quic: Option<upstream::Http3Settings>,
+    pub quic: Option<spec::Http3Settings>,
     /// Whether it takes redirected connections (sidecar mode; TCP listeners only).
     pub interception: Interception,
     /// The connection manager.

@@ -13,6 +13,7 @@
 
 pub mod bootstrap;
 pub mod cluster;
+pub mod cluster_spec;
 pub mod common;
 pub mod duration;
 pub mod file;

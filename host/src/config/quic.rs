@@ -5,8 +5,8 @@
 //! `codec_type: HTTP3`; an HTTP/3 cluster needs `QuicUpstreamTransport`) are checked where the
 //! listener and the cluster are read ([`super::listener`], [`super::cluster`]).
 
+use super::cluster_spec::Http3Settings;
 use super::duration::ConfigDuration;
-use crate::upstream::Http3Settings;
 use serde::Deserialize;
 
 /// `udp_listener_config`.

@@ -2,6 +2,7 @@
 //! their reading into certificate files checked to load ([`super::pem`]).
 
 use super::FieldError;
+use super::cluster_spec as spec;
 use super::common::DataSource;
 use super::pem;
 use super::typed::RawExtension;
@@ -9,7 +10,6 @@ use super::typed::split_typed;
 use super::typed::type_names;
 use super::typed::typed;
 use super::typed::unsupported;
-use crate::upstream;
 use serde::Deserialize;
 use serde::Deserializer;
 use serde::de::Error as _;
@@ -236,7 +236,7 @@ pub(super) fn downstream_tls(
 pub(super) fn upstream_tls(
     context: &UpstreamTlsContext,
     path: &str,
-) -> Result<upstream::UpstreamTlsSpec, FieldError> {
+) -> Result<spec::UpstreamTlsSpec, FieldError> {
     let common = &context.common_tls_context;
     let (cert_chain_file, private_key_file) = match common.tls_certificates.as_slice() {
         [] => (None, None),
@@ -265,7 +265,7 @@ pub(super) fn upstream_tls(
         pem::check_certificate(chain, key, &cert_path)?;
     }
     let ca_file = trusted_ca(common, path)?;
-    Ok(upstream::UpstreamTlsSpec {
+    Ok(spec::UpstreamTlsSpec {
         sni: context.sni.clone(),
         ca_file,
         cert_chain_file,

@@ -6,8 +6,8 @@
 //! on wasmtime).
 
 use super::FieldError;
+use super::common::DataSource;
 use super::duration::ConfigDuration;
-use super::schema::DataSource;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
