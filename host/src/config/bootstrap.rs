@@ -1,7 +1,6 @@
 //! The top of the file (`node`, `admin`, `static_resources`, `bootstrap_extensions`, ...) and
 //! its reading into the whole [`Config`].
 
-use super::FieldError;
 use super::cluster::{Cluster, cluster_spec};
 use super::cluster_spec::ClusterSpec;
 use super::common::Address;
@@ -9,13 +8,9 @@ use super::listener::{
     Listener, ListenerConfig, TcpListenerConfig, listen_address, listener_config,
     tcp_listener_config,
 };
-use super::overload;
-use super::process_settings;
-use super::runtime;
 use super::runtime::LayeredRuntime;
-use super::service;
-use super::wasm;
 use super::wasm::load_plugin;
+use super::{FieldError, overload, process_settings, runtime, service, wasm};
 use serde::Deserialize;
 use std::net::SocketAddr;
 

@@ -2,26 +2,17 @@
 //! [`ClusterSpec`] (discovery, endpoints, load balancing, circuit breakers, protocol, TLS,
 //! health checks), checked against Envoy's rules.
 
-use super::FieldError;
 use super::cluster_spec as spec;
-use super::cluster_spec::ClusterSpec;
-use super::cluster_spec::Http3Settings;
-use super::cluster_spec::UpstreamProtocol;
+use super::cluster_spec::{ClusterSpec, Http3Settings, UpstreamProtocol};
 use super::common::{Address, DEFAULT_BUFFER_LIMIT, nonzero};
 use super::duration::ConfigDuration;
 use super::http_options::{CommonHttpProtocolOptions, Http1ProtocolOptions, Http2ProtocolOptions};
 use super::quic::{AlternateProtocolsCacheOptions, Http3ProtocolOptions, overlay};
 use super::tls::{TransportSocket, TransportSocketConfig, upstream_tls};
-use super::typed;
-use super::typed::PATH_MARK;
-use super::typed::nest;
-use super::typed::split_typed;
-use super::typed::type_names;
-use super::typed::typed;
-use super::typed::unsupported;
-use serde::Deserialize;
-use serde::Deserializer;
+use super::typed::{PATH_MARK, nest, split_typed, type_names, typed, unsupported};
+use super::{FieldError, typed};
 use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use serde_yaml_ng::Value;
 use std::collections::BTreeMap;
 use std::net::IpAddr;

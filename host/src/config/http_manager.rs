@@ -2,7 +2,6 @@
 //! [`HttpManagerConfig`] (timeouts, limits, filters, upgrades, path handling), with Envoy's
 //! defaults applied.
 
-use super::FieldError;
 use super::cluster_spec as spec;
 use super::common::{DEFAULT_BUFFER_LIMIT, nonzero};
 use super::duration::ConfigDuration;
@@ -12,17 +11,12 @@ use super::http_options::{
 };
 use super::quic::Http3ProtocolOptions;
 use super::route::RouteConfiguration;
-use super::runtime;
-use super::typed::RawExtension;
-use super::typed::split_typed;
-use super::typed::type_names;
-use super::typed::typed;
-use super::typed::unsupported;
+use super::typed::{RawExtension, split_typed, type_names, typed, unsupported};
 use super::wasm::load_plugin;
+use super::{FieldError, runtime};
 use crate::route::RouteTable;
-use serde::Deserialize;
-use serde::Deserializer;
 use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 
 /// `envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`.

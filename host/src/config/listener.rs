@@ -12,17 +12,11 @@ use super::http_manager::{
 };
 use super::quic::{UdpListenerConfig, overlay};
 use super::tls::{DownstreamTls, TransportSocket, TransportSocketConfig, downstream_tls};
-use super::typed::RawExtension;
-use super::typed::split_typed;
-use super::typed::type_names;
-use super::typed::typed;
-use super::typed::unsupported;
+use super::typed::{RawExtension, split_typed, type_names, typed, unsupported};
 use super::wasm::load_plugin;
-use serde::Deserialize;
-use serde::Deserializer;
 use serde::de::Error as _;
-use std::net::IpAddr;
-use std::net::SocketAddr;
+use serde::{Deserialize, Deserializer};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// `listeners[]`.

@@ -29,6 +29,7 @@ pub mod route;
 pub mod runtime;
 pub mod schema;
 pub mod service;
+pub mod source;
 pub mod tls;
 pub mod typed;
 pub mod wasm;
@@ -40,6 +41,7 @@ pub use http_manager::{
     UpgradeSetting, http_filters,
 };
 pub use listener::{Interception, ListenerConfig, TcpListenerConfig, TcpProxyConfig, TunnelConfig};
+pub use source::{ConfigSource, FileSource, Loaded};
 pub use tls::DownstreamTls;
 
 use schema::Bootstrap;

@@ -1,18 +1,12 @@
 //! TLS: the transport sockets (`DownstreamTlsContext`, `UpstreamTlsContext`, QUIC's), and
 //! their reading into certificate files checked to load ([`super::pem`]).
 
-use super::FieldError;
 use super::cluster_spec as spec;
 use super::common::DataSource;
-use super::pem;
-use super::typed::RawExtension;
-use super::typed::split_typed;
-use super::typed::type_names;
-use super::typed::typed;
-use super::typed::unsupported;
-use serde::Deserialize;
-use serde::Deserializer;
+use super::typed::{RawExtension, split_typed, type_names, typed, unsupported};
+use super::{FieldError, pem};
 use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use std::path::PathBuf;
 
 /// `extensions.transport_sockets.tls.v3.DownstreamTlsContext`.

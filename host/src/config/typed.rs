@@ -2,8 +2,9 @@
 //!
 //! Envoy writes an extension as `{name, typed_config: {"@type": URL, ...fields}}`, sometimes
 //! wrapped in a `TypedStruct` (`{"@type": ...TypedStruct, type_url: URL, value: {...}}`), and for
-//! well-known extensions with the `name` alone. Each resource reads its own into a typed enum (e.g. [`super::listener::NetworkFilter`]) with the helpers here. An error
-//! inside the typed fields keeps its own field path: it is carried in the message between
+//! well-known extensions with the `name` alone. Each resource reads its own extensions into a
+//! typed enum (e.g. [`super::listener::NetworkFilter`]) with the helpers here. An error inside
+//! the typed fields keeps its own field path: it is carried in the message between
 //! [`PATH_MARK`]s and joined onto the outer path by [`super::ConfigError`].
 
 use serde::Deserialize;
