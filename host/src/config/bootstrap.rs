@@ -133,6 +133,8 @@ impl Config {
     }
 }
 
+/// Reads the whole bootstrap: clusters first (listeners and Wasm filters refer to them by
+/// name), then listeners and the bootstrap extensions.
 pub(super) fn build(
     bootstrap: Bootstrap,
     source: &str,
@@ -245,6 +247,7 @@ fn wasm_services(
     Ok(services)
 }
 
+/// See [`WasmServiceConfig::identity`].
 fn service_identity(plugin: &crate::wasm::PluginHandle, singleton: bool) -> [u8; 32] {
     use sha2::Digest as _;
     let mut hash = sha2::Sha256::new();

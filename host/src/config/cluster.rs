@@ -332,6 +332,7 @@ impl<'de> Deserialize<'de> for ProtocolOptionsMap {
     }
 }
 
+/// Reads the cluster at `path` (`static_resources.clusters[i]`) into its [`ClusterSpec`].
 pub(super) fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldError> {
     use DiscoveryType;
     let discovery = match cluster.discovery_type {
@@ -552,6 +553,8 @@ type ProtocolChoice = (
     Option<CommonHttpProtocolOptions>,
 );
 
+/// The protocol the cluster speaks upstream, with the HTTP/2 and common options that go with
+/// it: from `typed_extension_protocol_options`, else the older `http2_protocol_options`.
 fn upstream_protocol(cluster: &Cluster, path: &str) -> Result<ProtocolChoice, FieldError> {
     use spec::UpstreamProtocol;
     let options = cluster
@@ -613,10 +616,7 @@ fn upstream_protocol(cluster: &Cluster, path: &str) -> Result<ProtocolChoice, Fi
 /// Whether a cluster's health checks go over QUIC: `codec_client_type: HTTP3`, or none given
 /// on an explicit HTTP/3 cluster (Envoy would check such a cluster with HTTP/1.1 over TCP,
 /// which a QUIC-only upstream cannot answer).
-pub(super) fn health_check_over_quic(
-    codec: Option<HealthCheckCodec>,
-    protocol: UpstreamProtocol,
-) -> bool {
+fn health_check_over_quic(codec: Option<HealthCheckCodec>, protocol: UpstreamProtocol) -> bool {
     match codec {
         Some(codec) => codec == HealthCheckCodec::HTTP3,
         None => protocol == UpstreamProtocol::Http3,
@@ -625,7 +625,7 @@ pub(super) fn health_check_over_quic(
 
 /// What HTTP/3 adds to a cluster of `protocol`: its QUIC settings and QUIC hints, after
 /// checking the protocol against the transport socket.
-pub(super) fn cluster_quic(
+fn cluster_quic(
     cluster: &Cluster,
     protocol: UpstreamProtocol,
     path: &str,

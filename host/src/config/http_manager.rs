@@ -314,6 +314,8 @@ pub const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
 /// `stream_idle_timeout` when the config gives none (Envoy's default).
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Reads the connection manager whose `typed_config` is at `path`; `clusters` are the names
+/// routes and remote modules may refer to.
 pub(super) fn http_manager_config(
     hcm: &HttpConnectionManager,
     path: &str,

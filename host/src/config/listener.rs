@@ -433,6 +433,7 @@ fn interception(listener: &Listener, path: &str) -> Result<Interception, FieldEr
     Ok(interception)
 }
 
+/// The address a listener (or the admin listener) at `path` binds: an IP literal and a port.
 pub(super) fn listen_address(address: &Address, path: &str) -> Result<SocketAddr, FieldError> {
     let socket = &address.socket_address;
     let ip: IpAddr = socket.address.parse().map_err(|_| {
@@ -453,6 +454,7 @@ pub(super) fn listen_address(address: &Address, path: &str) -> Result<SocketAddr
     Ok(SocketAddr::new(ip, socket.port_value))
 }
 
+/// Reads the HTTP listener at `path` (one filter chain ending in an HTTP connection manager).
 pub(super) fn listener_config(
     listener: &Listener,
     path: &str,
@@ -528,7 +530,7 @@ pub(super) fn listener_config(
 
 /// The QUIC settings of `listener` when it is a QUIC listener, `None` for TCP; an error for a
 /// half-QUIC listener.
-pub(super) fn listener_quic(
+fn listener_quic(
     listener: &Listener,
     chain: &FilterChain,
     hcm: &HttpConnectionManager,

@@ -7,9 +7,17 @@
 //!
 //! One file per resource, each holding Envoy's schema of it and its reading side by side:
 //! [`bootstrap`] (the top, and the whole [`Config`]), [`listener`], [`http_manager`],
-//! [`route`], [`cluster`], [`tls`], [`quic`], [`wasm`], [`service`], [`overload`],
-//! [`runtime`]; [`schema`] names all of their schema types in one place. [`source`] is the seam
-//! every producer of a config (the file, the file watcher, later xDS) goes through.
+//! [`route`], [`cluster`] (read into the plain data of [`cluster_spec`], from which the upstream
+//! side builds its clusters), [`tls`], [`quic`], [`wasm`], [`service`], [`overload`],
+//! [`runtime`]; [`schema`] names all of their schema types in one place. Below them sit the
+//! shared pieces ([`common`], [`http_options`], [`typed`], [`duration`], [`file`], [`pem`]).
+//! [`source`] is the seam every producer of a config (the file, the file watcher, later xDS)
+//! goes through.
+//!
+//! Three runtime objects are still built while the config is read, so that their errors name
+//! the field like any other: a connection manager's route table (`route::RouteTable`), its
+//! access logs (`access_log::AccessLogs`) and the Wasm plugins (`wasm::PluginHandle`). They
+//! are the imports this module still takes from above it.
 
 pub mod bootstrap;
 pub mod cluster;
@@ -44,7 +52,7 @@ pub use listener::{Interception, ListenerConfig, TcpListenerConfig, TcpProxyConf
 pub use source::{ConfigSource, FileSource, Loaded};
 pub use tls::DownstreamTls;
 
-use schema::Bootstrap;
+use bootstrap::Bootstrap;
 use std::fmt;
 use std::path::Path;
 use typed::PATH_MARK;

@@ -160,6 +160,7 @@ pub struct DownstreamTls {
     pub require_client_certificate: bool,
 }
 
+/// The file of a TLS `DataSource` at `path` (only `filename` is taken for TLS material).
 fn file_of(source: &DataSource, path: &str) -> Result<PathBuf, FieldError> {
     match (
         &source.filename,
@@ -190,6 +191,7 @@ fn trusted_ca(common: &CommonTlsContext, path: &str) -> Result<Option<PathBuf>, 
     Ok(Some(file))
 }
 
+/// Reads a listener's TLS context at `path`, checking each certificate and key loads.
 pub(super) fn downstream_tls(
     context: &DownstreamTlsContext,
     path: &str,
@@ -227,6 +229,7 @@ pub(super) fn downstream_tls(
     })
 }
 
+/// Reads a cluster's TLS context at `path`, checking its client certificate and CA load.
 pub(super) fn upstream_tls(
     context: &UpstreamTlsContext,
     path: &str,
