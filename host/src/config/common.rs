@@ -1,5 +1,5 @@
 //! Schema pieces every resource shares (addresses, data sources, header values) and the
-//! defaults rule they share ([`nonzero`]).
+//! defaults rule they share (`nonzero`).
 
 use serde::Deserialize;
 use std::time::Duration;

@@ -10,9 +10,9 @@
 //! [`route`], [`cluster`] (read into the plain data of [`cluster_spec`], from which the upstream
 //! side builds its clusters), [`tls`], [`quic`], [`wasm`], [`service`], [`overload`],
 //! [`runtime`]; [`schema`] names all of their schema types in one place. Below them sit the
-//! shared pieces ([`common`], [`http_options`], [`typed`], [`duration`], [`file`], [`pem`]).
-//! [`source`] is the seam every producer of a config (the file, the file watcher, later xDS)
-//! goes through.
+//! shared pieces ([`common`], [`http_options`], [`typed`], [`duration`], [`file`](mod@file),
+//! [`pem`]). [`source`] is the seam every producer of a config (the file, the file watcher,
+//! later xDS) goes through.
 //!
 //! Three runtime objects are still built while the config is read, so that their errors name
 //! the field like any other: a connection manager's route table (`route::RouteTable`), its
