@@ -309,10 +309,14 @@ fn serve(
     started: std::time::Instant,
     set_log_level: weir::admin::SetLogLevel,
 ) -> anyhow::Result<()> {
-    let (config, config_hash) = match &cli.config_path {
-        Some(path) => {
-            let (config, hash) = weir::reload::read_config(path)?;
-            (config, Some(hash))
+    let source = cli
+        .config_path
+        .clone()
+        .map(weir::reload::watch::file_source);
+    let (config, config_hash) = match &source {
+        Some(source) => {
+            let loaded = source.load()?;
+            (loaded.config, Some(loaded.version))
         }
         None => {
             tracing::info!("no config given (-c FILE): serving the built-in config");
@@ -418,7 +422,7 @@ fn serve(
             workers.publisher().subscribe(),
         )
         .context("starting the singleton Wasm services")?;
-        let reloader = Reloader::new(cli.config_path.clone(), snapshot, workers.publisher());
+        let reloader = Reloader::new(source, snapshot, workers.publisher());
         weir::reload::watch::spawn(&reloader, tokio::runtime::Handle::current());
         let overload_source = reloader.clone();
         tokio::spawn(weir::overload::run(

@@ -2,6 +2,7 @@
 //! does not parse, documents nested too deep. Each is refused at once, naming the field.
 
 use super::*;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// A listener with a `direct_response` route; `{ROUTE_EXTRA}`, `{BODY}`, `{TLS}` and

@@ -1,14 +1,125 @@
-//! The HTTP/3 parts of the config: which listeners are QUIC listeners and which clusters speak
-//! HTTP/3, checked for Envoy's consistency rules (a UDP listener needs `quic_options`, the QUIC
-//! transport socket and `codec_type: HTTP3`; an HTTP/3 cluster needs `QuicUpstreamTransport`).
+//! The QUIC (HTTP/3) parts of the schema that listeners and clusters share
+//! (`udp_listener_config`, `quic_protocol_options`, `http3_protocol_options`,
+//! `alternate_protocols_cache_options`), and how their options overlay [`Http3Settings`].
+//! Envoy's consistency rules (a UDP listener needs `quic_options`, the QUIC transport socket and
+//! `codec_type: HTTP3`; an HTTP/3 cluster needs `QuicUpstreamTransport`) are checked where the
+//! listener and the cluster are read ([`super::listener`], [`super::cluster`]).
 
-use super::FieldError;
-use super::schema::{self, CodecType, QuicProtocolOptions, SocketProtocol};
-use super::typed::TransportSocketConfig;
-use crate::upstream::{Http3Settings, UpstreamProtocol};
+use super::cluster_spec::Http3Settings;
+use super::duration::ConfigDuration;
+use serde::Deserialize;
+
+/// `udp_listener_config`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UdpListenerConfig {
+    /// Socket buffer sizes and GRO; accepted, weir leaves them to quinn.
+    #[serde(default)]
+    pub downstream_socket_config: Option<UdpSocketConfig>,
+    /// Makes the listener a QUIC listener.
+    #[serde(default)]
+    pub quic_options: Option<QuicListenerOptions>,
+}
+
+/// `config.core.v3.UdpSocketConfig` (accepted for compatibility; quinn sizes its own buffers).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UdpSocketConfig {
+    /// Largest datagram read.
+    #[serde(default)]
+    pub max_rx_datagram_size: Option<u64>,
+    /// Use UDP GRO where the kernel has it.
+    #[serde(default)]
+    pub prefer_gro: Option<bool>,
+}
+
+/// `udp_listener_config.quic_options` (`config.listener.v3.QuicProtocolOptions`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct QuicListenerOptions {
+    /// Stream limits and flow-control windows.
+    #[serde(default)]
+    pub quic_protocol_options: Option<QuicProtocolOptions>,
+    /// A connection with no packets for this long is closed (Envoy default 300s).
+    #[serde(default)]
+    pub idle_timeout: Option<ConfigDuration>,
+    /// Time allowed for the QUIC handshake (accepted; quinn bounds it by the idle timeout).
+    #[serde(default)]
+    pub crypto_handshake_timeout: Option<ConfigDuration>,
+    /// Accepted for compatibility (runtime feature flag).
+    #[serde(default)]
+    pub enabled: Option<serde_yaml_ng::Value>,
+}
+
+/// `config.core.v3.QuicProtocolOptions`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct QuicProtocolOptions {
+    /// Most concurrent bidirectional streams the peer may open (Envoy default 100).
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u32>,
+    /// Per-stream flow-control window (Envoy default 16 MiB).
+    #[serde(default)]
+    pub initial_stream_window_size: Option<u32>,
+    /// Connection flow-control window (Envoy default 24 MiB).
+    #[serde(default)]
+    pub initial_connection_window_size: Option<u32>,
+    /// Close a connection with no packets for this long.
+    #[serde(default)]
+    pub idle_network_timeout: Option<ConfigDuration>,
+}
+
+/// `http3_protocol_options` (`config.core.v3.Http3ProtocolOptions`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Http3ProtocolOptions {
+    /// QUIC transport settings.
+    #[serde(default)]
+    pub quic_protocol_options: Option<QuicProtocolOptions>,
+    /// RFC 9220 extended CONNECT: a QUIC listener advertises SETTINGS_ENABLE_CONNECT_PROTOCOL
+    /// and serves WebSocket (any upgrade) over HTTP/3 streams. On a cluster it is accepted and
+    /// not needed: the peer's SETTINGS decide.
+    #[serde(default)]
+    pub allow_extended_connect: bool,
+    /// Accepted for compatibility.
+    #[serde(default)]
+    pub override_stream_error_on_invalid_http_message: Option<bool>,
+}
+
+/// `alternate_protocols_cache_options` of `auto_config`: where alt-svc entries are kept, and
+/// entries known before any response (QUIC hints).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AlternateProtocolsCacheOptions {
+    /// The cache's name (Envoy shares caches by name; weir keeps one per cluster).
+    #[serde(default)]
+    pub name: String,
+    /// Most entries kept.
+    #[serde(default)]
+    pub max_entries: Option<u32>,
+    /// Hosts known to speak HTTP/3 on the same port before they advertise it.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub prepopulated_entries: Vec<AlternateProtocolsCacheEntry>,
+    /// Accepted for compatibility (weir stores nothing on disk).
+    #[serde(default)]
+    pub key_value_store_config: Option<serde_yaml_ng::Value>,
+    /// Accepted for compatibility.
+    #[serde(default)]
+    pub canonical_suffixes: Vec<String>,
+}
+
+/// `prepopulated_entries[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlternateProtocolsCacheEntry {
+    /// Host name or IP of the endpoint.
+    pub hostname: String,
+    /// Its port.
+    pub port: u16,
+}
 
 /// Overlays the fields set in `options` onto `settings`.
-fn overlay(settings: &mut Http3Settings, options: Option<&QuicProtocolOptions>) {
+pub(super) fn overlay(settings: &mut Http3Settings, options: Option<&QuicProtocolOptions>) {
     let Some(options) = options else { return };
     if let Some(n) = options.max_concurrent_streams {
         settings.max_concurrent_streams = n.max(1);
@@ -22,150 +133,4 @@ fn overlay(settings: &mut Http3Settings, options: Option<&QuicProtocolOptions>) 
     if let Some(d) = options.idle_network_timeout.filter(|d| !d.get().is_zero()) {
         settings.idle_timeout = d.get();
     }
-}
-
-/// The QUIC settings of `listener` when it is a QUIC listener, `None` for TCP; an error for a
-/// half-QUIC listener.
-pub(super) fn listener_quic(
-    listener: &schema::Listener,
-    chain: &schema::FilterChain,
-    hcm: &schema::HttpConnectionManager,
-    path: &str,
-) -> Result<Option<Http3Settings>, FieldError> {
-    let udp = listener.address.socket_address.protocol == SocketProtocol::UDP;
-    let quic_options = listener
-        .udp_listener_config
-        .as_ref()
-        .and_then(|u| u.quic_options.as_ref());
-    let quic_socket = matches!(
-        chain.transport_socket.as_ref().map(|t| &t.config),
-        Some(TransportSocketConfig::QuicDownstream(_))
-    );
-    let chain_path = format!("{path}.filter_chains[0]");
-    let codec_path = format!("{chain_path}.filters[0].typed_config.codec_type");
-    if !udp {
-        if quic_options.is_some() {
-            return Err(FieldError::new(
-                format!("{path}.udp_listener_config.quic_options"),
-                "quic_options need address.socket_address.protocol: UDP",
-            ));
-        }
-        if quic_socket {
-            return Err(FieldError::new(
-                format!("{chain_path}.transport_socket"),
-                "QuicDownstreamTransport needs a UDP listener (address.socket_address.protocol: UDP)",
-            ));
-        }
-        if hcm.codec_type == CodecType::HTTP3 {
-            return Err(FieldError::new(
-                codec_path,
-                "HTTP3 needs a UDP listener with udp_listener_config.quic_options",
-            ));
-        }
-        return Ok(None);
-    }
-    let Some(quic_options) = quic_options else {
-        return Err(FieldError::new(
-            format!("{path}.udp_listener_config.quic_options"),
-            "a UDP listener serves QUIC: set udp_listener_config: {quic_options: {}}",
-        ));
-    };
-    if !quic_socket {
-        return Err(FieldError::new(
-            format!("{chain_path}.transport_socket"),
-            "a QUIC listener needs transport_socket envoy.transport_sockets.quic with a QuicDownstreamTransport",
-        ));
-    }
-    if hcm.codec_type != CodecType::HTTP3 {
-        return Err(FieldError::new(
-            codec_path,
-            "a QUIC listener needs codec_type: HTTP3",
-        ));
-    }
-    let mut settings = Http3Settings::downstream();
-    overlay(&mut settings, quic_options.quic_protocol_options.as_ref());
-    overlay(
-        &mut settings,
-        hcm.http3_protocol_options
-            .as_ref()
-            .and_then(|o| o.quic_protocol_options.as_ref()),
-    );
-    if let Some(idle) = quic_options.idle_timeout.filter(|d| !d.get().is_zero()) {
-        settings.idle_timeout = idle.get();
-    }
-    Ok(Some(settings))
-}
-
-/// Whether a cluster's health checks go over QUIC: `codec_client_type: HTTP3`, or none given
-/// on an explicit HTTP/3 cluster (Envoy would check such a cluster with HTTP/1.1 over TCP,
-/// which a QUIC-only upstream cannot answer).
-pub(super) fn health_check_over_quic(
-    codec: Option<schema::HealthCheckCodec>,
-    protocol: UpstreamProtocol,
-) -> bool {
-    match codec {
-        Some(codec) => codec == schema::HealthCheckCodec::HTTP3,
-        None => protocol == UpstreamProtocol::Http3,
-    }
-}
-
-/// What HTTP/3 adds to a cluster of `protocol`: its QUIC settings and QUIC hints, after
-/// checking the protocol against the transport socket.
-pub(super) fn cluster_quic(
-    cluster: &schema::Cluster,
-    protocol: UpstreamProtocol,
-    path: &str,
-) -> Result<(Http3Settings, Vec<(String, u16)>), FieldError> {
-    let quic_socket = matches!(
-        cluster.transport_socket.as_ref().map(|t| &t.config),
-        Some(TransportSocketConfig::QuicUpstream(_))
-    );
-    let wants_h3 = matches!(
-        protocol,
-        UpstreamProtocol::Http3 | UpstreamProtocol::AutoHttp3
-    );
-    if wants_h3 && !quic_socket {
-        return Err(FieldError::new(
-            format!("{path}.transport_socket"),
-            "HTTP/3 to a cluster needs transport_socket envoy.transport_sockets.quic with a QuicUpstreamTransport",
-        ));
-    }
-    if quic_socket && !wants_h3 {
-        return Err(FieldError::new(
-            format!("{path}.transport_socket"),
-            "a QuicUpstreamTransport needs http3_protocol_options in explicit_http_config or auto_config",
-        ));
-    }
-    let options = cluster
-        .typed_extension_protocol_options
-        .as_ref()
-        .and_then(|m| m.http.as_ref());
-    let explicit = options
-        .and_then(|o| o.explicit_http_config.as_ref())
-        .and_then(|e| e.http3_protocol_options.as_ref());
-    let auto = options.and_then(|o| o.auto_config.as_ref());
-    let h3 = explicit.or_else(|| auto.and_then(|a| a.http3_protocol_options.as_ref()));
-    let mut settings = Http3Settings::default();
-    overlay(
-        &mut settings,
-        h3.and_then(|o| o.quic_protocol_options.as_ref()),
-    );
-    let mut hints = Vec::new();
-    if protocol == UpstreamProtocol::AutoHttp3 {
-        let Some(cache) = auto.and_then(|a| a.alternate_protocols_cache_options.as_ref()) else {
-            return Err(FieldError::new(
-                format!(
-                    "{path}.typed_extension_protocol_options.{}.auto_config.alternate_protocols_cache_options",
-                    super::typed::type_names::HTTP_PROTOCOL_OPTIONS
-                ),
-                "auto_config with http3_protocol_options needs alternate_protocols_cache_options (as in Envoy)",
-            ));
-        };
-        hints = cache
-            .prepopulated_entries
-            .iter()
-            .map(|e| (e.hostname.to_ascii_lowercase(), e.port))
-            .collect();
-    }
-    Ok((settings, hints))
 }

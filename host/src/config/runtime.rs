@@ -3,7 +3,7 @@
 //! connection manager's config.
 
 use super::FieldError;
-use super::schema::LayeredRuntime;
+use serde::Deserialize;
 use std::time::Duration;
 
 /// `overload.premature_reset_total_stream_count`.
@@ -85,6 +85,32 @@ fn positive(value: &serde_json::Value) -> Option<u32> {
         _ => return None,
     };
     u32::try_from(n).ok().filter(|n| *n > 0)
+}
+
+/// `layered_runtime`: Envoy's runtime, of which weir reads the static layers. Their keys are
+/// free-form in Envoy; weir acts on the few it knows (premature resets, requests per I/O cycle)
+/// and logs the others as unused.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LayeredRuntime {
+    /// `layers[]`, later layers overriding earlier ones.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub layers: Vec<RuntimeLayer>,
+}
+
+/// `layered_runtime.layers[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeLayer {
+    /// The layer's name.
+    #[serde(default)]
+    pub name: String,
+    /// Keys and values given in the file.
+    #[serde(default)]
+    pub static_layer: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The admin layer (`/runtime_modify`): accepted, weir has none, so it stays empty.
+    #[serde(default)]
+    pub admin_layer: Option<serde_json::Value>,
 }
 
 #[cfg(test)]

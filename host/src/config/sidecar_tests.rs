@@ -1,5 +1,6 @@
 //! Sidecar mode in the config: original-destination listeners and `ORIGINAL_DST` clusters.
 
+use super::cluster_spec as spec;
 use super::*;
 
 const SIDECAR: &str = r#"
@@ -84,7 +85,7 @@ fn loads_original_dst_listeners_and_cluster() {
     // The filter's name alone, as older Envoy configs write it.
     assert!(config.tcp_listeners[1].interception.use_original_dst);
     let cluster = &config.clusters[0];
-    assert_eq!(cluster.discovery, upstream::Discovery::OriginalDst);
+    assert_eq!(cluster.discovery, spec::Discovery::OriginalDst);
     assert!(cluster.endpoints.is_empty());
 }
 

@@ -1,4 +1,7 @@
+use super::cluster_spec as spec;
 use super::*;
+use http_manager::CodecType;
+use std::time::Duration;
 
 const GOOD: &str = r#"
 admin:
@@ -53,14 +56,14 @@ fn loads_an_envoy_config() {
     let config = load_str(GOOD, "test.yaml").unwrap();
     assert_eq!(config.admin, Some("127.0.0.1:9901".parse().unwrap()));
     let cluster = &config.clusters[0];
-    assert_eq!(cluster.protocol, upstream::UpstreamProtocol::Http2);
+    assert_eq!(cluster.protocol, spec::UpstreamProtocol::Http2);
     assert_eq!(cluster.http2.max_concurrent_streams, 7);
     assert_eq!(cluster.max_requests_per_connection, Some(10));
     assert_eq!(cluster.thresholds.max_connections, 4);
     assert_eq!(cluster.thresholds.max_pending_requests, 2);
     assert_eq!(cluster.thresholds.max_requests, 1024);
     assert_eq!(cluster.connect_timeout, Duration::from_secs(1));
-    assert_eq!(cluster.lb_policy, upstream::LbPolicy::LeastRequest);
+    assert_eq!(cluster.lb_policy, spec::LbPolicy::LeastRequest);
     assert_eq!(config.listeners[0].http.stat_prefix, "ingress_http");
     assert_eq!(
         config.dump["static_resources"]["clusters"][0]["name"],
@@ -207,7 +210,7 @@ fn loads_envoys_http3_shapes() {
         "one port number, two protocols"
     );
     let h3 = &config.clusters[0];
-    assert_eq!(h3.protocol, upstream::UpstreamProtocol::Http3);
+    assert_eq!(h3.protocol, spec::UpstreamProtocol::Http3);
     assert_eq!(h3.max_requests_per_connection, Some(1000));
     let tls = h3
         .tls
@@ -216,7 +219,7 @@ fn loads_envoys_http3_shapes() {
     assert_eq!(tls.sni.as_deref(), Some("localhost"));
     assert!(tls.ca_file.is_some());
     let auto = &config.clusters[1];
-    assert_eq!(auto.protocol, upstream::UpstreamProtocol::AutoHttp3);
+    assert_eq!(auto.protocol, spec::UpstreamProtocol::AutoHttp3);
     assert_eq!(auto.quic_hints, vec![("localhost".to_owned(), 8444)]);
 }
 
@@ -230,10 +233,7 @@ fn websocket_over_h3_example_allows_extended_connect_on_its_quic_listener() {
     assert!(!edge.http.allow_extended_connect);
     assert!(inner.quic.is_some());
     assert!(inner.http.allow_extended_connect);
-    assert_eq!(
-        config.clusters[0].protocol,
-        upstream::UpstreamProtocol::Http3
-    );
+    assert_eq!(config.clusters[0].protocol, spec::UpstreamProtocol::Http3);
     let off = load_str(&example(H3), "h3.yaml").unwrap();
     assert!(
         !off.listeners[1].http.allow_extended_connect,
@@ -314,8 +314,8 @@ fn http3_cluster_rules_name_their_fields() {
 
 #[test]
 fn path_and_host_normalization_fields() {
-    use crate::config::schema::PathWithEscapedSlashesAction;
-    use crate::route::authority::StripPort;
+    use super::http_manager::PathWithEscapedSlashesAction;
+    use super::http_manager::StripPort;
     let config = load_str(GOOD, "test.yaml").unwrap();
     let http = &config.listeners[0].http;
     assert!(

@@ -2,23 +2,20 @@
 //!
 //! Envoy writes an extension as `{name, typed_config: {"@type": URL, ...fields}}`, sometimes
 //! wrapped in a `TypedStruct` (`{"@type": ...TypedStruct, type_url: URL, value: {...}}`), and for
-//! well-known extensions with the `name` alone. Each is read here into a typed enum. An error
-//! inside the typed fields keeps its own field path: it is carried in the message between
+//! well-known extensions with the `name` alone. Each resource reads its own extensions into a
+//! typed enum (e.g. [`super::listener::NetworkFilter`]) with the helpers here. An error inside
+//! the typed fields keeps its own field path: it is carried in the message between
 //! [`PATH_MARK`]s and joined onto the outer path by [`super::ConfigError`].
 
-use super::schema::{
-    DownstreamTlsContext, HttpConnectionManager, QuicDownstreamTransport, QuicUpstreamTransport,
-    TcpProxy, UpstreamHttpProtocolOptions, UpstreamTlsContext,
-};
-use serde::de::{DeserializeOwned, Error as _};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_yaml_ng::{Mapping, Value};
-use std::collections::BTreeMap;
 
 /// Marks the inner field path inside an error message (see the module docs).
 pub(super) const PATH_MARK: char = '\u{1}';
 
 const TYPE_PREFIX: &str = "type.googleapis.com/";
+
 const TYPED_STRUCTS: &[&str] = &["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"];
 
 /// Type names of the extensions weir implements.
@@ -154,7 +151,7 @@ pub(super) fn typed<T: DeserializeOwned>(value: Value) -> Result<T, String> {
     })
 }
 
-fn unsupported(kind: &str, type_name: &str, accepted: &[&str]) -> String {
+pub(super) fn unsupported(kind: &str, type_name: &str, accepted: &[&str]) -> String {
     format!(
         "{PATH_MARK}typed_config.@type{PATH_MARK}unsupported {kind} type {type_name:?}; weir supports {}",
         accepted.join(", ")
@@ -164,268 +161,15 @@ fn unsupported(kind: &str, type_name: &str, accepted: &[&str]) -> String {
 /// The fields every typed extension has.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawExtension {
-    name: String,
+pub(super) struct RawExtension {
+    pub(super) name: String,
     #[serde(default)]
-    typed_config: Option<Value>,
-}
-
-/// `filter_chains[].filters[]`.
-#[derive(Debug, Clone)]
-pub struct NetworkFilter {
-    /// The filter's `name`.
-    pub name: String,
-    /// What it is.
-    pub config: NetworkFilterConfig,
-}
-
-/// The network filters weir implements.
-#[derive(Debug, Clone)]
-pub enum NetworkFilterConfig {
-    /// `envoy.filters.network.http_connection_manager`.
-    HttpConnectionManager(Box<HttpConnectionManager>),
-    /// `envoy.filters.network.tcp_proxy`.
-    TcpProxy(Box<TcpProxy>),
-    /// `envoy.filters.network.wasm`: a proxy-wasm module on a connection's bytes, before the
-    /// tcp_proxy. Its config has the HTTP Wasm filter's shape (see [`super::wasm`]).
-    Wasm(Box<super::wasm::WasmFilterConfig>),
-}
-
-impl<'de> Deserialize<'de> for NetworkFilter {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = RawExtension::deserialize(deserializer)?;
-        let (type_name, value) =
-            split_typed(&raw.name, raw.typed_config).map_err(D::Error::custom)?;
-        let config = match type_name.as_str() {
-            type_names::HCM => NetworkFilterConfig::HttpConnectionManager(Box::new(
-                typed(value).map_err(D::Error::custom)?,
-            )),
-            type_names::TCP_PROXY => {
-                NetworkFilterConfig::TcpProxy(Box::new(typed(value).map_err(D::Error::custom)?))
-            }
-            type_names::NETWORK_WASM => {
-                NetworkFilterConfig::Wasm(Box::new(typed(value).map_err(D::Error::custom)?))
-            }
-            other => {
-                return Err(D::Error::custom(unsupported(
-                    "network filter",
-                    other,
-                    &[
-                        type_names::HCM,
-                        type_names::TCP_PROXY,
-                        type_names::NETWORK_WASM,
-                    ],
-                )));
-            }
-        };
-        Ok(NetworkFilter {
-            name: raw.name,
-            config,
-        })
-    }
-}
-
-/// `http_filters[]`.
-#[derive(Debug, Clone)]
-pub struct HttpFilter {
-    /// The filter's `name`.
-    pub name: String,
-    /// What it is.
-    pub config: HttpFilterConfig,
-}
-
-/// The HTTP filters weir implements.
-#[derive(Debug, Clone)]
-pub enum HttpFilterConfig {
-    /// `envoy.filters.http.router`: forwards to the route's cluster. Always last.
-    Router(RouterConfig),
-    /// `envoy.filters.http.wasm`: a proxy-wasm module (see [`super::wasm`]).
-    Wasm(Box<super::wasm::WasmFilterConfig>),
-}
-
-/// `envoy.extensions.filters.http.router.v3.Router`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouterConfig {
-    /// Don't add `x-envoy-*` headers (weir adds none either way).
-    #[serde(default)]
-    pub suppress_envoy_headers: bool,
-}
-
-impl<'de> Deserialize<'de> for HttpFilter {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = RawExtension::deserialize(deserializer)?;
-        let (type_name, value) =
-            split_typed(&raw.name, raw.typed_config).map_err(D::Error::custom)?;
-        let config = match type_name.as_str() {
-            type_names::ROUTER => HttpFilterConfig::Router(typed(value).map_err(D::Error::custom)?),
-            type_names::WASM => {
-                HttpFilterConfig::Wasm(Box::new(typed(value).map_err(D::Error::custom)?))
-            }
-            other => {
-                return Err(D::Error::custom(unsupported(
-                    "HTTP filter",
-                    other,
-                    &[type_names::ROUTER, type_names::WASM],
-                )));
-            }
-        };
-        Ok(HttpFilter {
-            name: raw.name,
-            config,
-        })
-    }
-}
-
-/// `listener_filters[]`.
-#[derive(Debug, Clone)]
-pub struct ListenerFilter {
-    /// The filter's `name`.
-    pub name: String,
-    /// What it is.
-    pub config: ListenerFilterConfig,
-}
-
-/// The listener filters weir implements.
-#[derive(Debug, Clone)]
-pub enum ListenerFilterConfig {
-    /// `envoy.filters.listener.original_dst`: the connection's original destination (before
-    /// an iptables/nftables REDIRECT) is where an `ORIGINAL_DST` cluster connects.
-    OriginalDst(OriginalDstConfig),
-}
-
-/// `envoy.extensions.filters.listener.original_dst.v3.OriginalDst`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OriginalDstConfig {
-    /// Windows only in Envoy (`INBOUND`/`OUTBOUND`); accepted, Linux needs none.
-    #[serde(default)]
-    pub traffic_direction: Option<String>,
-}
-
-impl<'de> Deserialize<'de> for ListenerFilter {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = RawExtension::deserialize(deserializer)?;
-        let (type_name, value) =
-            split_typed(&raw.name, raw.typed_config).map_err(D::Error::custom)?;
-        let config = match type_name.as_str() {
-            type_names::ORIGINAL_DST => {
-                ListenerFilterConfig::OriginalDst(typed(value).map_err(D::Error::custom)?)
-            }
-            other => {
-                return Err(D::Error::custom(unsupported(
-                    "listener filter",
-                    other,
-                    &[type_names::ORIGINAL_DST],
-                )));
-            }
-        };
-        Ok(ListenerFilter {
-            name: raw.name,
-            config,
-        })
-    }
-}
-
-/// `transport_socket`.
-#[derive(Debug, Clone)]
-pub struct TransportSocket {
-    /// The socket's `name` (e.g. `envoy.transport_sockets.tls`).
-    pub name: String,
-    /// What it is.
-    pub config: TransportSocketConfig,
-}
-
-/// The transport sockets weir implements.
-#[derive(Debug, Clone)]
-pub enum TransportSocketConfig {
-    /// TLS on a listener's filter chain.
-    DownstreamTls(Box<DownstreamTlsContext>),
-    /// TLS to a cluster's hosts.
-    UpstreamTls(Box<UpstreamTlsContext>),
-    /// QUIC on a listener's filter chain (HTTP/3 listeners).
-    QuicDownstream(Box<QuicDownstreamTransport>),
-    /// QUIC to a cluster's hosts (HTTP/3 clusters).
-    QuicUpstream(Box<QuicUpstreamTransport>),
-}
-
-impl<'de> Deserialize<'de> for TransportSocket {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = RawExtension::deserialize(deserializer)?;
-        let (type_name, value) =
-            split_typed(&raw.name, raw.typed_config).map_err(D::Error::custom)?;
-        let config = match type_name.as_str() {
-            type_names::DOWNSTREAM_TLS => TransportSocketConfig::DownstreamTls(Box::new(
-                typed(value).map_err(D::Error::custom)?,
-            )),
-            type_names::UPSTREAM_TLS => TransportSocketConfig::UpstreamTls(Box::new(
-                typed(value).map_err(D::Error::custom)?,
-            )),
-            type_names::QUIC_DOWNSTREAM => TransportSocketConfig::QuicDownstream(Box::new(
-                typed(value).map_err(D::Error::custom)?,
-            )),
-            type_names::QUIC_UPSTREAM => TransportSocketConfig::QuicUpstream(Box::new(
-                typed(value).map_err(D::Error::custom)?,
-            )),
-            other => {
-                return Err(D::Error::custom(unsupported(
-                    "transport socket",
-                    other,
-                    &[
-                        type_names::DOWNSTREAM_TLS,
-                        type_names::UPSTREAM_TLS,
-                        type_names::QUIC_DOWNSTREAM,
-                        type_names::QUIC_UPSTREAM,
-                    ],
-                )));
-            }
-        };
-        Ok(TransportSocket {
-            name: raw.name,
-            config,
-        })
-    }
-}
-
-/// `typed_extension_protocol_options` of a cluster: the one key weir knows.
-#[derive(Debug, Clone, Default)]
-pub struct ProtocolOptionsMap {
-    /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.
-    pub http: Option<UpstreamHttpProtocolOptions>,
-}
-
-impl<'de> Deserialize<'de> for ProtocolOptionsMap {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let entries = BTreeMap::<String, Value>::deserialize(deserializer)?;
-        let mut options = ProtocolOptionsMap::default();
-        for (key, value) in entries {
-            if key != type_names::HTTP_PROTOCOL_OPTIONS {
-                return Err(D::Error::custom(format!(
-                    "{PATH_MARK}{key}{PATH_MARK}unsupported protocol options; weir supports {}",
-                    type_names::HTTP_PROTOCOL_OPTIONS
-                )));
-            }
-            let (type_name, fields) =
-                split_typed(&key, Some(value)).map_err(|e| D::Error::custom(nest(&key, e)))?;
-            if type_name != type_names::HTTP_PROTOCOL_OPTIONS {
-                return Err(D::Error::custom(nest(
-                    &key,
-                    unsupported(
-                        "protocol options",
-                        &type_name,
-                        &[type_names::HTTP_PROTOCOL_OPTIONS],
-                    ),
-                )));
-            }
-            options.http = Some(typed(fields).map_err(|e| D::Error::custom(nest(&key, e)))?);
-        }
-        Ok(options)
-    }
+    pub(super) typed_config: Option<Value>,
 }
 
 /// Puts `key` in front of the inner path of `message`. The map's values are written without a
 /// `typed_config` key, so that part of the inner path is replaced by the key.
-fn nest(key: &str, message: String) -> String {
+pub(super) fn nest(key: &str, message: String) -> String {
     match message.strip_prefix(PATH_MARK) {
         Some(rest) => {
             let rest = rest.strip_prefix("typed_config").unwrap_or(rest);

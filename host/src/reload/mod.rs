@@ -5,8 +5,9 @@
 //! file it names ([`watch`]), or by `POST /reload` on the admin listener. It runs off the
 //! request path, one at a time:
 //!
-//! 1. read and check the file and load every Wasm plugin (compile through the module cache,
-//!    link, start a test VM: `proxy_on_vm_start`, `proxy_on_configure`), as at start-up; a
+//! 1. load the config from its [`ConfigSource`] (the file, or the watcher over it): read and
+//!    check it and load every Wasm plugin (compile through the module cache, link, start a
+//!    test VM: `proxy_on_vm_start`, `proxy_on_configure`), as at start-up; a
 //!    plugin with remote code is fetched (when its sha256 is not in the module store) through
 //!    the new clusters after step 3 ([`crate::wasm::remote`]);
 //! 2. refuse changes that need a restart ([`restart_needed`]: listeners, admin, Wasm services
@@ -24,12 +25,11 @@
 mod compat;
 pub mod watch;
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{Config, ConfigError, ConfigSource};
 use crate::stats::ReloadStats;
 use crate::upstream::{ClusterManager, UpstreamError};
 use arc_swap::ArcSwap;
 pub use compat::restart_needed;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -47,16 +47,6 @@ pub struct Snapshot {
     pub config_hash: Option<[u8; 32]>,
     /// Its clusters.
     pub clusters: Arc<ClusterManager>,
-}
-
-/// Reads and checks the config file at `path` (as [`config::load_file`] does), and returns
-/// it with the SHA-256 of the text it was built from, which the watcher compares the file with.
-pub fn read_config(path: &std::path::Path) -> Result<(Config, [u8; 32]), ConfigError> {
-    use sha2::Digest as _;
-    let file = path.display().to_string();
-    let text = config::read_text(path)?;
-    let hash = sha2::Sha256::digest(text.as_bytes()).into();
-    Ok((config::load_str(&text, &file)?, hash))
 }
 
 /// What started a reload (for the log).
@@ -176,7 +166,7 @@ impl Publisher {
 
 /// Builds, checks and swaps config snapshots (see the module docs).
 pub struct Reloader {
-    path: Option<PathBuf>,
+    source: Option<Arc<dyn ConfigSource>>,
     current: ArcSwap<Snapshot>,
     publisher: Publisher,
     /// One reload at a time.
@@ -187,18 +177,22 @@ pub struct Reloader {
 impl std::fmt::Debug for Reloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reloader")
-            .field("path", &self.path)
+            .field("source", &self.source)
             .field("generation", &self.current.load().generation)
             .finish_non_exhaustive()
     }
 }
 
 impl Reloader {
-    /// A reloader of the file at `path` (none: the built-in config, which cannot be reloaded),
-    /// starting from `snapshot`, which the workers behind `publisher` run.
-    pub fn new(path: Option<PathBuf>, snapshot: Arc<Snapshot>, publisher: Publisher) -> Arc<Self> {
+    /// A reloader of the configs `source` produces (none: the built-in config, which cannot be
+    /// reloaded), starting from `snapshot`, which the workers behind `publisher` run.
+    pub fn new(
+        source: Option<Arc<dyn ConfigSource>>,
+        snapshot: Arc<Snapshot>,
+        publisher: Publisher,
+    ) -> Arc<Self> {
         Arc::new(Reloader {
-            path,
+            source,
             current: ArcSwap::new(snapshot),
             publisher,
             running: tokio::sync::Mutex::new(()),
@@ -211,12 +205,12 @@ impl Reloader {
         self.current.load_full()
     }
 
-    /// The config file, if weir was started with one.
-    pub fn path(&self) -> Option<&std::path::Path> {
-        self.path.as_deref()
+    /// Where the configs come from, if weir was started with a config file.
+    pub fn source(&self) -> Option<&Arc<dyn ConfigSource>> {
+        self.source.as_ref()
     }
 
-    /// Reads the config file again and, if it loads, makes it the running config; otherwise
+    /// Loads the config from the source again and, if it loads, makes it the running config; otherwise
     /// keeps the old one. Logs and counts the result either way. Call on the main runtime
     /// (new clusters' health checkers start on it).
     pub async fn reload(&self, trigger: Trigger) -> Result<ReloadOutcome, ReloadError> {
@@ -268,13 +262,14 @@ impl Reloader {
     }
 
     async fn build_and_swap(&self, started: Instant) -> Result<ReloadOutcome, ReloadError> {
-        let path = self.path.clone().ok_or(ReloadError::NoFile)?;
+        let source = self.source.clone().ok_or(ReloadError::NoFile)?;
         let old = self.current();
         // Parsing, compiling modules and starting their test VMs, reading TLS files: all
         // blocking work, kept off the runtime the admin listener and the watcher share.
         let previous = old.clone();
         let built = tokio::task::spawn_blocking(move || {
-            let (config, hash) = read_config(&path).map_err(ReloadError::Config)?;
+            let loaded = source.load().map_err(ReloadError::Config)?;
+            let (config, hash) = (loaded.config, loaded.version);
             if let Some(reason) = restart_needed(&previous.config, &config) {
                 return Err(ReloadError::NeedsRestart(reason));
             }

@@ -9,12 +9,16 @@
 //! changing (between two looks a few milliseconds apart) is looked at again on the next poll,
 //! so a half-written file is not loaded. A content that failed to load is not tried again until
 //! it changes.
+//!
+//! The watcher is a [`ConfigSource`] ([`WatchedFile`]): the config file's, which also says when
+//! a file changed; the reloader loads it like any other source.
 
-use super::{Reloader, Snapshot, Trigger};
+use super::{Reloader, Trigger};
+use crate::config::{Config, ConfigError, ConfigSource, FileSource, Loaded};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 /// Env var: how often watched files are checked, in milliseconds (0 = never).
@@ -25,15 +29,25 @@ const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
 /// The pause between two looks at a changed file, to let a writer finish.
 const SETTLE: Duration = Duration::from_millis(25);
 
-/// Starts the watcher thread for `reloader`'s files; it reloads through `runtime` and ends
-/// when the reloader is dropped. Nothing is watched for the built-in config or with the
-/// interval set to 0.
+/// The source of the config file at `path`: a [`WatchedFile`], or the plain [`FileSource`]
+/// when the reload interval is 0 (no watching).
+pub fn file_source(path: PathBuf) -> Arc<dyn ConfigSource> {
+    match interval() {
+        Some(_) => Arc::new(WatchedFile::new(FileSource::new(path))),
+        None => Arc::new(FileSource::new(path)),
+    }
+}
+
+/// Starts the watcher thread for `reloader`'s source; it asks the source every interval
+/// whether something changed, reloads through `runtime` when it did, and ends when the
+/// reloader is dropped. Nothing is watched for the built-in config or with the interval set
+/// to 0.
 pub fn spawn(reloader: &Arc<Reloader>, runtime: tokio::runtime::Handle) {
     let Some(interval) = interval() else {
         tracing::info!("config and module files are not watched (reload interval 0)");
         return;
     };
-    if reloader.path().is_none() {
+    if reloader.source().is_none() {
         return;
     }
     let weak = Arc::downgrade(reloader);
@@ -58,11 +72,16 @@ fn interval() -> Option<Duration> {
     (!interval.is_zero()).then_some(interval)
 }
 
-/// The files a snapshot was built from, each with the SHA-256 of the content it was built
-/// with: the config file, then each module file it names (HTTP and network filters).
-pub fn watched_files(config_path: &Path, snapshot: &Snapshot) -> Vec<(PathBuf, Option<[u8; 32]>)> {
-    let mut files = vec![(config_path.to_path_buf(), snapshot.config_hash)];
-    for listener in &snapshot.config.listeners {
+/// The files a config was built from, each with the SHA-256 of the content it was built
+/// with: the config file (`version`), then each module file it names (HTTP and network
+/// filters).
+pub fn watched_files(
+    config_path: &Path,
+    config: &Config,
+    version: Option<[u8; 32]>,
+) -> Vec<(PathBuf, Option<[u8; 32]>)> {
+    let mut files = vec![(config_path.to_path_buf(), version)];
+    for listener in &config.listeners {
         let http = &listener.http;
         let upgrade_filters = http.upgrades.iter().filter_map(|u| u.filters.as_ref());
         for plugin in std::iter::once(&http.http_filters)
@@ -76,8 +95,7 @@ pub fn watched_files(config_path: &Path, snapshot: &Snapshot) -> Vec<(PathBuf, O
             }
         }
     }
-    for plugin in snapshot
-        .config
+    for plugin in config
         .tcp_listeners
         .iter()
         .flat_map(|l| &l.proxy.network_filters)
@@ -125,16 +143,43 @@ struct Seen {
     hash: Option<[u8; 32]>,
 }
 
-fn run(reloader: Weak<Reloader>, runtime: tokio::runtime::Handle, interval: Duration) {
-    let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
-    loop {
-        let Some(reloader) = reloader.upgrade() else {
-            return;
-        };
-        let Some(config_path) = reloader.path().map(Path::to_path_buf) else {
-            return;
-        };
-        let files = watched_files(&config_path, &reloader.current());
+/// The config file as a source that also tells when it, or a module file it names, changed
+/// (see the module docs for how a change is told).
+#[derive(Debug)]
+pub struct WatchedFile {
+    file: FileSource,
+    /// Per watched file, how it looked and what content a reload last used.
+    seen: Mutex<HashMap<PathBuf, Seen>>,
+}
+
+impl WatchedFile {
+    /// Watches `file` and the module files of the configs it yields.
+    pub fn new(file: FileSource) -> Self {
+        WatchedFile {
+            file,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl ConfigSource for WatchedFile {
+    fn name(&self) -> String {
+        self.file.name()
+    }
+
+    fn load(&self) -> Result<Loaded, ConfigError> {
+        self.file.load()
+    }
+
+    /// Looks at the config file and every module file `running` names; true when one of them
+    /// has a content other than the one last tried. Sleeps a few milliseconds per file that
+    /// looks changed (to let a writer finish): call it from the watcher's thread.
+    fn changed(&self, running: &Config, version: Option<[u8; 32]>) -> bool {
+        let files = watched_files(self.file.path(), running, version);
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         seen.retain(|path, _| files.iter().any(|(file, _)| file == path));
         let mut changed = Vec::new();
         for (file, loaded) in &files {
@@ -162,10 +207,48 @@ fn run(reloader: Weak<Reloader>, runtime: tokio::runtime::Handle, interval: Dura
         }
         if !changed.is_empty() {
             tracing::info!(files = ?changed, "watched file changed; reloading the config");
+        }
+        !changed.is_empty()
+    }
+}
+
+fn run(reloader: Weak<Reloader>, runtime: tokio::runtime::Handle, interval: Duration) {
+    loop {
+        let Some(reloader) = reloader.upgrade() else {
+            return;
+        };
+        let Some(source) = reloader.source().cloned() else {
+            return;
+        };
+        let running = reloader.current();
+        if source.changed(&running.config, running.config_hash) {
             // The outcome is logged and counted by the reloader.
             let _ = runtime.block_on(reloader.reload(Trigger::FileChange));
         }
-        drop(reloader);
+        drop((running, reloader));
         std::thread::sleep(interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watched_file_says_once_when_its_text_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.yaml");
+        std::fs::write(&path, "node: {id: a}\n").unwrap();
+        let source = WatchedFile::new(FileSource::new(&path));
+        let loaded = source.load().unwrap();
+        assert_eq!(source.name(), path.display().to_string());
+        // The file holds what runs: no change, at the first look or later.
+        assert!(!source.changed(&loaded.config, Some(loaded.version)));
+        assert!(!source.changed(&loaded.config, Some(loaded.version)));
+        std::fs::write(&path, "node: {id: changed}\n").unwrap();
+        assert!(source.changed(&loaded.config, Some(loaded.version)));
+        // Told once: the same content is not a change again, even before it is loaded.
+        assert!(!source.changed(&loaded.config, Some(loaded.version)));
+        assert_eq!(source.load().unwrap().config.node_id, "changed");
     }
 }

@@ -2,17 +2,7 @@
 //! the `Host` header) checked for userinfo and, where the connection manager says so,
 //! stripped of its port (Envoy's `strip_matching_host_port` and `strip_any_host_port`).
 
-/// Which port a connection manager strips from the host before filters and routing see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StripPort {
-    /// Keep the host as the client sent it (Envoy's default).
-    #[default]
-    Never,
-    /// Strip the port when it is the listener's own (`strip_matching_host_port`).
-    Matching,
-    /// Strip any port (`strip_any_host_port`).
-    Any,
-}
+pub use crate::config::http_manager::StripPort;
 
 /// Whether an authority carries userinfo (`user:password@host`). RFC 9110 4.2.4 deprecates
 /// it in `http` URIs, and a `Host` header cannot carry it at all (RFC 9112 3.2); a proxy that

@@ -6,32 +6,10 @@
 //! Each function here is pure: the connection manager decides what to do with the outcome
 //! (see `http::sanitize`).
 
-pub use crate::config::schema::PathWithEscapedSlashesAction;
+pub use crate::config::http_manager::PathWithEscapedSlashesAction;
 use std::borrow::Cow;
 
-/// How a connection manager normalises request paths.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PathNormalization {
-    /// RFC 3986 normalisation ([`normalize_rfc3986`]). weir's default is on (Envoy's is
-    /// off, with a note that it will turn on): an edge proxy whose routes and filters
-    /// see `/a/../admin` where the upstream sees `/admin` cannot guard `/admin`.
-    pub normalize_path: bool,
-    /// Merge runs of `/` into one ([`merge_slashes`]); default off, as Envoy.
-    pub merge_slashes: bool,
-    /// What to do with `%2F`, `%2f`, `%5C` and `%5c` in the path.
-    pub escaped_slashes: PathWithEscapedSlashesAction,
-}
-
-impl Default for PathNormalization {
-    fn default() -> Self {
-        PathNormalization {
-            normalize_path: true,
-            merge_slashes: false,
-            escaped_slashes: PathWithEscapedSlashesAction::IMPLEMENTATION_SPECIFIC_DEFAULT,
-        }
-    }
-}
-
+pub use crate::config::http_manager::PathNormalization;
 /// What normalising one request's path came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathOutcome {

@@ -9,6 +9,7 @@ mod cluster;
 pub mod connect;
 mod dns;
 mod error;
+mod extensions;
 mod health;
 mod lb;
 mod manager;
@@ -16,7 +17,12 @@ pub mod mark;
 mod original_dst;
 mod pool;
 mod quic;
-pub mod spec;
+/// The cluster as plain data: read by [`crate::config::cluster`] and kept under this name for
+/// the modules that import it from here.
+pub mod spec {
+    pub use super::extensions::*;
+    pub use crate::config::cluster_spec::*;
+}
 mod tls;
 pub mod tunnel;
 

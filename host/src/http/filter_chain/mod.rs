@@ -71,8 +71,8 @@ pub struct FilterChain {
     buffer_limit: usize,
 }
 
-/// Envoy's default `per_connection_buffer_limit_bytes`: 1 MiB.
-pub const DEFAULT_BUFFER_LIMIT: usize = 1 << 20;
+/// Envoy's default `per_connection_buffer_limit_bytes` (kept with the config that sets it).
+pub use crate::config::common::DEFAULT_BUFFER_LIMIT;
 
 impl FilterChain {
     /// A chain running `plugins` in order, each in its own VM on this worker, with callouts

@@ -1,7 +1,8 @@
-//! What a cluster is, as the upstream side needs it: plain data built from the config.
+//! What a cluster is, as the upstream side needs it: plain data read from the config.
 //!
-//! The config module turns Envoy's YAML (`static_resources.clusters[]`) into these, with
-//! Envoy's defaults already applied, so nothing below this module reads YAML.
+//! [`super::cluster`] turns Envoy's YAML (`static_resources.clusters[]`) into these, with
+//! Envoy's defaults already applied; `upstream::ClusterManager` builds its clusters from them,
+//! so nothing on the upstream side reads YAML.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -92,29 +93,9 @@ pub enum Discovery {
     /// Only the first address a name resolves to is used; resolved again every refresh.
     LogicalDns,
     /// No endpoints: a request (or raw connection) goes to the original destination of the
-    /// downstream connection it came on (see [`OriginalDestination`]).
+    /// downstream connection it came on (`upstream::OriginalDestination` in its extensions).
     OriginalDst,
 }
-
-/// Where a downstream connection was headed before iptables/nftables redirected it to weir.
-///
-/// The listener reads it (`SO_ORIGINAL_DST`, or the local address under TPROXY) and the HTTP
-/// connection manager puts it in each upstream request's extensions, where an `ORIGINAL_DST`
-/// cluster finds the host to send to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OriginalDestination(pub std::net::SocketAddr);
-
-/// On an upstream request: the route's `auto_host_rewrite`. Where the host picked for it has a
-/// DNS name (an endpoint of a STRICT_DNS or LOGICAL_DNS cluster), [`super::WorkerPools::send`]
-/// puts that name in its Host header, as Envoy does; a host without one (STATIC,
-/// ORIGINAL_DST) leaves the Host as it is, as in Envoy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AutoHostRewrite;
-
-/// The host of a cluster a response came from, in that response's extensions (set by
-/// [`super::WorkerPools::send`]), for the `upstream.address` property of Wasm filters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamAddress(pub std::net::SocketAddr);
 
 /// One endpoint: `socket_address { address, port_value }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
