@@ -2,8 +2,9 @@
 //! over an in-memory pipe, with routes that all answer directly (no input reaches a network).
 
 use crate::config;
-use crate::http::{ConnectionInfo, ConnectionTls, CurrentManager, HttpManager, serve_connection};
+use crate::http::{ConnectionTls, CurrentManager, HttpManager, serve_connection};
 use crate::upstream::{ClusterManager, WorkerPools};
+use crate::wire::ConnectionInfo;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -22,10 +22,11 @@
 //! `max_requests_per_connection` or a stream idle timeout on the response body.
 
 use super::tracked::{Activity, StreamGuard, TrackedBody};
-use super::{ConnectionInfo, CurrentManager, HttpManager, headers};
+use super::{CurrentManager, HttpManager, headers};
 use crate::body::BoxError;
 use crate::config::HttpManagerConfig;
 use crate::stats::HttpStats;
+use crate::wire::ConnectionInfo;
 use bytes::Bytes;
 use http::{Request, Response};
 use std::future::Future;

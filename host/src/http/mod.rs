@@ -27,9 +27,6 @@ use crate::upstream::WorkerPools;
 use arc_swap::ArcSwap;
 pub use filter_chain::DEFAULT_BUFFER_LIMIT;
 pub use h3::serve_h3_connection;
-// Kept at their old paths while other branches still use them (remove after the merge).
-pub use crate::wire::ConnectionInfo;
-pub use crate::wire::{h2_body, h3_body, h3_connect, prefixed};
 pub use server::{ConnectionTls, serve_connection};
 use std::sync::Arc;
 

@@ -20,11 +20,11 @@
 //! log line) ends with its last byte (see [`super::tracked`] and
 //! [`crate::access_log::http`]).
 
-use super::ConnectionInfo;
 use super::local_reply::LocalReply;
 use crate::access_log::http::{UpstreamSeen, with_notes};
 use crate::body::{self, Body};
 use crate::route::VirtualHostId;
+use crate::wire::ConnectionInfo;
 use http::{HeaderValue, Request, Response};
 use std::future::Future;
 use std::ops::ControlFlow;

@@ -5,10 +5,11 @@
 //! step sees the same, normalised head, so a filter guarding `/admin` and the route to
 //! `/admin` cannot be walked around with `/a/../admin` or `%2e%2e`.
 
-use super::upgrade::{self, TunnelKind};
+use super::upgrade;
 use crate::config::HttpManagerConfig;
 use crate::route::authority;
 use crate::route::path::PathOutcome;
+use crate::wire::TunnelKind;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request, Uri, header};
 

@@ -4,13 +4,14 @@
 //! drain (HTTP/1.1: hyper's graceful shutdown; HTTP/2: GOAWAY). HTTP/1.1 is hyper's; HTTP/2
 //! is weir's own codec on the `h2` crate ([`super::h2`]).
 
+use super::CurrentManager;
 use super::driver::{Connection, ConnectionCount, ConnectionLimits, Driven, drive};
 use super::h2::{self as h2_codec};
-use super::prefixed::Prefixed;
-use super::{ConnectionInfo, CurrentManager};
 use crate::body::BoxError;
 use crate::config::HttpManagerConfig;
 use crate::config::schema::CodecType;
+use crate::wire::ConnectionInfo;
+use crate::wire::prefixed::Prefixed;
 use bytes::Bytes;
 use http::Request;
 use hyper::server::conn::http1;

@@ -8,9 +8,10 @@ pub mod quic;
 pub mod tls;
 
 use crate::config::Interception;
-use crate::http::{ConnectionInfo, ConnectionTls, CurrentManager, serve_connection};
+use crate::http::{ConnectionTls, CurrentManager, serve_connection};
 use crate::stats::ListenerStats;
 use crate::tunnel::tcp_proxy::CurrentTcpProxy;
+use crate::wire::ConnectionInfo;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;

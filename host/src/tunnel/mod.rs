@@ -13,13 +13,8 @@ pub mod idle;
 pub mod network_filters;
 pub mod tcp_proxy;
 
-// Kept at their old paths while other branches still use them (remove after the merge).
-pub use crate::wire::tunnel::{
-    ResetHandle, TunnelIo, TunnelStream, body, boxed, socket, tcp, upgraded,
-};
-pub use crate::wire::{body_io, reset};
-
 use crate::accel::Spliced;
+use crate::wire::TunnelIo;
 use std::io;
 
 /// Moves bytes both ways between `a` and `b` ([`crate::accel::splice`]) until both directions

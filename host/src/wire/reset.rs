@@ -7,8 +7,6 @@
 //! Without this a reset arrives at the far end as an orderly FIN, and a peer cannot tell a
 //! failed tunnel from a finished one.
 
-pub use crate::socket::SocketId;
-
 /// The error a tunnel body ends with when the tunnel was reset: an h2 `CONNECT_ERROR`, so that
 /// both hyper (server side) and weir's HTTP/2 pool (client side) reset the stream with it.
 pub fn reset_error() -> crate::body::BoxError {
