@@ -5,6 +5,9 @@
 //! body waits and is re-armed only when it fires early (the body moved since it was set), so
 //! a body that flows costs one timer per idle period, not one per frame.
 
+use crate::body::{Body, BoxError};
+use bytes::Bytes;
+use http_body::{Body as _, Frame};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -72,6 +75,26 @@ impl IdleClock {
             sleep.as_mut().reset(deadline);
         }
     }
+}
+
+/// What polling a body's next frame gave, with the body polled under `idle` (if any):
+/// `Err(StreamIdleTimeout)` once it has waited the whole limit; the caller counts it and fails
+/// the body with it.
+pub type IdlePoll = Result<Poll<Option<Result<Frame<Bytes>, BoxError>>>, StreamIdleTimeout>;
+
+/// Polls `body` for its next frame and shows the result to `idle` (see [`IdlePoll`]).
+pub fn poll_frame_idle(
+    body: &mut Body,
+    idle: Option<&mut IdleClock>,
+    cx: &mut Context<'_>,
+) -> IdlePoll {
+    let polled = Pin::new(body).poll_frame(cx);
+    if let Some(idle) = idle
+        && idle.observe(&polled, cx).is_ready()
+    {
+        return Err(StreamIdleTimeout);
+    }
+    Ok(polled)
 }
 
 #[cfg(test)]

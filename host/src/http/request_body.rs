@@ -7,7 +7,7 @@
 //! tells the router that the client, not the upstream, was at fault, so the stream answers
 //! 408 or 400 (as Envoy does) if no response has started, and the upstream is not blamed.
 
-use super::idle_clock::{IdleClock, StreamIdleTimeout};
+use super::idle_clock::{IdleClock, poll_frame_idle};
 use crate::body::{Body, BoxError};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -94,13 +94,13 @@ impl http_body::Body for WatchedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Some(idle) = &mut this.idle
-            && idle.observe(&polled, cx).is_ready()
-        {
-            this.verdict.set(BodyFault::Idle);
-            return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout))));
-        }
+        let polled = match poll_frame_idle(&mut this.inner, this.idle.as_mut(), cx) {
+            Ok(polled) => polled,
+            Err(idle) => {
+                this.verdict.set(BodyFault::Idle);
+                return Poll::Ready(Some(Err(Box::new(idle))));
+            }
+        };
         if let Poll::Ready(frame) = polled {
             if matches!(frame, Some(Err(_))) {
                 this.verdict.set(BodyFault::Malformed);

@@ -4,7 +4,7 @@
 //! (`downstream_rq_active`, the connection's idle clock) rides on the body and is settled when
 //! the body finishes or is dropped, whichever comes first.
 
-use super::idle_clock::{IdleClock, StreamIdleTimeout};
+use super::idle_clock::{IdleClock, poll_frame_idle};
 use crate::body::{Body, BoxError};
 use crate::stats::HttpStats;
 use bytes::Bytes;
@@ -137,15 +137,15 @@ impl http_body::Body for TrackedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         // `Body` (a BoxBody) is Unpin, and so is this struct.
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Some(idle) = &mut this.idle
-            && idle.observe(&polled, cx).is_ready()
-        {
-            if let Some(guard) = this.guard.take() {
-                guard.stats.rq_idle_timeout.inc();
+        let polled = match poll_frame_idle(&mut this.inner, this.idle.as_mut(), cx) {
+            Ok(polled) => polled,
+            Err(idle) => {
+                if let Some(guard) = this.guard.take() {
+                    guard.stats.rq_idle_timeout.inc();
+                }
+                return Poll::Ready(Some(Err(Box::new(idle))));
             }
-            return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout))));
-        }
+        };
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
             this.guard = None;
         }
