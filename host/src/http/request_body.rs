@@ -93,24 +93,29 @@ impl http_body::Body for WatchedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = match poll_frame_idle(&mut this.inner, this.idle.as_mut(), cx) {
+        let WatchedBody {
+            inner,
+            deadline,
+            idle,
+            verdict,
+        } = &mut *self;
+        let polled = match poll_frame_idle(inner, idle.as_mut(), cx) {
             Ok(polled) => polled,
             Err(idle) => {
-                this.verdict.set(BodyFault::Idle);
+                verdict.set(BodyFault::Idle);
                 return Poll::Ready(Some(Err(Box::new(idle))));
             }
         };
         if let Poll::Ready(frame) = polled {
             if matches!(frame, Some(Err(_))) {
-                this.verdict.set(BodyFault::Malformed);
+                verdict.set(BodyFault::Malformed);
             }
             return Poll::Ready(frame);
         }
-        if let Some(deadline) = &mut this.deadline
+        if let Some(deadline) = deadline
             && deadline.as_mut().poll(cx).is_ready()
         {
-            this.verdict.set(BodyFault::TimedOut);
+            verdict.set(BodyFault::TimedOut);
             return Poll::Ready(Some(Err(Box::new(RequestTimedOut))));
         }
         Poll::Pending

@@ -91,9 +91,13 @@ pub fn delayed_ok(delay: Duration) -> Handler {
     })
 }
 
-/// An HTTP/1.1 server (hyper) on 127.0.0.1:0; `/healthz` answers 200 while `healthy` is
-/// set and 503 otherwise; everything else goes to `handler`.
-pub async fn http1_server(handler: Handler, healthy: Arc<AtomicBool>) -> (SocketAddr, Arc<Seen>) {
+/// A server on 127.0.0.1:0 that counts each connection it accepts in [`Seen`] and serves it
+/// with what `serve` makes of it, on its own task.
+async fn serve_each<S, F>(mut serve: S) -> (SocketAddr, Arc<Seen>)
+where
+    S: FnMut(tokio::net::TcpStream, Arc<Seen>) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
@@ -105,47 +109,54 @@ pub async fn http1_server(handler: Handler, healthy: Arc<AtomicBool>) -> (Socket
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             seen_by_server.accepted.fetch_add(1, Ordering::SeqCst);
-            let seen = seen_by_server.clone();
-            let handler = handler.clone();
-            let healthy = healthy.clone();
-            tokio::spawn(async move {
-                let served_data = Arc::new(AtomicBool::new(false));
-                let served = served_data.clone();
-                let seen_here = seen.clone();
-                let service =
-                    hyper::service::service_fn(move |request: http::Request<Incoming>| {
-                        let handler = handler.clone();
-                        let healthy = healthy.clone();
-                        let served = served.clone();
-                        let seen = seen_here.clone();
-                        async move {
-                            if request.uri().path() == "/healthz" {
-                                let status = if healthy.load(Ordering::SeqCst) {
-                                    200
-                                } else {
-                                    503
-                                };
-                                let mut response = http::Response::new(Full::new(Bytes::new()));
-                                *response.status_mut() =
-                                    http::StatusCode::from_u16(status).unwrap_or_default();
-                                return Ok::<_, std::convert::Infallible>(response);
-                            }
-                            served.store(true, Ordering::SeqCst);
-                            seen.requests.fetch_add(1, Ordering::SeqCst);
-                            Ok(handler(request).await)
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .with_upgrades()
-                    .await;
-                if served_data.load(Ordering::SeqCst) {
-                    seen.data_closed.fetch_add(1, Ordering::SeqCst);
-                }
-            });
+            tokio::spawn(serve(tcp, seen_by_server.clone()));
         }
     });
     (addr, seen)
+}
+
+/// An HTTP/1.1 server (hyper) on 127.0.0.1:0; `/healthz` answers 200 while `healthy` is
+/// set and 503 otherwise; everything else goes to `handler`.
+pub async fn http1_server(handler: Handler, healthy: Arc<AtomicBool>) -> (SocketAddr, Arc<Seen>) {
+    serve_each(move |tcp, seen| {
+        let handler = handler.clone();
+        let healthy = healthy.clone();
+        async move {
+            let served_data = Arc::new(AtomicBool::new(false));
+            let served = served_data.clone();
+            let seen_here = seen.clone();
+            let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+                let handler = handler.clone();
+                let healthy = healthy.clone();
+                let served = served.clone();
+                let seen = seen_here.clone();
+                async move {
+                    if request.uri().path() == "/healthz" {
+                        let status = if healthy.load(Ordering::SeqCst) {
+                            200
+                        } else {
+                            503
+                        };
+                        let mut response = http::Response::new(Full::new(Bytes::new()));
+                        *response.status_mut() =
+                            http::StatusCode::from_u16(status).unwrap_or_default();
+                        return Ok::<_, std::convert::Infallible>(response);
+                    }
+                    served.store(true, Ordering::SeqCst);
+                    seen.requests.fetch_add(1, Ordering::SeqCst);
+                    Ok(handler(request).await)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades()
+                .await;
+            if served_data.load(Ordering::SeqCst) {
+                seen.data_closed.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    })
+    .await
 }
 
 /// Polls `condition` every 10 ms until it holds or `limit` passes; returns whether it held.
@@ -168,52 +179,40 @@ pub async fn http2_server(
     max_streams: Option<u32>,
     goaway: tokio::sync::watch::Receiver<bool>,
 ) -> (SocketAddr, Arc<Seen>) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("local_addr: {e}"));
-    let seen = Arc::new(Seen::default());
-    let seen_by_server = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            seen_by_server.accepted.fetch_add(1, Ordering::SeqCst);
-            let seen = seen_by_server.clone();
-            let mut goaway = goaway.clone();
-            // Only a GOAWAY requested after this connection opened applies to it.
-            goaway.borrow_and_update();
-            tokio::spawn(async move {
-                let mut builder = h2::server::Builder::new();
-                if let Some(max) = max_streams {
-                    builder.max_concurrent_streams(max);
-                }
-                let Ok(mut connection) = builder.handshake::<_, Bytes>(tcp).await else {
-                    return;
-                };
-                let mut shutting_down = false;
-                loop {
-                    tokio::select! {
-                        accepted = connection.accept() => match accepted {
-                            Some(Ok((request, respond))) => {
-                                seen.requests.fetch_add(1, Ordering::SeqCst);
-                                tokio::spawn(handle_h2(request, respond));
-                            }
-                            _ => break,
-                        },
-                        changed = goaway.changed(), if !shutting_down => {
-                            if changed.is_ok() && *goaway.borrow() {
-                                shutting_down = true;
-                                connection.graceful_shutdown();
-                            }
+    serve_each(move |tcp, seen| {
+        let mut goaway = goaway.clone();
+        // Only a GOAWAY requested after this connection opened applies to it.
+        goaway.borrow_and_update();
+        async move {
+            let mut builder = h2::server::Builder::new();
+            if let Some(max) = max_streams {
+                builder.max_concurrent_streams(max);
+            }
+            let Ok(mut connection) = builder.handshake::<_, Bytes>(tcp).await else {
+                return;
+            };
+            let mut shutting_down = false;
+            loop {
+                tokio::select! {
+                    accepted = connection.accept() => match accepted {
+                        Some(Ok((request, respond))) => {
+                            seen.requests.fetch_add(1, Ordering::SeqCst);
+                            tokio::spawn(handle_h2(request, respond));
+                        }
+                        _ => break,
+                    },
+                    changed = goaway.changed(), if !shutting_down => {
+                        if changed.is_ok() && *goaway.borrow() {
+                            shutting_down = true;
+                            connection.graceful_shutdown();
                         }
                     }
                 }
-                seen.data_closed.fetch_add(1, Ordering::SeqCst);
-            });
+            }
+            seen.data_closed.fetch_add(1, Ordering::SeqCst);
         }
-    });
-    (addr, seen)
+    })
+    .await
 }
 
 async fn handle_h2(
@@ -283,47 +282,35 @@ pub async fn tls_server(alpn: &[&[u8]]) -> (SocketAddr, Arc<Seen>) {
     .unwrap_or_else(|e| panic!("server config: {e}"));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("local_addr: {e}"));
-    let seen = Arc::new(Seen::default());
-    let seen_by_server = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            seen_by_server.accepted.fetch_add(1, Ordering::SeqCst);
-            let acceptor = acceptor.clone();
-            let seen = seen_by_server.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
+    serve_each(move |tcp, seen| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let Ok(mut connection) = h2::server::handshake(tls).await else {
                     return;
                 };
-                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    let Ok(mut connection) = h2::server::handshake(tls).await else {
-                        return;
-                    };
-                    while let Some(Ok((request, respond))) = connection.accept().await {
-                        seen.requests.fetch_add(1, Ordering::SeqCst);
-                        tokio::spawn(handle_h2(request, respond));
-                    }
-                } else {
-                    let service =
-                        hyper::service::service_fn(move |_request: http::Request<Incoming>| {
-                            seen.requests.fetch_add(1, Ordering::SeqCst);
-                            async {
-                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                                    Bytes::from_static(b"ok"),
-                                )))
-                            }
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
+                while let Some(Ok((request, respond))) = connection.accept().await {
+                    seen.requests.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(handle_h2(request, respond));
                 }
-            });
+            } else {
+                let service =
+                    hyper::service::service_fn(move |_request: http::Request<Incoming>| {
+                        seen.requests.fetch_add(1, Ordering::SeqCst);
+                        async {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from_static(b"ok"),
+                            )))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            }
         }
-    });
-    (addr, seen)
+    })
+    .await
 }
