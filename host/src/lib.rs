@@ -1,6 +1,8 @@
 //! weir: a WebAssembly-extensible programmable proxy.
 //!
-//! The host owns everything that touches a socket; see `DESIGN.md` for the module map.
+//! The host owns everything that touches a socket. `ARCHITECTURE.md` in the repository root
+//! draws the layers of this crate (each module imports only those below it) and walks one
+//! request and one tunnel through them.
 
 pub mod accel;
 pub mod access_log;

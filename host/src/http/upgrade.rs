@@ -2,11 +2,13 @@
 //! route lets them through, and setting them up (proxied to the upstream, or terminated here
 //! with raw TCP to the cluster).
 //!
-//! An upgrade has one internal shape whatever the wire: an HTTP/1.1 `Upgrade: X` request and
-//! an HTTP/2 extended CONNECT with `:protocol X` are both "upgrade X". The upstream side
-//! encodes it for its own protocol (see `upstream::tunnel`), so a WebSocket crosses
-//! H1 -> H2 -> H1 hops intact; a method other than GET travels across an HTTP/2 hop in
-//! `x-weir-upgrade-method` and is restored on the next HTTP/1.1 hop.
+//! An upgrade has one internal shape whatever the wire ([`crate::wire::TunnelKind`]): an
+//! HTTP/1.1 `Upgrade: X` request and an HTTP/2 or HTTP/3 extended CONNECT with `:protocol X`
+//! are both "upgrade X". The upstream side encodes it for its own protocol (see
+//! `upstream::tunnel`), and its answer becomes a tunnel in
+//! [`crate::wire::tunnel::from_response`], so a WebSocket crosses H1 -> H2 -> H1 hops intact;
+//! a method other than GET travels across an HTTP/2 hop in `x-weir-upgrade-method` and is
+//! restored on the next HTTP/1.1 hop.
 
 use super::HttpManager;
 use super::filter_chain::{PayloadFilters, PayloadFollows};
