@@ -8,6 +8,19 @@
 
 use http::Version;
 
+/// The protocol families Envoy's per-connection statistics count
+/// (`downstream_cx_http1_total`, `_http2_total`, `_http3_total`): HTTP/1.0 and HTTP/1.1 are
+/// one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolFamily {
+    /// HTTP/1.0 and HTTP/1.1 (and 0.9).
+    Http1,
+    /// HTTP/2.
+    Http2,
+    /// HTTP/3.
+    Http3,
+}
+
 /// The questions weir asks of a head's HTTP version.
 pub trait WireHead {
     /// The HTTP version the head came on.
@@ -20,6 +33,23 @@ pub trait WireHead {
     /// over.
     fn multiplexed(&self) -> bool {
         matches!(self.wire_version(), Version::HTTP_2 | Version::HTTP_3)
+    }
+
+    /// Whether the message's connection is told how it goes on in a `connection` header
+    /// (HTTP/1.x: `connection: close` ends it after this message). HTTP/2 and HTTP/3 forbid
+    /// the header (RFC 9113 8.2.2, RFC 9114 4.2): their connection stops taking streams
+    /// with GOAWAY instead.
+    fn carries_connection_header(&self) -> bool {
+        !self.multiplexed()
+    }
+
+    /// The family the message's connection is counted in.
+    fn protocol_family(&self) -> ProtocolFamily {
+        match self.wire_version() {
+            Version::HTTP_2 => ProtocolFamily::Http2,
+            Version::HTTP_3 => ProtocolFamily::Http3,
+            _ => ProtocolFamily::Http1,
+        }
     }
 
     /// The protocol's name as proxy-wasm's `request.protocol` and the access log show it:
@@ -66,14 +96,16 @@ mod tests {
     #[test]
     fn only_h2_and_h3_are_multiplexed() {
         let versions = [
-            (Version::HTTP_09, false, "HTTP/0.9"),
-            (Version::HTTP_10, false, "HTTP/1.0"),
-            (Version::HTTP_11, false, "HTTP/1.1"),
-            (Version::HTTP_2, true, "HTTP/2"),
-            (Version::HTTP_3, true, "HTTP/3"),
+            (Version::HTTP_09, false, "HTTP/0.9", ProtocolFamily::Http1),
+            (Version::HTTP_10, false, "HTTP/1.0", ProtocolFamily::Http1),
+            (Version::HTTP_11, false, "HTTP/1.1", ProtocolFamily::Http1),
+            (Version::HTTP_2, true, "HTTP/2", ProtocolFamily::Http2),
+            (Version::HTTP_3, true, "HTTP/3", ProtocolFamily::Http3),
         ];
-        for (version, multiplexed, name) in versions {
+        for (version, multiplexed, name, family) in versions {
             assert_eq!(version.multiplexed(), multiplexed, "{version:?}");
+            assert_eq!(version.carries_connection_header(), !multiplexed);
+            assert_eq!(version.protocol_family(), family);
             assert_eq!(version.protocol_name(), name);
             let mut request = http::Request::new(());
             *request.version_mut() = version;

@@ -26,6 +26,6 @@ pub mod protocol;
 pub mod reset;
 pub mod tunnel;
 
-pub use head::WireHead;
+pub use head::{ProtocolFamily, WireHead};
 pub use protocol::{MalformedTunnel, Protocol, TunnelKind, tunnel_kind};
 pub use tunnel::TunnelIo;
