@@ -28,8 +28,9 @@ use super::upgrade::{self, TunnelKind};
 use crate::body::{self, Body};
 use crate::route::redirect::RedirectRequest;
 use crate::route::{ForwardAction, RouteAction, VirtualHostId};
+use crate::wire::head;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Response, Uri, header};
 use http_body::Body as _;
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -98,14 +99,18 @@ impl ConnectionInfo {
         self.original_dst.map(crate::upstream::OriginalDestination)
     }
 
-    /// The socket to reset when a tunnel carried by a request of `version` is reset: the
-    /// connection's own for HTTP/1.x (the connection is the tunnel, or carries only it); none
-    /// for HTTP/2 and HTTP/3, where the stream is reset and the connection's other streams
-    /// carry on.
-    pub fn tunnel_socket(&self, version: http::Version) -> Option<crate::tunnel::reset::SocketId> {
-        match version {
-            http::Version::HTTP_09 | http::Version::HTTP_10 | http::Version::HTTP_11 => self.socket,
-            _ => None,
+    /// The socket to reset when a tunnel carried by the request `head` is reset: the
+    /// connection's own when the connection carries one message at a time (HTTP/1.x: the
+    /// connection is the tunnel, or carries only it); none on a multiplexed one (HTTP/2,
+    /// HTTP/3), where the stream is reset and the connection's other streams carry on.
+    pub fn tunnel_socket(
+        &self,
+        head: &impl crate::wire::WireHead,
+    ) -> Option<crate::tunnel::reset::SocketId> {
+        if head.multiplexed() {
+            None
+        } else {
+            self.socket
         }
     }
 }
@@ -426,7 +431,7 @@ impl StreamPhases for HttpManager {
                 host,
             } => Box::pin(self.tunnel(request, kind, &host, action, conn)).await,
             Outgoing::TerminatePost(request) => {
-                let socket = conn.tunnel_socket(request.version());
+                let socket = conn.tunnel_socket(&request);
                 Box::pin(self.terminate_post(
                     request.into_body(),
                     socket,
@@ -634,7 +639,7 @@ impl HttpManager {
         };
         parts.uri = Uri::from(path);
 
-        parts.version = Version::HTTP_11;
+        parts.version = head::BETWEEN_HOPS;
         let headers = &mut parts.headers;
         headers::remove_hop_by_hop(headers, true);
         let from_header = action
@@ -708,7 +713,7 @@ impl HttpManager {
                 .headers_mut()
                 .insert(header::SERVER, server.clone());
         }
-        *response.version_mut() = Version::HTTP_11;
+        *response.version_mut() = head::BETWEEN_HOPS;
         if let Some(idle) = action.idle_timeout {
             response.extensions_mut().insert(RouteIdleTimeout(idle));
         }

@@ -22,8 +22,8 @@ use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
 pub use crate::wire::TunnelKind;
 use crate::wire::reset::SocketId;
 use crate::wire::tunnel::{TunnelAnswer, TunnelRequest, from_response};
-use crate::wire::{self, TunnelIo, WireHead, body_io};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use crate::wire::{self, TunnelIo, WireHead, body_io, head};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::oneshot;
 
@@ -133,7 +133,7 @@ impl HttpManager {
         // The chain's filters, where one reads the payload (put there by the chain).
         let payload_filters = request.extensions_mut().remove::<PayloadFilters>();
         let downstream_version = request.version();
-        let downstream_socket = conn.tunnel_socket(downstream_version);
+        let downstream_socket = conn.tunnel_socket(&downstream_version);
         if kind == TunnelKind::Connect
             && let Some(_terminate) = self.terminate_config(action)
         {
@@ -199,7 +199,7 @@ impl HttpManager {
                 }
                 // The upstream said no: its answer goes back as an ordinary response.
                 headers::remove_hop_by_hop(response.headers_mut(), false);
-                *response.version_mut() = Version::HTTP_11;
+                *response.version_mut() = head::BETWEEN_HOPS;
                 return Ok(response);
             }
             Err(error) => return Err(reset(error.to_string())),
@@ -245,7 +245,7 @@ impl HttpManager {
             .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
         headers::remove_hop_by_hop(&mut parts.headers, false);
         parts.extensions = http::Extensions::new();
-        parts.version = Version::HTTP_11;
+        parts.version = head::BETWEEN_HOPS;
         match kind {
             TunnelKind::Connect => {
                 let authority = parts

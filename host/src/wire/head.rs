@@ -21,6 +21,12 @@ pub enum ProtocolFamily {
     Http3,
 }
 
+/// The version a head carries between hops, while it is weir's and no codec's: an upstream
+/// request before its pool's codec writes it (each pool sets its own version), a response
+/// before the downstream codec writes it (each writes its own). HTTP/1.1, because hyper's
+/// HTTP/1.1 codecs take a head as it is.
+pub const BETWEEN_HOPS: Version = Version::HTTP_11;
+
 /// The questions weir asks of a head's HTTP version.
 pub trait WireHead {
     /// The HTTP version the head came on.
@@ -41,6 +47,12 @@ pub trait WireHead {
     /// with GOAWAY instead.
     fn carries_connection_header(&self) -> bool {
         !self.multiplexed()
+    }
+
+    /// Whether the message came over QUIC (HTTP/3): an `alt-svc` it carries offers nothing
+    /// new, the alternative is in use already.
+    fn over_quic(&self) -> bool {
+        self.wire_version() == Version::HTTP_3
     }
 
     /// The family the message's connection is counted in.
@@ -106,6 +118,7 @@ mod tests {
             assert_eq!(version.multiplexed(), multiplexed, "{version:?}");
             assert_eq!(version.carries_connection_header(), !multiplexed);
             assert_eq!(version.protocol_family(), family);
+            assert_eq!(version.over_quic(), family == ProtocolFamily::Http3);
             assert_eq!(version.protocol_name(), name);
             let mut request = http::Request::new(());
             *request.version_mut() = version;
