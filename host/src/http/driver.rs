@@ -17,6 +17,10 @@
 //!   body ([`TrackedBody`]: `downstream_rq_active`, the idle clock, `stream_idle_timeout` on
 //!   the response body).
 //!
+//! A tunnel (an `Upgrade`, a CONNECT on any version) leaves the driver one way: its codec
+//! put a [`crate::wire::handoff::TunnelHandoff`] on the request, which the connection manager
+//! takes the tunnel's downstream end from once it has set the tunnel up.
+//!
 //! Where the codecs differ, they ask the head ([`WireHead`]): a connection that carries a
 //! `connection` header (HTTP/1.x) is told `connection: close`; HTTP/2 and HTTP/3 drain
 //! (GOAWAY).

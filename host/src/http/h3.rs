@@ -9,7 +9,8 @@
 //! `http3_protocol_options.allow_extended_connect` advertises SETTINGS_ENABLE_CONNECT_PROTOCOL)
 //! are served on the raw stream (see [`super::h3_connect`] for why): the manager sees an
 //! upgrade or a CONNECT as it would from HTTP/2, and once its 2xx is written the stream's DATA
-//! frames are the tunnel, handed over through a [`TunnelHandoff`].
+//! frames are the tunnel, handed over through the request's [`TunnelHandoff`] (as every
+//! codec hands a tunnel over).
 //!
 //! Envoy's premature-reset rule holds here as on HTTP/2 ([`super::premature_reset`]): a
 //! connection whose request streams are mostly abandoned by the client (stopped or reset
@@ -18,12 +19,11 @@
 use super::driver::{Connection, ConnectionCount, ConnectionLimits, Driven, drive};
 use super::premature_reset::{ResetWatch, StreamEnd};
 use super::tracked::{Opening, TrackedBody};
-use super::upgrade::TunnelHandoff;
 use super::{ConnectionInfo, CurrentManager};
 use crate::body;
 use crate::wire::h3_body::H3Body;
 use crate::wire::h3_connect::{self, CONNECTION_SPECIFIC, DataBody};
-use crate::wire::{body_io, tunnel};
+use crate::wire::handoff::TunnelHandoff;
 use bytes::Bytes;
 use h3::quic::{BidiStream as _, RecvStream as _, SendStream as _};
 use http::{HeaderMap, Request, Response};
@@ -123,7 +123,7 @@ pub async fn serve_h3_connection(
         connection: driver,
         resets: Arc::new(ResetWatch::new(accepted_on.config.abuse)),
         allow_extended_connect,
-        stats,
+        stats: Arc::new(stats),
         peer: info.remote,
     };
     // Not kept: a reload must not keep an old snapshot alive for a long-lived connection.
@@ -141,8 +141,9 @@ struct Streams {
     connection: Connection,
     resets: Arc<ResetWatch>,
     allow_extended_connect: bool,
-    /// The listener's stats, from the manager in force when the connection was accepted.
-    stats: crate::stats::HttpStats,
+    /// The listener's stats, from the manager in force when the connection was accepted
+    /// (shared: one reference count per stream, not a copy of every counter).
+    stats: Arc<crate::stats::HttpStats>,
     /// The client, for logs.
     peer: std::net::SocketAddr,
 }
@@ -283,7 +284,7 @@ async fn serve_connect(
     opening: Opening,
 ) {
     let (mut send, recv) = stream.split();
-    let (handoff_sender, handoff) = TunnelHandoff::channel();
+    let (handoff_sender, handoff) = TunnelHandoff::stream();
     request.extensions_mut().insert(handoff);
     let answered = connection.stream(request.map(|()| body::empty()));
     drop(opening);
@@ -301,9 +302,15 @@ async fn serve_connect(
         return;
     }
     // A tunnel task waits on the handoff only when the manager set a tunnel up.
-    if head.status.is_success() && !handoff_sender.is_closed() {
+    if head.status.is_success() && handoff_sender.is_wanted() {
         let incoming = DataBody::new(h3_connect::frames(recv), None).boxed();
-        let (outgoing_sender, outgoing) = body_io::channel_body();
+        // Not wanted after all: the body ends at once, and so does the stream (FIN).
+        let outgoing = handoff_sender
+            .hand_over(incoming)
+            .unwrap_or_else(|outgoing| {
+                tracing::debug!("HTTP/3 tunnel ended before its stream was handed over");
+                outgoing
+            });
         tokio::spawn(async move {
             // The response's body is not sent (the tunnel is): it holds the stream's count.
             let _counted = body;
@@ -313,10 +320,6 @@ async fn serve_connect(
                 send.reset(h3::error::Code::H3_CONNECT_ERROR.value());
             }
         });
-        let io = tunnel::body(body_io::BodyIo::new(incoming, outgoing_sender));
-        if handoff_sender.send(io).is_err() {
-            tracing::debug!("HTTP/3 tunnel ended before its stream was handed over");
-        }
         return;
     }
     drop(handoff_sender);
