@@ -297,3 +297,111 @@ async fn h3_responses_carry_date_and_response_headers_once() {
     assert_eq!(tcp.headers.get_all("date").iter().count(), 1, "{tcp:?}");
     assert_eq!(tcp.headers.get_all("x-vhost").iter().count(), 1, "{tcp:?}");
 }
+
+/// `max_requests_per_connection` holds on HTTP/3 as on HTTP/2 (Envoy: the request that
+/// reaches it is served, then the connection gets GOAWAY and closes once its streams are
+/// done); `downstream_cx_max_requests_reached` counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_connections_end_after_max_requests_per_connection() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut cfg, cert_der) = h3_config(ports, up.addr, dir.path());
+    cfg["static_resources"]["listeners"][1]["filter_chains"][0]["filters"][0]["typed_config"]["common_http_protocol_options"] =
+        json!({"max_requests_per_connection": 2});
+    let weir = Weir::start(&cfg).await;
+    let client = H3Client::connect(ports.http_addr(), "localhost", &cert_der)
+        .await
+        .unwrap_or_else(|e| panic!("h3 connect: {e}\n{}", weir.log_report()));
+    for path in ["/1", "/2"] {
+        let response = client
+            .get(path)
+            .await
+            .unwrap_or_else(|e| panic!("h3 GET {path}: {e}\n{}", weir.log_report()));
+        assert_eq!(response.status, 200, "{path}: {response:?}");
+    }
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        client.connection.closed(),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection closes after its last request\n{}",
+        weir.log_report()
+    );
+    assert_eq!(client.close_code(), Some(0x100), "closed with H3_NO_ERROR");
+    assert!(client.get("/3").await.is_err(), "no third request");
+    let stats = weir.stats().await;
+    let labels = [("stat_prefix", "ingress_http")];
+    assert_eq!(
+        stats.get("weir_http_downstream_cx_max_requests_reached", &labels),
+        Some(1.0)
+    );
+    assert_eq!(
+        stats.get("weir_http_downstream_cx_http3_total", &labels),
+        Some(1.0),
+        "one h3 connection counted once"
+    );
+    assert_eq!(up.proxied_requests().len(), 2);
+
+    // A fresh connection is served again.
+    let again = H3Client::connect(ports.http_addr(), "localhost", &cert_der)
+        .await
+        .expect("h3 connect again");
+    assert_eq!(again.get("/4").await.expect("h3 GET /4").status, 200);
+}
+
+/// `stream_idle_timeout` holds on an HTTP/3 response body as on the other codecs: an upstream
+/// that stops sending mid-body gets the stream reset after the timeout (counted in
+/// `downstream_rq_idle_timeout`), not when the upstream gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_response_bodies_honour_stream_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stalling = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = stalling.local_addr().expect("addr");
+    let serving = tokio::spawn(async move {
+        // One connection: the head and 5 of 100 body bytes, then nothing for 20 s.
+        let Ok(Ok((mut socket, _))) =
+            tokio::time::timeout(std::time::Duration::from_secs(20), stalling.accept()).await
+        else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut buf)).await;
+        let _ = socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello")
+            .await;
+        tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    });
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut cfg, cert_der) = h3_config(ports, upstream, dir.path());
+    cfg["static_resources"]["listeners"][1]["filter_chains"][0]["filters"][0]["typed_config"]["stream_idle_timeout"] =
+        json!("1s");
+    let weir = Weir::start(&cfg).await;
+    let client = H3Client::connect(ports.http_addr(), "localhost", &cert_der)
+        .await
+        .unwrap_or_else(|e| panic!("h3 connect: {e}\n{}", weir.log_report()));
+    let started = std::time::Instant::now();
+    let result = client.get("/stalls").await;
+    let took = started.elapsed();
+    assert!(result.is_err(), "the stalled body is cut: {result:?}");
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "cut by stream_idle_timeout (1 s), not by the upstream: {took:?}\n{}",
+        weir.log_report()
+    );
+    let stats = weir.stats().await;
+    assert_eq!(
+        stats.get(
+            "weir_http_downstream_rq_idle_timeout",
+            &[("stat_prefix", "ingress_http")]
+        ),
+        Some(1.0)
+    );
+    serving.abort();
+}

@@ -335,6 +335,44 @@ async fn heap_pressure_disables_keepalive() {
     );
 }
 
+/// `disable_http_keepalive` over HTTP/3 is a GOAWAY, as on HTTP/2 (Envoy drains the
+/// connection; HTTP/3 forbids a `connection` header): the request is served without one,
+/// then the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heap_pressure_disables_keepalive_over_h3_with_goaway() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = weir_tests::tls::self_signed(dir.path());
+    let mut cfg = config::simple(ports, &[up.addr]);
+    config::add_quic_listener(&mut cfg, ports.http, &tls.cert, &tls.key);
+    cfg["overload_manager"] = heap_action(1 << 20, DISABLE_KEEPALIVE, 0.5);
+    let weir = Weir::start(&cfg).await;
+    let client = H3Client::connect(ports.http_addr(), "localhost", &tls.cert_der)
+        .await
+        .unwrap_or_else(|e| panic!("h3 connect: {e}\n{}", weir.log_report()));
+    let response = client.get("/h3").await.expect("h3 GET");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(
+        !response.headers.contains_key("connection"),
+        "no connection header over HTTP/3: {response:?}"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(5), client.connection.closed()).await;
+    assert!(
+        closed.is_ok(),
+        "the HTTP/3 connection was not drained\n{}",
+        weir.log_report()
+    );
+    assert_eq!(
+        weir.stat(
+            "weir_http_downstream_cx_overload_disable_keepalive",
+            &[("stat_prefix", "ingress_http")]
+        )
+        .await,
+        1.0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_limit_follows_the_descriptor_limit() {
     let up = H1Upstream::start("up").await;

@@ -141,12 +141,7 @@ impl Entry {
                 .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
             authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
             scheme: if conn.tls { "https" } else { "http" },
-            protocol: match parts.version {
-                http::Version::HTTP_10 => "HTTP/1.0",
-                http::Version::HTTP_2 => "HTTP/2",
-                http::Version::HTTP_3 => "HTTP/3",
-                _ => "HTTP/1.1",
-            },
+            protocol: crate::wire::WireHead::protocol_name(&parts),
             request_headers: logs
                 .needs_request_headers()
                 .then(|| logs.copy_request_headers(&parts.headers)),

@@ -11,15 +11,19 @@
 //!   codec's adapter under all of the above);
 //! - every stream's answer ([`answer`]): the stream phases ([`super::phases`]), then the
 //!   response head's `date` ([`finish_response_head`]);
-//! - for HTTP/1.1 and HTTP/2, each stream's way in and out ([`Connection::stream`]): the
-//!   manager in force when it starts, `max_requests_per_connection`, the protocol counted
-//!   once, the overload action `disable_http_keepalive`, and the stream's accounting riding
-//!   on its body ([`TrackedBody`]).
+//! - each stream's way in and out, whatever its codec ([`Connection::stream`]): the manager
+//!   in force when it starts, `max_requests_per_connection`, the protocol counted once, the
+//!   overload action `disable_http_keepalive`, and the stream's accounting riding on its
+//!   body ([`TrackedBody`]: `downstream_rq_active`, the idle clock, `stream_idle_timeout` on
+//!   the response body).
 //!
-//! What still sits in the HTTP/3 adapter, as it did before the driver: its per-stream
-//! accounting (counted from the stream's accept to its last byte, `disable_http_keepalive`
-//! as GOAWAY at accept, the protocol counted per connection); HTTP/3 does not yet take
-//! `max_requests_per_connection` or a stream idle timeout on the response body.
+//! A tunnel (an `Upgrade`, a CONNECT on any version) leaves the driver one way: its codec
+//! put a [`crate::wire::handoff::TunnelHandoff`] on the request, which the connection manager
+//! takes the tunnel's downstream end from once it has set the tunnel up.
+//!
+//! Where the codecs differ, they ask the head ([`WireHead`]): a connection that carries a
+//! `connection` header (HTTP/1.x) is told `connection: close`; HTTP/2 and HTTP/3 drain
+//! (GOAWAY).
 
 use super::tracked::{Activity, StreamGuard, TrackedBody};
 use super::{CurrentManager, HttpManager, headers};
@@ -27,6 +31,7 @@ use crate::body::BoxError;
 use crate::config::HttpManagerConfig;
 use crate::stats::HttpStats;
 use crate::wire::ConnectionInfo;
+use crate::wire::{ProtocolFamily, WireHead};
 use bytes::Bytes;
 use http::{Request, Response};
 use std::future::Future;
@@ -245,8 +250,8 @@ pub(super) struct Connection {
     counted_protocol: Arc<AtomicBool>,
     /// Requests started on the connection, for `max_requests_per_connection`.
     requests: Arc<AtomicU32>,
-    /// Turning it true drains the connection (HTTP/2: GOAWAY; HTTP/1.1: `connection: close`
-    /// after the response in flight; in-flight streams finish).
+    /// Turning it true drains the connection (HTTP/2 and HTTP/3: GOAWAY; HTTP/1.1:
+    /// `connection: close` after the response in flight; in-flight streams finish).
     drain: Arc<watch::Sender<bool>>,
     info: ConnectionInfo,
 }
@@ -274,6 +279,21 @@ impl Connection {
         &self.activity
     }
 
+    /// Counts the connection in its protocol's `downstream_cx_http*_total` unless it is
+    /// counted already: at its first stream, or before that where the codec knows the
+    /// protocol from the start (HTTP/3: Envoy counts a QUIC connection when it is made,
+    /// whether or not a request follows).
+    pub(super) fn count_protocol(&self, stats: &HttpStats, head: &impl WireHead) {
+        if self.counted_protocol.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        match head.protocol_family() {
+            ProtocolFamily::Http1 => stats.cx_http1_total.inc(),
+            ProtocolFamily::Http2 => stats.cx_http2_total.inc(),
+            ProtocolFamily::Http3 => stats.cx_http3_total.inc(),
+        }
+    }
+
     /// Answers `request` on the manager in force now; the response's body holds the
     /// stream's accounting until it is written.
     pub(super) fn stream<B>(
@@ -293,18 +313,12 @@ impl Connection {
                 .saturating_add(1);
             if started == max {
                 // This one is served; the connection takes no more (as Envoy: approximate on
-                // HTTP/2, where streams already open finish).
+                // HTTP/2 and HTTP/3, where streams already open finish after the GOAWAY).
                 manager.stats.cx_max_requests_reached.inc();
                 self.drain.send_replace(true);
             }
         }
-        if !self.counted_protocol.swap(true, Ordering::Relaxed) {
-            if request.version() == http::Version::HTTP_2 {
-                manager.stats.cx_http2_total.inc();
-            } else {
-                manager.stats.cx_http1_total.inc();
-            }
-        }
+        self.count_protocol(&manager.stats, &request);
         // A copy and, on TLS, one reference count (the SNI).
         let info = self.info.clone();
         let drain = self.drain.clone();
@@ -325,9 +339,9 @@ impl Connection {
 }
 
 /// The overload action `disable_http_keepalive`, as Envoy applies it: an HTTP/1.x response
-/// says `connection: close` (hyper then closes the connection after it); an HTTP/2
-/// connection drains (GOAWAY, in-flight streams finish). A switch of protocols (101) is left
-/// alone: the connection is the tunnel.
+/// says `connection: close` (hyper then closes the connection after it); an HTTP/2 or
+/// HTTP/3 connection drains (GOAWAY, in-flight streams finish; those versions forbid the
+/// header). A switch of protocols (101) is left alone: the connection is the tunnel.
 fn disable_keepalive<B>(
     manager: &HttpManager,
     version: http::Version,
@@ -337,7 +351,7 @@ fn disable_keepalive<B>(
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
-    if version == http::Version::HTTP_2 {
+    if !version.carries_connection_header() {
         if !drain.send_replace(true) {
             manager.stats.cx_overload_disable_keepalive.inc();
         }

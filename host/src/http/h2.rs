@@ -7,7 +7,8 @@
 //! extended) over as an `Upgraded` whose close is always an orderly `END_STREAM`, while a
 //! tunnel whose far side was reset must end with `RST_STREAM(CONNECT_ERROR)` (RFC 9113 8.5),
 //! and that needs the stream itself. Here a CONNECT's 2xx is sent, then its DATA frames are
-//! handed to the tunnel through a [`TunnelHandoff`] (as HTTP/3 does), and a reset of the
+//! handed to the tunnel through the request's [`TunnelHandoff`] (as every codec hands a
+//! tunnel over), and a reset of the
 //! tunnel resets the stream with the reason it carries.
 //!
 //! What hyper's server did and this one keeps (the `date` header on every response is the
@@ -25,13 +26,12 @@
 use super::headers;
 use super::premature_reset::{ResetWatch, StreamEnd};
 use super::tracked::TrackedBody;
-use super::upgrade::TunnelHandoff;
 use crate::config::HttpManagerConfig;
 use crate::config::runtime::StreamAbuseLimits;
 use crate::stats::HttpStats;
 use crate::wire::Protocol;
 use crate::wire::h2_body::{H2Body, SendBodyError, send_body};
-use crate::wire::{TunnelIo, body_io, tunnel};
+use crate::wire::handoff::{StreamHandoff, TunnelHandoff};
 use bytes::Bytes;
 use h2::RecvStream;
 use h2::server::SendResponse;
@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// Bytes a stream may queue for sending beyond what the peer's window lets out.
 const MAX_SEND_BUFFER: usize = 400 << 10;
@@ -203,7 +203,7 @@ where
     }
     let mut tunnel = None;
     let body = if parts.method == Method::CONNECT {
-        let (sender, handoff) = TunnelHandoff::channel();
+        let (sender, handoff) = TunnelHandoff::stream();
         parts.extensions.insert(handoff);
         tunnel = Some((recv, sender));
         H2Body::empty()
@@ -232,7 +232,7 @@ where
     headers::remove_hop_by_hop(&mut head.headers, false);
     if let Some((recv, handoff)) = tunnel {
         // A tunnel waits on the handoff only where the handler set one up.
-        if head.status.is_success() && !handoff.is_closed() {
+        if head.status.is_success() && handoff.is_wanted() {
             head.headers.remove(header::CONTENT_LENGTH);
             return serve_tunnel(
                 respond,
@@ -301,7 +301,7 @@ async fn serve_tunnel(
     head: Response<()>,
     counted: TrackedBody,
     recv: RecvStream,
-    handoff: oneshot::Sender<TunnelIo>,
+    handoff: StreamHandoff,
     ctx: &ConnectionCtx,
 ) -> StreamEnd {
     let mut stream = match respond.send_response(head, false) {
@@ -312,14 +312,12 @@ async fn serve_tunnel(
         }
     };
     let incoming = crate::body::boxed(H2Body::new(recv, None));
-    let (outgoing_sender, outgoing) = body_io::channel_body();
-    let io = tunnel::body(body_io::BodyIo::new(incoming, outgoing_sender));
-    if handoff.send(io).is_err() {
+    let Ok(outgoing) = handoff.hand_over(incoming) else {
         tracing::debug!("h2 tunnel ended before its stream was handed over");
         stream.send_reset(h2::Reason::CANCEL);
         ctx.stats.rq_tx_reset.inc();
         return StreamEnd::Completed;
-    }
+    };
     let end = match send_body(outgoing, &mut stream).await {
         Ok(()) => StreamEnd::Completed,
         Err(error) => {

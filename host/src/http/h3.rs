@@ -1,29 +1,30 @@
 //! Serving one downstream QUIC connection with HTTP/3 (the `h3` crate): the codec adapter
 //! under the connection driver ([`super::driver`], which owns the connection's stats, limits
-//! and drain). Each request stream goes through the same [`HttpManager::handle`] as HTTP/1.1
-//! and HTTP/2 requests, with its body streamed both ways and trailers passed on. On drain
-//! the connection sends GOAWAY, lets the requests in flight finish, then closes.
+//! and drain, and each stream's way in and out: [`Connection::stream`], as for HTTP/1.1 and
+//! HTTP/2). Here: reading request heads, writing responses with their bodies streamed and
+//! trailers passed on, and HTTP/3's own drain: GOAWAY, the requests in flight finish, then
+//! the connection closes.
 //!
 //! CONNECT streams (plain CONNECT, and RFC 9220 extended CONNECT where the listener's
 //! `http3_protocol_options.allow_extended_connect` advertises SETTINGS_ENABLE_CONNECT_PROTOCOL)
 //! are served on the raw stream (see [`super::h3_connect`] for why): the manager sees an
 //! upgrade or a CONNECT as it would from HTTP/2, and once its 2xx is written the stream's DATA
-//! frames are the tunnel, handed over through a [`TunnelHandoff`].
+//! frames are the tunnel, handed over through the request's [`TunnelHandoff`] (as every
+//! codec hands a tunnel over).
 //!
 //! Envoy's premature-reset rule holds here as on HTTP/2 ([`super::premature_reset`]): a
 //! connection whose request streams are mostly abandoned by the client (stopped or reset
 //! before their response is written) gets GOAWAY and is closed with H3_EXCESSIVE_LOAD.
 
-use super::driver::{ConnectionCount, ConnectionLimits, Driven, answer, drive};
+use super::CurrentManager;
+use super::driver::{Connection, ConnectionCount, ConnectionLimits, Driven, drive};
 use super::premature_reset::{ResetWatch, StreamEnd};
-use super::tracked::{Activity, StreamGuard};
-use super::upgrade::TunnelHandoff;
-use super::{CurrentManager, HttpManager};
-use crate::body::{self, Body};
+use super::tracked::{Opening, TrackedBody};
+use crate::body;
 use crate::wire::ConnectionInfo;
 use crate::wire::h3_body::H3Body;
 use crate::wire::h3_connect::{self, CONNECTION_SPECIFIC, DataBody};
-use crate::wire::{body_io, tunnel};
+use crate::wire::handoff::TunnelHandoff;
 use bytes::Bytes;
 use h3::quic::{BidiStream as _, RecvStream as _, SendStream as _};
 use http::{HeaderMap, Request, Response};
@@ -72,7 +73,6 @@ pub async fn serve_h3_connection(
     let accepted_on = current.load_full();
     let stats = accepted_on.stats.clone();
     let count = ConnectionCount::open(&stats, true);
-    stats.cx_http3_total.inc();
     let info = ConnectionInfo {
         remote: connection.remote_address(),
         local,
@@ -106,6 +106,10 @@ pub async fn serve_h3_connection(
         }
     };
     let (drain, drained) = watch::channel(*shutdown.borrow());
+    let drain = Arc::new(drain);
+    let driver = Connection::new(current, info.clone(), drain.clone());
+    // Counted when the connection is made, as Envoy counts `downstream_cx_http3_total`.
+    driver.count_protocol(&stats, &http::Version::HTTP_3);
     let driven = Driven {
         peer: info.remote,
         stats: stats.clone(),
@@ -113,16 +117,15 @@ pub async fn serve_h3_connection(
         // `common_http_protocol_options`, as on TCP: past either limit the connection
         // drains (GOAWAY, in-flight streams finish, then it closes).
         limits: ConnectionLimits::new(&accepted_on.config),
-        activity: Activity::new(),
-        drain: Arc::new(drain),
+        activity: driver.activity().clone(),
+        drain,
     };
     let streams = Streams {
-        current,
-        activity: driven.activity.clone(),
+        connection: driver,
         resets: Arc::new(ResetWatch::new(accepted_on.config.abuse)),
         allow_extended_connect,
-        stats,
-        info,
+        stats: Arc::new(stats),
+        peer: info.remote,
     };
     // Not kept: a reload must not keep an old snapshot alive for a long-lived connection.
     drop(accepted_on);
@@ -136,13 +139,14 @@ pub async fn serve_h3_connection(
 
 /// What the request streams of one HTTP/3 connection are served with.
 struct Streams {
-    current: Arc<CurrentManager>,
-    activity: Arc<Activity>,
+    connection: Connection,
     resets: Arc<ResetWatch>,
     allow_extended_connect: bool,
-    /// The listener's stats, from the manager in force when the connection was accepted.
-    stats: crate::stats::HttpStats,
-    info: ConnectionInfo,
+    /// The listener's stats, from the manager in force when the connection was accepted
+    /// (shared: one reference count per stream, not a copy of every counter).
+    stats: Arc<crate::stats::HttpStats>,
+    /// The client, for logs.
+    peer: std::net::SocketAddr,
 }
 
 /// The HTTP/3 codec adapter: accepts request streams until the connection ends; `drain`
@@ -155,12 +159,11 @@ async fn serve(
     mut drain: watch::Receiver<bool>,
 ) -> Result<(), crate::body::BoxError> {
     let Streams {
-        current,
-        activity,
+        connection,
         resets,
         allow_extended_connect,
         stats,
-        info,
+        peer,
     } = streams;
     let mut draining = *drain.borrow();
     if draining {
@@ -170,34 +173,26 @@ async fn serve(
         tokio::select! {
             accepted = h3_connection.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    let manager = current.load_full();
-                    let guard = StreamGuard::start(activity.clone(), manager.stats.clone());
+                    // Not idle while its head is on the way; counted as a request from its
+                    // head on ([`Connection::stream`]).
+                    let opening = Opening::start(connection.activity().clone());
+                    let connection = connection.clone();
                     let resets = resets.clone();
+                    let stats = stats.clone();
                     let started = Instant::now();
-                    if !draining && crate::overload::disable_http_keepalive() {
-                        // As on HTTP/2: this request is served, then the connection drains.
-                        manager.stats.cx_overload_disable_keepalive.inc();
-                        draining = true;
-                        if let Err(error) = h3_connection.shutdown(0).await {
-                            tracing::debug!(%error, "HTTP/3 GOAWAY");
-                        }
-                    }
-                    let info = info.clone();
                     tokio::spawn(async move {
                         match resolve(resolver, allow_extended_connect).await {
                             Ok(Resolved::Request(request, stream)) => {
-                                let end = serve_request(&manager, request, stream, &info).await;
+                                let end = serve_request(&connection, request, stream, opening, &stats).await;
                                 if matches!(end, StreamEnd::ResetByClient { .. }) {
-                                    manager.stats.rq_rx_reset.inc();
+                                    stats.rq_rx_reset.inc();
                                 }
                                 resets.stream_ended(started, end);
-                                drop(guard);
                             }
-                            // A tunnel keeps its stream counted until it ends.
-                            Ok(Resolved::Connect(request, stream)) => serve_connect(&manager, request, stream, &info, guard).await,
+                            Ok(Resolved::Connect(request, stream)) => serve_connect(&connection, request, stream, opening).await,
                             Err(error) => {
                                 tracing::debug!(%error, "HTTP/3 request head unreadable");
-                                drop(guard);
+                                drop(opening);
                             }
                         }
                     });
@@ -207,14 +202,14 @@ async fn serve(
                     // Not a protocol error of the connection's stats: QUIC ends connections
                     // with errors in the ordinary course (idle, the peer's close).
                     if !error.is_h3_no_error() {
-                        tracing::debug!(peer = %info.remote, %error, "HTTP/3 connection ended with an error");
+                        tracing::debug!(%peer, %error, "HTTP/3 connection ended with an error");
                     }
                     return Ok(());
                 }
             },
             () = resets.tripped() => {
                 stats.rq_too_many_premature_resets.inc();
-                tracing::debug!(peer = %info.remote, "HTTP/3 connection closed: too many premature stream resets");
+                tracing::debug!(%peer, "HTTP/3 connection closed: too many premature stream resets");
                 if let Err(error) = h3_connection.shutdown(0).await {
                     tracing::debug!(%error, "HTTP/3 GOAWAY");
                 }
@@ -231,7 +226,7 @@ async fn serve(
             }
             () = tokio::time::sleep(DRAIN_CHECK), if draining => {
                 let grace = (quic.rtt() * 3).max(std::time::Duration::from_millis(100));
-                if activity.idle_for().is_some_and(|idle| idle >= grace) {
+                if connection.activity().idle_for().is_some_and(|idle| idle >= grace) {
                     // 0x100: H3_NO_ERROR.
                     quic.close(quinn::VarInt::from_u32(0x100), b"shutting down");
                     return Ok(());
@@ -281,19 +276,20 @@ async fn resolve(mut resolver: Resolver, allow_extended_connect: bool) -> Result
 
 /// A CONNECT stream: the manager answers it as any tunnel request (an upgrade of type
 /// `:protocol`, or a CONNECT); a 2xx it answered with a tunnel behind is written, then the
-/// stream is handed over as the tunnel's downstream end. Any other answer goes back as an
-/// ordinary response.
+/// stream is handed over as the tunnel's downstream end, and stays counted as a request until
+/// the tunnel is done. Any other answer goes back as an ordinary response.
 async fn serve_connect(
-    manager: &HttpManager,
+    connection: &Connection,
     mut request: Request<()>,
     stream: RawStream,
-    info: &ConnectionInfo,
-    guard: StreamGuard,
+    opening: Opening,
 ) {
     let (mut send, recv) = stream.split();
-    let (handoff_sender, handoff) = TunnelHandoff::channel();
+    let (handoff_sender, handoff) = TunnelHandoff::stream();
     request.extensions_mut().insert(handoff);
-    let response = answer(manager, request.map(|()| body::empty()), info).await;
+    let answered = connection.stream(request.map(|()| body::empty()));
+    drop(opening);
+    let response = answered.await;
     let (mut head, body) = response.into_parts();
     remove_connection_specific(&mut head.headers);
     let sent =
@@ -307,44 +303,48 @@ async fn serve_connect(
         return;
     }
     // A tunnel task waits on the handoff only when the manager set a tunnel up.
-    if head.status.is_success() && !handoff_sender.is_closed() {
-        drop(body);
+    if head.status.is_success() && handoff_sender.is_wanted() {
         let incoming = DataBody::new(h3_connect::frames(recv), None).boxed();
-        let (outgoing_sender, outgoing) = body_io::channel_body();
+        // Not wanted after all: the body ends at once, and so does the stream (FIN).
+        let outgoing = handoff_sender
+            .hand_over(incoming)
+            .unwrap_or_else(|outgoing| {
+                tracing::debug!("HTTP/3 tunnel ended before its stream was handed over");
+                outgoing
+            });
         tokio::spawn(async move {
-            let _guard = guard;
+            // The response's body is not sent (the tunnel is): it holds the stream's count.
+            let _counted = body;
             // The outgoing body fails only when the tunnel was reset (RFC 9114 4.4).
             if let Err(error) = h3_connect::pump_data(outgoing, &mut send).await {
                 tracing::debug!(%error, "HTTP/3 tunnel stream ended with an error");
                 send.reset(h3::error::Code::H3_CONNECT_ERROR.value());
             }
         });
-        let io = tunnel::body(body_io::BodyIo::new(incoming, outgoing_sender));
-        if handoff_sender.send(io).is_err() {
-            tracing::debug!("HTTP/3 tunnel ended before its stream was handed over");
-        }
         return;
     }
     drop(handoff_sender);
     drop(recv);
-    if let Err(error) = h3_connect::pump_data(body, &mut send).await {
+    if let Err(error) = h3_connect::pump_data(body::boxed(body), &mut send).await {
         tracing::debug!(%error, "HTTP/3 CONNECT response not sent in full");
         send.reset(h3::error::Code::H3_INTERNAL_ERROR.value());
     }
 }
 
-/// One request: the manager answers it, the response head, body and trailers go back; says
-/// how the stream ended.
+/// One request: the driver answers it ([`Connection::stream`]), the response head, body and
+/// trailers go back; says how the stream ended (a reset weir sent is counted in `stats`).
 async fn serve_request(
-    manager: &HttpManager,
+    connection: &Connection,
     request: http::Request<()>,
     stream: ServerStream,
-    info: &ConnectionInfo,
+    opening: Opening,
+    stats: &crate::stats::HttpStats,
 ) -> StreamEnd {
     let (mut send, recv) = stream.split();
     let body = H3Body::new(recv, None).await;
-    let request = request.map(|()| body);
-    let response = answer(manager, request, info).await;
+    let answered = connection.stream(request.map(|()| body));
+    drop(opening);
+    let response = answered.await;
     let (mut head, body) = response.into_parts();
     remove_connection_specific(&mut head.headers);
     match send_response(&mut send, Response::from_parts(head, ()), body).await {
@@ -360,7 +360,7 @@ async fn serve_request(
                     response_started: true,
                 },
                 ResponseError::Body(_) => {
-                    manager.stats.rq_tx_reset.inc();
+                    stats.rq_tx_reset.inc();
                     StreamEnd::Completed
                 }
             }
@@ -392,7 +392,7 @@ fn remove_connection_specific(headers: &mut HeaderMap) {
 async fn send_response(
     send: &mut h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>,
     head: Response<()>,
-    mut body: Body,
+    mut body: TrackedBody,
 ) -> Result<(), ResponseError> {
     send.send_response(head)
         .await
@@ -401,7 +401,8 @@ async fn send_response(
         let frame = match frame {
             Ok(frame) => frame,
             Err(error) => {
-                // The upstream failed mid-body: reset so the client sees it was cut.
+                // The upstream failed mid-body, or it went `stream_idle_timeout` without a
+                // frame: reset so the client sees it was cut.
                 send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
                 return Err(ResponseError::Body(error));
             }

@@ -11,6 +11,7 @@ use crate::body::BoxError;
 use crate::config::HttpManagerConfig;
 use crate::config::schema::CodecType;
 use crate::wire::ConnectionInfo;
+use crate::wire::handoff::TunnelHandoff;
 use crate::wire::prefixed::Prefixed;
 use bytes::Bytes;
 use http::Request;
@@ -99,7 +100,8 @@ impl Codecs {
     }
 }
 
-/// Serves HTTP/1.1 with hyper (upgrades and CONNECT hand the connection over).
+/// Serves HTTP/1.1 with hyper (upgrades and CONNECT hand the connection over, through the
+/// request's [`TunnelHandoff`]).
 async fn serve_http1<I>(
     builder: http1::Builder,
     io: I,
@@ -109,7 +111,17 @@ async fn serve_http1<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+    let service = service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        // A request hyper can switch protocols on (an `Upgrade`, a CONNECT) hands its
+        // connection over as every codec hands a tunnel over.
+        if let Some(upgrade) = request
+            .extensions_mut()
+            .remove::<hyper::upgrade::OnUpgrade>()
+        {
+            request
+                .extensions_mut()
+                .insert(TunnelHandoff::upgrade(upgrade));
+        }
         let handled = streams.stream(request);
         async move { Ok::<_, Infallible>(handled.await) }
     });

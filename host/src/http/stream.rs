@@ -30,8 +30,9 @@ use crate::route::redirect::RedirectRequest;
 use crate::route::{ForwardAction, RouteAction, VirtualHostId};
 use crate::wire::ConnectionInfo;
 use crate::wire::TunnelKind;
+use crate::wire::head;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Response, Uri, header};
 use http_body::Body as _;
 use std::borrow::Cow;
 use std::ops::ControlFlow;
@@ -577,7 +578,7 @@ impl HttpManager {
         };
         parts.uri = Uri::from(path);
 
-        parts.version = Version::HTTP_11;
+        parts.version = head::BETWEEN_HOPS;
         let headers = &mut parts.headers;
         headers::remove_hop_by_hop(headers, true);
         let from_header = action
@@ -651,7 +652,7 @@ impl HttpManager {
                 .headers_mut()
                 .insert(header::SERVER, server.clone());
         }
-        *response.version_mut() = Version::HTTP_11;
+        *response.version_mut() = head::BETWEEN_HOPS;
         if let Some(idle) = action.idle_timeout {
             response.extensions_mut().insert(RouteIdleTimeout(idle));
         }

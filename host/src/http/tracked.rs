@@ -68,6 +68,14 @@ impl Activity {
         ))
     }
 
+    /// A stream (or a stream opening) ended: the idle clock restarts now.
+    fn stream_ended(&self) {
+        let now = self.origin.elapsed().as_millis();
+        self.last_end_ms
+            .store(u64::try_from(now).unwrap_or(u64::MAX), Ordering::Release);
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// How long the connection has had no stream in flight; `None` while one is.
     pub fn idle_for(&self) -> Option<std::time::Duration> {
         if self.active.load(Ordering::Acquire) > 0 {
@@ -75,6 +83,28 @@ impl Activity {
         }
         let last_end = std::time::Duration::from_millis(self.last_end_ms.load(Ordering::Acquire));
         Some(self.origin.elapsed().saturating_sub(last_end))
+    }
+}
+
+/// A stream opened whose head is still on its way (HTTP/3 opens a request stream before
+/// its HEADERS frame): while it is held the connection is not idle, so a drain does not
+/// close the connection under a request about to start; no request is counted yet (that
+/// is [`StreamGuard`]'s, from the head on).
+pub struct Opening {
+    activity: Arc<Activity>,
+}
+
+impl Opening {
+    /// Marks a stream opening on `activity`.
+    pub fn start(activity: Arc<Activity>) -> Opening {
+        activity.active.fetch_add(1, Ordering::AcqRel);
+        Opening { activity }
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.activity.stream_ended();
     }
 }
 
@@ -96,11 +126,7 @@ impl StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let now = self.activity.origin.elapsed().as_millis();
-        self.activity
-            .last_end_ms
-            .store(u64::try_from(now).unwrap_or(u64::MAX), Ordering::Release);
-        self.activity.active.fetch_sub(1, Ordering::AcqRel);
+        self.activity.stream_ended();
         self.stats.rq_active.dec();
     }
 }

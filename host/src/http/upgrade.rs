@@ -23,61 +23,10 @@ use crate::upstream::connect::UpstreamStream;
 use crate::upstream::tunnel::{TunnelPayload, X_WEIR_UPGRADE_METHOD};
 use crate::wire::ConnectionInfo;
 use crate::wire::TunnelKind;
+use crate::wire::handoff::{DownstreamEnd, TunnelHandoff};
 use crate::wire::tunnel::{TunnelAnswer, TunnelRequest, from_response};
-use crate::wire::{self, TunnelIo, WireHead, body_io};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
-use std::sync::{Arc, Mutex, PoisonError};
-use tokio::sync::oneshot;
-
-/// The downstream end of a tunnel on a stream hyper does not own (an HTTP/3 CONNECT stream):
-/// the codec hands the stream over once the tunnel's 2xx is written, or drops the sender when
-/// the answer was anything else.
-#[derive(Clone)]
-pub struct TunnelHandoff(Arc<Mutex<Option<oneshot::Receiver<TunnelIo>>>>);
-
-impl TunnelHandoff {
-    /// A handoff and the sender its stream comes through.
-    pub fn channel() -> (oneshot::Sender<TunnelIo>, TunnelHandoff) {
-        let (sender, receiver) = oneshot::channel();
-        (sender, TunnelHandoff(Arc::new(Mutex::new(Some(receiver)))))
-    }
-
-    fn take(&self) -> Option<oneshot::Receiver<TunnelIo>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
-    }
-}
-
-/// Where the downstream side of an accepted tunnel comes from.
-pub(super) enum DownstreamEnd {
-    /// hyper's connection or stream (HTTP/1.1 upgrade, HTTP/2 CONNECT).
-    Hyper(hyper::upgrade::OnUpgrade),
-    /// A stream handed over by another codec (HTTP/3).
-    Handoff(Option<oneshot::Receiver<TunnelIo>>),
-}
-
-impl DownstreamEnd {
-    /// The downstream end of `request`'s tunnel.
-    fn of<B>(request: &mut Request<B>) -> DownstreamEnd {
-        match request.extensions_mut().remove::<TunnelHandoff>() {
-            Some(handoff) => DownstreamEnd::Handoff(handoff.take()),
-            None => DownstreamEnd::Hyper(hyper::upgrade::on(request)),
-        }
-    }
-
-    /// Waits until the answer is written and the stream is ours.
-    async fn into_io(self) -> Result<TunnelIo, String> {
-        match self {
-            DownstreamEnd::Hyper(upgrade) => upgrade
-                .await
-                .map(wire::tunnel::upgraded)
-                .map_err(|e| e.to_string()),
-            DownstreamEnd::Handoff(Some(receiver)) => receiver
-                .await
-                .map_err(|_| "the downstream stream was not handed over".to_owned()),
-            DownstreamEnd::Handoff(None) => Err("the downstream stream was taken".to_owned()),
-        }
-    }
-}
+use crate::wire::{self, TunnelIo, WireHead, body_io, head};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 
 /// Whether `request` asks for a tunnel, and which ([`crate::wire::tunnel_kind`]); a
 /// malformed ask is answered 400.
@@ -131,7 +80,7 @@ impl HttpManager {
                 ));
             }
         }
-        let downstream = DownstreamEnd::of(&mut request);
+        let downstream = TunnelHandoff::take_from(&mut request);
         // The chain's filters, where one reads the payload (put there by the chain).
         let payload_filters = request.extensions_mut().remove::<PayloadFilters>();
         let downstream_version = request.version();
@@ -201,7 +150,7 @@ impl HttpManager {
                 }
                 // The upstream said no: its answer goes back as an ordinary response.
                 headers::remove_hop_by_hop(response.headers_mut(), false);
-                *response.version_mut() = Version::HTTP_11;
+                *response.version_mut() = head::BETWEEN_HOPS;
                 return Ok(response);
             }
             Err(error) => return Err(reset(error.to_string())),
@@ -247,7 +196,7 @@ impl HttpManager {
             .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
         headers::remove_hop_by_hop(&mut parts.headers, false);
         parts.extensions = http::Extensions::new();
-        parts.version = Version::HTTP_11;
+        parts.version = head::BETWEEN_HOPS;
         match kind {
             TunnelKind::Connect => {
                 let authority = parts
@@ -356,7 +305,7 @@ impl HttpManager {
         guard: crate::upstream::RawGuard,
     ) {
         let downstream = match downstream {
-            DownstreamEnd::Hyper(downstream) => downstream,
+            DownstreamEnd::Upgraded(downstream) => downstream,
             other => {
                 let upstream = wire::tunnel::tcp(upstream);
                 let guard = Some(guard);
@@ -414,8 +363,8 @@ impl HttpManager {
         Ok(Response::new(response_body))
     }
 
-    /// Once the downstream end is handed over (by hyper, or by the HTTP/3 codec, after our
-    /// 101/200 is written), moves the payload both ways until both sides are done; a failure
+    /// Once the downstream end is handed over (by its codec, through the request's
+    /// [`TunnelHandoff`], after our 101/200 is written), moves the payload both ways until both sides are done; a failure
     /// resets both ends ([`tunnel::splice`]), the downstream through `downstream_socket` on
     /// HTTP/1.1. With `payload`, through the chain's body callbacks
     /// ([`PayloadFilters::pump`]) instead of a splice.

@@ -19,7 +19,7 @@ use crate::upstream::tunnel::TunnelPayload;
 use crate::upstream::{OriginalDestination, RawGuard, UpstreamAddress, UpstreamError, WorkerPools};
 use crate::wire::tunnel::{self as wire_tunnel, TunnelAnswer, TunnelRequest, from_response};
 use crate::wire::{TunnelIo, body_io};
-use http::{HeaderValue, Method, Request, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Uri, header};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -287,7 +287,7 @@ impl TcpProxy {
     ) -> Result<(TunnelIo, Option<std::net::SocketAddr>), String> {
         let (payload_sender, payload) = body_io::channel_body();
         let mut request = Request::new(body::empty());
-        *request.version_mut() = Version::HTTP_11;
+        *request.version_mut() = crate::wire::head::BETWEEN_HOPS;
         if tunnel.use_post {
             *request.method_mut() = Method::POST;
             *request.uri_mut() = Uri::from(tunnel.post_path.clone());

@@ -10,6 +10,8 @@
 //!   wire matches on versions;
 //! - [`h2_body`], [`h3_body`], [`h3_connect`]: bodies and CONNECT streams on the `h2` and `h3`
 //!   codecs, for downstream and upstream alike;
+//! - [`handoff`]: the one way a tunnel's downstream end leaves its codec
+//!   ([`handoff::TunnelHandoff`]), filled by every codec;
 //! - [`prefixed`]: a connection as the HTTP/1.1 codec reads it (sniffed bytes first);
 //! - [`tunnel`]: one end of an established tunnel ([`TunnelIo`]) and the one conversion of an
 //!   upstream's answer into a tunnel ([`tunnel::from_response`]); [`body_io`] (a tunnel
@@ -22,6 +24,7 @@ pub mod connection;
 pub mod h2_body;
 pub mod h3_body;
 pub mod h3_connect;
+pub mod handoff;
 pub mod head;
 pub mod prefixed;
 pub mod protocol;
@@ -29,6 +32,6 @@ pub mod reset;
 pub mod tunnel;
 
 pub use connection::ConnectionInfo;
-pub use head::WireHead;
+pub use head::{ProtocolFamily, WireHead};
 pub use protocol::{MalformedTunnel, Protocol, TunnelKind, tunnel_kind};
 pub use tunnel::TunnelIo;

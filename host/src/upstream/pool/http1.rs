@@ -47,7 +47,7 @@ impl Http1 {
 pub struct Connection {
     /// Present while the connection is idle; the request in flight holds it otherwise.
     sender: Option<SendRequest<Body>>,
-    /// The TCP socket under it, so a tunnel it carries can be reset (see `tunnel::reset`).
+    /// The TCP socket under it, so a tunnel it carries can be reset (see `wire::reset`).
     socket: Option<SocketId>,
 }
 

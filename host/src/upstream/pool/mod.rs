@@ -149,7 +149,7 @@ impl WorkerPools {
                     .insert(super::spec::UpstreamAddress(host.addr));
                 cluster.stats.count_response(response.status().as_u16());
                 if let Some(cache) = &cluster.alt_svc
-                    && response.version() != http::Version::HTTP_3
+                    && !crate::wire::WireHead::over_quic(response)
                 {
                     cache.record(
                         host.addr,
