@@ -41,6 +41,7 @@ pub mod source;
 pub mod tls;
 pub mod typed;
 pub mod wasm;
+pub mod wasm_spec;
 pub mod yaml_limits;
 
 pub use bootstrap::{Config, WasmServiceConfig};

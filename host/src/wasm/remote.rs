@@ -55,72 +55,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
-/// The most `retry_policy.num_retries` weir honours: a config cannot stall start-up for
-/// longer than this many back-offs (each at most `max_interval`).
-pub const MAX_RETRIES: u32 = 20;
+pub use crate::config::wasm_spec::{MAX_RETRIES, ModuleSource, RemoteCode, Retry, parse_sha256};
 
 /// The limit of one attempt whose `http_uri.timeout` is zero (Envoy: no limit).
 const ZERO_TIMEOUT_CEILING: Duration = Duration::from_secs(300);
-
-/// Where a module comes from, by the scheme of `http_uri.uri`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModuleSource {
-    /// `http://` or `https://`: a GET through the cluster (its transport socket decides TLS).
-    Http {
-        /// The `host` header.
-        authority: String,
-        /// The request target.
-        path_and_query: String,
-    },
-    /// `oci://REFERENCE`: an OCI image (the reference, without `oci://`).
-    Oci(String),
-}
-
-impl ModuleSource {
-    /// Reads `uri`; the message says what is wrong with it.
-    pub fn parse(uri: &str) -> Result<ModuleSource, String> {
-        if let Some(reference) = uri.strip_prefix("oci://") {
-            if reference.is_empty() {
-                return Err("expected oci://registry/repository[:tag][@sha256:...]".into());
-            }
-            return Ok(ModuleSource::Oci(reference.to_owned()));
-        }
-        let parsed: http::Uri = uri
-            .parse()
-            .map_err(|e| format!("not a valid URI ({e}); expected http://host[:port]/path"))?;
-        match parsed.scheme_str() {
-            Some("http" | "https") => {}
-            _ => {
-                return Err(format!(
-                    "unsupported scheme in {uri:?}; expected http://, https:// or oci://"
-                ));
-            }
-        }
-        let authority = parsed
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| format!("no host in {uri:?}; expected http://host[:port]/path"))?;
-        let path_and_query = parsed
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        Ok(ModuleSource::Http {
-            authority,
-            path_and_query,
-        })
-    }
-}
-
-/// The retry policy of a fetch (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retry {
-    /// Retries after the first attempt.
-    pub num_retries: u32,
-    /// Back-off base.
-    pub base_interval: Duration,
-    /// Back-off ceiling.
-    pub max_interval: Duration,
-}
 
 impl Retry {
     /// The wait before retry `n` (0 for the first): random below `min(base * 2^n, max)`.
@@ -136,27 +74,6 @@ impl Retry {
     }
 }
 
-/// A plugin's `vm_config.code.remote`, checked ([`crate::config::wasm::remote_code`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteCode {
-    /// How to get it.
-    pub source: ModuleSource,
-    /// `http_uri.uri` as written (for logs).
-    pub uri: String,
-    /// `http_uri.cluster`.
-    pub cluster: String,
-    /// `weir_image_pull_policy` (for [`ModuleSource::Oci`]).
-    pub pull_policy: crate::wasm::oci::PullPolicy,
-    /// `http_uri.timeout`: the limit of one attempt (zero: [`ZERO_TIMEOUT_CEILING`]).
-    pub timeout: Duration,
-    /// `sha256`.
-    pub sha256: [u8; 32],
-    /// `retry_policy`.
-    pub retry: Retry,
-    /// The field path of `code.remote`, for errors.
-    pub path: String,
-}
-
 impl RemoteCode {
     fn attempt_timeout(&self) -> Duration {
         if self.timeout.is_zero() {
@@ -165,20 +82,6 @@ impl RemoteCode {
             self.timeout
         }
     }
-}
-
-/// Reads a SHA-256 written as 64 hex digits (either case).
-pub fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
-    let text = text.trim();
-    let expected = || format!("expected 64 hex digits, got {text:?}");
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(expected());
-    }
-    let mut digest = [0u8; 32];
-    for (i, byte) in digest.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| expected())?;
-    }
-    Ok(digest)
 }
 
 /// Why one fetch attempt failed.
