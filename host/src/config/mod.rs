@@ -100,12 +100,6 @@ impl FieldError {
     }
 }
 
-/// Reads and checks the config file at `path`.
-pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let text = read_text(path)?;
-    load_str(&text, &path.display().to_string())
-}
-
 /// Reads the config file at `path` as text: a regular file of at most
 /// [`file::MAX_CONFIG_BYTES`], in UTF-8.
 pub fn read_text(path: &Path) -> Result<String, ConfigError> {
@@ -117,15 +111,6 @@ pub fn read_text(path: &Path) -> Result<String, ConfigError> {
     let bytes = file::read_limited(path, file::MAX_CONFIG_BYTES)
         .map_err(|e| error(format!("cannot read the file: {e}")))?;
     String::from_utf8(bytes).map_err(|e| error(format!("cannot read the file: not UTF-8: {e}")))
-}
-
-/// Reads and checks config `text`; `file` names it in errors.
-pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
-    yaml_limits::check(text).map_err(|e| e.in_file(file))?;
-    let bootstrap = parse(text).map_err(|e| e.in_file(file))?;
-    let dump =
-        serde_yaml_ng::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null);
-    bootstrap::build(bootstrap, file, dump).map_err(|e| e.in_file(file))
 }
 
 /// Parses YAML into the schema, with the field path of any error.
