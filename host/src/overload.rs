@@ -288,7 +288,7 @@ fn percent(fraction: f64) -> i64 {
 /// until its task is dropped.
 pub async fn run<F>(current: F, default_limit: u64)
 where
-    F: Fn() -> Arc<crate::config::Config> + Send + 'static,
+    F: Fn() -> Arc<crate::snapshot::Config> + Send + 'static,
 {
     loop {
         let config = current();

@@ -1,18 +1,12 @@
-//! The top of the file (`node`, `admin`, `static_resources`, `bootstrap_extensions`, ...) and
-//! its reading into the whole [`Config`].
+//! The top of the file (`node`, `admin`, `static_resources`, `bootstrap_extensions`, ...): its
+//! schema. `crate::snapshot::bootstrap` reads it, resource by resource, into the whole
+//! runtime config.
 
-use super::cluster::{Cluster, cluster_spec};
-use super::cluster_spec::ClusterSpec;
+use super::cluster::Cluster;
 use super::common::Address;
-use super::listener::{
-    Listener, ListenerConfig, TcpListenerConfig, listen_address, listener_config,
-    tcp_listener_config,
-};
+use super::listener::Listener;
 use super::runtime::LayeredRuntime;
-use super::wasm::load_plugin;
-use super::{FieldError, overload, process_settings, runtime, service, wasm};
 use serde::Deserialize;
-use std::net::SocketAddr;
 
 /// The top of the file.
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -1,20 +1,14 @@
-//! `envoy.filters.network.http_connection_manager`: its schema and its reading into
-//! [`HttpManagerConfig`] (timeouts, limits, filters, upgrades, path handling), with Envoy's
-//! defaults applied.
+//! `envoy.filters.network.http_connection_manager`: its schema and the plain settings read
+//! from it (path handling, host ports, Envoy's default timeouts);
+//! `crate::snapshot::http_manager` reads the rest into the runtime's `HttpManagerConfig`
+//! (timeouts, limits, filters, upgrades), with Envoy's defaults applied.
 
-use super::cluster_spec as spec;
-use super::common::{DEFAULT_BUFFER_LIMIT, nonzero};
+use super::FieldError;
 use super::duration::ConfigDuration;
-use super::http_options::{
-    CommonHttpProtocolOptions, HeadersWithUnderscoresAction, Http1ProtocolOptions,
-    Http2ProtocolOptions,
-};
+use super::http_options::{CommonHttpProtocolOptions, Http1ProtocolOptions, Http2ProtocolOptions};
 use super::quic::Http3ProtocolOptions;
 use super::route::RouteConfiguration;
 use super::typed::{RawExtension, split_typed, type_names, typed, unsupported};
-use super::wasm::load_plugin;
-use super::{FieldError, runtime};
-use crate::route::RouteTable;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
@@ -239,7 +233,7 @@ pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `strip_matching_host_port` and `strip_any_host_port` of the manager at `path`: at most
 /// one of them (Envoy's `oneof`).
-fn strip_port(hcm: &HttpConnectionManager, path: &str) -> Result<StripPort, FieldError> {
+pub fn strip_port(hcm: &HttpConnectionManager, path: &str) -> Result<StripPort, FieldError> {
     match (hcm.strip_matching_host_port, hcm.strip_any_host_port) {
         (false, false) => Ok(StripPort::Never),
         (true, false) => Ok(StripPort::Matching),

@@ -1,23 +1,20 @@
 //! `static_resources.listeners[]`: the schema of a listener, its filter chain and its
-//! network filters, and its reading into [`ListenerConfig`] (an HTTP listener) or
-//! [`TcpListenerConfig`] (a `tcp_proxy` listener).
+//! network filters, and the plain settings read from it (its address, interception, QUIC
+//! settings, a tcp_proxy's tunnel); `crate::snapshot::listener` reads the rest into the
+//! runtime's `ListenerConfig` (an HTTP listener) or `TcpListenerConfig` (a `tcp_proxy`
+//! listener).
 
 use super::FieldError;
-use super::cluster_spec as spec;
 use super::cluster_spec::Http3Settings;
-use super::common::{Address, HeaderValueOption, SocketProtocol, nonzero};
+use super::common::{Address, HeaderValueOption, SocketProtocol};
 use super::duration::ConfigDuration;
-use super::http_manager::{
-    CodecType, HttpConnectionManager, HttpManagerConfig, http_manager_config,
-};
+use super::http_manager::{CodecType, HttpConnectionManager};
 use super::quic::{UdpListenerConfig, overlay};
-use super::tls::{DownstreamTls, TransportSocket, TransportSocketConfig, downstream_tls};
+use super::tls::{TransportSocket, TransportSocketConfig};
 use super::typed::{RawExtension, split_typed, type_names, typed, unsupported};
-use super::wasm::load_plugin;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 /// `listeners[]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -233,7 +230,7 @@ pub struct TunnelConfig {
 }
 
 /// `use_original_dst`, `listener_filters` and `transparent` of a listener.
-fn interception(listener: &Listener, path: &str) -> Result<Interception, FieldError> {
+pub fn interception(listener: &Listener, path: &str) -> Result<Interception, FieldError> {
     let mut use_original_dst = listener.use_original_dst.unwrap_or(false);
     for filter in &listener.listener_filters {
         match filter.config {
@@ -263,7 +260,7 @@ fn interception(listener: &Listener, path: &str) -> Result<Interception, FieldEr
 }
 
 /// The address a listener (or the admin listener) at `path` binds: an IP literal and a port.
-pub(super) fn listen_address(address: &Address, path: &str) -> Result<SocketAddr, FieldError> {
+pub fn listen_address(address: &Address, path: &str) -> Result<SocketAddr, FieldError> {
     let socket = &address.socket_address;
     let ip: IpAddr = socket.address.parse().map_err(|_| {
         FieldError::new(
@@ -285,7 +282,7 @@ pub(super) fn listen_address(address: &Address, path: &str) -> Result<SocketAddr
 
 /// The QUIC settings of `listener` when it is a QUIC listener, `None` for TCP; an error for a
 /// half-QUIC listener.
-fn listener_quic(
+pub fn listener_quic(
     listener: &Listener,
     chain: &FilterChain,
     hcm: &HttpConnectionManager,

@@ -1,23 +1,23 @@
-//! The YAML config: Envoy's v3 bootstrap shape in, weir's runtime config out.
+//! The YAML config: Envoy's v3 bootstrap shape in, checked plain data out.
 //!
-//! [`load_file`] / [`load_str`] parse with `serde_yaml_ng`, tracking the field path of every
-//! error, check what serde cannot (references, exclusive fields, regexes, addresses), and turn
-//! the result into [`Config`], with Envoy's defaults applied, so nothing past this module
-//! reads YAML.
+//! [`parse`] reads YAML with `serde_yaml_ng`, tracking the field path of every error; each
+//! resource's file then checks what serde cannot (references, exclusive fields, regexes,
+//! addresses) and reads it into plain data with Envoy's defaults applied, so nothing past this
+//! module reads YAML. `crate::snapshot` turns that data into the runtime's objects
+//! (`snapshot::load_str` / `snapshot::load_file` are the whole way from text to a running
+//! config).
 //!
 //! One file per resource, each holding Envoy's schema of it and its reading side by side:
-//! [`bootstrap`] (the top, and the whole [`Config`]), [`listener`], [`http_manager`],
-//! [`route`], [`cluster`] (read into the plain data of [`cluster_spec`], from which the upstream
-//! side builds its clusters), [`tls`], [`quic`], [`wasm`], [`service`], [`overload`],
-//! [`runtime`]; [`schema`] names all of their schema types in one place. Below them sit the
-//! shared pieces ([`common`], [`http_options`], [`typed`], [`duration`], [`file`](mod@file),
-//! [`pem`]). [`source`] is the seam every producer of a config (the file, the file watcher,
-//! later xDS) goes through.
+//! [`bootstrap`] (the top), [`listener`], [`http_manager`], [`route`], [`cluster`] (read into
+//! the plain data of [`cluster_spec`], from which the upstream side builds its clusters),
+//! [`tls`], [`quic`], [`wasm`] (read into the plain data of [`wasm_spec`], from which the Wasm
+//! host loads its plugins), [`service`], [`overload`], [`runtime`]; [`schema`] names all of
+//! their schema types in one place. Below them sit the shared pieces ([`common`],
+//! [`http_options`], [`typed`], [`duration`], [`file`](mod@file), [`pem`]).
 //!
-//! Three runtime objects are still built while the config is read, so that their errors name
-//! the field like any other: a connection manager's route table (`route::RouteTable`), its
-//! access logs (`access_log::AccessLogs`) and the Wasm plugins (`wasm::PluginHandle`). They
-//! are the imports this module still takes from above it.
+//! This module imports nothing above it: the runtime objects a config names (route tables,
+//! access logs, Wasm plugins) build themselves from these types, and `crate::snapshot`
+//! assembles them.
 
 pub mod bootstrap;
 pub mod cluster;
@@ -37,20 +37,14 @@ pub mod route;
 pub mod runtime;
 pub mod schema;
 pub mod service;
-pub mod source;
 pub mod tls;
 pub mod typed;
 pub mod wasm;
 pub mod wasm_spec;
 pub mod yaml_limits;
 
-pub use bootstrap::{Config, WasmServiceConfig};
-pub use http_manager::{
-    DEFAULT_REQUEST_HEADERS_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT, HttpManagerConfig,
-    UpgradeSetting, http_filters,
-};
-pub use listener::{Interception, ListenerConfig, TcpListenerConfig, TcpProxyConfig, TunnelConfig};
-pub use source::{ConfigSource, FileSource, Loaded};
+pub use http_manager::{DEFAULT_REQUEST_HEADERS_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT};
+pub use listener::{Interception, TunnelConfig};
 pub use tls::DownstreamTls;
 
 use bootstrap::Bootstrap;
@@ -159,12 +153,3 @@ pub(crate) fn strip_yaml_path(message: &str) -> &str {
         _ => message,
     }
 }
-
-#[cfg(test)]
-mod hostile_tests;
-
-#[cfg(test)]
-mod sidecar_tests;
-
-#[cfg(test)]
-mod tests;

@@ -270,10 +270,7 @@ pub fn remote_code(
 }
 
 /// Envoy's defaults for a remote data source: 1 retry, back-off base 1 s, max 10 x base.
-fn retry_policy(
-    policy: Option<&RetryPolicy>,
-    path: &str,
-) -> Result<wasm_spec::Retry, FieldError> {
+fn retry_policy(policy: Option<&RetryPolicy>, path: &str) -> Result<wasm_spec::Retry, FieldError> {
     use std::time::Duration;
     let mut retry = wasm_spec::Retry {
         num_retries: 1,

@@ -24,7 +24,7 @@
 use super::tracked::{Activity, StreamGuard, TrackedBody};
 use super::{ConnectionInfo, CurrentManager, HttpManager, headers};
 use crate::body::BoxError;
-use crate::config::HttpManagerConfig;
+use crate::snapshot::HttpManagerConfig;
 use crate::stats::HttpStats;
 use bytes::Bytes;
 use http::{Request, Response};

@@ -1,3 +1,15 @@
+//! The whole snapshot: a bootstrap's validated resources ([`crate::config::bootstrap`])
+//! assembled into one [`Config`], its listeners and Wasm services loaded.
+
+use super::listener::{ListenerConfig, TcpListenerConfig, listener_config, tcp_listener_config};
+use super::wasm::load_plugin;
+use crate::config::bootstrap::Bootstrap;
+use crate::config::cluster::cluster_spec;
+use crate::config::cluster_spec::ClusterSpec;
+use crate::config::listener::listen_address;
+use crate::config::{FieldError, overload, process_settings, runtime, service, wasm, wasm_spec};
+use std::net::SocketAddr;
+
 /// Everything weir runs: listeners, clusters, admin.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -85,7 +97,7 @@ pub(super) fn build(
         clusters.push(cluster_spec(cluster, &path)?);
     }
     let cluster_names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
-    let node = crate::wasm::NodeInfo {
+    let node = wasm_spec::NodeInfo {
         id: bootstrap
             .node
             .as_ref()
@@ -142,7 +154,7 @@ pub(super) fn build(
 /// started once, as a filter's is).
 fn wasm_services(
     extensions: &[service::BootstrapExtension],
-    node: &crate::wasm::NodeInfo,
+    node: &wasm_spec::NodeInfo,
 ) -> Result<Vec<WasmServiceConfig>, FieldError> {
     let mut services = Vec::new();
     for (i, extension) in extensions.iter().enumerate() {

@@ -1,3 +1,18 @@
+//! A listener's HTTP connection manager as the runtime runs it: its validated config
+//! ([`crate::config::http_manager`]) with its route table, access logs and Wasm filters built.
+
+use super::wasm::load_plugin;
+use crate::config::cluster_spec as spec;
+use crate::config::common::{DEFAULT_BUFFER_LIMIT, nonzero};
+use crate::config::http_manager::{
+    CodecType, DEFAULT_REQUEST_HEADERS_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT, HttpConnectionManager,
+    HttpFilter, HttpFilterConfig, PathNormalization, StripPort, strip_port,
+};
+use crate::config::http_options::HeadersWithUnderscoresAction;
+use crate::config::{FieldError, runtime, wasm_spec};
+use crate::route::RouteTable;
+use std::time::Duration;
+
 /// One `upgrade_configs[]` entry of a connection manager.
 #[derive(Debug, Clone)]
 pub struct UpgradeSetting {
@@ -81,7 +96,7 @@ pub(super) fn http_manager_config(
     hcm: &HttpConnectionManager,
     path: &str,
     clusters: &[&str],
-    node: &crate::wasm::NodeInfo,
+    node: &wasm_spec::NodeInfo,
 ) -> Result<HttpManagerConfig, FieldError> {
     let http_filters = http_filters(
         &hcm.http_filters,
@@ -194,7 +209,7 @@ pub fn http_filters(
     filters: &[HttpFilter],
     path: &str,
     clusters: &[&str],
-    node: &crate::wasm::NodeInfo,
+    node: &wasm_spec::NodeInfo,
 ) -> Result<Vec<std::sync::Arc<crate::wasm::PluginHandle>>, FieldError> {
     let mut plugins = Vec::new();
     for (i, filter) in filters.iter().enumerate() {

@@ -1,3 +1,21 @@
+//! A listener as the runtime runs it: its validated config ([`crate::config::listener`]) with
+//! its connection manager ([`ListenerConfig`]) or its `tcp_proxy` and network filters
+//! ([`TcpListenerConfig`]) built.
+
+use super::http_manager::{HttpManagerConfig, http_manager_config};
+use super::wasm::load_plugin;
+use crate::config::FieldError;
+use crate::config::cluster_spec as spec;
+use crate::config::common::nonzero;
+use crate::config::listener::{
+    Interception, Listener, NetworkFilterConfig, TunnelConfig, interception, listen_address,
+    listener_quic,
+};
+use crate::config::tls::{DownstreamTls, TransportSocketConfig, downstream_tls};
+use crate::config::wasm_spec;
+use std::net::SocketAddr;
+use std::time::Duration;
+
 /// A listener whose filter chain is a `tcp_proxy`.
 #[derive(Debug, Clone)]
 pub struct TcpListenerConfig {
@@ -53,7 +71,7 @@ pub(super) fn tcp_listener_config(
     listener: &Listener,
     path: &str,
     clusters: &[&str],
-    node: &crate::wasm::NodeInfo,
+    node: &wasm_spec::NodeInfo,
 ) -> Result<Option<TcpListenerConfig>, FieldError> {
     let [chain] = listener.filter_chains.as_slice() else {
         return Ok(None);
@@ -174,7 +192,7 @@ pub(super) fn listener_config(
     listener: &Listener,
     path: &str,
     clusters: &[&str],
-    node: &crate::wasm::NodeInfo,
+    node: &wasm_spec::NodeInfo,
 ) -> Result<ListenerConfig, FieldError> {
     let address = listen_address(&listener.address, &format!("{path}.address"))?;
     let interception = interception(listener, path)?;
