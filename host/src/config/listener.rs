@@ -1,8 +1,8 @@
 //! `static_resources.listeners[]`: the schema of a listener, its filter chain and its
 //! network filters, and the plain settings read from it (its address, interception, QUIC
-//! settings, a tcp_proxy's tunnel); `crate::snapshot::listener` reads the rest into the
-//! runtime's `ListenerConfig` (an HTTP listener) or `TcpListenerConfig` (a `tcp_proxy`
-//! listener).
+//! settings); `crate::snapshot::listener` reads the rest into the runtime's `ListenerConfig`
+//! (an HTTP listener) or `TcpListenerConfig` (a `tcp_proxy` listener, with its
+//! [`TunnelConfig`]).
 
 use super::FieldError;
 use super::cluster_spec::Http3Settings;

@@ -43,7 +43,6 @@ pub mod wasm;
 pub mod wasm_spec;
 pub mod yaml_limits;
 
-pub use http_manager::{DEFAULT_REQUEST_HEADERS_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT};
 pub use listener::{Interception, TunnelConfig};
 pub use tls::DownstreamTls;
 

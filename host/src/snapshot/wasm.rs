@@ -43,49 +43,49 @@ mod tests {
         let config = |filter: &str| {
             format!(
                 r#"
-    static_resources:
-      listeners:
-      - name: main
-        address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8080 }} }}
-        filter_chains:
-        - filters:
-          - name: envoy.filters.network.http_connection_manager
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-              stat_prefix: ingress
-              route_config: {{ virtual_hosts: [ {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, direct_response: {{ status: 200 }} }} ] }} ] }}
-              http_filters:
-    {filter}
-              - name: envoy.filters.http.router
-    "#
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8080 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config: {{ virtual_hosts: [ {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, direct_response: {{ status: 200 }} }} ] }} ] }}
+          http_filters:
+{filter}
+          - name: envoy.filters.http.router
+"#
             )
         };
         let typed_struct = format!(
             r#"          - name: envoy.filters.http.wasm
-                typed_config:
-                  "@type": type.googleapis.com/udpa.type.v1.TypedStruct
-                  type_url: type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-                  value:
-                    config:
-                      name: inline
-                      vm_config:
-                        runtime: envoy.wasm.runtime.wasmtime
-                        code: {{ local: {{ inline_bytes: "{inline}" }} }}
-                      configuration:
-                        "@type": type.googleapis.com/google.protobuf.StringValue
-                        value: "hello""#
+            typed_config:
+              "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+              type_url: type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              value:
+                config:
+                  name: inline
+                  vm_config:
+                    runtime: envoy.wasm.runtime.wasmtime
+                    code: {{ local: {{ inline_bytes: "{inline}" }} }}
+                  configuration:
+                    "@type": type.googleapis.com/google.protobuf.StringValue
+                    value: "hello""#
         );
-        let loaded = super::super::load_str(&config(&typed_struct), "t.yaml").expect("config");
+        let loaded = crate::snapshot::load_str(&config(&typed_struct), "t.yaml").expect("config");
         let plugins = &loaded.listeners[0].http.http_filters;
         assert_eq!(plugins.len(), 1);
         assert_eq!(plugins[0].name(), "inline");
 
         let missing = r#"          - name: envoy.filters.http.wasm
-                typed_config:
-                  "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-                  config:
-                    vm_config: { code: { local: { filename: /nonexistent/filter.wasm } } }"#;
-        let error = super::super::load_str(&config(missing), "t.yaml").unwrap_err();
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                vm_config: { code: { local: { filename: /nonexistent/filter.wasm } } }"#;
+        let error = crate::snapshot::load_str(&config(missing), "t.yaml").unwrap_err();
         assert!(
             error
                 .path
@@ -93,12 +93,12 @@ mod tests {
             "{error}"
         );
         let unknown_field = r#"          - name: envoy.filters.http.wasm
-                typed_config:
-                  "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-                  config:
-                    vm_config: { code: { local: { filename: x } } }
-                    bogus: 1"#;
-        let error = super::super::load_str(&config(unknown_field), "t.yaml").unwrap_err();
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                vm_config: { code: { local: { filename: x } } }
+                bogus: 1"#;
+        let error = crate::snapshot::load_str(&config(unknown_field), "t.yaml").unwrap_err();
         assert!(
             error
                 .path
@@ -145,7 +145,7 @@ static_resources:
     const REMOTE: &str = "config.vm_config.code.remote";
 
     fn error_of(code: &str) -> crate::config::ConfigError {
-        match super::super::load_str(&config_with_code(code), "t.yaml") {
+        match crate::snapshot::load_str(&config_with_code(code), "t.yaml") {
             Ok(_) => panic!("{code} loads"),
             Err(error) => error,
         }
@@ -156,7 +156,7 @@ static_resources:
         let code = format!(
             "{{ remote: {{ http_uri: {{ uri: \"http://modules.local/f.wasm\", cluster: modules, timeout: 2s }}, sha256: {SHA}, retry_policy: {{ num_retries: 3, retry_back_off: {{ base_interval: 0.2s }} }} }} }}"
         );
-        let config = match super::super::load_str(&config_with_code(&code), "t.yaml") {
+        let config = match crate::snapshot::load_str(&config_with_code(&code), "t.yaml") {
             Ok(config) => config,
             Err(error) => panic!("{error}"),
         };
@@ -184,7 +184,7 @@ static_resources:
         let code = format!(
             "{{ remote: {{ http_uri: {{ uri: \"http://m/f.wasm\", cluster: modules, timeout: 1s }}, sha256: {SHA} }} }}"
         );
-        let config = super::super::load_str(&config_with_code(&code), "t.yaml")
+        let config = crate::snapshot::load_str(&config_with_code(&code), "t.yaml")
             .unwrap_or_else(|e| panic!("{e}"));
         let handles = config.plugin_handles();
         let retry = handles[0].remote_code().expect("remote").retry;
@@ -251,7 +251,7 @@ static_resources:
         let code = format!(
             "{{ remote: {{ http_uri: {{ uri: \"oci://127.0.0.1:1/f:v1\", cluster: no_such_cluster, timeout: 1s }}, sha256: {SHA}, retry_policy: {{ num_retries: 0 }} }} }}"
         );
-        let config = super::super::load_str(&config_with_code(&code), "t.yaml")
+        let config = crate::snapshot::load_str(&config_with_code(&code), "t.yaml")
             .unwrap_or_else(|e| panic!("{e}"));
         let clusters =
             ClusterManager::new(config.clusters.clone()).unwrap_or_else(|e| panic!("{e}"));
