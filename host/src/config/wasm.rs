@@ -207,7 +207,7 @@ pub fn plugin_spec(
 /// Reads `vm_config.code.remote` of the plugin (at `path`, the filter's `typed_config`) into
 /// what the fetcher needs; `None` for local code. `clusters` are the configured cluster names
 /// (`http_uri.cluster` must be one). The module itself is fetched once the clusters exist
-/// ([`wasm_spec::resolve`]), never here: parsing a config does no I/O on the network.
+/// ([`crate::wasm::remote::resolve`]), never here: parsing a config does no I/O on the network.
 pub fn remote_code(
     filter: &WasmFilterConfig,
     path: &str,
