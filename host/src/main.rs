@@ -427,7 +427,7 @@ fn serve(
         weir::reload::watch::spawn(&reloader, tokio::runtime::Handle::current());
         let overload_source = reloader.clone();
         tokio::spawn(weir::overload::run(
-            move || overload_source.current().config.clone(),
+            move || overload_source.current().config.overload.clone(),
             default_limit,
         ));
         let admin = Admin::new(
