@@ -1,5 +1,5 @@
 //! The top of the file (`node`, `admin`, `static_resources`, `bootstrap_extensions`, ...): its
-//! schema. `crate::snapshot::bootstrap` reads it, resource by resource, into the whole
+//! schema. `snapshot::bootstrap` reads it, resource by resource, into the whole
 //! runtime config.
 
 use super::cluster::Cluster;

@@ -1,6 +1,6 @@
 //! `envoy.filters.network.http_connection_manager`: its schema and the plain settings read
 //! from it (path handling, host ports, Envoy's default timeouts);
-//! `crate::snapshot::http_manager` reads the rest into the runtime's `HttpManagerConfig`
+//! `snapshot::http_manager` reads the rest into the runtime's `HttpManagerConfig`
 //! (timeouts, limits, filters, upgrades), with Envoy's defaults applied.
 
 use super::FieldError;

@@ -1,6 +1,6 @@
 //! `static_resources.listeners[]`: the schema of a listener, its filter chain and its
 //! network filters, and the plain settings read from it (its address, interception, QUIC
-//! settings); `crate::snapshot::listener` reads the rest into the runtime's `ListenerConfig`
+//! settings); `snapshot::listener` reads the rest into the runtime's `ListenerConfig`
 //! (an HTTP listener) or `TcpListenerConfig` (a `tcp_proxy` listener, with its
 //! [`TunnelConfig`]).
 

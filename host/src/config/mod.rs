@@ -3,7 +3,7 @@
 //! [`parse`] reads YAML with `serde_yaml_ng`, tracking the field path of every error; each
 //! resource's file then checks what serde cannot (references, exclusive fields, regexes,
 //! addresses) and reads it into plain data with Envoy's defaults applied, so nothing past this
-//! module reads YAML. `crate::snapshot` turns that data into the runtime's objects
+//! module reads YAML. `snapshot` turns that data into the runtime's objects
 //! (`snapshot::load_str` / `snapshot::load_file` are the whole way from text to a running
 //! config).
 //!
@@ -16,7 +16,7 @@
 //! [`http_options`], [`typed`], [`duration`], [`file`](mod@file), [`pem`]).
 //!
 //! This module imports nothing above it: the runtime objects a config names (route tables,
-//! access logs, Wasm plugins) build themselves from these types, and `crate::snapshot`
+//! access logs, Wasm plugins) build themselves from these types, and `snapshot`
 //! assembles them.
 
 pub mod bootstrap;
