@@ -1,7 +1,7 @@
 //! What a Wasm plugin is, as the Wasm host needs it: plain data read from the config.
 //!
 //! [`super::wasm`] turns a filter's `typed_config` (Envoy's `PluginConfig`) into a
-//! [`PluginSpec`] and, for `vm_config.code.remote`, a [`RemoteCode`]; `crate::wasm` loads
+//! [`PluginSpec`] and, for `vm_config.code.remote`, a [`RemoteCode`]; `wasm` loads
 //! plugins from them and fetches remote modules, so nothing on the Wasm side reads YAML.
 
 use std::time::Duration;
@@ -91,7 +91,7 @@ impl ModuleSource {
     }
 }
 
-/// The retry policy of a fetch (see `crate::wasm::remote`).
+/// The retry policy of a fetch (see `wasm::remote`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {
     /// Retries after the first attempt.
@@ -114,7 +114,7 @@ pub struct RemoteCode {
     /// `weir_image_pull_policy` (for [`ModuleSource::Oci`]).
     pub pull_policy: PullPolicy,
     /// `http_uri.timeout`: the limit of one attempt (zero: weir's ceiling, see
-    /// `crate::wasm::remote`).
+    /// `wasm::remote`).
     pub timeout: Duration,
     /// `sha256`.
     pub sha256: [u8; 32],
@@ -138,7 +138,7 @@ pub fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
     Ok(digest)
 }
 
-/// When to contact an OCI registry (see `crate::wasm::oci`).
+/// When to contact an OCI registry (see `wasm::oci`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum PullPolicy {
     /// Serve a module already pulled for this reference and digest from the local store.
