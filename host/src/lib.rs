@@ -20,6 +20,7 @@ pub mod reload;
 pub mod route;
 pub mod services;
 pub mod settings;
+pub mod snapshot;
 pub mod socket;
 pub mod stats;
 pub mod tunnel;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use weir::admin::Admin;
 use weir::config;
 use weir::reload::{Reloader, Snapshot};
+use weir::snapshot;
 use weir::upstream::ClusterManager;
 use weir::worker::Workers;
 
@@ -168,7 +169,7 @@ fn main() -> ExitCode {
                 eprintln!("weir validate: give the file with -c FILE");
                 ExitCode::from(2)
             }
-            Some(path) => match config::load_file(path)
+            Some(path) => match snapshot::load_file(path)
                 .map_err(anyhow::Error::from)
                 .and_then(|config| {
                     fetch_remote_modules(&config)?;
@@ -203,7 +204,7 @@ fn main() -> ExitCode {
 /// `weir validate`: fetches (or takes from the store) every remote Wasm module, checks its
 /// sha256 and loads it, as a reload would; so a config validated here will not be refused for
 /// its modules. (Envoy's validation mode fetches nothing.)
-fn fetch_remote_modules(config: &config::Config) -> anyhow::Result<()> {
+fn fetch_remote_modules(config: &snapshot::Config) -> anyhow::Result<()> {
     let handles = config.plugin_handles();
     if handles.iter().all(|handle| handle.remote_code().is_none()) {
         return Ok(());
@@ -321,7 +322,7 @@ fn serve(
         None => {
             tracing::info!("no config given (-c FILE): serving the built-in config");
             (
-                config::load_str(config::DEFAULT_CONFIG, "<built-in>")?,
+                snapshot::load_str(config::DEFAULT_CONFIG, "<built-in>")?,
                 None,
             )
         }
@@ -426,7 +427,7 @@ fn serve(
         weir::reload::watch::spawn(&reloader, tokio::runtime::Handle::current());
         let overload_source = reloader.clone();
         tokio::spawn(weir::overload::run(
-            move || overload_source.current().config.clone(),
+            move || overload_source.current().config.overload.clone(),
             default_limit,
         ));
         let admin = Admin::new(

@@ -16,7 +16,6 @@
 
 use crate::config::overload::{MonitorKind, OverloadConfig};
 use crate::stats::OverloadStats;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -283,20 +282,17 @@ fn percent(fraction: f64) -> i64 {
     (fraction * 100.0).round() as i64
 }
 
-/// Refreshes the state every `refresh_interval` of the config `current` returns (read anew
-/// each time, so a reload's monitors, actions and limit apply from the next refresh). Runs
-/// until its task is dropped.
+/// Refreshes the state every `refresh_interval` of the overload config `current` returns (the
+/// running config's, read anew each time, so a reload's monitors, actions and limit apply from
+/// the next refresh). Runs until its task is dropped.
 pub async fn run<F>(current: F, default_limit: u64)
 where
-    F: Fn() -> Arc<crate::config::Config> + Send + 'static,
+    F: Fn() -> OverloadConfig + Send + 'static,
 {
     loop {
         let config = current();
-        refresh(&config.overload, default_limit);
-        let interval = config
-            .overload
-            .refresh_interval
-            .max(Duration::from_millis(1));
+        refresh(&config, default_limit);
+        let interval = config.refresh_interval.max(Duration::from_millis(1));
         drop(config);
         tokio::time::sleep(interval).await;
     }

@@ -7,10 +7,11 @@
 //! over the pools of clusters the reload left unchanged, and stores them where its accept
 //! loops take them from; then it reports the generation it runs.
 
-use crate::config::{Interception, ListenerConfig};
+use crate::config::Interception;
 use crate::http::{CurrentManager, HttpManager};
 use crate::listener::{self, TlsError};
 use crate::reload::{Publisher, Snapshot};
+use crate::snapshot::ListenerConfig;
 use crate::tunnel::tcp_proxy::{CurrentTcpProxy, TcpProxy};
 use crate::upstream::WorkerPools;
 use arc_swap::ArcSwap;
@@ -61,7 +62,7 @@ pub struct Workers {
 struct TcpWorkerListener {
     /// Its place in the config's `tcp_listeners`.
     index: usize,
-    config: Arc<crate::config::TcpProxyConfig>,
+    config: Arc<crate::snapshot::TcpProxyConfig>,
     socket: std::net::TcpListener,
     interception: Interception,
 }
@@ -70,7 +71,7 @@ struct TcpWorkerListener {
 struct WorkerListener {
     /// Its place in the config's `listeners`.
     index: usize,
-    config: Arc<crate::config::HttpManagerConfig>,
+    config: Arc<crate::snapshot::HttpManagerConfig>,
     socket: ListenerSocket,
     tls: Option<tokio_rustls::TlsAcceptor>,
     interception: Interception,

@@ -333,7 +333,7 @@ impl<'de> Deserialize<'de> for ProtocolOptionsMap {
 }
 
 /// Reads the cluster at `path` (`static_resources.clusters[i]`) into its [`ClusterSpec`].
-pub(super) fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldError> {
+pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldError> {
     use DiscoveryType;
     let discovery = match cluster.discovery_type {
         DiscoveryType::STATIC => spec::Discovery::Static,

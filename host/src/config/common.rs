@@ -105,6 +105,6 @@ pub struct DataSource {
 pub const DEFAULT_BUFFER_LIMIT: usize = 1 << 20;
 
 /// Envoy's convention: a zero duration disables the timeout.
-pub(super) fn nonzero(duration: Option<Duration>) -> Option<Duration> {
+pub fn nonzero(duration: Option<Duration>) -> Option<Duration> {
     duration.filter(|d| !d.is_zero())
 }

@@ -1,20 +1,14 @@
-//! `envoy.filters.network.http_connection_manager`: its schema and its reading into
-//! [`HttpManagerConfig`] (timeouts, limits, filters, upgrades, path handling), with Envoy's
-//! defaults applied.
+//! `envoy.filters.network.http_connection_manager`: its schema and the plain settings read
+//! from it (path handling, host ports, Envoy's default timeouts);
+//! `snapshot::http_manager` reads the rest into the runtime's `HttpManagerConfig`
+//! (timeouts, limits, filters, upgrades), with Envoy's defaults applied.
 
-use super::cluster_spec as spec;
-use super::common::{DEFAULT_BUFFER_LIMIT, nonzero};
+use super::FieldError;
 use super::duration::ConfigDuration;
-use super::http_options::{
-    CommonHttpProtocolOptions, HeadersWithUnderscoresAction, Http1ProtocolOptions,
-    Http2ProtocolOptions,
-};
+use super::http_options::{CommonHttpProtocolOptions, Http1ProtocolOptions, Http2ProtocolOptions};
 use super::quic::Http3ProtocolOptions;
 use super::route::RouteConfiguration;
 use super::typed::{RawExtension, split_typed, type_names, typed, unsupported};
-use super::wasm::load_plugin;
-use super::{FieldError, runtime};
-use crate::route::RouteTable;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
@@ -195,83 +189,6 @@ impl<'de> Deserialize<'de> for HttpFilter {
     }
 }
 
-/// One `upgrade_configs[]` entry of a connection manager.
-#[derive(Debug, Clone)]
-pub struct UpgradeSetting {
-    /// The upgrade type, lowercased (`connect` for CONNECT).
-    pub upgrade_type: String,
-    /// Allowed unless a route says otherwise.
-    pub enabled: bool,
-    /// The filter chain for this type, replacing the default one.
-    pub filters: Option<Vec<std::sync::Arc<crate::wasm::PluginHandle>>>,
-}
-
-/// The HTTP connection manager of a listener.
-#[derive(Debug, Clone)]
-pub struct HttpManagerConfig {
-    /// Label of its stats.
-    pub stat_prefix: String,
-    /// Which codec(s) it speaks.
-    pub codec: CodecType,
-    /// Virtual hosts and routes.
-    pub routes: RouteTable,
-    /// Close connections idle this long (Envoy default 1h; `None` = never).
-    pub idle_timeout: Option<Duration>,
-    /// Most headers a request may carry (Envoy default 100).
-    pub max_headers_count: usize,
-    /// Most bytes a request head may take (`max_request_headers_kb`, default 60 KiB).
-    pub max_request_headers_bytes: u32,
-    /// What to do with header names that have an underscore.
-    pub headers_with_underscores: HeadersWithUnderscoresAction,
-    /// Time allowed to receive request headers (weir's default 10 s).
-    pub request_headers_timeout: Option<Duration>,
-    /// Time a stream may go without a byte either way (default 5 min).
-    pub stream_idle_timeout: Option<Duration>,
-    /// Premature-reset and per-cycle limits (from `layered_runtime`).
-    pub abuse: runtime::StreamAbuseLimits,
-    /// Time allowed to receive a whole request.
-    pub request_timeout: Option<Duration>,
-    /// Downstream HTTP/2 settings.
-    pub http2: spec::Http2Settings,
-    /// Advertise RFC 8441 extended CONNECT.
-    pub allow_connect: bool,
-    /// Advertise RFC 9220 extended CONNECT on HTTP/3 (`http3_protocol_options.
-    /// allow_extended_connect`).
-    pub allow_extended_connect: bool,
-    /// Append the peer address to x-forwarded-for and trust it as the client.
-    pub use_remote_address: bool,
-    /// Generate x-request-id when absent.
-    pub generate_request_id: bool,
-    /// `server` header of responses.
-    pub server_name: String,
-    /// Close connections this long after they opened.
-    pub max_connection_duration: Option<Duration>,
-    /// Drain a connection once it has started this many requests.
-    pub max_requests_per_connection: Option<u32>,
-    /// The Wasm plugins of `http_filters`, in order (the router, always last, is not listed).
-    pub http_filters: Vec<std::sync::Arc<crate::wasm::PluginHandle>>,
-    /// `upgrade_configs`.
-    pub upgrades: Vec<UpgradeSetting>,
-    /// Most body bytes a Wasm filter may hold paused: the listener's
-    /// `per_connection_buffer_limit_bytes` (Envoy default 1 MiB).
-    pub buffer_limit: usize,
-    /// `normalize_path`, `merge_slashes` and `path_with_escaped_slashes_action`.
-    pub path_normalization: PathNormalization,
-    /// `strip_matching_host_port` / `strip_any_host_port`.
-    pub strip_port: StripPort,
-    /// `access_log[]`: `None` when there is none, so a request costs nothing extra.
-    pub access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
-}
-
-impl HttpManagerConfig {
-    /// The manager's setting for `upgrade_type` (case-insensitive), if it lists that type.
-    pub fn upgrade(&self, upgrade_type: &str) -> Option<&UpgradeSetting> {
-        self.upgrades
-            .iter()
-            .find(|u| u.upgrade_type.eq_ignore_ascii_case(upgrade_type))
-    }
-}
-
 /// How a connection manager normalises request paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathNormalization {
@@ -314,121 +231,9 @@ pub const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
 /// `stream_idle_timeout` when the config gives none (Envoy's default).
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Reads the connection manager whose `typed_config` is at `path`; `clusters` are the names
-/// routes and remote modules may refer to.
-pub(super) fn http_manager_config(
-    hcm: &HttpConnectionManager,
-    path: &str,
-    clusters: &[&str],
-    node: &crate::wasm::NodeInfo,
-) -> Result<HttpManagerConfig, FieldError> {
-    let http_filters = http_filters(
-        &hcm.http_filters,
-        &format!("{path}.http_filters"),
-        clusters,
-        node,
-    )?;
-    let mut upgrades = Vec::new();
-    for (u, upgrade) in hcm.upgrade_configs.iter().enumerate() {
-        let filters = match &upgrade.filters {
-            Some(filters) => Some(self::http_filters(
-                filters,
-                &format!("{path}.upgrade_configs[{u}].filters"),
-                clusters,
-                node,
-            )?),
-            None => None,
-        };
-        upgrades.push(UpgradeSetting {
-            upgrade_type: upgrade.upgrade_type.to_ascii_lowercase(),
-            enabled: upgrade.enabled.unwrap_or(true),
-            filters,
-        });
-    }
-
-    let routes = RouteTable::build(&hcm.route_config, &format!("{path}.route_config"), clusters)?;
-    let common = hcm.common_http_protocol_options.clone().unwrap_or_default();
-    let h2 = hcm.http2_protocol_options.clone().unwrap_or_default();
-    let defaults = spec::Http2Settings::downstream();
-    let max_headers_count = common.max_headers_count.unwrap_or(100);
-    if max_headers_count == 0 {
-        return Err(FieldError::new(
-            format!("{path}.common_http_protocol_options.max_headers_count"),
-            "must be at least 1",
-        ));
-    }
-    let max_request_headers_kb = hcm.max_request_headers_kb.unwrap_or(60);
-    if !(1..=8192).contains(&max_request_headers_kb) {
-        return Err(FieldError::new(
-            format!("{path}.max_request_headers_kb"),
-            "must be between 1 and 8192",
-        ));
-    }
-    Ok(HttpManagerConfig {
-        stat_prefix: hcm.stat_prefix.clone(),
-        codec: hcm.codec_type,
-        routes,
-        idle_timeout: nonzero(
-            common
-                .idle_timeout
-                .map(|d| d.get())
-                .or(Some(Duration::from_secs(3600))),
-        ),
-        max_headers_count: max_headers_count as usize,
-        max_request_headers_bytes: max_request_headers_kb * 1024,
-        headers_with_underscores: common.headers_with_underscores_action,
-        request_headers_timeout: nonzero(
-            hcm.request_headers_timeout
-                .map(|d| d.get())
-                .or(Some(DEFAULT_REQUEST_HEADERS_TIMEOUT)),
-        ),
-        stream_idle_timeout: nonzero(
-            hcm.stream_idle_timeout
-                .map(|d| d.get())
-                .or(Some(DEFAULT_STREAM_IDLE_TIMEOUT)),
-        ),
-        abuse: runtime::StreamAbuseLimits::default(),
-        request_timeout: nonzero(hcm.request_timeout.map(|d| d.get())),
-        http2: spec::Http2Settings {
-            max_concurrent_streams: h2
-                .max_concurrent_streams
-                .unwrap_or(defaults.max_concurrent_streams),
-            initial_stream_window_size: h2
-                .initial_stream_window_size
-                .unwrap_or(defaults.initial_stream_window_size),
-            initial_connection_window_size: h2
-                .initial_connection_window_size
-                .unwrap_or(defaults.initial_connection_window_size),
-        },
-        allow_connect: h2.allow_connect,
-        allow_extended_connect: hcm
-            .http3_protocol_options
-            .as_ref()
-            .is_some_and(|h3| h3.allow_extended_connect),
-        use_remote_address: hcm.use_remote_address,
-        generate_request_id: hcm.generate_request_id.unwrap_or(true),
-        server_name: hcm.server_name.clone().unwrap_or_else(|| "weir".into()),
-        max_connection_duration: nonzero(common.max_connection_duration.map(|d| d.get())),
-        max_requests_per_connection: common.max_requests_per_connection.filter(|n| *n > 0),
-        http_filters,
-        upgrades,
-        buffer_limit: DEFAULT_BUFFER_LIMIT,
-        path_normalization: PathNormalization {
-            normalize_path: hcm.normalize_path.unwrap_or(true),
-            merge_slashes: hcm.merge_slashes,
-            escaped_slashes: hcm.path_with_escaped_slashes_action,
-        },
-        strip_port: strip_port(hcm, path)?,
-        access_log: crate::access_log::AccessLogs::from_config(
-            &hcm.access_log,
-            &format!("{path}.access_log"),
-        )?,
-    })
-}
-
 /// `strip_matching_host_port` and `strip_any_host_port` of the manager at `path`: at most
 /// one of them (Envoy's `oneof`).
-fn strip_port(hcm: &HttpConnectionManager, path: &str) -> Result<StripPort, FieldError> {
+pub fn strip_port(hcm: &HttpConnectionManager, path: &str) -> Result<StripPort, FieldError> {
     match (hcm.strip_matching_host_port, hcm.strip_any_host_port) {
         (false, false) => Ok(StripPort::Never),
         (true, false) => Ok(StripPort::Matching),
@@ -438,34 +243,4 @@ fn strip_port(hcm: &HttpConnectionManager, path: &str) -> Result<StripPort, Fiel
             "set at most one of strip_matching_host_port and strip_any_host_port",
         )),
     }
-}
-
-/// Reads a list of `http_filters` (at `path`) into the Wasm plugins it runs, in order,
-/// loading and compiling each module. The router must be last (and may be absent, as in
-/// `upgrade_configs[].filters`).
-pub fn http_filters(
-    filters: &[HttpFilter],
-    path: &str,
-    clusters: &[&str],
-    node: &crate::wasm::NodeInfo,
-) -> Result<Vec<std::sync::Arc<crate::wasm::PluginHandle>>, FieldError> {
-    let mut plugins = Vec::new();
-    for (i, filter) in filters.iter().enumerate() {
-        let filter_path = format!("{path}[{i}]");
-        match &filter.config {
-            HttpFilterConfig::Router(_) => {
-                if i + 1 != filters.len() {
-                    return Err(FieldError::new(
-                        filter_path,
-                        "the router must be the last HTTP filter",
-                    ));
-                }
-            }
-            HttpFilterConfig::Wasm(wasm_config) => {
-                let typed_path = format!("{filter_path}.typed_config");
-                plugins.push(load_plugin(wasm_config, &typed_path, clusters, node)?);
-            }
-        }
-    }
-    Ok(plugins)
 }

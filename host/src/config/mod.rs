@@ -1,23 +1,23 @@
-//! The YAML config: Envoy's v3 bootstrap shape in, weir's runtime config out.
+//! The YAML config: Envoy's v3 bootstrap shape in, checked plain data out.
 //!
-//! [`load_file`] / [`load_str`] parse with `serde_yaml_ng`, tracking the field path of every
-//! error, check what serde cannot (references, exclusive fields, regexes, addresses), and turn
-//! the result into [`Config`], with Envoy's defaults applied, so nothing past this module
-//! reads YAML.
+//! [`parse`] reads YAML with `serde_yaml_ng`, tracking the field path of every error; each
+//! resource's file then checks what serde cannot (references, exclusive fields, regexes,
+//! addresses) and reads it into plain data with Envoy's defaults applied, so nothing past this
+//! module reads YAML. `snapshot` turns that data into the runtime's objects
+//! (`snapshot::load_str` / `snapshot::load_file` are the whole way from text to a running
+//! config).
 //!
 //! One file per resource, each holding Envoy's schema of it and its reading side by side:
-//! [`bootstrap`] (the top, and the whole [`Config`]), [`listener`], [`http_manager`],
-//! [`route`], [`cluster`] (read into the plain data of [`cluster_spec`], from which the upstream
-//! side builds its clusters), [`tls`], [`quic`], [`wasm`], [`service`], [`overload`],
-//! [`runtime`]; [`schema`] names all of their schema types in one place. Below them sit the
-//! shared pieces ([`common`], [`http_options`], [`typed`], [`duration`], [`file`](mod@file),
-//! [`pem`]). [`source`] is the seam every producer of a config (the file, the file watcher,
-//! later xDS) goes through.
+//! [`bootstrap`] (the top), [`listener`], [`http_manager`], [`route`], [`cluster`] (read into
+//! the plain data of [`cluster_spec`], from which the upstream side builds its clusters),
+//! [`tls`], [`quic`], [`wasm`] (read into the plain data of [`wasm_spec`], from which the Wasm
+//! host loads its plugins), [`service`], [`overload`], [`runtime`]; [`schema`] names all of
+//! their schema types in one place. Below them sit the shared pieces ([`common`],
+//! [`http_options`], [`typed`], [`duration`], [`file`](mod@file), [`pem`]).
 //!
-//! Three runtime objects are still built while the config is read, so that their errors name
-//! the field like any other: a connection manager's route table (`route::RouteTable`), its
-//! access logs (`access_log::AccessLogs`) and the Wasm plugins (`wasm::PluginHandle`). They
-//! are the imports this module still takes from above it.
+//! This module imports nothing above it: the runtime objects a config names (route tables,
+//! access logs, Wasm plugins) build themselves from these types, and `snapshot`
+//! assembles them.
 
 pub mod bootstrap;
 pub mod cluster;
@@ -37,19 +37,13 @@ pub mod route;
 pub mod runtime;
 pub mod schema;
 pub mod service;
-pub mod source;
 pub mod tls;
 pub mod typed;
 pub mod wasm;
+pub mod wasm_spec;
 pub mod yaml_limits;
 
-pub use bootstrap::{Config, WasmServiceConfig};
-pub use http_manager::{
-    DEFAULT_REQUEST_HEADERS_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT, HttpManagerConfig,
-    UpgradeSetting, http_filters,
-};
-pub use listener::{Interception, ListenerConfig, TcpListenerConfig, TcpProxyConfig, TunnelConfig};
-pub use source::{ConfigSource, FileSource, Loaded};
+pub use listener::{Interception, TunnelConfig};
 pub use tls::DownstreamTls;
 
 use bootstrap::Bootstrap;
@@ -99,12 +93,6 @@ impl FieldError {
     }
 }
 
-/// Reads and checks the config file at `path`.
-pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let text = read_text(path)?;
-    load_str(&text, &path.display().to_string())
-}
-
 /// Reads the config file at `path` as text: a regular file of at most
 /// [`file::MAX_CONFIG_BYTES`], in UTF-8.
 pub fn read_text(path: &Path) -> Result<String, ConfigError> {
@@ -116,15 +104,6 @@ pub fn read_text(path: &Path) -> Result<String, ConfigError> {
     let bytes = file::read_limited(path, file::MAX_CONFIG_BYTES)
         .map_err(|e| error(format!("cannot read the file: {e}")))?;
     String::from_utf8(bytes).map_err(|e| error(format!("cannot read the file: not UTF-8: {e}")))
-}
-
-/// Reads and checks config `text`; `file` names it in errors.
-pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
-    yaml_limits::check(text).map_err(|e| e.in_file(file))?;
-    let bootstrap = parse(text).map_err(|e| e.in_file(file))?;
-    let dump =
-        serde_yaml_ng::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null);
-    bootstrap::build(bootstrap, file, dump).map_err(|e| e.in_file(file))
 }
 
 /// Parses YAML into the schema, with the field path of any error.
@@ -173,12 +152,3 @@ pub(crate) fn strip_yaml_path(message: &str) -> &str {
         _ => message,
     }
 }
-
-#[cfg(test)]
-mod hostile_tests;
-
-#[cfg(test)]
-mod sidecar_tests;
-
-#[cfg(test)]
-mod tests;

@@ -445,9 +445,11 @@ fn trigger_of(
 mod tests {
     use super::*;
 
+    /// The `overload_manager` of a config file holding only it, read as the whole file is.
     fn load(overload: &str) -> Result<OverloadConfig, crate::config::ConfigError> {
         let text = format!("overload_manager:\n{overload}");
-        crate::config::load_str(&text, "test.yaml").map(|c| c.overload)
+        let bootstrap = crate::config::parse(&text).map_err(|e| e.in_file("test.yaml"))?;
+        build(bootstrap.overload_manager.as_ref()).map_err(|e| e.in_file("test.yaml"))
     }
 
     #[test]
@@ -497,7 +499,8 @@ mod tests {
 
     #[test]
     fn absent_means_defaults() {
-        let config = crate::config::load_str("{}", "test.yaml").unwrap().overload;
+        let bootstrap = crate::config::parse("{}").unwrap();
+        let config = build(bootstrap.overload_manager.as_ref()).unwrap();
         assert_eq!(config, OverloadConfig::default());
         assert_eq!(config.refresh_interval, Duration::from_secs(1));
         assert_eq!(config.max_active_downstream_connections(), None);

@@ -192,7 +192,7 @@ fn trusted_ca(common: &CommonTlsContext, path: &str) -> Result<Option<PathBuf>, 
 }
 
 /// Reads a listener's TLS context at `path`, checking each certificate and key loads.
-pub(super) fn downstream_tls(
+pub fn downstream_tls(
     context: &DownstreamTlsContext,
     path: &str,
 ) -> Result<DownstreamTls, FieldError> {

@@ -1,13 +1,13 @@
 //! `envoy.extensions.filters.http.wasm.v3.Wasm`: the proxy-wasm filter's config as Envoy writes
-//! it, and its reading into a [`crate::wasm::PluginSpec`].
+//! it, and its reading into a [`wasm_spec::PluginSpec`].
 //!
 //! The plugin and VM `configuration` fields are protobuf `Any`s: usually a `StringValue`, whose
 //! string's bytes are what the module reads. Any `runtime` is accepted (weir runs every module
 //! on wasmtime).
 
-use super::FieldError;
 use super::common::DataSource;
 use super::duration::ConfigDuration;
+use super::{FieldError, wasm_spec};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
@@ -150,8 +150,8 @@ pub struct BackoffStrategy {
 pub fn plugin_spec(
     filter: &WasmFilterConfig,
     path: &str,
-    node: &crate::wasm::NodeInfo,
-) -> Result<crate::wasm::PluginSpec, FieldError> {
+    node: &wasm_spec::NodeInfo,
+) -> Result<wasm_spec::PluginSpec, FieldError> {
     let plugin = &filter.config;
     let vm = &plugin.vm_config;
     let code_path = format!("{path}.config.vm_config.code");
@@ -180,7 +180,7 @@ pub fn plugin_spec(
             ));
         }
     };
-    Ok(crate::wasm::PluginSpec {
+    Ok(wasm_spec::PluginSpec {
         name: plugin.name.clone(),
         root_id: plugin.root_id.clone(),
         vm_id: vm.vm_id.clone(),
@@ -212,16 +212,16 @@ pub fn remote_code(
     filter: &WasmFilterConfig,
     path: &str,
     clusters: &[&str],
-) -> Result<Option<crate::wasm::remote::RemoteCode>, FieldError> {
+) -> Result<Option<wasm_spec::RemoteCode>, FieldError> {
     let Some(remote) = &filter.config.vm_config.code.remote else {
         return Ok(None);
     };
     let path = format!("{path}.config.vm_config.code.remote");
     let uri_path = format!("{path}.http_uri.uri");
-    let source = crate::wasm::remote::ModuleSource::parse(&remote.http_uri.uri)
+    let source = wasm_spec::ModuleSource::parse(&remote.http_uri.uri)
         .map_err(|reason| FieldError::new(&uri_path, reason))?;
     let cluster = &remote.http_uri.cluster;
-    let is_oci = matches!(source, crate::wasm::remote::ModuleSource::Oci(_));
+    let is_oci = matches!(source, wasm_spec::ModuleSource::Oci(_));
     if !is_oci && !clusters.contains(&cluster.as_str()) {
         return Err(FieldError::new(
             format!("{path}.http_uri.cluster"),
@@ -241,7 +241,7 @@ pub fn remote_code(
                 "required: the module's SHA-256 (64 hex digits); a remote module is only run when its digest matches",
             ));
         }
-        Some(text) => crate::wasm::remote::parse_sha256(text)
+        Some(text) => wasm_spec::parse_sha256(text)
             .map_err(|reason| FieldError::new(format!("{path}.sha256"), reason))?,
     };
     let retry = retry_policy(
@@ -249,15 +249,15 @@ pub fn remote_code(
         &format!("{path}.retry_policy"),
     )?;
     let pull_policy = match remote.weir_image_pull_policy.as_deref() {
-        None => crate::wasm::oci::PullPolicy::default(),
-        Some(text) => crate::wasm::oci::PullPolicy::parse(text).ok_or_else(|| {
+        None => wasm_spec::PullPolicy::default(),
+        Some(text) => wasm_spec::PullPolicy::parse(text).ok_or_else(|| {
             FieldError::new(
                 format!("{path}.weir_image_pull_policy"),
                 format!("unknown pull policy {text:?}; accepted: IfNotPresent, Always"),
             )
         })?,
     };
-    Ok(Some(crate::wasm::remote::RemoteCode {
+    Ok(Some(wasm_spec::RemoteCode {
         source,
         pull_policy,
         uri: remote.http_uri.uri.clone(),
@@ -270,12 +270,9 @@ pub fn remote_code(
 }
 
 /// Envoy's defaults for a remote data source: 1 retry, back-off base 1 s, max 10 x base.
-fn retry_policy(
-    policy: Option<&RetryPolicy>,
-    path: &str,
-) -> Result<crate::wasm::remote::Retry, FieldError> {
+fn retry_policy(policy: Option<&RetryPolicy>, path: &str) -> Result<wasm_spec::Retry, FieldError> {
     use std::time::Duration;
-    let mut retry = crate::wasm::remote::Retry {
+    let mut retry = wasm_spec::Retry {
         num_retries: 1,
         base_interval: Duration::from_secs(1),
         max_interval: Duration::from_secs(10),
@@ -284,7 +281,7 @@ fn retry_policy(
         return Ok(retry);
     };
     if let Some(n) = policy.num_retries {
-        retry.num_retries = n.min(crate::wasm::remote::MAX_RETRIES);
+        retry.num_retries = n.min(wasm_spec::MAX_RETRIES);
     }
     if let Some(back_off) = &policy.retry_back_off {
         let base = back_off.base_interval.get();
@@ -398,26 +395,4 @@ fn configuration_bytes(value: Option<&Value>, path: &str) -> Result<Vec<u8>, Fie
         other => serde_json::to_vec(other)
             .map_err(|e| FieldError::new(path, format!("cannot encode as JSON: {e}"))),
     }
-}
-
-/// Loads the plugin of one Wasm filter (HTTP or network; the config has the same shape) whose
-/// `typed_config` is at `typed_path`: its module is read, compiled and started once, so a
-/// module that fails is a config error naming the field. A module with remote code is only
-/// checked here and left pending: [`crate::wasm::remote::resolve`] fetches it once the
-/// clusters (`clusters` are their names) exist.
-pub(super) fn load_plugin(
-    wasm_config: &WasmFilterConfig,
-    typed_path: &str,
-    clusters: &[&str],
-    node: &crate::wasm::NodeInfo,
-) -> Result<std::sync::Arc<crate::wasm::PluginHandle>, FieldError> {
-    let spec = plugin_spec(wasm_config, typed_path, node)?;
-    if let Some(remote) = remote_code(wasm_config, typed_path, clusters)? {
-        return Ok(crate::wasm::PluginHandle::remote(spec, remote));
-    }
-    let source = spec.source.clone();
-    let code_hash = <sha2::Sha256 as sha2::Digest>::digest(&spec.code).into();
-    let plugin = crate::wasm::Plugin::load(spec)
-        .map_err(|e| FieldError::new(format!("{typed_path}.config.vm_config.code.local"), e))?;
-    Ok(crate::wasm::PluginHandle::new(plugin, source, code_hash))
 }

@@ -1,7 +1,6 @@
 //! One downstream connection served from fuzz bytes: weir's codec, routing and local replies
 //! over an in-memory pipe, with routes that all answer directly (no input reaches a network).
 
-use crate::config;
 use crate::http::{ConnectionTls, CurrentManager, HttpManager, serve_connection};
 use crate::upstream::{ClusterManager, WorkerPools};
 use crate::wire::ConnectionInfo;
@@ -88,7 +87,7 @@ impl Harness {
                 .replace("{NAME}", "fuzz_h2")
                 .replace("{CODEC}", "HTTP2"),
         );
-        let config = config::load_str(&text, "fuzz-harness.yaml")
+        let config = crate::snapshot::load_str(&text, "fuzz-harness.yaml")
             .unwrap_or_else(|e| panic!("the harness's own config loads: {e}"));
         let clusters = ClusterManager::new(Vec::new())
             .unwrap_or_else(|e| panic!("an empty cluster manager builds: {e}"));

@@ -30,7 +30,7 @@ pub fn config_loader(data: &[u8]) {
     // own recursion limit (128) must never be what refuses: the pre-scan (64) counts nesting
     // conservatively, so a document that deep never reaches the parser. (Aliases nest what
     // they name where they are used, which no scan of the text sees: not checked with them.)
-    if let Err(error) = crate::config::load_str(text, "fuzz.yaml") {
+    if let Err(error) = crate::snapshot::load_str(text, "fuzz.yaml") {
         assert!(!error.path.is_empty(), "an error without a path: {error}");
         assert!(
             text.contains('*') || !error.message.starts_with("recursion limit exceeded"),

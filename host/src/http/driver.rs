@@ -28,7 +28,7 @@
 use super::tracked::{Activity, StreamGuard, TrackedBody};
 use super::{CurrentManager, HttpManager, headers};
 use crate::body::BoxError;
-use crate::config::HttpManagerConfig;
+use crate::snapshot::HttpManagerConfig;
 use crate::stats::HttpStats;
 use crate::wire::ConnectionInfo;
 use crate::wire::{ProtocolFamily, WireHead};

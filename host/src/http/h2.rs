@@ -26,8 +26,8 @@
 use super::headers;
 use super::premature_reset::{ResetWatch, StreamEnd};
 use super::tracked::TrackedBody;
-use crate::config::HttpManagerConfig;
 use crate::config::runtime::StreamAbuseLimits;
+use crate::snapshot::HttpManagerConfig;
 use crate::stats::HttpStats;
 use crate::wire::Protocol;
 use crate::wire::h2_body::{H2Body, SendBodyError, send_body};

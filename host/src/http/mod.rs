@@ -21,7 +21,7 @@ pub mod stream;
 mod tracked;
 mod upgrade;
 
-use crate::config::HttpManagerConfig;
+use crate::snapshot::HttpManagerConfig;
 use crate::stats::HttpStats;
 use crate::upstream::WorkerPools;
 use arc_swap::ArcSwap;

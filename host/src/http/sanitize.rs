@@ -6,9 +6,9 @@
 //! `/admin` cannot be walked around with `/a/../admin` or `%2e%2e`.
 
 use super::upgrade;
-use crate::config::HttpManagerConfig;
 use crate::route::authority;
 use crate::route::path::PathOutcome;
+use crate::snapshot::HttpManagerConfig;
 use crate::wire::TunnelKind;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request, Uri, header};
@@ -166,7 +166,7 @@ static_resources:
           route_config: { virtual_hosts: [ { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, direct_response: { status: 200 } } ] } ] }
           http_filters: [ { name: envoy.filters.http.router } ]
 "#;
-        let config = crate::config::load_str(yaml, "test.yaml").expect("config");
+        let config = crate::snapshot::load_str(yaml, "test.yaml").expect("config");
         let mut manager = config
             .listeners
             .into_iter()

@@ -2,7 +2,7 @@
 //! QUIC endpoints across a reload (only what runs behind them is swapped), so a change to any
 //! of those, or to the admin address, is refused with the reason; a restart applies it.
 
-use crate::config::Config;
+use crate::snapshot::Config;
 
 /// Why going from `old` to `new` needs a restart, or `None` when a reload can apply it.
 pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
@@ -87,7 +87,7 @@ fn show(address: Option<std::net::SocketAddr>) -> String {
 #[cfg(test)]
 mod tests {
     use super::restart_needed;
-    use crate::config::{Config, load_str};
+    use crate::snapshot::{Config, load_str};
 
     fn config(port: u16, route_body: &str, cluster_port: u16) -> Config {
         let text = format!(

@@ -25,7 +25,8 @@
 mod compat;
 pub mod watch;
 
-use crate::config::{Config, ConfigError, ConfigSource};
+use crate::config::ConfigError;
+use crate::snapshot::{Config, ConfigSource};
 use crate::stats::ReloadStats;
 use crate::upstream::{ClusterManager, UpstreamError};
 use arc_swap::ArcSwap;

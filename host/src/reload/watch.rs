@@ -14,7 +14,8 @@
 //! a file changed; the reloader loads it like any other source.
 
 use super::{Reloader, Trigger};
-use crate::config::{Config, ConfigError, ConfigSource, FileSource, Loaded};
+use crate::config::ConfigError;
+use crate::snapshot::{Config, ConfigSource, FileSource, Loaded};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,8 @@
 use super::network_filters::{FilteredConnection, NetworkFilters};
 use crate::access_log::tcp::TcpOutcome;
 use crate::body;
-use crate::config::{Interception, TcpProxyConfig, TunnelConfig};
+use crate::config::{Interception, TunnelConfig};
+use crate::snapshot::TcpProxyConfig;
 use crate::socket::SocketId;
 use crate::stats::TcpStats;
 use crate::upstream::connect::UpstreamStream;

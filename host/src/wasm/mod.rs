@@ -73,4 +73,4 @@ pub enum WasmError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

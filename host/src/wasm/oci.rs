@@ -26,6 +26,7 @@ mod layout;
 mod reference;
 mod store;
 
+pub use crate::config::wasm_spec::PullPolicy;
 pub use reference::Reference;
 
 use sha2::{Digest as _, Sha256};
@@ -38,27 +39,6 @@ const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 const MAX_MODULE_BYTES: u64 = crate::config::file::MAX_WASM_MODULE_BYTES;
 /// Most bytes of a tar layer, packed or unpacked: the module and some room for other files.
 const MAX_ARCHIVE_BYTES: u64 = MAX_MODULE_BYTES + 4 * 1024 * 1024;
-
-/// When to contact the registry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum PullPolicy {
-    /// Serve a module already pulled for this reference and digest from the local store.
-    #[default]
-    IfNotPresent,
-    /// Resolve the manifest again on every pull.
-    Always,
-}
-
-impl PullPolicy {
-    /// `IfNotPresent` or `Always` (Kubernetes' spelling).
-    pub fn parse(text: &str) -> Option<PullPolicy> {
-        match text {
-            "IfNotPresent" => Some(PullPolicy::IfNotPresent),
-            "Always" => Some(PullPolicy::Always),
-            _ => None,
-        }
-    }
-}
 
 /// One module to pull.
 #[derive(Debug, Clone)]

@@ -11,37 +11,7 @@ use std::sync::Arc;
 use wasmtime::{InstancePre, Module};
 use weir_abi::names;
 
-/// `node` of the bootstrap, for the `node.*` properties.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeInfo {
-    /// `node.id`.
-    pub id: String,
-    /// `node.cluster`.
-    pub cluster: String,
-}
-
-/// What the config says about a plugin (see [`crate::config::wasm`]).
-#[derive(Debug, Clone)]
-pub struct PluginSpec {
-    /// `config.name`.
-    pub name: String,
-    /// `config.root_id`.
-    pub root_id: String,
-    /// `config.vm_config.vm_id`.
-    pub vm_id: String,
-    /// The module's bytes.
-    pub code: Vec<u8>,
-    /// `config.vm_config.configuration`, as the module reads it.
-    pub vm_configuration: Vec<u8>,
-    /// `config.configuration`, as the module reads it.
-    pub plugin_configuration: Vec<u8>,
-    /// Pass streams through (instead of a 500) when the VM fails.
-    pub fail_open: bool,
-    /// The bootstrap's node.
-    pub node: NodeInfo,
-    /// The module's file, when it came from one (watched for hot reload).
-    pub source: Option<std::path::PathBuf>,
-}
+pub use crate::config::wasm_spec::{NodeInfo, PluginSpec};
 
 /// A plugin's names and configuration, shared by its VMs' stores.
 #[derive(Debug)]

@@ -55,72 +55,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
-/// The most `retry_policy.num_retries` weir honours: a config cannot stall start-up for
-/// longer than this many back-offs (each at most `max_interval`).
-pub const MAX_RETRIES: u32 = 20;
+pub use crate::config::wasm_spec::{MAX_RETRIES, ModuleSource, RemoteCode, Retry, parse_sha256};
 
 /// The limit of one attempt whose `http_uri.timeout` is zero (Envoy: no limit).
 const ZERO_TIMEOUT_CEILING: Duration = Duration::from_secs(300);
-
-/// Where a module comes from, by the scheme of `http_uri.uri`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModuleSource {
-    /// `http://` or `https://`: a GET through the cluster (its transport socket decides TLS).
-    Http {
-        /// The `host` header.
-        authority: String,
-        /// The request target.
-        path_and_query: String,
-    },
-    /// `oci://REFERENCE`: an OCI image (the reference, without `oci://`).
-    Oci(String),
-}
-
-impl ModuleSource {
-    /// Reads `uri`; the message says what is wrong with it.
-    pub fn parse(uri: &str) -> Result<ModuleSource, String> {
-        if let Some(reference) = uri.strip_prefix("oci://") {
-            if reference.is_empty() {
-                return Err("expected oci://registry/repository[:tag][@sha256:...]".into());
-            }
-            return Ok(ModuleSource::Oci(reference.to_owned()));
-        }
-        let parsed: http::Uri = uri
-            .parse()
-            .map_err(|e| format!("not a valid URI ({e}); expected http://host[:port]/path"))?;
-        match parsed.scheme_str() {
-            Some("http" | "https") => {}
-            _ => {
-                return Err(format!(
-                    "unsupported scheme in {uri:?}; expected http://, https:// or oci://"
-                ));
-            }
-        }
-        let authority = parsed
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| format!("no host in {uri:?}; expected http://host[:port]/path"))?;
-        let path_and_query = parsed
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        Ok(ModuleSource::Http {
-            authority,
-            path_and_query,
-        })
-    }
-}
-
-/// The retry policy of a fetch (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retry {
-    /// Retries after the first attempt.
-    pub num_retries: u32,
-    /// Back-off base.
-    pub base_interval: Duration,
-    /// Back-off ceiling.
-    pub max_interval: Duration,
-}
 
 impl Retry {
     /// The wait before retry `n` (0 for the first): random below `min(base * 2^n, max)`.
@@ -136,27 +74,6 @@ impl Retry {
     }
 }
 
-/// A plugin's `vm_config.code.remote`, checked ([`crate::config::wasm::remote_code`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteCode {
-    /// How to get it.
-    pub source: ModuleSource,
-    /// `http_uri.uri` as written (for logs).
-    pub uri: String,
-    /// `http_uri.cluster`.
-    pub cluster: String,
-    /// `weir_image_pull_policy` (for [`ModuleSource::Oci`]).
-    pub pull_policy: crate::wasm::oci::PullPolicy,
-    /// `http_uri.timeout`: the limit of one attempt (zero: [`ZERO_TIMEOUT_CEILING`]).
-    pub timeout: Duration,
-    /// `sha256`.
-    pub sha256: [u8; 32],
-    /// `retry_policy`.
-    pub retry: Retry,
-    /// The field path of `code.remote`, for errors.
-    pub path: String,
-}
-
 impl RemoteCode {
     fn attempt_timeout(&self) -> Duration {
         if self.timeout.is_zero() {
@@ -165,20 +82,6 @@ impl RemoteCode {
             self.timeout
         }
     }
-}
-
-/// Reads a SHA-256 written as 64 hex digits (either case).
-pub fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
-    let text = text.trim();
-    let expected = || format!("expected 64 hex digits, got {text:?}");
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(expected());
-    }
-    let mut digest = [0u8; 32];
-    for (i, byte) in digest.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| expected())?;
-    }
-    Ok(digest)
 }
 
 /// Why one fetch attempt failed.
@@ -668,159 +571,5 @@ mod tests {
             assert!(retry.back_off(2) < Duration::from_millis(350));
             assert!(retry.back_off(40) < Duration::from_millis(350));
         }
-    }
-
-    /// A config with one Wasm filter whose `code` is `code`, and a cluster `modules`.
-    fn config_with_code(code: &str) -> String {
-        format!(
-            r#"
-static_resources:
-  clusters:
-  - name: modules
-    load_assignment:
-      cluster_name: modules
-      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9 }} }} }} }} ] }} ]
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8080 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config: {{ virtual_hosts: [ {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, direct_response: {{ status: 200 }} }} ] }} ] }}
-          http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: remote
-                vm_config:
-                  code: {code}
-          - name: envoy.filters.http.router
-"#
-        )
-    }
-
-    const SHA: &str = "d5590e100a80ae19ee9619e25cb170eedce675d28bf1e46f04f0432fb1ce84ed";
-    const REMOTE: &str = "config.vm_config.code.remote";
-
-    fn error_of(code: &str) -> crate::config::ConfigError {
-        match crate::config::load_str(&config_with_code(code), "t.yaml") {
-            Ok(_) => panic!("{code} loads"),
-            Err(error) => error,
-        }
-    }
-
-    #[test]
-    fn remote_code_is_read_and_left_pending() {
-        let code = format!(
-            "{{ remote: {{ http_uri: {{ uri: \"http://modules.local/f.wasm\", cluster: modules, timeout: 2s }}, sha256: {SHA}, retry_policy: {{ num_retries: 3, retry_back_off: {{ base_interval: 0.2s }} }} }} }}"
-        );
-        let config = match crate::config::load_str(&config_with_code(&code), "t.yaml") {
-            Ok(config) => config,
-            Err(error) => panic!("{error}"),
-        };
-        let handles = config.plugin_handles();
-        assert_eq!(handles.len(), 1);
-        let handle = &handles[0];
-        assert!(handle.current().is_none(), "not fetched while parsing");
-        let remote = handle.remote_code().expect("remote code");
-        assert_eq!(remote.cluster, "modules");
-        assert_eq!(remote.timeout, Duration::from_secs(2));
-        assert_eq!(hex(&remote.sha256), SHA);
-        assert_eq!(
-            remote.retry,
-            Retry {
-                num_retries: 3,
-                base_interval: Duration::from_millis(200),
-                max_interval: Duration::from_secs(2),
-            }
-        );
-        assert!(remote.path.ends_with(REMOTE), "{}", remote.path);
-    }
-
-    #[test]
-    fn remote_code_without_retry_policy_takes_envoys_defaults() {
-        let code = format!(
-            "{{ remote: {{ http_uri: {{ uri: \"http://m/f.wasm\", cluster: modules, timeout: 1s }}, sha256: {SHA} }} }}"
-        );
-        let config = crate::config::load_str(&config_with_code(&code), "t.yaml")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let handles = config.plugin_handles();
-        let retry = handles[0].remote_code().expect("remote").retry;
-        assert_eq!(retry.num_retries, 1);
-        assert_eq!(retry.base_interval, Duration::from_secs(1));
-        assert_eq!(retry.max_interval, Duration::from_secs(10));
-    }
-
-    #[test]
-    fn remote_code_errors_name_the_field() {
-        let cases = [
-            (
-                "{ remote: { http_uri: { uri: \"http://m/f.wasm\", cluster: modules, timeout: 1s } } }".to_owned(),
-                format!("{REMOTE}.sha256"),
-                "required",
-            ),
-            (
-                "{ remote: { http_uri: { uri: \"http://m/f.wasm\", cluster: modules, timeout: 1s }, sha256: abc } }".to_owned(),
-                format!("{REMOTE}.sha256"),
-                "64 hex digits",
-            ),
-            (
-                format!("{{ remote: {{ http_uri: {{ uri: \"ftp://m/f.wasm\", cluster: modules, timeout: 1s }}, sha256: {SHA} }} }}"),
-                format!("{REMOTE}.http_uri.uri"),
-                "scheme",
-            ),
-            (
-                format!("{{ remote: {{ http_uri: {{ uri: \"not a uri\", cluster: modules, timeout: 1s }}, sha256: {SHA} }} }}"),
-                format!("{REMOTE}.http_uri.uri"),
-                "URI",
-            ),
-            (
-                format!("{{ remote: {{ http_uri: {{ uri: \"http://m/f.wasm\", cluster: nowhere, timeout: 1s }}, sha256: {SHA} }} }}"),
-                format!("{REMOTE}.http_uri.cluster"),
-                "unknown cluster \"nowhere\"",
-            ),
-            (
-                format!("{{ remote: {{ http_uri: {{ uri: \"http://m/f.wasm\", cluster: modules }}, sha256: {SHA} }} }}"),
-                format!("{REMOTE}.http_uri.timeout"),
-                "required",
-            ),
-            (
-                format!("{{ remote: {{ http_uri: {{ uri: \"http://m/f.wasm\", cluster: modules, timeout: 1s }}, sha256: {SHA}, retry_policy: {{ retry_back_off: {{ base_interval: 2s, max_interval: 1s }} }} }} }}"),
-                format!("{REMOTE}.retry_policy.retry_back_off.max_interval"),
-                "base_interval",
-            ),
-            (
-                format!("{{ local: {{ inline_string: x }}, remote: {{ http_uri: {{ uri: \"http://m/f.wasm\", cluster: modules, timeout: 1s }}, sha256: {SHA} }} }}"),
-                "config.vm_config.code".to_owned(),
-                "exactly one",
-            ),
-        ];
-        for (code, path, message) in cases {
-            let error = error_of(&code);
-            assert!(error.path.ends_with(&path), "{code}: {error}");
-            assert!(error.message.contains(message), "{code}: {error}");
-        }
-    }
-
-    /// `oci://` goes to the OCI client, not through a cluster (its `cluster` need not exist):
-    /// a registry that is not there is a fetch failure, which a reload refuses naming the field.
-    #[tokio::test]
-    async fn oci_uri_is_pulled_from_the_registry_it_names() {
-        let code = format!(
-            "{{ remote: {{ http_uri: {{ uri: \"oci://127.0.0.1:1/f:v1\", cluster: no_such_cluster, timeout: 1s }}, sha256: {SHA}, retry_policy: {{ num_retries: 0 }} }} }}"
-        );
-        let config = crate::config::load_str(&config_with_code(&code), "t.yaml")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let clusters =
-            ClusterManager::new(config.clusters.clone()).unwrap_or_else(|e| panic!("{e}"));
-        let error = resolve(&config.plugin_handles(), &clusters, Phase::Reload, "t.yaml")
-            .await
-            .expect_err("nothing listens on port 1");
-        assert!(error.path.ends_with(REMOTE), "{error}");
-        assert!(error.message.contains("oci://127.0.0.1:1/f:v1"), "{error}");
     }
 }

@@ -39,7 +39,7 @@ pub async fn supervise(
     mut stop: watch::Receiver<bool>,
     place: String,
 ) {
-    // Services take local code only (config::bootstrap::wasm_services), so the plugin is loaded.
+    // Services take local code only (snapshot::bootstrap::wasm_services), so the plugin is loaded.
     let Some(slot) = VmSlot::for_service(&plugin, pools) else {
         tracing::error!(service = plugin.name(), %place, "Wasm service not started: its module is not loaded");
         return;

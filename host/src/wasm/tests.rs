@@ -12,7 +12,7 @@ use weir_abi::{Action, StreamType};
 
 /// A proxy-wasm module declaring `version`, with `imports`, a `proxy_on_configure` whose body
 /// is `configure` (must leave an i32), and `extra` exports.
-fn module(version: &str, imports: &str, configure: &str, extra: &str) -> Vec<u8> {
+pub(crate) fn module(version: &str, imports: &str, configure: &str, extra: &str) -> Vec<u8> {
     let text = format!(
         r#"(module
           {imports}
@@ -265,79 +265,6 @@ fn request_headers_callback_edits_the_map_and_sends_events() {
         vm.finish_stream(id).unwrap();
         assert!(vm.stream_mut(id).is_none());
     }
-}
-
-#[test]
-fn envoy_wasm_filter_config_is_read_with_field_paths() {
-    use base64::Engine as _;
-    let code = module(weir_abi::names::ABI_VERSION_0_2_1, "", "(i32.const 1)", "");
-    let inline = base64::engine::general_purpose::STANDARD.encode(&code);
-    let config = |filter: &str| {
-        format!(
-            r#"
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8080 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config: {{ virtual_hosts: [ {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, direct_response: {{ status: 200 }} }} ] }} ] }}
-          http_filters:
-{filter}
-          - name: envoy.filters.http.router
-"#
-        )
-    };
-    let typed_struct = format!(
-        r#"          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/udpa.type.v1.TypedStruct
-              type_url: type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              value:
-                config:
-                  name: inline
-                  vm_config:
-                    runtime: envoy.wasm.runtime.wasmtime
-                    code: {{ local: {{ inline_bytes: "{inline}" }} }}
-                  configuration:
-                    "@type": type.googleapis.com/google.protobuf.StringValue
-                    value: "hello""#
-    );
-    let loaded = crate::config::load_str(&config(&typed_struct), "t.yaml").expect("config");
-    let plugins = &loaded.listeners[0].http.http_filters;
-    assert_eq!(plugins.len(), 1);
-    assert_eq!(plugins[0].name(), "inline");
-
-    let missing = r#"          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                vm_config: { code: { local: { filename: /nonexistent/filter.wasm } } }"#;
-    let error = crate::config::load_str(&config(missing), "t.yaml").unwrap_err();
-    assert!(
-        error
-            .path
-            .ends_with("http_filters[0].typed_config.config.vm_config.code.local.filename"),
-        "{error}"
-    );
-    let unknown_field = r#"          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                vm_config: { code: { local: { filename: x } } }
-                bogus: 1"#;
-    let error = crate::config::load_str(&config(unknown_field), "t.yaml").unwrap_err();
-    assert!(
-        error
-            .path
-            .ends_with("http_filters[0].typed_config.config.bogus"),
-        "{error}"
-    );
-    assert!(error.message.contains("bogus"), "{error}");
 }
 
 /// Response trailers are a map of their own (`HttpResponseTrailers`), and body callbacks see

@@ -1,7 +1,8 @@
 //! Sidecar mode in the config: original-destination listeners and `ORIGINAL_DST` clusters.
 
-use super::cluster_spec as spec;
 use super::*;
+use crate::config::cluster_spec as spec;
+use crate::config::*;
 
 const SIDECAR: &str = r#"
 static_resources:

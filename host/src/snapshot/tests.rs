@@ -1,6 +1,7 @@
-use super::cluster_spec as spec;
 use super::*;
-use http_manager::CodecType;
+use crate::config::cluster_spec as spec;
+use crate::config::http_manager::CodecType;
+use crate::config::*;
 use std::time::Duration;
 
 const GOOD: &str = r#"
@@ -314,8 +315,8 @@ fn http3_cluster_rules_name_their_fields() {
 
 #[test]
 fn path_and_host_normalization_fields() {
-    use super::http_manager::PathWithEscapedSlashesAction;
-    use super::http_manager::StripPort;
+    use crate::config::http_manager::PathWithEscapedSlashesAction;
+    use crate::config::http_manager::StripPort;
     let config = load_str(GOOD, "test.yaml").unwrap();
     let http = &config.listeners[0].http;
     assert!(

@@ -8,7 +8,8 @@
 //! and, later, an xDS client alike: it asks the source whether something new is there, loads
 //! it, and swaps it in.
 
-use super::{Config, ConfigError};
+use super::Config;
+use crate::config::ConfigError;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -67,7 +68,7 @@ impl ConfigSource for FileSource {
     /// the SHA-256 of the text it was built from.
     fn load(&self) -> Result<Loaded, ConfigError> {
         use sha2::Digest as _;
-        let text = super::read_text(&self.path)?;
+        let text = crate::config::read_text(&self.path)?;
         let version = sha2::Sha256::digest(text.as_bytes()).into();
         let config = super::load_str(&text, &self.name())?;
         Ok(Loaded { config, version })

@@ -2,6 +2,7 @@
 //! does not parse, documents nested too deep. Each is refused at once, naming the field.
 
 use super::*;
+use crate::config::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
