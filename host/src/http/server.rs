@@ -206,9 +206,14 @@ pub async fn serve_connection<I>(
         abuse: manager.config.abuse,
         stats: stats.clone(),
     };
-    let codec = manager
-        .codecs
-        .serve(manager.config.codec, &tls, io, streams, limits, drained);
+    // Boxed: the codec's state (hyper's or h2's connection) is kilobytes, and a future held
+    // in a local here and then moved into `drive` would take its size twice in this task.
+    let codec =
+        Box::pin(
+            manager
+                .codecs
+                .serve(manager.config.codec, &tls, io, streams, limits, drained),
+        );
     let driven = Driven {
         peer: info.remote,
         limits: ConnectionLimits::new(&manager.config),

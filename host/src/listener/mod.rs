@@ -119,11 +119,13 @@ pub async fn accept_each<S, F>(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY");
         }
-        let connection = serve(Accepted {
+        // Boxed: an `async move` block that awaits a future it captured holds that future
+        // twice (the capture and the awaited copy), and a connection's future is kilobytes.
+        let connection = Box::pin(serve(Accepted {
             stream,
             remote,
             bound,
-        });
+        }));
         let alive = alive.clone();
         tokio::spawn(async move {
             let _alive = alive;
