@@ -495,9 +495,12 @@ impl<P: PoolProtocol> Pool<P> {
             if entry.active == 0 {
                 entry.idle_since = Some(Instant::now());
             }
-            entry.poke.clone()
+            // Its driver needs waking only to close it (see `lifecycle`).
+            (entry.active == 0 && entry.draining).then(|| entry.poke.clone())
         };
-        poke.notify_one();
+        if let Some(poke) = poke {
+            poke.notify_one();
+        }
         self.changed.notify_one();
     }
 

@@ -40,7 +40,9 @@ pub(super) fn evaluate<E: PooledConnection>(
     };
     let entry = &connections[index];
     if entry.in_use() {
-        return Verdict::Keep(None);
+        // Looked at again one idle timeout from now rather than woken when the request ends:
+        // a wake per request would cost more than one per timeout period.
+        return Verdict::Keep(idle_timeout.map(|timeout| Instant::now() + timeout));
     }
     if entry.draining() {
         connections.swap_remove(index);
