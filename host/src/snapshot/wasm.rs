@@ -40,26 +40,7 @@ mod tests {
         use base64::Engine as _;
         let code = module(weir_abi::names::ABI_VERSION_0_2_1, "", "(i32.const 1)", "");
         let inline = base64::engine::general_purpose::STANDARD.encode(&code);
-        let config = |filter: &str| {
-            format!(
-                r#"
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8080 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config: {{ virtual_hosts: [ {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, direct_response: {{ status: 200 }} }} ] }} ] }}
-          http_filters:
-{filter}
-          - name: envoy.filters.http.router
-"#
-            )
-        };
+        let config = |filter: &str| listener_with_filters("", filter);
         let typed_struct = format!(
             r#"          - name: envoy.filters.http.wasm
             typed_config:
@@ -108,16 +89,15 @@ static_resources:
         assert!(error.message.contains("bogus"), "{error}");
     }
 
-    /// A config with one Wasm filter whose `code` is `code`, and a cluster `modules`.
-    fn config_with_code(code: &str) -> String {
+    /// A bootstrap with `clusters` (YAML list items under `clusters:`, or nothing) and one
+    /// listener whose connection manager answers every request 200 after `http_filters` (YAML
+    /// list items, indented as they stand under `http_filters:`) and the router.
+    fn listener_with_filters(clusters: &str, http_filters: &str) -> String {
         format!(
             r#"
 static_resources:
   clusters:
-  - name: modules
-    load_assignment:
-      cluster_name: modules
-      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9 }} }} }} }} ] }} ]
+{clusters}
   listeners:
   - name: main
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8080 }} }}
@@ -129,16 +109,28 @@ static_resources:
           stat_prefix: ingress
           route_config: {{ virtual_hosts: [ {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, direct_response: {{ status: 200 }} }} ] }} ] }}
           http_filters:
-          - name: envoy.filters.http.wasm
+{http_filters}
+          - name: envoy.filters.http.router
+"#
+        )
+    }
+
+    /// A config with one Wasm filter whose `code` is `code`, and a cluster `modules`.
+    fn config_with_code(code: &str) -> String {
+        let modules = r#"  - name: modules
+    load_assignment:
+      cluster_name: modules
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9 } } } } ] } ]"#;
+        let filter = format!(
+            r#"          - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
                 name: remote
                 vm_config:
-                  code: {code}
-          - name: envoy.filters.http.router
-"#
-        )
+                  code: {code}"#
+        );
+        listener_with_filters(modules, &filter)
     }
 
     const SHA: &str = "d5590e100a80ae19ee9619e25cb170eedce675d28bf1e46f04f0432fb1ce84ed";
