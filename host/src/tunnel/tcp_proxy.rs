@@ -101,64 +101,15 @@ impl TcpProxy {
         if !self.filters.is_empty() {
             return self.serve_filtered(downstream, original).await;
         }
-        let original = original.map(OriginalDestination);
-        match &self.config.tunnel {
-            None => match self
-                .pools
-                .connect_raw_to(&self.config.cluster, original)
-                .await
-            {
-                Ok(raw) => {
-                    let _guard = raw.guard;
-                    let upstream_host = Some(raw.peer);
-                    let ended = match raw.stream {
-                        // Plain TCP both sides: the kernel splice where it is loaded.
-                        UpstreamStream::Plain(upstream) => {
-                            let socket = SocketId::of(&downstream);
-                            let splice = crate::accel::splice_tcp(downstream, upstream);
-                            let ended = self.until_idle(splice, socket).await;
-                            if let Some(Err(error)) = &ended {
-                                tracing::debug!(%error, "tcp_proxy tunnel ended with an error");
-                            }
-                            ended
-                        }
-                        UpstreamStream::Tls(tls) => {
-                            let socket = SocketId::of(tls.get_ref().0);
-                            self.pump(downstream, wire_tunnel::socket(tls, socket))
-                                .await
-                        }
-                    };
-                    outcome(upstream_host, ended)
-                }
-                Err(error) => {
-                    self.stats.upstream_connect_fail.inc();
-                    if matches!(error, UpstreamError::NoOriginalDestination { .. }) {
-                        tracing::warn!(%error, "tcp_proxy: closing the connection");
-                    } else {
-                        tracing::debug!(%error, "tcp_proxy: no upstream connection");
-                    }
-                    reset(downstream);
-                    // As Envoy's tcp_proxy: the connect failed (UF) on its last attempt (URX),
-                    // to the host it picked.
-                    TcpOutcome {
-                        flags: "UF,URX",
-                        upstream: failed_host(&error),
-                        ..TcpOutcome::default()
-                    }
-                }
-            },
-            Some(tunnel) => match self.open_tunnel(tunnel).await {
-                Ok((upstream, address)) => outcome(address, self.pump(downstream, upstream).await),
-                Err(reason) => {
-                    self.stats.upstream_connect_fail.inc();
-                    tracing::debug!(%reason, "tcp_proxy: tunnel not established");
-                    reset(downstream);
-                    TcpOutcome {
-                        flags: "UF",
-                        ..TcpOutcome::default()
-                    }
-                }
-            },
+        match self.connect(original).await {
+            Ok(connected) => {
+                let _guard = connected.guard;
+                outcome(connected.host, self.carry(downstream, connected.end).await)
+            }
+            Err(failed) => {
+                reset(downstream);
+                failed
+            }
         }
     }
 
@@ -183,16 +134,20 @@ impl TcpProxy {
                 tracing::debug!(%source, "tcp_proxy: a network filter closed the connection");
                 return TcpOutcome::default();
             };
-            let Some((upstream, address, _guard)) = self.connect_upstream(original).await else {
+            let Ok(connected) = self.connect(original).await else {
                 reset(downstream);
                 return TcpOutcome {
                     flags: "UF",
                     ..TcpOutcome::default()
                 };
             };
+            let (address, _guard) = (connected.host, connected.guard);
             connection.connected(address);
             let downstream = wire_tunnel::tcp(downstream);
-            if let Err(error) = connection.carry(downstream, upstream).await {
+            if let Err(error) = connection
+                .carry(downstream, connected.end.into_tunnel())
+                .await
+            {
                 tracing::debug!(%error, "tcp_proxy connection ended with an error");
             }
             drop::<FilteredConnection>(connection);
@@ -207,58 +162,93 @@ impl TcpProxy {
         })
     }
 
-    /// The upstream end for a filtered connection (raw TCP, TLS or a tunnel, as the config
-    /// says), the host's address, and for a raw connection the guard to hold while it is in
-    /// use; `None` (counted, logged) when it cannot be had.
-    async fn connect_upstream(
+    /// Connects to the cluster as the config says (raw TCP or TLS from the pool, or a CONNECT
+    /// or POST tunnel); on failure (counted, logged) the access log's outcome for it.
+    async fn connect(
         &self,
         original: Option<std::net::SocketAddr>,
-    ) -> Option<(TunnelIo, Option<std::net::SocketAddr>, Option<RawGuard>)> {
+    ) -> Result<Connected, TcpOutcome> {
         let connected = match &self.config.tunnel {
-            None => match self
-                .pools
-                .connect_raw_to(&self.config.cluster, original.map(OriginalDestination))
-                .await
-            {
-                Ok(raw) => {
-                    let peer = raw.peer;
-                    let guard = raw.guard;
-                    let io = match raw.stream {
-                        UpstreamStream::Plain(tcp) => wire_tunnel::tcp(tcp),
-                        UpstreamStream::Tls(tls) => {
-                            let socket = SocketId::of(tls.get_ref().0);
-                            wire_tunnel::socket(tls, socket)
-                        }
-                    };
-                    Ok((io, Some(peer), Some(guard)))
+            None => self.connect_raw(original).await,
+            Some(tunnel) => match self.open_tunnel(tunnel).await {
+                Ok((end, host)) => Ok(Connected {
+                    end: UpstreamEnd::Tunnel(end),
+                    host,
+                    guard: None,
+                }),
+                Err(reason) => {
+                    tracing::debug!(%reason, "tcp_proxy: tunnel not established");
+                    Err(TcpOutcome {
+                        flags: "UF",
+                        ..TcpOutcome::default()
+                    })
                 }
-                Err(error) => Err(error.to_string()),
             },
-            Some(tunnel) => self
-                .open_tunnel(tunnel)
-                .await
-                .map(|(io, address)| (io, address, None)),
         };
-        match connected {
-            Ok(connected) => Some(connected),
-            Err(reason) => {
-                self.stats.upstream_connect_fail.inc();
-                tracing::debug!(%reason, "tcp_proxy: no upstream connection");
-                None
+        if connected.is_err() {
+            self.stats.upstream_connect_fail.inc();
+        }
+        connected
+    }
+
+    /// A raw TCP (or TLS) connection from the cluster's pool.
+    async fn connect_raw(
+        &self,
+        original: Option<std::net::SocketAddr>,
+    ) -> Result<Connected, TcpOutcome> {
+        match self
+            .pools
+            .connect_raw_to(&self.config.cluster, original.map(OriginalDestination))
+            .await
+        {
+            Ok(raw) => Ok(Connected {
+                end: match raw.stream {
+                    UpstreamStream::Plain(tcp) => UpstreamEnd::Tcp(tcp),
+                    UpstreamStream::Tls(tls) => {
+                        let socket = SocketId::of(tls.get_ref().0);
+                        UpstreamEnd::Tunnel(wire_tunnel::socket(tls, socket))
+                    }
+                },
+                host: Some(raw.peer),
+                guard: Some(raw.guard),
+            }),
+            Err(error) => {
+                if matches!(error, UpstreamError::NoOriginalDestination { .. }) {
+                    tracing::warn!(%error, "tcp_proxy: closing the connection");
+                } else {
+                    tracing::debug!(%error, "tcp_proxy: no upstream connection");
+                }
+                // As Envoy's tcp_proxy: the connect failed (UF) on its last attempt (URX), to
+                // the host it picked.
+                Err(TcpOutcome {
+                    flags: "UF,URX",
+                    upstream: failed_host(&error),
+                    ..TcpOutcome::default()
+                })
             }
         }
     }
 
-    /// Moves bytes both ways; an error (a reset on one side) resets both: the downstream
-    /// with a RST, the tunnel as its hop carries a reset (see [`super::splice`]).
-    async fn pump(
+    /// Carries the connection's bytes both ways until both directions are done, the one
+    /// place the downstream socket is handed down: spliced in the kernel where both ends are
+    /// plain TCP ([`crate::accel::splice_tcp`]), through the tunnel pump otherwise
+    /// ([`super::splice`]), under `idle_timeout`. An error (a reset on one side) resets both.
+    async fn carry(
         &self,
         downstream: TcpStream,
-        upstream: TunnelIo,
+        upstream: UpstreamEnd,
     ) -> Option<std::io::Result<crate::accel::Spliced>> {
         let socket = SocketId::of(&downstream);
-        let splice = super::splice(wire_tunnel::tcp(downstream), upstream);
-        let ended = self.until_idle(splice, socket).await;
+        let ended = match upstream {
+            UpstreamEnd::Tcp(upstream) => {
+                let splice = crate::accel::splice_tcp(downstream, upstream);
+                self.until_idle(splice, socket).await
+            }
+            UpstreamEnd::Tunnel(upstream) => {
+                let splice = super::splice(wire_tunnel::tcp(downstream), upstream);
+                self.until_idle(splice, socket).await
+            }
+        };
         if let Some(Err(error)) = &ended {
             tracing::debug!(%error, "tcp_proxy tunnel ended with an error");
         }
@@ -322,6 +312,33 @@ impl TcpProxy {
             Err(error) => Err(format!("CONNECT {error}")),
         }
     }
+}
+
+/// The upstream end of a tcp_proxy connection.
+enum UpstreamEnd {
+    /// Plain TCP: with a plain TCP downstream, the kernel can splice the two.
+    Tcp(TcpStream),
+    /// TLS, or a tunnel inside HTTP: moved in user space.
+    Tunnel(TunnelIo),
+}
+
+impl UpstreamEnd {
+    /// The end as a tunnel end, for what moves bytes in user space (the network filters).
+    fn into_tunnel(self) -> TunnelIo {
+        match self {
+            UpstreamEnd::Tcp(tcp) => wire_tunnel::tcp(tcp),
+            UpstreamEnd::Tunnel(tunnel) => tunnel,
+        }
+    }
+}
+
+/// A connection made to the cluster for one downstream connection.
+struct Connected {
+    end: UpstreamEnd,
+    /// The host it went to, for the access log and the network filters.
+    host: Option<std::net::SocketAddr>,
+    /// Held while a raw pooled connection is in use (its circuit-breaker place).
+    guard: Option<RawGuard>,
 }
 
 /// How a connection to `upstream` ended, for the access log: the bytes each way when the
