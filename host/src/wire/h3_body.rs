@@ -21,33 +21,31 @@ pub trait H3Recv: Send + Unpin + 'static {
     ) -> Poll<Result<Option<HeaderMap>, StreamError>>;
 }
 
-impl H3Recv for h3::server::RequestStream<h3_quinn::RecvStream, Bytes> {
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, StreamError>> {
-        let data = ready!(self.poll_recv_data(cx))?;
-        Poll::Ready(Ok(data.map(|mut buf| buf.copy_to_bytes(buf.remaining()))))
-    }
+/// The server's and the client's request streams read alike (the `h3` crate gives them the
+/// same methods but no shared trait).
+macro_rules! h3_recv {
+    ($stream:ty) => {
+        impl H3Recv for $stream {
+            fn poll_data(
+                &mut self,
+                cx: &mut Context<'_>,
+            ) -> Poll<Result<Option<Bytes>, StreamError>> {
+                let data = ready!(self.poll_recv_data(cx))?;
+                Poll::Ready(Ok(data.map(|mut buf| buf.copy_to_bytes(buf.remaining()))))
+            }
 
-    fn poll_trailers(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<HeaderMap>, StreamError>> {
-        self.poll_recv_trailers(cx)
-    }
+            fn poll_trailers(
+                &mut self,
+                cx: &mut Context<'_>,
+            ) -> Poll<Result<Option<HeaderMap>, StreamError>> {
+                self.poll_recv_trailers(cx)
+            }
+        }
+    };
 }
 
-impl H3Recv for h3::client::RequestStream<h3_quinn::RecvStream, Bytes> {
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, StreamError>> {
-        let data = ready!(self.poll_recv_data(cx))?;
-        Poll::Ready(Ok(data.map(|mut buf| buf.copy_to_bytes(buf.remaining()))))
-    }
-
-    fn poll_trailers(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<HeaderMap>, StreamError>> {
-        self.poll_recv_trailers(cx)
-    }
-}
+h3_recv!(h3::server::RequestStream<h3_quinn::RecvStream, Bytes>);
+h3_recv!(h3::client::RequestStream<h3_quinn::RecvStream, Bytes>);
 
 /// Where the body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
