@@ -305,7 +305,7 @@ impl Connection {
         B::Error: Into<BoxError>,
     {
         let manager = self.current.load_full();
-        let guard = StreamGuard::start(self.activity.clone(), manager.stats.clone());
+        let guard = StreamGuard::start(self.activity.clone(), manager.clone());
         if let Some(max) = manager.config.max_requests_per_connection {
             let started = self
                 .requests

@@ -4,9 +4,9 @@
 //! (`downstream_rq_active`, the connection's idle clock) rides on the body and is settled when
 //! the body finishes or is dropped, whichever comes first.
 
+use super::HttpManager;
 use super::idle_clock::{IdleClock, poll_frame_idle};
 use crate::body::{Body, BoxError};
-use crate::stats::HttpStats;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;
@@ -111,23 +111,25 @@ impl Drop for Opening {
 /// Held for the life of one stream; settles its accounting on drop.
 pub struct StreamGuard {
     activity: Arc<Activity>,
-    stats: HttpStats,
+    /// The stream's manager, for its stats: a reference count on this worker's manager rather
+    /// than a copy of every counter (each an `Arc` shared by all workers).
+    manager: Arc<HttpManager>,
 }
 
 impl StreamGuard {
-    /// Counts a new stream on `activity`.
-    pub fn start(activity: Arc<Activity>, stats: HttpStats) -> StreamGuard {
+    /// Counts a new stream of `manager` on `activity`.
+    pub fn start(activity: Arc<Activity>, manager: Arc<HttpManager>) -> StreamGuard {
         activity.active.fetch_add(1, Ordering::AcqRel);
         activity.head_since_ms.store(NO_HEAD, Ordering::Relaxed);
-        stats.rq_active.inc();
-        StreamGuard { activity, stats }
+        manager.stats.rq_active.inc();
+        StreamGuard { activity, manager }
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.activity.stream_ended();
-        self.stats.rq_active.dec();
+        self.manager.stats.rq_active.dec();
     }
 }
 
@@ -167,7 +169,7 @@ impl http_body::Body for TrackedBody {
             Ok(polled) => polled,
             Err(idle) => {
                 if let Some(guard) = this.guard.take() {
-                    guard.stats.rq_idle_timeout.inc();
+                    guard.manager.stats.rq_idle_timeout.inc();
                 }
                 return Poll::Ready(Some(Err(Box::new(idle))));
             }
