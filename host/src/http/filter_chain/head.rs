@@ -20,17 +20,17 @@ pub(super) fn route_props_picked<B>(
     let (props, picked) = {
         let route = find_route(routes, request)?;
         let picked = match &route.action {
-            RouteAction::Forward(action)
-                if matches!(action.choice.as_deref(), Some(ClusterChoice::Weighted(_))) =>
-            {
-                let earlier = request.extensions().get::<PickedCluster>();
-                Some(
-                    action
-                        .for_request(request.headers(), earlier)
-                        .cluster
-                        .clone(),
-                )
-            }
+            RouteAction::Forward(action) => match action.choice.as_deref() {
+                // The same pick as `ForwardAction::for_request`, without copying the action.
+                Some(choice @ ClusterChoice::Weighted(_)) => {
+                    let earlier = request.extensions().get::<PickedCluster>();
+                    let cluster = earlier
+                        .and_then(|earlier| choice.repick(&earlier.0))
+                        .map_or_else(|| choice.cluster(request.headers()), |(name, _)| name);
+                    Some(cluster.to_owned())
+                }
+                _ => None,
+            },
             _ => None,
         };
         let mut props = props_of(route, request.headers());
