@@ -9,10 +9,9 @@
 //! ```
 //!
 //! The API is [`FilterChain::new`] (per worker, from any list of plugins: a listener's
-//! `http_filters`, or an upgrade type's filters), [`FilterChain::is_empty`] and
-//! [`FilterChain::run`], which wraps whatever produces the response (`next`); the stream
-//! phases ([`crate::http::phases`]) call its two halves apart, [`FilterChain::filter_request`]
-//! and [`ResponseFilters::filter_response`], with routing and forwarding between them.
+//! `http_filters`, or an upgrade type's filters), [`FilterChain::is_empty`], and its two
+//! halves, [`FilterChain::filter_request`] and [`ResponseFilters::filter_response`], which the
+//! stream phases ([`crate::http::phases`]) call with routing and forwarding between them.
 //! Because routing runs after the request half, the route is looked up on the headers as the
 //! filters left them; the `routes` given to the chain only serve the
 //! `xds.route_name`/`xds.cluster_name` properties.
@@ -45,7 +44,7 @@ use crate::wasm::{
 use crate::wire::ConnectionInfo;
 use http::{Request, Response};
 use http_body::Body as _;
-use std::future::Future;
+
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use weir_abi::{Action, StreamType};
@@ -101,7 +100,7 @@ impl FilterChain {
         }
     }
 
-    /// Whether there is nothing to run (then [`FilterChain::run`] need not be called).
+    /// Whether there is nothing to run (then the chain need not be called).
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty() && self.unloaded.is_none()
     }
@@ -113,11 +112,9 @@ impl FilterChain {
         self.slots.iter().any(|slot| slot.plugin().reads_bodies())
     }
 
-    /// Runs `request` through the filters, then `next` (routing and forwarding), then the
-    /// response back through the filters in reverse order. Never fails: a filter's failure
-    /// or local reply is the response. The two halves are [`FilterChain::filter_request`]
-    /// and [`ResponseFilters::filter_response`], which the stream's phases call apart (see
-    /// [`crate::http::phases`]).
+    /// Runs `request` through the filters, then `next`, then the response back through the
+    /// filters in reverse order, as the stream phases do (for tests of the chain alone).
+    #[cfg(test)]
     pub async fn run<F, Fut>(
         &self,
         request: Request<Body>,
@@ -127,7 +124,7 @@ impl FilterChain {
     ) -> Response<Body>
     where
         F: FnOnce(Request<Body>) -> Fut,
-        Fut: Future<Output = Response<Body>>,
+        Fut: std::future::Future<Output = Response<Body>>,
     {
         match self.filter_request(request, conn, routes).await {
             Filtered::Continue(request, filters) => {
@@ -140,7 +137,7 @@ impl FilterChain {
         }
     }
 
-    /// The request half of [`FilterChain::run`]: the request through the filters, on to
+    /// The request half of the chain: the request through the filters, on to
     /// routing, or a filter's answer instead; with the filters that are to see the response
     /// (none where the chain could not start).
     ///
@@ -223,7 +220,7 @@ impl FilterChain {
 }
 
 /// The filters of one stream that saw its request, to see its response (the response half
-/// of [`FilterChain::run`]).
+/// of the chain, [`ResponseFilters::filter_response`]).
 pub struct ResponseFilters {
     /// The position of the filter that answered instead of the upstream, if one did.
     from: Option<usize>,

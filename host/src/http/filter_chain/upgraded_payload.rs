@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 const READ_SIZE: usize = 64 * 1024;
 
 /// The filters of one upgraded stream, for its payload: put on the request that goes to the
-/// router by [`super::FilterChain::run`] when the request asks for a tunnel and a filter of
+/// router by [`super::FilterChain::filter_request`] when the request asks for a tunnel and a filter of
 /// the chain reads bodies; the tunnel code takes it and, once the tunnel is established,
 /// pumps the payload through it ([`PayloadFilters::pump`]) instead of splicing. Dropping it
 /// unused (the tunnel was refused) changes nothing.
