@@ -147,7 +147,7 @@ impl Pool<Http2> {
         let mut body = Some(body);
         for _ in 0..MAX_SEND_ATTEMPTS {
             let (lease, send) = self.acquire_stream().await?;
-            let head = request_head(&parts, scheme, &self.host.addr.to_string())
+            let head = request_head(&parts, scheme, self.host.addr)
                 .map_err(|reason| self.reset(reason))?;
             // An extended CONNECT (`:protocol`, RFC 8441) needs the peer's consent.
             if head.extensions().get::<h2::ext::Protocol>().is_some()
@@ -216,14 +216,22 @@ fn refused_unprocessed(error: &h2::Error) -> bool {
 pub(super) fn request_head(
     parts: &http::request::Parts,
     scheme: &str,
-    fallback_authority: &str,
+    fallback_authority: std::net::SocketAddr,
 ) -> Result<http::Request<()>, String> {
-    let authority = parts
+    // The host's address is written out only where the request names no authority.
+    let fallback;
+    let authority = match parts
         .headers
         .get(http::header::HOST)
         .and_then(|value| value.to_str().ok())
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-        .unwrap_or(fallback_authority);
+    {
+        Some(authority) => authority,
+        None => {
+            fallback = fallback_authority.to_string();
+            fallback.as_str()
+        }
+    };
     // An HTTP/1.1 upgrade becomes an extended CONNECT (RFC 8441) with `:protocol`; a method
     // other than GET travels in a header so the next hop can restore it.
     let upgrade = parts
@@ -450,7 +458,7 @@ mod tests {
             panic!("request builds")
         };
         let (parts, ()) = request.into_parts();
-        let head = super::request_head(&parts, "https", "127.0.0.1:1");
+        let head = super::request_head(&parts, "https", ([127, 0, 0, 1], 1).into());
         let Ok(head) = head else {
             panic!("head builds")
         };

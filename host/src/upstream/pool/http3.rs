@@ -208,7 +208,7 @@ impl Pool<Http3> {
         for attempt in 0..MAX_SEND_ATTEMPTS {
             let (mut lease, mut connection) = self.acquire_stream().await?;
             let active = lease.active();
-            let mut head = request_head(&parts, "https", &self.host.addr.to_string())
+            let mut head = request_head(&parts, "https", self.host.addr)
                 .map_err(|reason| self.reset(reason))?;
             *head.version_mut() = http::Version::HTTP_3;
             let opening = connection.send.send_request(head);
@@ -275,8 +275,8 @@ impl Pool<Http3> {
         payload: Body,
         slot: RequestSlot,
     ) -> Result<http::Response<Body>, UpstreamError> {
-        let head = request_head(&parts, "https", &self.host.addr.to_string())
-            .map_err(|reason| self.reset(reason))?;
+        let head =
+            request_head(&parts, "https", self.host.addr).map_err(|reason| self.reset(reason))?;
         // The head is built as for HTTP/2 (`request_head`), which carries `:protocol` the h2
         // codec's way; HTTP/3 writes it from the one `wire::Protocol`.
         let protocol = head
