@@ -236,6 +236,17 @@ impl<P: PoolProtocol> Pool<P> {
     /// Takes a stream on a connection with room, or waits (pending) while new connections
     /// are made. `None`: the pool no longer serves its host ([`PoolProtocol::serves`]).
     pub async fn acquire(self: &Arc<Self>) -> Result<Option<(Lease<P>, P::Stream)>, UpstreamError> {
+        // A connection with room first: the common case takes nothing shared by the workers
+        // (the cluster's count and its `connection_freed` waiters are only for waiting).
+        {
+            let mut state = self.lock();
+            if !self.protocol.serves(&self.host) {
+                return Ok(None);
+            }
+            if let Some(taken) = self.take_stream(&mut state) {
+                return Ok(Some(taken));
+            }
+        }
         let mut wait = PendingWait::new(self.cluster.clone());
         let mut waiting: Option<WaitingCount<P>> = None;
         loop {
