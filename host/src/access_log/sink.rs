@@ -116,7 +116,6 @@ pub enum Target {
 /// One destination's queue; its writer thread ends when the last [`Sink`] handle is dropped.
 #[derive(Debug)]
 pub struct Sink {
-    target: Target,
     queue: SyncSender<String>,
     queued_bytes: Arc<AtomicUsize>,
 }
@@ -150,17 +149,11 @@ impl Sink {
             .name("weir-access-log".into())
             .spawn(move || writer.run(lines))?;
         let sink = Arc::new(Sink {
-            target: target.clone(),
             queue,
             queued_bytes,
         });
         open.insert(target, Arc::downgrade(&sink));
         Ok(sink)
-    }
-
-    /// Where it writes.
-    pub fn target(&self) -> &Target {
-        &self.target
     }
 
     /// Queues `line` (which ends in its newline), or drops and counts it when the queue is

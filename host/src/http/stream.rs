@@ -187,13 +187,17 @@ impl StreamPhases for HttpManager {
         mut request: Request<Body>,
         conn: &ConnectionInfo,
     ) -> Filtered<Self::ResponseFilters> {
-        let filters = match upgrade::tunnel_kind(&request) {
-            Ok(Some(kind)) if !self.upgrade_filters.is_empty() => self
+        // The request's tunnel kind is read only where some upgrade type has a chain.
+        let kind = (!self.upgrade_filters.is_empty())
+            .then(|| upgrade::tunnel_kind(&request).ok().flatten())
+            .flatten();
+        let filters = match kind {
+            Some(kind) => self
                 .upgrade_filters
                 .iter()
                 .find(|(upgrade_type, _)| upgrade_type == kind.upgrade_type())
                 .map_or(&self.filters, |(_, chain)| chain),
-            _ => &self.filters,
+            None => &self.filters,
         };
         if filters.is_empty() {
             return Filtered::Continue(request, None);

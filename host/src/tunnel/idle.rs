@@ -7,7 +7,7 @@
 //! (`TCP_INFO`: bytes received, bytes acked by the client) a few times per period rather than
 //! by wrapping the streams.
 
-use crate::socket::SocketId;
+use crate::socket::{SocketId, TcpCounters};
 use std::future::Future;
 use std::io;
 
@@ -50,14 +50,13 @@ pub async fn run_until_idle<F: Future>(
     }
 }
 
-/// (bytes received, bytes acked) of the socket, read through a private descriptor checked
-/// against the socket's cookie.
-fn counters(socket: &SocketId) -> io::Result<(u64, u64)> {
+/// The socket's byte counters, read through a private descriptor checked against the
+/// socket's cookie.
+fn counters(socket: &SocketId) -> io::Result<TcpCounters> {
     let dup = socket
         .dup()
         .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-    let counters = crate::socket::tcp_counters(&dup)?;
-    Ok((counters.received, counters.acked))
+    crate::socket::tcp_counters(&dup)
 }
 
 #[cfg(test)]
