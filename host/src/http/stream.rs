@@ -508,6 +508,28 @@ impl HttpManager {
         Ok(())
     }
 
+    /// What every request sent upstream carries, a tunnel's included: `x-forwarded-proto`
+    /// (set, or kept from the client unless `use_remote_address`), the client's address
+    /// appended to `x-forwarded-for` with `use_remote_address`, and an `x-request-id` where it
+    /// has none (the request-id phase set one, but a client's `connection: x-request-id` may
+    /// have had it stripped as hop-by-hop since).
+    pub(super) fn add_forwarding_headers(
+        &self,
+        headers: &mut http::HeaderMap,
+        conn: &ConnectionInfo,
+    ) {
+        let scheme = if conn.tls { "https" } else { "http" };
+        if self.config.use_remote_address || !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+        }
+        if self.config.use_remote_address {
+            headers::append_forwarded_for(headers, conn.remote.ip());
+        }
+        if self.config.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
+            headers.insert(X_REQUEST_ID.clone(), headers::new_request_id());
+        }
+    }
+
     /// The request's `x-forwarded-proto` as `upstream_request` will leave it: the
     /// connection's scheme, unless the client's value is trusted (no `use_remote_address`).
     fn forwarded_proto<'r, B>(&self, request: &'r Request<B>, conn: &ConnectionInfo) -> &'r str {
@@ -600,16 +622,7 @@ impl HttpManager {
         };
         headers.insert(header::HOST, host);
         crate::route::response_headers::apply(&action.request_headers, headers);
-        let scheme = if conn.tls { "https" } else { "http" };
-        if self.config.use_remote_address || !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
-        }
-        if self.config.use_remote_address {
-            headers::append_forwarded_for(headers, conn.remote.ip());
-        }
-        if self.config.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
-            headers.insert(X_REQUEST_ID.clone(), headers::new_request_id());
-        }
+        self.add_forwarding_headers(headers, conn);
         mark_original_destination(conn, &mut parts.extensions);
         if action.auto_host_rewrite {
             parts.extensions.insert(crate::upstream::AutoHostRewrite);

@@ -12,7 +12,7 @@
 
 use super::HttpManager;
 use super::filter_chain::{PayloadFilters, PayloadFollows};
-use super::headers::{self, X_FORWARDED_PROTO, X_REQUEST_ID};
+use super::headers;
 use super::local_reply::LocalReply;
 use crate::body::{self, Body};
 use crate::route::{ForwardAction, TerminateConnect};
@@ -241,20 +241,7 @@ impl HttpManager {
                 }
             }
         }
-        let scheme = if conn.tls { "https" } else { "http" };
-        if self.config.use_remote_address || !parts.headers.contains_key(&X_FORWARDED_PROTO) {
-            parts
-                .headers
-                .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
-        }
-        if self.config.use_remote_address {
-            headers::append_forwarded_for(&mut parts.headers, conn.remote.ip());
-        }
-        if self.config.generate_request_id && !parts.headers.contains_key(&X_REQUEST_ID) {
-            parts
-                .headers
-                .insert(X_REQUEST_ID.clone(), headers::new_request_id());
-        }
+        self.add_forwarding_headers(&mut parts.headers, conn);
         Ok(Request::from_parts(parts, body::empty()))
     }
 
