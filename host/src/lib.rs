@@ -28,3 +28,4 @@ pub mod upstream;
 pub mod wasm;
 pub mod wire;
 pub mod worker;
+pub mod xds;

@@ -10,7 +10,7 @@
 //! One file per resource, each holding Envoy's schema of it and its reading side by side:
 //! [`bootstrap`] (the top), [`listener`], [`http_manager`], [`route`], [`cluster`] (read into
 //! the plain data of [`cluster_spec`], from which the upstream side builds its clusters),
-//! [`tls`], [`quic`], [`wasm`] (read into the plain data of [`wasm_spec`], from which the Wasm
+//! [`dynamic_resources`] (xDS), [`tls`], [`quic`], [`wasm`] (read into the plain data of [`wasm_spec`], from which the Wasm
 //! host loads its plugins), [`service`], [`overload`], [`runtime`]; [`schema`] names all of
 //! their schema types in one place. Below them sit the shared pieces ([`common`],
 //! [`http_options`], [`typed`], [`duration`], [`file`](mod@file), [`pem`]).
@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod cluster_spec;
 pub mod common;
 pub mod duration;
+pub mod dynamic_resources;
 pub mod file;
 pub mod http_manager;
 pub mod http_options;

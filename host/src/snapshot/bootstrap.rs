@@ -35,6 +35,8 @@ pub struct Config {
     /// `bootstrap_extensions`' `weir.config.v1.ProcessSettings`, if any (read at start-up, a
     /// reload that changes it is refused: see [`process_settings`]).
     pub process_settings: Option<process_settings::ProcessSettingsConfig>,
+    /// `dynamic_resources`: the control plane, when resources come over xDS.
+    pub xds: Option<crate::config::dynamic_resources::XdsSpec>,
 }
 
 /// One `envoy.bootstrap.wasm` extension: its plugin, loaded and checked like a filter's.
@@ -147,6 +149,7 @@ pub(super) fn build(
                 service::ExtensionKind::WasmService(_) => None,
             }
         }),
+        xds: None,
     })
 }
 

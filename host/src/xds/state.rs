@@ -1,0 +1,1 @@
+//! The xDS resources in force, assembled with the bootstrap's static ones into one config.
