@@ -310,18 +310,26 @@ fn serve(
     started: std::time::Instant,
     set_log_level: weir::admin::SetLogLevel,
 ) -> anyhow::Result<()> {
-    let source = cli
-        .config_path
-        .clone()
-        .map(weir::reload::watch::file_source);
-    let (config, config_hash) = match &source {
-        Some(source) => {
-            let loaded = source.load()?;
-            (loaded.config, Some(loaded.version))
+    // With `dynamic_resources`, the config's source is the xDS state: the file's static
+    // resources with what the control plane sends (the file alone until it does).
+    let mut xds = None;
+    let (source, config, config_hash) = match &cli.config_path {
+        Some(path) => {
+            let file = weir::reload::watch::file_source(path.clone());
+            let (state, loaded) = weir::xds::state::XdsState::for_file(file.clone(), path.clone())?;
+            let source: Arc<dyn snapshot::ConfigSource> = match state {
+                Some(state) => {
+                    xds = Some(state.clone());
+                    state
+                }
+                None => file,
+            };
+            (Some(source), loaded.config, Some(loaded.version))
         }
         None => {
             tracing::info!("no config given (-c FILE): serving the built-in config");
             (
+                None,
                 snapshot::load_str(config::DEFAULT_CONFIG, "<built-in>")?,
                 None,
             )
@@ -424,6 +432,15 @@ fn serve(
         )
         .context("starting the singleton Wasm services")?;
         let reloader = Reloader::new(source, snapshot, workers.publisher());
+        if let Some(state) = &xds {
+            state.attach(&reloader);
+            state.spawn_initial_fetch_timer();
+            tracing::info!(
+                cluster = %state.spec().ads_cluster,
+                api = ?state.spec().api,
+                "xds: resources come from the control plane"
+            );
+        }
         weir::reload::watch::spawn(&reloader, tokio::runtime::Handle::current());
         let overload_source = reloader.clone();
         tokio::spawn(weir::overload::run(

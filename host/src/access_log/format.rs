@@ -559,6 +559,12 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// `at` in UTC as Envoy writes a time without a pattern: `2026-12-07T04:05:06.789Z` (also
+/// the timestamps of `/config_dump`).
+pub fn utc_timestamp(at: SystemTime) -> String {
+    format_time(at, &parse_time_pattern(DEFAULT_TIME_PATTERN))
+}
+
 /// `at` in UTC per `pieces` (Envoy logs times in UTC).
 fn format_time(at: SystemTime, pieces: &[TimePiece]) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();

@@ -4,19 +4,34 @@
 //! `ClustersConfigDump` (`static_clusters[].cluster`), a `ListenersConfigDump`
 //! (`static_listeners[].listener`) and a `RoutesConfigDump` (`static_route_configs[]`: each
 //! `route_config` written inline in an HTTP connection manager). Every resource carries its
-//! Envoy `@type`. weir has no dynamic resources yet, so the `dynamic_*` lists are empty and
-//! `version_info` is absent. Query parameters as Envoy's:
+//! Envoy `@type`. Resources from a control plane (xDS) are in the `dynamic_*` lists, each with
+//! its `version_info` and `last_updated`, and each dump's `version_info` is the version of the
+//! response applied last; with `?include_eds` an `EndpointsConfigDump` follows, holding the
+//! endpoints from EDS. Query parameters as Envoy's:
 //! - `resource=NAME`: only the entries of that repeated field (`static_clusters`,
 //!   `static_listeners`, `static_route_configs`, `dynamic_active_clusters`, ...), each with
 //!   the entry's own `@type` (e.g. `...ClustersConfigDump.StaticCluster`);
 //! - `mask=a.b,c`: only those field paths of each config (or of each resource entry).
 
+use crate::snapshot::{DynamicDump, DynamicEntry};
 use serde_json::{Map, Value, json};
 
 const ADMIN: &str = "type.googleapis.com/envoy.admin.v3.";
 const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 const ROUTE_CONFIG: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+const ENDPOINTS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+/// What is dumped: the file as loaded and what the control plane sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// The config file as JSON.
+    pub bootstrap: &'a Value,
+    /// The resources from the control plane, if weir runs xDS.
+    pub dynamic: Option<&'a DynamicDump>,
+    /// `?include_eds`: add the endpoints dump.
+    pub include_eds: bool,
+}
 
 /// Why a dump cannot be made as asked.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -29,11 +44,11 @@ pub enum DumpError {
 /// The dump of `bootstrap` (the config file as loaded, as JSON), narrowed by `resource` and
 /// `mask` as Envoy's query parameters do.
 pub fn dump(
-    bootstrap: &Value,
+    sources: Sources<'_>,
     resource: Option<&str>,
     mask: Option<&str>,
 ) -> Result<Value, DumpError> {
-    let configs = configs(bootstrap);
+    let configs = configs(sources);
     let mask: Option<Vec<Vec<&str>>> = mask.map(|mask| {
         mask.split(',')
             .map(str::trim)
@@ -79,8 +94,11 @@ pub fn dump(
     Ok(json!({ "configs": narrowed }))
 }
 
-/// The four dumps, in Envoy's order.
-fn configs(bootstrap: &Value) -> Vec<Value> {
+/// The four dumps (five with `include_eds`), in Envoy's order.
+fn configs(sources: Sources<'_>) -> Vec<Value> {
+    let bootstrap = sources.bootstrap;
+    let empty = DynamicDump::default();
+    let dynamic = sources.dynamic.unwrap_or(&empty);
     let statics = bootstrap.get("static_resources");
     let list = |field: &str| -> Vec<Value> {
         statics
@@ -106,25 +124,92 @@ fn configs(bootstrap: &Value) -> Vec<Value> {
         .into_iter()
         .map(|route_config| json!({ "route_config": typed(route_config, ROUTE_CONFIG) }))
         .collect();
-    vec![
+    let clusters_of = |warming: bool| -> Vec<Value> {
+        dynamic
+            .clusters
+            .iter()
+            .filter(|entry| entry.warming == warming)
+            .map(|entry| versioned(entry, "cluster", CLUSTER))
+            .collect()
+    };
+    let dynamic_listeners: Vec<Value> = dynamic
+        .listeners
+        .iter()
+        .map(|entry| {
+            let state = if entry.warming {
+                "warming_state"
+            } else {
+                "active_state"
+            };
+            json!({ "name": entry.name, state: versioned(entry, "listener", LISTENER) })
+        })
+        .collect();
+    let dynamic_routes: Vec<Value> = dynamic
+        .route_configs
+        .iter()
+        .map(|entry| versioned(entry, "route_config", ROUTE_CONFIG))
+        .collect();
+    let mut configs = vec![
         json!({ "@type": format!("{ADMIN}BootstrapConfigDump"), "bootstrap": bootstrap }),
-        json!({
-            "@type": format!("{ADMIN}ClustersConfigDump"),
-            "static_clusters": clusters,
-            "dynamic_active_clusters": [],
-            "dynamic_warming_clusters": [],
-        }),
-        json!({
-            "@type": format!("{ADMIN}ListenersConfigDump"),
-            "static_listeners": listeners,
-            "dynamic_listeners": [],
-        }),
+        with_version(
+            json!({
+                "@type": format!("{ADMIN}ClustersConfigDump"),
+                "static_clusters": clusters,
+                "dynamic_active_clusters": clusters_of(false),
+                "dynamic_warming_clusters": clusters_of(true),
+            }),
+            dynamic.versions.get("cds"),
+        ),
+        with_version(
+            json!({
+                "@type": format!("{ADMIN}ListenersConfigDump"),
+                "static_listeners": listeners,
+                "dynamic_listeners": dynamic_listeners,
+            }),
+            dynamic.versions.get("lds"),
+        ),
         json!({
             "@type": format!("{ADMIN}RoutesConfigDump"),
             "static_route_configs": route_configs,
-            "dynamic_route_configs": [],
+            "dynamic_route_configs": dynamic_routes,
         }),
-    ]
+    ];
+    if sources.include_eds {
+        let static_endpoints: Vec<Value> = list("clusters")
+            .iter()
+            .filter_map(|cluster| cluster.get("load_assignment"))
+            .map(|assignment| json!({ "endpoint_config": typed(assignment.clone(), ENDPOINTS) }))
+            .collect();
+        let dynamic_endpoints: Vec<Value> = dynamic
+            .endpoints
+            .iter()
+            .map(|entry| versioned(entry, "endpoint_config", ENDPOINTS))
+            .collect();
+        configs.push(json!({
+            "@type": format!("{ADMIN}EndpointsConfigDump"),
+            "static_endpoint_configs": static_endpoints,
+            "dynamic_endpoint_configs": dynamic_endpoints,
+        }));
+    }
+    configs
+}
+
+/// One resource from the control plane as Envoy dumps it: `{version_info, <field>: resource,
+/// last_updated}`.
+fn versioned(entry: &DynamicEntry, field: &str, type_url: &str) -> Value {
+    json!({
+        "version_info": entry.version_info,
+        field: typed(entry.resource.clone(), type_url),
+        "last_updated": crate::access_log::format::utc_timestamp(entry.last_updated),
+    })
+}
+
+/// `dump` with the `version_info` of the response applied last, when there is one.
+fn with_version(mut dump: Value, version: Option<&String>) -> Value {
+    if let (Value::Object(fields), Some(version)) = (&mut dump, version) {
+        fields.insert("version_info".into(), json!(version));
+    }
+    dump
 }
 
 /// The `route_config`s written inline in the HTTP connection managers of `listener`.
@@ -171,6 +256,8 @@ fn entry_type(resource: &str) -> String {
         "dynamic_listeners" => "DynamicListener".into(),
         "static_route_configs" => "StaticRouteConfig".into(),
         "dynamic_route_configs" => "DynamicRouteConfig".into(),
+        "static_endpoint_configs" => "StaticEndpointConfig".into(),
+        "dynamic_endpoint_configs" => "DynamicEndpointConfig".into(),
         other => other.to_owned(),
     }
 }
@@ -215,6 +302,83 @@ fn copy_path(from: &Value, into: &mut Map<String, Value>, path: &[&str]) {
 mod tests {
     use super::*;
 
+    fn plain(bootstrap: &Value) -> Sources<'_> {
+        Sources {
+            bootstrap,
+            dynamic: None,
+            include_eds: false,
+        }
+    }
+
+    #[test]
+    fn dynamic_resources_are_dumped_with_their_versions() {
+        let entry = |name: &str, warming: bool| DynamicEntry {
+            name: name.into(),
+            version_info: "v7".into(),
+            last_updated: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_500),
+            resource: json!({ "name": name }),
+            warming,
+        };
+        let dynamic = DynamicDump {
+            versions: [("cds", "v7".to_string()), ("lds", "v3".to_string())]
+                .into_iter()
+                .collect(),
+            listeners: vec![entry("ready", false), entry("waiting", true)],
+            route_configs: vec![entry("routes", false)],
+            clusters: vec![entry("up", false), entry("warm", true)],
+            endpoints: vec![entry("up", false)],
+        };
+        let bootstrap = bootstrap();
+        let sources = Sources {
+            bootstrap: &bootstrap,
+            dynamic: Some(&dynamic),
+            include_eds: true,
+        };
+        let dump = dump(sources, None, None).unwrap();
+        let configs = dump["configs"].as_array().unwrap();
+        assert_eq!(configs.len(), 5);
+        assert_eq!(configs[1]["version_info"], "v7");
+        assert_eq!(
+            configs[1]["dynamic_active_clusters"][0]["cluster"]["name"],
+            "up"
+        );
+        assert_eq!(
+            configs[1]["dynamic_active_clusters"][0]["last_updated"],
+            "1970-01-01T00:00:01.500Z"
+        );
+        assert_eq!(
+            configs[1]["dynamic_warming_clusters"][0]["cluster"]["name"],
+            "warm"
+        );
+        assert_eq!(configs[2]["version_info"], "v3");
+        assert_eq!(
+            configs[2]["dynamic_listeners"][0]["active_state"]["listener"]["@type"],
+            LISTENER
+        );
+        assert_eq!(configs[2]["dynamic_listeners"][1]["name"], "waiting");
+        assert!(configs[2]["dynamic_listeners"][1]["warming_state"].is_object());
+        assert_eq!(
+            configs[3]["dynamic_route_configs"][0]["route_config"]["name"],
+            "routes"
+        );
+        assert_eq!(
+            configs[4]["dynamic_endpoint_configs"][0]["endpoint_config"]["@type"],
+            ENDPOINTS
+        );
+        // Without include_eds, no endpoints dump.
+        let sources = Sources {
+            include_eds: false,
+            ..sources
+        };
+        assert_eq!(dump_len(sources), 4);
+    }
+
+    fn dump_len(sources: Sources<'_>) -> usize {
+        dump(sources, None, None).unwrap()["configs"]
+            .as_array()
+            .map_or(0, Vec::len)
+    }
+
     fn bootstrap() -> Value {
         json!({
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}},
@@ -233,7 +397,7 @@ mod tests {
 
     #[test]
     fn four_dumps_in_envoys_order_with_types() {
-        let dump = dump(&bootstrap(), None, None).unwrap();
+        let dump = dump(plain(&bootstrap()), None, None).unwrap();
         let configs = dump["configs"].as_array().unwrap();
         let types: Vec<&str> = configs
             .iter()
@@ -265,7 +429,12 @@ mod tests {
 
     #[test]
     fn resource_and_mask_narrow_as_envoys() {
-        let dump = dump(&bootstrap(), Some("static_clusters"), Some("cluster.name")).unwrap();
+        let dump = dump(
+            plain(&bootstrap()),
+            Some("static_clusters"),
+            Some("cluster.name"),
+        )
+        .unwrap();
         assert_eq!(
             dump,
             json!({"configs": [{
@@ -274,7 +443,7 @@ mod tests {
             }]})
         );
         assert_eq!(
-            super::dump(&bootstrap(), Some("nothing"), None),
+            super::dump(plain(&bootstrap()), Some("nothing"), None),
             Err(DumpError::UnknownResource("nothing".into()))
         );
     }

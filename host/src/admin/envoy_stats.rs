@@ -88,6 +88,18 @@ pub fn envoy_name(family: &str, labels: &[(&str, &str)]) -> String {
             );
         }
     }
+    if let Some(rest) = family.strip_prefix("weir_xds_") {
+        // Envoy keeps CDS under the cluster manager and LDS under the listener manager.
+        match label("type") {
+            Some("cds") => return format!("cluster_manager.cds.{rest}"),
+            Some("lds") => return format!("listener_manager.lds.{rest}"),
+            Some(other) => return format!("weir.xds.{other}.{rest}"),
+            None => {}
+        }
+    }
+    if family == "weir_control_plane_connected_state" {
+        return "control_plane.connected_state".to_owned();
+    }
     if let Some(rest) = family.strip_prefix("weir_access_logs_file_") {
         return format!("access_logs.file.{rest}");
     }

@@ -246,8 +246,12 @@ impl Admin {
                 let snapshot = self.reloader.current();
                 let resource = query_param(request.uri(), "resource");
                 let mask = query_param(request.uri(), "mask");
-                match config_dump::dump(&snapshot.config.dump, resource.as_deref(), mask.as_deref())
-                {
+                let sources = config_dump::Sources {
+                    bootstrap: &snapshot.config.dump,
+                    dynamic: snapshot.config.dynamic.as_deref(),
+                    include_eds: query_has(request.uri(), "include_eds"),
+                };
+                match config_dump::dump(sources, resource.as_deref(), mask.as_deref()) {
                     Ok(dump) => json_response(
                         StatusCode::OK,
                         serde_json::to_string_pretty(&dump)
@@ -264,7 +268,7 @@ impl Admin {
             (&Method::GET, "/") => text(
                 StatusCode::OK,
                 "weir admin\n  /ready\n  /stats  (?filter=REGEX, ?format=json|prometheus)\n  \
-                 /stats/prometheus\n  /server_info\n  /config_dump  (?resource=, ?mask=)\n  \
+                 /stats/prometheus\n  /server_info\n  /config_dump  (?resource=, ?mask=, ?include_eds)\n  \
                  /clusters\n  /listeners  (?format=json)\n  GET|POST /logging  (?level=)\n  \
                  POST /reload\n  POST /quitquitquit\n  POST /reopen_logs\n"
                     .into(),

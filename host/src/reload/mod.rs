@@ -57,6 +57,8 @@ pub enum Trigger {
     Admin,
     /// A watched file changed.
     FileChange,
+    /// The control plane sent resources (xDS).
+    Xds,
 }
 
 /// Why a reload kept the old snapshot.
@@ -215,9 +217,22 @@ impl Reloader {
     /// keeps the old one. Logs and counts the result either way. Call on the main runtime
     /// (new clusters' health checkers start on it).
     pub async fn reload(&self, trigger: Trigger) -> Result<ReloadOutcome, ReloadError> {
+        let source = self.source.clone().ok_or(ReloadError::NoFile)?;
+        self.reload_from(source, trigger).await
+    }
+
+    /// Loads the config from `source` rather than the reloader's own and, if it loads, makes
+    /// it the running config, as [`Reloader::reload`] does. The xDS client applies a
+    /// control plane's resources this way: `source` is the config as those resources would
+    /// make it, and a failure is what its NACK says.
+    pub async fn reload_from(
+        &self,
+        source: Arc<dyn ConfigSource>,
+        trigger: Trigger,
+    ) -> Result<ReloadOutcome, ReloadError> {
         let _one_at_a_time = self.running.lock().await;
         let started = Instant::now();
-        let result = self.build_and_swap(started).await;
+        let result = self.build_and_swap(source, started).await;
         let elapsed = started.elapsed();
         self.stats.last_duration_seconds.set(elapsed.as_secs_f64());
         match &result {
@@ -262,8 +277,11 @@ impl Reloader {
         result
     }
 
-    async fn build_and_swap(&self, started: Instant) -> Result<ReloadOutcome, ReloadError> {
-        let source = self.source.clone().ok_or(ReloadError::NoFile)?;
+    async fn build_and_swap(
+        &self,
+        source: Arc<dyn ConfigSource>,
+        started: Instant,
+    ) -> Result<ReloadOutcome, ReloadError> {
         let old = self.current();
         // Parsing, compiling modules and starting their test VMs, reading TLS files: all
         // blocking work, kept off the runtime the admin listener and the watcher share.

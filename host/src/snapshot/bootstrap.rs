@@ -37,6 +37,39 @@ pub struct Config {
     pub process_settings: Option<process_settings::ProcessSettingsConfig>,
     /// `dynamic_resources`: the control plane, when resources come over xDS.
     pub xds: Option<crate::config::dynamic_resources::XdsSpec>,
+    /// The resources the control plane sent, for `/config_dump` (none without xDS).
+    pub dynamic: Option<std::sync::Arc<DynamicDump>>,
+}
+
+/// The resources from a control plane a config was built with, as `/config_dump` shows them.
+#[derive(Debug, Clone, Default)]
+pub struct DynamicDump {
+    /// Per type (`lds`, `rds`, `cds`, `eds`), the version of the response applied last.
+    pub versions: std::collections::BTreeMap<&'static str, String>,
+    /// Listeners (LDS).
+    pub listeners: Vec<DynamicEntry>,
+    /// Route configurations (RDS).
+    pub route_configs: Vec<DynamicEntry>,
+    /// Clusters (CDS).
+    pub clusters: Vec<DynamicEntry>,
+    /// Endpoints (EDS).
+    pub endpoints: Vec<DynamicEntry>,
+}
+
+/// One resource from the control plane.
+#[derive(Debug, Clone)]
+pub struct DynamicEntry {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version_info: String,
+    /// When it was last added or changed.
+    pub last_updated: std::time::SystemTime,
+    /// Its fields in Envoy's JSON shape.
+    pub resource: serde_json::Value,
+    /// Held but not in use yet: a listener waiting for its routes, a cluster for its
+    /// endpoints.
+    pub warming: bool,
 }
 
 /// One `envoy.bootstrap.wasm` extension: its plugin, loaded and checked like a filter's.
@@ -150,6 +183,7 @@ pub(super) fn build(
             }
         }),
         xds: None,
+        dynamic: None,
     })
 }
 

@@ -20,7 +20,7 @@ pub mod listener;
 pub mod source;
 pub mod wasm;
 
-pub use bootstrap::{Config, WasmServiceConfig};
+pub use bootstrap::{Config, DynamicDump, DynamicEntry, WasmServiceConfig};
 pub use http_manager::{HttpManagerConfig, UpgradeSetting, http_filters};
 pub use listener::{ListenerConfig, TcpListenerConfig, TcpProxyConfig};
 pub use source::{ConfigSource, FileSource, Loaded};
@@ -41,6 +41,16 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     let dump =
         serde_yaml_ng::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null);
     bootstrap::build(bootstrap, file, dump).map_err(|e| e.in_file(file))
+}
+
+/// Checks a bootstrap already read (the xDS assembly's: the file's static resources with the
+/// control plane's), as [`load_str`] checks one read from text; `file` names it in errors.
+pub fn load_bootstrap(
+    bootstrap: crate::config::bootstrap::Bootstrap,
+    file: &str,
+    dump: serde_json::Value,
+) -> Result<Config, crate::config::FieldError> {
+    bootstrap::build(bootstrap, file, dump)
 }
 
 #[cfg(test)]

@@ -485,6 +485,96 @@ impl ReloadStats {
     }
 }
 
+/// xDS, per resource type (the `type` label: `lds`, `rds`, `cds`, `eds`), under Envoy's names
+/// in `GET /stats` (`cluster_manager.cds.update_success`, `listener_manager.lds.version`, ...;
+/// see `admin::envoy_stats`).
+pub struct XdsStats {
+    /// `weir_control_plane_connected_state`: 1 while the ADS stream is up.
+    pub connected_state: IntGauge,
+    update_attempt: IntCounterVec,
+    update_success: IntCounterVec,
+    update_rejected: IntCounterVec,
+    update_empty: IntCounterVec,
+    init_fetch_timeout: IntCounterVec,
+    version: IntGaugeVec,
+}
+
+/// The xDS stats of one resource type.
+#[derive(Clone)]
+pub struct XdsTypeStats {
+    /// Responses received.
+    pub update_attempt: IntCounter,
+    /// Responses applied (ACKed).
+    pub update_success: IntCounter,
+    /// Responses refused (NACKed).
+    pub update_rejected: IntCounter,
+    /// Responses that changed nothing (applied without rebuilding the config).
+    pub update_empty: IntCounter,
+    /// Times the first response did not come within `initial_fetch_timeout`.
+    pub init_fetch_timeout: IntCounter,
+    /// A hash of the version applied last (Envoy's `version` stat).
+    pub version: IntGauge,
+}
+
+impl XdsStats {
+    /// The process-wide instance.
+    pub fn global() -> &'static XdsStats {
+        static XDS: OnceLock<XdsStats> = OnceLock::new();
+        XDS.get_or_init(|| {
+            let registry = Stats::global().registry();
+            let counter =
+                |name: &str, help: &str| register_counter(registry, name, help, &["type"]);
+            XdsStats {
+                connected_state: register_gauge(
+                    registry,
+                    "weir_control_plane_connected_state",
+                    "1 while the ADS stream to the control plane is up, else 0.",
+                    &[],
+                )
+                .with_label_values::<&str>(&[]),
+                update_attempt: counter(
+                    "weir_xds_update_attempt",
+                    "xDS responses received, by resource type.",
+                ),
+                update_success: counter(
+                    "weir_xds_update_success",
+                    "xDS responses applied (ACKed), by resource type.",
+                ),
+                update_rejected: counter(
+                    "weir_xds_update_rejected",
+                    "xDS responses refused (NACKed), by resource type.",
+                ),
+                update_empty: counter(
+                    "weir_xds_update_empty",
+                    "xDS responses that changed nothing, by resource type.",
+                ),
+                init_fetch_timeout: counter(
+                    "weir_xds_init_fetch_timeout",
+                    "Resource types whose first response missed initial_fetch_timeout.",
+                ),
+                version: register_gauge(
+                    registry,
+                    "weir_xds_version",
+                    "A hash of the version applied last, by resource type.",
+                    &["type"],
+                ),
+            }
+        })
+    }
+
+    /// The stats of the resource type whose short name is `kind` (`lds`, `rds`, ...).
+    pub fn of(&self, kind: &str) -> XdsTypeStats {
+        XdsTypeStats {
+            update_attempt: self.update_attempt.with_label_values(&[kind]),
+            update_success: self.update_success.with_label_values(&[kind]),
+            update_rejected: self.update_rejected.with_label_values(&[kind]),
+            update_empty: self.update_empty.with_label_values(&[kind]),
+            init_fetch_timeout: self.init_fetch_timeout.with_label_values(&[kind]),
+            version: self.version.with_label_values(&[kind]),
+        }
+    }
+}
+
 /// The process-wide registry and every metric family in it.
 pub struct Stats {
     registry: Registry,
