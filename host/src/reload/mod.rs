@@ -322,6 +322,8 @@ impl Reloader {
             })
             .count();
         let clusters_new = config.clusters.len() - clusters_kept;
+        self.stats.clusters_kept.inc_by(clusters_kept as u64);
+        self.stats.clusters_rebuilt.inc_by(clusters_new as u64);
         clusters.take_over_background(&old.clusters);
         let snapshot = Arc::new(Snapshot {
             generation: old.generation + 1,

@@ -453,6 +453,12 @@ pub struct ReloadStats {
     /// `weir_server_config_reload_last_success_timestamp_seconds`: Unix time of the last
     /// successful reload (0 before the first).
     pub last_success_timestamp_seconds: prometheus::Gauge,
+    /// `weir_server_config_reload_clusters_total{outcome="kept"}`: clusters a successful
+    /// reload carried over as they were (pools, health and circuit breakers kept).
+    pub clusters_kept: IntCounter,
+    /// `weir_server_config_reload_clusters_total{outcome="rebuilt"}`: clusters a successful
+    /// reload built afresh (new or changed).
+    pub clusters_rebuilt: IntCounter,
 }
 
 impl ReloadStats {
@@ -467,7 +473,15 @@ impl ReloadStats {
                 "Config reloads (file watch or POST /reload), by result (success or failure).",
                 &["result"],
             );
+            let clusters = register_counter(
+                registry,
+                "weir_server_config_reload_clusters_total",
+                "Clusters of successful reloads: kept as they were, or rebuilt (new or changed).",
+                &["outcome"],
+            );
             ReloadStats {
+                clusters_kept: clusters.with_label_values(&["kept"]),
+                clusters_rebuilt: clusters.with_label_values(&["rebuilt"]),
                 success: reloads.with_label_values(&["success"]),
                 failure: reloads.with_label_values(&["failure"]),
                 last_duration_seconds: register_float_gauge(
