@@ -79,7 +79,7 @@ pub struct ApiConfigSource {
     /// GRPC (state-of-the-world) or DELTA_GRPC (incremental).
     #[serde(default)]
     pub api_type: Option<ApiType>,
-    /// Must be V3, as Envoy requires.
+    /// V3 (AUTO, the default, means V3 as in Envoy 1.40).
     #[serde(default)]
     pub transport_api_version: ApiVersion,
     /// The control plane: one `envoy_grpc` service.
@@ -204,7 +204,8 @@ pub struct XdsSpec {
     /// `cds_config` names ADS: clusters come from the control plane.
     pub cds: bool,
     /// The longest the first response of a type is waited for before weir goes on without it
-    /// (`initial_fetch_timeout` of the config source; Envoy's default 15 s; zero: forever).
+    /// (`initial_fetch_timeout` of `lds_config` and `cds_config`, the longer of the two, each
+    /// Envoy's default 15 s where unset; zero: forever).
     pub initial_fetch_timeout: Duration,
     /// `node.id`.
     pub node_id: String,
@@ -274,10 +275,10 @@ pub fn xds_spec(
             ));
         }
     };
-    if ads.transport_api_version != ApiVersion::V3 {
+    if ads.transport_api_version == ApiVersion::V2 {
         return Err(FieldError::new(
             format!("{path}.transport_api_version"),
-            "must be V3 (as Envoy, weir speaks only the v3 xDS transport)",
+            "the v2 xDS transport is not supported; use V3",
         ));
     }
     let [service] = ads.grpc_services.as_slice() else {
@@ -334,10 +335,16 @@ pub fn xds_spec(
         }
         initial_metadata.push((key, header.value.clone()));
     }
-    let timeouts = sources.iter().filter_map(|(_, source)| {
-        source.and_then(|source| source.initial_fetch_timeout.map(ConfigDuration::get))
-    });
-    let initial_fetch_timeout = timeouts
+    // Each source's own (Envoy's default where it gives none); the longest wins, zero
+    // (wait forever) over any.
+    let initial_fetch_timeout = sources
+        .iter()
+        .filter_map(|(_, source)| *source)
+        .map(|source| {
+            source
+                .initial_fetch_timeout
+                .map_or(DEFAULT_INITIAL_FETCH_TIMEOUT, ConfigDuration::get)
+        })
         .reduce(|a, b| {
             if a.is_zero() || b.is_zero() {
                 Duration::ZERO

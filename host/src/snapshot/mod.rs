@@ -51,3 +51,6 @@ mod sidecar_tests;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod xds_tests;
