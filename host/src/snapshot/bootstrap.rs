@@ -106,6 +106,22 @@ pub(super) fn build(
         bootstrap.node.as_ref(),
         &clusters,
     )?;
+    if xds.is_none() {
+        // As Envoy: "ADS must be configured to support an ADS config source".
+        let eds = bootstrap
+            .static_resources
+            .clusters
+            .iter()
+            .position(|cluster| {
+                cluster.discovery_type == crate::config::cluster::DiscoveryType::EDS
+            });
+        if let Some(i) = eds {
+            return Err(FieldError::new(
+                format!("static_resources.clusters[{i}].eds_cluster_config.eds_config.ads"),
+                "endpoints over ADS need a control plane: name it in dynamic_resources.ads_config",
+            ));
+        }
+    }
     if xds.is_some() {
         // Routes RDS has not delivered are none at all, as in Envoy once its initial fetch
         // gave up: every request gets 404 until they come (the xDS assembler puts them in

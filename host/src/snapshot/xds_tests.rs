@@ -132,7 +132,11 @@ fn an_ads_bootstrap_gives_the_client_its_spec() {
     // Routes RDS has not delivered are none: every request 404 until they come.
     assert_eq!(config.listeners.len(), 1);
     // The EDS cluster has no hosts until its endpoints come.
-    let web = config.clusters.iter().find(|c| c.name == "web").expect("web");
+    let web = config
+        .clusters
+        .iter()
+        .find(|c| c.name == "web")
+        .expect("web");
     assert!(web.endpoints.is_empty());
 }
 
@@ -143,12 +147,22 @@ fn ads_defaults_follow_envoy() {
         .replace("    transport_api_version: V3\n", "")
         .replace(", initial_fetch_timeout: 3s", "")
         .replace(", initial_fetch_timeout: 20s", "");
-    let xds = load_str(&text, "test.yaml").expect("loads").xds.expect("xds");
+    let xds = load_str(&text, "test.yaml")
+        .expect("loads")
+        .xds
+        .expect("xds");
     assert_eq!(xds.api, AdsApi::StateOfTheWorld);
     assert_eq!(xds.initial_fetch_timeout, Duration::from_secs(15));
     let text = ADS.replace("initial_fetch_timeout: 3s", "initial_fetch_timeout: 0s");
-    let xds = load_str(&text, "test.yaml").expect("loads").xds.expect("xds");
-    assert_eq!(xds.initial_fetch_timeout, Duration::ZERO, "zero waits forever");
+    let xds = load_str(&text, "test.yaml")
+        .expect("loads")
+        .xds
+        .expect("xds");
+    assert_eq!(
+        xds.initial_fetch_timeout,
+        Duration::ZERO,
+        "zero waits forever"
+    );
     let plain = load_str(PLAIN, "test.yaml").expect("loads");
     assert_eq!(plain.xds, None);
 }
@@ -177,12 +191,37 @@ fn the_control_plane_is_a_static_http2_cluster() {
 fn ads_config_errors_name_the_field() {
     let ads = "dynamic_resources.ads_config";
     for (from, to, path, says) in [
-        ("api_type: DELTA_GRPC", "api_type: REST", "api_type", "GRPC or DELTA_GRPC"),
-        ("api_type: DELTA_GRPC", "api_type: AGGREGATED_GRPC", "api_type", "GRPC or DELTA_GRPC"),
+        (
+            "api_type: DELTA_GRPC",
+            "api_type: REST",
+            "api_type",
+            "GRPC or DELTA_GRPC",
+        ),
+        (
+            "api_type: DELTA_GRPC",
+            "api_type: AGGREGATED_GRPC",
+            "api_type",
+            "GRPC or DELTA_GRPC",
+        ),
         ("    api_type: DELTA_GRPC\n", "", "api_type", "DELTA_GRPC"),
-        ("transport_api_version: V3", "transport_api_version: V2", "transport_api_version", "V3"),
-        ("- envoy_grpc: { cluster_name: xds }", "- google_grpc: { target_uri: x }", "grpc_services[0].google_grpc", "envoy_grpc"),
-        ("set_node_on_first_message_only: true", "refresh_delay: 1s", "refresh_delay", "unknown field"),
+        (
+            "transport_api_version: V3",
+            "transport_api_version: V2",
+            "transport_api_version",
+            "V3",
+        ),
+        (
+            "- envoy_grpc: { cluster_name: xds }",
+            "- google_grpc: { target_uri: x }",
+            "grpc_services[0].google_grpc",
+            "envoy_grpc",
+        ),
+        (
+            "set_node_on_first_message_only: true",
+            "refresh_delay: 1s",
+            "refresh_delay",
+            "unknown field",
+        ),
     ] {
         let text = ADS.replace(from, to);
         assert_ne!(text, ADS, "{from}");
@@ -196,7 +235,10 @@ fn ads_config_errors_name_the_field() {
 fn config_sources_other_than_ads_are_refused() {
     for (source, field) in [
         ("{ path: /etc/envoy/lds.yaml }", "path"),
-        ("{ path_config_source: { path: /etc/envoy/lds.yaml } }", "path_config_source"),
+        (
+            "{ path_config_source: { path: /etc/envoy/lds.yaml } }",
+            "path_config_source",
+        ),
         (
             "{ api_config_source: { api_type: GRPC, grpc_services: [ { envoy_grpc: { cluster_name: xds } } ] } }",
             "api_config_source",
@@ -207,7 +249,11 @@ fn config_sources_other_than_ads_are_refused() {
             &format!("lds_config: {source}"),
         );
         let e = error_of(&text);
-        assert_eq!(e.path, format!("dynamic_resources.lds_config.{field}"), "{e}");
+        assert_eq!(
+            e.path,
+            format!("dynamic_resources.lds_config.{field}"),
+            "{e}"
+        );
         assert!(e.message.contains("ADS"), "{e}");
     }
     let e = error_of(&ADS.replace(
@@ -222,7 +268,10 @@ fn config_sources_other_than_ads_are_refused() {
         "config_source: { ads: {}, resource_api_version: V3 }",
         "config_source: { resource_api_version: V2, ads: {} }",
     ));
-    assert_eq!(e.path, format!("{HCM_PATH}.rds.config_source.resource_api_version"));
+    assert_eq!(
+        e.path,
+        format!("{HCM_PATH}.rds.config_source.resource_api_version")
+    );
 }
 
 #[test]
@@ -254,20 +303,30 @@ fn a_connection_manager_has_exactly_one_of_route_config_and_rds() {
     );
     let e = error_of(&both);
     assert_eq!(e.path, format!("{HCM_PATH}.rds"));
-    assert!(e.message.contains("exactly one of route_config and rds"), "{e}");
+    assert!(
+        e.message.contains("exactly one of route_config and rds"),
+        "{e}"
+    );
     let start = PLAIN.find("          route_config:").expect("route_config");
     let end = PLAIN.find("          http_filters:").expect("http_filters");
     let neither = format!("{}{}", &PLAIN[..start], &PLAIN[end..]);
     let e = error_of(&neither);
     assert_eq!(e.path, HCM_PATH);
-    assert!(e.message.contains("exactly one of route_config and rds"), "{e}");
+    assert!(
+        e.message.contains("exactly one of route_config and rds"),
+        "{e}"
+    );
 }
 
 #[test]
 fn rds_in_a_file_without_a_control_plane_is_an_error() {
-    let start = ADS.find("dynamic_resources:").expect("dynamic_resources");
-    let end = ADS.find("static_resources:").expect("static_resources");
-    let text = format!("{}{}", &ADS[..start], &ADS[end..]);
+    let start = PLAIN.find("          route_config:").expect("route_config");
+    let end = PLAIN.find("          http_filters:").expect("http_filters");
+    let text = format!(
+        "{}          rds: {{ route_config_name: r, config_source: {{ ads: {{}} }} }}\n{}",
+        &PLAIN[..start],
+        &PLAIN[end..]
+    );
     let e = error_of(&text);
     assert_eq!(e.path, format!("{HCM_PATH}.rds"));
     assert!(e.message.contains("dynamic_resources.ads_config"), "{e}");
@@ -275,21 +334,53 @@ fn rds_in_a_file_without_a_control_plane_is_an_error() {
 
 #[test]
 fn eds_clusters_read_their_load_assignment_as_static_ones() {
+    let text = ADS.replace(
+        "      service_name: web-eds
+",
+        "      service_name: web-eds
+    load_assignment:
+      cluster_name: web-eds
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 10.0.0.7, port_value: 9000 } } }
+",
+    );
+    assert_ne!(text, ADS);
+    let config = load_str(&text, "test.yaml").expect("loads");
+    let web = config
+        .clusters
+        .iter()
+        .find(|c| c.name == "web")
+        .expect("web");
+    assert_eq!(
+        web.discovery,
+        crate::config::cluster_spec::Discovery::Static
+    );
+    assert_eq!(web.endpoints.len(), 1);
+    assert_eq!(web.endpoints[0].address, "10.0.0.7");
+    let e = error_of(&ADS.replace(
+        "    eds_cluster_config:
+      eds_config: { ads: {}, resource_api_version: V3 }
+      service_name: web-eds
+",
+        "",
+    ));
+    assert_eq!(e.path, "static_resources.clusters[1].eds_cluster_config");
+}
+
+#[test]
+fn eds_without_a_control_plane_is_an_error_as_in_envoy() {
     let text = PLAIN.replace(
         "  - name: backend\n    connect_timeout: 1s\n",
         "  - name: backend\n    type: EDS\n    eds_cluster_config: { eds_config: { ads: {} } }\n    connect_timeout: 1s\n",
     );
     assert_ne!(text, PLAIN);
-    let config = load_str(&text, "test.yaml").expect("loads");
-    let backend = &config.clusters[0];
-    assert_eq!(backend.discovery, crate::config::cluster_spec::Discovery::Static);
-    assert_eq!(backend.endpoints.len(), 1);
-    assert_eq!(backend.endpoints[0].port, 9000);
-    let e = error_of(&PLAIN.replace(
-        "  - name: backend\n    connect_timeout: 1s\n",
-        "  - name: backend\n    type: EDS\n    connect_timeout: 1s\n",
-    ));
-    assert_eq!(e.path, "static_resources.clusters[0].eds_cluster_config");
+    let e = error_of(&text);
+    assert_eq!(
+        e.path,
+        "static_resources.clusters[0].eds_cluster_config.eds_config.ads"
+    );
+    assert!(e.message.contains("dynamic_resources.ads_config"), "{e}");
 }
 
 #[test]
@@ -300,10 +391,15 @@ fn validate_clusters_decides_whether_route_clusters_are_checked() {
         e.path,
         format!("{HCM_PATH}.route_config.virtual_hosts[0].routes[0].route.cluster")
     );
-    let e = error_of(&unknown.replace("name: local\n", "name: local\n            validate_clusters: true\n"));
+    let e = error_of(&unknown.replace(
+        "name: local\n",
+        "name: local\n            validate_clusters: true\n",
+    ));
     assert!(e.path.ends_with("routes[0].route.cluster"), "{e}");
-    let unchecked =
-        unknown.replace("name: local\n", "name: local\n            validate_clusters: false\n");
+    let unchecked = unknown.replace(
+        "name: local\n",
+        "name: local\n            validate_clusters: false\n",
+    );
     assert_ne!(unchecked, unknown);
     load_str(&unchecked, "test.yaml").expect("clusters not checked");
 }

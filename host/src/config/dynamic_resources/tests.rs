@@ -32,7 +32,9 @@ fn ads_is_the_one_source_accepted() {
         .expect("ads, v3");
     let e = source(json!({})).check_ads("s").expect_err("nothing");
     assert_eq!(e.path, "s");
-    let e = source(json!({"self": {}})).check_ads("s").expect_err("self");
+    let e = source(json!({"self": {}}))
+        .check_ads("s")
+        .expect_err("self");
     assert_eq!(e.path, "s.self");
     let e = source(json!({"ads": {}, "path": "/x"}))
         .check_ads("s")
