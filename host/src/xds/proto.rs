@@ -66,12 +66,39 @@ pub fn to_json(type_name: &str, bytes: &[u8]) -> Result<serde_json::Value, Proto
         .use_enum_numbers(false)
         .skip_default_fields(true)
         .stringify_64_bit_integers(false);
-    message
+    let mut json = message
         .serialize_with_options(serde_json::value::Serializer, &options)
         .map_err(|e| ProtoError::Json {
             type_name: type_name.to_string(),
             reason: unknown_any_reason(&e.to_string()),
-        })
+        })?;
+    whole_numbers_as_integers(&mut json);
+    Ok(json)
+}
+
+/// A `google.protobuf.Struct` holds every number as a double, so `60` in a `TypedStruct`'s
+/// value comes out as `60.0`, which an integer field of the schema refuses (Envoy's own JSON
+/// reading takes it). Whole doubles are written as integers; a double field reads an integer
+/// all the same. The depth is bounded by prost's decoding recursion limit.
+fn whole_numbers_as_integers(value: &mut serde_json::Value) {
+    /// 2^53: past it a double no longer holds every integer.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        serde_json::Value::Number(number) if !number.is_i64() && !number.is_u64() => {
+            if let Some(float) = number.as_f64()
+                && float.fract() == 0.0
+                && float.abs() <= EXACT
+            {
+                // In range (checked above), so the cast is exact.
+                *value = serde_json::Value::from(float as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().for_each(whole_numbers_as_integers)
+        }
+        _ => {}
+    }
 }
 
 /// prost-reflect says `message 'x.Y' not found` for an `Any` of a type the pool lacks; say

@@ -104,3 +104,33 @@ fn unknown_types_and_bad_bytes_are_errors() {
         Err(ProtoError::Decode { .. })
     ));
 }
+
+#[test]
+fn whole_numbers_in_a_struct_are_integers() {
+    let node = core_pb::Node {
+        id: "n".into(),
+        metadata: Some(Struct {
+            fields: [
+                (
+                    "whole".to_string(),
+                    Value {
+                        kind: Some(value::Kind::NumberValue(60.0)),
+                    },
+                ),
+                (
+                    "half".to_string(),
+                    Value {
+                        kind: Some(value::Kind::NumberValue(0.5)),
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        }),
+        ..Default::default()
+    };
+    let json = to_json("envoy.config.core.v3.Node", &node.encode_to_vec()).expect("json");
+    assert!(json["metadata"]["whole"].is_u64(), "{json}");
+    assert_eq!(json["metadata"]["whole"], 60);
+    assert_eq!(json["metadata"]["half"], 0.5);
+}

@@ -428,3 +428,137 @@ fn an_unknown_any_or_bad_bytes_are_refused_at_the_top() {
     let error = decode_error(ResourceType::Cluster, b"\xff\xff\xff");
     assert!(error.message.contains("invalid"), "{}", error.message);
 }
+
+#[test]
+fn a_typed_struct_is_read_as_the_type_it_names() {
+    use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value};
+    let typed_struct = |fields: Vec<(&str, PbValue)>| Struct {
+        fields: fields
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect(),
+    };
+    let string = |text: &str| PbValue {
+        kind: Some(value::Kind::StringValue(text.into())),
+    };
+    // An HCM written as a TypedStruct: its Struct holds numbers as doubles.
+    let hcm_fields = typed_struct(vec![
+        ("stat_prefix", string("ts")),
+        (
+            "max_request_headers_kb",
+            PbValue {
+                kind: Some(value::Kind::NumberValue(61.0)),
+            },
+        ),
+        (
+            "rds",
+            PbValue {
+                kind: Some(value::Kind::StructValue(typed_struct(vec![
+                    ("route_config_name", string("r")),
+                    (
+                        "config_source",
+                        PbValue {
+                            kind: Some(value::Kind::StructValue(typed_struct(vec![(
+                                "ads",
+                                PbValue {
+                                    kind: Some(value::Kind::StructValue(Struct::default())),
+                                },
+                            )]))),
+                        },
+                    ),
+                ]))),
+            },
+        ),
+    ]);
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct TypedStruct {
+        #[prost(string, tag = "1")]
+        type_url: String,
+        #[prost(message, optional, tag = "2")]
+        value: Option<Struct>,
+    }
+    let any = Any {
+        type_url: "type.googleapis.com/udpa.type.v1.TypedStruct".into(),
+        value: TypedStruct {
+            type_url: format!(
+                "type.googleapis.com/{}",
+                crate::config::typed::type_names::HCM
+            ),
+            value: Some(hcm_fields),
+        }
+        .encode_to_vec(),
+    };
+    let mut pb = listener("ingress", hcm_with(rds("unused")));
+    pb.filter_chains[0].filters[0].config_type =
+        Some(listener_pb::filter::ConfigType::TypedConfig(any));
+    let decoded = decode(ResourceType::Listener, &pb.encode_to_vec()).expect("decoded");
+    let Resource::Listener(listener) = decoded.resource else {
+        panic!("not a listener");
+    };
+    let hcm = hcm_of(&listener);
+    assert_eq!(hcm.stat_prefix, "ts");
+    assert_eq!(hcm.max_request_headers_kb, Some(61));
+    assert_eq!(hcm.rds_name(), Some("r"));
+}
+
+#[test]
+fn a_wasm_filter_and_its_string_configuration_are_read() {
+    use envoy_types::pb::envoy::config::core::v3::{
+        AsyncDataSource, DataSource, async_data_source, data_source,
+    };
+    use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+    use envoy_types::pb::envoy::extensions::wasm::v3::{PluginConfig, VmConfig, plugin_config};
+    use envoy_types::pb::google::protobuf::StringValue;
+    let wasm = Wasm {
+        config: Some(PluginConfig {
+            name: "auth".into(),
+            root_id: "auth_root".into(),
+            configuration: Some(pack_any(StringValue {
+                value: "{\"k\":1}".into(),
+            })),
+            vm: Some(plugin_config::Vm::VmConfig(VmConfig {
+                runtime: "envoy.wasm.runtime.v8".into(),
+                code: Some(AsyncDataSource {
+                    specifier: Some(async_data_source::Specifier::Local(DataSource {
+                        specifier: Some(data_source::Specifier::Filename(
+                            "/etc/weir/auth.wasm".into(),
+                        )),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+    };
+    let mut hcm = hcm_with(rds("r"));
+    hcm.http_filters.insert(
+        0,
+        hcm_pb::HttpFilter {
+            name: "envoy.filters.http.wasm".into(),
+            config_type: Some(hcm_pb::http_filter::ConfigType::TypedConfig(pack_any(wasm))),
+            ..Default::default()
+        },
+    );
+    let decoded = decode(
+        ResourceType::Listener,
+        &listener("ingress", hcm).encode_to_vec(),
+    )
+    .expect("decoded");
+    let Resource::Listener(listener) = decoded.resource else {
+        panic!("not a listener");
+    };
+    let HttpFilterConfig::Wasm(wasm) = &hcm_of(&listener).http_filters[0].config else {
+        panic!("not a Wasm filter");
+    };
+    assert_eq!(wasm.config.name, "auth");
+    assert_eq!(wasm.config.root_id, "auth_root");
+    let configuration = serde_json::to_value(&wasm.config.configuration).expect("json");
+    assert_eq!(
+        configuration,
+        serde_json::json!({
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": "{\"k\":1}",
+        })
+    );
+}
