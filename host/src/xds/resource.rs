@@ -162,12 +162,23 @@ pub fn check_routes(routes: &RouteConfiguration, clusters: &[&str]) -> Result<()
         .map_err(relative)
 }
 
-/// Each HTTP connection manager of `listener` has exactly one of `route_config` and `rds`.
+/// Each HTTP connection manager of `listener` has exactly one of `route_config` and `rds`,
+/// and an inline route table builds (all but its cluster names, checked with the clusters
+/// when the config is assembled).
 fn check_listener(listener: &Listener) -> Result<(), FieldError> {
     for (c, chain) in listener.filter_chains.iter().enumerate() {
         for (f, filter) in chain.filters.iter().enumerate() {
             if let NetworkFilterConfig::HttpConnectionManager(hcm) = &filter.config {
-                hcm.route_source(&format!("filter_chains[{c}].filters[{f}].typed_config"))?;
+                let path = format!("filter_chains[{c}].filters[{f}].typed_config");
+                hcm.route_source(&path)?;
+                if let Some(routes) = &hcm.route_config {
+                    RouteTable::build_validating(
+                        routes,
+                        &format!("{path}.route_config"),
+                        &[],
+                        false,
+                    )?;
+                }
             }
         }
     }

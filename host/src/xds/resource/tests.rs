@@ -562,3 +562,18 @@ fn a_wasm_filter_and_its_string_configuration_are_read() {
         })
     );
 }
+
+#[test]
+fn an_inline_route_table_of_a_listener_is_checked_with_its_path() {
+    let mut routes = route_configuration("local", "backend");
+    routes.virtual_hosts[0].domains = vec!["*.".into(), "**x".into()];
+    let pb = listener(
+        "ingress",
+        hcm_with(hcm_pb::http_connection_manager::RouteSpecifier::RouteConfig(routes)),
+    );
+    let error = decode_error(ResourceType::Listener, &pb.encode_to_vec());
+    assert_eq!(
+        error.path,
+        "filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].domains[1]"
+    );
+}
