@@ -88,10 +88,14 @@ const ENVOY_PROTOS: &[&str] = &[
     "envoy/extensions/access_loggers/file/v3/file.proto",
     "envoy/extensions/access_loggers/stream/v3/stream.proto",
     "envoy/admin/v3/config_dump.proto",
+    // In weir's own proto/: the envoy-types crate does not ship them.
+    "udpa/type/v1/typed_struct.proto",
+    "xds/type/v3/typed_struct.proto",
 ];
 
 /// Compiles [`ENVOY_PROTOS`] into one `FileDescriptorSet` at `out`. The `.proto` files are the
-/// ones the `envoy-types` crate was generated from, found through `cargo metadata` (or in
+/// ones the `envoy-types` crate was generated from (and the two `TypedStruct`s it lacks, in
+/// weir's `proto/`), found through `cargo metadata` (or in
 /// `WEIR_ENVOY_PROTO_DIR`), so the descriptors and the generated types never disagree.
 fn envoy_descriptors(out: &Path) {
     println!("cargo:rerun-if-env-changed=WEIR_ENVOY_PROTO_DIR");
@@ -99,6 +103,8 @@ fn envoy_descriptors(out: &Path) {
         Some(dir) => PathBuf::from(dir),
         None => envoy_types_dir().join("proto"),
     };
+    let own = PathBuf::from("proto");
+    println!("cargo:rerun-if-changed=proto");
     let includes = [
         "data-plane-api",
         "xds",
@@ -109,6 +115,7 @@ fn envoy_descriptors(out: &Path) {
         "client_model",
     ]
     .map(|dir| root.join(dir));
+    let includes = std::iter::once(own).chain(includes);
     let descriptors = protox::compile(ENVOY_PROTOS, includes).unwrap_or_else(|e| {
         panic!(
             "compiling Envoy's .proto files under {}: {e}",

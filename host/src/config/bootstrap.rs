@@ -21,6 +21,10 @@ pub struct Bootstrap {
     /// Listeners and clusters.
     #[serde(default)]
     pub static_resources: StaticResources,
+    /// `dynamic_resources`: what comes from a control plane over ADS (see
+    /// [`super::dynamic_resources`]).
+    #[serde(default)]
+    pub dynamic_resources: Option<super::dynamic_resources::DynamicResources>,
     /// `overload_manager` (see [`super::overload`]).
     #[serde(default)]
     pub overload_manager: Option<super::overload::OverloadManager>,
@@ -42,6 +46,18 @@ pub struct Node {
     /// `node.cluster`.
     #[serde(default)]
     pub cluster: String,
+    /// `node.metadata` (a `google.protobuf.Struct`): sent to the control plane.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    /// `node.locality`: sent to the control plane.
+    #[serde(default)]
+    pub locality: Option<super::dynamic_resources::Locality>,
+    /// `node.user_agent_name` (default `weir`): sent to the control plane.
+    #[serde(default)]
+    pub user_agent_name: Option<String>,
+    /// `node.user_agent_version` (default weir's version): sent to the control plane.
+    #[serde(default)]
+    pub user_agent_version: Option<String>,
 }
 
 /// `admin`.

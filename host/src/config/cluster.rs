@@ -66,6 +66,43 @@ pub struct Cluster {
     /// destination's pools once it has no connection left.
     #[serde(default)]
     pub cleanup_interval: Option<ConfigDuration>,
+    /// `type: EDS`: where the endpoints come from (ADS) and under which name.
+    #[serde(default)]
+    pub eds_cluster_config: Option<EdsClusterConfig>,
+}
+
+/// `eds_cluster_config` of an EDS cluster.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EdsClusterConfig {
+    /// Where the endpoints come from: `ads: {}`.
+    #[serde(default)]
+    pub eds_config: Option<super::dynamic_resources::ConfigSource>,
+    /// The name of the load assignment to subscribe to (default: the cluster's name).
+    #[serde(default)]
+    pub service_name: Option<String>,
+}
+
+impl Cluster {
+    /// For a `type: EDS` cluster, the name of the load assignment its endpoints come in:
+    /// `eds_cluster_config.service_name`, or the cluster's name (as Envoy).
+    pub fn eds_service_name(&self) -> Option<&str> {
+        if self.discovery_type != DiscoveryType::EDS {
+            return None;
+        }
+        let service = self
+            .eds_cluster_config
+            .as_ref()
+            .and_then(|eds| eds.service_name.as_deref())
+            .filter(|name| !name.is_empty());
+        Some(service.unwrap_or(&self.name))
+    }
+
+    /// Puts in the endpoints EDS delivered (the xDS assembler, before the snapshot is
+    /// built); the cluster then reads them as a STATIC cluster reads its `load_assignment`.
+    pub fn set_eds_load_assignment(&mut self, assignment: ClusterLoadAssignment) {
+        self.load_assignment = Some(assignment);
+    }
 }
 
 /// `type` of a cluster.
@@ -82,6 +119,9 @@ pub enum DiscoveryType {
     /// No endpoints: each connection goes where the downstream connection was headed before
     /// it was redirected to weir (a listener with `use_original_dst`).
     ORIGINAL_DST,
+    /// IP literals delivered over xDS (EDS) into `load_assignment`, read as STATIC's; none
+    /// until they arrive (requests get 503, no healthy upstream, as in Envoy).
+    EDS,
 }
 
 /// `lb_policy`.
@@ -332,6 +372,24 @@ impl<'de> Deserialize<'de> for ProtocolOptionsMap {
     }
 }
 
+/// An EDS cluster's `eds_cluster_config`: there, with endpoints from ADS.
+fn eds_checks(cluster: &Cluster, path: &str) -> Result<(), FieldError> {
+    let eds_path = format!("{path}.eds_cluster_config");
+    let Some(eds) = &cluster.eds_cluster_config else {
+        return Err(FieldError::new(
+            eds_path,
+            "a type: EDS cluster needs eds_cluster_config (eds_config: {ads: {}})",
+        ));
+    };
+    match &eds.eds_config {
+        Some(source) => source.check_ads(&format!("{eds_path}.eds_config")),
+        None => Err(FieldError::new(
+            format!("{eds_path}.eds_config"),
+            "set eds_config: {ads: {}} (weir takes endpoints over ADS)",
+        )),
+    }
+}
+
 /// Reads the cluster at `path` (`static_resources.clusters[i]`) into its [`ClusterSpec`].
 pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldError> {
     use DiscoveryType;
@@ -340,6 +398,10 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
         DiscoveryType::STRICT_DNS => spec::Discovery::StrictDns,
         DiscoveryType::LOGICAL_DNS => spec::Discovery::LogicalDns,
         DiscoveryType::ORIGINAL_DST => spec::Discovery::OriginalDst,
+        DiscoveryType::EDS => {
+            eds_checks(cluster, path)?;
+            spec::Discovery::Static
+        }
     };
     original_dst_checks(cluster, path)?;
     let mut endpoints = Vec::new();

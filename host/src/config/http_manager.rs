@@ -5,6 +5,7 @@
 
 use super::FieldError;
 use super::duration::ConfigDuration;
+use super::dynamic_resources::ConfigSource;
 use super::http_options::{CommonHttpProtocolOptions, Http1ProtocolOptions, Http2ProtocolOptions};
 use super::quic::Http3ProtocolOptions;
 use super::route::RouteConfiguration;
@@ -22,8 +23,17 @@ pub struct HttpConnectionManager {
     /// Which downstream codec: AUTO detects HTTP/2 by its preface or ALPN.
     #[serde(default)]
     pub codec_type: CodecType,
-    /// Inline route table.
-    pub route_config: RouteConfiguration,
+    /// Inline route table (exactly one of `route_config` and `rds`).
+    #[serde(default)]
+    pub route_config: Option<RouteConfiguration>,
+    /// The route table comes over xDS (RDS), by name (exactly one of `route_config` and
+    /// `rds`).
+    #[serde(default)]
+    pub rds: Option<Rds>,
+    /// The route configuration RDS delivered for `rds`, put in by the xDS assembler
+    /// ([`HttpConnectionManager::set_rds_route_config`]); never read from a file.
+    #[serde(skip)]
+    pub rds_route_config: Option<RouteConfiguration>,
     /// `http_filters[]`; the router must be last.
     #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub http_filters: Vec<HttpFilter>,
@@ -89,6 +99,99 @@ pub struct HttpConnectionManager {
     /// `access_log[]`: Envoy's `AccessLog`s, read by [`crate::access_log`].
     #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub access_log: Vec<serde_json::Value>,
+}
+
+/// `rds` of a connection manager.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rds {
+    /// The name of the route configuration to subscribe to.
+    pub route_config_name: String,
+    /// Where it comes from: ADS is what weir supports.
+    pub config_source: ConfigSource,
+}
+
+/// Where a connection manager's routes come from; it decides whether the route names of
+/// clusters are checked when `validate_clusters` does not say (Envoy's rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteSource {
+    /// `route_config`, written inline (in a file or in an LDS listener).
+    Inline,
+    /// `rds`: a route configuration of its own, delivered over xDS.
+    Rds,
+}
+
+impl RouteSource {
+    /// Envoy checks that the clusters routes name exist for an inline route table, and
+    /// not for one from RDS (whose clusters may come later, over CDS), unless
+    /// `validate_clusters` says otherwise.
+    pub fn validates_clusters_by_default(self) -> bool {
+        self == RouteSource::Inline
+    }
+}
+
+impl HttpConnectionManager {
+    /// Which of `route_config` and `rds` the manager at `path` has: exactly one (Envoy's
+    /// `oneof route_specifier`), and an `rds` whose `config_source` is ADS.
+    pub fn route_source(&self, path: &str) -> Result<RouteSource, FieldError> {
+        match (&self.route_config, &self.rds) {
+            (Some(_), None) => Ok(RouteSource::Inline),
+            (None, Some(rds)) => {
+                rds.config_source
+                    .check_ads(&format!("{path}.rds.config_source"))?;
+                if rds.route_config_name.is_empty() {
+                    return Err(FieldError::new(
+                        format!("{path}.rds.route_config_name"),
+                        "must name a route configuration",
+                    ));
+                }
+                Ok(RouteSource::Rds)
+            }
+            (Some(_), Some(_)) => Err(FieldError::new(
+                format!("{path}.rds"),
+                "set exactly one of route_config and rds",
+            )),
+            (None, None) => Err(FieldError::new(
+                path,
+                "set exactly one of route_config and rds",
+            )),
+        }
+    }
+
+    /// The route configuration `rds` names, if the routes come over RDS.
+    pub fn rds_name(&self) -> Option<&str> {
+        self.rds.as_ref().map(|rds| rds.route_config_name.as_str())
+    }
+
+    /// Puts in the route configuration RDS delivered for [`HttpConnectionManager::rds_name`]
+    /// (the xDS assembler, before the snapshot is built).
+    pub fn set_rds_route_config(&mut self, routes: RouteConfiguration) {
+        self.rds_route_config = Some(routes);
+    }
+
+    /// The manager's route table at `path`: where it came from, and the field path its
+    /// errors are reported under (`route_config`, or `rds` for one RDS delivered). An `rds`
+    /// that nothing filled is an error: its routes come over xDS.
+    pub fn routes(
+        &self,
+        path: &str,
+    ) -> Result<(&RouteConfiguration, RouteSource, String), FieldError> {
+        let source = self.route_source(path)?;
+        let routes = match source {
+            RouteSource::Inline => self.route_config.as_ref(),
+            RouteSource::Rds => self.rds_route_config.as_ref(),
+        };
+        match (source, routes) {
+            (RouteSource::Inline, Some(routes)) => {
+                Ok((routes, source, format!("{path}.route_config")))
+            }
+            (RouteSource::Rds, Some(routes)) => Ok((routes, source, format!("{path}.rds"))),
+            (_, None) => Err(FieldError::new(
+                format!("{path}.rds"),
+                "the routes of rds come over xDS (RDS): dynamic_resources.ads_config must name the control plane",
+            )),
+        }
+    }
 }
 
 /// `path_with_escaped_slashes_action`: what a connection manager does with escaped slashes

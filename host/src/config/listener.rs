@@ -49,6 +49,31 @@ pub struct Listener {
     pub transparent: Option<bool>,
 }
 
+impl Listener {
+    /// Every HTTP connection manager of the listener's filter chains, to fill in the routes
+    /// RDS delivered ([`HttpConnectionManager::set_rds_route_config`]).
+    pub fn http_managers_mut(&mut self) -> impl Iterator<Item = &mut HttpConnectionManager> {
+        self.filter_chains
+            .iter_mut()
+            .flat_map(|chain| chain.filters.iter_mut())
+            .filter_map(|filter| match &mut filter.config {
+                NetworkFilterConfig::HttpConnectionManager(hcm) => Some(&mut **hcm),
+                _ => None,
+            })
+    }
+
+    /// Every HTTP connection manager of the listener's filter chains.
+    pub fn http_managers(&self) -> impl Iterator<Item = &HttpConnectionManager> {
+        self.filter_chains
+            .iter()
+            .flat_map(|chain| chain.filters.iter())
+            .filter_map(|filter| match &filter.config {
+                NetworkFilterConfig::HttpConnectionManager(hcm) => Some(&**hcm),
+                _ => None,
+            })
+    }
+}
+
 /// `filter_chains[]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -109,7 +109,24 @@ pub fn read_text(path: &Path) -> Result<String, ConfigError> {
 
 /// Parses YAML into the schema, with the field path of any error.
 pub fn parse(text: &str) -> Result<Bootstrap, FieldError> {
-    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    read(serde_yaml_ng::Deserializer::from_str(text))
+}
+
+/// Reads a JSON value (an xDS resource in Envoy's JSON shape) into the schema type `T`, with
+/// the field path of any error relative to the value, as [`parse`] gives it for a file.
+pub fn parse_value<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, FieldError> {
+    read(value)
+}
+
+/// Reads `deserializer` into `T`, joining serde's path of an error with the paths the typed
+/// fields marked in its message (see [`typed`]).
+fn read<'de, D, T>(deserializer: D) -> Result<T, FieldError>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let outer = error.path().to_string();
         let message = error.into_inner().to_string();

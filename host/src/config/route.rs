@@ -8,7 +8,7 @@ use super::duration::ConfigDuration;
 use serde::Deserialize;
 
 /// `route_config`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfiguration {
     /// Optional name.
@@ -26,6 +26,11 @@ pub struct RouteConfiguration {
     /// The most bytes a `direct_response` body may hold (Envoy's default 4096).
     #[serde(default)]
     pub max_direct_response_body_size_bytes: Option<u32>,
+    /// Check that the clusters routes name exist when the table is built (Envoy's default:
+    /// yes for an inline `route_config`, no for one from RDS, whose requests to a missing
+    /// cluster get `cluster_not_found_response_code` instead).
+    #[serde(default)]
+    pub validate_clusters: Option<bool>,
 }
 
 /// `virtual_hosts[]`.

@@ -31,8 +31,8 @@ pub enum LocalReply {
     UpstreamTimeout,
     /// The overload action `stop_accepting_requests` is saturated (503).
     Overloaded,
-    /// The cluster a route picked per request (`cluster_header`, `weighted_clusters`) does
-    /// not exist: the route's `cluster_not_found_response_code` (503 by default), no body.
+    /// The cluster a route picked per request (`cluster_header`, `weighted_clusters`), or
+    /// named without being checked (a route from RDS), does not exist: the route's `cluster_not_found_response_code` (503 by default), no body.
     ClusterNotFound(StatusCode),
     /// The upstream could not be reached or used (503; 502 where an `ORIGINAL_DST` cluster
     /// has no original destination to go to).

@@ -295,7 +295,8 @@ impl StreamPhases for HttpManager {
     }
 
     /// `weighted_clusters` and `cluster_header` pick the cluster here, once per request; a
-    /// cluster that does not exist is answered as Envoy does, and a tunnel must be enabled
+    /// cluster that does not exist (picked so, or named by a route whose clusters were not
+    /// checked: RDS) is answered as Envoy does, and a tunnel must be enabled
     /// on the route.
     fn upstream_selected<'s>(
         &'s self,
@@ -310,7 +311,9 @@ impl StreamPhases for HttpManager {
         }
         let action: &ForwardAction = &target.action;
         crate::access_log::http::note_cluster(&action.cluster);
-        if matches!(target.action, Cow::Owned(_)) && !self.pools.has_cluster(&action.cluster) {
+        if (matches!(target.action, Cow::Owned(_)) || action.cluster_unchecked)
+            && !self.pools.has_cluster(&action.cluster)
+        {
             tracing::debug!(cluster = %action.cluster, "route names no such cluster");
             return Err(LocalReply::ClusterNotFound(action.cluster_not_found));
         }

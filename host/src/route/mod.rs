@@ -116,6 +116,9 @@ pub struct ForwardAction {
     pub request_headers: Vec<response_headers::HeaderToAdd>,
     /// The status when the cluster does not exist (`cluster_not_found_response_code`).
     pub cluster_not_found: http::StatusCode,
+    /// `cluster` was not among the config's clusters when the table was built (a route
+    /// from RDS, whose clusters are not checked): the router checks it per request.
+    pub cluster_unchecked: bool,
     /// Replaces the matched part of the path.
     pub prefix_rewrite: Option<String>,
     /// Rewrites the path (not the query) by a regex.
@@ -196,8 +199,48 @@ impl ForwardAction {
 
 impl RouteTable {
     /// Builds the table from `route_config` at `path`, checking that every cluster a route
-    /// names is one of `clusters`.
+    /// names is one of `clusters` unless `validate_clusters: false` says not to.
     pub fn build(
+        config: &RouteConfiguration,
+        path: &str,
+        clusters: &[&str],
+    ) -> Result<RouteTable, FieldError> {
+        let validate = config.validate_clusters.unwrap_or(true);
+        RouteTable::build_validating(config, path, clusters, validate)
+    }
+
+    /// Builds the table from `route_config` at `path`; with `validate_clusters`, every
+    /// cluster a route names must be one of `clusters`. Without, a route may name a cluster
+    /// that is not there (Envoy's rule for RDS, whose clusters may come later): a request it
+    /// takes gets the route's `cluster_not_found_response_code` (`NC`, as Envoy).
+    pub fn build_validating(
+        config: &RouteConfiguration,
+        path: &str,
+        clusters: &[&str],
+        validate_clusters: bool,
+    ) -> Result<RouteTable, FieldError> {
+        if validate_clusters {
+            return RouteTable::build_checked(config, path, clusters);
+        }
+        let named = named_clusters(config);
+        let mut known = clusters.to_vec();
+        known.extend(named.iter().map(String::as_str));
+        let mut table = RouteTable::build_checked(config, path, &known)?;
+        for vhost in &mut table.virtual_hosts {
+            for route in &mut vhost.routes {
+                if let RouteAction::Forward(action) = &mut route.action
+                    && action.choice.is_none()
+                    && !clusters.contains(&action.cluster.as_str())
+                {
+                    action.cluster_unchecked = true;
+                }
+            }
+        }
+        Ok(table)
+    }
+
+    /// [`RouteTable::build_validating`], checking every cluster name against `clusters`.
+    fn build_checked(
         config: &RouteConfiguration,
         path: &str,
         clusters: &[&str],
@@ -449,6 +492,23 @@ fn build_route(
     })
 }
 
+/// Every cluster the routes of `config` name (`cluster`, `weighted_clusters`).
+fn named_clusters(config: &RouteConfiguration) -> Vec<String> {
+    let actions = config
+        .virtual_hosts
+        .iter()
+        .flat_map(|vhost| vhost.routes.iter())
+        .filter_map(|route| route.route.as_ref());
+    let mut names = Vec::new();
+    for action in actions {
+        names.extend(action.cluster.iter().cloned());
+        if let Some(weighted) = &action.weighted_clusters {
+            names.extend(weighted.clusters.iter().map(|c| c.name.clone()));
+        }
+    }
+    names
+}
+
 /// The `route` action at `path`, its clusters checked against `clusters`.
 fn build_forward(
     forward: &schema::RouteAction,
@@ -543,6 +603,7 @@ fn build_forward(
         cluster,
         choice,
         request_headers: Vec::new(),
+        cluster_unchecked: false,
         cluster_not_found: match forward.cluster_not_found_response_code {
             schema::ClusterNotFoundResponseCode::SERVICE_UNAVAILABLE => {
                 http::StatusCode::SERVICE_UNAVAILABLE

@@ -7,7 +7,10 @@ use crate::config::bootstrap::Bootstrap;
 use crate::config::cluster::cluster_spec;
 use crate::config::cluster_spec::ClusterSpec;
 use crate::config::listener::listen_address;
-use crate::config::{FieldError, overload, process_settings, runtime, service, wasm, wasm_spec};
+use crate::config::route::RouteConfiguration;
+use crate::config::{
+    FieldError, dynamic_resources, overload, process_settings, runtime, service, wasm, wasm_spec,
+};
 use std::net::SocketAddr;
 
 /// Everything weir runs: listeners, clusters, admin.
@@ -108,7 +111,7 @@ impl Config {
 /// Reads the whole bootstrap: clusters first (listeners and Wasm filters refer to them by
 /// name), then listeners and the bootstrap extensions.
 pub(super) fn build(
-    bootstrap: Bootstrap,
+    mut bootstrap: Bootstrap,
     source: &str,
     dump: serde_json::Value,
 ) -> Result<Config, FieldError> {
@@ -130,6 +133,45 @@ pub(super) fn build(
             ));
         }
         clusters.push(cluster_spec(cluster, &path)?);
+    }
+    let xds = dynamic_resources::xds_spec(
+        bootstrap.dynamic_resources.as_ref(),
+        bootstrap.node.as_ref(),
+        &clusters,
+    )?;
+    if xds.is_none() {
+        // As Envoy: "ADS must be configured to support an ADS config source".
+        let eds = bootstrap
+            .static_resources
+            .clusters
+            .iter()
+            .position(|cluster| {
+                cluster.discovery_type == crate::config::cluster::DiscoveryType::EDS
+            });
+        if let Some(i) = eds {
+            return Err(FieldError::new(
+                format!("static_resources.clusters[{i}].eds_cluster_config.eds_config.ads"),
+                "endpoints over ADS need a control plane: name it in dynamic_resources.ads_config",
+            ));
+        }
+    }
+    if xds.is_some() {
+        // Routes RDS has not delivered are none at all, as in Envoy once its initial fetch
+        // gave up: every request gets 404 until they come (the xDS assembler puts them in
+        // before building; a file read alone has none).
+        for listener in &mut bootstrap.static_resources.listeners {
+            for hcm in listener.http_managers_mut() {
+                if let Some(name) = hcm.rds_name()
+                    && hcm.rds_route_config.is_none()
+                {
+                    let name = name.to_string();
+                    hcm.set_rds_route_config(RouteConfiguration {
+                        name: Some(name),
+                        ..RouteConfiguration::default()
+                    });
+                }
+            }
+        }
     }
     let cluster_names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
     let node = wasm_spec::NodeInfo {
@@ -182,7 +224,7 @@ pub(super) fn build(
                 service::ExtensionKind::WasmService(_) => None,
             }
         }),
-        xds: None,
+        xds,
         dynamic: None,
     })
 }

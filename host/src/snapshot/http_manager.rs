@@ -122,7 +122,12 @@ pub(super) fn http_manager_config(
         });
     }
 
-    let routes = RouteTable::build(&hcm.route_config, &format!("{path}.route_config"), clusters)?;
+    let (route_config, source, routes_path) = hcm.routes(path)?;
+    let validate_clusters = route_config
+        .validate_clusters
+        .unwrap_or(source.validates_clusters_by_default());
+    let routes =
+        RouteTable::build_validating(route_config, &routes_path, clusters, validate_clusters)?;
     let common = hcm.common_http_protocol_options.clone().unwrap_or_default();
     let h2 = hcm.http2_protocol_options.clone().unwrap_or_default();
     let defaults = spec::Http2Settings::downstream();

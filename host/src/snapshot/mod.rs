@@ -61,3 +61,6 @@ mod sidecar_tests;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod xds_tests;

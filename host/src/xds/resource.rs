@@ -1,6 +1,11 @@
 //! One xDS resource, read into weir's config schema (see the module docs of [`super`]).
 
-use crate::config::FieldError;
+use crate::config::cluster::{Cluster, ClusterLoadAssignment, cluster_spec};
+use crate::config::http_manager::RouteSource;
+use crate::config::listener::{Listener, NetworkFilterConfig};
+use crate::config::route::RouteConfiguration;
+use crate::config::{FieldError, parse_value};
+use crate::route::RouteTable;
 
 /// The resource types weir subscribes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,7 +95,123 @@ pub struct Decoded {
 /// Decodes the protobuf `bytes` of a resource of `kind` and reads it into the schema; the
 /// error names the field inside the resource, as `weir validate` would for the same fields in
 /// a file.
+///
+/// Beyond the schema, the checks that need nothing but the resource run here: a cluster is
+/// read into its `ClusterSpec`, a load assignment's endpoints are checked as a cluster's are,
+/// a route configuration is built (all but its cluster names, which [`check_routes`] checks
+/// against the clusters known), and each HTTP connection manager of a listener must have
+/// exactly one of `route_config` and `rds`.
 pub fn decode(kind: ResourceType, bytes: &[u8]) -> Result<Decoded, FieldError> {
-    let _ = (kind, bytes);
-    Err(FieldError::new(".", "xDS resources are not read yet"))
+    let type_name = kind
+        .type_url()
+        .strip_prefix("type.googleapis.com/")
+        .unwrap_or(kind.type_url());
+    let json = super::proto::to_json(type_name, bytes).map_err(|e| FieldError::new(".", e))?;
+    let name_field = match kind {
+        ResourceType::ClusterLoadAssignment => "cluster_name",
+        _ => "name",
+    };
+    let name = match json.get(name_field) {
+        Some(serde_json::Value::String(name)) if !name.is_empty() => name.clone(),
+        _ => {
+            return Err(FieldError::new(
+                name_field,
+                format!("a {} resource needs a {name_field}", kind.short_name()),
+            ));
+        }
+    };
+    let resource = match kind {
+        ResourceType::Listener => {
+            let listener: Listener = parse_value(json.clone())?;
+            check_listener(&listener)?;
+            Resource::Listener(Box::new(listener))
+        }
+        ResourceType::RouteConfiguration => {
+            let routes: RouteConfiguration = parse_value(json.clone())?;
+            // Everything but the cluster names (see `check_routes`).
+            RouteTable::build_validating(&routes, "", &[], false).map_err(relative)?;
+            Resource::RouteConfiguration(Box::new(routes))
+        }
+        ResourceType::Cluster => {
+            let cluster: Cluster = parse_value(json.clone())?;
+            cluster_spec(&cluster, "").map_err(relative)?;
+            Resource::Cluster(Box::new(cluster))
+        }
+        ResourceType::ClusterLoadAssignment => {
+            let assignment: ClusterLoadAssignment = parse_value(json.clone())?;
+            check_endpoints(&json)?;
+            Resource::ClusterLoadAssignment(Box::new(assignment))
+        }
+    };
+    Ok(Decoded {
+        name,
+        resource,
+        json,
+    })
 }
+
+/// Checks the cluster names of an RDS route configuration against `clusters` where it asks
+/// for it (`validate_clusters: true`; Envoy does not check routes from RDS otherwise, and a
+/// request to a missing cluster gets 503 `NC`). The path is relative to the resource.
+pub fn check_routes(routes: &RouteConfiguration, clusters: &[&str]) -> Result<(), FieldError> {
+    let validate = routes
+        .validate_clusters
+        .unwrap_or(RouteSource::Rds.validates_clusters_by_default());
+    RouteTable::build_validating(routes, "", clusters, validate)
+        .map(|_| ())
+        .map_err(relative)
+}
+
+/// Each HTTP connection manager of `listener` has exactly one of `route_config` and `rds`,
+/// and an inline route table builds (all but its cluster names, checked with the clusters
+/// when the config is assembled).
+fn check_listener(listener: &Listener) -> Result<(), FieldError> {
+    for (c, chain) in listener.filter_chains.iter().enumerate() {
+        for (f, filter) in chain.filters.iter().enumerate() {
+            if let NetworkFilterConfig::HttpConnectionManager(hcm) = &filter.config {
+                let path = format!("filter_chains[{c}].filters[{f}].typed_config");
+                hcm.route_source(&path)?;
+                if let Some(routes) = &hcm.route_config {
+                    RouteTable::build_validating(
+                        routes,
+                        &format!("{path}.route_config"),
+                        &[],
+                        false,
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A load assignment's endpoints, checked as a cluster's `load_assignment` is (IP literals,
+/// ports, priority 0), with paths relative to the assignment.
+fn check_endpoints(json: &serde_json::Value) -> Result<(), FieldError> {
+    let cluster = serde_json::json!({
+        "name": json.get("cluster_name").cloned().unwrap_or_default(),
+        "type": "EDS",
+        "eds_cluster_config": {"eds_config": {"ads": {}}},
+        "load_assignment": json,
+    });
+    let cluster: Cluster = parse_value(cluster)?;
+    cluster_spec(&cluster, "").map(|_| ()).map_err(|error| {
+        let path = error
+            .path
+            .strip_prefix(".load_assignment.")
+            .unwrap_or(error.path.trim_start_matches('.'))
+            .to_string();
+        FieldError::new(path, error.message)
+    })
+}
+
+/// An error of a check run with an empty path prefix (`.field`): the path without the dot.
+fn relative(error: FieldError) -> FieldError {
+    match error.path.strip_prefix('.') {
+        Some(path) if !path.is_empty() => FieldError::new(path.to_string(), error.message),
+        _ => FieldError::new(".", error.message),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -672,15 +672,9 @@ fn dynamic_dump(held: &Held, provenance: &Provenance) -> DynamicDump {
 
 /// The route configuration names a listener's connection managers take from RDS.
 fn rds_names(listener: &crate::config::listener::Listener) -> Vec<String> {
-    use crate::config::listener::NetworkFilterConfig;
     listener
-        .filter_chains
-        .iter()
-        .flat_map(|chain| &chain.filters)
-        .filter_map(|filter| match &filter.config {
-            NetworkFilterConfig::HttpConnectionManager(hcm) => hcm_rds_name(hcm),
-            _ => None,
-        })
+        .http_managers()
+        .filter_map(|hcm| hcm.rds_name().map(str::to_owned))
         .collect()
 }
 
@@ -691,40 +685,26 @@ fn fill_routes(
     routes: &impl Fn(&str) -> Option<crate::config::route::RouteConfiguration>,
     timed_out: bool,
 ) -> bool {
-    use crate::config::listener::NetworkFilterConfig;
-    for filter in listener
-        .filter_chains
-        .iter_mut()
-        .flat_map(|chain| chain.filters.iter_mut())
-    {
-        let NetworkFilterConfig::HttpConnectionManager(hcm) = &mut filter.config else {
-            continue;
-        };
-        let Some(name) = hcm_rds_name(hcm) else {
+    for hcm in listener.http_managers_mut() {
+        let Some(name) = hcm.rds_name().map(str::to_owned) else {
             continue;
         };
         match routes(&name) {
-            Some(route_config) => hcm.route_config = route_config,
-            None if timed_out => match empty_routes(&name) {
-                Some(empty) => hcm.route_config = empty,
-                None => return false,
-            },
+            Some(route_config) => hcm.set_rds_route_config(route_config),
+            None if timed_out => hcm.set_rds_route_config(crate::config::route::RouteConfiguration {
+                name: Some(name),
+                ..Default::default()
+            }),
             None => return false,
         }
     }
     true
 }
 
-/// A route configuration named `name` with no virtual host: every request gets 404 (NR).
-fn empty_routes(name: &str) -> Option<crate::config::route::RouteConfiguration> {
-    serde_json::from_value(serde_json::json!({ "name": name })).ok()
-}
-
 /// The name of the endpoints an EDS cluster takes (`eds_cluster_config.service_name`, else
 /// its own name); `None` for other clusters.
 fn eds_name(cluster: &crate::config::cluster::Cluster) -> Option<String> {
-    let _ = cluster;
-    None
+    cluster.eds_service_name().map(str::to_owned)
 }
 
 /// Gives an EDS cluster its endpoints.
@@ -732,11 +712,6 @@ fn set_endpoints(
     cluster: &mut crate::config::cluster::Cluster,
     assignment: crate::config::cluster::ClusterLoadAssignment,
 ) {
-    cluster.load_assignment = Some(assignment);
+    cluster.set_eds_load_assignment(assignment);
 }
 
-/// The RDS name of a connection manager.
-fn hcm_rds_name(hcm: &crate::config::http_manager::HttpConnectionManager) -> Option<String> {
-    let _ = hcm;
-    None
-}

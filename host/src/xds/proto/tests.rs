@@ -1,0 +1,136 @@
+//! What prost-reflect writes for the protobuf forms Envoy's YAML has its own way of writing.
+
+use super::*;
+use envoy_types::pb::envoy::config::cluster::v3 as cluster_pb;
+use envoy_types::pb::envoy::config::core::v3 as core_pb;
+use envoy_types::pb::google::protobuf::{
+    Duration as PbDuration, Struct, UInt32Value, UInt64Value, Value, value,
+};
+use prost::Message;
+
+#[test]
+fn the_descriptor_set_decodes_and_knows_the_resources() {
+    let pool = pool().expect("pool");
+    for kind in crate::xds::resource::ResourceType::ALL {
+        let name = kind.type_url().trim_start_matches("type.googleapis.com/");
+        assert!(pool.get_message_by_name(name).is_some(), "{name}");
+    }
+    for name in [
+        crate::config::typed::type_names::HCM,
+        crate::config::typed::type_names::TCP_PROXY,
+        crate::config::typed::type_names::ROUTER,
+        crate::config::typed::type_names::DOWNSTREAM_TLS,
+        crate::config::typed::type_names::UPSTREAM_TLS,
+        crate::config::typed::type_names::WASM,
+        crate::config::typed::type_names::NETWORK_WASM,
+        crate::config::typed::type_names::QUIC_DOWNSTREAM,
+        crate::config::typed::type_names::QUIC_UPSTREAM,
+        crate::config::typed::type_names::HTTP_PROTOCOL_OPTIONS,
+        crate::config::typed::type_names::ORIGINAL_DST,
+        "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+        "udpa.type.v1.TypedStruct",
+        "xds.type.v3.TypedStruct",
+    ] {
+        assert!(pool.get_message_by_name(name).is_some(), "{name}");
+    }
+}
+
+#[test]
+fn durations_wrappers_enums_and_64_bit_integers_take_the_yaml_forms() {
+    let cluster = cluster_pb::Cluster {
+        name: "c".into(),
+        connect_timeout: Some(PbDuration {
+            seconds: 1,
+            nanos: 500_000_000,
+        }),
+        lb_policy: cluster_pb::cluster::LbPolicy::Random as i32,
+        per_connection_buffer_limit_bytes: Some(UInt32Value { value: 4096 }),
+        lb_config: Some(cluster_pb::cluster::LbConfig::RingHashLbConfig(
+            cluster_pb::cluster::RingHashLbConfig {
+                minimum_ring_size: Some(UInt64Value { value: 1 << 40 }),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let json = to_json("envoy.config.cluster.v3.Cluster", &cluster.encode_to_vec()).expect("json");
+    assert_eq!(json["name"], "c");
+    assert_eq!(json["connect_timeout"], "1.500s");
+    assert_eq!(json["lb_policy"], "RANDOM");
+    assert_eq!(json["per_connection_buffer_limit_bytes"], 4096);
+    assert_eq!(json["ring_hash_lb_config"]["minimum_ring_size"], 1u64 << 40);
+    // Defaults are left out, as a YAML file leaves them out.
+    assert!(
+        json.get("type").is_none() || json["type"] == "STATIC",
+        "{json}"
+    );
+    assert!(json.get("dns_lookup_family").is_none(), "{json}");
+    let read = crate::config::duration::parse(json["connect_timeout"].as_str().expect("text"));
+    assert_eq!(read, Ok(std::time::Duration::from_millis(1500)));
+}
+
+#[test]
+fn a_struct_is_an_object() {
+    let node = core_pb::Node {
+        id: "n".into(),
+        metadata: Some(Struct {
+            fields: [(
+                "ISTIO_VERSION".to_string(),
+                Value {
+                    kind: Some(value::Kind::StringValue("1.20".into())),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        }),
+        ..Default::default()
+    };
+    let json = to_json("envoy.config.core.v3.Node", &node.encode_to_vec()).expect("json");
+    assert_eq!(
+        json["metadata"],
+        serde_json::json!({"ISTIO_VERSION": "1.20"})
+    );
+}
+
+#[test]
+fn unknown_types_and_bad_bytes_are_errors() {
+    assert_eq!(
+        to_json("example.Nothing", b""),
+        Err(ProtoError::UnknownType("example.Nothing".into()))
+    );
+    assert!(matches!(
+        to_json("envoy.config.cluster.v3.Cluster", b"\x0a\xff"),
+        Err(ProtoError::Decode { .. })
+    ));
+}
+
+#[test]
+fn whole_numbers_in_a_struct_are_integers() {
+    let node = core_pb::Node {
+        id: "n".into(),
+        metadata: Some(Struct {
+            fields: [
+                (
+                    "whole".to_string(),
+                    Value {
+                        kind: Some(value::Kind::NumberValue(60.0)),
+                    },
+                ),
+                (
+                    "half".to_string(),
+                    Value {
+                        kind: Some(value::Kind::NumberValue(0.5)),
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        }),
+        ..Default::default()
+    };
+    let json = to_json("envoy.config.core.v3.Node", &node.encode_to_vec()).expect("json");
+    assert!(json["metadata"]["whole"].is_u64(), "{json}");
+    assert_eq!(json["metadata"]["whole"], 60);
+    assert_eq!(json["metadata"]["half"], 0.5);
+}
