@@ -104,19 +104,19 @@ fn route_config(most_specific: bool) -> Value {
     let ops = route(
         "/ops",
         json!({"route": {"cluster": "up"},
-            "request_headers_to_add": [
-                append("x-client", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
-                append("x-peer", "%DOWNSTREAM_REMOTE_ADDRESS%"),
-                append("x-copy", "copy of %REQ(x-in)%"),
-                append("x-proto", "%PROTOCOL%"),
-                append("x-missing", "%REQ(x-none)%"),
-            ],
-            "response_headers_to_add": [
-                append("x-up", "%UPSTREAM_HOST%"),
-                append("x-code", "%RESPONSE_CODE%"),
-                append("x-echo", "%REQ(x-in)%"),
-                append("x-resp", "from %RESP(x-upstream)%"),
-            ]}),
+        "request_headers_to_add": [
+            append("x-client", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
+            append("x-peer", "%DOWNSTREAM_REMOTE_ADDRESS%"),
+            append("x-copy", "copy of %REQ(x-in)%"),
+            append("x-proto", "%PROTOCOL%"),
+            append("x-missing", "%REQ(x-none)%"),
+        ],
+        "response_headers_to_add": [
+            append("x-up", "%UPSTREAM_HOST%"),
+            append("x-code", "%RESPONSE_CODE%"),
+            append("x-echo", "%REQ(x-in)%"),
+            append("x-resp", "from %RESP(x-upstream)%"),
+        ]}),
     );
     let mut direct = route("/direct", json!({"direct_response": {"status": 200}}));
     direct["response_headers_to_add"] = json!([append("x-direct", "yes")]);
@@ -212,7 +212,13 @@ async fn ask(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)])
             .iter()
             .map(|v| without_port(v.to_str().unwrap_or("<bytes>")))
             // Each proxy has its own connections to the upstream: whether it is there counts.
-            .map(|v| if *name == "x-conn-id" { "present".into() } else { v })
+            .map(|v| {
+                if *name == "x-conn-id" {
+                    "present".into()
+                } else {
+                    v
+                }
+            })
             .collect();
         // The length of a body each proxy words its own way (a local reply's).
         if !values.is_empty() && *name != "content-length" {
@@ -296,7 +302,13 @@ impl Both {
                 ports.http_addr()
             }
         };
-        let weir = ask(at(self.weir, self.weir_specific), "rules.example", path, headers).await;
+        let weir = ask(
+            at(self.weir, self.weir_specific),
+            "rules.example",
+            path,
+            headers,
+        )
+        .await;
         let envoy = ask(
             at(self.envoy, self.envoy_specific),
             "rules.example",
@@ -330,7 +342,10 @@ async fn three_levels_with_precedence_as_envoy() {
     let seen = both.same(false, "/levels", &sent).await;
     assert_eq!(seen.status, 200);
     // Envoy's default: route first, then virtual host, then route configuration (last wins).
-    assert_eq!(values(&seen.upstream, "x-level"), Some(&strings(&["table"])[..]));
+    assert_eq!(
+        values(&seen.upstream, "x-level"),
+        Some(&strings(&["table"])[..])
+    );
     assert_eq!(
         values(&seen.upstream, "x-all"),
         Some(&strings(&["client", "route", "vhost", "table"])[..])
@@ -339,20 +354,33 @@ async fn three_levels_with_precedence_as_envoy() {
         assert_eq!(values(&seen.upstream, removed), None, "{removed}");
     }
     assert!(values(&seen.upstream, "x-kept").is_some());
-    assert_eq!(values(&seen.client, "x-level"), Some(&strings(&["table"])[..]));
+    assert_eq!(
+        values(&seen.client, "x-level"),
+        Some(&strings(&["table"])[..])
+    );
     assert_eq!(
         values(&seen.client, "x-all"),
         Some(&strings(&["route", "vhost", "table"])[..])
     );
-    assert_eq!(values(&seen.client, "x-conn-id"), None, "removed by the route");
+    assert_eq!(
+        values(&seen.client, "x-conn-id"),
+        None,
+        "removed by the route"
+    );
 
     let seen = both.same(true, "/levels", &sent).await;
-    assert_eq!(values(&seen.upstream, "x-level"), Some(&strings(&["route"])[..]));
+    assert_eq!(
+        values(&seen.upstream, "x-level"),
+        Some(&strings(&["route"])[..])
+    );
     assert_eq!(
         values(&seen.upstream, "x-all"),
         Some(&strings(&["client", "table", "vhost", "route"])[..])
     );
-    assert_eq!(values(&seen.client, "x-level"), Some(&strings(&["route"])[..]));
+    assert_eq!(
+        values(&seen.client, "x-level"),
+        Some(&strings(&["route"])[..])
+    );
 
     // A route without rules of its own: the virtual host's and the table's.
     let seen = both.same(false, "/other", &sent).await;
@@ -363,7 +391,10 @@ async fn three_levels_with_precedence_as_envoy() {
     assert!(values(&seen.upstream, "x-remove-route").is_some());
     // A direct response and a local reply after routing carry the rules too.
     let seen = both.same(false, "/direct", &[]).await;
-    assert_eq!(values(&seen.client, "x-direct"), Some(&strings(&["yes"])[..]));
+    assert_eq!(
+        values(&seen.client, "x-direct"),
+        Some(&strings(&["yes"])[..])
+    );
     let seen = both.same(false, "/down", &[]).await;
     assert_eq!(seen.status, 503);
     assert_eq!(
@@ -399,37 +430,62 @@ async fn append_actions_and_values_as_envoy() {
         ("x-empty", &[""]),
     ];
     for (name, want) in expect {
-        assert_eq!(values(&seen.upstream, name), Some(&strings(want)[..]), "{name}");
+        assert_eq!(
+            values(&seen.upstream, name),
+            Some(&strings(want)[..]),
+            "{name}"
+        );
     }
     assert_eq!(values(&seen.upstream, "x-if-missing"), None);
     assert_eq!(values(&seen.upstream, "x-empty-dropped"), None);
 
     let seen = both.same(false, "/ops", &[("x-in", "v")]).await;
-    assert_eq!(values(&seen.upstream, "x-client"), Some(&strings(&["127.0.0.1"])[..]));
+    assert_eq!(
+        values(&seen.upstream, "x-client"),
+        Some(&strings(&["127.0.0.1"])[..])
+    );
     assert_eq!(
         values(&seen.upstream, "x-peer"),
         Some(&strings(&["127.0.0.1:PORT"])[..])
     );
-    assert_eq!(values(&seen.upstream, "x-copy"), Some(&strings(&["copy of v"])[..]));
-    assert_eq!(values(&seen.upstream, "x-proto"), Some(&strings(&["HTTP/1.1"])[..]));
-    assert_eq!(values(&seen.upstream, "x-missing"), None, "an empty value is not added");
+    assert_eq!(
+        values(&seen.upstream, "x-copy"),
+        Some(&strings(&["copy of v"])[..])
+    );
+    assert_eq!(
+        values(&seen.upstream, "x-proto"),
+        Some(&strings(&["HTTP/1.1"])[..])
+    );
+    assert_eq!(
+        values(&seen.upstream, "x-missing"),
+        None,
+        "an empty value is not added"
+    );
     assert_eq!(
         values(&seen.client, "x-up"),
         Some(&[without_port(&both.up.addr.to_string())][..])
     );
     assert_eq!(values(&seen.client, "x-code"), Some(&strings(&["200"])[..]));
     assert_eq!(values(&seen.client, "x-echo"), Some(&strings(&["v"])[..]));
-    assert_eq!(values(&seen.client, "x-resp"), Some(&strings(&["from up"])[..]));
+    assert_eq!(
+        values(&seen.client, "x-resp"),
+        Some(&strings(&["from up"])[..])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_only_headers_and_the_shadow_host_as_envoy() {
     let both = Both::start().await;
-    let seen = both.same(false, "/other", &[("x-internal", "secret")]).await;
+    let seen = both
+        .same(false, "/other", &[("x-internal", "secret")])
+        .await;
     assert_eq!(values(&seen.upstream, "x-internal"), None);
 
     // Each proxy's copy reaches the shadow cluster with `-shadow` on its host.
-    for (who, addr) in [("weir", both.weir.http_addr()), ("envoy", both.envoy.http_addr())] {
+    for (who, addr) in [
+        ("weir", both.weir.http_addr()),
+        ("envoy", both.envoy.http_addr()),
+    ] {
         let before = both.shadow.proxied_requests().len();
         let seen = ask(addr, "mirror.example", &format!("/mirror/{who}"), &[]).await;
         assert_eq!(seen.status, 200, "{who}");
@@ -442,8 +498,15 @@ async fn internal_only_headers_and_the_shadow_host_as_envoy() {
             .last_request(&format!("/mirror/{who}"))
             .unwrap_or_else(|| panic!("{who}: the shadow cluster saw no copy"));
         assert_eq!(copy.values("host"), ["mirror.example-shadow"], "{who}");
-        assert_eq!(copy.values("x-all"), ["vhost", "table"], "{who}: rules applied");
-        let main = both.up.last_request(&format!("/mirror/{who}")).expect("main");
+        assert_eq!(
+            copy.values("x-all"),
+            ["vhost", "table"],
+            "{who}: rules applied"
+        );
+        let main = both
+            .up
+            .last_request(&format!("/mirror/{who}"))
+            .expect("main");
         assert_eq!(main.values("host"), ["mirror.example"], "{who}");
     }
 }
@@ -514,13 +577,18 @@ async fn a_down_or_stalled_mirror_changes_nothing_for_the_client() {
         for i in 0..REQUESTS {
             let seen = ask(addr, "m.example", &format!("{path}/{i}"), &[]).await;
             assert_eq!(seen.status, 200, "{path}/{i}");
-            assert_eq!(values(&seen.client, "x-upstream"), Some(&strings(&["up"])[..]));
+            assert_eq!(
+                values(&seen.client, "x-upstream"),
+                Some(&strings(&["up"])[..])
+            );
         }
         started.elapsed()
     };
     let plain = timed("/plain").await;
     let mirrored = timed("/mirrored").await;
-    eprintln!("{REQUESTS} requests: {plain:?} without mirrors, {mirrored:?} with a stalled and a down mirror");
+    eprintln!(
+        "{REQUESTS} requests: {plain:?} without mirrors, {mirrored:?} with a stalled and a down mirror"
+    );
     assert!(
         mirrored < plain + Duration::from_millis(500),
         "mirrors slowed the main requests: {mirrored:?} against {plain:?}"
@@ -585,4 +653,57 @@ async fn mirrors_past_the_bound_are_dropped_and_counted() {
     assert_eq!(sent + dropped, REQUESTS as f64);
     assert!(dropped > 0.0, "no copy was dropped past the bound");
     assert!(sent >= 256.0, "{sent}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirrored_body_goes_along_within_the_buffer_limit() {
+    let up = H1Upstream::start("up").await;
+    let shadow = H1Upstream::start("shadow").await;
+    let ports = Ports::new();
+    let mut cfg = config::simple(ports, &[up.addr]);
+    cfg["static_resources"]["clusters"]
+        .as_array_mut()
+        .expect("clusters")
+        .push(config::static_cluster("shadow", &[shadow.addr]));
+    config::hcm_of(&mut cfg)["route_config"]["virtual_hosts"][0]["routes"][0]["route"] = json!({
+        "cluster": "backend", "request_mirror_policies": [{"cluster": "shadow"}]});
+    let weir = Weir::start(&cfg).await;
+    let post = |path: &str, body: Vec<u8>| {
+        http::Request::post(path)
+            .header("host", "body.example:8080")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .expect("request")
+    };
+    let resp = client::h1_request(ports.http_addr(), post("/echo", b"hello".to_vec()))
+        .await
+        .expect("small POST");
+    assert_eq!((resp.status, &resp.body[..]), (200, &b"hello"[..]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shadow.last_request("/echo").is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let copy = shadow
+        .last_request("/echo")
+        .expect("the shadow saw the copy");
+    assert_eq!(copy.method, "POST");
+    assert_eq!(copy.values("host"), ["body.example-shadow:8080"]);
+    assert_eq!(copy.values("content-length"), ["5"]);
+
+    // Past the buffer limit (1 MiB): the main request goes through, the copy does not.
+    let large = vec![b'x'; 2 << 20];
+    let resp = client::h1_request(ports.http_addr(), post("/echo?large", large))
+        .await
+        .expect("large POST");
+    assert_eq!((resp.status, resp.body.len()), (200, 2 << 20));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while mirror_stat(&weir, "weir_http_downstream_rq_mirror_failed").await < 1.0
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        mirror_stat(&weir, "weir_http_downstream_rq_mirror_failed").await,
+        1.0
+    );
+    assert!(shadow.last_request("/echo?large").is_none());
 }
