@@ -707,3 +707,35 @@ async fn a_mirrored_body_goes_along_within_the_buffer_limit() {
     );
     assert!(shadow.last_request("/echo?large").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_request_gets_the_request_rules() {
+    use weir_tests::tunnel_client;
+    let app = weir_tests::upgrade_app::UpgradeApp::start().await;
+    let ports = Ports::new();
+    let mut cfg = config::simple(ports, &[app.addr]);
+    config::set_upgrades(
+        config::hcm_of(&mut cfg),
+        json!([{"upgrade_type": "websocket"}]),
+    );
+    let route_config = &mut config::hcm_of(&mut cfg)["route_config"];
+    level(route_config, "table");
+    level(&mut route_config["virtual_hosts"][0]["routes"][0], "route");
+    let _weir = Weir::start(&cfg).await;
+    let (_tcp, head) =
+        tunnel_client::raw_head(ports.http_addr(), &tunnel_client::ws_upgrade_request("/ws"))
+            .await
+            .expect("upgrade");
+    assert_eq!(head.status, 101, "{}", head.text);
+    let heads = app.heads();
+    let seen = heads.first().expect("the app saw the upgrade");
+    let all: Vec<&str> = seen
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "x-all")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(all, ["route", "table"]);
+    assert_eq!(seen.header("x-level"), Some("table"));
+    assert_eq!(seen.header("upgrade"), Some("websocket"));
+}

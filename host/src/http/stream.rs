@@ -86,6 +86,7 @@ enum Outgoing {
         request: Request<Body>,
         kind: TunnelKind,
         host: String,
+        route: RouteId,
     },
     /// A POST whose body is the payload of a tunnel terminated here (`connect_config` with
     /// `allow_post`).
@@ -362,6 +363,7 @@ impl StreamPhases for HttpManager {
                 request,
                 kind,
                 host,
+                route,
             }
         } else if request.method() == Method::POST
             && self.terminate_config(&action).is_some_and(|t| t.allow_post)
@@ -390,7 +392,8 @@ impl StreamPhases for HttpManager {
                 request,
                 kind,
                 host,
-            } => Box::pin(self.tunnel(request, kind, &host, action, conn)).await,
+                route,
+            } => Box::pin(self.tunnel(request, kind, &host, action, conn, route)).await,
             Outgoing::TerminatePost(request) => {
                 let socket = conn.tunnel_socket(&request);
                 Box::pin(self.terminate_post(
