@@ -48,6 +48,7 @@ const NAMES: &[&str] = &[
     "x-code",
     "x-echo",
     "x-resp",
+    "x-year",
     "x-conn-id",
     "x-direct",
     "x-upstream",
@@ -116,6 +117,8 @@ fn route_config(most_specific: bool) -> Value {
             append("x-code", "%RESPONSE_CODE%"),
             append("x-echo", "%REQ(x-in)%"),
             append("x-resp", "from %RESP(x-upstream)%"),
+            append("x-proto", "%PROTOCOL%"),
+            append("x-year", "%START_TIME(%Y)%"),
         ]}),
     );
     let mut direct = route("/direct", json!({"direct_response": {"status": 200}}));
@@ -466,6 +469,11 @@ async fn append_actions_and_values_as_envoy() {
         Some(&[without_port(&both.up.addr.to_string())][..])
     );
     assert_eq!(values(&seen.client, "x-code"), Some(&strings(&["200"])[..]));
+    assert_eq!(
+        values(&seen.client, "x-proto"),
+        Some(&strings(&["HTTP/1.1"])[..])
+    );
+    assert_eq!(values(&seen.client, "x-year").map(|y| y[0].len()), Some(4));
     assert_eq!(values(&seen.client, "x-echo"), Some(&strings(&["v"])[..]));
     assert_eq!(
         values(&seen.client, "x-resp"),

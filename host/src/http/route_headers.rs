@@ -11,7 +11,8 @@ use http::{HeaderMap, Method};
 use std::time::SystemTime;
 
 /// The route a request took, for its response's header rules; with the request facts
-/// their values read, kept only where some response rule has a command operator.
+/// their values read, kept only where some response rule reads them (`%REQ(x)%`,
+/// `%START_TIME%`, `%PROTOCOL%`).
 #[derive(Debug, Clone)]
 pub struct MatchedRoute {
     /// The route.

@@ -71,7 +71,8 @@ pub struct HeaderRules {
     add: Vec<HeaderRule>,
     /// Some value has operators (its rendering needs a place per request).
     formatted: bool,
-    /// Some value reads the request's headers (`%REQ(x)%`).
+    /// Some value reads what a response knows only if its request's facts were kept: its
+    /// headers (`%REQ(x)%`), start or protocol.
     reads_request: bool,
 }
 
@@ -140,7 +141,9 @@ impl HeaderRules {
                 })?),
                 None => {
                     rules.formatted = true;
-                    rules.reads_request |= format.uses_request_headers();
+                    rules.reads_request |= format
+                        .unavailable_operator(|op| !matches!(op, "REQ" | "START_TIME" | "PROTOCOL"))
+                        .is_some();
                     RuleValue::Formatted(format)
                 }
             };
@@ -174,7 +177,8 @@ impl HeaderRules {
         self.remove.is_empty() && self.add.is_empty()
     }
 
-    /// Whether some value reads the request's headers (`%REQ(x)%`).
+    /// Whether some value reads the request's headers, start or protocol (`%REQ(x)%`,
+    /// `%START_TIME%`, `%PROTOCOL%`): a response keeps those facts of its request then.
     pub fn reads_request(&self) -> bool {
         self.reads_request
     }

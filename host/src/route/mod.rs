@@ -54,7 +54,8 @@ pub struct RouteTable {
     /// `internal_only_headers`, removed from every request as it comes.
     internal_only: Vec<http::HeaderName>,
     /// The request headers some level's response rules read (`%REQ(x)%`), which a request
-    /// keeps for its response; `None` when none reads any.
+    /// keeps for its response with its start and protocol; `None` when no response rule
+    /// reads any of those.
     response_reads: Option<Vec<http::HeaderName>>,
     /// `route_config.ignore_port_in_host_matching`: the host's port is ignored when the
     /// virtual host is picked.
