@@ -236,6 +236,41 @@ impl Format {
         }
     }
 
+    /// The text of a format with no operator (a header value written plainly), if it is one.
+    pub fn literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Literal(text)] => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The first operator (as Envoy names it) for which `available` says no: what a feature
+    /// that fills in only part of a [`LogContext`] refuses at config time.
+    pub fn unavailable_operator(&self, available: impl Fn(&str) -> bool) -> Option<&'static str> {
+        self.parts.iter().find_map(|part| match part {
+            Part::Operator(op, _) if !available(op.name()) => Some(op.name()),
+            _ => None,
+        })
+    }
+
+    /// Appends the format filled in from `cx` to `out`, a missing value as nothing (Envoy's
+    /// header formatter omits empty values where the access log writes `-`).
+    pub fn render_omitting_empty(&self, cx: &LogContext<'_>, out: &mut String) {
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Operator(op, limit) => match evaluate(op, cx) {
+                    Value::None => {}
+                    Value::Text(text) => out.push_str(truncate(&text, *limit)),
+                    Value::Number(n) => {
+                        let _ = write!(out, "{n}");
+                    }
+                },
+            }
+        }
+    }
+
     /// The format filled in from `cx`, as text.
     pub fn render(&self, cx: &LogContext<'_>) -> String {
         let mut out = String::new();
@@ -367,6 +402,40 @@ fn parse_operator(text: &str) -> Result<Part, FormatError> {
         _ => return Err(FormatError::Unsupported(text.to_string())),
     };
     Ok(Part::Operator(op, limit))
+}
+
+impl Operator {
+    /// The operator's name as written in a format (`REQ`, `UPSTREAM_HOST`, ...).
+    fn name(&self) -> &'static str {
+        match self {
+            Operator::StartTime(_) => "START_TIME",
+            Operator::Header { map, .. } => match map {
+                Headers::Request => "REQ",
+                Headers::Response => "RESP",
+                Headers::Trailer => "TRAILER",
+            },
+            Operator::ResponseCode => "RESPONSE_CODE",
+            Operator::ResponseFlags => "RESPONSE_FLAGS",
+            Operator::ResponseCodeDetails => "RESPONSE_CODE_DETAILS",
+            Operator::BytesReceived => "BYTES_RECEIVED",
+            Operator::BytesSent => "BYTES_SENT",
+            Operator::Duration => "DURATION",
+            Operator::RequestDuration => "REQUEST_DURATION",
+            Operator::ResponseDuration => "RESPONSE_DURATION",
+            Operator::UpstreamHost => "UPSTREAM_HOST",
+            Operator::UpstreamCluster => "UPSTREAM_CLUSTER",
+            Operator::UpstreamTransportFailureReason => "UPSTREAM_TRANSPORT_FAILURE_REASON",
+            Operator::DownstreamRemoteAddress => "DOWNSTREAM_REMOTE_ADDRESS",
+            Operator::DownstreamRemoteAddressWithoutPort => {
+                "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT"
+            }
+            Operator::DownstreamLocalAddress => "DOWNSTREAM_LOCAL_ADDRESS",
+            Operator::Protocol => "PROTOCOL",
+            Operator::RequestedServerName => "REQUESTED_SERVER_NAME",
+            Operator::ConnectionId => "CONNECTION_ID",
+            Operator::UpstreamRequestAttemptCount => "UPSTREAM_REQUEST_ATTEMPT_COUNT",
+        }
+    }
 }
 
 fn millis(d: Option<Duration>) -> Value<'static> {

@@ -20,6 +20,23 @@ pub struct RouteConfiguration {
     /// Headers added to every response (after the virtual host's).
     #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub response_headers_to_add: Vec<HeaderValueOption>,
+    /// Headers removed from every response.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub response_headers_to_remove: Vec<String>,
+    /// Headers added to every request sent upstream.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    /// Headers removed from every request sent upstream.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub request_headers_to_remove: Vec<String>,
+    /// Headers removed from requests of external clients (every client: weir has no
+    /// internal addresses) before anything sees them.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub internal_only_headers: Vec<String>,
+    /// Apply the header rules from the least specific level to the most specific (route
+    /// last, so its rules win) instead of Envoy's default, route first.
+    #[serde(default)]
+    pub most_specific_header_mutations_wins: bool,
     /// Pick the virtual host by the host without its port (default false).
     #[serde(default)]
     pub ignore_port_in_host_matching: bool,
@@ -47,6 +64,15 @@ pub struct VirtualHost {
     /// Headers added to every response of this virtual host.
     #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub response_headers_to_add: Vec<HeaderValueOption>,
+    /// Headers removed from every response of this virtual host.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub response_headers_to_remove: Vec<String>,
+    /// Headers added to every request of this virtual host sent upstream.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    /// Headers removed from every request of this virtual host sent upstream.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub request_headers_to_remove: Vec<String>,
     /// Requests not made over TLS (by `x-forwarded-proto`) get a 301 to `https://`.
     #[serde(default)]
     pub require_tls: TlsRequirementType,
@@ -85,6 +111,18 @@ pub struct Route {
     /// Answer with a redirect.
     #[serde(default)]
     pub redirect: Option<RedirectAction>,
+    /// Headers added to the request sent upstream.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    /// Headers removed from the request sent upstream.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub request_headers_to_remove: Vec<String>,
+    /// Headers added to the response.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    /// Headers removed from the response.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub response_headers_to_remove: Vec<String>,
 }
 
 /// `redirect` of a route.
@@ -301,6 +339,59 @@ pub struct RouteAction {
     /// Per-route upgrade settings, overriding the connection manager's.
     #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub upgrade_configs: Vec<RouteUpgradeConfig>,
+    /// Copies of the request sent to other clusters, their answers ignored.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub request_mirror_policies: Vec<RequestMirrorPolicy>,
+}
+
+/// `request_mirror_policies[]` of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestMirrorPolicy {
+    /// The cluster the copy goes to.
+    pub cluster: String,
+    /// The share of requests copied (all when absent); the runtime key is not read.
+    #[serde(default)]
+    pub runtime_fraction: Option<RuntimeFractionalPercent>,
+    /// Accepted; weir has no tracing, so it changes nothing.
+    #[serde(default)]
+    pub trace_sampled: Option<bool>,
+}
+
+/// `config.core.v3.RuntimeFractionalPercent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeFractionalPercent {
+    /// The share.
+    pub default_value: FractionalPercent,
+    /// Accepted and not read (weir's runtime has no such keys).
+    #[serde(default)]
+    pub runtime_key: Option<String>,
+}
+
+/// `type.v3.FractionalPercent`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FractionalPercent {
+    /// The numerator.
+    #[serde(default)]
+    pub numerator: u32,
+    /// Over HUNDRED (default), TEN_THOUSAND or MILLION.
+    #[serde(default)]
+    pub denominator: FractionalDenominator,
+}
+
+/// `FractionalPercent.denominator`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum FractionalDenominator {
+    /// 100.
+    #[default]
+    HUNDRED,
+    /// 10,000.
+    TEN_THOUSAND,
+    /// 1,000,000.
+    MILLION,
 }
 
 /// `weighted_clusters` of a route.

@@ -40,6 +40,9 @@ pub use super::route::{
     RegexMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, RouteUpgradeConfig,
     StringMatcher, TlsRequirementType, VirtualHost, WeightedClusters,
 };
+pub use super::route::{
+    FractionalDenominator, FractionalPercent, RequestMirrorPolicy, RuntimeFractionalPercent,
+};
 pub use super::runtime::{LayeredRuntime, RuntimeLayer};
 pub use super::tls::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, QuicDownstreamTransport,

@@ -12,9 +12,11 @@ mod h3;
 pub mod headers;
 mod idle_clock;
 pub mod local_reply;
+pub mod mirror;
 pub mod phases;
 mod premature_reset;
 mod request_body;
+pub mod route_headers;
 pub mod sanitize;
 mod server;
 pub mod stream;
@@ -50,6 +52,8 @@ pub struct HttpManager {
     upgrade_filters: Vec<(String, filter_chain::FilterChain)>,
     /// The `server` header of proxied responses, checked once.
     server_header: Option<http::HeaderValue>,
+    /// The bound on this worker's request copies (`request_mirror_policies`).
+    mirrors: mirror::MirrorLimits,
 }
 
 impl HttpManager {
@@ -81,6 +85,7 @@ impl HttpManager {
             pools,
             codecs,
             server_header,
+            mirrors: mirror::MirrorLimits::default(),
         })
     }
 

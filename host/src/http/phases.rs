@@ -21,6 +21,7 @@
 //! [`crate::access_log::http`]).
 
 use super::local_reply::LocalReply;
+pub use super::route_headers::MatchedRoute;
 use crate::access_log::http::{UpstreamSeen, with_notes};
 use crate::body::{self, Body};
 use crate::route::VirtualHostId;
@@ -191,6 +192,35 @@ pub trait StreamPhases: Sync {
         response
     }
 
+    /// **Route matched**: what the response head needs to know of the route a request took
+    /// (its response header rules, the request facts their values read), taken when the
+    /// upstream phases begin, so that a local reply after routing carries the route's rules
+    /// too (as Envoy's router adds them to its own replies). A route that answers itself
+    /// puts this in its answer's extensions instead.
+    fn route_matched(
+        &self,
+        request: &Request<Body>,
+        target: &Self::Target<'_>,
+        conn: &ConnectionInfo,
+    ) -> Option<MatchedRoute> {
+        let _ = (request, target, conn);
+        None
+    }
+
+    /// **Response head** for a stream whose route is known (`route`): by default the same
+    /// as [`StreamPhases::response_head`]; the connection manager applies the route's
+    /// response header rules with the virtual host's and the route configuration's.
+    fn routed_response_head(
+        &self,
+        vhost: Option<VirtualHostId>,
+        route: Option<MatchedRoute>,
+        conn: &ConnectionInfo,
+        response: Response<Body>,
+    ) -> Response<Body> {
+        let _ = (route, conn);
+        self.response_head(vhost, response)
+    }
+
     /// **Log**: the entry takes the response head and what the upstream phases noted; its
     /// line is written when the response body ends (or is dropped).
     fn log(
@@ -226,29 +256,33 @@ where
         // Head received.
         let vhost = match phases.head_received(&mut request, conn) {
             ControlFlow::Continue(vhost) => vhost,
-            ControlFlow::Break(refused) => return phases.response_head(None, refused),
+            ControlFlow::Break(refused) => {
+                return phases.routed_response_head(None, None, conn, refused);
+            }
         };
         // Request filters.
         let (mut request, filters) = match phases.request_filters(request, conn).await {
             Filtered::Continue(request, filters) => (request, filters),
             Filtered::Answered(response, filters) => {
                 let response = phases.response_filters(filters, response).await;
-                return phases.response_head(vhost, response);
+                return phases.routed_response_head(vhost, None, conn, response);
             }
         };
         // Request id, route, upstream selected, upstream request, forward: a failure of any
         // is answered with a local reply.
         let request_id = phases.request_id(&mut request);
+        let mut matched = None;
         let forwarded = async {
             let target = match phases.route(&request, conn)? {
                 Routed::Answered(response) => return Ok(response),
                 Routed::Upstream(target) => target,
             };
+            matched = phases.route_matched(&request, &target, conn);
             let target = phases.upstream_selected(&request, target)?;
             let upstream = phases.upstream_request(request, target, conn)?;
             phases.forward(upstream, conn).await
         };
-        let response = match forwarded.await {
+        let mut response = match forwarded.await {
             Ok(response) => response,
             Err(reply) => {
                 // The detail (cluster, host, OS error) is for the operator, never the client.
@@ -256,10 +290,12 @@ where
                 phases.local_reply(reply, request_id)
             }
         };
+        // A route that answered itself said which it was in its answer.
+        let matched = matched.or_else(|| response.extensions_mut().remove::<MatchedRoute>());
         // Response filters.
         let response = phases.response_filters(filters, response).await;
         // Response head.
-        phases.response_head(vhost, response)
+        phases.routed_response_head(vhost, matched, conn, response)
     };
     // Log: the upstream phases note what they learn for the entry, where there is one.
     let Some(log) = log else {

@@ -23,11 +23,12 @@ use super::headers::{self, X_FORWARDED_PROTO, X_REQUEST_ID};
 use super::local_reply::LocalReply;
 use super::phases::{Filtered, Routed, StreamPhases, run_stream};
 use super::request_body::{BodyFault, BodyVerdict, WatchedBody};
+use super::route_headers::{self, MatchedRoute};
 use super::sanitize;
 use super::upgrade;
 use crate::body::{self, Body};
 use crate::route::redirect::RedirectRequest;
-use crate::route::{ForwardAction, RouteAction, VirtualHostId};
+use crate::route::{ForwardAction, RouteAction, RouteId, VirtualHostId};
 use crate::wire::ConnectionInfo;
 use crate::wire::TunnelKind;
 use crate::wire::head;
@@ -65,6 +66,8 @@ pub struct Target<'s> {
     rewrite_len: usize,
     /// The tunnel the request asks for, if any.
     tunnel: Option<TunnelKind>,
+    /// The route taken (for its header rules and mirrors).
+    route: RouteId,
 }
 
 /// What goes upstream, and how.
@@ -83,6 +86,7 @@ enum Outgoing {
         request: Request<Body>,
         kind: TunnelKind,
         host: String,
+        route: RouteId,
     },
     /// A POST whose body is the payload of a tunnel terminated here (`connect_config` with
     /// `allow_post`).
@@ -175,6 +179,10 @@ impl StreamPhases for HttpManager {
         // Resolved now, while the request is here and its host is the normalised one: the
         // response gets that virtual host's response_headers_to_add.
         let routes = &self.config.routes;
+        // `internal_only_headers`: gone before any filter sees the request, as in Envoy.
+        for name in routes.internal_only_headers() {
+            request.headers_mut().remove(name);
+        }
         ControlFlow::Continue(
             headers::request_host(request).and_then(|host| routes.virtual_host_id(host)),
         )
@@ -241,7 +249,9 @@ impl StreamPhases for HttpManager {
             )
             .map(Routed::Answered);
         }
-        let Some(route) = routes.find_request(&host, is_connect, path, request.headers()) else {
+        let Some((route_id, route)) =
+            routes.find_request_id(&host, is_connect, path, request.headers())
+        else {
             self.stats.rq_no_route.inc();
             if is_connect && !self.config.upgrade("connect").is_some_and(|u| u.enabled) {
                 // CONNECT is off unless configured: say so rather than "no route".
@@ -267,6 +277,9 @@ impl StreamPhases for HttpManager {
                 response
                     .headers_mut()
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(content.len()));
+                response
+                    .extensions_mut()
+                    .insert(MatchedRoute::new(routes, route_id, request));
                 Ok(Routed::Answered(response))
             }
             RouteAction::Redirect(redirect) => {
@@ -283,13 +296,18 @@ impl StreamPhases for HttpManager {
                     path_and_query: path,
                     matched_len: route.path.rewrite_len(path),
                 });
-                redirect_response(redirect.status, &location).map(Routed::Answered)
+                let mut response = redirect_response(redirect.status, &location)?;
+                response
+                    .extensions_mut()
+                    .insert(MatchedRoute::new(routes, route_id, request));
+                Ok(Routed::Answered(response))
             }
             RouteAction::Forward(action) => Ok(Routed::Upstream(Target {
                 host,
                 action: Cow::Borrowed(action),
                 rewrite_len: route.path.rewrite_len(path),
                 tunnel,
+                route: route_id,
             })),
         }
     }
@@ -341,12 +359,14 @@ impl StreamPhases for HttpManager {
             action,
             rewrite_len,
             tunnel,
+            route,
         } = target;
         let outgoing = if let Some(kind) = tunnel {
             Outgoing::Tunnel {
                 request,
                 kind,
                 host,
+                route,
             }
         } else if request.method() == Method::POST
             && self.terminate_config(&action).is_some_and(|t| t.allow_post)
@@ -354,7 +374,7 @@ impl StreamPhases for HttpManager {
             Outgoing::TerminatePost(request)
         } else {
             let (request, verdict) =
-                self.upstream_request(request, &host, &action, rewrite_len, conn)?;
+                self.upstream_request(request, &host, &action, rewrite_len, conn, route)?;
             Outgoing::Request(request, verdict)
         };
         Ok(Upstream { action, outgoing })
@@ -375,7 +395,8 @@ impl StreamPhases for HttpManager {
                 request,
                 kind,
                 host,
-            } => Box::pin(self.tunnel(request, kind, &host, action, conn)).await,
+                route,
+            } => Box::pin(self.tunnel(request, kind, &host, action, conn, route)).await,
             Outgoing::TerminatePost(request) => {
                 let socket = conn.tunnel_socket(&request);
                 Box::pin(self.terminate_post(
@@ -421,16 +442,36 @@ impl StreamPhases for HttpManager {
         Box::pin(ResponseFilters::filter_response(filters, response)).await
     }
 
-    /// The virtual host's and the route configuration's `response_headers_to_add`; the
-    /// response counted by its class.
-    fn response_head(
+    fn route_matched(
+        &self,
+        request: &Request<Body>,
+        target: &Target<'_>,
+        _conn: &ConnectionInfo,
+    ) -> Option<MatchedRoute> {
+        Some(MatchedRoute::new(
+            &self.config.routes,
+            target.route,
+            request,
+        ))
+    }
+
+    /// The response header rules of the route (where the request had one), the virtual host
+    /// and the route configuration, in Envoy's order ([`route_headers`]); the response
+    /// counted by its class.
+    fn routed_response_head(
         &self,
         vhost: Option<VirtualHostId>,
+        route: Option<MatchedRoute>,
+        conn: &ConnectionInfo,
         mut response: Response<Body>,
     ) -> Response<Body> {
-        self.config
-            .routes
-            .add_response_headers(vhost, response.headers_mut());
+        route_headers::apply_to_response(
+            &self.config.routes,
+            vhost,
+            route.as_ref(),
+            conn,
+            &mut response,
+        );
         self.stats.count_response(response.status().as_u16());
         response
     }
@@ -573,8 +614,10 @@ impl HttpManager {
         action: &ForwardAction,
         rewrite_len: usize,
         conn: &ConnectionInfo,
+        route: RouteId,
     ) -> Result<(Request<Body>, Option<Arc<BodyVerdict>>), LocalReply> {
         let (mut parts, request_body) = request.into_parts();
+        let protocol = crate::wire::WireHead::protocol_name(&parts);
         let path = match (&action.prefix_rewrite, &action.regex_rewrite) {
             (None, Some(regex)) => {
                 let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
@@ -626,12 +669,20 @@ impl HttpManager {
         headers.insert(header::HOST, host);
         crate::route::response_headers::apply(&action.request_headers, headers);
         self.add_forwarding_headers(headers, conn);
+        let side = route_headers::RequestSide {
+            method: &parts.method,
+            path: parts.uri.path_and_query().map_or("/", PathAndQuery::as_str),
+            protocol,
+            cluster: &action.cluster,
+        };
+        route_headers::apply_to_request(&self.config.routes, route, headers, &side, conn);
         mark_original_destination(conn, &mut parts.extensions);
         if action.auto_host_rewrite {
             parts.extensions.insert(crate::upstream::AutoHostRewrite);
         }
         if request_body.is_end_stream() {
-            return Ok((Request::from_parts(parts, request_body), None));
+            let request = self.mirror(Request::from_parts(parts, request_body), action, route);
+            return Ok((request, None));
         }
         let verdict = Arc::new(BodyVerdict::default());
         let request_body = body::boxed(WatchedBody::new(
@@ -642,7 +693,36 @@ impl HttpManager {
                 .unwrap_or(self.config.stream_idle_timeout),
             verdict.clone(),
         ));
-        Ok((Request::from_parts(parts, request_body), Some(verdict)))
+        let request = self.mirror(Request::from_parts(parts, request_body), action, route);
+        Ok((request, Some(verdict)))
+    }
+
+    /// `request_mirror_policies` of `route`: copies of `request` on their way (see
+    /// [`super::mirror`]); the request, its body copied as it passes where a copy needs it.
+    fn mirror(
+        &self,
+        request: Request<Body>,
+        action: &ForwardAction,
+        route: RouteId,
+    ) -> Request<Body> {
+        let Some(policies) = self
+            .config
+            .routes
+            .route(route)
+            .map(|r| r.mirrors.as_slice())
+            .filter(|m| !m.is_empty())
+        else {
+            return request;
+        };
+        super::mirror::mirror(
+            request,
+            policies,
+            &self.pools,
+            &self.mirrors,
+            &self.stats,
+            super::mirror::MirrorLimits::timeout(action.timeout),
+            self.config.buffer_limit,
+        )
     }
 
     /// Sends `request` to the route's cluster and shapes the response for downstream.

@@ -61,6 +61,7 @@ impl HttpManager {
         host: &str,
         action: &ForwardAction,
         conn: &ConnectionInfo,
+        route: crate::route::RouteId,
     ) -> Result<Response<Body>, LocalReply>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
@@ -105,7 +106,7 @@ impl HttpManager {
                 )
                 .await;
         }
-        let upstream_request = self.tunnel_request(request, &kind, host, conn)?;
+        let upstream_request = self.tunnel_request(request, &kind, host, conn, (route, action))?;
         let (payload_sender, payload) = body_io::channel_body();
         let mut upstream_request = upstream_request;
         super::stream::mark_original_destination(conn, upstream_request.extensions_mut());
@@ -181,15 +182,18 @@ impl HttpManager {
         Ok(answer)
     }
 
-    /// Builds the upstream request of a proxied tunnel.
+    /// Builds the upstream request of a proxied tunnel; the request header rules of its
+    /// route apply, as to any request sent upstream.
     fn tunnel_request<B>(
         &self,
         request: Request<B>,
         kind: &TunnelKind,
         host: &str,
         conn: &ConnectionInfo,
+        (route, action): (crate::route::RouteId, &ForwardAction),
     ) -> Result<Request<Body>, LocalReply> {
         let (mut parts, _body) = request.into_parts();
+        let protocol = crate::wire::WireHead::protocol_name(&parts);
         let original_method = parts
             .headers
             .remove(&X_WEIR_UPGRADE_METHOD)
@@ -242,6 +246,19 @@ impl HttpManager {
             }
         }
         self.add_forwarding_headers(&mut parts.headers, conn);
+        let side = super::route_headers::RequestSide {
+            method: &parts.method,
+            path: parts.uri.path_and_query().map_or("", |p| p.as_str()),
+            protocol,
+            cluster: &action.cluster,
+        };
+        super::route_headers::apply_to_request(
+            &self.config.routes,
+            route,
+            &mut parts.headers,
+            &side,
+            conn,
+        );
         Ok(Request::from_parts(parts, body::empty()))
     }
 

@@ -10,16 +10,20 @@
 //! connection manager strips ports first (see [`authority::StripPort`]).
 
 pub mod authority;
+pub mod header_rules;
 mod matcher;
+pub mod mirror;
 pub mod path;
 pub mod redirect;
 pub mod regex;
 pub mod response_headers;
 pub mod split;
 
+use crate::access_log::format::LogContext;
 use crate::config::FieldError;
 use crate::config::schema::{self, RouteConfiguration};
 use bytes::Bytes;
+use header_rules::{Direction, HeaderRules};
 use http::HeaderMap;
 pub use matcher::{HeaderMatcher, PathMatcher, QueryMatcher, is_grpc};
 use redirect::Redirect;
@@ -40,8 +44,19 @@ pub struct RouteTable {
     /// `www.example.*` as ("www.example."-style prefix, host index), longest first.
     prefixes: Vec<(String, usize)>,
     catch_all: Option<usize>,
-    /// `route_config.response_headers_to_add`.
-    response_headers: Vec<response_headers::HeaderToAdd>,
+    /// `route_config.request_headers_to_add` / `_to_remove`.
+    request_rules: HeaderRules,
+    /// `route_config.response_headers_to_add` / `_to_remove`.
+    response_rules: HeaderRules,
+    /// `most_specific_header_mutations_wins`: the levels' rules run route configuration
+    /// first, route last (Envoy's default is the reverse: the route configuration's last).
+    most_specific_wins: bool,
+    /// `internal_only_headers`, removed from every request as it comes.
+    internal_only: Vec<http::HeaderName>,
+    /// The request headers some level's response rules read (`%REQ(x)%`), which a request
+    /// keeps for its response with its start and protocol; `None` when no response rule
+    /// reads any of those.
+    response_reads: Option<Vec<http::HeaderName>>,
     /// `route_config.ignore_port_in_host_matching`: the host's port is ignored when the
     /// virtual host is picked.
     ignore_port: bool,
@@ -60,8 +75,10 @@ pub struct VirtualHost {
     pub name: String,
     /// Its routes, in order.
     pub routes: Vec<Route>,
-    /// `response_headers_to_add` of the virtual host.
-    pub response_headers: Vec<response_headers::HeaderToAdd>,
+    /// `request_headers_to_add` / `_to_remove` of the virtual host.
+    pub request_rules: HeaderRules,
+    /// `response_headers_to_add` / `_to_remove` of the virtual host.
+    pub response_rules: HeaderRules,
     /// `require_tls` is EXTERNAL_ONLY or ALL: a request whose `x-forwarded-proto` is not
     /// `https` gets a 301 to `https://` (weir has no internal addresses, so both are the same,
     /// as in Envoy 1.40 without `internal_address_config`).
@@ -83,6 +100,27 @@ pub struct Route {
     pub grpc: bool,
     /// What happens to a matched request.
     pub action: RouteAction,
+    /// `request_headers_to_add` / `_to_remove` of the route.
+    pub request_rules: HeaderRules,
+    /// `response_headers_to_add` / `_to_remove` of the route.
+    pub response_rules: HeaderRules,
+    /// `route.request_mirror_policies`.
+    pub mirrors: Vec<mirror::MirrorPolicy>,
+}
+
+/// A route of one [`RouteTable`], by position: how a response finds its route's rules once
+/// the request is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteId {
+    vhost: usize,
+    route: usize,
+}
+
+impl RouteId {
+    /// The route's virtual host.
+    pub fn virtual_host(self) -> VirtualHostId {
+        VirtualHostId(self.vhost)
+    }
 }
 
 /// What a route does.
@@ -303,21 +341,44 @@ impl RouteTable {
                     body_limit,
                 )?);
             }
-            let response_headers = response_headers::build(
-                &vhost.response_headers_to_add,
-                &format!("{vhost_path}.response_headers_to_add"),
+            let (request_rules, response_rules) = level_rules(
+                &vhost_path,
+                [
+                    &vhost.request_headers_to_add,
+                    &vhost.response_headers_to_add,
+                ],
+                [
+                    &vhost.request_headers_to_remove,
+                    &vhost.response_headers_to_remove,
+                ],
             )?;
             table.virtual_hosts.push(VirtualHost {
                 name: vhost.name.clone(),
                 routes,
-                response_headers,
+                request_rules,
+                response_rules,
                 require_tls: vhost.require_tls != schema::TlsRequirementType::NONE,
             });
         }
-        table.response_headers = response_headers::build(
-            &config.response_headers_to_add,
-            &format!("{path}.response_headers_to_add"),
+        (table.request_rules, table.response_rules) = level_rules(
+            path,
+            [
+                &config.request_headers_to_add,
+                &config.response_headers_to_add,
+            ],
+            [
+                &config.request_headers_to_remove,
+                &config.response_headers_to_remove,
+            ],
         )?;
+        table.most_specific_wins = config.most_specific_header_mutations_wins;
+        for (i, name) in config.internal_only_headers.iter().enumerate() {
+            table.internal_only.push(header_name(
+                name,
+                &format!("{path}.internal_only_headers[{i}]"),
+            )?);
+        }
+        table.response_reads = table.collect_response_reads();
         table
             .suffixes
             .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
@@ -371,13 +432,108 @@ impl RouteTable {
             .map(|(_, i)| *i)
     }
 
-    /// Adds the `response_headers_to_add` of the virtual host for `host` and then of the
-    /// route configuration to a response's `headers` (Envoy's order: most specific first).
+    /// Applies the response header rules of the virtual host for `host` and then of the
+    /// route configuration to a response's `headers` (Envoy's order: most specific first),
+    /// with no request facts for their values.
     pub fn add_response_headers(&self, vhost: Option<VirtualHostId>, headers: &mut HeaderMap) {
-        if let Some(vhost) = vhost.and_then(|VirtualHostId(i)| self.virtual_hosts.get(i)) {
-            response_headers::apply(&vhost.response_headers, headers);
+        self.apply_response_rules(vhost, None, headers, &LogContext::default());
+    }
+
+    /// The levels' rules for a request of `route` (or, without one, of `vhost`), in the
+    /// order they apply: Envoy's, most specific first and the route configuration's last
+    /// (so its rules win), or the reverse with `most_specific_header_mutations_wins`.
+    fn levels(
+        &self,
+        vhost: Option<VirtualHostId>,
+        route: Option<RouteId>,
+        pick: for<'a> fn(Level<'a>) -> &'a HeaderRules,
+    ) -> [Option<&HeaderRules>; 3] {
+        let vhost_index = route.map(|r| r.vhost).or(vhost.map(|VirtualHostId(i)| i));
+        let vhost = vhost_index.and_then(|i| self.virtual_hosts.get(i));
+        let route = route.and_then(|r| vhost.and_then(|v| v.routes.get(r.route)));
+        let most = route.map(|r| pick(Level::Route(r)));
+        let middle = vhost.map(|v| pick(Level::VirtualHost(v)));
+        let least = Some(pick(Level::Table(self)));
+        if self.most_specific_wins {
+            [least, middle, most]
+        } else {
+            [most, middle, least]
         }
-        response_headers::apply(&self.response_headers, headers);
+    }
+
+    /// Applies the request header rules of `route`, its virtual host and the route
+    /// configuration to a request's `headers`; `cx` fills in values with operators.
+    pub fn apply_request_rules(
+        &self,
+        route: RouteId,
+        headers: &mut HeaderMap,
+        cx: &LogContext<'_>,
+    ) {
+        for rules in self
+            .levels(None, Some(route), request_rules)
+            .into_iter()
+            .flatten()
+        {
+            if !rules.is_empty() {
+                rules.apply(headers, cx, Direction::Request);
+            }
+        }
+    }
+
+    /// Applies the response header rules of `route` (when the request had one; otherwise
+    /// of `vhost`, when it had one) and the route configuration to a response's `headers`.
+    pub fn apply_response_rules(
+        &self,
+        vhost: Option<VirtualHostId>,
+        route: Option<RouteId>,
+        headers: &mut HeaderMap,
+        cx: &LogContext<'_>,
+    ) {
+        for rules in self
+            .levels(vhost, route, response_rules)
+            .into_iter()
+            .flatten()
+        {
+            if !rules.is_empty() {
+                rules.apply(headers, cx, Direction::Response);
+            }
+        }
+    }
+
+    /// `internal_only_headers`: removed from every request as it comes (weir has no
+    /// internal addresses, so every client is external, as Envoy 1.40's default).
+    pub fn internal_only_headers(&self) -> &[http::HeaderName] {
+        &self.internal_only
+    }
+
+    /// The request headers a response's rules read (`%REQ(x)%`), if any does.
+    pub fn response_reads(&self) -> Option<&[http::HeaderName]> {
+        self.response_reads.as_deref()
+    }
+
+    fn collect_response_reads(&self) -> Option<Vec<http::HeaderName>> {
+        let mut all = vec![&self.response_rules];
+        for vhost in &self.virtual_hosts {
+            all.push(&vhost.response_rules);
+            all.extend(vhost.routes.iter().map(|r| &r.response_rules));
+        }
+        if !all.iter().any(|rules| rules.reads_request()) {
+            return None;
+        }
+        let mut names: Vec<http::HeaderName> = Vec::new();
+        for name in all.iter().flat_map(|rules| rules.request_header_names()) {
+            if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes())
+                && !names.contains(&name)
+            {
+                names.push(name);
+            }
+        }
+        Some(names)
+    }
+
+    /// The route `id` names.
+    pub fn route(&self, id: RouteId) -> Option<&Route> {
+        self.virtual_hosts.get(id.vhost)?.routes.get(id.route)
     }
 
     /// The virtual host a request for `host` (its authority or Host header) belongs to, as
@@ -411,13 +567,79 @@ impl RouteTable {
         path: &str,
         headers: &HeaderMap,
     ) -> Option<&Route> {
-        self.virtual_host(host)?.routes.iter().find(|route| {
-            route.path.matches_request(is_connect, path)
-                && route.headers.iter().all(|h| h.matches(headers))
-                && route.query.iter().all(|q| q.matches(path))
-                && (!route.grpc || is_grpc(headers))
-        })
+        self.find_request_id(host, is_connect, path, headers)
+            .map(|(_, route)| route)
     }
+
+    /// As [`RouteTable::find_request`], with the route's id.
+    pub fn find_request_id(
+        &self,
+        host: &str,
+        is_connect: bool,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<(RouteId, &Route)> {
+        let vhost = self.virtual_host_index(host)?;
+        let routes = &self.virtual_hosts.get(vhost)?.routes;
+        routes
+            .iter()
+            .position(|route| {
+                route.path.matches_request(is_connect, path)
+                    && route.headers.iter().all(|h| h.matches(headers))
+                    && route.query.iter().all(|q| q.matches(path))
+                    && (!route.grpc || is_grpc(headers))
+            })
+            .and_then(|i| Some((RouteId { vhost, route: i }, routes.get(i)?)))
+    }
+}
+
+/// One level of header rules.
+enum Level<'a> {
+    Route(&'a Route),
+    VirtualHost(&'a VirtualHost),
+    Table(&'a RouteTable),
+}
+
+/// A level's request rules.
+fn request_rules(level: Level<'_>) -> &HeaderRules {
+    match level {
+        Level::Route(r) => &r.request_rules,
+        Level::VirtualHost(v) => &v.request_rules,
+        Level::Table(t) => &t.request_rules,
+    }
+}
+
+/// A level's response rules.
+fn response_rules(level: Level<'_>) -> &HeaderRules {
+    match level {
+        Level::Route(r) => &r.response_rules,
+        Level::VirtualHost(v) => &v.response_rules,
+        Level::Table(t) => &t.response_rules,
+    }
+}
+
+/// The request and response rules of one level at `path`: `adds` and `removes` are the
+/// request's then the response's fields.
+fn level_rules(
+    path: &str,
+    adds: [&[schema::HeaderValueOption]; 2],
+    removes: [&[String]; 2],
+) -> Result<(HeaderRules, HeaderRules), FieldError> {
+    let request = HeaderRules::build(
+        adds[0],
+        removes[0],
+        Direction::Request,
+        &format!("{path}.request_headers_to_add"),
+        &format!("{path}.request_headers_to_remove"),
+    )?;
+    let response = HeaderRules::build(
+        adds[1],
+        removes[1],
+        Direction::Response,
+        &format!("{path}.response_headers_to_add"),
+        &format!("{path}.response_headers_to_remove"),
+    )?;
+    Ok((request, response))
 }
 
 fn push_unique(list: &mut Vec<(String, usize)>, key: &str, index: usize) -> bool {
@@ -482,6 +704,32 @@ fn build_route(
             ));
         }
     };
+    let (request_rules, response_rules) = level_rules(
+        path,
+        [
+            &route.request_headers_to_add,
+            &route.response_headers_to_add,
+        ],
+        [
+            &route.request_headers_to_remove,
+            &route.response_headers_to_remove,
+        ],
+    )?;
+    let mirrors = match &route.route {
+        Some(forward) => forward
+            .request_mirror_policies
+            .iter()
+            .enumerate()
+            .map(|(m, policy)| {
+                mirror::MirrorPolicy::build(
+                    policy,
+                    &format!("{path}.route.request_mirror_policies[{m}]"),
+                    clusters,
+                )
+            })
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
     Ok(Route {
         name: route.name.clone(),
         path: path_matcher,
@@ -489,6 +737,9 @@ fn build_route(
         query,
         grpc: route.route_match.grpc.is_some(),
         action,
+        request_rules,
+        response_rules,
+        mirrors,
     })
 }
 

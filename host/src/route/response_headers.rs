@@ -1,6 +1,6 @@
-//! `response_headers_to_add` of a route configuration and its virtual hosts: built once from
-//! the config (names and values checked), applied to each response on its way downstream.
-//! This is how a TCP listener advertises HTTP/3 with `alt-svc`, as Envoy configs do.
+//! Plain header adds (no command operators, no removals), checked once and applied in
+//! config order: a weighted cluster's `request_headers_to_add`. The levels' header rules
+//! (route configuration, virtual host, route) are [`super::header_rules`].
 
 use crate::config::FieldError;
 use crate::config::schema::{HeaderAppendAction, HeaderValueOption};

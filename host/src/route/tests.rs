@@ -308,3 +308,147 @@ fn route_action_errors_name_the_field() {
     );
     assert_eq!(e.path, format!("{at}.match.path_separated_prefix"));
 }
+
+/// The three levels' rules for `x-level` (each overwrites it) and `x-all` (each appends),
+/// with `most_specific_header_mutations_wins` as given.
+fn three_levels(most_specific_wins: bool) -> RouteTable {
+    table(&format!(
+        r#"
+most_specific_header_mutations_wins: {most_specific_wins}
+request_headers_to_add:
+- {{ header: {{ key: x-level, value: table }}, append_action: OVERWRITE_IF_EXISTS_OR_ADD }}
+- {{ header: {{ key: x-all, value: table }} }}
+request_headers_to_remove: [x-gone-table]
+response_headers_to_add:
+- {{ header: {{ key: x-level, value: table }}, append_action: OVERWRITE_IF_EXISTS_OR_ADD }}
+- {{ header: {{ key: x-all, value: table }} }}
+virtual_hosts:
+- name: any
+  domains: ["*"]
+  request_headers_to_add:
+  - {{ header: {{ key: x-level, value: vhost }}, append_action: OVERWRITE_IF_EXISTS_OR_ADD }}
+  - {{ header: {{ key: x-all, value: vhost }} }}
+  request_headers_to_remove: [x-gone-vhost]
+  response_headers_to_add:
+  - {{ header: {{ key: x-level, value: vhost }}, append_action: OVERWRITE_IF_EXISTS_OR_ADD }}
+  - {{ header: {{ key: x-all, value: vhost }} }}
+  routes:
+  - match: {{ prefix: "/" }}
+    route: {{ cluster: a }}
+    request_headers_to_add:
+    - {{ header: {{ key: x-level, value: route }}, append_action: OVERWRITE_IF_EXISTS_OR_ADD }}
+    - {{ header: {{ key: x-all, value: route }} }}
+    request_headers_to_remove: [x-gone-route]
+    response_headers_to_add:
+    - {{ header: {{ key: x-level, value: route }}, append_action: OVERWRITE_IF_EXISTS_OR_ADD }}
+    - {{ header: {{ key: x-all, value: route }} }}
+    response_headers_to_remove: [x-upstream-secret]
+"#
+    ))
+}
+
+fn values(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn header_rules_run_route_first_and_the_route_configuration_wins_by_default() {
+    let t = three_levels(false);
+    let (id, _) = t
+        .find_request_id("x", false, "/", &HeaderMap::new())
+        .unwrap();
+    let mut request = HeaderMap::new();
+    for name in ["x-gone-table", "x-gone-vhost", "x-gone-route", "x-kept"] {
+        request.insert(name, http::HeaderValue::from_static("1"));
+    }
+    t.apply_request_rules(id, &mut request, &LogContext::default());
+    assert_eq!(values(&request, "x-level"), ["table"]);
+    assert_eq!(values(&request, "x-all"), ["route", "vhost", "table"]);
+    assert_eq!(request.len(), 1 + 3 + 1, "{request:?}");
+    let mut response = HeaderMap::new();
+    response.insert("x-upstream-secret", http::HeaderValue::from_static("1"));
+    t.apply_response_rules(None, Some(id), &mut response, &LogContext::default());
+    assert_eq!(values(&response, "x-level"), ["table"]);
+    assert_eq!(values(&response, "x-all"), ["route", "vhost", "table"]);
+    assert!(!response.contains_key("x-upstream-secret"));
+    // Without a route (a 404), the virtual host's and the table's.
+    let mut response = HeaderMap::new();
+    t.apply_response_rules(
+        t.virtual_host_id("x"),
+        None,
+        &mut response,
+        &LogContext::default(),
+    );
+    assert_eq!(values(&response, "x-all"), ["vhost", "table"]);
+}
+
+#[test]
+fn most_specific_header_mutations_wins_reverses_the_order() {
+    let t = three_levels(true);
+    let (id, _) = t
+        .find_request_id("x", false, "/", &HeaderMap::new())
+        .unwrap();
+    let mut request = HeaderMap::new();
+    t.apply_request_rules(id, &mut request, &LogContext::default());
+    assert_eq!(values(&request, "x-level"), ["route"]);
+    assert_eq!(values(&request, "x-all"), ["table", "vhost", "route"]);
+    let mut response = HeaderMap::new();
+    t.apply_response_rules(None, Some(id), &mut response, &LogContext::default());
+    assert_eq!(values(&response, "x-level"), ["route"]);
+}
+
+#[test]
+fn header_rule_errors_name_their_level() {
+    let error = |yaml: &str| {
+        let config: RouteConfiguration = serde_yaml_ng::from_str(yaml).unwrap();
+        RouteTable::build(&config, "route_config", &["a"]).unwrap_err()
+    };
+    let e = error(
+        r#"
+virtual_hosts:
+- name: any
+  domains: ["*"]
+  routes:
+  - match: { prefix: "/" }
+    route: { cluster: a }
+    request_headers_to_remove: [":path"]
+"#,
+    );
+    assert_eq!(
+        e.path,
+        "route_config.virtual_hosts[0].routes[0].request_headers_to_remove[0]"
+    );
+    let e = error(
+        r#"
+virtual_hosts:
+- name: any
+  domains: ["*"]
+  request_headers_to_add: [{ header: { key: x, value: "%UPSTREAM_HOST%" } }]
+"#,
+    );
+    assert_eq!(
+        e.path,
+        "route_config.virtual_hosts[0].request_headers_to_add[0].header.value"
+    );
+    assert!(e.message.contains("UPSTREAM_HOST"), "{}", e.message);
+    let e = error("{internal_only_headers: ['bad name'], virtual_hosts: []}");
+    assert_eq!(e.path, "route_config.internal_only_headers[0]");
+    let e = error(
+        r#"
+virtual_hosts:
+- name: any
+  domains: ["*"]
+  routes:
+  - match: { prefix: "/" }
+    route: { cluster: a, request_mirror_policies: [{ cluster: nope }] }
+"#,
+    );
+    assert_eq!(
+        e.path,
+        "route_config.virtual_hosts[0].routes[0].route.request_mirror_policies[0].cluster"
+    );
+}

@@ -116,6 +116,9 @@ stat_group! {
             rq_rejected_with_underscores_in_headers: "Requests refused (400) for an underscore in a header name (headers_with_underscores_action: REJECT_REQUEST).",
             dropped_headers_with_underscores: "Request headers dropped for an underscore in their name (headers_with_underscores_action: DROP_HEADER).",
             rq_body_error: "Requests whose body the client sent malformed or cut short (400 where no response had started).",
+            rq_mirror_total: "Copies of requests sent to a request_mirror_policies cluster.",
+            rq_mirror_overflow: "Request copies dropped because too many were in flight.",
+            rq_mirror_failed: "Request copies that failed or timed out (their answers are dropped either way).",
         }
         gauges {
             cx_active: "Downstream connections open now.",
