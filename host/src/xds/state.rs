@@ -691,10 +691,12 @@ fn fill_routes(
         };
         match routes(&name) {
             Some(route_config) => hcm.set_rds_route_config(route_config),
-            None if timed_out => hcm.set_rds_route_config(crate::config::route::RouteConfiguration {
-                name: Some(name),
-                ..Default::default()
-            }),
+            None if timed_out => {
+                hcm.set_rds_route_config(crate::config::route::RouteConfiguration {
+                    name: Some(name),
+                    ..Default::default()
+                })
+            }
             None => return false,
         }
     }
@@ -715,3 +717,224 @@ fn set_endpoints(
     cluster.set_eds_load_assignment(assignment);
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::FileSource;
+
+    /// The control plane's cluster and ADS for listeners and clusters; nothing else static.
+    const BOOTSTRAP: &str = r#"
+node: { id: n1, cluster: c1 }
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services: [ { envoy_grpc: { cluster_name: xds } } ]
+  lds_config: { ads: {}, resource_api_version: V3 }
+  cds_config: { ads: {}, resource_api_version: V3 }
+static_resources:
+  clusters:
+  - name: xds
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }
+    load_assignment:
+      cluster_name: xds
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 18000 } } }
+"#;
+
+    fn state(dir: &tempfile::TempDir) -> Arc<XdsState> {
+        let path = dir.path().join("bootstrap.yaml");
+        std::fs::write(&path, BOOTSTRAP).unwrap();
+        let (state, loaded) =
+            XdsState::for_file(Arc::new(FileSource::new(&path)), path.clone()).unwrap();
+        assert!(loaded.config.listeners.is_empty());
+        state.expect("the bootstrap has dynamic_resources")
+    }
+
+    fn decoded(kind: ResourceType, yaml: &str) -> Decoded {
+        let json: serde_json::Value = serde_yaml_ng::from_str(yaml).unwrap();
+        let resource = match kind {
+            ResourceType::Listener => {
+                Resource::Listener(Box::new(crate::config::parse_value(json.clone()).unwrap()))
+            }
+            ResourceType::RouteConfiguration => Resource::RouteConfiguration(Box::new(
+                crate::config::parse_value(json.clone()).unwrap(),
+            )),
+            ResourceType::Cluster => {
+                Resource::Cluster(Box::new(crate::config::parse_value(json.clone()).unwrap()))
+            }
+            ResourceType::ClusterLoadAssignment => Resource::ClusterLoadAssignment(Box::new(
+                crate::config::parse_value(json.clone()).unwrap(),
+            )),
+        };
+        let name = json
+            .get("name")
+            .or_else(|| json.get("cluster_name"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap()
+            .to_string();
+        Decoded {
+            name,
+            resource,
+            json,
+        }
+    }
+
+    fn hold(state: &XdsState, kind: ResourceType, yaml: &str) {
+        let decoded = decoded(kind, yaml);
+        let mut held = state.lock();
+        held.received.insert(kind);
+        held.resources.entry(kind).or_default().insert(
+            decoded.name.clone(),
+            Arc::new(HeldResource {
+                decoded,
+                version: "1".into(),
+                last_updated: SystemTime::now(),
+            }),
+        );
+    }
+
+    const LISTENER: &str = r#"
+name: web
+address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+filter_chains:
+- filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: web
+      rds: { route_config_name: web-routes, config_source: { ads: {} } }
+      http_filters: [ { name: envoy.filters.http.router } ]
+"#;
+
+    const ROUTES: &str = r#"
+name: web-routes
+virtual_hosts:
+- name: all
+  domains: ["*"]
+  routes: [ { match: { prefix: / }, route: { cluster: backend } } ]
+"#;
+
+    const CLUSTER: &str = r#"
+name: backend
+type: EDS
+eds_cluster_config: { eds_config: { ads: {} } }
+"#;
+
+    const ENDPOINTS: &str = r#"
+cluster_name: backend
+endpoints:
+- lb_endpoints:
+  - endpoint: { address: { socket_address: { address: 127.0.0.2, port_value: 9 } } }
+"#;
+
+    #[test]
+    fn a_listener_waits_for_its_routes_and_a_cluster_for_its_endpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        assert_eq!(
+            state.interest(ResourceType::Listener),
+            Interest::Wildcard,
+            "listeners come over ADS"
+        );
+        assert!(!state.initialized(), "nothing has answered yet");
+        hold(&state, ResourceType::Listener, LISTENER);
+        hold(&state, ResourceType::Cluster, CLUSTER);
+        let names =
+            |names: &[&str]| Interest::Names(names.iter().map(|name| name.to_string()).collect());
+        assert_eq!(
+            state.interest(ResourceType::RouteConfiguration),
+            names(&["web-routes"])
+        );
+        assert_eq!(
+            state.interest(ResourceType::ClusterLoadAssignment),
+            names(&["backend"])
+        );
+        // Both warm: neither is in the config, both are in the dump as warming.
+        let config = state.load().unwrap().config;
+        assert!(config.listeners.is_empty());
+        assert!(config.clusters.iter().all(|c| c.name != "backend"));
+        let dump = config.dynamic.clone().unwrap();
+        assert!(dump.listeners[0].warming && dump.clusters[0].warming);
+        assert!(!state.initialized());
+
+        hold(&state, ResourceType::RouteConfiguration, ROUTES);
+        hold(&state, ResourceType::ClusterLoadAssignment, ENDPOINTS);
+        let config = state.load().unwrap().config;
+        assert_eq!(config.listeners.len(), 1);
+        let backend = config
+            .clusters
+            .iter()
+            .find(|c| c.name == "backend")
+            .unwrap();
+        assert_eq!(backend.endpoints.len(), 1);
+        assert!(state.initialized());
+        let dump = config.dynamic.unwrap();
+        assert!(!dump.listeners[0].warming && !dump.clusters[0].warming);
+    }
+
+    #[test]
+    fn past_the_initial_fetch_timeout_what_waits_goes_in_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        hold(&state, ResourceType::Listener, LISTENER);
+        hold(&state, ResourceType::Cluster, CLUSTER);
+        state.fetch_timed_out.store(true, Ordering::Release);
+        let config = state.load().unwrap().config;
+        // The listener serves with an empty route table (404), the cluster with no host.
+        assert_eq!(config.listeners.len(), 1);
+        let backend = config
+            .clusters
+            .iter()
+            .find(|c| c.name == "backend")
+            .unwrap();
+        assert!(backend.endpoints.is_empty());
+        assert!(state.initialized());
+    }
+
+    #[test]
+    fn an_error_in_a_resource_names_the_resource_not_its_place_in_the_bootstrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        hold(&state, ResourceType::Listener, LISTENER);
+        // Routes that check their clusters, naming one that does not exist.
+        hold(
+            &state,
+            ResourceType::RouteConfiguration,
+            &ROUTES.replace("virtual_hosts:", "validate_clusters: true\nvirtual_hosts:"),
+        );
+        let error = state.load().unwrap_err();
+        assert!(
+            error.path.starts_with("listener \"web\": filter_chains[0]"),
+            "{error}"
+        );
+        assert!(error.message.contains("backend"), "{error}");
+    }
+
+    #[test]
+    fn a_dynamic_resource_may_not_take_a_static_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let names = ["xds".to_string()];
+        let refused = state
+            .refuse_static_names(ResourceType::Cluster, names.iter())
+            .unwrap_err();
+        assert!(refused.0.contains("static"), "{refused}");
+        assert!(
+            state
+                .refuse_static_names(ResourceType::RouteConfiguration, names.iter())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_version_hash_is_stable_and_positive() {
+        assert_eq!(version_hash("v1"), version_hash("v1"));
+        assert_ne!(version_hash("v1"), version_hash("v2"));
+        assert!(version_hash("anything") >= 0);
+    }
+}
