@@ -67,14 +67,17 @@ pub fn server_config(
     Ok(config)
 }
 
-/// Accepts QUIC connections on `socket` until `shutdown` turns true, serving each with HTTP/3
-/// on its own task (each holds a clone of `alive`, as TCP connections do).
+/// Accepts QUIC connections on `socket` until `stop` says so, serving each with HTTP/3
+/// on its own task (each holds a clone of `alive`, as TCP connections do); then, as a TCP
+/// listener does ([`super::accept_each`]), refuses new connections, lets those open drain
+/// (GOAWAY) and closes any still open after `drain_time`.
 pub async fn quic_accept_loop(
     socket: std::net::UdpSocket,
     config: quinn::ServerConfig,
     manager: Arc<CurrentManager>,
-    mut shutdown: watch::Receiver<bool>,
+    mut stop: watch::Receiver<super::Stop>,
     alive: mpsc::Sender<()>,
+    drain_time: std::time::Duration,
 ) {
     let local = match socket.local_addr() {
         Ok(local) => local,
@@ -97,12 +100,24 @@ pub async fn quic_accept_loop(
         }
     };
     let overflow = crate::stats::ListenerStats::new(Some(local));
-    loop {
+    let mut connections = tokio::task::JoinSet::new();
+    let (drain, shutdown) = watch::channel(false);
+    let why = loop {
+        let why = *stop.borrow_and_update();
+        if why != super::Stop::Running {
+            break why;
+        }
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
-            _ = shutdown.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            changed = stop.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => break super::Stop::Shutdown,
+            },
         };
-        let Some(incoming) = incoming else { break };
+        let Some(incoming) = incoming else {
+            break super::Stop::Shutdown;
+        };
         let Some(slot) = crate::overload::admit_connection() else {
             // Refused before the handshake: the client gets CONNECTION_REFUSED.
             overflow.downstream_global_cx_overflow.inc();
@@ -113,7 +128,7 @@ pub async fn quic_accept_loop(
         let manager = manager.clone();
         let shutdown = shutdown.clone();
         let alive = alive.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _alive = alive;
             let _slot = slot;
             let remote = incoming.remote_address();
@@ -122,8 +137,11 @@ pub async fn quic_accept_loop(
                 Err(error) => tracing::debug!(peer = %remote, %error, "QUIC handshake failed"),
             }
         });
-    }
+    };
     // New connections are refused from now on; open ones drain on their own tasks.
     endpoint.set_server_config(None);
-    tracing::debug!(%local, "QUIC listener closed");
+    tracing::debug!(%local, open = connections.len(), "QUIC listener closed; draining");
+    super::drain_connections(connections, &drain, why, drain_time, Some(local)).await;
+    // The endpoint (and its UDP socket) goes once its last connection has.
+    endpoint.close(0u32.into(), b"listener removed");
 }
