@@ -221,6 +221,20 @@ struct RunningListener {
     serves: Serves,
     /// Stops its accept loop and drains its connections.
     stop: watch::Sender<listener::Stop>,
+    /// A QUIC listener's: where its endpoint takes the listener that replaces it at the same
+    /// address.
+    replaced: Option<(SocketAddr, mpsc::UnboundedSender<listener::quic::QuicTarget>)>,
+}
+
+impl RunningListener {
+    /// Whether `next`, which replaces this listener, takes its running QUIC endpoint over.
+    fn handed_over_to(&self, next: &BoundListener) -> bool {
+        next.kind == ListenerKind::Quic
+            && self
+                .replaced
+                .as_ref()
+                .is_some_and(|(address, to)| *address == next.address && !to.is_closed())
+    }
 }
 
 /// The listeners one worker runs, by name, following the snapshots' listener sets.
@@ -239,7 +253,9 @@ impl WorkerListeners {
     fn follow(&mut self, snapshot: &Snapshot, pools: &WorkerPools) {
         let set = &snapshot.listeners;
         self.running.retain(|name, running| {
-            let kept = set.get(name).is_some_and(|bound| bound.id == running.id);
+            let kept = set.get(name).is_some_and(|bound| {
+                bound.id == running.id || running.handed_over_to(bound)
+            });
             if !kept {
                 tracing::debug!(worker = self.worker, listener = %name, "draining listener");
                 running.stop.send_replace(listener::Stop::Retired);
@@ -259,12 +275,17 @@ impl WorkerListeners {
             .collect();
         for bound in set.listeners() {
             let name = bound.name.as_str();
-            let running = self.running.get(name).map(|running| &running.serves);
             match (bound.kind, http.get(name), tcp.get(name)) {
                 (ListenerKind::Http | ListenerKind::Quic, Some(listener), _) => {
                     let manager = HttpManager::new(Arc::new(listener.http.clone()), pools.clone());
-                    match running {
-                        Some(Serves::Http(current)) => current.store(manager),
+                    match self.running.get_mut(name) {
+                        Some(running) if running.id != bound.id => {
+                            hand_over(running, bound, manager)
+                        }
+                        Some(RunningListener {
+                            serves: Serves::Http(current),
+                            ..
+                        }) => current.store(manager),
                         _ => self.start(bound, Serves::Http(Arc::new(ArcSwap::new(manager)))),
                     }
                 }
@@ -274,7 +295,7 @@ impl WorkerListeners {
                         listener.interception,
                         pools.clone(),
                     );
-                    match running {
+                    match self.running.get(name).map(|running| &running.serves) {
                         Some(Serves::TcpProxy(current)) => current.store(proxy),
                         _ => self.start(bound, Serves::TcpProxy(Arc::new(ArcSwap::new(proxy)))),
                     }
@@ -297,6 +318,7 @@ impl WorkerListeners {
         let (stop, stopped) = watch::channel(listener::Stop::Running);
         let alive = self.alive.clone();
         let drain_time = self.drain_time;
+        let mut quic = None;
         match (socket, &serves) {
             (WorkerSocket::Tcp(socket), Serves::Http(manager)) => {
                 let serving = listener::accept_loop(
@@ -314,21 +336,23 @@ impl WorkerListeners {
                 });
             }
             (WorkerSocket::Quic(socket), Serves::Http(manager)) => {
-                let Some(server) = bound.quic.clone() else {
+                let Some(config) = bound.quic.clone() else {
                     return;
                 };
-                let serving = listener::quic::quic_accept_loop(
+                let (replace, replaced) = mpsc::unbounded_channel();
+                tokio::spawn(listener::quic::quic_accept_loop(
                     socket,
-                    server,
-                    manager.clone(),
+                    listener::quic::QuicTarget {
+                        config,
+                        manager: manager.clone(),
+                        life,
+                    },
                     stopped,
+                    replaced,
                     alive,
                     drain_time,
-                );
-                tokio::spawn(async move {
-                    let _life = life;
-                    serving.await;
-                });
+                ));
+                quic = Some((bound.address, replace));
             }
             (WorkerSocket::Tcp(socket), Serves::TcpProxy(proxy)) => {
                 let serving = listener::tcp_proxy_accept_loop(
@@ -351,6 +375,7 @@ impl WorkerListeners {
                 id: bound.id,
                 serves,
                 stop,
+                replaced: quic,
             },
         );
     }
@@ -362,6 +387,29 @@ impl WorkerListeners {
         }
         self.running.clear();
     }
+}
+
+/// Hands the QUIC endpoint `running` serves over to `next`, which replaces it at the same
+/// address (see [`listener::quic::quic_accept_loop`]): new connections get `next`'s TLS and
+/// `manager` at once; those open drain.
+fn hand_over(running: &mut RunningListener, next: &BoundListener, manager: Arc<HttpManager>) {
+    let (Some(config), Some(life), Some((_, to))) = (next.quic.clone(), next.life(), &running.replaced)
+    else {
+        tracing::warn!(listener = %next.name, "cannot hand the QUIC endpoint over (listener already retired)");
+        return;
+    };
+    let current = Arc::new(ArcSwap::new(manager));
+    let target = listener::quic::QuicTarget {
+        config,
+        manager: current.clone(),
+        life,
+    };
+    if to.send(target).is_err() {
+        tracing::warn!(listener = %next.name, "the QUIC endpoint is gone; not handed over");
+        return;
+    }
+    running.id = next.id;
+    running.serves = Serves::Http(current);
 }
 
 /// Follows each new snapshot: carries this worker's pools over to its clusters and runs its

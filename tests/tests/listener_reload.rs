@@ -92,12 +92,23 @@ async fn get(port: u16, path: &str) -> Result<weir_tests::client::Resp, String> 
     .map_err(|_| "no answer within 10 s".to_owned())?
 }
 
-/// Whether a TCP connection to `port` is refused (the port is closed).
+/// Whether a TCP connection to `port` is refused (the port is closed), trying every 20 ms
+/// for up to a second: the workers' accept loops close their sockets as they next run, just
+/// after the reload answered.
 async fn refused(port: u16) -> bool {
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr(port))).await,
-        Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused
-    )
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr(port))).await;
+        if matches!(attempt, Ok(Err(ref error)) if error.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn stat(weir: &Weir, name: &str) -> f64 {
@@ -412,4 +423,72 @@ async fn request_loop_across_listener_replacements_on_one_port_has_no_failure() 
     assert!(ok >= 50, "the loop ran ({ok} requests)");
     assert!(seen_b.load(Ordering::Relaxed) > 0, "some requests saw the second certificate");
     assert_eq!(stat(&weir, "weir_listener_manager_listener_modified").await, CHANGES as f64);
+}
+
+fn with_quic(mut config: Value, port: u16, tls: &weir_tests::tls::TlsFiles) -> Value {
+    let hcm = config::hcm(
+        "quic_http",
+        vec![config::vhost("all", &["*"], vec![config::route_prefix("/", "backend")])],
+    );
+    config["static_resources"]["listeners"]
+        .as_array_mut()
+        .expect("listeners")
+        .push(config::quic_listener("h3", port, hcm, &tls.cert, &tls.key));
+    config
+}
+
+/// An HTTP/3 connection to `port` trusting only `cert_der`, within 3 s.
+async fn h3_connect(port: u16, cert_der: &[u8]) -> Result<weir_tests::h3::H3Client, String> {
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        weir_tests::h3::H3Client::connect(addr(port), "localhost", cert_der),
+    )
+    .await
+    .map_err(|_| "no QUIC handshake within 3 s".to_owned())?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quic_listener_added_replaced_in_place_and_removed() {
+    let up = H1Upstream::start("up").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&dir_a).expect("mkdir");
+    std::fs::create_dir_all(&dir_b).expect("mkdir");
+    let (cert_a, cert_b) = (weir_tests::tls::self_signed(&dir_a), weir_tests::tls::self_signed(&dir_b));
+    let (admin, main_port, quic_port) = (free_port(), free_port(), free_port());
+    let plain = bootstrap(admin, vec![http_listener("main", main_port)], up.addr, None);
+    let weir = start(&plain).await;
+    assert!(h3_connect(quic_port, &cert_a.cert_der).await.is_err(), "no QUIC listener yet");
+
+    // Added: HTTP/3 is served.
+    let answer = reload(&weir, &with_quic(plain.clone(), quic_port, &cert_a)).await;
+    assert_eq!(answer["listeners_added"], serde_json::json!(["h3"]), "{answer}");
+    let old = h3_connect(quic_port, &cert_a.cert_der).await.expect("HTTP/3 after the add");
+    assert_eq!(old.get("/").await.map(|r| r.status), Ok(200));
+
+    // Replaced at the same port (a new certificate): new connections see it at once; a
+    // request in flight on the old connection completes.
+    let slow = tokio::spawn(async move {
+        let response = old.get("/slow/1500").await;
+        (response, old)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = reload(&weir, &with_quic(plain.clone(), quic_port, &cert_b)).await;
+    assert_eq!(answer["listeners_modified"], serde_json::json!(["h3"]), "{answer}");
+    let new = h3_connect(quic_port, &cert_b.cert_der).await.expect("HTTP/3 with the new certificate");
+    assert_eq!(new.get("/").await.map(|r| r.status), Ok(200));
+    assert!(
+        h3_connect(quic_port, &cert_a.cert_der).await.is_err(),
+        "a client trusting only the old certificate is refused"
+    );
+    let (response, _old) = slow.await.expect("slow task");
+    assert_eq!(response.map(|r| r.status), Ok(200), "the in-flight request completed");
+    assert_eq!(stat(&weir, "weir_listener_manager_listener_modified").await, 1.0);
+
+    // Removed: new connections are not served; the TCP listener goes on.
+    let answer = reload(&weir, &plain).await;
+    assert_eq!(answer["listeners_removed"], serde_json::json!(["h3"]), "{answer}");
+    assert!(h3_connect(quic_port, &cert_b.cert_der).await.is_err(), "the QUIC listener is gone");
+    assert_eq!(get(main_port, "/").await.map(|r| r.status), Ok(200));
+    assert_eq!(stat(&weir, "weir_listener_manager_total_listeners_active").await, 1.0);
 }

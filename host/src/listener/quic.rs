@@ -67,18 +67,39 @@ pub fn server_config(
     Ok(config)
 }
 
+/// What a QUIC listener serves with: its TLS and transport settings, its connection manager,
+/// and the marker that counts it draining once retired (see [`super::set::ListenerLife`]).
+pub struct QuicTarget {
+    /// The endpoint's server config.
+    pub config: quinn::ServerConfig,
+    /// The connection manager new connections are served with.
+    pub manager: Arc<CurrentManager>,
+    /// Held while the listener's connections run.
+    pub life: Arc<super::set::ListenerLife>,
+}
+
 /// Accepts QUIC connections on `socket` until `stop` says so, serving each with HTTP/3
 /// on its own task (each holds a clone of `alive`, as TCP connections do); then, as a TCP
 /// listener does ([`super::accept_each`]), refuses new connections, lets those open drain
 /// (GOAWAY) and closes any still open after `drain_time`.
+///
+/// A listener replaced at the same address keeps the endpoint (one UDP socket cannot serve
+/// two): a [`QuicTarget`] from `replaced` becomes the endpoint's server config and the
+/// manager of new connections at once, while the connections accepted so far drain as those
+/// of a retired listener do.
 pub async fn quic_accept_loop(
     socket: std::net::UdpSocket,
-    config: quinn::ServerConfig,
-    manager: Arc<CurrentManager>,
+    target: QuicTarget,
     mut stop: watch::Receiver<super::Stop>,
+    mut replaced: mpsc::UnboundedReceiver<QuicTarget>,
     alive: mpsc::Sender<()>,
     drain_time: std::time::Duration,
 ) {
+    let QuicTarget {
+        config,
+        mut manager,
+        mut life,
+    } = target;
     let local = match socket.local_addr() {
         Ok(local) => local,
         Err(error) => {
@@ -101,7 +122,7 @@ pub async fn quic_accept_loop(
     };
     let overflow = crate::stats::ListenerStats::new(Some(local));
     let mut connections = tokio::task::JoinSet::new();
-    let (drain, shutdown) = watch::channel(false);
+    let (mut drain, mut shutdown) = watch::channel(false);
     let why = loop {
         let why = *stop.borrow_and_update();
         if why != super::Stop::Running {
@@ -110,6 +131,25 @@ pub async fn quic_accept_loop(
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            Some(next) = replaced.recv() => {
+                endpoint.set_server_config(Some(next.config));
+                manager = next.manager;
+                let (next_drain, next_shutdown) = watch::channel(false);
+                shutdown = next_shutdown;
+                let old = (
+                    std::mem::take(&mut connections),
+                    std::mem::replace(&mut drain, next_drain),
+                    std::mem::replace(&mut life, next.life),
+                );
+                let alive = alive.clone();
+                tracing::debug!(%local, open = old.0.len(), "QUIC listener replaced; its connections drain");
+                tokio::spawn(async move {
+                    let (connections, drain, _life) = old;
+                    let _alive = alive;
+                    super::drain_connections(connections, &drain, super::Stop::Retired, drain_time, Some(local)).await;
+                });
+                continue;
+            }
             changed = stop.changed() => match changed {
                 Ok(()) => continue,
                 Err(_) => break super::Stop::Shutdown,
@@ -144,4 +184,5 @@ pub async fn quic_accept_loop(
     super::drain_connections(connections, &drain, why, drain_time, Some(local)).await;
     // The endpoint (and its UDP socket) goes once its last connection has.
     endpoint.close(0u32.into(), b"listener removed");
+    drop(life);
 }

@@ -379,27 +379,41 @@ impl BoundListener {
     /// Duplicates of this listener's TCP sockets for the listener `next` that replaces it,
     /// where `next` binds the same address the same way (so the port stays open across the
     /// change); `None` where it must bind its own.
+    ///
+    /// A QUIC listener replaced at the same address shares its UDP socket the same way; its
+    /// worker hands the running endpoint over to the new listener (see
+    /// [`super::quic::quic_accept_loop`]), as one socket cannot feed two endpoints.
     fn shareable_sockets(&self, next: &Identity) -> Option<Sockets> {
-        let same_socket = next.kind != ListenerKind::Quic
-            && self.kind != ListenerKind::Quic
+        let both_quic = next.kind == ListenerKind::Quic && self.kind == ListenerKind::Quic;
+        let both_tcp = next.kind != ListenerKind::Quic && self.kind != ListenerKind::Quic;
+        let same_socket = (both_quic || both_tcp)
             && next.address == self.identity.address
             && next.interception.transparent == self.interception.transparent;
         if !same_socket {
             return None;
         }
         let held = self.held.lock().ok()?;
-        let Sockets::Tcp(sockets) = &held.as_ref()?.sockets else {
-            return None;
+        let duplicates = match &held.as_ref()?.sockets {
+            Sockets::Tcp(sockets) => sockets
+                .iter()
+                .map(std::net::TcpListener::try_clone)
+                .collect::<std::io::Result<Vec<_>>>()
+                .map(Sockets::Tcp),
+            Sockets::Quic(socket) => socket.try_clone().map(Sockets::Quic),
         };
-        let duplicates: std::io::Result<Vec<_>> =
-            sockets.iter().map(std::net::TcpListener::try_clone).collect();
         match duplicates {
-            Ok(duplicates) => Some(Sockets::Tcp(duplicates)),
+            Ok(duplicates) => Some(duplicates),
             Err(error) => {
                 tracing::warn!(listener = %self.name, %error, "cannot share the running sockets; binding new ones");
                 None
             }
         }
+    }
+
+    /// The drain marker of this listener's accept loops; `None` once it is retired.
+    pub fn life(&self) -> Option<Arc<ListenerLife>> {
+        let held = self.held.lock().ok()?;
+        Some(held.as_ref()?.life.clone())
     }
 
     /// Worker `worker`'s own descriptor of this listener's socket (TCP: its socket; QUIC:
