@@ -223,7 +223,10 @@ struct RunningListener {
     stop: watch::Sender<listener::Stop>,
     /// A QUIC listener's: where its endpoint takes the listener that replaces it at the same
     /// address.
-    replaced: Option<(SocketAddr, mpsc::UnboundedSender<listener::quic::QuicTarget>)>,
+    replaced: Option<(
+        SocketAddr,
+        mpsc::UnboundedSender<listener::quic::QuicTarget>,
+    )>,
 }
 
 impl RunningListener {
@@ -253,9 +256,9 @@ impl WorkerListeners {
     fn follow(&mut self, snapshot: &Snapshot, pools: &WorkerPools) {
         let set = &snapshot.listeners;
         self.running.retain(|name, running| {
-            let kept = set.get(name).is_some_and(|bound| {
-                bound.id == running.id || running.handed_over_to(bound)
-            });
+            let kept = set
+                .get(name)
+                .is_some_and(|bound| bound.id == running.id || running.handed_over_to(bound));
             if !kept {
                 tracing::debug!(worker = self.worker, listener = %name, "draining listener");
                 running.stop.send_replace(listener::Stop::Retired);
@@ -393,7 +396,8 @@ impl WorkerListeners {
 /// address (see [`listener::quic::quic_accept_loop`]): new connections get `next`'s TLS and
 /// `manager` at once; those open drain.
 fn hand_over(running: &mut RunningListener, next: &BoundListener, manager: Arc<HttpManager>) {
-    let (Some(config), Some(life), Some((_, to))) = (next.quic.clone(), next.life(), &running.replaced)
+    let (Some(config), Some(life), Some((_, to))) =
+        (next.quic.clone(), next.life(), &running.replaced)
     else {
         tracing::warn!(listener = %next.name, "cannot hand the QUIC endpoint over (listener already retired)");
         return;

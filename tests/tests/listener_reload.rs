@@ -39,7 +39,12 @@ fn http_listener(name: &str, port: u16) -> Value {
     )
 }
 
-fn bootstrap(admin: u16, listeners: Vec<Value>, backend: SocketAddr, echo: Option<SocketAddr>) -> Value {
+fn bootstrap(
+    admin: u16,
+    listeners: Vec<Value>,
+    backend: SocketAddr,
+    echo: Option<SocketAddr>,
+) -> Value {
     let mut clusters = vec![config::static_cluster("backend", &[backend])];
     if let Some(echo) = echo {
         clusters.push(config::static_cluster("echo", &[echo]));
@@ -137,26 +142,56 @@ async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8
 async fn listener_added_serves_removed_one_closes_and_drains() {
     let up = H1Upstream::start("up").await;
     let echo = TcpServer::start(Mode::Echo).await;
-    let (admin, main_port, extra_port, tcp_port) = (free_port(), free_port(), free_port(), free_port());
-    let one = bootstrap(admin, vec![http_listener("main", main_port)], up.addr, Some(echo.addr));
+    let (admin, main_port, extra_port, tcp_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let one = bootstrap(
+        admin,
+        vec![http_listener("main", main_port)],
+        up.addr,
+        Some(echo.addr),
+    );
     let weir = start(&one).await;
     assert_eq!(get(main_port, "/").await.map(|r| r.status), Ok(200));
-    assert!(refused(extra_port).await, "the extra port is closed before it is added");
-    assert_eq!(stat(&weir, "weir_listener_manager_listener_added").await, 1.0);
-    assert_eq!(stat(&weir, "weir_listener_manager_total_listeners_active").await, 1.0);
+    assert!(
+        refused(extra_port).await,
+        "the extra port is closed before it is added"
+    );
+    assert_eq!(
+        stat(&weir, "weir_listener_manager_listener_added").await,
+        1.0
+    );
+    assert_eq!(
+        stat(&weir, "weir_listener_manager_total_listeners_active").await,
+        1.0
+    );
 
     // Added: an HTTP listener and a tcp_proxy one serve at once.
     let mut three = one.clone();
-    let listeners = three["static_resources"]["listeners"].as_array_mut().expect("listeners");
+    let listeners = three["static_resources"]["listeners"]
+        .as_array_mut()
+        .expect("listeners");
     listeners.push(http_listener("extra", extra_port));
-    listeners.push(config::tcp_proxy_listener("tunnel", tcp_port, "tunnel", "echo", None));
+    listeners.push(config::tcp_proxy_listener(
+        "tunnel", tcp_port, "tunnel", "echo", None,
+    ));
     let answer = reload(&weir, &three).await;
-    assert_eq!(answer["listeners_added"], serde_json::json!(["extra", "tunnel"]), "{answer}");
+    assert_eq!(
+        answer["listeners_added"],
+        serde_json::json!(["extra", "tunnel"]),
+        "{answer}"
+    );
     for _ in 0..4 {
-        assert_eq!(get(extra_port, "/").await.map(|r| r.status), Ok(200), "{}", weir.log_report());
+        assert_eq!(
+            get(extra_port, "/").await.map(|r| r.status),
+            Ok(200),
+            "{}",
+            weir.log_report()
+        );
     }
     assert_eq!(get(main_port, "/").await.map(|r| r.status), Ok(200));
-    let mut tunnel = TcpStream::connect(addr(tcp_port)).await.expect("tcp_proxy connects");
+    let mut tunnel = TcpStream::connect(addr(tcp_port))
+        .await
+        .expect("tcp_proxy connects");
     tunnel.write_all(b"ping").await.expect("write");
     let mut pong = [0u8; 4];
     tokio::time::timeout(Duration::from_secs(5), tunnel.read_exact(&mut pong))
@@ -164,27 +199,45 @@ async fn listener_added_serves_removed_one_closes_and_drains() {
         .expect("echo within 5 s")
         .expect("echo");
     assert_eq!(&pong, b"ping");
-    assert_eq!(stat(&weir, "weir_listener_manager_listener_added").await, 3.0);
-    assert_eq!(stat(&weir, "weir_listener_manager_total_listeners_active").await, 3.0);
+    assert_eq!(
+        stat(&weir, "weir_listener_manager_listener_added").await,
+        3.0
+    );
+    assert_eq!(
+        stat(&weir, "weir_listener_manager_total_listeners_active").await,
+        3.0
+    );
 
     // On the extra listener: a slow request in flight, an idle keep-alive HTTP/1.1 connection
     // and an HTTP/2 connection.
     let slow = tokio::spawn(async move { get(extra_port, "/slow/1500").await });
     let mut idle = TcpStream::connect(addr(extra_port)).await.expect("connect");
-    idle.write_all(b"GET / HTTP/1.1\r\nhost: example.com\r\n\r\n").await.expect("write");
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: example.com\r\n\r\n")
+        .await
+        .expect("write");
     let mut head = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut head))
         .await
         .expect("answer within 5 s")
         .expect("read");
-    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head[..n]));
-    let mut h2 = RawH2::connect(addr(extra_port)).await.expect("h2c connects");
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    let mut h2 = RawH2::connect(addr(extra_port))
+        .await
+        .expect("h2c connects");
     let mut request = bytes::BytesMut::new();
     weir_tests::h2_frames::get(&mut request, 1, "example.com", "/", true);
     h2.send(&request).await.expect("send");
     let mut answered = false;
     for _ in 0..10 {
-        match h2.read_frame(Duration::from_secs(5)).await.expect("read frame") {
+        match h2
+            .read_frame(Duration::from_secs(5))
+            .await
+            .expect("read frame")
+        {
             Some(frame) if frame.kind == 0x1 && frame.stream == 1 => {
                 answered = true;
                 break;
@@ -199,18 +252,47 @@ async fn listener_added_serves_removed_one_closes_and_drains() {
     // Removed: both go; the ports close, the connections drain.
     let removed_at = Instant::now();
     let answer = reload(&weir, &one).await;
-    assert_eq!(answer["listeners_removed"], serde_json::json!(["extra", "tunnel"]), "{answer}");
-    assert!(refused(extra_port).await, "new connections to a removed listener are refused");
-    assert!(refused(tcp_port).await, "new connections to a removed tcp_proxy are refused");
+    assert_eq!(
+        answer["listeners_removed"],
+        serde_json::json!(["extra", "tunnel"]),
+        "{answer}"
+    );
+    assert!(
+        refused(extra_port).await,
+        "new connections to a removed listener are refused"
+    );
+    assert!(
+        refused(tcp_port).await,
+        "new connections to a removed tcp_proxy are refused"
+    );
     let closed_in = removed_at.elapsed();
-    assert!(closed_in < Duration::from_secs(2), "ports closed in {closed_in:?}");
-    assert_eq!(get(main_port, "/").await.map(|r| r.status), Ok(200), "the kept listener serves");
-    assert_eq!(stat(&weir, "weir_listener_manager_listener_removed").await, 2.0);
-    assert_eq!(stat(&weir, "weir_listener_manager_total_listeners_active").await, 1.0);
-    assert_eq!(stat(&weir, "weir_listener_manager_total_listeners_draining").await, 2.0);
+    assert!(
+        closed_in < Duration::from_secs(2),
+        "ports closed in {closed_in:?}"
+    );
+    assert_eq!(
+        get(main_port, "/").await.map(|r| r.status),
+        Ok(200),
+        "the kept listener serves"
+    );
+    assert_eq!(
+        stat(&weir, "weir_listener_manager_listener_removed").await,
+        2.0
+    );
+    assert_eq!(
+        stat(&weir, "weir_listener_manager_total_listeners_active").await,
+        1.0
+    );
+    assert_eq!(
+        stat(&weir, "weir_listener_manager_total_listeners_draining").await,
+        2.0
+    );
     // The idle HTTP/1.1 connection is closed well within the drain time.
     let idle_closed = read_to_close(&mut idle, DRAIN_TIME).await;
-    assert!(idle_closed.is_some(), "the idle keep-alive connection was closed within {DRAIN_TIME:?}");
+    assert!(
+        idle_closed.is_some(),
+        "the idle keep-alive connection was closed within {DRAIN_TIME:?}"
+    );
     // The HTTP/2 connection gets a GOAWAY.
     let mut goaway = false;
     for _ in 0..10 {
@@ -227,7 +309,10 @@ async fn listener_added_serves_removed_one_closes_and_drains() {
     // The slow request in flight completes.
     let slow = slow.await.expect("slow task");
     assert_eq!(slow.as_ref().map(|r| r.status), Ok(200), "{slow:?}");
-    assert_eq!(slow.as_ref().map(|r| r.header("connection").to_owned()), Ok("close".to_owned()));
+    assert_eq!(
+        slow.as_ref().map(|r| r.header("connection").to_owned()),
+        Ok("close".to_owned())
+    );
     // The tunnel runs on through the drain...
     tunnel.write_all(b"more").await.expect("write");
     tokio::time::timeout(Duration::from_secs(2), tunnel.read_exact(&mut pong))
@@ -240,7 +325,8 @@ async fn listener_added_serves_removed_one_closes_and_drains() {
     let tunnel_closed = removed_at.elapsed();
     assert!(left.is_some(), "the tunnel was closed after the drain time");
     assert!(
-        tunnel_closed >= DRAIN_TIME - Duration::from_millis(100) && tunnel_closed < DRAIN_TIME + Duration::from_secs(2),
+        tunnel_closed >= DRAIN_TIME - Duration::from_millis(100)
+            && tunnel_closed < DRAIN_TIME + Duration::from_secs(2),
         "tunnel closed {tunnel_closed:?} after the removal (drain time {DRAIN_TIME:?})"
     );
     let mut draining = 1.0;
@@ -255,7 +341,11 @@ async fn listener_added_serves_removed_one_closes_and_drains() {
 
     // Added back: it serves again; Envoy's names in /stats.
     let answer = reload(&weir, &three).await;
-    assert_eq!(answer["listeners_added"], serde_json::json!(["extra", "tunnel"]), "{answer}");
+    assert_eq!(
+        answer["listeners_added"],
+        serde_json::json!(["extra", "tunnel"]),
+        "{answer}"
+    );
     assert_eq!(get(extra_port, "/").await.map(|r| r.status), Ok(200));
     let (_, envoy) = weir.admin_get("/stats").await;
     for line in [
@@ -265,7 +355,10 @@ async fn listener_added_serves_removed_one_closes_and_drains() {
         "listener_manager.total_listeners_active: 3",
         "listener_manager.total_listeners_draining: 0",
     ] {
-        assert!(envoy.lines().any(|l| l == line), "/stats has {line:?}:\n{envoy}");
+        assert!(
+            envoy.lines().any(|l| l == line),
+            "/stats has {line:?}:\n{envoy}"
+        );
     }
 }
 
@@ -273,14 +366,34 @@ async fn listener_added_serves_removed_one_closes_and_drains() {
 async fn listener_moved_to_another_address() {
     let up = H1Upstream::start("up").await;
     let (admin, before, after) = (free_port(), free_port(), free_port());
-    let weir = start(&bootstrap(admin, vec![http_listener("main", before)], up.addr, None)).await;
+    let weir = start(&bootstrap(
+        admin,
+        vec![http_listener("main", before)],
+        up.addr,
+        None,
+    ))
+    .await;
     assert_eq!(get(before, "/").await.map(|r| r.status), Ok(200));
-    let answer = reload(&weir, &bootstrap(admin, vec![http_listener("main", after)], up.addr, None)).await;
-    assert_eq!(answer["listeners_modified"], serde_json::json!(["main"]), "{answer}");
+    let answer = reload(
+        &weir,
+        &bootstrap(admin, vec![http_listener("main", after)], up.addr, None),
+    )
+    .await;
+    assert_eq!(
+        answer["listeners_modified"],
+        serde_json::json!(["main"]),
+        "{answer}"
+    );
     assert_eq!(get(after, "/").await.map(|r| r.status), Ok(200));
     assert!(refused(before).await, "the old address is closed");
-    assert_eq!(stat(&weir, "weir_listener_manager_listener_modified").await, 1.0);
-    assert_eq!(stat(&weir, "weir_listener_manager_total_listeners_active").await, 1.0);
+    assert_eq!(
+        stat(&weir, "weir_listener_manager_listener_modified").await,
+        1.0
+    );
+    assert_eq!(
+        stat(&weir, "weir_listener_manager_total_listeners_active").await,
+        1.0
+    );
 }
 
 /// A rustls client trusting exactly the given certificates.
@@ -301,7 +414,11 @@ fn trusting(certs: &[&[u8]]) -> Arc<rustls::ClientConfig> {
 }
 
 /// One HTTP/1.1 request over a new TLS connection; the status and the server certificate.
-async fn tls_get(port: u16, client: Arc<rustls::ClientConfig>, path: &str) -> Result<(u16, Vec<u8>), String> {
+async fn tls_get(
+    port: u16,
+    client: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Result<(u16, Vec<u8>), String> {
     let (tls, _) = weir_tests::client::tls_connect(addr(port), client).await?;
     let cert = tls
         .get_ref()
@@ -323,7 +440,12 @@ async fn tls_get(port: u16, client: Arc<rustls::ClientConfig>, path: &str) -> Re
     Ok((response.status, cert))
 }
 
-fn tls_bootstrap(admin: u16, port: u16, tls: &weir_tests::tls::TlsFiles, backend: SocketAddr) -> Value {
+fn tls_bootstrap(
+    admin: u16,
+    port: u16,
+    tls: &weir_tests::tls::TlsFiles,
+    backend: SocketAddr,
+) -> Value {
     let listener = config::with_tls(http_listener("secure", port), &tls.cert, &tls.key);
     bootstrap(admin, vec![listener], backend, None)
 }
@@ -335,7 +457,10 @@ async fn certificate_change_new_connections_see_it_old_ones_finish() {
     let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&dir_a).expect("mkdir");
     std::fs::create_dir_all(&dir_b).expect("mkdir");
-    let (cert_a, cert_b) = (weir_tests::tls::self_signed(&dir_a), weir_tests::tls::self_signed(&dir_b));
+    let (cert_a, cert_b) = (
+        weir_tests::tls::self_signed(&dir_a),
+        weir_tests::tls::self_signed(&dir_b),
+    );
     let (admin, port) = (free_port(), free_port());
     let weir = start(&tls_bootstrap(admin, port, &cert_a, up.addr)).await;
     let both = trusting(&[&cert_a.cert_der, &cert_b.cert_der]);
@@ -349,17 +474,34 @@ async fn certificate_change_new_connections_see_it_old_ones_finish() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let answer = reload(&weir, &tls_bootstrap(admin, port, &cert_b, up.addr)).await;
-    assert_eq!(answer["listeners_modified"], serde_json::json!(["secure"]), "{answer}");
-    let (status, seen) = tls_get(port, both.clone(), "/").await.expect("TLS request after the change");
+    assert_eq!(
+        answer["listeners_modified"],
+        serde_json::json!(["secure"]),
+        "{answer}"
+    );
+    let (status, seen) = tls_get(port, both.clone(), "/")
+        .await
+        .expect("TLS request after the change");
     assert_eq!(status, 200);
-    assert!(seen == cert_b.cert_der, "a new connection sees the new certificate");
     assert!(
-        tls_get(port, trusting(&[&cert_a.cert_der]), "/").await.is_err(),
+        seen == cert_b.cert_der,
+        "a new connection sees the new certificate"
+    );
+    assert!(
+        tls_get(port, trusting(&[&cert_a.cert_der]), "/")
+            .await
+            .is_err(),
         "a client trusting only the old certificate is refused"
     );
-    let (status, seen) = old.await.expect("task").expect("the old connection's request completes");
+    let (status, seen) = old
+        .await
+        .expect("task")
+        .expect("the old connection's request completes");
     assert_eq!(status, 200);
-    assert!(seen == cert_a.cert_der, "the old connection kept the old certificate");
+    assert!(
+        seen == cert_a.cert_der,
+        "the old connection kept the old certificate"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -369,7 +511,10 @@ async fn request_loop_across_listener_replacements_on_one_port_has_no_failure() 
     let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&dir_a).expect("mkdir");
     std::fs::create_dir_all(&dir_b).expect("mkdir");
-    let certs = [weir_tests::tls::self_signed(&dir_a), weir_tests::tls::self_signed(&dir_b)];
+    let certs = [
+        weir_tests::tls::self_signed(&dir_a),
+        weir_tests::tls::self_signed(&dir_b),
+    ];
     let (admin, port) = (free_port(), free_port());
     let weir = start(&tls_bootstrap(admin, port, &certs[0], up.addr)).await;
     let client = trusting(&[&certs[0].cert_der, &certs[1].cert_der]);
@@ -381,7 +526,13 @@ async fn request_loop_across_listener_replacements_on_one_port_has_no_failure() 
     let seen_b = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..4 {
-        let (stop, ok, failed, seen_b, client) = (stop.clone(), ok.clone(), failed.clone(), seen_b.clone(), client.clone());
+        let (stop, ok, failed, seen_b, client) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            seen_b.clone(),
+            client.clone(),
+        );
         let cert_b = certs[1].cert_der.clone();
         tasks.push(tokio::spawn(async move {
             let started = Instant::now();
@@ -406,8 +557,16 @@ async fn request_loop_across_listener_replacements_on_one_port_has_no_failure() 
     const CHANGES: usize = 6;
     for change in 1..=CHANGES {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let answer = reload(&weir, &tls_bootstrap(admin, port, &certs[change % 2], up.addr)).await;
-        assert_eq!(answer["listeners_modified"], serde_json::json!(["secure"]), "{answer}");
+        let answer = reload(
+            &weir,
+            &tls_bootstrap(admin, port, &certs[change % 2], up.addr),
+        )
+        .await;
+        assert_eq!(
+            answer["listeners_modified"],
+            serde_json::json!(["secure"]),
+            "{answer}"
+        );
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     stop.store(true, Ordering::Relaxed);
@@ -421,14 +580,24 @@ async fn request_loop_across_listener_replacements_on_one_port_has_no_failure() 
     eprintln!("{ok} requests across {CHANGES} listener replacements, {failed} failed");
     assert_eq!(failed, 0, "{failures:?}\n{}", weir.log_report());
     assert!(ok >= 50, "the loop ran ({ok} requests)");
-    assert!(seen_b.load(Ordering::Relaxed) > 0, "some requests saw the second certificate");
-    assert_eq!(stat(&weir, "weir_listener_manager_listener_modified").await, CHANGES as f64);
+    assert!(
+        seen_b.load(Ordering::Relaxed) > 0,
+        "some requests saw the second certificate"
+    );
+    assert_eq!(
+        stat(&weir, "weir_listener_manager_listener_modified").await,
+        CHANGES as f64
+    );
 }
 
 fn with_quic(mut config: Value, port: u16, tls: &weir_tests::tls::TlsFiles) -> Value {
     let hcm = config::hcm(
         "quic_http",
-        vec![config::vhost("all", &["*"], vec![config::route_prefix("/", "backend")])],
+        vec![config::vhost(
+            "all",
+            &["*"],
+            vec![config::route_prefix("/", "backend")],
+        )],
     );
     config["static_resources"]["listeners"]
         .as_array_mut()
@@ -454,16 +623,28 @@ async fn quic_listener_added_replaced_in_place_and_removed() {
     let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&dir_a).expect("mkdir");
     std::fs::create_dir_all(&dir_b).expect("mkdir");
-    let (cert_a, cert_b) = (weir_tests::tls::self_signed(&dir_a), weir_tests::tls::self_signed(&dir_b));
+    let (cert_a, cert_b) = (
+        weir_tests::tls::self_signed(&dir_a),
+        weir_tests::tls::self_signed(&dir_b),
+    );
     let (admin, main_port, quic_port) = (free_port(), free_port(), free_port());
     let plain = bootstrap(admin, vec![http_listener("main", main_port)], up.addr, None);
     let weir = start(&plain).await;
-    assert!(h3_connect(quic_port, &cert_a.cert_der).await.is_err(), "no QUIC listener yet");
+    assert!(
+        h3_connect(quic_port, &cert_a.cert_der).await.is_err(),
+        "no QUIC listener yet"
+    );
 
     // Added: HTTP/3 is served.
     let answer = reload(&weir, &with_quic(plain.clone(), quic_port, &cert_a)).await;
-    assert_eq!(answer["listeners_added"], serde_json::json!(["h3"]), "{answer}");
-    let old = h3_connect(quic_port, &cert_a.cert_der).await.expect("HTTP/3 after the add");
+    assert_eq!(
+        answer["listeners_added"],
+        serde_json::json!(["h3"]),
+        "{answer}"
+    );
+    let old = h3_connect(quic_port, &cert_a.cert_der)
+        .await
+        .expect("HTTP/3 after the add");
     assert_eq!(old.get("/").await.map(|r| r.status), Ok(200));
 
     // Replaced at the same port (a new certificate): new connections see it at once; a
@@ -474,21 +655,44 @@ async fn quic_listener_added_replaced_in_place_and_removed() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let answer = reload(&weir, &with_quic(plain.clone(), quic_port, &cert_b)).await;
-    assert_eq!(answer["listeners_modified"], serde_json::json!(["h3"]), "{answer}");
-    let new = h3_connect(quic_port, &cert_b.cert_der).await.expect("HTTP/3 with the new certificate");
+    assert_eq!(
+        answer["listeners_modified"],
+        serde_json::json!(["h3"]),
+        "{answer}"
+    );
+    let new = h3_connect(quic_port, &cert_b.cert_der)
+        .await
+        .expect("HTTP/3 with the new certificate");
     assert_eq!(new.get("/").await.map(|r| r.status), Ok(200));
     assert!(
         h3_connect(quic_port, &cert_a.cert_der).await.is_err(),
         "a client trusting only the old certificate is refused"
     );
     let (response, _old) = slow.await.expect("slow task");
-    assert_eq!(response.map(|r| r.status), Ok(200), "the in-flight request completed");
-    assert_eq!(stat(&weir, "weir_listener_manager_listener_modified").await, 1.0);
+    assert_eq!(
+        response.map(|r| r.status),
+        Ok(200),
+        "the in-flight request completed"
+    );
+    assert_eq!(
+        stat(&weir, "weir_listener_manager_listener_modified").await,
+        1.0
+    );
 
     // Removed: new connections are not served; the TCP listener goes on.
     let answer = reload(&weir, &plain).await;
-    assert_eq!(answer["listeners_removed"], serde_json::json!(["h3"]), "{answer}");
-    assert!(h3_connect(quic_port, &cert_b.cert_der).await.is_err(), "the QUIC listener is gone");
+    assert_eq!(
+        answer["listeners_removed"],
+        serde_json::json!(["h3"]),
+        "{answer}"
+    );
+    assert!(
+        h3_connect(quic_port, &cert_b.cert_der).await.is_err(),
+        "the QUIC listener is gone"
+    );
     assert_eq!(get(main_port, "/").await.map(|r| r.status), Ok(200));
-    assert_eq!(stat(&weir, "weir_listener_manager_total_listeners_active").await, 1.0);
+    assert_eq!(
+        stat(&weir, "weir_listener_manager_total_listeners_active").await,
+        1.0
+    );
 }

@@ -176,7 +176,12 @@ pub async fn accept_each<S, F>(
         });
     };
     drop(listener);
-    tracing::debug!(?bound, open = connections.len(), ?why, "listener closed; draining");
+    tracing::debug!(
+        ?bound,
+        open = connections.len(),
+        ?why,
+        "listener closed; draining"
+    );
     drain_connections(connections, &drain, why, drain_time, bound).await;
 }
 

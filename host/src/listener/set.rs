@@ -154,7 +154,7 @@ impl Identity {
             },
             address: listener.address,
             tls: listener.tls.clone(),
-            quic: listener.quic.clone(),
+            quic: listener.quic,
             interception: listener.interception,
         }
     }
@@ -220,10 +220,19 @@ impl ListenerSet {
         let wanted = config
             .listeners
             .iter()
-            .map(|listener| (listener.name.as_str(), Identity::of_http(listener), Some(listener)))
-            .chain(config.tcp_listeners.iter().map(|listener| {
-                (listener.name.as_str(), Identity::of_tcp(listener), None)
-            }));
+            .map(|listener| {
+                (
+                    listener.name.as_str(),
+                    Identity::of_http(listener),
+                    Some(listener),
+                )
+            })
+            .chain(
+                config
+                    .tcp_listeners
+                    .iter()
+                    .map(|listener| (listener.name.as_str(), Identity::of_tcp(listener), None)),
+            );
         for (name, identity, http) in wanted {
             let running = self.get(name);
             if let Some(running) = running.filter(|running| running.identity == identity) {
@@ -239,7 +248,10 @@ impl ListenerSet {
             listeners.push(Arc::new(bound));
         }
         for running in &self.listeners {
-            if !listeners.iter().any(|listener| listener.name == running.name) {
+            if !listeners
+                .iter()
+                .any(|listener| listener.name == running.name)
+            {
                 changes.removed.push(running.name.clone());
             }
         }
@@ -254,7 +266,11 @@ impl ListenerSet {
     /// listener `next` does not carry over, marks them draining, and counts `changes`.
     pub fn retire(&self, next: &ListenerSet, changes: &ListenerChanges) {
         for listener in &self.listeners {
-            if next.listeners.iter().any(|kept| Arc::ptr_eq(kept, listener)) {
+            if next
+                .listeners
+                .iter()
+                .any(|kept| Arc::ptr_eq(kept, listener))
+            {
                 continue;
             }
             listener.retire();
@@ -262,15 +278,21 @@ impl ListenerSet {
         let stats = ListenerManagerStats::global();
         stats.listener_added.inc_by(changes.added.len() as u64);
         stats.listener_removed.inc_by(changes.removed.len() as u64);
-        stats.listener_modified.inc_by(changes.modified.len() as u64);
-        stats.total_listeners_active.set(next.listeners.len() as i64);
+        stats
+            .listener_modified
+            .inc_by(changes.modified.len() as u64);
+        stats
+            .total_listeners_active
+            .set(next.listeners.len() as i64);
     }
 
     /// Counts this set as the first one in force (at start).
     pub fn count_started(&self) {
         let stats = ListenerManagerStats::global();
         stats.listener_added.inc_by(self.listeners.len() as u64);
-        stats.total_listeners_active.set(self.listeners.len() as i64);
+        stats
+            .total_listeners_active
+            .set(self.listeners.len() as i64);
     }
 
     /// Closes what the set holds of every listener (at shutdown: the workers' accept loops
@@ -527,7 +549,10 @@ mod tests {
         let (Some(kept), Some(old)) = (second.get("a"), first.get("a")) else {
             panic!("a is in both sets");
         };
-        assert!(Arc::ptr_eq(kept, old), "a listener whose routes changed is kept");
+        assert!(
+            Arc::ptr_eq(kept, old),
+            "a listener whose routes changed is kept"
+        );
         // Until retired, the old set still holds b's sockets: the port is open.
         let Some(b_address) = b_address else {
             panic!("b was bound")
@@ -562,7 +587,10 @@ mod tests {
             panic!("worker 1 has a TCP socket");
         };
         assert_eq!(socket.local_addr().ok(), Some(address));
-        assert!(old.take_for_worker(0).is_none(), "the retired listener holds nothing");
+        assert!(
+            old.take_for_worker(0).is_none(),
+            "the retired listener holds nothing"
+        );
         second.close_all();
         drop(socket);
         assert!(refused(address));
