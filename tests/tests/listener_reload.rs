@@ -175,6 +175,7 @@ async fn listener_added_serves_removed_one_closes_and_drains() {
         "tunnel", tcp_port, "tunnel", "echo", None,
     ));
     let answer = reload(&weir, &three).await;
+    eprintln!("add: the reload took {} s", answer["duration_seconds"]);
     assert_eq!(
         answer["listeners_added"],
         serde_json::json!(["extra", "tunnel"]),
@@ -323,6 +324,10 @@ async fn listener_added_serves_removed_one_closes_and_drains() {
     // ...and is closed at the drain time's end.
     let left = read_to_close(&mut tunnel, DRAIN_TIME + Duration::from_secs(2)).await;
     let tunnel_closed = removed_at.elapsed();
+    eprintln!(
+        "removal: ports refused {closed_in:?} after the reload began, tunnel closed after \
+         {tunnel_closed:?} (drain time {DRAIN_TIME:?})"
+    );
     assert!(left.is_some(), "the tunnel was closed after the drain time");
     assert!(
         tunnel_closed >= DRAIN_TIME - Duration::from_millis(100)
