@@ -1,6 +1,7 @@
-//! Listeners: binding (one `SO_REUSEPORT` socket per worker), TLS with ALPN, and the one accept
-//! loop ([`accept_each`]) that hands each connection to its HTTP connection manager or its
-//! tcp_proxy. Listeners in sidecar mode
+//! Listeners: binding (one `SO_REUSEPORT` socket per worker), the running set and how a
+//! reload changes it ([`set`]), TLS with ALPN, and the one accept loop ([`accept_each`]) that
+//! hands each connection to its HTTP connection manager or its tcp_proxy, and drains them when
+//! the listener stops. Listeners in sidecar mode
 //! read each connection's original destination ([`original_dst`]).
 
 pub mod original_dst;
