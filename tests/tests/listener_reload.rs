@@ -701,3 +701,104 @@ async fn quic_listener_added_replaced_in_place_and_removed() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keep_alive_clients_across_listener_replacements_see_connection_close_not_failures() {
+    let up = H1Upstream::start("up").await;
+    let (admin, port) = (free_port(), free_port());
+    let config = |original_dst: bool| {
+        let mut listener = http_listener("main", port);
+        if original_dst {
+            listener["use_original_dst"] = serde_json::json!(true);
+        }
+        bootstrap(admin, vec![listener], up.addr, None)
+    };
+    let weir = start(&config(false)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let closes = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, closes, failed) = (stop.clone(), ok.clone(), closes.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let mut first_failure = None;
+            let mut sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> = None;
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+                if sender.as_ref().is_none_or(|s| s.is_closed()) {
+                    let tcp = match TcpStream::connect(addr(port)).await {
+                        Ok(tcp) => tcp,
+                        Err(error) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            first_failure.get_or_insert(format!("connect: {error}"));
+                            continue;
+                        }
+                    };
+                    let io = hyper_util::rt::TokioIo::new(tcp);
+                    let Ok((s, connection)) = hyper::client::conn::http1::handshake(io).await
+                    else {
+                        continue;
+                    };
+                    tokio::spawn(connection);
+                    sender = Some(s);
+                }
+                let Some(s) = sender.as_mut() else { continue };
+                if s.ready().await.is_err() {
+                    sender = None;
+                    continue;
+                }
+                let request = Request::get("/")
+                    .header("host", "example.com")
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                match tokio::time::timeout(Duration::from_secs(10), s.send_request(request)).await {
+                    Ok(Ok(response)) if response.status() == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                        if sender.as_ref().is_some_and(|s| s.is_closed()) {
+                            closes.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    other => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        first_failure.get_or_insert(format!("{other:?}"));
+                        sender = None;
+                    }
+                }
+            }
+            first_failure
+        }));
+    }
+    const CHANGES: usize = 6;
+    for change in 1..=CHANGES {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let answer = reload(&weir, &config(change % 2 == 1)).await;
+        assert_eq!(
+            answer["listeners_modified"],
+            serde_json::json!(["main"]),
+            "{answer}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for task in tasks {
+        if let Some(failure) = task.await.expect("client task") {
+            failures.push(failure);
+        }
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!(
+        "keep-alive: {ok} requests across {CHANGES} replacements, {failed} failed, {} connections closed after a response",
+        closes.load(Ordering::Relaxed)
+    );
+    assert_eq!(failed, 0, "{failures:?}");
+    assert!(ok >= 50, "the loop ran ({ok} requests)");
+    // Each replacement sent the busy clients away with `connection: close` on a response.
+    assert!(
+        closes.load(Ordering::Relaxed) >= CHANGES as u64,
+        "connections closed after a response: {}",
+        closes.load(Ordering::Relaxed)
+    );
+}

@@ -10,7 +10,7 @@ pub mod set;
 pub mod tls;
 
 use crate::config::Interception;
-use crate::http::{ConnectionTls, CurrentManager, serve_connection};
+use crate::http::{ConnectionTls, CurrentManager, serve_connection_closing};
 use crate::stats::ListenerStats;
 use crate::tunnel::tcp_proxy::CurrentTcpProxy;
 use crate::wire::ConnectionInfo;
@@ -63,8 +63,9 @@ pub enum Stop {
 /// How long the connections of a listener a reload retired serve on before they are told to
 /// drain. A connection accepted just before the listener was retired has its first request
 /// still on the way (a TLS handshake, a client's first write); drained at once, an HTTP/1.1
-/// one would be closed unanswered. One second lets that request in (it is answered with
-/// `connection: close`).
+/// one would be closed unanswered. Meanwhile HTTP/1.x responses say `connection: close`, so
+/// busy keep-alive clients leave on a response rather than see their connection closed
+/// between two requests ([`Accepted::closing`]).
 pub const RETIRE_GRACE: Duration = Duration::from_secs(1);
 
 /// One connection an accept loop took, admitted under the global connection limit.
@@ -77,6 +78,9 @@ pub struct Accepted {
     pub bound: Option<SocketAddr>,
     /// Turns true when the listener's connections are to drain.
     pub drain: watch::Receiver<bool>,
+    /// Turns true when a reload retired the listener: its HTTP/1.x connections say
+    /// `connection: close` on their next response, before `drain` turns true.
+    pub closing: watch::Receiver<bool>,
 }
 
 impl Accepted {
@@ -129,6 +133,7 @@ pub async fn accept_each<S, F>(
     let mut errors = AcceptErrors::default();
     let mut connections = tokio::task::JoinSet::new();
     let (drain, draining) = watch::channel(false);
+    let (closing, closing_rx) = watch::channel(false);
     let why = loop {
         let why = *stop.borrow_and_update();
         if why != Stop::Running {
@@ -168,6 +173,7 @@ pub async fn accept_each<S, F>(
             remote,
             bound,
             drain: draining.clone(),
+            closing: closing_rx.clone(),
         }));
         let alive = alive.clone();
         connections.spawn(async move {
@@ -183,6 +189,7 @@ pub async fn accept_each<S, F>(
         ?why,
         "listener closed; draining"
     );
+    closing.send_replace(true);
     drain_connections(connections, &drain, why, drain_time, bound).await;
 }
 
@@ -235,6 +242,7 @@ pub async fn accept_loop(
             remote,
             bound,
             drain: shutdown,
+            closing,
         } = accepted;
         let local = stream.local_addr().ok().or(bound).unwrap_or(remote);
         let manager = manager.clone();
@@ -252,7 +260,8 @@ pub async fn accept_loop(
             };
             match tls {
                 None => {
-                    serve_connection(manager, stream, info, ConnectionTls::default(), shutdown)
+                    let tls = ConnectionTls::default();
+                    serve_connection_closing(manager, stream, info, tls, shutdown, Some(closing))
                         .await
                 }
                 Some(acceptor) => match acceptor.accept(stream).await {
@@ -266,7 +275,15 @@ pub async fn accept_loop(
                             .is_some_and(|chain| !chain.is_empty());
                         info.sni = session.server_name().map(std::sync::Arc::from);
                         let tls = ConnectionTls { tls: true, alpn };
-                        serve_connection(manager, stream, info, tls, shutdown).await;
+                        serve_connection_closing(
+                            manager,
+                            stream,
+                            info,
+                            tls,
+                            shutdown,
+                            Some(closing),
+                        )
+                        .await;
                     }
                     Err(error) => tracing::debug!(peer = %remote, %error, "TLS handshake failed"),
                 },
