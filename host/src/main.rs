@@ -389,11 +389,14 @@ fn serve(
             None => resolving.await,
         };
         resolved?;
+        // Every listener bound before any is served: a port in use stops the start.
+        let listeners = weir::listener::set::ListenerSet::bind(&config, concurrency)?;
         let snapshot = Arc::new(Snapshot {
             generation: 0,
             config: config.clone(),
             config_hash,
             clusters,
+            listeners: Arc::new(listeners),
         });
         weir::accel::set_backlog_limit(cli.accel_backlog_limit);
         if let Some(mark) = cli.upstream_mark {

@@ -5,16 +5,18 @@
 //! Each worker follows the config [`Snapshot`]s a reload publishes: for a new one it builds
 //! its connection managers (routes, filter chains with their VMs) and pools anew, carrying
 //! over the pools of clusters the reload left unchanged, and stores them where its accept
-//! loops take them from; then it reports the generation it runs.
+//! loops take them from; it starts an accept loop for each listener the snapshot's set adds
+//! and stops (drains) those of the listeners it removes or replaces (see
+//! [`crate::listener::set`]); then it reports the generation it runs.
 
-use crate::config::Interception;
 use crate::http::{CurrentManager, HttpManager};
-use crate::listener::{self, TlsError};
+use crate::listener::set::{BoundListener, ListenerKind, WorkerSocket};
+use crate::listener::{self};
 use crate::reload::{Publisher, Snapshot};
-use crate::snapshot::ListenerConfig;
 use crate::tunnel::tcp_proxy::{CurrentTcpProxy, TcpProxy};
 use crate::upstream::WorkerPools;
 use arc_swap::ArcSwap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,24 +26,6 @@ use tokio::sync::{mpsc, watch};
 /// Why the workers could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// A listener's TLS files are unusable.
-    #[error("listener {listener}: {source}")]
-    Tls {
-        /// The listener.
-        listener: String,
-        /// Why.
-        source: TlsError,
-    },
-    /// A listener could not bind.
-    #[error("listener {listener}: cannot listen on {address}: {source}")]
-    Bind {
-        /// The listener.
-        listener: String,
-        /// Where.
-        address: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
     /// A worker thread could not be created.
     #[error("cannot start worker thread: {0}")]
     Thread(std::io::Error),
@@ -58,122 +42,30 @@ pub struct Workers {
     publisher: Publisher,
 }
 
-/// A tcp_proxy listener's config and socket on one worker.
-struct TcpWorkerListener {
-    /// Its place in the config's `tcp_listeners`.
-    index: usize,
-    config: Arc<crate::snapshot::TcpProxyConfig>,
-    socket: std::net::TcpListener,
-    interception: Interception,
-}
-
-/// What one worker serves: each listener's config, sockets and TLS.
-struct WorkerListener {
-    /// Its place in the config's `listeners`.
-    index: usize,
-    config: Arc<crate::snapshot::HttpManagerConfig>,
-    socket: ListenerSocket,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    interception: Interception,
-}
-
-/// A TCP socket (one per worker) or a QUIC endpoint's UDP socket (worker 0 only; see
-/// [`listener::quic`]).
-enum ListenerSocket {
-    Tcp(std::net::TcpListener),
-    Quic(std::net::UdpSocket, quinn::ServerConfig),
-}
-
 impl Workers {
-    /// Binds every listener of the `snapshot`'s config once per worker and starts
-    /// `concurrency` workers serving them. Binding and TLS errors surface here, before anything
-    /// is served. The workers then follow the snapshots [`Workers::publisher`] sends.
+    /// Starts `concurrency` workers serving the listeners of the `snapshot` (bound in its
+    /// [`crate::listener::set::ListenerSet`], one socket per worker for each TCP listener).
+    /// The workers then follow the snapshots [`Workers::publisher`] sends: each starts the
+    /// listeners a new snapshot adds, drains those it removes or replaces (for `drain_time`),
+    /// and gives those it keeps the new connection managers.
     pub fn start(
         snapshot: &Arc<Snapshot>,
         concurrency: usize,
         drain_time: Duration,
     ) -> Result<Workers, StartError> {
-        let config = &snapshot.config;
         let concurrency = concurrency.max(1);
-        let mut per_worker: Vec<Vec<WorkerListener>> =
-            (0..concurrency).map(|_| Vec::new()).collect();
-        let mut addresses = Vec::new();
-        for (index, listener) in config.listeners.iter().enumerate() {
-            if let Some(settings) = &listener.quic {
-                // `per_worker` has at least one worker (concurrency.max(1)).
-                if let Some(first) = per_worker.first_mut() {
-                    let address = start_quic(index, listener, settings, first)?;
-                    addresses.push((listener.name.clone(), address));
-                }
-                continue;
-            }
-            let tls = match &listener.tls {
-                Some(tls) => {
-                    Some(
-                        listener::tls::acceptor(tls).map_err(|source| StartError::Tls {
-                            listener: listener.name.clone(),
-                            source,
-                        })?,
-                    )
-                }
-                None => None,
-            };
-            let http = Arc::new(listener.http.clone());
-            let mut address = listener.address;
-            for sockets in per_worker.iter_mut() {
-                let socket = bind(listener, address)?;
-                // Port 0 asks for any free port: every worker must then share the one the
-                // first bind got.
-                address = socket.local_addr().map_err(|source| StartError::Bind {
-                    listener: listener.name.clone(),
-                    address,
-                    source,
-                })?;
-                sockets.push(WorkerListener {
-                    index,
-                    config: http.clone(),
-                    socket: ListenerSocket::Tcp(socket),
-                    tls: tls.clone(),
-                    interception: listener.interception,
-                });
-            }
-            addresses.push((listener.name.clone(), address));
-        }
-        let mut tcp_per_worker: Vec<Vec<TcpWorkerListener>> =
-            (0..concurrency).map(|_| Vec::new()).collect();
-        for (index, listener) in config.tcp_listeners.iter().enumerate() {
-            let proxy = Arc::new(listener.proxy.clone());
-            let mut address = listener.address;
-            for sockets in tcp_per_worker.iter_mut() {
-                let transparent = listener.interception.transparent;
-                let socket = listener::bind_tcp(address, transparent).map_err(|source| {
-                    StartError::Bind {
-                        listener: listener.name.clone(),
-                        address,
-                        source,
-                    }
-                })?;
-                address = socket.local_addr().map_err(|source| StartError::Bind {
-                    listener: listener.name.clone(),
-                    address,
-                    source,
-                })?;
-                sockets.push(TcpWorkerListener {
-                    index,
-                    config: proxy.clone(),
-                    socket,
-                    interception: listener.interception,
-                });
-            }
-            addresses.push((listener.name.clone(), address));
-        }
+        let addresses = snapshot
+            .listeners
+            .listeners()
+            .iter()
+            .map(|listener| (listener.name.clone(), listener.address))
+            .collect();
+        snapshot.listeners.count_started();
         let (shutdown, _) = watch::channel(false);
         let (updates, _) = watch::channel(snapshot.clone());
         let mut threads = Vec::new();
         let mut applied = Vec::new();
-        for (index, (listeners, tcp_listeners)) in
-            per_worker.into_iter().zip(tcp_per_worker).enumerate()
-        {
+        for index in 0..concurrency {
             let shutdown = shutdown.subscribe();
             let (applied_tx, applied_rx) = watch::channel(snapshot.generation);
             applied.push(applied_rx);
@@ -184,17 +76,7 @@ impl Workers {
             let snapshot = snapshot.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("weir-worker-{index}"))
-                .spawn(move || {
-                    run_worker(
-                        index,
-                        listeners,
-                        tcp_listeners,
-                        snapshot,
-                        follow,
-                        shutdown,
-                        drain_time,
-                    )
-                })
+                .spawn(move || run_worker(index, snapshot, follow, shutdown, drain_time))
                 .map_err(StartError::Thread)?;
             threads.push(thread);
         }
@@ -211,7 +93,7 @@ impl Workers {
         self.publisher.clone()
     }
 
-    /// Where each listener is bound (useful when the config asked for port 0).
+    /// Where each listener was bound at start (useful when the config asked for port 0).
     pub fn addresses(&self) -> &[(String, SocketAddr)] {
         &self.addresses
     }
@@ -219,6 +101,9 @@ impl Workers {
     /// Stops accepting, lets in-flight requests finish (each worker waits up to the drain
     /// time), and returns when every worker has exited. Blocks the calling thread.
     pub fn shutdown(self) {
+        // The set in force holds a descriptor of each listening socket: closed now, so the
+        // ports close as the workers' accept loops stop.
+        self.publisher.latest().listeners.close_all();
         self.shutdown.send_replace(true);
         for thread in self.threads {
             if thread.join().is_err() {
@@ -226,54 +111,6 @@ impl Workers {
             }
         }
     }
-}
-
-/// Binds a QUIC listener and gives it to `worker` (its TLS and QUIC config checked now).
-fn start_quic(
-    index: usize,
-    listener: &ListenerConfig,
-    settings: &crate::upstream::Http3Settings,
-    worker: &mut Vec<WorkerListener>,
-) -> Result<SocketAddr, StartError> {
-    let tls_error = |source| StartError::Tls {
-        listener: listener.name.clone(),
-        source,
-    };
-    let Some(tls) = &listener.tls else {
-        return Err(tls_error(TlsError::Invalid {
-            path: Default::default(),
-            what: "a QUIC listener needs certificates".into(),
-        }));
-    };
-    let server = listener::quic::server_config(tls, settings).map_err(tls_error)?;
-    let bind_error = |source| StartError::Bind {
-        listener: listener.name.clone(),
-        address: listener.address,
-        source,
-    };
-    let socket = listener::quic::bind_udp(listener.address).map_err(bind_error)?;
-    let address = socket.local_addr().map_err(bind_error)?;
-    worker.push(WorkerListener {
-        index,
-        config: Arc::new(listener.http.clone()),
-        socket: ListenerSocket::Quic(socket, server),
-        tls: None,
-        interception: listener.interception,
-    });
-    Ok(address)
-}
-
-fn bind(
-    listener: &ListenerConfig,
-    address: SocketAddr,
-) -> Result<std::net::TcpListener, StartError> {
-    listener::bind_tcp(address, listener.interception.transparent).map_err(|source| {
-        StartError::Bind {
-            listener: listener.name.clone(),
-            address,
-            source,
-        }
-    })
 }
 
 /// A worker's ends of the snapshot channels.
@@ -286,8 +123,6 @@ struct SnapshotFollower {
 
 fn run_worker(
     index: usize,
-    listeners: Vec<WorkerListener>,
-    tcp_listeners: Vec<TcpWorkerListener>,
     snapshot: Arc<Snapshot>,
     follow: SnapshotFollower,
     mut shutdown: watch::Receiver<bool>,
@@ -323,58 +158,22 @@ fn run_worker(
                 ))
             })
             .collect();
-        drop(snapshot);
         let (alive, mut all_closed) = mpsc::channel::<()>(1);
-        let mut managers = Vec::new();
-        let mut proxies = Vec::new();
-        for listener in listeners {
-            let manager = Arc::new(ArcSwap::new(HttpManager::new(
-                listener.config,
-                pools.clone(),
-            )));
-            managers.push((listener.index, manager.clone()));
-            match listener.socket {
-                ListenerSocket::Tcp(socket) => tokio::spawn(listener::accept_loop(
-                    socket,
-                    listener.interception,
-                    listener.tls,
-                    manager,
-                    shutdown.clone(),
-                    alive.clone(),
-                )),
-                ListenerSocket::Quic(socket, server) => {
-                    tokio::spawn(listener::quic::quic_accept_loop(
-                        socket,
-                        server,
-                        manager,
-                        shutdown.clone(),
-                        alive.clone(),
-                    ))
-                }
-            };
-        }
-        for listener in tcp_listeners {
-            let proxy = Arc::new(ArcSwap::new(TcpProxy::new(
-                listener.config,
-                listener.interception,
-                pools.clone(),
-            )));
-            proxies.push((listener.index, proxy.clone()));
-            tokio::spawn(listener::tcp_proxy_accept_loop(
-                proxy,
-                listener.socket,
-                shutdown.clone(),
-                alive.clone(),
-            ));
-        }
-        drop(alive);
+        let mut listeners = WorkerListeners {
+            worker: index,
+            drain_time,
+            alive,
+            running: HashMap::new(),
+        };
+        listeners.follow(&snapshot, &pools);
+        drop(snapshot);
         tokio::spawn(follow_snapshots(
             index,
             follow,
-            managers,
-            proxies,
+            listeners,
             pools,
             service_pools,
+            shutdown.clone(),
         ));
         while !*shutdown.borrow_and_update() {
             if shutdown.changed().await.is_err() {
@@ -382,7 +181,8 @@ fn run_worker(
             }
         }
         tracing::debug!(worker = index, "draining");
-        // Every connection holds a sender; recv() returns None once all are gone.
+        // Every accept loop and connection holds a sender; recv() returns None once all are
+        // gone.
         if tokio::time::timeout(drain_time, all_closed.recv())
             .await
             .is_err()
@@ -407,35 +207,242 @@ fn run_worker(
     });
 }
 
-/// Builds this worker's connection managers and tcp proxies for each new snapshot and stores
-/// them where the accept loops take them from; streams in flight keep the ones they started
-/// with. Ends when the workers are gone (the sender is dropped).
+/// What one of a worker's listeners serves with: the connection manager or tcp_proxy its
+/// accept loop takes for each new connection.
+enum Serves {
+    Http(Arc<CurrentManager>),
+    TcpProxy(Arc<CurrentTcpProxy>),
+}
+
+/// One listener running on a worker.
+struct RunningListener {
+    /// The [`BoundListener::id`] it runs.
+    id: u64,
+    serves: Serves,
+    /// Stops its accept loop and drains its connections.
+    stop: watch::Sender<listener::Stop>,
+    /// A QUIC listener's: where its endpoint takes the listener that replaces it at the same
+    /// address.
+    replaced: Option<(
+        SocketAddr,
+        mpsc::UnboundedSender<listener::quic::QuicTarget>,
+    )>,
+}
+
+impl RunningListener {
+    /// Whether `next`, which replaces this listener, takes its running QUIC endpoint over.
+    fn handed_over_to(&self, next: &BoundListener) -> bool {
+        next.kind == ListenerKind::Quic
+            && self
+                .replaced
+                .as_ref()
+                .is_some_and(|(address, to)| *address == next.address && !to.is_closed())
+    }
+}
+
+/// The listeners one worker runs, by name, following the snapshots' listener sets.
+struct WorkerListeners {
+    worker: usize,
+    drain_time: Duration,
+    /// Held by every accept loop and connection (see [`run_worker`]).
+    alive: mpsc::Sender<()>,
+    running: HashMap<String, RunningListener>,
+}
+
+impl WorkerListeners {
+    /// Runs the listeners of `snapshot`: drains those it no longer has (or has replaced),
+    /// starts those this worker does not run yet, and gives the others the new connection
+    /// manager (or tcp_proxy), which their accept loops take for each new connection.
+    fn follow(&mut self, snapshot: &Snapshot, pools: &WorkerPools) {
+        let set = &snapshot.listeners;
+        self.running.retain(|name, running| {
+            let kept = set
+                .get(name)
+                .is_some_and(|bound| bound.id == running.id || running.handed_over_to(bound));
+            if !kept {
+                tracing::debug!(worker = self.worker, listener = %name, "draining listener");
+                running.stop.send_replace(listener::Stop::Retired);
+            }
+            kept
+        });
+        let config = &snapshot.config;
+        let http: HashMap<&str, _> = config
+            .listeners
+            .iter()
+            .map(|listener| (listener.name.as_str(), listener))
+            .collect();
+        let tcp: HashMap<&str, _> = config
+            .tcp_listeners
+            .iter()
+            .map(|listener| (listener.name.as_str(), listener))
+            .collect();
+        for bound in set.listeners() {
+            let name = bound.name.as_str();
+            match (bound.kind, http.get(name), tcp.get(name)) {
+                (ListenerKind::Http | ListenerKind::Quic, Some(listener), _) => {
+                    let manager = HttpManager::new(Arc::new(listener.http.clone()), pools.clone());
+                    match self.running.get_mut(name) {
+                        Some(running) if running.id != bound.id => {
+                            hand_over(running, bound, manager)
+                        }
+                        Some(RunningListener {
+                            serves: Serves::Http(current),
+                            ..
+                        }) => current.store(manager),
+                        _ => self.start(bound, Serves::Http(Arc::new(ArcSwap::new(manager)))),
+                    }
+                }
+                (ListenerKind::TcpProxy, _, Some(listener)) => {
+                    let proxy = TcpProxy::new(
+                        Arc::new(listener.proxy.clone()),
+                        listener.interception,
+                        pools.clone(),
+                    );
+                    match self.running.get(name).map(|running| &running.serves) {
+                        Some(Serves::TcpProxy(current)) => current.store(proxy),
+                        _ => self.start(bound, Serves::TcpProxy(Arc::new(ArcSwap::new(proxy)))),
+                    }
+                }
+                _ => tracing::error!(listener = %name, "listener missing from its own config"),
+            }
+        }
+    }
+
+    /// Starts this worker's accept loop of `bound`, serving with `serves`.
+    fn start(&mut self, bound: &BoundListener, serves: Serves) {
+        if bound.kind == ListenerKind::Quic && self.worker != 0 {
+            // One endpoint per QUIC listener, on worker 0 (see `listener::quic`).
+            return;
+        }
+        let Some((socket, life)) = bound.take_for_worker(self.worker) else {
+            tracing::warn!(worker = self.worker, listener = %bound.name, "the listener's socket is gone (retired before this worker ran it); not started");
+            return;
+        };
+        let (stop, stopped) = watch::channel(listener::Stop::Running);
+        let alive = self.alive.clone();
+        let drain_time = self.drain_time;
+        let mut quic = None;
+        match (socket, &serves) {
+            (WorkerSocket::Tcp(socket), Serves::Http(manager)) => {
+                let serving = listener::accept_loop(
+                    socket,
+                    bound.interception,
+                    bound.tls.clone(),
+                    manager.clone(),
+                    stopped,
+                    alive,
+                    drain_time,
+                );
+                tokio::spawn(async move {
+                    let _life = life;
+                    serving.await;
+                });
+            }
+            (WorkerSocket::Quic(socket), Serves::Http(manager)) => {
+                let Some(config) = bound.quic.clone() else {
+                    return;
+                };
+                let (replace, replaced) = mpsc::unbounded_channel();
+                tokio::spawn(listener::quic::quic_accept_loop(
+                    socket,
+                    listener::quic::QuicTarget {
+                        config,
+                        manager: manager.clone(),
+                        life,
+                    },
+                    stopped,
+                    replaced,
+                    alive,
+                    drain_time,
+                ));
+                quic = Some((bound.address, replace));
+            }
+            (WorkerSocket::Tcp(socket), Serves::TcpProxy(proxy)) => {
+                let serving = listener::tcp_proxy_accept_loop(
+                    proxy.clone(),
+                    socket,
+                    stopped,
+                    alive,
+                    drain_time,
+                );
+                tokio::spawn(async move {
+                    let _life = life;
+                    serving.await;
+                });
+            }
+            (WorkerSocket::Quic(_), Serves::TcpProxy(_)) => return,
+        }
+        self.running.insert(
+            bound.name.clone(),
+            RunningListener {
+                id: bound.id,
+                serves,
+                stop,
+                replaced: quic,
+            },
+        );
+    }
+
+    /// Stops every listener (the worker stops): each drains.
+    fn stop_all(&mut self) {
+        for running in self.running.values() {
+            running.stop.send_replace(listener::Stop::Shutdown);
+        }
+        self.running.clear();
+    }
+}
+
+/// Hands the QUIC endpoint `running` serves over to `next`, which replaces it at the same
+/// address (see [`listener::quic::quic_accept_loop`]): new connections get `next`'s TLS and
+/// `manager` at once; those open drain.
+fn hand_over(running: &mut RunningListener, next: &BoundListener, manager: Arc<HttpManager>) {
+    let (Some(config), Some(life), Some((_, to))) =
+        (next.quic.clone(), next.life(), &running.replaced)
+    else {
+        tracing::warn!(listener = %next.name, "cannot hand the QUIC endpoint over (listener already retired)");
+        return;
+    };
+    let current = Arc::new(ArcSwap::new(manager));
+    let target = listener::quic::QuicTarget {
+        config,
+        manager: current.clone(),
+        life,
+    };
+    if to.send(target).is_err() {
+        tracing::warn!(listener = %next.name, "the QUIC endpoint is gone; not handed over");
+        return;
+    }
+    running.id = next.id;
+    running.serves = Serves::Http(current);
+}
+
+/// Follows each new snapshot: carries this worker's pools over to its clusters and runs its
+/// listeners ([`WorkerListeners::follow`]); streams in flight keep the managers they started
+/// with. At shutdown it stops every listener. Ends when the workers stop or are gone (the
+/// sender is dropped).
 async fn follow_snapshots(
     worker: usize,
     mut follow: SnapshotFollower,
-    managers: Vec<(usize, Arc<CurrentManager>)>,
-    proxies: Vec<(usize, Arc<CurrentTcpProxy>)>,
+    mut listeners: WorkerListeners,
     mut pools: WorkerPools,
     service_pools: Arc<ArcSwap<WorkerPools>>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    while follow.updates.changed().await.is_ok() {
+    loop {
+        if *shutdown.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            changed = follow.updates.changed() => if changed.is_err() { break },
+            changed = shutdown.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => break,
+            },
+        }
         let snapshot = follow.updates.borrow_and_update().clone();
         pools = pools.successor(snapshot.clusters.clone());
         service_pools.store(Arc::new(pools.clone()));
-        let config = &snapshot.config;
-        for (index, current) in &managers {
-            // The reload refused any change to the set of listeners, so the index holds.
-            if let Some(listener) = config.listeners.get(*index) {
-                let http = Arc::new(listener.http.clone());
-                current.store(HttpManager::new(http, pools.clone()));
-            }
-        }
-        for (index, current) in &proxies {
-            if let Some(listener) = config.tcp_listeners.get(*index) {
-                let proxy = Arc::new(listener.proxy.clone());
-                current.store(TcpProxy::new(proxy, listener.interception, pools.clone()));
-            }
-        }
+        listeners.follow(&snapshot, &pools);
         tracing::debug!(
             worker,
             generation = snapshot.generation,
@@ -443,4 +450,5 @@ async fn follow_snapshots(
         );
         follow.applied.send_replace(snapshot.generation);
     }
+    listeners.stop_all();
 }

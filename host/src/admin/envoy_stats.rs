@@ -100,6 +100,9 @@ pub fn envoy_name(family: &str, labels: &[(&str, &str)]) -> String {
     if family == "weir_control_plane_connected_state" {
         return "control_plane.connected_state".to_owned();
     }
+    if let Some(rest) = family.strip_prefix("weir_listener_manager_") {
+        return format!("listener_manager.{rest}");
+    }
     if let Some(rest) = family.strip_prefix("weir_access_logs_file_") {
         return format!("access_logs.file.{rest}");
     }
@@ -179,6 +182,10 @@ mod tests {
                 &[("cluster_name", "backend"), ("response_code_class", "5")]
             ),
             "cluster.backend.upstream_rq_5xx"
+        );
+        assert_eq!(
+            envoy_name("weir_listener_manager_listener_removed", &[]),
+            "listener_manager.listener_removed"
         );
         assert_eq!(
             envoy_name(

@@ -254,6 +254,9 @@ pub(super) struct Connection {
     /// `connection: close` after the response in flight; in-flight streams finish).
     drain: Arc<watch::Sender<bool>>,
     info: ConnectionInfo,
+    /// Turns true when the connection's listener is retired (see
+    /// [`Connection::closing_on`]); `None` where no one asks.
+    closing: Option<watch::Receiver<bool>>,
 }
 
 impl Connection {
@@ -271,7 +274,17 @@ impl Connection {
             requests: Arc::new(AtomicU32::new(0)),
             drain,
             info,
+            closing: None,
         }
+    }
+
+    /// The connection, whose HTTP/1.x responses say `connection: close` once `closing` turns
+    /// true: a retired listener's connections leave after their next response, before the
+    /// drain closes those still idle (closing a keep-alive connection between requests races
+    /// the client's next one; a response that says close does not).
+    pub(super) fn closing_on(mut self, closing: Option<watch::Receiver<bool>>) -> Connection {
+        self.closing = closing;
+        self
     }
 
     /// What the connection knows about its streams (its idle and head clocks).
@@ -322,12 +335,23 @@ impl Connection {
         // A copy and, on TLS, one reference count (the SNI).
         let info = self.info.clone();
         let drain = self.drain.clone();
+        let closing = self.closing.clone();
         let version = request.version();
         let tunnel = *request.method() == http::Method::CONNECT;
         async move {
             let mut response = answer(&manager, request, &info).await;
             if crate::overload::disable_http_keepalive() && !tunnel {
                 disable_keepalive(&manager, version, &mut response, &drain);
+            }
+            if closing.is_some_and(|closing| *closing.borrow())
+                && version.carries_connection_header()
+                && !tunnel
+                && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
             }
             let idle = response
                 .extensions()

@@ -29,7 +29,7 @@ use crate::upstream::WorkerPools;
 use arc_swap::ArcSwap;
 pub use filter_chain::DEFAULT_BUFFER_LIMIT;
 pub use h3::serve_h3_connection;
-pub use server::{ConnectionTls, serve_connection};
+pub use server::{ConnectionTls, serve_connection, serve_connection_closing};
 use std::sync::Arc;
 
 /// The connection manager a listener runs on one worker now. A config reload stores a new one

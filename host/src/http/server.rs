@@ -195,12 +195,28 @@ pub async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_connection_closing(current, io, info, tls, shutdown, None).await;
+}
+
+/// [`serve_connection`], whose HTTP/1.x responses say `connection: close` once `closing`
+/// turns true (a listener a reload retired: its connections leave after their next response,
+/// before `shutdown` drains those still open).
+pub async fn serve_connection_closing<I>(
+    current: Arc<CurrentManager>,
+    io: I,
+    info: ConnectionInfo,
+    tls: ConnectionTls,
+    shutdown: watch::Receiver<bool>,
+    closing: Option<watch::Receiver<bool>>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let manager = current.load_full();
     let stats = manager.stats.clone();
     let count = ConnectionCount::open(&stats, tls.tls);
     let (drain, drained) = watch::channel(*shutdown.borrow());
     let drain = Arc::new(drain);
-    let streams = Connection::new(current.clone(), info.clone(), drain.clone());
+    let streams = Connection::new(current.clone(), info.clone(), drain.clone()).closing_on(closing);
     let activity = streams.activity().clone();
     let limits = h2_codec::Limits {
         abuse: manager.config.abuse,

@@ -1,14 +1,16 @@
-//! Listeners: binding (one `SO_REUSEPORT` socket per worker), TLS with ALPN, and the one accept
-//! loop ([`accept_each`]) that hands each connection to its HTTP connection manager or its
-//! tcp_proxy. Listeners in sidecar mode
+//! Listeners: binding (one `SO_REUSEPORT` socket per worker), the running set and how a
+//! reload changes it ([`set`]), TLS with ALPN, and the one accept loop ([`accept_each`]) that
+//! hands each connection to its HTTP connection manager or its tcp_proxy, and drains them when
+//! the listener stops. Listeners in sidecar mode
 //! read each connection's original destination ([`original_dst`]).
 
 pub mod original_dst;
 pub mod quic;
+pub mod set;
 pub mod tls;
 
 use crate::config::Interception;
-use crate::http::{ConnectionTls, CurrentManager, serve_connection};
+use crate::http::{ConnectionTls, CurrentManager, serve_connection_closing};
 use crate::stats::ListenerStats;
 use crate::tunnel::tcp_proxy::CurrentTcpProxy;
 use crate::wire::ConnectionInfo;
@@ -45,6 +47,27 @@ pub fn bind_tcp(address: SocketAddr, transparent: bool) -> io::Result<std::net::
     Ok(socket.into())
 }
 
+/// Why a listener's accept loop stops, as its worker says through a watch channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Stop {
+    /// It accepts.
+    #[default]
+    Running,
+    /// A reload removed or replaced the listener: its connections drain after
+    /// [`RETIRE_GRACE`].
+    Retired,
+    /// The worker stops: its connections drain at once.
+    Shutdown,
+}
+
+/// How long the connections of a listener a reload retired serve on before they are told to
+/// drain. A connection accepted just before the listener was retired has its first request
+/// still on the way (a TLS handshake, a client's first write); drained at once, an HTTP/1.1
+/// one would be closed unanswered. Meanwhile HTTP/1.x responses say `connection: close`, so
+/// busy keep-alive clients leave on a response rather than see their connection closed
+/// between two requests ([`Accepted::closing`]).
+pub const RETIRE_GRACE: Duration = Duration::from_secs(1);
+
 /// One connection an accept loop took, admitted under the global connection limit.
 pub struct Accepted {
     /// The connection, with `TCP_NODELAY` set.
@@ -53,6 +76,11 @@ pub struct Accepted {
     pub remote: SocketAddr,
     /// The address the listener is bound at, where the kernel says.
     pub bound: Option<SocketAddr>,
+    /// Turns true when the listener's connections are to drain.
+    pub drain: watch::Receiver<bool>,
+    /// Turns true when a reload retired the listener: its HTTP/1.x connections say
+    /// `connection: close` on their next response, before `drain` turns true.
+    pub closing: watch::Receiver<bool>,
 }
 
 impl Accepted {
@@ -78,10 +106,16 @@ impl Accepted {
 /// can wait for every connection to finish by waiting for the channel to close. `serve` runs
 /// on the loop itself: it does the cheap per-connection reads (the original destination) and
 /// returns the future that serves the connection.
+///
+/// Once `stop` says so (the worker stops, or a reload removes or replaces the listener; see
+/// [`Stop`]) the loop closes its socket and its connections drain ([`Accepted::drain`]:
+/// HTTP/1.1 `connection: close`, HTTP/2 and HTTP/3 GOAWAY; a tcp_proxy connection runs on);
+/// those still open after `drain_time` are closed.
 pub async fn accept_each<S, F>(
     listener: std::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
     alive: mpsc::Sender<()>,
+    drain_time: Duration,
     mut serve: S,
 ) where
     S: FnMut(Accepted) -> F,
@@ -97,10 +131,23 @@ pub async fn accept_each<S, F>(
     let bound = listener.local_addr().ok();
     let stats = ListenerStats::new(bound);
     let mut errors = AcceptErrors::default();
-    loop {
+    let mut connections = tokio::task::JoinSet::new();
+    let (drain, draining) = watch::channel(false);
+    let (closing, closing_rx) = watch::channel(false);
+    let why = loop {
+        let why = *stop.borrow_and_update();
+        if why != Stop::Running {
+            break why;
+        }
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
+            // Finished connections are reaped as they end, so the set holds only live ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            // A dropped sender: whoever could stop the listener is gone; stop it.
+            changed = stop.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => break Stop::Shutdown,
+            },
         };
         let (stream, remote) = match accepted {
             Ok(accepted) => accepted,
@@ -125,15 +172,54 @@ pub async fn accept_each<S, F>(
             stream,
             remote,
             bound,
+            drain: draining.clone(),
+            closing: closing_rx.clone(),
         }));
         let alive = alive.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _alive = alive;
             let _slot = slot;
             connection.await;
         });
+    };
+    drop(listener);
+    tracing::debug!(
+        ?bound,
+        open = connections.len(),
+        ?why,
+        "listener closed; draining"
+    );
+    closing.send_replace(true);
+    drain_connections(connections, &drain, why, drain_time, bound).await;
+}
+
+/// Drains the `connections` of a listener that stopped accepting (`why`): after the grace of
+/// a retired listener, tells them (`drain`), waits until `drain_time` has passed since the
+/// stop for them to end, then closes those still open.
+pub(crate) async fn drain_connections(
+    mut connections: tokio::task::JoinSet<()>,
+    drain: &watch::Sender<bool>,
+    why: Stop,
+    drain_time: Duration,
+    listener: Option<SocketAddr>,
+) {
+    let deadline = tokio::time::Instant::now() + drain_time;
+    if why == Stop::Retired {
+        let grace = RETIRE_GRACE.min(drain_time);
+        let all_ended = async { while connections.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(grace, all_ended).await;
     }
-    tracing::debug!(?bound, "listener closed");
+    drain.send_replace(true);
+    let all_ended = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout_at(deadline, all_ended).await.is_err() {
+        tracing::info!(
+            ?listener,
+            open = connections.len(),
+            ?drain_time,
+            "drain time over; closing the listener's remaining connections"
+        );
+        connections.shutdown().await;
+    }
 }
 
 /// Accepts HTTP connections on `listener` (see [`accept_each`]), serving each with the
@@ -145,20 +231,21 @@ pub async fn accept_loop(
     interception: Interception,
     tls: Option<tokio_rustls::TlsAcceptor>,
     manager: Arc<CurrentManager>,
-    shutdown: watch::Receiver<bool>,
+    stop: watch::Receiver<Stop>,
     alive: mpsc::Sender<()>,
+    drain_time: Duration,
 ) {
-    let connection_shutdown = shutdown.clone();
-    accept_each(listener, shutdown, alive, move |accepted| {
+    accept_each(listener, stop, alive, drain_time, move |accepted| {
         let original_dst = accepted.original_destination(interception);
         let Accepted {
             stream,
             remote,
             bound,
+            drain: shutdown,
+            closing,
         } = accepted;
         let local = stream.local_addr().ok().or(bound).unwrap_or(remote);
         let manager = manager.clone();
-        let shutdown = connection_shutdown.clone();
         let tls = tls.clone();
         async move {
             let mut info = ConnectionInfo {
@@ -173,7 +260,8 @@ pub async fn accept_loop(
             };
             match tls {
                 None => {
-                    serve_connection(manager, stream, info, ConnectionTls::default(), shutdown)
+                    let tls = ConnectionTls::default();
+                    serve_connection_closing(manager, stream, info, tls, shutdown, Some(closing))
                         .await
                 }
                 Some(acceptor) => match acceptor.accept(stream).await {
@@ -187,7 +275,15 @@ pub async fn accept_loop(
                             .is_some_and(|chain| !chain.is_empty());
                         info.sni = session.server_name().map(std::sync::Arc::from);
                         let tls = ConnectionTls { tls: true, alpn };
-                        serve_connection(manager, stream, info, tls, shutdown).await;
+                        serve_connection_closing(
+                            manager,
+                            stream,
+                            info,
+                            tls,
+                            shutdown,
+                            Some(closing),
+                        )
+                        .await;
                     }
                     Err(error) => tracing::debug!(peer = %remote, %error, "TLS handshake failed"),
                 },
@@ -202,10 +298,11 @@ pub async fn accept_loop(
 pub async fn tcp_proxy_accept_loop(
     current: Arc<CurrentTcpProxy>,
     listener: std::net::TcpListener,
-    shutdown: watch::Receiver<bool>,
+    stop: watch::Receiver<Stop>,
     alive: mpsc::Sender<()>,
+    drain_time: Duration,
 ) {
-    accept_each(listener, shutdown, alive, move |accepted| {
+    accept_each(listener, stop, alive, drain_time, move |accepted| {
         let proxy = current.load_full();
         let original = accepted.original_destination(proxy.interception());
         async move {

@@ -67,15 +67,39 @@ pub fn server_config(
     Ok(config)
 }
 
-/// Accepts QUIC connections on `socket` until `shutdown` turns true, serving each with HTTP/3
-/// on its own task (each holds a clone of `alive`, as TCP connections do).
+/// What a QUIC listener serves with: its TLS and transport settings, its connection manager,
+/// and the marker that counts it draining once retired (see [`super::set::ListenerLife`]).
+pub struct QuicTarget {
+    /// The endpoint's server config.
+    pub config: quinn::ServerConfig,
+    /// The connection manager new connections are served with.
+    pub manager: Arc<CurrentManager>,
+    /// Held while the listener's connections run.
+    pub life: Arc<super::set::ListenerLife>,
+}
+
+/// Accepts QUIC connections on `socket` until `stop` says so, serving each with HTTP/3
+/// on its own task (each holds a clone of `alive`, as TCP connections do); then, as a TCP
+/// listener does ([`super::accept_each`]), refuses new connections, lets those open drain
+/// (GOAWAY) and closes any still open after `drain_time`.
+///
+/// A listener replaced at the same address keeps the endpoint (one UDP socket cannot serve
+/// two): a [`QuicTarget`] from `replaced` becomes the endpoint's server config and the
+/// manager of new connections at once, while the connections accepted so far drain as those
+/// of a retired listener do.
 pub async fn quic_accept_loop(
     socket: std::net::UdpSocket,
-    config: quinn::ServerConfig,
-    manager: Arc<CurrentManager>,
-    mut shutdown: watch::Receiver<bool>,
+    target: QuicTarget,
+    mut stop: watch::Receiver<super::Stop>,
+    mut replaced: mpsc::UnboundedReceiver<QuicTarget>,
     alive: mpsc::Sender<()>,
+    drain_time: std::time::Duration,
 ) {
+    let QuicTarget {
+        config,
+        mut manager,
+        mut life,
+    } = target;
     let local = match socket.local_addr() {
         Ok(local) => local,
         Err(error) => {
@@ -97,12 +121,43 @@ pub async fn quic_accept_loop(
         }
     };
     let overflow = crate::stats::ListenerStats::new(Some(local));
-    loop {
+    let mut connections = tokio::task::JoinSet::new();
+    let (mut drain, mut shutdown) = watch::channel(false);
+    let why = loop {
+        let why = *stop.borrow_and_update();
+        if why != super::Stop::Running {
+            break why;
+        }
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
-            _ = shutdown.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            Some(next) = replaced.recv() => {
+                endpoint.set_server_config(Some(next.config));
+                manager = next.manager;
+                let (next_drain, next_shutdown) = watch::channel(false);
+                shutdown = next_shutdown;
+                let old = (
+                    std::mem::take(&mut connections),
+                    std::mem::replace(&mut drain, next_drain),
+                    std::mem::replace(&mut life, next.life),
+                );
+                let alive = alive.clone();
+                tracing::debug!(%local, open = old.0.len(), "QUIC listener replaced; its connections drain");
+                tokio::spawn(async move {
+                    let (connections, drain, _life) = old;
+                    let _alive = alive;
+                    super::drain_connections(connections, &drain, super::Stop::Retired, drain_time, Some(local)).await;
+                });
+                continue;
+            }
+            changed = stop.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => break super::Stop::Shutdown,
+            },
         };
-        let Some(incoming) = incoming else { break };
+        let Some(incoming) = incoming else {
+            break super::Stop::Shutdown;
+        };
         let Some(slot) = crate::overload::admit_connection() else {
             // Refused before the handshake: the client gets CONNECTION_REFUSED.
             overflow.downstream_global_cx_overflow.inc();
@@ -113,7 +168,7 @@ pub async fn quic_accept_loop(
         let manager = manager.clone();
         let shutdown = shutdown.clone();
         let alive = alive.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _alive = alive;
             let _slot = slot;
             let remote = incoming.remote_address();
@@ -122,8 +177,12 @@ pub async fn quic_accept_loop(
                 Err(error) => tracing::debug!(peer = %remote, %error, "QUIC handshake failed"),
             }
         });
-    }
+    };
     // New connections are refused from now on; open ones drain on their own tasks.
     endpoint.set_server_config(None);
-    tracing::debug!(%local, "QUIC listener closed");
+    tracing::debug!(%local, open = connections.len(), "QUIC listener closed; draining");
+    super::drain_connections(connections, &drain, why, drain_time, Some(local)).await;
+    // The endpoint (and its UDP socket) goes once its last connection has.
+    endpoint.close(0u32.into(), b"listener removed");
+    drop(life);
 }

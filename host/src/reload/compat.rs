@@ -1,6 +1,7 @@
-//! What a reload cannot change while weir runs. Listeners keep their sockets, TLS acceptors and
-//! QUIC endpoints across a reload (only what runs behind them is swapped), so a change to any
-//! of those, or to the admin address, is refused with the reason; a restart applies it.
+//! What a reload cannot change while weir runs: the admin address, the Wasm services of
+//! `bootstrap_extensions` and the process settings. A change to any of those is refused with
+//! the reason; a restart applies it. (Listeners follow the config: see
+//! [`crate::listener::set`].)
 
 use crate::snapshot::Config;
 
@@ -12,29 +13,6 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
             show(old.admin),
             show(new.admin)
         ));
-    }
-    if old.listeners.len() != new.listeners.len() {
-        return Some(format!(
-            "the number of HTTP listeners changed ({} -> {})",
-            old.listeners.len(),
-            new.listeners.len()
-        ));
-    }
-    for (old, new) in old.listeners.iter().zip(&new.listeners) {
-        let what = if old.name != new.name {
-            "name"
-        } else if old.address != new.address {
-            "address"
-        } else if old.tls != new.tls {
-            "TLS (transport_socket)"
-        } else if old.quic != new.quic {
-            "QUIC settings"
-        } else if old.interception != new.interception {
-            "original destination (use_original_dst, listener_filters, transparent)"
-        } else {
-            continue;
-        };
-        return Some(format!("listener {}: {what} changed", old.name));
     }
     let services = |config: &Config| {
         config
@@ -57,25 +35,6 @@ pub fn restart_needed(old: &Config, new: &Config) -> Option<String> {
             "bootstrap_extensions changed (weir.config.v1.ProcessSettings); the settings in force are kept"
                 .to_string(),
         );
-    }
-    if old.tcp_listeners.len() != new.tcp_listeners.len() {
-        return Some(format!(
-            "the number of tcp_proxy listeners changed ({} -> {})",
-            old.tcp_listeners.len(),
-            new.tcp_listeners.len()
-        ));
-    }
-    for (old, new) in old.tcp_listeners.iter().zip(&new.tcp_listeners) {
-        let what = if old.name != new.name {
-            "name"
-        } else if old.address != new.address {
-            "address"
-        } else if old.interception != new.interception {
-            "original destination (use_original_dst, listener_filters, transparent)"
-        } else {
-            continue;
-        };
-        return Some(format!("listener {}: {what} changed", old.name));
     }
     None
 }
@@ -132,23 +91,19 @@ static_resources:
     }
 
     #[test]
-    fn routes_and_clusters_reload_listeners_need_a_restart() {
+    fn routes_clusters_and_listeners_reload_the_admin_needs_a_restart() {
         let running = config(8080, "a", 9000);
         assert_eq!(restart_needed(&running, &config(8080, "b", 9001)), None);
-        let moved = restart_needed(&running, &config(8081, "a", 9000));
-        assert_eq!(moved.as_deref(), Some("listener main: address changed"));
+        assert_eq!(restart_needed(&running, &config(8081, "a", 9000)), None);
+        let mut fewer = config(8080, "a", 9000);
+        fewer.listeners.clear();
+        assert_eq!(restart_needed(&running, &fewer), None);
         let mut no_admin = config(8080, "a", 9000);
         no_admin.admin = None;
         let admin = restart_needed(&running, &no_admin);
         assert_eq!(
             admin.as_deref(),
             Some("admin.address changed (127.0.0.1:9901 -> none)")
-        );
-        let mut fewer = config(8080, "a", 9000);
-        fewer.listeners.clear();
-        assert!(
-            restart_needed(&running, &fewer).is_some_and(|r| r.contains("HTTP listeners")),
-            "a removed listener needs a restart"
         );
     }
 }

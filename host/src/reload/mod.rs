@@ -10,12 +10,16 @@
 //!    test VM: `proxy_on_vm_start`, `proxy_on_configure`), as at start-up; a
 //!    plugin with remote code is fetched (when its sha256 is not in the module store) through
 //!    the new clusters after step 3 ([`crate::wasm::remote`]);
-//! 2. refuse changes that need a restart ([`restart_needed`]: listeners, admin, Wasm services
-//!    of `bootstrap_extensions`, which as in Envoy start once with the process);
+//! 2. refuse changes that need a restart ([`restart_needed`]: admin, Wasm services of
+//!    `bootstrap_extensions`, which as in Envoy start once with the process);
 //! 3. build the clusters: an unchanged cluster is carried over as it is (pools, health and
-//!    circuit breakers included), a changed or new one is built afresh;
+//!    circuit breakers included), a changed or new one is built afresh; bind the listeners
+//!    the config adds or replaces ([`ListenerSet::successor`]; one known by its name and
+//!    unchanged but for its routes and filters keeps its sockets);
 //! 4. store the snapshot and hand it to every worker ([`Publisher`]), which builds its
-//!    connection managers and VMs for it and says when it has.
+//!    connection managers and VMs for it, starts the new listeners' accept loops and drains
+//!    the removed and replaced ones, and says when it has; then the old set lets go of the
+//!    sockets of the listeners the new one lacks ([`ListenerSet::retire`]).
 //!
 //! Any failure before step 4 keeps the old snapshot, is logged (`warn`, with the file and the
 //! field path) and counted (`weir_server_config_reloads_total{result="failure"}`). Streams
@@ -26,6 +30,7 @@ mod compat;
 pub mod watch;
 
 use crate::config::ConfigError;
+use crate::listener::set::{BindError, ListenerChanges, ListenerSet};
 use crate::snapshot::{Config, ConfigSource};
 use crate::stats::ReloadStats;
 use crate::upstream::{ClusterManager, UpstreamError};
@@ -48,6 +53,9 @@ pub struct Snapshot {
     pub config_hash: Option<[u8; 32]>,
     /// Its clusters.
     pub clusters: Arc<ClusterManager>,
+    /// Its listeners, bound ([`ListenerSet::bind`] at start, [`ListenerSet::successor`] on a
+    /// reload).
+    pub listeners: Arc<ListenerSet>,
 }
 
 /// What started a reload (for the log).
@@ -71,8 +79,16 @@ pub enum ReloadError {
     #[error("{0}")]
     Config(ConfigError),
     /// The change is one weir cannot apply while running.
-    #[error("{0}: listener, admin and bootstrap_extensions changes need a restart")]
+    #[error("{0}: admin and bootstrap_extensions changes need a restart")]
     NeedsRestart(String),
+    /// A new or replaced listener could not be bound (an address in use, its TLS files).
+    #[error("{file}: {source}")]
+    Listeners {
+        /// The config file.
+        file: String,
+        /// Why.
+        source: BindError,
+    },
     /// A cluster could not be built (e.g. its TLS files).
     #[error("{file}: {source}")]
     Clusters {
@@ -91,7 +107,9 @@ impl ReloadError {
     pub fn status(&self) -> http::StatusCode {
         match self {
             ReloadError::NoFile | ReloadError::NeedsRestart(_) => http::StatusCode::CONFLICT,
-            ReloadError::Config(_) | ReloadError::Clusters { .. } => http::StatusCode::BAD_REQUEST,
+            ReloadError::Config(_)
+            | ReloadError::Clusters { .. }
+            | ReloadError::Listeners { .. } => http::StatusCode::BAD_REQUEST,
             ReloadError::Task(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,6 +128,8 @@ pub struct ReloadOutcome {
     pub clusters_new: usize,
     /// Whether every worker said it runs the new snapshot within the apply timeout.
     pub all_workers: bool,
+    /// Listeners added, removed and replaced.
+    pub listeners: ListenerChanges,
 }
 
 impl ReloadOutcome {
@@ -122,6 +142,9 @@ impl ReloadOutcome {
             "clusters_kept": self.clusters_kept,
             "clusters_new": self.clusters_new,
             "all_workers_applied": self.all_workers,
+            "listeners_added": self.listeners.added,
+            "listeners_removed": self.listeners.removed,
+            "listeners_modified": self.listeners.modified,
         })
     }
 }
@@ -147,6 +170,11 @@ impl Publisher {
     /// the workers: the singleton Wasm services' pools).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
         self.updates.subscribe()
+    }
+
+    /// The snapshot published last.
+    pub fn latest(&self) -> Arc<Snapshot> {
+        self.updates.borrow().clone()
     }
 
     /// Sends `snapshot` to every worker and waits (up to `timeout`) until each has built its
@@ -297,11 +325,20 @@ impl Reloader {
                 file: config.source.clone(),
                 source,
             })?;
-            Ok((config, hash, clusters))
+            // New and replaced listeners are bound now: a port in use refuses the reload.
+            let (listeners, changes) =
+                previous
+                    .listeners
+                    .successor(&config)
+                    .map_err(|source| ReloadError::Listeners {
+                        file: config.source.clone(),
+                        source,
+                    })?;
+            Ok((config, hash, clusters, listeners, changes))
         })
         .await
         .map_err(|e| ReloadError::Task(e.to_string()))?;
-        let (config, config_hash, clusters) = built?;
+        let (config, config_hash, clusters, listeners, changes) = built?;
         // Remote Wasm modules, through the new snapshot's clusters (a module whose sha256 is
         // already in the store is not fetched again); one that cannot be had refuses the reload.
         crate::wasm::remote::resolve(
@@ -330,16 +367,32 @@ impl Reloader {
             config: Arc::new(config),
             config_hash: Some(config_hash),
             clusters,
+            listeners: Arc::new(listeners),
         });
         self.current.store(snapshot.clone());
         let generation = snapshot.generation;
-        let all_workers = self.publisher.publish(snapshot, APPLY_TIMEOUT).await;
+        let all_workers = self
+            .publisher
+            .publish(snapshot.clone(), APPLY_TIMEOUT)
+            .await;
+        // Every worker runs the new listeners (or was given the time to): what the old set
+        // holds of the listeners it no longer has is closed; their workers drain them.
+        old.listeners.retire(&snapshot.listeners, &changes);
+        if !changes.is_empty() {
+            tracing::info!(
+                added = ?changes.added,
+                removed = ?changes.removed,
+                modified = ?changes.modified,
+                "listeners changed"
+            );
+        }
         Ok(ReloadOutcome {
             generation,
             duration: started.elapsed(),
             clusters_kept,
             clusters_new,
             all_workers,
+            listeners: changes,
         })
     }
 }

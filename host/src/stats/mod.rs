@@ -592,6 +592,71 @@ impl XdsStats {
     }
 }
 
+/// Stats of the running set of listeners ([`crate::listener::set`]), as Envoy's
+/// `listener_manager.*` (`weir_listener_manager_*` here).
+pub struct ListenerManagerStats {
+    /// `weir_listener_manager_listener_added`: listeners added (at start and by reloads).
+    pub listener_added: IntCounter,
+    /// `weir_listener_manager_listener_removed`: listeners a reload removed.
+    pub listener_removed: IntCounter,
+    /// `weir_listener_manager_listener_modified`: listeners a reload replaced (same name, a
+    /// new socket, TLS, QUIC or interception).
+    pub listener_modified: IntCounter,
+    /// `weir_listener_manager_total_listeners_active`: listeners of the config in force.
+    pub total_listeners_active: IntGauge,
+    /// `weir_listener_manager_total_listeners_draining`: removed or replaced listeners whose
+    /// connections are still draining.
+    pub total_listeners_draining: IntGauge,
+}
+
+impl ListenerManagerStats {
+    /// The process-wide instance.
+    pub fn global() -> &'static ListenerManagerStats {
+        static LISTENERS: OnceLock<ListenerManagerStats> = OnceLock::new();
+        LISTENERS.get_or_init(|| {
+            let registry = Stats::global().registry();
+            let counter = |name: &str, help: &str| {
+                let counter = IntCounter::new(name, help)
+                    .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+                if let Err(e) = registry.register(Box::new(counter.clone())) {
+                    unreachable!("static metric {name} is registered once: {e}");
+                }
+                counter
+            };
+            let gauge = |name: &str, help: &str| {
+                let gauge = IntGauge::new(name, help)
+                    .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+                if let Err(e) = registry.register(Box::new(gauge.clone())) {
+                    unreachable!("static metric {name} is registered once: {e}");
+                }
+                gauge
+            };
+            ListenerManagerStats {
+                listener_added: counter(
+                    "weir_listener_manager_listener_added",
+                    "Listeners added, at start and by reloads.",
+                ),
+                listener_removed: counter(
+                    "weir_listener_manager_listener_removed",
+                    "Listeners a reload removed.",
+                ),
+                listener_modified: counter(
+                    "weir_listener_manager_listener_modified",
+                    "Listeners a reload replaced (same name; socket, TLS, QUIC or interception changed).",
+                ),
+                total_listeners_active: gauge(
+                    "weir_listener_manager_total_listeners_active",
+                    "Listeners of the config in force.",
+                ),
+                total_listeners_draining: gauge(
+                    "weir_listener_manager_total_listeners_draining",
+                    "Removed or replaced listeners whose connections are still draining.",
+                ),
+            }
+        })
+    }
+}
+
 /// The process-wide registry and every metric family in it.
 pub struct Stats {
     registry: Registry,
