@@ -341,8 +341,8 @@ async fn nack_keeps_the_previous_version(api: AdsApi) {
     );
     assert_eq!(
         nack.error_detail,
-        Some((3, reason.to_owned())),
-        "INVALID_ARGUMENT and the reason"
+        Some((client::NACK_CODE, reason.to_owned())),
+        "Envoy's NACK code (INTERNAL) and the reason"
     );
     if api == AdsApi::StateOfTheWorld {
         assert_eq!(

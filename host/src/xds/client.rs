@@ -18,6 +18,7 @@ mod supervisor;
 mod transport;
 
 pub use backoff::Backoff;
+pub use stream::{MAX_NACK_MESSAGE_BYTES, NACK_CODE};
 
 use super::resource::ResourceType;
 use crate::config::cluster_spec::ClusterSpec;

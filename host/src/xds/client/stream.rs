@@ -11,8 +11,13 @@ use tokio::sync::{mpsc, watch};
 /// so a few responses' worth is plenty.
 pub(super) const REQUEST_QUEUE: usize = 64;
 
-/// gRPC's `INVALID_ARGUMENT`, the code of a NACK's `error_detail` (as Envoy sends it).
-const INVALID_ARGUMENT: i32 = 3;
+/// The code of a NACK's `error_detail`: gRPC's `INTERNAL`, as Envoy sends it (checked with
+/// Envoy 1.40 in `tests/tests/xds_envoy.rs`), so a control plane sees the same NACK from both.
+pub const NACK_CODE: i32 = 13;
+
+/// The longest `error_detail` message: Envoy truncates it to 4 KiB (the reason may quote a
+/// resource, which the control plane controls).
+pub const MAX_NACK_MESSAGE_BYTES: usize = 4096;
 
 /// The type URL of `envoy.service.discovery.v3.Resource`, the wrapper a state-of-the-world
 /// response may put around each resource (with its name and version).
@@ -105,9 +110,16 @@ pub(super) fn check_count(count: usize) -> Result<(), String> {
 }
 
 /// The `error_detail` of a NACK.
-pub(super) fn error_detail(message: String) -> Status {
+pub(super) fn error_detail(mut message: String) -> Status {
+    if message.len() > MAX_NACK_MESSAGE_BYTES {
+        let mut end = MAX_NACK_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
     Status {
-        code: INVALID_ARGUMENT,
+        code: NACK_CODE,
         message,
         details: Vec::new(),
     }
@@ -121,4 +133,18 @@ pub(super) fn status_text(status: &tonic::Status) -> String {
         text.push_str(&super::transport::error_chain(source));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_nack_message_is_cut_at_a_char_boundary() {
+        let status = error_detail("é".repeat(MAX_NACK_MESSAGE_BYTES));
+        assert_eq!(status.code, NACK_CODE);
+        assert!(status.message.len() <= MAX_NACK_MESSAGE_BYTES);
+        assert!(status.message.len() > MAX_NACK_MESSAGE_BYTES - 2);
+        assert_eq!(error_detail("short".into()).message, "short");
+    }
 }
