@@ -274,8 +274,8 @@ async fn subscribes_in_order_and_acks(api: AdsApi) {
         .position(|r| r.type_url == type_url::CLUSTER && !r.response_nonce.is_empty())
         .expect("a CDS ACK");
     assert!(
-        cds_ack < first_eds,
-        "the CDS ACK goes before the EDS subscription it caused"
+        first_eds < cds_ack,
+        "the EDS subscription a CDS response caused goes before its ACK (as Envoy)"
     );
     let first_rds = requests
         .iter()

@@ -63,6 +63,11 @@ async fn envoy_follows_the_server(api: AdsApi) {
         }
     }
     let requests = server.requests();
+    // Envoy's order: clusters first; the endpoints a cluster names are subscribed before
+    // the CDS ACK; listeners once the clusters are warm.
+    let position = |type_url: &str| requests.iter().position(|r| r.type_url == type_url);
+    assert_eq!(requests[0].type_url, type_url::CLUSTER);
+    assert!(position(type_url::ENDPOINT) < position(type_url::LISTENER));
     assert_eq!(requests[0].node_id.as_deref(), Some("envoy-1"));
     let rds = requests
         .iter()

@@ -128,17 +128,18 @@ impl DeltaStream<'_> {
                 Err(reason)
             }
         };
+        // As Envoy: what the response made wanted (a cluster's endpoints) is subscribed
+        // before the response is ACKed.
+        for kind in ResourceType::ALL {
+            self.follow_interest(kind).await?;
+        }
         self.send(DeltaDiscoveryRequest {
             type_url: response.type_url,
             response_nonce: response.nonce,
             error_detail: applied.err().map(error_detail),
             ..DeltaDiscoveryRequest::default()
         })
-        .await?;
-        for kind in ResourceType::ALL {
-            self.follow_interest(kind).await?;
-        }
-        Ok(())
+        .await
     }
 
     /// Subscribes and unsubscribes what changed in `kind`'s interest since the last request

@@ -171,13 +171,14 @@ impl SotwStream<'_> {
                 }
             }
         };
-        self.send(request).await?;
+        // As Envoy: what the response made wanted (a cluster's endpoints) is subscribed
+        // before the response is ACKed.
         for other in ResourceType::ALL {
             if other != kind {
                 self.follow_interest(other).await?;
             }
         }
-        Ok(())
+        self.send(request).await
     }
 
     /// NACKs a response that could not be read: the last accepted version of its type, the
