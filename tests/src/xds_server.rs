@@ -123,6 +123,8 @@ struct Shared {
     open_streams: Mutex<u64>,
     /// Bumped on every store change; each stream watches it.
     changes: watch::Sender<u64>,
+    /// Responses pushed as they are onto every open state-of-the-world stream.
+    injected: Mutex<Option<tokio::sync::broadcast::Sender<DiscoveryResponse>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -143,6 +145,12 @@ impl Shared {
 
     fn sent(&self, response: SentResponse) {
         lock(&self.responses).push(response);
+    }
+
+    fn injected(&self) -> tokio::sync::broadcast::Receiver<DiscoveryResponse> {
+        lock(&self.injected)
+            .get_or_insert_with(|| tokio::sync::broadcast::channel(16).0)
+            .subscribe()
     }
 
     fn changed(&self) {
@@ -233,6 +241,14 @@ impl XdsServer {
             .get(type_url)
             .map_or(0, |types| types.version)
             .to_string()
+    }
+
+    /// Sends `response` as it is (any type URL, any resources; its nonce is set) on every
+    /// open state-of-the-world stream, outside the store: for responses a client must refuse.
+    pub fn inject_sotw(&self, response: DiscoveryResponse) {
+        if let Some(sender) = lock(&self.shared.injected).as_ref() {
+            let _ = sender.send(response);
+        }
     }
 
     /// Every request received so far, in order.
@@ -536,8 +552,18 @@ impl SotwStream {
         mut kill: watch::Receiver<bool>,
     ) {
         let mut changes = self.shared.changes.subscribe();
+        let mut injected = self.shared.injected();
         loop {
             tokio::select! {
+                response = injected.recv() => match response {
+                    Ok(response) => {
+                        if !self.send_raw(response).await {
+                            break;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
                 request = inbound.message() => match request {
                     Ok(Some(request)) => {
                         if !self.on_request(request).await {
@@ -614,6 +640,22 @@ impl SotwStream {
             }
         }
         true
+    }
+
+    /// Sends an injected response with a nonce of this stream.
+    async fn send_raw(&mut self, mut response: DiscoveryResponse) -> bool {
+        self.nonce += 1;
+        response.nonce = format!("{}-{}", self.id, self.nonce);
+        self.shared.sent(SentResponse {
+            stream: self.id,
+            delta: false,
+            type_url: response.type_url.clone(),
+            version: response.version_info.clone(),
+            nonce: response.nonce.clone(),
+            names: Vec::new(),
+            removed: Vec::new(),
+        });
+        self.queue.send(Ok(response)).await.is_ok()
     }
 
     /// Sends the type's resources within the subscription.

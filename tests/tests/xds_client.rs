@@ -612,3 +612,58 @@ async fn an_unreachable_control_plane_is_retried_until_it_appears() {
     assert_eq!(recorder.connected(), [true]);
     client.stop().await;
 }
+
+#[tokio::test]
+async fn sotw_nacks_an_unknown_type_and_an_unsubscribed_one() {
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+    let server = XdsServer::start().await;
+    server.set("l1", &listener_with_rds("l1", 18000, "r1"));
+    let recorder = Recorder::new();
+    let client = Running::start(&server, AdsApi::StateOfTheWorld, &recorder);
+    let accepted = acked(&server, type_url::LISTENER).await;
+    for (type_url, reason) in [
+        ("type.googleapis.com/example.Unknown", "unknown type URL"),
+        (type_url::ROUTE, "did not subscribe"),
+    ] {
+        let from = server.requests().len();
+        server.inject_sotw(DiscoveryResponse {
+            version_info: "99".into(),
+            type_url: type_url.into(),
+            ..DiscoveryResponse::default()
+        });
+        let nack = server
+            .wait_for_request(WAIT, from, |r| r.type_url == type_url && r.is_nack())
+            .await
+            .unwrap_or_else(|| panic!("a NACK of {type_url}: {:#?}", server.requests()));
+        let (code, message) = nack.error_detail.clone().unwrap_or_default();
+        assert_eq!(code, client::NACK_CODE);
+        assert!(message.contains(reason), "{message}");
+        assert_eq!(nack.version_info, "", "no version of it was ever accepted");
+    }
+    // A listener response holding a cluster is refused, naming the resource.
+    let from = server.requests().len();
+    server.inject_sotw(DiscoveryResponse {
+        version_info: "100".into(),
+        type_url: type_url::LISTENER.into(),
+        resources: vec![weir_tests::xds_server::any(&eds_cluster("c9"))],
+        ..DiscoveryResponse::default()
+    });
+    let nack = server
+        .wait_for_request(WAIT, from, |r| {
+            r.type_url == type_url::LISTENER && r.is_nack()
+        })
+        .await
+        .unwrap_or_else(|| panic!("a NACK of the mistyped listener: {:#?}", server.requests()));
+    let (_, message) = nack.error_detail.clone().unwrap_or_default();
+    assert!(message.starts_with("resources[0]: type"), "{message}");
+    assert_eq!(
+        nack.version_info, accepted.version_info,
+        "the version in force stays"
+    );
+    assert_eq!(
+        recorder.updates(ResourceType::Listener).len(),
+        1,
+        "nothing refused was applied"
+    );
+    client.stop().await;
+}
