@@ -89,10 +89,9 @@ impl Subscriber for Recorder {
     ) -> Pin<Box<dyn Future<Output = Result<(), Rejected>> + Send + '_>> {
         Box::pin(async move {
             lock(&self.updates).push(update.clone());
-            if let Some((kind, reason)) = lock(&self.reject).clone() {
-                if kind == update.kind {
-                    return Err(Rejected(reason));
-                }
+            let rejection = lock(&self.reject).clone();
+            if let Some((_, reason)) = rejection.filter(|(kind, _)| *kind == update.kind) {
+                return Err(Rejected(reason));
             }
             let mut held = lock(&self.held);
             let held = held.entry(update.kind).or_default();
