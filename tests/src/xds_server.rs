@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
@@ -123,6 +123,8 @@ struct Shared {
     open_streams: Mutex<u64>,
     /// Bumped on every store change; each stream watches it.
     changes: watch::Sender<u64>,
+    /// The protocol ALPN chose on each TLS connection accepted (empty: none).
+    alpn: Mutex<Vec<String>>,
     /// Responses pushed as they are onto every open state-of-the-world stream.
     injected: Mutex<Option<tokio::sync::broadcast::Sender<DiscoveryResponse>>>,
 }
@@ -163,6 +165,7 @@ pub struct XdsServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     running: Option<Running>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 struct Running {
@@ -173,17 +176,51 @@ struct Running {
 impl XdsServer {
     /// A server on 127.0.0.1 and a port of the kernel's choice, with no resources.
     pub async fn start() -> XdsServer {
+        Self::start_with(None).await
+    }
+
+    /// A server over TLS with the certificate `files` (ALPN h2), as a control plane reached
+    /// through a cluster with an `UpstreamTlsContext` is.
+    pub async fn start_tls(files: &crate::tls::TlsFiles) -> XdsServer {
+        let pem = std::fs::read(&files.key).expect("read key.pem");
+        let key = rustls_pemfile::private_key(&mut pem.as_slice())
+            .expect("parse key.pem")
+            .expect("a key in key.pem");
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![rustls::pki_types::CertificateDer::from(
+                files.cert_der.clone(),
+            )],
+            key,
+        )
+        .expect("server certificate");
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> XdsServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the xDS server");
         let addr = listener.local_addr().expect("local_addr");
         let shared = Arc::new(Shared::default());
-        let running = serve(listener, shared.clone());
+        let running = serve(listener, shared.clone(), tls.clone());
         XdsServer {
             addr,
             shared,
             running: Some(running),
+            tls,
         }
+    }
+
+    /// The protocol ALPN chose on each TLS connection so far (`""`: none).
+    pub fn negotiated_alpn(&self) -> Vec<String> {
+        lock(&self.shared.alpn).clone()
     }
 
     /// Where it listens.
@@ -336,7 +373,7 @@ impl XdsServer {
             }
         }
         let listener = listener.expect("rebind the xDS server's port within 5 s");
-        self.running = Some(serve(listener, self.shared.clone()));
+        self.running = Some(serve(listener, self.shared.clone(), self.tls.clone()));
     }
 }
 
@@ -366,22 +403,47 @@ fn bind_reusable(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(128)
 }
 
-/// Serves the ADS service on `listener` until killed.
-fn serve(listener: TcpListener, shared: Arc<Shared>) -> Running {
+/// Serves the ADS service on `listener` (over TLS with `tls`) until killed.
+fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Running {
     let (kill, killed) = watch::channel(false);
     let service = Ads {
-        shared,
+        shared: shared.clone(),
         kill: killed.clone(),
     };
     let incoming = {
         let killed = killed.clone();
         futures_util::stream::unfold(listener, move |listener| {
-            let killed = killed.clone();
+            let (killed, tls, shared) = (killed.clone(), tls.clone(), shared.clone());
             async move {
-                let accepted = listener
-                    .accept()
-                    .await
-                    .map(|(tcp, _)| Killable::new(tcp, killed));
+                let accepted = match listener.accept().await {
+                    Err(error) => Err(error),
+                    Ok((tcp, _)) => match tls {
+                        None => Ok(Killable::new(Box::pin(tcp), killed)),
+                        Some(acceptor) => {
+                            let handshake =
+                                tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp))
+                                    .await;
+                            match handshake {
+                                Ok(Ok(stream)) => {
+                                    let alpn =
+                                        stream.get_ref().1.alpn_protocol().unwrap_or_default();
+                                    lock(&shared.alpn)
+                                        .push(String::from_utf8_lossy(alpn).into_owned());
+                                    Ok(Killable::new(Box::pin(stream), killed))
+                                }
+                                Ok(Err(error)) => Err(error),
+                                Err(_) => Err(io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    "TLS handshake timed out",
+                                )),
+                            }
+                        }
+                    },
+                };
                 Some((accepted, listener))
             }
         })
@@ -404,15 +466,19 @@ fn serve(listener: TcpListener, shared: Arc<Shared>) -> Running {
     Running { kill, task }
 }
 
+/// A byte stream a connection runs on (TCP, or TLS over TCP).
+trait Io: AsyncRead + AsyncWrite + Send {}
+impl<T: AsyncRead + AsyncWrite + Send> Io for T {}
+
 /// A connection that fails every read and write once the server is killed, so hyper drops
 /// it at once: the client sees its connection die, as with a killed process.
 struct Killable {
-    tcp: TcpStream,
+    tcp: Pin<Box<dyn Io>>,
     killed: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl Killable {
-    fn new(tcp: TcpStream, mut kill: watch::Receiver<bool>) -> Killable {
+    fn new(tcp: Pin<Box<dyn Io>>, mut kill: watch::Receiver<bool>) -> Killable {
         Killable {
             tcp,
             killed: Box::pin(async move {
@@ -445,7 +511,7 @@ impl AsyncRead for Killable {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.check(cx)?;
-        Pin::new(&mut this.tcp).poll_read(cx, buf)
+        this.tcp.as_mut().poll_read(cx, buf)
     }
 }
 
@@ -457,17 +523,17 @@ impl AsyncWrite for Killable {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.check(cx)?;
-        Pin::new(&mut this.tcp).poll_write(cx, buf)
+        this.tcp.as_mut().poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.check(cx)?;
-        Pin::new(&mut this.tcp).poll_flush(cx)
+        this.tcp.as_mut().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+        self.get_mut().tcp.as_mut().poll_shutdown(cx)
     }
 }
 

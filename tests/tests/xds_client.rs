@@ -139,9 +139,18 @@ struct Running {
 
 impl Running {
     fn start(server: &XdsServer, api: AdsApi, recorder: &Arc<Recorder>) -> Running {
+        Self::start_with_cluster(xds_cluster_json(server.addr()), api, recorder)
+    }
+
+    /// With the control plane's cluster as given (bootstrap JSON).
+    fn start_with_cluster(
+        cluster: serde_json::Value,
+        api: AdsApi,
+        recorder: &Arc<Recorder>,
+    ) -> Running {
         // The control plane's cluster as the bootstrap reader makes it from Envoy's YAML.
         let bootstrap = serde_json::json!({
-            "static_resources": {"clusters": [xds_cluster_json(server.addr())]}
+            "static_resources": {"clusters": [cluster]}
         });
         let config = weir::snapshot::load_str(&bootstrap.to_string(), "xds-test.yaml")
             .unwrap_or_else(|e| panic!("the xDS cluster reads: {e}"));
@@ -664,5 +673,67 @@ async fn sotw_nacks_an_unknown_type_and_an_unsubscribed_one() {
         1,
         "nothing refused was applied"
     );
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn the_control_plane_is_reached_over_tls_with_alpn_h2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = weir_tests::tls::self_signed(dir.path());
+    let server = XdsServer::start_tls(&files).await;
+    server.set("c1", &eds_cluster("c1"));
+    let mut cluster = xds_cluster_json(server.addr());
+    cluster["transport_socket"] = serde_json::json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": "localhost",
+            "common_tls_context": {
+                "validation_context": {
+                    "trusted_ca": {"filename": files.cert.to_str().expect("utf-8 path")}
+                }
+            }
+        }
+    });
+    let recorder = Recorder::new();
+    let client = Running::start_with_cluster(cluster, AdsApi::Delta, &recorder);
+    acked(&server, type_url::CLUSTER).await;
+    assert_eq!(
+        server.negotiated_alpn(),
+        ["h2"],
+        "one TLS connection, ALPN h2"
+    );
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn a_control_plane_with_an_untrusted_certificate_is_not_used() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = weir_tests::tls::self_signed(dir.path());
+    let other = tempfile::tempdir().expect("temp dir");
+    let untrusted = weir_tests::tls::self_signed(other.path());
+    let server = XdsServer::start_tls(&files).await;
+    server.set("c1", &eds_cluster("c1"));
+    let mut cluster = xds_cluster_json(server.addr());
+    cluster["transport_socket"] = serde_json::json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": "localhost",
+            "common_tls_context": {
+                "validation_context": {
+                    "trusted_ca": {"filename": untrusted.cert.to_str().expect("utf-8 path")}
+                }
+            }
+        }
+    });
+    let recorder = Recorder::new();
+    let client = Running::start_with_cluster(cluster, AdsApi::StateOfTheWorld, &recorder);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        server.requests().is_empty(),
+        "no request reaches an untrusted control plane"
+    );
+    assert!(recorder.connected().is_empty());
     client.stop().await;
 }

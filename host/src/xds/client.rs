@@ -45,6 +45,10 @@ pub const MAX_RESOURCES_PER_RESPONSE: usize = 100_000;
 pub const MAX_NAMES_PER_SUBSCRIPTION: usize = 100_000;
 
 /// Which resources of a type to ask for.
+///
+/// A type whose interest is `Names` of nothing is not subscribed at all until it asks for
+/// something (no request goes out); once subscribed, an empty list unsubscribes every name.
+/// A wildcard goes out as an empty names list (the legacy wildcard every server knows).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interest {
     /// All the control plane has (listeners, clusters).

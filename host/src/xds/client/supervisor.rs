@@ -50,7 +50,10 @@ pub(super) async fn run(
                 }
                 match outcome.end {
                     End::Shutdown => break,
-                    End::Closed(reason) if outcome.established => {
+                    // A stream that carried config was lost: a state change. One that
+                    // ended before any response counts as a failed attempt, so a control
+                    // plane that accepts and drops streams does not flood the log.
+                    End::Closed(reason) if outcome.responses > 0 => {
                         warnings.lost(plane.name(), &reason)
                     }
                     End::Closed(reason) => warnings.failed(plane.name(), &reason),
