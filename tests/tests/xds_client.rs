@@ -737,3 +737,17 @@ async fn a_control_plane_with_an_untrusted_certificate_is_not_used() {
     assert!(recorder.connected().is_empty());
     client.stop().await;
 }
+
+#[tokio::test]
+async fn a_control_plane_named_by_dns_is_resolved() {
+    let server = XdsServer::start().await;
+    server.set("c1", &eds_cluster("c1"));
+    let mut cluster = xds_cluster_json(server.addr());
+    cluster["type"] = serde_json::json!("STRICT_DNS");
+    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        ["address"] = serde_json::json!("localhost");
+    let recorder = Recorder::new();
+    let client = Running::start_with_cluster(cluster, AdsApi::StateOfTheWorld, &recorder);
+    acked(&server, type_url::CLUSTER).await;
+    client.stop().await;
+}
