@@ -35,6 +35,8 @@ struct Recorder {
     connected: Mutex<Vec<bool>>,
     /// What is held per type (delta), name -> version.
     held: Mutex<HashMap<ResourceType, HashMap<String, String>>>,
+    /// Tells the client the interest changed outside a response.
+    interest_signal: watch::Sender<()>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -124,6 +126,10 @@ impl Subscriber for Recorder {
 
     fn connected(&self, up: bool) {
         lock(&self.connected).push(up);
+    }
+
+    fn interest_changes(&self) -> Option<watch::Receiver<()>> {
+        Some(self.interest_signal.subscribe())
     }
 
     fn held_versions(&self, kind: ResourceType) -> HashMap<String, String> {
@@ -750,4 +756,44 @@ async fn a_control_plane_named_by_dns_is_resolved() {
     let client = Running::start_with_cluster(cluster, AdsApi::StateOfTheWorld, &recorder);
     acked(&server, type_url::CLUSTER).await;
     client.stop().await;
+}
+
+async fn interest_signal_subscribes_without_a_response(api: AdsApi) {
+    let server = gateway_server().await;
+    let recorder = Recorder::new();
+    let client = Running::start(&server, api, &recorder);
+    acked(&server, type_url::LISTENER).await;
+    acked(&server, type_url::CLUSTER).await;
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|r| r.type_url != type_url::ENDPOINT),
+        "no endpoints asked for yet"
+    );
+    let from = server.requests().len();
+    recorder.set_interest(ResourceType::ClusterLoadAssignment, names(&["c1"]));
+    recorder.interest_signal.send_replace(());
+    let eds = server
+        .wait_for_request(WAIT, from, |r| r.type_url == type_url::ENDPOINT)
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "an EDS subscription after the signal: {:#?}",
+                server.requests()
+            )
+        });
+    assert_eq!(eds.resource_names, ["c1"]);
+    acked(&server, type_url::ENDPOINT).await;
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn sotw_interest_signal_subscribes_without_a_response() {
+    interest_signal_subscribes_without_a_response(AdsApi::StateOfTheWorld).await;
+}
+
+#[tokio::test]
+async fn delta_interest_signal_subscribes_without_a_response() {
+    interest_signal_subscribes_without_a_response(AdsApi::Delta).await;
 }

@@ -108,6 +108,14 @@ pub trait Subscriber: Send + Sync + 'static {
         let _ = up;
     }
 
+    /// A signal the subscriber sends (`watch::Sender::send_replace(())`) when its interest
+    /// changed outside a response (a timer that stops waiting for a cluster's endpoints, say):
+    /// the client then asks [`Subscriber::interest`] of every type again. Taken once per
+    /// stream. The default (`None`): interest changes only with applied responses.
+    fn interest_changes(&self) -> Option<watch::Receiver<()>> {
+        None
+    }
+
     /// The resources of `kind` held now, name to version: sent as a delta stream's
     /// `initial_resource_versions` on (re)connect, so the control plane sends only what
     /// changed while it was away. The default holds none (everything is sent again).

@@ -5,8 +5,8 @@
 
 use super::sotw::check_type;
 use super::stream::{
-    self, End, Outcome, REQUEST_QUEUE, asks_for_something, bounded_names, check_count,
-    error_detail, outgoing, status_text, stopped,
+    self, End, Outcome, REQUEST_QUEUE, Wake, asks_for_something, bounded_names, check_count,
+    error_detail, next_wake, outgoing, status_text, stopped,
 };
 use super::transport::AdsClient;
 use super::{Interest, RawResource, Rejected, Subscriber, Update};
@@ -59,10 +59,8 @@ pub(super) async fn run(
         responses,
         end: End::Shutdown,
     };
-    for kind in ResourceType::ALL {
-        if stream.follow_interest(kind).await.is_err() {
-            return closed(false, 0, "request queue closed".into());
-        }
+    if stream.follow_all().await.is_err() {
+        return closed(false, 0, "request queue closed".into());
     }
     let call = client.delta_aggregated_resources(outgoing(requests));
     let mut inbound = tokio::select! {
@@ -75,17 +73,29 @@ pub(super) async fn run(
     stream.subscriber.connected(true);
     tracing::info!("xDS: stream to the control plane established");
     let mut responses = 0;
+    let mut signal = stream.subscriber.interest_changes();
     loop {
-        let message = tokio::select! {
-            message = inbound.message() => message,
-            () = stopped(shutdown) => return shut(true, responses),
-        };
-        let response = match message {
-            Ok(Some(response)) => response,
-            Ok(None) => {
+        let response = match next_wake(&mut inbound, &mut signal, shutdown).await {
+            Wake::Stop => return shut(true, responses),
+            Wake::SignalGone => {
+                signal = None;
+                continue;
+            }
+            Wake::Interest => {
+                let followed = tokio::select! {
+                    followed = stream.follow_all() => followed,
+                    () = stopped(shutdown) => return shut(true, responses),
+                };
+                if followed.is_err() {
+                    return closed(true, responses, "request queue closed".into());
+                }
+                continue;
+            }
+            Wake::Message(Ok(Some(response))) => response,
+            Wake::Message(Ok(None)) => {
                 return closed(true, responses, "the control plane ended the stream".into());
             }
-            Err(status) => return closed(true, responses, status_text(&status)),
+            Wake::Message(Err(status)) => return closed(true, responses, status_text(&status)),
         };
         responses += 1;
         let handled = tokio::select! {
@@ -130,9 +140,7 @@ impl DeltaStream<'_> {
         };
         // As Envoy: what the response made wanted (a cluster's endpoints) is subscribed
         // before the response is ACKed.
-        for kind in ResourceType::ALL {
-            self.follow_interest(kind).await?;
-        }
+        self.follow_all().await?;
         self.send(DeltaDiscoveryRequest {
             type_url: response.type_url,
             response_nonce: response.nonce,
@@ -140,6 +148,14 @@ impl DeltaStream<'_> {
             ..DeltaDiscoveryRequest::default()
         })
         .await
+    }
+
+    /// Follows the interest of every type, in Envoy's order.
+    async fn follow_all(&mut self) -> Result<(), QueueClosed> {
+        for kind in ResourceType::ALL {
+            self.follow_interest(kind).await?;
+        }
+        Ok(())
     }
 
     /// Subscribes and unsubscribes what changed in `kind`'s interest since the last request

@@ -3,8 +3,8 @@
 //! of its type and the last nonce received for it.
 
 use super::stream::{
-    self, End, Outcome, REQUEST_QUEUE, RESOURCE_WRAPPER, asks_for_something, check_count,
-    error_detail, outgoing, status_text, stopped,
+    self, End, Outcome, REQUEST_QUEUE, RESOURCE_WRAPPER, Wake, asks_for_something, check_count,
+    error_detail, next_wake, outgoing, status_text, stopped,
 };
 use super::transport::AdsClient;
 use super::{Interest, RawResource, Rejected, Subscriber, Update};
@@ -75,10 +75,8 @@ pub(super) async fn run(
     };
     // The first requests are queued before the call: a server may answer the call's headers
     // only with its first response.
-    for kind in ResourceType::ALL {
-        if stream.follow_interest(kind).await.is_err() {
-            return closed(false, 0, "request queue closed".into());
-        }
+    if stream.follow_all().await.is_err() {
+        return closed(false, 0, "request queue closed".into());
     }
     let call = client.stream_aggregated_resources(outgoing(requests));
     let mut inbound = tokio::select! {
@@ -91,17 +89,29 @@ pub(super) async fn run(
     stream.subscriber.connected(true);
     tracing::info!("xDS: stream to the control plane established");
     let mut responses = 0;
+    let mut signal = stream.subscriber.interest_changes();
     loop {
-        let message = tokio::select! {
-            message = inbound.message() => message,
-            () = stopped(shutdown) => return shut(true, responses),
-        };
-        let response = match message {
-            Ok(Some(response)) => response,
-            Ok(None) => {
+        let response = match next_wake(&mut inbound, &mut signal, shutdown).await {
+            Wake::Stop => return shut(true, responses),
+            Wake::SignalGone => {
+                signal = None;
+                continue;
+            }
+            Wake::Interest => {
+                let followed = tokio::select! {
+                    followed = stream.follow_all() => followed,
+                    () = stopped(shutdown) => return shut(true, responses),
+                };
+                if followed.is_err() {
+                    return closed(true, responses, "request queue closed".into());
+                }
+                continue;
+            }
+            Wake::Message(Ok(Some(response))) => response,
+            Wake::Message(Ok(None)) => {
                 return closed(true, responses, "the control plane ended the stream".into());
             }
-            Err(status) => return closed(true, responses, status_text(&status)),
+            Wake::Message(Err(status)) => return closed(true, responses, status_text(&status)),
         };
         responses += 1;
         let handled = tokio::select! {
@@ -213,6 +223,14 @@ impl SotwStream<'_> {
             ..DiscoveryRequest::default()
         })
         .await
+    }
+
+    /// Follows the interest of every type, in Envoy's order.
+    async fn follow_all(&mut self) -> Result<(), QueueClosed> {
+        for kind in ResourceType::ALL {
+            self.follow_interest(kind).await?;
+        }
+        Ok(())
     }
 
     /// Sends a new subscription for `kind` when its interest changed since the last request

@@ -43,6 +43,37 @@ pub(super) enum End {
     Closed(String),
 }
 
+/// What a stream's loop wakes up for.
+pub(super) enum Wake<T> {
+    /// The next response (`None`: the control plane ended the stream).
+    Message(Result<Option<T>, tonic::Status>),
+    /// The subscriber says its interest changed outside a response.
+    Interest,
+    /// The subscriber's interest signal is gone: stop watching it.
+    SignalGone,
+    /// Shutdown.
+    Stop,
+}
+
+/// Waits for the next thing a stream must act on.
+pub(super) async fn next_wake<T>(
+    inbound: &mut tonic::Streaming<T>,
+    signal: &mut Option<watch::Receiver<()>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Wake<T> {
+    let interest = async {
+        match signal.as_mut() {
+            Some(signal) => signal.changed().await.is_ok(),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        message = inbound.message() => Wake::Message(message),
+        alive = interest => if alive { Wake::Interest } else { Wake::SignalGone },
+        () = stopped(shutdown) => Wake::Stop,
+    }
+}
+
 /// Resolves when shutdown is asked for: the signal turned `true` or its sender is gone.
 pub(super) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
