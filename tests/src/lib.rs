@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod config;
+pub mod envoy;
 pub mod h1_upstream;
 pub mod h2_frames;
 pub mod h2_upstream;
@@ -22,6 +23,8 @@ pub mod wasm;
 pub mod weir;
 pub mod ws_check;
 pub mod ws_echo;
+pub mod xds_resources;
+pub mod xds_server;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

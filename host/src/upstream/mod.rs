@@ -29,6 +29,10 @@ pub mod tunnel;
 #[cfg(test)]
 mod test_support;
 
+/// The xDS client (`xds::client`) dials the control plane's cluster with the pools' own
+/// connect (timeout, TLS, ALPN) and DNS resolution.
+pub(crate) use cluster::Cluster;
+pub(crate) use dns::refresh as resolve_dns;
 pub use error::UpstreamError;
 pub use manager::ClusterManager;
 pub use pool::{RawConnection, RawGuard, WorkerPools};

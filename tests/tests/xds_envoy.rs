@@ -1,0 +1,149 @@
+//! The tests' management server drives the real Envoy (1.40) over ADS, in both forms: Envoy
+//! subscribes, ACKs every type, serves traffic by what it was sent, and NACKs an invalid
+//! cluster while the version in force stays. This proves the server speaks xDS as Envoy
+//! does, so weir's behaviour against it can be compared with Envoy's.
+
+use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
+use std::time::{Duration, Instant};
+use weir_tests::envoy::Envoy;
+use weir_tests::xds_resources::{
+    AdsApi, ads_bootstrap, eds_cluster, listener_with_rds, load_assignment, route_configuration,
+};
+use weir_tests::xds_server::{XdsServer, type_url};
+use weir_tests::{H1Upstream, free_port, get};
+
+/// Envoy's initial config must be served within this (the acceptance bound).
+const INITIAL: Duration = Duration::from_secs(10);
+
+async fn envoy_follows_the_server(api: AdsApi) {
+    let upstream = H1Upstream::start("backend").await;
+    let server = XdsServer::start().await;
+    let port = free_port();
+    server.set("c1", &eds_cluster("c1"));
+    server.set("c1", &load_assignment("c1", &[upstream.addr]));
+    server.set("l1", &listener_with_rds("l1", port, "r1"));
+    server.set("r1", &route_configuration("r1", "/", "c1"));
+    let envoy = Envoy::spawn(
+        &ads_bootstrap("envoy-1", free_port(), server.addr(), api),
+        "info",
+    );
+    let started = Instant::now();
+    for type_url in [
+        type_url::CLUSTER,
+        type_url::ENDPOINT,
+        type_url::LISTENER,
+        type_url::ROUTE,
+    ] {
+        let version = server.version(type_url);
+        let response = server
+            .wait_for_response(INITIAL, |r| r.type_url == type_url && r.version == version)
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "{api:?}: Envoy subscribed to {type_url} within {INITIAL:?}: {:#?}\n{}",
+                    server.requests(),
+                    envoy.log_report()
+                )
+            });
+        let ack = server
+            .wait_for_request(INITIAL, 0, |r| {
+                r.type_url == type_url && r.acks(&response.nonce)
+            })
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "{api:?}: Envoy ACKed {response:?}: {:#?}\n{}",
+                    server.requests(),
+                    envoy.log_report()
+                )
+            });
+        assert_eq!(ack.delta, api == AdsApi::DeltaGrpc);
+        if !ack.delta {
+            assert_eq!(ack.version_info, version);
+        }
+    }
+    let requests = server.requests();
+    // Envoy's order: clusters first; the endpoints a cluster names are subscribed before
+    // the CDS ACK; listeners once the clusters are warm.
+    let position = |type_url: &str| requests.iter().position(|r| r.type_url == type_url);
+    assert_eq!(requests[0].type_url, type_url::CLUSTER);
+    assert!(position(type_url::ENDPOINT) < position(type_url::LISTENER));
+    assert_eq!(requests[0].node_id.as_deref(), Some("envoy-1"));
+    let rds = requests
+        .iter()
+        .find(|r| r.type_url == type_url::ROUTE)
+        .expect("an RDS request");
+    assert_eq!(rds.resource_names, ["r1"], "Envoy asks for routes by name");
+    let eds = requests
+        .iter()
+        .find(|r| r.type_url == type_url::ENDPOINT)
+        .expect("an EDS request");
+    assert_eq!(
+        eds.resource_names,
+        ["c1"],
+        "Envoy asks for endpoints by name"
+    );
+    let listener = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + INITIAL;
+    let status = loop {
+        let status = get(listener, "/").await.map(|resp| resp.status).ok();
+        if status == Some(200) || Instant::now() >= deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        status,
+        Some(200),
+        "{api:?}: Envoy serves the listener by the xDS config\n{}",
+        envoy.log_report()
+    );
+    eprintln!(
+        "{api:?}: Envoy ACKed all four types and served within {:?}",
+        started.elapsed()
+    );
+
+    // An invalid cluster (connect_timeout must be positive) is NACKed; the version in force
+    // stays the one accepted before.
+    let accepted = server.version(type_url::CLUSTER);
+    let from = server.requests().len();
+    let mut bad = eds_cluster("bad");
+    bad.connect_timeout = Some(ProtoDuration {
+        seconds: -1,
+        nanos: 0,
+    });
+    server.set("bad", &bad);
+    let nack = server
+        .wait_for_request(INITIAL, from, |r| {
+            r.type_url == type_url::CLUSTER && r.is_nack()
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "{api:?}: Envoy NACKs the invalid cluster: {:#?}\n{}",
+                server.requests(),
+                envoy.log_report()
+            )
+        });
+    let (code, message) = nack.error_detail.clone().unwrap_or_default();
+    eprintln!("{api:?}: Envoy's NACK: code {code}: {message}");
+    // Envoy NACKs with INTERNAL (13), not INVALID_ARGUMENT, and the reason as text.
+    assert_eq!(code, 13, "{message}");
+    assert!(message.contains("duration"), "{message}");
+    if api == AdsApi::Grpc {
+        assert_eq!(nack.version_info, accepted, "the version in force stays");
+    }
+    // Still serving.
+    let still = get(listener, "/").await.map(|resp| resp.status).ok();
+    assert_eq!(still, Some(200));
+}
+
+#[tokio::test]
+async fn envoy_follows_the_server_over_grpc() {
+    envoy_follows_the_server(AdsApi::Grpc).await;
+}
+
+#[tokio::test]
+async fn envoy_follows_the_server_over_delta_grpc() {
+    envoy_follows_the_server(AdsApi::DeltaGrpc).await;
+}
