@@ -1,4 +1,5 @@
-//! Envoy's access logs: `access_log[]` on the HTTP connection manager.
+//! Envoy's access logs: `access_log[]` on the HTTP connection manager, on `tcp_proxy`, on the
+//! listener ([`listener`]) and on the admin listener.
 //!
 //! Each entry is a logger: a sink (a file, stdout, stderr; see [`sink`]), a format (see
 //! [`format`]: Envoy's text format, a `json_format`, or Envoy's default line) and an optional
@@ -8,6 +9,7 @@
 
 pub mod format;
 pub mod http;
+pub mod listener;
 pub mod sink;
 pub mod tcp;
 

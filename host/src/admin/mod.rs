@@ -87,10 +87,21 @@ impl Admin {
                 }
             };
             let admin = self.clone();
+            let info = crate::wire::ConnectionInfo {
+                remote: peer,
+                local: listener.local_addr().unwrap_or(peer),
+                tls: false,
+                original_dst: None,
+                mtls: false,
+                socket: None,
+                id: crate::wire::connection::next_connection_id(),
+                sni: None,
+            };
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.respond(&request).await) }
+                    let info = info.clone();
+                    async move { Ok::<_, Infallible>(admin.respond_logged(request, &info).await) }
                 });
                 let served = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -132,6 +143,25 @@ impl Admin {
                     .await;
             });
         }
+    }
+
+    /// [`Admin::respond`], logged to the admin access logs (`admin.access_log_path`,
+    /// `admin.access_log[]`) of the config in force when there are any.
+    async fn respond_logged(
+        &self,
+        request: Request<Incoming>,
+        info: &crate::wire::ConnectionInfo,
+    ) -> Response<Body> {
+        let Some(logs) = self.reloader.current().config.admin_access_log.clone() else {
+            return self.respond(&request).await;
+        };
+        // The entry reads the head; admin requests carry no body worth counting.
+        let (parts, body) = request.into_parts();
+        let (entry, head) =
+            crate::access_log::http::Entry::start(logs, Request::from_parts(parts, ()), info);
+        let request = Request::from_parts(head.into_parts().0, body);
+        let response = self.respond(&request).await;
+        entry.respond(response, crate::access_log::http::UpstreamSeen::default())
     }
 
     /// The endpoints that change something (POST only), else [`Admin::handle`].

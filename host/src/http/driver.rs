@@ -287,6 +287,7 @@ impl Connection {
         if self.counted_protocol.swap(true, Ordering::Relaxed) {
             return;
         }
+        crate::access_log::listener::note_protocol(head.protocol_name());
         match head.protocol_family() {
             ProtocolFamily::Http1 => stats.cx_http1_total.inc(),
             ProtocolFamily::Http2 => stats.cx_http2_total.inc(),

@@ -79,6 +79,9 @@ pub struct HttpManagerConfig {
     pub strip_port: StripPort,
     /// `access_log[]`: `None` when there is none, so a request costs nothing extra.
     pub access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
+    /// The listener's own `access_log[]` (one line per connection), set by
+    /// `snapshot::listener`; `None` when there is none.
+    pub listener_access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
 }
 
 impl HttpManagerConfig {
@@ -199,6 +202,7 @@ pub(super) fn http_manager_config(
             &hcm.access_log,
             &format!("{path}.access_log"),
         )?,
+        listener_access_log: None,
     })
 }
 
