@@ -33,6 +33,11 @@ pub struct ResponseInfo {
     pub transport_failure: Option<String>,
 }
 
+/// Put in a response's extensions by the health check filter: the request was a health
+/// check (`not_health_check_filter` leaves its line out).
+#[derive(Debug, Clone, Copy)]
+pub struct HealthCheckRequest;
+
 /// What the router and the pools learnt about the upstream side of the request.
 #[derive(Debug, Default, Clone)]
 struct UpstreamNotes {
@@ -119,6 +124,7 @@ struct Finishing {
     upstream: UpstreamSeen,
     upstream_host: Option<SocketAddr>,
     response_after: Option<std::time::Duration>,
+    health_check: bool,
 }
 
 impl Entry {
@@ -176,7 +182,9 @@ impl Entry {
             .get::<crate::upstream::UpstreamAddress>()
             .map(|a| a.0);
         let response_after = upstream_host.map(|_| self.started.elapsed());
+        let health_check = parts.extensions.remove::<HealthCheckRequest>().is_some();
         let finishing = Finishing {
+            health_check,
             status: parts.status.as_u16(),
             response_headers: self
                 .logs
@@ -244,6 +252,7 @@ impl Finishing {
             sni: entry.sni.as_deref(),
             connection_id: Some(entry.connection_id),
             attempts: Some(notes.attempts),
+            health_check: self.health_check,
         };
         entry.logs.log(&cx);
     }

@@ -102,8 +102,7 @@ impl Filter {
         match self {
             Filter::Status(c) => c.holds(u64::from(cx.status.unwrap_or(0))),
             Filter::Duration(c) => c.holds(cx.duration.map_or(0, |d| d.as_millis() as u64)),
-            // weir has no health check filter: no request is a health check.
-            Filter::NotHealthCheck => true,
+            Filter::NotHealthCheck => !cx.health_check,
             Filter::And(all) => all.iter().all(|f| f.keeps(cx)),
             Filter::Or(any) => any.iter().any(|f| f.keeps(cx)),
         }

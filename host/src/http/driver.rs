@@ -329,6 +329,8 @@ impl Connection {
             let mut response = answer(&manager, request, &info).await;
             if crate::overload::disable_http_keepalive() && !tunnel {
                 disable_keepalive(&manager, version, &mut response, &drain);
+            } else if crate::server_state::health_check_failed() && !tunnel {
+                drain_close(version, &mut response, &drain);
             }
             let idle = response
                 .extensions()
@@ -359,6 +361,23 @@ fn disable_keepalive<B>(
         return;
     }
     manager.stats.cx_overload_disable_keepalive.inc();
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+}
+
+/// Envoy's drain close while the server fails its health checks (`POST
+/// /healthcheck/fail`): the connection closes after this response, as with
+/// [`disable_keepalive`], without its overload stat.
+fn drain_close<B>(version: http::Version, response: &mut Response<B>, drain: &watch::Sender<bool>) {
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    if !version.carries_connection_header() {
+        drain.send_replace(true);
+        return;
+    }
     response.headers_mut().insert(
         http::header::CONNECTION,
         http::HeaderValue::from_static("close"),

@@ -10,6 +10,7 @@
 //! connection manager strips ports first (see [`authority::StripPort`]).
 
 pub mod authority;
+pub mod health_check;
 mod matcher;
 pub mod path;
 pub mod redirect;
