@@ -4,9 +4,9 @@
 //! HTTP listener, the protocol of its first request (as Envoy's HCM sets the connection's
 //! protocol; Envoy's default format then reads `"- - HTTP/1.1" 0 - 80 129 ...`).
 //!
-//! The bytes are the TCP counters of the socket (`tcpi_bytes_received`, `tcpi_bytes_acked`),
-//! read just before the socket closes, so they are the bytes on the wire (with TLS, the
-//! records). The entry holds a private descriptor of the socket for that read; it is closed
+//! The bytes are the TCP counters of the socket (`tcpi_bytes_received`, `tcpi_bytes_acked`,
+//! less the FINs), read just before the socket closes, so they are the bytes on the wire
+//! (with TLS, the records). The entry holds a private descriptor of the socket for that read; it is closed
 //! right after, so the peer sees the close when the connection's own task is done.
 
 use super::AccessLogs;
@@ -74,14 +74,11 @@ impl ConnectionEntry {
     }
 
     fn finish(self, protocol: Option<&'static str>) {
-        let counters = self
-            .socket
-            .as_ref()
-            .and_then(|fd| crate::socket::tcp_counters(fd).ok());
+        let (received, sent) = self.socket.as_ref().map_or((0, 0), payload_bytes);
         let cx = LogContext {
             start: Some(self.start),
-            bytes_received: counters.map_or(0, |c| c.received),
-            bytes_sent: counters.map_or(0, |c| c.acked),
+            bytes_received: received,
+            bytes_sent: sent,
             duration: Some(self.started.elapsed()),
             downstream_remote: Some(self.remote),
             downstream_local: self.local,
@@ -93,6 +90,23 @@ impl ConnectionEntry {
         // The private descriptor closes here, after the read.
         drop(self.socket);
     }
+}
+
+/// The payload bytes (received, sent) of `socket`: its TCP counters less the sequence number
+/// a FIN takes (the peer's, once received; ours, once acknowledged), read from its state.
+fn payload_bytes(socket: &OwnedFd) -> (u64, u64) {
+    let Ok(counters) = crate::socket::tcp_counters(socket) else {
+        return (0, 0);
+    };
+    let state = crate::socket::tcp_state(socket).unwrap_or(0);
+    // TIME_WAIT 6, CLOSE 7, CLOSE_WAIT 8, LAST_ACK 9, CLOSING 11: the peer's FIN is in.
+    let peer_fin = u64::from(matches!(state, 6..=9 | 11));
+    // FIN_WAIT2 5, TIME_WAIT 6, CLOSE 7: ours is acknowledged.
+    let our_fin = u64::from(matches!(state, 5..=7));
+    (
+        counters.received.saturating_sub(peer_fin),
+        counters.acked.saturating_sub(our_fin),
+    )
 }
 
 #[cfg(test)]
