@@ -410,3 +410,39 @@ async fn a_bad_health_check_filter_is_a_config_error_naming_the_field() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certs_are_envoys() {
+    let up = H1Upstream::start("up").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = weir_tests::tls::self_signed(dir.path());
+    let tls_config = |ports: Ports| {
+        let mut config = config::simple(ports, &[up.addr]);
+        let listener = config["static_resources"]["listeners"][0].take();
+        config["static_resources"]["listeners"][0] =
+            config::with_tls(listener, &files.cert, &files.key);
+        config
+    };
+    let weir_ports = Ports::new();
+    let envoy_ports = Ports::new();
+    let weir = Weir::start(&tls_config(weir_ports)).await;
+    let envoy = start_envoy(&tls_config(envoy_ports), dir.path());
+    let envoy_admin: SocketAddr = envoy.admin.parse().expect("envoy admin address");
+    let get_json = |admin| async move {
+        let resp = client::get_host(admin, "localhost", "/certs")
+            .await
+            .expect("GET /certs");
+        assert_eq!(resp.status, 200);
+        resp.json()
+    };
+    let ours = get_json(weir.admin).await;
+    let theirs = get_json(envoy_admin).await;
+    assert_eq!(ours, theirs, "/certs: weir (left) and Envoy (right)");
+    let leaf = &ours["certificates"][0]["cert_chain"][0];
+    assert_eq!(leaf["path"], files.cert.display().to_string());
+    assert_eq!(
+        leaf["subject_alt_names"],
+        json!([{"dns": "localhost"}, {"ip_address": "127.0.0.1"}])
+    );
+    drop(envoy);
+}

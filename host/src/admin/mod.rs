@@ -1,6 +1,6 @@
 //! The admin listener, with Envoy's admin API for what weir has: `/ready`, `/stats` (Envoy's
 //! names, text or `?format=json`, `?filter=REGEX`), `/stats/prometheus`, `/server_info`,
-//! `/config_dump` (Envoy's shape), `/clusters`, `/listeners`, `/memory`, `/runtime`,
+//! `/config_dump` (Envoy's shape), `/clusters`, `/listeners`, `/memory`, `/runtime`, `/certs`,
 //! `POST /logging?level=`, `POST /quitquitquit`, `POST /reopen_logs` (access log files),
 //! `POST /healthcheck/fail` and `/healthcheck/ok`, `POST /drain_listeners`, and weir's
 //! `POST /reload`. Endpoints that change something answer
@@ -8,6 +8,7 @@
 //!
 //! It runs on the main runtime, apart from the workers, so it answers even when they are busy.
 
+mod certs;
 mod config_dump;
 mod envoy_stats;
 mod runtime;
@@ -344,6 +345,15 @@ impl Admin {
                 text(status, format!("{}\n", readiness.name()))
             }
             (&Method::GET, "/memory") => memory(),
+            (&Method::GET, "/certs") => {
+                let snapshot = self.reloader.current();
+                let config = &snapshot.config;
+                let dump = certs::dump(&config.listeners, &config.clusters);
+                json_response(
+                    StatusCode::OK,
+                    serde_json::to_string_pretty(&dump).unwrap_or_default(),
+                )
+            }
             (&Method::GET, "/runtime") => {
                 let snapshot = self.reloader.current();
                 json_response(
@@ -385,7 +395,7 @@ impl Admin {
                 StatusCode::OK,
                 "weir admin\n  /ready\n  /stats  (?filter=REGEX, ?format=json|prometheus)\n  \
                  /stats/prometheus\n  /server_info\n  /config_dump  (?resource=, ?mask=)\n  \
-                 /clusters\n  /listeners  (?format=json)\n  /memory\n  /runtime\n  \
+                 /clusters\n  /listeners  (?format=json)\n  /memory\n  /runtime\n  /certs\n  \
                  GET|POST /logging  (?level=)\n  POST /reload\n  POST /quitquitquit\n  \
                  POST /reopen_logs\n  POST /healthcheck/fail\n  POST /healthcheck/ok\n  \
                  POST /drain_listeners  (?inboundonly, ?graceful)\n"
