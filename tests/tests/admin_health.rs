@@ -4,7 +4,8 @@
 //! - the `envoy.filters.http.health_check` filter and `POST /healthcheck/fail` / `ok`
 //!   (statuses, the `x-envoy-*` headers, `connection: close` while failed, `/ready`, and
 //!   the access log's flags, details and `not_health_check_filter`);
-//! - the listener's own `access_log[]` (one line per connection) and `admin.access_log_path`;
+//! - the listener's own `access_log[]` (one line per connection, HTTP and tcp_proxy) and
+//!   `admin.access_log_path`;
 //! - `/runtime` (Envoy's shape) and `/memory` (Envoy's keys);
 //! - `POST /drain_listeners` (`?inboundonly`, the POST-only rule, the listener closed after).
 
@@ -444,5 +445,70 @@ async fn certs_are_envoys() {
         leaf["subject_alt_names"],
         json!([{"dns": "localhost"}, {"ip_address": "127.0.0.1"}])
     );
+    drop(envoy);
+}
+
+/// A tcp_proxy listener to `echo` whose own `access_log[]` writes `dir/tcp-listener.log`.
+fn tcp_listener_logged(admin: u16, port: u16, echo: SocketAddr, dir: &Path) -> Value {
+    let mut listener = config::tcp_proxy_listener("tcp", port, "tcp", "echo", None);
+    let format = "%PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_CLUSTER%\n";
+    listener["access_log"] = json!([file_logger(
+        &dir.join("tcp-listener.log"),
+        Some(format),
+        None
+    )]);
+    config::bootstrap(
+        admin,
+        vec![listener],
+        vec![config::static_cluster("echo", &[echo])],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_proxy_listeners_own_log_is_envoys() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = weir_tests::tcp_server::TcpServer::start(weir_tests::tcp_server::Mode::Echo).await;
+    let weir_dir = tempfile::tempdir().expect("tempdir");
+    let envoy_dir = tempfile::tempdir().expect("tempdir");
+    let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
+    let weir = Weir::start(&tcp_listener_logged(
+        weir_ports.admin,
+        weir_ports.http,
+        echo.addr,
+        weir_dir.path(),
+    ))
+    .await;
+    let envoy = start_envoy(
+        &tcp_listener_logged(
+            envoy_ports.admin,
+            envoy_ports.http,
+            echo.addr,
+            envoy_dir.path(),
+        ),
+        envoy_dir.path(),
+    );
+    for addr in [weir_ports.http_addr(), envoy_ports.http_addr()] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"hello listener log")
+            .await
+            .expect("write");
+        stream.shutdown().await.expect("shutdown");
+        let mut back = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut back))
+            .await
+            .expect("echo in 5 s")
+            .expect("read");
+        assert_eq!(back, b"hello listener log");
+    }
+    let ours = lines(&weir_dir.path().join("tcp-listener.log"), 1).await;
+    let theirs = lines(&envoy_dir.path().join("tcp-listener.log"), 1).await;
+    assert_eq!(
+        ours,
+        theirs,
+        "weir (left) and Envoy (right)\n{}",
+        weir.log_report()
+    );
+    assert_eq!(ours, ["- 0 - 18 18 echo"]);
     drop(envoy);
 }

@@ -42,6 +42,7 @@ pub struct ConnectionEntry {
     local: Option<SocketAddr>,
     socket: Option<OwnedFd>,
     connection_id: u64,
+    cluster: Option<String>,
 }
 
 impl ConnectionEntry {
@@ -60,7 +61,14 @@ impl ConnectionEntry {
             local,
             socket: crate::socket::SocketId::of(socket).and_then(|id| id.dup()),
             connection_id: crate::wire::connection::next_connection_id(),
+            cluster: None,
         }
+    }
+
+    /// The cluster the connection goes to (a tcp_proxy's), for `%UPSTREAM_CLUSTER%`.
+    pub fn with_cluster(mut self, cluster: &str) -> ConnectionEntry {
+        self.cluster = Some(cluster.to_owned());
+        self
     }
 
     /// Runs `connection` (the future serving the socket) to its end, then writes the line.
@@ -84,6 +92,7 @@ impl ConnectionEntry {
             downstream_local: self.local,
             protocol,
             connection_id: Some(self.connection_id),
+            upstream_cluster: self.cluster.as_deref(),
             ..LogContext::default()
         };
         self.logs.log(&cx);

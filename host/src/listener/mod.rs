@@ -226,6 +226,7 @@ pub async fn tcp_proxy_accept_loop(
         let entry = proxy.listener_access_log().map(|logs| {
             let local = accepted.stream.local_addr().ok().or(accepted.bound);
             ConnectionEntry::start(logs.clone(), &accepted.stream, accepted.remote, local)
+                .with_cluster(proxy.cluster())
         });
         logged(entry, async move {
             let remote = accepted.remote;

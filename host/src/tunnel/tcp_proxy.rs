@@ -64,6 +64,11 @@ impl TcpProxy {
         self.config.listener_access_log.as_ref()
     }
 
+    /// The cluster its connections go to.
+    pub fn cluster(&self) -> &str {
+        &self.config.cluster
+    }
+
     /// How this listener's connections were redirected here (sidecar mode), to read their
     /// original destination.
     pub fn interception(&self) -> Interception {
