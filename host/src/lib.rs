@@ -18,6 +18,7 @@ pub mod new_filter;
 pub mod overload;
 pub mod reload;
 pub mod route;
+pub mod server_state;
 pub mod services;
 pub mod settings;
 pub mod snapshot;

@@ -456,10 +456,22 @@ fn serve(
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 command_line_options: command_line_options(cli, concurrency),
                 started,
+                drain_time,
             },
             &cli.log_level,
             Some(set_log_level),
         );
+        let drain_listeners = workers.drain_listeners();
+        admin.set_drain_listeners(Box::new(move |delay| match delay {
+            None => drain_listeners(),
+            Some(delay) => {
+                let drain_listeners = drain_listeners.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    drain_listeners();
+                });
+            }
+        }));
         if let Some(listener) = admin_listener {
             if let Ok(address) = listener.local_addr() {
                 tracing::info!(%address, "admin listening");

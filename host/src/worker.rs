@@ -98,6 +98,16 @@ impl Workers {
         &self.addresses
     }
 
+    /// What stops every listener as [`Workers::shutdown`] does, without waiting for the
+    /// workers (`POST /drain_listeners`): listeners close, connections drain, the process
+    /// stays up.
+    pub fn drain_listeners(&self) -> impl Fn() + Clone + Send + Sync + 'static {
+        let shutdown = self.shutdown.clone();
+        move || {
+            shutdown.send_replace(true);
+        }
+    }
+
     /// Stops accepting, lets in-flight requests finish (each worker waits up to the drain
     /// time), and returns when every worker has exited. Blocks the calling thread.
     pub fn shutdown(self) {

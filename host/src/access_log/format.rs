@@ -80,6 +80,8 @@ pub struct LogContext<'a> {
     pub connection_id: Option<u64>,
     /// Upstream attempts made.
     pub attempts: Option<u32>,
+    /// The request was a health check (the health check filter said so).
+    pub health_check: bool,
 }
 
 /// One operator's value: absent, text, or a number (typed as such in JSON).

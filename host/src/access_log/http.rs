@@ -33,6 +33,66 @@ pub struct ResponseInfo {
     pub transport_failure: Option<String>,
 }
 
+/// Put in a response's extensions by the health check filter: the request was a health
+/// check (`not_health_check_filter` leaves its line out).
+#[derive(Debug, Clone, Copy)]
+pub struct HealthCheckRequest;
+
+/// Put in a tunnel's answer (an upgrade's 101, a CONNECT's 200) by the connection manager:
+/// the entry is written when the tunnel closes, with the payload bytes both ways (as Envoy
+/// logs upgrades and CONNECT), not when the answer's empty body ends. Whichever comes second,
+/// the answer's head ([`Entry::respond`]) or the tunnel's end ([`TunnelLog::finish`]),
+/// writes the line; a tunnel that never reports is logged with 0 bytes when the last handle
+/// goes.
+#[derive(Debug, Clone, Default)]
+pub struct TunnelLog(Arc<std::sync::Mutex<TunnelLogState>>);
+
+#[derive(Debug, Default)]
+struct TunnelLogState {
+    finishing: Option<Box<Finishing>>,
+    /// (received from downstream, sent to downstream), once the tunnel closed.
+    bytes: Option<(u64, u64)>,
+}
+
+impl TunnelLog {
+    /// The tunnel closed after moving `received` bytes from downstream and `sent` to it.
+    pub fn finish(&self, received: u64, sent: u64) {
+        let finishing = {
+            let mut state = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.bytes = Some((received, sent));
+            state.finishing.take()
+        };
+        if let Some(finishing) = finishing {
+            finishing.write_tunnel(received, sent);
+        }
+    }
+
+    fn attach(&self, finishing: Box<Finishing>) {
+        let mut state = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match state.bytes {
+            Some((received, sent)) => {
+                drop(state);
+                finishing.write_tunnel(received, sent);
+            }
+            None => state.finishing = Some(finishing),
+        }
+    }
+}
+
+impl Drop for TunnelLogState {
+    fn drop(&mut self) {
+        if let Some(finishing) = self.finishing.take() {
+            finishing.write_tunnel(0, 0);
+        }
+    }
+}
+
 /// What the router and the pools learnt about the upstream side of the request.
 #[derive(Debug, Default, Clone)]
 struct UpstreamNotes {
@@ -119,6 +179,7 @@ struct Finishing {
     upstream: UpstreamSeen,
     upstream_host: Option<SocketAddr>,
     response_after: Option<std::time::Duration>,
+    health_check: bool,
 }
 
 impl Entry {
@@ -176,7 +237,10 @@ impl Entry {
             .get::<crate::upstream::UpstreamAddress>()
             .map(|a| a.0);
         let response_after = upstream_host.map(|_| self.started.elapsed());
+        let health_check = parts.extensions.remove::<HealthCheckRequest>().is_some();
+        let tunnel = parts.extensions.remove::<TunnelLog>();
         let finishing = Finishing {
+            health_check,
             status: parts.status.as_u16(),
             response_headers: self
                 .logs
@@ -189,6 +253,10 @@ impl Entry {
             response_after,
             entry: self,
         };
+        if let Some(tunnel) = tunnel {
+            tunnel.attach(Box::new(finishing));
+            return Response::from_parts(parts, body);
+        }
         let body = LoggedBody {
             inner: body,
             sent: 0,
@@ -199,6 +267,12 @@ impl Entry {
 }
 
 impl Finishing {
+    /// A tunnel's line: its payload bytes both ways.
+    fn write_tunnel(self, received: u64, sent: u64) {
+        self.entry.request.bytes.store(received, Ordering::Relaxed);
+        self.write(sent, false);
+    }
+
     fn write(self, bytes_sent: u64, disconnected: bool) {
         let entry = &self.entry;
         let ended_after = entry.request.ended_after.load(Ordering::Relaxed);
@@ -244,6 +318,7 @@ impl Finishing {
             sni: entry.sni.as_deref(),
             connection_id: Some(entry.connection_id),
             attempts: Some(notes.attempts),
+            health_check: self.health_check,
         };
         entry.logs.log(&cx);
     }

@@ -1,4 +1,5 @@
-//! Envoy's access logs: `access_log[]` on the HTTP connection manager.
+//! Envoy's access logs: `access_log[]` on the HTTP connection manager, on `tcp_proxy`, on the
+//! listener ([`listener`]) and on the admin listener.
 //!
 //! Each entry is a logger: a sink (a file, stdout, stderr; see [`sink`]), a format (see
 //! [`format`]: Envoy's text format, a `json_format`, or Envoy's default line) and an optional
@@ -8,6 +9,7 @@
 
 pub mod format;
 pub mod http;
+pub mod listener;
 pub mod sink;
 pub mod tcp;
 
@@ -100,8 +102,7 @@ impl Filter {
         match self {
             Filter::Status(c) => c.holds(u64::from(cx.status.unwrap_or(0))),
             Filter::Duration(c) => c.holds(cx.duration.map_or(0, |d| d.as_millis() as u64)),
-            // weir has no health check filter: no request is a health check.
-            Filter::NotHealthCheck => true,
+            Filter::NotHealthCheck => !cx.health_check,
             Filter::And(all) => all.iter().all(|f| f.keeps(cx)),
             Filter::Or(any) => any.iter().any(|f| f.keeps(cx)),
         }

@@ -1,13 +1,17 @@
 //! The admin listener, with Envoy's admin API for what weir has: `/ready`, `/stats` (Envoy's
 //! names, text or `?format=json`, `?filter=REGEX`), `/stats/prometheus`, `/server_info`,
-//! `/config_dump` (Envoy's shape), `/clusters`, `/listeners`, `POST /logging?level=`,
-//! `POST /quitquitquit`, `POST /reopen_logs` (access log files), and weir's `POST /reload`. Endpoints that change something answer
+//! `/config_dump` (Envoy's shape), `/clusters`, `/listeners`, `/memory`, `/runtime`, `/certs`,
+//! `POST /logging?level=`, `POST /quitquitquit`, `POST /reopen_logs` (access log files),
+//! `POST /healthcheck/fail` and `/healthcheck/ok`, `POST /drain_listeners`, and weir's
+//! `POST /reload`. Endpoints that change something answer
 //! only POST (405 otherwise), so a crawler or a link cannot trigger them.
 //!
 //! It runs on the main runtime, apart from the workers, so it answers even when they are busy.
 
+mod certs;
 mod config_dump;
 mod envoy_stats;
+mod runtime;
 
 use crate::body::{self, Body};
 use crate::reload::{Reloader, Trigger};
@@ -34,6 +38,8 @@ pub struct ServerInfo {
     pub command_line_options: serde_json::Value,
     /// When the process started.
     pub started: Instant,
+    /// `--drain-time-s`: how long `POST /drain_listeners?graceful` keeps accepting.
+    pub drain_time: std::time::Duration,
 }
 
 /// What the admin endpoints show.
@@ -45,6 +51,30 @@ pub struct Admin {
     set_log_level: Option<SetLogLevel>,
     log_level: std::sync::Mutex<String>,
     quit: Notify,
+    drain_listeners: std::sync::OnceLock<DrainListeners>,
+}
+
+/// Stops every listener (`POST /drain_listeners`); `Some(delay)` stops them after `delay`
+/// (`?graceful`: Envoy keeps accepting through its drain time).
+pub type DrainListeners = Box<dyn Fn(Option<std::time::Duration>) + Send + Sync>;
+
+/// What `/ready` and `/server_info`'s `state` say, from [`Admin::readiness`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Serving.
+    Live,
+    /// Shutting down, or failing health checks (`POST /healthcheck/fail`).
+    Draining,
+}
+
+impl Readiness {
+    /// Envoy's name of the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            Readiness::Live => "LIVE",
+            Readiness::Draining => "DRAINING",
+        }
+    }
 }
 
 impl Admin {
@@ -62,7 +92,22 @@ impl Admin {
             set_log_level,
             log_level: std::sync::Mutex::new(log_level.to_owned()),
             quit: Notify::new(),
+            drain_listeners: std::sync::OnceLock::new(),
         })
+    }
+
+    /// How `POST /drain_listeners` stops the listeners (set once, by the binary).
+    pub fn set_drain_listeners(&self, drain: DrainListeners) {
+        let _ = self.drain_listeners.set(drain);
+    }
+
+    /// The one answer of `/ready` and `/server_info`'s `state`: every condition that makes
+    /// the proxy not ready joins here.
+    pub fn readiness(&self) -> Readiness {
+        if !self.ready.load(Ordering::Acquire) || crate::server_state::health_check_failed() {
+            return Readiness::Draining;
+        }
+        Readiness::Live
     }
 
     /// Returns once `POST /quitquitquit` was asked (the caller then shuts down as on SIGTERM).
@@ -87,10 +132,21 @@ impl Admin {
                 }
             };
             let admin = self.clone();
+            let info = crate::wire::ConnectionInfo {
+                remote: peer,
+                local: listener.local_addr().unwrap_or(peer),
+                tls: false,
+                original_dst: None,
+                mtls: false,
+                socket: None,
+                id: crate::wire::connection::next_connection_id(),
+                sni: None,
+            };
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.respond(&request).await) }
+                    let info = info.clone();
+                    async move { Ok::<_, Infallible>(admin.respond_logged(request, &info).await) }
                 });
                 let served = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -134,12 +190,37 @@ impl Admin {
         }
     }
 
+    /// [`Admin::respond`], logged to the admin access logs (`admin.access_log_path`,
+    /// `admin.access_log[]`) of the config in force when there are any.
+    async fn respond_logged(
+        &self,
+        request: Request<Incoming>,
+        info: &crate::wire::ConnectionInfo,
+    ) -> Response<Body> {
+        let Some(logs) = self.reloader.current().config.admin_access_log.clone() else {
+            return self.respond(&request).await;
+        };
+        // The entry reads the head; admin requests carry no body worth counting.
+        let (parts, body) = request.into_parts();
+        let (entry, head) =
+            crate::access_log::http::Entry::start(logs, Request::from_parts(parts, ()), info);
+        let request = Request::from_parts(head.into_parts().0, body);
+        let response = self.respond(&request).await;
+        entry.respond(response, crate::access_log::http::UpstreamSeen::default())
+    }
+
     /// The endpoints that change something (POST only), else [`Admin::handle`].
     async fn respond(&self, request: &Request<Incoming>) -> Response<Body> {
         let path = request.uri().path();
         if !matches!(
             path,
-            "/reload" | "/quitquitquit" | "/logging" | "/reopen_logs"
+            "/reload"
+                | "/quitquitquit"
+                | "/logging"
+                | "/reopen_logs"
+                | "/healthcheck/fail"
+                | "/healthcheck/ok"
+                | "/drain_listeners"
         ) {
             return self.handle(request);
         }
@@ -168,8 +249,38 @@ impl Admin {
                 crate::access_log::sink::reopen_all();
                 text(StatusCode::OK, "OK\n".into())
             }
+            "/healthcheck/fail" | "/healthcheck/ok" => {
+                let fail = path == "/healthcheck/fail";
+                if crate::server_state::set_health_check_failed(fail) != fail {
+                    tracing::info!(failed = fail, "admin: server health checks {path}");
+                }
+                text(StatusCode::OK, "OK\n".into())
+            }
+            "/drain_listeners" => self.drain(request),
             _ => self.reload().await,
         }
+    }
+
+    /// `POST /drain_listeners`: every listener stops accepting and its connections drain,
+    /// as at shutdown; the process stays up and `/ready` stays as it was (as Envoy's).
+    /// `?graceful`: the listeners keep accepting through the drain time first, as Envoy's.
+    /// `?inboundonly`: only listeners whose `traffic_direction` is `INBOUND`; weir's
+    /// listeners have none, so (as Envoy with unspecified directions) none is drained.
+    fn drain(&self, request: &Request<Incoming>) -> Response<Body> {
+        let uri = request.uri();
+        if query_has(uri, "inboundonly") {
+            return text(StatusCode::OK, "OK\n".into());
+        }
+        let Some(drain) = self.drain_listeners.get() else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "listeners cannot be drained in this process\n".into(),
+            );
+        };
+        let graceful = query_has(uri, "graceful");
+        tracing::info!(graceful, "admin: POST /drain_listeners");
+        drain(graceful.then_some(self.info.drain_time));
+        text(StatusCode::OK, "OK\n".into())
     }
 
     /// `POST /reload`: waits for the reload and tells how it went, as JSON.
@@ -226,11 +337,30 @@ impl Admin {
         let path = request.uri().path();
         match (request.method(), path) {
             (&Method::GET | &Method::HEAD, "/ready") => {
-                if self.ready.load(Ordering::Acquire) {
-                    text(StatusCode::OK, "LIVE\n".into())
-                } else {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n".into())
-                }
+                let readiness = self.readiness();
+                let status = match readiness {
+                    Readiness::Live => StatusCode::OK,
+                    Readiness::Draining => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                text(status, format!("{}\n", readiness.name()))
+            }
+            (&Method::GET, "/memory") => memory(),
+            (&Method::GET, "/certs") => {
+                let snapshot = self.reloader.current();
+                let config = &snapshot.config;
+                let dump = certs::dump(&config.listeners, &config.clusters);
+                json_response(
+                    StatusCode::OK,
+                    serde_json::to_string_pretty(&dump).unwrap_or_default(),
+                )
+            }
+            (&Method::GET, "/runtime") => {
+                let snapshot = self.reloader.current();
+                json_response(
+                    StatusCode::OK,
+                    serde_json::to_string_pretty(&runtime::dump(&snapshot.config.dump))
+                        .unwrap_or_default(),
+                )
             }
             (&Method::GET, "/stats/prometheus") => {
                 let mut response = text(StatusCode::OK, Stats::global().prometheus_text());
@@ -269,8 +399,10 @@ impl Admin {
                 StatusCode::OK,
                 "weir admin\n  /ready\n  /stats  (?filter=REGEX, ?format=json|prometheus)\n  \
                  /stats/prometheus\n  /server_info\n  /config_dump  (?resource=, ?mask=, ?include_eds)\n  \
-                 /clusters\n  /listeners  (?format=json)\n  GET|POST /logging  (?level=)\n  \
-                 POST /reload\n  POST /quitquitquit\n  POST /reopen_logs\n"
+                 /clusters\n  /listeners  (?format=json)\n  /memory\n  /runtime\n  /certs\n  \
+                 GET|POST /logging  (?level=)\n  POST /reload\n  POST /quitquitquit\n  \
+                 POST /reopen_logs\n  POST /healthcheck/fail\n  POST /healthcheck/ok\n  \
+                 POST /drain_listeners  (?inboundonly, ?graceful)\n"
                     .into(),
             ),
             _ => text(StatusCode::NOT_FOUND, format!("no admin endpoint {path}\n")),
@@ -323,11 +455,7 @@ impl Admin {
     /// `GET /server_info`, in Envoy's shape.
     fn server_info(&self) -> Response<Body> {
         let uptime = format!("{}s", self.info.started.elapsed().as_secs());
-        let state = if self.ready.load(Ordering::Acquire) {
-            "LIVE"
-        } else {
-            "DRAINING"
-        };
+        let state = self.readiness().name();
         let info = serde_json::json!({
             "version": self.info.version,
             "state": state,
@@ -427,6 +555,36 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `GET /memory`, in Envoy's shape (its values are tcmalloc's, as decimal strings). weir
+/// allocates with mimalloc, which keeps no such figures, so they come from the kernel
+/// (`/proc/self/status`): `allocated` is the resident anonymous memory (`RssAnon`),
+/// `heap_size` the data segment (`VmData`), `pageheap_unmapped` the part of it not resident,
+/// `total_physical_bytes` the resident set (`VmRSS`); the caches' figures are 0.
+fn memory() -> Response<Body> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |field: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |k| k.saturating_mul(1024))
+    };
+    let allocated = kib("RssAnon");
+    let heap_size = kib("VmData");
+    let memory = serde_json::json!({
+        "allocated": allocated.to_string(),
+        "heap_size": heap_size.to_string(),
+        "pageheap_unmapped": heap_size.saturating_sub(allocated).to_string(),
+        "pageheap_free": "0",
+        "total_thread_cache": "0",
+        "total_physical_bytes": kib("VmRSS").to_string(),
+    });
+    json_response(
+        StatusCode::OK,
+        serde_json::to_string_pretty(&memory).unwrap_or_default(),
+    )
 }
 
 fn json_response(status: StatusCode, content: String) -> Response<Body> {

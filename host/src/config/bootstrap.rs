@@ -66,9 +66,37 @@ pub struct Node {
 pub struct Admin {
     /// Where the admin listener binds.
     pub address: Address,
-    /// Accepted for compatibility with older Envoy configs; weir writes no admin access log.
+    /// A file that logs every admin request in Envoy's default format (Envoy's older
+    /// field, deprecated there for `access_log`; `/dev/null` is none).
     #[serde(default)]
     pub access_log_path: Option<String>,
+    /// `access_log[]`: Envoy's `AccessLog`s for admin requests, read by `crate::access_log`.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub access_log: Vec<serde_json::Value>,
+}
+
+impl Admin {
+    /// Every admin logger as an `AccessLog` entry: `access_log_path` (a file logger with the
+    /// default format) first, then `access_log[]`.
+    pub fn access_logs(&self) -> Vec<serde_json::Value> {
+        let path = self
+            .access_log_path
+            .as_deref()
+            .filter(|path| !path.is_empty() && *path != "/dev/null");
+        let from_path = path.map(|path| {
+            serde_json::json!({
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": path,
+                },
+            })
+        });
+        from_path
+            .into_iter()
+            .chain(self.access_log.iter().cloned())
+            .collect()
+    }
 }
 
 /// `static_resources`.

@@ -256,6 +256,40 @@ pub enum HttpFilterConfig {
     Router(RouterConfig),
     /// `envoy.filters.http.wasm`: a proxy-wasm module (see [`super::wasm`]).
     Wasm(Box<super::wasm::WasmFilterConfig>),
+    /// `envoy.filters.http.health_check`: answers health checks (see [`HealthCheckConfig`]).
+    HealthCheck(HealthCheckConfig),
+}
+
+/// `envoy.extensions.filters.http.health_check.v3.HealthCheck`: requests that match
+/// `headers` are health checks. Without `pass_through_mode` the filter answers them itself:
+/// 200, or 503 while the server is failed by `POST /healthcheck/fail` or a cluster of
+/// `cluster_min_healthy_percentages` has too few healthy hosts. With it they go on upstream
+/// unless the server is failed. Every response says `x-envoy-immediate-health-check-fail:
+/// true` while it is failed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Whether health checks go on upstream (Envoy requires the field).
+    pub pass_through_mode: bool,
+    /// What makes a request a health check (all must match); `:path`, `:method`,
+    /// `:authority` and `:scheme` are matched too.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub headers: Vec<super::route::HeaderMatcher>,
+    /// Cluster name -> the least percentage of its hosts that must be healthy for a 200.
+    #[serde(default)]
+    pub cluster_min_healthy_percentages: std::collections::BTreeMap<String, Percent>,
+    /// Envoy's cached pass-through answers; weir refuses it (it does not cache).
+    #[serde(default)]
+    pub cache_time: Option<ConfigDuration>,
+}
+
+/// `type.v3.Percent`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Percent {
+    /// 0 to 100.
+    #[serde(default)]
+    pub value: f64,
 }
 
 /// `envoy.extensions.filters.http.router.v3.Router`.
@@ -277,11 +311,18 @@ impl<'de> Deserialize<'de> for HttpFilter {
             type_names::WASM => {
                 HttpFilterConfig::Wasm(Box::new(typed(value).map_err(D::Error::custom)?))
             }
+            type_names::HEALTH_CHECK => {
+                HttpFilterConfig::HealthCheck(typed(value).map_err(D::Error::custom)?)
+            }
             other => {
                 return Err(D::Error::custom(unsupported(
                     "HTTP filter",
                     other,
-                    &[type_names::ROUTER, type_names::WASM],
+                    &[
+                        type_names::ROUTER,
+                        type_names::WASM,
+                        type_names::HEALTH_CHECK,
+                    ],
                 )));
             }
         };

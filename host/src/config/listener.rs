@@ -47,6 +47,10 @@ pub struct Listener {
     /// accepted, and their local address is where they were headed.
     #[serde(default)]
     pub transparent: Option<bool>,
+    /// `access_log[]`: one line per downstream connection, at its close (see
+    /// `access_log::listener`); Envoy's `AccessLog`s, read by [`crate::access_log`].
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub access_log: Vec<serde_json::Value>,
 }
 
 impl Listener {

@@ -27,6 +27,8 @@ pub mod type_names {
     pub const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
     /// The router HTTP filter.
     pub const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+    /// The health check HTTP filter.
+    pub const HEALTH_CHECK: &str = "envoy.extensions.filters.http.health_check.v3.HealthCheck";
     /// Downstream TLS.
     pub const DOWNSTREAM_TLS: &str =
         "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";

@@ -300,6 +300,7 @@ impl Connection {
         if self.counted_protocol.swap(true, Ordering::Relaxed) {
             return;
         }
+        crate::access_log::listener::note_protocol(head.protocol_name());
         match head.protocol_family() {
             ProtocolFamily::Http1 => stats.cx_http1_total.inc(),
             ProtocolFamily::Http2 => stats.cx_http2_total.inc(),
@@ -342,6 +343,8 @@ impl Connection {
             let mut response = answer(&manager, request, &info).await;
             if crate::overload::disable_http_keepalive() && !tunnel {
                 disable_keepalive(&manager, version, &mut response, &drain);
+            } else if crate::server_state::health_check_failed() && !tunnel {
+                drain_close(version, &mut response, &drain);
             }
             if closing.is_some_and(|closing| *closing.borrow())
                 && version.carries_connection_header()
@@ -382,6 +385,23 @@ fn disable_keepalive<B>(
         return;
     }
     manager.stats.cx_overload_disable_keepalive.inc();
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+}
+
+/// Envoy's drain close while the server fails its health checks (`POST
+/// /healthcheck/fail`): the connection closes after this response, as with
+/// [`disable_keepalive`], without its overload stat.
+fn drain_close<B>(version: http::Version, response: &mut Response<B>, drain: &watch::Sender<bool>) {
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    if !version.carries_connection_header() {
+        drain.send_replace(true);
+        return;
+    }
     response.headers_mut().insert(
         http::header::CONNECTION,
         http::HeaderValue::from_static("close"),

@@ -10,6 +10,7 @@ pub mod filter_chain;
 mod h2;
 mod h3;
 pub mod headers;
+mod health_check;
 mod idle_clock;
 pub mod local_reply;
 pub mod mirror;

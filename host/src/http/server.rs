@@ -147,6 +147,8 @@ async fn serve_http2<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Here, on the connection's task: its streams run on tasks of their own.
+    crate::access_log::listener::note_protocol("HTTP/2");
     let handle = move |request| streams.stream(request);
     h2_codec::serve(builder, io, handle, limits, drain)
         .await

@@ -195,6 +195,14 @@ impl StreamPhases for HttpManager {
         mut request: Request<Body>,
         conn: &ConnectionInfo,
     ) -> Filtered<Self::ResponseFilters> {
+        // The health check filter first (see `super::health_check`), with the request's id
+        // for its log line, as Envoy's.
+        if let Some(filter) = &self.config.health_check {
+            self.ensure_request_id(&mut request);
+            if let Some(answer) = self.health_check_answer(filter, &request, conn) {
+                return Filtered::Answered(answer, None);
+            }
+        }
         // The request's tunnel kind is read only where some upgrade type has a chain.
         let kind = (!self.upgrade_filters.is_empty())
             .then(|| upgrade::tunnel_kind(&request).ok().flatten())
@@ -471,6 +479,10 @@ impl StreamPhases for HttpManager {
             route.as_ref(),
             conn,
             &mut response,
+        );
+        super::health_check::mark_failed(
+            self.config.health_check.as_deref(),
+            response.headers_mut(),
         );
         self.stats.count_response(response.status().as_u16());
         response

@@ -14,6 +14,7 @@ use super::HttpManager;
 use super::filter_chain::{PayloadFilters, PayloadFollows};
 use super::headers;
 use super::local_reply::LocalReply;
+use crate::access_log::http::TunnelLog;
 use crate::body::{self, Body};
 use crate::route::{ForwardAction, TerminateConnect};
 use crate::socket::SocketId;
@@ -178,7 +179,8 @@ impl HttpManager {
             answer.extensions_mut().insert(PayloadFollows);
         }
         let filters = payload_filters;
-        self.spawn_splice_with(downstream, downstream_socket, upstream, None, filters);
+        let log = self.tunnel_log(&mut answer);
+        self.spawn_splice_with(downstream, downstream_socket, upstream, None, filters, log);
         Ok(answer)
     }
 
@@ -282,11 +284,12 @@ impl HttpManager {
             .map_err(LocalReply::Upstream)?;
         let (stream, guard) = (raw.stream, raw.guard);
         let mut answer = Response::new(body::empty());
+        let log = self.tunnel_log(&mut answer);
         match stream {
             // Plain TCP both sides: the kernel splice where it is loaded (it resets both
             // sockets itself when one fails).
             UpstreamStream::Plain(upstream) if bare_socket && payload.is_none() => {
-                self.spawn_splice_tcp(downstream, downstream_socket, upstream, guard)
+                self.spawn_splice_tcp(downstream, downstream_socket, upstream, guard, log)
             }
             stream => {
                 if payload.is_some() {
@@ -294,10 +297,19 @@ impl HttpManager {
                 }
                 let upstream = upstream_end(stream);
                 let guard = Some(guard);
-                self.spawn_splice_with(downstream, downstream_socket, upstream, guard, payload)
+                self.spawn_splice_with(downstream, downstream_socket, upstream, guard, payload, log)
             }
         }
         Ok(answer)
+    }
+
+    /// With access logs, the tunnel's entry ([`TunnelLog`]), put on its `answer` so that
+    /// the line is written when the tunnel closes; `None` without.
+    fn tunnel_log(&self, answer: &mut Response<Body>) -> Option<TunnelLog> {
+        self.config.access_log.as_ref()?;
+        let log = TunnelLog::default();
+        answer.extensions_mut().insert(log.clone());
+        Some(log)
     }
 
     /// As [`Self::spawn_splice_with`], to a plain TCP upstream: [`crate::accel::splice_upgraded`].
@@ -307,13 +319,21 @@ impl HttpManager {
         downstream_socket: Option<SocketId>,
         upstream: tokio::net::TcpStream,
         guard: crate::upstream::RawGuard,
+        log: Option<TunnelLog>,
     ) {
         let downstream = match downstream {
             DownstreamEnd::Upgraded(downstream) => downstream,
             other => {
                 let upstream = wire::tunnel::tcp(upstream);
                 let guard = Some(guard);
-                return self.spawn_splice_with(other, downstream_socket, upstream, guard, None);
+                return self.spawn_splice_with(
+                    other,
+                    downstream_socket,
+                    upstream,
+                    guard,
+                    None,
+                    log,
+                );
             }
         };
         let stats = self.stats.clone();
@@ -321,14 +341,11 @@ impl HttpManager {
         stats.cx_upgrades_active.inc();
         tokio::spawn(async move {
             let _guard = guard;
-            match downstream.await {
-                Ok(downstream) => {
-                    if let Err(error) = crate::accel::splice_upgraded(downstream, upstream).await {
-                        tracing::debug!(%error, "tunnel ended with an error");
-                    }
-                }
-                Err(error) => tracing::debug!(%error, "downstream upgrade did not complete"),
-            }
+            let spliced = match downstream.await {
+                Ok(downstream) => crate::accel::splice_upgraded(downstream, upstream).await,
+                Err(error) => Err(std::io::Error::other(error)),
+            };
+            log_tunnel(log, spliced);
             stats.cx_upgrades_active.dec();
         });
     }
@@ -379,27 +396,41 @@ impl HttpManager {
         upstream: TunnelIo,
         guard: Option<crate::upstream::RawGuard>,
         payload: Option<PayloadFilters>,
+        log: Option<TunnelLog>,
     ) {
         let stats = self.stats.clone();
         stats.cx_upgrades_total.inc();
         stats.cx_upgrades_active.inc();
         tokio::spawn(async move {
             let _guard = guard;
-            match downstream.into_io().await {
+            let spliced = match downstream.into_io().await {
                 Ok(downstream) => {
                     let downstream = downstream.reset_socket(downstream_socket);
-                    let result = match payload {
+                    match payload {
                         Some(filters) => filters.pump(downstream, upstream).await,
                         None => tunnel::splice(downstream, upstream).await,
-                    };
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "tunnel ended with an error");
                     }
                 }
-                Err(error) => tracing::debug!(%error, "downstream upgrade did not complete"),
-            }
+                Err(error) => Err(std::io::Error::other(error)),
+            };
+            log_tunnel(log, spliced);
             stats.cx_upgrades_active.dec();
         });
+    }
+}
+
+/// The end of a tunnel: its log line (the payload bytes both ways; 0 when it failed, whose
+/// counts are not known) and a debug line on a failure.
+fn log_tunnel(log: Option<TunnelLog>, spliced: std::io::Result<crate::accel::Spliced>) {
+    let (received, sent) = match spliced {
+        Ok(spliced) => (spliced.a_to_b, spliced.b_to_a),
+        Err(error) => {
+            tracing::debug!(%error, "tunnel ended with an error");
+            (0, 0)
+        }
+    };
+    if let Some(log) = log {
+        log.finish(received, sent);
     }
 }
 

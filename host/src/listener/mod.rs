@@ -9,6 +9,7 @@ pub mod quic;
 pub mod set;
 pub mod tls;
 
+use crate::access_log::listener::ConnectionEntry;
 use crate::config::Interception;
 use crate::http::{ConnectionTls, CurrentManager, serve_connection_closing};
 use crate::stats::ListenerStats;
@@ -245,9 +246,15 @@ pub async fn accept_loop(
             closing,
         } = accepted;
         let local = stream.local_addr().ok().or(bound).unwrap_or(remote);
+        let entry = manager
+            .load()
+            .config()
+            .listener_access_log
+            .clone()
+            .map(|logs| ConnectionEntry::start(logs, &stream, remote, Some(local)));
         let manager = manager.clone();
         let tls = tls.clone();
-        async move {
+        logged(entry, async move {
             let mut info = ConnectionInfo {
                 remote,
                 local,
@@ -288,9 +295,17 @@ pub async fn accept_loop(
                     Err(error) => tracing::debug!(peer = %remote, %error, "TLS handshake failed"),
                 },
             }
-        }
+        })
     })
     .await;
+}
+
+/// `connection`, written to the listener's access log at its end when `entry` is open.
+async fn logged<F: Future<Output = ()>>(entry: Option<ConnectionEntry>, connection: F) {
+    match entry {
+        Some(entry) => entry.run(connection).await,
+        None => connection.await,
+    }
 }
 
 /// Accepts tcp_proxy connections on `listener` (see [`accept_each`]), serving each with the
@@ -305,11 +320,16 @@ pub async fn tcp_proxy_accept_loop(
     accept_each(listener, stop, alive, drain_time, move |accepted| {
         let proxy = current.load_full();
         let original = accepted.original_destination(proxy.interception());
-        async move {
+        let entry = proxy.listener_access_log().map(|logs| {
+            let local = accepted.stream.local_addr().ok().or(accepted.bound);
+            ConnectionEntry::start(logs.clone(), &accepted.stream, accepted.remote, local)
+                .with_cluster(proxy.cluster())
+        });
+        logged(entry, async move {
             let remote = accepted.remote;
             proxy.serve_connection(accepted.stream, original).await;
             tracing::debug!(peer = %remote, "tcp_proxy connection done");
-        }
+        })
     })
     .await;
 }

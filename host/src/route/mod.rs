@@ -11,6 +11,7 @@
 
 pub mod authority;
 pub mod header_rules;
+pub mod health_check;
 mod matcher;
 pub mod mirror;
 pub mod path;

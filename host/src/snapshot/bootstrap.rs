@@ -24,6 +24,8 @@ pub struct Config {
     pub node_id: String,
     /// The admin listener's address.
     pub admin: Option<SocketAddr>,
+    /// `admin.access_log_path` and `admin.access_log[]`: `None` when there is none.
+    pub admin_access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
     /// HTTP listeners.
     pub listeners: Vec<ListenerConfig>,
     /// Upstream clusters.
@@ -117,6 +119,14 @@ pub(super) fn build(
 ) -> Result<Config, FieldError> {
     let admin = match &bootstrap.admin {
         Some(admin) => Some(listen_address(&admin.address, "admin.address")?),
+        None => None,
+    };
+    let admin_access_log = match &bootstrap.admin {
+        Some(admin) => {
+            // `access_log[]` alone first, so that an error's `[i]` is the entry's own.
+            crate::access_log::AccessLogs::from_config(&admin.access_log, "admin.access_log")?;
+            crate::access_log::AccessLogs::from_config(&admin.access_logs(), "admin.access_log")?
+        }
         None => None,
     };
     let overload = overload::build(bootstrap.overload_manager.as_ref())?;
@@ -213,6 +223,7 @@ pub(super) fn build(
         dump,
         node_id: bootstrap.node.map(|n| n.id).unwrap_or_default(),
         admin,
+        admin_access_log,
         listeners,
         clusters,
         tcp_listeners,

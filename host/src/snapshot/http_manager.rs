@@ -11,6 +11,7 @@ use crate::config::http_manager::{
 use crate::config::http_options::HeadersWithUnderscoresAction;
 use crate::config::{FieldError, runtime, wasm_spec};
 use crate::route::RouteTable;
+use crate::route::health_check::HealthCheckFilter;
 use std::time::Duration;
 
 /// One `upgrade_configs[]` entry of a connection manager.
@@ -79,6 +80,11 @@ pub struct HttpManagerConfig {
     pub strip_port: StripPort,
     /// `access_log[]`: `None` when there is none, so a request costs nothing extra.
     pub access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
+    /// The listener's own `access_log[]` (one line per connection), set by
+    /// `snapshot::listener`; `None` when there is none.
+    pub listener_access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
+    /// `envoy.filters.http.health_check` in `http_filters`, if any.
+    pub health_check: Option<std::sync::Arc<HealthCheckFilter>>,
 }
 
 impl HttpManagerConfig {
@@ -104,6 +110,7 @@ pub(super) fn http_manager_config(
         clusters,
         node,
     )?;
+    let health_check = health_check(hcm, path, node)?;
     let mut upgrades = Vec::new();
     for (u, upgrade) in hcm.upgrade_configs.iter().enumerate() {
         let filters = match &upgrade.filters {
@@ -204,7 +211,50 @@ pub(super) fn http_manager_config(
             &hcm.access_log,
             &format!("{path}.access_log"),
         )?,
+        listener_access_log: None,
+        health_check,
     })
+}
+
+/// The manager's `envoy.filters.http.health_check`, if its `http_filters` have one (at most
+/// one; none in `upgrade_configs[].filters`, which run instead of `http_filters`).
+fn health_check(
+    hcm: &HttpConnectionManager,
+    path: &str,
+    node: &wasm_spec::NodeInfo,
+) -> Result<Option<std::sync::Arc<HealthCheckFilter>>, FieldError> {
+    for (u, upgrade) in hcm.upgrade_configs.iter().enumerate() {
+        let filters = upgrade.filters.as_deref().unwrap_or_default();
+        if let Some(i) = filters
+            .iter()
+            .position(|f| matches!(f.config, HttpFilterConfig::HealthCheck(_)))
+        {
+            return Err(FieldError::new(
+                format!("{path}.upgrade_configs[{u}].filters[{i}]"),
+                "the health check filter belongs in the connection manager's http_filters",
+            ));
+        }
+    }
+    let mut found = None;
+    for (i, filter) in hcm.http_filters.iter().enumerate() {
+        let HttpFilterConfig::HealthCheck(config) = &filter.config else {
+            continue;
+        };
+        let filter_path = format!("{path}.http_filters[{i}]");
+        if found.is_some() {
+            return Err(FieldError::new(
+                filter_path,
+                "at most one health check filter",
+            ));
+        }
+        let built = HealthCheckFilter::build(
+            config,
+            &format!("{filter_path}.typed_config"),
+            &node.cluster,
+        )?;
+        found = Some(std::sync::Arc::new(built));
+    }
+    Ok(found)
 }
 
 /// Reads a list of `http_filters` (at `path`) into the Wasm plugins it runs, in order,
@@ -231,6 +281,15 @@ pub fn http_filters(
             HttpFilterConfig::Wasm(wasm_config) => {
                 let typed_path = format!("{filter_path}.typed_config");
                 plugins.push(load_plugin(wasm_config, &typed_path, clusters, node)?);
+            }
+            // Built by `health_check`; weir runs it before the Wasm filters.
+            HttpFilterConfig::HealthCheck(_) => {
+                if !plugins.is_empty() {
+                    return Err(FieldError::new(
+                        filter_path,
+                        "weir runs the health check filter first: list it before the Wasm filters",
+                    ));
+                }
             }
         }
     }

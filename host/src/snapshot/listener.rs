@@ -46,6 +46,8 @@ pub struct TcpProxyConfig {
     pub network_filters: Vec<std::sync::Arc<crate::wasm::PluginHandle>>,
     /// `access_log[]`: `None` when there is none.
     pub access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
+    /// The listener's own `access_log[]` (one line per connection); `None` when there is none.
+    pub listener_access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
 }
 
 /// One listener with its HTTP connection manager.
@@ -179,6 +181,10 @@ pub(super) fn tcp_listener_config(
                 &proxy.access_log,
                 &format!("{filter_path}.access_log"),
             )?,
+            listener_access_log: crate::access_log::AccessLogs::from_config(
+                &listener.access_log,
+                &format!("{path}.access_log"),
+            )?,
             idle_timeout: match proxy.idle_timeout {
                 Some(d) => nonzero(Some(d.get())),
                 None => Some(Duration::from_secs(3600)),
@@ -250,6 +256,10 @@ pub(super) fn listener_config(
     if let Some(limit) = listener.per_connection_buffer_limit_bytes {
         http.buffer_limit = limit as usize;
     }
+    http.listener_access_log = crate::access_log::AccessLogs::from_config(
+        &listener.access_log,
+        &format!("{path}.access_log"),
+    )?;
     let quic = listener_quic(listener, chain, hcm, path)?;
     Ok(ListenerConfig {
         name,

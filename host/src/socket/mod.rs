@@ -87,6 +87,26 @@ pub fn tcp_counters(socket: &impl AsRawFd) -> io::Result<TcpCounters> {
     })
 }
 
+/// The socket's TCP state (`tcpi_state`: 1 ESTABLISHED ... 11 CLOSING, as `<netinet/tcp.h>`).
+pub fn tcp_state(socket: &impl AsRawFd) -> io::Result<u8> {
+    let mut info = [0u8; 8];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: `info` is a writable buffer of `len` bytes for the duration of the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info[0])
+}
+
 /// Bytes waiting to be read on the socket (`SIOCINQ`, which is FIONREAD for sockets).
 pub fn bytes_readable(socket: &impl AsRawFd) -> io::Result<u64> {
     ioctl_count(socket, libc::FIONREAD)

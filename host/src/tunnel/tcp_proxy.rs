@@ -59,6 +59,16 @@ impl TcpProxy {
         })
     }
 
+    /// The listener's own `access_log[]`, if it has one.
+    pub fn listener_access_log(&self) -> Option<&Arc<crate::access_log::AccessLogs>> {
+        self.config.listener_access_log.as_ref()
+    }
+
+    /// The cluster its connections go to.
+    pub fn cluster(&self) -> &str {
+        &self.config.cluster
+    }
+
     /// How this listener's connections were redirected here (sidecar mode), to read their
     /// original destination.
     pub fn interception(&self) -> Interception {

@@ -107,6 +107,13 @@ impl WorkerPools {
         self.inner.manager.has_cluster(cluster)
     }
 
+    /// `cluster`'s hosts as (healthy, total) now; `None` when it is not configured.
+    pub fn cluster_health(&self, cluster: &str) -> Option<(usize, usize)> {
+        let hosts = self.inner.manager.cluster(cluster)?.hosts();
+        let healthy = hosts.iter().filter(|host| host.is_healthy()).count();
+        Some((healthy, hosts.len()))
+    }
+
     /// Picks a healthy host by the cluster's `lb_policy` (for an `ORIGINAL_DST` cluster: the
     /// [`OriginalDestination`] in `req`'s extensions), gets a connection from this worker's
     /// pool (circuit breakers apply), sends `req` and returns the response head with its
