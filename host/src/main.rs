@@ -435,14 +435,26 @@ fn serve(
         )
         .context("starting the singleton Wasm services")?;
         let reloader = Reloader::new(source, snapshot, workers.publisher());
+        // The ADS client runs until shutdown; the sender is kept to the end of serve.
+        let (xds_stop, xds_stopped) = tokio::sync::watch::channel(false);
         if let Some(state) = &xds {
             state.attach(&reloader);
             state.spawn_initial_fetch_timer();
+            let spec = state.spec().clone();
+            let cluster = config
+                .clusters
+                .iter()
+                .find(|cluster| cluster.name == spec.ads_cluster)
+                .cloned()
+                .with_context(|| format!("xds: no static cluster {:?}", spec.ads_cluster))?;
             tracing::info!(
-                cluster = %state.spec().ads_cluster,
-                api = ?state.spec().api,
+                cluster = %spec.ads_cluster,
+                api = ?spec.api,
                 "xds: resources come from the control plane"
             );
+            let subscriber: Arc<dyn weir::xds::client::Subscriber> = state.clone();
+            weir::xds::client::spawn(spec, cluster, subscriber, xds_stopped)
+                .context("xds: cannot start the ADS client")?;
         }
         weir::reload::watch::spawn(&reloader, tokio::runtime::Handle::current());
         let overload_source = reloader.clone();
@@ -478,6 +490,10 @@ fn serve(
             }
             tokio::spawn(admin.clone().serve(listener));
         }
+        if let Some(state) = &xds {
+            let state = state.clone();
+            admin.set_init_check(Box::new(move || state.initialized()));
+        }
         admin.set_ready(true);
         tokio::select! {
             signalled = wait_for_signal() => signalled?,
@@ -488,6 +504,7 @@ fn serve(
             "draining: no new connections; in-flight requests finish"
         );
         admin.set_ready(false);
+        let _ = xds_stop.send(true);
         tokio::task::spawn_blocking(move || {
             workers.shutdown();
             services.shutdown();

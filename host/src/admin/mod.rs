@@ -52,7 +52,12 @@ pub struct Admin {
     log_level: std::sync::Mutex<String>,
     quit: Notify,
     drain_listeners: std::sync::OnceLock<DrainListeners>,
+    /// Whether the initial fetch from the control plane is over (none without xDS).
+    initialized: std::sync::OnceLock<InitCheck>,
 }
+
+/// Says whether the proxy's initialization is over (the xDS initial fetch).
+pub type InitCheck = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// Stops every listener (`POST /drain_listeners`); `Some(delay)` stops them after `delay`
 /// (`?graceful`: Envoy keeps accepting through its drain time).
@@ -63,6 +68,8 @@ pub type DrainListeners = Box<dyn Fn(Option<std::time::Duration>) + Send + Sync>
 pub enum Readiness {
     /// Serving.
     Live,
+    /// Waiting for the initial fetch from the control plane (or its timeout).
+    Initializing,
     /// Shutting down, or failing health checks (`POST /healthcheck/fail`).
     Draining,
 }
@@ -72,6 +79,7 @@ impl Readiness {
     pub fn name(self) -> &'static str {
         match self {
             Readiness::Live => "LIVE",
+            Readiness::Initializing => "INITIALIZING",
             Readiness::Draining => "DRAINING",
         }
     }
@@ -93,6 +101,7 @@ impl Admin {
             log_level: std::sync::Mutex::new(log_level.to_owned()),
             quit: Notify::new(),
             drain_listeners: std::sync::OnceLock::new(),
+            initialized: std::sync::OnceLock::new(),
         })
     }
 
@@ -107,7 +116,16 @@ impl Admin {
         if !self.ready.load(Ordering::Acquire) || crate::server_state::health_check_failed() {
             return Readiness::Draining;
         }
+        if self.initialized.get().is_some_and(|initialized| !initialized()) {
+            return Readiness::Initializing;
+        }
         Readiness::Live
+    }
+
+    /// Makes `/ready` say INITIALIZING (503) while `initialized` says false: the xDS initial
+    /// fetch, as Envoy's init manager holds its readiness.
+    pub fn set_init_check(&self, initialized: InitCheck) {
+        let _ = self.initialized.set(initialized);
     }
 
     /// Returns once `POST /quitquitquit` was asked (the caller then shuts down as on SIGTERM).
@@ -340,7 +358,9 @@ impl Admin {
                 let readiness = self.readiness();
                 let status = match readiness {
                     Readiness::Live => StatusCode::OK,
-                    Readiness::Draining => StatusCode::SERVICE_UNAVAILABLE,
+                    Readiness::Draining | Readiness::Initializing => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
                 };
                 text(status, format!("{}\n", readiness.name()))
             }

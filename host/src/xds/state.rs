@@ -444,6 +444,14 @@ impl Subscriber for XdsState {
     fn connected(&self, up: bool) {
         XdsStats::global().connected_state.set(i64::from(up));
     }
+
+    /// What is held, for a delta stream's `initial_resource_versions` after a reconnect.
+    fn held_versions(&self, kind: ResourceType) -> std::collections::HashMap<String, String> {
+        self.lock()
+            .of(kind)
+            .map(|(name, held)| (name.clone(), held.version.clone()))
+            .collect()
+    }
 }
 
 impl ConfigSource for XdsState {
