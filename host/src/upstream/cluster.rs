@@ -199,6 +199,8 @@ pub struct Cluster {
     pub pending: Breaker,
     /// `max_requests`.
     pub requests: Breaker,
+    /// `max_retries`: retries in flight, from the decision to retry to that try's outcome.
+    pub retries: Breaker,
     /// Where round robin goes next.
     pub(crate) round_robin: AtomicUsize,
     /// Woken when a connection of this cluster closes, for requests waiting on
@@ -258,6 +260,7 @@ impl Cluster {
             connections: Breaker::new(spec.thresholds.max_connections),
             pending: Breaker::new(spec.thresholds.max_pending_requests),
             requests: Breaker::new(spec.thresholds.max_requests),
+            retries: Breaker::new(spec.thresholds.max_retries),
             stats,
             tls,
             quic,
@@ -394,6 +397,34 @@ impl Cluster {
     }
 }
 
+/// One unit of `max_retries`, held by a retry from the decision to send it until its outcome
+/// is known (as Envoy's retry state holds it until its next decision).
+#[derive(Debug)]
+pub struct RetrySlot {
+    cluster: Arc<Cluster>,
+}
+
+impl Cluster {
+    /// Takes a `max_retries` unit for a retry; `None` (`upstream_rq_retry_overflow` counted)
+    /// when the breaker is open.
+    pub fn try_retry(self: &Arc<Self>) -> Option<RetrySlot> {
+        if self.retries.try_acquire() {
+            Some(RetrySlot {
+                cluster: self.clone(),
+            })
+        } else {
+            self.stats.rq_retry_overflow.inc();
+            None
+        }
+    }
+}
+
+impl Drop for RetrySlot {
+    fn drop(&mut self) {
+        self.cluster.retries.release();
+    }
+}
+
 /// One unit of `max_connections`, held by a connection (or its attempt) until it closes.
 #[derive(Debug)]
 pub struct ConnectionSlot {
@@ -503,6 +534,25 @@ mod tests {
         breaker.release();
         assert!(breaker.try_acquire());
         assert_eq!(breaker.current(), 2);
+    }
+
+    /// `max_retries` (Envoy's default 3) bounds the retries in flight across the cluster;
+    /// one more is refused and counted, and a finished retry gives its unit back.
+    #[test]
+    fn retry_budget_holds_three_retries_by_default_and_counts_overflow() {
+        let spec = crate::upstream::test_support::spec("retry_budget", &[1]);
+        assert_eq!(spec.thresholds.max_retries, 3);
+        let Ok(cluster) = Cluster::new(spec) else {
+            panic!("cluster builds")
+        };
+        let cluster = Arc::new(cluster);
+        let held: Vec<_> = (0..3).filter_map(|_| cluster.try_retry()).collect();
+        assert_eq!(held.len(), 3);
+        assert!(cluster.try_retry().is_none());
+        assert_eq!(cluster.stats.rq_retry_overflow.get(), 1);
+        drop(held);
+        assert_eq!(cluster.retries.current(), 0);
+        assert!(cluster.try_retry().is_some());
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod tunnel;
 #[cfg(test)]
 mod test_support;
 
+pub use cluster::{Cluster, RetrySlot};
 pub use error::UpstreamError;
 pub use manager::ClusterManager;
 pub use pool::{RawConnection, RawGuard, WorkerPools};
