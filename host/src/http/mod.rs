@@ -15,6 +15,7 @@ pub mod local_reply;
 pub mod phases;
 mod premature_reset;
 mod request_body;
+mod retry;
 pub mod sanitize;
 mod server;
 pub mod stream;
