@@ -158,9 +158,14 @@ impl Breaker {
 
     /// Takes one unit if the limit allows.
     fn try_acquire(&self) -> bool {
+        self.try_acquire_within(self.limit)
+    }
+
+    /// Takes one unit if fewer than `limit` are taken (a limit that changes with load).
+    fn try_acquire_within(&self, limit: u32) -> bool {
         self.count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
-                (count < self.limit).then_some(count + 1)
+                (count < limit).then_some(count + 1)
             })
             .is_ok()
     }
@@ -408,7 +413,12 @@ impl Cluster {
     /// Takes a `max_retries` unit for a retry; `None` (`upstream_rq_retry_overflow` counted)
     /// when the breaker is open.
     pub fn try_retry(self: &Arc<Self>) -> Option<RetrySlot> {
-        if self.retries.try_acquire() {
+        // With a `retry_budget`, the limit follows the requests active and pending now.
+        let limit = match self.spec.thresholds.retry_budget {
+            Some(budget) => budget.limit(self.requests.current() + self.pending.current()),
+            None => self.retries.limit,
+        };
+        if self.retries.try_acquire_within(limit) {
             Some(RetrySlot {
                 cluster: self.clone(),
             })
@@ -553,6 +563,42 @@ mod tests {
         drop(held);
         assert_eq!(cluster.retries.current(), 0);
         assert!(cluster.try_retry().is_some());
+    }
+
+    /// `retry_budget`: 20% of the requests active and pending, at least
+    /// `min_retry_concurrency`.
+    #[test]
+    fn a_retry_budget_follows_the_requests_in_flight() {
+        let budget = crate::upstream::spec::RetryBudget {
+            budget_basis_points: 2000,
+            min_retry_concurrency: 3,
+        };
+        assert_eq!(budget.limit(0), 3);
+        assert_eq!(budget.limit(10), 3);
+        assert_eq!(budget.limit(50), 10);
+        assert_eq!(budget.limit(u32::MAX), 858_993_459);
+        let mut spec = crate::upstream::test_support::spec("retry_budget_share", &[1]);
+        spec.thresholds.retry_budget = Some(crate::upstream::spec::RetryBudget {
+            budget_basis_points: 5000,
+            min_retry_concurrency: 1,
+        });
+        let Ok(cluster) = Cluster::new(spec) else {
+            panic!("cluster builds")
+        };
+        let cluster = Arc::new(cluster);
+        let first = cluster.try_retry();
+        assert!(first.is_some(), "the minimum: one");
+        assert!(cluster.try_retry().is_none());
+        // Four requests in flight: half of them may be retries.
+        let host = cluster.hosts()[0].clone();
+        let requests: Vec<_> = (0..4)
+            .filter_map(|_| cluster.try_request(&host).ok())
+            .collect();
+        assert_eq!(requests.len(), 4);
+        let second = cluster.try_retry();
+        assert!(second.is_some());
+        assert!(cluster.try_retry().is_none());
+        assert_eq!(cluster.stats.rq_retry_overflow.get(), 2);
     }
 
     #[test]
