@@ -22,7 +22,7 @@ use super::local_reply::LocalReply;
 use crate::access_log::http::{RetryFlag, note_retry_flag};
 use crate::body::{self, Body, BoxError};
 use crate::route::ForwardAction;
-use crate::route::retry::{RetryPolicy, TryFailure, X_ENVOY_ATTEMPT_COUNT};
+use crate::route::retry::{RetryOn, RetryPolicy, TryFailure, X_ENVOY_ATTEMPT_COUNT};
 use crate::upstream::{RetrySlot, UpstreamError};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
@@ -48,8 +48,12 @@ impl HttpManager {
                 .insert(X_ENVOY_ATTEMPT_COUNT, HeaderValue::from_static("1"));
         }
         match action.retry.as_deref() {
-            None => self.send_once(request, action).await,
-            Some(policy) => Box::pin(self.send_with_retries(request, action, policy)).await,
+            // A policy without `retry_on` retries nothing (Envoy makes no retry state for
+            // it): one try, the body streamed.
+            Some(policy) if policy.retry_on != RetryOn::default() => {
+                Box::pin(self.send_with_retries(request, action, policy)).await
+            }
+            _ => self.send_once(request, action).await,
         }
     }
 
