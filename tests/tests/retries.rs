@@ -325,6 +325,8 @@ fn compared_config(
     let routes = vec![
         json!({"match": {"prefix": "/status", "headers": [{"name": "x-plain", "present_match": true}]},
             "route": {"cluster": "one"}}),
+        json!({"match": {"prefix": "/status", "headers": [{"name": "x-over", "present_match": true}]},
+            "route": {"cluster": "tight", "retry_policy": {"retry_on": "5xx", "num_retries": 1}}}),
         retry_route(
             "/fail-first",
             "one",
@@ -342,12 +344,17 @@ fn compared_config(
             json!({"retry_on": "5xx", "num_retries": 1,
                    "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
                        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
-                   "host_selection_retry_max_attempts": 10}),
+                   "host_selection_retry_max_attempts": 20}),
         ),
         retry_route(
             "/down",
             "refused",
             json!({"retry_on": "connect-failure", "num_retries": 1}),
+        ),
+        retry_route(
+            "/slow-first",
+            "slow",
+            json!({"retry_on": "5xx", "num_retries": 1, "per_try_timeout": "0.2s"}),
         ),
     ];
     let mut vhost = config::vhost("all", &["*"], routes);
@@ -356,6 +363,8 @@ fn compared_config(
     hcm["access_log"] = json!([file_logger(log)]);
     let mut two = config::static_cluster("two", &[a, b]);
     two["lb_policy"] = json!("RANDOM");
+    let mut tight = config::static_cluster("tight", &[one]);
+    tight["circuit_breakers"] = json!({"thresholds": [{"max_retries": 0}]});
     config::bootstrap(
         ports.admin,
         vec![config::listener("ingress", ports.http, hcm)],
@@ -363,6 +372,8 @@ fn compared_config(
             config::static_cluster("one", &[one]),
             two,
             config::static_cluster("refused", &[closed]),
+            tight,
+            config::static_cluster("slow", &[one]),
         ],
     )
 }
@@ -382,6 +393,9 @@ struct Outcome {
     /// tries seen.
     exhausted: (u16, usize),
     down: u16,
+    /// `/status/503/o` to cluster `tight` (max_retries 0) and `/slow-first/1/1000/p`
+    /// (per_try_timeout).
+    over_and_per_try: (u16, u16),
     client_asked: (u16, usize, Vec<String>),
     /// The access log lines, in order.
     log: Vec<String>,
@@ -420,6 +434,17 @@ async fn run_comparison(
     let resp = get(addr, "/status/503/x").await;
     let exhausted = (resp.status, seen(one, "/status/503/x"));
     let down = get(addr, "/down").await.status;
+    // The max_retries breaker at 0 (`x-over`), and a first try past its per_try_timeout.
+    let request = http::Request::get("/status/503/o")
+        .header("host", "retry.test")
+        .header("x-over", "1")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let over = client::h1_request(addr, request)
+        .await
+        .expect("GET /status/503/o")
+        .status;
+    let per_try = get(addr, "/slow-first/1/1000/p").await.status;
     let request = http::Request::get("/status/503/y")
         .header("host", "retry.test")
         .header("x-plain", "1")
@@ -444,8 +469,8 @@ async fn run_comparison(
         .collect();
     let client_asked = (resp.status, seen(one, "/status/503/y"), asked);
 
-    let log = log_lines(log, 4 + PREVIOUS_HOSTS_REQUESTS).await;
-    let filter = "/stats?filter=%5Ecluster%5C.(one%7Crefused)%5C.upstream_rq_retry(_success%7C_limit_exceeded%7C_overflow)%3F%24";
+    let log = log_lines(log, 6 + PREVIOUS_HOSTS_REQUESTS).await;
+    let filter = "/stats?filter=%5Ecluster%5C.(one%7Crefused%7Ctight%7Cslow)%5C.upstream_rq_(per_try_timeout%7Cretry(_success%7C_limit_exceeded%7C_overflow)%3F)%24";
     let stats = envoy_check::http::get(admin, filter, &[]).expect("admin /stats");
     assert_eq!(stats.status, 200);
     // (Envoy's answer is chunked: only the stat lines count.)
@@ -459,6 +484,7 @@ async fn run_comparison(
         previous_hosts: (statuses, answered),
         exhausted,
         down,
+        over_and_per_try: (over, per_try),
         client_asked,
         log,
         stats,
@@ -525,6 +551,7 @@ async fn retries_as_envoy() {
         // Spent retries: the last try's answer, flagged URX.
         assert_eq!(outcome.exhausted, (503, 2), "{proxy}");
         assert_eq!(outcome.down, 503, "{proxy}");
+        assert_eq!(outcome.over_and_per_try, (503, 200), "{proxy}");
         // Retry headers from the client: neither honoured nor forwarded.
         assert_eq!(outcome.client_asked, (503, 1, Vec::new()), "{proxy}");
         outcomes.push(outcome);
@@ -552,6 +579,8 @@ async fn retries_as_envoy() {
             "200 - 2 /fail-first/1/x",
             "503 URX 2 /status/503/x",
             "503 URX,UF 2 /down",
+            "503 UO 1 /status/503/o",
+            "200 - 2 /slow-first/1/1000/p",
             "503 - 1 /status/503/y",
         ]
     );
