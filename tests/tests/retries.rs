@@ -599,3 +599,37 @@ async fn retries_as_envoy() {
     envoy.previous_hosts = (Vec::new(), Vec::new());
     assert_eq!(weir, envoy, "weir (left) and Envoy (right) differ");
 }
+
+/// The same retry over HTTP/2 downstream: the body is replayed to the second try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_request_is_retried_with_its_body() {
+    let up = H1Upstream::start("up").await;
+    let ports = Ports::new();
+    let routes = vec![retry_route(
+        "/",
+        "backend",
+        json!({"retry_on": "retriable-status-codes", "retriable_status_codes": [503],
+               "num_retries": 2}),
+    )];
+    let weir = Weir::start(&proxy_config(
+        ports,
+        routes,
+        vec![config::static_cluster("backend", &[up.addr])],
+    ))
+    .await;
+    let body = bytes::Bytes::from_static(b"replayed over h2");
+    let request = http::Request::post(format!("http://{}/fail-first/2/h2", ports.http_addr()))
+        .body(http_body_util::Full::new(body.clone()))
+        .expect("request");
+    let resp = client::h2c_request(ports.http_addr(), request)
+        .await
+        .expect("h2c POST");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.body, body);
+    assert_eq!(seen(&up, "/fail-first/2/h2"), 3);
+    assert_eq!(cluster_stat(&weir, "backend", "rq_retry").await, 2.0);
+    assert_eq!(
+        cluster_stat(&weir, "backend", "rq_retry_success").await,
+        1.0
+    );
+}
