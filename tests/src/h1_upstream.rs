@@ -292,6 +292,51 @@ async fn handle(
     Ok(resp)
 }
 
+/// Paths for retry tests, by what the upstream answers (with the request body back):
+/// `/fail-first/K/...` 503 while this upstream has seen at most K requests for the path,
+/// then 200; `/fail-on/NAME/...` 503 from the upstream named NAME, 200 from the others;
+/// `/status/NNN/...` NNN; `/slow-first/K/MS/...` 200 after MS ms while this upstream has seen
+/// at most K requests for the path, at once after. `None` for any other path.
+async fn retry_paths(st: &State, path: &str) -> Option<StatusCode> {
+    let seen = || {
+        st.tracker
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path.split('?').next() == Some(path))
+            .count()
+    };
+    let mut words = path.trim_start_matches('/').split('/');
+    let kind = words.next()?;
+    let arg = words.next().unwrap_or("");
+    match kind {
+        "fail-first" => {
+            let k: usize = arg.parse().unwrap_or(0);
+            Some(if seen() <= k {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            })
+        }
+        "fail-on" => Some(if arg == st.name {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        }),
+        "status" => StatusCode::from_u16(arg.parse().unwrap_or(200)).ok(),
+        "slow-first" => {
+            let k: usize = arg.parse().unwrap_or(0);
+            let ms: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+            if seen() <= k {
+                tokio::time::sleep(Duration::from_millis(ms.min(30_000))).await;
+            }
+            Some(StatusCode::OK)
+        }
+        _ => None,
+    }
+}
+
 async fn respond(
     st: &State,
     rec: &Recorded,
@@ -307,6 +352,16 @@ async fn respond(
             .map_err(|_| DropConnection)?
             .to_bytes();
         return Ok((StatusCode::OK, chunked(body)));
+    }
+    if let Some(status) = retry_paths(st, p).await {
+        // The request body comes back (a replayed body can be checked).
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map_err(|_| DropConnection)?
+            .to_bytes();
+        return Ok((status, full(body)));
     }
     if let Some(n) = p.strip_prefix("/large/") {
         let n: usize = n.parse().unwrap_or(0);

@@ -99,6 +99,17 @@ struct UpstreamNotes {
     cluster: Option<String>,
     host: Option<SocketAddr>,
     attempts: u32,
+    /// How the router's retries ended, where that is a response flag.
+    retry_flag: Option<RetryFlag>,
+}
+
+/// The response flags a retry policy can add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryFlag {
+    /// `UO`: the `max_retries` circuit breaker kept a retry from being sent.
+    Overflow,
+    /// `URX`: the last try failed as the policy retries, and `num_retries` was spent.
+    LimitExceeded,
 }
 
 tokio::task_local! {
@@ -113,6 +124,12 @@ pub fn note_upstream(host: SocketAddr) {
         notes.host = Some(host);
         notes.attempts += 1;
     });
+}
+
+/// Notes how the request's retries ended (see [`RetryFlag`]), when an access log entry is
+/// open for it.
+pub fn note_retry_flag(flag: RetryFlag) {
+    let _ = NOTES.try_with(|notes| notes.borrow_mut().retry_flag = Some(flag));
 }
 
 /// Notes the cluster a route sends to (before a host is picked, which may fail).
@@ -277,12 +294,24 @@ impl Finishing {
         let entry = &self.entry;
         let ended_after = entry.request.ended_after.load(Ordering::Relaxed);
         let info = self.info.as_ref();
-        let mut flags = info.map_or("", |i| i.flags).to_owned();
-        if disconnected {
-            if !flags.is_empty() {
-                flags.push(',');
+        // Envoy 1.40 prints flags in the order they were set: a retry decision's (`URX`,
+        // `UO`) before the local reply's, `DC` last.
+        let mut flags = match self.upstream.0.retry_flag {
+            Some(RetryFlag::LimitExceeded) => "URX".to_owned(),
+            Some(RetryFlag::Overflow) => "UO".to_owned(),
+            None => String::new(),
+        };
+        let mut add = |flag: &str| {
+            if !flag.is_empty() && !flags.split(',').any(|f| f == flag) {
+                if !flags.is_empty() {
+                    flags.push(',');
+                }
+                flags.push_str(flag);
             }
-            flags.push_str("DC");
+        };
+        add(info.map_or("", |i| i.flags));
+        if disconnected {
+            add("DC");
         }
         let details = match info {
             Some(info) => info.details.as_str(),

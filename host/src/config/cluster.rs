@@ -230,6 +230,30 @@ pub struct Thresholds {
     /// Retries in flight.
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// Retries in flight as a share of the requests in flight (replaces `max_retries`).
+    #[serde(default)]
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// `thresholds[].retry_budget`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudget {
+    /// The share of active and pending requests that may be retries (default 20%).
+    #[serde(default)]
+    pub budget_percent: Option<Percent>,
+    /// Retries allowed whatever the share (default 3).
+    #[serde(default)]
+    pub min_retry_concurrency: Option<u32>,
+}
+
+/// `type.v3.Percent`.
+#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Percent {
+    /// 0.0 to 100.0.
+    #[serde(default)]
+    pub value: f64,
 }
 
 /// `priority` of circuit breaker thresholds.
@@ -457,10 +481,11 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
     };
     let mut thresholds = spec::Thresholds::default();
     if let Some(breakers) = &cluster.circuit_breakers {
-        for t in breakers
+        for (i, t) in breakers
             .thresholds
             .iter()
-            .filter(|t| t.priority == RoutingPriority::DEFAULT)
+            .enumerate()
+            .filter(|(_, t)| t.priority == RoutingPriority::DEFAULT)
         {
             thresholds.max_connections = t.max_connections.unwrap_or(thresholds.max_connections);
             thresholds.max_pending_requests = t
@@ -468,6 +493,22 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
                 .unwrap_or(thresholds.max_pending_requests);
             thresholds.max_requests = t.max_requests.unwrap_or(thresholds.max_requests);
             thresholds.max_retries = t.max_retries.unwrap_or(thresholds.max_retries);
+            if let Some(budget) = &t.retry_budget {
+                let percent = budget.budget_percent.map_or(20.0, |p| p.value);
+                if !(0.0..=100.0).contains(&percent) {
+                    return Err(FieldError::new(
+                        format!(
+                            "{path}.circuit_breakers.thresholds[{i}].retry_budget.budget_percent.value"
+                        ),
+                        "expected 0 to 100",
+                    ));
+                }
+                thresholds.retry_budget = Some(spec::RetryBudget {
+                    // Hundredths of a percent: the spec stays plain, comparable data.
+                    budget_basis_points: (percent * 100.0).round() as u32,
+                    min_retry_concurrency: budget.min_retry_concurrency.unwrap_or(3),
+                });
+            }
         }
     }
     let (protocol, h2_options, common) = upstream_protocol(cluster, path)?;

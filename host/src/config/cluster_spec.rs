@@ -129,6 +129,29 @@ pub struct Thresholds {
     pub max_requests: u32,
     /// Retries in flight at once.
     pub max_retries: u32,
+    /// `retry_budget`: when set, the retries allowed in flight follow the requests in flight
+    /// instead of `max_retries`.
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// `retry_budget` of circuit breaker thresholds: retries in flight may be `budget_percent`
+/// of the requests active and pending, and never fewer than `min_retry_concurrency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBudget {
+    /// `budget_percent` in hundredths of a percent (2000 = 20%).
+    pub budget_basis_points: u32,
+    /// `min_retry_concurrency`.
+    pub min_retry_concurrency: u32,
+}
+
+impl RetryBudget {
+    /// The retries allowed in flight when `active` requests are active or pending.
+    pub fn limit(&self, active: u32) -> u32 {
+        let share = u64::from(active) * u64::from(self.budget_basis_points) / 10_000;
+        u32::try_from(share)
+            .unwrap_or(u32::MAX)
+            .max(self.min_retry_concurrency)
+    }
 }
 
 impl Default for Thresholds {
@@ -138,6 +161,7 @@ impl Default for Thresholds {
             max_pending_requests: 1024,
             max_requests: 1024,
             max_retries: 3,
+            retry_budget: None,
         }
     }
 }

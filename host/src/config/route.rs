@@ -76,6 +76,12 @@ pub struct VirtualHost {
     /// Requests not made over TLS (by `x-forwarded-proto`) get a 301 to `https://`.
     #[serde(default)]
     pub require_tls: TlsRequirementType,
+    /// Retries of the routes that have no `retry_policy` of their own.
+    #[serde(default)]
+    pub retry_policy: Option<RetryPolicy>,
+    /// Upstream requests carry `x-envoy-attempt-count` (1 on the first try).
+    #[serde(default)]
+    pub include_request_attempt_count: bool,
 }
 
 /// `require_tls` of a virtual host.
@@ -342,6 +348,9 @@ pub struct RouteAction {
     /// Copies of the request sent to other clusters, their answers ignored.
     #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub request_mirror_policies: Vec<RequestMirrorPolicy>,
+    /// Retries of this route (in place of its virtual host's).
+    #[serde(default)]
+    pub retry_policy: Option<RetryPolicy>,
 }
 
 /// `request_mirror_policies[]` of a route.
@@ -392,6 +401,58 @@ pub enum FractionalDenominator {
     TEN_THOUSAND,
     /// 1,000,000.
     MILLION,
+}
+
+/// `retry_policy` of a route or virtual host (`config.route.v3.RetryPolicy`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// When to retry: a comma list (`5xx`, `gateway-error`, `reset`, `connect-failure`, ...).
+    #[serde(default)]
+    pub retry_on: Option<String>,
+    /// Retries allowed (default 1).
+    #[serde(default)]
+    pub num_retries: Option<u32>,
+    /// Time for each try, within the route's `timeout`.
+    #[serde(default)]
+    pub per_try_timeout: Option<ConfigDuration>,
+    /// Time each try may go without a byte from the upstream.
+    #[serde(default)]
+    pub per_try_idle_timeout: Option<ConfigDuration>,
+    /// The wait between tries.
+    #[serde(default)]
+    pub retry_back_off: Option<RetryBackOff>,
+    /// The statuses `retriable-status-codes` retries.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub retriable_status_codes: Vec<u32>,
+    /// Which hosts a retry avoids (`envoy.retry_host_predicates.previous_hosts`).
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub retry_host_predicate: Vec<RetryHostPredicate>,
+    /// How many times a retry picks a host again when the predicate rejects one.
+    #[serde(default)]
+    pub host_selection_retry_max_attempts: Option<i64>,
+}
+
+/// `retry_back_off` of a retry policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBackOff {
+    /// The first wait's bound (required by Envoy).
+    pub base_interval: ConfigDuration,
+    /// The largest wait (default 10 x `base_interval`).
+    #[serde(default)]
+    pub max_interval: Option<ConfigDuration>,
+}
+
+/// `retry_host_predicate[]`: a `name` and its `typed_config`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryHostPredicate {
+    /// `envoy.retry_host_predicates.previous_hosts`.
+    pub name: String,
+    /// Its config (`PreviousHostsPredicate` has no field).
+    #[serde(default)]
+    pub typed_config: Option<serde_yaml_ng::Value>,
 }
 
 /// `weighted_clusters` of a route.

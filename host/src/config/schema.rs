@@ -37,8 +37,9 @@ pub use super::quic::{
 pub use super::route::{
     ClusterNotFoundResponseCode, ClusterWeight, ConnectConfig, DirectResponse, HeaderMatcher,
     QueryParameterMatcher, RedirectAction, RedirectResponseCode, RegexMatchAndSubstitute,
-    RegexMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, RouteUpgradeConfig,
-    StringMatcher, TlsRequirementType, VirtualHost, WeightedClusters,
+    RegexMatcher, RetryBackOff, RetryHostPredicate, RetryPolicy, Route, RouteAction,
+    RouteConfiguration, RouteMatch, RouteUpgradeConfig, StringMatcher, TlsRequirementType,
+    VirtualHost, WeightedClusters,
 };
 pub use super::route::{
     FractionalDenominator, FractionalPercent, RequestMirrorPolicy, RuntimeFractionalPercent,

@@ -17,6 +17,7 @@ pub mod mirror;
 pub mod phases;
 mod premature_reset;
 mod request_body;
+mod retry;
 pub mod route_headers;
 pub mod sanitize;
 mod server;

@@ -679,6 +679,8 @@ impl HttpManager {
             }
         };
         headers.insert(header::HOST, host);
+        // Retry and timeout settings are not the client's to choose (see `route::retry`).
+        crate::route::retry::strip_request_headers(headers);
         crate::route::response_headers::apply(&action.request_headers, headers);
         self.add_forwarding_headers(headers, conn);
         let side = route_headers::RequestSide {
@@ -737,27 +739,15 @@ impl HttpManager {
         )
     }
 
-    /// Sends `request` to the route's cluster and shapes the response for downstream.
+    /// Sends `request` to the route's cluster (retried as its route says) and shapes the
+    /// response for downstream.
     async fn forward(
         &self,
         request: Request<Body>,
         action: &ForwardAction,
     ) -> Result<Response<Body>, LocalReply> {
-        let send = self.pools.send(&action.cluster, request);
-        let result = match action.timeout {
-            Some(limit) => match tokio::time::timeout(limit, send).await {
-                Ok(result) => result,
-                Err(_) => {
-                    self.stats.rq_timeout.inc();
-                    return Err(LocalReply::UpstreamTimeout);
-                }
-            },
-            None => send.await,
-        };
-        let mut response = result.map_err(|e| {
-            tracing::debug!(cluster = %action.cluster, error = %e, "upstream request failed");
-            LocalReply::Upstream(e)
-        })?;
+        // Under the route's timeout, with its retries (see `super::retry`).
+        let mut response = self.send_upstream(request, action).await?;
         headers::remove_hop_by_hop(response.headers_mut(), false);
         if let Some(server) = &self.server_header {
             response

@@ -18,6 +18,7 @@ pub mod path;
 pub mod redirect;
 pub mod regex;
 pub mod response_headers;
+pub mod retry;
 pub mod split;
 
 use crate::access_log::format::LogContext;
@@ -177,6 +178,10 @@ pub struct ForwardAction {
     pub idle_timeout: Option<Option<Duration>>,
     /// Per-route upgrade overrides.
     pub upgrades: Vec<RouteUpgrade>,
+    /// `retry_policy` of the route, else of its virtual host; `None`: one try.
+    pub retry: Option<std::sync::Arc<retry::RetryPolicy>>,
+    /// The virtual host's `include_request_attempt_count`.
+    pub include_attempt_count: bool,
 }
 
 /// In a request's extensions: the cluster a `weighted_clusters` or `cluster_header` route
@@ -333,6 +338,17 @@ impl RouteTable {
                     ));
                 }
             }
+            let retry = match &vhost.retry_policy {
+                Some(policy) => Some(std::sync::Arc::new(retry::RetryPolicy::build(
+                    policy,
+                    &format!("{vhost_path}.retry_policy"),
+                )?)),
+                None => None,
+            };
+            let vhost_forward = VirtualHostForward {
+                retry,
+                include_attempt_count: vhost.include_request_attempt_count,
+            };
             let mut routes = Vec::new();
             for (r, route) in vhost.routes.iter().enumerate() {
                 routes.push(build_route(
@@ -340,6 +356,7 @@ impl RouteTable {
                     &format!("{vhost_path}.routes[{r}]"),
                     clusters,
                     body_limit,
+                    &vhost_forward,
                 )?);
             }
             let (request_rules, response_rules) = level_rules(
@@ -651,12 +668,22 @@ fn push_unique(list: &mut Vec<(String, usize)>, key: &str, index: usize) -> bool
     false
 }
 
+/// What a virtual host gives each of its forwarding routes.
+#[derive(Default)]
+struct VirtualHostForward {
+    /// Its `retry_policy`, for routes without their own.
+    retry: Option<std::sync::Arc<retry::RetryPolicy>>,
+    /// `include_request_attempt_count`.
+    include_attempt_count: bool,
+}
+
 /// One route at `path`; `body_limit` bounds a `direct_response` body.
 fn build_route(
     route: &schema::Route,
     path: &str,
     clusters: &[&str],
     body_limit: u32,
+    vhost: &VirtualHostForward,
 ) -> Result<Route, FieldError> {
     let path_matcher = PathMatcher::build(&route.route_match, &format!("{path}.match"))?;
     let mut headers = Vec::new();
@@ -675,7 +702,13 @@ fn build_route(
     }
     let action = match (&route.route, &route.direct_response, &route.redirect) {
         (Some(forward), None, None) => {
-            RouteAction::Forward(build_forward(forward, &format!("{path}.route"), clusters)?)
+            let mut action = build_forward(forward, &format!("{path}.route"), clusters)?;
+            // The route's own policy wins over its virtual host's, whole (as Envoy).
+            if action.retry.is_none() {
+                action.retry.clone_from(&vhost.retry);
+            }
+            action.include_attempt_count = vhost.include_attempt_count;
+            RouteAction::Forward(action)
         }
         (None, Some(direct), None) => {
             let status = http::StatusCode::from_u16(direct.status)
@@ -851,7 +884,16 @@ fn build_forward(
         )?),
         None => None,
     };
+    let retry = match &forward.retry_policy {
+        Some(policy) => Some(std::sync::Arc::new(retry::RetryPolicy::build(
+            policy,
+            &format!("{path}.retry_policy"),
+        )?)),
+        None => None,
+    };
     Ok(ForwardAction {
+        retry,
+        include_attempt_count: false,
         cluster,
         choice,
         request_headers: Vec::new(),

@@ -360,3 +360,60 @@ fn path_and_host_normalization_fields() {
     assert!(e.path.ends_with("path_with_escaped_slashes_action"), "{e}");
     assert!(e.message.contains("UNESCAPE_AND_FORWARD"), "{e}");
 }
+
+/// `retry_policy` on a virtual host and a route (the route's wins, whole), and a cluster's
+/// `retry_budget`, load with Envoy's names; a bad retry field is named by its path.
+#[test]
+fn retry_policies_and_budgets_load_with_envoys_names() {
+    let text = GOOD
+        .replace(
+            "              domains: [\"*\"]\n",
+            "              domains: [\"*\"]\n              include_request_attempt_count: true\n              retry_policy: { retry_on: 5xx, num_retries: 4 }\n",
+        )
+        .replace(
+            "              - match: { prefix: \"/\" }\n",
+            "              - match: { prefix: \"/own\" }\n                route: { cluster: backend, retry_policy: { retry_on: \"connect-failure,reset\" } }\n              - match: { prefix: \"/\" }\n",
+        )
+        .replace(
+            "thresholds: [ { max_connections: 4, max_pending_requests: 2 } ]",
+            "thresholds: [ { max_connections: 4, max_pending_requests: 2, retry_budget: { budget_percent: { value: 25 } } } ]",
+        );
+    let config = load_str(&text, "test.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let routes = &config.listeners[0].http.routes;
+    let action = |path: &str| match routes
+        .find("h", path, &http::HeaderMap::new())
+        .map(|r| &r.action)
+    {
+        Some(crate::route::RouteAction::Forward(action)) => action.clone(),
+        other => panic!("{path}: {other:?}"),
+    };
+    let inherited = action("/x");
+    let policy = inherited.retry.expect("the virtual host's policy");
+    assert_eq!(policy.num_retries, 4);
+    assert!(inherited.include_attempt_count);
+    let own = action("/own").retry.expect("the route's own policy");
+    assert_eq!(
+        own.num_retries, 1,
+        "the route's policy replaces the virtual host's whole"
+    );
+    assert!(own.retry_on.any(crate::route::retry::RetryOn::RESET));
+    assert!(!own.retry_on.any(crate::route::retry::RetryOn::FIVE_XX));
+    assert_eq!(
+        config.clusters[0].thresholds.retry_budget,
+        Some(spec::RetryBudget {
+            budget_basis_points: 2500,
+            min_retry_concurrency: 3
+        })
+    );
+    let e = error_of(&text.replace("retry_on: 5xx", "retry_on: \"5xx,bogus\""));
+    assert!(
+        e.path.ends_with("virtual_hosts[0].retry_policy.retry_on"),
+        "{e}"
+    );
+    let e = error_of(&text.replace("value: 25", "value: 250"));
+    assert!(
+        e.path
+            .ends_with("circuit_breakers.thresholds[0].retry_budget.budget_percent.value"),
+        "{e}"
+    );
+}

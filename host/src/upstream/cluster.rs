@@ -158,9 +158,14 @@ impl Breaker {
 
     /// Takes one unit if the limit allows.
     fn try_acquire(&self) -> bool {
+        self.try_acquire_within(self.limit)
+    }
+
+    /// Takes one unit if fewer than `limit` are taken (a limit that changes with load).
+    fn try_acquire_within(&self, limit: u32) -> bool {
         self.count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
-                (count < self.limit).then_some(count + 1)
+                (count < limit).then_some(count + 1)
             })
             .is_ok()
     }
@@ -199,6 +204,8 @@ pub struct Cluster {
     pub pending: Breaker,
     /// `max_requests`.
     pub requests: Breaker,
+    /// `max_retries`: retries in flight, from the decision to retry to that try's outcome.
+    pub retries: Breaker,
     /// Where round robin goes next.
     pub(crate) round_robin: AtomicUsize,
     /// Woken when a connection of this cluster closes, for requests waiting on
@@ -258,6 +265,7 @@ impl Cluster {
             connections: Breaker::new(spec.thresholds.max_connections),
             pending: Breaker::new(spec.thresholds.max_pending_requests),
             requests: Breaker::new(spec.thresholds.max_requests),
+            retries: Breaker::new(spec.thresholds.max_retries),
             stats,
             tls,
             quic,
@@ -394,6 +402,39 @@ impl Cluster {
     }
 }
 
+/// One unit of `max_retries`, held by a retry from the decision to send it until its outcome
+/// is known (as Envoy's retry state holds it until its next decision).
+#[derive(Debug)]
+pub struct RetrySlot {
+    cluster: Arc<Cluster>,
+}
+
+impl Cluster {
+    /// Takes a `max_retries` unit for a retry; `None` (`upstream_rq_retry_overflow` counted)
+    /// when the breaker is open.
+    pub fn try_retry(self: &Arc<Self>) -> Option<RetrySlot> {
+        // With a `retry_budget`, the limit follows the requests active and pending now.
+        let limit = match self.spec.thresholds.retry_budget {
+            Some(budget) => budget.limit(self.requests.current() + self.pending.current()),
+            None => self.retries.limit,
+        };
+        if self.retries.try_acquire_within(limit) {
+            Some(RetrySlot {
+                cluster: self.clone(),
+            })
+        } else {
+            self.stats.rq_retry_overflow.inc();
+            None
+        }
+    }
+}
+
+impl Drop for RetrySlot {
+    fn drop(&mut self) {
+        self.cluster.retries.release();
+    }
+}
+
 /// One unit of `max_connections`, held by a connection (or its attempt) until it closes.
 #[derive(Debug)]
 pub struct ConnectionSlot {
@@ -503,6 +544,61 @@ mod tests {
         breaker.release();
         assert!(breaker.try_acquire());
         assert_eq!(breaker.current(), 2);
+    }
+
+    /// `max_retries` (Envoy's default 3) bounds the retries in flight across the cluster;
+    /// one more is refused and counted, and a finished retry gives its unit back.
+    #[test]
+    fn retry_budget_holds_three_retries_by_default_and_counts_overflow() {
+        let spec = crate::upstream::test_support::spec("retry_budget", &[1]);
+        assert_eq!(spec.thresholds.max_retries, 3);
+        let Ok(cluster) = Cluster::new(spec) else {
+            panic!("cluster builds")
+        };
+        let cluster = Arc::new(cluster);
+        let held: Vec<_> = (0..3).filter_map(|_| cluster.try_retry()).collect();
+        assert_eq!(held.len(), 3);
+        assert!(cluster.try_retry().is_none());
+        assert_eq!(cluster.stats.rq_retry_overflow.get(), 1);
+        drop(held);
+        assert_eq!(cluster.retries.current(), 0);
+        assert!(cluster.try_retry().is_some());
+    }
+
+    /// `retry_budget`: 20% of the requests active and pending, at least
+    /// `min_retry_concurrency`.
+    #[test]
+    fn a_retry_budget_follows_the_requests_in_flight() {
+        let budget = crate::upstream::spec::RetryBudget {
+            budget_basis_points: 2000,
+            min_retry_concurrency: 3,
+        };
+        assert_eq!(budget.limit(0), 3);
+        assert_eq!(budget.limit(10), 3);
+        assert_eq!(budget.limit(50), 10);
+        assert_eq!(budget.limit(u32::MAX), 858_993_459);
+        let mut spec = crate::upstream::test_support::spec("retry_budget_share", &[1]);
+        spec.thresholds.retry_budget = Some(crate::upstream::spec::RetryBudget {
+            budget_basis_points: 5000,
+            min_retry_concurrency: 1,
+        });
+        let Ok(cluster) = Cluster::new(spec) else {
+            panic!("cluster builds")
+        };
+        let cluster = Arc::new(cluster);
+        let first = cluster.try_retry();
+        assert!(first.is_some(), "the minimum: one");
+        assert!(cluster.try_retry().is_none());
+        // Four requests in flight: half of them may be retries.
+        let host = cluster.hosts()[0].clone();
+        let requests: Vec<_> = (0..4)
+            .filter_map(|_| cluster.try_request(&host).ok())
+            .collect();
+        assert_eq!(requests.len(), 4);
+        let second = cluster.try_retry();
+        assert!(second.is_some());
+        assert!(cluster.try_retry().is_none());
+        assert_eq!(cluster.stats.rq_retry_overflow.get(), 2);
     }
 
     #[test]

@@ -31,7 +31,7 @@ mod test_support;
 
 /// The xDS client (`xds::client`) dials the control plane's cluster with the pools' own
 /// connect (timeout, TLS, ALPN) and DNS resolution.
-pub(crate) use cluster::Cluster;
+pub use cluster::{Cluster, RetrySlot};
 pub(crate) use dns::refresh as resolve_dns;
 pub use error::UpstreamError;
 pub use manager::ClusterManager;

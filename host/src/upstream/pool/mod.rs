@@ -126,28 +126,63 @@ impl WorkerPools {
     pub async fn send(
         &self,
         cluster: &str,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<Body>, UpstreamError> {
+        self.send_avoiding(cluster, req, &[], 1).await.0
+    }
+
+    /// As [`WorkerPools::send`], for a retry: the load balancer picks up to `picks` times
+    /// while its pick is one of `avoid` (the hosts tried already, with a `previous_hosts`
+    /// retry predicate), and the last pick stands (Envoy's
+    /// `host_selection_retry_max_attempts`). Returns the host the request went to, if one
+    /// was picked.
+    pub async fn send_avoiding(
+        &self,
+        cluster: &str,
+        req: http::Request<Body>,
+        avoid: &[SocketAddr],
+        picks: u32,
+    ) -> (
+        Result<http::Response<Body>, UpstreamError>,
+        Option<SocketAddr>,
+    ) {
+        let Some(cluster) = self.inner.manager.cluster(cluster) else {
+            return (Err(UpstreamError::UnknownCluster(cluster.to_owned())), None);
+        };
+        let original = req.extensions().get::<OriginalDestination>().copied();
+        let host = match self.pick_host_avoiding(&cluster, original, avoid, picks) {
+            Ok(host) => host,
+            Err(error) => return (Err(error), None),
+        };
+        let result = self.send_to(&cluster, &host, req).await;
+        (result, Some(host.addr))
+    }
+
+    /// The cluster `name`, for the router's own accounting against it (its retries).
+    pub fn cluster(&self, name: &str) -> Option<Arc<Cluster>> {
+        self.inner.manager.cluster(name)
+    }
+
+    /// Sends `req` to `host` of `cluster` (see [`WorkerPools::send`]).
+    async fn send_to(
+        &self,
+        cluster: &Arc<Cluster>,
+        host: &Arc<Host>,
         mut req: http::Request<Body>,
     ) -> Result<http::Response<Body>, UpstreamError> {
-        let cluster = self
-            .inner
-            .manager
-            .cluster(cluster)
-            .ok_or_else(|| UpstreamError::UnknownCluster(cluster.to_owned()))?;
-        let original = req.extensions().get::<OriginalDestination>().copied();
-        let host = self.pick_host(&cluster, original)?;
         if req
             .extensions()
             .get::<super::spec::AutoHostRewrite>()
             .is_some()
-            && let Some(name) = cluster.dns_name(&host).filter(|name| !name.is_empty())
+            && let Some(name) = cluster.dns_name(host).filter(|name| !name.is_empty())
         {
             req.headers_mut().insert(http::header::HOST, name);
         }
         if let Some(note) = self.note_host {
             note(host.addr);
         }
-        let slot = cluster.try_request(&host)?;
-        let pools = self.host_pools(&cluster, &host);
+        let slot = cluster.try_request(host)?;
+        let pools = self.host_pools(cluster, host);
         let mut result = pools.send(req, slot).await;
         match &mut result {
             Ok(response) => {
@@ -206,9 +241,31 @@ impl WorkerPools {
         cluster: &Arc<Cluster>,
         original: Option<OriginalDestination>,
     ) -> Result<Arc<Host>, UpstreamError> {
+        self.pick_host_avoiding(cluster, original, &[], 1)
+    }
+
+    /// As [`WorkerPools::pick_host`], picking again (up to `picks` picks in all) while the
+    /// pick is one of `avoid`; an `ORIGINAL_DST` cluster has one host to go to.
+    fn pick_host_avoiding(
+        &self,
+        cluster: &Arc<Cluster>,
+        original: Option<OriginalDestination>,
+        avoid: &[SocketAddr],
+        picks: u32,
+    ) -> Result<Arc<Host>, UpstreamError> {
         if cluster.spec.discovery != Discovery::OriginalDst {
-            return lb::pick_host(cluster)
-                .ok_or_else(|| UpstreamError::NoHealthyHost(cluster.name().to_owned()));
+            let mut picked = None;
+            for _ in 0..picks.max(1) {
+                let Some(host) = lb::pick_host(cluster) else {
+                    break;
+                };
+                let again = avoid.contains(&host.addr);
+                picked = Some(host);
+                if !again {
+                    break;
+                }
+            }
+            return picked.ok_or_else(|| UpstreamError::NoHealthyHost(cluster.name().to_owned()));
         }
         let Some(OriginalDestination(addr)) = original else {
             return Err(UpstreamError::NoOriginalDestination {
@@ -483,5 +540,31 @@ mod tests {
         assert_eq!(stats.cx_connect_fail.get(), 1);
         assert_eq!(stats.rq_pending_active.get(), 0);
         assert_eq!(stats.rq_active.get(), 0);
+    }
+
+    /// A retry avoiding the hosts tried already picks again, up to its number of picks;
+    /// when every pick is one to avoid, the last pick stands.
+    #[test]
+    fn a_retry_avoids_the_hosts_tried_within_its_picks() {
+        let Ok(manager) = ClusterManager::new(vec![test_support::spec("avoid", &[1, 2])]) else {
+            panic!("cluster builds")
+        };
+        let pools = WorkerPools::new(manager);
+        let Some(cluster) = pools.cluster("avoid") else {
+            panic!("cluster")
+        };
+        let tried = [SocketAddr::from(([127, 0, 0, 1], 1))];
+        for _ in 0..10 {
+            let host = pools.pick_host_avoiding(&cluster, None, &tried, 2);
+            assert_eq!(host.map(|h| h.addr.port()).ok(), Some(2));
+        }
+        let both = [tried[0], SocketAddr::from(([127, 0, 0, 1], 2))];
+        assert!(pools.pick_host_avoiding(&cluster, None, &both, 3).is_ok());
+        // One pick (no host_selection_retry_max_attempts): round robin decides alone.
+        let ports: Vec<u16> = (0..4)
+            .filter_map(|_| pools.pick_host_avoiding(&cluster, None, &tried, 1).ok())
+            .map(|h| h.addr.port())
+            .collect();
+        assert!(ports.contains(&1) && ports.contains(&2), "{ports:?}");
     }
 }
