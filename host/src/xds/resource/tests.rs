@@ -8,7 +8,8 @@ use envoy_types::pb::envoy::config::core::v3 as core_pb;
 use envoy_types::pb::envoy::config::endpoint::v3 as endpoint_pb;
 use envoy_types::pb::envoy::config::listener::v3 as listener_pb;
 use envoy_types::pb::envoy::config::route::v3 as route_pb;
-use envoy_types::pb::envoy::extensions::filters::http::health_check::v3::HealthCheck as HealthCheckFilter;
+// A type the descriptor pool knows and weir takes nowhere as an HTTP filter.
+use envoy_types::pb::envoy::extensions::access_loggers::file::v3::FileAccessLog as NotAnHttpFilter;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm_pb;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
@@ -350,9 +351,9 @@ fn invalid_resources_name_the_field() {
     hcm.http_filters.insert(
         0,
         hcm_pb::HttpFilter {
-            name: "envoy.filters.http.health_check".into(),
+            name: "envoy.access_loggers.file".into(),
             config_type: Some(hcm_pb::http_filter::ConfigType::TypedConfig(pack_any(
-                HealthCheckFilter::default(),
+                NotAnHttpFilter::default(),
             ))),
             ..Default::default()
         },
@@ -367,7 +368,7 @@ fn invalid_resources_name_the_field() {
     );
     assert!(
         error.message.contains("unsupported HTTP filter type")
-            && error.message.contains("HealthCheck"),
+            && error.message.contains("FileAccessLog"),
         "{}",
         error.message
     );
