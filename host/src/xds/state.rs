@@ -303,7 +303,11 @@ impl XdsState {
         let mut read: BTreeMap<String, Decoded> = BTreeMap::new();
         for raw in &update.resources {
             let decoded = resource::decode(kind, &raw.body).map_err(|error| {
-                let name = raw.name.as_deref().unwrap_or("?");
+                let name = raw
+                    .name
+                    .clone()
+                    .or_else(|| name_of(kind, &raw.body))
+                    .unwrap_or_else(|| "?".to_owned());
                 Rejected(format!(
                     "{} {name:?}: {}: {}",
                     kind.short_name(),
@@ -415,6 +419,18 @@ impl XdsState {
         }
         Ok(())
     }
+}
+
+/// The name inside a resource that does not read (state-of-the-world sends no name beside it),
+/// for the NACK to say which resource it refuses.
+fn name_of(kind: ResourceType, bytes: &[u8]) -> Option<String> {
+    let type_name = kind.type_url().strip_prefix("type.googleapis.com/")?;
+    let json = super::proto::to_json(type_name, bytes).ok()?;
+    let field = match kind {
+        ResourceType::ClusterLoadAssignment => "cluster_name",
+        _ => "name",
+    };
+    json.get(field)?.as_str().map(str::to_owned)
 }
 
 /// Envoy's `version` stat: a hash of the version string, as a gauge.
