@@ -296,6 +296,9 @@ pub struct RouteAction {
     /// Per-route upgrade settings, overriding the connection manager's.
     #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub upgrade_configs: Vec<RouteUpgradeConfig>,
+    /// What a RING_HASH or MAGLEV cluster hashes the request by.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub hash_policy: Vec<super::hash_policy::HashPolicy>,
 }
 
 /// `weighted_clusters` of a route.

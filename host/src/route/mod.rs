@@ -10,6 +10,7 @@
 //! connection manager strips ports first (see [`authority::StripPort`]).
 
 pub mod authority;
+pub mod hash;
 mod matcher;
 pub mod path;
 pub mod redirect;
@@ -135,6 +136,9 @@ pub struct ForwardAction {
     pub idle_timeout: Option<Option<Duration>>,
     /// Per-route upgrade overrides.
     pub upgrades: Vec<RouteUpgrade>,
+    /// `hash_policy`: what a RING_HASH or MAGLEV cluster hashes the request by (shared, so
+    /// that the per-request copy of the action does not copy it).
+    pub hash_policy: Option<std::sync::Arc<[hash::HashRule]>>,
 }
 
 /// In a request's extensions: the cluster a `weighted_clusters` or `cluster_header` route
@@ -539,7 +543,9 @@ fn build_forward(
         )?),
         None => None,
     };
+    let hash_policy = hash::build(&forward.hash_policy, &format!("{path}.hash_policy"))?;
     Ok(ForwardAction {
+        hash_policy: (!hash_policy.is_empty()).then(|| hash_policy.into()),
         cluster,
         choice,
         request_headers: Vec::new(),

@@ -51,11 +51,20 @@ pub struct Host {
     drain: watch::Sender<u64>,
     /// Picked since the last `ORIGINAL_DST` cleanup sweep (see `original_dst`).
     used: AtomicBool,
+    /// `load_balancing_weight` of its endpoint (at least 1).
+    pub weight: u32,
+    /// Outlier detection's counters and ejection, shared by every worker.
+    pub outlier: super::outlier::HostOutlier,
 }
 
 impl Host {
     /// A new host: healthy, protocol not yet negotiated.
     pub fn new(addr: SocketAddr) -> Host {
+        Host::weighted(addr, 1)
+    }
+
+    /// A new host with `load_balancing_weight` `weight` (0 is taken as 1).
+    pub fn weighted(addr: SocketAddr, weight: u32) -> Host {
         Host {
             addr,
             healthy: AtomicBool::new(true),
@@ -66,12 +75,17 @@ impl Host {
             protocol: AtomicU8::new(PROTOCOL_UNKNOWN),
             drain: watch::Sender::new(0),
             used: AtomicBool::new(true),
+            weight: weight.max(1),
+            outlier: Default::default(),
         }
     }
 
-    /// Whether load balancing may pick this host.
+    /// Whether load balancing may pick this host: healthy, not removed, not ejected by
+    /// outlier detection.
     pub fn is_available(&self) -> bool {
-        self.healthy.load(Ordering::Acquire) && !self.removed.load(Ordering::Acquire)
+        self.healthy.load(Ordering::Acquire)
+            && !self.removed.load(Ordering::Acquire)
+            && !self.outlier.is_ejected()
     }
 
     /// Whether discovery removed it.
@@ -201,6 +215,10 @@ pub struct Cluster {
     pub requests: Breaker,
     /// Where round robin goes next.
     pub(crate) round_robin: AtomicUsize,
+    /// Outlier detection, when the cluster has `outlier_detection`.
+    pub outlier: Option<super::outlier::Detector>,
+    /// RING_HASH / MAGLEV: the table over the hosts available when it was built.
+    pub(crate) hash_table: super::hash_lb::TableCache,
     /// Woken when a connection of this cluster closes, for requests waiting on
     /// `max_connections`. Only requests already over a breaker wait on it.
     pub(crate) connection_freed: Notify,
@@ -245,7 +263,10 @@ impl Cluster {
                                     endpoint.address
                                 ),
                             })?;
-                    Ok(Arc::new(Host::new(SocketAddr::new(ip, endpoint.port))))
+                    Ok(Arc::new(Host::weighted(
+                        SocketAddr::new(ip, endpoint.port),
+                        endpoint.weight,
+                    )))
                 })
                 .collect::<Result<Vec<_>, UpstreamError>>()?,
             // ORIGINAL_DST: a host per destination as redirected connections need it.
@@ -265,6 +286,11 @@ impl Cluster {
                 .then(super::alt_svc::AltSvcCache::new),
             hosts: ArcSwap::from_pointee(hosts),
             round_robin: AtomicUsize::new(0),
+            outlier: spec
+                .outlier
+                .clone()
+                .map(|outlier| super::outlier::Detector::new(&spec.name, outlier)),
+            hash_table: Default::default(),
             connection_freed: Notify::new(),
             original: Default::default(),
             dns_names: Default::default(),
@@ -327,7 +353,7 @@ impl Cluster {
             }
             match old.iter().find(|host| host.addr == *addr) {
                 Some(host) => next.push(host.clone()),
-                None => next.push(Arc::new(Host::new(*addr))),
+                None => next.push(Arc::new(Host::weighted(*addr, self.endpoint_weight(*addr)))),
             }
         }
         for host in old.iter() {
@@ -337,6 +363,27 @@ impl Cluster {
             }
         }
         self.store_hosts(next);
+    }
+
+    /// The `load_balancing_weight` of the endpoint `addr` was resolved from (1 when unknown).
+    fn endpoint_weight(&self, addr: SocketAddr) -> u32 {
+        let names = self.dns_names.load();
+        let name = names.iter().find(|(a, _)| *a == addr).map(|(_, name)| name);
+        self.spec
+            .endpoints
+            .iter()
+            .find(|e| {
+                e.port == addr.port()
+                    && name.is_some_and(|name| e.address.as_bytes() == name.as_bytes())
+            })
+            .map_or(1, |e| e.weight)
+    }
+
+    /// Records what a request to `host` came to, for outlier detection (nothing without it).
+    pub fn record_outcome(&self, host: &Host, outcome: super::outlier::Outcome) {
+        if let Some(detector) = &self.outlier {
+            detector.record(&self.hosts.load(), host, outcome);
+        }
     }
 
     /// Makes `hosts` the host set and updates the membership gauges.

@@ -21,3 +21,9 @@ pub struct AutoHostRewrite;
 /// [`super::WorkerPools::send`]), for the `upstream.address` property of Wasm filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamAddress(pub std::net::SocketAddr);
+
+/// On an upstream request: the hash the route's `hash_policy` computed for it, which a
+/// RING_HASH or MAGLEV cluster picks its host by (other policies ignore it). A request without
+/// one goes to a random host, as in Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LbHashKey(pub u64);

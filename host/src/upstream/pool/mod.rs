@@ -20,6 +20,7 @@ use super::connect::{self, UpstreamStream};
 use super::error::UpstreamError;
 use super::lb;
 use super::manager::ClusterManager;
+use super::outlier::Outcome;
 use super::spec::{Discovery, OriginalDestination};
 use crate::body::Body;
 use auto::HostPools;
@@ -127,7 +128,11 @@ impl WorkerPools {
             .cluster(cluster)
             .ok_or_else(|| UpstreamError::UnknownCluster(cluster.to_owned()))?;
         let original = req.extensions().get::<OriginalDestination>().copied();
-        let host = self.pick_host(&cluster, original)?;
+        let hash = req
+            .extensions()
+            .get::<super::spec::LbHashKey>()
+            .map(|key| key.0);
+        let host = self.pick_host(&cluster, original, hash)?;
         if req
             .extensions()
             .get::<super::spec::AutoHostRewrite>()
@@ -148,6 +153,7 @@ impl WorkerPools {
                     .extensions_mut()
                     .insert(super::spec::UpstreamAddress(host.addr));
                 cluster.stats.count_response(response.status().as_u16());
+                cluster.record_outcome(&host, Outcome::Status(response.status().as_u16()));
                 if let Some(cache) = &cluster.alt_svc
                     && !crate::wire::WireHead::over_quic(response)
                 {
@@ -157,7 +163,12 @@ impl WorkerPools {
                     );
                 }
             }
-            Err(error) => tracing::debug!(%error, "upstream request failed"),
+            Err(error) => {
+                tracing::debug!(%error, "upstream request failed");
+                if error.is_host_failure() {
+                    cluster.record_outcome(&host, Outcome::LocalFailure);
+                }
+            }
         }
         result
     }
@@ -178,7 +189,7 @@ impl WorkerPools {
             .manager
             .cluster(cluster)
             .ok_or_else(|| UpstreamError::UnknownCluster(cluster.to_owned()))?;
-        let host = self.pick_host(&cluster, original)?;
+        let host = self.pick_host(&cluster, original, None)?;
         let Some(slot) = cluster.try_open_connection() else {
             cluster.stats.cx_overflow.inc();
             return Err(UpstreamError::ConnectionOverflow(cluster.name().to_owned()));
@@ -198,9 +209,10 @@ impl WorkerPools {
         &self,
         cluster: &Arc<Cluster>,
         original: Option<OriginalDestination>,
+        hash: Option<u64>,
     ) -> Result<Arc<Host>, UpstreamError> {
         if cluster.spec.discovery != Discovery::OriginalDst {
-            return lb::pick_host(cluster)
+            return lb::pick_host_for(cluster, hash)
                 .ok_or_else(|| UpstreamError::NoHealthyHost(cluster.name().to_owned()));
         }
         let Some(OriginalDestination(addr)) = original else {

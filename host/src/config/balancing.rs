@@ -1,0 +1,189 @@
+//! The load balancers' settings of a cluster beside `lb_policy`: `common_lb_config`,
+//! `ring_hash_lb_config`, `maglev_lb_config` and `least_request_lb_config`, read into
+//! [`LbSettings`] with Envoy's defaults and limits.
+
+use super::FieldError;
+use super::cluster::{Cluster, LbPolicyName};
+use super::cluster_spec::LbSettings;
+use serde::Deserialize;
+
+/// `type.v3.Percent`: `{value: 50.0}`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Percent {
+    /// 0.0 to 100.0.
+    #[serde(default)]
+    pub value: f64,
+}
+
+/// `common_lb_config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommonLbConfig {
+    /// Below this share of available hosts, balance over all hosts (default 50%).
+    #[serde(default)]
+    pub healthy_panic_threshold: Option<Percent>,
+}
+
+/// `ring_hash_lb_config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingHashLbConfig {
+    /// Fewest entries on the ring (default 1024).
+    #[serde(default)]
+    pub minimum_ring_size: Option<u64>,
+    /// Most entries on the ring (default 8M).
+    #[serde(default)]
+    pub maximum_ring_size: Option<u64>,
+    /// Only XX_HASH (the default).
+    #[serde(default)]
+    pub hash_function: Option<HashFunction>,
+}
+
+/// `ring_hash_lb_config.hash_function`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum HashFunction {
+    /// xxHash64 (Envoy's default).
+    XX_HASH,
+    /// MurmurHash2 64A, as libstdc++'s std::hash; not supported by weir.
+    MURMUR_HASH_2,
+}
+
+/// `maglev_lb_config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaglevLbConfig {
+    /// Entries in the lookup table, a prime (default 65537).
+    #[serde(default)]
+    pub table_size: Option<u64>,
+}
+
+/// `least_request_lb_config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeastRequestLbConfig {
+    /// Random hosts compared per pick (default 2, at least 2).
+    #[serde(default)]
+    pub choice_count: Option<u32>,
+}
+
+/// Envoy's cap on `maglev_lb_config.table_size` (5000011).
+const MAGLEV_MAX_TABLE_SIZE: u64 = 5_000_011;
+/// Envoy's cap on `ring_hash_lb_config.maximum_ring_size` (8M).
+const RING_MAX: u64 = 8 * 1024 * 1024;
+
+/// Reads the settings of the cluster at `path`, checking them as Envoy does.
+pub fn lb_settings(cluster: &Cluster, path: &str) -> Result<LbSettings, FieldError> {
+    let mut lb = LbSettings::default();
+    if let Some(threshold) = cluster
+        .common_lb_config
+        .as_ref()
+        .and_then(|c| c.healthy_panic_threshold)
+    {
+        if !(0.0..=100.0).contains(&threshold.value) {
+            return Err(FieldError::new(
+                format!("{path}.common_lb_config.healthy_panic_threshold.value"),
+                "must be between 0 and 100",
+            ));
+        }
+        lb.healthy_panic_threshold = threshold.value;
+        lb.panic_threshold_configured = true;
+    }
+    let policy_mismatch = |field: &str, policy: &str| {
+        FieldError::new(
+            format!("{path}.{field}"),
+            format!("only for lb_policy: {policy}"),
+        )
+    };
+    if let Some(ring) = &cluster.ring_hash_lb_config {
+        if cluster.lb_policy != LbPolicyName::RING_HASH {
+            return Err(policy_mismatch("ring_hash_lb_config", "RING_HASH"));
+        }
+        let field = |name: &str| format!("{path}.ring_hash_lb_config.{name}");
+        if ring.hash_function == Some(HashFunction::MURMUR_HASH_2) {
+            return Err(FieldError::new(
+                field("hash_function"),
+                "only XX_HASH is supported",
+            ));
+        }
+        lb.ring_min_size = ring.minimum_ring_size.unwrap_or(lb.ring_min_size);
+        lb.ring_max_size = ring.maximum_ring_size.unwrap_or(lb.ring_max_size);
+        if lb.ring_min_size == 0 || lb.ring_min_size > RING_MAX {
+            return Err(FieldError::new(
+                field("minimum_ring_size"),
+                format!("must be between 1 and {RING_MAX}"),
+            ));
+        }
+        if lb.ring_max_size == 0 || lb.ring_max_size > RING_MAX {
+            return Err(FieldError::new(
+                field("maximum_ring_size"),
+                format!("must be between 1 and {RING_MAX}"),
+            ));
+        }
+        if lb.ring_min_size > lb.ring_max_size {
+            return Err(FieldError::new(
+                field("minimum_ring_size"),
+                "must not be above maximum_ring_size",
+            ));
+        }
+    }
+    if let Some(maglev) = &cluster.maglev_lb_config {
+        if cluster.lb_policy != LbPolicyName::MAGLEV {
+            return Err(policy_mismatch("maglev_lb_config", "MAGLEV"));
+        }
+        if let Some(size) = maglev.table_size {
+            if size > MAGLEV_MAX_TABLE_SIZE || !is_prime(size) {
+                return Err(FieldError::new(
+                    format!("{path}.maglev_lb_config.table_size"),
+                    format!("must be a prime number at most {MAGLEV_MAX_TABLE_SIZE}"),
+                ));
+            }
+            lb.maglev_table_size = size;
+        }
+    }
+    if let Some(least) = &cluster.least_request_lb_config {
+        if cluster.lb_policy != LbPolicyName::LEAST_REQUEST {
+            return Err(policy_mismatch("least_request_lb_config", "LEAST_REQUEST"));
+        }
+        if let Some(count) = least.choice_count {
+            if count < 2 {
+                return Err(FieldError::new(
+                    format!("{path}.least_request_lb_config.choice_count"),
+                    "must be at least 2",
+                ));
+            }
+            lb.choice_count = count.min(100);
+        }
+    }
+    Ok(lb)
+}
+
+/// Whether `n` is prime (trial division; `n` is at most a few million).
+pub fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut divisor = 2;
+    while divisor * divisor <= n {
+        if n.is_multiple_of(divisor) {
+            return false;
+        }
+        divisor += 1;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn primes() {
+        assert!(is_prime(65_537));
+        assert!(is_prime(2));
+        assert!(!is_prime(65_536));
+        assert!(!is_prime(1));
+        assert!(is_prime(MAGLEV_MAX_TABLE_SIZE));
+    }
+}
