@@ -226,6 +226,23 @@ async fn a_503_host_is_ejected_and_returns_as_envoy() {
             1,
             "{who}"
         );
+        if let Proxy::Weir(weir) = proxy {
+            let prometheus = weir.admin_get("/stats/prometheus").await.1;
+            assert!(
+                prometheus.contains(
+                    "weir_cluster_outlier_detection_ejections_active{cluster_name=\"outlier\"} 1"
+                ),
+                "{prometheus}"
+            );
+            let clusters = weir.admin_get("/clusters").await.1;
+            assert!(
+                clusters.contains(&format!(
+                    "outlier::{}::health_flags::/failed_outlier_check",
+                    both.ups[1].addr
+                )),
+                "{clusters}"
+            );
+        }
         both.ups[1].set_healthy(true);
         // Back after the ejection time: poll (bounded) until a request reaches u1.
         let deadline = ejected_at + BASE_EJECTION + Duration::from_secs(4);

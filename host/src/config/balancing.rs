@@ -177,6 +177,83 @@ pub fn is_prime(n: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::cluster::cluster_spec;
+    use crate::config::cluster_spec::{ClusterSpec, LbPolicy};
+
+    fn read(extra: &str) -> Result<ClusterSpec, String> {
+        let yaml = format!(
+            "name: c\nload_assignment:\n  endpoints:\n  - lb_endpoints:\n    - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 1}}}}}}\n      load_balancing_weight: 3\n{extra}"
+        );
+        let cluster: Cluster = serde_yaml_ng::from_str(&yaml).map_err(|e| e.to_string())?;
+        cluster_spec(&cluster, "clusters[0]").map_err(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn settings_defaults_and_errors_name_the_field() {
+        let Ok(spec) = read("lb_policy: MAGLEV\n") else {
+            panic!("maglev reads")
+        };
+        assert_eq!(spec.lb_policy, LbPolicy::Maglev);
+        assert_eq!(spec.lb, LbSettings::default());
+        assert_eq!(spec.endpoints[0].weight, 3);
+        assert_eq!(spec.outlier, None);
+        let Ok(spec) = read(
+            "lb_policy: RING_HASH\nring_hash_lb_config: {minimum_ring_size: 64, maximum_ring_size: 128}\ncommon_lb_config: {healthy_panic_threshold: {value: 0}}\noutlier_detection: {consecutive_5xx: 2, interval: 1s}\n",
+        ) else {
+            panic!("ring reads")
+        };
+        assert_eq!((spec.lb.ring_min_size, spec.lb.ring_max_size), (64, 128));
+        assert!(spec.lb.panic_threshold_configured && spec.lb.healthy_panic_threshold == 0.0);
+        let outlier = spec.outlier.unwrap_or_default();
+        assert_eq!(outlier.consecutive_5xx, 2);
+        assert_eq!(
+            outlier.base_ejection_time,
+            std::time::Duration::from_secs(30)
+        );
+        for (extra, field) in [
+            (
+                "lb_policy: MAGLEV\nmaglev_lb_config: {table_size: 65536}\n",
+                "clusters[0].maglev_lb_config.table_size",
+            ),
+            (
+                "ring_hash_lb_config: {}\n",
+                "clusters[0].ring_hash_lb_config",
+            ),
+            (
+                "lb_policy: RING_HASH\nring_hash_lb_config: {minimum_ring_size: 10, maximum_ring_size: 5}\n",
+                "minimum_ring_size",
+            ),
+            (
+                "lb_policy: RING_HASH\nring_hash_lb_config: {hash_function: MURMUR_HASH_2}\n",
+                "hash_function",
+            ),
+            (
+                "lb_policy: LEAST_REQUEST\nleast_request_lb_config: {choice_count: 1}\n",
+                "choice_count",
+            ),
+            (
+                "common_lb_config: {healthy_panic_threshold: {value: 101}}\n",
+                "healthy_panic_threshold.value",
+            ),
+            (
+                "outlier_detection: {max_ejection_percent: 101}\n",
+                "clusters[0].outlier_detection.max_ejection_percent",
+            ),
+            (
+                "outlier_detection: {interval: 0s}\n",
+                "clusters[0].outlier_detection.interval",
+            ),
+            (
+                "lb_policy: LEAST_REQUEST\nleast_request_lb_config: {slow_start_config: {}}\n",
+                "slow_start_config",
+            ),
+        ] {
+            match read(extra) {
+                Ok(_) => panic!("{extra}: accepted"),
+                Err(error) => assert!(error.contains(field), "{extra}: {error}"),
+            }
+        }
+    }
 
     #[test]
     fn primes() {

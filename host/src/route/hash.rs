@@ -14,12 +14,12 @@ use xxhash_rust::xxh64::xxh64;
 /// One compiled `hash_policy[]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashRule {
-    source: Source,
+    source: Input,
     terminal: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Source {
+enum Input {
     Header(HeaderName),
     Cookie {
         name: String,
@@ -57,7 +57,7 @@ pub fn build(policies: &[HashPolicy], path: &str) -> Result<Vec<HashRule>, Field
                             "not a valid header name",
                         )
                     })?;
-                sources.push(Source::Header(name));
+                sources.push(Input::Header(name));
             }
             if let Some(cookie) = &policy.cookie {
                 if cookie.name.is_empty() || cookie.name.contains([';', '=', ' ', ',']) {
@@ -66,7 +66,7 @@ pub fn build(policies: &[HashPolicy], path: &str) -> Result<Vec<HashRule>, Field
                         "not a valid cookie name",
                     ));
                 }
-                sources.push(Source::Cookie {
+                sources.push(Input::Cookie {
                     name: cookie.name.clone(),
                     ttl: cookie.ttl.map(|t| t.get()),
                     path: cookie.path.clone().filter(|p| !p.is_empty()),
@@ -79,15 +79,15 @@ pub fn build(policies: &[HashPolicy], path: &str) -> Result<Vec<HashRule>, Field
                         "must be true (the only connection property)",
                     ));
                 }
-                sources.push(Source::SourceIp);
+                sources.push(Input::SourceIp);
             }
             if let Some(query) = &policy.query_parameter {
-                sources.push(Source::QueryParameter(query.name.clone()));
+                sources.push(Input::QueryParameter(query.name.clone()));
             }
             if policy.filter_state.is_some() {
-                sources.push(Source::FilterState);
+                sources.push(Input::FilterState);
             }
-            match <[Source; 1]>::try_from(sources) {
+            match <[Input; 1]>::try_from(sources) {
                 Ok([source]) => Ok(HashRule {
                     source,
                     terminal: policy.terminal,
@@ -113,8 +113,8 @@ pub fn compute(
     let mut out = RequestHash::default();
     for rule in rules {
         let hash = match &rule.source {
-            Source::Header(name) => headers.get(name).map(|v| xxh64(v.as_bytes(), 0)),
-            Source::Cookie { name, ttl, path } => match cookie(headers, name) {
+            Input::Header(name) => headers.get(name).map(|v| xxh64(v.as_bytes(), 0)),
+            Input::Cookie { name, ttl, path } => match cookie(headers, name) {
                 Some(value) => Some(xxh64(value.as_bytes(), 0)),
                 None => match ttl {
                     Some(ttl) => {
@@ -127,8 +127,8 @@ pub fn compute(
                     None => None,
                 },
             },
-            Source::SourceIp => Some(xxh64(remote.ip().to_string().as_bytes(), 0)),
-            Source::QueryParameter(name) => query
+            Input::SourceIp => Some(xxh64(remote.ip().to_string().as_bytes(), 0)),
+            Input::QueryParameter(name) => query
                 .and_then(|query| {
                     query
                         .split('&')
@@ -139,7 +139,7 @@ pub fn compute(
                         })
                 })
                 .map(|value| xxh64(value.as_bytes(), 0)),
-            Source::FilterState => None,
+            Input::FilterState => None,
         };
         if let Some(hash) = hash {
             out.hash = Some(match out.hash {
