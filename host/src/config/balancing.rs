@@ -4,7 +4,8 @@
 
 use super::FieldError;
 use super::cluster::{Cluster, LbPolicyName};
-use super::cluster_spec::LbSettings;
+use super::cluster_spec::{LbSettings, SlowStart};
+use super::duration::ConfigDuration;
 use serde::Deserialize;
 
 /// `type.v3.Percent`: `{value: 50.0}`.
@@ -66,6 +67,44 @@ pub struct LeastRequestLbConfig {
     /// Random hosts compared per pick (default 2, at least 2).
     #[serde(default)]
     pub choice_count: Option<u32>,
+    /// New hosts ramp up.
+    #[serde(default)]
+    pub slow_start_config: Option<SlowStartConfig>,
+}
+
+/// `round_robin_lb_config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundRobinLbConfig {
+    /// New hosts ramp up.
+    #[serde(default)]
+    pub slow_start_config: Option<SlowStartConfig>,
+}
+
+/// `slow_start_config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowStartConfig {
+    /// How long a new host ramps up (without it, no slow start, as Envoy).
+    #[serde(default)]
+    pub slow_start_window: Option<ConfigDuration>,
+    /// The ramp's curve (default 1.0, linear).
+    #[serde(default)]
+    pub aggression: Option<RuntimeDouble>,
+    /// The least share of its weight a new host gets (default 10%).
+    #[serde(default)]
+    pub min_weight_percent: Option<Percent>,
+}
+
+/// `core.v3.RuntimeDouble`: weir has no runtime, so `default_value` is the value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeDouble {
+    /// The value.
+    pub default_value: f64,
+    /// Accepted; weir has no runtime layer.
+    #[serde(default)]
+    pub runtime_key: Option<String>,
 }
 
 /// Envoy's cap on `maglev_lb_config.table_size` (5000011).
@@ -155,8 +194,58 @@ pub fn lb_settings(cluster: &Cluster, path: &str) -> Result<LbSettings, FieldErr
             }
             lb.choice_count = count.min(100);
         }
+        lb.slow_start = slow_start(
+            least.slow_start_config.as_ref(),
+            &format!("{path}.least_request_lb_config.slow_start_config"),
+        )?;
+    }
+    if let Some(round_robin) = &cluster.round_robin_lb_config {
+        if cluster.lb_policy != LbPolicyName::ROUND_ROBIN {
+            return Err(policy_mismatch("round_robin_lb_config", "ROUND_ROBIN"));
+        }
+        lb.slow_start = slow_start(
+            round_robin.slow_start_config.as_ref(),
+            &format!("{path}.round_robin_lb_config.slow_start_config"),
+        )?;
     }
     Ok(lb)
+}
+
+/// Reads `slow_start_config` at `path`; none without a `slow_start_window` (as Envoy, where
+/// slow start is off then).
+fn slow_start(
+    config: Option<&SlowStartConfig>,
+    path: &str,
+) -> Result<Option<SlowStart>, FieldError> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let Some(window) = config
+        .slow_start_window
+        .map(|w| w.get())
+        .filter(|w| !w.is_zero())
+    else {
+        return Ok(None);
+    };
+    let aggression = config.aggression.as_ref().map_or(1.0, |a| a.default_value);
+    if !aggression.is_finite() || aggression <= 0.0 {
+        return Err(FieldError::new(
+            format!("{path}.aggression.default_value"),
+            "must be above 0",
+        ));
+    }
+    let min_weight_percent = config.min_weight_percent.map_or(10.0, |p| p.value);
+    if !(0.0..=100.0).contains(&min_weight_percent) {
+        return Err(FieldError::new(
+            format!("{path}.min_weight_percent.value"),
+            "must be between 0 and 100",
+        ));
+    }
+    Ok(Some(SlowStart {
+        window,
+        aggression,
+        min_weight_percent,
+    }))
 }
 
 /// Whether `n` is prime (trial division; `n` is at most a few million).
@@ -244,8 +333,16 @@ mod tests {
                 "clusters[0].outlier_detection.interval",
             ),
             (
-                "lb_policy: LEAST_REQUEST\nleast_request_lb_config: {slow_start_config: {}}\n",
-                "slow_start_config",
+                "lb_policy: LEAST_REQUEST\nleast_request_lb_config: {slow_start_config: {slow_start_window: 1s, aggression: {default_value: 0, runtime_key: k}}}\n",
+                "least_request_lb_config.slow_start_config.aggression.default_value",
+            ),
+            (
+                "round_robin_lb_config: {slow_start_config: {slow_start_window: 1s, min_weight_percent: {value: 200}}}\n",
+                "round_robin_lb_config.slow_start_config.min_weight_percent.value",
+            ),
+            (
+                "lb_policy: RANDOM\nround_robin_lb_config: {}\n",
+                "clusters[0].round_robin_lb_config",
             ),
         ] {
             match read(extra) {

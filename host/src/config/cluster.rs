@@ -82,6 +82,9 @@ pub struct Cluster {
     /// `lb_policy: LEAST_REQUEST` settings.
     #[serde(default)]
     pub least_request_lb_config: Option<super::balancing::LeastRequestLbConfig>,
+    /// `lb_policy: ROUND_ROBIN` settings.
+    #[serde(default)]
+    pub round_robin_lb_config: Option<super::balancing::RoundRobinLbConfig>,
 }
 
 /// `type` of a cluster.

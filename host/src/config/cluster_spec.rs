@@ -145,6 +145,34 @@ pub struct LbSettings {
     pub maglev_table_size: u64,
     /// `least_request_lb_config.choice_count` (default 2).
     pub choice_count: u32,
+    /// `slow_start_config` of `round_robin_lb_config` or `least_request_lb_config`.
+    pub slow_start: Option<SlowStart>,
+}
+
+/// `slow_start_config`: a host new to the cluster (or back from failing active health
+/// checks) gets a share of its weight that grows over `window`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowStart {
+    /// `slow_start_window`.
+    pub window: Duration,
+    /// `aggression.default_value` (default 1.0: linear); the share is
+    /// (elapsed / window)^(1 / aggression).
+    pub aggression: f64,
+    /// `min_weight_percent` (default 10): the share never goes below this.
+    pub min_weight_percent: f64,
+}
+
+impl SlowStart {
+    /// The share (0 to 1] of its weight a host gets `elapsed` after it became ready.
+    pub fn factor(&self, elapsed: Duration) -> f64 {
+        if elapsed >= self.window || self.window.is_zero() {
+            return 1.0;
+        }
+        let time = elapsed.as_secs_f64().max(0.001) / self.window.as_secs_f64();
+        time.powf(1.0 / self.aggression)
+            .max(self.min_weight_percent / 100.0)
+            .min(1.0)
+    }
 }
 
 impl Default for LbSettings {
@@ -156,6 +184,7 @@ impl Default for LbSettings {
             ring_max_size: 8 * 1024 * 1024,
             maglev_table_size: 65_537,
             choice_count: 2,
+            slow_start: None,
         }
     }
 }

@@ -55,6 +55,16 @@ pub struct Host {
     pub weight: u32,
     /// Outlier detection's counters and ejection, shared by every worker.
     pub outlier: super::outlier::HostOutlier,
+    /// When it was added or last passed its health checks after failing them ([`clock_ms`]),
+    /// for `slow_start_config`.
+    ready_since_ms: AtomicI64,
+}
+
+/// Milliseconds on a process-wide monotonic clock (slow start's).
+fn clock_ms() -> i64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = EPOCH.get_or_init(std::time::Instant::now);
+    i64::try_from(epoch.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Host {
@@ -77,7 +87,25 @@ impl Host {
             used: AtomicBool::new(true),
             weight: weight.max(1),
             outlier: Default::default(),
+            ready_since_ms: AtomicI64::new(clock_ms()),
         }
+    }
+
+    /// How long since it was added, or since it passed its health checks again after
+    /// failing them (slow start ramps its weight up over this).
+    pub fn ready_for(&self) -> std::time::Duration {
+        let since = self.ready_since_ms.load(Ordering::Acquire);
+        std::time::Duration::from_millis(
+            u64::try_from(clock_ms().saturating_sub(since)).unwrap_or(0),
+        )
+    }
+
+    /// Makes it look ready for `ago` only (tests of slow start).
+    #[cfg(test)]
+    pub fn set_ready_for(&self, ago: std::time::Duration) {
+        let ago = i64::try_from(ago.as_millis()).unwrap_or(i64::MAX);
+        self.ready_since_ms
+            .store(clock_ms().saturating_sub(ago), Ordering::Release);
     }
 
     /// Whether load balancing may pick this host: healthy, not removed, not ejected by
@@ -113,6 +141,9 @@ impl Host {
         let was = self.healthy.swap(healthy, Ordering::AcqRel);
         if was && !healthy {
             self.drain_connections();
+        }
+        if !was && healthy {
+            self.ready_since_ms.store(clock_ms(), Ordering::Release);
         }
     }
 

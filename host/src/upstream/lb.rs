@@ -29,7 +29,19 @@ pub fn pick_host_for(cluster: &Cluster, hash: Option<u64>) -> Option<Arc<Host>> 
         return None;
     }
     let lb = &cluster.spec.lb;
+    let ramping = match cluster.spec.lb_policy {
+        LbPolicy::RoundRobin | LbPolicy::LeastRequest => slow_start_weights(cluster, &candidates),
+        _ => None,
+    };
     let index = match (cluster.spec.lb_policy, hash) {
+        (LbPolicy::LeastRequest | LbPolicy::RoundRobin, _) if ramping.is_some() => {
+            let weights = ramping.as_deref().unwrap_or_default();
+            if cluster.spec.lb_policy == LbPolicy::LeastRequest {
+                least_request_weighted(&candidates, weights)
+            } else {
+                random_by(weights)
+            }
+        }
         (LbPolicy::RoundRobin, _) => round_robin(cluster, &candidates),
         (LbPolicy::LeastRequest, _) => least_request(&candidates, lb.choice_count),
         (LbPolicy::RingHash, Some(hash)) => {
@@ -106,6 +118,51 @@ fn equal_weights(candidates: &[&Arc<Host>]) -> bool {
         .all(|pair| pair[0].weight == pair[1].weight)
 }
 
+/// Under `slow_start_config`, while some host is still ramping up: each host's weight times
+/// its slow start factor (`None` when no host is ramping, or without slow start). Hosts are
+/// then picked at random by these weights rather than in turn, as the weights change with time.
+fn slow_start_weights(cluster: &Cluster, candidates: &[&Arc<Host>]) -> Option<Vec<f64>> {
+    let slow_start = cluster.spec.lb.slow_start?;
+    let factors: Vec<f64> = candidates
+        .iter()
+        .map(|host| slow_start.factor(host.ready_for()))
+        .collect();
+    if factors.iter().all(|factor| *factor >= 1.0) {
+        return None;
+    }
+    Some(
+        candidates
+            .iter()
+            .zip(factors)
+            .map(|(host, factor)| f64::from(host.weight) * factor)
+            .collect(),
+    )
+}
+
+/// An index picked at random, each with the chance of its weight.
+fn random_by(weights: &[f64]) -> usize {
+    let total: f64 = weights.iter().sum();
+    let mut point = rand::rng().random_range(0.0..total.max(f64::MIN_POSITIVE));
+    for (index, weight) in weights.iter().enumerate() {
+        if point < *weight {
+            return index;
+        }
+        point -= weight;
+    }
+    weights.len().saturating_sub(1)
+}
+
+/// Weighted least request over `weights`: a random host, each with the chance of its weight
+/// / (active requests + 1), as Envoy's.
+fn least_request_weighted(candidates: &[&Arc<Host>], weights: &[f64]) -> usize {
+    let effective: Vec<f64> = candidates
+        .iter()
+        .zip(weights)
+        .map(|(host, weight)| weight / (host.rq_active.load(Ordering::Relaxed).max(0) as f64 + 1.0))
+        .collect();
+    random_by(&effective)
+}
+
 /// Power of `choice_count` choices where weights are equal: that many distinct random hosts,
 /// the one with the fewest active requests. Where weights differ, as Envoy's weighted least
 /// request: a random host, each with the chance of its weight / (active requests + 1).
@@ -116,18 +173,8 @@ fn least_request(candidates: &[&Arc<Host>], choice_count: u32) -> usize {
     let mut rng = rand::rng();
     let active = |host: &Host| host.rq_active.load(Ordering::Relaxed).max(0) as f64;
     if !equal_weights(candidates) {
-        let effective: Vec<f64> = candidates
-            .iter()
-            .map(|host| f64::from(host.weight) / (active(host) + 1.0))
-            .collect();
-        let mut point = rng.random_range(0.0..effective.iter().sum::<f64>().max(f64::MIN_POSITIVE));
-        for (index, weight) in effective.iter().enumerate() {
-            if point < *weight {
-                return index;
-            }
-            point -= weight;
-        }
-        return candidates.len() - 1;
+        let weights: Vec<f64> = candidates.iter().map(|h| f64::from(h.weight)).collect();
+        return least_request_weighted(candidates, &weights);
     }
     let count = (choice_count as usize).clamp(2, candidates.len());
     let choices = rand::seq::index::sample(&mut rng, candidates.len(), count);
@@ -251,5 +298,47 @@ mod tests {
         hosts[2].set_healthy(false);
         let seen: std::collections::HashSet<u16> = picks(&cluster, 8).into_iter().collect();
         assert_eq!(seen.len(), 4, "25% available: every host");
+    }
+
+    #[test]
+    fn slow_start_ramps_a_new_host_up() {
+        use std::time::Duration;
+        let slow = SlowStart {
+            window: Duration::from_secs(10),
+            aggression: 1.0,
+            min_weight_percent: 10.0,
+        };
+        assert!((slow.factor(Duration::from_secs(5)) - 0.5).abs() < 1e-9);
+        assert!(
+            (slow.factor(Duration::from_millis(100)) - 0.1).abs() < 1e-9,
+            "floor"
+        );
+        assert_eq!(slow.factor(Duration::from_secs(11)), 1.0);
+        let square = SlowStart {
+            aggression: 2.0,
+            ..slow
+        };
+        assert!((square.factor(Duration::from_millis(2500)) - 0.5).abs() < 1e-9);
+        for policy in [LbPolicy::RoundRobin, LbPolicy::LeastRequest] {
+            let mut spec = spec("lb_slow", policy, &[1, 2]);
+            spec.lb.slow_start = Some(slow);
+            let Ok(cluster) = Cluster::new(spec) else {
+                panic!("cluster builds")
+            };
+            let hosts = cluster.hosts();
+            hosts[0].set_ready_for(Duration::from_secs(60));
+            // Host 2 is 2.5 s into its 10 s window: a quarter of its weight.
+            hosts[1].set_ready_for(Duration::from_millis(2500));
+            let seen = picks(&cluster, 4000);
+            let share = seen.iter().filter(|p| **p == 2).count() as f64 / seen.len() as f64;
+            assert!((share - 0.25 / 1.25).abs() < 0.04, "{policy:?}: {share}");
+            hosts[1].set_ready_for(Duration::from_secs(60));
+            let seen = picks(&cluster, 2000);
+            let share = seen.iter().filter(|p| **p == 2).count() as f64 / seen.len() as f64;
+            assert!(
+                (share - 0.5).abs() < 0.05,
+                "{policy:?} after the window: {share}"
+            );
+        }
     }
 }

@@ -254,6 +254,15 @@ impl Detector {
                 state.returned_at_ms.store(now, Ordering::Release);
             }
         }
+        // Hosts removed from the cluster while ejected (DNS) are no longer swept: count the
+        // ejected ones again so that they neither hold max_ejection_percent nor the gauge.
+        let actual = hosts.iter().filter(|h| h.outlier.is_ejected()).count();
+        let before = self.ejected.swap(actual, Ordering::AcqRel);
+        if before != actual {
+            self.stats
+                .ejections_active
+                .add(actual as i64 - before as i64);
+        }
         let counts: Vec<[u64; 4]> = hosts
             .iter()
             .map(|host| {
