@@ -368,3 +368,69 @@ async fn weights_3_to_1_as_envoy() {
         );
     }
 }
+
+/// Every field this part reads, set to a value other than its default, in one config that
+/// Envoy (`--mode validate`) and `weir validate` both accept: the names and shapes are Envoy's.
+#[test]
+fn envoy_and_weir_accept_every_field() {
+    let up: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    let ports = Ports::new();
+    let mut config = balancing_config(ports, &[up, up, up, up]);
+    let clusters = &mut config["static_resources"]["clusters"];
+    clusters[0]["outlier_detection"] = json!({
+        "consecutive_5xx": 7, "consecutive_gateway_failure": 6,
+        "consecutive_local_origin_failure": 4, "split_external_local_origin_errors": true,
+        "interval": "3s", "base_ejection_time": "20s", "max_ejection_time": "200s",
+        "max_ejection_percent": 30, "enforcing_consecutive_5xx": 90,
+        "enforcing_consecutive_gateway_failure": 80,
+        "enforcing_consecutive_local_origin_failure": 70, "enforcing_success_rate": 60,
+        "enforcing_local_origin_success_rate": 50, "success_rate_minimum_hosts": 3,
+        "success_rate_request_volume": 20, "success_rate_stdev_factor": 1500,
+        "failure_percentage_threshold": 70, "enforcing_failure_percentage": 40,
+        "enforcing_failure_percentage_local_origin": 30, "failure_percentage_minimum_hosts": 2,
+        "failure_percentage_request_volume": 10,
+    });
+    clusters[0]["common_lb_config"] = json!({"healthy_panic_threshold": {"value": 25.0}});
+    clusters[0]["round_robin_lb_config"] = json!({"slow_start_config": {
+        "slow_start_window": "30s", "aggression": {"default_value": 2.0, "runtime_key": "a"},
+        "min_weight_percent": {"value": 20.0}}});
+    clusters[1]["ring_hash_lb_config"] = json!({
+        "minimum_ring_size": 512, "maximum_ring_size": 4096, "hash_function": "XX_HASH"});
+    clusters[2]["maglev_lb_config"] = json!({"table_size": 5003});
+    clusters[4]["least_request_lb_config"] = json!({"choice_count": 3, "slow_start_config": {
+        "slow_start_window": "10s"}});
+    config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["route_config"]["virtual_hosts"][0]["routes"][1]["route"]["hash_policy"] = json!([
+        {"header": {"header_name": "x-user"}},
+        {"cookie": {"name": "c", "ttl": "0s", "path": "/p"}},
+        {"connection_properties": {"source_ip": true}},
+        {"query_parameter": {"name": "q"}},
+        {"filter_state": {"key": "k"}, "terminal": true},
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("all.yaml");
+    std::fs::write(&path, config.to_string()).expect("write");
+    let envoy = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(envoy::binary())
+        .args(["--mode", "validate", "--log-level", "warn", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run envoy");
+    assert!(
+        envoy.status.success(),
+        "envoy refused the config:\n{}{}",
+        String::from_utf8_lossy(&envoy.stdout),
+        String::from_utf8_lossy(&envoy.stderr)
+    );
+    let weir = std::process::Command::new(weir_tests::weir_bin())
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run weir validate");
+    assert!(
+        weir.status.success(),
+        "weir refused the config:\n{}",
+        String::from_utf8_lossy(&weir.stderr)
+    );
+}

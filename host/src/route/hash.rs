@@ -113,7 +113,7 @@ pub fn compute(
     let mut out = RequestHash::default();
     for rule in rules {
         let hash = match &rule.source {
-            Input::Header(name) => headers.get(name).map(|v| xxh64(v.as_bytes(), 0)),
+            Input::Header(name) => header_hash(headers, name),
             Input::Cookie { name, ttl, path } => match cookie(headers, name) {
                 Some(value) => Some(xxh64(value.as_bytes(), 0)),
                 None => match ttl {
@@ -152,6 +152,17 @@ pub fn compute(
         }
     }
     out
+}
+
+/// The hash of every value of header `name`, as Envoy's: the values sorted (so their order
+/// does not matter), each hashed with the previous hash as the seed.
+fn header_hash(headers: &HeaderMap, name: &HeaderName) -> Option<u64> {
+    let mut values: Vec<&[u8]> = headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    Some(values.iter().fold(0, |seed, value| xxh64(value, seed)))
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -215,6 +226,23 @@ mod tests {
         let k1 = compute(&query, &headers, Some("a=1&k=v"), addr(1), addr(2));
         let k2 = compute(&query, &headers, Some("k=w"), addr(1), addr(2));
         assert!(k1.hash.is_some() && k1.hash != k2.hash);
+    }
+
+    #[test]
+    fn header_values_hash_in_any_order() {
+        let rules = super::rules_from(&["{header: {header_name: x}}"]);
+        let mut one = HeaderMap::new();
+        one.append("x", HeaderValue::from_static("a"));
+        one.append("x", HeaderValue::from_static("b"));
+        let mut other = HeaderMap::new();
+        other.append("x", HeaderValue::from_static("b"));
+        other.append("x", HeaderValue::from_static("a"));
+        let h = |headers: &HeaderMap| compute(&rules, headers, None, addr(1), addr(2)).hash;
+        assert_eq!(h(&one), h(&other));
+        let mut single = HeaderMap::new();
+        single.append("x", HeaderValue::from_static("a"));
+        assert_eq!(h(&single), Some(xxh64(b"a", 0)));
+        assert_ne!(h(&single), h(&one));
     }
 
     #[test]
