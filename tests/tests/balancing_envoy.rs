@@ -3,8 +3,8 @@
 //! of both: a host answering 503 is ejected after `consecutive_5xx` and comes back after
 //! `base_ejection_time`; RING_HASH by header sticks each key to one host and spreads the keys;
 //! a cookie hash policy with a `ttl` sets the cookie; `load_balancing_weight` 3:1 gives 75%.
-//! Which host a key lands on is not compared (the hashes of the host set differ), stickiness
-//! and spread are. MAGLEV and LEAST_REQUEST are checked on weir alone.
+//! Which host a key lands on is not compared (weir's placement need not be Envoy's),
+//! stickiness and spread are. LEAST_REQUEST with weights is checked on weir alone.
 
 use envoy_check::envoy::{self, Envoy};
 use serde_json::{Value, json};
@@ -270,8 +270,8 @@ async fn a_503_host_is_ejected_and_returns_as_envoy() {
     }
 }
 
-/// RING_HASH by `x-user`: every key's PER_KEY requests reach one upstream, and the keys
-/// spread over at least three of the four; MAGLEV (weir only) the same.
+/// RING_HASH and MAGLEV by `x-user`: every key's PER_KEY requests reach one upstream, and
+/// the keys spread over at least three of the four.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ring_hash_by_header_sticks_as_envoy() {
     let both = Both::start().await;
@@ -279,8 +279,9 @@ async fn ring_hash_by_header_sticks_as_envoy() {
     let mut checks = vec![];
     for (proxy, addr) in &both.proxies {
         checks.push((proxy.name(), *addr, "/ring"));
+        checks.push((proxy.name(), *addr, "/maglev"));
     }
-    checks.push(("weir maglev", both.proxies[0].1, "/maglev"));
+    let mut placements: HashMap<(&str, &str), HashMap<String, String>> = HashMap::new();
     for (who, addr, path) in checks {
         let mut hosts = HashMap::new();
         for key in 0..keys {
@@ -295,14 +296,36 @@ async fn ring_hash_by_header_sticks_as_envoy() {
             hosts.insert(user, seen_hosts.into_iter().next().unwrap_or_default());
         }
         let spread: HashSet<&String> = hosts.values().collect();
-        eprintln!("{who}: {keys} keys on {} hosts: {hosts:?}", spread.len());
+        eprintln!(
+            "{who} {path}: {keys} keys on {} hosts: {hosts:?}",
+            spread.len()
+        );
         assert!(spread.len() >= 3, "{who}: keys on {spread:?}");
-        // Without the header: a random host each time (Envoy's fallback), so more than one.
+        placements.insert((who, path), hosts.clone());
+        // Without the header: /ring has no other hash, so a random host each time (Envoy's
+        // fallback); /maglev falls through to the source IP, so one host.
         let mut unhashed = HashSet::new();
         for _ in 0..40 {
-            unhashed.insert(ask(addr, "/ring", &[]).await.upstream);
+            unhashed.insert(ask(addr, path, &[]).await.upstream);
         }
-        assert!(unhashed.len() > 1, "{who}: no hash went to {unhashed:?}");
+        if path == "/ring" {
+            assert!(unhashed.len() > 1, "{who}: no hash went to {unhashed:?}");
+        } else {
+            assert_eq!(
+                unhashed.len(),
+                1,
+                "{who}: by source IP went to {unhashed:?}"
+            );
+        }
+    }
+    // Not required, but so it is: with equal weights and the same host addresses, weir's ring
+    // and Maglev table place every key where Envoy's do (same hashes, same construction).
+    for path in ["/ring", "/maglev"] {
+        assert_eq!(
+            placements.get(&("weir", path)),
+            placements.get(&("envoy", path)),
+            "{path}: weir (left) and Envoy (right) place keys differently"
+        );
     }
 }
 
