@@ -669,12 +669,19 @@ impl HttpManager {
         let hash_cookie = request
             .extensions_mut()
             .remove::<crate::route::hash::HashCookie>();
+        let picked = crate::upstream::PickedHostNote::default();
+        if action.timeout.is_some() {
+            request.extensions_mut().insert(picked.clone());
+        }
         let send = self.pools.send(&action.cluster, request);
         let result = match action.timeout {
             Some(limit) => match tokio::time::timeout(limit, send).await {
                 Ok(result) => result,
                 Err(_) => {
                     self.stats.rq_timeout.inc();
+                    if let Some(host) = picked.0.get() {
+                        self.pools.record_timeout(&action.cluster, *host);
+                    }
                     return Err(LocalReply::UpstreamTimeout);
                 }
             },

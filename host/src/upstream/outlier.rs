@@ -25,6 +25,9 @@ pub enum Outcome {
     /// No answer: the connection could not be made, timed out or was reset (a local-origin
     /// failure, in Envoy's terms).
     LocalFailure,
+    /// No answer within the route's timeout (a local-origin failure that, without the split,
+    /// counts as a 504).
+    LocalTimeout,
 }
 
 /// Why a host was ejected; the index of its stats in [`crate::stats::OUTLIER_KINDS`].
@@ -113,7 +116,7 @@ impl Detector {
         let state = &host.outlier;
         let split = self.spec.split_external_local_origin_errors;
         let status = match outcome {
-            Outcome::LocalFailure if split => {
+            Outcome::LocalFailure | Outcome::LocalTimeout if split => {
                 state.local_failed.fetch_add(1, Ordering::Relaxed);
                 let count = state.consecutive_local.fetch_add(1, Ordering::AcqRel) + 1;
                 if count == self.spec.consecutive_local_origin_failure {
@@ -129,6 +132,7 @@ impl Detector {
             // Without the split a local-origin failure counts as a 503 from the host, as
             // Envoy maps it.
             Outcome::LocalFailure => 503,
+            Outcome::LocalTimeout => 504,
             Outcome::Status(status) => {
                 if split {
                     state.local_ok.fetch_add(1, Ordering::Relaxed);
@@ -460,6 +464,53 @@ mod tests {
             panic!("a detector")
         };
         assert_eq!(detector.stats().ejections_overflow.get(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_are_gateway_failures_unless_split() {
+        let gateway = OutlierSpec {
+            consecutive_5xx: 1000,
+            consecutive_gateway_failure: 2,
+            enforcing_consecutive_gateway_failure: 100,
+            ..spec()
+        };
+        let joined = cluster(&[41031, 41032], gateway.clone());
+        let host = joined.hosts()[0].clone();
+        joined.record_outcome(&host, Outcome::LocalTimeout);
+        joined.record_outcome(&host, Outcome::LocalTimeout);
+        assert!(!host.is_available(), "two 504s in a row");
+        let Some(detector) = joined.outlier.as_ref() else {
+            panic!("a detector")
+        };
+        assert_eq!(
+            detector.stats().enforced[Kind::ConsecutiveGatewayFailure as usize].get(),
+            1
+        );
+        let split = cluster(
+            &[41041, 41042],
+            OutlierSpec {
+                split_external_local_origin_errors: true,
+                consecutive_local_origin_failure: 2,
+                ..gateway
+            },
+        );
+        let host = split.hosts()[0].clone();
+        split.record_outcome(&host, Outcome::LocalTimeout);
+        split.record_outcome(&host, Outcome::Status(200));
+        split.record_outcome(&host, Outcome::LocalTimeout);
+        assert!(
+            host.is_available(),
+            "an answer in between resets the local count"
+        );
+        split.record_outcome(&host, Outcome::LocalFailure);
+        assert!(!host.is_available(), "two local-origin failures in a row");
+        let Some(detector) = split.outlier.as_ref() else {
+            panic!("a detector")
+        };
+        assert_eq!(
+            detector.stats().enforced[Kind::ConsecutiveLocalOriginFailure as usize].get(),
+            1
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -108,6 +108,21 @@ impl WorkerPools {
         self.inner.manager.has_cluster(cluster)
     }
 
+    /// Tells outlier detection that a request to `host` of `cluster` ran past its route's
+    /// timeout: a local-origin failure (a 504 from the host, without
+    /// `split_external_local_origin_errors`), as Envoy counts it.
+    pub fn record_timeout(&self, cluster: &str, host: SocketAddr) {
+        let Some(cluster) = self.inner.manager.cluster(cluster) else {
+            return;
+        };
+        if cluster.outlier.is_none() {
+            return;
+        }
+        if let Some(host) = cluster.hosts().iter().find(|h| h.addr == host) {
+            cluster.record_outcome(host, Outcome::LocalTimeout);
+        }
+    }
+
     /// Picks a healthy host by the cluster's `lb_policy` (for an `ORIGINAL_DST` cluster: the
     /// [`OriginalDestination`] in `req`'s extensions), gets a connection from this worker's
     /// pool (circuit breakers apply), sends `req` and returns the response head with its
@@ -143,6 +158,9 @@ impl WorkerPools {
         }
         if let Some(note) = self.note_host {
             note(host.addr);
+        }
+        if let Some(picked) = req.extensions().get::<super::spec::PickedHostNote>() {
+            let _ = picked.0.set(host.addr);
         }
         let slot = cluster.try_request(&host)?;
         let pools = self.host_pools(&cluster, &host);
