@@ -234,6 +234,12 @@ async fn a_503_host_is_ejected_and_returns_as_envoy() {
                 ),
                 "{prometheus}"
             );
+            assert!(
+                prometheus.contains(
+                    "weir_cluster_upstream_membership_healthy{cluster_name=\"outlier\"} 1"
+                ),
+                "an ejected host is not healthy: {prometheus}"
+            );
             let clusters = weir.admin_get("/clusters").await.1;
             assert!(
                 clusters.contains(&format!(

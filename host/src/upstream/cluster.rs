@@ -413,7 +413,11 @@ impl Cluster {
     /// Records what a request to `host` came to, for outlier detection (nothing without it).
     pub fn record_outcome(&self, host: &Host, outcome: super::outlier::Outcome) {
         if let Some(detector) = &self.outlier {
+            let was_ejected = host.outlier.is_ejected();
             detector.record(&self.hosts.load(), host, outcome);
+            if !was_ejected && host.outlier.is_ejected() {
+                self.update_membership();
+            }
         }
     }
 
@@ -426,7 +430,11 @@ impl Cluster {
     /// Sets the membership gauges from the hosts' state.
     pub fn update_membership(&self) {
         let hosts = self.hosts.load();
-        let healthy = hosts.iter().filter(|host| host.is_healthy()).count();
+        // As Envoy's, an ejected host is not healthy.
+        let healthy = hosts
+            .iter()
+            .filter(|host| host.is_healthy() && !host.outlier.is_ejected())
+            .count();
         self.stats.membership_total.set(hosts.len() as i64);
         self.stats.membership_healthy.set(healthy as i64);
     }

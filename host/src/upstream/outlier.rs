@@ -368,6 +368,7 @@ pub async fn run(cluster: Arc<Cluster>) {
     loop {
         tick.tick().await;
         detector.sweep(&cluster.hosts());
+        cluster.update_membership();
     }
 }
 
