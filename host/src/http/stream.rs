@@ -669,8 +669,11 @@ impl HttpManager {
         let hash_cookie = request
             .extensions_mut()
             .remove::<crate::route::hash::HashCookie>();
-        let picked = crate::upstream::PickedHostNote::default();
-        if action.timeout.is_some() {
+        // Only where a timeout could blame a host that outlier detection watches.
+        let picked = (action.timeout.is_some()
+            && self.pools.has_outlier_detection(&action.cluster))
+        .then(crate::upstream::PickedHostNote::default);
+        if let Some(picked) = &picked {
             request.extensions_mut().insert(picked.clone());
         }
         let send = self.pools.send(&action.cluster, request);
@@ -679,7 +682,7 @@ impl HttpManager {
                 Ok(result) => result,
                 Err(_) => {
                     self.stats.rq_timeout.inc();
-                    if let Some(host) = picked.0.get() {
+                    if let Some(host) = picked.as_ref().and_then(|p| p.0.get()) {
                         self.pools.record_timeout(&action.cluster, *host);
                     }
                     return Err(LocalReply::UpstreamTimeout);

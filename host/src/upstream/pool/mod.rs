@@ -108,6 +108,14 @@ impl WorkerPools {
         self.inner.manager.has_cluster(cluster)
     }
 
+    /// Whether `cluster` has `outlier_detection`.
+    pub fn has_outlier_detection(&self, cluster: &str) -> bool {
+        self.inner
+            .manager
+            .cluster(cluster)
+            .is_some_and(|cluster| cluster.outlier.is_some())
+    }
+
     /// Tells outlier detection that a request to `host` of `cluster` ran past its route's
     /// timeout: a local-origin failure (a 504 from the host, without
     /// `split_external_local_origin_errors`), as Envoy counts it.
