@@ -65,6 +65,12 @@ pub fn envoy_name(family: &str, labels: &[(&str, &str)]) -> String {
     };
     let scoped = [
         (
+            "weir_cluster_outlier_detection_",
+            "cluster_name",
+            "cluster",
+            "outlier_detection.",
+        ),
+        (
             "weir_http_downstream_",
             "stat_prefix",
             "http",

@@ -69,6 +69,25 @@ pub struct Cluster {
     /// `type: EDS`: where the endpoints come from (ADS) and under which name.
     #[serde(default)]
     pub eds_cluster_config: Option<EdsClusterConfig>,
+    /// Passive health checking: hosts that fail are ejected for a while (see
+    /// [`super::outlier`]).
+    #[serde(default)]
+    pub outlier_detection: Option<super::outlier::OutlierDetection>,
+    /// `healthy_panic_threshold` and friends (see [`super::balancing`]).
+    #[serde(default)]
+    pub common_lb_config: Option<super::balancing::CommonLbConfig>,
+    /// `lb_policy: RING_HASH` settings.
+    #[serde(default)]
+    pub ring_hash_lb_config: Option<super::balancing::RingHashLbConfig>,
+    /// `lb_policy: MAGLEV` settings.
+    #[serde(default)]
+    pub maglev_lb_config: Option<super::balancing::MaglevLbConfig>,
+    /// `lb_policy: LEAST_REQUEST` settings.
+    #[serde(default)]
+    pub least_request_lb_config: Option<super::balancing::LeastRequestLbConfig>,
+    /// `lb_policy: ROUND_ROBIN` settings.
+    #[serde(default)]
+    pub round_robin_lb_config: Option<super::balancing::RoundRobinLbConfig>,
 }
 
 /// `eds_cluster_config` of an EDS cluster.
@@ -137,6 +156,12 @@ pub enum LbPolicyName {
     RANDOM,
     /// The cluster picks the host itself (`ORIGINAL_DST`: the original destination).
     CLUSTER_PROVIDED,
+    /// Consistent hashing on a ring (`ring_hash_lb_config`), keyed by the route's
+    /// `hash_policy`.
+    RING_HASH,
+    /// Consistent hashing with a Maglev table (`maglev_lb_config`), keyed by the route's
+    /// `hash_policy`.
+    MAGLEV,
 }
 
 /// `dns_lookup_family`.
@@ -189,7 +214,8 @@ pub struct LocalityLbEndpoints {
 pub struct LbEndpoint {
     /// The endpoint.
     pub endpoint: Endpoint,
-    /// Accepted; weir balances without weights.
+    /// The endpoint's share of the traffic against the others' (default 1), for every
+    /// `lb_policy`.
     #[serde(default)]
     pub load_balancing_weight: Option<u32>,
 }
@@ -458,9 +484,18 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
                         "an endpoint needs a port",
                     ));
                 }
+                if lb_endpoint.load_balancing_weight == Some(0) {
+                    return Err(FieldError::new(
+                        format!(
+                            "{path}.load_assignment.endpoints[{j}].lb_endpoints[{k}].load_balancing_weight"
+                        ),
+                        "must be at least 1",
+                    ));
+                }
                 endpoints.push(spec::EndpointSpec {
                     address: socket.address.clone(),
                     port: socket.port_value,
+                    weight: lb_endpoint.load_balancing_weight.unwrap_or(1),
                 });
             }
         }
@@ -478,7 +513,15 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
         // Only ORIGINAL_DST takes it (checked above), and its host is the destination, not
         // a pick: the policy is never consulted.
         LbPolicyName::CLUSTER_PROVIDED => spec::LbPolicy::RoundRobin,
+        LbPolicyName::RING_HASH => spec::LbPolicy::RingHash,
+        LbPolicyName::MAGLEV => spec::LbPolicy::Maglev,
     };
+    let lb = super::balancing::lb_settings(cluster, path)?;
+    let outlier = cluster
+        .outlier_detection
+        .as_ref()
+        .map(|o| super::outlier::outlier_spec(o, &format!("{path}.outlier_detection")))
+        .transpose()?;
     let mut thresholds = spec::Thresholds::default();
     if let Some(breakers) = &cluster.circuit_breakers {
         for (i, t) in breakers
@@ -608,6 +651,8 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
         quic_hints,
         cleanup_interval: nonzero(cluster.cleanup_interval.map(|d| d.get()))
             .unwrap_or(Duration::from_secs(5)),
+        lb,
+        outlier,
     })
 }
 

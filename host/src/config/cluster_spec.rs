@@ -44,6 +44,10 @@ pub struct ClusterSpec {
     /// `ORIGINAL_DST` only: a destination with no connection, no request and no new pick
     /// for this long leaves the cluster (Envoy's `cleanup_interval`, default 5s).
     pub cleanup_interval: Duration,
+    /// The load balancers' settings beside `lb_policy`.
+    pub lb: LbSettings,
+    /// Passive health checking (`outlier_detection`), when configured.
+    pub outlier: Option<OutlierSpec>,
 }
 
 /// QUIC and HTTP/3 settings, for listeners and for upstream connections; Envoy's defaults.
@@ -104,6 +108,8 @@ pub struct EndpointSpec {
     pub address: String,
     /// The TCP port.
     pub port: u16,
+    /// `load_balancing_weight` (default 1, never 0): its share against the other endpoints.
+    pub weight: u32,
 }
 
 /// `lb_policy` of a cluster.
@@ -115,6 +121,149 @@ pub enum LbPolicy {
     LeastRequest,
     /// A uniformly random healthy host.
     Random,
+    /// Consistent hashing on a ring of hashes ([`LbSettings`]' ring sizes).
+    RingHash,
+    /// Consistent hashing with a Maglev lookup table ([`LbSettings::maglev_table_size`]).
+    Maglev,
+}
+
+/// The load balancers' settings beside `lb_policy`, with Envoy's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LbSettings {
+    /// `common_lb_config.healthy_panic_threshold`, in percent: when fewer hosts than this
+    /// are available, balancing goes over all of them (Envoy's panic mode). Default 50.
+    pub healthy_panic_threshold: f64,
+    /// Whether the config set `healthy_panic_threshold` itself: only then do hosts failing
+    /// active health checks come back in panic mode (by default panic mode brings back only
+    /// outlier-ejected hosts, so a cluster whose every host fails its checks answers 503).
+    pub panic_threshold_configured: bool,
+    /// `ring_hash_lb_config.minimum_ring_size` (default 1024).
+    pub ring_min_size: u64,
+    /// `ring_hash_lb_config.maximum_ring_size` (default 8M).
+    pub ring_max_size: u64,
+    /// `maglev_lb_config.table_size`, a prime (default 65537).
+    pub maglev_table_size: u64,
+    /// `least_request_lb_config.choice_count` (default 2).
+    pub choice_count: u32,
+    /// `slow_start_config` of `round_robin_lb_config` or `least_request_lb_config`.
+    pub slow_start: Option<SlowStart>,
+}
+
+/// `slow_start_config`: a host new to the cluster (or back from failing active health
+/// checks) gets a share of its weight that grows over `window`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowStart {
+    /// `slow_start_window`.
+    pub window: Duration,
+    /// `aggression.default_value` (default 1.0: linear); the share is
+    /// (elapsed / window)^(1 / aggression).
+    pub aggression: f64,
+    /// `min_weight_percent` (default 10): the share never goes below this.
+    pub min_weight_percent: f64,
+}
+
+impl SlowStart {
+    /// The share (0 to 1] of its weight a host gets `elapsed` after it became ready.
+    pub fn factor(&self, elapsed: Duration) -> f64 {
+        if elapsed >= self.window || self.window.is_zero() {
+            return 1.0;
+        }
+        let time = elapsed.as_secs_f64().max(0.001) / self.window.as_secs_f64();
+        time.powf(1.0 / self.aggression)
+            .max(self.min_weight_percent / 100.0)
+            .min(1.0)
+    }
+}
+
+impl Default for LbSettings {
+    fn default() -> Self {
+        LbSettings {
+            healthy_panic_threshold: 50.0,
+            panic_threshold_configured: false,
+            ring_min_size: 1024,
+            ring_max_size: 8 * 1024 * 1024,
+            maglev_table_size: 65_537,
+            choice_count: 2,
+            slow_start: None,
+        }
+    }
+}
+
+/// `outlier_detection` of a cluster, with Envoy's defaults; percentages are 0..=100.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierSpec {
+    /// 5xx responses in a row that eject a host (default 5).
+    pub consecutive_5xx: u32,
+    /// 502/503/504 responses in a row that eject a host (default 5).
+    pub consecutive_gateway_failure: u32,
+    /// Local-origin failures (connect failure, timeout, reset) in a row that eject a host
+    /// when `split_external_local_origin_errors` (default 5).
+    pub consecutive_local_origin_failure: u32,
+    /// Whether local-origin failures are counted apart from the upstream's 5xx answers.
+    pub split_external_local_origin_errors: bool,
+    /// How often ejected hosts are checked for return and the rates computed (default 10s).
+    pub interval: Duration,
+    /// A host is ejected for this times the number of times it was ejected (default 30s).
+    pub base_ejection_time: Duration,
+    /// The cap on an ejection's length (default 300s).
+    pub max_ejection_time: Duration,
+    /// At most this share of the hosts is ejected at once; one host always may be (default 10).
+    pub max_ejection_percent: u32,
+    /// Chance (percent) that a consecutive_5xx detection ejects (default 100).
+    pub enforcing_consecutive_5xx: u32,
+    /// Chance that a consecutive_gateway_failure detection ejects (default 0).
+    pub enforcing_consecutive_gateway_failure: u32,
+    /// Chance that a consecutive_local_origin_failure detection ejects (default 100).
+    pub enforcing_consecutive_local_origin_failure: u32,
+    /// Chance that a success-rate detection ejects (default 100).
+    pub enforcing_success_rate: u32,
+    /// Chance that a local-origin success-rate detection ejects (default 100).
+    pub enforcing_local_origin_success_rate: u32,
+    /// Hosts with enough requests needed for success-rate detection (default 5).
+    pub success_rate_minimum_hosts: u32,
+    /// Requests in an interval a host needs to count in success-rate detection (default 100).
+    pub success_rate_request_volume: u32,
+    /// A host is ejected below mean - stdev x this / 1000 (default 1900).
+    pub success_rate_stdev_factor: u32,
+    /// A host failing at least this percent of its requests is ejected (default 85).
+    pub failure_percentage_threshold: u32,
+    /// Chance that a failure-percentage detection ejects (default 0).
+    pub enforcing_failure_percentage: u32,
+    /// Chance that a local-origin failure-percentage detection ejects (default 0).
+    pub enforcing_failure_percentage_local_origin: u32,
+    /// Hosts with enough requests needed for failure-percentage detection (default 5).
+    pub failure_percentage_minimum_hosts: u32,
+    /// Requests in an interval a host needs to count in failure-percentage detection
+    /// (default 50).
+    pub failure_percentage_request_volume: u32,
+}
+
+impl Default for OutlierSpec {
+    fn default() -> Self {
+        OutlierSpec {
+            consecutive_5xx: 5,
+            consecutive_gateway_failure: 5,
+            consecutive_local_origin_failure: 5,
+            split_external_local_origin_errors: false,
+            interval: Duration::from_secs(10),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 10,
+            enforcing_consecutive_5xx: 100,
+            enforcing_consecutive_gateway_failure: 0,
+            enforcing_consecutive_local_origin_failure: 100,
+            enforcing_success_rate: 100,
+            enforcing_local_origin_success_rate: 100,
+            success_rate_minimum_hosts: 5,
+            success_rate_request_volume: 100,
+            success_rate_stdev_factor: 1900,
+            failure_percentage_threshold: 85,
+            enforcing_failure_percentage: 0,
+            enforcing_failure_percentage_local_origin: 0,
+            failure_percentage_minimum_hosts: 5,
+            failure_percentage_request_volume: 50,
+        }
+    }
 }
 
 /// `circuit_breakers.thresholds[]` for the DEFAULT priority. Envoy's defaults are 1024,

@@ -19,6 +19,7 @@
 //! access logs, Wasm plugins) build themselves from these types, and `snapshot`
 //! assembles them.
 
+pub mod balancing;
 pub mod bootstrap;
 pub mod cluster;
 pub mod cluster_spec;
@@ -26,10 +27,12 @@ pub mod common;
 pub mod duration;
 pub mod dynamic_resources;
 pub mod file;
+pub mod hash_policy;
 pub mod http_manager;
 pub mod http_options;
 mod lenient;
 pub mod listener;
+pub mod outlier;
 pub mod overload;
 pub mod pem;
 pub mod process_settings;

@@ -351,6 +351,9 @@ pub struct RouteAction {
     /// Retries of this route (in place of its virtual host's).
     #[serde(default)]
     pub retry_policy: Option<RetryPolicy>,
+    /// What a RING_HASH or MAGLEV cluster hashes the request by.
+    #[serde(default, deserialize_with = "super::lenient::one_or_many")]
+    pub hash_policy: Vec<super::hash_policy::HashPolicy>,
 }
 
 /// `request_mirror_policies[]` of a route.

@@ -63,12 +63,15 @@ impl HttpManager {
         request: Request<Body>,
         action: &ForwardAction,
     ) -> Result<Response<Body>, LocalReply> {
+        let mut request = request;
+        let picked = self.note_picked_host(&mut request, action);
         let send = self.pools.send(&action.cluster, request);
         let result = match action.timeout {
             Some(limit) => match tokio::time::timeout(limit, send).await {
                 Ok(result) => result,
                 Err(_) => {
                     self.stats.rq_timeout.inc();
+                    self.blame_timeout(picked.as_ref(), action);
                     return Err(LocalReply::UpstreamTimeout);
                 }
             },
@@ -78,6 +81,31 @@ impl HttpManager {
             tracing::debug!(cluster = %action.cluster, error = %e, "upstream request failed");
             LocalReply::Upstream(e)
         })
+    }
+
+    /// Where the route has a timeout and its cluster outlier detection, asks the pools to
+    /// note the host `request` goes to, so that a timeout can be blamed on it.
+    fn note_picked_host(
+        &self,
+        request: &mut Request<Body>,
+        action: &ForwardAction,
+    ) -> Option<crate::upstream::PickedHostNote> {
+        let picked = (action.timeout.is_some()
+            && self.pools.has_outlier_detection(&action.cluster))
+        .then(crate::upstream::PickedHostNote::default)?;
+        request.extensions_mut().insert(picked.clone());
+        Some(picked)
+    }
+
+    /// Tells outlier detection that the host noted in `picked` ran past the route's timeout.
+    fn blame_timeout(
+        &self,
+        picked: Option<&crate::upstream::PickedHostNote>,
+        action: &ForwardAction,
+    ) {
+        if let Some(host) = picked.and_then(|picked| picked.0.get()) {
+            self.pools.record_timeout(&action.cluster, *host);
+        }
     }
 
     /// The tries of a request under `policy` (see the module's docs).
@@ -133,6 +161,7 @@ impl HttpManager {
             } else {
                 1
             };
+            let picked = self.note_picked_host(&mut attempt, action);
             let send = self
                 .pools
                 .send_avoiding(&action.cluster, attempt, avoid, picks);
@@ -170,6 +199,7 @@ impl HttpManager {
                 None if deadline.is_some_and(|d| Instant::now() >= d) => {
                     // The route's timeout covers every try: no retry after it.
                     self.stats.rq_timeout.inc();
+                    self.blame_timeout(picked.as_ref(), action);
                     drop(retry_slot.take());
                     return Err(LocalReply::UpstreamTimeout);
                 }

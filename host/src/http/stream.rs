@@ -630,6 +630,23 @@ impl HttpManager {
     ) -> Result<(Request<Body>, Option<Arc<BodyVerdict>>), LocalReply> {
         let (mut parts, request_body) = request.into_parts();
         let protocol = crate::wire::WireHead::protocol_name(&parts);
+        if let Some(rules) = &action.hash_policy {
+            let hashed = crate::route::hash::compute(
+                rules,
+                &parts.headers,
+                parts.uri.query(),
+                conn.remote,
+                conn.local,
+            );
+            if let Some(hash) = hashed.hash {
+                parts.extensions.insert(crate::upstream::LbHashKey(hash));
+            }
+            if let Some(cookie) = hashed.set_cookie {
+                parts
+                    .extensions
+                    .insert(crate::route::hash::HashCookie(cookie));
+            }
+        }
         let path = match (&action.prefix_rewrite, &action.regex_rewrite) {
             (None, Some(regex)) => {
                 let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
@@ -746,6 +763,10 @@ impl HttpManager {
         request: Request<Body>,
         action: &ForwardAction,
     ) -> Result<Response<Body>, LocalReply> {
+        let mut request = request;
+        let hash_cookie = request
+            .extensions_mut()
+            .remove::<crate::route::hash::HashCookie>();
         // Under the route's timeout, with its retries (see `super::retry`).
         let mut response = self.send_upstream(request, action).await?;
         headers::remove_hop_by_hop(response.headers_mut(), false);
@@ -755,6 +776,9 @@ impl HttpManager {
                 .insert(header::SERVER, server.clone());
         }
         *response.version_mut() = head::BETWEEN_HOPS;
+        if let Some(crate::route::hash::HashCookie(cookie)) = hash_cookie {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         if let Some(idle) = action.idle_timeout {
             response.extensions_mut().insert(RouteIdleTimeout(idle));
         }

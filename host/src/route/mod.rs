@@ -10,6 +10,7 @@
 //! connection manager strips ports first (see [`authority::StripPort`]).
 
 pub mod authority;
+pub mod hash;
 pub mod header_rules;
 pub mod health_check;
 mod matcher;
@@ -182,6 +183,9 @@ pub struct ForwardAction {
     pub retry: Option<std::sync::Arc<retry::RetryPolicy>>,
     /// The virtual host's `include_request_attempt_count`.
     pub include_attempt_count: bool,
+    /// `hash_policy`: what a RING_HASH or MAGLEV cluster hashes the request by (shared, so
+    /// that the per-request copy of the action does not copy it).
+    pub hash_policy: Option<std::sync::Arc<[hash::HashRule]>>,
 }
 
 /// In a request's extensions: the cluster a `weighted_clusters` or `cluster_header` route
@@ -891,9 +895,11 @@ fn build_forward(
         )?)),
         None => None,
     };
+    let hash_policy = hash::build(&forward.hash_policy, &format!("{path}.hash_policy"))?;
     Ok(ForwardAction {
         retry,
         include_attempt_count: false,
+        hash_policy: (!hash_policy.is_empty()).then(|| hash_policy.into()),
         cluster,
         choice,
         request_headers: Vec::new(),

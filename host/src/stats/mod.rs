@@ -376,6 +376,115 @@ impl ListenerStats {
     }
 }
 
+/// The kinds of outlier ejection, in the order of [`OutlierStats`]' per-kind counters; the
+/// names are Envoy's stat suffixes (`ejections_enforced_<kind>`, `ejections_detected_<kind>`).
+pub const OUTLIER_KINDS: [&str; 7] = [
+    "consecutive_5xx",
+    "consecutive_gateway_failure",
+    "consecutive_local_origin_failure",
+    "success_rate",
+    "local_origin_success_rate",
+    "failure_percentage",
+    "local_origin_failure_percentage",
+];
+
+/// Stats of one cluster's outlier detection (Envoy's `cluster.<name>.outlier_detection.*`),
+/// families `weir_cluster_outlier_detection_*{cluster_name}`.
+#[derive(Clone)]
+pub struct OutlierStats {
+    /// Hosts ejected now.
+    pub ejections_active: IntGauge,
+    /// Ejections detected, enforced or not (Envoy's deprecated `ejections_total`).
+    pub ejections_total: IntCounter,
+    /// Ejections enforced.
+    pub ejections_enforced_total: IntCounter,
+    /// Ejections not made because `max_ejection_percent` was reached.
+    pub ejections_overflow: IntCounter,
+    /// `ejections_enforced_<kind>`, by [`OUTLIER_KINDS`].
+    pub enforced: [IntCounter; 7],
+    /// `ejections_detected_<kind>`, by [`OUTLIER_KINDS`].
+    pub detected: [IntCounter; 7],
+}
+
+struct OutlierFamilies {
+    ejections_active: IntGaugeVec,
+    ejections_total: IntCounterVec,
+    ejections_enforced_total: IntCounterVec,
+    ejections_overflow: IntCounterVec,
+    enforced: Vec<IntCounterVec>,
+    detected: Vec<IntCounterVec>,
+}
+
+impl OutlierStats {
+    /// The stats of cluster `name`.
+    pub fn new(name: &str) -> OutlierStats {
+        static FAMILIES: OnceLock<OutlierFamilies> = OnceLock::new();
+        let families = FAMILIES.get_or_init(|| {
+            let registry = Stats::global().registry();
+            let counter = |stem: &str, help: &str| {
+                register_counter(
+                    registry,
+                    &format!("weir_cluster_outlier_detection_{stem}"),
+                    help,
+                    &["cluster_name"],
+                )
+            };
+            OutlierFamilies {
+                ejections_active: register_gauge(
+                    registry,
+                    "weir_cluster_outlier_detection_ejections_active",
+                    "Hosts ejected by outlier detection now.",
+                    &["cluster_name"],
+                ),
+                ejections_total: counter(
+                    "ejections_total",
+                    "Outlier ejections detected, enforced or not.",
+                ),
+                ejections_enforced_total: counter(
+                    "ejections_enforced_total",
+                    "Outlier ejections enforced.",
+                ),
+                ejections_overflow: counter(
+                    "ejections_overflow",
+                    "Outlier ejections not made because max_ejection_percent was reached.",
+                ),
+                enforced: OUTLIER_KINDS
+                    .iter()
+                    .map(|kind| {
+                        counter(
+                            &format!("ejections_enforced_{kind}"),
+                            &format!("Outlier ejections enforced for {kind}."),
+                        )
+                    })
+                    .collect(),
+                detected: OUTLIER_KINDS
+                    .iter()
+                    .map(|kind| {
+                        counter(
+                            &format!("ejections_detected_{kind}"),
+                            &format!("Outlier ejections detected for {kind}, enforced or not."),
+                        )
+                    })
+                    .collect(),
+            }
+        });
+        let by_kind = |vecs: &[IntCounterVec]| -> [IntCounter; 7] {
+            std::array::from_fn(|i| match vecs.get(i) {
+                Some(family) => family.with_label_values(&[name]),
+                None => unreachable!("one family per outlier kind"),
+            })
+        };
+        OutlierStats {
+            ejections_active: families.ejections_active.with_label_values(&[name]),
+            ejections_total: families.ejections_total.with_label_values(&[name]),
+            ejections_enforced_total: families.ejections_enforced_total.with_label_values(&[name]),
+            ejections_overflow: families.ejections_overflow.with_label_values(&[name]),
+            enforced: by_kind(&families.enforced),
+            detected: by_kind(&families.detected),
+        }
+    }
+}
+
 /// Stats of the overload manager ([`crate::overload`]): Envoy's `overload.<name>.*` with the
 /// monitor's or action's name as the `name` label.
 pub struct OverloadStats {

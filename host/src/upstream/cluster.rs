@@ -51,11 +51,30 @@ pub struct Host {
     drain: watch::Sender<u64>,
     /// Picked since the last `ORIGINAL_DST` cleanup sweep (see `original_dst`).
     used: AtomicBool,
+    /// `load_balancing_weight` of its endpoint (at least 1).
+    pub weight: u32,
+    /// Outlier detection's counters and ejection, shared by every worker.
+    pub outlier: super::outlier::HostOutlier,
+    /// When it was added or last passed its health checks after failing them ([`clock_ms`]),
+    /// for `slow_start_config`.
+    ready_since_ms: AtomicI64,
+}
+
+/// Milliseconds on a process-wide monotonic clock (slow start's).
+fn clock_ms() -> i64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = EPOCH.get_or_init(std::time::Instant::now);
+    i64::try_from(epoch.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Host {
     /// A new host: healthy, protocol not yet negotiated.
     pub fn new(addr: SocketAddr) -> Host {
+        Host::weighted(addr, 1)
+    }
+
+    /// A new host with `load_balancing_weight` `weight` (0 is taken as 1).
+    pub fn weighted(addr: SocketAddr, weight: u32) -> Host {
         Host {
             addr,
             healthy: AtomicBool::new(true),
@@ -66,12 +85,35 @@ impl Host {
             protocol: AtomicU8::new(PROTOCOL_UNKNOWN),
             drain: watch::Sender::new(0),
             used: AtomicBool::new(true),
+            weight: weight.max(1),
+            outlier: Default::default(),
+            ready_since_ms: AtomicI64::new(clock_ms()),
         }
     }
 
-    /// Whether load balancing may pick this host.
+    /// How long since it was added, or since it passed its health checks again after
+    /// failing them (slow start ramps its weight up over this).
+    pub fn ready_for(&self) -> std::time::Duration {
+        let since = self.ready_since_ms.load(Ordering::Acquire);
+        std::time::Duration::from_millis(
+            u64::try_from(clock_ms().saturating_sub(since)).unwrap_or(0),
+        )
+    }
+
+    /// Makes it look ready for `ago` only (tests of slow start).
+    #[cfg(test)]
+    pub fn set_ready_for(&self, ago: std::time::Duration) {
+        let ago = i64::try_from(ago.as_millis()).unwrap_or(i64::MAX);
+        self.ready_since_ms
+            .store(clock_ms().saturating_sub(ago), Ordering::Release);
+    }
+
+    /// Whether load balancing may pick this host: healthy, not removed, not ejected by
+    /// outlier detection.
     pub fn is_available(&self) -> bool {
-        self.healthy.load(Ordering::Acquire) && !self.removed.load(Ordering::Acquire)
+        self.healthy.load(Ordering::Acquire)
+            && !self.removed.load(Ordering::Acquire)
+            && !self.outlier.is_ejected()
     }
 
     /// Whether discovery removed it.
@@ -99,6 +141,9 @@ impl Host {
         let was = self.healthy.swap(healthy, Ordering::AcqRel);
         if was && !healthy {
             self.drain_connections();
+        }
+        if !was && healthy {
+            self.ready_since_ms.store(clock_ms(), Ordering::Release);
         }
     }
 
@@ -208,6 +253,10 @@ pub struct Cluster {
     pub retries: Breaker,
     /// Where round robin goes next.
     pub(crate) round_robin: AtomicUsize,
+    /// Outlier detection, when the cluster has `outlier_detection`.
+    pub outlier: Option<super::outlier::Detector>,
+    /// RING_HASH / MAGLEV: the table over the hosts available when it was built.
+    pub(crate) hash_table: super::hash_lb::TableCache,
     /// Woken when a connection of this cluster closes, for requests waiting on
     /// `max_connections`. Only requests already over a breaker wait on it.
     pub(crate) connection_freed: Notify,
@@ -252,7 +301,10 @@ impl Cluster {
                                     endpoint.address
                                 ),
                             })?;
-                    Ok(Arc::new(Host::new(SocketAddr::new(ip, endpoint.port))))
+                    Ok(Arc::new(Host::weighted(
+                        SocketAddr::new(ip, endpoint.port),
+                        endpoint.weight,
+                    )))
                 })
                 .collect::<Result<Vec<_>, UpstreamError>>()?,
             // ORIGINAL_DST: a host per destination as redirected connections need it.
@@ -273,6 +325,11 @@ impl Cluster {
                 .then(super::alt_svc::AltSvcCache::new),
             hosts: ArcSwap::from_pointee(hosts),
             round_robin: AtomicUsize::new(0),
+            outlier: spec
+                .outlier
+                .clone()
+                .map(|outlier| super::outlier::Detector::new(&spec.name, outlier)),
+            hash_table: Default::default(),
             connection_freed: Notify::new(),
             original: Default::default(),
             dns_names: Default::default(),
@@ -335,7 +392,7 @@ impl Cluster {
             }
             match old.iter().find(|host| host.addr == *addr) {
                 Some(host) => next.push(host.clone()),
-                None => next.push(Arc::new(Host::new(*addr))),
+                None => next.push(Arc::new(Host::weighted(*addr, self.endpoint_weight(*addr)))),
             }
         }
         for host in old.iter() {
@@ -347,6 +404,31 @@ impl Cluster {
         self.store_hosts(next);
     }
 
+    /// The `load_balancing_weight` of the endpoint `addr` was resolved from (1 when unknown).
+    fn endpoint_weight(&self, addr: SocketAddr) -> u32 {
+        let names = self.dns_names.load();
+        let name = names.iter().find(|(a, _)| *a == addr).map(|(_, name)| name);
+        self.spec
+            .endpoints
+            .iter()
+            .find(|e| {
+                e.port == addr.port()
+                    && name.is_some_and(|name| e.address.as_bytes() == name.as_bytes())
+            })
+            .map_or(1, |e| e.weight)
+    }
+
+    /// Records what a request to `host` came to, for outlier detection (nothing without it).
+    pub fn record_outcome(&self, host: &Host, outcome: super::outlier::Outcome) {
+        if let Some(detector) = &self.outlier {
+            let was_ejected = host.outlier.is_ejected();
+            detector.record(&self.hosts.load(), host, outcome);
+            if !was_ejected && host.outlier.is_ejected() {
+                self.update_membership();
+            }
+        }
+    }
+
     /// Makes `hosts` the host set and updates the membership gauges.
     pub(super) fn store_hosts(&self, hosts: Vec<Arc<Host>>) {
         self.hosts.store(Arc::new(hosts));
@@ -356,7 +438,11 @@ impl Cluster {
     /// Sets the membership gauges from the hosts' state.
     pub fn update_membership(&self) {
         let hosts = self.hosts.load();
-        let healthy = hosts.iter().filter(|host| host.is_healthy()).count();
+        // As Envoy's, an ejected host is not healthy.
+        let healthy = hosts
+            .iter()
+            .filter(|host| host.is_healthy() && !host.outlier.is_ejected())
+            .count();
         self.stats.membership_total.set(hosts.len() as i64);
         self.stats.membership_healthy.set(healthy as i64);
     }

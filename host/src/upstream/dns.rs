@@ -60,6 +60,7 @@ mod tests {
         spec.endpoints = vec![EndpointSpec {
             address: "localhost".into(),
             port: 8080,
+            weight: 1,
         }];
         let Ok(cluster) = Cluster::new(spec) else {
             panic!("cluster builds")

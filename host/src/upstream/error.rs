@@ -91,6 +91,18 @@ impl UpstreamError {
                 | UpstreamError::RequestOverflow(_)
         )
     }
+
+    /// Whether the host itself failed (connect failure or timeout, TLS, a reset before the
+    /// response): a local-origin failure for outlier detection.
+    pub fn is_host_failure(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::ConnectFailed { .. }
+                | UpstreamError::ConnectTimeout { .. }
+                | UpstreamError::Tls { .. }
+                | UpstreamError::Reset { .. }
+        )
+    }
 }
 
 #[cfg(test)]

@@ -21,3 +21,15 @@ pub struct AutoHostRewrite;
 /// [`super::WorkerPools::send`]), for the `upstream.address` property of Wasm filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamAddress(pub std::net::SocketAddr);
+
+/// On an upstream request: the hash the route's `hash_policy` computed for it, which a
+/// RING_HASH or MAGLEV cluster picks its host by (other policies ignore it). A request without
+/// one goes to a random host, as in Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LbHashKey(pub u64);
+
+/// On an upstream request: where [`super::WorkerPools::send`] notes the host it picked, so
+/// that the router, when the route's timeout ends the request, can tell outlier detection
+/// which host timed out ([`super::WorkerPools::record_timeout`]).
+#[derive(Debug, Clone, Default)]
+pub struct PickedHostNote(pub std::sync::Arc<std::sync::OnceLock<std::net::SocketAddr>>);

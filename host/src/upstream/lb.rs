@@ -1,40 +1,190 @@
-//! Picking a host for a request among the cluster's healthy hosts.
+//! Picking a host for a request among the cluster's available hosts, by `lb_policy`, each
+//! host weighted by its `load_balancing_weight`.
+//!
+//! The hosts balanced over are the available ones (healthy, not removed, not ejected by
+//! outlier detection), unless fewer than `healthy_panic_threshold` percent of the hosts are
+//! available: then, as Envoy's panic mode, over all of them (see
+//! [`crate::config::cluster_spec::LbSettings::panic_threshold_configured`] for which).
 
 use super::cluster::{Cluster, Host};
+use super::hash_lb::{self, TableKind};
 use super::spec::LbPolicy;
 use rand::Rng;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// Picks a healthy host by the cluster's `lb_policy`; `None` when no host is healthy.
+/// Picks a host by the cluster's `lb_policy`, for a request with no hash; `None` when no
+/// host may be picked.
+#[cfg(test)]
 pub fn pick_host(cluster: &Cluster) -> Option<Arc<Host>> {
-    let hosts = cluster.hosts();
-    let healthy: Vec<&Arc<Host>> = hosts.iter().filter(|host| host.is_available()).collect();
-    if healthy.is_empty() {
-        return None;
-    }
-    let index = match cluster.spec.lb_policy {
-        LbPolicy::RoundRobin => cluster.round_robin.fetch_add(1, Ordering::Relaxed) % healthy.len(),
-        LbPolicy::Random => rand::rng().random_range(0..healthy.len()),
-        LbPolicy::LeastRequest => least_request(&healthy),
-    };
-    healthy.get(index).map(|host| Arc::clone(host))
+    pick_host_for(cluster, None)
 }
 
-/// Power of two choices: two distinct random hosts, the one with fewer active requests.
-fn least_request(healthy: &[&Arc<Host>]) -> usize {
-    if healthy.len() < 2 {
+/// Picks a host by the cluster's `lb_policy`; RING_HASH and MAGLEV go by `hash` (a random
+/// host without one, as Envoy's), the other policies ignore it.
+pub fn pick_host_for(cluster: &Cluster, hash: Option<u64>) -> Option<Arc<Host>> {
+    let hosts = cluster.hosts();
+    let candidates = candidates(cluster, &hosts);
+    if candidates.is_empty() {
+        return None;
+    }
+    let lb = &cluster.spec.lb;
+    let ramping = match cluster.spec.lb_policy {
+        LbPolicy::RoundRobin | LbPolicy::LeastRequest => slow_start_weights(cluster, &candidates),
+        _ => None,
+    };
+    let index = match (cluster.spec.lb_policy, hash) {
+        (LbPolicy::LeastRequest | LbPolicy::RoundRobin, _) if ramping.is_some() => {
+            let weights = ramping.as_deref().unwrap_or_default();
+            if cluster.spec.lb_policy == LbPolicy::LeastRequest {
+                least_request_weighted(&candidates, weights)
+            } else {
+                random_by(weights)
+            }
+        }
+        (LbPolicy::RoundRobin, _) => round_robin(cluster, &candidates),
+        (LbPolicy::LeastRequest, _) => least_request(&candidates, lb.choice_count),
+        (LbPolicy::RingHash, Some(hash)) => {
+            let kind = TableKind::Ring {
+                min: lb.ring_min_size,
+                max: lb.ring_max_size,
+            };
+            return hash_lb::pick(&cluster.hash_table, kind, &candidates, &hosts, hash);
+        }
+        (LbPolicy::Maglev, Some(hash)) => {
+            let kind = TableKind::Maglev {
+                size: lb.maglev_table_size,
+            };
+            return hash_lb::pick(&cluster.hash_table, kind, &candidates, &hosts, hash);
+        }
+        (LbPolicy::Random | LbPolicy::RingHash | LbPolicy::Maglev, _) => {
+            weighted_random(&candidates)
+        }
+    };
+    candidates.get(index).map(|host| Arc::clone(host))
+}
+
+/// The hosts to balance over: the available ones, or in panic mode (fewer than
+/// `healthy_panic_threshold` percent available) the wider set: every host not removed where
+/// the config set the threshold, else the ones passing health checks (ejected ones come back).
+fn candidates<'a>(cluster: &Cluster, hosts: &'a [Arc<Host>]) -> Vec<&'a Arc<Host>> {
+    let available: Vec<&Arc<Host>> = hosts.iter().filter(|host| host.is_available()).collect();
+    let lb = &cluster.spec.lb;
+    let live = hosts.iter().filter(|host| !host.is_removed()).count();
+    if live == 0 || available.len() as f64 * 100.0 >= lb.healthy_panic_threshold * live as f64 {
+        return available;
+    }
+    hosts
+        .iter()
+        .filter(|host| !host.is_removed() && (lb.panic_threshold_configured || host.is_healthy()))
+        .collect()
+}
+
+/// Each host in turn, a host of weight w w times per round.
+fn round_robin(cluster: &Cluster, candidates: &[&Arc<Host>]) -> usize {
+    let turn = cluster.round_robin.fetch_add(1, Ordering::Relaxed);
+    if equal_weights(candidates) {
+        return turn % candidates.len();
+    }
+    let total: u64 = candidates.iter().map(|h| u64::from(h.weight)).sum();
+    by_weight(candidates, turn as u64 % total.max(1))
+}
+
+/// A random host, each with the chance of its weight.
+fn weighted_random(candidates: &[&Arc<Host>]) -> usize {
+    let mut rng = rand::rng();
+    if equal_weights(candidates) {
+        return rng.random_range(0..candidates.len());
+    }
+    let total: u64 = candidates.iter().map(|h| u64::from(h.weight)).sum();
+    by_weight(candidates, rng.random_range(0..total.max(1)))
+}
+
+/// The host whose share of the cumulative weights holds `point`.
+fn by_weight(candidates: &[&Arc<Host>], mut point: u64) -> usize {
+    for (index, host) in candidates.iter().enumerate() {
+        let weight = u64::from(host.weight);
+        if point < weight {
+            return index;
+        }
+        point -= weight;
+    }
+    candidates.len().saturating_sub(1)
+}
+
+fn equal_weights(candidates: &[&Arc<Host>]) -> bool {
+    candidates
+        .windows(2)
+        .all(|pair| pair[0].weight == pair[1].weight)
+}
+
+/// Under `slow_start_config`, while some host is still ramping up: each host's weight times
+/// its slow start factor (`None` when no host is ramping, or without slow start). Hosts are
+/// then picked at random by these weights rather than in turn, as the weights change with time.
+fn slow_start_weights(cluster: &Cluster, candidates: &[&Arc<Host>]) -> Option<Vec<f64>> {
+    let slow_start = cluster.spec.lb.slow_start?;
+    let factors: Vec<f64> = candidates
+        .iter()
+        .map(|host| slow_start.factor(host.ready_for()))
+        .collect();
+    if factors.iter().all(|factor| *factor >= 1.0) {
+        return None;
+    }
+    Some(
+        candidates
+            .iter()
+            .zip(factors)
+            .map(|(host, factor)| f64::from(host.weight) * factor)
+            .collect(),
+    )
+}
+
+/// An index picked at random, each with the chance of its weight.
+fn random_by(weights: &[f64]) -> usize {
+    let total: f64 = weights.iter().sum();
+    let mut point = rand::rng().random_range(0.0..total.max(f64::MIN_POSITIVE));
+    for (index, weight) in weights.iter().enumerate() {
+        if point < *weight {
+            return index;
+        }
+        point -= weight;
+    }
+    weights.len().saturating_sub(1)
+}
+
+/// Weighted least request over `weights`: a random host, each with the chance of its weight
+/// / (active requests + 1), as Envoy's.
+fn least_request_weighted(candidates: &[&Arc<Host>], weights: &[f64]) -> usize {
+    let effective: Vec<f64> = candidates
+        .iter()
+        .zip(weights)
+        .map(|(host, weight)| weight / (host.rq_active.load(Ordering::Relaxed).max(0) as f64 + 1.0))
+        .collect();
+    random_by(&effective)
+}
+
+/// Power of `choice_count` choices where weights are equal: that many distinct random hosts,
+/// the one with the fewest active requests. Where weights differ, as Envoy's weighted least
+/// request: a random host, each with the chance of its weight / (active requests + 1).
+fn least_request(candidates: &[&Arc<Host>], choice_count: u32) -> usize {
+    if candidates.len() < 2 {
         return 0;
     }
     let mut rng = rand::rng();
-    let first = rng.random_range(0..healthy.len());
-    let second = (first + rng.random_range(1..healthy.len())) % healthy.len();
-    let active = |i: usize| healthy[i].rq_active.load(Ordering::Relaxed);
-    if active(second) < active(first) {
-        second
-    } else {
-        first
+    let active = |host: &Host| host.rq_active.load(Ordering::Relaxed).max(0) as f64;
+    if !equal_weights(candidates) {
+        let weights: Vec<f64> = candidates.iter().map(|h| f64::from(h.weight)).collect();
+        return least_request_weighted(candidates, &weights);
     }
+    let count = (choice_count as usize).clamp(2, candidates.len());
+    let choices = rand::seq::index::sample(&mut rng, candidates.len(), count);
+    let mut best: Option<usize> = None;
+    for choice in choices {
+        if best.is_none_or(|b| active(candidates[choice]) < active(candidates[b])) {
+            best = Some(choice);
+        }
+    }
+    best.unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -87,5 +237,108 @@ mod tests {
             host.set_healthy(false);
         }
         assert!(pick_host(&cluster).is_none());
+    }
+
+    #[test]
+    fn weights_shape_round_robin_random_and_least_request() {
+        for policy in [
+            LbPolicy::RoundRobin,
+            LbPolicy::Random,
+            LbPolicy::LeastRequest,
+        ] {
+            let mut spec = spec("lb_weights", policy, &[1, 2]);
+            spec.endpoints[0].weight = 3;
+            let Ok(cluster) = Cluster::new(spec) else {
+                panic!("cluster builds")
+            };
+            let seen = picks(&cluster, 4000);
+            let share = seen.iter().filter(|p| **p == 1).count() as f64 / seen.len() as f64;
+            assert!((share - 0.75).abs() < 0.05, "{policy:?}: {share}");
+        }
+    }
+
+    #[test]
+    fn hash_policies_stick_and_fall_back_to_random() {
+        for policy in [LbPolicy::RingHash, LbPolicy::Maglev] {
+            let Ok(cluster) = Cluster::new(spec("lb_hash", policy, &[1, 2, 3, 4])) else {
+                panic!("cluster builds")
+            };
+            let mut first_hosts = std::collections::HashSet::new();
+            for key in 0..50u64 {
+                let hash = xxhash_rust::xxh64::xxh64(&key.to_le_bytes(), 0);
+                let first = pick_host_for(&cluster, Some(hash)).map(|h| h.addr);
+                for _ in 0..20 {
+                    assert_eq!(pick_host_for(&cluster, Some(hash)).map(|h| h.addr), first);
+                }
+                first_hosts.extend(first);
+            }
+            assert_eq!(
+                first_hosts.len(),
+                4,
+                "{policy:?}: keys spread over every host"
+            );
+            let unhashed: std::collections::HashSet<u16> =
+                picks(&cluster, 200).into_iter().collect();
+            assert_eq!(unhashed.len(), 4, "{policy:?}: no hash, a random host");
+        }
+    }
+
+    #[test]
+    fn panic_threshold_brings_hosts_back() {
+        let mut spec = spec("lb_panic", LbPolicy::RoundRobin, &[1, 2, 3, 4]);
+        spec.lb.healthy_panic_threshold = 50.0;
+        spec.lb.panic_threshold_configured = true;
+        let Ok(cluster) = Cluster::new(spec) else {
+            panic!("cluster builds")
+        };
+        let hosts = cluster.hosts();
+        hosts[0].set_healthy(false);
+        hosts[1].set_healthy(false);
+        assert!(!picks(&cluster, 8).contains(&1), "50% available: no panic");
+        hosts[2].set_healthy(false);
+        let seen: std::collections::HashSet<u16> = picks(&cluster, 8).into_iter().collect();
+        assert_eq!(seen.len(), 4, "25% available: every host");
+    }
+
+    #[test]
+    fn slow_start_ramps_a_new_host_up() {
+        use std::time::Duration;
+        let slow = SlowStart {
+            window: Duration::from_secs(10),
+            aggression: 1.0,
+            min_weight_percent: 10.0,
+        };
+        assert!((slow.factor(Duration::from_secs(5)) - 0.5).abs() < 1e-9);
+        assert!(
+            (slow.factor(Duration::from_millis(100)) - 0.1).abs() < 1e-9,
+            "floor"
+        );
+        assert_eq!(slow.factor(Duration::from_secs(11)), 1.0);
+        let square = SlowStart {
+            aggression: 2.0,
+            ..slow
+        };
+        assert!((square.factor(Duration::from_millis(2500)) - 0.5).abs() < 1e-9);
+        for policy in [LbPolicy::RoundRobin, LbPolicy::LeastRequest] {
+            let mut spec = spec("lb_slow", policy, &[1, 2]);
+            spec.lb.slow_start = Some(slow);
+            let Ok(cluster) = Cluster::new(spec) else {
+                panic!("cluster builds")
+            };
+            let hosts = cluster.hosts();
+            hosts[0].set_ready_for(Duration::from_secs(60));
+            // Host 2 is 2.5 s into its 10 s window: a quarter of its weight.
+            hosts[1].set_ready_for(Duration::from_millis(2500));
+            let seen = picks(&cluster, 4000);
+            let share = seen.iter().filter(|p| **p == 2).count() as f64 / seen.len() as f64;
+            assert!((share - 0.25 / 1.25).abs() < 0.04, "{policy:?}: {share}");
+            hosts[1].set_ready_for(Duration::from_secs(60));
+            let seen = picks(&cluster, 2000);
+            let share = seen.iter().filter(|p| **p == 2).count() as f64 / seen.len() as f64;
+            assert!(
+                (share - 0.5).abs() < 0.05,
+                "{policy:?} after the window: {share}"
+            );
+        }
     }
 }

@@ -189,10 +189,11 @@ impl ClusterManager {
                     "{name}::{addr}::rq_total::{}",
                     host.rq_total.load(Ordering::Relaxed)
                 );
-                let flags = if host.is_healthy() {
-                    "healthy"
-                } else {
-                    "/failed_active_hc"
+                let flags = match (host.is_healthy(), host.outlier.is_ejected()) {
+                    (true, false) => "healthy",
+                    (false, false) => "/failed_active_hc",
+                    (true, true) => "/failed_outlier_check",
+                    (false, true) => "/failed_active_hc/failed_outlier_check",
                 };
                 let _ = writeln!(out, "{name}::{addr}::health_flags::{flags}");
             }
@@ -213,6 +214,9 @@ fn spawn_background(cluster: &Arc<Cluster>) -> Vec<JoinHandle<()>> {
     }
     if let Some(spec) = &cluster.spec.health_check {
         tasks.push(tokio::spawn(health::run(cluster.clone(), spec.clone())));
+    }
+    if cluster.outlier.is_some() {
+        tasks.push(tokio::spawn(super::outlier::run(cluster.clone())));
     }
     if cluster.spec.discovery == Discovery::OriginalDst {
         tasks.push(tokio::spawn(super::original_dst::run_cleanup(

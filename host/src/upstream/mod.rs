@@ -10,11 +10,13 @@ pub mod connect;
 mod dns;
 mod error;
 mod extensions;
+mod hash_lb;
 mod health;
 mod lb;
 mod manager;
 pub mod mark;
 mod original_dst;
+pub mod outlier;
 mod pool;
 mod quic;
 /// The cluster as plain data: read by [`crate::config::cluster`] and kept under this name for

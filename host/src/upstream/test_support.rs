@@ -22,6 +22,7 @@ pub fn spec(name: &str, ports: &[u16]) -> ClusterSpec {
             .map(|port| EndpointSpec {
                 address: "127.0.0.1".into(),
                 port: *port,
+                weight: 1,
             })
             .collect(),
         dns_refresh_rate: Duration::from_secs(5),
@@ -37,6 +38,8 @@ pub fn spec(name: &str, ports: &[u16]) -> ClusterSpec {
         http3: Http3Settings::default(),
         quic_hints: Vec::new(),
         cleanup_interval: Duration::from_secs(5),
+        lb: LbSettings::default(),
+        outlier: None,
     }
 }
 

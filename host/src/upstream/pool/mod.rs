@@ -20,6 +20,7 @@ use super::connect::{self, UpstreamStream};
 use super::error::UpstreamError;
 use super::lb;
 use super::manager::ClusterManager;
+use super::outlier::Outcome;
 use super::spec::{Discovery, OriginalDestination};
 use crate::body::Body;
 use auto::HostPools;
@@ -114,6 +115,29 @@ impl WorkerPools {
         Some((healthy, hosts.len()))
     }
 
+    /// Whether `cluster` has `outlier_detection`.
+    pub fn has_outlier_detection(&self, cluster: &str) -> bool {
+        self.inner
+            .manager
+            .cluster(cluster)
+            .is_some_and(|cluster| cluster.outlier.is_some())
+    }
+
+    /// Tells outlier detection that a request to `host` of `cluster` ran past its route's
+    /// timeout: a local-origin failure (a 504 from the host, without
+    /// `split_external_local_origin_errors`), as Envoy counts it.
+    pub fn record_timeout(&self, cluster: &str, host: SocketAddr) {
+        let Some(cluster) = self.inner.manager.cluster(cluster) else {
+            return;
+        };
+        if cluster.outlier.is_none() {
+            return;
+        }
+        if let Some(host) = cluster.hosts().iter().find(|h| h.addr == host) {
+            cluster.record_outcome(host, Outcome::LocalTimeout);
+        }
+    }
+
     /// Picks a healthy host by the cluster's `lb_policy` (for an `ORIGINAL_DST` cluster: the
     /// [`OriginalDestination`] in `req`'s extensions), gets a connection from this worker's
     /// pool (circuit breakers apply), sends `req` and returns the response head with its
@@ -150,7 +174,11 @@ impl WorkerPools {
             return (Err(UpstreamError::UnknownCluster(cluster.to_owned())), None);
         };
         let original = req.extensions().get::<OriginalDestination>().copied();
-        let host = match self.pick_host_avoiding(&cluster, original, avoid, picks) {
+        let hash = req
+            .extensions()
+            .get::<super::spec::LbHashKey>()
+            .map(|key| key.0);
+        let host = match self.pick_host_avoiding(&cluster, original, hash, avoid, picks) {
             Ok(host) => host,
             Err(error) => return (Err(error), None),
         };
@@ -181,6 +209,9 @@ impl WorkerPools {
         if let Some(note) = self.note_host {
             note(host.addr);
         }
+        if let Some(picked) = req.extensions().get::<super::spec::PickedHostNote>() {
+            let _ = picked.0.set(host.addr);
+        }
         let slot = cluster.try_request(host)?;
         let pools = self.host_pools(cluster, host);
         let mut result = pools.send(req, slot).await;
@@ -190,6 +221,7 @@ impl WorkerPools {
                     .extensions_mut()
                     .insert(super::spec::UpstreamAddress(host.addr));
                 cluster.stats.count_response(response.status().as_u16());
+                cluster.record_outcome(host, Outcome::Status(response.status().as_u16()));
                 if let Some(cache) = &cluster.alt_svc
                     && !crate::wire::WireHead::over_quic(response)
                 {
@@ -199,7 +231,12 @@ impl WorkerPools {
                     );
                 }
             }
-            Err(error) => tracing::debug!(%error, "upstream request failed"),
+            Err(error) => {
+                tracing::debug!(%error, "upstream request failed");
+                if error.is_host_failure() {
+                    cluster.record_outcome(host, Outcome::LocalFailure);
+                }
+            }
         }
         result
     }
@@ -220,7 +257,7 @@ impl WorkerPools {
             .manager
             .cluster(cluster)
             .ok_or_else(|| UpstreamError::UnknownCluster(cluster.to_owned()))?;
-        let host = self.pick_host(&cluster, original)?;
+        let host = self.pick_host(&cluster, original, None)?;
         let Some(slot) = cluster.try_open_connection() else {
             cluster.stats.cx_overflow.inc();
             return Err(UpstreamError::ConnectionOverflow(cluster.name().to_owned()));
@@ -240,8 +277,9 @@ impl WorkerPools {
         &self,
         cluster: &Arc<Cluster>,
         original: Option<OriginalDestination>,
+        hash: Option<u64>,
     ) -> Result<Arc<Host>, UpstreamError> {
-        self.pick_host_avoiding(cluster, original, &[], 1)
+        self.pick_host_avoiding(cluster, original, hash, &[], 1)
     }
 
     /// As [`WorkerPools::pick_host`], picking again (up to `picks` picks in all) while the
@@ -250,13 +288,14 @@ impl WorkerPools {
         &self,
         cluster: &Arc<Cluster>,
         original: Option<OriginalDestination>,
+        hash: Option<u64>,
         avoid: &[SocketAddr],
         picks: u32,
     ) -> Result<Arc<Host>, UpstreamError> {
         if cluster.spec.discovery != Discovery::OriginalDst {
             let mut picked = None;
             for _ in 0..picks.max(1) {
-                let Some(host) = lb::pick_host(cluster) else {
+                let Some(host) = lb::pick_host_for(cluster, hash) else {
                     break;
                 };
                 let again = avoid.contains(&host.addr);
@@ -555,14 +594,22 @@ mod tests {
         };
         let tried = [SocketAddr::from(([127, 0, 0, 1], 1))];
         for _ in 0..10 {
-            let host = pools.pick_host_avoiding(&cluster, None, &tried, 2);
+            let host = pools.pick_host_avoiding(&cluster, None, None, &tried, 2);
             assert_eq!(host.map(|h| h.addr.port()).ok(), Some(2));
         }
         let both = [tried[0], SocketAddr::from(([127, 0, 0, 1], 2))];
-        assert!(pools.pick_host_avoiding(&cluster, None, &both, 3).is_ok());
+        assert!(
+            pools
+                .pick_host_avoiding(&cluster, None, None, &both, 3)
+                .is_ok()
+        );
         // One pick (no host_selection_retry_max_attempts): round robin decides alone.
         let ports: Vec<u16> = (0..4)
-            .filter_map(|_| pools.pick_host_avoiding(&cluster, None, &tried, 1).ok())
+            .filter_map(|_| {
+                pools
+                    .pick_host_avoiding(&cluster, None, None, &tried, 1)
+                    .ok()
+            })
             .map(|h| h.addr.port())
             .collect();
         assert!(ports.contains(&1) && ports.contains(&2), "{ports:?}");
