@@ -170,6 +170,12 @@ impl Running {
             node_id: "node-1".into(),
             node_cluster: "weir-tests".into(),
             node_metadata: serde_json::json!({"suite": "xds"}),
+            node_locality: None,
+            node_user_agent_name: String::new(),
+            node_user_agent_version: String::new(),
+            set_node_on_first_message_only: true,
+            ads_authority: None,
+            initial_metadata: vec![("x-test-token".into(), "t1".into())],
         };
         let (stop, shutdown) = watch::channel(false);
         let subscriber: Arc<dyn Subscriber> = recorder.clone();

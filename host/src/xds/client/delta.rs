@@ -5,7 +5,7 @@
 
 use super::sotw::check_type;
 use super::stream::{
-    self, End, Outcome, REQUEST_QUEUE, Wake, asks_for_something, bounded_names, check_count,
+    self, End, Outcome, REQUEST_QUEUE, Wake, asks_for_something, bounded_names, call, check_count,
     error_detail, next_wake, outgoing, status_text, stopped,
 };
 use super::transport::AdsClient;
@@ -40,6 +40,7 @@ pub(super) async fn run(
     mut client: AdsClient,
     subscriber: &Arc<dyn Subscriber>,
     node: &Node,
+    metadata: &[(String, String)],
     shutdown: &mut watch::Receiver<bool>,
 ) -> Outcome {
     let (queue, requests) = mpsc::channel(REQUEST_QUEUE);
@@ -62,7 +63,7 @@ pub(super) async fn run(
     if stream.follow_all().await.is_err() {
         return closed(false, 0, "request queue closed".into());
     }
-    let call = client.delta_aggregated_resources(outgoing(requests));
+    let call = client.delta_aggregated_resources(call(outgoing(requests), metadata));
     let mut inbound = tokio::select! {
         answer = call => match answer {
             Ok(response) => response.into_inner(),

@@ -2,8 +2,8 @@
 //! `node.cluster`, `node.metadata` from the bootstrap) and what it is (`user_agent_*`).
 
 use crate::config::dynamic_resources::XdsSpec;
-use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
+use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
 use envoy_types::pb::google::protobuf::{ListValue, NullValue, Struct, Value, value::Kind};
 
 /// The control plane's view of this weir.
@@ -15,9 +15,24 @@ pub(super) fn node(spec: &XdsSpec) -> Node {
             serde_json::Value::Object(fields) => Some(object(fields)),
             _ => None,
         },
-        user_agent_name: "weir".to_owned(),
+        locality: spec.node_locality.as_ref().map(|locality| Locality {
+            region: locality.region.clone(),
+            zone: locality.zone.clone(),
+            sub_zone: locality.sub_zone.clone(),
+        }),
+        // What weir is, unless the bootstrap says otherwise (a control plane that keys on
+        // `envoy` may need it to).
+        user_agent_name: if spec.node_user_agent_name.is_empty() {
+            "weir".to_owned()
+        } else {
+            spec.node_user_agent_name.clone()
+        },
         user_agent_version_type: Some(UserAgentVersionType::UserAgentVersion(
-            env!("CARGO_PKG_VERSION").to_owned(),
+            if spec.node_user_agent_version.is_empty() {
+                env!("CARGO_PKG_VERSION").to_owned()
+            } else {
+                spec.node_user_agent_version.clone()
+            },
         )),
         ..Node::default()
     }

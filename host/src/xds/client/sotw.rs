@@ -3,8 +3,8 @@
 //! of its type and the last nonce received for it.
 
 use super::stream::{
-    self, End, Outcome, REQUEST_QUEUE, RESOURCE_WRAPPER, Wake, asks_for_something, check_count,
-    error_detail, next_wake, outgoing, status_text, stopped,
+    self, End, Outcome, REQUEST_QUEUE, RESOURCE_WRAPPER, Wake, asks_for_something, call,
+    check_count, error_detail, next_wake, outgoing, status_text, stopped,
 };
 use super::transport::AdsClient;
 use super::{Interest, RawResource, Rejected, Subscriber, Update};
@@ -52,6 +52,7 @@ pub(super) async fn run(
     mut client: AdsClient,
     subscriber: &Arc<dyn Subscriber>,
     node: &Node,
+    metadata: &[(String, String)],
     versions: &mut Versions,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Outcome {
@@ -78,7 +79,7 @@ pub(super) async fn run(
     if stream.follow_all().await.is_err() {
         return closed(false, 0, "request queue closed".into());
     }
-    let call = client.stream_aggregated_resources(outgoing(requests));
+    let call = client.stream_aggregated_resources(call(outgoing(requests), metadata));
     let mut inbound = tokio::select! {
         answer = call => match answer {
             Ok(response) => response.into_inner(),

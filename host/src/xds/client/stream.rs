@@ -87,6 +87,26 @@ pub(super) fn outgoing<T: Send + 'static>(queue: mpsc::Receiver<T>) -> impl Stre
     })
 }
 
+/// The call's request: the stream of `requests`, with the bootstrap's
+/// `grpc_services[].initial_metadata` as gRPC metadata (a name or value gRPC cannot carry is
+/// left out, with a warning).
+pub(super) fn call<S>(requests: S, metadata: &[(String, String)]) -> tonic::Request<S> {
+    let mut request = tonic::Request::new(requests);
+    for (name, value) in metadata {
+        let key = tonic::metadata::AsciiMetadataKey::from_bytes(name.as_bytes());
+        let value = tonic::metadata::AsciiMetadataValue::try_from(value.as_str());
+        match (key, value) {
+            (Ok(key), Ok(value)) => {
+                request.metadata_mut().insert(key, value);
+            }
+            _ => {
+                tracing::warn!(%name, "xds: initial_metadata entry cannot be sent as gRPC metadata; left out")
+            }
+        }
+    }
+    request
+}
+
 /// Whether `interest` asks for anything: a type that was never subscribed and is asked for
 /// by no name is left alone (no request at all).
 pub(super) fn asks_for_something(interest: &Interest) -> bool {

@@ -38,9 +38,26 @@ pub(super) async fn run(
             Ok(client) => {
                 let outcome = match spec.api {
                     AdsApi::StateOfTheWorld => {
-                        sotw::run(client, &subscriber, &node, &mut versions, &mut shutdown).await
+                        sotw::run(
+                            client,
+                            &subscriber,
+                            &node,
+                            &spec.initial_metadata,
+                            &mut versions,
+                            &mut shutdown,
+                        )
+                        .await
                     }
-                    AdsApi::Delta => delta::run(client, &subscriber, &node, &mut shutdown).await,
+                    AdsApi::Delta => {
+                        delta::run(
+                            client,
+                            &subscriber,
+                            &node,
+                            &spec.initial_metadata,
+                            &mut shutdown,
+                        )
+                        .await
+                    }
                 };
                 if outcome.established {
                     subscriber.connected(false);
