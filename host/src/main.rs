@@ -450,6 +450,7 @@ fn serve(
             tracing::info!(
                 cluster = %spec.ads_cluster,
                 api = ?spec.api,
+                initial_fetch_timeout = ?spec.initial_fetch_timeout,
                 "xds: resources come from the control plane"
             );
             let subscriber: Arc<dyn weir::xds::client::Subscriber> = state.clone();

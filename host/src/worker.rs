@@ -103,7 +103,10 @@ impl Workers {
     /// stays up.
     pub fn drain_listeners(&self) -> impl Fn() + Clone + Send + Sync + 'static {
         let shutdown = self.shutdown.clone();
+        let publisher = self.publisher.clone();
         move || {
+            // As at shutdown: the set in force holds each listening socket open too.
+            publisher.latest().listeners.close_all();
             shutdown.send_replace(true);
         }
     }

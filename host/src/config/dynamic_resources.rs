@@ -236,6 +236,7 @@ pub fn xds_spec(
     dynamic: Option<&DynamicResources>,
     node: Option<&Node>,
     clusters: &[ClusterSpec],
+    more_sources: &[&ConfigSource],
 ) -> Result<Option<XdsSpec>, FieldError> {
     let Some(dynamic) = dynamic else {
         return Ok(None);
@@ -335,11 +336,13 @@ pub fn xds_spec(
         }
         initial_metadata.push((key, header.value.clone()));
     }
-    // Each source's own (Envoy's default where it gives none); the longest wins, zero
-    // (wait forever) over any.
+    // Each source's own (Envoy's default where it gives none), those of the static
+    // resources' routes and endpoints among them; the longest wins, zero (wait forever) over
+    // any.
     let initial_fetch_timeout = sources
         .iter()
         .filter_map(|(_, source)| *source)
+        .chain(more_sources.iter().copied())
         .map(|source| {
             source
                 .initial_fetch_timeout

@@ -403,3 +403,35 @@ fn validate_clusters_decides_whether_route_clusters_are_checked() {
     assert_ne!(unchecked, unknown);
     load_str(&unchecked, "test.yaml").expect("clusters not checked");
 }
+
+#[test]
+fn the_static_resources_config_sources_count_for_the_initial_fetch_timeout() {
+    // No lds_config nor cds_config: the EDS cluster's own source gives the timeout.
+    let text = ADS
+        .replace(
+            "  lds_config: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 3s }\n",
+            "",
+        )
+        .replace(
+            "  cds_config: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 20s }\n",
+            "",
+        )
+        .replace(
+            "      eds_config: { ads: {}, resource_api_version: V3 }",
+            "      eds_config: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 0.5s }",
+        );
+    assert_ne!(text, ADS);
+    let config = load_str(&text, "test.yaml").expect("loads");
+    let spec = config.xds.expect("ADS");
+    // The HCM's rds source gives Envoy's default (15 s), the longer of the two.
+    assert_eq!(spec.initial_fetch_timeout, Duration::from_secs(15));
+    let text = text.replace(
+        "config_source: { ads: {}, resource_api_version: V3 }",
+        "config_source: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 0.25s }",
+    );
+    let spec = load_str(&text, "test.yaml")
+        .expect("loads")
+        .xds
+        .expect("ADS");
+    assert_eq!(spec.initial_fetch_timeout, Duration::from_millis(500));
+}

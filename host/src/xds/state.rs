@@ -618,8 +618,15 @@ fn assemble(bootstrap: &mut Bootstrap, held: &Held, timed_out: bool) -> Provenan
             provenance.dynamic_clusters.push(name.clone());
         }
     }
+    // A dynamic EDS cluster waits outside the config for its endpoints (Envoy warms it
+    // before use); a static one is there from the start, with no hosts until they come (503
+    // UH), and its source counts for the initial fetch's timeout.
     let mut warming_clusters = Vec::new();
+    let statics = provenance.static_clusters;
+    let mut index = 0;
     resources.clusters.retain_mut(|cluster| {
+        let is_static = index < statics;
+        index += 1;
         let Some(service) = eds_name(cluster) else {
             return true;
         };
@@ -628,11 +635,10 @@ fn assemble(bootstrap: &mut Bootstrap, held: &Held, timed_out: bool) -> Provenan
                 set_endpoints(cluster, assignment);
                 true
             }
+            None if is_static || timed_out => true,
             None => {
-                if !timed_out {
-                    warming_clusters.push(cluster.name.clone());
-                }
-                timed_out
+                warming_clusters.push(cluster.name.clone());
+                false
             }
         }
     });
