@@ -17,8 +17,9 @@
 //!    the reloader: an unchanged cluster keeps its pools, listeners wait for their routes,
 //!    clusters for their endpoints (Envoy's warming).
 //!
-//! It sits above `snapshot` and `upstream` (the control plane's cluster is dialled with the
-//! cluster's own settings) and below `reload`, `admin` and the binary, which start it.
+//! It sits above `snapshot`, `upstream` (the control plane's cluster is dialled with the
+//! cluster's own settings) and `reload` (whose reloader swaps the configs it makes in), and
+//! below the binary, which starts it; `admin` reads what it made through the snapshot.
 
 pub mod client;
 pub mod proto;
