@@ -49,7 +49,8 @@ struct Cli {
     /// `splice(2)` through a pipe per direction, bounded and with no copy into weir;
     /// `kernel`: the eBPF splice where the program loads (root, or CAP_BPF + CAP_NET_ADMIN),
     /// faster per byte but with an unbounded kernel queue unless --accel-backlog-limit is
-    /// given; `copy`: read/write. Where not given, `WEIR_ACCEL` (same names) decides.
+    /// given; `copy`: read/write. Where not given, the config's `weir.config.v1.ProcessSettings`
+    /// `accel`, then `WEIR_ACCEL` (same names) decides.
     #[arg(long, value_enum, global = true)]
     accel: Option<Accel>,
     /// Bounds what one way of a kernel-spliced tunnel may hold in the kernel, in bytes: past
@@ -406,11 +407,26 @@ fn serve(
         }
         // Chooses the tunnel mode; loads the eBPF splice where asked for (or logs once why
         // not) before the first tunnel needs it.
-        let _ = weir::accel::init(cli.accel.map(|accel| match accel {
-            Accel::Kernel => weir::accel::Mode::Kernel,
-            Accel::Splice => weir::accel::Mode::Splice,
-            Accel::Copy => weir::accel::Mode::Copy,
-        }));
+        // The flag, then the config's ProcessSettings, then WEIR_ACCEL (read by `init`).
+        let from_config = cli
+            .config_path
+            .as_deref()
+            .and_then(config::process_settings::read_file)
+            .and_then(|settings| settings.accel)
+            .map(|accel| match accel {
+                config::process_settings::AccelSetting::Kernel => weir::accel::Mode::Kernel,
+                config::process_settings::AccelSetting::Splice => weir::accel::Mode::Splice,
+                config::process_settings::AccelSetting::Copy => weir::accel::Mode::Copy,
+            });
+        let _ = weir::accel::init(
+            cli.accel
+                .map(|accel| match accel {
+                    Accel::Kernel => weir::accel::Mode::Kernel,
+                    Accel::Splice => weir::accel::Mode::Splice,
+                    Accel::Copy => weir::accel::Mode::Copy,
+                })
+                .or(from_config),
+        );
         // The overload state (and the global connection limit) is in force before the first
         // connection is accepted; then a timer refreshes it from the config in force.
         let fd_limit = weir::overload::raise_fd_limit();

@@ -12,6 +12,7 @@
 //!     wasm_memory_limit_mb: 256
 //!     wasm_cache_dir: /var/cache/weir/wasm
 //!     reload_interval_ms: 500
+//!     accel: splice
 //! ```
 //!
 //! Which wins: the flag, then this extension, then the older environment variable, then the
@@ -49,6 +50,23 @@ pub struct ProcessSettingsConfig {
     /// `--reload-interval-ms`.
     #[serde(default)]
     pub reload_interval_ms: Option<u64>,
+    /// `--accel` (replaces `WEIR_ACCEL`): how plain TCP tunnels move their payload.
+    #[serde(default)]
+    pub accel: Option<AccelSetting>,
+}
+
+/// `accel`: the names `--accel` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelSetting {
+    /// The eBPF splice where the program loads, else `splice`.
+    #[serde(alias = "auto")]
+    Kernel,
+    /// `splice(2)` through a pipe per direction (the default).
+    #[serde(alias = "userspace")]
+    Splice,
+    /// read/write copies.
+    Copy,
 }
 
 /// The settings extension of the config file at `path`, read before the file is loaded (see
@@ -115,6 +133,23 @@ bootstrap_extensions:
             &extension.kind,
             crate::config::service::ExtensionKind::ProcessSettings(parsed) if *parsed == settings
         ));
+    }
+
+    #[test]
+    fn accel_takes_the_flags_names_and_refuses_others() {
+        let with =
+            |value: &str| CONFIG.replace("wasm_deadline_ms: 250", &format!("accel: {value}"));
+        for (name, expected) in [
+            ("kernel", AccelSetting::Kernel),
+            ("auto", AccelSetting::Kernel),
+            ("splice", AccelSetting::Splice),
+            ("userspace", AccelSetting::Splice),
+            ("copy", AccelSetting::Copy),
+        ] {
+            assert_eq!(from_text(&with(name)).expect(name).accel, Some(expected));
+        }
+        let error = crate::config::parse(&with("fast")).expect_err("refused");
+        assert_eq!(error.path, "bootstrap_extensions[0].typed_config.accel");
     }
 
     #[test]
