@@ -282,6 +282,12 @@ pub fn http_filters(
                 let typed_path = format!("{filter_path}.typed_config");
                 plugins.push(load_plugin(wasm_config, &typed_path, clusters, node)?);
             }
+            HttpFilterConfig::Discovered(_) => {
+                return Err(FieldError::new(
+                    format!("{filter_path}.config_discovery"),
+                    "the config of this filter comes over xDS (ECDS) and has not arrived: dynamic_resources.ads_config must name the control plane",
+                ));
+            }
             // Built by `health_check`; weir runs it before the Wasm filters.
             HttpFilterConfig::HealthCheck(_) => {
                 if !plugins.is_empty() {
