@@ -116,7 +116,11 @@ impl Admin {
         if !self.ready.load(Ordering::Acquire) || crate::server_state::health_check_failed() {
             return Readiness::Draining;
         }
-        if self.initialized.get().is_some_and(|initialized| !initialized()) {
+        if self
+            .initialized
+            .get()
+            .is_some_and(|initialized| !initialized())
+        {
             return Readiness::Initializing;
         }
         Readiness::Live

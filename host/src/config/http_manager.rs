@@ -429,8 +429,8 @@ pub fn extension_config(json: &serde_json::Value) -> Result<ExtensionConfig, Fie
     };
     let type_url = typed_config_type_url(typed_config)
         .ok_or_else(|| FieldError::new("typed_config", "missing \"@type\""))?;
-    let value: serde_yaml_ng::Value = serde_yaml_ng::to_value(typed_config)
-        .map_err(|e| FieldError::new("typed_config", e))?;
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::to_value(typed_config).map_err(|e| FieldError::new("typed_config", e))?;
     let config = http_filter_config(&name, Some(value)).map_err(super::typed::inner_error)?;
     if matches!(config, HttpFilterConfig::Router(_)) {
         return Err(FieldError::new(
@@ -470,9 +470,12 @@ impl ExtensionConfigSource {
     /// type is listed (Envoy's checks). Errors carry their path inside `config_discovery`.
     fn check(&self) -> Result<(), String> {
         let mark = super::typed::PATH_MARK;
-        self.config_source
-            .check_ads("")
-            .map_err(|e| format!("{mark}config_discovery.config_source{}{mark}{}", e.path, e.message))?;
+        self.config_source.check_ads("").map_err(|e| {
+            format!(
+                "{mark}config_discovery.config_source{}{mark}{}",
+                e.path, e.message
+            )
+        })?;
         if self.type_urls.is_empty() {
             return Err(format!(
                 "{mark}config_discovery.type_urls{mark}list at least one type URL"
@@ -484,9 +487,8 @@ impl ExtensionConfigSource {
             ));
         }
         if let Some(default) = &self.default_config {
-            let json = serde_json::to_value(default).map_err(|e| {
-                format!("{mark}config_discovery.default_config{mark}{e}")
-            })?;
+            let json = serde_json::to_value(default)
+                .map_err(|e| format!("{mark}config_discovery.default_config{mark}{e}"))?;
             let type_url = typed_config_type_url(&json).unwrap_or_default();
             if !self.type_urls.contains(&type_url) {
                 return Err(format!(
@@ -505,14 +507,16 @@ impl ExtensionConfigSource {
         };
         http_filter_config(name, Some(default.clone()))
             .map(Some)
-            .map_err(|message| match message.strip_prefix(super::typed::PATH_MARK) {
-                Some(rest) => format!(
-                    "{}config_discovery.default_config{}",
-                    super::typed::PATH_MARK,
-                    rest.strip_prefix("typed_config").unwrap_or(rest)
-                ),
-                None => message,
-            })
+            .map_err(
+                |message| match message.strip_prefix(super::typed::PATH_MARK) {
+                    Some(rest) => format!(
+                        "{}config_discovery.default_config{}",
+                        super::typed::PATH_MARK,
+                        rest.strip_prefix("typed_config").unwrap_or(rest)
+                    ),
+                    None => message,
+                },
+            )
     }
 }
 

@@ -17,8 +17,8 @@
 use super::client::{Interest, Rejected, Subscriber, Update};
 use super::resource::{self, Decoded, Resource, ResourceType};
 use crate::config::bootstrap::Bootstrap;
-use crate::config::http_manager::ExtensionConfig;
 use crate::config::dynamic_resources::XdsSpec;
+use crate::config::http_manager::ExtensionConfig;
 use crate::config::{ConfigError, FieldError};
 use crate::reload::{ReloadError, Reloader, Trigger};
 use crate::snapshot::{Config, ConfigSource, DynamicDump, DynamicEntry, Loaded};

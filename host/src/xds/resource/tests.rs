@@ -737,5 +737,8 @@ fn a_filter_with_config_discovery_is_read_and_checked() {
         ResourceType::Listener,
         &listener("ingress", hcm).encode_to_vec(),
     );
-    assert!(error.path.ends_with("config_discovery.default_config"), "{error:?}");
+    assert!(
+        error.path.ends_with("config_discovery.default_config"),
+        "{error:?}"
+    );
 }

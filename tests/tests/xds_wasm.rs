@@ -1,0 +1,373 @@
+//! Wasm filters over xDS, in weir and in Envoy 1.40 from the same management server: an
+//! `envoy.filters.http.wasm` filter delivered inline in an LDS listener, and one whose config
+//! comes over ECDS (`config_discovery`): served once it arrives, swapped by an ECDS update
+//! within 5 s with no failed request across the change, and an ECDS resource whose type the
+//! filter does not list NACKed while the config in force keeps serving.
+//!
+//! The module is the `headers` fixture (the official proxy-wasm SDK, which Envoy's V8 loads):
+//! it answers its plugin configuration in `x-wasm-config`.
+
+use envoy_types::pb::envoy::config::core::v3::{
+    AsyncDataSource, DataSource, ExtensionConfigSource, TypedExtensionConfig, async_data_source,
+    data_source,
+};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+use envoy_types::pb::envoy::config::route::v3::{
+    DirectResponseAction, Route, RouteConfiguration, RouteMatch, VirtualHost,
+};
+use envoy_types::pb::envoy::extensions::filters::http::health_check::v3::HealthCheck;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter,
+};
+use envoy_types::pb::envoy::extensions::wasm::v3::{PluginConfig, VmConfig, plugin_config};
+use envoy_types::pb::google::protobuf::{BoolValue, StringValue};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use weir_tests::envoy::Envoy;
+use weir_tests::xds_resources::{AdsApi, ads_bootstrap, ads_config_source, address, any};
+use weir_tests::xds_server::{XdsServer, type_url};
+use weir_tests::{Weir, free_port, get, wasm};
+
+/// The initial config must serve within this.
+const INITIAL: Duration = Duration::from_secs(10);
+/// An update must be applied within this (the bound).
+const UPDATE: Duration = Duration::from_secs(5);
+
+const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+/// The name of the filter whose config comes over ECDS, and of its ECDS resource.
+const ECDS_FILTER: &str = "headers-ecds";
+
+/// The proxy under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Weir,
+    Envoy,
+}
+
+/// A running proxy of either kind; dropped, it stops.
+enum Proxy {
+    Weir(Box<Weir>),
+    Envoy(Box<Envoy>),
+}
+
+impl Proxy {
+    /// Starts `kind` on an ADS bootstrap pointing at `server` (without waiting: the listener
+    /// is polled).
+    fn spawn(kind: Kind, server: &XdsServer) -> Proxy {
+        let bootstrap = ads_bootstrap("wasm-1", free_port(), server.addr(), AdsApi::Grpc);
+        match kind {
+            Kind::Weir => Proxy::Weir(Box::new(Weir::spawn(&bootstrap, &["--concurrency", "1"]))),
+            Kind::Envoy => Proxy::Envoy(Box::new(Envoy::spawn(&bootstrap, "info"))),
+        }
+    }
+
+    fn log_report(&self) -> String {
+        match self {
+            Proxy::Weir(weir) => weir.log_report(),
+            Proxy::Envoy(envoy) => envoy.log_report(),
+        }
+    }
+}
+
+/// The Wasm filter config running the `headers` fixture with plugin `configuration`.
+fn wasm_config(module: &Path, configuration: &str) -> Wasm {
+    Wasm {
+        config: Some(PluginConfig {
+            name: "headers".into(),
+            root_id: "headers".into(),
+            configuration: Some(any(&StringValue {
+                value: configuration.into(),
+            })),
+            vm: Some(plugin_config::Vm::VmConfig(VmConfig {
+                vm_id: "headers".into(),
+                runtime: "envoy.wasm.runtime.v8".into(),
+                code: Some(AsyncDataSource {
+                    specifier: Some(async_data_source::Specifier::Local(DataSource {
+                        specifier: Some(data_source::Specifier::Filename(
+                            module.display().to_string(),
+                        )),
+                        ..DataSource::default()
+                    })),
+                }),
+                ..VmConfig::default()
+            })),
+            ..PluginConfig::default()
+        }),
+    }
+}
+
+/// An HTTP filter whose config comes over ECDS, of the Wasm type only.
+fn discovered(name: &str) -> HttpFilter {
+    HttpFilter {
+        name: name.into(),
+        config_type: Some(ConfigType::ConfigDiscovery(ExtensionConfigSource {
+            config_source: Some(ads_config_source()),
+            type_urls: vec![WASM_TYPE.into()],
+            ..ExtensionConfigSource::default()
+        })),
+        ..HttpFilter::default()
+    }
+}
+
+fn router() -> HttpFilter {
+    HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(ConfigType::TypedConfig(any(&Router::default()))),
+        ..HttpFilter::default()
+    }
+}
+
+/// A route for paths under `prefix` answered by the proxy itself with 200.
+fn direct(prefix: &str) -> Route {
+    Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix(prefix.into())),
+            ..RouteMatch::default()
+        }),
+        action: Some(Action::DirectResponse(DirectResponseAction {
+            status: 200,
+            ..DirectResponseAction::default()
+        })),
+        ..Route::default()
+    }
+}
+
+/// A listener `name` on 127.0.0.1:`port` with `filters` and the router, whose inline routes
+/// answer every path with 200.
+fn listener(name: &str, port: u16, filters: Vec<HttpFilter>, routes: Vec<Route>) -> Listener {
+    let mut http_filters = filters;
+    http_filters.push(router());
+    let hcm = HttpConnectionManager {
+        stat_prefix: name.into(),
+        route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration {
+            name: format!("{name}-routes"),
+            virtual_hosts: vec![VirtualHost {
+                name: "all".into(),
+                domains: vec!["*".into()],
+                routes,
+                ..VirtualHost::default()
+            }],
+            ..RouteConfiguration::default()
+        })),
+        http_filters,
+        ..HttpConnectionManager::default()
+    };
+    Listener {
+        name: name.into(),
+        address: Some(address(SocketAddr::from(([127, 0, 0, 1], port)))),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
+            }],
+            ..FilterChain::default()
+        }],
+        ..Listener::default()
+    }
+}
+
+/// The ECDS resource for [`ECDS_FILTER`] with `configuration`.
+fn ecds(module: &Path, configuration: &str) -> TypedExtensionConfig {
+    TypedExtensionConfig {
+        name: ECDS_FILTER.into(),
+        typed_config: Some(any(&wasm_config(module, configuration))),
+    }
+}
+
+/// `GET path` on `addr`: the status and `x-wasm-config`, or the error.
+async fn probe(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let resp = tokio::time::timeout(Duration::from_secs(2), get(addr, path))
+        .await
+        .map_err(|_| "timed out".to_string())??;
+    Ok((resp.status, resp.header("x-wasm-config").to_owned()))
+}
+
+/// Polls `path` until it answers 200 with `x-wasm-config: config`, for at most `limit`;
+/// returns how long it took and how many requests failed (not 200) on the way, or the last
+/// answer when it never did. Before the first 200 (the listener not up yet), failures are
+/// not counted unless `count_failures_from_start`.
+async fn until_config(
+    addr: SocketAddr,
+    path: &str,
+    config: &str,
+    limit: Duration,
+    count_failures_from_start: bool,
+) -> Result<(Duration, usize), String> {
+    let start = Instant::now();
+    let mut failures = 0;
+    let mut served = count_failures_from_start;
+    loop {
+        let last = probe(addr, path).await;
+        match &last {
+            Ok((200, seen)) if seen == config => return Ok((start.elapsed(), failures)),
+            Ok((200, _)) => served = true,
+            _ if served => failures += 1,
+            _ => {}
+        }
+        if start.elapsed() >= limit {
+            return Err(format!("last answer {last:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What one proxy did, compared between weir and Envoy.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    /// The ECDS names it asked for.
+    ecds_names: Vec<String>,
+    /// Requests that failed across the ECDS update.
+    failed_across_update: usize,
+    /// Whether the resource of a type not listed was NACKed.
+    nacked: bool,
+    /// What answered after the NACK.
+    after_nack: (u16, String),
+}
+
+async fn ecds_scenario(kind: Kind) -> Outcome {
+    let module = wasm::fixture("headers");
+    let server = XdsServer::start().await;
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    server.set(
+        "ecds",
+        &listener(
+            "ecds",
+            port,
+            vec![discovered(ECDS_FILTER)],
+            vec![direct("/")],
+        ),
+    );
+    let proxy = Proxy::spawn(kind, &server);
+
+    // Subscribed by the filter's name; the listener serves once the config came.
+    let request = server
+        .wait_for_request(INITIAL, 0, |r| {
+            r.type_url == type_url::EXTENSION_CONFIG && !r.resource_names.is_empty()
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "{kind:?} subscribed to ECDS: {:#?}\n{}",
+                server.requests(),
+                proxy.log_report()
+            )
+        });
+    server.set(ECDS_FILTER, &ecds(&module, "v1"));
+    let (took, _) = until_config(addr, "/", "v1", INITIAL, false)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?} serves ECDS config v1: {e}\n{}",
+                proxy.log_report()
+            )
+        });
+    eprintln!("{kind:?}: listener with its ECDS filter serving after {took:?}");
+
+    // An update swaps the filter's config within 5 s; every request across it answers.
+    let changing = Instant::now();
+    server.set(ECDS_FILTER, &ecds(&module, "v2"));
+    let (took, failed) = until_config(addr, "/", "v2", UPDATE, true)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?} applies ECDS v2 within {UPDATE:?}: {e}\n{}",
+                proxy.log_report()
+            )
+        });
+    assert!(took <= UPDATE && changing.elapsed() <= UPDATE + Duration::from_secs(1));
+    eprintln!("{kind:?}: ECDS update applied in {took:?}, {failed} failed requests");
+
+    // A config of a type the filter does not list is NACKed; v2 keeps serving.
+    let from = server.requests().len();
+    server.set(
+        ECDS_FILTER,
+        &TypedExtensionConfig {
+            name: ECDS_FILTER.into(),
+            typed_config: Some(any(&HealthCheck {
+                pass_through_mode: Some(BoolValue { value: false }),
+                ..HealthCheck::default()
+            })),
+        },
+    );
+    let nack = server
+        .wait_for_request(INITIAL, from, |r| {
+            r.type_url == type_url::EXTENSION_CONFIG && r.is_nack()
+        })
+        .await;
+    if let Some(nack) = &nack {
+        eprintln!("{kind:?}: NACK {:?}", nack.error_detail);
+        let (_, message) = nack.error_detail.clone().unwrap_or_default();
+        assert!(message.contains("HealthCheck"), "{kind:?}: {message}");
+    }
+    let after_nack = probe(addr, "/").await.unwrap_or_else(|e| {
+        panic!(
+            "{kind:?} answers after the NACK: {e}\n{}",
+            proxy.log_report()
+        )
+    });
+    drop(proxy);
+    Outcome {
+        ecds_names: request.resource_names,
+        failed_across_update: failed,
+        nacked: nack.is_some(),
+        after_nack,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_filter_config_over_ecds_is_served_updated_and_checked_as_envoy_does() {
+    let weir = ecds_scenario(Kind::Weir).await;
+    let expected = Outcome {
+        ecds_names: vec![ECDS_FILTER.to_string()],
+        failed_across_update: 0,
+        nacked: true,
+        after_nack: (200, "v2".to_string()),
+    };
+    assert_eq!(weir, expected, "weir");
+    let envoy = ecds_scenario(Kind::Envoy).await;
+    assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right) differ");
+}
+
+async fn lds_scenario(kind: Kind) -> (u16, String) {
+    let module = wasm::fixture("headers");
+    let server = XdsServer::start().await;
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let wasm_filter = HttpFilter {
+        name: "envoy.filters.http.wasm".into(),
+        config_type: Some(ConfigType::TypedConfig(any(&wasm_config(&module, "lds")))),
+        ..HttpFilter::default()
+    };
+    server.set(
+        "lds",
+        &listener("lds", port, vec![wasm_filter], vec![direct("/")]),
+    );
+    let proxy = Proxy::spawn(kind, &server);
+    until_config(addr, "/", "lds", INITIAL, false)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?} serves the LDS Wasm filter: {e}\n{}",
+                proxy.log_report()
+            )
+        });
+    let answer = probe(addr, "/").await.expect("an answer");
+    drop(proxy);
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_filter_inline_in_an_lds_listener_runs_as_in_envoy() {
+    let weir = lds_scenario(Kind::Weir).await;
+    assert_eq!(weir, (200, "lds".to_string()));
+    let envoy = lds_scenario(Kind::Envoy).await;
+    assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right)");
+}
