@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener
 use envoy_types::pb::envoy::config::route::v3::route::Action;
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, Route, RouteConfiguration, RouteMatch, VirtualHost,
+    DirectResponseAction, FilterConfig, Route, RouteConfiguration, RouteMatch, VirtualHost,
 };
 use envoy_types::pb::envoy::extensions::filters::http::health_check::v3::HealthCheck;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use weir_tests::envoy::Envoy;
 use weir_tests::xds_resources::{AdsApi, ads_bootstrap, ads_config_source, address, any};
 use weir_tests::xds_server::{XdsServer, type_url};
-use weir_tests::{Weir, free_port, get, wasm};
+use weir_tests::{Weir, free_port, get_host, wasm};
 
 /// The initial config must serve within this.
 const INITIAL: Duration = Duration::from_secs(10);
@@ -139,21 +139,53 @@ fn direct(prefix: &str) -> Route {
     }
 }
 
-/// A listener `name` on 127.0.0.1:`port` with `filters` and the router, whose inline routes
-/// answer every path with 200.
+/// `typed_per_filter_config` turning `filter` off (`disabled`) or back on (an empty
+/// `config`, as Envoy wants it: a `FilterConfig` with neither is refused).
+fn per_filter(
+    filter: &str,
+    disabled: bool,
+) -> std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any> {
+    let config = (!disabled).then(envoy_types::pb::google::protobuf::Any::default);
+    [(
+        filter.to_owned(),
+        any(&FilterConfig {
+            disabled,
+            config,
+            ..FilterConfig::default()
+        }),
+    )]
+    .into_iter()
+    .collect()
+}
+
+/// A virtual host for every domain with `routes`.
+fn catch_all(routes: Vec<Route>) -> VirtualHost {
+    VirtualHost {
+        name: "all".into(),
+        domains: vec!["*".into()],
+        routes,
+        ..VirtualHost::default()
+    }
+}
+
+/// A listener `name` on 127.0.0.1:`port` with `filters` and the router, with inline routes.
 fn listener(name: &str, port: u16, filters: Vec<HttpFilter>, routes: Vec<Route>) -> Listener {
+    listener_with_hosts(name, port, filters, vec![catch_all(routes)])
+}
+
+fn listener_with_hosts(
+    name: &str,
+    port: u16,
+    filters: Vec<HttpFilter>,
+    virtual_hosts: Vec<VirtualHost>,
+) -> Listener {
     let mut http_filters = filters;
     http_filters.push(router());
     let hcm = HttpConnectionManager {
         stat_prefix: name.into(),
         route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration {
             name: format!("{name}-routes"),
-            virtual_hosts: vec![VirtualHost {
-                name: "all".into(),
-                domains: vec!["*".into()],
-                routes,
-                ..VirtualHost::default()
-            }],
+            virtual_hosts,
             ..RouteConfiguration::default()
         })),
         http_filters,
@@ -183,7 +215,12 @@ fn ecds(module: &Path, configuration: &str) -> TypedExtensionConfig {
 
 /// `GET path` on `addr`: the status and `x-wasm-config`, or the error.
 async fn probe(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let resp = tokio::time::timeout(Duration::from_secs(2), get(addr, path))
+    probe_host(addr, "localhost", path).await
+}
+
+/// [`probe`] with a Host.
+async fn probe_host(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String), String> {
+    let resp = tokio::time::timeout(Duration::from_secs(2), get_host(addr, host, path))
         .await
         .map_err(|_| "timed out".to_string())??;
     Ok((resp.status, resp.header("x-wasm-config").to_owned()))
@@ -223,6 +260,8 @@ async fn until_config(
 struct Outcome {
     /// The ECDS names it asked for.
     ecds_names: Vec<String>,
+    /// What a route that turns the ECDS filter off answered.
+    disabled_route: (u16, String),
     /// Requests that failed across the ECDS update.
     failed_across_update: usize,
     /// Whether the resource of a type not listed was NACKed.
@@ -242,7 +281,13 @@ async fn ecds_scenario(kind: Kind) -> Outcome {
             "ecds",
             port,
             vec![discovered(ECDS_FILTER)],
-            vec![direct("/")],
+            vec![
+                Route {
+                    typed_per_filter_config: per_filter(ECDS_FILTER, true),
+                    ..direct("/off")
+                },
+                direct("/"),
+            ],
         ),
     );
     let proxy = Proxy::spawn(kind, &server);
@@ -270,6 +315,9 @@ async fn ecds_scenario(kind: Kind) -> Outcome {
             )
         });
     eprintln!("{kind:?}: listener with its ECDS filter serving after {took:?}");
+    let disabled_route = probe(addr, "/off")
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?} answers /off: {e}\n{}", proxy.log_report()));
 
     // An update swaps the filter's config within 5 s; every request across it answers.
     let changing = Instant::now();
@@ -316,6 +364,7 @@ async fn ecds_scenario(kind: Kind) -> Outcome {
     drop(proxy);
     Outcome {
         ecds_names: request.resource_names,
+        disabled_route,
         failed_across_update: failed,
         nacked: nack.is_some(),
         after_nack,
@@ -327,6 +376,7 @@ async fn a_wasm_filter_config_over_ecds_is_served_updated_and_checked_as_envoy_d
     let weir = ecds_scenario(Kind::Weir).await;
     let expected = Outcome {
         ecds_names: vec![ECDS_FILTER.to_string()],
+        disabled_route: (200, String::new()),
         failed_across_update: 0,
         nacked: true,
         after_nack: (200, "v2".to_string()),
@@ -369,5 +419,81 @@ async fn a_wasm_filter_inline_in_an_lds_listener_runs_as_in_envoy() {
     let weir = lds_scenario(Kind::Weir).await;
     assert_eq!(weir, (200, "lds".to_string()));
     let envoy = lds_scenario(Kind::Envoy).await;
+    assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right)");
+}
+
+/// The requests of the per-route scenario: (host, path), and what answers with the Wasm
+/// filter on (`x-wasm-config: per-route`) or off (none).
+const PER_ROUTE: &[(&str, &str, &str)] = &[
+    // The route turns the filter off; its neighbour leaves it on.
+    ("localhost", "/off", ""),
+    ("localhost", "/", "per-route"),
+    // The virtual host turns it off; a route of it back on.
+    ("quiet.example", "/on", "per-route"),
+    ("quiet.example", "/", ""),
+];
+
+async fn per_route_scenario(kind: Kind) -> Vec<(u16, String)> {
+    let module = wasm::fixture("headers");
+    let server = XdsServer::start().await;
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let filter_name = "envoy.filters.http.wasm";
+    let wasm_filter = HttpFilter {
+        name: filter_name.into(),
+        config_type: Some(ConfigType::TypedConfig(any(&wasm_config(
+            &module,
+            "per-route",
+        )))),
+        ..HttpFilter::default()
+    };
+    let quiet = VirtualHost {
+        name: "quiet".into(),
+        domains: vec!["quiet.example".into()],
+        routes: vec![
+            Route {
+                typed_per_filter_config: per_filter(filter_name, false),
+                ..direct("/on")
+            },
+            direct("/"),
+        ],
+        typed_per_filter_config: per_filter(filter_name, true),
+        ..VirtualHost::default()
+    };
+    let all = catch_all(vec![
+        Route {
+            typed_per_filter_config: per_filter(filter_name, true),
+            ..direct("/off")
+        },
+        direct("/"),
+    ]);
+    server.set(
+        "per-route",
+        &listener_with_hosts("per-route", port, vec![wasm_filter], vec![quiet, all]),
+    );
+    let proxy = Proxy::spawn(kind, &server);
+    until_config(addr, "/", "per-route", INITIAL, false)
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?} serves the listener: {e}\n{}", proxy.log_report()));
+    let mut answers = Vec::new();
+    for (host, path, _) in PER_ROUTE {
+        let answer = probe_host(addr, host, path)
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?} {host}{path}: {e}\n{}", proxy.log_report()));
+        answers.push(answer);
+    }
+    drop(proxy);
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_or_virtual_host_turns_a_wasm_filter_off_or_on_as_envoy_does() {
+    let weir = per_route_scenario(Kind::Weir).await;
+    let expected: Vec<(u16, String)> = PER_ROUTE
+        .iter()
+        .map(|(_, _, config)| (200, config.to_string()))
+        .collect();
+    assert_eq!(weir, expected, "weir");
+    let envoy = per_route_scenario(Kind::Envoy).await;
     assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right)");
 }

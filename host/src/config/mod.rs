@@ -32,6 +32,7 @@ mod lenient;
 pub mod listener;
 pub mod overload;
 pub mod pem;
+pub mod per_filter;
 pub mod process_settings;
 pub mod quic;
 pub mod route;

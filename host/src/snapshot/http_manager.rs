@@ -23,6 +23,8 @@ pub struct UpgradeSetting {
     pub enabled: bool,
     /// The filter chain for this type, replacing the default one.
     pub filters: Option<Vec<std::sync::Arc<crate::wasm::PluginHandle>>>,
+    /// The `name` of each of `filters` (see [`HttpManagerConfig::http_filter_names`]).
+    pub filter_names: Vec<String>,
 }
 
 /// The HTTP connection manager of a listener.
@@ -69,6 +71,9 @@ pub struct HttpManagerConfig {
     pub max_requests_per_connection: Option<u32>,
     /// The Wasm plugins of `http_filters`, in order (the router, always last, is not listed).
     pub http_filters: Vec<std::sync::Arc<crate::wasm::PluginHandle>>,
+    /// The `name` of each of `http_filters` (by which a route's `typed_per_filter_config`
+    /// turns it off).
+    pub http_filter_names: Vec<String>,
     /// `upgrade_configs`.
     pub upgrades: Vec<UpgradeSetting>,
     /// Most body bytes a Wasm filter may hold paused: the listener's
@@ -110,6 +115,7 @@ pub(super) fn http_manager_config(
         clusters,
         node,
     )?;
+    let http_filter_names = wasm_filter_names(&hcm.http_filters);
     let health_check = health_check(hcm, path, node)?;
     let mut upgrades = Vec::new();
     for (u, upgrade) in hcm.upgrade_configs.iter().enumerate() {
@@ -126,6 +132,11 @@ pub(super) fn http_manager_config(
             upgrade_type: upgrade.upgrade_type.to_ascii_lowercase(),
             enabled: upgrade.enabled.unwrap_or(true),
             filters,
+            filter_names: upgrade
+                .filters
+                .as_deref()
+                .map(wasm_filter_names)
+                .unwrap_or_default(),
         });
     }
 
@@ -199,6 +210,7 @@ pub(super) fn http_manager_config(
         max_connection_duration: nonzero(common.max_connection_duration.map(|d| d.get())),
         max_requests_per_connection: common.max_requests_per_connection.filter(|n| *n > 0),
         http_filters,
+        http_filter_names,
         upgrades,
         buffer_limit: DEFAULT_BUFFER_LIMIT,
         path_normalization: PathNormalization {
@@ -255,6 +267,16 @@ fn health_check(
         found = Some(std::sync::Arc::new(built));
     }
     Ok(found)
+}
+
+/// The names of the Wasm filters of `filters`, in the order [`http_filters`] loads their
+/// plugins.
+pub fn wasm_filter_names(filters: &[HttpFilter]) -> Vec<String> {
+    filters
+        .iter()
+        .filter(|filter| matches!(filter.config, HttpFilterConfig::Wasm(_)))
+        .map(|filter| filter.name.clone())
+        .collect()
 }
 
 /// Reads a list of `http_filters` (at `path`) into the Wasm plugins it runs, in order,
