@@ -1,16 +1,21 @@
 //! Wasm filters over xDS, in weir and in Envoy 1.40 from the same management server: an
-//! `envoy.filters.http.wasm` filter delivered inline in an LDS listener, and one whose config
+//! `envoy.filters.http.wasm` filter delivered inline in an LDS listener (its module a local
+//! file, or remote code with its sha256 fetched through a CDS cluster), one whose config
 //! comes over ECDS (`config_discovery`): served once it arrives, swapped by an ECDS update
 //! within 5 s with no failed request across the change, and an ECDS resource whose type the
-//! filter does not list NACKed while the config in force keeps serving.
+//! filter does not list NACKed while the config in force keeps serving; and a route or
+//! virtual host turning the filter off or back on (`typed_per_filter_config`).
 //!
 //! The module is the `headers` fixture (the official proxy-wasm SDK, which Envoy's V8 loads):
 //! it answers its plugin configuration in `x-wasm-config`.
 
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use envoy_types::pb::envoy::config::core::v3::{
-    AsyncDataSource, DataSource, ExtensionConfigSource, TypedExtensionConfig, async_data_source,
-    data_source,
+    AsyncDataSource, DataSource, ExtensionConfigSource, HttpUri, RemoteDataSource,
+    TypedExtensionConfig, async_data_source, data_source, http_uri,
 };
+use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::route::Action;
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
@@ -31,7 +36,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use weir_tests::envoy::Envoy;
-use weir_tests::xds_resources::{AdsApi, ads_bootstrap, ads_config_source, address, any};
+use weir_tests::xds_resources::{
+    AdsApi, ads_bootstrap, ads_config_source, address, any, load_assignment,
+};
 use weir_tests::xds_server::{XdsServer, type_url};
 use weir_tests::{Weir, free_port, get_host, wasm};
 
@@ -386,14 +393,110 @@ async fn a_wasm_filter_config_over_ecds_is_served_updated_and_checked_as_envoy_d
     assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right) differ");
 }
 
-async fn lds_scenario(kind: Kind) -> (u16, String) {
+/// Serves `module` to every request (HTTP/1.1, one request per connection) until dropped;
+/// returns its address.
+async fn module_server(module: Vec<u8>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let module = std::sync::Arc::new(module);
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let module = module.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut head));
+                if !matches!(read.await, Ok(Ok(n)) if n > 0) {
+                    return;
+                }
+                let header = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    module.len()
+                );
+                let _ = stream.write_all(header.as_bytes()).await;
+                let _ = stream.write_all(&module).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A STATIC cluster `name` with one HTTP/1.1 host at `addr`, for CDS.
+fn static_cluster(name: &str, addr: SocketAddr) -> Cluster {
+    Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(ProtoDuration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        load_assignment: Some(load_assignment(name, &[addr])),
+        ..Cluster::default()
+    }
+}
+
+/// The Wasm filter config of [`wasm_config`] with its code fetched from `uri` through
+/// `cluster` and checked against `sha256`.
+fn remote_wasm_config(uri: &str, cluster: &str, sha256: &str, configuration: &str) -> Wasm {
+    let mut wasm = wasm_config(Path::new("unused"), configuration);
+    if let Some(PluginConfig {
+        vm: Some(plugin_config::Vm::VmConfig(vm)),
+        ..
+    }) = &mut wasm.config
+    {
+        vm.code = Some(AsyncDataSource {
+            specifier: Some(async_data_source::Specifier::Remote(RemoteDataSource {
+                http_uri: Some(HttpUri {
+                    uri: uri.into(),
+                    timeout: Some(ProtoDuration {
+                        seconds: 5,
+                        nanos: 0,
+                    }),
+                    http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(cluster.into())),
+                }),
+                sha256: sha256.into(),
+                retry_policy: None,
+            })),
+        });
+    }
+    wasm
+}
+
+/// Where the LDS listener's Wasm module comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Code {
+    /// `code.local.filename`.
+    Local,
+    /// `code.remote` through a CDS cluster, with its sha256.
+    Remote,
+}
+
+async fn lds_scenario(kind: Kind, code: Code) -> (u16, String) {
     let module = wasm::fixture("headers");
     let server = XdsServer::start().await;
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (module_addr, module_task) =
+        module_server(std::fs::read(&module).expect("read the module")).await;
+    let config = match code {
+        Code::Local => wasm_config(&module, "lds"),
+        Code::Remote => {
+            server.set("wasm_server", &static_cluster("wasm_server", module_addr));
+            let digest = weir_tests::sha256_hex(&std::fs::read(&module).expect("module"));
+            remote_wasm_config(
+                &format!("http://{module_addr}/headers.wasm"),
+                "wasm_server",
+                &digest,
+                "lds",
+            )
+        }
+    };
     let wasm_filter = HttpFilter {
         name: "envoy.filters.http.wasm".into(),
-        config_type: Some(ConfigType::TypedConfig(any(&wasm_config(&module, "lds")))),
+        config_type: Some(ConfigType::TypedConfig(any(&config))),
         ..HttpFilter::default()
     };
     server.set(
@@ -411,15 +514,18 @@ async fn lds_scenario(kind: Kind) -> (u16, String) {
         });
     let answer = probe(addr, "/").await.expect("an answer");
     drop(proxy);
+    module_task.abort();
     answer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wasm_filter_inline_in_an_lds_listener_runs_as_in_envoy() {
-    let weir = lds_scenario(Kind::Weir).await;
-    assert_eq!(weir, (200, "lds".to_string()));
-    let envoy = lds_scenario(Kind::Envoy).await;
-    assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right)");
+    for code in [Code::Local, Code::Remote] {
+        let weir = lds_scenario(Kind::Weir, code).await;
+        assert_eq!(weir, (200, "lds".to_string()), "{code:?}");
+        let envoy = lds_scenario(Kind::Envoy, code).await;
+        assert_eq!(weir, envoy, "{code:?}: weir (left) and Envoy 1.40 (right)");
+    }
 }
 
 /// The requests of the per-route scenario: (host, path), and what answers with the Wasm
