@@ -652,15 +652,26 @@ fn assemble(
         },
         None => None,
     };
+    // Without a control plane a filter's `config_discovery` stays as written, and building
+    // the listener says why it cannot run (rather than the listener warming for ever).
+    let ads = bootstrap
+        .dynamic_resources
+        .as_ref()
+        .is_some_and(|dynamic| dynamic.ads_config.is_some());
+    let resources = &mut bootstrap.static_resources;
     let mut warming_listeners = Vec::new();
     let mut filter_error = None;
     resources.listeners.retain_mut(|listener| {
-        let filters = match fill_filter_configs(listener, &filter_config, timed_out) {
-            Ok(complete) => complete,
-            Err(error) => {
-                filter_error.get_or_insert(error);
-                true
+        let filters = if ads {
+            match fill_filter_configs(listener, &filter_config, timed_out) {
+                Ok(complete) => complete,
+                Err(error) => {
+                    filter_error.get_or_insert(error);
+                    true
+                }
             }
+        } else {
+            true
         };
         let complete = fill_routes(listener, &routes, timed_out) && filters;
         if !complete {
@@ -1053,6 +1064,26 @@ typed_config:
         assert!(config.listeners.is_empty(), "the listener warms");
         assert!(config.dynamic.unwrap().listeners[0].warming);
         assert!(!state.initialized());
+    }
+
+    #[test]
+    fn config_discovery_without_a_control_plane_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.yaml");
+        let listener = ecds_listener("").replace('\n', "\n    ");
+        std::fs::write(
+            &path,
+            format!(
+                "static_resources:\n  listeners:\n  - {}",
+                listener.trim_start()
+            ),
+        )
+        .unwrap();
+        let error = XdsState::for_file(Arc::new(FileSource::new(&path)), path.clone()).unwrap_err();
+        assert!(
+            error.path.ends_with("http_filters[0].config_discovery"),
+            "{error}"
+        );
     }
 
     #[test]
