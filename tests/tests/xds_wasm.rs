@@ -68,7 +68,12 @@ impl Proxy {
     /// Starts `kind` on an ADS bootstrap pointing at `server` (without waiting: the listener
     /// is polled).
     fn spawn(kind: Kind, server: &XdsServer) -> Proxy {
-        let bootstrap = ads_bootstrap("wasm-1", free_port(), server.addr(), AdsApi::Grpc);
+        Proxy::spawn_with(kind, server, AdsApi::Grpc)
+    }
+
+    /// [`Proxy::spawn`] with the ADS stream in form `api`.
+    fn spawn_with(kind: Kind, server: &XdsServer, api: AdsApi) -> Proxy {
+        let bootstrap = ads_bootstrap("wasm-1", free_port(), server.addr(), api);
         match kind {
             Kind::Weir => Proxy::Weir(Box::new(Weir::spawn(&bootstrap, &["--concurrency", "1"]))),
             Kind::Envoy => Proxy::Envoy(Box::new(Envoy::spawn(&bootstrap, "info"))),
@@ -277,7 +282,7 @@ struct Outcome {
     after_nack: (u16, String),
 }
 
-async fn ecds_scenario(kind: Kind) -> Outcome {
+async fn ecds_scenario(kind: Kind, api: AdsApi) -> Outcome {
     let module = wasm::fixture("headers");
     let server = XdsServer::start().await;
     let port = free_port();
@@ -297,7 +302,7 @@ async fn ecds_scenario(kind: Kind) -> Outcome {
             ],
         ),
     );
-    let proxy = Proxy::spawn(kind, &server);
+    let proxy = Proxy::spawn_with(kind, &server, api);
 
     // Subscribed by the filter's name; the listener serves once the config came.
     let request = server
@@ -380,17 +385,22 @@ async fn ecds_scenario(kind: Kind) -> Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wasm_filter_config_over_ecds_is_served_updated_and_checked_as_envoy_does() {
-    let weir = ecds_scenario(Kind::Weir).await;
-    let expected = Outcome {
-        ecds_names: vec![ECDS_FILTER.to_string()],
-        disabled_route: (200, String::new()),
-        failed_across_update: 0,
-        nacked: true,
-        after_nack: (200, "v2".to_string()),
-    };
-    assert_eq!(weir, expected, "weir");
-    let envoy = ecds_scenario(Kind::Envoy).await;
-    assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right) differ");
+    for api in AdsApi::BOTH {
+        let weir = ecds_scenario(Kind::Weir, api).await;
+        let expected = Outcome {
+            ecds_names: vec![ECDS_FILTER.to_string()],
+            disabled_route: (200, String::new()),
+            failed_across_update: 0,
+            nacked: true,
+            after_nack: (200, "v2".to_string()),
+        };
+        assert_eq!(weir, expected, "{api:?}: weir");
+        let envoy = ecds_scenario(Kind::Envoy, api).await;
+        assert_eq!(
+            weir, envoy,
+            "{api:?}: weir (left) and Envoy 1.40 (right) differ"
+        );
+    }
 }
 
 /// Serves `module` to every request (HTTP/1.1, one request per connection) until dropped;
