@@ -4,7 +4,8 @@
 //! comes over ECDS (`config_discovery`): served once it arrives, swapped by an ECDS update
 //! within 5 s with no failed request across the change, and an ECDS resource whose type the
 //! filter does not list NACKed while the config in force keeps serving; and a route or
-//! virtual host turning the filter off or back on (`typed_per_filter_config`).
+//! virtual host turning the filter off or back on (`typed_per_filter_config`), also one
+//! `disabled` in `http_filters`.
 //!
 //! The module is the `headers` fixture (the official proxy-wasm SDK, which Envoy's V8 loads):
 //! it answers its plugin configuration in `x-wasm-config`.
@@ -75,7 +76,7 @@ impl Proxy {
     fn spawn_with(kind: Kind, server: &XdsServer, api: AdsApi) -> Proxy {
         let bootstrap = ads_bootstrap("wasm-1", free_port(), server.addr(), api);
         match kind {
-            Kind::Weir => Proxy::Weir(Box::new(Weir::spawn(&bootstrap, &["--concurrency", "1"]))),
+            Kind::Weir => Proxy::Weir(Box::new(spawn_weir(&bootstrap))),
             Kind::Envoy => Proxy::Envoy(Box::new(Envoy::spawn(&bootstrap, "info"))),
         }
     }
@@ -86,6 +87,29 @@ impl Proxy {
             Proxy::Envoy(envoy) => envoy.log_report(),
         }
     }
+}
+
+/// Starts weir on `bootstrap` (without waiting for `/ready`) with a Wasm module cache of its
+/// own, so that a remote module it fetches is not left in the user's cache for other tests.
+fn spawn_weir(bootstrap: &serde_json::Value) -> Weir {
+    let dir = tempfile::Builder::new()
+        .prefix("weir-e2e-xds-wasm-")
+        .tempdir()
+        .expect("create temp dir");
+    let config_path = dir.path().join("weir.yaml");
+    std::fs::write(
+        &config_path,
+        serde_json::to_string_pretty(bootstrap).expect("serialize config"),
+    )
+    .expect("write config");
+    let mut command = std::process::Command::new(weir_tests::weir_bin());
+    command
+        .arg("-c")
+        .arg(&config_path)
+        .args(["--log-level", "debug", "--concurrency", "1"])
+        .env("WEIR_WASM_CACHE_DIR", dir.path().join("wasm-cache"));
+    let admin = weir_tests::weir::admin_addr(bootstrap);
+    Weir::spawn_command(command, dir, config_path, admin)
 }
 
 /// The Wasm filter config running the `headers` fixture with plugin `configuration`.
@@ -549,6 +573,10 @@ const PER_ROUTE: &[(&str, &str, &str)] = &[
     ("quiet.example", "/", ""),
 ];
 
+/// On a listener whose Wasm filter is `disabled` (off unless a route turns it on): path, and
+/// the answer's `x-wasm-config`.
+const DEFAULT_OFF: &[(&str, &str)] = &[("/on", "per-route"), ("/", "")];
+
 async fn per_route_scenario(kind: Kind) -> Vec<(u16, String)> {
     let module = wasm::fixture("headers");
     let server = XdsServer::start().await;
@@ -583,9 +611,30 @@ async fn per_route_scenario(kind: Kind) -> Vec<(u16, String)> {
         },
         direct("/"),
     ]);
+    let off_port = free_port();
+    let off_addr = SocketAddr::from(([127, 0, 0, 1], off_port));
+    let off_filter = HttpFilter {
+        disabled: true,
+        ..wasm_filter.clone()
+    };
     server.set(
         "per-route",
         &listener_with_hosts("per-route", port, vec![wasm_filter], vec![quiet, all]),
+    );
+    server.set(
+        "default-off",
+        &listener(
+            "default-off",
+            off_port,
+            vec![off_filter],
+            vec![
+                Route {
+                    typed_per_filter_config: per_filter(filter_name, false),
+                    ..direct("/on")
+                },
+                direct("/"),
+            ],
+        ),
     );
     let proxy = Proxy::spawn(kind, &server);
     until_config(addr, "/", "per-route", INITIAL, false)
@@ -598,6 +647,15 @@ async fn per_route_scenario(kind: Kind) -> Vec<(u16, String)> {
             .unwrap_or_else(|e| panic!("{kind:?} {host}{path}: {e}\n{}", proxy.log_report()));
         answers.push(answer);
     }
+    until_config(off_addr, "/on", "per-route", INITIAL, false)
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?} serves default-off: {e}\n{}", proxy.log_report()));
+    for (path, _) in DEFAULT_OFF {
+        let answer = probe(off_addr, path)
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?} default-off {path}: {e}\n{}", proxy.log_report()));
+        answers.push(answer);
+    }
     drop(proxy);
     answers
 }
@@ -608,6 +666,11 @@ async fn a_route_or_virtual_host_turns_a_wasm_filter_off_or_on_as_envoy_does() {
     let expected: Vec<(u16, String)> = PER_ROUTE
         .iter()
         .map(|(_, _, config)| (200, config.to_string()))
+        .chain(
+            DEFAULT_OFF
+                .iter()
+                .map(|(_, config)| (200, config.to_string())),
+        )
         .collect();
     assert_eq!(weir, expected, "weir");
     let envoy = per_route_scenario(Kind::Envoy).await;

@@ -266,6 +266,9 @@ pub struct HttpFilter {
     pub name: String,
     /// What it is.
     pub config: HttpFilterConfig,
+    /// `disabled`: off unless a route turns it on (`typed_per_filter_config` with a
+    /// `FilterConfig` whose `config` is empty), as Envoy.
+    pub disabled: bool,
 }
 
 /// The HTTP filters weir implements.
@@ -333,6 +336,8 @@ struct RawHttpFilter {
     typed_config: Option<serde_yaml_ng::Value>,
     #[serde(default)]
     config_discovery: Option<ExtensionConfigSource>,
+    #[serde(default)]
+    disabled: bool,
 }
 
 impl<'de> Deserialize<'de> for HttpFilter {
@@ -354,9 +359,17 @@ impl<'de> Deserialize<'de> for HttpFilter {
                 http_filter_config(&raw.name, typed_config).map_err(D::Error::custom)?
             }
         };
+        if raw.disabled && matches!(config, HttpFilterConfig::Router(_)) {
+            return Err(D::Error::custom(format!(
+                "{}disabled{}the router cannot be disabled",
+                super::typed::PATH_MARK,
+                super::typed::PATH_MARK
+            )));
+        }
         Ok(HttpFilter {
             name: raw.name,
             config,
+            disabled: raw.disabled,
         })
     }
 }

@@ -139,6 +139,22 @@ virtual_hosts:
     }
 
     #[test]
+    fn an_http_filter_may_be_disabled_unless_a_route_turns_it_on_but_not_the_router() {
+        let filters = |yaml: &str| {
+            let json: serde_json::Value = serde_yaml_ng::from_str(yaml).unwrap();
+            crate::config::parse_value::<Vec<crate::config::http_manager::HttpFilter>>(json)
+        };
+        let read = filters(
+            r#"[ { name: w, disabled: true, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm, config: { vm_config: { runtime: envoy.wasm.runtime.v8, code: { local: { filename: /m.wasm } } } } } }, { name: envoy.filters.http.router } ]"#,
+        )
+        .unwrap();
+        assert!(read[0].disabled && !read[1].disabled);
+        let error =
+            filters(r#"[ { name: envoy.filters.http.router, disabled: true } ]"#).unwrap_err();
+        assert_eq!(error.path, "[0].disabled");
+    }
+
+    #[test]
     fn a_filter_config_disables_a_filter_by_name() {
         let read = routes(
             r#"{ envoy.filters.http.wasm: { "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: true } }"#,

@@ -24,7 +24,7 @@ pub struct UpgradeSetting {
     /// The filter chain for this type, replacing the default one.
     pub filters: Option<Vec<std::sync::Arc<crate::wasm::PluginHandle>>>,
     /// The `name` of each of `filters` (see [`HttpManagerConfig::http_filter_names`]).
-    pub filter_names: Vec<String>,
+    pub filter_names: Vec<(String, bool)>,
 }
 
 /// The HTTP connection manager of a listener.
@@ -72,8 +72,8 @@ pub struct HttpManagerConfig {
     /// The Wasm plugins of `http_filters`, in order (the router, always last, is not listed).
     pub http_filters: Vec<std::sync::Arc<crate::wasm::PluginHandle>>,
     /// The `name` of each of `http_filters` (by which a route's `typed_per_filter_config`
-    /// turns it off).
-    pub http_filter_names: Vec<String>,
+    /// turns it off or on) and whether it is off unless a route turns it on (`disabled`).
+    pub http_filter_names: Vec<(String, bool)>,
     /// `upgrade_configs`.
     pub upgrades: Vec<UpgradeSetting>,
     /// Most body bytes a Wasm filter may hold paused: the listener's
@@ -253,6 +253,12 @@ fn health_check(
             continue;
         };
         let filter_path = format!("{path}.http_filters[{i}]");
+        if filter.disabled {
+            return Err(FieldError::new(
+                format!("{filter_path}.disabled"),
+                "weir turns Wasm filters off and on per route, not the health check filter",
+            ));
+        }
         if found.is_some() {
             return Err(FieldError::new(
                 filter_path,
@@ -270,12 +276,12 @@ fn health_check(
 }
 
 /// The names of the Wasm filters of `filters`, in the order [`http_filters`] loads their
-/// plugins.
-pub fn wasm_filter_names(filters: &[HttpFilter]) -> Vec<String> {
+/// plugins, each with its `disabled`.
+pub fn wasm_filter_names(filters: &[HttpFilter]) -> Vec<(String, bool)> {
     filters
         .iter()
         .filter(|filter| matches!(filter.config, HttpFilterConfig::Wasm(_)))
-        .map(|filter| filter.name.clone())
+        .map(|filter| (filter.name.clone(), filter.disabled))
         .collect()
 }
 

@@ -64,8 +64,11 @@ pub use upgraded_payload::{PayloadFilters, PayloadFollows};
 pub struct FilterChain {
     slots: Vec<Arc<VmSlot>>,
     /// Per slot, the filter's `name` in `http_filters`, by which a route's
-    /// `typed_per_filter_config` turns it off (empty: no route can).
-    names: Vec<String>,
+    /// `typed_per_filter_config` turns it off or on, and whether it is off unless a route
+    /// turns it on (`disabled`). Empty: no route can.
+    names: Vec<(String, bool)>,
+    /// Some filter is off unless a route turns it on.
+    any_disabled: bool,
     /// A plugin that is not loaded and fails closed: every stream gets a 503.
     unloaded: Option<String>,
     /// Most body bytes one filter may hold paused (the listener's
@@ -90,14 +93,16 @@ impl FilterChain {
         FilterChain {
             slots,
             names: Vec::new(),
+            any_disabled: false,
             unloaded,
             buffer_limit,
         }
     }
 
-    /// The chain with its filters' `names` (one per plugin, in order), so that a route's
-    /// `typed_per_filter_config` can turn them off.
-    pub fn with_names(mut self, names: Vec<String>) -> FilterChain {
+    /// The chain with its filters' `names` and `disabled` (one per plugin, in order), so
+    /// that a route's `typed_per_filter_config` can turn them off or on.
+    pub fn with_names(mut self, names: Vec<(String, bool)>) -> FilterChain {
+        self.any_disabled = names.iter().any(|(_, disabled)| *disabled);
         self.names = names;
         self
     }
@@ -107,6 +112,7 @@ impl FilterChain {
         FilterChain {
             slots: Vec::new(),
             names: Vec::new(),
+            any_disabled: false,
             unloaded: None,
             buffer_limit: DEFAULT_BUFFER_LIMIT,
         }
@@ -194,17 +200,19 @@ impl FilterChain {
             .flatten()
             .map(|route| &route.filters)
             .filter(|overrides| !overrides.is_empty());
+        let decide = overrides.is_some() || self.any_disabled;
         let picked = request
             .extensions()
             .get::<crate::route::PickedCluster>()
             .map(|picked| picked.0.as_str());
         let mut filters = Vec::with_capacity(self.slots.len());
         for (index, slot) in self.slots.iter().enumerate() {
-            let disabled = overrides.is_some_and(|overrides| {
-                self.names
-                    .get(index)
-                    .is_some_and(|name| overrides.disabled(name, picked) == Some(true))
-            });
+            let disabled = decide
+                && self.names.get(index).is_some_and(|(name, by_default)| {
+                    overrides
+                        .and_then(|overrides| overrides.disabled(name, picked))
+                        .unwrap_or(*by_default)
+                });
             if disabled {
                 filters.push(None);
                 continue;
