@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 
-/// The type URLs of the four resource types.
+/// The type URLs of the resource types.
 pub mod type_url {
     /// LDS.
     pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -41,11 +41,16 @@ pub mod type_url {
     pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
     /// EDS.
     pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+    /// ECDS.
+    pub const EXTENSION_CONFIG: &str =
+        "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 }
 
-/// Whether a type is subscribed by name (RDS, EDS) rather than as a wildcard.
+/// Whether a type is subscribed by name (RDS, EDS, ECDS) rather than as a wildcard.
 fn named_type(type_url: &str) -> bool {
-    type_url == type_url::ROUTE || type_url == type_url::ENDPOINT
+    type_url == type_url::ROUTE
+        || type_url == type_url::ENDPOINT
+        || type_url == type_url::EXTENSION_CONFIG
 }
 
 /// One request a client sent, as the tests look at it.

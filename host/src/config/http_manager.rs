@@ -9,7 +9,7 @@ use super::dynamic_resources::ConfigSource;
 use super::http_options::{CommonHttpProtocolOptions, Http1ProtocolOptions, Http2ProtocolOptions};
 use super::quic::Http3ProtocolOptions;
 use super::route::RouteConfiguration;
-use super::typed::{RawExtension, split_typed, type_names, typed, unsupported};
+use super::typed::{split_typed, type_names, typed, unsupported};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
@@ -158,6 +158,25 @@ impl HttpConnectionManager {
         }
     }
 
+    /// Every HTTP filter of the manager: `http_filters`, then each `upgrade_configs[].filters`.
+    pub fn all_http_filters(&self) -> impl Iterator<Item = &HttpFilter> {
+        self.http_filters.iter().chain(
+            self.upgrade_configs
+                .iter()
+                .flat_map(|upgrade| upgrade.filters.iter().flatten()),
+        )
+    }
+
+    /// [`HttpConnectionManager::all_http_filters`], to change (the xDS assembler puts ECDS
+    /// configs in place).
+    pub fn all_http_filters_mut(&mut self) -> impl Iterator<Item = &mut HttpFilter> {
+        self.http_filters.iter_mut().chain(
+            self.upgrade_configs
+                .iter_mut()
+                .flat_map(|upgrade| upgrade.filters.iter_mut().flatten()),
+        )
+    }
+
     /// The route configuration `rds` names, if the routes come over RDS.
     pub fn rds_name(&self) -> Option<&str> {
         self.rds.as_ref().map(|rds| rds.route_config_name.as_str())
@@ -247,6 +266,9 @@ pub struct HttpFilter {
     pub name: String,
     /// What it is.
     pub config: HttpFilterConfig,
+    /// `disabled`: off unless a route turns it on (`typed_per_filter_config` with a
+    /// `FilterConfig` whose `config` is empty), as Envoy.
+    pub disabled: bool,
 }
 
 /// The HTTP filters weir implements.
@@ -258,6 +280,9 @@ pub enum HttpFilterConfig {
     Wasm(Box<super::wasm::WasmFilterConfig>),
     /// `envoy.filters.http.health_check`: answers health checks (see [`HealthCheckConfig`]).
     HealthCheck(HealthCheckConfig),
+    /// `config_discovery`: the config comes over ECDS; the xDS assembler puts it (or the
+    /// default) in place before the snapshot is built.
+    Discovered(Box<ExtensionConfigSource>),
 }
 
 /// `envoy.extensions.filters.http.health_check.v3.HealthCheck`: requests that match
@@ -301,35 +326,220 @@ pub struct RouterConfig {
     pub suppress_envoy_headers: bool,
 }
 
+/// `http_filters[]` as written: an extension with `typed_config`, or one whose config comes
+/// over ECDS (`config_discovery`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpFilter {
+    name: String,
+    #[serde(default)]
+    typed_config: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    config_discovery: Option<ExtensionConfigSource>,
+    #[serde(default)]
+    disabled: bool,
+}
+
 impl<'de> Deserialize<'de> for HttpFilter {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = RawExtension::deserialize(deserializer)?;
-        let (type_name, value) =
-            split_typed(&raw.name, raw.typed_config).map_err(D::Error::custom)?;
-        let config = match type_name.as_str() {
-            type_names::ROUTER => HttpFilterConfig::Router(typed(value).map_err(D::Error::custom)?),
-            type_names::WASM => {
-                HttpFilterConfig::Wasm(Box::new(typed(value).map_err(D::Error::custom)?))
-            }
-            type_names::HEALTH_CHECK => {
-                HttpFilterConfig::HealthCheck(typed(value).map_err(D::Error::custom)?)
-            }
-            other => {
-                return Err(D::Error::custom(unsupported(
-                    "HTTP filter",
-                    other,
-                    &[
-                        type_names::ROUTER,
-                        type_names::WASM,
-                        type_names::HEALTH_CHECK,
-                    ],
+        let raw = RawHttpFilter::deserialize(deserializer)?;
+        let config = match (raw.typed_config, raw.config_discovery) {
+            (Some(_), Some(_)) => {
+                return Err(D::Error::custom(format!(
+                    "{}config_discovery{}set exactly one of typed_config and config_discovery",
+                    super::typed::PATH_MARK,
+                    super::typed::PATH_MARK
                 )));
             }
+            (None, Some(discovery)) => {
+                discovery.check().map_err(D::Error::custom)?;
+                HttpFilterConfig::Discovered(Box::new(discovery))
+            }
+            (typed_config, None) => {
+                http_filter_config(&raw.name, typed_config).map_err(D::Error::custom)?
+            }
         };
+        if raw.disabled && matches!(config, HttpFilterConfig::Router(_)) {
+            return Err(D::Error::custom(format!(
+                "{}disabled{}the router cannot be disabled",
+                super::typed::PATH_MARK,
+                super::typed::PATH_MARK
+            )));
+        }
         Ok(HttpFilter {
             name: raw.name,
             config,
+            disabled: raw.disabled,
         })
+    }
+}
+
+/// Reads the `typed_config` of the HTTP filter `name` (absent: a name that stands alone,
+/// such as the router's). Errors carry their path inside `typed_config` (see
+/// [`super::typed`]).
+fn http_filter_config(
+    name: &str,
+    typed_config: Option<serde_yaml_ng::Value>,
+) -> Result<HttpFilterConfig, String> {
+    let (type_name, value) = split_typed(name, typed_config)?;
+    Ok(match type_name.as_str() {
+        type_names::ROUTER => HttpFilterConfig::Router(typed(value)?),
+        type_names::WASM => HttpFilterConfig::Wasm(Box::new(typed(value)?)),
+        type_names::HEALTH_CHECK => HttpFilterConfig::HealthCheck(typed(value)?),
+        other => {
+            return Err(unsupported(
+                "HTTP filter",
+                other,
+                &[
+                    type_names::ROUTER,
+                    type_names::WASM,
+                    type_names::HEALTH_CHECK,
+                ],
+            ));
+        }
+    })
+}
+
+/// The type URL of a `typed_config` (`"@type"`; a `TypedStruct`'s `type_url`), as
+/// `type_urls` of [`ExtensionConfigSource`] lists them.
+pub fn typed_config_type_url(typed_config: &serde_json::Value) -> Option<String> {
+    let outer = typed_config.get("@type")?.as_str()?;
+    let name = outer.strip_prefix("type.googleapis.com/").unwrap_or(outer);
+    if matches!(name, "udpa.type.v1.TypedStruct" | "xds.type.v3.TypedStruct") {
+        return typed_config
+            .get("type_url")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+    }
+    Some(outer.to_string())
+}
+
+/// An HTTP filter config delivered over ECDS: an `envoy.config.core.v3.TypedExtensionConfig`
+/// (`{name, typed_config}`), read as an HTTP filter's `typed_config` is.
+#[derive(Debug, Clone)]
+pub struct ExtensionConfig {
+    /// The resource's `name`: the `name` of the filters that ask for it.
+    pub name: String,
+    /// The type URL of its `typed_config` (checked against each filter's `type_urls`).
+    pub type_url: String,
+    /// What it configures.
+    pub config: HttpFilterConfig,
+}
+
+/// Reads an ECDS resource (`{name, typed_config}`, in Envoy's JSON shape) as an HTTP
+/// filter's config; the error's path is inside the resource (`typed_config...`).
+pub fn extension_config(json: &serde_json::Value) -> Result<ExtensionConfig, FieldError> {
+    let name = json
+        .get("name")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let Some(typed_config) = json.get("typed_config") else {
+        return Err(FieldError::new(
+            "typed_config",
+            "an extension config needs a typed_config",
+        ));
+    };
+    let type_url = typed_config_type_url(typed_config)
+        .ok_or_else(|| FieldError::new("typed_config", "missing \"@type\""))?;
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::to_value(typed_config).map_err(|e| FieldError::new("typed_config", e))?;
+    let config = http_filter_config(&name, Some(value)).map_err(super::typed::inner_error)?;
+    if matches!(config, HttpFilterConfig::Router(_)) {
+        return Err(FieldError::new(
+            "typed_config.@type",
+            "the router is not a filter weir takes over ECDS",
+        ));
+    }
+    Ok(ExtensionConfig {
+        name,
+        type_url,
+        config,
+    })
+}
+
+/// `config_discovery` of an HTTP filter: `envoy.config.core.v3.ExtensionConfigSource`. The
+/// filter's config is the ECDS resource named as the filter; until it arrives the listener
+/// warms, unless `default_config` applies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionConfigSource {
+    /// Where it comes from: ADS.
+    pub config_source: ConfigSource,
+    /// The config used before the first one arrives (with
+    /// `apply_default_config_without_warming`, or after `initial_fetch_timeout`), as written.
+    #[serde(default)]
+    pub default_config: Option<serde_yaml_ng::Value>,
+    /// Use `default_config` at once rather than warming the listener.
+    #[serde(default)]
+    pub apply_default_config_without_warming: bool,
+    /// The type URLs a delivered config may have; another is refused (NACK).
+    #[serde(default)]
+    pub type_urls: Vec<String>,
+}
+
+impl ExtensionConfigSource {
+    /// ADS as the source, at least one type URL, and a default config that reads and whose
+    /// type is listed (Envoy's checks). Errors carry their path inside `config_discovery`.
+    fn check(&self) -> Result<(), String> {
+        let mark = super::typed::PATH_MARK;
+        self.config_source.check_ads("").map_err(|e| {
+            format!(
+                "{mark}config_discovery.config_source{}{mark}{}",
+                e.path, e.message
+            )
+        })?;
+        if self.type_urls.is_empty() {
+            return Err(format!(
+                "{mark}config_discovery.type_urls{mark}list at least one type URL"
+            ));
+        }
+        if self.apply_default_config_without_warming && self.default_config.is_none() {
+            return Err(format!(
+                "{mark}config_discovery.default_config{mark}apply_default_config_without_warming needs a default_config"
+            ));
+        }
+        if let Some(default) = &self.default_config {
+            let json = serde_json::to_value(default)
+                .map_err(|e| format!("{mark}config_discovery.default_config{mark}{e}"))?;
+            let type_url = typed_config_type_url(&json).unwrap_or_default();
+            if !self.type_urls.contains(&type_url) {
+                return Err(format!(
+                    "{mark}config_discovery.default_config.@type{mark}type {type_url:?} is not in type_urls"
+                ));
+            }
+            self.default_filter_config("")?;
+        }
+        Ok(())
+    }
+
+    /// `default_config` read as the filter `name`'s config, if there is one.
+    pub fn default_filter_config(&self, name: &str) -> Result<Option<HttpFilterConfig>, String> {
+        let Some(default) = &self.default_config else {
+            return Ok(None);
+        };
+        http_filter_config(name, Some(default.clone()))
+            .map(Some)
+            .map_err(
+                |message| match message.strip_prefix(super::typed::PATH_MARK) {
+                    Some(rest) => format!(
+                        "{}config_discovery.default_config{}",
+                        super::typed::PATH_MARK,
+                        rest.strip_prefix("typed_config").unwrap_or(rest)
+                    ),
+                    None => message,
+                },
+            )
+    }
+}
+
+impl HttpFilter {
+    /// Whether its config comes over ECDS (`config_discovery`) and has not been put in.
+    pub fn discovery(&self) -> Option<&ExtensionConfigSource> {
+        match &self.config {
+            HttpFilterConfig::Discovered(discovery) => Some(discovery),
+            _ => None,
+        }
     }
 }
 

@@ -35,6 +35,7 @@ pub mod listener;
 pub mod outlier;
 pub mod overload;
 pub mod pem;
+pub mod per_filter;
 pub mod process_settings;
 pub mod quic;
 pub mod route;

@@ -48,6 +48,10 @@ pub struct RouteConfiguration {
     /// cluster get `cluster_not_found_response_code` instead).
     #[serde(default)]
     pub validate_clusters: Option<bool>,
+    /// `typed_per_filter_config`: per HTTP filter name, whether it runs for the requests
+    /// this level takes (see [`super::per_filter`]).
+    #[serde(default)]
+    pub typed_per_filter_config: super::per_filter::PerFilterConfig,
 }
 
 /// `virtual_hosts[]`.
@@ -82,6 +86,10 @@ pub struct VirtualHost {
     /// Upstream requests carry `x-envoy-attempt-count` (1 on the first try).
     #[serde(default)]
     pub include_request_attempt_count: bool,
+    /// `typed_per_filter_config`: per HTTP filter name, whether it runs for the requests
+    /// this level takes (see [`super::per_filter`]).
+    #[serde(default)]
+    pub typed_per_filter_config: super::per_filter::PerFilterConfig,
 }
 
 /// `require_tls` of a virtual host.
@@ -129,6 +137,10 @@ pub struct Route {
     /// Headers removed from the response.
     #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub response_headers_to_remove: Vec<String>,
+    /// `typed_per_filter_config`: per HTTP filter name, whether it runs for the requests
+    /// this level takes (see [`super::per_filter`]).
+    #[serde(default)]
+    pub typed_per_filter_config: super::per_filter::PerFilterConfig,
 }
 
 /// `redirect` of a route.
@@ -481,6 +493,10 @@ pub struct ClusterWeight {
     /// Headers added to a request sent to this cluster (plain values).
     #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub request_headers_to_add: Vec<HeaderValueOption>,
+    /// `typed_per_filter_config`: per HTTP filter name, whether it runs for the requests
+    /// this level takes (see [`super::per_filter`]).
+    #[serde(default)]
+    pub typed_per_filter_config: super::per_filter::PerFilterConfig,
 }
 
 /// `cluster_not_found_response_code` of a route.

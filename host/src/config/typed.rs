@@ -180,3 +180,15 @@ pub(super) fn nest(key: &str, message: String) -> String {
         None => format!("{PATH_MARK}{key}{PATH_MARK}{message}"),
     }
 }
+
+/// An error message of a typed field read on its own (outside a deserializer that places
+/// it), as a [`super::FieldError`] whose path is the one marked inside it.
+pub(super) fn inner_error(message: String) -> super::FieldError {
+    let (path, message) = super::split_marked_path(&message);
+    let path = if path.is_empty() {
+        "typed_config".to_string()
+    } else {
+        path
+    };
+    super::FieldError::new(path, message)
+}

@@ -65,7 +65,8 @@ impl HttpManager {
         let codecs = server::Codecs::new(&config);
         let server_header = http::HeaderValue::from_str(&config.server_name).ok();
         let filters =
-            filter_chain::FilterChain::new(&config.http_filters, &pools, config.buffer_limit);
+            filter_chain::FilterChain::new(&config.http_filters, &pools, config.buffer_limit)
+                .with_names(config.http_filter_names.clone());
         let upgrade_filters = config
             .upgrades
             .iter()
@@ -74,7 +75,8 @@ impl HttpManager {
                     u.filters.as_deref()?,
                     &pools,
                     config.buffer_limit,
-                );
+                )
+                .with_names(u.filter_names.clone());
                 Some((u.upgrade_type.clone(), chain))
             })
             .collect();

@@ -16,6 +16,7 @@ pub mod health_check;
 mod matcher;
 pub mod mirror;
 pub mod path;
+pub mod per_filter;
 pub mod redirect;
 pub mod regex;
 pub mod response_headers;
@@ -65,6 +66,9 @@ pub struct RouteTable {
     ignore_port: bool,
     /// Some virtual host has `require_tls` (otherwise nothing needs checking).
     any_require_tls: bool,
+    /// Some route turns an HTTP filter off or on (`typed_per_filter_config`): only then is
+    /// the route looked up for it before the filters run.
+    any_filter_overrides: bool,
 }
 
 /// A virtual host of one [`RouteTable`], by position.
@@ -109,6 +113,9 @@ pub struct Route {
     pub response_rules: HeaderRules,
     /// `route.request_mirror_policies`.
     pub mirrors: Vec<mirror::MirrorPolicy>,
+    /// The HTTP filters `typed_per_filter_config` turns off or on for this route (merged
+    /// with its virtual host's and route configuration's).
+    pub filters: per_filter::FilterOverrides,
 }
 
 /// A route of one [`RouteTable`], by position: how a response finds its route's rules once
@@ -355,13 +362,28 @@ impl RouteTable {
             };
             let mut routes = Vec::new();
             for (r, route) in vhost.routes.iter().enumerate() {
-                routes.push(build_route(
+                let mut built = build_route(
                     route,
                     &format!("{vhost_path}.routes[{r}]"),
                     clusters,
                     body_limit,
                     &vhost_forward,
-                )?);
+                )?;
+                built.filters = per_filter::FilterOverrides::build(
+                    &[
+                        &config.typed_per_filter_config,
+                        &vhost.typed_per_filter_config,
+                        &route.typed_per_filter_config,
+                    ],
+                    route
+                        .route
+                        .iter()
+                        .flat_map(|forward| forward.weighted_clusters.iter())
+                        .flat_map(|weighted| weighted.clusters.iter())
+                        .map(|cluster| (cluster.name.as_str(), &cluster.typed_per_filter_config)),
+                );
+                table.any_filter_overrides |= !built.filters.is_empty();
+                routes.push(built);
             }
             let (request_rules, response_rules) = level_rules(
                 &vhost_path,
@@ -551,6 +573,11 @@ impl RouteTable {
             }
         }
         Some(names)
+    }
+
+    /// Whether some route turns an HTTP filter off or on (`typed_per_filter_config`).
+    pub fn has_filter_overrides(&self) -> bool {
+        self.any_filter_overrides
     }
 
     /// The route `id` names.
@@ -778,6 +805,7 @@ fn build_route(
         request_rules,
         response_rules,
         mirrors,
+        filters: per_filter::FilterOverrides::default(),
     })
 }
 

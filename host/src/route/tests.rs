@@ -452,3 +452,40 @@ virtual_hosts:
         "route_config.virtual_hosts[0].routes[0].route.request_mirror_policies[0].cluster"
     );
 }
+
+#[test]
+fn typed_per_filter_config_is_merged_per_route_with_weighted_clusters_their_own() {
+    let off =
+        r#"{ "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: true }"#;
+    let on = r#"{ "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, config: {} }"#;
+    let t = table(&format!(
+        r#"
+typed_per_filter_config: {{ auth: {off} }}
+virtual_hosts:
+- name: all
+  domains: ["*"]
+  routes:
+  - match: {{ prefix: /split }}
+    route:
+      weighted_clusters:
+        clusters:
+        - {{ name: a, weight: 1, typed_per_filter_config: {{ auth: {on} }} }}
+        - {{ name: b, weight: 1 }}
+  - match: {{ prefix: /on }}
+    route: {{ cluster: a }}
+    typed_per_filter_config: {{ auth: {on}, log: {off} }}
+  - match: {{ prefix: / }}
+    route: {{ cluster: c }}
+"#
+    ));
+    assert!(t.has_filter_overrides());
+    let h = HeaderMap::new();
+    let filters = |path: &str| &t.find("x", path, &h).unwrap().filters;
+    assert_eq!(filters("/").disabled("auth", None), Some(true));
+    assert_eq!(filters("/on").disabled("auth", None), Some(false));
+    assert_eq!(filters("/on").disabled("log", None), Some(true));
+    assert_eq!(filters("/split").disabled("auth", Some("a")), Some(false));
+    assert_eq!(filters("/split").disabled("auth", Some("b")), Some(true));
+    assert_eq!(filters("/").disabled("other", None), None);
+    assert!(!table("virtual_hosts: []").has_filter_overrides());
+}

@@ -23,6 +23,8 @@ pub struct UpgradeSetting {
     pub enabled: bool,
     /// The filter chain for this type, replacing the default one.
     pub filters: Option<Vec<std::sync::Arc<crate::wasm::PluginHandle>>>,
+    /// The `name` of each of `filters` (see [`HttpManagerConfig::http_filter_names`]).
+    pub filter_names: Vec<(String, bool)>,
 }
 
 /// The HTTP connection manager of a listener.
@@ -69,6 +71,9 @@ pub struct HttpManagerConfig {
     pub max_requests_per_connection: Option<u32>,
     /// The Wasm plugins of `http_filters`, in order (the router, always last, is not listed).
     pub http_filters: Vec<std::sync::Arc<crate::wasm::PluginHandle>>,
+    /// The `name` of each of `http_filters` (by which a route's `typed_per_filter_config`
+    /// turns it off or on) and whether it is off unless a route turns it on (`disabled`).
+    pub http_filter_names: Vec<(String, bool)>,
     /// `upgrade_configs`.
     pub upgrades: Vec<UpgradeSetting>,
     /// Most body bytes a Wasm filter may hold paused: the listener's
@@ -110,6 +115,7 @@ pub(super) fn http_manager_config(
         clusters,
         node,
     )?;
+    let http_filter_names = wasm_filter_names(&hcm.http_filters);
     let health_check = health_check(hcm, path, node)?;
     let mut upgrades = Vec::new();
     for (u, upgrade) in hcm.upgrade_configs.iter().enumerate() {
@@ -126,6 +132,11 @@ pub(super) fn http_manager_config(
             upgrade_type: upgrade.upgrade_type.to_ascii_lowercase(),
             enabled: upgrade.enabled.unwrap_or(true),
             filters,
+            filter_names: upgrade
+                .filters
+                .as_deref()
+                .map(wasm_filter_names)
+                .unwrap_or_default(),
         });
     }
 
@@ -199,6 +210,7 @@ pub(super) fn http_manager_config(
         max_connection_duration: nonzero(common.max_connection_duration.map(|d| d.get())),
         max_requests_per_connection: common.max_requests_per_connection.filter(|n| *n > 0),
         http_filters,
+        http_filter_names,
         upgrades,
         buffer_limit: DEFAULT_BUFFER_LIMIT,
         path_normalization: PathNormalization {
@@ -241,6 +253,12 @@ fn health_check(
             continue;
         };
         let filter_path = format!("{path}.http_filters[{i}]");
+        if filter.disabled {
+            return Err(FieldError::new(
+                format!("{filter_path}.disabled"),
+                "weir turns Wasm filters off and on per route, not the health check filter",
+            ));
+        }
         if found.is_some() {
             return Err(FieldError::new(
                 filter_path,
@@ -255,6 +273,16 @@ fn health_check(
         found = Some(std::sync::Arc::new(built));
     }
     Ok(found)
+}
+
+/// The names of the Wasm filters of `filters`, in the order [`http_filters`] loads their
+/// plugins, each with its `disabled`.
+pub fn wasm_filter_names(filters: &[HttpFilter]) -> Vec<(String, bool)> {
+    filters
+        .iter()
+        .filter(|filter| matches!(filter.config, HttpFilterConfig::Wasm(_)))
+        .map(|filter| (filter.name.clone(), filter.disabled))
+        .collect()
 }
 
 /// Reads a list of `http_filters` (at `path`) into the Wasm plugins it runs, in order,
@@ -281,6 +309,12 @@ pub fn http_filters(
             HttpFilterConfig::Wasm(wasm_config) => {
                 let typed_path = format!("{filter_path}.typed_config");
                 plugins.push(load_plugin(wasm_config, &typed_path, clusters, node)?);
+            }
+            HttpFilterConfig::Discovered(_) => {
+                return Err(FieldError::new(
+                    format!("{filter_path}.config_discovery"),
+                    "the config of this filter comes over xDS (ECDS) and has not arrived: dynamic_resources.ads_config must name the control plane",
+                ));
             }
             // Built by `health_check`; weir runs it before the Wasm filters.
             HttpFilterConfig::HealthCheck(_) => {

@@ -3,19 +3,21 @@
 //!
 //! The bootstrap file names the control plane (`dynamic_resources.ads_config`, a static cluster
 //! speaking HTTP/2) and which resources come from it (`lds_config`, `cds_config`, an HCM's
-//! `rds`, a cluster's `eds_cluster_config`). From there:
+//! `rds`, a cluster's `eds_cluster_config`, an HTTP filter's `config_discovery`). From there:
 //!
 //! 1. [`client`] holds the ADS stream: it subscribes per type (listeners and clusters as a
-//!    wildcard, routes and endpoints by the names the others ask for), hands each response to
-//!    a [`client::Subscriber`], ACKs or NACKs it, and reconnects with a jittered back-off while
-//!    the last good config keeps serving.
+//!    wildcard; routes, endpoints and HTTP filter configs (ECDS) by the names the others ask
+//!    for), hands each response to a [`client::Subscriber`], ACKs or NACKs it, and
+//!    reconnects with a jittered back-off while the last good config keeps serving.
 //! 2. [`resource`] reads one resource ([`proto`] decodes its protobuf into Envoy's JSON shape)
 //!    into the same schema types the YAML file is read into, with the same checks and field
 //!    paths: an invalid resource is NACKed with the error `weir validate` would give.
 //! 3. [`state`] keeps the resources in force and assembles them with the bootstrap's static
 //!    ones into one config, built by the same code as a file's (`snapshot`), and swapped in by
-//!    the reloader: an unchanged cluster keeps its pools, listeners wait for their routes,
-//!    clusters for their endpoints (Envoy's warming).
+//!    the reloader: an unchanged cluster keeps its pools, listeners wait for their routes and
+//!    their filters' ECDS configs, clusters for their endpoints (Envoy's warming). An ECDS
+//!    update rebuilds the listeners whose filters use it, which loads the Wasm plugin anew as
+//!    a reload does.
 //!
 //! It sits above `snapshot`, `upstream` (the control plane's cluster is dialled with the
 //! cluster's own settings) and `reload` (whose reloader swaps the configs it makes in), and

@@ -57,10 +57,12 @@ pub fn to_json(type_name: &str, bytes: &[u8]) -> Result<serde_json::Value, Proto
     let descriptor = pool()?
         .get_message_by_name(type_name)
         .ok_or_else(|| ProtoError::UnknownType(type_name.to_string()))?;
-    let message = DynamicMessage::decode(descriptor, bytes).map_err(|e| ProtoError::Decode {
-        type_name: type_name.to_string(),
-        reason: e.to_string(),
-    })?;
+    let mut message =
+        DynamicMessage::decode(descriptor, bytes).map_err(|e| ProtoError::Decode {
+            type_name: type_name.to_string(),
+            reason: e.to_string(),
+        })?;
+    mark_empty_anys(&mut message);
     let options = SerializeOptions::new()
         .use_proto_field_name(true)
         .use_enum_numbers(false)
@@ -73,6 +75,7 @@ pub fn to_json(type_name: &str, bytes: &[u8]) -> Result<serde_json::Value, Proto
             reason: unknown_any_reason(&e.to_string()),
         })?;
     whole_numbers_as_integers(&mut json);
+    empty_anys_as_empty_objects(&mut json);
     Ok(json)
 }
 
@@ -97,6 +100,82 @@ fn whole_numbers_as_integers(value: &mut serde_json::Value) {
         serde_json::Value::Object(fields) => {
             fields.values_mut().for_each(whole_numbers_as_integers)
         }
+        _ => {}
+    }
+}
+
+/// The type URL an `Any` with no type is given so that it serializes (prost-reflect cannot
+/// write an `Any` without one); written back as `{}`, as Envoy's YAML writes an empty `Any`
+/// (`FilterConfig.config: {}`, which turns a filter on for a route).
+const EMPTY_ANY_MARK: &str = "weir.invalid/google.protobuf.Empty";
+
+/// Gives every `Any` without a type URL in `message`, inside `Any`s too, [`EMPTY_ANY_MARK`];
+/// true when it changed something. The depth is bounded by prost's decoding recursion
+/// limit (an `Any`'s value is decoded under the same limit).
+fn mark_empty_anys(message: &mut DynamicMessage) -> bool {
+    fn visit(value: &mut prost_reflect::Value) -> bool {
+        match value {
+            prost_reflect::Value::Message(inner) => mark_empty_anys(inner),
+            prost_reflect::Value::List(items) => items
+                .iter_mut()
+                .fold(false, |changed, item| visit(item) | changed),
+            prost_reflect::Value::Map(entries) => entries
+                .values_mut()
+                .fold(false, |changed, item| visit(item) | changed),
+            _ => false,
+        }
+    }
+    if prost_reflect::ReflectMessage::descriptor(&*message).full_name() == "google.protobuf.Any" {
+        let type_url = message
+            .get_field_by_name("type_url")
+            .and_then(|url| url.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if type_url.is_empty() {
+            message.set_field_by_name(
+                "type_url",
+                prost_reflect::Value::String(EMPTY_ANY_MARK.to_string()),
+            );
+            return true;
+        }
+        // The message the `Any` holds, when weir knows its type: marked and put back.
+        let type_name = type_url.rsplit('/').next().unwrap_or_default();
+        let (Ok(pool), Some(bytes)) = (pool(), message.get_field_by_name("value")) else {
+            return false;
+        };
+        let Some(descriptor) = pool.get_message_by_name(type_name) else {
+            return false;
+        };
+        let Some(bytes) = bytes.as_bytes().cloned() else {
+            return false;
+        };
+        let Ok(mut inner) = DynamicMessage::decode(descriptor, bytes) else {
+            return false;
+        };
+        if !mark_empty_anys(&mut inner) {
+            return false;
+        }
+        message.set_field_by_name(
+            "value",
+            prost_reflect::Value::Bytes(prost::Message::encode_to_vec(&inner).into()),
+        );
+        return true;
+    }
+    message
+        .fields_mut()
+        .fold(false, |changed, (_, value)| visit(value) | changed)
+}
+
+/// Writes the `Any`s [`mark_empty_anys`] marked as `{}`.
+fn empty_anys_as_empty_objects(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            if fields.get("@type").and_then(serde_json::Value::as_str) == Some(EMPTY_ANY_MARK) {
+                fields.clear();
+                return;
+            }
+            fields.values_mut().for_each(empty_anys_as_empty_objects);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(empty_anys_as_empty_objects),
         _ => {}
     }
 }

@@ -1,7 +1,7 @@
 //! One xDS resource, read into weir's config schema (see the module docs of [`super`]).
 
 use crate::config::cluster::{Cluster, ClusterLoadAssignment, cluster_spec};
-use crate::config::http_manager::RouteSource;
+use crate::config::http_manager::{ExtensionConfig, RouteSource, extension_config};
 use crate::config::listener::{Listener, NetworkFilterConfig};
 use crate::config::route::RouteConfiguration;
 use crate::config::{FieldError, parse_value};
@@ -18,15 +18,20 @@ pub enum ResourceType {
     Cluster,
     /// EDS: `envoy.config.endpoint.v3.ClusterLoadAssignment`.
     ClusterLoadAssignment,
+    /// ECDS: `envoy.config.core.v3.TypedExtensionConfig`, the config of an HTTP filter
+    /// written with `config_discovery`.
+    ExtensionConfig,
 }
 
 impl ResourceType {
-    /// Every type, in the order Envoy subscribes: clusters, endpoints, listeners, routes.
-    pub const ALL: [ResourceType; 4] = [
+    /// Every type, in the order Envoy subscribes: clusters, endpoints, listeners, routes,
+    /// then the filter configs listeners ask for.
+    pub const ALL: [ResourceType; 5] = [
         ResourceType::Cluster,
         ResourceType::ClusterLoadAssignment,
         ResourceType::Listener,
         ResourceType::RouteConfiguration,
+        ResourceType::ExtensionConfig,
     ];
 
     /// The type URL of its resources.
@@ -40,6 +45,9 @@ impl ResourceType {
             ResourceType::ClusterLoadAssignment => {
                 "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
             }
+            ResourceType::ExtensionConfig => {
+                "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+            }
         }
     }
 
@@ -50,18 +58,20 @@ impl ResourceType {
             .find(|kind| kind.type_url() == type_url)
     }
 
-    /// Its short name in stats and logs: `lds`, `rds`, `cds`, `eds`.
+    /// Its short name in stats and logs: `lds`, `rds`, `cds`, `eds`, `ecds`.
     pub fn short_name(self) -> &'static str {
         match self {
             ResourceType::Listener => "lds",
             ResourceType::RouteConfiguration => "rds",
             ResourceType::Cluster => "cds",
             ResourceType::ClusterLoadAssignment => "eds",
+            ResourceType::ExtensionConfig => "ecds",
         }
     }
 
     /// Whether it is subscribed as a wildcard (all the control plane has: listeners, clusters)
-    /// rather than by name (routes and endpoints, named by listeners and clusters).
+    /// rather than by name (routes, endpoints and filter configs, named by listeners and
+    /// clusters).
     pub fn wildcard(self) -> bool {
         matches!(self, ResourceType::Listener | ResourceType::Cluster)
     }
@@ -78,6 +88,8 @@ pub enum Resource {
     Cluster(Box<crate::config::cluster::Cluster>),
     /// A cluster's endpoints, read as a cluster's `load_assignment` is.
     ClusterLoadAssignment(Box<crate::config::cluster::ClusterLoadAssignment>),
+    /// An HTTP filter's config, read as the filter's `typed_config` is.
+    ExtensionConfig(Box<ExtensionConfig>),
 }
 
 /// A resource decoded and read: its name, its schema value and its JSON (for `/config_dump`).
@@ -141,6 +153,9 @@ pub fn decode(kind: ResourceType, bytes: &[u8]) -> Result<Decoded, FieldError> {
             let assignment: ClusterLoadAssignment = parse_value(json.clone())?;
             check_endpoints(&json)?;
             Resource::ClusterLoadAssignment(Box::new(assignment))
+        }
+        ResourceType::ExtensionConfig => {
+            Resource::ExtensionConfig(Box::new(extension_config(&json)?))
         }
     };
     Ok(Decoded {

@@ -18,6 +18,7 @@ use super::client::{Interest, Rejected, Subscriber, Update};
 use super::resource::{self, Decoded, Resource, ResourceType};
 use crate::config::bootstrap::Bootstrap;
 use crate::config::dynamic_resources::XdsSpec;
+use crate::config::http_manager::ExtensionConfig;
 use crate::config::{ConfigError, FieldError};
 use crate::reload::{ReloadError, Reloader, Trigger};
 use crate::snapshot::{Config, ConfigSource, DynamicDump, DynamicEntry, Loaded};
@@ -224,6 +225,13 @@ impl XdsState {
                     names.extend(eds_name(&cluster));
                 }
                 (!names.is_empty() || self.spec.cds).then_some(Interest::Names(names))
+            }
+            ResourceType::ExtensionConfig => {
+                let mut names = BTreeSet::new();
+                for listener in self.listeners(held) {
+                    names.extend(ecds_names(&listener));
+                }
+                (!names.is_empty()).then_some(Interest::Names(names))
             }
         }
     }
@@ -528,7 +536,7 @@ fn load_with(
     let mut bootstrap = crate::config::parse(&text).map_err(|e| e.in_file(file))?;
     let dump =
         serde_yaml_ng::from_str::<serde_json::Value>(&text).unwrap_or(serde_json::Value::Null);
-    let provenance = assemble(&mut bootstrap, held, timed_out);
+    let provenance = assemble(&mut bootstrap, held, timed_out).map_err(|e| e.in_file(file))?;
     let mut config = crate::snapshot::load_bootstrap(bootstrap, file, dump)
         .map_err(|error| provenance.explain(error).in_file(file))?;
     config.dynamic = Some(Arc::new(dynamic_dump(held, &provenance)));
@@ -589,9 +597,14 @@ impl Provenance {
 }
 
 /// Puts the held resources into `bootstrap` after its static ones: listeners with their
-/// route configurations in place of `rds`, EDS clusters with their endpoints; what still
-/// waits is left out unless `timed_out`.
-fn assemble(bootstrap: &mut Bootstrap, held: &Held, timed_out: bool) -> Provenance {
+/// route configurations in place of `rds` and their filters' ECDS configs in place of
+/// `config_discovery`, EDS clusters with their endpoints; what still waits is left out
+/// unless `timed_out`. An ECDS config whose type a filter does not list is an error.
+fn assemble(
+    bootstrap: &mut Bootstrap,
+    held: &Held,
+    timed_out: bool,
+) -> Result<Provenance, FieldError> {
     let routes = |name: &str| match held.get(ResourceType::RouteConfiguration, name) {
         Some(held) => match &held.decoded.resource {
             Resource::RouteConfiguration(routes) => Some((**routes).clone()),
@@ -654,20 +667,111 @@ fn assemble(bootstrap: &mut Bootstrap, held: &Held, timed_out: bool) -> Provenan
             provenance.dynamic_listeners.push(name.clone());
         }
     }
+    let filter_config = |name: &str| match held.get(ResourceType::ExtensionConfig, name) {
+        Some(held) => match &held.decoded.resource {
+            Resource::ExtensionConfig(config) => Some(config.clone()),
+            _ => None,
+        },
+        None => None,
+    };
+    // Without a control plane a filter's `config_discovery` stays as written, and building
+    // the listener says why it cannot run (rather than the listener warming for ever).
+    let ads = bootstrap
+        .dynamic_resources
+        .as_ref()
+        .is_some_and(|dynamic| dynamic.ads_config.is_some());
+    let resources = &mut bootstrap.static_resources;
     let mut warming_listeners = Vec::new();
+    let mut filter_error = None;
     resources.listeners.retain_mut(|listener| {
-        let complete = fill_routes(listener, &routes, timed_out);
+        let filters = if ads {
+            match fill_filter_configs(listener, &filter_config, timed_out) {
+                Ok(complete) => complete,
+                Err(error) => {
+                    filter_error.get_or_insert(error);
+                    true
+                }
+            }
+        } else {
+            true
+        };
+        let complete = fill_routes(listener, &routes, timed_out) && filters;
         if !complete {
             warming_listeners.push(listener.name.clone());
         }
         complete
     });
+    if let Some(error) = filter_error {
+        return Err(error);
+    }
     provenance
         .dynamic_listeners
         .retain(|name| !warming_listeners.contains(name));
     provenance.static_listeners = resources.listeners.len() - provenance.dynamic_listeners.len();
     provenance.warming_listeners = warming_listeners;
-    provenance
+    Ok(provenance)
+}
+
+/// The names of the ECDS resources a listener's HTTP filters ask for (`config_discovery`:
+/// the filter's `name`).
+fn ecds_names(listener: &crate::config::listener::Listener) -> Vec<String> {
+    listener
+        .http_managers()
+        .flat_map(|hcm| hcm.all_http_filters())
+        .filter(|filter| filter.discovery().is_some())
+        .map(|filter| filter.name.clone())
+        .collect()
+}
+
+/// Puts in each `config_discovery` filter of `listener` its ECDS config (whose type must be
+/// one of the filter's `type_urls`: else an error naming the resource, and the update that
+/// brought it is NACKed), else its `default_config` when it applies without warming or the
+/// initial fetch timed out; false when a filter still waits (the listener warms).
+fn fill_filter_configs(
+    listener: &mut crate::config::listener::Listener,
+    configs: &impl Fn(&str) -> Option<Box<ExtensionConfig>>,
+    timed_out: bool,
+) -> Result<bool, FieldError> {
+    let listener_name = listener.name.clone();
+    let mut complete = true;
+    for hcm in listener.http_managers_mut() {
+        for filter in hcm.all_http_filters_mut() {
+            let Some(discovery) = filter.discovery() else {
+                continue;
+            };
+            let config = match configs(&filter.name) {
+                Some(delivered) => {
+                    if !discovery.type_urls.contains(&delivered.type_url) {
+                        return Err(FieldError::new(
+                            format!("ecds {:?}: typed_config.@type", filter.name),
+                            format!(
+                                "type {:?} is not one of the type_urls {:?} of the filter {:?} of listener {listener_name:?}",
+                                delivered.type_url, discovery.type_urls, filter.name
+                            ),
+                        ));
+                    }
+                    delivered.config
+                }
+                None if discovery.apply_default_config_without_warming || timed_out => {
+                    // Checked when the listener was read; a default that does not read
+                    // here leaves the filter waiting.
+                    match discovery.default_filter_config(&filter.name) {
+                        Ok(Some(config)) => config,
+                        _ => {
+                            complete = false;
+                            continue;
+                        }
+                    }
+                }
+                None => {
+                    complete = false;
+                    continue;
+                }
+            };
+            filter.config = config;
+        }
+    }
+    Ok(complete)
 }
 
 /// The `/config_dump` view of what is held.
@@ -800,6 +904,9 @@ static_resources:
             ResourceType::ClusterLoadAssignment => Resource::ClusterLoadAssignment(Box::new(
                 crate::config::parse_value(json.clone()).unwrap(),
             )),
+            ResourceType::ExtensionConfig => Resource::ExtensionConfig(Box::new(
+                crate::config::http_manager::extension_config(&json).unwrap(),
+            )),
         };
         let name = json
             .get("name")
@@ -924,6 +1031,138 @@ endpoints:
             .unwrap();
         assert!(backend.endpoints.is_empty());
         assert!(state.initialized());
+    }
+
+    /// A listener with inline routes whose Wasm filter `auth` takes its config over ECDS.
+    fn ecds_listener(default: &str) -> String {
+        format!(
+            r#"
+name: ecds
+address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: ecds
+      route_config:
+        virtual_hosts:
+        - {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: / }}, direct_response: {{ status: 200 }} }} ] }}
+      http_filters:
+      - name: auth
+        config_discovery:
+          config_source: {{ ads: {{}} }}
+          type_urls: [ type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm ]
+          {default}
+      - name: envoy.filters.http.router
+"#
+        )
+    }
+
+    /// An ECDS resource `auth` of type `type_name` (a health check, which builds without a
+    /// Wasm module, stands in for a filter config).
+    const ECDS_HEALTH_CHECK: &str = r#"
+name: auth
+typed_config:
+  "@type": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck
+  pass_through_mode: false
+"#;
+
+    #[test]
+    fn a_listener_waits_for_its_filter_configs_and_asks_for_them_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        assert_eq!(
+            state.interest(ResourceType::ExtensionConfig),
+            Interest::Names(BTreeSet::new()),
+            "no filter asks for a config"
+        );
+        hold(&state, ResourceType::Listener, &ecds_listener(""));
+        assert_eq!(
+            state.interest(ResourceType::ExtensionConfig),
+            Interest::Names(["auth".to_string()].into())
+        );
+        let config = state.load().unwrap().config;
+        assert!(config.listeners.is_empty(), "the listener warms");
+        assert!(config.dynamic.unwrap().listeners[0].warming);
+        assert!(!state.initialized());
+    }
+
+    #[test]
+    fn config_discovery_without_a_control_plane_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.yaml");
+        let listener = ecds_listener("").replace('\n', "\n    ");
+        std::fs::write(
+            &path,
+            format!(
+                "static_resources:\n  listeners:\n  - {}",
+                listener.trim_start()
+            ),
+        )
+        .unwrap();
+        let error = XdsState::for_file(Arc::new(FileSource::new(&path)), path.clone()).unwrap_err();
+        assert!(
+            error.path.ends_with("http_filters[0].config_discovery"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_ecds_config_whose_type_the_filter_does_not_list_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        hold(&state, ResourceType::Listener, &ecds_listener(""));
+        hold(&state, ResourceType::ExtensionConfig, ECDS_HEALTH_CHECK);
+        let error = state.load().unwrap_err();
+        assert_eq!(error.path, "ecds \"auth\": typed_config.@type", "{error}");
+        assert!(error.message.contains("HealthCheck"), "{error}");
+        assert!(error.message.contains("type_urls"), "{error}");
+    }
+
+    #[test]
+    fn an_ecds_config_of_a_listed_type_goes_in_place_of_config_discovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let listener = ecds_listener("").replace(
+            "type_urls: [ type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm ]",
+            "type_urls: [ type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm, type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck ]",
+        );
+        hold(&state, ResourceType::Listener, &listener);
+        hold(&state, ResourceType::ExtensionConfig, ECDS_HEALTH_CHECK);
+        let config = state.load().unwrap().config;
+        assert_eq!(config.listeners.len(), 1, "the listener is complete");
+        let waiting = state.waiting_for(&state.lock());
+        assert!(
+            waiting
+                .iter()
+                .all(|(kind, _)| *kind != ResourceType::ExtensionConfig),
+            "{waiting:?}"
+        );
+    }
+
+    #[test]
+    fn a_default_config_applies_without_warming_or_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let default = "default_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck, pass_through_mode: true }";
+        let listener = ecds_listener(default).replace(
+            "type_urls: [ type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm ]",
+            "type_urls: [ type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck ]",
+        );
+        hold(&state, ResourceType::Listener, &listener);
+        assert!(state.load().unwrap().config.listeners.is_empty(), "warms");
+        state.fetch_timed_out.store(true, Ordering::Release);
+        assert_eq!(state.load().unwrap().config.listeners.len(), 1);
+
+        let dir = tempfile::tempdir().unwrap();
+        let state = super::tests::state(&dir);
+        let listener = listener.replace(
+            "default_config:",
+            "apply_default_config_without_warming: true\n          default_config:",
+        );
+        hold(&state, ResourceType::Listener, &listener);
+        assert_eq!(state.load().unwrap().config.listeners.len(), 1);
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub(super) fn route_props_picked<B>(
     Some(props)
 }
 
-fn find_route<'a, B>(routes: &'a RouteTable, request: &Request<B>) -> Option<&'a Route> {
+pub(super) fn find_route<'a, B>(routes: &'a RouteTable, request: &Request<B>) -> Option<&'a Route> {
     let host = request
         .uri()
         .authority()

@@ -63,6 +63,12 @@ pub use upgraded_payload::{PayloadFilters, PayloadFollows};
 /// The filters of one chain on one worker.
 pub struct FilterChain {
     slots: Vec<Arc<VmSlot>>,
+    /// Per slot, the filter's `name` in `http_filters`, by which a route's
+    /// `typed_per_filter_config` turns it off or on, and whether it is off unless a route
+    /// turns it on (`disabled`). Empty: no route can.
+    names: Vec<(String, bool)>,
+    /// Some filter is off unless a route turns it on.
+    any_disabled: bool,
     /// A plugin that is not loaded and fails closed: every stream gets a 503.
     unloaded: Option<String>,
     /// Most body bytes one filter may hold paused (the listener's
@@ -86,15 +92,27 @@ impl FilterChain {
         let (slots, unloaded) = crate::wasm::slots_of(plugins, pools);
         FilterChain {
             slots,
+            names: Vec::new(),
+            any_disabled: false,
             unloaded,
             buffer_limit,
         }
+    }
+
+    /// The chain with its filters' `names` and `disabled` (one per plugin, in order), so
+    /// that a route's `typed_per_filter_config` can turn them off or on.
+    pub fn with_names(mut self, names: Vec<(String, bool)>) -> FilterChain {
+        self.any_disabled = names.iter().any(|(_, disabled)| *disabled);
+        self.names = names;
+        self
     }
 
     /// A chain with no filters.
     pub fn empty() -> FilterChain {
         FilterChain {
             slots: Vec::new(),
+            names: Vec::new(),
+            any_disabled: false,
             unloaded: None,
             buffer_limit: DEFAULT_BUFFER_LIMIT,
         }
@@ -174,8 +192,31 @@ impl FilterChain {
         let payload =
             matches!(super::upgrade::tunnel_kind(&request), Ok(Some(_))) && self.reads_bodies();
         let upstream = info.upstream.clone();
+        // The filters the request's route turns off (Envoy decides the chain on the route
+        // of the request as it came, before the filters change it) are skipped as a filter
+        // failed open is: no context, no callback.
+        let overrides = (routes.has_filter_overrides() && !self.names.is_empty())
+            .then(|| head::find_route(routes, &request))
+            .flatten()
+            .map(|route| &route.filters)
+            .filter(|overrides| !overrides.is_empty());
+        let decide = overrides.is_some() || self.any_disabled;
+        let picked = request
+            .extensions()
+            .get::<crate::route::PickedCluster>()
+            .map(|picked| picked.0.as_str());
         let mut filters = Vec::with_capacity(self.slots.len());
-        for slot in &self.slots {
+        for (index, slot) in self.slots.iter().enumerate() {
+            let disabled = decide
+                && self.names.get(index).is_some_and(|(name, by_default)| {
+                    overrides
+                        .and_then(|overrides| overrides.disabled(name, picked))
+                        .unwrap_or(*by_default)
+                });
+            if disabled {
+                filters.push(None);
+                continue;
+            }
             match slot.start_stream(info.clone()) {
                 Ok(handle) => filters.push(Some(handle)),
                 Err(_) if slot.plugin().fail_open() => filters.push(None),

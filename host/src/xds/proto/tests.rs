@@ -134,3 +134,18 @@ fn whole_numbers_in_a_struct_are_integers() {
     assert_eq!(json["metadata"]["whole"], 60);
     assert_eq!(json["metadata"]["half"], 0.5);
 }
+
+#[test]
+fn an_any_without_a_type_reads_as_an_empty_object() {
+    use envoy_types::pb::envoy::config::route::v3::FilterConfig;
+    let config = FilterConfig {
+        config: Some(envoy_types::pb::google::protobuf::Any::default()),
+        ..FilterConfig::default()
+    };
+    let json = to_json(
+        "envoy.config.route.v3.FilterConfig",
+        &config.encode_to_vec(),
+    )
+    .unwrap();
+    assert_eq!(json, serde_json::json!({"config": {}}));
+}

@@ -578,3 +578,167 @@ fn an_inline_route_table_of_a_listener_is_checked_with_its_path() {
         "filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].domains[1]"
     );
 }
+
+/// A Wasm filter config whose plugin is `name`, with a string `configuration`.
+fn wasm_filter(
+    name: &str,
+    configuration: &str,
+) -> envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm {
+    use envoy_types::pb::envoy::config::core::v3::{
+        AsyncDataSource, DataSource, async_data_source, data_source,
+    };
+    use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+    use envoy_types::pb::envoy::extensions::wasm::v3::{PluginConfig, VmConfig, plugin_config};
+    use envoy_types::pb::google::protobuf::StringValue;
+    Wasm {
+        config: Some(PluginConfig {
+            name: name.into(),
+            configuration: Some(pack_any(StringValue {
+                value: configuration.into(),
+            })),
+            vm: Some(plugin_config::Vm::VmConfig(VmConfig {
+                runtime: "envoy.wasm.runtime.v8".into(),
+                code: Some(AsyncDataSource {
+                    specifier: Some(async_data_source::Specifier::Local(DataSource {
+                        specifier: Some(data_source::Specifier::Filename(
+                            "/etc/weir/f.wasm".into(),
+                        )),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+    }
+}
+
+const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+#[test]
+fn an_ecds_resource_is_read_as_an_http_filter_config() {
+    let resource = core_pb::TypedExtensionConfig {
+        name: "auth".into(),
+        typed_config: Some(pack_any(wasm_filter("auth", "v1"))),
+    };
+    let decoded = decode(ResourceType::ExtensionConfig, &resource.encode_to_vec()).expect("read");
+    assert_eq!(decoded.name, "auth");
+    let Resource::ExtensionConfig(config) = decoded.resource else {
+        panic!("not an extension config");
+    };
+    assert_eq!(config.type_url, WASM_TYPE);
+    let HttpFilterConfig::Wasm(wasm) = &config.config else {
+        panic!("not a Wasm filter");
+    };
+    assert_eq!(wasm.config.name, "auth");
+    assert_eq!(
+        ResourceType::from_type_url(
+            "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+        ),
+        Some(ResourceType::ExtensionConfig)
+    );
+    assert_eq!(ResourceType::ExtensionConfig.short_name(), "ecds");
+    assert!(!ResourceType::ExtensionConfig.wildcard());
+}
+
+#[test]
+fn an_ecds_resource_of_a_type_weir_has_no_filter_for_is_refused_with_its_path() {
+    let resource = core_pb::TypedExtensionConfig {
+        name: "log".into(),
+        typed_config: Some(pack_any(NotAnHttpFilter::default())),
+    };
+    let error = decode_error(ResourceType::ExtensionConfig, &resource.encode_to_vec());
+    assert_eq!(error.path, "typed_config.@type", "{error:?}");
+    assert!(error.message.contains("FileAccessLog"), "{error:?}");
+    let empty = core_pb::TypedExtensionConfig {
+        name: "x".into(),
+        typed_config: None,
+    };
+    let error = decode_error(ResourceType::ExtensionConfig, &empty.encode_to_vec());
+    assert_eq!(error.path, "typed_config", "{error:?}");
+}
+
+fn discovered_filter(
+    name: &str,
+    default: Option<Any>,
+    without_warming: bool,
+    type_urls: &[&str],
+) -> hcm_pb::HttpFilter {
+    hcm_pb::HttpFilter {
+        name: name.into(),
+        config_type: Some(hcm_pb::http_filter::ConfigType::ConfigDiscovery(
+            core_pb::ExtensionConfigSource {
+                config_source: Some(ads_source()),
+                default_config: default,
+                apply_default_config_without_warming: without_warming,
+                type_urls: type_urls.iter().map(|url| url.to_string()).collect(),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_filter_with_config_discovery_is_read_and_checked() {
+    let mut hcm = hcm_with(rds("r"));
+    hcm.http_filters.insert(
+        0,
+        discovered_filter(
+            "auth",
+            Some(pack_any(wasm_filter("auth", "default"))),
+            true,
+            &[WASM_TYPE],
+        ),
+    );
+    let decoded = decode(
+        ResourceType::Listener,
+        &listener("ingress", hcm.clone()).encode_to_vec(),
+    )
+    .expect("read");
+    let Resource::Listener(read) = decoded.resource else {
+        panic!("not a listener");
+    };
+    let discovery = hcm_of(&read).http_filters[0]
+        .discovery()
+        .expect("config_discovery");
+    assert!(discovery.apply_default_config_without_warming);
+    assert_eq!(discovery.type_urls, [WASM_TYPE]);
+
+    // A default config whose type is not listed.
+    hcm.http_filters[0] = discovered_filter(
+        "auth",
+        Some(pack_any(wasm_filter("auth", "default"))),
+        false,
+        &["type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"],
+    );
+    let error = decode_error(
+        ResourceType::Listener,
+        &listener("ingress", hcm.clone()).encode_to_vec(),
+    );
+    assert_eq!(
+        error.path,
+        "filter_chains[0].filters[0].typed_config.http_filters[0].config_discovery.default_config.@type",
+        "{error:?}"
+    );
+    // No type URL at all.
+    hcm.http_filters[0] = discovered_filter("auth", None, false, &[]);
+    let error = decode_error(
+        ResourceType::Listener,
+        &listener("ingress", hcm.clone()).encode_to_vec(),
+    );
+    assert_eq!(
+        error.path,
+        "filter_chains[0].filters[0].typed_config.http_filters[0].config_discovery.type_urls",
+        "{error:?}"
+    );
+    // Without warming needs a default.
+    hcm.http_filters[0] = discovered_filter("auth", None, true, &[WASM_TYPE]);
+    let error = decode_error(
+        ResourceType::Listener,
+        &listener("ingress", hcm).encode_to_vec(),
+    );
+    assert!(
+        error.path.ends_with("config_discovery.default_config"),
+        "{error:?}"
+    );
+}
