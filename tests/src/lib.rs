@@ -83,6 +83,24 @@ fn ephemeral_port_range() -> (u16, u16) {
         .unwrap_or((32768, 60999))
 }
 
+/// An address whose connections are refused for as long as the returned socket lives: bound
+/// but not listening, so the kernel answers every SYN with a reset and no other process can
+/// take the port meanwhile (a listener bound and dropped leaves the port free for anyone, and
+/// a test expecting "connection refused" then reaches whatever took it).
+pub fn refusing_addr() -> (socket2::Socket, std::net::SocketAddr) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|addr| addr.as_socket())
+        .expect("a bound IPv4 address");
+    (socket, addr)
+}
+
 /// A free port on 127.0.0.1 for weir to bind (TCP, and UDP for a QUIC listener on the same
 /// port). Within one test binary the same port is never handed out twice.
 ///

@@ -182,10 +182,7 @@ async fn send_requests(addr: SocketAddr) -> Vec<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_lines_are_envoys() {
     let up = H1Upstream::start("up").await;
-    let refused = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let (_refusing, refused) = weir_tests::refusing_addr();
     let weir_dir = tempfile::tempdir().expect("tempdir");
     let envoy_dir = tempfile::tempdir().expect("tempdir");
     let weir_ports = Ports::new();
@@ -450,10 +447,7 @@ async fn tcp_exchange(addr: SocketAddr, refused: SocketAddr) {
 async fn tcp_proxy_logs_at_close_as_envoy() {
     use weir_tests::tcp_server::{Mode, TcpServer};
     let echo = TcpServer::start(Mode::Echo).await;
-    let refused = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let (_refusing, refused) = weir_tests::refusing_addr();
     let weir_dir = tempfile::tempdir().expect("tempdir");
     let envoy_dir = tempfile::tempdir().expect("tempdir");
     let free = weir_tests::free_port;

@@ -479,11 +479,8 @@ async fn failing_server_at_start_is_retried_then_a_fail_closed_filter_answers_50
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_down_at_start_then_a_fail_open_filter_is_skipped() {
     let up = H1Upstream::start("up").await;
-    // A port nothing listens on.
-    let down = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    // A port nothing listens on (and nothing else takes while the test runs).
+    let (_refusing, down) = weir_tests::refusing_addr();
     let (_, sha) = headers_module();
     let ports = Ports::new();
     let config = remote_config(
