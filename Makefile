@@ -25,6 +25,7 @@ test: deps wasm-filters wasm-fixtures envoy
 
 ## bench: weir beside nginx, haproxy, Envoy and a direct connection (loopback, < 3 min)
 bench: bench-deps release bench-wasm
+	$(CARGO) build --release -p weir-tests --bin xds_scale
 	WEIR_BIN=$(CURDIR)/target/release/weir tests/bench/run.sh
 
 ## bench-wasm: Wasm VM creation (microseconds) and a reload's first request (ms), release build

@@ -10,7 +10,13 @@
 #   BENCH_TARGETS     space-separated targets (default: "direct weir weir_kernel weir_copy
 #                     weir_local weir_wasm nginx haproxy envoy envoy_wasm")
 #   BENCH_TESTS       space-separated tests (default: "wrk_h1 h2load_h1 h2load_h2c h3load
-#                     tunnel_bulk tunnel_pingpong idle_conns")
+#                     tunnel_bulk tunnel_pingpong idle_conns xds_scale"); xds_scale is not run
+#                     per target: it runs once, weir beside Envoy (BENCH_TESTS=xds_scale alone)
+#   BENCH_XDS_CLUSTERS clusters (and routes) of xds_scale (default 1000)
+#   BENCH_XDS_UPDATES one-route updates of xds_scale (default 100)
+#   BENCH_XDS_APIS    ADS forms of xds_scale, comma-separated (default "grpc,delta")
+#   XDS_SCALE_BIN     the xds_scale program (default <target>/release/xds_scale, built by
+#                     `cargo build --release -p weir-tests --bin xds_scale` when missing)
 #   BENCH_ROUNDS      times the whole target x test matrix runs, one round after the other
 #                     (default 1; 1..20); each row is then the median of its rounds
 #   BENCH_TUNNEL_BYTES bytes of the tunnel_bulk transfer (default 1 GiB)
@@ -52,7 +58,17 @@ ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
 BENCH_SECONDS="${BENCH_SECONDS:-8}"
 BENCH_WARMUP="${BENCH_WARMUP:-1}"
 BENCH_TARGETS="${BENCH_TARGETS:-direct weir weir_kernel weir_copy weir_local weir_wasm nginx haproxy envoy envoy_wasm}"
-BENCH_TESTS="${BENCH_TESTS:-wrk_h1 h2load_h1 h2load_h2c h3load tunnel_bulk tunnel_pingpong idle_conns}"
+BENCH_TESTS="${BENCH_TESTS:-wrk_h1 h2load_h1 h2load_h2c h3load tunnel_bulk tunnel_pingpong idle_conns xds_scale}"
+# Tests that do not run per target: each runs once, with the proxies it starts itself.
+STANDALONE_TESTS="xds_scale"
+MATRIX_TESTS=""
+for t in $BENCH_TESTS; do
+    [[ " $STANDALONE_TESTS " == *" $t "* ]] || MATRIX_TESTS="$MATRIX_TESTS $t"
+done
+MATRIX_TESTS="${MATRIX_TESTS# }"
+BENCH_XDS_CLUSTERS="${BENCH_XDS_CLUSTERS:-1000}"
+BENCH_XDS_UPDATES="${BENCH_XDS_UPDATES:-100}"
+BENCH_XDS_APIS="${BENCH_XDS_APIS:-grpc,delta}"
 BENCH_ROUNDS="${BENCH_ROUNDS:-1}"
 BENCH_TUNNEL_BYTES="${BENCH_TUNNEL_BYTES:-1073741824}"
 BENCH_PINGPONGS="${BENCH_PINGPONGS:-10000}"
@@ -926,7 +942,7 @@ print_and_write() {
     printf -- '-%.0s' {1..100}
     echo
     printf 'test\ttarget\tstatus\trps\tunit\tp50_us\tp99_us\tcpu_us_per_request\terrors\tdetail\tnote\n' >"$tsv"
-    for test in $BENCH_TESTS; do
+    for test in $MATRIX_TESTS; do
         for target in $BENCH_TARGETS; do
             k="$test|$target"
             [[ -n "${RES_STATUS[$k]:-}" ]] || continue
@@ -953,7 +969,7 @@ print_and_write() {
             for peer in $RATIO_PEERS; do printf ' %7s' "$peer"; done
         done
         echo
-        for test in $BENCH_TESTS; do
+        for test in $MATRIX_TESTS; do
             printf '%-15s' "$test"
             for metric in "${RATIO_METRICS[@]}"; do
                 local -n values=$metric
@@ -978,7 +994,7 @@ print_and_write() {
         printf '   |'
         for proxy in $WASM_PROXIES; do printf ' %8s' "$proxy"; done
         echo
-        for test in $BENCH_TESTS; do
+        for test in $MATRIX_TESTS; do
             [[ -n "${RES_STATUS[$test|weir_wasm]:-}${RES_STATUS[$test|envoy_wasm]:-}" ]] || continue
             printf '%-11s' "$test"
             for proxy in $WASM_PROXIES; do
@@ -1010,7 +1026,7 @@ print_and_write() {
         done
         printf '},\n  "results": [\n'
         first=1
-        for test in $BENCH_TESTS; do
+        for test in $MATRIX_TESTS; do
             for target in $BENCH_TARGETS; do
                 k="$test|$target"
                 [[ -n "${RES_STATUS[$k]:-}" ]] || continue
@@ -1027,7 +1043,7 @@ print_and_write() {
         printf '\n  ],\n  "ratios": [\n'
         first=1
         for subject in $RATIO_SUBJECTS; do
-            for test in $BENCH_TESTS; do
+            for test in $MATRIX_TESTS; do
                 for peer in $RATIO_PEERS; do
                     [[ -n "${RES_STATUS[$test|$subject]:-}" && -n "${RES_STATUS[$test|$peer]:-}" ]] || continue
                     ((first)) || printf ',\n'
@@ -1044,7 +1060,7 @@ print_and_write() {
         printf '\n  ],\n  "wasm_filter_ratios": [\n'
         first=1
         for proxy in $WASM_PROXIES; do
-            for test in $BENCH_TESTS; do
+            for test in $MATRIX_TESTS; do
                 [[ -n "${RES_STATUS[$test|${proxy}_wasm]:-}" && -n "${RES_STATUS[$test|$proxy]:-}" ]] || continue
                 ((first)) || printf ',\n'
                 first=0
@@ -1054,12 +1070,76 @@ print_and_write() {
                     "$(json_num "$(ratio "${RES_P99[$test|${proxy}_wasm]}" "${RES_P99[$test|$proxy]}")")"
             done
         done
+        printf '\n  ],\n  "xds_scale": [\n'
+        xds_scale_json
         printf '\n  ]\n}\n'
     } >"$json"
     cp "$tsv" "$OUT_DIR/latest.tsv"
     cp "$json" "$OUT_DIR/latest.json"
     echo
     printf 'results: %s, %s (also latest.tsv/.json); logs and configs: %s\n' "$tsv" "$json" "$WORK"
+}
+
+# ---------------------------------------------------------------------------------------------
+# xds_scale (a standalone test): tests/src/bin/xds_scale.rs drives weir, then Envoy, from the
+# same xDS management server: N EDS clusters and an RDS listener with N routes pushed, then
+# one-route updates; time to serve, update times, RSS, and weir's kept/rebuilt clusters. It
+# prints one `xds_scale: key=value ...` line per proxy and ADS form, then its own table.
+# ---------------------------------------------------------------------------------------------
+XDS_SCALE_BIN="${XDS_SCALE_BIN:-$TARGET_DIR/release/xds_scale}"
+XDS_SCALE_OUT=
+XDS_SCALE_NOTE=
+
+run_xds_scale() {
+    local rc=0
+    XDS_SCALE_OUT="$WORK/logs/xds_scale.txt"
+    if [[ ! -x "$XDS_SCALE_BIN" && "$BENCH_BUILD" == 1 ]] && command -v cargo >/dev/null; then
+        log "building xds_scale: cargo build --release -p weir-tests --bin xds_scale"
+        (cd "$ROOT" && timeout 1800 cargo build --release -p weir-tests --bin xds_scale) \
+            >"$WORK/logs/cargo-build-xds_scale.log" 2>&1 ||
+            log "xds_scale did not build; see $WORK/logs/cargo-build-xds_scale.log"
+    fi
+    if [[ ! -x "$XDS_SCALE_BIN" ]]; then
+        XDS_SCALE_NOTE="no xds_scale at $XDS_SCALE_BIN (cargo build --release -p weir-tests --bin xds_scale)"
+        WEIR_FAILED=1
+        return
+    fi
+    if ! find_weir; then
+        XDS_SCALE_NOTE=$T_NOTE
+        WEIR_FAILED=1
+        return
+    fi
+    find_envoy || true
+    log "xds_scale: $BENCH_XDS_CLUSTERS clusters and routes, $BENCH_XDS_UPDATES updates, ADS $BENCH_XDS_APIS (log: $XDS_SCALE_OUT)"
+    WEIR_BIN="$WEIR_USED" ENVOY_BIN="$ENVOY_BIN" timeout 1800 "$XDS_SCALE_BIN" \
+        --clusters "$BENCH_XDS_CLUSTERS" --updates "$BENCH_XDS_UPDATES" --apis "$BENCH_XDS_APIS" \
+        --concurrency "$BENCH_WORKERS" --work "$WORK/xds_scale" \
+        >"$XDS_SCALE_OUT" 2>"$WORK/logs/xds_scale.stderr" || rc=$?
+    if ((rc != 0)); then
+        XDS_SCALE_NOTE="xds_scale exited with $rc (1: a weir run failed, missed an update or rebuilt a cluster); see $XDS_SCALE_OUT and $WORK/logs/xds_scale.stderr"
+        WEIR_FAILED=1
+    fi
+}
+
+print_xds_scale() {
+    [[ -n "$XDS_SCALE_OUT" ]] || return 0
+    [[ -s "$XDS_SCALE_OUT" ]] && grep -v '^xds_scale: ' "$XDS_SCALE_OUT"
+    [[ -z "$XDS_SCALE_NOTE" ]] || printf 'xds_scale: %s\n' "$XDS_SCALE_NOTE"
+}
+
+# xds_scale_json: each `xds_scale:` line as a JSON object (numbers as numbers, "-" as null).
+xds_scale_json() {
+    [[ -s "$XDS_SCALE_OUT" ]] || return 0
+    grep '^xds_scale: ' "$XDS_SCALE_OUT" | awk '{
+        out = ""
+        for (i = 2; i <= NF; i++) {
+            k = $i; sub(/=.*/, "", k); v = $i; sub(/^[^=]*=/, "", v)
+            if (v == "-") v = "null"
+            else if (v !~ /^[0-9.]+$/) v = "\"" v "\""
+            out = out (out == "" ? "" : ", ") "\"" k "\": " v
+        }
+        printf "%s    {%s}", (NR > 1 ? ",\n" : ""), out
+    }'
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -1079,12 +1159,12 @@ run_target() {
         log "target $target: FAILED: $T_NOTE"
         [[ -n "$T_LOG" ]] && show_log_tail "$T_LOG"
         reset_result
-        for test in $BENCH_TESTS; do record "$test" "$target" fail "$T_NOTE"; done
+        for test in $MATRIX_TESTS; do record "$test" "$target" fail "$T_NOTE"; done
         [[ -n "$T_PID" ]] && stop_proc "$T_PID"
         return
     fi
     warmup "${T_PORT[h1]:-}"
-    for test in $BENCH_TESTS; do
+    for test in $MATRIX_TESTS; do
         reset_result
         proto=${TEST_PROTO[$test]:-}
         tool=${TEST_TOOL[$test]:-}
@@ -1129,17 +1209,25 @@ run_target() {
 main() {
     local target round
     ensure_tools
-    start_upstream
-    find_h3load
-    log "upstream nginx on 127.0.0.1:$UP_H1 (h1) and :$UP_H2 (h2c); work dir $WORK"
+    if [[ -n "$MATRIX_TESTS" ]]; then
+        start_upstream
+        find_h3load
+        log "upstream nginx on 127.0.0.1:$UP_H1 (h1) and :$UP_H2 (h2c); work dir $WORK"
 
-    for ((round = 1; round <= BENCH_ROUNDS; round++)); do
-        ((BENCH_ROUNDS == 1)) || log "round $round of $BENCH_ROUNDS"
-        for target in $BENCH_TARGETS; do run_target "$target"; done
-    done
+        for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+            ((BENCH_ROUNDS == 1)) || log "round $round of $BENCH_ROUNDS"
+            for target in $BENCH_TARGETS; do run_target "$target"; done
+        done
+    fi
+    [[ " $BENCH_TESTS " != *" xds_scale "* ]] || run_xds_scale
 
     finish_rounds
-    print_and_write
+    if [[ -n "$MATRIX_TESTS" ]]; then
+        print_and_write
+    else
+        print_and_write | tail -n 1 # only where the results went
+    fi
+    print_xds_scale
     log "done in $((SECONDS - RUN_START))s"
     if ((WEIR_FAILED)); then
         log "weir failed (see the rows above)"

@@ -427,6 +427,9 @@ fn serve(
                 let accepted = match listener.accept().await {
                     Err(error) => Err(error),
                     Ok((tcp, _)) => match tls {
+                        // Responses go out at once (no Nagle wait behind the client's delayed
+                        // ACK), as a real control plane's gRPC server sends them.
+                        _ if tcp.set_nodelay(true).is_err() => Err(io::Error::other("TCP_NODELAY")),
                         None => Ok(Killable::new(Box::pin(tcp), killed)),
                         Some(acceptor) => {
                             let handshake =

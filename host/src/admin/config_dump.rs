@@ -199,7 +199,7 @@ fn configs(sources: Sources<'_>) -> Vec<Value> {
 fn versioned(entry: &DynamicEntry, field: &str, type_url: &str) -> Value {
     json!({
         "version_info": entry.version_info,
-        field: typed(entry.resource.clone(), type_url),
+        field: typed((*entry.resource).clone(), type_url),
         "last_updated": crate::access_log::format::utc_timestamp(entry.last_updated),
     })
 }
@@ -316,7 +316,7 @@ mod tests {
             name: name.into(),
             version_info: "v7".into(),
             last_updated: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_500),
-            resource: json!({ "name": name }),
+            resource: std::sync::Arc::new(json!({ "name": name })),
             warming,
         };
         let dynamic = DynamicDump {

@@ -70,8 +70,9 @@ pub struct DynamicEntry {
     pub version_info: String,
     /// When it was last added or changed.
     pub last_updated: std::time::SystemTime,
-    /// Its fields in Envoy's JSON shape.
-    pub resource: serde_json::Value,
+    /// Its fields in Envoy's JSON shape (shared with the resource held, not copied per
+    /// snapshot).
+    pub resource: std::sync::Arc<serde_json::Value>,
     /// Held but not in use yet: a listener waiting for its routes, a cluster for its
     /// endpoints.
     pub warming: bool,
@@ -130,13 +131,13 @@ pub(super) fn build(
         None => None,
     };
     let overload = overload::build(bootstrap.overload_manager.as_ref())?;
-    let mut clusters = Vec::new();
+    let mut clusters: Vec<ClusterSpec> = Vec::new();
+    // A set, not a scan of the list: a control plane's thousands of clusters would make the
+    // check quadratic.
+    let mut seen_names = std::collections::HashSet::new();
     for (i, cluster) in bootstrap.static_resources.clusters.iter().enumerate() {
         let path = format!("static_resources.clusters[{i}]");
-        if clusters
-            .iter()
-            .any(|c: &ClusterSpec| c.name == cluster.name)
-        {
+        if !seen_names.insert(cluster.name.as_str()) {
             return Err(FieldError::new(
                 format!("{path}.name"),
                 format!("duplicate cluster name {:?}", cluster.name),

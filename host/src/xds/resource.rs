@@ -100,8 +100,9 @@ pub struct Decoded {
     pub name: String,
     /// What it says.
     pub resource: Resource,
-    /// Its fields in Envoy's JSON shape, as `/config_dump` shows them.
-    pub json: serde_json::Value,
+    /// Its fields in Envoy's JSON shape, as `/config_dump` shows them (shared: every
+    /// snapshot's dump holds it while the resource is held, without a copy).
+    pub json: std::sync::Arc<serde_json::Value>,
 }
 
 /// Decodes the protobuf `bytes` of a resource of `kind` and reads it into the schema; the
@@ -161,7 +162,7 @@ pub fn decode(kind: ResourceType, bytes: &[u8]) -> Result<Decoded, FieldError> {
     Ok(Decoded {
         name,
         resource,
-        json,
+        json: std::sync::Arc::new(json),
     })
 }
 

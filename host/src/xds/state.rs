@@ -212,17 +212,30 @@ impl XdsState {
         match kind {
             ResourceType::Listener => self.spec.lds.then_some(Interest::Wildcard),
             ResourceType::Cluster => self.spec.cds.then_some(Interest::Wildcard),
+            // The static listeners and clusters of the file (as it reads now: the interest
+            // follows the running config), then the held ones, read in place (a control
+            // plane's thousands of clusters are not copied to be asked their names).
             ResourceType::RouteConfiguration => {
                 let mut names = BTreeSet::new();
-                for listener in self.listeners(held) {
-                    names.extend(rds_names(&listener));
+                for listener in &self.static_bootstrap().static_resources.listeners {
+                    names.extend(rds_names(listener));
+                }
+                for (_, held) in held.of(ResourceType::Listener) {
+                    if let Resource::Listener(listener) = &held.decoded.resource {
+                        names.extend(rds_names(listener));
+                    }
                 }
                 (!names.is_empty() || self.spec.lds).then_some(Interest::Names(names))
             }
             ResourceType::ClusterLoadAssignment => {
                 let mut names = BTreeSet::new();
-                for cluster in self.clusters(held) {
-                    names.extend(eds_name(&cluster));
+                for cluster in &self.static_bootstrap().static_resources.clusters {
+                    names.extend(eds_name(cluster));
+                }
+                for (_, held) in held.of(ResourceType::Cluster) {
+                    if let Resource::Cluster(cluster) = &held.decoded.resource {
+                        names.extend(eds_name(cluster));
+                    }
                 }
                 (!names.is_empty() || self.spec.cds).then_some(Interest::Names(names))
             }
@@ -234,30 +247,6 @@ impl XdsState {
                 (!names.is_empty()).then_some(Interest::Names(names))
             }
         }
-    }
-
-    /// The static listeners of the file, then the held ones (read from the file as it was at
-    /// the last build: the interest follows the running config).
-    fn listeners(&self, held: &Held) -> Vec<crate::config::listener::Listener> {
-        let mut listeners = self.static_bootstrap().static_resources.listeners;
-        listeners.extend(held.of(ResourceType::Listener).filter_map(|(_, held)| {
-            match &held.decoded.resource {
-                Resource::Listener(listener) => Some((**listener).clone()),
-                _ => None,
-            }
-        }));
-        listeners
-    }
-
-    fn clusters(&self, held: &Held) -> Vec<crate::config::cluster::Cluster> {
-        let mut clusters = self.static_bootstrap().static_resources.clusters;
-        clusters.extend(held.of(ResourceType::Cluster).filter_map(|(_, held)| {
-            match &held.decoded.resource {
-                Resource::Cluster(cluster) => Some((**cluster).clone()),
-                _ => None,
-            }
-        }));
-        clusters
     }
 
     /// The static part of the bootstrap file in force. Read from the file each time it is
@@ -356,14 +345,18 @@ impl XdsState {
                 changed |= by_name.remove(name).is_some();
             }
             let response_version = update.version.clone();
+            // Each resource's own version (delta), looked up by name rather than by a scan of
+            // the response per resource (quadratic in a response of thousands).
+            let own_versions: std::collections::HashMap<&str, &str> = update
+                .resources
+                .iter()
+                .filter_map(|raw| Some((raw.name.as_deref()?, raw.version.as_str())))
+                .collect();
             for (name, decoded) in read {
-                let version = update
-                    .resources
-                    .iter()
-                    .find(|raw| raw.name.as_deref() == Some(name.as_str()))
-                    .map(|raw| raw.version.clone())
+                let version = own_versions
+                    .get(name.as_str())
                     .filter(|version| !version.is_empty())
-                    .unwrap_or_else(|| response_version.clone());
+                    .map_or_else(|| response_version.clone(), |version| version.to_string());
                 let same = by_name
                     .get(&name)
                     .is_some_and(|held| held.decoded.json == decoded.json);
@@ -460,7 +453,7 @@ impl Subscriber for XdsState {
     }
 
     fn interest(&self, kind: ResourceType) -> Interest {
-        let held = self.lock().clone();
+        let held = self.lock();
         self.interest_in(&held, kind)
             .unwrap_or(Interest::Names(BTreeSet::new()))
     }
@@ -917,7 +910,7 @@ static_resources:
         Decoded {
             name,
             resource,
-            json,
+            json: Arc::new(json),
         }
     }
 
