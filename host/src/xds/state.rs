@@ -241,8 +241,13 @@ impl XdsState {
             }
             ResourceType::ExtensionConfig => {
                 let mut names = BTreeSet::new();
-                for listener in self.listeners(held) {
-                    names.extend(ecds_names(&listener));
+                for listener in &self.static_bootstrap().static_resources.listeners {
+                    names.extend(ecds_names(listener));
+                }
+                for (_, held) in held.of(ResourceType::Listener) {
+                    if let Resource::Listener(listener) = &held.decoded.resource {
+                        names.extend(ecds_names(listener));
+                    }
                 }
                 (!names.is_empty()).then_some(Interest::Names(names))
             }
