@@ -242,15 +242,16 @@ impl HeaderRule {
     /// Whether a present `value` satisfies the rule. `ignore_case` folds ASCII letters
     /// only (as Envoy), compared byte by byte rather than on lowercased copies.
     fn matches(&self, value: &str) -> bool {
-        let (value, eq): (&[u8], fn(&[u8], &[u8]) -> bool) = match self {
+        let eq: fn(&[u8], &[u8]) -> bool = match self {
             HeaderRule::Present(present) => return *present,
             HeaderRule::Regex(regex) => return regex.is_match(value),
             HeaderRule::Exact(_, true)
             | HeaderRule::Prefix(_, true)
             | HeaderRule::Suffix(_, true)
-            | HeaderRule::Contains(_, true) => (value.as_bytes(), <[u8]>::eq_ignore_ascii_case),
-            _ => (value.as_bytes(), |a, b| a == b),
+            | HeaderRule::Contains(_, true) => <[u8]>::eq_ignore_ascii_case,
+            _ => |a, b| a == b,
         };
+        let value = value.as_bytes();
         match self {
             HeaderRule::Exact(want, _) => eq(value, want.as_bytes()),
             HeaderRule::Prefix(want, _) => value
