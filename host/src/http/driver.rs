@@ -336,9 +336,14 @@ impl Connection {
         // A copy and, on TLS, one reference count (the SNI).
         let info = self.info.clone();
         let drain = self.drain.clone();
-        let closing = self.closing.clone();
         let version = request.version();
         let tunnel = *request.method() == http::Method::CONNECT;
+        // Read at the response only where it can change the response (an HTTP/1.x one).
+        let closing = self
+            .closing
+            .as_ref()
+            .filter(|_| version.carries_connection_header() && !tunnel)
+            .cloned();
         async move {
             let mut response = answer(&manager, request, &info).await;
             if crate::overload::disable_http_keepalive() && !tunnel {
@@ -347,8 +352,6 @@ impl Connection {
                 drain_close(version, &mut response, &drain);
             }
             if closing.is_some_and(|closing| *closing.borrow())
-                && version.carries_connection_header()
-                && !tunnel
                 && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
             {
                 response.headers_mut().insert(

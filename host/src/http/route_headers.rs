@@ -67,6 +67,9 @@ pub fn apply_to_response(
     conn: &ConnectionInfo,
     response: &mut http::Response<crate::body::Body>,
 ) {
+    if !routes.has_response_rules(vhost, route.map(|m| m.route)) {
+        return;
+    }
     let facts = route.and_then(|m| m.facts.as_deref());
     let status = response.status().as_u16();
     let upstream_host = response
@@ -112,6 +115,9 @@ pub fn apply_to_request(
     side: &RequestSide<'_>,
     conn: &ConnectionInfo,
 ) {
+    if !routes.has_request_rules(route) {
+        return;
+    }
     let cx = LogContext {
         start: Some(SystemTime::now()),
         method: Some(side.method.as_str()),

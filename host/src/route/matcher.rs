@@ -220,34 +220,52 @@ impl HeaderMatcher {
     /// Whether `headers` satisfy this matcher. A header that appears several times is matched
     /// on its values joined with ",", as Envoy does.
     pub fn matches(&self, headers: &HeaderMap) -> bool {
-        let mut values = headers.get_all(&self.name).iter().peekable();
-        let result = if values.peek().is_none() {
-            matches!(self.rule, HeaderRule::Present(false))
-        } else {
-            let joined: Vec<&str> = values.map(|v| v.to_str().unwrap_or("")).collect();
-            self.rule.matches(&joined.join(","))
+        let mut values = headers.get_all(&self.name).iter();
+        let result = match (values.next(), values.next()) {
+            (None, _) => matches!(self.rule, HeaderRule::Present(false)),
+            // The common case, one value, is matched where it lies: no copy.
+            (Some(value), None) => self.rule.matches(value.to_str().unwrap_or("")),
+            (Some(first), Some(second)) => {
+                let mut joined = String::from(first.to_str().unwrap_or(""));
+                for value in std::iter::once(second).chain(values) {
+                    joined.push(',');
+                    joined.push_str(value.to_str().unwrap_or(""));
+                }
+                self.rule.matches(&joined)
+            }
         };
         result != self.invert
     }
 }
 
 impl HeaderRule {
-    /// Whether a present `value` satisfies the rule.
+    /// Whether a present `value` satisfies the rule. `ignore_case` folds ASCII letters
+    /// only (as Envoy), compared byte by byte rather than on lowercased copies.
     fn matches(&self, value: &str) -> bool {
-        let fold = |s: &str, ic: bool| {
-            if ic {
-                s.to_ascii_lowercase()
-            } else {
-                s.to_string()
-            }
+        let eq: fn(&[u8], &[u8]) -> bool = match self {
+            HeaderRule::Present(present) => return *present,
+            HeaderRule::Regex(regex) => return regex.is_match(value),
+            HeaderRule::Exact(_, true)
+            | HeaderRule::Prefix(_, true)
+            | HeaderRule::Suffix(_, true)
+            | HeaderRule::Contains(_, true) => <[u8]>::eq_ignore_ascii_case,
+            _ => |a, b| a == b,
         };
+        let value = value.as_bytes();
         match self {
-            HeaderRule::Present(present) => *present,
-            HeaderRule::Exact(want, ic) => fold(value, *ic) == fold(want, *ic),
-            HeaderRule::Prefix(want, ic) => fold(value, *ic).starts_with(&fold(want, *ic)),
-            HeaderRule::Suffix(want, ic) => fold(value, *ic).ends_with(&fold(want, *ic)),
-            HeaderRule::Contains(want, ic) => fold(value, *ic).contains(&fold(want, *ic)),
-            HeaderRule::Regex(regex) => regex.is_match(value),
+            HeaderRule::Exact(want, _) => eq(value, want.as_bytes()),
+            HeaderRule::Prefix(want, _) => value
+                .get(..want.len())
+                .is_some_and(|head| eq(head, want.as_bytes())),
+            HeaderRule::Suffix(want, _) => value
+                .len()
+                .checked_sub(want.len())
+                .and_then(|start| value.get(start..))
+                .is_some_and(|tail| eq(tail, want.as_bytes())),
+            HeaderRule::Contains(want, _) => {
+                want.is_empty() || value.windows(want.len()).any(|w| eq(w, want.as_bytes()))
+            }
+            HeaderRule::Present(_) | HeaderRule::Regex(_) => false,
         }
     }
 }
@@ -343,4 +361,55 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("application/grpc"))
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('+'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn matcher(yaml: &str) -> HeaderMatcher {
+        let config: schema::HeaderMatcher = serde_yaml_ng::from_str(yaml).unwrap();
+        HeaderMatcher::build(&config, "m").unwrap()
+    }
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("x-h", HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn string_rules_compare_in_place_folding_ascii_only_with_ignore_case() {
+        let cases: &[(&str, &[&str], bool)] = &[
+            ("{exact: AbC}", &["AbC"], true),
+            ("{exact: AbC}", &["abc"], false),
+            ("{exact: AbC, ignore_case: true}", &["aBc"], true),
+            ("{exact: AbC, ignore_case: true}", &["aBcd"], false),
+            ("{prefix: Ab}", &["Abc"], true),
+            ("{prefix: Ab}", &["abc"], false),
+            ("{prefix: Ab, ignore_case: true}", &["aBc"], true),
+            ("{prefix: Abcd, ignore_case: true}", &["abc"], false),
+            ("{suffix: Bc, ignore_case: true}", &["ABC"], true),
+            ("{suffix: Bc}", &["ABC"], false),
+            ("{suffix: xabc, ignore_case: true}", &["abc"], false),
+            ("{contains: bC, ignore_case: true}", &["aBcd"], true),
+            ("{contains: bC}", &["aBcd"], false),
+            ("{contains: '', ignore_case: true}", &["a"], true),
+            ("{contains: zz, ignore_case: true}", &["a"], false),
+            // Several values are matched joined with ",", as Envoy.
+            ("{exact: 'a,b,c'}", &["a", "b", "c"], true),
+            ("{contains: 'A,B', ignore_case: true}", &["a", "b"], true),
+            ("{exact: a}", &["a", "b"], false),
+        ];
+        for (rule, values, want) in cases {
+            let m = matcher(&format!("{{name: x-h, string_match: {rule}}}"));
+            assert_eq!(m.matches(&headers(values)), *want, "{rule} on {values:?}");
+        }
+        let absent = matcher("{name: x-h, present_match: false}");
+        assert!(absent.matches(&HeaderMap::new()));
+        assert!(!absent.matches(&headers(&["a"])));
+    }
 }

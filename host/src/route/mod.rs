@@ -544,6 +544,23 @@ impl RouteTable {
         }
     }
 
+    /// Whether a request of `route` has header rules to apply (at any level): without, the
+    /// connection manager skips building their context.
+    pub fn has_request_rules(&self, route: RouteId) -> bool {
+        self.levels(None, Some(route), request_rules)
+            .into_iter()
+            .flatten()
+            .any(|rules| !rules.is_empty())
+    }
+
+    /// Whether a response of `route` (or, without one, of `vhost`) has header rules to apply.
+    pub fn has_response_rules(&self, vhost: Option<VirtualHostId>, route: Option<RouteId>) -> bool {
+        self.levels(vhost, route, response_rules)
+            .into_iter()
+            .flatten()
+            .any(|rules| !rules.is_empty())
+    }
+
     /// `internal_only_headers`: removed from every request as it comes (weir has no
     /// internal addresses, so every client is external, as Envoy 1.40's default).
     pub fn internal_only_headers(&self) -> &[http::HeaderName] {

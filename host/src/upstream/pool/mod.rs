@@ -40,8 +40,12 @@ pub struct WorkerPools {
 
 struct WorkerInner {
     manager: Arc<ClusterManager>,
-    hosts: Mutex<HashMap<(String, SocketAddr), Arc<HostPools>>>,
+    hosts: Mutex<HostPoolMap>,
 }
+
+/// This worker's pools by cluster name, then by host address: a request's lookup borrows
+/// its cluster's name (no key is built per request).
+type HostPoolMap = HashMap<String, HashMap<SocketAddr, Arc<HostPools>>>;
 
 impl std::fmt::Debug for WorkerPools {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,16 +87,22 @@ impl WorkerPools {
             .unwrap_or_else(PoisonError::into_inner);
         let kept = hosts
             .iter()
-            .filter(|((cluster, _), pools)| {
+            .filter(|(cluster, _)| {
                 manager.cluster(cluster).is_some_and(|new| {
                     self.inner
                         .manager
                         .cluster(cluster)
                         .is_some_and(|old| Arc::ptr_eq(&old, &new))
-                        && !pools.host.is_removed()
                 })
             })
-            .map(|(key, pools)| (key.clone(), pools.clone()))
+            .map(|(cluster, by_addr)| {
+                let by_addr = by_addr
+                    .iter()
+                    .filter(|(_, pools)| !pools.host.is_removed())
+                    .map(|(addr, pools)| (*addr, pools.clone()))
+                    .collect();
+                (cluster.clone(), by_addr)
+            })
             .collect();
         WorkerPools {
             inner: Arc::new(WorkerInner {
@@ -322,7 +332,8 @@ impl WorkerPools {
             .hosts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&(cluster.name().to_owned(), addr))
+            .get(cluster.name())
+            .and_then(|by_addr| by_addr.get(&addr))
             .map(|pools| pools.host.clone())
             .filter(|host| !host.is_removed());
         Ok(match known {
@@ -341,8 +352,9 @@ impl WorkerPools {
             .hosts
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let key = (cluster.name().to_owned(), host.addr);
-        if let Some(pools) = hosts.get(&key)
+        if let Some(pools) = hosts
+            .get(cluster.name())
+            .and_then(|by_addr| by_addr.get(&host.addr))
             && Arc::ptr_eq(&pools.host, host)
         {
             return pools.clone();
@@ -351,27 +363,31 @@ impl WorkerPools {
         // that discovery removed, whose connections are already draining, and of original
         // destinations with no connection and no request left.
         let manager = &self.inner.manager;
-        hosts.retain(|(name, _), pools| {
+        hosts.retain(|name, by_addr| {
             let original_dst = manager
                 .cluster(name)
                 .is_some_and(|c| c.spec.discovery == Discovery::OriginalDst);
-            let unused = pools
-                .host
-                .cx_active
-                .load(std::sync::atomic::Ordering::Acquire)
-                <= 0
-                && pools
-                    .host
-                    .rq_active
-                    .load(std::sync::atomic::Ordering::Acquire)
-                    <= 0;
-            let idle_destination = original_dst && unused;
-            !(pools.host.is_removed() || idle_destination)
+            by_addr.retain(|_, pools| still_wanted(pools, original_dst));
+            !by_addr.is_empty()
         });
         let pools = Arc::new(HostPools::new(cluster, host));
-        hosts.insert(key, pools.clone());
+        hosts
+            .entry(cluster.name().to_owned())
+            .or_default()
+            .insert(host.addr, pools.clone());
         pools
     }
+}
+
+/// Whether pools to a host stay in a worker's map: not when discovery removed the host
+/// (its connections are already draining), nor for an original destination with no
+/// connection and no request left.
+fn still_wanted(pools: &HostPools, original_dst: bool) -> bool {
+    use std::sync::atomic::Ordering;
+    let unused = pools.host.cx_active.load(Ordering::Acquire) <= 0
+        && pools.host.rq_active.load(Ordering::Acquire) <= 0;
+    let idle_destination = original_dst && unused;
+    !(pools.host.is_removed() || idle_destination)
 }
 
 /// A raw connection to an upstream host (see [`WorkerPools::connect_raw_to`]).
