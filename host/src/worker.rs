@@ -293,7 +293,7 @@ impl WorkerListeners {
             let name = bound.name.as_str();
             match (bound.kind, http.get(name), tcp.get(name)) {
                 (ListenerKind::Http | ListenerKind::Quic, Some(listener), _) => {
-                    let manager = HttpManager::new(Arc::new(listener.http.clone()), pools.clone());
+                    let manager = HttpManager::new(listener.http.clone(), pools.clone());
                     match self.running.get_mut(name) {
                         Some(running) if running.id != bound.id => {
                             hand_over(running, bound, manager)

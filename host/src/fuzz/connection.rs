@@ -104,7 +104,7 @@ impl Harness {
                 .listeners
                 .into_iter()
                 .map(|listener| {
-                    let manager = HttpManager::new(Arc::new(listener.http), pools.clone());
+                    let manager = HttpManager::new(listener.http, pools.clone());
                     Arc::new(CurrentManager::new(manager))
                 })
                 .collect::<Vec<_>>()

@@ -173,8 +173,8 @@ static_resources:
             .next()
             .expect("an HTTP listener")
             .http;
-        manager.strip_port = strip_port;
-        manager
+        std::sync::Arc::make_mut(&mut manager).strip_port = strip_port;
+        std::sync::Arc::unwrap_or_clone(manager)
     }
 
     fn request(uri: &str, hosts: &[&str]) -> Request<()> {

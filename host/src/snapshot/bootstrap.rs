@@ -223,7 +223,8 @@ pub(super) fn build(
             continue;
         }
         let mut built = listener_config(listener, &path, &cluster_names, &node)?;
-        built.http.abuse = abuse;
+        // Unique here (just built): no copy is made.
+        std::sync::Arc::make_mut(&mut built.http).abuse = abuse;
         if listeners
             .iter()
             .any(|l: &ListenerConfig| l.name == built.name)

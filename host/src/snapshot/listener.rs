@@ -63,8 +63,9 @@ pub struct ListenerConfig {
     pub quic: Option<spec::Http3Settings>,
     /// Whether it takes redirected connections (sidecar mode; TCP listeners only).
     pub interception: Interception,
-    /// The connection manager.
-    pub http: HttpManagerConfig,
+    /// The connection manager, shared by every worker's manager of this snapshot (a route
+    /// table of thousands of routes is built once, not copied per worker).
+    pub http: std::sync::Arc<HttpManagerConfig>,
 }
 
 /// A listener whose network filters end with a tcp_proxy, after any number of
@@ -267,6 +268,6 @@ pub(super) fn listener_config(
         tls,
         quic,
         interception,
-        http,
+        http: std::sync::Arc::new(http),
     })
 }
