@@ -263,3 +263,27 @@ impl Rng {
         lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
     }
 }
+
+/// The lines of the file at `path` once it has `count` of them, polled every 50 ms; panics
+/// past `limit` with what the file held (access logs: Envoy flushes its files on a timer).
+pub async fn wait_for_lines(
+    path: &std::path::Path,
+    count: usize,
+    limit: std::time::Duration,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= count {
+            return lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: {} lines in {limit:?}, wanted {count}:\n{text}",
+            path.display(),
+            lines.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

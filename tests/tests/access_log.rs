@@ -81,21 +81,7 @@ fn logged_config(ports: Ports, up: SocketAddr, refused: SocketAddr, dir: &Path) 
 
 /// The lines of `path` once it has `count` of them (at most 10 s).
 async fn lines(path: &Path, count: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        if lines.len() >= count {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {} lines in 10 s, wanted {count}:\n{text}",
-            path.display(),
-            lines.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    weir_tests::wait_for_lines(path, count, Duration::from_secs(10)).await
 }
 
 /// A default-format line with what differs by nature masked: the time, the duration, the

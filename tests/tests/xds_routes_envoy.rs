@@ -9,7 +9,7 @@ use envoy_check::envoy::{self, Envoy};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir_tests::client;
 use weir_tests::config::{self, Ports};
 use weir_tests::{H1Upstream, Weir};
@@ -84,21 +84,7 @@ fn unchecked_config(
 }
 
 async fn log_lines(path: &Path, count: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        if lines.len() >= count {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {} lines in 10 s, wanted {count}:\n{text}",
-            path.display(),
-            lines.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    weir_tests::wait_for_lines(path, count, Duration::from_secs(10)).await
 }
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {

@@ -216,42 +216,53 @@ impl XdsState {
             // follows the running config), then the held ones, read in place (a control
             // plane's thousands of clusters are not copied to be asked their names).
             ResourceType::RouteConfiguration => {
-                let mut names = BTreeSet::new();
-                for listener in &self.static_bootstrap().static_resources.listeners {
-                    names.extend(rds_names(listener));
-                }
-                for (_, held) in held.of(ResourceType::Listener) {
-                    if let Resource::Listener(listener) = &held.decoded.resource {
-                        names.extend(rds_names(listener));
-                    }
-                }
+                let names = self.listener_names(held, rds_names);
                 (!names.is_empty() || self.spec.lds).then_some(Interest::Names(names))
             }
             ResourceType::ClusterLoadAssignment => {
-                let mut names = BTreeSet::new();
-                for cluster in &self.static_bootstrap().static_resources.clusters {
-                    names.extend(eds_name(cluster));
-                }
-                for (_, held) in held.of(ResourceType::Cluster) {
-                    if let Resource::Cluster(cluster) = &held.decoded.resource {
-                        names.extend(eds_name(cluster));
+                let bootstrap = self.static_bootstrap();
+                let held_clusters = held.of(ResourceType::Cluster).filter_map(|(_, held)| {
+                    match &held.decoded.resource {
+                        Resource::Cluster(cluster) => Some(&**cluster),
+                        _ => None,
                     }
-                }
+                });
+                let names: BTreeSet<String> = bootstrap
+                    .static_resources
+                    .clusters
+                    .iter()
+                    .chain(held_clusters)
+                    .filter_map(eds_name)
+                    .collect();
                 (!names.is_empty() || self.spec.cds).then_some(Interest::Names(names))
             }
             ResourceType::ExtensionConfig => {
-                let mut names = BTreeSet::new();
-                for listener in &self.static_bootstrap().static_resources.listeners {
-                    names.extend(ecds_names(listener));
-                }
-                for (_, held) in held.of(ResourceType::Listener) {
-                    if let Resource::Listener(listener) = &held.decoded.resource {
-                        names.extend(ecds_names(listener));
-                    }
-                }
+                let names = self.listener_names(held, ecds_names);
                 (!names.is_empty()).then_some(Interest::Names(names))
             }
         }
+    }
+
+    /// The names `names_of` finds in the file's static listeners and the held ones.
+    fn listener_names(
+        &self,
+        held: &Held,
+        names_of: fn(&crate::config::listener::Listener) -> Vec<String>,
+    ) -> BTreeSet<String> {
+        let bootstrap = self.static_bootstrap();
+        let held_listeners =
+            held.of(ResourceType::Listener)
+                .filter_map(|(_, held)| match &held.decoded.resource {
+                    Resource::Listener(listener) => Some(&**listener),
+                    _ => None,
+                });
+        bootstrap
+            .static_resources
+            .listeners
+            .iter()
+            .chain(held_listeners)
+            .flat_map(names_of)
+            .collect()
     }
 
     /// The static part of the bootstrap file in force. Read from the file each time it is
