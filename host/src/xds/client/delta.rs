@@ -5,8 +5,8 @@
 
 use super::sotw::check_type;
 use super::stream::{
-    self, End, Outcome, REQUEST_QUEUE, Wake, asks_for_something, bounded_names, call, check_count,
-    error_detail, next_wake, outgoing, status_text, stopped,
+    self, Outcome, QueueClosed, REQUEST_QUEUE, asks_for_something, bounded_names, call,
+    check_count, error_detail, outgoing,
 };
 use super::transport::AdsClient;
 use super::{Interest, RawResource, Rejected, Subscriber, Update};
@@ -16,6 +16,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
@@ -32,9 +33,6 @@ struct DeltaStream<'a> {
     queue: mpsc::Sender<DeltaDiscoveryRequest>,
 }
 
-/// The request queue is gone: the stream ended.
-struct QueueClosed;
-
 /// Runs one stream on `client` until it ends or shutdown is asked for.
 pub(super) async fn run(
     mut client: AdsClient,
@@ -50,62 +48,26 @@ pub(super) async fn run(
         node: Some(node.clone()),
         queue,
     };
-    let closed = |established, responses, reason| Outcome {
-        established,
-        responses,
-        end: End::Closed(reason),
-    };
-    let shut = |established, responses| Outcome {
-        established,
-        responses,
-        end: End::Shutdown,
-    };
-    if stream.follow_all().await.is_err() {
-        return closed(false, 0, "request queue closed".into());
-    }
     let call = client.delta_aggregated_resources(call(outgoing(requests), metadata));
-    let mut inbound = tokio::select! {
-        answer = call => match answer {
-            Ok(response) => response.into_inner(),
-            Err(status) => return closed(false, 0, status_text(&status)),
-        },
-        () = stopped(shutdown) => return shut(false, 0),
-    };
-    stream.subscriber.connected(true);
-    tracing::info!("xDS: stream to the control plane established");
-    let mut responses = 0;
-    let mut signal = stream.subscriber.interest_changes();
-    loop {
-        let response = match next_wake(&mut inbound, &mut signal, shutdown).await {
-            Wake::Stop => return shut(true, responses),
-            Wake::SignalGone => {
-                signal = None;
-                continue;
-            }
-            Wake::Interest => {
-                let followed = tokio::select! {
-                    followed = stream.follow_all() => followed,
-                    () = stopped(shutdown) => return shut(true, responses),
-                };
-                if followed.is_err() {
-                    return closed(true, responses, "request queue closed".into());
-                }
-                continue;
-            }
-            Wake::Message(Ok(Some(response))) => response,
-            Wake::Message(Ok(None)) => {
-                return closed(true, responses, "the control plane ended the stream".into());
-            }
-            Wake::Message(Err(status)) => return closed(true, responses, status_text(&status)),
-        };
-        responses += 1;
-        let handled = tokio::select! {
-            handled = stream.handle(response) => handled,
-            () = stopped(shutdown) => return shut(true, responses),
-        };
-        if handled.is_err() {
-            return closed(true, responses, "request queue closed".into());
-        }
+    stream::drive(&mut stream, call, shutdown).await
+}
+
+impl stream::Form for DeltaStream<'_> {
+    type Response = DeltaDiscoveryResponse;
+
+    fn subscriber(&self) -> &Arc<dyn Subscriber> {
+        self.subscriber
+    }
+
+    fn follow(&mut self) -> impl Future<Output = Result<(), QueueClosed>> + Send {
+        self.follow_all()
+    }
+
+    fn respond(
+        &mut self,
+        response: DeltaDiscoveryResponse,
+    ) -> impl Future<Output = Result<(), QueueClosed>> + Send {
+        self.handle(response)
     }
 }
 

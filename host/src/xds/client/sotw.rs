@@ -3,8 +3,8 @@
 //! of its type and the last nonce received for it.
 
 use super::stream::{
-    self, End, Outcome, REQUEST_QUEUE, RESOURCE_WRAPPER, Wake, asks_for_something, call,
-    check_count, error_detail, next_wake, outgoing, status_text, stopped,
+    self, Outcome, QueueClosed, REQUEST_QUEUE, RESOURCE_WRAPPER, asks_for_something, call,
+    check_count, error_detail, outgoing,
 };
 use super::transport::AdsClient;
 use super::{Interest, RawResource, Rejected, Subscriber, Update};
@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use prost::Message;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
@@ -64,69 +65,28 @@ pub(super) async fn run(
         node: Some(node.clone()),
         queue,
     };
-    let closed = |established, responses, reason| Outcome {
-        established,
-        responses,
-        end: End::Closed(reason),
-    };
-    let shut = |established, responses| Outcome {
-        established,
-        responses,
-        end: End::Shutdown,
-    };
-    // The first requests are queued before the call: a server may answer the call's headers
-    // only with its first response.
-    if stream.follow_all().await.is_err() {
-        return closed(false, 0, "request queue closed".into());
-    }
     let call = client.stream_aggregated_resources(call(outgoing(requests), metadata));
-    let mut inbound = tokio::select! {
-        answer = call => match answer {
-            Ok(response) => response.into_inner(),
-            Err(status) => return closed(false, 0, status_text(&status)),
-        },
-        () = stopped(shutdown) => return shut(false, 0),
-    };
-    stream.subscriber.connected(true);
-    tracing::info!("xDS: stream to the control plane established");
-    let mut responses = 0;
-    let mut signal = stream.subscriber.interest_changes();
-    loop {
-        let response = match next_wake(&mut inbound, &mut signal, shutdown).await {
-            Wake::Stop => return shut(true, responses),
-            Wake::SignalGone => {
-                signal = None;
-                continue;
-            }
-            Wake::Interest => {
-                let followed = tokio::select! {
-                    followed = stream.follow_all() => followed,
-                    () = stopped(shutdown) => return shut(true, responses),
-                };
-                if followed.is_err() {
-                    return closed(true, responses, "request queue closed".into());
-                }
-                continue;
-            }
-            Wake::Message(Ok(Some(response))) => response,
-            Wake::Message(Ok(None)) => {
-                return closed(true, responses, "the control plane ended the stream".into());
-            }
-            Wake::Message(Err(status)) => return closed(true, responses, status_text(&status)),
-        };
-        responses += 1;
-        let handled = tokio::select! {
-            handled = stream.handle(response) => handled,
-            () = stopped(shutdown) => return shut(true, responses),
-        };
-        if handled.is_err() {
-            return closed(true, responses, "request queue closed".into());
-        }
-    }
+    stream::drive(&mut stream, call, shutdown).await
 }
 
-/// The request queue is gone: the stream ended.
-struct QueueClosed;
+impl stream::Form for SotwStream<'_> {
+    type Response = DiscoveryResponse;
+
+    fn subscriber(&self) -> &Arc<dyn Subscriber> {
+        self.subscriber
+    }
+
+    fn follow(&mut self) -> impl Future<Output = Result<(), QueueClosed>> + Send {
+        self.follow_all()
+    }
+
+    fn respond(
+        &mut self,
+        response: DiscoveryResponse,
+    ) -> impl Future<Output = Result<(), QueueClosed>> + Send {
+        self.handle(response)
+    }
+}
 
 impl SotwStream<'_> {
     /// Applies one response, ACKs or NACKs it, and follows the interest of every type.

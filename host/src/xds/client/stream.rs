@@ -1,10 +1,13 @@
-//! What the two stream forms share: how a stream ended, the shutdown wait, the queue the
-//! requests go out through, the names of an interest, the NACK's `error_detail`.
+//! What the two stream forms share: the stream's loop ([`drive`]), how a stream ended, the
+//! shutdown wait, the queue the requests go out through, the names of an interest, the NACK's
+//! `error_detail`.
 
-use super::{Interest, MAX_NAMES_PER_SUBSCRIPTION, MAX_RESOURCES_PER_RESPONSE};
+use super::{Interest, MAX_NAMES_PER_SUBSCRIPTION, MAX_RESOURCES_PER_RESPONSE, Subscriber};
 use crate::xds::resource::ResourceType;
 use envoy_types::pb::google::rpc::Status;
 use futures_util::Stream;
+use std::future::Future;
+use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 /// Requests waiting to go out on a stream. A response causes at most one request per type,
@@ -41,6 +44,97 @@ pub(super) enum End {
     Shutdown,
     /// The control plane or the connection ended it.
     Closed(String),
+}
+
+/// The request queue is gone: the stream ended.
+pub(super) struct QueueClosed;
+
+/// One stream form's state (state-of-the-world or delta), as [`drive`] runs it.
+pub(super) trait Form {
+    /// The responses of its call.
+    type Response;
+
+    /// Who the resources go to.
+    fn subscriber(&self) -> &Arc<dyn Subscriber>;
+
+    /// Sends a subscription for every type whose interest changed.
+    fn follow(&mut self) -> impl Future<Output = Result<(), QueueClosed>> + Send;
+
+    /// Applies one response, ACKs or NACKs it, and follows the interest of every type.
+    fn respond(
+        &mut self,
+        response: Self::Response,
+    ) -> impl Future<Output = Result<(), QueueClosed>> + Send;
+}
+
+/// Runs one stream until it ends or shutdown is asked for: the first subscriptions are queued
+/// before `call` is made (a server may answer the call's headers only with its first
+/// response), then each response, interest change and shutdown is acted on.
+pub(super) async fn drive<F, C>(
+    form: &mut F,
+    call: C,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Outcome
+where
+    F: Form,
+    C: Future<Output = Result<tonic::Response<tonic::Streaming<F::Response>>, tonic::Status>>,
+{
+    let closed = |established, responses, reason| Outcome {
+        established,
+        responses,
+        end: End::Closed(reason),
+    };
+    let shut = |established, responses| Outcome {
+        established,
+        responses,
+        end: End::Shutdown,
+    };
+    if form.follow().await.is_err() {
+        return closed(false, 0, "request queue closed".into());
+    }
+    let mut inbound = tokio::select! {
+        answer = call => match answer {
+            Ok(response) => response.into_inner(),
+            Err(status) => return closed(false, 0, status_text(&status)),
+        },
+        () = stopped(shutdown) => return shut(false, 0),
+    };
+    form.subscriber().connected(true);
+    tracing::info!("xDS: stream to the control plane established");
+    let mut responses = 0;
+    let mut signal = form.subscriber().interest_changes();
+    loop {
+        let response = match next_wake(&mut inbound, &mut signal, shutdown).await {
+            Wake::Stop => return shut(true, responses),
+            Wake::SignalGone => {
+                signal = None;
+                continue;
+            }
+            Wake::Interest => {
+                let followed = tokio::select! {
+                    followed = form.follow() => followed,
+                    () = stopped(shutdown) => return shut(true, responses),
+                };
+                if followed.is_err() {
+                    return closed(true, responses, "request queue closed".into());
+                }
+                continue;
+            }
+            Wake::Message(Ok(Some(response))) => response,
+            Wake::Message(Ok(None)) => {
+                return closed(true, responses, "the control plane ended the stream".into());
+            }
+            Wake::Message(Err(status)) => return closed(true, responses, status_text(&status)),
+        };
+        responses += 1;
+        let handled = tokio::select! {
+            handled = form.respond(response) => handled,
+            () = stopped(shutdown) => return shut(true, responses),
+        };
+        if handled.is_err() {
+            return closed(true, responses, "request queue closed".into());
+        }
+    }
 }
 
 /// What a stream's loop wakes up for.
