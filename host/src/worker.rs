@@ -105,7 +105,8 @@ impl Workers {
         let shutdown = self.shutdown.clone();
         let publisher = self.publisher.clone();
         move || {
-            // As at shutdown: the set in force holds each listening socket open too.
+            // The set in force holds a descriptor of each listening socket: closed now, so
+            // the ports close as the workers' accept loops stop.
             publisher.latest().listeners.close_all();
             shutdown.send_replace(true);
         }
@@ -114,10 +115,7 @@ impl Workers {
     /// Stops accepting, lets in-flight requests finish (each worker waits up to the drain
     /// time), and returns when every worker has exited. Blocks the calling thread.
     pub fn shutdown(self) {
-        // The set in force holds a descriptor of each listening socket: closed now, so the
-        // ports close as the workers' accept loops stop.
-        self.publisher.latest().listeners.close_all();
-        self.shutdown.send_replace(true);
+        (self.drain_listeners())();
         for thread in self.threads {
             if thread.join().is_err() {
                 tracing::error!("a worker thread panicked");
