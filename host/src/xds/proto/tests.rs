@@ -149,3 +149,29 @@ fn an_any_without_a_type_reads_as_an_empty_object() {
     .unwrap();
     assert_eq!(json, serde_json::json!({"config": {}}));
 }
+
+/// A control plane's bytes nesting values 20,000 deep (a `Value` holding a list holding a
+/// value ...): refused as an error at the decoder's recursion limit, never a stack overflow.
+#[test]
+fn deeply_nested_bytes_are_an_error_not_a_crash() {
+    fn varint(mut n: usize, out: &mut Vec<u8>) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    let mut value = Vec::new();
+    for _ in 0..20_000 {
+        // ListValue { values: [value] } (field 1), then Value { list_value } (field 6).
+        let mut list = vec![0x0a];
+        varint(value.len(), &mut list);
+        list.extend_from_slice(&value);
+        let mut outer = vec![0x32];
+        varint(list.len(), &mut outer);
+        outer.extend_from_slice(&list);
+        value = outer;
+    }
+    let result = to_json("google.protobuf.Value", &value);
+    assert!(result.is_err(), "{result:?}");
+}
