@@ -22,6 +22,7 @@
 pub mod balancing;
 pub mod bootstrap;
 pub mod cluster;
+pub mod cluster_names;
 pub mod cluster_spec;
 pub mod common;
 pub mod duration;

@@ -5,6 +5,7 @@
 //! string's bytes are what the module reads. Any `runtime` is accepted (weir runs every module
 //! on wasmtime).
 
+use super::cluster_names::ClusterNames;
 use super::common::DataSource;
 use super::duration::ConfigDuration;
 use super::{FieldError, wasm_spec};
@@ -211,7 +212,7 @@ pub fn plugin_spec(
 pub fn remote_code(
     filter: &WasmFilterConfig,
     path: &str,
-    clusters: &[&str],
+    clusters: &ClusterNames,
 ) -> Result<Option<wasm_spec::RemoteCode>, FieldError> {
     let Some(remote) = &filter.config.vm_config.code.remote else {
         return Ok(None);

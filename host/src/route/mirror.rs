@@ -3,6 +3,7 @@
 //! manager ([`crate::http::mirror`]).
 
 use crate::config::FieldError;
+use crate::config::cluster_names::ClusterNames;
 use crate::config::schema::{self, FractionalDenominator};
 
 /// One mirror policy, checked.
@@ -19,9 +20,9 @@ impl MirrorPolicy {
     pub fn build(
         policy: &schema::RequestMirrorPolicy,
         path: &str,
-        clusters: &[&str],
+        clusters: &ClusterNames,
     ) -> Result<MirrorPolicy, FieldError> {
-        if !clusters.contains(&policy.cluster.as_str()) {
+        if !clusters.contains(&policy.cluster) {
             return Err(FieldError::new(
                 format!("{path}.cluster"),
                 format!(
@@ -64,7 +65,7 @@ mod tests {
         MirrorPolicy::build(
             &config,
             "r.route.request_mirror_policies[0]",
-            &["a", "shadow"],
+            &["a", "shadow"].into(),
         )
     }
 

@@ -25,6 +25,7 @@ pub mod split;
 
 use crate::access_log::format::LogContext;
 use crate::config::FieldError;
+use crate::config::cluster_names::ClusterNames;
 use crate::config::schema::{self, RouteConfiguration};
 use bytes::Bytes;
 use header_rules::{Direction, HeaderRules};
@@ -258,7 +259,7 @@ impl RouteTable {
     pub fn build(
         config: &RouteConfiguration,
         path: &str,
-        clusters: &[&str],
+        clusters: &ClusterNames,
     ) -> Result<RouteTable, FieldError> {
         let validate = config.validate_clusters.unwrap_or(true);
         RouteTable::build_validating(config, path, clusters, validate)
@@ -271,21 +272,20 @@ impl RouteTable {
     pub fn build_validating(
         config: &RouteConfiguration,
         path: &str,
-        clusters: &[&str],
+        clusters: &ClusterNames,
         validate_clusters: bool,
     ) -> Result<RouteTable, FieldError> {
         if validate_clusters {
             return RouteTable::build_checked(config, path, clusters);
         }
         let named = named_clusters(config);
-        let mut known = clusters.to_vec();
-        known.extend(named.iter().map(String::as_str));
+        let known = clusters.with(named.iter().map(String::as_str));
         let mut table = RouteTable::build_checked(config, path, &known)?;
         for vhost in &mut table.virtual_hosts {
             for route in &mut vhost.routes {
                 if let RouteAction::Forward(action) = &mut route.action
                     && action.choice.is_none()
-                    && !clusters.contains(&action.cluster.as_str())
+                    && !clusters.contains(&action.cluster)
                 {
                     action.cluster_unchecked = true;
                 }
@@ -298,7 +298,7 @@ impl RouteTable {
     fn build_checked(
         config: &RouteConfiguration,
         path: &str,
-        clusters: &[&str],
+        clusters: &ClusterNames,
     ) -> Result<RouteTable, FieldError> {
         let mut table = RouteTable {
             ignore_port: config.ignore_port_in_host_matching,
@@ -729,7 +729,7 @@ struct VirtualHostForward {
 fn build_route(
     route: &schema::Route,
     path: &str,
-    clusters: &[&str],
+    clusters: &ClusterNames,
     body_limit: u32,
     vhost: &VirtualHostForward,
 ) -> Result<Route, FieldError> {
@@ -847,7 +847,7 @@ fn named_clusters(config: &RouteConfiguration) -> Vec<String> {
 fn build_forward(
     forward: &schema::RouteAction,
     path: &str,
-    clusters: &[&str],
+    clusters: &ClusterNames,
 ) -> Result<ForwardAction, FieldError> {
     let (cluster, choice) = match (
         &forward.cluster,
@@ -855,7 +855,7 @@ fn build_forward(
         &forward.cluster_header,
     ) {
         (Some(cluster), None, None) => {
-            if !clusters.contains(&cluster.as_str()) {
+            if !clusters.contains(cluster) {
                 return Err(FieldError::new(
                     format!("{path}.cluster"),
                     format!("unknown cluster {cluster:?}; defined clusters: {clusters:?}"),

@@ -3,6 +3,7 @@
 
 use super::response_headers::{self, HeaderToAdd};
 use crate::config::FieldError;
+use crate::config::cluster_names::ClusterNames;
 use crate::config::schema;
 use http::{HeaderMap, HeaderName};
 
@@ -32,7 +33,7 @@ impl WeightedClusters {
     pub fn build(
         config: &schema::WeightedClusters,
         path: &str,
-        clusters: &[&str],
+        clusters: &ClusterNames,
     ) -> Result<WeightedClusters, FieldError> {
         if config.clusters.is_empty() {
             return Err(FieldError::new(
@@ -60,7 +61,7 @@ impl WeightedClusters {
                 &cluster.request_headers_to_add,
                 &adds_path,
             )?);
-            if !clusters.contains(&cluster.name.as_str()) {
+            if !clusters.contains(&cluster.name) {
                 return Err(FieldError::new(
                     format!("{path}.clusters[{i}].name"),
                     format!(
@@ -157,7 +158,7 @@ mod tests {
 
     fn weighted(yaml: &str) -> Result<WeightedClusters, FieldError> {
         let config: schema::WeightedClusters = serde_yaml_ng::from_str(yaml).unwrap();
-        WeightedClusters::build(&config, "r.route.weighted_clusters", &["a", "b", "c"])
+        WeightedClusters::build(&config, "r.route.weighted_clusters", &["a", "b", "c"].into())
     }
 
     #[test]

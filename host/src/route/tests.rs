@@ -3,7 +3,7 @@ use crate::config::schema::RouteConfiguration;
 
 fn table(yaml: &str) -> RouteTable {
     let config: RouteConfiguration = serde_yaml_ng::from_str(yaml).unwrap();
-    RouteTable::build(&config, "route_config", &["a", "b", "c"]).unwrap()
+    RouteTable::build(&config, "route_config", &["a", "b", "c"].into()).unwrap()
 }
 
 fn cluster_of(table: &RouteTable, host: &str, path: &str, headers: &HeaderMap) -> Option<String> {
@@ -181,7 +181,7 @@ virtual_hosts:
 
 fn table_err(yaml: &str) -> FieldError {
     let config: RouteConfiguration = serde_yaml_ng::from_str(yaml).unwrap();
-    RouteTable::build(&config, "route_config", &["a", "b", "c"]).unwrap_err()
+    RouteTable::build(&config, "route_config", &["a", "b", "c"].into()).unwrap_err()
 }
 
 /// Each expectation is what Envoy 1.40 did with the same match and request.
@@ -405,7 +405,7 @@ fn most_specific_header_mutations_wins_reverses_the_order() {
 fn header_rule_errors_name_their_level() {
     let error = |yaml: &str| {
         let config: RouteConfiguration = serde_yaml_ng::from_str(yaml).unwrap();
-        RouteTable::build(&config, "route_config", &["a"]).unwrap_err()
+        RouteTable::build(&config, "route_config", &["a"].into()).unwrap_err()
     };
     let e = error(
         r#"

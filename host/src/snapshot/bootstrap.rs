@@ -5,6 +5,7 @@ use super::listener::{ListenerConfig, TcpListenerConfig, listener_config, tcp_li
 use super::wasm::load_plugin;
 use crate::config::bootstrap::Bootstrap;
 use crate::config::cluster::cluster_spec;
+use crate::config::cluster_names::ClusterNames;
 use crate::config::cluster_spec::ClusterSpec;
 use crate::config::listener::listen_address;
 use crate::config::route::RouteConfiguration;
@@ -200,7 +201,7 @@ pub(super) fn build(
             }
         }
     }
-    let cluster_names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    let cluster_names: ClusterNames = clusters.iter().map(|c| c.name.as_str()).collect();
     let node = wasm_spec::NodeInfo {
         id: bootstrap
             .node
@@ -281,7 +282,7 @@ fn wasm_services(
                 "a bootstrap Wasm service takes code.local (a file or inline bytes); remote code is for filters",
             ));
         }
-        let plugin = load_plugin(&filter, &typed_path, &[], node)?;
+        let plugin = load_plugin(&filter, &typed_path, &ClusterNames::default(), node)?;
         let identity = service_identity(&plugin, service.singleton);
         services.push(WasmServiceConfig {
             plugin,

@@ -2,6 +2,7 @@
 //! ([`crate::config::http_manager`]) with its route table, access logs and Wasm filters built.
 
 use super::wasm::load_plugin;
+use crate::config::cluster_names::ClusterNames;
 use crate::config::cluster_spec as spec;
 use crate::config::common::{DEFAULT_BUFFER_LIMIT, nonzero};
 use crate::config::http_manager::{
@@ -106,7 +107,7 @@ impl HttpManagerConfig {
 pub(super) fn http_manager_config(
     hcm: &HttpConnectionManager,
     path: &str,
-    clusters: &[&str],
+    clusters: &ClusterNames,
     node: &wasm_spec::NodeInfo,
 ) -> Result<HttpManagerConfig, FieldError> {
     let http_filters = http_filters(
@@ -291,7 +292,7 @@ pub fn wasm_filter_names(filters: &[HttpFilter]) -> Vec<(String, bool)> {
 pub fn http_filters(
     filters: &[HttpFilter],
     path: &str,
-    clusters: &[&str],
+    clusters: &ClusterNames,
     node: &wasm_spec::NodeInfo,
 ) -> Result<Vec<std::sync::Arc<crate::wasm::PluginHandle>>, FieldError> {
     let mut plugins = Vec::new();

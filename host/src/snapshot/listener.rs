@@ -5,6 +5,7 @@
 use super::http_manager::{HttpManagerConfig, http_manager_config};
 use super::wasm::load_plugin;
 use crate::config::FieldError;
+use crate::config::cluster_names::ClusterNames;
 use crate::config::cluster_spec as spec;
 use crate::config::common::nonzero;
 use crate::config::listener::{
@@ -73,7 +74,7 @@ pub struct ListenerConfig {
 pub(super) fn tcp_listener_config(
     listener: &Listener,
     path: &str,
-    clusters: &[&str],
+    clusters: &ClusterNames,
     node: &wasm_spec::NodeInfo,
 ) -> Result<Option<TcpListenerConfig>, FieldError> {
     let [chain] = listener.filter_chains.as_slice() else {
@@ -198,7 +199,7 @@ pub(super) fn tcp_listener_config(
 pub(super) fn listener_config(
     listener: &Listener,
     path: &str,
-    clusters: &[&str],
+    clusters: &ClusterNames,
     node: &wasm_spec::NodeInfo,
 ) -> Result<ListenerConfig, FieldError> {
     let address = listen_address(&listener.address, &format!("{path}.address"))?;

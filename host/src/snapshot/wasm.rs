@@ -2,6 +2,7 @@
 //! loaded into a [`crate::wasm::PluginHandle`].
 
 use crate::config::FieldError;
+use crate::config::cluster_names::ClusterNames;
 use crate::config::wasm::{WasmFilterConfig, plugin_spec, remote_code};
 use crate::config::wasm_spec;
 
@@ -13,7 +14,7 @@ use crate::config::wasm_spec;
 pub fn load_plugin(
     wasm_config: &WasmFilterConfig,
     typed_path: &str,
-    clusters: &[&str],
+    clusters: &ClusterNames,
     node: &wasm_spec::NodeInfo,
 ) -> Result<std::sync::Arc<crate::wasm::PluginHandle>, FieldError> {
     let spec = plugin_spec(wasm_config, typed_path, node)?;

@@ -1,6 +1,7 @@
 //! One xDS resource, read into weir's config schema (see the module docs of [`super`]).
 
 use crate::config::cluster::{Cluster, ClusterLoadAssignment, cluster_spec};
+use crate::config::cluster_names::ClusterNames;
 use crate::config::http_manager::{ExtensionConfig, RouteSource, extension_config};
 use crate::config::listener::{Listener, NetworkFilterConfig};
 use crate::config::route::RouteConfiguration;
@@ -142,7 +143,7 @@ pub fn decode(kind: ResourceType, bytes: &[u8]) -> Result<Decoded, FieldError> {
         ResourceType::RouteConfiguration => {
             let routes: RouteConfiguration = parse_value(json.clone())?;
             // Everything but the cluster names (see `check_routes`).
-            RouteTable::build_validating(&routes, "", &[], false).map_err(relative)?;
+            RouteTable::build_validating(&routes, "", &ClusterNames::default(), false).map_err(relative)?;
             Resource::RouteConfiguration(Box::new(routes))
         }
         ResourceType::Cluster => {
@@ -169,7 +170,7 @@ pub fn decode(kind: ResourceType, bytes: &[u8]) -> Result<Decoded, FieldError> {
 /// Checks the cluster names of an RDS route configuration against `clusters` where it asks
 /// for it (`validate_clusters: true`; Envoy does not check routes from RDS otherwise, and a
 /// request to a missing cluster gets 503 `NC`). The path is relative to the resource.
-pub fn check_routes(routes: &RouteConfiguration, clusters: &[&str]) -> Result<(), FieldError> {
+pub fn check_routes(routes: &RouteConfiguration, clusters: &ClusterNames) -> Result<(), FieldError> {
     let validate = routes
         .validate_clusters
         .unwrap_or(RouteSource::Rds.validates_clusters_by_default());
@@ -191,7 +192,7 @@ fn check_listener(listener: &Listener) -> Result<(), FieldError> {
                     RouteTable::build_validating(
                         routes,
                         &format!("{path}.route_config"),
-                        &[],
+                        &ClusterNames::default(),
                         false,
                     )?;
                 }

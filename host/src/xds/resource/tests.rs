@@ -248,7 +248,7 @@ fn route_configurations_check_clusters_only_when_asked() {
     };
     // From RDS, clusters are not checked by default (Envoy's rule).
     assert_eq!(routes.validate_clusters, None);
-    check_routes(&routes, &["backend"]).expect("not checked");
+    check_routes(&routes, &["backend"].into()).expect("not checked");
 
     pb.validate_clusters = Some(envoy_types::pb::google::protobuf::BoolValue { value: true });
     let decoded = decode(ResourceType::RouteConfiguration, &pb.encode_to_vec()).expect("decoded");
@@ -256,14 +256,14 @@ fn route_configurations_check_clusters_only_when_asked() {
         panic!("not routes");
     };
     assert_eq!(routes.validate_clusters, Some(true));
-    let error = check_routes(&routes, &["backend"]).expect_err("checked");
+    let error = check_routes(&routes, &["backend"].into()).expect_err("checked");
     assert_eq!(error.path, "virtual_hosts[0].routes[0].route.cluster");
     assert!(
         error.message.contains("unknown cluster \"nowhere\""),
         "{}",
         error.message
     );
-    check_routes(&routes, &["nowhere"]).expect("known");
+    check_routes(&routes, &["nowhere"].into()).expect("known");
 }
 
 #[test]
