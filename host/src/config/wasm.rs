@@ -223,7 +223,7 @@ pub fn remote_code(
         .map_err(|reason| FieldError::new(&uri_path, reason))?;
     let cluster = &remote.http_uri.cluster;
     let is_oci = matches!(source, wasm_spec::ModuleSource::Oci(_));
-    if !is_oci && !clusters.contains(&cluster.as_str()) {
+    if !is_oci && !clusters.contains(cluster.as_str()) {
         return Err(FieldError::new(
             format!("{path}.http_uri.cluster"),
             format!("unknown cluster {cluster:?}; defined clusters: {clusters:?}"),

@@ -112,7 +112,7 @@ pub(super) fn tcp_listener_config(
     }
     let address = listen_address(&listener.address, &format!("{path}.address"))?;
     let interception = interception(listener, path)?;
-    if !clusters.contains(&proxy.cluster.as_str()) {
+    if !clusters.contains(proxy.cluster.as_str()) {
         return Err(FieldError::new(
             format!("{filter_path}.cluster"),
             format!(
