@@ -89,7 +89,10 @@ mod tests {
 
     #[test]
     fn an_error_lists_a_few_names_sorted_and_counts_the_rest() {
-        assert_eq!(format!("{:?}", ClusterNames::from(["b", "a"])), r#"["a", "b"]"#);
+        assert_eq!(
+            format!("{:?}", ClusterNames::from(["b", "a"])),
+            r#"["a", "b"]"#
+        );
         let many: Vec<String> = (0..20).map(|i| format!("c{i:02}")).collect();
         let names: ClusterNames = many.iter().map(String::as_str).collect();
         assert_eq!(

@@ -303,7 +303,8 @@ pub fn xds_spec(
     };
     let cluster_path = format!("{service_path}.envoy_grpc.cluster_name");
     let Some(cluster) = clusters.iter().find(|c| c.name == envoy_grpc.cluster_name) else {
-        let names: super::cluster_names::ClusterNames = clusters.iter().map(|c| c.name.as_str()).collect();
+        let names: super::cluster_names::ClusterNames =
+            clusters.iter().map(|c| c.name.as_str()).collect();
         return Err(FieldError::new(
             cluster_path,
             format!(

@@ -158,7 +158,11 @@ mod tests {
 
     fn weighted(yaml: &str) -> Result<WeightedClusters, FieldError> {
         let config: schema::WeightedClusters = serde_yaml_ng::from_str(yaml).unwrap();
-        WeightedClusters::build(&config, "r.route.weighted_clusters", &["a", "b", "c"].into())
+        WeightedClusters::build(
+            &config,
+            "r.route.weighted_clusters",
+            &["a", "b", "c"].into(),
+        )
     }
 
     #[test]

@@ -143,7 +143,8 @@ pub fn decode(kind: ResourceType, bytes: &[u8]) -> Result<Decoded, FieldError> {
         ResourceType::RouteConfiguration => {
             let routes: RouteConfiguration = parse_value(json.clone())?;
             // Everything but the cluster names (see `check_routes`).
-            RouteTable::build_validating(&routes, "", &ClusterNames::default(), false).map_err(relative)?;
+            RouteTable::build_validating(&routes, "", &ClusterNames::default(), false)
+                .map_err(relative)?;
             Resource::RouteConfiguration(Box::new(routes))
         }
         ResourceType::Cluster => {
@@ -170,7 +171,10 @@ pub fn decode(kind: ResourceType, bytes: &[u8]) -> Result<Decoded, FieldError> {
 /// Checks the cluster names of an RDS route configuration against `clusters` where it asks
 /// for it (`validate_clusters: true`; Envoy does not check routes from RDS otherwise, and a
 /// request to a missing cluster gets 503 `NC`). The path is relative to the resource.
-pub fn check_routes(routes: &RouteConfiguration, clusters: &ClusterNames) -> Result<(), FieldError> {
+pub fn check_routes(
+    routes: &RouteConfiguration,
+    clusters: &ClusterNames,
+) -> Result<(), FieldError> {
     let validate = routes
         .validate_clusters
         .unwrap_or(RouteSource::Rds.validates_clusters_by_default());
