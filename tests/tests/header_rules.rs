@@ -747,3 +747,130 @@ async fn an_upgrade_request_gets_the_request_rules() {
     assert_eq!(seen.header("x-level"), Some("table"));
     assert_eq!(seen.header("upgrade"), Some("websocket"));
 }
+
+/// A listener whose `http_filters` are the `header_manipulation` filter (on responses:
+/// removes `x-route` and `x-rc`, sets `x-both`) then the `local_response` fixture (answers
+/// 403 to `x-deny: yes`), with response rules at the three levels; cluster `down` has no
+/// listener.
+fn filtered_rules_config(ports: Ports, up: SocketAddr) -> Value {
+    let down = SocketAddr::from(([127, 0, 0, 1], weir_tests::free_port()));
+    let route_rules = json!([append("x-route", "route"), append("x-both", "route")]);
+    let mut forward = config::route_prefix("/r", "up");
+    forward["response_headers_to_add"] = route_rules.clone();
+    let mut direct = route("/direct", json!({"direct_response": {"status": 200}}));
+    direct["response_headers_to_add"] = route_rules.clone();
+    let mut failing = config::route_prefix("/down", "down");
+    failing["response_headers_to_add"] = route_rules;
+    let mut vhost = config::vhost("all", &["*"], vec![forward, direct, failing]);
+    vhost["response_headers_to_add"] = json!([append("x-vh", "vh")]);
+    let mut hcm = config::hcm("filtered_http", Vec::new());
+    hcm["route_config"] = json!({
+        "name": "filtered",
+        "virtual_hosts": [vhost],
+        "response_headers_to_add": [append("x-rc", "rc")],
+    });
+    let edits = r#"{"response": {"remove": ["x-route", "x-rc"], "set": {"x-both": "filter"}}}"#;
+    let router = hcm["http_filters"][0].clone();
+    hcm["http_filters"] = json!([
+        weir_tests::wasm::wasm_filter(
+            "header_manipulation",
+            &weir_tests::wasm::filter("header_manipulation"),
+            edits,
+            false,
+        ),
+        weir_tests::wasm::wasm_filter(
+            "local_response",
+            &weir_tests::wasm::fixture("local_response"),
+            "",
+            false,
+        ),
+        router,
+    ]);
+    config::bootstrap(
+        ports.admin,
+        vec![config::listener("ingress", ports.http, hcm)],
+        vec![
+            config::static_cluster("up", &[up]),
+            config::static_cluster("down", &[down]),
+        ],
+    )
+}
+
+/// What the client saw of the rules' and the filter's headers: `(status, [(name, values)])`.
+async fn rule_headers(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut request = http::Request::get(path).header("host", "rules.example");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = client::h1_request(addr, request)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} via {addr}: {e}"));
+    let mut seen = format!("{path} {}", resp.status);
+    for name in ["x-route", "x-both", "x-vh", "x-rc"] {
+        let values: Vec<&str> = resp
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("<bytes>"))
+            .collect();
+        if !values.is_empty() {
+            seen.push_str(&format!(" {name}={}", values.join(",")));
+        }
+    }
+    seen
+}
+
+/// As Envoy's router, the route's response rules (route, virtual host, route configuration)
+/// apply before the response filters, so a Wasm filter's `on_http_response_headers` sees them
+/// and can remove or overwrite them: on the upstream's response, a direct response, the
+/// router's own local reply and a filter's local reply (Envoy knows the route before its
+/// filters run). A request no route takes gets no rules at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_rules_come_before_the_filters_as_envoy() {
+    let up = H1Upstream::start("up").await;
+    let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
+    let weir = Weir::start(&filtered_rules_config(weir_ports, up.addr)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(
+        &path,
+        filtered_rules_config(envoy_ports, up.addr).to_string(),
+    )
+    .expect("write envoy config");
+    let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+
+    let asks: [(&str, &[(&str, &str)]); 5] = [
+        ("/r", &[]),
+        ("/direct", &[]),
+        ("/down", &[]),
+        ("/r", &[("x-deny", "yes")]),
+        ("/none", &[]),
+    ];
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for (path, headers) in asks {
+        ours.push(rule_headers(weir_ports.http_addr(), path, headers).await);
+        theirs.push(rule_headers(envoy_ports.http_addr(), path, headers).await);
+    }
+    assert_eq!(
+        ours,
+        theirs,
+        "weir (left) and Envoy (right) differ\n{}",
+        weir.log_report()
+    );
+    // What Envoy does, spelled out: the filter removed and overwrote the rules' headers.
+    assert_eq!(
+        ours,
+        [
+            "/r 200 x-both=filter x-vh=vh",
+            "/direct 200 x-both=filter x-vh=vh",
+            "/down 503 x-both=filter x-vh=vh",
+            "/r 403 x-both=filter x-vh=vh",
+            "/none 404 x-both=filter",
+        ]
+    );
+    drop(envoy);
+}

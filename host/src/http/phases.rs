@@ -9,11 +9,16 @@
 //!
 //! ```text
 //! open log -> accept -> head received -> request filters -> route -> upstream selected
-//!          -> upstream request -> forward -> response filters -> response head -> log
+//!          -> upstream request -> forward -> route response head -> response filters
+//!          -> response head -> log
 //! ```
 //!
-//! A phase that answers locally ends the way forward there: the answer still passes back
-//! through the response filters that saw the request, gets its response head, and is logged.
+//! A phase that answers locally ends the way forward there: the answer still gets its
+//! route's response headers (where a route was matched), passes back through the response
+//! filters that saw the request, gets its response head, and is logged. As Envoy's router
+//! (which applies a route's `response_headers_to_*` when the upstream's headers arrive, and
+//! its filter manager, which applies them to every local reply once a route is known), the
+//! route's rules come before the response filters, so a filter sees and may change them.
 //! The route is looked up after the request filters, on the headers as they left them (as
 //! Envoy's route cache, cleared by a filter that changes them). The response body streams
 //! after [`run_stream`] returns: the codec writes it, and the stream (its accounting, its
@@ -24,7 +29,6 @@ use super::local_reply::LocalReply;
 pub use super::route_headers::MatchedRoute;
 use crate::access_log::http::{UpstreamSeen, with_notes};
 use crate::body::{self, Body};
-use crate::route::VirtualHostId;
 use crate::wire::ConnectionInfo;
 use http::{HeaderValue, Request, Response};
 use std::future::Future;
@@ -92,20 +96,21 @@ pub trait StreamPhases: Sync {
     }
 
     /// **Head received**: the head is checked and normalised (authority, path, header names)
-    /// before anything, filters included, sees it. Returns the request's virtual host, whose
-    /// response headers the answer will carry (the request is gone by then); `Break` is the
-    /// refusal, which gets the route configuration's response headers.
+    /// before anything, filters included, sees it. `Break` is the refusal, which gets no
+    /// route's response headers (none was matched, as in Envoy).
     fn head_received(
         &self,
         request: &mut Request<Body>,
         conn: &ConnectionInfo,
-    ) -> ControlFlow<Response<Body>, Option<VirtualHostId>> {
+    ) -> ControlFlow<Response<Body>> {
         let _ = (request, conn);
-        ControlFlow::Continue(None)
+        ControlFlow::Continue(())
     }
 
     /// **Request filters**: the HTTP filters (Wasm plugins) see the request head and wrap
-    /// its body; a filter may answer instead of the upstream.
+    /// its body; a filter may answer instead of the upstream. An answer carries, in its
+    /// extensions, the [`MatchedRoute`] of the request as the filters got it (Envoy knows
+    /// the route before its filters run), for its route response head.
     fn request_filters(
         &self,
         request: Request<Body>,
@@ -179,21 +184,31 @@ pub trait StreamPhases: Sync {
         async { response }
     }
 
-    /// **Response head**: last, for every answer that passed head received (the upstream's,
-    /// a local reply, a filter's): the virtual host's and the route configuration's response
-    /// headers, and the response counted. The driver adds what belongs to the wire (`date`,
-    /// see [`super::driver`]).
-    fn response_head(
+    /// **Route response head**: before the response filters, for every answer of a request
+    /// whose route is known (`route`: the upstream's, a local reply after routing, a route's
+    /// own answer, a filter's): the route's, its virtual host's and the route
+    /// configuration's response header rules. Without a route (no route matched, a refused
+    /// head) nothing, as in Envoy.
+    fn route_response_head(
         &self,
-        vhost: Option<VirtualHostId>,
+        route: Option<MatchedRoute>,
+        conn: &ConnectionInfo,
         response: Response<Body>,
     ) -> Response<Body> {
-        let _ = vhost;
+        let _ = (route, conn);
         response
     }
 
-    /// **Route matched**: what the response head needs to know of the route a request took
-    /// (its response header rules, the request facts their values read), taken when the
+    /// **Response head**: last, for every answer that passed accept (the upstream's, a local
+    /// reply, a filter's, a refusal): what the connection manager adds after the filters, and
+    /// the response counted. The driver adds what belongs to the wire (`date`, see
+    /// [`super::driver`]).
+    fn response_head(&self, response: Response<Body>) -> Response<Body> {
+        response
+    }
+
+    /// **Route matched**: what the route response head needs to know of the route a request
+    /// took (its response header rules, the request facts their values read), taken when the
     /// upstream phases begin, so that a local reply after routing carries the route's rules
     /// too (as Envoy's router adds them to its own replies). A route that answers itself
     /// puts this in its answer's extensions instead.
@@ -205,20 +220,6 @@ pub trait StreamPhases: Sync {
     ) -> Option<MatchedRoute> {
         let _ = (request, target, conn);
         None
-    }
-
-    /// **Response head** for a stream whose route is known (`route`): by default the same
-    /// as [`StreamPhases::response_head`]; the connection manager applies the route's
-    /// response header rules with the virtual host's and the route configuration's.
-    fn routed_response_head(
-        &self,
-        vhost: Option<VirtualHostId>,
-        route: Option<MatchedRoute>,
-        conn: &ConnectionInfo,
-        response: Response<Body>,
-    ) -> Response<Body> {
-        let _ = (route, conn);
-        self.response_head(vhost, response)
     }
 
     /// **Log**: the entry takes the response head and what the upstream phases noted; its
@@ -254,18 +255,17 @@ where
             return refused;
         }
         // Head received.
-        let vhost = match phases.head_received(&mut request, conn) {
-            ControlFlow::Continue(vhost) => vhost,
-            ControlFlow::Break(refused) => {
-                return phases.routed_response_head(None, None, conn, refused);
-            }
-        };
+        if let ControlFlow::Break(refused) = phases.head_received(&mut request, conn) {
+            return phases.response_head(refused);
+        }
         // Request filters.
         let (mut request, filters) = match phases.request_filters(request, conn).await {
             Filtered::Continue(request, filters) => (request, filters),
-            Filtered::Answered(response, filters) => {
+            Filtered::Answered(mut response, filters) => {
+                let matched = response.extensions_mut().remove::<MatchedRoute>();
+                let response = phases.route_response_head(matched, conn, response);
                 let response = phases.response_filters(filters, response).await;
-                return phases.routed_response_head(vhost, None, conn, response);
+                return phases.response_head(response);
             }
         };
         // Request id, route, upstream selected, upstream request, forward: a failure of any
@@ -290,12 +290,13 @@ where
                 phases.local_reply(reply, request_id)
             }
         };
-        // A route that answered itself said which it was in its answer.
+        // Route response head: a route that answered itself said which it was in its answer.
         let matched = matched.or_else(|| response.extensions_mut().remove::<MatchedRoute>());
+        let response = phases.route_response_head(matched, conn, response);
         // Response filters.
         let response = phases.response_filters(filters, response).await;
         // Response head.
-        phases.routed_response_head(vhost, matched, conn, response)
+        phases.response_head(response)
     };
     // Log: the upstream phases note what they learn for the entry, where there is one.
     let Some(log) = log else {
@@ -366,11 +367,11 @@ mod tests {
             &self,
             _request: &mut Request<Body>,
             _conn: &ConnectionInfo,
-        ) -> ControlFlow<Response<Body>, Option<VirtualHostId>> {
+        ) -> ControlFlow<Response<Body>> {
             if self.call("head received") {
                 return ControlFlow::Break(status(400));
             }
-            ControlFlow::Continue(None)
+            ControlFlow::Continue(())
         }
 
         async fn request_filters(
@@ -438,11 +439,17 @@ mod tests {
             response
         }
 
-        fn response_head(
+        fn route_response_head(
             &self,
-            _vhost: Option<VirtualHostId>,
+            _route: Option<MatchedRoute>,
+            _conn: &ConnectionInfo,
             response: Response<Body>,
         ) -> Response<Body> {
+            self.call("route response head");
+            response
+        }
+
+        fn response_head(&self, response: Response<Body>) -> Response<Body> {
             self.call("response head");
             response
         }
@@ -453,9 +460,15 @@ mod tests {
         }
     }
 
-    /// The phases up to the request filters, and those on the way back.
+    /// The phases up to the request filters, and those on the way back: the route's response
+    /// headers before the response filters (Envoy's order: a filter sees them).
     const IN: [&str; 4] = ["open log", "accept", "head received", "request filters"];
-    const BACK: [&str; 3] = ["response filters", "response head", "log"];
+    const BACK: [&str; 4] = [
+        "route response head",
+        "response filters",
+        "response head",
+        "log",
+    ];
 
     async fn run(answer_at: Option<&'static str>) -> (u16, Vec<&'static str>) {
         let phases = Recorder {

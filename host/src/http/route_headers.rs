@@ -1,8 +1,9 @@
 //! The header rules of a request's route, virtual host and route configuration
 //! ([`crate::route::header_rules`]) as the connection manager applies them: to the request
 //! sent upstream (after the forwarding headers, as Envoy's router applies them after its
-//! connection manager set those), and to the response sent downstream, which by then knows
-//! its request only through a [`MatchedRoute`].
+//! connection manager set those), and to the response of a request that had a route, before
+//! the response filters (as Envoy's router applies them when the upstream's headers arrive),
+//! which by then knows its request only through a [`MatchedRoute`].
 
 use crate::access_log::format::LogContext;
 use crate::route::{RouteId, RouteTable};
@@ -58,19 +59,18 @@ impl MatchedRoute {
     }
 }
 
-/// Applies the response header rules for a response of `vhost` (and `route`, when the
-/// request was routed) on `conn`.
+/// Applies the response header rules of `route` (its own, its virtual host's, the route
+/// configuration's) to a response of a request on `conn`.
 pub fn apply_to_response(
     routes: &RouteTable,
-    vhost: Option<crate::route::VirtualHostId>,
-    route: Option<&MatchedRoute>,
+    route: &MatchedRoute,
     conn: &ConnectionInfo,
     response: &mut http::Response<crate::body::Body>,
 ) {
-    if !routes.has_response_rules(vhost, route.map(|m| m.route)) {
+    if !routes.has_response_rules(None, Some(route.route)) {
         return;
     }
-    let facts = route.and_then(|m| m.facts.as_deref());
+    let facts = route.facts.as_deref();
     let status = response.status().as_u16();
     let upstream_host = response
         .extensions()
@@ -91,7 +91,7 @@ pub fn apply_to_response(
         connection_id: Some(conn.id),
         ..LogContext::default()
     };
-    routes.apply_response_rules(vhost, route.map(|m| m.route), response.headers_mut(), &cx);
+    routes.apply_response_rules(None, Some(route.route), response.headers_mut(), &cx);
 }
 
 /// What a request's header values read besides its headers.

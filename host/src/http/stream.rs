@@ -28,7 +28,7 @@ use super::sanitize;
 use super::upgrade;
 use crate::body::{self, Body};
 use crate::route::redirect::RedirectRequest;
-use crate::route::{ForwardAction, RouteAction, RouteId, VirtualHostId};
+use crate::route::{ForwardAction, RouteAction, RouteId};
 use crate::wire::ConnectionInfo;
 use crate::wire::TunnelKind;
 use crate::wire::head;
@@ -163,29 +163,24 @@ impl StreamPhases for HttpManager {
         ControlFlow::Continue(())
     }
 
-    /// [`sanitize::sanitize_head`], then [`HttpManager::screen_head`]; the virtual host is
-    /// resolved on the normalised host.
+    /// [`sanitize::sanitize_head`], then [`HttpManager::screen_head`], then
+    /// `internal_only_headers`.
     fn head_received(
         &self,
         request: &mut Request<Body>,
         conn: &ConnectionInfo,
-    ) -> ControlFlow<Response<Body>, Option<VirtualHostId>> {
+    ) -> ControlFlow<Response<Body>> {
         let sanitized = sanitize::sanitize_head(request, &self.config, conn.local.port())
             .and_then(|()| self.screen_head(request));
         if let Err(refusal) = sanitized {
             let request_id = request.headers().get(&X_REQUEST_ID).cloned();
             return ControlFlow::Break(self.refuse(refusal, request_id));
         }
-        // Resolved now, while the request is here and its host is the normalised one: the
-        // response gets that virtual host's response_headers_to_add.
-        let routes = &self.config.routes;
         // `internal_only_headers`: gone before any filter sees the request, as in Envoy.
-        for name in routes.internal_only_headers() {
+        for name in self.config.routes.internal_only_headers() {
             request.headers_mut().remove(name);
         }
-        ControlFlow::Continue(
-            headers::request_host(request).and_then(|host| routes.virtual_host_id(host)),
-        )
+        ControlFlow::Continue(())
     }
 
     /// The listener's `http_filters`, or an upgrade type's own chain (which then runs
@@ -199,7 +194,10 @@ impl StreamPhases for HttpManager {
         // for its log line, as Envoy's.
         if let Some(filter) = &self.config.health_check {
             self.ensure_request_id(&mut request);
-            if let Some(answer) = self.health_check_answer(filter, &request, conn) {
+            if let Some(mut answer) = self.health_check_answer(filter, &request, conn) {
+                if let Some(matched) = self.route_before_filters(&request) {
+                    answer.extensions_mut().insert(matched);
+                }
                 return Filtered::Answered(answer, None);
             }
         }
@@ -220,8 +218,17 @@ impl StreamPhases for HttpManager {
         }
         // As Envoy, the request id exists before the filters run (`request.id`).
         self.ensure_request_id(&mut request);
+        let before = self.route_before_filters(&request);
         let routes = &self.config.routes;
-        Box::pin(filters.filter_request(request, conn, routes)).await
+        match Box::pin(filters.filter_request(request, conn, routes)).await {
+            Filtered::Answered(mut response, filters) => {
+                if let Some(matched) = before {
+                    response.extensions_mut().insert(matched);
+                }
+                Filtered::Answered(response, filters)
+            }
+            going_on => going_on,
+        }
     }
 
     /// The id exists before anything can fail, so a local reply and its log line carry the
@@ -463,23 +470,23 @@ impl StreamPhases for HttpManager {
         ))
     }
 
-    /// The response header rules of the route (where the request had one), the virtual host
-    /// and the route configuration, in Envoy's order ([`route_headers`]); the response
-    /// counted by its class.
-    fn routed_response_head(
+    /// The response header rules of the route, its virtual host and the route configuration,
+    /// in Envoy's order ([`route_headers`]), before the response filters.
+    fn route_response_head(
         &self,
-        vhost: Option<VirtualHostId>,
         route: Option<MatchedRoute>,
         conn: &ConnectionInfo,
         mut response: Response<Body>,
     ) -> Response<Body> {
-        route_headers::apply_to_response(
-            &self.config.routes,
-            vhost,
-            route.as_ref(),
-            conn,
-            &mut response,
-        );
+        if let Some(route) = &route {
+            route_headers::apply_to_response(&self.config.routes, route, conn, &mut response);
+        }
+        response
+    }
+
+    /// After the response filters: `x-envoy-immediate-health-check-fail` while the server
+    /// fails its health checks; the response counted by its class.
+    fn response_head(&self, mut response: Response<Body>) -> Response<Body> {
         super::health_check::mark_failed(
             self.config.health_check.as_deref(),
             response.headers_mut(),
@@ -598,6 +605,25 @@ impl HttpManager {
             .get(&X_FORWARDED_PROTO)
             .and_then(|value| value.to_str().ok())
             .unwrap_or(scheme)
+    }
+
+    /// The route of `request` as it is before the HTTP filters run, for the answer a filter
+    /// (or the health check filter) may give: Envoy knows the route before its filters run
+    /// and applies its response header rules to such an answer. Looked up only where some
+    /// level has response rules; `None` for a request no route takes.
+    fn route_before_filters<B>(&self, request: &Request<B>) -> Option<MatchedRoute> {
+        let routes = &self.config.routes;
+        if !routes.any_response_rules() {
+            return None;
+        }
+        let host = self.admit(request).ok()?;
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", PathAndQuery::as_str);
+        let is_connect = request.method() == http::Method::CONNECT;
+        let (id, _) = routes.find_request_id(&host, is_connect, path, request.headers())?;
+        Some(MatchedRoute::new(routes, id, request))
     }
 
     /// Checks a request can be served here at all, and returns its host.

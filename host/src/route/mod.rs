@@ -67,6 +67,8 @@ pub struct RouteTable {
     ignore_port: bool,
     /// Some virtual host has `require_tls` (otherwise nothing needs checking).
     any_require_tls: bool,
+    /// Some level (route configuration, virtual host, route) has response header rules.
+    any_response_rules: bool,
     /// Some route turns an HTTP filter off or on (`typed_per_filter_config`): only then is
     /// the route looked up for it before the filters run.
     any_filter_overrides: bool,
@@ -423,6 +425,14 @@ impl RouteTable {
             )?);
         }
         table.response_reads = table.collect_response_reads();
+        table.any_response_rules = !table.response_rules.is_empty()
+            || table.virtual_hosts.iter().any(|vhost| {
+                !vhost.response_rules.is_empty()
+                    || vhost
+                        .routes
+                        .iter()
+                        .any(|route| !route.response_rules.is_empty())
+            });
         table
             .suffixes
             .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
@@ -565,6 +575,11 @@ impl RouteTable {
     /// internal addresses, so every client is external, as Envoy 1.40's default).
     pub fn internal_only_headers(&self) -> &[http::HeaderName] {
         &self.internal_only
+    }
+
+    /// Whether some level has response header rules (else no response needs its route).
+    pub fn any_response_rules(&self) -> bool {
+        self.any_response_rules
     }
 
     /// The request headers a response's rules read (`%REQ(x)%`), if any does.
