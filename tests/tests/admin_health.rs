@@ -498,3 +498,200 @@ async fn a_tcp_proxy_listeners_own_log_is_envoys() {
     assert_eq!(ours, ["- 0 - 18 18 echo"]);
     drop(envoy);
 }
+
+/// Three listeners with the health check filter (`server_name: front`, `node.cluster:
+/// front-svc`, a route configuration response rule): `ports.http` answers itself with
+/// `cluster_min_healthy_percentages` its cluster meets, `answers_low` with a minimum that
+/// cluster `down` (actively checked, nothing listening) misses, `passes` passes health checks
+/// upstream (`pass_through_mode: true`).
+fn answers_config(ports: Ports, answers_low: u16, passes: u16, up: SocketAddr) -> Value {
+    let down = SocketAddr::from(([127, 0, 0, 1], weir_tests::free_port()));
+    let listener = |name: &str, port: u16, pass_through: bool, min_healthy: Value| {
+        let mut hcm = config::hcm(
+            &format!("{name}_http"),
+            vec![config::vhost(
+                "all",
+                &["*"],
+                vec![config::route_prefix("/", "backend")],
+            )],
+        );
+        hcm["server_name"] = json!("front");
+        hcm["route_config"]["response_headers_to_add"] =
+            json!([{"header": {"key": "x-rc", "value": "rc"}}]);
+        let router = hcm["http_filters"][0].clone();
+        hcm["http_filters"] = json!([
+            {
+                "name": "envoy.filters.http.health_check",
+                "typed_config": {
+                    "@type": HEALTH_CHECK_TYPE,
+                    "pass_through_mode": pass_through,
+                    "headers": [{"name": ":path", "string_match": {"exact": "/healthz"}}],
+                    "cluster_min_healthy_percentages": min_healthy,
+                },
+            },
+            router,
+        ]);
+        config::listener(name, port, hcm)
+    };
+    let mut checked = config::static_cluster("down", &[down]);
+    checked["health_checks"] = json!([{
+        "timeout": "1s", "interval": "1s", "unhealthy_threshold": 1, "healthy_threshold": 1,
+        "http_health_check": {"path": "/"},
+    }]);
+    let mut config = config::bootstrap(
+        ports.admin,
+        vec![
+            listener(
+                "answers",
+                ports.http,
+                false,
+                json!({"backend": {"value": 50.0}}),
+            ),
+            listener(
+                "answers_low",
+                answers_low,
+                false,
+                json!({"down": {"value": 100.0}}),
+            ),
+            listener("passes", passes, true, json!({})),
+        ],
+        vec![config::static_cluster("backend", &[up]), checked],
+    );
+    config["node"] = json!({"id": "n1", "cluster": "front-svc"});
+    config
+}
+
+/// One answer of a proxy on `port`, as a line of what both proxies must agree on.
+async fn answer_line(port: u16, path: &str) -> String {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let resp = client::get(addr, path)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} on {port}: {e}"));
+    let mut line = format!("{path} {}", resp.status);
+    // The upstream's answer echoes its request, which each proxy words its own way.
+    let from_upstream = resp.headers.contains_key("x-upstream");
+    for name in [
+        "server",
+        "x-envoy-upstream-healthchecked-cluster",
+        "x-envoy-immediate-health-check-fail",
+        "x-rc",
+        "content-length",
+        "connection",
+    ] {
+        if from_upstream && name == "content-length" {
+            continue;
+        }
+        let value = resp
+            .headers
+            .get(name)
+            .map_or("-", |v| v.to_str().unwrap_or("?"));
+        line.push_str(&format!(" {name}={value}"));
+    }
+    if from_upstream {
+        line.push_str(" body=<upstream's>");
+    } else {
+        line.push_str(&format!(" body={:?}", resp.text()));
+    }
+    line
+}
+
+/// The answers of one proxy's three listeners (`ports`), passing and after
+/// `POST /healthcheck/fail`.
+async fn answers_sequence(ports: [u16; 3], admin: SocketAddr) -> Vec<String> {
+    // Cluster `down` fails its first check at once; Envoy waits for it before it listens,
+    // weir may not have checked yet: wait (bounded) for the listener that reads it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !answer_line(ports[1], "/healthz")
+        .await
+        .starts_with("/healthz 503")
+    {
+        assert!(Instant::now() < deadline, "cluster down never unhealthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut lines = Vec::new();
+    for round in ["passing", "failed"] {
+        if round == "failed" {
+            assert_eq!(post(admin, "/healthcheck/fail").await.0, 200);
+        }
+        for port in ports {
+            lines.push(format!(
+                "{round} {port_index} {}",
+                answer_line(port, "/healthz").await,
+                port_index = ports.iter().position(|p| *p == port).unwrap_or(9)
+            ));
+        }
+        lines.push(format!(
+            "{round} 2 {}",
+            answer_line(ports[2], "/other").await
+        ));
+    }
+    assert_eq!(post(admin, "/healthcheck/ok").await.0, 200);
+    lines
+}
+
+/// The health check filter's answers are Envoy's, header by header: `server` is the HCM's
+/// `server_name`, `x-envoy-upstream-healthchecked-cluster` is `node.cluster` on every health
+/// check's answer (the filter's own, and the upstream's where it passes them through, whatever
+/// the request says), the route configuration's response rules apply, no body and
+/// `content-length: 0`; `cluster_min_healthy_percentages` met and missed; and after
+/// `POST /healthcheck/fail` every listener answers 503 with
+/// `x-envoy-immediate-health-check-fail` and closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_answers_are_envoys_header_by_header() {
+    let up = H1Upstream::start("up").await;
+    let envoy_dir = tempfile::tempdir().expect("tempdir");
+    let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
+    let weir_extra = [weir_tests::free_port(), weir_tests::free_port()];
+    let envoy_extra = [weir_tests::free_port(), weir_tests::free_port()];
+    let weir = Weir::start(&answers_config(
+        weir_ports,
+        weir_extra[0],
+        weir_extra[1],
+        up.addr,
+    ))
+    .await;
+    let envoy = start_envoy(
+        &answers_config(envoy_ports, envoy_extra[0], envoy_extra[1], up.addr),
+        envoy_dir.path(),
+    );
+    let envoy_admin: SocketAddr = envoy.admin.parse().expect("envoy admin address");
+
+    let ours = answers_sequence([weir_ports.http, weir_extra[0], weir_extra[1]], weir.admin).await;
+    let theirs = answers_sequence(
+        [envoy_ports.http, envoy_extra[0], envoy_extra[1]],
+        envoy_admin,
+    )
+    .await;
+    assert_eq!(
+        ours,
+        theirs,
+        "weir (left) and Envoy (right) answer differently\n{}",
+        weir.log_report()
+    );
+    let fixed = " x-envoy-upstream-healthchecked-cluster=front-svc";
+    assert_eq!(
+        ours[0],
+        format!(
+            "passing 0 /healthz 200 server=front{fixed} x-envoy-immediate-health-check-fail=- x-rc=rc content-length=0 connection=- body=\"\""
+        )
+    );
+    assert!(
+        ours[1].starts_with("passing 1 /healthz 503 server=front"),
+        "{ours:#?}"
+    );
+    assert!(
+        ours[2].starts_with(&format!("passing 2 /healthz 200 server=front{fixed}")),
+        "{ours:#?}"
+    );
+    assert!(
+        ours[3].contains("healthchecked-cluster=- "),
+        "not a health check: {ours:#?}"
+    );
+    assert!(
+        ours[6].starts_with(&format!(
+            "failed 2 /healthz 503 server=front{fixed} x-envoy-immediate-health-check-fail=true"
+        )),
+        "{ours:#?}"
+    );
+    drop(envoy);
+}

@@ -3,7 +3,9 @@
 //! Wasm filters and routing, as Envoy's filter answers it: the status alone (no body), with
 //! `x-envoy-upstream-healthchecked-cluster` (the proxy's `node.cluster`), logged with
 //! Envoy's response code details, the `LH` flag on a 503, and as a health check (for
-//! `not_health_check_filter`). While the server is failed every response of the manager says
+//! `not_health_check_filter`). A health check passed upstream (`pass_through_mode` while
+//! the server passes) gets the same header on its upstream's answer ([`mark_passed_through`]).
+//! While the server is failed every response of the manager says
 //! `x-envoy-immediate-health-check-fail: true` ([`mark_failed`]).
 
 use super::HttpManager;
@@ -17,15 +19,25 @@ use crate::route::health_check::{
 use crate::wire::ConnectionInfo;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 
+/// What the health check filter does with a request.
+pub(super) enum HealthCheckVerdict {
+    /// Not a health check: on through the filters.
+    NotOne,
+    /// A health check passed upstream (`pass_through_mode`, the server passing).
+    PassedThrough,
+    /// A health check answered here.
+    Answered(Response<Body>),
+}
+
 impl HttpManager {
-    /// The filter's answer when `request` is a health check it handles (not one it passes
-    /// upstream); `None` for any other request.
+    /// What the filter does with `request`: its answer when it is a health check the filter
+    /// handles.
     pub(super) fn health_check_answer<B>(
         &self,
         filter: &HealthCheckFilter,
         request: &Request<B>,
         conn: &ConnectionInfo,
-    ) -> Option<Response<Body>> {
+    ) -> HealthCheckVerdict {
         let head = RequestHead {
             method: request.method().as_str(),
             path: request.uri().path_and_query().map_or("/", |p| p.as_str()),
@@ -34,11 +46,11 @@ impl HttpManager {
             headers: request.headers(),
         };
         if !filter.is_health_check(&head) {
-            return None;
+            return HealthCheckVerdict::NotOne;
         }
         let failed = crate::server_state::health_check_failed();
         if filter.pass_through() && !failed {
-            return None;
+            return HealthCheckVerdict::PassedThrough;
         }
         let answer = filter.answer(failed, |cluster| self.pools.cluster_health(cluster));
         let mut response = Response::new(body::empty());
@@ -56,7 +68,24 @@ impl HttpManager {
             transport_failure: None,
         });
         extensions.insert(HealthCheckRequest);
-        Some(response)
+        HealthCheckVerdict::Answered(response)
+    }
+}
+
+/// On the upstream's answer to a health check the filter passed through (`response` carries
+/// [`HealthCheckRequest`]): `x-envoy-upstream-healthchecked-cluster`, as Envoy's filter adds
+/// it to every health check's response.
+pub(super) fn mark_passed_through(
+    filter: Option<&HealthCheckFilter>,
+    response: &mut Response<Body>,
+) {
+    if let Some(filter) = filter
+        && response.extensions().get::<HealthCheckRequest>().is_some()
+    {
+        response.headers_mut().insert(
+            X_ENVOY_UPSTREAM_HEALTHCHECKED_CLUSTER.clone(),
+            filter.service_cluster().clone(),
+        );
     }
 }
 

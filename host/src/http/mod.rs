@@ -52,7 +52,7 @@ pub struct HttpManager {
     /// The chains of `upgrade_configs[].filters`, by upgrade type (lowercase); an upgrade of
     /// such a type runs its own chain instead of `filters`.
     upgrade_filters: Vec<(String, filter_chain::FilterChain)>,
-    /// The `server` header of proxied responses, checked once.
+    /// The `server` header of every response (`server_name`), checked once.
     server_header: Option<http::HeaderValue>,
     /// The bound on this worker's request copies (`request_mirror_policies`).
     mirrors: mirror::MirrorLimits,

@@ -194,11 +194,21 @@ impl StreamPhases for HttpManager {
         // for its log line, as Envoy's.
         if let Some(filter) = &self.config.health_check {
             self.ensure_request_id(&mut request);
-            if let Some(mut answer) = self.health_check_answer(filter, &request, conn) {
-                if let Some(matched) = self.route_before_filters(&request) {
-                    answer.extensions_mut().insert(matched);
+            match self.health_check_answer(filter, &request, conn) {
+                super::health_check::HealthCheckVerdict::NotOne => {}
+                super::health_check::HealthCheckVerdict::PassedThrough => {
+                    // Carried to the upstream's answer (see `forward`), for its header and
+                    // its log line.
+                    request
+                        .extensions_mut()
+                        .insert(crate::access_log::http::HealthCheckRequest);
                 }
-                return Filtered::Answered(answer, None);
+                super::health_check::HealthCheckVerdict::Answered(mut answer) => {
+                    if let Some(matched) = self.route_before_filters(&request) {
+                        answer.extensions_mut().insert(matched);
+                    }
+                    return Filtered::Answered(answer, None);
+                }
             }
         }
         // The request's tunnel kind is read only where some upgrade type has a chain.
@@ -484,9 +494,20 @@ impl StreamPhases for HttpManager {
         response
     }
 
-    /// After the response filters: `x-envoy-immediate-health-check-fail` while the server
-    /// fails its health checks; the response counted by its class.
+    /// After the response filters: the `server` header (`server_name`, on every answer, the
+    /// upstream's replaced, as Envoy's default `server_header_transformation: OVERWRITE`),
+    /// `x-envoy-immediate-health-check-fail` while the server fails its health checks; the
+    /// response counted by its class.
     fn response_head(&self, mut response: Response<Body>) -> Response<Body> {
+        if let Some(server) = &self.server_header {
+            response
+                .headers_mut()
+                .insert(header::SERVER, server.clone());
+        }
+        super::health_check::mark_passed_through(
+            self.config.health_check.as_deref(),
+            &mut response,
+        );
         super::health_check::mark_failed(
             self.config.health_check.as_deref(),
             response.headers_mut(),
@@ -793,14 +814,15 @@ impl HttpManager {
         let hash_cookie = request
             .extensions_mut()
             .remove::<crate::route::hash::HashCookie>();
+        let health_check = request
+            .extensions_mut()
+            .remove::<crate::access_log::http::HealthCheckRequest>();
         // Under the route's timeout, with its retries (see `super::retry`).
         let mut response = self.send_upstream(request, action).await?;
-        headers::remove_hop_by_hop(response.headers_mut(), false);
-        if let Some(server) = &self.server_header {
-            response
-                .headers_mut()
-                .insert(header::SERVER, server.clone());
+        if let Some(health_check) = health_check {
+            response.extensions_mut().insert(health_check);
         }
+        headers::remove_hop_by_hop(response.headers_mut(), false);
         *response.version_mut() = head::BETWEEN_HOPS;
         if let Some(crate::route::hash::HashCookie(cookie)) = hash_cookie {
             response.headers_mut().append(header::SET_COOKIE, cookie);
