@@ -195,3 +195,128 @@ async fn stats_filter_errors_and_config_dump_resources() {
     assert_eq!(status, 200);
     assert!(body.contains("weir_http_downstream_rq_total"), "{body}");
 }
+
+/// `backend` (no health check) and three actively checked clusters: `good` (its host
+/// answers the check 200), `bad` (503), `down` (nothing listens).
+fn health_checked_config(ports: Ports, good: SocketAddr, bad: SocketAddr) -> Value {
+    let mut config = config::simple(ports, &[good]);
+    let down = SocketAddr::from(([127, 0, 0, 1], weir_tests::free_port()));
+    for (name, addr) in [("good", good), ("bad", bad), ("down", down)] {
+        let mut cluster = config::static_cluster(name, &[addr]);
+        cluster["health_checks"] = serde_json::json!([{
+            "timeout": "0.5s", "interval": "0.2s", "unhealthy_threshold": 1,
+            "healthy_threshold": 1, "http_health_check": {"path": "/health"},
+        }]);
+        config["static_resources"]["clusters"]
+            .as_array_mut()
+            .expect("clusters")
+            .push(cluster);
+    }
+    config
+}
+
+/// The `/stats` lines of `admin` for the clusters' membership and health checks, by name.
+async fn health_stats(admin: SocketAddr) -> std::collections::BTreeMap<String, u64> {
+    let (status, text) = admin_get(
+        admin,
+        "/stats?filter=%5Ecluster%5C.%5Ba-z%5D%2B%5C.(health_check%5C.%7Cmembership_(healthy%7Ctotal)%24)",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .filter_map(|line| line.split_once(": "))
+        .map(|(name, value)| (name.to_owned(), value.parse().unwrap_or(u64::MAX)))
+        .collect()
+}
+
+/// Envoy's names for active health checking and membership in `/stats`:
+/// `cluster.<name>.health_check.{attempt,success,failure,network_failure,healthy}` for a
+/// checked cluster only (Envoy's `degraded`, `passive_failure` and `verify_cluster`, which
+/// weir cannot count, left out), `membership_healthy` and `membership_total` for every
+/// cluster, with Envoy's values once the first checks are in; attempts and successes go on
+/// counting; a host that does not answer is a network failure, one answering 503 is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_and_membership_stats_have_envoys_names() {
+    let good = H1Upstream::start("good").await;
+    let bad = H1Upstream::start("bad").await;
+    bad.set_healthy(false);
+    let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
+    let weir = Weir::start(&health_checked_config(weir_ports, good.addr, bad.addr)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let envoy = start_envoy(
+        &health_checked_config(envoy_ports, good.addr, bad.addr),
+        &dir,
+    );
+    let envoy_admin: SocketAddr = envoy.admin.parse().expect("envoy admin address");
+
+    // Envoy listens once every cluster had its first round; weir may still be checking.
+    let settled = |stats: &std::collections::BTreeMap<String, u64>| {
+        ["good", "bad", "down"].iter().all(|c| {
+            stats.get(&format!("cluster.{c}.health_check.attempt")) > Some(&1)
+                && stats
+                    .get(&format!("cluster.{c}.health_check.success"))
+                    .copied()
+                    .unwrap_or(0)
+                    + stats
+                        .get(&format!("cluster.{c}.health_check.failure"))
+                        .copied()
+                        .unwrap_or(0)
+                    > 0
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let ours = loop {
+        let ours = health_stats(weir.admin).await;
+        if settled(&ours) {
+            break ours;
+        }
+        assert!(std::time::Instant::now() < deadline, "{ours:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let theirs = health_stats(envoy_admin).await;
+    let uncounted = ["degraded", "passive_failure", "verify_cluster"];
+    let their_names: Vec<&String> = theirs
+        .keys()
+        .filter(|name| {
+            !uncounted
+                .iter()
+                .any(|u| name.ends_with(&format!(".health_check.{u}")))
+        })
+        .collect();
+    let our_names: Vec<&String> = ours.keys().collect();
+    assert_eq!(
+        our_names, their_names,
+        "weir (left) and Envoy (right) name them differently"
+    );
+    assert!(!ours.contains_key("cluster.backend.health_check.attempt"));
+    // The values that do not depend on timing are Envoy's.
+    for name in theirs
+        .keys()
+        .filter(|n| n.contains("membership_") || n.ends_with(".healthy"))
+    {
+        assert_eq!(ours.get(name), theirs.get(name), "{name}");
+    }
+    let value = |stats: &std::collections::BTreeMap<String, u64>, name: &str| {
+        stats.get(name).copied().unwrap_or_default()
+    };
+    assert_eq!(value(&ours, "cluster.good.health_check.healthy"), 1);
+    assert_eq!(value(&ours, "cluster.bad.membership_healthy"), 0);
+    assert_eq!(value(&ours, "cluster.bad.health_check.network_failure"), 0);
+    assert!(value(&ours, "cluster.bad.health_check.failure") > 0);
+    let down_failures = value(&ours, "cluster.down.health_check.failure");
+    assert!(down_failures > 0 && value(&ours, "cluster.down.health_check.network_failure") > 0);
+    // And they go on counting.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let later = health_stats(weir.admin).await;
+        if later["cluster.good.health_check.attempt"] > ours["cluster.good.health_check.attempt"]
+            && later["cluster.good.health_check.success"]
+                > ours["cluster.good.health_check.success"]
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{later:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(envoy);
+}

@@ -6,7 +6,11 @@
 //! [`crate::stats`]); Envoy's own names are the inverse of Envoy's Prometheus conversion:
 //! `weir_http_downstream_rq_total{stat_prefix="ingress"}` is `http.ingress.downstream_rq_total`,
 //! `weir_cluster_upstream_rq_xx{cluster_name="b",response_code_class="2"}` is
-//! `cluster.b.upstream_rq_2xx`, `weir_tcp_*{stat_prefix}` is `tcp.<prefix>.*`. Stats Envoy
+//! `cluster.b.upstream_rq_2xx`, `weir_tcp_*{stat_prefix}` is `tcp.<prefix>.*`. A cluster's
+//! stats that Envoy keeps outside `upstream_` have Envoy's names:
+//! `cluster.b.health_check.{attempt,success,failure,network_failure,healthy}` (only for a
+//! cluster with health checks, see [`retain_health_checked`]), `cluster.b.membership_healthy`,
+//! `cluster.b.membership_total`. Stats Envoy
 //! does not have keep weir's family name under `weir.`, with their label values appended
 //! (`weir.accel_splices_total.kernel`). Histograms are left out of the text (only
 //! `/stats/prometheus` shows them).
@@ -63,6 +67,18 @@ pub fn envoy_name(family: &str, labels: &[(&str, &str)]) -> String {
         Some(class) => format!("{}_{class}xx", stem.trim_end_matches("_xx")),
         None => stem.to_owned(),
     };
+    // A cluster's stats that Envoy does not name `upstream_*`.
+    if let (Some(rest), Some(cluster)) = (
+        family.strip_prefix("weir_cluster_upstream_"),
+        label("cluster_name"),
+    ) {
+        if let Some(check) = rest.strip_prefix("health_check_") {
+            return format!("cluster.{cluster}.health_check.{check}");
+        }
+        if rest.starts_with("membership_") {
+            return format!("cluster.{cluster}.{rest}");
+        }
+    }
     let scoped = [
         (
             "weir_cluster_outlier_detection_",
@@ -118,6 +134,21 @@ pub fn envoy_name(family: &str, labels: &[(&str, &str)]) -> String {
         name.push_str(value);
     }
     name
+}
+
+/// Leaves out `cluster.<name>.health_check.*` of the clusters `checked` says have no health
+/// checks: Envoy has those stats only for a cluster with a health checker.
+pub fn retain_health_checked(stats: &mut Vec<EnvoyStat>, checked: impl Fn(&str) -> bool) {
+    stats.retain(|stat| {
+        match stat
+            .name
+            .strip_prefix("cluster.")
+            .and_then(|rest| rest.rsplit_once(".health_check."))
+        {
+            Some((cluster, _)) => checked(cluster),
+            None => true,
+        }
+    });
 }
 
 /// Envoy's text format: `name: value` lines, for the stats whose name `filter` matches.
@@ -207,6 +238,46 @@ mod tests {
         assert_eq!(
             envoy_name("weir_accel_splices_total", &[("mode", "kernel")]),
             "weir.accel_splices_total.kernel"
+        );
+        for (family, envoy) in [
+            ("health_check_attempt", "health_check.attempt"),
+            (
+                "health_check_network_failure",
+                "health_check.network_failure",
+            ),
+            ("health_check_healthy", "health_check.healthy"),
+            ("membership_healthy", "membership_healthy"),
+            ("membership_total", "membership_total"),
+        ] {
+            assert_eq!(
+                envoy_name(
+                    &format!("weir_cluster_upstream_{family}"),
+                    &[("cluster_name", "b.x")]
+                ),
+                format!("cluster.b.x.{envoy}")
+            );
+        }
+    }
+
+    #[test]
+    fn health_check_stats_only_for_checked_clusters() {
+        let stat = |name: &str| EnvoyStat {
+            name: name.into(),
+            value: 0.0,
+        };
+        let mut stats = vec![
+            stat("cluster.a.b.health_check.attempt"),
+            stat("cluster.c.health_check.attempt"),
+            stat("cluster.c.membership_total"),
+        ];
+        retain_health_checked(&mut stats, |cluster| cluster == "a.b");
+        let names: Vec<&str> = stats.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "cluster.a.b.health_check.attempt",
+                "cluster.c.membership_total"
+            ]
         );
     }
 

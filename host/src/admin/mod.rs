@@ -460,6 +460,15 @@ impl Admin {
             },
         };
         let mut stats = envoy_stats::collect(&Stats::global().registry().gather());
+        let snapshot = self.reloader.current();
+        let checked: std::collections::HashSet<&str> = snapshot
+            .config
+            .clusters
+            .iter()
+            .filter(|spec| spec.health_check.is_some())
+            .map(|spec| spec.name.as_str())
+            .collect();
+        envoy_stats::retain_health_checked(&mut stats, |cluster| checked.contains(cluster));
         if query_has(uri, "usedonly") {
             stats.retain(|stat| stat.value != 0.0);
         }

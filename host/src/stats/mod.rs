@@ -156,6 +156,7 @@ stat_group! {
             health_check_attempt: "Active health checks sent.",
             health_check_success: "Active health checks passed.",
             health_check_failure: "Active health checks failed.",
+            health_check_network_failure: "Active health checks failed by the network (no connection, a reset, a timeout) rather than by the host's answer.",
         }
         gauges {
             cx_active: "Upstream connections open now.",
@@ -163,6 +164,7 @@ stat_group! {
             rq_pending_active: "Requests waiting for a connection now.",
             membership_healthy: "Hosts healthy now.",
             membership_total: "Hosts in the cluster now.",
+            health_check_healthy: "Hosts passing active health checks now (set by the health checker).",
         }
     }
 }

@@ -44,6 +44,11 @@ pub async fn run(cluster: Arc<Cluster>, spec: HealthCheckSpec) {
             apply(&cluster, &spec, host, streak, passed);
         }
         cluster.update_membership();
+        let passing = hosts
+            .iter()
+            .filter(|host| host.is_healthy() && !host.is_removed())
+            .count();
+        cluster.stats.health_check_healthy.set(passing as i64);
     }
 }
 
@@ -74,21 +79,27 @@ fn apply(
 
 async fn check_and_count(cluster: &Cluster, spec: &HealthCheckSpec, host: &Host) -> bool {
     cluster.stats.health_check_attempt.inc();
-    let passed = match tokio::time::timeout(spec.timeout, check(cluster, spec, host)).await {
-        Ok(Ok(status)) => status.is_success(),
-        Ok(Err(error)) => {
-            tracing::debug!(%error, host = %host.addr, "health check failed");
-            false
-        }
-        Err(_) => {
-            tracing::debug!(host = %host.addr, "health check timed out");
-            false
-        }
-    };
+    // A failure without an answer (no connection, a reset, the timeout) is also a network
+    // failure, as Envoy counts it; a non-2xx answer is only a failure.
+    let (passed, network) =
+        match tokio::time::timeout(spec.timeout, check(cluster, spec, host)).await {
+            Ok(Ok(status)) => (status.is_success(), false),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, host = %host.addr, "health check failed");
+                (false, true)
+            }
+            Err(_) => {
+                tracing::debug!(host = %host.addr, "health check timed out");
+                (false, true)
+            }
+        };
     if passed {
         cluster.stats.health_check_success.inc();
     } else {
         cluster.stats.health_check_failure.inc();
+        if network {
+            cluster.stats.health_check_network_failure.inc();
+        }
     }
     passed
 }
