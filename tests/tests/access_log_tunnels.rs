@@ -138,3 +138,152 @@ async fn an_upgrade_is_logged_at_close_with_its_bytes_as_envoy() {
     assert_eq!(ours, ["GET /chat HTTP/1.1 101 F 3000 3000 backend"]);
     drop(envoy);
 }
+
+/// The tcp_proxy operators both logs below write.
+const TCP_FORMAT: &str =
+    "%UPSTREAM_HOST% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_CLUSTER%\n";
+
+/// A file logger of [`TCP_FORMAT`] lines to `path`.
+fn tcp_logger(path: &Path) -> Value {
+    json!({
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": FILE_TYPE,
+            "path": path.display().to_string(),
+            "log_format": {"text_format_source": {"inline_string": TCP_FORMAT}},
+        },
+    })
+}
+
+/// tcp_proxy listeners on `ports` to clusters `echo`, `fin_first` (the upstream closes first)
+/// and `dead` (nothing listens at `dead`), each logged twice: the tcp_proxy's own
+/// `access_log` (`dir/tcp.log`) and the listener's (`dir/listener.log`).
+fn tcp_logged_config(
+    admin: u16,
+    ports: [u16; 3],
+    echo: SocketAddr,
+    fin_first: SocketAddr,
+    dead: SocketAddr,
+    dir: &Path,
+) -> Value {
+    let names = ["echo", "fin_first", "dead"];
+    let listeners = names
+        .iter()
+        .zip(ports)
+        .map(|(name, port)| {
+            let mut listener = config::tcp_proxy_listener(name, port, name, name, None);
+            listener["access_log"] = json!([tcp_logger(&dir.join("listener.log"))]);
+            listener["filter_chains"][0]["filters"][0]["typed_config"]["access_log"] =
+                json!([tcp_logger(&dir.join("tcp.log"))]);
+            listener
+        })
+        .collect();
+    config::bootstrap(
+        admin,
+        listeners,
+        vec![
+            config::static_cluster("echo", &[echo]),
+            config::static_cluster("fin_first", &[fin_first]),
+            config::static_cluster("dead", &[dead]),
+        ],
+    )
+}
+
+/// The three connections on one proxy's `ports`: the client closes first (after its echo),
+/// the upstream closes first (the client reads to EOF, then closes), the upstream cannot be
+/// reached.
+async fn tcp_sessions(ports: [u16; 3]) {
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let limit = Duration::from_secs(5);
+    let mut stream = tokio::net::TcpStream::connect(at(ports[0]))
+        .await
+        .expect("connect");
+    stream.write_all(b"hello").await.expect("write");
+    let mut echoed = [0u8; 5];
+    tokio::time::timeout(limit, stream.read_exact(&mut echoed))
+        .await
+        .expect("echo in 5 s")
+        .expect("read echo");
+    drop(stream);
+
+    let mut stream = tokio::net::TcpStream::connect(at(ports[1]))
+        .await
+        .expect("connect");
+    let mut greeting = Vec::new();
+    tokio::time::timeout(limit, stream.read_to_end(&mut greeting))
+        .await
+        .expect("the upstream's FIN in 5 s")
+        .expect("read");
+    assert_eq!(greeting, weir_tests::tcp_server::FIN_FIRST_GREETING);
+    drop(stream);
+
+    let mut stream = tokio::net::TcpStream::connect(at(ports[2]))
+        .await
+        .expect("connect");
+    let mut rest = Vec::new();
+    // Closed at once (Envoy with a FIN, weir with a reset): either ends the read.
+    let _ = tokio::time::timeout(limit, stream.read_to_end(&mut rest)).await;
+}
+
+/// A tcp_proxy connection's lines, in the tcp_proxy's log and the listener's, as Envoy's:
+/// `%UPSTREAM_HOST%` the host the tcp_proxy connected to (the listener's line too),
+/// `%RESPONSE_FLAGS%` none whichever side closed first (Envoy writes no `DC` for a tcp_proxy
+/// connection), `UF,URX` with the host it tried when the upstream cannot be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_proxy_lines_have_the_upstream_host_and_flags_as_envoy() {
+    use weir_tests::tcp_server::{Mode, TcpServer};
+    let echo = TcpServer::start(Mode::Echo).await;
+    let fin_first = TcpServer::start(Mode::FinFirst).await;
+    let dead = SocketAddr::from(([127, 0, 0, 1], weir_tests::free_port()));
+    let weir_dir = tempfile::tempdir().expect("tempdir");
+    let envoy_dir = tempfile::tempdir().expect("tempdir");
+    let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
+    let extra = || [weir_tests::free_port(), weir_tests::free_port()];
+    let weir_listeners = {
+        let [b, c] = extra();
+        [weir_ports.http, b, c]
+    };
+    let envoy_listeners = {
+        let [b, c] = extra();
+        [envoy_ports.http, b, c]
+    };
+    let config = |admin, ports, dir: &Path| {
+        tcp_logged_config(admin, ports, echo.addr, fin_first.addr, dead, dir)
+    };
+    let weir = Weir::start(&config(weir_ports.admin, weir_listeners, weir_dir.path())).await;
+    let envoy_yaml = envoy_dir.path().join("envoy.yaml");
+    std::fs::write(
+        &envoy_yaml,
+        config(envoy_ports.admin, envoy_listeners, envoy_dir.path()).to_string(),
+    )
+    .expect("write envoy config");
+    let envoy = Envoy::start(&envoy::binary(), &envoy_yaml, envoy_dir.path());
+
+    tcp_sessions(weir_listeners).await;
+    tcp_sessions(envoy_listeners).await;
+    for log in ["tcp.log", "listener.log"] {
+        let sorted = |mut lines: Vec<String>| {
+            lines.sort();
+            lines
+        };
+        let ours = sorted(lines(&weir_dir.path().join(log), 3).await);
+        let theirs = sorted(lines(&envoy_dir.path().join(log), 3).await);
+        assert_eq!(
+            ours,
+            theirs,
+            "{log}: weir (left) and Envoy (right) differ\n{}",
+            weir.log_report()
+        );
+        let greeting = weir_tests::tcp_server::FIN_FIRST_GREETING.len();
+        assert_eq!(
+            ours,
+            [
+                format!("{dead} UF,URX 0 0 dead"),
+                format!("{} - 5 5 echo", echo.addr),
+                format!("{} - 0 {greeting} fin_first", fin_first.addr),
+            ],
+            "{log}"
+        );
+    }
+    drop(envoy);
+}

@@ -2,7 +2,9 @@
 //! connection, written when the connection closes, with what the connection knows and no
 //! request of its own: its peers, its duration, the bytes both ways on the socket and, on an
 //! HTTP listener, the protocol of its first request (as Envoy's HCM sets the connection's
-//! protocol; Envoy's default format then reads `"- - HTTP/1.1" 0 - 80 129 ...`).
+//! protocol; Envoy's default format then reads `"- - HTTP/1.1" 0 - 80 129 ...`); on a
+//! tcp_proxy listener, the upstream host and the flags of the proxied connection (Envoy's
+//! tcp_proxy writes them into the connection's stream info, which the listener's log reads).
 //!
 //! The bytes are the TCP counters of the socket (`tcpi_bytes_received`, `tcpi_bytes_acked`,
 //! less the FINs), read just before the socket closes, so they are the bytes on the wire
@@ -43,6 +45,9 @@ pub struct ConnectionEntry {
     socket: Option<OwnedFd>,
     connection_id: u64,
     cluster: Option<String>,
+    /// A tcp_proxy's upstream host and flags, once its connection ended.
+    upstream: Option<SocketAddr>,
+    flags: &'static str,
 }
 
 impl ConnectionEntry {
@@ -62,6 +67,8 @@ impl ConnectionEntry {
             socket: crate::socket::SocketId::of(socket).and_then(|id| id.dup()),
             connection_id: crate::wire::connection::next_connection_id(),
             cluster: None,
+            upstream: None,
+            flags: "",
         }
     }
 
@@ -81,6 +88,15 @@ impl ConnectionEntry {
         self.finish(protocol);
     }
 
+    /// Runs a tcp_proxy `connection` to its end, then writes the line with the upstream host
+    /// and the flags it ended with.
+    pub async fn run_tcp<F: Future<Output = super::tcp::TcpOutcome>>(mut self, connection: F) {
+        let outcome = connection.await;
+        self.upstream = outcome.upstream;
+        self.flags = outcome.flags;
+        self.finish(None);
+    }
+
     fn finish(self, protocol: Option<&'static str>) {
         let (received, sent) = self.socket.as_ref().map_or((0, 0), payload_bytes);
         let cx = LogContext {
@@ -93,6 +109,8 @@ impl ConnectionEntry {
             protocol,
             connection_id: Some(self.connection_id),
             upstream_cluster: self.cluster.as_deref(),
+            upstream_host: self.upstream,
+            flags: self.flags,
             ..LogContext::default()
         };
         self.logs.log(&cx);

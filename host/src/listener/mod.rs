@@ -325,11 +325,20 @@ pub async fn tcp_proxy_accept_loop(
             ConnectionEntry::start(logs.clone(), &accepted.stream, accepted.remote, local)
                 .with_cluster(proxy.cluster())
         });
-        logged(entry, async move {
-            let remote = accepted.remote;
-            proxy.serve_connection(accepted.stream, original).await;
+        let remote = accepted.remote;
+        let connection = async move {
+            let outcome = proxy.serve_connection(accepted.stream, original).await;
             tracing::debug!(peer = %remote, "tcp_proxy connection done");
-        })
+            outcome
+        };
+        async move {
+            match entry {
+                Some(entry) => entry.run_tcp(connection).await,
+                None => {
+                    connection.await;
+                }
+            }
+        }
     })
     .await;
 }

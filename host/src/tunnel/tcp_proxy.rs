@@ -76,22 +76,28 @@ impl TcpProxy {
     }
 
     /// Serves one accepted connection to its end, counting it in the listener's stats;
-    /// `original` is where it was headed before it was redirected here.
+    /// `original` is where it was headed before it was redirected here. Returns how it
+    /// ended, for the listener's own access log (which, as Envoy's, says the upstream host
+    /// and the flags of the tcp_proxy's connection).
     pub async fn serve_connection(
         &self,
         downstream: TcpStream,
         original: Option<std::net::SocketAddr>,
-    ) {
+    ) -> TcpOutcome {
         self.stats.cx_total.inc();
         self.stats.cx_active.inc();
-        self.serve(downstream, original).await;
+        let outcome = self.serve(downstream, original).await;
         self.stats.cx_active.dec();
+        outcome
     }
 
-    async fn serve(&self, downstream: TcpStream, original: Option<std::net::SocketAddr>) {
+    async fn serve(
+        &self,
+        downstream: TcpStream,
+        original: Option<std::net::SocketAddr>,
+    ) -> TcpOutcome {
         let Some(logs) = &self.config.access_log else {
-            self.serve_unlogged(downstream, original).await;
-            return;
+            return self.serve_unlogged(downstream, original).await;
         };
         let entry = crate::access_log::tcp::TcpEntry::start(
             logs.clone(),
@@ -100,6 +106,7 @@ impl TcpProxy {
         );
         let outcome = self.serve_unlogged(downstream, original).await;
         entry.finish(&self.config.cluster, outcome);
+        outcome
     }
 
     /// Serves one connection; returns how it ended, for the access log.
