@@ -463,3 +463,99 @@ fn envoy_and_weir_accept_every_field() {
         String::from_utf8_lossy(&weir.stderr)
     );
 }
+
+/// Two clusters over the same two hosts, both actively checked at `/health`: `dflt` with
+/// Envoy's default `healthy_panic_threshold` (50%), `zero` with it 0 (panic mode off); the
+/// listener routes `/zero` to `zero`, the rest to `dflt`.
+fn panic_config(ports: Ports, ups: &[SocketAddr]) -> Value {
+    let endpoints: Vec<(SocketAddr, u32)> = ups.iter().map(|a| (*a, 1)).collect();
+    let checked = |name: &str| {
+        let mut cluster = cluster(name, "ROUND_ROBIN", &endpoints);
+        cluster["health_checks"] = json!([{
+            "timeout": "0.5s", "interval": "0.2s", "unhealthy_threshold": 1,
+            "healthy_threshold": 1, "http_health_check": {"path": "/health"},
+        }]);
+        cluster
+    };
+    let mut zero = checked("zero");
+    zero["common_lb_config"] = json!({"healthy_panic_threshold": {"value": 0}});
+    let routes = vec![
+        config::route_prefix("/zero", "zero"),
+        config::route_prefix("/", "dflt"),
+    ];
+    config::bootstrap(
+        ports.admin,
+        vec![config::listener(
+            "ingress",
+            ports.http,
+            config::hcm("ingress_http", vec![config::vhost("lb", &["*"], routes)]),
+        )],
+        vec![checked("dflt"), zero],
+    )
+}
+
+/// Every host fails its active health checks: with the default `healthy_panic_threshold`
+/// (50%) both proxies balance over all of them anyway (panic mode: 200s from both hosts,
+/// `cluster.dflt.lb_healthy_panic` counting each pick); with the threshold 0 both answer 503
+/// (no healthy upstream) and never panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_mode_with_every_host_unhealthy_as_envoy() {
+    let mut ups = Vec::new();
+    for name in ["u0", "u1"] {
+        let up = H1Upstream::start(name).await;
+        up.set_healthy(false);
+        ups.push(up);
+    }
+    let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
+    let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
+    let weir = Weir::start(&panic_config(weir_ports, &addrs)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, panic_config(envoy_ports, &addrs).to_string())
+        .expect("write envoy config");
+    let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+    let proxies = [
+        (Proxy::Weir(weir), weir_ports.http_addr()),
+        (Proxy::Envoy(envoy), envoy_ports.http_addr()),
+    ];
+    for (proxy, addr) in &proxies {
+        // Envoy listens once the first checks are in; weir may still be checking.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ask(*addr, "/zero", &[]).await.status != 503 {
+            assert!(
+                Instant::now() < deadline,
+                "{}: hosts never unhealthy",
+                proxy.name()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let before = proxy.stat("cluster.dflt.lb_healthy_panic").await;
+        let mut hosts = HashSet::new();
+        for _ in 0..4 {
+            let seen = ask(*addr, "/", &[]).await;
+            assert_eq!(seen.status, 200, "{}: panic mode", proxy.name());
+            hosts.insert(seen.upstream);
+        }
+        assert_eq!(hosts.len(), 2, "{}: both hosts in panic mode", proxy.name());
+        let after = proxy.stat("cluster.dflt.lb_healthy_panic").await;
+        assert!(
+            after >= before + 4,
+            "{}: lb_healthy_panic {before} -> {after}",
+            proxy.name()
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                ask(*addr, "/zero", &[]).await.status,
+                503,
+                "{}",
+                proxy.name()
+            );
+        }
+        assert_eq!(
+            proxy.stat("cluster.zero.lb_healthy_panic").await,
+            0,
+            "{}",
+            proxy.name()
+        );
+    }
+}

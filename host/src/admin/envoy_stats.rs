@@ -10,7 +10,7 @@
 //! stats that Envoy keeps outside `upstream_` have Envoy's names:
 //! `cluster.b.health_check.{attempt,success,failure,network_failure,healthy}` (only for a
 //! cluster with health checks, see [`retain_health_checked`]), `cluster.b.membership_healthy`,
-//! `cluster.b.membership_total`. Stats Envoy
+//! `cluster.b.membership_total`, `cluster.b.lb_healthy_panic`. Stats Envoy
 //! does not have keep weir's family name under `weir.`, with their label values appended
 //! (`weir.accel_splices_total.kernel`). Histograms are left out of the text (only
 //! `/stats/prometheus` shows them).
@@ -75,7 +75,7 @@ pub fn envoy_name(family: &str, labels: &[(&str, &str)]) -> String {
         if let Some(check) = rest.strip_prefix("health_check_") {
             return format!("cluster.{cluster}.health_check.{check}");
         }
-        if rest.starts_with("membership_") {
+        if rest.starts_with("membership_") || rest == "lb_healthy_panic" {
             return format!("cluster.{cluster}.{rest}");
         }
     }
@@ -248,6 +248,7 @@ mod tests {
             ("health_check_healthy", "health_check.healthy"),
             ("membership_healthy", "membership_healthy"),
             ("membership_total", "membership_total"),
+            ("lb_healthy_panic", "lb_healthy_panic"),
         ] {
             assert_eq!(
                 envoy_name(

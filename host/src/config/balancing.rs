@@ -127,7 +127,6 @@ pub fn lb_settings(cluster: &Cluster, path: &str) -> Result<LbSettings, FieldErr
             ));
         }
         lb.healthy_panic_threshold = threshold.value;
-        lb.panic_threshold_configured = true;
     }
     let policy_mismatch = |field: &str, policy: &str| {
         FieldError::new(
@@ -292,7 +291,7 @@ mod tests {
             panic!("ring reads")
         };
         assert_eq!((spec.lb.ring_min_size, spec.lb.ring_max_size), (64, 128));
-        assert!(spec.lb.panic_threshold_configured && spec.lb.healthy_panic_threshold == 0.0);
+        assert!(spec.lb.healthy_panic_threshold == 0.0);
         let outlier = spec.outlier.unwrap_or_default();
         assert_eq!(outlier.consecutive_5xx, 2);
         assert_eq!(

@@ -133,10 +133,6 @@ pub struct LbSettings {
     /// `common_lb_config.healthy_panic_threshold`, in percent: when fewer hosts than this
     /// are available, balancing goes over all of them (Envoy's panic mode). Default 50.
     pub healthy_panic_threshold: f64,
-    /// Whether the config set `healthy_panic_threshold` itself: only then do hosts failing
-    /// active health checks come back in panic mode (by default panic mode brings back only
-    /// outlier-ejected hosts, so a cluster whose every host fails its checks answers 503).
-    pub panic_threshold_configured: bool,
     /// `ring_hash_lb_config.minimum_ring_size` (default 1024).
     pub ring_min_size: u64,
     /// `ring_hash_lb_config.maximum_ring_size` (default 8M).
@@ -179,7 +175,6 @@ impl Default for LbSettings {
     fn default() -> Self {
         LbSettings {
             healthy_panic_threshold: 50.0,
-            panic_threshold_configured: false,
             ring_min_size: 1024,
             ring_max_size: 8 * 1024 * 1024,
             maglev_table_size: 65_537,

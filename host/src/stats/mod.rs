@@ -156,6 +156,7 @@ stat_group! {
             health_check_attempt: "Active health checks sent.",
             health_check_success: "Active health checks passed.",
             health_check_failure: "Active health checks failed.",
+            lb_healthy_panic: "Host picks made in panic mode (fewer hosts available than healthy_panic_threshold).",
             health_check_network_failure: "Active health checks failed by the network (no connection, a reset, a timeout) rather than by the host's answer.",
         }
         gauges {

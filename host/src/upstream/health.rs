@@ -206,6 +206,9 @@ mod tests {
         let (addr, seen) =
             test_support::http1_server(delayed_ok(Duration::ZERO), healthy.clone()).await;
         let mut spec = test_support::spec("hc_drain", &[addr.port()]);
+        // Panic mode off (`healthy_panic_threshold: 0`): an unhealthy only host is skipped,
+        // not balanced over as Envoy's default panic mode would.
+        spec.lb.healthy_panic_threshold = 0.0;
         spec.health_check = Some(HealthCheckSpec {
             interval: Duration::from_millis(50),
             healthy_threshold: 1,

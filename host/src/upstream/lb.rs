@@ -3,8 +3,9 @@
 //!
 //! The hosts balanced over are the available ones (healthy, not removed, not ejected by
 //! outlier detection), unless fewer than `healthy_panic_threshold` percent of the hosts are
-//! available: then, as Envoy's panic mode, over all of them (see
-//! [`crate::config::cluster_spec::LbSettings::panic_threshold_configured`] for which).
+//! available (default 50): then, as Envoy's panic mode, over every host not removed, those
+//! failing active health checks and ejected ones included, each such pick counted in
+//! `lb_healthy_panic`. A threshold of 0 turns panic mode off: no available host is a 503.
 
 use super::cluster::{Cluster, Host};
 use super::hash_lb::{self, TableKind};
@@ -65,8 +66,7 @@ pub fn pick_host_for(cluster: &Cluster, hash: Option<u64>) -> Option<Arc<Host>> 
 }
 
 /// The hosts to balance over: the available ones, or in panic mode (fewer than
-/// `healthy_panic_threshold` percent available) the wider set: every host not removed where
-/// the config set the threshold, else the ones passing health checks (ejected ones come back).
+/// `healthy_panic_threshold` percent available) every host not removed, as Envoy's.
 fn candidates<'a>(cluster: &Cluster, hosts: &'a [Arc<Host>]) -> Vec<&'a Arc<Host>> {
     let available: Vec<&Arc<Host>> = hosts.iter().filter(|host| host.is_available()).collect();
     let lb = &cluster.spec.lb;
@@ -74,10 +74,8 @@ fn candidates<'a>(cluster: &Cluster, hosts: &'a [Arc<Host>]) -> Vec<&'a Arc<Host
     if live == 0 || available.len() as f64 * 100.0 >= lb.healthy_panic_threshold * live as f64 {
         return available;
     }
-    hosts
-        .iter()
-        .filter(|host| !host.is_removed() && (lb.panic_threshold_configured || host.is_healthy()))
-        .collect()
+    cluster.stats.lb_healthy_panic.inc();
+    hosts.iter().filter(|host| !host.is_removed()).collect()
 }
 
 /// Each host in turn, a host of weight w w times per round.
@@ -228,7 +226,10 @@ mod tests {
 
     #[test]
     fn random_and_none_healthy() {
-        let Ok(cluster) = Cluster::new(spec("lb_rand", LbPolicy::Random, &[1, 2])) else {
+        // Panic mode off (threshold 0): with none healthy, none is picked.
+        let mut spec = spec("lb_rand", LbPolicy::Random, &[1, 2]);
+        spec.lb.healthy_panic_threshold = 0.0;
+        let Ok(cluster) = Cluster::new(spec) else {
             panic!("cluster builds")
         };
         let seen = picks(&cluster, 200);
@@ -285,9 +286,10 @@ mod tests {
 
     #[test]
     fn panic_threshold_brings_hosts_back() {
-        let mut spec = spec("lb_panic", LbPolicy::RoundRobin, &[1, 2, 3, 4]);
-        spec.lb.healthy_panic_threshold = 50.0;
-        spec.lb.panic_threshold_configured = true;
+        // Envoy's default (50%), not set in the config: hosts failing active health checks
+        // come back too.
+        let spec = spec("lb_panic", LbPolicy::RoundRobin, &[1, 2, 3, 4]);
+        assert_eq!(spec.lb.healthy_panic_threshold, 50.0);
         let Ok(cluster) = Cluster::new(spec) else {
             panic!("cluster builds")
         };
@@ -295,9 +297,39 @@ mod tests {
         hosts[0].set_healthy(false);
         hosts[1].set_healthy(false);
         assert!(!picks(&cluster, 8).contains(&1), "50% available: no panic");
+        assert_eq!(cluster.stats.lb_healthy_panic.get(), 0);
         hosts[2].set_healthy(false);
         let seen: std::collections::HashSet<u16> = picks(&cluster, 8).into_iter().collect();
         assert_eq!(seen.len(), 4, "25% available: every host");
+        assert_eq!(
+            cluster.stats.lb_healthy_panic.get(),
+            8,
+            "each panic pick counted"
+        );
+        hosts[3].set_healthy(false);
+        assert_eq!(
+            picks(&cluster, 4).len(),
+            4,
+            "none available: still every host"
+        );
+    }
+
+    #[test]
+    fn a_zero_panic_threshold_turns_panic_mode_off() {
+        let mut spec = spec("lb_no_panic", LbPolicy::RoundRobin, &[1, 2]);
+        spec.lb.healthy_panic_threshold = 0.0;
+        let Ok(cluster) = Cluster::new(spec) else {
+            panic!("cluster builds")
+        };
+        let hosts = cluster.hosts();
+        hosts[0].set_healthy(false);
+        assert_eq!(picks(&cluster, 4), vec![2, 2, 2, 2]);
+        hosts[1].set_healthy(false);
+        assert!(
+            picks(&cluster, 4).is_empty(),
+            "no host available: none picked"
+        );
+        assert_eq!(cluster.stats.lb_healthy_panic.get(), 0);
     }
 
     #[test]
