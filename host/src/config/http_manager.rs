@@ -31,9 +31,11 @@ pub struct HttpConnectionManager {
     #[serde(default)]
     pub rds: Option<Rds>,
     /// The route configuration RDS delivered for `rds`, put in by the xDS assembler
-    /// ([`HttpConnectionManager::set_rds_route_config`]); never read from a file.
+    /// ([`HttpConnectionManager::set_rds_route_config`]); never read from a file. Shared
+    /// with the xDS state that holds it: a config built from it is not a copy, and its route
+    /// table is built once however many configs are (`route::shared`).
     #[serde(skip)]
-    pub rds_route_config: Option<RouteConfiguration>,
+    pub rds_route_config: Option<std::sync::Arc<RouteConfiguration>>,
     /// `http_filters[]`; the router must be last.
     #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub http_filters: Vec<HttpFilter>,
@@ -184,7 +186,7 @@ impl HttpConnectionManager {
 
     /// Puts in the route configuration RDS delivered for [`HttpConnectionManager::rds_name`]
     /// (the xDS assembler, before the snapshot is built).
-    pub fn set_rds_route_config(&mut self, routes: RouteConfiguration) {
+    pub fn set_rds_route_config(&mut self, routes: std::sync::Arc<RouteConfiguration>) {
         self.rds_route_config = Some(routes);
     }
 
@@ -198,7 +200,7 @@ impl HttpConnectionManager {
         let source = self.route_source(path)?;
         let routes = match source {
             RouteSource::Inline => self.route_config.as_ref(),
-            RouteSource::Rds => self.rds_route_config.as_ref(),
+            RouteSource::Rds => self.rds_route_config.as_deref(),
         };
         match (source, routes) {
             (RouteSource::Inline, Some(routes)) => {

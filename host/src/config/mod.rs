@@ -125,6 +125,14 @@ pub fn parse_value<T: serde::de::DeserializeOwned>(
     read(value)
 }
 
+/// [`parse_value`] of a value that is kept: read in place rather than from a copy (an xDS
+/// resource's JSON is kept for `/config_dump`, and a route configuration's is megabytes).
+pub fn parse_value_ref<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<T, FieldError> {
+    read(value)
+}
+
 /// Reads `deserializer` into `T`, joining serde's path of an error with the paths the typed
 /// fields marked in its message (see [`typed`]).
 fn read<'de, D, T>(deserializer: D) -> Result<T, FieldError>

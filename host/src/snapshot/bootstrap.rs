@@ -116,6 +116,7 @@ impl Config {
 /// name), then listeners and the bootstrap extensions.
 pub(super) fn build(
     mut bootstrap: Bootstrap,
+    dynamic_clusters: Vec<ClusterSpec>,
     source: &str,
     dump: serde_json::Value,
 ) -> Result<Config, FieldError> {
@@ -145,6 +146,16 @@ pub(super) fn build(
             ));
         }
         clusters.push(cluster_spec(cluster, &path)?);
+    }
+    // The control plane's are unique among themselves (held by name).
+    for spec in dynamic_clusters {
+        if seen_names.contains(spec.name.as_str()) {
+            return Err(FieldError::new(
+                format!("cluster {:?}: name", spec.name),
+                "a static cluster has that name",
+            ));
+        }
+        clusters.push(spec);
     }
     // The static resources' own config sources (an HCM's `rds`, an EDS cluster's
     // `eds_config`) count for the initial fetch's timeout too.
@@ -193,10 +204,10 @@ pub(super) fn build(
                     && hcm.rds_route_config.is_none()
                 {
                     let name = name.to_string();
-                    hcm.set_rds_route_config(RouteConfiguration {
+                    hcm.set_rds_route_config(std::sync::Arc::new(RouteConfiguration {
                         name: Some(name),
                         ..RouteConfiguration::default()
-                    });
+                    }));
                 }
             }
         }

@@ -7,12 +7,13 @@ use crate::config::cluster_spec as spec;
 use crate::config::common::{DEFAULT_BUFFER_LIMIT, nonzero};
 use crate::config::http_manager::{
     CodecType, DEFAULT_REQUEST_HEADERS_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT, HttpConnectionManager,
-    HttpFilter, HttpFilterConfig, PathNormalization, StripPort, strip_port,
+    HttpFilter, HttpFilterConfig, PathNormalization, RouteSource, StripPort, strip_port,
 };
 use crate::config::http_options::HeadersWithUnderscoresAction;
 use crate::config::{FieldError, runtime, wasm_spec};
 use crate::route::RouteTable;
 use crate::route::health_check::HealthCheckFilter;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One `upgrade_configs[]` entry of a connection manager.
@@ -36,7 +37,7 @@ pub struct HttpManagerConfig {
     /// Which codec(s) it speaks.
     pub codec: CodecType,
     /// Virtual hosts and routes.
-    pub routes: RouteTable,
+    pub routes: Arc<RouteTable>,
     /// Close connections idle this long (Envoy default 1h; `None` = never).
     pub idle_timeout: Option<Duration>,
     /// Most headers a request may carry (Envoy default 100).
@@ -145,8 +146,17 @@ pub(super) fn http_manager_config(
     let validate_clusters = route_config
         .validate_clusters
         .unwrap_or(source.validates_clusters_by_default());
-    let routes =
-        RouteTable::build_validating(route_config, &routes_path, clusters, validate_clusters)?;
+    let routes = match (&hcm.rds_route_config, source) {
+        (Some(shared), RouteSource::Rds) if !validate_clusters => {
+            crate::route::shared::unvalidated(shared, &routes_path)?
+        }
+        _ => Arc::new(RouteTable::build_validating(
+            route_config,
+            &routes_path,
+            clusters,
+            validate_clusters,
+        )?),
+    };
     let common = hcm.common_http_protocol_options.clone().unwrap_or_default();
     let h2 = hcm.http2_protocol_options.clone().unwrap_or_default();
     let defaults = spec::Http2Settings::downstream();

@@ -40,17 +40,20 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     let bootstrap = parse(text).map_err(|e| e.in_file(file))?;
     let dump =
         serde_yaml_ng::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null);
-    bootstrap::build(bootstrap, file, dump).map_err(|e| e.in_file(file))
+    bootstrap::build(bootstrap, Vec::new(), file, dump).map_err(|e| e.in_file(file))
 }
 
 /// Checks a bootstrap already read (the xDS assembly's: the file's static resources with the
-/// control plane's), as [`load_str`] checks one read from text; `file` names it in errors.
+/// control plane's listeners), as [`load_str`] checks one read from text, with
+/// `dynamic_clusters` (the control plane's, already read into specs) after the static ones;
+/// `file` names it in errors.
 pub fn load_bootstrap(
     bootstrap: crate::config::bootstrap::Bootstrap,
+    dynamic_clusters: Vec<crate::config::cluster_spec::ClusterSpec>,
     file: &str,
     dump: serde_json::Value,
 ) -> Result<Config, crate::config::FieldError> {
-    bootstrap::build(bootstrap, file, dump)
+    bootstrap::build(bootstrap, dynamic_clusters, file, dump)
 }
 
 #[cfg(test)]

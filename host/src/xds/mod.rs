@@ -23,7 +23,9 @@
 //! cluster's own settings) and `reload` (whose reloader swaps the configs it makes in), and
 //! below the binary, which starts it; `admin` reads what it made through the snapshot.
 
+mod bootstrap_file;
 pub mod client;
+mod cluster_specs;
 pub mod proto;
 pub mod resource;
 pub mod state;

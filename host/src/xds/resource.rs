@@ -5,7 +5,7 @@ use crate::config::cluster_names::ClusterNames;
 use crate::config::http_manager::{ExtensionConfig, RouteSource, extension_config};
 use crate::config::listener::{Listener, NetworkFilterConfig};
 use crate::config::route::RouteConfiguration;
-use crate::config::{FieldError, parse_value};
+use crate::config::{FieldError, parse_value, parse_value_ref};
 use crate::route::RouteTable;
 
 /// The resource types weir subscribes to.
@@ -84,7 +84,7 @@ pub enum Resource {
     /// A listener, read as a `static_resources.listeners[]` entry is.
     Listener(Box<crate::config::listener::Listener>),
     /// A route configuration, read as an HCM's `route_config` is.
-    RouteConfiguration(Box<crate::config::route::RouteConfiguration>),
+    RouteConfiguration(std::sync::Arc<crate::config::route::RouteConfiguration>),
     /// A cluster, read as a `static_resources.clusters[]` entry is.
     Cluster(Box<crate::config::cluster::Cluster>),
     /// A cluster's endpoints, read as a cluster's `load_assignment` is.
@@ -136,24 +136,24 @@ pub fn decode(kind: ResourceType, bytes: &[u8]) -> Result<Decoded, FieldError> {
     };
     let resource = match kind {
         ResourceType::Listener => {
-            let listener: Listener = parse_value(json.clone())?;
+            let listener: Listener = parse_value_ref(&json)?;
             check_listener(&listener)?;
             Resource::Listener(Box::new(listener))
         }
         ResourceType::RouteConfiguration => {
-            let routes: RouteConfiguration = parse_value(json.clone())?;
-            // Everything but the cluster names (see `check_routes`).
-            RouteTable::build_validating(&routes, "", &ClusterNames::default(), false)
-                .map_err(relative)?;
-            Resource::RouteConfiguration(Box::new(routes))
+            let routes = std::sync::Arc::new(parse_value_ref::<RouteConfiguration>(&json)?);
+            // Everything but the cluster names (see `check_routes`); the table built is kept
+            // for the configs built from this resource while it is held.
+            crate::route::shared::unvalidated(&routes, "").map_err(relative)?;
+            Resource::RouteConfiguration(routes)
         }
         ResourceType::Cluster => {
-            let cluster: Cluster = parse_value(json.clone())?;
+            let cluster: Cluster = parse_value_ref(&json)?;
             cluster_spec(&cluster, "").map_err(relative)?;
             Resource::Cluster(Box::new(cluster))
         }
         ResourceType::ClusterLoadAssignment => {
-            let assignment: ClusterLoadAssignment = parse_value(json.clone())?;
+            let assignment: ClusterLoadAssignment = parse_value_ref(&json)?;
             check_endpoints(&json)?;
             Resource::ClusterLoadAssignment(Box::new(assignment))
         }

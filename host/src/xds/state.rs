@@ -14,9 +14,13 @@
 //! hosts). Until every subscribed type has answered (or the timeout passed) weir is not
 //! [`XdsState::initialized`], which `/ready` reports.
 
+use super::bootstrap_file::BootstrapFile;
 use super::client::{Interest, Rejected, Subscriber, Update};
+use super::cluster_specs::ClusterSpecs;
 use super::resource::{self, Decoded, Resource, ResourceType};
 use crate::config::bootstrap::Bootstrap;
+use crate::config::cluster::cluster_spec;
+use crate::config::cluster_spec::ClusterSpec;
 use crate::config::dynamic_resources::XdsSpec;
 use crate::config::http_manager::ExtensionConfig;
 use crate::config::{ConfigError, FieldError};
@@ -42,11 +46,12 @@ pub struct HeldResource {
     pub last_updated: SystemTime,
 }
 
-/// Every resource held, by type and name; cloned (cheaply: the resources are shared) to stage
-/// an update before it is known to build.
+/// Every resource held, by type and name; cloned to stage an update before it is known to
+/// build. The clone is cheap: each type's map is shared until the update changes it (copied
+/// then, on write), and the resources themselves are always shared.
 #[derive(Debug, Clone, Default)]
 struct Held {
-    resources: BTreeMap<ResourceType, BTreeMap<String, Arc<HeldResource>>>,
+    resources: BTreeMap<ResourceType, Arc<BTreeMap<String, Arc<HeldResource>>>>,
     /// Types that have had their first response.
     received: BTreeSet<ResourceType>,
     /// Per type, the version of the response applied last.
@@ -55,7 +60,10 @@ struct Held {
 
 impl Held {
     fn of(&self, kind: ResourceType) -> impl Iterator<Item = (&String, &Arc<HeldResource>)> {
-        self.resources.get(&kind).into_iter().flatten()
+        self.resources
+            .get(&kind)
+            .into_iter()
+            .flat_map(|held| held.iter())
     }
 
     fn get(&self, kind: ResourceType, name: &str) -> Option<&Arc<HeldResource>> {
@@ -68,7 +76,9 @@ impl Held {
 pub struct XdsState {
     /// The bootstrap file as a source: its name, and whether it changed (the file watcher).
     file: Arc<dyn ConfigSource>,
-    path: PathBuf,
+    bootstrap: BootstrapFile,
+    /// The specs of the dynamic clusters, kept from one build to the next.
+    cluster_specs: ClusterSpecs,
     spec: XdsSpec,
     held: Mutex<Held>,
     /// Set once `initial_fetch_timeout` has passed: what still waits goes in without it.
@@ -96,7 +106,9 @@ impl XdsState {
         file: Arc<dyn ConfigSource>,
         path: PathBuf,
     ) -> Result<(Option<Arc<XdsState>>, Loaded), ConfigError> {
-        let loaded = load_with(&path, &file.name(), &Held::default(), false)?;
+        let bootstrap = BootstrapFile::new(path, file.name());
+        let cluster_specs = ClusterSpecs::default();
+        let loaded = load_with(&bootstrap, &cluster_specs, &Held::default(), false)?;
         let Some(spec) = loaded.config.xds.clone() else {
             return Ok((None, loaded));
         };
@@ -106,7 +118,8 @@ impl XdsState {
             .collect();
         let state = Arc::new_cyclic(|this| XdsState {
             file,
-            path,
+            bootstrap,
+            cluster_specs,
             spec,
             held: Mutex::new(Held::default()),
             fetch_timed_out: AtomicBool::new(false),
@@ -265,14 +278,9 @@ impl XdsState {
             .collect()
     }
 
-    /// The static part of the bootstrap file in force. Read from the file each time it is
-    /// asked for; a file that does not read any more has no static resources here (the
-    /// reload that would run it fails and says why).
+    /// The static part of the bootstrap file in force (see [`BootstrapFile::statics`]).
     fn static_bootstrap(&self) -> Bootstrap {
-        crate::config::read_text(&self.path)
-            .ok()
-            .and_then(|text| crate::config::parse(&text).ok())
-            .unwrap_or_default()
+        self.bootstrap.statics()
     }
 
     /// Builds the config `held` makes and has the reloader swap it in.
@@ -350,7 +358,7 @@ impl XdsState {
         let (staged, changed) = {
             let held = self.lock();
             let mut staged = held.clone();
-            let by_name = staged.resources.entry(kind).or_default();
+            let by_name = Arc::make_mut(staged.resources.entry(kind).or_default());
             let mut changed = false;
             if update.state_of_the_world && kind.wildcard() {
                 let before = by_name.len();
@@ -496,8 +504,8 @@ impl ConfigSource for XdsState {
     fn load(&self) -> Result<Loaded, ConfigError> {
         let held = self.lock().clone();
         load_with(
-            &self.path,
-            &self.file.name(),
+            &self.bootstrap,
+            &self.cluster_specs,
             &held,
             self.fetch_timed_out.load(Ordering::Acquire),
         )
@@ -522,31 +530,30 @@ impl ConfigSource for Staged {
 
     fn load(&self) -> Result<Loaded, ConfigError> {
         load_with(
-            &self.state.path,
-            &self.state.file.name(),
+            &self.state.bootstrap,
+            &self.state.cluster_specs,
             &self.held,
             self.state.fetch_timed_out.load(Ordering::Acquire),
         )
     }
 }
 
-/// Reads the bootstrap at `path` and builds it with the resources of `held` (see the module
+/// Reads the bootstrap file and builds it with the resources of `held` (see the module
 /// docs); `timed_out`: what still waits for its routes or endpoints goes in without them.
 fn load_with(
-    path: &std::path::Path,
-    file: &str,
+    bootstrap_file: &BootstrapFile,
+    specs: &ClusterSpecs,
     held: &Held,
     timed_out: bool,
 ) -> Result<Loaded, ConfigError> {
-    use sha2::Digest as _;
-    let text = crate::config::read_text(path)?;
-    let version = sha2::Sha256::digest(text.as_bytes()).into();
-    crate::config::yaml_limits::check(&text).map_err(|e| e.in_file(file))?;
-    let mut bootstrap = crate::config::parse(&text).map_err(|e| e.in_file(file))?;
-    let dump =
-        serde_yaml_ng::from_str::<serde_json::Value>(&text).unwrap_or(serde_json::Value::Null);
-    let provenance = assemble(&mut bootstrap, held, timed_out).map_err(|e| e.in_file(file))?;
-    let mut config = crate::snapshot::load_bootstrap(bootstrap, file, dump)
+    let parsed = bootstrap_file.read()?;
+    let file = bootstrap_file.name();
+    let version = parsed.version;
+    let mut bootstrap = parsed.bootstrap.clone();
+    let dump = parsed.dump.clone();
+    let (provenance, dynamic_clusters) =
+        assemble(&mut bootstrap, held, specs, timed_out).map_err(|e| e.in_file(file))?;
+    let mut config = crate::snapshot::load_bootstrap(bootstrap, dynamic_clusters, file, dump)
         .map_err(|error| provenance.explain(error).in_file(file))?;
     config.dynamic = Some(Arc::new(dynamic_dump(held, &provenance)));
     Ok(Loaded { config, version })
@@ -612,11 +619,12 @@ impl Provenance {
 fn assemble(
     bootstrap: &mut Bootstrap,
     held: &Held,
+    specs: &ClusterSpecs,
     timed_out: bool,
-) -> Result<Provenance, FieldError> {
+) -> Result<(Provenance, Vec<ClusterSpec>), FieldError> {
     let routes = |name: &str| match held.get(ResourceType::RouteConfiguration, name) {
         Some(held) => match &held.decoded.resource {
-            Resource::RouteConfiguration(routes) => Some((**routes).clone()),
+            Resource::RouteConfiguration(routes) => Some(routes.clone()),
             _ => None,
         },
         None => None,
@@ -634,41 +642,49 @@ fn assemble(
         static_clusters: resources.clusters.len(),
         ..Provenance::default()
     };
-    for (name, held) in held.of(ResourceType::Cluster) {
-        if let Resource::Cluster(cluster) = &held.decoded.resource {
-            resources.clusters.push((**cluster).clone());
-            provenance.dynamic_clusters.push(name.clone());
+    // A static EDS cluster is there from the start, with no hosts until its endpoints come
+    // (503 UH), and its source counts for the initial fetch's timeout.
+    for cluster in &mut resources.clusters {
+        if let Some(assignment) = eds_name(cluster).and_then(|service| endpoints(&service)) {
+            set_endpoints(cluster, assignment);
         }
     }
     // A dynamic EDS cluster waits outside the config for its endpoints (Envoy warms it
-    // before use); a static one is there from the start, with no hosts until they come (503
-    // UH), and its source counts for the initial fetch's timeout.
-    let mut warming_clusters = Vec::new();
-    let statics = provenance.static_clusters;
-    let mut index = 0;
-    resources.clusters.retain_mut(|cluster| {
-        let is_static = index < statics;
-        index += 1;
-        let Some(service) = eds_name(cluster) else {
-            return true;
+    // before use). A dynamic cluster goes in as its spec, built once per cluster resource
+    // and endpoint set (`ClusterSpecs`).
+    let mut dynamic_specs = Vec::new();
+    for (name, held_cluster) in held.of(ResourceType::Cluster) {
+        let Resource::Cluster(cluster) = &held_cluster.decoded.resource else {
+            continue;
         };
-        match endpoints(&service) {
-            Some(assignment) => {
-                set_endpoints(cluster, assignment);
-                true
+        let held_endpoints = match eds_name(cluster) {
+            Some(service) => match held.get(ResourceType::ClusterLoadAssignment, &service) {
+                Some(held_endpoints) => Some(held_endpoints),
+                None if timed_out => None,
+                None => {
+                    provenance.warming_clusters.push(name.clone());
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let spec = specs.spec(name, held_cluster, held_endpoints, || {
+            let mut cluster = (**cluster).clone();
+            if let Some(Resource::ClusterLoadAssignment(assignment)) =
+                held_endpoints.map(|held| &held.decoded.resource)
+            {
+                set_endpoints(&mut cluster, (**assignment).clone());
             }
-            None if is_static || timed_out => true,
-            None => {
-                warming_clusters.push(cluster.name.clone());
-                false
-            }
-        }
-    });
-    provenance
-        .dynamic_clusters
-        .retain(|name| !warming_clusters.contains(name));
-    provenance.static_clusters = resources.clusters.len() - provenance.dynamic_clusters.len();
-    provenance.warming_clusters = warming_clusters;
+            cluster_spec(&cluster, "").map_err(|error| {
+                let inner = error.path.trim_start_matches('.');
+                let inner = if inner.is_empty() { "." } else { inner };
+                FieldError::new(format!("cluster {name:?}: {inner}"), error.message)
+            })
+        })?;
+        dynamic_specs.push(spec);
+        provenance.dynamic_clusters.push(name.clone());
+    }
+    specs.keep_only(&|name| held.get(ResourceType::Cluster, name).is_some());
 
     for (name, held) in held.of(ResourceType::Listener) {
         if let Resource::Listener(listener) = &held.decoded.resource {
@@ -718,7 +734,7 @@ fn assemble(
         .retain(|name| !warming_listeners.contains(name));
     provenance.static_listeners = resources.listeners.len() - provenance.dynamic_listeners.len();
     provenance.warming_listeners = warming_listeners;
-    Ok(provenance)
+    Ok((provenance, dynamic_specs))
 }
 
 /// The names of the ECDS resources a listener's HTTP filters ask for (`config_discovery`:
@@ -825,7 +841,7 @@ fn rds_names(listener: &crate::config::listener::Listener) -> Vec<String> {
 /// (the listener warms), unless `timed_out` (then an empty one stands in: every request 404).
 fn fill_routes(
     listener: &mut crate::config::listener::Listener,
-    routes: &impl Fn(&str) -> Option<crate::config::route::RouteConfiguration>,
+    routes: &impl Fn(&str) -> Option<Arc<crate::config::route::RouteConfiguration>>,
     timed_out: bool,
 ) -> bool {
     for hcm in listener.http_managers_mut() {
@@ -835,10 +851,10 @@ fn fill_routes(
         match routes(&name) {
             Some(route_config) => hcm.set_rds_route_config(route_config),
             None if timed_out => {
-                hcm.set_rds_route_config(crate::config::route::RouteConfiguration {
+                hcm.set_rds_route_config(Arc::new(crate::config::route::RouteConfiguration {
                     name: Some(name),
                     ..Default::default()
-                })
+                }))
             }
             None => return false,
         }
@@ -904,7 +920,7 @@ static_resources:
             ResourceType::Listener => {
                 Resource::Listener(Box::new(crate::config::parse_value(json.clone()).unwrap()))
             }
-            ResourceType::RouteConfiguration => Resource::RouteConfiguration(Box::new(
+            ResourceType::RouteConfiguration => Resource::RouteConfiguration(Arc::new(
                 crate::config::parse_value(json.clone()).unwrap(),
             )),
             ResourceType::Cluster => {
@@ -934,7 +950,7 @@ static_resources:
         let decoded = decoded(kind, yaml);
         let mut held = state.lock();
         held.received.insert(kind);
-        held.resources.entry(kind).or_default().insert(
+        Arc::make_mut(held.resources.entry(kind).or_default()).insert(
             decoded.name.clone(),
             Arc::new(HeldResource {
                 decoded,

@@ -374,6 +374,22 @@ impl Running {
             .and_then(|kib| kib.parse().ok())
     }
 
+    /// The CPU time the proxy has used so far (user and system, every thread), from
+    /// `/proc/<pid>/stat`.
+    fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // The fields after the command name, which is in parentheses and may hold spaces:
+        // utime and stime are the 14th and 15th fields of the line, the 12th and 13th here.
+        let after_name = &stat[stat.rfind(')')? + 2..];
+        let mut fields = after_name.split_whitespace().skip(11);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        // SAFETY: sysconf only reads a constant of the system.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let ticks = u64::try_from(ticks).ok().filter(|t| *t > 0)?;
+        Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
+    }
+
     fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -439,6 +455,9 @@ struct Outcome {
     failed_updates: usize,
     nacks: usize,
     rss_after: Option<u64>,
+    /// The proxy's CPU time over the updates (applying them, and answering the polls that
+    /// wait for them), per update.
+    cpu_per_update: Option<Duration>,
     /// Connections c0's upstream accepted during the updates.
     c0_reconnects: u64,
     /// weir only: clusters kept and rebuilt by the reloads of the updates.
@@ -597,6 +616,7 @@ fn measure(
         Proxy::Envoy => None,
     };
 
+    let cpu_before = running.cpu_time();
     for i in 0..args.updates {
         // Routes 1..n-2 move between c{k} and c{k+1}; c0 is never a target.
         let k = 1 + (i * 7) % (n - 2);
@@ -657,6 +677,12 @@ fn measure(
         ));
     }
     out.c0_reconnects = upstreams[0].accepted.load(Ordering::Relaxed) - c0_before;
+    out.cpu_per_update = match (cpu_before, running.cpu_time()) {
+        (Some(before), Some(after)) if args.updates > 0 => {
+            Some(after.saturating_sub(before) / args.updates as u32)
+        }
+        _ => None,
+    };
     std::thread::sleep(Duration::from_millis(500));
     out.rss_after = running.rss_kib();
     if let (Some((kept0, rebuilt0)), Some((kept1, rebuilt1))) = (
@@ -702,6 +728,7 @@ struct Row {
     max: Option<Duration>,
     rss_initial: Option<u64>,
     rss_after: Option<u64>,
+    cpu: Option<Duration>,
 }
 
 fn row(outcome: &Outcome) -> Row {
@@ -715,13 +742,14 @@ fn row(outcome: &Outcome) -> Row {
         max: sorted.last().copied(),
         rss_initial: outcome.rss_initial,
         rss_after: outcome.rss_after,
+        cpu: outcome.cpu_per_update,
     }
 }
 
 fn key_values(proxy: Proxy, api: AdsApi, args: &Args, outcome: &Outcome) -> String {
     let r = row(outcome);
     format!(
-        "xds_scale: proxy={} api={} clusters={} routes={} updates={} initial_ms={} update_min_ms={} update_p50_ms={} update_p90_ms={} update_max_ms={} failed_updates={} nacks={} rss_initial_kib={} rss_after_kib={} c0_reconnects={} clusters_kept={} clusters_rebuilt={} status={}",
+        "xds_scale: proxy={} api={} clusters={} routes={} updates={} initial_ms={} update_min_ms={} update_p50_ms={} update_p90_ms={} update_max_ms={} cpu_per_update_ms={} failed_updates={} nacks={} rss_initial_kib={} rss_after_kib={} c0_reconnects={} clusters_kept={} clusters_rebuilt={} status={}",
         proxy.name(),
         api.api_type(),
         args.clusters,
@@ -732,6 +760,7 @@ fn key_values(proxy: Proxy, api: AdsApi, args: &Args, outcome: &Outcome) -> Stri
         ms(r.p50),
         ms(r.p90),
         ms(r.max),
+        ms(r.cpu),
         outcome.failed_updates,
         outcome.nacks,
         num(r.rss_initial),
@@ -768,7 +797,7 @@ fn print_table(args: &Args, results: &[(Proxy, AdsApi, Outcome)]) {
         args.clusters, args.clusters, args.updates, args.concurrency
     );
     println!(
-        "{:<11} {:<6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>5}  notes",
+        "{:<11} {:<6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>5}  notes",
         "api",
         "proxy",
         "initial",
@@ -776,12 +805,13 @@ fn print_table(args: &Args, results: &[(Proxy, AdsApi, Outcome)]) {
         "upd p50",
         "upd p90",
         "upd max",
+        "cpu/upd",
         "rss init",
         "rss after",
         "failed",
         "nack"
     );
-    println!("{}", "-".repeat(110));
+    println!("{}", "-".repeat(119));
     let mib = |kib: Option<u64>| kib.map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0));
     for (proxy, api, outcome) in results {
         let r = row(outcome);
@@ -793,7 +823,7 @@ fn print_table(args: &Args, results: &[(Proxy, AdsApi, Outcome)]) {
             notes = format!("FAILED: {}", error.lines().next().unwrap_or(""));
         }
         println!(
-            "{:<11} {:<6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>5}  {}",
+            "{:<11} {:<6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>5}  {}",
             api.api_type(),
             proxy.name(),
             ms(r.initial),
@@ -801,6 +831,7 @@ fn print_table(args: &Args, results: &[(Proxy, AdsApi, Outcome)]) {
             ms(r.p50),
             ms(r.p90),
             ms(r.max),
+            ms(r.cpu),
             mib(r.rss_initial),
             mib(r.rss_after),
             outcome.failed_updates,
@@ -821,28 +852,32 @@ fn print_table(args: &Args, results: &[(Proxy, AdsApi, Outcome)]) {
         };
         if !header {
             println!();
-            println!("weir / envoy (lower is better): time to serve, update times, RSS");
             println!(
-                "{:<11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
+                "weir / envoy (lower is better): time to serve, update times, CPU per update, RSS"
+            );
+            println!(
+                "{:<11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
                 "api",
                 "initial",
                 "upd min",
                 "upd p50",
                 "upd p90",
                 "upd max",
+                "cpu/upd",
                 "rss init",
                 "rss after"
             );
             header = true;
         }
         println!(
-            "{:<11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
+            "{:<11} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
             api.api_type(),
             ratio_ms(w.initial, e.initial),
             ratio_ms(w.min, e.min),
             ratio_ms(w.p50, e.p50),
             ratio_ms(w.p90, e.p90),
             ratio_ms(w.max, e.max),
+            ratio_ms(w.cpu, e.cpu),
             ratio_kib(w.rss_initial, e.rss_initial),
             ratio_kib(w.rss_after, e.rss_after),
         );

@@ -229,7 +229,7 @@ fn a_listener_with_rds_names_its_route_configuration() {
         panic!("not routes");
     };
     for hcm in listener.http_managers_mut() {
-        hcm.set_rds_route_config(*routes.clone());
+        hcm.set_rds_route_config(routes.clone());
     }
     let (filled, source, path) = hcm_of(&listener).routes("hcm").expect("filled");
     assert_eq!(source, RouteSource::Rds);
