@@ -381,7 +381,7 @@ async fn pipe_splice_carries_bytes_and_half_close() {
     let (client, a, b, server) = four_sockets().await;
     let relay = tokio::spawn(async move {
         let pipes = pipe::Pipes::new()?;
-        pipe::splice_tcp(&a, &b, pipes).await
+        pipe::splice_tcp(&a, &b, pipes, &super::Tally::default()).await
     });
     half_close_exchange(client, server, relay).await;
 }
