@@ -466,8 +466,8 @@ fn replying_chain(ports: Ports, up: std::net::SocketAddr) -> Value {
 
 /// What the client sees of a reply from `local_response`: status, the headers the filters
 /// set on the way back, the body.
-async fn reply_seen(ports: &Ports) -> String {
-    let denied = send(ports, Request::get("/x").header("x-deny", "yes"), b"").await;
+async fn reply_seen(ports: &Ports, deny: &str) -> String {
+    let denied = send(ports, Request::get("/x").header("x-deny", deny), b"").await;
     let header = |name: &str| {
         denied
             .headers
@@ -475,11 +475,13 @@ async fn reply_seen(ports: &Ports) -> String {
             .map_or("-".to_owned(), |v| v.to_str().unwrap_or("?").to_owned())
     };
     format!(
-        "{} x-wasm-response={} x-local-response-saw={} x-denied-by={} content-length={} body={:?}",
+        "{} x-wasm-response={} x-local-response-saw={} x-denied-by={} x-denied-again={} \
+         content-length={} body={:?}",
         denied.status,
         header("x-wasm-response"),
         header("x-local-response-saw"),
         header("x-denied-by"),
+        header("x-denied-again"),
         header("content-length"),
         denied.text()
     )
@@ -488,7 +490,9 @@ async fn reply_seen(ports: &Ports) -> String {
 /// A Wasm filter's local reply goes back through the response callbacks as Envoy's does: the
 /// filter that sent it sees it (`x-local-response-saw: 403`), as does the one before it
 /// (`x-wasm-response`); the one after it, which never saw the request, does not (the body is
-/// not rewritten). The same modules and chain through Envoy 1.40 and weir give the same answer.
+/// not rewritten). A second reply the filter makes from its response callback replaces the
+/// first and passes no filter. The same modules and chain through Envoy 1.40 and weir give the
+/// same answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filters_local_reply_passes_the_response_callbacks_as_envoys() {
     use envoy_check::envoy::{self, Envoy};
@@ -500,13 +504,24 @@ async fn a_filters_local_reply_passes_the_response_callbacks_as_envoys() {
     std::fs::write(&path, replying_chain(envoy_ports, up.addr).to_string())
         .expect("write envoy config");
     let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
-    let ours = reply_seen(&weir_ports).await;
-    let theirs = reply_seen(&envoy_ports).await;
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for deny in ["yes", "twice"] {
+        ours.push(reply_seen(&weir_ports, deny).await);
+        theirs.push(reply_seen(&envoy_ports, deny).await);
+    }
     drop(envoy);
     assert_eq!(ours, theirs, "weir (left) and Envoy (right)");
     assert_eq!(
-        ours,
+        ours[0],
         "403 x-wasm-response=403 403 x-local-response-saw=403 x-denied-by=wasm \
-         content-length=14 body=\"denied by wasm\""
+         x-denied-again=- content-length=14 body=\"denied by wasm\""
+    );
+    // A second reply from the filter's response callback replaces the first and goes out
+    // without passing any filter: no loop.
+    assert_eq!(
+        ours[1],
+        "418 x-wasm-response=- x-local-response-saw=- x-denied-by=- x-denied-again=yes \
+         content-length=12 body=\"denied again\""
     );
 }
