@@ -188,3 +188,83 @@ async fn upstream_drop_is_counted() {
         stats.text
     );
 }
+
+/// Routes `/dead` (a closed port), `/empty` (a cluster without hosts) and `/slow` (an upstream
+/// slower than the route's 0.3 s); anything else has no route.
+fn failing_routes(ports: Ports, up: std::net::SocketAddr) -> serde_json::Value {
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut cfg = config::simple(ports, &[dead]);
+    let clusters = cfg["static_resources"]["clusters"]
+        .as_array_mut()
+        .expect("clusters");
+    clusters.push(config::static_cluster("slow_backend", &[up]));
+    clusters.push(config::static_cluster("empty", &[]));
+    config::hcm_of(&mut cfg)["route_config"]["virtual_hosts"][0]["routes"] = json!([
+        {"match": {"prefix": "/slow"}, "route": {"cluster": "slow_backend", "timeout": "0.3s"}},
+        config::route_prefix("/empty", "empty"),
+        config::route_prefix("/dead", "backend"),
+    ]);
+    cfg
+}
+
+/// For each local reply: its status and its `x-request-id`, with and without one from the
+/// client.
+async fn reply_ids(proxy: std::net::SocketAddr) -> Vec<String> {
+    let mut lines = Vec::new();
+    for path in ["/nothere", "/dead", "/empty", "/slow/3000"] {
+        for sent in [None, Some("client-id")] {
+            let extra = sent.map_or(String::new(), |id| format!("x-request-id: {id}\r\n"));
+            let request =
+                format!("GET {path} HTTP/1.1\r\nhost: x\r\n{extra}connection: close\r\n\r\n");
+            let raw = raw_exchange_for(proxy, request.as_bytes(), Duration::from_secs(3)).await;
+            let head = raw
+                .split("\r\n\r\n")
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let status = head.get(9..12).unwrap_or("?").to_owned();
+            let id = head
+                .lines()
+                .find_map(|l| l.strip_prefix("x-request-id: "))
+                .unwrap_or("-")
+                .to_owned();
+            lines.push(format!("{path} sent={sent:?} {status} x-request-id={id}"));
+        }
+    }
+    lines
+}
+
+/// Local replies carry no `x-request-id`, as Envoy's (without
+/// `always_set_request_id_in_response`): 404 no route, 503 connect failure, 503 no healthy
+/// upstream, 504 timeout, whether the client sent an id or weir generated one. Envoy 1.40 on
+/// the same config sends none on any of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_replies_carry_no_request_id_as_envoys() {
+    use envoy_check::envoy::{self, Envoy};
+    let up = H1Upstream::start("up").await;
+    let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
+    let _weir = Weir::start(&failing_routes(weir_ports, up.addr)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, failing_routes(envoy_ports, up.addr).to_string())
+        .expect("write envoy config");
+    let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+    let (ours, theirs) = tokio::join!(
+        reply_ids(weir_ports.http_addr()),
+        reply_ids(envoy_ports.http_addr())
+    );
+    drop(envoy);
+    assert_eq!(ours, theirs, "weir (left) and Envoy (right)");
+    let statuses: Vec<&str> = ours
+        .iter()
+        .map(|l| l.split(' ').nth(2).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        statuses,
+        ["404", "404", "503", "503", "503", "503", "504", "504"]
+    );
+    assert!(
+        ours.iter().all(|l| l.ends_with("x-request-id=-")),
+        "{ours:#?}"
+    );
+}

@@ -174,6 +174,8 @@ async fn health_checks_of_an_h3_cluster_go_over_quic() {
     config::cluster_of(&mut cfg, 0)["health_checks"] = json!([{
         "timeout": "0.5s",
         "interval": "0.2s",
+        // Checked at this pace before traffic too (Envoy's default is once a minute).
+        "no_traffic_interval": "0.2s",
         "unhealthy_threshold": 1,
         "healthy_threshold": 1,
         "http_health_check": {"path": "/health", "codec_client_type": "HTTP3"},

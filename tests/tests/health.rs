@@ -18,6 +18,8 @@ async fn failing_host_is_drained_and_skipped_until_it_passes() {
     config::cluster_of(&mut cfg, 0)["health_checks"] = json!([{
         "timeout": "0.5s",
         "interval": "0.2s",
+        // Checked at this pace before traffic too (Envoy's default is once a minute).
+        "no_traffic_interval": "0.2s",
         "unhealthy_threshold": 1,
         "healthy_threshold": 1,
         "http_health_check": {"path": "/health"},
@@ -99,4 +101,109 @@ async fn failing_host_is_drained_and_skipped_until_it_passes() {
         back,
         "host a got no request within 5 s of passing its health check again"
     );
+}
+
+/// Health checks of upstream `a` (cluster `quiet`, never sent traffic) and `b` (`backend`,
+/// the route's) so far.
+fn checks(a: &H1Upstream, b: &H1Upstream) -> (usize, usize) {
+    let count = |u: &H1Upstream| u.requests().iter().filter(|r| r.path == "/health").count();
+    (count(a), count(b))
+}
+
+/// `simple`'s config, `backend` checked every 0.1 s once it has traffic and every 0.5 s before
+/// (`no_traffic_interval`), and a second cluster `quiet` with only `interval` (0.1 s), which
+/// no route uses.
+fn paced_config(
+    ports: Ports,
+    quiet: std::net::SocketAddr,
+    busy: std::net::SocketAddr,
+) -> serde_json::Value {
+    let mut cfg = config::simple(ports, &[busy]);
+    let check = json!({
+        "timeout": "0.5s",
+        "interval": "0.1s",
+        "unhealthy_threshold": 2,
+        "healthy_threshold": 2,
+        "unhealthy_interval": "0.1s",
+        "unhealthy_edge_interval": "0.1s",
+        "healthy_edge_interval": "0.1s",
+        "http_health_check": {"path": "/health"},
+    });
+    let mut busy_check = check.clone();
+    busy_check["no_traffic_interval"] = json!("0.5s");
+    busy_check["no_traffic_healthy_interval"] = json!("0.5s");
+    config::cluster_of(&mut cfg, 0)["health_checks"] = json!([busy_check]);
+    let mut quiet_cluster = config::static_cluster("quiet", &[quiet]);
+    quiet_cluster["health_checks"] = json!([check]);
+    cfg["static_resources"]["clusters"]
+        .as_array_mut()
+        .expect("clusters")
+        .push(quiet_cluster);
+    cfg
+}
+
+/// The pace of one proxy's checks on `paced_config`: quiet's checks in all, backend's in
+/// 1.5 s before any traffic, then backend's in the 1.5 s after one request.
+async fn paced_counts(
+    proxy: std::net::SocketAddr,
+    a: &H1Upstream,
+    b: &H1Upstream,
+) -> (usize, usize, usize) {
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let (quiet, busy) = checks(a, b);
+            quiet > 0 && busy > 0
+        })
+        .await,
+        "both clusters are checked at once"
+    );
+    let (_, first) = checks(a, b);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (quiet, before) = checks(a, b);
+    let r = get(proxy, "/traffic").await.expect("GET");
+    assert_eq!(r.status, 200, "{r:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (quiet_after, after) = checks(a, b);
+    assert_eq!(
+        quiet, quiet_after,
+        "quiet got more checks with no traffic of its own"
+    );
+    (quiet, before - first, after - before)
+}
+
+/// `no_traffic_interval` as Envoy's: a cluster that has carried no traffic is checked at
+/// `no_traffic_interval` (60 s unless set) rather than `interval`, and at `interval` once a
+/// check after its first connection is due. Envoy 1.40 on the same config: quiet one check in
+/// the first 1.5 s, backend every 0.5 s before traffic, every 0.1 s after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_keep_envoys_no_traffic_pace() {
+    use envoy_check::envoy::{self, Envoy};
+    let (wa, wb) = (H1Upstream::start("a").await, H1Upstream::start("b").await);
+    let (ea, eb) = (H1Upstream::start("a").await, H1Upstream::start("b").await);
+    let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
+    let _weir = Weir::start(&paced_config(weir_ports, wa.addr, wb.addr)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(
+        &path,
+        paced_config(envoy_ports, ea.addr, eb.addr).to_string(),
+    )
+    .expect("write envoy config");
+    let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+    let (ours, theirs) = tokio::join!(
+        paced_counts(weir_ports.http_addr(), &wa, &wb),
+        paced_counts(envoy_ports.http_addr(), &ea, &eb)
+    );
+    drop(envoy);
+    for (who, (quiet, before, after)) in [("weir", ours), ("Envoy", theirs)] {
+        assert_eq!(quiet, 1, "{who}: quiet waits 60 s after its first check");
+        assert!(
+            (2..=4).contains(&before),
+            "{who}: {before} backend checks in 1.5 s at the 0.5 s no-traffic pace"
+        );
+        assert!(
+            after >= 6,
+            "{who}: {after} backend checks in 1.5 s after traffic, at the 0.1 s pace"
+        );
+    }
 }

@@ -33,6 +33,7 @@ pub use kernel::Unavailable;
 pub use local::LocalUnavailable;
 pub use mode::{MODE_ENV, Mode};
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 pub use upgraded::splice_upgraded;
@@ -44,6 +45,41 @@ pub struct Spliced {
     pub a_to_b: u64,
     /// From `b` to `a`.
     pub b_to_a: u64,
+}
+
+/// Bytes moved so far by one splice, per direction, kept up to date while it runs: what a
+/// caller reads after the splice ended with an error, or was dropped (an idle timeout), as well
+/// as after it finished. The kernel splice (`--accel kernel`) fills it when it ends, not while
+/// it runs.
+#[derive(Debug, Default)]
+pub struct Tally {
+    a_to_b: AtomicU64,
+    b_to_a: AtomicU64,
+}
+
+impl Tally {
+    /// The bytes so far.
+    pub fn get(&self) -> Spliced {
+        Spliced {
+            a_to_b: self.a_to_b.load(Ordering::Relaxed),
+            b_to_a: self.b_to_a.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts `n` more bytes from `a` to `b`.
+    fn add_a_to_b(&self, n: u64) {
+        self.a_to_b.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` more bytes from `b` to `a`.
+    fn add_b_to_a(&self, n: u64) {
+        self.b_to_a.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counter of one direction: `a -> b` when `forward`.
+    fn way(&self, forward: bool) -> &AtomicU64 {
+        if forward { &self.a_to_b } else { &self.b_to_a }
+    }
 }
 
 /// Chooses how plain TCP tunnels move their payload (`--accel`; `None`: [`MODE_ENV`], else
@@ -87,7 +123,16 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    userspace::copy(a, b).await
+    userspace::copy(a, b, &Tally::default()).await
+}
+
+/// [`splice`], counting the bytes into `tally` as they move.
+pub async fn splice_counted<A, B>(a: A, b: B, tally: &Tally) -> io::Result<Spliced>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    userspace::copy(a, b, tally).await
 }
 
 /// Splices two plain TCP sockets until both directions are done, the way [`mode`] says.
@@ -102,6 +147,11 @@ pub async fn splice_tcp(a: TcpStream, b: TcpStream) -> io::Result<Spliced> {
     splice_tcp_as(mode::get(), a, b, backpressure::limit()).await
 }
 
+/// [`splice_tcp`], counting the bytes into `tally` as they move (see [`Tally`]).
+pub async fn splice_tcp_counted(a: TcpStream, b: TcpStream, tally: &Tally) -> io::Result<Spliced> {
+    splice_tcp_tallied(mode::get(), a, b, backpressure::limit(), tally).await
+}
+
 /// [`splice_tcp`] in `mode`, with the kernel queue of each way bounded by `backlog_limit`
 /// bytes, if any (see [`set_backlog_limit`]).
 async fn splice_tcp_as(
@@ -109,6 +159,17 @@ async fn splice_tcp_as(
     a: TcpStream,
     b: TcpStream,
     backlog_limit: Option<u64>,
+) -> io::Result<Spliced> {
+    splice_tcp_tallied(mode, a, b, backlog_limit, &Tally::default()).await
+}
+
+/// [`splice_tcp_as`], counting into `tally`.
+async fn splice_tcp_tallied(
+    mode: Mode,
+    a: TcpStream,
+    b: TcpStream,
+    backlog_limit: Option<u64>,
+    tally: &Tally,
 ) -> io::Result<Spliced> {
     let (mut a, mut b) = (a, b);
     let kernel = match mode {
@@ -122,11 +183,11 @@ async fn splice_tcp_as(
         // out of order). recv(2) reads sk_msg's queue, then TCP's, in order: such pairs are
         // copied, and sk_msg still carries the hop to a local app.
         _ if local::get().is_some_and(|local| local.may_hold(&a) || local.may_hold(&b)) => {
-            userspace::copy(&mut a, &mut b).await
+            userspace::copy(&mut a, &mut b, tally).await
         }
-        _ if mode == Mode::Copy => userspace::copy(&mut a, &mut b).await,
+        _ if mode == Mode::Copy => userspace::copy(&mut a, &mut b, tally).await,
         Some(kernel) => match session::Session::start(kernel, &a, &b, backlog_limit) {
-            Ok(session) => return session.run(a, b).await,
+            Ok(session) => return session.run(a, b, tally).await,
             // Typically a side that already sent its FIN: the sockhash takes only established
             // sockets. The other may be in the sockhash by then (it is never taken out while
             // open, trap D), and a sockhash member's bytes are only readable with recv(2), not
@@ -134,14 +195,14 @@ async fn splice_tcp_as(
             // the pipe.
             Err(error) => {
                 tracing::debug!(%error, "accel: cannot splice in the kernel; copying");
-                userspace::copy(&mut a, &mut b).await
+                userspace::copy(&mut a, &mut b, tally).await
             }
         },
         None => match pipe::Pipes::new() {
-            Ok(pipes) => pipe::splice_tcp(&a, &b, pipes).await,
+            Ok(pipes) => pipe::splice_tcp(&a, &b, pipes, tally).await,
             Err(error) => {
                 tracing::debug!(%error, "accel: no pipe for splice(2); copying");
-                userspace::copy(&mut a, &mut b).await
+                userspace::copy(&mut a, &mut b, tally).await
             }
         },
     };

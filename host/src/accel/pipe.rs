@@ -11,11 +11,12 @@
 //! directions (the caller then resets both sockets), and `weir_accel_userspace_bytes_total`
 //! counts each byte as it leaves the pipe.
 
-use super::Spliced;
+use super::{Spliced, Tally};
 use crate::socket as sock;
 use crate::stats::AccelStats;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -96,10 +97,18 @@ impl Pipes {
 /// Splices `a` and `b` in user space until both directions are done; the bytes each way.
 ///
 /// Errors end both directions; the caller resets both sockets then.
-pub async fn splice_tcp(a: &TcpStream, b: &TcpStream, pipes: Pipes) -> io::Result<Spliced> {
+pub async fn splice_tcp(
+    a: &TcpStream,
+    b: &TcpStream,
+    pipes: Pipes,
+    tally: &Tally,
+) -> io::Result<Spliced> {
     let Pipes(pipe_ab, pipe_ba) = pipes;
     AccelStats::global().splices_userspace.inc();
-    let (a_to_b, b_to_a) = tokio::try_join!(one_way(a, b, pipe_ab), one_way(b, a, pipe_ba))?;
+    let (a_to_b, b_to_a) = tokio::try_join!(
+        one_way(a, b, pipe_ab, tally.way(true)),
+        one_way(b, a, pipe_ba, tally.way(false))
+    )?;
     Ok(Spliced { a_to_b, b_to_a })
 }
 
@@ -140,7 +149,12 @@ fn bytes_readable(socket: &TcpStream) -> io::Result<usize> {
 }
 
 /// Moves `from`'s bytes to `to` until `from`'s FIN, which is then carried to `to`.
-async fn one_way(from: &TcpStream, to: &TcpStream, mut pipe: Pipe) -> io::Result<u64> {
+async fn one_way(
+    from: &TcpStream,
+    to: &TcpStream,
+    mut pipe: Pipe,
+    counted: &AtomicU64,
+) -> io::Result<u64> {
     let stats = AccelStats::global();
     let mut total = 0u64;
     let mut eof = false;
@@ -171,6 +185,7 @@ async fn one_way(from: &TcpStream, to: &TcpStream, mut pipe: Pipe) -> io::Result
                     pipe.held -= n;
                     pipe_full = false;
                     total += n as u64;
+                    counted.fetch_add(n as u64, Ordering::Relaxed);
                     stats.userspace_bytes.inc_by(n as u64);
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {

@@ -37,10 +37,10 @@
 //! verdict path takes no lock against it, so an skb read in that window meets no program and
 //! is dropped although TCP has acked it (net/core/skmsg.c).
 
-use super::Spliced;
 use super::backpressure::{Backpressure, PAUSED_INTERVAL, Way};
 use super::hangup::{HangupWatch, Hangups};
 use super::kernel::{Kernel, MapError, Pair};
+use super::{Spliced, Tally};
 use crate::socket as sock;
 use crate::stats::AccelStats;
 use std::io::{self, Read, Write};
@@ -125,11 +125,15 @@ impl Session {
     /// Runs until both directions are done (each FIN carried), or one side fails, in which
     /// case both are reset. Both sockets are closed and the map entries removed on return,
     /// and also if this future is dropped.
-    pub async fn run(self, a: TcpStream, b: TcpStream) -> io::Result<Spliced> {
+    /// `tally` gets the bytes moved either way when it ends, whether or not it failed.
+    pub async fn run(self, a: TcpStream, b: TcpStream, tally: &Tally) -> io::Result<Spliced> {
         AccelStats::global().splices_kernel.inc();
         // Out of tokio's reactor, which would wake on every redirected skb (see `hangup`).
         let (a, b) = (a.into_std()?, b.into_std()?);
-        let result = self.watch(&a, &b).await;
+        let mut user = (0u64, 0u64);
+        let result = self.watch(&a, &b, &mut user).await;
+        tally.add_a_to_b(self.pair.redirected_from(self.pair.a) + user.0);
+        tally.add_b_to_a(self.pair.redirected_from(self.pair.b) + user.1);
         if result.is_err() {
             sock::set_reset_on_close(&a);
             sock::set_reset_on_close(&b);
@@ -139,11 +143,17 @@ impl Session {
         result
     }
 
-    async fn watch(&self, a: &StdTcpStream, b: &StdTcpStream) -> io::Result<Spliced> {
+    /// `user`: the bytes copied here `(a -> b, b -> a)`, kept also when it fails.
+    async fn watch(
+        &self,
+        a: &StdTcpStream,
+        b: &StdTcpStream,
+        user: &mut (u64, u64),
+    ) -> io::Result<Spliced> {
         let hangups = HangupWatch::new(a, b)?;
         let mut buf = vec![0u8; 16 * 1024];
         let (mut a_eof, mut b_eof) = (false, false);
-        let (mut user_ab, mut user_ba) = (0u64, 0u64);
+        let (user_ab, user_ba) = (&mut user.0, &mut user.1);
         // Both sides are read once first: what the program passed up during the link (see
         // `start`) wakes nothing later.
         let mut due = Hangups { a: true, b: true };
@@ -162,12 +172,12 @@ impl Session {
             if due.a && !a_eof {
                 let way = (a, b, self.pair.a, self.base_b);
                 let keep_up = backpressure.as_mut().map(|bp| (bp, (a, b)));
-                a_eof = self.step(way, &mut user_ab, &mut buf, keep_up).await?;
+                a_eof = self.step(way, user_ab, &mut buf, keep_up).await?;
             }
             if due.b && !b_eof {
                 let way = (b, a, self.pair.b, self.base_a);
                 let keep_up = backpressure.as_mut().map(|bp| (bp, (a, b)));
-                b_eof = self.step(way, &mut user_ba, &mut buf, keep_up).await?;
+                b_eof = self.step(way, user_ba, &mut buf, keep_up).await?;
             }
             if a_eof && b_eof {
                 break;
@@ -196,8 +206,8 @@ impl Session {
             };
         }
         Ok(Spliced {
-            a_to_b: self.pair.redirected_from(self.pair.a) + user_ab,
-            b_to_a: self.pair.redirected_from(self.pair.b) + user_ba,
+            a_to_b: self.pair.redirected_from(self.pair.a) + *user_ab,
+            b_to_a: self.pair.redirected_from(self.pair.b) + *user_ba,
         })
     }
 

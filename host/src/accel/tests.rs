@@ -381,7 +381,7 @@ async fn pipe_splice_carries_bytes_and_half_close() {
     let (client, a, b, server) = four_sockets().await;
     let relay = tokio::spawn(async move {
         let pipes = pipe::Pipes::new()?;
-        pipe::splice_tcp(&a, &b, pipes).await
+        pipe::splice_tcp(&a, &b, pipes, &super::Tally::default()).await
     });
     half_close_exchange(client, server, relay).await;
 }
@@ -533,4 +533,45 @@ async fn half_close_exchange(
             b_to_a: 22
         }
     );
+}
+
+/// A client that resets after an exchange: the splice fails, and its tally still has the
+/// bytes that crossed each way, in the pipe and the copy modes (what the tcp_proxy logs).
+#[tokio::test]
+async fn the_tally_keeps_the_bytes_of_a_reset_connection() {
+    use std::sync::Arc;
+    for mode in [Mode::Splice, Mode::Copy] {
+        let (mut client, a, b, mut server) = four_sockets().await;
+        let tally = Arc::new(Tally::default());
+        let relay = {
+            let tally = tally.clone();
+            tokio::spawn(async move { splice_tcp_tallied(mode, a, b, None, &tally).await })
+        };
+        client.write_all(b"hello").await.unwrap();
+        let mut got = [0u8; 5];
+        server.read_exact(&mut got).await.unwrap();
+        server.write_all(b"world!").await.unwrap();
+        let mut back = [0u8; 6];
+        client.read_exact(&mut back).await.unwrap();
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+        let ended = tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .expect("the relay ends")
+            .unwrap();
+        assert!(
+            ended.is_err(),
+            "{mode:?}: a reset fails the splice: {ended:?}"
+        );
+        assert_eq!(
+            tally.get(),
+            Spliced {
+                a_to_b: 5,
+                b_to_a: 6
+            },
+            "{mode:?}"
+        );
+    }
 }

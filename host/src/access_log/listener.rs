@@ -85,7 +85,7 @@ impl ConnectionEntry {
             PROTOCOL.with(Cell::get)
         });
         let protocol = protocol.await;
-        self.finish(protocol);
+        self.finish(protocol, None);
     }
 
     /// Runs a tcp_proxy `connection` to its end, then writes the line with the upstream host
@@ -94,11 +94,15 @@ impl ConnectionEntry {
         let outcome = connection.await;
         self.upstream = outcome.upstream;
         self.flags = outcome.flags;
-        self.finish(None);
+        let counted = outcome.counted.then_some((outcome.received, outcome.sent));
+        self.finish(None, counted);
     }
 
-    fn finish(self, protocol: Option<&'static str>) {
-        let (received, sent) = self.socket.as_ref().map_or((0, 0), payload_bytes);
+    /// Writes the line; the bytes are `counted` where the connection's user counted them,
+    /// else the socket's counters.
+    fn finish(self, protocol: Option<&'static str>, counted: Option<(u64, u64)>) {
+        let (received, sent) =
+            counted.unwrap_or_else(|| self.socket.as_ref().map_or((0, 0), payload_bytes));
         let cx = LogContext {
             start: Some(self.start),
             bytes_received: received,

@@ -19,6 +19,10 @@ pub struct TcpOutcome {
     /// Envoy's flags: `UF,URX` when no upstream connection could be had, `SI` on the idle
     /// timeout.
     pub flags: &'static str,
+    /// Whether `received` and `sent` are the tcp_proxy's own count of the bytes it carried
+    /// (the listener's line then says the same, as Envoy's); when not, the listener's line
+    /// reads the socket's counters.
+    pub counted: bool,
 }
 
 /// An open entry for one downstream connection.

@@ -347,8 +347,26 @@ pub struct AutoHttpConfig {
 pub struct HealthCheck {
     /// A check with no answer within this fails.
     pub timeout: ConfigDuration,
-    /// Time between checks.
+    /// Time between checks of a host once the cluster has carried traffic.
     pub interval: ConfigDuration,
+    /// Time between checks while the cluster has carried no traffic (default 60 s).
+    #[serde(default)]
+    pub no_traffic_interval: Option<ConfigDuration>,
+    /// `no_traffic_interval` for a host that passed and is healthy (default:
+    /// `no_traffic_interval`).
+    #[serde(default)]
+    pub no_traffic_healthy_interval: Option<ConfigDuration>,
+    /// Time between checks of an unhealthy host (default: `interval`).
+    #[serde(default)]
+    pub unhealthy_interval: Option<ConfigDuration>,
+    /// Time to the next check after a failure that has not yet made a healthy host unhealthy
+    /// (default: `unhealthy_interval`).
+    #[serde(default)]
+    pub unhealthy_edge_interval: Option<ConfigDuration>,
+    /// Time to the next check after a pass that has not yet made an unhealthy host healthy
+    /// (default: `interval`).
+    #[serde(default)]
+    pub healthy_edge_interval: Option<ConfigDuration>,
     /// Failures that make a host unhealthy.
     pub unhealthy_threshold: u32,
     /// Passes that make a host healthy.
@@ -588,16 +606,45 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
                     "only http_health_check is supported",
                 ));
             };
-            if check.interval.get().is_zero() {
-                return Err(FieldError::new(
-                    format!("{check_path}.interval"),
+            let positive = |name: &str, value: Option<&ConfigDuration>| match value {
+                Some(value) if value.get().is_zero() => Err(FieldError::new(
+                    format!("{check_path}.{name}"),
                     "must be above 0s",
-                ));
-            }
+                )),
+                Some(value) => Ok(Some(value.get())),
+                None => Ok(None),
+            };
+            let interval = positive("interval", Some(&check.interval))?.unwrap_or_default();
+            let no_traffic_interval =
+                positive("no_traffic_interval", check.no_traffic_interval.as_ref())?
+                    .unwrap_or(spec::DEFAULT_NO_TRAFFIC_INTERVAL);
+            let unhealthy_interval =
+                positive("unhealthy_interval", check.unhealthy_interval.as_ref())?
+                    .unwrap_or(interval);
+            let intervals = spec::HealthCheckIntervals {
+                interval,
+                no_traffic: no_traffic_interval,
+                no_traffic_healthy: positive(
+                    "no_traffic_healthy_interval",
+                    check.no_traffic_healthy_interval.as_ref(),
+                )?
+                .unwrap_or(no_traffic_interval),
+                unhealthy: unhealthy_interval,
+                unhealthy_edge: positive(
+                    "unhealthy_edge_interval",
+                    check.unhealthy_edge_interval.as_ref(),
+                )?
+                .unwrap_or(unhealthy_interval),
+                healthy_edge: positive(
+                    "healthy_edge_interval",
+                    check.healthy_edge_interval.as_ref(),
+                )?
+                .unwrap_or(interval),
+            };
             Some(spec::HealthCheckSpec {
                 path: http.path.clone(),
                 host: http.host.clone(),
-                interval: check.interval.get(),
+                intervals,
                 timeout: check.timeout.get(),
                 healthy_threshold: check.healthy_threshold.max(1),
                 unhealthy_threshold: check.unhealthy_threshold.max(1),

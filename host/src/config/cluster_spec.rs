@@ -370,8 +370,8 @@ pub struct HealthCheckSpec {
     pub path: String,
     /// Host header of the check (`http_health_check.host`; the cluster name when unset).
     pub host: Option<String>,
-    /// Time between checks of one host.
-    pub interval: Duration,
+    /// Time to the next check of a host, by the cluster's traffic and the host's last result.
+    pub intervals: HealthCheckIntervals,
     /// A check with no response within this fails.
     pub timeout: Duration,
     /// Consecutive passes that make an unhealthy host healthy.
@@ -380,6 +380,43 @@ pub struct HealthCheckSpec {
     pub unhealthy_threshold: u32,
     /// Check over QUIC (HTTP/3) instead of TCP.
     pub over_quic: bool,
+}
+
+/// Envoy's default `no_traffic_interval`: a cluster that has carried no traffic has its hosts
+/// checked once a minute.
+pub const DEFAULT_NO_TRAFFIC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The intervals of `health_checks[0]`, defaults resolved as Envoy resolves them. Which one
+/// follows a check is Envoy's rule (see `upstream::health::next_interval`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheckIntervals {
+    /// `interval`: a healthy host with no change pending, once the cluster has had traffic.
+    pub interval: Duration,
+    /// `no_traffic_interval`: every check before the cluster has had traffic, except those
+    /// `no_traffic_healthy` covers.
+    pub no_traffic: Duration,
+    /// `no_traffic_healthy_interval`: before traffic, after a pass of a healthy host.
+    pub no_traffic_healthy: Duration,
+    /// `unhealthy_interval`: after a failure of an unhealthy host (or the one that made it so).
+    pub unhealthy: Duration,
+    /// `unhealthy_edge_interval`: after a failure below `unhealthy_threshold`.
+    pub unhealthy_edge: Duration,
+    /// `healthy_edge_interval`: after a pass below `healthy_threshold`.
+    pub healthy_edge: Duration,
+}
+
+impl HealthCheckIntervals {
+    /// Every interval `every`, as a config that sets them all would.
+    pub fn all(every: Duration) -> Self {
+        HealthCheckIntervals {
+            interval: every,
+            no_traffic: every,
+            no_traffic_healthy: every,
+            unhealthy: every,
+            unhealthy_edge: every,
+            healthy_edge: every,
+        }
+    }
 }
 
 /// `transport_socket` `envoy.transport_sockets.tls` with an `UpstreamTlsContext`.

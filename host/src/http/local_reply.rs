@@ -1,11 +1,11 @@
 //! Replies weir makes itself, with the status and text an Envoy user would see.
 //!
 //! A reply tells the client nothing of the inside: its body is a short fixed reason (Envoy's
-//! words, with the failure's kind but never a cluster, a host, an address or an OS error), and
-//! it carries the request's `x-request-id`, so an operator can find the detail, which goes to
-//! the log with the same id.
+//! words, with the failure's kind but never a cluster, a host, an address or an OS error). As in
+//! Envoy (without `always_set_request_id_in_response`) it carries no `x-request-id`; the detail
+//! goes to the log with the request's id.
 
-use super::headers::{X_REQUEST_ID, X_WEIR_OVERLOADED};
+use super::headers::X_WEIR_OVERLOADED;
 use crate::access_log::http::ResponseInfo;
 use crate::body::{self, Body};
 use crate::upstream::UpstreamError;
@@ -78,9 +78,9 @@ impl LocalReply {
         }
     }
 
-    /// The reply as a response, `text/plain`, with the request's id (`request_id`) and
-    /// `x-weir-overloaded: true` when a circuit breaker refused the request.
-    pub fn into_response(self, request_id: Option<HeaderValue>) -> Response<Body> {
+    /// The reply as a response, `text/plain`, with `x-weir-overloaded: true` when a circuit
+    /// breaker refused the request.
+    pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         let text = self.text();
         let overloaded = matches!(&self, LocalReply::Upstream(e) if e.is_overflow());
@@ -93,9 +93,6 @@ impl LocalReply {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
         if overloaded {
             headers.insert(X_WEIR_OVERLOADED.clone(), HeaderValue::from_static("true"));
-        }
-        if let Some(id) = request_id {
-            headers.insert(X_REQUEST_ID.clone(), id);
         }
         response.extensions_mut().insert(self.log_info());
         response
@@ -203,7 +200,7 @@ mod tests {
 
     /// Every upstream failure's reply, as the client reads it.
     async fn reply_text(error: UpstreamError) -> String {
-        let response = LocalReply::Upstream(error).into_response(None);
+        let response = LocalReply::Upstream(error).into_response();
         let (_, body) = response.into_parts();
         let bytes = http_body_util::BodyExt::collect(body)
             .await
@@ -252,9 +249,8 @@ mod tests {
     }
 
     #[test]
-    fn the_request_id_rides_on_the_reply() {
-        let id = HeaderValue::from_static("abc-123");
-        let response = LocalReply::NoRoute.into_response(Some(id.clone()));
-        assert_eq!(response.headers().get(&X_REQUEST_ID), Some(&id));
+    fn the_reply_carries_no_request_id() {
+        let response = LocalReply::NoRoute.into_response();
+        assert!(!response.headers().contains_key("x-request-id"));
     }
 }

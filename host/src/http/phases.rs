@@ -167,10 +167,9 @@ pub trait StreamPhases: Sync {
         conn: &ConnectionInfo,
     ) -> impl Future<Output = Result<Response<Body>, LocalReply>> + Send;
 
-    /// **Local reply**: a phase from route to forward failed; this is the answer, with the
-    /// request's id.
-    fn local_reply(&self, reply: LocalReply, request_id: Option<HeaderValue>) -> Response<Body> {
-        reply.into_response(request_id)
+    /// **Local reply**: a phase from route to forward failed; this is the answer.
+    fn local_reply(&self, reply: LocalReply) -> Response<Body> {
+        reply.into_response()
     }
 
     /// **Response filters**: the filters that saw the request see the response head, in
@@ -287,7 +286,7 @@ where
             Err(reply) => {
                 // The detail (cluster, host, OS error) is for the operator, never the client.
                 tracing::debug!(status = %reply.status(), ?reply, request_id = ?request_id, "local reply");
-                phases.local_reply(reply, request_id)
+                phases.local_reply(reply)
             }
         };
         // Route response head: a route that answered itself said which it was in its answer.
@@ -425,13 +424,9 @@ mod tests {
             Ok(status(200))
         }
 
-        fn local_reply(
-            &self,
-            reply: LocalReply,
-            request_id: Option<HeaderValue>,
-        ) -> Response<Body> {
+        fn local_reply(&self, reply: LocalReply) -> Response<Body> {
             self.call("local reply");
-            reply.into_response(request_id)
+            reply.into_response()
         }
 
         async fn response_filters(&self, (): (), response: Response<Body>) -> Response<Body> {

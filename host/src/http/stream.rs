@@ -156,7 +156,7 @@ impl StreamPhases for HttpManager {
             // runs, so an overloaded proxy spends as little as it can on the request.
             self.stats.rq_overload_close.inc();
             tracing::debug!(peer = %conn.remote, "overloaded: request refused");
-            let response = LocalReply::Overloaded.into_response(None);
+            let response = LocalReply::Overloaded.into_response();
             self.stats.count_response(response.status().as_u16());
             return ControlFlow::Break(response);
         }
@@ -173,8 +173,7 @@ impl StreamPhases for HttpManager {
         let sanitized = sanitize::sanitize_head(request, &self.config, conn.local.port())
             .and_then(|()| self.screen_head(request));
         if let Err(refusal) = sanitized {
-            let request_id = request.headers().get(&X_REQUEST_ID).cloned();
-            return ControlFlow::Break(self.refuse(refusal, request_id));
+            return ControlFlow::Break(self.refuse(refusal));
         }
         // `internal_only_headers`: gone before any filter sees the request, as in Envoy.
         for name in self.config.routes.internal_only_headers() {
@@ -529,25 +528,20 @@ impl StreamPhases for HttpManager {
 impl HttpManager {
     /// The answer to a head that [`sanitize::sanitize_head`] refused, counted as Envoy counts
     /// it.
-    fn refuse(
-        &self,
-        refusal: sanitize::HeadRefusal,
-        request_id: Option<HeaderValue>,
-    ) -> Response<Body> {
+    fn refuse(&self, refusal: sanitize::HeadRefusal) -> Response<Body> {
         tracing::debug!(?refusal, "request head refused");
         match refusal {
             sanitize::HeadRefusal::BadAuthority(why) | sanitize::HeadRefusal::BadHeader(why) => {
-                LocalReply::BadRequest(why).into_response(request_id)
+                LocalReply::BadRequest(why).into_response()
             }
             sanitize::HeadRefusal::BadPath(why) => {
                 self.stats.rq_failed_path_normalization.inc();
-                LocalReply::BadRequest(why).into_response(request_id)
+                LocalReply::BadRequest(why).into_response()
             }
             sanitize::HeadRefusal::Redirect(location) => {
                 let Ok(location) = HeaderValue::from_str(&location) else {
                     self.stats.rq_failed_path_normalization.inc();
-                    return LocalReply::BadRequest("path normalization failed")
-                        .into_response(request_id);
+                    return LocalReply::BadRequest("path normalization failed").into_response();
                 };
                 self.stats.rq_redirected_with_normalized_path.inc();
                 let mut response = Response::new(body::empty());

@@ -20,8 +20,17 @@ use std::io;
 /// Moves bytes both ways between `a` and `b` ([`crate::accel::splice`]) until both directions
 /// are done. FIN is carried as FIN (half-close); when either side fails (a reset, a stream
 /// error), both ends are reset, so the failure reaches the far side of each hop as one.
-pub async fn splice(mut a: TunnelIo, mut b: TunnelIo) -> io::Result<Spliced> {
-    let result = crate::accel::splice(&mut a, &mut b).await;
+pub async fn splice(a: TunnelIo, b: TunnelIo) -> io::Result<Spliced> {
+    splice_counted(a, b, &crate::accel::Tally::default()).await
+}
+
+/// [`splice`], counting the bytes into `tally` as they move.
+pub async fn splice_counted(
+    mut a: TunnelIo,
+    mut b: TunnelIo,
+    tally: &crate::accel::Tally,
+) -> io::Result<Spliced> {
+    let result = crate::accel::splice_counted(&mut a, &mut b, tally).await;
     if let Err(error) = &result {
         tracing::debug!(%error, "tunnel failed; resetting both ends");
         a.reset();

@@ -121,7 +121,9 @@ impl TcpProxy {
         match self.connect(original).await {
             Ok(connected) => {
                 let _guard = connected.guard;
-                outcome(connected.host, self.carry(downstream, connected.end).await)
+                let tally = crate::accel::Tally::default();
+                let ended = self.carry(downstream, connected.end, &tally).await;
+                outcome(connected.host, ended, &tally)
             }
             Err(failed) => {
                 reset(downstream);
@@ -250,19 +252,22 @@ impl TcpProxy {
     /// place the downstream socket is handed down: spliced in the kernel where both ends are
     /// plain TCP ([`crate::accel::splice_tcp`]), through the tunnel pump otherwise
     /// ([`super::splice`]), under `idle_timeout`. An error (a reset on one side) resets both.
+    /// The bytes each way are counted into `tally` as they move, so that they are known
+    /// however it ends.
     async fn carry(
         &self,
         downstream: TcpStream,
         upstream: UpstreamEnd,
+        tally: &crate::accel::Tally,
     ) -> Option<std::io::Result<crate::accel::Spliced>> {
         let socket = SocketId::of(&downstream);
         let ended = match upstream {
             UpstreamEnd::Tcp(upstream) => {
-                let splice = crate::accel::splice_tcp(downstream, upstream);
+                let splice = crate::accel::splice_tcp_counted(downstream, upstream, tally);
                 self.until_idle(splice, socket).await
             }
             UpstreamEnd::Tunnel(upstream) => {
-                let splice = super::splice(wire_tunnel::tcp(downstream), upstream);
+                let splice = super::splice_counted(wire_tunnel::tcp(downstream), upstream, tally);
                 self.until_idle(splice, socket).await
             }
         };
@@ -358,28 +363,21 @@ struct Connected {
     guard: Option<RawGuard>,
 }
 
-/// How a connection to `upstream` ended, for the access log: the bytes each way when the
-/// splice finished; none counted (0) when it failed or was cut by the idle timeout (`SI`).
+/// How a connection to `upstream` ended, for the access log: the bytes each way that crossed
+/// (`tally`), whether the splice finished, failed (a reset) or was cut by the idle timeout
+/// (`SI`), as Envoy counts them.
 fn outcome(
     upstream: Option<std::net::SocketAddr>,
     ended: Option<std::io::Result<crate::accel::Spliced>>,
+    tally: &crate::accel::Tally,
 ) -> TcpOutcome {
-    match ended {
-        Some(Ok(spliced)) => TcpOutcome {
-            upstream,
-            received: spliced.a_to_b,
-            sent: spliced.b_to_a,
-            flags: "",
-        },
-        Some(Err(_)) => TcpOutcome {
-            upstream,
-            ..TcpOutcome::default()
-        },
-        None => TcpOutcome {
-            upstream,
-            flags: "SI",
-            ..TcpOutcome::default()
-        },
+    let moved = tally.get();
+    TcpOutcome {
+        upstream,
+        received: moved.a_to_b,
+        sent: moved.b_to_a,
+        flags: if ended.is_none() { "SI" } else { "" },
+        counted: true,
     }
 }
 

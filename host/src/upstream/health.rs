@@ -1,20 +1,25 @@
 //! Active HTTP health checking of a cluster's hosts.
 //!
-//! Every `interval` each host gets `GET path` with the configured host header on a fresh
-//! connection (h2 when the cluster speaks h2 or ALPN chose it, HTTP/1.1 otherwise). A check
-//! passes on a 2xx within `timeout`. Hosts start healthy; `unhealthy_threshold` consecutive
-//! failures make one unhealthy (which drains every worker's connections to it), and
-//! `healthy_threshold` consecutive passes make it healthy again.
+//! Each host gets `GET path` with the configured host header on a fresh connection (h2 when the
+//! cluster speaks h2 or ALPN chose it, HTTP/1.1 otherwise), the first at once and each next one
+//! after the interval Envoy would pick for it (`next_interval`): `no_traffic_interval` (60 s)
+//! until the cluster has carried traffic, then `interval`, `unhealthy_interval` or an edge
+//! interval by the host's last result. A check passes on a 2xx within `timeout`. Hosts start
+//! healthy; `unhealthy_threshold` consecutive failures make one unhealthy (which drains every
+//! worker's connections to it), and `healthy_threshold` consecutive passes make it healthy
+//! again.
 
 use super::cluster::{Cluster, Host, HostProtocol};
 use super::connect;
-use super::spec::{HealthCheckSpec, UpstreamProtocol};
+use super::spec::{HealthCheckIntervals, HealthCheckSpec, UpstreamProtocol};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Consecutive results of one host.
 #[derive(Debug, Default, Clone, Copy)]
@@ -23,25 +28,60 @@ struct Streak {
     failures: u32,
 }
 
-/// Checks the cluster's hosts every `spec.interval`, the first round at once. Runs until
-/// aborted.
+/// What one result did to a host's health (Envoy's `HealthTransition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transition {
+    /// The host stays as it was and no change is under way.
+    Unchanged,
+    /// The result counts towards a threshold not reached yet.
+    Pending,
+    /// The result flipped the host's health.
+    Changed,
+}
+
+/// One host's streak and when its next check is due.
+#[derive(Debug, Clone, Copy)]
+struct HostCheck {
+    streak: Streak,
+    due: Instant,
+}
+
+/// Checks the cluster's hosts, each at once and then after its `next_interval`. A host added
+/// to the cluster is checked within `interval`. Runs until aborted.
 pub async fn run(cluster: Arc<Cluster>, spec: HealthCheckSpec) {
-    let mut streaks: HashMap<SocketAddr, Streak> = HashMap::new();
-    let mut ticks = tokio::time::interval(spec.interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut checks: HashMap<SocketAddr, HostCheck> = HashMap::new();
     loop {
-        ticks.tick().await;
         let hosts = cluster.hosts();
+        checks.retain(|addr, _| hosts.iter().any(|host| host.addr == *addr));
+        let now = Instant::now();
+        let due: Vec<_> = hosts
+            .iter()
+            .filter(|host| checks.get(&host.addr).is_none_or(|check| check.due <= now))
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            // Wake for the earliest due host, or within `interval` to notice new hosts.
+            let earliest = checks.values().map(|check| check.due).min();
+            let wake = earliest.map_or(now + spec.intervals.interval, |earliest| {
+                earliest.min(now + spec.intervals.interval)
+            });
+            tokio::time::sleep_until(wake).await;
+            continue;
+        }
         let results = futures_util::future::join_all(
-            hosts
-                .iter()
+            due.iter()
                 .map(|host| check_and_count(&cluster, &spec, host)),
         )
         .await;
-        streaks.retain(|addr, _| hosts.iter().any(|host| host.addr == *addr));
-        for (host, passed) in hosts.iter().zip(results) {
-            let streak = streaks.entry(host.addr).or_default();
-            apply(&cluster, &spec, host, streak, passed);
+        let finished = Instant::now();
+        let traffic = has_traffic(&cluster);
+        for (host, passed) in due.iter().zip(results) {
+            let check = checks.entry(host.addr).or_insert(HostCheck {
+                streak: Streak::default(),
+                due: finished,
+            });
+            let transition = apply(&cluster, &spec, host, &mut check.streak, passed);
+            check.due = finished + next_interval(&spec.intervals, traffic, passed, transition);
         }
         cluster.update_membership();
         let passing = hosts
@@ -52,6 +92,39 @@ pub async fn run(cluster: Arc<Cluster>, spec: HealthCheckSpec) {
     }
 }
 
+/// Whether the cluster has ever opened (or tried to open) a connection for traffic, Envoy's
+/// test for leaving `no_traffic_interval` (`upstream_cx_total` used). Health checks do not
+/// count.
+fn has_traffic(cluster: &Cluster) -> bool {
+    let stats = &cluster.stats;
+    stats.cx_total.get() > 0
+        || stats.cx_connect_fail.get() > 0
+        || stats.cx_connect_timeout.get() > 0
+}
+
+/// The time to a host's next check after a result, as Envoy picks it
+/// (`HealthCheckerImplBase::interval`): before the cluster has had traffic,
+/// `no_traffic_healthy_interval` after a pass with no change pending and `no_traffic_interval`
+/// otherwise; after traffic, `healthy_edge_interval` / `unhealthy_edge_interval` while a pass
+/// or a failure counts towards its threshold, else `interval` after a pass and
+/// `unhealthy_interval` after a failure.
+fn next_interval(
+    intervals: &HealthCheckIntervals,
+    traffic: bool,
+    passed: bool,
+    transition: Transition,
+) -> Duration {
+    let pending = transition == Transition::Pending;
+    match (traffic, passed, pending) {
+        (false, true, false) => intervals.no_traffic_healthy,
+        (false, _, _) => intervals.no_traffic,
+        (true, true, true) => intervals.healthy_edge,
+        (true, true, false) => intervals.interval,
+        (true, false, true) => intervals.unhealthy_edge,
+        (true, false, false) => intervals.unhealthy,
+    }
+}
+
 /// Updates a host's streak with one result and flips its health at the thresholds.
 fn apply(
     cluster: &Cluster,
@@ -59,22 +132,31 @@ fn apply(
     host: &Host,
     streak: &mut Streak,
     passed: bool,
-) {
+) -> Transition {
     if passed {
         streak.passes += 1;
         streak.failures = 0;
-        if !host.is_healthy() && streak.passes >= spec.healthy_threshold.max(1) {
-            tracing::info!(cluster = %cluster.name(), host = %host.addr, "host healthy");
-            host.set_healthy(true);
+        if host.is_healthy() {
+            return Transition::Unchanged;
         }
+        if streak.passes < spec.healthy_threshold.max(1) {
+            return Transition::Pending;
+        }
+        tracing::info!(cluster = %cluster.name(), host = %host.addr, "host healthy");
+        host.set_healthy(true);
     } else {
         streak.failures += 1;
         streak.passes = 0;
-        if host.is_healthy() && streak.failures >= spec.unhealthy_threshold.max(1) {
-            tracing::info!(cluster = %cluster.name(), host = %host.addr, "host unhealthy");
-            host.set_healthy(false);
+        if !host.is_healthy() {
+            return Transition::Unchanged;
         }
+        if streak.failures < spec.unhealthy_threshold.max(1) {
+            return Transition::Pending;
+        }
+        tracing::info!(cluster = %cluster.name(), host = %host.addr, "host unhealthy");
+        host.set_healthy(false);
     }
+    Transition::Changed
 }
 
 async fn check_and_count(cluster: &Cluster, spec: &HealthCheckSpec, host: &Host) -> bool {
@@ -153,13 +235,12 @@ async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn spec() -> HealthCheckSpec {
         HealthCheckSpec {
             path: "/healthz".into(),
             host: None,
-            interval: Duration::from_secs(1),
+            intervals: HealthCheckIntervals::all(Duration::from_secs(1)),
             timeout: Duration::from_secs(1),
             healthy_threshold: 2,
             unhealthy_threshold: 3,
@@ -176,18 +257,56 @@ mod tests {
         let host = cluster.hosts()[0].clone();
         let mut streak = Streak::default();
         let spec = spec();
-        apply(&cluster, &spec, &host, &mut streak, false);
-        apply(&cluster, &spec, &host, &mut streak, false);
+        let mut step = |passed| apply(&cluster, &spec, &host, &mut streak, passed);
+        assert_eq!(step(true), Transition::Unchanged);
+        assert_eq!(step(false), Transition::Pending);
+        assert_eq!(step(false), Transition::Pending);
         assert!(
             host.is_healthy(),
             "two failures are below the threshold of three"
         );
-        apply(&cluster, &spec, &host, &mut streak, false);
+        assert_eq!(step(false), Transition::Changed);
         assert!(!host.is_healthy());
-        apply(&cluster, &spec, &host, &mut streak, true);
+        assert_eq!(step(false), Transition::Unchanged);
+        assert_eq!(step(true), Transition::Pending);
         assert!(!host.is_healthy(), "one pass is below the threshold of two");
-        apply(&cluster, &spec, &host, &mut streak, true);
+        assert_eq!(step(true), Transition::Changed);
         assert!(host.is_healthy());
+    }
+
+    /// Envoy's choice of the next interval, each field its own value.
+    #[test]
+    fn next_interval_is_envoys() {
+        let ms = Duration::from_millis;
+        let intervals = HealthCheckIntervals {
+            interval: ms(1),
+            no_traffic: ms(2),
+            no_traffic_healthy: ms(3),
+            unhealthy: ms(4),
+            unhealthy_edge: ms(5),
+            healthy_edge: ms(6),
+        };
+        use Transition::{Changed, Pending, Unchanged};
+        let cases = [
+            (false, true, Unchanged, 3),
+            (false, true, Changed, 3),
+            (false, true, Pending, 2),
+            (false, false, Unchanged, 2),
+            (false, false, Pending, 2),
+            (true, true, Unchanged, 1),
+            (true, true, Changed, 1),
+            (true, true, Pending, 6),
+            (true, false, Unchanged, 4),
+            (true, false, Changed, 4),
+            (true, false, Pending, 5),
+        ];
+        for (traffic, passed, transition, want) in cases {
+            assert_eq!(
+                next_interval(&intervals, traffic, passed, transition),
+                ms(want),
+                "traffic {traffic} passed {passed} {transition:?}"
+            );
+        }
     }
 
     /// A host whose health endpoint starts failing has its idle pooled connection closed
@@ -210,7 +329,7 @@ mod tests {
         // not balanced over as Envoy's default panic mode would.
         spec.lb.healthy_panic_threshold = 0.0;
         spec.health_check = Some(HealthCheckSpec {
-            interval: Duration::from_millis(50),
+            intervals: HealthCheckIntervals::all(Duration::from_millis(50)),
             healthy_threshold: 1,
             unhealthy_threshold: 1,
             ..self::tests::spec()

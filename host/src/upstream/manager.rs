@@ -244,7 +244,7 @@ mod tests {
         spec.health_check = Some(HealthCheckSpec {
             path: "/health".into(),
             host: None,
-            interval: Duration::from_secs(60),
+            intervals: crate::upstream::spec::HealthCheckIntervals::all(Duration::from_secs(60)),
             timeout: Duration::from_secs(1),
             healthy_threshold: 1,
             unhealthy_threshold: 1,

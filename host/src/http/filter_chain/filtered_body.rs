@@ -127,6 +127,7 @@ impl FilteredBody {
         if self.direction == Direction::Request {
             self.shared.set_local_reply(FilterReply {
                 from: index,
+                sender_sees: false,
                 response: payload_too_large(),
             });
         }
@@ -137,11 +138,12 @@ impl FilteredBody {
     fn on_body_event(&mut self, index: usize, event: Option<StreamEvent>) -> Option<Push> {
         match on_event(&self.shared, index, event) {
             Outcome::Next => None,
-            Outcome::Reply(response) => {
+            Outcome::Reply(response, sender_sees) => {
                 if self.direction == Direction::Request {
                     // Request filters run in configuration order: the index is the position.
                     self.shared.set_local_reply(FilterReply {
                         from: index,
+                        sender_sees,
                         response,
                     });
                 }

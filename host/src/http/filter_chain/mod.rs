@@ -249,7 +249,7 @@ impl FilterChain {
             }
             Err(reply) => {
                 let filters = ResponseFilters {
-                    from: Some(reply.from),
+                    from: Some(reply.seen_by()),
                     len: order.len(),
                     shared,
                     upstream,
@@ -263,7 +263,8 @@ impl FilterChain {
 /// The filters of one stream that saw its request, to see its response (the response half
 /// of the chain, [`ResponseFilters::filter_response`]).
 pub struct ResponseFilters {
-    /// The position of the filter that answered instead of the upstream, if one did.
+    /// Where a filter answered instead of the upstream: how many filters, from the first,
+    /// see that answer ([`FilterReply::seen_by`]).
     from: Option<usize>,
     /// How many filters the chain has.
     len: usize,
@@ -284,8 +285,8 @@ impl ResponseFilters {
         let Some(filters) = filters else {
             return response;
         };
-        let reply = match filters.from {
-            Some(from) => FilterReply { from, response },
+        let (seen_by, response) = match filters.from {
+            Some(seen_by) => (seen_by, response),
             None => {
                 if let Some(host) = response.extensions().get::<UpstreamAddress>() {
                     *filters
@@ -293,14 +294,14 @@ impl ResponseFilters {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner) = Some(host.0);
                 }
-                filters.shared.take_local_reply().unwrap_or(FilterReply {
-                    from: filters.len,
-                    response,
-                })
+                match filters.shared.take_local_reply() {
+                    Some(reply) => (reply.seen_by(), reply.response),
+                    None => (filters.len, response),
+                }
             }
         };
-        let reverse: Vec<usize> = (0..reply.from).rev().collect();
-        filter_response(filters.shared, reverse, reply.response).await
+        let reverse: Vec<usize> = (0..seen_by).rev().collect();
+        filter_response(filters.shared, reverse, response).await
     }
 }
 
@@ -321,6 +322,7 @@ async fn filter_request(
     let changes = run_headers(shared, order, Direction::Request, pairs, headers_end).await?;
     head::apply_request(&mut parts, changes).map_err(|problem| FilterReply {
         from: order.len(),
+        sender_sees: false,
         response: bad_request(problem),
     })?;
     let request_body = if end_of_stream || payload {
@@ -401,9 +403,20 @@ fn side(direction: Direction) -> usize {
 /// A response a filter made (a local reply, or a 500 for its failure) instead of the
 /// upstream's.
 struct FilterReply {
-    /// The position of the filter that made it: only the filters before it see it.
+    /// The position of the filter that made it: the filters before it see it (and, with
+    /// `sender_sees`, that filter too), as they saw the request; those after it do not.
     from: usize,
+    /// Whether the filter that made it sees it too: its own local reply, as in Envoy (whose
+    /// Wasm filter is called back with the reply it sent), not a reply made for its failure.
+    sender_sees: bool,
     response: Response<Body>,
+}
+
+impl FilterReply {
+    /// How many filters, from the first, see this reply on its way back.
+    fn seen_by(&self) -> usize {
+        self.from + usize::from(self.sender_sees)
+    }
 }
 
 impl Shared {
@@ -541,21 +554,23 @@ fn stream_type(direction: Direction) -> StreamType {
 enum Outcome {
     /// Go on to the next filter.
     Next,
-    /// Answer with this response.
-    Reply(Response<Body>),
+    /// Answer with this response; `true` where the filter that made it sees it on its way
+    /// back (its own local reply, as in Envoy), `false` where it does not (a failure's 500,
+    /// a closed stream).
+    Reply(Response<Body>, bool),
 }
 
 /// What to do after filter `index` answered `event` (or failed, `None`/`VmFailed`).
 fn on_event(shared: &Shared, index: usize, event: Option<StreamEvent>) -> Outcome {
     match event {
         Some(StreamEvent::Continue(_)) => Outcome::Next,
-        Some(StreamEvent::LocalResponse(reply)) => Outcome::Reply(local_response(reply)),
-        Some(StreamEvent::Close) => Outcome::Reply(closed_response()),
+        Some(StreamEvent::LocalResponse(reply)) => Outcome::Reply(local_response(reply), true),
+        Some(StreamEvent::Close) => Outcome::Reply(closed_response(), false),
         Some(StreamEvent::VmFailed) | None => {
             if shared.fail(index) {
                 Outcome::Next
             } else {
-                Outcome::Reply(failure_response())
+                Outcome::Reply(failure_response(), false)
             }
         }
     }
@@ -583,8 +598,9 @@ async fn run_headers(
 ) -> Result<HeadChanges, FilterReply> {
     let mut changes = MapChanges::None;
     for (position, &index) in order.iter().enumerate() {
-        let reply = |response| FilterReply {
+        let reply = |response, sender_sees| FilterReply {
             from: position,
+            sender_sees,
             response,
         };
         shared.forget_resumed(index, direction);
@@ -609,14 +625,16 @@ async fn run_headers(
                 None => Outcome::Next,
             },
         };
-        if let Outcome::Reply(response) = outcome {
-            return Err(reply(response));
+        if let Outcome::Reply(response, sender_sees) = outcome {
+            return Err(reply(response, sender_sees));
         }
         // A filter skipped after failing open (`None`) changed nothing.
         let more = match shared.with_filter(index, |h| h.take_header_changes(direction)) {
             Some(Ok(more)) => more,
             Some(Err(_)) => match on_event(shared, index, None) {
-                Outcome::Reply(response) => return Err(reply(response)),
+                Outcome::Reply(response, sender_sees) => {
+                    return Err(reply(response, sender_sees));
+                }
                 Outcome::Next => continue,
             },
             None => continue,
@@ -630,8 +648,8 @@ async fn run_headers(
             match shared.with_filter(index, |h| h.current_headers(direction, false)) {
                 Some(Ok(current)) => pairs = current,
                 Some(Err(_)) => {
-                    if let Outcome::Reply(response) = on_event(shared, index, None) {
-                        return Err(reply(response));
+                    if let Outcome::Reply(response, sender_sees) = on_event(shared, index, None) {
+                        return Err(reply(response, sender_sees));
                     }
                 }
                 None => {}
