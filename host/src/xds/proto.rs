@@ -68,12 +68,17 @@ pub fn to_json(type_name: &str, bytes: &[u8]) -> Result<serde_json::Value, Proto
         .use_enum_numbers(false)
         .skip_default_fields(true)
         .stringify_64_bit_integers(false);
-    let mut json = message
-        .serialize_with_options(serde_json::value::Serializer, &options)
-        .map_err(|e| ProtoError::Json {
-            type_name: type_name.to_string(),
-            reason: unknown_any_reason(&e.to_string()),
-        })?;
+    let mut json = serde::Serialize::serialize(
+        &set_fields::SetFields {
+            message: &message,
+            options: &options,
+        },
+        serde_json::value::Serializer,
+    )
+    .map_err(|e| ProtoError::Json {
+        type_name: type_name.to_string(),
+        reason: unknown_any_reason(&e.to_string()),
+    })?;
     whole_numbers_as_integers(&mut json);
     empty_anys_as_empty_objects(&mut json);
     Ok(json)
@@ -193,6 +198,8 @@ fn unknown_any_reason(reason: &str) -> String {
         None => reason.to_string(),
     }
 }
+
+mod set_fields;
 
 #[cfg(test)]
 mod tests;

@@ -175,3 +175,132 @@ fn deeply_nested_bytes_are_an_error_not_a_crash() {
     let result = to_json("google.protobuf.Value", &value);
     assert!(result.is_err(), "{result:?}");
 }
+
+/// `to_json` as prost-reflect's own serializer writes it (the reference [`set_fields`] must
+/// match).
+fn reference_json(type_name: &str, bytes: &[u8]) -> serde_json::Value {
+    let descriptor = pool()
+        .expect("pool")
+        .get_message_by_name(type_name)
+        .expect("known");
+    let mut message = DynamicMessage::decode(descriptor, bytes).expect("decodes");
+    mark_empty_anys(&mut message);
+    let options = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .use_enum_numbers(false)
+        .skip_default_fields(true)
+        .stringify_64_bit_integers(false);
+    let mut json = message
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .expect("serializes");
+    whole_numbers_as_integers(&mut json);
+    empty_anys_as_empty_objects(&mut json);
+    json
+}
+
+#[test]
+fn the_set_fields_writer_matches_prost_reflects_serializer() {
+    use envoy_types::pb::envoy::config::route::v3 as route_pb;
+    use envoy_types::pb::envoy::r#type::v3 as type_pb;
+    use envoy_types::pb::google::protobuf::{Any, BoolValue, DoubleValue};
+    let per_filter = std::collections::HashMap::from([
+        (
+            "envoy.filters.http.wasm".to_string(),
+            Any {
+                type_url: "type.googleapis.com/envoy.config.route.v3.FilterConfig".into(),
+                value: route_pb::FilterConfig {
+                    disabled: true,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            },
+        ),
+        ("empty".to_string(), Any::default()),
+    ]);
+    let routes = route_pb::RouteConfiguration {
+        name: "r".into(),
+        validate_clusters: Some(BoolValue { value: false }),
+        virtual_hosts: vec![route_pb::VirtualHost {
+            name: "v".into(),
+            domains: vec!["*".into(), "a.example".into()],
+            require_tls: route_pb::virtual_host::TlsRequirementType::All as i32,
+            routes: vec![route_pb::Route {
+                name: "first".into(),
+                r#match: Some(route_pb::RouteMatch {
+                    path_specifier: Some(route_pb::route_match::PathSpecifier::Prefix("/a".into())),
+                    case_sensitive: Some(BoolValue { value: false }),
+                    ..Default::default()
+                }),
+                action: Some(route_pb::route::Action::Route(route_pb::RouteAction {
+                    cluster_specifier: Some(route_pb::route_action::ClusterSpecifier::Cluster(
+                        "c".into(),
+                    )),
+                    timeout: Some(PbDuration {
+                        seconds: 0,
+                        nanos: 250_000_000,
+                    }),
+                    ..Default::default()
+                })),
+                typed_per_filter_config: per_filter,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let cluster = cluster_pb::Cluster {
+        name: "c".into(),
+        lb_policy: cluster_pb::cluster::LbPolicy::LeastRequest as i32,
+        lb_config: Some(cluster_pb::cluster::LbConfig::LeastRequestLbConfig(
+            cluster_pb::cluster::LeastRequestLbConfig {
+                choice_count: Some(UInt32Value { value: 3 }),
+                active_request_bias: Some(core_pb::RuntimeDouble {
+                    default_value: 1.5,
+                    runtime_key: "bias".into(),
+                }),
+                ..Default::default()
+            },
+        )),
+        outlier_detection: Some(cluster_pb::OutlierDetection {
+            consecutive_5xx: Some(UInt32Value { value: 7 }),
+            ..Default::default()
+        }),
+        metadata: Some(core_pb::Metadata {
+            filter_metadata: std::collections::HashMap::from([(
+                "envoy.lb".to_string(),
+                Struct {
+                    fields: std::collections::HashMap::from([(
+                        "n".to_string(),
+                        Value {
+                            kind: Some(value::Kind::NumberValue(60.0)),
+                        },
+                    )]),
+                },
+            )]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let percent = type_pb::Percent { value: 12.5 };
+    let inline = core_pb::DataSource {
+        specifier: Some(core_pb::data_source::Specifier::InlineBytes(vec![
+            0, 1, 2, 250,
+        ])),
+        ..Default::default()
+    };
+    let double = DoubleValue { value: f64::NAN };
+    for (type_name, bytes) in [
+        (
+            "envoy.config.route.v3.RouteConfiguration",
+            routes.encode_to_vec(),
+        ),
+        ("envoy.config.cluster.v3.Cluster", cluster.encode_to_vec()),
+        ("envoy.type.v3.Percent", percent.encode_to_vec()),
+        ("envoy.config.core.v3.DataSource", inline.encode_to_vec()),
+        ("google.protobuf.DoubleValue", double.encode_to_vec()),
+    ] {
+        let ours = to_json(type_name, &bytes).expect("json");
+        let reference = reference_json(type_name, &bytes);
+        assert_eq!(ours, reference, "{type_name}");
+    }
+}
