@@ -461,7 +461,7 @@ fn serve(
                 .clusters
                 .iter()
                 .find(|cluster| cluster.name == spec.ads_cluster)
-                .cloned()
+                .map(|cluster| (**cluster).clone())
                 .with_context(|| format!("xds: no static cluster {:?}", spec.ads_cluster))?;
             tracing::info!(
                 cluster = %spec.ads_cluster,

@@ -160,7 +160,7 @@ impl Running {
         });
         let config = weir::snapshot::load_str(&bootstrap.to_string(), "xds-test.yaml")
             .unwrap_or_else(|e| panic!("the xDS cluster reads: {e}"));
-        let cluster = config.clusters[0].clone();
+        let cluster = (*config.clusters[0]).clone();
         let spec = XdsSpec {
             ads_cluster: cluster.name.clone(),
             api,

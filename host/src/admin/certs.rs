@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The `/certs` answer for the config's listeners and clusters.
-pub fn dump(listeners: &[ListenerConfig], clusters: &[ClusterSpec]) -> Value {
+pub fn dump(listeners: &[ListenerConfig], clusters: &[std::sync::Arc<ClusterSpec>]) -> Value {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);

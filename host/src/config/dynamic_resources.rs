@@ -235,7 +235,7 @@ pub struct XdsSpec {
 pub fn xds_spec(
     dynamic: Option<&DynamicResources>,
     node: Option<&Node>,
-    clusters: &[ClusterSpec],
+    clusters: &[std::sync::Arc<ClusterSpec>],
     more_sources: &[&ConfigSource],
 ) -> Result<Option<XdsSpec>, FieldError> {
     let Some(dynamic) = dynamic else {

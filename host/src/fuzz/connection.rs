@@ -89,7 +89,7 @@ impl Harness {
         );
         let config = crate::snapshot::load_str(&text, "fuzz-harness.yaml")
             .unwrap_or_else(|e| panic!("the harness's own config loads: {e}"));
-        let clusters = ClusterManager::new(Vec::new())
+        let clusters = ClusterManager::new(Vec::<crate::config::cluster_spec::ClusterSpec>::new())
             .unwrap_or_else(|e| panic!("an empty cluster manager builds: {e}"));
         // The paused clock: timers fire when everything is idle, in no real time, so an input
         // runs the same way on every run and a quiet period costs nothing.

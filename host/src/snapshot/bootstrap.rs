@@ -30,7 +30,7 @@ pub struct Config {
     /// HTTP listeners.
     pub listeners: Vec<ListenerConfig>,
     /// Upstream clusters.
-    pub clusters: Vec<ClusterSpec>,
+    pub clusters: Vec<std::sync::Arc<ClusterSpec>>,
     /// TCP proxy listeners (`envoy.filters.network.tcp_proxy`).
     pub tcp_listeners: Vec<TcpListenerConfig>,
     /// `overload_manager`: monitors, actions and the global connection limit.
@@ -116,7 +116,7 @@ impl Config {
 /// name), then listeners and the bootstrap extensions.
 pub(super) fn build(
     mut bootstrap: Bootstrap,
-    dynamic_clusters: Vec<ClusterSpec>,
+    dynamic_clusters: Vec<std::sync::Arc<ClusterSpec>>,
     source: &str,
     dump: serde_json::Value,
 ) -> Result<Config, FieldError> {
@@ -133,7 +133,7 @@ pub(super) fn build(
         None => None,
     };
     let overload = overload::build(bootstrap.overload_manager.as_ref())?;
-    let mut clusters: Vec<ClusterSpec> = Vec::new();
+    let mut clusters: Vec<std::sync::Arc<ClusterSpec>> = Vec::new();
     // A set, not a scan of the list: a control plane's thousands of clusters would make the
     // check quadratic.
     let mut seen_names = std::collections::HashSet::new();
@@ -145,7 +145,7 @@ pub(super) fn build(
                 format!("duplicate cluster name {:?}", cluster.name),
             ));
         }
-        clusters.push(cluster_spec(cluster, &path)?);
+        clusters.push(std::sync::Arc::new(cluster_spec(cluster, &path)?));
     }
     // The control plane's are unique among themselves (held by name).
     for spec in dynamic_clusters {

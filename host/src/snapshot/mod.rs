@@ -49,7 +49,7 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
 /// `file` names it in errors.
 pub fn load_bootstrap(
     bootstrap: crate::config::bootstrap::Bootstrap,
-    dynamic_clusters: Vec<crate::config::cluster_spec::ClusterSpec>,
+    dynamic_clusters: Vec<std::sync::Arc<crate::config::cluster_spec::ClusterSpec>>,
     file: &str,
     dump: serde_json::Value,
 ) -> Result<Config, crate::config::FieldError> {

@@ -702,7 +702,8 @@ mod tests {
             "(if (i32.gt_u (local.get $size) (i32.const 0)) (then (drop (call $set (i32.const 2) (i32.const 0) (i32.const 0) (i32.const 100) (i32.const 1))))) (i32.const 0)",
             &append(3, 101),
         );
-        let manager = ClusterManager::new(Vec::new()).expect("no clusters");
+        let manager = ClusterManager::new(Vec::<crate::config::cluster_spec::ClusterSpec>::new())
+            .expect("no clusters");
         let pools = WorkerPools::new(manager);
         let filters = NetworkFilters::new(&[hold, mark], &pools);
         let local: SocketAddr = "127.0.0.1:1000".parse().expect("addr");
@@ -743,7 +744,8 @@ mod tests {
     /// start, `proxy_close_stream` ends it.
     #[tokio::test]
     async fn a_pause_on_new_connection_waits_for_the_module() {
-        let manager = ClusterManager::new(Vec::new()).expect("no clusters");
+        let manager = ClusterManager::new(Vec::<crate::config::cluster_spec::ClusterSpec>::new())
+            .expect("no clusters");
         let pools = WorkerPools::new(manager);
         for (action, opens) in [("$continue", true), ("$close", false)] {
             let gate = plugin_of(

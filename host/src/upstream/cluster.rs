@@ -232,8 +232,9 @@ impl Breaker {
 
 /// A cluster: its spec, stats, TLS config, hosts and circuit breakers.
 pub struct Cluster {
-    /// What it was built from.
-    pub spec: ClusterSpec,
+    /// What it was built from (shared with the config that holds it: a reload that keeps the
+    /// spec tells the cluster unchanged by its identity, without comparing every field).
+    pub spec: Arc<ClusterSpec>,
     /// Its stats (label `cluster_name`).
     pub stats: ClusterStats,
     /// The TLS client config, when the cluster speaks TLS.
@@ -278,7 +279,8 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// Builds a cluster: TLS config, and for STATIC the hosts from the IP literals. DNS
     /// clusters get their hosts from the first resolution (see `dns`).
-    pub fn new(spec: ClusterSpec) -> Result<Cluster, UpstreamError> {
+    pub fn new(spec: impl Into<Arc<ClusterSpec>>) -> Result<Cluster, UpstreamError> {
+        let spec: Arc<ClusterSpec> = spec.into();
         let tls = spec
             .tls
             .as_ref()

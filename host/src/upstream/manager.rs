@@ -33,9 +33,12 @@ impl std::fmt::Debug for ClusterManager {
 impl ClusterManager {
     /// Builds every cluster (TLS client configs included: a missing or unreadable CA, cert or
     /// key is an error naming the file). Spawns nothing.
-    pub fn new(specs: Vec<ClusterSpec>) -> Result<Arc<ClusterManager>, UpstreamError> {
+    pub fn new(
+        specs: Vec<impl Into<Arc<ClusterSpec>>>,
+    ) -> Result<Arc<ClusterManager>, UpstreamError> {
         let mut clusters = HashMap::with_capacity(specs.len());
         for spec in specs {
+            let spec: Arc<ClusterSpec> = spec.into();
             let name = spec.name.clone();
             let cluster = Arc::new(Cluster::new(spec)?);
             if clusters.insert(name.clone(), cluster).is_some() {
@@ -58,13 +61,16 @@ impl ClusterManager {
     /// it is in force, call [`ClusterManager::take_over_background`].
     pub fn successor(
         previous: &ClusterManager,
-        specs: Vec<ClusterSpec>,
+        specs: Vec<impl Into<Arc<ClusterSpec>>>,
     ) -> Result<Arc<ClusterManager>, UpstreamError> {
         let mut clusters = HashMap::with_capacity(specs.len());
         for spec in specs {
+            let spec: Arc<ClusterSpec> = spec.into();
             let name = spec.name.clone();
             let cluster = match previous.clusters.get(&name) {
-                Some(same) if same.spec == spec => same.clone(),
+                // The same spec (a control plane's cluster that did not change), or an equal
+                // one (a file read again).
+                Some(same) if Arc::ptr_eq(&same.spec, &spec) || *same.spec == *spec => same.clone(),
                 _ => Arc::new(Cluster::new(spec)?),
             };
             if clusters.insert(name.clone(), cluster).is_some() {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 struct Built {
     cluster: Arc<HeldResource>,
     endpoints: Option<Arc<HeldResource>>,
-    spec: ClusterSpec,
+    spec: Arc<ClusterSpec>,
 }
 
 /// The specs built, by cluster name.
@@ -41,7 +41,7 @@ impl ClusterSpecs {
         cluster: &Arc<HeldResource>,
         endpoints: Option<&Arc<HeldResource>>,
         build: impl FnOnce() -> Result<ClusterSpec, FieldError>,
-    ) -> Result<ClusterSpec, FieldError> {
+    ) -> Result<Arc<ClusterSpec>, FieldError> {
         let same = |built: &Built| {
             Arc::ptr_eq(&built.cluster, cluster)
                 && match (&built.endpoints, endpoints) {
@@ -53,7 +53,7 @@ impl ClusterSpecs {
         if let Some(built) = self.lock().get(name).filter(|built| same(built)) {
             return Ok(built.spec.clone());
         }
-        let spec = build()?;
+        let spec = Arc::new(build()?);
         self.lock().insert(
             name.to_string(),
             Built {

@@ -621,7 +621,7 @@ fn assemble(
     held: &Held,
     specs: &ClusterSpecs,
     timed_out: bool,
-) -> Result<(Provenance, Vec<ClusterSpec>), FieldError> {
+) -> Result<(Provenance, Vec<Arc<ClusterSpec>>), FieldError> {
     let routes = |name: &str| match held.get(ResourceType::RouteConfiguration, name) {
         Some(held) => match &held.decoded.resource {
             Resource::RouteConfiguration(routes) => Some(routes.clone()),

@@ -7,7 +7,7 @@ fn source(value: serde_json::Value) -> ConfigSource {
     parse_value(value).expect("a config source")
 }
 
-fn clusters(http2: bool) -> Vec<ClusterSpec> {
+fn clusters(http2: bool) -> Vec<std::sync::Arc<ClusterSpec>> {
     let mut cluster = json!({
         "name": "xds",
         "load_assignment": {"cluster_name": "xds", "endpoints": [{"lb_endpoints": [
@@ -17,7 +17,9 @@ fn clusters(http2: bool) -> Vec<ClusterSpec> {
         cluster["http2_protocol_options"] = json!({});
     }
     let cluster = parse_value(cluster).expect("a cluster");
-    vec![cluster_spec(&cluster, "c").expect("spec")]
+    vec![std::sync::Arc::new(
+        cluster_spec(&cluster, "c").expect("spec"),
+    )]
 }
 
 fn dynamic(value: serde_json::Value) -> DynamicResources {

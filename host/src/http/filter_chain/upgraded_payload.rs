@@ -291,7 +291,10 @@ mod tests {
         })
         .expect("plugin loads");
         let handle = PluginHandle::new(plugin, None, [0; 32]);
-        let pools = WorkerPools::new(ClusterManager::new(Vec::new()).expect("no clusters"));
+        let pools = WorkerPools::new(
+            ClusterManager::new(Vec::<crate::config::cluster_spec::ClusterSpec>::new())
+                .expect("no clusters"),
+        );
         FilterChain::new(&[handle], &pools, crate::http::DEFAULT_BUFFER_LIMIT)
     }
 

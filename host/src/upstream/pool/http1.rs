@@ -605,7 +605,9 @@ mod tests {
     fn worker_pools_and_send_future_are_send() {
         fn is_send_sync<T: Send + Sync>(_: &T) {}
         fn is_send<T: Send>(_: &T) {}
-        let Ok(manager) = ClusterManager::new(vec![]) else {
+        let Ok(manager) =
+            ClusterManager::new(Vec::<crate::config::cluster_spec::ClusterSpec>::new())
+        else {
             panic!("empty manager builds")
         };
         let pools = WorkerPools::new(manager);
