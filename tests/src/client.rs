@@ -117,6 +117,26 @@ pub async fn get_host(addr: SocketAddr, host: &str, path: &str) -> Result<Resp, 
     h1_request(addr, req).await
 }
 
+/// `GET path` with the given Host and more request headers over HTTP/1.1, panicking with the
+/// error.
+pub async fn must_get_with(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut request = Request::get(path).header("host", host);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    h1_request(addr, request)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} via {addr}: {e}"))
+}
+
 /// Like [`get`], panicking with the error.
 pub async fn must_get(addr: SocketAddr, path: &str) -> Resp {
     get(addr, path)

@@ -96,16 +96,7 @@ struct Seen {
 }
 
 async fn ask(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Seen {
-    let mut request = http::Request::get(path).header("host", "lb.example");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .expect("request");
-    let resp = client::h1_request(addr, request)
-        .await
-        .unwrap_or_else(|e| panic!("GET {path} via {addr}: {e}"));
+    let resp = client::must_get_with(addr, "lb.example", path, headers).await;
     Seen {
         status: resp.status,
         upstream: resp.header("x-upstream").to_owned(),

@@ -195,16 +195,7 @@ fn without_port(value: &str) -> String {
 }
 
 async fn ask(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Seen {
-    let mut request = http::Request::get(path).header("host", host);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .expect("request");
-    let resp = client::h1_request(addr, request)
-        .await
-        .unwrap_or_else(|e| panic!("GET {path} via {addr}: {e}"));
+    let resp = client::must_get_with(addr, host, path, headers).await;
     let mut client = Vec::new();
     let mut upstream = Vec::new();
     let json = (!resp.header("x-upstream").is_empty()).then(|| resp.json());
@@ -798,16 +789,7 @@ fn filtered_rules_config(ports: Ports, up: SocketAddr) -> Value {
 
 /// What the client saw of the rules' and the filter's headers: `(status, [(name, values)])`.
 async fn rule_headers(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> String {
-    let mut request = http::Request::get(path).header("host", "rules.example");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .expect("request");
-    let resp = client::h1_request(addr, request)
-        .await
-        .unwrap_or_else(|e| panic!("GET {path} via {addr}: {e}"));
+    let resp = client::must_get_with(addr, "rules.example", path, headers).await;
     let mut seen = format!("{path} {}", resp.status);
     for name in ["x-route", "x-both", "x-vh", "x-rc"] {
         let values: Vec<&str> = resp

@@ -108,16 +108,7 @@ struct Seen {
 }
 
 async fn ask(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Seen {
-    let mut request = http::Request::get(path).header("host", host);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .expect("request");
-    let resp = client::h1_request(addr, request)
-        .await
-        .unwrap_or_else(|e| panic!("GET {path} via {addr}: {e}"));
+    let resp = client::must_get_with(addr, host, path, headers).await;
     let upstream = resp.header("x-upstream").to_owned();
     let (path, host, x_w) = if upstream.is_empty() {
         (String::new(), String::new(), Vec::new())

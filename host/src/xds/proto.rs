@@ -63,11 +63,7 @@ pub fn to_json(type_name: &str, bytes: &[u8]) -> Result<serde_json::Value, Proto
             reason: e.to_string(),
         })?;
     mark_empty_anys(&mut message);
-    let options = SerializeOptions::new()
-        .use_proto_field_name(true)
-        .use_enum_numbers(false)
-        .skip_default_fields(true)
-        .stringify_64_bit_integers(false);
+    let options = json_options();
     let mut json = serde::Serialize::serialize(
         &set_fields::SetFields {
             message: &message,
@@ -82,6 +78,16 @@ pub fn to_json(type_name: &str, bytes: &[u8]) -> Result<serde_json::Value, Proto
     whole_numbers_as_integers(&mut json);
     empty_anys_as_empty_objects(&mut json);
     Ok(json)
+}
+
+/// How a message is written (see the module docs): proto field names, enums by name, default
+/// fields left out, 64-bit integers as numbers.
+fn json_options() -> SerializeOptions {
+    SerializeOptions::new()
+        .use_proto_field_name(true)
+        .use_enum_numbers(false)
+        .skip_default_fields(true)
+        .stringify_64_bit_integers(false)
 }
 
 /// A `google.protobuf.Struct` holds every number as a double, so `60` in a `TypedStruct`'s

@@ -185,11 +185,7 @@ fn reference_json(type_name: &str, bytes: &[u8]) -> serde_json::Value {
         .expect("known");
     let mut message = DynamicMessage::decode(descriptor, bytes).expect("decodes");
     mark_empty_anys(&mut message);
-    let options = SerializeOptions::new()
-        .use_proto_field_name(true)
-        .use_enum_numbers(false)
-        .skip_default_fields(true)
-        .stringify_64_bit_integers(false);
+    let options = json_options();
     let mut json = message
         .serialize_with_options(serde_json::value::Serializer, &options)
         .expect("serializes");
