@@ -9,7 +9,7 @@
 //! - `/runtime` (Envoy's shape) and `/memory` (Envoy's keys);
 //! - `POST /drain_listeners` (`?inboundonly`, the POST-only rule, the listener closed after).
 
-use envoy_check::envoy::{self, Envoy};
+use envoy_check::envoy::Envoy;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -71,9 +71,7 @@ fn health_config(ports: Ports, up: SocketAddr, dir: &Path) -> Value {
 
 /// Envoy on `config`, in `dir`.
 fn start_envoy(config: &Value, dir: &Path) -> Envoy {
-    let path = dir.join("envoy.yaml");
-    std::fs::write(&path, config.to_string()).expect("write envoy config");
-    Envoy::start(&envoy::binary(), &path, dir)
+    Envoy::start_config(&config.to_string(), dir)
 }
 
 /// `POST path` (empty body): (status, body).

@@ -3,7 +3,7 @@
 //! `/stats` text and JSON with `?filter=`, `/config_dump?resource=&mask=`, `/listeners`,
 //! `/server_info`, the POST-only rule, `POST /logging`, and `POST /quitquitquit`.
 
-use envoy_check::envoy::{self, Envoy};
+use envoy_check::envoy::Envoy;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -33,9 +33,7 @@ async fn admin_post(admin: SocketAddr, path: &str) -> (u16, String) {
 
 /// Envoy on the same kind of config as weir (its own ports).
 fn start_envoy(config: &Value, dir: &tempfile::TempDir) -> Envoy {
-    let path = dir.path().join("envoy.yaml");
-    std::fs::write(&path, config.to_string()).expect("write envoy config");
-    Envoy::start(&envoy::binary(), &path, dir.path())
+    Envoy::start_config(&config.to_string(), dir.path())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

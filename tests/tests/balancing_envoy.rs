@@ -157,10 +157,10 @@ impl Both {
         let envoy_ports = Ports::new();
         let weir = Weir::start(&balancing_config(weir_ports, &addrs)).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("envoy.yaml");
-        let config = balancing_config(envoy_ports, &addrs);
-        std::fs::write(&path, config.to_string()).expect("write envoy config");
-        let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+        let envoy = Envoy::start_config(
+            &balancing_config(envoy_ports, &addrs).to_string(),
+            dir.path(),
+        );
         Both {
             proxies: vec![
                 (Proxy::Weir(weir), weir_ports.http_addr()),
@@ -501,10 +501,7 @@ async fn panic_mode_with_every_host_unhealthy_as_envoy() {
     let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
     let weir = Weir::start(&panic_config(weir_ports, &addrs)).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("envoy.yaml");
-    std::fs::write(&path, panic_config(envoy_ports, &addrs).to_string())
-        .expect("write envoy config");
-    let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+    let envoy = Envoy::start_config(&panic_config(envoy_ports, &addrs).to_string(), dir.path());
     let proxies = [
         (Proxy::Weir(weir), weir_ports.http_addr()),
         (Proxy::Envoy(envoy), envoy_ports.http_addr()),

@@ -240,15 +240,15 @@ async fn reply_ids(proxy: std::net::SocketAddr) -> Vec<String> {
 /// the same config sends none on any of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_replies_carry_no_request_id_as_envoys() {
-    use envoy_check::envoy::{self, Envoy};
+    use envoy_check::envoy::Envoy;
     let up = H1Upstream::start("up").await;
     let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
     let _weir = Weir::start(&failing_routes(weir_ports, up.addr)).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("envoy.yaml");
-    std::fs::write(&path, failing_routes(envoy_ports, up.addr).to_string())
-        .expect("write envoy config");
-    let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+    let envoy = Envoy::start_config(
+        &failing_routes(envoy_ports, up.addr).to_string(),
+        dir.path(),
+    );
     let (ours, theirs) = tokio::join!(
         reply_ids(weir_ports.http_addr()),
         reply_ids(envoy_ports.http_addr())

