@@ -15,6 +15,8 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Frame types used here: HEADERS.
 pub const HEADERS: u8 = 0x1;
+/// DATA.
+pub const DATA: u8 = 0x0;
 /// RST_STREAM.
 pub const RST_STREAM: u8 = 0x3;
 /// SETTINGS.

@@ -449,3 +449,53 @@ async fn h2c_multiplexes_concurrent_streams_on_one_connection() {
         "20 concurrent 200 ms streams took {took:?}: were they serialized?"
     );
 }
+
+/// A response whose body has a known length ends its HTTP/2 stream on its last DATA frame, as
+/// Envoy and nghttp2 servers do, rather than with a second, empty DATA frame (a frame, a
+/// write and a body poll fewer per response). Both a proxied answer and a local one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_response_ends_its_stream_on_its_last_data_frame() {
+    use weir_tests::h2_frames::{self, RawH2};
+    let (_up, ports, _weir) = setup().await;
+    // `/`: the upstream's JSON with a content-length; no route for the other host: weir's 404.
+    for (stream, authority) in [(1u32, "localhost"), (3, "no-such-host.example")] {
+        let mut client = RawH2::connect(ports.http_addr()).await.expect("connect");
+        let mut out = bytes::BytesMut::new();
+        h2_frames::get(&mut out, stream, authority, "/", true);
+        client.send(&out).await.expect("send GET");
+        let mut data_frames = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no END_STREAM within 10 s"
+            );
+            let frame = client
+                .read_frame(Duration::from_secs(5))
+                .await
+                .expect("read")
+                .expect("a frame before EOF");
+            if frame.stream != stream {
+                continue;
+            }
+            if frame.kind == h2_frames::DATA {
+                data_frames.push((
+                    frame.payload.len(),
+                    frame.flags & h2_frames::END_STREAM != 0,
+                ));
+            }
+            if frame.flags & h2_frames::END_STREAM != 0 {
+                break;
+            }
+        }
+        assert!(!data_frames.is_empty(), "{authority}: a body was expected");
+        assert!(
+            data_frames.iter().all(|(len, _)| *len > 0),
+            "{authority}: no empty DATA frame expected: {data_frames:?}"
+        );
+        assert!(
+            data_frames.last().is_some_and(|(_, end)| *end),
+            "{authority}: the last DATA frame carries END_STREAM: {data_frames:?}"
+        );
+    }
+}

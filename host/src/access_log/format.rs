@@ -109,8 +109,8 @@ enum Operator {
     StartTime(Vec<TimePiece>),
     Header {
         map: Headers,
-        name: String,
-        fallback: Option<String>,
+        name: HeaderKey,
+        fallback: Option<HeaderKey>,
     },
     ResponseCode,
     ResponseFlags,
@@ -130,6 +130,22 @@ enum Operator {
     RequestedServerName,
     ConnectionId,
     UpstreamRequestAttemptCount,
+}
+
+/// A header an operator reads: its name as written (lowercase; `:path` and the like are
+/// pseudo-headers) and, for a real header, the name parsed once, so a line's lookups neither
+/// parse nor validate names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HeaderKey {
+    text: String,
+    name: Option<http::HeaderName>,
+}
+
+impl HeaderKey {
+    fn new(text: String) -> HeaderKey {
+        let name = http::HeaderName::from_bytes(text.as_bytes()).ok();
+        HeaderKey { text, name }
+    }
 }
 
 /// A piece of a format: text as written, or an operator (with its `:N` length limit).
@@ -210,7 +226,7 @@ impl Format {
                 _ => None,
             })
             .flatten()
-            .map(String::as_str)
+            .map(|key| key.text.as_str())
             // `:authority` is the `host` header on HTTP/1.1.
             .map(|name| if name == ":authority" { "host" } else { name })
             .filter(|name| !name.starts_with(':'))
@@ -224,16 +240,24 @@ impl Format {
 
     /// Appends the format filled in from `cx` to `out` (text: a missing value is `-`).
     pub fn render_into(&self, cx: &LogContext<'_>, out: &mut String) {
+        self.render_parts(cx, out, "-");
+    }
+
+    /// Appends every part to `out`, `missing` for an operator without a value. Values are
+    /// written straight into `out` (a line costs one allocation, its own).
+    fn render_parts(&self, cx: &LogContext<'_>, out: &mut String, missing: &str) {
         for part in &self.parts {
             match part {
                 Part::Literal(text) => out.push_str(text),
-                Part::Operator(op, limit) => match evaluate(op, cx) {
-                    Value::None => out.push('-'),
-                    Value::Text(text) => out.push_str(truncate(&text, *limit)),
-                    Value::Number(n) => {
-                        let _ = write!(out, "{n}");
+                Part::Operator(op, None) => write_value(op, cx, out, missing),
+                Part::Operator(op, Some(limit)) => {
+                    let mut value = String::new();
+                    write_value(op, cx, &mut value, "");
+                    match value.as_str() {
+                        "" => out.push_str(missing),
+                        value => out.push_str(truncate(value, Some(*limit))),
                     }
-                },
+                }
             }
         }
     }
@@ -259,23 +283,13 @@ impl Format {
     /// Appends the format filled in from `cx` to `out`, a missing value as nothing (Envoy's
     /// header formatter omits empty values where the access log writes `-`).
     pub fn render_omitting_empty(&self, cx: &LogContext<'_>, out: &mut String) {
-        for part in &self.parts {
-            match part {
-                Part::Literal(text) => out.push_str(text),
-                Part::Operator(op, limit) => match evaluate(op, cx) {
-                    Value::None => {}
-                    Value::Text(text) => out.push_str(truncate(&text, *limit)),
-                    Value::Number(n) => {
-                        let _ = write!(out, "{n}");
-                    }
-                },
-            }
-        }
+        self.render_parts(cx, out, "");
     }
 
     /// The format filled in from `cx`, as text.
     pub fn render(&self, cx: &LogContext<'_>) -> String {
-        let mut out = String::new();
+        // Envoy's default line for a plain request is about 200 bytes.
+        let mut out = String::with_capacity(256);
         self.render_into(cx, &mut out);
         out
     }
@@ -355,7 +369,7 @@ fn parse_operator(text: &str) -> Result<Part, FormatError> {
     let header = |map| -> Result<Operator, FormatError> {
         let arg = arg.ok_or_else(|| malformed("needs a header name"))?;
         let (name, fallback) = match arg.split_once('?') {
-            Some((name, fallback)) => (name, Some(fallback.to_ascii_lowercase())),
+            Some((name, fallback)) => (name, Some(HeaderKey::new(fallback.to_ascii_lowercase()))),
             None => (arg, None),
         };
         if name.is_empty() {
@@ -363,7 +377,7 @@ fn parse_operator(text: &str) -> Result<Part, FormatError> {
         }
         Ok(Operator::Header {
             map,
-            name: name.to_ascii_lowercase(),
+            name: HeaderKey::new(name.to_ascii_lowercase()),
             fallback,
         })
     };
@@ -455,6 +469,56 @@ fn text<'a>(s: Option<&'a str>) -> Value<'a> {
     }
 }
 
+/// Appends `op`'s value to `out` as text, `missing` when it has none: what [`evaluate`] gives,
+/// with the times, addresses and numbers written in place rather than made into strings.
+fn write_value(op: &Operator, cx: &LogContext<'_>, out: &mut String, missing: &str) {
+    let address = match op {
+        Operator::StartTime(pattern) => {
+            match cx.start {
+                Some(at) => format_time_into(at, pattern, out),
+                None => out.push_str(missing),
+            }
+            return;
+        }
+        Operator::UpstreamHost => cx.upstream_host,
+        Operator::DownstreamRemoteAddress => cx.downstream_remote,
+        Operator::DownstreamLocalAddress => cx.downstream_local,
+        _ => {
+            match evaluate(op, cx) {
+                Value::None => out.push_str(missing),
+                Value::Text(text) => out.push_str(&text),
+                Value::Number(n) => push_number(out, n),
+            }
+            return;
+        }
+    };
+    match address {
+        Some(address) => {
+            let _ = write!(out, "{address}");
+        }
+        None => out.push_str(missing),
+    }
+}
+
+/// Appends `n` in decimal (without `fmt`'s machinery: a line has several numbers).
+fn push_number(out: &mut String, n: u64) {
+    push_padded(out, n, 1);
+}
+
+/// Appends `n` in decimal, zero-padded to at least `width` digits (at most 20).
+fn push_padded(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    while n > 0 || digits.len() - at < width.clamp(1, 20) {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
+}
+
 fn evaluate<'a>(op: &Operator, cx: &LogContext<'a>) -> Value<'a> {
     match op {
         Operator::StartTime(pattern) => match cx.start {
@@ -500,10 +564,10 @@ fn evaluate<'a>(op: &Operator, cx: &LogContext<'a>) -> Value<'a> {
     }
 }
 
-fn header_value<'a>(map: Headers, name: &str, cx: &LogContext<'a>) -> Value<'a> {
+fn header_value<'a>(map: Headers, key: &HeaderKey, cx: &LogContext<'a>) -> Value<'a> {
     let headers = match map {
         Headers::Request => {
-            let pseudo = match name {
+            let pseudo = match key.text.as_str() {
                 ":method" => Some(cx.method),
                 ":path" => Some(cx.path),
                 ":authority" => Some(cx.authority.or_else(|| {
@@ -520,7 +584,7 @@ fn header_value<'a>(map: Headers, name: &str, cx: &LogContext<'a>) -> Value<'a> 
             cx.request_headers
         }
         Headers::Response => {
-            if name == ":status" {
+            if key.text == ":status" {
                 return cx
                     .status
                     .map_or(Value::None, |s| Value::Text(Cow::Owned(s.to_string())));
@@ -529,7 +593,7 @@ fn header_value<'a>(map: Headers, name: &str, cx: &LogContext<'a>) -> Value<'a> 
         }
         Headers::Trailer => cx.response_trailers,
     };
-    let Some(headers) = headers else {
+    let (Some(headers), Some(name)) = (headers, &key.name) else {
         return Value::None;
     };
     let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
@@ -638,61 +702,89 @@ pub fn utc_timestamp(at: SystemTime) -> String {
 
 /// `at` in UTC per `pieces` (Envoy logs times in UTC).
 fn format_time(at: SystemTime, pieces: &[TimePiece]) -> String {
+    let mut out = String::with_capacity(32);
+    format_time_into(at, pieces, &mut out);
+    out
+}
+
+/// Appends `at` in UTC per `pieces` to `out`.
+fn format_time_into(at: SystemTime, pieces: &[TimePiece], out: &mut String) {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs() as i64;
     let nanos = since.subsec_nanos();
     let days = secs.div_euclid(86_400);
-    let of_day = secs.rem_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400) as u64;
     let (year, month, day) = civil_from_days(days);
+    let (month, day) = (u64::from(month), u64::from(day));
     let (hour, minute, second) = (of_day / 3600, of_day / 60 % 60, of_day % 60);
     let fraction = |digits: u8, out: &mut String| {
         if digits > 0 {
             let scaled = nanos / 10u32.pow(9 - u32::from(digits));
-            let _ = write!(out, "{scaled:0width$}", width = usize::from(digits));
+            push_padded(out, u64::from(scaled), usize::from(digits));
         }
     };
-    let mut out = String::with_capacity(32);
+    let push_year = |out: &mut String| {
+        if year < 0 {
+            out.push('-');
+        }
+        push_number(out, year.unsigned_abs());
+    };
     for piece in pieces {
         match piece {
             TimePiece::Literal(text) => out.push_str(text),
             TimePiece::SecondsFraction(digits) => {
-                let _ = write!(out, "{second:02}");
+                push_padded(out, second, 2);
                 if *digits > 0 {
                     out.push('.');
-                    fraction(*digits, &mut out);
+                    fraction(*digits, out);
                 }
             }
-            TimePiece::Fraction(digits) => fraction(*digits, &mut out),
-            TimePiece::Field(field) => {
-                let _ = match field {
-                    'Y' => write!(out, "{year}"),
-                    'y' => write!(out, "{:02}", year.rem_euclid(100)),
-                    'm' => write!(out, "{month:02}"),
-                    'd' => write!(out, "{day:02}"),
-                    'e' => write!(out, "{day:2}"),
-                    'H' => write!(out, "{hour:02}"),
-                    'M' => write!(out, "{minute:02}"),
-                    'S' => write!(out, "{second:02}"),
-                    's' => write!(out, "{secs}"),
-                    'z' => write!(out, "+0000"),
-                    'Z' => write!(out, "UTC"),
-                    'T' => write!(out, "{hour:02}:{minute:02}:{second:02}"),
-                    'F' => write!(out, "{year}-{month:02}-{day:02}"),
-                    'b' | 'h' => write!(out, "{}", MONTHS[(month - 1) as usize]),
-                    'a' => write!(out, "{}", WEEKDAYS[days.rem_euclid(7) as usize]),
-                    'j' => {
-                        let (y, _, _) = civil_from_days(days);
-                        let jan1 = days_from_year(y);
-                        write!(out, "{:03}", days - jan1 + 1)
+            TimePiece::Fraction(digits) => fraction(*digits, out),
+            TimePiece::Field(field) => match field {
+                'Y' => push_year(out),
+                'y' => push_padded(out, year.rem_euclid(100) as u64, 2),
+                'm' => push_padded(out, month, 2),
+                'd' => push_padded(out, day, 2),
+                'e' => {
+                    if day < 10 {
+                        out.push(' ');
                     }
-                    'n' => writeln!(out),
-                    't' => write!(out, "\t"),
-                    other => write!(out, "%{other}"),
-                };
-            }
+                    push_number(out, day);
+                }
+                'H' => push_padded(out, hour, 2),
+                'M' => push_padded(out, minute, 2),
+                'S' => push_padded(out, second, 2),
+                's' => {
+                    let _ = write!(out, "{secs}");
+                }
+                'z' => out.push_str("+0000"),
+                'Z' => out.push_str("UTC"),
+                'T' => {
+                    push_padded(out, hour, 2);
+                    out.push(':');
+                    push_padded(out, minute, 2);
+                    out.push(':');
+                    push_padded(out, second, 2);
+                }
+                'F' => {
+                    push_year(out);
+                    out.push('-');
+                    push_padded(out, month, 2);
+                    out.push('-');
+                    push_padded(out, day, 2);
+                }
+                'b' | 'h' => out.push_str(MONTHS[(month - 1) as usize]),
+                'a' => out.push_str(WEEKDAYS[days.rem_euclid(7) as usize]),
+                'j' => push_padded(out, (days - days_from_year(year) + 1) as u64, 3),
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                other => {
+                    out.push('%');
+                    out.push(*other);
+                }
+            },
         }
     }
-    out
 }
 
 /// Days from 1970-01-01 to January 1st of `year`.

@@ -173,8 +173,9 @@ pub struct Entry {
     start: SystemTime,
     started: Instant,
     method: http::Method,
-    path: String,
-    authority: Option<String>,
+    /// The request's target as it came (a clone shares its bytes): the path and authority
+    /// are read from it when the line is written.
+    uri: http::Uri,
     scheme: &'static str,
     protocol: &'static str,
     request_headers: Option<HeaderMap>,
@@ -213,11 +214,7 @@ impl Entry {
             start: SystemTime::now(),
             started: Instant::now(),
             method: parts.method.clone(),
-            path: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-            authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
+            uri: parts.uri.clone(),
             scheme: if conn.tls { "https" } else { "http" },
             protocol: crate::wire::WireHead::protocol_name(&parts),
             request_headers: logs
@@ -274,10 +271,11 @@ impl Entry {
             tunnel.attach(Box::new(finishing));
             return Response::from_parts(parts, body);
         }
+        // The entry's facts travel inside the body's own box: one allocation, not two.
         let body = LoggedBody {
             inner: body,
             sent: 0,
-            finishing: Some(Box::new(finishing)),
+            finishing: Some(finishing),
         };
         Response::from_parts(parts, crate::body::boxed(body))
     }
@@ -323,8 +321,8 @@ impl Finishing {
         let cx = LogContext {
             start: Some(entry.start),
             method: Some(entry.method.as_str()),
-            path: Some(&entry.path),
-            authority: entry.authority.as_deref(),
+            path: Some(entry.uri.path_and_query().map_or("/", |p| p.as_str())),
+            authority: entry.uri.authority().map(|a| a.as_str()),
             scheme: Some(entry.scheme),
             request_headers: entry.request_headers.as_ref(),
             response_headers: self.response_headers.as_ref(),
@@ -417,7 +415,7 @@ where
 struct LoggedBody {
     inner: Body,
     sent: u64,
-    finishing: Option<Box<Finishing>>,
+    finishing: Option<Finishing>,
 }
 
 impl LoggedBody {

@@ -142,7 +142,16 @@ where
                 return Err(SendBodyError::Body(error));
             }
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => send_with_capacity(stream, data).await?,
+                Ok(data) => {
+                    // A body that knows this was its last frame ends the stream on it: one
+                    // DATA frame, not a second, empty one (and no poll of the body to learn
+                    // what it already said).
+                    let last = body.is_end_stream();
+                    send_with_capacity(stream, data, last).await?;
+                    if last {
+                        return Ok(());
+                    }
+                }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
                         stream.send_trailers(trailers)?;
@@ -154,11 +163,19 @@ where
     }
 }
 
-/// Sends `data` (not ending the stream) as the peer's flow-control window allows.
+/// Sends `data` as the peer's flow-control window allows, its last piece ending the stream
+/// when `end` says so.
 async fn send_with_capacity(
     stream: &mut SendStream<Bytes>,
     mut data: Bytes,
+    end: bool,
 ) -> Result<(), SendBodyError> {
+    if data.is_empty() {
+        if end {
+            stream.send_data(data, true)?;
+        }
+        return Ok(());
+    }
     while !data.is_empty() {
         stream.reserve_capacity(data.len());
         // Waiting for window, and hearing of a reset while it never comes.
@@ -181,7 +198,7 @@ async fn send_with_capacity(
             continue;
         }
         let chunk = data.split_to(available.min(data.len()));
-        stream.send_data(chunk, false)?;
+        stream.send_data(chunk, end && data.is_empty())?;
     }
     Ok(())
 }
