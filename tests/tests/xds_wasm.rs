@@ -676,3 +676,120 @@ async fn a_route_or_virtual_host_turns_a_wasm_filter_off_or_on_as_envoy_does() {
     let envoy = per_route_scenario(Kind::Envoy).await;
     assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right)");
 }
+
+/// The ECDS filter of [`discovered`] whose `config_source` gives up on the first fetch after
+/// `timeout`.
+fn discovered_with_timeout(name: &str, timeout: Duration) -> HttpFilter {
+    let mut filter = discovered(name);
+    if let Some(ConfigType::ConfigDiscovery(discovery)) = &mut filter.config_type
+        && let Some(source) = &mut discovery.config_source
+    {
+        source.initial_fetch_timeout = Some(ProtoDuration {
+            seconds: timeout.as_secs() as i64,
+            nanos: timeout.subsec_nanos() as i32,
+        });
+    }
+    filter
+}
+
+/// How long the ECDS filter of the missing-config scenario waits for its config.
+const ECDS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one proxy did with a filter whose ECDS config did not come, compared between weir
+/// and Envoy.
+#[derive(Debug, PartialEq, Eq)]
+struct MissingOutcome {
+    /// Whether the listener refused connections while it waited (it warms).
+    refused_while_warming: bool,
+    /// Whether it began to answer no sooner than the ECDS source's `initial_fetch_timeout`.
+    answered_after_the_timeout: bool,
+    /// Status, `content-length` and body of the answer once the fetch gave up.
+    without_config: (u16, String, String),
+    /// What answered once the config came.
+    with_config: (u16, String),
+}
+
+async fn missing_config_scenario(kind: Kind) -> MissingOutcome {
+    let module = wasm::fixture("headers");
+    let server = XdsServer::start().await;
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    server.set(
+        "missing",
+        &listener(
+            "missing",
+            port,
+            vec![discovered_with_timeout(ECDS_FILTER, ECDS_TIMEOUT)],
+            vec![direct("/")],
+        ),
+    );
+    let proxy = Proxy::spawn(kind, &server);
+    server
+        .wait_for_request(INITIAL, 0, |r| {
+            r.type_url == type_url::EXTENSION_CONFIG && !r.resource_names.is_empty()
+        })
+        .await
+        .unwrap_or_else(|| panic!("{kind:?} subscribed to ECDS\n{}", proxy.log_report()));
+    let asked = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused_while_warming = probe(addr, "/").await.is_err();
+    // Polled until it answers; the first answer is the one without the config.
+    let mut first = None;
+    while asked.elapsed() < INITIAL {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            weir_tests::get_host(addr, "localhost", "/"),
+        )
+        .await;
+        if let Ok(Ok(resp)) = answer {
+            first = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answered_after = asked.elapsed();
+    let first = first.unwrap_or_else(|| panic!("{kind:?} never answered\n{}", proxy.log_report()));
+    eprintln!(
+        "{kind:?}: answered {} after {answered_after:?}",
+        first.status
+    );
+    let without_config = (
+        first.status,
+        first.header("content-length").to_owned(),
+        first.text(),
+    );
+    server.set(ECDS_FILTER, &ecds(&module, "late"));
+    until_config(addr, "/", "late", INITIAL, true)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?} serves the late config: {e}\n{}",
+                proxy.log_report()
+            )
+        });
+    let with_config = probe(addr, "/").await.expect("an answer");
+    drop(proxy);
+    MissingOutcome {
+        refused_while_warming,
+        answered_after_the_timeout: answered_after + Duration::from_millis(100) >= ECDS_TIMEOUT,
+        without_config,
+        with_config,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_whose_ecds_config_does_not_come_warms_then_answers_500_as_envoy_does() {
+    let envoy = missing_config_scenario(Kind::Envoy).await;
+    let weir = missing_config_scenario(Kind::Weir).await;
+    assert_eq!(
+        weir,
+        MissingOutcome {
+            refused_while_warming: true,
+            answered_after_the_timeout: true,
+            without_config: (500, "0".into(), String::new()),
+            with_config: (200, "late".into()),
+        },
+        "weir"
+    );
+    assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right)");
+}
