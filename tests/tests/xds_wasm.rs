@@ -793,3 +793,154 @@ async fn a_filter_whose_ecds_config_does_not_come_warms_then_answers_500_as_envo
     );
     assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right)");
 }
+
+/// The admin answers compared in the ECDS dump scenario, asked first while the filter's
+/// config has not come (the listener warming), then once it serves.
+const ECDS_DUMPS: &[&str] = &[
+    "/config_dump?mask=ecds_filters",
+    "/config_dump",
+    "/config_dump?resource=ecds_filters",
+    "/config_dump?resource=ecds_filters&mask=version_info",
+    "/config_dump?mask=ecds_filters",
+];
+
+/// `path` on the admin of `proxy`, as JSON.
+async fn admin_json(kind: Kind, proxy: &Proxy, path: &str) -> serde_json::Value {
+    let (status, body) = match proxy {
+        Proxy::Weir(weir) => weir.admin_get(path).await,
+        Proxy::Envoy(envoy) => envoy.admin_get(path).await.unwrap_or_default(),
+    };
+    assert_eq!(status, 200, "{kind:?} {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{kind:?} {path}: {e}: {body}"))
+}
+
+/// A dump reduced to what weir and Envoy share: each config's `@type` (those weir has: Envoy
+/// adds scoped routes and secrets), and of the ECDS entries, their keys, `@type`s, names and
+/// versions (not `last_updated` nor the module's path).
+fn ecds_shape(dump: &serde_json::Value) -> serde_json::Value {
+    const SHARED: &[&str] = &[
+        "BootstrapConfigDump",
+        "ClustersConfigDump",
+        "EcdsConfigDump",
+        "ListenersConfigDump",
+        "RoutesConfigDump",
+    ];
+    let configs = dump["configs"].as_array().cloned().unwrap_or_default();
+    let shape = |entry: &serde_json::Value| {
+        let mut keys: Vec<&String> = entry
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        keys.sort();
+        serde_json::json!({
+            "keys": keys,
+            "@type": entry["@type"],
+            "version_info": entry["version_info"],
+            "ecds_filter": {
+                "@type": entry["ecds_filter"]["@type"],
+                "name": entry["ecds_filter"]["name"],
+                "typed_config": entry["ecds_filter"]["typed_config"]["@type"],
+            },
+        })
+    };
+    let types: Vec<serde_json::Value> = configs
+        .iter()
+        .filter(|config| {
+            config["@type"].as_str().is_some_and(|t| {
+                SHARED.iter().any(|shared| {
+                    t.ends_with(&format!(".{shared}")) || t.contains(".EcdsConfigDump.")
+                })
+            })
+        })
+        .map(|config| {
+            let mut keys: Vec<&String> = config
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
+            keys.sort();
+            let is_ecds = config["@type"]
+                .as_str()
+                .is_some_and(|t| t.contains("EcdsConfigDump"));
+            if !is_ecds {
+                return serde_json::json!({ "@type": config["@type"] });
+            }
+            if config.get("ecds_filter").is_some() || config.get("version_info").is_some() {
+                return shape(config);
+            }
+            let filters: Vec<serde_json::Value> = config["ecds_filters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(shape)
+                .collect();
+            serde_json::json!({ "@type": config["@type"], "keys": keys, "ecds_filters": filters })
+        })
+        .collect();
+    serde_json::json!(types)
+}
+
+/// The [`ECDS_DUMPS`] of a proxy whose listener's filter takes its config over ECDS: the
+/// first before the config came, the others once `v1` serves; each reduced by
+/// [`ecds_shape`].
+async fn ecds_dump_scenario(kind: Kind) -> Vec<serde_json::Value> {
+    let module = wasm::fixture("headers");
+    let server = XdsServer::start().await;
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    server.set(
+        "dumped",
+        &listener(
+            "dumped",
+            port,
+            vec![discovered(ECDS_FILTER)],
+            vec![direct("/")],
+        ),
+    );
+    let proxy = Proxy::spawn(kind, &server);
+    server
+        .wait_for_request(INITIAL, 0, |r| {
+            r.type_url == type_url::EXTENSION_CONFIG && !r.resource_names.is_empty()
+        })
+        .await
+        .unwrap_or_else(|| panic!("{kind:?} subscribed to ECDS\n{}", proxy.log_report()));
+    // The subscription is sent once the listener is read; its dump is there by then.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut dumps = vec![ecds_shape(&admin_json(kind, &proxy, ECDS_DUMPS[0]).await)];
+    server.set(ECDS_FILTER, &ecds(&module, "v1"));
+    until_config(addr, "/", "v1", INITIAL, false)
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?} serves ECDS v1: {e}\n{}", proxy.log_report()));
+    for path in &ECDS_DUMPS[1..] {
+        dumps.push(ecds_shape(&admin_json(kind, &proxy, path).await));
+    }
+    drop(proxy);
+    dumps
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecds_configs_are_in_config_dump_as_envoys() {
+    let weir = ecds_dump_scenario(Kind::Weir).await;
+    let ecds_type = "type.googleapis.com/envoy.admin.v3.EcdsConfigDump";
+    assert_eq!(
+        weir[0],
+        serde_json::json!([{ "@type": ecds_type, "keys": ["@type"], "ecds_filters": [] }]),
+        "weir, before the config came"
+    );
+    assert_eq!(weir[1][2]["@type"], ecds_type, "weir: {}", weir[1]);
+    assert_eq!(
+        weir[1][2]["ecds_filters"][0]["version_info"], "1",
+        "weir: {}",
+        weir[1]
+    );
+    assert_eq!(
+        weir[1][2]["ecds_filters"][0]["ecds_filter"]["name"],
+        ECDS_FILTER
+    );
+    let envoy = ecds_dump_scenario(Kind::Envoy).await;
+    for ((path, weir), envoy) in ECDS_DUMPS.iter().zip(&weir).zip(&envoy) {
+        assert_eq!(
+            weir, envoy,
+            "{path}: weir (left) and Envoy 1.40 (right) differ"
+        );
+    }
+}

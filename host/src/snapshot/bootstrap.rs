@@ -60,6 +60,11 @@ pub struct DynamicDump {
     pub clusters: Vec<DynamicEntry>,
     /// Endpoints (EDS).
     pub endpoints: Vec<DynamicEntry>,
+    /// HTTP filter configs (ECDS): `TypedExtensionConfig`s.
+    pub filter_configs: Vec<DynamicEntry>,
+    /// Whether some filter asks for its config over ECDS (or one came): the dump has an
+    /// ECDS part then, empty or not.
+    pub ecds: bool,
 }
 
 /// One resource from the control plane.

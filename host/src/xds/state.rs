@@ -659,6 +659,9 @@ struct Provenance {
     dynamic_clusters: Vec<String>,
     warming_listeners: Vec<String>,
     warming_clusters: Vec<String>,
+    /// Some HTTP filter takes its config over ECDS (then `/config_dump` has an ECDS dump,
+    /// empty until a config comes, as Envoy's).
+    ecds_asked: bool,
 }
 
 impl Provenance {
@@ -801,6 +804,7 @@ fn assemble(
     let mut warming_listeners = Vec::new();
     let mut filter_error = None;
     resources.listeners.retain_mut(|listener| {
+        provenance.ecds_asked |= !ecds_names(listener).is_empty();
         let filters = if ads {
             let filters_gave_up = |name: &str| gave_up(ResourceType::ExtensionConfig, name);
             match fill_filter_configs(listener, &filter_config, &filters_gave_up) {
@@ -936,6 +940,8 @@ fn dynamic_dump(held: &Held, provenance: &Provenance) -> DynamicDump {
         route_configs: entries(ResourceType::RouteConfiguration),
         clusters: entries(ResourceType::Cluster),
         endpoints: entries(ResourceType::ClusterLoadAssignment),
+        filter_configs: entries(ResourceType::ExtensionConfig),
+        ecds: provenance.ecds_asked || held.received.contains(&ResourceType::ExtensionConfig),
     }
 }
 
