@@ -246,3 +246,46 @@ async fn routes_and_endpoints_wait_for_their_own_sources_initial_fetch_timeout_a
     let envoy = fetch_timeout_scenario(true).await;
     assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right)");
 }
+
+/// The `initial_fetch_timeout` of `lds_config` and `cds_config` in the readiness scenario.
+const LDS_CDS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// With the control plane away, whether the proxy's `GET /ready` answers 200, 3 s after it
+/// started (past the CDS timeout, before CDS's and then LDS's) and 6.5 s after (past both).
+async fn readiness_scenario(envoy: bool) -> (bool, bool) {
+    // A port nothing listens on: the control plane is away.
+    let away = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let mut bootstrap = ads_bootstrap("ready-1", free_port(), away, AdsApi::Grpc);
+    for source in ["lds_config", "cds_config"] {
+        bootstrap["dynamic_resources"][source]["initial_fetch_timeout"] =
+            serde_json::json!(format!("{}s", LDS_CDS_TIMEOUT.as_secs()));
+    }
+    let admin = weir_tests::weir::admin_addr(&bootstrap);
+    let started = Instant::now();
+    let (_envoy, _weir) = if envoy {
+        (Some(Envoy::spawn(&bootstrap, "info")), None)
+    } else {
+        (None, Some(Weir::spawn(&bootstrap, &[])))
+    };
+    let mut ready = Vec::new();
+    for at in [Duration::from_secs(3), Duration::from_millis(6500)] {
+        tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
+        let answer = tokio::time::timeout(
+            Duration::from_secs(1),
+            weir_tests::get_host(admin, "localhost", "/ready"),
+        )
+        .await;
+        ready.push(matches!(answer, Ok(Ok(resp)) if resp.status == 200));
+    }
+    (ready[0], ready[1])
+}
+
+#[tokio::test]
+async fn lds_waits_from_the_end_of_the_cds_initial_fetch_as_envoy() {
+    let envoy = readiness_scenario(true).await;
+    let weir = readiness_scenario(false).await;
+    assert_eq!(weir, (false, true), "weir");
+    assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right)");
+}

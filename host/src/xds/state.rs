@@ -13,8 +13,8 @@
 //! filters' ECDS configs have not; each goes in once what it waits for is there, or once the
 //! `initial_fetch_timeout` of the config source that asked for it has passed (then with no
 //! routes, no hosts, or a filter that answers 500). Each name has its own timer, started when
-//! it is first asked for (LDS and CDS: `lds_config`'s and `cds_config`'s, from the start), as
-//! Envoy's subscriptions do. Until every subscribed type has answered and every name asked
+//! it is first asked for (CDS: `cds_config`'s, from the start; LDS: `lds_config`'s, from the
+//! end of the clusters' initial fetch), as Envoy's subscriptions do. Until every subscribed type has answered and every name asked
 //! for has come (or given up) weir is not [`XdsState::initialized`], which `/ready` reports.
 
 use super::bootstrap_file::BootstrapFile;
@@ -243,6 +243,11 @@ impl XdsState {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // As Envoy, whose LDS starts once the cluster manager is initialized: the LDS timer
+        // waits for the clusters' initial fetch (CDS and their endpoints) to be over.
+        if kind == ResourceType::Listener && !self.clusters_initialized(held) {
+            return;
+        }
         let timeouts: Vec<(String, Duration)> = match self.wanted(held, kind) {
             None => return,
             Some(Wanted::Wildcard(timeout)) => vec![(String::new(), timeout)],
@@ -261,6 +266,17 @@ impl XdsState {
                 }
             });
         }
+    }
+
+    /// Whether the initial fetch of clusters and their endpoints is over (every one came or
+    /// gave up).
+    fn clusters_initialized(&self, held: &Held) -> bool {
+        self.waiting_for(held).iter().all(|(kind, _)| {
+            !matches!(
+                kind,
+                ResourceType::Cluster | ResourceType::ClusterLoadAssignment
+            )
+        })
     }
 
     /// The timer of (`kind`, `name`) fired: unless it came, what waits for it goes in
@@ -283,6 +299,10 @@ impl XdsState {
             "xds: initial fetch timed out; going on without it"
         );
         self.waits().gave_up.insert((kind, name));
+        // What waited on it may start its own timers now (LDS after CDS).
+        for kind in ResourceType::ALL {
+            self.start_timers(&held, kind);
+        }
         if let Err(rejected) = self.swap_in(held, Trigger::Xds).await {
             tracing::warn!(error = %rejected, "xds: the config without the missing resource does not build");
         }
