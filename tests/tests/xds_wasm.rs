@@ -709,6 +709,48 @@ struct MissingOutcome {
     without_config: (u16, String, String),
     /// What answered once the config came.
     with_config: (u16, String),
+    /// The access log line of the answer without the config: status, response flags and
+    /// code details.
+    logged: String,
+}
+
+/// `listener` with its connection manager writing `%RESPONSE_CODE% %RESPONSE_FLAGS%
+/// %RESPONSE_CODE_DETAILS%` per request to `path`.
+fn with_access_log(mut listener: Listener, path: &Path) -> Listener {
+    use envoy_types::pb::envoy::config::accesslog::v3::{AccessLog, access_log};
+    use envoy_types::pb::envoy::config::core::v3::{
+        SubstitutionFormatString, substitution_format_string,
+    };
+    use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{
+        FileAccessLog, file_access_log,
+    };
+    use prost::Message as _;
+    let logger = FileAccessLog {
+        path: path.display().to_string(),
+        access_log_format: Some(file_access_log::AccessLogFormat::LogFormat(
+            SubstitutionFormatString {
+                format: Some(substitution_format_string::Format::TextFormat(
+                    "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n".into(),
+                )),
+                ..SubstitutionFormatString::default()
+            },
+        )),
+    };
+    for chain in &mut listener.filter_chains {
+        for filter in &mut chain.filters {
+            if let Some(filter::ConfigType::TypedConfig(config)) = &mut filter.config_type
+                && let Ok(mut hcm) = HttpConnectionManager::decode(config.value.as_slice())
+            {
+                hcm.access_log.push(AccessLog {
+                    name: "envoy.access_loggers.file".into(),
+                    config_type: Some(access_log::ConfigType::TypedConfig(any(&logger))),
+                    ..AccessLog::default()
+                });
+                *config = any(&hcm);
+            }
+        }
+    }
+    listener
 }
 
 async fn missing_config_scenario(kind: Kind) -> MissingOutcome {
@@ -716,13 +758,18 @@ async fn missing_config_scenario(kind: Kind) -> MissingOutcome {
     let server = XdsServer::start().await;
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("access.log");
     server.set(
         "missing",
-        &listener(
-            "missing",
-            port,
-            vec![discovered_with_timeout(ECDS_FILTER, ECDS_TIMEOUT)],
-            vec![direct("/")],
+        &with_access_log(
+            listener(
+                "missing",
+                port,
+                vec![discovered_with_timeout(ECDS_FILTER, ECDS_TIMEOUT)],
+                vec![direct("/")],
+            ),
+            &log,
         ),
     );
     let proxy = Proxy::spawn(kind, &server);
@@ -770,12 +817,14 @@ async fn missing_config_scenario(kind: Kind) -> MissingOutcome {
             )
         });
     let with_config = probe(addr, "/").await.expect("an answer");
+    let logged = weir_tests::wait_for_lines(&log, 1, INITIAL).await[0].clone();
     drop(proxy);
     MissingOutcome {
         refused_while_warming,
         answered_after_the_timeout: answered_after + Duration::from_millis(700) >= ECDS_TIMEOUT,
         without_config,
         with_config,
+        logged,
     }
 }
 
@@ -790,6 +839,7 @@ async fn a_filter_whose_ecds_config_does_not_come_warms_then_answers_500_as_envo
             answered_after_the_timeout: true,
             without_config: (500, "0".into(), String::new()),
             with_config: (200, "late".into()),
+            logged: "500 NFCF ".into(),
         },
         "weir"
     );
