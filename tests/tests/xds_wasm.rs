@@ -729,8 +729,13 @@ fn with_access_log(mut listener: Listener, path: &Path) -> Listener {
         path: path.display().to_string(),
         access_log_format: Some(file_access_log::AccessLogFormat::LogFormat(
             SubstitutionFormatString {
-                format: Some(substitution_format_string::Format::TextFormat(
-                    "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n".into(),
+                format: Some(substitution_format_string::Format::TextFormatSource(
+                    DataSource {
+                        specifier: Some(data_source::Specifier::InlineString(
+                            "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n".into(),
+                        )),
+                        ..DataSource::default()
+                    },
                 )),
                 ..SubstitutionFormatString::default()
             },
