@@ -187,9 +187,14 @@ impl XdsState {
     /// The types still waited for in the initial fetch, with the names waited for (those
     /// that gave up are not).
     fn waiting_for(&self, held: &Held) -> Vec<(ResourceType, Vec<String>)> {
+        self.waiting_in(held, &ResourceType::ALL)
+    }
+
+    /// [`XdsState::waiting_for`] among `kinds` only.
+    fn waiting_in(&self, held: &Held, kinds: &[ResourceType]) -> Vec<(ResourceType, Vec<String>)> {
         let gave_up = self.gave_up();
         let mut waiting = Vec::new();
-        for kind in ResourceType::ALL {
+        for &kind in kinds {
             let missing = match self.wanted(held, kind) {
                 None => continue,
                 Some(Wanted::Wildcard(_)) => {
@@ -230,8 +235,13 @@ impl XdsState {
     /// static resources' routes and endpoints).
     pub fn spawn_initial_fetch_timer(&self) {
         let held = self.lock().clone();
+        self.start_all_timers(&held);
+    }
+
+    /// [`XdsState::start_timers`] for every type.
+    fn start_all_timers(&self, held: &Held) {
         for kind in ResourceType::ALL {
-            self.start_timers(&held, kind);
+            self.start_timers(held, kind, self.wanted(held, kind).as_ref());
         }
     }
 
@@ -239,25 +249,33 @@ impl XdsState {
     /// nonzero timeout): when it fires before the resource came, the resource gives up
     /// waiting, and the config is built again with what waited for it going in without it.
     /// Outside a Tokio runtime (unit tests) nothing starts.
-    fn start_timers(&self, held: &Held, kind: ResourceType) {
+    /// `wanted` is what of `kind` is asked for (as [`XdsState::wanted`] says).
+    fn start_timers(&self, held: &Held, kind: ResourceType, wanted: Option<&Wanted>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        // As Envoy, whose LDS starts once the cluster manager is initialized: the LDS timer
-        // waits for the clusters' initial fetch (CDS and their endpoints) to be over.
-        if kind == ResourceType::Listener && !self.clusters_initialized(held) {
-            return;
-        }
-        let timeouts: Vec<(String, Duration)> = match self.wanted(held, kind) {
+        let timeouts: Vec<(&str, Duration)> = match wanted {
             None => return,
-            Some(Wanted::Wildcard(timeout)) => vec![(String::new(), timeout)],
-            Some(Wanted::Names(names)) => names.into_iter().collect(),
+            Some(Wanted::Wildcard(timeout)) => {
+                // As Envoy, whose LDS starts once the cluster manager is initialized: the
+                // LDS timer waits for the clusters' initial fetch (CDS and their endpoints).
+                let started = self.waits().started.contains(&(kind, String::new()));
+                if started || (kind == ResourceType::Listener && !self.clusters_initialized(held)) {
+                    return;
+                }
+                vec![("", *timeout)]
+            }
+            Some(Wanted::Names(names)) => names
+                .iter()
+                .map(|(name, timeout)| (name.as_str(), *timeout))
+                .collect(),
         };
         let mut waits = self.waits();
         for (name, timeout) in timeouts {
-            if !waits.started.insert((kind, name.clone())) || timeout.is_zero() {
+            if timeout.is_zero() || !waits.started.insert((kind, name.to_owned())) {
                 continue;
             }
+            let name = name.to_owned();
             let this = self.this.clone();
             runtime.spawn(async move {
                 tokio::time::sleep(timeout).await;
@@ -271,24 +289,29 @@ impl XdsState {
     /// Whether the initial fetch of clusters and their endpoints is over (every one came or
     /// gave up).
     fn clusters_initialized(&self, held: &Held) -> bool {
-        self.waiting_for(held).iter().all(|(kind, _)| {
-            !matches!(
-                kind,
-                ResourceType::Cluster | ResourceType::ClusterLoadAssignment
-            )
-        })
+        self.waiting_in(
+            held,
+            &[ResourceType::Cluster, ResourceType::ClusterLoadAssignment],
+        )
+        .is_empty()
     }
 
     /// The timer of (`kind`, `name`) fired: unless it came, what waits for it goes in
     /// without it.
     async fn give_up(&self, kind: ResourceType, name: String, timeout: Duration) {
         let held = self.lock().clone();
-        let came = if name.is_empty() {
-            held.received.contains(&kind)
+        let (came, wanted) = if name.is_empty() {
+            (held.received.contains(&kind), true)
         } else {
-            held.get(kind, &name).is_some()
+            let wanted = matches!(self.wanted(&held, kind), Some(Wanted::Names(names)) if names.contains_key(&name));
+            (held.get(kind, &name).is_some(), wanted)
         };
         if came {
+            return;
+        }
+        if !wanted {
+            // No longer asked for: asked for again later, it gets a timer anew.
+            self.waits().started.remove(&(kind, name));
             return;
         }
         self.stats[&kind].init_fetch_timeout.inc();
@@ -300,9 +323,7 @@ impl XdsState {
         );
         self.waits().gave_up.insert((kind, name));
         // What waited on it may start its own timers now (LDS after CDS).
-        for kind in ResourceType::ALL {
-            self.start_timers(&held, kind);
-        }
+        self.start_all_timers(&held);
         if let Err(rejected) = self.swap_in(held, Trigger::Xds).await {
             tracing::warn!(error = %rejected, "xds: the config without the missing resource does not build");
         }
@@ -312,14 +333,6 @@ impl XdsState {
         self.held
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Which names of `kind` to ask for given `held`; `None` when the type is not subscribed.
-    fn interest_in(&self, held: &Held, kind: ResourceType) -> Option<Interest> {
-        Some(match self.wanted(held, kind)? {
-            Wanted::Wildcard(_) => Interest::Wildcard,
-            Wanted::Names(names) => Interest::Names(names.into_keys().collect()),
-        })
     }
 
     /// What of `kind` is asked for given `held`, with each one's initial fetch timeout;
@@ -592,9 +605,13 @@ impl Subscriber for XdsState {
     /// fetch timers.
     fn interest(&self, kind: ResourceType) -> Interest {
         let held = self.lock();
-        self.start_timers(&held, kind);
-        self.interest_in(&held, kind)
-            .unwrap_or(Interest::Names(BTreeSet::new()))
+        let wanted = self.wanted(&held, kind);
+        self.start_timers(&held, kind, wanted.as_ref());
+        match wanted {
+            Some(Wanted::Wildcard(_)) => Interest::Wildcard,
+            Some(Wanted::Names(names)) => Interest::Names(names.into_keys().collect()),
+            None => Interest::Names(BTreeSet::new()),
+        }
     }
 
     fn connected(&self, up: bool) {
@@ -1415,6 +1432,47 @@ typed_config:
             shorter(Duration::ZERO, Duration::from_secs(1)),
             Duration::from_secs(1)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_name_gives_up_after_its_own_timeout_from_when_it_is_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        hold(
+            &state,
+            ResourceType::Listener,
+            &LISTENER.replace(
+                "config_source: { ads: {} }",
+                "config_source: { ads: {}, initial_fetch_timeout: 2s }",
+            ),
+        );
+        let key = (ResourceType::RouteConfiguration, "web-routes".to_string());
+        state.interest(ResourceType::RouteConfiguration);
+        tokio::time::sleep(Duration::from_millis(1900)).await;
+        assert!(!state.gave_up().contains(&key), "not yet");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(state.gave_up().contains(&key), "past its 2 s");
+        // Asked for again, a name keeps the timer it had.
+        state.interest(ResourceType::RouteConfiguration);
+        assert!(state.waits().started.contains(&key));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lds_timer_starts_once_the_clusters_initial_fetch_is_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let lds = (ResourceType::Listener, String::new());
+        state.interest(ResourceType::Listener);
+        assert!(
+            !state.waits().started.contains(&lds),
+            "CDS has not answered"
+        );
+        state.lock().received.insert(ResourceType::Cluster);
+        state.interest(ResourceType::Listener);
+        assert!(state.waits().started.contains(&lds));
     }
 
     #[test]
