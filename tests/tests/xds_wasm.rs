@@ -5,7 +5,9 @@
 //! within 5 s with no failed request across the change, and an ECDS resource whose type the
 //! filter does not list NACKed while the config in force keeps serving; and a route or
 //! virtual host turning the filter off or back on (`typed_per_filter_config`), also one
-//! `disabled` in `http_filters`.
+//! `disabled` in `http_filters`; a filter whose ECDS config does not come (the listener warms
+//! for its source's `initial_fetch_timeout`, then the filter answers 500 `NFCF` until the
+//! config comes); and the ECDS part of `/config_dump` (`EcdsConfigDump`).
 //!
 //! The module is the `headers` fixture (the official proxy-wasm SDK, which Envoy's V8 loads):
 //! it answers its plugin configuration in `x-wasm-config`.
@@ -707,6 +709,8 @@ struct MissingOutcome {
     answered_after_the_timeout: bool,
     /// Status, `content-length` and body of the answer once the fetch gave up.
     without_config: (u16, String, String),
+    /// What a route that turns the filter off answers then.
+    without_config_route_off: (u16, String),
     /// What answered once the config came.
     with_config: (u16, String),
     /// The access log line of the answer without the config: status, response flags and
@@ -772,7 +776,13 @@ async fn missing_config_scenario(kind: Kind) -> MissingOutcome {
                 "missing",
                 port,
                 vec![discovered_with_timeout(ECDS_FILTER, ECDS_TIMEOUT)],
-                vec![direct("/")],
+                vec![
+                    Route {
+                        typed_per_filter_config: per_filter(ECDS_FILTER, true),
+                        ..direct("/off")
+                    },
+                    direct("/"),
+                ],
             ),
             &log,
         ),
@@ -812,6 +822,9 @@ async fn missing_config_scenario(kind: Kind) -> MissingOutcome {
         first.header("content-length").to_owned(),
         first.text(),
     );
+    let without_config_route_off = probe(addr, "/off")
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?} answers /off: {e}\n{}", proxy.log_report()));
     server.set(ECDS_FILTER, &ecds(&module, "late"));
     until_config(addr, "/", "late", INITIAL, true)
         .await
@@ -828,6 +841,7 @@ async fn missing_config_scenario(kind: Kind) -> MissingOutcome {
         refused_while_warming,
         answered_after_the_timeout: answered_after + Duration::from_millis(700) >= ECDS_TIMEOUT,
         without_config,
+        without_config_route_off,
         with_config,
         logged,
     }
@@ -843,6 +857,7 @@ async fn a_filter_whose_ecds_config_does_not_come_warms_then_answers_500_as_envo
             refused_while_warming: true,
             answered_after_the_timeout: true,
             without_config: (500, "0".into(), String::new()),
+            without_config_route_off: (200, String::new()),
             with_config: (200, "late".into()),
             logged: "500 NFCF ".into(),
         },
