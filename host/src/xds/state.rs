@@ -118,6 +118,9 @@ pub struct XdsState {
     held: Mutex<Held>,
     /// The initial fetch timers: which names have one, and which gave up.
     waits: Mutex<Waits>,
+    /// Set once the initial fetch was over: it stays over (as Envoy's server initializes
+    /// once; a listener that comes later warms without making weir not ready).
+    init_done: std::sync::atomic::AtomicBool,
     reloader: OnceLock<Weak<Reloader>>,
     this: Weak<XdsState>,
     stats: BTreeMap<ResourceType, XdsTypeStats>,
@@ -158,6 +161,7 @@ impl XdsState {
             spec,
             held: Mutex::new(Held::default()),
             waits: Mutex::new(Waits::default()),
+            init_done: std::sync::atomic::AtomicBool::new(false),
             reloader: OnceLock::new(),
             this: this.clone(),
             stats,
@@ -179,9 +183,18 @@ impl XdsState {
     /// Whether the initial fetch is over: every type subscribed has answered, and every
     /// route configuration, endpoint set and filter config asked for is there (or its
     /// `initial_fetch_timeout` passed).
+    /// Once over, it stays over.
     pub fn initialized(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.init_done.load(Ordering::Acquire) {
+            return true;
+        }
         let held = self.lock();
-        self.waiting_for(&held).is_empty()
+        let done = self.waiting_for(&held).is_empty();
+        if done {
+            self.init_done.store(true, Ordering::Release);
+        }
+        done
     }
 
     /// The types still waited for in the initial fetch, with the names waited for (those
@@ -1473,6 +1486,21 @@ typed_config:
         state.lock().received.insert(ResourceType::Cluster);
         state.interest(ResourceType::Listener);
         assert!(state.waits().started.contains(&lds));
+    }
+
+    #[test]
+    fn once_initialized_a_listener_that_comes_later_warms_without_unreadying() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        {
+            let mut held = state.lock();
+            held.received.insert(ResourceType::Listener);
+            held.received.insert(ResourceType::Cluster);
+        }
+        assert!(state.initialized());
+        hold(&state, ResourceType::Listener, LISTENER);
+        assert!(state.load().unwrap().config.listeners.is_empty(), "warms");
+        assert!(state.initialized(), "still ready");
     }
 
     #[test]
