@@ -28,6 +28,12 @@
 //! The payload of a tunnel (an upgrade, CONNECT) is a body too, where a filter of the chain
 //! reads bodies: see `upgraded_payload` ([`PayloadFilters`]).
 //!
+//! A filter whose ECDS config did not come in time and has no default
+//! ([`FilterChain::with_missing_config`]) answers a bodiless 500 (`NFCF`) at its place, as
+//! Envoy's missing-config filter: the filters before it see the request and the answer, those
+//! after it nothing; a route that turns it off skips it. Only the first such filter of a chain
+//! is kept.
+//!
 //! Where weir differs: `proxy_close_stream` answers 503 (Envoy resets the stream); admission
 //! (header count, refused CONNECT or upgrade) runs inside `next`, after the request filters.
 //!
