@@ -466,7 +466,8 @@ fn serve(
             tracing::info!(
                 cluster = %spec.ads_cluster,
                 api = ?spec.api,
-                initial_fetch_timeout = ?spec.initial_fetch_timeout,
+                lds_fetch_timeout = ?spec.lds_fetch_timeout,
+                cds_fetch_timeout = ?spec.cds_fetch_timeout,
                 "xds: resources come from the control plane"
             );
             let subscriber: Arc<dyn weir::xds::client::Subscriber> = state.clone();

@@ -5,7 +5,9 @@
 //! within 5 s with no failed request across the change, and an ECDS resource whose type the
 //! filter does not list NACKed while the config in force keeps serving; and a route or
 //! virtual host turning the filter off or back on (`typed_per_filter_config`), also one
-//! `disabled` in `http_filters`.
+//! `disabled` in `http_filters`; a filter whose ECDS config does not come (the listener warms
+//! for its source's `initial_fetch_timeout`, then the filter answers 500 `NFCF` until the
+//! config comes); and the ECDS part of `/config_dump` (`EcdsConfigDump`).
 //!
 //! The module is the `headers` fixture (the official proxy-wasm SDK, which Envoy's V8 loads):
 //! it answers its plugin configuration in `x-wasm-config`.
@@ -675,4 +677,342 @@ async fn a_route_or_virtual_host_turns_a_wasm_filter_off_or_on_as_envoy_does() {
     assert_eq!(weir, expected, "weir");
     let envoy = per_route_scenario(Kind::Envoy).await;
     assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right)");
+}
+
+/// The ECDS filter of [`discovered`] whose `config_source` gives up on the first fetch after
+/// `timeout`.
+fn discovered_with_timeout(name: &str, timeout: Duration) -> HttpFilter {
+    let mut filter = discovered(name);
+    if let Some(ConfigType::ConfigDiscovery(discovery)) = &mut filter.config_type
+        && let Some(source) = &mut discovery.config_source
+    {
+        source.initial_fetch_timeout = Some(ProtoDuration {
+            seconds: timeout.as_secs() as i64,
+            nanos: timeout.subsec_nanos() as i32,
+        });
+    }
+    filter
+}
+
+/// How long the ECDS filter of the missing-config scenario waits for its config.
+const ECDS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one proxy did with a filter whose ECDS config did not come, compared between weir
+/// and Envoy.
+#[derive(Debug, PartialEq, Eq)]
+struct MissingOutcome {
+    /// Whether the listener refused connections while it waited (it warms).
+    refused_while_warming: bool,
+    /// Whether it began to answer no sooner than the ECDS source's `initial_fetch_timeout`
+    /// (less 0.7 s: the timer starts before the subscription reaches the server, which
+    /// takes a while on a loaded machine).
+    answered_after_the_timeout: bool,
+    /// Status, `content-length` and body of the answer once the fetch gave up.
+    without_config: (u16, String, String),
+    /// What a route that turns the filter off answers then.
+    without_config_route_off: (u16, String),
+    /// What answered once the config came.
+    with_config: (u16, String),
+    /// The access log line of the answer without the config: status, response flags and
+    /// code details.
+    logged: String,
+}
+
+/// `listener` with its connection manager writing `%RESPONSE_CODE% %RESPONSE_FLAGS%
+/// %RESPONSE_CODE_DETAILS%` per request to `path`.
+fn with_access_log(mut listener: Listener, path: &Path) -> Listener {
+    use envoy_types::pb::envoy::config::accesslog::v3::{AccessLog, access_log};
+    use envoy_types::pb::envoy::config::core::v3::{
+        SubstitutionFormatString, substitution_format_string,
+    };
+    use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{
+        FileAccessLog, file_access_log,
+    };
+    use prost::Message as _;
+    let logger = FileAccessLog {
+        path: path.display().to_string(),
+        access_log_format: Some(file_access_log::AccessLogFormat::LogFormat(
+            SubstitutionFormatString {
+                format: Some(substitution_format_string::Format::TextFormatSource(
+                    DataSource {
+                        specifier: Some(data_source::Specifier::InlineString(
+                            "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n".into(),
+                        )),
+                        ..DataSource::default()
+                    },
+                )),
+                ..SubstitutionFormatString::default()
+            },
+        )),
+    };
+    for chain in &mut listener.filter_chains {
+        for filter in &mut chain.filters {
+            if let Some(filter::ConfigType::TypedConfig(config)) = &mut filter.config_type
+                && let Ok(mut hcm) = HttpConnectionManager::decode(config.value.as_slice())
+            {
+                hcm.access_log.push(AccessLog {
+                    name: "envoy.access_loggers.file".into(),
+                    config_type: Some(access_log::ConfigType::TypedConfig(any(&logger))),
+                    ..AccessLog::default()
+                });
+                *config = any(&hcm);
+            }
+        }
+    }
+    listener
+}
+
+async fn missing_config_scenario(kind: Kind) -> MissingOutcome {
+    let module = wasm::fixture("headers");
+    let server = XdsServer::start().await;
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("access.log");
+    server.set(
+        "missing",
+        &with_access_log(
+            listener(
+                "missing",
+                port,
+                vec![discovered_with_timeout(ECDS_FILTER, ECDS_TIMEOUT)],
+                vec![
+                    Route {
+                        typed_per_filter_config: per_filter(ECDS_FILTER, true),
+                        ..direct("/off")
+                    },
+                    direct("/"),
+                ],
+            ),
+            &log,
+        ),
+    );
+    let proxy = Proxy::spawn(kind, &server);
+    server
+        .wait_for_request(INITIAL, 0, |r| {
+            r.type_url == type_url::EXTENSION_CONFIG && !r.resource_names.is_empty()
+        })
+        .await
+        .unwrap_or_else(|| panic!("{kind:?} subscribed to ECDS\n{}", proxy.log_report()));
+    let asked = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused_while_warming = probe(addr, "/").await.is_err();
+    // Polled until it answers; the first answer is the one without the config.
+    let mut first = None;
+    while asked.elapsed() < INITIAL {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            weir_tests::get_host(addr, "localhost", "/"),
+        )
+        .await;
+        if let Ok(Ok(resp)) = answer {
+            first = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answered_after = asked.elapsed();
+    let first = first.unwrap_or_else(|| panic!("{kind:?} never answered\n{}", proxy.log_report()));
+    eprintln!(
+        "{kind:?}: answered {} after {answered_after:?}",
+        first.status
+    );
+    let without_config = (
+        first.status,
+        first.header("content-length").to_owned(),
+        first.text(),
+    );
+    let without_config_route_off = probe(addr, "/off")
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?} answers /off: {e}\n{}", proxy.log_report()));
+    server.set(ECDS_FILTER, &ecds(&module, "late"));
+    until_config(addr, "/", "late", INITIAL, true)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{kind:?} serves the late config: {e}\n{}",
+                proxy.log_report()
+            )
+        });
+    let with_config = probe(addr, "/").await.expect("an answer");
+    let logged = weir_tests::wait_for_lines(&log, 1, INITIAL).await[0].clone();
+    drop(proxy);
+    MissingOutcome {
+        refused_while_warming,
+        answered_after_the_timeout: answered_after + Duration::from_millis(700) >= ECDS_TIMEOUT,
+        without_config,
+        without_config_route_off,
+        with_config,
+        logged,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_whose_ecds_config_does_not_come_warms_then_answers_500_as_envoy_does() {
+    let envoy = missing_config_scenario(Kind::Envoy).await;
+    let weir = missing_config_scenario(Kind::Weir).await;
+    assert_eq!(
+        weir,
+        MissingOutcome {
+            refused_while_warming: true,
+            answered_after_the_timeout: true,
+            without_config: (500, "0".into(), String::new()),
+            without_config_route_off: (200, String::new()),
+            with_config: (200, "late".into()),
+            logged: "500 NFCF ".into(),
+        },
+        "weir"
+    );
+    assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right)");
+}
+
+/// The admin answers compared in the ECDS dump scenario, asked first while the filter's
+/// config has not come (the listener warming), then once it serves.
+const ECDS_DUMPS: &[&str] = &[
+    "/config_dump?mask=ecds_filters",
+    "/config_dump",
+    "/config_dump?resource=ecds_filters",
+    "/config_dump?resource=ecds_filters&mask=version_info",
+    "/config_dump?mask=ecds_filters",
+];
+
+/// `path` on the admin of `proxy`, as JSON.
+async fn admin_json(kind: Kind, proxy: &Proxy, path: &str) -> serde_json::Value {
+    let (status, body) = match proxy {
+        Proxy::Weir(weir) => weir.admin_get(path).await,
+        Proxy::Envoy(envoy) => envoy.admin_get(path).await.unwrap_or_default(),
+    };
+    assert_eq!(status, 200, "{kind:?} {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{kind:?} {path}: {e}: {body}"))
+}
+
+/// A dump reduced to what weir and Envoy share: each config's `@type` (those weir has: Envoy
+/// adds scoped routes and secrets), and of the ECDS entries, their keys, `@type`s, names and
+/// versions (not `last_updated` nor the module's path).
+fn ecds_shape(dump: &serde_json::Value) -> serde_json::Value {
+    const SHARED: &[&str] = &[
+        "BootstrapConfigDump",
+        "ClustersConfigDump",
+        "EcdsConfigDump",
+        "ListenersConfigDump",
+        "RoutesConfigDump",
+    ];
+    let configs = dump["configs"].as_array().cloned().unwrap_or_default();
+    let shape = |entry: &serde_json::Value| {
+        let mut keys: Vec<&String> = entry
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        keys.sort();
+        serde_json::json!({
+            "keys": keys,
+            "@type": entry["@type"],
+            "version_info": entry["version_info"],
+            "ecds_filter": {
+                "@type": entry["ecds_filter"]["@type"],
+                "name": entry["ecds_filter"]["name"],
+                "typed_config": entry["ecds_filter"]["typed_config"]["@type"],
+            },
+        })
+    };
+    let types: Vec<serde_json::Value> = configs
+        .iter()
+        .filter(|config| {
+            config["@type"].as_str().is_some_and(|t| {
+                SHARED.iter().any(|shared| {
+                    t.ends_with(&format!(".{shared}")) || t.contains(".EcdsConfigDump.")
+                })
+            })
+        })
+        .map(|config| {
+            let mut keys: Vec<&String> = config
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
+            keys.sort();
+            let is_ecds = config["@type"]
+                .as_str()
+                .is_some_and(|t| t.contains("EcdsConfigDump"));
+            if !is_ecds {
+                return serde_json::json!({ "@type": config["@type"] });
+            }
+            if config.get("ecds_filter").is_some() || config.get("version_info").is_some() {
+                return shape(config);
+            }
+            let filters: Vec<serde_json::Value> = config["ecds_filters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(shape)
+                .collect();
+            serde_json::json!({ "@type": config["@type"], "keys": keys, "ecds_filters": filters })
+        })
+        .collect();
+    serde_json::json!(types)
+}
+
+/// The [`ECDS_DUMPS`] of a proxy whose listener's filter takes its config over ECDS: the
+/// first before the config came, the others once `v1` serves; each reduced by
+/// [`ecds_shape`].
+async fn ecds_dump_scenario(kind: Kind) -> Vec<serde_json::Value> {
+    let module = wasm::fixture("headers");
+    let server = XdsServer::start().await;
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    server.set(
+        "dumped",
+        &listener(
+            "dumped",
+            port,
+            vec![discovered(ECDS_FILTER)],
+            vec![direct("/")],
+        ),
+    );
+    let proxy = Proxy::spawn(kind, &server);
+    server
+        .wait_for_request(INITIAL, 0, |r| {
+            r.type_url == type_url::EXTENSION_CONFIG && !r.resource_names.is_empty()
+        })
+        .await
+        .unwrap_or_else(|| panic!("{kind:?} subscribed to ECDS\n{}", proxy.log_report()));
+    // The subscription is sent once the listener is read; its dump is there by then.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut dumps = vec![ecds_shape(&admin_json(kind, &proxy, ECDS_DUMPS[0]).await)];
+    server.set(ECDS_FILTER, &ecds(&module, "v1"));
+    until_config(addr, "/", "v1", INITIAL, false)
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?} serves ECDS v1: {e}\n{}", proxy.log_report()));
+    for path in &ECDS_DUMPS[1..] {
+        dumps.push(ecds_shape(&admin_json(kind, &proxy, path).await));
+    }
+    drop(proxy);
+    dumps
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecds_configs_are_in_config_dump_as_envoys() {
+    let weir = ecds_dump_scenario(Kind::Weir).await;
+    let ecds_type = "type.googleapis.com/envoy.admin.v3.EcdsConfigDump";
+    assert_eq!(
+        weir[0],
+        serde_json::json!([{ "@type": ecds_type, "keys": ["@type"], "ecds_filters": [] }]),
+        "weir, before the config came"
+    );
+    assert_eq!(weir[1][2]["@type"], ecds_type, "weir: {}", weir[1]);
+    assert_eq!(
+        weir[1][2]["ecds_filters"][0]["version_info"], "1",
+        "weir: {}",
+        weir[1]
+    );
+    assert_eq!(
+        weir[1][2]["ecds_filters"][0]["ecds_filter"]["name"],
+        ECDS_FILTER
+    );
+    let envoy = ecds_dump_scenario(Kind::Envoy).await;
+    for ((path, weir), envoy) in ECDS_DUMPS.iter().zip(&weir).zip(&envoy) {
+        assert_eq!(
+            weir, envoy,
+            "{path}: weir (left) and Envoy 1.40 (right) differ"
+        );
+    }
 }

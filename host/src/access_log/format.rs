@@ -543,7 +543,12 @@ fn evaluate<'a>(op: &Operator, cx: &LogContext<'a>) -> Value<'a> {
         } else {
             cx.flags
         })),
-        Operator::ResponseCodeDetails => text(cx.details),
+        // Set but empty (a reply made with no details, as Envoy's missing-config filter's)
+        // prints empty, as Envoy's; unset prints `-`.
+        Operator::ResponseCodeDetails => match cx.details {
+            Some(details) => Value::Text(Cow::Borrowed(details)),
+            None => Value::None,
+        },
         Operator::BytesReceived => Value::Number(cx.bytes_received),
         Operator::BytesSent => Value::Number(cx.bytes_sent),
         Operator::Duration => millis(cx.duration),

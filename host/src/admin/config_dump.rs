@@ -7,7 +7,11 @@
 //! Envoy `@type`. Resources from a control plane (xDS) are in the `dynamic_*` lists, each with
 //! its `version_info` and `last_updated`, and each dump's `version_info` is the version of the
 //! response applied last; with `?include_eds` an `EndpointsConfigDump` follows, holding the
-//! endpoints from EDS. Query parameters as Envoy's:
+//! endpoints from EDS. HTTP filter configs from ECDS are in an `EcdsConfigDump` between the
+//! clusters and the listeners (`ecds_filters[]`: `{version_info, ecds_filter, last_updated}`,
+//! the filter a `TypedExtensionConfig`; no dump-wide `version_info`), as Envoy places it,
+//! once a filter asks for one (empty, `ecds_filters` left out, until one comes). Query
+//! parameters as Envoy's:
 //! - `resource=NAME`: only the entries of that repeated field (`static_clusters`,
 //!   `static_listeners`, `static_route_configs`, `dynamic_active_clusters`, ...), each with
 //!   the entry's own `@type` (e.g. `...ClustersConfigDump.StaticCluster`);
@@ -21,6 +25,7 @@ const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 const ROUTE_CONFIG: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 const ENDPOINTS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+const EXTENSION_CONFIG: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 
 /// What is dumped: the file as loaded and what the control plane sent.
 #[derive(Debug, Clone, Copy)]
@@ -62,10 +67,13 @@ pub fn dump(
             let mut entries = Vec::new();
             let mut known = false;
             for config in &configs {
+                if !fields_of(config).contains(&resource) {
+                    continue;
+                }
+                known = true;
                 let Some(list) = config.get(resource).and_then(Value::as_array) else {
                     continue;
                 };
-                known = true;
                 let outer = config.get("@type").and_then(Value::as_str).unwrap_or("");
                 for entry in list {
                     let mut entry = entry.clone();
@@ -85,8 +93,16 @@ pub fn dump(
         }
     };
     let narrowed = match &mask {
+        // As Envoy's: a whole config whose type lacks a field of the mask is left out.
         Some(paths) => narrowed
             .iter()
+            .filter(|config| {
+                resource.is_some()
+                    || paths.iter().all(|path| {
+                        path.first()
+                            .is_some_and(|field| fields_of(config).contains(field))
+                    })
+            })
             .map(|config| masked(config, paths))
             .collect(),
         None => narrowed,
@@ -174,6 +190,18 @@ fn configs(sources: Sources<'_>) -> Vec<Value> {
             "dynamic_route_configs": dynamic_routes,
         }),
     ];
+    if dynamic.ecds || !dynamic.filter_configs.is_empty() {
+        let mut ecds = json!({ "@type": format!("{ADMIN}EcdsConfigDump") });
+        if !dynamic.filter_configs.is_empty() {
+            let filters: Vec<Value> = dynamic
+                .filter_configs
+                .iter()
+                .map(|entry| versioned(entry, "ecds_filter", EXTENSION_CONFIG))
+                .collect();
+            ecds["ecds_filters"] = json!(filters);
+        }
+        configs.insert(2, ecds);
+    }
     if sources.include_eds {
         let static_endpoints: Vec<Value> = list("clusters")
             .iter()
@@ -247,6 +275,26 @@ fn typed(resource: Value, type_url: &str) -> Value {
     Value::Object(fields)
 }
 
+/// The fields of a whole dump's type, as Envoy's `envoy.admin.v3` messages define them (set
+/// or not): what `resource=` may name and a `mask=` may start with.
+fn fields_of(config: &Value) -> &'static [&'static str] {
+    let type_url = config.get("@type").and_then(Value::as_str).unwrap_or("");
+    match type_url.strip_prefix(ADMIN).unwrap_or("") {
+        "BootstrapConfigDump" => &["bootstrap", "last_updated"],
+        "ClustersConfigDump" => &[
+            "version_info",
+            "static_clusters",
+            "dynamic_active_clusters",
+            "dynamic_warming_clusters",
+        ],
+        "EcdsConfigDump" => &["ecds_filters"],
+        "ListenersConfigDump" => &["version_info", "static_listeners", "dynamic_listeners"],
+        "RoutesConfigDump" => &["static_route_configs", "dynamic_route_configs"],
+        "EndpointsConfigDump" => &["static_endpoint_configs", "dynamic_endpoint_configs"],
+        _ => &[],
+    }
+}
+
 /// The message type of one entry of the repeated field `resource`, as Envoy names it.
 fn entry_type(resource: &str) -> String {
     match resource {
@@ -258,6 +306,7 @@ fn entry_type(resource: &str) -> String {
         "dynamic_route_configs" => "DynamicRouteConfig".into(),
         "static_endpoint_configs" => "StaticEndpointConfig".into(),
         "dynamic_endpoint_configs" => "DynamicEndpointConfig".into(),
+        "ecds_filters" => "EcdsFilterConfig".into(),
         other => other.to_owned(),
     }
 }
@@ -327,6 +376,8 @@ mod tests {
             route_configs: vec![entry("routes", false)],
             clusters: vec![entry("up", false), entry("warm", true)],
             endpoints: vec![entry("up", false)],
+            filter_configs: Vec::new(),
+            ecds: false,
         };
         let bootstrap = bootstrap();
         let sources = Sources {
@@ -446,5 +497,73 @@ mod tests {
             super::dump(plain(&bootstrap()), Some("nothing"), None),
             Err(DumpError::UnknownResource("nothing".into()))
         );
+    }
+
+    #[test]
+    fn ecds_configs_are_dumped_between_clusters_and_listeners_as_envoys() {
+        let dynamic = DynamicDump {
+            filter_configs: vec![DynamicEntry {
+                name: "auth".into(),
+                version_info: "3".into(),
+                last_updated: std::time::UNIX_EPOCH,
+                resource: std::sync::Arc::new(json!({
+                    "name": "auth",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"}
+                })),
+                warming: false,
+            }],
+            ..DynamicDump::default()
+        };
+        let bootstrap = bootstrap();
+        let sources = Sources {
+            bootstrap: &bootstrap,
+            dynamic: Some(&dynamic),
+            include_eds: false,
+        };
+        let dump = dump(sources, None, None).unwrap();
+        let ecds = &dump["configs"][2];
+        assert_eq!(
+            ecds["@type"],
+            "type.googleapis.com/envoy.admin.v3.EcdsConfigDump"
+        );
+        assert_eq!(ecds["ecds_filters"][0]["version_info"], "3");
+        assert_eq!(
+            ecds["ecds_filters"][0]["ecds_filter"]["@type"],
+            EXTENSION_CONFIG
+        );
+        assert_eq!(ecds["ecds_filters"][0]["ecds_filter"]["name"], "auth");
+        assert_eq!(
+            dump["configs"][3]["@type"],
+            "type.googleapis.com/envoy.admin.v3.ListenersConfigDump"
+        );
+        let narrowed = super::dump(sources, Some("ecds_filters"), Some("version_info")).unwrap();
+        assert_eq!(
+            narrowed,
+            json!({"configs": [{
+                "@type": "type.googleapis.com/envoy.admin.v3.EcdsConfigDump.EcdsFilterConfig",
+                "version_info": "3"
+            }]})
+        );
+        // A mask without resource keeps the configs whose type has the field.
+        let masked = super::dump(sources, None, Some("ecds_filters")).unwrap();
+        assert_eq!(masked["configs"].as_array().map(Vec::len), Some(1));
+        assert_eq!(masked["configs"][0]["ecds_filters"][0]["version_info"], "3");
+        // Asked for, none come yet: an empty ECDS dump; none asked for: none.
+        let asked = DynamicDump {
+            ecds: true,
+            ..DynamicDump::default()
+        };
+        let sources = Sources {
+            dynamic: Some(&asked),
+            ..sources
+        };
+        let dump = super::dump(sources, None, None).unwrap();
+        assert_eq!(
+            dump["configs"][2],
+            json!({"@type": "type.googleapis.com/envoy.admin.v3.EcdsConfigDump"})
+        );
+        let entries = super::dump(sources, Some("ecds_filters"), None).unwrap();
+        assert_eq!(entries, json!({"configs": []}));
+        assert_eq!(dump_len(plain(&bootstrap)), 4);
     }
 }

@@ -59,6 +59,21 @@ pub struct ConfigSource {
     pub self_source: Option<serde_json::Value>,
 }
 
+impl ConfigSource {
+    /// How long the first response of what comes from this source is waited for before
+    /// weir goes on without it: `initial_fetch_timeout`, Envoy's default 15 s where unset;
+    /// zero: forever.
+    pub fn fetch_timeout(&self) -> Duration {
+        self.initial_fetch_timeout
+            .map_or(DEFAULT_INITIAL_FETCH_TIMEOUT, ConfigDuration::get)
+    }
+
+    /// [`ConfigSource::fetch_timeout`] of `source`, Envoy's default without one.
+    pub fn fetch_timeout_of(source: Option<&ConfigSource>) -> Duration {
+        source.map_or(DEFAULT_INITIAL_FETCH_TIMEOUT, ConfigSource::fetch_timeout)
+    }
+}
+
 /// `config.core.v3.ApiVersion`.
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[allow(clippy::upper_case_acronyms)]
@@ -203,10 +218,11 @@ pub struct XdsSpec {
     pub lds: bool,
     /// `cds_config` names ADS: clusters come from the control plane.
     pub cds: bool,
-    /// The longest the first response of a type is waited for before weir goes on without it
-    /// (`initial_fetch_timeout` of `lds_config` and `cds_config`, the longer of the two, each
-    /// Envoy's default 15 s where unset; zero: forever).
-    pub initial_fetch_timeout: Duration,
+    /// How long the first LDS response is waited for before weir goes on without it
+    /// (`lds_config.initial_fetch_timeout`, Envoy's default 15 s; zero: forever).
+    pub lds_fetch_timeout: Duration,
+    /// The same for CDS (`cds_config.initial_fetch_timeout`).
+    pub cds_fetch_timeout: Duration,
     /// `node.id`.
     pub node_id: String,
     /// `node.cluster`.
@@ -236,7 +252,6 @@ pub fn xds_spec(
     dynamic: Option<&DynamicResources>,
     node: Option<&Node>,
     clusters: &[std::sync::Arc<ClusterSpec>],
-    more_sources: &[&ConfigSource],
 ) -> Result<Option<XdsSpec>, FieldError> {
     let Some(dynamic) = dynamic else {
         return Ok(None);
@@ -337,26 +352,6 @@ pub fn xds_spec(
         }
         initial_metadata.push((key, header.value.clone()));
     }
-    // Each source's own (Envoy's default where it gives none), those of the static
-    // resources' routes and endpoints among them; the longest wins, zero (wait forever) over
-    // any.
-    let initial_fetch_timeout = sources
-        .iter()
-        .filter_map(|(_, source)| *source)
-        .chain(more_sources.iter().copied())
-        .map(|source| {
-            source
-                .initial_fetch_timeout
-                .map_or(DEFAULT_INITIAL_FETCH_TIMEOUT, ConfigDuration::get)
-        })
-        .reduce(|a, b| {
-            if a.is_zero() || b.is_zero() {
-                Duration::ZERO
-            } else {
-                a.max(b)
-            }
-        })
-        .unwrap_or(DEFAULT_INITIAL_FETCH_TIMEOUT);
     let node = node.cloned().unwrap_or_default();
     let node_metadata = match node.metadata {
         None => serde_json::Value::Object(Default::default()),
@@ -373,7 +368,8 @@ pub fn xds_spec(
         api,
         lds: dynamic.lds_config.is_some(),
         cds: dynamic.cds_config.is_some(),
-        initial_fetch_timeout,
+        lds_fetch_timeout: ConfigSource::fetch_timeout_of(dynamic.lds_config.as_ref()),
+        cds_fetch_timeout: ConfigSource::fetch_timeout_of(dynamic.cds_config.as_ref()),
         node_id: node.id,
         node_cluster: node.cluster,
         node_metadata,

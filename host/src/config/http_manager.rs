@@ -285,6 +285,11 @@ pub enum HttpFilterConfig {
     /// `config_discovery`: the config comes over ECDS; the xDS assembler puts it (or the
     /// default) in place before the snapshot is built.
     Discovered(Box<ExtensionConfigSource>),
+    /// `config_discovery` whose config did not come within `initial_fetch_timeout` and that
+    /// has no `default_config`: put in by the xDS assembler, it answers every request that
+    /// reaches it with a 500 (Envoy's missing-config filter, response flag `NFCF`) until the
+    /// config comes.
+    Missing,
 }
 
 /// `envoy.extensions.filters.http.health_check.v3.HealthCheck`: requests that match

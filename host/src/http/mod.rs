@@ -66,7 +66,8 @@ impl HttpManager {
         let server_header = http::HeaderValue::from_str(&config.server_name).ok();
         let filters =
             filter_chain::FilterChain::new(&config.http_filters, &pools, config.buffer_limit)
-                .with_names(config.http_filter_names.clone());
+                .with_names(config.http_filter_names.clone())
+                .with_missing_config(config.missing_config.clone());
         let upgrade_filters = config
             .upgrades
             .iter()
@@ -76,7 +77,8 @@ impl HttpManager {
                     &pools,
                     config.buffer_limit,
                 )
-                .with_names(u.filter_names.clone());
+                .with_names(u.filter_names.clone())
+                .with_missing_config(u.missing_config.clone());
                 Some((u.upgrade_type.clone(), chain))
             })
             .collect();

@@ -60,6 +60,11 @@ pub struct DynamicDump {
     pub clusters: Vec<DynamicEntry>,
     /// Endpoints (EDS).
     pub endpoints: Vec<DynamicEntry>,
+    /// HTTP filter configs (ECDS): `TypedExtensionConfig`s.
+    pub filter_configs: Vec<DynamicEntry>,
+    /// Whether some filter asks for its config over ECDS (or one came): the dump has an
+    /// ECDS part then, empty or not.
+    pub ecds: bool,
 }
 
 /// One resource from the control plane.
@@ -157,26 +162,10 @@ pub(super) fn build(
         }
         clusters.push(spec);
     }
-    // The static resources' own config sources (an HCM's `rds`, an EDS cluster's
-    // `eds_config`) count for the initial fetch's timeout too.
-    let statics = &bootstrap.static_resources;
-    let more_sources: Vec<&dynamic_resources::ConfigSource> = statics
-        .listeners
-        .iter()
-        .flat_map(|listener| listener.http_managers())
-        .filter_map(|hcm| hcm.rds.as_ref().map(|rds| &rds.config_source))
-        .chain(statics.clusters.iter().filter_map(|cluster| {
-            cluster
-                .eds_cluster_config
-                .as_ref()
-                .and_then(|eds| eds.eds_config.as_ref())
-        }))
-        .collect();
     let xds = dynamic_resources::xds_spec(
         bootstrap.dynamic_resources.as_ref(),
         bootstrap.node.as_ref(),
         &clusters,
-        &more_sources,
     )?;
     if xds.is_none() {
         // As Envoy: "ADS must be configured to support an ADS config source".

@@ -25,8 +25,42 @@ pub struct UpgradeSetting {
     pub enabled: bool,
     /// The filter chain for this type, replacing the default one.
     pub filters: Option<Vec<std::sync::Arc<crate::wasm::PluginHandle>>>,
+    /// The first filter of `filters` whose ECDS config is missing (see
+    /// [`HttpManagerConfig::missing_config`]).
+    pub missing_config: Option<MissingConfig>,
     /// The `name` of each of `filters` (see [`HttpManagerConfig::http_filter_names`]).
     pub filter_names: Vec<(String, bool)>,
+}
+
+/// An HTTP filter whose ECDS config has not come ([`HttpFilterConfig::Missing`]), where it
+/// sits in its chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingConfig {
+    /// How many Wasm plugins of the chain run before it.
+    pub after: usize,
+    /// Its `name` (by which a route turns it off or on).
+    pub name: String,
+    /// Off unless a route turns it on (`disabled`).
+    pub disabled: bool,
+}
+
+/// The first filter of `filters` whose ECDS config is missing, if any.
+pub fn missing_config(filters: &[HttpFilter]) -> Option<MissingConfig> {
+    let mut after = 0;
+    for filter in filters {
+        match filter.config {
+            HttpFilterConfig::Wasm(_) => after += 1,
+            HttpFilterConfig::Missing => {
+                return Some(MissingConfig {
+                    after,
+                    name: filter.name.clone(),
+                    disabled: filter.disabled,
+                });
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The HTTP connection manager of a listener.
@@ -76,6 +110,9 @@ pub struct HttpManagerConfig {
     /// The `name` of each of `http_filters` (by which a route's `typed_per_filter_config`
     /// turns it off or on) and whether it is off unless a route turns it on (`disabled`).
     pub http_filter_names: Vec<(String, bool)>,
+    /// The first filter of `http_filters` whose ECDS config did not come in time and that
+    /// has no default: requests that reach it get a 500.
+    pub missing_config: Option<MissingConfig>,
     /// `upgrade_configs`.
     pub upgrades: Vec<UpgradeSetting>,
     /// Most body bytes a Wasm filter may hold paused: the listener's
@@ -134,6 +171,7 @@ pub(super) fn http_manager_config(
             upgrade_type: upgrade.upgrade_type.to_ascii_lowercase(),
             enabled: upgrade.enabled.unwrap_or(true),
             filters,
+            missing_config: upgrade.filters.as_deref().and_then(missing_config),
             filter_names: upgrade
                 .filters
                 .as_deref()
@@ -220,6 +258,7 @@ pub(super) fn http_manager_config(
         server_name: hcm.server_name.clone().unwrap_or_else(|| "weir".into()),
         max_connection_duration: nonzero(common.max_connection_duration.map(|d| d.get())),
         max_requests_per_connection: common.max_requests_per_connection.filter(|n| *n > 0),
+        missing_config: missing_config(&hcm.http_filters),
         http_filters,
         http_filter_names,
         upgrades,
@@ -321,6 +360,8 @@ pub fn http_filters(
                 let typed_path = format!("{filter_path}.typed_config");
                 plugins.push(load_plugin(wasm_config, &typed_path, clusters, node)?);
             }
+            // Runs in the chain as a stop (`FilterChain::with_missing_config`).
+            HttpFilterConfig::Missing => {}
             HttpFilterConfig::Discovered(_) => {
                 return Err(FieldError::new(
                     format!("{filter_path}.config_discovery"),

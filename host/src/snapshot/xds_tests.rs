@@ -108,7 +108,8 @@ fn an_ads_bootstrap_gives_the_client_its_spec() {
     assert_eq!(xds.ads_cluster, "xds");
     assert_eq!(xds.api, AdsApi::Delta);
     assert!(xds.lds && xds.cds);
-    assert_eq!(xds.initial_fetch_timeout, Duration::from_secs(20));
+    assert_eq!(xds.lds_fetch_timeout, Duration::from_secs(3));
+    assert_eq!(xds.cds_fetch_timeout, Duration::from_secs(20));
     assert_eq!(xds.node_id, "sidecar-1");
     assert_eq!(xds.node_cluster, "mesh");
     assert_eq!(
@@ -152,17 +153,14 @@ fn ads_defaults_follow_envoy() {
         .xds
         .expect("xds");
     assert_eq!(xds.api, AdsApi::StateOfTheWorld);
-    assert_eq!(xds.initial_fetch_timeout, Duration::from_secs(15));
+    assert_eq!(xds.lds_fetch_timeout, Duration::from_secs(15));
+    assert_eq!(xds.cds_fetch_timeout, Duration::from_secs(15));
     let text = ADS.replace("initial_fetch_timeout: 3s", "initial_fetch_timeout: 0s");
     let xds = load_str(&text, "test.yaml")
         .expect("loads")
         .xds
         .expect("xds");
-    assert_eq!(
-        xds.initial_fetch_timeout,
-        Duration::ZERO,
-        "zero waits forever"
-    );
+    assert_eq!(xds.lds_fetch_timeout, Duration::ZERO, "zero waits forever");
     let plain = load_str(PLAIN, "test.yaml").expect("loads");
     assert_eq!(plain.xds, None);
 }
@@ -402,36 +400,4 @@ fn validate_clusters_decides_whether_route_clusters_are_checked() {
     );
     assert_ne!(unchecked, unknown);
     load_str(&unchecked, "test.yaml").expect("clusters not checked");
-}
-
-#[test]
-fn the_static_resources_config_sources_count_for_the_initial_fetch_timeout() {
-    // No lds_config nor cds_config: the EDS cluster's own source gives the timeout.
-    let text = ADS
-        .replace(
-            "  lds_config: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 3s }\n",
-            "",
-        )
-        .replace(
-            "  cds_config: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 20s }\n",
-            "",
-        )
-        .replace(
-            "      eds_config: { ads: {}, resource_api_version: V3 }",
-            "      eds_config: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 0.5s }",
-        );
-    assert_ne!(text, ADS);
-    let config = load_str(&text, "test.yaml").expect("loads");
-    let spec = config.xds.expect("ADS");
-    // The HCM's rds source gives Envoy's default (15 s), the longer of the two.
-    assert_eq!(spec.initial_fetch_timeout, Duration::from_secs(15));
-    let text = text.replace(
-        "config_source: { ads: {}, resource_api_version: V3 }",
-        "config_source: { ads: {}, resource_api_version: V3, initial_fetch_timeout: 0.25s }",
-    );
-    let spec = load_str(&text, "test.yaml")
-        .expect("loads")
-        .xds
-        .expect("ADS");
-    assert_eq!(spec.initial_fetch_timeout, Duration::from_millis(500));
 }

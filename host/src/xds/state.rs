@@ -9,10 +9,13 @@
 //!
 //! Envoy's warming rules decide what of the held resources goes in: a listener whose route
 //! configurations (`rds`) have not all arrived is left out (its port does not accept yet), and
-//! so is a cluster of `type: EDS` whose endpoints have not arrived; both go in once what they
-//! wait for is there, or once `initial_fetch_timeout` has passed (then with no routes, or no
-//! hosts). Until every subscribed type has answered (or the timeout passed) weir is not
-//! [`XdsState::initialized`], which `/ready` reports.
+//! so is a cluster of `type: EDS` whose endpoints have not arrived, and a listener whose HTTP
+//! filters' ECDS configs have not; each goes in once what it waits for is there, or once the
+//! `initial_fetch_timeout` of the config source that asked for it has passed (then with no
+//! routes, no hosts, or a filter that answers 500). Each name has its own timer, started when
+//! it is first asked for (CDS: `cds_config`'s, from the start; LDS: `lds_config`'s, from the
+//! end of the clusters' initial fetch), as Envoy's subscriptions do. Until every subscribed type has answered and every name asked
+//! for has come (or given up) weir is not [`XdsState::initialized`], which `/ready` reports.
 
 use super::bootstrap_file::BootstrapFile;
 use super::client::{Interest, Rejected, Subscriber, Update};
@@ -22,7 +25,7 @@ use crate::config::bootstrap::Bootstrap;
 use crate::config::cluster::cluster_spec;
 use crate::config::cluster_spec::ClusterSpec;
 use crate::config::dynamic_resources::XdsSpec;
-use crate::config::http_manager::ExtensionConfig;
+use crate::config::http_manager::{ExtensionConfig, HttpFilterConfig};
 use crate::config::{ConfigError, FieldError};
 use crate::reload::{ReloadError, Reloader, Trigger};
 use crate::snapshot::{Config, ConfigSource, DynamicDump, DynamicEntry, Loaded};
@@ -31,9 +34,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// One resource held: what it says and when it came.
 #[derive(Debug)]
@@ -71,6 +73,39 @@ impl Held {
     }
 }
 
+/// A resource waited for: its type and name (empty for the whole of a wildcard type).
+type WaitKey = (ResourceType, String);
+
+/// The (type, name) pairs whose `initial_fetch_timeout` passed before they came: what waits
+/// for them goes in without them.
+type GaveUp = BTreeSet<WaitKey>;
+
+/// The initial fetch of each resource asked for, as Envoy's per-subscription timers.
+#[derive(Debug, Default)]
+struct Waits {
+    /// Those whose timer was started (at most once each).
+    started: BTreeSet<WaitKey>,
+    /// Those whose timer fired before they came.
+    gave_up: GaveUp,
+}
+
+/// What of a type is asked for, with how long each is waited for at first (zero: forever).
+enum Wanted {
+    /// Every resource of the type (LDS, CDS).
+    Wildcard(Duration),
+    /// These names, each with the shortest timeout of the sources that ask for it.
+    Names(BTreeMap<String, Duration>),
+}
+
+/// The shorter of two initial fetch timeouts, zero (forever) being the longest.
+fn shorter(a: Duration, b: Duration) -> Duration {
+    match (a.is_zero(), b.is_zero()) {
+        (true, _) => b,
+        (_, true) => a,
+        _ => a.min(b),
+    }
+}
+
 /// The resources from the control plane and the bootstrap file they are assembled with (see
 /// the module docs).
 pub struct XdsState {
@@ -81,8 +116,11 @@ pub struct XdsState {
     cluster_specs: ClusterSpecs,
     spec: XdsSpec,
     held: Mutex<Held>,
-    /// Set once `initial_fetch_timeout` has passed: what still waits goes in without it.
-    fetch_timed_out: AtomicBool,
+    /// The initial fetch timers: which names have one, and which gave up.
+    waits: Mutex<Waits>,
+    /// Set once the initial fetch was over: it stays over (as Envoy's server initializes
+    /// once; a listener that comes later warms without making weir not ready).
+    init_done: std::sync::atomic::AtomicBool,
     reloader: OnceLock<Weak<Reloader>>,
     this: Weak<XdsState>,
     stats: BTreeMap<ResourceType, XdsTypeStats>,
@@ -108,7 +146,7 @@ impl XdsState {
     ) -> Result<(Option<Arc<XdsState>>, Loaded), ConfigError> {
         let bootstrap = BootstrapFile::new(path, file.name());
         let cluster_specs = ClusterSpecs::default();
-        let loaded = load_with(&bootstrap, &cluster_specs, &Held::default(), false)?;
+        let loaded = load_with(&bootstrap, &cluster_specs, &Held::default(), &GaveUp::new())?;
         let Some(spec) = loaded.config.xds.clone() else {
             return Ok((None, loaded));
         };
@@ -122,7 +160,8 @@ impl XdsState {
             cluster_specs,
             spec,
             held: Mutex::new(Held::default()),
-            fetch_timed_out: AtomicBool::new(false),
+            waits: Mutex::new(Waits::default()),
+            init_done: std::sync::atomic::AtomicBool::new(false),
             reloader: OnceLock::new(),
             this: this.clone(),
             stats,
@@ -141,32 +180,47 @@ impl XdsState {
         let _ = self.reloader.set(Arc::downgrade(reloader));
     }
 
-    /// Whether the initial fetch is over: every type subscribed has answered, and every route
-    /// configuration and endpoint set asked for is there (or `initial_fetch_timeout` passed).
+    /// Whether the initial fetch is over: every type subscribed has answered, and every
+    /// route configuration, endpoint set and filter config asked for is there (or its
+    /// `initial_fetch_timeout` passed).
+    /// Once over, it stays over.
     pub fn initialized(&self) -> bool {
-        if self.fetch_timed_out.load(Ordering::Acquire) {
+        use std::sync::atomic::Ordering;
+        if self.init_done.load(Ordering::Acquire) {
             return true;
         }
         let held = self.lock();
-        self.waiting_for(&held).is_empty()
+        let done = self.waiting_for(&held).is_empty();
+        if done {
+            self.init_done.store(true, Ordering::Release);
+        }
+        done
     }
 
-    /// The types still waited for in the initial fetch, with the names waited for.
+    /// The types still waited for in the initial fetch, with the names waited for (those
+    /// that gave up are not).
     fn waiting_for(&self, held: &Held) -> Vec<(ResourceType, Vec<String>)> {
+        self.waiting_in(held, &ResourceType::ALL)
+    }
+
+    /// [`XdsState::waiting_for`] among `kinds` only.
+    fn waiting_in(&self, held: &Held, kinds: &[ResourceType]) -> Vec<(ResourceType, Vec<String>)> {
+        let gave_up = self.gave_up();
         let mut waiting = Vec::new();
-        for kind in ResourceType::ALL {
-            let missing = match self.interest_in(held, kind) {
+        for &kind in kinds {
+            let missing = match self.wanted(held, kind) {
                 None => continue,
-                Some(Interest::Wildcard) => {
-                    if held.received.contains(&kind) {
+                Some(Wanted::Wildcard(_)) => {
+                    if held.received.contains(&kind) || gave_up.contains(&(kind, String::new())) {
                         continue;
                     }
                     Vec::new()
                 }
-                Some(Interest::Names(names)) => {
+                Some(Wanted::Names(names)) => {
                     let missing: Vec<String> = names
-                        .into_iter()
+                        .into_keys()
                         .filter(|name| held.get(kind, name).is_none())
+                        .filter(|name| !gave_up.contains(&(kind, name.clone())))
                         .collect();
                     if missing.is_empty() {
                         continue;
@@ -179,39 +233,113 @@ impl XdsState {
         waiting
     }
 
-    /// Starts the timer of `initial_fetch_timeout` (none when it is zero): when it fires
-    /// before the initial fetch is over, the config is built again with what waits left
-    /// without it, and the fetch counts as over.
+    /// What gave up waiting so far.
+    fn gave_up(&self) -> GaveUp {
+        self.waits().gave_up.clone()
+    }
+
+    fn waits(&self) -> std::sync::MutexGuard<'_, Waits> {
+        self.waits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts the initial fetch timers of what is asked for at the start (LDS, CDS, the
+    /// static resources' routes and endpoints).
     pub fn spawn_initial_fetch_timer(&self) {
-        let timeout = self.spec.initial_fetch_timeout;
-        if timeout.is_zero() {
+        let held = self.lock().clone();
+        self.start_all_timers(&held);
+    }
+
+    /// [`XdsState::start_timers`] for every type.
+    fn start_all_timers(&self, held: &Held) {
+        for kind in ResourceType::ALL {
+            self.start_timers(held, kind, self.wanted(held, kind).as_ref());
+        }
+    }
+
+    /// Starts a timer for each resource of `kind` asked for that has none yet (and a
+    /// nonzero timeout): when it fires before the resource came, the resource gives up
+    /// waiting, and the config is built again with what waited for it going in without it.
+    /// Outside a Tokio runtime (unit tests) nothing starts.
+    /// `wanted` is what of `kind` is asked for (as [`XdsState::wanted`] says).
+    fn start_timers(&self, held: &Held, kind: ResourceType, wanted: Option<&Wanted>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let timeouts: Vec<(&str, Duration)> = match wanted {
+            None => return,
+            Some(Wanted::Wildcard(timeout)) => {
+                // As Envoy, whose LDS starts once the cluster manager is initialized: the
+                // LDS timer waits for the clusters' initial fetch (CDS and their endpoints).
+                let started = self.waits().started.contains(&(kind, String::new()));
+                if started || (kind == ResourceType::Listener && !self.clusters_initialized(held)) {
+                    return;
+                }
+                vec![("", *timeout)]
+            }
+            Some(Wanted::Names(names)) => names
+                .iter()
+                .map(|(name, timeout)| (name.as_str(), *timeout))
+                .collect(),
+        };
+        let mut waits = self.waits();
+        for (name, timeout) in timeouts {
+            if timeout.is_zero() || !waits.started.insert((kind, name.to_owned())) {
+                continue;
+            }
+            let name = name.to_owned();
+            let this = self.this.clone();
+            runtime.spawn(async move {
+                tokio::time::sleep(timeout).await;
+                if let Some(state) = this.upgrade() {
+                    state.give_up(kind, name, timeout).await;
+                }
+            });
+        }
+    }
+
+    /// Whether the initial fetch of clusters and their endpoints is over (every one came or
+    /// gave up).
+    fn clusters_initialized(&self, held: &Held) -> bool {
+        self.waiting_in(
+            held,
+            &[ResourceType::Cluster, ResourceType::ClusterLoadAssignment],
+        )
+        .is_empty()
+    }
+
+    /// The timer of (`kind`, `name`) fired: unless it came, what waits for it goes in
+    /// without it.
+    async fn give_up(&self, kind: ResourceType, name: String, timeout: Duration) {
+        let held = self.lock().clone();
+        let (came, wanted) = if name.is_empty() {
+            (held.received.contains(&kind), true)
+        } else {
+            let wanted = matches!(self.wanted(&held, kind), Some(Wanted::Names(names)) if names.contains_key(&name));
+            (held.get(kind, &name).is_some(), wanted)
+        };
+        if came {
             return;
         }
-        let this = self.this.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            let Some(state) = this.upgrade() else {
-                return;
-            };
-            let waiting = state.waiting_for(&state.lock());
-            if waiting.is_empty() {
-                return;
-            }
-            for (kind, names) in &waiting {
-                state.stats[kind].init_fetch_timeout.inc();
-                tracing::warn!(
-                    kind = kind.short_name(),
-                    ?names,
-                    ?timeout,
-                    "xds: initial fetch timed out; going on without them"
-                );
-            }
-            state.fetch_timed_out.store(true, Ordering::Release);
-            let held = state.lock().clone();
-            if let Err(rejected) = state.swap_in(held, Trigger::Xds).await {
-                tracing::warn!(error = %rejected, "xds: the config without the missing resources does not build");
-            }
-        });
+        if !wanted {
+            // No longer asked for: asked for again later, it gets a timer anew.
+            self.waits().started.remove(&(kind, name));
+            return;
+        }
+        self.stats[&kind].init_fetch_timeout.inc();
+        tracing::warn!(
+            kind = kind.short_name(),
+            name,
+            ?timeout,
+            "xds: initial fetch timed out; going on without it"
+        );
+        self.waits().gave_up.insert((kind, name));
+        // What waited on it may start its own timers now (LDS after CDS).
+        self.start_all_timers(&held);
+        if let Err(rejected) = self.swap_in(held, Trigger::Xds).await {
+            tracing::warn!(error = %rejected, "xds: the config without the missing resource does not build");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -220,17 +348,24 @@ impl XdsState {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Which names of `kind` to ask for given `held`; `None` when the type is not subscribed.
-    fn interest_in(&self, held: &Held, kind: ResourceType) -> Option<Interest> {
+    /// What of `kind` is asked for given `held`, with each one's initial fetch timeout;
+    /// `None` when the type is not subscribed.
+    fn wanted(&self, held: &Held, kind: ResourceType) -> Option<Wanted> {
         match kind {
-            ResourceType::Listener => self.spec.lds.then_some(Interest::Wildcard),
-            ResourceType::Cluster => self.spec.cds.then_some(Interest::Wildcard),
+            ResourceType::Listener => self
+                .spec
+                .lds
+                .then_some(Wanted::Wildcard(self.spec.lds_fetch_timeout)),
+            ResourceType::Cluster => self
+                .spec
+                .cds
+                .then_some(Wanted::Wildcard(self.spec.cds_fetch_timeout)),
             // The static listeners and clusters of the file (as it reads now: the interest
             // follows the running config), then the held ones, read in place (a control
             // plane's thousands of clusters are not copied to be asked their names).
             ResourceType::RouteConfiguration => {
                 let names = self.listener_names(held, rds_names);
-                (!names.is_empty() || self.spec.lds).then_some(Interest::Names(names))
+                (!names.is_empty() || self.spec.lds).then_some(Wanted::Names(names))
             }
             ResourceType::ClusterLoadAssignment => {
                 let bootstrap = self.static_bootstrap();
@@ -240,28 +375,30 @@ impl XdsState {
                         _ => None,
                     }
                 });
-                let names: BTreeSet<String> = bootstrap
-                    .static_resources
-                    .clusters
-                    .iter()
-                    .chain(held_clusters)
-                    .filter_map(eds_name)
-                    .collect();
-                (!names.is_empty() || self.spec.cds).then_some(Interest::Names(names))
+                let names = merge(
+                    bootstrap
+                        .static_resources
+                        .clusters
+                        .iter()
+                        .chain(held_clusters)
+                        .filter_map(eds_name_and_timeout),
+                );
+                (!names.is_empty() || self.spec.cds).then_some(Wanted::Names(names))
             }
             ResourceType::ExtensionConfig => {
                 let names = self.listener_names(held, ecds_names);
-                (!names.is_empty()).then_some(Interest::Names(names))
+                (!names.is_empty()).then_some(Wanted::Names(names))
             }
         }
     }
 
-    /// The names `names_of` finds in the file's static listeners and the held ones.
+    /// The names `names_of` finds in the file's static listeners and the held ones, each
+    /// with the shortest timeout of those asking.
     fn listener_names(
         &self,
         held: &Held,
-        names_of: fn(&crate::config::listener::Listener) -> Vec<String>,
-    ) -> BTreeSet<String> {
+        names_of: fn(&crate::config::listener::Listener) -> Vec<(String, Duration)>,
+    ) -> BTreeMap<String, Duration> {
         let bootstrap = self.static_bootstrap();
         let held_listeners =
             held.of(ResourceType::Listener)
@@ -269,13 +406,14 @@ impl XdsState {
                     Resource::Listener(listener) => Some(&**listener),
                     _ => None,
                 });
-        bootstrap
-            .static_resources
-            .listeners
-            .iter()
-            .chain(held_listeners)
-            .flat_map(names_of)
-            .collect()
+        merge(
+            bootstrap
+                .static_resources
+                .listeners
+                .iter()
+                .chain(held_listeners)
+                .flat_map(names_of),
+        )
     }
 
     /// The static part of the bootstrap file in force (see [`BootstrapFile::statics`]).
@@ -476,10 +614,17 @@ impl Subscriber for XdsState {
         Box::pin(self.apply_update(update))
     }
 
+    /// What of `kind` to ask for; names asked for the first time start their initial
+    /// fetch timers.
     fn interest(&self, kind: ResourceType) -> Interest {
         let held = self.lock();
-        self.interest_in(&held, kind)
-            .unwrap_or(Interest::Names(BTreeSet::new()))
+        let wanted = self.wanted(&held, kind);
+        self.start_timers(&held, kind, wanted.as_ref());
+        match wanted {
+            Some(Wanted::Wildcard(_)) => Interest::Wildcard,
+            Some(Wanted::Names(names)) => Interest::Names(names.into_keys().collect()),
+            None => Interest::Names(BTreeSet::new()),
+        }
     }
 
     fn connected(&self, up: bool) {
@@ -503,12 +648,7 @@ impl ConfigSource for XdsState {
     /// The bootstrap file read again, with the resources held.
     fn load(&self) -> Result<Loaded, ConfigError> {
         let held = self.lock().clone();
-        load_with(
-            &self.bootstrap,
-            &self.cluster_specs,
-            &held,
-            self.fetch_timed_out.load(Ordering::Acquire),
-        )
+        load_with(&self.bootstrap, &self.cluster_specs, &held, &self.gave_up())
     }
 
     fn changed(&self, running: &Config, version: Option<[u8; 32]>) -> bool {
@@ -533,18 +673,18 @@ impl ConfigSource for Staged {
             &self.state.bootstrap,
             &self.state.cluster_specs,
             &self.held,
-            self.state.fetch_timed_out.load(Ordering::Acquire),
+            &self.state.gave_up(),
         )
     }
 }
 
 /// Reads the bootstrap file and builds it with the resources of `held` (see the module
-/// docs); `timed_out`: what still waits for its routes or endpoints goes in without them.
+/// docs); what waits for a resource in `gave_up` goes in without it.
 fn load_with(
     bootstrap_file: &BootstrapFile,
     specs: &ClusterSpecs,
     held: &Held,
-    timed_out: bool,
+    gave_up: &GaveUp,
 ) -> Result<Loaded, ConfigError> {
     let parsed = bootstrap_file.read()?;
     let file = bootstrap_file.name();
@@ -552,7 +692,7 @@ fn load_with(
     let mut bootstrap = parsed.bootstrap.clone();
     let dump = parsed.dump.clone();
     let (provenance, dynamic_clusters) =
-        assemble(&mut bootstrap, held, specs, timed_out).map_err(|e| e.in_file(file))?;
+        assemble(&mut bootstrap, held, specs, gave_up).map_err(|e| e.in_file(file))?;
     let mut config = crate::snapshot::load_bootstrap(bootstrap, dynamic_clusters, file, dump)
         .map_err(|error| provenance.explain(error).in_file(file))?;
     config.dynamic = Some(Arc::new(dynamic_dump(held, &provenance)));
@@ -569,6 +709,9 @@ struct Provenance {
     dynamic_clusters: Vec<String>,
     warming_listeners: Vec<String>,
     warming_clusters: Vec<String>,
+    /// Some HTTP filter takes its config over ECDS (then `/config_dump` has an ECDS dump,
+    /// empty until a config comes, as Envoy's).
+    ecds_asked: bool,
 }
 
 impl Provenance {
@@ -615,13 +758,15 @@ impl Provenance {
 /// Puts the held resources into `bootstrap` after its static ones: listeners with their
 /// route configurations in place of `rds` and their filters' ECDS configs in place of
 /// `config_discovery`, EDS clusters with their endpoints; what still waits is left out
-/// unless `timed_out`. An ECDS config whose type a filter does not list is an error.
+/// unless what it waits for is in `gave_up`. An ECDS config whose type a filter does not
+/// list is an error.
 fn assemble(
     bootstrap: &mut Bootstrap,
     held: &Held,
     specs: &ClusterSpecs,
-    timed_out: bool,
+    gave_up: &GaveUp,
 ) -> Result<(Provenance, Vec<Arc<ClusterSpec>>), FieldError> {
+    let gave_up = |kind: ResourceType, name: &str| gave_up.contains(&(kind, name.to_owned()));
     let routes = |name: &str| match held.get(ResourceType::RouteConfiguration, name) {
         Some(held) => match &held.decoded.resource {
             Resource::RouteConfiguration(routes) => Some(routes.clone()),
@@ -660,7 +805,7 @@ fn assemble(
         let held_endpoints = match eds_name(cluster) {
             Some(service) => match held.get(ResourceType::ClusterLoadAssignment, &service) {
                 Some(held_endpoints) => Some(held_endpoints),
-                None if timed_out => None,
+                None if gave_up(ResourceType::ClusterLoadAssignment, &service) => None,
                 None => {
                     provenance.warming_clusters.push(name.clone());
                     continue;
@@ -709,8 +854,10 @@ fn assemble(
     let mut warming_listeners = Vec::new();
     let mut filter_error = None;
     resources.listeners.retain_mut(|listener| {
+        provenance.ecds_asked |= !ecds_names(listener).is_empty();
         let filters = if ads {
-            match fill_filter_configs(listener, &filter_config, timed_out) {
+            let filters_gave_up = |name: &str| gave_up(ResourceType::ExtensionConfig, name);
+            match fill_filter_configs(listener, &filter_config, &filters_gave_up) {
                 Ok(complete) => complete,
                 Err(error) => {
                     filter_error.get_or_insert(error);
@@ -720,7 +867,8 @@ fn assemble(
         } else {
             true
         };
-        let complete = fill_routes(listener, &routes, timed_out) && filters;
+        let routes_gave_up = |name: &str| gave_up(ResourceType::RouteConfiguration, name);
+        let complete = fill_routes(listener, &routes, &routes_gave_up) && filters;
         if !complete {
             warming_listeners.push(listener.name.clone());
         }
@@ -738,24 +886,39 @@ fn assemble(
 }
 
 /// The names of the ECDS resources a listener's HTTP filters ask for (`config_discovery`:
-/// the filter's `name`).
-fn ecds_names(listener: &crate::config::listener::Listener) -> Vec<String> {
+/// the filter's `name`), with their sources' initial fetch timeouts.
+fn ecds_names(listener: &crate::config::listener::Listener) -> Vec<(String, Duration)> {
     listener
         .http_managers()
         .flat_map(|hcm| hcm.all_http_filters())
-        .filter(|filter| filter.discovery().is_some())
-        .map(|filter| filter.name.clone())
+        .filter_map(|filter| {
+            let discovery = filter.discovery()?;
+            Some((filter.name.clone(), discovery.config_source.fetch_timeout()))
+        })
         .collect()
+}
+
+/// (name, timeout) pairs by name, the shortest timeout of a name's kept.
+fn merge(pairs: impl Iterator<Item = (String, Duration)>) -> BTreeMap<String, Duration> {
+    let mut merged: BTreeMap<String, Duration> = BTreeMap::new();
+    for (name, timeout) in pairs {
+        merged
+            .entry(name)
+            .and_modify(|kept| *kept = shorter(*kept, timeout))
+            .or_insert(timeout);
+    }
+    merged
 }
 
 /// Puts in each `config_discovery` filter of `listener` its ECDS config (whose type must be
 /// one of the filter's `type_urls`: else an error naming the resource, and the update that
-/// brought it is NACKed), else its `default_config` when it applies without warming or the
-/// initial fetch timed out; false when a filter still waits (the listener warms).
+/// brought it is NACKed), else its `default_config` when it applies without warming or its
+/// initial fetch `gave_up` (with no default then: a filter that answers 500, as Envoy's);
+/// false when a filter still waits (the listener warms).
 fn fill_filter_configs(
     listener: &mut crate::config::listener::Listener,
     configs: &impl Fn(&str) -> Option<Box<ExtensionConfig>>,
-    timed_out: bool,
+    gave_up: &impl Fn(&str) -> bool,
 ) -> Result<bool, FieldError> {
     let listener_name = listener.name.clone();
     let mut complete = true;
@@ -777,12 +940,13 @@ fn fill_filter_configs(
                     }
                     delivered.config
                 }
-                None if discovery.apply_default_config_without_warming || timed_out => {
+                None if discovery.apply_default_config_without_warming || gave_up(&filter.name) => {
                     // Checked when the listener was read; a default that does not read
                     // here leaves the filter waiting.
                     match discovery.default_filter_config(&filter.name) {
                         Ok(Some(config)) => config,
-                        _ => {
+                        Ok(None) => HttpFilterConfig::Missing,
+                        Err(_) => {
                             complete = false;
                             continue;
                         }
@@ -826,23 +990,33 @@ fn dynamic_dump(held: &Held, provenance: &Provenance) -> DynamicDump {
         route_configs: entries(ResourceType::RouteConfiguration),
         clusters: entries(ResourceType::Cluster),
         endpoints: entries(ResourceType::ClusterLoadAssignment),
+        filter_configs: entries(ResourceType::ExtensionConfig),
+        ecds: provenance.ecds_asked || held.received.contains(&ResourceType::ExtensionConfig),
     }
 }
 
-/// The route configuration names a listener's connection managers take from RDS.
-fn rds_names(listener: &crate::config::listener::Listener) -> Vec<String> {
+/// The route configuration names a listener's connection managers take from RDS, with
+/// their sources' initial fetch timeouts.
+fn rds_names(listener: &crate::config::listener::Listener) -> Vec<(String, Duration)> {
     listener
         .http_managers()
-        .filter_map(|hcm| hcm.rds_name().map(str::to_owned))
+        .filter_map(|hcm| {
+            let rds = hcm.rds.as_ref()?;
+            Some((
+                rds.route_config_name.clone(),
+                rds.config_source.fetch_timeout(),
+            ))
+        })
         .collect()
 }
 
 /// Puts each RDS route configuration of `listener` in place; false when one is not there
-/// (the listener warms), unless `timed_out` (then an empty one stands in: every request 404).
+/// (the listener warms), unless its initial fetch `gave_up` (then an empty one stands in:
+/// every request 404).
 fn fill_routes(
     listener: &mut crate::config::listener::Listener,
     routes: &impl Fn(&str) -> Option<Arc<crate::config::route::RouteConfiguration>>,
-    timed_out: bool,
+    gave_up: &impl Fn(&str) -> bool,
 ) -> bool {
     for hcm in listener.http_managers_mut() {
         let Some(name) = hcm.rds_name().map(str::to_owned) else {
@@ -850,7 +1024,7 @@ fn fill_routes(
         };
         match routes(&name) {
             Some(route_config) => hcm.set_rds_route_config(route_config),
-            None if timed_out => {
+            None if gave_up(&name) => {
                 hcm.set_rds_route_config(Arc::new(crate::config::route::RouteConfiguration {
                     name: Some(name),
                     ..Default::default()
@@ -866,6 +1040,19 @@ fn fill_routes(
 /// its own name); `None` for other clusters.
 fn eds_name(cluster: &crate::config::cluster::Cluster) -> Option<String> {
     cluster.eds_service_name().map(str::to_owned)
+}
+
+/// [`eds_name`] with the initial fetch timeout of the cluster's `eds_config`.
+fn eds_name_and_timeout(cluster: &crate::config::cluster::Cluster) -> Option<(String, Duration)> {
+    let name = eds_name(cluster)?;
+    let source = cluster
+        .eds_cluster_config
+        .as_ref()
+        .and_then(|eds| eds.eds_config.as_ref());
+    Some((
+        name,
+        crate::config::dynamic_resources::ConfigSource::fetch_timeout_of(source),
+    ))
 }
 
 /// Gives an EDS cluster its endpoints.
@@ -960,6 +1147,20 @@ static_resources:
         );
     }
 
+    /// Every initial fetch still waited for gives up, as when each timer fired.
+    fn give_up_all(state: &XdsState) {
+        let waiting = state.waiting_for(&state.lock());
+        let mut waits = state.waits();
+        for (kind, names) in waiting {
+            if names.is_empty() {
+                waits.gave_up.insert((kind, String::new()));
+            }
+            for name in names {
+                waits.gave_up.insert((kind, name));
+            }
+        }
+    }
+
     const LISTENER: &str = r#"
 name: web
 address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
@@ -1045,7 +1246,7 @@ endpoints:
         let state = state(&dir);
         hold(&state, ResourceType::Listener, LISTENER);
         hold(&state, ResourceType::Cluster, CLUSTER);
-        state.fetch_timed_out.store(true, Ordering::Release);
+        give_up_all(&state);
         let config = state.load().unwrap().config;
         // The listener serves with an empty route table (404), the cluster with no host.
         assert_eq!(config.listeners.len(), 1);
@@ -1177,7 +1378,7 @@ typed_config:
         );
         hold(&state, ResourceType::Listener, &listener);
         assert!(state.load().unwrap().config.listeners.is_empty(), "warms");
-        state.fetch_timed_out.store(true, Ordering::Release);
+        give_up_all(&state);
         assert_eq!(state.load().unwrap().config.listeners.len(), 1);
 
         let dir = tempfile::tempdir().unwrap();
@@ -1188,6 +1389,118 @@ typed_config:
         );
         hold(&state, ResourceType::Listener, &listener);
         assert_eq!(state.load().unwrap().config.listeners.len(), 1);
+    }
+
+    #[test]
+    fn a_filter_whose_config_gave_up_without_a_default_goes_in_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        hold(&state, ResourceType::Listener, &ecds_listener(""));
+        assert!(state.load().unwrap().config.listeners.is_empty(), "warms");
+        give_up_all(&state);
+        let config = state.load().unwrap().config;
+        assert_eq!(config.listeners.len(), 1, "serves once the fetch gave up");
+        let missing = config.listeners[0].http.missing_config.clone();
+        assert_eq!(missing.map(|m| (m.after, m.name)), Some((0, "auth".into())));
+        assert!(state.initialized());
+    }
+
+    #[test]
+    fn each_name_waits_for_the_timeout_of_the_source_that_asks_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let listener = ecds_listener("").replace(
+            "config_source: { ads: {} }",
+            "config_source: { ads: {}, initial_fetch_timeout: 2s }",
+        );
+        hold(&state, ResourceType::Listener, &listener);
+        hold(
+            &state,
+            ResourceType::Listener,
+            &LISTENER.replace(
+                "config_source: { ads: {} }",
+                "config_source: { ads: {}, initial_fetch_timeout: 0s }",
+            ),
+        );
+        hold(&state, ResourceType::Cluster, CLUSTER);
+        let held = state.lock().clone();
+        let Some(Wanted::Names(ecds)) = state.wanted(&held, ResourceType::ExtensionConfig) else {
+            panic!("ECDS by name");
+        };
+        assert_eq!(ecds["auth"], Duration::from_secs(2));
+        let Some(Wanted::Names(rds)) = state.wanted(&held, ResourceType::RouteConfiguration) else {
+            panic!("RDS by name");
+        };
+        assert_eq!(rds["web-routes"], Duration::ZERO, "zero: forever");
+        let Some(Wanted::Names(eds)) = state.wanted(&held, ResourceType::ClusterLoadAssignment)
+        else {
+            panic!("EDS by name");
+        };
+        assert_eq!(eds["backend"], Duration::from_secs(15), "Envoy's default");
+        assert!(matches!(
+            state.wanted(&held, ResourceType::Listener),
+            Some(Wanted::Wildcard(timeout)) if timeout == Duration::from_secs(15)
+        ));
+        assert_eq!(
+            shorter(Duration::ZERO, Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_name_gives_up_after_its_own_timeout_from_when_it_is_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        hold(
+            &state,
+            ResourceType::Listener,
+            &LISTENER.replace(
+                "config_source: { ads: {} }",
+                "config_source: { ads: {}, initial_fetch_timeout: 2s }",
+            ),
+        );
+        let key = (ResourceType::RouteConfiguration, "web-routes".to_string());
+        state.interest(ResourceType::RouteConfiguration);
+        tokio::time::sleep(Duration::from_millis(1900)).await;
+        assert!(!state.gave_up().contains(&key), "not yet");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(state.gave_up().contains(&key), "past its 2 s");
+        // Asked for again, a name keeps the timer it had.
+        state.interest(ResourceType::RouteConfiguration);
+        assert!(state.waits().started.contains(&key));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lds_timer_starts_once_the_clusters_initial_fetch_is_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let lds = (ResourceType::Listener, String::new());
+        state.interest(ResourceType::Listener);
+        assert!(
+            !state.waits().started.contains(&lds),
+            "CDS has not answered"
+        );
+        state.lock().received.insert(ResourceType::Cluster);
+        state.interest(ResourceType::Listener);
+        assert!(state.waits().started.contains(&lds));
+    }
+
+    #[test]
+    fn once_initialized_a_listener_that_comes_later_warms_without_unreadying() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        {
+            let mut held = state.lock();
+            held.received.insert(ResourceType::Listener);
+            held.received.insert(ResourceType::Cluster);
+        }
+        assert!(state.initialized());
+        hold(&state, ResourceType::Listener, LISTENER);
+        assert!(state.load().unwrap().config.listeners.is_empty(), "warms");
+        assert!(state.initialized(), "still ready");
     }
 
     #[test]

@@ -46,11 +46,8 @@ fn ads_is_the_one_source_accepted() {
 
 #[test]
 fn no_dynamic_resources_is_no_xds() {
-    assert_eq!(xds_spec(None, None, &[], &[]), Ok(None));
-    assert_eq!(
-        xds_spec(Some(&dynamic(json!({}))), None, &[], &[]),
-        Ok(None)
-    );
+    assert_eq!(xds_spec(None, None, &[]), Ok(None));
+    assert_eq!(xds_spec(Some(&dynamic(json!({}))), None, &[]), Ok(None));
 }
 
 #[test]
@@ -59,23 +56,24 @@ fn the_spec_has_envoy_defaults() {
         "ads_config": {"api_type": "GRPC", "grpc_services": {"envoy_grpc": {"cluster_name": "xds"}}},
         "cds_config": {"ads": {}},
     }));
-    let spec = xds_spec(Some(&resources), None, &clusters(true), &[])
+    let spec = xds_spec(Some(&resources), None, &clusters(true))
         .expect("valid")
         .expect("xds");
     assert_eq!(spec.api, AdsApi::StateOfTheWorld);
     assert!(spec.cds && !spec.lds);
-    assert_eq!(spec.initial_fetch_timeout, DEFAULT_INITIAL_FETCH_TIMEOUT);
+    assert_eq!(spec.lds_fetch_timeout, DEFAULT_INITIAL_FETCH_TIMEOUT);
+    assert_eq!(spec.cds_fetch_timeout, DEFAULT_INITIAL_FETCH_TIMEOUT);
     assert_eq!(spec.node_metadata, json!({}));
     assert_eq!(spec.node_user_agent_name, "weir");
     assert_eq!(spec.node_user_agent_version, env!("CARGO_PKG_VERSION"));
     assert!(!spec.set_node_on_first_message_only);
-    let e = xds_spec(Some(&resources), None, &clusters(false), &[]).expect_err("HTTP/1");
+    let e = xds_spec(Some(&resources), None, &clusters(false)).expect_err("HTTP/1");
     assert_eq!(
         e.path,
         "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name"
     );
     let two = dynamic(json!({"ads_config": {"api_type": "GRPC", "grpc_services": [
         {"envoy_grpc": {"cluster_name": "xds"}}, {"envoy_grpc": {"cluster_name": "xds"}}]}}));
-    let e = xds_spec(Some(&two), None, &clusters(true), &[]).expect_err("two");
+    let e = xds_spec(Some(&two), None, &clusters(true)).expect_err("two");
     assert_eq!(e.path, "dynamic_resources.ads_config.grpc_services");
 }

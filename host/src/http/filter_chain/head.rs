@@ -323,6 +323,24 @@ pub(super) fn failure_response() -> Response<Body> {
     text_response(StatusCode::INTERNAL_SERVER_ERROR, "wasm filter failed\n")
 }
 
+/// A filter of the chain has no config (its ECDS config did not come in time, and it has no
+/// default): Envoy's missing-config filter answers 500 with no body, response flag `NFCF`.
+pub(super) fn missing_config_response() -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    response
+        .extensions_mut()
+        .insert(crate::access_log::http::ResponseInfo {
+            flags: "NFCF",
+            details: String::new(),
+            transport_failure: None,
+        });
+    response
+}
+
 /// A plugin of the chain is not loaded (its remote module could not be fetched) and does not
 /// fail open: Envoy answers 503 (`wasm_fail_stream`).
 pub(super) fn unloaded_response() -> Response<Body> {

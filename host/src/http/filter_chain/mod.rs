@@ -28,6 +28,12 @@
 //! The payload of a tunnel (an upgrade, CONNECT) is a body too, where a filter of the chain
 //! reads bodies: see `upgraded_payload` ([`PayloadFilters`]).
 //!
+//! A filter whose ECDS config did not come in time and has no default
+//! ([`FilterChain::with_missing_config`]) answers a bodiless 500 (`NFCF`) at its place, as
+//! Envoy's missing-config filter: the filters before it see the request and the answer, those
+//! after it nothing; a route that turns it off skips it. Only the first such filter of a chain
+//! is kept.
+//!
 //! Where weir differs: `proxy_close_stream` answers 503 (Envoy resets the stream); admission
 //! (header count, refused CONNECT or upgrade) runs inside `next`, after the request filters.
 //!
@@ -36,6 +42,7 @@
 use super::phases::Filtered;
 use crate::body::{self, Body};
 use crate::route::RouteTable;
+use crate::snapshot::http_manager::MissingConfig;
 use crate::upstream::{UpstreamAddress, WorkerPools};
 use crate::wasm::{
     Direction, HeaderEdit, HeaderPairs, MapChanges, PluginHandle, StreamEvent, StreamHandle,
@@ -71,6 +78,9 @@ pub struct FilterChain {
     any_disabled: bool,
     /// A plugin that is not loaded and fails closed: every stream gets a 503.
     unloaded: Option<String>,
+    /// A filter whose ECDS config has not come: a request that gets past the filters before
+    /// it gets a 500 from it, unless its route turns it off.
+    missing_config: Option<MissingConfig>,
     /// Most body bytes one filter may hold paused (the listener's
     /// `per_connection_buffer_limit_bytes`).
     buffer_limit: usize,
@@ -95,8 +105,17 @@ impl FilterChain {
             names: Vec::new(),
             any_disabled: false,
             unloaded,
+            missing_config: None,
             buffer_limit,
         }
+    }
+
+    /// The chain with a filter whose ECDS config has not come (see
+    /// [`crate::snapshot::http_manager::MissingConfig`]): what reaches it gets a 500, as
+    /// Envoy's missing-config filter answers.
+    pub fn with_missing_config(mut self, missing: Option<MissingConfig>) -> FilterChain {
+        self.missing_config = missing;
+        self
     }
 
     /// The chain with its filters' `names` and `disabled` (one per plugin, in order), so
@@ -114,13 +133,14 @@ impl FilterChain {
             names: Vec::new(),
             any_disabled: false,
             unloaded: None,
+            missing_config: None,
             buffer_limit: DEFAULT_BUFFER_LIMIT,
         }
     }
 
     /// Whether there is nothing to run (then the chain need not be called).
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty() && self.unloaded.is_none()
+        self.slots.is_empty() && self.unloaded.is_none() && self.missing_config.is_none()
     }
 
     /// Whether a plugin of the chain may read bodies ([`crate::wasm::Plugin::reads_bodies`]):
@@ -195,16 +215,24 @@ impl FilterChain {
         // The filters the request's route turns off (Envoy decides the chain on the route
         // of the request as it came, before the filters change it) are skipped as a filter
         // failed open is: no context, no callback.
-        let overrides = (routes.has_filter_overrides() && !self.names.is_empty())
-            .then(|| head::find_route(routes, &request))
-            .flatten()
-            .map(|route| &route.filters)
-            .filter(|overrides| !overrides.is_empty());
+        let overrides = (routes.has_filter_overrides()
+            && (!self.names.is_empty() || self.missing_config.is_some()))
+        .then(|| head::find_route(routes, &request))
+        .flatten()
+        .map(|route| &route.filters)
+        .filter(|overrides| !overrides.is_empty());
         let decide = overrides.is_some() || self.any_disabled;
         let picked = request
             .extensions()
             .get::<crate::route::PickedCluster>()
             .map(|picked| picked.0.as_str());
+        // The filter with no config, unless the route turns it off: the filters after it
+        // see nothing of the stream.
+        let stop = self.missing_config.as_ref().filter(|missing| {
+            !overrides
+                .and_then(|overrides| overrides.disabled(&missing.name, picked))
+                .unwrap_or(missing.disabled)
+        });
         let mut filters = Vec::with_capacity(self.slots.len());
         for (index, slot) in self.slots.iter().enumerate() {
             let disabled = decide
@@ -230,8 +258,24 @@ impl FilterChain {
             resumed: Mutex::new(resumed),
             buffer_limit: self.buffer_limit,
         });
-        let order: Vec<usize> = (0..self.slots.len()).collect();
+        let order: Vec<usize> = match stop {
+            Some(missing) => (0..missing.after.min(self.slots.len())).collect(),
+            None => (0..self.slots.len()).collect(),
+        };
         match filter_request(&shared, &order, request, payload).await {
+            Ok(_) if stop.is_some() => {
+                tracing::debug!(
+                    filter = stop.map(|missing| missing.name.as_str()),
+                    "HTTP filter has no config (ECDS): 500"
+                );
+                let filters = ResponseFilters {
+                    from: Some(order.len()),
+                    len: order.len(),
+                    shared,
+                    upstream,
+                };
+                Filtered::Answered(head::missing_config_response(), Some(filters))
+            }
             Ok(mut request) => {
                 if payload {
                     let filters = PayloadFilters::new(shared.clone(), &order);
