@@ -172,8 +172,9 @@ pub struct Entry {
     logs: Arc<AccessLogs>,
     start: SystemTime,
     started: Instant,
-    method: http::Method,
-    path: String,
+    /// `None` for a request refused before its head was taken ([`Entry::headless`]).
+    method: Option<http::Method>,
+    path: Option<String>,
     authority: Option<String>,
     scheme: &'static str,
     protocol: &'static str,
@@ -212,11 +213,13 @@ impl Entry {
         let entry = Entry {
             start: SystemTime::now(),
             started: Instant::now(),
-            method: parts.method.clone(),
-            path: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            method: Some(parts.method.clone()),
+            path: Some(
+                parts
+                    .uri
+                    .path_and_query()
+                    .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            ),
             authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
             scheme: if conn.tls { "https" } else { "http" },
             protocol: crate::wire::WireHead::protocol_name(&parts),
@@ -236,6 +239,32 @@ impl Entry {
             started: entry.started,
         };
         (entry, http::Request::from_parts(parts, body))
+    }
+
+    /// An entry for a request the codec refused before it took its head (an HTTP/1.0
+    /// request where only HTTP/1.1 is served): as Envoy's, its line has no method, path,
+    /// authority or request header, and `protocol` as the codec speaks it.
+    pub fn headless(
+        logs: Arc<AccessLogs>,
+        conn: &crate::wire::ConnectionInfo,
+        protocol: &'static str,
+    ) -> Entry {
+        Entry {
+            start: SystemTime::now(),
+            started: Instant::now(),
+            method: None,
+            path: None,
+            authority: None,
+            scheme: if conn.tls { "https" } else { "http" },
+            protocol,
+            request_headers: logs.needs_request_headers().then(HeaderMap::new),
+            remote: conn.remote,
+            local: conn.local,
+            connection_id: conn.id,
+            sni: conn.sni.clone(),
+            request: Arc::new(RequestProgress::default()),
+            logs,
+        }
     }
 
     /// The request's headers as logged, to adjust as the proxy adjusts them (a generated
@@ -322,8 +351,8 @@ impl Finishing {
         let notes = &self.upstream.0;
         let cx = LogContext {
             start: Some(entry.start),
-            method: Some(entry.method.as_str()),
-            path: Some(&entry.path),
+            method: entry.method.as_ref().map(http::Method::as_str),
+            path: entry.path.as_deref(),
             authority: entry.authority.as_deref(),
             scheme: Some(entry.scheme),
             request_headers: entry.request_headers.as_ref(),
