@@ -204,3 +204,160 @@ async fn checks_keep_envoys_no_traffic_pace() {
         );
     }
 }
+
+/// One listener that answers `/s204` itself with 204 (a host for the checks of 204), and four
+/// checked clusters, every one with `unhealthy_threshold: 100`: `plain` and `retriable` on
+/// `up`'s `/health` (`retriable` with 503 in `retriable_statuses`), `nocontent` and
+/// `expected` on the listener's `/s204` (`expected` with `expected_statuses` 2xx).
+fn statuses_config(ports: Ports, up: std::net::SocketAddr) -> serde_json::Value {
+    let answers = std::net::SocketAddr::from(([127, 0, 0, 1], ports.http));
+    let route = json!({"match": {"path": "/s204"}, "direct_response": {"status": 204}});
+    let mut cfg = config::bootstrap(
+        ports.admin,
+        vec![config::listener(
+            "answers",
+            ports.http,
+            config::hcm("answers", vec![config::vhost("all", &["*"], vec![route])]),
+        )],
+        vec![],
+    );
+    let checked = |name: &str, host, path: &str, extra: serde_json::Value| {
+        let mut http = json!({"path": path});
+        if let (Some(http), Some(extra)) = (http.as_object_mut(), extra.as_object()) {
+            http.extend(extra.clone());
+        }
+        let mut cluster = config::static_cluster(name, &[host]);
+        cluster["health_checks"] = json!([{
+            "timeout": "1s",
+            "interval": "0.2s",
+            "no_traffic_interval": "0.2s",
+            "unhealthy_threshold": 100,
+            "healthy_threshold": 1,
+            "http_health_check": http,
+        }]);
+        cluster
+    };
+    cfg["static_resources"]["clusters"] = json!([
+        checked("plain", up, "/health", json!({})),
+        checked(
+            "retriable",
+            up,
+            "/health",
+            json!({"retriable_statuses": [{"start": 503, "end": 504}]})
+        ),
+        checked("nocontent", answers, "/s204", json!({})),
+        checked(
+            "expected",
+            answers,
+            "/s204",
+            json!({"expected_statuses": [{"start": 200, "end": 300}]})
+        ),
+    ]);
+    cfg
+}
+
+/// `cluster::health_flags::...` of each host in an admin `/clusters` answer (the address
+/// left out), sorted.
+fn health_flags(clusters: &str) -> Vec<String> {
+    let mut flags: Vec<String> = clusters
+        .lines()
+        .filter(|line| line.contains("::health_flags::"))
+        .filter_map(|line| {
+            let (cluster, rest) = line.split_once("::")?;
+            let (_, flags) = rest.split_once("::health_flags::")?;
+            Some(format!("{cluster} {flags}"))
+        })
+        .collect();
+    flags.sort();
+    flags
+}
+
+/// GET `path` on an admin listener: its body (empty when it does not answer).
+async fn admin_text(admin: std::net::SocketAddr, path: &str) -> String {
+    weir_tests::client::get_host(admin, "localhost", path)
+        .await
+        .map(|resp| resp.text())
+        .unwrap_or_default()
+}
+
+/// Waits (at most 10 s) until the health flags on `admin` are `want`; returns the last seen.
+async fn flags_become(admin: std::net::SocketAddr, want: &[&str]) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let flags = health_flags(&admin_text(admin, "/clusters").await);
+        if flags == want || tokio::time::Instant::now() >= deadline {
+            return flags;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `cluster.retriable.health_check.failure` on `admin`.
+async fn retriable_failures(admin: std::net::SocketAddr) -> u64 {
+    let text = admin_text(
+        admin,
+        "/stats?filter=%5Ecluster%5C.retriable%5C.health_check%5C.failure%24",
+    )
+    .await;
+    text.trim()
+        .rsplit(": ")
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// As Envoy 1.40 (checked on the same config): an answer whose status is not in
+/// `expected_statuses` (200 alone by default, so a 204 fails) makes a host unhealthy at its
+/// first check, whatever `unhealthy_threshold` says; a status of `retriable_statuses` counts
+/// towards the threshold like a timeout. `/clusters` health flags compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unexpected_status_fails_a_host_at_once_as_envoy() {
+    use envoy_check::envoy::Envoy;
+    let up = H1Upstream::start("up").await;
+    let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
+    let weir = Weir::start(&statuses_config(weir_ports, up.addr)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let envoy = Envoy::start_config(
+        &statuses_config(envoy_ports, up.addr).to_string(),
+        dir.path(),
+    );
+    let envoy_admin: std::net::SocketAddr = envoy.admin.parse().expect("envoy admin address");
+    let admins = [("weir", weir.admin), ("Envoy", envoy_admin)];
+
+    let passing = [
+        "expected healthy",
+        "nocontent /failed_active_hc",
+        "plain healthy",
+        "retriable healthy",
+    ];
+    for (who, admin) in admins {
+        let flags = flags_become(admin, &passing).await;
+        assert_eq!(flags, passing, "{who}: a 204 fails unless expected");
+    }
+
+    up.set_healthy(false);
+    let failing = [
+        "expected healthy",
+        "nocontent /failed_active_hc",
+        "plain /failed_active_hc",
+        "retriable healthy",
+    ];
+    for (who, admin) in admins {
+        let flags = flags_become(admin, &failing).await;
+        assert_eq!(flags, failing, "{who}: a 503 fails plain at once");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while retriable_failures(admin).await < 3 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            retriable_failures(admin).await >= 3,
+            "{who}: retriable checked"
+        );
+        let flags = health_flags(&admin_text(admin, "/clusters").await);
+        assert_eq!(
+            flags, failing,
+            "{who}: three retriable 503s are below the threshold of 100"
+        );
+    }
+    drop(envoy);
+}

@@ -693,3 +693,111 @@ async fn envoy_and_weir_count_the_same() {
         .collect();
     assert!(saw.contains(&sha256_hex(b"PING and PING!")), "{saw:?}");
 }
+
+/// A tcp_proxy listener on `port` with tcp-guard (`configuration`) before it, the tcp_proxy
+/// and the listener each logging `%UPSTREAM_HOST% %RESPONSE_FLAGS% %BYTES_RECEIVED%
+/// %BYTES_SENT%` into `dir` (`tcp.log`, `listener.log`), to `upstream`.
+fn logged_guard_config(
+    admin: u16,
+    port: u16,
+    module: &Path,
+    configuration: &str,
+    upstream: SocketAddr,
+    dir: &Path,
+) -> Value {
+    let logger = |file: &str| {
+        json!([{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": dir.join(file).display().to_string(),
+                "log_format": {"text_format_source": {"inline_string":
+                    "%UPSTREAM_HOST% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT%\n"}},
+            },
+        }])
+    };
+    let mut listener = filtered_listener(
+        port,
+        vec![network_wasm("tcp_guard", module, configuration, false)],
+        None,
+    );
+    listener["access_log"] = logger("listener.log");
+    listener["filter_chains"][0]["filters"][1]["typed_config"]["access_log"] = logger("tcp.log");
+    bootstrap(admin, vec![listener], upstream)
+}
+
+/// Through a network Wasm filter that rewrites both ways, the tcp_proxy's and the listener's
+/// `%BYTES_RECEIVED%` / `%BYTES_SENT%` are the downstream bytes as Envoy 1.40 (V8, the same
+/// module and config) logs them: Envoy adds its whole read buffer at each read, so the
+/// client whose `HEL` was held and then sent `LO ping and ping!` counts 3 + 20 = 23 in, and
+/// 14 out (`pong and pong!`); the client refused, 18 in and none out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_bytes_through_a_network_filter_are_envoys() {
+    use envoy_check::envoy::Envoy;
+    const CONFIG: &str = r#"{"prefix": "HELLO ", "strip_prefix": true, "rewrite_downstream": {"from": "ping", "to": "PING"}, "rewrite_upstream": {"from": "PING", "to": "pong"}}"#;
+    let echo = TcpServer::start(Mode::Echo).await;
+    let module = filter("tcp_guard");
+    let (weir_dir, envoy_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (weir_port, envoy_port) = (free_port(), free_port());
+    let weir = start_with_env(
+        &logged_guard_config(
+            free_port(),
+            weir_port,
+            &module,
+            CONFIG,
+            echo.addr,
+            weir_dir.path(),
+        ),
+        1,
+        &[],
+    )
+    .await;
+    let envoy_config = logged_guard_config(
+        free_port(),
+        envoy_port,
+        &module,
+        CONFIG,
+        echo.addr,
+        envoy_dir.path(),
+    );
+    let envoy = Envoy::start_config(&envoy_config.to_string(), envoy_dir.path());
+
+    let exchange = |port: u16, parts: &'static [&'static [u8]]| async move {
+        let mut client = connect(port).await;
+        for part in parts {
+            client.write_all(part).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = client.shutdown().await;
+        read_to_end(&mut client).await.0
+    };
+    for port in [weir_port, envoy_port] {
+        let good = exchange(port, &[b"HEL", b"LO ping and ping!"]).await;
+        assert_eq!(String::from_utf8_lossy(&good), "pong and pong!");
+        // Its line first: the next client comes once this one's connection is logged.
+        let dir = if port == weir_port {
+            weir_dir.path()
+        } else {
+            envoy_dir.path()
+        };
+        weir_tests::wait_for_lines(&dir.join("tcp.log"), 1, LIMIT).await;
+        let bad = exchange(port, &[b"GET / HTTP/1.1\r\n\r\n"]).await;
+        assert!(bad.is_empty(), "{bad:?}");
+    }
+    for log in ["tcp.log", "listener.log"] {
+        let ours = weir_tests::wait_for_lines(&weir_dir.path().join(log), 2, LIMIT).await;
+        let theirs = weir_tests::wait_for_lines(&envoy_dir.path().join(log), 2, LIMIT).await;
+        assert_eq!(
+            ours,
+            theirs,
+            "{log}: weir (left) and Envoy (right)\n{}",
+            weir.log_report()
+        );
+        let upstream = echo.addr;
+        assert_eq!(ours[0], format!("{upstream} - 23 14"), "{log}");
+    }
+    drop(envoy);
+}

@@ -67,12 +67,12 @@ impl Tally {
     }
 
     /// Counts `n` more bytes from `a` to `b`.
-    fn add_a_to_b(&self, n: u64) {
+    pub fn add_a_to_b(&self, n: u64) {
         self.a_to_b.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts `n` more bytes from `b` to `a`.
-    fn add_b_to_a(&self, n: u64) {
+    pub fn add_b_to_a(&self, n: u64) {
         self.b_to_a.fetch_add(n, Ordering::Relaxed);
     }
 

@@ -172,10 +172,10 @@ pub struct Entry {
     logs: Arc<AccessLogs>,
     start: SystemTime,
     started: Instant,
-    method: http::Method,
-    /// The request's target as it came (a clone shares its bytes): the path and authority
-    /// are read from it when the line is written.
-    uri: http::Uri,
+    /// The request's method and target as they came (`None` for a request refused before
+    /// its head was taken, [`Entry::headless`]); the target is a clone that shares the
+    /// request's bytes, read for the path and authority when the line is written.
+    head: Option<(http::Method, http::Uri)>,
     scheme: &'static str,
     protocol: &'static str,
     request_headers: Option<HeaderMap>,
@@ -213,8 +213,7 @@ impl Entry {
         let entry = Entry {
             start: SystemTime::now(),
             started: Instant::now(),
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
+            head: Some((parts.method.clone(), parts.uri.clone())),
             scheme: if conn.tls { "https" } else { "http" },
             protocol: crate::wire::WireHead::protocol_name(&parts),
             request_headers: logs
@@ -233,6 +232,30 @@ impl Entry {
             started: entry.started,
         };
         (entry, http::Request::from_parts(parts, body))
+    }
+
+    /// An entry for a request the codec refused before it took its head (an HTTP/1.0
+    /// request where only HTTP/1.1 is served): as Envoy's, its line has no method, path,
+    /// authority or request header, and `protocol` as the codec speaks it.
+    pub fn headless(
+        logs: Arc<AccessLogs>,
+        conn: &crate::wire::ConnectionInfo,
+        protocol: &'static str,
+    ) -> Entry {
+        Entry {
+            start: SystemTime::now(),
+            started: Instant::now(),
+            head: None,
+            scheme: if conn.tls { "https" } else { "http" },
+            protocol,
+            request_headers: logs.needs_request_headers().then(HeaderMap::new),
+            remote: conn.remote,
+            local: conn.local,
+            connection_id: conn.id,
+            sni: conn.sni.clone(),
+            request: Arc::new(RequestProgress::default()),
+            logs,
+        }
     }
 
     /// The request's headers as logged, to adjust as the proxy adjusts them (a generated
@@ -320,9 +343,16 @@ impl Finishing {
         let notes = &self.upstream.0;
         let cx = LogContext {
             start: Some(entry.start),
-            method: Some(entry.method.as_str()),
-            path: Some(entry.uri.path_and_query().map_or("/", |p| p.as_str())),
-            authority: entry.uri.authority().map(|a| a.as_str()),
+            method: entry.head.as_ref().map(|(method, _)| method.as_str()),
+            path: entry
+                .head
+                .as_ref()
+                .map(|(_, uri)| uri.path_and_query().map_or("/", |p| p.as_str())),
+            authority: entry
+                .head
+                .as_ref()
+                .and_then(|(_, uri)| uri.authority())
+                .map(|a| a.as_str()),
             scheme: Some(entry.scheme),
             request_headers: entry.request_headers.as_ref(),
             response_headers: self.response_headers.as_ref(),

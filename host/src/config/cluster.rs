@@ -391,6 +391,24 @@ pub struct HttpHealthCheck {
     /// The protocol of the check; HTTP3 checks over QUIC (see `spec::HealthCheckSpec`).
     #[serde(default)]
     pub codec_client_type: Option<HealthCheckCodec>,
+    /// Statuses that pass (default: 200 only, as Envoy).
+    #[serde(default)]
+    pub expected_statuses: Vec<StatusRange>,
+    /// Statuses that fail towards `unhealthy_threshold` instead of at once.
+    #[serde(default)]
+    pub retriable_statuses: Vec<StatusRange>,
+}
+
+/// A range of HTTP statuses (`type.v3.Int64Range`): `start` included, `end` excluded.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRange {
+    /// The first status of the range.
+    #[serde(default)]
+    pub start: i64,
+    /// The status after the last of the range.
+    #[serde(default)]
+    pub end: i64,
 }
 
 /// `http_health_check.codec_client_type` (`type.v3.CodecClientType`).
@@ -641,7 +659,16 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
                 )?
                 .unwrap_or(interval),
             };
+            let statuses = |name: &str, ranges: &[StatusRange]| {
+                status_ranges(ranges, &format!("{check_path}.http_health_check.{name}"))
+            };
+            let mut expected_statuses = statuses("expected_statuses", &http.expected_statuses)?;
+            if expected_statuses.is_empty() {
+                expected_statuses.push((200, 201));
+            }
             Some(spec::HealthCheckSpec {
+                expected_statuses,
+                retriable_statuses: statuses("retriable_statuses", &http.retriable_statuses)?,
                 path: http.path.clone(),
                 host: http.host.clone(),
                 intervals,
@@ -806,6 +833,29 @@ fn upstream_protocol(cluster: &Cluster, path: &str) -> Result<ProtocolChoice, Fi
         )),
         (None, None) => Ok((UpstreamProtocol::Http1, None, common)),
     }
+}
+
+/// `expected_statuses` or `retriable_statuses` as `[start, end)` pairs; as Envoy, each range
+/// must lie within 100..=600 and hold at least one status.
+fn status_ranges(ranges: &[StatusRange], path: &str) -> Result<Vec<(u16, u16)>, FieldError> {
+    ranges
+        .iter()
+        .enumerate()
+        .map(|(i, range)| {
+            let status = |value: i64| {
+                u16::try_from(value)
+                    .ok()
+                    .filter(|v| (100..=600).contains(v))
+            };
+            match (status(range.start), status(range.end)) {
+                (Some(start), Some(end)) if start < end => Ok((start, end)),
+                _ => Err(FieldError::new(
+                    format!("{path}[{i}]"),
+                    "must be a range [start, end) of statuses within 100..600",
+                )),
+            }
+        })
+        .collect()
 }
 
 /// Whether a cluster's health checks go over QUIC: `codec_client_type: HTTP3`, or none given

@@ -380,6 +380,30 @@ pub struct HealthCheckSpec {
     pub unhealthy_threshold: u32,
     /// Check over QUIC (HTTP/3) instead of TCP.
     pub over_quic: bool,
+    /// Statuses that pass, as `[start, end)` ranges (`expected_statuses`; default 200).
+    pub expected_statuses: Vec<(u16, u16)>,
+    /// Statuses that fail towards `unhealthy_threshold` (`retriable_statuses`); any other
+    /// status outside `expected_statuses` makes a healthy host unhealthy at once, as in Envoy.
+    pub retriable_statuses: Vec<(u16, u16)>,
+}
+
+impl HealthCheckSpec {
+    /// Whether the answer `status` passes the check.
+    pub fn expects(&self, status: u16) -> bool {
+        in_ranges(&self.expected_statuses, status)
+    }
+
+    /// Whether the answer `status`, failing, counts towards `unhealthy_threshold` rather than
+    /// making the host unhealthy at once.
+    pub fn retriable(&self, status: u16) -> bool {
+        in_ranges(&self.retriable_statuses, status)
+    }
+}
+
+fn in_ranges(ranges: &[(u16, u16)], status: u16) -> bool {
+    ranges
+        .iter()
+        .any(|(start, end)| (*start..*end).contains(&status))
 }
 
 /// Envoy's default `no_traffic_interval`: a cluster that has carried no traffic has its hosts

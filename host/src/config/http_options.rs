@@ -46,9 +46,14 @@ pub enum HeadersWithUnderscoresAction {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Http1ProtocolOptions {
-    /// Accept HTTP/1.0 requests (hyper always does).
+    /// Serve HTTP/1.0 requests (connection manager only). Off by default, as in Envoy:
+    /// such a request is answered 426 Upgrade Required and its connection closed.
     #[serde(default)]
     pub accept_http_10: bool,
+    /// The `Host` an HTTP/1.0 request without one is given (with `accept_http_10`), for
+    /// routing and the upstream, as Envoy's.
+    #[serde(default)]
+    pub default_host_for_http_10: Option<String>,
 }
 
 /// `http2_protocol_options`.

@@ -312,7 +312,7 @@ impl Connection {
     /// stream's accounting until it is written.
     pub(super) fn stream<B>(
         &self,
-        request: Request<B>,
+        mut request: Request<B>,
     ) -> impl Future<Output = Response<TrackedBody>> + Send + use<B>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -338,6 +338,14 @@ impl Connection {
         let drain = self.drain.clone();
         let version = request.version();
         let tunnel = *request.method() == http::Method::CONNECT;
+        let http10 = if self.activity.take_first_refused() {
+            // Its line named HTTP/1.0 or 0.9; the codec read it as HTTP/1.1 (see
+            // `crate::wire::request_line`).
+            super::http10::Http10Verdict::Refuse
+        } else {
+            super::http10::screen(&manager.config.http10, &mut request)
+        };
+        let close_http10 = super::http10::wants_close(&request);
         // Read at the response only where it can change the response (an HTTP/1.x one).
         let closing = self
             .closing
@@ -345,7 +353,30 @@ impl Connection {
             .filter(|_| version.carries_connection_header() && !tunnel)
             .cloned();
         async move {
-            let mut response = answer(&manager, request, &info).await;
+            let mut response = match http10 {
+                super::http10::Http10Verdict::Serve => answer(&manager, request, &info).await,
+                super::http10::Http10Verdict::Refuse => {
+                    drop(request);
+                    let mut refused = manager.refuse_http10(&info);
+                    finish_response_head(refused.headers_mut());
+                    refused
+                }
+            };
+            if version == http::Version::HTTP_10
+                && (http10 == super::http10::Http10Verdict::Refuse || close_http10)
+            {
+                // Said so, or hyper (which answers an HTTP/1.0 request in HTTP/1.0) would add
+                // `keep-alive` to a `close` for a client that asked to keep the connection.
+                *response.version_mut() = http::Version::HTTP_10;
+            }
+            if close_http10 && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                // As Envoy: an HTTP/1.0 client that did not ask to keep the connection is
+                // told it closes.
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             if crate::overload::disable_http_keepalive() && !tunnel {
                 disable_keepalive(&manager, version, &mut response, &drain);
             } else if crate::server_state::health_check_failed() && !tunnel {

@@ -11,6 +11,7 @@ mod h2;
 mod h3;
 pub mod headers;
 mod health_check;
+mod http10;
 mod idle_clock;
 pub mod local_reply;
 pub mod mirror;

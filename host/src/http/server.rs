@@ -36,6 +36,8 @@ type Serving = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 pub(super) struct Codecs {
     http1: http1::Builder,
     http2: h2::server::Builder,
+    /// `accept_http_10`, for the HTTP/1 reader's first-line screen.
+    accept_http_10: bool,
 }
 
 impl Codecs {
@@ -52,6 +54,7 @@ impl Codecs {
         Codecs {
             http1,
             http2: h2_codec::builder(config),
+            accept_http_10: config.http10.accept,
         }
     }
 
@@ -73,9 +76,12 @@ impl Codecs {
         let http1 = self.http1.clone();
         let http2 = self.http2.clone();
         let clock = streams.activity().clone();
+        let accept_http_10 = self.accept_http_10;
         match (codec, tls.alpn.as_deref()) {
             (CodecType::HTTP1, _) | (CodecType::AUTO, Some(b"http/1.1")) => {
-                let io = Prefixed::new(Bytes::new(), io).with_head_clock(clock);
+                let io = Prefixed::new(Bytes::new(), io)
+                    .with_head_clock(clock)
+                    .screening_first_line(accept_http_10);
                 Box::pin(serve_http1(http1, io, streams, drain))
             }
             (CodecType::HTTP2, _) | (CodecType::AUTO, Some(b"h2")) => {
@@ -92,7 +98,10 @@ impl Codecs {
                 match sniffed {
                     (io, true) => serve_http2(http2, io, streams, limits, drain).await,
                     (io, false) => {
-                        serve_http1(http1, io.with_head_clock(clock), streams, drain).await
+                        let io = io
+                            .with_head_clock(clock)
+                            .screening_first_line(accept_http_10);
+                        serve_http1(http1, io, streams, drain).await
                     }
                 }
             }),

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -26,6 +26,9 @@ pub struct Activity {
     /// Milliseconds since `origin` when bytes of a request head not yet whole first arrived
     /// (bytes read while no stream is in flight); [`NO_HEAD`] when none is arriving.
     head_since_ms: AtomicU64,
+    /// The first request's line named a version the manager does not serve (set by the
+    /// codec's reader, taken by the first stream).
+    first_refused: AtomicBool,
 }
 
 /// `head_since_ms` when no request head is arriving.
@@ -39,7 +42,14 @@ impl Activity {
             active: AtomicUsize::new(0),
             last_end_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(NO_HEAD),
+            first_refused: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the stream starting now is the first one, refused for its version (see
+    /// [`crate::wire::request_line`]); true once at most.
+    pub fn take_first_refused(&self) -> bool {
+        self.first_refused.swap(false, Ordering::Relaxed)
     }
 
     fn now_ms(&self) -> u64 {
@@ -191,5 +201,9 @@ impl http_body::Body for TrackedBody {
 impl crate::wire::prefixed::HeadClock for Activity {
     fn bytes_arrived(&self) {
         Activity::bytes_arrived(self);
+    }
+
+    fn first_request_refused(&self) {
+        self.first_refused.store(true, Ordering::Relaxed);
     }
 }

@@ -129,6 +129,20 @@ pub struct HttpManagerConfig {
     pub listener_access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
     /// `envoy.filters.http.health_check` in `http_filters`, if any.
     pub health_check: Option<std::sync::Arc<HealthCheckFilter>>,
+    /// What HTTP/1.0 requests get (`http_protocol_options.accept_http_10`,
+    /// `default_host_for_http_10`).
+    pub http10: Http10Policy,
+}
+
+/// `http_protocol_options.accept_http_10` and `default_host_for_http_10`: whether an
+/// HTTP/1.0 request is served at all (Envoy's default: no, 426), and the `Host` one without
+/// a host is given.
+#[derive(Debug, Clone, Default)]
+pub struct Http10Policy {
+    /// Serve HTTP/1.0 requests.
+    pub accept: bool,
+    /// The `Host` of an HTTP/1.0 request that has none.
+    pub default_host: Option<http::HeaderValue>,
 }
 
 impl HttpManagerConfig {
@@ -275,6 +289,33 @@ pub(super) fn http_manager_config(
         )?,
         listener_access_log: None,
         health_check,
+        http10: http10_policy(hcm, path)?,
+    })
+}
+
+/// The connection manager's [`Http10Policy`]; a `default_host_for_http_10` that cannot be a
+/// `Host` header is a config error.
+fn http10_policy(hcm: &HttpConnectionManager, path: &str) -> Result<Http10Policy, FieldError> {
+    let Some(options) = &hcm.http_protocol_options else {
+        return Ok(Http10Policy::default());
+    };
+    let default_host = match options.default_host_for_http_10.as_deref() {
+        None | Some("") => None,
+        Some(host) => Some(
+            host.parse::<http::uri::Authority>()
+                .ok()
+                .and_then(|_| http::HeaderValue::from_str(host).ok())
+                .ok_or_else(|| {
+                    FieldError::new(
+                        format!("{path}.http_protocol_options.default_host_for_http_10"),
+                        "not a host",
+                    )
+                })?,
+        ),
+    };
+    Ok(Http10Policy {
+        accept: options.accept_http_10,
+        default_host,
     })
 }
 

@@ -21,7 +21,7 @@ pub mod source;
 pub mod wasm;
 
 pub use bootstrap::{Config, DynamicDump, DynamicEntry, WasmServiceConfig};
-pub use http_manager::{HttpManagerConfig, UpgradeSetting, http_filters};
+pub use http_manager::{Http10Policy, HttpManagerConfig, UpgradeSetting, http_filters};
 pub use listener::{ListenerConfig, TcpListenerConfig, TcpProxyConfig};
 pub use source::{ConfigSource, FileSource, Loaded};
 

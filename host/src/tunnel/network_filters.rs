@@ -29,6 +29,7 @@
 //! never spliced in the kernel, and counts as a user-space splice in
 //! `weir_accel_splices_total{mode="userspace"}`.
 
+use crate::accel::Tally;
 use crate::stats::AccelStats;
 use crate::upstream::WorkerPools;
 use crate::wasm::{PluginHandle, Side, SlotError, StreamEvent, StreamHandle, StreamInfo, VmSlot};
@@ -395,6 +396,19 @@ impl FilteredConnection {
         }
     }
 
+    /// The bytes of `side` the filters that paused on them hold.
+    fn held(&self, side: Side) -> usize {
+        let paused: Vec<usize> = {
+            let mut state = self.state();
+            let flow = state.flow(side);
+            (0..flow.paused.len()).filter(|i| flow.paused[*i]).collect()
+        };
+        paused
+            .into_iter()
+            .filter_map(|index| self.with_filter(index, |handle| handle.held(side)))
+            .sum()
+    }
+
     /// Runs `bytes` (`end`: the end of the stream) through the filters of `side` from
     /// position `from` of its order.
     fn run(&self, side: Side, from: usize, mut bytes: Vec<u8>, end: bool) -> Outcome {
@@ -482,7 +496,13 @@ impl FilteredConnection {
 
     /// Moves `side`'s bytes from `from` through the filters to `to` until its end has been
     /// forwarded (or the connection closes). Returns the bytes written.
-    async fn pump<R, W>(&self, side: Side, mut from: R, mut to: W) -> io::Result<u64>
+    async fn pump<R, W>(
+        &self,
+        side: Side,
+        mut from: R,
+        mut to: W,
+        downstream_bytes: &Tally,
+    ) -> io::Result<u64>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -505,6 +525,13 @@ impl FilteredConnection {
                         () = self.woken[side_index(side)].notified() => continue,
                         read = from.read(&mut buffer), if reading => read,
                     };
+                    if side == Side::Downstream
+                        && let Ok(n) = read
+                    {
+                        // As Envoy's connection counts `%BYTES_RECEIVED%`: at each read the
+                        // whole of its read buffer, the bytes filters still hold included.
+                        downstream_bytes.add_a_to_b(n as u64 + self.held(side) as u64);
+                    }
                     match read {
                         Ok(0) => {
                             reading = false;
@@ -529,6 +556,9 @@ impl FilteredConnection {
                     if !bytes.is_empty() {
                         to.write_all(&bytes).await?;
                         written += bytes.len() as u64;
+                        if side == Side::Upstream {
+                            downstream_bytes.add_b_to_a(bytes.len() as u64);
+                        }
                     }
                     if end {
                         // A FIN stays a FIN: the far side may still send.
@@ -543,7 +573,18 @@ impl FilteredConnection {
     /// Carries the connection between `downstream` and `upstream` through the filters until
     /// both directions ended or a filter closed it. On an I/O error both ends are reset, as
     /// [`super::splice`] does; otherwise dropping them closes both (a FIN).
-    pub async fn carry(&self, downstream: TunnelIo, upstream: TunnelIo) -> io::Result<()> {
+    ///
+    /// `downstream_bytes` counts the downstream bytes as Envoy's connection counts them for
+    /// `%BYTES_RECEIVED%` and `%BYTES_SENT%`: `a_to_b`, at each read from the client (its end
+    /// included), the bytes read and those the filters still hold from before (Envoy adds its
+    /// whole read buffer at each read, so held bytes count again); `b_to_a` every byte
+    /// written to it (as the filters left them).
+    pub async fn carry(
+        &self,
+        downstream: TunnelIo,
+        upstream: TunnelIo,
+        downstream_bytes: &Tally,
+    ) -> io::Result<()> {
         let stats = AccelStats::global();
         stats.splices_userspace.inc();
         let (down_read, down_write) = tokio::io::split(downstream);
@@ -553,8 +594,8 @@ impl FilteredConnection {
             let (down_read, down_write, up_read, up_write) = &mut halves;
             let both = async {
                 tokio::try_join!(
-                    self.pump(Side::Downstream, down_read, up_write),
-                    self.pump(Side::Upstream, up_read, down_write),
+                    self.pump(Side::Downstream, down_read, up_write, downstream_bytes),
+                    self.pump(Side::Upstream, up_read, down_write, downstream_bytes),
                 )
             };
             tokio::select! {
@@ -714,9 +755,11 @@ mod tests {
         connection.connected(Some("127.0.0.1:3000".parse().expect("addr")));
         let (mut client, downstream) = tokio::io::duplex(1 << 16);
         let (mut server, upstream) = tokio::io::duplex(1 << 16);
+        let tally = Tally::default();
         let carried = connection.carry(
             crate::wire::tunnel::boxed(downstream),
             crate::wire::tunnel::boxed(upstream),
+            &tally,
         );
         let peers = async {
             client.write_all(b"ab").await.expect("write");
@@ -737,6 +780,10 @@ mod tests {
         .await
         .expect("done in time");
         result.expect("carried to the end");
+        // The client's bytes as Envoy counts them, not as the filters made them: "ab", then
+        // "cde" with the "ab" the first filter still held (7); "replyBA" written (7).
+        let counted = tally.get();
+        assert_eq!((counted.a_to_b, counted.b_to_a), (7, 7));
     }
 
     /// A pause in `proxy_on_new_connection` holds the connection until the module acts

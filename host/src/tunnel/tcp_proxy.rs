@@ -135,8 +135,8 @@ impl TcpProxy {
     /// [`TcpProxy::serve`] through the network filters: their contexts start (and may hold
     /// the upstream connection back) first, then every byte goes through them, in user
     /// space. The idle timeout covers the whole of it.
-    /// Through the filters the bytes are not counted: its log line has the upstream host
-    /// and the duration, and 0 bytes both ways.
+    /// Its log line's bytes are the downstream socket's, as Envoy counts them (see
+    /// [`FilteredConnection::carry`]), however it ends.
     async fn serve_filtered(
         &self,
         downstream: TcpStream,
@@ -148,6 +148,7 @@ impl TcpProxy {
         // As in Envoy, a redirected connection's destination is where it was headed.
         let destination = original.unwrap_or(local);
         let socket = SocketId::of(&downstream);
+        let tally = crate::accel::Tally::default();
         let work = async {
             let Some(connection) = self.filters.start(source, destination).await else {
                 tracing::debug!(%source, "tcp_proxy: a network filter closed the connection");
@@ -164,7 +165,7 @@ impl TcpProxy {
             connection.connected(address);
             let downstream = wire_tunnel::tcp(downstream);
             if let Err(error) = connection
-                .carry(downstream, connected.end.into_tunnel())
+                .carry(downstream, connected.end.into_tunnel(), &tally)
                 .await
             {
                 tracing::debug!(%error, "tcp_proxy connection ended with an error");
@@ -175,10 +176,21 @@ impl TcpProxy {
                 ..TcpOutcome::default()
             }
         };
-        self.until_idle(work, socket).await.unwrap_or(TcpOutcome {
+        let ended = self.until_idle(work, socket).await.unwrap_or(TcpOutcome {
             flags: "SI",
             ..TcpOutcome::default()
-        })
+        });
+        let moved = tally.get();
+        if ended.upstream.is_none() && moved.a_to_b == 0 && moved.b_to_a == 0 {
+            // Nothing carried (a filter closed it first, no upstream): as without filters.
+            return ended;
+        }
+        TcpOutcome {
+            received: moved.a_to_b,
+            sent: moved.b_to_a,
+            counted: true,
+            ..ended
+        }
     }
 
     /// Connects to the cluster as the config says (raw TCP or TLS from the pool, or a CONNECT

@@ -4,10 +4,12 @@
 //! cluster speaks h2 or ALPN chose it, HTTP/1.1 otherwise), the first at once and each next one
 //! after the interval Envoy would pick for it (`next_interval`): `no_traffic_interval` (60 s)
 //! until the cluster has carried traffic, then `interval`, `unhealthy_interval` or an edge
-//! interval by the host's last result. A check passes on a 2xx within `timeout`. Hosts start
-//! healthy; `unhealthy_threshold` consecutive failures make one unhealthy (which drains every
-//! worker's connections to it), and `healthy_threshold` consecutive passes make it healthy
-//! again.
+//! interval by the host's last result. A check passes on a status of `expected_statuses`
+//! (200 by default) within `timeout`. Hosts start healthy. As in Envoy, an answer with any
+//! other status makes a host unhealthy at once (which drains every worker's connections to
+//! it), unless the status is one of `retriable_statuses`: those, timeouts and connection
+//! failures make it unhealthy after `unhealthy_threshold` consecutive failures.
+//! `healthy_threshold` consecutive passes make it healthy again.
 
 use super::cluster::{Cluster, Host, HostProtocol};
 use super::connect;
@@ -37,6 +39,18 @@ enum Transition {
     Pending,
     /// The result flipped the host's health.
     Changed,
+}
+
+/// What one check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// An expected status.
+    Pass,
+    /// A retriable status, a timeout, a connection failure: counts towards
+    /// `unhealthy_threshold`.
+    Fail,
+    /// Any other status: the host is unhealthy at once (Envoy's non-retriable active failure).
+    FailNow,
 }
 
 /// One host's streak and when its next check is due.
@@ -75,12 +89,13 @@ pub async fn run(cluster: Arc<Cluster>, spec: HealthCheckSpec) {
         .await;
         let finished = Instant::now();
         let traffic = has_traffic(&cluster);
-        for (host, passed) in due.iter().zip(results) {
+        for (host, outcome) in due.iter().zip(results) {
             let check = checks.entry(host.addr).or_insert(HostCheck {
                 streak: Streak::default(),
                 due: finished,
             });
-            let transition = apply(&cluster, &spec, host, &mut check.streak, passed);
+            let transition = apply(&cluster, &spec, host, &mut check.streak, outcome);
+            let passed = outcome == Outcome::Pass;
             check.due = finished + next_interval(&spec.intervals, traffic, passed, transition);
         }
         cluster.update_membership();
@@ -125,15 +140,16 @@ fn next_interval(
     }
 }
 
-/// Updates a host's streak with one result and flips its health at the thresholds.
+/// Updates a host's streak with one result and flips its health at the thresholds (or at
+/// once, for [`Outcome::FailNow`]).
 fn apply(
     cluster: &Cluster,
     spec: &HealthCheckSpec,
     host: &Host,
     streak: &mut Streak,
-    passed: bool,
+    outcome: Outcome,
 ) -> Transition {
-    if passed {
+    if outcome == Outcome::Pass {
         streak.passes += 1;
         streak.failures = 0;
         if host.is_healthy() {
@@ -150,7 +166,7 @@ fn apply(
         if !host.is_healthy() {
             return Transition::Unchanged;
         }
-        if streak.failures < spec.unhealthy_threshold.max(1) {
+        if outcome == Outcome::Fail && streak.failures < spec.unhealthy_threshold.max(1) {
             return Transition::Pending;
         }
         tracing::info!(cluster = %cluster.name(), host = %host.addr, "host unhealthy");
@@ -159,23 +175,24 @@ fn apply(
     Transition::Changed
 }
 
-async fn check_and_count(cluster: &Cluster, spec: &HealthCheckSpec, host: &Host) -> bool {
+/// Checks `host` once and counts the check in the cluster's stats.
+async fn check_and_count(cluster: &Cluster, spec: &HealthCheckSpec, host: &Host) -> Outcome {
     cluster.stats.health_check_attempt.inc();
     // A failure without an answer (no connection, a reset, the timeout) is also a network
-    // failure, as Envoy counts it; a non-2xx answer is only a failure.
-    let (passed, network) =
+    // failure, as Envoy counts it; an unexpected answer is only a failure.
+    let (outcome, network) =
         match tokio::time::timeout(spec.timeout, check(cluster, spec, host)).await {
-            Ok(Ok(status)) => (status.is_success(), false),
+            Ok(Ok(status)) => (judge(spec, status.as_u16()), false),
             Ok(Err(error)) => {
                 tracing::debug!(%error, host = %host.addr, "health check failed");
-                (false, true)
+                (Outcome::Fail, true)
             }
             Err(_) => {
                 tracing::debug!(host = %host.addr, "health check timed out");
-                (false, true)
+                (Outcome::Fail, true)
             }
         };
-    if passed {
+    if outcome == Outcome::Pass {
         cluster.stats.health_check_success.inc();
     } else {
         cluster.stats.health_check_failure.inc();
@@ -183,7 +200,19 @@ async fn check_and_count(cluster: &Cluster, spec: &HealthCheckSpec, host: &Host)
             cluster.stats.health_check_network_failure.inc();
         }
     }
-    passed
+    outcome
+}
+
+/// What an answer with `status` is (Envoy's rule: `expected_statuses` wins over
+/// `retriable_statuses` where they overlap).
+fn judge(spec: &HealthCheckSpec, status: u16) -> Outcome {
+    if spec.expects(status) {
+        Outcome::Pass
+    } else if spec.retriable(status) {
+        Outcome::Fail
+    } else {
+        Outcome::FailNow
+    }
 }
 
 /// One check: connect, send the GET, return the response status.
@@ -245,6 +274,8 @@ mod tests {
             healthy_threshold: 2,
             unhealthy_threshold: 3,
             over_quic: false,
+            expected_statuses: vec![(200, 201)],
+            retriable_statuses: vec![(500, 504)],
         }
     }
 
@@ -257,7 +288,10 @@ mod tests {
         let host = cluster.hosts()[0].clone();
         let mut streak = Streak::default();
         let spec = spec();
-        let mut step = |passed| apply(&cluster, &spec, &host, &mut streak, passed);
+        let mut step = |passed| {
+            let outcome = if passed { Outcome::Pass } else { Outcome::Fail };
+            apply(&cluster, &spec, &host, &mut streak, outcome)
+        };
         assert_eq!(step(true), Transition::Unchanged);
         assert_eq!(step(false), Transition::Pending);
         assert_eq!(step(false), Transition::Pending);
@@ -272,6 +306,38 @@ mod tests {
         assert!(!host.is_healthy(), "one pass is below the threshold of two");
         assert_eq!(step(true), Transition::Changed);
         assert!(host.is_healthy());
+    }
+
+    /// As Envoy: a status neither expected nor retriable makes a healthy host unhealthy at
+    /// once, whatever `unhealthy_threshold` says; a retriable one counts towards it.
+    #[test]
+    fn an_unexpected_status_fails_a_host_at_once() {
+        let Ok(cluster) = Cluster::new(crate::upstream::test_support::spec("hc_now", &[1])) else {
+            panic!("cluster builds")
+        };
+        let host = cluster.hosts()[0].clone();
+        let spec = spec();
+        assert_eq!(judge(&spec, 200), Outcome::Pass);
+        assert_eq!(judge(&spec, 204), Outcome::FailNow, "200 only by default");
+        assert_eq!(judge(&spec, 503), Outcome::Fail, "retriable");
+        assert_eq!(judge(&spec, 404), Outcome::FailNow);
+        let mut streak = Streak::default();
+        assert_eq!(
+            apply(&cluster, &spec, &host, &mut streak, Outcome::Fail),
+            Transition::Pending
+        );
+        assert_eq!(
+            apply(&cluster, &spec, &host, &mut streak, Outcome::FailNow),
+            Transition::Changed
+        );
+        assert!(!host.is_healthy());
+        let overlapping = HealthCheckSpec {
+            expected_statuses: vec![(200, 300)],
+            retriable_statuses: vec![(200, 600)],
+            ..spec
+        };
+        assert_eq!(judge(&overlapping, 204), Outcome::Pass, "expected wins");
+        assert_eq!(judge(&overlapping, 404), Outcome::Fail);
     }
 
     /// Envoy's choice of the next interval, each field its own value.

@@ -255,6 +255,8 @@ mod tests {
             healthy_threshold: 1,
             unhealthy_threshold: 1,
             over_quic: false,
+            expected_statuses: vec![(200, 201)],
+            retriable_statuses: Vec::new(),
         });
         spec
     }

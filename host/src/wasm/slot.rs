@@ -496,6 +496,13 @@ impl StreamHandle {
         })
     }
 
+    /// How many bytes of `side` the stream holds (a network filter that paused on them);
+    /// 0 once the stream failed.
+    pub fn held(&mut self, side: Side) -> usize {
+        self.with_stream(|vm, id| Ok(vm.stream_mut(id).map_or(0, |s| data_of(s, side).len())))
+            .unwrap_or(0)
+    }
+
     /// Appends `data` to the buffer `buffer(stream, key)` and runs `callback` with the size of
     /// all it holds. On `Continue` the buffer (as the module left it) is taken and returned;
     /// on `Pause` it stays.

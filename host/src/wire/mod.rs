@@ -12,7 +12,8 @@
 //!   codecs, for downstream and upstream alike;
 //! - [`handoff`]: the one way a tunnel's downstream end leaves its codec
 //!   ([`handoff::TunnelHandoff`]), filled by every codec;
-//! - [`prefixed`]: a connection as the HTTP/1.1 codec reads it (sniffed bytes first);
+//! - [`prefixed`]: a connection as the HTTP/1.1 codec reads it (sniffed bytes first), its
+//!   first request line screened for its version ([`request_line`]);
 //! - [`tunnel`]: one end of an established tunnel ([`TunnelIo`]) and the one conversion of an
 //!   upstream's answer into a tunnel ([`tunnel::from_response`]); [`body_io`] (a tunnel
 //!   carried as two HTTP bodies) and [`reset`] (carrying a reset across a hop) under it.
@@ -28,6 +29,7 @@ pub mod handoff;
 pub mod head;
 pub mod prefixed;
 pub mod protocol;
+pub mod request_line;
 pub mod reset;
 pub mod tunnel;
 

@@ -3,11 +3,15 @@
 //! the connection's [`HeadClock`] that bytes arrived (the connection manager's activity, which
 //! starts its request headers timeout when no request is in flight).
 //!
+//! Where the connection manager says so ([`Prefixed::screening_first_line`]), the first
+//! request line is held until whole and screened for its version first
+//! ([`super::request_line`]).
+//!
 //! The splice of a CONNECT or an upgrade on such a connection takes the socket back out
 //! ([`Prefixed::into_parts`]), so a plain TCP socket behind an AUTO listener is spliced in the
 //! kernel like one behind an HTTP1 listener.
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,6 +22,20 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub trait HeadClock: Send + Sync {
     /// Bytes came in on the connection.
     fn bytes_arrived(&self);
+
+    /// The connection's first request names a version the connection manager does not
+    /// serve (see [`super::request_line`]): its first stream is to be refused.
+    fn first_request_refused(&self) {}
+}
+
+/// The longest first line held for screening; past it, the bytes go to the codec as they
+/// are (which refuses a head that long anyway).
+const FIRST_LINE_LIMIT: usize = 16 * 1024;
+
+/// The first request line being held for screening.
+struct FirstLine {
+    held: BytesMut,
+    accept_http_10: bool,
 }
 
 /// `io` with `prefix` to be read before it.
@@ -25,6 +43,7 @@ pub struct Prefixed<I> {
     prefix: Bytes,
     io: I,
     clock: Option<Arc<dyn HeadClock>>,
+    first_line: Option<FirstLine>,
 }
 
 impl<I> Prefixed<I> {
@@ -34,7 +53,20 @@ impl<I> Prefixed<I> {
             prefix,
             io,
             clock: None,
+            first_line: None,
         }
+    }
+
+    /// Holds the first request line (with the prefix) until it is whole, then screens its
+    /// version ([`super::request_line::screen`]) under `accept_http_10`; a refused one is told
+    /// to the head clock ([`HeadClock::first_request_refused`]).
+    pub fn screening_first_line(mut self, accept_http_10: bool) -> Self {
+        let held = BytesMut::from(&std::mem::take(&mut self.prefix)[..]);
+        self.first_line = Some(FirstLine {
+            held,
+            accept_http_10,
+        });
+        self
     }
 
     /// Tells `activity` of every read from now on (see [`HeadClock::bytes_arrived`]); when
@@ -48,8 +80,47 @@ impl<I> Prefixed<I> {
     }
 
     /// The part of the prefix not read yet, and the connection.
-    pub fn into_parts(self) -> (Bytes, I) {
+    pub fn into_parts(mut self) -> (Bytes, I) {
+        if let Some(first) = self.first_line.take() {
+            return (first.held.freeze(), self.io);
+        }
         (self.prefix, self.io)
+    }
+}
+
+impl<I: AsyncRead + Unpin> Prefixed<I> {
+    /// Reads until the first line held is whole (or the connection ends, or the line is
+    /// longer than [`FIRST_LINE_LIMIT`]), then makes the screened bytes the prefix.
+    fn poll_first_line(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(first) = self.first_line.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut chunk = [0u8; 2048];
+        while !first.held.contains(&b'\n') && first.held.len() < FIRST_LINE_LIMIT {
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => break,
+                Poll::Ready(Ok(())) => {
+                    if let Some(clock) = &self.clock {
+                        clock.bytes_arrived();
+                    }
+                    first.held.extend_from_slice(buf.filled());
+                }
+            }
+        }
+        let Some(first) = self.first_line.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        let screened = super::request_line::screen(first.held, first.accept_http_10);
+        if screened.refused
+            && let Some(clock) = &self.clock
+        {
+            clock.first_request_refused();
+        }
+        self.prefix = screened.bytes;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -59,6 +130,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.first_line.is_some() {
+            std::task::ready!(self.poll_first_line(cx))?;
+        }
         if self.prefix.is_empty() {
             let before = buf.filled().len();
             let read = Pin::new(&mut self.io).poll_read(cx, buf);
