@@ -608,3 +608,69 @@ async fn http3_requests_are_logged_with_their_protocol_and_sni() {
         ["HTTP/3 localhost 200 /h3/get backend"]
     );
 }
+
+/// With `use_remote_address`, the default line logs `x-forwarded-for` as forwarded (the
+/// client's address appended to what it sent, or alone), as Envoy's does; without it, as
+/// the client sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_is_logged_as_forwarded_as_envoy() {
+    let up = H1Upstream::start("up").await;
+    // (ports, the second listener's port)
+    let config = |(ports, second): (Ports, u16), dir: &Path| {
+        let routes = vec![config::route_prefix("/", "backend")];
+        let mut listeners = Vec::new();
+        for (name, port, remote) in [("remote", ports.http, true), ("plain", second, false)] {
+            let mut hcm = config::hcm(name, vec![config::vhost("all", &["*"], routes.clone())]);
+            hcm["use_remote_address"] = json!(remote);
+            hcm["access_log"] = json!([file_logger(&dir.join(format!("{name}.log")), None, None)]);
+            listeners.push(config::listener(name, port, hcm));
+        }
+        config::bootstrap(
+            ports.admin,
+            listeners,
+            vec![config::static_cluster("backend", &[up.addr])],
+        )
+    };
+    let weir_dir = tempfile::tempdir().expect("tempdir");
+    let envoy_dir = tempfile::tempdir().expect("tempdir");
+    let weir_ports = (Ports::new(), weir_tests::free_port());
+    let envoy_ports = (Ports::new(), weir_tests::free_port());
+    let _weir = Weir::start(&config(weir_ports, weir_dir.path())).await;
+    let envoy_config = config(envoy_ports, envoy_dir.path()).to_string();
+    let envoy = Envoy::start_config(&envoy_config, envoy_dir.path());
+    for (ports, second) in [weir_ports, envoy_ports] {
+        for port in [ports.http, second] {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            for sent in [&[][..], &[("x-forwarded-for", "10.0.0.1")][..]] {
+                let resp = client::must_get_with(addr, "localhost", "/xff", sent).await;
+                assert_eq!(resp.status, 200);
+            }
+        }
+    }
+    let mut forwarded = Vec::new();
+    for dir in [weir_dir.path(), envoy_dir.path()] {
+        for name in ["remote.log", "plain.log"] {
+            let logged: Vec<String> = lines(&dir.join(name), 2)
+                .await
+                .iter()
+                .map(|line| mask_default(line))
+                .collect();
+            forwarded.push(logged);
+        }
+    }
+    assert_eq!(
+        forwarded[0], forwarded[2],
+        "use_remote_address: weir, then Envoy"
+    );
+    assert_eq!(forwarded[1], forwarded[3], "without it: weir, then Envoy");
+    // Envoy joins with a bare `,` and gives a client on the loopback as its host's address.
+    let host = weir::socket::host_address();
+    assert!(
+        forwarded[0][0].contains(&format!("\"{host}\""))
+            && forwarded[0][1].contains(&format!("\"10.0.0.1,{host}\"")),
+        "{:#?}",
+        forwarded[0]
+    );
+    assert!(forwarded[1][0].contains("\"-\"") && forwarded[1][1].contains("\"10.0.0.1\""));
+    drop(envoy);
+}

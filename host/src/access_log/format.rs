@@ -5,11 +5,15 @@
 //! the operator, so a config that Envoy would read differently never loads. The same parser
 //! serves any feature that takes Envoy's command operators (a header value with `%REQ(x)%`).
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The few headers an access log entry keeps of a head (those its formats read), in a list:
+/// copying them takes no map and no hashing, and a line looks each up among a handful.
+pub type PickedHeaders = Vec<(HeaderName, HeaderValue)>;
 
 /// Envoy's default access log format (when `log_format` is not given).
 pub const DEFAULT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n";
@@ -42,8 +46,13 @@ pub struct LogContext<'a> {
     pub scheme: Option<&'a str>,
     /// The request's headers.
     pub request_headers: Option<&'a HeaderMap>,
+    /// The request headers an access log entry kept (see [`PickedHeaders`]), where
+    /// `request_headers` is not given.
+    pub request_picked: &'a [(HeaderName, HeaderValue)],
     /// The response's headers.
     pub response_headers: Option<&'a HeaderMap>,
+    /// The response headers an access log entry kept.
+    pub response_picked: &'a [(HeaderName, HeaderValue)],
     /// The response's trailers.
     pub response_trailers: Option<&'a HeaderMap>,
     /// The response status.
@@ -106,7 +115,7 @@ enum Headers {
 /// The command operators weir implements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Operator {
-    StartTime(Vec<TimePiece>),
+    StartTime(TimePattern),
     Header {
         map: Headers,
         name: HeaderKey,
@@ -388,10 +397,10 @@ fn parse_operator(text: &str) -> Result<Part, FormatError> {
         }
     };
     let op = match name {
-        "START_TIME" => Operator::StartTime(parse_time_pattern(match arg {
+        "START_TIME" => Operator::StartTime(TimePattern::new(parse_time_pattern(match arg {
             None | Some("") => DEFAULT_TIME_PATTERN,
             Some(pattern) => pattern,
-        })),
+        }))),
         "REQ" => header(Headers::Request)?,
         "RESP" => header(Headers::Response)?,
         "TRAILER" => header(Headers::Trailer)?,
@@ -475,7 +484,7 @@ fn write_value(op: &Operator, cx: &LogContext<'_>, out: &mut String, missing: &s
     let address = match op {
         Operator::StartTime(pattern) => {
             match cx.start {
-                Some(at) => format_time_into(at, pattern, out),
+                Some(at) => pattern.write(at, out),
                 None => out.push_str(missing),
             }
             return;
@@ -493,10 +502,32 @@ fn write_value(op: &Operator, cx: &LogContext<'_>, out: &mut String, missing: &s
         }
     };
     match address {
-        Some(address) => {
+        Some(address) => push_address(out, address),
+        None => out.push_str(missing),
+    }
+}
+
+/// Appends `address` as `Display` writes it (`1.2.3.4:80`, `[::1]:80`); IPv4, the common
+/// case, without `fmt`'s machinery.
+fn push_address(out: &mut String, address: SocketAddr) {
+    match address {
+        SocketAddr::V4(v4) => {
+            push_ipv4(out, *v4.ip());
+            out.push(':');
+            push_number(out, u64::from(v4.port()));
+        }
+        SocketAddr::V6(_) => {
             let _ = write!(out, "{address}");
         }
-        None => out.push_str(missing),
+    }
+}
+
+fn push_ipv4(out: &mut String, ip: std::net::Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        push_number(out, u64::from(octet));
     }
 }
 
@@ -514,15 +545,14 @@ fn push_padded(out: &mut String, mut n: u64, width: usize) {
         digits[at] = b'0' + (n % 10) as u8;
         n /= 10;
     }
-    for &digit in &digits[at..] {
-        out.push(char::from(digit));
-    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 fn evaluate<'a>(op: &Operator, cx: &LogContext<'a>) -> Value<'a> {
     match op {
         Operator::StartTime(pattern) => match cx.start {
-            Some(at) => Value::Text(Cow::Owned(format_time(at, pattern))),
+            Some(at) => Value::Text(Cow::Owned(format_time(at, &pattern.pieces))),
             None => Value::None,
         },
         Operator::Header {
@@ -558,9 +588,18 @@ fn evaluate<'a>(op: &Operator, cx: &LogContext<'a>) -> Value<'a> {
         Operator::UpstreamCluster => text(cx.upstream_cluster),
         Operator::UpstreamTransportFailureReason => text(cx.upstream_failure),
         Operator::DownstreamRemoteAddress => addr(cx.downstream_remote),
-        Operator::DownstreamRemoteAddressWithoutPort => cx
-            .downstream_remote
-            .map_or(Value::None, |a| Value::Text(Cow::Owned(a.ip().to_string()))),
+        Operator::DownstreamRemoteAddressWithoutPort => {
+            cx.downstream_remote.map_or(Value::None, |a| {
+                let mut ip = String::with_capacity(15);
+                match a.ip() {
+                    std::net::IpAddr::V4(v4) => push_ipv4(&mut ip, v4),
+                    v6 => {
+                        let _ = write!(ip, "{v6}");
+                    }
+                }
+                Value::Text(Cow::Owned(ip))
+            })
+        }
         Operator::DownstreamLocalAddress => addr(cx.downstream_local),
         Operator::Protocol => text(cx.protocol),
         Operator::RequestedServerName => text(cx.sni),
@@ -570,14 +609,33 @@ fn evaluate<'a>(op: &Operator, cx: &LogContext<'a>) -> Value<'a> {
 }
 
 fn header_value<'a>(map: Headers, key: &HeaderKey, cx: &LogContext<'a>) -> Value<'a> {
-    let headers = match map {
+    /// The values of `name` in `map`, or else in `picked`.
+    fn values<'v, 'n>(
+        map: Option<&'v HeaderMap>,
+        picked: &'v [(HeaderName, HeaderValue)],
+        name: &'n HeaderName,
+    ) -> impl Iterator<Item = &'v HeaderValue> {
+        let in_map = map.map(|map| map.get_all(name).iter());
+        let in_picked = map.is_none().then(|| {
+            picked
+                .iter()
+                .filter(move |(picked, _)| picked == name)
+                .map(|(_, value)| value)
+        });
+        in_map
+            .into_iter()
+            .flatten()
+            .chain(in_picked.into_iter().flatten())
+    }
+    let (headers, picked) = match map {
         Headers::Request => {
             let pseudo = match key.text.as_str() {
                 ":method" => Some(cx.method),
                 ":path" => Some(cx.path),
                 ":authority" => Some(cx.authority.or_else(|| {
-                    cx.request_headers
-                        .and_then(|h| h.get(http::header::HOST))
+                    let host = &http::header::HOST;
+                    values(cx.request_headers, cx.request_picked, host)
+                        .next()
                         .and_then(|v| v.to_str().ok())
                 })),
                 ":scheme" => Some(cx.scheme),
@@ -586,7 +644,7 @@ fn header_value<'a>(map: Headers, key: &HeaderKey, cx: &LogContext<'a>) -> Value
             if let Some(value) = pseudo {
                 return text(value);
             }
-            cx.request_headers
+            (cx.request_headers, cx.request_picked)
         }
         Headers::Response => {
             if key.text == ":status" {
@@ -594,14 +652,14 @@ fn header_value<'a>(map: Headers, key: &HeaderKey, cx: &LogContext<'a>) -> Value
                     .status
                     .map_or(Value::None, |s| Value::Text(Cow::Owned(s.to_string())));
             }
-            cx.response_headers
+            (cx.response_headers, cx.response_picked)
         }
-        Headers::Trailer => cx.response_trailers,
+        Headers::Trailer => (cx.response_trailers, &[][..]),
     };
-    let (Some(headers), Some(name)) = (headers, &key.name) else {
+    let Some(name) = &key.name else {
         return Value::None;
     };
-    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let mut values = values(headers, picked, name).filter_map(|v| v.to_str().ok());
     let Some(first) = values.next() else {
         return Value::None;
     };
@@ -615,6 +673,91 @@ fn header_value<'a>(map: Headers, key: &HeaderKey, cx: &LogContext<'a>) -> Value
             }
             Value::Text(Cow::Owned(joined))
         }
+    }
+}
+
+/// A `%START_TIME(...)%` pattern, parsed once, with an id of its own for [`LAST_SECOND`].
+#[derive(Debug, Clone)]
+struct TimePattern {
+    id: u64,
+    pieces: Vec<TimePiece>,
+}
+
+/// Two patterns are the same when they print the same (the id only names a parse).
+impl PartialEq for TimePattern {
+    fn eq(&self, other: &TimePattern) -> bool {
+        self.pieces == other.pieces
+    }
+}
+
+impl Eq for TimePattern {}
+
+/// What a worker thread last printed for a pattern: the text of one second, with the places
+/// of its fraction digits. A busy logger prints the same second thousands of times over, so
+/// a line only copies it and fills in the fractions.
+struct SecondText {
+    pattern: u64,
+    secs: u64,
+    text: String,
+    /// (byte offset in `text`, digits) of each fraction.
+    fractions: Vec<(usize, u8)>,
+}
+
+thread_local! {
+    static LAST_SECOND: std::cell::RefCell<Option<SecondText>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl TimePattern {
+    fn new(pieces: Vec<TimePiece>) -> TimePattern {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        TimePattern {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            pieces,
+        }
+    }
+
+    /// Appends `at` in UTC per the pattern to `out`.
+    fn write(&self, at: SystemTime, out: &mut String) {
+        let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let (secs, nanos) = (since.as_secs(), since.subsec_nanos());
+        LAST_SECOND.with(|last| {
+            let mut last = last.borrow_mut();
+            let second = match &mut *last {
+                Some(second) if second.pattern == self.id && second.secs == secs => second,
+                slot => {
+                    let mut second = SecondText {
+                        pattern: self.id,
+                        secs,
+                        text: String::with_capacity(32),
+                        fractions: Vec::new(),
+                    };
+                    render_time(
+                        since,
+                        &self.pieces,
+                        &mut second.text,
+                        Some(&mut second.fractions),
+                    );
+                    slot.insert(second)
+                }
+            };
+            let mut copied = 0;
+            for &(at, digits) in &second.fractions {
+                out.push_str(second.text.get(copied..at).unwrap_or_default());
+                push_fraction(out, nanos, digits);
+                copied = at + usize::from(digits);
+            }
+            out.push_str(second.text.get(copied..).unwrap_or_default());
+        });
+    }
+}
+
+/// Appends the first `digits` (at most 9) decimal digits of a second's fraction.
+fn push_fraction(out: &mut String, nanos: u32, digits: u8) {
+    if digits > 0 {
+        let digits = digits.min(9);
+        let scaled = nanos / 10u32.pow(9 - u32::from(digits));
+        push_padded(out, u64::from(scaled), usize::from(digits));
     }
 }
 
@@ -708,13 +851,20 @@ pub fn utc_timestamp(at: SystemTime) -> String {
 /// `at` in UTC per `pieces` (Envoy logs times in UTC).
 fn format_time(at: SystemTime, pieces: &[TimePiece]) -> String {
     let mut out = String::with_capacity(32);
-    format_time_into(at, pieces, &mut out);
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    render_time(since, pieces, &mut out, None);
     out
 }
 
-/// Appends `at` in UTC per `pieces` to `out`.
-fn format_time_into(at: SystemTime, pieces: &[TimePiece], out: &mut String) {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+/// Appends the time `since` the epoch in UTC per `pieces` to `out`. With `fractions`, each
+/// fraction of a second is written as zeros and its place noted there instead (see
+/// [`SecondText`]).
+fn render_time(
+    since: Duration,
+    pieces: &[TimePiece],
+    out: &mut String,
+    mut fractions: Option<&mut Vec<(usize, u8)>>,
+) {
     let secs = since.as_secs() as i64;
     let nanos = since.subsec_nanos();
     let days = secs.div_euclid(86_400);
@@ -722,11 +872,13 @@ fn format_time_into(at: SystemTime, pieces: &[TimePiece], out: &mut String) {
     let (year, month, day) = civil_from_days(days);
     let (month, day) = (u64::from(month), u64::from(day));
     let (hour, minute, second) = (of_day / 3600, of_day / 60 % 60, of_day % 60);
-    let fraction = |digits: u8, out: &mut String| {
-        if digits > 0 {
-            let scaled = nanos / 10u32.pow(9 - u32::from(digits));
-            push_padded(out, u64::from(scaled), usize::from(digits));
+    let mut fraction = |digits: u8, out: &mut String| match fractions.as_deref_mut() {
+        Some(places) if digits > 0 => {
+            let digits = digits.min(9);
+            places.push((out.len(), digits));
+            push_padded(out, 0, usize::from(digits));
         }
+        _ => push_fraction(out, nanos, digits),
     };
     let push_year = |out: &mut String| {
         if year < 0 {
@@ -821,6 +973,55 @@ mod tests {
             custom.render(&cx),
             "2026/12/06 1796600407 07.069 069434000 +0000 340 Sun Dec"
         );
+    }
+
+    #[test]
+    fn a_second_printed_again_gets_its_own_fractions() {
+        // The worker's cached second must give each line its own fraction, and a pattern
+        // (or a second) other than the cached one its own text.
+        let default = Format::parse("[%START_TIME%]").expect("parse");
+        let custom = Format::parse("%START_TIME(%T.%E6S|%f|%Ef)%").expect("parse");
+        let line = |format: &Format, secs, nanos| {
+            format.render(&LogContext {
+                start: Some(at(secs, nanos)),
+                ..LogContext::default()
+            })
+        };
+        assert_eq!(
+            line(&default, 1_796_600_407, 69_434_000),
+            "[2026-12-06T23:40:07.069Z]"
+        );
+        assert_eq!(
+            line(&default, 1_796_600_407, 5_000_000),
+            "[2026-12-06T23:40:07.005Z]"
+        );
+        assert_eq!(
+            line(&default, 1_796_600_407, 999_999_999),
+            "[2026-12-06T23:40:07.999Z]"
+        );
+        assert_eq!(
+            line(&custom, 1_796_600_407, 1_234_567),
+            "23:40:07.07.001234|001234567|001234"
+        );
+        assert_eq!(
+            line(&default, 1_796_600_408, 0),
+            "[2026-12-06T23:40:08.000Z]"
+        );
+        assert_eq!(
+            line(&custom, 1_796_600_408, 987_654_321),
+            "23:40:08.08.987654|987654321|987654"
+        );
+        // Each line is what the uncached formatter prints.
+        for (secs, nanos) in [(0, 0), (1_796_600_407, 123_456_789), (4_102_444_799, 1)] {
+            let TimePattern { pieces, .. } = match &custom.parts[0] {
+                Part::Operator(Operator::StartTime(pattern), _) => pattern.clone(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(
+                line(&custom, secs, nanos),
+                format_time(at(secs, nanos), &pieces)
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! request's task through [`note_upstream`], which costs nothing where no entry is open.
 
 use super::AccessLogs;
-use super::format::LogContext;
+use super::format::{LogContext, PickedHeaders};
 use crate::body::Body;
 use bytes::Bytes;
 use http::{HeaderMap, Response};
@@ -178,7 +178,8 @@ pub struct Entry {
     head: Option<(http::Method, http::Uri)>,
     scheme: &'static str,
     protocol: &'static str,
-    request_headers: Option<HeaderMap>,
+    /// The request headers the formats read (empty when none does).
+    request_headers: PickedHeaders,
     remote: SocketAddr,
     local: SocketAddr,
     connection_id: u64,
@@ -191,7 +192,7 @@ pub struct Entry {
 struct Finishing {
     entry: Entry,
     status: u16,
-    response_headers: Option<HeaderMap>,
+    response_headers: PickedHeaders,
     trailers: Option<HeaderMap>,
     info: Option<ResponseInfo>,
     upstream: UpstreamSeen,
@@ -216,9 +217,7 @@ impl Entry {
             head: Some((parts.method.clone(), parts.uri.clone())),
             scheme: if conn.tls { "https" } else { "http" },
             protocol: crate::wire::WireHead::protocol_name(&parts),
-            request_headers: logs
-                .needs_request_headers()
-                .then(|| logs.copy_request_headers(&parts.headers)),
+            request_headers: logs.copy_request_headers(&parts.headers),
             remote: conn.remote,
             local: conn.local,
             connection_id: conn.id,
@@ -248,7 +247,7 @@ impl Entry {
             head: None,
             scheme: if conn.tls { "https" } else { "http" },
             protocol,
-            request_headers: logs.needs_request_headers().then(HeaderMap::new),
+            request_headers: PickedHeaders::new(),
             remote: conn.remote,
             local: conn.local,
             connection_id: conn.id,
@@ -258,10 +257,19 @@ impl Entry {
         }
     }
 
-    /// The request's headers as logged, to adjust as the proxy adjusts them (a generated
-    /// `x-request-id`, `x-forwarded-for`).
-    pub fn request_headers_mut(&mut self) -> Option<&mut HeaderMap> {
-        self.request_headers.as_mut()
+    /// Notes that the proxy appended `client` to the request's `x-forwarded-for`, where a
+    /// format logs it (Envoy logs the request headers as it forwarded them).
+    pub fn note_forwarded_for(&mut self, client: std::net::IpAddr) {
+        use crate::http::headers::{X_FORWARDED_FOR, forwarded_for};
+        if !self.logs.reads_request_header(&X_FORWARDED_FOR) {
+            return;
+        }
+        let headers = &mut self.request_headers;
+        let existing = headers.iter().find(|(name, _)| name == X_FORWARDED_FOR);
+        if let Some(value) = forwarded_for(existing.map(|(_, value)| value), client) {
+            headers.retain(|(name, _)| name != X_FORWARDED_FOR);
+            headers.push((X_FORWARDED_FOR.clone(), value));
+        }
     }
 
     /// Takes the response head; returns the response with its body wrapped to finish the
@@ -279,10 +287,7 @@ impl Entry {
         let finishing = Finishing {
             health_check,
             status: parts.status.as_u16(),
-            response_headers: self
-                .logs
-                .needs_response_headers()
-                .then(|| self.logs.copy_response_headers(&parts.headers)),
+            response_headers: self.logs.copy_response_headers(&parts.headers),
             trailers: None,
             info,
             upstream_host: upstream_host.or(upstream.0.host),
@@ -354,8 +359,10 @@ impl Finishing {
                 .and_then(|(_, uri)| uri.authority())
                 .map(|a| a.as_str()),
             scheme: Some(entry.scheme),
-            request_headers: entry.request_headers.as_ref(),
-            response_headers: self.response_headers.as_ref(),
+            request_headers: None,
+            request_picked: &entry.request_headers,
+            response_headers: None,
+            response_picked: &self.response_headers,
             response_trailers: self.trailers.as_ref(),
             status: Some(self.status),
             flags: &flags,

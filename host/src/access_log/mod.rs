@@ -165,13 +165,18 @@ impl AccessLogs {
         self.needs_response_headers
     }
 
+    /// Whether some format reads the request header `name`.
+    pub fn reads_request_header(&self, name: &::http::HeaderName) -> bool {
+        self.request_header_names.contains(name)
+    }
+
     /// The request headers of `all` that some format reads (a small copy, not the map).
-    pub fn copy_request_headers(&self, all: &::http::HeaderMap) -> ::http::HeaderMap {
+    pub fn copy_request_headers(&self, all: &::http::HeaderMap) -> format::PickedHeaders {
         copy_named(&self.request_header_names, all)
     }
 
     /// The response headers of `all` that some format reads.
-    pub fn copy_response_headers(&self, all: &::http::HeaderMap) -> ::http::HeaderMap {
+    pub fn copy_response_headers(&self, all: &::http::HeaderMap) -> format::PickedHeaders {
         copy_named(&self.response_header_names, all)
     }
 
@@ -186,11 +191,11 @@ impl AccessLogs {
     }
 }
 
-fn copy_named(names: &[::http::HeaderName], all: &::http::HeaderMap) -> ::http::HeaderMap {
-    let mut copy = ::http::HeaderMap::with_capacity(names.len());
+fn copy_named(names: &[::http::HeaderName], all: &::http::HeaderMap) -> format::PickedHeaders {
+    let mut copy = Vec::new();
     for name in names {
         for value in all.get_all(name) {
-            copy.append(name.clone(), value.clone());
+            copy.push((name.clone(), value.clone()));
         }
     }
     copy

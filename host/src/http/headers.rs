@@ -69,15 +69,28 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Appends `client` to `x-forwarded-for`, as Envoy does with `use_remote_address: true`.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
-    let client = client.to_canonical().to_string();
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {client}"),
+    if let Some(value) = forwarded_for(headers.get(&X_FORWARDED_FOR), client) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+}
+
+/// `x-forwarded-for` with `client` appended to `existing` (see [`append_forwarded_for`]), as
+/// Envoy writes it: joined by a bare `,`, and a client on the loopback given as the host's
+/// own address ([`crate::socket::host_address`]).
+pub fn forwarded_for(existing: Option<&HeaderValue>, client: IpAddr) -> Option<HeaderValue> {
+    let client = client.to_canonical();
+    let client = if client.is_loopback() {
+        crate::socket::host_address()
+    } else {
+        client
+    }
+    .to_string();
+    let value = match existing.and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing},{client}"),
         _ => client,
     };
     // An IP address and a header that was already valid text form a valid value.
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
-    }
+    HeaderValue::from_str(&value).ok()
 }
 
 /// A random version 4 UUID in its text form, for `x-request-id`.
@@ -220,8 +233,15 @@ mod tests {
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         append_forwarded_for(&mut h, "10.0.0.1".parse().unwrap());
+        append_forwarded_for(&mut h, "::ffff:192.0.2.7".parse().unwrap());
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1,192.0.2.7");
+        // A client on the loopback is given as the host (Envoy's local address).
         append_forwarded_for(&mut h, "::ffff:127.0.0.1".parse().unwrap());
-        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        let host = crate::socket::host_address();
+        assert_eq!(
+            h[&X_FORWARDED_FOR],
+            format!("10.0.0.1,192.0.2.7,{host}").as_str()
+        );
     }
 
     #[test]

@@ -141,10 +141,8 @@ impl StreamPhases for HttpManager {
         // which logs the request headers as it forwarded them).
         self.ensure_request_id(&mut request);
         let (mut entry, request) = Entry::start(logs.clone(), request, conn);
-        if self.config.use_remote_address
-            && let Some(logged) = entry.request_headers_mut()
-        {
-            headers::append_forwarded_for(logged, conn.remote.ip());
+        if self.config.use_remote_address {
+            entry.note_forwarded_for(conn.remote.ip());
         }
         (Some(entry), request.map(body::boxed))
     }

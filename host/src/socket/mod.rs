@@ -3,8 +3,10 @@
 //! its byte counters (the kernel splice's backpressure, tcp_proxy's idle timeout) and its
 //! buffers and window. Below every module that moves bytes (accel/, tunnel/, upstream/, http/).
 
+mod host_address;
 mod id;
 
+pub use host_address::host_address;
 pub use id::SocketId;
 
 use std::io;
