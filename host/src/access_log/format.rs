@@ -538,15 +538,22 @@ fn push_number(out: &mut String, n: u64) {
 
 /// Appends `n` in decimal, zero-padded to at least `width` digits (at most 20).
 fn push_padded(out: &mut String, mut n: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut at = digits.len();
-    while n > 0 || digits.len() - at < width.clamp(1, 20) {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
         n /= 10;
+        len += 1;
+        if n == 0 {
+            break;
+        }
     }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    for _ in len..width.min(digits.len()) {
+        out.push('0');
+    }
+    for &digit in digits[..len].iter().rev() {
+        out.push(char::from(digit));
+    }
 }
 
 fn evaluate<'a>(op: &Operator, cx: &LogContext<'a>) -> Value<'a> {
@@ -609,24 +616,6 @@ fn evaluate<'a>(op: &Operator, cx: &LogContext<'a>) -> Value<'a> {
 }
 
 fn header_value<'a>(map: Headers, key: &HeaderKey, cx: &LogContext<'a>) -> Value<'a> {
-    /// The values of `name` in `map`, or else in `picked`.
-    fn values<'v, 'n>(
-        map: Option<&'v HeaderMap>,
-        picked: &'v [(HeaderName, HeaderValue)],
-        name: &'n HeaderName,
-    ) -> impl Iterator<Item = &'v HeaderValue> {
-        let in_map = map.map(|map| map.get_all(name).iter());
-        let in_picked = map.is_none().then(|| {
-            picked
-                .iter()
-                .filter(move |(picked, _)| picked == name)
-                .map(|(_, value)| value)
-        });
-        in_map
-            .into_iter()
-            .flatten()
-            .chain(in_picked.into_iter().flatten())
-    }
     let (headers, picked) = match map {
         Headers::Request => {
             let pseudo = match key.text.as_str() {
@@ -634,9 +623,15 @@ fn header_value<'a>(map: Headers, key: &HeaderKey, cx: &LogContext<'a>) -> Value
                 ":path" => Some(cx.path),
                 ":authority" => Some(cx.authority.or_else(|| {
                     let host = &http::header::HOST;
-                    values(cx.request_headers, cx.request_picked, host)
-                        .next()
-                        .and_then(|v| v.to_str().ok())
+                    let value = match cx.request_headers {
+                        Some(map) => map.get(host),
+                        None => cx
+                            .request_picked
+                            .iter()
+                            .find(|(n, _)| n == host)
+                            .map(|p| &p.1),
+                    };
+                    value.and_then(|v| v.to_str().ok())
                 })),
                 ":scheme" => Some(cx.scheme),
                 _ => None,
@@ -659,20 +654,32 @@ fn header_value<'a>(map: Headers, key: &HeaderKey, cx: &LogContext<'a>) -> Value
     let Some(name) = &key.name else {
         return Value::None;
     };
-    let mut values = values(headers, picked, name).filter_map(|v| v.to_str().ok());
-    let Some(first) = values.next() else {
-        return Value::None;
-    };
-    match values.next() {
-        None => text(Some(first)),
-        Some(second) => {
-            let mut joined = format!("{first},{second}");
-            for more in values {
+    // The values joined by `,` (as Envoy joins a repeated header); one is borrowed as it is.
+    let mut first: Option<&'a str> = None;
+    let mut joined: Option<String> = None;
+    let mut take = |value: &'a HeaderValue| {
+        let Ok(value) = value.to_str() else {
+            return;
+        };
+        match (&mut joined, first) {
+            (Some(joined), _) => {
                 joined.push(',');
-                joined.push_str(more);
+                joined.push_str(value);
             }
-            Value::Text(Cow::Owned(joined))
+            (None, Some(before)) => joined = Some(format!("{before},{value}")),
+            (None, None) => first = Some(value),
         }
+    };
+    match headers {
+        Some(map) => map.get_all(name).iter().for_each(&mut take),
+        None => picked
+            .iter()
+            .filter(|(picked, _)| picked == name)
+            .for_each(|(_, value)| take(value)),
+    }
+    match joined {
+        Some(joined) => Value::Text(Cow::Owned(joined)),
+        None => text(first),
     }
 }
 

@@ -191,8 +191,22 @@ impl AccessLogs {
     }
 }
 
+/// Most headers a head may have for [`copy_named`] to pick from it in one pass; past it, each
+/// name is looked up.
+const SCAN_AT_MOST: usize = 16;
+
 fn copy_named(names: &[::http::HeaderName], all: &::http::HeaderMap) -> format::PickedHeaders {
     let mut copy = Vec::new();
+    if all.len() <= SCAN_AT_MOST {
+        // A typical head: one pass comparing names is cheaper than hashing each name (the
+        // values of a name keep their order).
+        for (name, value) in all {
+            if names.contains(name) {
+                copy.push((name.clone(), value.clone()));
+            }
+        }
+        return copy;
+    }
     for name in names {
         for value in all.get_all(name) {
             copy.push((name.clone(), value.clone()));
@@ -579,6 +593,40 @@ mod tests {
             status: Some(status),
             duration: Some(std::time::Duration::from_millis(duration_ms)),
             ..LogContext::default()
+        }
+    }
+
+    #[test]
+    fn picked_headers_are_the_named_ones_in_order_whatever_the_heads_size() {
+        let names: Vec<::http::HeaderName> = ["x-request-id", "user-agent", "x-forwarded-for"]
+            .iter()
+            .map(|n| ::http::HeaderName::from_static(n))
+            .collect();
+        for filler in [0, SCAN_AT_MOST] {
+            let mut all = ::http::HeaderMap::new();
+            all.append("x-forwarded-for", "10.0.0.1".parse().expect("value"));
+            all.append("accept", "*/*".parse().expect("value"));
+            all.append("user-agent", "curl/8".parse().expect("value"));
+            all.append("x-forwarded-for", "10.0.0.2".parse().expect("value"));
+            for i in 0..filler {
+                all.append(
+                    ::http::HeaderName::from_bytes(format!("x-filler-{i}").as_bytes())
+                        .expect("name"),
+                    "f".parse().expect("value"),
+                );
+            }
+            let picked = copy_named(&names, &all);
+            let values = |name: &str| -> Vec<&str> {
+                picked
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .filter_map(|(_, v)| v.to_str().ok())
+                    .collect()
+            };
+            assert_eq!(picked.len(), 3, "{filler} fillers: {picked:?}");
+            assert_eq!(values("x-forwarded-for"), ["10.0.0.1", "10.0.0.2"]);
+            assert_eq!(values("user-agent"), ["curl/8"]);
+            assert!(values("x-request-id").is_empty() && values("accept").is_empty());
         }
     }
 
