@@ -32,6 +32,9 @@ pub trait HeadClock: Send + Sync {
 /// are (which refuses a head that long anyway).
 const FIRST_LINE_LIMIT: usize = 16 * 1024;
 
+/// The most read at once while the first line is held (hyper's first read is as large).
+const READ_AT_ONCE: usize = 8 * 1024;
+
 /// The first request line being held for screening.
 struct FirstLine {
     held: BytesMut,
@@ -95,18 +98,19 @@ impl<I: AsyncRead + Unpin> Prefixed<I> {
         let Some(first) = self.first_line.as_mut() else {
             return Poll::Ready(Ok(()));
         };
-        let mut chunk = [0u8; 2048];
         while !first.held.contains(&b'\n') && first.held.len() < FIRST_LINE_LIMIT {
-            let mut buf = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+            // As much as the codec itself would read at once: what follows the head in the
+            // same segment (a CONNECT's first payload bytes) is then read with it, not left
+            // on the socket for the splice that takes the socket over.
+            first.held.reserve(READ_AT_ONCE);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut first.held) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => break,
-                Poll::Ready(Ok(())) => {
+                Poll::Ready(Ok(0)) => break,
+                Poll::Ready(Ok(_)) => {
                     if let Some(clock) = &self.clock {
                         clock.bytes_arrived();
                     }
-                    first.held.extend_from_slice(buf.filled());
                 }
             }
         }
