@@ -115,7 +115,11 @@ where
         tokio::select! {
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    tokio::spawn(serve_stream(handle.clone(), request, respond, ctx.clone()));
+                    // Boxed: the stream's future holds every phase's state (kilobytes), and
+                    // the task would otherwise copy it whole on spawn and at each change of
+                    // its stage; boxed, it is copied once, into the box.
+                    let stream = serve_stream(handle.clone(), request, respond, ctx.clone());
+                    tokio::spawn(Box::pin(stream));
                     started_this_cycle += 1;
                 }
                 Some(Err(error)) if is_orderly_end(&error) => return Ok(()),
