@@ -213,5 +213,35 @@ async fn splice_tcp_tallied(
     result
 }
 
+/// Reads what `from` holds now (as much as was queued when called, no more) and writes it to
+/// `to`: for a socket user space has read from, before any splice takes it over.
+///
+/// The kernel splice carries a segment user space read part of (a codec that read a head and
+/// some of the payload sent with it) whole, from its first byte, once its socket joins the
+/// sockhash (seen: a CONNECT's head and first 2 KiB, read by weir, reaching the upstream a
+/// second time; the kernel's `tcp_read_skb` takes the segment, not what is left of it).
+/// Reading every byte queued now takes the rest of that segment; what arrives later comes in
+/// whole ones. Returns the bytes moved.
+pub(crate) async fn forward_queued(from: &mut TcpStream, to: &mut TcpStream) -> io::Result<u64> {
+    use tokio::io::AsyncWriteExt;
+    let mut left = crate::socket::bytes_readable(from)?;
+    let mut moved = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        match from.try_read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => {
+                to.write_all(&buf[..n]).await?;
+                moved += n as u64;
+                left = left.saturating_sub(n as u64);
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(moved)
+}
+
 #[cfg(test)]
 mod tests;

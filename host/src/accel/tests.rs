@@ -575,3 +575,56 @@ async fn the_tally_keeps_the_bytes_of_a_reset_connection() {
         );
     }
 }
+
+/// A segment user space read part of before the link (a codec that read a head and some of
+/// the payload that came with it) is carried from where that read stopped, once: the kernel
+/// takes a queued segment whole, from its first byte, so what is queued is forwarded before
+/// the link ([`forward_queued`]; without it, the 1 KiB read here reached the server twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_splice_carries_a_partly_read_segment_once() {
+    require_kernel();
+    let _serial = SERIAL.lock().await;
+    let (mut client, mut a, b, mut server) = four_sockets().await;
+    let len: usize = 8 << 20;
+    let payload: Vec<u8> = (0..len as u32).map(|i| (i * 31 + i / 1021) as u8).collect();
+    let (first, read_here) = (4096, 1024);
+    client.write_all(&payload[..first]).await.unwrap();
+    for _ in 0..100 {
+        if crate::socket::bytes_readable(&a).unwrap() >= first as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut head = vec![0u8; read_here];
+    a.read_exact(&mut head).await.unwrap();
+    assert_eq!(head, payload[..read_here]);
+    let expected = payload[read_here..].to_vec();
+    // As the splice of a connection a codec read from does (see `upgraded`).
+    let mut b = b;
+    let forwarded = forward_queued(&mut a, &mut b).await.unwrap();
+    assert_eq!(
+        forwarded,
+        (first - read_here) as u64,
+        "the rest of what was queued"
+    );
+    let relay = tokio::spawn(splice_tcp_as(Mode::Kernel, a, b, None));
+    let sender = tokio::spawn(async move {
+        client.write_all(&payload[first..]).await?;
+        client.shutdown().await?;
+        Ok::<_, io::Error>(client)
+    });
+    let mut received = Vec::with_capacity(len);
+    tokio::time::timeout(Duration::from_secs(60), server.read_to_end(&mut received))
+        .await
+        .expect("the upload ends within a minute")
+        .unwrap();
+    assert_eq!(received.len(), expected.len(), "each byte once");
+    let first_bad = received.iter().zip(&expected).position(|(x, y)| x != y);
+    assert_eq!(first_bad, None, "every byte in order");
+    server.shutdown().await.unwrap();
+    let client = sender.await.unwrap().unwrap();
+    drop(client);
+    drop(server);
+    let _ = tokio::time::timeout(Duration::from_secs(30), relay).await;
+    assert_eq!(kernel_map_entries(), 0, "map entries removed");
+}

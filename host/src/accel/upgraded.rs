@@ -33,11 +33,11 @@ pub async fn splice_upgraded(downstream: Upgraded, upstream: TcpStream) -> io::R
 /// Writes the bytes already read from `downstream` (in order) to `upstream`, then splices the
 /// two sockets.
 async fn splice_socket(
-    downstream: TcpStream,
+    mut downstream: TcpStream,
     early: [Bytes; 2],
     mut upstream: TcpStream,
 ) -> io::Result<Spliced> {
-    let early_len: u64 = early.iter().map(|bytes| bytes.len() as u64).sum();
+    let mut early_len: u64 = early.iter().map(|bytes| bytes.len() as u64).sum();
     tracing::debug!(
         early = early_len,
         "accel: upgraded h1 socket taken back from hyper"
@@ -45,6 +45,9 @@ async fn splice_socket(
     for bytes in early.iter().filter(|bytes| !bytes.is_empty()) {
         upstream.write_all(bytes).await?;
     }
+    // hyper may have read part of a segment: the rest of it goes the same way, before a
+    // splice takes the socket (see `forward_queued`).
+    early_len += super::forward_queued(&mut downstream, &mut upstream).await?;
     if early_len > 0 {
         crate::stats::AccelStats::global()
             .userspace_bytes
