@@ -586,11 +586,13 @@ async fn connect_is_spliced_with_the_early_bytes_first(codec: &str) {
         .stat("weir_accel_splices_total", &[("mode", "kernel")])
         .await;
     assert_eq!(kernel, 1.0, "spliced in the kernel\n{}", weir.log_report());
-    // Only the early bytes hyper had read past the head are copied by user space.
+    // Only the early bytes (those hyper read past the head, and what the socket still held
+    // when hyper handed it over: payload the client sent at once after the 200 may be in it
+    // on a loaded machine) are copied by user space; the 64 MiB go through the kernel.
     let bytes = weir.stat("weir_accel_userspace_bytes_total", &[]).await;
     println!("CONNECT: {bytes} early bytes copied in user space, the rest in the kernel");
     assert!(
-        bytes <= early.len() as f64,
+        bytes <= (early.len() + (1 << 20)) as f64,
         "no payload through the user-space copy: {bytes}"
     );
 }
