@@ -226,6 +226,9 @@ pub(crate) async fn forward_queued(from: &mut TcpStream, to: &mut TcpStream) -> 
     use tokio::io::AsyncWriteExt;
     let mut left = crate::socket::bytes_readable(from)?;
     let mut moved = 0u64;
+    if left == 0 {
+        return Ok(moved);
+    }
     let mut buf = vec![0u8; 64 * 1024];
     while left > 0 {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));

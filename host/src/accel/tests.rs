@@ -69,6 +69,17 @@ async fn four_sockets() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
     (client, a, b, server)
 }
 
+/// Waits (at most a second) until `socket` holds `bytes` (loopback delivers within the write,
+/// normally).
+async fn until_readable(socket: &TcpStream, bytes: usize) {
+    for _ in 0..100 {
+        if crate::socket::bytes_readable(socket).unwrap() >= bytes as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn kernel_splice_carries_bytes_and_half_close() {
     require_kernel();
@@ -196,13 +207,7 @@ async fn kernel_splice_keeps_order_when_the_server_spoke_before_the_link() {
     let expected = payload.clone();
     let early = 1 << 20;
     server.write_all(&payload[..early]).await.unwrap();
-    // Until b holds what was written (loopback delivers within the write, normally).
-    for _ in 0..100 {
-        if crate::socket::bytes_readable(&b).unwrap() >= early as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_readable(&b, early).await;
     let relay = tokio::spawn(splice_tcp_as(Mode::Kernel, a, b, None));
     let sender = tokio::spawn(async move {
         server.write_all(&payload[early..]).await?;
@@ -589,12 +594,7 @@ async fn kernel_splice_carries_a_partly_read_segment_once() {
     let payload: Vec<u8> = (0..len as u32).map(|i| (i * 31 + i / 1021) as u8).collect();
     let (first, read_here) = (4096, 1024);
     client.write_all(&payload[..first]).await.unwrap();
-    for _ in 0..100 {
-        if crate::socket::bytes_readable(&a).unwrap() >= first as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_readable(&a, first).await;
     let mut head = vec![0u8; read_here];
     a.read_exact(&mut head).await.unwrap();
     assert_eq!(head, payload[..read_here]);

@@ -27,7 +27,6 @@ const STDERR_TYPE: &str = "envoy.extensions.access_loggers.stream.v3.StderrAcces
 #[derive(Debug)]
 pub struct AccessLogs {
     loggers: Vec<Logger>,
-    needs_request_headers: bool,
     needs_response_headers: bool,
     /// The request headers some format reads: an entry copies these alone.
     request_header_names: Vec<::http::HeaderName>,
@@ -147,17 +146,11 @@ impl AccessLogs {
             names
         };
         Ok(Some(Arc::new(AccessLogs {
-            needs_request_headers: uses(Format::uses_request_headers),
             needs_response_headers: uses(Format::uses_response_headers),
             request_header_names: names(|f| Box::new(f.request_header_names())),
             response_header_names: names(|f| Box::new(f.response_header_names())),
             loggers,
         })))
-    }
-
-    /// Whether any format reads request headers (so the entry keeps a copy).
-    pub fn needs_request_headers(&self) -> bool {
-        self.needs_request_headers
     }
 
     /// Whether any format reads response headers or trailers.
@@ -197,6 +190,9 @@ const SCAN_AT_MOST: usize = 16;
 
 fn copy_named(names: &[::http::HeaderName], all: &::http::HeaderMap) -> format::PickedHeaders {
     let mut copy = Vec::new();
+    if names.is_empty() {
+        return copy;
+    }
     if all.len() <= SCAN_AT_MOST {
         // A typical head: one pass comparing names is cheaper than hashing each name (the
         // values of a name keep their order).
