@@ -150,6 +150,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
         let n = self.prefix.len().min(buf.remaining());
         buf.put_slice(&self.prefix[..n]);
         self.prefix.advance(n);
+        if self.prefix.is_empty() {
+            // An emptied `Bytes` still holds its buffer (the first line's read, up to 8 KiB):
+            // a connection idling for hours should not.
+            self.prefix = Bytes::new();
+        }
         Poll::Ready(Ok(()))
     }
 }
