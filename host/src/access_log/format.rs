@@ -148,12 +148,32 @@ enum Operator {
 struct HeaderKey {
     text: String,
     name: Option<http::HeaderName>,
+    /// The pseudo-header it names, if it is one.
+    pseudo: Option<Pseudo>,
+}
+
+/// The pseudo-headers a format may read, told apart once at parse time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pseudo {
+    Method,
+    Path,
+    Authority,
+    Scheme,
+    Status,
 }
 
 impl HeaderKey {
     fn new(text: String) -> HeaderKey {
         let name = http::HeaderName::from_bytes(text.as_bytes()).ok();
-        HeaderKey { text, name }
+        let pseudo = match text.as_str() {
+            ":method" => Some(Pseudo::Method),
+            ":path" => Some(Pseudo::Path),
+            ":authority" => Some(Pseudo::Authority),
+            ":scheme" => Some(Pseudo::Scheme),
+            ":status" => Some(Pseudo::Status),
+            _ => None,
+        };
+        HeaderKey { text, name, pseudo }
     }
 }
 
@@ -523,12 +543,31 @@ fn push_address(out: &mut String, address: SocketAddr) {
 }
 
 fn push_ipv4(out: &mut String, ip: std::net::Ipv4Addr) {
+    // Built whole, then appended at once: one capacity check, one copy.
+    let mut text = [0u8; 15];
+    let mut len = 0;
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
-            out.push('.');
+            text[len] = b'.';
+            len += 1;
         }
-        push_number(out, u64::from(octet));
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
     }
+    push_ascii(out, &text[..len]);
+}
+
+/// Appends bytes known to be ASCII digits and punctuation.
+fn push_ascii(out: &mut String, ascii: &[u8]) {
+    out.push_str(std::str::from_utf8(ascii).unwrap_or_default());
 }
 
 /// Appends `n` in decimal (without `fmt`'s machinery: a line has several numbers).
@@ -538,6 +577,8 @@ fn push_number(out: &mut String, n: u64) {
 
 /// Appends `n` in decimal, zero-padded to at least `width` digits (at most 20).
 fn push_padded(out: &mut String, mut n: u64, width: usize) {
+    // Digit by digit: the numbers of a line are short, and an ASCII `push` is a capacity
+    // check and a store (cheaper, measured, than building a buffer and appending it).
     let mut digits = [0u8; 20];
     let mut len = 0;
     loop {
@@ -618,10 +659,10 @@ fn evaluate<'a>(op: &Operator, cx: &LogContext<'a>) -> Value<'a> {
 fn header_value<'a>(map: Headers, key: &HeaderKey, cx: &LogContext<'a>) -> Value<'a> {
     let (headers, picked) = match map {
         Headers::Request => {
-            let pseudo = match key.text.as_str() {
-                ":method" => Some(cx.method),
-                ":path" => Some(cx.path),
-                ":authority" => Some(cx.authority.or_else(|| {
+            let pseudo = match key.pseudo {
+                Some(Pseudo::Method) => Some(cx.method),
+                Some(Pseudo::Path) => Some(cx.path),
+                Some(Pseudo::Authority) => Some(cx.authority.or_else(|| {
                     let host = &http::header::HOST;
                     let value = match cx.request_headers {
                         Some(map) => map.get(host),
@@ -633,8 +674,8 @@ fn header_value<'a>(map: Headers, key: &HeaderKey, cx: &LogContext<'a>) -> Value
                     };
                     value.and_then(|v| v.to_str().ok())
                 })),
-                ":scheme" => Some(cx.scheme),
-                _ => None,
+                Some(Pseudo::Scheme) => Some(cx.scheme),
+                Some(Pseudo::Status) | None => None,
             };
             if let Some(value) = pseudo {
                 return text(value);
@@ -642,7 +683,7 @@ fn header_value<'a>(map: Headers, key: &HeaderKey, cx: &LogContext<'a>) -> Value
             (cx.request_headers, cx.request_picked)
         }
         Headers::Response => {
-            if key.text == ":status" {
+            if key.pseudo == Some(Pseudo::Status) {
                 return cx
                     .status
                     .map_or(Value::None, |s| Value::Text(Cow::Owned(s.to_string())));
@@ -961,6 +1002,44 @@ fn days_from_year(year: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_and_addresses_print_as_fmt_does() {
+        for n in [
+            0u64,
+            7,
+            10,
+            99,
+            100,
+            255,
+            1000,
+            65_535,
+            123_456_789,
+            u64::MAX,
+        ] {
+            for width in [1usize, 2, 3, 9, 20, 25] {
+                let mut out = String::from("x");
+                push_padded(&mut out, n, width);
+                assert_eq!(
+                    out,
+                    format!("x{n:0width$}", width = width.min(20)),
+                    "{n} {width}"
+                );
+            }
+        }
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.100.255",
+            "255.255.255.255",
+            "127.0.0.1",
+        ] {
+            let addr: std::net::Ipv4Addr = ip.parse().expect("ip");
+            let mut out = String::new();
+            push_ipv4(&mut out, addr);
+            assert_eq!(out, ip);
+        }
+    }
 
     fn at(secs: u64, nanos: u32) -> SystemTime {
         UNIX_EPOCH + Duration::new(secs, nanos)

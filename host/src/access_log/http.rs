@@ -184,7 +184,9 @@ pub struct Entry {
     local: SocketAddr,
     connection_id: u64,
     sni: Option<Arc<str>>,
-    request: Arc<RequestProgress>,
+    /// The request body's progress, shared with its [`CountedRequestBody`]; `None` when the
+    /// head ended the request (no body: nothing to count, and no allocation for it).
+    request: Option<Arc<RequestProgress>>,
 }
 
 /// The finished facts, kept in the response body until it ends.
@@ -204,13 +206,13 @@ struct Finishing {
 impl Entry {
     /// Opens an entry for `request` (its head as the proxy will handle it) on `conn`;
     /// returns the request with its body counted.
-    pub fn start<B>(
+    pub fn start<B: http_body::Body>(
         logs: Arc<AccessLogs>,
         request: http::Request<B>,
         conn: &crate::wire::ConnectionInfo,
     ) -> (Entry, http::Request<CountedRequestBody<B>>) {
-        let progress = Arc::new(RequestProgress::default());
         let (parts, body) = request.into_parts();
+        let progress = (!body.is_end_stream()).then(|| Arc::new(RequestProgress::default()));
         let entry = Entry {
             start: SystemTime::now(),
             started: Instant::now(),
@@ -252,7 +254,7 @@ impl Entry {
             local: conn.local,
             connection_id: conn.id,
             sni: conn.sni.clone(),
-            request: Arc::new(RequestProgress::default()),
+            request: None,
             logs,
         }
     }
@@ -312,13 +314,19 @@ impl Entry {
 impl Finishing {
     /// A tunnel's line: its payload bytes both ways.
     fn write_tunnel(self, received: u64, sent: u64) {
-        self.entry.request.bytes.store(received, Ordering::Relaxed);
-        self.write(sent, false);
+        self.write(Some(received), sent, false);
     }
 
-    fn write(self, bytes_sent: u64, disconnected: bool) {
+    /// Writes the line; `bytes_received` replaces the request body's count (a tunnel's).
+    fn write(self, bytes_received: Option<u64>, bytes_sent: u64, disconnected: bool) {
         let entry = &self.entry;
-        let ended_after = entry.request.ended_after.load(Ordering::Relaxed);
+        // A request without a body ended with its head: at the start.
+        let (counted, ended_after) = entry.request.as_deref().map_or((0, 1), |progress| {
+            (
+                progress.bytes.load(Ordering::Relaxed),
+                progress.ended_after.load(Ordering::Relaxed),
+            )
+        });
         let info = self.info.as_ref();
         // Envoy 1.40 prints flags in the order they were set: a retry decision's (`URX`,
         // `UO`) before the local reply's, `DC` last.
@@ -367,7 +375,7 @@ impl Finishing {
             status: Some(self.status),
             flags: &flags,
             details: Some(details),
-            bytes_received: entry.request.bytes.load(Ordering::Relaxed),
+            bytes_received: bytes_received.unwrap_or(counted),
             bytes_sent,
             duration: Some(entry.started.elapsed()),
             request_duration: (ended_after > 0)
@@ -393,13 +401,16 @@ pin_project_lite::pin_project! {
     pub struct CountedRequestBody<B> {
         #[pin]
         inner: B,
-        progress: Arc<RequestProgress>,
+        progress: Option<Arc<RequestProgress>>,
         started: Instant,
     }
 }
 
 impl<B> CountedRequestBody<B> {
-    fn mark_end(progress: &RequestProgress, started: Instant) {
+    fn mark_end(progress: Option<&RequestProgress>, started: Instant) {
+        let Some(progress) = progress else {
+            return;
+        };
         let after = started.elapsed().as_nanos() as u64 + 1;
         let _ =
             progress
@@ -423,13 +434,13 @@ where
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.progress
+                if let (Some(data), Some(progress)) = (frame.data_ref(), this.progress) {
+                    progress
                         .bytes
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
             }
-            Poll::Ready(None) => Self::mark_end(this.progress, *this.started),
+            Poll::Ready(None) => Self::mark_end(this.progress.as_deref(), *this.started),
             _ => {}
         }
         polled
@@ -438,7 +449,7 @@ where
     fn is_end_stream(&self) -> bool {
         let end = self.inner.is_end_stream();
         if end {
-            Self::mark_end(&self.progress, self.started);
+            Self::mark_end(self.progress.as_deref(), self.started);
         }
         end
     }
@@ -458,7 +469,7 @@ struct LoggedBody {
 impl LoggedBody {
     fn finish(&mut self, disconnected: bool) {
         if let Some(finishing) = self.finishing.take() {
-            finishing.write(self.sent, disconnected);
+            finishing.write(None, self.sent, disconnected);
         }
     }
 }

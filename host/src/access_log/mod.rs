@@ -179,7 +179,9 @@ impl AccessLogs {
             if logger.filter.as_ref().is_some_and(|f| !f.keeps(cx)) {
                 continue;
             }
-            logger.sink.write(logger.line.render(cx));
+            logger
+                .sink
+                .write_with(|out| logger.line.render_into(cx, out));
         }
     }
 }
@@ -189,10 +191,10 @@ impl AccessLogs {
 const SCAN_AT_MOST: usize = 16;
 
 fn copy_named(names: &[::http::HeaderName], all: &::http::HeaderMap) -> format::PickedHeaders {
-    let mut copy = Vec::new();
     if names.is_empty() {
-        return copy;
+        return Vec::new();
     }
+    let mut copy = Vec::with_capacity(names.len());
     if all.len() <= SCAN_AT_MOST {
         // A typical head: one pass comparing names is cheaper than hashing each name (the
         // values of a name keep their order).
@@ -235,13 +237,13 @@ impl LineFormat {
         }
     }
 
-    fn render(&self, cx: &LogContext<'_>) -> String {
+    /// Appends the line for `cx` to `out`.
+    fn render_into(&self, cx: &LogContext<'_>, out: &mut String) {
         match self {
-            LineFormat::Text(format) => format.render(cx),
+            LineFormat::Text(format) => format.render_into(cx, out),
             LineFormat::Json { fields, omit_empty } => {
-                let mut line = json_object(fields, cx, *omit_empty).to_string();
-                line.push('\n');
-                line
+                out.push_str(&json_object(fields, cx, *omit_empty).to_string());
+                out.push('\n');
             }
         }
     }
@@ -677,6 +679,8 @@ mod tests {
             json_format: None,
         };
         let line = line_format(&logger, "x").expect("format");
-        assert_eq!(line.render(&cx_with(200, 3)), "{\"f\":\"-\",\"z\":200}\n");
+        let mut out = String::new();
+        line.render_into(&cx_with(200, 3), &mut out);
+        assert_eq!(out, "{\"f\":\"-\",\"z\":200}\n");
     }
 }

@@ -1,29 +1,36 @@
 //! Where log lines go: a file, stdout or stderr, written by a thread of its own.
 //!
-//! A worker only hands a finished line to a bounded queue (lines and bytes); the sink's
-//! writer thread does the I/O. When the queue is full (the disk cannot keep up) or a write
-//! fails (the disk is full), lines are dropped and counted, never the request, and a worker
-//! never waits on a disk. Files are shared by path across listeners, workers and config
-//! reloads, and reopened (logrotate) on `POST /reopen_logs` or SIGUSR1.
+//! A worker renders its line straight into a buffer of the sink's (one shard per worker
+//! thread, so the lock it takes is its own but for the writer's swap); the sink's writer
+//! thread swaps each shard's lines out every [`FLUSH_INTERVAL`], or sooner when a shard fills
+//! past [`WAKE_AT_BYTES`], and does the I/O. A line costs no allocation, no channel and no
+//! wake-up. When a shard is full (the disk cannot keep up) or a write fails (the disk is
+//! full), lines are dropped and counted, never the request, and a worker never waits on a
+//! disk. Files are shared by path across listeners, workers and config reloads, and reopened
+//! (logrotate) on `POST /reopen_logs` or SIGUSR1.
 
 use prometheus::{IntCounter, IntGauge};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::thread::Thread;
 use std::time::Duration;
 
-/// Most lines waiting for one sink's writer.
-pub const MAX_QUEUED_LINES: usize = 16 * 1024;
-/// Most bytes waiting for one sink's writer.
+/// Most bytes waiting for one sink's writer, all shards together.
 pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
-/// Most bytes written at once.
-const BATCH_BYTES: usize = 64 * 1024;
-/// How often a writer drains its queue (the queue holds [`MAX_QUEUED_LINES`] lines, so a
-/// sink takes up to ~300k lines a second before it drops any).
+/// Shards per sink: worker threads past this many share shards (each still takes a lock of
+/// its own most of the time).
+const SHARDS: usize = 8;
+/// Most bytes waiting in one shard; past it, lines are dropped.
+const SHARD_BYTES: usize = MAX_QUEUED_BYTES / SHARDS;
+/// A shard holding this much wakes the writer before its tick, so a fast worker's lines are
+/// written long before its shard is full.
+const WAKE_AT_BYTES: usize = 64 * 1024;
+/// How often a writer drains its shards when nothing wakes it sooner.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Bumped by [`reopen_all`]; each file writer reopens when it sees a new value.
@@ -113,11 +120,52 @@ pub enum Target {
     Stderr,
 }
 
-/// One destination's queue; its writer thread ends when the last [`Sink`] handle is dropped.
+/// One destination's lines waiting for its writer; the writer thread ends (after writing what
+/// is left) when the last [`Sink`] handle is dropped.
 #[derive(Debug)]
 pub struct Sink {
-    queue: SyncSender<String>,
-    queued_bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+/// What a sink's handles and its writer thread share.
+#[derive(Debug)]
+struct Shared {
+    shards: Box<[Mutex<Shard>]>,
+    /// Set when the last handle goes: the writer writes what is left and ends.
+    closed: AtomicBool,
+    /// The writer thread, to wake it early.
+    writer: OnceLock<Thread>,
+}
+
+/// Lines one worker (or a few) rendered since the writer last took them.
+#[derive(Debug, Default)]
+struct Shard {
+    lines: String,
+    count: u64,
+    /// The writer was woken for these lines already.
+    woke: bool,
+}
+
+/// Which shard this thread writes to: threads take shards in turn as they first log.
+fn shard_of_this_thread() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SHARD.with(|shard| match shard.get() {
+        usize::MAX => {
+            let picked = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            shard.set(picked);
+            picked
+        }
+        picked => picked,
+    })
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Sink {
@@ -137,44 +185,60 @@ impl Sink {
             Target::File(path) => Some(open_file(path)?),
             Target::Stdout | Target::Stderr => None,
         };
-        let (queue, lines) = std::sync::mpsc::sync_channel(MAX_QUEUED_LINES);
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(Shared {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            closed: AtomicBool::new(false),
+            writer: OnceLock::new(),
+        });
         let writer = Writer {
             target: target.clone(),
             file,
             generation: REOPEN_GENERATION.load(Ordering::SeqCst),
-            queued_bytes: queued_bytes.clone(),
+            shared: shared.clone(),
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("weir-access-log".into())
-            .spawn(move || writer.run(lines))?;
-        let sink = Arc::new(Sink {
-            queue,
-            queued_bytes,
-        });
+            .spawn(move || writer.run())?;
+        let _ = shared.writer.set(thread.thread().clone());
+        let sink = Arc::new(Sink { shared });
         open.insert(target, Arc::downgrade(&sink));
         Ok(sink)
     }
 
-    /// Queues `line` (which ends in its newline), or drops and counts it when the queue is
-    /// full. Never blocks.
-    pub fn write(&self, line: String) {
-        let stats = SinkStats::global();
-        let len = line.len();
-        if self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > MAX_QUEUED_BYTES {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            stats.dropped_lines.inc();
+    /// Queues the line `render` appends (ending in its newline) to this thread's shard, or
+    /// drops and counts it when the shard is full. Never blocks on the writer's I/O.
+    pub fn write_with(&self, render: impl FnOnce(&mut String)) {
+        let shard = &self.shared.shards[shard_of_this_thread()];
+        let mut shard = lock(shard);
+        let before = shard.lines.len();
+        render(&mut shard.lines);
+        if shard.lines.len() > SHARD_BYTES {
+            shard.lines.truncate(before);
+            drop(shard);
+            SinkStats::global().dropped_lines.inc();
             return;
         }
-        match self.queue.try_send(line) {
-            Ok(()) => {
-                stats.write_buffered.inc();
-                stats.write_total_buffered.add(len as i64);
+        shard.count += 1;
+        if shard.lines.len() >= WAKE_AT_BYTES && !shard.woke {
+            shard.woke = true;
+            drop(shard);
+            if let Some(writer) = self.shared.writer.get() {
+                writer.unpark();
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                stats.dropped_lines.inc();
-            }
+        }
+    }
+
+    /// Queues `line` (which ends in its newline); see [`Sink::write_with`].
+    pub fn write(&self, line: &str) {
+        self.write_with(|lines| lines.push_str(line));
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        if let Some(writer) = self.shared.writer.get() {
+            writer.unpark();
         }
     }
 }
@@ -188,40 +252,38 @@ struct Writer {
     target: Target,
     file: Option<File>,
     generation: u64,
-    queued_bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
 impl Writer {
-    fn run(mut self, lines: Receiver<String>) {
-        let mut batch = Vec::with_capacity(BATCH_BYTES);
+    fn run(mut self) {
+        let mut batch = String::new();
         loop {
-            // Woken by a clock, not by each line: a worker's `try_send` then finds no thread
-            // to wake, and the lines of a tick go out in a few large writes.
-            std::thread::sleep(FLUSH_INTERVAL);
-            let mut disconnected = false;
-            loop {
-                batch.clear();
-                let mut count = 0u64;
-                while batch.len() < BATCH_BYTES {
-                    match lines.try_recv() {
-                        Ok(line) => {
-                            batch.extend_from_slice(line.as_bytes());
-                            count += 1;
-                        }
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) => {
-                            disconnected = true;
-                            break;
-                        }
+            // Woken by a clock or a filling shard, not by each line: a worker then finds no
+            // thread to wake, and the lines of a tick go out in a few large writes.
+            std::thread::park_timeout(FLUSH_INTERVAL);
+            let closed = self.shared.closed.load(Ordering::Acquire);
+            for index in 0..self.shared.shards.len() {
+                let count = {
+                    let mut shard = lock(&self.shared.shards[index]);
+                    if shard.count == 0 {
+                        continue;
                     }
+                    std::mem::swap(&mut shard.lines, &mut batch);
+                    shard.woke = false;
+                    std::mem::take(&mut shard.count)
+                };
+                let stats = SinkStats::global();
+                stats.write_buffered.inc_by(count);
+                stats.write_total_buffered.add(batch.len() as i64);
+                self.write(batch.as_bytes(), count);
+                batch.clear();
+                // A burst's buffer is not kept for the quiet that follows.
+                if batch.capacity() > 4 * WAKE_AT_BYTES {
+                    batch = String::new();
                 }
-                if count == 0 {
-                    break;
-                }
-                self.queued_bytes.fetch_sub(batch.len(), Ordering::Relaxed);
-                self.write(&batch, count);
             }
-            if disconnected {
+            if closed {
                 return;
             }
         }
@@ -262,5 +324,96 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn lines_of(path: &Path, want: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            if lines.len() >= want || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn each_threads_lines_arrive_whole_and_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.log");
+        let sink = Sink::open(Target::File(path.clone())).expect("open");
+        let threads = 4;
+        let per_thread = 2_000;
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                let sink = &sink;
+                scope.spawn(move || {
+                    for i in 0..per_thread {
+                        sink.write_with(|out| {
+                            out.push_str(&format!("t{t} {i:05} {}\n", "x".repeat(100)));
+                        });
+                    }
+                });
+            }
+        });
+        let lines = lines_of(&path, threads * per_thread);
+        assert_eq!(lines.len(), threads * per_thread);
+        for t in 0..threads {
+            let mine: Vec<&String> = lines
+                .iter()
+                .filter(|l| l.starts_with(&format!("t{t} ")))
+                .collect();
+            assert_eq!(mine.len(), per_thread, "thread {t}");
+            for (i, line) in mine.iter().enumerate() {
+                assert!(line.starts_with(&format!("t{t} {i:05} ")), "{line}");
+                assert_eq!(line.len(), format!("t{t} {i:05} ").len() + 100);
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_handle_going_writes_what_is_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("b.log");
+        let sink = Sink::open(Target::File(path.clone())).expect("open");
+        sink.write("one\n");
+        sink.write("two\n");
+        drop(sink);
+        assert_eq!(lines_of(&path, 2), ["one", "two"]);
+    }
+
+    #[test]
+    fn a_full_shard_drops_and_counts_lines_and_keeps_its_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.log");
+        let sink = Sink::open(Target::File(path.clone())).expect("open");
+        let dropped = SinkStats::global().dropped_lines.get();
+        let line = format!("{}\n", "y".repeat(4095));
+        // Four shards' worth from one thread, as fast as it goes: whatever the writer keeps
+        // up with, the shard never holds more than its bound, and each line is written or
+        // counted as dropped.
+        let lines = 4 * SHARD_BYTES / line.len();
+        for _ in 0..lines {
+            sink.write(&line);
+            let held = lock(&sink.shared.shards[shard_of_this_thread()])
+                .lines
+                .len();
+            assert!(held <= SHARD_BYTES, "a shard holds {held} bytes");
+        }
+        drop(sink);
+        let written = lines_of(&path, lines).len();
+        let now_dropped = SinkStats::global().dropped_lines.get() - dropped;
+        assert_eq!(
+            written as u64 + now_dropped,
+            lines as u64,
+            "{written} written"
+        );
     }
 }
