@@ -24,6 +24,9 @@ pub struct CommonLbConfig {
     /// Below this share of available hosts, balance over all hosts (default 50%).
     #[serde(default)]
     pub healthy_panic_threshold: Option<Percent>,
+    /// Leave hosts added by discovery out of balancing until their first health check.
+    #[serde(default)]
+    pub ignore_new_hosts_until_first_hc: bool,
 }
 
 /// `ring_hash_lb_config`.
@@ -115,6 +118,10 @@ const RING_MAX: u64 = 8 * 1024 * 1024;
 /// Reads the settings of the cluster at `path`, checking them as Envoy does.
 pub fn lb_settings(cluster: &Cluster, path: &str) -> Result<LbSettings, FieldError> {
     let mut lb = LbSettings::default();
+    lb.ignore_new_hosts_until_first_hc = cluster
+        .common_lb_config
+        .as_ref()
+        .is_some_and(|c| c.ignore_new_hosts_until_first_hc);
     if let Some(threshold) = cluster
         .common_lb_config
         .as_ref()
