@@ -137,6 +137,28 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty()
+            && let Some(budget) = self.framer.as_ref().and_then(Framer::straight_through)
+        {
+            // A body: read it straight into the codec's buffer, as much as belongs to it.
+            let limit = usize::try_from(budget)
+                .unwrap_or(usize::MAX)
+                .min(buf.remaining());
+            let dst = buf.initialize_unfilled_to(limit);
+            let mut limited = ReadBuf::new(dst);
+            std::task::ready!(Pin::new(&mut self.io).poll_read(cx, &mut limited))?;
+            let n = limited.filled().len();
+            buf.advance(n);
+            if n > 0 {
+                if let Some(framer) = self.framer.as_mut() {
+                    framer.passed(n as u64);
+                }
+                if let Some(clock) = &self.clock {
+                    clock.bytes_arrived();
+                }
+            }
+            return Poll::Ready(Ok(()));
+        }
         if self.framer.is_some() {
             std::task::ready!(self.poll_framed(cx))?;
         }

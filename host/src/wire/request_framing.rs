@@ -62,6 +62,27 @@ impl Framer {
         self.state == State::Opaque && self.held.is_empty()
     }
 
+    /// Inside a body with nothing held: how many bytes may be read straight through, as
+    /// they are, before the framer must look again (then [`Framer::passed`] says how many
+    /// went). `None` where the framer must see the bytes.
+    pub fn straight_through(&self) -> Option<u64> {
+        match self.state {
+            State::Fixed(left) | State::ChunkData(left) if self.held.is_empty() => Some(left),
+            _ => None,
+        }
+    }
+
+    /// `n` bytes (at most [`Framer::straight_through`]) went straight through.
+    pub fn passed(&mut self, n: u64) {
+        self.state = match self.state {
+            State::Fixed(left) if left <= n => State::Head,
+            State::Fixed(left) => State::Fixed(left - n),
+            State::ChunkData(left) if left <= n => State::ChunkSize,
+            State::ChunkData(left) => State::ChunkData(left - n),
+            other => other,
+        };
+    }
+
     /// Whatever is held, as it is (the connection ended, or is handed over).
     pub fn take_held(&mut self) -> BytesMut {
         std::mem::take(&mut self.held)
@@ -313,6 +334,28 @@ mod tests {
         let (out, verdicts) = every_step(chunked, false);
         assert!(out.ends_with("GET /b HTTP/1.1\r\n\r\n"), "{out}");
         assert!(out.contains("\r\n13;x=y\r\nGET /x HTTP/1.0\r\n"), "{out}");
+        assert_eq!(verdicts, [false, true]);
+    }
+
+    #[test]
+    fn bodies_can_go_straight_through() {
+        let mut framer = Framer::new(false);
+        framer
+            .held_mut()
+            .extend_from_slice(b"POST /a HTTP/1.1\r\ncontent-length: 10\r\n\r\n");
+        let mut verdicts = Vec::new();
+        let head = framer.process(&mut |refused| verdicts.push(refused));
+        assert!(head.ends_with(b"\r\n\r\n"));
+        assert_eq!(framer.straight_through(), Some(10));
+        framer.passed(4);
+        assert_eq!(framer.straight_through(), Some(6));
+        framer.passed(6);
+        assert_eq!(framer.straight_through(), None, "at the next head");
+        framer
+            .held_mut()
+            .extend_from_slice(b"GET /b HTTP/1.0\r\n\r\n");
+        let next = framer.process(&mut |refused| verdicts.push(refused));
+        assert_eq!(&next[..], b"GET /b HTTP/1.1\r\n\r\n");
         assert_eq!(verdicts, [false, true]);
     }
 
