@@ -477,6 +477,39 @@ mod tests {
         }
     }
 
+    /// A STRICT_DNS cluster with checks initializes once its first resolution is in and the
+    /// hosts it found have had their first check (one pass: healthy).
+    #[tokio::test]
+    async fn a_dns_cluster_initializes_after_resolving_and_checking() {
+        use crate::upstream::ClusterManager;
+        use crate::upstream::spec::Discovery;
+        use crate::upstream::test_support::{self, delayed_ok};
+        use std::sync::atomic::AtomicBool;
+
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (addr, _seen) = test_support::http1_server(delayed_ok(Duration::ZERO), healthy).await;
+        let mut cluster_spec = test_support::spec("hc_dns_init", &[addr.port()]);
+        cluster_spec.discovery = Discovery::StrictDns;
+        cluster_spec.health_check = Some(spec());
+        let manager = match ClusterManager::new(vec![cluster_spec]) {
+            Ok(manager) => manager,
+            Err(error) => panic!("cluster builds: {error}"),
+        };
+        let Some(cluster) = manager.cluster("hc_dns_init") else {
+            panic!("cluster")
+        };
+        assert!(!cluster.is_initialized());
+        manager.start_background();
+        let initialized =
+            tokio::time::timeout(Duration::from_secs(10), manager.initialized()).await;
+        assert!(initialized.is_ok(), "initializes");
+        let hosts = cluster.hosts();
+        assert_eq!(hosts.len(), 1);
+        assert!(hosts[0].is_healthy(), "its first check passed");
+        assert!(cluster.stats.health_check_success.get() >= 1);
+        manager.shutdown();
+    }
+
     /// Envoy's choice of the next interval, each field its own value.
     #[test]
     fn next_interval_is_envoys() {
