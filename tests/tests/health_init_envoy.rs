@@ -279,3 +279,86 @@ async fn a_first_check_that_times_out_holds_the_start_for_its_timeout_as_envoy()
          cluster.c.membership_healthy: 0\ncluster.c.membership_total: 1\n"
     );
 }
+
+/// [`checked_config`] with `/v` answered `version` by the listener itself, and cluster `c`
+/// checked only where `timeout` is given.
+fn versioned_config(ports: Ports, up: SocketAddr, timeout: Option<&str>, version: &str) -> Value {
+    let mut cfg = match timeout {
+        Some(timeout) => checked_config(ports, up, timeout),
+        None => {
+            let mut cfg = checked_config(ports, up, "1s");
+            cfg["static_resources"]["clusters"][0]
+                .as_object_mut()
+                .map(|cluster| cluster.remove("health_checks"));
+            cfg
+        }
+    };
+    let routes = &mut cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["route_config"]["virtual_hosts"][0]["routes"];
+    if let Some(routes) = routes.as_array_mut() {
+        routes.insert(0, config::direct("/v", 200, version));
+    }
+    cfg
+}
+
+/// A reload that gives a cluster health checks swaps in once the new cluster's host has had
+/// its first check (as Envoy warms a new cluster before it takes traffic): when the new
+/// config answers, the host is already healthy (no panic routing), though its check took
+/// a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_cluster_warms_before_it_takes_traffic() {
+    let up = upstream(Health {
+        status: 200,
+        delay: Duration::from_secs(1),
+    })
+    .await;
+    let ports = Ports::new();
+    let weir = Weir::start(&versioned_config(ports, up, None, "v1")).await;
+    let next = versioned_config(ports, up, Some("3s"), "v2");
+    std::fs::write(
+        weir.config_path(),
+        serde_json::to_string_pretty(&next).expect("config"),
+    )
+    .expect("write config");
+    let reload = {
+        let admin = weir.admin;
+        tokio::spawn(async move {
+            let request = http::Request::post("/reload")
+                .header("host", "localhost")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("request");
+            weir_tests::client::h1_request(admin, request).await
+        })
+    };
+    let written = Instant::now();
+    loop {
+        let answer = weir_tests::get(ports.http_addr(), "/v")
+            .await
+            .expect("GET /v");
+        if answer.text() == "v2" {
+            break;
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(10),
+            "never reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        written.elapsed() >= Duration::from_millis(800),
+        "the new config served before its cluster's first check answered ({:?})",
+        written.elapsed()
+    );
+    let first = weir_tests::get(ports.http_addr(), "/first")
+        .await
+        .expect("GET");
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        weir.admin_get(STATS).await.1,
+        "cluster.c.health_check.attempt: 1\ncluster.c.health_check.failure: 0\n\
+         cluster.c.health_check.healthy: 1\ncluster.c.health_check.network_failure: 0\n\
+         cluster.c.health_check.success: 1\ncluster.c.lb_healthy_panic: 0\n\
+         cluster.c.membership_healthy: 1\ncluster.c.membership_total: 1\n"
+    );
+    let _ = reload.await;
+}
