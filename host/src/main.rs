@@ -370,6 +370,16 @@ fn serve(
         }
         let clusters = ClusterManager::new(config.clusters.clone())?;
         clusters.start_background();
+        // As Envoy's, clusters warm before any listener starts: one with active health checks
+        // once each host has had its first check (each bounded by the check's `timeout`).
+        // Meanwhile the admin listener says PRE_INITIALIZING.
+        match &admin_listener {
+            Some(listener) => tokio::select! {
+                () = clusters.initialized() => {}
+                never = Admin::serve_initializing(listener, "PRE_INITIALIZING") => match never {},
+            },
+            None => clusters.initialized().await,
+        }
         // Remote Wasm modules are fetched through those clusters before any worker (and so any
         // listener) starts, as Envoy holds its listeners until they are fetched or their
         // retries run out (then each such plugin follows its fail_open).
@@ -385,7 +395,7 @@ fn serve(
         let resolved = match &admin_listener {
             Some(listener) => tokio::select! {
                 resolved = resolving => resolved,
-                never = Admin::serve_initializing(listener) => match never {},
+                never = Admin::serve_initializing(listener, "INITIALIZING") => match never {},
             },
             None => resolving.await,
         };

@@ -177,3 +177,156 @@ async fn http10_is_refused_or_served_as_envoy() {
         "/stats: weir (left) and Envoy (right)"
     );
 }
+
+/// Requests sent one after the other on one connection: HTTP/1.1 first, then a lower
+/// version (HTTP/1.0 with and without keep-alive, HTTP/0.9; the last pipelined).
+const SEQUENCES: &[&[&[u8]]] = &[
+    &[
+        b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        b"GET /b HTTP/1.0\r\nHost: b.example\r\n\r\n",
+    ],
+    &[
+        b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        b"GET /c HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"GET /d HTTP/1.1\r\nHost: d.example\r\n\r\n",
+    ],
+    &[b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n", b"GET /e\r\n"],
+    // Pipelined: both in one write.
+    &[b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\nGET /b HTTP/1.0\r\n\r\n"],
+];
+
+/// Sends `requests` on one connection to `addr`, 200 ms apart, and reads everything that
+/// comes back until the connection closes (`<closed>`) or stays quiet for a second
+/// (`<open>`).
+async fn sequence(addr: SocketAddr, requests: &[&[u8]]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    for request in requests {
+        // A write after the proxy closed may fail; what it answered is still read.
+        let _ = tcp.write_all(request).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    }
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(1), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break "<closed>",
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => break "<open>",
+        }
+    };
+    format!("{}{end}", String::from_utf8_lossy(&answer))
+}
+
+/// `answer` with each response's header lines sorted (the status line and the body kept
+/// in place), `date` masked and Envoy's `server` read as weir's; each status line starts a
+/// line of its own.
+fn normalized(answer: &str) -> String {
+    let answer = answer
+        .replace("\r\n", "\n")
+        .replace("server: envoy", "server: weir")
+        .replace("HTTP/1.", "\nHTTP/1.");
+    let mut out: Vec<String> = Vec::new();
+    let mut headers: Vec<String> = Vec::new();
+    let mut in_head = false;
+    for line in answer.split('\n') {
+        if line.starts_with("HTTP/1.") {
+            out.push(line.to_owned());
+            in_head = true;
+        } else if in_head && line.is_empty() {
+            headers.sort_unstable();
+            out.append(&mut headers);
+            out.push(String::new());
+            in_head = false;
+        } else if in_head {
+            let masked = line.to_ascii_lowercase().starts_with("date:");
+            headers.push(if masked {
+                "date: D".to_owned()
+            } else {
+                line.to_owned()
+            });
+        } else {
+            out.push(line.to_owned());
+        }
+    }
+    headers.sort_unstable();
+    out.append(&mut headers);
+    out.join("\n")
+}
+
+/// HTTP/1.0 (or 0.9) after HTTP/1.1 on one kept-alive connection, as Envoy 1.40: without
+/// `accept_http_10` it is answered `HTTP/1.1 426` and the connection closed (pipelined
+/// too); with it, served in HTTP/1.0 (closing unless it asked for keep-alive, then
+/// HTTP/1.1 goes on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_after_http11_on_one_connection_as_envoy() {
+    let port = weir_tests::free_port;
+    let weir_dir = tempfile::tempdir().expect("tempdir");
+    let envoy_dir = tempfile::tempdir().expect("tempdir");
+    let (weir_strict, weir_lenient) = (port(), port());
+    let (envoy_strict, envoy_lenient) = (port(), port());
+    let weir = Weir::start(&http10_config(
+        port(),
+        weir_strict,
+        weir_lenient,
+        weir_dir.path(),
+    ))
+    .await;
+    let envoy_config = http10_config(port(), envoy_strict, envoy_lenient, envoy_dir.path());
+    let envoy = Envoy::start_config(&envoy_config.to_string(), envoy_dir.path());
+    let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let mut seen = Vec::new();
+    for (name, weir_port, envoy_port) in [
+        ("strict", weir_strict, envoy_strict),
+        ("lenient", weir_lenient, envoy_lenient),
+    ] {
+        for requests in SEQUENCES {
+            let ours = normalized(&sequence(local(weir_port), requests).await);
+            let theirs = normalized(&sequence(local(envoy_port), requests).await);
+            assert_eq!(
+                ours,
+                theirs,
+                "{name} {:?}: weir (left) and Envoy (right) differ\n{}",
+                requests
+                    .iter()
+                    .map(|r| String::from_utf8_lossy(r))
+                    .collect::<Vec<_>>(),
+                weir.log_report()
+            );
+            seen.push(ours);
+        }
+    }
+    // The refusals are Envoy's: in HTTP/1.1, closing the connection.
+    assert!(
+        seen[0].contains("\nHTTP/1.1 426 Upgrade Required\n"),
+        "{}",
+        seen[0]
+    );
+    assert!(seen[0].ends_with("Upgrade Required<closed>"), "{}", seen[0]);
+    assert!(
+        seen[3].contains("\nHTTP/1.1 426 Upgrade Required\n"),
+        "{}",
+        seen[3]
+    );
+    assert!(seen[5].contains("\nHTTP/1.0 200 OK\n"), "{}", seen[5]);
+    assert!(seen[5].ends_with("hi<open>"), "{}", seen[5]);
+
+    let envoy_admin: SocketAddr = envoy.admin.parse().expect("envoy admin address");
+    let ours = weir.admin_get(STATS).await;
+    let theirs = weir_tests::client::get_host(envoy_admin, "localhost", STATS)
+        .await
+        .expect("envoy /stats");
+    assert_eq!(
+        ours.1,
+        theirs.text(),
+        "/stats: weir (left) and Envoy (right)"
+    );
+}

@@ -180,12 +180,13 @@ impl Admin {
         }
     }
 
-    /// Answers on `listener` while weir initializes (its remote Wasm modules are fetched
-    /// before any listener starts): `/ready` is 503 `INITIALIZING`, as Envoy's, and
-    /// `/stats/prometheus` already shows the fetch stats; anything else is 503 too. Each
+    /// Answers on `listener` while weir initializes (its clusters warm, then its remote Wasm
+    /// modules are fetched, before any listener starts): `/ready` is 503 with `state`, as
+    /// Envoy's (`PRE_INITIALIZING` while clusters warm, `INITIALIZING` while listeners do),
+    /// and `/stats/prometheus` already shows the stats; anything else is 503 too. Each
     /// connection is closed after one answer, so no client stays on it after the real admin
     /// ([`Admin::serve`]) takes the listener over. Runs until dropped.
-    pub async fn serve_initializing(listener: &TcpListener) -> Infallible {
+    pub async fn serve_initializing(listener: &TcpListener, state: &'static str) -> Infallible {
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -200,7 +201,7 @@ impl Admin {
                     let response = if request.uri().path() == "/stats/prometheus" {
                         text(StatusCode::OK, Stats::global().prometheus_text())
                     } else {
-                        text(StatusCode::SERVICE_UNAVAILABLE, "INITIALIZING\n".into())
+                        text(StatusCode::SERVICE_UNAVAILABLE, format!("{state}\n"))
                     };
                     Ok::<_, Infallible>(response)
                 });

@@ -24,6 +24,9 @@ pub struct CommonLbConfig {
     /// Below this share of available hosts, balance over all hosts (default 50%).
     #[serde(default)]
     pub healthy_panic_threshold: Option<Percent>,
+    /// Leave hosts added by discovery out of balancing until their first health check.
+    #[serde(default)]
+    pub ignore_new_hosts_until_first_hc: bool,
 }
 
 /// `ring_hash_lb_config`.
@@ -114,7 +117,13 @@ const RING_MAX: u64 = 8 * 1024 * 1024;
 
 /// Reads the settings of the cluster at `path`, checking them as Envoy does.
 pub fn lb_settings(cluster: &Cluster, path: &str) -> Result<LbSettings, FieldError> {
-    let mut lb = LbSettings::default();
+    let mut lb = LbSettings {
+        ignore_new_hosts_until_first_hc: cluster
+            .common_lb_config
+            .as_ref()
+            .is_some_and(|c| c.ignore_new_hosts_until_first_hc),
+        ..LbSettings::default()
+    };
     if let Some(threshold) = cluster
         .common_lb_config
         .as_ref()
@@ -283,6 +292,11 @@ mod tests {
         };
         assert_eq!(spec.lb_policy, LbPolicy::Maglev);
         assert_eq!(spec.lb, LbSettings::default());
+        assert!(!spec.lb.ignore_new_hosts_until_first_hc);
+        let Ok(warm) = read("common_lb_config: {ignore_new_hosts_until_first_hc: true}\n") else {
+            panic!("ignore_new_hosts_until_first_hc reads")
+        };
+        assert!(warm.lb.ignore_new_hosts_until_first_hc);
         assert_eq!(spec.endpoints[0].weight, 3);
         assert_eq!(spec.outlier, None);
         let Ok(spec) = read(

@@ -133,6 +133,10 @@ pub struct LbSettings {
     /// `common_lb_config.healthy_panic_threshold`, in percent: when fewer hosts than this
     /// are available, balancing goes over all of them (Envoy's panic mode). Default 50.
     pub healthy_panic_threshold: f64,
+    /// `common_lb_config.ignore_new_hosts_until_first_hc`: a host that discovery adds to a
+    /// health-checked cluster is left out of balancing (and of the panic computation) until
+    /// its first check, as Envoy's `PENDING_ACTIVE_HC`. Default false.
+    pub ignore_new_hosts_until_first_hc: bool,
     /// `ring_hash_lb_config.minimum_ring_size` (default 1024).
     pub ring_min_size: u64,
     /// `ring_hash_lb_config.maximum_ring_size` (default 8M).
@@ -175,6 +179,7 @@ impl Default for LbSettings {
     fn default() -> Self {
         LbSettings {
             healthy_panic_threshold: 50.0,
+            ignore_new_hosts_until_first_hc: false,
             ring_min_size: 1024,
             ring_max_size: 8 * 1024 * 1024,
             maglev_table_size: 65_537,

@@ -338,9 +338,9 @@ impl Connection {
         let drain = self.drain.clone();
         let version = request.version();
         let tunnel = *request.method() == http::Method::CONNECT;
-        let http10 = if self.activity.take_first_refused() {
+        let http10 = if self.activity.take_refused() {
             // Its line named HTTP/1.0 or 0.9; the codec read it as HTTP/1.1 (see
-            // `crate::wire::request_line`).
+            // `crate::wire::request_framing`).
             super::http10::Http10Verdict::Refuse
         } else {
             super::http10::screen(&manager.config.http10, &mut request)

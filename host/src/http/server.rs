@@ -81,7 +81,7 @@ impl Codecs {
             (CodecType::HTTP1, _) | (CodecType::AUTO, Some(b"http/1.1")) => {
                 let io = Prefixed::new(Bytes::new(), io)
                     .with_head_clock(clock)
-                    .screening_first_line(accept_http_10);
+                    .screening_requests(accept_http_10);
                 Box::pin(serve_http1(http1, io, streams, drain))
             }
             (CodecType::HTTP2, _) | (CodecType::AUTO, Some(b"h2")) => {
@@ -98,9 +98,7 @@ impl Codecs {
                 match sniffed {
                     (io, true) => serve_http2(http2, io, streams, limits, drain).await,
                     (io, false) => {
-                        let io = io
-                            .with_head_clock(clock)
-                            .screening_first_line(accept_http_10);
+                        let io = io.with_head_clock(clock).screening_requests(accept_http_10);
                         serve_http1(http1, io, streams, drain).await
                     }
                 }

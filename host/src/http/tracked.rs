@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -26,9 +26,10 @@ pub struct Activity {
     /// Milliseconds since `origin` when bytes of a request head not yet whole first arrived
     /// (bytes read while no stream is in flight); [`NO_HEAD`] when none is arriving.
     head_since_ms: AtomicU64,
-    /// The first request's line named a version the manager does not serve (set by the
-    /// codec's reader, taken by the first stream).
-    first_refused: AtomicBool,
+    /// The verdict of each HTTP/1 request head screened and not yet taken by its stream,
+    /// in order: true where its line named a version the manager does not serve (pushed by
+    /// the codec's reader, taken by the streams as they start).
+    screened: std::sync::Mutex<std::collections::VecDeque<bool>>,
 }
 
 /// `head_since_ms` when no request head is arriving.
@@ -42,14 +43,19 @@ impl Activity {
             active: AtomicUsize::new(0),
             last_end_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(NO_HEAD),
-            first_refused: AtomicBool::new(false),
+            screened: Default::default(),
         })
     }
 
-    /// Whether the stream starting now is the first one, refused for its version (see
-    /// [`crate::wire::request_line`]); true once at most.
-    pub fn take_first_refused(&self) -> bool {
-        self.first_refused.swap(false, Ordering::Relaxed)
+    /// Whether the HTTP/1 stream starting now is refused for its version (see
+    /// [`crate::wire::request_framing`]): takes the verdict of the next head screened (false
+    /// when none is waiting, as on HTTP/2 and HTTP/3).
+    pub fn take_refused(&self) -> bool {
+        self.screened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front()
+            .unwrap_or(false)
     }
 
     fn now_ms(&self) -> u64 {
@@ -203,7 +209,10 @@ impl crate::wire::prefixed::HeadClock for Activity {
         Activity::bytes_arrived(self);
     }
 
-    fn first_request_refused(&self) {
-        self.first_refused.store(true, Ordering::Relaxed);
+    fn request_screened(&self, refused: bool) {
+        self.screened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back(refused);
     }
 }

@@ -362,6 +362,10 @@ impl Reloader {
         self.stats.clusters_kept.inc_by(clusters_kept as u64);
         self.stats.clusters_rebuilt.inc_by(clusters_new as u64);
         clusters.take_over_background(&old.clusters);
+        // As Envoy warms a new cluster before it takes traffic: a new or changed cluster with
+        // active health checks serves once its hosts have had their first check (each check
+        // bounded by its `timeout`); the running config serves meanwhile.
+        clusters.initialized().await;
         let snapshot = Arc::new(Snapshot {
             generation: old.generation + 1,
             config: Arc::new(config),

@@ -40,6 +40,11 @@ pub struct Host {
     /// Where connections go.
     pub addr: SocketAddr,
     healthy: AtomicBool,
+    /// Envoy's `PENDING_ACTIVE_HC`: added to a cluster with `ignore_new_hosts_until_first_hc`
+    /// and not yet checked, so left out of load balancing and of the panic computation.
+    pending_first_check: AtomicBool,
+    /// Envoy's `ACTIVE_HC_TIMEOUT`: unhealthy and its last check timed out.
+    active_hc_timeout: AtomicBool,
     removed: AtomicBool,
     /// Connections open to this host, over all workers.
     pub cx_active: AtomicI64,
@@ -78,6 +83,8 @@ impl Host {
         Host {
             addr,
             healthy: AtomicBool::new(true),
+            pending_first_check: AtomicBool::new(false),
+            active_hc_timeout: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             cx_active: AtomicI64::new(0),
             rq_active: AtomicI64::new(0),
@@ -100,6 +107,39 @@ impl Host {
         )
     }
 
+    /// A new host of a cluster with active health checks, as Envoy adds one: unhealthy
+    /// (`FAILED_ACTIVE_HC`) until its first check passes, and with `exclude` (the cluster's
+    /// `ignore_new_hosts_until_first_hc`) also excluded from balancing until that first
+    /// check, whatever its result.
+    pub fn unchecked(addr: SocketAddr, weight: u32, exclude: bool) -> Host {
+        let host = Host::weighted(addr, weight);
+        host.healthy.store(false, Ordering::Release);
+        host.pending_first_check.store(exclude, Ordering::Release);
+        host
+    }
+
+    /// Whether it waits for its first health check outside load balancing (Envoy's
+    /// `PENDING_ACTIVE_HC`).
+    pub fn is_pending_first_check(&self) -> bool {
+        self.pending_first_check.load(Ordering::Acquire)
+    }
+
+    /// Ends the wait for the first health check (its result is in).
+    pub fn clear_pending_first_check(&self) {
+        self.pending_first_check.store(false, Ordering::Release);
+    }
+
+    /// Whether it is unhealthy and its last health check timed out (Envoy's
+    /// `ACTIVE_HC_TIMEOUT`, shown in `/clusters`).
+    pub fn is_active_hc_timeout(&self) -> bool {
+        self.active_hc_timeout.load(Ordering::Acquire)
+    }
+
+    /// Sets or clears [`Host::is_active_hc_timeout`].
+    pub fn set_active_hc_timeout(&self, timed_out: bool) {
+        self.active_hc_timeout.store(timed_out, Ordering::Release);
+    }
+
     /// Makes it look ready for `ago` only (tests of slow start).
     #[cfg(test)]
     pub fn set_ready_for(&self, ago: std::time::Duration) {
@@ -109,10 +149,11 @@ impl Host {
     }
 
     /// Whether load balancing may pick this host: healthy, not removed, not ejected by
-    /// outlier detection.
+    /// outlier detection, not waiting for its first health check.
     pub fn is_available(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
             && !self.removed.load(Ordering::Acquire)
+            && !self.pending_first_check.load(Ordering::Acquire)
             && !self.outlier.is_ejected()
     }
 
@@ -266,6 +307,12 @@ pub struct Cluster {
     /// STRICT_DNS and LOGICAL_DNS: the name each address was resolved from (see `dns`), for
     /// `auto_host_rewrite`.
     dns_names: ArcSwap<Vec<(SocketAddr, http::HeaderValue)>>,
+    /// Whether the cluster has finished initializing: true at once without active health
+    /// checks; with them, once every host known after discovery's first answer has had its
+    /// first check (Envoy's cluster warming, see [`Cluster::initialized`]).
+    initialized: watch::Sender<bool>,
+    /// STRICT_DNS and LOGICAL_DNS: whether the first resolution is done (either way).
+    resolved: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -312,9 +359,21 @@ impl Cluster {
             // ORIGINAL_DST: a host per destination as redirected connections need it.
             Discovery::StrictDns | Discovery::LogicalDns | Discovery::OriginalDst => Vec::new(),
         };
+        // With active health checks a host starts unhealthy, as Envoy's STATIC hosts do
+        // (`FAILED_ACTIVE_HC`); its first check decides.
+        let hosts: Vec<Arc<Host>> = if spec.health_check.is_some() {
+            hosts
+                .into_iter()
+                .map(|host| Arc::new(Host::unchecked(host.addr, host.weight, false)))
+                .collect()
+        } else {
+            hosts
+        };
+        let healthy = hosts.iter().filter(|host| host.is_healthy()).count();
         let stats = ClusterStats::new(&spec.name);
         stats.membership_total.set(hosts.len() as i64);
-        stats.membership_healthy.set(hosts.len() as i64);
+        stats.membership_healthy.set(healthy as i64);
+        let dns = matches!(spec.discovery, Discovery::StrictDns | Discovery::LogicalDns);
         Ok(Cluster {
             connections: Breaker::new(spec.thresholds.max_connections),
             pending: Breaker::new(spec.thresholds.max_pending_requests),
@@ -335,6 +394,8 @@ impl Cluster {
             connection_freed: Notify::new(),
             original: Default::default(),
             dns_names: Default::default(),
+            initialized: watch::Sender::new(spec.health_check.is_none()),
+            resolved: watch::Sender::new(!dns),
             spec,
         })
     }
@@ -383,8 +444,40 @@ impl Cluster {
             .map(|(_, name)| name.clone())
     }
 
-    /// Replaces the host set with `addrs`: hosts still present keep their state, new ones
-    /// start healthy, and the ones gone are removed (their connections drained).
+    /// Waits until the cluster has initialized: at once without active health checks, else
+    /// until each host has had its first check (bounded by the check's `timeout`), as
+    /// Envoy holds its listeners until its clusters have warmed.
+    pub async fn initialized(&self) {
+        let mut done = self.initialized.subscribe();
+        // The sender lives as long as `self`, so this returns once it is set.
+        let _ = done.wait_for(|done| *done).await;
+    }
+
+    /// Whether the cluster has initialized ([`Cluster::initialized`]).
+    pub fn is_initialized(&self) -> bool {
+        *self.initialized.borrow()
+    }
+
+    /// Records that the first health-check round is done.
+    pub(super) fn set_initialized(&self) {
+        self.initialized.send_replace(true);
+    }
+
+    /// Waits for the first DNS resolution of a DNS cluster (at once for the others).
+    pub(super) async fn first_resolution(&self) {
+        let mut done = self.resolved.subscribe();
+        let _ = done.wait_for(|done| *done).await;
+    }
+
+    /// Records that the first DNS resolution is done, whatever it found.
+    pub(super) fn set_resolved(&self) {
+        self.resolved.send_replace(true);
+    }
+
+    /// Replaces the host set with `addrs`: hosts still present keep their state, and the ones
+    /// gone are removed (their connections drained). New ones start healthy, or with active
+    /// health checks unhealthy until their first check passes (Envoy's `FAILED_ACTIVE_HC`),
+    /// and with `ignore_new_hosts_until_first_hc` out of balancing until then.
     pub fn set_host_addresses(&self, addrs: &[SocketAddr]) {
         let old = self.hosts.load_full();
         let mut next = Vec::with_capacity(addrs.len());
@@ -394,6 +487,11 @@ impl Cluster {
             }
             match old.iter().find(|host| host.addr == *addr) {
                 Some(host) => next.push(host.clone()),
+                None if self.spec.health_check.is_some() => next.push(Arc::new(Host::unchecked(
+                    *addr,
+                    self.endpoint_weight(*addr),
+                    self.spec.lb.ignore_new_hosts_until_first_hc,
+                ))),
                 None => next.push(Arc::new(Host::weighted(*addr, self.endpoint_weight(*addr)))),
             }
         }

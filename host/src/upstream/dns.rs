@@ -6,9 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Resolves the cluster's names now and then every `dns_refresh_rate`; runs until aborted.
+/// The first resolution, found or failed, lets the health checker start (see
+/// `Cluster::first_resolution`).
 pub async fn run(cluster: Arc<Cluster>) {
     loop {
         refresh(&cluster).await;
+        cluster.set_resolved();
         tokio::time::sleep(cluster.spec.dns_refresh_rate).await;
     }
 }

@@ -5,7 +5,12 @@
 //! after the interval Envoy would pick for it (`next_interval`): `no_traffic_interval` (60 s)
 //! until the cluster has carried traffic, then `interval`, `unhealthy_interval` or an edge
 //! interval by the host's last result. A check passes on a status of `expected_statuses`
-//! (200 by default) within `timeout`. Hosts start healthy. As in Envoy, an answer with any
+//! (200 by default) within `timeout`. As in Envoy, hosts start unhealthy (`FAILED_ACTIVE_HC`)
+//! and the first result decides at once: a pass makes a host healthy whatever
+//! `healthy_threshold` says, a failure (a timeout included) leaves it unhealthy; the cluster
+//! has initialized (see [`Cluster::initialized`]) once every host has had that first check.
+//! A host added later starts unhealthy too (with `ignore_new_hosts_until_first_hc`, also out
+//! of balancing until its first result, pass or fail). As in Envoy, an answer with any
 //! other status makes a host unhealthy at once (which drains every worker's connections to
 //! it), unless the status is one of `retriable_statuses`: those, timeouts and connection
 //! failures make it unhealthy after `unhealthy_threshold` consecutive failures.
@@ -62,11 +67,19 @@ struct HostCheck {
 
 /// Checks the cluster's hosts, each at once and then after its `next_interval`. A host added
 /// to the cluster is checked within `interval`. Runs until aborted.
+/// The cluster counts as initialized once every host it has (after a DNS cluster's first
+/// resolution) has had one check.
 pub async fn run(cluster: Arc<Cluster>, spec: HealthCheckSpec) {
     let mut checks: HashMap<SocketAddr, HostCheck> = HashMap::new();
+    // As Envoy, a DNS cluster's hosts are known once its first resolution is in.
+    cluster.first_resolution().await;
     loop {
         let hosts = cluster.hosts();
         checks.retain(|addr, _| hosts.iter().any(|host| host.addr == *addr));
+        if !cluster.is_initialized() && hosts.iter().all(|host| checks.contains_key(&host.addr)) {
+            tracing::debug!(cluster = %cluster.name(), "first health checks done");
+            cluster.set_initialized();
+        }
         let now = Instant::now();
         let due: Vec<_> = hosts
             .iter()
@@ -89,12 +102,20 @@ pub async fn run(cluster: Arc<Cluster>, spec: HealthCheckSpec) {
         .await;
         let finished = Instant::now();
         let traffic = has_traffic(&cluster);
-        for (host, outcome) in due.iter().zip(results) {
+        for (host, (outcome, timed_out)) in due.iter().zip(results) {
+            let first = !checks.contains_key(&host.addr);
             let check = checks.entry(host.addr).or_insert(HostCheck {
                 streak: Streak::default(),
                 due: finished,
             });
-            let transition = apply(&cluster, &spec, host, &mut check.streak, outcome);
+            let transition = apply(&cluster, &spec, host, &mut check.streak, outcome, first);
+            // As Envoy: a failure sets the timeout flag on an unhealthy host when it was a
+            // timeout and clears it otherwise; turning healthy clears it.
+            if outcome != Outcome::Pass {
+                host.set_active_hc_timeout(timed_out && !host.is_healthy());
+            } else if host.is_healthy() {
+                host.set_active_hc_timeout(false);
+            }
             let passed = outcome == Outcome::Pass;
             check.due = finished + next_interval(&spec.intervals, traffic, passed, transition);
         }
@@ -141,13 +162,33 @@ fn next_interval(
 }
 
 /// Updates a host's streak with one result and flips its health at the thresholds (or at
-/// once, for [`Outcome::FailNow`]).
+/// once, for [`Outcome::FailNow`], and for a pass that is the host's `first` result, as
+/// Envoy's `first_check_`). The first result, whatever it is, also ends a
+/// `ignore_new_hosts_until_first_hc` wait (Envoy's `clearPendingFlag`).
 fn apply(
     cluster: &Cluster,
     spec: &HealthCheckSpec,
     host: &Host,
     streak: &mut Streak,
     outcome: Outcome,
+    first: bool,
+) -> Transition {
+    let transition = apply_result(cluster, spec, host, streak, outcome, first);
+    if host.is_pending_first_check() {
+        host.clear_pending_first_check();
+        return Transition::Changed;
+    }
+    transition
+}
+
+/// [`apply`] without the end of the first-check wait.
+fn apply_result(
+    cluster: &Cluster,
+    spec: &HealthCheckSpec,
+    host: &Host,
+    streak: &mut Streak,
+    outcome: Outcome,
+    first: bool,
 ) -> Transition {
     if outcome == Outcome::Pass {
         streak.passes += 1;
@@ -155,7 +196,7 @@ fn apply(
         if host.is_healthy() {
             return Transition::Unchanged;
         }
-        if streak.passes < spec.healthy_threshold.max(1) {
+        if !first && streak.passes < spec.healthy_threshold.max(1) {
             return Transition::Pending;
         }
         tracing::info!(cluster = %cluster.name(), host = %host.addr, "host healthy");
@@ -175,21 +216,26 @@ fn apply(
     Transition::Changed
 }
 
-/// Checks `host` once and counts the check in the cluster's stats.
-async fn check_and_count(cluster: &Cluster, spec: &HealthCheckSpec, host: &Host) -> Outcome {
+/// Checks `host` once and counts the check in the cluster's stats: the outcome, and whether
+/// it was a timeout.
+async fn check_and_count(
+    cluster: &Cluster,
+    spec: &HealthCheckSpec,
+    host: &Host,
+) -> (Outcome, bool) {
     cluster.stats.health_check_attempt.inc();
     // A failure without an answer (no connection, a reset, the timeout) is also a network
     // failure, as Envoy counts it; an unexpected answer is only a failure.
-    let (outcome, network) =
+    let (outcome, network, timed_out) =
         match tokio::time::timeout(spec.timeout, check(cluster, spec, host)).await {
-            Ok(Ok(status)) => (judge(spec, status.as_u16()), false),
+            Ok(Ok(status)) => (judge(spec, status.as_u16()), false, false),
             Ok(Err(error)) => {
                 tracing::debug!(%error, host = %host.addr, "health check failed");
-                (Outcome::Fail, true)
+                (Outcome::Fail, true, false)
             }
             Err(_) => {
                 tracing::debug!(host = %host.addr, "health check timed out");
-                (Outcome::Fail, true)
+                (Outcome::Fail, true, true)
             }
         };
     if outcome == Outcome::Pass {
@@ -200,7 +246,7 @@ async fn check_and_count(cluster: &Cluster, spec: &HealthCheckSpec, host: &Host)
             cluster.stats.health_check_network_failure.inc();
         }
     }
-    outcome
+    (outcome, timed_out)
 }
 
 /// What an answer with `status` is (Envoy's rule: `expected_statuses` wins over
@@ -290,7 +336,7 @@ mod tests {
         let spec = spec();
         let mut step = |passed| {
             let outcome = if passed { Outcome::Pass } else { Outcome::Fail };
-            apply(&cluster, &spec, &host, &mut streak, outcome)
+            apply(&cluster, &spec, &host, &mut streak, outcome, false)
         };
         assert_eq!(step(true), Transition::Unchanged);
         assert_eq!(step(false), Transition::Pending);
@@ -323,11 +369,11 @@ mod tests {
         assert_eq!(judge(&spec, 404), Outcome::FailNow);
         let mut streak = Streak::default();
         assert_eq!(
-            apply(&cluster, &spec, &host, &mut streak, Outcome::Fail),
+            apply(&cluster, &spec, &host, &mut streak, Outcome::Fail, false),
             Transition::Pending
         );
         assert_eq!(
-            apply(&cluster, &spec, &host, &mut streak, Outcome::FailNow),
+            apply(&cluster, &spec, &host, &mut streak, Outcome::FailNow, false),
             Transition::Changed
         );
         assert!(!host.is_healthy());
@@ -338,6 +384,130 @@ mod tests {
         };
         assert_eq!(judge(&overlapping, 204), Outcome::Pass, "expected wins");
         assert_eq!(judge(&overlapping, 404), Outcome::Fail);
+    }
+
+    /// As Envoy: with active health checks a host starts unhealthy (`FAILED_ACTIVE_HC`), and
+    /// its first result decides at once: a pass makes it healthy whatever
+    /// `healthy_threshold` says, a failure leaves it unhealthy; later passes count again.
+    #[test]
+    fn the_first_result_decides_at_once() {
+        let mut cluster_spec = crate::upstream::test_support::spec("hc_first", &[1, 2]);
+        cluster_spec.health_check = Some(spec());
+        let Ok(cluster) = Cluster::new(cluster_spec) else {
+            panic!("cluster builds")
+        };
+        let hosts = cluster.hosts();
+        assert!(hosts.iter().all(|host| !host.is_healthy()));
+        assert_eq!(cluster.stats.membership_healthy.get(), 0);
+        assert!(!cluster.is_initialized(), "not before the first checks");
+        let spec = spec();
+        let (mut a, mut b) = (Streak::default(), Streak::default());
+        let first_pass = apply(&cluster, &spec, &hosts[0], &mut a, Outcome::Pass, true);
+        assert_eq!(first_pass, Transition::Changed);
+        assert!(hosts[0].is_healthy(), "one pass is enough the first time");
+        let first_fail = apply(&cluster, &spec, &hosts[1], &mut b, Outcome::Fail, true);
+        assert_eq!(first_fail, Transition::Unchanged);
+        assert!(!hosts[1].is_healthy());
+        let later = apply(&cluster, &spec, &hosts[1], &mut b, Outcome::Pass, false);
+        assert_eq!(later, Transition::Pending, "then healthy_threshold counts");
+    }
+
+    /// Hosts discovery adds later start unhealthy; with `ignore_new_hosts_until_first_hc`
+    /// they are also out of balancing and of the panic count until their first result (so
+    /// one healthy host of three takes everything instead of panic mode spreading it).
+    #[test]
+    fn new_hosts_wait_for_their_first_check_where_asked() {
+        use crate::upstream::lb::pick_host;
+        use std::collections::BTreeSet;
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        for ignore in [false, true] {
+            let mut cluster_spec = crate::upstream::test_support::spec("hc_new", &[1]);
+            cluster_spec.health_check = Some(spec());
+            cluster_spec.lb.ignore_new_hosts_until_first_hc = ignore;
+            let Ok(cluster) = Cluster::new(cluster_spec) else {
+                panic!("cluster builds")
+            };
+            let spec = spec();
+            let first = cluster.hosts()[0].clone();
+            apply(
+                &cluster,
+                &spec,
+                &first,
+                &mut Streak::default(),
+                Outcome::Pass,
+                true,
+            );
+            cluster.set_host_addresses(&[addr(1), addr(2), addr(3)]);
+            let added = cluster.hosts()[1..].to_vec();
+            assert!(added.iter().all(|host| !host.is_healthy()));
+            assert!(
+                added
+                    .iter()
+                    .all(|host| host.is_pending_first_check() == ignore)
+            );
+            let ports = |cluster: &Cluster| {
+                (0..30)
+                    .filter_map(|_| pick_host(cluster).map(|host| host.addr.port()))
+                    .collect::<BTreeSet<u16>>()
+            };
+            let want: BTreeSet<u16> = if ignore { [1].into() } else { [1, 2, 3].into() };
+            assert_eq!(ports(&cluster), want, "ignore {ignore}");
+            for host in &added {
+                let failed = apply(
+                    &cluster,
+                    &spec,
+                    host,
+                    &mut Streak::default(),
+                    Outcome::Fail,
+                    true,
+                );
+                let want = if ignore {
+                    Transition::Changed
+                } else {
+                    Transition::Unchanged
+                };
+                assert_eq!(failed, want, "the first result ends the wait");
+                assert!(!host.is_pending_first_check());
+            }
+            assert_eq!(
+                ports(&cluster),
+                [1, 2, 3].into(),
+                "1 of 3 healthy: panic mode"
+            );
+        }
+    }
+
+    /// A STRICT_DNS cluster with checks initializes once its first resolution is in and the
+    /// hosts it found have had their first check (one pass: healthy).
+    #[tokio::test]
+    async fn a_dns_cluster_initializes_after_resolving_and_checking() {
+        use crate::upstream::ClusterManager;
+        use crate::upstream::spec::Discovery;
+        use crate::upstream::test_support::{self, delayed_ok};
+        use std::sync::atomic::AtomicBool;
+
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (addr, _seen) = test_support::http1_server(delayed_ok(Duration::ZERO), healthy).await;
+        let mut cluster_spec = test_support::spec("hc_dns_init", &[addr.port()]);
+        cluster_spec.discovery = Discovery::StrictDns;
+        cluster_spec.health_check = Some(spec());
+        let manager = match ClusterManager::new(vec![cluster_spec]) {
+            Ok(manager) => manager,
+            Err(error) => panic!("cluster builds: {error}"),
+        };
+        let Some(cluster) = manager.cluster("hc_dns_init") else {
+            panic!("cluster")
+        };
+        assert!(!cluster.is_initialized());
+        manager.start_background();
+        let initialized =
+            tokio::time::timeout(Duration::from_secs(10), manager.initialized()).await;
+        assert!(initialized.is_ok(), "initializes");
+        let hosts = cluster.hosts();
+        assert_eq!(hosts.len(), 1);
+        assert!(hosts[0].is_healthy(), "its first check passed");
+        assert!(cluster.stats.health_check_success.get() >= 1);
+        manager.shutdown();
     }
 
     /// Envoy's choice of the next interval, each field its own value.

@@ -66,16 +66,19 @@ pub fn pick_host_for(cluster: &Cluster, hash: Option<u64>) -> Option<Arc<Host>> 
 }
 
 /// The hosts to balance over: the available ones, or in panic mode (fewer than
-/// `healthy_panic_threshold` percent available) every host not removed, as Envoy's.
+/// `healthy_panic_threshold` percent available) every host not removed, as Envoy's. A host
+/// waiting for its first health check under `ignore_new_hosts_until_first_hc` is excluded,
+/// as Envoy's excluded hosts: neither picked nor counted, even in panic mode.
 fn candidates<'a>(cluster: &Cluster, hosts: &'a [Arc<Host>]) -> Vec<&'a Arc<Host>> {
     let available: Vec<&Arc<Host>> = hosts.iter().filter(|host| host.is_available()).collect();
     let lb = &cluster.spec.lb;
-    let live = hosts.iter().filter(|host| !host.is_removed()).count();
+    let in_play = |host: &&Arc<Host>| !host.is_removed() && !host.is_pending_first_check();
+    let live = hosts.iter().filter(in_play).count();
     if live == 0 || available.len() as f64 * 100.0 >= lb.healthy_panic_threshold * live as f64 {
         return available;
     }
     cluster.stats.lb_healthy_panic.inc();
-    hosts.iter().filter(|host| !host.is_removed()).collect()
+    hosts.iter().filter(in_play).collect()
 }
 
 /// Each host in turn, a host of weight w w times per round.

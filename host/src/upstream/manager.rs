@@ -149,6 +149,16 @@ impl ClusterManager {
         }
     }
 
+    /// Waits until every cluster has initialized (see [`Cluster::initialized`]): those with
+    /// active health checks once each host has had its first check, which the check's
+    /// `timeout` bounds. Envoy holds its listeners for this; call it after
+    /// [`ClusterManager::start_background`].
+    pub async fn initialized(&self) {
+        for cluster in self.clusters.values() {
+            cluster.initialized().await;
+        }
+    }
+
     /// Whether a cluster of that name exists.
     pub fn has_cluster(&self, name: &str) -> bool {
         self.clusters.contains_key(name)
@@ -195,17 +205,33 @@ impl ClusterManager {
                     "{name}::{addr}::rq_total::{}",
                     host.rq_total.load(Ordering::Relaxed)
                 );
-                let flags = match (host.is_healthy(), host.outlier.is_ejected()) {
-                    (true, false) => "healthy",
-                    (false, false) => "/failed_active_hc",
-                    (true, true) => "/failed_outlier_check",
-                    (false, true) => "/failed_active_hc/failed_outlier_check",
-                };
+                let flags = health_flags(host);
                 let _ = writeln!(out, "{name}::{addr}::health_flags::{flags}");
             }
         }
         out
     }
+}
+
+/// A host's health flags as Envoy's `/clusters` writes them, in Envoy's order.
+fn health_flags(host: &super::cluster::Host) -> String {
+    let mut flags = String::new();
+    if !host.is_healthy() {
+        flags.push_str("/failed_active_hc");
+    }
+    if host.outlier.is_ejected() {
+        flags.push_str("/failed_outlier_check");
+    }
+    if host.is_pending_first_check() {
+        flags.push_str("/pending_active_hc");
+    }
+    if host.is_active_hc_timeout() {
+        flags.push_str("/active_hc_timeout");
+    }
+    if flags.is_empty() {
+        flags.push_str("healthy");
+    }
+    flags
 }
 
 /// A cluster's DNS resolver and health checker, as its spec asks.

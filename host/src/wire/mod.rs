@@ -29,6 +29,7 @@ pub mod handoff;
 pub mod head;
 pub mod prefixed;
 pub mod protocol;
+pub mod request_framing;
 pub mod request_line;
 pub mod reset;
 pub mod tunnel;

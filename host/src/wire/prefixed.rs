@@ -3,14 +3,15 @@
 //! the connection's [`HeadClock`] that bytes arrived (the connection manager's activity, which
 //! starts its request headers timeout when no request is in flight).
 //!
-//! Where the connection manager says so ([`Prefixed::screening_first_line`]), the first
-//! request line is held until whole and screened for its version first
-//! ([`super::request_line`]).
+//! Where the connection manager says so ([`Prefixed::screening_requests`]), every request
+//! head is held until whole and its line screened for its version first
+//! ([`super::request_framing`], [`super::request_line`]).
 //!
 //! The splice of a CONNECT or an upgrade on such a connection takes the socket back out
 //! ([`Prefixed::into_parts`]), so a plain TCP socket behind an AUTO listener is spliced in the
 //! kernel like one behind an HTTP1 listener.
 
+use super::request_framing::Framer;
 use bytes::{Buf, Bytes, BytesMut};
 use std::io;
 use std::pin::Pin;
@@ -23,30 +24,21 @@ pub trait HeadClock: Send + Sync {
     /// Bytes came in on the connection.
     fn bytes_arrived(&self);
 
-    /// The connection's first request names a version the connection manager does not
-    /// serve (see [`super::request_line`]): its first stream is to be refused.
-    fn first_request_refused(&self) {}
+    /// A request head was screened (see [`super::request_line`]): `refused` when its line
+    /// names a version the connection manager does not serve. Told once per head, in the
+    /// order of the requests, so the stream of each takes its own verdict.
+    fn request_screened(&self, _refused: bool) {}
 }
 
-/// The longest first line held for screening; past it, the bytes go to the codec as they
-/// are (which refuses a head that long anyway).
-const FIRST_LINE_LIMIT: usize = 16 * 1024;
-
-/// The most read at once while the first line is held (hyper's first read is as large).
+/// The most read at once while requests are screened (hyper reads as much).
 const READ_AT_ONCE: usize = 8 * 1024;
-
-/// The first request line being held for screening.
-struct FirstLine {
-    held: BytesMut,
-    accept_http_10: bool,
-}
 
 /// `io` with `prefix` to be read before it.
 pub struct Prefixed<I> {
     prefix: Bytes,
     io: I,
     clock: Option<Arc<dyn HeadClock>>,
-    first_line: Option<FirstLine>,
+    framer: Option<Framer>,
 }
 
 impl<I> Prefixed<I> {
@@ -56,19 +48,19 @@ impl<I> Prefixed<I> {
             prefix,
             io,
             clock: None,
-            first_line: None,
+            framer: None,
         }
     }
 
-    /// Holds the first request line (with the prefix) until it is whole, then screens its
-    /// version ([`super::request_line::screen`]) under `accept_http_10`; a refused one is told
-    /// to the head clock ([`HeadClock::first_request_refused`]).
-    pub fn screening_first_line(mut self, accept_http_10: bool) -> Self {
-        let held = BytesMut::from(&std::mem::take(&mut self.prefix)[..]);
-        self.first_line = Some(FirstLine {
-            held,
-            accept_http_10,
-        });
+    /// Holds each request head (the prefix first) until it is whole, then screens its
+    /// version ([`super::request_line::screen`]) under `accept_http_10`; each verdict is told
+    /// to the head clock ([`HeadClock::request_screened`]).
+    pub fn screening_requests(mut self, accept_http_10: bool) -> Self {
+        let mut framer = Framer::new(accept_http_10);
+        framer
+            .held_mut()
+            .extend_from_slice(&std::mem::take(&mut self.prefix));
+        self.framer = Some(framer);
         self
     }
 
@@ -84,29 +76,50 @@ impl<I> Prefixed<I> {
 
     /// The part of the prefix not read yet, and the connection.
     pub fn into_parts(mut self) -> (Bytes, I) {
-        if let Some(first) = self.first_line.take() {
-            return (first.held.freeze(), self.io);
+        if let Some(mut framer) = self.framer.take() {
+            let held = framer.take_held();
+            if !held.is_empty() {
+                let mut all = BytesMut::from(&self.prefix[..]);
+                all.extend_from_slice(&held);
+                return (all.freeze(), self.io);
+            }
         }
         (self.prefix, self.io)
     }
 }
 
 impl<I: AsyncRead + Unpin> Prefixed<I> {
-    /// Reads until the first line held is whole (or the connection ends, or the line is
-    /// longer than [`FIRST_LINE_LIMIT`]), then makes the screened bytes the prefix.
-    fn poll_first_line(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(first) = self.first_line.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        while !first.held.contains(&b'\n') && first.held.len() < FIRST_LINE_LIMIT {
-            // As much as the codec itself would read at once: what follows the head in the
-            // same segment (a CONNECT's first payload bytes) is then read with it, not left
-            // on the socket for the splice that takes the socket over.
-            first.held.reserve(READ_AT_ONCE);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut first.held) {
+    /// While requests are screened and the prefix is empty: reads and frames until there are
+    /// bytes for the codec (then the prefix) or the connection ends (then what was held goes
+    /// as it is); drops the framer once screening is over.
+    fn poll_framed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.prefix.is_empty() {
+            let Some(framer) = self.framer.as_mut() else {
+                break;
+            };
+            let clock = self.clock.clone();
+            let out = framer.process(&mut |refused| {
+                if let Some(clock) = &clock {
+                    clock.request_screened(refused);
+                }
+            });
+            if !out.is_empty() {
+                self.prefix = out.freeze();
+                break;
+            }
+            if framer.is_done() {
+                self.framer = None;
+                break;
+            }
+            let held = framer.held_mut();
+            held.reserve(READ_AT_ONCE);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, held) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(0)) => break,
+                Poll::Ready(Ok(0)) => {
+                    self.prefix = framer.take_held().freeze();
+                    self.framer = None;
+                }
                 Poll::Ready(Ok(_)) => {
                     if let Some(clock) = &self.clock {
                         clock.bytes_arrived();
@@ -114,16 +127,6 @@ impl<I: AsyncRead + Unpin> Prefixed<I> {
                 }
             }
         }
-        let Some(first) = self.first_line.take() else {
-            return Poll::Ready(Ok(()));
-        };
-        let screened = super::request_line::screen(first.held, first.accept_http_10);
-        if screened.refused
-            && let Some(clock) = &self.clock
-        {
-            clock.first_request_refused();
-        }
-        self.prefix = screened.bytes;
         Poll::Ready(Ok(()))
     }
 }
@@ -134,8 +137,30 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.first_line.is_some() {
-            std::task::ready!(self.poll_first_line(cx))?;
+        if self.prefix.is_empty()
+            && let Some(budget) = self.framer.as_ref().and_then(Framer::straight_through)
+        {
+            // A body: read it straight into the codec's buffer, as much as belongs to it.
+            let limit = usize::try_from(budget)
+                .unwrap_or(usize::MAX)
+                .min(buf.remaining());
+            let dst = buf.initialize_unfilled_to(limit);
+            let mut limited = ReadBuf::new(dst);
+            std::task::ready!(Pin::new(&mut self.io).poll_read(cx, &mut limited))?;
+            let n = limited.filled().len();
+            buf.advance(n);
+            if n > 0 {
+                if let Some(framer) = self.framer.as_mut() {
+                    framer.passed(n as u64);
+                }
+                if let Some(clock) = &self.clock {
+                    clock.bytes_arrived();
+                }
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if self.framer.is_some() {
+            std::task::ready!(self.poll_framed(cx))?;
         }
         if self.prefix.is_empty() {
             let before = buf.filled().len();

@@ -1,19 +1,17 @@
-//! The first request line of an HTTP/1 connection, screened for its version before the
-//! HTTP/1.1 codec (hyper) reads it, as Envoy's codec screens it:
+//! A request line of an HTTP/1 connection, screened for its version before the HTTP/1.1
+//! codec (hyper) reads it, as Envoy's codec screens it, for every request of the connection
+//! (which [`super::request_framing`] finds):
 //!
 //! - HTTP/0.9 (`GET /`, no version, no headers; or `HTTP/0.9`), which hyper cannot parse,
 //!   is read as the HTTP/1.0 request Envoy makes of it;
 //! - where HTTP/1.0 is not served (`accept_http_10` off, Envoy's default), an HTTP/1.0 or
 //!   0.9 request line is read as HTTP/1.1 and the request marked refused, so that its 426
-//!   goes out as Envoy's does, in HTTP/1.1 (hyper answers an HTTP/1.0 request in HTTP/1.0).
-//!
-//! Only the first request of a connection can be HTTP/0.9 (it has no persistent
-//! connections); a later HTTP/1.0 request on a kept-alive connection is refused by the
-//! connection manager as it comes.
+//!   goes out as Envoy's does, in HTTP/1.1 (hyper answers an HTTP/1.0 request in HTTP/1.0),
+//!   whether it is the first request of its connection or follows HTTP/1.1 ones.
 
 use bytes::{Bytes, BytesMut};
 
-/// What the first request line said.
+/// What a request line said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Screened {
     /// The bytes for the codec to read: the line (rewritten where its version was) and
@@ -24,7 +22,7 @@ pub struct Screened {
     pub refused: bool,
 }
 
-/// Screens `held`, bytes from the start of a connection that hold its whole first line
+/// Screens `held`, bytes from the start of a request head that hold its whole request line
 /// (up to its `\n`); `accept_http_10` is the connection manager's setting. Bytes that do not
 /// start with a request line (or with one of another version) are passed as they are.
 pub fn screen(held: BytesMut, accept_http_10: bool) -> Screened {

@@ -1,0 +1,364 @@
+//! A cluster with active health checks at start, as Envoy 1.40 warms it (each case run
+//! through weir and Envoy on the same config, upstream and client): the listener does not
+//! accept before every host has had its first check (the admin `/ready` says
+//! `PRE_INITIALIZING` meanwhile); that first check decides at once (a pass makes the host
+//! healthy whatever `healthy_threshold` says, a failure or a timeout leaves it unhealthy,
+//! and with one host of none healthy the default 50% panic threshold still routes to it);
+//! a check that never answers holds the start for its `timeout` only. The first request's
+//! status, the `/clusters` health flags and the stats are compared.
+
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use weir_tests::Weir;
+use weir_tests::config::{self, Ports};
+use weir_tests::envoy::Envoy;
+
+/// How an upstream answers its `/health`: this status after this delay. Every other path
+/// is 200 `up`.
+#[derive(Clone, Copy, Debug)]
+struct Health {
+    status: u16,
+    delay: Duration,
+}
+
+/// A keep-alive HTTP/1.1 upstream on 127.0.0.1 answering as `health` says; runs until the
+/// test ends.
+async fn upstream(health: Health) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => held.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&held[..end]).into_owned();
+                    held.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let (status, body) = if path == "/health" {
+                        tokio::time::sleep(health.delay).await;
+                        (health.status, "health")
+                    } else {
+                        (200, "up")
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if sock.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One listener routing everything to cluster `c` (one host, `up`), whose checks have
+/// `timeout`, thresholds of 3, and an interval long enough that only the first check runs
+/// while the test looks.
+fn checked_config(ports: Ports, up: SocketAddr, timeout: &str) -> Value {
+    let mut cluster = config::static_cluster("c", &[up]);
+    cluster["health_checks"] = json!([{
+        "timeout": timeout,
+        "interval": "30s",
+        "unhealthy_threshold": 3,
+        "healthy_threshold": 3,
+        "http_health_check": {"path": "/health"},
+    }]);
+    config::bootstrap(
+        ports.admin,
+        vec![config::listener(
+            "ingress",
+            ports.http,
+            config::hcm(
+                "ingress",
+                vec![config::vhost(
+                    "all",
+                    &["*"],
+                    vec![config::route_prefix("/", "c")],
+                )],
+            ),
+        )],
+        vec![cluster],
+    )
+}
+
+/// What one proxy did from its start: how long its listener refused connections, what
+/// `/ready` said first while it did (when it answered), the first request's status, then
+/// its `/clusters` health flags and its stats.
+#[derive(Debug)]
+struct Start {
+    refused_for: Duration,
+    ready_while_refusing: Option<(u16, String)>,
+    first_status: u16,
+    flags: String,
+    stats: String,
+}
+
+/// The stats both proxies keep of a checked cluster, as `/stats` text.
+const STATS: &str = "/stats?filter=%5Ecluster%5C.c%5C.(health_check%5C.(attempt%7Csuccess%7Cfailure%7Cnetwork_failure%7Chealthy)%7Cmembership_(healthy%7Ctotal)%7Clb_healthy_panic)%24";
+
+/// Waits (at most 15 s) for `ports`' listener to accept, asking `/ready` on the way, then
+/// sends one GET and reads the admin's `/clusters` flags and [`STATS`].
+async fn observe_start(ports: Ports, spawned: Instant) -> Start {
+    let listener = ports.http_addr();
+    let admin = SocketAddr::from(([127, 0, 0, 1], ports.admin));
+    let mut ready_while_refusing = None;
+    loop {
+        if TcpStream::connect(listener).await.is_ok() {
+            break;
+        }
+        if ready_while_refusing.is_none()
+            && let Ok(Ok(resp)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                weir_tests::client::get_host(admin, "localhost", "/ready"),
+            )
+            .await
+        {
+            ready_while_refusing = Some((resp.status, resp.text().trim().to_owned()));
+        }
+        assert!(
+            spawned.elapsed() < Duration::from_secs(15),
+            "listener {listener} never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused_for = spawned.elapsed();
+    let first = weir_tests::get(listener, "/first")
+        .await
+        .expect("first GET");
+    let admin_text = |path: &'static str| async move {
+        weir_tests::client::get_host(admin, "localhost", path)
+            .await
+            .map(|resp| resp.text())
+            .unwrap_or_default()
+    };
+    let flags = admin_text("/clusters")
+        .await
+        .lines()
+        .filter_map(|line| {
+            line.split_once("::health_flags::")
+                .map(|(_, f)| f.to_owned())
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    Start {
+        refused_for,
+        ready_while_refusing,
+        first_status: first.status,
+        flags,
+        stats: admin_text(STATS).await,
+    }
+}
+
+/// Starts weir and Envoy on `checked_config` for an upstream answering `health`, each with
+/// its own upstream, and observes both starts at once.
+async fn both(health: Health, timeout: &str) -> (Start, Start) {
+    let (weir_up, envoy_up) = (upstream(health).await, upstream(health).await);
+    let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
+    let spawned = Instant::now();
+    let weir = Weir::spawn(
+        &checked_config(weir_ports, weir_up, timeout),
+        &["--concurrency", "1"],
+    );
+    let envoy = Envoy::spawn(&checked_config(envoy_ports, envoy_up, timeout), "info");
+    let (ours, theirs) = tokio::join!(
+        observe_start(weir_ports, spawned),
+        observe_start(envoy_ports, spawned)
+    );
+    drop(envoy);
+    drop(weir);
+    (ours, theirs)
+}
+
+/// The parts that must be equal, with a message.
+fn assert_same(case: &str, ours: &Start, theirs: &Start) {
+    assert_eq!(
+        (ours.first_status, &ours.flags, &ours.stats),
+        (theirs.first_status, &theirs.flags, &theirs.stats),
+        "{case}: weir (left) and Envoy (right) differ\nweir {ours:#?}\nEnvoy {theirs:#?}"
+    );
+}
+
+/// `/health` answers 503 after 0.5 s: the listener opens after that first check; the host
+/// is unhealthy at once (unhealthy_threshold 3 notwithstanding); with no host healthy,
+/// panic mode still sends the first request to it (200, `lb_healthy_panic` 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_first_check_leaves_the_host_unhealthy_as_envoy() {
+    let health = Health {
+        status: 503,
+        delay: Duration::from_millis(500),
+    };
+    let (ours, theirs) = both(health, "1s").await;
+    assert_same("503", &ours, &theirs);
+    for (who, start) in [("weir", &ours), ("Envoy", &theirs)] {
+        assert!(
+            start.refused_for >= Duration::from_millis(400),
+            "{who}: listener accepted before the first check failed: {start:#?}"
+        );
+    }
+    assert_eq!(ours.first_status, 200, "panic mode routes to the only host");
+    assert_eq!(ours.flags, "/failed_active_hc");
+    assert_eq!(
+        ours.stats,
+        "cluster.c.health_check.attempt: 1\ncluster.c.health_check.failure: 1\n\
+         cluster.c.health_check.healthy: 0\ncluster.c.health_check.network_failure: 0\n\
+         cluster.c.health_check.success: 0\ncluster.c.lb_healthy_panic: 1\n\
+         cluster.c.membership_healthy: 0\ncluster.c.membership_total: 1\n"
+    );
+}
+
+/// `/health` answers 200 after 1 s (within the 3 s timeout): neither listener accepts
+/// before it does, `/ready` says 503 `PRE_INITIALIZING` meanwhile, and the one pass makes
+/// the host healthy although `healthy_threshold` is 3 (no panic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_first_pass_holds_the_listener_then_makes_the_host_healthy_as_envoy() {
+    let health = Health {
+        status: 200,
+        delay: Duration::from_secs(1),
+    };
+    let (ours, theirs) = both(health, "3s").await;
+    assert_same("slow 200", &ours, &theirs);
+    for (who, start) in [("weir", &ours), ("Envoy", &theirs)] {
+        assert!(
+            start.refused_for >= Duration::from_millis(900),
+            "{who}: listener accepted before the first check passed: {start:#?}"
+        );
+        assert_eq!(
+            start.ready_while_refusing,
+            Some((503, "PRE_INITIALIZING".to_owned())),
+            "{who}: /ready while the cluster warms"
+        );
+    }
+    assert_eq!(ours.flags, "healthy");
+    assert_eq!(
+        ours.stats,
+        "cluster.c.health_check.attempt: 1\ncluster.c.health_check.failure: 0\n\
+         cluster.c.health_check.healthy: 1\ncluster.c.health_check.network_failure: 0\n\
+         cluster.c.health_check.success: 1\ncluster.c.lb_healthy_panic: 0\n\
+         cluster.c.membership_healthy: 1\ncluster.c.membership_total: 1\n"
+    );
+}
+
+/// `/health` never answers (30 s) and the timeout is 1 s: the start is held for the
+/// timeout only, then the host is unhealthy with `active_hc_timeout` (a network failure),
+/// and panic mode routes the first request to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_check_that_times_out_holds_the_start_for_its_timeout_as_envoy() {
+    let health = Health {
+        status: 200,
+        delay: Duration::from_secs(30),
+    };
+    let (ours, theirs) = both(health, "1s").await;
+    assert_same("timeout", &ours, &theirs);
+    for (who, start) in [("weir", &ours), ("Envoy", &theirs)] {
+        assert!(
+            (Duration::from_millis(900)..Duration::from_secs(5)).contains(&start.refused_for),
+            "{who}: the start waits for the 1 s timeout: {start:#?}"
+        );
+    }
+    assert_eq!(ours.first_status, 200);
+    assert_eq!(ours.flags, "/failed_active_hc/active_hc_timeout");
+    assert_eq!(
+        ours.stats,
+        "cluster.c.health_check.attempt: 1\ncluster.c.health_check.failure: 1\n\
+         cluster.c.health_check.healthy: 0\ncluster.c.health_check.network_failure: 1\n\
+         cluster.c.health_check.success: 0\ncluster.c.lb_healthy_panic: 1\n\
+         cluster.c.membership_healthy: 0\ncluster.c.membership_total: 1\n"
+    );
+}
+
+/// [`checked_config`] with `/v` answered `version` by the listener itself, and cluster `c`
+/// checked only where `timeout` is given.
+fn versioned_config(ports: Ports, up: SocketAddr, timeout: Option<&str>, version: &str) -> Value {
+    let mut cfg = match timeout {
+        Some(timeout) => checked_config(ports, up, timeout),
+        None => {
+            let mut cfg = checked_config(ports, up, "1s");
+            cfg["static_resources"]["clusters"][0]
+                .as_object_mut()
+                .map(|cluster| cluster.remove("health_checks"));
+            cfg
+        }
+    };
+    let routes = &mut cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["route_config"]["virtual_hosts"][0]["routes"];
+    if let Some(routes) = routes.as_array_mut() {
+        routes.insert(0, config::direct("/v", 200, version));
+    }
+    cfg
+}
+
+/// A reload that gives a cluster health checks swaps in once the new cluster's host has had
+/// its first check (as Envoy warms a new cluster before it takes traffic): when the new
+/// config answers, the host is already healthy (no panic routing), though its check took
+/// a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_cluster_warms_before_it_takes_traffic() {
+    let up = upstream(Health {
+        status: 200,
+        delay: Duration::from_secs(1),
+    })
+    .await;
+    let ports = Ports::new();
+    let weir = Weir::start(&versioned_config(ports, up, None, "v1")).await;
+    let next = versioned_config(ports, up, Some("3s"), "v2");
+    std::fs::write(
+        weir.config_path(),
+        serde_json::to_string_pretty(&next).expect("config"),
+    )
+    .expect("write config");
+    let reload = {
+        let admin = weir.admin;
+        tokio::spawn(async move {
+            let request = http::Request::post("/reload")
+                .header("host", "localhost")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("request");
+            weir_tests::client::h1_request(admin, request).await
+        })
+    };
+    let written = Instant::now();
+    loop {
+        let answer = weir_tests::get(ports.http_addr(), "/v")
+            .await
+            .expect("GET /v");
+        if answer.text() == "v2" {
+            break;
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(10),
+            "never reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        written.elapsed() >= Duration::from_millis(800),
+        "the new config served before its cluster's first check answered ({:?})",
+        written.elapsed()
+    );
+    let first = weir_tests::get(ports.http_addr(), "/first")
+        .await
+        .expect("GET");
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        weir.admin_get(STATS).await.1,
+        "cluster.c.health_check.attempt: 1\ncluster.c.health_check.failure: 0\n\
+         cluster.c.health_check.healthy: 1\ncluster.c.health_check.network_failure: 0\n\
+         cluster.c.health_check.success: 1\ncluster.c.lb_healthy_panic: 0\n\
+         cluster.c.membership_healthy: 1\ncluster.c.membership_total: 1\n"
+    );
+    let _ = reload.await;
+}
