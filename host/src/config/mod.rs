@@ -26,6 +26,7 @@ pub mod cluster_names;
 pub mod cluster_spec;
 pub mod common;
 pub mod duration;
+pub mod ecds;
 pub mod dynamic_resources;
 pub mod file;
 pub mod hash_policy;

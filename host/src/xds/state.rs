@@ -25,7 +25,9 @@ use crate::config::bootstrap::Bootstrap;
 use crate::config::cluster::cluster_spec;
 use crate::config::cluster_spec::ClusterSpec;
 use crate::config::dynamic_resources::XdsSpec;
-use crate::config::http_manager::{ExtensionConfig, HttpFilterConfig};
+use crate::config::ecds::{DiscoveredConfig, ExtensionConfig};
+use crate::config::http_manager::HttpFilterConfig;
+use crate::config::listener::NetworkFilterConfig;
 use crate::config::{ConfigError, FieldError};
 use crate::reload::{ReloadError, Reloader, Trigger};
 use crate::snapshot::{Config, ConfigSource, DynamicDump, DynamicEntry, Loaded};
@@ -885,16 +887,20 @@ fn assemble(
     Ok((provenance, dynamic_specs))
 }
 
-/// The names of the ECDS resources a listener's HTTP filters ask for (`config_discovery`:
-/// the filter's `name`), with their sources' initial fetch timeouts.
+/// The names of the ECDS resources a listener's HTTP and network filters ask for
+/// (`config_discovery`: the filter's `name`), with their sources' initial fetch timeouts.
 fn ecds_names(listener: &crate::config::listener::Listener) -> Vec<(String, Duration)> {
-    listener
+    let http = listener
         .http_managers()
         .flat_map(|hcm| hcm.all_http_filters())
-        .filter_map(|filter| {
-            let discovery = filter.discovery()?;
-            Some((filter.name.clone(), discovery.config_source.fetch_timeout()))
-        })
+        .filter_map(|filter| Some((&filter.name, filter.discovery()?)));
+    let network = listener
+        .filter_chains
+        .iter()
+        .flat_map(|chain| chain.filters.iter())
+        .filter_map(|filter| Some((&filter.name, filter.discovery()?)));
+    http.chain(network)
+        .map(|(name, discovery)| (name.clone(), discovery.config_source.fetch_timeout()))
         .collect()
 }
 
@@ -910,11 +916,12 @@ fn merge(pairs: impl Iterator<Item = (String, Duration)>) -> BTreeMap<String, Du
     merged
 }
 
-/// Puts in each `config_discovery` filter of `listener` its ECDS config (whose type must be
-/// one of the filter's `type_urls`: else an error naming the resource, and the update that
-/// brought it is NACKed), else its `default_config` when it applies without warming or its
-/// initial fetch `gave_up` (with no default then: a filter that answers 500, as Envoy's);
-/// false when a filter still waits (the listener warms).
+/// Puts in each `config_discovery` filter of `listener` (HTTP or network) its ECDS config
+/// (whose type must be one of the filter's `type_urls` and of the filter's kind: else an
+/// error naming the resource, and the update that brought it is NACKed), else its
+/// `default_config` when it applies without warming or its initial fetch `gave_up` (with no
+/// default then: an HTTP filter that answers 500, a network filter that closes each
+/// connection, as Envoy's); false when a filter still waits (the listener warms).
 fn fill_filter_configs(
     listener: &mut crate::config::listener::Listener,
     configs: &impl Fn(&str) -> Option<Box<ExtensionConfig>>,
@@ -927,18 +934,11 @@ fn fill_filter_configs(
             let Some(discovery) = filter.discovery() else {
                 continue;
             };
-            let config = match configs(&filter.name) {
-                Some(delivered) => {
-                    if !discovery.type_urls.contains(&delivered.type_url) {
-                        return Err(FieldError::new(
-                            format!("ecds {:?}: typed_config.@type", filter.name),
-                            format!(
-                                "type {:?} is not one of the type_urls {:?} of the filter {:?} of listener {listener_name:?}",
-                                delivered.type_url, discovery.type_urls, filter.name
-                            ),
-                        ));
-                    }
-                    delivered.config
+            let delivered = delivered_config(&filter.name, discovery, configs, &listener_name)?;
+            let config = match delivered {
+                Some(DiscoveredConfig::Http(config)) => config,
+                Some(other) => {
+                    return Err(wrong_kind(&filter.name, &other, "an HTTP", &listener_name));
                 }
                 None if discovery.apply_default_config_without_warming || gave_up(&filter.name) => {
                     // Checked when the listener was read; a default that does not read
@@ -960,7 +960,75 @@ fn fill_filter_configs(
             filter.config = config;
         }
     }
+    for chain in &mut listener.filter_chains {
+        for filter in &mut chain.filters {
+            let Some(discovery) = filter.discovery() else {
+                continue;
+            };
+            let delivered = delivered_config(&filter.name, discovery, configs, &listener_name)?;
+            let config = match delivered {
+                Some(DiscoveredConfig::Network(config)) => config,
+                Some(other) => {
+                    return Err(wrong_kind(&filter.name, &other, "a network", &listener_name));
+                }
+                None if discovery.apply_default_config_without_warming || gave_up(&filter.name) => {
+                    match discovery.default_network_config(&filter.name) {
+                        Ok(Some(config)) => config,
+                        Ok(None) => NetworkFilterConfig::Missing,
+                        Err(_) => {
+                            complete = false;
+                            continue;
+                        }
+                    }
+                }
+                None => {
+                    complete = false;
+                    continue;
+                }
+            };
+            filter.config = config;
+        }
+    }
     Ok(complete)
+}
+
+/// The ECDS config held for the filter `name`, checked against its `type_urls`.
+fn delivered_config(
+    name: &str,
+    discovery: &crate::config::http_manager::ExtensionConfigSource,
+    configs: &impl Fn(&str) -> Option<Box<ExtensionConfig>>,
+    listener_name: &str,
+) -> Result<Option<DiscoveredConfig>, FieldError> {
+    let Some(delivered) = configs(name) else {
+        return Ok(None);
+    };
+    if !discovery.type_urls.contains(&delivered.type_url) {
+        return Err(FieldError::new(
+            format!("ecds {name:?}: typed_config.@type"),
+            format!(
+                "type {:?} is not one of the type_urls {:?} of the filter {name:?} of listener {listener_name:?}",
+                delivered.type_url, discovery.type_urls
+            ),
+        ));
+    }
+    Ok(Some(delivered.config))
+}
+
+/// The error for an ECDS config of the other kind than the filter `name` that asks for it
+/// (an HTTP filter's config for a network filter, or the reverse).
+fn wrong_kind(
+    name: &str,
+    delivered: &DiscoveredConfig,
+    wanted: &str,
+    listener_name: &str,
+) -> FieldError {
+    FieldError::new(
+        format!("ecds {name:?}: typed_config.@type"),
+        format!(
+            "{} filter's config, but the filter {name:?} of listener {listener_name:?} is {wanted} filter",
+            delivered.kind()
+        ),
+    )
 }
 
 /// The `/config_dump` view of what is held.
@@ -1117,7 +1185,7 @@ static_resources:
                 crate::config::parse_value(json.clone()).unwrap(),
             )),
             ResourceType::ExtensionConfig => Resource::ExtensionConfig(Box::new(
-                crate::config::http_manager::extension_config(&json).unwrap(),
+                crate::config::ecds::extension_config(&json).unwrap(),
             )),
         };
         let name = json
@@ -1401,8 +1469,126 @@ typed_config:
         let config = state.load().unwrap().config;
         assert_eq!(config.listeners.len(), 1, "serves once the fetch gave up");
         let missing = config.listeners[0].http.missing_config.clone();
-        assert_eq!(missing.map(|m| (m.after, m.name)), Some((0, "auth".into())));
+        let missing: Vec<_> = missing.into_iter().map(|m| (m.after, m.name)).collect();
+        assert_eq!(missing, [(0, "auth".to_string())]);
         assert!(state.initialized());
+    }
+
+    #[test]
+    fn each_http_filter_whose_config_gave_up_is_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let listener = ecds_listener("").replace(
+            "      - name: envoy.filters.http.router",
+            "      - name: second
+        disabled: true
+        config_discovery:
+          config_source: { ads: {} }
+          type_urls: [ type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm ]
+      - name: envoy.filters.http.router",
+        );
+        hold(&state, ResourceType::Listener, &listener);
+        give_up_all(&state);
+        let config = state.load().unwrap().config;
+        let missing: Vec<_> = config.listeners[0]
+            .http
+            .missing_config
+            .iter()
+            .map(|m| (m.name.as_str(), m.disabled))
+            .collect();
+        assert_eq!(missing, [("auth", false), ("second", true)]);
+    }
+
+    /// A tcp_proxy listener whose network filter `guard` takes its config over ECDS, of the
+    /// types `type_urls`.
+    fn network_ecds_listener(type_urls: &str) -> String {
+        format!(
+            r#"
+name: tcp
+address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+filter_chains:
+- filters:
+  - name: guard
+    config_discovery:
+      config_source: {{ ads: {{}} }}
+      type_urls: [ {type_urls} ]
+  - name: envoy.filters.network.tcp_proxy
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+      stat_prefix: tcp
+      cluster: xds
+"#
+        )
+    }
+
+    const NETWORK_WASM_TYPE: &str =
+        "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm";
+
+    #[test]
+    fn a_network_filter_waits_for_its_config_then_closes_connections_once_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        hold(
+            &state,
+            ResourceType::Listener,
+            &network_ecds_listener(NETWORK_WASM_TYPE),
+        );
+        let held = state.lock().clone();
+        let Some(Wanted::Names(ecds)) = state.wanted(&held, ResourceType::ExtensionConfig) else {
+            panic!("ECDS by name");
+        };
+        assert_eq!(ecds.keys().collect::<Vec<_>>(), ["guard"]);
+        let config = state.load().unwrap().config;
+        assert!(config.tcp_listeners.is_empty(), "warms");
+        give_up_all(&state);
+        let config = state.load().unwrap().config;
+        assert_eq!(config.tcp_listeners.len(), 1, "goes in once the fetch gave up");
+        assert_eq!(
+            config.tcp_listeners[0].proxy.missing_config.as_deref(),
+            Some("guard")
+        );
+        assert!(config.tcp_listeners[0].proxy.network_filters.is_empty());
+    }
+
+    #[test]
+    fn an_http_filter_config_for_a_network_filter_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        hold(
+            &state,
+            ResourceType::Listener,
+            &network_ecds_listener(
+                "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
+            ),
+        );
+        hold(
+            &state,
+            ResourceType::ExtensionConfig,
+            &ECDS_HEALTH_CHECK.replace("name: auth", "name: guard"),
+        );
+        let error = state.load().unwrap_err();
+        assert_eq!(error.path, "ecds \"guard\": typed_config.@type", "{error}");
+        assert!(error.message.contains("an HTTP filter's config"), "{error}");
+        assert!(error.message.contains("a network filter"), "{error}");
+    }
+
+    #[test]
+    fn a_network_filter_config_of_an_unlisted_type_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        hold(
+            &state,
+            ResourceType::Listener,
+            &network_ecds_listener(NETWORK_WASM_TYPE),
+        );
+        hold(
+            &state,
+            ResourceType::ExtensionConfig,
+            &ECDS_HEALTH_CHECK.replace("name: auth", "name: guard"),
+        );
+        let error = state.load().unwrap_err();
+        assert_eq!(error.path, "ecds \"guard\": typed_config.@type", "{error}");
+        assert!(error.message.contains("type_urls"), "{error}");
     }
 
     #[test]
