@@ -969,7 +969,12 @@ fn fill_filter_configs(
             let config = match delivered {
                 Some(DiscoveredConfig::Network(config)) => config,
                 Some(other) => {
-                    return Err(wrong_kind(&filter.name, &other, "a network", &listener_name));
+                    return Err(wrong_kind(
+                        &filter.name,
+                        &other,
+                        "a network",
+                        &listener_name,
+                    ));
                 }
                 None if discovery.apply_default_config_without_warming || gave_up(&filter.name) => {
                     match discovery.default_network_config(&filter.name) {
@@ -1542,7 +1547,11 @@ filter_chains:
         assert!(config.tcp_listeners.is_empty(), "warms");
         give_up_all(&state);
         let config = state.load().unwrap().config;
-        assert_eq!(config.tcp_listeners.len(), 1, "goes in once the fetch gave up");
+        assert_eq!(
+            config.tcp_listeners.len(),
+            1,
+            "goes in once the fetch gave up"
+        );
         assert_eq!(
             config.tcp_listeners[0].proxy.missing_config.as_deref(),
             Some("guard")

@@ -834,8 +834,7 @@ fn a_network_filter_with_config_discovery_is_read_and_checked() {
         &network_listener(http_default).encode_to_vec(),
     );
     assert_eq!(
-        error.path,
-        "filter_chains[0].filters[0].config_discovery.default_config.@type",
+        error.path, "filter_chains[0].filters[0].config_discovery.default_config.@type",
         "{error:?}"
     );
     // No type URL at all.
