@@ -7,7 +7,8 @@
 //! filter's effect is on the wire (tcp-guard rewrites what the echo server sends back), an
 //! ECDS update changes it for new connections, and an ECDS resource of a type the filter does
 //! not list is NACKed while the config in force keeps serving. A static listener's filter
-//! asks for its config the same way and refuses connections until it comes.
+//! asks for its config the same way and refuses connections until it comes. Two filters
+//! sharing an ECDS name with different `initial_fetch_timeout`s each wait their own.
 //!
 //! The module is `filters/tcp-guard` (built on weir-sdk; Envoy's V8 runs it too).
 
@@ -67,6 +68,19 @@ impl Proxy {
         match kind {
             Kind::Weir => Proxy::Weir(Box::new(Weir::spawn(&bootstrap, &["--concurrency", "1"]))),
             Kind::Envoy => Proxy::Envoy(Box::new(Envoy::spawn(&bootstrap, "info"))),
+        }
+    }
+
+    /// Whether its admin's `/ready` answers 200 (the initial fetch is over).
+    async fn ready(&self) -> bool {
+        match self {
+            Proxy::Weir(weir) => weir_tests::get_host(weir.admin, "localhost", "/ready")
+                .await
+                .is_ok_and(|resp| resp.status == 200),
+            Proxy::Envoy(envoy) => envoy
+                .admin_get("/ready")
+                .await
+                .is_some_and(|(status, _)| status == 200),
         }
     }
 
@@ -167,9 +181,14 @@ fn static_cluster(name: &str, addr: SocketAddr) -> Cluster {
 /// filter [`GUARD`] before it, its config over ECDS (network Wasm only, the source's initial
 /// fetch timeout [`FETCH_TIMEOUT`]).
 fn listener(name: &str, port: u16) -> Listener {
+    listener_with_timeout(name, port, FETCH_TIMEOUT)
+}
+
+/// [`listener`] with the ECDS source's initial fetch timeout `timeout`.
+fn listener_with_timeout(name: &str, port: u16, timeout: Duration) -> Listener {
     let mut source = ads_config_source();
     source.initial_fetch_timeout = Some(ProtoDuration {
-        seconds: FETCH_TIMEOUT.as_secs() as i64,
+        seconds: timeout.as_secs() as i64,
         nanos: 0,
     });
     let guard = Filter {
@@ -472,5 +491,73 @@ async fn a_static_listener_takes_its_network_filter_config_over_ecds_as_envoy_do
         "weir"
     );
     let envoy = static_scenario(Kind::Envoy).await;
+    assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right) differ");
+}
+
+/// Two listeners whose filters share the ECDS name [`GUARD`], one source waiting 2 s and the
+/// other 6 s, sent once the proxy is initialized (during the initial fetch Envoy starts no
+/// listener before all of them warmed): what each does 4 s after the ECDS request (the first
+/// closes connections, the second still warms), then 8 s after it (both close).
+async fn shared_name_scenario(kind: Kind) -> [Seen; 4] {
+    let echo = TcpServer::start(Mode::Echo).await;
+    let server = XdsServer::start().await;
+    let (fast, slow) = (free_port(), free_port());
+    server.set("upstream", &static_cluster("upstream", echo.addr));
+    let proxy = Proxy::spawn(kind, &server, AdsApi::Grpc);
+    let start = Instant::now();
+    while !proxy.ready().await {
+        assert!(
+            start.elapsed() < INITIAL,
+            "{kind:?} ready\n{}",
+            proxy.log_report()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let from = server.requests().len();
+    server.set_many(vec![
+        (
+            "fast".to_string(),
+            any(&listener_with_timeout("fast", fast, Duration::from_secs(2))),
+        ),
+        (
+            "slow".to_string(),
+            any(&listener_with_timeout("slow", slow, Duration::from_secs(6))),
+        ),
+    ]);
+    server
+        .wait_for_request(INITIAL, from, |r| {
+            r.type_url == type_url::EXTENSION_CONFIG && !r.resource_names.is_empty()
+        })
+        .await
+        .unwrap_or_else(|| panic!("{kind:?} subscribed to ECDS\n{}", proxy.log_report()));
+    let asked = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(asked.elapsed())).await;
+    let at_4s = [
+        exchange(fast, b"HELLO ping").await,
+        exchange(slow, b"HELLO ping").await,
+    ];
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(asked.elapsed())).await;
+    let at_8s = [
+        exchange(fast, b"HELLO ping").await,
+        exchange(slow, b"HELLO ping").await,
+    ];
+    drop(proxy);
+    [
+        at_4s[0].clone(),
+        at_4s[1].clone(),
+        at_8s[0].clone(),
+        at_8s[1].clone(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_sharing_an_ecds_name_each_wait_their_own_timeout_as_envoy() {
+    let weir = shared_name_scenario(Kind::Weir).await;
+    assert_eq!(
+        weir,
+        [Seen::Closed, Seen::Refused, Seen::Closed, Seen::Closed],
+        "weir"
+    );
+    let envoy = shared_name_scenario(Kind::Envoy).await;
     assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right) differ");
 }
