@@ -6,7 +6,8 @@
 //! proxied, and counted (`network_extension_config_missing`); once the config comes the
 //! filter's effect is on the wire (tcp-guard rewrites what the echo server sends back), an
 //! ECDS update changes it for new connections, and an ECDS resource of a type the filter does
-//! not list is NACKed while the config in force keeps serving. A static listener's filter
+//! not list is NACKed while the config in force keeps serving; `/config_dump` shows the
+//! config in an `EcdsConfigDump` as Envoy's. A static listener's filter
 //! asks for its config the same way and refuses connections until it comes. Two filters
 //! sharing an ECDS name with different `initial_fetch_timeout`s each wait their own.
 //!
@@ -69,6 +70,38 @@ impl Proxy {
             Kind::Weir => Proxy::Weir(Box::new(Weir::spawn(&bootstrap, &["--concurrency", "1"]))),
             Kind::Envoy => Proxy::Envoy(Box::new(Envoy::spawn(&bootstrap, "info"))),
         }
+    }
+
+    /// The `EcdsConfigDump`s of its `/config_dump`, each entry without `last_updated` and
+    /// its Wasm filter's `config` (module paths, defaults that differ).
+    async fn ecds_dump(&self) -> Vec<serde_json::Value> {
+        let body = match self {
+            Proxy::Weir(weir) => weir.admin_get("/config_dump").await.1,
+            Proxy::Envoy(envoy) => envoy.admin_get("/config_dump").await.unwrap_or_default().1,
+        };
+        let dump: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let configs = dump["configs"].as_array().cloned().unwrap_or_default();
+        configs
+            .into_iter()
+            .filter(|config| {
+                config["@type"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with("EcdsConfigDump"))
+            })
+            .map(|mut config| {
+                if let Some(entries) = config["ecds_filters"].as_array_mut() {
+                    for entry in entries {
+                        if let Some(entry) = entry.as_object_mut() {
+                            entry.remove("last_updated");
+                        }
+                        if let Some(typed) = entry["ecds_filter"]["typed_config"].as_object_mut() {
+                            typed.remove("config");
+                        }
+                    }
+                }
+                config
+            })
+            .collect()
     }
 
     /// Whether its admin's `/ready` answers 200 (the initial fetch is over).
@@ -291,6 +324,9 @@ struct Outcome {
     wrong_prefix: Seen,
     /// After an ECDS update.
     updated: Seen,
+    /// The `EcdsConfigDump`s of `/config_dump` then, without `last_updated` and the plugin's
+    /// config.
+    ecds_dump: Vec<serde_json::Value>,
     /// Whether a resource of a type the filter does not list was NACKed.
     nacked: bool,
     /// What answered after the NACK.
@@ -349,6 +385,7 @@ async fn scenario(kind: Kind, api: AdsApi) -> Outcome {
         .unwrap_or_else(|seen| panic!("{}", report("applies ECDS v2", &seen)));
     eprintln!("{kind:?} {api:?}: ECDS update applied in {updated_in:?}");
     let updated = exchange(port, b"HELLO ping").await;
+    let ecds_dump = proxy.ecds_dump().await;
 
     // An HTTP Wasm config (a type the filter does not list) is NACKed; v2 keeps serving.
     let from = server.requests().len();
@@ -384,6 +421,7 @@ async fn scenario(kind: Kind, api: AdsApi) -> Outcome {
         served,
         wrong_prefix,
         updated,
+        ecds_dump,
         nacked: nack.is_some(),
         after_nack,
     }
@@ -401,6 +439,17 @@ async fn a_network_wasm_filter_over_ecds_warms_closes_serves_and_updates_as_envo
             served: Seen::Bytes("v1".into()),
             wrong_prefix: Seen::Closed,
             updated: Seen::Bytes("v2".into()),
+            ecds_dump: vec![serde_json::json!({
+                "@type": "type.googleapis.com/envoy.admin.v3.EcdsConfigDump",
+                "ecds_filters": [{
+                    "ecds_filter": {
+                        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                        "name": GUARD,
+                        "typed_config": {"@type": NETWORK_WASM_TYPE}
+                    },
+                    "version_info": "2"
+                }]
+            })],
             nacked: true,
             after_nack: Seen::Bytes("v2".into()),
         };
