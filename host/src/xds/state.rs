@@ -1589,6 +1589,34 @@ filter_chains:
     }
 
     #[test]
+    fn a_network_filter_default_config_applies_without_warming() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let code =
+            crate::wasm::tests::module(weir_abi::names::ABI_VERSION_0_2_1, "", "(i32.const 1)", "");
+        let module = dir.path().join("guard.wasm");
+        std::fs::write(&module, code).unwrap();
+        let default = format!(
+            r#"      apply_default_config_without_warming: true
+      default_config:
+        "@type": {NETWORK_WASM_TYPE}
+        config:
+          name: guard
+          vm_config: {{ runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: "{}" }} }} }}
+      type_urls:"#,
+            module.display()
+        );
+        let listener =
+            network_ecds_listener(NETWORK_WASM_TYPE).replace("      type_urls:", &default);
+        hold(&state, ResourceType::Listener, &listener);
+        let config = state.load().unwrap().config;
+        assert_eq!(config.tcp_listeners.len(), 1, "no warming");
+        let proxy = &config.tcp_listeners[0].proxy;
+        assert_eq!(proxy.missing_config, None);
+        assert_eq!(proxy.network_filters.len(), 1, "the default runs");
+    }
+
+    #[test]
     fn an_http_filter_config_for_a_network_filter_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let state = state(&dir);
