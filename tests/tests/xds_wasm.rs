@@ -7,7 +7,8 @@
 //! virtual host turning the filter off or back on (`typed_per_filter_config`), also one
 //! `disabled` in `http_filters`; a filter whose ECDS config does not come (the listener warms
 //! for its source's `initial_fetch_timeout`, then the filter answers 500 `NFCF` until the
-//! config comes); and the ECDS part of `/config_dump` (`EcdsConfigDump`).
+//! config comes), each such filter enforced where several are missing; and the ECDS part of
+//! `/config_dump` (`EcdsConfigDump`).
 //!
 //! The module is the `headers` fixture (the official proxy-wasm SDK, which Envoy's V8 loads):
 //! it answers its plugin configuration in `x-wasm-config`.
@@ -1015,4 +1016,68 @@ async fn ecds_configs_are_in_config_dump_as_envoys() {
             "{path}: weir (left) and Envoy 1.40 (right) differ"
         );
     }
+}
+
+/// Two HTTP filters whose ECDS configs do not come (1 s): `/` reaches the first, and a route
+/// that turns the first off reaches the second, which answers 500 as well (each missing
+/// config is enforced); a route that turns both off is served. Returns the statuses.
+async fn two_missing_scenario(kind: Kind) -> Vec<u16> {
+    let server = XdsServer::start().await;
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let timeout = Duration::from_secs(1);
+    let mut both_off = per_filter("first", true);
+    both_off.extend(per_filter("second", true));
+    server.set(
+        "two",
+        &listener(
+            "two",
+            port,
+            vec![
+                discovered_with_timeout("first", timeout),
+                discovered_with_timeout("second", timeout),
+            ],
+            vec![
+                Route {
+                    typed_per_filter_config: per_filter("first", true),
+                    ..direct("/first-off")
+                },
+                Route {
+                    typed_per_filter_config: both_off,
+                    ..direct("/both-off")
+                },
+                direct("/"),
+            ],
+        ),
+    );
+    let proxy = Proxy::spawn(kind, &server);
+    let start = Instant::now();
+    let first = loop {
+        if let Ok((status, _)) = probe(addr, "/").await {
+            break status;
+        }
+        assert!(
+            start.elapsed() < INITIAL,
+            "{kind:?} never answered\n{}",
+            proxy.log_report()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut statuses = vec![first];
+    for path in ["/first-off", "/both-off"] {
+        let (status, _) = probe(addr, path)
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?} answers {path}: {e}\n{}", proxy.log_report()));
+        statuses.push(status);
+    }
+    drop(proxy);
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_filter_whose_ecds_config_is_missing_answers_500_as_envoy_does() {
+    let weir = two_missing_scenario(Kind::Weir).await;
+    assert_eq!(weir, [500, 500, 200], "weir");
+    let envoy = two_missing_scenario(Kind::Envoy).await;
+    assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right)");
 }

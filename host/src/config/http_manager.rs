@@ -384,7 +384,7 @@ impl<'de> Deserialize<'de> for HttpFilter {
 /// Reads the `typed_config` of the HTTP filter `name` (absent: a name that stands alone,
 /// such as the router's). Errors carry their path inside `typed_config` (see
 /// [`super::typed`]).
-fn http_filter_config(
+pub(super) fn http_filter_config(
     name: &str,
     typed_config: Option<serde_yaml_ng::Value>,
 ) -> Result<HttpFilterConfig, String> {
@@ -421,52 +421,8 @@ pub fn typed_config_type_url(typed_config: &serde_json::Value) -> Option<String>
     Some(outer.to_string())
 }
 
-/// An HTTP filter config delivered over ECDS: an `envoy.config.core.v3.TypedExtensionConfig`
-/// (`{name, typed_config}`), read as an HTTP filter's `typed_config` is.
-#[derive(Debug, Clone)]
-pub struct ExtensionConfig {
-    /// The resource's `name`: the `name` of the filters that ask for it.
-    pub name: String,
-    /// The type URL of its `typed_config` (checked against each filter's `type_urls`).
-    pub type_url: String,
-    /// What it configures.
-    pub config: HttpFilterConfig,
-}
-
-/// Reads an ECDS resource (`{name, typed_config}`, in Envoy's JSON shape) as an HTTP
-/// filter's config; the error's path is inside the resource (`typed_config...`).
-pub fn extension_config(json: &serde_json::Value) -> Result<ExtensionConfig, FieldError> {
-    let name = json
-        .get("name")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let Some(typed_config) = json.get("typed_config") else {
-        return Err(FieldError::new(
-            "typed_config",
-            "an extension config needs a typed_config",
-        ));
-    };
-    let type_url = typed_config_type_url(typed_config)
-        .ok_or_else(|| FieldError::new("typed_config", "missing \"@type\""))?;
-    let value: serde_yaml_ng::Value =
-        serde_yaml_ng::to_value(typed_config).map_err(|e| FieldError::new("typed_config", e))?;
-    let config = http_filter_config(&name, Some(value)).map_err(super::typed::inner_error)?;
-    if matches!(config, HttpFilterConfig::Router(_)) {
-        return Err(FieldError::new(
-            "typed_config.@type",
-            "the router is not a filter weir takes over ECDS",
-        ));
-    }
-    Ok(ExtensionConfig {
-        name,
-        type_url,
-        config,
-    })
-}
-
-/// `config_discovery` of an HTTP filter: `envoy.config.core.v3.ExtensionConfigSource`. The
-/// filter's config is the ECDS resource named as the filter; until it arrives the listener
+/// `config_discovery` of an HTTP or network filter: `envoy.config.core.v3.ExtensionConfigSource`.
+/// The filter's config is the ECDS resource named as the filter; until it arrives the listener
 /// warms, unless `default_config` applies.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -486,9 +442,17 @@ pub struct ExtensionConfigSource {
 }
 
 impl ExtensionConfigSource {
-    /// ADS as the source, at least one type URL, and a default config that reads and whose
-    /// type is listed (Envoy's checks). Errors carry their path inside `config_discovery`.
+    /// ADS as the source, at least one type URL, and a default config that reads as an HTTP
+    /// filter's and whose type is listed (Envoy's checks). Errors carry their path inside
+    /// `config_discovery`.
     fn check(&self) -> Result<(), String> {
+        self.check_source()?;
+        self.default_filter_config("").map(|_| ())
+    }
+
+    /// The checks of [`ExtensionConfigSource::check`] but whether the default reads (which
+    /// depends on the kind of filter).
+    pub(super) fn check_source(&self) -> Result<(), String> {
         let mark = super::typed::PATH_MARK;
         self.config_source.check_ads("").map_err(|e| {
             format!(
@@ -515,7 +479,6 @@ impl ExtensionConfigSource {
                     "{mark}config_discovery.default_config.@type{mark}type {type_url:?} is not in type_urls"
                 ));
             }
-            self.default_filter_config("")?;
         }
         Ok(())
     }
@@ -527,16 +490,20 @@ impl ExtensionConfigSource {
         };
         http_filter_config(name, Some(default.clone()))
             .map(Some)
-            .map_err(
-                |message| match message.strip_prefix(super::typed::PATH_MARK) {
-                    Some(rest) => format!(
-                        "{}config_discovery.default_config{}",
-                        super::typed::PATH_MARK,
-                        rest.strip_prefix("typed_config").unwrap_or(rest)
-                    ),
-                    None => message,
-                },
-            )
+            .map_err(in_default_config)
+    }
+}
+
+/// An error reading a `default_config` as a `typed_config`, with its path moved to
+/// `config_discovery.default_config`.
+pub(super) fn in_default_config(message: String) -> String {
+    match message.strip_prefix(super::typed::PATH_MARK) {
+        Some(rest) => format!(
+            "{}config_discovery.default_config{}",
+            super::typed::PATH_MARK,
+            rest.strip_prefix("typed_config").unwrap_or(rest)
+        ),
+        None => message,
     }
 }
 

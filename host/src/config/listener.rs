@@ -8,10 +8,10 @@ use super::FieldError;
 use super::cluster_spec::Http3Settings;
 use super::common::{Address, HeaderValueOption, SocketProtocol};
 use super::duration::ConfigDuration;
-use super::http_manager::{CodecType, HttpConnectionManager};
+use super::http_manager::{CodecType, ExtensionConfigSource, HttpConnectionManager};
 use super::quic::{UdpListenerConfig, overlay};
 use super::tls::{TransportSocket, TransportSocketConfig};
-use super::typed::{RawExtension, split_typed, type_names, typed, unsupported};
+use super::typed::{PATH_MARK, RawExtension, split_typed, type_names, typed, unsupported};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use std::net::{IpAddr, SocketAddr};
@@ -148,39 +148,106 @@ pub enum NetworkFilterConfig {
     /// `envoy.filters.network.wasm`: a proxy-wasm module on a connection's bytes, before the
     /// tcp_proxy. Its config has the HTTP Wasm filter's shape (see [`super::wasm`]).
     Wasm(Box<super::wasm::WasmFilterConfig>),
+    /// `config_discovery`: the config comes over ECDS; the xDS assembler puts it (or the
+    /// default) in place before the snapshot is built.
+    Discovered(Box<ExtensionConfigSource>),
+    /// `config_discovery` whose config did not come within `initial_fetch_timeout` and that
+    /// has no `default_config`: put in by the xDS assembler, it makes the listener close
+    /// every connection it accepts, before any filter sees it (Envoy's
+    /// `network_extension_config_missing`), until the config comes.
+    Missing,
+}
+
+/// `filter_chains[].filters[]` as written: an extension with `typed_config`, or one whose
+/// config comes over ECDS (`config_discovery`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetworkFilter {
+    name: String,
+    #[serde(default)]
+    typed_config: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    config_discovery: Option<ExtensionConfigSource>,
 }
 
 impl<'de> Deserialize<'de> for NetworkFilter {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = RawExtension::deserialize(deserializer)?;
-        let (type_name, value) =
-            split_typed(&raw.name, raw.typed_config).map_err(D::Error::custom)?;
-        let config = match type_name.as_str() {
-            type_names::HCM => NetworkFilterConfig::HttpConnectionManager(Box::new(
-                typed(value).map_err(D::Error::custom)?,
-            )),
-            type_names::TCP_PROXY => {
-                NetworkFilterConfig::TcpProxy(Box::new(typed(value).map_err(D::Error::custom)?))
-            }
-            type_names::NETWORK_WASM => {
-                NetworkFilterConfig::Wasm(Box::new(typed(value).map_err(D::Error::custom)?))
-            }
-            other => {
-                return Err(D::Error::custom(unsupported(
-                    "network filter",
-                    other,
-                    &[
-                        type_names::HCM,
-                        type_names::TCP_PROXY,
-                        type_names::NETWORK_WASM,
-                    ],
+        let raw = RawNetworkFilter::deserialize(deserializer)?;
+        let config = match (raw.typed_config, raw.config_discovery) {
+            (Some(_), Some(_)) => {
+                return Err(D::Error::custom(format!(
+                    "{PATH_MARK}config_discovery{PATH_MARK}set exactly one of typed_config and config_discovery",
                 )));
+            }
+            (None, Some(discovery)) => {
+                discovery.check_network().map_err(D::Error::custom)?;
+                NetworkFilterConfig::Discovered(Box::new(discovery))
+            }
+            (typed_config, None) => {
+                network_filter_config(&raw.name, typed_config).map_err(D::Error::custom)?
             }
         };
         Ok(NetworkFilter {
             name: raw.name,
             config,
         })
+    }
+}
+
+/// Reads the `typed_config` of the network filter `name`. Errors carry their path inside
+/// `typed_config` (see [`super::typed`]).
+pub fn network_filter_config(
+    name: &str,
+    typed_config: Option<serde_yaml_ng::Value>,
+) -> Result<NetworkFilterConfig, String> {
+    let (type_name, value) = split_typed(name, typed_config)?;
+    Ok(match type_name.as_str() {
+        type_names::HCM => NetworkFilterConfig::HttpConnectionManager(Box::new(typed(value)?)),
+        type_names::TCP_PROXY => NetworkFilterConfig::TcpProxy(Box::new(typed(value)?)),
+        type_names::NETWORK_WASM => NetworkFilterConfig::Wasm(Box::new(typed(value)?)),
+        other => {
+            return Err(unsupported(
+                "network filter",
+                other,
+                &[
+                    type_names::HCM,
+                    type_names::TCP_PROXY,
+                    type_names::NETWORK_WASM,
+                ],
+            ));
+        }
+    })
+}
+
+impl NetworkFilter {
+    /// Whether its config comes over ECDS (`config_discovery`) and has not been put in.
+    pub fn discovery(&self) -> Option<&ExtensionConfigSource> {
+        match &self.config {
+            NetworkFilterConfig::Discovered(discovery) => Some(discovery),
+            _ => None,
+        }
+    }
+}
+
+impl ExtensionConfigSource {
+    /// [`ExtensionConfigSource::check`] for a network filter: its `default_config` must read
+    /// as a network filter's.
+    fn check_network(&self) -> Result<(), String> {
+        self.check_source()?;
+        self.default_network_config("").map(|_| ())
+    }
+
+    /// `default_config` read as the network filter `name`'s config, if there is one.
+    pub fn default_network_config(
+        &self,
+        name: &str,
+    ) -> Result<Option<NetworkFilterConfig>, String> {
+        let Some(default) = &self.default_config else {
+            return Ok(None);
+        };
+        network_filter_config(name, Some(default.clone()))
+            .map(Some)
+            .map_err(super::http_manager::in_default_config)
     }
 }
 

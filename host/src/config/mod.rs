@@ -27,6 +27,7 @@ pub mod cluster_spec;
 pub mod common;
 pub mod duration;
 pub mod dynamic_resources;
+pub mod ecds;
 pub mod file;
 pub mod hash_policy;
 pub mod http_manager;

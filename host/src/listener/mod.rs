@@ -317,26 +317,48 @@ pub async fn tcp_proxy_accept_loop(
     alive: mpsc::Sender<()>,
     drain_time: Duration,
 ) {
+    let mut missing_stats: Option<ListenerStats> = None;
     accept_each(listener, stop, alive, drain_time, move |accepted| {
         let proxy = current.load_full();
-        let original = accepted.original_destination(proxy.interception());
-        let entry = proxy.listener_access_log().map(|logs| {
-            let local = accepted.stream.local_addr().ok().or(accepted.bound);
-            ConnectionEntry::start(logs.clone(), &accepted.stream, accepted.remote, local)
-                .with_cluster(proxy.cluster())
+        if let Some(filter) = proxy.missing_config() {
+            // Envoy closes such a connection in `onAccept`, before any filter (or log)
+            // sees it, and counts it in `network_extension_config_missing`.
+            missing_stats
+                .get_or_insert_with(|| ListenerStats::new(accepted.bound))
+                .network_extension_config_missing
+                .inc();
+            tracing::debug!(
+                peer = %accepted.remote,
+                filter,
+                "a network filter's ECDS config is missing; connection closed"
+            );
+        }
+        // Without a missing config, the connection served (and its log entry); with one,
+        // nothing: the stream is dropped (closed) here.
+        let served = proxy.missing_config().is_none().then(|| {
+            let original = accepted.original_destination(proxy.interception());
+            let entry = proxy.listener_access_log().map(|logs| {
+                let local = accepted.stream.local_addr().ok().or(accepted.bound);
+                ConnectionEntry::start(logs.clone(), &accepted.stream, accepted.remote, local)
+                    .with_cluster(proxy.cluster())
+            });
+            let remote = accepted.remote;
+            let connection = async move {
+                let outcome = proxy.serve_connection(accepted.stream, original).await;
+                tracing::debug!(peer = %remote, "tcp_proxy connection done");
+                outcome
+            };
+            (entry, connection)
         });
-        let remote = accepted.remote;
-        let connection = async move {
-            let outcome = proxy.serve_connection(accepted.stream, original).await;
-            tracing::debug!(peer = %remote, "tcp_proxy connection done");
-            outcome
-        };
         async move {
-            match entry {
-                Some(entry) => entry.run_tcp(connection).await,
-                None => {
+            match served {
+                Some((Some(entry), connection)) => {
+                    entry.run_tcp(connection).await;
+                }
+                Some((None, connection)) => {
                     connection.await;
                 }
+                None => {}
             }
         }
     })

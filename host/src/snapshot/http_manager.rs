@@ -25,9 +25,9 @@ pub struct UpgradeSetting {
     pub enabled: bool,
     /// The filter chain for this type, replacing the default one.
     pub filters: Option<Vec<std::sync::Arc<crate::wasm::PluginHandle>>>,
-    /// The first filter of `filters` whose ECDS config is missing (see
+    /// The filters of `filters` whose ECDS config is missing (see
     /// [`HttpManagerConfig::missing_config`]).
-    pub missing_config: Option<MissingConfig>,
+    pub missing_config: Vec<MissingConfig>,
     /// The `name` of each of `filters` (see [`HttpManagerConfig::http_filter_names`]).
     pub filter_names: Vec<(String, bool)>,
 }
@@ -44,23 +44,24 @@ pub struct MissingConfig {
     pub disabled: bool,
 }
 
-/// The first filter of `filters` whose ECDS config is missing, if any.
-pub fn missing_config(filters: &[HttpFilter]) -> Option<MissingConfig> {
+/// Each filter of `filters` whose ECDS config is missing, in order: the first of them that a
+/// request's route does not turn off answers it (each one is enforced, as each of Envoy's
+/// missing-config filters is).
+pub fn missing_config(filters: &[HttpFilter]) -> Vec<MissingConfig> {
     let mut after = 0;
+    let mut missing = Vec::new();
     for filter in filters {
         match filter.config {
             HttpFilterConfig::Wasm(_) => after += 1,
-            HttpFilterConfig::Missing => {
-                return Some(MissingConfig {
-                    after,
-                    name: filter.name.clone(),
-                    disabled: filter.disabled,
-                });
-            }
+            HttpFilterConfig::Missing => missing.push(MissingConfig {
+                after,
+                name: filter.name.clone(),
+                disabled: filter.disabled,
+            }),
             _ => {}
         }
     }
-    None
+    missing
 }
 
 /// The HTTP connection manager of a listener.
@@ -110,9 +111,9 @@ pub struct HttpManagerConfig {
     /// The `name` of each of `http_filters` (by which a route's `typed_per_filter_config`
     /// turns it off or on) and whether it is off unless a route turns it on (`disabled`).
     pub http_filter_names: Vec<(String, bool)>,
-    /// The first filter of `http_filters` whose ECDS config did not come in time and that
-    /// has no default: requests that reach it get a 500.
-    pub missing_config: Option<MissingConfig>,
+    /// The filters of `http_filters` whose ECDS config did not come in time and that have
+    /// no default: requests that reach one (not turned off by their route) get a 500.
+    pub missing_config: Vec<MissingConfig>,
     /// `upgrade_configs`.
     pub upgrades: Vec<UpgradeSetting>,
     /// Most body bytes a Wasm filter may hold paused: the listener's
@@ -185,7 +186,11 @@ pub(super) fn http_manager_config(
             upgrade_type: upgrade.upgrade_type.to_ascii_lowercase(),
             enabled: upgrade.enabled.unwrap_or(true),
             filters,
-            missing_config: upgrade.filters.as_deref().and_then(missing_config),
+            missing_config: upgrade
+                .filters
+                .as_deref()
+                .map(missing_config)
+                .unwrap_or_default(),
             filter_names: upgrade
                 .filters
                 .as_deref()

@@ -45,6 +45,10 @@ pub struct TcpProxyConfig {
     /// The `envoy.filters.network.wasm` filters before the tcp_proxy, in order: each sees
     /// the bytes from downstream in this order and those from upstream in reverse.
     pub network_filters: Vec<std::sync::Arc<crate::wasm::PluginHandle>>,
+    /// The `name` of the first network filter whose ECDS config is missing
+    /// ([`NetworkFilterConfig::Missing`]): while there is one, the listener closes each
+    /// connection as it accepts it, before any filter sees it (as Envoy does).
+    pub missing_config: Option<String>,
     /// `access_log[]`: `None` when there is none.
     pub access_log: Option<std::sync::Arc<crate::access_log::AccessLogs>>,
     /// The listener's own `access_log[]` (one line per connection); `None` when there is none.
@@ -89,13 +93,27 @@ pub(super) fn tcp_listener_config(
     let last = before.len();
     let filter_path = format!("{path}.filter_chains[0].filters[{last}].typed_config");
     let mut network_filters = Vec::with_capacity(before.len());
+    let mut missing_config = None;
     for (i, filter) in before.iter().enumerate() {
         let filter_path = format!("{path}.filter_chains[0].filters[{i}]");
-        let NetworkFilterConfig::Wasm(wasm_config) = &filter.config else {
-            return Err(FieldError::new(
-                filter_path,
-                "before a tcp_proxy only envoy.filters.network.wasm filters are supported",
-            ));
+        let wasm_config = match &filter.config {
+            NetworkFilterConfig::Wasm(wasm_config) => wasm_config,
+            NetworkFilterConfig::Missing => {
+                missing_config.get_or_insert_with(|| filter.name.clone());
+                continue;
+            }
+            NetworkFilterConfig::Discovered(_) => {
+                return Err(FieldError::new(
+                    format!("{filter_path}.config_discovery"),
+                    "the config of this filter comes over xDS (ECDS) and has not arrived: dynamic_resources.ads_config must name the control plane",
+                ));
+            }
+            _ => {
+                return Err(FieldError::new(
+                    filter_path,
+                    "before a tcp_proxy only envoy.filters.network.wasm filters are supported",
+                ));
+            }
         };
         network_filters.push(load_plugin(
             wasm_config,
@@ -179,6 +197,7 @@ pub(super) fn tcp_listener_config(
             cluster: proxy.cluster.clone(),
             tunnel,
             network_filters,
+            missing_config,
             access_log: crate::access_log::AccessLogs::from_config(
                 &proxy.access_log,
                 &format!("{filter_path}.access_log"),

@@ -355,6 +355,10 @@ pub struct ListenerStats {
     /// `weir_listener_downstream_global_cx_overflow`: connections closed right after accept
     /// because the global downstream connection limit was reached.
     pub downstream_global_cx_overflow: IntCounter,
+    /// `weir_listener_network_extension_config_missing`: connections closed right after
+    /// accept because a network filter's ECDS config is missing (Envoy's
+    /// `listener.<address>.network_extension_config_missing`).
+    pub network_extension_config_missing: IntCounter,
 }
 
 impl ListenerStats {
@@ -373,8 +377,18 @@ impl ListenerStats {
             Some(address) => format!("{}_{}", address.ip(), address.port()),
             None => "unknown".to_string(),
         };
+        static MISSING: OnceLock<IntCounterVec> = OnceLock::new();
+        let missing = MISSING.get_or_init(|| {
+            register_counter(
+                Stats::global().registry(),
+                "weir_listener_network_extension_config_missing",
+                "Connections closed right after accept because a network filter's ECDS config is missing.",
+                &["listener_address"],
+            )
+        });
         ListenerStats {
             downstream_global_cx_overflow: family.with_label_values(&[label.as_str()]),
+            network_extension_config_missing: missing.with_label_values(&[label.as_str()]),
         }
     }
 }

@@ -64,6 +64,13 @@ impl TcpProxy {
         self.config.listener_access_log.as_ref()
     }
 
+    /// The `name` of a network filter whose ECDS config is missing: while there is one,
+    /// each connection is closed as it is accepted (see
+    /// [`crate::listener::tcp_proxy_accept_loop`]).
+    pub fn missing_config(&self) -> Option<&str> {
+        self.config.missing_config.as_deref()
+    }
+
     /// The cluster its connections go to.
     pub fn cluster(&self) -> &str {
         &self.config.cluster

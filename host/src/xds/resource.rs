@@ -2,7 +2,8 @@
 
 use crate::config::cluster::{Cluster, ClusterLoadAssignment, cluster_spec};
 use crate::config::cluster_names::ClusterNames;
-use crate::config::http_manager::{ExtensionConfig, RouteSource, extension_config};
+use crate::config::ecds::{ExtensionConfig, extension_config};
+use crate::config::http_manager::RouteSource;
 use crate::config::listener::{Listener, NetworkFilterConfig};
 use crate::config::route::RouteConfiguration;
 use crate::config::{FieldError, parse_value, parse_value_ref};
@@ -19,8 +20,8 @@ pub enum ResourceType {
     Cluster,
     /// EDS: `envoy.config.endpoint.v3.ClusterLoadAssignment`.
     ClusterLoadAssignment,
-    /// ECDS: `envoy.config.core.v3.TypedExtensionConfig`, the config of an HTTP filter
-    /// written with `config_discovery`.
+    /// ECDS: `envoy.config.core.v3.TypedExtensionConfig`, the config of an HTTP or network
+    /// filter written with `config_discovery`.
     ExtensionConfig,
 }
 

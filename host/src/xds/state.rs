@@ -10,11 +10,14 @@
 //! Envoy's warming rules decide what of the held resources goes in: a listener whose route
 //! configurations (`rds`) have not all arrived is left out (its port does not accept yet), and
 //! so is a cluster of `type: EDS` whose endpoints have not arrived, and a listener whose HTTP
-//! filters' ECDS configs have not; each goes in once what it waits for is there, or once the
-//! `initial_fetch_timeout` of the config source that asked for it has passed (then with no
-//! routes, no hosts, or a filter that answers 500). Each name has its own timer, started when
-//! it is first asked for (CDS: `cds_config`'s, from the start; LDS: `lds_config`'s, from the
-//! end of the clusters' initial fetch), as Envoy's subscriptions do. Until every subscribed type has answered and every name asked
+//! or network filters' ECDS configs have not; each goes in once what it waits for is there,
+//! or once the `initial_fetch_timeout` of the config source that asked for it has passed
+//! (then with no routes, no hosts, an HTTP filter that answers 500 or a network filter whose
+//! listener closes each connection). Each name has its own timer per timeout asking for it
+//! (Envoy's subscriptions are one per config source and name), started when it is first
+//! asked for (CDS: `cds_config`'s, from the start; LDS: `lds_config`'s, from the end of the
+//! clusters' initial fetch), as Envoy's subscriptions do. Until every subscribed type has
+//! answered and every name asked
 //! for has come (or given up) weir is not [`XdsState::initialized`], which `/ready` reports.
 
 use super::bootstrap_file::BootstrapFile;
@@ -25,7 +28,9 @@ use crate::config::bootstrap::Bootstrap;
 use crate::config::cluster::cluster_spec;
 use crate::config::cluster_spec::ClusterSpec;
 use crate::config::dynamic_resources::XdsSpec;
-use crate::config::http_manager::{ExtensionConfig, HttpFilterConfig};
+use crate::config::ecds::{DiscoveredConfig, ExtensionConfig};
+use crate::config::http_manager::HttpFilterConfig;
+use crate::config::listener::NetworkFilterConfig;
 use crate::config::{ConfigError, FieldError};
 use crate::reload::{ReloadError, Reloader, Trigger};
 use crate::snapshot::{Config, ConfigSource, DynamicDump, DynamicEntry, Loaded};
@@ -73,11 +78,14 @@ impl Held {
     }
 }
 
-/// A resource waited for: its type and name (empty for the whole of a wildcard type).
-type WaitKey = (ResourceType, String);
+/// A resource waited for: its type, its name (empty for the whole of a wildcard type) and the
+/// `initial_fetch_timeout` of a source that asks for it. As Envoy's subscriptions, which are
+/// one per config source and name, each timeout asking for a name has its own timer: what a
+/// source with a longer timeout asks for waits longer than what one with a shorter asks for.
+type WaitKey = (ResourceType, String, Duration);
 
-/// The (type, name) pairs whose `initial_fetch_timeout` passed before they came: what waits
-/// for them goes in without them.
+/// The (type, name, timeout) whose `initial_fetch_timeout` passed before they came: what
+/// waits for them with that timeout goes in without them.
 type GaveUp = BTreeSet<WaitKey>;
 
 /// The initial fetch of each resource asked for, as Envoy's per-subscription timers.
@@ -93,17 +101,8 @@ struct Waits {
 enum Wanted {
     /// Every resource of the type (LDS, CDS).
     Wildcard(Duration),
-    /// These names, each with the shortest timeout of the sources that ask for it.
-    Names(BTreeMap<String, Duration>),
-}
-
-/// The shorter of two initial fetch timeouts, zero (forever) being the longest.
-fn shorter(a: Duration, b: Duration) -> Duration {
-    match (a.is_zero(), b.is_zero()) {
-        (true, _) => b,
-        (_, true) => a,
-        _ => a.min(b),
-    }
+    /// These names, each with the timeouts of the sources that ask for it.
+    Names(BTreeMap<String, BTreeSet<Duration>>),
 }
 
 /// The resources from the control plane and the bootstrap file they are assembled with (see
@@ -210,17 +209,26 @@ impl XdsState {
         for &kind in kinds {
             let missing = match self.wanted(held, kind) {
                 None => continue,
-                Some(Wanted::Wildcard(_)) => {
-                    if held.received.contains(&kind) || gave_up.contains(&(kind, String::new())) {
+                Some(Wanted::Wildcard(timeout)) => {
+                    if held.received.contains(&kind)
+                        || gave_up.contains(&(kind, String::new(), timeout))
+                    {
                         continue;
                     }
                     Vec::new()
                 }
                 Some(Wanted::Names(names)) => {
+                    // A name is waited for until it comes or every source asking for it
+                    // gave up.
                     let missing: Vec<String> = names
-                        .into_keys()
-                        .filter(|name| held.get(kind, name).is_none())
-                        .filter(|name| !gave_up.contains(&(kind, name.clone())))
+                        .into_iter()
+                        .filter(|(name, _)| held.get(kind, name).is_none())
+                        .filter(|(name, timeouts)| {
+                            timeouts
+                                .iter()
+                                .any(|t| !gave_up.contains(&(kind, name.clone(), *t)))
+                        })
+                        .map(|(name, _)| name)
                         .collect();
                     if missing.is_empty() {
                         continue;
@@ -272,7 +280,10 @@ impl XdsState {
             Some(Wanted::Wildcard(timeout)) => {
                 // As Envoy, whose LDS starts once the cluster manager is initialized: the
                 // LDS timer waits for the clusters' initial fetch (CDS and their endpoints).
-                let started = self.waits().started.contains(&(kind, String::new()));
+                let started = self
+                    .waits()
+                    .started
+                    .contains(&(kind, String::new(), *timeout));
                 if started || (kind == ResourceType::Listener && !self.clusters_initialized(held)) {
                     return;
                 }
@@ -280,12 +291,12 @@ impl XdsState {
             }
             Some(Wanted::Names(names)) => names
                 .iter()
-                .map(|(name, timeout)| (name.as_str(), *timeout))
+                .flat_map(|(name, timeouts)| timeouts.iter().map(|t| (name.as_str(), *t)))
                 .collect(),
         };
         let mut waits = self.waits();
         for (name, timeout) in timeouts {
-            if timeout.is_zero() || !waits.started.insert((kind, name.to_owned())) {
+            if timeout.is_zero() || !waits.started.insert((kind, name.to_owned(), timeout)) {
                 continue;
             }
             let name = name.to_owned();
@@ -309,14 +320,18 @@ impl XdsState {
         .is_empty()
     }
 
-    /// The timer of (`kind`, `name`) fired: unless it came, what waits for it goes in
-    /// without it.
+    /// The timer of (`kind`, `name`) with `timeout` fired: unless it came, what waits for it
+    /// with that timeout goes in without it.
     async fn give_up(&self, kind: ResourceType, name: String, timeout: Duration) {
         let held = self.lock().clone();
         let (came, wanted) = if name.is_empty() {
             (held.received.contains(&kind), true)
         } else {
-            let wanted = matches!(self.wanted(&held, kind), Some(Wanted::Names(names)) if names.contains_key(&name));
+            let wanted = matches!(
+                self.wanted(&held, kind),
+                Some(Wanted::Names(names))
+                    if names.get(&name).is_some_and(|timeouts| timeouts.contains(&timeout))
+            );
             (held.get(kind, &name).is_some(), wanted)
         };
         if came {
@@ -324,7 +339,7 @@ impl XdsState {
         }
         if !wanted {
             // No longer asked for: asked for again later, it gets a timer anew.
-            self.waits().started.remove(&(kind, name));
+            self.waits().started.remove(&(kind, name, timeout));
             return;
         }
         self.stats[&kind].init_fetch_timeout.inc();
@@ -334,7 +349,7 @@ impl XdsState {
             ?timeout,
             "xds: initial fetch timed out; going on without it"
         );
-        self.waits().gave_up.insert((kind, name));
+        self.waits().gave_up.insert((kind, name, timeout));
         // What waited on it may start its own timers now (LDS after CDS).
         self.start_all_timers(&held);
         if let Err(rejected) = self.swap_in(held, Trigger::Xds).await {
@@ -393,12 +408,12 @@ impl XdsState {
     }
 
     /// The names `names_of` finds in the file's static listeners and the held ones, each
-    /// with the shortest timeout of those asking.
+    /// with the timeouts of those asking.
     fn listener_names(
         &self,
         held: &Held,
         names_of: fn(&crate::config::listener::Listener) -> Vec<(String, Duration)>,
-    ) -> BTreeMap<String, Duration> {
+    ) -> BTreeMap<String, BTreeSet<Duration>> {
         let bootstrap = self.static_bootstrap();
         let held_listeners =
             held.of(ResourceType::Listener)
@@ -766,7 +781,9 @@ fn assemble(
     specs: &ClusterSpecs,
     gave_up: &GaveUp,
 ) -> Result<(Provenance, Vec<Arc<ClusterSpec>>), FieldError> {
-    let gave_up = |kind: ResourceType, name: &str| gave_up.contains(&(kind, name.to_owned()));
+    let gave_up = |kind: ResourceType, name: &str, timeout: Duration| {
+        gave_up.contains(&(kind, name.to_owned(), timeout))
+    };
     let routes = |name: &str| match held.get(ResourceType::RouteConfiguration, name) {
         Some(held) => match &held.decoded.resource {
             Resource::RouteConfiguration(routes) => Some(routes.clone()),
@@ -802,15 +819,17 @@ fn assemble(
         let Resource::Cluster(cluster) = &held_cluster.decoded.resource else {
             continue;
         };
-        let held_endpoints = match eds_name(cluster) {
-            Some(service) => match held.get(ResourceType::ClusterLoadAssignment, &service) {
-                Some(held_endpoints) => Some(held_endpoints),
-                None if gave_up(ResourceType::ClusterLoadAssignment, &service) => None,
-                None => {
-                    provenance.warming_clusters.push(name.clone());
-                    continue;
+        let held_endpoints = match eds_name_and_timeout(cluster) {
+            Some((service, timeout)) => {
+                match held.get(ResourceType::ClusterLoadAssignment, &service) {
+                    Some(held_endpoints) => Some(held_endpoints),
+                    None if gave_up(ResourceType::ClusterLoadAssignment, &service, timeout) => None,
+                    None => {
+                        provenance.warming_clusters.push(name.clone());
+                        continue;
+                    }
                 }
-            },
+            }
             None => None,
         };
         let spec = specs.spec(name, held_cluster, held_endpoints, || {
@@ -856,7 +875,8 @@ fn assemble(
     resources.listeners.retain_mut(|listener| {
         provenance.ecds_asked |= !ecds_names(listener).is_empty();
         let filters = if ads {
-            let filters_gave_up = |name: &str| gave_up(ResourceType::ExtensionConfig, name);
+            let filters_gave_up =
+                |name: &str, timeout| gave_up(ResourceType::ExtensionConfig, name, timeout);
             match fill_filter_configs(listener, &filter_config, &filters_gave_up) {
                 Ok(complete) => complete,
                 Err(error) => {
@@ -867,7 +887,8 @@ fn assemble(
         } else {
             true
         };
-        let routes_gave_up = |name: &str| gave_up(ResourceType::RouteConfiguration, name);
+        let routes_gave_up =
+            |name: &str, timeout| gave_up(ResourceType::RouteConfiguration, name, timeout);
         let complete = fill_routes(listener, &routes, &routes_gave_up) && filters;
         if !complete {
             warming_listeners.push(listener.name.clone());
@@ -885,40 +906,42 @@ fn assemble(
     Ok((provenance, dynamic_specs))
 }
 
-/// The names of the ECDS resources a listener's HTTP filters ask for (`config_discovery`:
-/// the filter's `name`), with their sources' initial fetch timeouts.
+/// The names of the ECDS resources a listener's HTTP and network filters ask for
+/// (`config_discovery`: the filter's `name`), with their sources' initial fetch timeouts.
 fn ecds_names(listener: &crate::config::listener::Listener) -> Vec<(String, Duration)> {
-    listener
+    let http = listener
         .http_managers()
         .flat_map(|hcm| hcm.all_http_filters())
-        .filter_map(|filter| {
-            let discovery = filter.discovery()?;
-            Some((filter.name.clone(), discovery.config_source.fetch_timeout()))
-        })
+        .filter_map(|filter| Some((&filter.name, filter.discovery()?)));
+    let network = listener
+        .filter_chains
+        .iter()
+        .flat_map(|chain| chain.filters.iter())
+        .filter_map(|filter| Some((&filter.name, filter.discovery()?)));
+    http.chain(network)
+        .map(|(name, discovery)| (name.clone(), discovery.config_source.fetch_timeout()))
         .collect()
 }
 
-/// (name, timeout) pairs by name, the shortest timeout of a name's kept.
-fn merge(pairs: impl Iterator<Item = (String, Duration)>) -> BTreeMap<String, Duration> {
-    let mut merged: BTreeMap<String, Duration> = BTreeMap::new();
+/// (name, timeout) pairs by name, with every timeout that asks for each name.
+fn merge(pairs: impl Iterator<Item = (String, Duration)>) -> BTreeMap<String, BTreeSet<Duration>> {
+    let mut merged: BTreeMap<String, BTreeSet<Duration>> = BTreeMap::new();
     for (name, timeout) in pairs {
-        merged
-            .entry(name)
-            .and_modify(|kept| *kept = shorter(*kept, timeout))
-            .or_insert(timeout);
+        merged.entry(name).or_default().insert(timeout);
     }
     merged
 }
 
-/// Puts in each `config_discovery` filter of `listener` its ECDS config (whose type must be
-/// one of the filter's `type_urls`: else an error naming the resource, and the update that
-/// brought it is NACKed), else its `default_config` when it applies without warming or its
-/// initial fetch `gave_up` (with no default then: a filter that answers 500, as Envoy's);
-/// false when a filter still waits (the listener warms).
+/// Puts in each `config_discovery` filter of `listener` (HTTP or network) its ECDS config
+/// (whose type must be one of the filter's `type_urls` and of the filter's kind: else an
+/// error naming the resource, and the update that brought it is NACKed), else its
+/// `default_config` when it applies without warming or its initial fetch `gave_up` (with no
+/// default then: an HTTP filter that answers 500, a network filter that closes each
+/// connection, as Envoy's); false when a filter still waits (the listener warms).
 fn fill_filter_configs(
     listener: &mut crate::config::listener::Listener,
     configs: &impl Fn(&str) -> Option<Box<ExtensionConfig>>,
-    gave_up: &impl Fn(&str) -> bool,
+    gave_up: &impl Fn(&str, Duration) -> bool,
 ) -> Result<bool, FieldError> {
     let listener_name = listener.name.clone();
     let mut complete = true;
@@ -927,20 +950,15 @@ fn fill_filter_configs(
             let Some(discovery) = filter.discovery() else {
                 continue;
             };
-            let config = match configs(&filter.name) {
-                Some(delivered) => {
-                    if !discovery.type_urls.contains(&delivered.type_url) {
-                        return Err(FieldError::new(
-                            format!("ecds {:?}: typed_config.@type", filter.name),
-                            format!(
-                                "type {:?} is not one of the type_urls {:?} of the filter {:?} of listener {listener_name:?}",
-                                delivered.type_url, discovery.type_urls, filter.name
-                            ),
-                        ));
-                    }
-                    delivered.config
+            let delivered = delivered_config(&filter.name, discovery, configs, &listener_name)?;
+            let config = match delivered {
+                Some(DiscoveredConfig::Http(config)) => config,
+                Some(other) => {
+                    return Err(wrong_kind(&filter.name, &other, "an HTTP", &listener_name));
                 }
-                None if discovery.apply_default_config_without_warming || gave_up(&filter.name) => {
+                None if discovery.apply_default_config_without_warming
+                    || gave_up(&filter.name, discovery.config_source.fetch_timeout()) =>
+                {
                     // Checked when the listener was read; a default that does not read
                     // here leaves the filter waiting.
                     match discovery.default_filter_config(&filter.name) {
@@ -960,7 +978,82 @@ fn fill_filter_configs(
             filter.config = config;
         }
     }
+    for chain in &mut listener.filter_chains {
+        for filter in &mut chain.filters {
+            let Some(discovery) = filter.discovery() else {
+                continue;
+            };
+            let delivered = delivered_config(&filter.name, discovery, configs, &listener_name)?;
+            let config = match delivered {
+                Some(DiscoveredConfig::Network(config)) => config,
+                Some(other) => {
+                    return Err(wrong_kind(
+                        &filter.name,
+                        &other,
+                        "a network",
+                        &listener_name,
+                    ));
+                }
+                None if discovery.apply_default_config_without_warming
+                    || gave_up(&filter.name, discovery.config_source.fetch_timeout()) =>
+                {
+                    match discovery.default_network_config(&filter.name) {
+                        Ok(Some(config)) => config,
+                        Ok(None) => NetworkFilterConfig::Missing,
+                        Err(_) => {
+                            complete = false;
+                            continue;
+                        }
+                    }
+                }
+                None => {
+                    complete = false;
+                    continue;
+                }
+            };
+            filter.config = config;
+        }
+    }
     Ok(complete)
+}
+
+/// The ECDS config held for the filter `name`, checked against its `type_urls`.
+fn delivered_config(
+    name: &str,
+    discovery: &crate::config::http_manager::ExtensionConfigSource,
+    configs: &impl Fn(&str) -> Option<Box<ExtensionConfig>>,
+    listener_name: &str,
+) -> Result<Option<DiscoveredConfig>, FieldError> {
+    let Some(delivered) = configs(name) else {
+        return Ok(None);
+    };
+    if !discovery.type_urls.contains(&delivered.type_url) {
+        return Err(FieldError::new(
+            format!("ecds {name:?}: typed_config.@type"),
+            format!(
+                "type {:?} is not one of the type_urls {:?} of the filter {name:?} of listener {listener_name:?}",
+                delivered.type_url, discovery.type_urls
+            ),
+        ));
+    }
+    Ok(Some(delivered.config))
+}
+
+/// The error for an ECDS config of the other kind than the filter `name` that asks for it
+/// (an HTTP filter's config for a network filter, or the reverse).
+fn wrong_kind(
+    name: &str,
+    delivered: &DiscoveredConfig,
+    wanted: &str,
+    listener_name: &str,
+) -> FieldError {
+    FieldError::new(
+        format!("ecds {name:?}: typed_config.@type"),
+        format!(
+            "{} filter's config, but the filter {name:?} of listener {listener_name:?} is {wanted} filter",
+            delivered.kind()
+        ),
+    )
 }
 
 /// The `/config_dump` view of what is held.
@@ -1016,15 +1109,17 @@ fn rds_names(listener: &crate::config::listener::Listener) -> Vec<(String, Durat
 fn fill_routes(
     listener: &mut crate::config::listener::Listener,
     routes: &impl Fn(&str) -> Option<Arc<crate::config::route::RouteConfiguration>>,
-    gave_up: &impl Fn(&str) -> bool,
+    gave_up: &impl Fn(&str, Duration) -> bool,
 ) -> bool {
     for hcm in listener.http_managers_mut() {
-        let Some(name) = hcm.rds_name().map(str::to_owned) else {
+        let Some(rds) = hcm.rds.as_ref() else {
             continue;
         };
+        let name = rds.route_config_name.clone();
+        let timeout = rds.config_source.fetch_timeout();
         match routes(&name) {
             Some(route_config) => hcm.set_rds_route_config(route_config),
-            None if gave_up(&name) => {
+            None if gave_up(&name, timeout) => {
                 hcm.set_rds_route_config(Arc::new(crate::config::route::RouteConfiguration {
                     name: Some(name),
                     ..Default::default()
@@ -1117,7 +1212,7 @@ static_resources:
                 crate::config::parse_value(json.clone()).unwrap(),
             )),
             ResourceType::ExtensionConfig => Resource::ExtensionConfig(Box::new(
-                crate::config::http_manager::extension_config(&json).unwrap(),
+                crate::config::ecds::extension_config(&json).unwrap(),
             )),
         };
         let name = json
@@ -1149,14 +1244,21 @@ static_resources:
 
     /// Every initial fetch still waited for gives up, as when each timer fired.
     fn give_up_all(state: &XdsState) {
-        let waiting = state.waiting_for(&state.lock());
+        let held = state.lock().clone();
         let mut waits = state.waits();
-        for (kind, names) in waiting {
-            if names.is_empty() {
-                waits.gave_up.insert((kind, String::new()));
-            }
-            for name in names {
-                waits.gave_up.insert((kind, name));
+        for kind in ResourceType::ALL {
+            match state.wanted(&held, kind) {
+                None => {}
+                Some(Wanted::Wildcard(timeout)) => {
+                    waits.gave_up.insert((kind, String::new(), timeout));
+                }
+                Some(Wanted::Names(names)) => {
+                    for (name, timeouts) in names {
+                        for timeout in timeouts {
+                            waits.gave_up.insert((kind, name.clone(), timeout));
+                        }
+                    }
+                }
             }
         }
     }
@@ -1401,8 +1503,158 @@ typed_config:
         let config = state.load().unwrap().config;
         assert_eq!(config.listeners.len(), 1, "serves once the fetch gave up");
         let missing = config.listeners[0].http.missing_config.clone();
-        assert_eq!(missing.map(|m| (m.after, m.name)), Some((0, "auth".into())));
+        let missing: Vec<_> = missing.into_iter().map(|m| (m.after, m.name)).collect();
+        assert_eq!(missing, [(0, "auth".to_string())]);
         assert!(state.initialized());
+    }
+
+    #[test]
+    fn each_http_filter_whose_config_gave_up_is_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let listener = ecds_listener("").replace(
+            "      - name: envoy.filters.http.router",
+            "      - name: second
+        disabled: true
+        config_discovery:
+          config_source: { ads: {} }
+          type_urls: [ type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm ]
+      - name: envoy.filters.http.router",
+        );
+        hold(&state, ResourceType::Listener, &listener);
+        give_up_all(&state);
+        let config = state.load().unwrap().config;
+        let missing: Vec<_> = config.listeners[0]
+            .http
+            .missing_config
+            .iter()
+            .map(|m| (m.name.as_str(), m.disabled))
+            .collect();
+        assert_eq!(missing, [("auth", false), ("second", true)]);
+    }
+
+    /// A tcp_proxy listener whose network filter `guard` takes its config over ECDS, of the
+    /// types `type_urls`.
+    fn network_ecds_listener(type_urls: &str) -> String {
+        format!(
+            r#"
+name: tcp
+address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+filter_chains:
+- filters:
+  - name: guard
+    config_discovery:
+      config_source: {{ ads: {{}} }}
+      type_urls: [ {type_urls} ]
+  - name: envoy.filters.network.tcp_proxy
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+      stat_prefix: tcp
+      cluster: xds
+"#
+        )
+    }
+
+    const NETWORK_WASM_TYPE: &str =
+        "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm";
+
+    #[test]
+    fn a_network_filter_waits_for_its_config_then_closes_connections_once_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        hold(
+            &state,
+            ResourceType::Listener,
+            &network_ecds_listener(NETWORK_WASM_TYPE),
+        );
+        let held = state.lock().clone();
+        let Some(Wanted::Names(ecds)) = state.wanted(&held, ResourceType::ExtensionConfig) else {
+            panic!("ECDS by name");
+        };
+        assert_eq!(ecds.keys().collect::<Vec<_>>(), ["guard"]);
+        let config = state.load().unwrap().config;
+        assert!(config.tcp_listeners.is_empty(), "warms");
+        give_up_all(&state);
+        let config = state.load().unwrap().config;
+        assert_eq!(
+            config.tcp_listeners.len(),
+            1,
+            "goes in once the fetch gave up"
+        );
+        assert_eq!(
+            config.tcp_listeners[0].proxy.missing_config.as_deref(),
+            Some("guard")
+        );
+        assert!(config.tcp_listeners[0].proxy.network_filters.is_empty());
+    }
+
+    #[test]
+    fn a_network_filter_default_config_applies_without_warming() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let code =
+            crate::wasm::tests::module(weir_abi::names::ABI_VERSION_0_2_1, "", "(i32.const 1)", "");
+        let module = dir.path().join("guard.wasm");
+        std::fs::write(&module, code).unwrap();
+        let default = format!(
+            r#"      apply_default_config_without_warming: true
+      default_config:
+        "@type": {NETWORK_WASM_TYPE}
+        config:
+          name: guard
+          vm_config: {{ runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: "{}" }} }} }}
+      type_urls:"#,
+            module.display()
+        );
+        let listener =
+            network_ecds_listener(NETWORK_WASM_TYPE).replace("      type_urls:", &default);
+        hold(&state, ResourceType::Listener, &listener);
+        let config = state.load().unwrap().config;
+        assert_eq!(config.tcp_listeners.len(), 1, "no warming");
+        let proxy = &config.tcp_listeners[0].proxy;
+        assert_eq!(proxy.missing_config, None);
+        assert_eq!(proxy.network_filters.len(), 1, "the default runs");
+    }
+
+    #[test]
+    fn an_http_filter_config_for_a_network_filter_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        hold(
+            &state,
+            ResourceType::Listener,
+            &network_ecds_listener(
+                "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
+            ),
+        );
+        hold(
+            &state,
+            ResourceType::ExtensionConfig,
+            &ECDS_HEALTH_CHECK.replace("name: auth", "name: guard"),
+        );
+        let error = state.load().unwrap_err();
+        assert_eq!(error.path, "ecds \"guard\": typed_config.@type", "{error}");
+        assert!(error.message.contains("an HTTP filter's config"), "{error}");
+        assert!(error.message.contains("a network filter"), "{error}");
+    }
+
+    #[test]
+    fn a_network_filter_config_of_an_unlisted_type_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        hold(
+            &state,
+            ResourceType::Listener,
+            &network_ecds_listener(NETWORK_WASM_TYPE),
+        );
+        hold(
+            &state,
+            ResourceType::ExtensionConfig,
+            &ECDS_HEALTH_CHECK.replace("name: auth", "name: guard"),
+        );
+        let error = state.load().unwrap_err();
+        assert_eq!(error.path, "ecds \"guard\": typed_config.@type", "{error}");
+        assert!(error.message.contains("type_urls"), "{error}");
     }
 
     #[test]
@@ -1427,24 +1679,28 @@ typed_config:
         let Some(Wanted::Names(ecds)) = state.wanted(&held, ResourceType::ExtensionConfig) else {
             panic!("ECDS by name");
         };
-        assert_eq!(ecds["auth"], Duration::from_secs(2));
+        assert_eq!(ecds["auth"], BTreeSet::from([Duration::from_secs(2)]));
         let Some(Wanted::Names(rds)) = state.wanted(&held, ResourceType::RouteConfiguration) else {
             panic!("RDS by name");
         };
-        assert_eq!(rds["web-routes"], Duration::ZERO, "zero: forever");
+        assert_eq!(
+            rds["web-routes"],
+            BTreeSet::from([Duration::ZERO]),
+            "zero: forever"
+        );
         let Some(Wanted::Names(eds)) = state.wanted(&held, ResourceType::ClusterLoadAssignment)
         else {
             panic!("EDS by name");
         };
-        assert_eq!(eds["backend"], Duration::from_secs(15), "Envoy's default");
+        assert_eq!(
+            eds["backend"],
+            BTreeSet::from([Duration::from_secs(15)]),
+            "Envoy's default"
+        );
         assert!(matches!(
             state.wanted(&held, ResourceType::Listener),
             Some(Wanted::Wildcard(timeout)) if timeout == Duration::from_secs(15)
         ));
-        assert_eq!(
-            shorter(Duration::ZERO, Duration::from_secs(1)),
-            Duration::from_secs(1)
-        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1459,7 +1715,11 @@ typed_config:
                 "config_source: { ads: {}, initial_fetch_timeout: 2s }",
             ),
         );
-        let key = (ResourceType::RouteConfiguration, "web-routes".to_string());
+        let key = (
+            ResourceType::RouteConfiguration,
+            "web-routes".to_string(),
+            Duration::from_secs(2),
+        );
         state.interest(ResourceType::RouteConfiguration);
         tokio::time::sleep(Duration::from_millis(1900)).await;
         assert!(!state.gave_up().contains(&key), "not yet");
@@ -1473,11 +1733,61 @@ typed_config:
         assert!(state.waits().started.contains(&key));
     }
 
+    /// As Envoy, whose ECDS subscriptions are one per config source and name: two filters
+    /// asking for one name with different timeouts each wait their own.
+    #[tokio::test(start_paused = true)]
+    async fn filters_sharing_a_name_each_wait_their_own_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let with_timeout = |name: &str, timeout: &str| {
+            ecds_listener("")
+                .replace("name: ecds\n", &format!("name: {name}\n"))
+                .replace(
+                    "config_source: { ads: {} }",
+                    &format!("config_source: {{ ads: {{}}, initial_fetch_timeout: {timeout} }}"),
+                )
+        };
+        hold(&state, ResourceType::Listener, &with_timeout("fast", "2s"));
+        hold(&state, ResourceType::Listener, &with_timeout("slow", "6s"));
+        state.interest(ResourceType::ExtensionConfig);
+        let serving = |state: &XdsState| -> Vec<String> {
+            let config = state.load().unwrap().config;
+            config.listeners.iter().map(|l| l.name.clone()).collect()
+        };
+        assert!(serving(&state).is_empty(), "both warm");
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            serving(&state),
+            ["fast"],
+            "the 2 s one gave up, the 6 s one warms"
+        );
+        let ecds_waiting = |state: &XdsState| {
+            state
+                .waiting_for(&state.lock())
+                .into_iter()
+                .any(|(kind, _)| kind == ResourceType::ExtensionConfig)
+        };
+        assert!(ecds_waiting(&state), "the 6 s source still waits");
+        tokio::time::sleep(Duration::from_millis(4000)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(serving(&state), ["fast", "slow"]);
+        assert!(!ecds_waiting(&state));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_lds_timer_starts_once_the_clusters_initial_fetch_is_over() {
         let dir = tempfile::tempdir().unwrap();
         let state = state(&dir);
-        let lds = (ResourceType::Listener, String::new());
+        let lds = (
+            ResourceType::Listener,
+            String::new(),
+            Duration::from_secs(15),
+        );
         state.interest(ResourceType::Listener);
         assert!(
             !state.waits().started.contains(&lds),

@@ -78,9 +78,9 @@ pub struct FilterChain {
     any_disabled: bool,
     /// A plugin that is not loaded and fails closed: every stream gets a 503.
     unloaded: Option<String>,
-    /// A filter whose ECDS config has not come: a request that gets past the filters before
-    /// it gets a 500 from it, unless its route turns it off.
-    missing_config: Option<MissingConfig>,
+    /// The filters whose ECDS config has not come, in order: a request that gets past the
+    /// filters before the first of them its route does not turn off gets a 500 from it.
+    missing_config: Vec<MissingConfig>,
     /// Most body bytes one filter may hold paused (the listener's
     /// `per_connection_buffer_limit_bytes`).
     buffer_limit: usize,
@@ -105,15 +105,15 @@ impl FilterChain {
             names: Vec::new(),
             any_disabled: false,
             unloaded,
-            missing_config: None,
+            missing_config: Vec::new(),
             buffer_limit,
         }
     }
 
-    /// The chain with a filter whose ECDS config has not come (see
-    /// [`crate::snapshot::http_manager::MissingConfig`]): what reaches it gets a 500, as
+    /// The chain with the filters whose ECDS config has not come (see
+    /// [`crate::snapshot::http_manager::MissingConfig`]): what reaches one gets a 500, as
     /// Envoy's missing-config filter answers.
-    pub fn with_missing_config(mut self, missing: Option<MissingConfig>) -> FilterChain {
+    pub fn with_missing_config(mut self, missing: Vec<MissingConfig>) -> FilterChain {
         self.missing_config = missing;
         self
     }
@@ -133,14 +133,14 @@ impl FilterChain {
             names: Vec::new(),
             any_disabled: false,
             unloaded: None,
-            missing_config: None,
+            missing_config: Vec::new(),
             buffer_limit: DEFAULT_BUFFER_LIMIT,
         }
     }
 
     /// Whether there is nothing to run (then the chain need not be called).
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty() && self.unloaded.is_none() && self.missing_config.is_none()
+        self.slots.is_empty() && self.unloaded.is_none() && self.missing_config.is_empty()
     }
 
     /// Whether a plugin of the chain may read bodies ([`crate::wasm::Plugin::reads_bodies`]):
@@ -216,7 +216,7 @@ impl FilterChain {
         // of the request as it came, before the filters change it) are skipped as a filter
         // failed open is: no context, no callback.
         let overrides = (routes.has_filter_overrides()
-            && (!self.names.is_empty() || self.missing_config.is_some()))
+            && (!self.names.is_empty() || !self.missing_config.is_empty()))
         .then(|| head::find_route(routes, &request))
         .flatten()
         .map(|route| &route.filters)
@@ -226,9 +226,9 @@ impl FilterChain {
             .extensions()
             .get::<crate::route::PickedCluster>()
             .map(|picked| picked.0.as_str());
-        // The filter with no config, unless the route turns it off: the filters after it
-        // see nothing of the stream.
-        let stop = self.missing_config.as_ref().filter(|missing| {
+        // The first filter with no config that the route does not turn off: the filters
+        // after it see nothing of the stream.
+        let stop = self.missing_config.iter().find(|missing| {
             !overrides
                 .and_then(|overrides| overrides.disabled(&missing.name, picked))
                 .unwrap_or(missing.disabled)

@@ -1,6 +1,7 @@
 //! Resources built with envoy-types' generated messages, encoded, decoded and read.
 
 use super::*;
+use crate::config::ecds::DiscoveredConfig;
 use crate::config::http_manager::HttpFilterConfig;
 use crate::config::schema::{DiscoveryType, LbPolicyName};
 use envoy_types::pb::envoy::config::cluster::v3 as cluster_pb;
@@ -627,7 +628,7 @@ fn an_ecds_resource_is_read_as_an_http_filter_config() {
         panic!("not an extension config");
     };
     assert_eq!(config.type_url, WASM_TYPE);
-    let HttpFilterConfig::Wasm(wasm) = &config.config else {
+    let DiscoveredConfig::Http(HttpFilterConfig::Wasm(wasm)) = &config.config else {
         panic!("not a Wasm filter");
     };
     assert_eq!(wasm.config.name, "auth");
@@ -739,6 +740,114 @@ fn a_filter_with_config_discovery_is_read_and_checked() {
     );
     assert!(
         error.path.ends_with("config_discovery.default_config"),
+        "{error:?}"
+    );
+}
+
+const NETWORK_WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm";
+
+/// [`wasm_filter`]'s plugin as a network Wasm filter's config.
+fn network_wasm_filter(
+    name: &str,
+    configuration: &str,
+) -> envoy_types::pb::envoy::extensions::filters::network::wasm::v3::Wasm {
+    envoy_types::pb::envoy::extensions::filters::network::wasm::v3::Wasm {
+        config: wasm_filter(name, configuration).config,
+    }
+}
+
+#[test]
+fn an_ecds_resource_of_the_network_wasm_type_is_read_as_a_network_filter_config() {
+    let resource = core_pb::TypedExtensionConfig {
+        name: "guard".into(),
+        typed_config: Some(pack_any(network_wasm_filter("guard", "v1"))),
+    };
+    let decoded = decode(ResourceType::ExtensionConfig, &resource.encode_to_vec()).expect("read");
+    let Resource::ExtensionConfig(config) = decoded.resource else {
+        panic!("not an extension config");
+    };
+    assert_eq!(config.type_url, NETWORK_WASM_TYPE);
+    let DiscoveredConfig::Network(crate::config::listener::NetworkFilterConfig::Wasm(wasm)) =
+        &config.config
+    else {
+        panic!("not a network Wasm filter: {:?}", config.config);
+    };
+    assert_eq!(wasm.config.name, "guard");
+
+    // A terminal network filter is not taken over ECDS.
+    let resource = core_pb::TypedExtensionConfig {
+        name: "proxy".into(),
+        typed_config: Some(pack_any(
+            envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy {
+                stat_prefix: "tcp".into(),
+                ..Default::default()
+            },
+        )),
+    };
+    let error = decode_error(ResourceType::ExtensionConfig, &resource.encode_to_vec());
+    assert_eq!(error.path, "typed_config.@type", "{error:?}");
+    assert!(error.message.contains("TcpProxy"), "{error:?}");
+}
+
+#[test]
+fn a_network_filter_with_config_discovery_is_read_and_checked() {
+    let network_listener = |source: core_pb::ExtensionConfigSource| {
+        let mut listener = listener("tcp", hcm_with(rds("r")));
+        listener.filter_chains[0].filters.insert(
+            0,
+            listener_pb::Filter {
+                name: "guard".into(),
+                config_type: Some(listener_pb::filter::ConfigType::ConfigDiscovery(source)),
+            },
+        );
+        listener
+    };
+    let source = core_pb::ExtensionConfigSource {
+        config_source: Some(ads_source()),
+        default_config: Some(pack_any(network_wasm_filter("guard", "default"))),
+        apply_default_config_without_warming: false,
+        type_urls: vec![NETWORK_WASM_TYPE.into()],
+    };
+    let decoded = decode(
+        ResourceType::Listener,
+        &network_listener(source.clone()).encode_to_vec(),
+    )
+    .expect("read");
+    let Resource::Listener(read) = decoded.resource else {
+        panic!("not a listener");
+    };
+    let discovery = read.filter_chains[0].filters[0]
+        .discovery()
+        .expect("config_discovery");
+    assert_eq!(discovery.type_urls, [NETWORK_WASM_TYPE]);
+    assert!(discovery.default_network_config("guard").unwrap().is_some());
+
+    // A default that is an HTTP filter's config, listed or not, does not read as a network
+    // filter's.
+    let http_default = core_pb::ExtensionConfigSource {
+        default_config: Some(pack_any(wasm_filter("guard", "default"))),
+        type_urls: vec![NETWORK_WASM_TYPE.into(), WASM_TYPE.into()],
+        ..source.clone()
+    };
+    let error = decode_error(
+        ResourceType::Listener,
+        &network_listener(http_default).encode_to_vec(),
+    );
+    assert_eq!(
+        error.path, "filter_chains[0].filters[0].config_discovery.default_config.@type",
+        "{error:?}"
+    );
+    // No type URL at all.
+    let error = decode_error(
+        ResourceType::Listener,
+        &network_listener(core_pb::ExtensionConfigSource {
+            type_urls: Vec::new(),
+            ..source
+        })
+        .encode_to_vec(),
+    );
+    assert_eq!(
+        error.path, "filter_chains[0].filters[0].config_discovery.type_urls",
         "{error:?}"
     );
 }
