@@ -47,6 +47,9 @@ pub struct Prefixed<I> {
     io: I,
     clock: Option<Arc<dyn HeadClock>>,
     first_line: Option<FirstLine>,
+    /// An error met reading ahead of the prefix (see [`Prefixed::read_ahead`]), for the next
+    /// read.
+    deferred_error: Option<io::Error>,
 }
 
 impl<I> Prefixed<I> {
@@ -57,6 +60,7 @@ impl<I> Prefixed<I> {
             io,
             clock: None,
             first_line: None,
+            deferred_error: None,
         }
     }
 
@@ -134,6 +138,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(error) = self.deferred_error.take() {
+            return Poll::Ready(Err(error));
+        }
         if self.first_line.is_some() {
             std::task::ready!(self.poll_first_line(cx))?;
         }
@@ -154,8 +161,35 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
             // An emptied `Bytes` still holds its buffer (the first line's read, up to 8 KiB):
             // a connection idling for hours should not.
             self.prefix = Bytes::new();
+            self.read_ahead(cx, buf);
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncRead + Unpin> Prefixed<I> {
+    /// After the prefix's last bytes, reads what the connection already has into the room
+    /// left in `buf`, so the reader gets the prefix and what followed it in one read. hyper
+    /// grows its read buffer from 8 KiB to 16 KiB (and keeps it for the connection's life)
+    /// when a head comes in two reads, as it did when only the 24 bytes sniffed for the
+    /// HTTP/2 preface came first. Nothing there yet is fine (the prefix alone is returned);
+    /// an error is kept for the next read, which returns it.
+    fn read_ahead(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) {
+        if buf.remaining() == 0 {
+            return;
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if let Some(clock) = &self.clock
+                    && buf.filled().len() > before
+                {
+                    clock.bytes_arrived();
+                }
+            }
+            Poll::Ready(Err(error)) => self.deferred_error = Some(error),
+            Poll::Pending => {}
+        }
     }
 }
 
@@ -186,5 +220,63 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What the connection already has comes with the prefix's last bytes, in one read: hyper
+    /// keeps a 16 KiB read buffer for the connection's life when a head takes two reads.
+    #[tokio::test]
+    async fn the_prefix_and_what_followed_it_come_in_one_read() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        client
+            .write_all(b"TP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write");
+        let mut io = Prefixed::new(Bytes::from_static(b"GET / HT"), server);
+        let mut buf = [0u8; 256];
+        let n = io.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+
+    /// Nothing more there: the prefix alone, at once; what comes later, in the next read.
+    #[tokio::test]
+    async fn the_prefix_alone_when_nothing_followed_yet() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut io = Prefixed::new(Bytes::from_static(b"GET / HT"), server);
+        let mut buf = [0u8; 256];
+        let n = io.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"GET / HT");
+        client.write_all(b"TP/1.1\r\n").await.expect("write");
+        let n = io.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"TP/1.1\r\n");
+    }
+
+    /// A connection whose reads fail.
+    struct Failing;
+
+    impl AsyncRead for Failing {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            _buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset")))
+        }
+    }
+
+    /// An error met reading ahead comes with the next read, after the prefix.
+    #[tokio::test]
+    async fn an_error_met_reading_ahead_comes_next() {
+        let mut io = Prefixed::new(Bytes::from_static(b"GET"), Failing);
+        let mut buf = [0u8; 16];
+        let n = io.read(&mut buf).await.expect("the prefix");
+        assert_eq!(&buf[..n], b"GET");
+        let error = io.read(&mut buf).await.expect_err("the deferred error");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
     }
 }
