@@ -46,12 +46,12 @@ const LIMITS_CHECK: Duration = Duration::from_secs(1);
 /// A downstream connection counted in its listener's stats while it lives: `cx_total` and
 /// `cx_ssl_total` when it opens, `cx_active` until it is dropped.
 pub(super) struct ConnectionCount {
-    stats: HttpStats,
+    stats: Arc<HttpStats>,
 }
 
 impl ConnectionCount {
     /// Counts a connection opening (`tls`: it is TLS, or QUIC).
-    pub(super) fn open(stats: &HttpStats, tls: bool) -> ConnectionCount {
+    pub(super) fn open(stats: &Arc<HttpStats>, tls: bool) -> ConnectionCount {
         stats.cx_total.inc();
         stats.cx_active.inc();
         if tls {
@@ -147,7 +147,7 @@ pub(super) struct Driven {
     /// The peer, for logs.
     pub peer: std::net::SocketAddr,
     /// The listener's stats, from the manager in force when it was accepted.
-    pub stats: HttpStats,
+    pub stats: Arc<HttpStats>,
     /// Counted in the stats until the drive ends.
     pub count: ConnectionCount,
     /// Its limits.
@@ -169,15 +169,14 @@ pub(super) async fn drive<C>(codec: C, driven: Driven, mut shutdown: watch::Rece
 where
     C: Future<Output = Result<(), BoxError>>,
 {
-    let Driven {
-        peer,
-        stats,
-        count,
-        limits,
-        activity,
-        drain,
-    } = driven;
+    // Read through `driven`, not taken apart into locals: those would be a second copy of
+    // it in this future, kept for the connection's life.
     let mut codec = std::pin::pin!(codec);
+    let peer = driven.peer;
+    let stats = &driven.stats;
+    let limits = &driven.limits;
+    let activity = &driven.activity;
+    let drain = &driven.drain;
     let mut draining = *drain.borrow();
     loop {
         tokio::select! {
@@ -195,7 +194,7 @@ where
                 }
             }
             () = tokio::time::sleep(LIMITS_CHECK), if limits.any() => {
-                match limits.check(&activity, draining) {
+                match limits.check(activity, draining) {
                     LimitCheck::Fine => {}
                     LimitCheck::HeadersTimeout => {
                         tracing::debug!(%peer, "request headers timeout; closing");
@@ -211,7 +210,7 @@ where
             }
         }
     }
-    drop(count);
+    drop(driven.count);
 }
 
 /// A stream's answer, whatever its codec: the stream phases ([`super::phases`]), then the

@@ -73,7 +73,7 @@ pub(super) struct Limits {
     /// Premature resets and streams per cycle.
     pub abuse: StreamAbuseLimits,
     /// The listener's stats (resets and closes are counted there).
-    pub stats: HttpStats,
+    pub stats: Arc<HttpStats>,
 }
 
 /// Serves HTTP/2 on `io` until the peer closes or the connection fails; `drain` turning true
@@ -146,7 +146,7 @@ where
 /// What the stream tasks of one connection report their ends to.
 struct ConnectionCtx {
     resets: ResetWatch,
-    stats: HttpStats,
+    stats: Arc<HttpStats>,
 }
 
 impl ConnectionCtx {

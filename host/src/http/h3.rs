@@ -124,7 +124,7 @@ pub async fn serve_h3_connection(
         connection: driver,
         resets: Arc::new(ResetWatch::new(accepted_on.config.abuse)),
         allow_extended_connect,
-        stats: Arc::new(stats),
+        stats,
         peer: info.remote,
     };
     // Not kept: a reload must not keep an old snapshot alive for a long-lived connection.

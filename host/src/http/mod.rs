@@ -45,7 +45,8 @@ pub type CurrentManager = ArcSwap<HttpManager>;
 /// One listener's HTTP connection manager on one worker.
 pub struct HttpManager {
     config: Arc<HttpManagerConfig>,
-    stats: HttpStats,
+    /// Shared (not cloned) by its connections: some 60 counters, each a pointer.
+    stats: Arc<HttpStats>,
     pools: WorkerPools,
     codecs: server::Codecs,
     /// The Wasm `http_filters`, with this worker's VMs.
@@ -62,7 +63,7 @@ pub struct HttpManager {
 impl HttpManager {
     /// A manager for `config` forwarding through this worker's `pools`.
     pub fn new(config: Arc<HttpManagerConfig>, pools: WorkerPools) -> Arc<HttpManager> {
-        let stats = HttpStats::new(&config.stat_prefix);
+        let stats = Arc::new(HttpStats::new(&config.stat_prefix));
         let codecs = server::Codecs::new(&config);
         let server_header = http::HeaderValue::from_str(&config.server_name).ok();
         let filters =

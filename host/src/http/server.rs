@@ -7,6 +7,7 @@
 use super::CurrentManager;
 use super::driver::{Connection, ConnectionCount, ConnectionLimits, Driven, drive};
 use super::h2::{self as h2_codec};
+use super::tracked::TrackedBody;
 use crate::body::BoxError;
 use crate::config::schema::CodecType;
 use crate::snapshot::HttpManagerConfig;
@@ -31,6 +32,10 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A connection being served, to its end.
 type Serving = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+/// An HTTP/1.1 request being answered (what hyper's service returns).
+type Handled =
+    Pin<Box<dyn Future<Output = Result<http::Response<TrackedBody>, Infallible>> + Send>>;
 
 /// The codec setups a listener may need, built once: HTTP/1.1 (hyper) and HTTP/2 (`h2`).
 pub(super) struct Codecs {
@@ -95,13 +100,17 @@ impl Codecs {
                     // Drained before the client said anything.
                     _ = drain_sniff.wait_for(|drain| *drain) => return Ok(()),
                 };
-                match sniffed {
-                    (io, true) => serve_http2(http2, io, streams, limits, drain).await,
+                // Each codec boxed on its own: inline, this future would be as large as the
+                // larger of the two (HTTP/2's), kept for the connection's life on HTTP/1.1
+                // connections too.
+                let serving: Serving = match sniffed {
+                    (io, true) => Box::pin(serve_http2(http2, io, streams, limits, drain)),
                     (io, false) => {
                         let io = io.with_head_clock(clock).screening_requests(accept_http_10);
-                        serve_http1(http1, io, streams, drain).await
+                        Box::pin(serve_http1(http1, io, streams, drain))
                     }
-                }
+                };
+                serving.await
             }),
         }
     }
@@ -130,7 +139,12 @@ where
                 .insert(TunnelHandoff::upgrade(upgrade));
         }
         let handled = streams.stream(request);
-        async move { Ok::<_, Infallible>(handled.await) }
+        // Boxed: hyper keeps a slot sized for this future for the connection's whole life
+        // (allocated when the connection starts, kept while it idles); boxed, the slot is a
+        // pointer and the stream's state is allocated when a request comes and freed when
+        // its response is out.
+        let handled: Handled = Box::pin(async move { Ok::<_, Infallible>(handled.await) });
+        handled
     });
     let connection = builder
         .serve_connection(TokioIo::new(io), service)
@@ -195,29 +209,35 @@ pub struct ConnectionTls {
 /// turning true (then in-flight streams finish and the connection closes). Each request runs on
 /// the manager `current` holds when it starts; the connection's own settings come from the one
 /// in force now.
-pub async fn serve_connection<I>(
+pub fn serve_connection<I>(
     current: Arc<CurrentManager>,
     io: I,
     info: ConnectionInfo,
     tls: ConnectionTls,
     shutdown: watch::Receiver<bool>,
-) where
+) -> impl Future<Output = ()> + Send + use<I>
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_connection_closing(current, io, info, tls, shutdown, None).await;
+    serve_connection_closing(current, io, info, tls, shutdown, None)
 }
 
 /// [`serve_connection`], whose HTTP/1.x responses say `connection: close` once `closing`
 /// turns true (a listener a reload retired: its connections leave after their next response,
 /// before `shutdown` drains those still open).
-pub async fn serve_connection_closing<I>(
+///
+/// Not an `async fn`: the setup runs when it is called, and what it returns is the driver's
+/// future alone. An `async fn` would keep a slot for `io` (a TLS stream is kilobytes) and its
+/// setup's locals in the future for the connection's whole life, though the codec took them.
+pub fn serve_connection_closing<I>(
     current: Arc<CurrentManager>,
     io: I,
     info: ConnectionInfo,
     tls: ConnectionTls,
     shutdown: watch::Receiver<bool>,
     closing: Option<watch::Receiver<bool>>,
-) where
+) -> impl Future<Output = ()> + Send + use<I>
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let manager = current.load_full();
@@ -231,14 +251,11 @@ pub async fn serve_connection_closing<I>(
         abuse: manager.config.abuse,
         stats: stats.clone(),
     };
-    // Boxed: the codec's state (hyper's or h2's connection) is kilobytes, and a future held
-    // in a local here and then moved into `drive` would take its size twice in this task.
-    let codec =
-        Box::pin(
-            manager
-                .codecs
-                .serve(manager.config.codec, &tls, io, streams, limits, drained),
-        );
+    // Boxed by `serve`: the codec's state (hyper's or h2's connection) is kilobytes, and
+    // sized for the codec the connection speaks.
+    let codec = manager
+        .codecs
+        .serve(manager.config.codec, &tls, io, streams, limits, drained);
     let driven = Driven {
         peer: info.remote,
         limits: ConnectionLimits::new(&manager.config),
@@ -250,5 +267,5 @@ pub async fn serve_connection_closing<I>(
     // Not kept for the connection's life: a reload may replace it, and its VMs and pools
     // should go once the streams that use them are done.
     drop(manager);
-    drive(codec, driven, shutdown).await;
+    drive(codec, driven, shutdown)
 }

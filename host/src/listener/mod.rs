@@ -15,6 +15,7 @@ use crate::http::{ConnectionTls, CurrentManager, serve_connection_closing};
 use crate::stats::ListenerStats;
 use crate::tunnel::tcp_proxy::CurrentTcpProxy;
 use crate::wire::ConnectionInfo;
+use futures_util::future::Either;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
@@ -255,7 +256,7 @@ pub async fn accept_loop(
         let manager = manager.clone();
         let tls = tls.clone();
         logged(entry, async move {
-            let mut info = ConnectionInfo {
+            let info = ConnectionInfo {
                 remote,
                 local,
                 tls: tls.is_some(),
@@ -271,40 +272,59 @@ pub async fn accept_loop(
                     serve_connection_closing(manager, stream, info, tls, shutdown, Some(closing))
                         .await
                 }
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => {
-                        let session = stream.get_ref().1;
-                        let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
-                        // rustls only completes a handshake with a client certificate that
-                        // the listener's verifier accepted.
-                        info.mtls = session
-                            .peer_certificates()
-                            .is_some_and(|chain| !chain.is_empty());
-                        info.sni = session.server_name().map(std::sync::Arc::from);
-                        let tls = ConnectionTls { tls: true, alpn };
-                        serve_connection_closing(
-                            manager,
-                            stream,
-                            info,
-                            tls,
-                            shutdown,
-                            Some(closing),
-                        )
-                        .await;
-                    }
-                    Err(error) => tracing::debug!(peer = %remote, %error, "TLS handshake failed"),
-                },
+                // Boxed: the handshake's state and a TLS stream are kilobytes; inline, every
+                // connection's future (plain ones too) would be that large for its whole life.
+                Some(acceptor) => {
+                    Box::pin(serve_tls(
+                        acceptor, manager, stream, info, shutdown, closing,
+                    ))
+                    .await
+                }
             }
         })
     })
     .await;
 }
 
+/// Serves `stream` over TLS: the handshake, then HTTP as [`serve_connection_closing`] does.
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    manager: Arc<CurrentManager>,
+    stream: TcpStream,
+    mut info: ConnectionInfo,
+    shutdown: watch::Receiver<bool>,
+    closing: watch::Receiver<bool>,
+) {
+    // Boxed: the handshake's state is freed once it is done, not kept beside the connection.
+    let stream = match Box::pin(acceptor.accept(stream)).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::debug!(peer = %info.remote, %error, "TLS handshake failed");
+            return;
+        }
+    };
+    let session = stream.get_ref().1;
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    // rustls only completes a handshake with a client certificate that the listener's
+    // verifier accepted.
+    info.mtls = session
+        .peer_certificates()
+        .is_some_and(|chain| !chain.is_empty());
+    info.sni = session.server_name().map(std::sync::Arc::from);
+    let tls = ConnectionTls { tls: true, alpn };
+    serve_connection_closing(manager, stream, info, tls, shutdown, Some(closing)).await;
+}
+
 /// `connection`, written to the listener's access log at its end when `entry` is open.
-async fn logged<F: Future<Output = ()>>(entry: Option<ConnectionEntry>, connection: F) {
+/// Not an `async fn`: one would hold `connection` twice (its argument and the copy it
+/// awaits), for the connection's whole life.
+fn logged<F: Future<Output = ()>>(
+    entry: Option<ConnectionEntry>,
+    connection: F,
+) -> impl Future<Output = ()> {
     match entry {
-        Some(entry) => entry.run(connection).await,
-        None => connection.await,
+        Some(entry) => Either::Left(entry.run(connection)),
+        None => Either::Right(connection),
     }
 }
 

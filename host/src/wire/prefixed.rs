@@ -39,6 +39,9 @@ pub struct Prefixed<I> {
     io: I,
     clock: Option<Arc<dyn HeadClock>>,
     framer: Option<Framer>,
+    /// An error met reading ahead of the prefix (see [`Prefixed::read_ahead`]), for the next
+    /// read.
+    deferred_error: Option<io::Error>,
 }
 
 impl<I> Prefixed<I> {
@@ -49,6 +52,7 @@ impl<I> Prefixed<I> {
             io,
             clock: None,
             framer: None,
+            deferred_error: None,
         }
     }
 
@@ -112,8 +116,25 @@ impl<I: AsyncRead + Unpin> Prefixed<I> {
                 break;
             }
             let held = framer.held_mut();
-            held.reserve(READ_AT_ONCE);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, held) {
+            let polled = if held.is_empty() {
+                // Nothing held (a keep-alive connection between requests): read on the stack,
+                // so a connection idling here holds no buffer of its own.
+                *held = BytesMut::new();
+                let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_AT_ONCE];
+                let mut read = ReadBuf::uninit(&mut chunk);
+                match Pin::new(&mut self.io).poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) => {
+                        held.extend_from_slice(read.filled());
+                        Poll::Ready(Ok(read.filled().len()))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            } else {
+                held.reserve(READ_AT_ONCE);
+                tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, held)
+            };
+            match polled {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(0)) => {
@@ -137,6 +158,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(error) = self.deferred_error.take() {
+            return Poll::Ready(Err(error));
+        }
         if self.prefix.is_empty()
             && let Some(budget) = self.framer.as_ref().and_then(Framer::straight_through)
         {
@@ -179,8 +203,38 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
             // An emptied `Bytes` still holds its buffer (the first line's read, up to 8 KiB):
             // a connection idling for hours should not.
             self.prefix = Bytes::new();
+            // Not while requests are screened: what follows goes through the framer.
+            if self.framer.is_none() {
+                self.read_ahead(cx, buf);
+            }
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncRead + Unpin> Prefixed<I> {
+    /// After the prefix's last bytes, reads what the connection already has into the room
+    /// left in `buf`, so the reader gets the prefix and what followed it in one read. hyper
+    /// grows its read buffer from 8 KiB to 16 KiB (and keeps it for the connection's life)
+    /// when a head comes in two reads, as it did when only the 24 bytes sniffed for the
+    /// HTTP/2 preface came first. Nothing there yet is fine (the prefix alone is returned);
+    /// an error is kept for the next read, which returns it.
+    fn read_ahead(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) {
+        if buf.remaining() == 0 {
+            return;
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if let Some(clock) = &self.clock
+                    && buf.filled().len() > before
+                {
+                    clock.bytes_arrived();
+                }
+            }
+            Poll::Ready(Err(error)) => self.deferred_error = Some(error),
+            Poll::Pending => {}
+        }
     }
 }
 
@@ -211,5 +265,63 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What the connection already has comes with the prefix's last bytes, in one read: hyper
+    /// keeps a 16 KiB read buffer for the connection's life when a head takes two reads.
+    #[tokio::test]
+    async fn the_prefix_and_what_followed_it_come_in_one_read() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        client
+            .write_all(b"TP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write");
+        let mut io = Prefixed::new(Bytes::from_static(b"GET / HT"), server);
+        let mut buf = [0u8; 256];
+        let n = io.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+
+    /// Nothing more there: the prefix alone, at once; what comes later, in the next read.
+    #[tokio::test]
+    async fn the_prefix_alone_when_nothing_followed_yet() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut io = Prefixed::new(Bytes::from_static(b"GET / HT"), server);
+        let mut buf = [0u8; 256];
+        let n = io.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"GET / HT");
+        client.write_all(b"TP/1.1\r\n").await.expect("write");
+        let n = io.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"TP/1.1\r\n");
+    }
+
+    /// A connection whose reads fail.
+    struct Failing;
+
+    impl AsyncRead for Failing {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            _buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset")))
+        }
+    }
+
+    /// An error met reading ahead comes with the next read, after the prefix.
+    #[tokio::test]
+    async fn an_error_met_reading_ahead_comes_next() {
+        let mut io = Prefixed::new(Bytes::from_static(b"GET"), Failing);
+        let mut buf = [0u8; 16];
+        let n = io.read(&mut buf).await.expect("the prefix");
+        assert_eq!(&buf[..n], b"GET");
+        let error = io.read(&mut buf).await.expect_err("the deferred error");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
     }
 }
