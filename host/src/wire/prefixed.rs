@@ -108,7 +108,7 @@ impl<I: AsyncRead + Unpin> Prefixed<I> {
                 }
             });
             if !out.is_empty() {
-                self.prefix = out.freeze();
+                self.prefix = out;
                 break;
             }
             if framer.is_done() {

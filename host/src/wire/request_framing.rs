@@ -8,7 +8,7 @@
 //! line that is not a request line, a bad `content-length`, a head past [`HEAD_LIMIT`]), ends
 //! the screening: from there the bytes pass as they are, for the codec to take or refuse.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 /// The longest head held for screening; past it, the bytes pass as they are (the codec
 /// refuses a head that long anyway).
@@ -91,22 +91,22 @@ impl Framer {
     /// Takes from the held bytes all it can follow and returns the bytes for the codec
     /// (screened heads included); an incomplete head or line stays held for more bytes.
     /// `verdict` is told, for each head screened, in order, whether it is refused.
-    pub fn process(&mut self, verdict: &mut dyn FnMut(bool)) -> BytesMut {
-        let mut out = BytesMut::new();
+    pub fn process(&mut self, verdict: &mut dyn FnMut(bool)) -> Bytes {
+        let mut out = Output::default();
         loop {
             match self.state {
                 State::Opaque => {
-                    out.extend_from_slice(&self.held.split());
-                    return out;
+                    out.push(self.held.split().freeze());
+                    return out.finish();
                 }
                 State::Fixed(left) | State::ChunkData(left) => {
                     if self.held.is_empty() {
-                        return out;
+                        return out.finish();
                     }
                     let n = usize::try_from(left)
                         .unwrap_or(usize::MAX)
                         .min(self.held.len());
-                    out.extend_from_slice(&self.held.split_to(n));
+                    out.push(self.held.split_to(n).freeze());
                     let left = left - n as u64;
                     self.state = match (self.state, left) {
                         (State::Fixed(_), 0) => State::Head,
@@ -116,12 +116,12 @@ impl Framer {
                     };
                 }
                 State::ChunkSize | State::Trailers => {
-                    let Some(end) = self.held.iter().position(|b| *b == b'\n') else {
+                    let Some(end) = memchr::memchr(b'\n', &self.held) else {
                         if self.held.len() > LINE_LIMIT {
                             self.state = State::Opaque;
                             continue;
                         }
-                        return out;
+                        return out.finish();
                     };
                     let line = self.held.split_to(end + 1);
                     let text = line.strip_suffix(b"\n").unwrap_or(&line);
@@ -139,23 +139,23 @@ impl Framer {
                             None => State::Opaque,
                         }
                     };
-                    out.extend_from_slice(&line);
+                    out.push(line.freeze());
                 }
                 State::Head => {
                     // Empty lines before a request line pass as they are.
                     while self.held.first() == Some(&b'\n') || self.held.starts_with(b"\r\n") {
                         let n = if self.held[0] == b'\n' { 1 } else { 2 };
-                        out.extend_from_slice(&self.held.split_to(n));
+                        out.push(self.held.split_to(n).freeze());
                     }
                     if self.held.is_empty() || self.held[..] == b"\r"[..] {
-                        return out;
+                        return out.finish();
                     }
                     let Some(end) = head_end(&self.held) else {
                         if self.held.len() > HEAD_LIMIT {
                             self.state = State::Opaque;
                             continue;
                         }
-                        return out;
+                        return out.finish();
                     };
                     let Some(end) = end else {
                         // Not a request line: the codec says what it is.
@@ -166,9 +166,42 @@ impl Framer {
                     let screened = super::request_line::screen(head, self.accept_http_10);
                     verdict(screened.refused);
                     self.state = body_framing(&screened.bytes);
-                    out.extend_from_slice(&screened.bytes);
+                    out.push(screened.bytes);
                 }
             }
+        }
+    }
+}
+
+/// The bytes [`Framer::process`] gives the codec: the one piece as it is (the common case, a
+/// head alone: no copy), or the pieces joined.
+#[derive(Default)]
+struct Output {
+    first: Bytes,
+    joined: Option<BytesMut>,
+}
+
+impl Output {
+    fn push(&mut self, piece: Bytes) {
+        if piece.is_empty() {
+            return;
+        }
+        if let Some(joined) = &mut self.joined {
+            joined.extend_from_slice(&piece);
+        } else if self.first.is_empty() {
+            self.first = piece;
+        } else {
+            let mut joined = BytesMut::with_capacity(self.first.len() + piece.len());
+            joined.extend_from_slice(&self.first);
+            joined.extend_from_slice(&piece);
+            self.joined = Some(joined);
+        }
+    }
+
+    fn finish(self) -> Bytes {
+        match self.joined {
+            Some(joined) => joined.freeze(),
+            None => self.first,
         }
     }
 }
@@ -177,7 +210,7 @@ impl Framer {
 /// `Some(None)` when it does not start with a request line, else `Some(Some(end))`. An
 /// HTTP/0.9 line (no version) is a whole head; any other ends at its empty line.
 fn head_end(held: &[u8]) -> Option<Option<usize>> {
-    let line_end = held.iter().position(|b| *b == b'\n')?;
+    let line_end = memchr::memchr(b'\n', held)?;
     let line = &held[..line_end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let tokens = line.split(|b| *b == b' ').count();
@@ -187,20 +220,15 @@ fn head_end(held: &[u8]) -> Option<Option<usize>> {
     match tokens {
         2 => Some(Some(line_end + 1)),
         3 => {
-            let rest = &held[line_end..];
-            let crlf = rest
-                .windows(3)
-                .position(|w| w == b"\n\r\n")
-                .map(|at| line_end + at + 3);
-            let lf = rest
-                .windows(2)
-                .position(|w| w == b"\n\n")
-                .map(|at| line_end + at + 2);
-            match (crlf, lf) {
-                (Some(a), Some(b)) => Some(Some(a.min(b))),
-                (Some(end), None) | (None, Some(end)) => Some(Some(end)),
-                (None, None) => None,
-            }
+            // The first line end followed by an empty line (`\r\n` or a bare `\n`).
+            memchr::memchr_iter(b'\n', &held[line_end..])
+                .map(|at| line_end + at + 1)
+                .find_map(|after| match &held[after..] {
+                    [b'\n', ..] => Some(after + 1),
+                    [b'\r', b'\n', ..] => Some(after + 2),
+                    _ => None,
+                })
+                .map(Some)
         }
         _ => Some(None),
     }
@@ -222,21 +250,22 @@ fn body_framing(head: &[u8]) -> State {
     let mut coded = false;
     for line in lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
         let name = &line[..colon];
-        let value = std::str::from_utf8(&line[colon + 1..]).unwrap_or("").trim();
+        // Read only for the three names that frame a body.
+        let value = || std::str::from_utf8(&line[colon + 1..]).unwrap_or("").trim();
         if name.eq_ignore_ascii_case(b"upgrade") {
             return State::Opaque;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             coded = true;
-            chunked = value
+            chunked = value()
                 .rsplit(',')
                 .next()
                 .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            for part in value.split(',') {
+            for part in value().split(',') {
                 match (part.trim().parse::<u64>(), length) {
                     (Ok(n), None) => length = Some(n),
                     (Ok(n), Some(seen)) if n == seen => {}
