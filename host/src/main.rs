@@ -370,20 +370,42 @@ fn serve(
         }
         let clusters = ClusterManager::new(config.clusters.clone())?;
         clusters.start_background();
+        // The admin serves from now on, as Envoy's: while the start goes on it shows the
+        // config and clusters being started, and its state.
+        let admin = Admin::new(
+            config.clone(),
+            clusters.clone(),
+            weir::admin::ServerInfo {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                command_line_options: command_line_options(cli, concurrency),
+                started,
+                drain_time,
+            },
+            &cli.log_level,
+            Some(set_log_level),
+        );
+        if let Some(listener) = admin_listener {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!(%address, "admin listening");
+            }
+            tokio::spawn(admin.clone().serve(listener));
+        }
         // As Envoy's, clusters warm before any listener starts: one with active health checks
         // once each host has had its first check (each bounded by the check's `timeout`).
-        // Meanwhile the admin listener says PRE_INITIALIZING.
-        match &admin_listener {
-            Some(listener) => tokio::select! {
-                () = clusters.initialized() => {}
-                never = Admin::serve_initializing(listener, "PRE_INITIALIZING") => match never {},
-            },
-            None => clusters.initialized().await,
+        // Meanwhile the admin says PRE_INITIALIZING; `POST /quitquitquit` ends the start.
+        tokio::select! {
+            () = clusters.initialized() => {}
+            () = admin.quit_requested() => {
+                tracing::info!("quit asked while clusters warm; exiting");
+                clusters.shutdown();
+                return Ok(());
+            }
         }
+        admin.set_initializing();
         // Remote Wasm modules are fetched through those clusters before any worker (and so any
         // listener) starts, as Envoy holds its listeners until they are fetched or their
         // retries run out (then each such plugin follows its fail_open).
-        // Meanwhile the admin listener says INITIALIZING, as Envoy's does.
+        // Meanwhile the admin says INITIALIZING, as Envoy's does.
         weir::wasm::remote::init_stats();
         let handles = config.plugin_handles();
         let resolving = weir::wasm::remote::resolve(
@@ -392,12 +414,13 @@ fn serve(
             weir::wasm::remote::Phase::Start,
             &config.source,
         );
-        let resolved = match &admin_listener {
-            Some(listener) => tokio::select! {
-                resolved = resolving => resolved,
-                never = Admin::serve_initializing(listener, "INITIALIZING") => match never {},
-            },
-            None => resolving.await,
+        let resolved = tokio::select! {
+            resolved = resolving => resolved,
+            () = admin.quit_requested() => {
+                tracing::info!("quit asked while remote Wasm modules are fetched; exiting");
+                clusters.shutdown();
+                return Ok(());
+            }
         };
         resolved?;
         // Every listener bound before any is served: a port in use stops the start.
@@ -490,17 +513,7 @@ fn serve(
             move || overload_source.current().config.overload.clone(),
             default_limit,
         ));
-        let admin = Admin::new(
-            reloader.clone(),
-            weir::admin::ServerInfo {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                command_line_options: command_line_options(cli, concurrency),
-                started,
-                drain_time,
-            },
-            &cli.log_level,
-            Some(set_log_level),
-        );
+        admin.attach(reloader.clone());
         let drain_listeners = workers.drain_listeners();
         admin.set_drain_listeners(Box::new(move |delay| match delay {
             None => drain_listeners(),
@@ -512,12 +525,6 @@ fn serve(
                 });
             }
         }));
-        if let Some(listener) = admin_listener {
-            if let Ok(address) = listener.local_addr() {
-                tracing::info!(%address, "admin listening");
-            }
-            tokio::spawn(admin.clone().serve(listener));
-        }
         if let Some(state) = &xds {
             let state = state.clone();
             admin.set_init_check(Box::new(move || state.initialized()));

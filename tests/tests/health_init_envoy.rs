@@ -362,3 +362,173 @@ async fn a_reloaded_cluster_warms_before_it_takes_traffic() {
     );
     let _ = reload.await;
 }
+
+/// What one proxy's admin said while its cluster warmed (its listener still refusing), and
+/// the cluster's membership stats once the listener accepted.
+#[derive(Debug, PartialEq)]
+struct Warming {
+    /// `/ready`: status and body.
+    ready: (u16, String),
+    /// `/server_info`: status and `state`.
+    server_info: (u16, String),
+    /// `/stats`: status, and the cluster's `membership_*` lines.
+    stats: (u16, String),
+    /// `/clusters`: status, and the health flags of cluster `c`'s hosts.
+    clusters: (u16, String),
+    /// `/config_dump` and `/listeners`: statuses.
+    dump_and_listeners: (u16, u16),
+    /// Whether the listener still refused after all of the above was read.
+    still_refusing: bool,
+    /// The `membership_*` lines once the listener accepted.
+    membership_after: String,
+}
+
+/// `/stats` filtered to cluster `c`'s membership stats.
+const MEMBERSHIP: &str = "/stats?filter=%5Ecluster%5C.c%5C.membership_";
+
+/// Waits (at most 10 s) for `ports`' admin to answer `/ready` while the listener refuses,
+/// reads the admin as [`Warming`] says, then waits (at most 15 s) for the listener.
+async fn observe_warming(ports: Ports) -> Warming {
+    let admin = SocketAddr::from(([127, 0, 0, 1], ports.admin));
+    let get = |path: &'static str| async move {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            weir_tests::client::get_host(admin, "localhost", path),
+        )
+        .await
+        {
+            Ok(Ok(resp)) => Some((resp.status, resp.text())),
+            _ => None,
+        }
+    };
+    let began = Instant::now();
+    let ready = loop {
+        if let Some((status, body)) = get("/ready").await {
+            break (status, body.trim().to_owned());
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "admin {admin} never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (info_status, info) = get("/server_info").await.unwrap_or_default();
+    let state = serde_json::from_str::<Value>(&info)
+        .ok()
+        .and_then(|info| info["state"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let stats = get(MEMBERSHIP).await.unwrap_or_default();
+    let (clusters_status, clusters) = get("/clusters").await.unwrap_or_default();
+    let flags = clusters
+        .lines()
+        .filter(|line| line.starts_with("c::"))
+        .filter_map(|line| {
+            line.split_once("::health_flags::")
+                .map(|(_, f)| f.to_owned())
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let dump = get("/config_dump").await.map_or(0, |(status, _)| status);
+    let listeners = get("/listeners").await.map_or(0, |(status, _)| status);
+    let still_refusing = TcpStream::connect(ports.http_addr()).await.is_err();
+    while TcpStream::connect(ports.http_addr()).await.is_err() {
+        assert!(
+            began.elapsed() < Duration::from_secs(15),
+            "listener never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let membership_after = get(MEMBERSHIP).await.unwrap_or_default().1;
+    Warming {
+        ready,
+        server_info: (info_status, state),
+        stats,
+        clusters: (clusters_status, flags),
+        dump_and_listeners: (dump, listeners),
+        still_refusing,
+        membership_after,
+    }
+}
+
+/// Starts weir and Envoy on [`checked_config`] (timeout 5 s, `ignore` as the cluster's
+/// `ignore_new_hosts_until_first_hc`) for an upstream whose `/health` answers `status`
+/// after 2 s, and observes both while they warm.
+async fn both_warming(status: u16, ignore: bool) -> (Warming, Warming) {
+    both_warming_as(status, ignore, false).await
+}
+
+/// [`both_warming`], with cluster `c` STRICT_DNS (`localhost`, IPv4 only) where `dns` says.
+async fn both_warming_as(status: u16, ignore: bool, dns: bool) -> (Warming, Warming) {
+    let health = Health {
+        status,
+        delay: Duration::from_secs(2),
+    };
+    let (weir_up, envoy_up) = (upstream(health).await, upstream(health).await);
+    let (weir_ports, envoy_ports) = (Ports::new(), Ports::new());
+    let config = |ports: Ports, up: SocketAddr| {
+        let mut cfg = checked_config(ports, up, "5s");
+        if ignore {
+            cfg["static_resources"]["clusters"][0]["common_lb_config"] =
+                json!({"ignore_new_hosts_until_first_hc": true});
+        }
+        if dns {
+            let cluster = &mut cfg["static_resources"]["clusters"][0];
+            cluster["type"] = json!("STRICT_DNS");
+            cluster["dns_lookup_family"] = json!("V4_ONLY");
+            cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]["address"] = json!("localhost");
+        }
+        cfg
+    };
+    let weir = Weir::spawn(&config(weir_ports, weir_up), &["--concurrency", "1"]);
+    let envoy = Envoy::spawn(&config(envoy_ports, envoy_up), "info");
+    let (ours, theirs) = tokio::join!(observe_warming(weir_ports), observe_warming(envoy_ports));
+    drop(envoy);
+    drop(weir);
+    (ours, theirs)
+}
+
+/// While a cluster warms at start (its first check takes 2 s), the whole admin answers as
+/// Envoy's: `/ready` 503 and `/server_info` 200 with `PRE_INITIALIZING`, `/stats`,
+/// `/clusters` (the host `/failed_active_hc`), `/config_dump` and `/listeners` 200; the
+/// membership stats (total, healthy, degraded, excluded, change) are Envoy's then and after
+/// the first check failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_answers_while_clusters_warm_as_envoy() {
+    let (ours, theirs) = both_warming(503, false).await;
+    assert_eq!(ours, theirs, "weir (left) and Envoy (right) differ");
+    assert!(ours.still_refusing, "{ours:#?}");
+    assert_eq!(ours.ready, (503, "PRE_INITIALIZING".to_owned()));
+    assert_eq!(ours.server_info, (200, "PRE_INITIALIZING".to_owned()));
+    assert_eq!(ours.stats.0, 200);
+    assert_eq!(ours.dump_and_listeners, (200, 200));
+}
+
+/// As above with `ignore_new_hosts_until_first_hc`, the first check passing: the membership
+/// stats (`membership_excluded` above all) and the health flags match Envoy's while the
+/// cluster warms and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_stats_while_hosts_wait_for_their_first_check_as_envoy() {
+    let (ours, theirs) = both_warming(200, true).await;
+    assert_eq!(ours, theirs, "weir (left) and Envoy (right) differ");
+    assert!(ours.still_refusing, "{ours:#?}");
+}
+
+/// The same with a STRICT_DNS cluster (`localhost`, IPv4 only): its host comes from the
+/// first resolution, a new host, so `ignore_new_hosts_until_first_hc` excludes it until its
+/// first check (`membership_excluded` 1 while it warms, in Envoy as in weir).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolved_host_waiting_for_its_first_check_is_excluded_as_envoy() {
+    let (ours, theirs) = both_warming_as(200, true, true).await;
+    assert_eq!(ours, theirs, "weir (left) and Envoy (right) differ");
+    assert!(ours.still_refusing, "{ours:#?}");
+    assert!(
+        ours.stats.1.contains("cluster.c.membership_excluded: 1\n"),
+        "{ours:#?}"
+    );
+    assert!(
+        ours.membership_after
+            .contains("cluster.c.membership_excluded: 0\n"),
+        "{ours:#?}"
+    );
+}

@@ -9,8 +9,8 @@
 //! `cluster.b.upstream_rq_2xx`, `weir_tcp_*{stat_prefix}` is `tcp.<prefix>.*`. A cluster's
 //! stats that Envoy keeps outside `upstream_` have Envoy's names:
 //! `cluster.b.health_check.{attempt,success,failure,network_failure,healthy}` (only for a
-//! cluster with health checks, see [`retain_health_checked`]), `cluster.b.membership_healthy`,
-//! `cluster.b.membership_total`, `cluster.b.lb_healthy_panic`. Stats Envoy
+//! cluster with health checks, see [`retain_health_checked`]), `cluster.b.membership_{healthy,
+//! total,degraded,excluded,change}`, `cluster.b.lb_healthy_panic`. Stats Envoy
 //! does not have keep weir's family name under `weir.`, with their label values appended
 //! (`weir.accel_splices_total.kernel`). Histograms are left out of the text (only
 //! `/stats/prometheus` shows them).
@@ -248,6 +248,8 @@ mod tests {
             ("health_check_healthy", "health_check.healthy"),
             ("membership_healthy", "membership_healthy"),
             ("membership_total", "membership_total"),
+            ("membership_excluded", "membership_excluded"),
+            ("membership_change", "membership_change"),
             ("lb_healthy_panic", "lb_healthy_panic"),
         ] {
             assert_eq!(

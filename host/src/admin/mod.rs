@@ -7,6 +7,10 @@
 //! only POST (405 otherwise), so a crawler or a link cannot trigger them.
 //!
 //! It runs on the main runtime, apart from the workers, so it answers even when they are busy.
+//! It serves from the start, as Envoy's admin does: while clusters warm and remote Wasm
+//! modules are fetched (before any listener opens) every read-only endpoint answers from the
+//! config and clusters being started, `/ready` and `/server_info` say `PRE_INITIALIZING` or
+//! `INITIALIZING`, and `POST /reload` is refused (503) until the first snapshot runs.
 
 mod certs;
 mod config_dump;
@@ -15,14 +19,16 @@ mod runtime;
 
 use crate::body::{self, Body};
 use crate::reload::{Reloader, Trigger};
+use crate::snapshot::Config;
 use crate::stats::Stats;
+use crate::upstream::ClusterManager;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -44,8 +50,14 @@ pub struct ServerInfo {
 
 /// What the admin endpoints show.
 pub struct Admin {
-    /// The running config snapshot, and how to reload it.
-    reloader: Arc<Reloader>,
+    /// The running config snapshot, and how to reload it: set by [`Admin::attach`] once the
+    /// first snapshot runs.
+    reloader: std::sync::OnceLock<Arc<Reloader>>,
+    /// The config and clusters being started, shown until [`Admin::attach`].
+    starting: (Arc<Config>, Arc<ClusterManager>),
+    /// Where the start is: [`PHASE_PRE_INITIALIZING`], [`PHASE_INITIALIZING`] or
+    /// [`PHASE_STARTED`].
+    phase: AtomicU8,
     ready: AtomicBool,
     info: ServerInfo,
     set_log_level: Option<SetLogLevel>,
@@ -55,6 +67,13 @@ pub struct Admin {
     /// Whether the initial fetch from the control plane is over (none without xDS).
     initialized: std::sync::OnceLock<InitCheck>,
 }
+
+/// Clusters warm (Envoy's `PRE_INITIALIZING`: its init manager has not started).
+const PHASE_PRE_INITIALIZING: u8 = 0;
+/// Remote Wasm modules are fetched (Envoy's `INITIALIZING`).
+const PHASE_INITIALIZING: u8 = 1;
+/// The first snapshot runs ([`Admin::attach`]).
+const PHASE_STARTED: u8 = 2;
 
 /// Says whether the proxy's initialization is over (the xDS initial fetch).
 pub type InitCheck = Box<dyn Fn() -> bool + Send + Sync>;
@@ -68,7 +87,10 @@ pub type DrainListeners = Box<dyn Fn(Option<std::time::Duration>) + Send + Sync>
 pub enum Readiness {
     /// Serving.
     Live,
-    /// Waiting for the initial fetch from the control plane (or its timeout).
+    /// Clusters warm at start (their first health checks), before any listener opens.
+    PreInitializing,
+    /// Waiting for remote Wasm modules at start, or for the initial fetch from the control
+    /// plane (or its timeout).
     Initializing,
     /// Shutting down, or failing health checks (`POST /healthcheck/fail`).
     Draining,
@@ -79,6 +101,7 @@ impl Readiness {
     pub fn name(self) -> &'static str {
         match self {
             Readiness::Live => "LIVE",
+            Readiness::PreInitializing => "PRE_INITIALIZING",
             Readiness::Initializing => "INITIALIZING",
             Readiness::Draining => "DRAINING",
         }
@@ -86,15 +109,20 @@ impl Readiness {
 }
 
 impl Admin {
-    /// Admin over the config `reloader` runs; not ready until [`Admin::set_ready`].
+    /// Admin of a proxy starting with `config` and `clusters` (`PRE_INITIALIZING` until
+    /// [`Admin::set_initializing`], then `INITIALIZING` until [`Admin::attach`]); not ready
+    /// until [`Admin::set_ready`].
     pub fn new(
-        reloader: Arc<Reloader>,
+        config: Arc<Config>,
+        clusters: Arc<ClusterManager>,
         info: ServerInfo,
         log_level: &str,
         set_log_level: Option<SetLogLevel>,
     ) -> Arc<Admin> {
         Arc::new(Admin {
-            reloader,
+            reloader: std::sync::OnceLock::new(),
+            starting: (config, clusters),
+            phase: AtomicU8::new(PHASE_PRE_INITIALIZING),
             ready: AtomicBool::new(false),
             info,
             set_log_level,
@@ -105,6 +133,34 @@ impl Admin {
         })
     }
 
+    /// Records that the clusters have warmed and the start goes on (remote Wasm modules):
+    /// `INITIALIZING` from now on, as Envoy's init manager.
+    pub fn set_initializing(&self) {
+        let _ = self.phase.compare_exchange(
+            PHASE_PRE_INITIALIZING,
+            PHASE_INITIALIZING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// Shows the running snapshots of `reloader` from now on (the start is over).
+    pub fn attach(&self, reloader: Arc<Reloader>) {
+        let _ = self.reloader.set(reloader);
+        self.phase.store(PHASE_STARTED, Ordering::Release);
+    }
+
+    /// The config and clusters to show: the snapshot in force, or the ones being started.
+    fn view(&self) -> (Arc<Config>, Arc<ClusterManager>) {
+        match self.reloader.get() {
+            Some(reloader) => {
+                let snapshot = reloader.current();
+                (snapshot.config.clone(), snapshot.clusters.clone())
+            }
+            None => self.starting.clone(),
+        }
+    }
+
     /// How `POST /drain_listeners` stops the listeners (set once, by the binary).
     pub fn set_drain_listeners(&self, drain: DrainListeners) {
         let _ = self.drain_listeners.set(drain);
@@ -113,6 +169,11 @@ impl Admin {
     /// The one answer of `/ready` and `/server_info`'s `state`: every condition that makes
     /// the proxy not ready joins here.
     pub fn readiness(&self) -> Readiness {
+        match self.phase.load(Ordering::Acquire) {
+            PHASE_PRE_INITIALIZING => return Readiness::PreInitializing,
+            PHASE_INITIALIZING => return Readiness::Initializing,
+            _ => {}
+        }
         if !self.ready.load(Ordering::Acquire) || crate::server_state::health_check_failed() {
             return Readiness::Draining;
         }
@@ -180,39 +241,6 @@ impl Admin {
         }
     }
 
-    /// Answers on `listener` while weir initializes (its clusters warm, then its remote Wasm
-    /// modules are fetched, before any listener starts): `/ready` is 503 with `state`, as
-    /// Envoy's (`PRE_INITIALIZING` while clusters warm, `INITIALIZING` while listeners do),
-    /// and `/stats/prometheus` already shows the stats; anything else is 503 too. Each
-    /// connection is closed after one answer, so no client stays on it after the real admin
-    /// ([`Admin::serve`]) takes the listener over. Runs until dropped.
-    pub async fn serve_initializing(listener: &TcpListener, state: &'static str) -> Infallible {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            tokio::spawn(async move {
-                let service = service_fn(|request: Request<Incoming>| async move {
-                    let response = if request.uri().path() == "/stats/prometheus" {
-                        text(StatusCode::OK, Stats::global().prometheus_text())
-                    } else {
-                        text(StatusCode::SERVICE_UNAVAILABLE, format!("{state}\n"))
-                    };
-                    Ok::<_, Infallible>(response)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(false)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    }
-
     /// [`Admin::respond`], logged to the admin access logs (`admin.access_log_path`,
     /// `admin.access_log[]`) of the config in force when there are any.
     async fn respond_logged(
@@ -220,7 +248,7 @@ impl Admin {
         request: Request<Incoming>,
         info: &crate::wire::ConnectionInfo,
     ) -> Response<Body> {
-        let Some(logs) = self.reloader.current().config.admin_access_log.clone() else {
+        let Some(logs) = self.view().0.admin_access_log.clone() else {
             return self.respond(&request).await;
         };
         // The entry reads the head; admin requests carry no body worth counting.
@@ -311,7 +339,16 @@ impl Admin {
 
     /// `POST /reload`: waits for the reload and tells how it went, as JSON.
     async fn reload(&self) -> Response<Body> {
-        let (status, json) = match self.reloader.reload(Trigger::Admin).await {
+        let Some(reloader) = self.reloader.get() else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{}: no reload before the start is over\n",
+                    self.readiness().name()
+                ),
+            );
+        };
+        let (status, json) = match reloader.reload(Trigger::Admin).await {
             Ok(outcome) => (StatusCode::OK, outcome.to_json()),
             Err(error) => (
                 error.status(),
@@ -366,7 +403,9 @@ impl Admin {
                 let readiness = self.readiness();
                 let status = match readiness {
                     Readiness::Live => StatusCode::OK,
-                    Readiness::Draining | Readiness::Initializing => {
+                    Readiness::Draining
+                    | Readiness::Initializing
+                    | Readiness::PreInitializing => {
                         StatusCode::SERVICE_UNAVAILABLE
                     }
                 };
@@ -374,8 +413,7 @@ impl Admin {
             }
             (&Method::GET, "/memory") => memory(),
             (&Method::GET, "/certs") => {
-                let snapshot = self.reloader.current();
-                let config = &snapshot.config;
+                let (config, _) = self.view();
                 let dump = certs::dump(&config.listeners, &config.clusters);
                 json_response(
                     StatusCode::OK,
@@ -383,10 +421,10 @@ impl Admin {
                 )
             }
             (&Method::GET, "/runtime") => {
-                let snapshot = self.reloader.current();
+                let (config, _) = self.view();
                 json_response(
                     StatusCode::OK,
-                    serde_json::to_string_pretty(&runtime::dump(&snapshot.config.dump))
+                    serde_json::to_string_pretty(&runtime::dump(&config.dump))
                         .unwrap_or_default(),
                 )
             }
@@ -401,12 +439,12 @@ impl Admin {
             (&Method::GET, "/stats") => self.stats(request),
             (&Method::GET, "/server_info") => self.server_info(),
             (&Method::GET, "/config_dump") => {
-                let snapshot = self.reloader.current();
+                let (config, _) = self.view();
                 let resource = query_param(request.uri(), "resource");
                 let mask = query_param(request.uri(), "mask");
                 let sources = config_dump::Sources {
-                    bootstrap: &snapshot.config.dump,
-                    dynamic: snapshot.config.dynamic.as_deref(),
+                    bootstrap: &config.dump,
+                    dynamic: config.dynamic.as_deref(),
                     include_eds: query_has(request.uri(), "include_eds"),
                 };
                 match config_dump::dump(sources, resource.as_deref(), mask.as_deref()) {
@@ -418,10 +456,7 @@ impl Admin {
                     Err(error) => text(StatusCode::NOT_FOUND, format!("{error}\n")),
                 }
             }
-            (&Method::GET, "/clusters") => text(
-                StatusCode::OK,
-                self.reloader.current().clusters.clusters_text(),
-            ),
+            (&Method::GET, "/clusters") => text(StatusCode::OK, self.view().1.clusters_text()),
             (&Method::GET, "/listeners") => self.listeners(request),
             (&Method::GET, "/") => text(
                 StatusCode::OK,
@@ -464,9 +499,8 @@ impl Admin {
             },
         };
         let mut stats = envoy_stats::collect(&Stats::global().registry().gather());
-        let snapshot = self.reloader.current();
-        let checked: std::collections::HashSet<&str> = snapshot
-            .config
+        let (config, _) = self.view();
+        let checked: std::collections::HashSet<&str> = config
             .clusters
             .iter()
             .filter(|spec| spec.health_check.is_some())
@@ -509,8 +543,7 @@ impl Admin {
 
     /// `GET /listeners`: `name::address` lines, or Envoy's `listener_statuses` JSON.
     fn listeners(&self, request: &Request<Incoming>) -> Response<Body> {
-        let snapshot = self.reloader.current();
-        let config = &snapshot.config;
+        let (config, _) = self.view();
         let listeners: Vec<(&str, std::net::SocketAddr)> = config
             .listeners
             .iter()

@@ -158,6 +158,7 @@ stat_group! {
             health_check_failure: "Active health checks failed.",
             lb_healthy_panic: "Host picks made in panic mode (fewer hosts available than healthy_panic_threshold).",
             health_check_network_failure: "Active health checks failed by the network (no connection, a reset, a timeout) rather than by the host's answer.",
+            membership_change: "Changes of the host set: each update that added or removed hosts (the first hosts included).",
         }
         gauges {
             cx_active: "Upstream connections open now.",
@@ -165,6 +166,8 @@ stat_group! {
             rq_pending_active: "Requests waiting for a connection now.",
             membership_healthy: "Hosts healthy now.",
             membership_total: "Hosts in the cluster now.",
+            membership_degraded: "Hosts degraded now (weir has no degraded health state: always 0, as Envoy without degraded health checks or EDS).",
+            membership_excluded: "Hosts excluded from load balancing now: waiting for their first health check with ignore_new_hosts_until_first_hc (Envoy's PENDING_ACTIVE_HC).",
             health_check_healthy: "Hosts passing active health checks now (set by the health checker).",
         }
     }

@@ -373,6 +373,12 @@ impl Cluster {
         let stats = ClusterStats::new(&spec.name);
         stats.membership_total.set(hosts.len() as i64);
         stats.membership_healthy.set(healthy as i64);
+        stats.membership_excluded.set(0);
+        stats.membership_degraded.set(0);
+        // As Envoy's, the first hosts are a membership change.
+        if !hosts.is_empty() {
+            stats.membership_change.inc();
+        }
         let dns = matches!(spec.discovery, Discovery::StrictDns | Discovery::LogicalDns);
         Ok(Cluster {
             connections: Breaker::new(spec.thresholds.max_connections),
@@ -529,9 +535,19 @@ impl Cluster {
         }
     }
 
-    /// Makes `hosts` the host set and updates the membership gauges.
+    /// Makes `hosts` the host set and updates the membership gauges; counts
+    /// `membership_change` when a host was added or removed (as Envoy, not when only health
+    /// changed).
     pub(super) fn store_hosts(&self, hosts: Vec<Arc<Host>>) {
-        self.hosts.store(Arc::new(hosts));
+        let old = self.hosts.swap(Arc::new(hosts));
+        let new = self.hosts.load();
+        let changed = old.len() != new.len()
+            || new
+                .iter()
+                .any(|host| !old.iter().any(|was| Arc::ptr_eq(was, host)));
+        if changed {
+            self.stats.membership_change.inc();
+        }
         self.update_membership();
     }
 
@@ -543,8 +559,14 @@ impl Cluster {
             .iter()
             .filter(|host| host.is_healthy() && !host.outlier.is_ejected())
             .count();
+        // Envoy's excluded hosts: `PENDING_ACTIVE_HC` (weir sets no other excluding flag).
+        let excluded = hosts
+            .iter()
+            .filter(|host| host.is_pending_first_check() && !host.is_removed())
+            .count();
         self.stats.membership_total.set(hosts.len() as i64);
         self.stats.membership_healthy.set(healthy as i64);
+        self.stats.membership_excluded.set(excluded as i64);
     }
 
     /// Takes a `max_connections` unit for a new connection; `None` when the breaker is open
@@ -720,6 +742,30 @@ impl Drop for OpenConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `membership_change` counts the first hosts and each update that adds or removes one,
+    /// as Envoy's; an update with the same hosts is no change.
+    #[test]
+    fn membership_change_counts_host_set_changes_only() {
+        let Ok(cluster) = Cluster::new(crate::upstream::test_support::spec(
+            "membership_change_unit",
+            &[1],
+        )) else {
+            panic!("cluster builds")
+        };
+        let change = || cluster.stats.membership_change.get();
+        assert_eq!(change(), 1, "the first hosts");
+        let one = SocketAddr::from(([127, 0, 0, 1], 1));
+        let two = SocketAddr::from(([127, 0, 0, 1], 2));
+        cluster.set_host_addresses(&[one]);
+        assert_eq!(change(), 1, "same hosts");
+        cluster.set_host_addresses(&[one, two]);
+        assert_eq!(change(), 2, "one added");
+        cluster.set_host_addresses(&[two]);
+        assert_eq!(change(), 3, "one removed");
+        assert_eq!(cluster.stats.membership_total.get(), 1);
+        assert_eq!(cluster.stats.membership_excluded.get(), 0);
+    }
 
     #[test]
     fn breaker_counts_up_to_its_limit() {
