@@ -145,7 +145,13 @@ impl XdsState {
     ) -> Result<(Option<Arc<XdsState>>, Loaded), ConfigError> {
         let bootstrap = BootstrapFile::new(path, file.name());
         let cluster_specs = ClusterSpecs::default();
-        let loaded = load_with(&bootstrap, &cluster_specs, &Held::default(), &GaveUp::new())?;
+        let loaded = load_with(
+            &bootstrap,
+            &cluster_specs,
+            &Held::default(),
+            &GaveUp::new(),
+            Start::Initialized,
+        )?;
         let Some(spec) = loaded.config.xds.clone() else {
             return Ok((None, loaded));
         };
@@ -165,6 +171,18 @@ impl XdsState {
             this: this.clone(),
             stats,
         });
+        // The static listeners wait for the initial fetch too (unless nothing is fetched).
+        let loaded = if state.initialized() {
+            loaded
+        } else {
+            load_with(
+                &state.bootstrap,
+                &state.cluster_specs,
+                &Held::default(),
+                &GaveUp::new(),
+                Start::Initializing,
+            )?
+        };
         Ok((Some(state), loaded))
     }
 
@@ -200,6 +218,18 @@ impl XdsState {
     /// that gave up are not).
     fn waiting_for(&self, held: &Held) -> Vec<(ResourceType, Vec<String>)> {
         self.waiting_in(held, &ResourceType::ALL)
+    }
+
+    /// Whether a config built from `held` comes before the end of the initial fetch (its
+    /// listeners are held back, see [`Start`]): the fetch was never over and `held` does
+    /// not end it.
+    fn start_of(&self, held: &Held) -> Start {
+        use std::sync::atomic::Ordering;
+        if self.init_done.load(Ordering::Acquire) || self.waiting_for(held).is_empty() {
+            Start::Initialized
+        } else {
+            Start::Initializing
+        }
     }
 
     /// [`XdsState::waiting_for`] among `kinds` only.
@@ -444,9 +474,18 @@ impl XdsState {
         let Some(this) = self.this.upgrade() else {
             return Err(Rejected("weir is shutting down".into()));
         };
+        let start = self.start_of(&held);
         let staged = Arc::new(Staged { state: this, held });
         match reloader.reload_from(staged, trigger).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // Once a config ends the initial fetch, later ones never hold listeners back
+                // again (a listener added then warms alone).
+                if start == Start::Initialized {
+                    self.init_done
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+                Ok(())
+            }
             Err(ReloadError::Config(error)) => {
                 Err(Rejected(format!("{}: {}", error.path, error.message)))
             }
@@ -663,7 +702,18 @@ impl ConfigSource for XdsState {
     /// The bootstrap file read again, with the resources held.
     fn load(&self) -> Result<Loaded, ConfigError> {
         let held = self.lock().clone();
-        load_with(&self.bootstrap, &self.cluster_specs, &held, &self.gave_up())
+        let start = if self.initialized() {
+            Start::Initialized
+        } else {
+            Start::Initializing
+        };
+        load_with(
+            &self.bootstrap,
+            &self.cluster_specs,
+            &held,
+            &self.gave_up(),
+            start,
+        )
     }
 
     fn changed(&self, running: &Config, version: Option<[u8; 32]>) -> bool {
@@ -689,17 +739,33 @@ impl ConfigSource for Staged {
             &self.state.cluster_specs,
             &self.held,
             &self.state.gave_up(),
+            self.state.start_of(&self.held),
         )
     }
 }
 
+/// Whether a config is built before the initial fetch is over. As Envoy's server, which
+/// starts its workers (and so any listener's accept) only once initialized, every listener
+/// (static, or of LDS) is held back until each initial listener has warmed or given up:
+/// while [`Start::Initializing`] the listeners are built (a bad one is refused as ever) but
+/// none is put in the config, so no port accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// The initial fetch is still waited for: no listener accepts.
+    Initializing,
+    /// It is over: each listener accepts once it has warmed.
+    Initialized,
+}
+
 /// Reads the bootstrap file and builds it with the resources of `held` (see the module
-/// docs); what waits for a resource in `gave_up` goes in without it.
+/// docs); what waits for a resource in `gave_up` goes in without it; while `start` says
+/// [`Start::Initializing`] the config has no listeners.
 fn load_with(
     bootstrap_file: &BootstrapFile,
     specs: &ClusterSpecs,
     held: &Held,
     gave_up: &GaveUp,
+    start: Start,
 ) -> Result<Loaded, ConfigError> {
     let parsed = bootstrap_file.read()?;
     let file = bootstrap_file.name();
@@ -711,6 +777,17 @@ fn load_with(
     let mut config = crate::snapshot::load_bootstrap(bootstrap, dynamic_clusters, file, dump)
         .map_err(|error| provenance.explain(error).in_file(file))?;
     config.dynamic = Some(Arc::new(dynamic_dump(held, &provenance)));
+    if start == Start::Initializing {
+        if !config.listeners.is_empty() || !config.tcp_listeners.is_empty() {
+            tracing::debug!(
+                http = config.listeners.len(),
+                tcp = config.tcp_listeners.len(),
+                "xds: listeners held back until the initial fetch is over"
+            );
+        }
+        config.listeners.clear();
+        config.tcp_listeners.clear();
+    }
     Ok(Loaded { config, version })
 }
 
