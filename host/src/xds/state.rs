@@ -1319,6 +1319,14 @@ static_resources:
         );
     }
 
+    /// Marks the initial fetch over, as once weir has initialized: what these tests hold
+    /// then warms listener by listener.
+    fn after_init(state: &XdsState) {
+        state
+            .init_done
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// Every initial fetch still waited for gives up, as when each timer fired.
     fn give_up_all(state: &XdsState) {
         let held = state.lock().clone();
@@ -1494,6 +1502,38 @@ typed_config:
     }
 
     #[test]
+    fn no_listener_goes_in_before_every_initial_listener_has_warmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        state.lock().received.insert(ResourceType::Cluster);
+        let other = LISTENER
+            .replace("name: web\n", "name: other\n")
+            .replace("web-routes", "other-routes");
+        hold(&state, ResourceType::Listener, LISTENER);
+        hold(&state, ResourceType::Listener, &other);
+        hold(&state, ResourceType::RouteConfiguration, ROUTES);
+        let serving = |state: &XdsState| -> Vec<String> {
+            let config = state.load().unwrap().config;
+            config.listeners.iter().map(|l| l.name.clone()).collect()
+        };
+        assert!(serving(&state).is_empty(), "web has warmed, other has not");
+        assert!(!state.initialized());
+        hold(
+            &state,
+            ResourceType::RouteConfiguration,
+            &ROUTES.replace("web-routes", "other-routes"),
+        );
+        assert_eq!(serving(&state), ["other", "web"], "both start together");
+        assert!(state.initialized());
+        // After initialization a new listener warms alone.
+        let late = LISTENER
+            .replace("name: web\n", "name: late\n")
+            .replace("web-routes", "late-routes");
+        hold(&state, ResourceType::Listener, &late);
+        assert_eq!(serving(&state), ["other", "web"], "late warms alone");
+    }
+
+    #[test]
     fn config_discovery_without_a_control_plane_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weir.yaml");
@@ -1529,6 +1569,7 @@ typed_config:
     fn an_ecds_config_of_a_listed_type_goes_in_place_of_config_discovery() {
         let dir = tempfile::tempdir().unwrap();
         let state = state(&dir);
+        after_init(&state);
         let listener = ecds_listener("").replace(
             "type_urls: [ type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm ]",
             "type_urls: [ type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm, type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck ]",
@@ -1550,6 +1591,7 @@ typed_config:
     fn a_default_config_applies_without_warming_or_after_the_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let state = state(&dir);
+        after_init(&state);
         let default = "default_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck, pass_through_mode: true }";
         let listener = ecds_listener(default).replace(
             "type_urls: [ type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm ]",
@@ -1562,6 +1604,7 @@ typed_config:
 
         let dir = tempfile::tempdir().unwrap();
         let state = super::tests::state(&dir);
+        after_init(&state);
         let listener = listener.replace(
             "default_config:",
             "apply_default_config_without_warming: true\n          default_config:",
@@ -1669,6 +1712,7 @@ filter_chains:
     fn a_network_filter_default_config_applies_without_warming() {
         let dir = tempfile::tempdir().unwrap();
         let state = state(&dir);
+        after_init(&state);
         let code =
             crate::wasm::tests::module(weir_abi::names::ABI_VERSION_0_2_1, "", "(i32.const 1)", "");
         let module = dir.path().join("guard.wasm");
@@ -1816,6 +1860,7 @@ filter_chains:
     async fn filters_sharing_a_name_each_wait_their_own_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let state = state(&dir);
+        after_init(&state);
         let with_timeout = |name: &str, timeout: &str| {
             ecds_listener("")
                 .replace("name: ecds\n", &format!("name: {name}\n"))
