@@ -18,7 +18,9 @@
 //! asked for (CDS: `cds_config`'s, from the start; LDS: `lds_config`'s, from the end of the
 //! clusters' initial fetch), as Envoy's subscriptions do. Until every subscribed type has
 //! answered and every name asked
-//! for has come (or given up) weir is not [`XdsState::initialized`], which `/ready` reports.
+//! for has come (or given up) weir is not [`XdsState::initialized`], which `/ready` reports;
+//! meanwhile no listener (static or of LDS) accepts, as Envoy's server starts its listeners
+//! together once initialized (see [`Start`]); a listener added later warms alone.
 
 use super::bootstrap_file::BootstrapFile;
 use super::client::{Interest, Rejected, Subscriber, Update};
