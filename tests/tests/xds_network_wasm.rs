@@ -610,3 +610,104 @@ async fn filters_sharing_an_ecds_name_each_wait_their_own_timeout_as_envoy() {
     let envoy = shared_name_scenario(Kind::Envoy).await;
     assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right) differ");
 }
+
+/// What a proxy did with two listeners of its initial LDS response, sharing the ECDS name
+/// [`GUARD`] (which never comes), one source waiting 2 s and the other 6 s.
+#[derive(Debug, PartialEq, Eq)]
+struct InitialOutcome {
+    /// 4 s after the ECDS request: both ports, and whether `/ready` said 200.
+    at_4s: [Seen; 2],
+    ready_at_4s: bool,
+    /// 8 s after it.
+    at_8s: [Seen; 2],
+    ready_at_8s: bool,
+}
+
+/// The initial listeners start together: as Envoy's server, which starts no listener before
+/// every initial listener has warmed (or given up), the 2 s listener refuses connections
+/// until the 6 s one has given up too. Returns what was seen and how long after the ECDS
+/// request the 2 s listener first accepted.
+async fn initial_listeners_scenario(kind: Kind) -> (InitialOutcome, Duration) {
+    let echo = TcpServer::start(Mode::Echo).await;
+    let server = XdsServer::start().await;
+    let (fast, slow) = (free_port(), free_port());
+    server.set("upstream", &static_cluster("upstream", echo.addr));
+    server.set_many(vec![
+        (
+            "fast".to_string(),
+            any(&listener_with_timeout("fast", fast, Duration::from_secs(2))),
+        ),
+        (
+            "slow".to_string(),
+            any(&listener_with_timeout("slow", slow, Duration::from_secs(6))),
+        ),
+    ]);
+    let proxy = Proxy::spawn(kind, &server, AdsApi::Grpc);
+    server
+        .wait_for_request(INITIAL, 0, |r| {
+            r.type_url == type_url::EXTENSION_CONFIG && !r.resource_names.is_empty()
+        })
+        .await
+        .unwrap_or_else(|| panic!("{kind:?} subscribed to ECDS\n{}", proxy.log_report()));
+    let asked = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(asked.elapsed())).await;
+    let at_4s = [
+        exchange(fast, b"HELLO ping").await,
+        exchange(slow, b"HELLO ping").await,
+    ];
+    let ready_at_4s = proxy.ready().await;
+    // When the 2 s listener first accepts (bounded: 15 s after the request).
+    let opened = loop {
+        if exchange(fast, b"HELLO ping").await != Seen::Refused {
+            break asked.elapsed();
+        }
+        assert!(
+            asked.elapsed() < INITIAL,
+            "{kind:?}: the 2 s listener never accepted\n{}",
+            proxy.log_report()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(asked.elapsed())).await;
+    let at_8s = [
+        exchange(fast, b"HELLO ping").await,
+        exchange(slow, b"HELLO ping").await,
+    ];
+    let ready_at_8s = proxy.ready().await;
+    drop(proxy);
+    let outcome = InitialOutcome {
+        at_4s,
+        ready_at_4s,
+        at_8s,
+        ready_at_8s,
+    };
+    (outcome, opened)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_listeners_start_together_once_all_warmed_as_envoy() {
+    let (weir, weir_opened) = initial_listeners_scenario(Kind::Weir).await;
+    eprintln!("weir: {weir:?}, the 2 s listener accepted {weir_opened:?} after the ECDS request");
+    assert_eq!(
+        weir,
+        InitialOutcome {
+            at_4s: [Seen::Refused, Seen::Refused],
+            ready_at_4s: false,
+            at_8s: [Seen::Closed, Seen::Closed],
+            ready_at_8s: true,
+        },
+        "weir"
+    );
+    let (envoy, envoy_opened) = initial_listeners_scenario(Kind::Envoy).await;
+    eprintln!(
+        "envoy: {envoy:?}, the 2 s listener accepted {envoy_opened:?} after the ECDS request"
+    );
+    assert_eq!(weir, envoy, "weir (left) and Envoy 1.40 (right) differ");
+    // Both open the 2 s listener when the 6 s fetch gives up, not when its own does.
+    for (who, opened) in [("weir", weir_opened), ("envoy", envoy_opened)] {
+        assert!(
+            opened >= Duration::from_millis(5500) && opened < Duration::from_secs(8),
+            "{who}: the 2 s listener accepted {opened:?} after the ECDS request"
+        );
+    }
+}

@@ -18,7 +18,9 @@
 //! asked for (CDS: `cds_config`'s, from the start; LDS: `lds_config`'s, from the end of the
 //! clusters' initial fetch), as Envoy's subscriptions do. Until every subscribed type has
 //! answered and every name asked
-//! for has come (or given up) weir is not [`XdsState::initialized`], which `/ready` reports.
+//! for has come (or given up) weir is not [`XdsState::initialized`], which `/ready` reports;
+//! meanwhile no listener (static or of LDS) accepts, as Envoy's server starts its listeners
+//! together once initialized (see [`Start`]); a listener added later warms alone.
 
 use super::bootstrap_file::BootstrapFile;
 use super::client::{Interest, Rejected, Subscriber, Update};
@@ -145,7 +147,13 @@ impl XdsState {
     ) -> Result<(Option<Arc<XdsState>>, Loaded), ConfigError> {
         let bootstrap = BootstrapFile::new(path, file.name());
         let cluster_specs = ClusterSpecs::default();
-        let loaded = load_with(&bootstrap, &cluster_specs, &Held::default(), &GaveUp::new())?;
+        let loaded = load_with(
+            &bootstrap,
+            &cluster_specs,
+            &Held::default(),
+            &GaveUp::new(),
+            Start::Initialized,
+        )?;
         let Some(spec) = loaded.config.xds.clone() else {
             return Ok((None, loaded));
         };
@@ -165,6 +173,18 @@ impl XdsState {
             this: this.clone(),
             stats,
         });
+        // The static listeners wait for the initial fetch too (unless nothing is fetched).
+        let loaded = if state.initialized() {
+            loaded
+        } else {
+            load_with(
+                &state.bootstrap,
+                &state.cluster_specs,
+                &Held::default(),
+                &GaveUp::new(),
+                Start::Initializing,
+            )?
+        };
         Ok((Some(state), loaded))
     }
 
@@ -200,6 +220,18 @@ impl XdsState {
     /// that gave up are not).
     fn waiting_for(&self, held: &Held) -> Vec<(ResourceType, Vec<String>)> {
         self.waiting_in(held, &ResourceType::ALL)
+    }
+
+    /// Whether a config built from `held` comes before the end of the initial fetch (its
+    /// listeners are held back, see [`Start`]): the fetch was never over and `held` does
+    /// not end it.
+    fn start_of(&self, held: &Held) -> Start {
+        use std::sync::atomic::Ordering;
+        if self.init_done.load(Ordering::Acquire) || self.waiting_for(held).is_empty() {
+            Start::Initialized
+        } else {
+            Start::Initializing
+        }
     }
 
     /// [`XdsState::waiting_for`] among `kinds` only.
@@ -444,9 +476,18 @@ impl XdsState {
         let Some(this) = self.this.upgrade() else {
             return Err(Rejected("weir is shutting down".into()));
         };
+        let start = self.start_of(&held);
         let staged = Arc::new(Staged { state: this, held });
         match reloader.reload_from(staged, trigger).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // Once a config ends the initial fetch, later ones never hold listeners back
+                // again (a listener added then warms alone).
+                if start == Start::Initialized {
+                    self.init_done
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+                Ok(())
+            }
             Err(ReloadError::Config(error)) => {
                 Err(Rejected(format!("{}: {}", error.path, error.message)))
             }
@@ -663,7 +704,18 @@ impl ConfigSource for XdsState {
     /// The bootstrap file read again, with the resources held.
     fn load(&self) -> Result<Loaded, ConfigError> {
         let held = self.lock().clone();
-        load_with(&self.bootstrap, &self.cluster_specs, &held, &self.gave_up())
+        let start = if self.initialized() {
+            Start::Initialized
+        } else {
+            Start::Initializing
+        };
+        load_with(
+            &self.bootstrap,
+            &self.cluster_specs,
+            &held,
+            &self.gave_up(),
+            start,
+        )
     }
 
     fn changed(&self, running: &Config, version: Option<[u8; 32]>) -> bool {
@@ -689,17 +741,33 @@ impl ConfigSource for Staged {
             &self.state.cluster_specs,
             &self.held,
             &self.state.gave_up(),
+            self.state.start_of(&self.held),
         )
     }
 }
 
+/// Whether a config is built before the initial fetch is over. As Envoy's server, which
+/// starts its workers (and so any listener's accept) only once initialized, every listener
+/// (static, or of LDS) is held back until each initial listener has warmed or given up:
+/// while [`Start::Initializing`] the listeners are built (a bad one is refused as ever) but
+/// none is put in the config, so no port accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// The initial fetch is still waited for: no listener accepts.
+    Initializing,
+    /// It is over: each listener accepts once it has warmed.
+    Initialized,
+}
+
 /// Reads the bootstrap file and builds it with the resources of `held` (see the module
-/// docs); what waits for a resource in `gave_up` goes in without it.
+/// docs); what waits for a resource in `gave_up` goes in without it; while `start` says
+/// [`Start::Initializing`] the config has no listeners.
 fn load_with(
     bootstrap_file: &BootstrapFile,
     specs: &ClusterSpecs,
     held: &Held,
     gave_up: &GaveUp,
+    start: Start,
 ) -> Result<Loaded, ConfigError> {
     let parsed = bootstrap_file.read()?;
     let file = bootstrap_file.name();
@@ -711,6 +779,17 @@ fn load_with(
     let mut config = crate::snapshot::load_bootstrap(bootstrap, dynamic_clusters, file, dump)
         .map_err(|error| provenance.explain(error).in_file(file))?;
     config.dynamic = Some(Arc::new(dynamic_dump(held, &provenance)));
+    if start == Start::Initializing {
+        if !config.listeners.is_empty() || !config.tcp_listeners.is_empty() {
+            tracing::debug!(
+                http = config.listeners.len(),
+                tcp = config.tcp_listeners.len(),
+                "xds: listeners held back until the initial fetch is over"
+            );
+        }
+        config.listeners.clear();
+        config.tcp_listeners.clear();
+    }
     Ok(Loaded { config, version })
 }
 
@@ -1242,6 +1321,14 @@ static_resources:
         );
     }
 
+    /// Marks the initial fetch over, as once weir has initialized: what these tests hold
+    /// then warms listener by listener.
+    fn after_init(state: &XdsState) {
+        state
+            .init_done
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// Every initial fetch still waited for gives up, as when each timer fired.
     fn give_up_all(state: &XdsState) {
         let held = state.lock().clone();
@@ -1417,6 +1504,38 @@ typed_config:
     }
 
     #[test]
+    fn no_listener_goes_in_before_every_initial_listener_has_warmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        state.lock().received.insert(ResourceType::Cluster);
+        let other = LISTENER
+            .replace("name: web\n", "name: other\n")
+            .replace("web-routes", "other-routes");
+        hold(&state, ResourceType::Listener, LISTENER);
+        hold(&state, ResourceType::Listener, &other);
+        hold(&state, ResourceType::RouteConfiguration, ROUTES);
+        let serving = |state: &XdsState| -> Vec<String> {
+            let config = state.load().unwrap().config;
+            config.listeners.iter().map(|l| l.name.clone()).collect()
+        };
+        assert!(serving(&state).is_empty(), "web has warmed, other has not");
+        assert!(!state.initialized());
+        hold(
+            &state,
+            ResourceType::RouteConfiguration,
+            &ROUTES.replace("web-routes", "other-routes"),
+        );
+        assert_eq!(serving(&state), ["other", "web"], "both start together");
+        assert!(state.initialized());
+        // After initialization a new listener warms alone.
+        let late = LISTENER
+            .replace("name: web\n", "name: late\n")
+            .replace("web-routes", "late-routes");
+        hold(&state, ResourceType::Listener, &late);
+        assert_eq!(serving(&state), ["other", "web"], "late warms alone");
+    }
+
+    #[test]
     fn config_discovery_without_a_control_plane_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weir.yaml");
@@ -1452,6 +1571,7 @@ typed_config:
     fn an_ecds_config_of_a_listed_type_goes_in_place_of_config_discovery() {
         let dir = tempfile::tempdir().unwrap();
         let state = state(&dir);
+        after_init(&state);
         let listener = ecds_listener("").replace(
             "type_urls: [ type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm ]",
             "type_urls: [ type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm, type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck ]",
@@ -1473,6 +1593,7 @@ typed_config:
     fn a_default_config_applies_without_warming_or_after_the_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let state = state(&dir);
+        after_init(&state);
         let default = "default_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck, pass_through_mode: true }";
         let listener = ecds_listener(default).replace(
             "type_urls: [ type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm ]",
@@ -1485,6 +1606,7 @@ typed_config:
 
         let dir = tempfile::tempdir().unwrap();
         let state = super::tests::state(&dir);
+        after_init(&state);
         let listener = listener.replace(
             "default_config:",
             "apply_default_config_without_warming: true\n          default_config:",
@@ -1592,6 +1714,7 @@ filter_chains:
     fn a_network_filter_default_config_applies_without_warming() {
         let dir = tempfile::tempdir().unwrap();
         let state = state(&dir);
+        after_init(&state);
         let code =
             crate::wasm::tests::module(weir_abi::names::ABI_VERSION_0_2_1, "", "(i32.const 1)", "");
         let module = dir.path().join("guard.wasm");
@@ -1739,6 +1862,7 @@ filter_chains:
     async fn filters_sharing_a_name_each_wait_their_own_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let state = state(&dir);
+        after_init(&state);
         let with_timeout = |name: &str, timeout: &str| {
             ecds_listener("")
                 .replace("name: ecds\n", &format!("name: {name}\n"))
