@@ -268,3 +268,38 @@ pub fn ads_bootstrap(node_id: &str, admin_port: u16, xds: SocketAddr, api: AdsAp
         }
     })
 }
+
+/// A proxy-wasm plugin config named `name` (its root and VM id too) running the module at
+/// `module` from a local file with plugin `configuration`, as both Envoy and weir take it.
+pub fn local_wasm_plugin(
+    name: &str,
+    module: &std::path::Path,
+    configuration: &str,
+) -> envoy_types::pb::envoy::extensions::wasm::v3::PluginConfig {
+    use envoy_types::pb::envoy::config::core::v3::{
+        AsyncDataSource, DataSource, async_data_source, data_source,
+    };
+    use envoy_types::pb::envoy::extensions::wasm::v3::{PluginConfig, VmConfig, plugin_config};
+    use envoy_types::pb::google::protobuf::StringValue;
+    PluginConfig {
+        name: name.into(),
+        root_id: name.into(),
+        configuration: Some(crate::xds_server::any(&StringValue {
+            value: configuration.into(),
+        })),
+        vm: Some(plugin_config::Vm::VmConfig(VmConfig {
+            vm_id: name.into(),
+            runtime: "envoy.wasm.runtime.v8".into(),
+            code: Some(AsyncDataSource {
+                specifier: Some(async_data_source::Specifier::Local(DataSource {
+                    specifier: Some(data_source::Specifier::Filename(
+                        module.display().to_string(),
+                    )),
+                    ..DataSource::default()
+                })),
+            }),
+            ..VmConfig::default()
+        })),
+        ..PluginConfig::default()
+    }
+}

@@ -15,17 +15,14 @@
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
-use envoy_types::pb::envoy::config::core::v3::{
-    AsyncDataSource, DataSource, ExtensionConfigSource, TypedExtensionConfig, async_data_source,
-    data_source,
-};
+use envoy_types::pb::envoy::config::core::v3::{ExtensionConfigSource, TypedExtensionConfig};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm as HttpWasm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier;
 use envoy_types::pb::envoy::extensions::filters::network::wasm::v3::Wasm;
-use envoy_types::pb::envoy::extensions::wasm::v3::{PluginConfig, VmConfig, plugin_config};
-use envoy_types::pb::google::protobuf::{Duration as ProtoDuration, StringValue};
+use envoy_types::pb::envoy::extensions::wasm::v3::PluginConfig;
+use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -34,7 +31,7 @@ use tokio::net::TcpStream;
 use weir_tests::envoy::Envoy;
 use weir_tests::tcp_server::{Mode, TcpServer};
 use weir_tests::xds_resources::{
-    AdsApi, address, ads_bootstrap, ads_config_source, any, load_assignment,
+    AdsApi, address, ads_bootstrap, ads_config_source, any, load_assignment, local_wasm_plugin,
 };
 use weir_tests::xds_server::{XdsServer, type_url};
 use weir_tests::{Weir, free_port, wasm};
@@ -155,27 +152,7 @@ impl Proxy {
 
 /// The plugin config running tcp-guard with plugin `configuration`.
 fn plugin(module: &Path, configuration: &str) -> PluginConfig {
-    PluginConfig {
-        name: "tcp_guard".into(),
-        root_id: "tcp_guard".into(),
-        configuration: Some(any(&StringValue {
-            value: configuration.into(),
-        })),
-        vm: Some(plugin_config::Vm::VmConfig(VmConfig {
-            vm_id: "tcp_guard".into(),
-            runtime: "envoy.wasm.runtime.v8".into(),
-            code: Some(AsyncDataSource {
-                specifier: Some(async_data_source::Specifier::Local(DataSource {
-                    specifier: Some(data_source::Specifier::Filename(
-                        module.display().to_string(),
-                    )),
-                    ..DataSource::default()
-                })),
-            }),
-            ..VmConfig::default()
-        })),
-        ..PluginConfig::default()
-    }
+    local_wasm_plugin("tcp_guard", module, configuration)
 }
 
 /// tcp-guard's configuration: the client's bytes must start with `HELLO ` (stripped), and

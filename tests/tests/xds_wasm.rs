@@ -34,14 +34,14 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter,
 };
-use envoy_types::pb::envoy::extensions::wasm::v3::{PluginConfig, VmConfig, plugin_config};
-use envoy_types::pb::google::protobuf::{BoolValue, StringValue};
+use envoy_types::pb::envoy::extensions::wasm::v3::{PluginConfig, plugin_config};
+use envoy_types::pb::google::protobuf::BoolValue;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use weir_tests::envoy::Envoy;
 use weir_tests::xds_resources::{
-    AdsApi, ads_bootstrap, ads_config_source, address, any, load_assignment,
+    AdsApi, ads_bootstrap, ads_config_source, address, any, load_assignment, local_wasm_plugin,
 };
 use weir_tests::xds_server::{XdsServer, type_url};
 use weir_tests::{Weir, free_port, get_host, wasm};
@@ -118,27 +118,7 @@ fn spawn_weir(bootstrap: &serde_json::Value) -> Weir {
 /// The Wasm filter config running the `headers` fixture with plugin `configuration`.
 fn wasm_config(module: &Path, configuration: &str) -> Wasm {
     Wasm {
-        config: Some(PluginConfig {
-            name: "headers".into(),
-            root_id: "headers".into(),
-            configuration: Some(any(&StringValue {
-                value: configuration.into(),
-            })),
-            vm: Some(plugin_config::Vm::VmConfig(VmConfig {
-                vm_id: "headers".into(),
-                runtime: "envoy.wasm.runtime.v8".into(),
-                code: Some(AsyncDataSource {
-                    specifier: Some(async_data_source::Specifier::Local(DataSource {
-                        specifier: Some(data_source::Specifier::Filename(
-                            module.display().to_string(),
-                        )),
-                        ..DataSource::default()
-                    })),
-                }),
-                ..VmConfig::default()
-            })),
-            ..PluginConfig::default()
-        }),
+        config: Some(local_wasm_plugin("headers", module, configuration)),
     }
 }
 
