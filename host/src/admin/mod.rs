@@ -50,11 +50,9 @@ pub struct ServerInfo {
 
 /// What the admin endpoints show.
 pub struct Admin {
-    /// The running config snapshot, and how to reload it: set by [`Admin::attach`] once the
-    /// first snapshot runs.
-    reloader: std::sync::OnceLock<Arc<Reloader>>,
-    /// The config and clusters being started, shown until [`Admin::attach`].
-    starting: (Arc<Config>, Arc<ClusterManager>),
+    /// What the endpoints show: the config and clusters being started, then (from
+    /// [`Admin::attach`]) the running snapshots and how to reload them.
+    source: std::sync::Mutex<Source>,
     /// Where the start is: [`PHASE_PRE_INITIALIZING`], [`PHASE_INITIALIZING`] or
     /// [`PHASE_STARTED`].
     phase: AtomicU8,
@@ -66,6 +64,15 @@ pub struct Admin {
     drain_listeners: std::sync::OnceLock<DrainListeners>,
     /// Whether the initial fetch from the control plane is over (none without xDS).
     initialized: std::sync::OnceLock<InitCheck>,
+}
+
+/// Where [`Admin`] reads the config and clusters it shows.
+enum Source {
+    /// The start: the config and clusters being started. Let go at [`Admin::attach`], so a
+    /// reload that replaces those clusters stops their health checks and resolvers.
+    Starting(Arc<Config>, Arc<ClusterManager>),
+    /// The running snapshots.
+    Running(Arc<Reloader>),
 }
 
 /// Clusters warm (Envoy's `PRE_INITIALIZING`: its init manager has not started).
@@ -120,8 +127,7 @@ impl Admin {
         set_log_level: Option<SetLogLevel>,
     ) -> Arc<Admin> {
         Arc::new(Admin {
-            reloader: std::sync::OnceLock::new(),
-            starting: (config, clusters),
+            source: std::sync::Mutex::new(Source::Starting(config, clusters)),
             phase: AtomicU8::new(PHASE_PRE_INITIALIZING),
             ready: AtomicBool::new(false),
             info,
@@ -146,18 +152,32 @@ impl Admin {
 
     /// Shows the running snapshots of `reloader` from now on (the start is over).
     pub fn attach(&self, reloader: Arc<Reloader>) {
-        let _ = self.reloader.set(reloader);
+        *self.lock_source() = Source::Running(reloader);
         self.phase.store(PHASE_STARTED, Ordering::Release);
+    }
+
+    fn lock_source(&self) -> std::sync::MutexGuard<'_, Source> {
+        self.source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The running snapshots' reloader, once the start is over.
+    fn reloader(&self) -> Option<Arc<Reloader>> {
+        match &*self.lock_source() {
+            Source::Running(reloader) => Some(reloader.clone()),
+            Source::Starting(..) => None,
+        }
     }
 
     /// The config and clusters to show: the snapshot in force, or the ones being started.
     fn view(&self) -> (Arc<Config>, Arc<ClusterManager>) {
-        match self.reloader.get() {
-            Some(reloader) => {
+        match &*self.lock_source() {
+            Source::Running(reloader) => {
                 let snapshot = reloader.current();
                 (snapshot.config.clone(), snapshot.clusters.clone())
             }
-            None => self.starting.clone(),
+            Source::Starting(config, clusters) => (config.clone(), clusters.clone()),
         }
     }
 
@@ -339,7 +359,7 @@ impl Admin {
 
     /// `POST /reload`: waits for the reload and tells how it went, as JSON.
     async fn reload(&self) -> Response<Body> {
-        let Some(reloader) = self.reloader.get() else {
+        let Some(reloader) = self.reloader() else {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
