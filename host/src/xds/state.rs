@@ -174,17 +174,10 @@ impl XdsState {
             stats,
         });
         // The static listeners wait for the initial fetch too (unless nothing is fetched).
-        let loaded = if state.initialized() {
-            loaded
-        } else {
-            load_with(
-                &state.bootstrap,
-                &state.cluster_specs,
-                &Held::default(),
-                &GaveUp::new(),
-                Start::Initializing,
-            )?
-        };
+        let mut loaded = loaded;
+        if !state.initialized() {
+            hold_back_listeners(&mut loaded.config);
+        }
         Ok((Some(state), loaded))
     }
 
@@ -780,17 +773,23 @@ fn load_with(
         .map_err(|error| provenance.explain(error).in_file(file))?;
     config.dynamic = Some(Arc::new(dynamic_dump(held, &provenance)));
     if start == Start::Initializing {
-        if !config.listeners.is_empty() || !config.tcp_listeners.is_empty() {
-            tracing::debug!(
-                http = config.listeners.len(),
-                tcp = config.tcp_listeners.len(),
-                "xds: listeners held back until the initial fetch is over"
-            );
-        }
-        config.listeners.clear();
-        config.tcp_listeners.clear();
+        hold_back_listeners(&mut config);
     }
     Ok(Loaded { config, version })
+}
+
+/// Takes the listeners out of `config` (built, so a bad one was refused as ever) until the
+/// initial fetch is over.
+fn hold_back_listeners(config: &mut Config) {
+    if !config.listeners.is_empty() || !config.tcp_listeners.is_empty() {
+        tracing::debug!(
+            http = config.listeners.len(),
+            tcp = config.tcp_listeners.len(),
+            "xds: listeners held back until the initial fetch is over"
+        );
+    }
+    config.listeners.clear();
+    config.tcp_listeners.clear();
 }
 
 /// Where each listener and cluster of an assembled bootstrap came from, to name the resource
@@ -1029,32 +1028,22 @@ fn fill_filter_configs(
             let Some(discovery) = filter.discovery() else {
                 continue;
             };
-            let delivered = delivered_config(&filter.name, discovery, configs, &listener_name)?;
-            let config = match delivered {
-                Some(DiscoveredConfig::Http(config)) => config,
-                Some(other) => {
-                    return Err(wrong_kind(&filter.name, &other, "an HTTP", &listener_name));
-                }
-                None if discovery.apply_default_config_without_warming
-                    || gave_up(&filter.name, discovery.config_source.fetch_timeout()) =>
-                {
-                    // Checked when the listener was read; a default that does not read
-                    // here leaves the filter waiting.
-                    match discovery.default_filter_config(&filter.name) {
-                        Ok(Some(config)) => config,
-                        Ok(None) => HttpFilterConfig::Missing,
-                        Err(_) => {
-                            complete = false;
-                            continue;
-                        }
-                    }
-                }
-                None => {
-                    complete = false;
-                    continue;
-                }
-            };
-            filter.config = config;
+            let resolved = resolve_discovered(
+                &filter.name,
+                discovery,
+                &listener_name,
+                (configs, gave_up),
+                ("an HTTP", |delivered| match delivered {
+                    DiscoveredConfig::Http(config) => Ok(config),
+                    other => Err(other),
+                }),
+                || discovery.default_filter_config(&filter.name),
+                HttpFilterConfig::Missing,
+            )?;
+            match resolved {
+                Some(config) => filter.config = config,
+                None => complete = false,
+            }
         }
     }
     for chain in &mut listener.filter_chains {
@@ -1062,38 +1051,59 @@ fn fill_filter_configs(
             let Some(discovery) = filter.discovery() else {
                 continue;
             };
-            let delivered = delivered_config(&filter.name, discovery, configs, &listener_name)?;
-            let config = match delivered {
-                Some(DiscoveredConfig::Network(config)) => config,
-                Some(other) => {
-                    return Err(wrong_kind(
-                        &filter.name,
-                        &other,
-                        "a network",
-                        &listener_name,
-                    ));
-                }
-                None if discovery.apply_default_config_without_warming
-                    || gave_up(&filter.name, discovery.config_source.fetch_timeout()) =>
-                {
-                    match discovery.default_network_config(&filter.name) {
-                        Ok(Some(config)) => config,
-                        Ok(None) => NetworkFilterConfig::Missing,
-                        Err(_) => {
-                            complete = false;
-                            continue;
-                        }
-                    }
-                }
-                None => {
-                    complete = false;
-                    continue;
-                }
-            };
-            filter.config = config;
+            let resolved = resolve_discovered(
+                &filter.name,
+                discovery,
+                &listener_name,
+                (configs, gave_up),
+                ("a network", |delivered| match delivered {
+                    DiscoveredConfig::Network(config) => Ok(config),
+                    other => Err(other),
+                }),
+                || discovery.default_network_config(&filter.name),
+                NetworkFilterConfig::Missing,
+            )?;
+            match resolved {
+                Some(config) => filter.config = config,
+                None => complete = false,
+            }
         }
     }
     Ok(complete)
+}
+
+/// Accepts a delivered ECDS config as one kind of filter's, or gives it back.
+type TakeDiscovered<T> = fn(DiscoveredConfig) -> Result<T, DiscoveredConfig>;
+
+/// One `config_discovery` filter's config now (see [`fill_filter_configs`]): the one
+/// delivered, which `take` accepts as this kind of filter's (else an error saying it is not
+/// `kind`), or its `default` when it applies without warming or the fetch gave up (`missing`
+/// when it has none); `None` while it still waits.
+fn resolve_discovered<T>(
+    name: &str,
+    discovery: &crate::config::http_manager::ExtensionConfigSource,
+    listener_name: &str,
+    (configs, gave_up): (
+        &impl Fn(&str) -> Option<Box<ExtensionConfig>>,
+        &impl Fn(&str, Duration) -> bool,
+    ),
+    (kind, take): (&str, TakeDiscovered<T>),
+    default: impl FnOnce() -> Result<Option<T>, String>,
+    missing: T,
+) -> Result<Option<T>, FieldError> {
+    if let Some(delivered) = delivered_config(name, discovery, configs, listener_name)? {
+        return take(delivered)
+            .map(Some)
+            .map_err(|other| wrong_kind(name, &other, kind, listener_name));
+    }
+    if !(discovery.apply_default_config_without_warming
+        || gave_up(name, discovery.config_source.fetch_timeout()))
+    {
+        return Ok(None);
+    }
+    // Checked when the listener was read; a default that does not read here leaves the
+    // filter waiting.
+    Ok(default().ok().map(|config| config.unwrap_or(missing)))
 }
 
 /// The ECDS config held for the filter `name`, checked against its `type_urls`.
