@@ -227,11 +227,6 @@ impl Sink {
             }
         }
     }
-
-    /// Queues `line` (which ends in its newline); see [`Sink::write_with`].
-    pub fn write(&self, line: &str) {
-        self.write_with(|lines| lines.push_str(line));
-    }
 }
 
 impl Drop for Sink {
@@ -383,8 +378,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("b.log");
         let sink = Sink::open(Target::File(path.clone())).expect("open");
-        sink.write("one\n");
-        sink.write("two\n");
+        sink.write_with(|out| out.push_str("one\n"));
+        sink.write_with(|out| out.push_str("two\n"));
         drop(sink);
         assert_eq!(lines_of(&path, 2), ["one", "two"]);
     }
@@ -401,7 +396,7 @@ mod tests {
         // counted as dropped.
         let lines = 4 * SHARD_BYTES / line.len();
         for _ in 0..lines {
-            sink.write(&line);
+            sink.write_with(|out| out.push_str(&line));
             let held = lock(&sink.shared.shards[shard_of_this_thread()])
                 .lines
                 .len();

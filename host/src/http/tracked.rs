@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -26,10 +26,16 @@ pub struct Activity {
     /// Milliseconds since `origin` when bytes of a request head not yet whole first arrived
     /// (bytes read while no stream is in flight); [`NO_HEAD`] when none is arriving.
     head_since_ms: AtomicU64,
-    /// The verdict of each HTTP/1 request head screened and not yet taken by its stream,
-    /// in order: true where its line named a version the manager does not serve (pushed by
-    /// the codec's reader, taken by the streams as they start).
-    screened: std::sync::Mutex<std::collections::VecDeque<bool>>,
+    /// HTTP/1 request heads screened so far (counted by the codec's reader, see
+    /// [`crate::wire::request_framing`]).
+    heads_screened: AtomicU64,
+    /// Streams started so far: the n-th takes the n-th head's verdict.
+    streams_started: AtomicU64,
+    /// The numbers of the screened heads refused for their version, not yet taken; locked
+    /// only once a head was refused (rare: a refusal closes the connection).
+    refused_heads: std::sync::Mutex<std::collections::VecDeque<u64>>,
+    /// Some head was refused on this connection.
+    any_refused: AtomicBool,
 }
 
 /// `head_since_ms` when no request head is arriving.
@@ -43,7 +49,10 @@ impl Activity {
             active: AtomicUsize::new(0),
             last_end_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(NO_HEAD),
-            screened: Default::default(),
+            heads_screened: AtomicU64::new(0),
+            streams_started: AtomicU64::new(0),
+            refused_heads: Default::default(),
+            any_refused: AtomicBool::new(false),
         })
     }
 
@@ -51,11 +60,23 @@ impl Activity {
     /// [`crate::wire::request_framing`]): takes the verdict of the next head screened (false
     /// when none is waiting, as on HTTP/2 and HTTP/3).
     pub fn take_refused(&self) -> bool {
-        self.screened
+        let stream = self.streams_started.fetch_add(1, Ordering::AcqRel);
+        if !self.any_refused.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut refused = self
+            .refused_heads
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop_front()
-            .unwrap_or(false)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Heads before this stream's that no stream took (none on HTTP/1) are let go.
+        while refused.front().is_some_and(|&head| head < stream) {
+            refused.pop_front();
+        }
+        if refused.front() == Some(&stream) {
+            refused.pop_front();
+            return true;
+        }
+        false
     }
 
     fn now_ms(&self) -> u64 {
@@ -210,9 +231,13 @@ impl crate::wire::prefixed::HeadClock for Activity {
     }
 
     fn request_screened(&self, refused: bool) {
-        self.screened
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push_back(refused);
+        let head = self.heads_screened.fetch_add(1, Ordering::AcqRel);
+        if refused {
+            self.refused_heads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push_back(head);
+            self.any_refused.store(true, Ordering::Release);
+        }
     }
 }

@@ -101,9 +101,9 @@ impl<I: AsyncRead + Unpin> Prefixed<I> {
             let Some(framer) = self.framer.as_mut() else {
                 break;
             };
-            let clock = self.clock.clone();
+            let clock = &self.clock;
             let out = framer.process(&mut |refused| {
-                if let Some(clock) = &clock {
+                if let Some(clock) = clock {
                     clock.request_screened(refused);
                 }
             });
