@@ -70,10 +70,17 @@ pub fn pick_host_for(cluster: &Cluster, hash: Option<u64>) -> Option<Arc<Host>> 
 /// waiting for its first health check under `ignore_new_hosts_until_first_hc` is excluded,
 /// as Envoy's excluded hosts: neither picked nor counted, even in panic mode.
 fn candidates<'a>(cluster: &Cluster, hosts: &'a [Arc<Host>]) -> Vec<&'a Arc<Host>> {
-    let available: Vec<&Arc<Host>> = hosts.iter().filter(|host| host.is_available()).collect();
-    let lb = &cluster.spec.lb;
     let in_play = |host: &&Arc<Host>| !host.is_removed() && !host.is_pending_first_check();
-    let live = hosts.iter().filter(in_play).count();
+    // One pass on the request's path: the hosts in play, and of those the available ones.
+    let mut available = Vec::with_capacity(hosts.len());
+    let mut live = 0usize;
+    for host in hosts.iter().filter(in_play) {
+        live += 1;
+        if host.is_available() {
+            available.push(host);
+        }
+    }
+    let lb = &cluster.spec.lb;
     if live == 0 || available.len() as f64 * 100.0 >= lb.healthy_panic_threshold * live as f64 {
         return available;
     }
