@@ -124,9 +124,9 @@ impl Host {
         self.pending_first_check.load(Ordering::Acquire)
     }
 
-    /// Ends the wait for the first health check (its result is in).
-    pub fn clear_pending_first_check(&self) {
-        self.pending_first_check.store(false, Ordering::Release);
+    /// Ends the wait for the first health check (its result is in); whether it was waiting.
+    pub fn take_pending_first_check(&self) -> bool {
+        self.pending_first_check.swap(false, Ordering::AcqRel)
     }
 
     /// Whether it is unhealthy and its last health check timed out (Envoy's

@@ -174,8 +174,7 @@ fn apply(
     first: bool,
 ) -> Transition {
     let transition = apply_result(cluster, spec, host, streak, outcome, first);
-    if host.is_pending_first_check() {
-        host.clear_pending_first_check();
+    if host.take_pending_first_check() {
         return Transition::Changed;
     }
     transition
