@@ -229,6 +229,14 @@ impl Format {
         self.uses(Headers::Response) || self.uses(Headers::Trailer)
     }
 
+    /// Whether the format prints `%UPSTREAM_CLUSTER%` (the router notes the cluster's name
+    /// for the entry only then).
+    pub fn uses_upstream_cluster(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|part| matches!(part, Part::Operator(Operator::UpstreamCluster, _)))
+    }
+
     /// The (lowercase, non-pseudo) request header names the format reads: an entry keeps
     /// a copy of those alone.
     pub fn request_header_names(&self) -> impl Iterator<Item = &str> {
@@ -512,6 +520,45 @@ fn write_value(op: &Operator, cx: &LogContext<'_>, out: &mut String, missing: &s
         Operator::UpstreamHost => cx.upstream_host,
         Operator::DownstreamRemoteAddress => cx.downstream_remote,
         Operator::DownstreamLocalAddress => cx.downstream_local,
+        // The operators of Envoy's default format, written without a `Value` in between
+        // (each as `evaluate` gives it).
+        Operator::Header {
+            map,
+            name,
+            fallback,
+        } => {
+            if !push_header(*map, name, cx, out)
+                && !fallback
+                    .as_ref()
+                    .is_some_and(|fallback| push_header(*map, fallback, cx, out))
+            {
+                out.push_str(missing);
+            }
+            return;
+        }
+        Operator::ResponseCode => {
+            push_number(out, u64::from(cx.status.unwrap_or(0)));
+            return;
+        }
+        Operator::BytesReceived => {
+            push_number(out, cx.bytes_received);
+            return;
+        }
+        Operator::BytesSent => {
+            push_number(out, cx.bytes_sent);
+            return;
+        }
+        Operator::Duration => {
+            push_millis(out, cx.duration, missing);
+            return;
+        }
+        Operator::Protocol => {
+            match cx.protocol {
+                Some(protocol) if !protocol.is_empty() => out.push_str(protocol),
+                _ => out.push_str(missing),
+            }
+            return;
+        }
         _ => {
             match evaluate(op, cx) {
                 Value::None => out.push_str(missing),
@@ -525,6 +572,62 @@ fn write_value(op: &Operator, cx: &LogContext<'_>, out: &mut String, missing: &s
         Some(address) => push_address(out, address),
         None => out.push_str(missing),
     }
+}
+
+/// Appends `d` in whole milliseconds, `missing` when there is none.
+fn push_millis(out: &mut String, d: Option<Duration>, missing: &str) {
+    match d {
+        Some(d) => push_number(out, d.as_millis() as u64),
+        None => out.push_str(missing),
+    }
+}
+
+/// Appends the value of the header `key` names as [`header_value`] gives it (the values of
+/// a repeated header joined by `,`), straight into `out`; false when it has none (nothing
+/// appended).
+fn push_header(map: Headers, key: &HeaderKey, cx: &LogContext<'_>, out: &mut String) -> bool {
+    if key.pseudo.is_some() {
+        // Rare enough to go the long way: the pseudo-headers are plain fields of `cx`.
+        return match header_value(map, key, cx) {
+            Value::Text(text) => {
+                out.push_str(&text);
+                true
+            }
+            Value::Number(n) => {
+                push_number(out, n);
+                true
+            }
+            Value::None => false,
+        };
+    }
+    let (headers, picked) = match map {
+        Headers::Request => (cx.request_headers, cx.request_picked),
+        Headers::Response => (cx.response_headers, cx.response_picked),
+        Headers::Trailer => (cx.response_trailers, &[][..]),
+    };
+    let Some(name) = &key.name else {
+        return false;
+    };
+    let start = out.len();
+    let mut values = 0usize;
+    let mut push = |value: &HeaderValue| {
+        if let Ok(value) = value.to_str() {
+            if values > 0 {
+                out.push(',');
+            }
+            out.push_str(value);
+            values += 1;
+        }
+    };
+    match headers {
+        Some(map) => map.get_all(name).iter().for_each(&mut push),
+        None => picked
+            .iter()
+            .filter(|(picked, _)| picked == name)
+            .for_each(|(_, value)| push(value)),
+    }
+    // One empty value is no value (as `text` reads it); two or more leave their `,`.
+    out.len() > start
 }
 
 /// Appends `address` as `Display` writes it (`1.2.3.4:80`, `[::1]:80`); IPv4, the common
@@ -572,6 +675,11 @@ fn push_ascii(out: &mut String, ascii: &[u8]) {
 
 /// Appends `n` in decimal (without `fmt`'s machinery: a line has several numbers).
 fn push_number(out: &mut String, n: u64) {
+    if n < 10 {
+        // A byte count or a duration of a small request: often a single digit.
+        out.push(char::from(b'0' + n as u8));
+        return;
+    }
     push_padded(out, n, 1);
 }
 
@@ -1126,6 +1234,83 @@ mod tests {
         )
         .expect("parse");
         assert_eq!(format.render(&cx), "/hello curl 1,2 - 100%");
+    }
+
+    /// The text writer takes shortcuts for some operators (headers, numbers, durations); it
+    /// must print what `evaluate` says, for every shape of header.
+    #[test]
+    fn written_values_are_the_evaluated_ones() {
+        let mut headers = HeaderMap::new();
+        headers.insert("user-agent", "curl/7.88.1".parse().expect("value"));
+        headers.append("x-a", "1".parse().expect("value"));
+        headers.append("x-a", "2".parse().expect("value"));
+        headers.insert("x-empty", HeaderValue::from_static(""));
+        headers.append("x-two-empty", HeaderValue::from_static(""));
+        headers.append("x-two-empty", HeaderValue::from_static(""));
+        headers.insert("x-bin", HeaderValue::from_bytes(b"\xff").expect("value"));
+        headers.insert("host", HeaderValue::from_static("h.example"));
+        let picked: PickedHeaders = headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let ops = [
+            "%REQ(USER-AGENT)%",
+            "%REQ(x-a)%",
+            "%REQ(x-empty)%",
+            "%REQ(x-two-empty)%",
+            "%REQ(x-bin)%",
+            "%REQ(x-none)%",
+            "%REQ(x-none?x-a)%",
+            "%REQ(x-empty?user-agent)%",
+            "%REQ(:path)%",
+            "%REQ(:authority)%",
+            "%REQ(:method)%",
+            "%REQ(:status)%",
+            "%RESP(:status)%",
+            "%RESP(x-a)%",
+            "%TRAILER(x-a)%",
+            "%RESP(:path)%",
+            "%RESPONSE_CODE%",
+            "%BYTES_RECEIVED%",
+            "%BYTES_SENT%",
+            "%DURATION%",
+            "%PROTOCOL%",
+        ];
+        let full = LogContext {
+            path: Some("/p"),
+            method: Some("GET"),
+            status: Some(204),
+            bytes_received: 7,
+            bytes_sent: 12_345,
+            duration: Some(Duration::from_micros(2_500)),
+            protocol: Some("HTTP/2"),
+            request_headers: Some(&headers),
+            response_headers: Some(&headers),
+            response_trailers: Some(&headers),
+            ..LogContext::default()
+        };
+        let from_picked = LogContext {
+            request_headers: None,
+            request_picked: &picked,
+            response_headers: None,
+            response_picked: &picked,
+            ..full.clone()
+        };
+        let empty = LogContext::default();
+        for cx in [&full, &from_picked, &empty] {
+            for op in ops {
+                let format = Format::parse(op).expect("parse");
+                let [Part::Operator(operator, None)] = format.parts.as_slice() else {
+                    panic!("{op} is one operator");
+                };
+                let evaluated = match evaluate(operator, cx) {
+                    Value::None => "-".to_owned(),
+                    Value::Text(text) => text.into_owned(),
+                    Value::Number(n) => n.to_string(),
+                };
+                assert_eq!(format.render(cx), evaluated, "{op} in {cx:?}");
+            }
+        }
     }
 
     #[test]

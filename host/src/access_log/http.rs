@@ -1,7 +1,7 @@
 //! One HTTP request's log entry, from its head to the end (or drop) of its response body.
 //!
 //! [`Entry::start`] takes what the head says; the request body is wrapped to count its bytes
-//! and see its end ([`CountedRequestBody`]); [`Entry::respond`] takes the response head and
+//! and see its end ([`Entry::count_body`]); [`Entry::respond`] takes the response head and
 //! wraps the response body ([`LoggedBody`]), which writes the line when the body ends, or,
 //! dropped before its end (the client went away), with Envoy's `DC` flag. Facts only the
 //! router and the pools know (the cluster, the host picked, attempts) are noted on the
@@ -113,7 +113,9 @@ pub enum RetryFlag {
 }
 
 tokio::task_local! {
-    static NOTES: RefCell<UpstreamNotes>;
+    // Boxed: the scope swaps its value in and out of the thread at each poll of the stream;
+    // a pointer is cheaper to swap than the notes.
+    static NOTES: Box<RefCell<UpstreamNotes>>;
 }
 
 /// Notes that the request is being sent to `host` (one attempt more), when an access log
@@ -146,7 +148,7 @@ pub fn note_cluster(cluster: &str) {
 /// output.
 pub async fn with_notes<F: std::future::Future>(future: F) -> (F::Output, UpstreamSeen) {
     NOTES
-        .scope(RefCell::new(UpstreamNotes::default()), async move {
+        .scope(Box::default(), async move {
             let output = future.await;
             let notes = NOTES.with(|n| n.take());
             (output, UpstreamSeen(notes))
@@ -204,35 +206,61 @@ struct Finishing {
 }
 
 impl Entry {
-    /// Opens an entry for `request` (its head as the proxy will handle it) on `conn`;
-    /// returns the request with its body counted.
+    /// Opens an entry for `request` (its head as the proxy will handle it) on `conn`. Its
+    /// body, if one follows the head, is counted once it passes through
+    /// [`Entry::count_body`]; until then the entry reads it as not ended.
     pub fn start<B: http_body::Body>(
         logs: Arc<AccessLogs>,
-        request: http::Request<B>,
+        request: &http::Request<B>,
         conn: &crate::wire::ConnectionInfo,
-    ) -> (Entry, http::Request<CountedRequestBody<B>>) {
-        let (parts, body) = request.into_parts();
-        let progress = (!body.is_end_stream()).then(|| Arc::new(RequestProgress::default()));
-        let entry = Entry {
+    ) -> Entry {
+        let progress =
+            (!request.body().is_end_stream()).then(|| Arc::new(RequestProgress::default()));
+        Entry {
             start: SystemTime::now(),
             started: Instant::now(),
-            head: Some((parts.method.clone(), parts.uri.clone())),
+            head: Some((request.method().clone(), request.uri().clone())),
             scheme: if conn.tls { "https" } else { "http" },
-            protocol: crate::wire::WireHead::protocol_name(&parts),
-            request_headers: logs.copy_request_headers(&parts.headers),
+            protocol: crate::wire::WireHead::protocol_name(request),
+            request_headers: logs.copy_request_headers(request.headers()),
             remote: conn.remote,
             local: conn.local,
             connection_id: conn.id,
             sni: conn.sni.clone(),
-            request: progress.clone(),
+            request: progress,
             logs,
-        };
-        let body = CountedRequestBody {
-            inner: body,
-            progress,
-            started: entry.started,
-        };
-        (entry, http::Request::from_parts(parts, body))
+        }
+    }
+
+    /// `request` with its body made the one [`Body`] type, counted for the entry where a
+    /// body follows its head (a request that ended with its head is boxed as it is: nothing
+    /// to count, no layer to poll through).
+    pub fn count_body<B>(&self, request: http::Request<B>) -> http::Request<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<crate::body::BoxError>,
+    {
+        match &self.request {
+            None => request.map(crate::body::boxed),
+            Some(progress) => {
+                let progress = Some(progress.clone());
+                let started = self.started;
+                request.map(|inner| {
+                    crate::body::boxed(CountedRequestBody {
+                        inner,
+                        progress,
+                        started,
+                    })
+                })
+            }
+        }
+    }
+
+    /// The entry, with a body that follows its head left uncounted and the request read as
+    /// ended with its head (the admin's requests: nothing in their bodies is worth a count).
+    pub fn without_body(mut self) -> Entry {
+        self.request = None;
+        self
     }
 
     /// An entry for a request the codec refused before it took its head (an HTTP/1.0
@@ -398,7 +426,7 @@ impl Finishing {
 
 pin_project_lite::pin_project! {
     /// A request body that counts its bytes and notes when it ends.
-    pub struct CountedRequestBody<B> {
+    struct CountedRequestBody<B> {
         #[pin]
         inner: B,
         progress: Option<Arc<RequestProgress>>,

@@ -28,6 +28,8 @@ const STDERR_TYPE: &str = "envoy.extensions.access_loggers.stream.v3.StderrAcces
 pub struct AccessLogs {
     loggers: Vec<Logger>,
     needs_response_headers: bool,
+    /// Whether some format prints `%UPSTREAM_CLUSTER%`.
+    reads_upstream_cluster: bool,
     /// The request headers some format reads: an entry copies these alone.
     request_header_names: Vec<::http::HeaderName>,
     /// The response headers some format reads.
@@ -147,6 +149,7 @@ impl AccessLogs {
         };
         Ok(Some(Arc::new(AccessLogs {
             needs_response_headers: uses(Format::uses_response_headers),
+            reads_upstream_cluster: uses(Format::uses_upstream_cluster),
             request_header_names: names(|f| Box::new(f.request_header_names())),
             response_header_names: names(|f| Box::new(f.response_header_names())),
             loggers,
@@ -156,6 +159,11 @@ impl AccessLogs {
     /// Whether any format reads response headers or trailers.
     pub fn needs_response_headers(&self) -> bool {
         self.needs_response_headers
+    }
+
+    /// Whether some format prints the cluster a request was routed to.
+    pub fn reads_upstream_cluster(&self) -> bool {
+        self.reads_upstream_cluster
     }
 
     /// Whether some format reads the request header `name`.

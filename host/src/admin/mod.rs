@@ -272,13 +272,7 @@ impl Admin {
             return self.respond(&request).await;
         };
         // The entry reads the head; admin requests carry no body worth counting.
-        let (parts, body) = request.into_parts();
-        let (entry, head) = crate::access_log::http::Entry::start(
-            logs,
-            Request::from_parts(parts, http_body_util::Empty::<bytes::Bytes>::new()),
-            info,
-        );
-        let request = Request::from_parts(head.into_parts().0, body);
+        let entry = crate::access_log::http::Entry::start(logs, &request, info).without_body();
         let response = self.respond(&request).await;
         entry.respond(response, crate::access_log::http::UpstreamSeen::default())
     }

@@ -224,10 +224,9 @@ where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
 {
-    // Boxed: the stream's future is large, and each h2 stream's future is moved into a
-    // spawned task; a pointer is cheaper to move than the whole state machine (measured:
-    // memmove was 10% of a h2c profile).
-    let mut response = Box::pin(manager.handle(request, info)).await;
+    // Not boxed here: the stream phases box their large state where it is made (see
+    // `phases::run_stream`), so what is left inline is small to move.
+    let mut response = manager.handle(request, info).await;
     finish_response_head(response.headers_mut());
     response
 }

@@ -140,11 +140,12 @@ impl StreamPhases for HttpManager {
         // The id is made now, so the line and the upstream carry the same one (as Envoy's,
         // which logs the request headers as it forwarded them).
         self.ensure_request_id(&mut request);
-        let (mut entry, request) = Entry::start(logs.clone(), request, conn);
+        let mut entry = Entry::start(logs.clone(), &request, conn);
         if self.config.use_remote_address {
             entry.note_forwarded_for(conn.remote.ip());
         }
-        (Some(entry), request.map(body::boxed))
+        let request = entry.count_body(request);
+        (Some(entry), request)
     }
 
     fn accept(&self, conn: &ConnectionInfo) -> ControlFlow<Response<Body>> {
@@ -350,7 +351,15 @@ impl StreamPhases for HttpManager {
             );
         }
         let action: &ForwardAction = &target.action;
-        crate::access_log::http::note_cluster(&action.cluster);
+        if self
+            .config
+            .access_log
+            .as_ref()
+            .is_some_and(|logs| logs.reads_upstream_cluster())
+        {
+            // Only where a format prints it: the note is a copy of the name.
+            crate::access_log::http::note_cluster(&action.cluster);
+        }
         if (matches!(target.action, Cow::Owned(_)) || action.cluster_unchecked)
             && !self.pools.has_cluster(&action.cluster)
         {
