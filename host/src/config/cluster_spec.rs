@@ -110,6 +110,23 @@ pub struct EndpointSpec {
     pub port: u16,
     /// `load_balancing_weight` (default 1, never 0): its share against the other endpoints.
     pub weight: u32,
+    /// `health_status` the config or EDS gave it (Envoy's EDS health flags).
+    pub health: EndpointHealth,
+}
+
+/// An endpoint's `health_status`, as Envoy turns it into a host's EDS health flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EndpointHealth {
+    /// `UNKNOWN` (the default) or `HEALTHY`: no flag.
+    #[default]
+    Healthy,
+    /// `UNHEALTHY` or `TIMEOUT`: out of balancing (`/failed_eds_health`).
+    Unhealthy,
+    /// `DRAINING`: out of balancing and excluded (`/eds_status_draining`).
+    Draining,
+    /// `DEGRADED`: used only as far as the healthy hosts fall short
+    /// (`/degraded_eds_health`).
+    Degraded,
 }
 
 /// `lb_policy` of a cluster.

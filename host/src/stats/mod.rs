@@ -164,10 +164,10 @@ stat_group! {
             cx_active: "Upstream connections open now.",
             rq_active: "Upstream requests in flight now.",
             rq_pending_active: "Requests waiting for a connection now.",
-            membership_healthy: "Hosts healthy now.",
+            membership_healthy: "Hosts healthy now (neither failing nor degraded).",
             membership_total: "Hosts in the cluster now.",
-            membership_degraded: "Hosts degraded now (weir has no degraded health state: always 0, as Envoy without degraded health checks or EDS).",
-            membership_excluded: "Hosts excluded from load balancing now: waiting for their first health check with ignore_new_hosts_until_first_hc (Envoy's PENDING_ACTIVE_HC).",
+            membership_degraded: "Hosts degraded now: their health check answered x-envoy-degraded, or EDS (or the config) says DEGRADED, and nothing fails them.",
+            membership_excluded: "Hosts excluded from load balancing and its host counts now: waiting for their first health check with ignore_new_hosts_until_first_hc (PENDING_ACTIVE_HC), failed with x-envoy-immediate-health-check-fail (EXCLUDED_VIA_IMMEDIATE_HC_FAIL), or DRAINING by EDS.",
             health_check_healthy: "Hosts passing active health checks now (set by the health checker).",
         }
     }

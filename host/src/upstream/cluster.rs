@@ -3,7 +3,7 @@
 //! shared between workers.
 
 use super::error::UpstreamError;
-use super::spec::{ClusterSpec, Discovery};
+use super::spec::{ClusterSpec, Discovery, EndpointHealth};
 use super::tls;
 use crate::stats::ClusterStats;
 use arc_swap::ArcSwap;
@@ -26,6 +26,19 @@ pub enum HostProtocol {
     Http3,
 }
 
+/// A host's health as load balancing sees it (Envoy's `Host::Health`, its "coarse health").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// No flag that takes it out or degrades it: balanced over first.
+    Healthy,
+    /// Passing, but its health check answered `x-envoy-degraded` or EDS says `DEGRADED`:
+    /// used only as far as the healthy hosts fall short (see `lb`).
+    Degraded,
+    /// Failing active health checks, ejected by outlier detection, or `UNHEALTHY`,
+    /// `TIMEOUT` or `DRAINING` by EDS: only panic mode picks it.
+    Unhealthy,
+}
+
 const PROTOCOL_UNKNOWN: u8 = 0;
 const PROTOCOL_HTTP1: u8 = 1;
 const PROTOCOL_HTTP2: u8 = 2;
@@ -45,6 +58,14 @@ pub struct Host {
     pending_first_check: AtomicBool,
     /// Envoy's `ACTIVE_HC_TIMEOUT`: unhealthy and its last check timed out.
     active_hc_timeout: AtomicBool,
+    /// Envoy's `DEGRADED_ACTIVE_HC`: its last passing health check answered with
+    /// `x-envoy-degraded`.
+    degraded_active_hc: AtomicBool,
+    /// Envoy's `EXCLUDED_VIA_IMMEDIATE_HC_FAIL`: a health check failed with
+    /// `x-envoy-immediate-health-check-fail`; excluded until it is healthy again.
+    immediate_hc_fail: AtomicBool,
+    /// The `health_status` its endpoint was given (Envoy's EDS health flags).
+    eds_health: EndpointHealth,
     removed: AtomicBool,
     /// Connections open to this host, over all workers.
     pub cx_active: AtomicI64,
@@ -85,6 +106,9 @@ impl Host {
             healthy: AtomicBool::new(true),
             pending_first_check: AtomicBool::new(false),
             active_hc_timeout: AtomicBool::new(false),
+            degraded_active_hc: AtomicBool::new(false),
+            immediate_hc_fail: AtomicBool::new(false),
+            eds_health: EndpointHealth::Healthy,
             removed: AtomicBool::new(false),
             cx_active: AtomicI64::new(0),
             rq_active: AtomicI64::new(0),
@@ -96,6 +120,69 @@ impl Host {
             outlier: Default::default(),
             ready_since_ms: AtomicI64::new(clock_ms()),
         }
+    }
+
+    /// The same host with the `health_status` its endpoint was given.
+    pub fn with_eds_health(mut self, health: EndpointHealth) -> Host {
+        self.eds_health = health;
+        self
+    }
+
+    /// The `health_status` its endpoint was given.
+    pub fn eds_health(&self) -> EndpointHealth {
+        self.eds_health
+    }
+
+    /// Whether its last passing health check said `x-envoy-degraded` (Envoy's
+    /// `DEGRADED_ACTIVE_HC`).
+    pub fn is_degraded_active_hc(&self) -> bool {
+        self.degraded_active_hc.load(Ordering::Acquire)
+    }
+
+    /// Sets or clears [`Host::is_degraded_active_hc`]; whether that changed it.
+    pub fn set_degraded_active_hc(&self, degraded: bool) -> bool {
+        self.degraded_active_hc.swap(degraded, Ordering::AcqRel) != degraded
+    }
+
+    /// Whether a health check failed with `x-envoy-immediate-health-check-fail` and it has
+    /// not turned healthy since (Envoy's `EXCLUDED_VIA_IMMEDIATE_HC_FAIL`).
+    pub fn is_immediate_hc_fail(&self) -> bool {
+        self.immediate_hc_fail.load(Ordering::Acquire)
+    }
+
+    /// Sets or clears [`Host::is_immediate_hc_fail`].
+    pub fn set_immediate_hc_fail(&self, failed: bool) {
+        self.immediate_hc_fail.store(failed, Ordering::Release);
+    }
+
+    /// Its health as load balancing sees it, as Envoy's `coarseHealth`: unhealthy when it
+    /// fails active health checks, is ejected, or EDS says `UNHEALTHY`, `TIMEOUT` or
+    /// `DRAINING`; else degraded when its health check or EDS says so; else healthy.
+    pub fn health(&self) -> Health {
+        if !self.is_healthy()
+            || self.outlier.is_ejected()
+            || matches!(
+                self.eds_health,
+                EndpointHealth::Unhealthy | EndpointHealth::Draining
+            )
+        {
+            Health::Unhealthy
+        } else if self.is_degraded_active_hc() || self.eds_health == EndpointHealth::Degraded {
+            Health::Degraded
+        } else {
+            Health::Healthy
+        }
+    }
+
+    /// Whether it is excluded from balancing and from the counts that decide panic mode
+    /// and the healthy/degraded split, as Envoy's excluded hosts: waiting for its first
+    /// health check (`PENDING_ACTIVE_HC`), failed with
+    /// `x-envoy-immediate-health-check-fail` (`EXCLUDED_VIA_IMMEDIATE_HC_FAIL`), or
+    /// `DRAINING` by EDS (`EDS_STATUS_DRAINING`).
+    pub fn is_excluded(&self) -> bool {
+        self.is_pending_first_check()
+            || self.is_immediate_hc_fail()
+            || self.eds_health == EndpointHealth::Draining
     }
 
     /// How long since it was added, or since it passed its health checks again after
@@ -148,13 +235,10 @@ impl Host {
             .store(clock_ms().saturating_sub(ago), Ordering::Release);
     }
 
-    /// Whether load balancing may pick this host: healthy, not removed, not ejected by
-    /// outlier detection, not waiting for its first health check.
+    /// Whether load balancing picks this host outside panic mode without preferring
+    /// others: [`Health::Healthy`], not removed, not excluded.
     pub fn is_available(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
-            && !self.removed.load(Ordering::Acquire)
-            && !self.pending_first_check.load(Ordering::Acquire)
-            && !self.outlier.is_ejected()
+        self.health() == Health::Healthy && !self.is_removed() && !self.is_excluded()
     }
 
     /// Whether discovery removed it.
@@ -225,6 +309,27 @@ impl Host {
         };
         self.protocol.store(value, Ordering::Release);
     }
+}
+
+/// Sets the membership gauges of `hosts` as Envoy partitions its host set: healthy and
+/// degraded by [`Host::health`] (an ejected host is not healthy), excluded by
+/// [`Host::is_excluded`] (a host may be excluded and counted by its health too).
+fn set_membership(stats: &ClusterStats, hosts: &[Arc<Host>]) {
+    let (mut healthy, mut degraded, mut excluded) = (0i64, 0i64, 0i64);
+    for host in hosts {
+        match host.health() {
+            Health::Healthy => healthy += 1,
+            Health::Degraded => degraded += 1,
+            Health::Unhealthy => {}
+        }
+        if host.is_excluded() && !host.is_removed() {
+            excluded += 1;
+        }
+    }
+    stats.membership_total.set(hosts.len() as i64);
+    stats.membership_healthy.set(healthy);
+    stats.membership_degraded.set(degraded);
+    stats.membership_excluded.set(excluded);
 }
 
 /// A counting limit shared by all workers (one circuit breaker threshold).
@@ -350,10 +455,10 @@ impl Cluster {
                                     endpoint.address
                                 ),
                             })?;
-                    Ok(Arc::new(Host::weighted(
-                        SocketAddr::new(ip, endpoint.port),
-                        endpoint.weight,
-                    )))
+                    Ok(Arc::new(
+                        Host::weighted(SocketAddr::new(ip, endpoint.port), endpoint.weight)
+                            .with_eds_health(endpoint.health),
+                    ))
                 })
                 .collect::<Result<Vec<_>, UpstreamError>>()?,
             // ORIGINAL_DST: a host per destination as redirected connections need it.
@@ -364,17 +469,18 @@ impl Cluster {
         let hosts: Vec<Arc<Host>> = if spec.health_check.is_some() {
             hosts
                 .into_iter()
-                .map(|host| Arc::new(Host::unchecked(host.addr, host.weight, false)))
+                .map(|host| {
+                    Arc::new(
+                        Host::unchecked(host.addr, host.weight, false)
+                            .with_eds_health(host.eds_health),
+                    )
+                })
                 .collect()
         } else {
             hosts
         };
-        let healthy = hosts.iter().filter(|host| host.is_healthy()).count();
         let stats = ClusterStats::new(&spec.name);
-        stats.membership_total.set(hosts.len() as i64);
-        stats.membership_healthy.set(healthy as i64);
-        stats.membership_excluded.set(0);
-        stats.membership_degraded.set(0);
+        set_membership(&stats, &hosts);
         // As Envoy's, the first hosts are a membership change.
         if !hosts.is_empty() {
             stats.membership_change.inc();
@@ -491,14 +597,16 @@ impl Cluster {
             if next.iter().any(|host: &Arc<Host>| host.addr == *addr) {
                 continue;
             }
+            let (weight, health) = self.endpoint_of(*addr);
             match old.iter().find(|host| host.addr == *addr) {
                 Some(host) => next.push(host.clone()),
-                None if self.spec.health_check.is_some() => next.push(Arc::new(Host::unchecked(
-                    *addr,
-                    self.endpoint_weight(*addr),
-                    self.spec.lb.ignore_new_hosts_until_first_hc,
-                ))),
-                None => next.push(Arc::new(Host::weighted(*addr, self.endpoint_weight(*addr)))),
+                None if self.spec.health_check.is_some() => next.push(Arc::new(
+                    Host::unchecked(*addr, weight, self.spec.lb.ignore_new_hosts_until_first_hc)
+                        .with_eds_health(health),
+                )),
+                None => next.push(Arc::new(
+                    Host::weighted(*addr, weight).with_eds_health(health),
+                )),
             }
         }
         for host in old.iter() {
@@ -510,8 +618,9 @@ impl Cluster {
         self.store_hosts(next);
     }
 
-    /// The `load_balancing_weight` of the endpoint `addr` was resolved from (1 when unknown).
-    fn endpoint_weight(&self, addr: SocketAddr) -> u32 {
+    /// The `load_balancing_weight` and `health_status` of the endpoint `addr` was resolved
+    /// from (1 and healthy when unknown).
+    fn endpoint_of(&self, addr: SocketAddr) -> (u32, EndpointHealth) {
         let names = self.dns_names.load();
         let name = names.iter().find(|(a, _)| *a == addr).map(|(_, name)| name);
         self.spec
@@ -521,7 +630,7 @@ impl Cluster {
                 e.port == addr.port()
                     && name.is_some_and(|name| e.address.as_bytes() == name.as_bytes())
             })
-            .map_or(1, |e| e.weight)
+            .map_or((1, EndpointHealth::Healthy), |e| (e.weight, e.health))
     }
 
     /// Records what a request to `host` came to, for outlier detection (nothing without it).
@@ -553,20 +662,7 @@ impl Cluster {
 
     /// Sets the membership gauges from the hosts' state.
     pub fn update_membership(&self) {
-        let hosts = self.hosts.load();
-        // As Envoy's, an ejected host is not healthy.
-        let healthy = hosts
-            .iter()
-            .filter(|host| host.is_healthy() && !host.outlier.is_ejected())
-            .count();
-        // Envoy's excluded hosts: `PENDING_ACTIVE_HC` (weir sets no other excluding flag).
-        let excluded = hosts
-            .iter()
-            .filter(|host| host.is_pending_first_check() && !host.is_removed())
-            .count();
-        self.stats.membership_total.set(hosts.len() as i64);
-        self.stats.membership_healthy.set(healthy as i64);
-        self.stats.membership_excluded.set(excluded as i64);
+        set_membership(&self.stats, &self.hosts.load());
     }
 
     /// Takes a `max_connections` unit for a new connection; `None` when the breaker is open

@@ -215,18 +215,26 @@ impl ClusterManager {
 
 /// A host's health flags as Envoy's `/clusters` writes them, in Envoy's order.
 fn health_flags(host: &super::cluster::Host) -> String {
+    use super::spec::EndpointHealth;
+    let eds = host.eds_health();
     let mut flags = String::new();
-    if !host.is_healthy() {
-        flags.push_str("/failed_active_hc");
-    }
-    if host.outlier.is_ejected() {
-        flags.push_str("/failed_outlier_check");
-    }
-    if host.is_pending_first_check() {
-        flags.push_str("/pending_active_hc");
-    }
-    if host.is_active_hc_timeout() {
-        flags.push_str("/active_hc_timeout");
+    for (set, flag) in [
+        (!host.is_healthy(), "/failed_active_hc"),
+        (host.outlier.is_ejected(), "/failed_outlier_check"),
+        (eds == EndpointHealth::Unhealthy, "/failed_eds_health"),
+        (host.is_degraded_active_hc(), "/degraded_active_hc"),
+        (eds == EndpointHealth::Degraded, "/degraded_eds_health"),
+        (host.is_pending_first_check(), "/pending_active_hc"),
+        (
+            host.is_immediate_hc_fail(),
+            "/excluded_via_immediate_hc_fail",
+        ),
+        (host.is_active_hc_timeout(), "/active_hc_timeout"),
+        (eds == EndpointHealth::Draining, "/eds_status_draining"),
+    ] {
+        if set {
+            flags.push_str(flag);
+        }
     }
     if flags.is_empty() {
         flags.push_str("healthy");

@@ -23,6 +23,7 @@ pub fn spec(name: &str, ports: &[u16]) -> ClusterSpec {
                 address: "127.0.0.1".into(),
                 port: *port,
                 weight: 1,
+                health: EndpointHealth::Healthy,
             })
             .collect(),
         dns_refresh_rate: Duration::from_secs(5),
