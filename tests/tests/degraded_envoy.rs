@@ -1,0 +1,327 @@
+//! Degraded and excluded hosts as Envoy 1.40 has them, each case run through weir and Envoy
+//! on the same config with upstreams of their own that answer the same way: an active HTTP
+//! health check answered 200 with `x-envoy-degraded` makes a host degraded
+//! (`/degraded_active_hc`), an endpoint with `health_status: DEGRADED` is degraded
+//! (`/degraded_eds_health`), and a check failed with `x-envoy-immediate-health-check-fail`
+//! excludes its host (`/excluded_via_immediate_hc_fail`). The `/clusters` flags and the
+//! `membership_*` stats must be Envoy's, and the share of requests each host gets must be
+//! the one Envoy's priority load gives (overprovisioning factor 1.4), on both, within a
+//! tolerance over a bounded number of requests.
+
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use weir_tests::Weir;
+use weir_tests::config::{self, Ports};
+use weir_tests::envoy::Envoy;
+
+/// Requests sent through each proxy in a case.
+const REQUESTS: usize = 1_000;
+/// How far (percentage points) a host's share may stray from Envoy's figure.
+const TOLERANCE_POINTS: f64 = 6.0;
+
+/// How a host answers its `/health`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Check {
+    /// 200.
+    Pass,
+    /// 200 with `x-envoy-degraded`.
+    Degraded,
+    /// 503 with `x-envoy-immediate-health-check-fail: true` (Envoy's health check filter
+    /// while the server fails).
+    ImmediateFail,
+}
+
+/// One upstream host of a case: how it answers checks, and whether its endpoint says
+/// `health_status: DEGRADED`.
+#[derive(Clone, Copy, Debug)]
+struct HostCase {
+    check: Check,
+    eds_degraded: bool,
+}
+
+const PASS: HostCase = HostCase {
+    check: Check::Pass,
+    eds_degraded: false,
+};
+const DEGRADED_HC: HostCase = HostCase {
+    check: Check::Degraded,
+    eds_degraded: false,
+};
+const DEGRADED_EDS: HostCase = HostCase {
+    check: Check::Pass,
+    eds_degraded: true,
+};
+const IMMEDIATE_FAIL: HostCase = HostCase {
+    check: Check::ImmediateFail,
+    eds_degraded: false,
+};
+
+/// A keep-alive HTTP/1.1 upstream on 127.0.0.1 answering `/health` as `check` says and
+/// every other path 200, counting those in `hits`; runs until the test ends.
+async fn upstream(check: Check, hits: Arc<AtomicUsize>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let hits = hits.clone();
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => held.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&held[..end]).into_owned();
+                    held.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let answer = if path == "/health" {
+                        match check {
+                            Check::Pass => "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+                            Check::Degraded => {
+                                "HTTP/1.1 200 OK\r\nx-envoy-degraded: true\r\ncontent-length: 0\r\n\r\n"
+                            }
+                            Check::ImmediateFail => {
+                                "HTTP/1.1 503 Service Unavailable\r\n\
+                                 x-envoy-immediate-health-check-fail: true\r\ncontent-length: 0\r\n\r\n"
+                            }
+                        }
+                    } else {
+                        hits.fetch_add(1, Ordering::Relaxed);
+                        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nup"
+                    };
+                    if sock.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One listener routing everything to cluster `c` over `hosts` (`health_status: DEGRADED`
+/// where the case says), checked on `/health` once while the test looks when `checked`.
+fn degraded_config(ports: Ports, hosts: &[(SocketAddr, HostCase)], checked: bool) -> Value {
+    let addrs: Vec<SocketAddr> = hosts.iter().map(|(addr, _)| *addr).collect();
+    let mut cluster = config::static_cluster("c", &addrs);
+    for (i, (_, case)) in hosts.iter().enumerate() {
+        if case.eds_degraded {
+            cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][i]["health_status"] =
+                json!("DEGRADED");
+        }
+    }
+    if checked {
+        cluster["health_checks"] = json!([{
+            "timeout": "2s",
+            "interval": "30s",
+            "unhealthy_threshold": 1,
+            "healthy_threshold": 1,
+            "http_health_check": {"path": "/health"},
+        }]);
+    }
+    config::bootstrap(
+        ports.admin,
+        vec![config::listener(
+            "ingress",
+            ports.http,
+            config::hcm(
+                "ingress",
+                vec![config::vhost(
+                    "all",
+                    &["*"],
+                    vec![config::route_prefix("/", "c")],
+                )],
+            ),
+        )],
+        vec![cluster],
+    )
+}
+
+/// What one proxy showed: each host's `/clusters` flags (in the hosts' order), the
+/// cluster's `membership_*` and `lb_healthy_panic` stats after the requests, and each
+/// host's share of [`REQUESTS`] in percent.
+#[derive(Debug)]
+struct Seen {
+    flags: Vec<String>,
+    stats: String,
+    shares: Vec<f64>,
+}
+
+/// `/stats` filtered to cluster `c`'s membership stats and panic counter.
+const STATS: &str = "/stats?filter=%5Ecluster%5C.c%5C.(membership_%7Clb_healthy_panic)";
+
+/// Starts a proxy (by `start`) on [`degraded_config`] for fresh upstreams as `hosts` says,
+/// waits (at most 15 s) for its listener, reads the flags, sends [`REQUESTS`] GETs one
+/// after the other and counts where they went.
+async fn run(
+    hosts: &[HostCase],
+    checked: bool,
+    start: impl FnOnce(&Value) -> Box<dyn std::any::Any>,
+) -> Seen {
+    let mut upstreams = Vec::new();
+    for case in hosts {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let addr = upstream(case.check, hits.clone()).await;
+        upstreams.push((addr, *case, hits));
+    }
+    let cases: Vec<(SocketAddr, HostCase)> = upstreams.iter().map(|(a, c, _)| (*a, *c)).collect();
+    let ports = Ports::new();
+    let proxy = start(&degraded_config(ports, &cases, checked));
+    let began = Instant::now();
+    while TcpStream::connect(ports.http_addr()).await.is_err() {
+        assert!(
+            began.elapsed() < Duration::from_secs(15),
+            "listener {} never accepted",
+            ports.http_addr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let admin = SocketAddr::from(([127, 0, 0, 1], ports.admin));
+    let admin_text = |path: &'static str| async move {
+        weir_tests::client::get_host(admin, "localhost", path)
+            .await
+            .map(|resp| resp.text())
+            .unwrap_or_default()
+    };
+    let clusters = admin_text("/clusters").await;
+    let flags = upstreams
+        .iter()
+        .map(|(addr, _, _)| {
+            let prefix = format!("c::{addr}::health_flags::");
+            clusters
+                .lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .unwrap_or("(missing)")
+                .to_owned()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for _ in 0..REQUESTS {
+        let answer = weir_tests::get(ports.http_addr(), "/work")
+            .await
+            .expect("GET /work");
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert!(Instant::now() < deadline, "requests took over 60 s");
+    }
+    let stats = admin_text(STATS).await;
+    drop(proxy);
+    let shares = upstreams
+        .iter()
+        .map(|(_, _, hits)| 100.0 * hits.load(Ordering::Relaxed) as f64 / REQUESTS as f64)
+        .collect();
+    Seen {
+        flags,
+        stats,
+        shares,
+    }
+}
+
+/// Runs `hosts` through weir and Envoy (one after the other, each with its own upstreams)
+/// and asserts the same flags and stats and, for both, each host's share within
+/// [`TOLERANCE_POINTS`] of `want` (percent per host, Envoy's priority load).
+async fn compare(case: &str, hosts: &[HostCase], checked: bool, want: &[f64]) -> Seen {
+    let ours = run(hosts, checked, |config| {
+        Box::new(Weir::spawn(config, &["--concurrency", "1"]))
+    })
+    .await;
+    let theirs = run(hosts, checked, |config| {
+        Box::new(Envoy::spawn(config, "info"))
+    })
+    .await;
+    eprintln!(
+        "{case}: shares weir {:?} Envoy {:?}; flags {:?}",
+        ours.shares, theirs.shares, theirs.flags
+    );
+    assert_eq!(
+        (&ours.flags, &ours.stats),
+        (&theirs.flags, &theirs.stats),
+        "{case}: weir (left) and Envoy (right) differ\nweir {ours:#?}\nEnvoy {theirs:#?}"
+    );
+    for (who, seen) in [("weir", &ours), ("Envoy", &theirs)] {
+        for (i, (share, want)) in seen.shares.iter().zip(want).enumerate() {
+            assert!(
+                (share - want).abs() <= TOLERANCE_POINTS,
+                "{case}: {who} sent {share:.1}% to host {i}, Envoy's load says {want}%\n\
+                 weir {ours:#?}\nEnvoy {theirs:#?}"
+            );
+        }
+    }
+    ours
+}
+
+/// One healthy host and one whose check says `x-envoy-degraded`: 50% healthy * 1.4 = 70%
+/// of the load to the healthy host, the degraded one makes up the other 30%.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degraded_check_takes_what_the_healthy_host_lacks_as_envoy() {
+    let seen = compare("1+1", &[PASS, DEGRADED_HC], true, &[70.0, 30.0]).await;
+    assert_eq!(seen.flags, ["healthy", "/degraded_active_hc"]);
+    assert!(
+        seen.stats.contains("cluster.c.membership_degraded: 1\n")
+            && seen.stats.contains("cluster.c.membership_healthy: 1\n"),
+        "{seen:#?}"
+    );
+}
+
+/// One healthy host of three, two degraded: 140/3 = 46% to the healthy one, 54% to the
+/// degraded two (27% each); 4 healthy and 1 degraded: the degraded one gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_degraded_share_follows_envoys_overprovisioning_factor() {
+    let seen = compare(
+        "1+2",
+        &[PASS, DEGRADED_HC, DEGRADED_HC],
+        true,
+        &[46.0, 27.0, 27.0],
+    )
+    .await;
+    assert!(
+        seen.stats.contains("cluster.c.membership_degraded: 2\n"),
+        "{seen:#?}"
+    );
+    compare(
+        "4+1",
+        &[PASS, PASS, PASS, PASS, DEGRADED_HC],
+        true,
+        &[25.0, 25.0, 25.0, 25.0, 0.0],
+    )
+    .await;
+}
+
+/// `health_status: DEGRADED` on a static endpoint (Envoy takes it there too), without
+/// health checks: `/degraded_eds_health`, and the same 70/30 split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degraded_endpoint_status_is_envoys() {
+    let seen = compare("eds 1+1", &[PASS, DEGRADED_EDS], false, &[70.0, 30.0]).await;
+    assert_eq!(seen.flags, ["healthy", "/degraded_eds_health"]);
+}
+
+/// Two of three hosts fail their check with `x-envoy-immediate-health-check-fail`: they
+/// are excluded (`membership_excluded` 2), so the one healthy host is 100% of the hosts
+/// counted, no panic mode, and it takes every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_failed_immediately_are_excluded_as_envoy() {
+    let seen = compare(
+        "immediate",
+        &[PASS, IMMEDIATE_FAIL, IMMEDIATE_FAIL],
+        true,
+        &[100.0, 0.0, 0.0],
+    )
+    .await;
+    assert_eq!(
+        seen.flags[1],
+        "/failed_active_hc/excluded_via_immediate_hc_fail"
+    );
+    assert!(
+        seen.stats.contains("cluster.c.membership_excluded: 2\n")
+            && seen.stats.contains("cluster.c.lb_healthy_panic: 0\n"),
+        "{seen:#?}"
+    );
+}
