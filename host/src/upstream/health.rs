@@ -453,6 +453,71 @@ mod tests {
         assert_eq!(judge(&overlapping, &status(404)), Outcome::Fail);
     }
 
+    /// As Envoy's `handleSuccess`: a pass with `x-envoy-degraded` marks the host degraded
+    /// (a change, though its health did not change), one without clears it; turning
+    /// healthy ends an immediate-failure exclusion; the degraded flag follows the
+    /// answer, never the threshold.
+    #[test]
+    fn a_degraded_answer_marks_the_host_degraded() {
+        use crate::upstream::cluster::Health;
+        let Ok(cluster) = Cluster::new(crate::upstream::test_support::spec("hc_degraded", &[1]))
+        else {
+            panic!("cluster builds")
+        };
+        let host = cluster.hosts()[0].clone();
+        let spec = spec();
+        let mut streak = Streak::default();
+        let degraded = Outcome::Pass { degraded: true };
+        assert_eq!(
+            judge(
+                &spec,
+                &Answer {
+                    degraded: true,
+                    ..status(200)
+                }
+            ),
+            degraded
+        );
+        assert_eq!(
+            judge(
+                &spec,
+                &Answer {
+                    degraded: true,
+                    ..status(404)
+                }
+            ),
+            Outcome::FailNow,
+            "only a pass can be degraded"
+        );
+        assert_eq!(
+            apply(&cluster, &spec, &host, &mut streak, degraded, false),
+            Transition::Changed
+        );
+        assert_eq!(host.health(), Health::Degraded);
+        assert_eq!(
+            apply(&cluster, &spec, &host, &mut streak, degraded, false),
+            Transition::Unchanged
+        );
+        assert_eq!(
+            apply(&cluster, &spec, &host, &mut streak, PASS, false),
+            Transition::Changed
+        );
+        assert_eq!(host.health(), Health::Healthy);
+        // Failed with the immediate-failure header: excluded until healthy again.
+        host.set_immediate_hc_fail(true);
+        apply(&cluster, &spec, &host, &mut streak, Outcome::FailNow, false);
+        assert!(host.is_excluded());
+        assert_eq!(
+            apply(&cluster, &spec, &host, &mut streak, degraded, false),
+            Transition::Pending,
+            "healthy_threshold 2"
+        );
+        assert!(host.is_excluded() && host.is_degraded_active_hc());
+        apply(&cluster, &spec, &host, &mut streak, degraded, false);
+        assert!(!host.is_excluded());
+        assert_eq!(host.health(), Health::Degraded);
+    }
+
     /// As Envoy: with active health checks a host starts unhealthy (`FAILED_ACTIVE_HC`), and
     /// its first result decides at once: a pass makes it healthy whatever
     /// `healthy_threshold` says, a failure leaves it unhealthy; later passes count again.
