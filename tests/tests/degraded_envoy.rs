@@ -8,6 +8,7 @@
 //! the one Envoy's priority load gives (overprovisioning factor 1.4), on both, within a
 //! tolerance over a bounded number of requests.
 
+use envoy_types::pb::envoy::config::core::v3::HealthStatus;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,10 @@ use tokio::net::{TcpListener, TcpStream};
 use weir_tests::Weir;
 use weir_tests::config::{self, Ports};
 use weir_tests::envoy::Envoy;
+use weir_tests::xds_resources::{
+    AdsApi, ads_bootstrap, eds_cluster, listener_with_rds, load_assignment, route_configuration,
+};
+use weir_tests::xds_server::XdsServer;
 
 /// Requests sent through each proxy in a case.
 const REQUESTS: usize = 1_000;
@@ -323,5 +328,153 @@ async fn hosts_failed_immediately_are_excluded_as_envoy() {
         seen.stats.contains("cluster.c.membership_excluded: 2\n")
             && seen.stats.contains("cluster.c.lb_healthy_panic: 0\n"),
         "{seen:#?}"
+    );
+}
+
+/// The EDS health statuses the EDS test walks host 1 through, with the share of requests
+/// Envoy's load gives hosts 0 and 1 under each. Each step changes the host's coarse health:
+/// Envoy rebuilds its host set (and its membership gauges) only then, so an update from
+/// UNHEALTHY to DRAINING would leave Envoy's `membership_excluded` stale where weir's is
+/// current.
+const EDS_PHASES: [(HealthStatus, [f64; 2]); 4] = [
+    (HealthStatus::Degraded, [70.0, 30.0]),
+    (HealthStatus::Draining, [100.0, 0.0]),
+    (HealthStatus::Healthy, [50.0, 50.0]),
+    (HealthStatus::Unhealthy, [100.0, 0.0]),
+];
+
+/// `/stats` filtered to cluster `c1`'s host counts (not `membership_change`: weir builds
+/// an EDS cluster afresh on each update).
+const EDS_STATS: &str =
+    "/stats?filter=%5Ecluster%5C.c1%5C.membership_(healthy%7Cdegraded%7Cexcluded%7Ctotal)";
+
+/// Starts a proxy (by `start`) on an ADS bootstrap whose control plane serves cluster `c1`
+/// (EDS) over two fresh upstreams, host 1 with each of [`EDS_PHASES`]' statuses in turn;
+/// under each, once the proxy shows the new flags (at most 10 s), reads the flags and
+/// stats and sends [`REQUESTS`] GETs.
+async fn run_eds(start: impl FnOnce(&Value) -> Box<dyn std::any::Any>) -> Vec<Seen> {
+    let hits: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let mut addrs = Vec::new();
+    for hits in &hits {
+        addrs.push(upstream(Check::Pass, hits.clone()).await);
+    }
+    let server = XdsServer::start().await;
+    let port = weir_tests::free_port();
+    let admin_port = weir_tests::free_port();
+    server.set("c1", &eds_cluster("c1"));
+    server.set("l1", &listener_with_rds("l1", port, "r1"));
+    server.set("r1", &route_configuration("r1", "/", "c1"));
+    let listener = SocketAddr::from(([127, 0, 0, 1], port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let mut seen = Vec::new();
+    let mut previous = "(missing)".to_owned();
+    let mut proxy = None;
+    let mut start = Some(start);
+    for (status, _) in EDS_PHASES {
+        let mut assignment = load_assignment("c1", &addrs);
+        assignment.endpoints[0].lb_endpoints[1].health_status = status as i32;
+        server.set("c1", &assignment);
+        if let Some(start) = start.take() {
+            proxy = Some(start(&ads_bootstrap(
+                "degraded",
+                admin_port,
+                server.addr(),
+                AdsApi::Grpc,
+            )));
+        }
+        let began = Instant::now();
+        let flags = loop {
+            let clusters = weir_tests::client::get_host(admin, "localhost", "/clusters")
+                .await
+                .map(|resp| resp.text())
+                .unwrap_or_default();
+            let flags: Vec<String> = addrs
+                .iter()
+                .map(|addr| {
+                    let prefix = format!("c1::{addr}::health_flags::");
+                    clusters
+                        .lines()
+                        .find_map(|line| line.strip_prefix(&prefix))
+                        .unwrap_or("(missing)")
+                        .to_owned()
+                })
+                .collect();
+            let serving = weir_tests::get(listener, "/probe")
+                .await
+                .is_ok_and(|resp| resp.status == 200);
+            if serving && flags[1] != previous && flags[1] != "(missing)" {
+                break flags;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "{status:?}: never applied: {flags:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        previous = flags[1].clone();
+        let before: Vec<usize> = hits.iter().map(|h| h.load(Ordering::Relaxed)).collect();
+        for _ in 0..REQUESTS {
+            let answer = weir_tests::get(listener, "/work").await.expect("GET /work");
+            assert_eq!(answer.status, 200, "{status:?}: {}", answer.text());
+            assert!(
+                began.elapsed() < Duration::from_secs(70),
+                "requests took too long"
+            );
+        }
+        let shares = hits
+            .iter()
+            .zip(before)
+            .map(|(h, before)| {
+                100.0 * (h.load(Ordering::Relaxed) - before) as f64 / REQUESTS as f64
+            })
+            .collect();
+        let stats = weir_tests::client::get_host(admin, "localhost", EDS_STATS)
+            .await
+            .map(|resp| resp.text())
+            .unwrap_or_default();
+        seen.push(Seen {
+            flags,
+            stats,
+            shares,
+        });
+    }
+    drop(proxy);
+    seen
+}
+
+/// Host 1's `health_status` from EDS, DEGRADED, DRAINING, HEALTHY, UNHEALTHY: the flags
+/// (`/degraded_eds_health`, `/eds_status_draining`, `healthy`, `/failed_eds_health`), the
+/// host counts (degraded 1; excluded 1; healthy 2; healthy 1) and the split (70/30; all to
+/// host 0; 50/50; all to host 0) are Envoy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eds_health_statuses_are_envoys() {
+    let ours = run_eds(|config| Box::new(Weir::spawn(config, &["--concurrency", "1"]))).await;
+    let theirs = run_eds(|config| Box::new(Envoy::spawn(config, "info"))).await;
+    for (((status, want), ours), theirs) in EDS_PHASES.iter().zip(&ours).zip(&theirs) {
+        eprintln!(
+            "eds {status:?}: shares weir {:?} Envoy {:?}; flags {:?}",
+            ours.shares, theirs.shares, theirs.flags
+        );
+        assert_eq!(
+            (&ours.flags, &ours.stats),
+            (&theirs.flags, &theirs.stats),
+            "{status:?}: weir (left) and Envoy (right) differ"
+        );
+        for (who, seen) in [("weir", ours), ("Envoy", theirs)] {
+            for (i, (share, want)) in seen.shares.iter().zip(want).enumerate() {
+                assert!(
+                    (share - want).abs() <= TOLERANCE_POINTS,
+                    "{status:?}: {who} sent {share:.1}% to host {i}, Envoy's load says {want}%"
+                );
+            }
+        }
+    }
+    assert_eq!(ours[0].flags, ["healthy", "/degraded_eds_health"]);
+    assert!(
+        ours[1]
+            .stats
+            .contains("cluster.c1.membership_excluded: 1\n"),
+        "{:#?}",
+        ours[1]
     );
 }
