@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::config::core::v3::HealthStatus;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,6 +31,7 @@ const TOLERANCE_POINTS: f64 = 6.0;
 
 /// How a host answers its `/health`.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(u8)]
 enum Check {
     /// 200.
     Pass,
@@ -69,11 +70,17 @@ const IMMEDIATE_FAIL: HostCase = HostCase {
 /// A keep-alive HTTP/1.1 upstream on 127.0.0.1 answering `/health` as `check` says and
 /// every other path 200, counting those in `hits`; runs until the test ends.
 async fn upstream(check: Check, hits: Arc<AtomicUsize>) -> SocketAddr {
+    upstream_switched(Arc::new(AtomicU8::new(check as u8)), hits).await
+}
+
+/// [`upstream`], answering `/health` as `check` (a [`Check`] as `u8`) says at the time.
+async fn upstream_switched(check: Arc<AtomicU8>, hits: Arc<AtomicUsize>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             let hits = hits.clone();
+            let check = check.clone();
             tokio::spawn(async move {
                 let mut held = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -89,12 +96,14 @@ async fn upstream(check: Check, hits: Arc<AtomicUsize>) -> SocketAddr {
                     held.drain(..end + 4);
                     let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
                     let answer = if path == "/health" {
-                        match check {
-                            Check::Pass => "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
-                            Check::Degraded => {
+                        match check.load(Ordering::Relaxed) {
+                            c if c == Check::Pass as u8 => {
+                                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                            }
+                            c if c == Check::Degraded as u8 => {
                                 "HTTP/1.1 200 OK\r\nx-envoy-degraded: true\r\ncontent-length: 0\r\n\r\n"
                             }
-                            Check::ImmediateFail => {
+                            _ => {
                                 "HTTP/1.1 503 Service Unavailable\r\n\
                                  x-envoy-immediate-health-check-fail: true\r\ncontent-length: 0\r\n\r\n"
                             }
@@ -477,4 +486,186 @@ async fn eds_health_statuses_are_envoys() {
         "{:#?}",
         ours[1]
     );
+}
+
+/// Cluster `c1`'s `membership_*` stats, `membership_change` included.
+const REMOVAL_STATS: &str = "/stats?filter=%5Ecluster%5C.c1%5C.membership_";
+
+/// What one proxy showed of the EDS removal of a health-checked host (its cluster with
+/// `ignore_health_on_host_removal` as `ignore` says): per step the flags of hosts 0 and 1,
+/// the membership stats and the shares of the requests sent then.
+async fn run_removal(
+    ignore: bool,
+    start: impl FnOnce(&Value) -> Box<dyn std::any::Any>,
+) -> Vec<Seen> {
+    use envoy_types::pb::envoy::config::core::v3 as core_pb;
+    use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+    let hits: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let checks: Vec<Arc<AtomicU8>> = (0..2)
+        .map(|_| Arc::new(AtomicU8::new(Check::Pass as u8)))
+        .collect();
+    let mut addrs = Vec::new();
+    for (hits, check) in hits.iter().zip(&checks) {
+        addrs.push(upstream_switched(check.clone(), hits.clone()).await);
+    }
+    let server = XdsServer::start().await;
+    let port = weir_tests::free_port();
+    let admin_port = weir_tests::free_port();
+    let mut cluster = eds_cluster("c1");
+    let ms = |millis: i32| PbDuration {
+        seconds: 0,
+        nanos: millis * 1_000_000,
+    };
+    cluster.health_checks = vec![core_pb::HealthCheck {
+        timeout: Some(ms(500)),
+        interval: Some(ms(200)),
+        no_traffic_interval: Some(ms(200)),
+        unhealthy_threshold: Some(UInt32Value { value: 1 }),
+        healthy_threshold: Some(UInt32Value { value: 1 }),
+        health_checker: Some(core_pb::health_check::HealthChecker::HttpHealthCheck(
+            core_pb::health_check::HttpHealthCheck {
+                path: "/health".into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }];
+    cluster.ignore_health_on_host_removal = ignore;
+    server.set("c1", &cluster);
+    server.set("c1", &load_assignment("c1", &addrs));
+    server.set("l1", &listener_with_rds("l1", port, "r1"));
+    server.set("r1", &route_configuration("r1", "/", "c1"));
+    let listener = SocketAddr::from(([127, 0, 0, 1], port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let proxy = start(&ads_bootstrap(
+        "removal",
+        admin_port,
+        server.addr(),
+        AdsApi::Grpc,
+    ));
+    let flags_now = || async {
+        let clusters = weir_tests::client::get_host(admin, "localhost", "/clusters")
+            .await
+            .map(|resp| resp.text())
+            .unwrap_or_default();
+        addrs
+            .iter()
+            .map(|addr| {
+                let prefix = format!("c1::{addr}::health_flags::");
+                clusters
+                    .lines()
+                    .find_map(|line| line.strip_prefix(&prefix))
+                    .unwrap_or("(missing)")
+                    .to_owned()
+            })
+            .collect::<Vec<String>>()
+    };
+    let mut seen = Vec::new();
+    // 0: both hosts healthy; 1: EDS drops host 1; 2: host 1 then fails its check.
+    for step in 0..3 {
+        match step {
+            1 => server.set("c1", &load_assignment("c1", &addrs[..1])),
+            2 => checks[1].store(Check::ImmediateFail as u8, Ordering::Relaxed),
+            _ => {}
+        }
+        let began = Instant::now();
+        let flags = loop {
+            let flags = flags_now().await;
+            let serving = weir_tests::get(listener, "/probe")
+                .await
+                .is_ok_and(|resp| resp.status == 200);
+            let done = match step {
+                0 => flags.iter().all(|f| f == "healthy"),
+                1 if !ignore => flags[1] != "healthy",
+                1 => flags[1] == "(missing)",
+                _ => flags[1] == "(missing)",
+            };
+            if serving && done {
+                break flags;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "step {step}: never came: {flags:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let stats = weir_tests::client::get_host(admin, "localhost", REMOVAL_STATS)
+            .await
+            .map(|resp| resp.text())
+            .unwrap_or_default();
+        let before: Vec<usize> = hits.iter().map(|h| h.load(Ordering::Relaxed)).collect();
+        let requests = 400;
+        for _ in 0..requests {
+            let answer = weir_tests::get(listener, "/work").await.expect("GET /work");
+            assert_eq!(answer.status, 200, "step {step}: {}", answer.text());
+            assert!(
+                began.elapsed() < Duration::from_secs(40),
+                "requests took too long"
+            );
+        }
+        let shares = hits
+            .iter()
+            .zip(before)
+            .map(|(h, before)| {
+                100.0 * (h.load(Ordering::Relaxed) - before) as f64 / requests as f64
+            })
+            .collect();
+        seen.push(Seen {
+            flags,
+            stats,
+            shares,
+        });
+    }
+    drop(proxy);
+    seen
+}
+
+/// EDS drops a host that passes its health checks: as Envoy (`ignore_health_on_host_removal`
+/// false), it stays, flagged `/pending_dynamic_removal`, counted in `membership_total` and
+/// `membership_healthy` (not `membership_excluded`) and balanced over, until its check
+/// fails; then it goes (a membership change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_host_passing_its_checks_stays_until_it_fails_as_envoy() {
+    removal_as_envoy(false, [[50.0, 50.0], [50.0, 50.0], [100.0, 0.0]]).await;
+}
+
+/// With `ignore_health_on_host_removal`, a host EDS drops goes at once, passing or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_health_on_host_removal_drops_it_at_once_as_envoy() {
+    removal_as_envoy(true, [[50.0, 50.0], [100.0, 0.0], [100.0, 0.0]]).await;
+}
+
+/// Runs [`run_removal`] through weir and Envoy and compares each step, the shares within
+/// 10 points of `wants`.
+async fn removal_as_envoy(ignore: bool, wants: [[f64; 2]; 3]) {
+    let ours = run_removal(ignore, |config| {
+        Box::new(Weir::spawn(config, &["--concurrency", "1"]))
+    })
+    .await;
+    let theirs = run_removal(ignore, |config| Box::new(Envoy::spawn(config, "info"))).await;
+    for (step, ((ours, theirs), want)) in ours.iter().zip(&theirs).zip(wants).enumerate() {
+        eprintln!(
+            "removal step {step}: shares weir {:?} Envoy {:?}; flags {:?}",
+            ours.shares, theirs.shares, theirs.flags
+        );
+        assert_eq!(
+            (&ours.flags, &ours.stats),
+            (&theirs.flags, &theirs.stats),
+            "step {step}: weir (left) and Envoy (right) differ"
+        );
+        for (who, seen) in [("weir", ours), ("Envoy", theirs)] {
+            for (i, (share, want)) in seen.shares.iter().zip(want).enumerate() {
+                assert!(
+                    (share - want).abs() <= 10.0,
+                    "step {step}: {who} sent {share:.1}% to host {i}, want {want}%"
+                );
+            }
+        }
+    }
+    let want = if ignore {
+        "(missing)"
+    } else {
+        "/pending_dynamic_removal"
+    };
+    assert_eq!(ours[1].flags, ["healthy", want]);
 }

@@ -88,6 +88,10 @@ pub struct Cluster {
     /// `lb_policy: ROUND_ROBIN` settings.
     #[serde(default)]
     pub round_robin_lb_config: Option<super::balancing::RoundRobinLbConfig>,
+    /// Whether a host that discovery removes goes at once even while it passes its active
+    /// health checks (default false: it stays, `PENDING_DYNAMIC_REMOVAL`, until it fails).
+    #[serde(default)]
+    pub ignore_health_on_host_removal: bool,
 }
 
 /// `eds_cluster_config` of an EDS cluster.
@@ -762,6 +766,8 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
             .unwrap_or(Duration::from_secs(5)),
         lb,
         outlier,
+        eds: cluster.discovery_type == DiscoveryType::EDS,
+        ignore_health_on_host_removal: cluster.ignore_health_on_host_removal,
     })
 }
 

@@ -48,6 +48,23 @@ pub struct ClusterSpec {
     pub lb: LbSettings,
     /// Passive health checking (`outlier_detection`), when configured.
     pub outlier: Option<OutlierSpec>,
+    /// `type: EDS`: its endpoints come from the control plane, and an update of them alone
+    /// keeps the cluster's hosts and their health (see `ClusterManager::successor`).
+    pub eds: bool,
+    /// `ignore_health_on_host_removal`: a host discovery removes goes at once even while it
+    /// passes its active health checks (default false: it stays until it fails them).
+    pub ignore_health_on_host_removal: bool,
+}
+
+impl ClusterSpec {
+    /// Whether `self` and `other` differ in their endpoints at most.
+    pub fn same_but_endpoints(&self, other: &ClusterSpec) -> bool {
+        let strip = |spec: &ClusterSpec| ClusterSpec {
+            endpoints: Vec::new(),
+            ..spec.clone()
+        };
+        strip(self) == strip(other)
+    }
 }
 
 /// QUIC and HTTP/3 settings, for listeners and for upstream connections; Envoy's defaults.

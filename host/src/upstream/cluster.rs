@@ -64,8 +64,12 @@ pub struct Host {
     /// Envoy's `EXCLUDED_VIA_IMMEDIATE_HC_FAIL`: a health check failed with
     /// `x-envoy-immediate-health-check-fail`; excluded until it is healthy again.
     immediate_hc_fail: AtomicBool,
-    /// The `health_status` its endpoint was given (Envoy's EDS health flags).
-    eds_health: EndpointHealth,
+    /// The `health_status` its endpoint was given (Envoy's EDS health flags), an
+    /// [`EndpointHealth`] as `u8` (an EDS update changes it in place).
+    eds_health: AtomicU8,
+    /// Envoy's `PENDING_DYNAMIC_REMOVAL`: EDS removed it while it passed its active health
+    /// checks, so it stays until it fails them.
+    pending_removal: AtomicBool,
     removed: AtomicBool,
     /// Connections open to this host, over all workers.
     pub cx_active: AtomicI64,
@@ -108,7 +112,8 @@ impl Host {
             active_hc_timeout: AtomicBool::new(false),
             degraded_active_hc: AtomicBool::new(false),
             immediate_hc_fail: AtomicBool::new(false),
-            eds_health: EndpointHealth::Healthy,
+            eds_health: AtomicU8::new(EndpointHealth::Healthy as u8),
+            pending_removal: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             cx_active: AtomicI64::new(0),
             rq_active: AtomicI64::new(0),
@@ -123,14 +128,35 @@ impl Host {
     }
 
     /// The same host with the `health_status` its endpoint was given.
-    pub fn with_eds_health(mut self, health: EndpointHealth) -> Host {
-        self.eds_health = health;
+    pub fn with_eds_health(self, health: EndpointHealth) -> Host {
+        self.set_eds_health(health);
         self
     }
 
     /// The `health_status` its endpoint was given.
     pub fn eds_health(&self) -> EndpointHealth {
-        self.eds_health
+        match self.eds_health.load(Ordering::Acquire) {
+            x if x == EndpointHealth::Unhealthy as u8 => EndpointHealth::Unhealthy,
+            x if x == EndpointHealth::Draining as u8 => EndpointHealth::Draining,
+            x if x == EndpointHealth::Degraded as u8 => EndpointHealth::Degraded,
+            _ => EndpointHealth::Healthy,
+        }
+    }
+
+    /// Sets [`Host::eds_health`] (an EDS update of the same host).
+    pub fn set_eds_health(&self, health: EndpointHealth) {
+        self.eds_health.store(health as u8, Ordering::Release);
+    }
+
+    /// Whether EDS removed it while it passed its active health checks (Envoy's
+    /// `PENDING_DYNAMIC_REMOVAL`): it stays, balanced over by its health, until it fails.
+    pub fn is_pending_removal(&self) -> bool {
+        self.pending_removal.load(Ordering::Acquire)
+    }
+
+    /// Sets or clears [`Host::is_pending_removal`].
+    pub fn set_pending_removal(&self, pending: bool) {
+        self.pending_removal.store(pending, Ordering::Release);
     }
 
     /// Whether its last passing health check said `x-envoy-degraded` (Envoy's
@@ -159,15 +185,13 @@ impl Host {
     /// fails active health checks, is ejected, or EDS says `UNHEALTHY`, `TIMEOUT` or
     /// `DRAINING`; else degraded when its health check or EDS says so; else healthy.
     pub fn health(&self) -> Health {
+        let eds = self.eds_health();
         if !self.is_healthy()
             || self.outlier.is_ejected()
-            || matches!(
-                self.eds_health,
-                EndpointHealth::Unhealthy | EndpointHealth::Draining
-            )
+            || matches!(eds, EndpointHealth::Unhealthy | EndpointHealth::Draining)
         {
             Health::Unhealthy
-        } else if self.is_degraded_active_hc() || self.eds_health == EndpointHealth::Degraded {
+        } else if self.is_degraded_active_hc() || eds == EndpointHealth::Degraded {
             Health::Degraded
         } else {
             Health::Healthy
@@ -182,7 +206,7 @@ impl Host {
     pub fn is_excluded(&self) -> bool {
         self.is_pending_first_check()
             || self.is_immediate_hc_fail()
-            || self.eds_health == EndpointHealth::Draining
+            || self.eds_health() == EndpointHealth::Draining
     }
 
     /// How long since it was added, or since it passed its health checks again after
@@ -418,6 +442,23 @@ pub struct Cluster {
     initialized: watch::Sender<bool>,
     /// STRICT_DNS and LOGICAL_DNS: whether the first resolution is done (either way).
     resolved: watch::Sender<bool>,
+    /// Built by [`Cluster::after_eds_update`]: what it does to the hosts it shares with the
+    /// cluster it follows once it is in force ([`Cluster::take_over_hosts`]).
+    eds_carry: std::sync::Mutex<Option<EdsCarry>>,
+}
+
+/// What an EDS update does to the previous cluster's hosts once the new cluster is in
+/// force (held until then: the update may still be refused).
+#[derive(Debug, Default)]
+struct EdsCarry {
+    /// Hosts kept, with the `health_status` the update gives them.
+    kept: Vec<(Arc<Host>, EndpointHealth)>,
+    /// Hosts the update removed that pass their health checks: kept, pending removal.
+    pending: Vec<Arc<Host>>,
+    /// Hosts the update removed for good.
+    removed: Vec<Arc<Host>>,
+    /// Whether a host was added or removed (a membership change).
+    changed: bool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -432,7 +473,130 @@ impl Cluster {
     /// Builds a cluster: TLS config, and for STATIC the hosts from the IP literals. DNS
     /// clusters get their hosts from the first resolution (see `dns`).
     pub fn new(spec: impl Into<Arc<ClusterSpec>>) -> Result<Cluster, UpstreamError> {
-        let spec: Arc<ClusterSpec> = spec.into();
+        Cluster::build(spec.into(), true)
+    }
+
+    /// The cluster after an EDS update of `previous` that changed its endpoints alone, as
+    /// Envoy updates an EDS cluster's host set in place: an endpoint `previous` has (same
+    /// address and weight) is the same [`Host`], its health, outlier state and counters
+    /// kept (its `health_status` the update's); a new one starts as a new host of the
+    /// cluster would. A host the update removes goes, unless the cluster has active health
+    /// checks, not `ignore_health_on_host_removal`, and the host neither fails them nor is
+    /// `UNHEALTHY` by EDS: then it stays, `PENDING_DYNAMIC_REMOVAL`, until it fails a check.
+    /// The cluster counts as initialized when `previous` did (no warming again). Changes
+    /// nothing in `previous` until [`Cluster::take_over_hosts`].
+    pub fn after_eds_update(
+        spec: impl Into<Arc<ClusterSpec>>,
+        previous: &Cluster,
+    ) -> Result<Cluster, UpstreamError> {
+        let cluster = Cluster::build(spec.into(), false)?;
+        let spec = &cluster.spec;
+        let checked = spec.health_check.is_some();
+        let before = previous.hosts();
+        let mut carry = EdsCarry::default();
+        let mut next = Vec::with_capacity(before.len());
+        for fresh in cluster.hosts().iter() {
+            let same = before.iter().find(|old| {
+                old.addr == fresh.addr && old.weight == fresh.weight && !old.is_removed()
+            });
+            match same {
+                Some(old) => {
+                    carry.kept.push((old.clone(), fresh.eds_health()));
+                    next.push(old.clone());
+                }
+                None => {
+                    carry.changed = true;
+                    next.push(if checked {
+                        Arc::new(
+                            Host::unchecked(
+                                fresh.addr,
+                                fresh.weight,
+                                spec.lb.ignore_new_hosts_until_first_hc,
+                            )
+                            .with_eds_health(fresh.eds_health()),
+                        )
+                    } else {
+                        fresh.clone()
+                    });
+                }
+            }
+        }
+        for old in before.iter() {
+            if old.is_removed() || next.iter().any(|kept| Arc::ptr_eq(kept, old)) {
+                continue;
+            }
+            let stays = checked
+                && !spec.ignore_health_on_host_removal
+                && old.is_healthy()
+                && old.eds_health() != EndpointHealth::Unhealthy;
+            if stays {
+                carry.pending.push(old.clone());
+                next.push(old.clone());
+            } else {
+                carry.changed = true;
+                carry.removed.push(old.clone());
+            }
+        }
+        cluster.hosts.store(Arc::new(next));
+        if previous.is_initialized() {
+            cluster.set_initialized();
+        }
+        *cluster
+            .eds_carry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(carry);
+        Ok(cluster)
+    }
+
+    /// Applies what [`Cluster::after_eds_update`] held back, once this cluster is in force:
+    /// the kept hosts take their new `health_status` (and leave a pending removal), the
+    /// removed ones pending removal are flagged, the others drained; counts the membership
+    /// change and sets the gauges. Nothing for a cluster built otherwise, or a second time.
+    pub fn take_over_hosts(&self) {
+        let carry = self
+            .eds_carry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(carry) = carry else {
+            return;
+        };
+        for (host, health) in carry.kept {
+            host.set_eds_health(health);
+            host.set_pending_removal(false);
+        }
+        for host in carry.pending {
+            tracing::debug!(cluster = %self.name(), host = %host.addr, "host pending removal");
+            host.set_pending_removal(true);
+        }
+        for host in carry.removed {
+            tracing::debug!(cluster = %self.name(), host = %host.addr, "host removed");
+            host.remove();
+        }
+        if carry.changed {
+            self.stats.membership_change.inc();
+        }
+        self.update_membership();
+    }
+
+    /// Drops `gone` (hosts pending removal that failed their health check), as Envoy's EDS
+    /// cluster does on that check: drained, and a membership change.
+    pub(super) fn drop_pending_removal(&self, gone: &[Arc<Host>]) {
+        let hosts = self.hosts();
+        let next: Vec<Arc<Host>> = hosts
+            .iter()
+            .filter(|host| !gone.iter().any(|g| Arc::ptr_eq(g, host)))
+            .cloned()
+            .collect();
+        for host in gone {
+            tracing::debug!(cluster = %self.name(), host = %host.addr, "host removed after failing its check");
+            host.remove();
+        }
+        self.store_hosts(next);
+    }
+
+    /// [`Cluster::new`]; the first hosts count as a membership change where `count_first`.
+    fn build(spec: Arc<ClusterSpec>, count_first: bool) -> Result<Cluster, UpstreamError> {
         let tls = spec
             .tls
             .as_ref()
@@ -472,7 +636,7 @@ impl Cluster {
                 .map(|host| {
                     Arc::new(
                         Host::unchecked(host.addr, host.weight, false)
-                            .with_eds_health(host.eds_health),
+                            .with_eds_health(host.eds_health()),
                     )
                 })
                 .collect()
@@ -480,9 +644,12 @@ impl Cluster {
             hosts
         };
         let stats = ClusterStats::new(&spec.name);
-        set_membership(&stats, &hosts);
+        // An EDS update's cluster sets them once in force (`take_over_hosts`).
+        if count_first {
+            set_membership(&stats, &hosts);
+        }
         // As Envoy's, the first hosts are a membership change.
-        if !hosts.is_empty() {
+        if count_first && !hosts.is_empty() {
             stats.membership_change.inc();
         }
         let dns = matches!(spec.discovery, Discovery::StrictDns | Discovery::LogicalDns);
@@ -508,6 +675,7 @@ impl Cluster {
             dns_names: Default::default(),
             initialized: watch::Sender::new(spec.health_check.is_none()),
             resolved: watch::Sender::new(!dns),
+            eds_carry: Default::default(),
             spec,
         })
     }
@@ -861,6 +1029,76 @@ mod tests {
         assert_eq!(change(), 3, "one removed");
         assert_eq!(cluster.stats.membership_total.get(), 1);
         assert_eq!(cluster.stats.membership_excluded.get(), 0);
+    }
+
+    /// An EDS update of the endpoints alone keeps the hosts it still names (their health
+    /// too, the new `health_status` applied once in force); a removed host passing its
+    /// checks stays pending removal, one failing them goes; only real additions and
+    /// removals are membership changes.
+    #[test]
+    fn an_eds_update_keeps_hosts_and_their_health() {
+        use crate::upstream::spec::HealthCheckIntervals;
+        let mut spec = crate::upstream::test_support::spec("eds_update_unit", &[1, 2, 3]);
+        spec.eds = true;
+        spec.health_check = Some(crate::upstream::spec::HealthCheckSpec {
+            path: "/health".into(),
+            host: None,
+            intervals: HealthCheckIntervals::all(std::time::Duration::from_secs(1)),
+            timeout: std::time::Duration::from_secs(1),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+            over_quic: false,
+            expected_statuses: vec![(200, 201)],
+            retriable_statuses: Vec::new(),
+        });
+        let Ok(first) = Cluster::new(spec.clone()) else {
+            panic!("cluster builds")
+        };
+        let old = first.hosts();
+        old[0].set_healthy(true);
+        old[1].set_healthy(true);
+        first.set_initialized();
+        let change = first.stats.membership_change.get();
+        // Endpoint 1 stays (now DEGRADED), 2 (healthy) and 3 (failing) go, 4 comes.
+        let mut next = spec.clone();
+        next.endpoints.remove(2);
+        next.endpoints.remove(1);
+        next.endpoints[0].health = EndpointHealth::Degraded;
+        next.endpoints.push(crate::upstream::spec::EndpointSpec {
+            address: "127.0.0.1".into(),
+            port: 4,
+            weight: 1,
+            health: EndpointHealth::Healthy,
+        });
+        assert!(spec.same_but_endpoints(&next));
+        let Ok(second) = Cluster::after_eds_update(next, &first) else {
+            panic!("cluster builds")
+        };
+        assert!(second.is_initialized(), "no warming again");
+        assert_eq!(
+            old[0].health(),
+            Health::Healthy,
+            "nothing changes before in force"
+        );
+        assert!(!old[2].is_removed());
+        second.take_over_hosts();
+        let hosts = second.hosts();
+        let ports: Vec<u16> = hosts.iter().map(|h| h.addr.port()).collect();
+        assert_eq!(ports, [1, 4, 2]);
+        assert!(Arc::ptr_eq(&hosts[0], &old[0]) && Arc::ptr_eq(&hosts[2], &old[1]));
+        assert_eq!(hosts[0].health(), Health::Degraded);
+        assert!(
+            !hosts[1].is_healthy(),
+            "a new host waits for its first check"
+        );
+        assert!(hosts[2].is_pending_removal() && hosts[2].is_healthy());
+        assert!(old[2].is_removed());
+        assert_eq!(second.stats.membership_change.get(), change + 1);
+        assert_eq!(second.stats.membership_total.get(), 3);
+        second.drop_pending_removal(&[hosts[2].clone()]);
+        assert!(old[1].is_removed());
+        assert_eq!(second.stats.membership_total.get(), 2);
+        assert_eq!(second.stats.membership_change.get(), change + 2);
     }
 
     #[test]

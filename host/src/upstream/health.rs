@@ -125,7 +125,18 @@ pub async fn run(cluster: Arc<Cluster>, spec: HealthCheckSpec) {
             }
             check.due = finished + next_interval(&spec.intervals, traffic, passed, transition);
         }
-        cluster.update_membership();
+        // As Envoy's EDS cluster: a host pending removal goes once it fails its check.
+        let gone: Vec<Arc<Host>> = due
+            .iter()
+            .filter(|host| host.is_pending_removal() && !host.is_healthy())
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            cluster.update_membership();
+        } else {
+            cluster.drop_pending_removal(&gone);
+        }
+        let hosts = cluster.hosts();
         let passing = hosts
             .iter()
             .filter(|host| host.is_healthy() && !host.is_removed())

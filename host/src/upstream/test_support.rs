@@ -41,6 +41,8 @@ pub fn spec(name: &str, ports: &[u16]) -> ClusterSpec {
         cleanup_interval: Duration::from_secs(5),
         lb: LbSettings::default(),
         outlier: None,
+        eds: false,
+        ignore_health_on_host_removal: false,
     }
 }
 
