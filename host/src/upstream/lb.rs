@@ -432,17 +432,17 @@ mod tests {
         // 2 of 10 healthy, 2 degraded: 28% + 28% = 56% available, scaled to 100: 50/50;
         // but 40% of the hosts healthy or degraded is under the default threshold: panic.
         assert_eq!(load(2, 2, 10, 30.0), (50, 50, false));
-        assert_eq!(load(2, 2, 10, 50.0).2, true);
+        assert!(load(2, 2, 10, 50.0).2);
         // Only degraded hosts: all to them.
         assert_eq!(load(0, 3, 3, 50.0), (0, 100, false));
         // 1 healthy of 4, no degraded: 35% available, under 50% healthy: panic.
-        assert_eq!(load(1, 0, 4, 50.0).2, true);
+        assert!(load(1, 0, 4, 50.0).2);
         // 1 healthy + 1 degraded of 4: 50% healthy or degraded, not under 50: no panic.
         assert_eq!(load(1, 1, 4, 50.0), (50, 50, false));
         // 3 of 4 healthy under a threshold of 80: 105% with the factor, never panic.
         assert_eq!(load(3, 0, 4, 80.0), (100, 0, false));
         // Nothing healthy or degraded: panic, unless the threshold is 0.
-        assert_eq!(load(0, 0, 2, 50.0).2, true);
+        assert!(load(0, 0, 2, 50.0).2);
         assert_eq!(load(0, 0, 2, 0.0), (100, 0, false));
         let split = PriorityLoad::new(1, 1, 2, 50.0);
         assert!(split.takes_healthy(70) && !split.takes_healthy(71));
