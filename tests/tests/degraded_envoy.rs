@@ -75,6 +75,20 @@ async fn upstream(check: Check, hits: Arc<AtomicUsize>) -> SocketAddr {
 
 /// [`upstream`], answering `/health` as `check` (a [`Check`] as `u8`) says at the time.
 async fn upstream_switched(check: Arc<AtomicU8>, hits: Arc<AtomicUsize>) -> SocketAddr {
+    upstream_answering(
+        check,
+        hits,
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nup",
+    )
+    .await
+}
+
+/// [`upstream_switched`], answering every path but `/health` with `answer`.
+async fn upstream_answering(
+    check: Arc<AtomicU8>,
+    hits: Arc<AtomicUsize>,
+    answer: &'static str,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
@@ -110,7 +124,7 @@ async fn upstream_switched(check: Arc<AtomicU8>, hits: Arc<AtomicUsize>) -> Sock
                         }
                     } else {
                         hits.fetch_add(1, Ordering::Relaxed);
-                        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nup"
+                        answer
                     };
                     if sock.write_all(answer.as_bytes()).await.is_err() {
                         return;
@@ -668,4 +682,142 @@ async fn removal_as_envoy(ignore: bool, wants: [[f64; 2]; 3]) {
         "/pending_dynamic_removal"
     };
     assert_eq!(ours[1].flags, ["healthy", want]);
+}
+
+/// A routed response of host 1 carries `x-envoy-immediate-health-check-fail` (its own
+/// health check filter failing): as Envoy's router, the host is failed at once and
+/// excluded (`/failed_active_hc/excluded_via_immediate_hc_fail`, `health_check.failure` and
+/// `.passive_failure` 1, `membership_excluded` 1), and host 0, all the hosts counted, takes
+/// every later request (no panic mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_failing_its_host_immediately_excludes_it_as_envoy() {
+    let ours = run_passive(|config| Box::new(Weir::spawn(config, &["--concurrency", "1"]))).await;
+    let theirs = run_passive(|config| Box::new(Envoy::spawn(config, "info"))).await;
+    eprintln!(
+        "passive: shares weir {:?} Envoy {:?}; flags {:?}",
+        ours.shares, theirs.shares, theirs.flags
+    );
+    assert_eq!(
+        (&ours.flags, &ours.stats),
+        (&theirs.flags, &theirs.stats),
+        "weir (left) and Envoy (right) differ"
+    );
+    assert_eq!(
+        ours.flags,
+        [
+            "healthy",
+            "/failed_active_hc/excluded_via_immediate_hc_fail"
+        ]
+    );
+    for stat in [
+        "cluster.c.health_check.passive_failure: 1\n",
+        "cluster.c.health_check.failure: 1\n",
+        "cluster.c.membership_excluded: 1\n",
+        "cluster.c.lb_healthy_panic: 0\n",
+    ] {
+        assert!(ours.stats.contains(stat), "{stat} in {}", ours.stats);
+    }
+    for (who, seen) in [("weir", &ours), ("Envoy", &theirs)] {
+        assert_eq!(seen.shares, [100.0, 0.0], "{who}");
+    }
+}
+
+/// `/stats` of cluster `c`: membership, panic and the health check's failure counts.
+const PASSIVE_STATS: &str = "/stats?filter=%5Ecluster%5C.c%5C.(membership_%7Clb_healthy_panic%7Chealth_check%5C.(failure%7Cpassive_failure%7Chealthy)%24)";
+
+/// Starts a proxy (by `start`) on [`degraded_config`] (checks every 30 s) over two hosts
+/// passing their checks, host 1 answering traffic with
+/// `x-envoy-immediate-health-check-fail`; sends GETs (at most 20) until one reached host 1,
+/// waits (at most 10 s) for host 1 to be flagged, then reads flags and stats and sends 200
+/// GETs, counting where they went.
+async fn run_passive(start: impl FnOnce(&Value) -> Box<dyn std::any::Any>) -> Seen {
+    let hits: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let pass = || Arc::new(AtomicU8::new(Check::Pass as u8));
+    let addrs = [
+        upstream_switched(pass(), hits[0].clone()).await,
+        upstream_answering(
+            pass(),
+            hits[1].clone(),
+            "HTTP/1.1 200 OK\r\nx-envoy-immediate-health-check-fail: true\r\ncontent-length: 2\r\n\r\nup",
+        )
+        .await,
+    ];
+    let ports = Ports::new();
+    let proxy = start(&degraded_config(
+        ports,
+        &[(addrs[0], PASS), (addrs[1], PASS)],
+        true,
+    ));
+    let began = Instant::now();
+    while TcpStream::connect(ports.http_addr()).await.is_err() {
+        assert!(
+            began.elapsed() < Duration::from_secs(15),
+            "listener never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..20 {
+        let answer = weir_tests::get(ports.http_addr(), "/work")
+            .await
+            .expect("GET");
+        assert_eq!(answer.status, 200);
+        if hits[1].load(Ordering::Relaxed) > 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        hits[1].load(Ordering::Relaxed),
+        1,
+        "one request reached host 1"
+    );
+    let admin = SocketAddr::from(([127, 0, 0, 1], ports.admin));
+    let admin_text = |path: &'static str| async move {
+        weir_tests::client::get_host(admin, "localhost", path)
+            .await
+            .map(|resp| resp.text())
+            .unwrap_or_default()
+    };
+    let flagged = Instant::now();
+    let flags = loop {
+        let clusters = admin_text("/clusters").await;
+        let flags: Vec<String> = addrs
+            .iter()
+            .map(|addr| {
+                let prefix = format!("c::{addr}::health_flags::");
+                clusters
+                    .lines()
+                    .find_map(|line| line.strip_prefix(&prefix))
+                    .unwrap_or("(missing)")
+                    .to_owned()
+            })
+            .collect();
+        if flags[1] != "healthy" {
+            break flags;
+        }
+        assert!(
+            flagged.elapsed() < Duration::from_secs(10),
+            "never flagged: {flags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stats = admin_text(PASSIVE_STATS).await;
+    let before: Vec<usize> = hits.iter().map(|h| h.load(Ordering::Relaxed)).collect();
+    let requests = 200;
+    for _ in 0..requests {
+        let answer = weir_tests::get(ports.http_addr(), "/work")
+            .await
+            .expect("GET");
+        assert_eq!(answer.status, 200);
+    }
+    drop(proxy);
+    let shares = hits
+        .iter()
+        .zip(before)
+        .map(|(h, before)| 100.0 * (h.load(Ordering::Relaxed) - before) as f64 / requests as f64)
+        .collect();
+    Seen {
+        flags,
+        stats,
+        shares,
+    }
 }

@@ -64,6 +64,9 @@ pub struct Host {
     /// Envoy's `EXCLUDED_VIA_IMMEDIATE_HC_FAIL`: a health check failed with
     /// `x-envoy-immediate-health-check-fail`; excluded until it is healthy again.
     immediate_hc_fail: AtomicBool,
+    /// Set by a passive failure ([`Cluster::immediate_health_check_fail`]): the health
+    /// checker starts the host's streak afresh, as Envoy's session resets its counts.
+    streak_reset: AtomicBool,
     /// The `health_status` its endpoint was given (Envoy's EDS health flags), an
     /// [`EndpointHealth`] as `u8` (an EDS update changes it in place).
     eds_health: AtomicU8,
@@ -114,6 +117,7 @@ impl Host {
             immediate_hc_fail: AtomicBool::new(false),
             eds_health: AtomicU8::new(EndpointHealth::Healthy as u8),
             pending_removal: AtomicBool::new(false),
+            streak_reset: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             cx_active: AtomicI64::new(0),
             rq_active: AtomicI64::new(0),
@@ -146,6 +150,12 @@ impl Host {
     /// Sets [`Host::eds_health`] (an EDS update of the same host).
     pub fn set_eds_health(&self, health: EndpointHealth) {
         self.eds_health.store(health as u8, Ordering::Release);
+    }
+
+    /// Whether a passive failure asked the health checker to start its streak afresh (and
+    /// clears that).
+    pub fn take_streak_reset(&self) -> bool {
+        self.streak_reset.swap(false, Ordering::AcqRel)
     }
 
     /// Whether EDS removed it while it passed its active health checks (Envoy's
@@ -801,6 +811,32 @@ impl Cluster {
             .map_or((1, EndpointHealth::Healthy), |e| (e.weight, e.health))
     }
 
+    /// A routed response from `host` carried `x-envoy-immediate-health-check-fail` (the
+    /// host's own health check filter failing): as Envoy's router tells the host's active
+    /// health checker, and only where the cluster has one, the host is excluded
+    /// (`EXCLUDED_VIA_IMMEDIATE_HC_FAIL`) and, a non-retriable passive failure, unhealthy at
+    /// once (its connections drained), counted in `health_check.failure` and
+    /// `health_check.passive_failure`; its passes count from zero again.
+    pub fn immediate_health_check_fail(&self, host: &Host) {
+        if self.spec.health_check.is_none() {
+            return;
+        }
+        tracing::info!(cluster = %self.name(), host = %host.addr, "host failed by x-envoy-immediate-health-check-fail");
+        host.set_immediate_hc_fail(true);
+        host.streak_reset.store(true, Ordering::Release);
+        host.set_healthy(false);
+        host.set_active_hc_timeout(false);
+        self.stats.health_check_failure.inc();
+        self.stats.health_check_passive_failure.inc();
+        self.update_membership();
+        let passing = self
+            .hosts()
+            .iter()
+            .filter(|host| host.is_healthy() && !host.is_removed())
+            .count();
+        self.stats.health_check_healthy.set(passing as i64);
+    }
+
     /// Records what a request to `host` came to, for outlier detection (nothing without it).
     pub fn record_outcome(&self, host: &Host, outcome: super::outlier::Outcome) {
         if let Some(detector) = &self.outlier {
@@ -1099,6 +1135,46 @@ mod tests {
         assert!(old[1].is_removed());
         assert_eq!(second.stats.membership_total.get(), 2);
         assert_eq!(second.stats.membership_change.get(), change + 2);
+    }
+
+    /// A routed response with `x-envoy-immediate-health-check-fail` fails and excludes its
+    /// host where the cluster has active health checks (counted as a passive failure), and
+    /// does nothing where it has none.
+    #[test]
+    fn an_immediate_failure_in_a_response_excludes_a_checked_host() {
+        let plain = Cluster::new(crate::upstream::test_support::spec("passive_plain", &[1]));
+        let Ok(plain) = plain else {
+            panic!("cluster builds")
+        };
+        plain.immediate_health_check_fail(&plain.hosts()[0]);
+        assert!(plain.hosts()[0].is_available());
+        let mut spec = crate::upstream::test_support::spec("passive_checked", &[1, 2]);
+        spec.health_check = Some(crate::upstream::spec::HealthCheckSpec {
+            path: "/health".into(),
+            host: None,
+            intervals: crate::upstream::spec::HealthCheckIntervals::all(
+                std::time::Duration::from_secs(1),
+            ),
+            timeout: std::time::Duration::from_secs(1),
+            healthy_threshold: 1,
+            unhealthy_threshold: 3,
+            over_quic: false,
+            expected_statuses: vec![(200, 201)],
+            retriable_statuses: Vec::new(),
+        });
+        let Ok(cluster) = Cluster::new(spec) else {
+            panic!("cluster builds")
+        };
+        let hosts = cluster.hosts();
+        hosts[0].set_healthy(true);
+        hosts[1].set_healthy(true);
+        cluster.immediate_health_check_fail(&hosts[1]);
+        assert!(!hosts[1].is_healthy() && hosts[1].is_excluded());
+        assert!(hosts[1].take_streak_reset());
+        assert_eq!(cluster.stats.health_check_passive_failure.get(), 1);
+        assert_eq!(cluster.stats.membership_excluded.get(), 1);
+        assert_eq!(cluster.stats.membership_healthy.get(), 1);
+        assert_eq!(cluster.stats.health_check_healthy.get(), 1);
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub async fn run(cluster: Arc<Cluster>, spec: HealthCheckSpec) {
                 streak: Streak::default(),
                 due: finished,
             });
+            if host.take_streak_reset() {
+                check.streak = Streak::default();
+            }
             let transition = apply(&cluster, &spec, host, &mut check.streak, outcome, first);
             // As Envoy: a failure sets the timeout flag on an unhealthy host when it was a
             // timeout and clears it otherwise; turning healthy clears it.
