@@ -84,8 +84,9 @@ pub struct Host {
     drain: watch::Sender<u64>,
     /// Picked since the last `ORIGINAL_DST` cleanup sweep (see `original_dst`).
     used: AtomicBool,
-    /// `load_balancing_weight` of its endpoint (at least 1).
-    pub weight: u32,
+    /// `load_balancing_weight` of its endpoint (at least 1; an EDS update changes it in
+    /// place).
+    weight: AtomicU32,
     /// Outlier detection's counters and ejection, shared by every worker.
     pub outlier: super::outlier::HostOutlier,
     /// When it was added or last passed its health checks after failing them ([`clock_ms`]),
@@ -125,10 +126,20 @@ impl Host {
             protocol: AtomicU8::new(PROTOCOL_UNKNOWN),
             drain: watch::Sender::new(0),
             used: AtomicBool::new(true),
-            weight: weight.max(1),
+            weight: AtomicU32::new(weight.max(1)),
             outlier: Default::default(),
             ready_since_ms: AtomicI64::new(clock_ms()),
         }
+    }
+
+    /// `load_balancing_weight` of its endpoint (at least 1).
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`Host::weight`] (an EDS update of the same host; 0 is taken as 1).
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight.max(1), Ordering::Relaxed);
     }
 
     /// The same host with the `health_status` its endpoint was given.
@@ -461,8 +472,8 @@ pub struct Cluster {
 /// force (held until then: the update may still be refused).
 #[derive(Debug, Default)]
 struct EdsCarry {
-    /// Hosts kept, with the `health_status` the update gives them.
-    kept: Vec<(Arc<Host>, EndpointHealth)>,
+    /// Hosts kept, with the `health_status` and weight the update gives them.
+    kept: Vec<(Arc<Host>, EndpointHealth, u32)>,
     /// Hosts the update removed that pass their health checks: kept, pending removal.
     pending: Vec<Arc<Host>>,
     /// Hosts the update removed for good.
@@ -488,8 +499,8 @@ impl Cluster {
 
     /// The cluster after an EDS update of `previous` that changed its endpoints alone, as
     /// Envoy updates an EDS cluster's host set in place: an endpoint `previous` has (same
-    /// address and weight) is the same [`Host`], its health, outlier state and counters
-    /// kept (its `health_status` the update's); a new one starts as a new host of the
+    /// address) is the same [`Host`], its health, outlier state and counters kept (its
+    /// `health_status` and weight the update's); a new one starts as a new host of the
     /// cluster would. A host the update removes goes, unless the cluster has active health
     /// checks, not `ignore_health_on_host_removal`, and the host neither fails them nor is
     /// `UNHEALTHY` by EDS: then it stays, `PENDING_DYNAMIC_REMOVAL`, until it fails a check.
@@ -506,12 +517,14 @@ impl Cluster {
         let mut carry = EdsCarry::default();
         let mut next = Vec::with_capacity(before.len());
         for fresh in cluster.hosts().iter() {
-            let same = before.iter().find(|old| {
-                old.addr == fresh.addr && old.weight == fresh.weight && !old.is_removed()
-            });
+            let same = before
+                .iter()
+                .find(|old| old.addr == fresh.addr && !old.is_removed());
             match same {
                 Some(old) => {
-                    carry.kept.push((old.clone(), fresh.eds_health()));
+                    carry
+                        .kept
+                        .push((old.clone(), fresh.eds_health(), fresh.weight()));
                     next.push(old.clone());
                 }
                 None => {
@@ -520,7 +533,7 @@ impl Cluster {
                         Arc::new(
                             Host::unchecked(
                                 fresh.addr,
-                                fresh.weight,
+                                fresh.weight(),
                                 spec.lb.ignore_new_hosts_until_first_hc,
                             )
                             .with_eds_health(fresh.eds_health()),
@@ -571,8 +584,9 @@ impl Cluster {
         let Some(carry) = carry else {
             return;
         };
-        for (host, health) in carry.kept {
+        for (host, health, weight) in carry.kept {
             host.set_eds_health(health);
+            host.set_weight(weight);
             host.set_pending_removal(false);
         }
         for host in carry.pending {
@@ -645,7 +659,7 @@ impl Cluster {
                 .into_iter()
                 .map(|host| {
                     Arc::new(
-                        Host::unchecked(host.addr, host.weight, false)
+                        Host::unchecked(host.addr, host.weight(), false)
                             .with_eds_health(host.eds_health()),
                     )
                 })
@@ -1095,11 +1109,13 @@ mod tests {
         old[1].set_healthy(true);
         first.set_initialized();
         let change = first.stats.membership_change.get();
-        // Endpoint 1 stays (now DEGRADED), 2 (healthy) and 3 (failing) go, 4 comes.
+        // Endpoint 1 stays (now DEGRADED, weight 5), 2 (healthy) and 3 (failing) go, 4
+        // comes.
         let mut next = spec.clone();
         next.endpoints.remove(2);
         next.endpoints.remove(1);
         next.endpoints[0].health = EndpointHealth::Degraded;
+        next.endpoints[0].weight = 5;
         next.endpoints.push(crate::upstream::spec::EndpointSpec {
             address: "127.0.0.1".into(),
             port: 4,
@@ -1116,6 +1132,7 @@ mod tests {
             Health::Healthy,
             "nothing changes before in force"
         );
+        assert_eq!(old[0].weight(), 1);
         assert!(!old[2].is_removed());
         second.take_over_hosts();
         let hosts = second.hosts();
@@ -1123,6 +1140,7 @@ mod tests {
         assert_eq!(ports, [1, 4, 2]);
         assert!(Arc::ptr_eq(&hosts[0], &old[0]) && Arc::ptr_eq(&hosts[2], &old[1]));
         assert_eq!(hosts[0].health(), Health::Degraded);
+        assert_eq!(hosts[0].weight(), 5, "a new weight, the same host");
         assert!(
             !hosts[1].is_healthy(),
             "a new host waits for its first check"

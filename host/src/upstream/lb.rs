@@ -184,7 +184,7 @@ fn round_robin(cluster: &Cluster, candidates: &[&Arc<Host>]) -> usize {
     if equal_weights(candidates) {
         return turn % candidates.len();
     }
-    let total: u64 = candidates.iter().map(|h| u64::from(h.weight)).sum();
+    let total: u64 = candidates.iter().map(|h| u64::from(h.weight())).sum();
     by_weight(candidates, turn as u64 % total.max(1))
 }
 
@@ -194,14 +194,14 @@ fn weighted_random(candidates: &[&Arc<Host>]) -> usize {
     if equal_weights(candidates) {
         return rng.random_range(0..candidates.len());
     }
-    let total: u64 = candidates.iter().map(|h| u64::from(h.weight)).sum();
+    let total: u64 = candidates.iter().map(|h| u64::from(h.weight())).sum();
     by_weight(candidates, rng.random_range(0..total.max(1)))
 }
 
 /// The host whose share of the cumulative weights holds `point`.
 fn by_weight(candidates: &[&Arc<Host>], mut point: u64) -> usize {
     for (index, host) in candidates.iter().enumerate() {
-        let weight = u64::from(host.weight);
+        let weight = u64::from(host.weight());
         if point < weight {
             return index;
         }
@@ -213,7 +213,7 @@ fn by_weight(candidates: &[&Arc<Host>], mut point: u64) -> usize {
 fn equal_weights(candidates: &[&Arc<Host>]) -> bool {
     candidates
         .windows(2)
-        .all(|pair| pair[0].weight == pair[1].weight)
+        .all(|pair| pair[0].weight() == pair[1].weight())
 }
 
 /// Under `slow_start_config`, while some host is still ramping up: each host's weight times
@@ -232,7 +232,7 @@ fn slow_start_weights(cluster: &Cluster, candidates: &[&Arc<Host>]) -> Option<Ve
         candidates
             .iter()
             .zip(factors)
-            .map(|(host, factor)| f64::from(host.weight) * factor)
+            .map(|(host, factor)| f64::from(host.weight()) * factor)
             .collect(),
     )
 }
@@ -271,7 +271,7 @@ fn least_request(candidates: &[&Arc<Host>], choice_count: u32) -> usize {
     let mut rng = rand::rng();
     let active = |host: &Host| host.rq_active.load(Ordering::Relaxed).max(0) as f64;
     if !equal_weights(candidates) {
-        let weights: Vec<f64> = candidates.iter().map(|h| f64::from(h.weight)).collect();
+        let weights: Vec<f64> = candidates.iter().map(|h| f64::from(h.weight())).collect();
         return least_request_weighted(candidates, &weights);
     }
     let count = (choice_count as usize).clamp(2, candidates.len());
