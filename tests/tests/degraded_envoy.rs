@@ -40,6 +40,8 @@ enum Check {
     /// 503 with `x-envoy-immediate-health-check-fail: true` (Envoy's health check filter
     /// while the server fails).
     ImmediateFail,
+    /// 503.
+    Fail,
 }
 
 /// One upstream host of a case: how it answers checks, and whether its endpoint says
@@ -113,6 +115,9 @@ async fn upstream_answering(
                         match check.load(Ordering::Relaxed) {
                             c if c == Check::Pass as u8 => {
                                 "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                            }
+                            c if c == Check::Fail as u8 => {
+                                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
                             }
                             c if c == Check::Degraded as u8 => {
                                 "HTTP/1.1 200 OK\r\nx-envoy-degraded: true\r\ncontent-length: 0\r\n\r\n"
@@ -820,4 +825,124 @@ async fn run_passive(start: impl FnOnce(&Value) -> Box<dyn std::any::Any>) -> Se
         stats,
         shares,
     }
+}
+
+/// `/stats` of cluster `c1`: its health checks and host counts.
+const KEEP_STATS: &str = "/stats?filter=%5Ecluster%5C.c1%5C.(membership_%7Chealth_check%5C.(attempt%7Csuccess%7Cfailure%7Chealthy)%24)";
+
+/// What one proxy showed after an EDS update added a host to a checked cluster whose host
+/// 1 failed its first check and has passed its `/health` since (but is not due for another
+/// check for 30 s): the flags of the three hosts and the stats.
+async fn run_keeps_health(start: impl FnOnce(&Value) -> Box<dyn std::any::Any>) -> Seen {
+    use envoy_types::pb::envoy::config::core::v3 as core_pb;
+    use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+    let checks: Vec<Arc<AtomicU8>> = [Check::Pass, Check::Fail, Check::Pass]
+        .iter()
+        .map(|check| Arc::new(AtomicU8::new(*check as u8)))
+        .collect();
+    let mut addrs = Vec::new();
+    for check in &checks {
+        addrs.push(upstream_switched(check.clone(), Arc::new(AtomicUsize::new(0))).await);
+    }
+    let server = XdsServer::start().await;
+    let port = weir_tests::free_port();
+    let admin_port = weir_tests::free_port();
+    let mut cluster = eds_cluster("c1");
+    let secs = |seconds: i64| PbDuration { seconds, nanos: 0 };
+    cluster.health_checks = vec![core_pb::HealthCheck {
+        timeout: Some(secs(2)),
+        interval: Some(secs(30)),
+        no_traffic_interval: Some(secs(30)),
+        unhealthy_threshold: Some(UInt32Value { value: 1 }),
+        healthy_threshold: Some(UInt32Value { value: 1 }),
+        health_checker: Some(core_pb::health_check::HealthChecker::HttpHealthCheck(
+            core_pb::health_check::HttpHealthCheck {
+                path: "/health".into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }];
+    server.set("c1", &cluster);
+    server.set("c1", &load_assignment("c1", &addrs[..2]));
+    server.set("l1", &listener_with_rds("l1", port, "r1"));
+    server.set("r1", &route_configuration("r1", "/", "c1"));
+    let listener = SocketAddr::from(([127, 0, 0, 1], port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let proxy = start(&ads_bootstrap(
+        "keeps-health",
+        admin_port,
+        server.addr(),
+        AdsApi::Grpc,
+    ));
+    let admin_text = |path: &'static str| async move {
+        weir_tests::client::get_host(admin, "localhost", path)
+            .await
+            .map(|resp| resp.text())
+            .unwrap_or_default()
+    };
+    let flags_now = || async {
+        let clusters = admin_text("/clusters").await;
+        addrs
+            .iter()
+            .map(|addr| {
+                let prefix = format!("c1::{addr}::health_flags::");
+                clusters
+                    .lines()
+                    .find_map(|line| line.strip_prefix(&prefix))
+                    .unwrap_or("(missing)")
+                    .to_owned()
+            })
+            .collect::<Vec<String>>()
+    };
+    let began = Instant::now();
+    loop {
+        let flags = flags_now().await;
+        let serving = weir_tests::get(listener, "/probe").await.is_ok();
+        if serving && flags[..2] == ["healthy", "/failed_active_hc"] {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "never started: {flags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    checks[1].store(Check::Pass as u8, Ordering::Relaxed);
+    server.set("c1", &load_assignment("c1", &addrs));
+    let updated = Instant::now();
+    let flags = loop {
+        let flags = flags_now().await;
+        if flags[2] == "healthy" {
+            break flags;
+        }
+        assert!(
+            updated.elapsed() < Duration::from_secs(10),
+            "the added host never passed: {flags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stats = admin_text(KEEP_STATS).await;
+    drop(proxy);
+    Seen {
+        flags,
+        stats,
+        shares: Vec::new(),
+    }
+}
+
+/// An EDS update that adds a host keeps the other hosts' health and check schedules, as
+/// Envoy's: host 1, failed at its first check, stays failed until its next check is due
+/// (30 s) although its `/health` passes now; only the new host is checked (attempts 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eds_update_keeps_the_hosts_health_as_envoy() {
+    let ours =
+        run_keeps_health(|config| Box::new(Weir::spawn(config, &["--concurrency", "1"]))).await;
+    let theirs = run_keeps_health(|config| Box::new(Envoy::spawn(config, "info"))).await;
+    assert_eq!(
+        (&ours.flags, &ours.stats),
+        (&theirs.flags, &theirs.stats),
+        "weir (left) and Envoy (right) differ"
+    );
+    assert_eq!(ours.flags, ["healthy", "/failed_active_hc", "healthy"]);
 }

@@ -64,6 +64,10 @@ pub struct Host {
     /// Envoy's `EXCLUDED_VIA_IMMEDIATE_HC_FAIL`: a health check failed with
     /// `x-envoy-immediate-health-check-fail`; excluded until it is healthy again.
     immediate_hc_fail: AtomicBool,
+    /// Its health checker's last state (consecutive passes, failures, when the next check
+    /// is due), so that the checker of the cluster an EDS update builds goes on with it
+    /// rather than checking it afresh (as Envoy keeps a host's check session).
+    saved_check: std::sync::Mutex<Option<(u32, u32, tokio::time::Instant)>>,
     /// Set by a passive failure ([`Cluster::immediate_health_check_fail`]): the health
     /// checker starts the host's streak afresh, as Envoy's session resets its counts.
     streak_reset: AtomicBool,
@@ -119,6 +123,7 @@ impl Host {
             eds_health: AtomicU8::new(EndpointHealth::Healthy as u8),
             pending_removal: AtomicBool::new(false),
             streak_reset: AtomicBool::new(false),
+            saved_check: std::sync::Mutex::new(None),
             removed: AtomicBool::new(false),
             cx_active: AtomicI64::new(0),
             rq_active: AtomicI64::new(0),
@@ -161,6 +166,23 @@ impl Host {
     /// Sets [`Host::eds_health`] (an EDS update of the same host).
     pub fn set_eds_health(&self, health: EndpointHealth) {
         self.eds_health.store(health as u8, Ordering::Release);
+    }
+
+    /// What its health checker last saved: consecutive passes, failures, when the next check
+    /// is due; `None` before its first check.
+    pub fn saved_check(&self) -> Option<(u32, u32, tokio::time::Instant)> {
+        *self
+            .saved_check
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Saves its health checker's state (see [`Host::saved_check`]).
+    pub fn save_check(&self, passes: u32, failures: u32, due: tokio::time::Instant) {
+        *self
+            .saved_check
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((passes, failures, due));
     }
 
     /// Whether a passive failure asked the health checker to start its streak afresh (and

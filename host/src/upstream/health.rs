@@ -82,6 +82,16 @@ pub async fn run(cluster: Arc<Cluster>, spec: HealthCheckSpec) {
     loop {
         let hosts = cluster.hosts();
         checks.retain(|addr, _| hosts.iter().any(|host| host.addr == *addr));
+        // A host another checker of this cluster checked (before an EDS update) goes on
+        // where that one left it: its streak, its next check, not a first check.
+        for host in hosts.iter() {
+            if !checks.contains_key(&host.addr)
+                && let Some((passes, failures, due)) = host.saved_check()
+            {
+                let streak = Streak { passes, failures };
+                checks.insert(host.addr, HostCheck { streak, due });
+            }
+        }
         if !cluster.is_initialized() && hosts.iter().all(|host| checks.contains_key(&host.addr)) {
             tracing::debug!(cluster = %cluster.name(), "first health checks done");
             cluster.set_initialized();
@@ -127,6 +137,7 @@ pub async fn run(cluster: Arc<Cluster>, spec: HealthCheckSpec) {
                 host.set_active_hc_timeout(false);
             }
             check.due = finished + next_interval(&spec.intervals, traffic, passed, transition);
+            host.save_check(check.streak.passes, check.streak.failures, check.due);
         }
         // As Envoy's EDS cluster: a host pending removal goes once it fails its check.
         let gone: Vec<Arc<Host>> = due
