@@ -189,8 +189,9 @@ struct Seen {
     shares: Vec<f64>,
 }
 
-/// `/stats` filtered to cluster `c`'s membership stats and panic counter.
-const STATS: &str = "/stats?filter=%5Ecluster%5C.c%5C.(membership_%7Clb_healthy_panic)";
+/// `/stats` filtered to cluster `c`'s membership stats, panic counter and degraded gauge.
+const STATS: &str =
+    "/stats?filter=%5Ecluster%5C.c%5C.(membership_%7Clb_healthy_panic%7Chealth_check%5C.degraded)";
 
 /// Starts a proxy (by `start`) on [`degraded_config`] for fresh upstreams as `hosts` says,
 /// waits (at most 15 s) for its listener, reads the flags, sends [`REQUESTS`] GETs one
@@ -299,7 +300,8 @@ async fn a_degraded_check_takes_what_the_healthy_host_lacks_as_envoy() {
     assert_eq!(seen.flags, ["healthy", "/degraded_active_hc"]);
     assert!(
         seen.stats.contains("cluster.c.membership_degraded: 1\n")
-            && seen.stats.contains("cluster.c.membership_healthy: 1\n"),
+            && seen.stats.contains("cluster.c.membership_healthy: 1\n")
+            && seen.stats.contains("cluster.c.health_check.degraded: 1\n"),
         "{seen:#?}"
     );
 }

@@ -170,6 +170,7 @@ stat_group! {
             membership_degraded: "Hosts degraded now: their health check answered x-envoy-degraded, or EDS (or the config) says DEGRADED, and nothing fails them.",
             membership_excluded: "Hosts excluded from load balancing and its host counts now: waiting for their first health check with ignore_new_hosts_until_first_hc (PENDING_ACTIVE_HC), failed with x-envoy-immediate-health-check-fail (EXCLUDED_VIA_IMMEDIATE_HC_FAIL), or DRAINING by EDS.",
             health_check_healthy: "Hosts passing active health checks now (set by the health checker).",
+            health_check_degraded: "Hosts whose last passing active health check answered x-envoy-degraded (set by the health checker).",
         }
     }
 }

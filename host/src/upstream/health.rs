@@ -156,6 +156,11 @@ pub async fn run(cluster: Arc<Cluster>, spec: HealthCheckSpec) {
             .filter(|host| host.is_healthy() && !host.is_removed())
             .count();
         cluster.stats.health_check_healthy.set(passing as i64);
+        let degraded = hosts
+            .iter()
+            .filter(|host| host.is_degraded_active_hc() && !host.is_removed())
+            .count();
+        cluster.stats.health_check_degraded.set(degraded as i64);
     }
 }
 
