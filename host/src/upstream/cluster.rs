@@ -611,15 +611,32 @@ impl Cluster {
             host.set_weight(weight);
             host.set_pending_removal(false);
         }
+        let mut removed = carry.removed;
+        let mut changed = carry.changed;
         for host in carry.pending {
+            // It failed its check since the update came: it goes now.
+            if !host.is_healthy() {
+                removed.push(host);
+                continue;
+            }
             tracing::debug!(cluster = %self.name(), host = %host.addr, "host pending removal");
             host.set_pending_removal(true);
         }
-        for host in carry.removed {
+        let kept: Vec<Arc<Host>> = self
+            .hosts()
+            .iter()
+            .filter(|host| !removed.iter().any(|gone| Arc::ptr_eq(gone, host)))
+            .cloned()
+            .collect();
+        if kept.len() != self.hosts().len() {
+            changed = true;
+            self.hosts.store(Arc::new(kept));
+        }
+        for host in removed {
             tracing::debug!(cluster = %self.name(), host = %host.addr, "host removed");
             host.remove();
         }
-        if carry.changed {
+        if changed {
             self.stats.membership_change.inc();
         }
         self.update_membership();
@@ -1175,6 +1192,46 @@ mod tests {
         assert!(old[1].is_removed());
         assert_eq!(second.stats.membership_total.get(), 2);
         assert_eq!(second.stats.membership_change.get(), change + 2);
+    }
+
+    /// A host an EDS update would keep pending removal that fails its check before the
+    /// update is in force goes at once (one membership change).
+    #[test]
+    fn a_host_failing_before_the_update_is_in_force_goes() {
+        let mut spec = crate::upstream::test_support::spec("eds_pending_fail", &[1, 2]);
+        spec.eds = true;
+        spec.health_check = Some(crate::upstream::spec::HealthCheckSpec {
+            path: "/health".into(),
+            host: None,
+            intervals: crate::upstream::spec::HealthCheckIntervals::all(
+                std::time::Duration::from_secs(1),
+            ),
+            timeout: std::time::Duration::from_secs(1),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+            over_quic: false,
+            expected_statuses: vec![(200, 201)],
+            retriable_statuses: Vec::new(),
+        });
+        let Ok(first) = Cluster::new(spec.clone()) else {
+            panic!("cluster builds")
+        };
+        let old = first.hosts();
+        old[0].set_healthy(true);
+        old[1].set_healthy(true);
+        let change = first.stats.membership_change.get();
+        let mut next = spec;
+        next.endpoints.truncate(1);
+        let Ok(second) = Cluster::after_eds_update(next, &first) else {
+            panic!("cluster builds")
+        };
+        assert_eq!(second.hosts().len(), 2, "host 2 planned pending removal");
+        old[1].set_healthy(false);
+        second.take_over_hosts();
+        assert_eq!(second.hosts().len(), 1);
+        assert!(old[1].is_removed() && !old[1].is_pending_removal());
+        assert_eq!(second.stats.membership_change.get(), change + 1);
+        assert_eq!(second.stats.membership_total.get(), 1);
     }
 
     /// A routed response with `x-envoy-immediate-health-check-fail` fails and excludes its
