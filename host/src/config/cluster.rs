@@ -88,6 +88,10 @@ pub struct Cluster {
     /// `lb_policy: ROUND_ROBIN` settings.
     #[serde(default)]
     pub round_robin_lb_config: Option<super::balancing::RoundRobinLbConfig>,
+    /// Whether a host that discovery removes goes at once even while it passes its active
+    /// health checks (default false: it stays, `PENDING_DYNAMIC_REMOVAL`, until it fails).
+    #[serde(default)]
+    pub ignore_health_on_host_removal: bool,
 }
 
 /// `eds_cluster_config` of an EDS cluster.
@@ -218,6 +222,40 @@ pub struct LbEndpoint {
     /// `lb_policy`.
     #[serde(default)]
     pub load_balancing_weight: Option<u32>,
+    /// The endpoint's health as the config (or EDS) says it, Envoy's `HealthStatus`.
+    #[serde(default)]
+    pub health_status: HealthStatus,
+}
+
+/// `lb_endpoints[].health_status` (`envoy.config.core.v3.HealthStatus`).
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum HealthStatus {
+    /// Nothing known (the default): healthy.
+    #[default]
+    UNKNOWN,
+    /// Healthy.
+    HEALTHY,
+    /// Out of balancing.
+    UNHEALTHY,
+    /// Out of balancing and excluded from the host counts.
+    DRAINING,
+    /// As UNHEALTHY (a health check timed out).
+    TIMEOUT,
+    /// Used only as far as the healthy hosts fall short.
+    DEGRADED,
+}
+
+impl HealthStatus {
+    /// What the status makes of a host.
+    pub fn endpoint_health(self) -> spec::EndpointHealth {
+        match self {
+            HealthStatus::UNKNOWN | HealthStatus::HEALTHY => spec::EndpointHealth::Healthy,
+            HealthStatus::UNHEALTHY | HealthStatus::TIMEOUT => spec::EndpointHealth::Unhealthy,
+            HealthStatus::DRAINING => spec::EndpointHealth::Draining,
+            HealthStatus::DEGRADED => spec::EndpointHealth::Degraded,
+        }
+    }
 }
 
 /// `endpoint`.
@@ -532,6 +570,7 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
                     address: socket.address.clone(),
                     port: socket.port_value,
                     weight: lb_endpoint.load_balancing_weight.unwrap_or(1),
+                    health: lb_endpoint.health_status.endpoint_health(),
                 });
             }
         }
@@ -727,6 +766,8 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
             .unwrap_or(Duration::from_secs(5)),
         lb,
         outlier,
+        eds: cluster.discovery_type == DiscoveryType::EDS,
+        ignore_health_on_host_removal: cluster.ignore_health_on_host_removal,
     })
 }
 

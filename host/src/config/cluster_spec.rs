@@ -48,6 +48,23 @@ pub struct ClusterSpec {
     pub lb: LbSettings,
     /// Passive health checking (`outlier_detection`), when configured.
     pub outlier: Option<OutlierSpec>,
+    /// `type: EDS`: its endpoints come from the control plane, and an update of them alone
+    /// keeps the cluster's hosts and their health (see `ClusterManager::successor`).
+    pub eds: bool,
+    /// `ignore_health_on_host_removal`: a host discovery removes goes at once even while it
+    /// passes its active health checks (default false: it stays until it fails them).
+    pub ignore_health_on_host_removal: bool,
+}
+
+impl ClusterSpec {
+    /// Whether `self` and `other` differ in their endpoints at most.
+    pub fn same_but_endpoints(&self, other: &ClusterSpec) -> bool {
+        let strip = |spec: &ClusterSpec| ClusterSpec {
+            endpoints: Vec::new(),
+            ..spec.clone()
+        };
+        strip(self) == strip(other)
+    }
 }
 
 /// QUIC and HTTP/3 settings, for listeners and for upstream connections; Envoy's defaults.
@@ -110,6 +127,23 @@ pub struct EndpointSpec {
     pub port: u16,
     /// `load_balancing_weight` (default 1, never 0): its share against the other endpoints.
     pub weight: u32,
+    /// `health_status` the config or EDS gave it (Envoy's EDS health flags).
+    pub health: EndpointHealth,
+}
+
+/// An endpoint's `health_status`, as Envoy turns it into a host's EDS health flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EndpointHealth {
+    /// `UNKNOWN` (the default) or `HEALTHY`: no flag.
+    #[default]
+    Healthy,
+    /// `UNHEALTHY` or `TIMEOUT`: out of balancing (`/failed_eds_health`).
+    Unhealthy,
+    /// `DRAINING`: out of balancing and excluded (`/eds_status_draining`).
+    Draining,
+    /// `DEGRADED`: used only as far as the healthy hosts fall short
+    /// (`/degraded_eds_health`).
+    Degraded,
 }
 
 /// `lb_policy` of a cluster.

@@ -155,7 +155,8 @@ stat_group! {
             rq_per_try_timeout: "Tries that ran out of their retry policy's per_try_timeout.",
             health_check_attempt: "Active health checks sent.",
             health_check_success: "Active health checks passed.",
-            health_check_failure: "Active health checks failed.",
+            health_check_failure: "Active health checks failed (passive failures included).",
+            health_check_passive_failure: "Hosts failed by a routed response carrying x-envoy-immediate-health-check-fail (Envoy's passive health check failure).",
             lb_healthy_panic: "Host picks made in panic mode (fewer hosts available than healthy_panic_threshold).",
             health_check_network_failure: "Active health checks failed by the network (no connection, a reset, a timeout) rather than by the host's answer.",
             membership_change: "Changes of the host set: each update that added or removed hosts (the first hosts included).",
@@ -164,11 +165,12 @@ stat_group! {
             cx_active: "Upstream connections open now.",
             rq_active: "Upstream requests in flight now.",
             rq_pending_active: "Requests waiting for a connection now.",
-            membership_healthy: "Hosts healthy now.",
+            membership_healthy: "Hosts healthy now (neither failing nor degraded).",
             membership_total: "Hosts in the cluster now.",
-            membership_degraded: "Hosts degraded now (weir has no degraded health state: always 0, as Envoy without degraded health checks or EDS).",
-            membership_excluded: "Hosts excluded from load balancing now: waiting for their first health check with ignore_new_hosts_until_first_hc (Envoy's PENDING_ACTIVE_HC).",
+            membership_degraded: "Hosts degraded now: their health check answered x-envoy-degraded, or EDS (or the config) says DEGRADED, and nothing fails them.",
+            membership_excluded: "Hosts excluded from load balancing and its host counts now: waiting for their first health check with ignore_new_hosts_until_first_hc (PENDING_ACTIVE_HC), failed with x-envoy-immediate-health-check-fail (EXCLUDED_VIA_IMMEDIATE_HC_FAIL), or DRAINING by EDS.",
             health_check_healthy: "Hosts passing active health checks now (set by the health checker).",
+            health_check_degraded: "Hosts whose last passing active health check answered x-envoy-degraded (set by the health checker).",
         }
     }
 }

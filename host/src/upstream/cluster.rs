@@ -3,7 +3,7 @@
 //! shared between workers.
 
 use super::error::UpstreamError;
-use super::spec::{ClusterSpec, Discovery};
+use super::spec::{ClusterSpec, Discovery, EndpointHealth};
 use super::tls;
 use crate::stats::ClusterStats;
 use arc_swap::ArcSwap;
@@ -26,6 +26,19 @@ pub enum HostProtocol {
     Http3,
 }
 
+/// A host's health as load balancing sees it (Envoy's `Host::Health`, its "coarse health").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// No flag that takes it out or degrades it: balanced over first.
+    Healthy,
+    /// Passing, but its health check answered `x-envoy-degraded` or EDS says `DEGRADED`:
+    /// used only as far as the healthy hosts fall short (see `lb`).
+    Degraded,
+    /// Failing active health checks, ejected by outlier detection, or `UNHEALTHY`,
+    /// `TIMEOUT` or `DRAINING` by EDS: only panic mode picks it.
+    Unhealthy,
+}
+
 const PROTOCOL_UNKNOWN: u8 = 0;
 const PROTOCOL_HTTP1: u8 = 1;
 const PROTOCOL_HTTP2: u8 = 2;
@@ -45,6 +58,25 @@ pub struct Host {
     pending_first_check: AtomicBool,
     /// Envoy's `ACTIVE_HC_TIMEOUT`: unhealthy and its last check timed out.
     active_hc_timeout: AtomicBool,
+    /// Envoy's `DEGRADED_ACTIVE_HC`: its last passing health check answered with
+    /// `x-envoy-degraded`.
+    degraded_active_hc: AtomicBool,
+    /// Envoy's `EXCLUDED_VIA_IMMEDIATE_HC_FAIL`: a health check failed with
+    /// `x-envoy-immediate-health-check-fail`; excluded until it is healthy again.
+    immediate_hc_fail: AtomicBool,
+    /// Its health checker's last state (consecutive passes, failures, when the next check
+    /// is due), so that the checker of the cluster an EDS update builds goes on with it
+    /// rather than checking it afresh (as Envoy keeps a host's check session).
+    saved_check: std::sync::Mutex<Option<(u32, u32, tokio::time::Instant)>>,
+    /// Set by a passive failure ([`Cluster::immediate_health_check_fail`]): the health
+    /// checker starts the host's streak afresh, as Envoy's session resets its counts.
+    streak_reset: AtomicBool,
+    /// The `health_status` its endpoint was given (Envoy's EDS health flags), an
+    /// [`EndpointHealth`] as `u8` (an EDS update changes it in place).
+    eds_health: AtomicU8,
+    /// Envoy's `PENDING_DYNAMIC_REMOVAL`: EDS removed it while it passed its active health
+    /// checks, so it stays until it fails them.
+    pending_removal: AtomicBool,
     removed: AtomicBool,
     /// Connections open to this host, over all workers.
     pub cx_active: AtomicI64,
@@ -56,8 +88,9 @@ pub struct Host {
     drain: watch::Sender<u64>,
     /// Picked since the last `ORIGINAL_DST` cleanup sweep (see `original_dst`).
     used: AtomicBool,
-    /// `load_balancing_weight` of its endpoint (at least 1).
-    pub weight: u32,
+    /// `load_balancing_weight` of its endpoint (at least 1; an EDS update changes it in
+    /// place).
+    weight: AtomicU32,
     /// Outlier detection's counters and ejection, shared by every worker.
     pub outlier: super::outlier::HostOutlier,
     /// When it was added or last passed its health checks after failing them ([`clock_ms`]),
@@ -85,6 +118,12 @@ impl Host {
             healthy: AtomicBool::new(true),
             pending_first_check: AtomicBool::new(false),
             active_hc_timeout: AtomicBool::new(false),
+            degraded_active_hc: AtomicBool::new(false),
+            immediate_hc_fail: AtomicBool::new(false),
+            eds_health: AtomicU8::new(EndpointHealth::Healthy as u8),
+            pending_removal: AtomicBool::new(false),
+            streak_reset: AtomicBool::new(false),
+            saved_check: std::sync::Mutex::new(None),
             removed: AtomicBool::new(false),
             cx_active: AtomicI64::new(0),
             rq_active: AtomicI64::new(0),
@@ -92,10 +131,125 @@ impl Host {
             protocol: AtomicU8::new(PROTOCOL_UNKNOWN),
             drain: watch::Sender::new(0),
             used: AtomicBool::new(true),
-            weight: weight.max(1),
+            weight: AtomicU32::new(weight.max(1)),
             outlier: Default::default(),
             ready_since_ms: AtomicI64::new(clock_ms()),
         }
+    }
+
+    /// `load_balancing_weight` of its endpoint (at least 1).
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`Host::weight`] (an EDS update of the same host; 0 is taken as 1).
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight.max(1), Ordering::Relaxed);
+    }
+
+    /// The same host with the `health_status` its endpoint was given.
+    pub fn with_eds_health(self, health: EndpointHealth) -> Host {
+        self.set_eds_health(health);
+        self
+    }
+
+    /// The `health_status` its endpoint was given.
+    pub fn eds_health(&self) -> EndpointHealth {
+        match self.eds_health.load(Ordering::Acquire) {
+            x if x == EndpointHealth::Unhealthy as u8 => EndpointHealth::Unhealthy,
+            x if x == EndpointHealth::Draining as u8 => EndpointHealth::Draining,
+            x if x == EndpointHealth::Degraded as u8 => EndpointHealth::Degraded,
+            _ => EndpointHealth::Healthy,
+        }
+    }
+
+    /// Sets [`Host::eds_health`] (an EDS update of the same host).
+    pub fn set_eds_health(&self, health: EndpointHealth) {
+        self.eds_health.store(health as u8, Ordering::Release);
+    }
+
+    /// What its health checker last saved: consecutive passes, failures, when the next check
+    /// is due; `None` before its first check.
+    pub fn saved_check(&self) -> Option<(u32, u32, tokio::time::Instant)> {
+        *self
+            .saved_check
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Saves its health checker's state (see [`Host::saved_check`]).
+    pub fn save_check(&self, passes: u32, failures: u32, due: tokio::time::Instant) {
+        *self
+            .saved_check
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((passes, failures, due));
+    }
+
+    /// Whether a passive failure asked the health checker to start its streak afresh (and
+    /// clears that).
+    pub fn take_streak_reset(&self) -> bool {
+        self.streak_reset.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether EDS removed it while it passed its active health checks (Envoy's
+    /// `PENDING_DYNAMIC_REMOVAL`): it stays, balanced over by its health, until it fails.
+    pub fn is_pending_removal(&self) -> bool {
+        self.pending_removal.load(Ordering::Acquire)
+    }
+
+    /// Sets or clears [`Host::is_pending_removal`].
+    pub fn set_pending_removal(&self, pending: bool) {
+        self.pending_removal.store(pending, Ordering::Release);
+    }
+
+    /// Whether its last passing health check said `x-envoy-degraded` (Envoy's
+    /// `DEGRADED_ACTIVE_HC`).
+    pub fn is_degraded_active_hc(&self) -> bool {
+        self.degraded_active_hc.load(Ordering::Acquire)
+    }
+
+    /// Sets or clears [`Host::is_degraded_active_hc`]; whether that changed it.
+    pub fn set_degraded_active_hc(&self, degraded: bool) -> bool {
+        self.degraded_active_hc.swap(degraded, Ordering::AcqRel) != degraded
+    }
+
+    /// Whether a health check failed with `x-envoy-immediate-health-check-fail` and it has
+    /// not turned healthy since (Envoy's `EXCLUDED_VIA_IMMEDIATE_HC_FAIL`).
+    pub fn is_immediate_hc_fail(&self) -> bool {
+        self.immediate_hc_fail.load(Ordering::Acquire)
+    }
+
+    /// Sets or clears [`Host::is_immediate_hc_fail`].
+    pub fn set_immediate_hc_fail(&self, failed: bool) {
+        self.immediate_hc_fail.store(failed, Ordering::Release);
+    }
+
+    /// Its health as load balancing sees it, as Envoy's `coarseHealth`: unhealthy when it
+    /// fails active health checks, is ejected, or EDS says `UNHEALTHY`, `TIMEOUT` or
+    /// `DRAINING`; else degraded when its health check or EDS says so; else healthy.
+    pub fn health(&self) -> Health {
+        let eds = self.eds_health();
+        if !self.is_healthy()
+            || self.outlier.is_ejected()
+            || matches!(eds, EndpointHealth::Unhealthy | EndpointHealth::Draining)
+        {
+            Health::Unhealthy
+        } else if self.is_degraded_active_hc() || eds == EndpointHealth::Degraded {
+            Health::Degraded
+        } else {
+            Health::Healthy
+        }
+    }
+
+    /// Whether it is excluded from balancing and from the counts that decide panic mode
+    /// and the healthy/degraded split, as Envoy's excluded hosts: waiting for its first
+    /// health check (`PENDING_ACTIVE_HC`), failed with
+    /// `x-envoy-immediate-health-check-fail` (`EXCLUDED_VIA_IMMEDIATE_HC_FAIL`), or
+    /// `DRAINING` by EDS (`EDS_STATUS_DRAINING`).
+    pub fn is_excluded(&self) -> bool {
+        self.is_pending_first_check()
+            || self.is_immediate_hc_fail()
+            || self.eds_health() == EndpointHealth::Draining
     }
 
     /// How long since it was added, or since it passed its health checks again after
@@ -148,13 +302,10 @@ impl Host {
             .store(clock_ms().saturating_sub(ago), Ordering::Release);
     }
 
-    /// Whether load balancing may pick this host: healthy, not removed, not ejected by
-    /// outlier detection, not waiting for its first health check.
+    /// Whether load balancing picks this host outside panic mode without preferring
+    /// others: [`Health::Healthy`], not removed, not excluded.
     pub fn is_available(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
-            && !self.removed.load(Ordering::Acquire)
-            && !self.pending_first_check.load(Ordering::Acquire)
-            && !self.outlier.is_ejected()
+        self.health() == Health::Healthy && !self.is_removed() && !self.is_excluded()
     }
 
     /// Whether discovery removed it.
@@ -225,6 +376,27 @@ impl Host {
         };
         self.protocol.store(value, Ordering::Release);
     }
+}
+
+/// Sets the membership gauges of `hosts` as Envoy partitions its host set: healthy and
+/// degraded by [`Host::health`] (an ejected host is not healthy), excluded by
+/// [`Host::is_excluded`] (a host may be excluded and counted by its health too).
+fn set_membership(stats: &ClusterStats, hosts: &[Arc<Host>]) {
+    let (mut healthy, mut degraded, mut excluded) = (0i64, 0i64, 0i64);
+    for host in hosts {
+        match host.health() {
+            Health::Healthy => healthy += 1,
+            Health::Degraded => degraded += 1,
+            Health::Unhealthy => {}
+        }
+        if host.is_excluded() && !host.is_removed() {
+            excluded += 1;
+        }
+    }
+    stats.membership_total.set(hosts.len() as i64);
+    stats.membership_healthy.set(healthy);
+    stats.membership_degraded.set(degraded);
+    stats.membership_excluded.set(excluded);
 }
 
 /// A counting limit shared by all workers (one circuit breaker threshold).
@@ -313,6 +485,23 @@ pub struct Cluster {
     initialized: watch::Sender<bool>,
     /// STRICT_DNS and LOGICAL_DNS: whether the first resolution is done (either way).
     resolved: watch::Sender<bool>,
+    /// Built by [`Cluster::after_eds_update`]: what it does to the hosts it shares with the
+    /// cluster it follows once it is in force ([`Cluster::take_over_hosts`]).
+    eds_carry: std::sync::Mutex<Option<EdsCarry>>,
+}
+
+/// What an EDS update does to the previous cluster's hosts once the new cluster is in
+/// force (held until then: the update may still be refused).
+#[derive(Debug, Default)]
+struct EdsCarry {
+    /// Hosts kept, with the `health_status` and weight the update gives them.
+    kept: Vec<(Arc<Host>, EndpointHealth, u32)>,
+    /// Hosts the update removed that pass their health checks: kept, pending removal.
+    pending: Vec<Arc<Host>>,
+    /// Hosts the update removed for good.
+    removed: Vec<Arc<Host>>,
+    /// Whether a host was added or removed (a membership change).
+    changed: bool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -327,7 +516,150 @@ impl Cluster {
     /// Builds a cluster: TLS config, and for STATIC the hosts from the IP literals. DNS
     /// clusters get their hosts from the first resolution (see `dns`).
     pub fn new(spec: impl Into<Arc<ClusterSpec>>) -> Result<Cluster, UpstreamError> {
-        let spec: Arc<ClusterSpec> = spec.into();
+        Cluster::build(spec.into(), true)
+    }
+
+    /// The cluster after an EDS update of `previous` that changed its endpoints alone, as
+    /// Envoy updates an EDS cluster's host set in place: an endpoint `previous` has (same
+    /// address) is the same [`Host`], its health, outlier state and counters kept (its
+    /// `health_status` and weight the update's); a new one starts as a new host of the
+    /// cluster would. A host the update removes goes, unless the cluster has active health
+    /// checks, not `ignore_health_on_host_removal`, and the host neither fails them nor is
+    /// `UNHEALTHY` by EDS: then it stays, `PENDING_DYNAMIC_REMOVAL`, until it fails a check.
+    /// The cluster counts as initialized when `previous` did (no warming again). Changes
+    /// nothing in `previous` until [`Cluster::take_over_hosts`].
+    pub fn after_eds_update(
+        spec: impl Into<Arc<ClusterSpec>>,
+        previous: &Cluster,
+    ) -> Result<Cluster, UpstreamError> {
+        let cluster = Cluster::build(spec.into(), false)?;
+        let spec = &cluster.spec;
+        let checked = spec.health_check.is_some();
+        let before = previous.hosts();
+        let mut carry = EdsCarry::default();
+        let mut next = Vec::with_capacity(before.len());
+        for fresh in cluster.hosts().iter() {
+            let same = before
+                .iter()
+                .find(|old| old.addr == fresh.addr && !old.is_removed());
+            match same {
+                Some(old) => {
+                    carry
+                        .kept
+                        .push((old.clone(), fresh.eds_health(), fresh.weight()));
+                    next.push(old.clone());
+                }
+                None => {
+                    carry.changed = true;
+                    next.push(if checked {
+                        Arc::new(
+                            Host::unchecked(
+                                fresh.addr,
+                                fresh.weight(),
+                                spec.lb.ignore_new_hosts_until_first_hc,
+                            )
+                            .with_eds_health(fresh.eds_health()),
+                        )
+                    } else {
+                        fresh.clone()
+                    });
+                }
+            }
+        }
+        for old in before.iter() {
+            if old.is_removed() || next.iter().any(|kept| Arc::ptr_eq(kept, old)) {
+                continue;
+            }
+            let stays = checked
+                && !spec.ignore_health_on_host_removal
+                && old.is_healthy()
+                && old.eds_health() != EndpointHealth::Unhealthy;
+            if stays {
+                carry.pending.push(old.clone());
+                next.push(old.clone());
+            } else {
+                carry.changed = true;
+                carry.removed.push(old.clone());
+            }
+        }
+        cluster.hosts.store(Arc::new(next));
+        if previous.is_initialized() {
+            cluster.set_initialized();
+        }
+        *cluster
+            .eds_carry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(carry);
+        Ok(cluster)
+    }
+
+    /// Applies what [`Cluster::after_eds_update`] held back, once this cluster is in force:
+    /// the kept hosts take their new `health_status` (and leave a pending removal), the
+    /// removed ones pending removal are flagged, the others drained; counts the membership
+    /// change and sets the gauges. Nothing for a cluster built otherwise, or a second time.
+    pub fn take_over_hosts(&self) {
+        let carry = self
+            .eds_carry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(carry) = carry else {
+            return;
+        };
+        for (host, health, weight) in carry.kept {
+            host.set_eds_health(health);
+            host.set_weight(weight);
+            host.set_pending_removal(false);
+        }
+        let mut removed = carry.removed;
+        let mut changed = carry.changed;
+        for host in carry.pending {
+            // It failed its check since the update came: it goes now.
+            if !host.is_healthy() {
+                removed.push(host);
+                continue;
+            }
+            tracing::debug!(cluster = %self.name(), host = %host.addr, "host pending removal");
+            host.set_pending_removal(true);
+        }
+        let kept: Vec<Arc<Host>> = self
+            .hosts()
+            .iter()
+            .filter(|host| !removed.iter().any(|gone| Arc::ptr_eq(gone, host)))
+            .cloned()
+            .collect();
+        if kept.len() != self.hosts().len() {
+            changed = true;
+            self.hosts.store(Arc::new(kept));
+        }
+        for host in removed {
+            tracing::debug!(cluster = %self.name(), host = %host.addr, "host removed");
+            host.remove();
+        }
+        if changed {
+            self.stats.membership_change.inc();
+        }
+        self.update_membership();
+    }
+
+    /// Drops `gone` (hosts pending removal that failed their health check), as Envoy's EDS
+    /// cluster does on that check: drained, and a membership change.
+    pub(super) fn drop_pending_removal(&self, gone: &[Arc<Host>]) {
+        let hosts = self.hosts();
+        let next: Vec<Arc<Host>> = hosts
+            .iter()
+            .filter(|host| !gone.iter().any(|g| Arc::ptr_eq(g, host)))
+            .cloned()
+            .collect();
+        for host in gone {
+            tracing::debug!(cluster = %self.name(), host = %host.addr, "host removed after failing its check");
+            host.remove();
+        }
+        self.store_hosts(next);
+    }
+
+    /// [`Cluster::new`]; the first hosts count as a membership change where `count_first`.
+    fn build(spec: Arc<ClusterSpec>, count_first: bool) -> Result<Cluster, UpstreamError> {
         let tls = spec
             .tls
             .as_ref()
@@ -350,10 +682,10 @@ impl Cluster {
                                     endpoint.address
                                 ),
                             })?;
-                    Ok(Arc::new(Host::weighted(
-                        SocketAddr::new(ip, endpoint.port),
-                        endpoint.weight,
-                    )))
+                    Ok(Arc::new(
+                        Host::weighted(SocketAddr::new(ip, endpoint.port), endpoint.weight)
+                            .with_eds_health(endpoint.health),
+                    ))
                 })
                 .collect::<Result<Vec<_>, UpstreamError>>()?,
             // ORIGINAL_DST: a host per destination as redirected connections need it.
@@ -364,19 +696,23 @@ impl Cluster {
         let hosts: Vec<Arc<Host>> = if spec.health_check.is_some() {
             hosts
                 .into_iter()
-                .map(|host| Arc::new(Host::unchecked(host.addr, host.weight, false)))
+                .map(|host| {
+                    Arc::new(
+                        Host::unchecked(host.addr, host.weight(), false)
+                            .with_eds_health(host.eds_health()),
+                    )
+                })
                 .collect()
         } else {
             hosts
         };
-        let healthy = hosts.iter().filter(|host| host.is_healthy()).count();
         let stats = ClusterStats::new(&spec.name);
-        stats.membership_total.set(hosts.len() as i64);
-        stats.membership_healthy.set(healthy as i64);
-        stats.membership_excluded.set(0);
-        stats.membership_degraded.set(0);
+        // An EDS update's cluster sets them once in force (`take_over_hosts`).
+        if count_first {
+            set_membership(&stats, &hosts);
+        }
         // As Envoy's, the first hosts are a membership change.
-        if !hosts.is_empty() {
+        if count_first && !hosts.is_empty() {
             stats.membership_change.inc();
         }
         let dns = matches!(spec.discovery, Discovery::StrictDns | Discovery::LogicalDns);
@@ -402,6 +738,7 @@ impl Cluster {
             dns_names: Default::default(),
             initialized: watch::Sender::new(spec.health_check.is_none()),
             resolved: watch::Sender::new(!dns),
+            eds_carry: Default::default(),
             spec,
         })
     }
@@ -491,14 +828,16 @@ impl Cluster {
             if next.iter().any(|host: &Arc<Host>| host.addr == *addr) {
                 continue;
             }
+            let (weight, health) = self.endpoint_of(*addr);
             match old.iter().find(|host| host.addr == *addr) {
                 Some(host) => next.push(host.clone()),
-                None if self.spec.health_check.is_some() => next.push(Arc::new(Host::unchecked(
-                    *addr,
-                    self.endpoint_weight(*addr),
-                    self.spec.lb.ignore_new_hosts_until_first_hc,
-                ))),
-                None => next.push(Arc::new(Host::weighted(*addr, self.endpoint_weight(*addr)))),
+                None if self.spec.health_check.is_some() => next.push(Arc::new(
+                    Host::unchecked(*addr, weight, self.spec.lb.ignore_new_hosts_until_first_hc)
+                        .with_eds_health(health),
+                )),
+                None => next.push(Arc::new(
+                    Host::weighted(*addr, weight).with_eds_health(health),
+                )),
             }
         }
         for host in old.iter() {
@@ -510,8 +849,9 @@ impl Cluster {
         self.store_hosts(next);
     }
 
-    /// The `load_balancing_weight` of the endpoint `addr` was resolved from (1 when unknown).
-    fn endpoint_weight(&self, addr: SocketAddr) -> u32 {
+    /// The `load_balancing_weight` and `health_status` of the endpoint `addr` was resolved
+    /// from (1 and healthy when unknown).
+    fn endpoint_of(&self, addr: SocketAddr) -> (u32, EndpointHealth) {
         let names = self.dns_names.load();
         let name = names.iter().find(|(a, _)| *a == addr).map(|(_, name)| name);
         self.spec
@@ -521,7 +861,33 @@ impl Cluster {
                 e.port == addr.port()
                     && name.is_some_and(|name| e.address.as_bytes() == name.as_bytes())
             })
-            .map_or(1, |e| e.weight)
+            .map_or((1, EndpointHealth::Healthy), |e| (e.weight, e.health))
+    }
+
+    /// A routed response from `host` carried `x-envoy-immediate-health-check-fail` (the
+    /// host's own health check filter failing): as Envoy's router tells the host's active
+    /// health checker, and only where the cluster has one, the host is excluded
+    /// (`EXCLUDED_VIA_IMMEDIATE_HC_FAIL`) and, a non-retriable passive failure, unhealthy at
+    /// once (its connections drained), counted in `health_check.failure` and
+    /// `health_check.passive_failure`; its passes count from zero again.
+    pub fn immediate_health_check_fail(&self, host: &Host) {
+        if self.spec.health_check.is_none() {
+            return;
+        }
+        tracing::info!(cluster = %self.name(), host = %host.addr, "host failed by x-envoy-immediate-health-check-fail");
+        host.set_immediate_hc_fail(true);
+        host.streak_reset.store(true, Ordering::Release);
+        host.set_healthy(false);
+        host.set_active_hc_timeout(false);
+        self.stats.health_check_failure.inc();
+        self.stats.health_check_passive_failure.inc();
+        self.update_membership();
+        let passing = self
+            .hosts()
+            .iter()
+            .filter(|host| host.is_healthy() && !host.is_removed())
+            .count();
+        self.stats.health_check_healthy.set(passing as i64);
     }
 
     /// Records what a request to `host` came to, for outlier detection (nothing without it).
@@ -553,20 +919,7 @@ impl Cluster {
 
     /// Sets the membership gauges from the hosts' state.
     pub fn update_membership(&self) {
-        let hosts = self.hosts.load();
-        // As Envoy's, an ejected host is not healthy.
-        let healthy = hosts
-            .iter()
-            .filter(|host| host.is_healthy() && !host.outlier.is_ejected())
-            .count();
-        // Envoy's excluded hosts: `PENDING_ACTIVE_HC` (weir sets no other excluding flag).
-        let excluded = hosts
-            .iter()
-            .filter(|host| host.is_pending_first_check() && !host.is_removed())
-            .count();
-        self.stats.membership_total.set(hosts.len() as i64);
-        self.stats.membership_healthy.set(healthy as i64);
-        self.stats.membership_excluded.set(excluded as i64);
+        set_membership(&self.stats, &self.hosts.load());
     }
 
     /// Takes a `max_connections` unit for a new connection; `None` when the breaker is open
@@ -765,6 +1118,160 @@ mod tests {
         assert_eq!(change(), 3, "one removed");
         assert_eq!(cluster.stats.membership_total.get(), 1);
         assert_eq!(cluster.stats.membership_excluded.get(), 0);
+    }
+
+    /// An EDS update of the endpoints alone keeps the hosts it still names (their health
+    /// too, the new `health_status` applied once in force); a removed host passing its
+    /// checks stays pending removal, one failing them goes; only real additions and
+    /// removals are membership changes.
+    #[test]
+    fn an_eds_update_keeps_hosts_and_their_health() {
+        use crate::upstream::spec::HealthCheckIntervals;
+        let mut spec = crate::upstream::test_support::spec("eds_update_unit", &[1, 2, 3]);
+        spec.eds = true;
+        spec.health_check = Some(crate::upstream::spec::HealthCheckSpec {
+            path: "/health".into(),
+            host: None,
+            intervals: HealthCheckIntervals::all(std::time::Duration::from_secs(1)),
+            timeout: std::time::Duration::from_secs(1),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+            over_quic: false,
+            expected_statuses: vec![(200, 201)],
+            retriable_statuses: Vec::new(),
+        });
+        let Ok(first) = Cluster::new(spec.clone()) else {
+            panic!("cluster builds")
+        };
+        let old = first.hosts();
+        old[0].set_healthy(true);
+        old[1].set_healthy(true);
+        first.set_initialized();
+        let change = first.stats.membership_change.get();
+        // Endpoint 1 stays (now DEGRADED, weight 5), 2 (healthy) and 3 (failing) go, 4
+        // comes.
+        let mut next = spec.clone();
+        next.endpoints.remove(2);
+        next.endpoints.remove(1);
+        next.endpoints[0].health = EndpointHealth::Degraded;
+        next.endpoints[0].weight = 5;
+        next.endpoints.push(crate::upstream::spec::EndpointSpec {
+            address: "127.0.0.1".into(),
+            port: 4,
+            weight: 1,
+            health: EndpointHealth::Healthy,
+        });
+        assert!(spec.same_but_endpoints(&next));
+        let Ok(second) = Cluster::after_eds_update(next, &first) else {
+            panic!("cluster builds")
+        };
+        assert!(second.is_initialized(), "no warming again");
+        assert_eq!(
+            old[0].health(),
+            Health::Healthy,
+            "nothing changes before in force"
+        );
+        assert_eq!(old[0].weight(), 1);
+        assert!(!old[2].is_removed());
+        second.take_over_hosts();
+        let hosts = second.hosts();
+        let ports: Vec<u16> = hosts.iter().map(|h| h.addr.port()).collect();
+        assert_eq!(ports, [1, 4, 2]);
+        assert!(Arc::ptr_eq(&hosts[0], &old[0]) && Arc::ptr_eq(&hosts[2], &old[1]));
+        assert_eq!(hosts[0].health(), Health::Degraded);
+        assert_eq!(hosts[0].weight(), 5, "a new weight, the same host");
+        assert!(
+            !hosts[1].is_healthy(),
+            "a new host waits for its first check"
+        );
+        assert!(hosts[2].is_pending_removal() && hosts[2].is_healthy());
+        assert!(old[2].is_removed());
+        assert_eq!(second.stats.membership_change.get(), change + 1);
+        assert_eq!(second.stats.membership_total.get(), 3);
+        second.drop_pending_removal(&[hosts[2].clone()]);
+        assert!(old[1].is_removed());
+        assert_eq!(second.stats.membership_total.get(), 2);
+        assert_eq!(second.stats.membership_change.get(), change + 2);
+    }
+
+    /// A host an EDS update would keep pending removal that fails its check before the
+    /// update is in force goes at once (one membership change).
+    #[test]
+    fn a_host_failing_before_the_update_is_in_force_goes() {
+        let mut spec = crate::upstream::test_support::spec("eds_pending_fail", &[1, 2]);
+        spec.eds = true;
+        spec.health_check = Some(crate::upstream::spec::HealthCheckSpec {
+            path: "/health".into(),
+            host: None,
+            intervals: crate::upstream::spec::HealthCheckIntervals::all(
+                std::time::Duration::from_secs(1),
+            ),
+            timeout: std::time::Duration::from_secs(1),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+            over_quic: false,
+            expected_statuses: vec![(200, 201)],
+            retriable_statuses: Vec::new(),
+        });
+        let Ok(first) = Cluster::new(spec.clone()) else {
+            panic!("cluster builds")
+        };
+        let old = first.hosts();
+        old[0].set_healthy(true);
+        old[1].set_healthy(true);
+        let change = first.stats.membership_change.get();
+        let mut next = spec;
+        next.endpoints.truncate(1);
+        let Ok(second) = Cluster::after_eds_update(next, &first) else {
+            panic!("cluster builds")
+        };
+        assert_eq!(second.hosts().len(), 2, "host 2 planned pending removal");
+        old[1].set_healthy(false);
+        second.take_over_hosts();
+        assert_eq!(second.hosts().len(), 1);
+        assert!(old[1].is_removed() && !old[1].is_pending_removal());
+        assert_eq!(second.stats.membership_change.get(), change + 1);
+        assert_eq!(second.stats.membership_total.get(), 1);
+    }
+
+    /// A routed response with `x-envoy-immediate-health-check-fail` fails and excludes its
+    /// host where the cluster has active health checks (counted as a passive failure), and
+    /// does nothing where it has none.
+    #[test]
+    fn an_immediate_failure_in_a_response_excludes_a_checked_host() {
+        let plain = Cluster::new(crate::upstream::test_support::spec("passive_plain", &[1]));
+        let Ok(plain) = plain else {
+            panic!("cluster builds")
+        };
+        plain.immediate_health_check_fail(&plain.hosts()[0]);
+        assert!(plain.hosts()[0].is_available());
+        let mut spec = crate::upstream::test_support::spec("passive_checked", &[1, 2]);
+        spec.health_check = Some(crate::upstream::spec::HealthCheckSpec {
+            path: "/health".into(),
+            host: None,
+            intervals: crate::upstream::spec::HealthCheckIntervals::all(
+                std::time::Duration::from_secs(1),
+            ),
+            timeout: std::time::Duration::from_secs(1),
+            healthy_threshold: 1,
+            unhealthy_threshold: 3,
+            over_quic: false,
+            expected_statuses: vec![(200, 201)],
+            retriable_statuses: Vec::new(),
+        });
+        let Ok(cluster) = Cluster::new(spec) else {
+            panic!("cluster builds")
+        };
+        let hosts = cluster.hosts();
+        hosts[0].set_healthy(true);
+        hosts[1].set_healthy(true);
+        cluster.immediate_health_check_fail(&hosts[1]);
+        assert!(!hosts[1].is_healthy() && hosts[1].is_excluded());
+        assert!(hosts[1].take_streak_reset());
+        assert_eq!(cluster.stats.health_check_passive_failure.get(), 1);
+        assert_eq!(cluster.stats.membership_excluded.get(), 1);
+        assert_eq!(cluster.stats.membership_healthy.get(), 1);
+        assert_eq!(cluster.stats.health_check_healthy.get(), 1);
     }
 
     #[test]

@@ -64,6 +64,7 @@ mod tests {
             address: "localhost".into(),
             port: 8080,
             weight: 1,
+            health: Default::default(),
         }];
         let Ok(cluster) = Cluster::new(spec) else {
             panic!("cluster builds")

@@ -60,7 +60,7 @@ pub fn fingerprint(candidates: &[&Arc<Host>], all: usize) -> u64 {
             std::net::IpAddr::V6(ip) => bytes[..16].copy_from_slice(&ip.octets()),
         }
         bytes[16..18].copy_from_slice(&addr.port().to_le_bytes());
-        bytes[18..22].copy_from_slice(&host.weight.to_le_bytes());
+        bytes[18..22].copy_from_slice(&host.weight().to_le_bytes());
         fp = xxh64(&bytes, fp);
     }
     fp
@@ -134,18 +134,18 @@ fn host_key(host: &Host) -> String {
 fn ring(hosts: &[Arc<Host>], all: &[Arc<Host>], min: u64, max: u64) -> Vec<(u64, u32)> {
     let total: f64 = all
         .iter()
-        .map(|h| f64::from(h.weight))
+        .map(|h| f64::from(h.weight()))
         .sum::<f64>()
         .max(1.0);
     let lightest = all
         .iter()
-        .map(|h| f64::from(h.weight) / total)
+        .map(|h| f64::from(h.weight()) / total)
         .fold(1.0_f64, f64::min)
         .max(f64::MIN_POSITIVE);
     let scale = ((lightest * min as f64).ceil() / lightest).min(max as f64);
     let mut ring = Vec::new();
     for (index, host) in hosts.iter().enumerate() {
-        let entries = (f64::from(host.weight) / total * scale).round().max(1.0) as u64;
+        let entries = (f64::from(host.weight()) / total * scale).round().max(1.0) as u64;
         let key = host_key(host);
         for entry in 0..entries {
             let point = xxh64(format!("{key}_{entry}").as_bytes(), 0);
@@ -168,7 +168,11 @@ fn maglev(hosts: &[Arc<Host>], size: u64) -> Vec<u32> {
         return Vec::new();
     }
     let mut table = vec![EMPTY; len];
-    let max_weight = hosts.iter().map(|h| u64::from(h.weight)).max().unwrap_or(1);
+    let max_weight = hosts
+        .iter()
+        .map(|h| u64::from(h.weight()))
+        .max()
+        .unwrap_or(1);
     struct Walk {
         offset: u64,
         skip: u64,
@@ -184,7 +188,7 @@ fn maglev(hosts: &[Arc<Host>], size: u64) -> Vec<u32> {
                 offset: xxh64(key.as_bytes(), 0) % size,
                 skip: xxh64(key.as_bytes(), 1) % (size - 1) + 1,
                 next: 0,
-                weight: u64::from(host.weight),
+                weight: u64::from(host.weight()),
                 target: 0,
             }
         })

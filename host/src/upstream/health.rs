@@ -15,6 +15,12 @@
 //! it), unless the status is one of `retriable_statuses`: those, timeouts and connection
 //! failures make it unhealthy after `unhealthy_threshold` consecutive failures.
 //! `healthy_threshold` consecutive passes make it healthy again.
+//!
+//! As Envoy's, a passing answer that carries `x-envoy-degraded` marks the host degraded
+//! (`DEGRADED_ACTIVE_HC`, balanced over only as far as the healthy hosts fall short) and one
+//! without it clears that; a failing answer that carries
+//! `x-envoy-immediate-health-check-fail` excludes the host (`EXCLUDED_VIA_IMMEDIATE_HC_FAIL`,
+//! left out of the host counts) until it turns healthy again.
 
 use super::cluster::{Cluster, Host, HostProtocol};
 use super::connect;
@@ -49,8 +55,8 @@ enum Transition {
 /// What one check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
-    /// An expected status.
-    Pass,
+    /// An expected status; `degraded` when the answer carried `x-envoy-degraded`.
+    Pass { degraded: bool },
     /// A retriable status, a timeout, a connection failure: counts towards
     /// `unhealthy_threshold`.
     Fail,
@@ -76,6 +82,16 @@ pub async fn run(cluster: Arc<Cluster>, spec: HealthCheckSpec) {
     loop {
         let hosts = cluster.hosts();
         checks.retain(|addr, _| hosts.iter().any(|host| host.addr == *addr));
+        // A host another checker of this cluster checked (before an EDS update) goes on
+        // where that one left it: its streak, its next check, not a first check.
+        for host in hosts.iter() {
+            if !checks.contains_key(&host.addr)
+                && let Some((passes, failures, due)) = host.saved_check()
+            {
+                let streak = Streak { passes, failures };
+                checks.insert(host.addr, HostCheck { streak, due });
+            }
+        }
         if !cluster.is_initialized() && hosts.iter().all(|host| checks.contains_key(&host.addr)) {
             tracing::debug!(cluster = %cluster.name(), "first health checks done");
             cluster.set_initialized();
@@ -108,23 +124,43 @@ pub async fn run(cluster: Arc<Cluster>, spec: HealthCheckSpec) {
                 streak: Streak::default(),
                 due: finished,
             });
+            if host.take_streak_reset() {
+                check.streak = Streak::default();
+            }
             let transition = apply(&cluster, &spec, host, &mut check.streak, outcome, first);
             // As Envoy: a failure sets the timeout flag on an unhealthy host when it was a
             // timeout and clears it otherwise; turning healthy clears it.
-            if outcome != Outcome::Pass {
+            let passed = matches!(outcome, Outcome::Pass { .. });
+            if !passed {
                 host.set_active_hc_timeout(timed_out && !host.is_healthy());
             } else if host.is_healthy() {
                 host.set_active_hc_timeout(false);
             }
-            let passed = outcome == Outcome::Pass;
             check.due = finished + next_interval(&spec.intervals, traffic, passed, transition);
+            host.save_check(check.streak.passes, check.streak.failures, check.due);
         }
-        cluster.update_membership();
+        // As Envoy's EDS cluster: a host pending removal goes once it fails its check.
+        let gone: Vec<Arc<Host>> = due
+            .iter()
+            .filter(|host| host.is_pending_removal() && !host.is_healthy())
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            cluster.update_membership();
+        } else {
+            cluster.drop_pending_removal(&gone);
+        }
+        let hosts = cluster.hosts();
         let passing = hosts
             .iter()
             .filter(|host| host.is_healthy() && !host.is_removed())
             .count();
         cluster.stats.health_check_healthy.set(passing as i64);
+        let degraded = hosts
+            .iter()
+            .filter(|host| host.is_degraded_active_hc() && !host.is_removed())
+            .count();
+        cluster.stats.health_check_degraded.set(degraded as i64);
     }
 }
 
@@ -189,17 +225,29 @@ fn apply_result(
     outcome: Outcome,
     first: bool,
 ) -> Transition {
-    if outcome == Outcome::Pass {
+    if let Outcome::Pass { degraded } = outcome {
         streak.passes += 1;
         streak.failures = 0;
-        if host.is_healthy() {
-            return Transition::Unchanged;
+        let transition = if host.is_healthy() {
+            Transition::Unchanged
+        } else if !first && streak.passes < spec.healthy_threshold.max(1) {
+            Transition::Pending
+        } else {
+            tracing::info!(cluster = %cluster.name(), host = %host.addr, "host healthy");
+            // As Envoy: turning healthy ends an immediate-failure exclusion.
+            host.set_immediate_hc_fail(false);
+            host.set_healthy(true);
+            Transition::Changed
+        };
+        // As Envoy's `handleSuccess`: any pass sets or clears the degraded flag, and a change
+        // of it is a change unless a health change is pending.
+        if host.set_degraded_active_hc(degraded) {
+            tracing::info!(cluster = %cluster.name(), host = %host.addr, degraded, "host degraded flag");
+            if transition == Transition::Unchanged {
+                return Transition::Changed;
+            }
         }
-        if !first && streak.passes < spec.healthy_threshold.max(1) {
-            return Transition::Pending;
-        }
-        tracing::info!(cluster = %cluster.name(), host = %host.addr, "host healthy");
-        host.set_healthy(true);
+        return transition;
     } else {
         streak.failures += 1;
         streak.passes = 0;
@@ -227,7 +275,15 @@ async fn check_and_count(
     // failure, as Envoy counts it; an unexpected answer is only a failure.
     let (outcome, network, timed_out) =
         match tokio::time::timeout(spec.timeout, check(cluster, spec, host)).await {
-            Ok(Ok(status)) => (judge(spec, status.as_u16()), false, false),
+            Ok(Ok(answer)) => {
+                let outcome = judge(spec, &answer);
+                // As Envoy: a failing status with the immediate-failure header excludes the
+                // host (whatever it was before); a pass ends that only once healthy.
+                if !matches!(outcome, Outcome::Pass { .. }) && answer.immediate_fail {
+                    host.set_immediate_hc_fail(true);
+                }
+                (outcome, false, false)
+            }
             Ok(Err(error)) => {
                 tracing::debug!(%error, host = %host.addr, "health check failed");
                 (Outcome::Fail, true, false)
@@ -237,7 +293,7 @@ async fn check_and_count(
                 (Outcome::Fail, true, true)
             }
         };
-    if outcome == Outcome::Pass {
+    if matches!(outcome, Outcome::Pass { .. }) {
         cluster.stats.health_check_success.inc();
     } else {
         cluster.stats.health_check_failure.inc();
@@ -248,11 +304,36 @@ async fn check_and_count(
     (outcome, timed_out)
 }
 
-/// What an answer with `status` is (Envoy's rule: `expected_statuses` wins over
-/// `retriable_statuses` where they overlap).
-fn judge(spec: &HealthCheckSpec, status: u16) -> Outcome {
+/// What a health check's answer said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Answer {
+    status: u16,
+    /// It carried `x-envoy-degraded`.
+    degraded: bool,
+    /// It carried `x-envoy-immediate-health-check-fail`.
+    immediate_fail: bool,
+}
+
+impl Answer {
+    fn of(response: &http::response::Parts) -> Answer {
+        Answer {
+            status: response.status.as_u16(),
+            degraded: response.headers.contains_key("x-envoy-degraded"),
+            immediate_fail: response
+                .headers
+                .contains_key("x-envoy-immediate-health-check-fail"),
+        }
+    }
+}
+
+/// What an answer is (Envoy's rule: `expected_statuses` wins over `retriable_statuses`
+/// where they overlap; `x-envoy-degraded` counts only on an expected status).
+fn judge(spec: &HealthCheckSpec, answer: &Answer) -> Outcome {
+    let status = answer.status;
     if spec.expects(status) {
-        Outcome::Pass
+        Outcome::Pass {
+            degraded: answer.degraded,
+        }
     } else if spec.retriable(status) {
         Outcome::Fail
     } else {
@@ -260,18 +341,20 @@ fn judge(spec: &HealthCheckSpec, status: u16) -> Outcome {
     }
 }
 
-/// One check: connect, send the GET, return the response status.
+/// One check: connect, send the GET, return what the response head said.
 async fn check(
     cluster: &Cluster,
     spec: &HealthCheckSpec,
     host: &Host,
-) -> Result<http::StatusCode, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
     let authority = spec
         .host
         .clone()
         .unwrap_or_else(|| cluster.name().to_owned());
     if spec.over_quic {
-        return super::quic::health_check(cluster, host.addr, &authority, &spec.path).await;
+        return super::quic::health_check(cluster, host.addr, &authority, &spec.path)
+            .await
+            .map(|head| Answer::of(&head));
     }
     let connected = connect::establish(cluster, host).await?;
     let io = TokioIo::new(connected.stream);
@@ -295,20 +378,31 @@ async fn check(
         let driver = tokio::spawn(connection);
         let response = sender.send_request(request).await;
         driver.abort();
-        Ok(response?.status())
+        Ok(Answer::of(&response?.into_parts().0))
     } else {
         let request = request.body(Empty::<Bytes>::new())?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
         let driver = tokio::spawn(connection);
         let response = sender.send_request(request).await;
         driver.abort();
-        Ok(response?.status())
+        Ok(Answer::of(&response?.into_parts().0))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PASS: Outcome = Outcome::Pass { degraded: false };
+
+    /// An answer with `code` and no header of note.
+    fn status(code: u16) -> Answer {
+        Answer {
+            status: code,
+            degraded: false,
+            immediate_fail: false,
+        }
+    }
 
     fn spec() -> HealthCheckSpec {
         HealthCheckSpec {
@@ -334,7 +428,7 @@ mod tests {
         let mut streak = Streak::default();
         let spec = spec();
         let mut step = |passed| {
-            let outcome = if passed { Outcome::Pass } else { Outcome::Fail };
+            let outcome = if passed { PASS } else { Outcome::Fail };
             apply(&cluster, &spec, &host, &mut streak, outcome, false)
         };
         assert_eq!(step(true), Transition::Unchanged);
@@ -362,10 +456,14 @@ mod tests {
         };
         let host = cluster.hosts()[0].clone();
         let spec = spec();
-        assert_eq!(judge(&spec, 200), Outcome::Pass);
-        assert_eq!(judge(&spec, 204), Outcome::FailNow, "200 only by default");
-        assert_eq!(judge(&spec, 503), Outcome::Fail, "retriable");
-        assert_eq!(judge(&spec, 404), Outcome::FailNow);
+        assert_eq!(judge(&spec, &status(200)), PASS);
+        assert_eq!(
+            judge(&spec, &status(204)),
+            Outcome::FailNow,
+            "200 only by default"
+        );
+        assert_eq!(judge(&spec, &status(503)), Outcome::Fail, "retriable");
+        assert_eq!(judge(&spec, &status(404)), Outcome::FailNow);
         let mut streak = Streak::default();
         assert_eq!(
             apply(&cluster, &spec, &host, &mut streak, Outcome::Fail, false),
@@ -381,8 +479,73 @@ mod tests {
             retriable_statuses: vec![(200, 600)],
             ..spec
         };
-        assert_eq!(judge(&overlapping, 204), Outcome::Pass, "expected wins");
-        assert_eq!(judge(&overlapping, 404), Outcome::Fail);
+        assert_eq!(judge(&overlapping, &status(204)), PASS, "expected wins");
+        assert_eq!(judge(&overlapping, &status(404)), Outcome::Fail);
+    }
+
+    /// As Envoy's `handleSuccess`: a pass with `x-envoy-degraded` marks the host degraded
+    /// (a change, though its health did not change), one without clears it; turning
+    /// healthy ends an immediate-failure exclusion; the degraded flag follows the
+    /// answer, never the threshold.
+    #[test]
+    fn a_degraded_answer_marks_the_host_degraded() {
+        use crate::upstream::cluster::Health;
+        let Ok(cluster) = Cluster::new(crate::upstream::test_support::spec("hc_degraded", &[1]))
+        else {
+            panic!("cluster builds")
+        };
+        let host = cluster.hosts()[0].clone();
+        let spec = spec();
+        let mut streak = Streak::default();
+        let degraded = Outcome::Pass { degraded: true };
+        assert_eq!(
+            judge(
+                &spec,
+                &Answer {
+                    degraded: true,
+                    ..status(200)
+                }
+            ),
+            degraded
+        );
+        assert_eq!(
+            judge(
+                &spec,
+                &Answer {
+                    degraded: true,
+                    ..status(404)
+                }
+            ),
+            Outcome::FailNow,
+            "only a pass can be degraded"
+        );
+        assert_eq!(
+            apply(&cluster, &spec, &host, &mut streak, degraded, false),
+            Transition::Changed
+        );
+        assert_eq!(host.health(), Health::Degraded);
+        assert_eq!(
+            apply(&cluster, &spec, &host, &mut streak, degraded, false),
+            Transition::Unchanged
+        );
+        assert_eq!(
+            apply(&cluster, &spec, &host, &mut streak, PASS, false),
+            Transition::Changed
+        );
+        assert_eq!(host.health(), Health::Healthy);
+        // Failed with the immediate-failure header: excluded until healthy again.
+        host.set_immediate_hc_fail(true);
+        apply(&cluster, &spec, &host, &mut streak, Outcome::FailNow, false);
+        assert!(host.is_excluded());
+        assert_eq!(
+            apply(&cluster, &spec, &host, &mut streak, degraded, false),
+            Transition::Pending,
+            "healthy_threshold 2"
+        );
+        assert!(host.is_excluded() && host.is_degraded_active_hc());
+        apply(&cluster, &spec, &host, &mut streak, degraded, false);
+        assert!(!host.is_excluded());
+        assert_eq!(host.health(), Health::Degraded);
     }
 
     /// As Envoy: with active health checks a host starts unhealthy (`FAILED_ACTIVE_HC`), and
@@ -401,13 +564,13 @@ mod tests {
         assert!(!cluster.is_initialized(), "not before the first checks");
         let spec = spec();
         let (mut a, mut b) = (Streak::default(), Streak::default());
-        let first_pass = apply(&cluster, &spec, &hosts[0], &mut a, Outcome::Pass, true);
+        let first_pass = apply(&cluster, &spec, &hosts[0], &mut a, PASS, true);
         assert_eq!(first_pass, Transition::Changed);
         assert!(hosts[0].is_healthy(), "one pass is enough the first time");
         let first_fail = apply(&cluster, &spec, &hosts[1], &mut b, Outcome::Fail, true);
         assert_eq!(first_fail, Transition::Unchanged);
         assert!(!hosts[1].is_healthy());
-        let later = apply(&cluster, &spec, &hosts[1], &mut b, Outcome::Pass, false);
+        let later = apply(&cluster, &spec, &hosts[1], &mut b, PASS, false);
         assert_eq!(later, Transition::Pending, "then healthy_threshold counts");
     }
 
@@ -428,14 +591,7 @@ mod tests {
             };
             let spec = spec();
             let first = cluster.hosts()[0].clone();
-            apply(
-                &cluster,
-                &spec,
-                &first,
-                &mut Streak::default(),
-                Outcome::Pass,
-                true,
-            );
+            apply(&cluster, &spec, &first, &mut Streak::default(), PASS, true);
             cluster.set_host_addresses(&[addr(1), addr(2), addr(3)]);
             let added = cluster.hosts()[1..].to_vec();
             assert!(added.iter().all(|host| !host.is_healthy()));

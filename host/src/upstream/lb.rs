@@ -1,13 +1,19 @@
 //! Picking a host for a request among the cluster's available hosts, by `lb_policy`, each
 //! host weighted by its `load_balancing_weight`.
 //!
-//! The hosts balanced over are the available ones (healthy, not removed, not ejected by
-//! outlier detection), unless fewer than `healthy_panic_threshold` percent of the hosts are
-//! available (default 50): then, as Envoy's panic mode, over every host not removed, those
-//! failing active health checks and ejected ones included, each such pick counted in
-//! `lb_healthy_panic`. A threshold of 0 turns panic mode off: no available host is a 503.
+//! As Envoy's load balancers with one priority level: hosts not removed and not excluded
+//! (see [`Host::is_excluded`]) are healthy, degraded or unhealthy ([`Host::health`]).
+//! [`PriorityLoad`] splits the requests between the healthy and the degraded hosts by
+//! Envoy's overprovisioning factor (1.4): the healthy ones take it all while at least
+//! 1/1.4 (~71%) of the hosts are healthy, the degraded ones make up what the healthy fall
+//! short of. When fewer than `healthy_panic_threshold` percent (default 50) of the hosts
+//! are healthy or degraded (and with the factor the two do not reach 100%), panic mode
+//! balances over every host not removed or excluded, those failing active health checks
+//! and ejected ones included, each such pick counted in `lb_healthy_panic`. A threshold of
+//! 0 turns panic mode off: no healthy or degraded host is a 503. RING_HASH and MAGLEV, as
+//! Envoy's, build their tables over the healthy hosts only (every host in panic mode).
 
-use super::cluster::{Cluster, Host};
+use super::cluster::{Cluster, Health, Host};
 use super::hash_lb::{self, TableKind};
 use super::spec::LbPolicy;
 use rand::Rng;
@@ -25,7 +31,12 @@ pub fn pick_host(cluster: &Cluster) -> Option<Arc<Host>> {
 /// host without one, as Envoy's), the other policies ignore it.
 pub fn pick_host_for(cluster: &Cluster, hash: Option<u64>) -> Option<Arc<Host>> {
     let hosts = cluster.hosts();
-    let candidates = candidates(cluster, &hosts);
+    let hashing = hash.is_some()
+        && matches!(
+            cluster.spec.lb_policy,
+            LbPolicy::RingHash | LbPolicy::Maglev
+        );
+    let candidates = candidates(cluster, &hosts, hashing);
     if candidates.is_empty() {
         return None;
     }
@@ -65,27 +76,106 @@ pub fn pick_host_for(cluster: &Cluster, hash: Option<u64>) -> Option<Arc<Host>> 
     candidates.get(index).map(|host| Arc::clone(host))
 }
 
-/// The hosts to balance over: the available ones, or in panic mode (fewer than
-/// `healthy_panic_threshold` percent available) every host not removed, as Envoy's. A host
-/// waiting for its first health check under `ignore_new_hosts_until_first_hc` is excluded,
-/// as Envoy's excluded hosts: neither picked nor counted, even in panic mode.
-fn candidates<'a>(cluster: &Cluster, hosts: &'a [Arc<Host>]) -> Vec<&'a Arc<Host>> {
-    let in_play = |host: &&Arc<Host>| !host.is_removed() && !host.is_pending_first_check();
-    // One pass on the request's path: the hosts in play, and of those the available ones.
-    let mut available = Vec::with_capacity(hosts.len());
+/// The hosts to balance over for one request: the healthy or the degraded ones as
+/// [`PriorityLoad`] draws (the healthy ones only when `hashing`, as Envoy's hash tables), or
+/// in panic mode every host not removed or excluded. A host waiting for its first health
+/// check under `ignore_new_hosts_until_first_hc`, or otherwise excluded, is neither picked
+/// nor counted, even in panic mode.
+fn candidates<'a>(cluster: &Cluster, hosts: &'a [Arc<Host>], hashing: bool) -> Vec<&'a Arc<Host>> {
+    let in_play = |host: &&Arc<Host>| !host.is_removed() && !host.is_excluded();
+    // One pass on the request's path: the hosts in play, and of those the healthy and the
+    // degraded ones.
+    let mut healthy = Vec::with_capacity(hosts.len());
+    let mut degraded = Vec::new();
     let mut live = 0usize;
     for host in hosts.iter().filter(in_play) {
         live += 1;
-        if host.is_available() {
-            available.push(host);
+        match host.health() {
+            Health::Healthy => healthy.push(host),
+            Health::Degraded => degraded.push(host),
+            Health::Unhealthy => {}
         }
     }
-    let lb = &cluster.spec.lb;
-    if live == 0 || available.len() as f64 * 100.0 >= lb.healthy_panic_threshold * live as f64 {
-        return available;
+    if live == 0 {
+        return healthy;
     }
-    cluster.stats.lb_healthy_panic.inc();
-    hosts.iter().filter(in_play).collect()
+    let load = PriorityLoad::new(
+        healthy.len() as u64,
+        degraded.len() as u64,
+        live as u64,
+        cluster.spec.lb.healthy_panic_threshold,
+    );
+    if load.panic {
+        cluster.stats.lb_healthy_panic.inc();
+        return hosts.iter().filter(in_play).collect();
+    }
+    if hashing || degraded.is_empty() || load.takes_healthy(rand::rng().random_range(1..=100)) {
+        healthy
+    } else {
+        degraded
+    }
+}
+
+/// Envoy's overprovisioning factor, in percent (its default, 1.4).
+const OVERPROVISIONING_PERCENT: u64 = 140;
+
+/// How one priority level's load splits between its healthy and its degraded hosts, and
+/// whether it is in panic mode: Envoy's `LoadBalancerBase::recalculatePerPriorityState` and
+/// `recalculatePerPriorityPanic` for a cluster with one priority, unweighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PriorityLoad {
+    /// Percent of the requests that go to the healthy hosts.
+    pub healthy: u32,
+    /// Percent of the requests that go to the degraded hosts (100 - `healthy`).
+    pub degraded: u32,
+    /// Whether every host in play is balanced over instead.
+    pub panic: bool,
+}
+
+impl PriorityLoad {
+    /// The load for `healthy` and `degraded` hosts of `total` in play (not excluded; at least
+    /// one), with `healthy_panic_threshold` `threshold` percent. Each availability is
+    /// `min(100, 140% * hosts / total)` in integer percent; the healthy hosts take their
+    /// share of the two together (capped at 100), the degraded ones the rest up to theirs,
+    /// and a rounding remainder goes to the healthy hosts where there are any. Panic mode
+    /// is never on while the two reach 100%, else when the healthy and degraded hosts are
+    /// fewer than `threshold` percent of the total; with a threshold of 0 and neither, the
+    /// healthy hosts (none) get it all.
+    pub fn new(healthy: u64, degraded: u64, total: u64, threshold: f64) -> PriorityLoad {
+        let total = total.max(1);
+        let availability = |hosts: u64| (OVERPROVISIONING_PERCENT * hosts / total).min(100);
+        let (health, degradation) = (availability(healthy), availability(degraded));
+        let normalized = (health + degradation).min(100);
+        let threshold = threshold.clamp(0.0, 100.0);
+        if normalized == 0 {
+            return PriorityLoad {
+                healthy: 100,
+                degraded: 0,
+                panic: threshold > 0.0,
+            };
+        }
+        let percent = |hosts: u64| 100.0 * hosts as f64 / total as f64;
+        let panic = normalized != 100 && percent(healthy) + percent(degraded) < threshold;
+        let mut to_healthy = (health * 100 / normalized).min(100);
+        let mut to_degraded = (degradation * 100 / normalized).min(100 - to_healthy);
+        let remainder = 100 - to_healthy - to_degraded;
+        if health > 0 {
+            to_healthy += remainder;
+        } else {
+            to_degraded += remainder;
+        }
+        PriorityLoad {
+            healthy: to_healthy as u32,
+            degraded: to_degraded as u32,
+            panic,
+        }
+    }
+
+    /// Whether a request drawn `point` (1 to 100, as Envoy's `hash % 100 + 1`) goes to the
+    /// healthy hosts.
+    pub fn takes_healthy(&self, point: u32) -> bool {
+        point <= self.healthy
+    }
 }
 
 /// Each host in turn, a host of weight w w times per round.
@@ -94,7 +184,7 @@ fn round_robin(cluster: &Cluster, candidates: &[&Arc<Host>]) -> usize {
     if equal_weights(candidates) {
         return turn % candidates.len();
     }
-    let total: u64 = candidates.iter().map(|h| u64::from(h.weight)).sum();
+    let total: u64 = candidates.iter().map(|h| u64::from(h.weight())).sum();
     by_weight(candidates, turn as u64 % total.max(1))
 }
 
@@ -104,14 +194,14 @@ fn weighted_random(candidates: &[&Arc<Host>]) -> usize {
     if equal_weights(candidates) {
         return rng.random_range(0..candidates.len());
     }
-    let total: u64 = candidates.iter().map(|h| u64::from(h.weight)).sum();
+    let total: u64 = candidates.iter().map(|h| u64::from(h.weight())).sum();
     by_weight(candidates, rng.random_range(0..total.max(1)))
 }
 
 /// The host whose share of the cumulative weights holds `point`.
 fn by_weight(candidates: &[&Arc<Host>], mut point: u64) -> usize {
     for (index, host) in candidates.iter().enumerate() {
-        let weight = u64::from(host.weight);
+        let weight = u64::from(host.weight());
         if point < weight {
             return index;
         }
@@ -123,7 +213,7 @@ fn by_weight(candidates: &[&Arc<Host>], mut point: u64) -> usize {
 fn equal_weights(candidates: &[&Arc<Host>]) -> bool {
     candidates
         .windows(2)
-        .all(|pair| pair[0].weight == pair[1].weight)
+        .all(|pair| pair[0].weight() == pair[1].weight())
 }
 
 /// Under `slow_start_config`, while some host is still ramping up: each host's weight times
@@ -142,7 +232,7 @@ fn slow_start_weights(cluster: &Cluster, candidates: &[&Arc<Host>]) -> Option<Ve
         candidates
             .iter()
             .zip(factors)
-            .map(|(host, factor)| f64::from(host.weight) * factor)
+            .map(|(host, factor)| f64::from(host.weight()) * factor)
             .collect(),
     )
 }
@@ -181,7 +271,7 @@ fn least_request(candidates: &[&Arc<Host>], choice_count: u32) -> usize {
     let mut rng = rand::rng();
     let active = |host: &Host| host.rq_active.load(Ordering::Relaxed).max(0) as f64;
     if !equal_weights(candidates) {
-        let weights: Vec<f64> = candidates.iter().map(|h| f64::from(h.weight)).collect();
+        let weights: Vec<f64> = candidates.iter().map(|h| f64::from(h.weight())).collect();
         return least_request_weighted(candidates, &weights);
     }
     let count = (choice_count as usize).clamp(2, candidates.len());
@@ -322,6 +412,118 @@ mod tests {
             4,
             "none available: still every host"
         );
+    }
+
+    /// Envoy's split for one priority (`LoadBalancerBase`, overprovisioning 1.4): the
+    /// figures of Envoy's own load-balancer tests and docs.
+    #[test]
+    fn priority_load_is_envoys() {
+        let load = |h, d, t, threshold| {
+            let l = PriorityLoad::new(h, d, t, threshold);
+            (l.healthy, l.degraded, l.panic)
+        };
+        // All healthy, or enough healthy (5 of 7 is 100% with the factor).
+        assert_eq!(load(4, 0, 4, 50.0), (100, 0, false));
+        assert_eq!(load(5, 2, 7, 50.0), (100, 0, false));
+        // 1 healthy + 1 degraded: 70% healthy (50% * 1.4), the degraded make up 30%.
+        assert_eq!(load(1, 1, 2, 50.0), (70, 30, false));
+        // 1 healthy + 2 degraded: 46% (140/3 rounded down) and 54%.
+        assert_eq!(load(1, 2, 3, 50.0), (46, 54, false));
+        // 2 of 10 healthy, 2 degraded: 28% + 28% = 56% available, scaled to 100: 50/50;
+        // but 40% of the hosts healthy or degraded is under the default threshold: panic.
+        assert_eq!(load(2, 2, 10, 30.0), (50, 50, false));
+        assert!(load(2, 2, 10, 50.0).2);
+        // Only degraded hosts: all to them.
+        assert_eq!(load(0, 3, 3, 50.0), (0, 100, false));
+        // 1 healthy of 4, no degraded: 35% available, under 50% healthy: panic.
+        assert!(load(1, 0, 4, 50.0).2);
+        // 1 healthy + 1 degraded of 4: 50% healthy or degraded, not under 50: no panic.
+        assert_eq!(load(1, 1, 4, 50.0), (50, 50, false));
+        // 3 of 4 healthy under a threshold of 80: 105% with the factor, never panic.
+        assert_eq!(load(3, 0, 4, 80.0), (100, 0, false));
+        // Nothing healthy or degraded: panic, unless the threshold is 0.
+        assert!(load(0, 0, 2, 50.0).2);
+        assert_eq!(load(0, 0, 2, 0.0), (100, 0, false));
+        let split = PriorityLoad::new(1, 1, 2, 50.0);
+        assert!(split.takes_healthy(70) && !split.takes_healthy(71));
+    }
+
+    /// Degraded hosts take traffic only as far as the healthy ones fall short, and never
+    /// from a hash table; in panic mode every host.
+    #[test]
+    fn degraded_hosts_make_up_what_healthy_ones_lack() {
+        use crate::upstream::spec::EndpointHealth::Degraded;
+        let share = |cluster: &Cluster, port: u16, n: usize| {
+            let seen = picks(cluster, n);
+            seen.iter().filter(|p| **p == port).count() as f64 / n as f64
+        };
+        // One healthy, one degraded (by EDS): 70/30.
+        let mut two = spec("lb_degraded_two", LbPolicy::RoundRobin, &[1, 2]);
+        two.endpoints[1].health = Degraded;
+        let Ok(cluster) = Cluster::new(two) else {
+            panic!("cluster builds")
+        };
+        assert_eq!(cluster.stats.membership_degraded.get(), 1);
+        assert_eq!(cluster.stats.membership_healthy.get(), 1);
+        let to_healthy = share(&cluster, 1, 4000);
+        assert!((to_healthy - 0.70).abs() < 0.04, "{to_healthy}");
+        // By active health check: the same.
+        let Ok(cluster) = Cluster::new(spec("lb_degraded_hc", LbPolicy::Random, &[1, 2])) else {
+            panic!("cluster builds")
+        };
+        cluster.hosts()[1].set_degraded_active_hc(true);
+        let to_healthy = share(&cluster, 1, 4000);
+        assert!((to_healthy - 0.70).abs() < 0.04, "{to_healthy}");
+        // Four healthy and one degraded: 4/5 * 1.4 >= 100%, the degraded host gets nothing.
+        let mut five = spec("lb_degraded_five", LbPolicy::LeastRequest, &[1, 2, 3, 4, 5]);
+        five.endpoints[4].health = Degraded;
+        let Ok(cluster) = Cluster::new(five) else {
+            panic!("cluster builds")
+        };
+        assert_eq!(share(&cluster, 5, 2000), 0.0);
+        // A hash table holds the healthy hosts only.
+        let mut ring = spec("lb_degraded_ring", LbPolicy::RingHash, &[1, 2]);
+        ring.endpoints[1].health = Degraded;
+        let Ok(cluster) = Cluster::new(ring) else {
+            panic!("cluster builds")
+        };
+        for key in 0..200u64 {
+            let host = pick_host_for(
+                &cluster,
+                Some(xxhash_rust::xxh64::xxh64(&key.to_le_bytes(), 0)),
+            );
+            assert_eq!(host.map(|h| h.addr.port()), Some(1));
+        }
+        // One degraded, three failing: 25% healthy or degraded, panic: every host.
+        let mut four = spec("lb_degraded_panic", LbPolicy::RoundRobin, &[1, 2, 3, 4]);
+        four.endpoints[0].health = Degraded;
+        let Ok(cluster) = Cluster::new(four) else {
+            panic!("cluster builds")
+        };
+        for host in &cluster.hosts()[1..] {
+            host.set_healthy(false);
+        }
+        let seen: std::collections::HashSet<u16> = picks(&cluster, 8).into_iter().collect();
+        assert_eq!(seen.len(), 4);
+        assert_eq!(cluster.stats.lb_healthy_panic.get(), 8);
+    }
+
+    /// Excluded hosts count for nothing: one healthy host and two excluded by an immediate
+    /// health-check failure take no panic mode, the healthy one gets everything.
+    #[test]
+    fn excluded_hosts_leave_the_panic_count() {
+        let Ok(cluster) = Cluster::new(spec("lb_excluded", LbPolicy::RoundRobin, &[1, 2, 3]))
+        else {
+            panic!("cluster builds")
+        };
+        for host in &cluster.hosts()[1..] {
+            host.set_healthy(false);
+            host.set_immediate_hc_fail(true);
+        }
+        cluster.update_membership();
+        assert_eq!(cluster.stats.membership_excluded.get(), 2);
+        assert_eq!(picks(&cluster, 6), vec![1; 6]);
+        assert_eq!(cluster.stats.lb_healthy_panic.get(), 0);
     }
 
     #[test]

@@ -17,6 +17,9 @@ use tokio::task::JoinHandle;
 /// the workers' pools to it, carry over); a changed or new one starts afresh.
 pub struct ClusterManager {
     clusters: HashMap<String, Arc<Cluster>>,
+    /// Clusters built by [`Cluster::after_eds_update`] from the previous manager's: they
+    /// take over its hosts, so its health checker stops when they are in force.
+    eds_updated: std::collections::HashSet<String>,
     started: AtomicBool,
     /// Health checkers and DNS resolvers, by cluster name.
     background: Mutex<HashMap<String, Vec<JoinHandle<()>>>>,
@@ -50,6 +53,7 @@ impl ClusterManager {
         }
         Ok(Arc::new(ClusterManager {
             clusters,
+            eds_updated: Default::default(),
             started: AtomicBool::new(false),
             background: Mutex::new(HashMap::new()),
         }))
@@ -64,6 +68,7 @@ impl ClusterManager {
         specs: Vec<impl Into<Arc<ClusterSpec>>>,
     ) -> Result<Arc<ClusterManager>, UpstreamError> {
         let mut clusters = HashMap::with_capacity(specs.len());
+        let mut eds_updated = std::collections::HashSet::new();
         for spec in specs {
             let spec: Arc<ClusterSpec> = spec.into();
             let name = spec.name.clone();
@@ -71,6 +76,11 @@ impl ClusterManager {
                 // The same spec (a control plane's cluster that did not change), or an equal
                 // one (a file read again).
                 Some(same) if Arc::ptr_eq(&same.spec, &spec) || *same.spec == *spec => same.clone(),
+                // EDS changed its endpoints alone: the hosts carry over, as Envoy's.
+                Some(old) if old.spec.eds && spec.eds && old.spec.same_but_endpoints(&spec) => {
+                    eds_updated.insert(name.clone());
+                    Arc::new(Cluster::after_eds_update(spec, old)?)
+                }
                 _ => Arc::new(Cluster::new(spec)?),
             };
             if clusters.insert(name.clone(), cluster).is_some() {
@@ -82,6 +92,7 @@ impl ClusterManager {
         }
         Ok(Arc::new(ClusterManager {
             clusters,
+            eds_updated,
             started: AtomicBool::new(false),
             background: Mutex::new(HashMap::new()),
         }))
@@ -90,7 +101,9 @@ impl ClusterManager {
     /// Starts the background tasks of a successor: the clusters it shares with `previous` keep
     /// theirs (moved over, so they run on when `previous` is dropped); the others get new ones
     /// on the current tokio runtime. `previous` keeps the tasks of the clusters that were
-    /// changed or removed until it is dropped (when the streams still using it are done).
+    /// changed or removed until it is dropped (when the streams still using it are done),
+    /// except a cluster EDS updated: its old tasks stop, and the new cluster takes over the
+    /// hosts it shares with the old one ([`Cluster::take_over_hosts`]).
     pub fn take_over_background(self: &Arc<Self>, previous: &ClusterManager) {
         if self.started.swap(true, Ordering::AcqRel) {
             return;
@@ -110,9 +123,20 @@ impl ClusterManager {
                 .is_some_and(|old| Arc::ptr_eq(old, cluster));
             let tasks = match theirs.remove(name) {
                 Some(tasks) if shared => tasks,
+                // The hosts are this cluster's now: the old checker would race its own.
+                Some(tasks) if self.eds_updated.contains(name) => {
+                    for task in tasks {
+                        task.abort();
+                    }
+                    cluster.take_over_hosts();
+                    spawn_background(cluster)
+                }
                 not_shared => {
                     if let Some(tasks) = not_shared {
                         theirs.insert(name.clone(), tasks);
+                    }
+                    if self.eds_updated.contains(name) {
+                        cluster.take_over_hosts();
                     }
                     spawn_background(cluster)
                 }
@@ -215,18 +239,27 @@ impl ClusterManager {
 
 /// A host's health flags as Envoy's `/clusters` writes them, in Envoy's order.
 fn health_flags(host: &super::cluster::Host) -> String {
+    use super::spec::EndpointHealth;
+    let eds = host.eds_health();
     let mut flags = String::new();
-    if !host.is_healthy() {
-        flags.push_str("/failed_active_hc");
-    }
-    if host.outlier.is_ejected() {
-        flags.push_str("/failed_outlier_check");
-    }
-    if host.is_pending_first_check() {
-        flags.push_str("/pending_active_hc");
-    }
-    if host.is_active_hc_timeout() {
-        flags.push_str("/active_hc_timeout");
+    for (set, flag) in [
+        (!host.is_healthy(), "/failed_active_hc"),
+        (host.outlier.is_ejected(), "/failed_outlier_check"),
+        (eds == EndpointHealth::Unhealthy, "/failed_eds_health"),
+        (host.is_degraded_active_hc(), "/degraded_active_hc"),
+        (eds == EndpointHealth::Degraded, "/degraded_eds_health"),
+        (host.is_pending_removal(), "/pending_dynamic_removal"),
+        (host.is_pending_first_check(), "/pending_active_hc"),
+        (
+            host.is_immediate_hc_fail(),
+            "/excluded_via_immediate_hc_fail",
+        ),
+        (host.is_active_hc_timeout(), "/active_hc_timeout"),
+        (eds == EndpointHealth::Draining, "/eds_status_draining"),
+    ] {
+        if set {
+            flags.push_str(flag);
+        }
     }
     if flags.is_empty() {
         flags.push_str("healthy");

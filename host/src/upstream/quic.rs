@@ -78,14 +78,14 @@ pub fn server_name(spec: &ClusterSpec, peer: SocketAddr) -> String {
 }
 
 /// One active health check of an HTTP/3 host: a fresh QUIC connection (from its own endpoint,
-/// so it shares nothing with the pools), `GET path` with `authority`, the response status.
+/// so it shares nothing with the pools), `GET path` with `authority`, the response head.
 /// The caller bounds it with the check's timeout.
 pub async fn health_check(
     cluster: &super::cluster::Cluster,
     host: SocketAddr,
     authority: &str,
     path: &str,
-) -> Result<http::StatusCode, crate::body::BoxError> {
+) -> Result<http::response::Parts, crate::body::BoxError> {
     let config = cluster
         .quic
         .as_ref()
@@ -105,7 +105,7 @@ pub async fn health_check(
         let mut stream = send.send_request(http::Request::get(uri).body(())?).await?;
         stream.finish().await?;
         let response = stream.recv_response().await?;
-        Ok::<_, crate::body::BoxError>(response.status())
+        Ok::<_, crate::body::BoxError>(response.into_parts().0)
     };
     let status = exchange.await;
     drive.abort();

@@ -23,6 +23,7 @@ pub fn spec(name: &str, ports: &[u16]) -> ClusterSpec {
                 address: "127.0.0.1".into(),
                 port: *port,
                 weight: 1,
+                health: EndpointHealth::Healthy,
             })
             .collect(),
         dns_refresh_rate: Duration::from_secs(5),
@@ -40,6 +41,8 @@ pub fn spec(name: &str, ports: &[u16]) -> ClusterSpec {
         cleanup_interval: Duration::from_secs(5),
         lb: LbSettings::default(),
         outlier: None,
+        eds: false,
+        ignore_health_on_host_removal: false,
     }
 }
 

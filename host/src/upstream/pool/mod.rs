@@ -232,6 +232,12 @@ impl WorkerPools {
                     .insert(super::spec::UpstreamAddress(host.addr));
                 cluster.stats.count_response(response.status().as_u16());
                 cluster.record_outcome(host, Outcome::Status(response.status().as_u16()));
+                if response
+                    .headers()
+                    .contains_key("x-envoy-immediate-health-check-fail")
+                {
+                    cluster.immediate_health_check_fail(host);
+                }
                 if let Some(cache) = &cluster.alt_svc
                     && !crate::wire::WireHead::over_quic(response)
                 {

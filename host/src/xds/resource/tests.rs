@@ -309,6 +309,70 @@ fn an_eds_cluster_and_its_load_assignment_are_read() {
     assert_eq!(hosts, ["10.0.0.1:8080", "10.0.0.2:8081"]);
 }
 
+/// An endpoint's `health_status` from EDS reaches the cluster spec as Envoy reads it:
+/// DEGRADED degraded, UNHEALTHY and TIMEOUT unhealthy, DRAINING draining, the rest healthy.
+#[test]
+fn eds_health_statuses_are_read() {
+    use crate::upstream::spec::EndpointHealth;
+    let mut assignment = load_assignment(
+        "backend",
+        &[
+            ("10.0.0.1", 1),
+            ("10.0.0.2", 2),
+            ("10.0.0.3", 3),
+            ("10.0.0.4", 4),
+            ("10.0.0.5", 5),
+        ],
+    );
+    let statuses = [
+        core_pb::HealthStatus::Degraded,
+        core_pb::HealthStatus::Unhealthy,
+        core_pb::HealthStatus::Timeout,
+        core_pb::HealthStatus::Draining,
+        core_pb::HealthStatus::Healthy,
+    ];
+    for (endpoint, status) in assignment.endpoints[0]
+        .lb_endpoints
+        .iter_mut()
+        .zip(statuses)
+    {
+        endpoint.health_status = status as i32;
+    }
+    let decoded = decode(
+        ResourceType::ClusterLoadAssignment,
+        &assignment.encode_to_vec(),
+    )
+    .expect("decoded");
+    assert_eq!(
+        decoded.json["endpoints"][0]["lb_endpoints"][0]["health_status"],
+        "DEGRADED"
+    );
+    let Resource::ClusterLoadAssignment(assignment) = decoded.resource else {
+        panic!("not a load assignment");
+    };
+    let decoded = decode(
+        ResourceType::Cluster,
+        &eds_cluster("backend", "backend").encode_to_vec(),
+    )
+    .expect("decoded");
+    let Resource::Cluster(mut cluster) = decoded.resource else {
+        panic!("not a cluster");
+    };
+    cluster.set_eds_load_assignment(*assignment);
+    let spec = cluster_spec(&cluster, "c").expect("spec");
+    let health: Vec<EndpointHealth> = spec.endpoints.iter().map(|e| e.health).collect();
+    assert_eq!(
+        health,
+        [
+            EndpointHealth::Degraded,
+            EndpointHealth::Unhealthy,
+            EndpointHealth::Unhealthy,
+            EndpointHealth::Draining,
+            EndpointHealth::Healthy,
+        ]
+    );
+}
+
 #[test]
 fn an_eds_cluster_without_a_service_name_takes_its_own() {
     let decoded = decode(
