@@ -194,7 +194,7 @@ pub struct Entry {
 /// The finished facts, kept in the response body until it ends.
 #[derive(Debug)]
 struct Finishing {
-    entry: Entry,
+    entry: Box<Entry>,
     status: u16,
     response_headers: PickedHeaders,
     trailers: Option<HeaderMap>,
@@ -208,15 +208,16 @@ struct Finishing {
 impl Entry {
     /// Opens an entry for `request` (its head as the proxy will handle it) on `conn`. Its
     /// body, if one follows the head, is counted once it passes through
-    /// [`Entry::count_body`]; until then the entry reads it as not ended.
+    /// [`Entry::count_body`]; until then the entry reads it as not ended. Boxed: the entry
+    /// is moved from phase to phase, and into the response body at the end.
     pub fn start<B: http_body::Body>(
         logs: Arc<AccessLogs>,
         request: &http::Request<B>,
         conn: &crate::wire::ConnectionInfo,
-    ) -> Entry {
+    ) -> Box<Entry> {
         let progress =
             (!request.body().is_end_stream()).then(|| Arc::new(RequestProgress::default()));
-        Entry {
+        Box::new(Entry {
             start: SystemTime::now(),
             started: Instant::now(),
             head: Some((request.method().clone(), request.uri().clone())),
@@ -229,7 +230,7 @@ impl Entry {
             sni: conn.sni.clone(),
             request: progress,
             logs,
-        }
+        })
     }
 
     /// `request` with its body made the one [`Body`] type, counted for the entry where a
@@ -258,7 +259,7 @@ impl Entry {
 
     /// The entry, with a body that follows its head left uncounted and the request read as
     /// ended with its head (the admin's requests: nothing in their bodies is worth a count).
-    pub fn without_body(mut self) -> Entry {
+    pub fn without_body(mut self: Box<Self>) -> Box<Entry> {
         self.request = None;
         self
     }
@@ -270,8 +271,8 @@ impl Entry {
         logs: Arc<AccessLogs>,
         conn: &crate::wire::ConnectionInfo,
         protocol: &'static str,
-    ) -> Entry {
-        Entry {
+    ) -> Box<Entry> {
+        Box::new(Entry {
             start: SystemTime::now(),
             started: Instant::now(),
             head: None,
@@ -284,7 +285,7 @@ impl Entry {
             sni: conn.sni.clone(),
             request: None,
             logs,
-        }
+        })
     }
 
     /// Notes that the proxy appended `client` to the request's `x-forwarded-for`, where a
@@ -304,7 +305,11 @@ impl Entry {
 
     /// Takes the response head; returns the response with its body wrapped to finish the
     /// entry.
-    pub fn respond(self, response: Response<Body>, upstream: UpstreamSeen) -> Response<Body> {
+    pub fn respond(
+        self: Box<Self>,
+        response: Response<Body>,
+        upstream: UpstreamSeen,
+    ) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
         let info = parts.extensions.remove::<ResponseInfo>();
         let upstream_host = parts

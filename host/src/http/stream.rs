@@ -118,7 +118,7 @@ impl HttpManager {
 
 /// The connection manager's phases: see [`super::phases`] for their order and purpose.
 impl StreamPhases for HttpManager {
-    type Log = crate::access_log::http::Entry;
+    type Log = Box<crate::access_log::http::Entry>;
     type ResponseFilters = Option<ResponseFilters>;
     type Target<'s> = Target<'s>;
     type Upstream<'s> = Upstream<'s>;
