@@ -6,7 +6,9 @@
 //! [`crate::stats`]); Envoy's own names are the inverse of Envoy's Prometheus conversion:
 //! `weir_http_downstream_rq_total{stat_prefix="ingress"}` is `http.ingress.downstream_rq_total`,
 //! `weir_cluster_upstream_rq_xx{cluster_name="b",response_code_class="2"}` is
-//! `cluster.b.upstream_rq_2xx`, `weir_tcp_*{stat_prefix}` is `tcp.<prefix>.*`. A cluster's
+//! `cluster.b.upstream_rq_2xx`, `weir_tcp_*{stat_prefix}` is `tcp.<prefix>.*`,
+//! `weir_extension_config_discovery_*{stat_prefix,extension_config_name}` is
+//! `extension_config_discovery.<stat_prefix>.<name>.*` (ECDS, per filter config). A cluster's
 //! stats that Envoy keeps outside `upstream_` have Envoy's names:
 //! `cluster.b.health_check.{attempt,success,failure,network_failure,healthy}` (only for a
 //! cluster with health checks, see [`retain_health_checked`]), `cluster.b.membership_{healthy,
@@ -109,6 +111,14 @@ pub fn envoy_name(family: &str, labels: &[(&str, &str)]) -> String {
                 with_class(&format!("{stem_prefix}{rest}"))
             );
         }
+    }
+    // ECDS keeps one scope per extension config, named by the kind of filter asking.
+    if let (Some(rest), Some(prefix), Some(name)) = (
+        family.strip_prefix("weir_extension_config_discovery_"),
+        label("stat_prefix"),
+        label("extension_config_name"),
+    ) {
+        return format!("extension_config_discovery.{prefix}.{name}.{rest}");
     }
     if let Some(rest) = family.strip_prefix("weir_xds_") {
         // Envoy keeps CDS under the cluster manager and LDS under the listener manager.
@@ -234,6 +244,26 @@ mod tests {
         assert_eq!(
             envoy_name("weir_tcp_downstream_cx_total", &[("stat_prefix", "tcp_in")]),
             "tcp.tcp_in.downstream_cx_total"
+        );
+        assert_eq!(
+            envoy_name(
+                "weir_extension_config_discovery_config_reload",
+                &[
+                    ("extension_config_name", "headers-ecds"),
+                    ("stat_prefix", "http_filter")
+                ]
+            ),
+            "extension_config_discovery.http_filter.headers-ecds.config_reload"
+        );
+        assert_eq!(
+            envoy_name(
+                "weir_extension_config_discovery_update_attempt",
+                &[
+                    ("extension_config_name", "guard"),
+                    ("stat_prefix", "network_filter")
+                ]
+            ),
+            "extension_config_discovery.network_filter.guard.update_attempt"
         );
         assert_eq!(
             envoy_name("weir_accel_splices_total", &[("mode", "kernel")]),

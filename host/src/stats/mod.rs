@@ -726,6 +726,160 @@ impl XdsStats {
     }
 }
 
+/// The label names of the per-extension-config ECDS families: the kind of filter asking
+/// (`http_filter`, `network_filter`) and the ECDS resource's name.
+const ECDS_LABELS: [&str; 2] = ["stat_prefix", "extension_config_name"];
+
+/// ECDS, per extension config: Envoy's `extension_config_discovery.<stat_prefix>.<name>.*`
+/// (`weir_extension_config_discovery_*{stat_prefix, extension_config_name}` here): the
+/// filter config's own counters (`config_reload`, `config_fail`, `config_conflict`) and its
+/// xDS subscription's (`update_attempt`, `update_success`, ...). See `xds::ecds_stats` for
+/// when each counts.
+pub struct EcdsStats {
+    config_reload: IntCounterVec,
+    config_fail: IntCounterVec,
+    config_conflict: IntCounterVec,
+    update_attempt: IntCounterVec,
+    update_success: IntCounterVec,
+    update_rejected: IntCounterVec,
+    update_failure: IntCounterVec,
+    init_fetch_timeout: IntCounterVec,
+    update_time: IntGaugeVec,
+    version: IntGaugeVec,
+}
+
+/// The ECDS stats of one extension config name, as one kind of filter asks for it.
+#[derive(Clone)]
+pub struct EcdsNameStats {
+    /// Configs applied that changed the filter's config (or removed it).
+    pub config_reload: IntCounter,
+    /// Updates refused (NACKed) and initial fetches that timed out.
+    pub config_fail: IntCounter,
+    /// Filters that could not take the config in force (its type is not one they list).
+    pub config_conflict: IntCounter,
+    /// The subscription's start, each response for it, each failure.
+    pub update_attempt: IntCounter,
+    /// Responses for it applied (ACKed).
+    pub update_success: IntCounter,
+    /// Responses of its type refused (NACKed).
+    pub update_rejected: IntCounter,
+    /// Times the ADS stream failed (lost, or a connection attempt failed).
+    pub update_failure: IntCounter,
+    /// Times its first config did not come within its source's `initial_fetch_timeout`.
+    pub init_fetch_timeout: IntCounter,
+    /// When a response for it was last applied, in milliseconds since the Unix epoch.
+    pub update_time: IntGauge,
+    /// A hash of the version of the response applied last (Envoy's `version` stat).
+    pub version: IntGauge,
+}
+
+impl EcdsStats {
+    /// The process-wide instance.
+    pub fn global() -> &'static EcdsStats {
+        static ECDS: OnceLock<EcdsStats> = OnceLock::new();
+        ECDS.get_or_init(|| {
+            let registry = Stats::global().registry();
+            let counter = |stat: &str, help: &str| {
+                register_counter(
+                    registry,
+                    &format!("weir_extension_config_discovery_{stat}"),
+                    help,
+                    &ECDS_LABELS,
+                )
+            };
+            let gauge = |stat: &str, help: &str| {
+                register_gauge(
+                    registry,
+                    &format!("weir_extension_config_discovery_{stat}"),
+                    help,
+                    &ECDS_LABELS,
+                )
+            };
+            EcdsStats {
+                config_reload: counter(
+                    "config_reload",
+                    "ECDS configs applied that changed a filter's config, per extension config.",
+                ),
+                config_fail: counter(
+                    "config_fail",
+                    "ECDS updates refused and initial fetches timed out, per extension config.",
+                ),
+                config_conflict: counter(
+                    "config_conflict",
+                    "Filters that could not take the ECDS config in force (type not listed).",
+                ),
+                update_attempt: counter(
+                    "update_attempt",
+                    "ECDS subscription starts, responses and failures, per extension config.",
+                ),
+                update_success: counter(
+                    "update_success",
+                    "ECDS responses applied (ACKed), per extension config.",
+                ),
+                update_rejected: counter(
+                    "update_rejected",
+                    "ECDS responses refused (NACKed), per extension config.",
+                ),
+                update_failure: counter(
+                    "update_failure",
+                    "ADS stream failures seen by each ECDS subscription.",
+                ),
+                init_fetch_timeout: counter(
+                    "init_fetch_timeout",
+                    "ECDS first configs that missed initial_fetch_timeout, per extension config.",
+                ),
+                update_time: gauge(
+                    "update_time",
+                    "When an ECDS response was last applied (ms since the Unix epoch).",
+                ),
+                version: gauge(
+                    "version",
+                    "A hash of the version of the ECDS response applied last.",
+                ),
+            }
+        })
+    }
+
+    /// The stats of the extension config `name` asked for by filters of `stat_prefix`
+    /// (`http_filter`, `network_filter`); created at zero the first time.
+    pub fn of(&self, stat_prefix: &str, name: &str) -> EcdsNameStats {
+        let labels = [stat_prefix, name];
+        EcdsNameStats {
+            config_reload: self.config_reload.with_label_values(&labels),
+            config_fail: self.config_fail.with_label_values(&labels),
+            config_conflict: self.config_conflict.with_label_values(&labels),
+            update_attempt: self.update_attempt.with_label_values(&labels),
+            update_success: self.update_success.with_label_values(&labels),
+            update_rejected: self.update_rejected.with_label_values(&labels),
+            update_failure: self.update_failure.with_label_values(&labels),
+            init_fetch_timeout: self.init_fetch_timeout.with_label_values(&labels),
+            update_time: self.update_time.with_label_values(&labels),
+            version: self.version.with_label_values(&labels),
+        }
+    }
+
+    /// Drops the stats of `name` under `stat_prefix` (no filter asks for it any more, as
+    /// Envoy's stats go with the subscription's scope); asked for again, they start at zero.
+    pub fn remove(&self, stat_prefix: &str, name: &str) {
+        let labels = [stat_prefix, name];
+        for family in [
+            &self.config_reload,
+            &self.config_fail,
+            &self.config_conflict,
+            &self.update_attempt,
+            &self.update_success,
+            &self.update_rejected,
+            &self.update_failure,
+            &self.init_fetch_timeout,
+        ] {
+            let _ = family.remove_label_values(&labels);
+        }
+        for family in [&self.update_time, &self.version] {
+            let _ = family.remove_label_values(&labels);
+        }
+    }
+}
+
 /// Stats of the running set of listeners ([`crate::listener::set`]), as Envoy's
 /// `listener_manager.*` (`weir_listener_manager_*` here).
 pub struct ListenerManagerStats {

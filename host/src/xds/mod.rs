@@ -26,6 +26,7 @@
 mod bootstrap_file;
 pub mod client;
 mod cluster_specs;
+mod ecds_stats;
 pub mod proto;
 pub mod resource;
 pub mod state;

@@ -25,6 +25,7 @@
 use super::bootstrap_file::BootstrapFile;
 use super::client::{Interest, Rejected, Subscriber, Update};
 use super::cluster_specs::ClusterSpecs;
+use super::ecds_stats::{self, EcdsSubscriptions};
 use super::resource::{self, Decoded, Resource, ResourceType};
 use crate::config::bootstrap::Bootstrap;
 use crate::config::cluster::cluster_spec;
@@ -53,6 +54,15 @@ pub struct HeldResource {
     pub version: String,
     /// When it was last added or changed.
     pub last_updated: SystemTime,
+}
+
+/// What an applied response did, for the per-name ECDS stats.
+#[derive(Debug, Default)]
+struct Applied {
+    /// The names it carried: added, changed, unchanged or removed.
+    delivered: BTreeSet<String>,
+    /// The names whose resource it added, changed or removed.
+    changed: BTreeSet<String>,
 }
 
 /// Every resource held, by type and name; cloned to stage an update before it is known to
@@ -125,6 +135,8 @@ pub struct XdsState {
     reloader: OnceLock<Weak<Reloader>>,
     this: Weak<XdsState>,
     stats: BTreeMap<ResourceType, XdsTypeStats>,
+    /// Envoy's per-extension-config ECDS stats.
+    ecds: EcdsSubscriptions,
 }
 
 impl std::fmt::Debug for XdsState {
@@ -172,6 +184,7 @@ impl XdsState {
             reloader: OnceLock::new(),
             this: this.clone(),
             stats,
+            ecds: EcdsSubscriptions::default(),
         });
         // The static listeners wait for the initial fetch too (unless nothing is fetched).
         let mut loaded = loaded;
@@ -368,6 +381,9 @@ impl XdsState {
             return;
         }
         self.stats[&kind].init_fetch_timeout.inc();
+        if kind == ResourceType::ExtensionConfig {
+            self.ecds.timed_out(&name);
+        }
         tracing::warn!(
             kind = kind.short_name(),
             name,
@@ -456,6 +472,30 @@ impl XdsState {
         )
     }
 
+    /// The extension configs the file's static listeners and the held ones ask for, each
+    /// with the kinds of filter asking (Envoy's ECDS stat prefixes).
+    fn ecds_asked(&self, held: &Held) -> ecds_stats::Asked {
+        let bootstrap = self.static_bootstrap();
+        let held_listeners =
+            held.of(ResourceType::Listener)
+                .filter_map(|(_, held)| match &held.decoded.resource {
+                    Resource::Listener(listener) => Some(&**listener),
+                    _ => None,
+                });
+        let mut asked = ecds_stats::Asked::new();
+        for listener in bootstrap
+            .static_resources
+            .listeners
+            .iter()
+            .chain(held_listeners)
+        {
+            for (name, prefix) in ecds_scopes(listener) {
+                asked.entry(name).or_default().insert(prefix);
+            }
+        }
+        asked
+    }
+
     /// The static part of the bootstrap file in force (see [`BootstrapFile::statics`]).
     fn static_bootstrap(&self) -> Bootstrap {
         self.bootstrap.statics()
@@ -494,18 +534,39 @@ impl XdsState {
         let kind = update.kind;
         let stats = &self.stats[&kind];
         stats.update_attempt.inc();
+        // The names a delta response carries (state-of-the-world names them inside).
+        let handed: BTreeSet<String> = if update.state_of_the_world {
+            BTreeSet::new()
+        } else {
+            update
+                .resources
+                .iter()
+                .filter_map(|raw| raw.name.clone())
+                .chain(update.removed.iter().cloned())
+                .collect()
+        };
+        let version = version_hash(&update.version);
         let result = self.stage_and_swap(update).await;
         match &result {
-            Ok(()) => stats.update_success.inc(),
+            Ok(applied) => {
+                stats.update_success.inc();
+                if kind == ResourceType::ExtensionConfig {
+                    self.ecds
+                        .applied(&applied.delivered, &applied.changed, version);
+                }
+            }
             Err(rejected) => {
                 stats.update_rejected.inc();
+                if kind == ResourceType::ExtensionConfig {
+                    self.ecds.rejected(&handed);
+                }
                 tracing::warn!(kind = kind.short_name(), error = %rejected, "xds: update rejected; keeping the resources in force");
             }
         }
-        result
+        result.map(|_| ())
     }
 
-    async fn stage_and_swap(&self, update: Update) -> Result<(), Rejected> {
+    async fn stage_and_swap(&self, update: Update) -> Result<Applied, Rejected> {
         let kind = update.kind;
         let now = SystemTime::now();
         let mut read: BTreeMap<String, Decoded> = BTreeMap::new();
@@ -542,6 +603,10 @@ impl XdsState {
             read.insert(decoded.name.clone(), decoded);
         }
         self.refuse_static_names(kind, read.keys())?;
+        let mut applied = Applied {
+            delivered: read.keys().chain(&update.removed).cloned().collect(),
+            changed: BTreeSet::new(),
+        };
         let (staged, changed) = {
             let held = self.lock();
             let mut staged = held.clone();
@@ -553,7 +618,10 @@ impl XdsState {
                 changed |= by_name.len() != before;
             }
             for name in &update.removed {
-                changed |= by_name.remove(name).is_some();
+                if by_name.remove(name).is_some() {
+                    changed = true;
+                    applied.changed.insert(name.clone());
+                }
             }
             let response_version = update.version.clone();
             // Each resource's own version (delta), looked up by name rather than by a scan of
@@ -575,6 +643,7 @@ impl XdsState {
                     continue;
                 }
                 changed = true;
+                applied.changed.insert(name.clone());
                 by_name.insert(
                     name,
                     Arc::new(HeldResource {
@@ -595,7 +664,7 @@ impl XdsState {
         }
         self.stats[&kind].version.set(version_hash(&update.version));
         *self.lock() = staged;
-        Ok(())
+        Ok(applied)
     }
 
     /// A dynamic listener or cluster may not take the name of a static one (as Envoy).
@@ -669,6 +738,9 @@ impl Subscriber for XdsState {
         let held = self.lock();
         let wanted = self.wanted(&held, kind);
         self.start_timers(&held, kind, wanted.as_ref());
+        if kind == ResourceType::ExtensionConfig {
+            self.ecds.follow(&self.ecds_asked(&held));
+        }
         match wanted {
             Some(Wanted::Wildcard(_)) => Interest::Wildcard,
             Some(Wanted::Names(names)) => Interest::Names(names.into_keys().collect()),
@@ -678,6 +750,10 @@ impl Subscriber for XdsState {
 
     fn connected(&self, up: bool) {
         XdsStats::global().connected_state.set(i64::from(up));
+    }
+
+    fn stream_failed(&self) {
+        self.ecds.stream_failed();
     }
 
     /// What is held, for a delta stream's `initial_resource_versions` after a reconnect.
@@ -999,6 +1075,23 @@ fn ecds_names(listener: &crate::config::listener::Listener) -> Vec<(String, Dura
     http.chain(network)
         .map(|(name, discovery)| (name.clone(), discovery.config_source.fetch_timeout()))
         .collect()
+}
+
+/// The names of the ECDS resources a listener's filters ask for, each with the kind of
+/// filter asking: Envoy's stat prefix (`http_filter`, `network_filter`).
+fn ecds_scopes(listener: &crate::config::listener::Listener) -> Vec<(String, &'static str)> {
+    let http = listener
+        .http_managers()
+        .flat_map(|hcm| hcm.all_http_filters())
+        .filter(|filter| filter.discovery().is_some())
+        .map(|filter| (filter.name.clone(), ecds_stats::HTTP_FILTER));
+    let network = listener
+        .filter_chains
+        .iter()
+        .flat_map(|chain| chain.filters.iter())
+        .filter(|filter| filter.discovery().is_some())
+        .map(|filter| (filter.name.clone(), ecds_stats::NETWORK_FILTER));
+    http.chain(network).collect()
 }
 
 /// (name, timeout) pairs by name, with every timeout that asks for each name.
