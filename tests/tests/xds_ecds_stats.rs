@@ -5,7 +5,10 @@
 //! initial ECDS config, an update, an update NACKed (a type the filter does not list), and the
 //! same config sent again under a new version (applied, but nothing to reload); a second
 //! filter whose config never comes counts its initial fetch timeout, and the NACK too (as
-//! every ECDS subscription of the stream does in Envoy). Both `GRPC` and `DELTA_GRPC`.
+//! every ECDS subscription of the stream does in Envoy); a listener added later whose filter
+//! does not list the type of the config in force counts a conflict (and runs that filter
+//! without a config), after which a new config that filter cannot take is refused. Both `GRPC` and
+//! `DELTA_GRPC`.
 //!
 //! The module is the `headers` fixture (the official proxy-wasm SDK, which Envoy's V8 loads):
 //! it answers its plugin configuration in `x-wasm-config`.
@@ -41,6 +44,8 @@ use weir_tests::{Weir, free_port, get_host, wasm};
 const LIMIT: Duration = Duration::from_secs(15);
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const HEALTH_CHECK_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck";
 /// The filter whose config comes over ECDS, and its ECDS resource.
 const SERVED: &str = "headers-ecds";
 /// A filter whose ECDS config never comes.
@@ -112,9 +117,9 @@ impl Proxy {
     }
 }
 
-/// An HTTP filter whose config comes over ECDS (of the Wasm type only), its source giving up
-/// on the first fetch after `timeout` (`None`: the default, 15 s).
-fn discovered(name: &str, timeout: Option<Duration>) -> HttpFilter {
+/// An HTTP filter whose config comes over ECDS, of `type_url` only, its source giving up on
+/// the first fetch after `timeout` (`None`: the default, 15 s).
+fn discovered(name: &str, timeout: Option<Duration>, type_url: &str) -> HttpFilter {
     let mut source = ads_config_source();
     source.initial_fetch_timeout = timeout.map(|timeout| ProtoDuration {
         seconds: timeout.as_secs() as i64,
@@ -124,17 +129,26 @@ fn discovered(name: &str, timeout: Option<Duration>) -> HttpFilter {
         name: name.into(),
         config_type: Some(ConfigType::ConfigDiscovery(ExtensionConfigSource {
             config_source: Some(source),
-            type_urls: vec![WASM_TYPE.into()],
+            type_urls: vec![type_url.into()],
             ..ExtensionConfigSource::default()
         })),
         ..HttpFilter::default()
     }
 }
 
-/// A listener `name` on 127.0.0.1:`port` with [`SERVED`] and [`NEVER`] over ECDS before the
-/// router; its one route answers 200 itself with [`NEVER`] turned off (so a request passes
+/// A listener `name` on 127.0.0.1:`port` with `filters` before the router; its one route
+/// answers 200 itself with [`NEVER`] turned off where it is among them (so a request passes
 /// the filter whose config never comes).
-fn listener(name: &str, port: u16) -> Listener {
+fn listener(name: &str, port: u16, filters: Vec<HttpFilter>) -> Listener {
+    let turned_off = filters.iter().any(|filter| filter.name == NEVER).then(|| {
+        (
+            NEVER.to_owned(),
+            any(&FilterConfig {
+                disabled: true,
+                ..FilterConfig::default()
+            }),
+        )
+    });
     let route = Route {
         r#match: Some(RouteMatch {
             path_specifier: Some(PathSpecifier::Prefix("/".into())),
@@ -144,15 +158,7 @@ fn listener(name: &str, port: u16) -> Listener {
             status: 200,
             ..DirectResponseAction::default()
         })),
-        typed_per_filter_config: [(
-            NEVER.to_owned(),
-            any(&FilterConfig {
-                disabled: true,
-                ..FilterConfig::default()
-            }),
-        )]
-        .into_iter()
-        .collect(),
+        typed_per_filter_config: turned_off.into_iter().collect(),
         ..Route::default()
     };
     let hcm = HttpConnectionManager {
@@ -167,15 +173,14 @@ fn listener(name: &str, port: u16) -> Listener {
             }],
             ..RouteConfiguration::default()
         })),
-        http_filters: vec![
-            discovered(SERVED, None),
-            discovered(NEVER, Some(NEVER_TIMEOUT)),
-            HttpFilter {
+        http_filters: filters
+            .into_iter()
+            .chain([HttpFilter {
                 name: "envoy.filters.http.router".into(),
                 config_type: Some(ConfigType::TypedConfig(any(&Router::default()))),
                 ..HttpFilter::default()
-            },
-        ],
+            }])
+            .collect(),
         ..HttpConnectionManager::default()
     };
     Listener {
@@ -254,7 +259,17 @@ async fn scenario(kind: Kind, api: AdsApi) -> Steps {
     let server = XdsServer::start().await;
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    server.set("ecds", &listener("ecds", port));
+    server.set(
+        "ecds",
+        &listener(
+            "ecds",
+            port,
+            vec![
+                discovered(SERVED, None, WASM_TYPE),
+                discovered(NEVER, Some(NEVER_TIMEOUT), WASM_TYPE),
+            ],
+        ),
+    );
     let proxy = Proxy::spawn(kind, &server, api);
     let mut steps = Steps::new();
 
@@ -318,6 +333,57 @@ async fn scenario(kind: Kind, api: AdsApi) -> Steps {
     until_answered(&server, &proxy, kind, from, false).await;
     steps.push(("same again", settled_stats(&proxy).await));
 
+    // A listener whose filter takes only another type than the config in force: it goes in
+    // at once, its filter without a config (500), and counts a conflict.
+    let other_port = free_port();
+    let from = server.requests().len();
+    server.set(
+        "conflicting",
+        &listener(
+            "conflicting",
+            other_port,
+            vec![discovered(SERVED, None, HEALTH_CHECK_TYPE)],
+        ),
+    );
+    server
+        .wait_for_request(LIMIT, from, |r| {
+            r.type_url == type_url::LISTENER && !r.response_nonce.is_empty() && !r.is_nack()
+        })
+        .await
+        .unwrap_or_else(|| panic!("{kind:?} ACKed the listener\n{}", proxy.log_report()));
+    let other = SocketAddr::from(([127, 0, 0, 1], other_port));
+    let mut status = None;
+    for _ in 0..100 {
+        if let Ok(Ok(resp)) =
+            tokio::time::timeout(Duration::from_secs(2), get_host(other, "localhost", "/")).await
+        {
+            status = Some(resp.status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status,
+        Some(500),
+        "{kind:?}: the filter runs without its config\n{}",
+        proxy.log_report()
+    );
+    let mut conflict = settled_stats(&proxy).await;
+    conflict.insert(
+        "GET / on the conflicting listener".into(),
+        format!("{status:?}"),
+    );
+    steps.push(("conflict", conflict));
+
+    // Now a Wasm config is one a filter cannot take: refused.
+    let from = server.requests().len();
+    server.set(SERVED, &ecds(&module, "v3"));
+    until_answered(&server, &proxy, kind, from, true).await;
+    steps.push((
+        "refused for the conflicting filter",
+        settled_stats(&proxy).await,
+    ));
+
     // weir's Prometheus families carry the same values, the scope as labels.
     if kind == Kind::Weir {
         let prometheus = proxy.admin("/stats/prometheus").await;
@@ -346,7 +412,8 @@ async fn ecds_stats_count_as_envoys() {
             .cloned()
         };
         assert_eq!(served("config_reload").as_deref(), Some("2"), "{last:#?}");
-        assert_eq!(served("config_fail").as_deref(), Some("1"), "{last:#?}");
+        assert_eq!(served("config_fail").as_deref(), Some("2"), "{last:#?}");
+        assert_eq!(served("config_conflict").as_deref(), Some("1"), "{last:#?}");
         assert_eq!(served("update_success").as_deref(), Some("3"), "{last:#?}");
         let weir = scenario(Kind::Weir, api).await;
         assert_eq!(

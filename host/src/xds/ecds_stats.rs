@@ -15,7 +15,10 @@
 //!   one more `update_attempt` (Envoy counts the attempt before it applies a delta update);
 //! - the initial fetch timed out: `update_attempt`, `init_fetch_timeout`, `config_fail`;
 //! - the ADS stream failed (lost, or a connection attempt failed): `update_attempt`,
-//!   `update_failure`.
+//!   `update_failure`;
+//! - a filter made (its listener added or changed by LDS) that cannot take the config in
+//!   force (its type is not one the filter lists), and so runs without it:
+//!   `config_conflict`. An ECDS update that a filter cannot take is refused instead.
 //!
 //! A response that carries nothing for a subscription leaves its stats alone.
 
@@ -143,6 +146,24 @@ impl EcdsSubscriptions {
             scope.update_failure.inc();
         }
     }
+
+    /// A filter of kind `prefix` could not take the config of `name` in force. Counted in
+    /// that kind's scope, or where no filter of that kind subscribed yet, in the scope of
+    /// the kind that did (Envoy's subscription is one per name and source, its stats scope
+    /// named by the filter that made it).
+    pub fn conflict(&self, name: &str, prefix: &str) {
+        let by_name = self.lock();
+        let Some(scopes) = by_name.get(name) else {
+            return;
+        };
+        let scope = scopes
+            .iter()
+            .find(|(known, _)| *known == prefix)
+            .or_else(|| scopes.first());
+        if let Some((_, scope)) = scope {
+            scope.config_conflict.inc();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +217,12 @@ mod tests {
         assert_eq!(counts(HTTP_FILTER, b), [0, 2, 0, 3, 0, 1, 0, 1]);
         subs.stream_failed();
         assert_eq!(counts(HTTP_FILTER, b), [0, 2, 0, 4, 0, 1, 1, 1]);
+        // A network filter's conflict over a name only HTTP filters subscribed to counts in
+        // their scope.
+        subs.conflict(a, NETWORK_FILTER);
+        subs.conflict(a, HTTP_FILTER);
+        assert_eq!(counts(HTTP_FILTER, a), [1, 1, 2, 6, 2, 1, 1, 0]);
+        subs.conflict("unit-ecds-unknown", HTTP_FILTER);
     }
 
     #[test]

@@ -75,6 +75,11 @@ struct Held {
     received: BTreeSet<ResourceType>,
     /// Per type, the version of the response applied last.
     versions: BTreeMap<ResourceType, String>,
+    /// The ECDS configs the update being staged adds or changes (empty once held): a
+    /// filter that cannot take one of these refuses the update (NACK, as Envoy checks a new
+    /// config against every filter asking for it), while one that cannot take a config
+    /// already in force runs without it (Envoy's `config_conflict`).
+    fresh_ecds: BTreeSet<String>,
 }
 
 impl Held {
@@ -550,9 +555,13 @@ impl XdsState {
         match &result {
             Ok(applied) => {
                 stats.update_success.inc();
-                if kind == ResourceType::ExtensionConfig {
-                    self.ecds
-                        .applied(&applied.delivered, &applied.changed, version);
+                match kind {
+                    ResourceType::ExtensionConfig => {
+                        self.ecds
+                            .applied(&applied.delivered, &applied.changed, version);
+                    }
+                    ResourceType::Listener => self.count_conflicts(&applied.changed),
+                    _ => {}
                 }
             }
             Err(rejected) => {
@@ -607,7 +616,7 @@ impl XdsState {
             delivered: read.keys().chain(&update.removed).cloned().collect(),
             changed: BTreeSet::new(),
         };
-        let (staged, changed) = {
+        let (mut staged, changed) = {
             let held = self.lock();
             let mut staged = held.clone();
             let by_name = Arc::make_mut(staged.resources.entry(kind).or_default());
@@ -657,14 +666,38 @@ impl XdsState {
             staged.versions.insert(kind, update.version.clone());
             (staged, changed)
         };
+        if kind == ResourceType::ExtensionConfig {
+            staged.fresh_ecds = applied.changed.clone();
+        }
         if changed {
             self.swap_in(staged.clone(), Trigger::Xds).await?;
         } else {
             self.stats[&kind].update_empty.inc();
         }
         self.stats[&kind].version.set(version_hash(&update.version));
+        staged.fresh_ecds.clear();
         *self.lock() = staged;
         Ok(applied)
+    }
+
+    /// Counts Envoy's `config_conflict` for the filters of the listeners an LDS update added
+    /// or changed (Envoy makes their filters then) that cannot take the ECDS config in force
+    /// for them, and so run without it.
+    fn count_conflicts(&self, listeners: &BTreeSet<String>) {
+        let held = self.lock();
+        let configs = |name: &str| held_filter_config(&held, name);
+        for name in listeners {
+            let Some(Resource::Listener(listener)) = held
+                .get(ResourceType::Listener, name)
+                .map(|held| &held.decoded.resource)
+            else {
+                continue;
+            };
+            for (filter, prefix) in conflicts(listener, &configs) {
+                tracing::warn!(listener = %name, filter, "xds: the ECDS config in force is not one this filter takes; it runs without it (config_conflict)");
+                self.ecds.conflict(&filter, prefix);
+            }
+        }
     }
 
     /// A dynamic listener or cluster may not take the name of a static one (as Envoy).
@@ -928,7 +961,8 @@ impl Provenance {
 /// route configurations in place of `rds` and their filters' ECDS configs in place of
 /// `config_discovery`, EDS clusters with their endpoints; what still waits is left out
 /// unless what it waits for is in `gave_up`. An ECDS config whose type a filter does not
-/// list is an error.
+/// list is an error when the update being staged brings it, a conflict (the filter runs
+/// without it) when it was in force already.
 fn assemble(
     bootstrap: &mut Bootstrap,
     held: &Held,
@@ -1010,13 +1044,8 @@ fn assemble(
             provenance.dynamic_listeners.push(name.clone());
         }
     }
-    let filter_config = |name: &str| match held.get(ResourceType::ExtensionConfig, name) {
-        Some(held) => match &held.decoded.resource {
-            Resource::ExtensionConfig(config) => Some(config.clone()),
-            _ => None,
-        },
-        None => None,
-    };
+    let filter_config = |name: &str| held_filter_config(held, name);
+    let fresh = |name: &str| held.fresh_ecds.contains(name);
     // Without a control plane a filter's `config_discovery` stays as written, and building
     // the listener says why it cannot run (rather than the listener warming for ever).
     let ads = bootstrap
@@ -1031,7 +1060,7 @@ fn assemble(
         let filters = if ads {
             let filters_gave_up =
                 |name: &str, timeout| gave_up(ResourceType::ExtensionConfig, name, timeout);
-            match fill_filter_configs(listener, &filter_config, &filters_gave_up) {
+            match fill_filter_configs(listener, &filter_config, &filters_gave_up, &fresh) {
                 Ok(complete) => complete,
                 Err(error) => {
                     filter_error.get_or_insert(error);
@@ -1103,16 +1132,61 @@ fn merge(pairs: impl Iterator<Item = (String, Duration)>) -> BTreeMap<String, BT
     merged
 }
 
-/// Puts in each `config_discovery` filter of `listener` (HTTP or network) its ECDS config
-/// (whose type must be one of the filter's `type_urls` and of the filter's kind: else an
-/// error naming the resource, and the update that brought it is NACKed), else its
-/// `default_config` when it applies without warming or its initial fetch `gave_up` (with no
-/// default then: an HTTP filter that answers 500, a network filter that closes each
-/// connection, as Envoy's); false when a filter still waits (the listener warms).
+/// The ECDS config held under `name`.
+fn held_filter_config(held: &Held, name: &str) -> Option<Box<ExtensionConfig>> {
+    match &held
+        .get(ResourceType::ExtensionConfig, name)?
+        .decoded
+        .resource
+    {
+        Resource::ExtensionConfig(config) => Some(config.clone()),
+        _ => None,
+    }
+}
+
+/// The `config_discovery` filters of `listener` (name, Envoy's stat prefix) that cannot
+/// take the ECDS config `configs` holds for them: its type is not one of the filter's
+/// `type_urls`, or it is the other kind of filter's config.
+fn conflicts(
+    listener: &crate::config::listener::Listener,
+    configs: &impl Fn(&str) -> Option<Box<ExtensionConfig>>,
+) -> Vec<(String, &'static str)> {
+    let takes =
+        |name: &str, discovery: &crate::config::http_manager::ExtensionConfigSource, http: bool| {
+            configs(name).is_none_or(|config| {
+                discovery.type_urls.contains(&config.type_url)
+                    && matches!(config.config, DiscoveredConfig::Http(_)) == http
+            })
+        };
+    let http = listener
+        .http_managers()
+        .flat_map(|hcm| hcm.all_http_filters())
+        .filter_map(|filter| Some((&filter.name, filter.discovery()?)))
+        .filter(|(name, discovery)| !takes(name, discovery, true))
+        .map(|(name, _)| (name.clone(), ecds_stats::HTTP_FILTER));
+    let network = listener
+        .filter_chains
+        .iter()
+        .flat_map(|chain| chain.filters.iter())
+        .filter_map(|filter| Some((&filter.name, filter.discovery()?)))
+        .filter(|(name, discovery)| !takes(name, discovery, false))
+        .map(|(name, _)| (name.clone(), ecds_stats::NETWORK_FILTER));
+    http.chain(network).collect()
+}
+
+/// Puts in each `config_discovery` filter of `listener` (HTTP or network) its ECDS config,
+/// else its `default_config` when it applies without warming or its initial fetch
+/// `gave_up` (with no default then: an HTTP filter that answers 500, a network filter that
+/// closes each connection, as Envoy's); false when a filter still waits (the listener
+/// warms). A config whose type is not one of the filter's `type_urls`, or of the other kind
+/// of filter, is an error naming the resource when it is `fresh` (the ECDS update that
+/// brings it is NACKed); one already in force is a conflict, as in Envoy: the filter takes
+/// its default, or runs without a config, at once.
 fn fill_filter_configs(
     listener: &mut crate::config::listener::Listener,
     configs: &impl Fn(&str) -> Option<Box<ExtensionConfig>>,
     gave_up: &impl Fn(&str, Duration) -> bool,
+    fresh: &impl Fn(&str) -> bool,
 ) -> Result<bool, FieldError> {
     let listener_name = listener.name.clone();
     let mut complete = true;
@@ -1125,7 +1199,7 @@ fn fill_filter_configs(
                 &filter.name,
                 discovery,
                 &listener_name,
-                (configs, gave_up),
+                (configs, gave_up, fresh),
                 ("an HTTP", |delivered| match delivered {
                     DiscoveredConfig::Http(config) => Ok(config),
                     other => Err(other),
@@ -1148,7 +1222,7 @@ fn fill_filter_configs(
                 &filter.name,
                 discovery,
                 &listener_name,
-                (configs, gave_up),
+                (configs, gave_up, fresh),
                 ("a network", |delivered| match delivered {
                     DiscoveredConfig::Network(config) => Ok(config),
                     other => Err(other),
@@ -1170,26 +1244,37 @@ type TakeDiscovered<T> = fn(DiscoveredConfig) -> Result<T, DiscoveredConfig>;
 
 /// One `config_discovery` filter's config now (see [`fill_filter_configs`]): the one
 /// delivered, which `take` accepts as this kind of filter's (else an error saying it is not
-/// `kind`), or its `default` when it applies without warming or the fetch gave up (`missing`
+/// `kind` when the config is `fresh`, a conflict when not), or its `default` when it
+/// applies without warming, the fetch gave up or the config in force conflicts (`missing`
 /// when it has none); `None` while it still waits.
 fn resolve_discovered<T>(
     name: &str,
     discovery: &crate::config::http_manager::ExtensionConfigSource,
     listener_name: &str,
-    (configs, gave_up): (
+    (configs, gave_up, fresh): (
         &impl Fn(&str) -> Option<Box<ExtensionConfig>>,
         &impl Fn(&str, Duration) -> bool,
+        &impl Fn(&str) -> bool,
     ),
     (kind, take): (&str, TakeDiscovered<T>),
     default: impl FnOnce() -> Result<Option<T>, String>,
     missing: T,
 ) -> Result<Option<T>, FieldError> {
-    if let Some(delivered) = delivered_config(name, discovery, configs, listener_name)? {
-        return take(delivered)
-            .map(Some)
-            .map_err(|other| wrong_kind(name, &other, kind, listener_name));
-    }
-    if !(discovery.apply_default_config_without_warming
+    let checked = delivered_config(name, discovery, configs, listener_name).and_then(|found| {
+        found
+            .map(|delivered| {
+                take(delivered).map_err(|other| wrong_kind(name, &other, kind, listener_name))
+            })
+            .transpose()
+    });
+    let conflict = match checked {
+        Ok(Some(config)) => return Ok(Some(config)),
+        Ok(None) => false,
+        Err(error) if fresh(name) => return Err(error),
+        Err(_) => true,
+    };
+    if !(conflict
+        || discovery.apply_default_config_without_warming
         || gave_up(name, discovery.config_source.fetch_timeout()))
     {
         return Ok(None);
@@ -1422,6 +1507,14 @@ static_resources:
                 last_updated: SystemTime::now(),
             }),
         );
+    }
+
+    /// [`hold`] an ECDS config as the update being staged brings it (`fresh`: a filter
+    /// that cannot take it refuses the update).
+    fn hold_fresh(state: &XdsState, yaml: &str) {
+        hold(state, ResourceType::ExtensionConfig, yaml);
+        let name = decoded(ResourceType::ExtensionConfig, yaml).name;
+        state.lock().fresh_ecds.insert(name);
     }
 
     /// Marks the initial fetch over, as once weir has initialized: what these tests hold
@@ -1663,11 +1756,42 @@ typed_config:
         let dir = tempfile::tempdir().unwrap();
         let state = state(&dir);
         hold(&state, ResourceType::Listener, &ecds_listener(""));
-        hold(&state, ResourceType::ExtensionConfig, ECDS_HEALTH_CHECK);
+        hold_fresh(&state, ECDS_HEALTH_CHECK);
         let error = state.load().unwrap_err();
         assert_eq!(error.path, "ecds \"auth\": typed_config.@type", "{error}");
         assert!(error.message.contains("HealthCheck"), "{error}");
         assert!(error.message.contains("type_urls"), "{error}");
+    }
+
+    #[test]
+    fn a_filter_that_cannot_take_the_config_in_force_runs_without_it_and_counts_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        after_init(&state);
+        // The config came first (accepted for another listener's filter, say); the listener
+        // that comes next lists only the Wasm type.
+        hold(&state, ResourceType::ExtensionConfig, ECDS_HEALTH_CHECK);
+        hold(&state, ResourceType::Listener, &ecds_listener(""));
+        state.ecds.follow(&state.ecds_asked(&state.lock()));
+        let config = state.load().expect("a conflict is no error").config;
+        assert_eq!(config.listeners.len(), 1, "the listener goes in at once");
+        let conflict = || {
+            crate::stats::EcdsStats::global()
+                .of(ecds_stats::HTTP_FILTER, "auth")
+                .config_conflict
+                .get()
+        };
+        let before = conflict();
+        state.count_conflicts(&BTreeSet::from(["ecds".to_owned()]));
+        assert_eq!(conflict(), before + 1);
+        // A listener that can take it counts none.
+        let takes = ecds_listener("").replace(
+            "type_urls: [ type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm ]",
+            "type_urls: [ type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck ]",
+        );
+        hold(&state, ResourceType::Listener, &takes);
+        state.count_conflicts(&BTreeSet::from(["ecds".to_owned()]));
+        assert_eq!(conflict(), before + 1);
     }
 
     #[test]
@@ -1853,9 +1977,8 @@ filter_chains:
                 "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
             ),
         );
-        hold(
+        hold_fresh(
             &state,
-            ResourceType::ExtensionConfig,
             &ECDS_HEALTH_CHECK.replace("name: auth", "name: guard"),
         );
         let error = state.load().unwrap_err();
@@ -1873,9 +1996,8 @@ filter_chains:
             ResourceType::Listener,
             &network_ecds_listener(NETWORK_WASM_TYPE),
         );
-        hold(
+        hold_fresh(
             &state,
-            ResourceType::ExtensionConfig,
             &ECDS_HEALTH_CHECK.replace("name: auth", "name: guard"),
         );
         let error = state.load().unwrap_err();
