@@ -83,19 +83,19 @@ impl Proxy {
         }
     }
 
-    /// Its `extension_config_discovery.*` stats from `/stats` (Envoy's text format), by
-    /// name. The gauges whose values are a clock or a hash (`update_time`, `version`) read
-    /// `set` or `0`; left out are the text readout `version_text` and the histogram
-    /// `update_duration`, which weir's `/stats` does not list.
+    /// Its `extension_config_discovery.*` stats from `/stats` (Envoy's text format), and
+    /// the LDS and CDS `version_text`, by name. The gauges whose values are a clock or a hash (`update_time`, `version`) read
+    /// `set` or `0`; the histogram `update_duration` is left out (weir's `/stats` lists no
+    /// histograms; it is on its `/stats/prometheus`).
     async fn ecds_stats(&self) -> BTreeMap<String, String> {
         let text = self
-            .admin("/stats?filter=%5Eextension_config_discovery%5C.")
+            .admin(
+                "/stats?filter=%5E(extension_config_discovery%5C.%7C(listener_manager%5C.lds%7Ccluster_manager%5C.cds)%5C.version_text%24)",
+            )
             .await;
         text.lines()
             .filter_map(|line| line.split_once(": "))
-            .filter(|(name, _)| {
-                !name.ends_with(".version_text") && !name.ends_with(".update_duration")
-            })
+            .filter(|(name, _)| !name.ends_with(".update_duration"))
             .map(|(name, value)| {
                 let value = if (name.ends_with(".update_time") || name.ends_with(".version"))
                     && value != "0"
@@ -390,10 +390,15 @@ async fn scenario(kind: Kind, api: AdsApi) -> Steps {
         let reload = format!(
             "weir_extension_config_discovery_config_reload{{extension_config_name=\"{SERVED}\",stat_prefix=\"http_filter\"}} 2"
         );
-        assert!(
-            prometheus.lines().any(|line| line == reload),
-            "{reload} in\n{prometheus}"
+        let durations = format!(
+            "weir_extension_config_discovery_update_duration_count{{extension_config_name=\"{SERVED}\",stat_prefix=\"http_filter\"}} 3"
         );
+        for line in [reload, durations] {
+            assert!(
+                prometheus.lines().any(|seen| seen == line),
+                "{line} in\n{prometheus}"
+            );
+        }
     }
     steps
 }
@@ -415,6 +420,12 @@ async fn ecds_stats_count_as_envoys() {
         assert_eq!(served("config_fail").as_deref(), Some("2"), "{last:#?}");
         assert_eq!(served("config_conflict").as_deref(), Some("1"), "{last:#?}");
         assert_eq!(served("update_success").as_deref(), Some("3"), "{last:#?}");
+        assert_eq!(
+            last.get("listener_manager.lds.version_text")
+                .map(String::as_str),
+            Some("\"2\""),
+            "{last:#?}"
+        );
         let weir = scenario(Kind::Weir, api).await;
         assert_eq!(
             weir, envoy,

@@ -161,28 +161,51 @@ pub fn retain_health_checked(stats: &mut Vec<EnvoyStat>, checked: impl Fn(&str) 
     });
 }
 
-/// Envoy's text format: `name: value` lines, for the stats whose name `filter` matches.
-pub fn text(stats: &[EnvoyStat], filter: Option<&regex::Regex>) -> String {
+/// A text readout (Envoy's string stats, `version_text`): name and value.
+pub type Readout = (String, String);
+
+/// Envoy's text format, for the names `filter` matches: the text readouts first
+/// (`name: "value"`), then `name: value` lines.
+pub fn text(readouts: &[Readout], stats: &[EnvoyStat], filter: Option<&regex::Regex>) -> String {
     let mut out = String::new();
+    for (name, value) in matching_readouts(readouts, filter) {
+        let _ = writeln!(out, "{name}: \"{value}\"");
+    }
     for stat in matching(stats, filter) {
         let _ = writeln!(out, "{}: {}", stat.name, number(stat.value));
     }
     out
 }
 
-/// Envoy's JSON format: `{"stats": [{"name": ..., "value": ...}, ...]}`.
-pub fn json(stats: &[EnvoyStat], filter: Option<&regex::Regex>) -> serde_json::Value {
-    let entries: Vec<serde_json::Value> = matching(stats, filter)
-        .map(|stat| {
+/// Envoy's JSON format: `{"stats": [{"name": ..., "value": ...}, ...]}`, the text readouts
+/// (string values) first.
+pub fn json(
+    readouts: &[Readout],
+    stats: &[EnvoyStat],
+    filter: Option<&regex::Regex>,
+) -> serde_json::Value {
+    let readouts = matching_readouts(readouts, filter)
+        .map(|(name, value)| serde_json::json!({ "name": name, "value": value }));
+    let entries: Vec<serde_json::Value> = readouts
+        .chain(matching(stats, filter).map(|stat| {
             let value = if stat.value.fract() == 0.0 && stat.value.abs() < 9.0e15 {
                 serde_json::json!(stat.value as i64)
             } else {
                 serde_json::json!(stat.value)
             };
             serde_json::json!({ "name": stat.name, "value": value })
-        })
+        }))
         .collect();
     serde_json::json!({ "stats": entries })
+}
+
+fn matching_readouts<'a>(
+    readouts: &'a [Readout],
+    filter: Option<&'a regex::Regex>,
+) -> impl Iterator<Item = &'a Readout> {
+    readouts
+        .iter()
+        .filter(move |(name, _)| filter.is_none_or(|re| re.is_match(name)))
 }
 
 fn matching<'a>(
@@ -327,17 +350,34 @@ mod tests {
             },
         ];
         assert_eq!(
-            text(&stats, None),
+            text(&[], &stats, None),
             "cluster.b.upstream_rq_total: 5\nhttp.in.downstream_rq_total: 7\n"
         );
         let only = regex::Regex::new("^cluster\\.").unwrap();
         assert_eq!(
-            text(&stats, Some(&only)),
+            text(&[], &stats, Some(&only)),
             "cluster.b.upstream_rq_total: 5\n"
         );
         assert_eq!(
-            json(&stats, Some(&only)),
+            json(&[], &stats, Some(&only)),
             serde_json::json!({"stats": [{"name": "cluster.b.upstream_rq_total", "value": 5}]})
+        );
+        // Text readouts come first, their values quoted, as Envoy lists them.
+        let readouts = vec![(
+            "cluster_manager.cds.version_text".to_owned(),
+            "7".to_owned(),
+        )];
+        let only = regex::Regex::new("^cluster").unwrap();
+        assert_eq!(
+            text(&readouts, &stats, Some(&only)),
+            "cluster_manager.cds.version_text: \"7\"\ncluster.b.upstream_rq_total: 5\n"
+        );
+        assert_eq!(
+            json(&readouts, &stats, Some(&only)),
+            serde_json::json!({"stats": [
+                {"name": "cluster_manager.cds.version_text", "value": "7"},
+                {"name": "cluster.b.upstream_rq_total", "value": 5}
+            ]})
         );
     }
 

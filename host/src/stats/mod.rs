@@ -667,6 +667,20 @@ pub struct XdsTypeStats {
     pub version: IntGauge,
 }
 
+impl XdsTypeStats {
+    /// Envoy's `version_text` of the type whose stats Envoy names (`lds`:
+    /// `listener_manager.lds.version_text`, `cds`: `cluster_manager.cds.version_text`);
+    /// `None` for the others (weir's `weir.xds.rds.*` and `weir.xds.eds.*` are not Envoy's
+    /// names: Envoy keeps those per subscription).
+    pub fn version_text(kind: &str) -> Option<TextReadout> {
+        match kind {
+            "lds" => Some(TextReadout::new("listener_manager.lds.version_text".into())),
+            "cds" => Some(TextReadout::new("cluster_manager.cds.version_text".into())),
+            _ => None,
+        }
+    }
+}
+
 impl XdsStats {
     /// The process-wide instance.
     pub fn global() -> &'static XdsStats {
@@ -746,7 +760,14 @@ pub struct EcdsStats {
     init_fetch_timeout: IntCounterVec,
     update_time: IntGaugeVec,
     version: IntGaugeVec,
+    update_duration: prometheus::HistogramVec,
 }
+
+/// Envoy's buckets for durations in milliseconds (`update_duration`).
+const MILLISECOND_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
 
 /// The ECDS stats of one extension config name, as one kind of filter asks for it.
 #[derive(Clone)]
@@ -771,6 +792,11 @@ pub struct EcdsNameStats {
     pub update_time: IntGauge,
     /// A hash of the version of the response applied last (Envoy's `version` stat).
     pub version: IntGauge,
+    /// How long applying each response took, in milliseconds (only on
+    /// `/stats/prometheus`, as weir's `/stats` lists no histograms).
+    pub update_duration: prometheus::Histogram,
+    /// Envoy's text readout `version_text`: the version of the response applied last.
+    pub version_text: TextReadout,
 }
 
 impl EcdsStats {
@@ -836,6 +862,20 @@ impl EcdsStats {
                     "version",
                     "A hash of the version of the ECDS response applied last.",
                 ),
+                update_duration: {
+                    let name = "weir_extension_config_discovery_update_duration";
+                    let opts = prometheus::HistogramOpts::new(
+                        name,
+                        "How long applying an ECDS response took (ms), per extension config.",
+                    )
+                    .buckets(MILLISECOND_BUCKETS.to_vec());
+                    let family = prometheus::HistogramVec::new(opts, &ECDS_LABELS)
+                        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+                    if let Err(e) = registry.register(Box::new(family.clone())) {
+                        unreachable!("static metric {name} is registered once: {e}");
+                    }
+                    family
+                },
             }
         })
     }
@@ -855,6 +895,10 @@ impl EcdsStats {
             init_fetch_timeout: self.init_fetch_timeout.with_label_values(&labels),
             update_time: self.update_time.with_label_values(&labels),
             version: self.version.with_label_values(&labels),
+            update_duration: self.update_duration.with_label_values(&labels),
+            version_text: TextReadout::new(format!(
+                "extension_config_discovery.{stat_prefix}.{name}.version_text"
+            )),
         }
     }
 
@@ -877,6 +921,82 @@ impl EcdsStats {
         for family in [&self.update_time, &self.version] {
             let _ = family.remove_label_values(&labels);
         }
+        let _ = self.update_duration.remove_label_values(&labels);
+        TextReadouts::global().remove(&format!(
+            "extension_config_discovery.{stat_prefix}.{name}.version_text"
+        ));
+    }
+}
+
+/// Envoy's text readouts (a string per name, such as an xDS subscription's `version_text`),
+/// under their Envoy names. Prometheus has no string metrics, so they show only in
+/// `GET /stats` (first, as Envoy lists them), not on `/stats/prometheus` (nor does Envoy's
+/// by default).
+#[derive(Default)]
+pub struct TextReadouts {
+    by_name: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+impl TextReadouts {
+    /// The process-wide instance.
+    pub fn global() -> &'static TextReadouts {
+        static READOUTS: OnceLock<TextReadouts> = OnceLock::new();
+        READOUTS.get_or_init(TextReadouts::default)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, String>> {
+        self.by_name
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets `name` to `value`.
+    pub fn set(&self, name: &str, value: &str) {
+        self.lock().insert(name.to_owned(), value.to_owned());
+    }
+
+    /// Drops `name`.
+    pub fn remove(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// Every readout, sorted by name.
+    pub fn all(&self) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
+    }
+}
+
+/// One text readout of [`TextReadouts`]: it exists (empty) once made, as Envoy's.
+#[derive(Clone, Debug)]
+pub struct TextReadout {
+    name: String,
+}
+
+impl TextReadout {
+    /// The readout `name` (an Envoy name), empty unless it has a value already.
+    pub fn new(name: String) -> TextReadout {
+        TextReadouts::global()
+            .lock()
+            .entry(name.clone())
+            .or_default();
+        TextReadout { name }
+    }
+
+    /// Sets its value.
+    pub fn set(&self, value: &str) {
+        TextReadouts::global().set(&self.name, value);
+    }
+
+    /// Its value now.
+    pub fn get(&self) -> String {
+        TextReadouts::global()
+            .lock()
+            .get(&self.name)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

@@ -7,7 +7,8 @@
 //!
 //! - the subscription's start: `update_attempt`;
 //! - a response that carries the config, applied: `update_attempt`, `update_success`,
-//!   `version`, `update_time`, and `config_reload` when the config changed (a config equal to
+//!   `version`, `version_text`, `update_time`, `update_duration`, and `config_reload` when
+//!   the config changed (a config equal to
 //!   the one in force reloads nothing), or was removed (delta);
 //! - a response of the type refused (NACK): every ECDS subscription of the stream counts
 //!   `update_attempt`, `update_rejected` and `config_fail`, whether or not the response
@@ -88,13 +89,15 @@ impl EcdsSubscriptions {
 
     /// A response applied: each subscription to one of the names it `delivered` (added,
     /// changed or removed) counts it, and reloads when its name is among the `changed`.
-    /// `version` is the hash of the response's version.
+    /// `version` is the response's version; applying it `took` that long.
     pub fn applied<'a>(
         &self,
         delivered: impl IntoIterator<Item = &'a String>,
         changed: &BTreeSet<String>,
-        version: i64,
+        version: &str,
+        took: std::time::Duration,
     ) {
+        let hash = super::state::version_hash(version);
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |since| {
@@ -105,8 +108,10 @@ impl EcdsSubscriptions {
             for (_, scope) in by_name.get(name).into_iter().flatten() {
                 scope.update_attempt.inc();
                 scope.update_success.inc();
-                scope.version.set(version);
+                scope.version.set(hash);
+                scope.version_text.set(version);
                 scope.update_time.set(now);
+                scope.update_duration.observe(took.as_secs_f64() * 1000.0);
                 if changed.contains(name) {
                     scope.config_reload.inc();
                 }
@@ -205,11 +210,19 @@ mod tests {
         subs.timed_out(b);
         assert_eq!(counts(HTTP_FILTER, b), [0, 1, 0, 2, 0, 0, 0, 1]);
         let changed = BTreeSet::from([a.to_owned()]);
-        subs.applied([&a.to_owned()], &changed, 7);
+        let took = std::time::Duration::from_millis(3);
+        subs.applied([&a.to_owned()], &changed, "7", took);
         assert_eq!(counts(HTTP_FILTER, a), [1, 0, 0, 2, 1, 0, 0, 0]);
-        assert_eq!(EcdsStats::global().of(HTTP_FILTER, a).version.get(), 7);
+        let scope = EcdsStats::global().of(HTTP_FILTER, a);
+        assert_eq!(scope.version_text.get(), "7");
+        assert_eq!(scope.version.get(), super::super::state::version_hash("7"));
+        assert_eq!(scope.update_duration.get_sample_count(), 1);
+        assert_eq!(
+            EcdsStats::global().of(HTTP_FILTER, b).version_text.get(),
+            ""
+        );
         // The same config again: applied, nothing to reload.
-        subs.applied([&a.to_owned()], &BTreeSet::new(), 8);
+        subs.applied([&a.to_owned()], &BTreeSet::new(), "8", took);
         assert_eq!(counts(HTTP_FILTER, a), [1, 0, 0, 3, 2, 0, 0, 0]);
         // A delta response for `a` refused: every subscription counts it, `a` twice.
         subs.rejected(&BTreeSet::from([a.to_owned()]));
@@ -230,7 +243,13 @@ mod tests {
         let subs = EcdsSubscriptions::default();
         let name = "unit-ecds-gone";
         subs.follow(&asked(&[(name, NETWORK_FILTER), (name, HTTP_FILTER)]));
-        subs.applied([&name.to_owned()], &BTreeSet::from([name.to_owned()]), 1);
+        let took = std::time::Duration::ZERO;
+        subs.applied(
+            [&name.to_owned()],
+            &BTreeSet::from([name.to_owned()]),
+            "1",
+            took,
+        );
         assert_eq!(counts(NETWORK_FILTER, name)[..5], [1, 0, 0, 2, 1]);
         subs.follow(&asked(&[(name, HTTP_FILTER)]));
         let families = crate::stats::Stats::global().registry().gather();

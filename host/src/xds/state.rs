@@ -142,6 +142,8 @@ pub struct XdsState {
     stats: BTreeMap<ResourceType, XdsTypeStats>,
     /// Envoy's per-extension-config ECDS stats.
     ecds: EcdsSubscriptions,
+    /// Envoy's `version_text` of the wildcard types subscribed (LDS, CDS).
+    version_texts: BTreeMap<ResourceType, crate::stats::TextReadout>,
 }
 
 impl std::fmt::Debug for XdsState {
@@ -178,6 +180,14 @@ impl XdsState {
             .into_iter()
             .map(|kind| (kind, XdsStats::global().of(kind.short_name())))
             .collect();
+        let version_texts = [
+            (ResourceType::Listener, spec.lds),
+            (ResourceType::Cluster, spec.cds),
+        ]
+        .into_iter()
+        .filter(|(_, subscribed)| *subscribed)
+        .filter_map(|(kind, _)| Some((kind, XdsTypeStats::version_text(kind.short_name())?)))
+        .collect();
         let state = Arc::new_cyclic(|this| XdsState {
             file,
             bootstrap,
@@ -190,6 +200,7 @@ impl XdsState {
             this: this.clone(),
             stats,
             ecds: EcdsSubscriptions::default(),
+            version_texts,
         });
         // The static listeners wait for the initial fetch too (unless nothing is fetched).
         let mut loaded = loaded;
@@ -550,15 +561,23 @@ impl XdsState {
                 .chain(update.removed.iter().cloned())
                 .collect()
         };
-        let version = version_hash(&update.version);
+        let version = update.version.clone();
+        let started = std::time::Instant::now();
         let result = self.stage_and_swap(update).await;
         match &result {
             Ok(applied) => {
                 stats.update_success.inc();
+                if let Some(text) = self.version_texts.get(&kind) {
+                    text.set(&version);
+                }
                 match kind {
                     ResourceType::ExtensionConfig => {
-                        self.ecds
-                            .applied(&applied.delivered, &applied.changed, version);
+                        self.ecds.applied(
+                            &applied.delivered,
+                            &applied.changed,
+                            &version,
+                            started.elapsed(),
+                        );
                     }
                     ResourceType::Listener => self.count_conflicts(&applied.changed),
                     _ => {}
@@ -748,7 +767,7 @@ fn name_of(kind: ResourceType, bytes: &[u8]) -> Option<String> {
 }
 
 /// Envoy's `version` stat: a hash of the version string, as a gauge.
-fn version_hash(version: &str) -> i64 {
+pub(super) fn version_hash(version: &str) -> i64 {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(version.as_bytes());
     let mut bytes = [0u8; 8];
