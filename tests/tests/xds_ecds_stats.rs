@@ -7,7 +7,9 @@
 //! filter whose config never comes counts its initial fetch timeout, and the NACK too (as
 //! every ECDS subscription of the stream does in Envoy); a listener added later whose filter
 //! does not list the type of the config in force counts a conflict (and runs that filter
-//! without a config), after which a new config that filter cannot take is refused. Both `GRPC` and
+//! without a config), after which a new config that filter cannot take is refused. The LDS
+//! and CDS subscriptions' `listener_manager.lds.*` and `cluster_manager.cds.*` (`update_*`,
+//! `init_fetch_timeout`, `version`, `version_text`) are compared too. Both `GRPC` and
 //! `DELTA_GRPC`.
 //!
 //! The module is the `headers` fixture (the official proxy-wasm SDK, which Envoy's V8 loads):
@@ -84,13 +86,14 @@ impl Proxy {
     }
 
     /// Its `extension_config_discovery.*` stats from `/stats` (Envoy's text format), and
-    /// the LDS and CDS `version_text`, by name. The gauges whose values are a clock or a hash (`update_time`, `version`) read
+    /// the LDS and CDS subscriptions' (`update_*`, `init_fetch_timeout`, `version*`), by
+    /// name. The gauges whose values are a clock or a hash (`update_time`, `version`) read
     /// `set` or `0`; the histogram `update_duration` is left out (weir's `/stats` lists no
     /// histograms; it is on its `/stats/prometheus`).
     async fn ecds_stats(&self) -> BTreeMap<String, String> {
         let text = self
             .admin(
-                "/stats?filter=%5E(extension_config_discovery%5C.%7C(listener_manager%5C.lds%7Ccluster_manager%5C.cds)%5C.version_text%24)",
+                "/stats?filter=%5E%28extension_config_discovery%5C.%7C%28listener_manager%5C.lds%7Ccluster_manager%5C.cds%29%5C.%28init_fetch_timeout%7Cupdate_%7Cversion%29%29",
             )
             .await;
         text.lines()
@@ -420,12 +423,15 @@ async fn ecds_stats_count_as_envoys() {
         assert_eq!(served("config_fail").as_deref(), Some("2"), "{last:#?}");
         assert_eq!(served("config_conflict").as_deref(), Some("1"), "{last:#?}");
         assert_eq!(served("update_success").as_deref(), Some("3"), "{last:#?}");
-        assert_eq!(
-            last.get("listener_manager.lds.version_text")
-                .map(String::as_str),
-            Some("\"2\""),
-            "{last:#?}"
-        );
+        // LDS: its start, the first listener, the conflicting one.
+        for (stat, value) in [("version_text", "\"2\""), ("update_attempt", "3")] {
+            assert_eq!(
+                last.get(&format!("listener_manager.lds.{stat}"))
+                    .map(String::as_str),
+                Some(value),
+                "{last:#?}"
+            );
+        }
         let weir = scenario(Kind::Weir, api).await;
         assert_eq!(
             weir, envoy,

@@ -123,6 +123,8 @@ pub fn envoy_name(family: &str, labels: &[(&str, &str)]) -> String {
     if let Some(rest) = family.strip_prefix("weir_xds_") {
         // Envoy keeps CDS under the cluster manager and LDS under the listener manager.
         match label("type") {
+            // Envoy 1.40 counts no empty updates: weir's own.
+            Some(kind) if rest == "update_empty" => return format!("weir.xds.{kind}.{rest}"),
             Some("cds") => return format!("cluster_manager.cds.{rest}"),
             Some("lds") => return format!("listener_manager.lds.{rest}"),
             Some(other) => return format!("weir.xds.{other}.{rest}"),
@@ -287,6 +289,14 @@ mod tests {
                 ]
             ),
             "extension_config_discovery.network_filter.guard.update_attempt"
+        );
+        assert_eq!(
+            envoy_name("weir_xds_update_failure", &[("type", "lds")]),
+            "listener_manager.lds.update_failure"
+        );
+        assert_eq!(
+            envoy_name("weir_xds_update_empty", &[("type", "cds")]),
+            "weir.xds.cds.update_empty"
         );
         assert_eq!(
             envoy_name("weir_accel_splices_total", &[("mode", "kernel")]),

@@ -646,8 +646,10 @@ pub struct XdsStats {
     update_success: IntCounterVec,
     update_rejected: IntCounterVec,
     update_empty: IntCounterVec,
+    update_failure: IntCounterVec,
     init_fetch_timeout: IntCounterVec,
     version: IntGaugeVec,
+    update_time: IntGaugeVec,
 }
 
 /// The xDS stats of one resource type.
@@ -659,8 +661,13 @@ pub struct XdsTypeStats {
     pub update_success: IntCounter,
     /// Responses refused (NACKed).
     pub update_rejected: IntCounter,
-    /// Responses that changed nothing (applied without rebuilding the config).
+    /// Responses that changed nothing (applied without rebuilding the config); weir's own
+    /// (`weir.xds.<type>.update_empty`: Envoy 1.40 has no such stat).
     pub update_empty: IntCounter,
+    /// Times the ADS stream failed while the type was subscribed.
+    pub update_failure: IntCounter,
+    /// When a response was last applied, in milliseconds since the Unix epoch.
+    pub update_time: IntGauge,
     /// Times the first response did not come within `initial_fetch_timeout`.
     pub init_fetch_timeout: IntCounter,
     /// A hash of the version applied last (Envoy's `version` stat).
@@ -713,6 +720,16 @@ impl XdsStats {
                     "weir_xds_update_empty",
                     "xDS responses that changed nothing, by resource type.",
                 ),
+                update_failure: counter(
+                    "weir_xds_update_failure",
+                    "ADS stream failures while the type was subscribed, by resource type.",
+                ),
+                update_time: register_gauge(
+                    registry,
+                    "weir_xds_update_time",
+                    "When a response was last applied (ms since the Unix epoch), by resource type.",
+                    &["type"],
+                ),
                 init_fetch_timeout: counter(
                     "weir_xds_init_fetch_timeout",
                     "Resource types whose first response missed initial_fetch_timeout.",
@@ -734,6 +751,8 @@ impl XdsStats {
             update_success: self.update_success.with_label_values(&[kind]),
             update_rejected: self.update_rejected.with_label_values(&[kind]),
             update_empty: self.update_empty.with_label_values(&[kind]),
+            update_failure: self.update_failure.with_label_values(&[kind]),
+            update_time: self.update_time.with_label_values(&[kind]),
             init_fetch_timeout: self.init_fetch_timeout.with_label_values(&[kind]),
             version: self.version.with_label_values(&[kind]),
         }

@@ -26,7 +26,6 @@
 use crate::stats::{EcdsNameStats, EcdsStats};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
-use std::time::SystemTime;
 
 /// Envoy's `<stat_prefix>` for an HTTP filter's extension config.
 pub const HTTP_FILTER: &str = "http_filter";
@@ -98,11 +97,7 @@ impl EcdsSubscriptions {
         took: std::time::Duration,
     ) {
         let hash = super::state::version_hash(version);
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |since| {
-                i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-            });
+        let now = super::state::unix_millis();
         let by_name = self.lock();
         for name in delivered {
             for (_, scope) in by_name.get(name).into_iter().flatten() {

@@ -144,6 +144,9 @@ pub struct XdsState {
     ecds: EcdsSubscriptions,
     /// Envoy's `version_text` of the wildcard types subscribed (LDS, CDS).
     version_texts: BTreeMap<ResourceType, crate::stats::TextReadout>,
+    /// The wildcard types (LDS, CDS) whose subscription started: Envoy counts the start,
+    /// and each stream failure after it, in the type's `update_attempt`.
+    started: Mutex<BTreeSet<ResourceType>>,
 }
 
 impl std::fmt::Debug for XdsState {
@@ -201,6 +204,7 @@ impl XdsState {
             stats,
             ecds: EcdsSubscriptions::default(),
             version_texts,
+            started: Mutex::new(BTreeSet::new()),
         });
         // The static listeners wait for the initial fetch too (unless nothing is fetched).
         let mut loaded = loaded;
@@ -567,6 +571,7 @@ impl XdsState {
         match &result {
             Ok(applied) => {
                 stats.update_success.inc();
+                stats.update_time.set(unix_millis());
                 if let Some(text) = self.version_texts.get(&kind) {
                     text.set(&version);
                 }
@@ -587,6 +592,10 @@ impl XdsState {
                 stats.update_rejected.inc();
                 if kind == ResourceType::ExtensionConfig {
                     self.ecds.rejected(&handed);
+                } else if kind.wildcard() && !handed.is_empty() {
+                    // As ECDS's: over delta Envoy counts the attempt before applying, and
+                    // again on the refusal.
+                    stats.update_attempt.inc();
                 }
                 tracing::warn!(kind = kind.short_name(), error = %rejected, "xds: update rejected; keeping the resources in force");
             }
@@ -766,6 +775,15 @@ fn name_of(kind: ResourceType, bytes: &[u8]) -> Option<String> {
     json.get(field)?.as_str().map(str::to_owned)
 }
 
+/// Now in milliseconds since the Unix epoch (Envoy's `update_time`).
+pub(super) fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
 /// Envoy's `version` stat: a hash of the version string, as a gauge.
 pub(super) fn version_hash(version: &str) -> i64 {
     use sha2::Digest as _;
@@ -793,6 +811,15 @@ impl Subscriber for XdsState {
         if kind == ResourceType::ExtensionConfig {
             self.ecds.follow(&self.ecds_asked(&held));
         }
+        if matches!(wanted, Some(Wanted::Wildcard(_)))
+            && self
+                .started
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(kind)
+        {
+            self.stats[&kind].update_attempt.inc();
+        }
         match wanted {
             Some(Wanted::Wildcard(_)) => Interest::Wildcard,
             Some(Wanted::Names(names)) => Interest::Names(names.into_keys().collect()),
@@ -806,6 +833,14 @@ impl Subscriber for XdsState {
 
     fn stream_failed(&self) {
         self.ecds.stream_failed();
+        let started = self
+            .started
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for kind in started.iter() {
+            self.stats[kind].update_failure.inc();
+            self.stats[kind].update_attempt.inc();
+        }
     }
 
     /// What is held, for a delta stream's `initial_resource_versions` after a reconnect.
@@ -1780,6 +1815,29 @@ typed_config:
         assert_eq!(error.path, "ecds \"auth\": typed_config.@type", "{error}");
         assert!(error.message.contains("HealthCheck"), "{error}");
         assert!(error.message.contains("type_urls"), "{error}");
+    }
+
+    #[test]
+    fn a_wildcard_subscription_counts_its_start_once_and_each_stream_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let failures = || XdsStats::global().of("lds").update_failure.get();
+        state.stream_failed();
+        let before = failures();
+        assert!(
+            state.started.lock().unwrap().is_empty(),
+            "nothing started yet"
+        );
+        state.interest(ResourceType::Listener);
+        state.interest(ResourceType::Listener);
+        state.interest(ResourceType::RouteConfiguration);
+        assert_eq!(
+            *state.started.lock().unwrap(),
+            BTreeSet::from([ResourceType::Listener]),
+            "started once; named types are not Envoy-named here"
+        );
+        state.stream_failed();
+        assert_eq!(failures(), before + 1);
     }
 
     #[test]
