@@ -9,8 +9,8 @@
 //! does not list the type of the config in force counts a conflict (and runs that filter
 //! without a config), after which a new config that filter cannot take is refused. The LDS
 //! and CDS subscriptions' `listener_manager.lds.*` and `cluster_manager.cds.*` (`update_*`,
-//! `init_fetch_timeout`, `version`, `version_text`) are compared too. Both `GRPC` and
-//! `DELTA_GRPC`.
+//! `init_fetch_timeout`, `version`, `version_text`) are compared too, through a CDS NACK at
+//! the end. Both `GRPC` and `DELTA_GRPC`.
 //!
 //! The module is the `headers` fixture (the official proxy-wasm SDK, which Envoy's V8 loads):
 //! it answers its plugin configuration in `x-wasm-config`.
@@ -37,7 +37,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use weir_tests::envoy::Envoy;
 use weir_tests::xds_resources::{
-    AdsApi, address, ads_bootstrap, ads_config_source, any, local_wasm_plugin,
+    AdsApi, address, ads_bootstrap, ads_config_source, any, eds_cluster, local_wasm_plugin,
 };
 use weir_tests::xds_server::{XdsServer, type_url};
 use weir_tests::{Weir, free_port, get_host, wasm};
@@ -386,6 +386,22 @@ async fn scenario(kind: Kind, api: AdsApi) -> Steps {
         "refused for the conflicting filter",
         settled_stats(&proxy).await,
     ));
+
+    // A cluster that does not read (connect_timeout must be positive): CDS NACKed.
+    let from = server.requests().len();
+    let mut bad = eds_cluster("bad");
+    bad.connect_timeout = Some(ProtoDuration {
+        seconds: -1,
+        nanos: 0,
+    });
+    server.set("bad", &bad);
+    server
+        .wait_for_request(LIMIT, from, |r| {
+            r.type_url == type_url::CLUSTER && r.is_nack()
+        })
+        .await
+        .unwrap_or_else(|| panic!("{kind:?} NACKed the cluster\n{}", proxy.log_report()));
+    steps.push(("cds refused", settled_stats(&proxy).await));
 
     // weir's Prometheus families carry the same values, the scope as labels.
     if kind == Kind::Weir {

@@ -13,7 +13,8 @@
 //! - a response of the type refused (NACK): every ECDS subscription of the stream counts
 //!   `update_attempt`, `update_rejected` and `config_fail`, whether or not the response
 //!   carried its config; over delta, a subscription the response carried a config for counts
-//!   one more `update_attempt` (Envoy counts the attempt before it applies a delta update);
+//!   one more `update_attempt` when the response decoded (Envoy counts the attempt before it
+//!   applies a delta update, which a response that does not decode never reaches);
 //! - the initial fetch timed out: `update_attempt`, `init_fetch_timeout`, `config_fail`;
 //! - the ADS stream failed (lost, or a connection attempt failed): `update_attempt`,
 //!   `update_failure`;

@@ -567,7 +567,12 @@ impl XdsState {
         };
         let version = update.version.clone();
         let started = std::time::Instant::now();
-        let result = self.stage_and_swap(update).await;
+        // Envoy refuses a resource that does not decode before any subscription sees the
+        // response; one that decodes but does not apply, from a subscription's callback.
+        let (result, decoded) = match Self::read_update(&update) {
+            Ok(read) => (self.stage_and_swap(update, read).await, true),
+            Err(rejected) => (Err(rejected), false),
+        };
         match &result {
             Ok(applied) => {
                 stats.update_success.inc();
@@ -590,11 +595,13 @@ impl XdsState {
             }
             Err(rejected) => {
                 stats.update_rejected.inc();
+                // Over delta Envoy counts the attempt of a subscription handed its part of
+                // the response before applying it, and again on the refusal: once the
+                // resources decoded.
+                let handed = if decoded { handed } else { BTreeSet::new() };
                 if kind == ResourceType::ExtensionConfig {
                     self.ecds.rejected(&handed);
                 } else if kind.wildcard() && !handed.is_empty() {
-                    // As ECDS's: over delta Envoy counts the attempt before applying, and
-                    // again on the refusal.
                     stats.update_attempt.inc();
                 }
                 tracing::warn!(kind = kind.short_name(), error = %rejected, "xds: update rejected; keeping the resources in force");
@@ -603,9 +610,9 @@ impl XdsState {
         result.map(|_| ())
     }
 
-    async fn stage_and_swap(&self, update: Update) -> Result<Applied, Rejected> {
+    /// Reads every resource of `update` (Envoy's decoding, with the proto's own checks).
+    fn read_update(update: &Update) -> Result<BTreeMap<String, Decoded>, Rejected> {
         let kind = update.kind;
-        let now = SystemTime::now();
         let mut read: BTreeMap<String, Decoded> = BTreeMap::new();
         for raw in &update.resources {
             let decoded = resource::decode(kind, &raw.body).map_err(|error| {
@@ -639,6 +646,18 @@ impl XdsState {
             }
             read.insert(decoded.name.clone(), decoded);
         }
+        Ok(read)
+    }
+
+    /// Stages the resources `read` from `update` over those held and swaps the config they
+    /// make in.
+    async fn stage_and_swap(
+        &self,
+        update: Update,
+        read: BTreeMap<String, Decoded>,
+    ) -> Result<Applied, Rejected> {
+        let kind = update.kind;
+        let now = SystemTime::now();
         self.refuse_static_names(kind, read.keys())?;
         let mut applied = Applied {
             delivered: read.keys().chain(&update.removed).cloned().collect(),
