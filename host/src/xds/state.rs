@@ -56,7 +56,8 @@ pub struct HeldResource {
     pub last_updated: SystemTime,
 }
 
-/// What an applied response did, for the per-name ECDS stats.
+/// What an applied response did: for the per-name ECDS stats, and the listeners whose
+/// filters may conflict with the ECDS configs in force.
 #[derive(Debug, Default)]
 struct Applied {
     /// The names it carried: added, changed, unchanged or removed.
