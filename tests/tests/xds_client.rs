@@ -33,6 +33,8 @@ struct Recorder {
     /// Updates of this type are refused with this reason.
     reject: Mutex<Option<(ResourceType, String)>>,
     connected: Mutex<Vec<bool>>,
+    /// Streams lost and connection attempts failed (`Subscriber::stream_failed`).
+    failures: std::sync::atomic::AtomicU64,
     /// What is held per type (delta), name -> version.
     held: Mutex<HashMap<ResourceType, HashMap<String, String>>>,
     /// Tells the client the interest changed outside a response.
@@ -82,6 +84,10 @@ impl Recorder {
     fn connected(&self) -> Vec<bool> {
         lock(&self.connected).clone()
     }
+
+    fn failures(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Subscriber for Recorder {
@@ -126,6 +132,11 @@ impl Subscriber for Recorder {
 
     fn connected(&self, up: bool) {
         lock(&self.connected).push(up);
+    }
+
+    fn stream_failed(&self) {
+        self.failures
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn interest_changes(&self) -> Option<watch::Receiver<()>> {
@@ -538,9 +549,16 @@ async fn reconnects_after_a_restart(api: AdsApi) {
     let client = Running::start(&server, api, &recorder);
     let cds_ack = acked(&server, type_url::CLUSTER).await;
     acked(&server, type_url::ROUTE).await;
+    assert_eq!(recorder.failures(), 0, "no failure while the stream is up");
     server.stop().await;
     eventually("the subscriber hears the stream is down", || {
         recorder.connected() == [true, false]
+    })
+    .await;
+    // The lost stream (and each attempt while the server is away) is a failure: Envoy's
+    // `update_failure`.
+    eventually("the lost stream counts as a failure", || {
+        recorder.failures() >= 1
     })
     .await;
     // Changed while the control plane was away: delivered once it is back.
@@ -596,6 +614,7 @@ async fn reconnects_after_a_restart(api: AdsApi) {
     .await;
     acked(&server, type_url::ROUTE).await;
     assert_eq!(recorder.connected(), [true, false, true]);
+    let failures = recorder.failures();
     if api == AdsApi::Delta {
         let c1_again = recorder
             .updates(ResourceType::Cluster)
@@ -610,6 +629,7 @@ async fn reconnects_after_a_restart(api: AdsApi) {
         assert!(!c1_again, "c1, unchanged and announced, is not sent again");
     }
     client.stop().await;
+    assert_eq!(recorder.failures(), failures, "a shutdown is no failure");
 }
 
 #[tokio::test]

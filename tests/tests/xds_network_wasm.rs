@@ -7,7 +7,8 @@
 //! filter's effect is on the wire (tcp-guard rewrites what the echo server sends back), an
 //! ECDS update changes it for new connections, and an ECDS resource of a type the filter does
 //! not list is NACKed while the config in force keeps serving; `/config_dump` shows the
-//! config in an `EcdsConfigDump` as Envoy's. A static listener's filter
+//! config in an `EcdsConfigDump` as Envoy's, and `/stats` counts it all under
+//! `extension_config_discovery.network_filter.<name>.*` as Envoy's. A static listener's filter
 //! asks for its config the same way and refuses connections until it comes. Two filters
 //! sharing an ECDS name with different `initial_fetch_timeout`s each wait their own.
 //!
@@ -23,6 +24,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_pro
 use envoy_types::pb::envoy::extensions::filters::network::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::wasm::v3::PluginConfig;
 use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -119,6 +121,30 @@ impl Proxy {
             Proxy::Weir(weir) => weir.log_report(),
             Proxy::Envoy(envoy) => envoy.log_report(),
         }
+    }
+
+    /// Its `extension_config_discovery.*` stats from `/stats`, by name: the gauges whose
+    /// values are a clock or a hash (`update_time`, `version`) read `set` or `0`; the
+    /// histogram `update_duration` (not in weir's `/stats`) is left out.
+    async fn ecds_stats(&self) -> BTreeMap<String, String> {
+        let path = "/stats?filter=%5Eextension_config_discovery%5C.";
+        let text = match self {
+            Proxy::Weir(weir) => weir.admin_get(path).await.1,
+            Proxy::Envoy(envoy) => envoy.admin_get(path).await.unwrap_or_default().1,
+        };
+        text.lines()
+            .filter_map(|line| line.split_once(": "))
+            .filter(|(name, _)| !name.ends_with(".update_duration"))
+            .map(|(name, value)| {
+                let clock_or_hash = name.ends_with(".update_time") || name.ends_with(".version");
+                let value = if clock_or_hash && value != "0" {
+                    "set"
+                } else {
+                    value
+                };
+                (name.to_owned(), value.to_owned())
+            })
+            .collect()
     }
 
     /// How many connections the listener on `port` closed because a network filter's
@@ -308,6 +334,8 @@ struct Outcome {
     nacked: bool,
     /// What answered after the NACK.
     after_nack: Seen,
+    /// Its `extension_config_discovery.network_filter.guard.*` stats then.
+    ecds_stats: BTreeMap<String, String>,
 }
 
 async fn scenario(kind: Kind, api: AdsApi) -> Outcome {
@@ -389,6 +417,7 @@ async fn scenario(kind: Kind, api: AdsApi) -> Outcome {
         );
     }
     let after_nack = exchange(port, b"HELLO ping").await;
+    let ecds_stats = proxy.ecds_stats().await;
     drop(proxy);
     Outcome {
         ecds_names: request.resource_names,
@@ -401,6 +430,7 @@ async fn scenario(kind: Kind, api: AdsApi) -> Outcome {
         ecds_dump,
         nacked: nack.is_some(),
         after_nack,
+        ecds_stats,
     }
 }
 
@@ -429,6 +459,32 @@ async fn a_network_wasm_filter_over_ecds_warms_closes_serves_and_updates_as_envo
             })],
             nacked: true,
             after_nack: Seen::Bytes("v2".into()),
+            // The start, the timeout, v1, v2, the NACK (counted twice over delta, as Envoy
+            // counts the attempt before applying a delta update and again on its refusal).
+            ecds_stats: [
+                ("config_conflict", "0"),
+                ("config_fail", "2"),
+                ("config_reload", "2"),
+                ("init_fetch_timeout", "1"),
+                (
+                    "update_attempt",
+                    if api == AdsApi::Grpc { "5" } else { "6" },
+                ),
+                ("update_failure", "0"),
+                ("update_rejected", "1"),
+                ("update_success", "2"),
+                ("update_time", "set"),
+                ("version", "set"),
+                ("version_text", "\"2\""),
+            ]
+            .into_iter()
+            .map(|(stat, value)| {
+                (
+                    format!("extension_config_discovery.network_filter.{GUARD}.{stat}"),
+                    value.to_owned(),
+                )
+            })
+            .collect(),
         };
         assert_eq!(weir, expected, "{api:?}: weir");
         let envoy = scenario(Kind::Envoy, api).await;

@@ -6,7 +6,9 @@
 //! [`crate::stats`]); Envoy's own names are the inverse of Envoy's Prometheus conversion:
 //! `weir_http_downstream_rq_total{stat_prefix="ingress"}` is `http.ingress.downstream_rq_total`,
 //! `weir_cluster_upstream_rq_xx{cluster_name="b",response_code_class="2"}` is
-//! `cluster.b.upstream_rq_2xx`, `weir_tcp_*{stat_prefix}` is `tcp.<prefix>.*`. A cluster's
+//! `cluster.b.upstream_rq_2xx`, `weir_tcp_*{stat_prefix}` is `tcp.<prefix>.*`,
+//! `weir_extension_config_discovery_*{stat_prefix,extension_config_name}` is
+//! `extension_config_discovery.<stat_prefix>.<name>.*` (ECDS, per filter config). A cluster's
 //! stats that Envoy keeps outside `upstream_` have Envoy's names:
 //! `cluster.b.health_check.{attempt,success,failure,network_failure,healthy}` (only for a
 //! cluster with health checks, see [`retain_health_checked`]), `cluster.b.membership_{healthy,
@@ -110,9 +112,19 @@ pub fn envoy_name(family: &str, labels: &[(&str, &str)]) -> String {
             );
         }
     }
+    // ECDS keeps one scope per extension config, named by the kind of filter asking.
+    if let (Some(rest), Some(prefix), Some(name)) = (
+        family.strip_prefix("weir_extension_config_discovery_"),
+        label("stat_prefix"),
+        label("extension_config_name"),
+    ) {
+        return format!("extension_config_discovery.{prefix}.{name}.{rest}");
+    }
     if let Some(rest) = family.strip_prefix("weir_xds_") {
         // Envoy keeps CDS under the cluster manager and LDS under the listener manager.
         match label("type") {
+            // Envoy 1.40 counts no empty updates: weir's own.
+            Some(kind) if rest == "update_empty" => return format!("weir.xds.{kind}.{rest}"),
             Some("cds") => return format!("cluster_manager.cds.{rest}"),
             Some("lds") => return format!("listener_manager.lds.{rest}"),
             Some(other) => return format!("weir.xds.{other}.{rest}"),
@@ -151,28 +163,51 @@ pub fn retain_health_checked(stats: &mut Vec<EnvoyStat>, checked: impl Fn(&str) 
     });
 }
 
-/// Envoy's text format: `name: value` lines, for the stats whose name `filter` matches.
-pub fn text(stats: &[EnvoyStat], filter: Option<&regex::Regex>) -> String {
+/// A text readout (Envoy's string stats, `version_text`): name and value.
+pub type Readout = (String, String);
+
+/// Envoy's text format, for the names `filter` matches: the text readouts first
+/// (`name: "value"`), then `name: value` lines.
+pub fn text(readouts: &[Readout], stats: &[EnvoyStat], filter: Option<&regex::Regex>) -> String {
     let mut out = String::new();
+    for (name, value) in matching_readouts(readouts, filter) {
+        let _ = writeln!(out, "{name}: \"{value}\"");
+    }
     for stat in matching(stats, filter) {
         let _ = writeln!(out, "{}: {}", stat.name, number(stat.value));
     }
     out
 }
 
-/// Envoy's JSON format: `{"stats": [{"name": ..., "value": ...}, ...]}`.
-pub fn json(stats: &[EnvoyStat], filter: Option<&regex::Regex>) -> serde_json::Value {
-    let entries: Vec<serde_json::Value> = matching(stats, filter)
-        .map(|stat| {
+/// Envoy's JSON format: `{"stats": [{"name": ..., "value": ...}, ...]}`, the text readouts
+/// (string values) first.
+pub fn json(
+    readouts: &[Readout],
+    stats: &[EnvoyStat],
+    filter: Option<&regex::Regex>,
+) -> serde_json::Value {
+    let readouts = matching_readouts(readouts, filter)
+        .map(|(name, value)| serde_json::json!({ "name": name, "value": value }));
+    let entries: Vec<serde_json::Value> = readouts
+        .chain(matching(stats, filter).map(|stat| {
             let value = if stat.value.fract() == 0.0 && stat.value.abs() < 9.0e15 {
                 serde_json::json!(stat.value as i64)
             } else {
                 serde_json::json!(stat.value)
             };
             serde_json::json!({ "name": stat.name, "value": value })
-        })
+        }))
         .collect();
     serde_json::json!({ "stats": entries })
+}
+
+fn matching_readouts<'a>(
+    readouts: &'a [Readout],
+    filter: Option<&'a regex::Regex>,
+) -> impl Iterator<Item = &'a Readout> {
+    readouts
+        .iter()
+        .filter(move |(name, _)| filter.is_none_or(|re| re.is_match(name)))
 }
 
 fn matching<'a>(
@@ -236,6 +271,34 @@ mod tests {
             "tcp.tcp_in.downstream_cx_total"
         );
         assert_eq!(
+            envoy_name(
+                "weir_extension_config_discovery_config_reload",
+                &[
+                    ("extension_config_name", "headers-ecds"),
+                    ("stat_prefix", "http_filter")
+                ]
+            ),
+            "extension_config_discovery.http_filter.headers-ecds.config_reload"
+        );
+        assert_eq!(
+            envoy_name(
+                "weir_extension_config_discovery_update_attempt",
+                &[
+                    ("extension_config_name", "guard"),
+                    ("stat_prefix", "network_filter")
+                ]
+            ),
+            "extension_config_discovery.network_filter.guard.update_attempt"
+        );
+        assert_eq!(
+            envoy_name("weir_xds_update_failure", &[("type", "lds")]),
+            "listener_manager.lds.update_failure"
+        );
+        assert_eq!(
+            envoy_name("weir_xds_update_empty", &[("type", "cds")]),
+            "weir.xds.cds.update_empty"
+        );
+        assert_eq!(
             envoy_name("weir_accel_splices_total", &[("mode", "kernel")]),
             "weir.accel_splices_total.kernel"
         );
@@ -297,17 +360,34 @@ mod tests {
             },
         ];
         assert_eq!(
-            text(&stats, None),
+            text(&[], &stats, None),
             "cluster.b.upstream_rq_total: 5\nhttp.in.downstream_rq_total: 7\n"
         );
         let only = regex::Regex::new("^cluster\\.").unwrap();
         assert_eq!(
-            text(&stats, Some(&only)),
+            text(&[], &stats, Some(&only)),
             "cluster.b.upstream_rq_total: 5\n"
         );
         assert_eq!(
-            json(&stats, Some(&only)),
+            json(&[], &stats, Some(&only)),
             serde_json::json!({"stats": [{"name": "cluster.b.upstream_rq_total", "value": 5}]})
+        );
+        // Text readouts come first, their values quoted, as Envoy lists them.
+        let readouts = vec![(
+            "cluster_manager.cds.version_text".to_owned(),
+            "7".to_owned(),
+        )];
+        let only = regex::Regex::new("^cluster").unwrap();
+        assert_eq!(
+            text(&readouts, &stats, Some(&only)),
+            "cluster_manager.cds.version_text: \"7\"\ncluster.b.upstream_rq_total: 5\n"
+        );
+        assert_eq!(
+            json(&readouts, &stats, Some(&only)),
+            serde_json::json!({"stats": [
+                {"name": "cluster_manager.cds.version_text", "value": "7"},
+                {"name": "cluster.b.upstream_rq_total", "value": 5}
+            ]})
         );
     }
 

@@ -521,15 +521,20 @@ impl Admin {
             .map(|spec| spec.name.as_str())
             .collect();
         envoy_stats::retain_health_checked(&mut stats, |cluster| checked.contains(cluster));
+        let mut readouts = crate::stats::TextReadouts::global().all();
         if query_has(uri, "usedonly") {
             stats.retain(|stat| stat.value != 0.0);
+            readouts.retain(|(_, value)| !value.is_empty());
         }
         match format.as_deref() {
             Some("json") => json_response(
                 StatusCode::OK,
-                envoy_stats::json(&stats, filter.as_ref()).to_string(),
+                envoy_stats::json(&readouts, &stats, filter.as_ref()).to_string(),
             ),
-            None | Some("text") => text(StatusCode::OK, envoy_stats::text(&stats, filter.as_ref())),
+            None | Some("text") => text(
+                StatusCode::OK,
+                envoy_stats::text(&readouts, &stats, filter.as_ref()),
+            ),
             Some(other) => text(
                 StatusCode::BAD_REQUEST,
                 format!("unknown format {other:?}; accepted: text, json, prometheus\n"),

@@ -648,8 +648,10 @@ pub struct XdsStats {
     update_success: IntCounterVec,
     update_rejected: IntCounterVec,
     update_empty: IntCounterVec,
+    update_failure: IntCounterVec,
     init_fetch_timeout: IntCounterVec,
     version: IntGaugeVec,
+    update_time: IntGaugeVec,
 }
 
 /// The xDS stats of one resource type.
@@ -661,12 +663,31 @@ pub struct XdsTypeStats {
     pub update_success: IntCounter,
     /// Responses refused (NACKed).
     pub update_rejected: IntCounter,
-    /// Responses that changed nothing (applied without rebuilding the config).
+    /// Responses that changed nothing (applied without rebuilding the config); weir's own
+    /// (`weir.xds.<type>.update_empty`: Envoy 1.40 has no such stat).
     pub update_empty: IntCounter,
+    /// Times the ADS stream failed while the type was subscribed.
+    pub update_failure: IntCounter,
+    /// When a response was last applied, in milliseconds since the Unix epoch.
+    pub update_time: IntGauge,
     /// Times the first response did not come within `initial_fetch_timeout`.
     pub init_fetch_timeout: IntCounter,
     /// A hash of the version applied last (Envoy's `version` stat).
     pub version: IntGauge,
+}
+
+impl XdsTypeStats {
+    /// Envoy's `version_text` of the type whose stats Envoy names (`lds`:
+    /// `listener_manager.lds.version_text`, `cds`: `cluster_manager.cds.version_text`);
+    /// `None` for the others (weir's `weir.xds.rds.*` and `weir.xds.eds.*` are not Envoy's
+    /// names: Envoy keeps those per subscription).
+    pub fn version_text(kind: &str) -> Option<TextReadout> {
+        match kind {
+            "lds" => Some(TextReadout::new("listener_manager.lds.version_text".into())),
+            "cds" => Some(TextReadout::new("cluster_manager.cds.version_text".into())),
+            _ => None,
+        }
+    }
 }
 
 impl XdsStats {
@@ -701,6 +722,16 @@ impl XdsStats {
                     "weir_xds_update_empty",
                     "xDS responses that changed nothing, by resource type.",
                 ),
+                update_failure: counter(
+                    "weir_xds_update_failure",
+                    "ADS stream failures while the type was subscribed, by resource type.",
+                ),
+                update_time: register_gauge(
+                    registry,
+                    "weir_xds_update_time",
+                    "When a response was last applied (ms since the Unix epoch), by resource type.",
+                    &["type"],
+                ),
                 init_fetch_timeout: counter(
                     "weir_xds_init_fetch_timeout",
                     "Resource types whose first response missed initial_fetch_timeout.",
@@ -722,9 +753,271 @@ impl XdsStats {
             update_success: self.update_success.with_label_values(&[kind]),
             update_rejected: self.update_rejected.with_label_values(&[kind]),
             update_empty: self.update_empty.with_label_values(&[kind]),
+            update_failure: self.update_failure.with_label_values(&[kind]),
+            update_time: self.update_time.with_label_values(&[kind]),
             init_fetch_timeout: self.init_fetch_timeout.with_label_values(&[kind]),
             version: self.version.with_label_values(&[kind]),
         }
+    }
+}
+
+/// The label names of the per-extension-config ECDS families: the kind of filter asking
+/// (`http_filter`, `network_filter`) and the ECDS resource's name.
+const ECDS_LABELS: [&str; 2] = ["stat_prefix", "extension_config_name"];
+
+/// ECDS, per extension config: Envoy's `extension_config_discovery.<stat_prefix>.<name>.*`
+/// (`weir_extension_config_discovery_*{stat_prefix, extension_config_name}` here): the
+/// filter config's own counters (`config_reload`, `config_fail`, `config_conflict`) and its
+/// xDS subscription's (`update_attempt`, `update_success`, ...). See `xds::ecds_stats` for
+/// when each counts.
+pub struct EcdsStats {
+    config_reload: IntCounterVec,
+    config_fail: IntCounterVec,
+    config_conflict: IntCounterVec,
+    update_attempt: IntCounterVec,
+    update_success: IntCounterVec,
+    update_rejected: IntCounterVec,
+    update_failure: IntCounterVec,
+    init_fetch_timeout: IntCounterVec,
+    update_time: IntGaugeVec,
+    version: IntGaugeVec,
+    update_duration: prometheus::HistogramVec,
+}
+
+/// Envoy's buckets for durations in milliseconds (`update_duration`).
+const MILLISECOND_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// The ECDS stats of one extension config name, as one kind of filter asks for it.
+#[derive(Clone)]
+pub struct EcdsNameStats {
+    /// Configs applied that changed the filter's config (or removed it).
+    pub config_reload: IntCounter,
+    /// Updates refused (NACKed) and initial fetches that timed out.
+    pub config_fail: IntCounter,
+    /// Filters that could not take the config in force (its type is not one they list).
+    pub config_conflict: IntCounter,
+    /// The subscription's start, each response for it, each failure.
+    pub update_attempt: IntCounter,
+    /// Responses for it applied (ACKed).
+    pub update_success: IntCounter,
+    /// Responses of its type refused (NACKed).
+    pub update_rejected: IntCounter,
+    /// Times the ADS stream failed (lost, or a connection attempt failed).
+    pub update_failure: IntCounter,
+    /// Times its first config did not come within its source's `initial_fetch_timeout`.
+    pub init_fetch_timeout: IntCounter,
+    /// When a response for it was last applied, in milliseconds since the Unix epoch.
+    pub update_time: IntGauge,
+    /// A hash of the version of the response applied last (Envoy's `version` stat).
+    pub version: IntGauge,
+    /// How long applying each response took, in milliseconds (only on
+    /// `/stats/prometheus`, as weir's `/stats` lists no histograms).
+    pub update_duration: prometheus::Histogram,
+    /// Envoy's text readout `version_text`: the version of the response applied last.
+    pub version_text: TextReadout,
+}
+
+impl EcdsStats {
+    /// The process-wide instance.
+    pub fn global() -> &'static EcdsStats {
+        static ECDS: OnceLock<EcdsStats> = OnceLock::new();
+        ECDS.get_or_init(|| {
+            let registry = Stats::global().registry();
+            let counter = |stat: &str, help: &str| {
+                register_counter(
+                    registry,
+                    &format!("weir_extension_config_discovery_{stat}"),
+                    help,
+                    &ECDS_LABELS,
+                )
+            };
+            let gauge = |stat: &str, help: &str| {
+                register_gauge(
+                    registry,
+                    &format!("weir_extension_config_discovery_{stat}"),
+                    help,
+                    &ECDS_LABELS,
+                )
+            };
+            EcdsStats {
+                config_reload: counter(
+                    "config_reload",
+                    "ECDS configs applied that changed a filter's config, per extension config.",
+                ),
+                config_fail: counter(
+                    "config_fail",
+                    "ECDS updates refused and initial fetches timed out, per extension config.",
+                ),
+                config_conflict: counter(
+                    "config_conflict",
+                    "Filters that could not take the ECDS config in force (type not listed).",
+                ),
+                update_attempt: counter(
+                    "update_attempt",
+                    "ECDS subscription starts, responses and failures, per extension config.",
+                ),
+                update_success: counter(
+                    "update_success",
+                    "ECDS responses applied (ACKed), per extension config.",
+                ),
+                update_rejected: counter(
+                    "update_rejected",
+                    "ECDS responses refused (NACKed), per extension config.",
+                ),
+                update_failure: counter(
+                    "update_failure",
+                    "ADS stream failures seen by each ECDS subscription.",
+                ),
+                init_fetch_timeout: counter(
+                    "init_fetch_timeout",
+                    "ECDS first configs that missed initial_fetch_timeout, per extension config.",
+                ),
+                update_time: gauge(
+                    "update_time",
+                    "When an ECDS response was last applied (ms since the Unix epoch).",
+                ),
+                version: gauge(
+                    "version",
+                    "A hash of the version of the ECDS response applied last.",
+                ),
+                update_duration: {
+                    let name = "weir_extension_config_discovery_update_duration";
+                    let opts = prometheus::HistogramOpts::new(
+                        name,
+                        "How long applying an ECDS response took (ms), per extension config.",
+                    )
+                    .buckets(MILLISECOND_BUCKETS.to_vec());
+                    let family = prometheus::HistogramVec::new(opts, &ECDS_LABELS)
+                        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+                    if let Err(e) = registry.register(Box::new(family.clone())) {
+                        unreachable!("static metric {name} is registered once: {e}");
+                    }
+                    family
+                },
+            }
+        })
+    }
+
+    /// The stats of the extension config `name` asked for by filters of `stat_prefix`
+    /// (`http_filter`, `network_filter`); created at zero the first time.
+    pub fn of(&self, stat_prefix: &str, name: &str) -> EcdsNameStats {
+        let labels = [stat_prefix, name];
+        EcdsNameStats {
+            config_reload: self.config_reload.with_label_values(&labels),
+            config_fail: self.config_fail.with_label_values(&labels),
+            config_conflict: self.config_conflict.with_label_values(&labels),
+            update_attempt: self.update_attempt.with_label_values(&labels),
+            update_success: self.update_success.with_label_values(&labels),
+            update_rejected: self.update_rejected.with_label_values(&labels),
+            update_failure: self.update_failure.with_label_values(&labels),
+            init_fetch_timeout: self.init_fetch_timeout.with_label_values(&labels),
+            update_time: self.update_time.with_label_values(&labels),
+            version: self.version.with_label_values(&labels),
+            update_duration: self.update_duration.with_label_values(&labels),
+            version_text: TextReadout::new(format!(
+                "extension_config_discovery.{stat_prefix}.{name}.version_text"
+            )),
+        }
+    }
+
+    /// Drops the stats of `name` under `stat_prefix` (no filter asks for it any more, as
+    /// Envoy's stats go with the subscription's scope); asked for again, they start at zero.
+    pub fn remove(&self, stat_prefix: &str, name: &str) {
+        let labels = [stat_prefix, name];
+        for family in [
+            &self.config_reload,
+            &self.config_fail,
+            &self.config_conflict,
+            &self.update_attempt,
+            &self.update_success,
+            &self.update_rejected,
+            &self.update_failure,
+            &self.init_fetch_timeout,
+        ] {
+            let _ = family.remove_label_values(&labels);
+        }
+        for family in [&self.update_time, &self.version] {
+            let _ = family.remove_label_values(&labels);
+        }
+        let _ = self.update_duration.remove_label_values(&labels);
+        TextReadouts::global().remove(&format!(
+            "extension_config_discovery.{stat_prefix}.{name}.version_text"
+        ));
+    }
+}
+
+/// Envoy's text readouts (a string per name, such as an xDS subscription's `version_text`),
+/// under their Envoy names. Prometheus has no string metrics, so they show only in
+/// `GET /stats` (first, as Envoy lists them), not on `/stats/prometheus` (nor does Envoy's
+/// by default).
+#[derive(Default)]
+pub struct TextReadouts {
+    by_name: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+impl TextReadouts {
+    /// The process-wide instance.
+    pub fn global() -> &'static TextReadouts {
+        static READOUTS: OnceLock<TextReadouts> = OnceLock::new();
+        READOUTS.get_or_init(TextReadouts::default)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, String>> {
+        self.by_name
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets `name` to `value`.
+    pub fn set(&self, name: &str, value: &str) {
+        self.lock().insert(name.to_owned(), value.to_owned());
+    }
+
+    /// Drops `name`.
+    pub fn remove(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// Every readout, sorted by name.
+    pub fn all(&self) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
+    }
+}
+
+/// One text readout of [`TextReadouts`]: it exists (empty) once made, as Envoy's.
+#[derive(Clone, Debug)]
+pub struct TextReadout {
+    name: String,
+}
+
+impl TextReadout {
+    /// The readout `name` (an Envoy name), empty unless it has a value already.
+    pub fn new(name: String) -> TextReadout {
+        TextReadouts::global()
+            .lock()
+            .entry(name.clone())
+            .or_default();
+        TextReadout { name }
+    }
+
+    /// Sets its value.
+    pub fn set(&self, value: &str) {
+        TextReadouts::global().set(&self.name, value);
+    }
+
+    /// Its value now.
+    pub fn get(&self) -> String {
+        TextReadouts::global()
+            .lock()
+            .get(&self.name)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

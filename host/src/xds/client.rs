@@ -108,6 +108,10 @@ pub trait Subscriber: Send + Sync + 'static {
         let _ = up;
     }
 
+    /// The ADS stream failed: an established stream was lost, or an attempt to open one
+    /// failed (not a shutdown). Envoy counts it in each subscription's `update_failure`.
+    fn stream_failed(&self) {}
+
     /// A signal the subscriber sends (`watch::Sender::send_replace(())`) when its interest
     /// changed outside a response (a timer that stops waiting for a cluster's endpoints, say):
     /// the client then asks [`Subscriber::interest`] of every type again. Taken once per

@@ -18,6 +18,9 @@
 //!    their filters' ECDS configs, clusters for their endpoints (Envoy's warming). An ECDS
 //!    update rebuilds the listeners whose filters use it, which loads the Wasm plugin anew as
 //!    a reload does.
+//! 4. `ecds_stats` counts Envoy's per-extension-config ECDS stats
+//!    (`extension_config_discovery.<http_filter|network_filter>.<name>.*`) as the state
+//!    applies, refuses, times out and loses the stream.
 //!
 //! It sits above `snapshot`, `upstream` (the control plane's cluster is dialled with the
 //! cluster's own settings) and `reload` (whose reloader swaps the configs it makes in), and
@@ -26,6 +29,7 @@
 mod bootstrap_file;
 pub mod client;
 mod cluster_specs;
+mod ecds_stats;
 pub mod proto;
 pub mod resource;
 pub mod state;

@@ -25,6 +25,7 @@
 use super::bootstrap_file::BootstrapFile;
 use super::client::{Interest, Rejected, Subscriber, Update};
 use super::cluster_specs::ClusterSpecs;
+use super::ecds_stats::{self, EcdsSubscriptions};
 use super::resource::{self, Decoded, Resource, ResourceType};
 use crate::config::bootstrap::Bootstrap;
 use crate::config::cluster::cluster_spec;
@@ -55,6 +56,16 @@ pub struct HeldResource {
     pub last_updated: SystemTime,
 }
 
+/// What an applied response did: for the per-name ECDS stats, and the listeners whose
+/// filters may conflict with the ECDS configs in force.
+#[derive(Debug, Default)]
+struct Applied {
+    /// The names it carried: added, changed, unchanged or removed.
+    delivered: BTreeSet<String>,
+    /// The names whose resource it added, changed or removed.
+    changed: BTreeSet<String>,
+}
+
 /// Every resource held, by type and name; cloned to stage an update before it is known to
 /// build. The clone is cheap: each type's map is shared until the update changes it (copied
 /// then, on write), and the resources themselves are always shared.
@@ -65,6 +76,11 @@ struct Held {
     received: BTreeSet<ResourceType>,
     /// Per type, the version of the response applied last.
     versions: BTreeMap<ResourceType, String>,
+    /// The ECDS configs the update being staged adds or changes (empty once held): a
+    /// filter that cannot take one of these refuses the update (NACK, as Envoy checks a new
+    /// config against every filter asking for it), while one that cannot take a config
+    /// already in force runs without it (Envoy's `config_conflict`).
+    fresh_ecds: BTreeSet<String>,
 }
 
 impl Held {
@@ -125,6 +141,13 @@ pub struct XdsState {
     reloader: OnceLock<Weak<Reloader>>,
     this: Weak<XdsState>,
     stats: BTreeMap<ResourceType, XdsTypeStats>,
+    /// Envoy's per-extension-config ECDS stats.
+    ecds: EcdsSubscriptions,
+    /// Envoy's `version_text` of the wildcard types subscribed (LDS, CDS).
+    version_texts: BTreeMap<ResourceType, crate::stats::TextReadout>,
+    /// The wildcard types (LDS, CDS) whose subscription started: Envoy counts the start,
+    /// and each stream failure after it, in the type's `update_attempt`.
+    started: Mutex<BTreeSet<ResourceType>>,
 }
 
 impl std::fmt::Debug for XdsState {
@@ -161,6 +184,14 @@ impl XdsState {
             .into_iter()
             .map(|kind| (kind, XdsStats::global().of(kind.short_name())))
             .collect();
+        let version_texts = [
+            (ResourceType::Listener, spec.lds),
+            (ResourceType::Cluster, spec.cds),
+        ]
+        .into_iter()
+        .filter(|(_, subscribed)| *subscribed)
+        .filter_map(|(kind, _)| Some((kind, XdsTypeStats::version_text(kind.short_name())?)))
+        .collect();
         let state = Arc::new_cyclic(|this| XdsState {
             file,
             bootstrap,
@@ -172,6 +203,9 @@ impl XdsState {
             reloader: OnceLock::new(),
             this: this.clone(),
             stats,
+            ecds: EcdsSubscriptions::default(),
+            version_texts,
+            started: Mutex::new(BTreeSet::new()),
         });
         // The static listeners wait for the initial fetch too (unless nothing is fetched).
         let mut loaded = loaded;
@@ -368,6 +402,9 @@ impl XdsState {
             return;
         }
         self.stats[&kind].init_fetch_timeout.inc();
+        if kind == ResourceType::ExtensionConfig {
+            self.ecds.timed_out(&name);
+        }
         tracing::warn!(
             kind = kind.short_name(),
             name,
@@ -456,6 +493,30 @@ impl XdsState {
         )
     }
 
+    /// The extension configs the file's static listeners and the held ones ask for, each
+    /// with the kinds of filter asking (Envoy's ECDS stat prefixes).
+    fn ecds_asked(&self, held: &Held) -> ecds_stats::Asked {
+        let bootstrap = self.static_bootstrap();
+        let held_listeners =
+            held.of(ResourceType::Listener)
+                .filter_map(|(_, held)| match &held.decoded.resource {
+                    Resource::Listener(listener) => Some(&**listener),
+                    _ => None,
+                });
+        let mut asked = ecds_stats::Asked::new();
+        for listener in bootstrap
+            .static_resources
+            .listeners
+            .iter()
+            .chain(held_listeners)
+        {
+            for (name, prefix) in ecds_scopes(listener) {
+                asked.entry(name).or_default().insert(prefix);
+            }
+        }
+        asked
+    }
+
     /// The static part of the bootstrap file in force (see [`BootstrapFile::statics`]).
     fn static_bootstrap(&self) -> Bootstrap {
         self.bootstrap.statics()
@@ -494,20 +555,65 @@ impl XdsState {
         let kind = update.kind;
         let stats = &self.stats[&kind];
         stats.update_attempt.inc();
-        let result = self.stage_and_swap(update).await;
+        // The names a delta response carries (state-of-the-world names them inside).
+        let handed: BTreeSet<String> = if update.state_of_the_world {
+            BTreeSet::new()
+        } else {
+            update
+                .resources
+                .iter()
+                .filter_map(|raw| raw.name.clone())
+                .chain(update.removed.iter().cloned())
+                .collect()
+        };
+        let version = update.version.clone();
+        let started = std::time::Instant::now();
+        // Envoy refuses a resource that does not decode before any subscription sees the
+        // response; one that decodes but does not apply, from a subscription's callback.
+        let (result, decoded) = match Self::read_update(&update) {
+            Ok(read) => (self.stage_and_swap(update, read).await, true),
+            Err(rejected) => (Err(rejected), false),
+        };
         match &result {
-            Ok(()) => stats.update_success.inc(),
+            Ok(applied) => {
+                stats.update_success.inc();
+                stats.update_time.set(unix_millis());
+                if let Some(text) = self.version_texts.get(&kind) {
+                    text.set(&version);
+                }
+                match kind {
+                    ResourceType::ExtensionConfig => {
+                        self.ecds.applied(
+                            &applied.delivered,
+                            &applied.changed,
+                            &version,
+                            started.elapsed(),
+                        );
+                    }
+                    ResourceType::Listener => self.count_conflicts(&applied.changed),
+                    _ => {}
+                }
+            }
             Err(rejected) => {
                 stats.update_rejected.inc();
+                // Over delta Envoy counts the attempt of a subscription handed its part of
+                // the response before applying it, and again on the refusal: once the
+                // resources decoded.
+                let handed = if decoded { handed } else { BTreeSet::new() };
+                if kind == ResourceType::ExtensionConfig {
+                    self.ecds.rejected(&handed);
+                } else if kind.wildcard() && !handed.is_empty() {
+                    stats.update_attempt.inc();
+                }
                 tracing::warn!(kind = kind.short_name(), error = %rejected, "xds: update rejected; keeping the resources in force");
             }
         }
-        result
+        result.map(|_| ())
     }
 
-    async fn stage_and_swap(&self, update: Update) -> Result<(), Rejected> {
+    /// Reads every resource of `update` (Envoy's decoding, with the proto's own checks).
+    fn read_update(update: &Update) -> Result<BTreeMap<String, Decoded>, Rejected> {
         let kind = update.kind;
-        let now = SystemTime::now();
         let mut read: BTreeMap<String, Decoded> = BTreeMap::new();
         for raw in &update.resources {
             let decoded = resource::decode(kind, &raw.body).map_err(|error| {
@@ -541,8 +647,24 @@ impl XdsState {
             }
             read.insert(decoded.name.clone(), decoded);
         }
+        Ok(read)
+    }
+
+    /// Stages the resources `read` from `update` over those held and swaps the config they
+    /// make in.
+    async fn stage_and_swap(
+        &self,
+        update: Update,
+        read: BTreeMap<String, Decoded>,
+    ) -> Result<Applied, Rejected> {
+        let kind = update.kind;
+        let now = SystemTime::now();
         self.refuse_static_names(kind, read.keys())?;
-        let (staged, changed) = {
+        let mut applied = Applied {
+            delivered: read.keys().chain(&update.removed).cloned().collect(),
+            changed: BTreeSet::new(),
+        };
+        let (mut staged, changed) = {
             let held = self.lock();
             let mut staged = held.clone();
             let by_name = Arc::make_mut(staged.resources.entry(kind).or_default());
@@ -553,7 +675,10 @@ impl XdsState {
                 changed |= by_name.len() != before;
             }
             for name in &update.removed {
-                changed |= by_name.remove(name).is_some();
+                if by_name.remove(name).is_some() {
+                    changed = true;
+                    applied.changed.insert(name.clone());
+                }
             }
             let response_version = update.version.clone();
             // Each resource's own version (delta), looked up by name rather than by a scan of
@@ -575,6 +700,7 @@ impl XdsState {
                     continue;
                 }
                 changed = true;
+                applied.changed.insert(name.clone());
                 by_name.insert(
                     name,
                     Arc::new(HeldResource {
@@ -588,14 +714,38 @@ impl XdsState {
             staged.versions.insert(kind, update.version.clone());
             (staged, changed)
         };
+        if kind == ResourceType::ExtensionConfig {
+            staged.fresh_ecds = applied.changed.clone();
+        }
         if changed {
             self.swap_in(staged.clone(), Trigger::Xds).await?;
         } else {
             self.stats[&kind].update_empty.inc();
         }
         self.stats[&kind].version.set(version_hash(&update.version));
+        staged.fresh_ecds.clear();
         *self.lock() = staged;
-        Ok(())
+        Ok(applied)
+    }
+
+    /// Counts Envoy's `config_conflict` for the filters of the listeners an LDS update added
+    /// or changed (Envoy makes their filters then) that cannot take the ECDS config in force
+    /// for them, and so run without it.
+    fn count_conflicts(&self, listeners: &BTreeSet<String>) {
+        let held = self.lock();
+        let configs = |name: &str| held_filter_config(&held, name);
+        for name in listeners {
+            let Some(Resource::Listener(listener)) = held
+                .get(ResourceType::Listener, name)
+                .map(|held| &held.decoded.resource)
+            else {
+                continue;
+            };
+            for (filter, prefix) in conflicts(listener, &configs) {
+                tracing::warn!(listener = %name, filter, "xds: the ECDS config in force is not one this filter takes; it runs without it (config_conflict)");
+                self.ecds.conflict(&filter, prefix);
+            }
+        }
     }
 
     /// A dynamic listener or cluster may not take the name of a static one (as Envoy).
@@ -645,8 +795,17 @@ fn name_of(kind: ResourceType, bytes: &[u8]) -> Option<String> {
     json.get(field)?.as_str().map(str::to_owned)
 }
 
+/// Now in milliseconds since the Unix epoch (Envoy's `update_time`).
+pub(super) fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
 /// Envoy's `version` stat: a hash of the version string, as a gauge.
-fn version_hash(version: &str) -> i64 {
+pub(super) fn version_hash(version: &str) -> i64 {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(version.as_bytes());
     let mut bytes = [0u8; 8];
@@ -669,6 +828,18 @@ impl Subscriber for XdsState {
         let held = self.lock();
         let wanted = self.wanted(&held, kind);
         self.start_timers(&held, kind, wanted.as_ref());
+        if kind == ResourceType::ExtensionConfig {
+            self.ecds.follow(&self.ecds_asked(&held));
+        }
+        if matches!(wanted, Some(Wanted::Wildcard(_)))
+            && self
+                .started
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(kind)
+        {
+            self.stats[&kind].update_attempt.inc();
+        }
         match wanted {
             Some(Wanted::Wildcard(_)) => Interest::Wildcard,
             Some(Wanted::Names(names)) => Interest::Names(names.into_keys().collect()),
@@ -678,6 +849,18 @@ impl Subscriber for XdsState {
 
     fn connected(&self, up: bool) {
         XdsStats::global().connected_state.set(i64::from(up));
+    }
+
+    fn stream_failed(&self) {
+        self.ecds.stream_failed();
+        let started = self
+            .started
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for kind in started.iter() {
+            self.stats[kind].update_failure.inc();
+            self.stats[kind].update_attempt.inc();
+        }
     }
 
     /// What is held, for a delta stream's `initial_resource_versions` after a reconnect.
@@ -852,7 +1035,8 @@ impl Provenance {
 /// route configurations in place of `rds` and their filters' ECDS configs in place of
 /// `config_discovery`, EDS clusters with their endpoints; what still waits is left out
 /// unless what it waits for is in `gave_up`. An ECDS config whose type a filter does not
-/// list is an error.
+/// list is an error when the update being staged brings it, a conflict (the filter runs
+/// without it) when it was in force already.
 fn assemble(
     bootstrap: &mut Bootstrap,
     held: &Held,
@@ -934,13 +1118,8 @@ fn assemble(
             provenance.dynamic_listeners.push(name.clone());
         }
     }
-    let filter_config = |name: &str| match held.get(ResourceType::ExtensionConfig, name) {
-        Some(held) => match &held.decoded.resource {
-            Resource::ExtensionConfig(config) => Some(config.clone()),
-            _ => None,
-        },
-        None => None,
-    };
+    let filter_config = |name: &str| held_filter_config(held, name);
+    let fresh = |name: &str| held.fresh_ecds.contains(name);
     // Without a control plane a filter's `config_discovery` stays as written, and building
     // the listener says why it cannot run (rather than the listener warming for ever).
     let ads = bootstrap
@@ -955,7 +1134,7 @@ fn assemble(
         let filters = if ads {
             let filters_gave_up =
                 |name: &str, timeout| gave_up(ResourceType::ExtensionConfig, name, timeout);
-            match fill_filter_configs(listener, &filter_config, &filters_gave_up) {
+            match fill_filter_configs(listener, &filter_config, &filters_gave_up, &fresh) {
                 Ok(complete) => complete,
                 Err(error) => {
                     filter_error.get_or_insert(error);
@@ -1001,6 +1180,23 @@ fn ecds_names(listener: &crate::config::listener::Listener) -> Vec<(String, Dura
         .collect()
 }
 
+/// The names of the ECDS resources a listener's filters ask for, each with the kind of
+/// filter asking: Envoy's stat prefix (`http_filter`, `network_filter`).
+fn ecds_scopes(listener: &crate::config::listener::Listener) -> Vec<(String, &'static str)> {
+    let http = listener
+        .http_managers()
+        .flat_map(|hcm| hcm.all_http_filters())
+        .filter(|filter| filter.discovery().is_some())
+        .map(|filter| (filter.name.clone(), ecds_stats::HTTP_FILTER));
+    let network = listener
+        .filter_chains
+        .iter()
+        .flat_map(|chain| chain.filters.iter())
+        .filter(|filter| filter.discovery().is_some())
+        .map(|filter| (filter.name.clone(), ecds_stats::NETWORK_FILTER));
+    http.chain(network).collect()
+}
+
 /// (name, timeout) pairs by name, with every timeout that asks for each name.
 fn merge(pairs: impl Iterator<Item = (String, Duration)>) -> BTreeMap<String, BTreeSet<Duration>> {
     let mut merged: BTreeMap<String, BTreeSet<Duration>> = BTreeMap::new();
@@ -1010,16 +1206,61 @@ fn merge(pairs: impl Iterator<Item = (String, Duration)>) -> BTreeMap<String, BT
     merged
 }
 
-/// Puts in each `config_discovery` filter of `listener` (HTTP or network) its ECDS config
-/// (whose type must be one of the filter's `type_urls` and of the filter's kind: else an
-/// error naming the resource, and the update that brought it is NACKed), else its
-/// `default_config` when it applies without warming or its initial fetch `gave_up` (with no
-/// default then: an HTTP filter that answers 500, a network filter that closes each
-/// connection, as Envoy's); false when a filter still waits (the listener warms).
+/// The ECDS config held under `name`.
+fn held_filter_config(held: &Held, name: &str) -> Option<Box<ExtensionConfig>> {
+    match &held
+        .get(ResourceType::ExtensionConfig, name)?
+        .decoded
+        .resource
+    {
+        Resource::ExtensionConfig(config) => Some(config.clone()),
+        _ => None,
+    }
+}
+
+/// The `config_discovery` filters of `listener` (name, Envoy's stat prefix) that cannot
+/// take the ECDS config `configs` holds for them: its type is not one of the filter's
+/// `type_urls`, or it is the other kind of filter's config.
+fn conflicts(
+    listener: &crate::config::listener::Listener,
+    configs: &impl Fn(&str) -> Option<Box<ExtensionConfig>>,
+) -> Vec<(String, &'static str)> {
+    let takes =
+        |name: &str, discovery: &crate::config::http_manager::ExtensionConfigSource, http: bool| {
+            configs(name).is_none_or(|config| {
+                discovery.type_urls.contains(&config.type_url)
+                    && matches!(config.config, DiscoveredConfig::Http(_)) == http
+            })
+        };
+    let http = listener
+        .http_managers()
+        .flat_map(|hcm| hcm.all_http_filters())
+        .filter_map(|filter| Some((&filter.name, filter.discovery()?)))
+        .filter(|(name, discovery)| !takes(name, discovery, true))
+        .map(|(name, _)| (name.clone(), ecds_stats::HTTP_FILTER));
+    let network = listener
+        .filter_chains
+        .iter()
+        .flat_map(|chain| chain.filters.iter())
+        .filter_map(|filter| Some((&filter.name, filter.discovery()?)))
+        .filter(|(name, discovery)| !takes(name, discovery, false))
+        .map(|(name, _)| (name.clone(), ecds_stats::NETWORK_FILTER));
+    http.chain(network).collect()
+}
+
+/// Puts in each `config_discovery` filter of `listener` (HTTP or network) its ECDS config,
+/// else its `default_config` when it applies without warming or its initial fetch
+/// `gave_up` (with no default then: an HTTP filter that answers 500, a network filter that
+/// closes each connection, as Envoy's); false when a filter still waits (the listener
+/// warms). A config whose type is not one of the filter's `type_urls`, or of the other kind
+/// of filter, is an error naming the resource when it is `fresh` (the ECDS update that
+/// brings it is NACKed); one already in force is a conflict, as in Envoy: the filter takes
+/// its default, or runs without a config, at once.
 fn fill_filter_configs(
     listener: &mut crate::config::listener::Listener,
     configs: &impl Fn(&str) -> Option<Box<ExtensionConfig>>,
     gave_up: &impl Fn(&str, Duration) -> bool,
+    fresh: &impl Fn(&str) -> bool,
 ) -> Result<bool, FieldError> {
     let listener_name = listener.name.clone();
     let mut complete = true;
@@ -1032,7 +1273,7 @@ fn fill_filter_configs(
                 &filter.name,
                 discovery,
                 &listener_name,
-                (configs, gave_up),
+                (configs, gave_up, fresh),
                 ("an HTTP", |delivered| match delivered {
                     DiscoveredConfig::Http(config) => Ok(config),
                     other => Err(other),
@@ -1055,7 +1296,7 @@ fn fill_filter_configs(
                 &filter.name,
                 discovery,
                 &listener_name,
-                (configs, gave_up),
+                (configs, gave_up, fresh),
                 ("a network", |delivered| match delivered {
                     DiscoveredConfig::Network(config) => Ok(config),
                     other => Err(other),
@@ -1077,26 +1318,37 @@ type TakeDiscovered<T> = fn(DiscoveredConfig) -> Result<T, DiscoveredConfig>;
 
 /// One `config_discovery` filter's config now (see [`fill_filter_configs`]): the one
 /// delivered, which `take` accepts as this kind of filter's (else an error saying it is not
-/// `kind`), or its `default` when it applies without warming or the fetch gave up (`missing`
+/// `kind` when the config is `fresh`, a conflict when not), or its `default` when it
+/// applies without warming, the fetch gave up or the config in force conflicts (`missing`
 /// when it has none); `None` while it still waits.
 fn resolve_discovered<T>(
     name: &str,
     discovery: &crate::config::http_manager::ExtensionConfigSource,
     listener_name: &str,
-    (configs, gave_up): (
+    (configs, gave_up, fresh): (
         &impl Fn(&str) -> Option<Box<ExtensionConfig>>,
         &impl Fn(&str, Duration) -> bool,
+        &impl Fn(&str) -> bool,
     ),
     (kind, take): (&str, TakeDiscovered<T>),
     default: impl FnOnce() -> Result<Option<T>, String>,
     missing: T,
 ) -> Result<Option<T>, FieldError> {
-    if let Some(delivered) = delivered_config(name, discovery, configs, listener_name)? {
-        return take(delivered)
-            .map(Some)
-            .map_err(|other| wrong_kind(name, &other, kind, listener_name));
-    }
-    if !(discovery.apply_default_config_without_warming
+    let checked = delivered_config(name, discovery, configs, listener_name).and_then(|found| {
+        found
+            .map(|delivered| {
+                take(delivered).map_err(|other| wrong_kind(name, &other, kind, listener_name))
+            })
+            .transpose()
+    });
+    let conflict = match checked {
+        Ok(Some(config)) => return Ok(Some(config)),
+        Ok(None) => false,
+        Err(error) if fresh(name) => return Err(error),
+        Err(_) => true,
+    };
+    if !(conflict
+        || discovery.apply_default_config_without_warming
         || gave_up(name, discovery.config_source.fetch_timeout()))
     {
         return Ok(None);
@@ -1329,6 +1581,14 @@ static_resources:
                 last_updated: SystemTime::now(),
             }),
         );
+    }
+
+    /// [`hold`] an ECDS config as the update being staged brings it (`fresh`: a filter
+    /// that cannot take it refuses the update).
+    fn hold_fresh(state: &XdsState, yaml: &str) {
+        hold(state, ResourceType::ExtensionConfig, yaml);
+        let name = decoded(ResourceType::ExtensionConfig, yaml).name;
+        state.lock().fresh_ecds.insert(name);
     }
 
     /// Marks the initial fetch over, as once weir has initialized: what these tests hold
@@ -1570,11 +1830,65 @@ typed_config:
         let dir = tempfile::tempdir().unwrap();
         let state = state(&dir);
         hold(&state, ResourceType::Listener, &ecds_listener(""));
-        hold(&state, ResourceType::ExtensionConfig, ECDS_HEALTH_CHECK);
+        hold_fresh(&state, ECDS_HEALTH_CHECK);
         let error = state.load().unwrap_err();
         assert_eq!(error.path, "ecds \"auth\": typed_config.@type", "{error}");
         assert!(error.message.contains("HealthCheck"), "{error}");
         assert!(error.message.contains("type_urls"), "{error}");
+    }
+
+    #[test]
+    fn a_wildcard_subscription_counts_its_start_once_and_each_stream_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let failures = || XdsStats::global().of("lds").update_failure.get();
+        state.stream_failed();
+        let before = failures();
+        assert!(
+            state.started.lock().unwrap().is_empty(),
+            "nothing started yet"
+        );
+        state.interest(ResourceType::Listener);
+        state.interest(ResourceType::Listener);
+        state.interest(ResourceType::RouteConfiguration);
+        assert_eq!(
+            *state.started.lock().unwrap(),
+            BTreeSet::from([ResourceType::Listener]),
+            "started once; named types are not Envoy-named here"
+        );
+        state.stream_failed();
+        assert_eq!(failures(), before + 1);
+    }
+
+    #[test]
+    fn a_filter_that_cannot_take_the_config_in_force_runs_without_it_and_counts_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        after_init(&state);
+        // The config came first (accepted for another listener's filter, say); the listener
+        // that comes next lists only the Wasm type.
+        hold(&state, ResourceType::ExtensionConfig, ECDS_HEALTH_CHECK);
+        hold(&state, ResourceType::Listener, &ecds_listener(""));
+        state.ecds.follow(&state.ecds_asked(&state.lock()));
+        let config = state.load().expect("a conflict is no error").config;
+        assert_eq!(config.listeners.len(), 1, "the listener goes in at once");
+        let conflict = || {
+            crate::stats::EcdsStats::global()
+                .of(ecds_stats::HTTP_FILTER, "auth")
+                .config_conflict
+                .get()
+        };
+        let before = conflict();
+        state.count_conflicts(&BTreeSet::from(["ecds".to_owned()]));
+        assert_eq!(conflict(), before + 1);
+        // A listener that can take it counts none.
+        let takes = ecds_listener("").replace(
+            "type_urls: [ type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm ]",
+            "type_urls: [ type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck ]",
+        );
+        hold(&state, ResourceType::Listener, &takes);
+        state.count_conflicts(&BTreeSet::from(["ecds".to_owned()]));
+        assert_eq!(conflict(), before + 1);
     }
 
     #[test]
@@ -1760,9 +2074,8 @@ filter_chains:
                 "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
             ),
         );
-        hold(
+        hold_fresh(
             &state,
-            ResourceType::ExtensionConfig,
             &ECDS_HEALTH_CHECK.replace("name: auth", "name: guard"),
         );
         let error = state.load().unwrap_err();
@@ -1780,9 +2093,8 @@ filter_chains:
             ResourceType::Listener,
             &network_ecds_listener(NETWORK_WASM_TYPE),
         );
-        hold(
+        hold_fresh(
             &state,
-            ResourceType::ExtensionConfig,
             &ECDS_HEALTH_CHECK.replace("name: auth", "name: guard"),
         );
         let error = state.load().unwrap_err();

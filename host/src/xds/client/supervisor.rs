@@ -34,7 +34,10 @@ pub(super) async fn run(
             () = stopped(&mut shutdown) => break,
         };
         match client {
-            Err(error) => warnings.failed(plane.name(), &error.to_string()),
+            Err(error) => {
+                subscriber.stream_failed();
+                warnings.failed(plane.name(), &error.to_string());
+            }
             Ok(client) => {
                 let outcome = match spec.api {
                     AdsApi::StateOfTheWorld => {
@@ -64,6 +67,9 @@ pub(super) async fn run(
                 }
                 if outcome.responses > 0 {
                     retries.reset();
+                }
+                if matches!(outcome.end, End::Closed(_)) {
+                    subscriber.stream_failed();
                 }
                 match outcome.end {
                     End::Shutdown => break,
