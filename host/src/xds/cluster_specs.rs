@@ -91,6 +91,7 @@ mod tests {
                 name: cluster.name.clone(),
                 resource: Resource::Cluster(Box::new(cluster)),
                 json: Arc::new(json),
+                route_parts: None,
             },
             version: "1".into(),
             last_updated: std::time::SystemTime::now(),

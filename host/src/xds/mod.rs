@@ -28,4 +28,5 @@ pub mod client;
 mod cluster_specs;
 pub mod proto;
 pub mod resource;
+pub mod route_reuse;
 pub mod state;

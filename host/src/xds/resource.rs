@@ -105,6 +105,9 @@ pub struct Decoded {
     /// Its fields in Envoy's JSON shape, as `/config_dump` shows them (shared: every
     /// snapshot's dump holds it while the resource is held, without a copy).
     pub json: std::sync::Arc<serde_json::Value>,
+    /// A route configuration's protobuf cut into its parts, for the next version of it to
+    /// reuse its unchanged routes (see [`super::route_reuse`]); `None` for other resources.
+    pub route_parts: Option<std::sync::Arc<super::route_reuse::RouteParts>>,
 }
 
 /// Decodes the protobuf `bytes` of a resource of `kind` and reads it into the schema; the
@@ -117,6 +120,29 @@ pub struct Decoded {
 /// against the clusters known), and each HTTP connection manager of a listener must have
 /// exactly one of `route_config` and `rds`.
 pub fn decode(kind: ResourceType, bytes: &[u8]) -> Result<Decoded, FieldError> {
+    decode_reusing(kind, &bytes::Bytes::copy_from_slice(bytes), &|_| None)
+}
+
+/// [`decode`], where a route configuration reuses the unchanged routes of `previous(name)`,
+/// the version of that name in force (see [`super::route_reuse`]): the result is the same,
+/// and so is any error.
+pub fn decode_reusing(
+    kind: ResourceType,
+    bytes: &bytes::Bytes,
+    previous: &dyn Fn(&str) -> Option<Decoded>,
+) -> Result<Decoded, FieldError> {
+    if kind == ResourceType::RouteConfiguration
+        && let Some((decoded, reused)) = super::route_reuse::decode(bytes, previous)
+    {
+        tracing::debug!(
+            name = %decoded.name,
+            decoded = reused.decoded,
+            reused = reused.read,
+            reused_built = reused.built,
+            "xds: route configuration read reusing the unchanged routes of the version in force"
+        );
+        return Ok(decoded);
+    }
     let type_name = kind
         .type_url()
         .strip_prefix("type.googleapis.com/")
@@ -162,10 +188,15 @@ pub fn decode(kind: ResourceType, bytes: &[u8]) -> Result<Decoded, FieldError> {
             Resource::ExtensionConfig(Box::new(extension_config(&json)?))
         }
     };
+    let route_parts = match kind {
+        ResourceType::RouteConfiguration => super::route_reuse::RouteParts::of(bytes),
+        _ => None,
+    };
     Ok(Decoded {
         name,
         resource,
         json: std::sync::Arc::new(json),
+        route_parts,
     })
 }
 

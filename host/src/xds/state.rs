@@ -509,8 +509,11 @@ impl XdsState {
         let kind = update.kind;
         let now = SystemTime::now();
         let mut read: BTreeMap<String, Decoded> = BTreeMap::new();
+        // A route configuration reuses the unchanged routes of its version in force (never
+        // of one refused: only what was accepted is held).
+        let previous = |name: &str| self.in_force(kind, name);
         for raw in &update.resources {
-            let decoded = resource::decode(kind, &raw.body).map_err(|error| {
+            let decoded = resource::decode_reusing(kind, &raw.body, &previous).map_err(|error| {
                 let name = raw
                     .name
                     .clone()
@@ -596,6 +599,14 @@ impl XdsState {
         self.stats[&kind].version.set(version_hash(&update.version));
         *self.lock() = staged;
         Ok(())
+    }
+
+    /// The resource of `kind` named `name` in force: the last version of it accepted, until
+    /// it is removed.
+    fn in_force(&self, kind: ResourceType, name: &str) -> Option<Decoded> {
+        self.lock()
+            .get(kind, name)
+            .map(|held| held.decoded.clone())
     }
 
     /// A dynamic listener or cluster may not take the name of a static one (as Envoy).
@@ -1314,6 +1325,7 @@ static_resources:
             name,
             resource,
             json: Arc::new(json),
+            route_parts: None,
         }
     }
 
@@ -1980,6 +1992,89 @@ filter_chains:
                 .refuse_static_names(ResourceType::RouteConfiguration, names.iter())
                 .is_ok()
         );
+    }
+
+    /// A route configuration `routes` of one virtual host, routes `/a` to `a` and `/b` to `b`.
+    fn two_routes(a: &str, b: &str) -> bytes::Bytes {
+        use envoy_types::pb::envoy::config::route::v3 as route_pb;
+        use prost::Message as _;
+        let route = |prefix: &str, cluster: &str| route_pb::Route {
+            r#match: Some(route_pb::RouteMatch {
+                path_specifier: Some(route_pb::route_match::PathSpecifier::Prefix(prefix.into())),
+                ..Default::default()
+            }),
+            action: Some(route_pb::route::Action::Route(route_pb::RouteAction {
+                cluster_specifier: Some(route_pb::route_action::ClusterSpecifier::Cluster(
+                    cluster.into(),
+                )),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        route_pb::RouteConfiguration {
+            name: "routes".into(),
+            virtual_hosts: vec![route_pb::VirtualHost {
+                name: "all".into(),
+                domains: vec!["*".into()],
+                routes: vec![route("/a", a), route("/b", b)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    #[tokio::test]
+    async fn a_refused_route_configuration_lends_nothing_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let accepted = resource::decode(ResourceType::RouteConfiguration, &two_routes("a", "b"))
+            .expect("decodes");
+        let accepted_parts = accepted.route_parts.clone().expect("parts");
+        {
+            let mut held = state.lock();
+            Arc::make_mut(
+                held.resources
+                    .entry(ResourceType::RouteConfiguration)
+                    .or_default(),
+            )
+            .insert(
+                "routes".into(),
+                Arc::new(HeldResource {
+                    decoded: accepted,
+                    version: "1".into(),
+                    last_updated: SystemTime::now(),
+                }),
+            );
+        }
+        // A version that reads but is refused (no config can be swapped in here).
+        let refused = state
+            .apply_update(Update {
+                kind: ResourceType::RouteConfiguration,
+                version: "2".into(),
+                resources: vec![crate::xds::client::RawResource {
+                    name: None,
+                    version: String::new(),
+                    body: two_routes("x", "y"),
+                }],
+                removed: vec![],
+                state_of_the_world: true,
+            })
+            .await;
+        assert!(refused.is_err());
+        let in_force = state
+            .in_force(ResourceType::RouteConfiguration, "routes")
+            .expect("held");
+        assert!(
+            Arc::ptr_eq(in_force.route_parts.as_ref().expect("parts"), &accepted_parts),
+            "the refused version's parts are not kept"
+        );
+        // The next version reuses the accepted one's routes, not the refused one's.
+        let previous = |name: &str| state.in_force(ResourceType::RouteConfiguration, name);
+        let (_, reused) = crate::xds::route_reuse::decode(&two_routes("a", "y"), &previous)
+            .expect("reuses");
+        assert_eq!((reused.decoded, reused.read), (1, 1));
     }
 
     #[test]
