@@ -1,7 +1,10 @@
 //! An RDS update read in proportion to what it changed: the routes of a route configuration
-//! that are byte for byte those of the version in force are taken from it (their JSON, their
-//! schema value and, where their virtual host and configuration are unchanged around them,
-//! their built route) rather than decoded, read and built again.
+//! that are byte for byte those of the version in force are taken from it (their schema value
+//! and, where their virtual host and configuration are unchanged around them, their built
+//! route) rather than decoded, read and built again. The configuration's JSON, which only
+//! `/config_dump` shows, is written when first asked for, and whether it equals the version
+//! in force's (an unchanged resource is not swapped in again) is found from the parts that
+//! changed.
 //!
 //! A control plane sends the whole route configuration for a change of one route, and reading
 //! a thousand routes (protobuf to JSON to the schema, then the route table) was most of what an
@@ -20,7 +23,7 @@
 //! with it (in [`super::resource::Decoded`]) and go with it when it is replaced or removed, so
 //! a version that was refused lends nothing.
 
-use super::resource::{Decoded, Resource};
+use super::resource::{Decoded, Resource, ResourceJson, ResourceType};
 use crate::config::parse_value_ref;
 use crate::config::route::{Route, RouteConfiguration, VirtualHost};
 use bytes::Bytes;
@@ -83,7 +86,7 @@ pub fn decode(
     previous: &dyn Fn(&str) -> Option<Decoded>,
 ) -> Option<(Decoded, Reused)> {
     let wire = wire::split(bytes)?;
-    let mut json = super::proto::to_json(ROUTE_CONFIGURATION, &wire.rest).ok()?;
+    let json = super::proto::to_json(ROUTE_CONFIGURATION, &wire.rest).ok()?;
     let name = match json.get("name") {
         Some(serde_json::Value::String(name)) if !name.is_empty() => name.clone(),
         _ => return None,
@@ -94,64 +97,59 @@ pub fn decode(
     else {
         return None;
     };
-    let before_vhosts = before.json.get("virtual_hosts").and_then(|v| v.as_array());
-    let before_route_json = |v: usize, r: usize| {
-        before_vhosts?
-            .get(v)?
-            .get("routes")?
-            .as_array()?
-            .get(r)
-            .cloned()
-    };
     let mut config: RouteConfiguration = parse_value_ref(&json).ok()?;
     let same_config_fields = parts.wire.rest == wire.rest;
+    // Whether the new version says what the one in force says, part by part.
+    let mut same = same_json(ROUTE_CONFIGURATION, &wire.rest, &parts.wire.rest, Some(&json))
+        && wire.vhosts.len() == parts.wire.vhosts.len();
     let mut reused = Reused::default();
     // Per virtual host and route: the route of the version in force whose built route is
     // taken, where one is.
     let mut built_from: Vec<Vec<Option<(usize, usize)>>> = Vec::with_capacity(wire.vhosts.len());
-    let mut vhost_jsons = Vec::with_capacity(wire.vhosts.len());
-    for vhost_wire in &wire.vhosts {
-        let mut vhost_json = super::proto::to_json(VIRTUAL_HOST, &vhost_wire.rest).ok()?;
+    config.virtual_hosts.reserve(wire.vhosts.len());
+    for (v, vhost_wire) in wire.vhosts.iter().enumerate() {
+        let vhost_json = super::proto::to_json(VIRTUAL_HOST, &vhost_wire.rest).ok()?;
         let mut vhost: VirtualHost = parse_value_ref(&vhost_json).ok()?;
-        let mut route_jsons = Vec::with_capacity(vhost_wire.routes.len());
-        let mut built = Vec::with_capacity(vhost_wire.routes.len());
-        for route_bytes in &vhost_wire.routes {
-            let kept = parts.index.get(route_bytes).and_then(|&(v, r)| {
-                let route = before_config.virtual_hosts.get(v)?.routes.get(r)?;
-                Some((v, r, route, before_route_json(v, r)?))
+        let before_vhost = parts.wire.vhosts.get(v);
+        same = same
+            && before_vhost.is_some_and(|before| {
+                before.routes.len() == vhost_wire.routes.len()
+                    && same_json(VIRTUAL_HOST, &vhost_wire.rest, &before.rest, Some(&vhost_json))
             });
-            match kept {
-                Some((v, r, route, route_json)) => {
+        vhost.routes.reserve(vhost_wire.routes.len());
+        let mut built = Vec::with_capacity(vhost_wire.routes.len());
+        for (r, route_bytes) in vhost_wire.routes.iter().enumerate() {
+            let kept = parts.index.get(route_bytes).and_then(|&(kept_v, kept_r)| {
+                let route = before_config.virtual_hosts.get(kept_v)?.routes.get(kept_r)?;
+                Some((kept_v, kept_r, route))
+            });
+            let route_json = match kept {
+                Some((kept_v, kept_r, route)) => {
                     reused.read += 1;
                     let same_around = same_config_fields
-                        && parts.wire.vhosts.get(v).map(|before| &before.rest)
+                        && parts.wire.vhosts.get(kept_v).map(|before| &before.rest)
                             == Some(&vhost_wire.rest);
-                    let build_again = reads_files(route);
-                    built.push((same_around && !build_again).then_some((v, r)));
+                    built.push((same_around && !reads_files(route)).then_some((kept_v, kept_r)));
                     vhost.routes.push(route.clone());
-                    route_jsons.push(route_json);
+                    None
                 }
                 None => {
                     reused.decoded += 1;
                     let route_json = super::proto::to_json(ROUTE, route_bytes).ok()?;
                     vhost.routes.push(parse_value_ref::<Route>(&route_json).ok()?);
                     built.push(None);
-                    route_jsons.push(route_json);
+                    Some(route_json)
                 }
-            }
-        }
-        if !route_jsons.is_empty() {
-            vhost_json
-                .as_object_mut()?
-                .insert("routes".into(), serde_json::Value::Array(route_jsons));
+            };
+            same = same
+                && before_vhost
+                    .and_then(|before| before.routes.get(r))
+                    .is_some_and(|before| {
+                        same_json(ROUTE, route_bytes, before, route_json.as_ref())
+                    });
         }
         config.virtual_hosts.push(vhost);
-        vhost_jsons.push(vhost_json);
         built_from.push(built);
-    }
-    if !vhost_jsons.is_empty() {
-        json.as_object_mut()?
-            .insert("virtual_hosts".into(), serde_json::Value::Array(vhost_jsons));
     }
     let config = Arc::new(config);
     // The table of the version in force: kept while it is held, so this is a look-up.
@@ -166,11 +164,31 @@ pub fn decode(
         Decoded {
             name,
             resource: Resource::RouteConfiguration(config),
-            json: Arc::new(json),
+            json: ResourceJson::later(ResourceType::RouteConfiguration, bytes.clone()),
             route_parts: Some(RouteParts::new(wire)),
+            same_json_as: Some((Arc::downgrade(parts), same)),
         },
         reused,
     ))
+}
+
+/// Whether the messages of type `type_name` in `bytes` (whose JSON is `json`, where it was
+/// written) and `before` have the same JSON: equal bytes do; others are written and compared
+/// (most often two versions of the one route that changed).
+fn same_json(
+    type_name: &str,
+    bytes: &[u8],
+    before: &[u8],
+    json: Option<&serde_json::Value>,
+) -> bool {
+    if bytes == before {
+        return true;
+    }
+    let json = match json {
+        Some(json) => Some(json.clone()),
+        None => super::proto::to_json(type_name, bytes).ok(),
+    };
+    json.is_some_and(|json| super::proto::to_json(type_name, before).ok() == Some(json))
 }
 
 /// Whether building `route` reads a file (a `direct_response` body from a `filename`): such

@@ -573,7 +573,7 @@ impl XdsState {
                     .map_or_else(|| response_version.clone(), |version| version.to_string());
                 let same = by_name
                     .get(&name)
-                    .is_some_and(|held| held.decoded.json == decoded.json);
+                    .is_some_and(|held| decoded.same_as(&held.decoded));
                 if same {
                     continue;
                 }
@@ -1324,8 +1324,9 @@ static_resources:
         Decoded {
             name,
             resource,
-            json: Arc::new(json),
+            json: crate::xds::resource::ResourceJson::new(json),
             route_parts: None,
+            same_json_as: None,
         }
     }
 

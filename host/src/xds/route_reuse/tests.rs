@@ -66,7 +66,7 @@ fn table(decoded: &Decoded) -> Arc<crate::route::RouteTable> {
 /// `reused` and `whole` say the same: JSON, schema, every built route.
 fn assert_same(reused: &Decoded, whole: &Decoded) {
     assert_eq!(reused.name, whole.name);
-    assert_eq!(reused.json, whole.json, "the JSON");
+    assert_eq!(reused.json.get(), whole.json.get(), "the JSON");
     assert_eq!(
         format!("{:?}", config(reused)),
         format!("{:?}", config(whole)),
@@ -132,6 +132,9 @@ fn an_unchanged_route_is_reused_and_a_changed_one_read_and_built() {
         }
     );
     assert_same(&after, &whole(&bytes));
+    assert!(!after.same_as(&before), "a changed version is not the same");
+    let (again, _) = reusing(&encode(BASE), &before).expect("reuses");
+    assert!(again.same_as(&before), "an unchanged version is the same");
     assert_eq!(forward_cluster(&after, 0, 0), "c9");
     assert_eq!(forward_cluster(&after, 1, 0), "c3");
 }
@@ -238,6 +241,7 @@ fn nothing_is_reused_without_a_version_in_force_of_that_name() {
     assert!(reusing(&other, &before).is_none());
     assert!(super::decode(&encode(BASE), &|_| None).is_none());
     let mut without_parts = before.clone();
+    assert!(whole(&encode(BASE)).same_as(&before), "compared by their JSON");
     without_parts.route_parts = None;
     assert!(reusing(&encode(BASE), &without_parts).is_none());
 }
