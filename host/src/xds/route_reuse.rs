@@ -100,8 +100,12 @@ pub fn decode(
     let mut config: RouteConfiguration = parse_value_ref(&json).ok()?;
     let same_config_fields = parts.wire.rest == wire.rest;
     // Whether the new version says what the one in force says, part by part.
-    let mut same = same_json(ROUTE_CONFIGURATION, &wire.rest, &parts.wire.rest, Some(&json))
-        && wire.vhosts.len() == parts.wire.vhosts.len();
+    let mut same = same_json(
+        ROUTE_CONFIGURATION,
+        &wire.rest,
+        &parts.wire.rest,
+        Some(&json),
+    ) && wire.vhosts.len() == parts.wire.vhosts.len();
     let mut reused = Reused::default();
     // Per virtual host and route: the route of the version in force whose built route is
     // taken, where one is.
@@ -114,13 +118,22 @@ pub fn decode(
         same = same
             && before_vhost.is_some_and(|before| {
                 before.routes.len() == vhost_wire.routes.len()
-                    && same_json(VIRTUAL_HOST, &vhost_wire.rest, &before.rest, Some(&vhost_json))
+                    && same_json(
+                        VIRTUAL_HOST,
+                        &vhost_wire.rest,
+                        &before.rest,
+                        Some(&vhost_json),
+                    )
             });
         vhost.routes.reserve(vhost_wire.routes.len());
         let mut built = Vec::with_capacity(vhost_wire.routes.len());
         for (r, route_bytes) in vhost_wire.routes.iter().enumerate() {
             let kept = parts.index.get(route_bytes).and_then(|&(kept_v, kept_r)| {
-                let route = before_config.virtual_hosts.get(kept_v)?.routes.get(kept_r)?;
+                let route = before_config
+                    .virtual_hosts
+                    .get(kept_v)?
+                    .routes
+                    .get(kept_r)?;
                 Some((kept_v, kept_r, route))
             });
             let route_json = match kept {
@@ -136,7 +149,9 @@ pub fn decode(
                 None => {
                     reused.decoded += 1;
                     let route_json = super::proto::to_json(ROUTE, route_bytes).ok()?;
-                    vhost.routes.push(parse_value_ref::<Route>(&route_json).ok()?);
+                    vhost
+                        .routes
+                        .push(parse_value_ref::<Route>(&route_json).ok()?);
                     built.push(None);
                     Some(route_json)
                 }

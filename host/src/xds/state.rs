@@ -513,19 +513,20 @@ impl XdsState {
         // of one refused: only what was accepted is held).
         let previous = |name: &str| self.in_force(kind, name);
         for raw in &update.resources {
-            let decoded = resource::decode_reusing(kind, &raw.body, &previous).map_err(|error| {
-                let name = raw
-                    .name
-                    .clone()
-                    .or_else(|| name_of(kind, &raw.body))
-                    .unwrap_or_else(|| "?".to_owned());
-                Rejected(format!(
-                    "{} {name:?}: {}: {}",
-                    kind.short_name(),
-                    error.path,
-                    error.message
-                ))
-            })?;
+            let decoded =
+                resource::decode_reusing(kind, &raw.body, &previous).map_err(|error| {
+                    let name = raw
+                        .name
+                        .clone()
+                        .or_else(|| name_of(kind, &raw.body))
+                        .unwrap_or_else(|| "?".to_owned());
+                    Rejected(format!(
+                        "{} {name:?}: {}: {}",
+                        kind.short_name(),
+                        error.path,
+                        error.message
+                    ))
+                })?;
             if let Some(name) = &raw.name
                 && *name != decoded.name
             {
@@ -604,9 +605,7 @@ impl XdsState {
     /// The resource of `kind` named `name` in force: the last version of it accepted, until
     /// it is removed.
     fn in_force(&self, kind: ResourceType, name: &str) -> Option<Decoded> {
-        self.lock()
-            .get(kind, name)
-            .map(|held| held.decoded.clone())
+        self.lock().get(kind, name).map(|held| held.decoded.clone())
     }
 
     /// A dynamic listener or cluster may not take the name of a static one (as Envoy).
@@ -2068,13 +2067,16 @@ filter_chains:
             .in_force(ResourceType::RouteConfiguration, "routes")
             .expect("held");
         assert!(
-            Arc::ptr_eq(in_force.route_parts.as_ref().expect("parts"), &accepted_parts),
+            Arc::ptr_eq(
+                in_force.route_parts.as_ref().expect("parts"),
+                &accepted_parts
+            ),
             "the refused version's parts are not kept"
         );
         // The next version reuses the accepted one's routes, not the refused one's.
         let previous = |name: &str| state.in_force(ResourceType::RouteConfiguration, name);
-        let (_, reused) = crate::xds::route_reuse::decode(&two_routes("a", "y"), &previous)
-            .expect("reuses");
+        let (_, reused) =
+            crate::xds::route_reuse::decode(&two_routes("a", "y"), &previous).expect("reuses");
         assert_eq!((reused.decoded, reused.read), (1, 1));
     }
 

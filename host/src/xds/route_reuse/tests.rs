@@ -214,8 +214,8 @@ fn a_broken_route_is_refused_with_the_whole_decodes_error() {
         "a route that does not build is left to the whole decode"
     );
     let previous = |name: &str| (name == before.name).then(|| before.clone());
-    let error = decode_reusing(ResourceType::RouteConfiguration, &bytes, &previous)
-        .expect_err("refused");
+    let error =
+        decode_reusing(ResourceType::RouteConfiguration, &bytes, &previous).expect_err("refused");
     let whole_error =
         decode_reusing(ResourceType::RouteConfiguration, &bytes, &|_| None).expect_err("refused");
     assert_eq!(error, whole_error);
@@ -225,8 +225,8 @@ fn a_broken_route_is_refused_with_the_whole_decodes_error() {
     );
     // The schema refuses a route too (two actions' worth of nothing: no action).
     let bytes = encode(&BASE.replace("    redirect: {https_redirect: true}\n", ""));
-    let error = decode_reusing(ResourceType::RouteConfiguration, &bytes, &previous)
-        .expect_err("refused");
+    let error =
+        decode_reusing(ResourceType::RouteConfiguration, &bytes, &previous).expect_err("refused");
     assert_eq!(
         error,
         decode_reusing(ResourceType::RouteConfiguration, &bytes, &|_| None).expect_err("refused")
@@ -241,7 +241,10 @@ fn nothing_is_reused_without_a_version_in_force_of_that_name() {
     assert!(reusing(&other, &before).is_none());
     assert!(super::decode(&encode(BASE), &|_| None).is_none());
     let mut without_parts = before.clone();
-    assert!(whole(&encode(BASE)).same_as(&before), "compared by their JSON");
+    assert!(
+        whole(&encode(BASE)).same_as(&before),
+        "compared by their JSON"
+    );
     without_parts.route_parts = None;
     assert!(reusing(&encode(BASE), &without_parts).is_none());
 }
@@ -279,7 +282,10 @@ fn a_route_whose_body_is_a_file_is_built_again_and_reads_the_file_anew() {
 #[test]
 fn a_wire_that_does_not_read_is_not_cut() {
     assert!(wire::split(&Bytes::from_static(&[0x12, 0x05, 0x01])).is_none());
-    assert!(wire::split(&Bytes::from_static(&[0x0b])).is_none(), "a group");
+    assert!(
+        wire::split(&Bytes::from_static(&[0x0b])).is_none(),
+        "a group"
+    );
     assert!(wire::split(&Bytes::from_static(&[0xff; 11])).is_none());
     let cut = wire::split(&encode(BASE)).expect("cut");
     assert_eq!(cut.vhosts.len(), 2);
