@@ -68,6 +68,11 @@ fn assert_same(reused: &Decoded, whole: &Decoded) {
     assert_eq!(reused.name, whole.name);
     assert_eq!(reused.json.get(), whole.json.get(), "the JSON");
     assert_eq!(
+        crate::snapshot::DumpJson::json(&*reused.json),
+        whole.json.get(),
+        "the JSON /config_dump shows"
+    );
+    assert_eq!(
         format!("{:?}", config(reused)),
         format!("{:?}", config(whole)),
         "the schema value"
