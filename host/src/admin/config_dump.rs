@@ -227,7 +227,7 @@ fn configs(sources: Sources<'_>) -> Vec<Value> {
 fn versioned(entry: &DynamicEntry, field: &str, type_url: &str) -> Value {
     json!({
         "version_info": entry.version_info,
-        field: typed((*entry.resource).clone(), type_url),
+        field: typed((*entry.resource.json()).clone(), type_url),
         "last_updated": crate::access_log::format::utc_timestamp(entry.last_updated),
     })
 }

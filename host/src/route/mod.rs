@@ -278,12 +278,29 @@ impl RouteTable {
         clusters: &ClusterNames,
         validate_clusters: bool,
     ) -> Result<RouteTable, FieldError> {
+        RouteTable::build_validating_reusing(config, path, clusters, validate_clusters, &|_, _| {
+            None
+        })
+    }
+
+    /// [`RouteTable::build_validating`] where `reuse(v, r)` may give the built route of
+    /// `virtual_hosts[v].routes[r]` (one built before from the same route, in a virtual host
+    /// and route configuration with the same fields, with the same `clusters` and
+    /// `validate_clusters`): that route is taken as it is rather than built again. An xDS
+    /// route update reuses the routes it did not change this way (`xds::route_reuse`).
+    pub fn build_validating_reusing(
+        config: &RouteConfiguration,
+        path: &str,
+        clusters: &ClusterNames,
+        validate_clusters: bool,
+        reuse: &dyn Fn(usize, usize) -> Option<Route>,
+    ) -> Result<RouteTable, FieldError> {
         if validate_clusters {
-            return RouteTable::build_checked(config, path, clusters);
+            return RouteTable::build_checked(config, path, clusters, reuse);
         }
         let named = named_clusters(config);
         let known = clusters.with(named.iter().map(String::as_str));
-        let mut table = RouteTable::build_checked(config, path, &known)?;
+        let mut table = RouteTable::build_checked(config, path, &known, reuse)?;
         for vhost in &mut table.virtual_hosts {
             for route in &mut vhost.routes {
                 if let RouteAction::Forward(action) = &mut route.action
@@ -302,6 +319,7 @@ impl RouteTable {
         config: &RouteConfiguration,
         path: &str,
         clusters: &ClusterNames,
+        reuse: &dyn Fn(usize, usize) -> Option<Route>,
     ) -> Result<RouteTable, FieldError> {
         let mut table = RouteTable {
             ignore_port: config.ignore_port_in_host_matching,
@@ -365,6 +383,11 @@ impl RouteTable {
             };
             let mut routes = Vec::new();
             for (r, route) in vhost.routes.iter().enumerate() {
+                if let Some(built) = reuse(i, r) {
+                    table.any_filter_overrides |= !built.filters.is_empty();
+                    routes.push(built);
+                    continue;
+                }
                 let mut built = build_route(
                     route,
                     &format!("{vhost_path}.routes[{r}]"),
@@ -611,6 +634,11 @@ impl RouteTable {
     /// Whether some route turns an HTTP filter off or on (`typed_per_filter_config`).
     pub fn has_filter_overrides(&self) -> bool {
         self.any_filter_overrides
+    }
+
+    /// The route `virtual_hosts[vhost].routes[route]`, as built.
+    pub fn route_at(&self, vhost: usize, route: usize) -> Option<&Route> {
+        self.virtual_hosts.get(vhost)?.routes.get(route)
     }
 
     /// The route `id` names.

@@ -41,13 +41,26 @@ pub fn unvalidated(
     {
         return Ok(entry.table.clone());
     }
+    unvalidated_reusing(config, path, &|_, _| None)
+}
+
+/// Builds the table of `config` with its cluster names unchecked, taking the routes `reuse`
+/// gives as they are (see [`RouteTable::build_validating_reusing`]; each must have been built
+/// unchecked too), and keeps it for `config` as [`unvalidated`] does.
+pub fn unvalidated_reusing(
+    config: &Arc<RouteConfiguration>,
+    path: &str,
+    reuse: &dyn Fn(usize, usize) -> Option<super::Route>,
+) -> Result<Arc<RouteTable>, FieldError> {
+    let key = Arc::as_ptr(config) as usize;
     // Built outside the lock: a large table takes milliseconds, and a second build of the
     // same configuration meanwhile gives an equal table.
-    let table = Arc::new(RouteTable::build_validating(
+    let table = Arc::new(RouteTable::build_validating_reusing(
         config,
         path,
         &ClusterNames::default(),
         false,
+        reuse,
     )?);
     let mut tables = lock();
     let tables = tables.get_or_insert_with(HashMap::new);

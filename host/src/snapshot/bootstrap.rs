@@ -67,6 +67,20 @@ pub struct DynamicDump {
     pub ecds: bool,
 }
 
+/// A dynamic resource's fields in Envoy's JSON shape, for `/config_dump`: written when the
+/// resource was read, or only when first asked for (an xDS route configuration read reusing
+/// its version in force: `xds::route_reuse`).
+pub trait DumpJson: std::fmt::Debug + Send + Sync {
+    /// The JSON.
+    fn json(&self) -> std::sync::Arc<serde_json::Value>;
+}
+
+impl DumpJson for serde_json::Value {
+    fn json(&self) -> std::sync::Arc<serde_json::Value> {
+        std::sync::Arc::new(self.clone())
+    }
+}
+
 /// One resource from the control plane.
 #[derive(Debug, Clone)]
 pub struct DynamicEntry {
@@ -78,7 +92,7 @@ pub struct DynamicEntry {
     pub last_updated: std::time::SystemTime,
     /// Its fields in Envoy's JSON shape (shared with the resource held, not copied per
     /// snapshot).
-    pub resource: std::sync::Arc<serde_json::Value>,
+    pub resource: std::sync::Arc<dyn DumpJson>,
     /// Held but not in use yet: a listener waiting for its routes, a cluster for its
     /// endpoints.
     pub warming: bool,

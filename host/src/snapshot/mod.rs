@@ -20,7 +20,7 @@ pub mod listener;
 pub mod source;
 pub mod wasm;
 
-pub use bootstrap::{Config, DynamicDump, DynamicEntry, WasmServiceConfig};
+pub use bootstrap::{Config, DumpJson, DynamicDump, DynamicEntry, WasmServiceConfig};
 pub use http_manager::{Http10Policy, HttpManagerConfig, UpgradeSetting, http_filters};
 pub use listener::{ListenerConfig, TcpListenerConfig, TcpProxyConfig};
 pub use source::{ConfigSource, FileSource, Loaded};

@@ -90,7 +90,9 @@ mod tests {
             decoded: Decoded {
                 name: cluster.name.clone(),
                 resource: Resource::Cluster(Box::new(cluster)),
-                json: Arc::new(json),
+                json: crate::xds::resource::ResourceJson::new(json),
+                route_parts: None,
+                same_json_as: None,
             },
             version: "1".into(),
             last_updated: std::time::SystemTime::now(),

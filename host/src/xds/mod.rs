@@ -32,4 +32,5 @@ mod cluster_specs;
 mod ecds_stats;
 pub mod proto;
 pub mod resource;
+pub mod route_reuse;
 pub mod state;

@@ -104,7 +104,82 @@ pub struct Decoded {
     pub resource: Resource,
     /// Its fields in Envoy's JSON shape, as `/config_dump` shows them (shared: every
     /// snapshot's dump holds it while the resource is held, without a copy).
-    pub json: std::sync::Arc<serde_json::Value>,
+    pub json: std::sync::Arc<ResourceJson>,
+    /// A route configuration's protobuf cut into its parts, for the next version of it to
+    /// reuse its unchanged routes (see [`super::route_reuse`]); `None` for other resources.
+    pub route_parts: Option<std::sync::Arc<super::route_reuse::RouteParts>>,
+    /// A route configuration read reusing a version in force: that version (by its parts)
+    /// and whether the two say the same (their JSON is equal), found from the parts that
+    /// changed rather than from the whole JSON of both.
+    pub same_json_as: Option<(std::sync::Weak<super::route_reuse::RouteParts>, bool)>,
+}
+
+impl Decoded {
+    /// Whether this resource says what `held`, a version of it, says: their JSON is equal.
+    pub fn same_as(&self, held: &Decoded) -> bool {
+        if let (Some((parts, same)), Some(held_parts)) = (&self.same_json_as, &held.route_parts)
+            && std::sync::Weak::ptr_eq(parts, &std::sync::Arc::downgrade(held_parts))
+        {
+            return *same;
+        }
+        self.json.get() == held.json.get()
+    }
+}
+
+impl crate::snapshot::DumpJson for ResourceJson {
+    fn json(&self) -> std::sync::Arc<serde_json::Value> {
+        self.get()
+    }
+}
+
+/// A resource's JSON: written when the resource was read, or, for a route configuration read
+/// reusing its version in force (see [`super::route_reuse`]), when first asked for, from its
+/// protobuf: a route update reads one route of thousands, and its JSON is only for
+/// `/config_dump`, which is rare.
+#[derive(Debug)]
+pub struct ResourceJson {
+    value: std::sync::OnceLock<std::sync::Arc<serde_json::Value>>,
+    /// What it is written from when first asked for.
+    from: Option<(ResourceType, bytes::Bytes)>,
+}
+
+impl ResourceJson {
+    /// The JSON `value`, written already.
+    pub fn new(value: serde_json::Value) -> std::sync::Arc<ResourceJson> {
+        std::sync::Arc::new(ResourceJson {
+            value: std::sync::OnceLock::from(std::sync::Arc::new(value)),
+            from: None,
+        })
+    }
+
+    /// The JSON of the resource of `kind` whose protobuf, known to decode, is `bytes`; written
+    /// when first asked for.
+    pub fn later(kind: ResourceType, bytes: bytes::Bytes) -> std::sync::Arc<ResourceJson> {
+        std::sync::Arc::new(ResourceJson {
+            value: std::sync::OnceLock::new(),
+            from: Some((kind, bytes)),
+        })
+    }
+
+    /// The JSON. Written from bytes that decoded once, so it decodes again; were it not to,
+    /// the error is shown in its place.
+    pub fn get(&self) -> std::sync::Arc<serde_json::Value> {
+        self.value
+            .get_or_init(|| {
+                let Some((kind, bytes)) = &self.from else {
+                    return std::sync::Arc::new(serde_json::Value::Null);
+                };
+                let type_name = kind
+                    .type_url()
+                    .strip_prefix("type.googleapis.com/")
+                    .unwrap_or(kind.type_url());
+                std::sync::Arc::new(
+                    super::proto::to_json(type_name, bytes)
+                        .unwrap_or_else(|error| serde_json::json!({"error": error.to_string()})),
+                )
+            })
+            .clone()
+    }
 }
 
 /// Decodes the protobuf `bytes` of a resource of `kind` and reads it into the schema; the
@@ -117,6 +192,29 @@ pub struct Decoded {
 /// against the clusters known), and each HTTP connection manager of a listener must have
 /// exactly one of `route_config` and `rds`.
 pub fn decode(kind: ResourceType, bytes: &[u8]) -> Result<Decoded, FieldError> {
+    decode_reusing(kind, &bytes::Bytes::copy_from_slice(bytes), &|_| None)
+}
+
+/// [`decode`], where a route configuration reuses the unchanged routes of `previous(name)`,
+/// the version of that name in force (see [`super::route_reuse`]): the result is the same,
+/// and so is any error.
+pub fn decode_reusing(
+    kind: ResourceType,
+    bytes: &bytes::Bytes,
+    previous: &dyn Fn(&str) -> Option<Decoded>,
+) -> Result<Decoded, FieldError> {
+    if kind == ResourceType::RouteConfiguration
+        && let Some((decoded, reused)) = super::route_reuse::decode(bytes, previous)
+    {
+        tracing::debug!(
+            name = %decoded.name,
+            decoded = reused.decoded,
+            reused = reused.read,
+            reused_built = reused.built,
+            "xds: route configuration read reusing the unchanged routes of the version in force"
+        );
+        return Ok(decoded);
+    }
     let type_name = kind
         .type_url()
         .strip_prefix("type.googleapis.com/")
@@ -162,10 +260,16 @@ pub fn decode(kind: ResourceType, bytes: &[u8]) -> Result<Decoded, FieldError> {
             Resource::ExtensionConfig(Box::new(extension_config(&json)?))
         }
     };
+    let route_parts = match kind {
+        ResourceType::RouteConfiguration => super::route_reuse::RouteParts::of(bytes),
+        _ => None,
+    };
     Ok(Decoded {
         name,
         resource,
-        json: std::sync::Arc::new(json),
+        json: ResourceJson::new(json),
+        route_parts,
+        same_json_as: None,
     })
 }
 

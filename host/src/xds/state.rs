@@ -615,20 +615,24 @@ impl XdsState {
     fn read_update(update: &Update) -> Result<BTreeMap<String, Decoded>, Rejected> {
         let kind = update.kind;
         let mut read: BTreeMap<String, Decoded> = BTreeMap::new();
+        // A route configuration reuses the unchanged routes of its version in force (never
+        // of one refused: only what was accepted is held).
+        let previous = |name: &str| self.in_force(kind, name);
         for raw in &update.resources {
-            let decoded = resource::decode(kind, &raw.body).map_err(|error| {
-                let name = raw
-                    .name
-                    .clone()
-                    .or_else(|| name_of(kind, &raw.body))
-                    .unwrap_or_else(|| "?".to_owned());
-                Rejected(format!(
-                    "{} {name:?}: {}: {}",
-                    kind.short_name(),
-                    error.path,
-                    error.message
-                ))
-            })?;
+            let decoded =
+                resource::decode_reusing(kind, &raw.body, &previous).map_err(|error| {
+                    let name = raw
+                        .name
+                        .clone()
+                        .or_else(|| name_of(kind, &raw.body))
+                        .unwrap_or_else(|| "?".to_owned());
+                    Rejected(format!(
+                        "{} {name:?}: {}: {}",
+                        kind.short_name(),
+                        error.path,
+                        error.message
+                    ))
+                })?;
             if let Some(name) = &raw.name
                 && *name != decoded.name
             {
@@ -695,7 +699,7 @@ impl XdsState {
                     .map_or_else(|| response_version.clone(), |version| version.to_string());
                 let same = by_name
                     .get(&name)
-                    .is_some_and(|held| held.decoded.json == decoded.json);
+                    .is_some_and(|held| decoded.same_as(&held.decoded));
                 if same {
                     continue;
                 }
@@ -746,6 +750,12 @@ impl XdsState {
                 self.ecds.conflict(&filter, prefix);
             }
         }
+    }
+
+    /// The resource of `kind` named `name` in force: the last version of it accepted, until
+    /// it is removed.
+    fn in_force(&self, kind: ResourceType, name: &str) -> Option<Decoded> {
+        self.lock().get(kind, name).map(|held| held.decoded.clone())
     }
 
     /// A dynamic listener or cluster may not take the name of a static one (as Envoy).
@@ -1565,7 +1575,9 @@ static_resources:
         Decoded {
             name,
             resource,
-            json: Arc::new(json),
+            json: crate::xds::resource::ResourceJson::new(json),
+            route_parts: None,
+            same_json_as: None,
         }
     }
 
@@ -2292,6 +2304,92 @@ filter_chains:
                 .refuse_static_names(ResourceType::RouteConfiguration, names.iter())
                 .is_ok()
         );
+    }
+
+    /// A route configuration `routes` of one virtual host, routes `/a` to `a` and `/b` to `b`.
+    fn two_routes(a: &str, b: &str) -> bytes::Bytes {
+        use envoy_types::pb::envoy::config::route::v3 as route_pb;
+        use prost::Message as _;
+        let route = |prefix: &str, cluster: &str| route_pb::Route {
+            r#match: Some(route_pb::RouteMatch {
+                path_specifier: Some(route_pb::route_match::PathSpecifier::Prefix(prefix.into())),
+                ..Default::default()
+            }),
+            action: Some(route_pb::route::Action::Route(route_pb::RouteAction {
+                cluster_specifier: Some(route_pb::route_action::ClusterSpecifier::Cluster(
+                    cluster.into(),
+                )),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        route_pb::RouteConfiguration {
+            name: "routes".into(),
+            virtual_hosts: vec![route_pb::VirtualHost {
+                name: "all".into(),
+                domains: vec!["*".into()],
+                routes: vec![route("/a", a), route("/b", b)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    #[tokio::test]
+    async fn a_refused_route_configuration_lends_nothing_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir);
+        let accepted = resource::decode(ResourceType::RouteConfiguration, &two_routes("a", "b"))
+            .expect("decodes");
+        let accepted_parts = accepted.route_parts.clone().expect("parts");
+        {
+            let mut held = state.lock();
+            Arc::make_mut(
+                held.resources
+                    .entry(ResourceType::RouteConfiguration)
+                    .or_default(),
+            )
+            .insert(
+                "routes".into(),
+                Arc::new(HeldResource {
+                    decoded: accepted,
+                    version: "1".into(),
+                    last_updated: SystemTime::now(),
+                }),
+            );
+        }
+        // A version that reads but is refused (no config can be swapped in here).
+        let refused = state
+            .apply_update(Update {
+                kind: ResourceType::RouteConfiguration,
+                version: "2".into(),
+                resources: vec![crate::xds::client::RawResource {
+                    name: None,
+                    version: String::new(),
+                    body: two_routes("x", "y"),
+                }],
+                removed: vec![],
+                state_of_the_world: true,
+            })
+            .await;
+        assert!(refused.is_err());
+        let in_force = state
+            .in_force(ResourceType::RouteConfiguration, "routes")
+            .expect("held");
+        assert!(
+            Arc::ptr_eq(
+                in_force.route_parts.as_ref().expect("parts"),
+                &accepted_parts
+            ),
+            "the refused version's parts are not kept"
+        );
+        // The next version reuses the accepted one's routes, not the refused one's.
+        let previous = |name: &str| state.in_force(ResourceType::RouteConfiguration, name);
+        let (_, reused) =
+            crate::xds::route_reuse::decode(&two_routes("a", "y"), &previous).expect("reuses");
+        assert_eq!((reused.decoded, reused.read), (1, 1));
     }
 
     #[test]

@@ -183,7 +183,7 @@ fn a_listener_with_an_inline_route_table_reads_as_the_file_would() {
     let decoded = decode(ResourceType::Listener, &pb.encode_to_vec()).expect("decoded");
     assert_eq!(decoded.name, "ingress");
     assert_eq!(
-        decoded.json["filter_chains"][0]["filters"][0]["typed_config"]["@type"],
+        decoded.json.get()["filter_chains"][0]["filters"][0]["typed_config"]["@type"],
         "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
     );
     let Resource::Listener(listener) = decoded.resource else {
@@ -275,8 +275,8 @@ fn an_eds_cluster_and_its_load_assignment_are_read() {
     )
     .expect("decoded");
     assert_eq!(decoded.name, "backend");
-    assert_eq!(decoded.json["type"], "EDS");
-    assert_eq!(decoded.json["connect_timeout"], "2s");
+    assert_eq!(decoded.json.get()["type"], "EDS");
+    assert_eq!(decoded.json.get()["connect_timeout"], "2s");
     let Resource::Cluster(mut cluster) = decoded.resource else {
         panic!("not a cluster");
     };
@@ -293,7 +293,7 @@ fn an_eds_cluster_and_its_load_assignment_are_read() {
     .expect("decoded");
     assert_eq!(decoded.name, "backend-eds");
     assert_eq!(
-        decoded.json["endpoints"][0]["lb_endpoints"][0]["load_balancing_weight"],
+        decoded.json.get()["endpoints"][0]["lb_endpoints"][0]["load_balancing_weight"],
         3
     );
     let Resource::ClusterLoadAssignment(assignment) = decoded.resource else {
