@@ -570,7 +570,7 @@ impl XdsState {
         let started = std::time::Instant::now();
         // Envoy refuses a resource that does not decode before any subscription sees the
         // response; one that decodes but does not apply, from a subscription's callback.
-        let (result, decoded) = match Self::read_update(&update) {
+        let (result, decoded) = match self.read_update(&update) {
             Ok(read) => (self.stage_and_swap(update, read).await, true),
             Err(rejected) => (Err(rejected), false),
         };
@@ -612,7 +612,7 @@ impl XdsState {
     }
 
     /// Reads every resource of `update` (Envoy's decoding, with the proto's own checks).
-    fn read_update(update: &Update) -> Result<BTreeMap<String, Decoded>, Rejected> {
+    fn read_update(&self, update: &Update) -> Result<BTreeMap<String, Decoded>, Rejected> {
         let kind = update.kind;
         let mut read: BTreeMap<String, Decoded> = BTreeMap::new();
         // A route configuration reuses the unchanged routes of its version in force (never
