@@ -116,7 +116,9 @@ fn main() -> std::process::ExitCode {
 async fn run_logged(count: usize, logs: &Arc<AccessLogs>, conn: &ConnectionInfo) -> Duration {
     let started = thread_cpu_time();
     for _ in 0..count {
-        let (entry, request) = Entry::start(logs.clone(), request(), conn);
+        let request = request();
+        let entry = Entry::start(logs.clone(), &request, conn);
+        let request = entry.count_body(request);
         let response = entry.respond(response(), UpstreamSeen::default());
         let _ = response.into_body().collect().await;
         drop(request);

@@ -344,7 +344,7 @@ fn eds_health_statuses_are_read() {
     )
     .expect("decoded");
     assert_eq!(
-        decoded.json["endpoints"][0]["lb_endpoints"][0]["health_status"],
+        decoded.json.get()["endpoints"][0]["lb_endpoints"][0]["health_status"],
         "DEGRADED"
     );
     let Resource::ClusterLoadAssignment(assignment) = decoded.resource else {
