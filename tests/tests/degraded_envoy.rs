@@ -193,6 +193,27 @@ struct Seen {
 const STATS: &str =
     "/stats?filter=%5Ecluster%5C.c%5C.(membership_%7Clb_healthy_panic%7Chealth_check%5C.degraded)";
 
+/// Sends `requests` GETs of `/work` to `listener` (each must be a 200, all before
+/// `deadline`) and returns each upstream's share of them in percent, from its hit counter.
+async fn shares_of(
+    listener: SocketAddr,
+    hits: &[Arc<AtomicUsize>],
+    requests: usize,
+    deadline: Instant,
+    what: &str,
+) -> Vec<f64> {
+    let before: Vec<usize> = hits.iter().map(|h| h.load(Ordering::Relaxed)).collect();
+    for _ in 0..requests {
+        let answer = weir_tests::get(listener, "/work").await.expect("GET /work");
+        assert_eq!(answer.status, 200, "{what}: {}", answer.text());
+        assert!(Instant::now() < deadline, "{what}: requests took too long");
+    }
+    hits.iter()
+        .zip(before)
+        .map(|(h, before)| 100.0 * (h.load(Ordering::Relaxed) - before) as f64 / requests as f64)
+        .collect()
+}
+
 /// Starts a proxy (by `start`) on [`degraded_config`] for fresh upstreams as `hosts` says,
 /// waits (at most 15 s) for its listener, reads the flags, sends [`REQUESTS`] GETs one
 /// after the other and counts where they went.
@@ -442,22 +463,14 @@ async fn run_eds(start: impl FnOnce(&Value) -> Box<dyn std::any::Any>) -> Vec<Se
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         previous = flags[1].clone();
-        let before: Vec<usize> = hits.iter().map(|h| h.load(Ordering::Relaxed)).collect();
-        for _ in 0..REQUESTS {
-            let answer = weir_tests::get(listener, "/work").await.expect("GET /work");
-            assert_eq!(answer.status, 200, "{status:?}: {}", answer.text());
-            assert!(
-                began.elapsed() < Duration::from_secs(70),
-                "requests took too long"
-            );
-        }
-        let shares = hits
-            .iter()
-            .zip(before)
-            .map(|(h, before)| {
-                100.0 * (h.load(Ordering::Relaxed) - before) as f64 / REQUESTS as f64
-            })
-            .collect();
+        let shares = shares_of(
+            listener,
+            &hits,
+            REQUESTS,
+            began + Duration::from_secs(70),
+            &format!("{status:?}"),
+        )
+        .await;
         let stats = weir_tests::client::get_host(admin, "localhost", EDS_STATS)
             .await
             .map(|resp| resp.text())
@@ -614,23 +627,14 @@ async fn run_removal(
             .await
             .map(|resp| resp.text())
             .unwrap_or_default();
-        let before: Vec<usize> = hits.iter().map(|h| h.load(Ordering::Relaxed)).collect();
-        let requests = 400;
-        for _ in 0..requests {
-            let answer = weir_tests::get(listener, "/work").await.expect("GET /work");
-            assert_eq!(answer.status, 200, "step {step}: {}", answer.text());
-            assert!(
-                began.elapsed() < Duration::from_secs(40),
-                "requests took too long"
-            );
-        }
-        let shares = hits
-            .iter()
-            .zip(before)
-            .map(|(h, before)| {
-                100.0 * (h.load(Ordering::Relaxed) - before) as f64 / requests as f64
-            })
-            .collect();
+        let shares = shares_of(
+            listener,
+            &hits,
+            400,
+            began + Duration::from_secs(40),
+            &format!("step {step}"),
+        )
+        .await;
         seen.push(Seen {
             flags,
             stats,
@@ -808,20 +812,15 @@ async fn run_passive(start: impl FnOnce(&Value) -> Box<dyn std::any::Any>) -> Se
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let stats = admin_text(PASSIVE_STATS).await;
-    let before: Vec<usize> = hits.iter().map(|h| h.load(Ordering::Relaxed)).collect();
-    let requests = 200;
-    for _ in 0..requests {
-        let answer = weir_tests::get(ports.http_addr(), "/work")
-            .await
-            .expect("GET");
-        assert_eq!(answer.status, 200);
-    }
+    let shares = shares_of(
+        ports.http_addr(),
+        &hits,
+        200,
+        Instant::now() + Duration::from_secs(60),
+        "passive",
+    )
+    .await;
     drop(proxy);
-    let shares = hits
-        .iter()
-        .zip(before)
-        .map(|(h, before)| 100.0 * (h.load(Ordering::Relaxed) - before) as f64 / requests as f64)
-        .collect();
     Seen {
         flags,
         stats,
