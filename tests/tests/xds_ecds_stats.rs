@@ -87,8 +87,8 @@ impl Proxy {
 
     /// Its `extension_config_discovery.*` stats from `/stats` (Envoy's text format), and
     /// the LDS and CDS subscriptions' (`update_*`, `init_fetch_timeout`, `version*`), by
-    /// name. The gauges whose values are a clock or a hash (`update_time`, `version`) read
-    /// `set` or `0`; the histogram `update_duration` is left out (weir's `/stats` lists no
+    /// name. The gauges whose values are a clock (`update_time`) read `set` or `0` (a
+    /// `version` is compared as it is: Envoy's hash of the version text); the histogram `update_duration` is left out (weir's `/stats` lists no
     /// histograms; it is on its `/stats/prometheus`).
     async fn ecds_stats(&self) -> BTreeMap<String, String> {
         let text = self
@@ -100,9 +100,7 @@ impl Proxy {
             .filter_map(|line| line.split_once(": "))
             .filter(|(name, _)| !name.ends_with(".update_duration"))
             .map(|(name, value)| {
-                let value = if (name.ends_with(".update_time") || name.ends_with(".version"))
-                    && value != "0"
-                {
+                let value = if name.ends_with(".update_time") && value != "0" {
                     "set"
                 } else {
                     value

@@ -174,9 +174,31 @@ pub fn text(readouts: &[Readout], stats: &[EnvoyStat], filter: Option<&regex::Re
         let _ = writeln!(out, "{name}: \"{value}\"");
     }
     for stat in matching(stats, filter) {
-        let _ = writeln!(out, "{}: {}", stat.name, number(stat.value));
+        match exact_version(stat, readouts) {
+            Some(version) => {
+                let _ = writeln!(out, "{}: {version}", stat.name);
+            }
+            None => {
+                let _ = writeln!(out, "{}: {}", stat.name, number(stat.value));
+            }
+        }
     }
     out
+}
+
+/// Envoy's `version` gauge of a subscription is the xxHash64 of its `version_text`: an
+/// unsigned 64-bit value, which the registry's `f64` cannot hold exactly. Where the stat
+/// is such a gauge, set (non-zero: a version was applied), and its `_text` readout is
+/// there, the exact value is computed from the text.
+fn exact_version(stat: &EnvoyStat, readouts: &[Readout]) -> Option<u64> {
+    if stat.value == 0.0 || !stat.name.ends_with(".version") {
+        return None;
+    }
+    let text_name = format!("{}_text", stat.name);
+    readouts
+        .iter()
+        .find(|(name, _)| *name == text_name)
+        .map(|(_, text)| xxhash_rust::xxh64::xxh64(text.as_bytes(), 0))
 }
 
 /// Envoy's JSON format: `{"stats": [{"name": ..., "value": ...}, ...]}`, the text readouts
@@ -186,11 +208,13 @@ pub fn json(
     stats: &[EnvoyStat],
     filter: Option<&regex::Regex>,
 ) -> serde_json::Value {
-    let readouts = matching_readouts(readouts, filter)
+    let texts = matching_readouts(readouts, filter)
         .map(|(name, value)| serde_json::json!({ "name": name, "value": value }));
-    let entries: Vec<serde_json::Value> = readouts
+    let entries: Vec<serde_json::Value> = texts
         .chain(matching(stats, filter).map(|stat| {
-            let value = if stat.value.fract() == 0.0 && stat.value.abs() < 9.0e15 {
+            let value = if let Some(version) = exact_version(stat, readouts) {
+                serde_json::json!(version)
+            } else if stat.value.fract() == 0.0 && stat.value.abs() < 9.0e15 {
                 serde_json::json!(stat.value as i64)
             } else {
                 serde_json::json!(stat.value)
@@ -388,6 +412,34 @@ mod tests {
                 {"name": "cluster_manager.cds.version_text", "value": "7"},
                 {"name": "cluster.b.upstream_rq_total", "value": 5}
             ]})
+        );
+    }
+
+    #[test]
+    fn a_version_gauge_prints_the_xxhash_of_its_text_as_envoy() {
+        let readouts = vec![(
+            "cluster_manager.cds.version_text".to_owned(),
+            "7".to_owned(),
+        )];
+        let stat = |name: &str, value: f64| EnvoyStat {
+            name: name.to_owned(),
+            value,
+        };
+        let stats = vec![
+            stat("cluster_manager.cds.version", 1.0),
+            stat("listener_manager.lds.version", 0.0),
+        ];
+        // xxHash64("7", seed 0), as Envoy's `HashUtil::xxHash64`.
+        let want = xxhash_rust::xxh64::xxh64(b"7", 0);
+        assert_eq!(
+            text(&readouts, &stats, None),
+            format!(
+                "cluster_manager.cds.version_text: \"7\"\ncluster_manager.cds.version: {want}\nlistener_manager.lds.version: 0\n"
+            )
+        );
+        assert_eq!(
+            json(&readouts, &stats, None)["stats"][1]["value"],
+            serde_json::json!(want)
         );
     }
 
