@@ -574,6 +574,28 @@ fn write_value(op: &Operator, cx: &LogContext<'_>, out: &mut String, missing: &s
     }
 }
 
+/// `:authority` as the request had it, else its `host` header.
+fn authority<'a>(cx: &LogContext<'a>) -> Option<&'a str> {
+    cx.authority.or_else(|| {
+        let host = &http::header::HOST;
+        let value = match cx.request_headers {
+            Some(map) => map.get(host),
+            None => cx
+                .request_picked
+                .iter()
+                .find(|(n, _)| n == host)
+                .map(|p| &p.1),
+        };
+        value.and_then(header_text)
+    })
+}
+
+/// A header value as text: its bytes as they came where they are UTF-8 (Envoy logs a
+/// header's bytes as they are; one that is not UTF-8 is left out, a line being text).
+fn header_text(value: &HeaderValue) -> Option<&str> {
+    std::str::from_utf8(value.as_bytes()).ok()
+}
+
 /// Appends `d` in whole milliseconds, `missing` when there is none.
 fn push_millis(out: &mut String, d: Option<Duration>, missing: &str) {
     match d {
@@ -586,18 +608,28 @@ fn push_millis(out: &mut String, d: Option<Duration>, missing: &str) {
 /// a repeated header joined by `,`), straight into `out`; false when it has none (nothing
 /// appended).
 fn push_header(map: Headers, key: &HeaderKey, cx: &LogContext<'_>, out: &mut String) -> bool {
-    if key.pseudo.is_some() {
-        // Rare enough to go the long way: the pseudo-headers are plain fields of `cx`.
-        return match header_value(map, key, cx) {
-            Value::Text(text) => {
-                out.push_str(&text);
+    if let Some(pseudo) = key.pseudo {
+        // The pseudo-headers are fields of `cx` (as `header_value` reads them; one a map
+        // has not, `:status` of a request or `:path` of a response, is none).
+        let text = match (map, pseudo) {
+            (Headers::Request, Pseudo::Method) => cx.method,
+            (Headers::Request, Pseudo::Path) => cx.path,
+            (Headers::Request, Pseudo::Scheme) => cx.scheme,
+            (Headers::Request, Pseudo::Authority) => authority(cx),
+            (Headers::Response, Pseudo::Status) => {
+                return cx.status.is_some_and(|status| {
+                    push_number(out, u64::from(status));
+                    true
+                });
+            }
+            _ => None,
+        };
+        return match text {
+            Some(text) if !text.is_empty() => {
+                out.push_str(text);
                 true
             }
-            Value::Number(n) => {
-                push_number(out, n);
-                true
-            }
-            Value::None => false,
+            _ => false,
         };
     }
     let (headers, picked) = match map {
@@ -611,7 +643,7 @@ fn push_header(map: Headers, key: &HeaderKey, cx: &LogContext<'_>, out: &mut Str
     let start = out.len();
     let mut values = 0usize;
     let mut push = |value: &HeaderValue| {
-        if let Ok(value) = value.to_str() {
+        if let Some(value) = header_text(value) {
             if values > 0 {
                 out.push(',');
             }
@@ -770,18 +802,7 @@ fn header_value<'a>(map: Headers, key: &HeaderKey, cx: &LogContext<'a>) -> Value
             let pseudo = match key.pseudo {
                 Some(Pseudo::Method) => Some(cx.method),
                 Some(Pseudo::Path) => Some(cx.path),
-                Some(Pseudo::Authority) => Some(cx.authority.or_else(|| {
-                    let host = &http::header::HOST;
-                    let value = match cx.request_headers {
-                        Some(map) => map.get(host),
-                        None => cx
-                            .request_picked
-                            .iter()
-                            .find(|(n, _)| n == host)
-                            .map(|p| &p.1),
-                    };
-                    value.and_then(|v| v.to_str().ok())
-                })),
+                Some(Pseudo::Authority) => Some(authority(cx)),
                 Some(Pseudo::Scheme) => Some(cx.scheme),
                 Some(Pseudo::Status) | None => None,
             };
@@ -807,7 +828,7 @@ fn header_value<'a>(map: Headers, key: &HeaderKey, cx: &LogContext<'a>) -> Value
     let mut first: Option<&'a str> = None;
     let mut joined: Option<String> = None;
     let mut take = |value: &'a HeaderValue| {
-        let Ok(value) = value.to_str() else {
+        let Some(value) = header_text(value) else {
             return;
         };
         match (&mut joined, first) {
@@ -1248,6 +1269,10 @@ mod tests {
         headers.append("x-two-empty", HeaderValue::from_static(""));
         headers.append("x-two-empty", HeaderValue::from_static(""));
         headers.insert("x-bin", HeaderValue::from_bytes(b"\xff").expect("value"));
+        headers.insert(
+            "x-utf8",
+            HeaderValue::from_bytes("caf\u{e9}".as_bytes()).expect("value"),
+        );
         headers.insert("host", HeaderValue::from_static("h.example"));
         let picked: PickedHeaders = headers
             .iter()
@@ -1259,6 +1284,10 @@ mod tests {
             "%REQ(x-empty)%",
             "%REQ(x-two-empty)%",
             "%REQ(x-bin)%",
+            "%REQ(x-utf8)%",
+            "%REQ(:scheme)%",
+            "%RESP(:method)%",
+            "%TRAILER(:status)%",
             "%REQ(x-none)%",
             "%REQ(x-none?x-a)%",
             "%REQ(x-empty?user-agent)%",
@@ -1279,6 +1308,7 @@ mod tests {
         let full = LogContext {
             path: Some("/p"),
             method: Some("GET"),
+            scheme: Some("https"),
             status: Some(204),
             bytes_received: 7,
             bytes_sent: 12_345,
@@ -1311,6 +1341,9 @@ mod tests {
                 assert_eq!(format.render(cx), evaluated, "{op} in {cx:?}");
             }
         }
+        // A value's UTF-8 bytes are printed as they came, as Envoy prints a header's bytes.
+        let utf8 = Format::parse("%REQ(x-utf8)% %REQ(x-bin)%").expect("parse");
+        assert_eq!(utf8.render(&full), "caf\u{e9} -");
     }
 
     #[test]
