@@ -207,3 +207,51 @@ async fn static_listeners_start_together_once_the_rds_one_warmed_as_envoy() {
         "no routes: weir (left) and Envoy 1.40 (right) differ"
     );
 }
+
+/// Runs `bin` with `args` until it exits (a panic when it runs past [`LIMIT`]): its exit
+/// code and what it printed.
+async fn run_until_exit(bin: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = weir_tests::client::run_tool(bin.to_str().expect("utf-8 path"), args, LIMIT).await;
+    (out.code, format!("{}{}", out.stdout_text(), out.stderr))
+}
+
+/// A static listener's address already in use stops the start, although the listeners wait
+/// for the control plane before they accept: Envoy binds its listeners' sockets when it
+/// loads them; weir binds (without listening) each held-back listener's address at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_listener_address_in_use_stops_the_start_as_envoy() {
+    let server = XdsServer::start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_port = taken.local_addr().expect("address").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bootstrap.json");
+    std::fs::write(
+        &file,
+        bootstrap(&server, free_port(), taken_port).to_string(),
+    )
+    .expect("write bootstrap");
+    let path = file.to_str().expect("utf-8 path");
+    let (weir_code, weir_said) =
+        run_until_exit(&weir_tests::weir_bin(), &["-c", path, "--concurrency", "1"]).await;
+    let (envoy_code, envoy_said) = run_until_exit(
+        &weir_tests::envoy::envoy_bin(),
+        &["-c", path, "--disable-hot-restart", "--concurrency", "1"],
+    )
+    .await;
+    assert_ne!(envoy_code, 0, "Envoy: {envoy_said}");
+    assert!(
+        envoy_said.contains("Address already in use"),
+        "Envoy: {envoy_said}"
+    );
+    assert_ne!(weir_code, 0, "weir: {weir_said}");
+    assert!(
+        weir_said.contains("plain") && weir_said.contains(&format!("127.0.0.1:{taken_port}")),
+        "weir names the listener and its address: {weir_said}"
+    );
+    assert!(
+        weir_said.to_lowercase().contains("address already in use")
+            || weir_said.to_lowercase().contains("address in use"),
+        "weir: {weir_said}"
+    );
+    drop(taken);
+}

@@ -29,6 +29,18 @@ use tokio::sync::{mpsc, watch};
 /// (`SO_REUSEPORT`: the kernel spreads connections over them); with `transparent`
 /// (`IP_TRANSPARENT`, for TPROXY rules) it also takes connections addressed elsewhere.
 pub fn bind_tcp(address: SocketAddr, transparent: bool) -> io::Result<std::net::TcpListener> {
+    let socket = bound_tcp(address, transparent)?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// A socket bound at `address` as [`bind_tcp`] binds, not listening: it holds the address
+/// (an address in use fails here) while a connection to it is still refused.
+pub fn reserve_tcp(address: SocketAddr, transparent: bool) -> io::Result<Socket> {
+    bound_tcp(address, transparent)
+}
+
+fn bound_tcp(address: SocketAddr, transparent: bool) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM,
@@ -45,8 +57,7 @@ pub fn bind_tcp(address: SocketAddr, transparent: bool) -> io::Result<std::net::
     }
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 /// Why a listener's accept loop stops, as its worker says through a watch channel.

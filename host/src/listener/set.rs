@@ -170,6 +170,36 @@ impl Identity {
     }
 }
 
+/// Binds, without listening, a socket at the address of each TCP listener of `config` (HTTP
+/// over TCP and `tcp_proxy`; QUIC and port 0 left out), as Envoy binds its listeners'
+/// sockets when it loads them, before they accept: a start that holds its listeners back
+/// for the control plane still stops on an address in use, and a connection is refused
+/// until the listener starts. The sockets share their port with the listeners' own
+/// (`SO_REUSEADDR` and `SO_REUSEPORT`, never listening), so they may go at any time after.
+pub fn reserve_addresses(config: &Config) -> Result<Vec<socket2::Socket>, BindError> {
+    let http = config
+        .listeners
+        .iter()
+        .filter(|listener| listener.quic.is_none())
+        .map(|listener| (&listener.name, listener.address, listener.interception));
+    let tcp = config
+        .tcp_listeners
+        .iter()
+        .map(|listener| (&listener.name, listener.address, listener.interception));
+    http.chain(tcp)
+        .filter(|(_, address, _)| address.port() != 0)
+        .map(|(name, address, interception)| {
+            super::reserve_tcp(address, interception.transparent).map_err(|source| {
+                BindError::Bind {
+                    listener: name.clone(),
+                    address,
+                    source,
+                }
+            })
+        })
+        .collect()
+}
+
 /// What a new set did to the one it follows, by listener name.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ListenerChanges {

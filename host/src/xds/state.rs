@@ -138,6 +138,10 @@ pub struct XdsState {
     /// Set once the initial fetch was over: it stays over (as Envoy's server initializes
     /// once; a listener that comes later warms without making weir not ready).
     init_done: std::sync::atomic::AtomicBool,
+    /// The static listeners' addresses, bound (not listening) while the initial fetch holds
+    /// the listeners back (see [`crate::listener::set::reserve_addresses`]); let go once a
+    /// config that ends it has bound the listeners themselves.
+    reserved: Mutex<Vec<socket2::Socket>>,
     reloader: OnceLock<Weak<Reloader>>,
     this: Weak<XdsState>,
     stats: BTreeMap<ResourceType, XdsTypeStats>,
@@ -200,6 +204,7 @@ impl XdsState {
             held: Mutex::new(Held::default()),
             waits: Mutex::new(Waits::default()),
             init_done: std::sync::atomic::AtomicBool::new(false),
+            reserved: Mutex::new(Vec::new()),
             reloader: OnceLock::new(),
             this: this.clone(),
             stats,
@@ -210,6 +215,20 @@ impl XdsState {
         // The static listeners wait for the initial fetch too (unless nothing is fetched).
         let mut loaded = loaded;
         if !state.initialized() {
+            // As Envoy, which binds its listeners' sockets when it loads them: an address in
+            // use stops the start, though nothing accepts before the initial fetch is over.
+            let reserved =
+                crate::listener::set::reserve_addresses(&loaded.config).map_err(|error| {
+                    ConfigError {
+                        file: state.file.name(),
+                        path: "static_resources.listeners".into(),
+                        message: error.to_string(),
+                    }
+                })?;
+            *state
+                .reserved
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = reserved;
             hold_back_listeners(&mut loaded.config);
         }
         Ok((Some(state), loaded))
@@ -539,6 +558,11 @@ impl XdsState {
                 if start == Start::Initialized {
                     self.init_done
                         .store(true, std::sync::atomic::Ordering::Release);
+                    // The listeners are bound now: their addresses need holding no more.
+                    self.reserved
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clear();
                 }
                 Ok(())
             }
