@@ -14,6 +14,7 @@ pub mod h2_frames;
 pub mod h2_upstream;
 pub mod h3;
 pub mod registry;
+pub mod side_by_side;
 pub mod stats;
 pub mod tcp_server;
 pub mod tls;

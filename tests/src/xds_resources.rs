@@ -83,13 +83,19 @@ pub fn listener_with_rds(name: &str, port: u16, route_config_name: &str) -> List
         }],
         ..HttpConnectionManager::default()
     };
+    listener_with_hcm(name, port, &hcm)
+}
+
+/// A listener `name` on 127.0.0.1:`port` with one filter chain: the connection manager
+/// `hcm`.
+pub fn listener_with_hcm(name: &str, port: u16, hcm: &HttpConnectionManager) -> Listener {
     Listener {
         name: name.to_owned(),
         address: Some(address(SocketAddr::from(([127, 0, 0, 1], port)))),
         filter_chains: vec![FilterChain {
             filters: vec![Filter {
                 name: "envoy.filters.network.http_connection_manager".to_owned(),
-                config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
+                config_type: Some(filter::ConfigType::TypedConfig(any(hcm))),
             }],
             ..FilterChain::default()
         }],

@@ -16,7 +16,7 @@
 //! it answers its plugin configuration in `x-wasm-config`.
 
 use envoy_types::pb::envoy::config::core::v3::{ExtensionConfigSource, TypedExtensionConfig};
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::route::Action;
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use envoy_types::pb::envoy::config::route::v3::{
@@ -35,12 +35,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use weir_tests::envoy::Envoy;
 use weir_tests::xds_resources::{
-    AdsApi, address, ads_bootstrap, ads_config_source, any, eds_cluster, local_wasm_plugin,
+    AdsApi, ads_bootstrap, ads_config_source, any, eds_cluster, listener_with_hcm, local_wasm_plugin,
 };
+use weir_tests::side_by_side::{Kind, Proxy};
 use weir_tests::xds_server::{XdsServer, type_url};
-use weir_tests::{Weir, free_port, get_host, wasm};
+use weir_tests::{free_port, get_host, wasm};
 
 /// Bounds every wait for a config to be served or a request to reach the server.
 const LIMIT: Duration = Duration::from_secs(15);
@@ -55,36 +55,13 @@ const NEVER: &str = "never-ecds";
 /// How long [`NEVER`]'s source waits for its first config.
 const NEVER_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The proxy under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Weir,
-    Envoy,
+/// What a scenario reads of a proxy.
+trait EcdsStats {
+    /// The proxy's ECDS and LDS/CDS subscription stats by name, clock values normalised.
+    async fn ecds_stats(&self) -> BTreeMap<String, String>;
 }
 
-/// A running proxy of either kind; dropped, it stops.
-enum Proxy {
-    Weir(Box<Weir>),
-    Envoy(Box<Envoy>),
-}
-
-impl Proxy {
-    fn spawn(kind: Kind, server: &XdsServer, api: AdsApi) -> Proxy {
-        let bootstrap = ads_bootstrap("ecds-stats", free_port(), server.addr(), api);
-        match kind {
-            Kind::Weir => Proxy::Weir(Box::new(Weir::spawn(&bootstrap, &["--concurrency", "1"]))),
-            Kind::Envoy => Proxy::Envoy(Box::new(Envoy::spawn(&bootstrap, "info"))),
-        }
-    }
-
-    /// `GET path` on its admin listener: the body (empty when it does not answer).
-    async fn admin(&self, path: &str) -> String {
-        match self {
-            Proxy::Weir(weir) => weir.admin_get(path).await.1,
-            Proxy::Envoy(envoy) => envoy.admin_get(path).await.unwrap_or_default().1,
-        }
-    }
-
+impl EcdsStats for Proxy {
     /// Its `extension_config_discovery.*` stats from `/stats` (Envoy's text format), and
     /// the LDS and CDS subscriptions' (`update_*`, `init_fetch_timeout`, `version*`), by
     /// name. The gauges whose values are a clock (`update_time`) read `set` or `0` (a
@@ -108,13 +85,6 @@ impl Proxy {
                 (name.to_owned(), value.to_owned())
             })
             .collect()
-    }
-
-    fn log_report(&self) -> String {
-        match self {
-            Proxy::Weir(weir) => weir.log_report(),
-            Proxy::Envoy(envoy) => envoy.log_report(),
-        }
     }
 }
 
@@ -184,18 +154,7 @@ fn listener(name: &str, port: u16, filters: Vec<HttpFilter>) -> Listener {
             .collect(),
         ..HttpConnectionManager::default()
     };
-    Listener {
-        name: name.into(),
-        address: Some(address(SocketAddr::from(([127, 0, 0, 1], port)))),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
-            }],
-            ..FilterChain::default()
-        }],
-        ..Listener::default()
-    }
+    listener_with_hcm(name, port, &hcm)
 }
 
 /// The ECDS resource for [`SERVED`]: the `headers` fixture with plugin `configuration`.
@@ -271,7 +230,10 @@ async fn scenario(kind: Kind, api: AdsApi) -> Steps {
             ],
         ),
     );
-    let proxy = Proxy::spawn(kind, &server, api);
+    let proxy = Proxy::spawn(
+        kind,
+        &ads_bootstrap("ecds-stats", free_port(), server.addr(), api),
+    );
     let mut steps = Steps::new();
 
     // Both names asked for (in one request, or a delta request each).

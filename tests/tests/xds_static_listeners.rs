@@ -11,10 +11,10 @@
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use weir_tests::envoy::Envoy;
+use weir_tests::side_by_side::{Kind, Proxy};
 use weir_tests::xds_resources::{AdsApi, ads_bootstrap, route_configuration};
 use weir_tests::xds_server::{XdsServer, type_url};
-use weir_tests::{Weir, free_port, get_host};
+use weir_tests::{free_port, get_host};
 
 /// Bounds every wait.
 const LIMIT: Duration = Duration::from_secs(15);
@@ -22,28 +22,6 @@ const LIMIT: Duration = Duration::from_secs(15);
 const RDS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The route configuration the RDS listener asks for.
 const ROUTES: &str = "static-rds-routes";
-
-/// The proxy under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Weir,
-    Envoy,
-}
-
-/// A running proxy of either kind; dropped, it stops.
-enum Proxy {
-    Weir(Box<Weir>),
-    Envoy(Box<Envoy>),
-}
-
-impl Proxy {
-    fn log_report(&self) -> String {
-        match self {
-            Proxy::Weir(weir) => weir.log_report(),
-            Proxy::Envoy(envoy) => envoy.log_report(),
-        }
-    }
-}
 
 /// A static listener `name` on 127.0.0.1:`port` whose connection manager has `routes` (an
 /// `rds` or a `route_config` entry) and the router.
@@ -126,10 +104,7 @@ async fn scenario(kind: Kind, routes_after: Option<Duration>) -> Outcome {
     let rds = SocketAddr::from(([127, 0, 0, 1], rds_port));
     let plain = SocketAddr::from(([127, 0, 0, 1], plain_port));
     let config = bootstrap(&server, rds_port, plain_port);
-    let proxy = match kind {
-        Kind::Weir => Proxy::Weir(Box::new(Weir::spawn(&config, &["--concurrency", "1"]))),
-        Kind::Envoy => Proxy::Envoy(Box::new(Envoy::spawn(&config, "info"))),
-    };
+    let proxy = Proxy::spawn(kind, &config);
     server
         .wait_for_request(LIMIT, 0, |r| {
             r.type_url == type_url::ROUTE && r.resource_names.iter().any(|n| n == ROUTES)

@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::config::core::v3::{
     TypedExtensionConfig, async_data_source, data_source, http_uri,
 };
 use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::route::Action;
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use envoy_types::pb::envoy::config::route::v3::{
@@ -41,7 +41,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use weir_tests::envoy::Envoy;
 use weir_tests::xds_resources::{
-    AdsApi, ads_bootstrap, ads_config_source, address, any, load_assignment, local_wasm_plugin,
+    AdsApi, ads_bootstrap, ads_config_source, any, listener_with_hcm, load_assignment, local_wasm_plugin,
 };
 use weir_tests::xds_server::{XdsServer, type_url};
 use weir_tests::{Weir, free_port, get_host, wasm};
@@ -210,18 +210,7 @@ fn listener_with_hosts(
         http_filters,
         ..HttpConnectionManager::default()
     };
-    Listener {
-        name: name.into(),
-        address: Some(address(SocketAddr::from(([127, 0, 0, 1], port)))),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
-            }],
-            ..FilterChain::default()
-        }],
-        ..Listener::default()
-    }
+    listener_with_hcm(name, port, &hcm)
 }
 
 /// The ECDS resource for [`ECDS_FILTER`] with `configuration`.
