@@ -278,7 +278,7 @@ impl Entry {
             head: None,
             scheme: if conn.tls { "https" } else { "http" },
             protocol,
-            request_headers: PickedHeaders::new(),
+            request_headers: PickedHeaders::default(),
             remote: conn.remote,
             local: conn.local,
             connection_id: conn.id,
@@ -292,14 +292,17 @@ impl Entry {
     /// format logs it (Envoy logs the request headers as it forwarded them).
     pub fn note_forwarded_for(&mut self, client: std::net::IpAddr) {
         use crate::http::headers::{X_FORWARDED_FOR, forwarded_for};
-        if !self.logs.reads_request_header(&X_FORWARDED_FOR) {
+        let Some(slot) = self.logs.request_slot(&X_FORWARDED_FOR) else {
             return;
-        }
+        };
         let headers = &mut self.request_headers;
-        let existing = headers.iter().find(|(name, _)| name == X_FORWARDED_FOR);
-        if let Some(value) = forwarded_for(existing.map(|(_, value)| value), client) {
-            headers.retain(|(name, _)| name != X_FORWARDED_FOR);
-            headers.push((X_FORWARDED_FOR.clone(), value));
+        let existing = headers
+            .values(slot)
+            .next()
+            .and_then(|value| http::HeaderValue::from_bytes(value).ok());
+        if let Some(value) = forwarded_for(existing.as_ref(), client) {
+            headers.remove(slot);
+            headers.push(slot, value.as_bytes());
         }
     }
 
@@ -401,9 +404,9 @@ impl Finishing {
                 .map(|a| a.as_str()),
             scheme: Some(entry.scheme),
             request_headers: None,
-            request_picked: &entry.request_headers,
+            request_picked: Some(&entry.request_headers),
             response_headers: None,
-            response_picked: &self.response_headers,
+            response_picked: Some(&self.response_headers),
             response_trailers: self.trailers.as_ref(),
             status: Some(self.status),
             flags: &flags,

@@ -10,6 +10,7 @@
 pub mod format;
 pub mod http;
 pub mod listener;
+mod picked;
 pub mod sink;
 pub mod tcp;
 
@@ -31,9 +32,9 @@ pub struct AccessLogs {
     /// Whether some format prints `%UPSTREAM_CLUSTER%`.
     reads_upstream_cluster: bool,
     /// The request headers some format reads: an entry copies these alone.
-    request_header_names: Vec<::http::HeaderName>,
+    request_header_names: picked::PickNames,
     /// The response headers some format reads.
-    response_header_names: Vec<::http::HeaderName>,
+    response_header_names: picked::PickNames,
 }
 
 /// One `access_log[]` entry.
@@ -119,7 +120,7 @@ impl AccessLogs {
         if entries.is_empty() {
             return Ok(None);
         }
-        let loggers = entries
+        let mut loggers = entries
             .iter()
             .enumerate()
             .map(|(i, entry)| Logger::from_config(entry, &format!("{path}[{i}]")))
@@ -147,11 +148,22 @@ impl AccessLogs {
             }
             names
         };
+        let needs_response_headers = uses(Format::uses_response_headers);
+        let reads_upstream_cluster = uses(Format::uses_upstream_cluster);
+        let request_header_names = names(|f| Box::new(f.request_header_names()));
+        let response_header_names = names(|f| Box::new(f.response_header_names()));
+        for logger in &mut loggers {
+            logger.line.for_each_format(&mut |format| {
+                format.assign_slots(&request_header_names, &response_header_names)
+            });
+        }
+        let request_header_names = picked::PickNames::new(request_header_names);
+        let response_header_names = picked::PickNames::new(response_header_names);
         Ok(Some(Arc::new(AccessLogs {
-            needs_response_headers: uses(Format::uses_response_headers),
-            reads_upstream_cluster: uses(Format::uses_upstream_cluster),
-            request_header_names: names(|f| Box::new(f.request_header_names())),
-            response_header_names: names(|f| Box::new(f.response_header_names())),
+            needs_response_headers,
+            reads_upstream_cluster,
+            request_header_names,
+            response_header_names,
             loggers,
         })))
     }
@@ -166,19 +178,19 @@ impl AccessLogs {
         self.reads_upstream_cluster
     }
 
-    /// Whether some format reads the request header `name`.
-    pub fn reads_request_header(&self, name: &::http::HeaderName) -> bool {
-        self.request_header_names.contains(name)
+    /// Where an entry keeps the request header `name`'s values, when some format reads it.
+    pub fn request_slot(&self, name: &::http::HeaderName) -> Option<usize> {
+        self.request_header_names.slot(name)
     }
 
     /// The request headers of `all` that some format reads (a small copy, not the map).
     pub fn copy_request_headers(&self, all: &::http::HeaderMap) -> format::PickedHeaders {
-        copy_named(&self.request_header_names, all)
+        format::PickedHeaders::copy(&self.request_header_names, all)
     }
 
     /// The response headers of `all` that some format reads.
     pub fn copy_response_headers(&self, all: &::http::HeaderMap) -> format::PickedHeaders {
-        copy_named(&self.response_header_names, all)
+        format::PickedHeaders::copy(&self.response_header_names, all)
     }
 
     /// Writes the entry `cx` to every logger whose filter keeps it.
@@ -192,33 +204,6 @@ impl AccessLogs {
                 .write_with(|out| logger.line.render_into(cx, out));
         }
     }
-}
-
-/// Most headers a head may have for [`copy_named`] to pick from it in one pass; past it, each
-/// name is looked up.
-const SCAN_AT_MOST: usize = 16;
-
-fn copy_named(names: &[::http::HeaderName], all: &::http::HeaderMap) -> format::PickedHeaders {
-    if names.is_empty() {
-        return Vec::new();
-    }
-    let mut copy = Vec::with_capacity(names.len());
-    if all.len() <= SCAN_AT_MOST {
-        // A typical head: one pass comparing names is cheaper than hashing each name (the
-        // values of a name keep their order).
-        for (name, value) in all {
-            if names.contains(name) {
-                copy.push((name.clone(), value.clone()));
-            }
-        }
-        return copy;
-    }
-    for name in names {
-        for value in all.get_all(name) {
-            copy.push((name.clone(), value.clone()));
-        }
-    }
-    copy
 }
 
 fn json_uses(fields: &[(String, JsonField)], f: fn(&Format) -> bool) -> bool {
@@ -245,13 +230,29 @@ impl LineFormat {
         }
     }
 
+    /// Calls `f` with every format in it, to change.
+    fn for_each_format(&mut self, f: &mut dyn FnMut(&mut Format)) {
+        fn walk(fields: &mut [(String, JsonField)], f: &mut dyn FnMut(&mut Format)) {
+            for (_, field) in fields {
+                match field {
+                    JsonField::Format(format) => f(format),
+                    JsonField::Object(inner) => walk(inner, f),
+                }
+            }
+        }
+        match self {
+            LineFormat::Text(format) => f(format),
+            LineFormat::Json { fields, .. } => walk(fields, f),
+        }
+    }
+
     /// Appends the line for `cx` to `out`.
-    fn render_into(&self, cx: &LogContext<'_>, out: &mut String) {
+    fn render_into(&self, cx: &LogContext<'_>, out: &mut Vec<u8>) {
         match self {
             LineFormat::Text(format) => format.render_into(cx, out),
             LineFormat::Json { fields, omit_empty } => {
-                out.push_str(&json_object(fields, cx, *omit_empty).to_string());
-                out.push('\n');
+                out.extend_from_slice(json_object(fields, cx, *omit_empty).to_string().as_bytes());
+                out.push(b'\n');
             }
         }
     }
@@ -603,40 +604,6 @@ mod tests {
     }
 
     #[test]
-    fn picked_headers_are_the_named_ones_in_order_whatever_the_heads_size() {
-        let names: Vec<::http::HeaderName> = ["x-request-id", "user-agent", "x-forwarded-for"]
-            .iter()
-            .map(|n| ::http::HeaderName::from_static(n))
-            .collect();
-        for filler in [0, SCAN_AT_MOST] {
-            let mut all = ::http::HeaderMap::new();
-            all.append("x-forwarded-for", "10.0.0.1".parse().expect("value"));
-            all.append("accept", "*/*".parse().expect("value"));
-            all.append("user-agent", "curl/8".parse().expect("value"));
-            all.append("x-forwarded-for", "10.0.0.2".parse().expect("value"));
-            for i in 0..filler {
-                all.append(
-                    ::http::HeaderName::from_bytes(format!("x-filler-{i}").as_bytes())
-                        .expect("name"),
-                    "f".parse().expect("value"),
-                );
-            }
-            let picked = copy_named(&names, &all);
-            let values = |name: &str| -> Vec<&str> {
-                picked
-                    .iter()
-                    .filter(|(n, _)| n == name)
-                    .filter_map(|(_, v)| v.to_str().ok())
-                    .collect()
-            };
-            assert_eq!(picked.len(), 3, "{filler} fillers: {picked:?}");
-            assert_eq!(values("x-forwarded-for"), ["10.0.0.1", "10.0.0.2"]);
-            assert_eq!(values("user-agent"), ["curl/8"]);
-            assert!(values("x-request-id").is_empty() && values("accept").is_empty());
-        }
-    }
-
-    #[test]
     fn filters_compare_as_envoys() {
         let config: FilterConfig = serde_json::from_value(json!({"or_filter": {"filters": [
             {"status_code_filter": {"comparison": {"op": "GE", "value": {"default_value": 400, "runtime_key": "x"}}}},
@@ -687,8 +654,8 @@ mod tests {
             json_format: None,
         };
         let line = line_format(&logger, "x").expect("format");
-        let mut out = String::new();
+        let mut out = Vec::new();
         line.render_into(&cx_with(200, 3), &mut out);
-        assert_eq!(out, "{\"f\":\"-\",\"z\":200}\n");
+        assert_eq!(out, b"{\"f\":\"-\",\"z\":200}\n");
     }
 }

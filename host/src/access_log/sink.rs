@@ -140,7 +140,7 @@ struct Shared {
 /// Lines one worker (or a few) rendered since the writer last took them.
 #[derive(Debug, Default)]
 struct Shard {
-    lines: String,
+    lines: Vec<u8>,
     count: u64,
     /// The writer was woken for these lines already.
     woke: bool,
@@ -207,7 +207,7 @@ impl Sink {
 
     /// Queues the line `render` appends (ending in its newline) to this thread's shard, or
     /// drops and counts it when the shard is full. Never blocks on the writer's I/O.
-    pub fn write_with(&self, render: impl FnOnce(&mut String)) {
+    pub fn write_with(&self, render: impl FnOnce(&mut Vec<u8>)) {
         let shard = &self.shared.shards[shard_of_this_thread()];
         let mut shard = lock(shard);
         let before = shard.lines.len();
@@ -252,7 +252,7 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
-        let mut batch = String::new();
+        let mut batch = Vec::new();
         loop {
             // Woken by a clock or a filling shard, not by each line: a worker then finds no
             // thread to wake, and the lines of a tick go out in a few large writes.
@@ -271,11 +271,11 @@ impl Writer {
                 let stats = SinkStats::global();
                 stats.write_buffered.inc_by(count);
                 stats.write_total_buffered.add(batch.len() as i64);
-                self.write(batch.as_bytes(), count);
+                self.write(&batch, count);
                 batch.clear();
                 // A burst's buffer is not kept for the quiet that follows.
                 if batch.capacity() > 4 * WAKE_AT_BYTES {
-                    batch = String::new();
+                    batch = Vec::new();
                 }
             }
             if closed {
@@ -352,7 +352,9 @@ mod tests {
                 scope.spawn(move || {
                     for i in 0..per_thread {
                         sink.write_with(|out| {
-                            out.push_str(&format!("t{t} {i:05} {}\n", "x".repeat(100)));
+                            out.extend_from_slice(
+                                format!("t{t} {i:05} {}\n", "x".repeat(100)).as_bytes(),
+                            );
                         });
                     }
                 });
@@ -378,8 +380,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("b.log");
         let sink = Sink::open(Target::File(path.clone())).expect("open");
-        sink.write_with(|out| out.push_str("one\n"));
-        sink.write_with(|out| out.push_str("two\n"));
+        sink.write_with(|out| out.extend_from_slice(b"one\n"));
+        sink.write_with(|out| out.extend_from_slice(b"two\n"));
         drop(sink);
         assert_eq!(lines_of(&path, 2), ["one", "two"]);
     }
@@ -396,7 +398,7 @@ mod tests {
         // counted as dropped.
         let lines = 4 * SHARD_BYTES / line.len();
         for _ in 0..lines {
-            sink.write_with(|out| out.push_str(&line));
+            sink.write_with(|out| out.extend_from_slice(line.as_bytes()));
             let held = lock(&sink.shared.shards[shard_of_this_thread()])
                 .lines
                 .len();

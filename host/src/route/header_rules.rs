@@ -212,7 +212,7 @@ impl HeaderRules {
                 Direction::Request => cx.request_headers = Some(headers),
                 Direction::Response => cx.response_headers = Some(headers),
             }
-            let mut text = String::new();
+            let mut text = Vec::new();
             self.add
                 .iter()
                 .map(|rule| match &rule.value {
@@ -220,7 +220,7 @@ impl HeaderRules {
                     RuleValue::Formatted(format) => {
                         text.clear();
                         format.render_omitting_empty(&cx, &mut text);
-                        HeaderValue::from_str(&text).ok()
+                        HeaderValue::from_bytes(&text).ok()
                     }
                 })
                 .collect()
