@@ -1,9 +1,9 @@
 //! The admin listener, with Envoy's admin API for what weir has: `/ready`, `/stats` (Envoy's
 //! names, text or `?format=json`, `?filter=REGEX`), `/stats/prometheus`, `/server_info`,
-//! `/config_dump` (Envoy's shape), `/clusters`, `/listeners`, `/memory`, `/runtime`, `/certs`,
-//! `POST /logging?level=`, `POST /quitquitquit`, `POST /reopen_logs` (access log files),
-//! `POST /healthcheck/fail` and `/healthcheck/ok`, `POST /drain_listeners`, and weir's
-//! `POST /reload`. Endpoints that change something answer
+//! `/config_dump` (Envoy's shape), `/clusters` (text or `?format=json`), `/listeners`,
+//! `/memory`, `/runtime`, `/certs`, `POST /logging?level=`, `POST /quitquitquit`,
+//! `POST /reopen_logs` (access log files), `POST /healthcheck/fail` and `/healthcheck/ok`,
+//! `POST /drain_listeners`, and weir's `POST /reload`. Endpoints that change something answer
 //! only POST (405 otherwise), so a crawler or a link cannot trigger them.
 //!
 //! It runs on the main runtime, apart from the workers, so it answers even when they are busy.
@@ -13,6 +13,7 @@
 //! `INITIALIZING`, and `POST /reload` is refused (503) until the first snapshot runs.
 
 mod certs;
+mod clusters_json;
 mod config_dump;
 mod envoy_stats;
 mod runtime;
@@ -470,13 +471,13 @@ impl Admin {
                     Err(error) => text(StatusCode::NOT_FOUND, format!("{error}\n")),
                 }
             }
-            (&Method::GET, "/clusters") => text(StatusCode::OK, self.view().1.clusters_text()),
+            (&Method::GET, "/clusters") => self.clusters(request),
             (&Method::GET, "/listeners") => self.listeners(request),
             (&Method::GET, "/") => text(
                 StatusCode::OK,
                 "weir admin\n  /ready\n  /stats  (?filter=REGEX, ?format=json|prometheus)\n  \
                  /stats/prometheus\n  /server_info\n  /config_dump  (?resource=, ?mask=, ?include_eds)\n  \
-                 /clusters\n  /listeners  (?format=json)\n  /memory\n  /runtime\n  /certs\n  \
+                 /clusters  (?format=json)\n  /listeners  (?format=json)\n  /memory\n  /runtime\n  /certs\n  \
                  GET|POST /logging  (?level=)\n  POST /reload\n  POST /quitquitquit\n  \
                  POST /reopen_logs\n  POST /healthcheck/fail\n  POST /healthcheck/ok\n  \
                  POST /drain_listeners  (?inboundonly, ?graceful)\n"
@@ -558,6 +559,24 @@ impl Admin {
             StatusCode::OK,
             serde_json::to_string_pretty(&info).unwrap_or_default(),
         )
+    }
+
+    /// `GET /clusters`: Envoy's text, or with `?format=json` its `cluster_statuses` JSON
+    /// (see [`clusters_json`]).
+    fn clusters(&self, request: &Request<Incoming>) -> Response<Body> {
+        let (config, clusters) = self.view();
+        if query_param(request.uri(), "format").as_deref() != Some("json") {
+            return text(StatusCode::OK, clusters.clusters_text());
+        }
+        let from_cds = |name: &str| {
+            config.dynamic.as_deref().is_some_and(|dynamic| {
+                dynamic
+                    .clusters
+                    .iter()
+                    .any(|entry| entry.name == name && !entry.warming)
+            })
+        };
+        json_response(StatusCode::OK, clusters_json::render(&clusters, &from_cds))
     }
 
     /// `GET /listeners`: `name::address` lines, or Envoy's `listener_statuses` JSON.

@@ -193,16 +193,22 @@ impl ClusterManager {
         self.clusters.get(name).cloned()
     }
 
+    /// Every cluster with its name, in the order of the names (the admin's `/clusters`).
+    pub fn by_name(&self) -> Vec<(&str, &Arc<Cluster>)> {
+        let mut clusters: Vec<(&str, &Arc<Cluster>)> = self
+            .clusters
+            .iter()
+            .map(|(name, cluster)| (name.as_str(), cluster))
+            .collect();
+        clusters.sort_unstable_by_key(|(name, _)| *name);
+        clusters
+    }
+
     /// Envoy's `/clusters` text: per cluster its default-priority thresholds, per host its
     /// counters and health flags.
     pub fn clusters_text(&self) -> String {
-        let mut names: Vec<&String> = self.clusters.keys().collect();
-        names.sort();
         let mut out = String::new();
-        for name in names {
-            let Some(cluster) = self.clusters.get(name) else {
-                continue;
-            };
+        for (name, cluster) in self.by_name() {
             let thresholds = cluster.spec.thresholds;
             for (setting, value) in [
                 ("max_connections", thresholds.max_connections),

@@ -29,7 +29,7 @@ mod tls;
 pub mod tunnel;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 /// The xDS client (`xds::client`) dials the control plane's cluster with the pools' own
 /// connect (timeout, TLS, ALPN) and DNS resolution.
