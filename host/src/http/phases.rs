@@ -121,8 +121,9 @@ pub trait StreamPhases: Sync {
     }
 
     /// **Request id**: before routing, the request gets its `x-request-id` (where the
-    /// manager generates them), so a local reply carries the id the upstream would have seen.
-    /// Returns the id for that reply.
+    /// manager generates them), so a local reply's log lines name the id the upstream would
+    /// have seen. Returns the id for the debug line of such a reply (`None` where debug
+    /// logging is off: nothing reads it then).
     fn request_id(&self, request: &mut Request<Body>) -> Option<HeaderValue> {
         let _ = request;
         None

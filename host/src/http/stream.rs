@@ -243,6 +243,11 @@ impl StreamPhases for HttpManager {
     /// one the upstream would have seen (`upstream_request` keeps it).
     fn request_id(&self, request: &mut Request<Body>) -> Option<HeaderValue> {
         self.ensure_request_id(request);
+        // A clone of a generated id is an allocation (its bytes become shared): made only
+        // for the debug line that reads it.
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return None;
+        }
         request.headers().get(&X_REQUEST_ID).cloned()
     }
 
@@ -610,9 +615,8 @@ impl HttpManager {
         if self.config.use_remote_address {
             headers::append_forwarded_for(headers, conn.remote.ip());
         }
-        if self.config.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
-            headers.insert(X_REQUEST_ID.clone(), headers::new_request_id());
-        }
+        // `x-request-id` was made before routing (the request id phase); one a filter took
+        // out stays out, as in Envoy, whose router does not make it again.
     }
 
     /// The request's `x-forwarded-proto` as `upstream_request` will leave it: the

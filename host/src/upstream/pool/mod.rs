@@ -232,9 +232,12 @@ impl WorkerPools {
                     .insert(super::spec::UpstreamAddress(host.addr));
                 cluster.stats.count_response(response.status().as_u16());
                 cluster.record_outcome(host, Outcome::Status(response.status().as_u16()));
-                if response
-                    .headers()
-                    .contains_key("x-envoy-immediate-health-check-fail")
+                // Envoy reads the header only where the cluster health checks its hosts: a
+                // lookup saved on every other response.
+                if cluster.spec.health_check.is_some()
+                    && response
+                        .headers()
+                        .contains_key("x-envoy-immediate-health-check-fail")
                 {
                     cluster.immediate_health_check_fail(host);
                 }
