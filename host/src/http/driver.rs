@@ -12,9 +12,9 @@
 //! - every stream's answer ([`answer`]): the stream phases ([`super::phases`]), then the
 //!   response head's `date` ([`finish_response_head`]);
 //! - each stream's way in and out, whatever its codec ([`Connection::stream`]): the manager
-//!   in force when it starts, `max_requests_per_connection`, the protocol counted once, the
-//!   overload action `disable_http_keepalive`, and the stream's accounting riding on its
-//!   body ([`TrackedBody`]: `downstream_rq_active`, the idle clock, `stream_idle_timeout` on
+//!   in force when it starts, `max_requests_per_connection`, `downstream_rq_total` and the
+//!   protocol counted once, the overload action `disable_http_keepalive`, and the stream's
+//!   accounting riding on its body ([`TrackedBody`]: `downstream_rq_active`, the idle clock, `stream_idle_timeout` on
 //!   the response body).
 //!
 //! A tunnel (an `Upgrade`, a CONNECT on any version) leaves the driver one way: its codec
@@ -378,6 +378,10 @@ impl Connection {
             }
         }
         self.count_protocol(&manager.stats, &request);
+        // Here, when the codec starts the stream, as Envoy counts it: a stream whose
+        // connection ends before its answer is begun (an HTTP/1.1 client that sent its head
+        // and left) is a request too.
+        manager.stats.rq_total.inc();
         // A copy and, on TLS, one reference count (the SNI).
         let info = self.info.clone();
         let drain = self.drain.clone();

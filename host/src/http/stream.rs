@@ -149,7 +149,8 @@ impl StreamPhases for HttpManager {
     }
 
     fn accept(&self, conn: &ConnectionInfo) -> ControlFlow<Response<Body>> {
-        self.stats.rq_total.inc();
+        // Counted in `downstream_rq_total` already, when its codec started it (see
+        // `driver::Connection::stream`).
         if crate::overload::stop_accepting_requests() {
             // As Envoy: refused as soon as the head is read, before routing or any filter
             // runs, so an overloaded proxy spends as little as it can on the request.
