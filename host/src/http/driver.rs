@@ -12,9 +12,9 @@
 //! - every stream's answer ([`answer`]): the stream phases ([`super::phases`]), then the
 //!   response head's `date` ([`finish_response_head`]);
 //! - each stream's way in and out, whatever its codec ([`Connection::stream`]): the manager
-//!   in force when it starts, `max_requests_per_connection`, the protocol counted once, the
-//!   overload action `disable_http_keepalive`, and the stream's accounting riding on its
-//!   body ([`TrackedBody`]: `downstream_rq_active`, the idle clock, `stream_idle_timeout` on
+//!   in force when it starts, `max_requests_per_connection`, `downstream_rq_total` and the
+//!   protocol counted once, the overload action `disable_http_keepalive`, and the stream's
+//!   accounting riding on its body ([`TrackedBody`]: `downstream_rq_active`, the idle clock, `stream_idle_timeout` on
 //!   the response body).
 //!
 //! A tunnel (an `Upgrade`, a CONNECT on any version) leaves the driver one way: its codec
@@ -306,6 +306,53 @@ impl Connection {
         }
     }
 
+    /// Counts how an HTTP/1.1 connection that hyper ended with `error` left its stream, as
+    /// Envoy 1.40's HTTP/1.1 codec counts it, and says whether the connection itself failed
+    /// (the driver counts `downstream_cx_protocol_error` then):
+    ///
+    /// - a request hyper could not parse (it answered 400, or 431 for a head too large): a
+    ///   stream as Envoy's codec opens one for it (`downstream_rq_total`, the connection's
+    ///   `downstream_cx_http1_total`, the answer's class), reset by the connection's close
+    ///   (`downstream_rq_rx_reset`); a protocol error;
+    /// - anything else (the client closed or reset the connection, a write failed): the
+    ///   stream in flight, or the request head arriving, is reset by the client
+    ///   (`downstream_rq_rx_reset`; a head never whole is a request to Envoy, counted in
+    ///   `downstream_rq_total`); not a protocol error.
+    ///
+    /// Only on a connection's failing end: a request served in full costs nothing here.
+    pub(super) fn http1_ended_by(&self, error: hyper::Error) -> Result<(), BoxError> {
+        let manager = self.current.load();
+        let stats = &manager.stats;
+        if error.is_parse() {
+            self.count_http1(stats);
+            stats.rq_total.inc();
+            if !error.is_parse_version_h2() {
+                stats.count_response(if error.is_parse_too_large() { 431 } else { 400 });
+            }
+            stats.rq_rx_reset.inc();
+            return Err(error.into());
+        }
+        tracing::debug!(peer = %self.info.remote, %error, "HTTP/1.1 connection ended with an error");
+        if self.activity.in_flight() {
+            stats.rq_rx_reset.inc();
+        } else if self.activity.head_arriving_for().is_some() {
+            self.count_http1(stats);
+            stats.rq_total.inc();
+            stats.rq_rx_reset.inc();
+        }
+        Ok(())
+    }
+
+    /// Counts the connection in `downstream_cx_http1_total` unless it is counted already
+    /// (a request that hyper refused, or one cut before its head was whole: no head to
+    /// read the protocol from).
+    fn count_http1(&self, stats: &HttpStats) {
+        if !self.counted_protocol.swap(true, Ordering::Relaxed) {
+            crate::access_log::listener::note_protocol("HTTP/1.1");
+            stats.cx_http1_total.inc();
+        }
+    }
+
     /// Answers `request` on the manager in force now; the response's body holds the
     /// stream's accounting until it is written.
     pub(super) fn stream<B>(
@@ -331,6 +378,10 @@ impl Connection {
             }
         }
         self.count_protocol(&manager.stats, &request);
+        // Here, when the codec starts the stream, as Envoy counts it: a stream whose
+        // connection ends before its answer is begun (an HTTP/1.1 client that sent its head
+        // and left) is a request too.
+        manager.stats.rq_total.inc();
         // A copy and, on TLS, one reference count (the SNI).
         let info = self.info.clone();
         let drain = self.drain.clone();
@@ -392,7 +443,8 @@ impl Connection {
                 .extensions()
                 .get::<super::stream::RouteIdleTimeout>()
                 .map_or(manager.config.stream_idle_timeout, |route| route.0);
-            response.map(|body| TrackedBody::new(body, guard, idle))
+            let http1 = version.carries_connection_header();
+            response.map(|body| TrackedBody::new(body, guard, idle, http1))
         }
     }
 }

@@ -63,11 +63,14 @@ pub(super) fn wants_close<B>(request: &Request<B>) -> bool {
 
 impl HttpManager {
     /// The 426 for an HTTP/1.0 request this manager does not serve, counted and logged as
-    /// Envoy's codec refusal (`downstream_rq_total`, `downstream_rq_4xx`,
-    /// `downstream_cx_protocol_error`; `DPE`, `low_version`); the connection closes after it.
+    /// Envoy's codec refusal (`downstream_rq_4xx`, `downstream_cx_protocol_error`; `DPE`,
+    /// `low_version`; the stream was counted in `downstream_rq_total` when it started); the
+    /// connection closes after it. Envoy 1.40 also counts the stream as reset
+    /// (`downstream_rq_rx_reset`): its request never completed, and an HTTP/1.1 stream that
+    /// ends so is reset by the connection's close.
     pub(super) fn refuse_http10(&self, conn: &ConnectionInfo) -> Response<Body> {
-        self.stats.rq_total.inc();
         self.stats.cx_protocol_error.inc();
+        self.stats.rq_rx_reset.inc();
         tracing::debug!(peer = %conn.remote, "HTTP/1.0 request refused (accept_http_10 is off)");
         let mut response = Response::new(body::full(UPGRADE_REQUIRED));
         *response.status_mut() = StatusCode::UPGRADE_REQUIRED;

@@ -87,7 +87,8 @@ pub trait StreamPhases: Sync {
         (None, request.map(body::boxed))
     }
 
-    /// **Accept**: the stream is counted and may be refused before anything is spent on it
+    /// **Accept**: the stream (counted when its codec started it) may be refused before
+    /// anything is spent on it
     /// (an overloaded proxy). `Break` is the answer, sent as it is: no filter, no response
     /// headers of any virtual host.
     fn accept(&self, conn: &ConnectionInfo) -> ControlFlow<Response<Body>> {

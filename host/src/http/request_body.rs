@@ -25,7 +25,11 @@ pub struct RequestTimedOut;
 
 /// What became of a watched request body, shared with the router.
 #[derive(Debug, Default)]
-pub struct BodyVerdict(AtomicU8);
+pub struct BodyVerdict {
+    fault: AtomicU8,
+    /// The request came over HTTP/1.x, where a body that fails resets the stream.
+    http1: bool,
+}
 
 /// Why a watched body failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,26 +38,46 @@ pub enum BodyFault {
     TimedOut,
     /// `stream_idle_timeout` passed without a byte.
     Idle,
-    /// The client's body itself failed (malformed, too long, reset, cut).
+    /// The client's body itself failed (too long, reset, cut).
     Malformed,
+    /// The HTTP/1.1 codec could not parse the client's body (a bad chunk): a protocol error
+    /// of the connection, as Envoy counts it (`downstream_cx_protocol_error`).
+    Unparsable,
 }
 
 impl BodyVerdict {
+    /// A verdict on the body of a request that came over HTTP/1.x (`http1`) or not.
+    pub fn new(http1: bool) -> BodyVerdict {
+        BodyVerdict {
+            fault: AtomicU8::new(0),
+            http1,
+        }
+    }
+
+    /// Whether the request came over HTTP/1.x: its stream cannot go on after its body
+    /// failed (the connection closes), which Envoy 1.40 counts as a reset
+    /// (`downstream_rq_rx_reset`).
+    pub fn http1(&self) -> bool {
+        self.http1
+    }
+
     fn set(&self, fault: BodyFault) {
         let code = match fault {
             BodyFault::TimedOut => 1,
             BodyFault::Idle => 2,
             BodyFault::Malformed => 3,
+            BodyFault::Unparsable => 4,
         };
-        self.0.store(code, Ordering::Release);
+        self.fault.store(code, Ordering::Release);
     }
 
     /// Why the body failed, if it did.
     pub fn fault(&self) -> Option<BodyFault> {
-        match self.0.load(Ordering::Acquire) {
+        match self.fault.load(Ordering::Acquire) {
             1 => Some(BodyFault::TimedOut),
             2 => Some(BodyFault::Idle),
             3 => Some(BodyFault::Malformed),
+            4 => Some(BodyFault::Unparsable),
             _ => None,
         }
     }
@@ -85,6 +109,29 @@ impl WatchedBody {
     }
 }
 
+/// Why a client's body failed with `error`: one the HTTP/1.1 codec (hyper) could not parse
+/// (a parse error, or its body decoder's invalid input or data: a bad chunk size, chunk
+/// extensions or trailers over their limits) is [`BodyFault::Unparsable`]; anything else
+/// (the body cut short: the connection closed, `UnexpectedEof`) [`BodyFault::Malformed`].
+fn fault_of(error: &(dyn std::error::Error + Send + Sync + 'static)) -> BodyFault {
+    let Some(error) = error.downcast_ref::<hyper::Error>() else {
+        return BodyFault::Malformed;
+    };
+    let undecodable = std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            )
+        });
+    if error.is_parse() || undecodable {
+        BodyFault::Unparsable
+    } else {
+        BodyFault::Malformed
+    }
+}
+
 impl http_body::Body for WatchedBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -107,8 +154,8 @@ impl http_body::Body for WatchedBody {
             }
         };
         if let Poll::Ready(frame) = polled {
-            if matches!(frame, Some(Err(_))) {
-                verdict.set(BodyFault::Malformed);
+            if let Some(Err(error)) = &frame {
+                verdict.set(fault_of(error.as_ref()));
             }
             return Poll::Ready(frame);
         }

@@ -127,6 +127,8 @@ async fn serve_http1<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Borrowed by the service, kept here to count how the connection ended.
+    let streams = &streams;
     let service = service_fn(move |mut request: Request<hyper::body::Incoming>| {
         // A request hyper can switch protocols on (an `Upgrade`, a CONNECT) hands its
         // connection over as every codec hands a tunnel over.
@@ -150,11 +152,22 @@ where
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => return result.map_err(Into::into),
-        _ = drain.wait_for(|drain| *drain) => connection.as_mut().graceful_shutdown(),
+    let ended = tokio::select! {
+        result = connection.as_mut() => Some(result),
+        _ = drain.wait_for(|drain| *drain) => None,
+    };
+    let result = match ended {
+        Some(result) => result,
+        None => {
+            connection.as_mut().graceful_shutdown();
+            connection.as_mut().await
+        }
+    };
+    // Read while `connection` (and with it a stream cut short) is still here.
+    match result {
+        Ok(()) => Ok(()),
+        Err(error) => streams.http1_ended_by(error),
     }
-    connection.await.map_err(Into::into)
 }
 
 /// Serves HTTP/2 with weir's codec.

@@ -149,7 +149,8 @@ impl StreamPhases for HttpManager {
     }
 
     fn accept(&self, conn: &ConnectionInfo) -> ControlFlow<Response<Body>> {
-        self.stats.rq_total.inc();
+        // Counted in `downstream_rq_total` already, when its codec started it (see
+        // `driver::Connection::stream`).
         if crate::overload::stop_accepting_requests() {
             // As Envoy: refused as soon as the head is read, before routing or any filter
             // runs, so an overloaded proxy spends as little as it can on the request.
@@ -447,6 +448,7 @@ impl StreamPhases for HttpManager {
                 self.forward(request, action).await.map_err(|reply| {
                     // A body that failed on the client's side is why the upstream request
                     // failed: the client's fault, answered as such.
+                    let http1 = verdict.as_ref().is_some_and(|verdict| verdict.http1());
                     match verdict.and_then(|verdict| verdict.fault()) {
                         Some(BodyFault::TimedOut) => {
                             self.stats.rq_timeout.inc();
@@ -456,8 +458,16 @@ impl StreamPhases for HttpManager {
                             self.stats.rq_idle_timeout.inc();
                             LocalReply::RequestTimeout
                         }
-                        Some(BodyFault::Malformed) => {
+                        Some(fault @ (BodyFault::Malformed | BodyFault::Unparsable)) => {
                             self.stats.rq_body_error.inc();
+                            if fault == BodyFault::Unparsable {
+                                self.stats.cx_protocol_error.inc();
+                            }
+                            if http1 {
+                                // The connection closes under the unfinished request: Envoy
+                                // counts the stream reset (its codec reports it).
+                                self.stats.rq_rx_reset.inc();
+                            }
                             LocalReply::BadRequestBody
                         }
                         None => reply,
@@ -682,6 +692,7 @@ impl HttpManager {
     ) -> Result<(Request<Body>, Option<Arc<BodyVerdict>>), LocalReply> {
         let (mut parts, request_body) = request.into_parts();
         let protocol = crate::wire::WireHead::protocol_name(&parts);
+        let http1 = crate::wire::WireHead::carries_connection_header(&parts);
         if let Some(rules) = &action.hash_policy {
             let hashed = crate::route::hash::compute(
                 rules,
@@ -767,7 +778,7 @@ impl HttpManager {
             let request = self.mirror(Request::from_parts(parts, request_body), action, route);
             return Ok((request, None));
         }
-        let verdict = Arc::new(BodyVerdict::default());
+        let verdict = Arc::new(BodyVerdict::new(http1));
         let request_body = body::boxed(WatchedBody::new(
             request_body,
             self.config.request_timeout,

@@ -113,6 +113,11 @@ impl Activity {
         self.active.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// Whether a stream is in flight (or opening) now.
+    pub fn in_flight(&self) -> bool {
+        self.active.load(Ordering::Acquire) > 0
+    }
+
     /// How long the connection has had no stream in flight; `None` while one is.
     pub fn idle_for(&self) -> Option<std::time::Duration> {
         if self.active.load(Ordering::Acquire) > 0 {
@@ -176,11 +181,20 @@ pub struct TrackedBody {
     inner: Body,
     guard: Option<StreamGuard>,
     idle: Option<IdleClock>,
+    /// The stream is HTTP/1.x, whose codec (hyper) resets it by closing the connection when
+    /// the body fails: counted here as Envoy counts it (HTTP/2 and HTTP/3 count their own).
+    http1: bool,
 }
 
 impl TrackedBody {
-    /// Wraps `inner`; `guard` is released at its end; `idle` is `stream_idle_timeout`.
-    pub fn new(inner: Body, guard: StreamGuard, idle: Option<std::time::Duration>) -> TrackedBody {
+    /// Wraps `inner`; `guard` is released at its end; `idle` is `stream_idle_timeout`;
+    /// `http1`: the stream is HTTP/1.x (see [`TrackedBody::failed`]).
+    pub fn new(
+        inner: Body,
+        guard: StreamGuard,
+        idle: Option<std::time::Duration>,
+        http1: bool,
+    ) -> TrackedBody {
         let idle = idle
             .filter(|_| !http_body::Body::is_end_stream(&inner))
             .map(IdleClock::new);
@@ -188,6 +202,18 @@ impl TrackedBody {
             inner,
             guard: Some(guard),
             idle,
+            http1,
+        }
+    }
+
+    /// The body failed (the upstream's was cut, or `stream_idle_timeout`): the codec resets
+    /// the stream. On HTTP/1.x that is the connection's close, which Envoy 1.40 counts as a
+    /// reset sent (`downstream_rq_tx_reset`) and, its codec reporting the reset to the stream
+    /// too, as one received (`downstream_rq_rx_reset`).
+    fn failed(&self, guard: &StreamGuard) {
+        if self.http1 {
+            guard.manager.stats.rq_tx_reset.inc();
+            guard.manager.stats.rq_rx_reset.inc();
         }
     }
 }
@@ -207,12 +233,19 @@ impl http_body::Body for TrackedBody {
             Err(idle) => {
                 if let Some(guard) = this.guard.take() {
                     guard.manager.stats.rq_idle_timeout.inc();
+                    this.failed(&guard);
                 }
                 return Poll::Ready(Some(Err(Box::new(idle))));
             }
         };
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            this.guard = None;
+        match &polled {
+            Poll::Ready(None) => this.guard = None,
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(guard) = this.guard.take() {
+                    this.failed(&guard);
+                }
+            }
+            _ => {}
         }
         polled
     }
