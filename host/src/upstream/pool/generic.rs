@@ -124,11 +124,13 @@ struct State<C> {
     expected_streams: u32,
     /// When the last attempt made by [`Pool::start_connecting`] started.
     attempt_started: Option<Instant>,
-    /// Where the connection a stream last ended on was, when that left it room: where
-    /// [`PoolProtocol::NEWEST_FIRST`] holds (HTTP/1.1), the next stream goes there first
-    /// (the most recently used idle connection, as Envoy's), without a scan of every
-    /// connection busy with a request. A hint only: checked before use.
-    released: Option<usize>,
+    /// Where the connections streams ended on were, when that left them room, the last one
+    /// on top: where [`PoolProtocol::NEWEST_FIRST`] holds (HTTP/1.1), a stream goes to the
+    /// top one first (the most recently used idle connection, as Envoy's), without a scan
+    /// of every connection busy with a request. Hints only: each is checked when popped
+    /// (a connection that closed since moved another into its place), and the stack is
+    /// never longer than the list of connections.
+    released: Vec<usize>,
 }
 
 impl<C> State<C> {
@@ -214,7 +216,7 @@ impl<P: PoolProtocol> Pool<P> {
                 next_id: 0,
                 expected_streams,
                 attempt_started: None,
-                released: None,
+                released: Vec::new(),
             }),
             changed: Notify::new(),
         })
@@ -320,9 +322,11 @@ impl<P: PoolProtocol> Pool<P> {
         state: &mut State<P::Connection>,
     ) -> Option<(Lease<P>, P::Stream)> {
         let count = state.connections.len();
-        let released = state.released.take().filter(|_| P::NEWEST_FIRST);
+        let mut released = std::mem::take(&mut state.released);
+        let hints = std::iter::from_fn(|| released.pop()).filter(|_| P::NEWEST_FIRST);
         let scan = (0..count).map(|n| if P::NEWEST_FIRST { count - 1 - n } else { n });
-        for index in released.into_iter().chain(scan) {
+        let mut found = None;
+        for index in hints.chain(scan) {
             let Some(entry) = state.connections.get_mut(index) else {
                 continue;
             };
@@ -352,9 +356,12 @@ impl<P: PoolProtocol> Pool<P> {
                 opened: false,
                 ended: false,
             };
-            return Some((lease, stream));
+            found = Some((lease, stream));
+            break;
         }
-        None
+        // The hints not used yet stay for the next streams (the vector keeps its room).
+        state.released = released;
+        found
     }
 
     /// Takes a connection made outside the pool (see [`PoolProtocol::Transport`]) and
@@ -528,8 +535,12 @@ impl<P: PoolProtocol> Pool<P> {
                 }
                 entry.has_room()
             };
-            if room {
-                state.released = Some(index);
+            if room && P::NEWEST_FIRST {
+                if state.released.len() >= state.connections.len() {
+                    // Stale hints piled up (connections closed): start again.
+                    state.released.clear();
+                }
+                state.released.push(index);
             }
             let entry = &mut state.connections[index];
             if entry.active == 0 {
