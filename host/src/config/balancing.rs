@@ -373,4 +373,47 @@ mod tests {
         assert!(!is_prime(1));
         assert!(is_prime(MAGLEV_MAX_TABLE_SIZE));
     }
+
+    /// `load_assignment.endpoints[].priority` reaches each endpoint; the assignment's
+    /// `policy.overprovisioning_factor` the spec (140 by default); 0 and
+    /// `weighted_priority_health: true` are refused by their field.
+    #[test]
+    fn priorities_and_the_overprovisioning_factor_read() {
+        let yaml = |policy: &str| {
+            format!(
+                "name: c\nload_assignment:\n  {policy}endpoints:\n  - lb_endpoints:\n    - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 1}}}}}}\n  - priority: 2\n    lb_endpoints:\n    - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 2}}}}}}\n"
+            )
+        };
+        let read = |policy: &str| -> Result<ClusterSpec, String> {
+            let cluster: Cluster =
+                serde_yaml_ng::from_str(&yaml(policy)).map_err(|e| e.to_string())?;
+            cluster_spec(&cluster, "clusters[0]").map_err(|e| format!("{e:?}"))
+        };
+        let Ok(spec) = read("") else {
+            panic!("priorities read")
+        };
+        let priorities: Vec<u32> = spec.endpoints.iter().map(|e| e.priority).collect();
+        assert_eq!(priorities, vec![0, 2]);
+        assert_eq!(spec.overprovisioning_factor, 140);
+        let Ok(spec) = read("policy: {overprovisioning_factor: 200}\n  ") else {
+            panic!("policy reads")
+        };
+        assert_eq!(spec.overprovisioning_factor, 200);
+        for (policy, field) in [
+            (
+                "policy: {overprovisioning_factor: 0}\n  ",
+                "overprovisioning_factor",
+            ),
+            (
+                "policy: {weighted_priority_health: true}\n  ",
+                "weighted_priority_health",
+            ),
+        ] {
+            let error = read(policy).err().unwrap_or_default();
+            assert!(
+                error.contains(&format!("clusters[0].load_assignment.policy.{field}")),
+                "{error}"
+            );
+        }
+    }
 }
