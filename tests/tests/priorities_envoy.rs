@@ -1,0 +1,249 @@
+//! Endpoint priority levels as Envoy 1.40 balances them: each case runs the same config (a
+//! static cluster with `load_assignment.endpoints[]` at priorities 0 and 1, active health
+//! checks on `/health`) through weir and Envoy, each with upstreams of its own that answer
+//! their checks the same way (200, or 503 to fail), and compares the share of requests each
+//! host got with the figure Envoy's priority load gives, for both, within a tolerance over a
+//! bounded number of requests; and the cluster's `lb_healthy_panic` and `membership_*` stats
+//! between the two.
+
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use weir_tests::config::{self, Ports};
+use weir_tests::side_by_side::{Kind, Proxy};
+
+/// Requests sent through each proxy in a case.
+const REQUESTS: usize = 1_000;
+/// How far (percentage points) a host's share may stray from Envoy's figure.
+const TOLERANCE_POINTS: f64 = 6.0;
+
+/// `/stats` filtered to cluster `c`'s panic counter and host counts.
+const STATS: &str = "/stats?filter=%5Ecluster%5C.c%5C.(lb_healthy_panic%7Cmembership_(healthy%7Ctotal))";
+
+/// A keep-alive HTTP/1.1 upstream on 127.0.0.1 answering `/health` 200 when `passes`, else
+/// 503, and every other path 200, counting those in `hits`; runs until the test ends.
+async fn upstream(passes: bool, hits: Arc<AtomicUsize>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let hits = hits.clone();
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => held.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&held[..end]).into_owned();
+                    held.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let answer = match (path == "/health", passes) {
+                        (true, true) => "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+                        (true, false) => {
+                            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+                        }
+                        (false, _) => {
+                            hits.fetch_add(1, Ordering::Relaxed);
+                            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nup"
+                        }
+                    };
+                    if sock.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One listener routing everything to cluster `c`: one locality per entry of `levels` (its
+/// hosts' addresses) at the priority of its place, checked on `/health` once while the test
+/// looks, with `policy` as the load assignment's `policy` when given.
+fn priorities_config(ports: Ports, levels: &[Vec<SocketAddr>], policy: Option<Value>) -> Value {
+    let mut cluster = config::static_cluster("c", &[]);
+    let localities: Vec<Value> = levels
+        .iter()
+        .enumerate()
+        .map(|(priority, addrs)| {
+            let lb_endpoints: Vec<Value> = addrs
+                .iter()
+                .map(|a| {
+                    json!({"endpoint": {"address": {"socket_address": {
+                        "address": a.ip().to_string(), "port_value": a.port()}}}})
+                })
+                .collect();
+            json!({"priority": priority, "lb_endpoints": lb_endpoints})
+        })
+        .collect();
+    cluster["load_assignment"]["endpoints"] = json!(localities);
+    if let Some(policy) = policy {
+        cluster["load_assignment"]["policy"] = policy;
+    }
+    cluster["health_checks"] = json!([{
+        "timeout": "2s",
+        "interval": "30s",
+        "unhealthy_threshold": 1,
+        "healthy_threshold": 1,
+        "http_health_check": {"path": "/health"},
+    }]);
+    config::bootstrap(
+        ports.admin,
+        vec![config::listener(
+            "ingress",
+            ports.http,
+            config::hcm(
+                "ingress",
+                vec![config::vhost(
+                    "all",
+                    &["*"],
+                    vec![config::route_prefix("/", "c")],
+                )],
+            ),
+        )],
+        vec![cluster],
+    )
+}
+
+/// What one proxy did: each host's share of [`REQUESTS`] in percent (levels in order, hosts
+/// in order), and the cluster's stats after the requests.
+#[derive(Debug)]
+struct Seen {
+    shares: Vec<f64>,
+    stats: String,
+}
+
+/// Starts `kind` on [`priorities_config`] for fresh upstreams (per level, whether each
+/// passes its checks), waits (at most 15 s) for its listener, sends [`REQUESTS`] GETs one
+/// after the other (each a 200, all within 60 s) and counts where they went.
+async fn run(kind: Kind, levels: &[&[bool]], policy: Option<Value>) -> Seen {
+    let mut hits = Vec::new();
+    let mut addrs = Vec::new();
+    for level in levels {
+        let mut level_addrs = Vec::new();
+        for passes in level.iter() {
+            let counter = Arc::new(AtomicUsize::new(0));
+            level_addrs.push(upstream(*passes, counter.clone()).await);
+            hits.push(counter);
+        }
+        addrs.push(level_addrs);
+    }
+    let ports = Ports::new();
+    let proxy = Proxy::spawn(kind, &priorities_config(ports, &addrs, policy));
+    let began = Instant::now();
+    while TcpStream::connect(ports.http_addr()).await.is_err() {
+        assert!(
+            began.elapsed() < Duration::from_secs(15),
+            "{kind:?}: listener {} never accepted\n{}",
+            ports.http_addr(),
+            proxy.log_report()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for _ in 0..REQUESTS {
+        let answer = weir_tests::get(ports.http_addr(), "/work")
+            .await
+            .expect("GET /work");
+        assert_eq!(answer.status, 200, "{kind:?}: {}", answer.text());
+        assert!(Instant::now() < deadline, "{kind:?}: requests took over 60 s");
+    }
+    let stats = proxy.admin(STATS).await;
+    drop(proxy);
+    let shares = hits
+        .iter()
+        .map(|h| 100.0 * h.load(Ordering::Relaxed) as f64 / REQUESTS as f64)
+        .collect();
+    Seen { shares, stats }
+}
+
+/// Runs `levels` through weir and Envoy and asserts, for both, each host's share within
+/// [`TOLERANCE_POINTS`] of `want` (percent per host, Envoy's priority load), and the same
+/// stats.
+async fn compare(case: &str, levels: &[&[bool]], policy: Option<Value>, want: &[f64]) {
+    let ours = run(Kind::Weir, levels, policy.clone()).await;
+    let theirs = run(Kind::Envoy, levels, policy).await;
+    eprintln!(
+        "{case}: shares weir {:?} Envoy {:?}",
+        ours.shares, theirs.shares
+    );
+    assert_eq!(
+        ours.stats, theirs.stats,
+        "{case}: weir (left) and Envoy (right) stats differ"
+    );
+    for (who, seen) in [("weir", &ours), ("Envoy", &theirs)] {
+        assert_eq!(seen.shares.len(), want.len());
+        for (i, (share, want)) in seen.shares.iter().zip(want).enumerate() {
+            assert!(
+                (share - want).abs() <= TOLERANCE_POINTS,
+                "{case}: {who} sent {share:.1}% to host {i}, Envoy's load says {want}%\n\
+                 weir {ours:#?}\nEnvoy {theirs:#?}"
+            );
+        }
+    }
+}
+
+/// P0 two hosts, P1 one. All healthy: P0 takes everything. One P0 host failing: P0's health
+/// is 50% * 1.4 = 70%, P1 (100%) takes the other 30%. Both P0 hosts failing: P1 takes all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_priority_takes_what_the_higher_one_lacks_as_envoy() {
+    compare(
+        "all healthy",
+        &[&[true, true], &[true]],
+        None,
+        &[50.0, 50.0, 0.0],
+    )
+    .await;
+    compare(
+        "half of P0 down",
+        &[&[false, true], &[true]],
+        None,
+        &[0.0, 70.0, 30.0],
+    )
+    .await;
+    compare(
+        "P0 down",
+        &[&[false, false], &[true]],
+        None,
+        &[0.0, 0.0, 100.0],
+    )
+    .await;
+}
+
+/// `policy.overprovisioning_factor: 200`: one healthy host of two keeps P0 whole (100%).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overprovisioning_factor_is_envoys() {
+    compare(
+        "factor 200",
+        &[&[false, true], &[true]],
+        Some(json!({"overprovisioning_factor": 200})),
+        &[0.0, 100.0, 0.0],
+    )
+    .await;
+}
+
+/// Both levels one healthy host of four: 35% health each, 70% in all, and each level under
+/// the 50% panic threshold: total panic, the load split by host counts (50/50), each level's
+/// share over all its hosts (12.5% each), every pick counted in `lb_healthy_panic`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_panic_spreads_over_every_host_as_envoy() {
+    compare(
+        "total panic",
+        &[
+            &[true, false, false, false],
+            &[true, false, false, false],
+        ],
+        None,
+        &[12.5; 8],
+    )
+    .await;
+}
