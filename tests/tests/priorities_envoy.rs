@@ -22,7 +22,8 @@ const REQUESTS: usize = 1_000;
 const TOLERANCE_POINTS: f64 = 6.0;
 
 /// `/stats` filtered to cluster `c`'s panic counter and host counts.
-const STATS: &str = "/stats?filter=%5Ecluster%5C.c%5C.(lb_healthy_panic%7Cmembership_(healthy%7Ctotal))";
+const STATS: &str =
+    "/stats?filter=%5Ecluster%5C.c%5C.(lb_healthy_panic%7Cmembership_(healthy%7Ctotal))";
 
 /// A keep-alive HTTP/1.1 upstream on 127.0.0.1 answering `/health` 200 when `passes`, else
 /// 503, and every other path 200, counting those in `hits`; runs until the test ends.
@@ -68,8 +69,8 @@ async fn upstream(passes: bool, hits: Arc<AtomicUsize>) -> SocketAddr {
 
 /// One listener routing everything to cluster `c`: one locality per entry of `levels` (its
 /// hosts' addresses) at the priority of its place, checked on `/health` once while the test
-/// looks, with `policy` as the load assignment's `policy` when given.
-fn priorities_config(ports: Ports, levels: &[Vec<SocketAddr>], policy: Option<Value>) -> Value {
+/// looks, and `extra` merged into the cluster (`policy` in the load assignment).
+fn priorities_config(ports: Ports, levels: &[Vec<SocketAddr>], extra: &Value) -> Value {
     let mut cluster = config::static_cluster("c", &[]);
     let localities: Vec<Value> = levels
         .iter()
@@ -86,8 +87,11 @@ fn priorities_config(ports: Ports, levels: &[Vec<SocketAddr>], policy: Option<Va
         })
         .collect();
     cluster["load_assignment"]["endpoints"] = json!(localities);
-    if let Some(policy) = policy {
-        cluster["load_assignment"]["policy"] = policy;
+    if let Some(policy) = extra.get("policy") {
+        cluster["load_assignment"]["policy"] = policy.clone();
+    }
+    if let Some(common) = extra.get("common_lb_config") {
+        cluster["common_lb_config"] = common.clone();
     }
     cluster["health_checks"] = json!([{
         "timeout": "2s",
@@ -122,10 +126,10 @@ struct Seen {
     stats: String,
 }
 
-/// Starts `kind` on [`priorities_config`] for fresh upstreams (per level, whether each
+/// Starts `kind` on [`priorities_config`] (with `extra`) for fresh upstreams (per level, whether each
 /// passes its checks), waits (at most 15 s) for its listener, sends [`REQUESTS`] GETs one
 /// after the other (each a 200, all within 60 s) and counts where they went.
-async fn run(kind: Kind, levels: &[&[bool]], policy: Option<Value>) -> Seen {
+async fn run(kind: Kind, levels: &[&[bool]], extra: &Value) -> Seen {
     let mut hits = Vec::new();
     let mut addrs = Vec::new();
     for level in levels {
@@ -138,7 +142,7 @@ async fn run(kind: Kind, levels: &[&[bool]], policy: Option<Value>) -> Seen {
         addrs.push(level_addrs);
     }
     let ports = Ports::new();
-    let proxy = Proxy::spawn(kind, &priorities_config(ports, &addrs, policy));
+    let proxy = Proxy::spawn(kind, &priorities_config(ports, &addrs, extra));
     let began = Instant::now();
     while TcpStream::connect(ports.http_addr()).await.is_err() {
         assert!(
@@ -155,7 +159,10 @@ async fn run(kind: Kind, levels: &[&[bool]], policy: Option<Value>) -> Seen {
             .await
             .expect("GET /work");
         assert_eq!(answer.status, 200, "{kind:?}: {}", answer.text());
-        assert!(Instant::now() < deadline, "{kind:?}: requests took over 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "{kind:?}: requests took over 60 s"
+        );
     }
     let stats = proxy.admin(STATS).await;
     drop(proxy);
@@ -167,18 +174,41 @@ async fn run(kind: Kind, levels: &[&[bool]], policy: Option<Value>) -> Seen {
 }
 
 /// Runs `levels` through weir and Envoy and asserts, for both, each host's share within
-/// [`TOLERANCE_POINTS`] of `want` (percent per host, Envoy's priority load), and the same
-/// stats.
-async fn compare(case: &str, levels: &[&[bool]], policy: Option<Value>, want: &[f64]) {
-    let ours = run(Kind::Weir, levels, policy.clone()).await;
-    let theirs = run(Kind::Envoy, levels, policy).await;
+/// [`TOLERANCE_POINTS`] of `want` (percent per host, Envoy's priority load), the same host
+/// counts, and panic picks within the same tolerance.
+async fn compare(case: &str, levels: &[&[bool]], extra: Value, want: &[f64]) {
+    let ours = run(Kind::Weir, levels, &extra).await;
+    let theirs = run(Kind::Envoy, levels, &extra).await;
     eprintln!(
         "{case}: shares weir {:?} Envoy {:?}",
         ours.shares, theirs.shares
     );
+    // The host counts exactly; the panic picks (random draws) as a share, within the same
+    // tolerance.
+    let membership = |stats: &str| {
+        stats
+            .lines()
+            .filter(|line| line.contains("membership_"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        ours.stats, theirs.stats,
-        "{case}: weir (left) and Envoy (right) stats differ"
+        membership(&ours.stats),
+        membership(&theirs.stats),
+        "{case}: weir (left) and Envoy (right) host counts differ"
+    );
+    let panic_share = |stats: &str| {
+        let picks: f64 = stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cluster.c.lb_healthy_panic: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(-1000.0);
+        100.0 * picks / REQUESTS as f64
+    };
+    let (ours_panic, theirs_panic) = (panic_share(&ours.stats), panic_share(&theirs.stats));
+    assert!(
+        (ours_panic - theirs_panic).abs() <= TOLERANCE_POINTS,
+        "{case}: panic picks weir {ours_panic}% Envoy {theirs_panic}%\nweir {ours:#?}\nEnvoy {theirs:#?}"
     );
     for (who, seen) in [("weir", &ours), ("Envoy", &theirs)] {
         assert_eq!(seen.shares.len(), want.len());
@@ -199,21 +229,21 @@ async fn a_lower_priority_takes_what_the_higher_one_lacks_as_envoy() {
     compare(
         "all healthy",
         &[&[true, true], &[true]],
-        None,
+        json!({}),
         &[50.0, 50.0, 0.0],
     )
     .await;
     compare(
         "half of P0 down",
         &[&[false, true], &[true]],
-        None,
+        json!({}),
         &[0.0, 70.0, 30.0],
     )
     .await;
     compare(
         "P0 down",
         &[&[false, false], &[true]],
-        None,
+        json!({}),
         &[0.0, 0.0, 100.0],
     )
     .await;
@@ -225,7 +255,7 @@ async fn the_overprovisioning_factor_is_envoys() {
     compare(
         "factor 200",
         &[&[false, true], &[true]],
-        Some(json!({"overprovisioning_factor": 200})),
+        json!({"policy": {"overprovisioning_factor": 200}}),
         &[0.0, 100.0, 0.0],
     )
     .await;
@@ -238,12 +268,27 @@ async fn the_overprovisioning_factor_is_envoys() {
 async fn total_panic_spreads_over_every_host_as_envoy() {
     compare(
         "total panic",
+        &[&[true, false, false, false], &[true, false, false, false]],
+        json!({}),
+        &[12.5; 8],
+    )
+    .await;
+}
+
+/// `healthy_panic_threshold: 30`: P0 one healthy host of four (35% health, 25% healthy: in
+/// panic), P1 two of five (56%, 40%: not): normalized 91, P0 gets 35*100/91 = 38 plus the
+/// rounding point, 39% over all its four hosts, P1 61% over its two healthy ones. (One level
+/// of nine hosts, three healthy, would send 33% to each healthy host.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_level_in_panic_spreads_its_own_share_as_envoy() {
+    compare(
+        "P0 in panic",
         &[
             &[true, false, false, false],
-            &[true, false, false, false],
+            &[true, true, false, false, false],
         ],
-        None,
-        &[12.5; 8],
+        json!({"common_lb_config": {"healthy_panic_threshold": {"value": 30}}}),
+        &[9.75, 9.75, 9.75, 9.75, 30.5, 30.5, 0.0, 0.0, 0.0],
     )
     .await;
 }
