@@ -292,3 +292,172 @@ async fn a_level_in_panic_spreads_its_own_share_as_envoy() {
     )
     .await;
 }
+
+/// The EDS phases: per upstream (0, 1, 2), its priority and whether EDS says UNHEALTHY; the
+/// assignment's `overprovisioning_factor` (none: Envoy's 140); each host's share Envoy's
+/// load gives. Each phase moves a host to another level, so `/clusters?format=json` (its
+/// hosts' `priority`) shows when a proxy has taken it.
+type EdsPhase = ([(u32, bool); 3], Option<u32>, [f64; 3]);
+const EDS_PHASES: [EdsPhase; 3] = [
+    // P0 {0 failing, 1}, P1 {2}: 70/30.
+    ([(0, true), (0, false), (1, false)], None, [0.0, 70.0, 30.0]),
+    // Host 2 at P2, factor 200: P0 whole (P1 empty, P2 nothing).
+    (
+        [(0, true), (0, false), (2, false)],
+        Some(200),
+        [0.0, 100.0, 0.0],
+    ),
+    // Host 2 up to P0, hosts 0 and 1 down to P1 (all healthy): all to host 2.
+    (
+        [(1, false), (1, false), (0, false)],
+        None,
+        [0.0, 0.0, 100.0],
+    ),
+];
+
+/// `GET /clusters?format=json` of `admin`: cluster `c1`'s hosts, each (port, priority).
+async fn eds_priorities(admin: SocketAddr) -> Vec<(u64, u64)> {
+    let text = weir_tests::client::get_host(admin, "localhost", "/clusters?format=json")
+        .await
+        .map(|resp| resp.text())
+        .unwrap_or_default();
+    let json: Value = serde_json::from_str(&text).unwrap_or_default();
+    let mut hosts = Vec::new();
+    for cluster in json["cluster_statuses"].as_array().into_iter().flatten() {
+        if cluster["name"] != "c1" {
+            continue;
+        }
+        for host in cluster["host_statuses"].as_array().into_iter().flatten() {
+            let port = host["address"]["socket_address"]["port_value"]
+                .as_u64()
+                .unwrap_or(0);
+            hosts.push((port, host["priority"].as_u64().unwrap_or(0)));
+        }
+    }
+    hosts.sort_unstable();
+    hosts
+}
+
+/// Starts `kind` on an ADS bootstrap whose control plane serves cluster `c1` (EDS) over
+/// three fresh upstreams as each of [`EDS_PHASES`] says in turn; under each, once the proxy
+/// shows the new priorities (at most 10 s), sends [`REQUESTS`] GETs and counts where they
+/// went.
+async fn run_eds(kind: Kind) -> Vec<Vec<f64>> {
+    use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+    use envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints;
+    use envoy_types::pb::envoy::config::endpoint::v3::cluster_load_assignment::Policy;
+    use envoy_types::pb::google::protobuf::UInt32Value;
+    use weir_tests::xds_resources::{
+        AdsApi, ads_bootstrap, eds_cluster, listener_with_rds, load_assignment, route_configuration,
+    };
+    let hits: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let mut addrs = Vec::new();
+    for hits in &hits {
+        addrs.push(upstream(true, hits.clone()).await);
+    }
+    let server = weir_tests::xds_server::XdsServer::start().await;
+    let port = weir_tests::free_port();
+    let admin_port = weir_tests::free_port();
+    server.set("c1", &eds_cluster("c1"));
+    server.set("l1", &listener_with_rds("l1", port, "r1"));
+    server.set("r1", &route_configuration("r1", "/", "c1"));
+    let listener = SocketAddr::from(([127, 0, 0, 1], port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let mut proxy = None;
+    let mut seen = Vec::new();
+    for (hosts, factor, _) in EDS_PHASES {
+        let mut assignment = load_assignment("c1", &[]);
+        let top = hosts.iter().map(|(p, _)| *p).max().unwrap_or(0);
+        assignment.endpoints = (0..=top)
+            .filter_map(|priority| {
+                let mut locality = load_assignment("c1", &addrs).endpoints.pop()?;
+                let mut kept = Vec::new();
+                for (endpoint, (at, failing)) in locality.lb_endpoints.drain(..).zip(hosts) {
+                    if at == priority {
+                        let mut endpoint = endpoint;
+                        if failing {
+                            endpoint.health_status = HealthStatus::Unhealthy as i32;
+                        }
+                        kept.push(endpoint);
+                    }
+                }
+                (!kept.is_empty()).then_some(LocalityLbEndpoints {
+                    lb_endpoints: kept,
+                    priority,
+                    ..locality
+                })
+            })
+            .collect();
+        assignment.policy = factor.map(|value| Policy {
+            overprovisioning_factor: Some(UInt32Value { value }),
+            ..Policy::default()
+        });
+        server.set("c1", &assignment);
+        if proxy.is_none() {
+            proxy = Some(Proxy::spawn(
+                kind,
+                &ads_bootstrap("priorities", admin_port, server.addr(), AdsApi::Grpc),
+            ));
+        }
+        let mut want: Vec<(u64, u64)> = addrs
+            .iter()
+            .zip(hosts)
+            .map(|(addr, (priority, _))| (u64::from(addr.port()), u64::from(priority)))
+            .collect();
+        want.sort_unstable();
+        let began = Instant::now();
+        loop {
+            let serving = weir_tests::get(listener, "/probe")
+                .await
+                .is_ok_and(|resp| resp.status == 200);
+            if serving && eds_priorities(admin).await == want {
+                break;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "{kind:?}: {hosts:?} never applied: {:?}",
+                eds_priorities(admin).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let before: Vec<usize> = hits.iter().map(|h| h.load(Ordering::Relaxed)).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for _ in 0..REQUESTS {
+            let answer = weir_tests::get(listener, "/work").await.expect("GET /work");
+            assert_eq!(answer.status, 200, "{kind:?}: {}", answer.text());
+            assert!(
+                Instant::now() < deadline,
+                "{kind:?}: requests took over 60 s"
+            );
+        }
+        seen.push(
+            hits.iter()
+                .zip(before)
+                .map(|(h, before)| {
+                    100.0 * (h.load(Ordering::Relaxed) - before) as f64 / REQUESTS as f64
+                })
+                .collect(),
+        );
+    }
+    drop(proxy);
+    seen
+}
+
+/// Priorities and the overprovisioning factor from EDS, and hosts moving between levels by
+/// an update: the shares of [`EDS_PHASES`], on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eds_priorities_are_envoys() {
+    let ours = run_eds(Kind::Weir).await;
+    let theirs = run_eds(Kind::Envoy).await;
+    for (((hosts, factor, want), ours), theirs) in EDS_PHASES.iter().zip(&ours).zip(&theirs) {
+        eprintln!("eds {hosts:?} factor {factor:?}: shares weir {ours:?} Envoy {theirs:?}");
+        for (who, seen) in [("weir", ours), ("Envoy", theirs)] {
+            for (i, (share, want)) in seen.iter().zip(want).enumerate() {
+                assert!(
+                    (share - want).abs() <= TOLERANCE_POINTS,
+                    "{hosts:?}: {who} sent {share:.1}% to host {i}, Envoy's load says {want}%"
+                );
+            }
+        }
+    }
+}
