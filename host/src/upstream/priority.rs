@@ -129,6 +129,8 @@ impl Levels {
             level.to_degraded = 0;
             level.panic = false;
         }
+        // A level's availability scaled by the normalized total (`normalized` is not 0 here).
+        let scaled = |availability: u64| (availability * 100).checked_div(normalized).unwrap_or(0);
         if normalized > 0 {
             let mut left = 100u64;
             let mut first_healthy = None;
@@ -138,7 +140,7 @@ impl Levels {
                 if health > 0 && first_healthy.is_none() {
                     first_healthy = Some(index);
                 }
-                let load = left.min(health * 100 / normalized);
+                let load = left.min(scaled(health));
                 level.to_healthy = load as u32;
                 left -= load;
             }
@@ -147,7 +149,7 @@ impl Levels {
                 if degradation > 0 && first_degraded.is_none() {
                     first_degraded = Some(index);
                 }
-                let load = left.min(degradation * 100 / normalized);
+                let load = left.min(scaled(degradation));
                 level.to_degraded = load as u32;
                 left -= load;
             }
