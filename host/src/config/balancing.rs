@@ -399,6 +399,16 @@ mod tests {
             panic!("policy reads")
         };
         assert_eq!(spec.overprovisioning_factor, 200);
+        let Ok(too_low) =
+            serde_yaml_ng::from_str::<Cluster>(&yaml("").replace("priority: 2", "priority: 129"))
+        else {
+            panic!("parses")
+        };
+        let error = cluster_spec(&too_low, "clusters[0]").err().map(|e| e.path);
+        assert_eq!(
+            error.as_deref(),
+            Some("clusters[0].load_assignment.endpoints[1].priority")
+        );
         for (policy, field) in [
             (
                 "policy: {overprovisioning_factor: 0}\n  ",

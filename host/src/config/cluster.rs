@@ -531,6 +531,9 @@ fn eds_checks(cluster: &Cluster, path: &str) -> Result<(), FieldError> {
     }
 }
 
+/// The lowest priority level an endpoint may have (Envoy's `lte: 128`).
+const MAX_PRIORITY: u32 = 128;
+
 /// Reads the cluster at `path` (`static_resources.clusters[i]`) into its [`ClusterSpec`].
 pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldError> {
     use DiscoveryType;
@@ -548,6 +551,12 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
     let mut endpoints = Vec::new();
     if let Some(assignment) = &cluster.load_assignment {
         for (j, locality) in assignment.endpoints.iter().enumerate() {
+            if locality.priority > MAX_PRIORITY {
+                return Err(FieldError::new(
+                    format!("{path}.load_assignment.endpoints[{j}].priority"),
+                    format!("must be at most {MAX_PRIORITY}, as Envoy's"),
+                ));
+            }
             for (k, lb_endpoint) in locality.lb_endpoints.iter().enumerate() {
                 let socket = &lb_endpoint.endpoint.address.socket_address;
                 let field = format!(
