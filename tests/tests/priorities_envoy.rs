@@ -69,9 +69,15 @@ async fn upstream(passes: bool, hits: Arc<AtomicUsize>) -> SocketAddr {
 
 /// One listener routing everything to cluster `c`: one locality per entry of `levels` (its
 /// hosts' addresses) at the priority of its place, checked on `/health` once while the test
-/// looks, and `extra` merged into the cluster (`policy` in the load assignment).
+/// looks, and `extra` merged into the cluster (`policy` in the load assignment, `weights`
+/// each host's `load_balancing_weight` in order).
 fn priorities_config(ports: Ports, levels: &[Vec<SocketAddr>], extra: &Value) -> Value {
     let mut cluster = config::static_cluster("c", &[]);
+    let mut weights = extra["weights"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter();
     let localities: Vec<Value> = levels
         .iter()
         .enumerate()
@@ -79,8 +85,12 @@ fn priorities_config(ports: Ports, levels: &[Vec<SocketAddr>], extra: &Value) ->
             let lb_endpoints: Vec<Value> = addrs
                 .iter()
                 .map(|a| {
-                    json!({"endpoint": {"address": {"socket_address": {
-                        "address": a.ip().to_string(), "port_value": a.port()}}}})
+                    let mut endpoint = json!({"endpoint": {"address": {"socket_address": {
+                        "address": a.ip().to_string(), "port_value": a.port()}}}});
+                    if let Some(weight) = weights.next() {
+                        endpoint["load_balancing_weight"] = weight;
+                    }
+                    endpoint
                 })
                 .collect();
             json!({"priority": priority, "lb_endpoints": lb_endpoints})
@@ -257,6 +267,26 @@ async fn the_overprovisioning_factor_is_envoys() {
         &[&[false, true], &[true]],
         json!({"policy": {"overprovisioning_factor": 200}}),
         &[0.0, 100.0, 0.0],
+    )
+    .await;
+}
+
+/// `policy.weighted_priority_health`: P0 a failing host of weight 1 and a healthy one of
+/// weight 3 is 75% * 1.4, whole (counting hosts it would be 70/30 with P1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_priority_health_is_envoys() {
+    compare(
+        "weighted",
+        &[&[false, true], &[true]],
+        json!({"policy": {"weighted_priority_health": true}, "weights": [1, 3, 1]}),
+        &[0.0, 100.0, 0.0],
+    )
+    .await;
+    compare(
+        "weighted, the other way",
+        &[&[false, true], &[true]],
+        json!({"policy": {"weighted_priority_health": true}, "weights": [3, 1, 1]}),
+        &[0.0, 35.0, 65.0],
     )
     .await;
 }

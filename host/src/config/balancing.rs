@@ -375,8 +375,8 @@ mod tests {
     }
 
     /// `load_assignment.endpoints[].priority` reaches each endpoint; the assignment's
-    /// `policy.overprovisioning_factor` the spec (140 by default); 0 and
-    /// `weighted_priority_health: true` are refused by their field.
+    /// `policy.overprovisioning_factor` (140 by default, 0 refused by its field) and
+    /// `weighted_priority_health` the spec; a priority over 128 is refused.
     #[test]
     fn priorities_and_the_overprovisioning_factor_read() {
         let yaml = |policy: &str| {
@@ -409,21 +409,17 @@ mod tests {
             error.as_deref(),
             Some("clusters[0].load_assignment.endpoints[1].priority")
         );
-        for (policy, field) in [
-            (
-                "policy: {overprovisioning_factor: 0}\n  ",
-                "overprovisioning_factor",
-            ),
-            (
-                "policy: {weighted_priority_health: true}\n  ",
-                "weighted_priority_health",
-            ),
-        ] {
-            let error = read(policy).err().unwrap_or_default();
-            assert!(
-                error.contains(&format!("clusters[0].load_assignment.policy.{field}")),
-                "{error}"
-            );
-        }
+        assert!(!spec.weighted_priority_health);
+        let Ok(spec) = read("policy: {weighted_priority_health: true}\n  ") else {
+            panic!("weighted_priority_health reads")
+        };
+        assert!(spec.weighted_priority_health);
+        let error = read("policy: {overprovisioning_factor: 0}\n  ")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            error.contains("clusters[0].load_assignment.policy.overprovisioning_factor"),
+            "{error}"
+        );
     }
 }

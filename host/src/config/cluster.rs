@@ -208,7 +208,8 @@ pub struct LoadAssignmentPolicy {
     /// is its share of healthy hosts times this, capped at 100.
     #[serde(default)]
     pub overprovisioning_factor: Option<u32>,
-    /// `weighted_priority_health`: only false (health by host count) is supported.
+    /// `weighted_priority_health`: a priority level's health from its hosts' weights rather
+    /// than their count.
     #[serde(default)]
     pub weighted_priority_health: bool,
 }
@@ -765,6 +766,11 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
         discovery,
         endpoints,
         overprovisioning_factor,
+        weighted_priority_health: cluster
+            .load_assignment
+            .as_ref()
+            .and_then(|a| a.policy.as_ref())
+            .is_some_and(|p| p.weighted_priority_health),
         dns_refresh_rate: nonzero(cluster.dns_refresh_rate.map(|d| d.get()))
             .unwrap_or(Duration::from_secs(5)),
         connect_timeout: nonzero(cluster.connect_timeout.map(|d| d.get()))
@@ -795,7 +801,7 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
 }
 
 /// `load_assignment.policy.overprovisioning_factor` (percent, more than 0; Envoy's default
-/// 140); `weighted_priority_health` only false.
+/// 140).
 fn overprovisioning_factor(cluster: &Cluster, path: &str) -> Result<u32, FieldError> {
     let Some(policy) = cluster
         .load_assignment
@@ -804,12 +810,6 @@ fn overprovisioning_factor(cluster: &Cluster, path: &str) -> Result<u32, FieldEr
     else {
         return Ok(spec::DEFAULT_OVERPROVISIONING_FACTOR);
     };
-    if policy.weighted_priority_health {
-        return Err(FieldError::new(
-            format!("{path}.load_assignment.policy.weighted_priority_health"),
-            "only false is supported (a priority's health counts hosts, not weights)",
-        ));
-    }
     match policy.overprovisioning_factor {
         None => Ok(spec::DEFAULT_OVERPROVISIONING_FACTOR),
         Some(0) => Err(FieldError::new(

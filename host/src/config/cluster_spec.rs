@@ -21,6 +21,9 @@ pub struct ClusterSpec {
     /// [`DEFAULT_OVERPROVISIONING_FACTOR`]): how far a priority level's healthy hosts are
     /// taken to cover for its unhealthy ones before lower levels take load.
     pub overprovisioning_factor: u32,
+    /// `load_assignment.policy.weighted_priority_health`: a priority level's health from its
+    /// hosts' weights rather than their count.
+    pub weighted_priority_health: bool,
     /// How often STRICT_DNS / LOGICAL_DNS names are resolved again (Envoy default 5s).
     pub dns_refresh_rate: Duration,
     /// Limit on a TCP (and TLS) connection attempt (Envoy default 5s).
@@ -67,6 +70,7 @@ impl ClusterSpec {
         let strip = |spec: &ClusterSpec| ClusterSpec {
             endpoints: Vec::new(),
             overprovisioning_factor: DEFAULT_OVERPROVISIONING_FACTOR,
+            weighted_priority_health: false,
             ..spec.clone()
         };
         strip(self) == strip(other)

@@ -110,6 +110,7 @@ fn candidates<'a>(
     hashing: bool,
 ) -> (Vec<&'a Arc<Host>>, u32) {
     let mut levels = Levels::default();
+    let weighted = cluster.spec.weighted_priority_health;
     let mut live = 0usize;
     let mut spread = false;
     for host in hosts.iter().filter(|host| !host.is_removed()) {
@@ -120,10 +121,20 @@ fn candidates<'a>(
         }
         live += 1;
         level.live += 1;
+        let weight = if weighted {
+            u64::from(host.weight())
+        } else {
+            0
+        };
+        level.live_weight += weight;
         match host.health() {
-            Health::Healthy => level.healthy += 1,
+            Health::Healthy => {
+                level.healthy += 1;
+                level.healthy_weight += weight;
+            }
             Health::Degraded => {
                 level.degraded += 1;
+                level.degraded_weight += weight;
                 spread = true;
             }
             Health::Unhealthy => {}
@@ -135,6 +146,7 @@ fn candidates<'a>(
     levels.balance(
         cluster.spec.overprovisioning_factor,
         cluster.spec.lb.healthy_panic_threshold,
+        weighted,
     );
     // One level with no degraded host: nothing to draw.
     let point = match hash {
@@ -412,7 +424,7 @@ mod tests {
             let mut levels = Levels::default();
             let level = levels.at(0);
             (level.healthy, level.degraded, level.live, level.present) = (h, d, t, t);
-            levels.balance(140, threshold);
+            levels.balance(140, threshold, false);
             levels
         };
         let load = |h, d, t, threshold| {

@@ -32,6 +32,12 @@ pub struct Level {
     /// Hosts not removed, excluded ones included (total panic splits by these, as Envoy's
     /// `hosts().size()`).
     pub present: u32,
+    /// Under `weighted_priority_health`: the weights of the healthy hosts in play.
+    pub healthy_weight: u64,
+    /// Under `weighted_priority_health`: the weights of the degraded hosts in play.
+    pub degraded_weight: u64,
+    /// Under `weighted_priority_health`: the weights of the hosts in play.
+    pub live_weight: u64,
     /// Percent of the requests that go to its healthy hosts.
     pub to_healthy: u32,
     /// Percent of the requests that go to its degraded hosts.
@@ -104,24 +110,29 @@ impl Levels {
 
     /// Fills each level's load and panic flag from its counts, with `factor` the
     /// overprovisioning factor in percent and `threshold` the `healthy_panic_threshold`
-    /// percent.
-    pub fn balance(&mut self, factor: u32, threshold: f64) {
+    /// percent; each level's health from its hosts' weights where `weighted` (the load
+    /// assignment's `weighted_priority_health`; panic mode still counts hosts, as Envoy's).
+    pub fn balance(&mut self, factor: u32, threshold: f64, weighted: bool) {
         let factor = u64::from(factor);
         let threshold = threshold.clamp(0.0, 100.0);
         let levels = self.slice_mut();
         if levels.is_empty() {
             return;
         }
-        let availability = |hosts: u32, live: u32| -> u64 {
-            if live == 0 {
-                0
-            } else {
-                (factor * u64::from(hosts) / u64::from(live)).min(100)
-            }
+        let availability = |hosts: u64, live: u64| -> u64 {
+            (factor * hosts).checked_div(live).unwrap_or(0).min(100)
+        };
+        let health = |level: &Level| match weighted {
+            true => availability(level.healthy_weight, level.live_weight),
+            false => availability(level.healthy.into(), level.live.into()),
+        };
+        let degradation = |level: &Level| match weighted {
+            true => availability(level.degraded_weight, level.live_weight),
+            false => availability(level.degraded.into(), level.live.into()),
         };
         let normalized = levels
             .iter()
-            .map(|l| availability(l.healthy, l.live) + availability(l.degraded, l.live))
+            .map(|l| health(l) + degradation(l))
             .sum::<u64>()
             .min(100);
         for level in levels.iter_mut() {
@@ -136,7 +147,7 @@ impl Levels {
             let mut first_healthy = None;
             let mut first_degraded = None;
             for (index, level) in levels.iter_mut().enumerate() {
-                let health = availability(level.healthy, level.live);
+                let health = health(level);
                 if health > 0 && first_healthy.is_none() {
                     first_healthy = Some(index);
                 }
@@ -145,7 +156,7 @@ impl Levels {
                 left -= load;
             }
             for (index, level) in levels.iter_mut().enumerate() {
-                let degradation = availability(level.degraded, level.live);
+                let degradation = degradation(level);
                 if degradation > 0 && first_degraded.is_none() {
                     first_degraded = Some(index);
                 }
@@ -242,7 +253,7 @@ mod tests {
     /// (to healthy, to degraded, panic) per level.
     fn loads(counts: &[(u32, u32, u32)], factor: u32, threshold: f64) -> Vec<(u32, u32, bool)> {
         let mut levels = levels(counts);
-        levels.balance(factor, threshold);
+        levels.balance(factor, threshold, false);
         levels
             .slice()
             .iter()
@@ -351,7 +362,7 @@ mod tests {
     #[test]
     fn choose_walks_healthy_then_degraded_loads() {
         let mut levels = levels(&[(1, 2, 14), (2, 1, 14), (1, 0, 14)]);
-        levels.balance(140, 0.0);
+        levels.balance(140, 0.0, false);
         // Healthy: P0 1-16, P1 17-44, P2 45-58; degraded: P0 59-86, P1 87-100.
         assert_eq!(levels.choose(1), (0, Availability::Healthy));
         assert_eq!(levels.choose(16), (0, Availability::Healthy));
@@ -372,11 +383,36 @@ mod tests {
         far.present = 1;
         assert_eq!(levels.slice().len(), INLINE_LEVELS + 3);
         assert_eq!(levels.slice()[1].live, 1);
-        levels.balance(140, 50.0);
+        levels.balance(140, 50.0, false);
         assert_eq!(levels.slice()[INLINE_LEVELS + 2].to_healthy, 100);
         assert_eq!(
             levels.choose(50),
             (INLINE_LEVELS + 2, Availability::Healthy)
         );
+    }
+
+    /// `weighted_priority_health`: P0 a healthy host of weight 3 and a failing one of weight
+    /// 1 is 75% * 1.4 = 105%, whole (by count it would be 70%); a healthy host of weight 1
+    /// and a failing one of weight 3: 35%, P1 takes 65%. Panic mode still counts hosts (1 of
+    /// 2 healthy is not under 50%).
+    #[test]
+    fn weighted_priority_health_counts_weights() {
+        let weighted = |healthy: u64, failing: u64| {
+            let mut levels = Levels::default();
+            let p0 = levels.at(0);
+            (p0.healthy, p0.live, p0.present) = (1, 2, 2);
+            (p0.healthy_weight, p0.live_weight) = (healthy, healthy + failing);
+            let p1 = levels.at(1);
+            (p1.healthy, p1.live, p1.present) = (1, 1, 1);
+            (p1.healthy_weight, p1.live_weight) = (1, 1);
+            levels.balance(140, 50.0, true);
+            levels
+                .slice()
+                .iter()
+                .map(|l| (l.to_healthy, l.panic))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(weighted(3, 1), vec![(100, false), (0, false)]);
+        assert_eq!(weighted(1, 3), vec![(35, false), (65, false)]);
     }
 }
