@@ -70,7 +70,8 @@ async fn upstream(passes: bool, hits: Arc<AtomicUsize>) -> SocketAddr {
 /// One listener routing everything to cluster `c`: one locality per entry of `levels` (its
 /// hosts' addresses) at the priority of its place, checked on `/health` once while the test
 /// looks, and `extra` merged into the cluster (`policy` in the load assignment, `weights`
-/// each host's `load_balancing_weight` in order).
+/// each host's `load_balancing_weight` in order, `lb_policy`; `hash_header` the route's
+/// `hash_policy`).
 fn priorities_config(ports: Ports, levels: &[Vec<SocketAddr>], extra: &Value) -> Value {
     let mut cluster = config::static_cluster("c", &[]);
     let mut weights = extra["weights"]
@@ -110,7 +111,10 @@ fn priorities_config(ports: Ports, levels: &[Vec<SocketAddr>], extra: &Value) ->
         "healthy_threshold": 1,
         "http_health_check": {"path": "/health"},
     }]);
-    config::bootstrap(
+    if let Some(policy) = extra.get("lb_policy") {
+        cluster["lb_policy"] = policy.clone();
+    }
+    let mut bootstrap = config::bootstrap(
         ports.admin,
         vec![config::listener(
             "ingress",
@@ -125,7 +129,13 @@ fn priorities_config(ports: Ports, levels: &[Vec<SocketAddr>], extra: &Value) ->
             ),
         )],
         vec![cluster],
-    )
+    );
+    if let Some(header) = extra.get("hash_header") {
+        bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["hash_policy"] =
+            json!([{"header": {"header_name": header}}]);
+    }
+    bootstrap
 }
 
 /// What one proxy did: each host's share of [`REQUESTS`] in percent (levels in order, hosts
@@ -489,5 +499,94 @@ async fn eds_priorities_are_envoys() {
                 );
             }
         }
+    }
+}
+
+/// Keys sent per proxy in the hash case.
+const KEYS: usize = 300;
+
+/// Starts `kind` on [`priorities_config`] with `lb_policy` hashing header `x-user`, sends
+/// [`KEYS`] keys twice each (one after the other) and returns the host (index over the
+/// levels' hosts in order) each key went to; asserts a key goes to the same host both times.
+async fn run_hashed(kind: Kind, levels: &[&[bool]], lb_policy: &str) -> Vec<usize> {
+    let mut hits = Vec::new();
+    let mut addrs = Vec::new();
+    for level in levels {
+        let mut level_addrs = Vec::new();
+        for passes in level.iter() {
+            let counter = Arc::new(AtomicUsize::new(0));
+            level_addrs.push(upstream(*passes, counter.clone()).await);
+            hits.push(counter);
+        }
+        addrs.push(level_addrs);
+    }
+    let ports = Ports::new();
+    let extra = json!({"lb_policy": lb_policy, "hash_header": "x-user"});
+    let proxy = Proxy::spawn(kind, &priorities_config(ports, &addrs, &extra));
+    let began = Instant::now();
+    while TcpStream::connect(ports.http_addr()).await.is_err() {
+        assert!(
+            began.elapsed() < Duration::from_secs(15),
+            "{kind:?}: listener never accepted\n{}",
+            proxy.log_report()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut placed = Vec::new();
+    for key in 0..KEYS {
+        let user = format!("user-{key}");
+        let mut went = Vec::new();
+        for _ in 0..2 {
+            let before: Vec<usize> = hits.iter().map(|h| h.load(Ordering::Relaxed)).collect();
+            let answer = weir_tests::client::must_get_with(
+                ports.http_addr(),
+                "lb.example",
+                "/work",
+                &[("x-user", &user)],
+            )
+            .await;
+            assert_eq!(answer.status, 200, "{kind:?}");
+            let host = hits
+                .iter()
+                .zip(&before)
+                .position(|(h, before)| h.load(Ordering::Relaxed) > *before);
+            went.push(host.unwrap_or(usize::MAX));
+            assert!(
+                Instant::now() < deadline,
+                "{kind:?}: requests took over 60 s"
+            );
+        }
+        assert_eq!(went[0], went[1], "{kind:?} {lb_policy}: {user} moved");
+        placed.push(went[0]);
+    }
+    drop(proxy);
+    placed
+}
+
+/// RING_HASH and MAGLEV draw the level by the request's hash (`hash % 100 + 1` against the
+/// priority loads) and then hash within the level, as Envoy: with one of P0's two hosts
+/// failing, about 30% of the keys go to P1, each key sticks, and each key lands on the same
+/// host as on Envoy (the level drawn from the same xxHash of the header).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_policies_draw_the_level_by_the_hash_as_envoy() {
+    let levels: &[&[bool]] = &[&[false, true], &[true]];
+    for lb_policy in ["RING_HASH", "MAGLEV"] {
+        let ours = run_hashed(Kind::Weir, levels, lb_policy).await;
+        let theirs = run_hashed(Kind::Envoy, levels, lb_policy).await;
+        let to_p1 = |placed: &[usize]| {
+            100.0 * placed.iter().filter(|host| **host == 2).count() as f64 / KEYS as f64
+        };
+        eprintln!(
+            "{lb_policy}: keys to P1 weir {:.1}% Envoy {:.1}%",
+            to_p1(&ours),
+            to_p1(&theirs)
+        );
+        assert!(!ours.contains(&0) && !theirs.contains(&0), "host 0 fails");
+        assert!((to_p1(&ours) - 30.0).abs() <= 10.0, "{lb_policy}: weir");
+        assert_eq!(
+            ours, theirs,
+            "{lb_policy}: weir (left) and Envoy (right) place keys differently"
+        );
     }
 }
