@@ -102,13 +102,29 @@ pub fn pick_host_for(cluster: &Cluster, hash: Option<u64>) -> Option<Arc<Host>> 
 /// neither picked nor counted, even in panic mode.
 ///
 /// One pass over the hosts counts each level's hosts on the stack; a second collects the
-/// drawn level's candidates into the one vector a request allocates.
+/// drawn level's candidates into the one vector a request allocates. Should a host's health
+/// change between the two so that the second finds none of the hosts the first counted, the
+/// request counts afresh, once.
 fn candidates<'a>(
     cluster: &Cluster,
     hosts: &'a [Arc<Host>],
     hash: Option<u64>,
     hashing: bool,
 ) -> (Vec<&'a Arc<Host>>, u32) {
+    candidates_once(cluster, hosts, hash, hashing, false)
+        .or_else(|| candidates_once(cluster, hosts, hash, hashing, true))
+        .unwrap_or_default()
+}
+
+/// [`candidates`] from one count; `None` where the count found hosts and the collection
+/// none (a health change in between), unless `last_try`.
+fn candidates_once<'a>(
+    cluster: &Cluster,
+    hosts: &'a [Arc<Host>],
+    hash: Option<u64>,
+    hashing: bool,
+    last_try: bool,
+) -> Option<(Vec<&'a Arc<Host>>, u32)> {
     let mut levels = Levels::default();
     let weighted = cluster.spec.weighted_priority_health;
     let mut live = 0usize;
@@ -141,7 +157,7 @@ fn candidates<'a>(
         }
     }
     if live == 0 {
-        return (Vec::new(), 0);
+        return Some((Vec::new(), 0));
     }
     levels.balance(
         cluster.spec.overprovisioning_factor,
@@ -156,15 +172,18 @@ fn candidates<'a>(
     };
     let (index, availability) = levels.choose(point);
     let Some(level) = levels.slice().get(index) else {
-        return (Vec::new(), 0);
+        return Some((Vec::new(), 0));
     };
     let priority = index as u32;
     let of_level = |host: &&Arc<Host>| host.priority() == priority && !host.is_removed();
     if level.panic {
-        cluster.stats.lb_healthy_panic.inc();
         let mut all = Vec::with_capacity(level.live as usize);
         all.extend(hosts.iter().filter(of_level).filter(|h| !h.is_excluded()));
-        return (all, priority);
+        if all.is_empty() && level.live > 0 && !last_try {
+            return None;
+        }
+        cluster.stats.lb_healthy_panic.inc();
+        return Some((all, priority));
     }
     let (wanted, count) = match availability {
         Availability::Degraded if !hashing => (Health::Degraded, level.degraded),
@@ -177,7 +196,10 @@ fn candidates<'a>(
             .filter(of_level)
             .filter(|h| !h.is_excluded() && h.health() == wanted),
     );
-    (picked, priority)
+    if picked.is_empty() && count > 0 && !last_try {
+        return None;
+    }
+    Some((picked, priority))
 }
 
 /// Each host in turn, a host of weight w w times per round.
