@@ -77,6 +77,9 @@ struct HostStatus {
     health_status: HostHealthStatus,
     #[serde(skip_serializing_if = "is_zero")]
     weight: u32,
+    /// The host's priority level (0 not written).
+    #[serde(skip_serializing_if = "is_zero")]
+    priority: u32,
 }
 
 /// `envoy.config.core.v3.Address` with a `socket_address`.
@@ -142,8 +145,10 @@ struct HostHealthStatus {
 
 fn cluster_status<'a>(name: &'a str, cluster: &Cluster, added_via_api: bool) -> ClusterStatus<'a> {
     let thresholds = &cluster.spec.thresholds;
-    let host_statuses = cluster
-        .hosts()
+    // Envoy lists its hosts by priority level (its host sets in order).
+    let mut hosts: Vec<_> = cluster.hosts().iter().cloned().collect();
+    hosts.sort_by_key(|host| host.priority());
+    let host_statuses = hosts
         .iter()
         .map(|host| HostStatus {
             address: Address {
@@ -174,6 +179,7 @@ fn cluster_status<'a>(name: &'a str, cluster: &Cluster, added_via_api: bool) -> 
                 active_hc_timeout: host.is_active_hc_timeout(),
             },
             weight: host.weight(),
+            priority: host.priority(),
         })
         .collect();
     ClusterStatus {

@@ -373,4 +373,53 @@ mod tests {
         assert!(!is_prime(1));
         assert!(is_prime(MAGLEV_MAX_TABLE_SIZE));
     }
+
+    /// `load_assignment.endpoints[].priority` reaches each endpoint; the assignment's
+    /// `policy.overprovisioning_factor` (140 by default, 0 refused by its field) and
+    /// `weighted_priority_health` the spec; a priority over 128 is refused.
+    #[test]
+    fn priorities_and_the_overprovisioning_factor_read() {
+        let yaml = |policy: &str| {
+            format!(
+                "name: c\nload_assignment:\n  {policy}endpoints:\n  - lb_endpoints:\n    - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 1}}}}}}\n  - priority: 2\n    lb_endpoints:\n    - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 2}}}}}}\n"
+            )
+        };
+        let read = |policy: &str| -> Result<ClusterSpec, String> {
+            let cluster: Cluster =
+                serde_yaml_ng::from_str(&yaml(policy)).map_err(|e| e.to_string())?;
+            cluster_spec(&cluster, "clusters[0]").map_err(|e| format!("{e:?}"))
+        };
+        let Ok(spec) = read("") else {
+            panic!("priorities read")
+        };
+        let priorities: Vec<u32> = spec.endpoints.iter().map(|e| e.priority).collect();
+        assert_eq!(priorities, vec![0, 2]);
+        assert_eq!(spec.overprovisioning_factor, 140);
+        let Ok(spec) = read("policy: {overprovisioning_factor: 200}\n  ") else {
+            panic!("policy reads")
+        };
+        assert_eq!(spec.overprovisioning_factor, 200);
+        let Ok(too_low) =
+            serde_yaml_ng::from_str::<Cluster>(&yaml("").replace("priority: 2", "priority: 129"))
+        else {
+            panic!("parses")
+        };
+        let error = cluster_spec(&too_low, "clusters[0]").err().map(|e| e.path);
+        assert_eq!(
+            error.as_deref(),
+            Some("clusters[0].load_assignment.endpoints[1].priority")
+        );
+        assert!(!spec.weighted_priority_health);
+        let Ok(spec) = read("policy: {weighted_priority_health: true}\n  ") else {
+            panic!("weighted_priority_health reads")
+        };
+        assert!(spec.weighted_priority_health);
+        let error = read("policy: {overprovisioning_factor: 0}\n  ")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            error.contains("clusters[0].load_assignment.policy.overprovisioning_factor"),
+            "{error}"
+        );
+    }
 }

@@ -195,6 +195,23 @@ pub struct ClusterLoadAssignment {
     /// Localities.
     #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub endpoints: Vec<LocalityLbEndpoints>,
+    /// `policy`: the overprovisioning factor that priority levels are balanced by.
+    #[serde(default)]
+    pub policy: Option<LoadAssignmentPolicy>,
+}
+
+/// `load_assignment.policy` (`ClusterLoadAssignment.Policy`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LoadAssignmentPolicy {
+    /// `overprovisioning_factor` in percent (Envoy's default 140): a priority level's health
+    /// is its share of healthy hosts times this, capped at 100.
+    #[serde(default)]
+    pub overprovisioning_factor: Option<u32>,
+    /// `weighted_priority_health`: a priority level's health from its hosts' weights rather
+    /// than their count.
+    #[serde(default)]
+    pub weighted_priority_health: bool,
 }
 
 /// `endpoints[]` of a load assignment.
@@ -207,7 +224,8 @@ pub struct LocalityLbEndpoints {
     /// The endpoints.
     #[serde(default, deserialize_with = "super::lenient::one_or_many")]
     pub lb_endpoints: Vec<LbEndpoint>,
-    /// Only priority 0 is supported.
+    /// The priority level of these endpoints (0, the default, is the highest): a level takes
+    /// the load the levels above it cannot, by their health (see `upstream::lb`).
     #[serde(default)]
     pub priority: u32,
 }
@@ -514,6 +532,9 @@ fn eds_checks(cluster: &Cluster, path: &str) -> Result<(), FieldError> {
     }
 }
 
+/// The lowest priority level an endpoint may have (Envoy's `lte: 128`).
+const MAX_PRIORITY: u32 = 128;
+
 /// Reads the cluster at `path` (`static_resources.clusters[i]`) into its [`ClusterSpec`].
 pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldError> {
     use DiscoveryType;
@@ -531,10 +552,10 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
     let mut endpoints = Vec::new();
     if let Some(assignment) = &cluster.load_assignment {
         for (j, locality) in assignment.endpoints.iter().enumerate() {
-            if locality.priority != 0 {
+            if locality.priority > MAX_PRIORITY {
                 return Err(FieldError::new(
                     format!("{path}.load_assignment.endpoints[{j}].priority"),
-                    "only priority 0 is supported",
+                    format!("must be at most {MAX_PRIORITY}, as Envoy's"),
                 ));
             }
             for (k, lb_endpoint) in locality.lb_endpoints.iter().enumerate() {
@@ -571,10 +592,12 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
                     port: socket.port_value,
                     weight: lb_endpoint.load_balancing_weight.unwrap_or(1),
                     health: lb_endpoint.health_status.endpoint_health(),
+                    priority: locality.priority,
                 });
             }
         }
     }
+    let overprovisioning_factor = overprovisioning_factor(cluster, path)?;
     if discovery == spec::Discovery::LogicalDns && endpoints.len() > 1 {
         return Err(FieldError::new(
             format!("{path}.load_assignment"),
@@ -742,6 +765,12 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
         name: cluster.name.clone(),
         discovery,
         endpoints,
+        overprovisioning_factor,
+        weighted_priority_health: cluster
+            .load_assignment
+            .as_ref()
+            .and_then(|a| a.policy.as_ref())
+            .is_some_and(|p| p.weighted_priority_health),
         dns_refresh_rate: nonzero(cluster.dns_refresh_rate.map(|d| d.get()))
             .unwrap_or(Duration::from_secs(5)),
         connect_timeout: nonzero(cluster.connect_timeout.map(|d| d.get()))
@@ -769,6 +798,26 @@ pub fn cluster_spec(cluster: &Cluster, path: &str) -> Result<ClusterSpec, FieldE
         eds: cluster.discovery_type == DiscoveryType::EDS,
         ignore_health_on_host_removal: cluster.ignore_health_on_host_removal,
     })
+}
+
+/// `load_assignment.policy.overprovisioning_factor` (percent, more than 0; Envoy's default
+/// 140).
+fn overprovisioning_factor(cluster: &Cluster, path: &str) -> Result<u32, FieldError> {
+    let Some(policy) = cluster
+        .load_assignment
+        .as_ref()
+        .and_then(|a| a.policy.as_ref())
+    else {
+        return Ok(spec::DEFAULT_OVERPROVISIONING_FACTOR);
+    };
+    match policy.overprovisioning_factor {
+        None => Ok(spec::DEFAULT_OVERPROVISIONING_FACTOR),
+        Some(0) => Err(FieldError::new(
+            format!("{path}.load_assignment.policy.overprovisioning_factor"),
+            "must be more than 0",
+        )),
+        Some(factor) => Ok(factor),
+    }
 }
 
 /// What Envoy requires of `ORIGINAL_DST` clusters, and of `CLUSTER_PROVIDED`.

@@ -14,8 +14,16 @@ pub struct ClusterSpec {
     pub name: String,
     /// How the endpoints' addresses are found.
     pub discovery: Discovery,
-    /// Endpoints from `load_assignment` (flattened over localities, in order).
+    /// Endpoints from `load_assignment` (flattened over localities, in order), each with its
+    /// locality's priority.
     pub endpoints: Vec<EndpointSpec>,
+    /// `load_assignment.policy.overprovisioning_factor`, in percent (default
+    /// [`DEFAULT_OVERPROVISIONING_FACTOR`]): how far a priority level's healthy hosts are
+    /// taken to cover for its unhealthy ones before lower levels take load.
+    pub overprovisioning_factor: u32,
+    /// `load_assignment.policy.weighted_priority_health`: a priority level's health from its
+    /// hosts' weights rather than their count.
+    pub weighted_priority_health: bool,
     /// How often STRICT_DNS / LOGICAL_DNS names are resolved again (Envoy default 5s).
     pub dns_refresh_rate: Duration,
     /// Limit on a TCP (and TLS) connection attempt (Envoy default 5s).
@@ -61,11 +69,16 @@ impl ClusterSpec {
     pub fn same_but_endpoints(&self, other: &ClusterSpec) -> bool {
         let strip = |spec: &ClusterSpec| ClusterSpec {
             endpoints: Vec::new(),
+            overprovisioning_factor: DEFAULT_OVERPROVISIONING_FACTOR,
+            weighted_priority_health: false,
             ..spec.clone()
         };
         strip(self) == strip(other)
     }
 }
+
+/// Envoy's default overprovisioning factor, in percent (1.4).
+pub const DEFAULT_OVERPROVISIONING_FACTOR: u32 = 140;
 
 /// QUIC and HTTP/3 settings, for listeners and for upstream connections; Envoy's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +142,8 @@ pub struct EndpointSpec {
     pub weight: u32,
     /// `health_status` the config or EDS gave it (Envoy's EDS health flags).
     pub health: EndpointHealth,
+    /// The `priority` of its locality (0, the highest, by default).
+    pub priority: u32,
 }
 
 /// An endpoint's `health_status`, as Envoy turns it into a host's EDS health flags.

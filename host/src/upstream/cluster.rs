@@ -39,6 +39,9 @@ pub enum Health {
     Unhealthy,
 }
 
+/// Hash table caches a cluster keeps, one per priority level up to this many.
+const HASH_TABLES: usize = 4;
+
 const PROTOCOL_UNKNOWN: u8 = 0;
 const PROTOCOL_HTTP1: u8 = 1;
 const PROTOCOL_HTTP2: u8 = 2;
@@ -93,6 +96,9 @@ pub struct Host {
     weight: AtomicU32,
     /// Outlier detection's counters and ejection, shared by every worker.
     pub outlier: super::outlier::HostOutlier,
+    /// The priority level of its endpoint's locality (0 the highest; an EDS update changes
+    /// it in place).
+    priority: AtomicU32,
     /// When it was added or last passed its health checks after failing them ([`clock_ms`]),
     /// for `slow_start_config`.
     ready_since_ms: AtomicI64,
@@ -133,6 +139,7 @@ impl Host {
             used: AtomicBool::new(true),
             weight: AtomicU32::new(weight.max(1)),
             outlier: Default::default(),
+            priority: AtomicU32::new(0),
             ready_since_ms: AtomicI64::new(clock_ms()),
         }
     }
@@ -145,6 +152,22 @@ impl Host {
     /// Sets [`Host::weight`] (an EDS update of the same host; 0 is taken as 1).
     pub fn set_weight(&self, weight: u32) {
         self.weight.store(weight.max(1), Ordering::Relaxed);
+    }
+
+    /// The priority level of its endpoint (0 the highest).
+    pub fn priority(&self) -> u32 {
+        self.priority.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`Host::priority`] (an EDS update of the same host).
+    pub fn set_priority(&self, priority: u32) {
+        self.priority.store(priority, Ordering::Relaxed);
+    }
+
+    /// The same host at priority level `priority`.
+    pub fn with_priority(self, priority: u32) -> Host {
+        self.set_priority(priority);
+        self
     }
 
     /// The same host with the `health_status` its endpoint was given.
@@ -469,8 +492,9 @@ pub struct Cluster {
     pub(crate) round_robin: AtomicUsize,
     /// Outlier detection, when the cluster has `outlier_detection`.
     pub outlier: Option<super::outlier::Detector>,
-    /// RING_HASH / MAGLEV: the table over the hosts available when it was built.
-    pub(crate) hash_table: super::hash_lb::TableCache,
+    /// RING_HASH / MAGLEV: per priority level (modulo [`HASH_TABLES`]), the table over the
+    /// level's hosts available when it was built.
+    hash_tables: [super::hash_lb::TableCache; HASH_TABLES],
     /// Woken when a connection of this cluster closes, for requests waiting on
     /// `max_connections`. Only requests already over a breaker wait on it.
     pub(crate) connection_freed: Notify,
@@ -494,8 +518,8 @@ pub struct Cluster {
 /// force (held until then: the update may still be refused).
 #[derive(Debug, Default)]
 struct EdsCarry {
-    /// Hosts kept, with the `health_status` and weight the update gives them.
-    kept: Vec<(Arc<Host>, EndpointHealth, u32)>,
+    /// Hosts kept, with the `health_status`, weight and priority the update gives them.
+    kept: Vec<(Arc<Host>, EndpointHealth, u32, u32)>,
     /// Hosts the update removed that pass their health checks: kept, pending removal.
     pending: Vec<Arc<Host>>,
     /// Hosts the update removed for good.
@@ -544,9 +568,12 @@ impl Cluster {
                 .find(|old| old.addr == fresh.addr && !old.is_removed());
             match same {
                 Some(old) => {
-                    carry
-                        .kept
-                        .push((old.clone(), fresh.eds_health(), fresh.weight()));
+                    carry.kept.push((
+                        old.clone(),
+                        fresh.eds_health(),
+                        fresh.weight(),
+                        fresh.priority(),
+                    ));
                     next.push(old.clone());
                 }
                 None => {
@@ -558,7 +585,8 @@ impl Cluster {
                                 fresh.weight(),
                                 spec.lb.ignore_new_hosts_until_first_hc,
                             )
-                            .with_eds_health(fresh.eds_health()),
+                            .with_eds_health(fresh.eds_health())
+                            .with_priority(fresh.priority()),
                         )
                     } else {
                         fresh.clone()
@@ -606,9 +634,10 @@ impl Cluster {
         let Some(carry) = carry else {
             return;
         };
-        for (host, health, weight) in carry.kept {
+        for (host, health, weight, priority) in carry.kept {
             host.set_eds_health(health);
             host.set_weight(weight);
+            host.set_priority(priority);
             host.set_pending_removal(false);
         }
         let mut removed = carry.removed;
@@ -684,7 +713,8 @@ impl Cluster {
                             })?;
                     Ok(Arc::new(
                         Host::weighted(SocketAddr::new(ip, endpoint.port), endpoint.weight)
-                            .with_eds_health(endpoint.health),
+                            .with_eds_health(endpoint.health)
+                            .with_priority(endpoint.priority),
                     ))
                 })
                 .collect::<Result<Vec<_>, UpstreamError>>()?,
@@ -699,7 +729,8 @@ impl Cluster {
                 .map(|host| {
                     Arc::new(
                         Host::unchecked(host.addr, host.weight(), false)
-                            .with_eds_health(host.eds_health()),
+                            .with_eds_health(host.eds_health())
+                            .with_priority(host.priority()),
                     )
                 })
                 .collect()
@@ -732,7 +763,7 @@ impl Cluster {
                 .outlier
                 .clone()
                 .map(|outlier| super::outlier::Detector::new(&spec.name, outlier)),
-            hash_table: Default::default(),
+            hash_tables: Default::default(),
             connection_freed: Notify::new(),
             original: Default::default(),
             dns_names: Default::default(),
@@ -769,6 +800,12 @@ impl Cluster {
     }
 
     /// The hosts now (a snapshot).
+    /// The RING_HASH / MAGLEV table cache of priority level `priority` (levels past
+    /// [`HASH_TABLES`] share, each rebuilding the table when its hosts differ).
+    pub(crate) fn hash_table(&self, priority: u32) -> &super::hash_lb::TableCache {
+        &self.hash_tables[priority as usize % HASH_TABLES]
+    }
+
     pub fn hosts(&self) -> Arc<Vec<Arc<Host>>> {
         self.hosts.load_full()
     }
@@ -828,15 +865,18 @@ impl Cluster {
             if next.iter().any(|host: &Arc<Host>| host.addr == *addr) {
                 continue;
             }
-            let (weight, health) = self.endpoint_of(*addr);
+            let (weight, health, priority) = self.endpoint_of(*addr);
             match old.iter().find(|host| host.addr == *addr) {
                 Some(host) => next.push(host.clone()),
                 None if self.spec.health_check.is_some() => next.push(Arc::new(
                     Host::unchecked(*addr, weight, self.spec.lb.ignore_new_hosts_until_first_hc)
-                        .with_eds_health(health),
+                        .with_eds_health(health)
+                        .with_priority(priority),
                 )),
                 None => next.push(Arc::new(
-                    Host::weighted(*addr, weight).with_eds_health(health),
+                    Host::weighted(*addr, weight)
+                        .with_eds_health(health)
+                        .with_priority(priority),
                 )),
             }
         }
@@ -849,9 +889,9 @@ impl Cluster {
         self.store_hosts(next);
     }
 
-    /// The `load_balancing_weight` and `health_status` of the endpoint `addr` was resolved
-    /// from (1 and healthy when unknown).
-    fn endpoint_of(&self, addr: SocketAddr) -> (u32, EndpointHealth) {
+    /// The `load_balancing_weight`, `health_status` and priority of the endpoint `addr` was
+    /// resolved from (1, healthy and 0 when unknown).
+    fn endpoint_of(&self, addr: SocketAddr) -> (u32, EndpointHealth, u32) {
         let names = self.dns_names.load();
         let name = names.iter().find(|(a, _)| *a == addr).map(|(_, name)| name);
         self.spec
@@ -861,7 +901,9 @@ impl Cluster {
                 e.port == addr.port()
                     && name.is_some_and(|name| e.address.as_bytes() == name.as_bytes())
             })
-            .map_or((1, EndpointHealth::Healthy), |e| (e.weight, e.health))
+            .map_or((1, EndpointHealth::Healthy, 0), |e| {
+                (e.weight, e.health, e.priority)
+            })
     }
 
     /// A routed response from `host` carried `x-envoy-immediate-health-check-fail` (the
@@ -1155,11 +1197,13 @@ mod tests {
         next.endpoints.remove(1);
         next.endpoints[0].health = EndpointHealth::Degraded;
         next.endpoints[0].weight = 5;
+        next.endpoints[0].priority = 1;
         next.endpoints.push(crate::upstream::spec::EndpointSpec {
             address: "127.0.0.1".into(),
             port: 4,
             weight: 1,
             health: EndpointHealth::Healthy,
+            priority: 2,
         });
         assert!(spec.same_but_endpoints(&next));
         let Ok(second) = Cluster::after_eds_update(next, &first) else {
@@ -1172,6 +1216,7 @@ mod tests {
             "nothing changes before in force"
         );
         assert_eq!(old[0].weight(), 1);
+        assert_eq!(old[0].priority(), 0);
         assert!(!old[2].is_removed());
         second.take_over_hosts();
         let hosts = second.hosts();
@@ -1180,6 +1225,8 @@ mod tests {
         assert!(Arc::ptr_eq(&hosts[0], &old[0]) && Arc::ptr_eq(&hosts[2], &old[1]));
         assert_eq!(hosts[0].health(), Health::Degraded);
         assert_eq!(hosts[0].weight(), 5, "a new weight, the same host");
+        assert_eq!(hosts[0].priority(), 1, "a new priority, the same host");
+        assert_eq!(hosts[1].priority(), 2);
         assert!(
             !hosts[1].is_healthy(),
             "a new host waits for its first check"

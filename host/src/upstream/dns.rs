@@ -65,6 +65,7 @@ mod tests {
             port: 8080,
             weight: 1,
             health: Default::default(),
+            priority: 0,
         }];
         let Ok(cluster) = Cluster::new(spec) else {
             panic!("cluster builds")

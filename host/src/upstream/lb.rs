@@ -1,20 +1,24 @@
 //! Picking a host for a request among the cluster's available hosts, by `lb_policy`, each
 //! host weighted by its `load_balancing_weight`.
 //!
-//! As Envoy's load balancers with one priority level: hosts not removed and not excluded
-//! (see [`Host::is_excluded`]) are healthy, degraded or unhealthy ([`Host::health`]).
-//! [`PriorityLoad`] splits the requests between the healthy and the degraded hosts by
-//! Envoy's overprovisioning factor (1.4): the healthy ones take it all while at least
-//! 1/1.4 (~71%) of the hosts are healthy, the degraded ones make up what the healthy fall
-//! short of. When fewer than `healthy_panic_threshold` percent (default 50) of the hosts
-//! are healthy or degraded (and with the factor the two do not reach 100%), panic mode
-//! balances over every host not removed or excluded, those failing active health checks
-//! and ejected ones included, each such pick counted in `lb_healthy_panic`. A threshold of
-//! 0 turns panic mode off: no healthy or degraded host is a 503. RING_HASH and MAGLEV, as
-//! Envoy's, build their tables over the healthy hosts only (every host in panic mode).
+//! As Envoy's load balancers: hosts not removed and not excluded (see [`Host::is_excluded`])
+//! are healthy, degraded or unhealthy ([`Host::health`]), each at its endpoint's priority
+//! level. [`Levels`] splits the requests over the levels and within each between the healthy
+//! and the degraded hosts by Envoy's overprovisioning factor (`policy.overprovisioning_factor`
+//! of the load assignment, default 1.4): with one level the healthy hosts take it all while at
+//! least 1/1.4 (~71%) of the hosts are healthy, the degraded ones make up what the healthy
+//! fall short of; with several, a lower level takes what the levels above it fall short of.
+//! When fewer than `healthy_panic_threshold` percent (default 50) of a level's hosts are
+//! healthy or degraded (and all levels together do not reach 100%), panic mode balances over
+//! every host of the level not removed or excluded, those failing active health checks and
+//! ejected ones included, each such pick counted in `lb_healthy_panic`. A threshold of 0 turns
+//! panic mode off: no healthy or degraded host is a 503. RING_HASH and MAGLEV, as Envoy's,
+//! draw the level by the hash, then build their tables over the level's healthy hosts only
+//! (every host in panic mode).
 
 use super::cluster::{Cluster, Health, Host};
 use super::hash_lb::{self, TableKind};
+use super::priority::{Availability, Levels};
 use super::spec::LbPolicy;
 use rand::Rng;
 use std::sync::Arc;
@@ -36,7 +40,7 @@ pub fn pick_host_for(cluster: &Cluster, hash: Option<u64>) -> Option<Arc<Host>> 
             cluster.spec.lb_policy,
             LbPolicy::RingHash | LbPolicy::Maglev
         );
-    let candidates = candidates(cluster, &hosts, hashing);
+    let (candidates, priority) = candidates(cluster, &hosts, hash, hashing);
     if candidates.is_empty() {
         return None;
     }
@@ -61,13 +65,25 @@ pub fn pick_host_for(cluster: &Cluster, hash: Option<u64>) -> Option<Arc<Host>> 
                 min: lb.ring_min_size,
                 max: lb.ring_max_size,
             };
-            return hash_lb::pick(&cluster.hash_table, kind, &candidates, &hosts, hash);
+            return hash_lb::pick(
+                cluster.hash_table(priority),
+                kind,
+                &candidates,
+                &hosts,
+                hash,
+            );
         }
         (LbPolicy::Maglev, Some(hash)) => {
             let kind = TableKind::Maglev {
                 size: lb.maglev_table_size,
             };
-            return hash_lb::pick(&cluster.hash_table, kind, &candidates, &hosts, hash);
+            return hash_lb::pick(
+                cluster.hash_table(priority),
+                kind,
+                &candidates,
+                &hosts,
+                hash,
+            );
         }
         (LbPolicy::Random | LbPolicy::RingHash | LbPolicy::Maglev, _) => {
             weighted_random(&candidates)
@@ -76,106 +92,114 @@ pub fn pick_host_for(cluster: &Cluster, hash: Option<u64>) -> Option<Arc<Host>> 
     candidates.get(index).map(|host| Arc::clone(host))
 }
 
-/// The hosts to balance over for one request: the healthy or the degraded ones as
-/// [`PriorityLoad`] draws (the healthy ones only when `hashing`, as Envoy's hash tables), or
-/// in panic mode every host not removed or excluded. A host waiting for its first health
-/// check under `ignore_new_hosts_until_first_hc`, or otherwise excluded, is neither picked
-/// nor counted, even in panic mode.
-fn candidates<'a>(cluster: &Cluster, hosts: &'a [Arc<Host>], hashing: bool) -> Vec<&'a Arc<Host>> {
-    let in_play = |host: &&Arc<Host>| !host.is_removed() && !host.is_excluded();
-    // One pass on the request's path: the hosts in play, and of those the healthy and the
-    // degraded ones.
-    let mut healthy = Vec::with_capacity(hosts.len());
-    let mut degraded = Vec::new();
+/// The hosts to balance over for one request and the priority level they are of: a level
+/// drawn by the cluster's priority loads ([`Levels`]: Envoy's split by each level's health
+/// and the overprovisioning factor), then its healthy or degraded hosts as drawn (the
+/// healthy ones only when `hashing`, as Envoy's hash tables), or in panic mode every host of
+/// the level not removed or excluded. A request with a hash draws its level by the hash
+/// (`hash % 100 + 1`, as Envoy's `choosePriority`), the others at random. A host waiting for
+/// its first health check under `ignore_new_hosts_until_first_hc`, or otherwise excluded, is
+/// neither picked nor counted, even in panic mode.
+///
+/// One pass over the hosts counts each level's hosts on the stack; a second collects the
+/// drawn level's candidates into the one vector a request allocates. Should a host's health
+/// change between the two so that the second finds none of the hosts the first counted, the
+/// request counts afresh, once.
+fn candidates<'a>(
+    cluster: &Cluster,
+    hosts: &'a [Arc<Host>],
+    hash: Option<u64>,
+    hashing: bool,
+) -> (Vec<&'a Arc<Host>>, u32) {
+    candidates_once(cluster, hosts, hash, hashing, false)
+        .or_else(|| candidates_once(cluster, hosts, hash, hashing, true))
+        .unwrap_or_default()
+}
+
+/// [`candidates`] from one count; `None` where the count found hosts and the collection
+/// none (a health change in between), unless `last_try`.
+fn candidates_once<'a>(
+    cluster: &Cluster,
+    hosts: &'a [Arc<Host>],
+    hash: Option<u64>,
+    hashing: bool,
+    last_try: bool,
+) -> Option<(Vec<&'a Arc<Host>>, u32)> {
+    let mut levels = Levels::default();
+    let weighted = cluster.spec.weighted_priority_health;
     let mut live = 0usize;
-    for host in hosts.iter().filter(in_play) {
+    let mut spread = false;
+    for host in hosts.iter().filter(|host| !host.is_removed()) {
+        let level = levels.at(host.priority());
+        level.present += 1;
+        if host.is_excluded() {
+            continue;
+        }
         live += 1;
+        level.live += 1;
+        let weight = if weighted {
+            u64::from(host.weight())
+        } else {
+            0
+        };
+        level.live_weight += weight;
         match host.health() {
-            Health::Healthy => healthy.push(host),
-            Health::Degraded => degraded.push(host),
+            Health::Healthy => {
+                level.healthy += 1;
+                level.healthy_weight += weight;
+            }
+            Health::Degraded => {
+                level.degraded += 1;
+                level.degraded_weight += weight;
+                spread = true;
+            }
             Health::Unhealthy => {}
         }
     }
     if live == 0 {
-        return healthy;
+        return Some((Vec::new(), 0));
     }
-    let load = PriorityLoad::new(
-        healthy.len() as u64,
-        degraded.len() as u64,
-        live as u64,
+    levels.balance(
+        cluster.spec.overprovisioning_factor,
         cluster.spec.lb.healthy_panic_threshold,
+        weighted,
     );
-    if load.panic {
+    // One level with no degraded host: nothing to draw.
+    let point = match hash {
+        _ if levels.slice().len() == 1 && !spread => 1,
+        Some(hash) if hashing => (hash % 100) as u32 + 1,
+        _ => rand::rng().random_range(1..=100),
+    };
+    let (index, availability) = levels.choose(point);
+    let Some(level) = levels.slice().get(index) else {
+        return Some((Vec::new(), 0));
+    };
+    let priority = index as u32;
+    let of_level = |host: &&Arc<Host>| host.priority() == priority && !host.is_removed();
+    if level.panic {
+        let mut all = Vec::with_capacity(level.live as usize);
+        all.extend(hosts.iter().filter(of_level).filter(|h| !h.is_excluded()));
+        if all.is_empty() && level.live > 0 && !last_try {
+            return None;
+        }
         cluster.stats.lb_healthy_panic.inc();
-        return hosts.iter().filter(in_play).collect();
+        return Some((all, priority));
     }
-    if hashing || degraded.is_empty() || load.takes_healthy(rand::rng().random_range(1..=100)) {
-        healthy
-    } else {
-        degraded
+    let (wanted, count) = match availability {
+        Availability::Degraded if !hashing => (Health::Degraded, level.degraded),
+        _ => (Health::Healthy, level.healthy),
+    };
+    let mut picked = Vec::with_capacity(count as usize);
+    picked.extend(
+        hosts
+            .iter()
+            .filter(of_level)
+            .filter(|h| !h.is_excluded() && h.health() == wanted),
+    );
+    if picked.is_empty() && count > 0 && !last_try {
+        return None;
     }
-}
-
-/// Envoy's overprovisioning factor, in percent (its default, 1.4).
-const OVERPROVISIONING_PERCENT: u64 = 140;
-
-/// How one priority level's load splits between its healthy and its degraded hosts, and
-/// whether it is in panic mode: Envoy's `LoadBalancerBase::recalculatePerPriorityState` and
-/// `recalculatePerPriorityPanic` for a cluster with one priority, unweighted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PriorityLoad {
-    /// Percent of the requests that go to the healthy hosts.
-    pub healthy: u32,
-    /// Percent of the requests that go to the degraded hosts (100 - `healthy`).
-    pub degraded: u32,
-    /// Whether every host in play is balanced over instead.
-    pub panic: bool,
-}
-
-impl PriorityLoad {
-    /// The load for `healthy` and `degraded` hosts of `total` in play (not excluded; at least
-    /// one), with `healthy_panic_threshold` `threshold` percent. Each availability is
-    /// `min(100, 140% * hosts / total)` in integer percent; the healthy hosts take their
-    /// share of the two together (capped at 100), the degraded ones the rest up to theirs,
-    /// and a rounding remainder goes to the healthy hosts where there are any. Panic mode
-    /// is never on while the two reach 100%, else when the healthy and degraded hosts are
-    /// fewer than `threshold` percent of the total; with a threshold of 0 and neither, the
-    /// healthy hosts (none) get it all.
-    pub fn new(healthy: u64, degraded: u64, total: u64, threshold: f64) -> PriorityLoad {
-        let total = total.max(1);
-        let availability = |hosts: u64| (OVERPROVISIONING_PERCENT * hosts / total).min(100);
-        let (health, degradation) = (availability(healthy), availability(degraded));
-        let normalized = (health + degradation).min(100);
-        let threshold = threshold.clamp(0.0, 100.0);
-        if normalized == 0 {
-            return PriorityLoad {
-                healthy: 100,
-                degraded: 0,
-                panic: threshold > 0.0,
-            };
-        }
-        let percent = |hosts: u64| 100.0 * hosts as f64 / total as f64;
-        let panic = normalized != 100 && percent(healthy) + percent(degraded) < threshold;
-        let mut to_healthy = (health * 100 / normalized).min(100);
-        let mut to_degraded = (degradation * 100 / normalized).min(100 - to_healthy);
-        let remainder = 100 - to_healthy - to_degraded;
-        if health > 0 {
-            to_healthy += remainder;
-        } else {
-            to_degraded += remainder;
-        }
-        PriorityLoad {
-            healthy: to_healthy as u32,
-            degraded: to_degraded as u32,
-            panic,
-        }
-    }
-
-    /// Whether a request drawn `point` (1 to 100, as Envoy's `hash % 100 + 1`) goes to the
-    /// healthy hosts.
-    pub fn takes_healthy(&self, point: u32) -> bool {
-        point <= self.healthy
-    }
+    Some((picked, priority))
 }
 
 /// Each host in turn, a host of weight w w times per round.
@@ -418,9 +442,16 @@ mod tests {
     /// figures of Envoy's own load-balancer tests and docs.
     #[test]
     fn priority_load_is_envoys() {
+        let one = |h, d, t, threshold| {
+            let mut levels = Levels::default();
+            let level = levels.at(0);
+            (level.healthy, level.degraded, level.live, level.present) = (h, d, t, t);
+            levels.balance(140, threshold, false);
+            levels
+        };
         let load = |h, d, t, threshold| {
-            let l = PriorityLoad::new(h, d, t, threshold);
-            (l.healthy, l.degraded, l.panic)
+            let l = one(h, d, t, threshold).slice()[0];
+            (l.to_healthy, l.to_degraded, l.panic)
         };
         // All healthy, or enough healthy (5 of 7 is 100% with the factor).
         assert_eq!(load(4, 0, 4, 50.0), (100, 0, false));
@@ -444,8 +475,120 @@ mod tests {
         // Nothing healthy or degraded: panic, unless the threshold is 0.
         assert!(load(0, 0, 2, 50.0).2);
         assert_eq!(load(0, 0, 2, 0.0), (100, 0, false));
-        let split = PriorityLoad::new(1, 1, 2, 50.0);
-        assert!(split.takes_healthy(70) && !split.takes_healthy(71));
+        let split = one(1, 1, 2, 50.0);
+        assert_eq!(split.choose(70).1, Availability::Healthy);
+        assert_eq!(split.choose(71).1, Availability::Degraded);
+    }
+
+    /// Two levels: P0 (ports 1, 2) and P1 (port 3). All healthy: everything to P0; one P0
+    /// host failing: 70% to P0's other host, 30% to P1; P0 all failing: everything to P1.
+    #[test]
+    fn priority_levels_fail_over_as_envoys() {
+        let share = |seen: &[u16], port: u16| {
+            seen.iter().filter(|p| **p == port).count() as f64 / seen.len().max(1) as f64
+        };
+        for policy in [
+            LbPolicy::RoundRobin,
+            LbPolicy::LeastRequest,
+            LbPolicy::Random,
+        ] {
+            let mut spec = spec("lb_priorities", policy, &[1, 2, 3]);
+            spec.endpoints[2].priority = 1;
+            let Ok(cluster) = Cluster::new(spec) else {
+                panic!("cluster builds")
+            };
+            let seen = picks(&cluster, 400);
+            assert_eq!(
+                share(&seen, 3),
+                0.0,
+                "{policy:?}: P1 idle while P0 is healthy"
+            );
+            cluster.hosts()[0].set_healthy(false);
+            let seen = picks(&cluster, 4000);
+            assert!(
+                (share(&seen, 2) - 0.70).abs() < 0.04,
+                "{policy:?}: {seen:?}"
+            );
+            assert!((share(&seen, 3) - 0.30).abs() < 0.04, "{policy:?}");
+            assert_eq!(share(&seen, 1), 0.0);
+            cluster.hosts()[1].set_healthy(false);
+            assert_eq!(picks(&cluster, 50), vec![3; 50], "{policy:?}");
+            assert_eq!(cluster.stats.lb_healthy_panic.get(), 0);
+        }
+    }
+
+    /// `overprovisioning_factor` of the load assignment: at 200, one healthy host of two
+    /// keeps its level whole.
+    #[test]
+    fn the_overprovisioning_factor_shifts_the_split() {
+        let mut spec = spec("lb_factor", LbPolicy::Random, &[1, 2, 3]);
+        spec.endpoints[2].priority = 1;
+        spec.overprovisioning_factor = 200;
+        let Ok(cluster) = Cluster::new(spec) else {
+            panic!("cluster builds")
+        };
+        cluster.hosts()[0].set_healthy(false);
+        assert!(picks(&cluster, 400).iter().all(|port| *port == 2));
+    }
+
+    /// Both levels under the panic threshold: total panic, the load split by the levels'
+    /// host counts, each level's pick over all its hosts.
+    #[test]
+    fn total_panic_spreads_by_host_counts() {
+        // P0: ports 1-4 (1 healthy), P1: ports 5-8 (1 healthy): 50/50 over all eight.
+        let mut spec = spec(
+            "lb_total_panic",
+            LbPolicy::Random,
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+        );
+        for endpoint in &mut spec.endpoints[4..] {
+            endpoint.priority = 1;
+        }
+        let Ok(cluster) = Cluster::new(spec) else {
+            panic!("cluster builds")
+        };
+        for index in [1, 2, 3, 5, 6, 7] {
+            cluster.hosts()[index].set_healthy(false);
+        }
+        let seen = picks(&cluster, 4000);
+        let p0 = seen.iter().filter(|p| **p <= 4).count() as f64 / seen.len() as f64;
+        assert!((p0 - 0.5).abs() < 0.04, "{p0}");
+        let distinct: std::collections::HashSet<u16> = seen.into_iter().collect();
+        assert_eq!(distinct.len(), 8);
+        assert_eq!(cluster.stats.lb_healthy_panic.get(), 4000);
+    }
+
+    /// RING_HASH and MAGLEV draw the level by the hash, then hash within it: a key sticks to
+    /// one host, P1 takes about 30% of the keys with half of P0 failing.
+    #[test]
+    fn hash_policies_draw_the_level_by_the_hash() {
+        for policy in [LbPolicy::RingHash, LbPolicy::Maglev] {
+            let mut spec = spec("lb_hash_priorities", policy, &[1, 2, 3]);
+            spec.endpoints[2].priority = 1;
+            let Ok(cluster) = Cluster::new(spec) else {
+                panic!("cluster builds")
+            };
+            let hash = |key: u64| xxhash_rust::xxh64::xxh64(&key.to_le_bytes(), 0);
+            for key in 0..200u64 {
+                let host = pick_host_for(&cluster, Some(hash(key))).map(|h| h.addr.port());
+                assert_ne!(host, Some(3), "{policy:?}: P0 healthy");
+            }
+            cluster.hosts()[0].set_healthy(false);
+            let mut to_p1 = 0;
+            for key in 0..2000u64 {
+                let first = pick_host_for(&cluster, Some(hash(key))).map(|h| h.addr.port());
+                for _ in 0..3 {
+                    assert_eq!(
+                        pick_host_for(&cluster, Some(hash(key))).map(|h| h.addr.port()),
+                        first
+                    );
+                }
+                assert_ne!(first, Some(1));
+                to_p1 += usize::from(first == Some(3));
+            }
+            let share = to_p1 as f64 / 2000.0;
+            assert!((share - 0.30).abs() < 0.04, "{policy:?}: {share}");
+        }
     }
 
     /// Degraded hosts take traffic only as far as the healthy ones fall short, and never

@@ -204,8 +204,8 @@ impl ClusterManager {
         clusters
     }
 
-    /// Envoy's `/clusters` text: per cluster its default-priority thresholds, per host its
-    /// counters and health flags.
+    /// Envoy's `/clusters` text: per cluster its default-priority thresholds, per host (by
+    /// priority level) its counters and health flags.
     pub fn clusters_text(&self) -> String {
         let mut out = String::new();
         for (name, cluster) in self.by_name() {
@@ -218,7 +218,10 @@ impl ClusterManager {
             ] {
                 let _ = writeln!(out, "{name}::default_priority::{setting}::{value}");
             }
-            for host in cluster.hosts().iter() {
+            // Envoy lists its hosts by priority level (its host sets in order).
+            let mut hosts: Vec<_> = cluster.hosts().iter().cloned().collect();
+            hosts.sort_by_key(|host| host.priority());
+            for host in &hosts {
                 let addr = host.addr;
                 let _ = writeln!(
                     out,

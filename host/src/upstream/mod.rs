@@ -18,6 +18,7 @@ pub mod mark;
 mod original_dst;
 pub mod outlier;
 mod pool;
+mod priority;
 mod quic;
 /// The cluster as plain data: read by [`crate::config::cluster`] and kept under this name for
 /// the modules that import it from here.

@@ -24,8 +24,11 @@ pub fn spec(name: &str, ports: &[u16]) -> ClusterSpec {
                 port: *port,
                 weight: 1,
                 health: EndpointHealth::Healthy,
+                priority: 0,
             })
             .collect(),
+        overprovisioning_factor: DEFAULT_OVERPROVISIONING_FACTOR,
+        weighted_priority_health: false,
         dns_refresh_rate: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(1),
         lb_policy: LbPolicy::RoundRobin,

@@ -312,7 +312,7 @@ fn check_listener(listener: &Listener) -> Result<(), FieldError> {
 }
 
 /// A load assignment's endpoints, checked as a cluster's `load_assignment` is (IP literals,
-/// ports, priority 0), with paths relative to the assignment.
+/// ports, the policy), with paths relative to the assignment.
 fn check_endpoints(json: &serde_json::Value) -> Result<(), FieldError> {
     let cluster = serde_json::json!({
         "name": json.get("cluster_name").cloned().unwrap_or_default(),
