@@ -673,7 +673,8 @@ impl<P: PoolProtocol> Drop for Lease<P> {
         if self.ended || P::ABANDONED_STREAM_HOLDS_CONNECTION {
             return;
         }
-        self.pool.release(self.id, self.index, self.opened, End::Done);
+        self.pool
+            .release(self.id, self.index, self.opened, End::Done);
     }
 }
 
