@@ -119,6 +119,20 @@ impl Levels {
         if levels.is_empty() {
             return;
         }
+        // The common case on every request: one level, every host of it in play healthy.
+        // With a factor of at least 100 its health is 100 by count or by weight: all the
+        // load, no panic (what the arithmetic below gives, without its divisions).
+        if let [level] = levels
+            && level.live > 0
+            && level.healthy == level.live
+            && factor >= 100
+            && (!weighted || level.live_weight > 0)
+        {
+            level.to_healthy = 100;
+            level.to_degraded = 0;
+            level.panic = false;
+            return;
+        }
         let availability = |hosts: u64, live: u64| -> u64 {
             (factor * hosts).checked_div(live).unwrap_or(0).min(100)
         };
@@ -357,6 +371,25 @@ mod tests {
         assert_eq!(loads(&[(2, 2, 10)], 140, 30.0), vec![(50, 50, false)]);
         assert_eq!(loads(&[(0, 3, 3)], 140, 50.0), vec![(0, 100, false)]);
         assert!(loads(&[(1, 0, 4)], 140, 50.0)[0].2);
+    }
+
+    /// One level with every host healthy takes a shortcut; it must give what the general
+    /// arithmetic gives the same level beside an empty one, for any factor it is taken at.
+    #[test]
+    fn the_all_healthy_shortcut_is_the_arithmetics_answer() {
+        for factor in [100, 140, 1000] {
+            for hosts in [1, 2, 7] {
+                let alone = loads(&[(hosts, 0, hosts)], factor, 50.0);
+                let beside_empty = loads(&[(hosts, 0, hosts), (0, 0, 0)], factor, 50.0);
+                assert_eq!(alone, vec![(100, 0, false)], "{factor} {hosts}");
+                assert_eq!(beside_empty[0], alone[0], "{factor} {hosts}");
+            }
+        }
+        // Below 100 the shortcut is not taken (health 50): the arithmetic's own answer.
+        assert_eq!(
+            loads(&[(2, 0, 2)], 50, 60.0)[0],
+            loads(&[(2, 0, 2), (0, 0, 0)], 50, 60.0)[0]
+        );
     }
 
     #[test]
