@@ -13,6 +13,7 @@ pub mod h1_upstream;
 pub mod h2_frames;
 pub mod h2_upstream;
 pub mod h3;
+pub mod raw_h1;
 pub mod registry;
 pub mod side_by_side;
 pub mod stats;

@@ -14,8 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use weir_tests::Weir;
 use weir_tests::config::{self, Ports};
 use weir_tests::envoy::Envoy;
@@ -91,54 +90,28 @@ async fn upstream_answering(
     hits: Arc<AtomicUsize>,
     answer: &'static str,
 ) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let hits = hits.clone();
-            let check = check.clone();
-            tokio::spawn(async move {
-                let mut held = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match sock.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => held.extend_from_slice(&buf[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&held[..end]).into_owned();
-                    held.drain(..end + 4);
-                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
-                    let answer = if path == "/health" {
-                        match check.load(Ordering::Relaxed) {
-                            c if c == Check::Pass as u8 => {
-                                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
-                            }
-                            c if c == Check::Fail as u8 => {
-                                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
-                            }
-                            c if c == Check::Degraded as u8 => {
-                                "HTTP/1.1 200 OK\r\nx-envoy-degraded: true\r\ncontent-length: 0\r\n\r\n"
-                            }
-                            _ => {
-                                "HTTP/1.1 503 Service Unavailable\r\n\
-                                 x-envoy-immediate-health-check-fail: true\r\ncontent-length: 0\r\n\r\n"
-                            }
-                        }
-                    } else {
-                        hits.fetch_add(1, Ordering::Relaxed);
-                        answer
-                    };
-                    if sock.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
+    weir_tests::raw_h1::serve(move |path| {
+        let answer = if path == "/health" {
+            match check.load(Ordering::Relaxed) {
+                c if c == Check::Pass as u8 => "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+                c if c == Check::Fail as u8 => {
+                    "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
                 }
-            });
-        }
-    });
-    addr
+                c if c == Check::Degraded as u8 => {
+                    "HTTP/1.1 200 OK\r\nx-envoy-degraded: true\r\ncontent-length: 0\r\n\r\n"
+                }
+                _ => {
+                    "HTTP/1.1 503 Service Unavailable\r\n\
+                     x-envoy-immediate-health-check-fail: true\r\ncontent-length: 0\r\n\r\n"
+                }
+            }
+        } else {
+            hits.fetch_add(1, Ordering::Relaxed);
+            answer
+        };
+        std::future::ready(answer.to_owned())
+    })
+    .await
 }
 
 /// One listener routing everything to cluster `c` over `hosts` (`health_status: DEGRADED`

@@ -10,8 +10,7 @@
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use weir_tests::Weir;
 use weir_tests::config::{self, Ports};
 use weir_tests::envoy::Envoy;
@@ -27,42 +26,19 @@ struct Health {
 /// A keep-alive HTTP/1.1 upstream on 127.0.0.1 answering as `health` says; runs until the
 /// test ends.
 async fn upstream(health: Health) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut held = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match sock.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => held.extend_from_slice(&buf[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&held[..end]).into_owned();
-                    held.drain(..end + 4);
-                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
-                    let (status, body) = if path == "/health" {
-                        tokio::time::sleep(health.delay).await;
-                        (health.status, "health")
-                    } else {
-                        (200, "up")
-                    };
-                    let answer = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if sock.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
+    weir_tests::raw_h1::serve(move |path| async move {
+        let (status, body) = if path == "/health" {
+            tokio::time::sleep(health.delay).await;
+            (health.status, "health")
+        } else {
+            (200, "up")
+        };
+        format!(
+            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    })
+    .await
 }
 
 /// One listener routing everything to cluster `c` (one host, `up`), whose checks have

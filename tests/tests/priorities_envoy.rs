@@ -11,8 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use weir_tests::config::{self, Ports};
 use weir_tests::side_by_side::{Kind, Proxy};
 
@@ -28,43 +27,18 @@ const STATS: &str =
 /// A keep-alive HTTP/1.1 upstream on 127.0.0.1 answering `/health` 200 when `passes`, else
 /// 503, and every other path 200, counting those in `hits`; runs until the test ends.
 async fn upstream(passes: bool, hits: Arc<AtomicUsize>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let hits = hits.clone();
-            tokio::spawn(async move {
-                let mut held = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match sock.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => held.extend_from_slice(&buf[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&held[..end]).into_owned();
-                    held.drain(..end + 4);
-                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
-                    let answer = match (path == "/health", passes) {
-                        (true, true) => "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
-                        (true, false) => {
-                            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
-                        }
-                        (false, _) => {
-                            hits.fetch_add(1, Ordering::Relaxed);
-                            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nup"
-                        }
-                    };
-                    if sock.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
+    weir_tests::raw_h1::serve(move |path| {
+        let answer = match (path == "/health", passes) {
+            (true, true) => "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            (true, false) => "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
+            (false, _) => {
+                hits.fetch_add(1, Ordering::Relaxed);
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nup"
+            }
+        };
+        std::future::ready(answer.to_owned())
+    })
+    .await
 }
 
 /// One listener routing everything to cluster `c`: one locality per entry of `levels` (its
