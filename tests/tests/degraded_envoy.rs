@@ -168,6 +168,31 @@ const STATS: &str =
 
 /// Sends `requests` GETs of `/work` to `listener` (each must be a 200, all before
 /// `deadline`) and returns each upstream's share of them in percent, from its hit counter.
+/// The admin's answer at `path` (empty when it does not answer).
+async fn admin_text(admin: SocketAddr, path: &str) -> String {
+    weir_tests::client::get_host(admin, "localhost", path)
+        .await
+        .map(|resp| resp.text())
+        .unwrap_or_default()
+}
+
+/// Each of `addrs`' health flags in cluster `cluster` as `/clusters` gives them
+/// (`(missing)` for a host it does not list).
+async fn health_flags(admin: SocketAddr, cluster: &str, addrs: &[SocketAddr]) -> Vec<String> {
+    let clusters = admin_text(admin, "/clusters").await;
+    addrs
+        .iter()
+        .map(|addr| {
+            let prefix = format!("{cluster}::{addr}::health_flags::");
+            clusters
+                .lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .unwrap_or("(missing)")
+                .to_owned()
+        })
+        .collect()
+}
+
 async fn shares_of(
     listener: SocketAddr,
     hits: &[Arc<AtomicUsize>],
@@ -214,24 +239,8 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let admin = SocketAddr::from(([127, 0, 0, 1], ports.admin));
-    let admin_text = |path: &'static str| async move {
-        weir_tests::client::get_host(admin, "localhost", path)
-            .await
-            .map(|resp| resp.text())
-            .unwrap_or_default()
-    };
-    let clusters = admin_text("/clusters").await;
-    let flags = upstreams
-        .iter()
-        .map(|(addr, _, _)| {
-            let prefix = format!("c::{addr}::health_flags::");
-            clusters
-                .lines()
-                .find_map(|line| line.strip_prefix(&prefix))
-                .unwrap_or("(missing)")
-                .to_owned()
-        })
-        .collect();
+    let addrs: Vec<SocketAddr> = upstreams.iter().map(|(addr, _, _)| *addr).collect();
+    let flags = health_flags(admin, "c", &addrs).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     for _ in 0..REQUESTS {
         let answer = weir_tests::get(ports.http_addr(), "/work")
@@ -240,7 +249,7 @@ async fn run(
         assert_eq!(answer.status, 200, "{}", answer.text());
         assert!(Instant::now() < deadline, "requests took over 60 s");
     }
-    let stats = admin_text(STATS).await;
+    let stats = admin_text(admin, STATS).await;
     drop(proxy);
     let shares = upstreams
         .iter()
@@ -408,21 +417,7 @@ async fn run_eds(start: impl FnOnce(&Value) -> Box<dyn std::any::Any>) -> Vec<Se
         }
         let began = Instant::now();
         let flags = loop {
-            let clusters = weir_tests::client::get_host(admin, "localhost", "/clusters")
-                .await
-                .map(|resp| resp.text())
-                .unwrap_or_default();
-            let flags: Vec<String> = addrs
-                .iter()
-                .map(|addr| {
-                    let prefix = format!("c1::{addr}::health_flags::");
-                    clusters
-                        .lines()
-                        .find_map(|line| line.strip_prefix(&prefix))
-                        .unwrap_or("(missing)")
-                        .to_owned()
-                })
-                .collect();
+            let flags = health_flags(admin, "c1", &addrs).await;
             let serving = weir_tests::get(listener, "/probe")
                 .await
                 .is_ok_and(|resp| resp.status == 200);
@@ -444,10 +439,7 @@ async fn run_eds(start: impl FnOnce(&Value) -> Box<dyn std::any::Any>) -> Vec<Se
             &format!("{status:?}"),
         )
         .await;
-        let stats = weir_tests::client::get_host(admin, "localhost", EDS_STATS)
-            .await
-            .map(|resp| resp.text())
-            .unwrap_or_default();
+        let stats = admin_text(admin, EDS_STATS).await;
         seen.push(Seen {
             flags,
             stats,
@@ -550,23 +542,7 @@ async fn run_removal(
         server.addr(),
         AdsApi::Grpc,
     ));
-    let flags_now = || async {
-        let clusters = weir_tests::client::get_host(admin, "localhost", "/clusters")
-            .await
-            .map(|resp| resp.text())
-            .unwrap_or_default();
-        addrs
-            .iter()
-            .map(|addr| {
-                let prefix = format!("c1::{addr}::health_flags::");
-                clusters
-                    .lines()
-                    .find_map(|line| line.strip_prefix(&prefix))
-                    .unwrap_or("(missing)")
-                    .to_owned()
-            })
-            .collect::<Vec<String>>()
-    };
+    let flags_now = || health_flags(admin, "c1", &addrs);
     let mut seen = Vec::new();
     // 0: both hosts healthy; 1: EDS drops host 1; 2: host 1 then fails its check.
     for step in 0..3 {
@@ -596,10 +572,7 @@ async fn run_removal(
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let stats = weir_tests::client::get_host(admin, "localhost", REMOVAL_STATS)
-            .await
-            .map(|resp| resp.text())
-            .unwrap_or_default();
+        let stats = admin_text(admin, REMOVAL_STATS).await;
         let shares = shares_of(
             listener,
             &hits,
@@ -755,26 +728,9 @@ async fn run_passive(start: impl FnOnce(&Value) -> Box<dyn std::any::Any>) -> Se
         "one request reached host 1"
     );
     let admin = SocketAddr::from(([127, 0, 0, 1], ports.admin));
-    let admin_text = |path: &'static str| async move {
-        weir_tests::client::get_host(admin, "localhost", path)
-            .await
-            .map(|resp| resp.text())
-            .unwrap_or_default()
-    };
     let flagged = Instant::now();
     let flags = loop {
-        let clusters = admin_text("/clusters").await;
-        let flags: Vec<String> = addrs
-            .iter()
-            .map(|addr| {
-                let prefix = format!("c::{addr}::health_flags::");
-                clusters
-                    .lines()
-                    .find_map(|line| line.strip_prefix(&prefix))
-                    .unwrap_or("(missing)")
-                    .to_owned()
-            })
-            .collect();
+        let flags = health_flags(admin, "c", &addrs).await;
         if flags[1] != "healthy" {
             break flags;
         }
@@ -784,7 +740,7 @@ async fn run_passive(start: impl FnOnce(&Value) -> Box<dyn std::any::Any>) -> Se
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let stats = admin_text(PASSIVE_STATS).await;
+    let stats = admin_text(admin, PASSIVE_STATS).await;
     let shares = shares_of(
         ports.http_addr(),
         &hits,
@@ -849,26 +805,7 @@ async fn run_keeps_health(start: impl FnOnce(&Value) -> Box<dyn std::any::Any>) 
         server.addr(),
         AdsApi::Grpc,
     ));
-    let admin_text = |path: &'static str| async move {
-        weir_tests::client::get_host(admin, "localhost", path)
-            .await
-            .map(|resp| resp.text())
-            .unwrap_or_default()
-    };
-    let flags_now = || async {
-        let clusters = admin_text("/clusters").await;
-        addrs
-            .iter()
-            .map(|addr| {
-                let prefix = format!("c1::{addr}::health_flags::");
-                clusters
-                    .lines()
-                    .find_map(|line| line.strip_prefix(&prefix))
-                    .unwrap_or("(missing)")
-                    .to_owned()
-            })
-            .collect::<Vec<String>>()
-    };
+    let flags_now = || health_flags(admin, "c1", &addrs);
     let began = Instant::now();
     loop {
         let flags = flags_now().await;
@@ -896,7 +833,7 @@ async fn run_keeps_health(start: impl FnOnce(&Value) -> Box<dyn std::any::Any>) 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let stats = admin_text(KEEP_STATS).await;
+    let stats = admin_text(admin, KEEP_STATS).await;
     drop(proxy);
     Seen {
         flags,
