@@ -14,8 +14,8 @@
 //! - each stream's way in and out, whatever its codec ([`Connection::stream`]): the manager
 //!   in force when it starts, `max_requests_per_connection`, `downstream_rq_total` and the
 //!   protocol counted once, the overload action `disable_http_keepalive`, and the stream's
-//!   accounting riding on its body ([`TrackedBody`]: `downstream_rq_active`, the idle clock, `stream_idle_timeout` on
-//!   the response body).
+//!   accounting riding on its body ([`TrackedBody`]: `downstream_rq_active`, the idle
+//!   clock, `stream_idle_timeout` on the response body).
 //!
 //! A tunnel (an `Upgrade`, a CONNECT on any version) leaves the driver one way: its codec
 //! put a [`crate::wire::handoff::TunnelHandoff`] on the request, which the connection manager

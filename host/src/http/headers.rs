@@ -227,6 +227,31 @@ mod tests {
         assert_eq!(names, ["x-kept"]);
     }
 
+    /// A hostile `Connection`: thousands of tokens, empty ones, names that are not header
+    /// names, a huge one. The named real headers go, the rest stays, nothing panics.
+    #[test]
+    fn a_hostile_connection_header_removes_only_what_it_names() {
+        let mut h = HeaderMap::new();
+        let mut tokens = [",,", " ", "bad name", "x-named", "a:b", "close"].join(",");
+        for i in 0..5_000 {
+            tokens.push_str(&format!(",x-t{i}"));
+        }
+        tokens.push(',');
+        tokens.push_str(&"a".repeat(60_000));
+        h.insert(header::CONNECTION, tokens.parse().unwrap());
+        // A value that is not text is passed over whole.
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-kept, \xe9").unwrap(),
+        );
+        h.insert("x-named", "1".parse().unwrap());
+        h.insert("x-t4999", "1".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        remove_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
     #[test]
     fn the_length_sieve_lets_every_hop_by_hop_name_through() {
         for name in HOP_BY_HOP {

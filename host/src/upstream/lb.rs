@@ -60,22 +60,15 @@ pub fn pick_host_for(cluster: &Cluster, hash: Option<u64>) -> Option<Arc<Host>> 
         }
         (LbPolicy::RoundRobin, _) => round_robin(cluster, &candidates),
         (LbPolicy::LeastRequest, _) => least_request(&candidates, lb.choice_count),
-        (LbPolicy::RingHash, Some(hash)) => {
-            let kind = TableKind::Ring {
-                min: lb.ring_min_size,
-                max: lb.ring_max_size,
-            };
-            return hash_lb::pick(
-                cluster.hash_table(priority),
-                kind,
-                &candidates,
-                &hosts,
-                hash,
-            );
-        }
-        (LbPolicy::Maglev, Some(hash)) => {
-            let kind = TableKind::Maglev {
-                size: lb.maglev_table_size,
+        (policy @ (LbPolicy::RingHash | LbPolicy::Maglev), Some(hash)) => {
+            let kind = match policy {
+                LbPolicy::RingHash => TableKind::Ring {
+                    min: lb.ring_min_size,
+                    max: lb.ring_max_size,
+                },
+                _ => TableKind::Maglev {
+                    size: lb.maglev_table_size,
+                },
             };
             return hash_lb::pick(
                 cluster.hash_table(priority),

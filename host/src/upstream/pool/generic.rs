@@ -323,7 +323,8 @@ impl<P: PoolProtocol> Pool<P> {
     ) -> Option<(Lease<P>, P::Stream)> {
         let count = state.connections.len();
         let mut released = std::mem::take(&mut state.released);
-        let hints = std::iter::from_fn(|| released.pop()).filter(|_| P::NEWEST_FIRST);
+        // Only NEWEST_FIRST pools push hints (see `release`).
+        let hints = std::iter::from_fn(|| released.pop());
         let scan = (0..count).map(|n| if P::NEWEST_FIRST { count - 1 - n } else { n });
         let mut found = None;
         for index in hints.chain(scan) {
